@@ -1,0 +1,139 @@
+// Package config is vipswap's static configuration: the YAML schema, its
+// defaults and its validation. It describes listeners, the admin address, the
+// store, health-check settings and slot membership. It never holds routing
+// state (which slot is active): that lives in the store.
+package config
+
+import (
+	"time"
+)
+
+// Config is a whole vipswap configuration. Zero values mean the default that
+// Default sets.
+type Config struct {
+	// Admin is the admin API.
+	Admin Admin `yaml:"admin"`
+	// State is where the routing state is kept.
+	State Store `yaml:"state"`
+	// Listeners are the addresses vipswap accepts traffic on.
+	Listeners Listeners `yaml:"listeners"`
+	// Health configures the active probes.
+	Health Health `yaml:"health"`
+	// Proxy tunes the data plane.
+	Proxy Proxy `yaml:"proxy"`
+	// Slots are the groups of instances, by name.
+	Slots map[string]Slot `yaml:"slots"`
+	// Active seeds the active slot when the store holds no state yet. Empty
+	// means the first slot in the file.
+	Active string `yaml:"active"`
+
+	// SlotOrder lists the slot names in the order the file declares them.
+	SlotOrder []string `yaml:"-"`
+
+	file  string
+	lines map[string]int // key path -> line, for validation messages
+}
+
+// Admin configures the admin API server.
+type Admin struct {
+	// Listen is the admin API address. Default 127.0.0.1:9090.
+	Listen string `yaml:"listen"`
+}
+
+// Store configures the embedded state store.
+type Store struct {
+	// Path is the bbolt file holding the state. Default vipswap.db.
+	Path string `yaml:"path"`
+}
+
+// Listeners are the two front-door addresses.
+type Listeners struct {
+	// Prod follows the active slot. Default 127.0.0.1:8080.
+	Prod string `yaml:"prod"`
+	// Stage follows the standby slot. Default 127.0.0.1:8081.
+	Stage string `yaml:"stage"`
+}
+
+// Health configures active health probes.
+type Health struct {
+	// Path is the probe's path and query; {slot} is replaced by the
+	// instance's slot. Default /api/ping?slot={slot}.
+	Path string `yaml:"path"`
+	// Interval is the time between two probes of one instance. Default 1s.
+	Interval time.Duration `yaml:"interval"`
+	// Timeout bounds one probe. Default 1s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Rise is how many consecutive passes make an instance healthy. Default 2.
+	Rise int `yaml:"rise"`
+	// Fall is how many consecutive failures make it unhealthy. Default 2.
+	Fall int `yaml:"fall"`
+}
+
+// Proxy tunes the data plane.
+type Proxy struct {
+	// Attempts bounds how many instances one request may be sent to. Default 3.
+	Attempts int `yaml:"attempts"`
+	// Hold is how long a request waits for a healthy instance before it gets
+	// a 503. Default 2s.
+	Hold time.Duration `yaml:"hold"`
+	// MaxHolding bounds how many requests may wait at once; more get a 503
+	// at once. Default 10000.
+	MaxHolding int `yaml:"max_holding"`
+	// ReadHeaderTimeout bounds how long a client may take to send request
+	// headers. Default 10s.
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	// IdleTimeout closes client keep-alive connections idle this long.
+	// Default 120s.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout bounds how long vipswap waits for in-flight requests
+	// when it stops. Default 30s.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Slot is one named group of instances: either fixed addresses or processes
+// vipswap runs itself, never both.
+type Slot struct {
+	// Instances are the host:port addresses of the slot's instances.
+	Instances []string `yaml:"instances"`
+	// Run, when set, makes vipswap start the slot's instances itself.
+	Run *Run `yaml:"run"`
+}
+
+// Run describes instances vipswap starts as child processes.
+type Run struct {
+	// Command is the program and its arguments. {port} is replaced by a free
+	// port; a bare "vipswap" as the program means the running binary.
+	Command []string `yaml:"command"`
+	// Replicas is how many processes to run. Default 1.
+	Replicas int `yaml:"replicas"`
+	// StopTimeout is how long a process gets after SIGTERM before SIGKILL.
+	// Default 10s.
+	StopTimeout time.Duration `yaml:"stop_timeout"`
+}
+
+// Default returns a configuration with every default set and no slots.
+func Default() *Config {
+	return &Config{
+		Admin:     Admin{Listen: "127.0.0.1:9090"},
+		State:     Store{Path: "vipswap.db"},
+		Listeners: Listeners{Prod: "127.0.0.1:8080", Stage: "127.0.0.1:8081"},
+		Health: Health{
+			Path:     "/api/ping?slot={slot}",
+			Interval: time.Second,
+			Timeout:  time.Second,
+			Rise:     2,
+			Fall:     2,
+		},
+		Proxy: Proxy{
+			Attempts:          3,
+			Hold:              2 * time.Second,
+			MaxHolding:        10000,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       120 * time.Second,
+			ShutdownTimeout:   30 * time.Second,
+		},
+	}
+}
+
+// File returns the name the configuration was read from.
+func (c *Config) File() string { return c.file }

@@ -1,0 +1,143 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+const valid = `
+admin:
+  listen: 127.0.0.1:9090
+state:
+  path: vipswap.db
+listeners:
+  prod: 127.0.0.1:8080
+  stage: 127.0.0.1:8081
+health:
+  path: /api/ping?slot={slot}
+  interval: 500ms
+slots:
+  blue:
+    instances: [127.0.0.1:9001, 127.0.0.1:9002]
+  green:
+    run:
+      command: [vipswap, app, --slot, green, --listen, "127.0.0.1:{port}"]
+      replicas: 2
+active: blue
+`
+
+func TestParseValid(t *testing.T) {
+	c, err := Parse("test.yaml", []byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.SlotOrder, ","); got != "blue,green" {
+		t.Errorf("slot order %q, want blue,green", got)
+	}
+	if c.Health.Interval != 500*time.Millisecond {
+		t.Errorf("interval %v, want 500ms", c.Health.Interval)
+	}
+	if c.Health.Rise != 2 || c.Proxy.Attempts != 3 || c.Proxy.Hold != 2*time.Second {
+		t.Errorf("defaults not applied: rise %d attempts %d hold %v", c.Health.Rise, c.Proxy.Attempts, c.Proxy.Hold)
+	}
+	if r := c.Slots["green"].Run; r == nil || r.Replicas != 2 || r.StopTimeout != 10*time.Second {
+		t.Errorf("green run = %+v, want 2 replicas and a 10s stop timeout", r)
+	}
+}
+
+func TestActiveDefaultsToFirstSlot(t *testing.T) {
+	c, err := Parse("t.yaml", []byte("slots:\n  green:\n    instances: [127.0.0.1:1]\n  blue:\n    instances: [127.0.0.1:2]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Active != "green" {
+		t.Fatalf("active %q, want green", c.Active)
+	}
+}
+
+// Each invalid case names the key, and the line when the key is in the file.
+func TestParseInvalid(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(string) string
+		want string
+	}{
+		{"unknown top-level key", func(s string) string { return s + "helth: {}\n" },
+			`test.yaml:20: helth: unknown key`},
+		{"unknown nested key", func(s string) string {
+			return strings.Replace(s, "  interval: 500ms", "  interval: 500ms\n  intervall: 1s", 1)
+		}, `test.yaml:12: health.intervall: unknown key`},
+		{"bad duration", func(s string) string { return strings.Replace(s, "500ms", "5 parsecs", 1) },
+			`test.yaml:11: health.interval: invalid duration "5 parsecs"`},
+		{"negative duration", func(s string) string { return strings.Replace(s, "500ms", "-1s", 1) },
+			`test.yaml:11: health.interval: invalid duration "-1s"`},
+		{"slot with neither instances nor run", func(s string) string {
+			return strings.Replace(s, "    instances: [127.0.0.1:9001, 127.0.0.1:9002]\n", "", 1)
+		}, `slots.blue: set instances or run`},
+		{"slot with both instances and run", func(s string) string {
+			return strings.Replace(s, "      replicas: 2", "      replicas: 2\n    instances: [127.0.0.1:9009]", 1)
+		}, `slots.green: set instances or run, not both`},
+		{"active names no slot", func(s string) string { return strings.Replace(s, "active: blue", "active: purple", 1) },
+			`test.yaml:19: active: slot "purple" is not defined in slots`},
+		{"duplicate instance address", func(s string) string { return strings.Replace(s, "127.0.0.1:9002", "127.0.0.1:9001", 1) },
+			`test.yaml:14: slots.blue.instances[1]: duplicate address 127.0.0.1:9001: already used by slots.blue.instances[0]`},
+		{"instance on a listener address", func(s string) string { return strings.Replace(s, "127.0.0.1:9002", "127.0.0.1:8080", 1) },
+			`slots.blue.instances[1]: duplicate address 127.0.0.1:8080: already used by listeners.prod`},
+		{"address without port", func(s string) string { return strings.Replace(s, "127.0.0.1:9002", "localhost", 1) },
+			`slots.blue.instances[1]: invalid address "localhost"`},
+		{"run without {port}", func(s string) string { return strings.Replace(s, `"127.0.0.1:{port}"`, "127.0.0.1:9100", 1) },
+			`slots.green.run.command: must contain {port}`},
+		{"wrong type", func(s string) string { return strings.Replace(s, "replicas: 2", "replicas: two", 1) },
+			`test.yaml:18: slots.green.run.replicas: want a whole number, got "two"`},
+		{"only one slot", func(s string) string {
+			i := strings.Index(s, "  green:")
+			return s[:i] + "active: blue\n"
+		}, `slots: need at least two slots, got 1`},
+		{"slot defined twice", func(s string) string {
+			return strings.Replace(s, "  green:", "  blue:\n    instances: [127.0.0.1:9005]\n  green:", 1)
+		}, `slots.blue: name is defined twice`},
+		{"not YAML", func(string) string { return "slots: [\n" }, `test.yaml: `},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("test.yaml", []byte(c.edit(valid)))
+			if err == nil {
+				t.Fatalf("got no error, want %q", c.want)
+			}
+			if !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("got %q, want it to contain %q", err, c.want)
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !strings.HasPrefix(line, "test.yaml") {
+					t.Errorf("error line %q does not name the file", line)
+				}
+			}
+		})
+	}
+}
+
+func TestEveryProblemIsReported(t *testing.T) {
+	src := strings.Replace(valid, "500ms", "soon", 1)
+	src = strings.Replace(src, "active: blue", "active: purple", 1)
+	_, err := Parse("test.yaml", []byte(src+"extra: 1\n"))
+	if err == nil {
+		t.Fatal("got no error")
+	}
+	// The decoder stops before validation when keys or types are wrong.
+	if n := len(strings.Split(err.Error(), "\n")); n != 2 {
+		t.Fatalf("got %d problems, want 2 (duration and unknown key): %v", n, err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(valid)
+	f.Add("slots: {a: {instances: [1.2.3.4:5]}, b: {run: {command: [x, '{port}']}}}")
+	f.Add("health: &h {rise: 1}\nproxy: *h\n")
+	f.Fuzz(func(t *testing.T, src string) {
+		c, err := Parse("fuzz.yaml", []byte(src))
+		if err == nil && len(c.SlotOrder) < 2 {
+			t.Fatalf("accepted a config with %d slots", len(c.SlotOrder))
+		}
+	})
+}

@@ -1,0 +1,209 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Load reads, decodes and validates the configuration at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes and validates a configuration; name is used in messages.
+// Decoding is strict: an unknown key, a value of the wrong type or a bad
+// duration is an error. The returned error joins one line per problem, each
+// naming the file, line and key.
+func Parse(name string, data []byte) (*Config, error) {
+	c := Default()
+	c.file = name
+	c.lines = make(map[string]int)
+	var root yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	d := &decoder{c: c}
+	if len(root.Content) > 0 {
+		d.decode(root.Content[0], reflect.ValueOf(c).Elem(), "")
+	}
+	if len(d.errs) > 0 {
+		return nil, errors.Join(d.errs...)
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+var durationType = reflect.TypeFor[time.Duration]()
+
+type decoder struct {
+	c    *Config
+	errs []error
+}
+
+func (d *decoder) errorf(n *yaml.Node, path, format string, args ...any) {
+	d.errs = append(d.errs, &Error{File: d.c.file, Line: n.Line, Key: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// decode stores n into v, recording each key's line and every problem.
+func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	d.c.lines[path] = n.Line
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return // "key:" with no value keeps the default
+	}
+	switch {
+	case v.Type() == durationType:
+		if n.Kind != yaml.ScalarNode {
+			d.errorf(n, path, "want a duration such as 1s or 500ms")
+			return
+		}
+		dur, err := time.ParseDuration(n.Value)
+		if err != nil || dur < 0 {
+			d.errorf(n, path, "invalid duration %q (want e.g. 1s or 500ms)", n.Value)
+			return
+		}
+		v.SetInt(int64(dur))
+	case v.Kind() == reflect.Pointer:
+		if v.IsNil() {
+			v.Set(reflect.New(v.Type().Elem()))
+		}
+		d.decode(n, v.Elem(), path)
+	case v.Kind() == reflect.Struct:
+		d.decodeStruct(n, v, path)
+	case v.Kind() == reflect.Map:
+		d.decodeMap(n, v, path)
+	case v.Kind() == reflect.Slice:
+		if n.Kind != yaml.SequenceNode {
+			d.errorf(n, path, "want a list")
+			return
+		}
+		s := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+		for i, item := range n.Content {
+			d.decode(item, s.Index(i), fmt.Sprintf("%s[%d]", path, i))
+		}
+		v.Set(s)
+	case v.Kind() == reflect.String:
+		if n.Kind != yaml.ScalarNode {
+			d.errorf(n, path, "want a string")
+			return
+		}
+		v.SetString(n.Value)
+	case v.Kind() == reflect.Int:
+		i, err := strconv.Atoi(n.Value)
+		if n.Kind != yaml.ScalarNode || err != nil {
+			d.errorf(n, path, "want a whole number, got %q", n.Value)
+			return
+		}
+		v.SetInt(int64(i))
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(n.Value)
+		if n.Kind != yaml.ScalarNode || err != nil {
+			d.errorf(n, path, "want true or false, got %q", n.Value)
+			return
+		}
+		v.SetBool(b)
+	default:
+		panic("config: unsupported field type " + v.Type().String())
+	}
+}
+
+func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, path, "want a mapping of keys")
+		return
+	}
+	fields := make(map[string]int)
+	var known []string
+	for i := range v.NumField() {
+		tag := v.Type().Field(i).Tag.Get("yaml")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		fields[tag] = i
+		known = append(known, tag)
+	}
+	seen := make(map[string]bool)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		key := join(path, k.Value)
+		idx, ok := fields[k.Value]
+		switch {
+		case !ok:
+			d.errorf(k, key, "unknown key (known: %s)", strings.Join(known, ", "))
+			continue
+		case seen[k.Value]:
+			d.errorf(k, key, "key is set twice")
+			continue
+		}
+		seen[k.Value] = true
+		d.decode(val, v.Field(idx), key)
+	}
+}
+
+func (d *decoder) decodeMap(n *yaml.Node, v reflect.Value, path string) {
+	if n.Kind != yaml.MappingNode {
+		d.errorf(n, path, "want a mapping of names")
+		return
+	}
+	if v.IsNil() {
+		v.Set(reflect.MakeMap(v.Type()))
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		key := join(path, k.Value)
+		if v.MapIndex(reflect.ValueOf(k.Value)).IsValid() {
+			d.errorf(k, key, "name is defined twice")
+			continue
+		}
+		elem := reflect.New(v.Type().Elem()).Elem()
+		d.decode(val, elem, key)
+		v.SetMapIndex(reflect.ValueOf(k.Value), elem)
+		if path == "slots" {
+			d.c.SlotOrder = append(d.c.SlotOrder, k.Value)
+		}
+	}
+}
+
+// Error is one configuration problem.
+type Error struct {
+	// File is the configuration file's name.
+	File string
+	// Line is the 1-based line of the key, or 0 when the key is absent.
+	Line int
+	// Key is the dotted key path, e.g. "slots.blue.instances[1]".
+	Key string
+	// Msg says what is wrong.
+	Msg string
+}
+
+func (e *Error) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Key, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", e.File, e.Key, e.Msg)
+}

@@ -1,0 +1,141 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var slotName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func (c *Config) applyDefaults() {
+	if c.Active == "" && len(c.SlotOrder) > 0 {
+		c.Active = c.SlotOrder[0]
+	}
+	for name, s := range c.Slots {
+		if s.Run != nil {
+			if s.Run.Replicas == 0 {
+				s.Run.Replicas = 1
+			}
+			if s.Run.StopTimeout == 0 {
+				s.Run.StopTimeout = 10 * time.Second
+			}
+			c.Slots[name] = s
+		}
+	}
+}
+
+// Validate reports every problem in c, one *Error per problem, joined.
+func (c *Config) Validate() error {
+	v := &validator{c: c, addrs: make(map[string]string)}
+	v.addr("admin.listen", c.Admin.Listen)
+	v.addr("listeners.prod", c.Listeners.Prod)
+	v.addr("listeners.stage", c.Listeners.Stage)
+	if c.State.Path == "" {
+		v.fail("state.path", "must name a file")
+	}
+	h := c.Health
+	if !strings.HasPrefix(h.Path, "/") {
+		v.fail("health.path", fmt.Sprintf("must start with /, got %q", h.Path))
+	}
+	v.positive("health.interval", h.Interval)
+	v.positive("health.timeout", h.Timeout)
+	v.atLeastOne("health.rise", h.Rise)
+	v.atLeastOne("health.fall", h.Fall)
+	p := c.Proxy
+	v.atLeastOne("proxy.attempts", p.Attempts)
+	v.atLeastOne("proxy.max_holding", p.MaxHolding)
+	v.positive("proxy.hold", p.Hold)
+	v.positive("proxy.read_header_timeout", p.ReadHeaderTimeout)
+	v.positive("proxy.idle_timeout", p.IdleTimeout)
+	v.positive("proxy.shutdown_timeout", p.ShutdownTimeout)
+
+	if len(c.SlotOrder) < 2 {
+		v.fail("slots", fmt.Sprintf("need at least two slots, got %d", len(c.SlotOrder)))
+	}
+	for _, name := range c.SlotOrder {
+		v.slot(name, c.Slots[name])
+	}
+	if c.Active != "" && len(c.SlotOrder) > 0 {
+		if _, ok := c.Slots[c.Active]; !ok {
+			v.fail("active", fmt.Sprintf("slot %q is not defined in slots (have %s)", c.Active, strings.Join(c.SlotOrder, ", ")))
+		}
+	}
+	return errors.Join(v.errs...)
+}
+
+type validator struct {
+	c     *Config
+	errs  []error
+	addrs map[string]string // address -> key that uses it
+}
+
+func (v *validator) fail(key, msg string) {
+	v.errs = append(v.errs, &Error{File: v.c.file, Line: v.c.lines[key], Key: key, Msg: msg})
+}
+
+func (v *validator) positive(key string, d time.Duration) {
+	if d <= 0 {
+		v.fail(key, fmt.Sprintf("must be more than zero, got %s", d))
+	}
+}
+
+func (v *validator) atLeastOne(key string, n int) {
+	if n < 1 {
+		v.fail(key, fmt.Sprintf("must be at least 1, got %d", n))
+	}
+}
+
+// addr checks that a is host:port and not used by another key.
+func (v *validator) addr(key, a string) {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		v.fail(key, fmt.Sprintf("invalid address %q: want host:port", a))
+		return
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		v.fail(key, fmt.Sprintf("invalid port in %q", a))
+		return
+	}
+	if port == "0" {
+		return // each :0 gets its own port
+	}
+	norm := net.JoinHostPort(strings.ToLower(host), port)
+	if prev, ok := v.addrs[norm]; ok {
+		v.fail(key, fmt.Sprintf("duplicate address %s: already used by %s", a, prev))
+		return
+	}
+	v.addrs[norm] = key
+}
+
+func (v *validator) slot(name string, s Slot) {
+	key := "slots." + name
+	if !slotName.MatchString(name) {
+		v.fail(key, "slot names use letters, digits, '.', '_' and '-' (at most 63)")
+	}
+	switch {
+	case len(s.Instances) == 0 && s.Run == nil:
+		v.fail(key, "set instances or run")
+	case len(s.Instances) > 0 && s.Run != nil:
+		v.fail(key, "set instances or run, not both")
+	case s.Run != nil:
+		v.run(key+".run", s.Run)
+	}
+	for i, a := range s.Instances {
+		v.addr(fmt.Sprintf("%s.instances[%d]", key, i), a)
+	}
+}
+
+func (v *validator) run(key string, r *Run) {
+	if len(r.Command) == 0 {
+		v.fail(key+".command", "must name a program")
+	} else if !strings.Contains(strings.Join(r.Command, " "), "{port}") {
+		v.fail(key+".command", "must contain {port}, where the instance listens")
+	}
+	v.atLeastOne(key+".replicas", r.Replicas)
+	v.positive(key+".stop_timeout", r.StopTimeout)
+}

@@ -1,0 +1,194 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vipswap/vipswap/route"
+)
+
+// Options configures a Proxy. Zero values mean the documented defaults.
+type Options struct {
+	// Attempts bounds how many instances one request is sent to. Zero means 3.
+	Attempts int
+	// Hold is how long a request waits for a routable instance before it is
+	// answered 503. Zero means 2s.
+	Hold time.Duration
+	// MaxHolding bounds how many requests may hold at once; more are answered
+	// 503 at once. Zero means 10000.
+	MaxHolding int
+	// ReadHeaderTimeout bounds how long a client may take to send its
+	// request headers. Zero means 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes idle client keep-alive connections. Zero means 120s.
+	IdleTimeout time.Duration
+	// OnRefused, if set, is called when an instance refuses a connection (or
+	// the dial fails), so health can take it out at once. It is called on the
+	// request path and must not block.
+	OnRefused func(*route.Instance)
+	// Logger receives server-level errors (never per-request lines). Nil
+	// means slog.Default().
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.Attempts <= 0 {
+		o.Attempts = 3
+	}
+	if o.Hold <= 0 {
+		o.Hold = 2 * time.Second
+	}
+	if o.MaxHolding <= 0 {
+		o.MaxHolding = 10000
+	}
+	if o.ReadHeaderTimeout <= 0 {
+		o.ReadHeaderTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 120 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Proxy is the built-in data plane. Create it with New, publish tables with
+// Apply, accept traffic with Serve and stop with Shutdown.
+type Proxy struct {
+	opts      Options
+	table     atomic.Pointer[route.Table]
+	transport *http.Transport
+	handlers  [len(route.Listeners)]*handler
+	holding   atomic.Int64
+	rejected  [len(route.Listeners)]atomic.Uint64
+
+	mu      sync.Mutex // guards servers and closed
+	servers []*http.Server
+	closed  bool
+}
+
+// New returns a Proxy with an empty routing table: until the first Apply
+// every request holds and then gets a 503.
+func New(opts Options) *Proxy {
+	opts.setDefaults()
+	p := &Proxy{
+		opts: opts,
+		transport: &http.Transport{
+			Proxy: nil, // never route through $HTTP_PROXY
+			DialContext: (&net.Dialer{
+				Timeout:   5 * time.Second,
+				KeepAlive: 30 * time.Second,
+			}).DialContext,
+			MaxIdleConns:        0, // no global limit; per instance below
+			MaxIdleConnsPerHost: 512,
+			IdleConnTimeout:     90 * time.Second,
+			DisableCompression:  true, // pass encodings through untouched
+		},
+	}
+	p.table.Store(route.Build(route.Spec{}))
+	errLog := slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
+	for _, l := range route.Listeners {
+		p.handlers[l] = p.newHandler(l, errLog)
+	}
+	return p
+}
+
+// Apply publishes t; requests that start afterwards use it. It wakes requests
+// holding on the previous table. Apply is O(1) whatever the load. It
+// implements the controller's DataPlane interface.
+func (p *Proxy) Apply(t *route.Table) error {
+	if old := p.table.Swap(t); old != nil && old != t {
+		old.Retire()
+	}
+	return nil
+}
+
+// Table returns the current routing table.
+func (p *Proxy) Table() *route.Table { return p.table.Load() }
+
+// Rejected returns how many requests on l vipswap answered itself with an
+// error because no instance could take them.
+func (p *Proxy) Rejected(l route.Listener) uint64 { return p.rejected[l].Load() }
+
+// Handler returns the http.Handler of listener l.
+func (p *Proxy) Handler(l route.Listener) http.Handler { return p.handlers[l] }
+
+// Serve accepts connections on ln for listener l until Shutdown. It returns
+// nil after Shutdown and the accept error otherwise.
+func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           p.handlers[l],
+		ReadHeaderTimeout: p.opts.ReadHeaderTimeout,
+		IdleTimeout:       p.opts.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          log.New(discard{}, "", 0),
+	}
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	p.servers = append(p.servers, srv)
+	p.mu.Unlock()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops accepting connections, closes idle ones, and waits until
+// every request in flight (upgraded connections included) has finished or ctx
+// is done.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	p.closed = true
+	servers := p.servers
+	p.mu.Unlock()
+	var wg sync.WaitGroup
+	errs := make([]error, len(servers))
+	for i, srv := range servers {
+		wg.Go(func() { errs[i] = srv.Shutdown(ctx) })
+	}
+	wg.Wait()
+	// http.Server.Shutdown does not wait for hijacked (upgraded)
+	// connections; the in-flight counters include them.
+	err := waitIdle(ctx, p.table.Load())
+	p.transport.CloseIdleConnections()
+	return errors.Join(append(errs, err)...)
+}
+
+// waitIdle polls until no instance of t has a request in flight.
+func waitIdle(ctx context.Context, t *route.Table) error {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		busy := false
+		for _, l := range route.Listeners {
+			for _, s := range t.Slots(l) {
+				for _, i := range s.Instances() {
+					busy = busy || i.Load() > 0
+				}
+			}
+		}
+		if !busy {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(b []byte) (int, error) { return len(b), nil }

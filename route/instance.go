@@ -1,0 +1,81 @@
+package route
+
+import "sync/atomic"
+
+// Listener names the front-door address a request arrived on.
+type Listener int
+
+const (
+	// Prod follows the active slot.
+	Prod Listener = iota
+	// Stage follows the standby slot.
+	Stage
+	numListeners
+)
+
+// Listeners lists every listener in order.
+var Listeners = [numListeners]Listener{Prod, Stage}
+
+// String returns "prod" or "stage".
+func (l Listener) String() string {
+	switch l {
+	case Prod:
+		return "prod"
+	case Stage:
+		return "stage"
+	}
+	return "unknown"
+}
+
+// Instance is one process of the application in one slot. It is created once
+// per (slot, address) and shared by every Table that contains it, so its
+// counters survive table changes. All methods are safe for concurrent use.
+type Instance struct {
+	// Slot is the slot the instance belongs to.
+	Slot string
+	// Addr is the instance's host:port.
+	Addr string
+
+	inFlight [numListeners]atomic.Int64
+	served   [numListeners]atomic.Uint64
+	failed   [numListeners]atomic.Uint64
+}
+
+// NewInstance returns an instance of slot at addr with zeroed counters.
+func NewInstance(slot, addr string) *Instance {
+	return &Instance{Slot: slot, Addr: addr}
+}
+
+// Begin counts one more request in flight on i that arrived on l.
+func (i *Instance) Begin(l Listener) { i.inFlight[l].Add(1) }
+
+// End counts the end of a request begun with Begin. ok reports whether the
+// request was answered by the instance (any status) rather than failed.
+func (i *Instance) End(l Listener, ok bool) {
+	i.inFlight[l].Add(-1)
+	if ok {
+		i.served[l].Add(1)
+	} else {
+		i.failed[l].Add(1)
+	}
+}
+
+// Abandon undoes a Begin for an attempt that was retried elsewhere; it counts
+// neither served nor failed.
+func (i *Instance) Abandon(l Listener) { i.inFlight[l].Add(-1) }
+
+// InFlight returns the number of requests in flight on i that arrived on l.
+func (i *Instance) InFlight(l Listener) int64 { return i.inFlight[l].Load() }
+
+// Load returns the number of requests in flight on i from every listener;
+// the picker compares instances by it.
+func (i *Instance) Load() int64 {
+	return i.inFlight[Prod].Load() + i.inFlight[Stage].Load()
+}
+
+// Served returns how many requests that arrived on l the instance answered.
+func (i *Instance) Served(l Listener) uint64 { return i.served[l].Load() }
+
+// Failed returns how many requests that arrived on l failed on the instance
+// after it had been chosen and no other attempt saved them.
+func (i *Instance) Failed(l Listener) uint64 { return i.failed[l].Load() }

@@ -1,0 +1,178 @@
+package route
+
+import (
+	"math/rand/v2"
+	"sync"
+)
+
+// Weighted is one slot's share of a listener's traffic in a Spec.
+type Weighted struct {
+	// Slot is the slot's name.
+	Slot string
+	// Weight is the slot's relative share; slots with weight zero receive no
+	// traffic. A listener whose weights are all zero routes nowhere.
+	Weight uint32
+}
+
+// Spec is everything Build needs to make a Table.
+type Spec struct {
+	// Revision is the state revision the table was built from.
+	Revision uint64
+	// Listeners gives, per listener, the slots it sends traffic to.
+	Listeners [numListeners][]Weighted
+	// Routable gives, per slot, the instances that may receive new requests
+	// (healthy and not drained). A slot missing here has none.
+	Routable map[string][]*Instance
+}
+
+// Slot is one slot's routable instances inside a Table. It is immutable.
+type Slot struct {
+	// Name is the slot's name.
+	Name      string
+	instances []*Instance
+}
+
+// Instances returns the slot's routable instances. The caller must not modify
+// the returned slice.
+func (s *Slot) Instances() []*Instance { return s.instances }
+
+// split is a listener's weighted choice over slots, with cumulative weights so
+// a choice is one random number and a short scan.
+type split struct {
+	slots []*Slot
+	cum   []uint32
+	total uint32
+}
+
+// Table is an immutable routing snapshot. It is safe for concurrent use by any
+// number of goroutines.
+type Table struct {
+	// Revision is the state revision the table was built from.
+	Revision uint64
+
+	listeners  [numListeners]split
+	superseded chan struct{}
+	retire     sync.Once
+}
+
+// Build makes a Table from spec. It copies what it keeps, so the caller may
+// reuse spec afterwards.
+func Build(spec Spec) *Table {
+	t := &Table{Revision: spec.Revision, superseded: make(chan struct{})}
+	slots := make(map[string]*Slot)
+	slotFor := func(name string) *Slot {
+		if s, ok := slots[name]; ok {
+			return s
+		}
+		insts := append([]*Instance(nil), spec.Routable[name]...)
+		s := &Slot{Name: name, instances: insts}
+		slots[name] = s
+		return s
+	}
+	for l, ws := range spec.Listeners {
+		var sp split
+		for _, w := range ws {
+			if w.Weight == 0 {
+				continue
+			}
+			sp.total += w.Weight
+			sp.slots = append(sp.slots, slotFor(w.Slot))
+			sp.cum = append(sp.cum, sp.total)
+		}
+		t.listeners[l] = sp
+	}
+	return t
+}
+
+// Slot chooses the slot for a new request on l, by weight. It returns nil when
+// l routes to no slot.
+func (t *Table) Slot(l Listener) *Slot {
+	sp := &t.listeners[l]
+	switch len(sp.slots) {
+	case 0:
+		return nil
+	case 1:
+		return sp.slots[0]
+	}
+	n := rand.Uint32N(sp.total)
+	for i, c := range sp.cum {
+		if n < c {
+			return sp.slots[i]
+		}
+	}
+	return sp.slots[len(sp.slots)-1]
+}
+
+// Slots returns the slots l sends traffic to, in the order of the Spec. The
+// caller must not modify the returned slice.
+func (t *Table) Slots(l Listener) []*Slot { return t.listeners[l].slots }
+
+// SlotNamed returns the slot called name if l sends it any traffic.
+func (t *Table) SlotNamed(l Listener, name string) *Slot {
+	for _, s := range t.listeners[l].slots {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// Superseded returns a channel that is closed once a newer Table replaces t.
+func (t *Table) Superseded() <-chan struct{} { return t.superseded }
+
+// Retire closes t.Superseded(). The data plane calls it after publishing a
+// newer table; calling it more than once is harmless.
+func (t *Table) Retire() { t.retire.Do(func() { close(t.superseded) }) }
+
+// Pick chooses a routable instance of s by the power of two choices on
+// in-flight load, skipping every instance in avoid (the ones a request has
+// already tried). It returns nil when no instance is left. Pick takes no lock
+// and allocates nothing.
+func (s *Slot) Pick(avoid []*Instance) *Instance {
+	insts := s.instances
+	n := len(insts)
+	switch {
+	case n == 0:
+		return nil
+	case n == 1:
+		if contains(avoid, insts[0]) {
+			return nil
+		}
+		return insts[0]
+	}
+	if len(avoid) == 0 {
+		a := rand.IntN(n)
+		b := rand.IntN(n - 1)
+		if b >= a {
+			b++
+		}
+		x, y := insts[a], insts[b]
+		if y.Load() < x.Load() {
+			return y
+		}
+		return x
+	}
+	// Retries are rare: scan for the least-loaded instance not yet tried,
+	// starting at a random offset so ties spread out.
+	var best *Instance
+	off := rand.IntN(n)
+	for k := range n {
+		c := insts[(off+k)%n]
+		if contains(avoid, c) {
+			continue
+		}
+		if best == nil || c.Load() < best.Load() {
+			best = c
+		}
+	}
+	return best
+}
+
+func contains(list []*Instance, i *Instance) bool {
+	for _, x := range list {
+		if x == i {
+			return true
+		}
+	}
+	return false
+}
