@@ -56,7 +56,8 @@ type Checker struct {
 type target struct {
 	mu      sync.Mutex // guards the fields below
 	healthy bool
-	passes  int // consecutive passes while unhealthy
+	seen    bool // has ever been healthy
+	passes  int  // consecutive passes while unhealthy
 	fails   int // consecutive failures while healthy
 }
 
@@ -80,16 +81,17 @@ func New(cfg Config, onChange func(t Target, healthy bool)) *Checker {
 	}
 }
 
-// Add starts probing t, which starts unhealthy; its first passing probe makes
-// it healthy so a fresh start does not wait Rise intervals. Adding a target
-// twice is a no-op.
+// Add starts probing t, which starts unhealthy. Until it has been healthy
+// once, a single passing probe makes it healthy, so a fresh start (an
+// instance still booting fails its first probes) does not wait Rise
+// intervals. Adding a target twice is a no-op.
 func (c *Checker) Add(t Target) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.targets[t]; ok || c.ctx.Err() != nil {
 		return
 	}
-	st := &target{passes: c.cfg.Rise - 1}
+	st := &target{}
 	c.targets[t] = st
 	c.wg.Go(func() { c.loop(t, st) })
 }
@@ -171,8 +173,8 @@ func (c *Checker) record(t Target, st *target, pass bool) {
 	switch {
 	case pass && !st.healthy:
 		st.passes++
-		if st.passes >= c.cfg.Rise {
-			st.healthy, st.passes = true, 0
+		if st.passes >= c.cfg.Rise || !st.seen {
+			st.healthy, st.seen, st.passes = true, true, 0
 			c.onChange(t, true)
 		}
 	case pass:

@@ -69,13 +69,15 @@ func TestProbeNamesTheSlot(t *testing.T) {
 func TestRiseAndFall(t *testing.T) {
 	c, ch := newChecker(t, 2, 3)
 	tg := Target{Slot: "blue", Addr: "127.0.0.1:1"}
-	st := &target{passes: c.cfg.Rise - 1}
+	st := &target{seen: true}
 	steps := []struct {
 		pass        bool
 		wantHealthy bool
 	}{
-		{false, false}, // a failure resets the fast-start pass
-		{true, false},  // rise 2: one pass is not enough
+		{false, false},
+		{true, false}, // rise 2: one pass is not enough
+		{false, false},
+		{true, false}, // a failure reset the count
 		{true, true},
 		{false, true}, // fall 3
 		{false, true},
@@ -97,7 +99,9 @@ func TestRiseAndFall(t *testing.T) {
 
 func TestFirstPassMakesHealthy(t *testing.T) {
 	c, _ := newChecker(t, 3, 2)
-	st := &target{passes: c.cfg.Rise - 1}
+	st := &target{}
+	c.record(Target{}, st, false) // still booting
+	c.record(Target{}, st, false)
 	c.record(Target{}, st, true)
 	if !st.healthy {
 		t.Fatal("a fresh target is not healthy after its first pass")

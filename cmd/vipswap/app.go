@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vipswap/vipswap/slotapp"
+)
+
+// maxDelay bounds /api/test?delay= so a typo cannot hold a connection for
+// days.
+const maxDelay = 5 * time.Minute
+
+func appCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("app", stderr)
+	listen := fs.String("listen", "", "address to listen on, host:port (required)")
+	slot := fs.String("slot", "", "the slot this instance belongs to (required)")
+	version := fs.String("version", "dev", "version to report")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *listen == "" || *slot == "" {
+		return &usageError{msg: "--listen and --slot are required"}
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	addr := ln.Addr().String()
+	fmt.Fprintf(stderr, "app slot=%s version=%s listening on %s\n", *slot, *version, addr)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	err = slotapp.Serve(ctx, ln, sampleApp(*slot, *version, addr))
+	fmt.Fprintf(stderr, "app slot=%s stopped\n", *slot)
+	return err
+}
+
+// sampleApp is the sample application: the probe contract plus /api/test.
+func sampleApp(slot, version, instance string) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /api/ping", slotapp.Ping(slot))
+	mux.HandleFunc("/api/test", func(w http.ResponseWriter, r *http.Request) {
+		if d := r.URL.Query().Get("delay"); d != "" {
+			delay, err := time.ParseDuration(d)
+			if err != nil || delay < 0 || delay > maxDelay {
+				http.Error(w, fmt.Sprintf("delay: want a duration up to %s, got %q", maxDelay, d), http.StatusBadRequest)
+				return
+			}
+			t := time.NewTimer(delay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-r.Context().Done():
+				return
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(map[string]string{"slot": slot, "version": version, "instance": instance})
+	})
+	return mux
+}

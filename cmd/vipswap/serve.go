@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/config"
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/launch"
+	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/store/bolt"
+)
+
+func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", stderr)
+	path := fs.String("c", "vipswap.yaml", "configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	// A switch must outlive a closed log pipe: a write to it then fails
+	// instead of killing the process.
+	signal.Ignore(syscall.SIGPIPE)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	return serve(ctx, cfg, log, stderr)
+}
+
+// serve runs the switch until ctx ends, then shuts down in order: stop
+// accepting and finish in-flight requests, stop the controller, stop managed
+// instances, close the store. Everything opened is closed on every path.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.Writer) (err error) {
+	var cleanups []func()
+	defer func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	}()
+
+	// Bind every address before starting anything, so a taken port fails
+	// fast and leaves nothing behind.
+	bind := func(name, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+		}
+		cleanups = append(cleanups, func() { ln.Close() })
+		return ln, nil
+	}
+	prodLn, err := bind("listeners.prod", cfg.Listeners.Prod)
+	if err != nil {
+		return err
+	}
+	stageLn, err := bind("listeners.stage", cfg.Listeners.Stage)
+	if err != nil {
+		return err
+	}
+	adminLn, err := bind("admin.listen", cfg.Admin.Listen)
+	if err != nil {
+		return err
+	}
+
+	st, err := bolt.Open(cfg.State.Path)
+	if err != nil {
+		return err
+	}
+	cleanups = append(cleanups, func() { st.Close() })
+
+	var slots []control.Slot
+	for _, name := range cfg.SlotOrder {
+		s := cfg.Slots[name]
+		addrs := s.Instances
+		if s.Run != nil {
+			g, err := launch.Start(launch.Spec{
+				Slot: name, Command: s.Run.Command, Replicas: s.Run.Replicas,
+				StopTimeout: s.Run.StopTimeout, Output: output, Logger: log,
+			})
+			if err != nil {
+				return err
+			}
+			cleanups = append(cleanups, g.Close)
+			addrs = g.Addrs()
+			log.Info("started instances", "slot", name, "instances", addrs)
+		}
+		slots = append(slots, control.Slot{Name: name, Addrs: addrs})
+	}
+
+	var ctrl *control.Controller
+	px := proxy.New(proxy.Options{
+		Attempts:          cfg.Proxy.Attempts,
+		Hold:              cfg.Proxy.Hold,
+		MaxHolding:        cfg.Proxy.MaxHolding,
+		ReadHeaderTimeout: cfg.Proxy.ReadHeaderTimeout,
+		IdleTimeout:       cfg.Proxy.IdleTimeout,
+		OnRefused:         func(i *route.Instance) { ctrl.InstanceRefused(i) },
+		Logger:            log,
+	})
+	ctrl, err = control.New(ctx, control.Config{
+		Slots:  slots,
+		Active: cfg.Active,
+		Store:  st,
+		Health: health.Config{
+			Path: cfg.Health.Path, Interval: cfg.Health.Interval, Timeout: cfg.Health.Timeout,
+			Rise: cfg.Health.Rise, Fall: cfg.Health.Fall,
+		},
+		Planes:    []control.DataPlane{px},
+		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
+		Logger:    log,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", cfg.State.Path, err)
+	}
+	cleanups = append(cleanups, ctrl.Close)
+
+	admin := &http.Server{
+		Handler:           api.NewHandler(ctrl, log),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}
+	errc := make(chan error, 3)
+	go func() { errc <- px.Serve(route.Prod, prodLn) }()
+	go func() { errc <- px.Serve(route.Stage, stageLn) }()
+	go func() {
+		if err := admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	log.Info("listening", "listener", "prod", "addr", prodLn.Addr().String())
+	log.Info("listening", "listener", "stage", "addr", stageLn.Addr().String())
+	log.Info("listening", "listener", "admin", "addr", adminLn.Addr().String())
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: finishing requests in flight", "limit", cfg.Proxy.ShutdownTimeout)
+	case err = <-errc:
+		log.Error("listener failed; shutting down", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.Proxy.ShutdownTimeout)
+	defer cancel()
+	if serr := px.Shutdown(sctx); serr != nil {
+		log.Warn("requests still in flight at the shutdown limit", "err", serr)
+	}
+	admin.Shutdown(sctx)
+	if err == nil {
+		log.Info("stopped")
+	}
+	return err
+}

@@ -1,0 +1,272 @@
+// Package control is the controller: it turns the stored state and the
+// instances' health into routing tables and publishes them to every data
+// plane, and it runs the operations that change state (swap). It is the only
+// writer of the store.
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/store"
+)
+
+// DataPlane receives routing tables. The built-in proxy and the HAProxy
+// driver implement it. Apply is called from one goroutine at a time, in
+// revision order.
+type DataPlane interface {
+	Apply(t *route.Table) error
+}
+
+// Slot is one slot's membership.
+type Slot struct {
+	// Name is the slot's name.
+	Name string
+	// Addrs are its instances' host:port addresses.
+	Addrs []string
+}
+
+// Config configures a Controller.
+type Config struct {
+	// Slots are every slot, in configuration order.
+	Slots []Slot
+	// Active seeds the state when the store holds none.
+	Active string
+	// Store holds the state. The controller does not close it.
+	Store store.Store
+	// Health configures the probes.
+	Health health.Config
+	// Planes receive every table.
+	Planes []DataPlane
+	// Listeners are the front-door addresses, for status.
+	Listeners [2]string
+	// Logger receives state changes and plane errors. Nil means
+	// slog.Default().
+	Logger *slog.Logger
+}
+
+// Controller owns the routing state. Its methods are safe for concurrent use.
+type Controller struct {
+	cfg       Config
+	log       *slog.Logger
+	checker   *health.Checker
+	instances map[string][]*route.Instance // by slot; fixed after New
+	refused   chan *route.Instance
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+
+	mu      sync.Mutex // guards st, rev, healthy and publishing order
+	st      state.State
+	rev     store.Revision
+	healthy map[*route.Instance]bool
+}
+
+// New loads the state from the store (seeding it from cfg.Active when the
+// store is empty), publishes a first table and starts health checks. Every
+// instance starts unhealthy until its first probe passes.
+func New(ctx context.Context, cfg Config) (*Controller, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	names := make([]string, len(cfg.Slots))
+	for i, s := range cfg.Slots {
+		names[i] = s.Name
+	}
+	st, rev, err := cfg.Store.Load(ctx)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if st, err = state.Seed(cfg.Active, names); err != nil {
+			return nil, err
+		}
+		if rev, err = cfg.Store.CompareAndSwap(ctx, 0, st); err != nil {
+			return nil, fmt.Errorf("seed state: %w", err)
+		}
+	case err != nil:
+		return nil, err
+	default:
+		if err := st.Check(names); err != nil {
+			return nil, fmt.Errorf("stored state does not fit the configuration: %w (add the slot back, or remove the state file to start afresh)", err)
+		}
+	}
+	c := &Controller{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		instances: make(map[string][]*route.Instance),
+		refused:   make(chan *route.Instance, 64),
+		st:        st,
+		rev:       rev,
+		healthy:   make(map[*route.Instance]bool),
+	}
+	for _, s := range cfg.Slots {
+		for _, a := range s.Addrs {
+			c.instances[s.Name] = append(c.instances[s.Name], route.NewInstance(s.Name, a))
+		}
+	}
+	c.mu.Lock()
+	c.publishLocked()
+	c.mu.Unlock()
+	c.log.Info("state loaded", "revision", rev, "active", st.Active, "standby", st.Standby)
+
+	c.checker = health.New(cfg.Health, c.onHealth)
+	for _, s := range cfg.Slots {
+		for _, a := range s.Addrs {
+			c.checker.Add(health.Target{Slot: s.Name, Addr: a})
+		}
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Go(func() { c.loop(loopCtx) })
+	return c, nil
+}
+
+// Close stops health checks and the controller's goroutine.
+func (c *Controller) Close() {
+	c.cancel()
+	c.wg.Wait()
+	c.checker.Close()
+}
+
+// InstanceRefused reports that inst refused a connection. It never blocks: the
+// data plane calls it on the request path.
+func (c *Controller) InstanceRefused(inst *route.Instance) {
+	select {
+	case c.refused <- inst:
+	default: // full: the probes will notice soon enough
+	}
+}
+
+func (c *Controller) loop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case inst := <-c.refused:
+			c.checker.MarkDown(health.Target{Slot: inst.Slot, Addr: inst.Addr})
+		}
+	}
+}
+
+func (c *Controller) instance(t health.Target) *route.Instance {
+	for _, i := range c.instances[t.Slot] {
+		if i.Addr == t.Addr {
+			return i
+		}
+	}
+	return nil
+}
+
+func (c *Controller) onHealth(t health.Target, healthy bool) {
+	inst := c.instance(t)
+	if inst == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.healthy[inst] = healthy
+	c.log.Info("instance health changed", "slot", t.Slot, "instance", t.Addr, "healthy", healthy)
+	c.publishLocked()
+}
+
+// healthyLocked returns slot's healthy instances.
+func (c *Controller) healthyLocked(slot string) []*route.Instance {
+	var out []*route.Instance
+	for _, i := range c.instances[slot] {
+		if c.healthy[i] {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// publishLocked builds a table from the current state and health and hands
+// it to every data plane.
+func (c *Controller) publishLocked() {
+	var spec route.Spec
+	spec.Revision = uint64(c.rev)
+	spec.Listeners[route.Prod] = []route.Weighted{{Slot: c.st.Active, Weight: 1}}
+	spec.Listeners[route.Stage] = []route.Weighted{{Slot: c.st.Standby, Weight: 1}}
+	spec.Routable = make(map[string][]*route.Instance, len(c.instances))
+	for slot := range c.instances {
+		spec.Routable[slot] = c.healthyLocked(slot)
+	}
+	t := route.Build(spec)
+	for _, p := range c.cfg.Planes {
+		if err := p.Apply(t); err != nil {
+			c.log.Error("data plane refused the routing table", "revision", t.Revision, "err", err)
+		}
+	}
+}
+
+// Swap exchanges the active and standby slots in one compare-and-swap on the
+// store, then publishes the new table. It returns a *state.RefusedError when
+// the standby slot has no healthy instance and req.Force is not set; on any
+// error nothing changes.
+func (c *Controller) Swap(ctx context.Context, req api.SwapRequest) (api.SwapResult, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	healthy := len(c.healthyLocked(c.st.Standby))
+	next, err := c.st.Swap(healthy, req.Force)
+	if err != nil {
+		return api.SwapResult{}, &api.Error{Status: http.StatusConflict, Err: err}
+	}
+	rev, err := c.cfg.Store.CompareAndSwap(ctx, c.rev, next)
+	if err != nil {
+		err = fmt.Errorf("swap not applied: %w", err)
+		if errors.Is(err, store.ErrConflict) {
+			err = &api.Error{Status: http.StatusConflict, Err: err}
+		}
+		return api.SwapResult{}, err
+	}
+	from := c.st.Active
+	c.st, c.rev = next, rev
+	c.publishLocked()
+	c.log.Info("swapped", "from", from, "to", next.Active, "revision", rev, "forced", req.Force && healthy == 0)
+	return api.SwapResult{From: from, To: next.Active, Revision: uint64(rev), Forced: req.Force && healthy == 0}, nil
+}
+
+// Status returns the routing state with every instance's health and counters.
+func (c *Controller) Status() api.Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := api.Status{Revision: uint64(c.rev), Active: c.st.Active, Standby: c.st.Standby}
+	for i, l := range route.Listeners {
+		slot := c.st.Active
+		if l == route.Stage {
+			slot = c.st.Standby
+		}
+		s.Listeners = append(s.Listeners, api.ListenerStatus{Name: l.String(), Addr: c.cfg.Listeners[i], Slot: slot})
+	}
+	for _, slot := range c.cfg.Slots {
+		ss := api.SlotStatus{Name: slot.Name, Role: "idle"}
+		switch slot.Name {
+		case c.st.Active:
+			ss.Role = "active"
+		case c.st.Standby:
+			ss.Role = "standby"
+		}
+		for _, inst := range c.instances[slot.Name] {
+			is := api.InstanceStatus{
+				Addr:     inst.Addr,
+				Healthy:  c.healthy[inst],
+				InFlight: api.PerListener{Prod: inst.InFlight(route.Prod), Stage: inst.InFlight(route.Stage)},
+				Served:   api.PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
+			}
+			if is.Healthy {
+				ss.Healthy++
+			}
+			ss.InFlight.Prod += is.InFlight.Prod
+			ss.InFlight.Stage += is.InFlight.Stage
+			ss.Instances = append(ss.Instances, is)
+		}
+		s.Slots = append(s.Slots, ss)
+	}
+	return s
+}

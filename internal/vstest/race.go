@@ -1,0 +1,5 @@
+//go:build race
+
+package vstest
+
+const raceEnabled = true

@@ -1,0 +1,77 @@
+// Package vstest is the harness of vipswap's process-level tests: it builds
+// the vipswap binary once per test binary, starts real processes on loopback
+// with port 0, learns their addresses from their log lines, waits on
+// conditions with deadlines, and generates load that counts every failure.
+package vstest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildPath string
+	buildErr  error
+)
+
+// Main runs the tests of a package that uses Binary and removes the built
+// binary afterwards. Call it from TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// Binary returns the path of a vipswap binary built from this checkout, once
+// per test binary; with the race detector when the tests run with it.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "vipswap-test-")
+		if buildErr != nil {
+			return
+		}
+		buildPath = filepath.Join(buildDir, "vipswap")
+		args := []string{"build", "-o", buildPath}
+		if raceEnabled {
+			args = append(args, "-race")
+		}
+		args = append(args, "github.com/vipswap/vipswap/cmd/vipswap")
+		cmd := exec.Command(filepath.Join(runtime.GOROOT(), "bin", "go"), args...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// WaitFor polls cond every 20ms until it returns nil, failing the test after
+// timeout with cond's last error.
+func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("condition not met within %s: %v", timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
