@@ -58,7 +58,7 @@ type target struct {
 	healthy bool
 	seen    bool // has ever been healthy
 	passes  int  // consecutive passes while unhealthy
-	fails   int // consecutive failures while healthy
+	fails   int  // consecutive failures while healthy
 }
 
 // New returns a Checker. onChange is called on every transition, with the

@@ -37,13 +37,14 @@ func appCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stderr, "app slot=%s version=%s listening on %s\n", *slot, *version, addr)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err = slotapp.Serve(ctx, ln, sampleApp(*slot, *version, addr))
+	err = slotapp.Serve(ctx, ln, sampleApp(*slot, *version, addr, stderr))
 	fmt.Fprintf(stderr, "app slot=%s stopped\n", *slot)
 	return err
 }
 
 // sampleApp is the sample application: the probe contract plus /api/test.
-func sampleApp(slot, version, instance string) http.Handler {
+// Requests that ask for a delay are logged to log, so a drain can be watched.
+func sampleApp(slot, version, instance string, log io.Writer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/ping", slotapp.Ping(slot))
 	mux.HandleFunc("/api/test", func(w http.ResponseWriter, r *http.Request) {
@@ -53,6 +54,7 @@ func sampleApp(slot, version, instance string) http.Handler {
 				http.Error(w, fmt.Sprintf("delay: want a duration up to %s, got %q", maxDelay, d), http.StatusBadRequest)
 				return
 			}
+			fmt.Fprintf(log, "app slot=%s holding a request for %s\n", slot, delay)
 			t := time.NewTimer(delay)
 			defer t.Stop()
 			select {

@@ -1,0 +1,90 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// TestInstanceLossUnderLoad kills one instance of the active slot with
+// SIGKILL under load, then starts it again on the same address: no GET may
+// fail, and the restarted instance must be back in rotation.
+func TestInstanceLossUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	apps, addrs := startStatic(t, 2)
+	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw.WaitHealthy(t)
+	victim := apps["blue"][0]
+
+	load := vstest.StartLoad(sw.Prod+"/api/test", 200, time.Minute)
+	waitServed(t, load, 2000)
+	victim.Signal(t, syscall.SIGKILL)
+	victim.Wait(t, 10*time.Second)
+	waitInstance(t, sw, victim.Addr, false)
+	waitServed(t, load, load.OK()+2000)
+
+	back := vstest.StartApp(t, "blue", victim.Addr)
+	waitInstance(t, sw, back.Addr, true)
+	servedBefore := instanceServed(t, sw, back.Addr)
+	waitServed(t, load, load.OK()+2000)
+	res := load.Stop()
+
+	t.Logf("%d requests ok, %d failed", res.OK, res.Failed)
+	if res.Failed != 0 {
+		t.Fatalf("%d requests failed, want 0; first: %v", res.Failed, res.Errors)
+	}
+	if got := instanceServed(t, sw, back.Addr); got <= servedBefore {
+		t.Fatalf("restarted instance served %d requests, no more than before (%d): not back in rotation", got, servedBefore)
+	}
+}
+
+// waitServed waits until the load has n successful requests.
+func waitServed(t *testing.T, load *vstest.Load, n int64) {
+	t.Helper()
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if got := load.OK(); got < n {
+			return fmt.Errorf("%d requests served, waiting for %d", got, n)
+		}
+		return nil
+	})
+}
+
+// waitInstance waits until the instance at addr has the given health.
+func waitInstance(t *testing.T, sw *vstest.Switch, addr string, healthy bool) {
+	t.Helper()
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		st, err := sw.Client.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, s := range st.Slots {
+			for _, i := range s.Instances {
+				if i.Addr == addr && i.Healthy == healthy {
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("instance %s is not healthy=%v", addr, healthy)
+	})
+}
+
+func instanceServed(t *testing.T, sw *vstest.Switch, addr string) int64 {
+	t.Helper()
+	st, err := sw.Client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Slots {
+		for _, i := range s.Instances {
+			if i.Addr == addr {
+				return i.Served.Total()
+			}
+		}
+	}
+	t.Fatalf("no instance %s in status", addr)
+	return 0
+}

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, vet, staticcheck, every test with the race
+# detector, and every benchmark once so they keep working. CI runs exactly
+# this (.ci/run). Real measurements are "make bench".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STATICCHECK_VERSION=v0.7.0
+export PATH="$(go env GOPATH)/bin:$PATH"
+if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
+  echo "== installing staticcheck $STATICCHECK_VERSION"
+  go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+
+echo "== gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:"; echo "$unformatted"; exit 1
+fi
+
+echo "== go vet"
+go vet ./...
+
+echo "== staticcheck"
+staticcheck ./...
+
+echo "== go test -race"
+go test -race -count=1 ./...
+
+echo "== benchmarks, once each"
+go test -run '^$' -bench . -benchtime=1x ./...
