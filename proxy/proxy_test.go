@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -242,7 +244,7 @@ func TestHoldUntilAnInstanceAppears(t *testing.T) {
 		resp.Body.Close()
 		done <- fmt.Sprint(resp.StatusCode, " ", string(b))
 	}()
-	waitFor(t, func() bool { return p.holding.Load() == 1 })
+	vstest.WaitFor(t, 5*time.Second, func() error { return expect(p.holding.Load() == 1) })
 	p.Apply(table(2, []*route.Instance{in.inst}, nil))
 	if got := <-done; got != "200 late" {
 		t.Fatalf("held request got %q, want 200 late", got)
@@ -274,13 +276,13 @@ func TestHoldingIsBounded(t *testing.T) {
 			resp.Body.Close()
 		}
 	}()
-	waitFor(t, func() bool { return p.holding.Load() == 1 })
+	vstest.WaitFor(t, 5*time.Second, func() error { return expect(p.holding.Load() == 1) })
 	code, body := get(t, prod)
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "too many requests waiting") {
 		t.Fatalf("got %d %q, want an immediate 503", code, body)
 	}
 	cancel()
-	waitFor(t, func() bool { return p.holding.Load() == 0 })
+	vstest.WaitFor(t, 5*time.Second, func() error { return expect(p.holding.Load() == 0) })
 }
 
 func TestHeaders(t *testing.T) {
@@ -430,13 +432,10 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 	}
 }
 
-func waitFor(t *testing.T, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 5s")
-		}
-		time.Sleep(5 * time.Millisecond)
+// expect turns a condition into an error for vstest.WaitFor.
+func expect(ok bool) error {
+	if !ok {
+		return errors.New("not yet")
 	}
+	return nil
 }

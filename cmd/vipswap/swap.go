@@ -64,13 +64,21 @@ func waitDrained(ctx context.Context, c *client.Client, slot string, limit time.
 			return time.Since(start), nil
 		}
 		if time.Since(lastPrint) >= time.Second {
-			fmt.Fprintf(progress, "draining %s: %d requests in flight (%s)\n", slot, n, time.Since(start).Round(100*time.Millisecond))
+			fmt.Fprintf(progress, "draining %s: %s in flight (%s)\n", slot, plural(n, "request"), time.Since(start).Round(100*time.Millisecond))
 			lastPrint = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%s still has %d requests in flight after %s", slot, n, limit)
+			return 0, fmt.Errorf("%s still has %s in flight after %s", slot, plural(n, "request"), limit)
 		case <-tick.C:
 		}
 	}
+}
+
+// plural returns "1 request" or "3 requests".
+func plural(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
 }

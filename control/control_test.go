@@ -1,0 +1,205 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/store/bolt"
+)
+
+// recorder is a data plane that keeps every table it was given.
+type recorder struct {
+	mu     sync.Mutex // guards tables
+	tables []*route.Table
+}
+
+func (r *recorder) Apply(t *route.Table) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.tables = append(r.tables, t)
+	return nil
+}
+
+// history returns the tables applied so far.
+func (r *recorder) history() []*route.Table {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*route.Table(nil), r.tables...)
+}
+
+// last returns the table in force.
+func (r *recorder) last() *route.Table {
+	h := r.history()
+	return h[len(h)-1]
+}
+
+// slotServer answers the probe contract for slot.
+func slotServer(t *testing.T, slot string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("slot") != slot {
+			w.WriteHeader(404)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
+}
+
+type fixture struct {
+	ctrl  *Controller
+	plane *recorder
+	store *bolt.Store
+	path  string
+}
+
+func newFixture(t *testing.T, blue, green []string) *fixture {
+	path := filepath.Join(t.TempDir(), "state.db")
+	st, err := bolt.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	plane := &recorder{}
+	ctrl, err := New(context.Background(), Config{
+		Slots:  []Slot{{Name: "blue", Addrs: blue}, {Name: "green", Addrs: green}},
+		Active: "blue",
+		Store:  st,
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+		Planes: []DataPlane{plane},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctrl.Close)
+	return &fixture{ctrl: ctrl, plane: plane, store: st, path: path}
+}
+
+func (f *fixture) waitHealthy(t *testing.T, slot string, n int) {
+	t.Helper()
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		for _, s := range f.ctrl.Status().Slots {
+			if s.Name == slot && s.Healthy == n {
+				return nil
+			}
+		}
+		return fmt.Errorf("slot %s has not %d healthy instances", slot, n)
+	})
+}
+
+func TestFirstStartSeedsTheStore(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	got, rev, err := f.store.Load(context.Background())
+	if err != nil || got.Active != "blue" || got.Standby != "green" || rev == 0 {
+		t.Fatalf("store holds %+v@%d, %v; want blue/green seeded", got, rev, err)
+	}
+}
+
+func TestSwapPublishesOneTable(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	res, err := f.ctrl.Swap(context.Background(), api.SwapRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.From != "blue" || res.To != "green" {
+		t.Fatalf("got %+v", res)
+	}
+	tb := f.plane.last()
+	if tb.Revision != res.Revision || tb.Slot(route.Prod).Name != "green" || tb.Slot(route.Stage).Name != "blue" {
+		t.Fatalf("published table rev %d prod %s: want rev %d prod green", tb.Revision, tb.Slot(route.Prod).Name, res.Revision)
+	}
+	if stored, rev, _ := f.store.Load(context.Background()); stored.Active != "green" || uint64(rev) != res.Revision {
+		t.Fatalf("store holds %+v@%d", stored, rev)
+	}
+}
+
+func TestUnhealthyInstancesAreNotRoutable(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue"), slotServer(t, "green")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "blue", 1)
+	tb := f.plane.last()
+	insts := tb.Slot(route.Prod).Instances()
+	if len(insts) != 1 {
+		t.Fatalf("prod routes to %d instances, want only the one that answers for blue", len(insts))
+	}
+}
+
+func TestRefusedSwapChangesNothing(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{"127.0.0.1:1"})
+	f.waitHealthy(t, "blue", 1)
+	before := f.ctrl.Status()
+	_, err := f.ctrl.Swap(context.Background(), api.SwapRequest{})
+	var apiErr *api.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+		t.Fatalf("got %v, want a 409 api.Error", err)
+	}
+	if after := f.ctrl.Status(); after.Revision != before.Revision || after.Active != before.Active {
+		t.Fatalf("state moved: %d/%s -> %d/%s", before.Revision, before.Active, after.Revision, after.Active)
+	}
+}
+
+func TestFailedStoreWriteChangesNothing(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	before := f.ctrl.Status()
+	f.store.Close() // every write now fails
+	_, err := f.ctrl.Swap(context.Background(), api.SwapRequest{})
+	if err == nil || !strings.Contains(err.Error(), "swap not applied") {
+		t.Fatalf("got %v, want the store error", err)
+	}
+	if after := f.ctrl.Status(); after.Active != "blue" || after.Revision != before.Revision {
+		t.Fatalf("state moved to %s@%d although the store refused", after.Active, after.Revision)
+	}
+	if tb := f.plane.last(); tb.Slot(route.Prod).Name != "blue" {
+		t.Fatalf("data plane routes prod to %s after a failed swap", tb.Slot(route.Prod).Name)
+	}
+}
+
+func TestStoredStateMustFitTheConfig(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.ctrl.Close()
+	_, err := New(context.Background(), Config{
+		Slots:  []Slot{{Name: "blue", Addrs: []string{"127.0.0.1:1"}}, {Name: "red", Addrs: []string{"127.0.0.1:2"}}},
+		Active: "blue",
+		Store:  f.store,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err == nil || !strings.Contains(err.Error(), `"green"`) {
+		t.Fatalf("got %v, want an error naming the missing slot green", err)
+	}
+}
+
+func TestRefusedInstanceIsTakenOutAndComesBack(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "blue", 1)
+	before := len(f.plane.history())
+	inst := f.plane.last().Slot(route.Prod).Instances()[0]
+	f.ctrl.InstanceRefused(inst)
+	// The mark-down publishes a table without the instance; the next
+	// passing probe (it still answers) publishes one with it again.
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		out := false
+		for _, tb := range f.plane.history()[before:] {
+			n := len(tb.Slot(route.Prod).Instances())
+			if n == 0 {
+				out = true
+			} else if out {
+				return nil
+			}
+		}
+		return fmt.Errorf("taken out: %v; not back yet", out)
+	})
+}
