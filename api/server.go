@@ -1,7 +1,7 @@
 // Package api is vipswap's admin HTTP API, versioned under /v1/: its wire
-// types and its server. It reaches the controller through the narrow
-// Controller interface it declares, and renders every error as JSON
-// {"error": "..."} in one place.
+// types, its server and its authentication. It reaches the controller
+// through the narrow Controller interface it declares, and renders every
+// error as JSON {"error": "..."} in one place.
 package api
 
 import (
@@ -12,17 +12,30 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 )
 
 // Controller is what the admin API needs from the controller. Methods are
-// called concurrently.
+// called concurrently. Errors that are the caller's to fix are *Error values
+// with a 4xx status; any other error is a 500.
 type Controller interface {
 	// Status returns the routing state and every instance's counters.
 	Status() Status
-	// Swap exchanges active and standby; errors that are the caller's to
-	// fix are *Error values with a 4xx status.
-	Swap(ctx context.Context, req SwapRequest) (SwapResult, error)
+	// Swap exchanges active and standby.
+	Swap(ctx context.Context, req ChangeRequest) (Change, error)
+	// Rollback makes the previously active slot active again.
+	Rollback(ctx context.Context, req ChangeRequest) (Change, error)
+	// Drain stops sending new requests to one instance.
+	Drain(ctx context.Context, slot, addr string, req ChangeRequest) (Change, error)
+	// Ready undoes Drain.
+	Ready(ctx context.Context, slot, addr string, req ChangeRequest) (Change, error)
+	// History returns up to limit entries, newest first.
+	History(ctx context.Context, limit int) ([]HistoryEntry, error)
+	// Entry returns one history entry.
+	Entry(ctx context.Context, id uint64) (HistoryEntry, error)
+	// Readiness returns nil when vipswap is ready to route traffic.
+	Readiness(ctx context.Context) error
 }
 
 // Error is an error with the HTTP status the API answers it with.
@@ -31,6 +44,9 @@ type Error struct {
 	Status int
 	// Err is the underlying error; its message is shown to the caller.
 	Err error
+	// Revision, when not zero, is the current state revision, shown on a
+	// 409 so the caller can retry against it.
+	Revision uint64
 }
 
 func (e *Error) Error() string { return e.Err.Error() }
@@ -38,20 +54,49 @@ func (e *Error) Error() string { return e.Err.Error() }
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
+// Options configures the API server.
+type Options struct {
+	// Tokens are the accepted bearer tokens. With none, every call is
+	// allowed and recorded as actor "local".
+	Tokens []Token
+	// ProtectReads requires a token for reads too, not only for changes.
+	// vipswap sets it when the admin address is not loopback.
+	ProtectReads bool
+	// Logger receives server errors. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
 // maxBody bounds request bodies; every request body of this API is tiny.
 const maxBody = 1 << 20
 
+// Default and largest page of GET /v1/history.
+const (
+	defaultHistory = 50
+	maxHistory     = 1000
+)
+
 // NewHandler returns the admin API handler.
-func NewHandler(c Controller, log *slog.Logger) http.Handler {
-	if log == nil {
-		log = slog.Default()
+func NewHandler(c Controller, opts Options) http.Handler {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
 	}
-	s := &server{c: c, log: log}
+	s := &server{c: c, log: opts.Logger, auth: authenticator{tokens: opts.Tokens, protectReads: opts.ProtectReads}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/status", s.handle(s.status))
-	mux.Handle("POST /v1/swap", s.handle(s.swap))
-	mux.Handle("GET /healthz", s.handle(func(w http.ResponseWriter, r *http.Request) error {
-		return writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	mux.Handle("POST /v1/swap", s.handle(s.change(c.Swap)))
+	mux.Handle("POST /v1/rollback", s.handle(s.change(c.Rollback)))
+	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/drain", s.handle(s.instanceChange(c.Drain)))
+	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))
+	mux.Handle("GET /v1/history", s.handle(s.history))
+	mux.Handle("GET /v1/history/{id}", s.handle(s.entry))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.Handle("GET /readyz", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		if err := c.Readiness(r.Context()); err != nil {
+			return &Error{Status: http.StatusServiceUnavailable, Err: fmt.Errorf("not ready: %w", err)}
+		}
+		return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}))
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Err: fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path)}
@@ -60,26 +105,37 @@ func NewHandler(c Controller, log *slog.Logger) http.Handler {
 }
 
 type server struct {
-	c   Controller
-	log *slog.Logger
+	c    Controller
+	log  *slog.Logger
+	auth authenticator
 }
 
-// handle adapts a handler that returns an error, rendering the error as JSON.
+type actorKey struct{}
+
+// handle authenticates the request, then runs h and renders its error as
+// JSON.
 func (s *server) handle(h func(http.ResponseWriter, *http.Request) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		err := h(w, r)
+		actor, ok := s.auth.check(r)
+		if !ok {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vipswap"`)
+			writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "unauthorized"})
+			return
+		}
+		err := h(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, actor)))
 		if err == nil {
 			return
 		}
+		body := ErrorBody{Error: err.Error()}
 		status := http.StatusInternalServerError
 		var apiErr *Error
 		if errors.As(err, &apiErr) {
-			status = apiErr.Status
+			status, body.Revision = apiErr.Status, apiErr.Revision
 		}
 		if status >= 500 {
 			s.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)
 		}
-		writeJSON(w, status, ErrorBody{Error: err.Error()})
+		writeJSON(w, status, body)
 	})
 }
 
@@ -87,16 +143,74 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 	return writeJSON(w, http.StatusOK, s.c.Status())
 }
 
-func (s *server) swap(w http.ResponseWriter, r *http.Request) error {
-	var req SwapRequest
-	if err := decodeBody(r, &req); err != nil {
-		return err
+// change adapts a slot-level change (swap, rollback) to HTTP.
+func (s *server) change(op func(context.Context, ChangeRequest) (Change, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		req, err := changeRequest(r)
+		if err != nil {
+			return err
+		}
+		res, err := op(r.Context(), req)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, res)
 	}
-	res, err := s.c.Swap(r.Context(), req)
+}
+
+// instanceChange adapts an instance-level change (drain, ready) to HTTP.
+func (s *server) instanceChange(op func(context.Context, string, string, ChangeRequest) (Change, error)) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		req, err := changeRequest(r)
+		if err != nil {
+			return err
+		}
+		res, err := op(r.Context(), r.PathValue("slot"), r.PathValue("addr"), req)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, res)
+	}
+}
+
+func changeRequest(r *http.Request) (ChangeRequest, error) {
+	var req ChangeRequest
+	if err := decodeBody(r, &req); err != nil {
+		return req, err
+	}
+	req.Actor, _ = r.Context().Value(actorKey{}).(string)
+	return req, nil
+}
+
+func (s *server) history(w http.ResponseWriter, r *http.Request) error {
+	limit := defaultHistory
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > maxHistory {
+			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("limit: want a whole number from 1 to %d, got %q", maxHistory, v)}
+		}
+		limit = n
+	}
+	h, err := s.c.History(r.Context(), limit)
 	if err != nil {
 		return err
 	}
-	return writeJSON(w, http.StatusOK, res)
+	if h == nil {
+		h = []HistoryEntry{}
+	}
+	return writeJSON(w, http.StatusOK, h)
+}
+
+func (s *server) entry(w http.ResponseWriter, r *http.Request) error {
+	id, err := strconv.ParseUint(r.PathValue("id"), 10, 64)
+	if err != nil || id == 0 {
+		return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("history id: want a positive whole number, got %q", r.PathValue("id"))}
+	}
+	e, err := s.c.Entry(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	return writeJSON(w, http.StatusOK, e)
 }
 
 // decodeBody reads a JSON body into v strictly; an empty body leaves v zero.

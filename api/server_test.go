@@ -1,95 +1,324 @@
-package api
+package api_test
 
 import (
 	"context"
 	"encoding/json"
-	"errors"
+	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/store/bolt"
 )
 
-// fakeController stands in for the controller, which has its own tests; here
-// only the HTTP mapping is under test.
-type fakeController struct {
-	swapErr error
-	got     []SwapRequest
+// slotServer answers the probe contract for slot.
+func slotServer(t *testing.T, slot string) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("slot") != slot {
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return strings.TrimPrefix(srv.URL, "http://")
 }
 
-func (f *fakeController) Status() Status {
-	return Status{Revision: 7, Active: "blue", Standby: "green"}
+// fixture is an admin API in front of a real controller and store.
+type fixture struct {
+	url   string
+	ctrl  *control.Controller
+	blue  []string
+	green string
 }
 
-func (f *fakeController) Swap(_ context.Context, r SwapRequest) (SwapResult, error) {
-	f.got = append(f.got, r)
-	if f.swapErr != nil {
-		return SwapResult{}, f.swapErr
-	}
-	return SwapResult{From: "blue", To: "green", Revision: 8}, nil
-}
+const secret = "s3cret-token-for-ci-0123456789"
 
-func call(t *testing.T, h http.Handler, method, path, body string) (int, map[string]any) {
+func newFixture(t *testing.T, opts api.Options) *fixture {
 	t.Helper()
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, httptest.NewRequest(method, path, strings.NewReader(body)))
-	var out map[string]any
-	if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
-		t.Fatalf("%s %s: body is not JSON: %q", method, path, rec.Body.String())
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+	t.Cleanup(func() { st.Close() })
+	f := &fixture{blue: []string{slotServer(t, "blue"), slotServer(t, "blue")}, green: slotServer(t, "green")}
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	f.ctrl, err = control.New(context.Background(), control.Config{
+		Slots:  []control.Slot{{Name: "blue", Addrs: f.blue}, {Name: "green", Addrs: []string{f.green}}},
+		Active: "blue",
+		Store:  st,
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+		Logger: quiet,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.ctrl.Close)
+	opts.Logger = quiet
+	srv := httptest.NewServer(api.NewHandler(f.ctrl, opts))
+	t.Cleanup(srv.Close)
+	f.url = srv.URL
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if s := f.ctrl.Status(); s.Slots[0].Routable != 2 || s.Slots[1].Routable != 1 {
+			return fmt.Errorf("not every instance is healthy yet")
+		}
+		return nil
+	})
+	return f
+}
+
+// call sends a request and decodes the JSON answer into out (if not nil).
+func (f *fixture) call(t *testing.T, method, path, token, body string, out any) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, f.url+path, strings.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
 		t.Errorf("%s %s: Content-Type %q", method, path, ct)
 	}
-	return rec.Code, out
+	var probe any
+	if err := json.Unmarshal(raw, &probe); err != nil {
+		t.Fatalf("%s %s: answer is not JSON: %q", method, path, raw)
+	}
+	if out != nil {
+		json.Unmarshal(raw, out)
+	}
+	return resp.StatusCode
 }
 
 func TestEndpoints(t *testing.T) {
-	fc := &fakeController{}
-	h := NewHandler(fc, nil)
+	f := newFixture(t, api.Options{})
+	drainPath := "/v1/slots/blue/instances/" + f.blue[0]
 	cases := []struct {
 		name, method, path, body string
 		status                   int
 		field, want              string
 	}{
 		{"status", "GET", "/v1/status", "", 200, "active", "blue"},
-		{"swap with empty body", "POST", "/v1/swap", "", 200, "to", "green"},
-		{"swap with force", "POST", "/v1/swap", `{"force":true}`, 200, "to", "green"},
+		{"dry-run swap changes nothing", "POST", "/v1/swap", `{"dry_run":true}`, 200, "to", "green"},
+		{"swap", "POST", "/v1/swap", `{"reason":"release 2"}`, 200, "to", "green"},
+		{"rollback", "POST", "/v1/rollback", "", 200, "to", "blue"},
+		{"stale if_revision", "POST", "/v1/swap", `{"if_revision":1}`, 409, "error", "state is at revision 3, not 1"},
+		{"drain", "POST", drainPath + "/drain", "", 200, "instance", "blue/" + f.blue[0]},
+		{"drain the last routable instance of the active slot", "POST", "/v1/slots/blue/instances/" + f.blue[1] + "/drain", "", 409, "error", "last healthy instance"},
+		{"ready", "POST", drainPath + "/ready", "", 200, "operation", "ready"},
+		{"drain an unknown instance", "POST", "/v1/slots/blue/instances/127.0.0.1:1/drain", "", 404, "error", `slot "blue" has no instance 127.0.0.1:1`},
+		{"drain in an unknown slot", "POST", "/v1/slots/red/instances/127.0.0.1:1/drain", "", 404, "error", `no slot "red"`},
 		{"malformed JSON", "POST", "/v1/swap", `{"force":`, 400, "error", "malformed JSON body"},
 		{"unknown field", "POST", "/v1/swap", `{"forse":true}`, 400, "error", `unknown field "forse"`},
 		{"wrong type", "POST", "/v1/swap", `{"force":"yes"}`, 400, "error", "malformed JSON body"},
 		{"two values", "POST", "/v1/swap", `{} {}`, 400, "error", "more than one value"},
+		{"history limit out of range", "GET", "/v1/history?limit=0", "", 400, "error", "limit: want a whole number from 1 to 1000"},
+		{"history entry", "GET", "/v1/history/2", "", 200, "operation", "swap"},
+		{"missing history entry", "GET", "/v1/history/999", "", 404, "error", "no history entry 999"},
 		{"unknown endpoint", "GET", "/v1/nope", "", 404, "error", "no such endpoint"},
 		{"wrong method", "GET", "/v1/swap", "", 404, "error", "no such endpoint"},
 		{"liveness", "GET", "/healthz", "", 200, "status", "ok"},
+		{"readiness", "GET", "/readyz", "", 200, "status", "ready"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			code, out := call(t, h, c.method, c.path, c.body)
-			if code != c.status {
+			var out map[string]any
+			if code := f.call(t, c.method, c.path, "", c.body, &out); code != c.status {
 				t.Fatalf("status %d, want %d (%v)", code, c.status, out)
 			}
-			if got, _ := out[c.field].(string); !strings.Contains(got, c.want) {
+			if got := fmt.Sprint(out[c.field]); !strings.Contains(got, c.want) {
 				t.Fatalf("%s = %q, want it to contain %q", c.field, got, c.want)
 			}
 		})
 	}
-	if len(fc.got) != 2 || !fc.got[1].Force {
-		t.Fatalf("controller saw %+v; malformed requests must not reach it", fc.got)
+
+	var h []api.HistoryEntry
+	f.call(t, "GET", "/v1/history", "", "", &h)
+	var ops []string
+	for _, e := range h {
+		ops = append(ops, e.Operation+":"+e.Result)
+	}
+	want := "ready:applied drain:refused drain:applied swap:refused rollback:applied swap:applied seed:applied"
+	if got := strings.Join(ops, " "); got != want {
+		t.Fatalf("history %q, want %q", got, want)
+	}
+	if h[5].Reason != "release 2" || h[5].Actor != "local" || h[5].Revision != 2 {
+		t.Fatalf("swap entry %+v: want reason, actor local, revision 2", h[5])
 	}
 }
 
-func TestErrorStatus(t *testing.T) {
-	for _, c := range []struct {
-		err    error
-		status int
-	}{
-		{&Error{Status: http.StatusConflict, Err: errors.New("swap refused: no healthy instance")}, 409},
-		{errors.New("write state file: disk full"), 500},
+func TestSwapIsMeasured(t *testing.T) {
+	f := newFixture(t, api.Options{})
+	var res api.Change
+	if code := f.call(t, "POST", "/v1/swap", "", "", &res); code != 200 {
+		t.Fatalf("swap: %d", code)
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		var e api.HistoryEntry
+		f.call(t, "GET", fmt.Sprint("/v1/history/", res.HistoryID), "", "", &e)
+		if e.Measurement == nil || !e.Measurement.Complete {
+			return fmt.Errorf("entry %d not measured yet: %+v", res.HistoryID, e)
+		}
+		return nil
+	})
+}
+
+// TestConcurrentSwaps is the proof for concurrency: 100 swaps at once all
+// apply one after the other, the history agrees, and nobody gets a 5xx.
+// With a shared if_revision, exactly one wins.
+func TestConcurrentSwaps(t *testing.T) {
+	f := newFixture(t, api.Options{})
+	var mu sync.Mutex
+	codes := map[int]int{}
+	var wg sync.WaitGroup
+	for range 100 {
+		wg.Go(func() {
+			code := f.call(t, "POST", "/v1/swap", "", "", nil)
+			mu.Lock()
+			codes[code]++
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	var h []api.HistoryEntry
+	f.call(t, "GET", "/v1/history?limit=1000", "", "", &h)
+	applied := 0
+	for _, e := range h {
+		if e.Operation == "swap" && e.Result == "applied" {
+			applied++
+		}
+	}
+	var s api.Status
+	f.call(t, "GET", "/v1/status", "", "", &s)
+	wantActive := map[bool]string{true: "blue", false: "green"}[applied%2 == 0]
+	if codes[200] != applied || applied != 100 || s.Active != wantActive {
+		t.Fatalf("answers %v, %d applied swaps in history, active %s; want 100 applied and active %s", codes, applied, s.Active, wantActive)
+	}
+
+	rev := s.Revision
+	body := fmt.Sprintf(`{"if_revision":%d}`, rev)
+	codes = map[int]int{}
+	revisions := map[uint64]int{}
+	for range 50 {
+		wg.Go(func() {
+			var out api.ErrorBody
+			code := f.call(t, "POST", "/v1/swap", "", body, &out)
+			mu.Lock()
+			codes[code]++
+			if code == 409 {
+				revisions[out.Revision]++
+			}
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	if codes[200] != 1 || codes[409] != 49 || revisions[rev+1] != 49 {
+		t.Fatalf("answers %v, conflict revisions %v; want 1 winner and 49 conflicts naming revision %d", codes, revisions, rev+1)
+	}
+}
+
+// TestAuth: with a token, every change without it (or with a wrong one) is
+// a 401 that changes nothing; reads stay open on loopback and need the
+// token when reads are protected.
+func TestAuth(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(path, []byte("# operators\nci "+secret+"\n"), 0o600)
+	tokens, err := api.LoadTokens(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, protectReads := range []bool{false, true} {
+		t.Run(fmt.Sprint("protect reads ", protectReads), func(t *testing.T) {
+			f := newFixture(t, api.Options{Tokens: tokens, ProtectReads: protectReads})
+			before := f.ctrl.Status()
+			beforeHistory, _ := f.ctrl.History(context.Background(), 0)
+			mutating := []string{"/v1/swap", "/v1/rollback",
+				"/v1/slots/blue/instances/" + f.blue[0] + "/drain", "/v1/slots/blue/instances/" + f.blue[0] + "/ready"}
+			for _, p := range mutating {
+				for _, token := range []string{"", "wrong-token-0123456789abcdef", secret + "x"} {
+					var out map[string]any
+					if code := f.call(t, "POST", p, token, "", &out); code != 401 || out["error"] != "unauthorized" {
+						t.Errorf("POST %s with token %q: %d %v, want 401 unauthorized", p, token, code, out)
+					}
+				}
+			}
+			after := f.ctrl.Status()
+			afterHistory, _ := f.ctrl.History(context.Background(), 0)
+			if after.Revision != before.Revision || len(afterHistory) != len(beforeHistory) {
+				t.Fatalf("refused calls changed state: revision %d -> %d, history %d -> %d",
+					before.Revision, after.Revision, len(beforeHistory), len(afterHistory))
+			}
+			wantRead := map[bool]int{false: 200, true: 401}[protectReads]
+			if code := f.call(t, "GET", "/v1/status", "", "", nil); code != wantRead {
+				t.Errorf("GET /v1/status without token: %d, want %d", code, wantRead)
+			}
+			for _, p := range []string{"/healthz", "/readyz"} {
+				if code := f.call(t, "GET", p, "", "", nil); code != 200 {
+					t.Errorf("GET %s without token: %d, want 200", p, code)
+				}
+			}
+			var res api.Change
+			if code := f.call(t, "POST", "/v1/swap", secret, "", &res); code != 200 {
+				t.Fatalf("swap with the token: %d", code)
+			}
+			var e api.HistoryEntry
+			f.call(t, "GET", fmt.Sprint("/v1/history/", res.HistoryID), secret, "", &e)
+			if e.Actor != "ci" {
+				t.Fatalf("history actor %q, want the token's name ci", e.Actor)
+			}
+		})
+	}
+}
+
+func TestLoadTokens(t *testing.T) {
+	dir := t.TempDir()
+	for name, c := range map[string]struct{ content, want string }{
+		"too short":      {"abc\n", "shorter than 16"},
+		"empty":          {"# nothing\n", "no token"},
+		"duplicate name": {"a " + secret + "\na " + secret + "2\n", `token name "a" is used twice`},
+		"three fields":   {"a b c\n", "want SECRET or NAME SECRET"},
 	} {
-		h := NewHandler(&fakeController{swapErr: c.err}, nil)
-		code, out := call(t, h, "POST", "/v1/swap", "")
-		if code != c.status || out["error"] != c.err.Error() {
-			t.Errorf("got %d %v, want %d with the message", code, out, c.status)
+		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_"))
+		os.WriteFile(path, []byte(c.content), 0o600)
+		_, err := api.LoadTokens(path)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), secret) {
+			t.Errorf("%s: got %v, want %q without the secret", name, err, c.want)
+		}
+	}
+}
+
+// TestDocumentedEndpointsExist keeps docs/api.md and the server in sync:
+// every "## METHOD /path" heading must reach a handler.
+func TestDocumentedEndpointsExist(t *testing.T) {
+	doc, err := os.ReadFile("../docs/api.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, api.Options{})
+	heading := regexp.MustCompile(`(?m)^## (GET|POST) (/\S*)$`)
+	found := heading.FindAllStringSubmatch(string(doc), -1)
+	if len(found) < 9 {
+		t.Fatalf("docs/api.md documents %d endpoints, want at least 9", len(found))
+	}
+	r := strings.NewReplacer("{slot}", "blue", "{addr}", f.blue[0], "{id}", "1")
+	for _, m := range found {
+		var out map[string]any
+		code := f.call(t, m[1], r.Replace(m[2]), "", "", &out)
+		if code == 404 && strings.Contains(fmt.Sprint(out["error"]), "no such endpoint") || code == 405 {
+			t.Errorf("documented endpoint %s %s is not served (%d)", m[1], m[2], code)
 		}
 	}
 }

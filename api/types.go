@@ -1,5 +1,7 @@
 package api
 
+import "time"
+
 // Status is the answer of GET /v1/status: the routing state, every slot and
 // instance with its health and counters. Its shape is documented in
 // docs/api.md and only grows.
@@ -10,6 +12,9 @@ type Status struct {
 	Active string `json:"active"`
 	// Standby is the slot stage follows.
 	Standby string `json:"standby"`
+	// Previous is the slot active before the last swap; rollback returns to
+	// it. Empty until the first swap.
+	Previous string `json:"previous,omitempty"`
 	// Listeners are the front-door addresses.
 	Listeners []ListenerStatus `json:"listeners"`
 	// Slots are every configured slot, in configuration order.
@@ -24,6 +29,9 @@ type ListenerStatus struct {
 	Addr string `json:"addr"`
 	// Slot is the slot it sends traffic to.
 	Slot string `json:"slot"`
+	// Failed counts requests on this listener that vipswap could not get
+	// answered (its own 5xx, connection errors, timeouts) since it started.
+	Failed uint64 `json:"failed"`
 }
 
 // SlotStatus is one slot.
@@ -34,6 +42,9 @@ type SlotStatus struct {
 	Role string `json:"role"`
 	// Healthy counts the slot's healthy instances.
 	Healthy int `json:"healthy"`
+	// Routable counts the instances that may receive new requests: healthy
+	// and not drained.
+	Routable int `json:"routable"`
 	// InFlight counts requests in flight on the slot, per listener.
 	InFlight PerListener `json:"in_flight"`
 	// Instances are the slot's instances.
@@ -57,32 +68,111 @@ type InstanceStatus struct {
 	Addr string `json:"addr"`
 	// Healthy reports the health-check verdict.
 	Healthy bool `json:"healthy"`
+	// Drained reports that an operator took it out of rotation.
+	Drained bool `json:"drained"`
 	// InFlight counts its requests in flight, per listener.
 	InFlight PerListener `json:"in_flight"`
 	// Served counts the requests it answered, per listener.
 	Served PerListener `json:"served"`
 }
 
-// SwapRequest is the body of POST /v1/swap.
-type SwapRequest struct {
-	// Force swaps even when the standby slot has no healthy instance.
-	Force bool `json:"force"`
+// ChangeRequest is the body of every state-changing call (swap, rollback,
+// drain, ready). Every field is optional.
+type ChangeRequest struct {
+	// Force overrides the health check that would refuse the change.
+	Force bool `json:"force,omitempty"`
+	// Reason is recorded in the history.
+	Reason string `json:"reason,omitempty"`
+	// IfRevision, when set, makes the change apply only if the state is
+	// still at that revision; otherwise it is refused with 409.
+	IfRevision *uint64 `json:"if_revision,omitempty"`
+	// DryRun reports what the change would do and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+
+	// Actor is who asks: the token's name, or "local". The server sets it;
+	// it is not read from the body.
+	Actor string `json:"-"`
 }
 
-// SwapResult is the answer of a successful POST /v1/swap.
-type SwapResult struct {
-	// From is the slot that was active and is now standby.
-	From string `json:"from"`
-	// To is the slot that is now active.
-	To string `json:"to"`
-	// Revision is the new state revision.
+// Change is the answer of a state-changing call.
+type Change struct {
+	// Operation is "swap", "rollback", "drain" or "ready".
+	Operation string `json:"operation"`
+	// Applied reports that the state changed. It is false for a dry run and
+	// for a change that was already in effect (draining a drained instance).
+	Applied bool `json:"applied"`
+	// DryRun echoes the request.
+	DryRun bool `json:"dry_run,omitempty"`
+	// From and To are the active slot before and after (swap, rollback).
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// Instance is "slot/host:port" (drain, ready).
+	Instance string `json:"instance,omitempty"`
+	// Forced reports that the change overrode a failed health check.
+	Forced bool `json:"forced,omitempty"`
+	// Refused, in a dry run, says why the change would be refused.
+	Refused string `json:"refused,omitempty"`
+	// Revision is the state revision after the change (the current one for
+	// a dry run or a change that was already in effect).
 	Revision uint64 `json:"revision"`
-	// Forced reports that the swap went ahead without a healthy instance.
-	Forced bool `json:"forced"`
+	// TargetRoutable counts the healthy, undrained instances of the slot
+	// that would take prod traffic (swap, rollback).
+	TargetRoutable int `json:"target_routable"`
+	// InFlight counts prod requests in flight on the slot or instance that
+	// the change takes traffic from.
+	InFlight int64 `json:"in_flight"`
+	// HistoryID is the history entry that records an applied change.
+	HistoryID uint64 `json:"history_id,omitempty"`
+}
+
+// HistoryEntry is one record of GET /v1/history.
+type HistoryEntry struct {
+	// ID numbers entries from 1 in the order they were recorded.
+	ID uint64 `json:"id"`
+	// Time is when the operation was decided.
+	Time time.Time `json:"time"`
+	// Actor is who asked: a token's name, or "local".
+	Actor string `json:"actor"`
+	// Operation is "swap", "rollback", "drain" or "ready".
+	Operation string `json:"operation"`
+	// From and To are the active slot before and after (swap, rollback).
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// Instance is "slot/host:port" (drain, ready).
+	Instance string `json:"instance,omitempty"`
+	// Forced reports that a failed health check was overridden.
+	Forced bool `json:"forced,omitempty"`
+	// Reason is the operator's reason.
+	Reason string `json:"reason,omitempty"`
+	// Result is "applied" or "refused".
+	Result string `json:"result"`
+	// Error says why it was refused.
+	Error string `json:"error,omitempty"`
+	// Revision is the state revision an applied change produced.
+	Revision uint64 `json:"revision,omitempty"`
+	// Measurement is what the prod listener saw from an applied swap or
+	// rollback until the old slot drained; absent until then.
+	Measurement *Measurement `json:"measurement,omitempty"`
+}
+
+// Measurement is what the prod listener counted from a change until the old
+// slot had no request in flight.
+type Measurement struct {
+	// Served counts requests answered by instances.
+	Served uint64 `json:"served"`
+	// Failed counts requests vipswap could not get answered.
+	Failed uint64 `json:"failed"`
+	// DrainedSeconds is how long the old slot took to drain.
+	DrainedSeconds float64 `json:"drained_seconds"`
+	// Complete is false when measuring gave up before the old slot drained.
+	Complete bool `json:"complete"`
 }
 
 // ErrorBody is the JSON body of every error answer.
 type ErrorBody struct {
 	// Error is a one-line explanation.
 	Error string `json:"error"`
+	// Revision is the current state revision, on a 409 caused by a
+	// concurrent change or a stale if_revision.
+	Revision uint64 `json:"revision,omitempty"`
 }

@@ -1,8 +1,14 @@
 // Package client is the Go client of vipswap's admin API. The vipswap CLI uses
 // it, and so can deployment pipelines:
 //
-//	c := client.New("http://127.0.0.1:9090")
-//	res, err := c.Swap(ctx, api.SwapRequest{})
+//	c := client.New("http://127.0.0.1:9090", client.WithToken(os.Getenv("VIPSWAP_TOKEN")))
+//	res, err := c.Swap(ctx, api.ChangeRequest{Reason: "release 2.4"})
+//	if client.IsRefused(err) {
+//		// the state did not allow it (no healthy instance, stale if_revision)
+//	}
+//
+// Every method returns an *Error for an error answer of the API, and a plain
+// error when the API could not be reached.
 package client
 
 import (
@@ -13,6 +19,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -21,12 +29,16 @@ import (
 
 // Client calls one vipswap admin API. It is safe for concurrent use.
 type Client struct {
-	base string
-	http *http.Client
+	base  string
+	token string
+	http  *http.Client
 }
 
 // Option tunes a Client.
 type Option func(*Client)
+
+// WithToken sends token as a bearer token on every call; empty means none.
+func WithToken(token string) Option { return func(c *Client) { c.token = token } }
 
 // WithHTTPClient replaces the HTTP client (default: 30s timeout, no proxy).
 func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
@@ -50,6 +62,9 @@ type Error struct {
 	StatusCode int
 	// Message is the API's one-line explanation.
 	Message string
+	// Revision is the current state revision on a 409 caused by a
+	// concurrent change or a stale if_revision; zero otherwise.
+	Revision uint64
 }
 
 func (e *Error) Error() string { return e.Message }
@@ -69,10 +84,53 @@ func (c *Client) Status(ctx context.Context) (api.Status, error) {
 }
 
 // Swap calls POST /v1/swap.
-func (c *Client) Swap(ctx context.Context, req api.SwapRequest) (api.SwapResult, error) {
-	var res api.SwapResult
+func (c *Client) Swap(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+	var res api.Change
 	err := c.do(ctx, http.MethodPost, "/v1/swap", req, &res)
 	return res, err
+}
+
+// Rollback calls POST /v1/rollback.
+func (c *Client) Rollback(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/rollback", req, &res)
+	return res, err
+}
+
+// Drain calls POST /v1/slots/{slot}/instances/{addr}/drain.
+func (c *Client) Drain(ctx context.Context, slot, addr string, req api.ChangeRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, instancePath(slot, addr, "drain"), req, &res)
+	return res, err
+}
+
+// Ready calls POST /v1/slots/{slot}/instances/{addr}/ready.
+func (c *Client) Ready(ctx context.Context, slot, addr string, req api.ChangeRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, instancePath(slot, addr, "ready"), req, &res)
+	return res, err
+}
+
+// History calls GET /v1/history; limit 0 means the server's default (50).
+func (c *Client) History(ctx context.Context, limit int) ([]api.HistoryEntry, error) {
+	path := "/v1/history"
+	if limit > 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	var h []api.HistoryEntry
+	err := c.do(ctx, http.MethodGet, path, nil, &h)
+	return h, err
+}
+
+// Entry calls GET /v1/history/{id}.
+func (c *Client) Entry(ctx context.Context, id uint64) (api.HistoryEntry, error) {
+	var e api.HistoryEntry
+	err := c.do(ctx, http.MethodGet, "/v1/history/"+strconv.FormatUint(id, 10), nil, &e)
+	return e, err
+}
+
+func instancePath(slot, addr, verb string) string {
+	return "/v1/slots/" + url.PathEscape(slot) + "/instances/" + url.PathEscape(addr) + "/" + verb
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
@@ -91,6 +149,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the admin API at %s: %w", c.base, unwrapURL(err))
@@ -105,7 +166,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if json.Unmarshal(raw, &eb) != nil || eb.Error == "" {
 			eb.Error = fmt.Sprintf("admin API answered %s", resp.Status)
 		}
-		return &Error{StatusCode: resp.StatusCode, Message: eb.Error}
+		return &Error{StatusCode: resp.StatusCode, Message: eb.Error, Revision: eb.Revision}
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
 		return fmt.Errorf("admin API %s: unreadable answer: %w", c.base, err)
@@ -115,11 +176,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 
 // unwrapURL drops the *url.Error wrapper, whose message repeats the URL.
 func unwrapURL(err error) error {
-	var ue interface{ Unwrap() error }
+	var ue *url.Error
 	if errors.As(err, &ue) {
-		if inner := ue.Unwrap(); inner != nil {
-			return inner
-		}
+		return ue.Err
 	}
 	return err
 }

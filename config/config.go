@@ -38,6 +38,11 @@ type Config struct {
 type Admin struct {
 	// Listen is the admin API address. Default 127.0.0.1:9090.
 	Listen string `yaml:"listen"`
+	// TokenFile names a file of bearer tokens (one per line: SECRET or
+	// NAME SECRET). With tokens, every change needs one; when Listen is not
+	// a loopback address a token file is mandatory and reads need a token
+	// too. Empty means no tokens (loopback only).
+	TokenFile string `yaml:"token_file"`
 }
 
 // Store configures the embedded state store.
@@ -134,6 +139,9 @@ func Default() *Config {
 		},
 	}
 }
+
+// AdminIsLoopback reports whether the admin API listens on loopback only.
+func (c *Config) AdminIsLoopback() bool { return isLoopback(c.Admin.Listen) }
 
 // File returns the name the configuration was read from.
 func (c *Config) File() string { return c.file }

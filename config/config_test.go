@@ -97,6 +97,9 @@ func TestParseInvalid(t *testing.T) {
 		{"slot defined twice", func(s string) string {
 			return strings.Replace(s, "  green:", "  blue:\n    instances: [127.0.0.1:9005]\n  green:", 1)
 		}, `slots.blue: name is defined twice`},
+		{"public admin without a token file", func(s string) string {
+			return strings.Replace(s, "listen: 127.0.0.1:9090", "listen: 0.0.0.0:9090", 1)
+		}, `admin.token_file: required when admin.listen is not a loopback address (it is 0.0.0.0:9090)`},
 		{"not YAML", func(string) string { return "slots: [\n" }, `test.yaml: `},
 	}
 	for _, c := range cases {
@@ -140,4 +143,19 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted a config with %d slots", len(c.SlotOrder))
 		}
 	})
+}
+
+func TestAdminLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:9090": true, "[::1]:9090": true, "localhost:9090": true, "127.8.0.1:1": true,
+		"0.0.0.0:9090": false, ":9090": false, "10.0.0.1:9090": false, "[::]:9090": false,
+	} {
+		if got := isLoopback(addr); got != want {
+			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+	src := strings.Replace(valid, "listen: 127.0.0.1:9090", "listen: 0.0.0.0:9090\n  token_file: tokens", 1)
+	if _, err := Parse("test.yaml", []byte(src)); err != nil {
+		t.Fatalf("public admin with a token file: %v", err)
+	}
 }

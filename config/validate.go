@@ -33,6 +33,9 @@ func (c *Config) applyDefaults() {
 func (c *Config) Validate() error {
 	v := &validator{c: c, addrs: make(map[string]string)}
 	v.addr("admin.listen", c.Admin.Listen)
+	if c.Admin.TokenFile == "" && !isLoopback(c.Admin.Listen) {
+		v.fail("admin.token_file", fmt.Sprintf("required when admin.listen is not a loopback address (it is %s)", c.Admin.Listen))
+	}
 	v.addr("listeners.prod", c.Listeners.Prod)
 	v.addr("listeners.stage", c.Listeners.Stage)
 	if c.State.Path == "" {
@@ -138,4 +141,18 @@ func (v *validator) run(key string, r *Run) {
 	}
 	v.atLeastOne(key+".replicas", r.Replicas)
 	v.positive(key+".stop_timeout", r.StopTimeout)
+}
+
+// isLoopback reports whether addr's host is a loopback address or
+// "localhost". An empty host means every interface: not loopback.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

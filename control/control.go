@@ -1,7 +1,8 @@
 // Package control is the controller: it turns the stored state and the
 // instances' health into routing tables and publishes them to every data
-// plane, and it runs the operations that change state (swap). It is the only
-// writer of the store.
+// plane, and it runs the operations that change state (swap, rollback, drain,
+// ready), each as one compare-and-swap recorded in the history. It is the
+// only writer of the store.
 package control
 
 import (
@@ -9,8 +10,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
 	"sync"
+	"time"
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/health"
@@ -48,6 +49,12 @@ type Config struct {
 	Planes []DataPlane
 	// Listeners are the front-door addresses, for status.
 	Listeners [2]string
+	// Failures, if set, returns how many requests on a listener failed in
+	// the data plane; swaps record it in their measurement.
+	Failures func(route.Listener) uint64
+	// MeasureLimit bounds how long a swap's measurement waits for the old
+	// slot to drain. Zero means 5 minutes.
+	MeasureLimit time.Duration
 	// Logger receives state changes and plane errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -60,13 +67,15 @@ type Controller struct {
 	checker   *health.Checker
 	instances map[string][]*route.Instance // by slot; fixed after New
 	refused   chan *route.Instance
+	ctx       context.Context // lifetime of the controller's goroutines
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 
-	mu      sync.Mutex // guards st, rev, healthy and publishing order
-	st      state.State
-	rev     store.Revision
-	healthy map[*route.Instance]bool
+	mu        sync.Mutex // guards st, rev, healthy, published and publishing order
+	st        state.State
+	rev       store.Revision
+	healthy   map[*route.Instance]bool
+	published bool
 }
 
 // New loads the state from the store (seeding it from cfg.Active when the
@@ -75,6 +84,12 @@ type Controller struct {
 func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Failures == nil {
+		cfg.Failures = func(route.Listener) uint64 { return 0 }
+	}
+	if cfg.MeasureLimit <= 0 {
+		cfg.MeasureLimit = 5 * time.Minute
 	}
 	names := make([]string, len(cfg.Slots))
 	for i, s := range cfg.Slots {
@@ -86,7 +101,8 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		if st, err = state.Seed(cfg.Active, names); err != nil {
 			return nil, err
 		}
-		if rev, err = cfg.Store.CompareAndSwap(ctx, 0, st); err != nil {
+		seed := store.Entry{Time: time.Now().UTC(), Actor: "local", Operation: "seed", To: st.Active, Result: store.Applied, Reason: "first start"}
+		if rev, _, err = cfg.Store.CompareAndSwap(ctx, 0, st, seed); err != nil {
 			return nil, fmt.Errorf("seed state: %w", err)
 		}
 	case err != nil:
@@ -96,7 +112,10 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 			return nil, fmt.Errorf("stored state does not fit the configuration: %w (add the slot back, or remove the state file to start afresh)", err)
 		}
 	}
+	loopCtx, cancel := context.WithCancel(context.Background())
 	c := &Controller{
+		ctx:       loopCtx,
+		cancel:    cancel,
 		cfg:       cfg,
 		log:       cfg.Logger,
 		instances: make(map[string][]*route.Instance),
@@ -121,13 +140,12 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 			c.checker.Add(health.Target{Slot: s.Name, Addr: a})
 		}
 	}
-	loopCtx, cancel := context.WithCancel(context.Background())
-	c.cancel = cancel
-	c.wg.Go(func() { c.loop(loopCtx) })
+	c.wg.Go(c.loop)
 	return c, nil
 }
 
-// Close stops health checks and the controller's goroutine.
+// Close stops health checks, pending measurements and the controller's
+// goroutine, and waits for them.
 func (c *Controller) Close() {
 	c.cancel()
 	c.wg.Wait()
@@ -143,10 +161,10 @@ func (c *Controller) InstanceRefused(inst *route.Instance) {
 	}
 }
 
-func (c *Controller) loop(ctx context.Context) {
+func (c *Controller) loop() {
 	for {
 		select {
-		case <-ctx.Done():
+		case <-c.ctx.Done():
 			return
 		case inst := <-c.refused:
 			c.checker.MarkDown(health.Target{Slot: inst.Slot, Addr: inst.Addr})
@@ -175,11 +193,12 @@ func (c *Controller) onHealth(t health.Target, healthy bool) {
 	c.publishLocked()
 }
 
-// healthyLocked returns slot's healthy instances.
-func (c *Controller) healthyLocked(slot string) []*route.Instance {
+// routableLocked returns slot's instances that may take new requests in
+// state st: healthy and not drained.
+func (c *Controller) routableLocked(st state.State, slot string) []*route.Instance {
 	var out []*route.Instance
 	for _, i := range c.instances[slot] {
-		if c.healthy[i] {
+		if c.healthy[i] && !st.IsDrained(slot, i.Addr) {
 			out = append(out, i)
 		}
 	}
@@ -195,7 +214,7 @@ func (c *Controller) publishLocked() {
 	spec.Listeners[route.Stage] = []route.Weighted{{Slot: c.st.Standby, Weight: 1}}
 	spec.Routable = make(map[string][]*route.Instance, len(c.instances))
 	for slot := range c.instances {
-		spec.Routable[slot] = c.healthyLocked(slot)
+		spec.Routable[slot] = c.routableLocked(c.st, slot)
 	}
 	t := route.Build(spec)
 	for _, p := range c.cfg.Planes {
@@ -203,46 +222,22 @@ func (c *Controller) publishLocked() {
 			c.log.Error("data plane refused the routing table", "revision", t.Revision, "err", err)
 		}
 	}
-}
-
-// Swap exchanges the active and standby slots in one compare-and-swap on the
-// store, then publishes the new table. It returns a *state.RefusedError when
-// the standby slot has no healthy instance and req.Force is not set; on any
-// error nothing changes.
-func (c *Controller) Swap(ctx context.Context, req api.SwapRequest) (api.SwapResult, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	healthy := len(c.healthyLocked(c.st.Standby))
-	next, err := c.st.Swap(healthy, req.Force)
-	if err != nil {
-		return api.SwapResult{}, &api.Error{Status: http.StatusConflict, Err: err}
-	}
-	rev, err := c.cfg.Store.CompareAndSwap(ctx, c.rev, next)
-	if err != nil {
-		err = fmt.Errorf("swap not applied: %w", err)
-		if errors.Is(err, store.ErrConflict) {
-			err = &api.Error{Status: http.StatusConflict, Err: err}
-		}
-		return api.SwapResult{}, err
-	}
-	from := c.st.Active
-	c.st, c.rev = next, rev
-	c.publishLocked()
-	c.log.Info("swapped", "from", from, "to", next.Active, "revision", rev, "forced", req.Force && healthy == 0)
-	return api.SwapResult{From: from, To: next.Active, Revision: uint64(rev), Forced: req.Force && healthy == 0}, nil
+	c.published = true
 }
 
 // Status returns the routing state with every instance's health and counters.
 func (c *Controller) Status() api.Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := api.Status{Revision: uint64(c.rev), Active: c.st.Active, Standby: c.st.Standby}
+	s := api.Status{Revision: uint64(c.rev), Active: c.st.Active, Standby: c.st.Standby, Previous: c.st.Previous}
 	for i, l := range route.Listeners {
 		slot := c.st.Active
 		if l == route.Stage {
 			slot = c.st.Standby
 		}
-		s.Listeners = append(s.Listeners, api.ListenerStatus{Name: l.String(), Addr: c.cfg.Listeners[i], Slot: slot})
+		s.Listeners = append(s.Listeners, api.ListenerStatus{
+			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: slot, Failed: c.cfg.Failures(l),
+		})
 	}
 	for _, slot := range c.cfg.Slots {
 		ss := api.SlotStatus{Name: slot.Name, Role: "idle"}
@@ -256,11 +251,15 @@ func (c *Controller) Status() api.Status {
 			is := api.InstanceStatus{
 				Addr:     inst.Addr,
 				Healthy:  c.healthy[inst],
+				Drained:  c.st.IsDrained(slot.Name, inst.Addr),
 				InFlight: api.PerListener{Prod: inst.InFlight(route.Prod), Stage: inst.InFlight(route.Stage)},
 				Served:   api.PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
 			}
 			if is.Healthy {
 				ss.Healthy++
+				if !is.Drained {
+					ss.Routable++
+				}
 			}
 			ss.InFlight.Prod += is.InFlight.Prod
 			ss.InFlight.Stage += is.InFlight.Stage

@@ -111,7 +111,7 @@ func TestFirstStartSeedsTheStore(t *testing.T) {
 func TestSwapPublishesOneTable(t *testing.T) {
 	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
 	f.waitHealthy(t, "green", 1)
-	res, err := f.ctrl.Swap(context.Background(), api.SwapRequest{})
+	res, err := f.ctrl.Swap(context.Background(), api.ChangeRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestRefusedSwapChangesNothing(t *testing.T) {
 	f := newFixture(t, []string{slotServer(t, "blue")}, []string{"127.0.0.1:1"})
 	f.waitHealthy(t, "blue", 1)
 	before := f.ctrl.Status()
-	_, err := f.ctrl.Swap(context.Background(), api.SwapRequest{})
+	_, err := f.ctrl.Swap(context.Background(), api.ChangeRequest{})
 	var apiErr *api.Error
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
 		t.Fatalf("got %v, want a 409 api.Error", err)
@@ -156,7 +156,7 @@ func TestFailedStoreWriteChangesNothing(t *testing.T) {
 	f.waitHealthy(t, "green", 1)
 	before := f.ctrl.Status()
 	f.store.Close() // every write now fails
-	_, err := f.ctrl.Swap(context.Background(), api.SwapRequest{})
+	_, err := f.ctrl.Swap(context.Background(), api.ChangeRequest{})
 	if err == nil || !strings.Contains(err.Error(), "swap not applied") {
 		t.Fatalf("got %v, want the store error", err)
 	}

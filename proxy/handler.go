@@ -56,14 +56,19 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rq.body = &bodyGuard{rc: r.Body}
 		r.Body = rq.body
 	}
+	completed := false
 	defer func() {
 		// Deferred so an aborted response copy (which panics with
 		// http.ErrAbortHandler) still ends the in-flight count.
 		if rq.inst != nil {
-			rq.inst.End(h.l, true)
+			rq.inst.End(h.l)
+		}
+		if !completed && r.Context().Err() == nil {
+			h.p.failed[h.l].Add(1)
 		}
 	}()
 	h.rp.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestKey{}, rq)))
+	completed = true
 }
 
 // rewrite builds the outbound request: the instance is chosen per attempt by
@@ -89,7 +94,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
 	if r.Context().Err() != nil {
 		return // the client went away; nobody to answer
 	}
-	h.p.rejected[h.l].Add(1)
+	h.p.failed[h.l].Add(1)
 	status := http.StatusBadGateway
 	var noInst *noInstanceError
 	if errors.As(err, &noInst) || errors.Is(err, errTooManyHolding) {

@@ -67,7 +67,7 @@ type Proxy struct {
 	transport *http.Transport
 	handlers  [len(route.Listeners)]*handler
 	holding   atomic.Int64
-	rejected  [len(route.Listeners)]atomic.Uint64
+	failed    [len(route.Listeners)]atomic.Uint64
 
 	mu      sync.Mutex // guards servers and closed
 	servers []*http.Server
@@ -113,9 +113,11 @@ func (p *Proxy) Apply(t *route.Table) error {
 // Table returns the current routing table.
 func (p *Proxy) Table() *route.Table { return p.table.Load() }
 
-// Rejected returns how many requests on l vipswap answered itself with an
-// error because no instance could take them.
-func (p *Proxy) Rejected(l route.Listener) uint64 { return p.rejected[l].Load() }
+// Failed returns how many requests on l failed: vipswap answered them itself
+// with a 502 or 503 because no instance could (connection errors, hold
+// timeouts), or an instance's response broke off midway. Requests whose
+// client went away are not counted.
+func (p *Proxy) Failed(l route.Listener) uint64 { return p.failed[l].Load() }
 
 // Handler returns the http.Handler of listener l.
 func (p *Proxy) Handler(l route.Listener) http.Handler { return p.handlers[l] }

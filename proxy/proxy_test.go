@@ -259,8 +259,8 @@ func TestHoldTimesOutWithReason(t *testing.T) {
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, `no healthy instance in slot "blue"`) {
 		t.Fatalf("got %d %q, want 503 naming slot blue", code, body)
 	}
-	if p.Rejected(route.Prod) != 1 {
-		t.Fatalf("rejected = %d, want 1", p.Rejected(route.Prod))
+	if p.Failed(route.Prod) != 1 {
+		t.Fatalf("failed = %d, want 1", p.Failed(route.Prod))
 	}
 }
 

@@ -38,7 +38,6 @@ type Instance struct {
 
 	inFlight [numListeners]atomic.Int64
 	served   [numListeners]atomic.Uint64
-	failed   [numListeners]atomic.Uint64
 }
 
 // NewInstance returns an instance of slot at addr with zeroed counters.
@@ -49,19 +48,15 @@ func NewInstance(slot, addr string) *Instance {
 // Begin counts one more request in flight on i that arrived on l.
 func (i *Instance) Begin(l Listener) { i.inFlight[l].Add(1) }
 
-// End counts the end of a request begun with Begin. ok reports whether the
-// request was answered by the instance (any status) rather than failed.
-func (i *Instance) End(l Listener, ok bool) {
+// End counts the end of a request begun with Begin that the instance
+// answered (with any status).
+func (i *Instance) End(l Listener) {
 	i.inFlight[l].Add(-1)
-	if ok {
-		i.served[l].Add(1)
-	} else {
-		i.failed[l].Add(1)
-	}
+	i.served[l].Add(1)
 }
 
-// Abandon undoes a Begin for an attempt that was retried elsewhere; it counts
-// neither served nor failed.
+// Abandon undoes a Begin for an attempt that did not get an answer; it is not
+// counted as served.
 func (i *Instance) Abandon(l Listener) { i.inFlight[l].Add(-1) }
 
 // InFlight returns the number of requests in flight on i that arrived on l.
@@ -75,7 +70,3 @@ func (i *Instance) Load() int64 {
 
 // Served returns how many requests that arrived on l the instance answered.
 func (i *Instance) Served(l Listener) uint64 { return i.served[l].Load() }
-
-// Failed returns how many requests that arrived on l failed on the instance
-// after it had been chosen and no other attempt saved them.
-func (i *Instance) Failed(l Listener) uint64 { return i.failed[l].Load() }

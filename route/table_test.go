@@ -116,7 +116,7 @@ func TestCountersSurviveNewTables(t *testing.T) {
 	if got := next.Slot(Prod).Pick(nil).InFlight(Prod); got != 1 {
 		t.Fatalf("in flight in the new table = %d, want 1", got)
 	}
-	i.End(Prod, true)
+	i.End(Prod)
 	if i.InFlight(Prod) != 0 || i.Served(Prod) != 1 {
 		t.Fatalf("after End: in flight %d served %d", i.InFlight(Prod), i.Served(Prod))
 	}

@@ -1,6 +1,7 @@
 // Package state is the desired routing state of vipswap and its pure
 // transitions. It does no I/O: the store persists a State, the controller
-// turns one into routing tables.
+// turns one into routing tables. Every transition returns a new State and
+// leaves its receiver untouched; a refused one returns a *RefusedError.
 package state
 
 import (
@@ -9,14 +10,19 @@ import (
 	"slices"
 )
 
-// State is the desired routing: which slot the prod listener follows and
-// which the stage listener follows.
+// State is the desired routing.
 type State struct {
 	// Active is the slot prod sends traffic to.
 	Active string `json:"active"`
 	// Standby is the slot stage sends traffic to, and the one a swap makes
 	// active.
 	Standby string `json:"standby"`
+	// Previous is the slot that was active before the last swap or
+	// rollback; empty until the first one. Rollback makes it active again.
+	Previous string `json:"previous,omitempty"`
+	// Drained lists instances that receive no new requests, as
+	// InstanceKey(slot, addr), sorted.
+	Drained []string `json:"drained,omitempty"`
 }
 
 // RefusedError says why a transition was refused. A refused transition
@@ -28,9 +34,16 @@ type RefusedError struct {
 
 func (e *RefusedError) Error() string { return e.Reason }
 
-// ErrUnknownSlot is wrapped by Check when a state names a slot that does not
-// exist.
+func refused(format string, args ...any) error {
+	return &RefusedError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// ErrUnknownSlot is wrapped by Check and Seed when a state names a slot that
+// does not exist.
 var ErrUnknownSlot = errors.New("unknown slot")
+
+// InstanceKey names an instance of a slot in State.Drained.
+func InstanceKey(slot, addr string) string { return slot + "/" + addr }
 
 // Seed returns the initial state for a store that holds none: active is the
 // configured active slot, standby the first other slot in order.
@@ -46,7 +59,7 @@ func Seed(active string, slots []string) (State, error) {
 	return State{}, fmt.Errorf("slot %q has no other slot to be standby", active)
 }
 
-// Check reports whether s is valid for the given slots: both slots exist and
+// Check reports whether s fits the given slots: active and standby exist and
 // differ.
 func (s State) Check(slots []string) error {
 	for _, name := range []string{s.Active, s.Standby} {
@@ -60,13 +73,75 @@ func (s State) Check(slots []string) error {
 	return nil
 }
 
-// Swap returns s with Active and Standby exchanged. standbyHealthy is the
-// number of healthy instances in the standby slot; with none the swap is
-// refused with a *RefusedError unless force is set.
-func (s State) Swap(standbyHealthy int, force bool) (State, error) {
-	if standbyHealthy == 0 && !force {
-		return s, &RefusedError{Reason: fmt.Sprintf(
-			"swap refused: standby slot %q has no healthy instance (use force to swap anyway)", s.Standby)}
+// Equal reports whether s and o are the same state.
+func (s State) Equal(o State) bool {
+	return s.Active == o.Active && s.Standby == o.Standby && s.Previous == o.Previous && slices.Equal(s.Drained, o.Drained)
+}
+
+// IsDrained reports whether the instance at addr of slot is drained.
+func (s State) IsDrained(slot, addr string) bool {
+	_, found := slices.BinarySearch(s.Drained, InstanceKey(slot, addr))
+	return found
+}
+
+// Swap returns s with Active and Standby exchanged. standbyRoutable is the
+// number of healthy, undrained instances in the standby slot; with none the
+// swap is refused unless force is set.
+func (s State) Swap(standbyRoutable int, force bool) (State, error) {
+	if standbyRoutable == 0 && !force {
+		return s, refused("swap refused: standby slot %q has no healthy instance (use force to swap anyway)", s.Standby)
 	}
-	return State{Active: s.Standby, Standby: s.Active}, nil
+	next := s.clone()
+	next.Active, next.Standby, next.Previous = s.Standby, s.Active, s.Active
+	return next, nil
+}
+
+// Rollback makes the slot that was active before the last swap active again.
+// It is refused when no swap has happened, and like Swap when that slot has
+// no routable instance and force is not set.
+func (s State) Rollback(previousRoutable int, force bool) (State, error) {
+	switch {
+	case s.Previous == "":
+		return s, refused("rollback refused: no swap has happened yet, so there is nothing to roll back to")
+	case s.Previous != s.Standby:
+		return s, refused("rollback refused: the previous slot %q is no longer standby", s.Previous)
+	case previousRoutable == 0 && !force:
+		return s, refused("rollback refused: previous slot %q has no healthy instance (use force to roll back anyway)", s.Previous)
+	}
+	return s.Swap(previousRoutable, true)
+}
+
+// Drain marks an instance as receiving no new requests. lastRoutable
+// reports that it is the only routable instance of a slot a listener sends
+// traffic to; draining it is then refused unless force is set. Draining a
+// drained instance returns s unchanged.
+func (s State) Drain(slot, addr string, lastRoutable, force bool) (State, error) {
+	key := InstanceKey(slot, addr)
+	i, found := slices.BinarySearch(s.Drained, key)
+	if found {
+		return s, nil
+	}
+	if lastRoutable && !force {
+		return s, refused("drain refused: %s is the last healthy instance of slot %q, which takes traffic (use force to drain anyway)", addr, slot)
+	}
+	next := s.clone()
+	next.Drained = slices.Insert(next.Drained, i, key)
+	return next, nil
+}
+
+// Ready undoes Drain. Readying an instance that is not drained returns s
+// unchanged.
+func (s State) Ready(slot, addr string) State {
+	i, found := slices.BinarySearch(s.Drained, InstanceKey(slot, addr))
+	if !found {
+		return s
+	}
+	next := s.clone()
+	next.Drained = slices.Delete(next.Drained, i, i+1)
+	return next
+}
+
+func (s State) clone() State {
+	s.Drained = slices.Clone(s.Drained)
+	return s
 }

@@ -11,7 +11,7 @@ func TestSeed(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := (State{Active: "green", Standby: "blue"}); got != want {
+		if want := (State{Active: "green", Standby: "blue"}); !got.Equal(want) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
 	})
@@ -28,24 +28,28 @@ func TestSeed(t *testing.T) {
 	})
 }
 
+func isRefused(err error) bool {
+	var r *RefusedError
+	return errors.As(err, &r)
+}
+
 func TestSwap(t *testing.T) {
 	s := State{Active: "blue", Standby: "green"}
-	t.Run("exchanges active and standby", func(t *testing.T) {
+	t.Run("exchanges active and standby and remembers the previous", func(t *testing.T) {
 		got, err := s.Swap(2, false)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := (State{Active: "green", Standby: "blue"}); got != want {
+		if want := (State{Active: "green", Standby: "blue", Previous: "blue"}); !got.Equal(want) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
 	})
-	t.Run("refused when standby has no healthy instance", func(t *testing.T) {
+	t.Run("refused when standby has no routable instance", func(t *testing.T) {
 		got, err := s.Swap(0, false)
-		var refused *RefusedError
-		if !errors.As(err, &refused) {
+		if !isRefused(err) {
 			t.Fatalf("got %v, want *RefusedError", err)
 		}
-		if got != s {
+		if !got.Equal(s) {
 			t.Fatalf("refused swap changed state to %+v", got)
 		}
 	})
@@ -57,6 +61,49 @@ func TestSwap(t *testing.T) {
 	})
 }
 
+func TestRollback(t *testing.T) {
+	fresh := State{Active: "blue", Standby: "green"}
+	if _, err := fresh.Rollback(1, false); !isRefused(err) {
+		t.Fatalf("rollback before any swap: got %v, want refused", err)
+	}
+	swapped, _ := fresh.Swap(1, false)
+	back, err := swapped.Rollback(1, false)
+	if err != nil || back.Active != "blue" || back.Standby != "green" {
+		t.Fatalf("rollback: got %+v, %v; want blue active again", back, err)
+	}
+	if _, err := swapped.Rollback(0, false); !isRefused(err) {
+		t.Fatalf("rollback to a slot with no healthy instance: got %v, want refused", err)
+	}
+}
+
+func TestDrainAndReady(t *testing.T) {
+	s := State{Active: "blue", Standby: "green"}
+	d, err := s.Drain("blue", "127.0.0.1:2", false, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, _ = d.Drain("blue", "127.0.0.1:1", false, false)
+	if len(s.Drained) != 0 {
+		t.Fatal("Drain modified its receiver")
+	}
+	if !d.IsDrained("blue", "127.0.0.1:1") || !d.IsDrained("blue", "127.0.0.1:2") || d.IsDrained("green", "127.0.0.1:1") {
+		t.Fatalf("drained = %v", d.Drained)
+	}
+	if again, _ := d.Drain("blue", "127.0.0.1:1", true, false); !again.Equal(d) {
+		t.Fatal("draining a drained instance changed the state")
+	}
+	if _, err := s.Drain("blue", "127.0.0.1:1", true, false); !isRefused(err) {
+		t.Fatalf("draining the last routable instance: got %v, want refused", err)
+	}
+	r := d.Ready("blue", "127.0.0.1:1")
+	if r.IsDrained("blue", "127.0.0.1:1") || !r.IsDrained("blue", "127.0.0.1:2") || !d.IsDrained("blue", "127.0.0.1:1") {
+		t.Fatalf("ready: got %v from %v", r.Drained, d.Drained)
+	}
+	if !r.Ready("blue", "127.0.0.1:9").Equal(r) {
+		t.Fatal("readying an undrained instance changed the state")
+	}
+}
+
 func TestCheck(t *testing.T) {
 	slots := []string{"blue", "green"}
 	cases := []struct {
@@ -64,10 +111,10 @@ func TestCheck(t *testing.T) {
 		s    State
 		ok   bool
 	}{
-		{"valid", State{"blue", "green"}, true},
-		{"unknown active", State{"red", "green"}, false},
-		{"unknown standby", State{"blue", "red"}, false},
-		{"same slot twice", State{"blue", "blue"}, false},
+		{"valid", State{Active: "blue", Standby: "green"}, true},
+		{"unknown active", State{Active: "red", Standby: "green"}, false},
+		{"unknown standby", State{Active: "blue", Standby: "red"}, false},
+		{"same slot twice", State{Active: "blue", Standby: "blue"}, false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

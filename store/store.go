@@ -1,14 +1,17 @@
-// Package store persists vipswap's routing state with a revision, so every
-// change is a compare-and-swap and a restarted node serves the last state.
+// Package store persists vipswap's routing state with a revision and an
+// append-only history of every change, so every change is a compare-and-swap
+// and a restarted node serves the last state.
 //
 // Store is the interface every implementation (bbolt now, etcd later)
-// satisfies; storetest holds the conformance suite they must all pass.
+// satisfies; package storetest holds the conformance suite they must all
+// pass.
 package store
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/vipswap/vipswap/state"
 )
@@ -17,8 +20,9 @@ import (
 // revisions only for equality. Zero means "no state stored yet".
 type Revision uint64
 
-// ErrNotFound is returned by Load when the store holds no state yet.
-var ErrNotFound = errors.New("no state stored")
+// ErrNotFound is returned by Load when the store holds no state yet, and by
+// Measure when no entry has the given ID.
+var ErrNotFound = errors.New("not found")
 
 // ErrConflict is wrapped by *ConflictError.
 var ErrConflict = errors.New("revision conflict")
@@ -33,23 +37,100 @@ type ConflictError struct {
 }
 
 func (e *ConflictError) Error() string {
-	return fmt.Sprintf("state changed concurrently: expected revision %d, store has %d", e.Expected, e.Current)
+	return fmt.Sprintf("state changed concurrently: expected revision %d, current revision is %d", e.Expected, e.Current)
 }
 
 // Unwrap makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
-// Store is revisioned persistence of one state.State. Implementations are safe
-// for concurrent use. Every method honours ctx cancellation where the backend
-// allows it.
+// Result values of an Entry.
+const (
+	Applied = "applied"
+	Refused = "refused"
+)
+
+// Entry is one record of the history: an operation someone asked for and
+// what came of it.
+type Entry struct {
+	// ID numbers entries in the order they were recorded, from 1. The store
+	// assigns it.
+	ID uint64 `json:"id"`
+	// Time is when the operation was decided.
+	Time time.Time `json:"time"`
+	// Actor is who asked: a token's name, or "local".
+	Actor string `json:"actor"`
+	// Operation is "swap", "rollback", "drain" or "ready".
+	Operation string `json:"operation"`
+	// From and To are the active slot before and after a swap or rollback.
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+	// Instance is "slot/host:port" for drain and ready.
+	Instance string `json:"instance,omitempty"`
+	// Forced reports that the operation overrode a health check.
+	Forced bool `json:"forced,omitempty"`
+	// Reason is the operator's reason, if given.
+	Reason string `json:"reason,omitempty"`
+	// Result is Applied or Refused.
+	Result string `json:"result"`
+	// Error says why it was refused.
+	Error string `json:"error,omitempty"`
+	// Revision is the state revision an applied operation produced.
+	Revision Revision `json:"revision,omitempty"`
+	// Measurement is what the data plane saw around an applied swap or
+	// rollback; nil until the old slot has drained (or the measurement gave
+	// up).
+	Measurement *Measurement `json:"measurement,omitempty"`
+}
+
+// Measurement is what the data plane counted on the prod listener from a
+// change until the old slot had no request in flight.
+type Measurement struct {
+	// Served counts requests answered by an instance in that window.
+	Served uint64 `json:"served"`
+	// Failed counts requests vipswap could not get answered: its own 5xx,
+	// connection errors and timeouts.
+	Failed uint64 `json:"failed"`
+	// Drained is how long the old slot took to have no request in flight.
+	Drained time.Duration `json:"drained_ns"`
+	// Complete is false when the measurement gave up before the old slot
+	// drained.
+	Complete bool `json:"complete"`
+}
+
+// Event tells a watcher that the state changed.
+type Event struct {
+	// Revision is the new revision.
+	Revision Revision
+	// State is the new state.
+	State state.State
+}
+
+// Store is revisioned persistence of one state.State and its history.
+// Implementations are safe for concurrent use. Every method honours ctx
+// where the backend allows it, and on any error changes nothing.
 type Store interface {
 	// Load returns the current state and its revision, or ErrNotFound.
 	Load(ctx context.Context) (state.State, Revision, error)
 	// CompareAndSwap stores s if the current revision is expected (zero when
-	// the store is empty) and returns the new revision. On a mismatch it
-	// returns a *ConflictError and changes nothing; on any error nothing is
-	// changed either.
-	CompareAndSwap(ctx context.Context, expected Revision, s state.State) (Revision, error)
-	// Close releases the store. Calls after Close fail.
+	// the store is empty) and appends e to the history, in one transaction.
+	// It returns the new revision and e as recorded (ID, Revision set). On a
+	// revision mismatch it returns a *ConflictError.
+	CompareAndSwap(ctx context.Context, expected Revision, s state.State, e Entry) (Revision, Entry, error)
+	// Record appends an entry that changed no state (a refused operation).
+	Record(ctx context.Context, e Entry) (Entry, error)
+	// Measure attaches m to the entry with the given ID. An entry's
+	// measurement is set once; other fields never change.
+	Measure(ctx context.Context, id uint64, m Measurement) error
+	// Entry returns the entry with the given ID, or ErrNotFound.
+	Entry(ctx context.Context, id uint64) (Entry, error)
+	// History returns up to limit entries, newest first; limit <= 0 means
+	// all.
+	History(ctx context.Context, limit int) ([]Entry, error)
+	// Watch returns a channel that receives an Event after every change
+	// committed through this store from now on. The channel is closed when
+	// ctx ends or the store is closed. A watcher that falls behind misses
+	// intermediate events but always receives the latest.
+	Watch(ctx context.Context) <-chan Event
+	// Close releases the store and closes every watch channel.
 	Close() error
 }

@@ -11,17 +11,26 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/vipswap/vipswap/client"
 )
 
 const usage = `usage: vipswap <command> [flags]
 
 commands:
-  serve   [-c vipswap.yaml]                    run the switch
-  status  [--admin URL] [--json]               slots, instances, health, active slot
-  swap    [--admin URL] [--force] [--wait]     swap prod and stage
-  app     --listen ADDR --slot NAME [--version V]   the sample application
+  serve     [-c vipswap.yaml]                       run the switch
+  status    [--json]                                slots, instances, health, active slot
+  swap      [--force] [--wait] [--dry-run] [--reason R]   swap prod and stage
+  rollback  [--force] [--wait] [--dry-run] [--reason R]   back to the slot active before the last swap
+  drain     SLOT ADDR [--force] [--wait] [--reason R]     stop sending new requests to an instance
+  ready     SLOT ADDR [--reason R]                  put a drained instance back
+  history   [--limit N] [--json]                    every change, who made it and what it cost
+  wait      drained SLOT [--timeout 30s]            block until a slot has no request in flight
+  app       --listen ADDR --slot NAME [--version V] the sample application
 
---admin defaults to $VIPSWAP_ADMIN, then http://127.0.0.1:9090.
+Every command but serve and app talks to the admin API: --admin defaults to
+$VIPSWAP_ADMIN, then http://127.0.0.1:9090; the token comes from $VIPSWAP_TOKEN.
+Exit codes: 0 done, 1 refused or failed, 2 usage error.
 Run "vipswap <command> -h" for a command's flags.
 `
 
@@ -49,10 +58,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"serve":  serveCmd,
-		"status": statusCmd,
-		"swap":   swapCmd,
-		"app":    appCmd,
+		"serve":    serveCmd,
+		"status":   statusCmd,
+		"swap":     func(ctx context.Context, a []string, o, e io.Writer) error { return slotChangeCmd(ctx, "swap", a, o, e) },
+		"rollback": func(ctx context.Context, a []string, o, e io.Writer) error { return slotChangeCmd(ctx, "rollback", a, o, e) },
+		"drain":    drainCmd,
+		"ready":    readyCmd,
+		"history":  historyCmd,
+		"wait":     waitCmd,
+		"app":      appCmd,
 	}
 	name := args[0]
 	if name == "help" || name == "-h" || name == "--help" {
@@ -61,7 +75,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	cmd, ok := cmds[name]
 	if !ok {
-		fmt.Fprintf(stderr, "vipswap: unknown command %q (want serve, status, swap or app)\n", name)
+		fmt.Fprintf(stderr, "vipswap: unknown command %q (run vipswap help)\n", name)
 		return exitUsage
 	}
 	err := cmd(ctx, args[1:], stdout, stderr)
@@ -96,16 +110,34 @@ func newFlags(name string, stderr io.Writer) *flag.FlagSet {
 // parse parses args, turning flag errors and stray arguments into usage
 // errors. The flag package has already printed the details.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
+	_, err := parseArgs(fs, args)
+	return err
+}
+
+// parseArgs parses args with flags before, between or after the positional
+// arguments, which must be exactly names (for the usage message).
+func parseArgs(fs *flag.FlagSet, args []string, names ...string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, &usageError{msg: err.Error()}
 		}
-		return &usageError{msg: err.Error()}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if fs.NArg() > 0 {
-		return &usageError{msg: fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+	switch {
+	case len(pos) > len(names):
+		return nil, &usageError{msg: fmt.Sprintf("unexpected argument %q", pos[len(names)])}
+	case len(pos) < len(names):
+		return nil, &usageError{msg: fmt.Sprintf("missing %s", strings.Join(names[len(pos):], " and "))}
 	}
-	return nil
+	return pos, nil
 }
 
 // adminFlag registers --admin with its documented default.
@@ -115,4 +147,10 @@ func adminFlag(fs *flag.FlagSet) *string {
 		def = defaultAddr
 	}
 	return fs.String("admin", def, "admin API URL ($VIPSWAP_ADMIN)")
+}
+
+// newClient returns a client of the admin API at admin, with the token from
+// $VIPSWAP_TOKEN.
+func newClient(admin string) *client.Client {
+	return client.New(admin, client.WithToken(os.Getenv("VIPSWAP_TOKEN")))
 }

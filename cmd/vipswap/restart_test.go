@@ -20,7 +20,7 @@ func TestRestartKeepsState(t *testing.T) {
 	cfg := testConfig(dir, staticSlots(addrs))
 	sw := vstest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
-	res, err := sw.Client.Swap(context.Background(), api.SwapRequest{})
+	res, err := sw.Client.Swap(context.Background(), api.ChangeRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

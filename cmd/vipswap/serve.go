@@ -52,6 +52,13 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		}
 	}()
 
+	var tokens []api.Token
+	if cfg.Admin.TokenFile != "" {
+		if tokens, err = api.LoadTokens(cfg.Admin.TokenFile); err != nil {
+			return err
+		}
+	}
+
 	// Bind every address before starting anything, so a taken port fails
 	// fast and leaves nothing behind.
 	bind := func(name, addr string) (net.Listener, error) {
@@ -120,6 +127,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		},
 		Planes:    []control.DataPlane{px},
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
+		Failures:  px.Failed,
 		Logger:    log,
 	})
 	if err != nil {
@@ -128,7 +136,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 	cleanups = append(cleanups, ctrl.Close)
 
 	admin := &http.Server{
-		Handler:           api.NewHandler(ctrl, log),
+		Handler:           api.NewHandler(ctrl, api.Options{Tokens: tokens, ProtectReads: !cfg.AdminIsLoopback(), Logger: log}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,

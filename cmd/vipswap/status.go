@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
 
 	"github.com/vipswap/vipswap/api"
-	"github.com/vipswap/vipswap/client"
 )
 
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -18,14 +16,12 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	s, err := client.New(*admin).Status(ctx)
+	s, err := newClient(*admin).Status(ctx)
 	if err != nil {
 		return err
 	}
 	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(s)
+		return writeJSON(stdout, s)
 	}
 	printStatus(stdout, s)
 	return nil
@@ -34,7 +30,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprintf(w, "revision %d: active %s, standby %s\n", s.Revision, s.Active, s.Standby)
 	for _, l := range s.Listeners {
-		fmt.Fprintf(w, "  %-5s %s -> %s\n", l.Name, l.Addr, l.Slot)
+		fmt.Fprintf(w, "  %-5s %s -> %s (%s failed)\n", l.Name, l.Addr, l.Slot, thousands(l.Failed))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
@@ -48,6 +44,9 @@ func printStatus(w io.Writer, s api.Status) {
 			h := "down"
 			if inst.Healthy {
 				h = "up"
+			}
+			if inst.Drained {
+				h += ", drained"
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", name, role, inst.Addr, h, inst.InFlight.Total(), inst.Served.Total())
 		}

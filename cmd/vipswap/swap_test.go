@@ -27,7 +27,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
 		<-tick.C
-		if _, err := sw.Client.Swap(ctx, api.SwapRequest{}); err != nil {
+		if _, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil {
 			load.Stop()
 			t.Fatalf("swap %d: %v", swaps+1, err)
 		}
@@ -70,7 +70,7 @@ func TestSwapRefusedWhenStandbyIsDown(t *testing.T) {
 	}
 
 	t.Run("API answers 409 with the reason", func(t *testing.T) {
-		_, err := sw.Client.Swap(context.Background(), api.SwapRequest{})
+		_, err := sw.Client.Swap(context.Background(), api.ChangeRequest{})
 		if !client.IsRefused(err) || !strings.Contains(err.Error(), `standby slot "green" has no healthy instance`) {
 			t.Fatalf("got %v, want a 409 naming green", err)
 		}
@@ -95,7 +95,7 @@ func TestSwapRefusedWhenStandbyIsDown(t *testing.T) {
 		}
 	})
 	t.Run("force swaps anyway", func(t *testing.T) {
-		res, err := sw.Client.Swap(context.Background(), api.SwapRequest{Force: true})
+		res, err := sw.Client.Swap(context.Background(), api.ChangeRequest{Force: true})
 		if err != nil || !res.Forced || res.To != "green" {
 			t.Fatalf("got %+v, %v; want a forced swap to green", res, err)
 		}

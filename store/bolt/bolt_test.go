@@ -29,7 +29,7 @@ func TestSurvivesReopen(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := state.State{Active: "green", Standby: "blue"}
-	rev, err := s.CompareAndSwap(context.Background(), 0, want)
+	rev, _, err := s.CompareAndSwap(context.Background(), 0, want, store.Entry{Operation: "seed"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestSurvivesReopen(t *testing.T) {
 	}
 	defer s.Close()
 	got, gotRev, err := s.Load(context.Background())
-	if err != nil || got != want || gotRev != rev {
+	if err != nil || !got.Equal(want) || gotRev != rev {
 		t.Fatalf("after reopen: %+v@%d, %v; want %+v@%d", got, gotRev, err, want, rev)
 	}
 }

@@ -1,0 +1,109 @@
+package api
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"crypto/subtle"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+)
+
+// Token is one accepted bearer token.
+type Token struct {
+	// Name identifies the token in the history ("ci", "alice"); the secret
+	// itself is never logged or recorded.
+	Name string
+	// hash is the SHA-256 of the secret: comparing fixed-size hashes in
+	// constant time does not leak the secret's length.
+	hash [sha256.Size]byte
+}
+
+// MinTokenLength is the shortest secret LoadTokens accepts.
+const MinTokenLength = 16
+
+// LoadTokens reads a token file: one token per line, either "SECRET" (named
+// "admin") or "NAME SECRET". Blank lines and lines starting with # are
+// skipped. Errors name the file and line but never the secret.
+func LoadTokens(path string) ([]Token, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("admin.token_file: %w", err)
+	}
+	var tokens []Token
+	names := map[string]bool{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		fields := strings.Fields(line)
+		name, secret := "admin", ""
+		switch len(fields) {
+		case 1:
+			secret = fields[0]
+		case 2:
+			name, secret = fields[0], fields[1]
+		default:
+			return nil, fmt.Errorf("%s:%d: want SECRET or NAME SECRET", path, n)
+		}
+		if len(secret) < MinTokenLength {
+			return nil, fmt.Errorf("%s:%d: token %q is shorter than %d characters", path, n, name, MinTokenLength)
+		}
+		if names[name] {
+			return nil, fmt.Errorf("%s:%d: token name %q is used twice", path, n, name)
+		}
+		names[name] = true
+		tokens = append(tokens, Token{Name: name, hash: sha256.Sum256([]byte(secret))})
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("%s: no token in the file", path)
+	}
+	return tokens, nil
+}
+
+// authenticator decides who a request is and whether it may proceed.
+type authenticator struct {
+	tokens       []Token
+	protectReads bool
+}
+
+// check returns the request's actor and whether it is allowed. Without
+// tokens everyone is "local". With tokens, changes (and reads when
+// protectReads) need a valid bearer token; /healthz and /readyz never do, so
+// orchestrators can probe vipswap.
+func (a authenticator) check(r *http.Request) (actor string, ok bool) {
+	if len(a.tokens) == 0 {
+		return "local", true
+	}
+	name, valid := a.match(r.Header.Get("Authorization"))
+	switch {
+	case valid:
+		return name, true
+	case r.URL.Path == "/healthz" || r.URL.Path == "/readyz":
+		return "", true
+	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && !a.protectReads:
+		return "anonymous", true
+	}
+	return "", false
+}
+
+// match compares the bearer secret with every token, in constant time, and
+// returns the matching token's name.
+func (a authenticator) match(header string) (string, bool) {
+	secret, ok := strings.CutPrefix(header, "Bearer ")
+	if !ok || secret == "" {
+		return "", false
+	}
+	h := sha256.Sum256([]byte(strings.TrimSpace(secret)))
+	name, found := "", 0
+	for _, t := range a.tokens {
+		if subtle.ConstantTimeCompare(h[:], t.hash[:]) == 1 {
+			name, found = t.Name, 1
+		}
+	}
+	return name, found == 1
+}

@@ -1,0 +1,357 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
+)
+
+// changeFlags are the flags every state-changing command shares.
+type changeFlags struct {
+	admin      *string
+	force      *bool
+	reason     *string
+	dryRun     *bool
+	ifRevision *uint64
+	asJSON     *bool
+	wait       *bool
+	timeout    *time.Duration
+}
+
+func newChangeFlags(fs *flag.FlagSet, waitHelp string) *changeFlags {
+	f := &changeFlags{
+		admin:      adminFlag(fs),
+		force:      fs.Bool("force", false, "apply even if a health check refuses it"),
+		reason:     fs.String("reason", "", "why, recorded in the history"),
+		dryRun:     fs.Bool("dry-run", false, "report what would happen and change nothing"),
+		ifRevision: fs.Uint64("if-revision", 0, "apply only if the state is still at this revision"),
+		asJSON:     fs.Bool("json", false, "print the result as JSON"),
+	}
+	if waitHelp != "" {
+		f.wait = fs.Bool("wait", false, waitHelp)
+		f.timeout = fs.Duration("timeout", 30*time.Second, "with --wait: how long to wait")
+	}
+	return f
+}
+
+func (f *changeFlags) request() api.ChangeRequest {
+	req := api.ChangeRequest{Force: *f.force, Reason: *f.reason, DryRun: *f.dryRun}
+	if *f.ifRevision != 0 {
+		req.IfRevision = f.ifRevision
+	}
+	return req
+}
+
+// slotChangeCmd runs swap or rollback.
+func slotChangeCmd(ctx context.Context, op string, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags(op, stderr)
+	f := newChangeFlags(fs, "return once the old active slot has drained, and print what it cost")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	c := newClient(*f.admin)
+	call := c.Swap
+	if op == "rollback" {
+		call = c.Rollback
+	}
+	res, err := call(ctx, f.request())
+	if err != nil {
+		return err
+	}
+	if res.DryRun {
+		return printDryRun(stdout, res, *f.asJSON)
+	}
+	if !*f.wait {
+		return printChange(stdout, res, *f.asJSON)
+	}
+	verb := map[string]string{"swap": "swapped", "rollback": "rolled back"}[op]
+	if !*f.asJSON {
+		fmt.Fprintf(stdout, "%s %s -> %s (revision %d)\n", verb, res.From, res.To, res.Revision)
+	}
+	e, err := waitMeasured(ctx, c, res, *f.timeout, stderr)
+	if err != nil {
+		return err
+	}
+	if *f.asJSON {
+		return writeJSON(stdout, e)
+	}
+	m := e.Measurement
+	fmt.Fprintf(stdout, "%s %s→%s: %s during the switch, %s failed, drained in %.1f s\n",
+		verb, e.From, e.To, plural(int64(m.Served), "request"), thousands(m.Failed), m.DrainedSeconds)
+	return nil
+}
+
+// waitMeasured waits until the history entry of res carries its measurement,
+// printing the old slot's in-flight count about once a second.
+func waitMeasured(ctx context.Context, c *client.Client, res api.Change, limit time.Duration, progress io.Writer) (api.HistoryEntry, error) {
+	start := time.Now()
+	last := start
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		e, err := c.Entry(ctx, res.HistoryID)
+		if err != nil && ctx.Err() == nil {
+			return e, err
+		}
+		if m := e.Measurement; m != nil {
+			if !m.Complete {
+				return e, fmt.Errorf("%s did not drain while vipswap measured it (%s in flight)", res.From, plural(slotInFlight(ctx, c, res.From), "request"))
+			}
+			return e, nil
+		}
+		if time.Since(last) >= time.Second {
+			fmt.Fprintf(progress, "draining %s: %s in flight (%s)\n", res.From, plural(slotInFlight(ctx, c, res.From), "request"), time.Since(start).Round(100*time.Millisecond))
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return e, fmt.Errorf("%s still has %s in flight after %s", res.From, plural(slotInFlight(context.Background(), c, res.From), "request"), limit)
+		case <-tick.C:
+		}
+	}
+}
+
+// slotInFlight returns slot's prod requests in flight, or -1 if unknown.
+func slotInFlight(ctx context.Context, c *client.Client, slot string) int64 {
+	s, err := c.Status(ctx)
+	if err != nil {
+		return -1
+	}
+	for _, ss := range s.Slots {
+		if ss.Name == slot {
+			return ss.InFlight.Prod
+		}
+	}
+	return -1
+}
+
+func drainCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("drain", stderr)
+	f := newChangeFlags(fs, "return once the instance has no request in flight")
+	pos, err := parseArgs(fs, args, "SLOT", "ADDR")
+	if err != nil {
+		return err
+	}
+	c := newClient(*f.admin)
+	res, err := c.Drain(ctx, pos[0], pos[1], f.request())
+	if err != nil {
+		return err
+	}
+	if res.DryRun {
+		return printDryRun(stdout, res, *f.asJSON)
+	}
+	if err := printChange(stdout, res, *f.asJSON); err != nil || !*f.wait {
+		return err
+	}
+	took, err := waitIdle(ctx, c, *f.timeout, stderr, res.Instance, func(s api.Status) int64 {
+		for _, ss := range s.Slots {
+			for _, i := range ss.Instances {
+				if ss.Name == pos[0] && i.Addr == pos[1] {
+					return i.InFlight.Total()
+				}
+			}
+		}
+		return 0
+	})
+	if err == nil && !*f.asJSON {
+		fmt.Fprintf(stdout, "%s drained in %.1f s\n", res.Instance, took.Seconds())
+	}
+	return err
+}
+
+func readyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("ready", stderr)
+	f := newChangeFlags(fs, "")
+	pos, err := parseArgs(fs, args, "SLOT", "ADDR")
+	if err != nil {
+		return err
+	}
+	res, err := newClient(*f.admin).Ready(ctx, pos[0], pos[1], f.request())
+	if err != nil {
+		return err
+	}
+	if res.DryRun {
+		return printDryRun(stdout, res, *f.asJSON)
+	}
+	return printChange(stdout, res, *f.asJSON)
+}
+
+// waitCmd is "vipswap wait drained SLOT": it blocks until SLOT has no
+// request in flight on the listeners that no longer send it traffic.
+func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("wait", stderr)
+	admin := adminFlag(fs)
+	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait")
+	pos, err := parseArgs(fs, args, "drained", "SLOT")
+	if err != nil {
+		return err
+	}
+	if pos[0] != "drained" {
+		return &usageError{msg: fmt.Sprintf("unknown condition %q (want: wait drained SLOT)", pos[0])}
+	}
+	slot := pos[1]
+	c := newClient(*admin)
+	s, err := c.Status(ctx)
+	if err != nil {
+		return err
+	}
+	found := false
+	for _, ss := range s.Slots {
+		found = found || ss.Name == slot
+	}
+	if !found {
+		return fmt.Errorf("no slot %q", slot)
+	}
+	took, err := waitIdle(ctx, c, *timeout, stderr, slot, func(s api.Status) int64 {
+		var n int64
+		for _, ss := range s.Slots {
+			if ss.Name != slot {
+				continue
+			}
+			if s.Active != slot {
+				n += ss.InFlight.Prod
+			}
+			if s.Standby != slot {
+				n += ss.InFlight.Stage
+			}
+		}
+		return n
+	})
+	if err == nil {
+		fmt.Fprintf(stdout, "%s drained in %.1f s\n", slot, took.Seconds())
+	}
+	return err
+}
+
+// waitIdle polls the status until inFlight returns 0, printing progress
+// about once a second.
+func waitIdle(ctx context.Context, c *client.Client, limit time.Duration, progress io.Writer, what string, inFlight func(api.Status) int64) (time.Duration, error) {
+	start := time.Now()
+	last := start
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	n := int64(-1)
+	for {
+		s, err := c.Status(ctx)
+		if err != nil && ctx.Err() == nil {
+			return 0, err
+		}
+		if err == nil {
+			if n = inFlight(s); n == 0 {
+				return time.Since(start), nil
+			}
+		}
+		if time.Since(last) >= time.Second {
+			fmt.Fprintf(progress, "draining %s: %s in flight (%s)\n", what, plural(n, "request"), time.Since(start).Round(100*time.Millisecond))
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, fmt.Errorf("%s still has %s in flight after %s", what, plural(n, "request"), limit)
+		case <-tick.C:
+		}
+	}
+}
+
+func printChange(w io.Writer, res api.Change, asJSON bool) error {
+	if asJSON {
+		return writeJSON(w, res)
+	}
+	switch {
+	case !res.Applied:
+		fmt.Fprintf(w, "nothing to do: %s %s is already in effect (revision %d)\n", res.Operation, res.Instance, res.Revision)
+	case res.Instance != "":
+		fmt.Fprintf(w, "%s %s (revision %d)\n", past(res.Operation), res.Instance, res.Revision)
+	default:
+		note := ""
+		if res.Forced {
+			note = " (forced: it had no healthy instance)"
+		}
+		fmt.Fprintf(w, "%s %s -> %s (revision %d)%s\n", past(res.Operation), res.From, res.To, res.Revision, note)
+	}
+	return nil
+}
+
+// printDryRun reports a dry run; one that would be refused is an error, so
+// scripts can ask "would this work?" by exit code.
+func printDryRun(w io.Writer, res api.Change, asJSON bool) error {
+	if asJSON {
+		if err := writeJSON(w, res); err != nil {
+			return err
+		}
+	} else {
+		what := res.Operation + " " + res.Instance
+		if res.Instance == "" {
+			what = fmt.Sprintf("%s %s -> %s", res.Operation, res.From, res.To)
+			if res.Refused != "" {
+				what = res.Operation
+			}
+		}
+		fmt.Fprintf(w, "dry run at revision %d: %s\n", res.Revision, what)
+		if res.Instance == "" && res.Refused == "" {
+			fmt.Fprintf(w, "  %s has %s routable; %s in flight on %s\n",
+				res.To, plural(int64(res.TargetRoutable), "instance"), plural(res.InFlight, "request"), res.From)
+		} else if res.Instance != "" {
+			fmt.Fprintf(w, "  %s in flight on it\n", plural(res.InFlight, "request"))
+		}
+		if res.Refused == "" {
+			fmt.Fprintln(w, "  would apply; nothing changed")
+		}
+	}
+	if res.Refused != "" {
+		return fmt.Errorf("would be refused: %s", res.Refused)
+	}
+	return nil
+}
+
+func past(op string) string {
+	switch op {
+	case "swap":
+		return "swapped"
+	case "rollback":
+		return "rolled back"
+	}
+	return op + "ed"
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// plural returns "1 request" or "48,211 requests".
+func plural(n int64, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	if n < 0 {
+		return "? " + noun + "s"
+	}
+	return thousands(uint64(n)) + " " + noun + "s"
+}
+
+// thousands formats n with comma separators.
+func thousands(n uint64) string {
+	s := strconv.FormatUint(n, 10)
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"text/tabwriter"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+)
+
+func historyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("history", stderr)
+	admin := adminFlag(fs)
+	limit := fs.Int("limit", 20, "how many entries, newest first (at most 1000)")
+	asJSON := fs.Bool("json", false, "print the entries as JSON")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *limit < 1 || *limit > 1000 {
+		return &usageError{msg: fmt.Sprintf("--limit: want 1 to 1000, got %d", *limit)}
+	}
+	h, err := newClient(*admin).History(ctx, *limit)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return writeJSON(stdout, h)
+	}
+	printHistory(stdout, h)
+	return nil
+}
+
+func printHistory(w io.Writer, h []api.HistoryEntry) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tOPERATION\tCHANGE\tRESULT\tREV\tDURING THE SWITCH\tREASON")
+	for _, e := range h {
+		change := e.Instance
+		if change == "" {
+			change = e.From + "→" + e.To
+		}
+		result := e.Result
+		if e.Forced {
+			result += " (forced)"
+		}
+		if e.Error != "" {
+			result += ": " + e.Error
+		}
+		rev := "-"
+		if e.Revision != 0 {
+			rev = fmt.Sprint(e.Revision)
+		}
+		measured := ""
+		if m := e.Measurement; m != nil {
+			measured = fmt.Sprintf("%s served, %s failed, drained in %.1f s", thousands(m.Served), thousands(m.Failed), m.DrainedSeconds)
+			if !m.Complete {
+				measured += " (gave up)"
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.Time.Local().Format(time.DateTime),
+			e.Actor, e.Operation, change, result, rev, measured, e.Reason)
+	}
+	tw.Flush()
+}
