@@ -58,15 +58,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"serve":    serveCmd,
-		"status":   statusCmd,
-		"swap":     func(ctx context.Context, a []string, o, e io.Writer) error { return slotChangeCmd(ctx, "swap", a, o, e) },
-		"rollback": func(ctx context.Context, a []string, o, e io.Writer) error { return slotChangeCmd(ctx, "rollback", a, o, e) },
-		"drain":    drainCmd,
-		"ready":    readyCmd,
-		"history":  historyCmd,
-		"wait":     waitCmd,
-		"app":      appCmd,
+		"serve":  serveCmd,
+		"status": statusCmd,
+		"swap": func(ctx context.Context, a []string, o, e io.Writer) error {
+			return slotChangeCmd(ctx, "swap", a, o, e)
+		},
+		"rollback": func(ctx context.Context, a []string, o, e io.Writer) error {
+			return slotChangeCmd(ctx, "rollback", a, o, e)
+		},
+		"drain":   drainCmd,
+		"ready":   readyCmd,
+		"history": historyCmd,
+		"wait":    waitCmd,
+		"app":     appCmd,
 	}
 	name := args[0]
 	if name == "help" || name == "-h" || name == "--help" {
