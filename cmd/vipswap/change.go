@@ -323,6 +323,9 @@ func past(op string) string {
 	case "rollback":
 		return "rolled back"
 	}
+	if op == "ready" {
+		return "readied"
+	}
 	return op + "ed"
 }
 

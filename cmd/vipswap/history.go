@@ -37,7 +37,11 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tOPERATION\tCHANGE\tRESULT\tREV\tDURING THE SWITCH\tREASON")
 	for _, e := range h {
 		change := e.Instance
-		if change == "" {
+		switch {
+		case change != "":
+		case e.To == "":
+			change = e.From // refused: nothing moved
+		default:
 			change = e.From + "→" + e.To
 		}
 		result := e.Result

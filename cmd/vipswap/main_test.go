@@ -1,15 +1,24 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 func TestMain(m *testing.M) { vstest.Main(m) }
+
+// errNotYet is what a vstest.WaitFor condition returns while it waits.
+var errNotYet = errors.New("not yet")
+
+// httpClient is a plain client for one-off requests.
+var httpClient = &http.Client{Timeout: 30 * time.Second}
 
 // managedSlots is a slots: section with two run: slots of two sample-app
 // replicas each.

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// cli runs one vipswap command against sw and returns its exit code and
+// output.
+func cli(t *testing.T, sw *vstest.Switch, args ...string) (int, string) {
+	t.Helper()
+	p := vstest.Start(t, vstest.Binary(t), append(args, "--admin", sw.Admin)...)
+	code := p.Wait(t, 60*time.Second)
+	return code, p.Output()
+}
+
+// TestCLI walks the operator's commands through the real binary: dry run,
+// swap with a reason, rollback, drain and ready, wait, history.
+func TestCLI(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 2)
+	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw.WaitHealthy(t)
+
+	steps := []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"rollback"}, 1, "rollback refused: no swap has happened yet"},
+		{[]string{"swap", "--dry-run"}, 0, "dry run at revision 1: swap blue -> green\n  green has 2 instances routable; 0 requests in flight on blue\n  would apply; nothing changed"},
+		{[]string{"swap", "--reason", "release 2"}, 0, "swapped blue -> green (revision 2)"},
+		{[]string{"swap", "--if-revision", "1"}, 1, "swap refused: the state is at revision 2, not 1"},
+		{[]string{"rollback", "--json"}, 0, `"to": "blue"`},
+		{[]string{"drain", "blue", addrs["blue"][0], "--reason", "kernel patch"}, 0, "drained blue/" + addrs["blue"][0] + " (revision 4)"},
+		{[]string{"drain", "blue", addrs["blue"][0]}, 0, "nothing to do"},
+		{[]string{"drain", "--dry-run", "blue", addrs["blue"][1]}, 1, "would be refused: drain refused: " + addrs["blue"][1] + " is the last healthy instance"},
+		{[]string{"status"}, 0, addrs["blue"][0] + "  up, drained"},
+		{[]string{"ready", "blue", addrs["blue"][0]}, 0, "readied blue/" + addrs["blue"][0]},
+		{[]string{"wait", "drained", "green", "--timeout", "5s"}, 0, "green drained in"},
+		{[]string{"wait", "drained", "purple"}, 1, `no slot "purple"`},
+		{[]string{"drain", "blue"}, 2, "missing ADDR"},
+		{[]string{"history", "--limit", "3"}, 0, "ready"},
+	}
+	for _, s := range steps {
+		code, out := cli(t, sw, s.args...)
+		if code != s.code || !strings.Contains(out, s.want) {
+			t.Fatalf("vipswap %s: exit %d, output:\n%s\nwant exit %d and %q", strings.Join(s.args, " "), code, out, s.code, s.want)
+		}
+	}
+
+	_, out := cli(t, sw, "history")
+	for _, want := range []string{
+		`swap\s+blue→green\s+applied\s+2\b.*release 2`,
+		`swap\s+green\s+refused: swap refused: the state is at revision 2, not 1`,
+		`drain\s+blue/` + regexp.QuoteMeta(addrs["blue"][0]) + `\s+applied\s+4.*kernel patch`,
+		`seed\s+→blue\s+applied\s+1`,
+	} {
+		if !regexp.MustCompile(want).MatchString(out) {
+			t.Errorf("history lacks a line matching %s:\n%s", want, out)
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// TestDrainInstanceUnderLoad: an operator drains one instance of the active
+// slot and readies it again under load. No request fails, and once its
+// in-flight requests are done the drained instance gets no new ones.
+func TestDrainInstanceUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 2)
+	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw.WaitHealthy(t)
+	ctx := context.Background()
+	victim := addrs["blue"][0]
+
+	load := vstest.StartLoad(sw.Prod+"/api/test", 100, time.Minute)
+	waitServed(t, load, 1000)
+	if _, err := sw.Client.Drain(ctx, "blue", victim, api.ChangeRequest{Reason: "test"}); err != nil {
+		load.Stop()
+		t.Fatal(err)
+	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if n := instanceInFlight(t, sw, victim); n != 0 {
+			return fmt.Errorf("%d requests still in flight on the drained instance", n)
+		}
+		return nil
+	})
+	servedAtDrain := instanceServed(t, sw, victim)
+	waitServed(t, load, load.OK()+3000)
+	servedLater := instanceServed(t, sw, victim)
+
+	if _, err := sw.Client.Ready(ctx, "blue", victim, api.ChangeRequest{}); err != nil {
+		load.Stop()
+		t.Fatal(err)
+	}
+	waitServed(t, load, load.OK()+3000)
+	res := load.Stop()
+
+	t.Logf("%d requests ok, %d failed", res.OK, res.Failed)
+	if res.Failed != 0 {
+		t.Fatalf("%d requests failed, want 0; first: %v", res.Failed, res.Errors)
+	}
+	if servedLater != servedAtDrain {
+		t.Fatalf("drained instance served %d new requests, want 0", servedLater-servedAtDrain)
+	}
+	if got := instanceServed(t, sw, victim); got == servedLater {
+		t.Fatal("readied instance got no requests")
+	}
+}
+
+func instanceInFlight(t *testing.T, sw *vstest.Switch, addr string) int64 {
+	t.Helper()
+	st, err := sw.Client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Slots {
+		for _, i := range s.Instances {
+			if i.Addr == addr {
+				return i.InFlight.Total()
+			}
+		}
+	}
+	t.Fatalf("no instance %s", addr)
+	return 0
+}
