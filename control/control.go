@@ -147,7 +147,11 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 // Close stops health checks, pending measurements and the controller's
 // goroutine, and waits for them.
 func (c *Controller) Close() {
+	// Cancel under mu: startMeasure runs under mu and checks the context,
+	// so no goroutine is added once Wait has begun.
+	c.mu.Lock()
 	c.cancel()
+	c.mu.Unlock()
 	c.wg.Wait()
 	c.checker.Close()
 }

@@ -66,8 +66,11 @@ func (c *Controller) Readiness(ctx context.Context) error {
 
 // startMeasure measures the prod listener from now until slot, which just
 // stopped being active, has no prod request in flight, and records the
-// result on history entry id.
+// result on history entry id. The caller holds c.mu.
 func (c *Controller) startMeasure(id uint64, slot string) {
+	if c.ctx.Err() != nil {
+		return // closing
+	}
 	start := time.Now()
 	served0, failed0 := c.servedTotal(), c.cfg.Failures(route.Prod)
 	c.wg.Go(func() {

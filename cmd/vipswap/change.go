@@ -92,30 +92,48 @@ func slotChangeCmd(ctx context.Context, op string, args []string, stdout, stderr
 // waitMeasured waits until the history entry of res carries its measurement,
 // printing the old slot's in-flight count about once a second.
 func waitMeasured(ctx context.Context, c *client.Client, res api.Change, limit time.Duration, progress io.Writer) (api.HistoryEntry, error) {
+	var e api.HistoryEntry
+	_, err := poll(ctx, limit, progress, res.From, func(ctx context.Context) (bool, int64, error) {
+		var err error
+		if e, err = c.Entry(ctx, res.HistoryID); err != nil {
+			return false, -1, err
+		}
+		return e.Measurement != nil, slotInFlight(ctx, c, res.From), nil
+	})
+	if err == nil && !e.Measurement.Complete {
+		err = fmt.Errorf("%s did not drain while vipswap measured it (%s in flight)", res.From, plural(slotInFlight(ctx, c, res.From), "request"))
+	}
+	return e, err
+}
+
+// poll calls check every 100ms until it reports done, printing what's
+// in-flight count about once a second. It gives up after limit.
+func poll(ctx context.Context, limit time.Duration, progress io.Writer, what string, check func(context.Context) (done bool, inFlight int64, err error)) (time.Duration, error) {
 	start := time.Now()
 	last := start
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	n := int64(-1)
 	for {
-		e, err := c.Entry(ctx, res.HistoryID)
+		done, inFlight, err := check(ctx)
 		if err != nil && ctx.Err() == nil {
-			return e, err
+			return 0, err
 		}
-		if m := e.Measurement; m != nil {
-			if !m.Complete {
-				return e, fmt.Errorf("%s did not drain while vipswap measured it (%s in flight)", res.From, plural(slotInFlight(ctx, c, res.From), "request"))
+		if err == nil {
+			if done {
+				return time.Since(start), nil
 			}
-			return e, nil
+			n = inFlight
 		}
 		if time.Since(last) >= time.Second {
-			fmt.Fprintf(progress, "draining %s: %s in flight (%s)\n", res.From, plural(slotInFlight(ctx, c, res.From), "request"), time.Since(start).Round(100*time.Millisecond))
+			fmt.Fprintf(progress, "draining %s: %s in flight (%s)\n", what, plural(n, "request"), time.Since(start).Round(100*time.Millisecond))
 			last = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return e, fmt.Errorf("%s still has %s in flight after %s", res.From, plural(slotInFlight(context.Background(), c, res.From), "request"), limit)
+			return 0, fmt.Errorf("%s still has %s in flight after %s", what, plural(n, "request"), limit)
 		case <-tick.C:
 		}
 	}
@@ -233,36 +251,16 @@ func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return err
 }
 
-// waitIdle polls the status until inFlight returns 0, printing progress
-// about once a second.
+// waitIdle polls the status until inFlight returns 0.
 func waitIdle(ctx context.Context, c *client.Client, limit time.Duration, progress io.Writer, what string, inFlight func(api.Status) int64) (time.Duration, error) {
-	start := time.Now()
-	last := start
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	n := int64(-1)
-	for {
+	return poll(ctx, limit, progress, what, func(ctx context.Context) (bool, int64, error) {
 		s, err := c.Status(ctx)
-		if err != nil && ctx.Err() == nil {
-			return 0, err
+		if err != nil {
+			return false, -1, err
 		}
-		if err == nil {
-			if n = inFlight(s); n == 0 {
-				return time.Since(start), nil
-			}
-		}
-		if time.Since(last) >= time.Second {
-			fmt.Fprintf(progress, "draining %s: %s in flight (%s)\n", what, plural(n, "request"), time.Since(start).Round(100*time.Millisecond))
-			last = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return 0, fmt.Errorf("%s still has %s in flight after %s", what, plural(n, "request"), limit)
-		case <-tick.C:
-		}
-	}
+		n := inFlight(s)
+		return n == 0, n, nil
+	})
 }
 
 func printChange(w io.Writer, res api.Change, asJSON bool) error {

@@ -28,10 +28,11 @@ func TestDrainInstanceUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	vstest.WaitFor(t, 10*time.Second, func() error {
-		if n := instanceInFlight(t, sw, victim); n != 0 {
-			return fmt.Errorf("%d requests still in flight on the drained instance", n)
+		i, err := instance(t, sw, victim)
+		if err == nil && i.InFlight.Total() != 0 {
+			err = fmt.Errorf("%d requests still in flight on the drained instance", i.InFlight.Total())
 		}
-		return nil
+		return err
 	})
 	servedAtDrain := instanceServed(t, sw, victim)
 	waitServed(t, load, load.OK()+3000)
@@ -54,21 +55,4 @@ func TestDrainInstanceUnderLoad(t *testing.T) {
 	if got := instanceServed(t, sw, victim); got == servedLater {
 		t.Fatal("readied instance got no requests")
 	}
-}
-
-func instanceInFlight(t *testing.T, sw *vstest.Switch, addr string) int64 {
-	t.Helper()
-	st, err := sw.Client.Status(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range st.Slots {
-		for _, i := range s.Instances {
-			if i.Addr == addr {
-				return i.InFlight.Total()
-			}
-		}
-	}
-	t.Fatalf("no instance %s", addr)
-	return 0
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 )
 
@@ -53,38 +54,40 @@ func waitServed(t *testing.T, load *vstest.Load, n int64) {
 	})
 }
 
+// instance returns the status of the instance at addr.
+func instance(t *testing.T, sw *vstest.Switch, addr string) (api.InstanceStatus, error) {
+	t.Helper()
+	st, err := sw.Client.Status(context.Background())
+	if err != nil {
+		return api.InstanceStatus{}, err
+	}
+	for _, s := range st.Slots {
+		for _, i := range s.Instances {
+			if i.Addr == addr {
+				return i, nil
+			}
+		}
+	}
+	return api.InstanceStatus{}, fmt.Errorf("no instance %s in status", addr)
+}
+
 // waitInstance waits until the instance at addr has the given health.
 func waitInstance(t *testing.T, sw *vstest.Switch, addr string, healthy bool) {
 	t.Helper()
 	vstest.WaitFor(t, 15*time.Second, func() error {
-		st, err := sw.Client.Status(context.Background())
-		if err != nil {
-			return err
+		i, err := instance(t, sw, addr)
+		if err == nil && i.Healthy != healthy {
+			err = fmt.Errorf("instance %s is not healthy=%v", addr, healthy)
 		}
-		for _, s := range st.Slots {
-			for _, i := range s.Instances {
-				if i.Addr == addr && i.Healthy == healthy {
-					return nil
-				}
-			}
-		}
-		return fmt.Errorf("instance %s is not healthy=%v", addr, healthy)
+		return err
 	})
 }
 
 func instanceServed(t *testing.T, sw *vstest.Switch, addr string) int64 {
 	t.Helper()
-	st, err := sw.Client.Status(context.Background())
+	i, err := instance(t, sw, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range st.Slots {
-		for _, i := range s.Instances {
-			if i.Addr == addr {
-				return i.Served.Total()
-			}
-		}
-	}
-	t.Fatalf("no instance %s in status", addr)
-	return 0
+	return i.Served.Total()
 }

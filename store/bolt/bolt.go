@@ -158,17 +158,9 @@ func appendEntry(tx *bbolt.Tx, e store.Entry) (store.Entry, error) {
 // Measure implements store.Store.
 func (s *Store) Measure(ctx context.Context, id uint64, m store.Measurement) error {
 	err := s.db.Update(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(historyBucket)
-		if b == nil {
-			return store.ErrNotFound
-		}
-		raw := b.Get(key(id))
-		if raw == nil {
-			return store.ErrNotFound
-		}
-		var e store.Entry
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return fmt.Errorf("history entry %d is unreadable: %w", id, err)
+		e, err := s.entry(tx, id)
+		if err != nil {
+			return err
 		}
 		if e.Measurement != nil {
 			return fmt.Errorf("history entry %d is already measured", id)
@@ -178,7 +170,7 @@ func (s *Store) Measure(ctx context.Context, id uint64, m store.Measurement) err
 		if err != nil {
 			return err
 		}
-		return b.Put(key(id), raw)
+		return tx.Bucket(historyBucket).Put(key(id), raw)
 	})
 	if errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("history entry %d: %w", id, err)
@@ -189,21 +181,28 @@ func (s *Store) Measure(ctx context.Context, id uint64, m store.Measurement) err
 // Entry implements store.Store.
 func (s *Store) Entry(ctx context.Context, id uint64) (store.Entry, error) {
 	var e store.Entry
-	err := s.db.View(func(tx *bbolt.Tx) error {
-		b := tx.Bucket(historyBucket)
-		if b == nil {
-			return store.ErrNotFound
-		}
-		raw := b.Get(key(id))
-		if raw == nil {
-			return store.ErrNotFound
-		}
-		if err := json.Unmarshal(raw, &e); err != nil {
-			return fmt.Errorf("state file %s: history entry %d is unreadable: %w", s.path, id, err)
-		}
-		return nil
+	err := s.db.View(func(tx *bbolt.Tx) (err error) {
+		e, err = s.entry(tx, id)
+		return err
 	})
 	return e, err
+}
+
+// entry decodes the history entry with the given ID.
+func (s *Store) entry(tx *bbolt.Tx, id uint64) (store.Entry, error) {
+	var e store.Entry
+	b := tx.Bucket(historyBucket)
+	if b == nil {
+		return e, store.ErrNotFound
+	}
+	raw := b.Get(key(id))
+	if raw == nil {
+		return e, store.ErrNotFound
+	}
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return e, fmt.Errorf("state file %s: history entry %d is unreadable: %w", s.path, id, err)
+	}
+	return e, nil
 }
 
 // History implements store.Store.
