@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -10,72 +11,115 @@ import (
 	"github.com/vipswap/vipswap/route"
 )
 
-// forwarder is the Proxy seen as the http.RoundTripper of its ReverseProxy:
-// each attempt picks an instance from the request's table, and failures that
-// are safe to retry go to another instance of the same slot.
-type forwarder Proxy
+// attemptError is a failed attempt, with the stage it failed at: what
+// reached the instance decides whether the request may go elsewhere.
+type attemptError struct {
+	stage string // "dial", "write" or "read"
+	err   error
+}
 
-func (f *forwarder) RoundTrip(req *http.Request) (*http.Response, error) {
-	p := (*Proxy)(f)
-	rq := req.Context().Value(requestKey{}).(*request)
+func (e *attemptError) Error() string { return e.err.Error() }
+func (e *attemptError) Unwrap() error { return e.err }
+
+// forward sends r to an instance of its slot, retrying on another where that
+// is safe. On success it returns the response, the connection it arrived on
+// (whose watch the caller must stop) and the instance, with the request
+// counted in flight on it.
+func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstreamConn, *route.Instance, error) {
+	ctx := r.Context()
 	var lastErr error
 	for n := 1; ; n++ {
-		inst, err := p.pick(req.Context(), rq)
+		inst, err := p.pick(ctx, rq)
 		if err != nil {
 			if lastErr != nil {
-				return nil, fmt.Errorf("%w (after %v)", err, lastErr)
+				err = fmt.Errorf("%w (after %v)", err, lastErr)
 			}
-			return nil, err
-		}
-		req.URL.Host = inst.Addr
-		if rq.body != nil {
-			// ReverseProxy's own body wrapper dies when a failed attempt
-			// closes it; the guard survives and knows whether it was read.
-			req.Body = rq.body
+			return nil, nil, nil, err
 		}
 		inst.Begin(rq.l)
-		resp, err := p.transport.RoundTrip(req)
+		resp, c, err := p.attempt(ctx, r, rq, inst)
 		last := n >= p.opts.Attempts
-		if err == nil && (last || !drainingAnswer(req, resp, rq)) {
-			rq.inst = inst
-			return resp, nil
+		if err == nil && (last || !drainingAnswer(r, resp, rq)) {
+			return resp, c, inst, nil
 		}
 		inst.Abandon(rq.l)
 		rq.tried = append(rq.tried, inst)
 		if err == nil {
-			// The instance is shutting down: discard its 503 and try another.
-			io.Copy(io.Discard, io.LimitReader(resp.Body, 4<<10))
-			resp.Body.Close()
+			// The instance is shutting down: drop its 503 and try another.
+			c.stopWatch()
+			c.Close()
 			lastErr = fmt.Errorf("instance %s is shutting down", inst.Addr)
 			continue
 		}
 		lastErr = fmt.Errorf("instance %s: %w", inst.Addr, err)
-		dial := isDialError(err)
-		if dial && p.opts.OnRefused != nil {
+		ae := err.(*attemptError)
+		if ae.stage == "dial" && p.opts.OnRefused != nil {
 			p.opts.OnRefused(inst)
 		}
-		if last || req.Context().Err() != nil || !retryable(req, rq, dial) {
-			return nil, lastErr
+		if last || ctx.Err() != nil || !retryable(r, rq, ae) {
+			return nil, nil, nil, lastErr
 		}
 	}
 }
 
-// retryable reports whether a failed attempt may be sent to another instance:
-// always when it never left (a dial error), and for idempotent methods when
-// none of the body was consumed.
-func retryable(req *http.Request, rq *request, dial bool) bool {
+// attempt sends r to inst once and reads the response head. On success the
+// connection's watch is running: cancelling ctx (the client went away)
+// interrupts its I/O.
+func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
+	c, err := p.conn(ctx, inst, !idempotent(r.Method))
+	if err != nil {
+		return nil, nil, &attemptError{stage: "dial", err: err}
+	}
+	c.stopWatch = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	var body io.Reader
+	if rq.body != nil {
+		body = rq.body
+	}
+	if err := writeRequest(c.bw, r, body); err != nil {
+		c.stopWatch()
+		c.Close()
+		return nil, nil, &attemptError{stage: "write", err: err}
+	}
+	resp, err := readResponse(c.br, r)
+	if err != nil {
+		c.stopWatch()
+		c.Close()
+		return nil, nil, &attemptError{stage: "read", err: err}
+	}
+	return resp, c, nil
+}
+
+// readResponse reads the next final response (or a 101), skipping
+// informational ones such as 103 Early Hints.
+func readResponse(br *bufio.Reader, r *http.Request) (*http.Response, error) {
+	for {
+		resp, err := http.ReadResponse(br, r)
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
+			return resp, nil
+		}
+	}
+}
+
+// retryable reports whether a failed attempt may go to another instance:
+// never once the client's body has been read (it cannot be sent again);
+// otherwise when the request cannot have been acted on (it was never
+// connected or never fully written), or when its method is idempotent.
+func retryable(r *http.Request, rq *request, ae *attemptError) bool {
 	if !rq.body.untouched() {
 		return false
 	}
-	return dial || idempotent(req.Method)
+	return ae.stage != "read" || idempotent(r.Method)
 }
 
 // drainingAnswer reports whether resp is a 503 from an instance that is
 // shutting down (it asks to close the connection, as slotapp does) for a
 // request that can safely go elsewhere.
-func drainingAnswer(req *http.Request, resp *http.Response, rq *request) bool {
+func drainingAnswer(r *http.Request, resp *http.Response, rq *request) bool {
 	return resp.StatusCode == http.StatusServiceUnavailable && resp.Close &&
-		idempotent(req.Method) && rq.body.untouched()
+		idempotent(r.Method) && rq.body.untouched()
 }
 
 func idempotent(method string) bool {

@@ -62,12 +62,13 @@ func (o *Options) setDefaults() {
 // Proxy is the built-in data plane. Create it with New, publish tables with
 // Apply, accept traffic with Serve and stop with Shutdown.
 type Proxy struct {
-	opts      Options
-	table     atomic.Pointer[route.Table]
-	transport *http.Transport
-	handlers  [len(route.Listeners)]*handler
-	holding   atomic.Int64
-	failed    [len(route.Listeners)]atomic.Uint64
+	opts     Options
+	table    atomic.Pointer[route.Table]
+	dialer   *net.Dialer
+	pools    sync.Map // *route.Instance -> *pool
+	handlers [len(route.Listeners)]*handler
+	holding  atomic.Int64
+	failed   [len(route.Listeners)]atomic.Uint64
 
 	mu      sync.Mutex // guards servers and closed
 	servers []*http.Server
@@ -79,23 +80,12 @@ type Proxy struct {
 func New(opts Options) *Proxy {
 	opts.setDefaults()
 	p := &Proxy{
-		opts: opts,
-		transport: &http.Transport{
-			Proxy: nil, // never route through $HTTP_PROXY
-			DialContext: (&net.Dialer{
-				Timeout:   5 * time.Second,
-				KeepAlive: 30 * time.Second,
-			}).DialContext,
-			MaxIdleConns:        0, // no global limit; per instance below
-			MaxIdleConnsPerHost: 512,
-			IdleConnTimeout:     90 * time.Second,
-			DisableCompression:  true, // pass encodings through untouched
-		},
+		opts:   opts,
+		dialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
 	}
 	p.table.Store(route.Build(route.Spec{}))
-	errLog := slog.NewLogLogger(opts.Logger.Handler(), slog.LevelDebug)
 	for _, l := range route.Listeners {
-		p.handlers[l] = p.newHandler(l, errLog)
+		p.handlers[l] = &handler{p: p, l: l}
 	}
 	return p
 }
@@ -163,7 +153,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	// http.Server.Shutdown does not wait for hijacked (upgraded)
 	// connections; the in-flight counters include them.
 	err := waitIdle(ctx, p.table.Load())
-	p.transport.CloseIdleConnections()
+	p.closeIdle()
 	return errors.Join(append(errs, err)...)
 }
 

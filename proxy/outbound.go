@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+)
+
+// hopHeaders are removed in both directions: they describe one connection,
+// not the message (RFC 9110 section 7.6.1). Expect is handled by vipswap's
+// own server, which answers 100-continue when the body is first read.
+var hopHeaders = map[string]bool{
+	"Connection":          true,
+	"Proxy-Connection":    true,
+	"Keep-Alive":          true,
+	"Proxy-Authenticate":  true,
+	"Proxy-Authorization": true,
+	"Te":                  true,
+	"Trailer":             true,
+	"Transfer-Encoding":   true,
+	"Upgrade":             true,
+}
+
+// skipOutbound lists request headers vipswap writes itself.
+var skipOutbound = map[string]bool{
+	"Expect":            true,
+	"Host":              true,
+	"Content-Length":    true,
+	"X-Forwarded-For":   true,
+	"X-Forwarded-Host":  true,
+	"X-Forwarded-Proto": true,
+}
+
+// connectionListed reports whether name is listed in a Connection header,
+// which makes it hop-by-hop too.
+func connectionListed(h http.Header, name string) bool {
+	for _, v := range h["Connection"] {
+		for tok := range strings.SplitSeq(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(tok), name) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// upgradeType returns the protocol a request asks to switch to, or "".
+func upgradeType(h http.Header) string {
+	if !connectionListed(h, "Upgrade") {
+		return ""
+	}
+	return h.Get("Upgrade")
+}
+
+// writeRequest writes r to bw as an HTTP/1.1 request for an instance, with
+// hop-by-hop headers removed, X-Forwarded-* set and the body framed by
+// Content-Length or chunked encoding. body is r's body (or nil).
+func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader) error {
+	uri := r.URL.RequestURI()
+	if r.RequestURI == "*" {
+		uri = "*"
+	}
+	bw.WriteString(r.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(uri)
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(r.Host)
+	bw.WriteString("\r\n")
+	hasConnection := len(r.Header["Connection"]) > 0
+	for k, vv := range r.Header {
+		if hopHeaders[k] || skipOutbound[k] || (hasConnection && connectionListed(r.Header, k)) {
+			continue
+		}
+		for _, v := range vv {
+			writeHeader(bw, k, v)
+		}
+	}
+	if up := upgradeType(r.Header); up != "" {
+		writeHeader(bw, "Connection", "Upgrade")
+		writeHeader(bw, "Upgrade", up)
+	}
+	if te := r.Header.Values("Te"); len(te) > 0 && strings.Contains(strings.Join(te, ","), "trailers") {
+		writeHeader(bw, "Te", "trailers")
+	}
+	writeForwarded(bw, r)
+
+	switch {
+	case r.ContentLength > 0:
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(r.ContentLength, 10))
+		bw.WriteString("\r\n\r\n")
+		if _, err := io.CopyN(bw, body, r.ContentLength); err != nil {
+			return err
+		}
+	case r.ContentLength < 0 && body != nil:
+		bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+		cw := httputil.NewChunkedWriter(bw)
+		if _, err := io.Copy(cw, body); err != nil {
+			return err
+		}
+		cw.Close() // the last chunk; trailers follow
+		for k, vv := range r.Trailer {
+			for _, v := range vv {
+				writeHeader(bw, k, v)
+			}
+		}
+		bw.WriteString("\r\n")
+	default:
+		if r.Method == http.MethodPost || r.Method == http.MethodPut || r.Method == http.MethodPatch {
+			bw.WriteString("Content-Length: 0\r\n")
+		}
+		bw.WriteString("\r\n")
+	}
+	return bw.Flush()
+}
+
+func writeHeader(bw *bufio.Writer, k, v string) {
+	bw.WriteString(k)
+	bw.WriteString(": ")
+	bw.WriteString(v)
+	bw.WriteString("\r\n")
+}
+
+// writeForwarded appends the client to X-Forwarded-For and sets
+// X-Forwarded-Host and X-Forwarded-Proto.
+func writeForwarded(bw *bufio.Writer, r *http.Request) {
+	client, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		client = r.RemoteAddr
+	}
+	bw.WriteString("X-Forwarded-For: ")
+	for _, v := range r.Header["X-Forwarded-For"] {
+		bw.WriteString(v)
+		bw.WriteString(", ")
+	}
+	bw.WriteString(client)
+	bw.WriteString("\r\n")
+	writeHeader(bw, "X-Forwarded-Host", r.Host)
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	writeHeader(bw, "X-Forwarded-Proto", proto)
+}
