@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"testing"
 
 	"github.com/vipswap/vipswap/route"
@@ -54,6 +55,55 @@ func BenchmarkPublish(b *testing.B) {
 			for b.Loop() {
 				rev++
 				p.Apply(table(rev, insts[:n/2], insts[n/2:]))
+			}
+		})
+	}
+}
+
+// BenchmarkSwapWithInFlight measures a swap (building and publishing the
+// swapped table) while 0, 256 or 1024 requests are in flight over as many
+// open connections: the cost does not depend on them, since requests keep
+// the table they started with and publishing is one atomic pointer store.
+func BenchmarkSwapWithInFlight(b *testing.B) {
+	for _, n := range []int{0, 256, 1024} {
+		b.Run(fmt.Sprint(n, "inflight"), func(b *testing.B) {
+			release := make(chan struct{})
+			backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-release }))
+			defer backend.Close()
+			blue := route.NewInstance("blue", backend.Listener.Addr().String())
+			green := route.NewInstance("green", backend.Listener.Addr().String())
+			p := New(Options{})
+			p.Apply(table(1, []*route.Instance{blue}, []*route.Instance{green}))
+			front := httptest.NewServer(p.Handler(route.Prod))
+			defer front.Close()
+			client := &http.Client{Transport: &http.Transport{MaxConnsPerHost: n + 1, MaxIdleConnsPerHost: n + 1}}
+			done := make(chan struct{}, n)
+			for range n {
+				go func() {
+					if resp, err := client.Get(front.URL); err == nil {
+						io.Copy(io.Discard, resp.Body)
+						resp.Body.Close()
+					}
+					done <- struct{}{}
+				}()
+			}
+			for blue.InFlight(route.Prod) < int64(n) {
+				runtime.Gosched() // setup: wait until every request is in flight
+			}
+			rev := uint64(1)
+			b.ReportAllocs()
+			for b.Loop() {
+				// A swap as the controller publishes it: build, then apply.
+				rev++
+				if rev%2 == 0 {
+					p.Apply(table(rev, []*route.Instance{green}, []*route.Instance{blue}))
+				} else {
+					p.Apply(table(rev, []*route.Instance{blue}, []*route.Instance{green}))
+				}
+			}
+			close(release)
+			for range n {
+				<-done
 			}
 		})
 	}

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -33,6 +35,12 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if os.Getenv("GOGC") == "" {
+		// The heap is small and mostly per-request garbage: collecting at
+		// 400% instead of 100% growth costs a few MiB and gains about 4%
+		// throughput (docs/performance.md). GOGC overrides it.
+		debug.SetGCPercent(400)
+	}
 	// A switch must outlive a closed log pipe: a write to it then fails
 	// instead of killing the process.
 	signal.Ignore(syscall.SIGPIPE)
