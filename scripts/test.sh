@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 STATICCHECK_VERSION=v0.7.0
+# Go lives in /usr/local/go on our machines; a bare environment may lack it.
+command -v go >/dev/null 2>&1 || export PATH="$PATH:/usr/local/go/bin"
 export PATH="$(go env GOPATH)/bin:$PATH"
 if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
   echo "== installing staticcheck $STATICCHECK_VERSION"
