@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"go.uber.org/goleak"
 )
 
 // TestMain re-executes the test binary as an instance when asked to.
@@ -22,7 +24,7 @@ func TestMain(m *testing.M) {
 		runInstance(addr)
 		return
 	}
-	os.Exit(m.Run())
+	goleak.VerifyTestMain(m)
 }
 
 // runInstance serves /exit (exit 1) and / on addr; it ignores SIGTERM when
