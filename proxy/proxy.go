@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -33,9 +32,6 @@ type Options struct {
 	// the dial fails), so health can take it out at once. It is called on the
 	// request path and must not block.
 	OnRefused func(*route.Instance)
-	// Logger receives server-level errors (never per-request lines). Nil
-	// means slog.Default().
-	Logger *slog.Logger
 }
 
 func (o *Options) setDefaults() {
@@ -53,9 +49,6 @@ func (o *Options) setDefaults() {
 	}
 	if o.IdleTimeout <= 0 {
 		o.IdleTimeout = 120 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.Default()
 	}
 }
 

@@ -107,16 +107,6 @@ func (t *Table) Slot(l Listener) *Slot {
 // caller must not modify the returned slice.
 func (t *Table) Slots(l Listener) []*Slot { return t.listeners[l].slots }
 
-// SlotNamed returns the slot called name if l sends it any traffic.
-func (t *Table) SlotNamed(l Listener, name string) *Slot {
-	for _, s := range t.listeners[l].slots {
-		if s.Name == name {
-			return s
-		}
-	}
-	return nil
-}
-
 // Superseded returns a channel that is closed once a newer Table replaces t.
 func (t *Table) Superseded() <-chan struct{} { return t.superseded }
 

@@ -123,7 +123,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		ReadHeaderTimeout: cfg.Proxy.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Proxy.IdleTimeout,
 		OnRefused:         func(i *route.Instance) { ctrl.InstanceRefused(i) },
-		Logger:            log,
 	})
 	ctrl, err = control.New(ctx, control.Config{
 		Slots:  slots,
