@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/vipswap/vipswap/route"
 )
@@ -87,7 +88,11 @@ func BenchmarkSwapWithInFlight(b *testing.B) {
 					done <- struct{}{}
 				}()
 			}
+			deadline := time.Now().Add(30 * time.Second)
 			for blue.InFlight(route.Prod) < int64(n) {
+				if time.Now().After(deadline) {
+					b.Fatalf("only %d of %d requests in flight after 30s", blue.InFlight(route.Prod), n)
+				}
 				runtime.Gosched() // setup: wait until every request is in flight
 			}
 			rev := uint64(1)
