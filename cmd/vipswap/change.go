@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -106,8 +107,9 @@ func waitMeasured(ctx context.Context, c *client.Client, res api.Change, limit t
 	return e, err
 }
 
-// poll calls check every 100ms until it reports done, printing what's
-// in-flight count about once a second. It gives up after limit.
+// poll calls check every 100ms until it reports done, showing what's
+// in-flight count: a redrawn line on a terminal, a line a second otherwise.
+// It gives up after limit.
 func poll(ctx context.Context, limit time.Duration, progress io.Writer, what string, check func(context.Context) (done bool, inFlight int64, err error)) (time.Duration, error) {
 	start := time.Now()
 	last := start
@@ -115,6 +117,10 @@ func poll(ctx context.Context, limit time.Duration, progress io.Writer, what str
 	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	live := isTerminal(progress)
+	if live {
+		defer fmt.Fprint(progress, "\r\033[K") // leave the terminal clean
+	}
 	n := int64(-1)
 	for {
 		done, inFlight, err := check(ctx)
@@ -127,8 +133,13 @@ func poll(ctx context.Context, limit time.Duration, progress io.Writer, what str
 			}
 			n = inFlight
 		}
-		if time.Since(last) >= time.Second {
-			fmt.Fprintf(progress, "draining %s: %s in flight (%s)\n", what, plural(n, "request"), time.Since(start).Round(100*time.Millisecond))
+		if live || time.Since(last) >= time.Second {
+			line := fmt.Sprintf("draining %s: %s in flight (%s)", what, plural(n, "request"), time.Since(start).Round(100*time.Millisecond))
+			if live {
+				fmt.Fprintf(progress, "\r%s\033[K", line) // redraw one line
+			} else {
+				fmt.Fprintln(progress, line)
+			}
 			last = time.Now()
 		}
 		select {
@@ -137,6 +148,17 @@ func poll(ctx context.Context, limit time.Duration, progress io.Writer, what str
 		case <-tick.C:
 		}
 	}
+}
+
+// isTerminal reports whether w is a terminal, where progress redraws one
+// line instead of printing one per second.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // slotInFlight returns slot's prod requests in flight, or -1 if unknown.
