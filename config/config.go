@@ -142,6 +142,3 @@ func Default() *Config {
 
 // AdminIsLoopback reports whether the admin API listens on loopback only.
 func (c *Config) AdminIsLoopback() bool { return isLoopback(c.Admin.Listen) }
-
-// File returns the name the configuration was read from.
-func (c *Config) File() string { return c.file }

@@ -59,7 +59,7 @@ func (c *Controller) change(ctx context.Context, op operation) (api.Change, erro
 			return res, err
 		}
 		res.To = next.Active
-		res.Forced = op.req.Force && forcedLocked(op, res)
+		res.Forced = op.req.Force && overrode(op, res)
 		if op.req.DryRun || next.Equal(c.st) {
 			return res, nil
 		}
@@ -92,8 +92,8 @@ func (c *Controller) change(ctx context.Context, op operation) (api.Change, erro
 	}
 }
 
-// forcedLocked reports whether a forced change actually overrode a check.
-func forcedLocked(op operation, res api.Change) bool {
+// overrode reports whether a forced change actually overrode a check.
+func overrode(op operation, res api.Change) bool {
 	switch op.name {
 	case "swap", "rollback":
 		return res.TargetRoutable == 0

@@ -93,9 +93,6 @@ func (p *Proxy) Apply(t *route.Table) error {
 	return nil
 }
 
-// Table returns the current routing table.
-func (p *Proxy) Table() *route.Table { return p.table.Load() }
-
 // Failed returns how many requests on l failed: vipswap answered them itself
 // with a 502 or 503 because no instance could (connection errors, hold
 // timeouts), or an instance's response broke off midway. Requests whose

@@ -2,7 +2,6 @@ package vstest
 
 import (
 	"bytes"
-	"os"
 	"os/exec"
 	"regexp"
 	"sync"
@@ -23,15 +22,8 @@ type Process struct {
 // Start runs bin with args; cleanup kills it (if still running) and waits.
 func Start(t testing.TB, bin string, args ...string) *Process {
 	t.Helper()
-	return StartEnv(t, nil, bin, args...)
-}
-
-// StartEnv is Start with extra environment variables (KEY=value).
-func StartEnv(t testing.TB, env []string, bin string, args ...string) *Process {
-	t.Helper()
 	p := &Process{cmd: exec.Command(bin, args...), out: &output{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.Env = append(os.Environ(), env...)
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
