@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 // TestMain re-executes the test binary as an instance when asked to.
@@ -94,20 +96,16 @@ func start(t *testing.T, replicas int, stubborn bool) (*Group, *syncBuffer) {
 
 func waitUp(t *testing.T, addr string, up bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	vstest.WaitFor(t, 10*time.Second, func() error {
 		resp, err := http.Get("http://" + addr + "/")
 		if err == nil {
 			resp.Body.Close()
 		}
-		if (err == nil) == up {
-			return
+		if (err == nil) != up {
+			return fmt.Errorf("%s: want up=%v (last error %v)", addr, up, err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s up=%v not reached within 10s (last error %v)", addr, up, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestStartRestartStop(t *testing.T) {

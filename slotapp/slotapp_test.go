@@ -2,12 +2,15 @@ package slotapp
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 func TestPing(t *testing.T) {
@@ -65,18 +68,14 @@ func TestServeDrains(t *testing.T) {
 	stop()
 
 	// New connections are refused once the listener is closed.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	vstest.WaitFor(t, 5*time.Second, func() error {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
-			break
+			return nil
 		}
 		c.Close()
-		if time.Now().After(deadline) {
-			t.Fatal("still accepting connections 5s after the drain began")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return errors.New("still accepting connections")
+	})
 	close(release)
 	if got := <-slow; got != "finished" {
 		t.Fatalf("in-flight request got %q, want finished", got)
