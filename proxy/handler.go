@@ -36,7 +36,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, c, inst, err := h.p.forward(r, rq)
 	if err != nil {
-		h.fail(w, r, err)
+		h.fail(w, r, rq, err)
 		return
 	}
 	// Deferred so an aborted response (http.ErrAbortHandler) still ends the
@@ -49,21 +49,28 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.respond(w, resp, c)
 }
 
-// fail answers a request that no instance could take.
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, err error) {
+// fail answers a request that no instance could take. The body says why at
+// the level of the slot; instance addresses and socket errors stay inside,
+// since prod answers the public.
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err error) {
 	if r.Context().Err() != nil {
 		return // the client went away; nobody to answer
 	}
 	h.p.failed[h.l].Add(1)
-	status := http.StatusBadGateway
+	status, reason := http.StatusBadGateway, "no instance answered"
 	var noInst *noInstanceError
-	if errors.As(err, &noInst) || errors.Is(err, errTooManyHolding) {
-		status = http.StatusServiceUnavailable
+	switch {
+	case errors.As(err, &noInst):
+		status, reason = http.StatusServiceUnavailable, noInst.Error()
+	case errors.Is(err, errTooManyHolding):
+		status, reason = http.StatusServiceUnavailable, err.Error()
+	case rq.slot != nil:
+		reason = fmt.Sprintf("no instance of slot %q answered (%d tried)", rq.slot.Name, len(rq.tried))
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
-	fmt.Fprintf(w, "vipswap: %v\n", err)
+	fmt.Fprintf(w, "vipswap: %s\n", reason)
 }
 
 // bodyGuard wraps a request body to know whether any of it was read, which

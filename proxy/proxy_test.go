@@ -199,9 +199,13 @@ func TestRetryAfterSendOnlyWhenIdempotent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusBadGateway {
-			t.Fatalf("status %d, want 502", resp.StatusCode)
+		if resp.StatusCode != http.StatusBadGateway || string(body) != "vipswap: no instance of slot \"blue\" answered (1 tried)\n" {
+			t.Fatalf("got %d %q, want 502 naming the slot", resp.StatusCode, body)
+		}
+		if strings.Contains(string(body), bad.inst.Addr) {
+			t.Fatalf("the answer to the client names the instance address: %q", body)
 		}
 		if n := bad.hits.Load() - before; n != 1 {
 			t.Fatalf("instance received the POST %d times, want exactly 1", n)
