@@ -19,7 +19,8 @@ type operation struct {
 	req      api.ChangeRequest
 	instance string // "slot/addr" for drain and ready
 	// next computes the new state from st, with c.mu held. It also fills in
-	// the parts of res it knows (target health, in-flight).
+	// the parts of res it knows (target health, in-flight, whether a force
+	// overrode a check).
 	next func(st state.State, res *api.Change) (state.State, error)
 }
 
@@ -38,9 +39,12 @@ func (c *Controller) change(ctx context.Context, op operation) (api.Change, erro
 		actor = "local"
 	}
 	for attempt := 0; ; attempt++ {
-		res := api.Change{Operation: op.name, DryRun: op.req.DryRun, Instance: op.instance, Revision: uint64(c.rev), From: c.st.Active}
+		res := api.Change{Operation: op.name, DryRun: op.req.DryRun, Instance: op.instance, Revision: uint64(c.rev)}
+		if op.instance == "" {
+			res.From = c.st.Active // swap, rollback: from and to are slots
+		}
 		entry := store.Entry{
-			Time: time.Now().UTC(), Actor: actor, Operation: op.name, From: c.st.Active,
+			Time: time.Now().UTC(), Actor: actor, Operation: op.name, From: res.From,
 			Instance: op.instance, Reason: op.req.Reason,
 		}
 		if op.req.IfRevision != nil && *op.req.IfRevision != uint64(c.rev) {
@@ -58,12 +62,13 @@ func (c *Controller) change(ctx context.Context, op operation) (api.Change, erro
 		case err != nil:
 			return res, err
 		}
-		res.To = next.Active
-		res.Forced = op.req.Force && overrode(op, res)
+		if op.instance == "" {
+			res.To = next.Active
+		}
 		if op.req.DryRun || next.Equal(c.st) {
 			return res, nil
 		}
-		entry.To, entry.Forced, entry.Result = next.Active, res.Forced, store.Applied
+		entry.To, entry.Forced, entry.Result = res.To, res.Forced, store.Applied
 		rev, recorded, err := c.cfg.Store.CompareAndSwap(ctx, c.rev, next, entry)
 		var conflict *store.ConflictError
 		if errors.As(err, &conflict) && op.req.IfRevision == nil && attempt < conflictRetries {
@@ -90,15 +95,6 @@ func (c *Controller) change(ctx context.Context, op operation) (api.Change, erro
 		}
 		return res, nil
 	}
-}
-
-// overrode reports whether a forced change actually overrode a check.
-func overrode(op operation, res api.Change) bool {
-	switch op.name {
-	case "swap", "rollback":
-		return res.TargetRoutable == 0
-	}
-	return true
 }
 
 // refuseLocked records a refused operation in the history and returns the
@@ -129,6 +125,7 @@ func (c *Controller) Swap(ctx context.Context, req api.ChangeRequest) (api.Chang
 	return c.change(ctx, operation{name: "swap", req: req, next: func(st state.State, res *api.Change) (state.State, error) {
 		res.TargetRoutable = len(c.routableLocked(st, st.Standby))
 		res.InFlight = c.slotInFlight(st.Active)
+		res.Forced = req.Force && res.TargetRoutable == 0
 		return st.Swap(res.TargetRoutable, req.Force)
 	}})
 }
@@ -140,6 +137,7 @@ func (c *Controller) Rollback(ctx context.Context, req api.ChangeRequest) (api.C
 			res.TargetRoutable = len(c.routableLocked(st, st.Previous))
 		}
 		res.InFlight = c.slotInFlight(st.Active)
+		res.Forced = req.Force && res.TargetRoutable == 0
 		return st.Rollback(res.TargetRoutable, req.Force)
 	}})
 }
@@ -157,6 +155,7 @@ func (c *Controller) Drain(ctx context.Context, slot, addr string, req api.Chang
 			res.InFlight = inst.InFlight(route.Prod)
 			routable := c.routableLocked(st, slot)
 			last := (slot == st.Active || slot == st.Standby) && len(routable) == 1 && routable[0] == inst
+			res.Forced = req.Force && last
 			return st.Drain(slot, addr, last, req.Force)
 		}})
 }
