@@ -3,13 +3,13 @@ package proxy
 import (
 	"context"
 	"errors"
-	"log"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -64,7 +64,7 @@ type Proxy struct {
 	failed   [len(route.Listeners)]atomic.Uint64
 
 	mu      sync.Mutex // guards servers and closed
-	servers []*http.Server
+	servers []*h1.Server
 	closed  bool
 }
 
@@ -105,12 +105,11 @@ func (p *Proxy) Handler(l route.Listener) http.Handler { return p.handlers[l] }
 // Serve accepts connections on ln for listener l until Shutdown. It returns
 // nil after Shutdown and the accept error otherwise.
 func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
-	srv := &http.Server{
+	srv := &h1.Server{
 		Handler:           p.handlers[l],
 		ReadHeaderTimeout: p.opts.ReadHeaderTimeout,
 		IdleTimeout:       p.opts.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          log.New(discard{}, "", 0),
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -120,10 +119,7 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 	}
 	p.servers = append(p.servers, srv)
 	p.mu.Unlock()
-	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-		return err
-	}
-	return nil
+	return srv.Serve(ln)
 }
 
 // Shutdown stops accepting connections, closes idle ones, and waits until
@@ -140,8 +136,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Go(func() { errs[i] = srv.Shutdown(ctx) })
 	}
 	wg.Wait()
-	// http.Server.Shutdown does not wait for hijacked (upgraded)
-	// connections; the in-flight counters include them.
+	// Shutdown does not wait for hijacked (upgraded) connections; the
+	// in-flight counters include them.
 	err := waitIdle(ctx, p.table.Load())
 	p.closeIdle()
 	return errors.Join(append(errs, err)...)
@@ -170,7 +166,3 @@ func waitIdle(ctx context.Context, t *route.Table) error {
 		}
 	}
 }
-
-type discard struct{}
-
-func (discard) Write(b []byte) (int, error) { return len(b), nil }

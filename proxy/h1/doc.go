@@ -1,0 +1,23 @@
+// Package h1 is the HTTP/1.1 server in front of vipswap's listeners.
+//
+// It replaces net/http's server on the request path for two reasons, both
+// measured (docs/performance.md): net/http starts a background read for
+// every request and keeps a goroutine and its buffers for every idle
+// connection. Here a connection's goroutine reads the next request itself,
+// and a connection idle for 100 ms is parked in an epoll set with no
+// goroutine or buffers, so ten thousand idle keep-alive clients cost little.
+//
+// It speaks to net/http's Handler interface, with a ResponseWriter that
+// implements Flusher and Hijacker. Framing is strict: requests with
+// conflicting lengths, unknown transfer codings, bare CRs, malformed header
+// lines or oversized heads are refused with a 4xx or 501 and the connection
+// is closed. A request with both Content-Length and chunked is read as
+// chunked and the connection closes after the answer (RFC 9112 6.1).
+//
+// Differences from net/http a handler can see: the request context is never
+// cancelled (a client that goes away is noticed when its response is
+// written, as HAProxy does without abortonclose); the response header map
+// is reused across a connection's requests; Date is not added; bodies
+// without a Content-Length are sent chunked rather than buffered to measure
+// them.
+package h1

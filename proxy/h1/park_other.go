@@ -1,0 +1,16 @@
+//go:build !linux
+
+package h1
+
+import "net"
+
+// parker is Linux-only; elsewhere idle connections keep their goroutine.
+type parker struct{}
+
+func newParker(*Server) *parker   { return nil }
+func (p *parker) park(*conn) bool { return false }
+func (p *parker) stop()           {}
+func (p *parker) start()          {}
+func (p *parker) unwatch(*conn)   {}
+
+func socket(net.Conn) int { return -1 }

@@ -1,0 +1,452 @@
+package h1
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+)
+
+// requestError is a request vipswap refuses to read: status is the answer,
+// msg says what is wrong. The connection is closed after the answer.
+type requestError struct {
+	status int
+	msg    string
+}
+
+func (e *requestError) Error() string { return e.msg }
+
+func badRequest(msg string) error { return &requestError{http.StatusBadRequest, msg} }
+
+var errHeaderTooLarge = &requestError{http.StatusRequestHeaderFieldsTooLarge, "request headers too large"}
+
+// head reads lines of a request head, counting them against a limit.
+type head struct {
+	br   *bufio.Reader
+	left int    // bytes the rest of the head may use
+	long []byte // holds a line longer than br's buffer
+}
+
+// line returns the next line without its line ending, which must be CRLF or
+// a bare LF. The slice is valid until the next call. A bare CR anywhere in
+// the line is refused: it is how requests are smuggled past parsers that
+// disagree about it.
+func (h *head) line() ([]byte, error) {
+	b, err := h.br.ReadSlice('\n')
+	if errors.Is(err, bufio.ErrBufferFull) {
+		h.long = append(h.long[:0], b...)
+		for errors.Is(err, bufio.ErrBufferFull) && len(h.long) <= h.left {
+			b, err = h.br.ReadSlice('\n')
+			h.long = append(h.long, b...)
+		}
+		b = h.long
+	}
+	h.left -= len(b)
+	if h.left < 0 {
+		return nil, errHeaderTooLarge
+	}
+	if err != nil {
+		return nil, err
+	}
+	b = b[:len(b)-1]
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		b = b[:n-1]
+	}
+	if bytes.IndexByte(b, '\r') >= 0 {
+		return nil, badRequest("bare CR in the request head")
+	}
+	return b, nil
+}
+
+// readRequest reads one request head from br and returns the request with
+// its body reader, which reads from br. It enforces HTTP/1.1 framing
+// strictly: one way to find where the body ends, or a 4xx/501.
+func readRequest(ctx context.Context, br *bufio.Reader, maxHeaderBytes int, remoteAddr string) (*http.Request, error) {
+	h := head{br: br, left: maxHeaderBytes}
+	line, err := h.line()
+	for err == nil && len(line) == 0 {
+		line, err = h.line() // RFC 9112 2.2: ignore empty lines before a request
+	}
+	if err != nil {
+		return nil, err
+	}
+	method, target, proto, ok := splitRequestLine(line)
+	if !ok {
+		return nil, badRequest("malformed request line")
+	}
+	minor, err := parseVersion(proto)
+	if err != nil {
+		return nil, err
+	}
+	req := http.Request{
+		Method:     internMethod(method),
+		Proto:      internProto(minor),
+		ProtoMajor: 1,
+		ProtoMinor: minor,
+		RemoteAddr: remoteAddr,
+	}
+	if req.Method == "" {
+		return nil, badRequest("malformed method")
+	}
+	if req.Method == http.MethodConnect {
+		return nil, &requestError{http.StatusNotImplemented, "CONNECT is not supported"}
+	}
+	if req.URL, req.RequestURI, err = parseTarget(req.Method, target); err != nil {
+		return nil, err
+	}
+	if req.Header, err = readHeader(&h, 8); err != nil {
+		return nil, err
+	}
+
+	// Host: exactly one on HTTP/1.1; an absolute target overrides it.
+	hosts := req.Header["Host"]
+	switch {
+	case len(hosts) > 1:
+		return nil, badRequest("more than one Host header")
+	case len(hosts) == 0 && minor == 1:
+		return nil, badRequest("missing Host header")
+	case len(hosts) == 1:
+		if !validHost(hosts[0]) {
+			return nil, badRequest("malformed Host header")
+		}
+		req.Host = hosts[0]
+	}
+	delete(req.Header, "Host")
+	if req.URL.Host != "" {
+		req.Host = req.URL.Host
+	}
+	req.Close = wantsClose(&req)
+	if err := setBody(&req, br); err != nil {
+		return nil, err
+	}
+	return req.WithContext(ctx), nil
+}
+
+// splitRequestLine splits "METHOD SP target SP version", one space each.
+func splitRequestLine(line []byte) (method, target, proto []byte, ok bool) {
+	i := bytes.IndexByte(line, ' ')
+	if i <= 0 {
+		return nil, nil, nil, false
+	}
+	rest := line[i+1:]
+	j := bytes.IndexByte(rest, ' ')
+	if j <= 0 || bytes.IndexByte(rest[j+1:], ' ') >= 0 {
+		return nil, nil, nil, false
+	}
+	return line[:i], rest[:j], rest[j+1:], true
+}
+
+// parseVersion returns the minor version of "HTTP/1.0" or "HTTP/1.1".
+func parseVersion(proto []byte) (int, error) {
+	if len(proto) != 8 || string(proto[:5]) != "HTTP/" || proto[6] != '.' ||
+		proto[5] < '0' || proto[5] > '9' || proto[7] < '0' || proto[7] > '9' {
+		return 0, badRequest("malformed HTTP version")
+	}
+	if proto[5] != '1' || proto[7] > '1' {
+		return 0, &requestError{http.StatusHTTPVersionNotSupported, "HTTP version not supported: " + string(proto)}
+	}
+	return int(proto[7] - '0'), nil
+}
+
+// internMethod returns method as a string, without allocating for the
+// common ones, or "" when it is not a token.
+func internMethod(m []byte) string {
+	switch string(m) {
+	case "GET":
+		return http.MethodGet
+	case "POST":
+		return http.MethodPost
+	case "HEAD":
+		return http.MethodHead
+	case "PUT":
+		return http.MethodPut
+	case "DELETE":
+		return http.MethodDelete
+	case "OPTIONS":
+		return http.MethodOptions
+	case "PATCH":
+		return http.MethodPatch
+	}
+	if !isToken(m) {
+		return ""
+	}
+	return string(m)
+}
+
+func internProto(minor int) string {
+	if minor == 0 {
+		return "HTTP/1.0"
+	}
+	return "HTTP/1.1"
+}
+
+// parseTarget parses the request target: origin form ("/path?q"), absolute
+// form ("http://host/path") or, for OPTIONS, "*".
+func parseTarget(method string, target []byte) (*url.URL, string, error) {
+	for _, c := range target {
+		if c <= ' ' || c == 0x7f {
+			return nil, "", badRequest("malformed request target")
+		}
+	}
+	uri := string(target)
+	if uri == "*" {
+		if method != http.MethodOptions {
+			return nil, "", badRequest("request target * is only for OPTIONS")
+		}
+		return &url.URL{Path: "*"}, uri, nil
+	}
+	u, err := url.ParseRequestURI(uri)
+	if err != nil || (u.Scheme != "" && u.Scheme != "http" && u.Scheme != "https") || (u.Scheme != "" && u.Host == "") {
+		return nil, "", badRequest("malformed request target")
+	}
+	return u, uri, nil
+}
+
+// readHeader reads header fields up to the empty line that ends them.
+// Folded lines (obs-fold) are joined with a space, as RFC 9112 5.2 allows.
+func readHeader(h *head, hint int) (http.Header, error) {
+	hdr := make(http.Header, hint)
+	var lastKey string
+	for {
+		line, err := h.line()
+		if err != nil {
+			return nil, err
+		}
+		if len(line) == 0 {
+			return hdr, nil
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			vv := hdr[lastKey]
+			if lastKey == "" || len(vv) == 0 {
+				return nil, badRequest("folded line without a header before it")
+			}
+			more := trimOWS(line)
+			if !validValue(more) {
+				return nil, badRequest("invalid character in header " + lastKey)
+			}
+			vv[len(vv)-1] += " " + string(more)
+			continue
+		}
+		i := bytes.IndexByte(line, ':')
+		if i <= 0 || !isToken(line[:i]) {
+			return nil, badRequest("malformed header line")
+		}
+		value := trimOWS(line[i+1:])
+		key := internHeader(line[:i])
+		if !validValue(value) {
+			return nil, badRequest("invalid character in header " + key)
+		}
+		hdr[key] = append(hdr[key], string(value))
+		lastKey = key
+	}
+}
+
+// commonHeaders maps the usual spellings of frequent header names to their
+// canonical form, so reading them does not allocate.
+var commonHeaders = map[string]string{}
+
+func init() {
+	for _, k := range []string{"Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language",
+		"Connection", "Content-Length", "Content-Type", "Transfer-Encoding", "Cookie", "Authorization",
+		"Cache-Control", "Referer", "Origin", "If-None-Match", "If-Modified-Since", "Upgrade", "Expect",
+		"X-Forwarded-For", "X-Request-Id", "Te", "Trailer", "Keep-Alive", "Pragma", "Range"} {
+		commonHeaders[k] = k
+		commonHeaders[string(bytes.ToLower([]byte(k)))] = k
+	}
+}
+
+func internHeader(name []byte) string {
+	if k, ok := commonHeaders[string(name)]; ok {
+		return k
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(name))
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// validValue reports whether b holds no control character but HTAB.
+func validValue(b []byte) bool {
+	for _, c := range b {
+		if (c < ' ' && c != '\t') || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// isToken reports whether b is a non-empty RFC 9110 token.
+func isToken(b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, c := range b {
+		if !tokenChar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+var tokenChar = func() (t [256]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c], t[c-'a'+'A'] = true, true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// validHost reports whether h can be a Host header: a host and optional
+// port, with nothing that could change how it is read.
+func validHost(h string) bool {
+	for i := 0; i < len(h); i++ {
+		switch c := h[i]; {
+		case c <= ' ' || c == 0x7f, c == '/', c == '\\', c == '@', c == '?', c == '#':
+			return false
+		}
+	}
+	return true
+}
+
+// wantsClose reports whether the client asks for the connection to close
+// after this request: Connection: close, or HTTP/1.0 without keep-alive.
+func wantsClose(r *http.Request) bool {
+	if hasToken(r.Header["Connection"], "close") {
+		return true
+	}
+	return r.ProtoMinor == 0 && !hasToken(r.Header["Connection"], "keep-alive")
+}
+
+// hasToken reports whether any of the comma-separated values is tok.
+func hasToken(values []string, tok string) bool {
+	for _, v := range values {
+		for len(v) > 0 {
+			var t string
+			if i := indexComma(v); i >= 0 {
+				t, v = v[:i], v[i+1:]
+			} else {
+				t, v = v, ""
+			}
+			if equalFoldTrim(t, tok) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func indexComma(s string) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			return i
+		}
+	}
+	return -1
+}
+
+func equalFoldTrim(s, tok string) bool {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	if len(s) != len(tok) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		a, b := s[i], tok[i]
+		if 'A' <= a && a <= 'Z' {
+			a += 'a' - 'A'
+		}
+		if 'A' <= b && b <= 'Z' {
+			b += 'a' - 'A'
+		}
+		if a != b {
+			return false
+		}
+	}
+	return true
+}
+
+// setBody decides how r's body is framed (RFC 9112 6.3) and sets Body,
+// ContentLength, TransferEncoding and Trailer. Anything ambiguous is
+// refused, except Content-Length beside chunked, where chunked wins, the
+// length is dropped and the connection closes after the answer.
+func setBody(r *http.Request, br *bufio.Reader) error {
+	te := r.Header["Transfer-Encoding"]
+	cl := r.Header["Content-Length"]
+	switch {
+	case len(te) > 0:
+		if r.ProtoMinor == 0 {
+			return badRequest("Transfer-Encoding in an HTTP/1.0 request")
+		}
+		if len(te) > 1 || !equalFoldTrim(te[0], "chunked") {
+			return &requestError{http.StatusNotImplemented, "unsupported Transfer-Encoding"}
+		}
+		if len(cl) > 0 {
+			delete(r.Header, "Content-Length")
+			r.Close = true
+		}
+		delete(r.Header, "Transfer-Encoding")
+		r.TransferEncoding = chunkedOnly
+		r.ContentLength = -1
+		if len(r.Header["Trailer"]) > 0 {
+			r.Trailer = http.Header{}
+		}
+		r.Body = &chunkedBody{br: br, trailer: r.Trailer}
+	case len(cl) > 0:
+		n, err := parseLength(cl[0])
+		if err != nil {
+			return err
+		}
+		for _, v := range cl[1:] {
+			if v != cl[0] {
+				return badRequest("conflicting Content-Length headers")
+			}
+		}
+		r.ContentLength = n
+		if n > 0 {
+			r.Body = &lengthBody{br: br, left: n}
+		} else {
+			r.Body = http.NoBody
+		}
+	default:
+		r.Body = http.NoBody
+	}
+	return nil
+}
+
+var chunkedOnly = []string{"chunked"}
+
+func parseLength(s string) (int64, error) {
+	if len(s) == 0 || len(s) > 18 {
+		return 0, badRequest("malformed Content-Length")
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return 0, badRequest("malformed Content-Length")
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, badRequest("malformed Content-Length")
+	}
+	return n, nil
+}

@@ -1,0 +1,249 @@
+package h1
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// response is the http.ResponseWriter of one request. A connection reuses
+// one for all its requests, header map included: handlers must not keep
+// either after they return.
+type response struct {
+	c      *conn
+	req    *http.Request
+	header http.Header
+
+	status      int
+	wroteHeader bool
+	noBody      bool  // HEAD, 1xx, 204, 304: writes are dropped or refused
+	chunked     bool  // the body is sent chunked
+	length      int64 // the declared Content-Length, or -1
+	written     int64
+	closeAfter  bool // close the connection after this response
+	hijacked    bool
+	trailers    []string // declared trailer fields, sent after a chunked body
+}
+
+func (w *response) reset(c *conn, req *http.Request) {
+	h := w.header
+	if h == nil {
+		h = make(http.Header, 8)
+	} else {
+		clear(h)
+	}
+	*w = response{c: c, req: req, header: h, length: -1, closeAfter: req.Close}
+}
+
+// Header implements http.ResponseWriter.
+func (w *response) Header() http.Header { return w.header }
+
+// WriteHeader implements http.ResponseWriter. Informational statuses other
+// than 101 are sent at once and may be followed by another.
+func (w *response) WriteHeader(code int) {
+	if w.wroteHeader || w.hijacked {
+		return
+	}
+	if code < 100 || code > 999 {
+		code = http.StatusInternalServerError
+	}
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.writeHead(code, false)
+		w.c.bw.Flush()
+		return
+	}
+	w.wroteHeader = true
+	w.status = code
+
+	if cl := w.header["Content-Length"]; len(cl) > 0 {
+		if n, err := parseLength(cl[0]); err == nil {
+			w.length = n
+		} else {
+			delete(w.header, "Content-Length")
+		}
+	}
+	if hasToken(w.header["Connection"], "close") || w.c.s.closing.Load() {
+		w.closeAfter = true
+	}
+	switch {
+	case code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
+		w.noBody = true
+		w.length = -1
+		delete(w.header, "Content-Length")
+	case w.req.Method == http.MethodHead:
+		w.noBody = true
+	case w.length >= 0:
+	case w.req.ProtoMinor >= 1:
+		w.chunked = true
+		w.trailers = declaredTrailers(w.header["Trailer"])
+	default:
+		w.closeAfter = true // HTTP/1.0 without a length: the close ends the body
+	}
+	if !w.chunked {
+		delete(w.header, "Trailer")
+	}
+	w.writeHead(code, true)
+}
+
+// writeHead writes the status line and the header. final adds the framing
+// and connection fields vipswap decides itself.
+func (w *response) writeHead(code int, final bool) {
+	bw := w.c.bw
+	bw.WriteString(statusLine(code))
+	for k, vv := range w.header {
+		switch k {
+		case "Connection", "Transfer-Encoding", "Keep-Alive":
+			continue
+		}
+		for _, v := range vv {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(sanitize(v))
+			bw.WriteString("\r\n")
+		}
+	}
+	if final {
+		switch {
+		case w.chunked:
+			bw.WriteString("Transfer-Encoding: chunked\r\n")
+		}
+		switch {
+		case w.closeAfter:
+			bw.WriteString("Connection: close\r\n")
+		case w.req.ProtoMinor == 0:
+			bw.WriteString("Connection: keep-alive\r\n")
+		}
+	}
+	bw.WriteString("\r\n")
+}
+
+// sanitize keeps a header value on its line: CR and LF become spaces, as
+// net/http does, so a handler cannot split the response.
+func sanitize(v string) string {
+	if strings.IndexByte(v, '\r') < 0 && strings.IndexByte(v, '\n') < 0 {
+		return v
+	}
+	return strings.NewReplacer("\r", " ", "\n", " ").Replace(v)
+}
+
+func declaredTrailers(values []string) []string {
+	var keys []string
+	for _, v := range values {
+		for k := range strings.SplitSeq(v, ",") {
+			if k = strings.TrimSpace(k); k != "" {
+				keys = append(keys, http.CanonicalHeaderKey(k))
+			}
+		}
+	}
+	return keys
+}
+
+// Write implements http.ResponseWriter.
+func (w *response) Write(p []byte) (int, error) {
+	if w.hijacked {
+		return 0, http.ErrHijacked
+	}
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.noBody {
+		if w.req.Method == http.MethodHead {
+			return len(p), nil
+		}
+		return 0, http.ErrBodyNotAllowed
+	}
+	if w.length >= 0 && w.written+int64(len(p)) > w.length {
+		return 0, http.ErrContentLength
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	w.written += int64(len(p))
+	bw := w.c.bw
+	if w.chunked {
+		var hex [16]byte
+		bw.Write(strconv.AppendInt(hex[:0], int64(len(p)), 16))
+		bw.WriteString("\r\n")
+		bw.Write(p)
+		_, err := bw.WriteString("\r\n")
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	return bw.Write(p)
+}
+
+// Flush implements http.Flusher.
+func (w *response) Flush() {
+	if !w.wroteHeader {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.c.bw.Flush()
+}
+
+// Hijack implements http.Hijacker: the handler takes the connection, with
+// whatever the client sent beyond the request still in the reader.
+func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if w.hijacked {
+		return nil, nil, http.ErrHijacked
+	}
+	if w.wroteHeader {
+		return nil, nil, errors.New("h1: hijack after the response started")
+	}
+	w.hijacked = true
+	c := w.c
+	if err := c.bw.Flush(); err != nil {
+		return nil, nil, err
+	}
+	c.nc.SetDeadline(time.Time{})
+	c.endRequest()
+	c.s.forget(c)
+	return c.nc, bufio.NewReadWriter(c.br, c.bw), nil
+}
+
+// finish ends the response after the handler returned: the header if the
+// handler wrote none, the last chunk and trailers, then a flush. A body
+// shorter than its Content-Length closes the connection, since the client
+// could not tell where the next response starts.
+func (w *response) finish() error {
+	if !w.wroteHeader {
+		if _, ok := w.header["Content-Length"]; !ok {
+			w.header["Content-Length"] = zeroLength
+		}
+		w.WriteHeader(http.StatusOK)
+	}
+	bw := w.c.bw
+	if w.chunked {
+		bw.WriteString("0\r\n")
+		for _, k := range w.trailers {
+			for _, v := range w.header[k] {
+				bw.WriteString(k)
+				bw.WriteString(": ")
+				bw.WriteString(sanitize(v))
+				bw.WriteString("\r\n")
+			}
+		}
+		bw.WriteString("\r\n")
+	}
+	if !w.noBody && w.length >= 0 && w.written < w.length {
+		w.closeAfter = true
+	}
+	return bw.Flush()
+}
+
+var zeroLength = []string{"0"}
+
+// statusLines holds "HTTP/1.1 NNN Reason\r\n" for every three-digit code.
+var statusLines = func() (s [900]string) {
+	for code := 100; code < 1000; code++ {
+		s[code-100] = "HTTP/1.1 " + strconv.Itoa(code) + " " + http.StatusText(code) + "\r\n"
+	}
+	return s
+}()
+
+func statusLine(code int) string { return statusLines[code-100] }

@@ -1,0 +1,372 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// parkAfter is how long a connection's goroutine waits for the next request
+// before the connection is parked: handed to the poller without a goroutine
+// or buffers until the client sends again.
+const parkAfter = 100 * time.Millisecond
+
+// maxDiscard bounds how much of an unread request body is read and dropped
+// to keep a connection; a larger rest closes it.
+const maxDiscard = 256 << 10
+
+// Server serves HTTP/1.1 with a Handler. Set its fields before Serve.
+type Server struct {
+	// Handler answers every request.
+	Handler http.Handler
+	// ReadHeaderTimeout bounds how long a client may take to send a request
+	// head once it has started. Zero means 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout closes a connection that waits this long for its next
+	// request. Zero means 120s.
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request head. Zero means 64 KiB.
+	MaxHeaderBytes int
+	// ErrorLog, if set, receives handler panics other than
+	// http.ErrAbortHandler.
+	ErrorLog func(msg string)
+
+	initOnce sync.Once
+	parker   *parker // nil where parking is not supported
+	closing  atomic.Bool
+
+	mu        sync.Mutex // guards listeners and conns
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+}
+
+func (s *Server) init() {
+	s.initOnce.Do(func() {
+		if s.ReadHeaderTimeout <= 0 {
+			s.ReadHeaderTimeout = 10 * time.Second
+		}
+		if s.IdleTimeout <= 0 {
+			s.IdleTimeout = 120 * time.Second
+		}
+		if s.MaxHeaderBytes <= 0 {
+			s.MaxHeaderBytes = 64 << 10
+		}
+		s.listeners = map[net.Listener]struct{}{}
+		s.conns = map[*conn]struct{}{}
+		s.parker = newParker(s)
+		if s.parker != nil {
+			s.parker.start()
+		}
+	})
+}
+
+// Serve accepts connections on ln until Shutdown, then returns nil; it
+// returns the accept error if accepting fails otherwise.
+func (s *Server) Serve(ln net.Listener) error {
+	s.init()
+	s.mu.Lock()
+	if s.closing.Load() {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.closing.Load() {
+				return nil
+			}
+			if !temporary(err) {
+				return err
+			}
+			// Out of descriptors or a connection reset before accept: wait
+			// and try again rather than spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			t := time.NewTimer(backoff)
+			<-t.C
+			continue
+		}
+		backoff = 0
+		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc)}
+		c.ctx, c.cancel = context.WithCancel(context.Background())
+		s.mu.Lock()
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		go c.serve()
+	}
+}
+
+func temporary(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ECONNABORTED, syscall.ENOBUFS, syscall.ENOMEM} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// Shutdown stops accepting, closes idle connections, and waits until every
+// connection still serving a request has finished it and closed, or ctx is
+// done. Hijacked connections are the handler's and are not waited for.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.init()
+	s.closing.Store(true)
+	s.mu.Lock()
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	s.mu.Unlock()
+	if s.parker != nil {
+		s.parker.stop()
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.mu.Lock()
+		n := len(s.conns)
+		for c := range s.conns {
+			if c.state.Load() == stateIdle {
+				c.nc.SetReadDeadline(longAgo) // wake it: it sees closing and closes
+			}
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+var longAgo = time.Unix(1, 0)
+
+// forget removes c from the server's connections without closing it.
+func (s *Server) forget(c *conn) {
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+}
+
+const (
+	stateActive int32 = iota // reading or serving a request
+	stateIdle                // its goroutine waits for the next request
+	stateParked              // held by the poller, no goroutine
+)
+
+// conn is one client connection.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	remote string
+	state  atomic.Int32
+	br     *bufio.Reader // nil while parked
+	bw     *bufio.Writer // nil while parked
+	resp   response
+
+	// ctx is the context of the connection's requests, cancelled when the
+	// client hangs up during a slow request, or the connection closes.
+	ctx      context.Context
+	cancel   context.CancelFunc
+	reqStart atomic.Int64 // when the current request started (Unix ns), 0 between requests
+	watched  atomic.Bool  // the parker watches for a hang-up
+
+	idleSince time.Time // when the parked connection's last request ended
+	fd        int       // the socket, or -1
+}
+
+var (
+	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+)
+
+func (c *conn) acquire() {
+	c.br = readers.Get().(*bufio.Reader)
+	c.br.Reset(c.nc)
+	c.bw = writers.Get().(*bufio.Writer)
+	c.bw.Reset(c.nc)
+}
+
+// release returns c's buffers and per-request memory while it has no
+// request: a parked connection holds only the socket.
+func (c *conn) release() {
+	if c.br != nil {
+		c.br.Reset(nil)
+		readers.Put(c.br)
+		c.bw.Reset(nil)
+		writers.Put(c.bw)
+		c.br, c.bw = nil, nil
+	}
+	c.resp = response{}
+}
+
+func (c *conn) close() {
+	c.endRequest()
+	c.cancel()
+	c.nc.Close()
+	c.release()
+	c.s.forget(c)
+}
+
+// serve reads and answers requests until the connection closes, is
+// hijacked, or parks.
+func (c *conn) serve() {
+	c.acquire()
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler && c.s.ErrorLog != nil {
+				buf := make([]byte, 16<<10)
+				buf = buf[:runtime.Stack(buf, false)]
+				c.s.ErrorLog(fmt.Sprintf("h1: panic serving %s: %v\n%s", c.remote, v, buf))
+			}
+			if !c.resp.hijacked {
+				c.close()
+			}
+		}
+	}()
+	for {
+		if !c.awaitRequest() {
+			return
+		}
+		now := time.Now()
+		c.reqStart.Store(now.UnixNano())
+		c.nc.SetReadDeadline(now.Add(c.s.ReadHeaderTimeout))
+		req, err := readRequest(c.ctx, c.br, c.s.MaxHeaderBytes, c.remote)
+		if err != nil {
+			c.refuse(err)
+			return
+		}
+		if req.ContentLength != 0 {
+			c.nc.SetReadDeadline(time.Time{}) // bodies may take their time
+		}
+		if !c.handle(req) {
+			return
+		}
+	}
+}
+
+// awaitRequest waits for the first byte of the next request. It reports
+// false when the connection closed or parked instead.
+func (c *conn) awaitRequest() bool {
+	if c.br.Buffered() > 0 {
+		return true
+	}
+	c.state.Store(stateIdle)
+	if c.s.closing.Load() {
+		c.close()
+		return false
+	}
+	start := time.Now()
+	wait := c.s.IdleTimeout
+	if c.s.parker != nil {
+		wait = min(wait, parkAfter)
+	}
+	c.nc.SetReadDeadline(start.Add(wait))
+	_, err := c.br.Peek(1)
+	if err == nil {
+		c.state.Store(stateActive)
+		return true
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() && c.s.parker != nil && !c.s.closing.Load() && wait < c.s.IdleTimeout {
+		c.release()
+		c.idleSince = start
+		c.state.Store(stateParked)
+		if c.s.parker.park(c) {
+			return false
+		}
+	}
+	c.close()
+	return false
+}
+
+// resume serves a parked connection whose client sent something.
+func (c *conn) resume() {
+	c.state.Store(stateActive)
+	c.serve()
+}
+
+// refuse answers a request that could not be read, if there is anything to
+// say, and closes the connection.
+func (c *conn) refuse(err error) {
+	var re *requestError
+	if errors.As(err, &re) {
+		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		fmt.Fprintf(c.bw, "%sContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s\n",
+			statusLine(re.status), len(re.msg)+1, re.msg)
+		c.bw.Flush()
+	}
+	c.close()
+}
+
+// handle runs the handler for req and reports whether the connection is
+// ready for another request.
+func (c *conn) handle(req *http.Request) bool {
+	w := &c.resp
+	w.reset(c, req)
+	if expect := req.Header["Expect"]; len(expect) > 0 {
+		if len(expect) > 1 || !equalFoldTrim(expect[0], "100-continue") {
+			c.refuse(&requestError{http.StatusExpectationFailed, "unsupported Expect header"})
+			return false
+		}
+		if req.ProtoMinor >= 1 && req.ContentLength != 0 {
+			req.Body = &continueBody{ReadCloser: req.Body, c: c}
+		}
+	}
+	c.s.Handler.ServeHTTP(w, req)
+	if w.hijacked {
+		return false
+	}
+	err := w.finish()
+	c.endRequest()
+	if err != nil || w.closeAfter || c.ctx.Err() != nil || !c.discardBody(req.Body) {
+		c.close()
+		return false
+	}
+	return true
+}
+
+// endRequest ends the hang-up watch of the request, if it has one.
+func (c *conn) endRequest() {
+	c.reqStart.Store(0)
+	if c.watched.Load() {
+		c.s.parker.unwatch(c)
+	}
+}
+
+// discardBody reads what the handler left of the request body, up to
+// maxDiscard, and reports whether the connection can read the next request.
+func (c *conn) discardBody(body io.ReadCloser) bool {
+	if bodyDone(body) {
+		return true
+	}
+	if cb, ok := body.(*continueBody); ok && !cb.sent {
+		return false // the client still holds the body back: nothing to discard
+	}
+	c.nc.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
+	n, _ := io.CopyN(io.Discard, body, maxDiscard+1)
+	return n <= maxDiscard && bodyDone(body)
+}
