@@ -71,10 +71,9 @@ func (b *chunkedBody) readTrailer() error {
 		return badRequest("malformed trailer section")
 	}
 	for k, vv := range hdr {
-		if b.trailer == nil || forbiddenTrailer[k] {
-			continue
+		if _, declared := b.trailer[k]; declared && !forbiddenTrailer[k] {
+			b.trailer[k] = vv
 		}
-		b.trailer[k] = vv
 	}
 	return io.EOF
 }
@@ -100,7 +99,7 @@ type continueBody struct {
 func (b *continueBody) Read(p []byte) (int, error) {
 	if !b.sent {
 		b.sent = true
-		if !b.c.resp.wroteHeader {
+		if !b.c.resp.committed {
 			b.c.bw.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 			if err := b.c.bw.Flush(); err != nil {
 				return 0, err

@@ -9,6 +9,7 @@ import (
 	"net/textproto"
 	"net/url"
 	"strconv"
+	"strings"
 )
 
 // requestError is a request vipswap refuses to read: status is the answer,
@@ -68,9 +69,6 @@ func (h *head) line() ([]byte, error) {
 func readRequest(ctx context.Context, br *bufio.Reader, maxHeaderBytes int, remoteAddr string) (*http.Request, error) {
 	h := head{br: br, left: maxHeaderBytes}
 	line, err := h.line()
-	for err == nil && len(line) == 0 {
-		line, err = h.line() // RFC 9112 2.2: ignore empty lines before a request
-	}
 	if err != nil {
 		return nil, err
 	}
@@ -228,7 +226,7 @@ func readHeader(h *head, hint int) (http.Header, error) {
 			if !validValue(more) {
 				return nil, badRequest("invalid character in header " + lastKey)
 			}
-			vv[len(vv)-1] += " " + string(more)
+			vv[len(vv)-1] = strings.TrimLeft(vv[len(vv)-1]+" "+string(more), " \t")
 			continue
 		}
 		i := bytes.IndexByte(line, ':')
@@ -400,6 +398,11 @@ func setBody(r *http.Request, br *bufio.Reader) error {
 		if len(te) > 1 || !equalFoldTrim(te[0], "chunked") {
 			return &requestError{http.StatusNotImplemented, "unsupported Transfer-Encoding"}
 		}
+		for _, v := range cl {
+			if _, err := parseLength(v); err != nil {
+				return err
+			}
+		}
 		if len(cl) > 0 {
 			delete(r.Header, "Content-Length")
 			r.Close = true
@@ -407,8 +410,11 @@ func setBody(r *http.Request, br *bufio.Reader) error {
 		delete(r.Header, "Transfer-Encoding")
 		r.TransferEncoding = chunkedOnly
 		r.ContentLength = -1
-		if len(r.Header["Trailer"]) > 0 {
-			r.Trailer = http.Header{}
+		if keys := declaredTrailers(r.Header["Trailer"]); len(keys) > 0 {
+			r.Trailer = make(http.Header, len(keys))
+			for _, k := range keys {
+				r.Trailer[k] = nil // declared, as net/http does; filled at the body's end
+			}
 		}
 		r.Body = &chunkedBody{br: br, trailer: r.Trailer}
 	case len(cl) > 0:

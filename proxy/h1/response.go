@@ -19,7 +19,9 @@ type response struct {
 	header http.Header
 
 	status      int
-	wroteHeader bool
+	wroteHeader bool // WriteHeader was called
+	committed   bool // the final header was sent
+	pending     []byte
 	noBody      bool  // HEAD, 1xx, 204, 304: writes are dropped or refused
 	chunked     bool  // the body is sent chunked
 	length      int64 // the declared Content-Length, or -1
@@ -30,20 +32,21 @@ type response struct {
 }
 
 func (w *response) reset(c *conn, req *http.Request) {
-	h := w.header
+	h, pending := w.header, w.pending[:0]
 	if h == nil {
 		h = make(http.Header, 8)
 	} else {
 		clear(h)
 	}
-	*w = response{c: c, req: req, header: h, length: -1, closeAfter: req.Close}
+	*w = response{c: c, req: req, header: h, pending: pending, length: -1, closeAfter: req.Close}
 }
 
 // Header implements http.ResponseWriter.
 func (w *response) Header() http.Header { return w.header }
 
 // WriteHeader implements http.ResponseWriter. Informational statuses other
-// than 101 are sent at once and may be followed by another.
+// than 101 are sent at once and may be followed by another. The final
+// header is sent with the first body bytes that decide its framing.
 func (w *response) WriteHeader(code int) {
 	if w.wroteHeader || w.hijacked {
 		return
@@ -58,7 +61,6 @@ func (w *response) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
-
 	if cl := w.header["Content-Length"]; len(cl) > 0 {
 		if n, err := parseLength(cl[0]); err == nil {
 			w.length = n
@@ -66,27 +68,41 @@ func (w *response) WriteHeader(code int) {
 			delete(w.header, "Content-Length")
 		}
 	}
-	if hasToken(w.header["Connection"], "close") || w.c.s.closing.Load() {
-		w.closeAfter = true
-	}
-	switch {
-	case code < 200 || code == http.StatusNoContent || code == http.StatusNotModified:
+	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified {
 		w.noBody = true
 		w.length = -1
 		delete(w.header, "Content-Length")
-	case w.req.Method == http.MethodHead:
+	} else if w.req.Method == http.MethodHead {
 		w.noBody = true
-	case w.length >= 0:
-	case w.req.ProtoMinor >= 1:
-		w.chunked = true
-		w.trailers = declaredTrailers(w.header["Trailer"])
-	default:
-		w.closeAfter = true // HTTP/1.0 without a length: the close ends the body
+	}
+	if w.noBody || w.length >= 0 {
+		w.commit()
+	}
+}
+
+// commit sends the final header. A body of unknown length is chunked on
+// HTTP/1.1 and ended by closing on HTTP/1.0.
+func (w *response) commit() {
+	w.committed = true
+	if hasToken(w.header["Connection"], "close") || w.c.s.closing.Load() {
+		w.closeAfter = true
+	}
+	if !w.noBody && w.length < 0 {
+		if w.req.ProtoMinor >= 1 {
+			w.chunked = true
+			w.trailers = declaredTrailers(w.header["Trailer"])
+		} else {
+			w.closeAfter = true
+		}
 	}
 	if !w.chunked {
 		delete(w.header, "Trailer")
 	}
-	w.writeHead(code, true)
+	w.writeHead(w.status, true)
+	if len(w.pending) > 0 {
+		w.writeBody(w.pending)
+		w.pending = w.pending[:0]
+	}
 }
 
 // writeHead writes the status line and the header. final adds the framing
@@ -142,7 +158,9 @@ func declaredTrailers(values []string) []string {
 	return keys
 }
 
-// Write implements http.ResponseWriter.
+// Write implements http.ResponseWriter. Until the header is sent, up to
+// pendingMax bytes of a body of unknown length are held back, so a small
+// body goes out with a Content-Length.
 func (w *response) Write(p []byte) (int, error) {
 	if w.hijacked {
 		return 0, http.ErrHijacked
@@ -159,6 +177,19 @@ func (w *response) Write(p []byte) (int, error) {
 	if w.length >= 0 && w.written+int64(len(p)) > w.length {
 		return 0, http.ErrContentLength
 	}
+	if !w.committed {
+		if len(w.pending)+len(p) <= pendingMax {
+			w.pending = append(w.pending, p...)
+			return len(p), nil
+		}
+		w.commit()
+	}
+	return w.writeBody(p)
+}
+
+const pendingMax = 2 << 10
+
+func (w *response) writeBody(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -169,8 +200,7 @@ func (w *response) Write(p []byte) (int, error) {
 		bw.Write(strconv.AppendInt(hex[:0], int64(len(p)), 16))
 		bw.WriteString("\r\n")
 		bw.Write(p)
-		_, err := bw.WriteString("\r\n")
-		if err != nil {
+		if _, err := bw.WriteString("\r\n"); err != nil {
 			return 0, err
 		}
 		return len(p), nil
@@ -183,6 +213,9 @@ func (w *response) Flush() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
+	if !w.committed {
+		w.commit()
+	}
 	w.c.bw.Flush()
 }
 
@@ -192,7 +225,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.hijacked {
 		return nil, nil, http.ErrHijacked
 	}
-	if w.wroteHeader {
+	if w.committed {
 		return nil, nil, errors.New("h1: hijack after the response started")
 	}
 	w.hijacked = true
@@ -212,10 +245,15 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // could not tell where the next response starts.
 func (w *response) finish() error {
 	if !w.wroteHeader {
-		if _, ok := w.header["Content-Length"]; !ok {
-			w.header["Content-Length"] = zeroLength
-		}
 		w.WriteHeader(http.StatusOK)
+	}
+	if !w.committed {
+		if !w.noBody && (len(w.header["Trailer"]) == 0 || w.req.ProtoMinor == 0) {
+			// The whole body is known: send its length (trailers need chunks).
+			w.length = int64(len(w.pending))
+			w.header["Content-Length"] = []string{strconv.Itoa(len(w.pending))}
+		}
+		w.commit()
 	}
 	bw := w.c.bw
 	if w.chunked {
@@ -235,8 +273,6 @@ func (w *response) finish() error {
 	}
 	return bw.Flush()
 }
-
-var zeroLength = []string{"0"}
 
 // statusLines holds "HTTP/1.1 NNN Reason\r\n" for every three-digit code.
 var statusLines = func() (s [900]string) {

@@ -223,6 +223,18 @@ func (c *conn) release() {
 	c.resp = response{}
 }
 
+// lingeringClose closes a connection whose client may still be sending
+// (a refused head, an unread body): closing with unread input makes the
+// kernel send a reset, which can destroy the answer before the client reads
+// it. So stop writing, drain what arrives for a moment, then close.
+func (c *conn) lingeringClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		io.CopyN(io.Discard, c.nc, 4<<20)
+	}
+	c.close()
+}
+
 func (c *conn) close() {
 	c.endRequest()
 	c.cancel()
@@ -319,7 +331,7 @@ func (c *conn) refuse(err error) {
 			statusLine(re.status), len(re.msg)+1, re.msg)
 		c.bw.Flush()
 	}
-	c.close()
+	c.lingeringClose()
 }
 
 // handle runs the handler for req and reports whether the connection is
@@ -342,7 +354,14 @@ func (c *conn) handle(req *http.Request) bool {
 	}
 	err := w.finish()
 	c.endRequest()
-	if err != nil || w.closeAfter || c.ctx.Err() != nil || !c.discardBody(req.Body) {
+	switch {
+	case err != nil || c.ctx.Err() != nil:
+		c.close()
+		return false
+	case !c.discardBody(req.Body):
+		c.lingeringClose()
+		return false
+	case w.closeAfter:
 		c.close()
 		return false
 	}
