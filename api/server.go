@@ -64,6 +64,14 @@ type Options struct {
 	ProtectReads bool
 	// Logger receives server errors. Nil means slog.Default().
 	Logger *slog.Logger
+	// Metrics, if set, serves GET /metrics (a read: it needs a token when
+	// reads are protected).
+	Metrics http.Handler
+	// Rates, if set, serves GET /v1/rates.
+	Rates func() []RateSample
+	// Dashboard, if set, serves GET / (a page with no data of its own: it
+	// reads the API with the operator's token, so it needs none itself).
+	Dashboard http.Handler
 }
 
 // maxBody bounds request bodies; every request body of this API is tiny.
@@ -98,6 +106,21 @@ func NewHandler(c Controller, opts Options) http.Handler {
 		}
 		return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	}))
+	if opts.Metrics != nil {
+		mux.Handle("GET /metrics", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			opts.Metrics.ServeHTTP(w, r)
+			return nil
+		}))
+	}
+	if opts.Rates != nil {
+		mux.Handle("GET /v1/rates", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			return writeJSON(w, http.StatusOK, Rates{Samples: opts.Rates()})
+		}))
+	}
+	if opts.Dashboard != nil {
+		mux.Handle("GET /{$}", opts.Dashboard)
+		mux.Handle("GET /dashboard/", opts.Dashboard)
+	}
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Err: fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path)}
 	}))

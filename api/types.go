@@ -176,3 +176,28 @@ type ErrorBody struct {
 	// concurrent change or a stale if_revision.
 	Revision uint64 `json:"revision,omitempty"`
 }
+
+// Rates is the answer of GET /v1/rates: requests and errors per second per
+// slot (both listeners together), one sample a second over the last five
+// minutes, oldest first.
+type Rates struct {
+	// Samples are the per-second samples.
+	Samples []RateSample `json:"samples"`
+}
+
+// RateSample is one second's rates.
+type RateSample struct {
+	// Time is when the second ended.
+	Time time.Time `json:"time"`
+	// Slots maps a slot name to its rates; "none" counts requests that
+	// found no slot.
+	Slots map[string]SlotRate `json:"slots"`
+}
+
+// SlotRate is a slot's rates in one sample.
+type SlotRate struct {
+	// Requests is answered requests per second.
+	Requests float64 `json:"requests"`
+	// Errors is 5xx answers per second, vipswap's own included.
+	Errors float64 `json:"errors"`
+}

@@ -83,6 +83,14 @@ func (c *Client) Status(ctx context.Context) (api.Status, error) {
 	return s, err
 }
 
+// Rates returns GET /v1/rates: per-slot request and error rates, one sample
+// a second, oldest first.
+func (c *Client) Rates(ctx context.Context) (api.Rates, error) {
+	var r api.Rates
+	err := c.do(ctx, http.MethodGet, "/v1/rates", nil, &r)
+	return r, err
+}
+
 // Swap calls POST /v1/swap.
 func (c *Client) Swap(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
 	var res api.Change

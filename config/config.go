@@ -5,6 +5,8 @@
 package config
 
 import (
+	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -21,6 +23,8 @@ type Config struct {
 	Health Health `yaml:"health"`
 	// Proxy tunes the data plane.
 	Proxy Proxy `yaml:"proxy"`
+	// Log configures vipswap's own log and the access log.
+	Log Log `yaml:"log"`
 	// Slots are the groups of instances, by name.
 	Slots map[string]Slot `yaml:"slots"`
 	// Active seeds the active slot when the store holds no state yet. Empty
@@ -116,12 +120,28 @@ type Run struct {
 	StopTimeout time.Duration `yaml:"stop_timeout"`
 }
 
+// Log configures logging. vipswap logs to standard error.
+type Log struct {
+	// Format is "text" (key=value) or "json". Default text.
+	Format string `yaml:"format"`
+	// Level is the lowest level logged: debug, info, warn or error.
+	// Default info.
+	Level string `yaml:"level"`
+	// Access logs every proxied request (or a sample) at info level. Off by
+	// default.
+	Access bool `yaml:"access"`
+	// AccessSample is the fraction of requests the access log keeps, above
+	// 0 and at most 1. Default 1 (all).
+	AccessSample float64 `yaml:"access_sample"`
+}
+
 // Default returns a configuration with every default set and no slots.
 func Default() *Config {
 	return &Config{
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
 		State:     Store{Path: "vipswap.db"},
 		Listeners: Listeners{Prod: "127.0.0.1:8080", Stage: "127.0.0.1:8081"},
+		Log:       Log{Format: "text", Level: "info", AccessSample: 1},
 		Health: Health{
 			Path:     "/api/ping?slot={slot}",
 			Interval: time.Second,
@@ -142,3 +162,18 @@ func Default() *Config {
 
 // AdminIsLoopback reports whether the admin API listens on loopback only.
 func (c *Config) AdminIsLoopback() bool { return isLoopback(c.Admin.Listen) }
+
+// SlogLevel returns Level as a slog.Level.
+func (l Log) SlogLevel() (slog.Level, error) {
+	switch l.Level {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info":
+		return slog.LevelInfo, nil
+	case "warn":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("want debug, info, warn or error, got %q", l.Level)
+}

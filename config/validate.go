@@ -56,6 +56,15 @@ func (c *Config) Validate() error {
 	v.positive("proxy.read_header_timeout", p.ReadHeaderTimeout)
 	v.positive("proxy.idle_timeout", p.IdleTimeout)
 	v.positive("proxy.shutdown_timeout", p.ShutdownTimeout)
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		v.fail("log.format", fmt.Sprintf("want text or json, got %q", c.Log.Format))
+	}
+	if _, err := c.Log.SlogLevel(); err != nil {
+		v.fail("log.level", err.Error())
+	}
+	if s := c.Log.AccessSample; !(s > 0 && s <= 1) {
+		v.fail("log.access_sample", fmt.Sprintf("want a fraction above 0 and at most 1, got %g", s))
+	}
 
 	if len(c.SlotOrder) < 2 {
 		v.fail("slots", fmt.Sprintf("need at least two slots, got %d", len(c.SlotOrder)))

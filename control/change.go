@@ -34,6 +34,24 @@ const conflictRetries = 3
 func (c *Controller) change(ctx context.Context, op operation) (api.Change, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	res, err := c.changeLocked(ctx, op)
+	result := ""
+	var apiErr *api.Error
+	switch {
+	case err == nil && res.Applied:
+		result = "applied"
+	case errors.As(err, &apiErr) && apiErr.Status == http.StatusConflict:
+		result = "refused"
+	case err != nil:
+		result = "failed"
+	}
+	if result != "" {
+		c.changes[ChangeKey{op.name, result}]++
+	}
+	return res, err
+}
+
+func (c *Controller) changeLocked(ctx context.Context, op operation) (api.Change, error) {
 	actor := op.req.Actor
 	if actor == "" {
 		actor = "local"
@@ -82,6 +100,7 @@ func (c *Controller) change(ctx context.Context, op operation) (api.Change, erro
 			return res, &api.Error{Status: http.StatusConflict, Err: fmt.Errorf("%s not applied: %w", op.name, err), Revision: uint64(conflict.Current)}
 		}
 		if err != nil {
+			c.storeErrors.Add(1)
 			return res, fmt.Errorf("%s not applied: %w", op.name, err)
 		}
 		from := c.st.Active
@@ -102,6 +121,7 @@ func (c *Controller) change(ctx context.Context, op operation) (api.Change, erro
 func (c *Controller) refuseLocked(ctx context.Context, op operation, entry store.Entry, reason error) error {
 	entry.Result, entry.Error = store.Refused, reason.Error()
 	if _, err := c.cfg.Store.Record(ctx, entry); err != nil {
+		c.storeErrors.Add(1)
 		c.log.Error("could not record a refused operation", "operation", op.name, "err", err)
 	}
 	c.log.Info("operation refused", "operation", op.name, "actor", entry.Actor, "reason", reason)
@@ -111,6 +131,9 @@ func (c *Controller) refuseLocked(ctx context.Context, op operation, entry store
 // reloadLocked reads the state again after a concurrent change.
 func (c *Controller) reloadLocked(ctx context.Context) error {
 	st, rev, err := c.cfg.Store.Load(ctx)
+	if err != nil {
+		c.storeErrors.Add(1)
+	}
 	if err != nil {
 		return fmt.Errorf("reload state after a concurrent change: %w", err)
 	}

@@ -10,7 +10,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vipswap/vipswap/api"
@@ -76,7 +78,32 @@ type Controller struct {
 	rev       store.Revision
 	healthy   map[*route.Instance]bool
 	published bool
+	changes   map[ChangeKey]uint64
+
+	storeErrors atomic.Uint64
 }
+
+// ChangeKey names a kind of change and how it ended.
+type ChangeKey struct {
+	// Operation is swap, rollback, drain or ready.
+	Operation string
+	// Result is "applied", "refused" (a check or if_revision said no: the
+	// operation was aborted) or "failed" (the store could not record it).
+	Result string
+}
+
+// Changes returns how many changes of each kind ended each way since the
+// controller started. Dry runs and changes that changed nothing are not
+// counted.
+func (c *Controller) Changes() map[ChangeKey]uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.changes)
+}
+
+// StoreErrors returns how many store operations failed since the
+// controller started (conflicts with another writer are not errors).
+func (c *Controller) StoreErrors() uint64 { return c.storeErrors.Load() }
 
 // New loads the state from the store (seeding it from cfg.Active when the
 // store is empty), publishes a first table and starts health checks. Every
@@ -123,6 +150,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		st:        st,
 		rev:       rev,
 		healthy:   make(map[*route.Instance]bool),
+		changes:   make(map[ChangeKey]uint64),
 	}
 	for _, s := range cfg.Slots {
 		for _, a := range s.Addrs {

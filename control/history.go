@@ -98,6 +98,7 @@ func (c *Controller) startMeasure(id uint64, slot string) {
 			Complete: complete,
 		}
 		if err := c.cfg.Store.Measure(context.Background(), id, m); err != nil {
+			c.storeErrors.Add(1)
 			c.log.Error("could not record a swap's measurement", "history_id", id, "err", err)
 			return
 		}

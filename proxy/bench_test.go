@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -21,13 +23,19 @@ func BenchmarkRoundTrip(b *testing.B) {
 	inst := route.NewInstance("blue", backend.Listener.Addr().String())
 	p := New(Options{})
 	p.Apply(table(1, []*route.Instance{inst}, nil))
-	front := httptest.NewServer(p.Handler(route.Prod))
-	defer front.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go p.Serve(route.Prod, ln)
+	defer p.Shutdown(context.Background())
+	url := "http://" + ln.Addr().String()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			resp, err := client.Get(front.URL)
+			resp, err := client.Get(url)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -111,5 +119,18 @@ func BenchmarkSwapWithInFlight(b *testing.B) {
 				<-done
 			}
 		})
+	}
+}
+
+// BenchmarkRecord is what the request path pays for metrics: finding the
+// slot's counters and counting one answered request with its latency. It
+// must not allocate (TestRecordDoesNotAllocate holds it to that).
+func BenchmarkRecord(b *testing.B) {
+	p := New(Options{})
+	p.Apply(table(1, []*route.Instance{route.NewInstance("blue", "127.0.0.1:1")}, nil))
+	slot := p.table.Load().Slot(route.Prod)
+	b.ReportAllocs()
+	for b.Loop() {
+		p.stats(slot)[route.Prod].record(200, 3*time.Millisecond)
 	}
 }

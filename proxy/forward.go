@@ -36,6 +36,9 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 			}
 			return nil, nil, nil, err
 		}
+		if n > 1 {
+			p.stats(rq.slot)[rq.l].retries.Add(1)
+		}
 		inst.Begin(rq.l)
 		resp, c, err := p.attempt(ctx, r, rq, inst)
 		last := n >= p.opts.Attempts

@@ -26,9 +26,12 @@ type request struct {
 	triedBuf  [4]*route.Instance
 	holdUntil time.Time  // zero until the request first holds
 	body      *bodyGuard // nil when the request has no body
+	status    int        // the instance's answer
+	cutOff    bool       // the instance's response broke off
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
 	rq := &request{l: h.l, table: h.p.table.Load()}
 	rq.tried = rq.triedBuf[:0]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
@@ -36,27 +39,46 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	resp, c, inst, err := h.p.forward(r, rq)
 	if err != nil {
-		h.fail(w, r, rq, err)
+		h.fail(w, r, rq, err, start)
 		return
 	}
 	// Deferred so an aborted response (http.ErrAbortHandler) still ends the
-	// in-flight count.
+	// in-flight count and is counted.
+	rq.status = resp.StatusCode
+	defer h.done(r, rq, inst, start)
 	defer inst.End(h.l)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		h.p.tunnel(w, resp, c)
 		return
 	}
-	h.respond(w, resp, c)
+	h.respond(w, resp, c, rq)
+}
+
+// done counts a request the instance answered, and logs it when the access
+// log samples it. A response that broke off counts as failed.
+func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start time.Time) {
+	took := time.Since(start)
+	st := &h.p.stats(rq.slot)[h.l]
+	st.record(rq.status, took)
+	if rq.cutOff {
+		st.failed.Add(1)
+	}
+	if a := h.p.opts.AccessLog; a != nil && a.sampled() {
+		detail := ""
+		if rq.cutOff {
+			detail = "response cut off by the instance"
+		}
+		a.log(h.l, r, rq.status, rq.slot, inst.Addr, len(rq.tried)+1, took, detail)
+	}
 }
 
 // fail answers a request that no instance could take. The body says why at
 // the level of the slot; instance addresses and socket errors stay inside,
 // since prod answers the public.
-func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err error) {
+func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err error, start time.Time) {
 	if r.Context().Err() != nil {
 		return // the client went away; nobody to answer
 	}
-	h.p.failed[h.l].Add(1)
 	status, reason := http.StatusBadGateway, "no instance answered"
 	var noInst *noInstanceError
 	switch {
@@ -71,6 +93,14 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err 
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	fmt.Fprintf(w, "vipswap: %s\n", reason)
+
+	took := time.Since(start)
+	st := &h.p.stats(rq.slot)[h.l]
+	st.record(status, took)
+	st.failed.Add(1)
+	if a := h.p.opts.AccessLog; a != nil && a.sampled() {
+		a.log(h.l, r, status, rq.slot, "", len(rq.tried), took, err.Error())
+	}
 }
 
 // bodyGuard wraps a request body to know whether any of it was read, which

@@ -28,6 +28,8 @@ type Options struct {
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle client keep-alive connections. Zero means 120s.
 	IdleTimeout time.Duration
+	// AccessLog, if set, logs requests (all, or a sample).
+	AccessLog *AccessLog
 	// OnRefused, if set, is called when an instance refuses a connection (or
 	// the dial fails), so health can take it out at once. It is called on the
 	// request path and must not block.
@@ -61,7 +63,9 @@ type Proxy struct {
 	pools    sync.Map // *route.Instance -> *pool
 	handlers [len(route.Listeners)]*handler
 	holding  atomic.Int64
-	failed   [len(route.Listeners)]atomic.Uint64
+
+	statsTable atomic.Pointer[statsTable]
+	statsMu    sync.Mutex // serialises adding a slot to statsTable
 
 	mu      sync.Mutex // guards servers and closed
 	servers []*h1.Server
@@ -77,6 +81,7 @@ func New(opts Options) *Proxy {
 		dialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
 	}
 	p.table.Store(route.Build(route.Spec{}))
+	p.statsTable.Store(&statsTable{})
 	for _, l := range route.Listeners {
 		p.handlers[l] = &handler{p: p, l: l}
 	}
@@ -97,7 +102,13 @@ func (p *Proxy) Apply(t *route.Table) error {
 // with a 502 or 503 because no instance could (connection errors, hold
 // timeouts), or an instance's response broke off midway. Requests whose
 // client went away are not counted.
-func (p *Proxy) Failed(l route.Listener) uint64 { return p.failed[l].Load() }
+func (p *Proxy) Failed(l route.Listener) uint64 {
+	var n uint64
+	for _, s := range *p.statsTable.Load() {
+		n += s[l].failed.Load()
+	}
+	return n
+}
 
 // Handler returns the http.Handler of listener l.
 func (p *Proxy) Handler(l route.Listener) http.Handler { return p.handlers[l] }

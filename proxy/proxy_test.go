@@ -446,3 +446,20 @@ func expect(ok bool) error {
 	}
 	return nil
 }
+
+func TestRecordDoesNotAllocate(t *testing.T) {
+	p := New(Options{})
+	p.Apply(table(1, []*route.Instance{route.NewInstance("blue", "127.0.0.1:1")}, nil))
+	slot := p.table.Load().Slot(route.Prod)
+	p.stats(slot) // the first request of a new slot adds its counters
+	if n := testing.AllocsPerRun(1000, func() {
+		p.stats(slot)[route.Prod].record(503, 12*time.Millisecond)
+		p.stats(nil)[route.Stage].record(200, time.Microsecond)
+	}); n != 0 {
+		t.Fatalf("recording a request allocates %.1f times, want 0", n)
+	}
+	c := p.Counters(route.Prod)["blue"]
+	if c.Classes[5] == 0 || c.Requests() != c.Classes[5] || c.Buckets[4] != c.Classes[5] {
+		t.Fatalf("counters %+v: want every request as 5xx in the 10-25 ms bucket", c)
+	}
+}

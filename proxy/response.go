@@ -10,7 +10,7 @@ import (
 // and returns the connection to the pool when it can be reused. A body cut
 // off by the instance aborts the client's response too (and counts as a
 // failure); a client that goes away aborts the copy.
-func (h *handler) respond(w http.ResponseWriter, resp *http.Response, c *upstreamConn) {
+func (h *handler) respond(w http.ResponseWriter, resp *http.Response, c *upstreamConn, rq *request) {
 	out := w.Header()
 	hasConnection := len(resp.Header["Connection"]) > 0
 	for k, vv := range resp.Header {
@@ -56,7 +56,7 @@ func (h *handler) respond(w http.ResponseWriter, resp *http.Response, c *upstrea
 		if rerr != nil {
 			c.stopWatch()
 			c.Close()
-			h.p.failed[h.l].Add(1)
+			rq.cutOff = true
 			panic(http.ErrAbortHandler) // cut off by the instance: cut the client off too
 		}
 	}

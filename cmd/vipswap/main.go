@@ -19,7 +19,7 @@ const usage = `usage: vipswap <command> [flags]
 
 commands:
   serve     [-c vipswap.yaml]                       run the switch
-  status    [--json]                                slots, instances, health, active slot
+  status    [--json | --watch]                      slots, instances, health, active slot; --watch: live, with rates
   swap      [--force] [--wait] [--dry-run] [--reason R]   swap prod and stage
   rollback  [--force] [--wait] [--dry-run] [--reason R]   back to the slot active before the last swap
   drain     SLOT ADDR [--force] [--wait] [--reason R]     stop sending new requests to an instance

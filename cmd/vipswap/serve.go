@@ -14,11 +14,16 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/dashboard"
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/launch"
+	"github.com/vipswap/vipswap/metrics"
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/store/bolt"
@@ -34,7 +39,7 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
+	log := newLogger(cfg.Log, stderr)
 	if os.Getenv("GOGC") == "" {
 		// The heap is small and mostly per-request garbage: collecting at
 		// 400% instead of 100% growth costs a few MiB and gains about 4%
@@ -123,6 +128,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		ReadHeaderTimeout: cfg.Proxy.ReadHeaderTimeout,
 		IdleTimeout:       cfg.Proxy.IdleTimeout,
 		OnRefused:         func(i *route.Instance) { ctrl.InstanceRefused(i) },
+		AccessLog:         accessLog(cfg.Log, log),
 	})
 	ctrl, err = control.New(ctx, control.Config{
 		Slots:  slots,
@@ -142,8 +148,27 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 	}
 	cleanups = append(cleanups, ctrl.Close)
 
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metrics.NewCollector(px, ctrl),
+	)
+	rates := metrics.NewRates(px)
+	ratesCtx, stopRates := context.WithCancel(context.Background())
+	ratesDone := make(chan struct{})
+	go func() { rates.Run(ratesCtx); close(ratesDone) }()
+	cleanups = append(cleanups, func() { stopRates(); <-ratesDone })
+
 	admin := &http.Server{
-		Handler:           api.NewHandler(ctrl, api.Options{Tokens: tokens, ProtectReads: !cfg.AdminIsLoopback(), Logger: log}),
+		Handler: api.NewHandler(ctrl, api.Options{
+			Tokens:       tokens,
+			ProtectReads: !cfg.AdminIsLoopback(),
+			Logger:       log,
+			Metrics:      promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}),
+			Rates:        rates.Recent,
+			Dashboard:    dashboard.Handler(),
+		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -177,4 +202,22 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		log.Info("stopped")
 	}
 	return err
+}
+
+// newLogger returns vipswap's logger as the configuration says.
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	level, _ := c.SlogLevel() // validated with the configuration
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// accessLog returns the proxy's access log, or nil when it is off.
+func accessLog(c config.Log, log *slog.Logger) *proxy.AccessLog {
+	if !c.Access {
+		return nil
+	}
+	return &proxy.AccessLog{Logger: log.With("log", "access"), Sample: c.AccessSample}
 }

@@ -4,17 +4,30 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
 )
 
 func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("status", stderr)
 	admin := adminFlag(fs)
 	asJSON := fs.Bool("json", false, "print the status as JSON (shape in docs/api.md)")
+	watch := fs.Bool("watch", false, "redraw the status every second, with per-slot request rates, until interrupted")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *watch {
+		if *asJSON {
+			return &usageError{msg: "status: --watch and --json do not go together"}
+		}
+		return watchStatus(ctx, newClient(*admin), stdout)
 	}
 	s, err := newClient(*admin).Status(ctx)
 	if err != nil {
@@ -25,6 +38,66 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	printStatus(stdout, s)
 	return nil
+}
+
+// watchStatus redraws the status and the last second's request rates every
+// second until ctx ends (Ctrl-C). On a terminal it redraws in place;
+// otherwise it prints one block a second.
+func watchStatus(ctx context.Context, c *client.Client, w io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	live := isTerminal(w)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		s, err := c.Status(ctx)
+		if err == nil {
+			var r api.Rates
+			if r, err = c.Rates(ctx); err == nil {
+				var b strings.Builder
+				printStatus(&b, s)
+				printRates(&b, s, r)
+				if live {
+					fmt.Fprint(w, "\033[H\033[2J") // home, clear
+				}
+				fmt.Fprintf(w, "%s(%s, every second; Ctrl-C stops)\n\n", b.String(), time.Now().Format("15:04:05"))
+			}
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// printRates prints each slot's rates in the newest sample and its average
+// over the last minute.
+func printRates(w io.Writer, s api.Status, r api.Rates) {
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "SLOT	REQ/S	ERR/S	REQ/S 1m	ERR/S 1m")
+	recent := r.Samples[max(len(r.Samples)-60, 0):]
+	for _, slot := range s.Slots {
+		var now api.SlotRate
+		if len(recent) > 0 {
+			now = recent[len(recent)-1].Slots[slot.Name]
+		}
+		var sum api.SlotRate
+		for _, x := range recent {
+			sum.Requests += x.Slots[slot.Name].Requests
+			sum.Errors += x.Slots[slot.Name].Errors
+		}
+		n := float64(max(len(recent), 1))
+		fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.1f\t%.1f\n", slot.Name, now.Requests, now.Errors, sum.Requests/n, sum.Errors/n)
+	}
+	tw.Flush()
 }
 
 func printStatus(w io.Writer, s api.Status) {

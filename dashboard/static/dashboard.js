@@ -1,0 +1,208 @@
+// vipswap dashboard: reads /v1/status, /v1/rates and /v1/history once a
+// second and changes state through the same admin API as the CLI.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const palette = ["#2962d9", "#1f9d55", "#8e44ad", "#c98a00", "#16a2b8", "#7f8c8d"];
+let token = sessionStorage.getItem("vipswap-token") || "";
+let status = null;
+
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") e.className = v;
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else if (k.startsWith("--")) e.style.setProperty(k, v); // CSP allows no style attributes
+    else e.setAttribute(k, v);
+  }
+  for (const c of children) e.append(c instanceof Node ? c : String(c));
+  return e;
+}
+
+async function api(method, path, body) {
+  const headers = { "Accept": "application/json" };
+  if (token) headers["Authorization"] = "Bearer " + token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const resp = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  if (resp.status === 401) {
+    $("token-form").hidden = false;
+    throw new Error("the admin API wants a token: enter it at the top right");
+  }
+  const data = await resp.json();
+  if (!resp.ok) throw new Error(data.error || resp.statusText);
+  return data;
+}
+
+function showError(err) {
+  const box = $("error");
+  box.hidden = !err;
+  box.textContent = err ? String(err.message || err) : "";
+}
+
+function renderStatus(s) {
+  status = s;
+  $("revision").textContent = "revision " + s.revision;
+  $("active-slot").textContent = s.active;
+  $("standby-slot").textContent = s.standby;
+  $("previous").textContent = s.previous ? "(rollback returns to " + s.previous + ")" : "";
+  $("rollback-btn").disabled = !s.previous;
+  const ls = $("listeners");
+  ls.replaceChildren(...s.listeners.map((l) =>
+    el("div", {}, el("b", {}, l.name), " " + l.addr + " → ", el("span", { class: "slot-name" }, l.slot),
+      " (weight 100%) · " + l.failed + " failed")));
+
+  const slots = $("slots");
+  slots.replaceChildren(...s.slots.map((slot) => {
+    const rows = slot.instances.map((i) => {
+      const state = i.drained ? "drained" : i.healthy ? "up" : "down";
+      const label = i.drained ? "drained" : i.healthy ? "healthy" : "unhealthy";
+      const action = i.drained
+        ? el("button", { onclick: () => confirmChange("Put " + i.addr + " of " + slot.name + " back in rotation?",
+            () => instanceChange(slot.name, i.addr, "ready")) }, "Ready")
+        : el("button", { onclick: () => confirmChange("Drain " + i.addr + " of " + slot.name + "? It finishes its requests and gets no new ones.",
+            () => instanceChange(slot.name, i.addr, "drain")) }, "Drain");
+      return el("tr", { "data-instance": i.addr },
+        el("td", {}, el("span", { class: "dot " + state }), i.addr),
+        el("td", {}, label),
+        el("td", {}, i.in_flight.prod + " / " + i.in_flight.stage),
+        el("td", {}, i.served.prod + " / " + i.served.stage),
+        el("td", {}, action));
+    });
+    return el("div", { class: "card", "data-slot": slot.name },
+      el("h2", {}, slot.name, el("span", { class: "role " + slot.role }, slot.role)),
+      el("p", { class: "muted" }, slot.routable + " of " + slot.instances.length + " routable · " +
+        (slot.in_flight.prod + slot.in_flight.stage) + " in flight"),
+      el("table", {},
+        el("thead", {}, el("tr", {}, ...["instance", "health", "in flight prod/stage", "served prod/stage", ""].map((h) => el("th", {}, h)))),
+        el("tbody", {}, ...rows)));
+  }));
+}
+
+function renderHistory(entries) {
+  $("history").replaceChildren(...entries.map((e) => {
+    const change = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "");
+    let during = "";
+    if (e.measurement) {
+      const m = e.measurement;
+      during = m.served + " served, " + m.failed + " failed" + (m.complete ? ", drained in " + m.drained_seconds.toFixed(1) + " s" : " (draining)");
+    }
+    return el("tr", {},
+      el("td", {}, e.id), el("td", {}, new Date(e.time).toLocaleTimeString()),
+      el("td", {}, e.operation + (e.forced ? " (forced)" : "")), el("td", {}, change),
+      el("td", {}, e.actor), el("td", { class: e.result }, e.result + (e.error ? ": " + e.error : "")),
+      el("td", {}, during));
+  }));
+}
+
+function renderChart(samples) {
+  const canvas = $("chart");
+  const ctx = canvas.getContext("2d");
+  const w = canvas.width, h = canvas.height, pad = 30;
+  ctx.clearRect(0, 0, w, h);
+  const names = [...new Set(samples.flatMap((s) => Object.keys(s.slots)))].sort();
+  let max = 1, total = 0;
+  for (const s of samples) for (const r of Object.values(s.slots)) { max = Math.max(max, r.requests); total += r.requests; }
+  canvas.dataset.samples = samples.length;
+  canvas.dataset.total = Math.round(total);
+  ctx.strokeStyle = "#dde2e8"; ctx.fillStyle = "#6a7480"; ctx.font = "11px sans-serif";
+  for (const f of [0, 0.5, 1]) {
+    const y = h - pad + (pad * 2 - h) * f;
+    ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(w, y); ctx.stroke();
+    ctx.fillText(Math.round(max * f), 2, y + 4);
+  }
+  const span = 300, now = samples.length ? new Date(samples[samples.length - 1].time).getTime() : Date.now();
+  const x = (t) => pad + (w - pad) * (1 - (now - new Date(t).getTime()) / 1000 / span);
+  const y = (v) => h - pad - (h - pad * 2) * (v / max);
+  const legend = [];
+  names.forEach((name, i) => {
+    const color = palette[i % palette.length];
+    for (const [key, dash] of [["requests", []], ["errors", [4, 3]]]) {
+      ctx.strokeStyle = key === "errors" ? "#d64545" : color;
+      ctx.setLineDash(dash);
+      ctx.beginPath();
+      let started = false;
+      for (const s of samples) {
+        const r = s.slots[name];
+        const v = r ? r[key] : 0;
+        if (started) ctx.lineTo(x(s.time), y(v)); else ctx.moveTo(x(s.time), y(v));
+        started = true;
+      }
+      ctx.stroke();
+    }
+    ctx.setLineDash([]);
+    const last = samples.length ? samples[samples.length - 1].slots[name] : null;
+    legend.push(el("span", { "--c": color }, name + ": " + (last ? last.requests.toFixed(0) + "/s, " + last.errors.toFixed(0) + " errors/s" : "idle")));
+  });
+  $("legend").replaceChildren(...legend);
+}
+
+function confirmChange(text, action) {
+  const dialog = $("confirm-dialog");
+  $("confirm-text").textContent = text;
+  dialog.returnValue = "";
+  dialog.onclose = () => { if (dialog.returnValue === "ok") action(); };
+  dialog.showModal();
+}
+
+function changeBody() {
+  const body = { if_revision: status ? status.revision : undefined };
+  const reason = $("reason").value.trim();
+  if (reason) body.reason = reason;
+  return body;
+}
+
+async function change(path) {
+  try {
+    await api("POST", path, changeBody());
+    showError(null);
+  } catch (err) {
+    showError(err);
+  }
+  refresh();
+}
+
+function instanceChange(slot, addr, op) {
+  return change("/v1/slots/" + encodeURIComponent(slot) + "/instances/" + encodeURIComponent(addr) + "/" + op);
+}
+
+let refreshing = false;
+async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
+  try {
+    const [s, rates, history] = await Promise.all([
+      api("GET", "/v1/status"), api("GET", "/v1/rates"), api("GET", "/v1/history?limit=20")]);
+    renderStatus(s);
+    renderChart(rates.samples);
+    renderHistory(history);
+    $("live").textContent = "live · " + new Date().toLocaleTimeString();
+    if ($("error").dataset.kind === "read") showError(null);
+  } catch (err) {
+    $("live").textContent = "disconnected";
+    showError(err);
+    $("error").dataset.kind = "read";
+  } finally {
+    refreshing = false;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("swap-btn").addEventListener("click", () => {
+    if (!status) return;
+    confirmChange("Swap: prod moves from " + status.active + " to " + status.standby + ". Requests in flight finish where they are.",
+      () => change("/v1/swap"));
+  });
+  $("rollback-btn").addEventListener("click", () => {
+    if (!status || !status.previous) return;
+    confirmChange("Roll back: prod returns to " + status.previous + ".", () => change("/v1/rollback"));
+  });
+  $("token-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    token = $("token").value;
+    sessionStorage.setItem("vipswap-token", token);
+    $("token-form").hidden = true;
+    refresh();
+  });
+  refresh();
+  setInterval(refresh, 1000);
+});

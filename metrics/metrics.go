@@ -1,0 +1,130 @@
+// Package metrics exposes what vipswap sees in the Prometheus format and
+// keeps the last minutes of per-slot request rates for the dashboard and
+// `vipswap status --watch`.
+//
+// Nothing here is on the request path: the data plane counts with atomics
+// (proxy.Counters) and this package reads those counts when scraped or once
+// a second.
+package metrics
+
+import (
+	"sort"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/route"
+)
+
+// Collector is a prometheus.Collector reading the data plane's counters and
+// the controller's state at each scrape.
+type Collector struct {
+	proxy *proxy.Proxy
+	ctrl  *control.Controller
+}
+
+// NewCollector returns a Collector for p and c.
+func NewCollector(p *proxy.Proxy, c *control.Controller) *Collector {
+	return &Collector{proxy: p, ctrl: c}
+}
+
+var (
+	requestsDesc = prometheus.NewDesc("vipswap_requests_total",
+		"Requests answered, by listener, slot and status class (2xx, 5xx, ...); slot \"none\" when no slot routed the listener.",
+		[]string{"listener", "slot", "code"}, nil)
+	durationDesc = prometheus.NewDesc("vipswap_request_duration_seconds",
+		"Time from reading a request's head to the end of its answer.",
+		[]string{"listener", "slot"}, nil)
+	failedDesc = prometheus.NewDesc("vipswap_failed_requests_total",
+		"Requests vipswap answered itself with a 502 or 503, or whose response the instance broke off.",
+		[]string{"listener", "slot"}, nil)
+	retriesDesc = prometheus.NewDesc("vipswap_retries_total",
+		"Attempts beyond a request's first, after a refused connection, a failed idempotent request or a draining instance's 503.",
+		[]string{"listener", "slot"}, nil)
+	inFlightDesc = prometheus.NewDesc("vipswap_in_flight_requests",
+		"Requests in flight on an instance.",
+		[]string{"listener", "slot", "instance"}, nil)
+	healthyDesc = prometheus.NewDesc("vipswap_instance_healthy",
+		"1 if the instance passes its health checks.",
+		[]string{"slot", "instance"}, nil)
+	drainedDesc = prometheus.NewDesc("vipswap_instance_drained",
+		"1 if an operator drained the instance.",
+		[]string{"slot", "instance"}, nil)
+	activeDesc = prometheus.NewDesc("vipswap_active_slot",
+		"1 for the slot prod follows, 0 for the others.",
+		[]string{"slot"}, nil)
+	weightDesc = prometheus.NewDesc("vipswap_slot_weight",
+		"The share of a listener's new requests a slot receives, from 0 to 1.",
+		[]string{"listener", "slot"}, nil)
+	changesDesc = prometheus.NewDesc("vipswap_changes_total",
+		"State changes by operation (swap, rollback, drain, ready) and result: applied, refused (aborted by a check or if_revision) or failed (not recorded).",
+		[]string{"operation", "result"}, nil)
+	storeErrorsDesc = prometheus.NewDesc("vipswap_store_errors_total",
+		"Store operations that failed.", nil, nil)
+	revisionDesc = prometheus.NewDesc("vipswap_state_revision",
+		"The revision of the routing state in force.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, failedDesc, retriesDesc, inFlightDesc,
+		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, revisionDesc} {
+		ch <- d
+	}
+}
+
+var classNames = [6]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// Collect implements prometheus.Collector.
+func (m *Collector) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range route.Listeners {
+		ln := l.String()
+		for slot, c := range m.proxy.Counters(l) {
+			for class := 1; class <= 5; class++ {
+				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.Classes[class]), ln, slot, classNames[class])
+			}
+			buckets := make(map[float64]uint64, len(proxy.LatencyBounds))
+			var cum uint64
+			for i, bound := range proxy.LatencyBounds {
+				cum += c.Buckets[i]
+				buckets[bound] = cum
+			}
+			cum += c.Buckets[len(proxy.LatencyBounds)]
+			ch <- prometheus.MustNewConstHistogram(durationDesc, cum, c.Sum.Seconds(), buckets, ln, slot)
+			ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.CounterValue, float64(c.Failed), ln, slot)
+			ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(c.Retries), ln, slot)
+		}
+	}
+
+	st := m.ctrl.Status()
+	for _, s := range st.Slots {
+		ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, boolValue(s.Name == st.Active), s.Name)
+		for _, ls := range st.Listeners {
+			ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, boolValue(s.Name == ls.Slot), ls.Name, s.Name)
+		}
+		for _, i := range s.Instances {
+			ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, boolValue(i.Healthy), s.Name, i.Addr)
+			ch <- prometheus.MustNewConstMetric(drainedDesc, prometheus.GaugeValue, boolValue(i.Drained), s.Name, i.Addr)
+			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(i.InFlight.Prod), "prod", s.Name, i.Addr)
+			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(i.InFlight.Stage), "stage", s.Name, i.Addr)
+		}
+	}
+	changes := m.ctrl.Changes()
+	keys := make([]control.ChangeKey, 0, len(changes))
+	for k := range changes {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(a, b int) bool { return keys[a].Operation+keys[a].Result < keys[b].Operation+keys[b].Result })
+	for _, k := range keys {
+		ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(changes[k]), k.Operation, k.Result)
+	}
+	ch <- prometheus.MustNewConstMetric(storeErrorsDesc, prometheus.CounterValue, float64(m.ctrl.StoreErrors()))
+	ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(st.Revision))
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,130 @@
+package proxy
+
+import (
+	"sync/atomic"
+	"time"
+
+	"github.com/vipswap/vipswap/route"
+)
+
+// LatencyBounds are the upper bounds, in seconds, of the request latency
+// histogram's buckets; a last bucket takes everything slower.
+var LatencyBounds = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// latencyNanos are LatencyBounds in nanoseconds, for the request path.
+var latencyNanos = func() (b [len(LatencyBounds)]int64) {
+	for i, s := range LatencyBounds {
+		b[i] = int64(s * float64(time.Second))
+	}
+	return b
+}()
+
+// NoSlot names the slot of requests that found no slot to route to.
+const NoSlot = "none"
+
+// slotStats counts what one listener sent to one slot. Every field is an
+// atomic, so recording a request takes no lock and allocates nothing.
+type slotStats struct {
+	classes  [6]atomic.Uint64 // answered requests by status class (index 1 to 5)
+	buckets  [len(LatencyBounds) + 1]atomic.Uint64
+	sumNanos atomic.Uint64
+	retries  atomic.Uint64
+	failed   atomic.Uint64
+}
+
+// statsTable maps a slot name to its counters per listener. It is replaced,
+// never changed, when a table brings a new slot name.
+type statsTable map[string]*[len(route.Listeners)]slotStats
+
+// stats returns the counters of slot (NoSlot for none).
+func (p *Proxy) stats(slot *route.Slot) *[len(route.Listeners)]slotStats {
+	name := NoSlot
+	if slot != nil {
+		name = slot.Name
+	}
+	if s := (*p.statsTable.Load())[name]; s != nil {
+		return s
+	}
+	return p.addStats(name)
+}
+
+// addStats adds counters for a slot name, copying the table.
+func (p *Proxy) addStats(name string) *[len(route.Listeners)]slotStats {
+	p.statsMu.Lock()
+	defer p.statsMu.Unlock()
+	old := *p.statsTable.Load()
+	if s := old[name]; s != nil {
+		return s
+	}
+	next := make(statsTable, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	s := new([len(route.Listeners)]slotStats)
+	next[name] = s
+	p.statsTable.Store(&next)
+	return s
+}
+
+// record counts one answered request.
+func (s *slotStats) record(status int, took time.Duration) {
+	if class := status / 100; class >= 1 && class <= 5 {
+		s.classes[class].Add(1)
+	}
+	n := int64(took)
+	i := 0
+	for i < len(latencyNanos) && n > latencyNanos[i] {
+		i++
+	}
+	s.buckets[i].Add(1)
+	s.sumNanos.Add(uint64(max(n, 0)))
+}
+
+// SlotCounters is a snapshot of what one listener sent to one slot since
+// vipswap started.
+type SlotCounters struct {
+	// Classes counts answered requests by status class: Classes[2] is 2xx.
+	Classes [6]uint64
+	// Buckets counts requests by latency, one per LatencyBounds entry and a
+	// last one for slower requests (not cumulative).
+	Buckets [len(LatencyBounds) + 1]uint64
+	// Sum is the total latency.
+	Sum time.Duration
+	// Retries counts attempts beyond the first.
+	Retries uint64
+	// Failed counts requests vipswap answered itself with a 502 or 503, or
+	// whose response broke off (a subset of the 5xx class, and the cut-off
+	// ones).
+	Failed uint64
+}
+
+// Requests returns the number of answered requests.
+func (c SlotCounters) Requests() uint64 {
+	var n uint64
+	for _, v := range c.Classes {
+		n += v
+	}
+	return n
+}
+
+// Counters returns a snapshot of every slot's counters on listener l, by
+// slot name; NoSlot holds requests that found no slot.
+func (p *Proxy) Counters(l route.Listener) map[string]SlotCounters {
+	t := *p.statsTable.Load()
+	out := make(map[string]SlotCounters, len(t))
+	for name, per := range t {
+		s := &per[l]
+		var c SlotCounters
+		for i := range s.classes {
+			c.Classes[i] = s.classes[i].Load()
+		}
+		for i := range s.buckets {
+			c.Buckets[i] = s.buckets[i].Load()
+		}
+		c.Sum = time.Duration(s.sumNanos.Load())
+		c.Retries = s.retries.Load()
+		c.Failed = s.failed.Load()
+		out[name] = c
+	}
+	return out
+}
