@@ -3,8 +3,8 @@ package proxy
 import (
 	"context"
 	"fmt"
-	"net"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"runtime"

@@ -14,6 +14,17 @@ if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
   go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
 
+# The dashboard test drives a real browser: Debian's Chromium.
+if ! command -v chromium >/dev/null 2>&1; then
+  echo "== installing chromium (for the dashboard's browser test)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+# Tests leave what a person may want to look at (the dashboard screenshot)
+# here; it is not committed.
+export VIPSWAP_ARTIFACTS="$PWD/artifacts"
+mkdir -p "$VIPSWAP_ARTIFACTS"
+
 echo "== gofmt"
 unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))
 if [ -n "$unformatted" ]; then
