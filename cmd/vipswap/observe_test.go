@@ -219,4 +219,3 @@ func TestStatusWatch(t *testing.T) {
 		t.Fatalf("%d requests failed: %v", res.Failed, res.Errors)
 	}
 }
-
