@@ -101,6 +101,14 @@ func TestParseInvalid(t *testing.T) {
 			return strings.Replace(s, "listen: 127.0.0.1:9090", "listen: 0.0.0.0:9090", 1)
 		}, `admin.token_file: required when admin.listen is not a loopback address (it is 0.0.0.0:9090)`},
 		{"not YAML", func(string) string { return "slots: [\n" }, `test.yaml: `},
+		{"log format", func(s string) string { return s + "log: {format: xml}\n" },
+			`log.format: want text or json, got "xml"`},
+		{"log level", func(s string) string { return s + "log: {level: loud}\n" },
+			`log.level: want debug, info, warn or error, got "loud"`},
+		{"access sample above 1", func(s string) string { return s + "log: {access: true, access_sample: 5}\n" },
+			`log.access_sample: want a fraction above 0 and at most 1, got 5`},
+		{"access sample not a number", func(s string) string { return s + "log: {access_sample: some}\n" },
+			`test.yaml:20: log.access_sample: want a number, got "some"`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -462,4 +463,55 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 	if c.Classes[5] == 0 || c.Requests() != c.Classes[5] || c.Buckets[4] != c.Classes[5] {
 		t.Fatalf("counters %+v: want every request as 5xx in the 10-25 ms bucket", c)
 	}
+}
+
+// TestAccessLog: one record per request, with what the client is not told
+// when vipswap answers itself.
+func TestAccessLog(t *testing.T) {
+	var buf syncBuffer
+	in := newInstance(t, "blue", "a", nil)
+	dead := route.NewInstance("blue", deadAddr(t))
+	p := New(Options{Attempts: 1, AccessLog: &AccessLog{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Sample: 1}})
+	p.Apply(table(1, []*route.Instance{in.inst}, nil))
+	prod, _ := serve(t, p)
+	if code, _ := get(t, prod+"/ok?x=1"); code != 200 {
+		t.Fatalf("got %d", code)
+	}
+	p.Apply(table(2, []*route.Instance{dead}, nil))
+	if code, body := get(t, prod+"/broken"); code != 502 || strings.Contains(body, dead.Addr) {
+		t.Fatalf("got %d %q, want a 502 that does not name the instance", code, body)
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("%d records, want 2:\n%s", len(lines), buf.String())
+	}
+	for i, want := range []string{
+		`msg=request listener=prod method=GET uri="/ok?x=1" status=200 slot=blue instance=` + in.inst.Addr + ` attempts=1`,
+		`msg=request listener=prod method=GET uri=/broken status=502 slot=blue instance="" attempts=1`,
+	} {
+		if !strings.Contains(lines[i], want) {
+			t.Errorf("record %d:\n%s\nwant it to contain\n%s", i, lines[i], want)
+		}
+	}
+	if !strings.Contains(lines[1], "error=") || !strings.Contains(lines[1], dead.Addr) {
+		t.Errorf("the failure's record does not say what went wrong: %s", lines[1])
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the handler goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
