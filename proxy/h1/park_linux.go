@@ -131,14 +131,21 @@ func (p *parker) unwatch(c *conn) {
 	c.watched.Store(false)
 }
 
-// take removes the connection parked on fd, if any.
+// take removes the connection on fd and returns it if it is parked. A
+// watched one has its request cancelled here, under the lock its own
+// unwatch takes before it can release its context.
 func (p *parker) take(fd int32) *conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := p.conns[fd]
-	if c != nil {
-		delete(p.conns, fd)
-		syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	if c == nil {
+		return nil
+	}
+	delete(p.conns, fd)
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	if c.state.Load() != stateParked {
+		c.cancel() // a watched client hung up
+		return nil
 	}
 	return c
 }
@@ -161,8 +168,6 @@ func (p *parker) run() {
 			c := p.take(ev.Fd)
 			switch {
 			case c == nil:
-			case c.state.Load() != stateParked:
-				c.cancel() // a watched client hung up
 			case ev.Events&syscall.EPOLLIN != 0:
 				go c.resume()
 			default:
@@ -183,7 +188,7 @@ func (p *parker) sweep(now time.Time) {
 	var expired []*conn
 	p.mu.Lock()
 	for fd, c := range p.conns {
-		if c.state.Load() == stateParked && now.Sub(c.idleSince) >= p.s.IdleTimeout {
+		if c.state.Load() == stateParked && now.UnixNano()-c.idleSince >= int64(p.s.IdleTimeout) {
 			delete(p.conns, fd)
 			syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 			expired = append(expired, c)

@@ -31,6 +31,8 @@ type response struct {
 	trailers    []string // declared trailer fields, sent after a chunked body
 }
 
+// reset readies w for req on c, keeping its header map and pending buffer;
+// reset(nil, nil) clears it for the pool.
 func (w *response) reset(c *conn, req *http.Request) {
 	h, pending := w.header, w.pending[:0]
 	if h == nil {
@@ -38,7 +40,10 @@ func (w *response) reset(c *conn, req *http.Request) {
 	} else {
 		clear(h)
 	}
-	*w = response{c: c, req: req, header: h, pending: pending, length: -1, closeAfter: req.Close}
+	*w = response{c: c, req: req, header: h, pending: pending, length: -1}
+	if req != nil {
+		w.closeAfter = req.Close
+	}
 }
 
 // Header implements http.ResponseWriter.

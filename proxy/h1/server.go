@@ -105,7 +105,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		}
 		backoff = 0
 		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc)}
-		c.ctx, c.cancel = context.WithCancel(context.Background())
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
@@ -185,42 +184,54 @@ type conn struct {
 	state  atomic.Int32
 	br     *bufio.Reader // nil while parked
 	bw     *bufio.Writer // nil while parked
-	resp   response
+	resp   *response     // nil while parked
 
 	// ctx is the context of the connection's requests, cancelled when the
-	// client hangs up during a slow request, or the connection closes.
+	// client hangs up during a slow request, or the connection closes or
+	// parks (a parked connection has none: a context that requests have
+	// watched keeps a map, which ten thousand idle clients would pay for).
 	ctx      context.Context
 	cancel   context.CancelFunc
 	reqStart atomic.Int64 // when the current request started (Unix ns), 0 between requests
 	watched  atomic.Bool  // the parker watches for a hang-up
 
-	idleSince time.Time // when the parked connection's last request ended
-	fd        int       // the socket, or -1
+	idleSince int64 // when the parked connection's last request ended (Unix ns)
+	fd        int   // the socket, or -1
 }
 
 var (
-	readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+	readers   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers   = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+	responses = sync.Pool{New: func() any { return new(response) }}
 )
 
+// acquire gives c what serving requests takes: buffers, a response writer
+// and a context.
 func (c *conn) acquire() {
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(c.nc)
 	c.bw = writers.Get().(*bufio.Writer)
 	c.bw.Reset(c.nc)
+	c.resp = responses.Get().(*response)
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 }
 
-// release returns c's buffers and per-request memory while it has no
-// request: a parked connection holds only the socket.
+// release returns what acquire took, when c parks or closes: a parked
+// connection holds only its socket and this struct.
 func (c *conn) release() {
-	if c.br != nil {
-		c.br.Reset(nil)
-		readers.Put(c.br)
-		c.bw.Reset(nil)
-		writers.Put(c.bw)
-		c.br, c.bw = nil, nil
+	if c.br == nil {
+		return
 	}
-	c.resp = response{}
+	c.cancel()
+	c.ctx, c.cancel = nil, nil
+	c.br.Reset(nil)
+	readers.Put(c.br)
+	c.bw.Reset(nil)
+	writers.Put(c.bw)
+	c.br, c.bw = nil, nil
+	c.resp.reset(nil, nil)
+	responses.Put(c.resp)
+	c.resp = nil
 }
 
 // lingeringClose closes a connection whose client may still be sending
@@ -237,7 +248,6 @@ func (c *conn) lingeringClose() {
 
 func (c *conn) close() {
 	c.endRequest()
-	c.cancel()
 	c.nc.Close()
 	c.release()
 	c.s.forget(c)
@@ -254,7 +264,7 @@ func (c *conn) serve() {
 				buf = buf[:runtime.Stack(buf, false)]
 				c.s.ErrorLog(fmt.Sprintf("h1: panic serving %s: %v\n%s", c.remote, v, buf))
 			}
-			if !c.resp.hijacked {
+			if c.resp == nil || !c.resp.hijacked {
 				c.close()
 			}
 		}
@@ -305,7 +315,7 @@ func (c *conn) awaitRequest() bool {
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && c.s.parker != nil && !c.s.closing.Load() && wait < c.s.IdleTimeout {
 		c.release()
-		c.idleSince = start
+		c.idleSince = start.UnixNano()
 		c.state.Store(stateParked)
 		if c.s.parker.park(c) {
 			return false
@@ -337,7 +347,7 @@ func (c *conn) refuse(err error) {
 // handle runs the handler for req and reports whether the connection is
 // ready for another request.
 func (c *conn) handle(req *http.Request) bool {
-	w := &c.resp
+	w := c.resp
 	w.reset(c, req)
 	if expect := req.Header["Expect"]; len(expect) > 0 {
 		if len(expect) > 1 || !equalFoldTrim(expect[0], "100-continue") {
