@@ -1,7 +1,6 @@
 package launch
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,30 +50,13 @@ func runInstance(addr string) {
 	}))
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-func start(t *testing.T, replicas int, stubborn bool) (*Group, *syncBuffer) {
+func start(t *testing.T, replicas int, stubborn bool) (*Group, *vstest.Buffer) {
 	t.Helper()
 	t.Setenv("LAUNCH_TEST_INSTANCE", "127.0.0.1:{port}")
 	if stubborn {
 		t.Setenv("LAUNCH_TEST_STUBBORN", "1")
 	}
-	out := &syncBuffer{}
+	out := &vstest.Buffer{}
 	// The environment carries the address; {port} is expanded in it by a
 	// small shell so the command line has the placeholder as a real caller's
 	// would.

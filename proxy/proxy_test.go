@@ -468,7 +468,7 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 // TestAccessLog: one record per request, with what the client is not told
 // when vipswap answers itself.
 func TestAccessLog(t *testing.T) {
-	var buf syncBuffer
+	var buf vstest.Buffer
 	in := newInstance(t, "blue", "a", nil)
 	dead := route.NewInstance("blue", deadAddr(t))
 	p := New(Options{Attempts: 1, AccessLog: &AccessLog{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Sample: 1}})
@@ -496,22 +496,4 @@ func TestAccessLog(t *testing.T) {
 	if !strings.Contains(lines[1], "error=") || !strings.Contains(lines[1], dead.Addr) {
 		t.Errorf("the failure's record does not say what went wrong: %s", lines[1])
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the handler goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
