@@ -46,11 +46,14 @@ func (p *Process) WaitLine(t testing.TB, re *regexp.Regexp, timeout time.Duratio
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
+		// Take the channel before reading: a write between the read and
+		// the wait would otherwise go unnoticed until the next one.
+		changed := p.out.changed()
 		if m := re.FindStringSubmatch(p.out.String()); m != nil {
 			return m
 		}
 		select {
-		case <-p.out.changed():
+		case <-changed:
 		case <-p.exited:
 			if m := re.FindStringSubmatch(p.out.String()); m != nil {
 				return m
