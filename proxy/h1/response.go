@@ -201,11 +201,9 @@ func (w *response) writeBody(p []byte) (int, error) {
 	w.written += int64(len(p))
 	bw := w.c.bw
 	if w.chunked {
-		var hex [16]byte
-		bw.Write(strconv.AppendInt(hex[:0], int64(len(p)), 16))
-		bw.WriteString("\r\n")
-		bw.Write(p)
-		if _, err := bw.WriteString("\r\n"); err != nil {
+		var head [18]byte
+		h := append(strconv.AppendInt(head[:0], int64(len(p)), 16), '\r', '\n')
+		if _, err := bw.writeParts(h, p, crlf); err != nil {
 			return 0, err
 		}
 		return len(p), nil
@@ -241,7 +239,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c.nc.SetDeadline(time.Time{})
 	c.endRequest()
 	c.s.forget(c)
-	return c.nc, bufio.NewReadWriter(c.br, c.bw), nil
+	return c.nc, bufio.NewReadWriter(c.br, bufio.NewWriter(c.nc)), nil
 }
 
 // finish ends the response after the handler returned: the header if the
@@ -280,6 +278,8 @@ func (w *response) finish() error {
 }
 
 // statusLines holds "HTTP/1.1 NNN Reason\r\n" for every three-digit code.
+var crlf = []byte("\r\n")
+
 var statusLines = func() (s [900]string) {
 	for code := 100; code < 1000; code++ {
 		s[code-100] = "HTTP/1.1 " + strconv.Itoa(code) + " " + http.StatusText(code) + "\r\n"

@@ -183,7 +183,7 @@ type conn struct {
 	remote string
 	state  atomic.Int32
 	br     *bufio.Reader // nil while parked
-	bw     *bufio.Writer // nil while parked
+	bw     *writer       // nil while parked
 	resp   *response     // nil while parked
 
 	// ctx is the context of the connection's requests, cancelled when the
@@ -201,7 +201,7 @@ type conn struct {
 
 var (
 	readers   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	writers   = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
+	writers   = sync.Pool{New: func() any { return newWriter(4 << 10) }}
 	responses = sync.Pool{New: func() any { return new(response) }}
 )
 
@@ -210,8 +210,8 @@ var (
 func (c *conn) acquire() {
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(c.nc)
-	c.bw = writers.Get().(*bufio.Writer)
-	c.bw.Reset(c.nc)
+	c.bw = writers.Get().(*writer)
+	c.bw.reset(c.nc)
 	c.resp = responses.Get().(*response)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 }
@@ -226,7 +226,7 @@ func (c *conn) release() {
 	c.ctx, c.cancel = nil, nil
 	c.br.Reset(nil)
 	readers.Put(c.br)
-	c.bw.Reset(nil)
+	c.bw.reset(nil)
 	writers.Put(c.bw)
 	c.br, c.bw = nil, nil
 	c.resp.reset(nil, nil)

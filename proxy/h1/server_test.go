@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -221,6 +222,16 @@ func TestResponses(t *testing.T) {
 			}
 		case "/panic":
 			panic(http.ErrAbortHandler)
+		case "/big-chunked", "/big-length":
+			// Pieces larger than the 4 KiB buffer, behind buffered bytes,
+			// go out with them in one writev: the bytes must stay in order.
+			if r.URL.Path == "/big-length" {
+				w.Header().Set("Content-Length", strconv.Itoa(len(bigBody)))
+			}
+			for i, n := 0, 0; i < len(bigBody); i, n = i+n, n*2+1 {
+				n = min(n+3000, len(bigBody)-i)
+				w.Write(bigBody[i : i+n])
+			}
 		}
 	})})
 	conn, br := dial(t, addr)
@@ -246,6 +257,11 @@ func TestResponses(t *testing.T) {
 	if resp, _ := get("GET", "/split"); resp.Header.Get("Set-Cookie") != "" || resp.Header.Get("X-A") != "a  Set-Cookie: evil=1" {
 		t.Errorf("header value split the response: %v", resp.Header)
 	}
+	for _, path := range []string{"/big-chunked", "/big-length"} {
+		if resp, body := get("GET", path); body != string(bigBody) {
+			t.Errorf("%s: %d bytes (te %v), want the %d sent, in order", path, len(body), resp.TransferEncoding, len(bigBody))
+		}
+	}
 	if resp, body := get("GET", "/204"); resp.StatusCode != 204 || body != "" {
 		t.Errorf("204: %d %q", resp.StatusCode, body)
 	}
@@ -264,6 +280,15 @@ func TestResponses(t *testing.T) {
 		t.Fatalf("after an aborted handler: %v, want the connection closed", err)
 	}
 }
+
+// bigBody is 100 KB of bytes that show any reordering.
+var bigBody = func() []byte {
+	b := make([]byte, 100_000)
+	for i := range b {
+		b[i] = byte('a' + i%26 + i/26%3)
+	}
+	return b
+}()
 
 func TestUnreadBody(t *testing.T) {
 	_, addr := start(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,93 @@
+package h1
+
+import (
+	"net"
+)
+
+// writer buffers what a connection sends, like a bufio.Writer, but sends
+// its buffered bytes and a large piece of body together in one writev: a
+// response head and the first body bytes, then a piece too large for the
+// buffer, cost one syscall rather than two.
+type writer struct {
+	buf []byte // the buffered bytes; cap is the buffer's size
+	nc  net.Conn
+	err error // sticky, like bufio.Writer's
+}
+
+func newWriter(size int) *writer { return &writer{buf: make([]byte, 0, size)} }
+
+func (w *writer) reset(nc net.Conn) {
+	w.buf, w.nc, w.err = w.buf[:0], nc, nil
+}
+
+// WriteString buffers s, sending what is buffered first when s does not fit.
+func (w *writer) WriteString(s string) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	if len(w.buf)+len(s) > cap(w.buf) {
+		if w.Flush(); w.err != nil {
+			return 0, w.err
+		}
+		if len(s) > cap(w.buf) {
+			return w.send(net.Buffers{[]byte(s)})
+		}
+	}
+	w.buf = append(w.buf, s...)
+	return len(s), nil
+}
+
+// Write buffers p, or sends the buffer and p in one writev when p does not
+// fit.
+func (w *writer) Write(p []byte) (int, error) {
+	return w.writeParts(p)
+}
+
+// writeParts writes the concatenation of parts: into the buffer when it
+// fits, else with the buffered bytes in one writev.
+func (w *writer) writeParts(parts ...[]byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if len(w.buf)+n <= cap(w.buf) {
+		for _, p := range parts {
+			w.buf = append(w.buf, p...)
+		}
+		return n, nil
+	}
+	bufs := make(net.Buffers, 0, len(parts)+1)
+	if len(w.buf) > 0 {
+		bufs = append(bufs, w.buf)
+	}
+	bufs = append(bufs, parts...)
+	if _, err := w.send(bufs); err != nil {
+		return 0, err
+	}
+	w.buf = w.buf[:0]
+	return n, nil
+}
+
+func (w *writer) send(bufs net.Buffers) (int, error) {
+	n, err := bufs.WriteTo(w.nc)
+	if err != nil {
+		w.err = err
+	}
+	return int(n), err
+}
+
+// Flush sends what is buffered.
+func (w *writer) Flush() error {
+	if w.err != nil || len(w.buf) == 0 {
+		return w.err
+	}
+	if _, err := w.nc.Write(w.buf); err != nil {
+		w.err = err
+		return err
+	}
+	w.buf = w.buf[:0]
+	return nil
+}
