@@ -70,8 +70,8 @@ func (r *Rates) sample(now time.Time) {
 		s := api.RateSample{Time: now.UTC().Truncate(time.Millisecond), Slots: map[string]api.SlotRate{}}
 		for slot, t := range totals {
 			prev := r.last[slot]
-			if t.requests == prev.requests && t.errors == prev.errors && slot == proxy.NoSlot {
-				continue
+			if slot == proxy.NoSlot && t == prev {
+				continue // show "none" only in seconds that had such requests
 			}
 			s.Slots[slot] = api.SlotRate{
 				Requests: float64(t.requests-prev.requests) / secs,

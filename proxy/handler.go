@@ -54,21 +54,31 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.respond(w, resp, c, rq)
 }
 
-// done counts a request the instance answered, and logs it when the access
-// log samples it. A response that broke off counts as failed.
+// done counts a request the instance answered. A response that broke off
+// counts as failed.
 func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start time.Time) {
+	var failure error
+	if rq.cutOff {
+		failure = errCutOff
+	}
+	h.count(r, rq, rq.status, inst.Addr, len(rq.tried)+1, start, failure)
+}
+
+var errCutOff = errors.New("response cut off by the instance")
+
+// count records an answered request in its slot's counters, as failed when
+// failure is set, and logs it when the access log samples it.
+func (h *handler) count(r *http.Request, rq *request, status int, instance string, attempts int, start time.Time, failure error) {
 	took := time.Since(start)
 	st := &h.p.stats(rq.slot)[h.l]
-	st.record(rq.status, took)
-	if rq.cutOff {
+	st.record(status, took)
+	detail := ""
+	if failure != nil {
 		st.failed.Add(1)
+		detail = failure.Error()
 	}
 	if a := h.p.opts.AccessLog; a != nil && a.sampled() {
-		detail := ""
-		if rq.cutOff {
-			detail = "response cut off by the instance"
-		}
-		a.log(h.l, r, rq.status, rq.slot, inst.Addr, len(rq.tried)+1, took, detail)
+		a.log(h.l, r, status, rq.slot, instance, attempts, took, detail)
 	}
 }
 
@@ -93,14 +103,7 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err 
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
 	fmt.Fprintf(w, "vipswap: %s\n", reason)
-
-	took := time.Since(start)
-	st := &h.p.stats(rq.slot)[h.l]
-	st.record(status, took)
-	st.failed.Add(1)
-	if a := h.p.opts.AccessLog; a != nil && a.sampled() {
-		a.log(h.l, r, status, rq.slot, "", len(rq.tried), took, err.Error())
-	}
+	h.count(r, rq, status, "", len(rq.tried), start, err)
 }
 
 // bodyGuard wraps a request body to know whether any of it was read, which

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"maps"
 	"sync/atomic"
 	"time"
 
@@ -56,10 +57,7 @@ func (p *Proxy) addStats(name string) *[len(route.Listeners)]slotStats {
 	if s := old[name]; s != nil {
 		return s
 	}
-	next := make(statsTable, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
+	next := maps.Clone(old)
 	s := new([len(route.Listeners)]slotStats)
 	next[name] = s
 	p.statsTable.Store(&next)
