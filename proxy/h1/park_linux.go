@@ -169,7 +169,7 @@ func (p *parker) run() {
 			switch {
 			case c == nil:
 			case ev.Events&syscall.EPOLLIN != 0:
-				go c.resume()
+				go c.serve() // the client sent something
 			default:
 				c.close() // hung up without sending anything
 			}

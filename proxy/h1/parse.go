@@ -264,15 +264,7 @@ func internHeader(name []byte) string {
 	return textproto.CanonicalMIMEHeaderKey(string(name))
 }
 
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
+func trimOWS(b []byte) []byte { return bytes.Trim(b, " \t") }
 
 // validValue reports whether b holds no control character but HTAB.
 func validValue(b []byte) bool {
@@ -331,16 +323,11 @@ func wantsClose(r *http.Request) bool {
 	return r.ProtoMinor == 0 && !hasToken(r.Header["Connection"], "keep-alive")
 }
 
-// hasToken reports whether any of the comma-separated values is tok.
+// hasToken reports whether any of the comma-separated values is tok,
+// compared without case.
 func hasToken(values []string, tok string) bool {
 	for _, v := range values {
-		for len(v) > 0 {
-			var t string
-			if i := indexComma(v); i >= 0 {
-				t, v = v[:i], v[i+1:]
-			} else {
-				t, v = v, ""
-			}
+		for t := range strings.SplitSeq(v, ",") {
 			if equalFoldTrim(t, tok) {
 				return true
 			}
@@ -349,39 +336,9 @@ func hasToken(values []string, tok string) bool {
 	return false
 }
 
-func indexComma(s string) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			return i
-		}
-	}
-	return -1
-}
-
-func equalFoldTrim(s, tok string) bool {
-	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
-		s = s[1:]
-	}
-	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
-		s = s[:len(s)-1]
-	}
-	if len(s) != len(tok) {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		a, b := s[i], tok[i]
-		if 'A' <= a && a <= 'Z' {
-			a += 'a' - 'A'
-		}
-		if 'A' <= b && b <= 'Z' {
-			b += 'a' - 'A'
-		}
-		if a != b {
-			return false
-		}
-	}
-	return true
-}
+// equalFoldTrim reports whether s, without surrounding spaces and tabs, is
+// tok compared without case.
+func equalFoldTrim(s, tok string) bool { return strings.EqualFold(strings.Trim(s, " \t"), tok) }
 
 // setBody decides how r's body is framed (RFC 9112 6.3) and sets Body,
 // ContentLength, TransferEncoding and Trailer. Anything ambiguous is

@@ -325,12 +325,6 @@ func (c *conn) awaitRequest() bool {
 	return false
 }
 
-// resume serves a parked connection whose client sent something.
-func (c *conn) resume() {
-	c.state.Store(stateActive)
-	c.serve()
-}
-
 // refuse answers a request that could not be read, if there is anything to
 // say, and closes the connection.
 func (c *conn) refuse(err error) {
