@@ -411,10 +411,10 @@ func TestUpgradePassesThrough(t *testing.T) {
 }
 
 func TestShutdownWaitsForInFlight(t *testing.T) {
-	started := make(chan struct{})
+	started, release := make(chan struct{}), make(chan struct{})
 	in := newInstance(t, "blue", "slow", func(w http.ResponseWriter, r *http.Request) {
 		close(started)
-		time.Sleep(300 * time.Millisecond) // the instance's slow work
+		<-release // the instance's slow work
 		io.WriteString(w, "done")
 	})
 	p := New(Options{})
@@ -423,15 +423,33 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	addr := ln.Addr().String()
 	var wg sync.WaitGroup
 	wg.Go(func() { p.Serve(route.Prod, ln) })
 	got := make(chan string, 1)
 	go func() {
-		code, body := get(t, "http://"+ln.Addr().String())
+		code, body := get(t, "http://"+addr)
 		got <- fmt.Sprint(code, " ", body)
 	}()
 	<-started
-	if err := p.Shutdown(context.Background()); err != nil {
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Shutdown(context.Background()) }()
+	// Once it no longer accepts, Shutdown is waiting for the request.
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		c, err := net.Dial("tcp", addr)
+		if err == nil {
+			c.Close()
+			return errors.New("still accepting")
+		}
+		return nil
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned (%v) with a request in flight", err)
+	default:
+	}
+	close(release)
+	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
 	wg.Wait()
