@@ -1,25 +1,67 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strings"
+	"syscall"
 	"time"
 
+	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
 )
 
-// attemptError is a failed attempt, with the stage it failed at: what
-// reached the instance decides whether the request may go elsewhere.
+// failure says how far an attempt got and whose fault it was: that decides
+// whether the request may go to another instance, whether it may hold for
+// one, and what the client is answered.
+type failure int
+
+const (
+	// failDial: the instance could not be reached (refused, unreachable,
+	// connect timeout). It never saw the request.
+	failDial failure = iota
+	// failLocal: vipswap itself could not open a socket (out of
+	// descriptors or ports). Nothing is the instance's fault.
+	failLocal
+	// failStale: a reused connection turned out closed by the instance
+	// before it took the request (a late 408).
+	failStale
+	// failWrite: the request could not be written whole.
+	failWrite
+	// failClosed: the instance closed the connection after the request,
+	// without a byte of answer (it died, or closed an idle connection as
+	// the request arrived).
+	failClosed
+	// failInvalid: the instance answered, but not with valid HTTP/1.1 (or
+	// beyond the limits, or switching protocols unasked).
+	failInvalid
+	// failTimeout: the instance did not answer within the timeout.
+	failTimeout
+	// failClient: the client's request body could not be read. The
+	// client's fault: it gets a 400 or 408 and nothing is counted against
+	// the slot.
+	failClient
+)
+
+// attemptError is a failed attempt and what kind of failure it was.
 type attemptError struct {
-	stage string // "dial", "write" or "read"
-	err   error
+	kind   failure
+	err    error
+	reused bool // on a pooled connection
 }
 
 func (e *attemptError) Error() string { return e.err.Error() }
 func (e *attemptError) Unwrap() error { return e.err }
+
+// counts reports whether the attempt counts against Options.Attempts: it
+// reached an instance, which may have done something with it.
+func (e *attemptError) counts() bool {
+	return e.kind != failDial && e.kind != failLocal && e.kind != failStale
+}
 
 // forward sends r to an instance of its slot, retrying on another where that
 // is safe. On success it returns the response, the connection it arrived on
@@ -28,40 +70,58 @@ func (e *attemptError) Unwrap() error { return e.err }
 func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstreamConn, *route.Instance, error) {
 	ctx := r.Context()
 	var lastErr error
-	for n := 1; ; n++ {
+	attempts := 0
+	for {
 		inst, err := p.pick(ctx, rq)
 		if err != nil {
-			if lastErr != nil {
-				err = fmt.Errorf("%w (after %v)", err, lastErr)
+			if lastErr != nil && !errors.As(err, new(*attemptError)) {
+				err = fmt.Errorf("%w (after %w)", err, lastErr)
 			}
 			return nil, nil, nil, err
 		}
-		if n > 1 {
+		if len(rq.tried) > 0 {
 			p.stats(rq.slot)[rq.l].retries.Add(1)
 		}
 		inst.Begin(rq.l)
 		resp, c, err := p.attempt(ctx, r, rq, inst)
-		last := n >= p.opts.Attempts
-		if err == nil && (last || !drainingAnswer(r, resp, rq)) {
-			return resp, c, inst, nil
-		}
-		inst.Abandon(rq.l)
-		rq.tried = append(rq.tried, inst)
 		if err == nil {
+			attempts++
+			if attempts >= p.opts.Attempts || !drainingAnswer(r, resp, rq) {
+				return resp, c, inst, nil
+			}
 			// The instance is shutting down: drop its 503 and try another.
+			inst.Abandon(rq.l)
+			rq.tried = append(rq.tried, inst)
 			c.stopWatch()
 			c.Close()
 			lastErr = fmt.Errorf("instance %s is shutting down", inst.Addr)
+			rq.noHold = false
 			continue
 		}
-		lastErr = fmt.Errorf("instance %s: %w", inst.Addr, err)
+		inst.Abandon(rq.l)
 		ae := err.(*attemptError)
-		if ae.stage == "dial" && p.opts.OnRefused != nil {
+		// A reused connection the instance had let go says nothing about
+		// the instance: try it again on a new connection.
+		rq.fresh = ae.reused && (ae.kind == failStale || ae.kind == failClosed)
+		if !rq.fresh {
+			rq.tried = append(rq.tried, inst)
+		}
+		ae.err = fmt.Errorf("instance %s: %w", inst.Addr, ae.err)
+		lastErr = ae
+		if ae.counts() {
+			attempts++
+		}
+		if ae.kind == failDial && errors.Is(ae.err, syscall.ECONNREFUSED) && p.opts.OnRefused != nil {
 			p.opts.OnRefused(inst)
 		}
-		if last || ctx.Err() != nil || !retryable(r, rq, ae) {
-			return nil, nil, nil, lastErr
+		if attempts >= p.opts.Attempts || ctx.Err() != nil || !retryable(r, rq, ae) {
+			return nil, nil, nil, ae
 		}
+		// An instance that answered badly or too late is alive: the slot's
+		// other instances may do better, but holding for a new table would
+		// only delay the 502 or 504.
+		rq.noHold = ae.kind == failInvalid || ae.kind == failTimeout
+		rq.lastErr = ae
 	}
 }
 
@@ -69,52 +129,67 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 // connection's watch is running: cancelling ctx (the client went away)
 // interrupts its I/O.
 func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
-	c, err := p.conn(ctx, inst, !idempotent(r.Method))
+	c, err := p.conn(ctx, inst, rq.fresh)
 	if err != nil {
-		return nil, nil, &attemptError{stage: "dial", err: err}
+		if localShortage(err) {
+			return nil, nil, &attemptError{kind: failLocal, err: err}
+		}
+		return nil, nil, &attemptError{kind: failDial, err: err}
 	}
-	c.stopWatch = context.AfterFunc(ctx, func() { c.SetDeadline(time.Unix(1, 0)) })
+	c.watch(ctx)
+	fail := func(kind failure, err error) (*http.Response, *upstreamConn, error) {
+		c.stopWatch()
+		c.Close()
+		return nil, nil, &attemptError{kind: kind, err: err, reused: c.reused}
+	}
+	c.writeIdle = p.opts.InstanceWriteTimeout
 	var body io.Reader
 	if rq.body != nil {
 		body = rq.body
 	}
 	if err := writeRequest(c.bw, r, body); err != nil {
-		c.stopWatch()
-		c.Close()
-		return nil, nil, &attemptError{stage: "write", err: err}
+		if rq.body != nil && rq.body.err != nil {
+			return fail(failClient, rq.body.err)
+		}
+		return fail(failWrite, err)
 	}
-	resp, err := readResponse(c.br, r)
-	if err != nil {
-		c.stopWatch()
-		c.Close()
-		return nil, nil, &attemptError{stage: "read", err: err}
+	c.setReadDeadline(time.Now().Add(p.opts.ResponseHeaderTimeout))
+	resp, err := h1.ReadResponse(c.br, r.Method, h1.ResponseLimits{MaxHeaderBytes: p.opts.MaxHeaderBytes, MaxHeaderFields: p.opts.MaxHeaderFields})
+	var invalid *h1.ResponseError
+	switch {
+	case err == nil:
+	case isTimeout(err) && !c.cancelled.Load():
+		return fail(failTimeout, fmt.Errorf("no response head within %s", p.opts.ResponseHeaderTimeout))
+	case errors.As(err, &invalid):
+		return fail(failInvalid, err)
+	default:
+		return fail(failClosed, fmt.Errorf("closed the connection without answering: %w", err))
 	}
+	switch {
+	case resp.StatusCode == http.StatusRequestTimeout && c.reused:
+		// The instance timed out the idle connection as the request went
+		// out on it: it did not take the request.
+		return fail(failStale, errors.New("answered 408 on a connection it had let go"))
+	case resp.StatusCode == http.StatusSwitchingProtocols && !upgradeAsked(r, resp):
+		return fail(failInvalid, errors.New("invalid response: switched protocols the request did not ask for"))
+	}
+	c.readIdle = p.opts.InstanceReadTimeout
 	return resp, c, nil
 }
 
-// readResponse reads the next final response (or a 101), skipping
-// informational ones such as 103 Early Hints.
-func readResponse(br *bufio.Reader, r *http.Request) (*http.Response, error) {
-	for {
-		resp, err := http.ReadResponse(br, r)
-		if err != nil {
-			return nil, err
-		}
-		if resp.StatusCode >= 200 || resp.StatusCode == http.StatusSwitchingProtocols {
-			return resp, nil
-		}
-	}
-}
-
 // retryable reports whether a failed attempt may go to another instance:
-// never once the client's body has been read (it cannot be sent again);
-// otherwise when the request cannot have been acted on (it was never
-// connected or never fully written), or when its method is idempotent.
+// never when the client is at fault or vipswap is out of sockets, never
+// once the client's body has been read (it cannot be sent again); always
+// when the instance cannot have acted on the request; otherwise when the
+// method is idempotent.
 func retryable(r *http.Request, rq *request, ae *attemptError) bool {
-	if !rq.body.untouched() {
+	switch {
+	case ae.kind == failClient, ae.kind == failLocal, !rq.body.untouched():
 		return false
+	case ae.kind == failDial, ae.kind == failStale, ae.kind == failWrite:
+		return true
 	}
-	return ae.stage != "read" || idempotent(r.Method)
+	return idempotent(r.Method)
 }
 
 // drainingAnswer reports whether resp is a 503 from an instance that is
@@ -133,9 +208,42 @@ func idempotent(method string) bool {
 	return false
 }
 
+// upgradeAsked reports whether a 101 answers what the request asked for:
+// Connection: upgrade and the protocol the instance switched to.
+func upgradeAsked(r *http.Request, resp *http.Response) bool {
+	asked := upgradeType(r.Header)
+	if asked == "" || forbiddenUpgrade(asked) {
+		return false
+	}
+	got := strings.TrimSpace(resp.Header.Get("Upgrade"))
+	for tok := range strings.SplitSeq(asked, ",") {
+		if got != "" && strings.EqualFold(strings.TrimSpace(tok), got) {
+			return true
+		}
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// localShortage reports whether a dial failed for want of vipswap's own
+// resources (descriptors, memory, ports) rather than the instance's.
+func localShortage(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // pick returns an instance for the next attempt. When the request's slot has
-// none left it holds: it waits for a newer table, its own end, or the end of
-// its hold time, whichever comes first.
+// none left to try it holds: it waits for a newer table, its own end, or the
+// end of its hold time, whichever comes first. A request whose last
+// instance answered badly or too late does not hold: it fails with that.
 func (p *Proxy) pick(ctx context.Context, rq *request) (*route.Instance, error) {
 	var timer *time.Timer
 	defer func() {
@@ -152,6 +260,9 @@ func (p *Proxy) pick(ctx context.Context, rq *request) (*route.Instance, error) 
 			if inst := rq.slot.Pick(rq.tried); inst != nil {
 				return inst, nil
 			}
+			if rq.noHold {
+				return nil, rq.lastErr
+			}
 		}
 		if timer == nil {
 			if rq.holdUntil.IsZero() {
@@ -166,7 +277,8 @@ func (p *Proxy) pick(ctx context.Context, rq *request) (*route.Instance, error) 
 		select {
 		case <-rq.table.Superseded():
 			rq.table = p.table.Load()
-			rq.slot = nil
+			rq.slot = rq.table.Slot(rq.l)
+			rq.forgetGone()
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-timer.C:
@@ -177,4 +289,19 @@ func (p *Proxy) pick(ctx context.Context, rq *request) (*route.Instance, error) 
 			return nil, e
 		}
 	}
+}
+
+// forgetGone drops from the tried list the instances the request's new
+// table no longer routes to: if one comes back in a later table (restarted,
+// healthy again), the request may try it again. Instances still routable
+// stay tried: they failed this request and nothing says they changed.
+func (rq *request) forgetGone() {
+	kept := rq.tried[:0]
+	for _, i := range rq.tried {
+		if rq.slot != nil && rq.slot.Has(i) {
+			kept = append(kept, i)
+		}
+	}
+	clear(rq.tried[len(kept):])
+	rq.tried = kept
 }

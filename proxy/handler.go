@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -25,12 +26,17 @@ type request struct {
 	tried     []*route.Instance
 	triedBuf  [4]*route.Instance
 	holdUntil time.Time  // zero until the request first holds
+	noHold    bool       // the last instance answered badly or late: fail rather than hold
+	fresh     bool       // the next attempt dials a new connection
+	lastErr   error      // that instance's failure, when noHold
 	body      *bodyGuard // nil when the request has no body
 	status    int        // the instance's answer
 	cutOff    bool       // the instance's response broke off
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h.p.active.Add(1)
+	defer h.p.active.Add(-1)
 	start := time.Now()
 	rq := &request{l: h.l, table: h.p.table.Load()}
 	rq.tried = rq.triedBuf[:0]
@@ -51,12 +57,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.p.tunnel(w, resp, c)
 		return
 	}
-	h.respond(w, resp, c, rq)
+	h.respond(w, r, resp, c, rq, start)
 }
 
 // done counts a request the instance answered. A response that broke off
 // counts as failed.
 func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start time.Time) {
+	if rq.status == 0 {
+		return // respond answered it itself, and counted it
+	}
 	var failure error
 	if rq.cutOff {
 		failure = errCutOff
@@ -74,12 +83,21 @@ func (h *handler) count(r *http.Request, rq *request, status int, instance strin
 	st.record(status, took)
 	detail := ""
 	if failure != nil {
-		st.failed.Add(1)
 		detail = failure.Error()
+		if !clientFault(failure) {
+			st.failed.Add(1)
+		}
 	}
 	if a := h.p.opts.AccessLog; a != nil && a.sampled() {
 		a.log(h.l, r, status, rq.slot, instance, attempts, took, detail)
 	}
+}
+
+// clientFault reports whether a failure was the client's doing (its body
+// could not be read), which is not counted against the slot.
+func clientFault(err error) bool {
+	var ae *attemptError
+	return errors.As(err, &ae) && ae.kind == failClient
 }
 
 // fail answers a request that no instance could take. The body says why at
@@ -89,15 +107,9 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err 
 	if r.Context().Err() != nil {
 		return // the client went away; nobody to answer
 	}
-	status, reason := http.StatusBadGateway, "no instance answered"
-	var noInst *noInstanceError
-	switch {
-	case errors.As(err, &noInst):
-		status, reason = http.StatusServiceUnavailable, noInst.Error()
-	case errors.Is(err, errTooManyHolding):
-		status, reason = http.StatusServiceUnavailable, err.Error()
-	case rq.slot != nil:
-		reason = fmt.Sprintf("no instance of slot %q answered (%d tried)", rq.slot.Name, len(rq.tried))
+	status, reason := h.failure(rq, err)
+	if status < 500 {
+		w.Header().Set("Connection", "close")
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
@@ -106,16 +118,51 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err 
 	h.count(r, rq, status, "", len(rq.tried), start, err)
 }
 
+// failure returns the status and the public reason for err.
+func (h *handler) failure(rq *request, err error) (int, string) {
+	slot := "the slot"
+	if rq.slot != nil {
+		slot = fmt.Sprintf("slot %q", rq.slot.Name)
+	}
+	var noInst *noInstanceError
+	var ae *attemptError
+	var be *h1.BodyError
+	switch {
+	case errors.As(err, &noInst):
+		return http.StatusServiceUnavailable, noInst.Error()
+	case errors.Is(err, errTooManyHolding):
+		return http.StatusServiceUnavailable, err.Error()
+	case !errors.As(err, &ae):
+	case ae.kind == failClient && errors.As(err, &be):
+		return be.Status, be.Error()
+	case ae.kind == failClient:
+		return http.StatusBadRequest, "the request body could not be read"
+	case ae.kind == failLocal:
+		return http.StatusServiceUnavailable, "out of resources to reach " + slot
+	case ae.kind == failTimeout, ae.kind == failWrite && isTimeout(err):
+		return http.StatusGatewayTimeout, slot + " did not answer in time"
+	case ae.kind == failInvalid:
+		return http.StatusBadGateway, slot + " answered with an invalid response"
+	}
+	return http.StatusBadGateway, fmt.Sprintf("no instance of %s answered (%d tried)", slot, len(rq.tried))
+}
+
 // bodyGuard wraps a request body to know whether any of it was read, which
-// decides whether it may be sent again.
+// decides whether it may be sent again, and to keep what went wrong reading
+// it, which is the client's fault.
 type bodyGuard struct {
 	rc   io.ReadCloser
 	read bool
+	err  error // the first error but io.EOF
 }
 
 func (b *bodyGuard) Read(p []byte) (int, error) {
 	b.read = true
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 func (b *bodyGuard) untouched() bool { return b == nil || !b.read }
@@ -133,7 +180,7 @@ func (e *noInstanceError) Error() string {
 	if e.slot == "" {
 		return fmt.Sprintf("no slot routes %s traffic (waited %s)", e.l, e.hold)
 	}
-	return fmt.Sprintf("no healthy instance in slot %q for %s (waited %s)", e.slot, e.l, e.hold)
+	return fmt.Sprintf("no instance of slot %q is available for %s (waited %s)", e.slot, e.l, e.hold)
 }
 
 // buffers recycles the 32 KiB buffers that copy response bodies.

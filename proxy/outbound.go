@@ -23,6 +23,7 @@ var hopHeaders = map[string]bool{
 	"Trailer":             true,
 	"Transfer-Encoding":   true,
 	"Upgrade":             true,
+	"Http2-Settings":      true,
 }
 
 // skipOutbound lists request headers vipswap writes itself.
@@ -56,6 +57,18 @@ func upgradeType(h http.Header) string {
 	return h.Get("Upgrade")
 }
 
+// forbiddenUpgrade reports whether an upgrade must not be forwarded: h2c
+// (HTTP/2 over cleartext) would let a client speak HTTP/2 to the instance
+// past vipswap's HTTP/1.1 parser.
+func forbiddenUpgrade(up string) bool {
+	for tok := range strings.SplitSeq(up, ",") {
+		if strings.EqualFold(strings.TrimSpace(tok), "h2c") {
+			return true
+		}
+	}
+	return false
+}
+
 // writeRequest writes r to bw as an HTTP/1.1 request for an instance, with
 // hop-by-hop headers removed, X-Forwarded-* set and the body framed by
 // Content-Length or chunked encoding. body is r's body (or nil).
@@ -79,7 +92,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader) error {
 			writeHeader(bw, k, v)
 		}
 	}
-	if up := upgradeType(r.Header); up != "" {
+	if up := upgradeType(r.Header); up != "" && !forbiddenUpgrade(up) {
 		writeHeader(bw, "Connection", "Upgrade")
 		writeHeader(bw, "Upgrade", up)
 	}

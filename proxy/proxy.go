@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -14,8 +16,11 @@ import (
 )
 
 // Options configures a Proxy. Zero values mean the documented defaults.
+// docs/configuration.md sets each timeout beside HAProxy's and nginx's.
 type Options struct {
-	// Attempts bounds how many instances one request is sent to. Zero means 3.
+	// Attempts bounds how many instances one request is sent to. Zero
+	// means 3. A connection an instance refused does not count: the
+	// request never reached it.
 	Attempts int
 	// Hold is how long a request waits for a routable instance before it is
 	// answered 503. Zero means 2s.
@@ -24,33 +29,73 @@ type Options struct {
 	// 503 at once. Zero means 10000.
 	MaxHolding int
 	// ReadHeaderTimeout bounds how long a client may take to send its
-	// request headers. Zero means 10s.
+	// request head, and how long a new connection may stay silent. Zero
+	// means 10s.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes idle client keep-alive connections. Zero means 120s.
 	IdleTimeout time.Duration
+	// ClientReadTimeout bounds the wait for each next piece of a request
+	// body; beyond it the client gets a 408. Zero means 30s.
+	ClientReadTimeout time.Duration
+	// ClientWriteTimeout bounds how long one write to a client may block.
+	// Zero means 30s.
+	ClientWriteTimeout time.Duration
+	// ConnectTimeout bounds connecting to an instance. Zero means 5s.
+	ConnectTimeout time.Duration
+	// InstanceWriteTimeout bounds how long one write of a request to an
+	// instance may block. Zero means 30s.
+	InstanceWriteTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for an instance's response head
+	// once the request was sent; beyond it the client gets a 504. Zero
+	// means 60s.
+	ResponseHeaderTimeout time.Duration
+	// InstanceReadTimeout bounds the wait for each next piece of a response
+	// body; beyond it the response is cut off. Zero means 60s.
+	InstanceReadTimeout time.Duration
+	// MaxConns bounds each listener's client connections; at the limit the
+	// listener stops accepting until one closes. Zero means no limit.
+	MaxConns int
+	// MaxIdleConns bounds the idle keep-alive connections to instances, all
+	// instances together. Zero means 10000.
+	MaxIdleConns int
+	// MaxHeaderBytes bounds a request head and an instance's response head.
+	// Zero means 64 KiB.
+	MaxHeaderBytes int
+	// MaxHeaderFields bounds the header fields of a request head and of an
+	// instance's response head. Zero means 100.
+	MaxHeaderFields int
 	// AccessLog, if set, logs requests (all, or a sample).
 	AccessLog *AccessLog
-	// OnRefused, if set, is called when an instance refuses a connection (or
-	// the dial fails), so health can take it out at once. It is called on the
-	// request path and must not block.
+	// Logger, if set, receives what goes wrong outside any one request:
+	// accept errors (at most one a second) and handler panics.
+	Logger *slog.Logger
+	// OnRefused, if set, is called when an instance refuses a connection,
+	// so health can take it out at once. It is not called when vipswap
+	// itself could not open a socket. It is called on the request path and
+	// must not block.
 	OnRefused func(*route.Instance)
 }
 
 func (o *Options) setDefaults() {
-	if o.Attempts <= 0 {
-		o.Attempts = 3
-	}
-	if o.Hold <= 0 {
-		o.Hold = 2 * time.Second
-	}
-	if o.MaxHolding <= 0 {
-		o.MaxHolding = 10000
-	}
-	if o.ReadHeaderTimeout <= 0 {
-		o.ReadHeaderTimeout = 10 * time.Second
-	}
-	if o.IdleTimeout <= 0 {
-		o.IdleTimeout = 120 * time.Second
+	setDefault(&o.Attempts, 3)
+	setDefault(&o.Hold, 2*time.Second)
+	setDefault(&o.MaxHolding, 10000)
+	setDefault(&o.ReadHeaderTimeout, 10*time.Second)
+	setDefault(&o.IdleTimeout, 120*time.Second)
+	setDefault(&o.ClientReadTimeout, 30*time.Second)
+	setDefault(&o.ClientWriteTimeout, 30*time.Second)
+	setDefault(&o.ConnectTimeout, 5*time.Second)
+	setDefault(&o.InstanceWriteTimeout, 30*time.Second)
+	setDefault(&o.ResponseHeaderTimeout, 60*time.Second)
+	setDefault(&o.InstanceReadTimeout, 60*time.Second)
+	setDefault(&o.MaxIdleConns, 10000)
+	setDefault(&o.MaxHeaderBytes, 64<<10)
+	setDefault(&o.MaxHeaderFields, 100)
+}
+
+func setDefault[T int | time.Duration](v *T, def T) {
+	if *v <= 0 {
+		*v = def
 	}
 }
 
@@ -60,9 +105,11 @@ type Proxy struct {
 	opts     Options
 	table    atomic.Pointer[route.Table]
 	dialer   *net.Dialer
-	pools    sync.Map // *route.Instance -> *pool
+	pools    sync.Map     // *route.Instance -> *pool
+	idle     atomic.Int64 // idle connections in all pools
 	handlers [len(route.Listeners)]*handler
 	holding  atomic.Int64
+	active   atomic.Int64 // requests being served, tunnels included
 
 	statsTable atomic.Pointer[statsTable]
 	statsMu    sync.Mutex // serialises adding a slot to statsTable
@@ -78,7 +125,7 @@ func New(opts Options) *Proxy {
 	opts.setDefaults()
 	p := &Proxy{
 		opts:   opts,
-		dialer: &net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second},
+		dialer: &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second},
 	}
 	p.table.Store(route.Build(route.Spec{}))
 	p.statsTable.Store(&statsTable{})
@@ -120,7 +167,14 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 		Handler:           p.handlers[l],
 		ReadHeaderTimeout: p.opts.ReadHeaderTimeout,
 		IdleTimeout:       p.opts.IdleTimeout,
-		MaxHeaderBytes:    64 << 10,
+		BodyReadTimeout:   p.opts.ClientReadTimeout,
+		WriteTimeout:      p.opts.ClientWriteTimeout,
+		MaxHeaderBytes:    p.opts.MaxHeaderBytes,
+		MaxHeaderFields:   p.opts.MaxHeaderFields,
+		MaxConns:          p.opts.MaxConns,
+	}
+	if log := p.opts.Logger; log != nil {
+		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }
 	}
 	p.mu.Lock()
 	if p.closed {
@@ -133,9 +187,22 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 	return srv.Serve(ln)
 }
 
+// Conns returns how many client connections listener l holds.
+func (p *Proxy) Conns(l route.Listener) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	n := 0
+	for _, srv := range p.servers {
+		if srv.Handler == p.handlers[l] {
+			n += srv.Conns()
+		}
+	}
+	return n
+}
+
 // Shutdown stops accepting connections, closes idle ones, and waits until
-// every request in flight (upgraded connections included) has finished or ctx
-// is done.
+// every request in flight has finished, upgraded connections (WebSockets)
+// included whatever instance they are on, or ctx is done.
 func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	p.closed = true
@@ -147,33 +214,23 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Go(func() { errs[i] = srv.Shutdown(ctx) })
 	}
 	wg.Wait()
-	// Shutdown does not wait for hijacked (upgraded) connections; the
-	// in-flight counters include them.
-	err := waitIdle(ctx, p.table.Load())
+	// The servers do not wait for hijacked (upgraded) connections; the
+	// proxy's own count includes them.
+	err := p.waitIdle(ctx)
 	p.closeIdle()
 	return errors.Join(append(errs, err)...)
 }
 
-// waitIdle polls until no instance of t has a request in flight.
-func waitIdle(ctx context.Context, t *route.Table) error {
-	tick := time.NewTicker(20 * time.Millisecond)
+// waitIdle polls until no request is being served.
+func (p *Proxy) waitIdle(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for {
-		busy := false
-		for _, l := range route.Listeners {
-			for _, s := range t.Slots(l) {
-				for _, i := range s.Instances() {
-					busy = busy || i.Load() > 0
-				}
-			}
-		}
-		if !busy {
-			return nil
-		}
+	for p.active.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("%d requests still in flight: %w", p.active.Load(), ctx.Err())
 		case <-tick.C:
 		}
 	}
+	return nil
 }

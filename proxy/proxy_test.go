@@ -264,7 +264,7 @@ func TestHoldTimesOutWithReason(t *testing.T) {
 	p.Apply(table(1, nil, nil))
 	prod, _ := serve(t, p)
 	code, body := get(t, prod)
-	if code != http.StatusServiceUnavailable || !strings.Contains(body, `no healthy instance in slot "blue"`) {
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, `no instance of slot "blue" is available`) {
 		t.Fatalf("got %d %q, want 503 naming slot blue", code, body)
 	}
 	if p.Failed(route.Prod) != 1 {
@@ -489,15 +489,15 @@ func TestAccessLog(t *testing.T) {
 	var buf vstest.Buffer
 	in := newInstance(t, "blue", "a", nil)
 	dead := route.NewInstance("blue", deadAddr(t))
-	p := New(Options{Attempts: 1, AccessLog: &AccessLog{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Sample: 1}})
+	p := New(Options{Hold: 50 * time.Millisecond, AccessLog: &AccessLog{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Sample: 1}})
 	p.Apply(table(1, []*route.Instance{in.inst}, nil))
 	prod, _ := serve(t, p)
 	if code, _ := get(t, prod+"/ok?x=1"); code != 200 {
 		t.Fatalf("got %d", code)
 	}
 	p.Apply(table(2, []*route.Instance{dead}, nil))
-	if code, body := get(t, prod+"/broken"); code != 502 || strings.Contains(body, dead.Addr) {
-		t.Fatalf("got %d %q, want a 502 that does not name the instance", code, body)
+	if code, body := get(t, prod+"/broken"); code != 503 || strings.Contains(body, dead.Addr) {
+		t.Fatalf("got %d %q, want a 503 that does not name the instance", code, body)
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {
@@ -505,7 +505,7 @@ func TestAccessLog(t *testing.T) {
 	}
 	for i, want := range []string{
 		`msg=request listener=prod method=GET uri="/ok?x=1" status=200 slot=blue instance=` + in.inst.Addr + ` attempts=1`,
-		`msg=request listener=prod method=GET uri=/broken status=502 slot=blue instance="" attempts=1`,
+		`msg=request listener=prod method=GET uri=/broken status=503 slot=blue instance="" attempts=1`,
 	} {
 		if !strings.Contains(lines[i], want) {
 			t.Errorf("record %d:\n%s\nwant it to contain\n%s", i, lines[i], want)

@@ -1,16 +1,19 @@
 package proxy
 
 import (
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"time"
 )
 
-// respond writes an instance's response to the client, streaming its body,
-// and returns the connection to the pool when it can be reused. A body cut
-// off by the instance aborts the client's response too (and counts as a
-// failure); a client that goes away aborts the copy.
-func (h *handler) respond(w http.ResponseWriter, resp *http.Response, c *upstreamConn, rq *request) {
+// respond writes an instance's response to the client, streaming its body
+// as it arrives, and returns the connection to the pool when it can be
+// reused. A body cut off by the instance before anything reached the client
+// becomes a 502; after, it aborts the client's response too (and counts as
+// a failure). A client that goes away aborts the copy.
+func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Response, c *upstreamConn, rq *request, start time.Time) {
 	out := w.Header()
 	hasConnection := len(resp.Header["Connection"]) > 0
 	for k, vv := range resp.Header {
@@ -31,10 +34,10 @@ func (h *handler) respond(w http.ResponseWriter, resp *http.Response, c *upstrea
 	}
 	w.WriteHeader(resp.StatusCode)
 
-	// Stream bodies of unknown length (chunked, server-sent events) as they
-	// come; let the server buffer the rest.
+	// Send what has arrived whenever the instance has nothing more ready,
+	// so a slow or streamed body (server-sent events) reaches the client as
+	// it comes, while a body that arrives at once goes out in one write.
 	flusher, _ := w.(http.Flusher)
-	stream := resp.ContentLength < 0 && flusher != nil
 	bufp := buffers.Get().(*[]byte)
 	defer buffers.Put(bufp)
 	buf := *bufp
@@ -46,7 +49,7 @@ func (h *handler) respond(w http.ResponseWriter, resp *http.Response, c *upstrea
 				c.Close()
 				panic(http.ErrAbortHandler) // the client went away
 			}
-			if stream {
+			if rerr == nil && flusher != nil && c.br.Buffered() == 0 {
 				flusher.Flush()
 			}
 		}
@@ -54,17 +57,31 @@ func (h *handler) respond(w http.ResponseWriter, resp *http.Response, c *upstrea
 			break
 		}
 		if rerr != nil {
-			c.stopWatch()
+			cancelled := !c.stopWatch()
 			c.Close()
+			if cancelled {
+				panic(http.ErrAbortHandler) // the client went away
+			}
 			rq.cutOff = true
+			if d, ok := w.(interface{ Discard() bool }); ok && d.Discard() {
+				// Nothing reached the client yet: answer 502 instead.
+				rq.status = 0
+				err := &attemptError{kind: failInvalid, err: fmt.Errorf("instance %s: response body: %w", c.RemoteAddr(), rerr)}
+				if isTimeout(rerr) {
+					err.kind = failTimeout
+				}
+				h.fail(w, r, rq, err, start)
+				return
+			}
 			panic(http.ErrAbortHandler) // cut off by the instance: cut the client off too
 		}
 	}
 	for k, vv := range resp.Trailer {
 		out[k] = vv
 	}
-	// Reuse the connection unless the instance asked to close it or the
-	// client's cancellation already interrupted it.
+	// Reuse the connection unless the instance asked to close it, the
+	// client's cancellation already interrupted it, or the instance sent
+	// more than the response (put checks that).
 	if !c.stopWatch() || resp.Close {
 		c.Close()
 		return
@@ -75,9 +92,14 @@ func (h *handler) respond(w http.ResponseWriter, resp *http.Response, c *upstrea
 // tunnel connects the client and the instance after a 101 Switching
 // Protocols (WebSocket and other upgrades) and copies bytes both ways until
 // either side closes.
+//
+// A tunnel has no idle timeout (WebSockets may be quiet for long); it
+// counts as a request in flight until it closes.
 func (p *Proxy) tunnel(w http.ResponseWriter, resp *http.Response, c *upstreamConn) {
 	c.stopWatch()
 	defer c.Close()
+	c.readIdle, c.writeIdle = 0, 0
+	c.Conn.SetDeadline(time.Time{})
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return

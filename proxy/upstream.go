@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vipswap/vipswap/route"
@@ -14,32 +15,102 @@ import (
 const (
 	maxIdlePerInstance = 512
 	idleTimeout        = 90 * time.Second
-	// checkAfterIdle is how long a pooled connection may sit before it is
-	// checked for a close by the instance (a keep-alive timeout, a drain)
-	// before reuse. Idempotent requests reusing it sooner skip the check (it
-	// costs a syscall): if the instance closed it, they are retried anyway.
-	checkAfterIdle = time.Second
-	bufferSize     = 4 << 10
+	bufferSize         = 4 << 10
 )
 
-// upstreamConn is one keep-alive connection to an instance.
+// upstreamConn is one keep-alive connection to an instance. Its bufio
+// reader and writer go through Read and Write, which move the deadlines
+// along; the embedded net.Conn is the raw connection.
 type upstreamConn struct {
 	net.Conn
 	br        *bufio.Reader
 	bw        *bufio.Writer
 	pool      *pool
 	idleSince time.Time
+	reused    bool // it carried a request before this one
+
+	// readIdle and writeIdle, when set, are how long one read or write
+	// may block: the deadline moves along with each. When zero, the
+	// deadline last set by setReadDeadline stands (the response head's).
+	readIdle, writeIdle     time.Duration
+	readDeadline, writeDead int64 // the deadlines set last (Unix ns)
+
+	// cancelled is set when the client's request was cancelled: every
+	// deadline is then in the past, and a later deadline must not undo it.
+	cancelled atomic.Bool
 	// stopWatch stops the watch that interrupts the connection's I/O when
 	// the client's request is cancelled; false means it already fired and
 	// the connection cannot be reused.
 	stopWatch func() bool
 }
 
+var longAgo = time.Unix(1, 0)
+
+// watch interrupts c's I/O when ctx is cancelled (the client went away).
+func (c *upstreamConn) watch(ctx context.Context) {
+	c.cancelled.Store(false)
+	c.stopWatch = context.AfterFunc(ctx, func() {
+		c.cancelled.Store(true)
+		c.Conn.SetDeadline(longAgo)
+	})
+}
+
+// setReadDeadline sets a fixed read deadline, unless the request was
+// cancelled.
+func (c *upstreamConn) setReadDeadline(t time.Time) {
+	c.readIdle = 0
+	c.Conn.SetReadDeadline(t)
+	c.readDeadline = t.UnixNano()
+	if c.cancelled.Load() {
+		c.Conn.SetDeadline(longAgo)
+	}
+}
+
+// Read reads from the instance, moving the read deadline along when
+// readIdle is set.
+func (c *upstreamConn) Read(p []byte) (int, error) {
+	if c.readIdle > 0 {
+		c.readDeadline = c.refresh(c.Conn.SetReadDeadline, c.readDeadline, c.readIdle)
+	}
+	return c.Conn.Read(p)
+}
+
+// Write writes to the instance, moving the write deadline along.
+func (c *upstreamConn) Write(p []byte) (int, error) {
+	if c.writeIdle > 0 {
+		c.writeDead = c.refresh(c.Conn.SetWriteDeadline, c.writeDead, c.writeIdle)
+	}
+	return c.Conn.Write(p)
+}
+
+// refresh moves a deadline to now+timeout once a quarter of timeout has
+// passed since it was set (a timer update per read or write is a cost a
+// busy connection need not pay), keeping a cancellation in force.
+func (c *upstreamConn) refresh(set func(time.Time) error, deadline int64, timeout time.Duration) int64 {
+	now := time.Now().UnixNano()
+	if deadline-now >= int64(timeout)*3/4 {
+		return deadline
+	}
+	deadline = now + int64(timeout)
+	set(time.Unix(0, deadline))
+	if c.cancelled.Load() {
+		c.Conn.SetDeadline(longAgo)
+	}
+	return deadline
+}
+
+// reusable reports whether c can go back to the pool after a response:
+// the instance sent nothing beyond it. Bytes after a response would be
+// read as the next request's answer: a response meant for another client.
+func (c *upstreamConn) reusable() bool { return c.br.Buffered() == 0 }
+
 // pool holds one instance's idle connections, most recently used last.
 type pool struct {
 	mu     sync.Mutex // guards idle and closed
 	idle   []*upstreamConn
 	closed bool
+	total  *atomic.Int64 // idle connections in every pool
+	max    int64         // bound on total
 }
 
 // poolFor returns inst's pool. Pools live as long as the proxy, like the
@@ -48,32 +119,37 @@ func (p *Proxy) poolFor(inst *route.Instance) *pool {
 	if v, ok := p.pools.Load(inst); ok {
 		return v.(*pool)
 	}
-	v, _ := p.pools.LoadOrStore(inst, &pool{})
+	v, _ := p.pools.LoadOrStore(inst, &pool{total: &p.idle, max: int64(p.opts.MaxIdleConns)})
 	return v.(*pool)
 }
 
-// conn returns a pooled connection to inst that still looks alive, or dials
-// a new one. check asks to verify every pooled connection before use, for
-// requests that could not be retried if it turned out closed.
-func (p *Proxy) conn(ctx context.Context, inst *route.Instance, check bool) (*upstreamConn, error) {
+// conn returns a pooled connection to inst on which nothing arrived while it
+// sat idle, or dials a new one (always, when fresh). Any byte the instance
+// sent unasked (a late 408, the rest of a body it should not have sent) or
+// its close makes a pooled connection unusable: it is closed and the next
+// one tried.
+func (p *Proxy) conn(ctx context.Context, inst *route.Instance, fresh bool) (*upstreamConn, error) {
 	pl := p.poolFor(inst)
-	for {
+	for !fresh {
 		c := pl.take()
 		if c == nil {
 			break
 		}
-		idle := time.Since(c.idleSince)
-		if idle > idleTimeout || ((check || idle > checkAfterIdle) && !c.alive()) {
+		if time.Since(c.idleSince) > idleTimeout || !c.alive() {
 			c.Close()
 			continue
 		}
+		c.reused = true
 		return c, nil
 	}
 	nc, err := p.dialer.DialContext(ctx, "tcp", inst.Addr)
 	if err != nil {
 		return nil, err
 	}
-	return &upstreamConn{Conn: nc, br: bufio.NewReaderSize(nc, bufferSize), bw: bufio.NewWriterSize(nc, bufferSize), pool: pl}, nil
+	c := &upstreamConn{Conn: nc, pool: pl}
+	c.br = bufio.NewReaderSize(c, bufferSize)
+	c.bw = bufio.NewWriterSize(c, bufferSize)
+	return c, nil
 }
 
 func (pl *pool) take() *upstreamConn {
@@ -86,20 +162,27 @@ func (pl *pool) take() *upstreamConn {
 	c := pl.idle[n-1]
 	pl.idle[n-1] = nil
 	pl.idle = pl.idle[:n-1]
+	pl.total.Add(-1)
 	return c
 }
 
 // put returns c to the pool for reuse, or closes it when the pool is full
-// or closed.
+// or closed, or when anything is buffered beyond the response just read.
 func (pl *pool) put(c *upstreamConn) {
+	if !c.reusable() {
+		c.Close()
+		return
+	}
 	c.idleSince = time.Now()
+	c.readIdle, c.writeIdle = 0, 0
 	pl.mu.Lock()
-	if pl.closed || len(pl.idle) >= maxIdlePerInstance {
+	if pl.closed || len(pl.idle) >= maxIdlePerInstance || pl.total.Load() >= pl.max {
 		pl.mu.Unlock()
 		c.Close()
 		return
 	}
 	pl.idle = append(pl.idle, c)
+	pl.total.Add(1)
 	pl.mu.Unlock()
 }
 
@@ -108,6 +191,7 @@ func (pl *pool) close() {
 	pl.mu.Lock()
 	idle := pl.idle
 	pl.idle, pl.closed = nil, true
+	pl.total.Add(-int64(len(idle)))
 	pl.mu.Unlock()
 	for _, c := range idle {
 		c.Close()

@@ -158,6 +158,9 @@ func (s *Slot) Pick(avoid []*Instance) *Instance {
 	return best
 }
 
+// Has reports whether i is one of s's routable instances.
+func (s *Slot) Has(i *Instance) bool { return contains(s.instances, i) }
+
 func contains(list []*Instance, i *Instance) bool {
 	for _, x := range list {
 		if x == i {

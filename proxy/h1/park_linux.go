@@ -183,12 +183,13 @@ func (p *parker) run() {
 	}
 }
 
-// sweep closes parked connections idle for longer than the idle timeout.
+// sweep closes parked connections idle for longer than the idle timeout,
+// and new ones that have sent nothing for the read-header timeout.
 func (p *parker) sweep(now time.Time) {
 	var expired []*conn
 	p.mu.Lock()
 	for fd, c := range p.conns {
-		if c.state.Load() == stateParked && now.UnixNano()-c.idleSince >= int64(p.s.IdleTimeout) {
+		if c.state.Load() == stateParked && now.UnixNano() >= c.idleLimit() {
 			delete(p.conns, fd)
 			syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
 			expired = append(expired, c)

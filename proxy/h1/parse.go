@@ -23,13 +23,31 @@ func (e *requestError) Error() string { return e.msg }
 
 func badRequest(msg string) error { return &requestError{http.StatusBadRequest, msg} }
 
-var errHeaderTooLarge = &requestError{http.StatusRequestHeaderFieldsTooLarge, "request headers too large"}
+var (
+	errHeaderTooLarge = &requestError{http.StatusRequestHeaderFieldsTooLarge, "request headers too large"}
+	errTooManyFields  = &requestError{http.StatusRequestHeaderFieldsTooLarge, "too many request header fields"}
+)
 
-// head reads lines of a request head, counting them against a limit.
+// limits bound a message head.
+type limits struct {
+	bytes  int // the whole head, start line included
+	fields int // header field lines
+}
+
+// head reads lines of a message head, counting them against its limits.
 type head struct {
-	br   *bufio.Reader
-	left int    // bytes the rest of the head may use
-	long []byte // holds a line longer than br's buffer
+	br     *bufio.Reader
+	left   int    // bytes the rest of the head may use
+	fields int    // field lines the rest of the head may have
+	long   []byte // holds a line longer than br's buffer
+	// tooLarge and tooMany are returned when a limit is exceeded; bad
+	// makes the error for a malformed line.
+	tooLarge, tooMany error
+	bad               func(msg string) error
+}
+
+func requestHead(br *bufio.Reader, l limits) head {
+	return head{br: br, left: l.bytes, fields: l.fields, tooLarge: errHeaderTooLarge, tooMany: errTooManyFields, bad: badRequest}
 }
 
 // line returns the next line without its line ending, which must be CRLF or
@@ -48,7 +66,7 @@ func (h *head) line() ([]byte, error) {
 	}
 	h.left -= len(b)
 	if h.left < 0 {
-		return nil, errHeaderTooLarge
+		return nil, h.tooLarge
 	}
 	if err != nil {
 		return nil, err
@@ -58,7 +76,7 @@ func (h *head) line() ([]byte, error) {
 		b = b[:n-1]
 	}
 	if bytes.IndexByte(b, '\r') >= 0 {
-		return nil, badRequest("bare CR in the request head")
+		return nil, h.bad("bare CR in the head")
 	}
 	return b, nil
 }
@@ -66,8 +84,8 @@ func (h *head) line() ([]byte, error) {
 // readRequest reads one request head from br and returns the request with
 // its body reader, which reads from br. It enforces HTTP/1.1 framing
 // strictly: one way to find where the body ends, or a 4xx/501.
-func readRequest(ctx context.Context, br *bufio.Reader, maxHeaderBytes int, remoteAddr string) (*http.Request, error) {
-	h := head{br: br, left: maxHeaderBytes}
+func readRequest(ctx context.Context, br *bufio.Reader, l limits, remoteAddr string) (*http.Request, error) {
+	h := requestHead(br, l)
 	line, err := h.line()
 	if err != nil {
 		return nil, err
@@ -217,26 +235,29 @@ func readHeader(h *head, hint int) (http.Header, error) {
 		if len(line) == 0 {
 			return hdr, nil
 		}
+		if h.fields--; h.fields < 0 {
+			return nil, h.tooMany
+		}
 		if line[0] == ' ' || line[0] == '\t' {
 			vv := hdr[lastKey]
 			if lastKey == "" || len(vv) == 0 {
-				return nil, badRequest("folded line without a header before it")
+				return nil, h.bad("folded line without a header before it")
 			}
 			more := trimOWS(line)
 			if !validValue(more) {
-				return nil, badRequest("invalid character in header " + lastKey)
+				return nil, h.bad("invalid character in header " + lastKey)
 			}
 			vv[len(vv)-1] = strings.TrimLeft(vv[len(vv)-1]+" "+string(more), " \t")
 			continue
 		}
 		i := bytes.IndexByte(line, ':')
 		if i <= 0 || !isToken(line[:i]) {
-			return nil, badRequest("malformed header line")
+			return nil, h.bad("malformed header line")
 		}
 		value := trimOWS(line[i+1:])
 		key := internHeader(line[:i])
 		if !validValue(value) {
-			return nil, badRequest("invalid character in header " + key)
+			return nil, h.bad("invalid character in header " + key)
 		}
 		hdr[key] = append(hdr[key], string(value))
 		lastKey = key
@@ -386,7 +407,7 @@ func setBody(r *http.Request, br *bufio.Reader) error {
 		}
 		r.ContentLength = n
 		if n > 0 {
-			r.Body = &lengthBody{br: br, left: n}
+			r.Body = &lengthBody{br: br, left: n, request: true}
 		} else {
 			r.Body = http.NoBody
 		}

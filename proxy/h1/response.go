@@ -29,6 +29,7 @@ type response struct {
 	closeAfter  bool // close the connection after this response
 	hijacked    bool
 	trailers    []string // declared trailer fields, sent after a chunked body
+	sentBefore  int64    // the writer's sent count when the response began
 }
 
 // reset readies w for req on c, keeping its header map and pending buffer;
@@ -43,6 +44,9 @@ func (w *response) reset(c *conn, req *http.Request) {
 	*w = response{c: c, req: req, header: h, pending: pending, length: -1}
 	if req != nil {
 		w.closeAfter = req.Close
+	}
+	if c != nil {
+		w.sentBefore = c.bw.sent
 	}
 }
 
@@ -236,10 +240,38 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err := c.bw.Flush(); err != nil {
 		return nil, nil, err
 	}
+	c.rd.body = false
 	c.nc.SetDeadline(time.Time{})
 	c.endRequest()
 	c.s.forget(c)
-	return c.nc, bufio.NewReadWriter(c.br, bufio.NewWriter(c.nc)), nil
+	nc := &hijackedConn{Conn: c.nc, c: c}
+	return nc, bufio.NewReadWriter(c.br, bufio.NewWriter(nc)), nil
+}
+
+// hijackedConn is a connection the handler took over; closing it gives
+// back its slot under the server's MaxConns.
+type hijackedConn struct {
+	net.Conn
+	c *conn
+}
+
+func (h *hijackedConn) Close() error {
+	err := h.Conn.Close()
+	h.c.releaseSlot()
+	return err
+}
+
+// Discard drops the response written so far, if none of it has reached the
+// client yet, and reports whether it did: the handler may then write a
+// whole new response (a 502 in place of an answer that broke off before
+// its first byte was sent).
+func (w *response) Discard() bool {
+	if w.hijacked || w.c.bw.sent != w.sentBefore {
+		return false
+	}
+	w.c.bw.buf = w.c.bw.buf[:0]
+	w.reset(w.c, w.req)
+	return true
 }
 
 // finish ends the response after the handler returned: the header if the

@@ -34,15 +34,33 @@ type Server struct {
 	// IdleTimeout closes a connection that waits this long for its next
 	// request. Zero means 120s.
 	IdleTimeout time.Duration
+	// BodyReadTimeout bounds the wait for each next piece of a request
+	// body: a client that stops sending its body mid-way gets its read
+	// failed with a *BodyError (status 408) after at least 3/4 of it and
+	// at most all of it. Zero means 30s.
+	BodyReadTimeout time.Duration
+	// WriteTimeout bounds how long one write to the client may block (a
+	// client that stops reading its answer). Zero means 30s.
+	WriteTimeout time.Duration
 	// MaxHeaderBytes bounds a request head. Zero means 64 KiB.
 	MaxHeaderBytes int
+	// MaxHeaderFields bounds how many header fields a request head may
+	// have. Zero means 100.
+	MaxHeaderFields int
+	// MaxConns bounds how many client connections the server holds at
+	// once, hijacked ones included. At the limit it stops accepting until
+	// one closes: new clients wait in the kernel's listen queue. Zero means
+	// no limit.
+	MaxConns int
 	// ErrorLog, if set, receives handler panics other than
-	// http.ErrAbortHandler.
+	// http.ErrAbortHandler, and accept errors (at most one a second).
 	ErrorLog func(msg string)
 
 	initOnce sync.Once
 	parker   *parker // nil where parking is not supported
 	closing  atomic.Bool
+	done     chan struct{} // closed by Shutdown
+	slots    chan struct{} // one element per open connection, when MaxConns > 0
 
 	mu        sync.Mutex // guards listeners and conns
 	listeners map[net.Listener]struct{}
@@ -57,8 +75,21 @@ func (s *Server) init() {
 		if s.IdleTimeout <= 0 {
 			s.IdleTimeout = 120 * time.Second
 		}
+		if s.BodyReadTimeout <= 0 {
+			s.BodyReadTimeout = 30 * time.Second
+		}
+		if s.WriteTimeout <= 0 {
+			s.WriteTimeout = 30 * time.Second
+		}
 		if s.MaxHeaderBytes <= 0 {
 			s.MaxHeaderBytes = 64 << 10
+		}
+		if s.MaxHeaderFields <= 0 {
+			s.MaxHeaderFields = 100
+		}
+		s.done = make(chan struct{})
+		if s.MaxConns > 0 {
+			s.slots = make(chan struct{}, s.MaxConns)
 		}
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
@@ -87,29 +118,78 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Unlock()
 	}()
 	var backoff time.Duration
+	var lastLog time.Time
 	for {
+		if !s.acquireSlot() {
+			return nil
+		}
 		nc, err := ln.Accept()
 		if err != nil {
+			s.releaseSlot()
 			if s.closing.Load() {
 				return nil
 			}
 			if !temporary(err) {
 				return err
 			}
-			// Out of descriptors or a connection reset before accept: wait
-			// and try again rather than spin.
+			// Out of descriptors or a connection reset before accept: say
+			// so (once a second at most), wait and try again rather than
+			// spin.
+			if now := time.Now(); s.ErrorLog != nil && now.Sub(lastLog) >= time.Second {
+				lastLog = now
+				s.ErrorLog(fmt.Sprintf("h1: accept on %s: %v; retrying", ln.Addr(), err))
+			}
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			t := time.NewTimer(backoff)
-			<-t.C
+			select {
+			case <-t.C:
+			case <-s.done:
+				t.Stop()
+				return nil
+			}
 			continue
 		}
 		backoff = 0
-		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc)}
+		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc), fresh: true, accepted: time.Now().UnixNano()}
+		c.rd.c = c
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		go c.serve()
 	}
+}
+
+// acquireSlot waits until the server may hold one more connection. It
+// reports false when the server is shutting down.
+func (s *Server) acquireSlot() bool {
+	if s.slots == nil {
+		return !s.closing.Load()
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	case <-s.done:
+		return false
+	}
+}
+
+// releaseSlot gives back a connection's slot.
+func (s *Server) releaseSlot() {
+	if s.slots != nil {
+		<-s.slots
+	}
+}
+
+// Conns returns how many client connections the server holds, parked and
+// hijacked ones included when MaxConns is set (otherwise hijacked ones are
+// not counted).
+func (s *Server) Conns() int {
+	if s.slots != nil {
+		return len(s.slots)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
 }
 
 func temporary(err error) bool {
@@ -130,7 +210,9 @@ func temporary(err error) bool {
 // done. Hijacked connections are the handler's and are not waited for.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.init()
-	s.closing.Store(true)
+	if !s.closing.Swap(true) {
+		close(s.done)
+	}
 	s.mu.Lock()
 	for ln := range s.listeners {
 		ln.Close()
@@ -197,6 +279,51 @@ type conn struct {
 
 	idleSince int64 // when the parked connection's last request ended (Unix ns)
 	fd        int   // the socket, or -1
+
+	// fresh is true until the connection's first request head has been
+	// read: such a connection gets ReadHeaderTimeout from accepted, not
+	// IdleTimeout, to send it.
+	fresh    bool
+	accepted int64      // when it was accepted (Unix ns)
+	rd       connReader // what br reads through
+	released atomic.Bool
+}
+
+// connReader is what a connection's bufio.Reader reads from. While a
+// request body is being read it moves the read deadline along, so each
+// piece of body gets BodyReadTimeout; otherwise the deadlines set by serve
+// and awaitRequest stand.
+type connReader struct {
+	c        *conn
+	body     bool
+	deadline int64 // the read deadline set last in body mode (Unix ns)
+}
+
+func (r *connReader) Read(p []byte) (int, error) {
+	if r.body {
+		r.deadline = refresh(r.c.nc.SetReadDeadline, r.deadline, r.c.s.BodyReadTimeout)
+	}
+	return r.c.nc.Read(p)
+}
+
+// startBody switches r to body mode.
+func (r *connReader) startBody() {
+	r.body = true
+	r.deadline = 0
+}
+
+// refresh moves a deadline set with set to now+timeout when a quarter of
+// timeout has passed since it was last set, and returns the deadline in
+// force: setting a deadline costs a timer update, which every read or
+// write of a busy connection need not pay.
+func refresh(set func(time.Time) error, deadline int64, timeout time.Duration) int64 {
+	now := time.Now().UnixNano()
+	if deadline-now >= int64(timeout)*3/4 {
+		return deadline
+	}
+	deadline = now + int64(timeout)
+	set(time.Unix(0, deadline))
+	return deadline
 }
 
 var (
@@ -209,9 +336,9 @@ var (
 // and a context.
 func (c *conn) acquire() {
 	c.br = readers.Get().(*bufio.Reader)
-	c.br.Reset(c.nc)
+	c.br.Reset(&c.rd)
 	c.bw = writers.Get().(*writer)
-	c.bw.reset(c.nc)
+	c.bw.reset(c.nc, c.s.WriteTimeout)
 	c.resp = responses.Get().(*response)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 }
@@ -226,7 +353,7 @@ func (c *conn) release() {
 	c.ctx, c.cancel = nil, nil
 	c.br.Reset(nil)
 	readers.Put(c.br)
-	c.bw.reset(nil)
+	c.bw.reset(nil, 0)
 	writers.Put(c.bw)
 	c.br, c.bw = nil, nil
 	c.resp.reset(nil, nil)
@@ -251,6 +378,14 @@ func (c *conn) close() {
 	c.nc.Close()
 	c.release()
 	c.s.forget(c)
+	c.releaseSlot()
+}
+
+// releaseSlot gives back c's slot under MaxConns, once.
+func (c *conn) releaseSlot() {
+	if !c.released.Swap(true) {
+		c.s.releaseSlot()
+	}
 }
 
 // serve reads and answers requests until the connection closes, is
@@ -275,14 +410,21 @@ func (c *conn) serve() {
 		}
 		now := time.Now()
 		c.reqStart.Store(now.UnixNano())
-		c.nc.SetReadDeadline(now.Add(c.s.ReadHeaderTimeout))
-		req, err := readRequest(c.ctx, c.br, c.s.MaxHeaderBytes, c.remote)
+		headStart := now
+		if c.fresh {
+			// A new connection's first head is due ReadHeaderTimeout
+			// after it was accepted, however it spent that time.
+			headStart = time.Unix(0, c.accepted)
+		}
+		c.nc.SetReadDeadline(headStart.Add(c.s.ReadHeaderTimeout))
+		req, err := readRequest(c.ctx, c.br, limits{c.s.MaxHeaderBytes, c.s.MaxHeaderFields}, c.remote)
 		if err != nil {
 			c.refuse(err)
 			return
 		}
+		c.fresh = false
 		if req.ContentLength != 0 {
-			c.nc.SetReadDeadline(time.Time{}) // bodies may take their time
+			c.rd.startBody() // each piece of body gets BodyReadTimeout
 		}
 		if !c.handle(req) {
 			return
@@ -297,23 +439,28 @@ func (c *conn) awaitRequest() bool {
 		return true
 	}
 	c.state.Store(stateIdle)
+	c.rd.body = false
 	if c.s.closing.Load() {
 		c.close()
 		return false
 	}
 	start := time.Now()
-	wait := c.s.IdleTimeout
-	if c.s.parker != nil {
-		wait = min(wait, parkAfter)
+	limit := start.Add(c.s.IdleTimeout)
+	if c.fresh {
+		limit = time.Unix(0, c.accepted).Add(c.s.ReadHeaderTimeout)
 	}
-	c.nc.SetReadDeadline(start.Add(wait))
+	deadline := limit
+	if c.s.parker != nil {
+		deadline = minTime(limit, start.Add(parkAfter))
+	}
+	c.nc.SetReadDeadline(deadline)
 	_, err := c.br.Peek(1)
 	if err == nil {
 		c.state.Store(stateActive)
 		return true
 	}
 	var ne net.Error
-	if errors.As(err, &ne) && ne.Timeout() && c.s.parker != nil && !c.s.closing.Load() && wait < c.s.IdleTimeout {
+	if errors.As(err, &ne) && ne.Timeout() && c.s.parker != nil && !c.s.closing.Load() && deadline.Before(limit) {
 		c.release()
 		c.idleSince = start.UnixNano()
 		c.state.Store(stateParked)
@@ -325,12 +472,28 @@ func (c *conn) awaitRequest() bool {
 	return false
 }
 
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// idleLimit returns when a parked c must be closed: IdleTimeout after its
+// last request, or ReadHeaderTimeout after it was accepted if it never sent
+// a request.
+func (c *conn) idleLimit() int64 {
+	if c.fresh {
+		return c.accepted + int64(c.s.ReadHeaderTimeout)
+	}
+	return c.idleSince + int64(c.s.IdleTimeout)
+}
+
 // refuse answers a request that could not be read, if there is anything to
 // say, and closes the connection.
 func (c *conn) refuse(err error) {
 	var re *requestError
 	if errors.As(err, &re) {
-		c.nc.SetWriteDeadline(time.Now().Add(time.Second))
 		fmt.Fprintf(c.bw, "%sContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s\n",
 			statusLine(re.status), len(re.msg)+1, re.msg)
 		c.bw.Flush()
@@ -389,6 +552,7 @@ func (c *conn) discardBody(body io.ReadCloser) bool {
 	if cb, ok := body.(*continueBody); ok && !cb.sent {
 		return false // the client still holds the body back: nothing to discard
 	}
+	c.rd.body = false
 	c.nc.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
 	n, _ := io.CopyN(io.Discard, body, maxDiscard+1)
 	return n <= maxDiscard && bodyDone(body)

@@ -2,22 +2,36 @@ package h1
 
 import (
 	"net"
+	"time"
 )
 
 // writer buffers what a connection sends, like a bufio.Writer, but sends
 // its buffered bytes and a large piece of body together in one writev: a
 // response head and the first body bytes, then a piece too large for the
 // buffer, cost one syscall rather than two.
+//
+// Each write to the connection may block for at most timeout (a client that
+// stops reading): the write deadline moves along as writes succeed.
 type writer struct {
-	buf []byte // the buffered bytes; cap is the buffer's size
-	nc  net.Conn
-	err error // sticky, like bufio.Writer's
+	buf      []byte // the buffered bytes; cap is the buffer's size
+	nc       net.Conn
+	err      error // sticky, like bufio.Writer's
+	timeout  time.Duration
+	deadline int64 // the write deadline set last (Unix ns)
+	sent     int64 // bytes handed to the connection since reset
 }
 
 func newWriter(size int) *writer { return &writer{buf: make([]byte, 0, size)} }
 
-func (w *writer) reset(nc net.Conn) {
-	w.buf, w.nc, w.err = w.buf[:0], nc, nil
+func (w *writer) reset(nc net.Conn, timeout time.Duration) {
+	w.buf, w.nc, w.err, w.timeout, w.deadline, w.sent = w.buf[:0], nc, nil, timeout, 0, 0
+}
+
+// arm moves the write deadline along before a write.
+func (w *writer) arm() {
+	if w.timeout > 0 {
+		w.deadline = refresh(w.nc.SetWriteDeadline, w.deadline, w.timeout)
+	}
 }
 
 // WriteString buffers s, sending what is buffered first when s does not fit.
@@ -72,7 +86,9 @@ func (w *writer) writeParts(parts ...[]byte) (int, error) {
 }
 
 func (w *writer) send(bufs net.Buffers) (int, error) {
+	w.arm()
 	n, err := bufs.WriteTo(w.nc)
+	w.sent += n
 	if err != nil {
 		w.err = err
 	}
@@ -84,7 +100,10 @@ func (w *writer) Flush() error {
 	if w.err != nil || len(w.buf) == 0 {
 		return w.err
 	}
-	if _, err := w.nc.Write(w.buf); err != nil {
+	w.arm()
+	n, err := w.nc.Write(w.buf)
+	w.sent += int64(n)
+	if err != nil {
 		w.err = err
 		return err
 	}
