@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 )
 
@@ -26,14 +28,30 @@ const MinTokenLength = 16
 
 // LoadTokens reads a token file: one token per line, either "SECRET" (named
 // "admin") or "NAME SECRET". Blank lines and lines starting with # are
-// skipped. Errors name the file and line but never the secret.
+// skipped. Like ssh with a private key, it refuses a file that its group or
+// others may read or write, and it refuses two names with one secret (the
+// history could not tell who acted). Errors name the file and line but
+// never the secret.
 func LoadTokens(path string) ([]Token, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("admin.token_file: %w", err)
+	}
+	defer f.Close()
+	info, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("admin.token_file: %w", err)
+	}
+	if perm := info.Mode().Perm(); perm&0o077 != 0 && runtime.GOOS != "windows" {
+		return nil, fmt.Errorf("admin.token_file %s: permissions %#o are too open: the tokens must not be readable or writable by group or others (chmod 600 %s)", path, perm, path)
+	}
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("admin.token_file: %w", err)
 	}
 	var tokens []Token
 	names := map[string]bool{}
+	secrets := map[[sha256.Size]byte]string{} // hash -> name
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -57,7 +75,12 @@ func LoadTokens(path string) ([]Token, error) {
 			return nil, fmt.Errorf("%s:%d: token name %q is used twice", path, n, name)
 		}
 		names[name] = true
-		tokens = append(tokens, Token{Name: name, hash: sha256.Sum256([]byte(secret))})
+		hash := sha256.Sum256([]byte(secret))
+		if other, ok := secrets[hash]; ok {
+			return nil, fmt.Errorf("%s:%d: token %q has the same secret as token %q: give each name its own secret", path, n, name, other)
+		}
+		secrets[hash] = name
+		tokens = append(tokens, Token{Name: name, hash: hash})
 	}
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("%s: no token in the file", path)

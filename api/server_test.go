@@ -84,6 +84,9 @@ func newFixture(t *testing.T, opts api.Options) *fixture {
 func (f *fixture) call(t *testing.T, method, path, token, body string, out any) int {
 	t.Helper()
 	req, _ := http.NewRequest(method, f.url+path, strings.NewReader(body))
+	if method != "GET" && method != "HEAD" {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
@@ -288,18 +291,38 @@ func TestAuth(t *testing.T) {
 
 func TestLoadTokens(t *testing.T) {
 	dir := t.TempDir()
-	for name, c := range map[string]struct{ content, want string }{
-		"too short":      {"abc\n", "shorter than 16"},
-		"empty":          {"# nothing\n", "no token"},
-		"duplicate name": {"a " + secret + "\na " + secret + "2\n", `token name "a" is used twice`},
-		"three fields":   {"a b c\n", "want SECRET or NAME SECRET"},
+	for name, c := range map[string]struct {
+		content string
+		mode    os.FileMode
+		want    string
+	}{
+		"too short":             {"abc\n", 0o600, "shorter than 16"},
+		"empty":                 {"# nothing\n", 0o600, "no token"},
+		"duplicate name":        {"a " + secret + "\na " + secret + "2\n", 0o600, `token name "a" is used twice`},
+		"three fields":          {"a b c\n", 0o600, "want SECRET or NAME SECRET"},
+		"one secret, two names": {"ci " + secret + "\n# later\nalice  " + secret + "\n", 0o600, `:3: token "alice" has the same secret as token "ci"`},
+		"unnamed and named":     {secret + "\nci " + secret + "\n", 0o400, `token "ci" has the same secret as token "admin"`},
+		"readable by others":    {"ci " + secret + "\n", 0o644, "permissions 0644 are too open"},
+		"readable by group":     {"ci " + secret + "\n", 0o640, "chmod 600"},
+		"writable by others":    {"ci " + secret + "\n", 0o602, "permissions 0602 are too open"},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_"))
-		os.WriteFile(path, []byte(c.content), 0o600)
-		_, err := api.LoadTokens(path)
-		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), secret) {
-			t.Errorf("%s: got %v, want %q without the secret", name, err, c.want)
+		if err := os.WriteFile(path, []byte(c.content), 0o600); err != nil {
+			t.Fatal(err)
 		}
+		if err := os.Chmod(path, c.mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := api.LoadTokens(path)
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: got %v, want one line with %q without the secret", name, err, c.want)
+		}
+	}
+	// Owner-only modes are fine, read-only included.
+	path := filepath.Join(dir, "good")
+	os.WriteFile(path, []byte("ci "+secret+"\nalice "+secret+"-alice\n"), 0o400)
+	if tokens, err := api.LoadTokens(path); err != nil || len(tokens) != 2 {
+		t.Fatalf("a 0400 file with two tokens: %d tokens, %v", len(tokens), err)
 	}
 }
 
@@ -324,6 +347,7 @@ func TestDocumentedEndpointsExist(t *testing.T) {
 	for _, m := range found {
 		// Not f.call: /metrics and the dashboard do not answer JSON.
 		req, _ := http.NewRequest(m[1], f.url+r.Replace(m[2]), nil)
+		req.Header.Set("Content-Type", "application/json")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
