@@ -5,15 +5,15 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
-	"strings"
 )
 
 // Controller is what the admin API needs from the controller. Methods are
@@ -72,10 +72,21 @@ type Options struct {
 	// Dashboard, if set, serves GET / (a page with no data of its own: it
 	// reads the API with the operator's token, so it needs none itself).
 	Dashboard http.Handler
+	// Hosts are the host names, besides IP addresses and localhost, that
+	// requests may name in their Host header (admin.hosts). Any other name
+	// is refused with a 403, which stops DNS-rebinding pages.
+	Hosts []string
 }
 
-// maxBody bounds request bodies; every request body of this API is tiny.
-const maxBody = 1 << 20
+// HistoryPager is implemented by a Controller that reads a page of the
+// history directly from the store. GET /v1/history uses it when present;
+// otherwise a page that starts before an entry is cut from the whole
+// history, which retention keeps bounded.
+type HistoryPager interface {
+	// HistoryBefore returns up to limit entries whose ID is below before,
+	// newest first; before 0 means from the newest.
+	HistoryBefore(ctx context.Context, before uint64, limit int) ([]HistoryEntry, error)
+}
 
 // Default and largest page of GET /v1/history.
 const (
@@ -124,7 +135,7 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	mux.Handle("/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return &Error{Status: http.StatusNotFound, Err: fmt.Errorf("no such endpoint: %s %s", r.Method, r.URL.Path)}
 	}))
-	return mux
+	return newGuard(opts.Hosts, mux)
 }
 
 type server struct {
@@ -169,7 +180,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 // change adapts a slot-level change (swap, rollback) to HTTP.
 func (s *server) change(op func(context.Context, ChangeRequest) (Change, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		req, err := changeRequest(r)
+		req, err := changeRequest(w, r)
 		if err != nil {
 			return err
 		}
@@ -184,7 +195,7 @@ func (s *server) change(op func(context.Context, ChangeRequest) (Change, error))
 // instanceChange adapts an instance-level change (drain, ready) to HTTP.
 func (s *server) instanceChange(op func(context.Context, string, string, ChangeRequest) (Change, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
-		req, err := changeRequest(r)
+		req, err := changeRequest(w, r)
 		if err != nil {
 			return err
 		}
@@ -196,32 +207,73 @@ func (s *server) instanceChange(op func(context.Context, string, string, ChangeR
 	}
 }
 
-func changeRequest(r *http.Request) (ChangeRequest, error) {
+func changeRequest(w http.ResponseWriter, r *http.Request) (ChangeRequest, error) {
 	var req ChangeRequest
-	if err := decodeBody(r, &req); err != nil {
+	if err := decodeBody(w, r, &req); err != nil {
 		return req, err
+	}
+	if len(req.Reason) > MaxReason {
+		return req, &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("reason is %d bytes long; at most %d are allowed", len(req.Reason), MaxReason)}
 	}
 	req.Actor, _ = r.Context().Value(actorKey{}).(string)
 	return req, nil
 }
 
+// history answers a page of the history, newest first, as a JSON array.
+// When older entries remain, a Link header names the next page:
+// </v1/history?limit=N&before=ID>; rel="next".
 func (s *server) history(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
 	limit := defaultHistory
-	if v := r.URL.Query().Get("limit"); v != "" {
+	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxHistory {
 			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("limit: want a whole number from 1 to %d, got %q", maxHistory, v)}
 		}
 		limit = n
 	}
-	h, err := s.c.History(r.Context(), limit)
+	var before uint64
+	if v := q.Get("before"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil || n == 0 {
+			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("before: want a history id (a positive whole number), got %q", v)}
+		}
+		before = n
+	}
+	h, err := s.historyPage(r.Context(), before, limit+1) // one more tells whether there is a next page
 	if err != nil {
 		return err
+	}
+	if len(h) > limit {
+		h = h[:limit]
+		w.Header().Set("Link", fmt.Sprintf(`</v1/history?limit=%d&before=%d>; rel="next"`, limit, h[limit-1].ID))
 	}
 	if h == nil {
 		h = []HistoryEntry{}
 	}
 	return writeJSON(w, http.StatusOK, h)
+}
+
+// historyPage returns up to limit entries below before (0: the newest).
+func (s *server) historyPage(ctx context.Context, before uint64, limit int) ([]HistoryEntry, error) {
+	if p, ok := s.c.(HistoryPager); ok {
+		return p.HistoryBefore(ctx, before, limit)
+	}
+	if before == 0 {
+		return s.c.History(ctx, limit)
+	}
+	all, err := s.c.History(ctx, 0)
+	if err != nil {
+		return nil, err
+	}
+	i, _ := slices.BinarySearchFunc(all, before, func(e HistoryEntry, id uint64) int {
+		return cmp.Compare(id, e.ID) // newest first: IDs descend
+	})
+	all = all[i:]
+	if len(all) > 0 && all[0].ID == before {
+		all = all[1:]
+	}
+	return all[:min(limit, len(all))], nil
 }
 
 func (s *server) entry(w http.ResponseWriter, r *http.Request) error {
@@ -234,19 +286,6 @@ func (s *server) entry(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return writeJSON(w, http.StatusOK, e)
-}
-
-// decodeBody reads a JSON body into v strictly; an empty body leaves v zero.
-func decodeBody(r *http.Request, v any) error {
-	dec := json.NewDecoder(io.LimitReader(r.Body, maxBody))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
-		return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("malformed JSON body: %s", strings.TrimPrefix(err.Error(), "json: "))}
-	}
-	if dec.More() {
-		return &Error{Status: http.StatusBadRequest, Err: errors.New("malformed JSON body: more than one value")}
-	}
-	return nil
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {

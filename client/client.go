@@ -20,6 +20,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -121,14 +122,38 @@ func (c *Client) Ready(ctx context.Context, slot, addr string, req api.ChangeReq
 
 // History calls GET /v1/history; limit 0 means the server's default (50).
 func (c *Client) History(ctx context.Context, limit int) ([]api.HistoryEntry, error) {
-	path := "/v1/history"
-	if limit > 0 {
-		path += "?limit=" + strconv.Itoa(limit)
-	}
-	var h []api.HistoryEntry
-	err := c.do(ctx, http.MethodGet, path, nil, &h)
+	h, _, err := c.HistoryPage(ctx, 0, limit)
 	return h, err
 }
+
+// HistoryPage calls GET /v1/history?before=BEFORE&limit=LIMIT: up to limit
+// entries older than entry before (0: from the newest), newest first; limit
+// 0 means the server's default (50). next is the before of the following
+// page, or 0 when no older entry remains.
+func (c *Client) HistoryPage(ctx context.Context, before uint64, limit int) (h []api.HistoryEntry, next uint64, err error) {
+	q := url.Values{}
+	if limit > 0 {
+		q.Set("limit", strconv.Itoa(limit))
+	}
+	if before > 0 {
+		q.Set("before", strconv.FormatUint(before, 10))
+	}
+	path := "/v1/history"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	header, err := c.send(ctx, http.MethodGet, path, nil, &h)
+	if err != nil {
+		return nil, 0, err
+	}
+	if m := nextRE.FindStringSubmatch(header.Get("Link")); m != nil {
+		next, _ = strconv.ParseUint(m[1], 10, 64)
+	}
+	return h, next, nil
+}
+
+// nextRE finds the cursor in GET /v1/history's Link header.
+var nextRE = regexp.MustCompile(`<[^>]*[?&]before=(\d+)[^>]*>;\s*rel="next"`)
 
 // Entry calls GET /v1/history/{id}.
 func (c *Client) Entry(ctx context.Context, id uint64) (api.HistoryEntry, error) {
@@ -142,19 +167,28 @@ func instancePath(slot, addr, verb string) string {
 }
 
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	_, err := c.send(ctx, method, path, in, out)
+	return err
+}
+
+// send makes one call and returns the answer's header. Every call but GET
+// and HEAD carries Content-Type: application/json, an empty body included:
+// the server refuses changes without it (a browser's cross-site form could
+// not send it).
+func (c *Client) send(ctx context.Context, method, path string, in, out any) (http.Header, error) {
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
 	if err != nil {
-		return fmt.Errorf("admin API %s: %w", c.base, err)
+		return nil, fmt.Errorf("admin API %s: %w", c.base, err)
 	}
-	if in != nil {
+	if method != http.MethodGet && method != http.MethodHead {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.token != "" {
@@ -162,24 +196,24 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return fmt.Errorf("cannot reach the admin API at %s: %w", c.base, unwrapURL(err))
+		return nil, fmt.Errorf("cannot reach the admin API at %s: %w", c.base, unwrapURL(err))
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
 	if err != nil {
-		return fmt.Errorf("admin API %s: read answer: %w", c.base, err)
+		return nil, fmt.Errorf("admin API %s: read answer: %w", c.base, err)
 	}
 	if resp.StatusCode >= 300 {
 		var eb api.ErrorBody
 		if json.Unmarshal(raw, &eb) != nil || eb.Error == "" {
 			eb.Error = fmt.Sprintf("admin API answered %s", resp.Status)
 		}
-		return &Error{StatusCode: resp.StatusCode, Message: eb.Error, Revision: eb.Revision}
+		return nil, &Error{StatusCode: resp.StatusCode, Message: eb.Error, Revision: eb.Revision}
 	}
 	if err := json.Unmarshal(raw, out); err != nil {
-		return fmt.Errorf("admin API %s: unreadable answer: %w", c.base, err)
+		return nil, fmt.Errorf("admin API %s: unreadable answer: %w", c.base, err)
 	}
-	return nil
+	return resp.Header, nil
 }
 
 // unwrapURL drops the *url.Error wrapper, whose message repeats the URL.

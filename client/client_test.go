@@ -1,0 +1,115 @@
+package client_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"testing"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
+)
+
+// history is an api.Controller holding only a history, IDs 1..n.
+type history struct {
+	api.Controller // nil: only the history methods are called
+	entries        []api.HistoryEntry
+	pages          int // HistoryBefore calls
+}
+
+func newHistory(n int) *history {
+	h := &history{}
+	for id := n; id >= 1; id-- {
+		h.entries = append(h.entries, api.HistoryEntry{ID: uint64(id), Operation: "swap", Result: "applied"})
+	}
+	return h
+}
+
+func (h *history) History(ctx context.Context, limit int) ([]api.HistoryEntry, error) {
+	if limit <= 0 || limit > len(h.entries) {
+		limit = len(h.entries)
+	}
+	return slices.Clone(h.entries[:limit]), nil
+}
+
+// pager adds api.HistoryPager to history.
+type pager struct{ *history }
+
+func (p pager) HistoryBefore(ctx context.Context, before uint64, limit int) ([]api.HistoryEntry, error) {
+	p.pages++
+	var out []api.HistoryEntry
+	for _, e := range p.entries {
+		if (before == 0 || e.ID < before) && len(out) < limit {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
+// TestHistoryPages: the client walks every page once, newest first, through
+// a controller that pages itself and one that does not.
+func TestHistoryPages(t *testing.T) {
+	for _, withPager := range []bool{false, true} {
+		t.Run(fmt.Sprint("pager ", withPager), func(t *testing.T) {
+			h := newHistory(23)
+			var c api.Controller = h
+			if withPager {
+				c = pager{h}
+			}
+			srv := httptest.NewServer(api.NewHandler(c, api.Options{}))
+			defer srv.Close()
+			cl := client.New(srv.URL)
+			var got []uint64
+			before, pages := uint64(0), 0
+			for {
+				page, next, err := cl.HistoryPage(context.Background(), before, 10)
+				if err != nil {
+					t.Fatal(err)
+				}
+				pages++
+				for _, e := range page {
+					got = append(got, e.ID)
+				}
+				if next == 0 {
+					break
+				}
+				before = next
+			}
+			want := make([]uint64, 0, 23)
+			for id := uint64(23); id >= 1; id-- {
+				want = append(want, id)
+			}
+			if !slices.Equal(got, want) || pages != 3 {
+				t.Fatalf("%d pages of %v, want 3 pages of 23..1", pages, got)
+			}
+			if withPager && h.pages != 3 {
+				t.Fatalf("the controller's pager was called %d times, want 3", h.pages)
+			}
+		})
+	}
+}
+
+// TestChangesSendJSON: every change carries Content-Type application/json,
+// whatever its body, or the server would refuse it as a possible
+// cross-site form.
+func TestChangesSendJSON(t *testing.T) {
+	var types []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		types = append(types, r.Method+" "+r.Header.Get("Content-Type"))
+		w.Write([]byte("{}"))
+	}))
+	defer srv.Close()
+	cl := client.New(srv.URL)
+	ctx := context.Background()
+	cl.Swap(ctx, api.ChangeRequest{})
+	cl.Rollback(ctx, api.ChangeRequest{})
+	cl.Drain(ctx, "blue", "127.0.0.1:1", api.ChangeRequest{})
+	cl.Ready(ctx, "blue", "127.0.0.1:1", api.ChangeRequest{})
+	cl.Status(ctx)
+	want := []string{"POST application/json", "POST application/json", "POST application/json", "POST application/json", "GET "}
+	if !slices.Equal(types, want) {
+		t.Fatalf("content types %q, want %q", types, want)
+	}
+}
