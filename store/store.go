@@ -97,6 +97,38 @@ type Measurement struct {
 	Complete bool `json:"complete"`
 }
 
+// Retention bounds the history a store keeps. The transaction that appends
+// an entry also removes, oldest first, the entries beyond MaxEntries and
+// those older than MaxAge (by their Time), so the history never outgrows
+// the bounds; the entry being appended is always kept. A zero field means
+// no bound of that kind.
+type Retention struct {
+	// MaxEntries is how many entries are kept at most: those whose ID is
+	// within MaxEntries of the newest. IDs are consecutive, so these are
+	// the newest MaxEntries entries; a history with gaps (salvaged from a
+	// damaged file) keeps fewer.
+	MaxEntries int
+	// MaxAge is how old an entry may get.
+	MaxAge time.Duration
+}
+
+// Dump is a store's whole content in a form that does not depend on the
+// store: "vipswap state export" writes one and "vipswap state import"
+// reads it.
+type Dump struct {
+	// Format names this layout: DumpFormat.
+	Format string `json:"format"`
+	// Revision is the state's revision; zero when there is no state.
+	Revision Revision `json:"revision"`
+	// State is the routing state; nil when there is none.
+	State *state.State `json:"state"`
+	// History is every entry, oldest first.
+	History []Entry `json:"history"`
+}
+
+// DumpFormat is the Format of a Dump.
+const DumpFormat = "vipswap-state/1"
+
 // Event tells a watcher that the state changed.
 type Event struct {
 	// Revision is the new revision.
@@ -126,6 +158,10 @@ type Store interface {
 	// History returns up to limit entries, newest first; limit <= 0 means
 	// all.
 	History(ctx context.Context, limit int) ([]Entry, error)
+	// HistoryBefore returns up to limit entries whose ID is below before,
+	// newest first: the page after the one that ended with entry before.
+	// before 0 means from the newest; limit <= 0 means all.
+	HistoryBefore(ctx context.Context, before uint64, limit int) ([]Entry, error)
 	// Watch returns a channel that receives an Event after every change
 	// committed through this store from now on. The channel is closed when
 	// ctx ends or the store is closed. A watcher that falls behind misses

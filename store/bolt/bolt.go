@@ -9,6 +9,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,8 +36,10 @@ type record struct {
 
 // Store is a store.Store backed by a bbolt file.
 type Store struct {
-	db   *bbolt.DB
-	path string
+	db      *bbolt.DB
+	path    string
+	keep    store.Retention
+	created bool
 
 	mu       sync.Mutex // guards watchers and closed
 	watchers map[chan store.Event]struct{}
@@ -43,34 +48,122 @@ type Store struct {
 
 var _ store.Store = (*Store)(nil)
 
-// Open opens (creating if needed) the state file at path. It fails after a
-// second when another process holds the file, and with a message naming the
-// file when it is not a valid state file; it never overwrites such a file.
-func Open(path string) (*Store, error) {
-	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+// Options configures a Store. The zero value keeps every history entry.
+type Options struct {
+	// Retention bounds the history; entries beyond it are removed in the
+	// transaction that appends a new one.
+	Retention store.Retention
+}
+
+// Open opens (creating if needed) the state file at path, keeping every
+// history entry. See OpenWith.
+func Open(path string) (*Store, error) { return OpenWith(path, Options{}) }
+
+// OpenWith opens the state file at path, or creates it when there is no
+// file at all. It refuses, with a one-line *DamagedError naming the file
+// and the repair, a file that is empty, damaged or not vipswap's, after
+// reading all of it (Check): such a file is never overwritten, and damage
+// never crashes the process. It fails after a second when another process
+// holds the file. A new file is created whole under a temporary name and
+// then linked into place, so a crash never leaves an empty state file.
+func OpenWith(path string, opts Options) (*Store, error) {
+	found, err := exists(path)
 	if err != nil {
-		if errors.Is(err, bolterrors.ErrTimeout) {
-			return nil, fmt.Errorf("state file %s is locked by another vipswap process", path)
-		}
-		return nil, fmt.Errorf("open state file %s: %w", path, err)
+		return nil, fmt.Errorf("state file %s: %w", path, err)
 	}
-	s := &Store{db: db, path: path, watchers: make(map[chan store.Event]struct{})}
-	if _, _, err := s.Load(context.Background()); err != nil && !errors.Is(err, store.ErrNotFound) {
+	if found {
+		if _, err := Check(path); err != nil {
+			return nil, err
+		}
+	} else if err := create(path); err != nil {
+		return nil, err
+	}
+	var db *bbolt.DB
+	err = guarded(func() (err error) {
+		db, err = bbolt.Open(path, 0o600, &bbolt.Options{Timeout: time.Second})
+		return err
+	})
+	switch {
+	case errors.Is(err, bolterrors.ErrTimeout):
+		return nil, lockedError(path)
+	case err != nil:
+		return nil, &DamagedError{Path: path, Problem: err.Error()}
+	}
+	s := &Store{db: db, path: path, keep: opts.Retention, watchers: make(map[chan store.Event]struct{})}
+	if _, _, err := s.Load(context.Background()); errors.Is(err, store.ErrNotFound) {
+		s.created = true
+	} else if err != nil {
 		db.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
+// Created reports that the file held no state when it was opened: Open
+// created it, or a run that created it stopped before storing a state.
+// The controller then seeds it from the configuration.
+func (s *Store) Created() bool { return s.created }
+
+// Path returns the state file's path.
+func (s *Store) Path() string { return s.path }
+
+// create makes an empty bbolt file at path: under a temporary name in the
+// same directory, synced, then hard-linked into place (which fails if a
+// file appeared there meanwhile) and the directory synced.
+func create(path string) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".new-*")
+	if err != nil {
+		return fmt.Errorf("create state file %s: %w", path, err)
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	os.Remove(tmp.Name()) // bbolt initialises a file only when it creates it or finds it empty
+	db, err := bbolt.Open(tmp.Name(), 0o600, &bbolt.Options{Timeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("create state file %s: %w", path, err)
+	}
+	if err := db.Close(); err != nil {
+		return fmt.Errorf("create state file %s: %w", path, err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create state file %s: %w", path, err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir makes a directory entry just created or renamed in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
+
 // Load implements store.Store.
 func (s *Store) Load(ctx context.Context) (state.State, store.Revision, error) {
 	var rec record
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		r, err := s.read(tx)
 		rec = r
 		return err
 	})
 	return rec.State, rec.Revision, err
+}
+
+// view runs a read transaction, guarded: a page damaged since Open is an
+// error for the caller, not a panic in its goroutine.
+func (s *Store) view(f func(*bbolt.Tx) error) error {
+	err := guarded(func() error { return s.db.View(f) })
+	if err != nil && !errors.Is(err, store.ErrNotFound) && !strings.Contains(err.Error(), s.path) {
+		return fmt.Errorf("state file %s: %w", s.path, err)
+	}
+	return err
 }
 
 // read decodes the current record.
@@ -117,7 +210,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, expected store.Revision, st 
 			return err
 		}
 		e.Revision = next
-		e, err = appendEntry(tx, e)
+		e, err = s.appendEntry(tx, e)
 		return err
 	})
 	if err != nil {
@@ -133,14 +226,15 @@ func (s *Store) Record(ctx context.Context, e store.Entry) (store.Entry, error) 
 		return store.Entry{}, err
 	}
 	err := s.db.Update(func(tx *bbolt.Tx) (err error) {
-		e, err = appendEntry(tx, e)
+		e, err = s.appendEntry(tx, e)
 		return err
 	})
 	return e, s.wrap(err)
 }
 
-// appendEntry stores e under the next sequence number, which becomes its ID.
-func appendEntry(tx *bbolt.Tx, e store.Entry) (store.Entry, error) {
+// appendEntry stores e under the next sequence number, which becomes its ID,
+// then prunes the history to the retention.
+func (s *Store) appendEntry(tx *bbolt.Tx, e store.Entry) (store.Entry, error) {
 	b, err := tx.CreateBucketIfNotExists(historyBucket)
 	if err != nil {
 		return e, err
@@ -152,7 +246,41 @@ func appendEntry(tx *bbolt.Tx, e store.Entry) (store.Entry, error) {
 	if err != nil {
 		return e, err
 	}
-	return e, b.Put(key(e.ID), raw)
+	if err := b.Put(key(e.ID), raw); err != nil {
+		return e, err
+	}
+	return e, s.prune(b, e.ID)
+}
+
+// prune deletes, oldest first, the entries more than s.keep.MaxEntries IDs
+// below the newest (IDs are consecutive, so the newest MaxEntries are kept)
+// and those older than s.keep.MaxAge, never the entry just appended. It
+// stops at the first entry to keep: entries are appended in time order,
+// and one whose time is unreadable is kept (Check reports it).
+func (s *Store) prune(b *bbolt.Bucket, newest uint64) error {
+	var cutoff time.Time
+	if s.keep.MaxAge > 0 {
+		cutoff = time.Now().Add(-s.keep.MaxAge)
+	}
+	c := b.Cursor()
+	for k, v := c.First(); k != nil; k, v = c.First() {
+		id := binary.BigEndian.Uint64(k)
+		if id >= newest {
+			return nil
+		}
+		old := s.keep.MaxEntries > 0 && newest-id >= uint64(s.keep.MaxEntries)
+		if !old && !cutoff.IsZero() {
+			var e struct{ Time time.Time }
+			old = json.Unmarshal(v, &e) == nil && e.Time.Before(cutoff)
+		}
+		if !old {
+			return nil
+		}
+		if err := c.Delete(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Measure implements store.Store.
@@ -181,7 +309,7 @@ func (s *Store) Measure(ctx context.Context, id uint64, m store.Measurement) err
 // Entry implements store.Store.
 func (s *Store) Entry(ctx context.Context, id uint64) (store.Entry, error) {
 	var e store.Entry
-	err := s.db.View(func(tx *bbolt.Tx) (err error) {
+	err := s.view(func(tx *bbolt.Tx) (err error) {
 		e, err = s.entry(tx, id)
 		return err
 	})
@@ -207,14 +335,28 @@ func (s *Store) entry(tx *bbolt.Tx, id uint64) (store.Entry, error) {
 
 // History implements store.Store.
 func (s *Store) History(ctx context.Context, limit int) ([]store.Entry, error) {
+	return s.HistoryBefore(ctx, 0, limit)
+}
+
+// HistoryBefore implements store.Store.
+func (s *Store) HistoryBefore(ctx context.Context, before uint64, limit int) ([]store.Entry, error) {
 	var out []store.Entry
-	err := s.db.View(func(tx *bbolt.Tx) error {
+	err := s.view(func(tx *bbolt.Tx) error {
 		b := tx.Bucket(historyBucket)
 		if b == nil {
 			return nil
 		}
 		c := b.Cursor()
-		for k, v := c.Last(); k != nil && (limit <= 0 || len(out) < limit); k, v = c.Prev() {
+		k, v := c.Last()
+		if before > 0 {
+			// Seek finds before or the next entry after it; step back once.
+			if k, _ = c.Seek(key(before)); k == nil {
+				k, v = c.Last()
+			} else {
+				k, v = c.Prev()
+			}
+		}
+		for ; k != nil && (limit <= 0 || len(out) < limit); k, v = c.Prev() {
 			var e store.Entry
 			if err := json.Unmarshal(v, &e); err != nil {
 				return fmt.Errorf("state file %s: history entry %d is unreadable: %w", s.path, binary.BigEndian.Uint64(k), err)

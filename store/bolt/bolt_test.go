@@ -13,8 +13,8 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store {
-		s, err := Open(filepath.Join(t.TempDir(), "state.db"))
+	storetest.Run(t, func(t *testing.T, r store.Retention) store.Store {
+		s, err := OpenWith(filepath.Join(t.TempDir(), "state.db"), Options{Retention: r})
 		if err != nil {
 			t.Fatal(err)
 		}

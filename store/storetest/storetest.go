@@ -4,6 +4,8 @@ package storetest
 import (
 	"context"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -12,8 +14,10 @@ import (
 	"github.com/vipswap/vipswap/store"
 )
 
-// Run runs the suite; open returns a new, empty store that the suite closes.
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
+// Run runs the suite; open returns a new, empty store that keeps history
+// within r (zero: unbounded). The suite closes it.
+func Run(t *testing.T, openWith func(t *testing.T, r store.Retention) store.Store) {
+	open := func(t *testing.T) store.Store { return openWith(t, store.Retention{}) }
 	ctx := context.Background()
 	blue := state.State{Active: "blue", Standby: "green"}
 	green := state.State{Active: "green", Standby: "blue", Previous: "blue", Drained: []string{"blue/127.0.0.1:1"}}
@@ -126,6 +130,85 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		}
 	})
 
+	t.Run("history pages end before an entry", func(t *testing.T) {
+		s := open(t)
+		defer s.Close()
+		for range 7 {
+			s.Record(ctx, swap)
+		}
+		for _, c := range []struct {
+			before uint64
+			limit  int
+			want   string
+		}{
+			{0, 3, "7 6 5"}, {5, 3, "4 3 2"}, {2, 3, "1"}, {1, 3, ""}, {100, 2, "7 6"}, {4, 0, "3 2 1"}, {0, -1, "7 6 5 4 3 2 1"},
+		} {
+			h, err := s.HistoryBefore(ctx, c.before, c.limit)
+			if got := ids(h); err != nil || got != c.want {
+				t.Errorf("HistoryBefore(%d, %d) = %q, %v; want %q", c.before, c.limit, got, err, c.want)
+			}
+		}
+	})
+
+	t.Run("retention by count prunes the oldest as it appends", func(t *testing.T) {
+		s := openWith(t, store.Retention{MaxEntries: 3})
+		defer s.Close()
+		rev, _, err := s.CompareAndSwap(ctx, 0, blue, swap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 4 {
+			if _, err := s.Record(ctx, swap); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h, err := s.History(ctx, 0); err != nil || ids(h) != "5 4 3" {
+			t.Fatalf("history %q, %v; want 5 4 3", ids(h), err)
+		}
+		if _, err := s.Entry(ctx, 1); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("the pruned entry 1: %v, want ErrNotFound", err)
+		}
+		if err := s.Measure(ctx, 2, store.Measurement{Complete: true}); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("measuring a pruned entry: %v, want ErrNotFound", err)
+		}
+		// A state change prunes too, and IDs are never reused.
+		if _, e, err := s.CompareAndSwap(ctx, rev, green, swap); err != nil || e.ID != 6 {
+			t.Fatalf("CompareAndSwap after pruning: entry %d, %v; want 6", e.ID, err)
+		}
+		if h, _ := s.History(ctx, 0); ids(h) != "6 5 4" {
+			t.Fatalf("history %q after a state change, want 6 5 4", ids(h))
+		}
+		if got, _, err := s.Load(ctx); err != nil || !got.Equal(green) {
+			t.Fatalf("state %+v, %v after pruning; want green", got, err)
+		}
+	})
+
+	t.Run("retention by age prunes what is older", func(t *testing.T) {
+		s := openWith(t, store.Retention{MaxAge: 90 * time.Minute})
+		defer s.Close()
+		now := time.Now().UTC()
+		for _, age := range []time.Duration{5 * time.Hour, 3 * time.Hour, 2 * time.Hour, time.Hour, 0} {
+			e := swap
+			e.Time = now.Add(-age)
+			if _, err := s.Record(ctx, e); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if h, err := s.History(ctx, 0); err != nil || ids(h) != "5 4" {
+			t.Fatalf("history %q, %v; want the entries of the last 90 minutes, 5 and 4", ids(h), err)
+		}
+		// An entry appended with an old time is kept: retention never
+		// drops the record of what just happened.
+		old := swap
+		old.Time = now.Add(-48 * time.Hour)
+		if _, err := s.Record(ctx, old); err != nil {
+			t.Fatal(err)
+		}
+		if h, _ := s.History(ctx, 0); ids(h) != "6 5 4" {
+			t.Fatalf("history %q, want 6 5 4", ids(h))
+		}
+	})
+
 	t.Run("watch sees every committed change", func(t *testing.T) {
 		s := open(t)
 		defer s.Close()
@@ -183,4 +266,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 			t.Fatalf("%d history entries, want 2 (seed and the one winner)", len(h))
 		}
 	})
+}
+
+// ids lists the entries' IDs, space-separated.
+func ids(h []store.Entry) string {
+	s := make([]string, len(h))
+	for i, e := range h {
+		s[i] = strconv.FormatUint(e.ID, 10)
+	}
+	return strings.Join(s, " ")
 }
