@@ -45,14 +45,33 @@ type Admin struct {
 	// TokenFile names a file of bearer tokens (one per line: SECRET or
 	// NAME SECRET). With tokens, every change needs one; when Listen is not
 	// a loopback address a token file is mandatory and reads need a token
-	// too. Empty means no tokens (loopback only).
+	// too. Empty means no tokens (loopback only). A relative path is
+	// relative to the configuration file's directory.
 	TokenFile string `yaml:"token_file"`
+	// Hosts are host names, besides IP addresses and localhost, under which
+	// the admin API may be reached (the Host header of its requests). Any
+	// other name is refused, so that a DNS-rebinding web page cannot reach
+	// the API from an operator's browser. Empty by default.
+	Hosts []string `yaml:"hosts"`
 }
 
 // Store configures the embedded state store.
 type Store struct {
-	// Path is the bbolt file holding the state. Default vipswap.db.
+	// Path is the bbolt file holding the state. Default vipswap.db. A
+	// relative path is relative to the configuration file's directory.
 	Path string `yaml:"path"`
+	// History bounds the history kept with the state.
+	History History `yaml:"history"`
+}
+
+// History is the retention of the history of changes: the oldest entries
+// beyond either bound are removed in the transaction that records a new one.
+type History struct {
+	// MaxEntries is how many entries are kept at most. Default 10000.
+	MaxEntries int `yaml:"max_entries"`
+	// MaxAge removes entries older than this; 0 keeps entries whatever
+	// their age. Default 720h (30 days).
+	MaxAge time.Duration `yaml:"max_age"`
 }
 
 // Listeners are the two front-door addresses.
@@ -111,8 +130,12 @@ type Slot struct {
 // Run describes instances vipswap starts as child processes.
 type Run struct {
 	// Command is the program and its arguments. {port} is replaced by a free
-	// port; a bare "vipswap" as the program means the running binary.
+	// port anywhere in any argument, and the child's environment has it as
+	// PORT; a bare "vipswap" as the program means the running binary.
 	Command []string `yaml:"command"`
+	// Address is where an instance listens, the address vipswap probes and
+	// forwards to; {port} is replaced by its port. Default 127.0.0.1:{port}.
+	Address string `yaml:"address"`
 	// Replicas is how many processes to run. Default 1.
 	Replicas int `yaml:"replicas"`
 	// StopTimeout is how long a process gets after SIGTERM before SIGKILL.
@@ -139,7 +162,7 @@ type Log struct {
 func Default() *Config {
 	return &Config{
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
-		State:     Store{Path: "vipswap.db"},
+		State:     Store{Path: "vipswap.db", History: History{MaxEntries: 10000, MaxAge: 720 * time.Hour}},
 		Listeners: Listeners{Prod: "127.0.0.1:8080", Stage: "127.0.0.1:8081"},
 		Log:       Log{Format: "text", Level: "info", AccessSample: 1},
 		Health: Health{

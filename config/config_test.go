@@ -1,6 +1,8 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -41,8 +43,54 @@ func TestParseValid(t *testing.T) {
 	if c.Health.Rise != 2 || c.Proxy.Attempts != 3 || c.Proxy.Hold != 2*time.Second {
 		t.Errorf("defaults not applied: rise %d attempts %d hold %v", c.Health.Rise, c.Proxy.Attempts, c.Proxy.Hold)
 	}
-	if r := c.Slots["green"].Run; r == nil || r.Replicas != 2 || r.StopTimeout != 10*time.Second {
-		t.Errorf("green run = %+v, want 2 replicas and a 10s stop timeout", r)
+	if r := c.Slots["green"].Run; r == nil || r.Replicas != 2 || r.StopTimeout != 10*time.Second || r.Address != "127.0.0.1:{port}" {
+		t.Errorf("green run = %+v, want 2 replicas, a 10s stop timeout and address 127.0.0.1:{port}", r)
+	}
+	if h := c.State.History; h.MaxEntries != 10000 || h.MaxAge != 720*time.Hour {
+		t.Errorf("history retention %+v, want 10000 entries and 720h", h)
+	}
+	if c.State.Path != "vipswap.db" {
+		t.Errorf("Parse changed state.path to %q; only Load resolves paths", c.State.Path)
+	}
+}
+
+// TestLoadResolvesPaths: relative state.path and admin.token_file are
+// relative to the configuration file, not to the working directory, so
+// starting vipswap from elsewhere finds the same state.
+func TestLoadResolvesPaths(t *testing.T) {
+	dir := t.TempDir()
+	src := strings.Replace(valid, "path: vipswap.db", "path: state/vipswap.db\n  history: {max_entries: 50, max_age: 0s}", 1)
+	src = strings.Replace(src, "listen: 127.0.0.1:9090", "listen: 127.0.0.1:9090\n  token_file: tokens\n  hosts: [vipswap.example]", 1)
+	if err := os.WriteFile(filepath.Join(dir, "vipswap.yaml"), []byte(src), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir()) // elsewhere
+	wd, _ := os.Getwd()
+	rel, err := filepath.Rel(wd, filepath.Join(dir, "vipswap.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, "state", "vipswap.db"); c.State.Path != want {
+		t.Errorf("state.path %q, want %q", c.State.Path, want)
+	}
+	if want := filepath.Join(dir, "tokens"); c.Admin.TokenFile != want {
+		t.Errorf("admin.token_file %q, want %q", c.Admin.TokenFile, want)
+	}
+	if h := c.State.History; h.MaxEntries != 50 || h.MaxAge != 0 {
+		t.Errorf("history retention %+v, want 50 entries and no age bound", h)
+	}
+	if len(c.Admin.Hosts) != 1 || c.Admin.Hosts[0] != "vipswap.example" {
+		t.Errorf("admin.hosts %q", c.Admin.Hosts)
+	}
+
+	abs := strings.Replace(valid, "path: vipswap.db", "path: /var/lib/vipswap/state.db", 1)
+	os.WriteFile(filepath.Join(dir, "abs.yaml"), []byte(abs), 0o600)
+	if c, err := Load(filepath.Join(dir, "abs.yaml")); err != nil || c.State.Path != "/var/lib/vipswap/state.db" {
+		t.Errorf("an absolute state.path became %q (%v)", c.State.Path, err)
 	}
 }
 
@@ -86,8 +134,44 @@ func TestParseInvalid(t *testing.T) {
 			`slots.blue.instances[1]: duplicate address 127.0.0.1:8080: already used by listeners.prod`},
 		{"address without port", func(s string) string { return strings.Replace(s, "127.0.0.1:9002", "localhost", 1) },
 			`slots.blue.instances[1]: invalid address "localhost"`},
-		{"run without {port}", func(s string) string { return strings.Replace(s, `"127.0.0.1:{port}"`, "127.0.0.1:9100", 1) },
-			`slots.green.run.command: must contain {port}`},
+		{"run address without {port}", func(s string) string {
+			return strings.Replace(s, "replicas: 2", "replicas: 2\n      address: 127.0.0.1:9100", 1)
+		},
+			`test.yaml:19: slots.green.run.address: want host:{port}, where each instance listens (such as 127.0.0.1:{port}), got "127.0.0.1:9100"`},
+		{"run address with a shell string", func(s string) string {
+			return strings.Replace(s, "replicas: 2", "replicas: 2\n      address: \"myapp --listen 127.0.0.1:{port}\"", 1)
+		}, `slots.green.run.address: want host:{port}`},
+		{"run address without host", func(s string) string {
+			return strings.Replace(s, "replicas: 2", "replicas: 2\n      address: \":{port}\"", 1)
+		},
+			`slots.green.run.address: want host:{port}`},
+		{"run with an empty command", func(s string) string {
+			return strings.Replace(s, `command: [vipswap, app, --slot, green, --listen, "127.0.0.1:{port}"]`, "command: []", 1)
+		}, `slots.green.run.command: must name a program`},
+		{"admin host with a port", func(s string) string {
+			return strings.Replace(s, "listen: 127.0.0.1:9090", "listen: 127.0.0.1:9090\n  hosts: [ok.example, vipswap.example:9090]", 1)
+		},
+			`test.yaml:4: admin.hosts[1]: want a host name without port or wildcard (such as vipswap.example.com), got "vipswap.example:9090"`},
+		{"admin host wildcard", func(s string) string {
+			return strings.Replace(s, "listen: 127.0.0.1:9090", "listen: 127.0.0.1:9090\n  hosts: [\"*.example\"]", 1)
+		},
+			`admin.hosts[0]: want a host name without port or wildcard`},
+		{"admin host URL", func(s string) string {
+			return strings.Replace(s, "listen: 127.0.0.1:9090", "listen: 127.0.0.1:9090\n  hosts: [\"http://vipswap.example\"]", 1)
+		},
+			`admin.hosts[0]: want a host name`},
+		{"history of no entries", func(s string) string {
+			return strings.Replace(s, "path: vipswap.db", "path: vipswap.db\n  history: {max_entries: 0}", 1)
+		},
+			`test.yaml:6: state.history.max_entries: must be at least 1, got 0`},
+		{"history age not a duration", func(s string) string {
+			return strings.Replace(s, "path: vipswap.db", "path: vipswap.db\n  history: {max_age: 30d}", 1)
+		},
+			`test.yaml:6: state.history.max_age: invalid duration "30d"`},
+		{"history unknown key", func(s string) string {
+			return strings.Replace(s, "path: vipswap.db", "path: vipswap.db\n  history: {max: 5}", 1)
+		},
+			`state.history.max: unknown key (known: max_entries, max_age)`},
 		{"wrong type", func(s string) string { return strings.Replace(s, "replicas: 2", "replicas: two", 1) },
 			`test.yaml:18: slots.green.run.replicas: want a whole number, got "two"`},
 		{"only one slot", func(s string) string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -14,13 +15,34 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Load reads, decodes and validates the configuration at path.
+// Load reads, decodes and validates the configuration at path. Relative
+// file paths in it (state.path, admin.token_file) are made absolute against
+// the configuration file's directory, so vipswap finds the same state
+// whatever directory it is started from.
 func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
-	return Parse(path, data)
+	c, err := Parse(path, data)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c.State.Path = resolve(dir, c.State.Path)
+	c.Admin.TokenFile = resolve(dir, c.Admin.TokenFile)
+	return c, nil
+}
+
+// resolve returns p relative to dir when p is relative; empty stays empty.
+func resolve(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
 }
 
 // Parse decodes and validates a configuration; name is used in messages.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -11,6 +12,13 @@ import (
 )
 
 var slotName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// hostName is a DNS name as a Host header carries it, without port.
+var hostName = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*$`)
+
+// DefaultRunAddress is where a run: instance listens unless run.address
+// says otherwise.
+const DefaultRunAddress = "127.0.0.1:{port}"
 
 func (c *Config) applyDefaults() {
 	if c.Active == "" && len(c.SlotOrder) > 0 {
@@ -24,6 +32,9 @@ func (c *Config) applyDefaults() {
 			if s.Run.StopTimeout == 0 {
 				s.Run.StopTimeout = 10 * time.Second
 			}
+			if s.Run.Address == "" {
+				s.Run.Address = DefaultRunAddress
+			}
 			c.Slots[name] = s
 		}
 	}
@@ -36,11 +47,17 @@ func (c *Config) Validate() error {
 	if c.Admin.TokenFile == "" && !isLoopback(c.Admin.Listen) {
 		v.fail("admin.token_file", fmt.Sprintf("required when admin.listen is not a loopback address (it is %s)", c.Admin.Listen))
 	}
+	for i, h := range c.Admin.Hosts {
+		if !hostName.MatchString(h) {
+			v.fail(fmt.Sprintf("admin.hosts[%d]", i), fmt.Sprintf("want a host name without port or wildcard (such as vipswap.example.com), got %q", h))
+		}
+	}
 	v.addr("listeners.prod", c.Listeners.Prod)
 	v.addr("listeners.stage", c.Listeners.Stage)
 	if c.State.Path == "" {
 		v.fail("state.path", "must name a file")
 	}
+	v.atLeastOne("state.history.max_entries", c.State.History.MaxEntries)
 	h := c.Health
 	if !strings.HasPrefix(h.Path, "/") {
 		v.fail("health.path", fmt.Sprintf("must start with /, got %q", h.Path))
@@ -145,8 +162,11 @@ func (v *validator) slot(name string, s Slot) {
 func (v *validator) run(key string, r *Run) {
 	if len(r.Command) == 0 {
 		v.fail(key+".command", "must name a program")
-	} else if !strings.Contains(strings.Join(r.Command, " "), "{port}") {
-		v.fail(key+".command", "must contain {port}, where the instance listens")
+	}
+	host, port, err := net.SplitHostPort(r.Address)
+	_, notIP := netip.ParseAddr(host)
+	if err != nil || port != "{port}" || notIP != nil && !hostName.MatchString(host) {
+		v.fail(key+".address", fmt.Sprintf("want host:{port}, where each instance listens (such as 127.0.0.1:{port}), got %q", r.Address))
 	}
 	v.atLeastOne(key+".replicas", r.Replicas)
 	v.positive(key+".stop_timeout", r.StopTimeout)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -79,25 +80,56 @@ func TestKillDuringSwapBurst(t *testing.T) {
 	}
 }
 
-// TestCorruptStateFile: vipswap refuses to start, names the file and leaves
-// it as it was.
+// TestCorruptStateFile: on an empty, garbage or truncated state file
+// vipswap refuses to start with one line naming the file and the repair,
+// never a stack dump, and leaves the file as it was. Before, a zero-byte
+// file was silently replaced by a new state (prod back on the configured
+// active slot) and a truncated one crashed with SIGBUS.
 func TestCorruptStateFile(t *testing.T) {
 	t.Parallel()
-	dir := t.TempDir()
-	path := filepath.Join(dir, "state.db")
-	garbage := []byte(strings.Repeat("this is not a bbolt file ", 400))
-	os.WriteFile(path, garbage, 0o600)
-	cfgPath := filepath.Join(dir, "vipswap.yaml")
-	os.WriteFile(cfgPath, []byte(testConfig(dir, staticSlots(map[string][]string{"blue": {"127.0.0.1:1"}, "green": {"127.0.0.1:2"}}))), 0o600)
-	p := vstest.Start(t, vstest.Binary(t), "serve", "-c", cfgPath)
-	if code := p.Wait(t, 30*time.Second); code != 1 {
-		t.Fatalf("exit %d, want 1", code)
+	cases := map[string]struct {
+		damage func(t *testing.T, path string)
+		want   string
+	}{
+		"zero bytes": {func(t *testing.T, path string) { os.WriteFile(path, nil, 0o600) }, "is empty (0 bytes)"},
+		"garbage": {func(t *testing.T, path string) {
+			os.WriteFile(path, []byte(strings.Repeat("this is not a bbolt file ", 400)), 0o600)
+		}, "is damaged (no valid bbolt header"},
+		"truncated": {func(t *testing.T, path string) {
+			sw := vstest.Serve(t, filepath.Dir(path), testConfig(filepath.Dir(path), staticSlots(map[string][]string{"blue": {"127.0.0.1:1"}, "green": {"127.0.0.1:2"}})))
+			for range 50 {
+				if _, err := sw.Client.Swap(context.Background(), api.ChangeRequest{Force: true, Reason: strings.Repeat("r", 1000)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sw.Signal(t, syscall.SIGTERM)
+			sw.Wait(t, 30*time.Second)
+			info, _ := os.Stat(path)
+			os.Truncate(path, info.Size()/2)
+		}, "is damaged (it is truncated"},
 	}
-	if out := p.Output(); !strings.Contains(out, "open state file "+path) || strings.Count(strings.TrimSpace(out), "\n") != 0 {
-		t.Fatalf("output %q, want one line naming %s", out, path)
-	}
-	if after, _ := os.ReadFile(path); string(after) != string(garbage) {
-		t.Fatal("the corrupt state file was changed")
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			path := filepath.Join(dir, "state.db")
+			c.damage(t, path)
+			before, _ := os.ReadFile(path)
+			cfgPath := filepath.Join(dir, "vipswap.yaml")
+			os.WriteFile(cfgPath, []byte(testConfig(dir, staticSlots(map[string][]string{"blue": {"127.0.0.1:1"}, "green": {"127.0.0.1:2"}}))), 0o600)
+			p := vstest.Start(t, vstest.Binary(t), "serve", "-c", cfgPath)
+			if code := p.Wait(t, 30*time.Second); code != 1 {
+				t.Fatalf("exit %d, want 1", code)
+			}
+			out := p.Output()
+			if !strings.HasPrefix(out, "vipswap serve: state file "+path+" ") || !strings.Contains(out, c.want) ||
+				!strings.Contains(out, "vipswap state repair") || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+				t.Fatalf("output %q, want one line naming %s, %q and the repair", out, path, c.want)
+			}
+			if after, _ := os.ReadFile(path); !bytes.Equal(after, before) {
+				t.Fatal("the damaged state file was changed")
+			}
+		})
 	}
 }
 

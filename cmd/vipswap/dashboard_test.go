@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -18,37 +17,13 @@ import (
 // the chart move; it saves a screenshot in $VIPSWAP_ARTIFACTS (the test
 // script sets it; docs/dashboard.png is one).
 func TestDashboardInBrowser(t *testing.T) {
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("chromium not found: scripts/test.sh installs it (apt-get install chromium)")
-	}
 	dir := t.TempDir()
 	sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
 	sw.WaitHealthy(t)
 	load := vstest.StartLoad(sw.Prod+"/api/test", 4, time.Minute)
 	defer load.Stop()
-
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(chromium),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 1000),
-		// This machine's network is closed: no background calls home.
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	actx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	defer cancelAlloc()
-	bctx, cancelBrowser := chromedp.NewContext(actx)
-	defer cancelBrowser()
+	ctx := context.Background()
+	bctx := newBrowser(t, 90*time.Second)
 
 	active := func() string {
 		s, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.getElementById("active-slot").textContent`))

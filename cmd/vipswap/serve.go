@@ -26,6 +26,7 @@ import (
 	"github.com/vipswap/vipswap/metrics"
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
 )
 
@@ -95,11 +96,17 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		return err
 	}
 
-	st, err := bolt.Open(cfg.State.Path)
+	st, err := bolt.OpenWith(cfg.State.Path, bolt.Options{Retention: store.Retention{
+		MaxEntries: cfg.State.History.MaxEntries, MaxAge: cfg.State.History.MaxAge,
+	}})
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { st.Close() })
+	if st.Created() {
+		log.Warn("new state: the state file holds no state yet, so it is seeded from the configuration's active slot",
+			"path", cfg.State.Path, "active", cfg.Active)
+	}
 
 	var slots []control.Slot
 	for _, name := range cfg.SlotOrder {
@@ -168,8 +175,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 			Metrics:      promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}),
 			Rates:        rates.Recent,
 			Dashboard:    dashboard.Handler(),
+			Hosts:        cfg.Admin.Hosts,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
+		MaxHeaderBytes:    64 << 10,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
