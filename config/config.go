@@ -116,6 +116,34 @@ type Proxy struct {
 	// ShutdownTimeout bounds how long vipswap waits for in-flight requests
 	// when it stops. Default 30s.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// ClientReadTimeout bounds the wait for each next piece of a request
+	// body; the client then gets a 408. Default 30s.
+	ClientReadTimeout time.Duration `yaml:"client_read_timeout"`
+	// ClientWriteTimeout bounds how long one write to a client may block.
+	// Default 30s.
+	ClientWriteTimeout time.Duration `yaml:"client_write_timeout"`
+	// ConnectTimeout bounds connecting to an instance. Default 5s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// InstanceWriteTimeout bounds how long one write of a request to an
+	// instance may block. Default 30s.
+	InstanceWriteTimeout time.Duration `yaml:"instance_write_timeout"`
+	// ResponseHeaderTimeout bounds the wait for an instance's response head
+	// once the request was sent; the client then gets a 504. Default 60s.
+	ResponseHeaderTimeout time.Duration `yaml:"response_header_timeout"`
+	// InstanceReadTimeout bounds the wait for each next piece of a response
+	// body; the response is then cut off. Default 60s.
+	InstanceReadTimeout time.Duration `yaml:"instance_read_timeout"`
+	// MaxConnections bounds each listener's client connections; at the
+	// limit a listener stops accepting until one closes. Zero (the
+	// default) means one fifth of the descriptors vipswap may open, less a
+	// reserve (see docs/configuration.md).
+	MaxConnections int `yaml:"max_connections"`
+	// MaxHeaderBytes bounds a request head and an instance's response
+	// head. Default 65536.
+	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// MaxHeaderFields bounds the header fields of a request head and of an
+	// instance's response head. Default 100.
+	MaxHeaderFields int `yaml:"max_header_fields"`
 }
 
 // Slot is one named group of instances: either fixed addresses or processes
@@ -179,6 +207,15 @@ func Default() *Config {
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       120 * time.Second,
 			ShutdownTimeout:   30 * time.Second,
+
+			ClientReadTimeout:     30 * time.Second,
+			ClientWriteTimeout:    30 * time.Second,
+			ConnectTimeout:        5 * time.Second,
+			InstanceWriteTimeout:  30 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			InstanceReadTimeout:   60 * time.Second,
+			MaxHeaderBytes:        64 << 10,
+			MaxHeaderFields:       100,
 		},
 	}
 }

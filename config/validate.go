@@ -61,6 +61,8 @@ func (c *Config) Validate() error {
 	h := c.Health
 	if !strings.HasPrefix(h.Path, "/") {
 		v.fail("health.path", fmt.Sprintf("must start with /, got %q", h.Path))
+	} else if strings.ContainsFunc(h.Path, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		v.fail("health.path", fmt.Sprintf("must not contain spaces or control characters (escape them as %%20), got %q", h.Path))
 	}
 	v.positive("health.interval", h.Interval)
 	v.positive("health.timeout", h.Timeout)
@@ -73,6 +75,21 @@ func (c *Config) Validate() error {
 	v.positive("proxy.read_header_timeout", p.ReadHeaderTimeout)
 	v.positive("proxy.idle_timeout", p.IdleTimeout)
 	v.positive("proxy.shutdown_timeout", p.ShutdownTimeout)
+	v.positive("proxy.client_read_timeout", p.ClientReadTimeout)
+	v.positive("proxy.client_write_timeout", p.ClientWriteTimeout)
+	v.positive("proxy.connect_timeout", p.ConnectTimeout)
+	v.positive("proxy.instance_write_timeout", p.InstanceWriteTimeout)
+	v.positive("proxy.response_header_timeout", p.ResponseHeaderTimeout)
+	v.positive("proxy.instance_read_timeout", p.InstanceReadTimeout)
+	if p.MaxConnections < 0 {
+		v.fail("proxy.max_connections", fmt.Sprintf("must be at least 1, or 0 for the default, got %d", p.MaxConnections))
+	}
+	if p.MaxHeaderBytes < 1024 || p.MaxHeaderBytes > 1<<20 {
+		v.fail("proxy.max_header_bytes", fmt.Sprintf("want 1024 to 1048576, got %d", p.MaxHeaderBytes))
+	}
+	if p.MaxHeaderFields < 8 || p.MaxHeaderFields > 10000 {
+		v.fail("proxy.max_header_fields", fmt.Sprintf("want 8 to 10000, got %d", p.MaxHeaderFields))
+	}
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		v.fail("log.format", fmt.Sprintf("want text or json, got %q", c.Log.Format))
 	}

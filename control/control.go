@@ -199,7 +199,7 @@ func (c *Controller) loop() {
 		case <-c.ctx.Done():
 			return
 		case inst := <-c.refused:
-			c.checker.MarkDown(health.Target{Slot: inst.Slot, Addr: inst.Addr})
+			c.checker.MarkDown(health.Target{Slot: inst.Slot, Addr: inst.Addr}, "refused a request's connection")
 		}
 	}
 }
@@ -213,7 +213,7 @@ func (c *Controller) instance(t health.Target) *route.Instance {
 	return nil
 }
 
-func (c *Controller) onHealth(t health.Target, healthy bool) {
+func (c *Controller) onHealth(t health.Target, healthy bool, reason health.Check) {
 	inst := c.instance(t)
 	if inst == nil {
 		return
@@ -221,7 +221,11 @@ func (c *Controller) onHealth(t health.Target, healthy bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.healthy[inst] = healthy
-	c.log.Info("instance health changed", "slot", t.Slot, "instance", t.Addr, "healthy", healthy)
+	level := slog.LevelInfo
+	if !healthy {
+		level = slog.LevelWarn
+	}
+	c.log.Log(context.Background(), level, "instance health changed", "slot", t.Slot, "instance", t.Addr, "healthy", healthy, "check", reason.String())
 	c.publishLocked()
 }
 

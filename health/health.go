@@ -1,12 +1,20 @@
 // Package health decides whether instances are healthy: active HTTP probes
 // with rise and fall thresholds, and passive marks from the data plane when an
-// instance refuses a connection. It reports each transition to a callback; it
-// knows nothing of routing tables or the store.
+// instance refuses a connection. It keeps each instance's last check (in
+// HAProxy's terms: L7OK, L7STS 404, L4CON, ...) and reports each transition,
+// with the check that caused it, to a callback; it knows nothing of routing
+// tables or the store.
+//
+// A probe that vipswap could not make for want of its own resources
+// (SOCKERR: out of descriptors) neither passes nor fails: an overloaded
+// vipswap never marks healthy instances down.
 package health
 
 import (
 	"context"
-	"net/http"
+	"log/slog"
+	"maps"
+	"net"
 	"net/url"
 	"strings"
 	"sync"
@@ -29,27 +37,44 @@ type Config struct {
 	Path string
 	// Interval is the time between two probes of one target.
 	Interval time.Duration
-	// Timeout bounds one probe.
+	// Timeout bounds one probe, connecting included.
 	Timeout time.Duration
 	// Rise is how many consecutive passes make a target healthy.
 	Rise int
 	// Fall is how many consecutive failures make it unhealthy.
 	Fall int
+	// Logger receives probes that could not be made (at most one line a
+	// second). Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// State is one target's health as the checker sees it.
+type State struct {
+	// Healthy is the verdict.
+	Healthy bool
+	// Since is when the verdict last changed (when probing began, if it
+	// never did).
+	Since time.Time
+	// Last is the last check, passive marks included.
+	Last Check
 }
 
 // Checker probes targets and reports health transitions. Its methods are safe
 // for concurrent use.
 type Checker struct {
 	cfg      Config
-	client   *http.Client
-	onChange func(Target, bool)
+	dial     func(ctx context.Context, network, addr string) (net.Conn, error)
+	onChange func(Target, bool, Check)
 
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	mu      sync.Mutex // guards targets
+	mu      sync.Mutex // guards targets, counts and lastSkip
 	targets map[Target]*target
+	counts  map[string]uint64 // checks by code
+	took    time.Duration     // total time of the checks counted
+	skipLog time.Time         // when a SOCKERR was last logged
 }
 
 // target is one target's probe state.
@@ -59,25 +84,27 @@ type target struct {
 	seen    bool // has ever been healthy
 	passes  int  // consecutive passes while unhealthy
 	fails   int  // consecutive failures while healthy
+	since   time.Time
+	last    Check
 }
 
 // New returns a Checker. onChange is called on every transition, with the
-// target's lock held so transitions of one target arrive in order; it must not
-// call back into the Checker for the same target.
-func New(cfg Config, onChange func(t Target, healthy bool)) *Checker {
+// check that decided it, and with the target's lock held so transitions of
+// one target arrive in order; it must not call back into the Checker for
+// the same target.
+func New(cfg Config, onChange func(t Target, healthy bool, reason Check)) *Checker {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Checker{
-		cfg: cfg,
-		client: &http.Client{
-			// A fresh connection per probe: an instance that stopped
-			// accepting must fail its probe even if an old connection is open.
-			Transport:     &http.Transport{DisableKeepAlives: true, Proxy: nil},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
+		cfg:      cfg,
+		dial:     (&net.Dialer{}).DialContext,
 		onChange: onChange,
 		ctx:      ctx,
 		cancel:   cancel,
 		targets:  make(map[Target]*target),
+		counts:   make(map[string]uint64),
 	}
 }
 
@@ -91,27 +118,40 @@ func (c *Checker) Add(t Target) {
 	if _, ok := c.targets[t]; ok || c.ctx.Err() != nil {
 		return
 	}
-	st := &target{}
+	st := &target{since: time.Now()}
 	c.targets[t] = st
 	c.wg.Go(func() { c.loop(t, st) })
 }
 
 // Healthy reports whether t is currently healthy.
-func (c *Checker) Healthy(t Target) bool {
+func (c *Checker) Healthy(t Target) bool { return c.State(t).Healthy }
+
+// State returns t's health, its last check and since when; the zero State
+// for a target not added.
+func (c *Checker) State(t Target) State {
 	c.mu.Lock()
 	st := c.targets[t]
 	c.mu.Unlock()
 	if st == nil {
-		return false
+		return State{}
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.healthy
+	return State{Healthy: st.healthy, Since: st.since, Last: st.last}
+}
+
+// Counts returns how many checks ended with each code since the checker
+// started, and their total duration.
+func (c *Checker) Counts() (map[string]uint64, time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.counts), c.took
 }
 
 // MarkDown makes t unhealthy at once (passive detection: it refused a
-// connection). Probes must then pass Rise times in a row to bring it back.
-func (c *Checker) MarkDown(t Target) {
+// connection); detail says what was seen. Probes must then pass Rise times
+// in a row to bring it back.
+func (c *Checker) MarkDown(t Target, detail string) {
 	c.mu.Lock()
 	st := c.targets[t]
 	c.mu.Unlock()
@@ -121,9 +161,10 @@ func (c *Checker) MarkDown(t Target) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.passes, st.fails = 0, 0
+	st.last = Check{Code: PASSIVE, Detail: detail, Time: time.Now()}
 	if st.healthy {
-		st.healthy = false
-		c.onChange(t, false)
+		st.healthy, st.since = false, st.last.Time
+		c.onChange(t, false, st.last)
 	}
 }
 
@@ -134,11 +175,11 @@ func (c *Checker) Close() {
 }
 
 func (c *Checker) loop(t Target, st *target) {
-	u := "http://" + t.Addr + strings.ReplaceAll(c.cfg.Path, "{slot}", url.QueryEscape(t.Slot))
+	path := strings.ReplaceAll(c.cfg.Path, "{slot}", url.QueryEscape(t.Slot))
 	tick := time.NewTicker(c.cfg.Interval)
 	defer tick.Stop()
 	for {
-		c.record(t, st, c.probe(u))
+		c.record(t, st, c.probe(t, path))
 		select {
 		case <-c.ctx.Done():
 			return
@@ -147,43 +188,43 @@ func (c *Checker) loop(t Target, st *target) {
 	}
 }
 
-// probe reports whether one GET of u answered 2xx or 3xx within the timeout.
-func (c *Checker) probe(u string) bool {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	if err != nil {
-		return false
-	}
-	req.Header.Set("User-Agent", "vipswap-health")
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return false
-	}
-	resp.Body.Close()
-	return resp.StatusCode >= 200 && resp.StatusCode < 400
-}
-
-func (c *Checker) record(t Target, st *target, pass bool) {
+func (c *Checker) record(t Target, st *target, ck Check) {
 	if c.ctx.Err() != nil {
 		return // a probe cut short by Close says nothing about the instance
 	}
+	c.mu.Lock()
+	c.counts[ck.Code]++
+	c.took += ck.Took
+	logSkip := ck.Code == SOCKERR && time.Since(c.skipLog) >= time.Second
+	if logSkip {
+		c.skipLog = time.Now()
+	}
+	c.mu.Unlock()
+	if logSkip {
+		c.cfg.Logger.Warn("could not probe an instance; its health stays as it was", "slot", t.Slot, "instance", t.Addr, "err", ck.Detail)
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if ck.Code == SOCKERR {
+		st.last = ck
+		return // says nothing about the instance
+	}
+	st.last = ck
+	pass := ck.OK()
 	switch {
 	case pass && !st.healthy:
 		st.passes++
 		if st.passes >= c.cfg.Rise || !st.seen {
-			st.healthy, st.seen, st.passes = true, true, 0
-			c.onChange(t, true)
+			st.healthy, st.seen, st.passes, st.since = true, true, 0, ck.Time
+			c.onChange(t, true, ck)
 		}
 	case pass:
 		st.fails = 0
 	case st.healthy:
 		st.fails++
 		if st.fails >= c.cfg.Fall {
-			st.healthy, st.fails = false, 0
-			c.onChange(t, false)
+			st.healthy, st.fails, st.since = false, 0, ck.Time
+			c.onChange(t, false, ck)
 		}
 	default:
 		st.passes = 0

@@ -1,12 +1,23 @@
 package health
 
 import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 type transition struct {
@@ -39,7 +50,7 @@ func newScripted(t *testing.T, status int) *scripted {
 func newChecker(t *testing.T, rise, fall int) (*Checker, chan transition) {
 	ch := make(chan transition, 10)
 	c := New(Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: rise, Fall: fall},
-		func(t Target, h bool) { ch <- transition{t, h} })
+		func(t Target, h bool, _ Check) { ch <- transition{t, h} })
 	t.Cleanup(c.Close)
 	return c, ch
 }
@@ -66,6 +77,14 @@ func TestProbeNamesTheSlot(t *testing.T) {
 	}
 }
 
+// result is a check that passed or failed.
+func result(pass bool) Check {
+	if pass {
+		return Check{Code: L7OK, Status: 200}
+	}
+	return Check{Code: L7STS, Status: 503}
+}
+
 func TestRiseAndFall(t *testing.T) {
 	c, ch := newChecker(t, 2, 3)
 	tg := Target{Slot: "blue", Addr: "127.0.0.1:1"}
@@ -87,7 +106,7 @@ func TestRiseAndFall(t *testing.T) {
 		{false, false},
 	}
 	for i, s := range steps {
-		c.record(tg, st, s.pass)
+		c.record(tg, st, result(s.pass))
 		if st.healthy != s.wantHealthy {
 			t.Fatalf("step %d (pass=%v): healthy=%v, want %v", i, s.pass, st.healthy, s.wantHealthy)
 		}
@@ -100,9 +119,9 @@ func TestRiseAndFall(t *testing.T) {
 func TestFirstPassMakesHealthy(t *testing.T) {
 	c, _ := newChecker(t, 3, 2)
 	st := &target{}
-	c.record(Target{}, st, false) // still booting
-	c.record(Target{}, st, false)
-	c.record(Target{}, st, true)
+	c.record(Target{}, st, result(false)) // still booting
+	c.record(Target{}, st, result(false))
+	c.record(Target{}, st, result(true))
 	if !st.healthy {
 		t.Fatal("a fresh target is not healthy after its first pass")
 	}
@@ -114,7 +133,7 @@ func TestMarkDownThenBack(t *testing.T) {
 	tg := Target{Slot: "blue", Addr: strings.TrimPrefix(inst.srv.URL, "http://")}
 	c.Add(tg)
 	await(t, ch, true)
-	c.MarkDown(tg)
+	c.MarkDown(tg, "refused a connection")
 	await(t, ch, false)
 	if c.Healthy(tg) {
 		t.Fatal("healthy right after MarkDown")
@@ -143,4 +162,104 @@ func TestRefusedConnectionFails(t *testing.T) {
 	await(t, ch, true)
 	inst.srv.Close()
 	await(t, ch, false)
+}
+
+// TestCheckSaysWhy (issue 16, point 1; issue 9, point 2): each way a probe
+// ends has its code, kept as the target's last check.
+func TestCheckSaysWhy(t *testing.T) {
+	listen := func(t *testing.T) net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		return ln
+	}
+	// answering serves every connection with answer.
+	answering := func(t *testing.T, answer func(net.Conn)) string {
+		ln := listen(t)
+		var wg sync.WaitGroup
+		t.Cleanup(func() { ln.Close(); wg.Wait() })
+		wg.Go(func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				wg.Go(func() { defer c.Close(); answer(c) })
+			}
+		})
+		return ln.Addr().String()
+	}
+	refused := func(t *testing.T) string {
+		ln := listen(t)
+		addr := ln.Addr().String()
+		ln.Close()
+		return addr
+	}
+	cases := []struct {
+		name, addr, want string
+	}{
+		{"a 404", strings.TrimPrefix(newScripted(t, 404).srv.URL, "http://"), "L7STS 404"},
+		{"a 200", strings.TrimPrefix(newScripted(t, 200).srv.URL, "http://"), "L7OK 200"},
+		{"refused", refused(t), "L4CON connection refused"},
+		{"no answer", answering(t, func(c net.Conn) { io.Copy(io.Discard, c) }), "L7TOUT no answer within 200ms"},
+		{"garbage", answering(t, func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH\r\n") }), `L7RSP malformed status line "SSH-2.0-OpenSSH"`},
+		{"closed", answering(t, func(c net.Conn) {}), "L7RSP closed without answering"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := New(Config{Path: "/ping", Interval: time.Hour, Timeout: 200 * time.Millisecond, Rise: 1, Fall: 1}, func(Target, bool, Check) {})
+			t.Cleanup(c.Close)
+			tg := Target{Slot: "blue", Addr: tc.addr}
+			c.Add(tg)
+			var got State
+			deadline := time.Now().Add(5 * time.Second)
+			for got = c.State(tg); got.Last.Code == "" && time.Now().Before(deadline); got = c.State(tg) {
+				runtime.Gosched()
+			}
+			if got.Last.String() != tc.want {
+				t.Fatalf("last check %q, want %q", got.Last, tc.want)
+			}
+			counts, _ := c.Counts()
+			if counts[got.Last.Code] != 1 {
+				t.Fatalf("counts %v, want one %s", counts, got.Last.Code)
+			}
+		})
+	}
+}
+
+// TestCouldNotProbeChangesNothing (issue 9, point 2): when vipswap itself
+// is out of descriptors, a healthy instance stays healthy.
+func TestCouldNotProbeChangesNothing(t *testing.T) {
+	inst := newScripted(t, 200)
+	var log vstest.Buffer
+	ch := make(chan transition, 10)
+	c := New(Config{Path: "/", Interval: 10 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1, Logger: slog.New(slog.NewTextHandler(&log, nil))},
+		func(t Target, h bool, _ Check) { ch <- transition{t, h} })
+	t.Cleanup(c.Close)
+	var starved atomic.Bool
+	dial := c.dial
+	c.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if starved.Load() {
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Err: os.NewSyscallError("socket", syscall.EMFILE)}
+		}
+		return dial(ctx, network, addr)
+	}
+	tg := Target{Slot: "blue", Addr: strings.TrimPrefix(inst.srv.URL, "http://")}
+	c.Add(tg)
+	await(t, ch, true)
+	starved.Store(true)
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if counts, _ := c.Counts(); counts[SOCKERR] < 5 {
+			return fmt.Errorf("%d probes could not be made so far", counts[SOCKERR])
+		}
+		return nil
+	})
+	if st := c.State(tg); !st.Healthy || st.Last.Code != SOCKERR || len(ch) != 0 {
+		t.Fatalf("state %+v after %d transitions, want healthy with last check SOCKERR", st, len(ch))
+	}
+	if !strings.Contains(log.String(), "could not probe") {
+		t.Fatalf("nothing logged: %s", log.String())
+	}
 }

@@ -2,18 +2,34 @@
 // listeners, the request path, retries, holding and in-flight accounting.
 //
 // The request path reads the current *route.Table once, through an atomic
-// pointer, and keeps it to the end (including retries), so a request never
-// sees half of a swap. It takes no lock but the short one of an instance's
-// connection pool, never talks to the store and never logs. The controller
-// publishes new tables with Apply.
+// pointer, and keeps it to the end (a request that holds for an instance
+// reads the newer table it wakes for), so it never sees half of a swap. It
+// takes no lock but the short one of an instance's connection pool, never
+// talks to the store and never logs (but the sampled access log). The
+// controller publishes new tables with Apply.
 //
-// Clients are served by net/http's server, which parses and validates every
-// request (it rejects conflicting Content-Length and Transfer-Encoding,
-// obs-fold and oversized headers) before vipswap sees it. Towards instances
-// vipswap is its own lean HTTP/1.1 client: each attempt writes the request
-// and reads the response on the handler's goroutine over a pooled keep-alive
-// connection, so it knows exactly how far an attempt got, which decides
-// whether it may be retried.
+// Clients are served by package h1, vipswap's own HTTP/1.1 server, which
+// parses and validates every request (conflicting lengths, unknown
+// transfer codings, bare CRs, oversized heads are refused) before vipswap
+// sees it. Towards instances vipswap is its own lean HTTP/1.1 client: each
+// attempt writes the request and reads the response on the handler's
+// goroutine over a pooled keep-alive connection, so it knows exactly how
+// far an attempt got, which decides whether it may be retried elsewhere
+// (see failure in forward.go). Responses are read by h1.ReadResponse, which
+// bounds the head and frames the body strictly.
+//
+// What the proxy guarantees against broken peers:
+//   - an answer never reaches another request: a pooled connection is reused
+//     only if nothing is buffered after the last response and nothing
+//     arrived while it sat idle;
+//   - every wait has a deadline (Options: connect, write, response head,
+//     body pieces both ways, slow clients), and a listener may bound its
+//     connections;
+//   - a client's broken request is its own 400 or 408, never a 502 counted
+//     against the slot; an instance's broken answer is an immediate 502.
+//
+// Shutdown waits for every request in flight, upgraded connections
+// (WebSockets) included, on any instance.
 //
 // proxy imports route and the standard library only; it must never import
 // store, control, api, config or health (see deps_test.go).

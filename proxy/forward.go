@@ -58,9 +58,23 @@ func (e *attemptError) Error() string { return e.err.Error() }
 func (e *attemptError) Unwrap() error { return e.err }
 
 // counts reports whether the attempt counts against Options.Attempts: it
-// reached an instance, which may have done something with it.
+// reached an instance, which may have done something with it. A pooled
+// connection that broke before any answer does not count: it is retried on
+// a new connection to the same instance, where it counts.
 func (e *attemptError) counts() bool {
-	return e.kind != failDial && e.kind != failLocal && e.kind != failStale
+	switch e.kind {
+	case failDial, failLocal, failStale:
+		return false
+	case failWrite, failClosed:
+		return !e.reused
+	}
+	return true
+}
+
+// deadPooledConn reports whether the attempt failed because the pooled
+// connection it used was already dead: it says nothing about the instance.
+func (e *attemptError) deadPooledConn() bool {
+	return e.reused && (e.kind == failStale || e.kind == failWrite || e.kind == failClosed)
 }
 
 // forward sends r to an instance of its slot, retrying on another where that
@@ -102,7 +116,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 		ae := err.(*attemptError)
 		// A reused connection the instance had let go says nothing about
 		// the instance: try it again on a new connection.
-		rq.fresh = ae.reused && (ae.kind == failStale || ae.kind == failClosed)
+		rq.fresh = ae.deadPooledConn()
 		if !rq.fresh {
 			rq.tried = append(rq.tried, inst)
 		}
@@ -142,7 +156,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		c.Close()
 		return nil, nil, &attemptError{kind: kind, err: err, reused: c.reused}
 	}
-	c.writeIdle = p.opts.InstanceWriteTimeout
+	c.idleWrites(p.opts.InstanceWriteTimeout)
 	var body io.Reader
 	if rq.body != nil {
 		body = rq.body
@@ -173,7 +187,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	case resp.StatusCode == http.StatusSwitchingProtocols && !upgradeAsked(r, resp):
 		return fail(failInvalid, errors.New("invalid response: switched protocols the request did not ask for"))
 	}
-	c.readIdle = p.opts.InstanceReadTimeout
+	c.idleReads(p.opts.InstanceReadTimeout)
 	return resp, c, nil
 }
 

@@ -458,6 +458,62 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 	}
 }
 
+// TestShutdownWaitsForTunnelsOnDrainedInstances (issue 9, point 7): an
+// upgraded connection on an instance that is no longer routable is still in
+// flight, and Shutdown waits for it.
+func TestShutdownWaitsForTunnelsOnDrainedInstances(t *testing.T) {
+	release := make(chan struct{})
+	in := newInstance(t, "blue", "ws", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "Upgrade")
+		w.Header().Set("Upgrade", "echo")
+		w.WriteHeader(http.StatusSwitchingProtocols)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		<-release
+	})
+	p := New(Options{})
+	p.Apply(table(1, []*route.Instance{in.inst}, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Serve(route.Prod, ln) })
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	if resp, err := http.ReadResponse(bufio.NewReader(conn), nil); err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	p.Apply(table(2, nil, nil)) // the instance is drained
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Shutdown(context.Background()) }()
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err == nil {
+			c.Close()
+			return errors.New("still accepting")
+		}
+		return nil
+	})
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned (%v) with a tunnel open", err)
+	case <-time.After(100 * time.Millisecond): // a chance to return wrongly
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+}
+
 // expect turns a condition into an error for vstest.WaitFor.
 func expect(ok bool) error {
 	if !ok {

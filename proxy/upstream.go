@@ -66,6 +66,16 @@ func (c *upstreamConn) setReadDeadline(t time.Time) {
 	}
 }
 
+// idleReads makes each later read wait at most d.
+func (c *upstreamConn) idleReads(d time.Duration) {
+	c.readIdle, c.readDeadline = d, 0
+}
+
+// idleWrites makes each later write block at most d.
+func (c *upstreamConn) idleWrites(d time.Duration) {
+	c.writeIdle, c.writeDead = d, 0
+}
+
 // Read reads from the instance, moving the read deadline along when
 // readIdle is set.
 func (c *upstreamConn) Read(p []byte) (int, error) {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"syscall"
 	"testing"
 	"time"
@@ -91,3 +92,40 @@ func instanceServed(t *testing.T, sw *vstest.Switch, addr string) int64 {
 	}
 	return i.Served.Total()
 }
+
+// TestWholeSlotRestartUnderLoad (issue 9, point 8): every instance of the
+// active slot is killed under load and started again at once. Requests
+// that were in flight or retrying find no instance left: they hold, like
+// new requests, until the instances are back, and go through. None fails.
+func TestWholeSlotRestartUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	apps, addrs := startStatic(t, 2)
+	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw.WaitHealthy(t)
+
+	load := vstest.StartLoad(sw.Prod+"/api/test", 50, time.Minute)
+	waitServed(t, load, 2000)
+	for _, a := range apps["blue"] {
+		a.Signal(t, syscall.SIGKILL)
+	}
+	var restarted []*vstest.Process
+	for _, a := range apps["blue"] {
+		a.Wait(t, 10*time.Second)
+		restarted = append(restarted, vstest.Start(t, vstest.Binary(t), "app", "--slot", "blue", "--listen", a.Addr))
+	}
+	for i, p := range restarted {
+		p.WaitLine(t, appListening, 30*time.Second)
+		waitInstance(t, sw, apps["blue"][i].Addr, true)
+	}
+	waitServed(t, load, load.OK()+2000)
+	res := load.Stop()
+	t.Logf("%d requests ok, %d failed", res.OK, res.Failed)
+	if res.Failed != 0 {
+		t.Fatalf("%d requests failed, want 0; first: %v", res.Failed, res.Errors)
+	}
+	if res.BySlot["blue"] == 0 || res.BySlot["green"] != 0 {
+		t.Fatalf("answers by slot %v: want blue only", res.BySlot)
+	}
+}
+
+var appListening = regexp.MustCompile(`listening on (\S+)`)

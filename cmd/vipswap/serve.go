@@ -128,22 +128,14 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 	}
 
 	var ctrl *control.Controller
-	px := proxy.New(proxy.Options{
-		Attempts:          cfg.Proxy.Attempts,
-		Hold:              cfg.Proxy.Hold,
-		MaxHolding:        cfg.Proxy.MaxHolding,
-		ReadHeaderTimeout: cfg.Proxy.ReadHeaderTimeout,
-		IdleTimeout:       cfg.Proxy.IdleTimeout,
-		OnRefused:         func(i *route.Instance) { ctrl.InstanceRefused(i) },
-		AccessLog:         accessLog(cfg.Log, log),
-	})
+	px := proxy.New(proxyOptions(cfg, log, func(i *route.Instance) { ctrl.InstanceRefused(i) }))
 	ctrl, err = control.New(ctx, control.Config{
 		Slots:  slots,
 		Active: cfg.Active,
 		Store:  st,
 		Health: health.Config{
 			Path: cfg.Health.Path, Interval: cfg.Health.Interval, Timeout: cfg.Health.Timeout,
-			Rise: cfg.Health.Rise, Fall: cfg.Health.Fall,
+			Rise: cfg.Health.Rise, Fall: cfg.Health.Fall, Logger: log,
 		},
 		Planes:    []control.DataPlane{px},
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
@@ -211,6 +203,46 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		log.Info("stopped")
 	}
 	return err
+}
+
+// proxyOptions returns the data plane's options from the configuration,
+// with the connection limits shared out of the descriptors vipswap may
+// open unless the configuration sets them.
+func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.Instance)) proxy.Options {
+	p := cfg.Proxy
+	budget := proxy.BudgetFor(proxy.DescriptorLimit())
+	maxConns := p.MaxConnections
+	if maxConns == 0 {
+		maxConns = budget.MaxConns
+	}
+	if budget.Descriptors > 0 {
+		log.Info("connection limits", "descriptors", budget.Descriptors, "max_connections_per_listener", maxConns,
+			"max_idle_instance_connections", budget.MaxIdleConns, "reserved", budget.Reserve)
+		if 2*maxConns > budget.Descriptors-budget.Reserve {
+			log.Warn("proxy.max_connections leaves too few descriptors for the instance connections; raise LimitNOFILE (ulimit -n) or lower it",
+				"max_connections", maxConns, "descriptors", budget.Descriptors)
+		}
+	}
+	return proxy.Options{
+		Attempts:              p.Attempts,
+		Hold:                  p.Hold,
+		MaxHolding:            p.MaxHolding,
+		ReadHeaderTimeout:     p.ReadHeaderTimeout,
+		IdleTimeout:           p.IdleTimeout,
+		ClientReadTimeout:     p.ClientReadTimeout,
+		ClientWriteTimeout:    p.ClientWriteTimeout,
+		ConnectTimeout:        p.ConnectTimeout,
+		InstanceWriteTimeout:  p.InstanceWriteTimeout,
+		ResponseHeaderTimeout: p.ResponseHeaderTimeout,
+		InstanceReadTimeout:   p.InstanceReadTimeout,
+		MaxConns:              maxConns,
+		MaxIdleConns:          budget.MaxIdleConns,
+		MaxHeaderBytes:        p.MaxHeaderBytes,
+		MaxHeaderFields:       p.MaxHeaderFields,
+		OnRefused:             onRefused,
+		AccessLog:             accessLog(cfg.Log, log),
+		Logger:                log,
+	}
 }
 
 // newLogger returns vipswap's logger as the configuration says.

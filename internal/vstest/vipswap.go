@@ -36,6 +36,19 @@ func Serve(t testing.TB, dir, config string) *Switch {
 	return attach(t, p)
 }
 
+// ServeLimited is Serve with the process's descriptor limit (soft and hard)
+// set to nofile, as "ulimit -n" does.
+func ServeLimited(t testing.TB, dir, config string, nofile int) *Switch {
+	t.Helper()
+	path := filepath.Join(dir, "vipswap.yaml")
+	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile)
+	p := Start(t, "sh", "-c", script, Binary(t), "serve", "-c", path)
+	return attach(t, p)
+}
+
 func attach(t testing.TB, p *Process) *Switch {
 	t.Helper()
 	m := p.WaitLine(t, listeningRE, 30*time.Second)

@@ -14,10 +14,23 @@
 // is closed. A request with both Content-Length and chunked is read as
 // chunked and the connection closes after the answer (RFC 9112 6.1).
 //
-// Differences from net/http a handler can see: the request context is never
-// cancelled (a client that goes away is noticed when its response is
-// written, as HAProxy does without abortonclose); the response header map
-// is reused across a connection's requests; Date is not added; bodies
-// without a Content-Length are sent chunked rather than buffered to measure
-// them.
+// Every wait has a deadline: a new connection must send its first head
+// within ReadHeaderTimeout of being accepted, each later head within
+// ReadHeaderTimeout of its first byte, each piece of a request body within
+// BodyReadTimeout (the handler's read then fails with a *BodyError), and
+// each write to the client may block at most WriteTimeout. MaxConns bounds
+// the connections a Server holds: at the limit it stops accepting.
+//
+// The package also reads responses for vipswap's requests to instances
+// (ReadResponse), with the same strict framing and bounded heads.
+//
+// Differences from net/http a handler can see: the request context is
+// cancelled when the client hangs up during a request that has run for
+// more than 200 ms (a quicker request's client is noticed when its
+// response is written, as HAProxy does without abortonclose), and when the
+// connection closes; the response header map is reused across a
+// connection's requests; Date is not added; bodies without a Content-Length
+// are sent chunked rather than buffered to measure them, except that up to
+// 2 KiB are held back so a small body goes out with a length. The
+// ResponseWriter can Discard what it has not sent yet.
 package h1

@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// TestSilentConnectionsCannotStarveVipswap (issue 9, point 2): more silent
+// connections than vipswap has descriptors. The listener stops accepting at
+// its limit instead of running out of descriptors, so the admin API
+// answers, probes keep every instance healthy, an established keep-alive
+// client is still served, and the silent connections are closed after
+// read_header_timeout.
+func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 2)
+	cfg := testConfig(dir, staticSlots(addrs)) + "proxy:\n  read_header_timeout: 2s\n"
+	sw := vstest.ServeLimited(t, dir, cfg, 256)
+	sw.WaitHealthy(t)
+	if !strings.Contains(sw.Output(), "max_connections_per_listener=38") {
+		t.Fatalf("the limit was not derived from 256 descriptors:\n%s", sw.Output())
+	}
+
+	established := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1}, Timeout: 10 * time.Second}
+	defer established.CloseIdleConnections()
+	get := func() error {
+		resp, err := established.Get(sw.Prod + "/api/test")
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	if err := get(); err != nil {
+		t.Fatal(err)
+	}
+
+	// The flood: 300 connections that never send a byte.
+	prodAddr := strings.TrimPrefix(sw.Prod, "http://")
+	var silent []net.Conn
+	for range 300 {
+		c, err := net.DialTimeout("tcp", prodAddr, 5*time.Second)
+		if err != nil {
+			break // the listen queue is full too: enough
+		}
+		silent = append(silent, c)
+	}
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	if len(silent) < 100 {
+		t.Fatalf("only %d silent connections opened", len(silent))
+	}
+
+	// While they sit there: the admin API answers, instances stay healthy
+	// over many probe rounds, the established client gets its answers.
+	deadline := time.Now().Add(2 * time.Second) // many probe rounds (every 100ms)
+	for i := 0; time.Now().Before(deadline); i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := sw.Client.Status(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: admin API: %v", i, err)
+		}
+		for _, slot := range st.Slots {
+			for _, inst := range slot.Instances {
+				if !inst.Healthy {
+					t.Fatalf("round %d: instance %s of %s marked down", i, inst.Addr, slot.Name)
+				}
+			}
+		}
+		if err := get(); err != nil {
+			t.Fatalf("round %d: the established client: %v", i, err)
+		}
+	}
+
+	// The first silent connection was accepted and is closed after
+	// read_header_timeout (2s), not the idle timeout.
+	silent[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	if _, err := silent[0].Read(make([]byte, 1)); err == nil {
+		t.Fatal("a silent connection got bytes")
+	}
+	if took := time.Since(start); took >= 9*time.Second {
+		t.Fatalf("the silent connection stayed open %s", took)
+	}
+	if strings.Contains(sw.Output(), "too many open files") {
+		t.Fatalf("vipswap ran out of descriptors:\n%s", sw.Output())
+	}
+}

@@ -1,0 +1,152 @@
+package health
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/vipswap/vipswap/proxy/h1"
+)
+
+// Check codes, in HAProxy's words (its "check_status"): the layer a probe
+// reached and how it ended.
+const (
+	// L7OK: the probe was answered with a 2xx or 3xx.
+	L7OK = "L7OK"
+	// L7STS: the probe was answered with another status.
+	L7STS = "L7STS"
+	// L7RSP: the instance answered something that is not a valid HTTP
+	// response, or closed the connection without answering.
+	L7RSP = "L7RSP"
+	// L7TOUT: connected, but no answer within the timeout.
+	L7TOUT = "L7TOUT"
+	// L4CON: the connection was refused or failed.
+	L4CON = "L4CON"
+	// L4TOUT: the connection did not complete within the timeout.
+	L4TOUT = "L4TOUT"
+	// SOCKERR: vipswap could not probe at all (out of descriptors, memory
+	// or ports). Says nothing about the instance: it neither passes nor
+	// fails.
+	SOCKERR = "SOCKERR"
+	// PASSIVE: the data plane saw the instance refuse a connection.
+	PASSIVE = "PASSIVE"
+)
+
+// Check is the outcome of one probe (or a passive mark).
+type Check struct {
+	// Code is one of the codes above.
+	Code string `json:"code"`
+	// Status is the HTTP status of an answered probe (L7OK, L7STS), else 0.
+	Status int `json:"status,omitempty"`
+	// Detail says more: the socket error, the status text.
+	Detail string `json:"detail,omitempty"`
+	// Time is when the probe started.
+	Time time.Time `json:"time"`
+	// Took is how long it took.
+	Took time.Duration `json:"took_ns"`
+}
+
+// OK reports whether the check passed.
+func (c Check) OK() bool { return c.Code == L7OK }
+
+// String reads like HAProxy's: "L7STS 404", "L4CON connection refused".
+func (c Check) String() string {
+	switch {
+	case c.Code == "":
+		return "not checked yet"
+	case c.Status != 0:
+		return fmt.Sprintf("%s %d", c.Code, c.Status)
+	case c.Detail != "":
+		return c.Code + " " + c.Detail
+	}
+	return c.Code
+}
+
+// probe checks target once: GET path on a new connection, within the
+// timeout.
+func (c *Checker) probe(t Target, path string) Check {
+	start := time.Now()
+	ck := Check{Time: start}
+	done := func(code, detail string) Check {
+		ck.Code, ck.Detail, ck.Took = code, detail, time.Since(start)
+		return ck
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
+	defer cancel()
+	conn, err := c.dial(ctx, "tcp", t.Addr)
+	switch {
+	case err == nil:
+	case localShortage(err):
+		return done(SOCKERR, socketError(err))
+	case isTimeout(err) || errors.Is(err, context.DeadlineExceeded):
+		return done(L4TOUT, fmt.Sprintf("no connection within %s", c.cfg.Timeout))
+	default:
+		return done(L4CON, socketError(err))
+	}
+	defer conn.Close()
+	deadline, _ := ctx.Deadline()
+	conn.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vipswap-health\r\nConnection: close\r\n\r\n", path, t.Addr); err != nil {
+		if isTimeout(err) {
+			return done(L7TOUT, fmt.Sprintf("no answer within %s", c.cfg.Timeout))
+		}
+		return done(L4CON, socketError(err))
+	}
+	resp, err := h1.ReadResponse(bufio.NewReaderSize(conn, 4<<10), http.MethodGet, h1.ResponseLimits{MaxHeaderBytes: 16 << 10, MaxHeaderFields: 100})
+	var invalid *h1.ResponseError
+	switch {
+	case err == nil:
+	case isTimeout(err):
+		return done(L7TOUT, fmt.Sprintf("no answer within %s", c.cfg.Timeout))
+	case errors.As(err, &invalid):
+		return done(L7RSP, invalid.Msg)
+	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):
+		return done(L7RSP, "closed without answering")
+	default:
+		return done(L7RSP, socketError(err))
+	}
+	ck.Status = resp.StatusCode
+	if resp.StatusCode >= 200 && resp.StatusCode < 400 {
+		return done(L7OK, http.StatusText(resp.StatusCode))
+	}
+	return done(L7STS, http.StatusText(resp.StatusCode))
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// localShortage reports whether a socket operation failed for want of
+// vipswap's own resources rather than the instance's.
+func localShortage(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// socketError returns the innermost description of a socket error:
+// "connection refused" rather than "dial tcp 127.0.0.1:1: connect:
+// connection refused".
+func socketError(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		return errno.Error()
+	}
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Err != nil {
+		return oe.Err.Error()
+	}
+	return err.Error()
+}
