@@ -34,6 +34,9 @@ func FuzzWriteRequest(f *testing.F) {
 		if err != nil {
 			return // refused by the server before vipswap sees it
 		}
+		if u := in.URL; u.Opaque != "" || (u.Scheme != "" && u.Scheme != "http" && u.Scheme != "https") {
+			return // h1 refuses such targets ("A:00"): they never reach writeRequest
+		}
 		inBody, err := io.ReadAll(in.Body)
 		if err != nil {
 			return // the client's body was malformed: the server answers 400
@@ -88,7 +91,16 @@ func FuzzWriteRequest(f *testing.F) {
 					t.Fatalf("hop-by-hop header %s was forwarded", k)
 				}
 			default:
-				if !slices.Equal(out.Header[k], vv) {
+				// Whitespace around a value is not part of it (RFC 9110
+				// 5.5); net/http keeps a folded line's trailing space.
+				trim := func(vv []string) []string {
+					out := make([]string, len(vv))
+					for i, v := range vv {
+						out[i] = strings.Trim(v, " \t")
+					}
+					return out
+				}
+				if !slices.Equal(trim(out.Header[k]), trim(vv)) {
 					t.Fatalf("header %s = %q, want %q", k, out.Header[k], vv)
 				}
 			}

@@ -93,9 +93,6 @@ func readResponseHead(h *head, method string, first bool) (*http.Response, error
 	if resp.Header, err = readHeader(h, 8); err != nil {
 		return nil, headError(err, false)
 	}
-	if code < 200 && code != http.StatusSwitchingProtocols {
-		return resp, nil
-	}
 	if err := frameResponse(resp, h.br, method); err != nil {
 		return nil, err
 	}
@@ -175,18 +172,25 @@ func frameResponse(resp *http.Response, br *bufio.Reader, method string) error {
 	te, cl := hdr["Transfer-Encoding"], hdr["Content-Length"]
 	resp.Close = hasToken(hdr["Connection"], "close") ||
 		(resp.ProtoMinor == 0 && !hasToken(hdr["Connection"], "keep-alive"))
+	if len(te) > 0 {
+		if resp.ProtoMinor == 0 {
+			return &ResponseError{Msg: "Transfer-Encoding in an HTTP/1.0 response"}
+		}
+		if len(te) > 1 || !equalFoldTrim(te[0], "chunked") {
+			return &ResponseError{Msg: fmt.Sprintf("unsupported Transfer-Encoding %q", strings.Join(te, ", "))}
+		}
+	}
 	length := int64(-1)
-	if len(cl) > 0 && len(te) == 0 {
-		n, err := parseLength(cl[0])
-		if err != nil {
-			return &ResponseError{Msg: fmt.Sprintf("malformed Content-Length %q", cl[0])}
+	for i, v := range cl {
+		n, err := parseLength(v)
+		switch {
+		case err != nil:
+			return &ResponseError{Msg: fmt.Sprintf("malformed Content-Length %q", v)}
+		case i > 0 && v != cl[0]:
+			return &ResponseError{Msg: "conflicting Content-Length headers"}
+		case len(te) == 0:
+			length = n
 		}
-		for _, v := range cl[1:] {
-			if v != cl[0] {
-				return &ResponseError{Msg: "conflicting Content-Length headers"}
-			}
-		}
-		length = n
 	}
 	code := resp.StatusCode
 	if code < 200 || code == http.StatusNoContent || code == http.StatusNotModified || method == http.MethodHead {
@@ -210,12 +214,6 @@ func frameResponse(resp *http.Response, br *bufio.Reader, method string) error {
 	}
 	switch {
 	case len(te) > 0:
-		if resp.ProtoMinor == 0 {
-			return &ResponseError{Msg: "Transfer-Encoding in an HTTP/1.0 response"}
-		}
-		if len(te) > 1 || !equalFoldTrim(te[0], "chunked") {
-			return &ResponseError{Msg: fmt.Sprintf("unsupported Transfer-Encoding %q", strings.Join(te, ", "))}
-		}
 		if len(cl) > 0 {
 			// Chunked wins (RFC 9112 6.3), but the instance cannot be
 			// trusted with another request on this connection.
