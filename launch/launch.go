@@ -1,7 +1,14 @@
 // Package launch runs a slot's instances as local child processes: it gives
 // each a free port, restarts one that dies (with backoff), prefixes its output
-// with the slot and port, and stops them gracefully (SIGTERM, then SIGKILL
+// with the slot and address, and stops them gracefully (SIGTERM, then SIGKILL
 // after a limit).
+//
+// An instance is a process group: the command and everything it starts
+// (a shell that runs the application without exec, say) are signalled
+// together, and an instance has stopped only when its whole group is gone.
+// On Linux the command also dies with vipswap, even on kill -9 (Pdeathsig),
+// and a Ledger records the groups so that the next run stops what a crashed
+// one left behind.
 package launch
 
 import (
@@ -17,42 +24,56 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
+
+// DefaultAddress is where an instance listens unless Spec.Address says
+// otherwise.
+const DefaultAddress = "127.0.0.1:{port}"
 
 // Spec describes one slot's processes.
 type Spec struct {
 	// Slot names the slot, for log prefixes.
 	Slot string
 	// Command is the program and arguments; {port} is replaced by each
-	// replica's port. A bare "vipswap" as the program means the running
-	// binary.
+	// replica's port anywhere in any of them, and the process gets it as
+	// $PORT too. A bare "vipswap" as the program means the running binary.
 	Command []string
+	// Address is the host:port an instance listens on, with {port} for its
+	// port; vipswap probes and forwards to it. Empty means DefaultAddress.
+	Address string
 	// Replicas is how many processes to run. Zero means 1.
 	Replicas int
-	// StopTimeout is how long a process gets between SIGTERM and SIGKILL.
-	// Zero means 10s.
+	// StopTimeout is how long a process group gets between SIGTERM and
+	// SIGKILL. Zero means 10s.
 	StopTimeout time.Duration
 	// Output receives the processes' stdout and stderr, line by line, each
-	// line prefixed with "slot port | ". Nil means os.Stderr.
+	// line prefixed with "slot host:port | ". Nil means os.Stderr.
 	Output io.Writer
 	// Logger reports starts, exits and restarts. Nil means slog.Default().
 	Logger *slog.Logger
+	// Ledger, if set, records each running process group so that a later
+	// run can stop the ones this run leaves behind if it is killed.
+	Ledger *Ledger
 }
 
 // Group is the running processes of one Spec.
 type Group struct {
-	spec   Spec
-	procs  []*process
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	spec    Spec
+	procs   []*process
+	spawner *spawner
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 }
 
 type process struct {
 	addr string
+	port int
 	args []string
 	out  io.Writer
+	pgid atomic.Int64 // the running process group; 0 when none
 }
 
 // Start allocates a port per replica and starts the processes. It returns
@@ -60,6 +81,12 @@ type process struct {
 func Start(spec Spec) (*Group, error) {
 	if len(spec.Command) == 0 {
 		return nil, errors.New("launch: empty command")
+	}
+	if spec.Address == "" {
+		spec.Address = DefaultAddress
+	}
+	if host, port, err := net.SplitHostPort(spec.Address); err != nil || host == "" || port != "{port}" {
+		return nil, fmt.Errorf("launch slot %s: address %q: want host:{port}", spec.Slot, spec.Address)
 	}
 	if spec.Replicas <= 0 {
 		spec.Replicas = 1
@@ -81,32 +108,25 @@ func Start(spec Spec) (*Group, error) {
 		}
 		prog = self
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	g := &Group{spec: spec, cancel: cancel}
+	g := &Group{spec: spec}
 	out := &lockedWriter{w: spec.Output}
 	for range spec.Replicas {
 		port, err := freePort()
 		if err != nil {
-			cancel()
 			return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, err)
 		}
+		p := strconv.Itoa(port)
 		args := make([]string, len(spec.Command))
-		args[0] = prog
-		addr := ""
-		for i, a := range spec.Command[1:] {
-			args[i+1] = strings.ReplaceAll(a, "{port}", strconv.Itoa(port))
-			if addr == "" && strings.Contains(a, "{port}") {
-				if _, _, err := net.SplitHostPort(args[i+1]); err == nil {
-					addr = args[i+1]
-				}
-			}
+		for i, a := range spec.Command {
+			args[i] = strings.ReplaceAll(a, "{port}", p)
 		}
-		if addr == "" {
-			addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		}
-		p := &process{addr: addr, args: args, out: &prefixWriter{w: out, prefix: spec.Slot + " " + addr + " | "}}
-		g.procs = append(g.procs, p)
+		args[0] = strings.ReplaceAll(prog, "{port}", p)
+		addr := strings.ReplaceAll(spec.Address, "{port}", p)
+		g.procs = append(g.procs, &process{addr: addr, port: port, args: args, out: &prefixWriter{w: out, prefix: spec.Slot + " " + addr + " | "}})
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	g.cancel = cancel
+	g.spawner = newSpawner()
 	for _, p := range g.procs {
 		g.wg.Go(func() { g.supervise(ctx, p) })
 	}
@@ -122,11 +142,22 @@ func (g *Group) Addrs() []string {
 	return addrs
 }
 
-// Close stops every process (SIGTERM, then SIGKILL after StopTimeout) and
-// waits for them to exit. It does not restart them.
+// Close stops every process group (SIGTERM, then SIGKILL after
+// StopTimeout) and waits until each is gone. It does not restart them.
 func (g *Group) Close() {
 	g.cancel()
 	g.wg.Wait()
+	g.spawner.close() // after the last process: Pdeathsig watches its thread
+}
+
+// Kill sends SIGKILL to every running process group at once and returns
+// without waiting: for a vipswap that must exit now. Close still waits.
+func (g *Group) Kill() {
+	for _, p := range g.procs {
+		if pgid := p.pgid.Load(); pgid > 0 {
+			signalGroup(int(pgid), syscall.SIGKILL)
+		}
+	}
 }
 
 // supervise runs p until ctx ends, restarting it with backoff when it exits.
@@ -154,32 +185,108 @@ func (g *Group) supervise(ctx context.Context, p *process) {
 	}
 }
 
-// run starts p once and waits for it to exit; when ctx ends it stops p.
+// run starts p once and waits until its process group is gone. When ctx
+// ends it stops the group; when the command exits on its own, it stops
+// what the command left in its group (an application under a shell that
+// died), so that a restart never meets an orphan holding the port.
 func (g *Group) run(ctx context.Context, p *process) error {
 	cmd := exec.Command(p.args[0], p.args[1:]...)
-	cmd.Stdout, cmd.Stderr = p.out, p.out
+	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(p.port))
+	if g.spec.Ledger != nil {
+		cmd.Env = append(cmd.Env, g.spec.Ledger.marker())
+	}
 	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	// The output pipe is ours, not exec's: Wait then returns when the
+	// command exits, even while an orphan in its group still holds the
+	// pipe (exec's own pipe would make Wait wait for the orphan, and
+	// cutting it with exec.Cmd.WaitDelay would close the pipe under an
+	// application still draining, killing it with SIGPIPE at its next log
+	// line). The copy ends when the whole group is gone.
+	r, w, err := os.Pipe()
+	if err != nil {
 		return err
+	}
+	cmd.Stdout, cmd.Stderr = w, w
+	err = g.spawner.start(cmd)
+	w.Close()
+	if err != nil {
+		r.Close()
+		return err
+	}
+	copied := make(chan struct{})
+	go func() {
+		defer close(copied)
+		io.Copy(p.out, r)
+	}()
+	pgid := cmd.Process.Pid // Setpgid: the command leads its own group
+	p.pgid.Store(int64(pgid))
+	defer p.pgid.Store(0)
+	if g.spec.Ledger != nil {
+		g.spec.Ledger.add(Record{Slot: g.spec.Slot, Addr: p.addr, PGID: pgid, Start: startTime(pgid)})
+		defer g.spec.Ledger.remove(pgid)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
+
+	var exitErr error
 	select {
-	case err := <-exited:
-		return err
+	case exitErr = <-exited:
+		if groupAlive(pgid) {
+			g.spec.Logger.Warn("instance exited but left processes in its group; stopping them", "slot", g.spec.Slot, "instance", p.addr)
+			g.stopGroup(pgid, nil, p)
+		}
 	case <-ctx.Done():
+		exitErr = g.stopGroup(pgid, exited, p)
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(g.spec.StopTimeout)
+	// Every holder of the pipe's write end is gone, unless a process left
+	// the group (setsid): do not wait for that one.
+	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	select {
-	case err := <-exited:
-		return err
+	case <-copied:
 	case <-t.C:
-		g.spec.Logger.Warn("instance did not stop in time; killing it", "slot", g.spec.Slot, "instance", p.addr, "after", g.spec.StopTimeout)
-		cmd.Process.Kill()
-		return <-exited
+		r.Close()
+		<-copied
 	}
+	r.Close()
+	return exitErr
+}
+
+// stopGroup sends SIGTERM to the process group pgid and waits until the
+// command has exited (if exited is not nil) and no process of the group is
+// left, sending SIGKILL to the group after StopTimeout. It returns the
+// command's exit error.
+func (g *Group) stopGroup(pgid int, exited <-chan error, p *process) error {
+	signalGroup(pgid, syscall.SIGTERM)
+	deadline := time.NewTimer(g.spec.StopTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	killed := false
+	for exited != nil || groupAlive(pgid) {
+		select {
+		case err = <-exited:
+			exited = nil
+		case <-tick.C:
+		case <-deadline.C:
+			if killed {
+				// SIGKILL cannot be ignored: what is left is not ours to
+				// wait for (a process in uninterruptible sleep, a zombie
+				// nobody reaps). Report and go on.
+				g.spec.Logger.Error("instance's processes did not die after SIGKILL", "slot", g.spec.Slot, "instance", p.addr, "pgid", pgid)
+				if exited != nil {
+					err = <-exited
+				}
+				return err
+			}
+			g.spec.Logger.Warn("instance did not stop in time; killing its process group", "slot", g.spec.Slot, "instance", p.addr, "after", g.spec.StopTimeout)
+			signalGroup(pgid, syscall.SIGKILL)
+			killed = true
+			deadline.Reset(5 * time.Second)
+		}
+	}
+	return err
 }
 
 // freePort asks the kernel for a free loopback port.

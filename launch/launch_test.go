@@ -1,13 +1,17 @@
 package launch
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
 	"os/signal"
+	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,10 +22,15 @@ import (
 	"github.com/vipswap/vipswap/internal/vstest"
 )
 
-// TestMain re-executes the test binary as an instance when asked to.
+// TestMain re-executes the test binary as an instance, or as a stand-in
+// for vipswap that supervises instances until it is killed, when asked to.
 func TestMain(m *testing.M) {
+	if cmd := os.Getenv("LAUNCH_TEST_SUPERVISE"); cmd != "" {
+		runSupervisor(cmd)
+		return
+	}
 	if addr := os.Getenv("LAUNCH_TEST_INSTANCE"); addr != "" {
-		runInstance(addr)
+		runInstance(os.ExpandEnv(addr))
 		return
 	}
 	goleak.VerifyTestMain(m)
@@ -30,18 +39,19 @@ func TestMain(m *testing.M) {
 // runInstance serves /exit (exit 1) and / on addr; it ignores SIGTERM when
 // LAUNCH_TEST_STUBBORN is set.
 func runInstance(addr string) {
-	if os.Getenv("LAUNCH_TEST_STUBBORN") != "" {
-		signal.Ignore(syscall.SIGTERM)
-	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		fmt.Println("listen:", err)
 		os.Exit(2)
 	}
-	fmt.Println("instance up on", addr)
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM)
-	go func() { <-sig; fmt.Println("got SIGTERM"); os.Exit(0) }()
+	if os.Getenv("LAUNCH_TEST_STUBBORN") != "" {
+		signal.Ignore(syscall.SIGTERM)
+	} else {
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, syscall.SIGTERM)
+		go func() { <-sig; fmt.Println("got SIGTERM"); os.Exit(0) }()
+	}
+	fmt.Println("instance up on", addr, "pid", os.Getpid())
 	http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/exit" {
 			os.Exit(1)
@@ -50,29 +60,57 @@ func runInstance(addr string) {
 	}))
 }
 
+// runSupervisor starts one instance running the JSON command, with a ledger
+// at $LAUNCH_TEST_LEDGER, prints its address and waits to be killed.
+func runSupervisor(command string) {
+	os.Unsetenv("LAUNCH_TEST_SUPERVISE") // the instances are not supervisors
+	var args []string
+	json.Unmarshal([]byte(command), &args)
+	ledger, _ := OpenLedger(os.Getenv("LAUNCH_TEST_LEDGER"), nil)
+	g, err := Start(Spec{Slot: "green", Command: args, StopTimeout: 300 * time.Millisecond, Output: os.Stdout, Ledger: ledger})
+	if err != nil {
+		fmt.Println(err)
+		os.Exit(2)
+	}
+	fmt.Println("supervising", g.Addrs()[0])
+	select {}
+}
+
+var (
+	bin     = os.Args[0]
+	pidRE   = regexp.MustCompile(`instance up on \S+ pid (\d+)`)
+	quiet   = slog.New(slog.NewTextHandler(io.Discard, nil))
+	instRun = "-test.run=^$"
+)
+
+func startSpec(t *testing.T, spec Spec) (*Group, *vstest.Buffer) {
+	t.Helper()
+	out := &vstest.Buffer{}
+	spec.Slot, spec.Output, spec.Logger = "green", out, quiet
+	if spec.StopTimeout == 0 {
+		spec.StopTimeout = 300 * time.Millisecond
+	}
+	g, err := Start(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(g.Close)
+	return g, out
+}
+
 func start(t *testing.T, replicas int, stubborn bool) (*Group, *vstest.Buffer) {
 	t.Helper()
 	t.Setenv("LAUNCH_TEST_INSTANCE", "127.0.0.1:{port}")
 	if stubborn {
 		t.Setenv("LAUNCH_TEST_STUBBORN", "1")
 	}
-	out := &vstest.Buffer{}
 	// The environment carries the address; {port} is expanded in it by a
 	// small shell so the command line has the placeholder as a real caller's
 	// would.
-	g, err := Start(Spec{
-		Slot:        "green",
-		Command:     []string{"/bin/sh", "-c", `LAUNCH_TEST_INSTANCE=127.0.0.1:$0 exec "$1" -test.run=^$`, "{port}", os.Args[0]},
-		Replicas:    replicas,
-		StopTimeout: 300 * time.Millisecond,
-		Output:      out,
-		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	return startSpec(t, Spec{
+		Command:  []string{"/bin/sh", "-c", `LAUNCH_TEST_INSTANCE=127.0.0.1:$0 exec "$1" -test.run=^$`, "{port}", bin},
+		Replicas: replicas,
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(g.Close)
-	return g, out
 }
 
 func waitUp(t *testing.T, addr string, up bool) {
@@ -87,6 +125,37 @@ func waitUp(t *testing.T, addr string, up bool) {
 		}
 		return nil
 	})
+}
+
+// pids returns the PIDs the instances printed, oldest first.
+func pids(out string) []int {
+	var ps []int
+	for _, m := range pidRE.FindAllStringSubmatch(out, -1) {
+		n, _ := strconv.Atoi(m[1])
+		ps = append(ps, n)
+	}
+	return ps
+}
+
+// gone reports whether pid no longer runs (a zombie waiting for init to
+// reap it counts as gone).
+func gone(pid int) bool {
+	p, ok := readProc(pid)
+	return !ok || p.state == 'Z' || p.state == 'X'
+}
+
+// closeWithin closes g and fails the test if that takes longer than limit.
+func closeWithin(t *testing.T, g *Group, limit time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	done := make(chan struct{})
+	go func() { g.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(limit):
+		t.Fatalf("Close did not return within %s", limit)
+	}
+	return time.Since(start)
 }
 
 func TestStartRestartStop(t *testing.T) {
@@ -121,12 +190,219 @@ func TestStartRestartStop(t *testing.T) {
 func TestStubbornInstanceIsKilled(t *testing.T) {
 	g, _ := start(t, 1, true)
 	waitUp(t, g.Addrs()[0], true)
-	done := make(chan struct{})
-	go func() { g.Close(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("Close did not return although StopTimeout is 300ms")
-	}
+	closeWithin(t, g, 10*time.Second)
 	waitUp(t, g.Addrs()[0], false)
+}
+
+// TestAddress: {port} is replaced inside any argument (here in the middle
+// of a shell script), the command has $PORT, and the address is
+// run.address, never guessed from the arguments. Before, the instance
+// was named after the whole shell string and probed nowhere.
+func TestAddress(t *testing.T) {
+	t.Run("port inside a shell script", func(t *testing.T) {
+		g, _ := startSpec(t, Spec{Command: []string{"/bin/sh", "-c", "exec env LAUNCH_TEST_INSTANCE=127.0.0.1:{port} " + bin + " " + instRun}})
+		addr := g.Addrs()[0]
+		if !regexp.MustCompile(`^127\.0\.0\.1:\d+$`).MatchString(addr) {
+			t.Fatalf("address %q, want 127.0.0.1:PORT", addr)
+		}
+		waitUp(t, addr, true)
+	})
+	t.Run("PORT in the environment, another host", func(t *testing.T) {
+		t.Setenv("LAUNCH_TEST_INSTANCE", "localhost:$PORT")
+		g, _ := startSpec(t, Spec{Command: []string{bin, instRun}, Address: "localhost:{port}"})
+		addr := g.Addrs()[0]
+		if !regexp.MustCompile(`^localhost:\d+$`).MatchString(addr) {
+			t.Fatalf("address %q, want localhost:PORT", addr)
+		}
+		waitUp(t, addr, true)
+	})
+	t.Run("address without {port}", func(t *testing.T) {
+		if _, err := Start(Spec{Command: []string{bin}, Address: "127.0.0.1:8080"}); err == nil || !strings.Contains(err.Error(), "want host:{port}") {
+			t.Fatalf("got %v, want a refusal", err)
+		}
+	})
+}
+
+// shellWrapped is a run: command whose shell does not exec the instance,
+// so the instance is the shell's child, not vipswap's.
+func shellWrapped(extra string) []string {
+	return []string{"/bin/sh", "-c", extra + `LAUNCH_TEST_INSTANCE=127.0.0.1:{port} "$0" -test.run='^$'; true`, bin}
+}
+
+// TestShellWrappedInstanceStops: with a shell between vipswap and the
+// instance, Close still stops the instance (the whole process group gets
+// the signal) and returns within the stop timeout, even when the instance
+// ignores SIGTERM. Before, the shell died, the instance was orphaned still
+// serving, and Close waited forever on the output pipe it held.
+func TestShellWrappedInstanceStops(t *testing.T) {
+	for _, stubborn := range []bool{false, true} {
+		t.Run(fmt.Sprint("stubborn ", stubborn), func(t *testing.T) {
+			extra := ""
+			if stubborn {
+				extra = "LAUNCH_TEST_STUBBORN=1 "
+			}
+			g, out := startSpec(t, Spec{Command: shellWrapped(extra), StopTimeout: 500 * time.Millisecond})
+			addr := g.Addrs()[0]
+			waitUp(t, addr, true)
+			app := pids(out.String())[0]
+			p, _ := readProc(app)
+			if p.pgid == app {
+				t.Fatalf("the instance leads its own group: the shell exec'd it, so this tests nothing")
+			}
+			took := closeWithin(t, g, 10*time.Second)
+			if took > 500*time.Millisecond+3*time.Second {
+				t.Errorf("Close took %s with a 500ms stop timeout", took)
+			}
+			if !gone(app) || len(groupMembers(p.pgid)) != 0 {
+				t.Fatalf("after Close: instance %d gone %v, its group %d still has %v", app, gone(app), p.pgid, groupMembers(p.pgid))
+			}
+			if c, err := net.Dial("tcp", addr); err == nil {
+				c.Close()
+				t.Fatalf("%s still accepts connections", addr)
+			}
+			if got := strings.Contains(out.String(), "got SIGTERM"); got == stubborn {
+				t.Errorf("instance saw SIGTERM: %v, want %v:\n%s", got, !stubborn, out)
+			}
+		})
+	}
+}
+
+// TestOrphanIsStoppedBeforeRestart: when the shell dies and leaves the
+// instance running, the instance's group is stopped before the restart, so
+// the new instance gets the port. Before, the orphan kept it and every
+// restart failed to listen.
+func TestOrphanIsStoppedBeforeRestart(t *testing.T) {
+	g, out := startSpec(t, Spec{Command: shellWrapped("")})
+	addr := g.Addrs()[0]
+	waitUp(t, addr, true)
+	app := pids(out.String())[0]
+	p, _ := readProc(app)
+	syscall.Kill(p.pgid, syscall.SIGKILL) // the shell alone
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if ps := pids(out.String()); len(ps) < 2 {
+			return fmt.Errorf("no second instance yet:\n%s", out)
+		}
+		return nil
+	})
+	if !gone(app) {
+		t.Fatalf("the orphaned instance %d still runs", app)
+	}
+	waitUp(t, addr, true)
+	if strings.Contains(out.String(), "address already in use") {
+		t.Fatalf("a restart met the orphan on its port:\n%s", out)
+	}
+}
+
+// superviseProcess starts the test binary as a stand-in for vipswap that
+// runs one instance of command with a ledger at ledger; it returns the
+// stand-in and the instance's address.
+func superviseProcess(t *testing.T, ledger string, command []string, stubborn bool) (*vstest.Process, string) {
+	t.Helper()
+	cmdJSON, _ := json.Marshal(command)
+	t.Setenv("LAUNCH_TEST_SUPERVISE", string(cmdJSON))
+	t.Setenv("LAUNCH_TEST_LEDGER", ledger)
+	if stubborn {
+		t.Setenv("LAUNCH_TEST_STUBBORN", "1")
+	}
+	p := vstest.Start(t, bin, instRun)
+	addr := p.WaitLine(t, regexp.MustCompile(`supervising (\S+)`), 10*time.Second)[1]
+	p.WaitLine(t, regexp.MustCompile(`instance up on`), 10*time.Second)
+	return p, addr
+}
+
+// TestInstancesDieWithVipswap: kill -9 of vipswap kills the instances it
+// started itself, even one that ignores SIGTERM (Pdeathsig is SIGKILL).
+// Before, Pdeathsig was SIGTERM, which such an instance survives.
+func TestInstancesDieWithVipswap(t *testing.T) {
+	t.Setenv("LAUNCH_TEST_INSTANCE", "127.0.0.1:$PORT")
+	sup, addr := superviseProcess(t, t.TempDir()+"/ledger", []string{bin, instRun}, true)
+	waitUp(t, addr, true)
+	sup.Signal(t, syscall.SIGKILL)
+	sup.Wait(t, 10*time.Second)
+	waitUp(t, addr, false)
+}
+
+// TestLedgerReclaimsLeftovers: kill -9 of vipswap with a shell-wrapped
+// instance leaves the instance (the shell's child has no Pdeathsig)
+// serving; the next run's Reclaim stops it, and only it.
+func TestLedgerReclaimsLeftovers(t *testing.T) {
+	ledger := t.TempDir() + "/state.db.instances"
+	sup, addr := superviseProcess(t, ledger, shellWrapped(""), false)
+	app := pids(sup.Output())[0]
+	sup.Signal(t, syscall.SIGKILL)
+	sup.Wait(t, 10*time.Second)
+	waitUp(t, addr, true) // the orphan serves on: this is what Reclaim is for
+
+	l, err := OpenLedger(ledger, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := l.Reclaim(2 * time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].PID != app || !left[0].Stopped || left[0].Addr != addr || left[0].Slot != "green" {
+		t.Fatalf("leftovers %+v, want instance %d on %s stopped", left, app, addr)
+	}
+	if !gone(app) {
+		t.Fatalf("leftover %d still runs", app)
+	}
+	waitUp(t, addr, false)
+	var f ledgerFile
+	data, _ := os.ReadFile(ledger)
+	if err := json.Unmarshal(data, &f); err != nil || len(f.Groups) != 0 || f.Marker != l.id {
+		t.Fatalf("ledger after Reclaim: %s (%v), want this run's, empty", data, err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(ledger); !os.IsNotExist(err) {
+		t.Fatalf("ledger still there after Close: %v", err)
+	}
+}
+
+// TestLedgerLeavesUnrelatedProcessesAlone: a ledger that names a process
+// group now used by a process that is not a previous run's instance
+// (another boot, or no marker in its environment) stops nothing.
+func TestLedgerLeavesUnrelatedProcessesAlone(t *testing.T) {
+	dir := t.TempDir()
+	sleeper := exec.Command("sleep", "60")
+	sleeper.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // as a reused PGID would be
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	pid := sleeper.Process.Pid
+	for name, f := range map[string]ledgerFile{
+		"no marker":    {Boot: bootID(), Marker: "0123456789abcdef01234567", Groups: []Record{{Slot: "blue", Addr: "127.0.0.1:1", PGID: pid}}},
+		"another boot": {Boot: "not-this-boot", Marker: "x", Groups: []Record{{Slot: "blue", Addr: "127.0.0.1:1", PGID: pid}}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			path := dir + "/" + strings.ReplaceAll(name, " ", "-")
+			if err := writeFile(path, f); err != nil {
+				t.Fatal(err)
+			}
+			l, _ := OpenLedger(path, quiet)
+			left, err := l.Reclaim(time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, lo := range left {
+				if lo.Stopped {
+					t.Fatalf("Reclaim stopped %+v", lo)
+				}
+			}
+			if gone(pid) {
+				t.Fatal("Reclaim killed an unrelated process")
+			}
+		})
+	}
+	t.Run("unreadable", func(t *testing.T) {
+		path := dir + "/garbage"
+		os.WriteFile(path, []byte("{not json"), 0o600)
+		l, _ := OpenLedger(path, quiet)
+		if _, err := l.Reclaim(time.Second); err == nil || !strings.Contains(err.Error(), path) {
+			t.Fatalf("got %v, want an error naming %s", err, path)
+		}
+	})
 }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -50,15 +51,40 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	// A switch must outlive a closed log pipe: a write to it then fails
 	// instead of killing the process.
 	signal.Ignore(syscall.SIGPIPE)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	// The first SIGINT or SIGTERM stops vipswap gracefully; a second one
+	// stops it at once.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	ctx, stop := context.WithCancel(ctx)
 	defer stop()
-	return serve(ctx, cfg, log, stderr)
+	force := make(chan struct{})
+	done := make(chan struct{})
+	var watch sync.WaitGroup
+	defer watch.Wait()
+	defer close(done)
+	watch.Go(func() {
+		select {
+		case <-sigs:
+			stop()
+		case <-done:
+			return
+		}
+		select {
+		case <-sigs:
+			close(force)
+		case <-done:
+		}
+	})
+	return serve(ctx, cfg, log, stderr, force)
 }
 
 // serve runs the switch until ctx ends, then shuts down in order: stop
 // accepting and finish in-flight requests, stop the controller, stop managed
 // instances, close the store. Everything opened is closed on every path.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.Writer) (err error) {
+// When force is closed (a second signal), it kills the managed instances
+// and exits the process at once.
+func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.Writer, force <-chan struct{}) (err error) {
 	var cleanups []func()
 	defer func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -108,24 +134,51 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 			"path", cfg.State.Path, "active", cfg.Active)
 	}
 
+	// With the state file locked, no other vipswap uses its ledger: stop
+	// what a previous run that was killed left running.
+	ledger, err := launch.OpenLedger(cfg.State.Path+".instances", log)
+	if err != nil {
+		return err
+	}
+	if _, err := ledger.Reclaim(maxStopTimeout(cfg)); err != nil {
+		log.Warn("could not look for instances a previous run left running", "err", err)
+	}
+	cleanups = append(cleanups, func() { ledger.Close() })
+	// A second signal is heeded until everything else has stopped.
+	forced := make(chan struct{})
+	cleanups = append(cleanups, func() { close(forced) })
+
 	var slots []control.Slot
+	var groups []*launch.Group
 	for _, name := range cfg.SlotOrder {
 		s := cfg.Slots[name]
 		addrs := s.Instances
 		if s.Run != nil {
 			g, err := launch.Start(launch.Spec{
-				Slot: name, Command: s.Run.Command, Replicas: s.Run.Replicas,
-				StopTimeout: s.Run.StopTimeout, Output: output, Logger: log,
+				Slot: name, Command: s.Run.Command, Address: s.Run.Address, Replicas: s.Run.Replicas,
+				StopTimeout: s.Run.StopTimeout, Output: output, Logger: log, Ledger: ledger,
 			})
 			if err != nil {
 				return err
 			}
 			cleanups = append(cleanups, g.Close)
+			groups = append(groups, g)
 			addrs = g.Addrs()
 			log.Info("started instances", "slot", name, "instances", addrs)
 		}
 		slots = append(slots, control.Slot{Name: name, Addrs: addrs})
 	}
+	go func() {
+		select {
+		case <-force:
+			log.Error("second signal: stopping at once; requests in flight are cut off")
+			for _, g := range groups {
+				g.Kill()
+			}
+			os.Exit(exitFailed)
+		case <-forced:
+		}
+	}()
 
 	var ctrl *control.Controller
 	px := proxy.New(proxyOptions(cfg, log, func(i *route.Instance) { ctrl.InstanceRefused(i) }))
@@ -243,6 +296,18 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 		AccessLog:             accessLog(cfg.Log, log),
 		Logger:                log,
 	}
+}
+
+// maxStopTimeout is the longest stop timeout of the run: slots, which
+// bounds how long stopping a previous run's instances may take.
+func maxStopTimeout(cfg *config.Config) time.Duration {
+	d := 10 * time.Second
+	for _, s := range cfg.Slots {
+		if s.Run != nil {
+			d = max(d, s.Run.StopTimeout)
+		}
+	}
+	return d
 }
 
 // newLogger returns vipswap's logger as the configuration says.

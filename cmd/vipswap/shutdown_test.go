@@ -1,0 +1,224 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// shellSlots is a slots: section whose run: commands wrap the sample app in
+// a shell that does not exec it (the "; true" keeps the shell), so each
+// instance is the shell's child, not vipswap's. script, if set, replaces
+// the part after the app.
+func shellSlots(t *testing.T, stopTimeout, after string) string {
+	bin := vstest.Binary(t)
+	var b strings.Builder
+	b.WriteString("slots:\n")
+	for _, slot := range []string{"blue", "green"} {
+		fmt.Fprintf(&b, "  %s:\n    run:\n      command: [sh, -c, \"%s app --slot %s --listen 127.0.0.1:{port}; %s\"]\n      replicas: 2\n      stop_timeout: %s\n",
+			slot, bin, slot, after, stopTimeout)
+	}
+	return b.String()
+}
+
+// ledgerGroups returns the process groups the instance ledger next to the
+// state file in dir lists.
+func ledgerGroups(t *testing.T, dir string) []int {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "state.db.instances"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct{ Groups []struct{ PGID int } }
+	if err := json.Unmarshal(data, &f); err != nil {
+		t.Fatal(err)
+	}
+	var g []int
+	for _, r := range f.Groups {
+		g = append(g, r.PGID)
+	}
+	return g
+}
+
+// alive returns the running processes (zombies excluded) of the groups.
+func alive(groups []int) []int {
+	in := make(map[int]bool)
+	for _, g := range groups {
+		in[g] = true
+	}
+	var pids []int
+	names, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, n := range names {
+		b, err := os.ReadFile(n)
+		if err != nil {
+			continue
+		}
+		f := bytes.Fields(b[bytes.LastIndexByte(b, ')')+1:])
+		pgid, _ := strconv.Atoi(string(f[2]))
+		if in[pgid] && string(f[0]) != "Z" {
+			pid, _ := strconv.Atoi(strings.Split(n, "/")[2])
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// accepting returns the addresses that still accept connections.
+func accepting(addrs []string) []string {
+	var up []string
+	for _, a := range addrs {
+		if c, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+			c.Close()
+			up = append(up, a)
+		}
+	}
+	return up
+}
+
+func instanceAddrs(t *testing.T, sw *vstest.Switch) []string {
+	t.Helper()
+	st, err := sw.Client.Status(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for _, s := range st.Slots {
+		for _, i := range s.Instances {
+			addrs = append(addrs, i.Addr)
+		}
+	}
+	return addrs
+}
+
+// TestShutdownWithShellWrappedInstances is the proof that shutdown always
+// finishes: run: commands that wrap the app in sh -c without exec get
+// healthy (their address is run.address, not guessed from the shell
+// string), and SIGTERM stops vipswap within the stop timeout with no
+// instance left. Before, the instances were never healthy, and SIGTERM
+// hung forever on the pipe the orphaned apps held.
+func TestShutdownWithShellWrappedInstances(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sw := vstest.Serve(t, dir, testConfig(dir, shellSlots(t, "3s", "true")))
+	sw.WaitHealthy(t)
+	addrs := instanceAddrs(t, sw)
+	groups := ledgerGroups(t, dir)
+	if len(addrs) != 4 || len(groups) != 4 || len(alive(groups)) != 8 {
+		t.Fatalf("instances %v, groups %v with %d processes; want 4 instances, each a shell and an app", addrs, groups, len(alive(groups)))
+	}
+	start := time.Now()
+	sw.Signal(t, syscall.SIGTERM)
+	if code := sw.Wait(t, 3*time.Second+10*time.Second); code != 0 {
+		t.Fatalf("exit %d, want 0", code)
+	}
+	t.Logf("stopped in %s", time.Since(start).Round(time.Millisecond))
+	if left := alive(groups); len(left) != 0 {
+		t.Fatalf("processes %v of the instances' groups outlived vipswap", left)
+	}
+	if up := accepting(addrs); len(up) != 0 {
+		t.Fatalf("%v still accept connections", up)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "state.db.instances")); !os.IsNotExist(err) {
+		t.Fatalf("the instance ledger outlived a clean stop: %v", err)
+	}
+}
+
+// TestSecondSignalForcesExit: when instances will not stop (their shell
+// ignores SIGTERM and sleeps after the app), the first SIGTERM waits for
+// the stop timeout, and a second one makes vipswap kill them and exit at
+// once. Before, the second signal did nothing.
+func TestSecondSignalForcesExit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	slots := strings.ReplaceAll(shellSlots(t, "60s", "sleep 600"), `[sh, -c, "`, `[sh, -c, "trap '' TERM; `)
+	sw := vstest.Serve(t, dir, testConfig(dir, slots))
+	sw.WaitHealthy(t)
+	groups := ledgerGroups(t, dir)
+	sw.Signal(t, syscall.SIGTERM)
+	sw.WaitLine(t, regexp.MustCompile(`msg="shutting down`), 10*time.Second)
+	start := time.Now()
+	sw.Signal(t, syscall.SIGTERM)
+	if code := sw.Wait(t, 10*time.Second); code != 1 {
+		t.Fatalf("exit %d, want 1", code)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("the second signal took %s to stop vipswap", took)
+	}
+	if !strings.Contains(sw.Output(), "second signal: stopping at once") {
+		t.Fatalf("no word of the forced stop:\n%s", sw.Output())
+	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if left := alive(groups); len(left) != 0 {
+			return fmt.Errorf("processes %v of the instances' groups outlived vipswap", left)
+		}
+		return nil
+	})
+}
+
+// TestKillNineLeavesNoInstances: kill -9 of vipswap takes the instances it
+// started directly with it (Pdeathsig); instances behind a shell survive
+// it, and the next start finds and stops them before starting its own.
+// Before, every crash left the shell-wrapped apps serving forever.
+func TestKillNineLeavesNoInstances(t *testing.T) {
+	t.Parallel()
+	t.Run("direct children die with vipswap", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
+		sw.WaitHealthy(t)
+		addrs := instanceAddrs(t, sw)
+		groups := ledgerGroups(t, dir)
+		sw.Signal(t, syscall.SIGKILL)
+		sw.Wait(t, 10*time.Second)
+		vstest.WaitFor(t, 10*time.Second, func() error {
+			if left := alive(groups); len(left) != 0 {
+				return fmt.Errorf("instances %v outlived vipswap", left)
+			}
+			if up := accepting(addrs); len(up) != 0 {
+				return fmt.Errorf("%v still accept connections", up)
+			}
+			return nil
+		})
+	})
+	t.Run("the next start stops what a shell kept alive", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		cfg := testConfig(dir, shellSlots(t, "3s", "true"))
+		sw := vstest.Serve(t, dir, cfg)
+		sw.WaitHealthy(t)
+		addrs := instanceAddrs(t, sw)
+		groups := ledgerGroups(t, dir)
+		sw.Signal(t, syscall.SIGKILL)
+		sw.Wait(t, 10*time.Second)
+		// The shells die with vipswap; the apps, their children, do not.
+		vstest.WaitFor(t, 10*time.Second, func() error {
+			if n := len(alive(groups)); n != 4 {
+				return fmt.Errorf("%d processes left in the groups, want the 4 apps", n)
+			}
+			return nil
+		})
+		if up := accepting(addrs); len(up) != 4 {
+			t.Fatalf("orphans accepting: %v, want all 4 (else this tests nothing)", up)
+		}
+
+		again := vstest.Serve(t, dir, cfg)
+		if n := strings.Count(again.Output(), "stopping an instance a previous vipswap run left running"); n != 4 {
+			t.Fatalf("%d leftovers reported, want 4:\n%s", n, again.Output())
+		}
+		if left := alive(groups); len(left) != 0 {
+			t.Fatalf("leftovers %v still run after the next start", left)
+		}
+		again.WaitHealthy(t)
+	})
+}

@@ -1,0 +1,63 @@
+package launch
+
+import (
+	"errors"
+	"os/exec"
+	"runtime"
+	"sync"
+)
+
+// spawner starts a group's commands from one goroutine locked to its OS
+// thread for as long as the group runs. On Linux, Pdeathsig fires when the
+// thread that started the child exits, not when the process does: Go ends
+// a thread when a goroutine locked to it returns without unlocking, so a
+// command started from an ordinary goroutine could be killed whenever any
+// code in vipswap does that on the thread that had started it. The
+// spawner's thread is vipswap's alone and outlives every process it
+// started: Close ends it only after the last one is gone.
+type spawner struct {
+	reqs      chan spawnRequest
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+type spawnRequest struct {
+	cmd    *exec.Cmd
+	result chan error
+}
+
+var errSpawnerClosed = errors.New("launch: the group is closed")
+
+func newSpawner() *spawner {
+	s := &spawner{reqs: make(chan spawnRequest), done: make(chan struct{})}
+	go s.loop()
+	return s
+}
+
+func (s *spawner) loop() {
+	defer close(s.done)
+	// Never unlocked: when the loop ends, the runtime ends the thread with
+	// it, which is fine because every child it started is gone by then.
+	runtime.LockOSThread()
+	for req := range s.reqs {
+		req.result <- req.cmd.Start()
+	}
+}
+
+// start runs cmd.Start on the spawner's thread.
+func (s *spawner) start(cmd *exec.Cmd) error {
+	req := spawnRequest{cmd: cmd, result: make(chan error, 1)}
+	select {
+	case s.reqs <- req:
+		return <-req.result
+	case <-s.done:
+		return errSpawnerClosed
+	}
+}
+
+// close ends the spawner and waits for it; later calls do nothing. No
+// start may be running.
+func (s *spawner) close() {
+	s.closeOnce.Do(func() { close(s.reqs) })
+	<-s.done
+}
