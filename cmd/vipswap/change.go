@@ -43,6 +43,34 @@ func newChangeFlags(fs *flag.FlagSet, waitHelp string) *changeFlags {
 	return f
 }
 
+// check validates the flags before anything is sent, so a command line
+// that cannot do what it says changes nothing (exit 2).
+func (f *changeFlags) check() error {
+	if f.timeout != nil && *f.timeout <= 0 {
+		return &usageError{msg: fmt.Sprintf("--timeout: want a duration above zero, such as 30s, got %s", *f.timeout)}
+	}
+	if n := len(*f.reason); n > api.MaxReason {
+		return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", n, api.MaxReason)}
+	}
+	if f.wait != nil && *f.wait && *f.dryRun {
+		return &usageError{msg: "--wait and --dry-run do not go together: a dry run changes nothing to wait for"}
+	}
+	return nil
+}
+
+// applied turns a wait that failed after the change was applied into a
+// timedOutError (exit 3) that says so, so a script does not apply it again.
+func applied(res api.Change, err error) error {
+	if err == nil {
+		return nil
+	}
+	what := fmt.Sprintf("%s %s -> %s", res.Operation, res.From, res.To)
+	if res.Instance != "" {
+		what = res.Operation + " " + res.Instance
+	}
+	return &timedOutError{msg: fmt.Sprintf("%s applied (revision %d), but the wait gave up: %v", what, res.Revision, err)}
+}
+
 func (f *changeFlags) request() api.ChangeRequest {
 	req := api.ChangeRequest{Force: *f.force, Reason: *f.reason, DryRun: *f.dryRun}
 	if *f.ifRevision != 0 {
@@ -56,6 +84,9 @@ func slotChangeCmd(ctx context.Context, op string, args []string, stdout, stderr
 	fs := newFlags(op, stderr)
 	f := newChangeFlags(fs, "return once the old active slot has drained, and print what it cost")
 	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := f.check(); err != nil {
 		return err
 	}
 	c := newClient(*f.admin)
@@ -79,7 +110,7 @@ func slotChangeCmd(ctx context.Context, op string, args []string, stdout, stderr
 	}
 	e, err := waitMeasured(ctx, c, res, *f.timeout, stderr)
 	if err != nil {
-		return err
+		return applied(res, err)
 	}
 	if *f.asJSON {
 		return writeJSON(stdout, e)
@@ -144,7 +175,7 @@ func poll(ctx context.Context, limit time.Duration, progress io.Writer, what str
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%s still has %s in flight after %s", what, plural(n, "request"), limit)
+			return 0, &timedOutError{msg: fmt.Sprintf("%s still has %s in flight after %s", what, plural(n, "request"), limit)}
 		case <-tick.C:
 		}
 	}
@@ -182,6 +213,9 @@ func drainCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := f.check(); err != nil {
+		return err
+	}
 	c := newClient(*f.admin)
 	res, err := c.Drain(ctx, pos[0], pos[1], f.request())
 	if err != nil {
@@ -203,10 +237,13 @@ func drainCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		return 0
 	})
-	if err == nil && !*f.asJSON {
-		fmt.Fprintf(stdout, "%s drained in %.1f s\n", res.Instance, took.Seconds())
+	if err != nil {
+		return applied(res, err)
 	}
-	return err
+	if !*f.asJSON {
+		fmt.Fprintf(stdout, "%s drained in %.1f s\n", printable(res.Instance), took.Seconds())
+	}
+	return nil
 }
 
 func readyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -214,6 +251,9 @@ func readyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	f := newChangeFlags(fs, "")
 	pos, err := parseArgs(fs, args, "SLOT", "ADDR")
 	if err != nil {
+		return err
+	}
+	if err := f.check(); err != nil {
 		return err
 	}
 	res, err := newClient(*f.admin).Ready(ctx, pos[0], pos[1], f.request())
@@ -238,6 +278,9 @@ func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	if pos[0] != "drained" {
 		return &usageError{msg: fmt.Sprintf("unknown condition %q (want: wait drained SLOT)", pos[0])}
+	}
+	if *timeout <= 0 {
+		return &usageError{msg: fmt.Sprintf("--timeout: want a duration above zero, such as 30s, got %s", *timeout)}
 	}
 	slot := pos[1]
 	c := newClient(*admin)
@@ -267,10 +310,11 @@ func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		}
 		return n
 	})
-	if err == nil {
-		fmt.Fprintf(stdout, "%s drained in %.1f s\n", slot, took.Seconds())
+	if err != nil {
+		return err
 	}
-	return err
+	fmt.Fprintf(stdout, "%s drained in %.1f s\n", slot, took.Seconds())
+	return nil
 }
 
 // waitIdle polls the status until inFlight returns 0.
@@ -291,9 +335,9 @@ func printChange(w io.Writer, res api.Change, asJSON bool) error {
 	}
 	switch {
 	case !res.Applied:
-		fmt.Fprintf(w, "nothing to do: %s %s is already in effect (revision %d)\n", res.Operation, res.Instance, res.Revision)
+		fmt.Fprintf(w, "nothing to do: %s %s is already in effect (revision %d)\n", res.Operation, printable(res.Instance), res.Revision)
 	case res.Instance != "":
-		fmt.Fprintf(w, "%s %s (revision %d)\n", past(res.Operation), res.Instance, res.Revision)
+		fmt.Fprintf(w, "%s %s (revision %d)\n", past(res.Operation), printable(res.Instance), res.Revision)
 	default:
 		note := ""
 		if res.Forced {

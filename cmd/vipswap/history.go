@@ -14,6 +14,7 @@ func historyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs := newFlags("history", stderr)
 	admin := adminFlag(fs)
 	limit := fs.Int("limit", 20, "how many entries, newest first (at most 1000)")
+	before := fs.Uint64("before", 0, "only entries older than this ID (the next page)")
 	asJSON := fs.Bool("json", false, "print the entries as JSON")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -21,7 +22,7 @@ func historyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if *limit < 1 || *limit > 1000 {
 		return &usageError{msg: fmt.Sprintf("--limit: want 1 to 1000, got %d", *limit)}
 	}
-	h, err := newClient(*admin).History(ctx, *limit)
+	h, next, err := newClient(*admin).HistoryPage(ctx, *before, *limit)
 	if err != nil {
 		return err
 	}
@@ -29,6 +30,9 @@ func historyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return writeJSON(stdout, h)
 	}
 	printHistory(stdout, h)
+	if next != 0 {
+		fmt.Fprintf(stderr, "older entries: vipswap history --before %d\n", next)
+	}
 	return nil
 }
 
@@ -62,8 +66,9 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 				measured += " (gave up)"
 			}
 		}
+		// Everything but the numbers came from whoever called the API.
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.ID, e.Time.Local().Format(time.DateTime),
-			e.Actor, e.Operation, change, result, rev, measured, e.Reason)
+			printable(e.Actor), printable(e.Operation), printable(change), printable(result), rev, measured, printable(e.Reason))
 	}
 	tw.Flush()
 }

@@ -24,28 +24,38 @@ commands:
   rollback  [--force] [--wait] [--dry-run] [--reason R]   back to the slot active before the last swap
   drain     SLOT ADDR [--force] [--wait] [--reason R]     stop sending new requests to an instance
   ready     SLOT ADDR [--reason R]                  put a drained instance back
-  history   [--limit N] [--json]                    every change, who made it and what it cost
+  history   [--limit N] [--before ID] [--json]      every change, who made it and what it cost
   wait      drained SLOT [--timeout 30s]            block until a slot has no request in flight
+  state     check|export|import|repair [-c vipswap.yaml | --file F]   the state file, with vipswap stopped
   app       --listen ADDR --slot NAME [--version V] the sample application
 
-Every command but serve and app talks to the admin API: --admin defaults to
-$VIPSWAP_ADMIN, then http://127.0.0.1:9090; the token comes from $VIPSWAP_TOKEN.
-Exit codes: 0 done, 1 refused or failed, 2 usage error.
+Every command but serve, state and app talks to the admin API: --admin
+defaults to $VIPSWAP_ADMIN, then http://127.0.0.1:9090; the token comes from
+$VIPSWAP_TOKEN. Exit codes: 0 done, 1 refused or failed, 2 usage error
+(nothing was done), 3 timed out waiting (with --wait: the change itself
+was applied).
 Run "vipswap <command> -h" for a command's flags.
 `
 
 // exit codes
 const (
-	exitOK      = 0
-	exitFailed  = 1 // refused or failed
-	exitUsage   = 2
-	defaultAddr = "http://127.0.0.1:9090"
+	exitOK       = 0
+	exitFailed   = 1 // refused or failed
+	exitUsage    = 2 // the command line is wrong; nothing was done
+	exitTimedOut = 3 // waited in vain; a change asked for was applied
+	defaultAddr  = "http://127.0.0.1:9090"
 )
 
 // usageError marks errors in how the command was called.
 type usageError struct{ msg string }
 
 func (e *usageError) Error() string { return e.msg }
+
+// timedOutError marks a wait that gave up (exit 3); for a change with
+// --wait, the change itself was applied.
+type timedOutError struct{ msg string }
+
+func (e *timedOutError) Error() string { return e.msg }
 
 func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
@@ -70,6 +80,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"ready":   readyCmd,
 		"history": historyCmd,
 		"wait":    waitCmd,
+		"state":   stateCmd,
 		"app":     appCmd,
 	}
 	name := args[0]
@@ -84,14 +95,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	err := cmd(ctx, args[1:], stdout, stderr)
 	var ue *usageError
+	var te *timedOutError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.Is(err, flag.ErrHelp):
 		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "vipswap %s: %s\n", name, ue.msg)
+		fmt.Fprintf(stderr, "vipswap %s: %s\n", name, printable(ue.msg))
 		return exitUsage
+	case errors.As(err, &te):
+		fmt.Fprintf(stderr, "vipswap %s: %s\n", name, printable(te.msg))
+		return exitTimedOut
 	default:
 		fmt.Fprintf(stderr, "vipswap %s: %s\n", name, oneLine(err))
 		return exitFailed
@@ -99,9 +114,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 }
 
 // oneLine keeps multi-problem errors (config validation) readable: the first
-// problem on the command's line, the others indented below it.
+// problem on the command's line, the others indented below it. Text from the
+// API is shown with its control characters escaped.
 func oneLine(err error) string {
-	return strings.ReplaceAll(err.Error(), "\n", "\n  ")
+	lines := strings.Split(err.Error(), "\n")
+	for i, l := range lines {
+		lines[i] = printable(l)
+	}
+	return strings.Join(lines, "\n  ")
 }
 
 // newFlags returns a flag set that reports errors instead of exiting.

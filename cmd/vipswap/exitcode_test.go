@@ -1,0 +1,101 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// TestExitCodes: a script can trust the exit code. A command line that
+// cannot do what it says is a usage error (2) and changes nothing; a
+// change that applied but whose --wait gave up exits 3 and says that it
+// applied. Before, "swap --wait --timeout 0s" swapped and then exited 1,
+// so a retrying script swapped back.
+func TestExitCodes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 2)
+	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw.WaitHealthy(t)
+	ctx := context.Background()
+	revision := func() uint64 {
+		st, err := sw.Client.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Revision
+	}
+
+	before := revision()
+	for _, args := range [][]string{
+		{"swap", "--wait", "--timeout", "0s"},
+		{"swap", "--wait", "--timeout", "-1s"},
+		{"rollback", "--wait", "--timeout", "0s"},
+		{"swap", "--timeout", "0s"},
+		{"drain", "blue", addrs["blue"][0], "--wait", "--timeout", "0s"},
+		{"swap", "--reason", strings.Repeat("x", api.MaxReason+1)},
+		{"swap", "--wait", "--dry-run"},
+		{"wait", "drained", "green", "--timeout", "0s"},
+		{"history", "--limit", "0"},
+	} {
+		code, out := cli(t, sw, args...)
+		if code != 2 || strings.Count(strings.TrimSpace(out), "\n") != 0 {
+			t.Errorf("vipswap %.60s: exit %d, output %q; want 2 and one line", strings.Join(args, " "), code, out)
+		}
+	}
+	if after := revision(); after != before {
+		t.Fatalf("usage errors changed the state: revision %d -> %d", before, after)
+	}
+
+	// A request held on blue keeps it from draining within the wait.
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		resp, err := http.Get(sw.Prod + "/api/test?delay=4s")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	waitInFlight(t, sw, "blue", 1)
+	code, out := cli(t, sw, "swap", "--wait", "--timeout", "300ms")
+	want := regexp.MustCompile(`(?m)^vipswap swap: swap blue -> green applied \(revision 2\), but the wait gave up: blue still has 1 request in flight after 300ms$`)
+	if code != 3 || !want.MatchString(out) {
+		t.Fatalf("swap --wait with a request held: exit %d:\n%s\nwant exit 3 and a line matching %s", code, out, want)
+	}
+	if after := revision(); after != before+1 {
+		t.Fatalf("revision %d, want %d: the swap applied", after, before+1)
+	}
+	<-held
+
+	// The same for an instance drain.
+	go func() {
+		resp, err := http.Get(sw.Prod + "/api/test?delay=4s")
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	var busy string
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		st, _ := sw.Client.Status(ctx)
+		for _, s := range st.Slots {
+			for _, i := range s.Instances {
+				if s.Name == "green" && i.InFlight.Prod > 0 {
+					busy = i.Addr
+					return nil
+				}
+			}
+		}
+		return fmt.Errorf("no green instance has the request yet")
+	})
+	code, out = cli(t, sw, "drain", "green", busy, "--wait", "--timeout", "300ms")
+	if code != 3 || !strings.Contains(out, "drain green/"+busy+" applied (revision 3), but the wait gave up") {
+		t.Fatalf("drain --wait with a request held: exit %d:\n%s\nwant exit 3", code, out)
+	}
+}
