@@ -106,6 +106,7 @@ func (c *Config) Validate() error {
 	for _, name := range c.SlotOrder {
 		v.slot(name, c.Slots[name])
 	}
+	v.selfReferences()
 	if c.Active != "" && len(c.SlotOrder) > 0 {
 		if _, ok := c.Slots[c.Active]; !ok {
 			v.fail("active", fmt.Sprintf("slot %q is not defined in slots (have %s)", c.Active, strings.Join(c.SlotOrder, ", ")))

@@ -67,6 +67,10 @@ func (c *Controller) changeLocked(ctx context.Context, op operation) (api.Change
 		}
 		if op.req.IfRevision != nil && *op.req.IfRevision != uint64(c.rev) {
 			err := fmt.Errorf("%s refused: the state is at revision %d, not %d", op.name, c.rev, *op.req.IfRevision)
+			if op.req.DryRun {
+				// A dry run changes nothing, the history included.
+				return res, &api.Error{Status: http.StatusConflict, Err: err, Revision: uint64(c.rev)}
+			}
 			return res, c.refuseLocked(ctx, op, entry, err)
 		}
 		next, err := op.next(c.st, &res)

@@ -203,3 +203,27 @@ func TestRefusedInstanceIsTakenOutAndComesBack(t *testing.T) {
 		return fmt.Errorf("taken out: %v; not back yet", out)
 	})
 }
+
+// TestDryRunWithStaleRevisionIsNotRecorded (issue 10, point 7): a dry run
+// changes nothing, the history included, even when it is refused.
+func TestDryRunWithStaleRevisionIsNotRecorded(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	before, err := f.store.History(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := uint64(999)
+	_, err = f.ctrl.Swap(context.Background(), api.ChangeRequest{DryRun: true, IfRevision: &stale})
+	var apiErr *api.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+		t.Fatalf("got %v, want a 409", err)
+	}
+	after, err := f.store.History(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != len(before) {
+		t.Fatalf("history grew from %d to %d entries", len(before), len(after))
+	}
+}

@@ -161,7 +161,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	if rq.body != nil {
 		body = rq.body
 	}
-	if err := writeRequest(c.bw, r, body); err != nil {
+	if err := writeRequest(c.bw, r, body, p.via); err != nil {
 		if rq.body != nil && rq.body.err != nil {
 			return fail(failClient, rq.body.err)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -42,6 +43,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq.tried = rq.triedBuf[:0]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		rq.body = &bodyGuard{rc: r.Body}
+	}
+	if h.p.looped(r) {
+		h.fail(w, r, rq, errLoop, start)
+		return
 	}
 	resp, c, inst, err := h.p.forward(r, rq)
 	if err != nil {
@@ -128,6 +133,8 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 	var ae *attemptError
 	var be *h1.BodyError
 	switch {
+	case errors.Is(err, errLoop):
+		return http.StatusLoopDetected, err.Error()
 	case errors.As(err, &noInst):
 		return http.StatusServiceUnavailable, noInst.Error()
 	case errors.Is(err, errTooManyHolding):
@@ -168,6 +175,21 @@ func (b *bodyGuard) Read(p []byte) (int, error) {
 func (b *bodyGuard) untouched() bool { return b == nil || !b.read }
 
 var errTooManyHolding = errors.New("too many requests waiting for an instance")
+
+// errLoop answers a request that this very process forwarded already: an
+// instance address leads back to one of vipswap's listeners.
+var errLoop = errors.New("the request came back to vipswap: an instance address leads to one of its own listeners")
+
+// looped reports whether r already passed through this proxy: its Via
+// header carries this process's name.
+func (p *Proxy) looped(r *http.Request) bool {
+	for _, v := range r.Header["Via"] {
+		if strings.Contains(v, p.via[4:]) {
+			return true
+		}
+	}
+	return false
+}
 
 // noInstanceError says a request found no routable instance within its hold.
 type noInstanceError struct {

@@ -28,6 +28,7 @@ var hopHeaders = map[string]bool{
 
 // skipOutbound lists request headers vipswap writes itself.
 var skipOutbound = map[string]bool{
+	"Via":               true,
 	"Expect":            true,
 	"Host":              true,
 	"Content-Length":    true,
@@ -70,9 +71,10 @@ func forbiddenUpgrade(up string) bool {
 }
 
 // writeRequest writes r to bw as an HTTP/1.1 request for an instance, with
-// hop-by-hop headers removed, X-Forwarded-* set and the body framed by
-// Content-Length or chunked encoding. body is r's body (or nil).
-func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader) error {
+// hop-by-hop headers removed, X-Forwarded-* set, via appended to Via, and
+// the body framed by Content-Length or chunked encoding. body is r's body
+// (or nil).
+func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader, via string) error {
 	uri := r.URL.RequestURI()
 	if r.RequestURI == "*" {
 		uri = "*"
@@ -100,6 +102,13 @@ func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader) error {
 		writeHeader(bw, "Te", "trailers")
 	}
 	writeForwarded(bw, r)
+	bw.WriteString("Via: ")
+	for _, v := range r.Header["Via"] {
+		bw.WriteString(v)
+		bw.WriteString(", ")
+	}
+	bw.WriteString(via)
+	bw.WriteString("\r\n")
 
 	switch {
 	case r.ContentLength > 0:

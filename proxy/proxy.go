@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"sync"
@@ -110,6 +111,10 @@ type Proxy struct {
 	handlers [len(route.Listeners)]*handler
 	holding  atomic.Int64
 	active   atomic.Int64 // requests being served, tunnels included
+	// via is what this proxy adds to the Via header of the requests it
+	// forwards ("1.1 vipswap-5f3a9c1e"), random per process so a request
+	// that comes back to the same process is known (a loop).
+	via string
 
 	statsTable atomic.Pointer[statsTable]
 	statsMu    sync.Mutex // serialises adding a slot to statsTable
@@ -126,6 +131,7 @@ func New(opts Options) *Proxy {
 	p := &Proxy{
 		opts:   opts,
 		dialer: &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second},
+		via:    fmt.Sprintf("1.1 vipswap-%08x", rand.Uint32()),
 	}
 	p.table.Store(route.Build(route.Spec{}))
 	p.statsTable.Store(&statsTable{})

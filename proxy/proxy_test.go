@@ -571,3 +571,31 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("the failure's record does not say what went wrong: %s", lines[1])
 	}
 }
+
+// TestLoopIsRefused (issue 10, point 6): an instance address that leads back
+// to vipswap's own listener makes a request come back; it is answered 508
+// instead of being forwarded again and again.
+func TestLoopIsRefused(t *testing.T) {
+	p := New(Options{})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := route.NewInstance("blue", "localhost:"+strings.Split(ln.Addr().String(), ":")[1])
+	p.Apply(table(1, []*route.Instance{self}, nil))
+	var wg sync.WaitGroup
+	wg.Go(func() { p.Serve(route.Prod, ln) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		p.Shutdown(ctx)
+		wg.Wait()
+	})
+	code, body := get(t, "http://"+ln.Addr().String()+"/")
+	if code != http.StatusLoopDetected || !strings.Contains(body, "came back to vipswap") {
+		t.Fatalf("got %d %q, want 508", code, body)
+	}
+	if n := p.Conns(route.Prod); n > 2 {
+		t.Fatalf("%d connections on the listener: the request looped", n)
+	}
+}
