@@ -329,6 +329,15 @@ func TestLedgerReclaimsLeftovers(t *testing.T) {
 	ledger := t.TempDir() + "/state.db.instances"
 	sup, addr := superviseProcess(t, ledger, shellWrapped(""), false)
 	app := pids(sup.Output())[0]
+	// The group is recorded just after it starts.
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		var f ledgerFile
+		data, _ := os.ReadFile(ledger)
+		if json.Unmarshal(data, &f) != nil || len(f.Groups) != 1 {
+			return fmt.Errorf("the ledger does not list the instance yet: %s", data)
+		}
+		return nil
+	})
 	sup.Signal(t, syscall.SIGKILL)
 	sup.Wait(t, 10*time.Second)
 	waitUp(t, addr, true) // the orphan serves on: this is what Reclaim is for

@@ -32,22 +32,30 @@ func shellSlots(t *testing.T, stopTimeout, after string) string {
 	return b.String()
 }
 
-// ledgerGroups returns the process groups the instance ledger next to the
-// state file in dir lists.
-func ledgerGroups(t *testing.T, dir string) []int {
+// ledgerGroups waits until the instance ledger next to the state file in
+// dir lists n process groups (each is recorded just after it starts), and
+// returns them.
+func ledgerGroups(t *testing.T, dir string, n int) []int {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(dir, "state.db.instances"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var f struct{ Groups []struct{ PGID int } }
-	if err := json.Unmarshal(data, &f); err != nil {
-		t.Fatal(err)
-	}
 	var g []int
-	for _, r := range f.Groups {
-		g = append(g, r.PGID)
-	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		g = nil
+		data, err := os.ReadFile(filepath.Join(dir, "state.db.instances"))
+		if err != nil {
+			return err
+		}
+		var f struct{ Groups []struct{ PGID int } }
+		if err := json.Unmarshal(data, &f); err != nil {
+			return err
+		}
+		for _, r := range f.Groups {
+			g = append(g, r.PGID)
+		}
+		if len(g) != n {
+			return fmt.Errorf("the ledger lists %d groups, want %d", len(g), n)
+		}
+		return nil
+	})
 	return g
 }
 
@@ -113,8 +121,8 @@ func TestShutdownWithShellWrappedInstances(t *testing.T) {
 	sw := vstest.Serve(t, dir, testConfig(dir, shellSlots(t, "3s", "true")))
 	sw.WaitHealthy(t)
 	addrs := instanceAddrs(t, sw)
-	groups := ledgerGroups(t, dir)
-	if len(addrs) != 4 || len(groups) != 4 || len(alive(groups)) != 8 {
+	groups := ledgerGroups(t, dir, 4)
+	if len(addrs) != 4 || len(alive(groups)) != 8 {
 		t.Fatalf("instances %v, groups %v with %d processes; want 4 instances, each a shell and an app", addrs, groups, len(alive(groups)))
 	}
 	start := time.Now()
@@ -144,7 +152,7 @@ func TestSecondSignalForcesExit(t *testing.T) {
 	slots := strings.ReplaceAll(shellSlots(t, "60s", "sleep 600"), `[sh, -c, "`, `[sh, -c, "trap '' TERM; `)
 	sw := vstest.Serve(t, dir, testConfig(dir, slots))
 	sw.WaitHealthy(t)
-	groups := ledgerGroups(t, dir)
+	groups := ledgerGroups(t, dir, 4)
 	sw.Signal(t, syscall.SIGTERM)
 	sw.WaitLine(t, regexp.MustCompile(`msg="shutting down`), 10*time.Second)
 	start := time.Now()
@@ -178,7 +186,7 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 		sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
 		sw.WaitHealthy(t)
 		addrs := instanceAddrs(t, sw)
-		groups := ledgerGroups(t, dir)
+		groups := ledgerGroups(t, dir, 4)
 		sw.Signal(t, syscall.SIGKILL)
 		sw.Wait(t, 10*time.Second)
 		vstest.WaitFor(t, 10*time.Second, func() error {
@@ -198,7 +206,7 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 		sw := vstest.Serve(t, dir, cfg)
 		sw.WaitHealthy(t)
 		addrs := instanceAddrs(t, sw)
-		groups := ledgerGroups(t, dir)
+		groups := ledgerGroups(t, dir, 4)
 		sw.Signal(t, syscall.SIGKILL)
 		sw.Wait(t, 10*time.Second)
 		// The shells die with vipswap; the apps, their children, do not.
