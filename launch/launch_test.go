@@ -304,6 +304,14 @@ func superviseProcess(t *testing.T, ledger string, command []string, stubborn bo
 	if stubborn {
 		t.Setenv("LAUNCH_TEST_STUBBORN", "1")
 	}
+	// Registered before the stand-in starts, so it runs after the stand-in
+	// is killed: whatever a failing test leaves is stopped as the next
+	// vipswap would stop it.
+	t.Cleanup(func() {
+		if l, err := OpenLedger(ledger, quiet); err == nil {
+			l.Reclaim(5 * time.Second)
+		}
+	})
 	p := vstest.Start(t, bin, instRun)
 	addr := p.WaitLine(t, regexp.MustCompile(`supervising (\S+)`), 10*time.Second)[1]
 	p.WaitLine(t, regexp.MustCompile(`instance up on`), 10*time.Second)

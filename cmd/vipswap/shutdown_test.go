@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/launch"
 )
 
 // shellSlots is a slots: section whose run: commands wrap the sample app in
@@ -30,6 +32,23 @@ func shellSlots(t *testing.T, stopTimeout, after string) string {
 			slot, bin, slot, after, stopTimeout)
 	}
 	return b.String()
+}
+
+// reclaimAfter makes sure no instance of a vipswap using dir outlives the
+// test: the harness stops vipswap with SIGKILL, which shell-wrapped apps
+// survive, so the cleanup stops what the instance ledger still lists, as
+// the next vipswap would. Call it before starting vipswap: cleanups run
+// last-registered first.
+func reclaimAfter(t *testing.T, dir string) {
+	t.Cleanup(func() {
+		l, err := launch.OpenLedger(filepath.Join(dir, "state.db.instances"), slog.New(slog.DiscardHandler))
+		if err == nil {
+			_, err = l.Reclaim(5 * time.Second)
+		}
+		if err != nil {
+			t.Errorf("stopping leftover instances: %v", err)
+		}
+	})
 }
 
 // ledgerGroups waits until the instance ledger next to the state file in
@@ -118,6 +137,7 @@ func instanceAddrs(t *testing.T, sw *vstest.Switch) []string {
 func TestShutdownWithShellWrappedInstances(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
+	reclaimAfter(t, dir)
 	sw := vstest.Serve(t, dir, testConfig(dir, shellSlots(t, "3s", "true")))
 	sw.WaitHealthy(t)
 	addrs := instanceAddrs(t, sw)
@@ -149,6 +169,7 @@ func TestShutdownWithShellWrappedInstances(t *testing.T) {
 func TestSecondSignalForcesExit(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
+	reclaimAfter(t, dir)
 	slots := strings.ReplaceAll(shellSlots(t, "60s", "sleep 600"), `[sh, -c, "`, `[sh, -c, "trap '' TERM; `)
 	sw := vstest.Serve(t, dir, testConfig(dir, slots))
 	sw.WaitHealthy(t)
@@ -202,6 +223,7 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 	t.Run("the next start stops what a shell kept alive", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
+		reclaimAfter(t, dir)
 		cfg := testConfig(dir, shellSlots(t, "3s", "true"))
 		sw := vstest.Serve(t, dir, cfg)
 		sw.WaitHealthy(t)
@@ -228,5 +250,6 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 			t.Fatalf("leftovers %v still run after the next start", left)
 		}
 		again.WaitHealthy(t)
+		stop(t, again.Process)
 	})
 }
