@@ -46,13 +46,13 @@ func (f *fixture) raw(t *testing.T, method, path string, headers map[string]stri
 func (f *fixture) snapshot(t *testing.T) func() {
 	t.Helper()
 	rev := f.ctrl.Status().Revision
-	h, err := f.ctrl.History(context.Background(), 0)
+	h, err := f.ctrl.History(context.Background(), 0, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return func() {
 		t.Helper()
-		after, _ := f.ctrl.History(context.Background(), 0)
+		after, _ := f.ctrl.History(context.Background(), 0, 0)
 		if got := f.ctrl.Status().Revision; got != rev || len(after) != len(h) {
 			t.Fatalf("refused requests changed something: revision %d -> %d, history %d -> %d entries", rev, got, len(h), len(after))
 		}

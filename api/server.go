@@ -5,14 +5,12 @@
 package api
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
-	"slices"
 	"strconv"
 )
 
@@ -30,8 +28,9 @@ type Controller interface {
 	Drain(ctx context.Context, slot, addr string, req ChangeRequest) (Change, error)
 	// Ready undoes Drain.
 	Ready(ctx context.Context, slot, addr string, req ChangeRequest) (Change, error)
-	// History returns up to limit entries, newest first.
-	History(ctx context.Context, limit int) ([]HistoryEntry, error)
+	// History returns up to limit entries whose ID is below before (0:
+	// from the newest), newest first.
+	History(ctx context.Context, before uint64, limit int) ([]HistoryEntry, error)
 	// Entry returns one history entry.
 	Entry(ctx context.Context, id uint64) (HistoryEntry, error)
 	// Readiness returns nil when vipswap is ready to route traffic.
@@ -76,16 +75,6 @@ type Options struct {
 	// requests may name in their Host header (admin.hosts). Any other name
 	// is refused with a 403, which stops DNS-rebinding pages.
 	Hosts []string
-}
-
-// HistoryPager is implemented by a Controller that reads a page of the
-// history directly from the store. GET /v1/history uses it when present;
-// otherwise a page that starts before an entry is cut from the whole
-// history, which retention keeps bounded.
-type HistoryPager interface {
-	// HistoryBefore returns up to limit entries whose ID is below before,
-	// newest first; before 0 means from the newest.
-	HistoryBefore(ctx context.Context, before uint64, limit int) ([]HistoryEntry, error)
 }
 
 // Default and largest page of GET /v1/history.
@@ -240,7 +229,7 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 		}
 		before = n
 	}
-	h, err := s.historyPage(r.Context(), before, limit+1) // one more tells whether there is a next page
+	h, err := s.c.History(r.Context(), before, limit+1) // one more tells whether there is a next page
 	if err != nil {
 		return err
 	}
@@ -252,28 +241,6 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 		h = []HistoryEntry{}
 	}
 	return writeJSON(w, http.StatusOK, h)
-}
-
-// historyPage returns up to limit entries below before (0: the newest).
-func (s *server) historyPage(ctx context.Context, before uint64, limit int) ([]HistoryEntry, error) {
-	if p, ok := s.c.(HistoryPager); ok {
-		return p.HistoryBefore(ctx, before, limit)
-	}
-	if before == 0 {
-		return s.c.History(ctx, limit)
-	}
-	all, err := s.c.History(ctx, 0)
-	if err != nil {
-		return nil, err
-	}
-	i, _ := slices.BinarySearchFunc(all, before, func(e HistoryEntry, id uint64) int {
-		return cmp.Compare(id, e.ID) // newest first: IDs descend
-	})
-	all = all[i:]
-	if len(all) > 0 && all[0].ID == before {
-		all = all[1:]
-	}
-	return all[:min(limit, len(all))], nil
 }
 
 func (s *server) entry(w http.ResponseWriter, r *http.Request) error {

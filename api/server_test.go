@@ -57,11 +57,12 @@ func newFixture(t *testing.T, opts api.Options) *fixture {
 	f := &fixture{blue: []string{slotServer(t, "blue"), slotServer(t, "blue")}, green: slotServer(t, "green")}
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	f.ctrl, err = control.New(context.Background(), control.Config{
-		Slots:  []control.Slot{{Name: "blue", Addrs: f.blue}, {Name: "green", Addrs: []string{f.green}}},
-		Active: "blue",
-		Store:  st,
-		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
-		Logger: quiet,
+		Slots:   []control.Slot{{Name: "blue", Addrs: f.blue}, {Name: "green", Addrs: []string{f.green}}},
+		Active:  "blue",
+		Store:   st,
+		Health:  health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+		Measure: control.Measure{Before: 100 * time.Millisecond, After: 100 * time.Millisecond},
+		Logger:  quiet,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -250,7 +251,7 @@ func TestAuth(t *testing.T) {
 		t.Run(fmt.Sprint("protect reads ", protectReads), func(t *testing.T) {
 			f := newFixture(t, api.Options{Tokens: tokens, ProtectReads: protectReads})
 			before := f.ctrl.Status()
-			beforeHistory, _ := f.ctrl.History(context.Background(), 0)
+			beforeHistory, _ := f.ctrl.History(context.Background(), 0, 0)
 			mutating := []string{"/v1/swap", "/v1/rollback",
 				"/v1/slots/blue/instances/" + f.blue[0] + "/drain", "/v1/slots/blue/instances/" + f.blue[0] + "/ready"}
 			for _, p := range mutating {
@@ -262,7 +263,7 @@ func TestAuth(t *testing.T) {
 				}
 			}
 			after := f.ctrl.Status()
-			afterHistory, _ := f.ctrl.History(context.Background(), 0)
+			afterHistory, _ := f.ctrl.History(context.Background(), 0, 0)
 			if after.Revision != before.Revision || len(afterHistory) != len(beforeHistory) {
 				t.Fatalf("refused calls changed state: revision %d -> %d, history %d -> %d",
 					before.Revision, after.Revision, len(beforeHistory), len(afterHistory))

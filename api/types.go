@@ -158,14 +158,35 @@ type HistoryEntry struct {
 // Measurement is what the prod listener counted from a change until the old
 // slot had no request in flight.
 type Measurement struct {
-	// Served counts requests answered by instances.
+	// Served counts prod requests answered in the window.
 	Served uint64 `json:"served"`
-	// Failed counts requests vipswap could not get answered.
+	// Failed counts prod requests vipswap could not get answered.
 	Failed uint64 `json:"failed"`
 	// DrainedSeconds is how long the old slot took to drain.
 	DrainedSeconds float64 `json:"drained_seconds"`
 	// Complete is false when measuring gave up before the old slot drained.
 	Complete bool `json:"complete"`
+	// Start and End bound the window: from measure.before before the
+	// change to measure.after after it, or until the old slot drained if
+	// that took longer. Absent in entries from before windows were
+	// measured.
+	Start time.Time `json:"start,omitzero"`
+	End   time.Time `json:"end,omitzero"`
+	// WindowSeconds is End - Start.
+	WindowSeconds float64 `json:"window_seconds,omitempty"`
+	// Listeners holds each listener's figures in the window.
+	Listeners map[string]Window `json:"listeners,omitempty"`
+}
+
+// Window is what one listener counted in a measurement's window.
+type Window struct {
+	// Requests counts answered requests, whatever their status.
+	Requests uint64 `json:"requests"`
+	// Errors counts 5xx answers (the instances' and vipswap's own) and
+	// broken-off answers.
+	Errors uint64 `json:"errors"`
+	// Failed counts vipswap's own failures (a subset of Errors).
+	Failed uint64 `json:"failed"`
 }
 
 // ErrorBody is the JSON body of every error answer.
@@ -198,6 +219,12 @@ type RateSample struct {
 type SlotRate struct {
 	// Requests is answered requests per second.
 	Requests float64 `json:"requests"`
-	// Errors is 5xx answers per second, vipswap's own included.
+	// Errors is 5xx answers per second, vipswap's own included, and
+	// answers cut off.
 	Errors float64 `json:"errors"`
+	// P50 and P99 are the latencies under which half and 99 % of that
+	// second's requests were answered, in milliseconds (the upper bound of
+	// the histogram bucket); absent in a second without requests.
+	P50 float64 `json:"p50_ms,omitempty"`
+	P99 float64 `json:"p99_ms,omitempty"`
 }

@@ -2,7 +2,6 @@ package client_test
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -27,67 +26,45 @@ func newHistory(n int) *history {
 	return h
 }
 
-func (h *history) History(ctx context.Context, limit int) ([]api.HistoryEntry, error) {
-	if limit <= 0 || limit > len(h.entries) {
-		limit = len(h.entries)
-	}
-	return slices.Clone(h.entries[:limit]), nil
-}
-
-// pager adds api.HistoryPager to history.
-type pager struct{ *history }
-
-func (p pager) HistoryBefore(ctx context.Context, before uint64, limit int) ([]api.HistoryEntry, error) {
-	p.pages++
+func (h *history) History(ctx context.Context, before uint64, limit int) ([]api.HistoryEntry, error) {
+	h.pages++
 	var out []api.HistoryEntry
-	for _, e := range p.entries {
-		if (before == 0 || e.ID < before) && len(out) < limit {
+	for _, e := range h.entries {
+		if (before == 0 || e.ID < before) && (limit <= 0 || len(out) < limit) {
 			out = append(out, e)
 		}
 	}
 	return out, nil
 }
 
-// TestHistoryPages: the client walks every page once, newest first, through
-// a controller that pages itself and one that does not.
+// TestHistoryPages: the client walks every page once, newest first.
 func TestHistoryPages(t *testing.T) {
-	for _, withPager := range []bool{false, true} {
-		t.Run(fmt.Sprint("pager ", withPager), func(t *testing.T) {
-			h := newHistory(23)
-			var c api.Controller = h
-			if withPager {
-				c = pager{h}
-			}
-			srv := httptest.NewServer(api.NewHandler(c, api.Options{}))
-			defer srv.Close()
-			cl := client.New(srv.URL)
-			var got []uint64
-			before, pages := uint64(0), 0
-			for {
-				page, next, err := cl.HistoryPage(context.Background(), before, 10)
-				if err != nil {
-					t.Fatal(err)
-				}
-				pages++
-				for _, e := range page {
-					got = append(got, e.ID)
-				}
-				if next == 0 {
-					break
-				}
-				before = next
-			}
-			want := make([]uint64, 0, 23)
-			for id := uint64(23); id >= 1; id-- {
-				want = append(want, id)
-			}
-			if !slices.Equal(got, want) || pages != 3 {
-				t.Fatalf("%d pages of %v, want 3 pages of 23..1", pages, got)
-			}
-			if withPager && h.pages != 3 {
-				t.Fatalf("the controller's pager was called %d times, want 3", h.pages)
-			}
-		})
+	h := newHistory(23)
+	srv := httptest.NewServer(api.NewHandler(h, api.Options{}))
+	defer srv.Close()
+	cl := client.New(srv.URL)
+	var got []uint64
+	before, pages := uint64(0), 0
+	for {
+		page, next, err := cl.HistoryPage(context.Background(), before, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pages++
+		for _, e := range page {
+			got = append(got, e.ID)
+		}
+		if next == 0 {
+			break
+		}
+		before = next
+	}
+	want := make([]uint64, 0, 23)
+	for id := uint64(23); id >= 1; id-- {
+		want = append(want, id)
+	}
+	if !slices.Equal(got, want) || pages != 3 || h.pages != 3 {
+		t.Fatalf("%d pages of %v (%d store reads), want 3 pages of 23..1", pages, got, h.pages)
 	}
 }
 

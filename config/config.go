@@ -25,6 +25,8 @@ type Config struct {
 	Proxy Proxy `yaml:"proxy"`
 	// Log configures vipswap's own log and the access log.
 	Log Log `yaml:"log"`
+	// Measure says which traffic a switch's measurement covers.
+	Measure Measure `yaml:"measure"`
 	// Slots are the groups of instances, by name.
 	Slots map[string]Slot `yaml:"slots"`
 	// Active seeds the active slot when the store holds no state yet. Empty
@@ -171,6 +173,19 @@ type Run struct {
 	StopTimeout time.Duration `yaml:"stop_timeout"`
 }
 
+// Measure says which traffic the measurement of a switch (swap, rollback)
+// covers: from Before the change until After it, or until the old slot has
+// drained if that takes longer, but no longer than Limit.
+type Measure struct {
+	// Before is how much traffic before the change counts. Default 5s.
+	Before time.Duration `yaml:"before"`
+	// After is how much traffic after the change counts at least. Default
+	// 5s.
+	After time.Duration `yaml:"after"`
+	// Limit bounds the wait for the old slot to drain. Default 5m.
+	Limit time.Duration `yaml:"limit"`
+}
+
 // Log configures logging. vipswap logs to standard error.
 type Log struct {
 	// Format is "text" (key=value) or "json". Default text.
@@ -193,6 +208,7 @@ func Default() *Config {
 		State:     Store{Path: "vipswap.db", History: History{MaxEntries: 10000, MaxAge: 720 * time.Hour}},
 		Listeners: Listeners{Prod: "127.0.0.1:8080", Stage: "127.0.0.1:8081"},
 		Log:       Log{Format: "text", Level: "info", AccessSample: 1},
+		Measure:   Measure{Before: 5 * time.Second, After: 5 * time.Second, Limit: 5 * time.Minute},
 		Health: Health{
 			Path:     "/api/ping?slot={slot}",
 			Interval: time.Second,

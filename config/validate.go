@@ -90,6 +90,9 @@ func (c *Config) Validate() error {
 	if p.MaxHeaderFields < 8 || p.MaxHeaderFields > 10000 {
 		v.fail("proxy.max_header_fields", fmt.Sprintf("want 8 to 10000, got %d", p.MaxHeaderFields))
 	}
+	v.positive("measure.before", c.Measure.Before)
+	v.positive("measure.after", c.Measure.After)
+	v.positive("measure.limit", c.Measure.Limit)
 	if c.Log.Format != "text" && c.Log.Format != "json" {
 		v.fail("log.format", fmt.Sprintf("want text or json, got %q", c.Log.Format))
 	}

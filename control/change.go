@@ -114,7 +114,7 @@ func (c *Controller) changeLocked(ctx context.Context, op operation) (api.Change
 		c.log.Info("state changed", "operation", op.name, "revision", rev, "actor", actor,
 			"from", from, "to", next.Active, "instance", op.instance, "forced", res.Forced, "reason", op.req.Reason)
 		if from != next.Active {
-			c.startMeasure(recorded.ID, from)
+			c.startMeasure(recorded.ID, from, entry.Time)
 		}
 		return res, nil
 	}

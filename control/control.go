@@ -51,12 +51,13 @@ type Config struct {
 	Planes []DataPlane
 	// Listeners are the front-door addresses, for status.
 	Listeners [2]string
-	// Failures, if set, returns how many requests on a listener failed in
-	// the data plane; swaps record it in their measurement.
-	Failures func(route.Listener) uint64
-	// MeasureLimit bounds how long a swap's measurement waits for the old
-	// slot to drain. Zero means 5 minutes.
-	MeasureLimit time.Duration
+	// Counts, if set, returns what the data plane counted on a listener,
+	// per slot, since it started: switches are measured and canaries
+	// judged from it.
+	Counts func(route.Listener) map[string]route.Counts
+	// Measure says how much traffic around a switch its measurement
+	// covers.
+	Measure Measure
 	// Logger receives state changes and plane errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -69,6 +70,7 @@ type Controller struct {
 	checker   *health.Checker
 	instances map[string][]*route.Instance // by slot; fixed after New
 	refused   chan *route.Instance
+	samples   *sampler
 	ctx       context.Context // lifetime of the controller's goroutines
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -112,12 +114,10 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	if cfg.Failures == nil {
-		cfg.Failures = func(route.Listener) uint64 { return 0 }
+	if cfg.Counts == nil {
+		cfg.Counts = func(route.Listener) map[string]route.Counts { return nil }
 	}
-	if cfg.MeasureLimit <= 0 {
-		cfg.MeasureLimit = 5 * time.Minute
-	}
+	cfg.Measure.setDefaults()
 	names := make([]string, len(cfg.Slots))
 	for i, s := range cfg.Slots {
 		names[i] = s.Name
@@ -168,8 +168,18 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 			c.checker.Add(health.Target{Slot: s.Name, Addr: a})
 		}
 	}
+	c.samples = newSampler(cfg.Counts)
 	c.wg.Go(c.loop)
 	return c, nil
+}
+
+// failed returns the requests on l that failed since vipswap started.
+func (c *Controller) failed(l route.Listener) uint64 {
+	var n uint64
+	for _, counts := range c.cfg.Counts(l) {
+		n += counts.Failed
+	}
+	return n
 }
 
 // Close stops health checks, pending measurements and the controller's
@@ -194,10 +204,15 @@ func (c *Controller) InstanceRefused(inst *route.Instance) {
 }
 
 func (c *Controller) loop() {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	c.samples.take()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-tick.C:
+			c.samples.take()
 		case inst := <-c.refused:
 			c.checker.MarkDown(health.Target{Slot: inst.Slot, Addr: inst.Addr}, "refused a request's connection")
 		}
@@ -272,7 +287,7 @@ func (c *Controller) Status() api.Status {
 			slot = c.st.Standby
 		}
 		s.Listeners = append(s.Listeners, api.ListenerStatus{
-			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: slot, Failed: c.cfg.Failures(l),
+			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: slot, Failed: c.failed(l),
 		})
 	}
 	for _, slot := range c.cfg.Slots {

@@ -12,9 +12,10 @@ import (
 	"github.com/vipswap/vipswap/store"
 )
 
-// History returns up to limit entries of the history, newest first.
-func (c *Controller) History(ctx context.Context, limit int) ([]api.HistoryEntry, error) {
-	entries, err := c.cfg.Store.History(ctx, limit)
+// History returns up to limit entries of the history whose ID is below
+// before (0: from the newest), newest first; limit <= 0 means all.
+func (c *Controller) History(ctx context.Context, before uint64, limit int) ([]api.HistoryEntry, error) {
+	entries, err := c.cfg.Store.HistoryBefore(ctx, before, limit)
 	if err != nil {
 		return nil, err
 	}
@@ -45,6 +46,14 @@ func wireEntry(e store.Entry) api.HistoryEntry {
 	}
 	if m := e.Measurement; m != nil {
 		w.Measurement = &api.Measurement{Served: m.Served, Failed: m.Failed, DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete}
+		if !m.Start.IsZero() {
+			w.Measurement.Start, w.Measurement.End = m.Start, m.End
+			w.Measurement.WindowSeconds = m.End.Sub(m.Start).Seconds()
+			w.Measurement.Listeners = make(map[string]api.Window, len(m.Listeners))
+			for name, lw := range m.Listeners {
+				w.Measurement.Listeners[name] = api.Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed}
+			}
+		}
 	}
 	return w
 }
@@ -64,26 +73,61 @@ func (c *Controller) Readiness(ctx context.Context) error {
 	return nil
 }
 
-// startMeasure measures the prod listener from now until slot, which just
-// stopped being active, has no prod request in flight, and records the
-// result on history entry id. The caller holds c.mu.
-func (c *Controller) startMeasure(id uint64, slot string) {
+// Measure says which traffic a switch's measurement covers: from Before
+// the change until After it, or until the old slot has drained if that
+// takes longer, but no longer than Limit.
+type Measure struct {
+	// Before is how much traffic before the change is counted. Zero means
+	// 5s.
+	Before time.Duration
+	// After is how much traffic after the change is counted at least.
+	// Zero means 5s.
+	After time.Duration
+	// Limit bounds how long the measurement waits for the old slot to
+	// drain. Zero means 5 minutes.
+	Limit time.Duration
+}
+
+func (m *Measure) setDefaults() {
+	if m.Before <= 0 {
+		m.Before = 5 * time.Second
+	}
+	if m.After <= 0 {
+		m.After = 5 * time.Second
+	}
+	if m.Limit <= 0 {
+		m.Limit = 5 * time.Minute
+	}
+}
+
+// startMeasure measures the traffic around a change that moved prod away
+// from slot, made at changed, and records it on history entry id: every
+// listener's requests, errors and failures from Measure.Before before the
+// change until Measure.After after it or until slot has no prod request in
+// flight, whichever is later. The caller holds c.mu.
+func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
 	if c.ctx.Err() != nil {
 		return // closing
 	}
-	start := time.Now()
-	served0, failed0 := c.servedTotal(), c.cfg.Failures(route.Prod)
+	mc := c.cfg.Measure
 	c.wg.Go(func() {
-		ctx, cancel := context.WithTimeout(c.ctx, c.cfg.MeasureLimit)
+		ctx, cancel := context.WithTimeout(c.ctx, mc.Limit)
 		defer cancel()
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
 		complete := true
+		var drained time.Duration // zero until the old slot has drained
 	wait:
-		for c.slotInFlight(slot) > 0 {
+		for {
+			if drained == 0 && c.slotInFlight(slot) == 0 {
+				drained = max(time.Since(changed), time.Nanosecond)
+			}
+			if drained != 0 && time.Since(changed) >= mc.After {
+				break
+			}
 			select {
 			case <-ctx.Done():
-				complete = false
+				complete = drained != 0
 				break wait
 			case <-tick.C:
 			}
@@ -91,32 +135,34 @@ func (c *Controller) startMeasure(id uint64, slot string) {
 		if c.ctx.Err() != nil {
 			return // shutting down: the window is cut short, record nothing
 		}
-		m := store.Measurement{
-			Served:   c.servedTotal() - served0,
-			Failed:   c.cfg.Failures(route.Prod) - failed0,
-			Drained:  time.Since(start),
-			Complete: complete,
+		if !complete {
+			drained = time.Since(changed)
 		}
-		if err := c.cfg.Store.Measure(context.Background(), id, m); err != nil {
+		before := c.samples.at(changed.Add(-mc.Before))
+		now := c.samples.live()
+		window := now.counts.sub(before.counts)
+		m := store.Measurement{
+			Drained: drained, Complete: complete, Start: before.at.UTC(), End: now.at.UTC(),
+			Listeners: make(map[string]store.Window, len(route.Listeners)),
+		}
+		for _, l := range route.Listeners {
+			n := window.listener(l)
+			m.Listeners[l.String()] = store.Window{Requests: n.Requests(), Errors: n.Errors(), Failed: n.Failed}
+		}
+		prod := m.Listeners[route.Prod.String()]
+		m.Served, m.Failed = prod.Requests, prod.Failed
+		if err := c.cfg.Store.Measure(context.Background(), id, m); errors.Is(err, store.ErrNotFound) {
+			c.log.Info("a switch's measurement has no history entry left (retention pruned it)", "history_id", id)
+			return
+		} else if err != nil {
 			c.storeErrors.Add(1)
-			c.log.Error("could not record a swap's measurement", "history_id", id, "err", err)
+			c.log.Error("could not record a switch's measurement", "history_id", id, "err", err)
 			return
 		}
-		c.log.Info("old slot drained", "slot", slot, "history_id", id, "served", m.Served, "failed", m.Failed,
+		c.log.Info("switch measured", "slot", slot, "history_id", id, "requests", m.Served, "failed", m.Failed,
+			"errors", prod.Errors, "window", m.End.Sub(m.Start).Round(time.Millisecond),
 			"drained_in", m.Drained.Round(time.Millisecond), "complete", complete)
 	})
-}
-
-// servedTotal sums the prod requests every instance has answered. The
-// instances are fixed after New, so no lock is needed.
-func (c *Controller) servedTotal() uint64 {
-	var n uint64
-	for _, insts := range c.instances {
-		for _, i := range insts {
-			n += i.Served(route.Prod)
-		}
-	}
-	return n
 }
 
 // slotInFlight counts prod requests in flight on slot.

@@ -1,10 +1,7 @@
-// Package metrics exposes what vipswap sees in the Prometheus format and
-// keeps the last minutes of per-slot request rates for the dashboard and
-// `vipswap status --watch`.
+// Package metrics exposes what vipswap sees in the Prometheus format.
 //
 // Nothing here is on the request path: the data plane counts with atomics
-// (proxy.Counters) and this package reads those counts when scraped or once
-// a second.
+// (proxy.Counters) and this package reads those counts when scraped.
 package metrics
 
 import (
@@ -83,13 +80,13 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 			for class := 1; class <= 5; class++ {
 				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.Classes[class]), ln, slot, classNames[class])
 			}
-			buckets := make(map[float64]uint64, len(proxy.LatencyBounds))
+			buckets := make(map[float64]uint64, len(route.LatencyBounds))
 			var cum uint64
-			for i, bound := range proxy.LatencyBounds {
+			for i, bound := range route.LatencyBounds {
 				cum += c.Buckets[i]
 				buckets[bound] = cum
 			}
-			cum += c.Buckets[len(proxy.LatencyBounds)]
+			cum += c.Buckets[len(route.LatencyBounds)]
 			ch <- prometheus.MustNewConstHistogram(durationDesc, cum, c.Sum.Seconds(), buckets, ln, slot)
 			ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.CounterValue, float64(c.Failed), ln, slot)
 			ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(c.Retries), ln, slot)

@@ -26,7 +26,7 @@ func (a *AccessLog) sampled() bool {
 }
 
 func (a *AccessLog) log(l route.Listener, r *http.Request, status int, slot *route.Slot, instance string, attempts int, took time.Duration, detail string) {
-	name := NoSlot
+	name := route.NoSlot
 	if slot != nil {
 		name = slot.Name
 	}

@@ -74,6 +74,7 @@ func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start
 	var failure error
 	if rq.cutOff {
 		failure = errCutOff
+		h.p.stats(rq.slot)[h.l].cutOff.Add(1)
 	}
 	h.count(r, rq, rq.status, inst.Addr, len(rq.tried)+1, start, failure)
 }

@@ -8,29 +8,23 @@ import (
 	"github.com/vipswap/vipswap/route"
 )
 
-// LatencyBounds are the upper bounds, in seconds, of the request latency
-// histogram's buckets; a last bucket takes everything slower.
-var LatencyBounds = [...]float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
-
-// latencyNanos are LatencyBounds in nanoseconds, for the request path.
-var latencyNanos = func() (b [len(LatencyBounds)]int64) {
-	for i, s := range LatencyBounds {
+// latencyNanos are route.LatencyBounds in nanoseconds, for the request path.
+var latencyNanos = func() (b [len(route.LatencyBounds)]int64) {
+	for i, s := range route.LatencyBounds {
 		b[i] = int64(s * float64(time.Second))
 	}
 	return b
 }()
 
-// NoSlot names the slot of requests that found no slot to route to.
-const NoSlot = "none"
-
 // slotStats counts what one listener sent to one slot. Every field is an
 // atomic, so recording a request takes no lock and allocates nothing.
 type slotStats struct {
 	classes  [6]atomic.Uint64 // answered requests by status class (index 1 to 5)
-	buckets  [len(LatencyBounds) + 1]atomic.Uint64
+	buckets  [len(route.LatencyBounds) + 1]atomic.Uint64
 	sumNanos atomic.Uint64
 	retries  atomic.Uint64
 	failed   atomic.Uint64
+	cutOff   atomic.Uint64
 }
 
 // statsTable maps a slot name to its counters per listener. It is replaced,
@@ -39,7 +33,7 @@ type statsTable map[string]*[len(route.Listeners)]slotStats
 
 // stats returns the counters of slot (NoSlot for none).
 func (p *Proxy) stats(slot *route.Slot) *[len(route.Listeners)]slotStats {
-	name := NoSlot
+	name := route.NoSlot
 	if slot != nil {
 		name = slot.Name
 	}
@@ -78,41 +72,14 @@ func (s *slotStats) record(status int, took time.Duration) {
 	s.sumNanos.Add(uint64(max(n, 0)))
 }
 
-// SlotCounters is a snapshot of what one listener sent to one slot since
-// vipswap started.
-type SlotCounters struct {
-	// Classes counts answered requests by status class: Classes[2] is 2xx.
-	Classes [6]uint64
-	// Buckets counts requests by latency, one per LatencyBounds entry and a
-	// last one for slower requests (not cumulative).
-	Buckets [len(LatencyBounds) + 1]uint64
-	// Sum is the total latency.
-	Sum time.Duration
-	// Retries counts attempts beyond the first.
-	Retries uint64
-	// Failed counts requests vipswap answered itself with a 502 or 503, or
-	// whose response broke off (a subset of the 5xx class, and the cut-off
-	// ones).
-	Failed uint64
-}
-
-// Requests returns the number of answered requests.
-func (c SlotCounters) Requests() uint64 {
-	var n uint64
-	for _, v := range c.Classes {
-		n += v
-	}
-	return n
-}
-
-// Counters returns a snapshot of every slot's counters on listener l, by
-// slot name; NoSlot holds requests that found no slot.
-func (p *Proxy) Counters(l route.Listener) map[string]SlotCounters {
+// Counters returns a snapshot of every slot's counts on listener l, by
+// slot name; route.NoSlot holds requests that found no slot.
+func (p *Proxy) Counters(l route.Listener) map[string]route.Counts {
 	t := *p.statsTable.Load()
-	out := make(map[string]SlotCounters, len(t))
+	out := make(map[string]route.Counts, len(t))
 	for name, per := range t {
 		s := &per[l]
-		var c SlotCounters
+		var c route.Counts
 		for i := range s.classes {
 			c.Classes[i] = s.classes[i].Load()
 		}
@@ -122,6 +89,7 @@ func (p *Proxy) Counters(l route.Listener) map[string]SlotCounters {
 		c.Sum = time.Duration(s.sumNanos.Load())
 		c.Retries = s.retries.Load()
 		c.Failed = s.failed.Load()
+		c.CutOff = s.cutOff.Load()
 		out[name] = c
 	}
 	return out

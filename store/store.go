@@ -82,19 +82,40 @@ type Entry struct {
 	Measurement *Measurement `json:"measurement,omitempty"`
 }
 
-// Measurement is what the data plane counted on the prod listener from a
-// change until the old slot had no request in flight.
+// Measurement is what the data plane counted around a change that moved
+// traffic: from a while before it (Start) until a while after it, or until
+// the old slot had no request in flight if that took longer (End).
 type Measurement struct {
-	// Served counts requests answered by an instance in that window.
+	// Served counts prod requests answered in the window (by an instance
+	// or by vipswap).
 	Served uint64 `json:"served"`
-	// Failed counts requests vipswap could not get answered: its own 5xx,
-	// connection errors and timeouts.
+	// Failed counts prod requests vipswap could not get answered in the
+	// window: its own 5xx, connection errors and timeouts, broken-off
+	// answers.
 	Failed uint64 `json:"failed"`
 	// Drained is how long the old slot took to have no request in flight.
 	Drained time.Duration `json:"drained_ns"`
 	// Complete is false when the measurement gave up before the old slot
 	// drained.
 	Complete bool `json:"complete"`
+	// Start and End bound the window. Zero in entries recorded before
+	// vipswap measured a window (the count then ran from the change until
+	// the old slot drained).
+	Start time.Time `json:"start,omitzero"`
+	End   time.Time `json:"end,omitzero"`
+	// Listeners holds each listener's figures in the window, by name.
+	Listeners map[string]Window `json:"listeners,omitempty"`
+}
+
+// Window is what one listener counted in a measurement's window.
+type Window struct {
+	// Requests counts answered requests, whatever their status.
+	Requests uint64 `json:"requests"`
+	// Errors counts 5xx answers (the instances' and vipswap's own) and
+	// broken-off answers.
+	Errors uint64 `json:"errors"`
+	// Failed counts vipswap's own failures (a subset of Errors).
+	Failed uint64 `json:"failed"`
 }
 
 // Retention bounds the history a store keeps. The transaction that appends

@@ -115,10 +115,20 @@ func slotChangeCmd(ctx context.Context, op string, args []string, stdout, stderr
 	if *f.asJSON {
 		return writeJSON(stdout, e)
 	}
-	m := e.Measurement
-	fmt.Fprintf(stdout, "%s %s→%s: %s during the switch, %s failed, drained in %.1f s\n",
-		verb, e.From, e.To, plural(int64(m.Served), "request"), thousands(m.Failed), m.DrainedSeconds)
+	fmt.Fprintf(stdout, "%s %s→%s: %s\n", verb, e.From, e.To, describeMeasurement(e.Measurement))
 	return nil
+}
+
+// describeMeasurement says what prod saw around a switch: "4,810 requests
+// on prod in the 10.2 s around the switch, 0 failed, 0 errors; drained in
+// 0.0 s".
+func describeMeasurement(m *api.Measurement) string {
+	if m.WindowSeconds == 0 { // recorded before windows were measured
+		return fmt.Sprintf("%s during the switch, %s failed, drained in %.1f s", plural(int64(m.Served), "request"), thousands(m.Failed), m.DrainedSeconds)
+	}
+	prod := m.Listeners["prod"]
+	return fmt.Sprintf("%s on prod in the %.1f s around the switch, %s failed, %s; drained in %.1f s",
+		plural(int64(prod.Requests), "request"), m.WindowSeconds, thousands(prod.Failed), plural(int64(prod.Errors), "error"), m.DrainedSeconds)
 }
 
 // waitMeasured waits until the history entry of res carries its measurement,
@@ -166,6 +176,9 @@ func poll(ctx context.Context, limit time.Duration, progress io.Writer, what str
 		}
 		if live || time.Since(last) >= time.Second {
 			line := fmt.Sprintf("draining %s: %s in flight (%s)", what, plural(n, "request"), time.Since(start).Round(100*time.Millisecond))
+			if n == 0 {
+				line = fmt.Sprintf("%s drained; measuring the traffic around the switch (%s)", what, time.Since(start).Round(100*time.Millisecond))
+			}
 			if live {
 				fmt.Fprintf(progress, "\r%s\033[K", line) // redraw one line
 			} else {

@@ -38,7 +38,7 @@ func historyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 
 func printHistory(w io.Writer, h []api.HistoryEntry) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tOPERATION\tCHANGE\tRESULT\tREV\tDURING THE SWITCH\tREASON")
+	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tOPERATION\tCHANGE\tRESULT\tREV\tAROUND THE SWITCH\tREASON")
 	for _, e := range h {
 		change := e.Instance
 		switch {
@@ -61,7 +61,7 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 		}
 		measured := ""
 		if m := e.Measurement; m != nil {
-			measured = fmt.Sprintf("%s served, %s failed, drained in %.1f s", thousands(m.Served), thousands(m.Failed), m.DrainedSeconds)
+			measured = describeMeasurement(m)
 			if !m.Complete {
 				measured += " (gave up)"
 			}

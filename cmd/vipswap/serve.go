@@ -192,7 +192,8 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		},
 		Planes:    []control.DataPlane{px},
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
-		Failures:  px.Failed,
+		Counts:    px.Counters,
+		Measure:   control.Measure{Before: cfg.Measure.Before, After: cfg.Measure.After, Limit: cfg.Measure.Limit},
 		Logger:    log,
 	})
 	if err != nil {
@@ -206,11 +207,6 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		metrics.NewCollector(px, ctrl),
 	)
-	rates := metrics.NewRates(px)
-	ratesCtx, stopRates := context.WithCancel(context.Background())
-	ratesDone := make(chan struct{})
-	go func() { rates.Run(ratesCtx); close(ratesDone) }()
-	cleanups = append(cleanups, func() { stopRates(); <-ratesDone })
 
 	admin := &http.Server{
 		Handler: api.NewHandler(ctrl, api.Options{
@@ -218,7 +214,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 			ProtectReads: !cfg.AdminIsLoopback(),
 			Logger:       log,
 			Metrics:      promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}),
-			Rates:        rates.Recent,
+			Rates:        ctrl.Rates,
 			Dashboard:    dashboard.Handler(),
 			Hosts:        cfg.Admin.Hosts,
 		}),

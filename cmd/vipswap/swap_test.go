@@ -23,17 +23,35 @@ func TestSwapUnderLoad(t *testing.T) {
 	ctx := context.Background()
 	deadline := time.Now().Add(10 * time.Second)
 	swaps := 0
+	var first uint64 // the first swap's history entry
 	tick := time.NewTicker(400 * time.Millisecond)
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
 		<-tick.C
-		if _, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil {
+		ch, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+		if err != nil {
 			load.Stop()
 			t.Fatalf("swap %d: %v", swaps+1, err)
 		}
+		if first == 0 {
+			first = ch.HistoryID
+		}
 		swaps++
 	}
+	// The first swap's measurement covers the load around it (issue 16,
+	// point 7): its window closed 5 s after it, under load.
+	var e api.HistoryEntry
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		var err error
+		if e, err = sw.Client.Entry(ctx, first); err == nil && e.Measurement == nil {
+			err = errNotYet
+		}
+		return err
+	})
 	res := load.Stop()
+	if m := e.Measurement; m.Listeners["prod"].Requests < 500 || m.Served != m.Listeners["prod"].Requests || m.Failed != 0 || m.WindowSeconds < 5 {
+		t.Fatalf("the first swap's measurement %+v: want hundreds of prod requests in a window of at least 5 s, none failed", m)
+	}
 	t.Logf("%d swaps, %d requests ok, %d failed, by slot %v", swaps, res.OK, res.Failed, res.BySlot)
 	if res.Failed != 0 {
 		t.Fatalf("%d requests failed, want 0; first: %v", res.Failed, res.Errors)

@@ -4,6 +4,7 @@ package storetest
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -99,7 +100,10 @@ func Run(t *testing.T, openWith func(t *testing.T, r store.Retention) store.Stor
 		s := open(t)
 		defer s.Close()
 		_, e, _ := s.CompareAndSwap(ctx, 0, blue, swap)
-		m := store.Measurement{Served: 48211, Failed: 0, Drained: 1400 * time.Millisecond, Complete: true}
+		start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+		m := store.Measurement{Served: 48211, Failed: 0, Drained: 1400 * time.Millisecond, Complete: true,
+			Start: start, End: start.Add(10 * time.Second),
+			Listeners: map[string]store.Window{"prod": {Requests: 48211, Errors: 3}, "stage": {Requests: 12}}}
 		if err := s.Measure(ctx, e.ID, m); err != nil {
 			t.Fatal(err)
 		}
@@ -110,7 +114,7 @@ func Run(t *testing.T, openWith func(t *testing.T, r store.Retention) store.Stor
 			t.Fatalf("measuring a missing entry: %v, want ErrNotFound", err)
 		}
 		got, err := s.Entry(ctx, e.ID)
-		if err != nil || got.Measurement == nil || *got.Measurement != m || got.To != "green" {
+		if err != nil || got.Measurement == nil || !reflect.DeepEqual(*got.Measurement, m) || got.To != "green" {
 			t.Fatalf("entry after Measure: %+v, %v", got, err)
 		}
 		if _, err := s.Entry(ctx, e.ID+99); !errors.Is(err, store.ErrNotFound) {

@@ -1,0 +1,159 @@
+package control
+
+import (
+	"sync"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/route"
+)
+
+// sampleHistory is how far back the sampler keeps what the data planes
+// counted: one snapshot a second.
+const sampleHistory = 5 * time.Minute
+
+// Counts is one snapshot of what a data plane counted since it started, per
+// listener and slot.
+type Counts [len(route.Listeners)]map[string]route.Counts
+
+// sub returns c minus an earlier snapshot o, per listener and slot.
+func (c Counts) sub(o Counts) Counts {
+	var out Counts
+	for l := range c {
+		out[l] = make(map[string]route.Counts, len(c[l]))
+		for slot, n := range c[l] {
+			out[l][slot] = n.Sub(o[l][slot])
+		}
+	}
+	return out
+}
+
+// listener sums l's counts over every slot.
+func (c Counts) listener(l route.Listener) route.Counts {
+	var sum route.Counts
+	for _, n := range c[l] {
+		sum = sum.Add(n)
+	}
+	return sum
+}
+
+// slot sums slot's counts over both listeners.
+func (c Counts) slot(name string) route.Counts {
+	var sum route.Counts
+	for l := range c {
+		sum = sum.Add(c[l][name])
+	}
+	return sum
+}
+
+// snapshot is the counts at one moment.
+type snapshot struct {
+	at     time.Time
+	counts Counts
+}
+
+// sampler keeps one snapshot a second of the data plane's counts over the
+// last sampleHistory, so a switch can be measured from before it happened
+// and a canary judged over a sliding window. It does no I/O of its own:
+// read returns the data plane's live counts.
+type sampler struct {
+	read func(route.Listener) map[string]route.Counts
+
+	mu    sync.Mutex // guards ring and next
+	ring  []snapshot // oldest at next once full
+	next  int
+	start snapshot // the counts when sampling began: zero
+}
+
+func newSampler(read func(route.Listener) map[string]route.Counts) *sampler {
+	s := &sampler{read: read}
+	s.start.at = time.Now()
+	return s
+}
+
+// live returns the counts now.
+func (s *sampler) live() snapshot {
+	var c Counts
+	for _, l := range route.Listeners {
+		c[l] = s.read(l)
+	}
+	return snapshot{at: time.Now(), counts: c}
+}
+
+// take records a snapshot.
+func (s *sampler) take() {
+	snap := s.live()
+	size := int(sampleHistory / time.Second)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.ring) < size {
+		s.ring = append(s.ring, snap)
+		return
+	}
+	s.ring[s.next] = snap
+	s.next = (s.next + 1) % size
+}
+
+// ordered returns the snapshots, oldest first.
+func (s *sampler) ordered() []snapshot {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]snapshot, 0, len(s.ring))
+	out = append(out, s.ring[s.next:]...)
+	return append(out, s.ring[:s.next]...)
+}
+
+// at returns the latest snapshot taken at or before t; the counts when
+// sampling began (all zero) if none is that old and the history is not
+// full yet; otherwise the oldest kept.
+func (s *sampler) at(t time.Time) snapshot {
+	snaps := s.ordered()
+	best := s.start
+	if len(snaps) == int(sampleHistory/time.Second) {
+		best = snaps[0]
+	}
+	for _, snap := range snaps {
+		if snap.at.After(t) {
+			break
+		}
+		best = snap
+	}
+	return best
+}
+
+// Rates returns the per-second request and error rates and latencies of
+// each slot (both listeners together) over the last five minutes, oldest
+// first, from the sampler's snapshots.
+func (c *Controller) Rates() []api.RateSample {
+	snaps := c.samples.ordered()
+	out := make([]api.RateSample, 0, len(snaps))
+	for i := 1; i < len(snaps); i++ {
+		prev, cur := snaps[i-1], snaps[i]
+		secs := cur.at.Sub(prev.at).Seconds()
+		if secs <= 0 {
+			continue
+		}
+		diff := cur.counts.sub(prev.counts)
+		s := api.RateSample{Time: cur.at.UTC().Truncate(time.Millisecond), Slots: map[string]api.SlotRate{}}
+		names := map[string]bool{}
+		for l := range diff {
+			for name := range diff[l] {
+				names[name] = true
+			}
+		}
+		for name := range names {
+			n := diff.slot(name)
+			if name == route.NoSlot && n.Requests() == 0 {
+				continue // show "none" only in seconds that had such requests
+			}
+			s.Slots[name] = api.SlotRate{
+				Requests: float64(n.Requests()) / secs,
+				Errors:   float64(n.Errors()) / secs,
+				P50:      float64(n.Quantile(0.5)) / float64(time.Millisecond),
+				P99:      float64(n.Quantile(0.99)) / float64(time.Millisecond),
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
