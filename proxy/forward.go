@@ -100,7 +100,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 		resp, c, err := p.attempt(ctx, r, rq, inst)
 		if err == nil {
 			attempts++
-			if attempts >= p.opts.Attempts || !drainingAnswer(r, resp, rq) {
+			if attempts >= rq.o.Attempts || !drainingAnswer(r, resp, rq) {
 				return resp, c, inst, nil
 			}
 			// The instance is shutting down: drop its 503 and try another.
@@ -125,16 +125,17 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 		if ae.counts() {
 			attempts++
 		}
-		if ae.kind == failDial && errors.Is(ae.err, syscall.ECONNREFUSED) && p.opts.OnRefused != nil {
-			p.opts.OnRefused(inst)
+		if ae.kind == failDial && errors.Is(ae.err, syscall.ECONNREFUSED) && rq.o.OnRefused != nil {
+			rq.o.OnRefused(inst)
 		}
-		if attempts >= p.opts.Attempts || ctx.Err() != nil || !retryable(r, rq, ae) {
+		if attempts >= rq.o.Attempts || ctx.Err() != nil || !retryable(r, rq, ae) {
 			return nil, nil, nil, ae
 		}
-		// An instance that answered badly or too late is alive: the slot's
-		// other instances may do better, but holding for a new table would
-		// only delay the 502 or 504.
-		rq.noHold = ae.kind == failInvalid || ae.kind == failTimeout
+		// An instance that answered badly or too late, or took the
+		// connection and closed it without a word (a crash on this very
+		// request), is alive: the slot's other instances may do better,
+		// but holding for a new table would only delay the 502 or 504.
+		rq.noHold = ae.kind == failInvalid || ae.kind == failTimeout || (ae.kind == failClosed && !ae.reused)
 		rq.lastErr = ae
 	}
 }
@@ -143,7 +144,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 // connection's watch is running: cancelling ctx (the client went away)
 // interrupts its I/O.
 func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
-	c, err := p.conn(ctx, inst, rq.fresh)
+	c, err := p.conn(ctx, inst, rq.fresh, rq.o.ConnectTimeout)
 	if err != nil {
 		if localShortage(err) {
 			return nil, nil, &attemptError{kind: failLocal, err: err}
@@ -156,40 +157,54 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		c.Close()
 		return nil, nil, &attemptError{kind: kind, err: err, reused: c.reused}
 	}
-	c.idleWrites(p.opts.InstanceWriteTimeout)
+	c.idleWrites(rq.o.InstanceWriteTimeout)
 	var body io.Reader
 	if rq.body != nil {
 		body = rq.body
 	}
+	limits := h1.ResponseLimits{MaxHeaderBytes: rq.o.MaxHeaderBytes, MaxHeaderFields: rq.o.MaxHeaderFields}
 	if err := writeRequest(c.bw, r, body, p.via); err != nil {
 		if rq.body != nil && rq.body.err != nil {
 			return fail(failClient, rq.body.err)
 		}
+		// An instance may answer before it has read the whole request (a
+		// 413 for a body too large) and close: that answer is its answer.
+		c.setReadDeadline(time.Now().Add(min(rq.o.ResponseHeaderTimeout, earlyAnswerWait)))
+		if resp, rerr := h1.ReadResponse(c.br, r.Method, limits); rerr == nil && resp.StatusCode >= 200 {
+			resp.Close = true
+			c.idleReads(rq.o.InstanceReadTimeout)
+			return resp, c, nil
+		}
 		return fail(failWrite, err)
 	}
-	c.setReadDeadline(time.Now().Add(p.opts.ResponseHeaderTimeout))
-	resp, err := h1.ReadResponse(c.br, r.Method, h1.ResponseLimits{MaxHeaderBytes: p.opts.MaxHeaderBytes, MaxHeaderFields: p.opts.MaxHeaderFields})
+	c.setReadDeadline(time.Now().Add(rq.o.ResponseHeaderTimeout))
+	resp, err := h1.ReadResponse(c.br, r.Method, limits)
 	var invalid *h1.ResponseError
 	switch {
 	case err == nil:
 	case isTimeout(err) && !c.cancelled.Load():
-		return fail(failTimeout, fmt.Errorf("no response head within %s", p.opts.ResponseHeaderTimeout))
+		return fail(failTimeout, fmt.Errorf("no response head within %s", rq.o.ResponseHeaderTimeout))
 	case errors.As(err, &invalid):
 		return fail(failInvalid, err)
 	default:
 		return fail(failClosed, fmt.Errorf("closed the connection without answering: %w", err))
 	}
 	switch {
-	case resp.StatusCode == http.StatusRequestTimeout && c.reused:
-		// The instance timed out the idle connection as the request went
-		// out on it: it did not take the request.
+	case resp.StatusCode == http.StatusRequestTimeout && c.reused && idempotent(r.Method) && rq.body.untouched():
+		// Most likely the instance timed out the idle connection as the
+		// request went out on it. For a request that is safe to repeat,
+		// try again on a new connection; any other gets the 408.
 		return fail(failStale, errors.New("answered 408 on a connection it had let go"))
 	case resp.StatusCode == http.StatusSwitchingProtocols && !upgradeAsked(r, resp):
 		return fail(failInvalid, errors.New("invalid response: switched protocols the request did not ask for"))
 	}
-	c.idleReads(p.opts.InstanceReadTimeout)
+	c.idleReads(rq.o.InstanceReadTimeout)
 	return resp, c, nil
 }
+
+// earlyAnswerWait bounds the look for an answer an instance sent before it
+// stopped reading the request.
+const earlyAnswerWait = time.Second
 
 // retryable reports whether a failed attempt may go to another instance:
 // never when the client is at fault or vipswap is out of sockets, never
@@ -280,9 +295,9 @@ func (p *Proxy) pick(ctx context.Context, rq *request) (*route.Instance, error) 
 		}
 		if timer == nil {
 			if rq.holdUntil.IsZero() {
-				rq.holdUntil = time.Now().Add(p.opts.Hold)
+				rq.holdUntil = time.Now().Add(rq.o.Hold)
 			}
-			if p.holding.Add(1) > int64(p.opts.MaxHolding) {
+			if p.holding.Add(1) > int64(rq.o.MaxHolding) {
 				p.holding.Add(-1)
 				return nil, errTooManyHolding
 			}
@@ -296,7 +311,12 @@ func (p *Proxy) pick(ctx context.Context, rq *request) (*route.Instance, error) 
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-timer.C:
-			e := &noInstanceError{l: rq.l, hold: p.opts.Hold}
+			if rq.lastErr != nil && rq.slot != nil && len(rq.tried) > 0 && rq.slot.Has(rq.tried[len(rq.tried)-1]) {
+				// The instance that failed it is still routable: say what
+				// went wrong with it, not that none was available.
+				return nil, rq.lastErr
+			}
+			e := &noInstanceError{l: rq.l, hold: rq.o.Hold}
 			if rq.slot != nil {
 				e.slot = rq.slot.Name
 			}

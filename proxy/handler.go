@@ -21,6 +21,7 @@ type handler struct {
 
 // request is one client request's routing state, shared by its attempts.
 type request struct {
+	o         *Options // the options when the request began
 	l         route.Listener
 	table     *route.Table
 	slot      *route.Slot
@@ -39,7 +40,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.p.active.Add(1)
 	defer h.p.active.Add(-1)
 	start := time.Now()
-	rq := &request{l: h.l, table: h.p.table.Load()}
+	rq := &request{l: h.l, table: h.p.table.Load(), o: h.p.opts.Load()}
 	rq.tried = rq.triedBuf[:0]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		rq.body = &bodyGuard{rc: r.Body}
@@ -71,6 +72,9 @@ func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start
 	if rq.status == 0 {
 		return // respond answered it itself, and counted it
 	}
+	if rq.status >= 500 {
+		inst.CountError(h.l)
+	}
 	var failure error
 	if rq.cutOff {
 		failure = errCutOff
@@ -94,7 +98,7 @@ func (h *handler) count(r *http.Request, rq *request, status int, instance strin
 			st.failed.Add(1)
 		}
 	}
-	if a := h.p.opts.AccessLog; a != nil && a.sampled() {
+	if a := rq.o.AccessLog; a != nil && a.sampled() {
 		a.log(h.l, r, status, rq.slot, instance, attempts, took, detail)
 	}
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -25,8 +27,13 @@ const smuggled = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nWRONG"
 //
 //	/204body   a 204 followed by a smuggled response, in one write
 //	/304body   the same with a 304
+//	/204late   a 204, then a smuggled response in a second write 300µs later
+//	/304late   the same with a 304
 //	/extra     the id with a Content-Length, then a smuggled response
 //	HEAD       a head announcing a body, then the body and a smuggled response
+//	/unread    answers a POST without reading its body, which the client made
+//	           a request of its own: the instance then reads and answers it
+//	           (a client-driven smuggled answer)
 //
 // With late408 set, a connection idle for 1 ms after a request gets an
 // unsolicited 408 and is closed, as servers with a short keep-alive timeout
@@ -74,11 +81,17 @@ func (s *scripted) serve(c net.Conn) {
 		if err != nil {
 			return
 		}
-		io.Copy(io.Discard, r.Body)
+		if r.URL.Path != "/unread" {
+			io.Copy(io.Discard, r.Body)
+		}
 		s.served.Add(1)
 		id := r.URL.Query().Get("id")
 		var answer string
 		switch {
+		case r.URL.Path == "/204late", r.URL.Path == "/304late":
+			io.WriteString(c, "HTTP/1.1 "+r.URL.Path[1:4]+" Whatever\r\n\r\n")
+			time.Sleep(300 * time.Microsecond) // the instance's own pace
+			answer = smuggled
 		case r.Method == http.MethodHead:
 			answer = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s%s", len(id), id, smuggled)
 		case r.URL.Path == "/204body":
@@ -107,6 +120,9 @@ func TestNoAnswerReachesTheWrongRequest(t *testing.T) {
 	}{
 		{"a body on a 204", "GET", "/204body", 204, false},
 		{"a body on a 304", "GET", "/304body", 304, false},
+		{"a body on a 204, in a later write", "GET", "/204late", 204, false},
+		{"a body on a 304, in a later write", "GET", "/304late", 304, false},
+		{"a request body the instance did not read", "POST", "/unread", 200, false},
 		{"a body on a HEAD answer", "HEAD", "/head", 200, false},
 		{"bytes past Content-Length", "GET", "/extra", 200, false},
 		{"an unsolicited late 408", "GET", "/ok", 200, true},
@@ -141,7 +157,11 @@ func TestNoAnswerReachesTheWrongRequest(t *testing.T) {
 						if i%3 == 0 { // every third request misbehaves
 							method, path, want = tc.method, tc.path, tc.wantStatus
 						}
-						req, _ := http.NewRequest(method, prod+path+"?id="+id, nil)
+						var payload io.Reader
+						if method == "POST" {
+							payload = strings.NewReader("GET /?id=SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n")
+						}
+						req, _ := http.NewRequest(method, prod+path+"?id="+id, payload)
 						resp, err := client.Do(req)
 						if err != nil {
 							note(&failed, err.Error())
@@ -152,7 +172,7 @@ func TestNoAnswerReachesTheWrongRequest(t *testing.T) {
 						switch {
 						case err != nil || resp.StatusCode != want:
 							note(&failed, fmt.Sprintf("%s %s: %d %q %v", method, path, resp.StatusCode, body, err))
-						case want == 200 && method == "GET" && string(body) != id:
+						case want == 200 && method != "HEAD" && string(body) != id:
 							note(&wrong, fmt.Sprintf("request %s got the answer %q", id, body))
 						}
 					}
@@ -418,6 +438,153 @@ func TestBlameTheRightParty(t *testing.T) {
 		close(release)
 		if rest, _ := io.ReadAll(resp.Body); string(rest) != "world" {
 			t.Fatalf("rest %q", rest)
+		}
+	})
+}
+
+// TestRepeatsOnlyWhatIsSafe: a 408 on a reused connection sends a request
+// again only when that is safe; a POST gets the 408 (it may have been
+// acted on).
+func TestRepeatsOnlyWhatIsSafe(t *testing.T) {
+	var hits atomic.Int64
+	inst := rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+		n := hits.Add(1)
+		if n == 1 {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return true
+		}
+		io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+		return false
+	})
+	prod, p := proxyOf(t, Options{}, inst)
+	if code, _ := get(t, prod); code != 200 {
+		t.Fatalf("warm-up: %d", code)
+	}
+	// Wait until the pooled connection may be reused.
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		pl := p.poolFor(inst)
+		pl.mu.Lock()
+		defer pl.mu.Unlock()
+		if len(pl.idle) == 0 || time.Since(pl.idle[0].idleSince) < reuseQuiet {
+			return errors.New("no connection ready for reuse yet")
+		}
+		return nil
+	})
+	resp, err := http.Post(prod, "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 408 || hits.Load() != 2 {
+		t.Fatalf("got %d after %d requests at the instance, want the 408 after 2", resp.StatusCode, hits.Load())
+	}
+}
+
+// TestAnswersThatAreNotQuiteBroken covers what an instance may do that is
+// legal but unusual, and its client must get right.
+func TestAnswersThatAreNotQuiteBroken(t *testing.T) {
+	t.Run("an answer before the whole body was read is passed on", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			br := bufio.NewReader(c)
+			http.ReadRequest(br) // the head only: the body is too large
+			io.WriteString(c, "HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 8\r\n\r\ntoo big\n")
+			c.(*net.TCPConn).CloseWrite()
+			c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			io.Copy(io.Discard, c) // keep reading a while so the answer is not reset away
+			c.Close()
+		}()
+		prod, p := proxyOf(t, Options{}, route.NewInstance("blue", ln.Addr().String()))
+		req, _ := http.NewRequest("POST", prod, io.LimitReader(zeros{}, 64<<20))
+		req.ContentLength = 64 << 20
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 413 || string(body) != "too big\n" {
+			t.Fatalf("got %d %q, want the instance's 413", resp.StatusCode, body)
+		}
+		if p.Failed(route.Prod) != 0 {
+			t.Fatalf("failed = %d, want 0", p.Failed(route.Prod))
+		}
+	})
+	t.Run("a request the instance crashes on is an immediate 502", func(t *testing.T) {
+		crash := func(c net.Conn, r *http.Request) bool { return false } // close, no answer
+		prod, _ := proxyOf(t, Options{Hold: 5 * time.Second}, rawAnswerer(t, crash), rawAnswerer(t, crash))
+		start := time.Now()
+		code, body := get(t, prod)
+		if code != 502 || time.Since(start) > 4*time.Second {
+			t.Fatalf("got %d %q after %s, want an immediate 502", code, body, time.Since(start))
+		}
+	})
+	t.Run("with Expect: 100-continue, a broken answer is still a 502", func(t *testing.T) {
+		inst := rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n") // and no body
+			return false
+		})
+		prod, _ := proxyOf(t, Options{}, inst)
+		status, _ := raw(t, prod, "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi")
+		if status != "502 Bad Gateway" {
+			t.Fatalf("got %s, want 502", status)
+		}
+	})
+	t.Run("a 408 for a stalled body closes at once", func(t *testing.T) {
+		in := newInstance(t, "blue", "i", echo)
+		prod, _ := proxyOf(t, Options{ClientReadTimeout: 200 * time.Millisecond, ReadHeaderTimeout: 10 * time.Second}, in.inst)
+		c, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(8 * time.Second))
+		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
+		start := time.Now()
+		all, _ := io.ReadAll(c) // until the close
+		if !strings.HasPrefix(string(all), "HTTP/1.1 408") || time.Since(start) > 5*time.Second {
+			t.Fatalf("got %q, closed after %s; want a 408 and a close well before read_header_timeout", all, time.Since(start))
+		}
+	})
+	t.Run("a half-closed tunnel still carries the other way", func(t *testing.T) {
+		in := newInstance(t, "blue", "ws", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Connection", "Upgrade")
+			w.Header().Set("Upgrade", "echo")
+			w.WriteHeader(http.StatusSwitchingProtocols)
+			conn, brw, err := w.(http.Hijacker).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			got, _ := io.ReadAll(brw) // until the client's half-close
+			brw.WriteString("you said: " + string(got))
+			brw.Flush()
+		})
+		prod, _ := proxyOf(t, Options{}, in.inst)
+		c, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+		br := bufio.NewReader(c)
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+			t.Fatalf("upgrade: %v %v", resp, err)
+		}
+		io.WriteString(c, "bye")
+		c.(*net.TCPConn).CloseWrite()
+		rest, _ := io.ReadAll(br)
+		if string(rest) != "you said: bye" {
+			t.Fatalf("after the half-close the client got %q", rest)
 		}
 	})
 }

@@ -59,6 +59,11 @@ type Options struct {
 	// MaxIdleConns bounds the idle keep-alive connections to instances, all
 	// instances together. Zero means 10000.
 	MaxIdleConns int
+	// DisableInstanceKeepAlive sends every request to an instance on a new
+	// connection: slower, but no answer can ever be read from a connection
+	// a previous request used (for instances known to send bytes beyond
+	// their answers).
+	DisableInstanceKeepAlive bool
 	// MaxHeaderBytes bounds a request head and an instance's response head.
 	// Zero means 64 KiB.
 	MaxHeaderBytes int
@@ -94,6 +99,15 @@ func (o *Options) setDefaults() {
 	setDefault(&o.MaxHeaderFields, 100)
 }
 
+// serverLimits returns the client-side limits for the listeners' servers.
+func (o *Options) serverLimits() h1.Limits {
+	return h1.Limits{
+		ReadHeaderTimeout: o.ReadHeaderTimeout, IdleTimeout: o.IdleTimeout,
+		BodyReadTimeout: o.ClientReadTimeout, WriteTimeout: o.ClientWriteTimeout,
+		MaxHeaderBytes: o.MaxHeaderBytes, MaxHeaderFields: o.MaxHeaderFields,
+	}
+}
+
 func setDefault[T int | time.Duration](v *T, def T) {
 	if *v <= 0 {
 		*v = def
@@ -103,9 +117,8 @@ func setDefault[T int | time.Duration](v *T, def T) {
 // Proxy is the built-in data plane. Create it with New, publish tables with
 // Apply, accept traffic with Serve and stop with Shutdown.
 type Proxy struct {
-	opts     Options
+	opts     atomic.Pointer[Options] // replaced whole by Reconfigure
 	table    atomic.Pointer[route.Table]
-	dialer   *net.Dialer
 	pools    sync.Map     // *route.Instance -> *pool
 	idle     atomic.Int64 // idle connections in all pools
 	handlers [len(route.Listeners)]*handler
@@ -129,10 +142,9 @@ type Proxy struct {
 func New(opts Options) *Proxy {
 	opts.setDefaults()
 	p := &Proxy{
-		opts:   opts,
-		dialer: &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second},
-		via:    fmt.Sprintf("1.1 vipswap-%08x", rand.Uint32()),
+		via: fmt.Sprintf("1.1 vipswap-%08x", rand.Uint32()),
 	}
+	p.opts.Store(&opts)
 	p.table.Store(route.Build(route.Spec{}))
 	p.statsTable.Store(&statsTable{})
 	for _, l := range route.Listeners {
@@ -144,11 +156,37 @@ func New(opts Options) *Proxy {
 // Apply publishes t; requests that start afterwards use it. It wakes requests
 // holding on the previous table. Apply is O(1) whatever the load. It
 // implements the controller's DataPlane interface.
+//
+// The connection pools of instances that are no longer members of any slot
+// (removed by a reload, or with their slot) are closed and forgotten.
 func (p *Proxy) Apply(t *route.Table) error {
 	if old := p.table.Swap(t); old != nil && old != t {
 		old.Retire()
 	}
+	p.pools.Range(func(k, v any) bool {
+		if !t.IsMember(k.(*route.Instance)) {
+			p.pools.Delete(k)
+			v.(*pool).close()
+		}
+		return true
+	})
 	return nil
+}
+
+// Reconfigure replaces the options while the proxy serves: requests that
+// start afterwards, and every connection's next read or write, follow the
+// new ones. MaxConns and MaxIdleConns keep the values the proxy started
+// with (the listeners size their limits once).
+func (p *Proxy) Reconfigure(opts Options) {
+	opts.setDefaults()
+	old := p.opts.Load()
+	opts.MaxConns, opts.MaxIdleConns = old.MaxConns, old.MaxIdleConns
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.opts.Store(&opts)
+	for _, srv := range p.servers {
+		srv.Tune(opts.serverLimits())
+	}
 }
 
 // Failed returns how many requests on l failed: vipswap answered them itself
@@ -169,24 +207,24 @@ func (p *Proxy) Handler(l route.Listener) http.Handler { return p.handlers[l] }
 // Serve accepts connections on ln for listener l until Shutdown. It returns
 // nil after Shutdown and the accept error otherwise.
 func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
-	srv := &h1.Server{
-		Handler:           p.handlers[l],
-		ReadHeaderTimeout: p.opts.ReadHeaderTimeout,
-		IdleTimeout:       p.opts.IdleTimeout,
-		BodyReadTimeout:   p.opts.ClientReadTimeout,
-		WriteTimeout:      p.opts.ClientWriteTimeout,
-		MaxHeaderBytes:    p.opts.MaxHeaderBytes,
-		MaxHeaderFields:   p.opts.MaxHeaderFields,
-		MaxConns:          p.opts.MaxConns,
-	}
-	if log := p.opts.Logger; log != nil {
-		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }
-	}
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		ln.Close()
 		return nil
+	}
+	// Under mu, so a Reconfigure either comes before (and these are its
+	// limits) or Tunes this server.
+	o := p.opts.Load()
+	lim := o.serverLimits()
+	srv := &h1.Server{
+		Handler: p.handlers[l], MaxConns: o.MaxConns,
+		ReadHeaderTimeout: lim.ReadHeaderTimeout, IdleTimeout: lim.IdleTimeout,
+		BodyReadTimeout: lim.BodyReadTimeout, WriteTimeout: lim.WriteTimeout,
+		MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaderFields: lim.MaxHeaderFields,
+	}
+	if log := o.Logger; log != nil {
+		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }
 	}
 	p.servers = append(p.servers, srv)
 	p.mu.Unlock()

@@ -552,8 +552,8 @@ func TestAccessLog(t *testing.T) {
 		t.Fatalf("got %d", code)
 	}
 	p.Apply(table(2, []*route.Instance{dead}, nil))
-	if code, body := get(t, prod+"/broken"); code != 503 || strings.Contains(body, dead.Addr) {
-		t.Fatalf("got %d %q, want a 503 that does not name the instance", code, body)
+	if code, body := get(t, prod+"/broken"); code != 502 || strings.Contains(body, dead.Addr) {
+		t.Fatalf("got %d %q, want a 502 that does not name the instance", code, body)
 	}
 	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
 	if len(lines) != 2 {
@@ -561,7 +561,7 @@ func TestAccessLog(t *testing.T) {
 	}
 	for i, want := range []string{
 		`msg=request listener=prod method=GET uri="/ok?x=1" status=200 slot=blue instance=` + in.inst.Addr + ` attempts=1`,
-		`msg=request listener=prod method=GET uri=/broken status=503 slot=blue instance="" attempts=1`,
+		`msg=request listener=prod method=GET uri=/broken status=502 slot=blue instance="" attempts=1`,
 	} {
 		if !strings.Contains(lines[i], want) {
 			t.Errorf("record %d:\n%s\nwant it to contain\n%s", i, lines[i], want)

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -79,14 +80,35 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	for k, vv := range resp.Trailer {
 		out[k] = vv
 	}
-	// Reuse the connection unless the instance asked to close it, the
-	// client's cancellation already interrupted it, or the instance sent
-	// more than the response (put checks that).
-	if !c.stopWatch() || resp.Close {
+	// Reuse the connection unless the client's cancellation interrupted
+	// it, the exchange leaves doubt about where the instance's answers end
+	// (reuseAfter), or the instance sent more than the response (put
+	// checks that).
+	if !c.stopWatch() || !reuseAfter(r, resp, rq.o) {
 		c.Close()
 		return
 	}
 	c.pool.put(c)
+}
+
+// reuseAfter reports whether an instance connection may carry another
+// request after the exchange of r and resp. Not when the instance asked to
+// close it or answered in HTTP/1.0; not after a 204 or 304, whose body a
+// broken instance may send anyway in a later write; not after a request
+// with a body, which the instance may not have read whole: what it left
+// would be read as a request of its own and answered later, on this
+// connection, to whoever used it next (a smuggled answer); and not at all
+// when keep-alive to instances is off.
+func reuseAfter(r *http.Request, resp *http.Response, o *Options) bool {
+	switch {
+	case o.DisableInstanceKeepAlive, resp.Close, resp.ProtoMinor == 0:
+		return false
+	case resp.StatusCode == http.StatusNoContent, resp.StatusCode == http.StatusNotModified:
+		return false
+	case r.ContentLength != 0:
+		return false
+	}
+	return true
 }
 
 // tunnel connects the client and the instance after a 101 Switching
@@ -108,12 +130,45 @@ func (p *Proxy) tunnel(w http.ResponseWriter, resp *http.Response, c *upstreamCo
 	if err := resp.Write(brw); err != nil || brw.Flush() != nil {
 		return
 	}
-	done := make(chan struct{}, 2)
-	go func() { io.Copy(c.Conn, brw.Reader); done <- struct{}{} }()
-	go func() { io.Copy(client, c.br); done <- struct{}{} }()
-	<-done
-	// One side ended: closing both ends the other copy.
+	fromClient, fromInstance := make(chan error, 1), make(chan error, 1)
+	go func() { fromClient <- pipe(c.Conn, brw.Reader) }()
+	go func() { fromInstance <- pipe(client, c.br) }()
+	select {
+	case err := <-fromClient:
+		if err == nil {
+			// The client finished sending (a half-close, passed on): the
+			// instance may still answer, for a while.
+			deadline := time.Now().Add(tunnelFinTimeout)
+			client.SetDeadline(deadline)
+			c.Conn.SetDeadline(deadline)
+			<-fromInstance
+			break
+		}
+		client.Close() // broken: end the other direction too
+		c.Close()
+		<-fromInstance
+	case <-fromInstance:
+		// The instance is done: so is the tunnel.
+		client.Close()
+		c.Close()
+		<-fromClient
+	}
 	client.Close()
 	c.Close()
-	<-done
+}
+
+// tunnelFinTimeout bounds how long a tunnel stays open after one side has
+// finished sending (HAProxy's timeout client-fin and server-fin).
+const tunnelFinTimeout = 30 * time.Second
+
+// pipe copies src to dst until src ends, then half-closes dst so its
+// reader sees the end too. It returns nil for a clean end.
+func pipe(dst net.Conn, src io.Reader) error {
+	if _, err := io.Copy(dst, src); err != nil {
+		return err
+	}
+	if cw, ok := dst.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return dst.Close()
 }

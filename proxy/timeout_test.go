@@ -67,8 +67,8 @@ func TestEveryWaitHasADeadline(t *testing.T) {
 		prod, p := proxyOf(t, Options{ConnectTimeout: short, Hold: short}, inst)
 		start := time.Now()
 		code, body := get(t, prod)
-		if code != 503 || time.Since(start) > 5*time.Second {
-			t.Fatalf("got %d %q after %s, want a 503 once the hold ends", code, body, time.Since(start))
+		if code != 502 || time.Since(start) > 5*time.Second {
+			t.Fatalf("got %d %q after %s, want a 502 once the hold ends", code, body, time.Since(start))
 		}
 		if p.Failed(route.Prod) != 1 {
 			t.Fatalf("failed = %d, want 1", p.Failed(route.Prod))

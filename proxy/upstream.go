@@ -16,6 +16,14 @@ const (
 	maxIdlePerInstance = 512
 	idleTimeout        = 90 * time.Second
 	bufferSize         = 4 << 10
+	// reuseQuiet is how long a connection must have sat idle before it
+	// carries another request. A broken instance may send the rest of an
+	// answer (or a second one) in a later write; anything that arrives
+	// within this time is seen by the check before reuse and the connection
+	// is dropped, instead of being read as another request's answer. The
+	// pool hands out its oldest connection first, so under load this costs
+	// a few more idle connections, not more dials.
+	reuseQuiet = 2 * time.Millisecond
 )
 
 // upstreamConn is one keep-alive connection to an instance. Its bufio
@@ -114,7 +122,7 @@ func (c *upstreamConn) refresh(set func(time.Time) error, deadline int64, timeou
 // read as the next request's answer: a response meant for another client.
 func (c *upstreamConn) reusable() bool { return c.br.Buffered() == 0 }
 
-// pool holds one instance's idle connections, most recently used last.
+// pool holds one instance's idle connections, oldest first.
 type pool struct {
 	mu     sync.Mutex // guards idle and closed
 	idle   []*upstreamConn
@@ -129,7 +137,7 @@ func (p *Proxy) poolFor(inst *route.Instance) *pool {
 	if v, ok := p.pools.Load(inst); ok {
 		return v.(*pool)
 	}
-	v, _ := p.pools.LoadOrStore(inst, &pool{total: &p.idle, max: int64(p.opts.MaxIdleConns)})
+	v, _ := p.pools.LoadOrStore(inst, &pool{total: &p.idle, max: int64(p.opts.Load().MaxIdleConns)})
 	return v.(*pool)
 }
 
@@ -138,7 +146,7 @@ func (p *Proxy) poolFor(inst *route.Instance) *pool {
 // sent unasked (a late 408, the rest of a body it should not have sent) or
 // its close makes a pooled connection unusable: it is closed and the next
 // one tried.
-func (p *Proxy) conn(ctx context.Context, inst *route.Instance, fresh bool) (*upstreamConn, error) {
+func (p *Proxy) conn(ctx context.Context, inst *route.Instance, fresh bool, connectTimeout time.Duration) (*upstreamConn, error) {
 	pl := p.poolFor(inst)
 	for !fresh {
 		c := pl.take()
@@ -152,7 +160,8 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, fresh bool) (*up
 		c.reused = true
 		return c, nil
 	}
-	nc, err := p.dialer.DialContext(ctx, "tcp", inst.Addr)
+	dialer := net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
+	nc, err := dialer.DialContext(ctx, "tcp", inst.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -162,16 +171,17 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, fresh bool) (*up
 	return c, nil
 }
 
+// take returns the oldest idle connection, or nil when there is none that
+// has been quiet for reuseQuiet.
 func (pl *pool) take() *upstreamConn {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	n := len(pl.idle)
-	if n == 0 {
+	if len(pl.idle) == 0 || time.Since(pl.idle[0].idleSince) < reuseQuiet {
 		return nil
 	}
-	c := pl.idle[n-1]
-	pl.idle[n-1] = nil
-	pl.idle = pl.idle[:n-1]
+	c := pl.idle[0]
+	pl.idle[0] = nil
+	pl.idle = pl.idle[1:]
 	pl.total.Add(-1)
 	return c
 }

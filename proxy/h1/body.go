@@ -170,6 +170,7 @@ func (b *continueBody) Read(p []byte) (int, error) {
 			if err := b.c.bw.Flush(); err != nil {
 				return 0, err
 			}
+			b.c.resp.sentBefore = b.c.bw.sent // an interim answer does not start the response
 		}
 	}
 	return b.ReadCloser.Read(p)

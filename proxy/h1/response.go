@@ -66,6 +66,7 @@ func (w *response) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		w.writeHead(code, false)
 		w.c.bw.Flush()
+		w.sentBefore = w.c.bw.sent // an interim answer does not start the response
 		return
 	}
 	w.wroteHeader = true
@@ -259,6 +260,15 @@ func (h *hijackedConn) Close() error {
 	err := h.Conn.Close()
 	h.c.releaseSlot()
 	return err
+}
+
+// CloseWrite shuts down the sending side (a half-close), if the connection
+// can.
+func (h *hijackedConn) CloseWrite() error {
+	if cw, ok := h.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
+	}
+	return h.Conn.Close()
 }
 
 // Discard drops the response written so far, if none of it has reached the

@@ -57,7 +57,8 @@ type Server struct {
 	ErrorLog func(msg string)
 
 	initOnce sync.Once
-	parker   *parker // nil where parking is not supported
+	cur      atomic.Pointer[Limits] // in force; the fields above seed it
+	parker   *parker                // nil where parking is not supported
 	closing  atomic.Bool
 	done     chan struct{} // closed by Shutdown
 	slots    chan struct{} // one element per open connection, when MaxConns > 0
@@ -69,24 +70,13 @@ type Server struct {
 
 func (s *Server) init() {
 	s.initOnce.Do(func() {
-		if s.ReadHeaderTimeout <= 0 {
-			s.ReadHeaderTimeout = 10 * time.Second
+		l := &Limits{
+			ReadHeaderTimeout: s.ReadHeaderTimeout, IdleTimeout: s.IdleTimeout,
+			BodyReadTimeout: s.BodyReadTimeout, WriteTimeout: s.WriteTimeout,
+			MaxHeaderBytes: s.MaxHeaderBytes, MaxHeaderFields: s.MaxHeaderFields,
 		}
-		if s.IdleTimeout <= 0 {
-			s.IdleTimeout = 120 * time.Second
-		}
-		if s.BodyReadTimeout <= 0 {
-			s.BodyReadTimeout = 30 * time.Second
-		}
-		if s.WriteTimeout <= 0 {
-			s.WriteTimeout = 30 * time.Second
-		}
-		if s.MaxHeaderBytes <= 0 {
-			s.MaxHeaderBytes = 64 << 10
-		}
-		if s.MaxHeaderFields <= 0 {
-			s.MaxHeaderFields = 100
-		}
+		l.setDefaults()
+		s.cur.Store(l)
 		s.done = make(chan struct{})
 		if s.MaxConns > 0 {
 			s.slots = make(chan struct{}, s.MaxConns)
@@ -99,6 +89,50 @@ func (s *Server) init() {
 		}
 	})
 }
+
+// Limits are a Server's timeouts and head limits, which Tune changes while
+// it serves. Zero values mean the defaults of the Server fields of the same
+// names.
+type Limits struct {
+	ReadHeaderTimeout time.Duration
+	IdleTimeout       time.Duration
+	BodyReadTimeout   time.Duration
+	WriteTimeout      time.Duration
+	MaxHeaderBytes    int
+	MaxHeaderFields   int
+}
+
+func (l *Limits) setDefaults() {
+	if l.ReadHeaderTimeout <= 0 {
+		l.ReadHeaderTimeout = 10 * time.Second
+	}
+	if l.IdleTimeout <= 0 {
+		l.IdleTimeout = 120 * time.Second
+	}
+	if l.BodyReadTimeout <= 0 {
+		l.BodyReadTimeout = 30 * time.Second
+	}
+	if l.WriteTimeout <= 0 {
+		l.WriteTimeout = 30 * time.Second
+	}
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = 64 << 10
+	}
+	if l.MaxHeaderFields <= 0 {
+		l.MaxHeaderFields = 100
+	}
+}
+
+// Tune replaces the server's limits; each connection applies them from its
+// next read or write on. It may be called while the server serves.
+func (s *Server) Tune(l Limits) {
+	s.init()
+	l.setDefaults()
+	s.cur.Store(&l)
+}
+
+// limits returns the limits in force.
+func (s *Server) limits() *Limits { return s.cur.Load() }
 
 // Serve accepts connections on ln until Shutdown, then returns nil; it
 // returns the accept error if accepting fails otherwise.
@@ -301,7 +335,7 @@ type connReader struct {
 
 func (r *connReader) Read(p []byte) (int, error) {
 	if r.body {
-		r.deadline = refresh(r.c.nc.SetReadDeadline, r.deadline, r.c.s.BodyReadTimeout)
+		r.deadline = refresh(r.c.nc.SetReadDeadline, r.deadline, r.c.s.limits().BodyReadTimeout)
 	}
 	return r.c.nc.Read(p)
 }
@@ -338,7 +372,7 @@ func (c *conn) acquire() {
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(&c.rd)
 	c.bw = writers.Get().(*writer)
-	c.bw.reset(c.nc, c.s.WriteTimeout)
+	c.bw.reset(c.nc, c.s.limits().WriteTimeout)
 	c.resp = responses.Get().(*response)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 }
@@ -416,8 +450,9 @@ func (c *conn) serve() {
 			// after it was accepted, however it spent that time.
 			headStart = time.Unix(0, c.accepted)
 		}
-		c.nc.SetReadDeadline(headStart.Add(c.s.ReadHeaderTimeout))
-		req, err := readRequest(c.ctx, c.br, limits{c.s.MaxHeaderBytes, c.s.MaxHeaderFields}, c.remote)
+		lim := c.s.limits()
+		c.nc.SetReadDeadline(headStart.Add(lim.ReadHeaderTimeout))
+		req, err := readRequest(c.ctx, c.br, limits{lim.MaxHeaderBytes, lim.MaxHeaderFields}, c.remote)
 		if err != nil {
 			c.refuse(err)
 			return
@@ -445,9 +480,10 @@ func (c *conn) awaitRequest() bool {
 		return false
 	}
 	start := time.Now()
-	limit := start.Add(c.s.IdleTimeout)
+	lim := c.s.limits()
+	limit := start.Add(lim.IdleTimeout)
 	if c.fresh {
-		limit = time.Unix(0, c.accepted).Add(c.s.ReadHeaderTimeout)
+		limit = time.Unix(0, c.accepted).Add(lim.ReadHeaderTimeout)
 	}
 	deadline := limit
 	if c.s.parker != nil {
@@ -484,9 +520,9 @@ func minTime(a, b time.Time) time.Time {
 // a request.
 func (c *conn) idleLimit() int64 {
 	if c.fresh {
-		return c.accepted + int64(c.s.ReadHeaderTimeout)
+		return c.accepted + int64(c.s.limits().ReadHeaderTimeout)
 	}
-	return c.idleSince + int64(c.s.IdleTimeout)
+	return c.idleSince + int64(c.s.limits().IdleTimeout)
 }
 
 // refuse answers a request that could not be read, if there is anything to
@@ -525,11 +561,16 @@ func (c *conn) handle(req *http.Request) bool {
 	case err != nil || c.ctx.Err() != nil:
 		c.close()
 		return false
-	case !c.discardBody(req.Body):
+	case w.closeAfter && !bodyDone(req.Body):
+		// Closing anyway: no point waiting for the rest of the body, but
+		// let the client read the answer before the reset.
 		c.lingeringClose()
 		return false
 	case w.closeAfter:
 		c.close()
+		return false
+	case !c.discardBody(req.Body):
+		c.lingeringClose()
 		return false
 	}
 	return true
@@ -553,7 +594,7 @@ func (c *conn) discardBody(body io.ReadCloser) bool {
 		return false // the client still holds the body back: nothing to discard
 	}
 	c.rd.body = false
-	c.nc.SetReadDeadline(time.Now().Add(c.s.ReadHeaderTimeout))
+	c.nc.SetReadDeadline(time.Now().Add(c.s.limits().ReadHeaderTimeout))
 	n, _ := io.CopyN(io.Discard, body, maxDiscard+1)
 	return n <= maxDiscard && bodyDone(body)
 }
