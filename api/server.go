@@ -71,6 +71,9 @@ type Options struct {
 	// Dashboard, if set, serves GET / (a page with no data of its own: it
 	// reads the API with the operator's token, so it needs none itself).
 	Dashboard http.Handler
+	// Reload, if set, serves POST /v1/reload: re-read the configuration
+	// file and apply what changed (a dry run says what would).
+	Reload func(ctx context.Context, req ChangeRequest) (Change, error)
 	// Hosts are the host names, besides IP addresses and localhost, that
 	// requests may name in their Host header (admin.hosts). Any other name
 	// is refused with a 403, which stops DNS-rebinding pages.
@@ -95,6 +98,9 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	mux.Handle("POST /v1/rollback", s.handle(s.change(c.Rollback)))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/drain", s.handle(s.instanceChange(c.Drain)))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))
+	if opts.Reload != nil {
+		mux.Handle("POST /v1/reload", s.handle(s.change(opts.Reload)))
+	}
 	mux.Handle("GET /v1/history", s.handle(s.history))
 	mux.Handle("GET /v1/history/{id}", s.handle(s.entry))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

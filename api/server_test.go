@@ -338,6 +338,7 @@ func TestDocumentedEndpointsExist(t *testing.T) {
 		Metrics:   promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{}),
 		Rates:     func() []api.RateSample { return nil },
 		Dashboard: dashboard.Handler(),
+		Reload:    func(context.Context, api.ChangeRequest) (api.Change, error) { return api.Change{}, nil },
 	})
 	heading := regexp.MustCompile(`(?m)^## (GET|POST) (/\S*)$`)
 	found := heading.FindAllStringSubmatch(string(doc), -1)

@@ -74,6 +74,33 @@ type InstanceStatus struct {
 	InFlight PerListener `json:"in_flight"`
 	// Served counts the requests it answered, per listener.
 	Served PerListener `json:"served"`
+	// Errors counts the requests it answered with a 5xx, per listener.
+	Errors PerListener `json:"errors"`
+	// Check is the last health check (or passive mark); absent before the
+	// first.
+	Check *Check `json:"check,omitempty"`
+	// HealthSince is when Healthy last changed (when probing began if it
+	// never did).
+	HealthSince time.Time `json:"health_since,omitzero"`
+}
+
+// Check is one health check's outcome, in HAProxy's terms.
+type Check struct {
+	// Code is L7OK, L7STS, L7RSP, L7TOUT, L4CON, L4TOUT, SOCKERR (vipswap
+	// could not probe) or PASSIVE (the data plane saw a refused
+	// connection).
+	Code string `json:"code"`
+	// Status is the HTTP status the probe got, if it got one.
+	Status int `json:"status,omitempty"`
+	// Detail says more: the socket error, the status text.
+	Detail string `json:"detail,omitempty"`
+	// Text is the whole outcome in one phrase: "L7STS 404",
+	// "L4CON connection refused".
+	Text string `json:"text"`
+	// Time is when the check started.
+	Time time.Time `json:"time"`
+	// DurationMS is how long it took, in milliseconds.
+	DurationMS float64 `json:"duration_ms"`
 }
 
 // ChangeRequest is the body of every state-changing call (swap, rollback,
@@ -123,6 +150,9 @@ type Change struct {
 	InFlight int64 `json:"in_flight"`
 	// HistoryID is the history entry that records an applied change.
 	HistoryID uint64 `json:"history_id,omitempty"`
+	// Changes says, one line each, what a reload changed (or would, in a
+	// dry run).
+	Changes []string `json:"changes,omitempty"`
 }
 
 // HistoryEntry is one record of GET /v1/history.
@@ -144,6 +174,8 @@ type HistoryEntry struct {
 	Forced bool `json:"forced,omitempty"`
 	// Reason is the operator's reason.
 	Reason string `json:"reason,omitempty"`
+	// Changes says, one line each, what a reload changed.
+	Changes []string `json:"changes,omitempty"`
 	// Result is "applied" or "refused".
 	Result string `json:"result"`
 	// Error says why it was refused.

@@ -106,6 +106,14 @@ func (c *Client) Rollback(ctx context.Context, req api.ChangeRequest) (api.Chang
 	return res, err
 }
 
+// Reload calls POST /v1/reload: the running vipswap re-reads its
+// configuration file and applies what changed (a dry run says what would).
+func (c *Client) Reload(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/reload", req, &res)
+	return res, err
+}
+
 // Drain calls POST /v1/slots/{slot}/instances/{addr}/drain.
 func (c *Client) Drain(ctx context.Context, slot, addr string, req api.ChangeRequest) (api.Change, error) {
 	var res api.Change

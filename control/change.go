@@ -151,7 +151,7 @@ func (c *Controller) reloadLocked(ctx context.Context) error {
 func (c *Controller) Swap(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
 	return c.change(ctx, operation{name: "swap", req: req, next: func(st state.State, res *api.Change) (state.State, error) {
 		res.TargetRoutable = len(c.routableLocked(st, st.Standby))
-		res.InFlight = c.slotInFlight(st.Active)
+		res.InFlight = c.slotInFlightLocked(st.Active)
 		res.Forced = req.Force && res.TargetRoutable == 0
 		return st.Swap(res.TargetRoutable, req.Force)
 	}})
@@ -163,7 +163,7 @@ func (c *Controller) Rollback(ctx context.Context, req api.ChangeRequest) (api.C
 		if st.Previous != "" {
 			res.TargetRoutable = len(c.routableLocked(st, st.Previous))
 		}
-		res.InFlight = c.slotInFlight(st.Active)
+		res.InFlight = c.slotInFlightLocked(st.Active)
 		res.Forced = req.Force && res.TargetRoutable == 0
 		return st.Rollback(res.TargetRoutable, req.Force)
 	}})
@@ -196,18 +196,4 @@ func (c *Controller) Ready(ctx context.Context, slot, addr string, req api.Chang
 		next: func(st state.State, res *api.Change) (state.State, error) {
 			return st.Ready(slot, addr), nil
 		}})
-}
-
-// lookup finds an instance or returns a 404 that names what is missing.
-func (c *Controller) lookup(slot, addr string) (*route.Instance, error) {
-	insts, ok := c.instances[slot]
-	if !ok {
-		return nil, &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("no slot %q", slot)}
-	}
-	for _, i := range insts {
-		if i.Addr == addr {
-			return i, nil
-		}
-	}
-	return nil, &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("slot %q has no instance %s", slot, addr)}
 }

@@ -15,7 +15,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
@@ -27,14 +26,6 @@ import (
 // revision order.
 type DataPlane interface {
 	Apply(t *route.Table) error
-}
-
-// Slot is one slot's membership.
-type Slot struct {
-	// Name is the slot's name.
-	Name string
-	// Addrs are its instances' host:port addresses.
-	Addrs []string
 }
 
 // Config configures a Controller.
@@ -65,19 +56,20 @@ type Config struct {
 
 // Controller owns the routing state. Its methods are safe for concurrent use.
 type Controller struct {
-	cfg       Config
-	log       *slog.Logger
-	checker   *health.Checker
-	instances map[string][]*route.Instance // by slot; fixed after New
-	refused   chan *route.Instance
-	samples   *sampler
-	ctx       context.Context // lifetime of the controller's goroutines
-	cancel    context.CancelFunc
-	wg        sync.WaitGroup
+	cfg     Config
+	log     *slog.Logger
+	checker *health.Checker
+	refused chan *route.Instance
+	samples *sampler
+	ctx     context.Context // lifetime of the controller's goroutines
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
-	mu        sync.Mutex // guards st, rev, healthy, published and publishing order
+	mu        sync.Mutex // guards st, rev, slots, instances, healthy, published, changes and publishing order
 	st        state.State
 	rev       store.Revision
+	slots     []Slot                       // membership, in configuration order
+	instances map[string][]*route.Instance // by slot, as slots says
 	healthy   map[*route.Instance]bool
 	published bool
 	changes   map[ChangeKey]uint64
@@ -141,32 +133,24 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	c := &Controller{
-		ctx:       loopCtx,
-		cancel:    cancel,
-		cfg:       cfg,
-		log:       cfg.Logger,
-		instances: make(map[string][]*route.Instance),
-		refused:   make(chan *route.Instance, 64),
-		st:        st,
-		rev:       rev,
-		healthy:   make(map[*route.Instance]bool),
-		changes:   make(map[ChangeKey]uint64),
+		ctx:     loopCtx,
+		cancel:  cancel,
+		cfg:     cfg,
+		log:     cfg.Logger,
+		refused: make(chan *route.Instance, 64),
+		st:      st,
+		rev:     rev,
+		healthy: make(map[*route.Instance]bool),
+		changes: make(map[ChangeKey]uint64),
 	}
-	for _, s := range cfg.Slots {
-		for _, a := range s.Addrs {
-			c.instances[s.Name] = append(c.instances[s.Name], route.NewInstance(s.Name, a))
-		}
-	}
+	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()
+	added, _ := c.setSlotsLocked(cfg.Slots)
 	c.publishLocked()
 	c.mu.Unlock()
 	c.log.Info("state loaded", "revision", rev, "active", st.Active, "standby", st.Standby)
-
-	c.checker = health.New(cfg.Health, c.onHealth)
-	for _, s := range cfg.Slots {
-		for _, a := range s.Addrs {
-			c.checker.Add(health.Target{Slot: s.Name, Addr: a})
-		}
+	for _, t := range added {
+		c.checker.Add(t)
 	}
 	c.samples = newSampler(cfg.Counts)
 	c.wg.Go(c.loop)
@@ -219,22 +203,16 @@ func (c *Controller) loop() {
 	}
 }
 
-func (c *Controller) instance(t health.Target) *route.Instance {
-	for _, i := range c.instances[t.Slot] {
-		if i.Addr == t.Addr {
-			return i
-		}
-	}
-	return nil
-}
-
+// onHealth is called by the checker, with the target's lock held, on every
+// health transition. The controller never calls the checker with c.mu held
+// for a target's state, so the lock order is target, then c.mu.
 func (c *Controller) onHealth(t health.Target, healthy bool, reason health.Check) {
-	inst := c.instance(t)
-	if inst == nil {
-		return
-	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	inst := c.instanceLocked(t.Slot, t.Addr)
+	if inst == nil {
+		return // removed meanwhile
+	}
 	c.healthy[inst] = healthy
 	level := slog.LevelInfo
 	if !healthy {
@@ -267,6 +245,7 @@ func (c *Controller) publishLocked() {
 	for slot := range c.instances {
 		spec.Routable[slot] = c.routableLocked(c.st, slot)
 	}
+	spec.Members = c.instances
 	t := route.Build(spec)
 	for _, p := range c.cfg.Planes {
 		if err := p.Apply(t); err != nil {
@@ -274,49 +253,4 @@ func (c *Controller) publishLocked() {
 		}
 	}
 	c.published = true
-}
-
-// Status returns the routing state with every instance's health and counters.
-func (c *Controller) Status() api.Status {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s := api.Status{Revision: uint64(c.rev), Active: c.st.Active, Standby: c.st.Standby, Previous: c.st.Previous}
-	for i, l := range route.Listeners {
-		slot := c.st.Active
-		if l == route.Stage {
-			slot = c.st.Standby
-		}
-		s.Listeners = append(s.Listeners, api.ListenerStatus{
-			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: slot, Failed: c.failed(l),
-		})
-	}
-	for _, slot := range c.cfg.Slots {
-		ss := api.SlotStatus{Name: slot.Name, Role: "idle"}
-		switch slot.Name {
-		case c.st.Active:
-			ss.Role = "active"
-		case c.st.Standby:
-			ss.Role = "standby"
-		}
-		for _, inst := range c.instances[slot.Name] {
-			is := api.InstanceStatus{
-				Addr:     inst.Addr,
-				Healthy:  c.healthy[inst],
-				Drained:  c.st.IsDrained(slot.Name, inst.Addr),
-				InFlight: api.PerListener{Prod: inst.InFlight(route.Prod), Stage: inst.InFlight(route.Stage)},
-				Served:   api.PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
-			}
-			if is.Healthy {
-				ss.Healthy++
-				if !is.Drained {
-					ss.Routable++
-				}
-			}
-			ss.InFlight.Prod += is.InFlight.Prod
-			ss.InFlight.Stage += is.InFlight.Stage
-			ss.Instances = append(ss.Instances, is)
-		}
-		s.Slots = append(s.Slots, ss)
-	}
-	return s
 }

@@ -41,7 +41,7 @@ func (c *Controller) Entry(ctx context.Context, id uint64) (api.HistoryEntry, er
 func wireEntry(e store.Entry) api.HistoryEntry {
 	w := api.HistoryEntry{
 		ID: e.ID, Time: e.Time, Actor: e.Actor, Operation: e.Operation, From: e.From, To: e.To,
-		Instance: e.Instance, Forced: e.Forced, Reason: e.Reason, Result: e.Result, Error: e.Error,
+		Instance: e.Instance, Forced: e.Forced, Reason: e.Reason, Changes: e.Changes, Result: e.Result, Error: e.Error,
 		Revision: uint64(e.Revision),
 	}
 	if m := e.Measurement; m != nil {
@@ -167,6 +167,13 @@ func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
 
 // slotInFlight counts prod requests in flight on slot.
 func (c *Controller) slotInFlight(slot string) int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.slotInFlightLocked(slot)
+}
+
+// slotInFlightLocked is slotInFlight with c.mu held.
+func (c *Controller) slotInFlightLocked(slot string) int64 {
 	var n int64
 	for _, i := range c.instances[slot] {
 		n += i.InFlight(route.Prod)

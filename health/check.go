@@ -70,14 +70,14 @@ func (c Check) String() string {
 
 // probe checks target once: GET path on a new connection, within the
 // timeout.
-func (c *Checker) probe(t Target, path string) Check {
+func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time.Duration) Check {
 	start := time.Now()
 	ck := Check{Time: start}
 	done := func(code, detail string) Check {
 		ck.Code, ck.Detail, ck.Took = code, detail, time.Since(start)
 		return ck
 	}
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	conn, err := c.dial(ctx, "tcp", t.Addr)
 	switch {
@@ -85,7 +85,7 @@ func (c *Checker) probe(t Target, path string) Check {
 	case localShortage(err):
 		return done(SOCKERR, socketError(err))
 	case isTimeout(err) || errors.Is(err, context.DeadlineExceeded):
-		return done(L4TOUT, fmt.Sprintf("no connection within %s", c.cfg.Timeout))
+		return done(L4TOUT, fmt.Sprintf("no connection within %s", timeout))
 	default:
 		return done(L4CON, socketError(err))
 	}
@@ -96,7 +96,7 @@ func (c *Checker) probe(t Target, path string) Check {
 	defer stop()
 	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vipswap-health\r\nConnection: close\r\n\r\n", path, t.Addr); err != nil {
 		if isTimeout(err) {
-			return done(L7TOUT, fmt.Sprintf("no answer within %s", c.cfg.Timeout))
+			return done(L7TOUT, fmt.Sprintf("no answer within %s", timeout))
 		}
 		return done(L4CON, socketError(err))
 	}
@@ -105,7 +105,7 @@ func (c *Checker) probe(t Target, path string) Check {
 	switch {
 	case err == nil:
 	case isTimeout(err):
-		return done(L7TOUT, fmt.Sprintf("no answer within %s", c.cfg.Timeout))
+		return done(L7TOUT, fmt.Sprintf("no answer within %s", timeout))
 	case errors.As(err, &invalid):
 		return done(L7RSP, invalid.Msg)
 	case errors.Is(err, io.EOF), errors.Is(err, syscall.ECONNRESET):

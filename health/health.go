@@ -79,7 +79,8 @@ type Checker struct {
 
 // target is one target's probe state.
 type target struct {
-	mu      sync.Mutex // guards the fields below
+	stop    context.CancelFunc // ends its probe loop
+	mu      sync.Mutex         // guards the fields below
 	healthy bool
 	seen    bool // has ever been healthy
 	passes  int  // consecutive passes while unhealthy
@@ -118,9 +119,41 @@ func (c *Checker) Add(t Target) {
 	if _, ok := c.targets[t]; ok || c.ctx.Err() != nil {
 		return
 	}
-	st := &target{since: time.Now()}
+	ctx, stop := context.WithCancel(c.ctx)
+	st := &target{since: time.Now(), stop: stop}
 	c.targets[t] = st
-	c.wg.Go(func() { c.loop(t, st) })
+	c.wg.Go(func() { c.loop(ctx, t, st) })
+}
+
+// Remove stops probing t and forgets it; its transitions stop. Removing a
+// target not added is a no-op.
+func (c *Checker) Remove(t Target) {
+	c.mu.Lock()
+	st := c.targets[t]
+	delete(c.targets, t)
+	c.mu.Unlock()
+	if st != nil {
+		st.stop()
+	}
+}
+
+// Reconfigure replaces the probe settings: each target's next probe uses
+// them (its next interval included). Rise and Fall counts in progress are
+// kept.
+func (c *Checker) Reconfigure(cfg Config) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cfg.Logger == nil {
+		cfg.Logger = c.cfg.Logger
+	}
+	c.cfg = cfg
+}
+
+// config returns the settings in force.
+func (c *Checker) config() Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cfg
 }
 
 // Healthy reports whether t is currently healthy.
@@ -174,17 +207,26 @@ func (c *Checker) Close() {
 	c.wg.Wait()
 }
 
-func (c *Checker) loop(t Target, st *target) {
-	path := strings.ReplaceAll(c.cfg.Path, "{slot}", url.QueryEscape(t.Slot))
-	tick := time.NewTicker(c.cfg.Interval)
+func (c *Checker) loop(ctx context.Context, t Target, st *target) {
+	cfg := c.config()
+	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	for {
-		c.record(t, st, c.probe(t, path))
+		path := strings.ReplaceAll(cfg.Path, "{slot}", url.QueryEscape(t.Slot))
+		ck := c.probe(ctx, t, path, cfg.Timeout)
+		if ctx.Err() != nil {
+			return // a probe cut short by Remove or Close says nothing
+		}
+		c.record(t, st, ck)
 		select {
-		case <-c.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
+		if next := c.config(); next.Interval != cfg.Interval {
+			tick.Reset(next.Interval)
+		}
+		cfg = c.config()
 	}
 }
 
@@ -201,7 +243,7 @@ func (c *Checker) record(t Target, st *target, ck Check) {
 	}
 	c.mu.Unlock()
 	if logSkip {
-		c.cfg.Logger.Warn("could not probe an instance; its health stays as it was", "slot", t.Slot, "instance", t.Addr, "err", ck.Detail)
+		c.config().Logger.Warn("could not probe an instance; its health stays as it was", "slot", t.Slot, "instance", t.Addr, "err", ck.Detail)
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -211,10 +253,11 @@ func (c *Checker) record(t Target, st *target, ck Check) {
 	}
 	st.last = ck
 	pass := ck.OK()
+	rise, fall := c.config().Rise, c.config().Fall
 	switch {
 	case pass && !st.healthy:
 		st.passes++
-		if st.passes >= c.cfg.Rise || !st.seen {
+		if st.passes >= rise || !st.seen {
 			st.healthy, st.seen, st.passes, st.since = true, true, 0, ck.Time
 			c.onChange(t, true, ck)
 		}
@@ -222,7 +265,7 @@ func (c *Checker) record(t Target, st *target, ck Check) {
 		st.fails = 0
 	case st.healthy:
 		st.fails++
-		if st.fails >= c.cfg.Fall {
+		if st.fails >= fall {
 			st.healthy, st.fails, st.since = false, 0, ck.Time
 			c.onChange(t, false, ck)
 		}

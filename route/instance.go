@@ -38,6 +38,7 @@ type Instance struct {
 
 	inFlight [numListeners]atomic.Int64
 	served   [numListeners]atomic.Uint64
+	errors   [numListeners]atomic.Uint64
 }
 
 // NewInstance returns an instance of slot at addr with zeroed counters.
@@ -54,6 +55,13 @@ func (i *Instance) End(l Listener) {
 	i.inFlight[l].Add(-1)
 	i.served[l].Add(1)
 }
+
+// CountError counts an answer of the instance's that was a 5xx (after End).
+func (i *Instance) CountError(l Listener) { i.errors[l].Add(1) }
+
+// Errors returns how many of the requests that arrived on l the instance
+// answered with a 5xx.
+func (i *Instance) Errors(l Listener) uint64 { return i.errors[l].Load() }
 
 // Abandon undoes a Begin for an attempt that did not get an answer; it is not
 // counted as served.

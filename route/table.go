@@ -23,6 +23,11 @@ type Spec struct {
 	// Routable gives, per slot, the instances that may receive new requests
 	// (healthy and not drained). A slot missing here has none.
 	Routable map[string][]*Instance
+	// Members gives, per slot, every instance, routable or not (unhealthy,
+	// drained). A data plane keeps what it holds for members (connection
+	// pools, server entries) and may release what it holds for others.
+	// Routable instances are members even when missing here.
+	Members map[string][]*Instance
 }
 
 // Slot is one slot's routable instances inside a Table. It is immutable.
@@ -51,6 +56,7 @@ type Table struct {
 	Revision uint64
 
 	listeners  [numListeners]split
+	members    map[*Instance]string // every instance, with its slot
 	superseded chan struct{}
 	retire     sync.Once
 }
@@ -58,7 +64,14 @@ type Table struct {
 // Build makes a Table from spec. It copies what it keeps, so the caller may
 // reuse spec afterwards.
 func Build(spec Spec) *Table {
-	t := &Table{Revision: spec.Revision, superseded: make(chan struct{})}
+	t := &Table{Revision: spec.Revision, superseded: make(chan struct{}), members: make(map[*Instance]string)}
+	for _, set := range []map[string][]*Instance{spec.Members, spec.Routable} {
+		for slot, insts := range set {
+			for _, i := range insts {
+				t.members[i] = slot
+			}
+		}
+	}
 	slots := make(map[string]*Slot)
 	slotFor := func(name string) *Slot {
 		if s, ok := slots[name]; ok {
@@ -106,6 +119,23 @@ func (t *Table) Slot(l Listener) *Slot {
 // Slots returns the slots l sends traffic to, in the order of the Spec. The
 // caller must not modify the returned slice.
 func (t *Table) Slots(l Listener) []*Slot { return t.listeners[l].slots }
+
+// IsMember reports whether i is an instance of one of t's slots, routable
+// or not.
+func (t *Table) IsMember(i *Instance) bool {
+	_, ok := t.members[i]
+	return ok
+}
+
+// Members calls yield for every instance of t, with its slot, in no
+// particular order.
+func (t *Table) Members(yield func(slot string, i *Instance) bool) {
+	for i, slot := range t.members {
+		if !yield(slot, i) {
+			return
+		}
+	}
+}
 
 // Superseded returns a channel that is closed once a newer Table replaces t.
 func (t *Table) Superseded() <-chan struct{} { return t.superseded }

@@ -141,6 +141,31 @@ func (s State) Ready(slot, addr string) State {
 	return next
 }
 
+// Fit returns s without what refers to slots or instances that no longer
+// exist: the drained marks of instances not in members (slot name to
+// instance addresses), and Previous when its slot is gone (there is
+// nothing to roll back to). Active and standby must exist; Check says so.
+func (s State) Fit(members map[string][]string) State {
+	next := s.clone()
+	next.Drained = slices.DeleteFunc(next.Drained, func(key string) bool {
+		for slot, addrs := range members {
+			for _, a := range addrs {
+				if InstanceKey(slot, a) == key {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if len(next.Drained) == 0 {
+		next.Drained = nil
+	}
+	if _, ok := members[next.Previous]; !ok {
+		next.Previous = ""
+	}
+	return next
+}
+
 func (s State) clone() State {
 	s.Drained = slices.Clone(s.Drained)
 	return s

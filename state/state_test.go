@@ -125,3 +125,19 @@ func TestCheck(t *testing.T) {
 		})
 	}
 }
+
+func TestFit(t *testing.T) {
+	s := State{Active: "blue", Standby: "green", Previous: "red",
+		Drained: []string{InstanceKey("blue", "127.0.0.1:1"), InstanceKey("blue", "127.0.0.1:2"), InstanceKey("red", "127.0.0.1:3")}}
+	got := s.Fit(map[string][]string{"blue": {"127.0.0.1:2"}, "green": {"127.0.0.1:4"}})
+	want := State{Active: "blue", Standby: "green", Drained: []string{InstanceKey("blue", "127.0.0.1:2")}}
+	if !got.Equal(want) {
+		t.Fatalf("got %+v, want %+v", got, want)
+	}
+	if len(s.Drained) != 3 || s.Previous != "red" {
+		t.Fatalf("Fit changed its receiver: %+v", s)
+	}
+	if same := want.Fit(map[string][]string{"blue": {"127.0.0.1:2"}, "green": nil}); !same.Equal(want) {
+		t.Fatalf("a fitting state changed: %+v", same)
+	}
+}

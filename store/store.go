@@ -59,7 +59,8 @@ type Entry struct {
 	Time time.Time `json:"time"`
 	// Actor is who asked: a token's name, or "local".
 	Actor string `json:"actor"`
-	// Operation is "swap", "rollback", "drain" or "ready".
+	// Operation is "seed", "swap", "rollback", "drain", "ready", "reload"
+	// or "repair".
 	Operation string `json:"operation"`
 	// From and To are the active slot before and after a swap or rollback.
 	From string `json:"from,omitempty"`
@@ -70,6 +71,9 @@ type Entry struct {
 	Forced bool `json:"forced,omitempty"`
 	// Reason is the operator's reason, if given.
 	Reason string `json:"reason,omitempty"`
+	// Changes says, one line each, what the operation changed beyond the
+	// fields above (a reload: instances added and removed, settings).
+	Changes []string `json:"changes,omitempty"`
 	// Result is Applied or Refused.
 	Result string `json:"result"`
 	// Error says why it was refused.

@@ -1,0 +1,135 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+	"slices"
+	"strings"
+)
+
+// needsRestart lists the keys (and key prefixes, ending in ".") that a
+// running vipswap cannot change: the addresses it listens on, the store,
+// the admin API's guards and the listeners' connection limits.
+var needsRestart = []string{"admin.", "listeners.", "state.", "proxy.max_connections"}
+
+// Diff is what changed between two configurations.
+type Diff struct {
+	// Changes says what changed, one line each: "health.interval: 1s → 500ms",
+	// "slots.blue: +127.0.0.1:9003 −127.0.0.1:9001", "slots.red: added".
+	Changes []string
+	// Restart lists the changes a running vipswap cannot apply, one line
+	// each, with the key.
+	Restart []string
+}
+
+// Compare returns what changed from c to next.
+func (c *Config) Compare(next *Config) Diff {
+	var d Diff
+	a, b := flatten(reflect.ValueOf(*c), ""), flatten(reflect.ValueOf(*next), "")
+	keys := make([]string, 0, len(a))
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if a[k] == b[k] {
+			continue
+		}
+		line := fmt.Sprintf("%s: %s → %s", k, show(a[k]), show(b[k]))
+		d.Changes = append(d.Changes, line)
+		if restartOnly(k) {
+			d.Restart = append(d.Restart, line)
+		}
+	}
+	for _, name := range union(c.SlotOrder, next.SlotOrder) {
+		old, had := c.Slots[name]
+		cur, has := next.Slots[name]
+		key := "slots." + name
+		switch {
+		case !had:
+			d.Changes = append(d.Changes, key+": added")
+		case !has:
+			d.Changes = append(d.Changes, key+": removed")
+		case (old.Run == nil) != (cur.Run == nil):
+			line := key + ": changed between instances and run"
+			d.Changes = append(d.Changes, line)
+			d.Restart = append(d.Restart, line+" (add the new one as another slot, or restart)")
+		case old.Run != nil && !reflect.DeepEqual(old.Run, cur.Run):
+			line := key + ".run: changed"
+			d.Changes = append(d.Changes, line)
+			d.Restart = append(d.Restart, line+" (add the new version as another slot, or restart)")
+		case !slices.Equal(old.Instances, cur.Instances):
+			var parts []string
+			for _, a := range cur.Instances {
+				if !slices.Contains(old.Instances, a) {
+					parts = append(parts, "+"+a)
+				}
+			}
+			for _, a := range old.Instances {
+				if !slices.Contains(cur.Instances, a) {
+					parts = append(parts, "-"+a)
+				}
+			}
+			if len(parts) == 0 {
+				parts = append(parts, "reordered")
+			}
+			d.Changes = append(d.Changes, key+": "+strings.Join(parts, " "))
+		}
+	}
+	return d
+}
+
+func restartOnly(key string) bool {
+	for _, p := range needsRestart {
+		if key == p || (strings.HasSuffix(p, ".") && strings.HasPrefix(key, p)) {
+			return true
+		}
+	}
+	return false
+}
+
+func show(v string) string {
+	if v == "" {
+		return `""`
+	}
+	return v
+}
+
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, s := range b {
+		if !slices.Contains(out, s) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// flatten turns a configuration struct into key path → value, by yaml
+// tags, leaving out slots (compared on their own) and active (it only
+// seeds an empty store).
+func flatten(v reflect.Value, path string) map[string]string {
+	out := map[string]string{}
+	t := v.Type()
+	for i := range t.NumField() {
+		tag := t.Field(i).Tag.Get("yaml")
+		if tag == "" || tag == "-" || (path == "" && (tag == "slots" || tag == "active")) {
+			continue
+		}
+		key := join(path, tag)
+		f := v.Field(i)
+		if f.Kind() == reflect.Struct && f.Type() != durationType {
+			for k, s := range flatten(f, key) {
+				out[k] = s
+			}
+			continue
+		}
+		out[key] = fmt.Sprint(f.Interface())
+	}
+	return out
+}

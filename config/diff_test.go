@@ -1,0 +1,43 @@
+package config
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestCompare(t *testing.T) {
+	parse := func(s string) *Config {
+		t.Helper()
+		c, err := Parse("t.yaml", []byte(s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	old := parse(valid)
+	t.Run("nothing", func(t *testing.T) {
+		if d := old.Compare(parse(valid)); len(d.Changes) != 0 || len(d.Restart) != 0 {
+			t.Fatalf("got %+v", d)
+		}
+	})
+	t.Run("what a reload applies", func(t *testing.T) {
+		next := strings.NewReplacer("interval: 500ms", "interval: 1s",
+			"instances: [127.0.0.1:9001, 127.0.0.1:9002]", "instances: [127.0.0.1:9002, 127.0.0.1:9003]",
+			"active: blue", "  red:\n    instances: [127.0.0.1:9010]\nlog:\n  level: debug\nactive: blue").Replace(valid)
+		d := old.Compare(parse(next))
+		want := []string{"health.interval: 500ms → 1s", "log.level: info → debug", "slots.blue: +127.0.0.1:9003 -127.0.0.1:9001", "slots.red: added"}
+		if !slices.Equal(d.Changes, want) || len(d.Restart) != 0 {
+			t.Fatalf("got %+v, want changes %q and no restart", d, want)
+		}
+	})
+	t.Run("what needs a restart", func(t *testing.T) {
+		next := strings.NewReplacer("prod: 127.0.0.1:8080", "prod: 127.0.0.1:8088",
+			"replicas: 2", "replicas: 3").Replace(valid)
+		d := old.Compare(parse(next))
+		if len(d.Restart) != 2 || !strings.HasPrefix(d.Restart[0], "listeners.prod: 127.0.0.1:8080 → 127.0.0.1:8088") ||
+			!strings.HasPrefix(d.Restart[1], "slots.green.run: changed") {
+			t.Fatalf("got restart %q", d.Restart)
+		}
+	})
+}

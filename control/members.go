@@ -1,0 +1,80 @@
+package control
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/route"
+)
+
+// Slot is one slot's membership.
+type Slot struct {
+	// Name is the slot's name.
+	Name string
+	// Addrs are its instances' host:port addresses.
+	Addrs []string
+}
+
+// setSlotsLocked makes slots the membership. An instance kept (same slot,
+// same address) keeps its *route.Instance, so its counters and health
+// carry on; new ones start unhealthy. It returns the probe targets to add
+// and remove, which the caller hands to the checker once c.mu is released.
+func (c *Controller) setSlotsLocked(slots []Slot) (added, removed []health.Target) {
+	next := make(map[string][]*route.Instance, len(slots))
+	for _, s := range slots {
+		for _, a := range s.Addrs {
+			inst := c.instanceLocked(s.Name, a)
+			if inst == nil {
+				inst = route.NewInstance(s.Name, a)
+				added = append(added, health.Target{Slot: s.Name, Addr: a})
+			}
+			next[s.Name] = append(next[s.Name], inst)
+		}
+	}
+	for slot, insts := range c.instances {
+		for _, i := range insts {
+			if !slices.Contains(next[slot], i) {
+				removed = append(removed, health.Target{Slot: slot, Addr: i.Addr})
+				delete(c.healthy, i)
+			}
+		}
+	}
+	c.slots = slices.Clone(slots)
+	c.instances = next
+	return added, removed
+}
+
+// instanceLocked returns the instance of slot at addr, or nil.
+func (c *Controller) instanceLocked(slot, addr string) *route.Instance {
+	for _, i := range c.instances[slot] {
+		if i.Addr == addr {
+			return i
+		}
+	}
+	return nil
+}
+
+// slotNamesLocked returns the slots' names in order.
+func (c *Controller) slotNamesLocked() []string {
+	names := make([]string, len(c.slots))
+	for i, s := range c.slots {
+		names[i] = s.Name
+	}
+	return names
+}
+
+// lookup finds an instance or returns a 404 that names what is missing.
+func (c *Controller) lookup(slot, addr string) (*route.Instance, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.instances[slot]; !ok && !slices.Contains(c.slotNamesLocked(), slot) {
+		return nil, &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("no slot %q", slot)}
+	}
+	if i := c.instanceLocked(slot, addr); i != nil {
+		return i, nil
+	}
+	return nil, &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("slot %q has no instance %s", slot, addr)}
+}

@@ -1,0 +1,137 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/store"
+)
+
+// Reload is the part of a new configuration the controller applies while
+// it runs.
+type Reload struct {
+	// Slots is the new membership, in configuration order.
+	Slots []Slot
+	// Health is the new probe settings.
+	Health health.Config
+	// Measure is the new measurement window.
+	Measure Measure
+	// Changes says what changed, one line each, for the history.
+	Changes []string
+	// Request carries the actor, the reason and whether it is a dry run.
+	Request api.ChangeRequest
+}
+
+// Reload applies r: instances added are probed at once and take traffic
+// once healthy; instances removed leave the routing table at once
+// (requests in flight on them finish) and are no longer probed; probe and
+// measurement settings apply from the next probe and switch on. It is
+// refused (409, and recorded) when a slot it removes is active or standby.
+// The state drops drained marks of removed instances and a previous slot
+// that is gone, by compare-and-swap; the history records the reload with
+// its changes whether or not the state changed.
+func (c *Controller) Reload(ctx context.Context, r Reload) (api.Change, error) {
+	actor := r.Request.Actor
+	if actor == "" {
+		actor = "local"
+	}
+	members := make(map[string][]string, len(r.Slots))
+	names := make([]string, len(r.Slots))
+	for i, s := range r.Slots {
+		members[s.Name] = s.Addrs
+		names[i] = s.Name
+	}
+
+	c.mu.Lock()
+	res := api.Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(c.rev)}
+	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: r.Request.Reason, Changes: r.Changes}
+	if err := c.st.Check(names); err != nil {
+		var reason error = err
+		if errors.Is(err, state.ErrUnknownSlot) {
+			reason = fmt.Errorf("reload refused: the new configuration removes a slot that takes traffic (%w); swap or shift its traffic away first", err)
+		}
+		if r.Request.DryRun {
+			c.mu.Unlock()
+			res.Refused = reason.Error()
+			return res, nil
+		}
+		err := c.refuseLocked(ctx, operation{name: "reload"}, entry, reason)
+		c.changes[ChangeKey{"reload", "refused"}]++
+		c.mu.Unlock()
+		return res, err
+	}
+	if r.Request.DryRun {
+		c.mu.Unlock()
+		return res, nil
+	}
+	next := c.st.Fit(members)
+	var err error
+	var recorded store.Entry
+	rev := c.rev
+	entry.Result = store.Applied
+	if next.Equal(c.st) {
+		recorded, err = c.cfg.Store.Record(ctx, entry)
+	} else {
+		rev, recorded, err = c.cfg.Store.CompareAndSwap(ctx, c.rev, next, entry)
+	}
+	if err != nil {
+		c.storeErrors.Add(1)
+		c.changes[ChangeKey{"reload", "failed"}]++
+		c.mu.Unlock()
+		var conflict *store.ConflictError
+		if errors.As(err, &conflict) {
+			return res, &api.Error{Status: http.StatusConflict, Err: fmt.Errorf("reload not applied: %w", err), Revision: uint64(conflict.Current)}
+		}
+		return res, fmt.Errorf("reload not applied: %w", err)
+	}
+	c.st, c.rev = next, rev
+	added, removed := c.setSlotsLocked(r.Slots)
+	r.Measure.setDefaults()
+	c.cfg.Measure = r.Measure
+	c.publishLocked()
+	c.changes[ChangeKey{"reload", "applied"}]++
+	res.Applied, res.Revision, res.HistoryID = true, uint64(rev), recorded.ID
+	c.mu.Unlock()
+
+	c.checker.Reconfigure(r.Health)
+	for _, t := range removed {
+		c.checker.Remove(t)
+	}
+	for _, t := range added {
+		c.checker.Add(t)
+	}
+	c.log.Info("configuration reloaded", "revision", rev, "actor", actor, "changes", slices.Clone(r.Changes),
+		"instances_added", len(added), "instances_removed", len(removed))
+	return res, nil
+}
+
+// RefuseReload records a reload that was refused before it reached the
+// controller (an invalid file, a change that needs a restart) and returns
+// the error to answer it with: a 400 carrying reason.
+func (c *Controller) RefuseReload(ctx context.Context, req api.ChangeRequest, changes []string, reason error) error {
+	if req.DryRun {
+		return &api.Error{Status: http.StatusBadRequest, Err: reason}
+	}
+	actor := req.Actor
+	if actor == "" {
+		actor = "local"
+	}
+	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: req.Reason,
+		Changes: changes, Result: store.Refused, Error: reason.Error()}
+	if _, err := c.cfg.Store.Record(ctx, entry); err != nil {
+		c.storeErrors.Add(1)
+		c.log.Error("could not record a refused reload", "err", err)
+	}
+	c.mu.Lock()
+	c.changes[ChangeKey{"reload", "refused"}]++
+	c.mu.Unlock()
+	c.log.Warn("reload refused; the configuration in force is unchanged", "actor", actor, "reason", reason)
+	return &api.Error{Status: http.StatusBadRequest, Err: reason}
+}

@@ -1,0 +1,87 @@
+package control
+
+import (
+	"slices"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
+)
+
+// Status returns the routing state with every instance's health, last
+// check and counters.
+func (c *Controller) Status() api.Status {
+	// Copy what c.mu guards, then ask the checker without it: the checker
+	// calls onHealth (which takes c.mu) with a target's lock held.
+	c.mu.Lock()
+	st, rev := c.st, c.rev
+	slots := slices.Clone(c.slots)
+	insts := make(map[string][]*route.Instance, len(c.instances))
+	healthy := make(map[*route.Instance]bool, len(c.healthy))
+	for slot, list := range c.instances {
+		insts[slot] = slices.Clone(list)
+		for _, i := range list {
+			healthy[i] = c.healthy[i]
+		}
+	}
+	c.mu.Unlock()
+
+	s := api.Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous}
+	for i, l := range route.Listeners {
+		s.Listeners = append(s.Listeners, api.ListenerStatus{
+			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
+		})
+	}
+	for _, slot := range slots {
+		s.Slots = append(s.Slots, c.slotStatus(st, slot.Name, insts[slot.Name], healthy))
+	}
+	return s
+}
+
+// follows returns the slot listener l sends traffic to in st.
+func follows(st state.State, l route.Listener) string {
+	if l == route.Stage {
+		return st.Standby
+	}
+	return st.Active
+}
+
+func (c *Controller) slotStatus(st state.State, name string, insts []*route.Instance, healthy map[*route.Instance]bool) api.SlotStatus {
+	ss := api.SlotStatus{Name: name, Role: "idle"}
+	switch name {
+	case st.Active:
+		ss.Role = "active"
+	case st.Standby:
+		ss.Role = "standby"
+	}
+	ss.Instances = []api.InstanceStatus{}
+	for _, inst := range insts {
+		hs := c.checker.State(health.Target{Slot: name, Addr: inst.Addr})
+		is := api.InstanceStatus{
+			Addr:        inst.Addr,
+			Healthy:     healthy[inst],
+			Drained:     st.IsDrained(name, inst.Addr),
+			InFlight:    api.PerListener{Prod: inst.InFlight(route.Prod), Stage: inst.InFlight(route.Stage)},
+			Served:      api.PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
+			Errors:      api.PerListener{Prod: int64(inst.Errors(route.Prod)), Stage: int64(inst.Errors(route.Stage))},
+			HealthSince: hs.Since.UTC(),
+		}
+		if ck := hs.Last; ck.Code != "" {
+			is.Check = &api.Check{
+				Code: ck.Code, Status: ck.Status, Detail: ck.Detail, Text: ck.String(),
+				Time: ck.Time.UTC(), DurationMS: float64(ck.Took.Microseconds()) / 1000,
+			}
+		}
+		if is.Healthy {
+			ss.Healthy++
+			if !is.Drained {
+				ss.Routable++
+			}
+		}
+		ss.InFlight.Prod += is.InFlight.Prod
+		ss.InFlight.Stage += is.InFlight.Stage
+		ss.Instances = append(ss.Instances, is)
+	}
+	return ss
+}
