@@ -20,4 +20,4 @@ tidy:
 	git diff --exit-code go.mod go.sum
 
 build:
-	go build -o vipswap ./cmd/vipswap
+	go build -buildvcs=true -o vipswap ./cmd/vipswap

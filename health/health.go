@@ -90,7 +90,7 @@ type target struct {
 }
 
 // New returns a Checker. onChange is called on every transition, with the
-// check that decided it, and with the target's lock held so transitions of
+// check that decided it, and once for a target whose first check fails, and with the target's lock held so transitions of
 // one target arrive in order; it must not call back into the Checker for
 // the same target.
 func New(cfg Config, onChange func(t Target, healthy bool, reason Check)) *Checker {
@@ -251,9 +251,14 @@ func (c *Checker) record(t Target, st *target, ck Check) {
 		st.last = ck
 		return // says nothing about the instance
 	}
+	first := st.last.Code == ""
 	st.last = ck
 	pass := ck.OK()
 	rise, fall := c.config().Rise, c.config().Fall
+	if first && !pass {
+		// Down from the start: say why once, as a transition would.
+		c.onChange(t, false, ck)
+	}
 	switch {
 	case pass && !st.healthy:
 		st.passes++

@@ -111,8 +111,10 @@ func TestRiseAndFall(t *testing.T) {
 			t.Fatalf("step %d (pass=%v): healthy=%v, want %v", i, s.pass, st.healthy, s.wantHealthy)
 		}
 	}
-	if len(ch) != 2 {
-		t.Fatalf("got %d transitions, want 2", len(ch))
+	// The first check failed: one "down from the start", then two
+	// transitions.
+	if len(ch) != 3 {
+		t.Fatalf("got %d transitions, want 3", len(ch))
 	}
 }
 
@@ -149,8 +151,8 @@ func TestWrongSlotIsUnhealthy(t *testing.T) {
 	for range 3 {
 		<-inst.probes
 	}
-	if c.Healthy(tg) || len(ch) != 0 {
-		t.Fatal("healthy while answering 404")
+	if c.Healthy(tg) || len(ch) != 1 || (<-ch).healthy {
+		t.Fatal("healthy while answering 404, or not said once why it is down")
 	}
 }
 

@@ -69,11 +69,12 @@ type Group struct {
 }
 
 type process struct {
-	addr string
-	port int
-	args []string
-	out  io.Writer
-	pgid atomic.Int64 // the running process group; 0 when none
+	addr     string
+	port     int
+	args     []string
+	out      io.Writer
+	pgid     atomic.Int64  // the running process group; 0 when none
+	restarts atomic.Uint64 // times it exited and was started again
 }
 
 // Start allocates a port per replica and starts the processes. It returns
@@ -133,6 +134,16 @@ func Start(spec Spec) (*Group, error) {
 	return g, nil
 }
 
+// Restarts returns, by address, how many times each replica exited on its
+// own and was started again.
+func (g *Group) Restarts() map[string]uint64 {
+	out := make(map[string]uint64, len(g.procs))
+	for _, p := range g.procs {
+		out[p.addr] = p.restarts.Load()
+	}
+	return out
+}
+
 // Addrs returns the host:port of every replica, in order.
 func (g *Group) Addrs() []string {
 	addrs := make([]string, len(g.procs))
@@ -173,6 +184,7 @@ func (g *Group) supervise(ctx context.Context, p *process) {
 		if time.Since(started) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
+		p.restarts.Add(1)
 		log.Warn("instance exited; restarting", "err", err, "in", backoff)
 		t := time.NewTimer(backoff)
 		select {

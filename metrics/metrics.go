@@ -5,7 +5,10 @@
 package metrics
 
 import (
+	"runtime"
 	"sort"
+	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/vipswap/vipswap/control"
@@ -16,13 +19,18 @@ import (
 // Collector is a prometheus.Collector reading the data plane's counters and
 // the controller's state at each scrape.
 type Collector struct {
-	proxy *proxy.Proxy
-	ctrl  *control.Controller
+	proxy    *proxy.Proxy
+	ctrl     *control.Controller
+	restarts func() map[string]map[string]uint64
+	version  string
+	started  time.Time
 }
 
-// NewCollector returns a Collector for p and c.
-func NewCollector(p *proxy.Proxy, c *control.Controller) *Collector {
-	return &Collector{proxy: p, ctrl: c}
+// NewCollector returns a Collector for p and c. restarts, if set, returns
+// the managed instances' restarts by slot and address; version names the
+// build for vipswap_build_info.
+func NewCollector(p *proxy.Proxy, c *control.Controller, restarts func() map[string]map[string]uint64, version string) *Collector {
+	return &Collector{proxy: p, ctrl: c, restarts: restarts, version: version, started: time.Now()}
 }
 
 var (
@@ -60,12 +68,35 @@ var (
 		"Store operations that failed.", nil, nil)
 	revisionDesc = prometheus.NewDesc("vipswap_state_revision",
 		"The revision of the routing state in force.", nil, nil)
+	instanceRequestsDesc = prometheus.NewDesc("vipswap_instance_requests_total",
+		"Requests an instance answered, by listener.",
+		[]string{"listener", "slot", "instance"}, nil)
+	instanceErrorsDesc = prometheus.NewDesc("vipswap_instance_errors_total",
+		"Requests an instance answered with a 5xx, by listener.",
+		[]string{"listener", "slot", "instance"}, nil)
+	lastCheckDesc = prometheus.NewDesc("vipswap_instance_last_check",
+		"1 for the code of the instance's last health check (L7OK, L7STS, L7RSP, L7TOUT, L4CON, L4TOUT, SOCKERR, PASSIVE); HTTP status in status, 0 if none.",
+		[]string{"slot", "instance", "code", "status"}, nil)
+	checksDesc = prometheus.NewDesc("vipswap_health_checks_total",
+		"Health checks by outcome code; every code but L7OK is a probe failure, SOCKERR one vipswap could not make.",
+		[]string{"code"}, nil)
+	checkDurationDesc = prometheus.NewDesc("vipswap_health_check_duration_seconds",
+		"Time health checks took (count and sum).", nil, nil)
+	restartsDesc = prometheus.NewDesc("vipswap_instance_restarts_total",
+		"Times a managed (run:) instance exited on its own and was started again.",
+		[]string{"slot", "instance"}, nil)
+	buildDesc = prometheus.NewDesc("vipswap_build_info",
+		"Always 1; the labels name the build.", []string{"version", "goversion"}, nil)
+	startDesc = prometheus.NewDesc("vipswap_start_time_seconds",
+		"When vipswap started, in Unix seconds.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, failedDesc, retriesDesc, inFlightDesc,
-		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, revisionDesc} {
+		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, revisionDesc,
+		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
+		buildDesc, startDesc} {
 		ch <- d
 	}
 }
@@ -104,8 +135,31 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(drainedDesc, prometheus.GaugeValue, boolValue(i.Drained), s.Name, i.Addr)
 			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(i.InFlight.Prod), "prod", s.Name, i.Addr)
 			ch <- prometheus.MustNewConstMetric(inFlightDesc, prometheus.GaugeValue, float64(i.InFlight.Stage), "stage", s.Name, i.Addr)
+			ch <- prometheus.MustNewConstMetric(instanceRequestsDesc, prometheus.CounterValue, float64(i.Served.Prod), "prod", s.Name, i.Addr)
+			ch <- prometheus.MustNewConstMetric(instanceRequestsDesc, prometheus.CounterValue, float64(i.Served.Stage), "stage", s.Name, i.Addr)
+			ch <- prometheus.MustNewConstMetric(instanceErrorsDesc, prometheus.CounterValue, float64(i.Errors.Prod), "prod", s.Name, i.Addr)
+			ch <- prometheus.MustNewConstMetric(instanceErrorsDesc, prometheus.CounterValue, float64(i.Errors.Stage), "stage", s.Name, i.Addr)
+			if ck := i.Check; ck != nil {
+				ch <- prometheus.MustNewConstMetric(lastCheckDesc, prometheus.GaugeValue, 1, s.Name, i.Addr, ck.Code, strconv.Itoa(ck.Status))
+			}
 		}
 	}
+	codes, took := m.ctrl.Checks()
+	var checks uint64
+	for code, n := range codes {
+		checks += n
+		ch <- prometheus.MustNewConstMetric(checksDesc, prometheus.CounterValue, float64(n), code)
+	}
+	ch <- prometheus.MustNewConstSummary(checkDurationDesc, checks, took.Seconds(), nil)
+	if m.restarts != nil {
+		for slot, byAddr := range m.restarts() {
+			for addr, n := range byAddr {
+				ch <- prometheus.MustNewConstMetric(restartsDesc, prometheus.CounterValue, float64(n), slot, addr)
+			}
+		}
+	}
+	ch <- prometheus.MustNewConstMetric(buildDesc, prometheus.GaugeValue, 1, m.version, runtime.Version())
+	ch <- prometheus.MustNewConstMetric(startDesc, prometheus.GaugeValue, float64(m.started.UnixNano())/1e9)
 	changes := m.ctrl.Changes()
 	keys := make([]control.ChangeKey, 0, len(changes))
 	for k := range changes {

@@ -131,11 +131,20 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 		if attempts >= rq.o.Attempts || ctx.Err() != nil || !retryable(r, rq, ae) {
 			return nil, nil, nil, ae
 		}
-		// An instance that answered badly or too late, or took the
-		// connection and closed it without a word (a crash on this very
-		// request), is alive: the slot's other instances may do better,
-		// but holding for a new table would only delay the 502 or 504.
-		rq.noHold = ae.kind == failInvalid || ae.kind == failTimeout || (ae.kind == failClosed && !ae.reused)
+		// An instance that answered badly or too late is alive: the slot's
+		// other instances may do better, but holding for a new table would
+		// only delay the 502 or 504. One that closed a new connection
+		// without a word either died (it refuses connections now: hold
+		// until it or another is back) or crashed on this very request
+		// and lives on (no use holding).
+		rq.noHold = ae.kind == failInvalid || ae.kind == failTimeout
+		if ae.kind == failClosed && !ae.reused {
+			if p.accepts(ctx, inst, rq.o.ConnectTimeout) {
+				rq.noHold = true
+			} else if rq.o.OnRefused != nil {
+				rq.o.OnRefused(inst)
+			}
+		}
 		rq.lastErr = ae
 	}
 }
@@ -200,6 +209,18 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	}
 	c.idleReads(rq.o.InstanceReadTimeout)
 	return resp, c, nil
+}
+
+// accepts reports whether inst still takes connections: it connects and
+// hangs up at once.
+func (p *Proxy) accepts(ctx context.Context, inst *route.Instance, timeout time.Duration) bool {
+	d := net.Dialer{Timeout: min(timeout, time.Second)}
+	c, err := d.DialContext(ctx, "tcp", inst.Addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
 }
 
 // earlyAnswerWait bounds the look for an answer an instance sent before it

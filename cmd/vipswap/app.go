@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/slotapp"
 )
 
@@ -18,27 +19,41 @@ import (
 // days.
 const maxDelay = 5 * time.Minute
 
-func appCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("app", stderr)
-	listen := fs.String("listen", "", "address to listen on, host:port (required)")
-	slot := fs.String("slot", "", "the slot this instance belongs to (required)")
-	version := fs.String("version", "dev", "version to report")
-	if err := parse(fs, args); err != nil {
-		return err
+func newAppCmd() *cobra.Command {
+	var listen, slot, version *string
+	cmd := &cobra.Command{
+		Use:   "app --listen ADDR --slot NAME [--version V]",
+		Short: "the sample application, which speaks the slot-aware probe contract",
+		Long: `A small application to try vipswap with: GET /api/ping?slot=X answers 200 when X
+is its own slot and 404 otherwise; GET /api/test answers {"slot", "version",
+"instance"} (?delay=2s holds the answer). On SIGTERM it stops taking
+connections, answers 503 on open ones, finishes what is in flight, exits 0.`,
+		Example: `  vipswap app --listen 127.0.0.1:9001 --slot blue --version 1.0`,
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if *listen == "" || *slot == "" {
+				return &usageError{msg: "--listen and --slot are required"}
+			}
+			return runApp(cmd.Context(), *listen, *slot, *version, cmd.ErrOrStderr())
+		},
 	}
-	if *listen == "" || *slot == "" {
-		return &usageError{msg: "--listen and --slot are required"}
-	}
-	ln, err := net.Listen("tcp", *listen)
+	listen = cmd.Flags().String("listen", "", "address to listen on, host:port (required)")
+	slot = cmd.Flags().String("slot", "", "the slot this instance belongs to (required)")
+	version = cmd.Flags().String("version", "dev", "version to report")
+	return cmd
+}
+
+func runApp(ctx context.Context, listen, slot, version string, stderr io.Writer) error {
+	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
 	addr := ln.Addr().String()
-	fmt.Fprintf(stderr, "app slot=%s version=%s listening on %s\n", *slot, *version, addr)
+	fmt.Fprintf(stderr, "app slot=%s version=%s listening on %s\n", slot, version, addr)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err = slotapp.Serve(ctx, ln, sampleApp(*slot, *version, addr, stderr))
-	fmt.Fprintf(stderr, "app slot=%s stopped\n", *slot)
+	err = slotapp.Serve(ctx, ln, sampleApp(slot, version, addr, stderr))
+	fmt.Fprintf(stderr, "app slot=%s stopped\n", slot)
 	return err
 }
 

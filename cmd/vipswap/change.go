@@ -3,14 +3,16 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 )
@@ -27,11 +29,13 @@ type changeFlags struct {
 	timeout    *time.Duration
 }
 
-func newChangeFlags(fs *flag.FlagSet, waitHelp string) *changeFlags {
+// changeFlagsOf registers the shared flags on fs; waitHelp, when set, adds
+// --wait and --timeout.
+func changeFlagsOf(fs *pflag.FlagSet, waitHelp string) *changeFlags {
 	f := &changeFlags{
 		admin:      adminFlag(fs),
 		force:      fs.Bool("force", false, "apply even if a health check refuses it"),
-		reason:     fs.String("reason", "", "why, recorded in the history"),
+		reason:     fs.String("reason", "", "why, recorded in the history (at most 1 KiB)"),
 		dryRun:     fs.Bool("dry-run", false, "report what would happen and change nothing"),
 		ifRevision: fs.Uint64("if-revision", 0, "apply only if the state is still at this revision"),
 		asJSON:     fs.Bool("json", false, "print the result as JSON"),
@@ -79,13 +83,40 @@ func (f *changeFlags) request() api.ChangeRequest {
 	return req
 }
 
-// slotChangeCmd runs swap or rollback.
-func slotChangeCmd(ctx context.Context, op string, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags(op, stderr)
-	f := newChangeFlags(fs, "return once the old active slot has drained, and print what it cost")
-	if err := parse(fs, args); err != nil {
-		return err
+var slotChangeHelp = map[string][3]string{
+	"swap": {"swap prod and stage: the standby slot becomes active",
+		`The standby slot becomes active on prod, the active one moves to stage, in one
+atomic change. Requests in flight on the old active slot finish there. Refused
+when the standby slot has no routable instance (healthy and not drained),
+unless --force.`,
+		`  vipswap swap
+  vipswap swap --wait --reason "release 2.4"      # and print what it cost
+  vipswap swap --dry-run                          # would it be refused?
+  vipswap swap --if-revision 7                    # only if nothing changed since`},
+	"rollback": {"make the slot that was active before the last swap active again",
+		`Returns prod to the previous slot (the one a swap or rollback moved away
+from). Refused when nothing was swapped yet, or when that slot has no routable
+instance, unless --force.`,
+		`  vipswap rollback --reason "errors after 2.4"
+  vipswap rollback --wait`},
+}
+
+// newSlotChangeCmd returns swap or rollback.
+func newSlotChangeCmd(op string) *cobra.Command {
+	var f *changeFlags
+	h := slotChangeHelp[op]
+	cmd := &cobra.Command{
+		Use: op, Short: h[0], Long: h[1], Example: h[2], Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return slotChange(cmd.Context(), op, f, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
 	}
+	f = changeFlagsOf(cmd.Flags(), "return once the old active slot has drained, and print what it cost")
+	return cmd
+}
+
+// slotChange runs swap or rollback.
+func slotChange(ctx context.Context, op string, f *changeFlags, stdout, stderr io.Writer) error {
 	if err := f.check(); err != nil {
 		return err
 	}
@@ -219,18 +250,31 @@ func slotInFlight(ctx context.Context, c *client.Client, slot string) int64 {
 	return -1
 }
 
-func drainCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("drain", stderr)
-	f := newChangeFlags(fs, "return once the instance has no request in flight")
-	pos, err := parseArgs(fs, args, "SLOT", "ADDR")
-	if err != nil {
-		return err
+func newDrainCmd() *cobra.Command {
+	var f *changeFlags
+	cmd := &cobra.Command{
+		Use:   "drain SLOT ADDR",
+		Short: "stop sending new requests to one instance",
+		Long: `The instance gets no new requests; those in flight finish. Health checks go
+on. Refused when it is the last routable instance of the active or standby
+slot, unless --force. "vipswap ready" puts it back.`,
+		Example: `  vipswap drain blue 127.0.0.1:9001 --wait       # and wait until it has nothing in flight
+  vipswap status                                  # the instance addresses`,
+		Args: exactArgs("SLOT", "ADDR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return drain(cmd.Context(), f, args[0], args[1], cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
 	}
+	f = changeFlagsOf(cmd.Flags(), "return once the instance has no request in flight")
+	return cmd
+}
+
+func drain(ctx context.Context, f *changeFlags, slot, addr string, stdout, stderr io.Writer) error {
 	if err := f.check(); err != nil {
 		return err
 	}
 	c := newClient(*f.admin)
-	res, err := c.Drain(ctx, pos[0], pos[1], f.request())
+	res, err := c.Drain(ctx, slot, addr, f.request())
 	if err != nil {
 		return err
 	}
@@ -243,7 +287,7 @@ func drainCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	took, err := waitIdle(ctx, c, *f.timeout, stderr, res.Instance, func(s api.Status) int64 {
 		for _, ss := range s.Slots {
 			for _, i := range ss.Instances {
-				if ss.Name == pos[0] && i.Addr == pos[1] {
+				if ss.Name == slot && i.Addr == addr {
 					return i.InFlight.Total()
 				}
 			}
@@ -259,62 +303,87 @@ func drainCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-func readyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("ready", stderr)
-	f := newChangeFlags(fs, "")
-	pos, err := parseArgs(fs, args, "SLOT", "ADDR")
-	if err != nil {
-		return err
+func newReadyCmd() *cobra.Command {
+	var f *changeFlags
+	cmd := &cobra.Command{
+		Use:     "ready SLOT ADDR",
+		Short:   "put a drained instance back in rotation",
+		Long:    "Undoes drain: the instance takes new requests again once it is healthy.",
+		Example: "  vipswap ready blue 127.0.0.1:9001",
+		Args:    exactArgs("SLOT", "ADDR"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := newClient(*f.admin).Ready(cmd.Context(), args[0], args[1], f.request())
+			if err != nil {
+				return err
+			}
+			if res.DryRun {
+				return printDryRun(cmd.OutOrStdout(), res, *f.asJSON)
+			}
+			return printChange(cmd.OutOrStdout(), res, *f.asJSON)
+		},
 	}
-	if err := f.check(); err != nil {
-		return err
-	}
-	res, err := newClient(*f.admin).Ready(ctx, pos[0], pos[1], f.request())
-	if err != nil {
-		return err
-	}
-	if res.DryRun {
-		return printDryRun(stdout, res, *f.asJSON)
-	}
-	return printChange(stdout, res, *f.asJSON)
+	f = changeFlagsOf(cmd.Flags(), "")
+	return cmd
 }
 
-// waitCmd is "vipswap wait drained SLOT": it blocks until SLOT has no
+// newWaitCmd is "vipswap wait drained SLOT": it blocks until SLOT has no
 // request in flight on the listeners that no longer send it traffic.
-func waitCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("wait", stderr)
-	admin := adminFlag(fs)
-	timeout := fs.Duration("timeout", 30*time.Second, "how long to wait")
-	pos, err := parseArgs(fs, args, "drained", "SLOT")
-	if err != nil {
-		return err
+func newWaitCmd() *cobra.Command {
+	var admin *string
+	var timeout *time.Duration
+	var allowActive *bool
+	cmd := &cobra.Command{
+		Use:   "wait drained SLOT",
+		Short: "block until a slot that takes no more traffic has nothing in flight",
+		Long: `Waits until SLOT has no request in flight on the listeners that no longer send
+it traffic: after a swap, "wait drained blue" returns once the old active slot
+has finished its requests. A slot that prod still sends traffic to never
+drains: that is refused, unless --allow-active.`,
+		Example: `  vipswap swap && vipswap wait drained blue --timeout 2m`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) >= 1 && args[0] != "drained" {
+				return &usageError{msg: fmt.Sprintf("the word drained is missing: vipswap wait drained %s", args[0])}
+			}
+			return exactArgs("drained", "SLOT")(cmd, args)
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return waitDrained(cmd.Context(), newClient(*admin), args[1], *timeout, *allowActive, cmd.OutOrStdout(), cmd.ErrOrStderr())
+		},
 	}
-	if pos[0] != "drained" {
-		return &usageError{msg: fmt.Sprintf("unknown condition %q (want: wait drained SLOT)", pos[0])}
+	admin = adminFlag(cmd.Flags())
+	timeout = cmd.Flags().Duration("timeout", 30*time.Second, "how long to wait")
+	allowActive = cmd.Flags().Bool("allow-active", false, "wait even though prod sends the slot traffic (until a moment with nothing in flight)")
+	return cmd
+}
+
+func waitDrained(ctx context.Context, c *client.Client, slot string, timeout time.Duration, allowActive bool, stdout, stderr io.Writer) error {
+	if timeout <= 0 {
+		return &usageError{msg: fmt.Sprintf("--timeout: want a duration above zero, such as 30s, got %s", timeout)}
 	}
-	if *timeout <= 0 {
-		return &usageError{msg: fmt.Sprintf("--timeout: want a duration above zero, such as 30s, got %s", *timeout)}
-	}
-	slot := pos[1]
-	c := newClient(*admin)
 	s, err := c.Status(ctx)
 	if err != nil {
 		return err
 	}
-	found := false
+	var names []string
 	for _, ss := range s.Slots {
-		found = found || ss.Name == slot
+		names = append(names, ss.Name)
 	}
-	if !found {
-		return fmt.Errorf("no slot %q", slot)
+	if !slices.Contains(names, slot) {
+		return fmt.Errorf("no slot %q (have %s)", slot, strings.Join(names, ", "))
 	}
-	took, err := waitIdle(ctx, c, *timeout, stderr, slot, func(s api.Status) int64 {
+	if s.Active == slot && !allowActive {
+		return fmt.Errorf("slot %s is active: prod still sends it traffic, so it does not drain (swap first, or --allow-active)", slot)
+	}
+	took, err := waitIdle(ctx, c, timeout, stderr, slot, func(s api.Status) int64 {
 		var n int64
 		for _, ss := range s.Slots {
 			if ss.Name != slot {
 				continue
 			}
-			if s.Active != slot {
+			if s.Active != slot || allowActive {
 				n += ss.InFlight.Prod
 			}
 			if s.Standby != slot {

@@ -1,39 +1,52 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/api"
 )
 
-func historyCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("history", stderr)
-	admin := adminFlag(fs)
-	limit := fs.Int("limit", 20, "how many entries, newest first (at most 1000)")
-	before := fs.Uint64("before", 0, "only entries older than this ID (the next page)")
-	asJSON := fs.Bool("json", false, "print the entries as JSON")
-	if err := parse(fs, args); err != nil {
-		return err
+func newHistoryCmd() *cobra.Command {
+	var admin *string
+	var limit *int
+	var before *uint64
+	var asJSON *bool
+	cmd := &cobra.Command{
+		Use:   "history",
+		Short: "every change: who made it, when, why, and what it cost",
+		Long: `Lists the history newest first: swaps, rollbacks, drains, reloads, refused
+operations with their reason, and for each switch the traffic around it.`,
+		Example: `  vipswap history
+  vipswap history --limit 100 --json
+  vipswap history --before 41              # the page after entry 41`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if *limit < 1 || *limit > 1000 {
+				return &usageError{msg: fmt.Sprintf("--limit: want 1 to 1000, got %d", *limit)}
+			}
+			h, next, err := newClient(*admin).HistoryPage(cmd.Context(), *before, *limit)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return writeJSON(cmd.OutOrStdout(), h)
+			}
+			printHistory(cmd.OutOrStdout(), h)
+			if next != 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "older entries: vipswap history --before %d\n", next)
+			}
+			return nil
+		},
 	}
-	if *limit < 1 || *limit > 1000 {
-		return &usageError{msg: fmt.Sprintf("--limit: want 1 to 1000, got %d", *limit)}
-	}
-	h, next, err := newClient(*admin).HistoryPage(ctx, *before, *limit)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(stdout, h)
-	}
-	printHistory(stdout, h)
-	if next != 0 {
-		fmt.Fprintf(stderr, "older entries: vipswap history --before %d\n", next)
-	}
-	return nil
+	admin = adminFlag(cmd.Flags())
+	limit = cmd.Flags().Int("limit", 20, "how many entries, newest first (at most 1000)")
+	before = cmd.Flags().Uint64("before", 0, "only entries older than this ID (the next page)")
+	asJSON = cmd.Flags().Bool("json", false, "print the entries as JSON")
+	return cmd
 }
 
 func printHistory(w io.Writer, h []api.HistoryEntry) {

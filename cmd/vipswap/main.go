@@ -1,41 +1,22 @@
 // Command vipswap is the traffic switch for blue/green deployments: it runs
-// the switch (serve), reports and changes its state (status, swap), and ships
-// a sample application (app). Run "vipswap help" for usage.
+// the switch (serve), reports and changes its state (status, swap, ...),
+// checks and reloads its configuration, and ships a sample application
+// (app). Run "vipswap help" for usage, "vipswap help VERB" for a verb's.
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
 	"strings"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/vipswap/vipswap/client"
 )
-
-const usage = `usage: vipswap <command> [flags]
-
-commands:
-  serve     [-c vipswap.yaml]                       run the switch
-  status    [--json | --watch]                      slots, instances, health, active slot; --watch: live, with rates
-  swap      [--force] [--wait] [--dry-run] [--reason R]   swap prod and stage
-  rollback  [--force] [--wait] [--dry-run] [--reason R]   back to the slot active before the last swap
-  drain     SLOT ADDR [--force] [--wait] [--reason R]     stop sending new requests to an instance
-  ready     SLOT ADDR [--reason R]                  put a drained instance back
-  history   [--limit N] [--before ID] [--json]      every change, who made it and what it cost
-  wait      drained SLOT [--timeout 30s]            block until a slot has no request in flight
-  state     check|export|import|repair [-c vipswap.yaml | --file F]   the state file, with vipswap stopped
-  app       --listen ADDR --slot NAME [--version V] the sample application
-
-Every command but serve, state and app talks to the admin API: --admin
-defaults to $VIPSWAP_ADMIN, then http://127.0.0.1:9090; the token comes from
-$VIPSWAP_TOKEN. Exit codes: 0 done, 1 refused or failed, 2 usage error
-(nothing was done), 3 timed out waiting (with --wait: the change itself
-was applied).
-Run "vipswap <command> -h" for a command's flags.
-`
 
 // exit codes
 const (
@@ -61,56 +42,162 @@ func main() {
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }
 
-// run executes one command line and returns the exit code.
+const rootLong = `vipswap puts one stable address in front of slots of application instances
+and moves traffic between them with zero failed requests.
+
+Every verb but serve, check, state and app talks to a running vipswap's
+admin API: --admin defaults to $VIPSWAP_ADMIN, then http://127.0.0.1:9090
+(a bare host:port works too); the token comes from $VIPSWAP_TOKEN.
+
+Exit codes: 0 done, 1 refused or failed, 2 usage error (nothing was done),
+3 timed out waiting (with --wait: the change itself was applied).`
+
+// newRoot returns the vipswap command with every verb.
+func newRoot() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "vipswap",
+		Short:         "zero-downtime blue/green traffic switch",
+		Long:          rootLong,
+		Version:       version(),
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return nil
+			}
+			msg := fmt.Sprintf("unknown command %q", args[0])
+			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+				msg += fmt.Sprintf(": did you mean %s?", strings.Join(s, " or "))
+			}
+			return &usageError{msg: msg + " (run vipswap help)"}
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cmd.SetOut(cmd.ErrOrStderr())
+			cmd.Help()
+			return &usageError{msg: "missing a verb (see above)"}
+		},
+	}
+	root.SuggestionsMinimumDistance = 2
+	root.SetVersionTemplate("vipswap {{.Version}}\n")
+	root.SetFlagErrorFunc(flagError)
+	root.AddGroup(
+		&cobra.Group{ID: "switch", Title: "Running the switch:"},
+		&cobra.Group{ID: "change", Title: "Changing where traffic goes (admin API):"},
+		&cobra.Group{ID: "look", Title: "Looking (admin API):"},
+		&cobra.Group{ID: "tools", Title: "Tools:"},
+	)
+	for _, c := range []*cobra.Command{
+		withGroup("switch", newServeCmd()), withGroup("switch", newCheckCmd()), withGroup("switch", newReloadCmd()),
+		withGroup("switch", newStateCmd()),
+		withGroup("change", newSlotChangeCmd("swap")), withGroup("change", newSlotChangeCmd("rollback")),
+		withGroup("change", newDrainCmd()), withGroup("change", newReadyCmd()),
+		withGroup("look", newStatusCmd()), withGroup("look", newHistoryCmd()), withGroup("look", newWaitCmd()),
+		withGroup("tools", newAppCmd()), withGroup("tools", newVersionCmd()),
+	} {
+		root.AddCommand(c)
+	}
+	root.SetHelpCommandGroupID("tools")
+	root.SetCompletionCommandGroupID("tools")
+	return root
+}
+
+func withGroup(id string, c *cobra.Command) *cobra.Command {
+	c.GroupID = id
+	return c
+}
+
+// run executes one command line and returns the exit code. Errors are one
+// line on stderr (a config's several problems, one per line below it).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
+	root := newRoot()
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteContextC(ctx)
+	name := "vipswap"
+	if cmd != nil && cmd != root {
+		name = cmd.CommandPath()
 	}
-	cmds := map[string]func(context.Context, []string, io.Writer, io.Writer) error{
-		"serve":  serveCmd,
-		"status": statusCmd,
-		"swap": func(ctx context.Context, a []string, o, e io.Writer) error {
-			return slotChangeCmd(ctx, "swap", a, o, e)
-		},
-		"rollback": func(ctx context.Context, a []string, o, e io.Writer) error {
-			return slotChangeCmd(ctx, "rollback", a, o, e)
-		},
-		"drain":   drainCmd,
-		"ready":   readyCmd,
-		"history": historyCmd,
-		"wait":    waitCmd,
-		"state":   stateCmd,
-		"app":     appCmd,
-	}
-	name := args[0]
-	if name == "help" || name == "-h" || name == "--help" {
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	}
-	cmd, ok := cmds[name]
-	if !ok {
-		fmt.Fprintf(stderr, "vipswap: unknown command %q (run vipswap help)\n", name)
-		return exitUsage
-	}
-	err := cmd(ctx, args[1:], stdout, stderr)
 	var ue *usageError
 	var te *timedOutError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
 	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "vipswap %s: %s\n", name, printable(ue.msg))
+		fmt.Fprintf(stderr, "%s: %s\n", name, printable(ue.msg))
+		return exitUsage
+	case strings.HasPrefix(err.Error(), "unknown command"):
+		fmt.Fprintf(stderr, "vipswap: %s\n", unknownCommand(err))
 		return exitUsage
 	case errors.As(err, &te):
-		fmt.Fprintf(stderr, "vipswap %s: %s\n", name, printable(te.msg))
+		fmt.Fprintf(stderr, "%s: %s\n", name, printable(te.msg))
 		return exitTimedOut
 	default:
-		fmt.Fprintf(stderr, "vipswap %s: %s\n", name, oneLine(err))
+		fmt.Fprintf(stderr, "%s: %s\n", name, oneLine(adminHint(err)))
 		return exitFailed
 	}
+}
+
+// unknownCommand turns cobra's several-line "unknown command ... Did you
+// mean this?" into one line.
+func unknownCommand(err error) string {
+	lines := strings.Split(strings.TrimSpace(err.Error()), "\n")
+	msg := strings.TrimSuffix(lines[0], ` for "vipswap"`)
+	var suggest []string
+	for _, l := range lines[1:] {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "Did you mean") {
+			suggest = append(suggest, l)
+		}
+	}
+	if len(suggest) > 0 {
+		return fmt.Sprintf("%s: did you mean %s? (run vipswap help)", msg, strings.Join(suggest, " or "))
+	}
+	return msg + " (run vipswap help)"
+}
+
+// flagError turns a flag parsing error into one usage line with a hint:
+// the flag a typo most likely meant, and where the verb's help is.
+func flagError(cmd *cobra.Command, err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "unknown flag: --"); ok {
+		if s := closestFlag(cmd.Flags(), name); s != "" {
+			msg = fmt.Sprintf("unknown flag --%s: did you mean --%s?", name, s)
+		}
+	}
+	return &usageError{msg: fmt.Sprintf("%s (run %s --help)", msg, cmd.CommandPath())}
+}
+
+// closestFlag returns the flag of fs nearest to name by edit distance, if
+// near enough to be a typo.
+func closestFlag(fs *pflag.FlagSet, name string) string {
+	best, dist := "", 3
+	fs.VisitAll(func(f *pflag.Flag) {
+		if d := editDistance(name, f.Name); d < dist || (d <= 2 && strings.HasPrefix(f.Name, name) && best == "") {
+			best, dist = f.Name, d
+		}
+	})
+	return best
+}
+
+// editDistance is the Levenshtein distance between a and b.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // oneLine keeps multi-problem errors (config validation) readable: the first
@@ -124,57 +211,87 @@ func oneLine(err error) string {
 	return strings.Join(lines, "\n  ")
 }
 
-// newFlags returns a flag set that reports errors instead of exiting.
-func newFlags(name string, stderr io.Writer) *flag.FlagSet {
-	fs := flag.NewFlagSet("vipswap "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	return fs
-}
-
-// parse parses args, turning flag errors and stray arguments into usage
-// errors. The flag package has already printed the details.
-func parse(fs *flag.FlagSet, args []string) error {
-	_, err := parseArgs(fs, args)
+// adminHint adds what to do to the admin API errors a new user meets.
+func adminHint(err error) error {
+	var ce *client.Error
+	if !errors.As(err, &ce) {
+		return err
+	}
+	switch {
+	case ce.StatusCode == 401 && os.Getenv("VIPSWAP_TOKEN") == "":
+		return fmt.Errorf("%w: this vipswap wants a token: set VIPSWAP_TOKEN to a secret from its admin.token_file", err)
+	case ce.StatusCode == 401:
+		return fmt.Errorf("%w: VIPSWAP_TOKEN is not one of this vipswap's tokens (admin.token_file)", err)
+	case ce.StatusCode == 403 && strings.Contains(ce.Message, "admin.hosts"):
+		return err
+	}
 	return err
 }
 
-// parseArgs parses args with flags before, between or after the positional
-// arguments, which must be exactly names (for the usage message).
-func parseArgs(fs *flag.FlagSet, args []string, names ...string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, &usageError{msg: err.Error()}
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-	switch {
-	case len(pos) > len(names):
-		return nil, &usageError{msg: fmt.Sprintf("unexpected argument %q", pos[len(names)])}
-	case len(pos) < len(names):
-		return nil, &usageError{msg: fmt.Sprintf("missing %s", strings.Join(names[len(pos):], " and "))}
-	}
-	return pos, nil
-}
-
 // adminFlag registers --admin with its documented default.
-func adminFlag(fs *flag.FlagSet) *string {
+func adminFlag(fs *pflag.FlagSet) *string {
 	def := os.Getenv("VIPSWAP_ADMIN")
 	if def == "" {
 		def = defaultAddr
 	}
-	return fs.String("admin", def, "admin API URL ($VIPSWAP_ADMIN)")
+	return fs.String("admin", def, "admin API URL, or host:port ($VIPSWAP_ADMIN)")
 }
 
-// newClient returns a client of the admin API at admin, with the token from
-// $VIPSWAP_TOKEN.
+// newClient returns a client of the admin API at admin (http:// is added
+// to a bare host:port), with the token from $VIPSWAP_TOKEN.
 func newClient(admin string) *client.Client {
+	if !strings.Contains(admin, "://") {
+		admin = "http://" + admin
+	}
 	return client.New(admin, client.WithToken(os.Getenv("VIPSWAP_TOKEN")))
+}
+
+// exactArgs checks a verb's positional arguments, naming what is missing
+// or extra.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		switch {
+		case len(args) > len(names):
+			return &usageError{msg: fmt.Sprintf("unexpected argument %q (usage: %s)", args[len(names)], cmd.UseLine())}
+		case len(args) < len(names):
+			return &usageError{msg: fmt.Sprintf("missing %s (usage: %s)", strings.Join(names[len(args):], " and "), cmd.UseLine())}
+		}
+		return nil
+	}
+}
+
+// version is the build's module version and commit.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	var rev, modified string
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				modified = " (modified)"
+			}
+		}
+	}
+	if rev != "" {
+		v += " commit " + rev[:min(12, len(rev))] + modified
+	}
+	return v + " " + bi.GoVersion
+}
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "print the build's version and commit",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			fmt.Fprintf(cmd.OutOrStdout(), "vipswap %s\n", version())
+			return nil
+		},
+	}
 }

@@ -18,30 +18,46 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/dashboard"
-	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/metrics"
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
+	"golang.org/x/net/netutil"
 )
 
-func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", stderr)
-	path := fs.String("c", "vipswap.yaml", "configuration file")
-	if err := parse(fs, args); err != nil {
-		return err
+func newServeCmd() *cobra.Command {
+	var path *string
+	cmd := &cobra.Command{
+		Use:   "serve [-c vipswap.yaml]",
+		Short: "run the switch: listeners, health checks, admin API, managed instances",
+		Long: `Runs vipswap on a configuration file (docs/configuration.md). SIGHUP reloads the
+file; SIGTERM or Ctrl-C stops it gracefully (requests in flight finish,
+managed instances stop); a second one stops it at once.`,
+		Example: `  vipswap serve -c examples/quickstart.yaml
+  vipswap check -c vipswap.yaml && vipswap serve -c vipswap.yaml`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return serveFile(cmd.Context(), *path, cmd.ErrOrStderr())
+		},
 	}
-	cfg, err := config.Load(*path)
+	path = cmd.Flags().StringP("config", "c", "vipswap.yaml", "configuration file")
+	return cmd
+}
+
+// serveFile runs the switch on the configuration at path until a signal.
+func serveFile(ctx context.Context, path string, stderr io.Writer) error {
+	cfg, err := config.Load(path)
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg.Log, stderr)
+	logs, log := newLogSwitch(cfg.Log, stderr)
 	if os.Getenv("GOGC") == "" {
 		// The heap is small and mostly per-request garbage: collecting at
 		// 400% instead of 100% growth costs a few MiB and gains about 4%
@@ -76,7 +92,22 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		case <-done:
 		}
 	})
-	return serve(ctx, cfg, log, stderr, force)
+	// SIGHUP reloads the configuration file.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	return serve(ctx, serveSetup{path: path, cfg: cfg, logs: logs, log: log, output: stderr, force: force, hup: hup})
+}
+
+// serveSetup is what serve runs with.
+type serveSetup struct {
+	path   string // the configuration file, for reloads
+	cfg    *config.Config
+	logs   *logSwitch
+	log    *slog.Logger
+	output io.Writer     // managed instances' output
+	force  chan struct{} // closed by a second signal
+	hup    <-chan os.Signal
 }
 
 // serve runs the switch until ctx ends, then shuts down in order: stop
@@ -84,7 +115,8 @@ func serveCmd(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // instances, close the store. Everything opened is closed on every path.
 // When force is closed (a second signal), it kills the managed instances
 // and exits the process at once.
-func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.Writer, force <-chan struct{}) (err error) {
+func serve(ctx context.Context, setup serveSetup) (err error) {
+	cfg, log, force := setup.cfg, setup.log, setup.force
 	var cleanups []func()
 	defer func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
@@ -148,64 +180,53 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 	forced := make(chan struct{})
 	cleanups = append(cleanups, func() { close(forced) })
 
-	var slots []control.Slot
-	var groups []*launch.Group
+	rt := &runtime{path: setup.path, cfg: cfg, logs: setup.logs, log: log, output: setup.output, ledger: ledger,
+		groups: map[string]*launch.Group{}}
+	cleanups = append(cleanups, rt.closeGroups)
 	for _, name := range cfg.SlotOrder {
-		s := cfg.Slots[name]
-		addrs := s.Instances
-		if s.Run != nil {
-			g, err := launch.Start(launch.Spec{
-				Slot: name, Command: s.Run.Command, Address: s.Run.Address, Replicas: s.Run.Replicas,
-				StopTimeout: s.Run.StopTimeout, Output: output, Logger: log, Ledger: ledger,
-			})
+		if s := cfg.Slots[name]; s.Run != nil {
+			g, err := rt.startGroup(name, s)
 			if err != nil {
 				return err
 			}
-			cleanups = append(cleanups, g.Close)
-			groups = append(groups, g)
-			addrs = g.Addrs()
-			log.Info("started instances", "slot", name, "instances", addrs)
+			rt.groups[name] = g
 		}
-		slots = append(slots, control.Slot{Name: name, Addrs: addrs})
 	}
 	go func() {
 		select {
 		case <-force:
 			log.Error("second signal: stopping at once; requests in flight are cut off")
-			for _, g := range groups {
-				g.Kill()
-			}
+			rt.killGroups()
 			os.Exit(exitFailed)
 		case <-forced:
 		}
 	}()
 
 	var ctrl *control.Controller
-	px := proxy.New(proxyOptions(cfg, log, func(i *route.Instance) { ctrl.InstanceRefused(i) }))
+	rt.onRefused = func(i *route.Instance) { ctrl.InstanceRefused(i) }
+	px := proxy.New(proxyOptions(cfg, log, rt.onRefused))
 	ctrl, err = control.New(ctx, control.Config{
-		Slots:  slots,
-		Active: cfg.Active,
-		Store:  st,
-		Health: health.Config{
-			Path: cfg.Health.Path, Interval: cfg.Health.Interval, Timeout: cfg.Health.Timeout,
-			Rise: cfg.Health.Rise, Fall: cfg.Health.Fall, Logger: log,
-		},
+		Slots:     slotsOf(cfg, rt.groups),
+		Active:    cfg.Active,
+		Store:     st,
+		Health:    healthConfig(cfg, log),
 		Planes:    []control.DataPlane{px},
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
 		Counts:    px.Counters,
-		Measure:   control.Measure{Before: cfg.Measure.Before, After: cfg.Measure.After, Limit: cfg.Measure.Limit},
+		Measure:   measureConfig(cfg),
 		Logger:    log,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.State.Path, err)
 	}
 	cleanups = append(cleanups, ctrl.Close)
+	rt.px, rt.ctrl = px, ctrl
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		metrics.NewCollector(px, ctrl),
+		metrics.NewCollector(px, ctrl, rt.restarts, version()),
 	)
 
 	admin := &http.Server{
@@ -216,6 +237,7 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 			Metrics:      promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}),
 			Rates:        ctrl.Rates,
 			Dashboard:    dashboard.Handler(),
+			Reload:       rt.reload,
 			Hosts:        cfg.Admin.Hosts,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
@@ -224,6 +246,10 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}
+	// The admin API gets a small share of the descriptors kept in reserve,
+	// so a flood of connections to it cannot starve probes and instance
+	// connections; its silent connections go after ReadHeaderTimeout.
+	adminLn = netutil.LimitListener(adminLn, adminConns(proxy.BudgetFor(proxy.DescriptorLimit())))
 	errc := make(chan error, 3)
 	go func() { errc <- px.Serve(route.Prod, prodLn) }()
 	go func() { errc <- px.Serve(route.Stage, stageLn) }()
@@ -236,11 +262,20 @@ func serve(ctx context.Context, cfg *config.Config, log *slog.Logger, output io.
 	log.Info("listening", "listener", "stage", "addr", stageLn.Addr().String())
 	log.Info("listening", "listener", "admin", "addr", adminLn.Addr().String())
 
-	select {
-	case <-ctx.Done():
-		log.Info("shutting down: finishing requests in flight", "limit", cfg.Proxy.ShutdownTimeout)
-	case err = <-errc:
-		log.Error("listener failed; shutting down", "err", err)
+wait:
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down: finishing requests in flight", "limit", cfg.Proxy.ShutdownTimeout)
+			break wait
+		case err = <-errc:
+			log.Error("listener failed; shutting down", "err", err)
+			break wait
+		case <-setup.hup:
+			if res, err := rt.reload(ctx, api.ChangeRequest{Actor: "SIGHUP"}); err == nil {
+				log.Info("reloaded on SIGHUP", "history_id", res.HistoryID, "changes", len(res.Changes))
+			}
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.Proxy.ShutdownTimeout)
 	defer cancel()
@@ -294,6 +329,12 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 	}
 }
 
+// adminConns is how many connections the admin API serves at once: a
+// quarter of the reserved descriptors, at least 8 and at most 256.
+func adminConns(b proxy.Budget) int {
+	return min(max(b.Reserve/4, 8), 256)
+}
+
 // maxStopTimeout is the longest stop timeout of the run: slots, which
 // bounds how long stopping a previous run's instances may take.
 func maxStopTimeout(cfg *config.Config) time.Duration {
@@ -304,16 +345,6 @@ func maxStopTimeout(cfg *config.Config) time.Duration {
 		}
 	}
 	return d
-}
-
-// newLogger returns vipswap's logger as the configuration says.
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
-	level, _ := c.SlogLevel() // validated with the configuration
-	opts := &slog.HandlerOptions{Level: level}
-	if c.Format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // accessLog returns the proxy's access log, or nil when it is off.

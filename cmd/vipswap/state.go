@@ -2,10 +2,8 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -13,80 +11,94 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
 )
 
-const stateUsage = `usage: vipswap state <check|export|import|repair> [-c vipswap.yaml | --file STATE]
+const stateLong = `Works on the state file with vipswap stopped (a running vipswap holds it):
 
-  check    read the whole state file and report what it holds, or what is damaged
+  check    read the whole file and report what it holds, or what is damaged
   export   print the state and the history as JSON
-  import   create a new state file from such JSON (--from FILE, default standard input)
+  import   create a new state file from such JSON
   repair   salvage what is readable into a new file in its place; the damaged
-           file is kept beside it (--active SLOT [--standby SLOT] when the
-           state itself is unreadable)
+           file is kept beside it
 
 The state file is state.path of the configuration (-c, default ./vipswap.yaml),
-or --file. Run these with vipswap stopped: a running vipswap holds the file.`
+or --file.`
 
-// stateCmd is "vipswap state ...": the state file without a running
-// vipswap.
-func stateCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
-		fmt.Fprintln(stderr, stateUsage)
-		if len(args) == 0 {
-			return &usageError{msg: "missing check, export, import or repair"}
-		}
-		return nil
+func newStateCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "state check|export|import|repair",
+		Short: "check, export, import or repair the state file (vipswap stopped)",
+		Long:  stateLong,
+		Example: `  vipswap state check -c vipswap.yaml
+  vipswap state export --file vipswap.db > backup.json
+  vipswap state import --file new.db --from backup.json
+  vipswap state repair -c vipswap.yaml --active blue`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &usageError{msg: "missing check, export, import or repair (run vipswap help state)"}
+			}
+			return &usageError{msg: fmt.Sprintf("unknown state command %q (want check, export, import or repair)", args[0])}
+		},
+		RunE: func(*cobra.Command, []string) error { return nil },
 	}
-	sub := args[0]
-	fs := newFlags("state "+sub, stderr)
-	cfgPath := fs.String("c", "vipswap.yaml", "configuration file: its state.path is the state file")
-	file := fs.String("file", "", "the state file itself, instead of the configuration's")
+	type files struct{ cfg, file *string }
+	addFiles := func(c *cobra.Command) files {
+		return files{
+			cfg:  c.Flags().StringP("config", "c", "vipswap.yaml", "configuration file: its state.path is the state file"),
+			file: c.Flags().String("file", "", "the state file itself, instead of the configuration's"),
+		}
+	}
+	sub := func(use, short string, run func(cmd *cobra.Command, path string, cfg *config.Config) error) (*cobra.Command, files) {
+		c := &cobra.Command{Use: use, Short: short, Args: exactArgs()}
+		f := addFiles(c)
+		c.RunE = func(c *cobra.Command, args []string) error {
+			path, cfg, err := statePath(c.Flags(), *f.cfg, *f.file)
+			if err != nil {
+				return err
+			}
+			return run(c, path, cfg)
+		}
+		return c, f
+	}
+	check, _ := sub("check", "read the whole state file and report what it holds, or what is damaged",
+		func(c *cobra.Command, path string, _ *config.Config) error { return stateCheck(c.OutOrStdout(), path) })
+	export, _ := sub("export", "print the state and the history as JSON",
+		func(c *cobra.Command, path string, _ *config.Config) error {
+			d, err := bolt.Export(path)
+			if err != nil {
+				return err
+			}
+			return writeJSON(c.OutOrStdout(), d)
+		})
 	var from, active, standby *string
-	switch sub {
-	case "check", "export":
-	case "import":
-		from = fs.String("from", "-", "the JSON of vipswap state export ('-': standard input)")
-	case "repair":
-		active = fs.String("active", "", "when the state is unreadable: the slot prod follows")
-		standby = fs.String("standby", "", "when the state is unreadable: the slot stage follows (default: the first other slot of the configuration)")
-	default:
-		return &usageError{msg: fmt.Sprintf("unknown state command %q (want check, export, import or repair)", sub)}
-	}
-	if err := parse(fs, args[1:]); err != nil {
-		return err
-	}
-	path, cfg, err := statePath(fs, *cfgPath, *file)
-	if err != nil {
-		return err
-	}
-	switch sub {
-	case "check":
-		return stateCheck(stdout, path)
-	case "export":
-		d, err := bolt.Export(path)
-		if err != nil {
-			return err
-		}
-		return writeJSON(stdout, d)
-	case "import":
-		return stateImport(stdout, path, *from)
-	default:
-		return stateRepair(stdout, path, cfg, *active, *standby)
-	}
+	imp, _ := sub("import", "create a new state file from the JSON of vipswap state export",
+		func(c *cobra.Command, path string, _ *config.Config) error {
+			return stateImport(c.OutOrStdout(), path, *from)
+		})
+	from = imp.Flags().String("from", "-", "the JSON of vipswap state export ('-': standard input)")
+	repair, _ := sub("repair", "salvage what is readable into a new file in its place",
+		func(c *cobra.Command, path string, cfg *config.Config) error {
+			return stateRepair(c.OutOrStdout(), path, cfg, *active, *standby)
+		})
+	active = repair.Flags().String("active", "", "when the state is unreadable: the slot prod follows")
+	standby = repair.Flags().String("standby", "", "when the state is unreadable: the slot stage follows (default: the first other slot of the configuration)")
+	cmd.AddCommand(check, export, imp, repair)
+	return cmd
 }
 
 // statePath returns the state file the command works on, and the
 // configuration when one was read.
-func statePath(fs *flag.FlagSet, cfgPath, file string) (string, *config.Config, error) {
-	explicitC := false
-	fs.Visit(func(f *flag.Flag) { explicitC = explicitC || f.Name == "c" })
+func statePath(fs *pflag.FlagSet, cfgPath, file string) (string, *config.Config, error) {
+	explicitC := fs.Changed("config")
 	if file != "" {
 		if explicitC {
-			return "", nil, &usageError{msg: "-c and --file do not go together"}
+			return "", nil, &usageError{msg: "--config (-c) and --file do not go together"}
 		}
 		return file, nil, nil
 	}

@@ -11,33 +11,48 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 )
 
-func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("status", stderr)
-	admin := adminFlag(fs)
-	asJSON := fs.Bool("json", false, "print the status as JSON (shape in docs/api.md)")
-	watch := fs.Bool("watch", false, "redraw the status every second, with per-slot request rates, until interrupted")
-	if err := parse(fs, args); err != nil {
-		return err
+func newStatusCmd() *cobra.Command {
+	var admin *string
+	var asJSON, watch *bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "slots, instances, health and why, in-flight, and where each listener sends traffic",
+		Long: `Shows the state revision, the slot each listener follows, and every instance:
+its health with the last check in HAProxy's words (L7OK, L7STS 404, L4CON
+connection refused, L7TOUT, ...) and for how long, whether it is drained,
+its requests in flight and served.`,
+		Example: `  vipswap status
+  vipswap status --json | jq '.slots[].instances[] | {addr, healthy, check}'
+  vipswap status --watch                   # live, with per-slot rates and latencies`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx, stdout := cmd.Context(), cmd.OutOrStdout()
+			if *watch {
+				if *asJSON {
+					return &usageError{msg: "--watch and --json do not go together"}
+				}
+				return watchStatus(ctx, newClient(*admin), stdout)
+			}
+			s, err := newClient(*admin).Status(ctx)
+			if err != nil {
+				return err
+			}
+			if *asJSON {
+				return writeJSON(stdout, s)
+			}
+			printStatus(stdout, s)
+			return nil
+		},
 	}
-	if *watch {
-		if *asJSON {
-			return &usageError{msg: "status: --watch and --json do not go together"}
-		}
-		return watchStatus(ctx, newClient(*admin), stdout)
-	}
-	s, err := newClient(*admin).Status(ctx)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return writeJSON(stdout, s)
-	}
-	printStatus(stdout, s)
-	return nil
+	admin = adminFlag(cmd.Flags())
+	asJSON = cmd.Flags().Bool("json", false, "print the status as JSON (shape in docs/api.md)")
+	watch = cmd.Flags().Bool("watch", false, "redraw the status every second, with per-slot request rates, until interrupted")
+	return cmd
 }
 
 // watchStatus redraws the status and the last second's request rates every
@@ -107,22 +122,38 @@ func printStatus(w io.Writer, s api.Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tROLE\tINSTANCE\tHEALTH\tIN-FLIGHT\tSERVED")
+	fmt.Fprintln(tw, "SLOT\tROLE\tINSTANCE\tHEALTH\tIN-FLIGHT\tSERVED\t5XX")
 	for _, slot := range s.Slots {
 		for i, inst := range slot.Instances {
 			name, role := slot.Name, slot.Role
 			if i > 0 {
 				name, role = "", ""
 			}
-			h := "down"
-			if inst.Healthy {
-				h = "up"
-			}
-			if inst.Drained {
-				h += ", drained"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\n", name, role, inst.Addr, h, inst.InFlight.Total(), inst.Served.Total())
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", name, role, inst.Addr, healthText(inst, time.Now()),
+				inst.InFlight.Total(), inst.Served.Total(), inst.Errors.Total())
 		}
 	}
 	tw.Flush()
+}
+
+// healthText says an instance's health and why: "up", "down: L7STS 404
+// for 12s", "up, drained", "up (last check L7TOUT ...)" when a check has
+// failed but not enough of them yet.
+func healthText(inst api.InstanceStatus, now time.Time) string {
+	h := "up"
+	if !inst.Healthy {
+		h = "down"
+		if ck := inst.Check; ck != nil {
+			h += ": " + printable(ck.Text)
+		}
+		if !inst.HealthSince.IsZero() {
+			h += " for " + now.Sub(inst.HealthSince).Round(time.Second).String()
+		}
+	} else if ck := inst.Check; ck != nil && ck.Code != "L7OK" {
+		h += " (last check " + printable(ck.Text) + ")"
+	}
+	if inst.Drained {
+		h += ", drained"
+	}
+	return h
 }

@@ -1,0 +1,54 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/config"
+)
+
+func newCheckCmd() *cobra.Command {
+	var path *string
+	cmd := &cobra.Command{
+		Use:   "check [-c vipswap.yaml]",
+		Short: "validate a configuration file without starting anything",
+		Long: `Reads and validates the configuration as serve and reload would, and its token
+file: every problem is reported with its file, line and key. Exit 0 when it is
+valid, 1 when it is not. Like haproxy -c or caddy validate.`,
+		Example: `  vipswap check -c vipswap.yaml && systemctl reload vipswap`,
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return checkConfig(cmd.OutOrStdout(), *path)
+		},
+	}
+	path = cmd.Flags().StringP("config", "c", "vipswap.yaml", "configuration file")
+	return cmd
+}
+
+func checkConfig(w io.Writer, path string) error {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	if cfg.Admin.TokenFile != "" {
+		if _, err := api.LoadTokens(cfg.Admin.TokenFile); err != nil {
+			return err
+		}
+	}
+	var slots []string
+	for _, name := range cfg.SlotOrder {
+		s := cfg.Slots[name]
+		n := len(s.Instances)
+		kind := "instances"
+		if s.Run != nil {
+			n, kind = s.Run.Replicas, "managed instances"
+		}
+		slots = append(slots, fmt.Sprintf("%s (%d %s)", name, n, kind))
+	}
+	fmt.Fprintf(w, "%s: valid\n  listeners: prod %s, stage %s; admin %s\n  slots: %s\n  state: %s\n",
+		path, cfg.Listeners.Prod, cfg.Listeners.Stage, cfg.Admin.Listen, strings.Join(slots, ", "), cfg.State.Path)
+	return nil
+}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"maps"
+	"strings"
+	"sync"
+
+	"github.com/spf13/cobra"
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/config"
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/launch"
+	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/route"
+)
+
+// runtime is what a running vipswap changes when its configuration file is
+// reloaded (SIGHUP, vipswap reload, POST /v1/reload): the managed
+// instances of run: slots, the controller's membership and health
+// settings, the proxy's options, the log. Reloads are serialised.
+type runtime struct {
+	path      string // the configuration file
+	logs      *logSwitch
+	log       *slog.Logger
+	output    io.Writer
+	ledger    *launch.Ledger
+	px        *proxy.Proxy
+	ctrl      *control.Controller
+	onRefused func(*route.Instance) // the proxy's, kept across reloads
+
+	mu  sync.Mutex // serialises reloads; guards cfg
+	cfg *config.Config
+
+	gmu    sync.Mutex               // guards groups; held briefly
+	groups map[string]*launch.Group // run: slots' instances, by slot
+}
+
+// startGroup starts slot name's managed instances.
+func (rt *runtime) startGroup(name string, s config.Slot) (*launch.Group, error) {
+	g, err := launch.Start(launch.Spec{
+		Slot: name, Command: s.Run.Command, Address: s.Run.Address, Replicas: s.Run.Replicas,
+		StopTimeout: s.Run.StopTimeout, Output: rt.output, Logger: rt.log, Ledger: rt.ledger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rt.log.Info("started instances", "slot", name, "instances", g.Addrs())
+	return g, nil
+}
+
+// slots returns cfg's membership, run: slots' addresses from groups.
+func slotsOf(cfg *config.Config, groups map[string]*launch.Group) []control.Slot {
+	var out []control.Slot
+	for _, name := range cfg.SlotOrder {
+		addrs := cfg.Slots[name].Instances
+		if g := groups[name]; g != nil {
+			addrs = g.Addrs()
+		}
+		out = append(out, control.Slot{Name: name, Addrs: addrs})
+	}
+	return out
+}
+
+// healthConfig returns the probe settings of cfg.
+func healthConfig(cfg *config.Config, log *slog.Logger) health.Config {
+	h := cfg.Health
+	return health.Config{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Logger: log}
+}
+
+// measureConfig returns the measurement window of cfg.
+func measureConfig(cfg *config.Config) control.Measure {
+	return control.Measure{Before: cfg.Measure.Before, After: cfg.Measure.After, Limit: cfg.Measure.Limit}
+}
+
+// currentGroups returns the managed instance groups.
+func (rt *runtime) currentGroups() map[string]*launch.Group {
+	rt.gmu.Lock()
+	defer rt.gmu.Unlock()
+	return maps.Clone(rt.groups)
+}
+
+// restarts returns the managed instances' restarts, by slot and address.
+func (rt *runtime) restarts() map[string]map[string]uint64 {
+	out := map[string]map[string]uint64{}
+	for slot, g := range rt.currentGroups() {
+		out[slot] = g.Restarts()
+	}
+	return out
+}
+
+// closeGroups stops every managed instance, gracefully, and waits.
+func (rt *runtime) closeGroups() {
+	var wg sync.WaitGroup
+	for _, g := range rt.currentGroups() {
+		wg.Go(g.Close)
+	}
+	wg.Wait()
+}
+
+// killGroups kills every managed instance at once.
+func (rt *runtime) killGroups() {
+	for _, g := range rt.currentGroups() {
+		g.Kill()
+	}
+}
+
+// reload re-reads the configuration file and applies what changed, or
+// changes nothing and says why: the file is invalid, or it changes what
+// needs a restart (listen addresses, the store, the admin API, a run:
+// slot's command). Slots it adds start (their managed instances too) and
+// take traffic once healthy; slots it removes must not take traffic, and
+// their managed instances stop once out of the routing table. A dry run
+// reports what would change.
+func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	next, err := config.Load(rt.path)
+	if err != nil {
+		return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, nil,
+			fmt.Errorf("the configuration in force is unchanged: %s", strings.ReplaceAll(err.Error(), "\n", "; ")))
+	}
+	diff := rt.cfg.Compare(next)
+	if len(diff.Restart) > 0 {
+		return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
+			fmt.Errorf("the configuration in force is unchanged: these changes need a restart of vipswap: %s", strings.Join(diff.Restart, "; ")))
+	}
+	if req.DryRun {
+		res, err := rt.ctrl.Reload(ctx, control.Reload{Slots: slotsOf(next, rt.currentGroups()), Request: req})
+		res.Changes = diff.Changes
+		return res, err
+	}
+
+	// Start the new run: slots first: the controller needs their addresses.
+	current := rt.currentGroups()
+	started := map[string]*launch.Group{}
+	groups := map[string]*launch.Group{}
+	// forget stops what this reload started, if it does not go through.
+	forget := func() {
+		rt.gmu.Lock()
+		for name := range started {
+			delete(rt.groups, name)
+		}
+		rt.gmu.Unlock()
+		for _, g := range started {
+			g.Close()
+		}
+	}
+	for _, name := range next.SlotOrder {
+		s := next.Slots[name]
+		if s.Run == nil {
+			continue
+		}
+		if g := current[name]; g != nil {
+			groups[name] = g
+			continue
+		}
+		g, err := rt.startGroup(name, s)
+		if err != nil {
+			forget()
+			return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
+				fmt.Errorf("the configuration in force is unchanged: slots.%s: %w", name, err))
+		}
+		started[name], groups[name] = g, g
+		rt.gmu.Lock()
+		rt.groups[name] = g // so a second signal kills it too
+		rt.gmu.Unlock()
+	}
+	res, err := rt.ctrl.Reload(ctx, control.Reload{
+		Slots: slotsOf(next, groups), Health: healthConfig(next, rt.log), Measure: measureConfig(next),
+		Changes: diff.Changes, Request: req,
+	})
+	if err == nil && !res.Applied {
+		err = errors.New(res.Refused)
+	}
+	if err != nil {
+		forget()
+		return res, err
+	}
+	res.Changes = diff.Changes
+	// The controller has taken removed slots out of the routing table:
+	// their managed instances can stop (they finish what is in flight).
+	var stopping []*launch.Group
+	rt.gmu.Lock()
+	for name, g := range rt.groups {
+		if groups[name] == nil {
+			stopping = append(stopping, g)
+		}
+	}
+	rt.groups = groups
+	rt.gmu.Unlock()
+	rt.cfg = next
+	rt.logs.set(next.Log)
+	rt.px.Reconfigure(proxyOptions(next, rt.log, rt.onRefused))
+	for _, g := range stopping {
+		g.Close()
+	}
+	return res, nil
+}
+
+func newReloadCmd() *cobra.Command {
+	var admin, reason *string
+	var dryRun, asJSON *bool
+	cmd := &cobra.Command{
+		Use:   "reload",
+		Short: "make a running vipswap re-read its configuration file and apply what changed",
+		Long: `The running vipswap re-reads the file it was started with (as SIGHUP does),
+validates it and applies what changed without a failed request: instances
+added and removed, slots added and removed (not one that takes traffic),
+health, timeouts, measurement and log settings. An invalid file, or a change
+that needs a restart (listen addresses, the state file, the admin API, a
+run: slot's command), changes nothing and says why. Every reload is recorded
+in the history.`,
+		Example: `  vipswap check -c vipswap.yaml && vipswap reload --reason "add 127.0.0.1:9003"
+  vipswap reload --dry-run                 # what would change`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if n := len(*reason); n > api.MaxReason {
+				return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", n, api.MaxReason)}
+			}
+			res, err := newClient(*admin).Reload(cmd.Context(), api.ChangeRequest{Reason: *reason, DryRun: *dryRun})
+			if err != nil {
+				return err
+			}
+			return printReload(cmd.OutOrStdout(), res, *asJSON)
+		},
+	}
+	admin = adminFlag(cmd.Flags())
+	reason = cmd.Flags().String("reason", "", "why, recorded in the history (at most 1 KiB)")
+	dryRun = cmd.Flags().Bool("dry-run", false, "report what would change and change nothing")
+	asJSON = cmd.Flags().Bool("json", false, "print the result as JSON")
+	return cmd
+}
+
+func printReload(w io.Writer, res api.Change, asJSON bool) error {
+	if asJSON {
+		return writeJSON(w, res)
+	}
+	switch {
+	case res.Refused != "":
+		return fmt.Errorf("would be refused: %s", res.Refused)
+	case res.DryRun && len(res.Changes) == 0:
+		fmt.Fprintln(w, "dry run: the file changes nothing")
+	case res.DryRun:
+		fmt.Fprintln(w, "dry run: the file would change:")
+	case len(res.Changes) == 0:
+		fmt.Fprintf(w, "reloaded: nothing changed (history entry %d)\n", res.HistoryID)
+	default:
+		fmt.Fprintf(w, "reloaded (revision %d, history entry %d):\n", res.Revision, res.HistoryID)
+	}
+	for _, c := range res.Changes {
+		fmt.Fprintf(w, "  %s\n", printable(c))
+	}
+	return nil
+}
