@@ -219,6 +219,13 @@ func poll(ctx context.Context, limit time.Duration, progress io.Writer, what str
 		}
 		select {
 		case <-ctx.Done():
+			// Say how many are in flight now, even if the last look was
+			// cut short by the limit.
+			last, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			if _, inFlight, err := check(last); err == nil {
+				n = inFlight
+			}
+			cancel()
 			return 0, &timedOutError{msg: fmt.Sprintf("%s still has %s in flight after %s", what, plural(n, "request"), limit)}
 		case <-tick.C:
 		}
