@@ -29,6 +29,8 @@ func main() {
 	rounds := flag.Int("rounds", 3, "interleaved rounds per scenario")
 	idle := flag.Int("idle", 9000, "connections in the idle-connection scenario (0 skips it); HAProxy needs two descriptors per connection and this machine allows 20,000 per process")
 	only := flag.String("targets", "direct,vipswap,haproxy,nginx,caddy", "targets to run, comma-separated")
+	flag.StringVar(&baselineDir, "baseline", "", "a checkout of another vipswap version, run as target \"baseline\"")
+	which := flag.String("scenarios", "", "run only the scenarios whose name contains this (e.g. \"64 keep\")")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -65,6 +67,9 @@ func main() {
 	fmt.Printf("# vipswap beside HAProxy, nginx and Caddy\n\n%s\n\n", machine())
 	fmt.Printf("wrk -t1 for %s per run, %d interleaved rounds, medians shown; two Go backends.\n", *duration, *rounds)
 	for _, sc := range scenarios {
+		if !strings.Contains(sc.name, *which) {
+			continue
+		}
 		results := make(map[string][]result)
 		for r := range *rounds {
 			for _, t := range targets {
@@ -84,6 +89,9 @@ func main() {
 		printIdle(targets, *idle)
 	}
 }
+
+// baselineDir is the checkout the "baseline" target is built from.
+var baselineDir string
 
 // scenario is one load shape.
 type scenario struct {

@@ -26,12 +26,22 @@ func start(name, dir string, backends []string, procs *[]*exec.Cmd) (*target, er
 	case "direct":
 		t.url = "http://" + backends[0]
 		return t, nil
-	case "vipswap":
-		bin := filepath.Join(dir, "vipswap")
-		if out, err := exec.Command("go", "build", "-o", bin, "./cmd/vipswap").CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build vipswap: %v\n%s", err, out)
+	case "vipswap", "baseline":
+		// baseline is vipswap built from another checkout (-baseline), run
+		// in the same interleaved rounds to compare two versions.
+		src, bin := ".", filepath.Join(dir, name)
+		if name == "baseline" {
+			if baselineDir == "" {
+				return nil, fmt.Errorf("target baseline needs -baseline DIR")
+			}
+			src = baselineDir
 		}
-		cfg := writeFile(dir, "vipswap.yaml", fmt.Sprintf(`
+		build := exec.Command("go", "build", "-o", bin, "./cmd/vipswap")
+		build.Dir = src
+		if out, err := build.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build %s: %v\n%s", name, err, out)
+		}
+		cfg := writeFile(dir, name+".yaml", fmt.Sprintf(`
 admin: {listen: "%s"}
 state: {path: "%s"}
 listeners: {prod: "%s", stage: "%s"}
@@ -39,7 +49,7 @@ health: {path: /, interval: 1s}
 slots:
   blue: {instances: [%s]}
   green: {instances: [%s]}
-`, freeAddr(), filepath.Join(dir, "vipswap.db"), addr, freeAddr(), strings.Join(backends, ", "), freeAddr()))
+`, freeAddr(), filepath.Join(dir, name+".db"), addr, freeAddr(), strings.Join(backends, ", "), freeAddr()))
 		cmd = exec.Command(bin, "serve", "-c", cfg)
 	case "haproxy":
 		cfg := writeFile(dir, "haproxy.cfg", fmt.Sprintf(`
@@ -98,7 +108,7 @@ http://%s {
 		return nil, fmt.Errorf("unknown target %q", name)
 	}
 	cmd.Stdout, cmd.Stderr = nil, os.Stderr
-	if name == "vipswap" || name == "caddy" {
+	if name == "vipswap" || name == "baseline" || name == "caddy" {
 		cmd.Stderr = nil // they log every start line; errors show as a failed waitReady
 	}
 	if err := cmd.Start(); err != nil {
