@@ -2,6 +2,7 @@ package control
 
 import (
 	"slices"
+	"time"
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/health"
@@ -85,3 +86,7 @@ func (c *Controller) slotStatus(st state.State, name string, insts []*route.Inst
 	}
 	return ss
 }
+
+// Checks returns how many health checks ended with each code (L7OK,
+// L7STS, ...) since the controller started, and their total duration.
+func (c *Controller) Checks() (map[string]uint64, time.Duration) { return c.checker.Counts() }
