@@ -1,30 +1,45 @@
 package proxy
 
-import "syscall"
+import (
+	"syscall"
+	"unsafe"
+)
 
 // alive reports whether the instance has not closed c while it sat idle. It
 // peeks at the socket without blocking: "would block" means open and quiet;
 // end of file (the instance closed it) or unexpected bytes mean not usable.
 // A read with an expired deadline would not do: Go's poller reports the
 // timeout before it reads.
+//
+// The look is one non-blocking recvfrom on the socket's descriptor, taken
+// once per connection: going through RawConn.Read for it would add the
+// poller's locking to every request. It is safe: a connection taken from the
+// pool belongs to one request, and nothing closes it meanwhile.
 func (c *upstreamConn) alive() bool {
 	if c.br.Buffered() > 0 {
 		return false
 	}
-	sc, ok := c.Conn.(syscall.Conn)
-	if !ok {
+	if c.fd < 0 {
 		return true
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
+	if c.fd == 0 {
+		c.fd = -1
+		sc, ok := c.Conn.(syscall.Conn)
+		if !ok {
+			return true
+		}
+		rc, err := sc.SyscallConn()
+		if err != nil {
+			return false
+		}
+		rc.Control(func(fd uintptr) { c.fd = int(fd) })
+		if c.fd <= 0 {
+			c.fd = -1
+			return true
+		}
 	}
-	open := false
 	var b [1]byte
-	rc.Read(func(fd uintptr) bool {
-		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		open = err == syscall.EAGAIN || err == syscall.EWOULDBLOCK
-		return true
-	})
-	return open
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return errno == syscall.EAGAIN || errno == syscall.EWOULDBLOCK
 }

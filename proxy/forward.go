@@ -186,7 +186,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		}
 		return fail(failWrite, err)
 	}
-	c.setReadDeadline(time.Now().Add(rq.o.ResponseHeaderTimeout))
+	c.headDeadline(rq.o.ResponseHeaderTimeout)
 	resp, err := h1.ReadResponse(c.br, r.Method, limits)
 	var invalid *h1.ResponseError
 	switch {

@@ -18,6 +18,8 @@ type result struct {
 	rps      float64
 	p50, p99 time.Duration
 	peakRSS  float64
+	// cpuPerReq is the target's CPU time per request served in the run.
+	cpuPerReq time.Duration
 }
 
 var (

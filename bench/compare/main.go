@@ -72,13 +72,20 @@ func main() {
 		}
 		results := make(map[string][]result)
 		for r := range *rounds {
-			for _, t := range targets {
+			// Each round starts with another target, so no target always
+			// runs first (or right after the same other one).
+			for k := range targets {
+				t := targets[(r+k)%len(targets)]
 				t.resetPeak()
+				cpu0 := t.cpu()
 				res, err := runWrk(t.url+sc.path, sc.conns, *duration, sc.headers)
 				if err != nil {
 					log.Fatalf("%s %s round %d: %v", sc.name, t.name, r+1, err)
 				}
 				res.peakRSS = t.peakRSS()
+				if n := res.rps * duration.Seconds(); n > 0 {
+					res.cpuPerReq = time.Duration(float64(t.cpu()-cpu0) / n)
+				}
 				results[t.name] = append(results[t.name], res)
 				log.Printf("%-28s %-8s round %d: %8.0f req/s p99 %v", sc.name, t.name, r+1, res.rps, res.p99)
 			}
@@ -111,8 +118,8 @@ var scenarios = []scenario{
 func printScenario(sc scenario, targets []*target, results map[string][]result) {
 	med := func(name string) result { return median(results[name]) }
 	fmt.Printf("\n## %s\n\n", sc.name)
-	fmt.Println("| target | requests/s | p50 | p99 | vs HAProxy | vs direct | peak RSS |")
-	fmt.Println("|---|---:|---:|---:|---:|---:|---:|")
+	fmt.Println("| target | requests/s | p50 | p99 | vs HAProxy | vs direct | peak RSS | CPU per request |")
+	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|")
 	for _, t := range targets {
 		m := med(t.name)
 		ratio := func(other string) string {
@@ -125,7 +132,16 @@ func printScenario(sc scenario, targets []*target, results map[string][]result) 
 		for _, r := range results[t.name] {
 			peak = max(peak, r.peakRSS)
 		}
-		fmt.Printf("| %s | %.0f | %s | %s | %s | %s | %.1f MiB |\n", t.name, m.rps, ms(m.p50), ms(m.p99), ratio("haproxy"), ratio("direct"), peak/(1<<20))
+		cpus := make([]time.Duration, 0, len(results[t.name]))
+		for _, r := range results[t.name] {
+			cpus = append(cpus, r.cpuPerReq)
+		}
+		slices.Sort(cpus)
+		cpu := "-"
+		if t.name != "direct" && len(cpus) > 0 {
+			cpu = fmt.Sprintf("%.1f µs", float64(cpus[len(cpus)/2])/1e3)
+		}
+		fmt.Printf("| %s | %.0f | %s | %s | %s | %s | %.1f MiB | %s |\n", t.name, m.rps, ms(m.p50), ms(m.p99), ratio("haproxy"), ratio("direct"), peak/(1<<20), cpu)
 	}
 	if v, ok := results["vipswap"]; ok {
 		if c, ok := results["caddy"]; ok {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -37,17 +38,40 @@ type limits struct {
 // head reads lines of a message head, counting them against its limits.
 type head struct {
 	br     *bufio.Reader
+	lim    limits // the limits, for messages
 	left   int    // bytes the rest of the head may use
 	fields int    // field lines the rest of the head may have
 	long   []byte // holds a line longer than br's buffer
-	// tooLarge and tooMany are returned when a limit is exceeded; bad
-	// makes the error for a malformed line.
-	tooLarge, tooMany error
-	bad               func(msg string) error
+	// response makes errors *ResponseError (an instance's answer) rather
+	// than a request's 4xx.
+	response bool
 }
 
 func requestHead(br *bufio.Reader, l limits) head {
-	return head{br: br, left: l.bytes, fields: l.fields, tooLarge: errHeaderTooLarge, tooMany: errTooManyFields, bad: badRequest}
+	return head{br: br, lim: l, left: l.bytes, fields: l.fields}
+}
+
+// tooLarge, tooMany and bad make the error for a head beyond its limits or
+// malformed; only then, so reading a good head allocates none.
+func (h *head) tooLarge() error {
+	if h.response {
+		return &ResponseError{Msg: fmt.Sprintf("head larger than %d bytes", h.lim.bytes)}
+	}
+	return errHeaderTooLarge
+}
+
+func (h *head) tooMany() error {
+	if h.response {
+		return &ResponseError{Msg: fmt.Sprintf("more than %d header fields", h.lim.fields)}
+	}
+	return errTooManyFields
+}
+
+func (h *head) bad(msg string) error {
+	if h.response {
+		return &ResponseError{Msg: msg}
+	}
+	return badRequest(msg)
 }
 
 // line returns the next line without its line ending, which must be CRLF or
@@ -66,7 +90,7 @@ func (h *head) line() ([]byte, error) {
 	}
 	h.left -= len(b)
 	if h.left < 0 {
-		return nil, h.tooLarge
+		return nil, h.tooLarge()
 	}
 	if err != nil {
 		return nil, err
@@ -236,7 +260,7 @@ func readHeader(h *head, hint int) (http.Header, error) {
 			return hdr, nil
 		}
 		if h.fields--; h.fields < 0 {
-			return nil, h.tooMany
+			return nil, h.tooMany()
 		}
 		if line[0] == ' ' || line[0] == '\t' {
 			vv := hdr[lastKey]

@@ -53,12 +53,7 @@ func ReadResponse(br *bufio.Reader, method string, l ResponseLimits) (*http.Resp
 	if l.MaxHeaderFields <= 0 {
 		l.MaxHeaderFields = 100
 	}
-	h := head{
-		br: br, left: l.MaxHeaderBytes,
-		tooLarge: &ResponseError{Msg: fmt.Sprintf("head larger than %d bytes", l.MaxHeaderBytes)},
-		tooMany:  &ResponseError{Msg: fmt.Sprintf("more than %d header fields", l.MaxHeaderFields)},
-		bad:      func(msg string) error { return &ResponseError{Msg: msg} },
-	}
+	h := head{br: br, lim: limits{l.MaxHeaderBytes, l.MaxHeaderFields}, left: l.MaxHeaderBytes, response: true}
 	first := true
 	for {
 		h.fields = l.MaxHeaderFields

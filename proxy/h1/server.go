@@ -347,12 +347,13 @@ func (r *connReader) startBody() {
 }
 
 // refresh moves a deadline set with set to now+timeout when a quarter of
-// timeout has passed since it was last set, and returns the deadline in
+// timeout has passed since it was last set (or when it is further away
+// than timeout: the timeout got shorter), and returns the deadline in
 // force: setting a deadline costs a timer update, which every read or
 // write of a busy connection need not pay.
 func refresh(set func(time.Time) error, deadline int64, timeout time.Duration) int64 {
 	now := time.Now().UnixNano()
-	if deadline-now >= int64(timeout)*3/4 {
+	if left := deadline - now; left >= int64(timeout)*3/4 && left <= int64(timeout) {
 		return deadline
 	}
 	deadline = now + int64(timeout)
