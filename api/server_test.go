@@ -124,7 +124,7 @@ func TestEndpoints(t *testing.T) {
 		{"rollback", "POST", "/v1/rollback", "", 200, "to", "blue"},
 		{"stale if_revision", "POST", "/v1/swap", `{"if_revision":1}`, 409, "error", "state is at revision 3, not 1"},
 		{"drain", "POST", drainPath + "/drain", "", 200, "instance", "blue/" + f.blue[0]},
-		{"drain the last routable instance of the active slot", "POST", "/v1/slots/blue/instances/" + f.blue[1] + "/drain", "", 409, "error", "last healthy instance"},
+		{"drain the last routable instance of the active slot", "POST", "/v1/slots/blue/instances/" + f.blue[1] + "/drain", "", 409, "error", "last routable instance"},
 		{"ready", "POST", drainPath + "/ready", "", 200, "operation", "ready"},
 		{"drain an unknown instance", "POST", "/v1/slots/blue/instances/127.0.0.1:1/drain", "", 404, "error", `slot "blue" has no instance 127.0.0.1:1`},
 		{"drain in an unknown slot", "POST", "/v1/slots/red/instances/127.0.0.1:1/drain", "", 404, "error", `no slot "red"`},

@@ -29,6 +29,9 @@ type ListenerStatus struct {
 	Addr string `json:"addr"`
 	// Slot is the slot it sends traffic to.
 	Slot string `json:"slot"`
+	// Weights is the share of the listener's new requests each slot gets,
+	// in percent; the slots it does not name get none.
+	Weights map[string]float64 `json:"weights"`
 	// Failed counts requests on this listener that vipswap could not get
 	// answered (its own 5xx, connection errors, timeouts) since it started.
 	Failed uint64 `json:"failed"`
@@ -40,6 +43,8 @@ type SlotStatus struct {
 	Name string `json:"name"`
 	// Role is "active", "standby" or "idle".
 	Role string `json:"role"`
+	// Version is the slot's version label (slots.NAME.version), if set.
+	Version string `json:"version,omitempty"`
 	// Healthy counts the slot's healthy instances.
 	Healthy int `json:"healthy"`
 	// Routable counts the instances that may receive new requests: healthy
@@ -137,6 +142,9 @@ type Change struct {
 	Instance string `json:"instance,omitempty"`
 	// Forced reports that the change overrode a failed health check.
 	Forced bool `json:"forced,omitempty"`
+	// InEffect reports that the state already is what the change asks for
+	// (draining a drained instance): nothing changed, or would.
+	InEffect bool `json:"in_effect,omitempty"`
 	// Refused, in a dry run, says why the change would be refused.
 	Refused string `json:"refused,omitempty"`
 	// Revision is the state revision after the change (the current one for

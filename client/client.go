@@ -214,7 +214,10 @@ func (c *Client) send(ctx context.Context, method, path string, in, out any) (ht
 	if resp.StatusCode >= 300 {
 		var eb api.ErrorBody
 		if json.Unmarshal(raw, &eb) != nil || eb.Error == "" {
-			eb.Error = fmt.Sprintf("admin API answered %s", resp.Status)
+			eb.Error = fmt.Sprintf("admin API at %s answered %s", c.base, resp.Status)
+			if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
+				eb.Error += " to " + method + " " + path + ": is this vipswap's admin address?"
+			}
 		}
 		return nil, &Error{StatusCode: resp.StatusCode, Message: eb.Error, Revision: eb.Revision}
 	}

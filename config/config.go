@@ -155,6 +155,9 @@ type Slot struct {
 	Instances []string `yaml:"instances"`
 	// Run, when set, makes vipswap start the slot's instances itself.
 	Run *Run `yaml:"run"`
+	// Version labels what the slot runs ("2.1"), for status and the
+	// dashboard. Optional; a reload may change it.
+	Version string `yaml:"version"`
 }
 
 // Run describes instances vipswap starts as child processes.

@@ -63,6 +63,8 @@ func (c *Config) Compare(next *Config) Diff {
 			line := key + ".run: changed"
 			d.Changes = append(d.Changes, line)
 			d.Restart = append(d.Restart, line+" (add the new version as another slot, or restart)")
+		case old.Version != cur.Version && slices.Equal(old.Instances, cur.Instances):
+			d.Changes = append(d.Changes, fmt.Sprintf("%s.version: %s → %s", key, show(old.Version), show(cur.Version)))
 		case !slices.Equal(old.Instances, cur.Instances):
 			var parts []string
 			for _, a := range cur.Instances {

@@ -87,7 +87,11 @@ func (c *Controller) changeLocked(ctx context.Context, op operation) (api.Change
 		if op.instance == "" {
 			res.To = next.Active
 		}
-		if op.req.DryRun || next.Equal(c.st) {
+		if next.Equal(c.st) {
+			res.InEffect = true
+			return res, nil
+		}
+		if op.req.DryRun {
 			return res, nil
 		}
 		entry.To, entry.Forced, entry.Result = res.To, res.Forced, store.Applied
@@ -150,22 +154,25 @@ func (c *Controller) reloadLocked(ctx context.Context) error {
 // the standby slot has no routable instance, unless req.Force.
 func (c *Controller) Swap(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
 	return c.change(ctx, operation{name: "swap", req: req, next: func(st state.State, res *api.Change) (state.State, error) {
-		res.TargetRoutable = len(c.routableLocked(st, st.Standby))
+		r := c.readinessLocked(st, st.Standby)
+		res.TargetRoutable = r.Routable
 		res.InFlight = c.slotInFlightLocked(st.Active)
 		res.Forced = req.Force && res.TargetRoutable == 0
-		return st.Swap(res.TargetRoutable, req.Force)
+		return st.Swap(r, req.Force)
 	}})
 }
 
 // Rollback makes the slot that was active before the last swap active again.
 func (c *Controller) Rollback(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
 	return c.change(ctx, operation{name: "rollback", req: req, next: func(st state.State, res *api.Change) (state.State, error) {
+		var r state.Readiness
 		if st.Previous != "" {
-			res.TargetRoutable = len(c.routableLocked(st, st.Previous))
+			r = c.readinessLocked(st, st.Previous)
 		}
+		res.TargetRoutable = r.Routable
 		res.InFlight = c.slotInFlightLocked(st.Active)
 		res.Forced = req.Force && res.TargetRoutable == 0
-		return st.Rollback(res.TargetRoutable, req.Force)
+		return st.Rollback(r, req.Force)
 	}})
 }
 

@@ -234,6 +234,17 @@ func (c *Controller) routableLocked(st state.State, slot string) []*route.Instan
 	return out
 }
 
+// readinessLocked counts slot's healthy and routable instances in st.
+func (c *Controller) readinessLocked(st state.State, slot string) state.Readiness {
+	r := state.Readiness{Routable: len(c.routableLocked(st, slot))}
+	for _, i := range c.instances[slot] {
+		if c.healthy[i] {
+			r.Healthy++
+		}
+	}
+	return r
+}
+
 // publishLocked builds a table from the current state and health and hands
 // it to every data plane.
 func (c *Controller) publishLocked() {

@@ -16,6 +16,8 @@ type Slot struct {
 	Name string
 	// Addrs are its instances' host:port addresses.
 	Addrs []string
+	// Version labels what the slot runs; may be empty.
+	Version string
 }
 
 // setSlotsLocked makes slots the membership. An instance kept (same slot,

@@ -32,10 +32,13 @@ func (c *Controller) Status() api.Status {
 	for i, l := range route.Listeners {
 		s.Listeners = append(s.Listeners, api.ListenerStatus{
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
+			Weights: map[string]float64{follows(st, l): 100},
 		})
 	}
 	for _, slot := range slots {
-		s.Slots = append(s.Slots, c.slotStatus(st, slot.Name, insts[slot.Name], healthy))
+		ss := c.slotStatus(st, slot.Name, insts[slot.Name], healthy)
+		ss.Version = slot.Version
+		s.Slots = append(s.Slots, ss)
 	}
 	return s
 }

@@ -84,12 +84,27 @@ func (s State) IsDrained(slot, addr string) bool {
 	return found
 }
 
-// Swap returns s with Active and Standby exchanged. standbyRoutable is the
-// number of healthy, undrained instances in the standby slot; with none the
-// swap is refused unless force is set.
-func (s State) Swap(standbyRoutable int, force bool) (State, error) {
-	if standbyRoutable == 0 && !force {
-		return s, refused("swap refused: standby slot %q has no healthy instance (use force to swap anyway)", s.Standby)
+// Readiness is how many of a slot's instances could take traffic: healthy
+// ones, and of those, routable ones (not drained).
+type Readiness struct {
+	Healthy  int
+	Routable int
+}
+
+// lack says why a slot with no routable instance cannot take traffic,
+// telling unhealthy from drained.
+func (r Readiness) lack() string {
+	if r.Healthy > 0 {
+		return fmt.Sprintf("has no routable instance (%d healthy, all drained: vipswap ready them first)", r.Healthy)
+	}
+	return "has no healthy instance"
+}
+
+// Swap returns s with Active and Standby exchanged. With no routable
+// instance in the standby slot the swap is refused unless force is set.
+func (s State) Swap(standby Readiness, force bool) (State, error) {
+	if standby.Routable == 0 && !force {
+		return s, refused("swap refused: standby slot %q %s (--force swaps anyway)", s.Standby, standby.lack())
 	}
 	next := s.clone()
 	next.Active, next.Standby, next.Previous = s.Standby, s.Active, s.Active
@@ -99,16 +114,16 @@ func (s State) Swap(standbyRoutable int, force bool) (State, error) {
 // Rollback makes the slot that was active before the last swap active again.
 // It is refused when no swap has happened, and like Swap when that slot has
 // no routable instance and force is not set.
-func (s State) Rollback(previousRoutable int, force bool) (State, error) {
+func (s State) Rollback(previous Readiness, force bool) (State, error) {
 	switch {
 	case s.Previous == "":
 		return s, refused("rollback refused: no swap has happened yet, so there is nothing to roll back to")
 	case s.Previous != s.Standby:
 		return s, refused("rollback refused: the previous slot %q is no longer standby", s.Previous)
-	case previousRoutable == 0 && !force:
-		return s, refused("rollback refused: previous slot %q has no healthy instance (use force to roll back anyway)", s.Previous)
+	case previous.Routable == 0 && !force:
+		return s, refused("rollback refused: previous slot %q %s (--force rolls back anyway)", s.Previous, previous.lack())
 	}
-	return s.Swap(previousRoutable, true)
+	return s.Swap(previous, true)
 }
 
 // Drain marks an instance as receiving no new requests. lastRoutable
@@ -122,7 +137,7 @@ func (s State) Drain(slot, addr string, lastRoutable, force bool) (State, error)
 		return s, nil
 	}
 	if lastRoutable && !force {
-		return s, refused("drain refused: %s is the last healthy instance of slot %q, which takes traffic (use force to drain anyway)", addr, slot)
+		return s, refused("drain refused: %s is the last routable instance of slot %q, which takes traffic (--force drains it anyway)", addr, slot)
 	}
 	next := s.clone()
 	next.Drained = slices.Insert(next.Drained, i, key)

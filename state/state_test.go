@@ -2,6 +2,7 @@ package state
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -36,7 +37,7 @@ func isRefused(err error) bool {
 func TestSwap(t *testing.T) {
 	s := State{Active: "blue", Standby: "green"}
 	t.Run("exchanges active and standby and remembers the previous", func(t *testing.T) {
-		got, err := s.Swap(2, false)
+		got, err := s.Swap(Readiness{Healthy: 2, Routable: 2}, false)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -45,7 +46,7 @@ func TestSwap(t *testing.T) {
 		}
 	})
 	t.Run("refused when standby has no routable instance", func(t *testing.T) {
-		got, err := s.Swap(0, false)
+		got, err := s.Swap(Readiness{}, false)
 		if !isRefused(err) {
 			t.Fatalf("got %v, want *RefusedError", err)
 		}
@@ -54,7 +55,7 @@ func TestSwap(t *testing.T) {
 		}
 	})
 	t.Run("forced swap ignores health", func(t *testing.T) {
-		got, err := s.Swap(0, true)
+		got, err := s.Swap(Readiness{}, true)
 		if err != nil || got.Active != "green" {
 			t.Fatalf("got %+v, %v; want green active", got, err)
 		}
@@ -63,15 +64,15 @@ func TestSwap(t *testing.T) {
 
 func TestRollback(t *testing.T) {
 	fresh := State{Active: "blue", Standby: "green"}
-	if _, err := fresh.Rollback(1, false); !isRefused(err) {
+	if _, err := fresh.Rollback(Readiness{Healthy: 1, Routable: 1}, false); !isRefused(err) {
 		t.Fatalf("rollback before any swap: got %v, want refused", err)
 	}
-	swapped, _ := fresh.Swap(1, false)
-	back, err := swapped.Rollback(1, false)
+	swapped, _ := fresh.Swap(Readiness{Healthy: 1, Routable: 1}, false)
+	back, err := swapped.Rollback(Readiness{Healthy: 1, Routable: 1}, false)
 	if err != nil || back.Active != "blue" || back.Standby != "green" {
 		t.Fatalf("rollback: got %+v, %v; want blue active again", back, err)
 	}
-	if _, err := swapped.Rollback(0, false); !isRefused(err) {
+	if _, err := swapped.Rollback(Readiness{Healthy: 0, Routable: 0}, false); !isRefused(err) {
 		t.Fatalf("rollback to a slot with no healthy instance: got %v, want refused", err)
 	}
 }
@@ -139,5 +140,19 @@ func TestFit(t *testing.T) {
 	}
 	if same := want.Fit(map[string][]string{"blue": {"127.0.0.1:2"}, "green": nil}); !same.Equal(want) {
 		t.Fatalf("a fitting state changed: %+v", same)
+	}
+}
+
+// TestRefusalsTellHealthyFromRoutable (issue 16, point 3): a slot whose
+// instances are healthy but drained is not said to have no healthy one.
+func TestRefusalsTellHealthyFromRoutable(t *testing.T) {
+	s := State{Active: "blue", Standby: "green"}
+	_, err := s.Swap(Readiness{Healthy: 2}, false)
+	if err == nil || !strings.Contains(err.Error(), `standby slot "green" has no routable instance (2 healthy, all drained`) || !strings.Contains(err.Error(), "--force") {
+		t.Fatalf("got %v", err)
+	}
+	_, err = s.Swap(Readiness{}, false)
+	if err == nil || !strings.Contains(err.Error(), "has no healthy instance (--force swaps anyway)") {
+		t.Fatalf("got %v", err)
 	}
 }

@@ -440,6 +440,14 @@ func printChange(w io.Writer, res api.Change, asJSON bool) error {
 // printDryRun reports a dry run; one that would be refused is an error, so
 // scripts can ask "would this work?" by exit code.
 func printDryRun(w io.Writer, res api.Change, asJSON bool) error {
+	if res.InEffect && res.Refused == "" {
+		if asJSON {
+			return writeJSON(w, res)
+		}
+		what := strings.TrimSpace(res.Operation + " " + res.Instance)
+		fmt.Fprintf(w, "dry run at revision %d: %s is already in effect; nothing would change\n", res.Revision, what)
+		return nil
+	}
 	if asJSON {
 		if err := writeJSON(w, res); err != nil {
 			return err

@@ -39,7 +39,8 @@ func TestCLI(t *testing.T) {
 		{[]string{"rollback", "--json"}, 0, `"to": "blue"`},
 		{[]string{"drain", "blue", addrs["blue"][0], "--reason", "kernel patch"}, 0, "drained blue/" + addrs["blue"][0] + " (revision 4)"},
 		{[]string{"drain", "blue", addrs["blue"][0]}, 0, "nothing to do"},
-		{[]string{"drain", "--dry-run", "blue", addrs["blue"][1]}, 1, "would be refused: drain refused: " + addrs["blue"][1] + " is the last healthy instance"},
+		{[]string{"drain", "--dry-run", "blue", addrs["blue"][0]}, 0, "is already in effect; nothing would change"},
+		{[]string{"drain", "--dry-run", "blue", addrs["blue"][1]}, 1, "would be refused: drain refused: " + addrs["blue"][1] + " is the last routable instance"},
 		{[]string{"status"}, 0, addrs["blue"][0] + "  up, drained"},
 		{[]string{"ready", "blue", addrs["blue"][0]}, 0, "readied blue/" + addrs["blue"][0]},
 		{[]string{"wait", "drained", "green", "--timeout", "5s"}, 0, "green drained in"},
@@ -64,5 +65,24 @@ func TestCLI(t *testing.T) {
 		if !regexp.MustCompile(want).MatchString(out) {
 			t.Errorf("history lacks a line matching %s:\n%s", want, out)
 		}
+	}
+}
+
+// TestAdminAddressHints (issue 16, point 3): a bare host:port works as
+// --admin; an address that is not a vipswap's admin API says so.
+func TestAdminAddressHints(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	bare := strings.TrimPrefix(sw.Admin, "http://")
+	p := vstest.Start(t, vstest.Binary(t), "status", "--admin", bare)
+	if code := p.Wait(t, 30*time.Second); code != 0 || !strings.Contains(p.Output(), "revision") {
+		t.Fatalf("status --admin %s: exit %d:\n%s", bare, code, p.Output())
+	}
+	// The prod listener answers, but it is not an admin API.
+	p = vstest.Start(t, vstest.Binary(t), "status", "--admin", strings.TrimPrefix(sw.Prod, "http://"))
+	if code := p.Wait(t, 30*time.Second); code != 1 || !strings.Contains(p.Output(), "is this vipswap's admin address?") {
+		t.Fatalf("status against prod: exit %d:\n%s", code, p.Output())
 	}
 }

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,8 +20,21 @@ import (
 // script sets it; docs/dashboard.png is one).
 func TestDashboardInBrowser(t *testing.T) {
 	dir := t.TempDir()
-	sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
-	sw.WaitHealthy(t)
+	// Versions on the slots, and a third slot whose one instance refuses
+	// connections: the page must say what runs where and why it is down.
+	slots := strings.Replace(strings.Replace(managedSlots, "  blue:\n", "  blue:\n    version: \"1.0\"\n", 1),
+		"  green:\n", "  green:\n    version: \"2.0\"\n", 1) + "  red:\n    instances: [" + refusedAddr(t) + "]\n"
+	sw := vstest.Serve(t, dir, testConfig(dir, slots))
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		st, err := sw.Client.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		if st.Slots[0].Routable != 2 || st.Slots[1].Routable != 2 {
+			return errNotYet
+		}
+		return nil
+	})
 	load := vstest.StartLoad(sw.Prod+"/api/test", 4, time.Minute)
 	defer load.Stop()
 	ctx := context.Background()
@@ -48,8 +63,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := chromedp.Do(bctx, chromedp.Navigate(sw.Admin+"/")); err != nil {
 		t.Fatal(err)
 	}
-	if err := until(`document.querySelectorAll("[data-instance]").length === 4`, 20*time.Second); err != nil {
-		t.Fatalf("the page did not show the four instances: %v", err)
+	if err := until(`document.querySelectorAll("[data-instance]").length === 5`, 20*time.Second); err != nil {
+		t.Fatalf("the page did not show the five instances: %v", err)
+	}
+	// What runs where, and why an instance is down (issue 16, point 5).
+	if err := until(`document.querySelector('[data-slot="green"] .version').textContent === "v2.0"`, 5*time.Second); err != nil {
+		t.Fatalf("the page does not show green's version: %v", err)
+	}
+	if err := until(`document.querySelector('[data-slot="red"] td.health').textContent.startsWith("down: L4CON connection refused for")`, 10*time.Second); err != nil {
+		t.Fatalf("the page does not say why red's instance is down: %v", err)
+	}
+	if err := until(`document.querySelector('[data-listener="prod"]').textContent.includes("blue 100%")`, 5*time.Second); err != nil {
+		t.Fatalf("the page does not show prod's weights: %v", err)
 	}
 	if got := active(); got != "blue" {
 		t.Fatalf("the page shows %q active, want blue", got)
@@ -61,6 +86,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 
 	if err := chromedp.Do(bctx,
+		chromedp.SendKeys("#reason", "release 2.0"),
 		chromedp.Click("#swap-btn"),
 		chromedp.WaitVisible("#confirm-dialog"),
 		chromedp.Click("#confirm-ok"),
@@ -84,6 +110,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := until(`document.getElementById("history").textContent.includes("blue → green")`, 5*time.Second); err != nil {
 		t.Fatalf("the history does not list the swap: %v", err)
 	}
+	if err := until(`[...document.querySelectorAll("#history td.reason")].some((td) => td.textContent === "release 2.0")`, 5*time.Second); err != nil {
+		t.Fatalf("the history does not show the swap's reason: %v", err)
+	}
+	if err := until(`+document.getElementById("chart").dataset.markers >= 1`, 5*time.Second); err != nil {
+		t.Fatalf("the chart has no marker for the swap: %v", err)
+	}
+	if err := until(`document.getElementById("legend").textContent.includes("p99")`, 5*time.Second); err != nil {
+		t.Fatalf("the chart's legend shows no latency: %v", err)
+	}
 
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100 means PNG
 	if err != nil {
@@ -104,4 +139,15 @@ func TestDashboardInBrowser(t *testing.T) {
 	if res := load.Stop(); res.Failed != 0 {
 		t.Fatalf("%d requests failed across the swap: %v", res.Failed, res.Errors)
 	}
+}
+
+// refusedAddr returns an address on which nothing listens.
+func refusedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
 }

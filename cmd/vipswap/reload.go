@@ -62,7 +62,7 @@ func slotsOf(cfg *config.Config, groups map[string]*launch.Group) []control.Slot
 		if g := groups[name]; g != nil {
 			addrs = g.Addrs()
 		}
-		out = append(out, control.Slot{Name: name, Addrs: addrs})
+		out = append(out, control.Slot{Name: name, Addrs: addrs, Version: cfg.Slots[name].Version})
 	}
 	return out
 }

@@ -47,15 +47,21 @@ function renderStatus(s) {
   $("previous").textContent = s.previous ? "(rollback returns to " + s.previous + ")" : "";
   $("rollback-btn").disabled = !s.previous;
   const ls = $("listeners");
-  ls.replaceChildren(...s.listeners.map((l) =>
-    el("div", {}, el("b", {}, l.name), " " + l.addr + " → ", el("span", { class: "slot-name" }, l.slot),
-      " (weight 100%) · " + l.failed + " failed")));
+  ls.replaceChildren(...s.listeners.map((l) => {
+    const weights = Object.entries(l.weights || {}).sort((a, b) => b[1] - a[1])
+      .map(([slot, w]) => slot + " " + (+w.toFixed(1)) + "%").join(", ");
+    return el("div", { "data-listener": l.name }, el("b", {}, l.name), " " + l.addr + " → ", el("span", { class: "slot-name" }, l.slot),
+      " (" + weights + ") · " + l.failed + " failed");
+  }));
 
   const slots = $("slots");
   slots.replaceChildren(...s.slots.map((slot) => {
     const rows = slot.instances.map((i) => {
       const state = i.drained ? "drained" : i.healthy ? "up" : "down";
-      const label = i.drained ? "drained" : i.healthy ? "healthy" : "unhealthy";
+      let label = i.healthy ? "healthy" : "down";
+      if (i.check && (!i.healthy || i.check.code !== "L7OK")) label += (i.healthy ? " (last check " : ": ") + i.check.text + (i.healthy ? ")" : "");
+      if (!i.healthy && i.health_since) label += " for " + ago(i.health_since);
+      if (i.drained) label += ", drained";
       const action = i.drained
         ? el("button", { onclick: () => confirmChange("Put " + i.addr + " of " + slot.name + " back in rotation?",
             () => instanceChange(slot.name, i.addr, "ready")) }, "Ready")
@@ -63,13 +69,14 @@ function renderStatus(s) {
             () => instanceChange(slot.name, i.addr, "drain")) }, "Drain");
       return el("tr", { "data-instance": i.addr },
         el("td", {}, el("span", { class: "dot " + state }), i.addr),
-        el("td", {}, label),
+        el("td", { class: "health" }, label),
         el("td", {}, i.in_flight.prod + " / " + i.in_flight.stage),
         el("td", {}, i.served.prod + " / " + i.served.stage),
         el("td", {}, action));
     });
     return el("div", { class: "card", "data-slot": slot.name },
-      el("h2", {}, slot.name, el("span", { class: "role " + slot.role }, slot.role)),
+      el("h2", {}, slot.name, el("span", { class: "version" }, slot.version ? "v" + slot.version : ""),
+        el("span", { class: "role " + slot.role }, slot.role)),
       el("p", { class: "muted" }, slot.routable + " of " + slot.instances.length + " routable · " +
         (slot.in_flight.prod + slot.in_flight.stage) + " in flight"),
       el("table", {},
@@ -78,41 +85,79 @@ function renderStatus(s) {
   }));
 }
 
+// ago says how long ago t was: "12s", "3m 4s", "2h 5m".
+function ago(t) {
+  const secs = Math.max(0, Math.round((Date.now() - new Date(t).getTime()) / 1000));
+  if (secs < 60) return secs + "s";
+  if (secs < 3600) return Math.floor(secs / 60) + "m " + (secs % 60) + "s";
+  return Math.floor(secs / 3600) + "h " + Math.floor((secs % 3600) / 60) + "m";
+}
+
+// when shows a date and time with its time zone.
+function when(t) {
+  return new Date(t).toLocaleString(undefined, { dateStyle: "short", timeStyle: "long" }); // "long" shows the zone
+}
+
+let shownEntries = [];
 function renderHistory(entries) {
+  shownEntries = entries;
   $("history").replaceChildren(...entries.map((e) => {
-    const change = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "");
-    let during = "";
+    const change = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "") +
+      (e.changes ? e.changes.join("; ") : "");
+    let around = "";
     if (e.measurement) {
-      const m = e.measurement;
-      during = m.served + " served, " + m.failed + " failed" + (m.complete ? ", drained in " + m.drained_seconds.toFixed(1) + " s" : " (draining)");
+      const m = e.measurement, p = (m.listeners || {}).prod;
+      around = p
+        ? p.requests + " requests, " + p.errors + " errors, " + p.failed + " failed in " + m.window_seconds.toFixed(1) + " s"
+        : m.served + " served, " + m.failed + " failed";
+      around += m.complete ? "; drained in " + m.drained_seconds.toFixed(1) + " s" : " (gave up waiting for the drain)";
     }
-    return el("tr", {},
-      el("td", {}, e.id), el("td", {}, new Date(e.time).toLocaleTimeString()),
+    return el("tr", { "data-entry": e.id },
+      el("td", {}, e.id), el("td", {}, when(e.time)),
       el("td", {}, e.operation + (e.forced ? " (forced)" : "")), el("td", {}, change),
       el("td", {}, e.actor), el("td", { class: e.result }, e.result + (e.error ? ": " + e.error : "")),
-      el("td", {}, during));
+      el("td", { class: "reason" }, e.reason || ""), el("td", {}, around));
   }));
 }
 
 function renderChart(samples) {
   const canvas = $("chart");
   const ctx = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height, pad = 30;
+  const w = canvas.width, h = canvas.height, left = 44, bottom = 22, top = 14;
   ctx.clearRect(0, 0, w, h);
   const names = [...new Set(samples.flatMap((s) => Object.keys(s.slots)))].sort();
   let max = 1, total = 0;
   for (const s of samples) for (const r of Object.values(s.slots)) { max = Math.max(max, r.requests); total += r.requests; }
   canvas.dataset.samples = samples.length;
   canvas.dataset.total = Math.round(total);
+  const span = 300, now = samples.length ? new Date(samples[samples.length - 1].time).getTime() : Date.now();
+  const x = (t) => left + (w - left) * (1 - (now - new Date(t).getTime()) / 1000 / span);
+  const y = (v) => h - bottom - (h - bottom - top) * (v / max);
+  // Axes: requests per second on the left, minutes ago along the bottom.
   ctx.strokeStyle = "#dde2e8"; ctx.fillStyle = "#6a7480"; ctx.font = "11px sans-serif";
   for (const f of [0, 0.5, 1]) {
-    const y = h - pad + (pad * 2 - h) * f;
-    ctx.beginPath(); ctx.moveTo(pad, y); ctx.lineTo(w, y); ctx.stroke();
-    ctx.fillText(Math.round(max * f), 2, y + 4);
+    const yy = y(max * f);
+    ctx.beginPath(); ctx.moveTo(left, yy); ctx.lineTo(w, yy); ctx.stroke();
+    ctx.fillText(Math.round(max * f) + "/s", 2, yy + 4);
   }
-  const span = 300, now = samples.length ? new Date(samples[samples.length - 1].time).getTime() : Date.now();
-  const x = (t) => pad + (w - pad) * (1 - (now - new Date(t).getTime()) / 1000 / span);
-  const y = (v) => h - pad - (h - pad * 2) * (v / max);
+  for (let m = 5; m >= 0; m--) {
+    const xx = left + (w - left) * (1 - m * 60 / span);
+    ctx.fillText(m === 0 ? "now" : "-" + m + " min", Math.min(xx - 12, w - 24), h - 6);
+  }
+  // A marker for each change in the window.
+  let markers = 0;
+  for (const e of shownEntries) {
+    if (e.result !== "applied" || e.operation === "seed") continue;
+    const t = new Date(e.time).getTime();
+    if (now - t > span * 1000 || t > now + 1000) continue;
+    const xx = x(e.time);
+    ctx.strokeStyle = "#9aa5b1"; ctx.setLineDash([2, 2]);
+    ctx.beginPath(); ctx.moveTo(xx, top); ctx.lineTo(xx, h - bottom); ctx.stroke();
+    ctx.setLineDash([]);
+    ctx.fillText("#" + e.id + " " + e.operation, Math.min(xx + 2, w - 70), top - 2);
+    markers++;
+  }
+  canvas.dataset.markers = markers;
   const legend = [];
   names.forEach((name, i) => {
     const color = palette[i % palette.length];
@@ -131,7 +176,9 @@ function renderChart(samples) {
     }
     ctx.setLineDash([]);
     const last = samples.length ? samples[samples.length - 1].slots[name] : null;
-    legend.push(el("span", { "--c": color }, name + ": " + (last ? last.requests.toFixed(0) + "/s, " + last.errors.toFixed(0) + " errors/s" : "idle")));
+    const lat = last && last.p50_ms ? ", p50 " + last.p50_ms + " ms, p99 " + last.p99_ms + " ms" : "";
+    legend.push(el("span", { "--c": color, "data-slot": name },
+      name + ": " + (last ? last.requests.toFixed(0) + "/s, " + last.errors.toFixed(0) + " errors/s" + lat : "idle")));
   });
   $("legend").replaceChildren(...legend);
 }
@@ -170,11 +217,11 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [s, rates, history] = await Promise.all([
+    const [s, rates, entries] = await Promise.all([
       api("GET", "/v1/status"), api("GET", "/v1/rates"), api("GET", "/v1/history?limit=20")]);
     renderStatus(s);
+    renderHistory(entries);
     renderChart(rates.samples);
-    renderHistory(history);
     $("live").textContent = "live · " + new Date().toLocaleTimeString();
     if ($("error").dataset.kind === "read") showError(null);
   } catch (err) {
