@@ -251,3 +251,17 @@ func TestAdminLoopback(t *testing.T) {
 		t.Fatalf("public admin with a token file: %v", err)
 	}
 }
+
+// TestExamplesAreValid: every configuration under examples/ loads, so the
+// README's walkthroughs start.
+func TestExamplesAreValid(t *testing.T) {
+	files, err := filepath.Glob("../examples/*.yaml")
+	if err != nil || len(files) < 2 {
+		t.Fatalf("examples: %v %v", files, err)
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
