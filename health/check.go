@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/sockerr"
 	"github.com/vipswap/vipswap/proxy/h1"
 )
 
@@ -82,9 +83,9 @@ func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time
 	conn, err := c.dial(ctx, "tcp", t.Addr)
 	switch {
 	case err == nil:
-	case localShortage(err):
+	case sockerr.LocalShortage(err):
 		return done(SOCKERR, socketError(err))
-	case isTimeout(err) || errors.Is(err, context.DeadlineExceeded):
+	case sockerr.Timeout(err) || errors.Is(err, context.DeadlineExceeded):
 		return done(L4TOUT, fmt.Sprintf("no connection within %s", timeout))
 	default:
 		return done(L4CON, socketError(err))
@@ -95,7 +96,7 @@ func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vipswap-health\r\nConnection: close\r\n\r\n", path, t.Addr); err != nil {
-		if isTimeout(err) {
+		if sockerr.Timeout(err) {
 			return done(L7TOUT, fmt.Sprintf("no answer within %s", timeout))
 		}
 		return done(L4CON, socketError(err))
@@ -104,7 +105,7 @@ func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time
 	var invalid *h1.ResponseError
 	switch {
 	case err == nil:
-	case isTimeout(err):
+	case sockerr.Timeout(err):
 		return done(L7TOUT, fmt.Sprintf("no answer within %s", timeout))
 	case errors.As(err, &invalid):
 		return done(L7RSP, invalid.Msg)
@@ -118,22 +119,6 @@ func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time
 		return done(L7OK, http.StatusText(resp.StatusCode))
 	}
 	return done(L7STS, http.StatusText(resp.StatusCode))
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// localShortage reports whether a socket operation failed for want of
-// vipswap's own resources rather than the instance's.
-func localShortage(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
-		if errors.Is(err, e) {
-			return true
-		}
-	}
-	return false
 }
 
 // socketError returns the innermost description of a socket error:

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/sockerr"
 	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
 )
@@ -155,7 +156,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
 	c, err := p.conn(ctx, inst, rq.fresh, rq.o.ConnectTimeout)
 	if err != nil {
-		if localShortage(err) {
+		if sockerr.LocalShortage(err) {
 			return nil, nil, &attemptError{kind: failLocal, err: err}
 		}
 		return nil, nil, &attemptError{kind: failDial, err: err}
@@ -191,7 +192,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	var invalid *h1.ResponseError
 	switch {
 	case err == nil:
-	case isTimeout(err) && !c.cancelled.Load():
+	case sockerr.Timeout(err) && !c.cancelled.Load():
 		return fail(failTimeout, fmt.Errorf("no response head within %s", rq.o.ResponseHeaderTimeout))
 	case errors.As(err, &invalid):
 		return fail(failInvalid, err)
@@ -268,22 +269,6 @@ func upgradeAsked(r *http.Request, resp *http.Response) bool {
 	got := strings.TrimSpace(resp.Header.Get("Upgrade"))
 	for tok := range strings.SplitSeq(asked, ",") {
 		if got != "" && strings.EqualFold(strings.TrimSpace(tok), got) {
-			return true
-		}
-	}
-	return false
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// localShortage reports whether a dial failed for want of vipswap's own
-// resources (descriptors, memory, ports) rather than the instance's.
-func localShortage(err error) bool {
-	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.EADDRNOTAVAIL} {
-		if errors.Is(err, e) {
 			return true
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/sockerr"
 	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
 )
@@ -151,7 +152,7 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 		return http.StatusBadRequest, "the request body could not be read"
 	case ae.kind == failLocal:
 		return http.StatusServiceUnavailable, "out of resources to reach " + slot
-	case ae.kind == failTimeout, ae.kind == failWrite && isTimeout(err):
+	case ae.kind == failTimeout, ae.kind == failWrite && sockerr.Timeout(err):
 		return http.StatusGatewayTimeout, slot + " did not answer in time"
 	case ae.kind == failInvalid:
 		return http.StatusBadGateway, slot + " answered with an invalid response"

@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/sockerr"
 )
 
 // respond writes an instance's response to the client, streaming its body
@@ -68,7 +70,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 				// Nothing reached the client yet: answer 502 instead.
 				rq.status = 0
 				err := &attemptError{kind: failInvalid, err: fmt.Errorf("instance %s: response body: %w", c.RemoteAddr(), rerr)}
-				if isTimeout(rerr) {
+				if sockerr.Timeout(rerr) {
 					err.kind = failTimeout
 				}
 				h.fail(w, r, rq, err, start)
