@@ -7,6 +7,8 @@ package state
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"reflect"
 	"slices"
 )
 
@@ -23,6 +25,13 @@ type State struct {
 	// Drained lists instances that receive no new requests, as
 	// InstanceKey(slot, addr), sorted.
 	Drained []string `json:"drained,omitempty"`
+	// Weights is prod's split while traffic is being shifted: slot to
+	// per-mille, summing to Whole. Empty (as in states written before
+	// weights existed) means the active slot takes everything; Prod says
+	// what prod follows either way.
+	Weights map[string]int `json:"weights,omitempty"`
+	// Rollout is the running rollout; nil when none.
+	Rollout *Rollout `json:"rollout,omitempty"`
 }
 
 // RefusedError says why a transition was refused. A refused transition
@@ -70,12 +79,26 @@ func (s State) Check(slots []string) error {
 	if s.Active == s.Standby {
 		return fmt.Errorf("active and standby are both %q", s.Active)
 	}
+	total := 0
+	for name, w := range s.Weights {
+		if !slices.Contains(slots, name) {
+			return fmt.Errorf("weights: slot %q: %w", name, ErrUnknownSlot)
+		}
+		total += w
+	}
+	if len(s.Weights) > 0 && total != Whole {
+		return fmt.Errorf("weights sum to %s, not 100%%", Percent(total))
+	}
+	if s.Rollout != nil && !slices.Contains(slots, s.Rollout.To) {
+		return fmt.Errorf("rollout to slot %q: %w", s.Rollout.To, ErrUnknownSlot)
+	}
 	return nil
 }
 
 // Equal reports whether s and o are the same state.
 func (s State) Equal(o State) bool {
-	return s.Active == o.Active && s.Standby == o.Standby && s.Previous == o.Previous && slices.Equal(s.Drained, o.Drained)
+	return s.Active == o.Active && s.Standby == o.Standby && s.Previous == o.Previous &&
+		slices.Equal(s.Drained, o.Drained) && maps.Equal(s.Weights, o.Weights) && reflect.DeepEqual(s.Rollout, o.Rollout)
 }
 
 // IsDrained reports whether the instance at addr of slot is drained.
@@ -103,11 +126,15 @@ func (r Readiness) lack() string {
 // Swap returns s with Active and Standby exchanged. With no routable
 // instance in the standby slot the swap is refused unless force is set.
 func (s State) Swap(standby Readiness, force bool) (State, error) {
+	if s.Rollout != nil {
+		return s, refused("swap refused: a rollout to %s is running (vipswap abort or promote --full first)", s.Rollout.To)
+	}
 	if standby.Routable == 0 && !force {
 		return s, refused("swap refused: standby slot %q %s (--force swaps anyway)", s.Standby, standby.lack())
 	}
 	next := s.clone()
 	next.Active, next.Standby, next.Previous = s.Standby, s.Active, s.Active
+	next.Weights = nil // a swap moves everything: the 0/100 case of a shift
 	return next, nil
 }
 
@@ -116,6 +143,8 @@ func (s State) Swap(standby Readiness, force bool) (State, error) {
 // no routable instance and force is not set.
 func (s State) Rollback(previous Readiness, force bool) (State, error) {
 	switch {
+	case s.Rollout != nil:
+		return s, refused("rollback refused: a rollout to %s is running (vipswap abort sends everything back to %s)", s.Rollout.To, s.Active)
 	case s.Previous == "":
 		return s, refused("rollback refused: no swap has happened yet, so there is nothing to roll back to")
 	case s.Previous != s.Standby:
@@ -183,5 +212,11 @@ func (s State) Fit(members map[string][]string) State {
 
 func (s State) clone() State {
 	s.Drained = slices.Clone(s.Drained)
+	s.Weights = maps.Clone(s.Weights)
+	if s.Rollout != nil {
+		r := *s.Rollout
+		r.Steps = slices.Clone(r.Steps)
+		s.Rollout = &r
+	}
 	return s
 }
