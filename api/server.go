@@ -22,6 +22,16 @@ type Controller interface {
 	Status() Status
 	// Swap exchanges active and standby.
 	Swap(ctx context.Context, req ChangeRequest) (Change, error)
+	// ShiftPercent moves a share of prod to a slot.
+	ShiftPercent(ctx context.Context, req ShiftRequest) (Change, error)
+	// StartRolloutRequest starts a rollout.
+	StartRolloutRequest(ctx context.Context, req RolloutRequest) (Change, error)
+	// RolloutStatus returns the running rollout and its analysis.
+	RolloutStatus() RolloutStatus
+	// PromoteRequest continues (or completes) a paused rollout.
+	PromoteRequest(ctx context.Context, req PromoteRequest) (Change, error)
+	// Abort sends all of prod back to the active slot and ends a rollout.
+	Abort(ctx context.Context, req ChangeRequest) (Change, error)
 	// Rollback makes the previously active slot active again.
 	Rollback(ctx context.Context, req ChangeRequest) (Change, error)
 	// Drain stops sending new requests to one instance.
@@ -96,6 +106,13 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	mux.Handle("GET /v1/status", s.handle(s.status))
 	mux.Handle("POST /v1/swap", s.handle(s.change(c.Swap)))
 	mux.Handle("POST /v1/rollback", s.handle(s.change(c.Rollback)))
+	mux.Handle("POST /v1/shift", s.handle(typedChange(c.ShiftPercent, func(b *ShiftRequest) *ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("POST /v1/rollout", s.handle(typedChange(c.StartRolloutRequest, func(b *RolloutRequest) *ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("GET /v1/rollout", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return writeJSON(w, http.StatusOK, c.RolloutStatus())
+	}))
+	mux.Handle("POST /v1/promote", s.handle(typedChange(c.PromoteRequest, func(b *PromoteRequest) *ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("POST /v1/abort", s.handle(s.change(c.Abort)))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/drain", s.handle(s.instanceChange(c.Drain)))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))
 	if opts.Reload != nil {
@@ -180,6 +197,27 @@ func (s *server) change(op func(context.Context, ChangeRequest) (Change, error))
 			return err
 		}
 		res, err := op(r.Context(), req)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// typedChange adapts a change with a body of its own (shift, rollout,
+// promote) to HTTP: B embeds ChangeRequest, which get points to.
+func typedChange[B any](op func(context.Context, B) (Change, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var body B
+		if err := decodeBody(w, r, &body); err != nil {
+			return err
+		}
+		req := get(&body)
+		if len(req.Reason) > MaxReason {
+			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("reason is %d bytes long; at most %d are allowed", len(req.Reason), MaxReason)}
+		}
+		req.Actor, _ = r.Context().Value(actorKey{}).(string)
+		res, err := op(r.Context(), body)
 		if err != nil {
 			return err
 		}

@@ -142,6 +142,9 @@ type Change struct {
 	Instance string `json:"instance,omitempty"`
 	// Forced reports that the change overrode a failed health check.
 	Forced bool `json:"forced,omitempty"`
+	// Weights is prod's split after the change, in percent (swap,
+	// rollback, shift, rollout operations).
+	Weights map[string]float64 `json:"weights,omitempty"`
 	// InEffect reports that the state already is what the change asks for
 	// (draining a drained instance): nothing changed, or would.
 	InEffect bool `json:"in_effect,omitempty"`
@@ -267,4 +270,97 @@ type SlotRate struct {
 	// the histogram bucket); absent in a second without requests.
 	P50 float64 `json:"p50_ms,omitempty"`
 	P99 float64 `json:"p99_ms,omitempty"`
+}
+
+// ShiftRequest is the body of POST /v1/shift.
+type ShiftRequest struct {
+	ChangeRequest
+	// To is the slot that gets Weight of prod's new requests.
+	To string `json:"to"`
+	// Weight is its share in percent, 0 to 100, with at most one decimal:
+	// 100 completes the shift (To becomes active), 0 sends everything back
+	// to the active slot.
+	Weight *float64 `json:"weight"`
+}
+
+// RolloutRequest is the body of POST /v1/rollout: a plan given here, or a
+// named plan of the configuration (rollouts:), or both (these fields win).
+type RolloutRequest struct {
+	ChangeRequest
+	// To is the slot traffic moves to.
+	To string `json:"to"`
+	// Plan names a plan under rollouts: in the configuration.
+	Plan string `json:"plan,omitempty"`
+	// Steps are the canary's weights in percent, in order; the last is 100.
+	Steps []float64 `json:"steps,omitempty"`
+	// Interval is how long each step lasts (a duration such as "1m").
+	Interval string `json:"interval,omitempty"`
+	// Pause waits for a promote after every step but the last.
+	Pause bool `json:"pause,omitempty"`
+}
+
+// PromoteRequest is the body of POST /v1/promote.
+type PromoteRequest struct {
+	ChangeRequest
+	// Full goes to 100% at once and ends the rollout.
+	Full bool `json:"full,omitempty"`
+}
+
+// RolloutStatus is the answer of GET /v1/rollout.
+type RolloutStatus struct {
+	// Running is false when no rollout runs; the other fields are then
+	// absent, but Weights.
+	Running bool `json:"running"`
+	// Weights is prod's split now, in percent.
+	Weights map[string]float64 `json:"weights"`
+	// To and From are the canary and the stable (active) slot.
+	To   string `json:"to,omitempty"`
+	From string `json:"from,omitempty"`
+	// Plan names the configured plan, if any.
+	Plan string `json:"plan,omitempty"`
+	// Steps are the plan's weights in percent; Step is the current one's
+	// index.
+	Steps []float64 `json:"steps,omitempty"`
+	Step  int       `json:"step"`
+	// StepStarted is when the current step began; StepSeconds its length;
+	// LeftSeconds what remains of it (0 once over: it waits for enough
+	// requests or a promote).
+	StepStarted time.Time `json:"step_started,omitzero"`
+	StepSeconds float64   `json:"step_seconds,omitempty"`
+	LeftSeconds float64   `json:"left_seconds,omitempty"`
+	// Paused is true while it waits for a promote.
+	Paused bool `json:"paused,omitempty"`
+	// Started is when the rollout began.
+	Started time.Time `json:"started,omitzero"`
+	// Analysis is what the canary is judged by, and the latest figures.
+	Analysis *Analysis `json:"analysis,omitempty"`
+}
+
+// Analysis is a rollout's judgement of its canary.
+type Analysis struct {
+	// WindowSeconds is how much recent traffic is judged.
+	WindowSeconds float64 `json:"window_seconds"`
+	// MinRequests is how many canary requests a verdict needs.
+	MinRequests int `json:"min_requests"`
+	// MaxErrorRate, MaxP99MS, MaxErrorRateRatio, MaxP99Ratio are the bounds
+	// (0: none).
+	MaxErrorRate      float64 `json:"max_error_rate,omitempty"`
+	MaxP99MS          float64 `json:"max_p99_ms,omitempty"`
+	MaxErrorRateRatio float64 `json:"max_error_rate_ratio,omitempty"`
+	MaxP99Ratio       float64 `json:"max_p99_ratio,omitempty"`
+	// Canary and Stable are the figures over the window.
+	Canary SlotFigures `json:"canary"`
+	Stable SlotFigures `json:"stable"`
+	// Enough is false while the canary has too few requests to judge.
+	Enough bool `json:"enough"`
+	// Verdict is "pass", "waiting for requests", or the breach that aborts.
+	Verdict string `json:"verdict"`
+}
+
+// SlotFigures are a slot's prod figures over an analysis window.
+type SlotFigures struct {
+	Requests  uint64  `json:"requests"`
+	Errors    uint64  `json:"errors"`
+	ErrorRate float64 `json:"error_rate"`
+	P99MS     float64 `json:"p99_ms"`
 }

@@ -106,6 +106,42 @@ func (c *Client) Rollback(ctx context.Context, req api.ChangeRequest) (api.Chang
 	return res, err
 }
 
+// Shift calls POST /v1/shift: req.To gets req.Weight percent of prod.
+func (c *Client) Shift(ctx context.Context, req api.ShiftRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/shift", req, &res)
+	return res, err
+}
+
+// StartRollout calls POST /v1/rollout.
+func (c *Client) StartRollout(ctx context.Context, req api.RolloutRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/rollout", req, &res)
+	return res, err
+}
+
+// Rollout calls GET /v1/rollout: the running rollout and its analysis.
+func (c *Client) Rollout(ctx context.Context) (api.RolloutStatus, error) {
+	var res api.RolloutStatus
+	err := c.do(ctx, http.MethodGet, "/v1/rollout", nil, &res)
+	return res, err
+}
+
+// Promote calls POST /v1/promote.
+func (c *Client) Promote(ctx context.Context, req api.PromoteRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/promote", req, &res)
+	return res, err
+}
+
+// Abort calls POST /v1/abort: all of prod back to the active slot, the
+// rollout ended.
+func (c *Client) Abort(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/abort", req, &res)
+	return res, err
+}
+
 // Reload calls POST /v1/reload: the running vipswap re-reads its
 // configuration file and applies what changed (a dry run says what would).
 func (c *Client) Reload(ctx context.Context, req api.ChangeRequest) (api.Change, error) {

@@ -27,6 +27,10 @@ type Config struct {
 	Log Log `yaml:"log"`
 	// Measure says which traffic a switch's measurement covers.
 	Measure Measure `yaml:"measure"`
+	// Analysis is what rollouts judge their canary by.
+	Analysis Analysis `yaml:"analysis"`
+	// Rollouts are named rollout plans (vipswap rollout start --plan NAME).
+	Rollouts map[string]RolloutPlan `yaml:"rollouts"`
 	// Slots are the groups of instances, by name.
 	Slots map[string]Slot `yaml:"slots"`
 	// Active seeds the active slot when the store holds no state yet. Empty
@@ -189,6 +193,51 @@ type Measure struct {
 	Limit time.Duration `yaml:"limit"`
 }
 
+// Analysis says when a rollout's canary fails: over a sliding Window of
+// its prod traffic, errors (5xx and failed answers) or p99 latency beyond an
+// absolute bound or beyond the stable slot's by a factor. Zero bounds are
+// off.
+type Analysis struct {
+	// Window is how much recent traffic is judged. Default 10s.
+	Window time.Duration `yaml:"window"`
+	// MinRequests is how many canary requests a verdict needs; a step whose
+	// window has fewer waits. Default 100.
+	MinRequests int `yaml:"min_requests"`
+	// MaxErrorRate is the highest error fraction allowed. Default 0.01.
+	MaxErrorRate float64 `yaml:"max_error_rate"`
+	// MaxP99 is the highest p99 latency allowed. Default none.
+	MaxP99 time.Duration `yaml:"max_p99"`
+	// MaxErrorRateRatio bounds the canary's error rate relative to the
+	// stable slot's. Default none.
+	MaxErrorRateRatio float64 `yaml:"max_error_rate_ratio"`
+	// MaxP99Ratio bounds the canary's p99 relative to the stable slot's.
+	// Default none.
+	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
+}
+
+// RolloutPlan is a named rollout plan.
+type RolloutPlan struct {
+	// Steps are the canary's weights in percent, rising, ending at 100.
+	Steps []float64 `yaml:"steps"`
+	// Interval is how long each step lasts. Default 1m.
+	Interval time.Duration `yaml:"interval"`
+	// Pause waits for vipswap promote after each step but the last.
+	Pause bool `yaml:"pause"`
+	// Gates must pass before each step.
+	Gates []Gate `yaml:"gates"`
+}
+
+// Gate is a check before a rollout step: an HTTP GET that must answer 2xx,
+// or a command that must exit 0.
+type Gate struct {
+	// HTTP is the URL to GET.
+	HTTP string `yaml:"http"`
+	// Command is the program and its arguments.
+	Command []string `yaml:"command"`
+	// Timeout bounds the check. Default 30s.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
 // Log configures logging. vipswap logs to standard error.
 type Log struct {
 	// Format is "text" (key=value) or "json". Default text.
@@ -212,6 +261,7 @@ func Default() *Config {
 		Listeners: Listeners{Prod: "127.0.0.1:8080", Stage: "127.0.0.1:8081"},
 		Log:       Log{Format: "text", Level: "info", AccessSample: 1},
 		Measure:   Measure{Before: 5 * time.Second, After: 5 * time.Second, Limit: 5 * time.Minute},
+		Analysis:  Analysis{Window: 10 * time.Second, MinRequests: 100, MaxErrorRate: 0.01},
 		Health: Health{
 			Path:     "/api/ping?slot={slot}",
 			Interval: time.Second,

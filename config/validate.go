@@ -3,9 +3,12 @@ package config
 import (
 	"errors"
 	"fmt"
+	"maps"
+	"math"
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -89,6 +92,20 @@ func (c *Config) Validate() error {
 	}
 	if p.MaxHeaderFields < 8 || p.MaxHeaderFields > 10000 {
 		v.fail("proxy.max_header_fields", fmt.Sprintf("want 8 to 10000, got %d", p.MaxHeaderFields))
+	}
+	a := c.Analysis
+	v.positive("analysis.window", a.Window)
+	v.atLeastOne("analysis.min_requests", a.MinRequests)
+	if a.MaxErrorRate < 0 || a.MaxErrorRate > 1 {
+		v.fail("analysis.max_error_rate", fmt.Sprintf("want a fraction from 0 to 1 (0.01 is 1%%), got %g", a.MaxErrorRate))
+	}
+	for key, r := range map[string]float64{"analysis.max_error_rate_ratio": a.MaxErrorRateRatio, "analysis.max_p99_ratio": a.MaxP99Ratio} {
+		if r != 0 && r < 1 {
+			v.fail(key, fmt.Sprintf("want a factor of at least 1, or 0 for none, got %g", r))
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.Rollouts)) {
+		v.plan("rollouts."+name, c.Rollouts[name])
 	}
 	v.positive("measure.before", c.Measure.Before)
 	v.positive("measure.after", c.Measure.After)
@@ -177,6 +194,41 @@ func (v *validator) slot(name string, s Slot) {
 	}
 	for i, a := range s.Instances {
 		v.addr(fmt.Sprintf("%s.instances[%d]", key, i), a)
+	}
+}
+
+func (v *validator) plan(key string, p RolloutPlan) {
+	if len(p.Steps) == 0 {
+		v.fail(key+".steps", "want the canary's weights, such as [10, 25, 50, 100]")
+	}
+	prev := 0.0
+	for i, s := range p.Steps {
+		k := fmt.Sprintf("%s.steps[%d]", key, i)
+		switch {
+		case s <= prev || s > 100:
+			v.fail(k, fmt.Sprintf("want rising percentages above 0 up to 100, got %g after %g", s, prev))
+		case math.Abs(s*10-math.Round(s*10)) > 1e-6:
+			v.fail(k, fmt.Sprintf("want at most one decimal, got %g", s))
+		}
+		prev = s
+	}
+	if len(p.Steps) > 0 && p.Steps[len(p.Steps)-1] != 100 {
+		v.fail(key+".steps", fmt.Sprintf("the last step must be 100, got %g", p.Steps[len(p.Steps)-1]))
+	}
+	if p.Interval < 0 {
+		v.fail(key+".interval", fmt.Sprintf("must be more than zero, got %s", p.Interval))
+	}
+	for i, g := range p.Gates {
+		k := fmt.Sprintf("%s.gates[%d]", key, i)
+		switch {
+		case g.HTTP == "" && len(g.Command) == 0:
+			v.fail(k, "set http (a URL that must answer 2xx) or command (which must exit 0)")
+		case g.HTTP != "" && !strings.HasPrefix(g.HTTP, "http://") && !strings.HasPrefix(g.HTTP, "https://"):
+			v.fail(k+".http", fmt.Sprintf("want an http:// or https:// URL, got %q", g.HTTP))
+		}
+		if g.Timeout < 0 {
+			v.fail(k+".timeout", fmt.Sprintf("must be more than zero, got %s", g.Timeout))
+		}
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/vipswap/vipswap/api"
@@ -22,6 +24,20 @@ type operation struct {
 	// the parts of res it knows (target health, in-flight, whether a force
 	// overrode a check).
 	next func(st state.State, res *api.Change) (state.State, error)
+	// to is the slot a shift or rollout moves traffic to (otherwise the
+	// result's To is the new active slot).
+	to string
+	// changes are recorded in the history entry besides prod's split.
+	changes []string
+}
+
+// describeSplit says prod's split: "blue 80%, green 20%".
+func describeSplit(st state.State) string {
+	var parts []string
+	for _, sh := range st.Prod() {
+		parts = append(parts, sh.Slot+" "+state.Percent(sh.PerMille))
+	}
+	return strings.Join(parts, ", ")
 }
 
 // conflictRetries bounds how often a change without if_revision is retried
@@ -86,6 +102,10 @@ func (c *Controller) changeLocked(ctx context.Context, op operation) (api.Change
 		}
 		if op.instance == "" {
 			res.To = next.Active
+			if op.to != "" {
+				res.To = op.to
+			}
+			res.Weights = weights(next, route.Prod)
 		}
 		if next.Equal(c.st) {
 			res.InEffect = true
@@ -95,6 +115,11 @@ func (c *Controller) changeLocked(ctx context.Context, op operation) (api.Change
 			return res, nil
 		}
 		entry.To, entry.Forced, entry.Result = res.To, res.Forced, store.Applied
+		moved := !slices.Equal(c.st.Prod(), next.Prod())
+		if moved {
+			entry.Changes = append(entry.Changes, "prod: "+describeSplit(next))
+		}
+		entry.Changes = append(entry.Changes, op.changes...)
 		rev, recorded, err := c.cfg.Store.CompareAndSwap(ctx, c.rev, next, entry)
 		var conflict *store.ConflictError
 		if errors.As(err, &conflict) && op.req.IfRevision == nil && attempt < conflictRetries {
@@ -116,10 +141,17 @@ func (c *Controller) changeLocked(ctx context.Context, op operation) (api.Change
 		c.publishLocked()
 		res.Applied, res.Revision, res.HistoryID = true, uint64(rev), recorded.ID
 		c.log.Info("state changed", "operation", op.name, "revision", rev, "actor", actor,
-			"from", from, "to", next.Active, "instance", op.instance, "forced", res.Forced, "reason", op.req.Reason)
-		if from != next.Active {
-			c.startMeasure(recorded.ID, from, entry.Time)
+			"from", from, "to", res.To, "prod", describeSplit(next), "instance", op.instance, "forced", res.Forced, "reason", op.req.Reason)
+		if moved {
+			// Wait for the old active slot to drain only if it lost all of
+			// prod; a partial shift is measured over its window alone.
+			drain := from
+			if next.WeightOf(from) > 0 {
+				drain = ""
+			}
+			c.startMeasure(recorded.ID, drain, entry.Time)
 		}
+		c.wake()
 		return res, nil
 	}
 }

@@ -49,6 +49,11 @@ type Config struct {
 	// Measure says how much traffic around a switch its measurement
 	// covers.
 	Measure Measure
+	// Analysis is what rollouts judge their canary by. Zero means
+	// DefaultAnalysis.
+	Analysis state.Analysis
+	// Plans are the named rollout plans.
+	Plans map[string]Plan
 	// Logger receives state changes and plane errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -60,6 +65,7 @@ type Controller struct {
 	log     *slog.Logger
 	checker *health.Checker
 	refused chan *route.Instance
+	wakeup  chan struct{} // wakes the rollout's owner
 	samples *sampler
 	ctx     context.Context // lifetime of the controller's goroutines
 	cancel  context.CancelFunc
@@ -75,6 +81,9 @@ type Controller struct {
 	changes   map[ChangeKey]uint64
 
 	storeErrors atomic.Uint64
+
+	verdictMu sync.Mutex // guards verdict
+	verdict   *Verdict   // the running rollout's last analysis
 }
 
 // ChangeKey names a kind of change and how it ended.
@@ -110,6 +119,9 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		cfg.Counts = func(route.Listener) map[string]route.Counts { return nil }
 	}
 	cfg.Measure.setDefaults()
+	if cfg.Analysis == (state.Analysis{}) {
+		cfg.Analysis = DefaultAnalysis
+	}
 	names := make([]string, len(cfg.Slots))
 	for i, s := range cfg.Slots {
 		names[i] = s.Name
@@ -138,6 +150,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		refused: make(chan *route.Instance, 64),
+		wakeup:  make(chan struct{}, 1),
 		st:      st,
 		rev:     rev,
 		healthy: make(map[*route.Instance]bool),
@@ -154,6 +167,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	c.samples = newSampler(cfg.Counts)
 	c.wg.Go(c.loop)
+	c.wg.Go(c.runRollouts)
 	return c, nil
 }
 
@@ -250,8 +264,10 @@ func (c *Controller) readinessLocked(st state.State, slot string) state.Readines
 func (c *Controller) publishLocked() {
 	var spec route.Spec
 	spec.Revision = uint64(c.rev)
-	spec.Listeners[route.Prod] = []route.Weighted{{Slot: c.st.Active, Weight: 1}}
-	spec.Listeners[route.Stage] = []route.Weighted{{Slot: c.st.Standby, Weight: 1}}
+	for _, sh := range c.st.Prod() {
+		spec.Listeners[route.Prod] = append(spec.Listeners[route.Prod], route.Weighted{Slot: sh.Slot, Weight: uint32(sh.PerMille)})
+	}
+	spec.Listeners[route.Stage] = []route.Weighted{{Slot: c.st.Stage(), Weight: 1}}
 	spec.Routable = make(map[string][]*route.Instance, len(c.instances))
 	for slot := range c.instances {
 		spec.Routable[slot] = c.routableLocked(c.st, slot)

@@ -119,7 +119,7 @@ func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
 		var drained time.Duration // zero until the old slot has drained
 	wait:
 		for {
-			if drained == 0 && c.slotInFlight(slot) == 0 {
+			if drained == 0 && (slot == "" || c.slotInFlight(slot) == 0) {
 				drained = max(time.Since(changed), time.Nanosecond)
 			}
 			if drained != 0 && time.Since(changed) >= mc.After {

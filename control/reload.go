@@ -23,6 +23,10 @@ type Reload struct {
 	Health health.Config
 	// Measure is the new measurement window.
 	Measure Measure
+	// Analysis and Plans are the new rollout settings; a running rollout
+	// keeps the analysis it started with.
+	Analysis state.Analysis
+	Plans    map[string]Plan
 	// Changes says what changed, one line each, for the history.
 	Changes []string
 	// Request carries the actor, the reason and whether it is a dry run.
@@ -95,6 +99,10 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (api.Change, error) {
 	added, removed := c.setSlotsLocked(r.Slots)
 	r.Measure.setDefaults()
 	c.cfg.Measure = r.Measure
+	if r.Analysis != (state.Analysis{}) {
+		c.cfg.Analysis = r.Analysis
+	}
+	c.cfg.Plans = r.Plans
 	c.publishLocked()
 	c.changes[ChangeKey{"reload", "applied"}]++
 	res.Applied, res.Revision, res.HistoryID = true, uint64(rev), recorded.ID

@@ -32,7 +32,7 @@ func (c *Controller) Status() api.Status {
 	for i, l := range route.Listeners {
 		s.Listeners = append(s.Listeners, api.ListenerStatus{
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
-			Weights: map[string]float64{follows(st, l): 100},
+			Weights: weights(st, l),
 		})
 	}
 	for _, slot := range slots {
@@ -43,12 +43,25 @@ func (c *Controller) Status() api.Status {
 	return s
 }
 
-// follows returns the slot listener l sends traffic to in st.
+// follows returns the slot listener l follows in st: stage's, or prod's
+// active slot (which, during a shift, shares prod with others).
 func follows(st state.State, l route.Listener) string {
 	if l == route.Stage {
-		return st.Standby
+		return st.Stage()
 	}
 	return st.Active
+}
+
+// weights returns listener l's split in st, in percent.
+func weights(st state.State, l route.Listener) map[string]float64 {
+	if l == route.Stage {
+		return map[string]float64{st.Stage(): 100}
+	}
+	out := map[string]float64{}
+	for _, sh := range st.Prod() {
+		out[sh.Slot] = float64(sh.PerMille) / 10
+	}
+	return out
 }
 
 func (c *Controller) slotStatus(st state.State, name string, insts []*route.Instance, healthy map[*route.Instance]bool) api.SlotStatus {

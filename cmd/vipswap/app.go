@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os/signal"
@@ -21,6 +22,7 @@ const maxDelay = 5 * time.Minute
 
 func newAppCmd() *cobra.Command {
 	var listen, slot, version *string
+	var failRate *float64
 	cmd := &cobra.Command{
 		Use:   "app --listen ADDR --slot NAME [--version V]",
 		Short: "the sample application, which speaks the slot-aware probe contract",
@@ -34,16 +36,20 @@ connections, answers 503 on open ones, finishes what is in flight, exits 0.`,
 			if *listen == "" || *slot == "" {
 				return &usageError{msg: "--listen and --slot are required"}
 			}
-			return runApp(cmd.Context(), *listen, *slot, *version, cmd.ErrOrStderr())
+			if *failRate < 0 || *failRate > 1 {
+				return &usageError{msg: fmt.Sprintf("--fail-rate: want a fraction from 0 to 1, got %g", *failRate)}
+			}
+			return runApp(cmd.Context(), *listen, *slot, *version, *failRate, cmd.ErrOrStderr())
 		},
 	}
 	listen = cmd.Flags().String("listen", "", "address to listen on, host:port (required)")
 	slot = cmd.Flags().String("slot", "", "the slot this instance belongs to (required)")
 	version = cmd.Flags().String("version", "dev", "version to report")
+	failRate = cmd.Flags().Float64("fail-rate", 0, "answer this fraction of /api/test with a 500, to try rollbacks (0.1 is 10%)")
 	return cmd
 }
 
-func runApp(ctx context.Context, listen, slot, version string, stderr io.Writer) error {
+func runApp(ctx context.Context, listen, slot, version string, failRate float64, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -52,14 +58,14 @@ func runApp(ctx context.Context, listen, slot, version string, stderr io.Writer)
 	fmt.Fprintf(stderr, "app slot=%s version=%s listening on %s\n", slot, version, addr)
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err = slotapp.Serve(ctx, ln, sampleApp(slot, version, addr, stderr))
+	err = slotapp.Serve(ctx, ln, sampleApp(slot, version, addr, failRate, stderr))
 	fmt.Fprintf(stderr, "app slot=%s stopped\n", slot)
 	return err
 }
 
 // sampleApp is the sample application: the probe contract plus /api/test.
 // Requests that ask for a delay are logged to log, so a drain can be watched.
-func sampleApp(slot, version, instance string, log io.Writer) http.Handler {
+func sampleApp(slot, version, instance string, failRate float64, log io.Writer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/ping", slotapp.Ping(slot))
 	mux.HandleFunc("/api/test", func(w http.ResponseWriter, r *http.Request) {
@@ -79,6 +85,9 @@ func sampleApp(slot, version, instance string, log io.Writer) http.Handler {
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
+		if failRate > 0 && rand.Float64() < failRate {
+			w.WriteHeader(http.StatusInternalServerError) // a broken release, on purpose
+		}
 		json.NewEncoder(w).Encode(map[string]string{"slot": slot, "version": version, "instance": instance})
 	})
 	return mux

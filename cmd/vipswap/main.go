@@ -90,6 +90,8 @@ func newRoot() *cobra.Command {
 		withGroup("switch", newServeCmd()), withGroup("switch", newCheckCmd()), withGroup("switch", newReloadCmd()),
 		withGroup("switch", newStateCmd()),
 		withGroup("change", newSlotChangeCmd("swap")), withGroup("change", newSlotChangeCmd("rollback")),
+		withGroup("change", newShiftCmd()), withGroup("change", newRolloutCmd()),
+		withGroup("change", newPromoteCmd()), withGroup("change", newAbortCmd()),
 		withGroup("change", newDrainCmd()), withGroup("change", newReadyCmd()),
 		withGroup("look", newStatusCmd()), withGroup("look", newHistoryCmd()), withGroup("look", newWaitCmd()),
 		withGroup("tools", newAppCmd()), withGroup("tools", newVersionCmd()),

@@ -18,6 +18,7 @@ import (
 	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
 )
 
 // runtime is what a running vipswap changes when its configuration file is
@@ -71,6 +72,31 @@ func slotsOf(cfg *config.Config, groups map[string]*launch.Group) []control.Slot
 func healthConfig(cfg *config.Config, log *slog.Logger) health.Config {
 	h := cfg.Health
 	return health.Config{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Logger: log}
+}
+
+// analysisConfig returns the rollout analysis of cfg.
+func analysisConfig(cfg *config.Config) state.Analysis {
+	a := cfg.Analysis
+	return state.Analysis{Window: a.Window, MinRequests: a.MinRequests, MaxErrorRate: a.MaxErrorRate,
+		MaxP99: a.MaxP99, MaxErrorRateRatio: a.MaxErrorRateRatio, MaxP99Ratio: a.MaxP99Ratio}
+}
+
+// plansOf returns the named rollout plans of cfg.
+func plansOf(cfg *config.Config) map[string]control.Plan {
+	out := map[string]control.Plan{}
+	for name, p := range cfg.Rollouts {
+		var plan control.Plan
+		for _, s := range p.Steps {
+			pm, _ := control.PerMille(s) // validated with the configuration
+			plan.Steps = append(plan.Steps, pm)
+		}
+		plan.Interval, plan.Pause = p.Interval, p.Pause
+		for _, g := range p.Gates {
+			plan.Gates = append(plan.Gates, state.Gate{HTTP: g.HTTP, Command: g.Command, Timeout: g.Timeout})
+		}
+		out[name] = plan
+	}
+	return out
 }
 
 // measureConfig returns the measurement window of cfg.
@@ -173,6 +199,7 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 	}
 	res, err := rt.ctrl.Reload(ctx, control.Reload{
 		Slots: slotsOf(next, groups), Health: healthConfig(next, rt.log), Measure: measureConfig(next),
+		Analysis: analysisConfig(next), Plans: plansOf(next),
 		Changes: diff.Changes, Request: req,
 	})
 	if err == nil && !res.Applied {

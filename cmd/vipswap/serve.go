@@ -214,6 +214,8 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
 		Counts:    px.Counters,
 		Measure:   measureConfig(cfg),
+		Analysis:  analysisConfig(cfg),
+		Plans:     plansOf(cfg),
 		Logger:    log,
 	})
 	if err != nil {

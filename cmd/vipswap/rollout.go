@@ -1,0 +1,348 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
+)
+
+func newShiftCmd() *cobra.Command {
+	var f *changeFlags
+	var to *string
+	var weight *float64
+	cmd := &cobra.Command{
+		Use:   "shift --to SLOT --weight PCT",
+		Short: "give a slot a share of prod's new requests",
+		Long: `SLOT gets PCT percent (0.1 precision) of prod's new requests, the rest stays with
+the slots that had it. --weight 100 completes the shift: SLOT becomes active and
+the old active slot standby (and previous, for rollback); --weight 0 sends
+everything back to the active slot. Refused like a swap when SLOT has no
+routable instance, unless --force. stage keeps following the standby slot.`,
+		Example: `  vipswap shift --to green --weight 10
+  vipswap shift --to green --weight 100 --wait   # complete it, and measure the switch
+  vipswap shift --to green --weight 0            # all back`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			if *to == "" || !cmd.Flags().Changed("weight") {
+				return &usageError{msg: "--to and --weight are required"}
+			}
+			if *weight < 0 || *weight > 100 {
+				return &usageError{msg: fmt.Sprintf("--weight: want 0 to 100, got %g", *weight)}
+			}
+			c := newClient(*f.admin)
+			res, err := c.Shift(cmd.Context(), api.ShiftRequest{ChangeRequest: f.request(), To: *to, Weight: weight})
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if res.DryRun {
+				return printDryRun(out, res, *f.asJSON)
+			}
+			if *f.asJSON && !*f.wait {
+				return writeJSON(out, res)
+			}
+			if !*f.asJSON {
+				printShift(out, res)
+			}
+			if !*f.wait || !res.Applied {
+				return nil
+			}
+			e, err := waitMeasured(cmd.Context(), c, res, *f.timeout, cmd.ErrOrStderr())
+			if err != nil {
+				return applied(res, err)
+			}
+			if *f.asJSON {
+				return writeJSON(out, e)
+			}
+			fmt.Fprintf(out, "shifted: %s\n", describeMeasurement(e.Measurement))
+			return nil
+		},
+	}
+	f = changeFlagsOf(cmd.Flags(), "return once the traffic around the shift is measured, and print it")
+	to = cmd.Flags().String("to", "", "the slot to give traffic to")
+	weight = cmd.Flags().Float64("weight", 0, "its share of prod, in percent (0 to 100, one decimal)")
+	return cmd
+}
+
+// printShift says what prod's split is after a change.
+func printShift(w io.Writer, res api.Change) {
+	if !res.Applied {
+		fmt.Fprintf(w, "nothing to do: prod is already %s (revision %d)\n", split(res.Weights), res.Revision)
+		return
+	}
+	note := ""
+	if res.Forced {
+		note = " (forced: it had no routable instance)"
+	}
+	fmt.Fprintf(w, "%s: prod is %s (revision %d)%s\n", res.Operation, split(res.Weights), res.Revision, note)
+}
+
+// split formats weights in percent, largest first: "blue 80%, green 20%".
+func split(w map[string]float64) string {
+	type kv struct {
+		k string
+		v float64
+	}
+	var all []kv
+	for k, v := range w {
+		all = append(all, kv{k, v})
+	}
+	sort.Slice(all, func(a, b int) bool { return all[a].v > all[b].v || (all[a].v == all[b].v && all[a].k < all[b].k) })
+	var parts []string
+	for _, e := range all {
+		parts = append(parts, fmt.Sprintf("%s %s%%", e.k, strconv.FormatFloat(e.v, 'f', -1, 64)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func newRolloutCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "rollout start|status",
+		Short: "shift prod to a slot step by step, judged live, rolled back on errors",
+		Long: `A rollout moves prod to a slot in steps (10%, 25%, 50%, 100% ...), each lasting an
+interval, or pausing until "vipswap promote". Over a sliding window it compares
+the canary's error rate and p99 latency with bounds (analysis: in the
+configuration) and with the stable slot; a breach aborts at once and sends
+everything back. The plan lives in the state: a restarted vipswap goes on at
+the same step.`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return &usageError{msg: "missing start or status (run vipswap help rollout)"}
+			}
+			return &usageError{msg: fmt.Sprintf("unknown rollout command %q (want start or status)", args[0])}
+		},
+		RunE: func(*cobra.Command, []string) error { return nil },
+	}
+	cmd.AddCommand(newRolloutStartCmd(), newRolloutStatusCmd())
+	return cmd
+}
+
+func newRolloutStartCmd() *cobra.Command {
+	var f *changeFlags
+	var to, steps, interval, plan *string
+	var pause *bool
+	cmd := &cobra.Command{
+		Use:   "start --to SLOT (--steps 10,25,50,100 [--interval 1m] [--pause] | --plan NAME)",
+		Short: "start a rollout",
+		Example: `  vipswap rollout start --to green --steps 10,25,50,100 --interval 1m
+  vipswap rollout start --to green --steps 5,50,100 --pause    # promote each step by hand
+  vipswap rollout start --to green --plan careful              # rollouts.careful in the configuration`,
+		Args: exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			if *to == "" {
+				return &usageError{msg: "--to is required"}
+			}
+			req := api.RolloutRequest{ChangeRequest: f.request(), To: *to, Plan: *plan, Interval: *interval, Pause: *pause}
+			if *steps != "" {
+				for _, s := range strings.Split(*steps, ",") {
+					v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+					if err != nil {
+						return &usageError{msg: fmt.Sprintf("--steps: %q is not a percentage (want e.g. 10,25,50,100)", s)}
+					}
+					req.Steps = append(req.Steps, v)
+				}
+			}
+			if *interval != "" {
+				if d, err := time.ParseDuration(*interval); err != nil || d <= 0 {
+					return &usageError{msg: fmt.Sprintf("--interval: want a duration above zero such as 1m, got %q", *interval)}
+				}
+			}
+			if len(req.Steps) == 0 && *plan == "" {
+				return &usageError{msg: "--steps or --plan is required"}
+			}
+			res, err := newClient(*f.admin).StartRollout(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			if res.DryRun {
+				return printDryRun(cmd.OutOrStdout(), res, *f.asJSON)
+			}
+			if *f.asJSON {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			printShift(cmd.OutOrStdout(), res)
+			fmt.Fprintln(cmd.OutOrStdout(), "follow it with: vipswap rollout status --watch")
+			return nil
+		},
+	}
+	f = changeFlagsOf(cmd.Flags(), "")
+	to = cmd.Flags().String("to", "", "the slot to roll out to")
+	steps = cmd.Flags().String("steps", "", "the canary's weights in percent, comma-separated, ending at 100")
+	interval = cmd.Flags().String("interval", "", "how long each step lasts (default 1m, or the plan's)")
+	pause = cmd.Flags().Bool("pause", false, "wait for vipswap promote after each step but the last")
+	plan = cmd.Flags().String("plan", "", "a plan under rollouts: in the configuration")
+	return cmd
+}
+
+func newRolloutStatusCmd() *cobra.Command {
+	var admin *string
+	var asJSON, watch *bool
+	cmd := &cobra.Command{
+		Use:     "status [--json | --watch]",
+		Short:   "the running rollout: step, progress, time left, the live analysis",
+		Example: "  vipswap rollout status --watch",
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c := newClient(*admin)
+			if !*watch {
+				st, err := c.Rollout(cmd.Context())
+				if err != nil {
+					return err
+				}
+				if *asJSON {
+					return writeJSON(cmd.OutOrStdout(), st)
+				}
+				printRollout(cmd.OutOrStdout(), st)
+				return nil
+			}
+			if *asJSON {
+				return &usageError{msg: "--watch and --json do not go together"}
+			}
+			return watchRollout(cmd.Context(), c, cmd.OutOrStdout())
+		},
+	}
+	admin = adminFlag(cmd.Flags())
+	asJSON = cmd.Flags().Bool("json", false, "print it as JSON")
+	watch = cmd.Flags().Bool("watch", false, "redraw it every second until interrupted")
+	return cmd
+}
+
+func watchRollout(ctx context.Context, c *client.Client, w io.Writer) error {
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	live := isTerminal(w)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		st, err := c.Rollout(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if live {
+			fmt.Fprint(w, "\033[H\033[2J")
+		}
+		printRollout(w, st)
+		fmt.Fprintf(w, "(%s, every second; Ctrl-C stops)\n\n", time.Now().Format("15:04:05"))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+	}
+}
+
+// printRollout draws the rollout: a progress bar over its steps, the
+// current step and time left, and the analysis.
+func printRollout(w io.Writer, st api.RolloutStatus) {
+	if !st.Running {
+		fmt.Fprintf(w, "no rollout is running; prod is %s\n", split(st.Weights))
+		return
+	}
+	var steps []string
+	for i, s := range st.Steps {
+		mark := strconv.FormatFloat(s, 'f', -1, 64) + "%"
+		if i == st.Step {
+			mark = "[" + mark + "]"
+		}
+		steps = append(steps, mark)
+	}
+	cur := st.Steps[st.Step]
+	const width = 40
+	filled := int(cur / 100 * width)
+	fmt.Fprintf(w, "rollout %s → %s: %s\n", st.From, st.To, strings.Join(steps, " → "))
+	fmt.Fprintf(w, "  [%s%s] %s%% of prod on %s\n", strings.Repeat("#", filled), strings.Repeat(".", width-filled),
+		strconv.FormatFloat(cur, 'f', -1, 64), st.To)
+	state := fmt.Sprintf("step %d of %d, %.0f s left", st.Step+1, len(st.Steps), st.LeftSeconds)
+	switch {
+	case st.Paused:
+		state = fmt.Sprintf("step %d of %d, paused: vipswap promote goes on", st.Step+1, len(st.Steps))
+	case st.LeftSeconds == 0:
+		state = fmt.Sprintf("step %d of %d done, waiting for the analysis to have enough requests", st.Step+1, len(st.Steps))
+	}
+	fmt.Fprintf(w, "  %s\n", state)
+	if a := st.Analysis; a != nil {
+		fmt.Fprintf(w, "  analysis over %.0f s: %s\n", a.WindowSeconds, printable(a.Verdict))
+		fmt.Fprintf(w, "    canary %-10s %6d requests, %6.2f%% errors, p99 %g ms\n", st.To, a.Canary.Requests, a.Canary.ErrorRate*100, a.Canary.P99MS)
+		fmt.Fprintf(w, "    stable %-10s %6d requests, %6.2f%% errors, p99 %g ms\n", st.From, a.Stable.Requests, a.Stable.ErrorRate*100, a.Stable.P99MS)
+	}
+}
+
+func newPromoteCmd() *cobra.Command {
+	var f *changeFlags
+	var full *bool
+	cmd := &cobra.Command{
+		Use:     "promote [--full]",
+		Short:   "continue a paused rollout, or complete it at once with --full",
+		Example: "  vipswap promote\n  vipswap promote --full --reason \"looks good\"",
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := newClient(*f.admin).Promote(cmd.Context(), api.PromoteRequest{ChangeRequest: f.request(), Full: *full})
+			if err != nil {
+				return err
+			}
+			if res.DryRun {
+				return printDryRun(cmd.OutOrStdout(), res, *f.asJSON)
+			}
+			if *f.asJSON {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			printShift(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	f = changeFlagsOf(cmd.Flags(), "")
+	full = cmd.Flags().Bool("full", false, "go to 100% now and end the rollout")
+	return cmd
+}
+
+func newAbortCmd() *cobra.Command {
+	var f *changeFlags
+	cmd := &cobra.Command{
+		Use:     "abort [--reason R]",
+		Short:   "send all of prod back to the stable (active) slot at once and end the rollout",
+		Example: "  vipswap abort --reason \"errors in checkout\"",
+		Args:    exactArgs(),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := newClient(*f.admin).Abort(cmd.Context(), f.request())
+			if err != nil {
+				return err
+			}
+			if res.DryRun {
+				return printDryRun(cmd.OutOrStdout(), res, *f.asJSON)
+			}
+			if *f.asJSON {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			printShift(cmd.OutOrStdout(), res)
+			return nil
+		},
+	}
+	f = changeFlagsOf(cmd.Flags(), "")
+	return cmd
+}

@@ -1,0 +1,288 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
+)
+
+// rolloutTick is how often the rollout's owner looks at its progress and
+// judges the canary, besides every state change.
+const rolloutTick = 250 * time.Millisecond
+
+// Shift gives slot `to` perMille of prod's new requests (Whole completes
+// it, 0 sends everything back to the active slot). Refused like a swap
+// when the target has no routable instance, unless req.Force.
+func (c *Controller) Shift(ctx context.Context, to string, perMille int, req api.ChangeRequest) (api.Change, error) {
+	if err := c.knownSlot(to); err != nil {
+		return api.Change{Operation: "shift"}, err
+	}
+	return c.change(ctx, operation{name: "shift", req: req, to: to, next: func(st state.State, res *api.Change) (state.State, error) {
+		if st.Rollout != nil {
+			return st, &state.RefusedError{Reason: fmt.Sprintf("shift refused: a rollout to %s is running (vipswap abort or promote first)", st.Rollout.To)}
+		}
+		r := c.readinessLocked(st, to)
+		res.TargetRoutable = r.Routable
+		res.Forced = req.Force && r.Routable == 0 && perMille > 0
+		return st.Shift(to, perMille, r, req.Force)
+	}})
+}
+
+// StartRollout begins rollout r (its steps, intervals and analysis filled
+// in by the caller) from its first step.
+func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req api.ChangeRequest) (api.Change, error) {
+	if err := c.knownSlot(r.To); err != nil {
+		return api.Change{Operation: "rollout"}, err
+	}
+	var steps []string
+	for _, s := range r.Steps {
+		steps = append(steps, state.Percent(s.PerMille))
+	}
+	return c.change(ctx, operation{name: "rollout", req: req, to: r.To,
+		changes: []string{"plan: " + strings.Join(steps, " → ")},
+		next: func(st state.State, res *api.Change) (state.State, error) {
+			rd := c.readinessLocked(st, r.To)
+			res.TargetRoutable = rd.Routable
+			res.Forced = req.Force && rd.Routable == 0
+			return st.StartRollout(r, rd, req.Force, time.Now().UTC())
+		}})
+}
+
+// Promote continues a paused rollout, or with full, completes it at once.
+func (c *Controller) Promote(ctx context.Context, full bool, req api.ChangeRequest) (api.Change, error) {
+	return c.change(ctx, operation{name: "promote", req: req, next: func(st state.State, res *api.Change) (state.State, error) {
+		if st.Rollout != nil {
+			res.To = st.Rollout.To
+		}
+		var rd state.Readiness
+		if st.Rollout != nil {
+			rd = c.readinessLocked(st, st.Rollout.To)
+		}
+		return st.Promote(full, rd, time.Now().UTC())
+	}})
+}
+
+// Abort ends the running rollout and sends all of prod back to the active
+// (stable) slot at once. With no rollout and no shift in progress it
+// changes nothing.
+func (c *Controller) Abort(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+	return c.abort(ctx, req, nil)
+}
+
+func (c *Controller) abort(ctx context.Context, req api.ChangeRequest, why []string) (api.Change, error) {
+	return c.change(ctx, operation{name: "abort", req: req, changes: why, next: func(st state.State, res *api.Change) (state.State, error) {
+		if st.Rollout != nil {
+			res.To = st.Rollout.To
+		}
+		return st.Abort(), nil
+	}})
+}
+
+// knownSlot returns a 404 for a slot that does not exist.
+func (c *Controller) knownSlot(name string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.instances[name]; ok {
+		return nil
+	}
+	for _, s := range c.slots {
+		if s.Name == name {
+			return nil
+		}
+	}
+	return &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("no slot %q (have %s)", name, strings.Join(c.slotNamesLocked(), ", "))}
+}
+
+// wake makes the rollout's owner look at the state now.
+func (c *Controller) wake() {
+	select {
+	case c.wakeup <- struct{}{}:
+	default:
+	}
+}
+
+// runRollouts is the one goroutine that drives rollouts: it judges the
+// canary and moves steps, through the same compare-and-swap changes as an
+// operator's, until the controller closes.
+func (c *Controller) runRollouts() {
+	tick := time.NewTicker(rolloutTick)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+		case <-c.wakeup:
+		}
+		c.driveRollout(c.ctx, time.Now())
+	}
+}
+
+// driveRollout does what the running rollout needs now: abort on a breach,
+// wait, pause, or move to the next step.
+func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
+	c.mu.Lock()
+	st := c.st
+	c.mu.Unlock()
+	r := st.Rollout
+	if r == nil {
+		c.setVerdict(nil)
+		return
+	}
+	v := c.judge(st, now)
+	c.setVerdict(&v)
+	if v.Breach != "" {
+		why := []string{"analysis: " + v.Breach}
+		if _, err := c.abort(ctx, api.ChangeRequest{Actor: "rollout", Reason: "automatic rollback: " + v.Breach}, why); err != nil && ctx.Err() == nil {
+			c.log.Error("could not abort a failing rollout", "err", err)
+		}
+		return
+	}
+	step := r.Current()
+	if r.Paused || now.Sub(r.StepStarted) < step.Interval || !v.Enough {
+		return // not yet: the step runs, waits for a promote, or has too few requests to pass
+	}
+	same := func(cur state.State) bool {
+		return cur.Rollout != nil && cur.Rollout.Step == r.Step && cur.Rollout.StepStarted.Equal(r.StepStarted)
+	}
+	req := api.ChangeRequest{Actor: "rollout"}
+	if step.Pause {
+		c.change(ctx, operation{name: "rollout pause", req: req, to: r.To, next: func(cur state.State, res *api.Change) (state.State, error) {
+			if !same(cur) {
+				return cur, nil
+			}
+			return cur.PauseRollout(), nil
+		}})
+		return
+	}
+	next := r.Steps[min(r.Step+1, len(r.Steps)-1)]
+	if err := runGates(ctx, next.Gates); err != nil {
+		c.abort(ctx, api.ChangeRequest{Actor: "rollout", Reason: "gate failed before " + state.Percent(next.PerMille) + ": " + err.Error()},
+			[]string{"gate: " + err.Error()})
+		return
+	}
+	_, err := c.change(ctx, operation{name: "rollout step", req: req, to: r.To, next: func(cur state.State, res *api.Change) (state.State, error) {
+		if !same(cur) {
+			return cur, nil // an operator moved it meanwhile
+		}
+		return cur.NextStep(c.readinessLocked(cur, r.To), now.UTC())
+	}})
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("rollout step not taken", "to", r.To, "err", err)
+	}
+}
+
+// runGates runs a step's gates in order; the first that fails says why.
+func runGates(ctx context.Context, gates []state.Gate) error {
+	for _, g := range gates {
+		timeout := g.Timeout
+		if timeout <= 0 {
+			timeout = 30 * time.Second
+		}
+		gctx, cancel := context.WithTimeout(ctx, timeout)
+		err := runGate(gctx, g)
+		cancel()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func runGate(ctx context.Context, g state.Gate) error {
+	if g.HTTP != "" {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.HTTP, nil)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", g.HTTP, err)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return fmt.Errorf("GET %s: %w", g.HTTP, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode < 200 || resp.StatusCode > 299 {
+			return fmt.Errorf("GET %s answered %s", g.HTTP, resp.Status)
+		}
+	}
+	if len(g.Command) > 0 {
+		out, err := exec.CommandContext(ctx, g.Command[0], g.Command[1:]...).CombinedOutput()
+		if err != nil {
+			tail := strings.TrimSpace(string(out))
+			if len(tail) > 200 {
+				tail = tail[len(tail)-200:]
+			}
+			return fmt.Errorf("%s: %v: %s", strings.Join(g.Command, " "), err, tail)
+		}
+	}
+	return nil
+}
+
+// Verdict is the analysis of a rollout's canary at one moment.
+type Verdict struct {
+	// Canary and Stable are what prod sent each over the window.
+	Canary, Stable route.Counts
+	// Window is how far back the figures go.
+	Window time.Duration
+	// Enough reports that the canary had enough requests to be judged.
+	Enough bool
+	// Breach says which bound the canary broke; empty when none.
+	Breach string
+}
+
+// judge analyses st's rollout over its window ending at now.
+func (c *Controller) judge(st state.State, now time.Time) Verdict {
+	a := st.Rollout.Analysis
+	window := a.Window
+	if since := now.Sub(st.Rollout.Started); since < window {
+		window = max(since, time.Second)
+	}
+	from := c.samples.at(now.Add(-window))
+	diff := c.samples.live().counts.sub(from.counts)
+	v := Verdict{Canary: diff[route.Prod][st.Rollout.To], Stable: diff[route.Prod][st.Active], Window: window}
+	v.Enough = v.Canary.Requests() >= uint64(max(a.MinRequests, 1))
+	if !v.Enough {
+		return v
+	}
+	rate := func(n route.Counts) float64 {
+		if n.Requests() == 0 {
+			return 0
+		}
+		return float64(n.Errors()) / float64(n.Requests())
+	}
+	cr, sr := rate(v.Canary), rate(v.Stable)
+	cp, sp := v.Canary.Quantile(0.99), v.Stable.Quantile(0.99)
+	figures := fmt.Sprintf("over %s: canary %s %.2f%% errors of %d requests, p99 %s; stable %s %.2f%%, p99 %s",
+		window.Round(time.Second), st.Rollout.To, cr*100, v.Canary.Requests(), cp, st.Active, sr*100, sp)
+	switch {
+	case a.MaxErrorRate > 0 && cr > a.MaxErrorRate:
+		v.Breach = fmt.Sprintf("error rate %.2f%% above %.2f%% (%s)", cr*100, a.MaxErrorRate*100, figures)
+	case a.MaxP99 > 0 && cp > a.MaxP99:
+		v.Breach = fmt.Sprintf("p99 %s above %s (%s)", cp, a.MaxP99, figures)
+	case a.MaxErrorRateRatio > 0 && sr > 0 && cr > a.MaxErrorRateRatio*sr:
+		v.Breach = fmt.Sprintf("error rate %.2f%% above %g times the stable slot's (%s)", cr*100, a.MaxErrorRateRatio, figures)
+	case a.MaxP99Ratio > 0 && sp > 0 && float64(cp) > a.MaxP99Ratio*float64(sp):
+		v.Breach = fmt.Sprintf("p99 %s above %g times the stable slot's (%s)", cp, a.MaxP99Ratio, figures)
+	}
+	return v
+}
+
+// setVerdict keeps the last verdict for status and metrics.
+func (c *Controller) setVerdict(v *Verdict) {
+	c.verdictMu.Lock()
+	defer c.verdictMu.Unlock()
+	c.verdict = v
+}
+
+// LastVerdict returns the analysis of the running rollout, or nil.
+func (c *Controller) LastVerdict() *Verdict {
+	c.verdictMu.Lock()
+	defer c.verdictMu.Unlock()
+	return c.verdict
+}
