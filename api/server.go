@@ -12,11 +12,14 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+
+	"github.com/vipswap/vipswap/control"
 )
 
 // Controller is what the admin API needs from the controller. Methods are
-// called concurrently. Errors that are the caller's to fix are *Error values
-// with a 4xx status; any other error is a 500.
+// called concurrently. Errors that are the caller's to fix are
+// *control.Error values, answered with the 4xx status of their kind; any
+// other error is a 500.
 type Controller interface {
 	// Status returns the routing state and every instance's counters.
 	Status() Status
@@ -62,6 +65,13 @@ func (e *Error) Error() string { return e.Err.Error() }
 
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
+
+// statusOf maps the controller's error kinds to HTTP statuses.
+var statusOf = map[control.Kind]int{
+	control.Invalid:  http.StatusBadRequest,
+	control.NotFound: http.StatusNotFound,
+	control.Conflict: http.StatusConflict,
+}
 
 // Options configures the API server.
 type Options struct {
@@ -175,8 +185,12 @@ func (s *server) handle(h func(http.ResponseWriter, *http.Request) error) http.H
 		body := ErrorBody{Error: err.Error()}
 		status := http.StatusInternalServerError
 		var apiErr *Error
-		if errors.As(err, &apiErr) {
+		var ctlErr *control.Error
+		switch {
+		case errors.As(err, &apiErr):
 			status, body.Revision = apiErr.Status, apiErr.Revision
+		case errors.As(err, &ctlErr):
+			status, body.Revision = statusOf[ctlErr.Kind], ctlErr.Revision
 		}
 		if status >= 500 {
 			s.log.Error("admin request failed", "method", r.Method, "path", r.URL.Path, "err", err)

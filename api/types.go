@@ -1,236 +1,50 @@
 package api
 
-import "time"
+import "github.com/vipswap/vipswap/control"
 
-// Status is the answer of GET /v1/status: the routing state, every slot and
-// instance with its health and counters. Its shape is documented in
-// docs/api.md and only grows.
-type Status struct {
-	// Revision is the state revision that is in force.
-	Revision uint64 `json:"revision"`
-	// Active is the slot prod follows.
-	Active string `json:"active"`
-	// Standby is the slot stage follows.
-	Standby string `json:"standby"`
-	// Previous is the slot active before the last swap; rollback returns to
-	// it. Empty until the first swap.
-	Previous string `json:"previous,omitempty"`
-	// Listeners are the front-door addresses.
-	Listeners []ListenerStatus `json:"listeners"`
-	// Slots are every configured slot, in configuration order.
-	Slots []SlotStatus `json:"slots"`
-}
-
-// ListenerStatus is one listener.
-type ListenerStatus struct {
-	// Name is "prod" or "stage".
-	Name string `json:"name"`
-	// Addr is the address it accepts connections on.
-	Addr string `json:"addr"`
-	// Slot is the slot it sends traffic to.
-	Slot string `json:"slot"`
-	// Weights is the share of the listener's new requests each slot gets,
-	// in percent; the slots it does not name get none.
-	Weights map[string]float64 `json:"weights"`
-	// Failed counts requests on this listener that vipswap could not get
-	// answered (its own 5xx, connection errors, timeouts) since it started.
-	Failed uint64 `json:"failed"`
-}
-
-// SlotStatus is one slot.
-type SlotStatus struct {
-	// Name is the slot's name.
-	Name string `json:"name"`
-	// Role is "active", "standby" or "idle".
-	Role string `json:"role"`
-	// Version is the slot's version label (slots.NAME.version), if set.
-	Version string `json:"version,omitempty"`
-	// Healthy counts the slot's healthy instances.
-	Healthy int `json:"healthy"`
-	// Routable counts the instances that may receive new requests: healthy
-	// and not drained.
-	Routable int `json:"routable"`
-	// InFlight counts requests in flight on the slot, per listener.
-	InFlight PerListener `json:"in_flight"`
-	// Instances are the slot's instances.
-	Instances []InstanceStatus `json:"instances"`
-}
-
-// PerListener is a count per listener.
-type PerListener struct {
-	// Prod is the count for the prod listener.
-	Prod int64 `json:"prod"`
-	// Stage is the count for the stage listener.
-	Stage int64 `json:"stage"`
-}
-
-// Total returns Prod + Stage.
-func (p PerListener) Total() int64 { return p.Prod + p.Stage }
-
-// InstanceStatus is one instance.
-type InstanceStatus struct {
-	// Addr is the instance's host:port.
-	Addr string `json:"addr"`
-	// Healthy reports the health-check verdict.
-	Healthy bool `json:"healthy"`
-	// Drained reports that an operator took it out of rotation.
-	Drained bool `json:"drained"`
-	// InFlight counts its requests in flight, per listener.
-	InFlight PerListener `json:"in_flight"`
-	// Served counts the requests it answered, per listener.
-	Served PerListener `json:"served"`
-	// Errors counts the requests it answered with a 5xx, per listener.
-	Errors PerListener `json:"errors"`
-	// Check is the last health check (or passive mark); absent before the
-	// first.
-	Check *Check `json:"check,omitempty"`
-	// HealthSince is when Healthy last changed (when probing began if it
-	// never did).
-	HealthSince time.Time `json:"health_since,omitzero"`
-}
-
-// Check is one health check's outcome, in HAProxy's terms.
-type Check struct {
-	// Code is L7OK, L7STS, L7RSP, L7TOUT, L4CON, L4TOUT, SOCKERR (vipswap
-	// could not probe) or PASSIVE (the data plane saw a refused
-	// connection).
-	Code string `json:"code"`
-	// Status is the HTTP status the probe got, if it got one.
-	Status int `json:"status,omitempty"`
-	// Detail says more: the socket error, the status text.
-	Detail string `json:"detail,omitempty"`
-	// Text is the whole outcome in one phrase: "L7STS 404",
-	// "L4CON connection refused".
-	Text string `json:"text"`
-	// Time is when the check started.
-	Time time.Time `json:"time"`
-	// DurationMS is how long it took, in milliseconds.
-	DurationMS float64 `json:"duration_ms"`
-}
-
-// ChangeRequest is the body of every state-changing call (swap, rollback,
-// drain, ready). Every field is optional.
-type ChangeRequest struct {
-	// Force overrides the health check that would refuse the change.
-	Force bool `json:"force,omitempty"`
-	// Reason is recorded in the history.
-	Reason string `json:"reason,omitempty"`
-	// IfRevision, when set, makes the change apply only if the state is
-	// still at that revision; otherwise it is refused with 409.
-	IfRevision *uint64 `json:"if_revision,omitempty"`
-	// DryRun reports what the change would do and changes nothing.
-	DryRun bool `json:"dry_run,omitempty"`
-
-	// Actor is who asks: the token's name, or "local". The server sets it;
-	// it is not read from the body.
-	Actor string `json:"-"`
-}
-
-// Change is the answer of a state-changing call.
-type Change struct {
-	// Operation is "swap", "rollback", "drain" or "ready".
-	Operation string `json:"operation"`
-	// Applied reports that the state changed. It is false for a dry run and
-	// for a change that was already in effect (draining a drained instance).
-	Applied bool `json:"applied"`
-	// DryRun echoes the request.
-	DryRun bool `json:"dry_run,omitempty"`
-	// From and To are the active slot before and after (swap, rollback).
-	From string `json:"from,omitempty"`
-	To   string `json:"to,omitempty"`
-	// Instance is "slot/host:port" (drain, ready).
-	Instance string `json:"instance,omitempty"`
-	// Forced reports that the change overrode a failed health check.
-	Forced bool `json:"forced,omitempty"`
-	// Weights is prod's split after the change, in percent (swap,
-	// rollback, shift, rollout operations).
-	Weights map[string]float64 `json:"weights,omitempty"`
-	// InEffect reports that the state already is what the change asks for
-	// (draining a drained instance): nothing changed, or would.
-	InEffect bool `json:"in_effect,omitempty"`
-	// Refused, in a dry run, says why the change would be refused.
-	Refused string `json:"refused,omitempty"`
-	// Revision is the state revision after the change (the current one for
-	// a dry run or a change that was already in effect).
-	Revision uint64 `json:"revision"`
-	// TargetRoutable counts the healthy, undrained instances of the slot
-	// that would take prod traffic (swap, rollback).
-	TargetRoutable int `json:"target_routable"`
-	// InFlight counts prod requests in flight on the slot or instance that
-	// the change takes traffic from.
-	InFlight int64 `json:"in_flight"`
-	// HistoryID is the history entry that records an applied change.
-	HistoryID uint64 `json:"history_id,omitempty"`
-	// Changes says, one line each, what a reload changed (or would, in a
-	// dry run).
-	Changes []string `json:"changes,omitempty"`
-}
-
-// HistoryEntry is one record of GET /v1/history.
-type HistoryEntry struct {
-	// ID numbers entries from 1 in the order they were recorded.
-	ID uint64 `json:"id"`
-	// Time is when the operation was decided.
-	Time time.Time `json:"time"`
-	// Actor is who asked: a token's name, or "local".
-	Actor string `json:"actor"`
-	// Operation is "swap", "rollback", "drain" or "ready".
-	Operation string `json:"operation"`
-	// From and To are the active slot before and after (swap, rollback).
-	From string `json:"from,omitempty"`
-	To   string `json:"to,omitempty"`
-	// Instance is "slot/host:port" (drain, ready).
-	Instance string `json:"instance,omitempty"`
-	// Forced reports that a failed health check was overridden.
-	Forced bool `json:"forced,omitempty"`
-	// Reason is the operator's reason.
-	Reason string `json:"reason,omitempty"`
-	// Changes says, one line each, what a reload changed.
-	Changes []string `json:"changes,omitempty"`
-	// Result is "applied" or "refused".
-	Result string `json:"result"`
-	// Error says why it was refused.
-	Error string `json:"error,omitempty"`
-	// Revision is the state revision an applied change produced.
-	Revision uint64 `json:"revision,omitempty"`
-	// Measurement is what the prod listener saw from an applied swap or
-	// rollback until the old slot drained; absent until then.
-	Measurement *Measurement `json:"measurement,omitempty"`
-}
-
-// Measurement is what the prod listener counted from a change until the old
-// slot had no request in flight.
-type Measurement struct {
-	// Served counts prod requests answered in the window.
-	Served uint64 `json:"served"`
-	// Failed counts prod requests vipswap could not get answered.
-	Failed uint64 `json:"failed"`
-	// DrainedSeconds is how long the old slot took to drain.
-	DrainedSeconds float64 `json:"drained_seconds"`
-	// Complete is false when measuring gave up before the old slot drained.
-	Complete bool `json:"complete"`
-	// Start and End bound the window: from measure.before before the
-	// change to measure.after after it, or until the old slot drained if
-	// that took longer. Absent in entries from before windows were
-	// measured.
-	Start time.Time `json:"start,omitzero"`
-	End   time.Time `json:"end,omitzero"`
-	// WindowSeconds is End - Start.
-	WindowSeconds float64 `json:"window_seconds,omitempty"`
-	// Listeners holds each listener's figures in the window.
-	Listeners map[string]Window `json:"listeners,omitempty"`
-}
-
-// Window is what one listener counted in a measurement's window.
-type Window struct {
-	// Requests counts answered requests, whatever their status.
-	Requests uint64 `json:"requests"`
-	// Errors counts 5xx answers (the instances' and vipswap's own) and
-	// broken-off answers.
-	Errors uint64 `json:"errors"`
-	// Failed counts vipswap's own failures (a subset of Errors).
-	Failed uint64 `json:"failed"`
-}
+// The controller's results and requests are the API's wire types: the
+// admin server encodes them as JSON as they are. The aliases let the client
+// and the CLI name them from the package they talk to.
+type (
+	// Status is control.Status.
+	Status = control.Status
+	// ListenerStatus is control.ListenerStatus.
+	ListenerStatus = control.ListenerStatus
+	// SlotStatus is control.SlotStatus.
+	SlotStatus = control.SlotStatus
+	// PerListener is control.PerListener.
+	PerListener = control.PerListener
+	// InstanceStatus is control.InstanceStatus.
+	InstanceStatus = control.InstanceStatus
+	// Check is control.Check.
+	Check = control.Check
+	// ChangeRequest is control.ChangeRequest.
+	ChangeRequest = control.ChangeRequest
+	// Change is control.Change.
+	Change = control.Change
+	// HistoryEntry is control.HistoryEntry.
+	HistoryEntry = control.HistoryEntry
+	// Measurement is control.Measurement.
+	Measurement = control.Measurement
+	// Window is control.Window.
+	Window = control.Window
+	// RateSample is control.RateSample.
+	RateSample = control.RateSample
+	// SlotRate is control.SlotRate.
+	SlotRate = control.SlotRate
+	// ShiftRequest is control.ShiftRequest.
+	ShiftRequest = control.ShiftRequest
+	// RolloutRequest is control.RolloutRequest.
+	RolloutRequest = control.RolloutRequest
+	// PromoteRequest is control.PromoteRequest.
+	PromoteRequest = control.PromoteRequest
+	// RolloutStatus is control.RolloutStatus.
+	RolloutStatus = control.RolloutStatus
+	// Analysis is control.Analysis.
+	Analysis = control.Analysis
+	// SlotFigures is control.SlotFigures.
+	SlotFigures = control.SlotFigures
+)
 
 // ErrorBody is the JSON body of every error answer.
 type ErrorBody struct {
@@ -247,120 +61,4 @@ type ErrorBody struct {
 type Rates struct {
 	// Samples are the per-second samples.
 	Samples []RateSample `json:"samples"`
-}
-
-// RateSample is one second's rates.
-type RateSample struct {
-	// Time is when the second ended.
-	Time time.Time `json:"time"`
-	// Slots maps a slot name to its rates; "none" counts requests that
-	// found no slot.
-	Slots map[string]SlotRate `json:"slots"`
-}
-
-// SlotRate is a slot's rates in one sample.
-type SlotRate struct {
-	// Requests is answered requests per second.
-	Requests float64 `json:"requests"`
-	// Errors is 5xx answers per second, vipswap's own included, and
-	// answers cut off.
-	Errors float64 `json:"errors"`
-	// P50 and P99 are the latencies under which half and 99 % of that
-	// second's requests were answered, in milliseconds (the upper bound of
-	// the histogram bucket); absent in a second without requests.
-	P50 float64 `json:"p50_ms,omitempty"`
-	P99 float64 `json:"p99_ms,omitempty"`
-}
-
-// ShiftRequest is the body of POST /v1/shift.
-type ShiftRequest struct {
-	ChangeRequest
-	// To is the slot that gets Weight of prod's new requests.
-	To string `json:"to"`
-	// Weight is its share in percent, 0 to 100, with at most one decimal:
-	// 100 completes the shift (To becomes active), 0 sends everything back
-	// to the active slot.
-	Weight *float64 `json:"weight"`
-}
-
-// RolloutRequest is the body of POST /v1/rollout: a plan given here, or a
-// named plan of the configuration (rollouts:), or both (these fields win).
-type RolloutRequest struct {
-	ChangeRequest
-	// To is the slot traffic moves to.
-	To string `json:"to"`
-	// Plan names a plan under rollouts: in the configuration.
-	Plan string `json:"plan,omitempty"`
-	// Steps are the canary's weights in percent, in order; the last is 100.
-	Steps []float64 `json:"steps,omitempty"`
-	// Interval is how long each step lasts (a duration such as "1m").
-	Interval string `json:"interval,omitempty"`
-	// Pause waits for a promote after every step but the last.
-	Pause bool `json:"pause,omitempty"`
-}
-
-// PromoteRequest is the body of POST /v1/promote.
-type PromoteRequest struct {
-	ChangeRequest
-	// Full goes to 100% at once and ends the rollout.
-	Full bool `json:"full,omitempty"`
-}
-
-// RolloutStatus is the answer of GET /v1/rollout.
-type RolloutStatus struct {
-	// Running is false when no rollout runs; the other fields are then
-	// absent, but Weights.
-	Running bool `json:"running"`
-	// Weights is prod's split now, in percent.
-	Weights map[string]float64 `json:"weights"`
-	// To and From are the canary and the stable (active) slot.
-	To   string `json:"to,omitempty"`
-	From string `json:"from,omitempty"`
-	// Plan names the configured plan, if any.
-	Plan string `json:"plan,omitempty"`
-	// Steps are the plan's weights in percent; Step is the current one's
-	// index.
-	Steps []float64 `json:"steps,omitempty"`
-	Step  int       `json:"step"`
-	// StepStarted is when the current step began; StepSeconds its length;
-	// LeftSeconds what remains of it (0 once over: it waits for enough
-	// requests or a promote).
-	StepStarted time.Time `json:"step_started,omitzero"`
-	StepSeconds float64   `json:"step_seconds,omitempty"`
-	LeftSeconds float64   `json:"left_seconds,omitempty"`
-	// Paused is true while it waits for a promote.
-	Paused bool `json:"paused,omitempty"`
-	// Started is when the rollout began.
-	Started time.Time `json:"started,omitzero"`
-	// Analysis is what the canary is judged by, and the latest figures.
-	Analysis *Analysis `json:"analysis,omitempty"`
-}
-
-// Analysis is a rollout's judgement of its canary.
-type Analysis struct {
-	// WindowSeconds is how much recent traffic is judged.
-	WindowSeconds float64 `json:"window_seconds"`
-	// MinRequests is how many canary requests a verdict needs.
-	MinRequests int `json:"min_requests"`
-	// MaxErrorRate, MaxP99MS, MaxErrorRateRatio, MaxP99Ratio are the bounds
-	// (0: none).
-	MaxErrorRate      float64 `json:"max_error_rate,omitempty"`
-	MaxP99MS          float64 `json:"max_p99_ms,omitempty"`
-	MaxErrorRateRatio float64 `json:"max_error_rate_ratio,omitempty"`
-	MaxP99Ratio       float64 `json:"max_p99_ratio,omitempty"`
-	// Canary and Stable are the figures over the window.
-	Canary SlotFigures `json:"canary"`
-	Stable SlotFigures `json:"stable"`
-	// Enough is false while the canary has too few requests to judge.
-	Enough bool `json:"enough"`
-	// Verdict is "pass", "waiting for requests", or the breach that aborts.
-	Verdict string `json:"verdict"`
-}
-
-// SlotFigures are a slot's prod figures over an analysis window.
-type SlotFigures struct {
-	Requests  uint64  `json:"requests"`
-	Errors    uint64  `json:"errors"`
-	ErrorRate float64 `json:"error_rate"`
-	P99MS     float64 `json:"p99_ms"`
 }

@@ -71,13 +71,18 @@ type Controller struct {
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 
-	mu        sync.Mutex // guards st, rev, slots, instances, healthy, published, changes and publishing order
+	write   sync.Mutex // serializes state writers; held across a store write, when mu is not
+	applyMu sync.Mutex // serializes Apply calls, in the order tables were built
+
+	mu        sync.Mutex // guards st, rev, cfg, slots, instances, healthy, published, pending, draining and changes
 	st        state.State
 	rev       store.Revision
 	slots     []Slot                       // membership, in configuration order
 	instances map[string][]*route.Instance // by slot, as slots says
 	healthy   map[*route.Instance]bool
 	published bool
+	pending   *route.Table     // built, not yet handed to the data planes
+	draining  map[uint64]int64 // by history ID: the old slot's in-flight count while a change is measured
 	changes   map[ChangeKey]uint64
 
 	storeErrors atomic.Uint64
@@ -145,22 +150,24 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	c := &Controller{
-		ctx:     loopCtx,
-		cancel:  cancel,
-		cfg:     cfg,
-		log:     cfg.Logger,
-		refused: make(chan *route.Instance, 64),
-		wakeup:  make(chan struct{}, 1),
-		st:      st,
-		rev:     rev,
-		healthy: make(map[*route.Instance]bool),
-		changes: make(map[ChangeKey]uint64),
+		ctx:      loopCtx,
+		cancel:   cancel,
+		cfg:      cfg,
+		log:      cfg.Logger,
+		refused:  make(chan *route.Instance, 64),
+		wakeup:   make(chan struct{}, 1),
+		st:       st,
+		rev:      rev,
+		healthy:  make(map[*route.Instance]bool),
+		changes:  make(map[ChangeKey]uint64),
+		draining: make(map[uint64]int64),
 	}
 	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()
 	added, _ := c.setSlotsLocked(cfg.Slots)
 	c.publishLocked()
 	c.mu.Unlock()
+	c.flush()
 	c.log.Info("state loaded", "revision", rev, "active", st.Active, "standby", st.Standby)
 	for _, t := range added {
 		c.checker.Add(t)
@@ -221,6 +228,7 @@ func (c *Controller) loop() {
 // health transition. The controller never calls the checker with c.mu held
 // for a target's state, so the lock order is target, then c.mu.
 func (c *Controller) onHealth(t health.Target, healthy bool, reason health.Check) {
+	defer c.flush()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	inst := c.instanceLocked(t.Slot, t.Addr)
@@ -259,25 +267,51 @@ func (c *Controller) readinessLocked(st state.State, slot string) state.Readines
 	return r
 }
 
-// publishLocked builds a table from the current state and health and hands
-// it to every data plane.
+// publishLocked builds a table from the current state and health; flush,
+// called once c.mu is released, hands it to every data plane.
 func (c *Controller) publishLocked() {
 	var spec route.Spec
 	spec.Revision = uint64(c.rev)
-	for _, sh := range c.st.Prod() {
-		spec.Listeners[route.Prod] = append(spec.Listeners[route.Prod], route.Weighted{Slot: sh.Slot, Weight: uint32(sh.PerMille)})
-	}
-	spec.Listeners[route.Stage] = []route.Weighted{{Slot: c.st.Stage(), Weight: 1}}
+	spec.Listeners = splits(c.st)
 	spec.Routable = make(map[string][]*route.Instance, len(c.instances))
 	for slot := range c.instances {
 		spec.Routable[slot] = c.routableLocked(c.st, slot)
 	}
 	spec.Members = c.instances
-	t := route.Build(spec)
+	c.pending = route.Build(spec)
+	c.published = true
+}
+
+// flush hands the newest table built to every data plane, unless another
+// flush already did. Tables reach the planes in the order they were built
+// and none is applied after a newer one; when flush returns, the table
+// built before it was called has been applied. It must be called without
+// c.mu: a data plane may be slow (a remote load balancer).
+func (c *Controller) flush() {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	c.mu.Lock()
+	t := c.pending
+	c.pending = nil
+	c.mu.Unlock()
+	if t == nil {
+		return
+	}
 	for _, p := range c.cfg.Planes {
 		if err := p.Apply(t); err != nil {
 			c.log.Error("data plane refused the routing table", "revision", t.Revision, "err", err)
 		}
 	}
-	c.published = true
+}
+
+// splits decides, for every listener, which slots it sends new requests to
+// and by what weight: prod by its split, stage to the slot it follows. It
+// is the one place that says so; status reports the same in percent.
+func splits(st state.State) [len(route.Listeners)][]route.Weighted {
+	var out [len(route.Listeners)][]route.Weighted
+	for _, sh := range st.Prod() {
+		out[route.Prod] = append(out[route.Prod], route.Weighted{Slot: sh.Slot, Weight: uint32(sh.PerMille)})
+	}
+	out[route.Stage] = []route.Weighted{{Slot: st.Stage(), Weight: 1000}}
+	return out
 }

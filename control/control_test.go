@@ -1,4 +1,4 @@
-package control
+package control_test
 
 import (
 	"context"
@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
 )
 
@@ -59,7 +61,7 @@ func slotServer(t *testing.T, slot string) string {
 }
 
 type fixture struct {
-	ctrl  *Controller
+	ctrl  *control.Controller
 	plane *recorder
 	store *bolt.Store
 	path  string
@@ -73,12 +75,12 @@ func newFixture(t *testing.T, blue, green []string) *fixture {
 	}
 	t.Cleanup(func() { st.Close() })
 	plane := &recorder{}
-	ctrl, err := New(context.Background(), Config{
-		Slots:  []Slot{{Name: "blue", Addrs: blue}, {Name: "green", Addrs: green}},
+	ctrl, err := control.New(context.Background(), control.Config{
+		Slots:  []control.Slot{{Name: "blue", Addrs: blue}, {Name: "green", Addrs: green}},
 		Active: "blue",
 		Store:  st,
 		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
-		Planes: []DataPlane{plane},
+		Planes: []control.DataPlane{plane},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {
@@ -111,7 +113,7 @@ func TestFirstStartSeedsTheStore(t *testing.T) {
 func TestSwapPublishesOneTable(t *testing.T) {
 	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
 	f.waitHealthy(t, "green", 1)
-	res, err := f.ctrl.Swap(context.Background(), api.ChangeRequest{})
+	res, err := f.ctrl.Swap(context.Background(), control.ChangeRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,10 +143,10 @@ func TestRefusedSwapChangesNothing(t *testing.T) {
 	f := newFixture(t, []string{slotServer(t, "blue")}, []string{"127.0.0.1:1"})
 	f.waitHealthy(t, "blue", 1)
 	before := f.ctrl.Status()
-	_, err := f.ctrl.Swap(context.Background(), api.ChangeRequest{})
-	var apiErr *api.Error
-	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
-		t.Fatalf("got %v, want a 409 api.Error", err)
+	_, err := f.ctrl.Swap(context.Background(), control.ChangeRequest{})
+	var apiErr *control.Error
+	if !errors.As(err, &apiErr) || apiErr.Kind != control.Conflict {
+		t.Fatalf("got %v, want a 409 Error", err)
 	}
 	if after := f.ctrl.Status(); after.Revision != before.Revision || after.Active != before.Active {
 		t.Fatalf("state moved: %d/%s -> %d/%s", before.Revision, before.Active, after.Revision, after.Active)
@@ -156,7 +158,7 @@ func TestFailedStoreWriteChangesNothing(t *testing.T) {
 	f.waitHealthy(t, "green", 1)
 	before := f.ctrl.Status()
 	f.store.Close() // every write now fails
-	_, err := f.ctrl.Swap(context.Background(), api.ChangeRequest{})
+	_, err := f.ctrl.Swap(context.Background(), control.ChangeRequest{})
 	if err == nil || !strings.Contains(err.Error(), "swap not applied") {
 		t.Fatalf("got %v, want the store error", err)
 	}
@@ -171,8 +173,8 @@ func TestFailedStoreWriteChangesNothing(t *testing.T) {
 func TestStoredStateMustFitTheConfig(t *testing.T) {
 	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
 	f.ctrl.Close()
-	_, err := New(context.Background(), Config{
-		Slots:  []Slot{{Name: "blue", Addrs: []string{"127.0.0.1:1"}}, {Name: "red", Addrs: []string{"127.0.0.1:2"}}},
+	_, err := control.New(context.Background(), control.Config{
+		Slots:  []control.Slot{{Name: "blue", Addrs: []string{"127.0.0.1:1"}}, {Name: "red", Addrs: []string{"127.0.0.1:2"}}},
 		Active: "blue",
 		Store:  f.store,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -214,9 +216,9 @@ func TestDryRunWithStaleRevisionIsNotRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale := uint64(999)
-	_, err = f.ctrl.Swap(context.Background(), api.ChangeRequest{DryRun: true, IfRevision: &stale})
-	var apiErr *api.Error
-	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusConflict {
+	_, err = f.ctrl.Swap(context.Background(), control.ChangeRequest{DryRun: true, IfRevision: &stale})
+	var apiErr *control.Error
+	if !errors.As(err, &apiErr) || apiErr.Kind != control.Conflict {
 		t.Fatalf("got %v, want a 409", err)
 	}
 	after, err := f.store.History(context.Background(), 0)
@@ -225,5 +227,81 @@ func TestDryRunWithStaleRevisionIsNotRecorded(t *testing.T) {
 	}
 	if len(after) != len(before) {
 		t.Fatalf("history grew from %d to %d entries", len(before), len(after))
+	}
+}
+
+// slowStore is a real store whose compare-and-swap waits for release, as a
+// slow disk or a distant etcd would.
+type slowStore struct {
+	*bolt.Store
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowStore) CompareAndSwap(ctx context.Context, expected store.Revision, st state.State, e store.Entry) (store.Revision, store.Entry, error) {
+	if e.Operation == "swap" {
+		close(s.entered)
+		<-s.release
+	}
+	return s.Store.CompareAndSwap(ctx, expected, st, e)
+}
+
+// A store write in progress holds up neither status reads nor health
+// changes reaching the data plane: the controller's lock is not held
+// across it.
+func TestStoreWriteDoesNotHoldTheLock(t *testing.T) {
+	b, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	slow := &slowStore{Store: b, entered: make(chan struct{}), release: make(chan struct{})}
+	blueSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("slot") != "blue" {
+			w.WriteHeader(404)
+		}
+	}))
+	t.Cleanup(blueSrv.Close)
+	blue := []string{strings.TrimPrefix(blueSrv.URL, "http://"), slotServer(t, "blue")}
+	plane := &recorder{}
+	ctrl, err := control.New(context.Background(), control.Config{
+		Slots:  []control.Slot{{Name: "blue", Addrs: blue}, {Name: "green", Addrs: []string{slotServer(t, "green")}}},
+		Active: "blue", Store: slow, Planes: []control.DataPlane{plane},
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctrl.Close)
+	f := &fixture{ctrl: ctrl, plane: plane}
+	f.waitHealthy(t, "green", 1)
+	f.waitHealthy(t, "blue", 2)
+
+	swapped := make(chan error, 1)
+	go func() {
+		_, err := ctrl.Swap(context.Background(), control.ChangeRequest{})
+		swapped <- err
+	}()
+	<-slow.entered
+	// While the swap's store write hangs: status answers, and a blue
+	// instance going down reaches the data plane.
+	blueSrv.Close()
+	f.waitHealthy(t, "blue", 1)
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if n := len(plane.last().Slot(route.Prod).Instances()); n != 1 {
+			return fmt.Errorf("the data plane routes to %d blue instances, want 1", n)
+		}
+		return nil
+	})
+	if got := ctrl.Status().Active; got != "blue" {
+		t.Fatalf("active is %s before the swap was written, want blue", got)
+	}
+	close(slow.release)
+	if err := <-swapped; err != nil {
+		t.Fatal(err)
+	}
+	if got := ctrl.Status().Active; got != "green" {
+		t.Fatalf("active is %s after the swap, want green", got)
 	}
 }

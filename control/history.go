@@ -4,22 +4,20 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/store"
 )
 
 // History returns up to limit entries of the history whose ID is below
 // before (0: from the newest), newest first; limit <= 0 means all.
-func (c *Controller) History(ctx context.Context, before uint64, limit int) ([]api.HistoryEntry, error) {
+func (c *Controller) History(ctx context.Context, before uint64, limit int) ([]HistoryEntry, error) {
 	entries, err := c.cfg.Store.HistoryBefore(ctx, before, limit)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]api.HistoryEntry, len(entries))
+	out := make([]HistoryEntry, len(entries))
 	for i, e := range entries {
 		out[i] = wireEntry(e)
 	}
@@ -27,31 +25,39 @@ func (c *Controller) History(ctx context.Context, before uint64, limit int) ([]a
 }
 
 // Entry returns the history entry with the given ID.
-func (c *Controller) Entry(ctx context.Context, id uint64) (api.HistoryEntry, error) {
+func (c *Controller) Entry(ctx context.Context, id uint64) (HistoryEntry, error) {
 	e, err := c.cfg.Store.Entry(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return api.HistoryEntry{}, &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("no history entry %d", id)}
+		return HistoryEntry{}, notFound(fmt.Errorf("no history entry %d", id))
 	}
 	if err != nil {
-		return api.HistoryEntry{}, err
+		return HistoryEntry{}, err
 	}
-	return wireEntry(e), nil
+	w := wireEntry(e)
+	if w.Measurement == nil {
+		c.mu.Lock()
+		if n, ok := c.draining[id]; ok {
+			w.Draining = &n
+		}
+		c.mu.Unlock()
+	}
+	return w, nil
 }
 
-func wireEntry(e store.Entry) api.HistoryEntry {
-	w := api.HistoryEntry{
+func wireEntry(e store.Entry) HistoryEntry {
+	w := HistoryEntry{
 		ID: e.ID, Time: e.Time, Actor: e.Actor, Operation: e.Operation, From: e.From, To: e.To,
 		Instance: e.Instance, Forced: e.Forced, Reason: e.Reason, Changes: e.Changes, Result: e.Result, Error: e.Error,
 		Revision: uint64(e.Revision),
 	}
 	if m := e.Measurement; m != nil {
-		w.Measurement = &api.Measurement{Served: m.Served, Failed: m.Failed, DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete}
+		w.Measurement = &Measurement{Served: m.Served, Failed: m.Failed, DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete}
 		if !m.Start.IsZero() {
 			w.Measurement.Start, w.Measurement.End = m.Start, m.End
 			w.Measurement.WindowSeconds = m.End.Sub(m.Start).Seconds()
-			w.Measurement.Listeners = make(map[string]api.Window, len(m.Listeners))
+			w.Measurement.Listeners = make(map[string]Window, len(m.Listeners))
 			for name, lw := range m.Listeners {
-				w.Measurement.Listeners[name] = api.Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed}
+				w.Measurement.Listeners[name] = Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed}
 			}
 		}
 	}
@@ -117,10 +123,21 @@ func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
 		defer tick.Stop()
 		complete := true
 		var drained time.Duration // zero until the old slot has drained
+		defer func() {
+			c.mu.Lock()
+			delete(c.draining, id)
+			c.mu.Unlock()
+		}()
 	wait:
 		for {
-			if drained == 0 && (slot == "" || c.slotInFlight(slot) == 0) {
-				drained = max(time.Since(changed), time.Nanosecond)
+			if drained == 0 {
+				c.mu.Lock()
+				n := c.slotInFlightLocked(slot)
+				c.draining[id] = n
+				c.mu.Unlock()
+				if n == 0 {
+					drained = max(time.Since(changed), time.Nanosecond)
+				}
 			}
 			if drained != 0 && time.Since(changed) >= mc.After {
 				break
@@ -165,14 +182,8 @@ func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
 	})
 }
 
-// slotInFlight counts prod requests in flight on slot.
-func (c *Controller) slotInFlight(slot string) int64 {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.slotInFlightLocked(slot)
-}
-
-// slotInFlightLocked is slotInFlight with c.mu held.
+// slotInFlightLocked counts prod requests in flight on slot (none for
+// ""), with c.mu held.
 func (c *Controller) slotInFlightLocked(slot string) int64 {
 	var n int64
 	for _, i := range c.instances[slot] {

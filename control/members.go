@@ -2,10 +2,8 @@ package control
 
 import (
 	"fmt"
-	"net/http"
 	"slices"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
 )
@@ -73,10 +71,10 @@ func (c *Controller) lookup(slot, addr string) (*route.Instance, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if _, ok := c.instances[slot]; !ok && !slices.Contains(c.slotNamesLocked(), slot) {
-		return nil, &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("no slot %q", slot)}
+		return nil, notFound(fmt.Errorf("no slot %q", slot))
 	}
 	if i := c.instanceLocked(slot, addr); i != nil {
 		return i, nil
 	}
-	return nil, &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("slot %q has no instance %s", slot, addr)}
+	return nil, notFound(fmt.Errorf("slot %q has no instance %s", slot, addr))
 }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"net/http"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 )
@@ -38,22 +36,22 @@ func PerMille(pct float64) (int, error) {
 }
 
 // ShiftPercent is Shift with the weight in percent, as the API takes it.
-func (c *Controller) ShiftPercent(ctx context.Context, req api.ShiftRequest) (api.Change, error) {
+func (c *Controller) ShiftPercent(ctx context.Context, req ShiftRequest) (Change, error) {
 	if req.To == "" || req.Weight == nil {
-		return api.Change{Operation: "shift"}, &api.Error{Status: http.StatusBadRequest, Err: fmt.Errorf("shift: want to and weight")}
+		return Change{Operation: "shift"}, invalid(fmt.Errorf("shift: want to and weight"))
 	}
 	pm, err := PerMille(*req.Weight)
 	if err != nil {
-		return api.Change{Operation: "shift"}, &api.Error{Status: http.StatusBadRequest, Err: err}
+		return Change{Operation: "shift"}, invalid(err)
 	}
 	return c.Shift(ctx, req.To, pm, req.ChangeRequest)
 }
 
 // StartRolloutRequest builds a rollout from req (a named plan, overridden
 // by what req sets) and starts it.
-func (c *Controller) StartRolloutRequest(ctx context.Context, req api.RolloutRequest) (api.Change, error) {
-	bad := func(format string, args ...any) (api.Change, error) {
-		return api.Change{Operation: "rollout"}, &api.Error{Status: http.StatusBadRequest, Err: fmt.Errorf(format, args...)}
+func (c *Controller) StartRolloutRequest(ctx context.Context, req RolloutRequest) (Change, error) {
+	bad := func(format string, args ...any) (Change, error) {
+		return Change{Operation: "rollout"}, invalid(fmt.Errorf(format, args...))
 	}
 	if req.To == "" {
 		return bad("rollout: want to, the slot to roll out to")
@@ -107,17 +105,17 @@ func (c *Controller) StartRolloutRequest(ctx context.Context, req api.RolloutReq
 }
 
 // PromoteRequest is Promote as the API takes it.
-func (c *Controller) PromoteRequest(ctx context.Context, req api.PromoteRequest) (api.Change, error) {
+func (c *Controller) PromoteRequest(ctx context.Context, req PromoteRequest) (Change, error) {
 	return c.Promote(ctx, req.Full, req.ChangeRequest)
 }
 
 // RolloutStatus returns the running rollout, its progress and its latest
 // analysis.
-func (c *Controller) RolloutStatus() api.RolloutStatus {
+func (c *Controller) RolloutStatus() RolloutStatus {
 	c.mu.Lock()
 	st := c.st
 	c.mu.Unlock()
-	out := api.RolloutStatus{Weights: weights(st, route.Prod)}
+	out := RolloutStatus{Weights: weights(st, route.Prod)}
 	r := st.Rollout
 	if r == nil {
 		return out
@@ -131,7 +129,7 @@ func (c *Controller) RolloutStatus() api.RolloutStatus {
 	out.StepSeconds = step.Interval.Seconds()
 	out.LeftSeconds = max(0, (step.Interval - time.Since(r.StepStarted)).Seconds())
 	a := r.Analysis
-	out.Analysis = &api.Analysis{
+	out.Analysis = &Analysis{
 		WindowSeconds: a.Window.Seconds(), MinRequests: a.MinRequests, MaxErrorRate: a.MaxErrorRate,
 		MaxP99MS: ms(a.MaxP99), MaxErrorRateRatio: a.MaxErrorRateRatio, MaxP99Ratio: a.MaxP99Ratio,
 	}
@@ -151,8 +149,8 @@ func (c *Controller) RolloutStatus() api.RolloutStatus {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func figures(n route.Counts) api.SlotFigures {
-	f := api.SlotFigures{Requests: n.Requests(), Errors: n.Errors(), P99MS: ms(n.Quantile(0.99))}
+func figures(n route.Counts) SlotFigures {
+	f := SlotFigures{Requests: n.Requests(), Errors: n.Errors(), P99MS: ms(n.Quantile(0.99))}
 	if f.Requests > 0 {
 		f.ErrorRate = float64(f.Errors) / float64(f.Requests)
 	}

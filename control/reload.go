@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"slices"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
@@ -30,7 +28,7 @@ type Reload struct {
 	// Changes says what changed, one line each, for the history.
 	Changes []string
 	// Request carries the actor, the reason and whether it is a dry run.
-	Request api.ChangeRequest
+	Request ChangeRequest
 }
 
 // Reload applies r: instances added are probed at once and take traffic
@@ -41,7 +39,7 @@ type Reload struct {
 // The state drops drained marks of removed instances and a previous slot
 // that is gone, by compare-and-swap; the history records the reload with
 // its changes whether or not the state changed.
-func (c *Controller) Reload(ctx context.Context, r Reload) (api.Change, error) {
+func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	actor := r.Request.Actor
 	if actor == "" {
 		actor = "local"
@@ -53,48 +51,54 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (api.Change, error) {
 		names[i] = s.Name
 	}
 
+	c.write.Lock()
+	defer c.write.Unlock()
+	defer c.flush()
+	count := func(result string) {
+		c.mu.Lock()
+		c.changes[ChangeKey{"reload", result}]++
+		c.mu.Unlock()
+	}
 	c.mu.Lock()
-	res := api.Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(c.rev)}
+	cur, rev := c.st, c.rev
+	c.mu.Unlock()
+	res := Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev)}
 	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: r.Request.Reason, Changes: r.Changes}
-	if err := c.st.Check(names); err != nil {
+	if err := cur.Check(names); err != nil {
 		var reason error = err
 		if errors.Is(err, state.ErrUnknownSlot) {
 			reason = fmt.Errorf("reload refused: the new configuration removes a slot that takes traffic (%w); swap or shift its traffic away first", err)
 		}
 		if r.Request.DryRun {
-			c.mu.Unlock()
 			res.Refused = reason.Error()
 			return res, nil
 		}
-		err := c.refuseLocked(ctx, operation{name: "reload"}, entry, reason)
-		c.changes[ChangeKey{"reload", "refused"}]++
-		c.mu.Unlock()
+		err := c.refuse(ctx, operation{name: "reload"}, entry, reason, rev)
+		count("refused")
 		return res, err
 	}
 	if r.Request.DryRun {
-		c.mu.Unlock()
 		return res, nil
 	}
-	next := c.st.Fit(members)
+	next := cur.Fit(members)
 	var err error
 	var recorded store.Entry
-	rev := c.rev
 	entry.Result = store.Applied
-	if next.Equal(c.st) {
+	if next.Equal(cur) {
 		recorded, err = c.cfg.Store.Record(ctx, entry)
 	} else {
-		rev, recorded, err = c.cfg.Store.CompareAndSwap(ctx, c.rev, next, entry)
+		rev, recorded, err = c.cfg.Store.CompareAndSwap(ctx, rev, next, entry)
 	}
 	if err != nil {
 		c.storeErrors.Add(1)
-		c.changes[ChangeKey{"reload", "failed"}]++
-		c.mu.Unlock()
-		var conflict *store.ConflictError
-		if errors.As(err, &conflict) {
-			return res, &api.Error{Status: http.StatusConflict, Err: fmt.Errorf("reload not applied: %w", err), Revision: uint64(conflict.Current)}
+		count("failed")
+		var stale *store.ConflictError
+		if errors.As(err, &stale) {
+			return res, conflict(fmt.Errorf("reload not applied: %w", err), uint64(stale.Current))
 		}
 		return res, fmt.Errorf("reload not applied: %w", err)
 	}
+	c.mu.Lock()
 	c.st, c.rev = next, rev
 	added, removed := c.setSlotsLocked(r.Slots)
 	r.Measure.setDefaults()
@@ -123,9 +127,9 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (api.Change, error) {
 // RefuseReload records a reload that was refused before it reached the
 // controller (an invalid file, a change that needs a restart) and returns
 // the error to answer it with: a 400 carrying reason.
-func (c *Controller) RefuseReload(ctx context.Context, req api.ChangeRequest, changes []string, reason error) error {
+func (c *Controller) RefuseReload(ctx context.Context, req ChangeRequest, changes []string, reason error) error {
 	if req.DryRun {
-		return &api.Error{Status: http.StatusBadRequest, Err: reason}
+		return invalid(reason)
 	}
 	actor := req.Actor
 	if actor == "" {
@@ -141,5 +145,5 @@ func (c *Controller) RefuseReload(ctx context.Context, req api.ChangeRequest, ch
 	c.changes[ChangeKey{"reload", "refused"}]++
 	c.mu.Unlock()
 	c.log.Warn("reload refused; the configuration in force is unchanged", "actor", actor, "reason", reason)
-	return &api.Error{Status: http.StatusBadRequest, Err: reason}
+	return invalid(reason)
 }

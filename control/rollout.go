@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 )
@@ -20,11 +19,11 @@ const rolloutTick = 250 * time.Millisecond
 // Shift gives slot `to` perMille of prod's new requests (Whole completes
 // it, 0 sends everything back to the active slot). Refused like a swap
 // when the target has no routable instance, unless req.Force.
-func (c *Controller) Shift(ctx context.Context, to string, perMille int, req api.ChangeRequest) (api.Change, error) {
+func (c *Controller) Shift(ctx context.Context, to string, perMille int, req ChangeRequest) (Change, error) {
 	if err := c.knownSlot(to); err != nil {
-		return api.Change{Operation: "shift"}, err
+		return Change{Operation: "shift"}, err
 	}
-	return c.change(ctx, operation{name: "shift", req: req, to: to, next: func(st state.State, res *api.Change) (state.State, error) {
+	return c.change(ctx, operation{name: "shift", req: req, to: to, next: func(st state.State, res *Change) (state.State, error) {
 		if st.Rollout != nil {
 			return st, &state.RefusedError{Reason: fmt.Sprintf("shift refused: a rollout to %s is running (vipswap abort or promote first)", st.Rollout.To)}
 		}
@@ -37,9 +36,9 @@ func (c *Controller) Shift(ctx context.Context, to string, perMille int, req api
 
 // StartRollout begins rollout r (its steps, intervals and analysis filled
 // in by the caller) from its first step.
-func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req api.ChangeRequest) (api.Change, error) {
+func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req ChangeRequest) (Change, error) {
 	if err := c.knownSlot(r.To); err != nil {
-		return api.Change{Operation: "rollout"}, err
+		return Change{Operation: "rollout"}, err
 	}
 	var steps []string
 	for _, s := range r.Steps {
@@ -47,7 +46,7 @@ func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req api.
 	}
 	return c.change(ctx, operation{name: "rollout", req: req, to: r.To,
 		changes: []string{"plan: " + strings.Join(steps, " → ")},
-		next: func(st state.State, res *api.Change) (state.State, error) {
+		next: func(st state.State, res *Change) (state.State, error) {
 			rd := c.readinessLocked(st, r.To)
 			res.TargetRoutable = rd.Routable
 			res.Forced = req.Force && rd.Routable == 0
@@ -56,8 +55,8 @@ func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req api.
 }
 
 // Promote continues a paused rollout, or with full, completes it at once.
-func (c *Controller) Promote(ctx context.Context, full bool, req api.ChangeRequest) (api.Change, error) {
-	return c.change(ctx, operation{name: "promote", req: req, next: func(st state.State, res *api.Change) (state.State, error) {
+func (c *Controller) Promote(ctx context.Context, full bool, req ChangeRequest) (Change, error) {
+	return c.change(ctx, operation{name: "promote", req: req, next: func(st state.State, res *Change) (state.State, error) {
 		if st.Rollout != nil {
 			res.To = st.Rollout.To
 		}
@@ -72,12 +71,12 @@ func (c *Controller) Promote(ctx context.Context, full bool, req api.ChangeReque
 // Abort ends the running rollout and sends all of prod back to the active
 // (stable) slot at once. With no rollout and no shift in progress it
 // changes nothing.
-func (c *Controller) Abort(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+func (c *Controller) Abort(ctx context.Context, req ChangeRequest) (Change, error) {
 	return c.abort(ctx, req, nil)
 }
 
-func (c *Controller) abort(ctx context.Context, req api.ChangeRequest, why []string) (api.Change, error) {
-	return c.change(ctx, operation{name: "abort", req: req, changes: why, next: func(st state.State, res *api.Change) (state.State, error) {
+func (c *Controller) abort(ctx context.Context, req ChangeRequest, why []string) (Change, error) {
+	return c.change(ctx, operation{name: "abort", req: req, changes: why, next: func(st state.State, res *Change) (state.State, error) {
 		if st.Rollout != nil {
 			res.To = st.Rollout.To
 		}
@@ -97,7 +96,7 @@ func (c *Controller) knownSlot(name string) error {
 			return nil
 		}
 	}
-	return &api.Error{Status: http.StatusNotFound, Err: fmt.Errorf("no slot %q (have %s)", name, strings.Join(c.slotNamesLocked(), ", "))}
+	return notFound(fmt.Errorf("no slot %q (have %s)", name, strings.Join(c.slotNamesLocked(), ", ")))
 }
 
 // wake makes the rollout's owner look at the state now.
@@ -140,7 +139,7 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
 	c.setVerdict(&v)
 	if v.Breach != "" {
 		why := []string{"analysis: " + v.Breach}
-		if _, err := c.abort(ctx, api.ChangeRequest{Actor: "rollout", Reason: "automatic rollback: " + v.Breach}, why); err != nil && ctx.Err() == nil {
+		if _, err := c.abort(ctx, ChangeRequest{Actor: "rollout", Reason: "automatic rollback: " + v.Breach}, why); err != nil && ctx.Err() == nil {
 			c.log.Error("could not abort a failing rollout", "err", err)
 		}
 		return
@@ -152,9 +151,9 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
 	same := func(cur state.State) bool {
 		return cur.Rollout != nil && cur.Rollout.Step == r.Step && cur.Rollout.StepStarted.Equal(r.StepStarted)
 	}
-	req := api.ChangeRequest{Actor: "rollout"}
+	req := ChangeRequest{Actor: "rollout"}
 	if step.Pause {
-		c.change(ctx, operation{name: "rollout pause", req: req, to: r.To, next: func(cur state.State, res *api.Change) (state.State, error) {
+		c.change(ctx, operation{name: "rollout pause", req: req, to: r.To, next: func(cur state.State, res *Change) (state.State, error) {
 			if !same(cur) {
 				return cur, nil
 			}
@@ -164,11 +163,11 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
 	}
 	next := r.Steps[min(r.Step+1, len(r.Steps)-1)]
 	if err := runGates(ctx, next.Gates); err != nil {
-		c.abort(ctx, api.ChangeRequest{Actor: "rollout", Reason: "gate failed before " + state.Percent(next.PerMille) + ": " + err.Error()},
+		c.abort(ctx, ChangeRequest{Actor: "rollout", Reason: "gate failed before " + state.Percent(next.PerMille) + ": " + err.Error()},
 			[]string{"gate: " + err.Error()})
 		return
 	}
-	_, err := c.change(ctx, operation{name: "rollout step", req: req, to: r.To, next: func(cur state.State, res *api.Change) (state.State, error) {
+	_, err := c.change(ctx, operation{name: "rollout step", req: req, to: r.To, next: func(cur state.State, res *Change) (state.State, error) {
 		if !same(cur) {
 			return cur, nil // an operator moved it meanwhile
 		}

@@ -4,7 +4,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -124,9 +123,9 @@ func (s *sampler) at(t time.Time) snapshot {
 // Rates returns the per-second request and error rates and latencies of
 // each slot (both listeners together) over the last five minutes, oldest
 // first, from the sampler's snapshots.
-func (c *Controller) Rates() []api.RateSample {
+func (c *Controller) Rates() []RateSample {
 	snaps := c.samples.ordered()
-	out := make([]api.RateSample, 0, len(snaps))
+	out := make([]RateSample, 0, len(snaps))
 	for i := 1; i < len(snaps); i++ {
 		prev, cur := snaps[i-1], snaps[i]
 		secs := cur.at.Sub(prev.at).Seconds()
@@ -134,7 +133,7 @@ func (c *Controller) Rates() []api.RateSample {
 			continue
 		}
 		diff := cur.counts.sub(prev.counts)
-		s := api.RateSample{Time: cur.at.UTC().Truncate(time.Millisecond), Slots: map[string]api.SlotRate{}}
+		s := RateSample{Time: cur.at.UTC().Truncate(time.Millisecond), Slots: map[string]SlotRate{}}
 		names := map[string]bool{}
 		for l := range diff {
 			for name := range diff[l] {
@@ -146,7 +145,7 @@ func (c *Controller) Rates() []api.RateSample {
 			if name == route.NoSlot && n.Requests() == 0 {
 				continue // show "none" only in seconds that had such requests
 			}
-			s.Slots[name] = api.SlotRate{
+			s.Slots[name] = SlotRate{
 				Requests: float64(n.Requests()) / secs,
 				Errors:   float64(n.Errors()) / secs,
 				P50:      float64(n.Quantile(0.5)) / float64(time.Millisecond),

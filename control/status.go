@@ -4,7 +4,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
@@ -12,7 +11,7 @@ import (
 
 // Status returns the routing state with every instance's health, last
 // check and counters.
-func (c *Controller) Status() api.Status {
+func (c *Controller) Status() Status {
 	// Copy what c.mu guards, then ask the checker without it: the checker
 	// calls onHealth (which takes c.mu) with a target's lock held.
 	c.mu.Lock()
@@ -28,9 +27,9 @@ func (c *Controller) Status() api.Status {
 	}
 	c.mu.Unlock()
 
-	s := api.Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous}
+	s := Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous}
 	for i, l := range route.Listeners {
-		s.Listeners = append(s.Listeners, api.ListenerStatus{
+		s.Listeners = append(s.Listeners, ListenerStatus{
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
 			Weights: weights(st, l),
 		})
@@ -52,40 +51,38 @@ func follows(st state.State, l route.Listener) string {
 	return st.Active
 }
 
-// weights returns listener l's split in st, in percent.
+// weights returns listener l's split in st, in percent, as splits
+// decides it.
 func weights(st state.State, l route.Listener) map[string]float64 {
-	if l == route.Stage {
-		return map[string]float64{st.Stage(): 100}
-	}
 	out := map[string]float64{}
-	for _, sh := range st.Prod() {
-		out[sh.Slot] = float64(sh.PerMille) / 10
+	for _, w := range splits(st)[l] {
+		out[w.Slot] = float64(w.Weight) / 10
 	}
 	return out
 }
 
-func (c *Controller) slotStatus(st state.State, name string, insts []*route.Instance, healthy map[*route.Instance]bool) api.SlotStatus {
-	ss := api.SlotStatus{Name: name, Role: "idle"}
+func (c *Controller) slotStatus(st state.State, name string, insts []*route.Instance, healthy map[*route.Instance]bool) SlotStatus {
+	ss := SlotStatus{Name: name, Role: "idle"}
 	switch name {
 	case st.Active:
 		ss.Role = "active"
 	case st.Standby:
 		ss.Role = "standby"
 	}
-	ss.Instances = []api.InstanceStatus{}
+	ss.Instances = []InstanceStatus{}
 	for _, inst := range insts {
 		hs := c.checker.State(health.Target{Slot: name, Addr: inst.Addr})
-		is := api.InstanceStatus{
+		is := InstanceStatus{
 			Addr:        inst.Addr,
 			Healthy:     healthy[inst],
 			Drained:     st.IsDrained(name, inst.Addr),
-			InFlight:    api.PerListener{Prod: inst.InFlight(route.Prod), Stage: inst.InFlight(route.Stage)},
-			Served:      api.PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
-			Errors:      api.PerListener{Prod: int64(inst.Errors(route.Prod)), Stage: int64(inst.Errors(route.Stage))},
+			InFlight:    PerListener{Prod: inst.InFlight(route.Prod), Stage: inst.InFlight(route.Stage)},
+			Served:      PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
+			Errors:      PerListener{Prod: int64(inst.Errors(route.Prod)), Stage: int64(inst.Errors(route.Stage))},
 			HealthSince: hs.Since.UTC(),
 		}
 		if ck := hs.Last; ck.Code != "" {
-			is.Check = &api.Check{
+			is.Check = &Check{
 				Code: ck.Code, Status: ck.Status, Detail: ck.Detail, Text: ck.String(),
 				Time: ck.Time.UTC(), DurationMS: float64(ck.Took.Microseconds()) / 1000,
 			}

@@ -13,7 +13,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/vipswap/vipswap/api"
-	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // attackPage is what a page on another origin tries against the admin API
@@ -64,7 +64,7 @@ func TestBrowserCannotDriveAdmin(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 2)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	before, err := sw.Client.Status(ctx)

@@ -171,7 +171,11 @@ func waitMeasured(ctx context.Context, c *client.Client, res api.Change, limit t
 		if e, err = c.Entry(ctx, res.HistoryID); err != nil {
 			return false, -1, err
 		}
-		return e.Measurement != nil, slotInFlight(ctx, c, res.From), nil
+		n := int64(-1)
+		if e.Draining != nil {
+			n = *e.Draining
+		}
+		return e.Measurement != nil, n, nil
 	})
 	if err == nil && !e.Measurement.Complete {
 		err = fmt.Errorf("%s did not drain while vipswap measured it (%s in flight)", res.From, plural(slotInFlight(ctx, c, res.From), "request"))

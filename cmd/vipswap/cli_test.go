@@ -7,11 +7,12 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // cli runs one vipswap command against sw and returns its exit code and
 // output.
-func cli(t *testing.T, sw *vstest.Switch, args ...string) (int, string) {
+func cli(t *testing.T, sw *switchtest.Switch, args ...string) (int, string) {
 	t.Helper()
 	p := vstest.Start(t, vstest.Binary(t), append(args, "--admin", sw.Admin)...)
 	code := p.Wait(t, 60*time.Second)
@@ -24,7 +25,7 @@ func TestCLI(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 2)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 
 	steps := []struct {
@@ -74,7 +75,7 @@ func TestAdminAddressHints(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 1)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	bare := strings.TrimPrefix(sw.Admin, "http://")
 	p := vstest.Start(t, vstest.Binary(t), "status", "--admin", bare)
 	if code := p.Wait(t, 30*time.Second); code != 0 || !strings.Contains(p.Output(), "revision") {

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestSilentConnectionsCannotStarveVipswap (issue 9, point 2): more silent
@@ -23,7 +23,7 @@ func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 2)
 	cfg := testConfig(dir, staticSlots(addrs)) + "proxy:\n  read_header_timeout: 2s\n"
-	sw := vstest.ServeLimited(t, dir, cfg, 256)
+	sw := switchtest.ServeLimited(t, dir, cfg, 256)
 	sw.WaitHealthy(t)
 	if !strings.Contains(sw.Output(), "max_connections_per_listener=38") {
 		t.Fatalf("the limit was not derived from 256 descriptors:\n%s", sw.Output())

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestKillDuringSwapBurst: kill -9 vipswap while swaps pour in, start it
@@ -24,7 +25,7 @@ func TestKillDuringSwapBurst(t *testing.T) {
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 1)
 	cfg := testConfig(dir, staticSlots(addrs))
-	sw := vstest.Serve(t, dir, cfg)
+	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
 
 	var applied atomic.Int64
@@ -55,7 +56,7 @@ func TestKillDuringSwapBurst(t *testing.T) {
 	close(stop)
 	wg.Wait()
 
-	again := vstest.Serve(t, dir, cfg)
+	again := switchtest.Serve(t, dir, cfg)
 	st, err := again.Client.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -96,7 +97,7 @@ func TestCorruptStateFile(t *testing.T) {
 			os.WriteFile(path, []byte(strings.Repeat("this is not a bbolt file ", 400)), 0o600)
 		}, "is damaged (no valid bbolt header"},
 		"truncated": {func(t *testing.T, path string) {
-			sw := vstest.Serve(t, filepath.Dir(path), testConfig(filepath.Dir(path), staticSlots(map[string][]string{"blue": {"127.0.0.1:1"}, "green": {"127.0.0.1:2"}})))
+			sw := switchtest.Serve(t, filepath.Dir(path), testConfig(filepath.Dir(path), staticSlots(map[string][]string{"blue": {"127.0.0.1:1"}, "green": {"127.0.0.1:2"}})))
 			for range 50 {
 				if _, err := sw.Client.Swap(context.Background(), api.ChangeRequest{Force: true, Reason: strings.Repeat("r", 1000)}); err != nil {
 					t.Fatal(err)
@@ -141,7 +142,7 @@ func TestUnwritableStateFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "state.db")
 	_, addrs := startStatic(t, 1)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestDashboardInBrowser opens the dashboard in headless Chromium, reads the
@@ -24,7 +25,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// connections: the page must say what runs where and why it is down.
 	slots := strings.Replace(strings.Replace(managedSlots, "  blue:\n", "  blue:\n    version: \"1.0\"\n", 1),
 		"  green:\n", "  green:\n    version: \"2.0\"\n", 1) + "  red:\n    instances: [" + refusedAddr(t) + "]\n"
-	sw := vstest.Serve(t, dir, testConfig(dir, slots))
+	sw := switchtest.Serve(t, dir, testConfig(dir, slots))
 	vstest.WaitFor(t, 30*time.Second, func() error {
 		st, err := sw.Client.Status(context.Background())
 		if err != nil {

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 type answer struct {
@@ -48,7 +49,7 @@ func longRequests(url string, n int, d time.Duration) (wait func() []answer) {
 	return func() []answer { wg.Wait(); return answers }
 }
 
-func waitInFlight(t *testing.T, sw *vstest.Switch, slot string, n int64) {
+func waitInFlight(t *testing.T, sw *switchtest.Switch, slot string, n int64) {
 	t.Helper()
 	vstest.WaitFor(t, 15*time.Second, func() error {
 		st, err := sw.Client.Status(context.Background())
@@ -71,7 +72,7 @@ func waitInFlight(t *testing.T, sw *vstest.Switch, slot string, n int64) {
 func TestDrainAcrossSwap(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
+	sw := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
 	sw.WaitHealthy(t)
 
 	// An idle keep-alive connection opened before the swap.
@@ -133,7 +134,7 @@ func TestDrainAcrossSwap(t *testing.T) {
 func TestShutdownFinishesInFlight(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
+	sw := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
 	sw.WaitHealthy(t)
 	st, err := sw.Client.Status(context.Background())
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestExitCodes: a script can trust the exit code. A command line that
@@ -22,7 +23,7 @@ func TestExitCodes(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 2)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	revision := func() uint64 {

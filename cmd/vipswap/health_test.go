@@ -12,6 +12,7 @@ import (
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestDownSaysWhy (issue 16, point 1): an instance answering 404, one
@@ -49,7 +50,7 @@ func TestDownSaysWhy(t *testing.T) {
 	blue := []string{good.Addr, other.Addr, refused, silent.Addr().String()}
 	cfg := strings.Replace(testConfig(dir, staticSlots(map[string][]string{"blue": blue, "green": {green.Addr}})),
 		"timeout: 1s", "timeout: 300ms", 1)
-	sw := vstest.Serve(t, dir, cfg)
+	sw := switchtest.Serve(t, dir, cfg)
 
 	want := map[string]string{
 		other.Addr:             "L7STS 404",

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/vipswap/vipswap/api"
-	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestHistoryIsSafeToPrint: reasons are anyone's text; vipswap history
@@ -19,7 +19,7 @@ func TestHistoryIsSafeToPrint(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 1)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	hostile := "ok\x1b[2J\x1b[31mred\r\n99  2026-01-01 00:00:00  admin  swap  fake\u202eevil\u009b31m\x07"

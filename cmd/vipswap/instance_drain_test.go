@@ -8,6 +8,7 @@ import (
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestDrainInstanceUnderLoad: an operator drains one instance of the active
@@ -16,7 +17,7 @@ import (
 func TestDrainInstanceUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 2)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	victim := addrs["blue"][0]

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestInstanceLossUnderLoad kills one instance of the active slot with
@@ -18,7 +19,7 @@ import (
 func TestInstanceLossUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	apps, addrs := startStatic(t, 2)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 	victim := apps["blue"][0]
 
@@ -56,7 +57,7 @@ func waitServed(t *testing.T, load *vstest.Load, n int64) {
 }
 
 // instance returns the status of the instance at addr.
-func instance(t *testing.T, sw *vstest.Switch, addr string) (api.InstanceStatus, error) {
+func instance(t *testing.T, sw *switchtest.Switch, addr string) (api.InstanceStatus, error) {
 	t.Helper()
 	st, err := sw.Client.Status(context.Background())
 	if err != nil {
@@ -73,7 +74,7 @@ func instance(t *testing.T, sw *vstest.Switch, addr string) (api.InstanceStatus,
 }
 
 // waitInstance waits until the instance at addr has the given health.
-func waitInstance(t *testing.T, sw *vstest.Switch, addr string, healthy bool) {
+func waitInstance(t *testing.T, sw *switchtest.Switch, addr string, healthy bool) {
 	t.Helper()
 	vstest.WaitFor(t, 15*time.Second, func() error {
 		i, err := instance(t, sw, addr)
@@ -84,7 +85,7 @@ func waitInstance(t *testing.T, sw *vstest.Switch, addr string, healthy bool) {
 	})
 }
 
-func instanceServed(t *testing.T, sw *vstest.Switch, addr string) int64 {
+func instanceServed(t *testing.T, sw *switchtest.Switch, addr string) int64 {
 	t.Helper()
 	i, err := instance(t, sw, addr)
 	if err != nil {
@@ -100,7 +101,7 @@ func instanceServed(t *testing.T, sw *vstest.Switch, addr string) int64 {
 func TestWholeSlotRestartUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	apps, addrs := startStatic(t, 2)
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 
 	load := vstest.StartLoad(sw.Prod+"/api/test", 50, time.Minute)

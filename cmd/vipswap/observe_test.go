@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // scrape reads GET /metrics.
@@ -73,7 +74,7 @@ func metric(families map[string]*dto.MetricFamily, name string, want map[string]
 // counters against what was sent, and the state gauges across a swap.
 func TestMetricsCountWhatWasSent(t *testing.T) {
 	dir := t.TempDir()
-	sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
+	sw := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
 	sw.WaitHealthy(t)
 
 	const clients, each = 8, 150 // every 5th request is a 404
@@ -203,7 +204,7 @@ func TestMetricsCountWhatWasSent(t *testing.T) {
 // per-slot request rate, and stops cleanly on Ctrl-C.
 func TestStatusWatch(t *testing.T) {
 	dir := t.TempDir()
-	sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
+	sw := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
 	sw.WaitHealthy(t)
 	load := vstest.StartLoad(sw.Prod+"/api/test", 4, 30*time.Second)
 	defer load.Stop()

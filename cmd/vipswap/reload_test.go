@@ -12,10 +12,11 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // writeConfig replaces the configuration file of a switch started by
-// vstest.Serve in dir.
+// switchtest.Serve in dir.
 func writeConfig(t *testing.T, dir, config string) string {
 	t.Helper()
 	path := filepath.Join(dir, "vipswap.yaml")
@@ -26,7 +27,7 @@ func writeConfig(t *testing.T, dir, config string) string {
 }
 
 // members returns each slot's instance addresses.
-func members(t *testing.T, sw *vstest.Switch) map[string][]string {
+func members(t *testing.T, sw *switchtest.Switch) map[string][]string {
 	t.Helper()
 	st, err := sw.Client.Status(context.Background())
 	if err != nil {
@@ -54,7 +55,7 @@ func TestReloadUnderLoad(t *testing.T) {
 		cfg := testConfig(dir, staticSlots(map[string][]string{"blue": blue, "green": addrs["green"]}))
 		return strings.Replace(cfg, "interval: 100ms", "interval: "+interval, 1)
 	}
-	sw := vstest.Serve(t, dir, base(addrs["blue"], "100ms"))
+	sw := switchtest.Serve(t, dir, base(addrs["blue"], "100ms"))
 	sw.WaitHealthy(t)
 	load := vstest.StartLoad(sw.Prod+"/api/test", 200, 2*time.Minute)
 	waitServed(t, load, 1000)

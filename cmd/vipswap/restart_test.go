@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/api"
-	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestRestartKeepsState: swap, kill -9 vipswap, start it again on the same
@@ -18,7 +18,7 @@ func TestRestartKeepsState(t *testing.T) {
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 1)
 	cfg := testConfig(dir, staticSlots(addrs))
-	sw := vstest.Serve(t, dir, cfg)
+	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
 	res, err := sw.Client.Swap(context.Background(), api.ChangeRequest{})
 	if err != nil {
@@ -27,7 +27,7 @@ func TestRestartKeepsState(t *testing.T) {
 	sw.Signal(t, syscall.SIGKILL)
 	sw.Wait(t, 10*time.Second)
 
-	again := vstest.Serve(t, dir, cfg)
+	again := switchtest.Serve(t, dir, cfg)
 	st, err := again.Client.Status(context.Background())
 	if err != nil {
 		t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // startApps starts n sample apps of slot, with extra flags, and returns
@@ -35,7 +36,7 @@ analysis:
   max_error_rate: 0.01
 `
 
-func rolloutStatus(t *testing.T, sw *vstest.Switch) api.RolloutStatus {
+func rolloutStatus(t *testing.T, sw *switchtest.Switch) api.RolloutStatus {
 	t.Helper()
 	st, err := sw.Client.Rollout(context.Background())
 	if err != nil {
@@ -50,7 +51,7 @@ func TestWeightedSplit(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	addrs := map[string][]string{"blue": startApps(t, "blue", 2), "green": startApps(t, "green", 2)}
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
 	count := func(n int64) map[string]int64 {
 		t.Helper()
@@ -99,7 +100,7 @@ func TestAutomaticRollback(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	addrs := map[string][]string{"blue": startApps(t, "blue", 2), "green": startApps(t, "green", 2, "--fail-rate", "0.1")}
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+fastAnalysis)
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+fastAnalysis)
 	sw.WaitHealthy(t)
 	load := vstest.StartLoad(sw.Prod+"/api/test", 16, 2*time.Minute)
 	defer load.Stop()
@@ -145,7 +146,7 @@ func TestAutomaticRollback(t *testing.T) {
 func TestHealthyRolloutCompletes(t *testing.T) {
 	dir := t.TempDir()
 	addrs := map[string][]string{"blue": startApps(t, "blue", 2), "green": startApps(t, "green", 2)}
-	sw := vstest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+fastAnalysis)
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+fastAnalysis)
 	sw.WaitHealthy(t)
 	load := vstest.StartLoad(sw.Prod+"/api/test", 200, 3*time.Minute)
 	defer load.Stop()
@@ -197,7 +198,7 @@ func TestRolloutResumesAfterKill(t *testing.T) {
 	dir := t.TempDir()
 	addrs := map[string][]string{"blue": startApps(t, "blue", 1), "green": startApps(t, "green", 1)}
 	cfg := testConfig(dir, staticSlots(addrs)) + fastAnalysis
-	sw := vstest.Serve(t, dir, cfg)
+	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
 	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "10,50,100", "--interval", "30s"); code != 0 {
 		t.Fatalf("rollout start: exit %d: %s", code, out)
@@ -213,7 +214,7 @@ func TestRolloutResumesAfterKill(t *testing.T) {
 	sw.Wait(t, 10*time.Second)
 	ran := time.Since(begun)
 
-	sw2 := vstest.Serve(t, dir, cfg)
+	sw2 := switchtest.Serve(t, dir, cfg)
 	st := rolloutStatus(t, sw2)
 	if !st.Running || st.Step != 0 || st.Weights["green"] != 10 {
 		t.Fatalf("after the restart: %+v; want step 1 of the same rollout, green at 10%%", st)

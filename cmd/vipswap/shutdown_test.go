@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 	"github.com/vipswap/vipswap/launch"
 )
 
@@ -113,7 +114,7 @@ func accepting(addrs []string) []string {
 	return up
 }
 
-func instanceAddrs(t *testing.T, sw *vstest.Switch) []string {
+func instanceAddrs(t *testing.T, sw *switchtest.Switch) []string {
 	t.Helper()
 	st, err := sw.Client.Status(t.Context())
 	if err != nil {
@@ -138,7 +139,7 @@ func TestShutdownWithShellWrappedInstances(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	reclaimAfter(t, dir)
-	sw := vstest.Serve(t, dir, testConfig(dir, shellSlots(t, "3s", "true")))
+	sw := switchtest.Serve(t, dir, testConfig(dir, shellSlots(t, "3s", "true")))
 	sw.WaitHealthy(t)
 	addrs := instanceAddrs(t, sw)
 	groups := ledgerGroups(t, dir, 4)
@@ -171,7 +172,7 @@ func TestSecondSignalForcesExit(t *testing.T) {
 	dir := t.TempDir()
 	reclaimAfter(t, dir)
 	slots := strings.ReplaceAll(shellSlots(t, "60s", "sleep 600"), `[sh, -c, "`, `[sh, -c, "trap '' TERM; `)
-	sw := vstest.Serve(t, dir, testConfig(dir, slots))
+	sw := switchtest.Serve(t, dir, testConfig(dir, slots))
 	sw.WaitHealthy(t)
 	groups := ledgerGroups(t, dir, 4)
 	sw.Signal(t, syscall.SIGTERM)
@@ -204,7 +205,7 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 	t.Run("direct children die with vipswap", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
+		sw := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
 		sw.WaitHealthy(t)
 		addrs := instanceAddrs(t, sw)
 		groups := ledgerGroups(t, dir, 4)
@@ -225,7 +226,7 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 		dir := t.TempDir()
 		reclaimAfter(t, dir)
 		cfg := testConfig(dir, shellSlots(t, "3s", "true"))
-		sw := vstest.Serve(t, dir, cfg)
+		sw := switchtest.Serve(t, dir, cfg)
 		sw.WaitHealthy(t)
 		addrs := instanceAddrs(t, sw)
 		groups := ledgerGroups(t, dir, 4)
@@ -242,7 +243,7 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 			t.Fatalf("orphans accepting: %v, want all 4 (else this tests nothing)", up)
 		}
 
-		again := vstest.Serve(t, dir, cfg)
+		again := switchtest.Serve(t, dir, cfg)
 		if n := strings.Count(again.Output(), "stopping an instance a previous vipswap run left running"); n != 4 {
 			t.Fatalf("%d leftovers reported, want 4:\n%s", n, again.Output())
 		}

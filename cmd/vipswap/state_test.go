@@ -17,6 +17,7 @@ import (
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // serveFrom starts "vipswap serve -c cfgPath" with cwd as its working
@@ -92,7 +93,7 @@ func TestStateCommands(t *testing.T) {
 	cfg := testConfig(dir, staticSlots(addrs))
 	cfgPath := filepath.Join(dir, "vipswap.yaml")
 	state := filepath.Join(dir, "state.db")
-	sw := vstest.Serve(t, dir, cfg)
+	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	for range 3 {
@@ -154,7 +155,7 @@ func TestStateCommands(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "state salvaged at revision 5 (active green, standby blue); 3 history entries salvaged") {
 			t.Fatalf("repair: exit %d:\n%s", code, out)
 		}
-		sw := vstest.Serve(t, dir, cfg)
+		sw := switchtest.Serve(t, dir, cfg)
 		h, err := sw.Client.History(ctx, 100)
 		if err != nil || sw.Active(t) != "green" || len(h) != 4 || h[0].Operation != "repair" || h[0].Revision != 5 || h[2].ID != 3 || h[3].ID != 1 {
 			t.Fatalf("after the repair: active %s, history %+v, %v", sw.Active(t), h, err)
@@ -179,7 +180,7 @@ func TestStateCommands(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "state rebuilt as asked at revision 1 (active green, standby blue)") || !strings.Contains(out, "kept at "+state+".damaged-") {
 			t.Fatalf("repair --active green: exit %d:\n%s", code, out)
 		}
-		sw := vstest.Serve(t, dir, cfg)
+		sw := switchtest.Serve(t, dir, cfg)
 		if sw.Active(t) != "green" {
 			t.Fatalf("after the repair prod follows %s, want green", sw.Active(t))
 		}

@@ -9,6 +9,7 @@ import (
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
 // TestSwapUnderLoad is the zero-downtime proof: 200 keep-alive clients for
@@ -16,7 +17,7 @@ import (
 // and both slots must have served.
 func TestSwapUnderLoad(t *testing.T) {
 	dir := t.TempDir()
-	sw := vstest.Serve(t, dir, testConfig(dir, managedSlots))
+	sw := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
 	sw.WaitHealthy(t)
 
 	load := vstest.StartLoad(sw.Prod+"/api/test", 200, time.Minute)
@@ -77,7 +78,7 @@ func TestSwapRefusedWhenStandbyIsDown(t *testing.T) {
 	dead.Signal(t, 9)
 	dead.Wait(t, 10*time.Second)
 	cfg := testConfig(dir, staticSlots(map[string][]string{"blue": {apps["blue"][0].Addr}, "green": {deadAddr}}))
-	sw := vstest.Serve(t, dir, cfg)
+	sw := switchtest.Serve(t, dir, cfg)
 	vstest.WaitFor(t, 10*time.Second, func() error {
 		_, err := sw.Client.Status(context.Background())
 		return err
