@@ -87,8 +87,9 @@ type Controller struct {
 
 	storeErrors atomic.Uint64
 
-	verdictMu sync.Mutex // guards verdict
-	verdict   *Verdict   // the running rollout's last analysis
+	verdictMu  sync.Mutex        // guards verdict and judgements
+	verdict    *Verdict          // the running rollout's last analysis
+	judgements map[string]uint64 // analyses by outcome
 }
 
 // ChangeKey names a kind of change and how it ended.
@@ -150,17 +151,18 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	c := &Controller{
-		ctx:      loopCtx,
-		cancel:   cancel,
-		cfg:      cfg,
-		log:      cfg.Logger,
-		refused:  make(chan *route.Instance, 64),
-		wakeup:   make(chan struct{}, 1),
-		st:       st,
-		rev:      rev,
-		healthy:  make(map[*route.Instance]bool),
-		changes:  make(map[ChangeKey]uint64),
-		draining: make(map[uint64]int64),
+		ctx:        loopCtx,
+		cancel:     cancel,
+		cfg:        cfg,
+		log:        cfg.Logger,
+		refused:    make(chan *route.Instance, 64),
+		wakeup:     make(chan struct{}, 1),
+		st:         st,
+		rev:        rev,
+		healthy:    make(map[*route.Instance]bool),
+		changes:    make(map[ChangeKey]uint64),
+		draining:   make(map[uint64]int64),
+		judgements: make(map[string]uint64),
 	}
 	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -277,6 +278,29 @@ func (c *Controller) setVerdict(v *Verdict) {
 	c.verdictMu.Lock()
 	defer c.verdictMu.Unlock()
 	c.verdict = v
+	if v != nil {
+		c.judgements[v.Outcome()]++
+	}
+}
+
+// Outcome names the verdict in one word: "pass", "wait" (too few canary
+// requests to judge) or "breach".
+func (v *Verdict) Outcome() string {
+	switch {
+	case v.Breach != "":
+		return "breach"
+	case !v.Enough:
+		return "wait"
+	}
+	return "pass"
+}
+
+// Judgements returns how many analyses of running rollouts ended with each
+// outcome (pass, wait, breach) since the controller started.
+func (c *Controller) Judgements() map[string]uint64 {
+	c.verdictMu.Lock()
+	defer c.verdictMu.Unlock()
+	return maps.Clone(c.judgements)
 }
 
 // LastVerdict returns the analysis of the running rollout, or nil.

@@ -89,6 +89,23 @@ var (
 		"Always 1; the labels name the build.", []string{"version", "goversion"}, nil)
 	startDesc = prometheus.NewDesc("vipswap_start_time_seconds",
 		"When vipswap started, in Unix seconds.", nil, nil)
+	rolloutStepDesc = prometheus.NewDesc("vipswap_rollout_step",
+		"The running rollout's current step, counted from 1 (0: no rollout runs), and the canary slot.",
+		[]string{"to"}, nil)
+	rolloutPausedDesc = prometheus.NewDesc("vipswap_rollout_paused",
+		"1 while the running rollout waits for a promote.", nil, nil)
+	rolloutVerdictDesc = prometheus.NewDesc("vipswap_rollout_verdict",
+		"1 for the running rollout's latest analysis outcome: pass, wait (too few canary requests) or breach.",
+		[]string{"verdict"}, nil)
+	rolloutJudgementsDesc = prometheus.NewDesc("vipswap_rollout_analyses_total",
+		"Analyses of running rollouts by outcome (pass, wait, breach); one every 250 ms while a rollout runs.",
+		[]string{"verdict"}, nil)
+	rolloutErrorRateDesc = prometheus.NewDesc("vipswap_rollout_error_rate",
+		"Error rate over the analysis window of the canary and the stable slot.",
+		[]string{"role", "slot"}, nil)
+	rolloutP99Desc = prometheus.NewDesc("vipswap_rollout_p99_seconds",
+		"p99 latency over the analysis window of the canary and the stable slot.",
+		[]string{"role", "slot"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -96,7 +113,8 @@ func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, failedDesc, retriesDesc, inFlightDesc,
 		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, revisionDesc,
 		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
-		buildDesc, startDesc} {
+		buildDesc, startDesc, rolloutStepDesc, rolloutPausedDesc, rolloutVerdictDesc, rolloutJudgementsDesc,
+		rolloutErrorRateDesc, rolloutP99Desc} {
 		ch <- d
 	}
 }
@@ -128,7 +146,7 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, s := range st.Slots {
 		ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, boolValue(s.Name == st.Active), s.Name)
 		for _, ls := range st.Listeners {
-			ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, boolValue(s.Name == ls.Slot), ls.Name, s.Name)
+			ch <- prometheus.MustNewConstMetric(weightDesc, prometheus.GaugeValue, ls.Weights[s.Name]/100, ls.Name, s.Name)
 		}
 		for _, i := range s.Instances {
 			ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, boolValue(i.Healthy), s.Name, i.Addr)
@@ -169,6 +187,7 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, k := range keys {
 		ch <- prometheus.MustNewConstMetric(changesDesc, prometheus.CounterValue, float64(changes[k]), k.Operation, k.Result)
 	}
+	m.collectRollout(ch)
 	ch <- prometheus.MustNewConstMetric(storeErrorsDesc, prometheus.CounterValue, float64(m.ctrl.StoreErrors()))
 	ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(st.Revision))
 }
@@ -178,4 +197,29 @@ func boolValue(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// collectRollout reports the running rollout and its analysis.
+func (m *Collector) collectRollout(ch chan<- prometheus.Metric) {
+	for verdict, n := range m.ctrl.Judgements() {
+		ch <- prometheus.MustNewConstMetric(rolloutJudgementsDesc, prometheus.CounterValue, float64(n), verdict)
+	}
+	r := m.ctrl.RolloutStatus()
+	if !r.Running {
+		ch <- prometheus.MustNewConstMetric(rolloutStepDesc, prometheus.GaugeValue, 0, "")
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(rolloutStepDesc, prometheus.GaugeValue, float64(r.Step+1), r.To)
+	ch <- prometheus.MustNewConstMetric(rolloutPausedDesc, prometheus.GaugeValue, boolValue(r.Paused))
+	if v := m.ctrl.LastVerdict(); v != nil {
+		for _, outcome := range []string{"pass", "wait", "breach"} {
+			ch <- prometheus.MustNewConstMetric(rolloutVerdictDesc, prometheus.GaugeValue, boolValue(v.Outcome() == outcome), outcome)
+		}
+	}
+	if a := r.Analysis; a != nil {
+		ch <- prometheus.MustNewConstMetric(rolloutErrorRateDesc, prometheus.GaugeValue, a.Canary.ErrorRate, "canary", r.To)
+		ch <- prometheus.MustNewConstMetric(rolloutErrorRateDesc, prometheus.GaugeValue, a.Stable.ErrorRate, "stable", r.From)
+		ch <- prometheus.MustNewConstMetric(rolloutP99Desc, prometheus.GaugeValue, a.Canary.P99MS/1000, "canary", r.To)
+		ch <- prometheus.MustNewConstMetric(rolloutP99Desc, prometheus.GaugeValue, a.Stable.P99MS/1000, "stable", r.From)
+	}
 }

@@ -131,6 +131,16 @@ func TestAutomaticRollback(t *testing.T) {
 		t.Fatalf("newest history entry %+v, want the automatic abort with its figures", h[0])
 	}
 	t.Logf("rolled back after %s: %s", took.Round(time.Millisecond), strings.Join(h[0].Changes, "; "))
+	m := scrape(t, sw.Admin)
+	if n, _ := metric(m, "vipswap_rollout_analyses_total", map[string]string{"verdict": "breach"}); n < 1 {
+		t.Fatalf("vipswap_rollout_analyses_total{verdict=breach} is %v after an automatic rollback, want at least 1", n)
+	}
+	if step, ok := metric(m, "vipswap_rollout_step", nil); !ok || step != 0 {
+		t.Fatalf("vipswap_rollout_step is %v (present %v) after the abort, want 0", step, ok)
+	}
+	if w, _ := metric(m, "vipswap_slot_weight", map[string]string{"listener": "prod", "slot": "blue"}); w != 1 {
+		t.Fatalf("vipswap_slot_weight{prod,blue} is %v after the abort, want 1", w)
+	}
 	before := load.Stop()
 	after := vstest.StartLoad(sw.Prod+"/api/test", 16, time.Minute)
 	waitServed(t, after, 2000)
@@ -166,6 +176,16 @@ func TestHealthyRolloutCompletes(t *testing.T) {
 	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "10,25,50,100", "--interval", "1s"); code != 0 {
 		t.Fatalf("rollout start: exit %d: %s", code, out)
 	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		m := scrape(t, sw.Admin)
+		step, _ := metric(m, "vipswap_rollout_step", map[string]string{"to": "green"})
+		pass, _ := metric(m, "vipswap_rollout_analyses_total", map[string]string{"verdict": "pass"})
+		w, _ := metric(m, "vipswap_slot_weight", map[string]string{"listener": "prod", "slot": "green"})
+		if step < 1 || pass < 1 || w <= 0 || w >= 1 {
+			return fmt.Errorf("metrics: rollout step %v, passing analyses %v, green's prod weight %v", step, pass, w)
+		}
+		return nil
+	})
 	vstest.WaitFor(t, 30*time.Second, func() error {
 		if st, _ := sw.Client.Status(ctx); st.Active != "green" {
 			return fmt.Errorf("active is %s, weights %v", st.Active, st.Listeners[0].Weights)
