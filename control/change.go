@@ -22,9 +22,6 @@ type operation struct {
 	// the parts of res it knows (target health, in-flight, whether a force
 	// overrode a check).
 	next func(st state.State, res *Change) (state.State, error)
-	// to is the slot a shift or rollout moves traffic to (otherwise the
-	// result's To is the new active slot).
-	to string
 	// changes are recorded in the history entry besides prod's split.
 	changes []string
 }
@@ -88,7 +85,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			res.From = cur.Active // swap, rollback: from and to are slots
 		}
 		entry := store.Entry{
-			Time: time.Now().UTC(), Actor: actor, Operation: op.name, From: res.From,
+			Time: time.Now().UTC(), Actor: actor, Operation: op.name,
 			Instance: op.instance, Reason: op.req.Reason,
 		}
 		var next state.State
@@ -99,6 +96,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			next, err = op.next(cur, &res)
 		}
 		c.mu.Unlock()
+		entry.From = res.From // next may say better: an abort comes from the canary
 
 		var refusal *state.RefusedError
 		switch {
@@ -115,9 +113,8 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			return res, err
 		}
 		if op.instance == "" {
-			res.To = next.Active
-			if op.to != "" {
-				res.To = op.to
+			if res.To == "" { // a shift or a rollout step names its target itself
+				res.To = next.Active
 			}
 			res.Weights = weights(next, route.Prod)
 		}
@@ -165,7 +162,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 		c.mu.Unlock()
 		res.Applied, res.Revision, res.HistoryID = true, uint64(newRev), recorded.ID
 		c.log.Info("state changed", "operation", op.name, "revision", newRev, "actor", actor,
-			"from", cur.Active, "to", res.To, "prod", describeSplit(next), "instance", op.instance, "forced", res.Forced, "reason", op.req.Reason)
+			"from", res.From, "to", res.To, "prod", describeSplit(next), "instance", op.instance, "forced", res.Forced, "reason", op.req.Reason)
 		c.wake()
 		return res, nil
 	}

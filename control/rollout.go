@@ -24,7 +24,8 @@ func (c *Controller) Shift(ctx context.Context, to string, perMille int, req Cha
 	if err := c.knownSlot(to); err != nil {
 		return Change{Operation: "shift"}, err
 	}
-	return c.change(ctx, operation{name: "shift", req: req, to: to, next: func(st state.State, res *Change) (state.State, error) {
+	return c.change(ctx, operation{name: "shift", req: req, next: func(st state.State, res *Change) (state.State, error) {
+		res.To = to
 		if st.Rollout != nil {
 			return st, &state.RefusedError{Reason: fmt.Sprintf("shift refused: a rollout to %s is running (vipswap abort or promote first)", st.Rollout.To)}
 		}
@@ -45,9 +46,10 @@ func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req Chan
 	for _, s := range r.Steps {
 		steps = append(steps, state.Percent(s.PerMille))
 	}
-	return c.change(ctx, operation{name: "rollout", req: req, to: r.To,
+	return c.change(ctx, operation{name: "rollout", req: req,
 		changes: []string{"plan: " + strings.Join(steps, " → ")},
 		next: func(st state.State, res *Change) (state.State, error) {
+			res.To = r.To
 			rd := c.readinessLocked(st, r.To)
 			res.TargetRoutable = rd.Routable
 			res.Forced = req.Force && rd.Routable == 0
@@ -78,8 +80,16 @@ func (c *Controller) Abort(ctx context.Context, req ChangeRequest) (Change, erro
 
 func (c *Controller) abort(ctx context.Context, req ChangeRequest, why []string) (Change, error) {
 	return c.change(ctx, operation{name: "abort", req: req, changes: why, next: func(st state.State, res *Change) (state.State, error) {
+		// An abort takes prod from the canary (or whichever slot a shift
+		// gave a share) back to the active slot.
+		res.From = st.Active
+		for _, sh := range st.Prod() {
+			if sh.Slot != st.Active {
+				res.From = sh.Slot
+			}
+		}
 		if st.Rollout != nil {
-			res.To = st.Rollout.To
+			res.From = st.Rollout.To
 		}
 		return st.Abort(), nil
 	}})
@@ -154,7 +164,8 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
 	}
 	req := ChangeRequest{Actor: "rollout"}
 	if step.Pause {
-		c.change(ctx, operation{name: "rollout pause", req: req, to: r.To, next: func(cur state.State, res *Change) (state.State, error) {
+		c.change(ctx, operation{name: "rollout pause", req: req, next: func(cur state.State, res *Change) (state.State, error) {
+			res.To = r.To
 			if !same(cur) {
 				return cur, nil
 			}
@@ -168,7 +179,8 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
 			[]string{"gate: " + err.Error()})
 		return
 	}
-	_, err := c.change(ctx, operation{name: "rollout step", req: req, to: r.To, next: func(cur state.State, res *Change) (state.State, error) {
+	_, err := c.change(ctx, operation{name: "rollout step", req: req, next: func(cur state.State, res *Change) (state.State, error) {
+			res.To = r.To
 		if !same(cur) {
 			return cur, nil // an operator moved it meanwhile
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
@@ -121,6 +123,58 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("the chart's legend shows no latency: %v", err)
 	}
 
+	// Progressive delivery (issue 11, point 6): a shift, a rollout's
+	// progress and analysis, a promote and an abort, all from the page.
+	confirm := func(what string, actions ...chromedp.Action[chromedp.Void]) {
+		t.Helper()
+		actions = append(actions, chromedp.WaitVisible("#confirm-dialog"), chromedp.Click("#confirm-ok"))
+		if err := chromedp.Do(bctx, actions...); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+	}
+	if err := until(`document.querySelectorAll("#shift-slot option").length === 3`, 5*time.Second); err != nil {
+		t.Fatalf("the shift control does not list the slots: %v", err)
+	}
+	confirm("shifting 30% to blue", chromedp.SetValue("#shift-slot", "blue"),
+		chromedp.SetValue("#shift-weight", "30"), chromedp.Click("#shift-btn"))
+	if err := until(`document.querySelector('[data-listener="prod"]').textContent.includes("green 70%, blue 30%")`, 10*time.Second); err != nil {
+		t.Fatalf("after the shift the page does not show green 70%%, blue 30%%: %v", err)
+	}
+	if st, _ := sw.Client.Status(ctx); st.Listeners[0].Weights["blue"] != 30 {
+		t.Fatalf("the page shifted, but vipswap's prod weights are %v", st.Listeners[0].Weights)
+	}
+	confirm("aborting the manual split", chromedp.Click("#abort-btn"))
+	if err := until(`document.querySelector('[data-listener="prod"]').textContent.includes("green 100%")`, 10*time.Second); err != nil {
+		t.Fatalf("after the abort the page does not show green 100%%: %v", err)
+	}
+	if _, err := sw.Client.StartRollout(ctx, api.RolloutRequest{To: "blue", Steps: []float64{10, 50, 100}, Interval: "1s", Pause: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := until(`document.querySelectorAll("#rollout-progress span").length === 3 && !document.getElementById("rollout-analysis").hidden`, 10*time.Second); err != nil {
+		t.Fatalf("the page does not show the rollout's steps and analysis: %v", err)
+	}
+	if err := until(`!document.getElementById("promote-btn").disabled`, 15*time.Second); err != nil {
+		t.Fatalf("the rollout did not pause for a promote on the page: %v", err)
+	}
+	confirm("promoting", chromedp.Click("#promote-btn"))
+	if err := until(`document.querySelector("#rollout-progress span.current").textContent === "50%"`, 10*time.Second); err != nil {
+		t.Fatalf("after the promote the page does not show the 50%% step: %v", err)
+	}
+	if err := until(`document.querySelector('#rollout-analysis tr[data-role="canary"]') !== null && document.getElementById("rollout-verdict").textContent.includes("analysis over")`, 10*time.Second); err != nil {
+		t.Fatalf("the page does not show the analysis: %v", err)
+	}
+	shot, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	confirm("aborting the rollout", chromedp.Click("#abort-btn"))
+	if err := until(`document.getElementById("rollout-state").textContent === "none running" && document.querySelector('[data-listener="prod"]').textContent.includes("green 100%")`, 10*time.Second); err != nil {
+		t.Fatalf("after the abort the page still shows a rollout: %v", err)
+	}
+	if r, _ := sw.Client.Rollout(ctx); r.Running || r.Weights["green"] != 100 {
+		t.Fatalf("after the abort vipswap says running %v, weights %v", r.Running, r.Weights)
+	}
+
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100 means PNG
 	if err != nil {
 		t.Fatal(err)
@@ -137,6 +191,9 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("screenshot: %s (%d bytes)", path, len(png))
+	if err := os.WriteFile(filepath.Join(out, "dashboard-rollout.png"), shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	if res := load.Stop(); res.Failed != 0 {
 		t.Fatalf("%d requests failed across the swap: %v", res.Failed, res.Errors)
 	}

@@ -1,5 +1,6 @@
-// vipswap dashboard: reads /v1/status, /v1/rates and /v1/history once a
-// second and changes state through the same admin API as the CLI.
+// vipswap dashboard: reads /v1/status, /v1/rollout, /v1/rates and
+// /v1/history once a second and changes state through the same admin API
+// as the CLI.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -102,8 +103,8 @@ let shownEntries = [];
 function renderHistory(entries) {
   shownEntries = entries;
   $("history").replaceChildren(...entries.map((e) => {
-    const change = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "") +
-      (e.changes ? e.changes.join("; ") : "");
+    const moved = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "");
+    const change = [moved, ...(e.changes || [])].filter((x) => x).join("; ");
     let around = "";
     if (e.measurement) {
       const m = e.measurement, p = (m.listeners || {}).prod;
@@ -183,6 +184,59 @@ function renderChart(samples) {
   $("legend").replaceChildren(...legend);
 }
 
+let rollout = null;
+
+function pct(w) { return (+w.toFixed(1)) + "%"; }
+
+function renderRollout(r) {
+  rollout = r;
+  const running = r.running;
+  $("promote-btn").disabled = !(running && r.paused);
+  $("promote-full-btn").disabled = !running;
+  const split = Object.values(r.weights || {}).filter((w) => w > 0).length > 1;
+  $("abort-btn").disabled = !running && !split;
+  $("rollout-progress").hidden = !running;
+  $("rollout-analysis").hidden = !(running && r.analysis);
+  if (!running) {
+    $("rollout-state").textContent = split ? "none running; prod is split by hand" : "none running";
+    $("rollout-step").textContent = "";
+    $("rollout-verdict").textContent = "";
+    return;
+  }
+  $("rollout-state").textContent = "to " + r.to + " from " + r.from + (r.plan ? " (plan " + r.plan + ")" : "") +
+    (r.paused ? " · paused: promote to continue" : "");
+  $("rollout-progress").replaceChildren(...r.steps.map((w, i) =>
+    el("span", { class: i < r.step ? "done" : i === r.step ? "current" : "" }, pct(w))));
+  let step = "step " + (r.step + 1) + " of " + r.steps.length + ": " + r.to + " at " + pct(r.steps[r.step]);
+  if (r.paused) step += ", waiting for a promote";
+  else if (r.left_seconds > 0) step += ", " + Math.ceil(r.left_seconds) + " s left of " + Math.round(r.step_seconds) + " s";
+  else if (r.step < r.steps.length - 1) step += ", interval over: waiting for enough requests to judge";
+  $("rollout-step").textContent = step;
+  const a = r.analysis;
+  if (!a) return;
+  const row = (role, slot, f) => el("tr", { "data-role": role }, el("td", {}, role), el("td", {}, slot), el("td", {}, f.requests),
+    el("td", {}, f.errors), el("td", {}, (f.error_rate * 100).toFixed(2) + "%"), el("td", {}, f.p99_ms ? f.p99_ms.toFixed(1) + " ms" : "–"));
+  $("rollout-analysis").tBodies[0].replaceChildren(row("canary", r.to, a.canary), row("stable", r.from, a.stable));
+  const bounds = [];
+  if (a.max_error_rate) bounds.push("error rate ≤ " + (a.max_error_rate * 100) + "%");
+  if (a.max_p99_ms) bounds.push("p99 ≤ " + a.max_p99_ms + " ms");
+  if (a.max_error_rate_ratio) bounds.push("error rate ≤ " + a.max_error_rate_ratio + "× stable");
+  if (a.max_p99_ratio) bounds.push("p99 ≤ " + a.max_p99_ratio + "× stable");
+  const v = $("rollout-verdict");
+  v.className = "verdict-" + (a.verdict === "pass" ? "pass" : a.enough ? "breach" : "wait");
+  v.textContent = "analysis over the last " + a.window_seconds + " s (" + (bounds.join(", ") || "no bounds") +
+    ", at least " + a.min_requests + " canary requests): " + (a.verdict || "not judged yet");
+}
+
+function renderShiftSlots(s) {
+  const sel = $("shift-slot");
+  const names = s.slots.map((x) => x.name);
+  if ([...sel.options].map((o) => o.value).join() === names.join()) return;
+  const keep = sel.value || s.standby;
+  sel.replaceChildren(...names.map((n) => el("option", { value: n }, n)));
+  sel.value = names.includes(keep) ? keep : s.standby;
+}
+
 function confirmChange(text, action) {
   const dialog = $("confirm-dialog");
   $("confirm-text").textContent = text;
@@ -198,9 +252,9 @@ function changeBody() {
   return body;
 }
 
-async function change(path) {
+async function change(path, extra) {
   try {
-    await api("POST", path, changeBody());
+    await api("POST", path, Object.assign(changeBody(), extra || {}));
     showError(null);
   } catch (err) {
     showError(err);
@@ -217,9 +271,11 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [s, rates, entries] = await Promise.all([
-      api("GET", "/v1/status"), api("GET", "/v1/rates"), api("GET", "/v1/history?limit=20")]);
+    const [s, r, rates, entries] = await Promise.all([
+      api("GET", "/v1/status"), api("GET", "/v1/rollout"), api("GET", "/v1/rates"), api("GET", "/v1/history?limit=20")]);
     renderStatus(s);
+    renderShiftSlots(s);
+    renderRollout(r);
     renderHistory(entries);
     renderChart(rates.samples);
     $("live").textContent = "live · " + new Date().toLocaleTimeString();
@@ -242,6 +298,26 @@ document.addEventListener("DOMContentLoaded", () => {
   $("rollback-btn").addEventListener("click", () => {
     if (!status || !status.previous) return;
     confirmChange("Roll back: prod returns to " + status.previous + ".", () => change("/v1/rollback"));
+  });
+  $("shift-btn").addEventListener("click", () => {
+    const to = $("shift-slot").value;
+    const weight = Number($("shift-weight").value);
+    if (!to || !Number.isFinite(weight)) return;
+    confirmChange("Shift: " + to + " gets " + pct(weight) + " of prod's new requests" +
+      (weight >= 100 ? " and becomes the active slot." : weight <= 0 ? ": all of prod returns to the active slot." : "."),
+      () => change("/v1/shift", { to, weight }));
+  });
+  $("promote-btn").addEventListener("click", () => {
+    if (!rollout || !rollout.running) return;
+    confirmChange("Promote: the rollout to " + rollout.to + " continues with its next step.", () => change("/v1/promote"));
+  });
+  $("promote-full-btn").addEventListener("click", () => {
+    if (!rollout || !rollout.running) return;
+    confirmChange("Promote to 100%: " + rollout.to + " takes all of prod now and the rollout ends.", () => change("/v1/promote", { full: true }));
+  });
+  $("abort-btn").addEventListener("click", () => {
+    confirmChange("Abort: all of prod goes back to " + (status ? status.active : "the active slot") + " at once" +
+      (rollout && rollout.running ? " and the rollout ends." : "."), () => change("/v1/abort", { if_revision: undefined })); // an emergency brake: whatever the revision
   });
   $("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();
