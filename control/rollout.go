@@ -180,7 +180,7 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
 		return
 	}
 	_, err := c.change(ctx, operation{name: "rollout step", req: req, next: func(cur state.State, res *Change) (state.State, error) {
-			res.To = r.To
+		res.To = r.To
 		if !same(cur) {
 			return cur, nil // an operator moved it meanwhile
 		}
