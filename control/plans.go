@@ -63,7 +63,7 @@ func (c *Controller) StartRolloutRequest(ctx context.Context, req RolloutRequest
 	if req.Plan != "" {
 		p, ok := plans[req.Plan]
 		if !ok {
-			return bad("rollout: no plan %q under rollouts: in the configuration", req.Plan)
+			return Change{Operation: "rollout"}, notFound(fmt.Errorf("rollout: no plan %q under rollouts: in the configuration", req.Plan))
 		}
 		plan = p
 	}

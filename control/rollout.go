@@ -26,6 +26,9 @@ func (c *Controller) Shift(ctx context.Context, to string, perMille int, req Cha
 	}
 	return c.change(ctx, operation{name: "shift", req: req, next: func(st state.State, res *Change) (state.State, error) {
 		res.To = to
+		if perMille == 0 { // back to the active slot
+			res.From, res.To = to, st.Active
+		}
 		if st.Rollout != nil {
 			return st, &state.RefusedError{Reason: fmt.Sprintf("shift refused: a rollout to %s is running (vipswap abort or promote first)", st.Rollout.To)}
 		}

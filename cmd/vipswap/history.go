@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -60,6 +61,11 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 			change = e.From // refused: nothing moved
 		default:
 			change = e.From + "→" + e.To
+		}
+		for _, c := range e.Changes {
+			if split, ok := strings.CutPrefix(c, "prod: "); ok {
+				change += " (" + split + ")"
+			}
 		}
 		result := e.Result
 		if e.Forced {

@@ -118,7 +118,11 @@ func printRates(w io.Writer, s api.Status, r api.Rates) {
 func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprintf(w, "revision %d: active %s, standby %s\n", s.Revision, s.Active, s.Standby)
 	for _, l := range s.Listeners {
-		fmt.Fprintf(w, "  %-5s %s -> %s (%s failed)\n", l.Name, l.Addr, l.Slot, thousands(l.Failed))
+		to := l.Slot
+		if len(l.Weights) > 1 {
+			to = split(l.Weights) // a shift or a rollout is under way
+		}
+		fmt.Fprintf(w, "  %-5s %s -> %s (%s failed)\n", l.Name, l.Addr, to, thousands(l.Failed))
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
