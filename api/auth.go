@@ -1,6 +1,8 @@
 package api
 
 import (
+	"sync/atomic"
+	"slices"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
@@ -88,9 +90,40 @@ func LoadTokens(path string) ([]Token, error) {
 	return tokens, nil
 }
 
+// TokenSet is the tokens the admin API accepts, replaced as a whole when
+// the token file is read again (vipswap reload). Safe for concurrent use.
+type TokenSet struct{ p atomic.Pointer[[]Token] }
+
+// NewTokenSet returns a set holding tokens.
+func NewTokenSet(tokens []Token) *TokenSet {
+	s := &TokenSet{}
+	s.Set(tokens)
+	return s
+}
+
+// Set replaces the tokens.
+func (s *TokenSet) Set(tokens []Token) { s.p.Store(&tokens) }
+
+// Tokens returns the tokens in force.
+func (s *TokenSet) Tokens() []Token {
+	if s == nil {
+		return nil
+	}
+	if p := s.p.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Same reports whether tokens are exactly the ones in force (names and
+// secrets, in order).
+func (s *TokenSet) Same(tokens []Token) bool {
+	return slices.Equal(s.Tokens(), tokens)
+}
+
 // authenticator decides who a request is and whether it may proceed.
 type authenticator struct {
-	tokens       []Token
+	tokens       *TokenSet
 	protectReads bool
 }
 
@@ -99,10 +132,11 @@ type authenticator struct {
 // protectReads) need a valid bearer token; /healthz and /readyz never do, so
 // orchestrators can probe vipswap.
 func (a authenticator) check(r *http.Request) (actor string, ok bool) {
-	if len(a.tokens) == 0 {
+	tokens := a.tokens.Tokens()
+	if len(tokens) == 0 {
 		return "local", true
 	}
-	name, valid := a.match(r.Header.Get("Authorization"))
+	name, valid := match(tokens, r.Header.Get("Authorization"))
 	switch {
 	case valid:
 		return name, true
@@ -116,14 +150,14 @@ func (a authenticator) check(r *http.Request) (actor string, ok bool) {
 
 // match compares the bearer secret with every token, in constant time, and
 // returns the matching token's name.
-func (a authenticator) match(header string) (string, bool) {
+func match(tokens []Token, header string) (string, bool) {
 	secret, ok := strings.CutPrefix(header, "Bearer ")
 	if !ok || secret == "" {
 		return "", false
 	}
 	h := sha256.Sum256([]byte(strings.TrimSpace(secret)))
 	name, found := "", 0
-	for _, t := range a.tokens {
+	for _, t := range tokens {
 		if subtle.ConstantTimeCompare(h[:], t.hash[:]) == 1 {
 			name, found = t.Name, 1
 		}

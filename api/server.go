@@ -66,6 +66,11 @@ func (e *Error) Error() string { return e.Err.Error() }
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
+// VersionHeader is set on every JSON answer of the admin API, errors
+// included, so that a client can tell vipswap from another server that
+// happens to answer on the address it was given.
+const VersionHeader = "Vipswap-Api"
+
 // statusOf maps the controller's error kinds to HTTP statuses.
 var statusOf = map[control.Kind]int{
 	control.Invalid:  http.StatusBadRequest,
@@ -75,9 +80,9 @@ var statusOf = map[control.Kind]int{
 
 // Options configures the API server.
 type Options struct {
-	// Tokens are the accepted bearer tokens. With none, every call is
-	// allowed and recorded as actor "local".
-	Tokens []Token
+	// Tokens are the accepted bearer tokens. With none (or nil), every
+	// call is allowed and recorded as actor "local".
+	Tokens *TokenSet
 	// ProtectReads requires a token for reads too, not only for changes.
 	// vipswap sets it when the admin address is not loopback.
 	ProtectReads bool
@@ -314,6 +319,7 @@ func (s *server) entry(w http.ResponseWriter, r *http.Request) error {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set(VersionHeader, "v1")
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

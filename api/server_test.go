@@ -249,7 +249,7 @@ func TestAuth(t *testing.T) {
 	}
 	for _, protectReads := range []bool{false, true} {
 		t.Run(fmt.Sprint("protect reads ", protectReads), func(t *testing.T) {
-			f := newFixture(t, api.Options{Tokens: tokens, ProtectReads: protectReads})
+			f := newFixture(t, api.Options{Tokens: api.NewTokenSet(tokens), ProtectReads: protectReads})
 			before := f.ctrl.Status()
 			beforeHistory, _ := f.ctrl.History(context.Background(), 0, 0)
 			mutating := []string{"/v1/swap", "/v1/rollback",

@@ -247,6 +247,13 @@ func (c *Client) send(ctx context.Context, method, path string, in, out any) (ht
 	if err != nil {
 		return nil, fmt.Errorf("admin API %s: read answer: %w", c.base, err)
 	}
+	if resp.Header.Get(api.VersionHeader) == "" {
+		// Not vipswap: a prod listener, another service, a proxy's error
+		// page. Its 200 must not pass for a change that was applied.
+		return nil, &Error{StatusCode: resp.StatusCode, Message: fmt.Sprintf(
+			"admin API at %s answered %s to %s %s, but not as vipswap does: is this vipswap's admin address? (--admin or VIPSWAP_ADMIN)",
+			c.base, resp.Status, method, path)}
+	}
 	if resp.StatusCode >= 300 {
 		var eb api.ErrorBody
 		if json.Unmarshal(raw, &eb) != nil || eb.Error == "" {

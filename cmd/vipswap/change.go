@@ -434,7 +434,7 @@ func printChange(w io.Writer, res api.Change, asJSON bool) error {
 	default:
 		note := ""
 		if res.Forced {
-			note = " (forced: it had no healthy instance)"
+			note = " (forced: it had no routable instance: prod waits for one, up to proxy.hold, then answers 503)"
 		}
 		fmt.Fprintf(w, "%s %s -> %s (revision %d)%s\n", past(res.Operation), res.From, res.To, res.Revision, note)
 	}

@@ -1,6 +1,10 @@
 package main
 
 import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
@@ -85,5 +89,21 @@ func TestAdminAddressHints(t *testing.T) {
 	p = vstest.Start(t, vstest.Binary(t), "status", "--admin", strings.TrimPrefix(sw.Prod, "http://"))
 	if code := p.Wait(t, 30*time.Second); code != 1 || !strings.Contains(p.Output(), "is this vipswap's admin address?") {
 		t.Fatalf("status against prod: exit %d:\n%s", code, p.Output())
+	}
+	// A server that answers 200 with JSON to anything must not pass for
+	// a swap that was applied (or a change already in effect).
+	anything := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		io.WriteString(w, `{"ok": true}`)
+	}))
+	defer anything.Close()
+	for _, verb := range [][]string{{"swap"}, {"status"}, {"reload"}, {"shift", "--to", "green", "--weight", "10"}} {
+		p = vstest.Start(t, vstest.Binary(t), append(verb, "--admin", anything.URL)...)
+		if code := p.Wait(t, 30*time.Second); code != 1 || !strings.Contains(p.Output(), "is this vipswap's admin address?") {
+			t.Fatalf("%s against a server that answers 200 to anything: exit %d:\n%s", verb[0], code, p.Output())
+		}
+	}
+	if st, _ := sw.Client.Status(context.Background()); st.Active != "blue" {
+		t.Fatalf("active is %s; nothing should have changed", st.Active)
 	}
 }

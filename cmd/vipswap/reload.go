@@ -35,8 +35,9 @@ type runtime struct {
 	ctrl      *control.Controller
 	onRefused func(*route.Instance) // the proxy's, kept across reloads
 
-	mu  sync.Mutex // serialises reloads; guards cfg
-	cfg *config.Config
+	mu     sync.Mutex // serialises reloads; guards cfg
+	cfg    *config.Config
+	tokens *api.TokenSet // the admin API's, re-read by every reload
 
 	gmu    sync.Mutex               // guards groups; held briefly
 	groups map[string]*launch.Group // run: slots' instances, by slot
@@ -156,6 +157,20 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 		return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
 			fmt.Errorf("the configuration in force is unchanged: these changes need a restart of vipswap: %s", strings.Join(diff.Restart, "; ")))
 	}
+	var tokens []api.Token
+	if next.Admin.TokenFile != "" {
+		if tokens, err = api.LoadTokens(next.Admin.TokenFile); err != nil {
+			return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
+				fmt.Errorf("the configuration in force is unchanged: %w", err))
+		}
+	}
+	if !rt.tokens.Same(tokens) {
+		names := make([]string, len(tokens))
+		for i, t := range tokens {
+			names[i] = t.Name
+		}
+		diff.Changes = append(diff.Changes, fmt.Sprintf("admin.token_file: tokens re-read (%s)", strings.Join(names, ", ")))
+	}
 	if req.DryRun {
 		res, err := rt.ctrl.Reload(ctx, control.Reload{Slots: slotsOf(next, rt.currentGroups()), Request: req})
 		res.Changes = diff.Changes
@@ -222,6 +237,7 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 	rt.groups = groups
 	rt.gmu.Unlock()
 	rt.cfg = next
+	rt.tokens.Set(tokens)
 	rt.logs.set(next.Log)
 	rt.px.Reconfigure(proxyOptions(next, rt.log, rt.onRefused))
 	for _, g := range stopping {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
@@ -156,5 +158,52 @@ func TestCheck(t *testing.T) {
 	}
 	if code != 1 {
 		t.Fatalf("check of a bad file: exit %d, want 1:\n%s", code, out)
+	}
+}
+
+// TestReloadRereadsTokens: a reload re-reads admin.token_file, so a
+// rotated or revoked token takes effect without a restart.
+func TestReloadRereadsTokens(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte("ci old-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(testConfig(dir, staticSlots(addrs)), "  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  token_file: "+tokens+"\n", 1)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	ctx := context.Background()
+	old := client.New(sw.Admin, client.WithToken("old-secret-0123456789"))
+	rotated := client.New(sw.Admin, client.WithToken("new-secret-0123456789"))
+	if _, err := rotated.Swap(ctx, api.ChangeRequest{DryRun: true}); err == nil {
+		t.Fatal("the new token was accepted before the reload")
+	}
+	if err := os.WriteFile(tokens, []byte("deploy new-secret-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	res, err := old.Reload(ctx, api.ChangeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(strings.Join(res.Changes, " "), "admin.token_file: tokens re-read (deploy)") {
+		t.Fatalf("reload changes %q do not mention the tokens", res.Changes)
+	}
+	if _, err := old.Swap(ctx, api.ChangeRequest{DryRun: true}); err == nil {
+		t.Fatal("the revoked token still works after the reload")
+	}
+	if _, err := rotated.Swap(ctx, api.ChangeRequest{DryRun: true}); err != nil {
+		t.Fatalf("the new token is refused after the reload: %v", err)
+	}
+	// A token file that went bad is refused; the tokens in force stay.
+	if err := os.Chmod(tokens, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rotated.Reload(ctx, api.ChangeRequest{}); err == nil || !strings.Contains(err.Error(), "too open") {
+		t.Fatalf("reload with a world-readable token file: %v, want a refusal naming the permissions", err)
+	}
+	if _, err := rotated.Swap(ctx, api.ChangeRequest{DryRun: true}); err != nil {
+		t.Fatalf("the token in force stopped working after a refused reload: %v", err)
 	}
 }

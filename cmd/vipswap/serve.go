@@ -181,7 +181,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 	cleanups = append(cleanups, func() { close(forced) })
 
 	rt := &runtime{path: setup.path, cfg: cfg, logs: setup.logs, log: log, output: setup.output, ledger: ledger,
-		groups: map[string]*launch.Group{}}
+		groups: map[string]*launch.Group{}, tokens: api.NewTokenSet(tokens)}
 	cleanups = append(cleanups, rt.closeGroups)
 	for _, name := range cfg.SlotOrder {
 		if s := cfg.Slots[name]; s.Run != nil {
@@ -233,7 +233,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 
 	admin := &http.Server{
 		Handler: api.NewHandler(ctrl, api.Options{
-			Tokens:       tokens,
+			Tokens:       rt.tokens,
 			ProtectReads: !cfg.AdminIsLoopback(),
 			Logger:       log,
 			Metrics:      promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}),

@@ -76,7 +76,7 @@ function renderStatus(s) {
         el("td", {}, action));
     });
     return el("div", { class: "card", "data-slot": slot.name },
-      el("h2", {}, slot.name, el("span", { class: "version" }, slot.version ? "v" + slot.version : ""),
+      el("h2", {}, slot.name, el("span", { class: "version" }, slot.version ? (/^[0-9]/.test(slot.version) ? "v" : "") + slot.version : ""),
         el("span", { class: "role " + slot.role }, slot.role)),
       el("p", { class: "muted" }, slot.routable + " of " + slot.instances.length + " routable · " +
         (slot.in_flight.prod + slot.in_flight.stage) + " in flight"),
