@@ -1,8 +1,6 @@
 package api
 
 import (
-	"sync/atomic"
-	"slices"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
@@ -12,7 +10,9 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"slices"
 	"strings"
+	"sync/atomic"
 )
 
 // Token is one accepted bearer token.
