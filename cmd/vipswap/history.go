@@ -63,7 +63,7 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 			change = e.From + "→" + e.To
 		}
 		for _, c := range e.Changes {
-			if split, ok := strings.CutPrefix(c, "prod: "); ok {
+			if split, ok := strings.CutPrefix(c, "prod: "); ok && strings.Contains(split, ", ") { // a split, not all on one slot
 				change += " (" + split + ")"
 			}
 		}
