@@ -46,6 +46,11 @@ func (c *Config) Compare(next *Config) Diff {
 			d.Restart = append(d.Restart, line)
 		}
 	}
+	if c.Active != next.Active {
+		// Not a change of the running state: say so, or the operator
+		// thinks the reload moved prod.
+		d.Changes = append(d.Changes, fmt.Sprintf("active: %s → %s (only seeds an empty state file: it moves no traffic; use vipswap swap or shift)", show(c.Active), show(next.Active)))
+	}
 	for _, name := range union(c.SlotOrder, next.SlotOrder) {
 		old, had := c.Slots[name]
 		cur, has := next.Slots[name]

@@ -31,6 +31,12 @@ func TestCompare(t *testing.T) {
 			t.Fatalf("got %+v, want changes %q and no restart", d, want)
 		}
 	})
+	t.Run("active only seeds", func(t *testing.T) {
+		d := old.Compare(parse(strings.Replace(valid, "active: blue", "active: green", 1)))
+		if len(d.Changes) != 1 || !strings.Contains(d.Changes[0], "only seeds an empty state file") || len(d.Restart) != 0 {
+			t.Fatalf("got %+v, want one change saying active moves no traffic", d)
+		}
+	})
 	t.Run("what needs a restart", func(t *testing.T) {
 		next := strings.NewReplacer("prod: 127.0.0.1:8080", "prod: 127.0.0.1:8088",
 			"replicas: 2", "replicas: 3").Replace(valid)

@@ -100,3 +100,26 @@ func TestExitCodes(t *testing.T) {
 		t.Fatalf("drain --wait with a request held: exit %d:\n%s\nwant exit 3", code, out)
 	}
 }
+
+// TestVerbTypos: a mistyped verb is a usage error that names the verb it
+// most likely meant, whatever follows it, help included.
+func TestVerbTypos(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"swpa"}, 2, `unknown command "swpa": did you mean swap?`},
+		{[]string{"swpa", "--force"}, 2, `unknown command "swpa": did you mean swap?`},
+		{[]string{"help", "swpa"}, 2, `unknown command "swpa": did you mean swap?`},
+		{[]string{"help", "shift"}, 0, "vipswap shift --to SLOT --weight PCT"},
+		{[]string{"status", "--jsno"}, 2, "unknown flag --jsno: did you mean --json?"},
+	} {
+		p := vstest.Start(t, vstest.Binary(t), c.args...)
+		code := p.Wait(t, 30*time.Second)
+		if code != c.code || !strings.Contains(p.Output(), c.want) {
+			t.Errorf("vipswap %s: exit %d, output:\n%s\nwant exit %d and %q", strings.Join(c.args, " "), code, p.Output(), c.code, c.want)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -52,6 +53,37 @@ admin API: --admin defaults to $VIPSWAP_ADMIN, then http://127.0.0.1:9090
 Exit codes: 0 done, 1 refused or failed, 2 usage error (nothing was done),
 3 timed out waiting (with --wait: the change itself was applied).`
 
+// unknownVerb is the usage error for a verb root does not have, with the
+// verbs it most likely meant.
+func unknownVerb(root *cobra.Command, verb string) error {
+	msg := fmt.Sprintf("unknown command %q", verb)
+	if s := root.SuggestionsFor(verb); len(s) > 0 {
+		msg += fmt.Sprintf(": did you mean %s?", strings.Join(s, " or "))
+	}
+	return &usageError{msg: msg + " (run vipswap help)"}
+}
+
+// newHelpCmd is "vipswap help [VERB...]": the verb's help, or a usage
+// error (exit 2) naming the verbs it may have meant.
+func newHelpCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "help [VERB]",
+		Short: "help about any verb",
+		RunE: func(cmd *cobra.Command, args []string) error {
+			root := cmd.Root()
+			target, rest, err := root.Find(args)
+			if err != nil || len(rest) > 0 || (target == root && len(args) > 0) {
+				if target != nil && target != root && len(rest) > 0 {
+					return &usageError{msg: fmt.Sprintf("%s has no %q (run vipswap help %s)", target.CommandPath(), rest[0], target.Name())}
+				}
+				return unknownVerb(root, args[0])
+			}
+			target.SetOut(cmd.OutOrStdout())
+			return target.Help()
+		},
+	}
+}
+
 // newRoot returns the vipswap command with every verb.
 func newRoot() *cobra.Command {
 	root := &cobra.Command{
@@ -65,11 +97,7 @@ func newRoot() *cobra.Command {
 			if len(args) == 0 {
 				return nil
 			}
-			msg := fmt.Sprintf("unknown command %q", args[0])
-			if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
-				msg += fmt.Sprintf(": did you mean %s?", strings.Join(s, " or "))
-			}
-			return &usageError{msg: msg + " (run vipswap help)"}
+			return unknownVerb(cmd, args[0])
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cmd.SetOut(cmd.ErrOrStderr())
@@ -80,6 +108,7 @@ func newRoot() *cobra.Command {
 	root.SuggestionsMinimumDistance = 2
 	root.SetVersionTemplate("vipswap {{.Version}}\n")
 	root.SetFlagErrorFunc(flagError)
+	root.SetHelpCommand(newHelpCmd())
 	root.AddGroup(
 		&cobra.Group{ID: "switch", Title: "Running the switch:"},
 		&cobra.Group{ID: "change", Title: "Changing where traffic goes (admin API):"},
@@ -160,6 +189,10 @@ func unknownCommand(err error) string {
 // flagError turns a flag parsing error into one usage line with a hint:
 // the flag a typo most likely meant, and where the verb's help is.
 func flagError(cmd *cobra.Command, err error) error {
+	if !cmd.HasParent() && len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
+		// "vipswap swpa --force": the verb is the mistake, not the flag.
+		return unknownVerb(cmd, os.Args[1])
+	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "unknown flag: --"); ok {
 		if s := closestFlag(cmd.Flags(), name); s != "" {
@@ -217,6 +250,9 @@ func oneLine(err error) string {
 func adminHint(err error) error {
 	var ce *client.Error
 	if !errors.As(err, &ce) {
+		if strings.Contains(err.Error(), "cannot reach the admin API") {
+			return fmt.Errorf("%w (is vipswap running? --admin or $VIPSWAP_ADMIN names its admin address, admin.listen in its configuration)", err)
+		}
 		return err
 	}
 	switch {
@@ -242,6 +278,9 @@ func adminFlag(fs *pflag.FlagSet) *string {
 // newClient returns a client of the admin API at admin (http:// is added
 // to a bare host:port), with the token from $VIPSWAP_TOKEN.
 func newClient(admin string) *client.Client {
+	if _, err := strconv.Atoi(admin); err == nil {
+		admin = "127.0.0.1:" + admin // a bare port
+	}
 	if !strings.Contains(admin, "://") {
 		admin = "http://" + admin
 	}
