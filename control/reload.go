@@ -61,8 +61,9 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	}
 	c.mu.Lock()
 	cur, rev := c.st, c.rev
+	warnings := c.orphansLocked(cur, members)
 	c.mu.Unlock()
-	res := Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev)}
+	res := Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev), Warnings: warnings}
 	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: r.Request.Reason, Changes: r.Changes}
 	if err := cur.Check(names); err != nil {
 		var reason error = err
@@ -146,4 +147,38 @@ func (c *Controller) RefuseReload(ctx context.Context, req ChangeRequest, change
 	c.mu.Unlock()
 	c.log.Warn("reload refused; the configuration in force is unchanged", "actor", actor, "reason", reason)
 	return invalid(reason)
+}
+
+// orphansLocked warns of every slot that takes traffic in st and that
+// members (the new configuration's) leaves without any instance routable
+// now: its requests wait for a new instance's first passing probe (up to
+// proxy.hold), then fail. A typo in a port does that.
+func (c *Controller) orphansLocked(st state.State, members map[string][]string) []string {
+	var out []string
+	taking := []string{st.Stage()}
+	for _, sh := range st.Prod() {
+		taking = append(taking, sh.Slot)
+	}
+	seen := map[string]bool{}
+	for _, slot := range taking {
+		addrs, ok := members[slot]
+		if seen[slot] || !ok {
+			continue
+		}
+		seen[slot] = true
+		routable := c.routableLocked(st, slot)
+		if len(routable) == 0 {
+			continue // nothing to lose
+		}
+		kept := false
+		for _, i := range routable {
+			if slices.Contains(addrs, i.Addr) {
+				kept = true
+			}
+		}
+		if !kept {
+			out = append(out, fmt.Sprintf("slots.%s takes traffic and keeps none of its %d routable instances: its requests wait up to proxy.hold for a new one to pass its probe, then fail", slot, len(routable)))
+		}
+	}
+	return out
 }

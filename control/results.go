@@ -164,6 +164,10 @@ type Change struct {
 	// Changes says, one line each, what a reload changed (or would, in a
 	// dry run).
 	Changes []string `json:"changes,omitempty"`
+	// Warnings say what an applied change may cost that vipswap did not
+	// refuse: a reload that leaves a slot taking traffic with none of the
+	// instances that are routable now.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // HistoryEntry is one record of GET /v1/history.

@@ -299,5 +299,8 @@ func printReload(w io.Writer, res api.Change, asJSON bool) error {
 	for _, c := range res.Changes {
 		fmt.Fprintf(w, "  %s\n", printable(c))
 	}
+	for _, c := range res.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", printable(c))
+	}
 	return nil
 }

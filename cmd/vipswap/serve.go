@@ -276,6 +276,9 @@ wait:
 		case <-setup.hup:
 			if res, err := rt.reload(ctx, api.ChangeRequest{Actor: "SIGHUP"}); err == nil {
 				log.Info("reloaded on SIGHUP", "history_id", res.HistoryID, "changes", len(res.Changes))
+				for _, w := range res.Warnings {
+					log.Warn("reload: " + w)
+				}
 			}
 		}
 	}
