@@ -2,6 +2,8 @@ package route
 
 import (
 	"math/rand/v2"
+	"net/textproto"
+	"slices"
 	"sync"
 	"sync/atomic"
 )
@@ -29,6 +31,20 @@ type Spec struct {
 	// pools, server entries) and may release what it holds for others.
 	// Routable instances are members even when missing here.
 	Members map[string][]*Instance
+	// Routes send matching requests to a named slot whatever the weights.
+	Routes []Route
+}
+
+// Route sends the requests whose path starts with PathPrefix (and, when
+// Header is set, that carry Header with the value Value) to Slot, whatever
+// the listener's weights.
+type Route struct {
+	// PathPrefix is matched against the request's path, byte for byte.
+	PathPrefix string
+	// Header, if set, must be present with value Value (exactly).
+	Header, Value string
+	// Slot is where matching requests go.
+	Slot string
 }
 
 // Slot is one slot's routable instances inside a Table. It is immutable.
@@ -66,6 +82,8 @@ type Table struct {
 
 	listeners  [numListeners]split
 	members    map[*Instance]string // every instance, with its slot
+	named      map[string]*Slot     // every slot the spec names, by name
+	routes     []tableRoute         // most specific first
 	superseded chan struct{}
 	retire     sync.Once
 }
@@ -106,7 +124,76 @@ func Build(spec Spec) *Table {
 		}
 		t.listeners[l] = sp
 	}
+	for _, set := range []map[string][]*Instance{spec.Members, spec.Routable} {
+		for name := range set {
+			slotFor(name)
+		}
+	}
+	for _, r := range spec.Routes {
+		t.routes = append(t.routes, tableRoute{prefix: r.PathPrefix, header: textproto.CanonicalMIMEHeaderKey(r.Header), value: r.Value, slot: slotFor(r.Slot)})
+	}
+	// Longest prefix first; for the same prefix, a route with a header
+	// before one without. Equal routes keep the spec's order.
+	slices.SortStableFunc(t.routes, func(a, b tableRoute) int {
+		if d := len(b.prefix) - len(a.prefix); d != 0 {
+			return d
+		}
+		return len(b.header) - len(a.header)
+	})
+	t.named = slots
 	return t
+}
+
+// tableRoute is a Route with its header key canonical and its slot
+// resolved.
+type tableRoute struct {
+	prefix, header, value string
+	slot                  *Slot
+}
+
+// Routed returns the slot of the most specific route matching a request
+// for path with header (keys canonical, as in net/http), or nil when none
+// does. It takes no lock and allocates nothing.
+func (t *Table) Routed(path string, header map[string][]string) *Slot {
+	for i := range t.routes {
+		r := &t.routes[i]
+		if len(path) < len(r.prefix) || path[:len(r.prefix)] != r.prefix {
+			continue
+		}
+		if r.header != "" {
+			v := header[r.header]
+			if len(v) == 0 || v[0] != r.value {
+				continue
+			}
+		}
+		return r.slot
+	}
+	return nil
+}
+
+// Routes returns the table's routes, most specific first.
+func (t *Table) Routes() []Route {
+	out := make([]Route, len(t.routes))
+	for i, r := range t.routes {
+		out[i] = Route{PathPrefix: r.prefix, Header: r.header, Value: r.value, Slot: r.slot.Name}
+	}
+	return out
+}
+
+// Named returns the slot called name, whether or not it takes traffic, or
+// nil when the table knows no such slot.
+func (t *Table) Named(name string) *Slot { return t.named[name] }
+
+// Takes returns the slot called name if it has a share of l's new requests
+// (weight above zero), else nil: a client kept on a slot by affinity stays
+// there only while this holds.
+func (t *Table) Takes(l Listener, name string) *Slot {
+	for _, s := range t.listeners[l].slots {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
 }
 
 // Slot chooses the slot for a new request on l, by weight. It returns nil when

@@ -207,3 +207,44 @@ func BenchmarkBuild(b *testing.B) {
 		})
 	}
 }
+
+func TestRoutes(t *testing.T) {
+	blue, green, red := instances("blue", 1), instances("green", 1), instances("red", 1)
+	s := spec(map[string]uint32{"blue": 1000}, map[string][]*Instance{"blue": blue, "green": green, "red": red})
+	s.Routes = []Route{
+		{PathPrefix: "/api/", Slot: "blue"},
+		{PathPrefix: "/api/2.0/", Slot: "green"},
+		{PathPrefix: "/api/2.0/", Header: "x-beta", Value: "1", Slot: "red"},
+	}
+	tb := Build(s)
+	for _, c := range []struct {
+		path   string
+		header map[string][]string
+		want   string
+	}{
+		{"/api/1.0/x", nil, "blue"},
+		{"/api/2.0/x", nil, "green"},
+		{"/api/2.0/x", map[string][]string{"X-Beta": {"1"}}, "red"},
+		{"/api/2.0/x", map[string][]string{"X-Beta": {"2"}}, "green"},
+		{"/api/2.0", nil, "blue"},
+		{"/other", nil, ""},
+	} {
+		got := ""
+		if sl := tb.Routed(c.path, c.header); sl != nil {
+			got = sl.Name
+		}
+		if got != c.want {
+			t.Errorf("Routed(%q, %v) = %q, want %q", c.path, c.header, got, c.want)
+		}
+	}
+	if tb.Named("red") == nil || tb.Named("nope") != nil {
+		t.Fatal("Named does not know the slots of the spec")
+	}
+	if tb.Takes(Prod, "blue") == nil || tb.Takes(Prod, "green") != nil {
+		t.Fatal("Takes: blue has all of prod, green none")
+	}
+	h := map[string][]string{"X-Beta": {"1"}}
+	if n := testing.AllocsPerRun(1000, func() { tb.Routed("/api/2.0/x", h) }); n != 0 {
+		t.Fatalf("Routed allocates %v times", n)
+	}
+}
