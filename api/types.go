@@ -40,6 +40,8 @@ type (
 	PromoteRequest = control.PromoteRequest
 	// RolloutStatus is control.RolloutStatus.
 	RolloutStatus = control.RolloutStatus
+	// RouteStatus is control.RouteStatus.
+	RouteStatus = control.RouteStatus
 	// Analysis is control.Analysis.
 	Analysis = control.Analysis
 	// SlotFigures is control.SlotFigures.

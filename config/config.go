@@ -31,6 +31,10 @@ type Config struct {
 	Analysis Analysis `yaml:"analysis"`
 	// Rollouts are named rollout plans (vipswap rollout start --plan NAME).
 	Rollouts map[string]RolloutPlan `yaml:"rollouts"`
+	// Affinity keeps prod's clients on one slot.
+	Affinity Affinity `yaml:"affinity"`
+	// Routes send matching prod requests to a named slot, before weights.
+	Routes []Route `yaml:"routes"`
 	// Slots are the groups of instances, by name.
 	Slots map[string]Slot `yaml:"slots"`
 	// Active seeds the active slot when the store holds no state yet. Empty
@@ -213,6 +217,33 @@ type Analysis struct {
 	// MaxP99Ratio bounds the canary's p99 relative to the stable slot's.
 	// Default none.
 	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
+}
+
+// Affinity keeps a prod client on one slot while that slot takes traffic.
+type Affinity struct {
+	// Cookie names the cookie that carries the client's slot. Empty (the
+	// default) turns affinity off.
+	Cookie string `yaml:"cookie"`
+	// MaxAge is the cookie's lifetime. Zero (the default) makes it a
+	// session cookie.
+	MaxAge time.Duration `yaml:"max_age"`
+	// PinHeader, if set, lets a prod request name its slot in that header
+	// (for testers). Off by default: it lets anyone who reaches prod choose
+	// a slot.
+	PinHeader string `yaml:"pin_header"`
+}
+
+// Route sends the prod requests whose path starts with PathPrefix (and that
+// carry Header with Value, when Header is set) to Slot, whatever the
+// weights. The longest prefix wins.
+type Route struct {
+	// PathPrefix is matched against the request path.
+	PathPrefix string `yaml:"path_prefix"`
+	// Header and Value, if set, must also match.
+	Header string `yaml:"header"`
+	Value  string `yaml:"value"`
+	// Slot is where matching requests go.
+	Slot string `yaml:"slot"`
 }
 
 // RolloutPlan is a named rollout plan.

@@ -16,6 +16,13 @@ import (
 
 var slotName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
+// cookieName and headerName are the names affinity and routes accept: HTTP
+// tokens, narrowed to what operators use.
+var (
+	cookieName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	headerName = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+)
+
 // hostName is a DNS name as a Host header carries it, without port.
 var hostName = regexp.MustCompile(`^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_][A-Za-z0-9_-]{0,62})*$`)
 
@@ -120,6 +127,36 @@ func (c *Config) Validate() error {
 		v.fail("log.access_sample", fmt.Sprintf("want a fraction above 0 and at most 1, got %g", s))
 	}
 
+	if ck := c.Affinity.Cookie; ck != "" && !cookieName.MatchString(ck) {
+		v.fail("affinity.cookie", fmt.Sprintf("want a cookie name (letters, digits, - and _), got %q", ck))
+	}
+	if c.Affinity.MaxAge < 0 {
+		v.fail("affinity.max_age", fmt.Sprintf("want a duration of at least 0 (0: a session cookie), got %s", c.Affinity.MaxAge))
+	}
+	if h := c.Affinity.PinHeader; h != "" && !headerName.MatchString(h) {
+		v.fail("affinity.pin_header", fmt.Sprintf("want a header name such as X-Vipswap-Slot, got %q", h))
+	}
+	seenRoutes := map[[2]string]int{}
+	for i, r := range c.Routes {
+		key := fmt.Sprintf("routes[%d]", i)
+		if !strings.HasPrefix(r.PathPrefix, "/") || strings.ContainsFunc(r.PathPrefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+			v.fail(key+".path_prefix", fmt.Sprintf("want a path starting with / without spaces, got %q", r.PathPrefix))
+		}
+		if r.Header != "" && !headerName.MatchString(r.Header) {
+			v.fail(key+".header", fmt.Sprintf("want a header name, got %q", r.Header))
+		}
+		if r.Header == "" && r.Value != "" {
+			v.fail(key+".value", "a value needs a header to match it in")
+		}
+		if _, ok := c.Slots[r.Slot]; !ok {
+			v.fail(key+".slot", fmt.Sprintf("no slot %q (have %s)", r.Slot, strings.Join(c.SlotOrder, ", ")))
+		}
+		id := [2]string{r.PathPrefix, strings.ToLower(r.Header) + "\x00" + r.Value}
+		if j, dup := seenRoutes[id]; dup {
+			v.fail(key, fmt.Sprintf("matches the same requests as routes[%d]", j))
+		}
+		seenRoutes[id] = i
+	}
 	if len(c.SlotOrder) < 2 {
 		v.fail("slots", fmt.Sprintf("need at least two slots, got %d", len(c.SlotOrder)))
 	}

@@ -54,6 +54,9 @@ type Config struct {
 	Analysis state.Analysis
 	// Plans are the named rollout plans.
 	Plans map[string]Plan
+	// Routes are the configuration's version routes: matching prod
+	// requests go to their slot whatever the weights.
+	Routes []route.Route
 	// Logger receives state changes and plane errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -280,6 +283,7 @@ func (c *Controller) publishLocked() {
 		spec.Routable[slot] = c.routableLocked(c.st, slot)
 	}
 	spec.Members = c.instances
+	spec.Routes = c.cfg.Routes
 	c.pending = route.Build(spec)
 	c.published = true
 }

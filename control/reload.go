@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
 )
@@ -25,6 +26,8 @@ type Reload struct {
 	// keeps the analysis it started with.
 	Analysis state.Analysis
 	Plans    map[string]Plan
+	// Routes are the configuration's version routes.
+	Routes []route.Route
 	// Changes says what changed, one line each, for the history.
 	Changes []string
 	// Request carries the actor, the reason and whether it is a dry run.
@@ -108,6 +111,7 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 		c.cfg.Analysis = r.Analysis
 	}
 	c.cfg.Plans = r.Plans
+	c.cfg.Routes = r.Routes
 	c.publishLocked()
 	c.changes[ChangeKey{"reload", "applied"}]++
 	res.Applied, res.Revision, res.HistoryID = true, uint64(rev), recorded.ID

@@ -19,6 +19,18 @@ type Status struct {
 	Listeners []ListenerStatus `json:"listeners"`
 	// Slots are every configured slot, in configuration order.
 	Slots []SlotStatus `json:"slots"`
+	// Routes are prod's version routes, most specific first; absent when
+	// there are none.
+	Routes []RouteStatus `json:"routes,omitempty"`
+}
+
+// RouteStatus is one version route: prod requests whose path starts with
+// PathPrefix (and that carry Header: Value, when Header is set) go to Slot.
+type RouteStatus struct {
+	PathPrefix string `json:"path_prefix"`
+	Header     string `json:"header,omitempty"`
+	Value      string `json:"value,omitempty"`
+	Slot       string `json:"slot"`
 }
 
 // ListenerStatus is one listener.

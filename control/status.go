@@ -16,6 +16,10 @@ func (c *Controller) Status() Status {
 	// calls onHealth (which takes c.mu) with a target's lock held.
 	c.mu.Lock()
 	st, rev := c.st, c.rev
+	var routes []route.Route
+	if c.published {
+		routes = route.Build(route.Spec{Routes: c.cfg.Routes}).Routes() // most specific first, as requests see them
+	}
 	slots := slices.Clone(c.slots)
 	insts := make(map[string][]*route.Instance, len(c.instances))
 	healthy := make(map[*route.Instance]bool, len(c.healthy))
@@ -33,6 +37,9 @@ func (c *Controller) Status() Status {
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
 			Weights: weights(st, l),
 		})
+	}
+	for _, r := range routes {
+		s.Routes = append(s.Routes, RouteStatus{PathPrefix: r.PathPrefix, Header: r.Header, Value: r.Value, Slot: r.Slot})
 	}
 	for _, slot := range slots {
 		ss := c.slotStatus(st, slot.Name, insts[slot.Name], healthy)

@@ -289,7 +289,7 @@ func (p *Proxy) pick(ctx context.Context, rq *request) (*route.Instance, error) 
 	}()
 	for {
 		if rq.slot == nil {
-			rq.slot = rq.table.Slot(rq.l)
+			rq.reslot()
 		}
 		if rq.slot != nil {
 			if inst := rq.slot.Pick(rq.tried); inst != nil {
@@ -312,7 +312,7 @@ func (p *Proxy) pick(ctx context.Context, rq *request) (*route.Instance, error) 
 		select {
 		case <-rq.table.Superseded():
 			rq.table = p.table.Load()
-			rq.slot = rq.table.Slot(rq.l)
+			rq.reslot()
 			rq.forgetGone()
 		case <-ctx.Done():
 			return nil, ctx.Err()

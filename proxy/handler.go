@@ -35,6 +35,10 @@ type request struct {
 	body      *bodyGuard // nil when the request has no body
 	status    int        // the instance's answer
 	cutOff    bool       // the instance's response broke off
+	how       choice     // how slot was chosen
+	named     string     // the pinned or routed slot's name
+	cookie    string     // the slot the affinity cookie named, if any
+	setCookie string     // the slot to write in the affinity cookie, if it changes
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -48,6 +52,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.p.looped(r) {
 		h.fail(w, r, rq, errLoop, start)
+		return
+	}
+	if err := h.p.choose(r, rq); err != nil {
+		h.fail(w, r, rq, err, start)
 		return
 	}
 	resp, c, inst, err := h.p.forward(r, rq)
@@ -138,9 +146,12 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 	var noInst *noInstanceError
 	var ae *attemptError
 	var be *h1.BodyError
+	var pin *errUnknownPin
 	switch {
 	case errors.Is(err, errLoop):
 		return http.StatusLoopDetected, err.Error()
+	case errors.As(err, &pin):
+		return http.StatusBadRequest, pin.Error()
 	case errors.As(err, &noInst):
 		return http.StatusServiceUnavailable, noInst.Error()
 	case errors.Is(err, errTooManyHolding):

@@ -75,6 +75,12 @@ type Options struct {
 	// Logger, if set, receives what goes wrong outside any one request:
 	// accept errors (at most one a second) and handler panics.
 	Logger *slog.Logger
+	// Affinity keeps prod's clients on one slot, by cookie.
+	Affinity Affinity
+	// PinHeader, if set, lets a request on prod name its slot in this
+	// header (a tester's pin): it goes there whatever the weights and
+	// routes; a name that is no slot is answered 400.
+	PinHeader string
 	// OnRefused, if set, is called when an instance refuses a connection,
 	// so health can take it out at once. It is not called when vipswap
 	// itself could not open a socket. It is called on the request path and
@@ -97,6 +103,9 @@ func (o *Options) setDefaults() {
 	setDefault(&o.MaxIdleConns, 10000)
 	setDefault(&o.MaxHeaderBytes, 64<<10)
 	setDefault(&o.MaxHeaderFields, 100)
+	if o.PinHeader != "" {
+		o.PinHeader = canonicalPin(o.PinHeader)
+	}
 }
 
 // serverLimits returns the client-side limits for the listeners' servers.

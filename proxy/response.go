@@ -28,6 +28,9 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	if _, ok := out["Content-Type"]; !ok {
 		out["Content-Type"] = nil // pass the absence on: no sniffing
 	}
+	if rq.setCookie != "" {
+		out["Set-Cookie"] = append(out["Set-Cookie"], affinityCookie(rq.o.Affinity, rq.setCookie))
+	}
 	if len(resp.Trailer) > 0 {
 		keys := make([]string, 0, len(resp.Trailer))
 		for k := range resp.Trailer {

@@ -45,7 +45,7 @@ connections, answers 503 on open ones, finishes what is in flight, exits 0.`,
 	listen = cmd.Flags().String("listen", "", "address to listen on, host:port (required)")
 	slot = cmd.Flags().String("slot", "", "the slot this instance belongs to (required)")
 	version = cmd.Flags().String("version", "dev", "version to report")
-	failRate = cmd.Flags().Float64("fail-rate", 0, "answer this fraction of /api/test with a 500, to try rollbacks (0.1 is 10%)")
+	failRate = cmd.Flags().Float64("fail-rate", 0, "answer this fraction of requests (but probes) with a 500, to try rollbacks (0.1 is 10%)")
 	return cmd
 }
 
@@ -68,7 +68,9 @@ func runApp(ctx context.Context, listen, slot, version string, failRate float64,
 func sampleApp(slot, version, instance string, failRate float64, log io.Writer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/ping", slotapp.Ping(slot))
-	mux.HandleFunc("/api/test", func(w http.ResponseWriter, r *http.Request) {
+	// Every other path answers the same: which slot, version and instance
+	// served it (version routes such as /api/2.0/ reach it too).
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if d := r.URL.Query().Get("delay"); d != "" {
 			delay, err := time.ParseDuration(d)
 			if err != nil || delay < 0 || delay > maxDelay {

@@ -83,6 +83,15 @@ func analysisConfig(cfg *config.Config) state.Analysis {
 }
 
 // plansOf returns the named rollout plans of cfg.
+// routesOf returns cfg's version routes for the routing table.
+func routesOf(cfg *config.Config) []route.Route {
+	var out []route.Route
+	for _, r := range cfg.Routes {
+		out = append(out, route.Route{PathPrefix: r.PathPrefix, Header: r.Header, Value: r.Value, Slot: r.Slot})
+	}
+	return out
+}
+
 func plansOf(cfg *config.Config) map[string]control.Plan {
 	out := map[string]control.Plan{}
 	for name, p := range cfg.Rollouts {
@@ -214,7 +223,7 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 	}
 	res, err := rt.ctrl.Reload(ctx, control.Reload{
 		Slots: slotsOf(next, groups), Health: healthConfig(next, rt.log), Measure: measureConfig(next),
-		Analysis: analysisConfig(next), Plans: plansOf(next),
+		Analysis: analysisConfig(next), Plans: plansOf(next), Routes: routesOf(next),
 		Changes: diff.Changes, Request: req,
 	})
 	if err == nil && !res.Applied {

@@ -216,6 +216,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Measure:   measureConfig(cfg),
 		Analysis:  analysisConfig(cfg),
 		Plans:     plansOf(cfg),
+		Routes:    routesOf(cfg),
 		Logger:    log,
 	})
 	if err != nil {
@@ -313,6 +314,8 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 		}
 	}
 	return proxy.Options{
+		Affinity:              proxy.Affinity{Cookie: cfg.Affinity.Cookie, MaxAge: cfg.Affinity.MaxAge},
+		PinHeader:             cfg.Affinity.PinHeader,
 		Attempts:              p.Attempts,
 		Hold:                  p.Hold,
 		MaxHolding:            p.MaxHolding,

@@ -124,6 +124,13 @@ func printStatus(w io.Writer, s api.Status) {
 		}
 		fmt.Fprintf(w, "  %-5s %s -> %s (%s failed)\n", l.Name, l.Addr, to, thousands(l.Failed))
 	}
+	for _, r := range s.Routes {
+		match := r.PathPrefix + "*"
+		if r.Header != "" {
+			match += " with " + r.Header + ": " + r.Value
+		}
+		fmt.Fprintf(w, "  route %s -> %s\n", printable(match), r.Slot)
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tROLE\tINSTANCE\tHEALTH\tIN-FLIGHT\tSERVED\t5XX")

@@ -53,7 +53,8 @@ function renderStatus(s) {
       .map(([slot, w]) => slot + " " + (+w.toFixed(1)) + "%").join(", ");
     return el("div", { "data-listener": l.name }, el("b", {}, l.name), " " + l.addr + " → ", el("span", { class: "slot-name" }, l.slot),
       " (" + weights + ") · " + l.failed + " failed");
-  }));
+  }), ...(s.routes || []).map((r) => el("div", { "data-route": r.path_prefix }, el("b", {}, "route"),
+    " " + r.path_prefix + "*" + (r.header ? " with " + r.header + ": " + r.value : "") + " → ", el("span", { class: "slot-name" }, r.slot))));
 
   const slots = $("slots");
   slots.replaceChildren(...s.slots.map((slot) => {

@@ -1,0 +1,249 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+)
+
+// routedAnswer is what one request through vipswap got.
+type routedAnswer struct {
+	status int
+	slot   string // the sample app's slot, from its JSON
+	cookie string // the affinity cookie's new value, if vipswap set one
+	body   string
+}
+
+// get sends one GET to url with the given header and cookie (empty: none).
+func get(t *testing.T, hc *http.Client, url, cookie string, header map[string]string) routedAnswer {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cookie != "" {
+		req.Header.Set("Cookie", "vipswap_slot="+cookie)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	a := routedAnswer{status: resp.StatusCode, body: string(raw)}
+	var app struct{ Slot string }
+	if json.Unmarshal(raw, &app) == nil {
+		a.slot = app.Slot
+	}
+	for _, c := range resp.Cookies() {
+		if c.Name == "vipswap_slot" {
+			a.cookie = c.Value
+		}
+	}
+	return a
+}
+
+func shiftTo(t *testing.T, sw *switchtest.Switch, slot string, weight float64) {
+	t.Helper()
+	if _, err := sw.Client.Shift(context.Background(), api.ShiftRequest{To: slot, Weight: &weight}); err != nil {
+		t.Fatalf("shift %s %g%%: %v", slot, weight, err)
+	}
+}
+
+// TestVersionRoutes (issue 12): /api/1.0/ always reaches blue and
+// /api/2.0/ green while prod's weights move from 0 to 100; other paths
+// follow the weights; the pin header is ignored when it is not configured.
+func TestVersionRoutes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	routes := "routes:\n  - path_prefix: /api/1.0/\n    slot: blue\n  - path_prefix: /api/2.0/\n    slot: green\n"
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+routes)
+	sw.WaitHealthy(t)
+	hc := &http.Client{}
+	for _, w := range []float64{0, 25, 50, 90, 100} {
+		if w > 0 {
+			shiftTo(t, sw, "green", w)
+		}
+		others := map[string]int{}
+		for i := range 40 {
+			if a := get(t, hc, sw.Prod+fmt.Sprintf("/api/1.0/x%d", i), "", nil); a.status != 200 || a.slot != "blue" {
+				t.Fatalf("at green %g%%: /api/1.0/ reached %q (%d), want blue", w, a.slot, a.status)
+			}
+			if a := get(t, hc, sw.Prod+"/api/2.0/x", "", nil); a.status != 200 || a.slot != "green" {
+				t.Fatalf("at green %g%%: /api/2.0/ reached %q (%d), want green", w, a.slot, a.status)
+			}
+			a := get(t, hc, sw.Prod+"/api/test", "", map[string]string{"X-Vipswap-Slot": "nope"})
+			if a.status != 200 {
+				t.Fatalf("a pin header without pin_header configured: %d %s", a.status, a.body)
+			}
+			others[a.slot]++
+		}
+		switch w {
+		case 0:
+			if others["green"] != 0 {
+				t.Fatalf("at green 0%%, other paths reached green %d times", others["green"])
+			}
+		case 100:
+			if others["blue"] != 0 {
+				t.Fatalf("at green 100%%, other paths reached blue %d times", others["blue"])
+			}
+		}
+	}
+	st, err := sw.Client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Routes) != 2 || st.Routes[0].Slot == "" {
+		t.Fatalf("status routes: %+v, want the two routes", st.Routes)
+	}
+	if code, out := cli(t, sw, "status"); code != 0 || !strings.Contains(out, "route /api/2.0/* -> green") {
+		t.Fatalf("status: exit %d:\n%s\nwant the routes", code, out)
+	}
+}
+
+// TestPinHeader (issue 12): with affinity.pin_header, a request naming a
+// slot goes there whatever the weights; an unknown slot is a 400 that says
+// so.
+func TestPinHeader(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+"affinity:\n  pin_header: X-Vipswap-Slot\n")
+	sw.WaitHealthy(t)
+	hc := &http.Client{}
+	for range 20 {
+		if a := get(t, hc, sw.Prod+"/api/test", "", map[string]string{"X-Vipswap-Slot": "green"}); a.status != 200 || a.slot != "green" {
+			t.Fatalf("pinned to green: reached %q (%d)", a.slot, a.status)
+		}
+		if a := get(t, hc, sw.Prod+"/api/test", "", nil); a.slot != "blue" {
+			t.Fatalf("unpinned: reached %q, want the active blue", a.slot)
+		}
+	}
+	a := get(t, hc, sw.Prod+"/api/test", "", map[string]string{"X-Vipswap-Slot": "purple"})
+	if a.status != 400 || !strings.Contains(a.body, `X-Vipswap-Slot names slot "purple", which does not exist`) {
+		t.Fatalf("pinned to an unknown slot: %d %q, want 400 naming it", a.status, a.body)
+	}
+}
+
+// TestAffinity (issue 12): 1,000 cookie-keeping clients, each alternating
+// between two vipswap processes that share nothing but the cookie format,
+// keep their slot through shifts 10→25→50→90 %; new clients follow the
+// weights; after an abort none reaches green and all carry a rewritten
+// cookie.
+func TestAffinity(t *testing.T) {
+	t.Parallel()
+	_, addrs := startStatic(t, 1)
+	var sws [2]*switchtest.Switch
+	for i := range sws {
+		dir := t.TempDir()
+		sws[i] = switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+"affinity:\n  cookie: vipswap_slot\n  max_age: 1h\n")
+		sws[i].WaitHealthy(t)
+	}
+	shiftBoth := func(w float64) {
+		for _, sw := range sws {
+			shiftTo(t, sw, "green", w)
+		}
+	}
+	const clients = 1000
+	cookies := make([]string, clients)
+	var mu sync.Mutex // guards the failures below
+	var failures []string
+	// round sends one request per client, half of them through each
+	// vipswap, from 8 goroutines, and calls check on each routedAnswer.
+	round := func(check func(i int, a routedAnswer) string) {
+		var wg sync.WaitGroup
+		hcs := [2]*http.Client{{}, {}}
+		for g := range 8 {
+			wg.Go(func() {
+				for i := g; i < clients; i += 8 {
+					n := i % 2
+					a := get(t, hcs[n], sws[n].Prod+"/api/test", cookies[i], nil)
+					if msg := check(i, a); msg != "" {
+						mu.Lock()
+						failures = append(failures, msg)
+						mu.Unlock()
+					}
+					if a.cookie != "" {
+						cookies[i] = a.cookie
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if len(failures) > 0 {
+			t.Fatalf("%d answers wrong, first: %s", len(failures), failures[0])
+		}
+	}
+	share := func(want float64) {
+		t.Helper()
+		green := 0
+		for _, c := range cookies {
+			if c == "green" {
+				green++
+			}
+		}
+		if got := float64(green) / clients; math.Abs(got-want) > 0.02 {
+			t.Fatalf("%.1f%% of new clients on green, want %.0f%% ± 2%%", got*100, want*100)
+		}
+	}
+
+	shiftBoth(10)
+	round(func(i int, a routedAnswer) string {
+		if a.status != 200 || a.cookie == "" || a.cookie != a.slot {
+			return fmt.Sprintf("client %d without a cookie: %d, slot %q, cookie %q", i, a.status, a.slot, a.cookie)
+		}
+		return ""
+	})
+	share(0.10)
+	kept := append([]string(nil), cookies...)
+	for _, w := range []float64{25, 50, 90} {
+		shiftBoth(w)
+		round(func(i int, a routedAnswer) string {
+			if a.status != 200 || a.slot != kept[i] || a.cookie != "" {
+				return fmt.Sprintf("at %g%%, client %d with cookie %q reached %q (status %d, new cookie %q)", w, i, kept[i], a.slot, a.status, a.cookie)
+			}
+			return ""
+		})
+	}
+	// New clients follow the weights: 90 % green now.
+	cookies = make([]string, clients)
+	round(func(i int, a routedAnswer) string {
+		if a.status != 200 || a.cookie != a.slot {
+			return fmt.Sprintf("new client %d: %d, slot %q, cookie %q", i, a.status, a.slot, a.cookie)
+		}
+		return ""
+	})
+	share(0.90)
+	for _, sw := range sws {
+		if _, err := sw.Client.Abort(context.Background(), api.ChangeRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round(func(i int, a routedAnswer) string {
+		if a.status != 200 || a.slot != "blue" {
+			return fmt.Sprintf("after the abort client %d (cookie %q) reached %q (%d)", i, cookies[i], a.slot, a.status)
+		}
+		if cookies[i] == "green" && a.cookie != "blue" {
+			return fmt.Sprintf("after the abort client %d kept cookie green (new cookie %q)", i, a.cookie)
+		}
+		return ""
+	})
+	for i, c := range cookies {
+		if c != "blue" {
+			t.Fatalf("after the abort client %d carries cookie %q, want blue", i, c)
+		}
+	}
+}
