@@ -35,6 +35,12 @@ type Controller interface {
 	PromoteRequest(ctx context.Context, req PromoteRequest) (Change, error)
 	// Abort sends all of prod back to the active slot and ends a rollout.
 	Abort(ctx context.Context, req ChangeRequest) (Change, error)
+	// AddSlot adds a slot at runtime.
+	AddSlot(ctx context.Context, req AddSlotRequest) (Change, error)
+	// RemoveSlot removes a slot.
+	RemoveSlot(ctx context.Context, slot string, req ChangeRequest) (Change, error)
+	// SetStage chooses the slot stage follows.
+	SetStage(ctx context.Context, req StageRequest) (Change, error)
 	// Rollback makes the previously active slot active again.
 	Rollback(ctx context.Context, req ChangeRequest) (Change, error)
 	// Drain stops sending new requests to one instance.
@@ -128,6 +134,11 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	}))
 	mux.Handle("POST /v1/promote", s.handle(typedChange(c.PromoteRequest, func(b *PromoteRequest) *ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("POST /v1/abort", s.handle(s.change(c.Abort)))
+	mux.Handle("POST /v1/slots", s.handle(typedChange(c.AddSlot, func(b *AddSlotRequest) *ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("DELETE /v1/slots/{slot}", s.handle(s.instanceChange(func(ctx context.Context, slot, _ string, req ChangeRequest) (Change, error) {
+		return c.RemoveSlot(ctx, slot, req)
+	})))
+	mux.Handle("POST /v1/stage", s.handle(typedChange(c.SetStage, func(b *StageRequest) *ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/drain", s.handle(s.instanceChange(c.Drain)))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))
 	if opts.Reload != nil {
@@ -244,7 +255,8 @@ func typedChange[B any](op func(context.Context, B) (Change, error), get func(*B
 	}
 }
 
-// instanceChange adapts an instance-level change (drain, ready) to HTTP.
+// instanceChange adapts a change named by its path (drain, ready, slot
+// removal) to HTTP.
 func (s *server) instanceChange(op func(context.Context, string, string, ChangeRequest) (Change, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		req, err := changeRequest(w, r)

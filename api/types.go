@@ -42,6 +42,10 @@ type (
 	RolloutStatus = control.RolloutStatus
 	// RouteStatus is control.RouteStatus.
 	RouteStatus = control.RouteStatus
+	// AddSlotRequest is control.AddSlotRequest.
+	AddSlotRequest = control.AddSlotRequest
+	// StageRequest is control.StageRequest.
+	StageRequest = control.StageRequest
 	// Analysis is control.Analysis.
 	Analysis = control.Analysis
 	// SlotFigures is control.SlotFigures.

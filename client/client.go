@@ -142,6 +142,27 @@ func (c *Client) Abort(ctx context.Context, req api.ChangeRequest) (api.Change, 
 	return res, err
 }
 
+// AddSlot calls POST /v1/slots: a slot added at runtime.
+func (c *Client) AddSlot(ctx context.Context, req api.AddSlotRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/slots", req, &res)
+	return res, err
+}
+
+// RemoveSlot calls DELETE /v1/slots/{slot}.
+func (c *Client) RemoveSlot(ctx context.Context, slot string, req api.ChangeRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodDelete, "/v1/slots/"+url.PathEscape(slot), req, &res)
+	return res, err
+}
+
+// SetStage calls POST /v1/stage: stage follows req.Slot.
+func (c *Client) SetStage(ctx context.Context, req api.StageRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/stage", req, &res)
+	return res, err
+}
+
 // Reload calls POST /v1/reload: the running vipswap re-reads its
 // configuration file and applies what changed (a dry run says what would).
 func (c *Client) Reload(ctx context.Context, req api.ChangeRequest) (api.Change, error) {

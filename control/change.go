@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
@@ -149,6 +150,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 		}
 		c.mu.Lock()
 		c.st, c.rev = next, newRev
+		added, removed := c.setSlotsLocked(members(next, c.cfg.Slots))
 		c.publishLocked()
 		if moved {
 			// Wait for the old active slot to drain only if it lost all of
@@ -160,6 +162,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			c.startMeasure(recorded.ID, drain, entry.Time)
 		}
 		c.mu.Unlock()
+		c.probe(added, removed)
 		res.Applied, res.Revision, res.HistoryID = true, uint64(newRev), recorded.ID
 		c.log.Info("state changed", "operation", op.name, "revision", newRev, "actor", actor,
 			"from", res.From, "to", res.To, "prod", describeSplit(next), "instance", op.instance, "forced", res.Forced, "reason", op.req.Reason)
@@ -190,9 +193,29 @@ func (c *Controller) reload(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.st, c.rev = st, rev
+	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots))
 	c.publishLocked()
 	c.mu.Unlock()
+	c.probe(added, removed)
 	return nil
+}
+
+// state returns the state in force.
+func (c *Controller) state() state.State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.st
+}
+
+// probe starts probing added targets and stops probing removed ones. It
+// must be called without c.mu.
+func (c *Controller) probe(added, removed []health.Target) {
+	for _, t := range removed {
+		c.checker.Remove(t)
+	}
+	for _, t := range added {
+		c.checker.Add(t)
+	}
 }
 
 // Swap exchanges the active and standby slots. It is refused with a 409 when

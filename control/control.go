@@ -30,7 +30,8 @@ type DataPlane interface {
 
 // Config configures a Controller.
 type Config struct {
-	// Slots are every slot, in configuration order.
+	// Slots are the configuration's slots, in its order. The state may
+	// add slots at runtime and remove configured ones.
 	Slots []Slot
 	// Active seeds the state when the store holds none.
 	Active string
@@ -148,7 +149,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	case err != nil:
 		return nil, err
 	default:
-		if err := st.Check(names); err != nil {
+		if err := st.Check(namesOf(members(st, cfg.Slots))); err != nil {
 			return nil, fmt.Errorf("stored state does not fit the configuration: %w (add the slot back, or remove the state file to start afresh)", err)
 		}
 	}
@@ -169,7 +170,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()
-	added, _ := c.setSlotsLocked(cfg.Slots)
+	added, _ := c.setSlotsLocked(members(st, cfg.Slots))
 	c.publishLocked()
 	c.mu.Unlock()
 	c.flush()

@@ -6,6 +6,7 @@ import (
 
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
 )
 
 // Slot is one slot's membership.
@@ -16,6 +17,33 @@ type Slot struct {
 	Addrs []string
 	// Version labels what the slot runs; may be empty.
 	Version string
+}
+
+// members returns the slots that exist in st: the configured ones, less
+// those removed at runtime, with those added at runtime (st.Slots).
+func members(st state.State, configured []Slot) []Slot {
+	byName := make(map[string]Slot, len(configured))
+	names := make([]string, len(configured))
+	for i, s := range configured {
+		byName[s.Name], names[i] = s, s.Name
+	}
+	order, specs := st.Members(names, func(n string) state.SlotSpec {
+		return state.SlotSpec{Instances: byName[n].Addrs, Version: byName[n].Version}
+	})
+	out := make([]Slot, len(order))
+	for i, n := range order {
+		out[i] = Slot{Name: n, Addrs: specs[n].Instances, Version: specs[n].Version}
+	}
+	return out
+}
+
+// namesOf returns the slots' names, in order.
+func namesOf(slots []Slot) []string {
+	out := make([]string, len(slots))
+	for i, s := range slots {
+		out[i] = s.Name
+	}
+	return out
 }
 
 // setSlotsLocked makes slots the membership. An instance kept (same slot,

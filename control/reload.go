@@ -47,13 +47,6 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	if actor == "" {
 		actor = "local"
 	}
-	members := make(map[string][]string, len(r.Slots))
-	names := make([]string, len(r.Slots))
-	for i, s := range r.Slots {
-		members[s.Name] = s.Addrs
-		names[i] = s.Name
-	}
-
 	c.write.Lock()
 	defer c.write.Unlock()
 	defer c.flush()
@@ -62,9 +55,15 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 		c.changes[ChangeKey{"reload", result}]++
 		c.mu.Unlock()
 	}
+	slots := members(c.state(), r.Slots) // c.st changes only under c.write, held
+	byName := make(map[string][]string, len(slots))
+	for _, s := range slots {
+		byName[s.Name] = s.Addrs
+	}
+	names := namesOf(slots)
 	c.mu.Lock()
 	cur, rev := c.st, c.rev
-	warnings := c.orphansLocked(cur, members)
+	warnings := c.orphansLocked(cur, byName)
 	c.mu.Unlock()
 	res := Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev), Warnings: warnings}
 	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: r.Request.Reason, Changes: r.Changes}
@@ -84,7 +83,7 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	if r.Request.DryRun {
 		return res, nil
 	}
-	next := cur.Fit(members)
+	next := cur.Fit(byName)
 	var err error
 	var recorded store.Entry
 	entry.Result = store.Applied
@@ -104,7 +103,8 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	}
 	c.mu.Lock()
 	c.st, c.rev = next, rev
-	added, removed := c.setSlotsLocked(r.Slots)
+	c.cfg.Slots = r.Slots
+	added, removed := c.setSlotsLocked(members(next, r.Slots))
 	r.Measure.setDefaults()
 	c.cfg.Measure = r.Measure
 	if r.Analysis != (state.Analysis{}) {

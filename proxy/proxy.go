@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -139,7 +140,10 @@ type Proxy struct {
 	via string
 
 	statsTable atomic.Pointer[statsTable]
-	statsMu    sync.Mutex // serialises adding a slot to statsTable
+	statsMu    sync.Mutex // serialises changes of statsTable
+	// retiredFailed keeps, per listener, the failures counted for slots
+	// since removed, so Failed never goes down.
+	retiredFailed [len(route.Listeners)]atomic.Uint64
 
 	mu      sync.Mutex // guards servers and closed
 	servers []*h1.Server
@@ -179,7 +183,33 @@ func (p *Proxy) Apply(t *route.Table) error {
 		}
 		return true
 	})
+	p.pruneStats(t)
 	return nil
+}
+
+// pruneStats releases the counters of slots t no longer names, so slots
+// added and removed at runtime do not pile up. A request still finishing
+// on a removed slot counts in a fresh entry, released by the next table.
+func (p *Proxy) pruneStats(t *route.Table) {
+	p.statsMu.Lock()
+	defer p.statsMu.Unlock()
+	old := *p.statsTable.Load()
+	var next statsTable
+	for name, s := range old {
+		if name == route.NoSlot || t.Named(name) != nil {
+			continue
+		}
+		if next == nil {
+			next = maps.Clone(old)
+		}
+		delete(next, name)
+		for l := range s {
+			p.retiredFailed[l].Add(s[l].failed.Load())
+		}
+	}
+	if next != nil {
+		p.statsTable.Store(&next)
+	}
 }
 
 // Reconfigure replaces the options while the proxy serves: requests that
@@ -203,7 +233,7 @@ func (p *Proxy) Reconfigure(opts Options) {
 // timeouts), or an instance's response broke off midway. Requests whose
 // client went away are not counted.
 func (p *Proxy) Failed(l route.Listener) uint64 {
-	var n uint64
+	n := p.retiredFailed[l].Load()
 	for _, s := range *p.statsTable.Load() {
 		n += s[l].failed.Load()
 	}

@@ -45,8 +45,15 @@ func (c Counts) Requests() uint64 {
 // instance or by vipswap) or broken off.
 func (c Counts) Errors() uint64 { return c.Classes[5] + c.CutOff }
 
-// Sub returns c minus an earlier snapshot o of the same counters.
+// Sub returns c minus an earlier snapshot o of the same counters. Counters
+// that went back (a slot removed, then added again under its name, starts
+// from zero) count from zero: c itself is returned.
 func (c Counts) Sub(o Counts) Counts {
+	for i := range c.Classes {
+		if c.Classes[i] < o.Classes[i] {
+			return c
+		}
+	}
 	for i := range c.Classes {
 		c.Classes[i] -= o.Classes[i]
 	}

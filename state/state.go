@@ -32,6 +32,13 @@ type State struct {
 	Weights map[string]int `json:"weights,omitempty"`
 	// Rollout is the running rollout; nil when none.
 	Rollout *Rollout `json:"rollout,omitempty"`
+	// Slots are the slots added at runtime (vipswap slot add), by name.
+	// The configuration's slots are not stored here; one stored here under
+	// a configuration slot's name replaces its membership.
+	Slots map[string]SlotSpec `json:"slots,omitempty"`
+	// Removed lists configuration slots removed at runtime (vipswap slot
+	// remove), sorted: they stay removed across restarts until added again.
+	Removed []string `json:"removed,omitempty"`
 }
 
 // RefusedError says why a transition was refused. A refused transition
@@ -98,7 +105,8 @@ func (s State) Check(slots []string) error {
 // Equal reports whether s and o are the same state.
 func (s State) Equal(o State) bool {
 	return s.Active == o.Active && s.Standby == o.Standby && s.Previous == o.Previous &&
-		slices.Equal(s.Drained, o.Drained) && maps.Equal(s.Weights, o.Weights) && reflect.DeepEqual(s.Rollout, o.Rollout)
+		slices.Equal(s.Drained, o.Drained) && maps.Equal(s.Weights, o.Weights) && reflect.DeepEqual(s.Rollout, o.Rollout) &&
+		maps.EqualFunc(s.Slots, o.Slots, SlotSpec.equal) && slices.Equal(s.Removed, o.Removed)
 }
 
 // IsDrained reports whether the instance at addr of slot is drained.
@@ -213,6 +221,8 @@ func (s State) Fit(members map[string][]string) State {
 func (s State) clone() State {
 	s.Drained = slices.Clone(s.Drained)
 	s.Weights = maps.Clone(s.Weights)
+	s.Slots = maps.Clone(s.Slots)
+	s.Removed = slices.Clone(s.Removed)
 	if s.Rollout != nil {
 		r := *s.Rollout
 		r.Steps = slices.Clone(r.Steps)

@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
+	"time"
 	"testing"
 
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
@@ -244,6 +247,84 @@ func TestAffinity(t *testing.T) {
 	for i, c := range cookies {
 		if c != "blue" {
 			t.Fatalf("after the abort client %d carries cookie %q, want blue", i, c)
+		}
+	}
+}
+
+// TestReleaseUnits (issue 12): start with two slots, add a third at
+// runtime, roll out to it, remove the first (refused while it takes
+// traffic, accepted once stage follows another slot and it is quiet), with
+// no failed request under 200 concurrent clients; a kill -9 and restart
+// keeps all of it.
+func TestReleaseUnits(t *testing.T) {
+	dir := t.TempDir()
+	addrs := map[string][]string{"blue": startApps(t, "blue", 2), "green": startApps(t, "green", 1)}
+	red := startApps(t, "red", 2)
+	cfg := testConfig(dir, staticSlots(addrs)) + fastAnalysis
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	ctx := context.Background()
+	load := vstest.StartLoad(sw.Prod+"/api/test", 200, 3*time.Minute)
+	defer load.Stop()
+	waitServed(t, load, 1000)
+
+	must := func(args ...string) string {
+		t.Helper()
+		code, out := cli(t, sw, args...)
+		if code != 0 {
+			t.Fatalf("vipswap %s: exit %d:\n%s", strings.Join(args, " "), code, out)
+		}
+		return out
+	}
+	refused := func(want string, args ...string) {
+		t.Helper()
+		code, out := cli(t, sw, args...)
+		if code != 1 || !strings.Contains(out, want) {
+			t.Fatalf("vipswap %s: exit %d:\n%s\nwant a refusal saying %q", strings.Join(args, " "), code, out, want)
+		}
+	}
+	refused(`slot add refused: slot "green" exists`, "slot", "add", "green", "--instances", red[0])
+	must("slot", "add", "red", "--instances", strings.Join(red, ","), "--version", "3.0")
+	sw.WaitHealthy(t)
+	refused("blue is the active slot", "slot", "remove", "blue")
+	must("rollout", "start", "--to", "red", "--steps", "20,50,100", "--interval", "1s")
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if st := rolloutStatus(t, sw); st.Running || st.Weights["red"] != 100 {
+			return fmt.Errorf("rollout running %v, weights %v", st.Running, st.Weights)
+		}
+		return nil
+	})
+	refused("blue is the standby slot", "slot", "remove", "blue")
+	must("stage", "green")
+	out := must("slot", "remove", "blue", "--wait", "--quiet", "1s", "--timeout", "30s")
+	if !strings.Contains(out, "blue is quiet") || !strings.Contains(out, "removed slot blue") {
+		t.Fatalf("slot remove --wait:\n%s", out)
+	}
+	waitServed(t, load, load.OK()+2000)
+	res := load.Stop()
+	if res.Failed != 0 || res.BySlot["red"] == 0 {
+		t.Fatalf("%d ok, %d failed, by slot %v; want 0 failed and red serving", res.OK, res.Failed, res.BySlot)
+	}
+	t.Logf("through add, rollout, stage and remove: %d requests, %d failed, by slot %v", res.OK, res.Failed, res.BySlot)
+
+	sw.Signal(t, syscall.SIGKILL)
+	sw.Wait(t, 10*time.Second)
+	sw2 := switchtest.Serve(t, dir, cfg)
+	sw2.WaitHealthy(t)
+	st, err := sw2.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, s := range st.Slots {
+		names = append(names, s.Name)
+	}
+	if st.Active != "red" || st.Standby != "green" || strings.Join(names, ",") != "green,red" || st.Slots[1].Version != "3.0" {
+		t.Fatalf("after kill -9 and restart: active %s, standby %s, slots %v; want red, green and blue gone", st.Active, st.Standby, names)
+	}
+	for range 20 {
+		if a := get(t, http.DefaultClient, sw2.Prod+"/api/test", "", nil); a.status != 200 || a.slot != "red" {
+			t.Fatalf("after the restart prod reached %q (%d), want red", a.slot, a.status)
 		}
 	}
 }

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
+)
+
+func newSlotCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "slot add|remove NAME",
+		Short: "add a slot (a release unit) at runtime, or tear one down",
+		Long: `A slot added at runtime is stored in the state, so a restarted vipswap serves it
+too; it is probed at once and can take traffic through shift, rollout, routes or
+stage once healthy. Removing a slot takes its instances out of the routing table
+and releases what vipswap held for them. A slot that takes traffic (active,
+standby, a share of prod, a rollout's canary) is never removed; one that a route
+names or that has requests in flight is refused unless --force.`,
+	}
+	cmd.AddCommand(newSlotAddCmd(), newSlotRemoveCmd())
+	return cmd
+}
+
+func newSlotAddCmd() *cobra.Command {
+	var f *changeFlags
+	var instances *[]string
+	var version *string
+	cmd := &cobra.Command{
+		Use:     "add NAME --instances HOST:PORT,...",
+		Short:   "add a slot at runtime",
+		Example: `  vipswap slot add red --instances 127.0.0.1:9005,127.0.0.1:9006 --version 2.1`,
+		Args:    exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			if len(*instances) == 0 {
+				return &usageError{msg: "--instances is required (host:port, comma-separated)"}
+			}
+			res, err := newClient(*f.admin).AddSlot(cmd.Context(), api.AddSlotRequest{
+				ChangeRequest: f.request(), Name: args[0], Instances: *instances, Version: *version})
+			if err != nil {
+				return err
+			}
+			return printSlotChange(cmd.OutOrStdout(), res, *f.asJSON, "added slot "+args[0])
+		},
+	}
+	f = changeFlagsOf(cmd.Flags(), "")
+	instances = cmd.Flags().StringSlice("instances", nil, "the slot's instances, host:port, comma-separated")
+	version = cmd.Flags().String("version", "", "a label for what the slot runs, shown by status and the dashboard")
+	return cmd
+}
+
+func newSlotRemoveCmd() *cobra.Command {
+	var f *changeFlags
+	var quiet *time.Duration
+	cmd := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "tear a slot down",
+		Long: `Removes the slot. With --wait it first waits, up to --timeout, until the slot
+has served no request for --quiet (the post-release check: no traffic left, not
+only none in flight), says when its last request was, then removes it.`,
+		Example: `  vipswap slot remove blue --wait --quiet 1m --timeout 30m`,
+		Args:    exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			if *quiet <= 0 {
+				return &usageError{msg: fmt.Sprintf("--quiet: want a duration above zero, got %s", *quiet)}
+			}
+			c := newClient(*f.admin)
+			ctx := cmd.Context()
+			req := f.request()
+			if *f.wait {
+				// Ask first: no point waiting for a slot that may not go.
+				dry := req
+				dry.DryRun = true
+				res, err := c.RemoveSlot(ctx, args[0], dry)
+				if err != nil {
+					return err
+				}
+				if res.Refused != "" && !strings.Contains(res.Refused, "in flight") {
+					return fmt.Errorf("%s", res.Refused)
+				}
+				last, err := waitQuiet(ctx, c, args[0], *quiet, *f.timeout, cmd.ErrOrStderr())
+				if err != nil {
+					return err
+				}
+				when := "it served no request while vipswap watched"
+				if !last.IsZero() {
+					when = "its last request ended about " + last.Local().Format(time.TimeOnly)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s is quiet: %s\n", args[0], when)
+			}
+			res, err := c.RemoveSlot(ctx, args[0], req)
+			if err != nil {
+				return err
+			}
+			return printSlotChange(cmd.OutOrStdout(), res, *f.asJSON, "removed slot "+args[0])
+		},
+	}
+	f = changeFlagsOf(cmd.Flags(), "first wait until the slot has had no request for --quiet")
+	quiet = cmd.Flags().Duration("quiet", 30*time.Second, "with --wait: how long the slot must have served nothing")
+	return cmd
+}
+
+func newStageCmd() *cobra.Command {
+	var f *changeFlags
+	cmd := &cobra.Command{
+		Use:   "stage SLOT",
+		Short: "make the stage listener follow SLOT (the slot a swap makes active)",
+		Long: `SLOT becomes the standby slot: stage sends its requests there and a swap makes it
+active. Refused when SLOT is the active slot, or has no routable instance
+(unless --force).`,
+		Example: `  vipswap slot add red --instances 127.0.0.1:9005 && vipswap stage red`,
+		Args:    exactArgs("SLOT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := f.check(); err != nil {
+				return err
+			}
+			res, err := newClient(*f.admin).SetStage(cmd.Context(), api.StageRequest{ChangeRequest: f.request(), Slot: args[0]})
+			if err != nil {
+				return err
+			}
+			return printSlotChange(cmd.OutOrStdout(), res, *f.asJSON, "stage follows "+args[0])
+		},
+	}
+	f = changeFlagsOf(cmd.Flags(), "")
+	return cmd
+}
+
+// printSlotChange reports a slot add, remove or stage change.
+func printSlotChange(w io.Writer, res api.Change, asJSON bool, done string) error {
+	if res.DryRun {
+		return printDryRun(w, res, asJSON)
+	}
+	if asJSON {
+		return writeJSON(w, res)
+	}
+	if !res.Applied {
+		fmt.Fprintf(w, "nothing to do: %s already (revision %d)\n", done, res.Revision)
+		return nil
+	}
+	fmt.Fprintf(w, "%s (revision %d)\n", done, res.Revision)
+	return nil
+}
+
+// waitQuiet waits until slot has had no request in flight and served none
+// for quiet, and returns about when its last request ended (zero if none
+// did while it watched).
+func waitQuiet(ctx context.Context, c *client.Client, slot string, quiet, limit time.Duration, progress io.Writer) (time.Time, error) {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	var last time.Time // when the served count last moved, or something was in flight
+	var served int64 = -1
+	start, said := time.Now(), time.Now()
+	for {
+		st, err := c.Status(ctx)
+		if err != nil && ctx.Err() == nil {
+			return time.Time{}, err
+		}
+		if err == nil {
+			n, inFlight, found := int64(0), int64(0), false
+			for _, s := range st.Slots {
+				if s.Name == slot {
+					found = true
+					inFlight = s.InFlight.Prod + s.InFlight.Stage
+					for _, i := range s.Instances {
+						n += i.Served.Prod + i.Served.Stage
+					}
+				}
+			}
+			if !found {
+				return time.Time{}, fmt.Errorf("no slot %q", slot)
+			}
+			if (served >= 0 && n != served) || inFlight > 0 {
+				last = time.Now()
+			}
+			served = n
+			quietSince := start
+			if !last.IsZero() {
+				quietSince = last
+			}
+			if time.Since(quietSince) >= quiet {
+				return last, nil
+			}
+			if time.Since(said) >= 5*time.Second {
+				fmt.Fprintf(progress, "waiting for %s to be quiet: %s in flight, last request %s ago\n", slot, plural(inFlight, "request"), time.Since(quietSince).Round(time.Second))
+				said = time.Now()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return time.Time{}, &timedOutError{msg: fmt.Sprintf("%s still had traffic within the last %s after %s; nothing was removed", slot, quiet, limit)}
+		case <-tick.C:
+		}
+	}
+}

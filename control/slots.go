@@ -1,0 +1,123 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strconv"
+
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
+)
+
+// AddSlotRequest is the body of POST /v1/slots.
+type AddSlotRequest struct {
+	ChangeRequest
+	// Name is the new slot's name.
+	Name string `json:"name"`
+	// Instances are its instances' host:port addresses.
+	Instances []string `json:"instances"`
+	// Version labels what it runs (optional).
+	Version string `json:"version,omitempty"`
+}
+
+// StageRequest is the body of POST /v1/stage.
+type StageRequest struct {
+	ChangeRequest
+	// Slot is the slot stage follows from now on.
+	Slot string `json:"slot"`
+}
+
+// AddSlot adds a slot at runtime: stored in the state (so a restarted
+// vipswap serves it too), probed at once, and available to shift,
+// rollout, routes and stage once its instances are healthy.
+func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, error) {
+	if err := ValidSlot(req.Name, req.Instances); err != nil {
+		return Change{Operation: "slot add"}, invalid(err)
+	}
+	return c.change(ctx, operation{name: "slot add", req: req.ChangeRequest,
+		changes: []string{fmt.Sprintf("slots.%s: added with %d instances", req.Name, len(req.Instances))},
+		next: func(st state.State, res *Change) (state.State, error) {
+			res.From, res.To = st.Active, req.Name
+			_, exists := c.instances[req.Name]
+			return st.AddSlot(req.Name, state.SlotSpec{Instances: req.Instances, Version: req.Version}, exists || slices.Contains(c.slotNamesLocked(), req.Name))
+		}})
+}
+
+// RemoveSlot removes a slot: its instances leave the routing table, stop
+// being probed, and their connections and counters are released. Refused
+// while the slot takes traffic, and (unless force) while a route sends
+// requests to it or it has requests in flight.
+func (c *Controller) RemoveSlot(ctx context.Context, name string, req ChangeRequest) (Change, error) {
+	if err := c.knownSlot(name); err != nil {
+		return Change{Operation: "slot remove"}, err
+	}
+	return c.change(ctx, operation{name: "slot remove", req: req,
+		changes: []string{"slots." + name + ": removed"},
+		next: func(st state.State, res *Change) (state.State, error) {
+			res.From, res.To = name, st.Active
+			var inFlight int64
+			for _, i := range c.instances[name] {
+				inFlight += i.InFlight(route.Prod) + i.InFlight(route.Stage)
+			}
+			res.InFlight = inFlight
+			routed := slices.ContainsFunc(c.cfg.Routes, func(r route.Route) bool { return r.Slot == name })
+			configured := slices.ContainsFunc(c.cfg.Slots, func(s Slot) bool { return s.Name == name })
+			res.Forced = req.Force && (routed || inFlight > 0)
+			return st.RemoveSlot(name, configured, routed, inFlight, req.Force)
+		}})
+}
+
+// SetStage makes stage follow slot (the slot a swap then makes active).
+func (c *Controller) SetStage(ctx context.Context, req StageRequest) (Change, error) {
+	if err := c.knownSlot(req.Slot); err != nil {
+		return Change{Operation: "stage"}, err
+	}
+	return c.change(ctx, operation{name: "stage", req: req.ChangeRequest, next: func(st state.State, res *Change) (state.State, error) {
+		res.From, res.To = st.Standby, req.Slot
+		r := c.readinessLocked(st, req.Slot)
+		res.TargetRoutable = r.Routable
+		res.Forced = req.Force && r.Routable == 0
+		return st.SetStage(req.Slot, r, req.Force)
+	}})
+}
+
+// ValidSlot checks a slot's name and instance addresses as the
+// configuration does.
+func ValidSlot(name string, instances []string) error {
+	if !slotName(name) {
+		return fmt.Errorf("slot name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", name)
+	}
+	if len(instances) == 0 {
+		return fmt.Errorf("slot %q: want at least one instance (host:port)", name)
+	}
+	seen := map[string]bool{}
+	for _, a := range instances {
+		if err := validAddr(a); err != nil {
+			return fmt.Errorf("slot %q: instance %q: %v", name, a, err)
+		}
+		if seen[a] {
+			return fmt.Errorf("slot %q: instance %s is listed twice", name, a)
+		}
+		seen[a] = true
+	}
+	return nil
+}
+
+var slotNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+func slotName(name string) bool { return slotNameRE.MatchString(name) }
+
+// validAddr checks a host:port with a port from 1 to 65535.
+func validAddr(a string) error {
+	host, port, err := net.SplitHostPort(a)
+	if err != nil || host == "" {
+		return fmt.Errorf("want host:port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("want a port from 1 to 65535")
+	}
+	return nil
+}

@@ -1,0 +1,115 @@
+package state
+
+import (
+	"maps"
+	"slices"
+)
+
+// SlotSpec is a slot added at runtime: its instances and version label.
+type SlotSpec struct {
+	// Instances are the host:port addresses of its instances.
+	Instances []string `json:"instances"`
+	// Version labels what it runs; may be empty.
+	Version string `json:"version,omitempty"`
+}
+
+func (a SlotSpec) equal(b SlotSpec) bool {
+	return a.Version == b.Version && slices.Equal(a.Instances, b.Instances)
+}
+
+// Members returns the slots that exist in s given the configuration's
+// slots (name to spec, in configured order): the configuration's, less the
+// removed ones, with those stored in s.Slots replacing or adding to them.
+// Names come in configuration order, then the added ones sorted.
+func (s State) Members(configured []string, spec func(string) SlotSpec) (names []string, specs map[string]SlotSpec) {
+	specs = make(map[string]SlotSpec)
+	for _, n := range configured {
+		if slices.Contains(s.Removed, n) {
+			continue
+		}
+		names = append(names, n)
+		specs[n] = spec(n)
+	}
+	for _, n := range slices.Sorted(maps.Keys(s.Slots)) {
+		if _, ok := specs[n]; !ok {
+			names = append(names, n)
+		}
+		specs[n] = s.Slots[n]
+	}
+	return names, specs
+}
+
+// AddSlot returns s with slot name added with spec. exists says whether a
+// slot of that name exists now (configured and not removed, or added).
+func (s State) AddSlot(name string, spec SlotSpec, exists bool) (State, error) {
+	if exists {
+		return s, refused("slot add refused: slot %q exists (vipswap slot remove it first, or choose another name)", name)
+	}
+	if len(spec.Instances) == 0 {
+		return s, refused("slot add refused: slot %q needs at least one instance", name)
+	}
+	next := s.clone()
+	if next.Slots == nil {
+		next.Slots = map[string]SlotSpec{}
+	}
+	next.Slots[name] = SlotSpec{Instances: slices.Clone(spec.Instances), Version: spec.Version}
+	next.Removed = slices.DeleteFunc(next.Removed, func(n string) bool { return n == name })
+	if len(next.Removed) == 0 {
+		next.Removed = nil
+	}
+	return next, nil
+}
+
+// RemoveSlot returns s without slot name. configured says whether the
+// configuration declares it (it is then remembered as removed); routed
+// whether a route sends requests to it; inFlight how many requests it has
+// in flight. A slot that takes traffic (active, standby, a share of prod, a
+// rollout's canary) is never removed; a route or requests in flight refuse
+// it unless force.
+func (s State) RemoveSlot(name string, configured, routed bool, inFlight int64, force bool) (State, error) {
+	switch {
+	case name == s.Active:
+		return s, refused("slot remove refused: %s is the active slot (swap or shift prod to another slot first)", name)
+	case name == s.Standby:
+		return s, refused("slot remove refused: %s is the standby slot that stage follows (vipswap stage OTHER first)", name)
+	case s.WeightOf(name) > 0:
+		return s, refused("slot remove refused: %s has %s of prod (vipswap shift --to %s --weight 0, or abort, first)", name, Percent(s.WeightOf(name)), name)
+	case s.Rollout != nil && s.Rollout.To == name:
+		return s, refused("slot remove refused: a rollout to %s is running (vipswap abort first)", name)
+	case routed && !force:
+		return s, refused("slot remove refused: a route sends requests to %s (remove the route, or --force: its requests then get 503)", name)
+	case inFlight > 0 && !force:
+		return s, refused("slot remove refused: %s has %d requests in flight (wait, or --force cuts them off)", name, inFlight)
+	}
+	next := s.clone()
+	delete(next.Slots, name)
+	if len(next.Slots) == 0 {
+		next.Slots = nil
+	}
+	if configured && !slices.Contains(next.Removed, name) {
+		next.Removed = append(next.Removed, name)
+		slices.Sort(next.Removed)
+	}
+	next.Drained = slices.DeleteFunc(next.Drained, func(k string) bool { return len(k) > len(name) && k[:len(name)+1] == name+"/" })
+	if len(next.Drained) == 0 {
+		next.Drained = nil
+	}
+	if next.Previous == name {
+		next.Previous = ""
+	}
+	return next, nil
+}
+
+// SetStage returns s with stage following slot (it becomes the standby
+// slot: the one a swap makes active). It cannot be the active slot.
+func (s State) SetStage(slot string, target Readiness, force bool) (State, error) {
+	switch {
+	case slot == s.Active:
+		return s, refused("stage refused: %s is the active slot; stage follows another", slot)
+	case target.Routable == 0 && !force:
+		return s, refused("stage refused: slot %q %s (--force moves stage anyway)", slot, target.lack())
+	}
+	next := s.clone()
+	next.Standby = slot
+	return next, nil
+}
