@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -303,5 +304,58 @@ func TestStoreWriteDoesNotHoldTheLock(t *testing.T) {
 	}
 	if got := ctrl.Status().Active; got != "green" {
 		t.Fatalf("active is %s after the swap, want green", got)
+	}
+}
+
+// TestSlotChurnReleasesEverything (issue 12): 1,000 slots added and
+// removed at runtime leave no probe goroutine, instance or table entry
+// behind.
+func TestSlotChurnReleasesEverything(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	ctx := context.Background()
+	addr := slotServer(t, "x")
+	heap := func() uint64 {
+		f.plane.mu.Lock()
+		f.plane.tables = []*route.Table{f.plane.tables[len(f.plane.tables)-1]} // the recorder's own memory is not vipswap's
+		f.plane.mu.Unlock()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	// A first cycle warms up what is allocated once.
+	cycle := func(i int) {
+		name := fmt.Sprintf("unit-%d", i)
+		if _, err := f.ctrl.AddSlot(ctx, control.AddSlotRequest{Name: name, Instances: []string{addr}}); err != nil {
+			t.Fatalf("add %s: %v", name, err)
+		}
+		if _, err := f.ctrl.RemoveSlot(ctx, name, control.ChangeRequest{}); err != nil {
+			t.Fatalf("remove %s: %v", name, err)
+		}
+	}
+	cycle(0)
+	goroutines, before := runtime.NumGoroutine(), heap()
+	const cycles = 1000
+	for i := 1; i <= cycles; i++ {
+		cycle(i)
+	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if n := runtime.NumGoroutine(); n > goroutines+2 {
+			return fmt.Errorf("%d goroutines after %d add/remove cycles, %d before", n, cycles, goroutines)
+		}
+		return nil
+	})
+	after := heap()
+	t.Logf("%d add/remove cycles: goroutines %d → %d, heap allocated %d → %d KiB", cycles, goroutines, runtime.NumGoroutine(), before>>10, after>>10)
+	if st := f.ctrl.Status(); len(st.Slots) != 2 {
+		t.Fatalf("status lists %d slots after the churn, want 2", len(st.Slots))
+	}
+	tb := f.plane.last()
+	if tb.Named(fmt.Sprintf("unit-%d", cycles)) != nil || tb.Named("blue") == nil {
+		t.Fatal("the last table still names a removed slot, or lost blue")
+	}
+	if after > before+256<<10 {
+		t.Fatalf("heap allocated grew by %d KiB over %d cycles", (after-before)>>10, cycles)
 	}
 }

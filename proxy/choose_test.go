@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"fmt"
+
+	"github.com/vipswap/vipswap/route"
 	"testing"
 	"time"
 )
@@ -16,5 +19,27 @@ func TestAffinityCookie(t *testing.T) {
 		if got := affinityCookie(c.a, "green"); got != c.want {
 			t.Errorf("affinityCookie(%+v) = %q, want %q", c.a, got, c.want)
 		}
+	}
+}
+
+// TestRemovedSlotsReleaseTheirCounters: 1,000 slots that came and went
+// leave no counters behind, and the listener's failure total keeps what
+// they counted.
+func TestRemovedSlotsReleaseTheirCounters(t *testing.T) {
+	p := New(Options{})
+	for i := range 1000 {
+		name := fmt.Sprintf("unit-%d", i)
+		inst := route.NewInstance(name, "127.0.0.1:1")
+		tb := route.Build(route.Spec{Listeners: [2][]route.Weighted{{{Slot: "blue", Weight: 1}, {Slot: name, Weight: 1}}},
+			Members: map[string][]*route.Instance{name: {inst}}})
+		p.Apply(tb)
+		p.stats(tb.Named(name))[route.Prod].failed.Add(1)
+	}
+	p.Apply(route.Build(route.Spec{Listeners: [2][]route.Weighted{{{Slot: "blue", Weight: 1}}}}))
+	if n := len(p.Counters(route.Prod)); n > 2 {
+		t.Fatalf("%d slots' counters kept after 1,000 came and went, want at most blue and none", n)
+	}
+	if got := p.Failed(route.Prod); got != 1000 {
+		t.Fatalf("Failed(prod) = %d after the slots went, want the 1,000 they counted", got)
 	}
 }
