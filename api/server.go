@@ -39,6 +39,10 @@ type Controller interface {
 	AddSlot(ctx context.Context, req AddSlotRequest) (Change, error)
 	// RemoveSlot removes a slot.
 	RemoveSlot(ctx context.Context, slot string, req ChangeRequest) (Change, error)
+	// SetRoute adds or replaces a version route.
+	SetRoute(ctx context.Context, req RouteRequest) (Change, error)
+	// RemoveRoute removes a version route set through the API.
+	RemoveRoute(ctx context.Context, req RouteRequest) (Change, error)
 	// SetStage chooses the slot stage follows.
 	SetStage(ctx context.Context, req StageRequest) (Change, error)
 	// Rollback makes the previously active slot active again.
@@ -138,6 +142,8 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	mux.Handle("DELETE /v1/slots/{slot}", s.handle(s.instanceChange(func(ctx context.Context, slot, _ string, req ChangeRequest) (Change, error) {
 		return c.RemoveSlot(ctx, slot, req)
 	})))
+	mux.Handle("POST /v1/routes", s.handle(typedChange(c.SetRoute, func(b *RouteRequest) *ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("DELETE /v1/routes", s.handle(typedChange(c.RemoveRoute, func(b *RouteRequest) *ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("POST /v1/stage", s.handle(typedChange(c.SetStage, func(b *StageRequest) *ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/drain", s.handle(s.instanceChange(c.Drain)))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))

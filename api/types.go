@@ -44,6 +44,8 @@ type (
 	RouteStatus = control.RouteStatus
 	// AddSlotRequest is control.AddSlotRequest.
 	AddSlotRequest = control.AddSlotRequest
+	// RouteRequest is control.RouteRequest.
+	RouteRequest = control.RouteRequest
 	// StageRequest is control.StageRequest.
 	StageRequest = control.StageRequest
 	// Analysis is control.Analysis.

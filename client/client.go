@@ -156,6 +156,21 @@ func (c *Client) RemoveSlot(ctx context.Context, slot string, req api.ChangeRequ
 	return res, err
 }
 
+// SetRoute calls POST /v1/routes: a version route added, or replacing the
+// one that matches the same requests.
+func (c *Client) SetRoute(ctx context.Context, req api.RouteRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodPost, "/v1/routes", req, &res)
+	return res, err
+}
+
+// RemoveRoute calls DELETE /v1/routes.
+func (c *Client) RemoveRoute(ctx context.Context, req api.RouteRequest) (api.Change, error) {
+	var res api.Change
+	err := c.do(ctx, http.MethodDelete, "/v1/routes", req, &res)
+	return res, err
+}
+
 // SetStage calls POST /v1/stage: stage follows req.Slot.
 func (c *Client) SetStage(ctx context.Context, req api.StageRequest) (api.Change, error) {
 	var res api.Change

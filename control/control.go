@@ -284,7 +284,7 @@ func (c *Controller) publishLocked() {
 		spec.Routable[slot] = c.routableLocked(c.st, slot)
 	}
 	spec.Members = c.instances
-	spec.Routes = c.cfg.Routes
+	spec.Routes, _ = c.routesLocked(c.st)
 	c.pending = route.Build(spec)
 	c.published = true
 }

@@ -31,6 +31,9 @@ type RouteStatus struct {
 	Header     string `json:"header,omitempty"`
 	Value      string `json:"value,omitempty"`
 	Slot       string `json:"slot"`
+	// Origin is "config" (the configuration file) or "api" (set with
+	// vipswap route set; stored in the state).
+	Origin string `json:"origin"`
 }
 
 // ListenerStatus is one listener.

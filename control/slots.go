@@ -63,7 +63,8 @@ func (c *Controller) RemoveSlot(ctx context.Context, name string, req ChangeRequ
 				inFlight += i.InFlight(route.Prod) + i.InFlight(route.Stage)
 			}
 			res.InFlight = inFlight
-			routed := slices.ContainsFunc(c.cfg.Routes, func(r route.Route) bool { return r.Slot == name })
+			routes, _ := c.routesLocked(st)
+			routed := slices.ContainsFunc(routes, func(r route.Route) bool { return r.Slot == name })
 			configured := slices.ContainsFunc(c.cfg.Slots, func(s Slot) bool { return s.Name == name })
 			res.Forced = req.Force && (routed || inFlight > 0)
 			return st.RemoveSlot(name, configured, routed, inFlight, req.Force)

@@ -16,10 +16,7 @@ func (c *Controller) Status() Status {
 	// calls onHealth (which takes c.mu) with a target's lock held.
 	c.mu.Lock()
 	st, rev := c.st, c.rev
-	var routes []route.Route
-	if c.published {
-		routes = route.Build(route.Spec{Routes: c.cfg.Routes}).Routes() // most specific first, as requests see them
-	}
+	routes, fromAPI := c.routesLocked(st)
 	slots := slices.Clone(c.slots)
 	insts := make(map[string][]*route.Instance, len(c.instances))
 	healthy := make(map[*route.Instance]bool, len(c.healthy))
@@ -38,9 +35,14 @@ func (c *Controller) Status() Status {
 			Weights: weights(st, l),
 		})
 	}
-	for _, r := range routes {
-		s.Routes = append(s.Routes, RouteStatus{PathPrefix: r.PathPrefix, Header: r.Header, Value: r.Value, Slot: r.Slot})
+	for i, r := range routes {
+		origin := "config"
+		if fromAPI[i] {
+			origin = "api"
+		}
+		s.Routes = append(s.Routes, RouteStatus{PathPrefix: r.PathPrefix, Header: r.Header, Value: r.Value, Slot: r.Slot, Origin: origin})
 	}
+	slices.SortStableFunc(s.Routes, func(a, b RouteStatus) int { return len(b.PathPrefix) - len(a.PathPrefix) }) // as requests meet them
 	for _, slot := range slots {
 		ss := c.slotStatus(st, slot.Name, insts[slot.Name], healthy)
 		ss.Version = slot.Version

@@ -39,6 +39,9 @@ type State struct {
 	// Removed lists configuration slots removed at runtime (vipswap slot
 	// remove), sorted: they stay removed across restarts until added again.
 	Removed []string `json:"removed,omitempty"`
+	// Routes are the version routes set through the API; they add to the
+	// configuration's and replace one that matches the same requests.
+	Routes []Route `json:"routes,omitempty"`
 }
 
 // RefusedError says why a transition was refused. A refused transition
@@ -96,6 +99,11 @@ func (s State) Check(slots []string) error {
 	if len(s.Weights) > 0 && total != Whole {
 		return fmt.Errorf("weights sum to %s, not 100%%", Percent(total))
 	}
+	for _, r := range s.Routes {
+		if !slices.Contains(slots, r.Slot) {
+			return fmt.Errorf("route %s to slot %q: %w", r.PathPrefix, r.Slot, ErrUnknownSlot)
+		}
+	}
 	if s.Rollout != nil && !slices.Contains(slots, s.Rollout.To) {
 		return fmt.Errorf("rollout to slot %q: %w", s.Rollout.To, ErrUnknownSlot)
 	}
@@ -106,7 +114,7 @@ func (s State) Check(slots []string) error {
 func (s State) Equal(o State) bool {
 	return s.Active == o.Active && s.Standby == o.Standby && s.Previous == o.Previous &&
 		slices.Equal(s.Drained, o.Drained) && maps.Equal(s.Weights, o.Weights) && reflect.DeepEqual(s.Rollout, o.Rollout) &&
-		maps.EqualFunc(s.Slots, o.Slots, SlotSpec.equal) && slices.Equal(s.Removed, o.Removed)
+		maps.EqualFunc(s.Slots, o.Slots, SlotSpec.equal) && slices.Equal(s.Removed, o.Removed) && slices.Equal(s.Routes, o.Routes)
 }
 
 // IsDrained reports whether the instance at addr of slot is drained.
@@ -223,6 +231,7 @@ func (s State) clone() State {
 	s.Weights = maps.Clone(s.Weights)
 	s.Slots = maps.Clone(s.Slots)
 	s.Removed = slices.Clone(s.Removed)
+	s.Routes = slices.Clone(s.Routes)
 	if s.Rollout != nil {
 		r := *s.Rollout
 		r.Steps = slices.Clone(r.Steps)

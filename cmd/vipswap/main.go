@@ -122,7 +122,7 @@ func newRoot() *cobra.Command {
 		withGroup("change", newShiftCmd()), withGroup("change", newRolloutCmd()),
 		withGroup("change", newPromoteCmd()), withGroup("change", newAbortCmd()),
 		withGroup("change", newDrainCmd()), withGroup("change", newReadyCmd()),
-		withGroup("change", newSlotCmd()), withGroup("change", newStageCmd()),
+		withGroup("change", newSlotCmd()), withGroup("change", newStageCmd()), withGroup("change", newRouteCmd()),
 		withGroup("look", newStatusCmd()), withGroup("look", newHistoryCmd()), withGroup("look", newWaitCmd()),
 		withGroup("tools", newAppCmd()), withGroup("tools", newVersionCmd()),
 	} {

@@ -206,3 +206,57 @@ func waitQuiet(ctx context.Context, c *client.Client, slot string, quiet, limit 
 		}
 	}
 }
+
+func newRouteCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "route set|remove --path-prefix P ...",
+		Short: "send a path prefix (and a header) to a named slot, whatever the weights",
+		Long: `A version route sends the prod requests whose path starts with --path-prefix
+(and, with --header, that carry that header with --value) to --slot, before
+weights and affinity; the longest prefix wins. Routes set here are stored in the
+state and recorded in the history; they add to those in the configuration's
+routes: and replace one that matches the same requests.`,
+	}
+	for _, verb := range []string{"set", "remove"} {
+		var f *changeFlags
+		var prefix, header, value, slot *string
+		c := &cobra.Command{
+			Use:   verb + " --path-prefix P [--header H --value V]" + map[string]string{"set": " --slot SLOT", "remove": ""}[verb],
+			Short: map[string]string{"set": "add or replace a route", "remove": "remove a route set with route set"}[verb],
+			Example: map[string]string{
+				"set":    "  vipswap route set --path-prefix /api/2.0/ --slot green",
+				"remove": "  vipswap route remove --path-prefix /api/2.0/",
+			}[verb],
+			Args: exactArgs(),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				if err := f.check(); err != nil {
+					return err
+				}
+				if *prefix == "" || (verb == "set" && *slot == "") {
+					return &usageError{msg: map[string]string{"set": "--path-prefix and --slot are required", "remove": "--path-prefix is required"}[verb]}
+				}
+				req := api.RouteRequest{ChangeRequest: f.request(), PathPrefix: *prefix, Header: *header, Value: *value, Slot: *slot}
+				cl := newClient(*f.admin)
+				op, done := cl.SetRoute, "route "+*prefix+"* -> "+*slot
+				if verb == "remove" {
+					op, done = cl.RemoveRoute, "removed route "+*prefix+"*"
+				}
+				res, err := op(cmd.Context(), req)
+				if err != nil {
+					return err
+				}
+				return printSlotChange(cmd.OutOrStdout(), res, *f.asJSON, done)
+			},
+		}
+		f = changeFlagsOf(c.Flags(), "")
+		prefix = c.Flags().String("path-prefix", "", "the request path's prefix, starting with /")
+		header = c.Flags().String("header", "", "a header the request must carry too (optional)")
+		value = c.Flags().String("value", "", "with --header: its value")
+		slot = c.Flags().String("slot", "", "where matching requests go")
+		if verb == "remove" {
+			c.Flags().MarkHidden("slot")
+		}
+		cmd.AddCommand(c)
+	}
+	return cmd
+}

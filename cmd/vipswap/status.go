@@ -129,7 +129,11 @@ func printStatus(w io.Writer, s api.Status) {
 		if r.Header != "" {
 			match += " with " + r.Header + ": " + r.Value
 		}
-		fmt.Fprintf(w, "  route %s -> %s\n", printable(match), r.Slot)
+		origin := ""
+		if r.Origin == "api" {
+			origin = " (set with vipswap route)"
+		}
+		fmt.Fprintf(w, "  route %s -> %s%s\n", printable(match), r.Slot, origin)
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -114,6 +115,47 @@ func TestVersionRoutes(t *testing.T) {
 	}
 	if code, out := cli(t, sw, "status"); code != 0 || !strings.Contains(out, "route /api/2.0/* -> green") {
 		t.Fatalf("status: exit %d:\n%s\nwant the routes", code, out)
+	}
+
+	// Routes through the API: stored, recorded, and replacing a
+	// configured route that matches the same requests.
+	shiftTo(t, sw, "blue", 100) // blue active again, green standby
+	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/api/1.0/", "--slot", "green", "--reason", "1.0 moves"); code != 0 {
+		t.Fatalf("route set: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/beta/", "--header", "X-Beta", "--value", "1", "--slot", "green"); code != 0 {
+		t.Fatalf("route set with a header: exit %d:\n%s", code, out)
+	}
+	for range 20 {
+		if a := get(t, hc, sw.Prod+"/api/1.0/x", "", nil); a.slot != "green" {
+			t.Fatalf("/api/1.0/ reached %q after the API route, want green", a.slot)
+		}
+		if a := get(t, hc, sw.Prod+"/beta/x", "", map[string]string{"X-Beta": "1"}); a.slot != "green" {
+			t.Fatalf("/beta/ with X-Beta: 1 reached %q, want green", a.slot)
+		}
+		if a := get(t, hc, sw.Prod+"/beta/x", "", nil); a.slot != "blue" {
+			t.Fatalf("/beta/ without the header reached %q, want the active blue", a.slot)
+		}
+	}
+	if code, out := cli(t, sw, "route", "remove", "--path-prefix", "/api/2.0/"); code != 1 || !strings.Contains(out, "routes in the configuration change with it") {
+		t.Fatalf("removing a configured route: exit %d:\n%s\nwant a refusal", code, out)
+	}
+	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/x/", "--slot", "purple"); code != 1 || !strings.Contains(out, `no slot "purple"`) {
+		t.Fatalf("a route to no slot: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "route", "remove", "--path-prefix", "/api/1.0/"); code != 0 {
+		t.Fatalf("route remove: exit %d:\n%s", code, out)
+	}
+	if a := get(t, hc, sw.Prod+"/api/1.0/x", "", nil); a.slot != "blue" {
+		t.Fatalf("/api/1.0/ reached %q once the API route went, want blue (the configured route)", a.slot)
+	}
+	h, err := sw.Client.History(context.Background(), 6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := slices.IndexFunc(h, func(e api.HistoryEntry) bool { return e.Operation == "route" && e.Reason == "1.0 moves" })
+	if h[0].Operation != "route remove" || h[0].Result != "applied" || set < 0 || h[set].Changes[0] != "route: /api/1.0/* → green" {
+		t.Fatalf("history does not record the routes set and removed: %+v", h)
 	}
 }
 
