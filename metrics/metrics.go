@@ -129,11 +129,15 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 			for class := 1; class <= 5; class++ {
 				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.Classes[class]), ln, slot, classNames[class])
 			}
-			buckets := make(map[float64]uint64, len(route.LatencyBounds))
+			buckets := make(map[float64]uint64, len(route.ExportBounds))
 			var cum uint64
+			next := 0
 			for i, bound := range route.LatencyBounds {
 				cum += c.Buckets[i]
-				buckets[bound] = cum
+				if next < len(route.ExportBounds) && bound == route.ExportBounds[next] {
+					buckets[bound] = cum
+					next++
+				}
 			}
 			cum += c.Buckets[len(route.LatencyBounds)]
 			ch <- prometheus.MustNewConstHistogram(durationDesc, cum, c.Sum.Seconds(), buckets, ln, slot)

@@ -534,8 +534,8 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 		t.Fatalf("recording a request allocates %.1f times, want 0", n)
 	}
 	c := p.Counters(route.Prod)["blue"]
-	if c.Classes[5] == 0 || c.Requests() != c.Classes[5] || c.Buckets[4] != c.Classes[5] {
-		t.Fatalf("counters %+v: want every request as 5xx in the 10-25 ms bucket", c)
+	if c.Classes[5] == 0 || c.Requests() != c.Classes[5] || c.Buckets[11] != c.Classes[5] {
+		t.Fatalf("counters %+v: want every request as 5xx in the 10-12.5 ms bucket", c)
 	}
 }
 

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"maps"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -64,10 +65,7 @@ func (s *slotStats) record(status int, took time.Duration) {
 		s.classes[class].Add(1)
 	}
 	n := int64(took)
-	i := 0
-	for i < len(latencyNanos) && n > latencyNanos[i] {
-		i++
-	}
+	i, _ := slices.BinarySearch(latencyNanos[:], n) // the first bound >= n
 	s.buckets[i].Add(1)
 	s.sumNanos.Add(uint64(max(n, 0)))
 }

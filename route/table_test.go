@@ -2,7 +2,9 @@ package route
 
 import (
 	"fmt"
+	"slices"
 	"testing"
+	"time"
 )
 
 func instances(slot string, n int) []*Instance {
@@ -246,5 +248,21 @@ func TestRoutes(t *testing.T) {
 	h := map[string][]string{"X-Beta": {"1"}}
 	if n := testing.AllocsPerRun(1000, func() { tb.Routed("/api/2.0/x", h) }); n != 0 {
 		t.Fatalf("Routed allocates %v times", n)
+	}
+}
+
+func TestQuantileInterpolates(t *testing.T) {
+	var c Counts
+	c.Buckets[21] = 1000 // all in (100 ms, 125 ms]
+	if p := c.Quantile(0.99); p <= 100*time.Millisecond || p > 125*time.Millisecond {
+		t.Fatalf("p99 of requests between 100 and 125 ms is %s", p)
+	}
+	if LatencyBounds[21] != .125 {
+		t.Fatalf("bucket 21 is %g", LatencyBounds[21])
+	}
+	for _, b := range ExportBounds {
+		if !slices.Contains(LatencyBounds[:], b) {
+			t.Fatalf("export bound %g is not a latency bound", b)
+		}
 	}
 }

@@ -68,9 +68,10 @@ func runApp(ctx context.Context, listen, slot, version string, failRate float64,
 func sampleApp(slot, version, instance string, failRate float64, log io.Writer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/ping", slotapp.Ping(slot))
-	// Every other path answers the same: which slot, version and instance
-	// served it (version routes such as /api/2.0/ reach it too).
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+	// Every path under /api/ answers the same: which slot, version and
+	// instance served it (version routes such as /api/2.0/ reach it too).
+	// Other paths are 404.
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		if d := r.URL.Query().Get("delay"); d != "" {
 			delay, err := time.ParseDuration(d)
 			if err != nil || delay < 0 || delay > maxDelay {

@@ -123,18 +123,18 @@ func TestVersionRoutes(t *testing.T) {
 	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/api/1.0/", "--slot", "green", "--reason", "1.0 moves"); code != 0 {
 		t.Fatalf("route set: exit %d:\n%s", code, out)
 	}
-	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/beta/", "--header", "X-Beta", "--value", "1", "--slot", "green"); code != 0 {
+	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/api/beta/", "--header", "X-Beta", "--value", "1", "--slot", "green"); code != 0 {
 		t.Fatalf("route set with a header: exit %d:\n%s", code, out)
 	}
 	for range 20 {
 		if a := get(t, hc, sw.Prod+"/api/1.0/x", "", nil); a.slot != "green" {
 			t.Fatalf("/api/1.0/ reached %q after the API route, want green", a.slot)
 		}
-		if a := get(t, hc, sw.Prod+"/beta/x", "", map[string]string{"X-Beta": "1"}); a.slot != "green" {
-			t.Fatalf("/beta/ with X-Beta: 1 reached %q, want green", a.slot)
+		if a := get(t, hc, sw.Prod+"/api/beta/x", "", map[string]string{"X-Beta": "1"}); a.slot != "green" {
+			t.Fatalf("/api/beta/ with X-Beta: 1 reached %q, want green", a.slot)
 		}
-		if a := get(t, hc, sw.Prod+"/beta/x", "", nil); a.slot != "blue" {
-			t.Fatalf("/beta/ without the header reached %q, want the active blue", a.slot)
+		if a := get(t, hc, sw.Prod+"/api/beta/x", "", nil); a.slot != "blue" {
+			t.Fatalf("/api/api/beta/ without the header reached %q, want the active blue", a.slot)
 		}
 	}
 	if code, out := cli(t, sw, "route", "remove", "--path-prefix", "/api/2.0/"); code != 1 || !strings.Contains(out, "routes in the configuration change with it") {
