@@ -86,6 +86,7 @@ type Controller struct {
 	healthy   map[*route.Instance]bool
 	published bool
 	pending   *route.Table     // built, not yet handed to the data planes
+	draws     route.Draws      // weighted draws, continued from table to table
 	draining  map[uint64]int64 // by history ID: the old slot's in-flight count while a change is measured
 	changes   map[ChangeKey]uint64
 
@@ -285,6 +286,7 @@ func (c *Controller) publishLocked() {
 	}
 	spec.Members = c.instances
 	spec.Routes, _ = c.routesLocked(c.st)
+	spec.Draws = &c.draws
 	c.pending = route.Build(spec)
 	c.published = true
 }

@@ -33,7 +33,15 @@ type Spec struct {
 	Members map[string][]*Instance
 	// Routes send matching requests to a named slot whatever the weights.
 	Routes []Route
+	// Draws, if set, count each listener's weighted draws across tables:
+	// the tables built from one Spec lineage continue one sequence, so a
+	// small weight is honoured however often tables are replaced (health
+	// flaps, drains). Nil starts a sequence per table.
+	Draws *Draws
 }
+
+// Draws holds the counters of weighted draws, one per listener.
+type Draws [numListeners]atomic.Uint32
 
 // Route sends the requests whose path starts with PathPrefix (and, when
 // Header is set, that carry Header with the value Value) to Slot, whatever
@@ -121,6 +129,9 @@ func Build(spec Spec) *Table {
 		}
 		if len(sp.slots) > 1 {
 			sp.seq = new(atomic.Uint32)
+			if spec.Draws != nil {
+				sp.seq = &spec.Draws[l]
+			}
 		}
 		t.listeners[l] = sp
 	}
