@@ -256,7 +256,7 @@ func (c *Controller) Drain(ctx context.Context, slot, addr string, req ChangeReq
 		next: func(st state.State, res *Change) (state.State, error) {
 			res.InFlight = inst.InFlight(route.Prod)
 			routable := c.routableLocked(st, slot)
-			last := (slot == st.Active || slot == st.Standby) && len(routable) == 1 && routable[0] == inst
+			last := (slot == st.Active || slot == st.Standby || st.WeightOf(slot) > 0) && len(routable) == 1 && routable[0] == inst
 			res.Forced = req.Force && last
 			return st.Drain(slot, addr, last, req.Force)
 		}})

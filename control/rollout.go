@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vipswap/vipswap/route"
@@ -123,44 +124,89 @@ func (c *Controller) wake() {
 
 // runRollouts is the one goroutine that drives rollouts: it judges the
 // canary and moves steps, through the same compare-and-swap changes as an
-// operator's, until the controller closes.
+// operator's, until the controller closes. Gates run beside it, so the
+// analysis goes on while they do; a gate belongs to one step of one
+// rollout and is cancelled, its verdict dropped, when that step ends any
+// other way.
 func (c *Controller) runRollouts() {
 	tick := time.NewTicker(rolloutTick)
 	defer tick.Stop()
+	var g *gateRun
+	defer func() { g.cancel() }()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-tick.C:
 		case <-c.wakeup:
+		case <-g.finished():
 		}
-		c.driveRollout(c.ctx, time.Now())
+		g = c.driveRollout(c.ctx, time.Now(), g)
 	}
 }
 
+// gateRun is a step's gates running: for which rollout and step, and
+// their verdict once done.
+type gateRun struct {
+	started time.Time // the rollout's start: which rollout
+	step    int
+	stop    context.CancelFunc
+	done    chan struct{}
+	err     error // valid once done is closed
+}
+
+// cancel stops the gates, if any run. Safe on nil.
+func (g *gateRun) cancel() {
+	if g != nil {
+		g.stop()
+	}
+}
+
+// finished is closed when the gates are done; nil (never ready) with none.
+func (g *gateRun) finished() <-chan struct{} {
+	if g == nil {
+		return nil
+	}
+	return g.done
+}
+
 // driveRollout does what the running rollout needs now: abort on a breach,
-// wait, pause, or move to the next step.
-func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
+// wait, pause, start the next step's gates, or move to the next step once
+// they passed. It returns the gates still running.
+func (c *Controller) driveRollout(ctx context.Context, now time.Time, g *gateRun) *gateRun {
 	c.mu.Lock()
 	st := c.st
+	canary := state.Readiness{}
+	if st.Rollout != nil {
+		canary = c.readinessLocked(st, st.Rollout.To)
+	}
 	c.mu.Unlock()
 	r := st.Rollout
 	if r == nil {
+		g.cancel()
 		c.setVerdict(nil)
-		return
+		return nil
+	}
+	if g != nil && (!g.started.Equal(r.Started) || g.step != r.Step) {
+		g.cancel() // the step ended otherwise: an operator, a restart
+		g = nil
 	}
 	v := c.judge(st, now)
+	if canary.Routable == 0 && r.Current().PerMille > 0 {
+		v.Breach = fmt.Sprintf("the canary %s has no routable instance (%d healthy, none routable)", r.To, canary.Healthy)
+	}
 	c.setVerdict(&v)
 	if v.Breach != "" {
+		g.cancel()
 		why := []string{"analysis: " + v.Breach}
 		if _, err := c.abort(ctx, ChangeRequest{Actor: "rollout", Reason: "automatic rollback: " + v.Breach}, why); err != nil && ctx.Err() == nil {
 			c.log.Error("could not abort a failing rollout", "err", err)
 		}
-		return
+		return nil
 	}
 	step := r.Current()
 	if r.Paused || now.Sub(r.StepStarted) < step.Interval || !v.Enough {
-		return // not yet: the step runs, waits for a promote, or has too few requests to pass
+		return g // not yet: the step runs, waits for a promote, or has too few requests to pass
 	}
 	same := func(cur state.State) bool {
 		return cur.Rollout != nil && cur.Rollout.Step == r.Step && cur.Rollout.StepStarted.Equal(r.StepStarted)
@@ -174,13 +220,23 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
 			}
 			return cur.PauseRollout(), nil
 		}})
-		return
+		return g
 	}
 	next := r.Steps[min(r.Step+1, len(r.Steps)-1)]
-	if err := runGates(ctx, next.Gates); err != nil {
-		c.abort(ctx, ChangeRequest{Actor: "rollout", Reason: "gate failed before " + state.Percent(next.PerMille) + ": " + err.Error()},
-			[]string{"gate: " + err.Error()})
-		return
+	if len(next.Gates) > 0 {
+		if g == nil {
+			return c.startGates(ctx, r, next)
+		}
+		select {
+		case <-g.done:
+		default:
+			return g // the gates still run; the analysis goes on meanwhile
+		}
+		if g.err != nil {
+			c.abort(ctx, ChangeRequest{Actor: "rollout", Reason: "gate failed before " + state.Percent(next.PerMille) + ": " + g.err.Error()},
+				[]string{"gate: " + g.err.Error()})
+			return nil
+		}
 	}
 	_, err := c.change(ctx, operation{name: "rollout step", req: req, next: func(cur state.State, res *Change) (state.State, error) {
 		res.To = r.To
@@ -192,6 +248,19 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time) {
 	if err != nil && ctx.Err() == nil {
 		c.log.Warn("rollout step not taken", "to", r.To, "err", err)
 	}
+	return nil
+}
+
+// startGates runs the gates before step next of rollout r beside the
+// owner goroutine.
+func (c *Controller) startGates(ctx context.Context, r *state.Rollout, next state.Step) *gateRun {
+	gctx, stop := context.WithCancel(ctx)
+	g := &gateRun{started: r.Started, step: r.Step, stop: stop, done: make(chan struct{})}
+	c.wg.Go(func() {
+		defer close(g.done)
+		g.err = runGates(gctx, next.Gates)
+	})
+	return g
 }
 
 // runGates runs a step's gates in order; the first that fails says why.
@@ -227,7 +296,16 @@ func runGate(ctx context.Context, g state.Gate) error {
 		}
 	}
 	if len(g.Command) > 0 {
-		out, err := exec.CommandContext(ctx, g.Command[0], g.Command[1:]...).CombinedOutput()
+		cmd := exec.CommandContext(ctx, g.Command[0], g.Command[1:]...)
+		// Its own process group, killed whole at the timeout: a shell
+		// script's children must not outlive it, nor hold its output open.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+		cmd.WaitDelay = time.Second
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what it left running in the background
+		}
 		if err != nil {
 			tail := strings.TrimSpace(string(out))
 			if len(tail) > 200 {
@@ -255,14 +333,27 @@ type Verdict struct {
 func (c *Controller) judge(st state.State, now time.Time) Verdict {
 	a := st.Rollout.Analysis
 	window := a.Window
-	if since := now.Sub(st.Rollout.Started); since < window {
-		window = max(since, time.Second)
-	}
 	from := c.samples.at(now.Add(-window))
+	if since := now.Sub(st.Rollout.Started); since < window {
+		// Judge only what came after the rollout started: traffic from
+		// before (an earlier shift to the same slot) is not the canary's.
+		first, ok := c.samples.since(st.Rollout.Started)
+		if !ok {
+			return Verdict{Window: since} // no snapshot since the start yet
+		}
+		from, window = first, now.Sub(first.at)
+	}
 	diff := c.samples.live().counts.sub(from.counts)
 	v := Verdict{Canary: diff[route.Prod][st.Rollout.To], Stable: diff[route.Prod][st.Active], Window: window}
 	v.Enough = v.Canary.Requests() >= uint64(max(a.MinRequests, 1))
 	if !v.Enough {
+		// Too few requests to pass, but perhaps enough to fail: errors
+		// beyond what max_error_rate allows of min_requests stay a breach
+		// whatever the requests still to come.
+		if allowed := a.MaxErrorRate * float64(max(a.MinRequests, 1)); a.MaxErrorRate > 0 && float64(v.Canary.Errors()) > allowed {
+			v.Breach = fmt.Sprintf("%d errors of %d requests, more than %.2f%% of the %d a verdict needs (over %s)",
+				v.Canary.Errors(), v.Canary.Requests(), a.MaxErrorRate*100, a.MinRequests, window.Round(time.Second))
+		}
 		return v
 	}
 	rate := func(n route.Counts) float64 {

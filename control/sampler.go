@@ -120,6 +120,16 @@ func (s *sampler) at(t time.Time) snapshot {
 	return best
 }
 
+// since returns the oldest snapshot taken at or after t, if any.
+func (s *sampler) since(t time.Time) (snapshot, bool) {
+	for _, snap := range s.ordered() {
+		if !snap.at.Before(t) {
+			return snap, true
+		}
+	}
+	return snapshot{}, false
+}
+
 // Rates returns the per-second request and error rates and latencies of
 // each slot (both listeners together) over the last five minutes, oldest
 // first, from the sampler's snapshots.

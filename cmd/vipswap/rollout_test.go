@@ -3,6 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sync/atomic"
 	"math"
 	"strings"
 	"syscall"
@@ -245,4 +250,133 @@ func TestRolloutResumesAfterKill(t *testing.T) {
 	if code, out := cli(t, sw2, "rollout", "status"); code != 0 || !strings.Contains(out, "[10%] → 50% → 100%") {
 		t.Fatalf("rollout status: exit %d:\n%s", code, out)
 	}
+}
+
+// TestGatesRunBesideTheAnalysis (attack on issue 11): while a step's gate
+// hangs, a canary that starts failing is still rolled back within a
+// window, by the analysis; the hung gate then has no say over the next
+// rollout; a command gate that leaves children behind is killed whole at
+// its timeout.
+func TestGatesRunBesideTheAnalysis(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	var failing atomic.Bool
+	canary := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/api/ping" {
+			if r.URL.Query().Get("slot") != "green" {
+				w.WriteHeader(404)
+			}
+			return
+		}
+		if failing.Load() {
+			w.WriteHeader(500)
+		}
+		io.WriteString(w, `{"slot":"green"}`)
+	}))
+	defer canary.Close()
+	gateCalled := make(chan struct{}, 16)
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		gateCalled <- struct{}{}
+		<-r.Context().Done()
+	}))
+	defer hang.Close()
+	addrs := map[string][]string{"blue": startApps(t, "blue", 1), "green": {strings.TrimPrefix(canary.URL, "http://")}}
+	plans := fmt.Sprintf(`
+rollouts:
+  hanging:
+    steps: [10, 50, 100]
+    interval: 1s
+    gates:
+      - http: %s/
+        timeout: 3s
+  orphans:
+    steps: [10, 50, 100]
+    interval: 1s
+    gates:
+      - command: [sh, -c, "sleep 1234.5 & sleep 1234.5"]
+        timeout: 1s
+`, hang.URL)
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+fastAnalysis+plans)
+	sw.WaitHealthy(t)
+	load := vstest.StartLoad(sw.Prod+"/api/test", 8, 2*time.Minute)
+	defer load.Stop()
+	waitServed(t, load, 200)
+
+	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--plan", "hanging"); code != 0 {
+		t.Fatalf("rollout start: exit %d: %s", code, out)
+	}
+	select {
+	case <-gateCalled:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the gate was never called")
+	}
+	failing.Store(true)
+	began := time.Now()
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if st := rolloutStatus(t, sw); st.Running {
+			return fmt.Errorf("still running at step %d", st.Step)
+		}
+		return nil
+	})
+	h, _ := sw.Client.History(context.Background(), 1)
+	if !strings.Contains(h[0].Reason, "automatic rollback: error rate") {
+		t.Fatalf("the rollout ended with %+v; want the analysis to abort it while the gate hung", h[0])
+	}
+	t.Logf("rolled back %s after the canary began failing, its gate still hanging", time.Since(began).Round(time.Millisecond))
+
+	// The hung gate belonged to that rollout: it must not abort the next.
+	failing.Store(false)
+	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "10,100", "--interval", "1h"); code != 0 {
+		t.Fatalf("second rollout: exit %d: %s", code, out)
+	}
+	deadline := time.Now().Add(5 * time.Second) // beyond the hung gate's 3 s timeout
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if !rolloutStatus(t, sw).Running {
+			t.Fatal("the second rollout was aborted (by the first one's gate?)")
+		}
+		if time.Now().Before(deadline) {
+			return errNotYet
+		}
+		return nil
+	})
+	if code, out := cli(t, sw, "abort"); code != 0 {
+		t.Fatalf("abort: exit %d: %s", code, out)
+	}
+
+	// A command gate whose shell leaves children: killed whole at 1 s.
+	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--plan", "orphans"); code != 0 {
+		t.Fatalf("rollout start: exit %d: %s", code, out)
+	}
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		if rolloutStatus(t, sw).Running {
+			return errNotYet
+		}
+		return nil
+	})
+	h, _ = sw.Client.History(context.Background(), 1)
+	if !strings.Contains(h[0].Reason, "gate failed") {
+		t.Fatalf("the orphans rollout ended with %+v, want a failed gate", h[0])
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if n := processesRunning("sleep 1234.5"); n > 0 {
+			return fmt.Errorf("%d gate processes outlived their timeout", n)
+		}
+		return nil
+	})
+	if res := load.Stop(); res.Errors != nil && res.Failed > 0 {
+		t.Logf("load: %d ok, %d failed (the canary's 500s)", res.OK, res.Failed)
+	}
+}
+
+// processesRunning counts the processes whose command line is cmdline.
+func processesRunning(cmdline string) int {
+	dirs, _ := os.ReadDir("/proc")
+	n := 0
+	for _, d := range dirs {
+		raw, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if err == nil && strings.ReplaceAll(strings.TrimRight(string(raw), "\x00"), "\x00", " ") == cmdline {
+			n++
+		}
+	}
+	return n
 }
