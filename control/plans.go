@@ -87,7 +87,9 @@ func (c *Controller) StartRolloutRequest(ctx context.Context, req RolloutRequest
 		}
 		plan.Interval = d
 	}
-	plan.Pause = plan.Pause || req.Pause
+	if req.Pause != nil {
+		plan.Pause = *req.Pause
+	}
 	if len(plan.Steps) == 0 {
 		return bad("rollout: want steps (such as 10,25,50,100) or a plan")
 	}

@@ -301,8 +301,9 @@ type RolloutRequest struct {
 	Steps []float64 `json:"steps,omitempty"`
 	// Interval is how long each step lasts (a duration such as "1m").
 	Interval string `json:"interval,omitempty"`
-	// Pause waits for a promote after every step but the last.
-	Pause bool `json:"pause,omitempty"`
+	// Pause waits for a promote after every step but the last; absent
+	// keeps the plan's setting.
+	Pause *bool `json:"pause,omitempty"`
 }
 
 // PromoteRequest is the body of POST /v1/promote.

@@ -94,10 +94,32 @@ func (s State) Check(slots []string) error {
 		if !slices.Contains(slots, name) {
 			return fmt.Errorf("weights: slot %q: %w", name, ErrUnknownSlot)
 		}
+		if w <= 0 || w > Whole {
+			return fmt.Errorf("weights: slot %q has %d per mille; want 1 to 1000", name, w)
+		}
 		total += w
 	}
 	if len(s.Weights) > 0 && total != Whole {
 		return fmt.Errorf("weights sum to %s, not 100%%", Percent(total))
+	}
+	if len(s.Weights) > 0 && s.Weights[s.Active] == 0 {
+		return fmt.Errorf("weights give the active slot %q no share (a shift to 100%% makes its target active)", s.Active)
+	}
+	if r := s.Rollout; r != nil {
+		if len(r.Steps) == 0 || r.Steps[len(r.Steps)-1].PerMille != Whole {
+			return fmt.Errorf("rollout to %q: its steps must end at 100%%", r.To)
+		}
+		if r.Step < 0 || r.Step >= len(r.Steps) {
+			return fmt.Errorf("rollout to %q: step %d of %d steps", r.To, r.Step, len(r.Steps))
+		}
+		for i, st := range r.Steps {
+			if st.PerMille <= 0 || st.PerMille > Whole || (i > 0 && st.PerMille <= r.Steps[i-1].PerMille) {
+				return fmt.Errorf("rollout to %q: step weights must rise from above 0 to 100%%", r.To)
+			}
+		}
+		if r.To == s.Active {
+			return fmt.Errorf("rollout to %q: it is the active slot", r.To)
+		}
 	}
 	for _, r := range s.Routes {
 		if !slices.Contains(slots, r.Slot) {
@@ -108,6 +130,27 @@ func (s State) Check(slots []string) error {
 		return fmt.Errorf("rollout to slot %q: %w", s.Rollout.To, ErrUnknownSlot)
 	}
 	return nil
+}
+
+// Validate checks what s must hold whatever the configuration: two
+// different slots for active and standby, weights that add up and give the
+// active slot a share, a rollout whose step exists. Check adds that every
+// slot named exists.
+func (s State) Validate() error {
+	if s.Active == "" || s.Standby == "" || s.Active == s.Standby {
+		return fmt.Errorf("the state needs two different slots for active and standby, got %q and %q", s.Active, s.Standby)
+	}
+	names := []string{s.Active, s.Standby}
+	for n := range s.Weights {
+		names = append(names, n)
+	}
+	for _, r := range s.Routes {
+		names = append(names, r.Slot)
+	}
+	if s.Rollout != nil {
+		names = append(names, s.Rollout.To)
+	}
+	return s.Check(names)
 }
 
 // Equal reports whether s and o are the same state.

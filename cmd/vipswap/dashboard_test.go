@@ -147,7 +147,8 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := until(`document.querySelector('[data-listener="prod"]').textContent.includes("green 100%")`, 10*time.Second); err != nil {
 		t.Fatalf("after the abort the page does not show green 100%%: %v", err)
 	}
-	if _, err := sw.Client.StartRollout(ctx, api.RolloutRequest{To: "blue", Steps: []float64{10, 50, 100}, Interval: "1s", Pause: true}); err != nil {
+	pause := true
+	if _, err := sw.Client.StartRollout(ctx, api.RolloutRequest{To: "blue", Steps: []float64{10, 50, 100}, Interval: "1s", Pause: &pause}); err != nil {
 		t.Fatal(err)
 	}
 	if err := until(`document.querySelectorAll("#rollout-progress span").length === 3 && !document.getElementById("rollout-analysis").hidden`, 10*time.Second); err != nil {

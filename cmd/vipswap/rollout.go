@@ -149,7 +149,10 @@ func newRolloutStartCmd() *cobra.Command {
 			if *to == "" {
 				return &usageError{msg: "--to is required"}
 			}
-			req := api.RolloutRequest{ChangeRequest: f.request(), To: *to, Plan: *plan, Interval: *interval, Pause: *pause}
+			req := api.RolloutRequest{ChangeRequest: f.request(), To: *to, Plan: *plan, Interval: *interval}
+			if cmd.Flags().Changed("pause") {
+				req.Pause = pause
+			}
 			if *steps != "" {
 				for _, s := range strings.Split(*steps, ",") {
 					v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)

@@ -314,7 +314,7 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   $("promote-full-btn").addEventListener("click", () => {
     if (!rollout || !rollout.running) return;
-    confirmChange("Promote to 100%: " + rollout.to + " takes all of prod now and the rollout ends.", () => change("/v1/promote", { full: true }));
+    confirmChange("Promote to 100%: " + rollout.to + " takes all of prod now and the rollout ends.", () => change("/v1/promote", { full: true, if_revision: undefined })); // each step moves the revision
   });
   $("abort-btn").addEventListener("click", () => {
     confirmChange("Abort: all of prod goes back to " + (status ? status.active : "the active slot") + " at once" +

@@ -66,6 +66,12 @@ func Check(path string) (Report, error) {
 		return r, err
 	}
 	r.fill(c)
+	if r.State != nil {
+		if err := r.State.Validate(); err != nil {
+			c.problems = append(c.problems, "the state is not one vipswap can serve: "+err.Error())
+			r.Problems = append(r.Problems, c.problems[len(c.problems)-1])
+		}
+	}
 	switch {
 	case len(c.foreign) > 0:
 		return r, &DamagedError{Path: path, Problem: fmt.Sprintf("it holds bucket %q", c.foreign[0]), Foreign: true}

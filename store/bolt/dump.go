@@ -50,8 +50,8 @@ func CheckDump(d store.Dump) error {
 	if d.State == nil {
 		return errors.New("it holds no state")
 	}
-	if d.State.Active == "" || d.State.Standby == "" || d.State.Active == d.State.Standby {
-		return fmt.Errorf("the state needs two different slots for active and standby, got %q and %q", d.State.Active, d.State.Standby)
+	if err := d.State.Validate(); err != nil {
+		return fmt.Errorf("the state is not one vipswap can serve: %w", err)
 	}
 	if d.Revision == 0 {
 		return errors.New("the state has no revision")
@@ -231,9 +231,17 @@ func Repair(path string, rebuild *state.State, now time.Time) (Repaired, error) 
 		return r, fmt.Errorf("repair %s: %w", path, err)
 	}
 	defer os.Remove(tmp)
-	r.Aside = fmt.Sprintf("%s.damaged-%s", path, now.UTC().Format("20060102T150405Z"))
-	if err := os.Link(path, r.Aside); err != nil {
-		return r, fmt.Errorf("repair %s: keep the damaged file aside: %w", path, err)
+	base := fmt.Sprintf("%s.damaged-%s", path, now.UTC().Format("20060102T150405Z"))
+	r.Aside = base
+	for n := 2; ; n++ { // a second repair within the same second keeps both
+		err := os.Link(path, r.Aside)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrExist) || n > 100 {
+			return r, fmt.Errorf("repair %s: keep the damaged file aside: %w", path, err)
+		}
+		r.Aside = fmt.Sprintf("%s-%d", base, n)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return r, fmt.Errorf("repair %s: %w", path, err)

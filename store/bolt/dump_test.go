@@ -62,13 +62,19 @@ func TestExportImport(t *testing.T) {
 		d    store.Dump
 		want string
 	}{
-		"format":         {bad(func(d *store.Dump) { d.Format = "v2" }), `unknown format "v2"`},
-		"no state":       {bad(func(d *store.Dump) { d.State = nil }), "holds no state"},
-		"same slots":     {bad(func(d *store.Dump) { d.State.Standby = d.State.Active }), "two different slots"},
-		"no revision":    {bad(func(d *store.Dump) { d.Revision = 0 }), "no revision"},
-		"ids out of ord": {bad(func(d *store.Dump) { d.History[3].ID = 2 }), "history[3]: id 2 does not follow id 3"},
-		"result":         {bad(func(d *store.Dump) { d.History[0].Result = "maybe" }), `result "maybe"`},
-		"future entry":   {bad(func(d *store.Dump) { d.History[5].Revision = 99 }), "revision 99 is later"},
+		"format":            {bad(func(d *store.Dump) { d.Format = "v2" }), `unknown format "v2"`},
+		"no state":          {bad(func(d *store.Dump) { d.State = nil }), "holds no state"},
+		"same slots":        {bad(func(d *store.Dump) { d.State.Standby = d.State.Active }), "two different slots"},
+		"no revision":       {bad(func(d *store.Dump) { d.Revision = 0 }), "no revision"},
+		"ids out of ord":    {bad(func(d *store.Dump) { d.History[3].ID = 2 }), "history[3]: id 2 does not follow id 3"},
+		"result":            {bad(func(d *store.Dump) { d.History[0].Result = "maybe" }), `result "maybe"`},
+		"future entry":      {bad(func(d *store.Dump) { d.History[5].Revision = 99 }), "revision 99 is later"},
+		"weights over":      {bad(func(d *store.Dump) { d.State.Weights = map[string]int{d.State.Active: 1100, d.State.Standby: -100} }), "want 1 to 1000"},
+		"weights elsewhere": {bad(func(d *store.Dump) { d.State.Weights = map[string]int{d.State.Standby: 1000} }), "no share"},
+		"rollout step": {bad(func(d *store.Dump) {
+			d.State.Rollout = &state.Rollout{To: d.State.Standby, Step: 7, Steps: []state.Step{{PerMille: 1000}}}
+		}), "step 7 of 1 steps"},
+		"rollout empty": {bad(func(d *store.Dump) { d.State.Rollout = &state.Rollout{To: d.State.Standby} }), "must end at 100%"},
 	} {
 		path := filepath.Join(dir, strings.ReplaceAll(name, " ", "_")+".db")
 		if err := Import(path, c.d); err == nil || !strings.Contains(err.Error(), c.want) {
