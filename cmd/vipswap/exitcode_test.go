@@ -45,6 +45,9 @@ func TestExitCodes(t *testing.T) {
 		{"swap", "--wait", "--dry-run"},
 		{"wait", "drained", "green", "--timeout", "0s"},
 		{"history", "--limit", "0"},
+		{"shift", "--to", "green", "--weight", "NaN"},
+		{"shift", "--to", "green", "--weight", "0.05"},
+		{"rollout", "start", "--to", "green", "--steps", "10,33.33,100"},
 	} {
 		code, out := cli(t, sw, args...)
 		if code != 2 || strings.Count(strings.TrimSpace(out), "\n") != 0 {

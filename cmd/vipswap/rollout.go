@@ -14,6 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/client"
 )
 
@@ -40,8 +41,8 @@ routable instance, unless --force. stage keeps following the standby slot.`,
 			if *to == "" || !cmd.Flags().Changed("weight") {
 				return &usageError{msg: "--to and --weight are required"}
 			}
-			if *weight < 0 || *weight > 100 {
-				return &usageError{msg: fmt.Sprintf("--weight: want 0 to 100, got %g", *weight)}
+			if _, err := control.PerMille(*weight); err != nil {
+				return &usageError{msg: "--" + err.Error()}
 			}
 			c := newClient(*f.admin)
 			res, err := c.Shift(cmd.Context(), api.ShiftRequest{ChangeRequest: f.request(), To: *to, Weight: weight})
@@ -156,6 +157,9 @@ func newRolloutStartCmd() *cobra.Command {
 			if *steps != "" {
 				for _, s := range strings.Split(*steps, ",") {
 					v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+					if _, perr := control.PerMille(v); err == nil && perr != nil {
+						return &usageError{msg: "--steps: " + perr.Error()}
+					}
 					if err != nil {
 						return &usageError{msg: fmt.Sprintf("--steps: %q is not a percentage (want e.g. 10,25,50,100)", s)}
 					}
