@@ -14,8 +14,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/api"
-	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/client"
+	"github.com/vipswap/vipswap/control"
 )
 
 func newShiftCmd() *cobra.Command {
