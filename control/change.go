@@ -150,7 +150,9 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 		}
 		c.mu.Lock()
 		c.st, c.rev = next, newRev
+		before := namesOf(c.slots)
 		added, removed := c.setSlotsLocked(members(next, c.cfg.Slots))
+		after := namesOf(c.slots)
 		c.publishLocked()
 		if moved {
 			// Wait for the old active slot to drain only if it lost all of
@@ -163,6 +165,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 		}
 		c.mu.Unlock()
 		c.probe(added, removed)
+		c.slotsChanged(before, after)
 		res.Applied, res.Revision, res.HistoryID = true, uint64(newRev), recorded.ID
 		c.log.Info("state changed", "operation", op.name, "revision", newRev, "actor", actor,
 			"from", res.From, "to", res.To, "prod", describeSplit(next), "instance", op.instance, "forced", res.Forced, "reason", op.req.Reason)
@@ -193,10 +196,13 @@ func (c *Controller) reload(ctx context.Context) error {
 	}
 	c.mu.Lock()
 	c.st, c.rev = st, rev
+	before := namesOf(c.slots)
 	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots))
+	after := namesOf(c.slots)
 	c.publishLocked()
 	c.mu.Unlock()
 	c.probe(added, removed)
+	c.slotsChanged(before, after)
 	return nil
 }
 

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,6 +56,11 @@ type Config struct {
 	Analysis state.Analysis
 	// Plans are the named rollout plans.
 	Plans map[string]Plan
+	// OnSlots, if set, is called without the controller's locks with the
+	// slots that exist, once at start and after every change that added or
+	// removed one: what runs managed instances stops those of removed
+	// slots.
+	OnSlots func(names []string)
 	// Routes are the configuration's version routes: matching prod
 	// requests go to their slot whatever the weights.
 	Routes []route.Route
@@ -180,9 +186,28 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		c.checker.Add(t)
 	}
 	c.samples = newSampler(cfg.Counts)
+	c.mu.Lock()
+	names = namesOf(c.slots)
+	c.mu.Unlock()
+	c.slotsChanged(nil, names)
 	c.wg.Go(c.loop)
 	c.wg.Go(c.runRollouts)
 	return c, nil
+}
+
+// slotsChanged calls OnSlots when the slots that exist are not before.
+func (c *Controller) slotsChanged(before, after []string) {
+	if c.cfg.OnSlots != nil && (before == nil || !slices.Equal(before, after)) {
+		c.cfg.OnSlots(after)
+	}
+}
+
+// Removed returns the configuration slots the state says were removed at
+// runtime.
+func (c *Controller) Removed() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.st.Removed)
 }
 
 // failed returns the requests on l that failed since vipswap started.

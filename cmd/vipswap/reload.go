@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 
@@ -39,8 +40,22 @@ type runtime struct {
 	cfg    *config.Config
 	tokens *api.TokenSet // the admin API's, re-read by every reload
 
-	gmu    sync.Mutex               // guards groups; held briefly
-	groups map[string]*launch.Group // run: slots' instances, by slot
+	gmu     sync.Mutex               // guards groups; held briefly
+	groups  map[string]*launch.Group // run: slots' instances, by slot
+	closing sync.WaitGroup           // groups of removed slots, stopping
+}
+
+// keepSlots stops, in the background, the managed instances of the slots
+// not in names (removed at runtime); they finish what they have in flight.
+func (rt *runtime) keepSlots(names []string) {
+	rt.gmu.Lock()
+	defer rt.gmu.Unlock()
+	for name, g := range rt.groups {
+		if !slices.Contains(names, name) {
+			delete(rt.groups, name)
+			rt.closing.Go(g.Close)
+		}
+	}
 }
 
 // startGroup starts slot name's managed instances.
@@ -137,6 +152,7 @@ func (rt *runtime) closeGroups() {
 		wg.Go(g.Close)
 	}
 	wg.Wait()
+	rt.closing.Wait()
 }
 
 // killGroups kills every managed instance at once.
@@ -201,10 +217,11 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 			g.Close()
 		}
 	}
+	removed := rt.ctrl.Removed()
 	for _, name := range next.SlotOrder {
 		s := next.Slots[name]
-		if s.Run == nil {
-			continue
+		if s.Run == nil || slices.Contains(removed, name) {
+			continue // removed at runtime: the state keeps it removed
 		}
 		if g := current[name]; g != nil {
 			groups[name] = g

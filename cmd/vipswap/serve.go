@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -183,8 +184,12 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 	rt := &runtime{path: setup.path, cfg: cfg, logs: setup.logs, log: log, output: setup.output, ledger: ledger,
 		groups: map[string]*launch.Group{}, tokens: api.NewTokenSet(tokens)}
 	cleanups = append(cleanups, rt.closeGroups)
+	var removed []string // slots removed at runtime: their instances are not started
+	if stored, _, err := st.Load(ctx); err == nil {
+		removed = stored.Removed
+	}
 	for _, name := range cfg.SlotOrder {
-		if s := cfg.Slots[name]; s.Run != nil {
+		if s := cfg.Slots[name]; s.Run != nil && !slices.Contains(removed, name) {
 			g, err := rt.startGroup(name, s)
 			if err != nil {
 				return err
@@ -213,6 +218,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Planes:    []control.DataPlane{px},
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
 		Counts:    px.Counters,
+		OnSlots:   rt.keepSlots,
 		Measure:   measureConfig(cfg),
 		Analysis:  analysisConfig(cfg),
 		Plans:     plansOf(cfg),

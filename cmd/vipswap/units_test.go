@@ -7,6 +7,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -369,4 +370,56 @@ func TestReleaseUnits(t *testing.T) {
 			t.Fatalf("after the restart prod reached %q (%d), want red", a.slot, a.status)
 		}
 	}
+}
+
+// TestRemovingAManagedSlot: removing a run: slot at runtime stops its
+// instances, and a restart does not start them again.
+func TestRemovingAManagedSlot(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	marker := fmt.Sprintf("red-%d", time.Now().UnixNano())
+	slots := managedSlots + fmt.Sprintf("  red:\n    run:\n      command: [vipswap, app, --slot, red, --version, %s, --listen, \"127.0.0.1:{port}\"]\n", marker)
+	cfg := testConfig(dir, slots)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	running := func() int { return processesMatching(marker) }
+	if running() != 1 {
+		t.Fatalf("%d red instances run, want 1", running())
+	}
+	if code, out := cli(t, sw, "slot", "remove", "red"); code != 0 {
+		t.Fatalf("slot remove red: exit %d:\n%s", code, out)
+	}
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		if n := running(); n != 0 {
+			return fmt.Errorf("%d red instances still run", n)
+		}
+		return nil
+	})
+	sw.Signal(t, syscall.SIGTERM)
+	sw.Wait(t, 30*time.Second)
+	sw2 := switchtest.Serve(t, dir, cfg)
+	if n := running(); n != 0 { // not even for a moment: it is not started
+		t.Fatalf("as vipswap restarted %d red instances ran; the state says red was removed", n)
+	}
+	sw2.WaitHealthy(t)
+	if n := running(); n != 0 {
+		t.Fatalf("after a restart %d red instances run; the state says red was removed", n)
+	}
+	st, _ := sw2.Client.Status(context.Background())
+	if len(st.Slots) != 2 {
+		t.Fatalf("after a restart status lists %d slots, want blue and green", len(st.Slots))
+	}
+}
+
+// processesMatching counts the processes whose command line contains s.
+func processesMatching(s string) int {
+	dirs, _ := os.ReadDir("/proc")
+	n := 0
+	for _, d := range dirs {
+		raw, err := os.ReadFile("/proc/" + d.Name() + "/cmdline")
+		if err == nil && strings.Contains(strings.ReplaceAll(string(raw), "\x00", " "), s) {
+			n++
+		}
+	}
+	return n
 }
