@@ -18,6 +18,10 @@ import (
 // judges the canary, besides every state change.
 const rolloutTick = 250 * time.Millisecond
 
+// earlyErrors is how many canary errors a breach needs before the canary
+// has min_requests: fewer prove nothing.
+const earlyErrors = 5
+
 // Shift gives slot `to` perMille of prod's new requests (Whole completes
 // it, 0 sends everything back to the active slot). Refused like a swap
 // when the target has no routable instance, unless req.Force.
@@ -334,25 +338,29 @@ func (c *Controller) judge(st state.State, now time.Time) Verdict {
 	a := st.Rollout.Analysis
 	window := a.Window
 	from := c.samples.at(now.Add(-window))
-	if since := now.Sub(st.Rollout.Started); since < window {
+	if from.at.Before(st.Rollout.Started) {
 		// Judge only what came after the rollout started: traffic from
-		// before (an earlier shift to the same slot) is not the canary's.
+		// before (an earlier rollout or shift to the same slot) is not
+		// this canary's.
 		first, ok := c.samples.since(st.Rollout.Started)
 		if !ok {
-			return Verdict{Window: since} // no snapshot since the start yet
+			return Verdict{Window: now.Sub(st.Rollout.Started)} // no snapshot since the start yet
 		}
-		from, window = first, now.Sub(first.at)
+		from = first
 	}
+	window = now.Sub(from.at)
 	diff := c.samples.live().counts.sub(from.counts)
 	v := Verdict{Canary: diff[route.Prod][st.Rollout.To], Stable: diff[route.Prod][st.Active], Window: window}
 	v.Enough = v.Canary.Requests() >= uint64(max(a.MinRequests, 1))
 	if !v.Enough {
-		// Too few requests to pass, but perhaps enough to fail: errors
-		// beyond what max_error_rate allows of min_requests stay a breach
-		// whatever the requests still to come.
-		if allowed := a.MaxErrorRate * float64(max(a.MinRequests, 1)); a.MaxErrorRate > 0 && float64(v.Canary.Errors()) > allowed {
-			v.Breach = fmt.Sprintf("%d errors of %d requests, more than %.2f%% of the %d a verdict needs (over %s)",
-				v.Canary.Errors(), v.Canary.Requests(), a.MaxErrorRate*100, a.MinRequests, window.Round(time.Second))
+		// Too few requests to pass, but perhaps enough to fail: at least
+		// earlyErrors errors, more than max_error_rate allows of the
+		// min_requests a verdict needs, is a breach whatever comes next
+		// (a canary too quiet to ever reach min_requests, failing).
+		n, errs := v.Canary.Requests(), v.Canary.Errors()
+		if allowed := a.MaxErrorRate * float64(max(a.MinRequests, 1)); a.MaxErrorRate > 0 && errs >= earlyErrors && float64(errs) > allowed {
+			v.Breach = fmt.Sprintf("error rate %.2f%% (%d errors in %d requests, before the %d a verdict needs: more than %.2f%% of them already) (over %s)",
+				float64(errs)*100/float64(n), errs, n, a.MinRequests, a.MaxErrorRate*100, window.Round(time.Second))
 		}
 		return v
 	}

@@ -332,7 +332,8 @@ rollouts:
 	deadline := time.Now().Add(5 * time.Second) // beyond the hung gate's 3 s timeout
 	vstest.WaitFor(t, 10*time.Second, func() error {
 		if !rolloutStatus(t, sw).Running {
-			t.Fatal("the second rollout was aborted (by the first one's gate?)")
+			h, _ := sw.Client.History(context.Background(), 1)
+			t.Fatalf("the second rollout ended: %+v", h[0])
 		}
 		if time.Now().Before(deadline) {
 			return errNotYet
