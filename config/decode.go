@@ -236,3 +236,30 @@ func (e *Error) Error() string {
 	}
 	return fmt.Sprintf("%s: %s: %s", e.File, e.Key, e.Msg)
 }
+
+// ParseRun reads a slot's run: block on its own (vipswap slot add
+// --run-file), with the configuration's defaults and checks; name is the
+// file's, for messages.
+func ParseRun(name string, data []byte) (*Run, error) {
+	c := &Config{file: name, lines: make(map[string]int)}
+	var root yaml.Node
+	if err := yaml.NewDecoder(bytes.NewReader(data)).Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	var r Run
+	d := &decoder{c: c}
+	if len(root.Content) == 0 {
+		return nil, fmt.Errorf("%s: empty: want a run block (command, address, replicas, stop_timeout)", name)
+	}
+	d.decode(root.Content[0], reflect.ValueOf(&r).Elem(), "run")
+	if len(d.errs) > 0 {
+		return nil, errors.Join(d.errs...)
+	}
+	r.applyDefaults()
+	v := &validator{c: c, addrs: map[string]string{}}
+	v.run("run", &r)
+	if len(v.errs) > 0 {
+		return nil, errors.Join(v.errs...)
+	}
+	return &r, nil
+}

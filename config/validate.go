@@ -36,17 +36,21 @@ func (c *Config) applyDefaults() {
 	}
 	for name, s := range c.Slots {
 		if s.Run != nil {
-			if s.Run.Replicas == 0 {
-				s.Run.Replicas = 1
-			}
-			if s.Run.StopTimeout == 0 {
-				s.Run.StopTimeout = 10 * time.Second
-			}
-			if s.Run.Address == "" {
-				s.Run.Address = DefaultRunAddress
-			}
+			s.Run.applyDefaults()
 			c.Slots[name] = s
 		}
+	}
+}
+
+func (r *Run) applyDefaults() {
+	if r.Replicas == 0 {
+		r.Replicas = 1
+	}
+	if r.StopTimeout == 0 {
+		r.StopTimeout = 10 * time.Second
+	}
+	if r.Address == "" {
+		r.Address = DefaultRunAddress
 	}
 }
 

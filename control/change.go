@@ -151,7 +151,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 		c.mu.Lock()
 		c.st, c.rev = next, newRev
 		before := namesOf(c.slots)
-		added, removed := c.setSlotsLocked(members(next, c.cfg.Slots))
+		added, removed := c.setSlotsLocked(members(next, c.cfg.Slots, c.running))
 		after := namesOf(c.slots)
 		c.publishLocked()
 		if moved {
@@ -197,7 +197,7 @@ func (c *Controller) reload(ctx context.Context) error {
 	c.mu.Lock()
 	c.st, c.rev = st, rev
 	before := namesOf(c.slots)
-	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots))
+	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots, c.running))
 	after := namesOf(c.slots)
 	c.publishLocked()
 	c.mu.Unlock()

@@ -56,6 +56,9 @@ type Config struct {
 	Analysis state.Analysis
 	// Plans are the named rollout plans.
 	Plans map[string]Plan
+	// Launcher, if set, runs the instances of managed slots added at
+	// runtime; without it such a slot is refused.
+	Launcher Launcher
 	// OnSlots, if set, is called without the controller's locks with the
 	// slots that exist, once at start and after every change that added or
 	// removed one: what runs managed instances stops those of removed
@@ -156,7 +159,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	case err != nil:
 		return nil, err
 	default:
-		if err := st.Check(namesOf(members(st, cfg.Slots))); err != nil {
+		if err := st.Check(namesOf(members(st, cfg.Slots, nil))); err != nil {
 			return nil, fmt.Errorf("stored state does not fit the configuration: %w (add the slot back, or remove the state file to start afresh)", err)
 		}
 	}
@@ -177,7 +180,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()
-	added, _ := c.setSlotsLocked(members(st, cfg.Slots))
+	added, _ := c.setSlotsLocked(members(st, cfg.Slots, c.running))
 	c.publishLocked()
 	c.mu.Unlock()
 	c.flush()
@@ -208,6 +211,20 @@ func (c *Controller) Removed() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return slices.Clone(c.st.Removed)
+}
+
+// Managed returns the managed slots added at runtime, with their run
+// blocks: a restarted vipswap starts them again, a reload keeps them.
+func (c *Controller) Managed() map[string]state.RunSpec {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := map[string]state.RunSpec{}
+	for name, s := range c.st.Slots {
+		if s.Run != nil {
+			out[name] = *s.Run
+		}
+	}
+	return out
 }
 
 // failed returns the requests on l that failed since vipswap started.

@@ -20,8 +20,9 @@ type Slot struct {
 }
 
 // members returns the slots that exist in st: the configured ones, less
-// those removed at runtime, with those added at runtime (st.Slots).
-func members(st state.State, configured []Slot) []Slot {
+// those removed at runtime, with those added at runtime (st.Slots); a
+// managed one added at runtime has the addresses running says (nil: none).
+func members(st state.State, configured []Slot, running func(string) []string) []Slot {
 	byName := make(map[string]Slot, len(configured))
 	names := make([]string, len(configured))
 	for i, s := range configured {
@@ -32,7 +33,11 @@ func members(st state.State, configured []Slot) []Slot {
 	})
 	out := make([]Slot, len(order))
 	for i, n := range order {
-		out[i] = Slot{Name: n, Addrs: specs[n].Instances, Version: specs[n].Version}
+		addrs := specs[n].Instances
+		if specs[n].Run != nil && running != nil {
+			addrs = running(n)
+		}
+		out[i] = Slot{Name: n, Addrs: addrs, Version: specs[n].Version}
 	}
 	return out
 }
@@ -105,4 +110,23 @@ func (c *Controller) lookup(slot, addr string) (*route.Instance, error) {
 		return i, nil
 	}
 	return nil, notFound(fmt.Errorf("slot %q has no instance %s", slot, addr))
+}
+
+// Launcher starts the instances of managed slots added at runtime (vipswap
+// slot add --run-file) and says where they listen. The controller stops
+// them through Config.OnSlots once their slot is gone.
+type Launcher interface {
+	// Launch starts slot's instances as run says; a slot already running
+	// is left as it is.
+	Launch(slot string, run state.RunSpec) error
+	// Addrs returns where slot's instances listen; nil when none run.
+	Addrs(slot string) []string
+}
+
+// running returns the addresses of a runtime managed slot, for members.
+func (c *Controller) running(slot string) []string {
+	if c.cfg.Launcher == nil {
+		return nil
+	}
+	return c.cfg.Launcher.Addrs(slot)
 }

@@ -55,7 +55,7 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 		c.changes[ChangeKey{"reload", result}]++
 		c.mu.Unlock()
 	}
-	slots := members(c.state(), r.Slots) // c.st changes only under c.write, held
+	slots := members(c.state(), r.Slots, c.running) // c.st changes only under c.write, held
 	byName := make(map[string][]string, len(slots))
 	for _, s := range slots {
 		byName[s.Name] = s.Addrs
@@ -104,7 +104,7 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	c.mu.Lock()
 	c.st, c.rev = next, rev
 	c.cfg.Slots = r.Slots
-	added, removed := c.setSlotsLocked(members(next, r.Slots))
+	added, removed := c.setSlotsLocked(members(next, r.Slots, c.running))
 	r.Measure.setDefaults()
 	c.cfg.Measure = r.Measure
 	if r.Analysis != (state.Analysis{}) {

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
@@ -18,7 +19,9 @@ type AddSlotRequest struct {
 	// Name is the new slot's name.
 	Name string `json:"name"`
 	// Instances are its instances' host:port addresses.
-	Instances []string `json:"instances"`
+	Instances []string `json:"instances,omitempty"`
+	// Run, instead of Instances, has vipswap start the instances itself.
+	Run *state.RunSpec `json:"run,omitempty"`
 	// Version labels what it runs (optional).
 	Version string `json:"version,omitempty"`
 }
@@ -34,16 +37,63 @@ type StageRequest struct {
 // vipswap serves it too), probed at once, and available to shift,
 // rollout, routes and stage once its instances are healthy.
 func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, error) {
-	if err := ValidSlot(req.Name, req.Instances); err != nil {
+	what := fmt.Sprintf("slots.%s: added with %d instances", req.Name, len(req.Instances))
+	if req.Run != nil {
+		if err := validRun(req.Name, req.Instances, *req.Run); err != nil {
+			return Change{Operation: "slot add"}, invalid(err)
+		}
+		if c.cfg.Launcher == nil {
+			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: this vipswap cannot run instances it was not configured with", req.Name))
+		}
+		what = fmt.Sprintf("slots.%s: added, running %d × %s", req.Name, req.Run.Replicas, strings.Join(req.Run.Command, " "))
+	} else if err := ValidSlot(req.Name, req.Instances); err != nil {
 		return Change{Operation: "slot add"}, invalid(err)
 	}
-	return c.change(ctx, operation{name: "slot add", req: req.ChangeRequest,
-		changes: []string{fmt.Sprintf("slots.%s: added with %d instances", req.Name, len(req.Instances))},
+	exists := func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		_, ok := c.instances[req.Name]
+		return ok || slices.Contains(c.slotNamesLocked(), req.Name)
+	}
+	if req.Run != nil && !req.DryRun && !exists() {
+		// Start the instances first: the change then makes them
+		// members. If it does not apply, OnSlots below stops them.
+		if err := c.cfg.Launcher.Launch(req.Name, *req.Run); err != nil {
+			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: %w", req.Name, err))
+		}
+	}
+	res, err := c.change(ctx, operation{name: "slot add", req: req.ChangeRequest, changes: []string{what},
 		next: func(st state.State, res *Change) (state.State, error) {
 			res.From, res.To = st.Active, req.Name
-			_, exists := c.instances[req.Name]
-			return st.AddSlot(req.Name, state.SlotSpec{Instances: req.Instances, Version: req.Version}, exists || slices.Contains(c.slotNamesLocked(), req.Name))
+			_, found := c.instances[req.Name]
+			return st.AddSlot(req.Name, state.SlotSpec{Instances: req.Instances, Run: req.Run, Version: req.Version}, found || slices.Contains(c.slotNamesLocked(), req.Name))
 		}})
+	if req.Run != nil && !res.Applied && c.cfg.OnSlots != nil {
+		c.mu.Lock()
+		names := namesOf(c.slots)
+		c.mu.Unlock()
+		c.cfg.OnSlots(names) // what Launch started for nothing stops
+	}
+	return res, err
+}
+
+// validRun checks a managed slot's run block.
+func validRun(name string, instances []string, r state.RunSpec) error {
+	switch {
+	case !slotName(name):
+		return fmt.Errorf("slot name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", name)
+	case len(instances) > 0:
+		return fmt.Errorf("slot %q: give instances or run, not both", name)
+	case len(r.Command) == 0 || r.Command[0] == "":
+		return fmt.Errorf("slot %q: run.command must name a program", name)
+	case !strings.HasSuffix(r.Address, ":{port}"):
+		return fmt.Errorf("slot %q: run.address: want host:{port}, got %q", name, r.Address)
+	case r.Replicas < 1 || r.Replicas > 100:
+		return fmt.Errorf("slot %q: run.replicas: want 1 to 100, got %d", name, r.Replicas)
+	case r.StopTimeout <= 0:
+		return fmt.Errorf("slot %q: run.stop_timeout: want a duration above zero", name)
+	}
+	return nil
 }
 
 // RemoveSlot removes a slot: its instances leave the routing table, stop

@@ -2,19 +2,33 @@ package state
 
 import (
 	"maps"
+	"reflect"
 	"slices"
+	"time"
 )
 
-// SlotSpec is a slot added at runtime: its instances and version label.
+// SlotSpec is a slot added at runtime: its instances, or how to run them,
+// and its version label.
 type SlotSpec struct {
-	// Instances are the host:port addresses of its instances.
-	Instances []string `json:"instances"`
+	// Instances are the host:port addresses of its instances (none when
+	// Run is set).
+	Instances []string `json:"instances,omitempty"`
+	// Run, if set, says how vipswap starts the slot's instances itself.
+	Run *RunSpec `json:"run,omitempty"`
 	// Version labels what it runs; may be empty.
 	Version string `json:"version,omitempty"`
 }
 
+// RunSpec is a managed slot's run: block.
+type RunSpec struct {
+	Command     []string      `json:"command"`
+	Address     string        `json:"address"`
+	Replicas    int           `json:"replicas"`
+	StopTimeout time.Duration `json:"stop_timeout_ns"`
+}
+
 func (a SlotSpec) equal(b SlotSpec) bool {
-	return a.Version == b.Version && slices.Equal(a.Instances, b.Instances)
+	return a.Version == b.Version && slices.Equal(a.Instances, b.Instances) && reflect.DeepEqual(a.Run, b.Run)
 }
 
 // Members returns the slots that exist in s given the configuration's
@@ -45,14 +59,15 @@ func (s State) AddSlot(name string, spec SlotSpec, exists bool) (State, error) {
 	if exists {
 		return s, refused("slot add refused: slot %q exists (vipswap slot remove it first, or choose another name)", name)
 	}
-	if len(spec.Instances) == 0 {
-		return s, refused("slot add refused: slot %q needs at least one instance", name)
+	if len(spec.Instances) == 0 && spec.Run == nil {
+		return s, refused("slot add refused: slot %q needs at least one instance, or a run block", name)
 	}
 	next := s.clone()
 	if next.Slots == nil {
 		next.Slots = map[string]SlotSpec{}
 	}
-	next.Slots[name] = SlotSpec{Instances: slices.Clone(spec.Instances), Version: spec.Version}
+	spec.Instances = slices.Clone(spec.Instances)
+	next.Slots[name] = spec
 	next.Removed = slices.DeleteFunc(next.Removed, func(n string) bool { return n == name })
 	if len(next.Removed) == 0 {
 		next.Removed = nil

@@ -45,6 +45,31 @@ type runtime struct {
 	closing sync.WaitGroup           // groups of removed slots, stopping
 }
 
+// Launch starts a managed slot added at runtime (control.Launcher).
+func (rt *runtime) Launch(slot string, run state.RunSpec) error {
+	rt.gmu.Lock()
+	defer rt.gmu.Unlock()
+	if rt.groups[slot] != nil {
+		return nil
+	}
+	g, err := rt.startGroup(slot, config.Slot{Run: &config.Run{Command: run.Command, Address: run.Address, Replicas: run.Replicas, StopTimeout: run.StopTimeout}})
+	if err != nil {
+		return err
+	}
+	rt.groups[slot] = g
+	return nil
+}
+
+// Addrs returns where a managed slot's instances listen (control.Launcher).
+func (rt *runtime) Addrs(slot string) []string {
+	rt.gmu.Lock()
+	defer rt.gmu.Unlock()
+	if g := rt.groups[slot]; g != nil {
+		return g.Addrs()
+	}
+	return nil
+}
+
 // keepSlots stops, in the background, the managed instances of the slots
 // not in names (removed at runtime); they finish what they have in flight.
 func (rt *runtime) keepSlots(names []string) {
@@ -218,6 +243,11 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 		}
 	}
 	removed := rt.ctrl.Removed()
+	for name := range rt.ctrl.Managed() { // added at runtime: the file does not list them
+		if g := current[name]; g != nil {
+			groups[name] = g
+		}
+	}
 	for _, name := range next.SlotOrder {
 		s := next.Slots[name]
 		if s.Run == nil || slices.Contains(removed, name) {

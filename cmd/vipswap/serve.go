@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -187,6 +188,13 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 	var removed []string // slots removed at runtime: their instances are not started
 	if stored, _, err := st.Load(ctx); err == nil {
 		removed = stored.Removed
+		for _, name := range slices.Sorted(maps.Keys(stored.Slots)) { // managed slots added at runtime
+			if run := stored.Slots[name].Run; run != nil {
+				if err := rt.Launch(name, *run); err != nil {
+					return fmt.Errorf("slot %s (added at runtime): %w", name, err)
+				}
+			}
+		}
 	}
 	for _, name := range cfg.SlotOrder {
 		if s := cfg.Slots[name]; s.Run != nil && !slices.Contains(removed, name) {
@@ -219,6 +227,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
 		Counts:    px.Counters,
 		OnSlots:   rt.keepSlots,
+		Launcher:  rt,
 		Measure:   measureConfig(cfg),
 		Analysis:  analysisConfig(cfg),
 		Plans:     plansOf(cfg),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -11,6 +12,8 @@ import (
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
+	"github.com/vipswap/vipswap/config"
+	"github.com/vipswap/vipswap/state"
 )
 
 func newSlotCmd() *cobra.Command {
@@ -31,21 +34,39 @@ names or that has requests in flight is refused unless --force.`,
 func newSlotAddCmd() *cobra.Command {
 	var f *changeFlags
 	var instances *[]string
-	var version *string
+	var version, runFile *string
 	cmd := &cobra.Command{
-		Use:     "add NAME --instances HOST:PORT,...",
-		Short:   "add a slot at runtime",
-		Example: `  vipswap slot add red --instances 127.0.0.1:9005,127.0.0.1:9006 --version 2.1`,
-		Args:    exactArgs("NAME"),
+		Use:   "add NAME (--instances HOST:PORT,... | --run-file FILE)",
+		Short: "add a slot at runtime",
+		Long: `Adds a slot of running instances (--instances), or one whose instances vipswap
+starts itself (--run-file: a YAML file holding a slot's run: block, as in the
+configuration: command, address, replicas, stop_timeout). Either way the slot is
+stored in the state: a restarted vipswap serves it (and starts its instances).`,
+		Example: `  vipswap slot add red --instances 127.0.0.1:9005,127.0.0.1:9006 --version 2.1
+  vipswap slot add red --run-file red.yaml --version 2.1`,
+		Args: exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := f.check(); err != nil {
 				return err
 			}
-			if len(*instances) == 0 {
-				return &usageError{msg: "--instances is required (host:port, comma-separated)"}
+			req := api.AddSlotRequest{ChangeRequest: f.request(), Name: args[0], Instances: *instances, Version: *version}
+			switch {
+			case len(*instances) == 0 && *runFile == "":
+				return &usageError{msg: "--instances (host:port, comma-separated) or --run-file is required"}
+			case len(*instances) > 0 && *runFile != "":
+				return &usageError{msg: "--instances and --run-file do not go together"}
+			case *runFile != "":
+				data, err := os.ReadFile(*runFile)
+				if err != nil {
+					return err
+				}
+				run, err := config.ParseRun(*runFile, data)
+				if err != nil {
+					return err
+				}
+				req.Run = &state.RunSpec{Command: run.Command, Address: run.Address, Replicas: run.Replicas, StopTimeout: run.StopTimeout}
 			}
-			res, err := newClient(*f.admin).AddSlot(cmd.Context(), api.AddSlotRequest{
-				ChangeRequest: f.request(), Name: args[0], Instances: *instances, Version: *version})
+			res, err := newClient(*f.admin).AddSlot(cmd.Context(), req)
 			if err != nil {
 				return err
 			}
@@ -55,6 +76,7 @@ func newSlotAddCmd() *cobra.Command {
 	f = changeFlagsOf(cmd.Flags(), "")
 	instances = cmd.Flags().StringSlice("instances", nil, "the slot's instances, host:port, comma-separated")
 	version = cmd.Flags().String("version", "", "a label for what the slot runs, shown by status and the dashboard")
+	runFile = cmd.Flags().String("run-file", "", "a YAML file with the slot's run: block: vipswap starts its instances")
 	return cmd
 }
 

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -422,4 +423,67 @@ func processesMatching(s string) int {
 		}
 	}
 	return n
+}
+
+// TestManagedSlotAtRuntime: a slot added with --run-file has its instances
+// started by vipswap, stored in the state (a restart starts them again),
+// and stopped when it is removed.
+func TestManagedSlotAtRuntime(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := testConfig(dir, managedSlots)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	marker := fmt.Sprintf("purple-%d", time.Now().UnixNano())
+	runFile := filepath.Join(dir, "purple.yaml")
+	run := fmt.Sprintf("command: [vipswap, app, --slot, purple, --version, %s, --listen, \"127.0.0.1:{port}\"]\nreplicas: 2\n", marker)
+	if err := os.WriteFile(runFile, []byte(run), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("command: [x]\nreplicas: 0\nbogus: 1\n"), 0o600)
+	if code, out := cli(t, sw, "slot", "add", "purple", "--run-file", bad); code != 1 || !strings.Contains(out, "bogus") {
+		t.Fatalf("slot add with a bad run file: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "slot", "add", "purple", "--run-file", runFile, "--version", "4.0"); code != 0 {
+		t.Fatalf("slot add --run-file: exit %d:\n%s", code, out)
+	}
+	sw.WaitHealthy(t)
+	check := func(sw *switchtest.Switch) {
+		t.Helper()
+		st, err := sw.Client.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(st.Slots) != 3 || st.Slots[2].Name != "purple" || len(st.Slots[2].Instances) != 2 || st.Slots[2].Version != "4.0" {
+			t.Fatalf("status slots: %+v, want purple with 2 instances", st.Slots)
+		}
+		if n := processesMatching(marker); n != 2 {
+			t.Fatalf("%d purple instances run, want 2", n)
+		}
+		if a := get(t, http.DefaultClient, sw.Prod+"/api/test", "", nil); a.slot != "blue" {
+			t.Fatalf("prod reached %q, want blue", a.slot)
+		}
+	}
+	check(sw)
+	sw.Signal(t, syscall.SIGTERM)
+	sw.Wait(t, 30*time.Second)
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if n := processesMatching(marker); n != 0 {
+			return fmt.Errorf("%d purple instances outlived vipswap", n)
+		}
+		return nil
+	})
+	sw2 := switchtest.Serve(t, dir, cfg)
+	sw2.WaitHealthy(t)
+	check(sw2)
+	if code, out := cli(t, sw2, "slot", "remove", "purple"); code != 0 {
+		t.Fatalf("slot remove: exit %d:\n%s", code, out)
+	}
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		if n := processesMatching(marker); n != 0 {
+			return fmt.Errorf("%d purple instances still run", n)
+		}
+		return nil
+	})
 }
