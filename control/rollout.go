@@ -360,7 +360,7 @@ func (c *Controller) judge(st state.State, now time.Time) Verdict {
 		n, errs := v.Canary.Requests(), v.Canary.Errors()
 		if allowed := a.MaxErrorRate * float64(max(a.MinRequests, 1)); a.MaxErrorRate > 0 && errs >= earlyErrors && float64(errs) > allowed {
 			v.Breach = fmt.Sprintf("error rate %.2f%% (%d errors in %d requests, before the %d a verdict needs: more than %.2f%% of them already) (over %s)",
-				float64(errs)*100/float64(n), errs, n, a.MinRequests, a.MaxErrorRate*100, window.Round(time.Second))
+				float64(errs)*100/float64(n), errs, n, a.MinRequests, a.MaxErrorRate*100, window.Round(100*time.Millisecond))
 		}
 		return v
 	}
@@ -373,7 +373,7 @@ func (c *Controller) judge(st state.State, now time.Time) Verdict {
 	cr, sr := rate(v.Canary), rate(v.Stable)
 	cp, sp := v.Canary.Quantile(0.99), v.Stable.Quantile(0.99)
 	figures := fmt.Sprintf("over %s: canary %s %.2f%% errors of %d requests, p99 %s; stable %s %.2f%%, p99 %s",
-		window.Round(time.Second), st.Rollout.To, cr*100, v.Canary.Requests(), cp, st.Active, sr*100, sp)
+		window.Round(100*time.Millisecond), st.Rollout.To, cr*100, v.Canary.Requests(), cp, st.Active, sr*100, sp)
 	switch {
 	case a.MaxErrorRate > 0 && cr > a.MaxErrorRate:
 		v.Breach = fmt.Sprintf("error rate %.2f%% above %.2f%% (%s)", cr*100, a.MaxErrorRate*100, figures)
