@@ -310,14 +310,7 @@ func newPromoteCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if res.DryRun {
-				return printDryRun(cmd.OutOrStdout(), res, *f.asJSON)
-			}
-			if *f.asJSON {
-				return writeJSON(cmd.OutOrStdout(), res)
-			}
-			printShift(cmd.OutOrStdout(), res)
-			return nil
+			return reportChange(cmd.OutOrStdout(), res, *f.asJSON, printShift)
 		},
 	}
 	f = changeFlagsOf(cmd.Flags(), "")
@@ -340,16 +333,22 @@ func newAbortCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if res.DryRun {
-				return printDryRun(cmd.OutOrStdout(), res, *f.asJSON)
-			}
-			if *f.asJSON {
-				return writeJSON(cmd.OutOrStdout(), res)
-			}
-			printShift(cmd.OutOrStdout(), res)
-			return nil
+			return reportChange(cmd.OutOrStdout(), res, *f.asJSON, printShift)
 		},
 	}
 	f = changeFlagsOf(cmd.Flags(), "")
 	return cmd
+}
+
+// reportChange prints a change's answer: a dry run's verdict, the JSON, or
+// text's one line.
+func reportChange(w io.Writer, res api.Change, asJSON bool, text func(io.Writer, api.Change)) error {
+	if res.DryRun {
+		return printDryRun(w, res, asJSON)
+	}
+	if asJSON {
+		return writeJSON(w, res)
+	}
+	text(w, res)
+	return nil
 }

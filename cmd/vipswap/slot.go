@@ -161,18 +161,13 @@ active. Refused when SLOT is the active slot, or has no routable instance
 
 // printSlotChange reports a slot add, remove or stage change.
 func printSlotChange(w io.Writer, res api.Change, asJSON bool, done string) error {
-	if res.DryRun {
-		return printDryRun(w, res, asJSON)
-	}
-	if asJSON {
-		return writeJSON(w, res)
-	}
-	if !res.Applied {
-		fmt.Fprintf(w, "nothing to do: %s already (revision %d)\n", done, res.Revision)
-		return nil
-	}
-	fmt.Fprintf(w, "%s (revision %d)\n", done, res.Revision)
-	return nil
+	return reportChange(w, res, asJSON, func(w io.Writer, res api.Change) {
+		if !res.Applied {
+			fmt.Fprintf(w, "nothing to do: %s already (revision %d)\n", done, res.Revision)
+			return
+		}
+		fmt.Fprintf(w, "%s (revision %d)\n", done, res.Revision)
+	})
 }
 
 // waitQuiet waits until slot has had no request in flight and served none
