@@ -48,6 +48,9 @@ type Config struct {
 	// per slot, since it started: switches are measured and canaries
 	// judged from it.
 	Counts func(route.Listener) map[string]route.Counts
+	// Failed, if set, returns what the data plane failed on a listener
+	// since it started, slots removed since included. Nil sums Counts.
+	Failed func(route.Listener) uint64
 	// Measure says how much traffic around a switch its measurement
 	// covers.
 	Measure Measure
@@ -229,6 +232,9 @@ func (c *Controller) Managed() map[string]state.RunSpec {
 
 // failed returns the requests on l that failed since vipswap started.
 func (c *Controller) failed(l route.Listener) uint64 {
+	if c.cfg.Failed != nil {
+		return c.cfg.Failed(l)
+	}
 	var n uint64
 	for _, counts := range c.cfg.Counts(l) {
 		n += counts.Failed

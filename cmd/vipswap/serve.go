@@ -226,6 +226,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Planes:    []control.DataPlane{px},
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
 		Counts:    px.Counters,
+		Failed:    px.Failed,
 		OnSlots:   rt.keepSlots,
 		Launcher:  rt,
 		Measure:   measureConfig(cfg),
