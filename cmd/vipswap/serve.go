@@ -14,6 +14,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -83,7 +84,8 @@ func serveFile(ctx context.Context, path string, stderr io.Writer) error {
 	defer close(done)
 	watch.Go(func() {
 		select {
-		case <-sigs:
+		case sig := <-sigs:
+			log.Info("stopping: "+sig.String()+" received; another one stops at once", "signal", sig.String())
 			stop()
 		case <-done:
 			return
@@ -123,6 +125,24 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 	defer func() {
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
+		}
+	}()
+	// A second signal stops vipswap at once, from the very start (a token
+	// file that blocks, a leftover instance that ignores SIGTERM) until
+	// everything else has stopped: this cleanup runs last.
+	log.Info("starting", "config", setup.path, "version", version())
+	var running atomic.Pointer[runtime]
+	forced := make(chan struct{})
+	cleanups = append(cleanups, func() { close(forced) })
+	go func() {
+		select {
+		case <-force:
+			log.Error("second signal: stopping at once; requests in flight are cut off")
+			if rt := running.Load(); rt != nil {
+				rt.killGroups()
+			}
+			os.Exit(exitFailed)
+		case <-forced:
 		}
 	}()
 
@@ -178,12 +198,13 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		log.Warn("could not look for instances a previous run left running", "err", err)
 	}
 	cleanups = append(cleanups, func() { ledger.Close() })
-	// A second signal is heeded until everything else has stopped.
-	forced := make(chan struct{})
-	cleanups = append(cleanups, func() { close(forced) })
+	if ctx.Err() != nil {
+		return nil // stopped while starting: nothing is running yet
+	}
 
 	rt := &runtime{path: setup.path, cfg: cfg, logs: setup.logs, log: log, output: setup.output, ledger: ledger,
 		groups: map[string]*launch.Group{}, tokens: api.NewTokenSet(tokens)}
+	running.Store(rt)
 	cleanups = append(cleanups, rt.closeGroups)
 	var removed []string // slots removed at runtime: their instances are not started
 	if stored, _, err := st.Load(ctx); err == nil {
@@ -202,19 +223,11 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 			if err != nil {
 				return err
 			}
-			rt.groups[name] = g
+			rt.gmu.Lock()
+			rt.groups[name] = g // under gmu: a second signal may kill them meanwhile
+			rt.gmu.Unlock()
 		}
 	}
-	go func() {
-		select {
-		case <-force:
-			log.Error("second signal: stopping at once; requests in flight are cut off")
-			rt.killGroups()
-			os.Exit(exitFailed)
-		case <-forced:
-		}
-	}()
-
 	var ctrl *control.Controller
 	rt.onRefused = func(i *route.Instance) { ctrl.InstanceRefused(i) }
 	px := proxy.New(proxyOptions(cfg, log, rt.onRefused))

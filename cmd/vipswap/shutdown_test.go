@@ -254,3 +254,29 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 		stop(t, again.Process)
 	})
 }
+
+// TestSignalsWhileStarting (attack on issue 10): signals are heeded from
+// the start. With a token file that never finishes reading (a FIFO
+// nobody writes), a second SIGTERM still stops vipswap at once.
+func TestSignalsWhileStarting(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	fifo := filepath.Join(dir, "tokens")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(testConfig(dir, staticSlots(addrs)), "  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  token_file: "+fifo+"\n", 1)
+	path := filepath.Join(dir, "vipswap.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := vstest.Start(t, vstest.Binary(t), "serve", "-c", path)
+	p.WaitLine(t, regexp.MustCompile(`msg=starting`), 30*time.Second) // its signal handlers are in place by then
+	p.Signal(t, syscall.SIGTERM)
+	p.WaitLine(t, regexp.MustCompile(`msg="stopping: terminated received`), 10*time.Second) // two at once would merge into one
+	p.Signal(t, syscall.SIGTERM)
+	if code := p.Wait(t, 10*time.Second); code != exitFailed {
+		t.Fatalf("exit %d after two SIGTERMs while reading the token file, want %d", code, exitFailed)
+	}
+}
