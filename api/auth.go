@@ -1,8 +1,6 @@
 package api
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
@@ -54,9 +52,12 @@ func LoadTokens(path string) ([]Token, error) {
 	var tokens []Token
 	names := map[string]bool{}
 	secrets := map[[sha256.Size]byte]string{} // hash -> name
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
+	if len(data) > 1<<20 {
+		return nil, fmt.Errorf("%s: %d bytes; a token file is at most 1 MiB", path, len(data))
+	}
+	for i, raw := range strings.Split(string(data), "\n") { // no line length limit to trip on
+		n := i + 1
+		line := strings.TrimSpace(raw)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}

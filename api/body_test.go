@@ -2,6 +2,8 @@ package api_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -63,5 +65,18 @@ func TestHostileBodies(t *testing.T) {
 	f.call(t, "GET", fmt.Sprint("/v1/history/", res.HistoryID), "", "", &e)
 	if e.Reason != reason {
 		t.Fatalf("recorded reason has %d bytes, want %d", len(e.Reason), len(reason))
+	}
+}
+
+// A token file line longer than a scanner's buffer does not end the file
+// silently: the tokens after it count, and so do its rules.
+func TestLongTokenFileLines(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens")
+	data := "bob secret-number-one-0123\n#" + strings.Repeat("x", 70<<10) + "\nalice secret-number-one-0123\n"
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := api.LoadTokens(path); err == nil || !strings.Contains(err.Error(), "same secret") {
+		t.Fatalf("LoadTokens: %v, want the shared secret after the long line refused", err)
 	}
 }

@@ -27,6 +27,7 @@ type changeFlags struct {
 	asJSON     *bool
 	wait       *bool
 	timeout    *time.Duration
+	fs         *pflag.FlagSet
 }
 
 // changeFlagsOf registers the shared flags on fs; waitHelp, when set, adds
@@ -39,6 +40,7 @@ func changeFlagsOf(fs *pflag.FlagSet, waitHelp string) *changeFlags {
 		dryRun:     fs.Bool("dry-run", false, "report what would happen and change nothing"),
 		ifRevision: fs.Uint64("if-revision", 0, "apply only if the state is still at this revision"),
 		asJSON:     fs.Bool("json", false, "print the result as JSON"),
+		fs:         fs,
 	}
 	if waitHelp != "" {
 		f.wait = fs.Bool("wait", false, waitHelp)
@@ -55,6 +57,9 @@ func (f *changeFlags) check() error {
 	}
 	if n := len(*f.reason); n > api.MaxReason {
 		return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", n, api.MaxReason)}
+	}
+	if f.fs.Changed("if-revision") && *f.ifRevision == 0 {
+		return &usageError{msg: "--if-revision: revisions start at 1, got 0"}
 	}
 	if f.wait != nil && *f.wait && *f.dryRun {
 		return &usageError{msg: "--wait and --dry-run do not go together: a dry run changes nothing to wait for"}
@@ -77,7 +82,7 @@ func applied(res api.Change, err error) error {
 
 func (f *changeFlags) request() api.ChangeRequest {
 	req := api.ChangeRequest{Force: *f.force, Reason: *f.reason, DryRun: *f.dryRun}
-	if *f.ifRevision != 0 {
+	if f.fs.Changed("if-revision") {
 		req.IfRevision = f.ifRevision
 	}
 	return req

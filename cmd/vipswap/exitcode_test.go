@@ -46,6 +46,8 @@ func TestExitCodes(t *testing.T) {
 		{"wait", "drained", "green", "--timeout", "0s"},
 		{"history", "--limit", "0"},
 		{"shift", "--to", "green", "--weight", "NaN"},
+		{"swap", "--if-revision", "0"},
+		{"history", "--before", "0"},
 		{"shift", "--to", "green", "--weight", "0.05"},
 		{"rollout", "start", "--to", "green", "--steps", "10,33.33,100"},
 	} {

@@ -29,6 +29,9 @@ operations with their reason, and for each switch the traffic around it.`,
 			if *limit < 1 || *limit > 1000 {
 				return &usageError{msg: fmt.Sprintf("--limit: want 1 to 1000, got %d", *limit)}
 			}
+			if cmd.Flags().Changed("before") && *before == 0 {
+				return &usageError{msg: "--before: history ids start at 1, got 0"}
+			}
 			h, next, err := newClient(*admin).HistoryPage(cmd.Context(), *before, *limit)
 			if err != nil {
 				return err

@@ -27,7 +27,7 @@ func (e *DamagedError) Error() string {
 	switch {
 	case e.Empty:
 		return fmt.Sprintf("state file %s is empty (0 bytes), so which slot is active is unknown: restore it from a backup, "+
-			`run "vipswap state repair --file %s --active SLOT" to set it aside and rebuild it, or remove it to start afresh from the configuration's active slot`, e.Path, e.Path)
+			`run "vipswap state repair --file %s --active SLOT --standby SLOT" to set it aside and rebuild it, or remove it to start afresh from the configuration's active slot`, e.Path, e.Path)
 	case e.Foreign:
 		return fmt.Sprintf("state file %s is not a vipswap state file (%s): point state.path at another file", e.Path, e.Problem)
 	}
