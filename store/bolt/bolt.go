@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -262,11 +263,16 @@ func (s *Store) prune(b *bbolt.Bucket, newest uint64) error {
 	if s.keep.MaxAge > 0 {
 		cutoff = time.Now().Add(-s.keep.MaxAge)
 	}
+	// Collect, then delete: deleting under a cursor and starting again
+	// from First re-walks emptied pages, which made a large backlog take
+	// minutes. At most pruneBatch entries go per transaction; a backlog
+	// (a lowered max_entries, an import) drains over the next changes.
+	var doomed [][]byte
 	c := b.Cursor()
-	for k, v := c.First(); k != nil; k, v = c.First() {
+	for k, v := c.First(); k != nil && len(doomed) < pruneBatch; k, v = c.Next() {
 		id := binary.BigEndian.Uint64(k)
 		if id >= newest {
-			return nil
+			break
 		}
 		old := s.keep.MaxEntries > 0 && newest-id >= uint64(s.keep.MaxEntries)
 		if !old && !cutoff.IsZero() {
@@ -274,14 +280,20 @@ func (s *Store) prune(b *bbolt.Bucket, newest uint64) error {
 			old = json.Unmarshal(v, &e) == nil && e.Time.Before(cutoff)
 		}
 		if !old {
-			return nil
+			break
 		}
-		if err := c.Delete(); err != nil {
+		doomed = append(doomed, slices.Clone(k))
+	}
+	for _, k := range doomed {
+		if err := b.Delete(k); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// pruneBatch bounds how many history entries one transaction prunes.
+const pruneBatch = 1000
 
 // Measure implements store.Store.
 func (s *Store) Measure(ctx context.Context, id uint64, m store.Measurement) error {
