@@ -130,7 +130,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 	// A second signal stops vipswap at once, from the very start (a token
 	// file that blocks, a leftover instance that ignores SIGTERM) until
 	// everything else has stopped: this cleanup runs last.
-	log.Info("starting", "config", setup.path, "version", version())
+	log.Debug("starting", "config", setup.path, "version", version()) // debug: a refusal to start stays one line
 	var running atomic.Pointer[runtime]
 	forced := make(chan struct{})
 	cleanups = append(cleanups, func() { close(forced) })

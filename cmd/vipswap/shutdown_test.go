@@ -266,7 +266,8 @@ func TestSignalsWhileStarting(t *testing.T) {
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.Replace(testConfig(dir, staticSlots(addrs)), "  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  token_file: "+fifo+"\n", 1)
+	cfg := strings.Replace(testConfig(dir, staticSlots(addrs)), "  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  token_file: "+fifo+"\n", 1) +
+		"log:\n  level: debug\n" // for the "starting" line to wait on
 	path := filepath.Join(dir, "vipswap.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
