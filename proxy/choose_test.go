@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/vipswap/vipswap/route"
 	"testing"
@@ -41,5 +42,18 @@ func TestRemovedSlotsReleaseTheirCounters(t *testing.T) {
 	}
 	if got := p.Failed(route.Prod); got != 1000 {
 		t.Fatalf("Failed(prod) = %d after the slots went, want the 1,000 they counted", got)
+	}
+}
+
+// The bucket a latency lands in is the first whose bound is not below it,
+// however the lookup finds it.
+func TestLatencyBucket(t *testing.T) {
+	for _, n := range []int64{0, 1, 999_999, 1_000_000, 1_000_001, 12_000_000, 125_000_000, 125_000_001, 9_999_999_999, 10_000_000_000, 10_000_000_001, 1 << 62} {
+		var s slotStats
+		s.record(200, time.Duration(n))
+		want, _ := slices.BinarySearch(latencyNanos[:], n)
+		if s.buckets[want].Load() != 1 {
+			t.Errorf("%d ns did not land in bucket %d", n, want)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"maps"
+	"math/bits"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,20 @@ var latencyNanos = func() (b [len(route.LatencyBounds)]int64) {
 		b[i] = int64(s * float64(time.Second))
 	}
 	return b
+}()
+
+// bucketFrom gives, per bit length of a latency in nanoseconds, the first
+// bucket its latency can fall in: a bucket is then found in a step or two.
+var bucketFrom = func() (from [65]int) {
+	for l := range from {
+		lo := int64(0)
+		if l > 0 {
+			lo = int64(1) << (l - 1) // the smallest latency of that bit length
+		}
+		i, _ := slices.BinarySearch(latencyNanos[:], lo)
+		from[l] = i
+	}
+	return from
 }()
 
 // slotStats counts what one listener sent to one slot. Every field is an
@@ -65,7 +80,11 @@ func (s *slotStats) record(status int, took time.Duration) {
 		s.classes[class].Add(1)
 	}
 	n := int64(took)
-	i, _ := slices.BinarySearch(latencyNanos[:], n) // the first bound >= n
+	n = max(n, 0)
+	i := bucketFrom[bits.Len64(uint64(n))]
+	for i < len(latencyNanos) && n > latencyNanos[i] {
+		i++
+	}
 	s.buckets[i].Add(1)
 	s.sumNanos.Add(uint64(max(n, 0)))
 }
