@@ -63,6 +63,11 @@ type Admin struct {
 	// other name is refused, so that a DNS-rebinding web page cannot reach
 	// the API from an operator's browser. Empty by default.
 	Hosts []string `yaml:"hosts"`
+	// AllowRun lets POST /v1/slots (vipswap slot add --run-file) add a
+	// slot whose run: block vipswap starts: whoever may change the state
+	// may then run any command as vipswap's user. Off by default; slots
+	// with run: in this file are not affected.
+	AllowRun bool `yaml:"allow_run"`
 }
 
 // Store configures the embedded state store.

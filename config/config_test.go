@@ -132,6 +132,14 @@ func TestParseInvalid(t *testing.T) {
 			`test.yaml:14: slots.blue.instances[1]: duplicate address 127.0.0.1:9001: already used by slots.blue.instances[0]`},
 		{"instance on a listener address", func(s string) string { return strings.Replace(s, "127.0.0.1:9002", "127.0.0.1:8080", 1) },
 			`slots.blue.instances[1]: duplicate address 127.0.0.1:8080: already used by listeners.prod`},
+		{"slot named none", func(s string) string {
+			return strings.Replace(s, "slots:\n", "slots:\n  none:\n    instances: [127.0.0.1:9301]\n", 1)
+		},
+			`slots.none: the slot name "none" is reserved`},
+		{"slot names differing in case", func(s string) string {
+			return strings.Replace(s, "active: blue", "  Blue:\n    instances: [127.0.0.1:9301]\nactive: blue", 1)
+		},
+			`slots.Blue: differs from slot "blue" only in case`},
 		{"address without port", func(s string) string { return strings.Replace(s, "127.0.0.1:9002", "localhost", 1) },
 			`slots.blue.instances[1]: invalid address "localhost"`},
 		{"run address without {port}", func(s string) string {

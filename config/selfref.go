@@ -3,8 +3,10 @@ package config
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 )
@@ -13,74 +15,59 @@ import (
 const lookupTimeout = 2 * time.Second
 
 // selfReferences fails every instance address that is one of vipswap's own
-// listeners or its admin address, however it is spelled: localhost:8080 for
-// a prod on 127.0.0.1:8080, the machine's own address for a listener on
-// every interface. A request sent there would come back to vipswap and be
-// forwarded again, without end. Names are resolved (a name that does not
-// resolve is let through: it cannot be vipswap); listeners on port 0 get
-// their port when they start and cannot collide with a configured one.
+// listeners or its admin address (see Loops). Listeners on port 0 get their
+// port when they start and cannot collide with a configured one.
 func (v *validator) selfReferences() {
-	type own struct {
-		key  string
-		ips  []netip.Addr // nil: every local address
-		port int
+	own := map[string]string{
+		"listeners.prod":  v.c.Listeners.Prod,
+		"listeners.stage": v.c.Listeners.Stage,
+		"admin.listen":    v.c.Admin.Listen,
 	}
-	var owns []own
-	for _, l := range []struct{ key, addr string }{
-		{"listeners.prod", v.c.Listeners.Prod},
-		{"listeners.stage", v.c.Listeners.Stage},
-		{"admin.listen", v.c.Admin.Listen},
-	} {
-		host, port, ok := splitPort(l.addr)
-		if !ok || port == 0 {
-			continue
-		}
-		o := own{key: l.key, port: port}
-		if ip, err := netip.ParseAddr(host); host != "" && (err != nil || !ip.IsUnspecified()) {
-			o.ips = lookupAddrs(host)
-		}
-		owns = append(owns, o)
-	}
-	if len(owns) == 0 {
-		return
-	}
-	var local []netip.Addr // the machine's addresses, looked up once
 	for _, name := range v.c.SlotOrder {
 		for i, a := range v.c.Slots[name].Instances {
-			host, port, ok := splitPort(a)
-			if !ok {
-				continue
-			}
-			ips := lookupAddrs(host)
-			for _, o := range owns {
-				if o.port != port {
-					continue
-				}
-				match := o.ips
-				if match == nil {
-					if local == nil {
-						local = localAddrs()
-					}
-					match = local
-				}
-				if shares(ips, match) {
-					v.fail(fmt.Sprintf("slots.%s.instances[%d]", name, i),
-						fmt.Sprintf("%s is vipswap's own %s (%s): requests sent there would come back to vipswap", a, o.key, v.addrOf(o.key)))
-					break
-				}
+			if key := Loops(a, own); key != "" {
+				v.fail(fmt.Sprintf("slots.%s.instances[%d]", name, i),
+					fmt.Sprintf("%s is vipswap's own %s (%s): requests sent there would come back to vipswap", a, key, own[key]))
 			}
 		}
 	}
 }
 
-func (v *validator) addrOf(key string) string {
-	switch key {
-	case "listeners.prod":
-		return v.c.Listeners.Prod
-	case "listeners.stage":
-		return v.c.Listeners.Stage
+// Loops returns the key of the address in own (key to host:port) that addr
+// reaches, however it is spelled: localhost:8080 for a prod on
+// 127.0.0.1:8080, the machine's own address for a listener on every
+// interface. It returns "" when addr reaches none of them. A request sent
+// to such an instance would come back to vipswap and be forwarded again,
+// without end. Names are resolved (a name that does not resolve is let
+// through: it cannot be vipswap); addresses with port 0 are skipped.
+func Loops(addr string, own map[string]string) string {
+	host, port, ok := splitPort(addr)
+	if !ok {
+		return ""
 	}
-	return v.c.Admin.Listen
+	var ips, local []netip.Addr // looked up once, when needed
+	for _, key := range slices.Sorted(maps.Keys(own)) {
+		ownHost, ownPort, ok := splitPort(own[key])
+		if !ok || ownPort == 0 || ownPort != port {
+			continue
+		}
+		if ips == nil {
+			ips = lookupAddrs(host)
+		}
+		var match []netip.Addr
+		if ip, err := netip.ParseAddr(ownHost); ownHost != "" && (err != nil || !ip.IsUnspecified()) {
+			match = lookupAddrs(ownHost)
+		} else {
+			if local == nil {
+				local = localAddrs()
+			}
+			match = local
+		}
+		if shares(ips, match) {
+			return key
+		}
+	}
+	return ""
 }
 
 func splitPort(addr string) (string, int, bool) {

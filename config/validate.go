@@ -164,8 +164,11 @@ func (c *Config) Validate() error {
 	if len(c.SlotOrder) < 2 {
 		v.fail("slots", fmt.Sprintf("need at least two slots, got %d", len(c.SlotOrder)))
 	}
-	for _, name := range c.SlotOrder {
+	for i, name := range c.SlotOrder {
 		v.slot(name, c.Slots[name])
+		if j := slices.IndexFunc(c.SlotOrder[:i], func(n string) bool { return strings.EqualFold(n, name) }); j >= 0 {
+			v.fail("slots."+name, fmt.Sprintf("differs from slot %q only in case: a slot name must say which slot it is whatever its case", c.SlotOrder[j]))
+		}
 	}
 	v.selfReferences()
 	if c.Active != "" && len(c.SlotOrder) > 0 {
@@ -224,6 +227,9 @@ func (v *validator) slot(name string, s Slot) {
 	key := "slots." + name
 	if !slotName.MatchString(name) {
 		v.fail(key, "slot names use letters, digits, '.', '_' and '-' (at most 63)")
+	}
+	if strings.EqualFold(name, "none") {
+		v.fail(key, `the slot name "none" is reserved: metrics label requests that found no slot with it`)
 	}
 	switch {
 	case len(s.Instances) == 0 && s.Run == nil:

@@ -62,6 +62,14 @@ type Config struct {
 	// Launcher, if set, runs the instances of managed slots added at
 	// runtime; without it such a slot is refused.
 	Launcher Launcher
+	// Own, if set, returns which of vipswap's own addresses (a listener,
+	// the admin API) addr reaches, or "": AddSlot refuses such an
+	// instance, whose requests would come back to vipswap.
+	Own func(addr string) string
+	// AllowRun lets AddSlot take a run block: off, a managed slot can
+	// only come from the configuration (anyone who may change the state
+	// could otherwise run any command as vipswap's user).
+	AllowRun bool
 	// OnSlots, if set, is called without the controller's locks with the
 	// slots that exist, once at start and after every change that added or
 	// removed one: what runs managed instances stops those of removed

@@ -67,6 +67,9 @@ type SlotStatus struct {
 	Routable int `json:"routable"`
 	// InFlight counts requests in flight on the slot, per listener.
 	InFlight PerListener `json:"in_flight"`
+	// LastRequest is about when the slot last answered a request (to the
+	// second; counted once a second), if it has since vipswap started.
+	LastRequest *time.Time `json:"last_request,omitempty"`
 	// Instances are the slot's instances.
 	Instances []InstanceStatus `json:"instances"`
 }

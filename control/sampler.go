@@ -58,10 +58,14 @@ type snapshot struct {
 type sampler struct {
 	read func(route.Listener) map[string]route.Counts
 
-	mu    sync.Mutex // guards ring and next
+	mu    sync.Mutex // guards ring, next and active
 	ring  []snapshot // oldest at next once full
 	next  int
 	start snapshot // the counts when sampling began: zero
+	// active is, per slot, the first snapshot at which its requests
+	// were last seen to grow: about when it last answered one, to the
+	// second, however long ago.
+	active map[string]time.Time
 }
 
 func newSampler(read func(route.Listener) map[string]route.Counts) *sampler {
@@ -85,12 +89,43 @@ func (s *sampler) take() {
 	size := int(sampleHistory / time.Second)
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	prev := s.start
+	if len(s.ring) > 0 {
+		prev = s.ring[(s.next+len(s.ring)-1)%len(s.ring)]
+	}
+	if s.active == nil {
+		s.active = make(map[string]time.Time)
+	}
+	seen := make(map[string]bool, len(s.active))
+	for l := range snap.counts {
+		for name := range snap.counts[l] {
+			seen[name] = true
+		}
+	}
+	for name := range seen {
+		if snap.counts.slot(name).Requests() != prev.counts.slot(name).Requests() {
+			s.active[name] = snap.at
+		}
+	}
+	for name := range s.active {
+		if !seen[name] {
+			delete(s.active, name) // a removed slot's counters are gone
+		}
+	}
 	if len(s.ring) < size {
 		s.ring = append(s.ring, snap)
 		return
 	}
 	s.ring[s.next] = snap
 	s.next = (s.next + 1) % size
+}
+
+// lastActive returns about when slot last answered a request (to the
+// sampling second), or zero if it has not since vipswap started.
+func (s *sampler) lastActive(slot string) time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.active[slot]
 }
 
 // ordered returns the snapshots, oldest first.

@@ -42,18 +42,28 @@ func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, e
 		if err := validRun(req.Name, req.Instances, *req.Run); err != nil {
 			return Change{Operation: "slot add"}, invalid(err)
 		}
-		if c.cfg.Launcher == nil {
-			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: this vipswap cannot run instances it was not configured with", req.Name))
+		c.mu.Lock()
+		allowed := c.cfg.AllowRun
+		c.mu.Unlock()
+		if c.cfg.Launcher == nil || !allowed {
+			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: adding a slot with a run block (a command vipswap starts) is off; set admin.allow_run: true in the configuration to allow it, or give --instances", req.Name))
 		}
 		what = fmt.Sprintf("slots.%s: added, running %d × %s", req.Name, req.Run.Replicas, strings.Join(req.Run.Command, " "))
 	} else if err := ValidSlot(req.Name, req.Instances); err != nil {
 		return Change{Operation: "slot add"}, invalid(err)
 	}
+	for _, a := range req.Instances {
+		if c.cfg.Own == nil {
+			break
+		}
+		if which := c.cfg.Own(a); which != "" { // outside the lock: it may look names up
+			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: instance %s is vipswap's own %s: requests sent there would come back to vipswap", req.Name, a, which))
+		}
+	}
 	exists := func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		_, ok := c.instances[req.Name]
-		return ok || slices.Contains(c.slotNamesLocked(), req.Name)
+		return c.existingLocked(req.Name) != ""
 	}
 	if req.Run != nil && !req.DryRun && !exists() {
 		// Start the instances first: the change then makes them
@@ -65,8 +75,13 @@ func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, e
 	res, err := c.change(ctx, operation{name: "slot add", req: req.ChangeRequest, changes: []string{what},
 		next: func(st state.State, res *Change) (state.State, error) {
 			res.From, res.To = st.Active, req.Name
-			_, found := c.instances[req.Name]
-			return st.AddSlot(req.Name, state.SlotSpec{Instances: req.Instances, Run: req.Run, Version: req.Version}, found || slices.Contains(c.slotNamesLocked(), req.Name))
+			if s := c.existingLocked(req.Name); s != "" {
+				return st.AddSlot(s, state.SlotSpec{}, true)
+			}
+			if err := c.sharedLocked(req.Instances); err != nil {
+				return st, err
+			}
+			return st.AddSlot(req.Name, state.SlotSpec{Instances: req.Instances, Run: req.Run, Version: req.Version}, false)
 		}})
 	if req.Run != nil && !res.Applied && c.cfg.OnSlots != nil {
 		c.mu.Lock()
@@ -77,11 +92,41 @@ func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, e
 	return res, err
 }
 
+// existingLocked returns the slot named name in any case ("" if none).
+func (c *Controller) existingLocked(name string) string {
+	for _, s := range c.slotNamesLocked() {
+		if strings.EqualFold(s, name) {
+			return s
+		}
+	}
+	for s := range c.instances {
+		if strings.EqualFold(s, name) {
+			return s
+		}
+	}
+	return ""
+}
+
+// sharedLocked refuses instances another slot has: the same address in
+// two slots would share one instance's counters and drain marks.
+func (c *Controller) sharedLocked(instances []string) error {
+	for slot, is := range c.instances {
+		for _, i := range is {
+			if slices.ContainsFunc(instances, func(a string) bool { return strings.EqualFold(a, i.Addr) }) {
+				return &state.RefusedError{Reason: fmt.Sprintf("slot add refused: instance %s is already in slot %s", i.Addr, slot)}
+			}
+		}
+	}
+	return nil
+}
+
 // validRun checks a managed slot's run block.
 func validRun(name string, instances []string, r state.RunSpec) error {
 	switch {
 	case !slotName(name):
 		return fmt.Errorf("slot name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", name)
+	case strings.EqualFold(name, route.NoSlot):
+		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot with it", name)
 	case len(instances) > 0:
 		return fmt.Errorf("slot %q: give instances or run, not both", name)
 	case len(r.Command) == 0 || r.Command[0] == "":
@@ -113,11 +158,24 @@ func (c *Controller) RemoveSlot(ctx context.Context, name string, req ChangeRequ
 				inFlight += i.InFlight(route.Prod) + i.InFlight(route.Stage)
 			}
 			res.InFlight = inFlight
-			routes, _ := c.routesLocked(st)
+			routes, fromAPI := c.routesLocked(st)
 			routed := slices.ContainsFunc(routes, func(r route.Route) bool { return r.Slot == name })
 			configured := slices.ContainsFunc(c.cfg.Slots, func(s Slot) bool { return s.Name == name })
 			res.Forced = req.Force && (routed || inFlight > 0)
-			return st.RemoveSlot(name, configured, routed, inFlight, req.Force)
+			next, err := st.RemoveSlot(name, configured, routed, inFlight, req.Force)
+			if err == nil {
+				for i, r := range routes {
+					if r.Slot != name {
+						continue
+					}
+					if fromAPI[i] {
+						res.Warnings = append(res.Warnings, "route "+r.PathPrefix+"* to "+name+" removed with it")
+					} else {
+						res.Warnings = append(res.Warnings, "route "+r.PathPrefix+"* in the configuration names "+name+": its requests get 503 until the configuration changes")
+					}
+				}
+			}
+			return next, err
 		}})
 }
 
@@ -140,6 +198,9 @@ func (c *Controller) SetStage(ctx context.Context, req StageRequest) (Change, er
 func ValidSlot(name string, instances []string) error {
 	if !slotName(name) {
 		return fmt.Errorf("slot name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", name)
+	}
+	if strings.EqualFold(name, route.NoSlot) {
+		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot with it", name)
 	}
 	if len(instances) == 0 {
 		return fmt.Errorf("slot %q: want at least one instance (host:port)", name)

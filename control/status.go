@@ -42,7 +42,12 @@ func (c *Controller) Status() Status {
 		}
 		s.Routes = append(s.Routes, RouteStatus{PathPrefix: r.PathPrefix, Header: r.Header, Value: r.Value, Slot: r.Slot, Origin: origin})
 	}
-	slices.SortStableFunc(s.Routes, func(a, b RouteStatus) int { return len(b.PathPrefix) - len(a.PathPrefix) }) // as requests meet them
+	slices.SortStableFunc(s.Routes, func(a, b RouteStatus) int { // as requests meet them
+		if d := len(b.PathPrefix) - len(a.PathPrefix); d != 0 {
+			return d
+		}
+		return len(b.Header) - len(a.Header)
+	})
 	for _, slot := range slots {
 		ss := c.slotStatus(st, slot.Name, insts[slot.Name], healthy)
 		ss.Version = slot.Version
@@ -77,6 +82,10 @@ func (c *Controller) slotStatus(st state.State, name string, insts []*route.Inst
 		ss.Role = "active"
 	case st.Standby:
 		ss.Role = "standby"
+	}
+	if t := c.samples.lastActive(name); !t.IsZero() {
+		t = t.UTC().Truncate(time.Second)
+		ss.LastRequest = &t
 	}
 	ss.Instances = []InstanceStatus{}
 	for _, inst := range insts {

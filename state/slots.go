@@ -80,7 +80,7 @@ func (s State) AddSlot(name string, spec SlotSpec, exists bool) (State, error) {
 // whether a route sends requests to it; inFlight how many requests it has
 // in flight. A slot that takes traffic (active, standby, a share of prod, a
 // rollout's canary) is never removed; a route or requests in flight refuse
-// it unless force.
+// it unless force. Routes in s to the slot go with it.
 func (s State) RemoveSlot(name string, configured, routed bool, inFlight int64, force bool) (State, error) {
 	switch {
 	case name == s.Active:
@@ -92,7 +92,7 @@ func (s State) RemoveSlot(name string, configured, routed bool, inFlight int64, 
 	case s.Rollout != nil && s.Rollout.To == name:
 		return s, refused("slot remove refused: a rollout to %s is running (vipswap abort first)", name)
 	case routed && !force:
-		return s, refused("slot remove refused: a route sends requests to %s (remove the route, or --force: its requests then get 503)", name)
+		return s, refused("slot remove refused: a route sends requests to %s (remove the route, or --force: routes set through the API go with the slot, the configuration's answer 503)", name)
 	case inFlight > 0 && !force:
 		return s, refused("slot remove refused: %s has %d requests in flight (wait, or --force cuts them off)", name, inFlight)
 	}
@@ -111,6 +111,10 @@ func (s State) RemoveSlot(name string, configured, routed bool, inFlight int64, 
 	}
 	if next.Previous == name {
 		next.Previous = ""
+	}
+	next.Routes = slices.DeleteFunc(next.Routes, func(r Route) bool { return r.Slot == name })
+	if len(next.Routes) == 0 {
+		next.Routes = nil
 	}
 	return next, nil
 }

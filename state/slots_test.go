@@ -42,8 +42,14 @@ func TestSlotsAtRuntime(t *testing.T) {
 			t.Errorf("removing %s from %+v (routed %v, %d in flight) was not refused", c.name, c.st, c.routed, c.busy)
 		}
 	}
-	if _, err := s2.RemoveSlot("red", false, true, 3, true); err != nil {
+	routed, _ := s2.SetRoute(Route{PathPrefix: "/r/", Slot: "red"}, true)
+	routed, _ = routed.SetRoute(Route{PathPrefix: "/g/", Slot: "green"}, true)
+	forced, err := routed.RemoveSlot("red", false, true, 3, true)
+	if err != nil {
 		t.Fatalf("force did not override the route and the requests in flight: %v", err)
+	}
+	if !slices.Equal(forced.Routes, []Route{{PathPrefix: "/g/", Slot: "green"}}) || forced.Check([]string{"blue", "green"}) != nil {
+		t.Fatalf("routes after forcing red out: %+v; want only green's (a route to no slot fails Check)", forced.Routes)
 	}
 	s3, err := s2.RemoveSlot("red", false, false, 0, false)
 	if err != nil || s3.Slots != nil || !s3.Equal(s) {

@@ -246,7 +246,15 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Analysis:  analysisConfig(cfg),
 		Plans:     plansOf(cfg),
 		Routes:    routesOf(cfg),
-		Logger:    log,
+		AllowRun:  cfg.Admin.AllowRun,
+		Own: func(addr string) string {
+			return config.Loops(addr, map[string]string{
+				"listeners.prod":  prodLn.Addr().String(),
+				"listeners.stage": stageLn.Addr().String(),
+				"admin.listen":    adminLn.Addr().String(),
+			})
+		},
+		Logger: log,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", cfg.State.Path, err)

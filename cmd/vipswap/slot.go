@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -95,8 +96,13 @@ only none in flight), says when its last request was, then removes it.`,
 			if err := f.check(); err != nil {
 				return err
 			}
-			if *quiet <= 0 {
+			switch {
+			case *quiet <= 0:
 				return &usageError{msg: fmt.Sprintf("--quiet: want a duration above zero, got %s", *quiet)}
+			case cmd.Flags().Changed("quiet") && !*f.wait:
+				return &usageError{msg: "--quiet: only with --wait (it is how long the slot must have served nothing before it goes)"}
+			case *f.wait && *f.timeout <= *quiet:
+				return &usageError{msg: fmt.Sprintf("--timeout %s: want more than --quiet %s, or the slot can never be quiet long enough", *f.timeout, *quiet)}
 			}
 			c := newClient(*f.admin)
 			ctx := cmd.Context()
@@ -116,9 +122,9 @@ only none in flight), says when its last request was, then removes it.`,
 				if err != nil {
 					return err
 				}
-				when := "it served no request while vipswap watched"
+				when := "it has answered no request since vipswap started"
 				if !last.IsZero() {
-					when = "its last request ended about " + last.Local().Format(time.TimeOnly)
+					when = fmt.Sprintf("its last request ended about %s (%s ago)", last.Local().Format(time.DateTime), time.Since(last).Round(time.Second))
 				}
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s is quiet: %s\n", args[0], when)
 			}
@@ -167,18 +173,24 @@ func printSlotChange(w io.Writer, res api.Change, asJSON bool, done string) erro
 			return
 		}
 		fmt.Fprintf(w, "%s (revision %d)\n", done, res.Revision)
+		for _, m := range res.Warnings {
+			fmt.Fprintf(w, "warning: %s\n", printable(m))
+		}
 	})
 }
 
-// waitQuiet waits until slot has had no request in flight and served none
-// for quiet, and returns about when its last request ended (zero if none
-// did while it watched).
+// waitQuiet waits until slot has had no request in flight and answered
+// none for quiet, and returns about when its last request ended (zero if
+// it answered none since vipswap started). vipswap reports the last
+// request to the second, from counts it takes once a second; between
+// them, what this watches (the slot's served and in-flight counts) fills
+// in, and it watches at least one such second.
 func waitQuiet(ctx context.Context, c *client.Client, slot string, quiet, limit time.Duration, progress io.Writer) (time.Time, error) {
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
-	var last time.Time // when the served count last moved, or something was in flight
+	var last time.Time // the later of vipswap's last request and what moved here
 	var served int64 = -1
 	start, said := time.Now(), time.Now()
 	for {
@@ -187,32 +199,31 @@ func waitQuiet(ctx context.Context, c *client.Client, slot string, quiet, limit 
 			return time.Time{}, err
 		}
 		if err == nil {
-			n, inFlight, found := int64(0), int64(0), false
-			for _, s := range st.Slots {
-				if s.Name == slot {
-					found = true
-					inFlight = s.InFlight.Prod + s.InFlight.Stage
-					for _, i := range s.Instances {
-						n += i.Served.Prod + i.Served.Stage
-					}
-				}
-			}
-			if !found {
+			i := slices.IndexFunc(st.Slots, func(s api.SlotStatus) bool { return s.Name == slot })
+			if i < 0 {
 				return time.Time{}, fmt.Errorf("no slot %q", slot)
+			}
+			s := st.Slots[i]
+			n, inFlight := int64(0), s.InFlight.Total()
+			for _, in := range s.Instances {
+				n += in.Served.Total()
 			}
 			if (served >= 0 && n != served) || inFlight > 0 {
 				last = time.Now()
 			}
 			served = n
-			quietSince := start
-			if !last.IsZero() {
-				quietSince = last
+			if s.LastRequest != nil && s.LastRequest.After(last) {
+				last = *s.LastRequest
 			}
-			if time.Since(quietSince) >= quiet {
+			if inFlight == 0 && time.Since(start) > 1500*time.Millisecond && time.Since(last) >= quiet {
 				return last, nil
 			}
 			if time.Since(said) >= 5*time.Second {
-				fmt.Fprintf(progress, "waiting for %s to be quiet: %s in flight, last request %s ago\n", slot, plural(inFlight, "request"), time.Since(quietSince).Round(time.Second))
+				ago := "none since vipswap started"
+				if !last.IsZero() {
+					ago = time.Since(last).Round(time.Second).String() + " ago"
+				}
+				fmt.Fprintf(progress, "waiting for %s to be quiet: %s in flight, last request %s\n", slot, plural(inFlight, "request"), ago)
 				said = time.Now()
 			}
 		}

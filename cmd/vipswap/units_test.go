@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -340,8 +341,13 @@ func TestReleaseUnits(t *testing.T) {
 	})
 	refused("blue is the standby slot", "slot", "remove", "blue")
 	must("stage", "green")
+	for _, args := range [][]string{{"--quiet", "1s"}, {"--wait", "--quiet", "5s", "--timeout", "5s"}} {
+		if code, out := cli(t, sw, append([]string{"slot", "remove", "blue"}, args...)...); code != 2 || !strings.Contains(out, "--") {
+			t.Fatalf("slot remove blue %v: exit %d:\n%s\nwant a usage error", args, code, out)
+		}
+	}
 	out := must("slot", "remove", "blue", "--wait", "--quiet", "1s", "--timeout", "30s")
-	if !strings.Contains(out, "blue is quiet") || !strings.Contains(out, "removed slot blue") {
+	if !strings.Contains(out, "blue is quiet: its last request ended about") || !strings.Contains(out, "removed slot blue") {
 		t.Fatalf("slot remove --wait:\n%s", out)
 	}
 	waitServed(t, load, load.OK()+2000)
@@ -387,8 +393,20 @@ func TestRemovingAManagedSlot(t *testing.T) {
 	if running() != 1 {
 		t.Fatalf("%d red instances run, want 1", running())
 	}
-	if code, out := cli(t, sw, "slot", "remove", "red"); code != 0 {
-		t.Fatalf("slot remove red: exit %d:\n%s", code, out)
+	// A route set through the API refuses the removal; --force takes the
+	// route with the slot (a route to no slot would keep vipswap from
+	// starting again).
+	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/red/", "--slot", "red"); code != 0 {
+		t.Fatalf("route set: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "slot", "remove", "red"); code != 1 || !strings.Contains(out, "a route sends requests to red") {
+		t.Fatalf("slot remove red with a route to it: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "slot", "remove", "red", "--force"); code != 0 || !strings.Contains(out, "warning: route /red/* to red removed with it") {
+		t.Fatalf("slot remove red --force: exit %d:\n%s", code, out)
+	}
+	if st, _ := sw.Client.Status(context.Background()); len(st.Routes) != 0 {
+		t.Fatalf("routes after the forced removal: %+v, want none", st.Routes)
 	}
 	vstest.WaitFor(t, 15*time.Second, func() error {
 		if n := running(); n != 0 {
@@ -431,15 +449,48 @@ func processesMatching(s string) int {
 func TestManagedSlotAtRuntime(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	cfg := testConfig(dir, managedSlots)
-	sw := switchtest.Serve(t, dir, cfg)
-	sw.WaitHealthy(t)
 	marker := fmt.Sprintf("purple-%d", time.Now().UnixNano())
 	runFile := filepath.Join(dir, "purple.yaml")
 	run := fmt.Sprintf("command: [vipswap, app, --slot, purple, --version, %s, --listen, \"127.0.0.1:{port}\"]\nreplicas: 2\n", marker)
 	if err := os.WriteFile(runFile, []byte(run), 0o600); err != nil {
 		t.Fatal(err)
 	}
+
+	// Off by default: whoever may change the state must not thereby run
+	// commands.
+	closed := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
+	closed.WaitHealthy(t)
+	if code, out := cli(t, closed, "slot", "add", "purple", "--run-file", runFile); code != 1 || !strings.Contains(out, "admin.allow_run: true") {
+		t.Fatalf("slot add --run-file without admin.allow_run: exit %d:\n%s", code, out)
+	}
+	if n := processesMatching(marker); n != 0 {
+		t.Fatalf("a refused run block started %d processes", n)
+	}
+	// Instances that cannot be a new slot's, and names that cannot be one.
+	st, err := closed.Client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, prodPort, _ := net.SplitHostPort(strings.TrimPrefix(closed.Prod, "http://"))
+	for _, c := range []struct{ args, want string }{
+		{"none --instances 127.0.0.1:1", `slot name "none" is reserved`},
+		{"BLUE --instances 127.0.0.1:1", `slot "blue" exists`},
+		{"red --instances localhost:" + prodPort, "is vipswap's own listeners.prod"},
+		{"red --instances " + st.Slots[0].Instances[0].Addr, "is already in slot blue"},
+	} {
+		if code, out := cli(t, closed, append([]string{"slot", "add"}, strings.Fields(c.args)...)...); code != 1 || !strings.Contains(out, c.want) {
+			t.Errorf("slot add %s: exit %d:\n%s\nwant %q", c.args, code, out, c.want)
+		}
+	}
+	if st2, _ := closed.Client.Status(context.Background()); len(st2.Slots) != 2 || st2.Revision != st.Revision {
+		t.Fatalf("refused adds changed the state: %+v", st2)
+	}
+	closed.Signal(t, syscall.SIGTERM)
+	closed.Wait(t, 30*time.Second)
+
+	cfg := strings.Replace(testConfig(dir, managedSlots), "admin:\n", "admin:\n  allow_run: true\n", 1)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("command: [x]\nreplicas: 0\nbogus: 1\n"), 0o600)
 	if code, out := cli(t, sw, "slot", "add", "purple", "--run-file", bad); code != 1 || !strings.Contains(out, "bogus") {
