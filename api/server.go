@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/vipswap/vipswap/control"
 )
@@ -83,9 +84,10 @@ const VersionHeader = "Vipswap-Api"
 
 // statusOf maps the controller's error kinds to HTTP statuses.
 var statusOf = map[control.Kind]int{
-	control.Invalid:  http.StatusBadRequest,
-	control.NotFound: http.StatusNotFound,
-	control.Conflict: http.StatusConflict,
+	control.Invalid:     http.StatusBadRequest,
+	control.NotFound:    http.StatusNotFound,
+	control.Conflict:    http.StatusConflict,
+	control.Unavailable: http.StatusServiceUnavailable,
 }
 
 // Options configures the API server.
@@ -159,7 +161,11 @@ func NewHandler(c Controller, opts Options) http.Handler {
 		if err := c.Readiness(r.Context()); err != nil {
 			return &Error{Status: http.StatusServiceUnavailable, Err: fmt.Errorf("not ready: %w", err)}
 		}
-		return writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		body := map[string]string{"status": "ready", "store": "reachable"}
+		if st := c.Status().Store; !st.Reachable {
+			body["store"] = "unreachable since " + st.Since.Format(time.RFC3339) + ": " + st.Error
+		}
+		return writeJSON(w, http.StatusOK, body)
 	}))
 	if opts.Metrics != nil {
 		mux.Handle("GET /metrics", s.handle(func(w http.ResponseWriter, r *http.Request) error {

@@ -77,6 +77,50 @@ type Store struct {
 	Path string `yaml:"path"`
 	// History bounds the history kept with the state.
 	History History `yaml:"history"`
+	// Etcd, if set, keeps the state and history in etcd instead of Path,
+	// so several vipswap nodes agree (docs/cluster.md). Setting path too
+	// is an error.
+	Etcd *Etcd `yaml:"etcd"`
+}
+
+// Etcd configures the etcd store of a cluster of vipswap nodes.
+type Etcd struct {
+	// Endpoints are etcd's client URLs (http://10.0.0.5:2379).
+	Endpoints []string `yaml:"endpoints"`
+	// Prefix is the key prefix of this cluster's state. Default /vipswap/.
+	Prefix string `yaml:"prefix"`
+	// DialTimeout bounds connecting to etcd. Default 5s.
+	DialTimeout time.Duration `yaml:"dial_timeout"`
+	// RequestTimeout bounds every read and write: a change fails after
+	// it when etcd is out of reach. Default 2s.
+	RequestTimeout time.Duration `yaml:"request_timeout"`
+	// TLS, when CA is set, reaches etcd over TLS; Cert and Key, when
+	// set, are the client certificate.
+	TLS EtcdTLS `yaml:"tls"`
+	// Username, with the password in PasswordFile, authenticates to etcd.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// LocalCopy is the file this node keeps the last state it saw in, to
+	// serve it when it starts while etcd is out of reach. Default
+	// vipswap-state.json. A relative path is relative to the
+	// configuration file's directory.
+	LocalCopy string `yaml:"local_copy"`
+}
+
+// EtcdTLS holds the PEM files for reaching etcd over TLS.
+type EtcdTLS struct {
+	CA   string `yaml:"ca"`
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+}
+
+// LocalBase is the path local files are named after (the instance ledger):
+// the state file, or with etcd the local copy of the state.
+func (s Store) LocalBase() string {
+	if s.Etcd != nil {
+		return s.Etcd.LocalCopy
+	}
+	return s.Path
 }
 
 // History is the retention of the history of changes: the oldest entries

@@ -34,6 +34,11 @@ func Load(path string) (*Config, error) {
 	}
 	c.State.Path = resolve(dir, c.State.Path)
 	c.Admin.TokenFile = resolve(dir, c.Admin.TokenFile)
+	if e := c.State.Etcd; e != nil {
+		e.LocalCopy = resolve(dir, e.LocalCopy)
+		e.PasswordFile = resolve(dir, e.PasswordFile)
+		e.TLS.CA, e.TLS.Cert, e.TLS.Key = resolve(dir, e.TLS.CA), resolve(dir, e.TLS.Cert), resolve(dir, e.TLS.Key)
+	}
 	return c, nil
 }
 

@@ -7,6 +7,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -72,6 +73,9 @@ func (c *Config) Validate() error {
 		v.fail("state.path", "must name a file")
 	}
 	v.atLeastOne("state.history.max_entries", c.State.History.MaxEntries)
+	if e := c.State.Etcd; e != nil {
+		v.etcd(e)
+	}
 	h := c.Health
 	if !strings.HasPrefix(h.Path, "/") {
 		v.fail("health.path", fmt.Sprintf("must start with /, got %q", h.Path))
@@ -304,4 +308,43 @@ func isLoopback(addr string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+// etcd checks state.etcd and fills in its defaults.
+func (v *validator) etcd(e *Etcd) {
+	if _, set := v.c.lines["state.path"]; set {
+		v.fail("state.path", "set state.path or state.etcd, not both (with etcd, state.etcd.local_copy names the local file)")
+	}
+	if len(e.Endpoints) == 0 {
+		v.fail("state.etcd.endpoints", "want at least one etcd client URL, such as http://127.0.0.1:2379")
+	}
+	for i, ep := range e.Endpoints {
+		u, err := url.Parse(ep)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Port() == "" {
+			v.fail(fmt.Sprintf("state.etcd.endpoints[%d]", i), fmt.Sprintf("want http://host:port or https://host:port, got %q", ep))
+		}
+	}
+	if e.Prefix == "" {
+		e.Prefix = "/vipswap/"
+	}
+	if !strings.HasPrefix(e.Prefix, "/") || !strings.HasSuffix(e.Prefix, "/") {
+		v.fail("state.etcd.prefix", fmt.Sprintf("want a key prefix that starts and ends with /, such as /vipswap/, got %q", e.Prefix))
+	}
+	if e.DialTimeout == 0 {
+		e.DialTimeout = 5 * time.Second
+	}
+	if e.RequestTimeout == 0 {
+		e.RequestTimeout = 2 * time.Second
+	}
+	v.positive("state.etcd.dial_timeout", e.DialTimeout)
+	v.positive("state.etcd.request_timeout", e.RequestTimeout)
+	if e.LocalCopy == "" {
+		e.LocalCopy = "vipswap-state.json"
+	}
+	if (e.TLS.Cert == "") != (e.TLS.Key == "") {
+		v.fail("state.etcd.tls", "set both cert and key, or neither")
+	}
+	if e.Username != "" && e.PasswordFile == "" {
+		v.fail("state.etcd.password_file", "a username needs a password_file")
+	}
 }

@@ -51,6 +51,12 @@ func (c *Controller) change(ctx context.Context, op operation) (Change, error) {
 	c.write.Lock()
 	defer c.write.Unlock()
 	defer c.flush()
+	if err := c.unreachable(op.name); err != nil && !op.req.DryRun {
+		c.mu.Lock()
+		c.changes[ChangeKey{op.name, "failed"}]++
+		c.mu.Unlock()
+		return Change{Operation: op.name, DryRun: op.req.DryRun}, err
+	}
 	res, err := c.run(ctx, op)
 	result := ""
 	var ctlErr *Error
@@ -143,6 +149,11 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 		}
 		if errors.As(err, &stale) {
 			return res, conflict(fmt.Errorf("%s not applied: %w", op.name, err), uint64(stale.Current))
+		}
+		if errors.Is(err, store.ErrUnavailable) {
+			c.storeErrors.Add(1)
+			c.storeAnswered(err)
+			return res, &Error{Kind: Unavailable, Err: fmt.Errorf("%s not applied: %w; the node keeps serving the last state it had", op.name, err)}
 		}
 		if err != nil {
 			c.storeErrors.Add(1)

@@ -7,7 +7,6 @@ package control
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -66,6 +65,14 @@ type Config struct {
 	// the admin API) addr reaches, or "": AddSlot refuses such an
 	// instance, whose requests would come back to vipswap.
 	Own func(addr string) string
+	// Node names this vipswap in status (cluster mode).
+	Node string
+	// Leading, if set, says whether this node drives rollouts: in a
+	// cluster, the node that holds the etcd lease. Nil: it always does.
+	Leading func() bool
+	// LastSeen, if set, returns the last state this node saw, to start
+	// from when the store is out of reach (a cluster store's local copy).
+	LastSeen func() (state.State, store.Revision, time.Time, error)
 	// AllowRun lets AddSlot take a run block: off, a managed slot can
 	// only come from the configuration (anyone who may change the state
 	// could otherwise run any command as vipswap's user).
@@ -111,6 +118,7 @@ type Controller struct {
 	changes   map[ChangeKey]uint64
 
 	storeErrors atomic.Uint64
+	store       storeHealth // guarded by mu
 
 	verdictMu  sync.Mutex        // guards verdict and judgements
 	verdict    *Verdict          // the running rollout's last analysis
@@ -157,22 +165,12 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	for i, s := range cfg.Slots {
 		names[i] = s.Name
 	}
-	st, rev, err := cfg.Store.Load(ctx)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		if st, err = state.Seed(cfg.Active, names); err != nil {
-			return nil, err
-		}
-		seed := store.Entry{Time: time.Now().UTC(), Actor: "local", Operation: "seed", To: st.Active, Result: store.Applied, Reason: "first start"}
-		if rev, _, err = cfg.Store.CompareAndSwap(ctx, 0, st, seed); err != nil {
-			return nil, fmt.Errorf("seed state: %w", err)
-		}
-	case err != nil:
+	st, rev, fromCopy, err := loadOrSeed(ctx, cfg, names)
+	if err != nil {
 		return nil, err
-	default:
-		if err := st.Check(namesOf(members(st, cfg.Slots, nil))); err != nil {
-			return nil, fmt.Errorf("stored state does not fit the configuration: %w (add the slot back, or remove the state file to start afresh)", err)
-		}
+	}
+	if err := st.Check(namesOf(members(st, cfg.Slots, nil))); err != nil {
+		return nil, fmt.Errorf("stored state does not fit the configuration: %w (add the slot back, or remove the state file to start afresh)", err)
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	c := &Controller{
@@ -188,6 +186,10 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		changes:    make(map[ChangeKey]uint64),
 		draining:   make(map[uint64]int64),
 		judgements: make(map[string]uint64),
+		store:      storeHealth{StoreStatus{Reachable: !fromCopy, LocalCopy: fromCopy, Since: time.Now().UTC()}},
+	}
+	if fromCopy {
+		c.store.Error = "not reached since this node started"
 	}
 	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()
@@ -206,6 +208,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	c.slotsChanged(nil, names)
 	c.wg.Go(c.loop)
 	c.wg.Go(c.runRollouts)
+	c.wg.Go(c.follow)
 	return c, nil
 }
 

@@ -17,6 +17,8 @@ const (
 	// if_revision, another writer got there first). Revision is the state's
 	// current revision, to retry against.
 	Conflict
+	// Unavailable: the state store cannot be reached; nothing changed.
+	Unavailable
 )
 
 // Error is an error the caller can fix: Kind says which.

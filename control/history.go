@@ -73,11 +73,19 @@ func (c *Controller) Readiness(ctx context.Context) error {
 	if !published {
 		return errors.New("no routing table published yet")
 	}
+	if c.clustered() {
+		return nil // it serves the last state it had; status says the store is out of reach
+	}
 	if _, _, err := c.cfg.Store.Load(ctx); err != nil {
 		return fmt.Errorf("state store: %w", err)
 	}
 	return nil
 }
+
+// clustered reports whether the store is shared with other nodes: then a
+// node that cannot reach it still serves (and stays ready); only its
+// changes are refused.
+func (c *Controller) clustered() bool { return c.cfg.LastSeen != nil }
 
 // Measure says which traffic a switch's measurement covers: from Before
 // the change until After it, or until the old slot has drained if that

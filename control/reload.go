@@ -83,6 +83,10 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	if r.Request.DryRun {
 		return res, nil
 	}
+	if err := c.unreachable("reload"); err != nil {
+		count("failed")
+		return res, err
+	}
 	next := cur.Fit(byName)
 	var err error
 	var recorded store.Entry

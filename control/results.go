@@ -22,6 +22,14 @@ type Status struct {
 	// Routes are prod's version routes, most specific first; absent when
 	// there are none.
 	Routes []RouteStatus `json:"routes,omitempty"`
+	// Node names the vipswap that answered (cluster mode; its health view
+	// is its own).
+	Node string `json:"node,omitempty"`
+	// Store says whether this node reaches the state store.
+	Store StoreStatus `json:"store"`
+	// DrivesRollouts is true on the node that drives a running rollout:
+	// with a cluster store, the holder of the etcd lease.
+	DrivesRollouts bool `json:"drives_rollouts"`
 }
 
 // RouteStatus is one version route: prod requests whose path starts with

@@ -195,6 +195,11 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time, g *gateRun
 		g.cancel() // the step ended otherwise: an operator, a restart
 		g = nil
 	}
+	if c.cfg.Leading != nil && !c.cfg.Leading() {
+		g.cancel() // another node drives it; this one follows the state
+		c.setVerdict(nil)
+		return nil
+	}
 	v := c.judge(st, now)
 	if canary.Routable == 0 && r.Current().PerMille > 0 {
 		v.Breach = fmt.Sprintf("the canary %s has no routable instance (%d healthy, none routable)", r.To, canary.Healthy)

@@ -28,7 +28,8 @@ func (c *Controller) Status() Status {
 	}
 	c.mu.Unlock()
 
-	s := Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous}
+	s := Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous,
+		Node: c.cfg.Node, Store: c.StoreStatus(), DrivesRollouts: c.cfg.Leading == nil || c.cfg.Leading()}
 	for i, l := range route.Listeners {
 		s.Listeners = append(s.Listeners, ListenerStatus{
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),

@@ -66,6 +66,10 @@ var (
 		[]string{"operation", "result"}, nil)
 	storeErrorsDesc = prometheus.NewDesc("vipswap_store_errors_total",
 		"Store operations that failed.", nil, nil)
+	storeUpDesc = prometheus.NewDesc("vipswap_store_up",
+		"1 while this node reaches its state store, 0 while it serves the last state it had and refuses changes.", nil, nil)
+	drivesDesc = prometheus.NewDesc("vipswap_drives_rollouts",
+		"1 on the node that drives rollouts (with etcd, the holder of the lease).", nil, nil)
 	revisionDesc = prometheus.NewDesc("vipswap_state_revision",
 		"The revision of the routing state in force.", nil, nil)
 	instanceRequestsDesc = prometheus.NewDesc("vipswap_instance_requests_total",
@@ -111,7 +115,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, failedDesc, retriesDesc, inFlightDesc,
-		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, revisionDesc,
+		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, storeUpDesc, drivesDesc, revisionDesc,
 		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
 		buildDesc, startDesc, rolloutStepDesc, rolloutPausedDesc, rolloutVerdictDesc, rolloutJudgementsDesc,
 		rolloutErrorRateDesc, rolloutP99Desc} {
@@ -193,6 +197,8 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	m.collectRollout(ch)
 	ch <- prometheus.MustNewConstMetric(storeErrorsDesc, prometheus.CounterValue, float64(m.ctrl.StoreErrors()))
+	ch <- prometheus.MustNewConstMetric(storeUpDesc, prometheus.GaugeValue, bit(st.Store.Reachable))
+	ch <- prometheus.MustNewConstMetric(drivesDesc, prometheus.GaugeValue, bit(st.DrivesRollouts))
 	ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(st.Revision))
 }
 
@@ -226,4 +232,12 @@ func (m *Collector) collectRollout(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(rolloutP99Desc, prometheus.GaugeValue, a.Canary.P99MS/1000, "canary", r.To)
 		ch <- prometheus.MustNewConstMetric(rolloutP99Desc, prometheus.GaugeValue, a.Stable.P99MS/1000, "stable", r.From)
 	}
+}
+
+// bit is 1 for true, 0 for false.
+func bit(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

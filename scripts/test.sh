@@ -28,6 +28,19 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The cluster tests run a real etcd: Debian's etcd-server.
+if ! command -v etcd >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing etcd-server (for the cluster tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
+  else
+    echo "The cluster tests need etcd on the PATH." >&2
+    echo "Install it first: Debian/Ubuntu: sudo apt-get install etcd-server;" >&2
+    echo "elsewhere: https://etcd.io/docs/latest/install/" >&2
+    exit 1
+  fi
+fi
 # Tests leave what a person may want to look at (the dashboard screenshot)
 # here; it is not committed.
 export VIPSWAP_ARTIFACTS="$PWD/artifacts"

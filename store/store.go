@@ -43,6 +43,27 @@ func (e *ConflictError) Error() string {
 // Unwrap makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
+// ErrUnavailable is wrapped by *UnavailableError.
+var ErrUnavailable = errors.New("store unavailable")
+
+// UnavailableError is returned when the store cannot be reached (a cluster
+// store's servers are down or out of reach) within its request timeout.
+// Nothing was written, or, for a write that timed out, its outcome is
+// unknown until the next read.
+type UnavailableError struct {
+	// Store names the store: "etcd http://10.0.0.5:2379 /vipswap/".
+	Store string
+	// Err is what reaching it failed with.
+	Err error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("the state store (%s) is unreachable: %v", e.Store, e.Err)
+}
+
+// Unwrap makes errors.Is(err, ErrUnavailable) true, and keeps the cause.
+func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.Err} }
+
 // Result values of an Entry.
 const (
 	Applied = "applied"

@@ -30,8 +30,6 @@ import (
 	"github.com/vipswap/vipswap/metrics"
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/route"
-	"github.com/vipswap/vipswap/store"
-	"github.com/vipswap/vipswap/store/bolt"
 	"golang.org/x/net/netutil"
 )
 
@@ -176,21 +174,16 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		return err
 	}
 
-	st, err := bolt.OpenWith(cfg.State.Path, bolt.Options{Retention: store.Retention{
-		MaxEntries: cfg.State.History.MaxEntries, MaxAge: cfg.State.History.MaxAge,
-	}})
+	st, err := openStore(cfg, log)
 	if err != nil {
 		return err
 	}
 	cleanups = append(cleanups, func() { st.Close() })
-	if st.Created() {
-		log.Warn("new state: the state file holds no state yet, so it is seeded from the configuration's active slot",
-			"path", cfg.State.Path, "active", cfg.Active)
-	}
 
 	// With the state file locked, no other vipswap uses its ledger: stop
-	// what a previous run that was killed left running.
-	ledger, err := launch.OpenLedger(cfg.State.Path+".instances", log)
+	// what a previous run that was killed left running. (With etcd, each
+	// node has its own local copy, and the ledger beside it.)
+	ledger, err := launch.OpenLedger(cfg.State.LocalBase()+".instances", log)
 	if err != nil {
 		return err
 	}
@@ -207,13 +200,12 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 	running.Store(rt)
 	cleanups = append(cleanups, rt.closeGroups)
 	var removed []string // slots removed at runtime: their instances are not started
-	if stored, _, err := st.Load(ctx); err == nil {
-		removed = stored.Removed
-		for _, name := range slices.Sorted(maps.Keys(stored.Slots)) { // managed slots added at runtime
-			if run := stored.Slots[name].Run; run != nil {
-				if err := rt.Launch(name, *run); err != nil {
-					return fmt.Errorf("slot %s (added at runtime): %w", name, err)
-				}
+	stored := st.lastState(ctx)
+	removed = stored.Removed
+	for _, name := range slices.Sorted(maps.Keys(stored.Slots)) { // managed slots added at runtime
+		if run := stored.Slots[name].Run; run != nil {
+			if err := rt.Launch(name, *run); err != nil {
+				return fmt.Errorf("slot %s (added at runtime): %w", name, err)
 			}
 		}
 	}
@@ -228,6 +220,17 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 			rt.gmu.Unlock()
 		}
 	}
+	node, leading := nodeName(adminLn.Addr().String()), func() bool { return true }
+	if st.etcd != nil {
+		lctx, stopLeading := context.WithCancel(context.Background())
+		l := st.etcd.Lead(lctx, "rollouts", node, func(on bool) {
+			if on {
+				log.Info("this node drives rollouts now", "node", node)
+			}
+		})
+		leading = l.Leading
+		cleanups = append(cleanups, func() { stopLeading(); <-l.Done() })
+	}
 	var ctrl *control.Controller
 	rt.onRefused = func(i *route.Instance) { ctrl.InstanceRefused(i) }
 	px := proxy.New(proxyOptions(cfg, log, rt.onRefused))
@@ -235,6 +238,9 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Slots:     slotsOf(cfg, rt.groups),
 		Active:    cfg.Active,
 		Store:     st,
+		LastSeen:  st.lastSeen(),
+		Node:      node,
+		Leading:   leading,
 		Health:    healthConfig(cfg, log),
 		Planes:    []control.DataPlane{px},
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},

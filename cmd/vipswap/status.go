@@ -117,6 +117,20 @@ func printRates(w io.Writer, s api.Status, r api.Rates) {
 
 func printStatus(w io.Writer, s api.Status) {
 	fmt.Fprintf(w, "revision %d: active %s, standby %s\n", s.Revision, s.Active, s.Standby)
+	if s.Node != "" {
+		role := "follows rollouts another node drives"
+		if s.DrivesRollouts {
+			role = "drives rollouts"
+		}
+		fmt.Fprintf(w, "  node  %s (%s; health as this node sees it)\n", s.Node, role)
+	}
+	if !s.Store.Reachable {
+		what := "state store UNREACHABLE since " + s.Store.Since.Local().Format(time.TimeOnly)
+		if s.Store.LocalCopy {
+			what += ", serving the local copy of the last state seen"
+		}
+		fmt.Fprintf(w, "  %s: changes are refused (%s)\n", what, printable(s.Store.Error))
+	}
 	for _, l := range s.Listeners {
 		to := l.Slot
 		if len(l.Weights) > 1 {

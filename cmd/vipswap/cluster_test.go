@@ -1,0 +1,375 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
+	"github.com/vipswap/vipswap/internal/etcdtest"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+)
+
+// clusterConfig is testConfig with the state in etcd under prefix, and
+// the node's local copy in dir.
+func clusterConfig(dir, endpoint, prefix, slots string) string {
+	cfg := testConfig(dir, slots)
+	return strings.Replace(cfg, fmt.Sprintf("state:\n  path: %s\n", filepath.Join(dir, "state.db")),
+		fmt.Sprintf("state:\n  etcd:\n    endpoints: [%s]\n    prefix: %s\n    request_timeout: 1s\n    local_copy: %s\n",
+			endpoint, prefix, filepath.Join(dir, "copy.json")), 1)
+}
+
+// startCluster starts n vipswap nodes on one etcd prefix, at once (they
+// must agree on one seeded state), and waits until each sees every
+// instance healthy.
+func startCluster(t *testing.T, etcd *etcdtest.Etcd, prefix string, slots string, n int) ([]*switchtest.Switch, []string) {
+	t.Helper()
+	dirs := make([]string, n)
+	nodes := make([]*switchtest.Switch, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		dirs[i] = t.TempDir()
+		wg.Go(func() { nodes[i] = switchtest.Serve(t, dirs[i], clusterConfig(dirs[i], etcd.Endpoint, prefix, slots)) })
+	}
+	wg.Wait()
+	for _, sw := range nodes {
+		if sw == nil {
+			t.FailNow()
+		}
+		sw.WaitHealthy(t)
+	}
+	return nodes, dirs
+}
+
+// routesTo waits until a prod request through sw reaches slot, and returns
+// when it first did.
+func routesTo(ctx context.Context, hc *http.Client, sw *switchtest.Switch, slot string) (time.Time, error) {
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, sw.Prod+"/api/test", nil)
+		resp, err := hc.Do(req)
+		if err == nil {
+			var app struct{ Slot string }
+			json.NewDecoder(resp.Body).Decode(&app)
+			resp.Body.Close()
+			if app.Slot == slot {
+				return time.Now(), nil
+			}
+		}
+	}
+	return time.Time{}, fmt.Errorf("%s did not route to %s: %w", sw.Prod, slot, ctx.Err())
+}
+
+// TestClusterAgreement (issue 13): three nodes started at once agree on
+// one seeded state; a swap, a shift and rollout steps committed through
+// node A are routed the same way by all three within the measured bound,
+// with load through all three and 0 failed requests.
+func TestClusterAgreement(t *testing.T) {
+	t.Parallel()
+	etcd := etcdtest.Start(t)
+	_, addrs := startStatic(t, 1)
+	nodes, _ := startCluster(t, etcd, "/agree/", staticSlots(addrs), 3)
+	ctx := context.Background()
+	for i, sw := range nodes {
+		st, err := sw.Client.Status(ctx)
+		if err != nil || st.Active != "blue" || !st.Store.Reachable || st.Node == "" {
+			t.Fatalf("node %d: %+v, %v", i, st, err)
+		}
+	}
+	h, err := nodes[1].Client.History(ctx, 10)
+	if err != nil || len(h) != 1 || h[0].Operation != "seed" {
+		t.Fatalf("three nodes starting at once: history %+v, %v; want one seed", h, err)
+	}
+	drivers := 0
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		drivers = 0
+		for _, sw := range nodes {
+			if st, err := sw.Client.Status(ctx); err == nil && st.DrivesRollouts {
+				drivers++
+			}
+		}
+		if drivers != 1 {
+			return fmt.Errorf("%d nodes drive rollouts, want 1", drivers)
+		}
+		return nil
+	})
+
+	var loads []*vstest.Load
+	for _, sw := range nodes {
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, time.Minute))
+	}
+
+	// Swaps through node A: the time from the commit until all three
+	// route the new way.
+	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	const swaps = 100
+	var lags []time.Duration
+	slot := "blue"
+	for range swaps {
+		slot = map[string]string{"blue": "green", "green": "blue"}[slot]
+		res, err := nodes[0].Client.Swap(ctx, api.ChangeRequest{})
+		if err != nil || !res.Applied {
+			t.Fatalf("swap to %s: %+v, %v", slot, res, err)
+		}
+		committed := time.Now()
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var last time.Time
+		for _, sw := range nodes {
+			at, err := routesTo(wctx, hc, sw, slot)
+			if err != nil {
+				cancel()
+				t.Fatal(err)
+			}
+			if at.After(last) {
+				last = at
+			}
+		}
+		cancel()
+		lags = append(lags, last.Sub(committed))
+	}
+	slices.Sort(lags)
+	p50, p99 := lags[len(lags)/2], lags[len(lags)*99/100]
+	t.Logf("commit to every node routing the new way, %d swaps, 3 nodes: p50 %s, p99 %s, max %s", swaps, p50, p99, lags[len(lags)-1])
+	if p99 > 500*time.Millisecond {
+		t.Errorf("p99 %s from commit to all three nodes routing the new way; the goal is under 100ms", p99)
+	}
+
+	// A shift and rollout steps: every node holds the weights node A set.
+	same := func(want map[string]float64) {
+		t.Helper()
+		vstest.WaitFor(t, 5*time.Second, func() error {
+			for i, sw := range nodes {
+				st, err := sw.Client.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if got := st.Listeners[0].Weights; !mapsEqual(got, want) {
+					return fmt.Errorf("node %d routes prod %v, want %v", i, got, want)
+				}
+			}
+			return nil
+		})
+	}
+	other := map[string]string{"blue": "green", "green": "blue"}[slot]
+	shiftTo(t, nodes[0], other, 30)
+	same(map[string]float64{slot: 70, other: 30})
+	shiftTo(t, nodes[0], other, 0)
+	same(map[string]float64{slot: 100})
+	if _, err := nodes[0].Client.StartRollout(ctx, api.RolloutRequest{To: other, Steps: []float64{20, 50, 100}, Interval: "1s"}); err != nil {
+		t.Fatal(err)
+	}
+	same(map[string]float64{slot: 80, other: 20})
+	same(map[string]float64{slot: 50, other: 50})
+	same(map[string]float64{other: 100})
+
+	for i, l := range loads {
+		res := l.Stop()
+		if res.Failed != 0 || res.OK == 0 {
+			t.Errorf("node %d: %d ok, %d failed through 100 swaps, a shift and a rollout; want 0 failed", i, res.OK, res.Failed)
+		}
+		t.Logf("node %d: %d requests, %d failed", i, res.OK, res.Failed)
+	}
+}
+
+// TestClusterStoreOutage (issue 13): with etcd killed under load, every
+// node serves on with 0 failed requests, a swap fails at once with a 503
+// naming the store, status and /readyz say the store is unreachable, and
+// all recovers when etcd is back. A node restarted while etcd is down
+// serves the last state from its local copy and refuses changes until it
+// reaches etcd.
+func TestClusterStoreOutage(t *testing.T) {
+	t.Parallel()
+	etcd := etcdtest.Start(t)
+	_, addrs := startStatic(t, 1)
+	nodes, dirs := startCluster(t, etcd, "/outage/", staticSlots(addrs), 2)
+	ctx := context.Background()
+	if res, err := nodes[0].Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
+		t.Fatalf("swap: %+v, %v", res, err)
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if a := nodes[1].Active(t); a != "green" {
+			return fmt.Errorf("node 1 active %s", a)
+		}
+		return nil
+	})
+	var loads []*vstest.Load
+	for _, sw := range nodes {
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, time.Minute))
+	}
+	waitServed(t, loads[0], 200)
+
+	etcd.Kill(t)
+	down := time.Now()
+	start := time.Now()
+	_, err := nodes[0].Client.Swap(ctx, api.ChangeRequest{})
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "state store") {
+		t.Fatalf("a swap with etcd down: %v, want a 503 naming the state store", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("the swap took %s to fail; want it to fail fast", took)
+	}
+	t.Logf("swap with etcd down, after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		for i, sw := range nodes {
+			st, err := sw.Client.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if st.Store.Reachable {
+				return fmt.Errorf("node %d still says the store is reachable", i)
+			}
+		}
+		return nil
+	})
+	if code, out := cli(t, nodes[1], "status"); code != 0 || !strings.Contains(out, "state store UNREACHABLE") {
+		t.Fatalf("status with etcd down: exit %d:\n%s", code, out)
+	}
+	resp, err := http.Get(nodes[1].Admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ready map[string]string
+	json.NewDecoder(resp.Body).Decode(&ready)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(ready["store"], "unreachable") {
+		t.Fatalf("/readyz with etcd down: %d %v; want 200 (the node serves) naming the store unreachable", resp.StatusCode, ready)
+	}
+
+	// Restart node 1 while etcd is down: it serves its local copy.
+	loads[1].Stop()
+	nodes[1].Signal(t, syscall.SIGKILL)
+	nodes[1].Wait(t, 10*time.Second)
+	nodes[1] = switchtest.Serve(t, dirs[1], clusterConfig(dirs[1], etcd.Endpoint, "/outage/", staticSlots(addrs)))
+	nodes[1].WaitHealthy(t)
+	st, err := nodes[1].Client.Status(ctx)
+	if err != nil || st.Active != "green" || !st.Store.LocalCopy {
+		t.Fatalf("node restarted with etcd down: %+v, %v; want green from the local copy", st, err)
+	}
+	if !strings.Contains(nodes[1].Output(), "serving the local copy") {
+		t.Fatalf("the restarted node does not say it serves the local copy:\n%s", nodes[1].Output())
+	}
+	if _, err := nodes[1].Client.Swap(ctx, api.ChangeRequest{}); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("a swap on the node serving its local copy: %v, want 503", err)
+	}
+	loads[1] = vstest.StartLoad(nodes[1].Prod+"/api/test", 20, time.Minute)
+	waitServed(t, loads[1], 200)
+	for time.Since(down) < 5*time.Second {
+		waitServed(t, loads[0], loads[0].OK()+100) // the outage lasts at least 5 s, under load
+	}
+
+	etcd.Start(t)
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		for i, sw := range nodes {
+			st, err := sw.Client.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if !st.Store.Reachable || st.Store.LocalCopy {
+				return fmt.Errorf("node %d: store %+v", i, st.Store)
+			}
+		}
+		return nil
+	})
+	if res, err := nodes[1].Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
+		t.Fatalf("a swap after etcd came back: %+v, %v", res, err)
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if a := nodes[0].Active(t); a != "blue" {
+			return fmt.Errorf("node 0 active %s after node 1 swapped", a)
+		}
+		return nil
+	})
+	for i, l := range loads {
+		res := l.Stop()
+		if res.Failed != 0 {
+			t.Errorf("node %d: %d ok, %d failed through the outage; want 0 failed", i, res.OK, res.Failed)
+		}
+		t.Logf("node %d: %d requests, %d failed", i, res.OK, res.Failed)
+	}
+}
+
+// TestClusterRolloutTakeover (issue 13): killing the node that drives a
+// rollout hands it to another, which continues at the same step.
+func TestClusterRolloutTakeover(t *testing.T) {
+	t.Parallel()
+	etcd := etcdtest.Start(t)
+	_, addrs := startStatic(t, 1)
+	nodes, _ := startCluster(t, etcd, "/takeover/", staticSlots(addrs), 3)
+	ctx := context.Background()
+	driver := -1
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		for i, sw := range nodes {
+			if st, err := sw.Client.Status(ctx); err == nil && st.DrivesRollouts {
+				driver = i
+				return nil
+			}
+		}
+		return errors.New("no node drives rollouts")
+	})
+	// The driver judges the canary by the traffic it sees itself.
+	var loads []*vstest.Load
+	for _, sw := range nodes {
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 10, time.Minute))
+	}
+	steps := []float64{10, 20, 40, 100}
+	if _, err := nodes[(driver+1)%3].Client.StartRollout(ctx, api.RolloutRequest{To: "green", Steps: steps, Interval: "2s"}); err != nil {
+		t.Fatal(err)
+	}
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		if st := rolloutStatus(t, nodes[driver]); st.Step != 1 {
+			return fmt.Errorf("rollout at step %d", st.Step)
+		}
+		return nil
+	})
+	nodes[driver].Signal(t, syscall.SIGKILL)
+	nodes[driver].Wait(t, 10*time.Second)
+	killed := time.Now()
+	rest := slices.Delete(slices.Clone(nodes), driver, driver+1)
+	var seen []int
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		st := rolloutStatus(t, rest[0])
+		if st.Running && (len(seen) == 0 || seen[len(seen)-1] != st.Step) {
+			seen = append(seen, st.Step)
+		}
+		if st.Running {
+			return fmt.Errorf("rollout at step %d", st.Step)
+		}
+		return nil
+	})
+	if len(seen) == 0 || seen[0] < 1 || slices.Contains(seen, 0) {
+		t.Fatalf("after the driver died the rollout went through steps %v; want it to continue from step 1", seen)
+	}
+	if rolloutStatus(t, rest[1]).Weights["green"] != 100 {
+		t.Fatalf("the other node does not see the completed rollout")
+	}
+	t.Logf("rollout finished %s after its driver was killed; steps seen %v", time.Since(killed).Round(time.Millisecond), seen)
+	for i, l := range loads {
+		res := l.Stop()
+		if i != driver && res.Failed != 0 {
+			t.Errorf("node %d: %d ok, %d failed; want 0 failed", i, res.OK, res.Failed)
+		}
+	}
+}
+
+func mapsEqual(a, b map[string]float64) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,87 @@
+// Package etcdtest runs a real etcd server (Debian's etcd-server package,
+// which scripts/test.sh installs) on loopback ports for tests.
+package etcdtest
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// Etcd is one etcd server with its own data directory.
+type Etcd struct {
+	// Endpoint is its client URL, http://127.0.0.1:PORT.
+	Endpoint string
+
+	dir, peer string
+	proc      *vstest.Process
+}
+
+// Start runs an etcd server on free loopback ports; the test's cleanup
+// stops it.
+func Start(t testing.TB) *Etcd {
+	t.Helper()
+	e := &Etcd{
+		Endpoint: "http://" + freeAddr(t),
+		peer:     "http://" + freeAddr(t),
+		dir:      filepath.Join(t.TempDir(), "etcd"),
+	}
+	e.Start(t)
+	return e
+}
+
+// Start starts the server again after Kill, on the same ports and data.
+func (e *Etcd) Start(t testing.TB) {
+	t.Helper()
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		t.Fatalf("etcd is not installed: scripts/test.sh installs Debian's etcd-server (apt-get install etcd-server)")
+	}
+	e.proc = vstest.Start(t, bin,
+		"--name", "test", "--data-dir", e.dir,
+		"--listen-client-urls", e.Endpoint, "--advertise-client-urls", e.Endpoint,
+		"--listen-peer-urls", e.peer, "--initial-advertise-peer-urls", e.peer,
+		"--initial-cluster", "test="+e.peer, "--initial-cluster-state", "new",
+		"--logger", "zap", "--log-level", "error")
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		resp, err := http.Get(e.Endpoint + "/health")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("etcd /health: %s", resp.Status)
+		}
+		return nil
+	})
+}
+
+// Kill stops the server at once (SIGKILL) and waits for it to exit.
+func (e *Etcd) Kill(t testing.TB) {
+	t.Helper()
+	e.proc.Signal(t, 9)
+	e.proc.Wait(t, 10*time.Second)
+}
+
+// Addr is the endpoint's host:port.
+func (e *Etcd) Addr() string { return strings.TrimPrefix(e.Endpoint, "http://") }
+
+// freeAddr returns a loopback address with a port nobody listens on now.
+// Ports below the ephemeral range would be safer from reuse, but the kernel
+// hands out free ones only from it; the window is short.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
