@@ -105,17 +105,18 @@ type Controller struct {
 	write   sync.Mutex // serializes state writers; held across a store write, when mu is not
 	applyMu sync.Mutex // serializes Apply calls, in the order tables were built
 
-	mu        sync.Mutex // guards st, rev, cfg, slots, instances, healthy, published, pending, draining and changes
-	st        state.State
-	rev       store.Revision
-	slots     []Slot                       // membership, in configuration order
-	instances map[string][]*route.Instance // by slot, as slots says
-	healthy   map[*route.Instance]bool
-	published bool
-	pending   *route.Table     // built, not yet handed to the data planes
-	draws     route.Draws      // weighted draws, continued from table to table
-	draining  map[uint64]int64 // by history ID: the old slot's in-flight count while a change is measured
-	changes   map[ChangeKey]uint64
+	mu         sync.Mutex // guards st, rev, cfg, slots, instances, healthy, published, pending, draining and changes
+	st         state.State
+	rev        store.Revision
+	slots      []Slot                       // membership, in configuration order
+	instances  map[string][]*route.Instance // by slot, as slots and registered say
+	registered map[string][]string          // by slot: instances that registered themselves
+	healthy    map[*route.Instance]bool
+	published  bool
+	pending    *route.Table     // built, not yet handed to the data planes
+	draws      route.Draws      // weighted draws, continued from table to table
+	draining   map[uint64]int64 // by history ID: the old slot's in-flight count while a change is measured
+	changes    map[ChangeKey]uint64
 
 	storeErrors atomic.Uint64
 	store       storeHealth // guarded by mu

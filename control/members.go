@@ -58,7 +58,13 @@ func namesOf(slots []Slot) []string {
 func (c *Controller) setSlotsLocked(slots []Slot) (added, removed []health.Target) {
 	next := make(map[string][]*route.Instance, len(slots))
 	for _, s := range slots {
-		for _, a := range s.Addrs {
+		addrs := s.Addrs
+		for _, a := range c.registered[s.Name] { // registered instances join listed ones
+			if !slices.Contains(addrs, a) {
+				addrs = append(slices.Clip(addrs), a)
+			}
+		}
+		for _, a := range addrs {
 			inst := c.instanceLocked(s.Name, a)
 			if inst == nil {
 				inst = route.NewInstance(s.Name, a)
@@ -129,4 +135,24 @@ func (c *Controller) running(slot string) []string {
 		return nil
 	}
 	return c.cfg.Launcher.Addrs(slot)
+}
+
+// SetRegistered makes the instances that registered themselves (cluster
+// mode: each holds an etcd lease) members of their slots, beside the
+// listed ones, from now on: registered maps a slot to its registered
+// addresses, whole. An instance of a slot that does not exist waits until
+// the slot does. Health checks apply to registered instances as to any.
+func (c *Controller) SetRegistered(registered map[string][]string) {
+	c.write.Lock()
+	defer c.write.Unlock()
+	defer c.flush()
+	c.mu.Lock()
+	c.registered = registered
+	added, removed := c.setSlotsLocked(c.slots)
+	c.publishLocked()
+	c.mu.Unlock()
+	c.probe(added, removed)
+	if len(added)+len(removed) > 0 {
+		c.log.Info("registered instances changed", "joined", len(added), "left", len(removed))
+	}
 }

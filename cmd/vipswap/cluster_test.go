@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -372,4 +373,83 @@ func mapsEqual(a, b map[string]float64) bool {
 		}
 	}
 	return true
+}
+
+// TestRegisteredInstances (issue 13): an instance that registers itself
+// joins its slot, beside the listed one, on every node, and is probed and
+// served; killed with its registration (SIGKILL, no goodbye), it leaves
+// every node's pool once its lease expires, with 0 failed requests
+// meanwhile. A registration stopped with SIGTERM leaves at once.
+func TestRegisteredInstances(t *testing.T) {
+	t.Parallel()
+	etcd := etcdtest.Start(t)
+	_, addrs := startStatic(t, 1)
+	nodes, _ := startCluster(t, etcd, "/reg/", staticSlots(addrs), 2)
+	ctx := context.Background()
+	register := func(app *vstest.App) *vstest.Process {
+		p := vstest.Start(t, vstest.Binary(t), "register", "--slot", "blue", "--addr", app.Addr, "--etcd", etcd.Endpoint, "--prefix", "/reg/", "--ttl", "2s")
+		p.WaitLine(t, regexp.MustCompile(`registered `), 20*time.Second)
+		return p
+	}
+	members := func(want int) {
+		t.Helper()
+		vstest.WaitFor(t, 15*time.Second, func() error {
+			for i, sw := range nodes {
+				st, err := sw.Client.Status(ctx)
+				if err != nil {
+					return err
+				}
+				healthy := 0
+				for _, in := range st.Slots[0].Instances {
+					if in.Healthy {
+						healthy++
+					}
+				}
+				if n := len(st.Slots[0].Instances); n != want || healthy != want {
+					return fmt.Errorf("node %d: blue has %d instances, %d healthy; want %d", i, n, healthy, want)
+				}
+			}
+			return nil
+		})
+	}
+	killed := vstest.StartApp(t, "blue", "127.0.0.1:0")
+	killedReg := register(killed)
+	stopped := vstest.StartApp(t, "blue", "127.0.0.1:0")
+	stoppedReg := register(stopped)
+	members(3)
+
+	var loads []*vstest.Load
+	for _, sw := range nodes {
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, time.Minute))
+	}
+	waitServed(t, loads[0], 500)
+	st, _ := nodes[0].Client.Status(ctx)
+	for _, in := range st.Slots[0].Instances {
+		if in.Served.Prod == 0 {
+			t.Fatalf("instance %s of blue served nothing: registered instances take traffic too", in.Addr)
+		}
+	}
+
+	killedReg.Signal(t, syscall.SIGKILL)
+	killed.Signal(t, syscall.SIGKILL)
+	gone := time.Now()
+	members(2)
+	t.Logf("a killed registered instance left both nodes' pools %s after it died (lease 2s)", time.Since(gone).Round(time.Millisecond))
+
+	stoppedReg.Signal(t, syscall.SIGTERM)
+	if code := stoppedReg.Wait(t, 10*time.Second); code != 0 {
+		t.Fatalf("vipswap register exited %d on SIGTERM:\n%s", code, stoppedReg.Output())
+	}
+	left := time.Now()
+	members(1)
+	if took := time.Since(left); took > 1500*time.Millisecond {
+		t.Errorf("a deregistered instance took %s to leave; it should leave at once, not after its lease", took)
+	}
+	waitServed(t, loads[0], loads[0].OK()+200)
+	for i, l := range loads {
+		res := l.Stop()
+		if res.Failed != 0 {
+			t.Errorf("node %d: %d ok, %d failed while registered instances came and went; want 0 failed", i, res.OK, res.Failed)
+		}
+	}
 }

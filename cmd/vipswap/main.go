@@ -124,7 +124,7 @@ func newRoot() *cobra.Command {
 		withGroup("change", newDrainCmd()), withGroup("change", newReadyCmd()),
 		withGroup("change", newSlotCmd()), withGroup("change", newStageCmd()), withGroup("change", newRouteCmd()),
 		withGroup("look", newStatusCmd()), withGroup("look", newHistoryCmd()), withGroup("look", newWaitCmd()),
-		withGroup("tools", newAppCmd()), withGroup("tools", newVersionCmd()),
+		withGroup("tools", newAppCmd()), withGroup("tools", newRegisterCmd()), withGroup("tools", newVersionCmd()),
 	} {
 		root.AddCommand(c)
 	}

@@ -266,6 +266,12 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		return fmt.Errorf("%s: %w", cfg.State.Path, err)
 	}
 	cleanups = append(cleanups, ctrl.Close)
+	if st.etcd != nil {
+		rctx, stopWatching := context.WithCancel(context.Background())
+		watched := make(chan struct{})
+		go func() { defer close(watched); st.etcd.WatchRegistered(rctx, ctrl.SetRegistered) }()
+		cleanups = append(cleanups, func() { stopWatching(); <-watched })
+	}
 	rt.px, rt.ctrl = px, ctrl
 
 	registry := prometheus.NewRegistry()
