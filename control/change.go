@@ -206,6 +206,14 @@ func (c *Controller) reload(ctx context.Context) error {
 		return fmt.Errorf("reload state after a concurrent change: %w", err)
 	}
 	c.mu.Lock()
+	c.putInForceLocked(st, rev)
+	return nil
+}
+
+// putInForceLocked makes st at rev the state in force: membership, tables,
+// probes and whoever runs managed slots follow. Called with c.write and
+// c.mu held; it releases c.mu.
+func (c *Controller) putInForceLocked(st state.State, rev store.Revision) {
 	c.st, c.rev = st, rev
 	before := namesOf(c.slots)
 	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots, c.running))
@@ -214,7 +222,6 @@ func (c *Controller) reload(ctx context.Context) error {
 	c.mu.Unlock()
 	c.probe(added, removed)
 	c.slotsChanged(before, after)
-	return nil
 }
 
 // state returns the state in force.

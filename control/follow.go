@@ -135,15 +135,8 @@ func (c *Controller) adopt(st state.State, rev store.Revision) {
 		c.log.Error("a state committed elsewhere does not fit this node's configuration; keeping the one in force", "revision", rev, "err", err)
 		return
 	}
-	c.st, c.rev = st, rev
 	c.store.LocalCopy = false
-	before := namesOf(c.slots)
-	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots, c.running))
-	after := namesOf(c.slots)
-	c.publishLocked()
-	c.mu.Unlock()
-	c.probe(added, removed)
-	c.slotsChanged(before, after)
+	c.putInForceLocked(st, rev)
 	c.log.Info("state changed elsewhere", "revision", rev, "active", st.Active, "prod", describeSplit(st))
 	c.wake()
 }
