@@ -165,6 +165,9 @@ func NewHandler(c Controller, opts Options) http.Handler {
 		if st := c.Status().Store; !st.Reachable {
 			body["store"] = "unreachable since " + st.Since.Format(time.RFC3339) + ": " + st.Error
 		}
+		if n := c.Status().Store.NotApplied; n != nil {
+			body["stored_state"] = fmt.Sprintf("not applied since %s (revision %d): %s", n.Since.Format(time.RFC3339), n.Revision, n.Error)
+		}
 		return writeJSON(w, http.StatusOK, body)
 	}))
 	if opts.Metrics != nil {

@@ -160,7 +160,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			return res, fmt.Errorf("%s not applied: %w", op.name, err)
 		}
 		c.mu.Lock()
-		c.st, c.rev = next, newRev
+		c.inForceLocked(next, newRev)
 		before := namesOf(c.slots)
 		added, removed := c.setSlotsLocked(members(next, c.cfg.Slots, c.running))
 		after := namesOf(c.slots)
@@ -172,7 +172,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			if next.WeightOf(cur.Active) > 0 {
 				drain = ""
 			}
-			c.startMeasure(recorded.ID, drain, entry.Time)
+			c.startMeasure(recorded.ID, newRev, drain, entry.Time)
 		}
 		c.mu.Unlock()
 		c.probe(added, removed)
@@ -206,6 +206,15 @@ func (c *Controller) reload(ctx context.Context) error {
 		return fmt.Errorf("reload state after a concurrent change: %w", err)
 	}
 	c.mu.Lock()
+	if err := st.Check(namesOf(members(st, c.cfg.Slots, c.running))); err != nil {
+		inForce := c.rev
+		c.mu.Unlock()
+		c.notApplied(rev, fmt.Errorf("it does not fit this node's configuration: %w", err))
+		return &Error{Kind: Conflict, Revision: uint64(rev), Err: fmt.Errorf(
+			"the stored state at revision %d does not fit this node's configuration (%w): this node keeps serving revision %d and refuses changes until the stored state is repaired (vipswap state import) or its configuration has that slot",
+			rev, err, inForce)}
+	}
+	c.store.LocalCopy = false
 	c.putInForceLocked(st, rev)
 	return nil
 }
@@ -214,7 +223,7 @@ func (c *Controller) reload(ctx context.Context) error {
 // probes and whoever runs managed slots follow. Called with c.write and
 // c.mu held; it releases c.mu.
 func (c *Controller) putInForceLocked(st state.State, rev store.Revision) {
-	c.st, c.rev = st, rev
+	c.inForceLocked(st, rev)
 	before := namesOf(c.slots)
 	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots, c.running))
 	after := namesOf(c.slots)
@@ -222,6 +231,17 @@ func (c *Controller) putInForceLocked(st state.State, rev store.Revision) {
 	c.mu.Unlock()
 	c.probe(added, removed)
 	c.slotsChanged(before, after)
+}
+
+// inForceLocked records st at rev, which the store holds, as the state in
+// force, and keeps its local copy (cluster mode). Called with c.mu held.
+func (c *Controller) inForceLocked(st state.State, rev store.Revision) {
+	c.st, c.rev = st, rev
+	c.gen++
+	c.store.NotApplied = nil
+	if c.cfg.LocalCopy != nil {
+		c.cfg.LocalCopy.Keep(st, rev)
+	}
 }
 
 // state returns the state in force.

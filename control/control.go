@@ -7,6 +7,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -70,9 +71,11 @@ type Config struct {
 	// Leading, if set, says whether this node drives rollouts: in a
 	// cluster, the node that holds the etcd lease. Nil: it always does.
 	Leading func() bool
-	// LastSeen, if set, returns the last state this node saw, to start
-	// from when the store is out of reach (a cluster store's local copy).
-	LastSeen func() (state.State, store.Revision, time.Time, error)
+	// LocalCopy, if set, keeps the last state this node put in force, to
+	// start from when the store is out of reach or holds a state this
+	// node cannot apply (cluster mode). Setting it makes the controller
+	// one node of a cluster.
+	LocalCopy LocalCopy
 	// AllowRun lets AddSlot take a run block: off, a managed slot can
 	// only come from the configuration (anyone who may change the state
 	// could otherwise run any command as vipswap's user).
@@ -108,6 +111,7 @@ type Controller struct {
 	mu         sync.Mutex // guards st, rev, cfg, slots, instances, healthy, published, pending, draining and changes
 	st         state.State
 	rev        store.Revision
+	gen        uint64                       // counts the states put in force, to tell a read that raced a change
 	slots      []Slot                       // membership, in configuration order
 	instances  map[string][]*route.Instance // by slot, as slots and registered say
 	registered map[string][]string          // by slot: instances that registered themselves
@@ -167,11 +171,36 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		names[i] = s.Name
 	}
 	st, rev, fromCopy, err := loadOrSeed(ctx, cfg, names)
-	if err != nil {
-		return nil, err
+	notFit := false
+	if err == nil {
+		if cerr := st.Check(namesOf(members(st, cfg.Slots, nil))); cerr != nil {
+			notFit = true
+			err = fmt.Errorf("the stored state at revision %d does not fit the configuration: %w", rev, cerr)
+		}
 	}
-	if err := st.Check(namesOf(members(st, cfg.Slots, nil))); err != nil {
-		return nil, fmt.Errorf("stored state does not fit the configuration: %w (add the slot back, or remove the state file to start afresh)", err)
+	var refused *NotApplied
+	if err != nil && cfg.LocalCopy != nil && !errors.Is(err, store.ErrUnavailable) {
+		// A cluster node whose store holds a state it cannot apply (a
+		// damaged key, a slot only other nodes have) starts from the last
+		// state it had, if that one fits, and refuses changes until the
+		// stored state is repaired.
+		seen, seenRev, saved, cerr := cfg.LocalCopy.LastSeen()
+		if cerr == nil {
+			cerr = seen.Check(namesOf(members(seen, cfg.Slots, nil)))
+		}
+		if cerr != nil {
+			return nil, fmt.Errorf("%w; and no usable local copy of the state: %v", err, cerr)
+		}
+		cfg.Logger.Error("the state store holds a state this node cannot apply: serving the local copy of the last state it had; repair the stored state with vipswap state import",
+			"err", err, "revision", seenRev, "saved", saved.Local().Format(time.DateTime))
+		refused = &NotApplied{Error: err.Error(), Since: time.Now().UTC()}
+		st, rev, fromCopy, err = seen, seenRev, true, nil
+	}
+	if err != nil {
+		if notFit {
+			return nil, fmt.Errorf("%w (add the slot back, or remove the state file to start afresh)", err)
+		}
+		return nil, err
 	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	c := &Controller{
@@ -187,10 +216,13 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		changes:    make(map[ChangeKey]uint64),
 		draining:   make(map[uint64]int64),
 		judgements: make(map[string]uint64),
-		store:      storeHealth{StoreStatus{Reachable: !fromCopy, LocalCopy: fromCopy, Since: time.Now().UTC()}},
+		store:      storeHealth{StoreStatus{Reachable: !fromCopy || refused != nil, LocalCopy: fromCopy, NotApplied: refused, Since: time.Now().UTC()}},
 	}
-	if fromCopy {
+	if fromCopy && refused == nil {
 		c.store.Error = "not reached since this node started"
+	}
+	if !fromCopy && cfg.LocalCopy != nil {
+		cfg.LocalCopy.Keep(st, rev)
 	}
 	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()

@@ -51,14 +51,25 @@ func wireEntry(e store.Entry) HistoryEntry {
 		Revision: uint64(e.Revision),
 	}
 	if m := e.Measurement; m != nil {
-		w.Measurement = &Measurement{Served: m.Served, Failed: m.Failed, DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete}
-		if !m.Start.IsZero() {
-			w.Measurement.Start, w.Measurement.End = m.Start, m.End
-			w.Measurement.WindowSeconds = m.End.Sub(m.Start).Seconds()
-			w.Measurement.Listeners = make(map[string]Window, len(m.Listeners))
-			for name, lw := range m.Listeners {
-				w.Measurement.Listeners[name] = Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed}
-			}
+		w.Measurement = wireMeasurement(*m)
+	}
+	return w
+}
+
+func wireMeasurement(m store.Measurement) *Measurement {
+	w := &Measurement{Served: m.Served, Failed: m.Failed, DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete}
+	if !m.Start.IsZero() {
+		w.Start, w.End = m.Start, m.End
+		w.WindowSeconds = m.End.Sub(m.Start).Seconds()
+		w.Listeners = make(map[string]Window, len(m.Listeners))
+		for name, lw := range m.Listeners {
+			w.Listeners[name] = Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed}
+		}
+	}
+	if len(m.Nodes) > 0 {
+		w.Nodes = make(map[string]*Measurement, len(m.Nodes))
+		for _, n := range m.Nodes {
+			w.Nodes[n.Node] = wireMeasurement(n)
 		}
 	}
 	return w
@@ -85,7 +96,7 @@ func (c *Controller) Readiness(ctx context.Context) error {
 // clustered reports whether the store is shared with other nodes: then a
 // node that cannot reach it still serves (and stays ready); only its
 // changes are refused.
-func (c *Controller) clustered() bool { return c.cfg.LastSeen != nil }
+func (c *Controller) clustered() bool { return c.cfg.LocalCopy != nil }
 
 // Measure says which traffic a switch's measurement covers: from Before
 // the change until After it, or until the old slot has drained if that
@@ -118,8 +129,11 @@ func (m *Measure) setDefaults() {
 // from slot, made at changed, and records it on history entry id: every
 // listener's requests, errors and failures from Measure.Before before the
 // change until Measure.After after it or until slot has no prod request in
-// flight, whichever is later. The caller holds c.mu.
-func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
+// flight, whichever is later. In a cluster every node measures its own
+// traffic and records it under its name; the entry sums them. id 0 means
+// a change another node made: the entry is the one that produced rev.
+// The caller holds c.mu.
+func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, changed time.Time) {
 	if c.ctx.Err() != nil {
 		return // closing
 	}
@@ -141,7 +155,9 @@ func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
 			if drained == 0 {
 				c.mu.Lock()
 				n := c.slotInFlightLocked(slot)
-				c.draining[id] = n
+				if id != 0 {
+					c.draining[id] = n
+				}
 				c.mu.Unlock()
 				if n == 0 {
 					drained = max(time.Since(changed), time.Nanosecond)
@@ -176,6 +192,15 @@ func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
 		}
 		prod := m.Listeners[route.Prod.String()]
 		m.Served, m.Failed = prod.Requests, prod.Failed
+		if c.clustered() {
+			m.Node = c.cfg.Node
+		}
+		if id == 0 {
+			if id = c.entryOf(rev); id == 0 {
+				c.log.Info("a switch made elsewhere was measured here, but its history entry is not among the newest", "revision", rev)
+				return
+			}
+		}
 		if err := c.cfg.Store.Measure(context.Background(), id, m); errors.Is(err, store.ErrNotFound) {
 			c.log.Info("a switch's measurement has no history entry left (retention pruned it)", "history_id", id)
 			return
@@ -188,6 +213,23 @@ func (c *Controller) startMeasure(id uint64, slot string, changed time.Time) {
 			"errors", prod.Errors, "window", m.End.Sub(m.Start).Round(time.Millisecond),
 			"drained_in", m.Drained.Round(time.Millisecond), "complete", complete)
 	})
+}
+
+// entryOf returns the ID of the history entry that produced state
+// revision rev, looking among the newest entries; 0 if none.
+func (c *Controller) entryOf(rev store.Revision) uint64 {
+	ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+	defer cancel()
+	entries, err := c.cfg.Store.HistoryBefore(ctx, 0, 200)
+	if err != nil {
+		return 0
+	}
+	for _, e := range entries {
+		if e.Revision == rev && e.Result == store.Applied {
+			return e.ID
+		}
+	}
+	return 0
 }
 
 // slotInFlightLocked counts prod requests in flight on slot (none for

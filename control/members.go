@@ -142,7 +142,32 @@ func (c *Controller) running(slot string) []string {
 // listed ones, from now on: registered maps a slot to its registered
 // addresses, whole. An instance of a slot that does not exist waits until
 // the slot does. Health checks apply to registered instances as to any.
+// A registration that is not host:port, or that names vipswap's own
+// listeners or admin address, is ignored with a warning: anyone who can
+// write to etcd must not make a node route to itself.
 func (c *Controller) SetRegistered(registered map[string][]string) {
+	clean := make(map[string][]string, len(registered))
+	ignored, example, why := 0, "", ""
+	for slot, addrs := range registered {
+		for _, a := range addrs {
+			err := validAddr(a)
+			if err == nil && c.cfg.Own != nil {
+				if key := c.cfg.Own(a); key != "" {
+					err = fmt.Errorf("it is this vipswap's own address (%s)", key)
+				}
+			}
+			if err != nil {
+				ignored++
+				example, why = slot+"/"+a, err.Error()
+				continue
+			}
+			clean[slot] = append(clean[slot], a)
+		}
+	}
+	if ignored > 0 {
+		c.log.Warn("ignoring registered instances", "count", ignored, "example", example, "why", why)
+	}
+	registered = clean
 	c.write.Lock()
 	defer c.write.Unlock()
 	defer c.flush()

@@ -106,7 +106,7 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 		return res, fmt.Errorf("reload not applied: %w", err)
 	}
 	c.mu.Lock()
-	c.st, c.rev = next, rev
+	c.inForceLocked(next, rev)
 	c.cfg.Slots = r.Slots
 	added, removed := c.setSlotsLocked(members(next, r.Slots, c.running))
 	r.Measure.setDefaults()

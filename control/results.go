@@ -253,6 +253,10 @@ type Measurement struct {
 	WindowSeconds float64 `json:"window_seconds,omitempty"`
 	// Listeners holds each listener's figures in the window.
 	Listeners map[string]Window `json:"listeners,omitempty"`
+	// Nodes holds, in cluster mode, each node's own measurement by node
+	// name; the figures above are their sum (the window spans theirs,
+	// drained_seconds is the longest, complete only if all are).
+	Nodes map[string]*Measurement `json:"nodes,omitempty"`
 }
 
 // Window is what one listener counted in a measurement's window.

@@ -70,6 +70,8 @@ var (
 		"1 while this node reaches its state store, 0 while it serves the last state it had and refuses changes.", nil, nil)
 	drivesDesc = prometheus.NewDesc("vipswap_drives_rollouts",
 		"1 on the node that drives rollouts (with etcd, the holder of the lease).", nil, nil)
+	notAppliedDesc = prometheus.NewDesc("vipswap_state_not_applied",
+		"1 while the store holds a state this node refused (unreadable, or not fitting its configuration) and it serves the one it had.", nil, nil)
 	revisionDesc = prometheus.NewDesc("vipswap_state_revision",
 		"The revision of the routing state in force.", nil, nil)
 	instanceRequestsDesc = prometheus.NewDesc("vipswap_instance_requests_total",
@@ -115,7 +117,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, failedDesc, retriesDesc, inFlightDesc,
-		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, storeUpDesc, drivesDesc, revisionDesc,
+		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, storeUpDesc, notAppliedDesc, drivesDesc, revisionDesc,
 		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
 		buildDesc, startDesc, rolloutStepDesc, rolloutPausedDesc, rolloutVerdictDesc, rolloutJudgementsDesc,
 		rolloutErrorRateDesc, rolloutP99Desc} {
@@ -198,6 +200,7 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	m.collectRollout(ch)
 	ch <- prometheus.MustNewConstMetric(storeErrorsDesc, prometheus.CounterValue, float64(m.ctrl.StoreErrors()))
 	ch <- prometheus.MustNewConstMetric(storeUpDesc, prometheus.GaugeValue, bit(st.Store.Reachable))
+	ch <- prometheus.MustNewConstMetric(notAppliedDesc, prometheus.GaugeValue, bit(st.Store.NotApplied != nil))
 	ch <- prometheus.MustNewConstMetric(drivesDesc, prometheus.GaugeValue, bit(st.DrivesRollouts))
 	ch <- prometheus.MustNewConstMetric(revisionDesc, prometheus.GaugeValue, float64(st.Revision))
 }

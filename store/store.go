@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/vipswap/vipswap/state"
@@ -130,6 +131,54 @@ type Measurement struct {
 	End   time.Time `json:"end,omitzero"`
 	// Listeners holds each listener's figures in the window, by name.
 	Listeners map[string]Window `json:"listeners,omitempty"`
+	// Node names the node that measured, in cluster mode; empty for a
+	// single vipswap.
+	Node string `json:"node,omitempty"`
+	// Nodes holds, in cluster mode, each node's own measurement, in the
+	// order they were recorded; the fields above are then their sum (the
+	// window spans all of theirs, Drained is the longest, Complete only if
+	// every node's is).
+	Nodes []Measurement `json:"nodes,omitempty"`
+}
+
+// Add returns the measurement of an entry that holds m once node
+// measurement n is added to it. A measurement without a node, or a second
+// one from the same node, is refused: each node measures a change once.
+func (m *Measurement) Add(n Measurement) (Measurement, error) {
+	if m == nil {
+		if n.Node != "" {
+			n.Nodes = []Measurement{n}
+		}
+		return n, nil
+	}
+	if n.Node == "" || m.Node == "" && len(m.Nodes) == 0 {
+		return *m, errors.New("already measured")
+	}
+	for _, o := range m.Nodes {
+		if o.Node == n.Node {
+			return *m, fmt.Errorf("already measured by node %s", n.Node)
+		}
+	}
+	nodes := append(slices.Clone(m.Nodes), n)
+	sum := Measurement{Complete: true, Listeners: make(map[string]Window), Nodes: nodes}
+	for i, o := range nodes {
+		sum.Served += o.Served
+		sum.Failed += o.Failed
+		sum.Drained = max(sum.Drained, o.Drained)
+		sum.Complete = sum.Complete && o.Complete
+		if i == 0 || o.Start.Before(sum.Start) {
+			sum.Start = o.Start
+		}
+		if o.End.After(sum.End) {
+			sum.End = o.End
+		}
+		for name, w := range o.Listeners {
+			t := sum.Listeners[name]
+			t.Requests, t.Errors, t.Failed = t.Requests+w.Requests, t.Errors+w.Errors, t.Failed+w.Failed
+			sum.Listeners[name] = t
+		}
+	}
+	return sum, nil
 }
 
 // Window is what one listener counted in a measurement's window.
@@ -196,8 +245,10 @@ type Store interface {
 	CompareAndSwap(ctx context.Context, expected Revision, s state.State, e Entry) (Revision, Entry, error)
 	// Record appends an entry that changed no state (a refused operation).
 	Record(ctx context.Context, e Entry) (Entry, error)
-	// Measure attaches m to the entry with the given ID. An entry's
-	// measurement is set once; other fields never change.
+	// Measure attaches m to the entry with the given ID, as
+	// Measurement.Add does: once, or once per node in cluster mode (the
+	// entry then holds each node's figures and their sum). Other fields
+	// never change.
 	Measure(ctx context.Context, id uint64, m Measurement) error
 	// Entry returns the entry with the given ID, or ErrNotFound.
 	Entry(ctx context.Context, id uint64) (Entry, error)

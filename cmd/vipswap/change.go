@@ -163,8 +163,12 @@ func describeMeasurement(m *api.Measurement) string {
 		return fmt.Sprintf("%s during the switch, %s failed, drained in %.1f s", plural(int64(m.Served), "request"), thousands(m.Failed), m.DrainedSeconds)
 	}
 	prod := m.Listeners["prod"]
-	return fmt.Sprintf("%s on prod in the %.1f s around the switch, %s failed, %s; drained in %.1f s",
-		plural(int64(prod.Requests), "request"), m.WindowSeconds, thousands(prod.Failed), plural(int64(prod.Errors), "error"), m.DrainedSeconds)
+	nodes := ""
+	if len(m.Nodes) > 0 {
+		nodes = " over " + plural(int64(len(m.Nodes)), "node") + " so far"
+	}
+	return fmt.Sprintf("%s on prod%s in the %.1f s around the switch, %s failed, %s; drained in %.1f s",
+		plural(int64(prod.Requests), "request"), nodes, m.WindowSeconds, thousands(prod.Failed), plural(int64(prod.Errors), "error"), m.DrainedSeconds)
 }
 
 // waitMeasured waits until the history entry of res carries its measurement,

@@ -20,6 +20,7 @@ import (
 	"github.com/vipswap/vipswap/internal/etcdtest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 // clusterConfig is testConfig with the state in etcd under prefix, and
@@ -390,7 +391,21 @@ func TestRegisteredInstances(t *testing.T) {
 	killedReg := register(killed)
 	stopped := vstest.StartApp(t, "blue", "127.0.0.1:0")
 	stoppedReg := register(stopped)
+	// Registrations that are no instance's address are ignored.
+	kv, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	for _, junk := range []string{"not-an-address", "127.0.0.1:0", "127.0.0.1:99999", ":8080"} {
+		if _, err := kv.Put(ctx, "/reg/instances/blue/"+junk, "x"); err != nil {
+			t.Fatal(err)
+		}
+	}
 	members(3)
+	if !strings.Contains(nodes[0].Output(), "ignoring registered instances") {
+		t.Fatalf("no warning about the junk registrations:\n%s", nodes[0].Output())
+	}
 
 	var loads []*vstest.Load
 	for _, sw := range nodes {
@@ -488,4 +503,121 @@ func BenchmarkClusterSwapPropagation(b *testing.B) {
 	b.StopTimer()
 	b.ReportMetric(float64(lags[len(lags)/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(lags[len(lags)*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// TestClusterStoreRepairs (issue 13, from the attack on it): each node
+// measures its own share of a swap and the history entry sums them; a
+// state no node's configuration fits (written to etcd by hand) is not
+// applied, shows in status and refuses changes, and nothing moves; etcd
+// recreated empty (revisions start again) gets the state the nodes served
+// written back, and the nodes follow its lower revisions from then on.
+func TestClusterStoreRepairs(t *testing.T) {
+	t.Parallel()
+	etcd := etcdtest.Start(t)
+	_, addrs := startStatic(t, 1)
+	slots := staticSlots(addrs) + "measure:\n  before: 1s\n  after: 1s\n"
+	nodes, _ := startCluster(t, etcd, "/repair/", slots, 2)
+	ctx := context.Background()
+	var loads []*vstest.Load
+	for _, sw := range nodes {
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 10, time.Minute))
+	}
+	waitServed(t, loads[1], 100)
+
+	// Each node's measurement, and their sum.
+	res, err := nodes[0].Client.Swap(ctx, api.ChangeRequest{})
+	if err != nil || !res.Applied {
+		t.Fatalf("swap: %+v, %v", res, err)
+	}
+	var m *api.Measurement
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		e, err := nodes[1].Client.Entry(ctx, res.HistoryID)
+		if err != nil {
+			return err
+		}
+		if m = e.Measurement; m == nil || len(m.Nodes) != 2 {
+			return fmt.Errorf("measurement %+v: want both nodes' figures", m)
+		}
+		return nil
+	})
+	var served, failed uint64
+	for name, n := range m.Nodes {
+		if n.Served == 0 || !n.Complete {
+			t.Errorf("node %s measured %+v: want its own traffic, complete", name, n)
+		}
+		served, failed = served+n.Served, failed+n.Failed
+	}
+	if m.Served != served || m.Failed != failed || m.Failed != 0 {
+		t.Fatalf("sum %d served %d failed; nodes' figures add up to %d, %d (want 0 failed)", m.Served, m.Failed, served, failed)
+	}
+	if code, out := cli(t, nodes[0], "history"); code != 0 || !strings.Contains(out, "over 2 nodes") {
+		t.Fatalf("history: exit %d\n%s", code, out)
+	}
+
+	// A state that fits no node's configuration.
+	cli3, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli3.Close()
+	if _, err := cli3.Put(ctx, "/repair/state", `{"active":"purple","standby":"blue"}`); err != nil {
+		t.Fatal(err)
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		for i, sw := range nodes {
+			st, err := sw.Client.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if st.Store.NotApplied == nil || !strings.Contains(st.Store.NotApplied.Error, "purple") || st.Active != "green" {
+				return fmt.Errorf("node %d: active %s, store %+v; want green in force and the purple state not applied", i, st.Active, st.Store)
+			}
+		}
+		return nil
+	})
+	if code, out := cli(t, nodes[1], "status"); code != 0 || !strings.Contains(out, "NOT APPLIED") {
+		t.Fatalf("status with a state that does not fit: exit %d\n%s", code, out)
+	}
+	_, err = nodes[0].Client.Swap(ctx, api.ChangeRequest{})
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusConflict || !strings.Contains(err.Error(), "does not fit this node's configuration") {
+		t.Fatalf("a swap while the store holds a state that does not fit: %v; want a 409 saying so", err)
+	}
+	if got, _ := cli3.Get(ctx, "/repair/state"); len(got.Kvs) != 1 || !strings.Contains(string(got.Kvs[0].Value), "purple") {
+		t.Fatalf("the refused swap changed the stored state: %s", got.Kvs)
+	}
+
+	// etcd recreated empty: a node writes back what it served; both
+	// follow the new, lower revisions.
+	etcd.Recreate(t)
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		for i, sw := range nodes {
+			st, err := sw.Client.Status(ctx)
+			if err != nil {
+				return err
+			}
+			if !st.Store.Reachable || st.Store.NotApplied != nil || st.Revision > 100 {
+				return fmt.Errorf("node %d: revision %d, store %+v", i, st.Revision, st.Store)
+			}
+		}
+		return nil
+	})
+	if res, err := nodes[1].Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied || res.To != "blue" {
+		t.Fatalf("a swap on the recreated etcd: %+v, %v", res, err)
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if a := nodes[0].Active(t); a != "blue" {
+			return fmt.Errorf("node 0 active %s after node 1 swapped on the recreated etcd", a)
+		}
+		return nil
+	})
+	if !strings.Contains(nodes[0].Output()+nodes[1].Output(), "wrote back the one in force") {
+		t.Fatal("no node said it wrote the state back")
+	}
+	for i, l := range loads {
+		res := l.Stop()
+		if res.Failed != 0 {
+			t.Errorf("node %d: %d ok, %d failed; want 0 failed", i, res.OK, res.Failed)
+		}
+	}
 }

@@ -238,7 +238,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Slots:     slotsOf(cfg, rt.groups),
 		Active:    cfg.Active,
 		Store:     st,
-		LastSeen:  st.lastSeen(),
+		LocalCopy: st.localCopy(),
 		Node:      node,
 		Leading:   leading,
 		Health:    healthConfig(cfg, log),

@@ -131,6 +131,14 @@ func printStatus(w io.Writer, s api.Status) {
 		}
 		fmt.Fprintf(w, "  %s: changes are refused (%s)\n", what, printable(s.Store.Error))
 	}
+	if n := s.Store.NotApplied; n != nil {
+		which := "an unreadable state"
+		if n.Revision != 0 {
+			which = fmt.Sprintf("revision %d", n.Revision)
+		}
+		fmt.Fprintf(w, "  stored state NOT APPLIED since %s: the store holds %s, which %s; this node serves revision %d and refuses changes until it is repaired (vipswap state import)\n",
+			n.Since.Local().Format(time.TimeOnly), which, printable(n.Error), s.Revision)
+	}
 	for _, l := range s.Listeners {
 		to := l.Slot
 		if len(l.Weights) > 1 {

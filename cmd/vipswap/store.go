@@ -9,9 +9,9 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/vipswap/vipswap/config"
+	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
@@ -102,12 +102,13 @@ func (s *openedStore) lastState(ctx context.Context) state.State {
 	return st
 }
 
-// lastSeen is control.Config.LastSeen in cluster mode.
-func (s *openedStore) lastSeen() func() (state.State, store.Revision, time.Time, error) {
+// localCopy is control.Config.LocalCopy: the etcd store's in cluster
+// mode, nil with the state file.
+func (s *openedStore) localCopy() control.LocalCopy {
 	if s.etcd == nil {
 		return nil
 	}
-	return s.etcd.LastSeen
+	return s.etcd
 }
 
 // nodeName names this vipswap in a cluster's status: host name and admin

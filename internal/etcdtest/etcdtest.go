@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -68,6 +69,18 @@ func (e *Etcd) Kill(t testing.TB) {
 	t.Helper()
 	e.proc.Signal(t, 9)
 	e.proc.Wait(t, 10*time.Second)
+}
+
+// Recreate kills the server and starts it again on the same ports with
+// an empty data directory: what an operator who lost etcd's data, or
+// restored an older backup, hands the nodes (its revisions start again).
+func (e *Etcd) Recreate(t testing.TB) {
+	t.Helper()
+	e.Kill(t)
+	if err := os.RemoveAll(e.dir); err != nil {
+		t.Fatal(err)
+	}
+	e.Start(t)
 }
 
 // Addr is the endpoint's host:port.

@@ -302,10 +302,11 @@ func (s *Store) Measure(ctx context.Context, id uint64, m store.Measurement) err
 		if err != nil {
 			return err
 		}
-		if e.Measurement != nil {
-			return fmt.Errorf("history entry %d is already measured", id)
+		sum, err := e.Measurement.Add(m)
+		if err != nil {
+			return fmt.Errorf("history entry %d is %w", id, err)
 		}
-		e.Measurement = &m
+		e.Measurement = &sum
 		raw, err := json.Marshal(e)
 		if err != nil {
 			return err

@@ -129,7 +129,7 @@ func (s *Store) call(ctx context.Context, f func(ctx context.Context) error) err
 	ctx, cancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
 	defer cancel()
 	err := f(ctx)
-	if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) || errors.Is(err, errDecided) {
+	if err == nil || errors.Is(err, store.ErrConflict) || errors.Is(err, store.ErrNotFound) || errors.As(err, new(*decidedError)) {
 		return err
 	}
 	if ctx.Err() != nil || isUnavailable(err) {
@@ -138,8 +138,16 @@ func (s *Store) call(ctx context.Context, f func(ctx context.Context) error) err
 	return fmt.Errorf("%s: %w", s.Describe(), err)
 }
 
-// errDecided marks an error that is a decision, not a failure to reach etcd.
-var errDecided = errors.New("decided")
+// decidedError is an answer etcd gave that vipswap refuses (a damaged
+// key, a second measurement), not a failure to reach etcd.
+type decidedError struct{ msg string }
+
+func (e *decidedError) Error() string { return e.msg }
+
+// decided returns a *decidedError.
+func decided(format string, args ...any) error {
+	return &decidedError{msg: fmt.Sprintf(format, args...)}
+}
 
 func isUnavailable(err error) bool {
 	msg := err.Error()
@@ -165,9 +173,6 @@ func (s *Store) Load(ctx context.Context) (st state.State, rev store.Revision, e
 		rev = store.Revision(resp.Kvs[0].ModRevision)
 		return err
 	})
-	if err == nil {
-		s.keep(st, rev)
-	}
 	return st, rev, err
 }
 
@@ -179,15 +184,17 @@ type localCopy struct {
 	Saved    time.Time      `json:"saved"`
 }
 
-// keep writes st to the local copy, if there is one and st is newer than
-// what it holds. A failure is not the caller's: the copy is a fallback.
-func (s *Store) keep(st state.State, rev store.Revision) {
+// Keep writes st at rev to the local copy, if there is one, unless it
+// holds that revision already. The controller calls it with each state it
+// puts in force (never one it refused). A failure is not the caller's: the
+// copy is a fallback; LastSeen then returns the one before.
+func (s *Store) Keep(st state.State, rev store.Revision) {
 	if s.opts.LocalCopy == "" {
 		return
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if rev <= s.copied {
+	if rev == s.copied {
 		return
 	}
 	raw, err := json.MarshalIndent(localCopy{Store: s.Describe(), Revision: rev, State: st, Saved: time.Now().UTC()}, "", "  ")
@@ -229,7 +236,7 @@ func (s *Store) LastSeen() (state.State, store.Revision, time.Time, error) {
 func (s *Store) decodeState(raw []byte) (state.State, error) {
 	var st state.State
 	if err := json.Unmarshal(raw, &st); err != nil {
-		return st, fmt.Errorf("%w: key %s is unreadable: %v", errDecided, s.stateKey(), err)
+		return st, decided("key %s is unreadable (repair it with vipswap state import): %v", s.stateKey(), err)
 	}
 	return st, nil
 }
@@ -268,7 +275,6 @@ func (s *Store) CompareAndSwap(ctx context.Context, expected store.Revision, st 
 	if err != nil {
 		return 0, store.Entry{}, err
 	}
-	s.keep(st, e.Revision)
 	return e.Revision, e, nil
 }
 
@@ -310,6 +316,9 @@ func (s *Store) appendEntry(ctx context.Context, e store.Entry, c change) (store
 			return e, err
 		}
 		id := seq + 1
+		if id == 0 {
+			return e, decided("key %s is at the largest history ID: repair it with vipswap state import", s.seqKey())
+		}
 		rec := stored{Entry: e, SetsState: len(c.ops) > 0}
 		rec.ID = id
 		raw, err := json.Marshal(rec)
@@ -320,12 +329,18 @@ func (s *Store) appendEntry(ctx context.Context, e store.Entry, c change) (store
 		if err != nil {
 			return e, err
 		}
-		cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(s.seqKey()), "=", seqRev)}, c.cmps...)
+		// The entry's key must be new: a counter set back (a restore of
+		// part of the prefix, a hand edit) must not overwrite history.
+		cmps := append([]clientv3.Cmp{
+			clientv3.Compare(clientv3.ModRevision(s.seqKey()), "=", seqRev),
+			clientv3.Compare(clientv3.CreateRevision(s.histKey(id)), "=", 0),
+		}, c.cmps...)
+		elseOps := append(slices.Clone(c.elseOps), clientv3.OpGet(s.histKey(id), clientv3.WithKeysOnly()))
 		ops := append(slices.Clone(c.ops), prune...)
 		ops = append(ops,
 			clientv3.OpPut(s.seqKey(), strconv.FormatUint(id, 10)),
 			clientv3.OpPut(s.histKey(id), string(raw)))
-		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(c.elseOps...).Commit()
+		resp, err := s.cli.Txn(ctx).If(cmps...).Then(ops...).Else(elseOps...).Commit()
 		if err != nil {
 			return e, err
 		}
@@ -341,6 +356,9 @@ func (s *Store) appendEntry(ctx context.Context, e store.Entry, c change) (store
 				return e, err
 			}
 		}
+		if len(resp.Responses[len(resp.Responses)-1].GetResponseRange().Kvs) > 0 {
+			return e, decided("history key %s exists though counter %s says %d: the counter was set back; repair the prefix with vipswap state import", s.histKey(id), s.seqKey(), seq)
+		}
 	}
 	return e, fmt.Errorf("history counter %s kept changing over %d attempts", s.seqKey(), maxAttempts)
 }
@@ -354,7 +372,7 @@ func (s *Store) seq(ctx context.Context) (uint64, int64, error) {
 	}
 	n, err := strconv.ParseUint(string(resp.Kvs[0].Value), 10, 64)
 	if err != nil {
-		return 0, 0, fmt.Errorf("%w: key %s holds %q, not a number", errDecided, s.seqKey(), resp.Kvs[0].Value)
+		return 0, 0, decided("key %s holds %q, not a number (repair it with vipswap state import)", s.seqKey(), resp.Kvs[0].Value)
 	}
 	return n, resp.Kvs[0].ModRevision, nil
 }
@@ -386,7 +404,7 @@ func (s *Store) pruneOps(ctx context.Context, newest uint64) ([]clientv3.Op, err
 	for _, kv := range resp.Kvs {
 		id, err := strconv.ParseUint(strings.TrimPrefix(string(kv.Key), s.histPrefix()), 10, 64)
 		if err != nil {
-			break
+			continue // not an entry's key: deleted with the entries around it
 		}
 		old := keep.MaxEntries > 0 && newest-id >= uint64(keep.MaxEntries)
 		if !old && !cutoff.IsZero() {
@@ -412,10 +430,11 @@ func (s *Store) Measure(ctx context.Context, id uint64, m store.Measurement) err
 			if err != nil {
 				return err
 			}
-			if e.Measurement != nil {
-				return fmt.Errorf("%w: history entry %d is already measured", errDecided, id)
+			sum, err := e.Measurement.Add(m)
+			if err != nil {
+				return decided("history entry %d is %v", id, err)
 			}
-			e.Measurement = &m
+			e.Measurement = &sum
 			rec := stored{Entry: e, SetsState: e.Revision != 0}
 			rec.Revision = 0
 			raw, err := json.Marshal(rec)
@@ -456,7 +475,7 @@ func (s *Store) entry(ctx context.Context, id uint64) (store.Entry, int64, error
 func (s *Store) decodeEntry(kv *mvccpb.KeyValue) (store.Entry, error) {
 	var rec stored
 	if err := json.Unmarshal(kv.Value, &rec); err != nil {
-		return rec.Entry, fmt.Errorf("%w: key %s is unreadable: %v", errDecided, kv.Key, err)
+		return rec.Entry, decided("key %s is unreadable: %v", kv.Key, err)
 	}
 	if rec.SetsState {
 		rec.Revision = store.Revision(kv.CreateRevision)
@@ -488,7 +507,10 @@ func (s *Store) HistoryBefore(ctx context.Context, before uint64, limit int) (ou
 		for _, kv := range resp.Kvs {
 			e, err := s.decodeEntry(kv)
 			if err != nil {
-				return err
+				// One damaged entry must not hide the history: it shows
+				// as what it is.
+				id, _ := strconv.ParseUint(strings.TrimPrefix(string(kv.Key), s.histPrefix()), 10, 64)
+				e = store.Entry{ID: id, Operation: "unreadable", Result: store.Refused, Error: err.Error()}
 			}
 			out = append(out, e)
 		}
@@ -554,7 +576,6 @@ func (s *Store) watch(ctx context.Context, ch chan store.Event) {
 				if err != nil {
 					continue
 				}
-				s.keep(st, store.Revision(ev.Kv.ModRevision))
 				send(store.Event{Revision: store.Revision(ev.Kv.ModRevision), State: st})
 				from = ev.Kv.ModRevision + 1
 			}

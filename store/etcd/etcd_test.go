@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -78,5 +79,73 @@ func TestUnreachable(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("the watch saw nothing after etcd came back")
+	}
+}
+
+// TestDamagedKeys: keys edited by hand or restored in part are refused
+// with an error naming the key, never overwrite history, and one damaged
+// history entry does not hide the others.
+func TestDamagedKeys(t *testing.T) {
+	srv := etcdtest.Start(t)
+	s := open(t, srv, store.Retention{MaxEntries: 10})
+	defer s.Close()
+	ctx := context.Background()
+	blue, green := state.State{Active: "blue", Standby: "green"}, state.State{Active: "green", Standby: "blue"}
+	rev, _, err := s.CompareAndSwap(ctx, 0, blue, store.Entry{Operation: "seed", Result: store.Applied})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rev, _, err = s.CompareAndSwap(ctx, rev, green, store.Entry{Operation: "swap", Result: store.Applied}); err != nil {
+		t.Fatal(err)
+	}
+	kv := s.Client()
+
+	// The history counter set back: the next change must not overwrite
+	// entry 1.
+	if _, err := kv.Put(ctx, s.Prefix()+"seq", "0"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.CompareAndSwap(ctx, rev, blue, store.Entry{Operation: "swap", Result: store.Applied})
+	if err == nil || !strings.Contains(err.Error(), "counter") || errors.Is(err, store.ErrUnavailable) || strings.Contains(err.Error(), "decided") {
+		t.Fatalf("a change with the counter set back: %v; want a refusal naming the counter", err)
+	}
+	if e, err := s.Entry(ctx, 1); err != nil || e.Operation != "seed" {
+		t.Fatalf("entry 1 after the refused change: %+v, %v; want the seed, untouched", e, err)
+	}
+	if st, got, err := s.Load(ctx); err != nil || got != rev || st.Active != "green" {
+		t.Fatalf("state after the refused change: %+v at %d, %v", st, got, err)
+	}
+	if _, err := kv.Put(ctx, s.Prefix()+"seq", "not a number"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Record(ctx, store.Entry{Operation: "swap", Result: store.Refused}); err == nil || !strings.Contains(err.Error(), s.Prefix()+"seq") {
+		t.Fatalf("recording with an unreadable counter: %v; want an error naming the key", err)
+	}
+	if _, err := kv.Put(ctx, s.Prefix()+"seq", "2"); err != nil {
+		t.Fatal(err)
+	}
+
+	// One unreadable history entry, and a key that is no entry's.
+	if _, err := kv.Put(ctx, fmt.Sprintf("%shistory/%020d", s.Prefix(), 1), "{garbage"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, s.Prefix()+"history/zzz", "x"); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.History(ctx, 0)
+	if err != nil || len(h) != 3 || h[1].Operation != "swap" || h[2].Operation != "unreadable" || h[2].ID != 1 {
+		t.Fatalf("history with a damaged entry: %+v, %v; want every entry, the damaged one shown as unreadable", h, err)
+	}
+	if _, _, err := s.CompareAndSwap(ctx, rev, blue, store.Entry{Operation: "swap", Result: store.Applied}); err != nil {
+		t.Fatalf("a change beside damaged history keys: %v", err)
+	}
+
+	// An unreadable state: an answer, not unreachability.
+	if _, err := kv.Put(ctx, s.Prefix()+"state", "{"); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = s.Load(ctx)
+	if err == nil || errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), s.Prefix()+"state") || strings.Contains(err.Error(), "decided") {
+		t.Fatalf("Load of an unreadable state: %v; want an error naming the key", err)
 	}
 }

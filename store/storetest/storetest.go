@@ -122,6 +122,42 @@ func Run(t *testing.T, openWith func(t *testing.T, r store.Retention) store.Stor
 		}
 	})
 
+	t.Run("each node's measurement is kept and summed", func(t *testing.T) {
+		s := open(t)
+		defer s.Close()
+		_, e, _ := s.CompareAndSwap(ctx, 0, blue, swap)
+		start := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+		a := store.Measurement{Node: "a", Served: 100, Failed: 1, Drained: time.Second, Complete: true, Start: start, End: start.Add(10 * time.Second),
+			Listeners: map[string]store.Window{"prod": {Requests: 100, Errors: 2, Failed: 1}}}
+		b := store.Measurement{Node: "b", Served: 50, Drained: 3 * time.Second, Complete: false, Start: start.Add(-time.Second), End: start.Add(8 * time.Second),
+			Listeners: map[string]store.Window{"prod": {Requests: 50}, "stage": {Requests: 7}}}
+		for _, m := range []store.Measurement{a, b} {
+			if err := s.Measure(ctx, e.ID, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := s.Measure(ctx, e.ID, a); err == nil {
+			t.Fatal("a node's second measurement was accepted")
+		}
+		if err := s.Measure(ctx, e.ID, store.Measurement{Served: 1}); err == nil {
+			t.Fatal("a measurement without a node was accepted on a cluster's entry")
+		}
+		got, err := s.Entry(ctx, e.ID)
+		if err != nil || got.Measurement == nil {
+			t.Fatal(got, err)
+		}
+		m := *got.Measurement
+		want := store.Measurement{Served: 150, Failed: 1, Drained: 3 * time.Second, Complete: false, Start: start.Add(-time.Second), End: start.Add(10 * time.Second),
+			Listeners: map[string]store.Window{"prod": {Requests: 150, Errors: 2, Failed: 1}, "stage": {Requests: 7}}}
+		if len(m.Nodes) != 2 || !reflect.DeepEqual(m.Nodes[0], a) || !reflect.DeepEqual(m.Nodes[1], b) {
+			t.Fatalf("nodes %+v, want a then b as measured", m.Nodes)
+		}
+		m.Nodes = nil
+		if !reflect.DeepEqual(m, want) {
+			t.Fatalf("sum %+v, want %+v", m, want)
+		}
+	})
+
 	t.Run("history limit returns the newest", func(t *testing.T) {
 		s := open(t)
 		defer s.Close()
