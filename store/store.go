@@ -221,6 +221,37 @@ type Dump struct {
 	History []Entry `json:"history"`
 }
 
+// Check reports whether d can be imported: a known format, a state
+// with an active and a standby slot at a revision, and history entries in
+// ascending ID order, none from a later revision than the state's.
+func (d Dump) Check() error {
+	if d.Format != DumpFormat {
+		return fmt.Errorf("unknown format %q (want %q)", d.Format, DumpFormat)
+	}
+	if d.State == nil {
+		return errors.New("it holds no state")
+	}
+	if err := d.State.Validate(); err != nil {
+		return fmt.Errorf("the state is not one vipswap can serve: %w", err)
+	}
+	if d.Revision == 0 {
+		return errors.New("the state has no revision")
+	}
+	var last uint64
+	for i, e := range d.History {
+		switch {
+		case e.ID <= last:
+			return fmt.Errorf("history[%d]: id %d does not follow id %d", i, e.ID, last)
+		case e.Result != Applied && e.Result != Refused:
+			return fmt.Errorf("history[%d] (id %d): result %q is neither %q nor %q", i, e.ID, e.Result, Applied, Refused)
+		case e.Revision > d.Revision:
+			return fmt.Errorf("history[%d] (id %d): revision %d is later than the state's %d", i, e.ID, e.Revision, d.Revision)
+		}
+		last = e.ID
+	}
+	return nil
+}
+
 // DumpFormat is the Format of a Dump.
 const DumpFormat = "vipswap-state/1"
 

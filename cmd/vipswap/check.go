@@ -49,6 +49,14 @@ func checkConfig(w io.Writer, path string) error {
 		slots = append(slots, fmt.Sprintf("%s (%d %s)", name, n, kind))
 	}
 	fmt.Fprintf(w, "%s: valid\n  listeners: prod %s, stage %s; admin %s\n  slots: %s\n  state: %s\n",
-		path, cfg.Listeners.Prod, cfg.Listeners.Stage, cfg.Admin.Listen, strings.Join(slots, ", "), cfg.State.Path)
+		path, cfg.Listeners.Prod, cfg.Listeners.Stage, cfg.Admin.Listen, strings.Join(slots, ", "), stateWhere(cfg))
 	return nil
+}
+
+// stateWhere says where the configuration keeps the state.
+func stateWhere(cfg *config.Config) string {
+	if e := cfg.State.Etcd; e != nil {
+		return fmt.Sprintf("etcd %s, prefix %s (local copy %s)", strings.Join(e.Endpoints, ","), e.Prefix, e.LocalCopy)
+	}
+	return cfg.State.Path
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -619,5 +620,81 @@ func TestClusterStoreRepairs(t *testing.T) {
 		if res.Failed != 0 {
 			t.Errorf("node %d: %d ok, %d failed; want 0 failed", i, res.OK, res.Failed)
 		}
+	}
+}
+
+// TestEtcdStateCommands: vipswap state check, export and import work on
+// the etcd prefix with the nodes running: check names a damaged key and
+// exits 1, import --replace of an export (or of a node's local copy)
+// repairs it, and the running node follows the imported state.
+func TestEtcdStateCommands(t *testing.T) {
+	t.Parallel()
+	etcd := etcdtest.Start(t)
+	_, addrs := startStatic(t, 1)
+	nodes, dirs := startCluster(t, etcd, "/cmds/", staticSlots(addrs), 1)
+	sw, cfg := nodes[0], filepath.Join(dirs[0], "vipswap.yaml")
+	ctx := context.Background()
+	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
+		t.Fatalf("swap: %+v, %v", res, err)
+	}
+	if code, out := runCmd(t, "state", "check", "-c", cfg); code != 0 || !strings.Contains(out, "/cmds/: sound") || !strings.Contains(out, "active green") {
+		t.Fatalf("state check: exit %d\n%s", code, out)
+	}
+	code, exported := runCmd(t, "state", "export", "-c", cfg)
+	if code != 0 || !strings.Contains(exported, `"active": "green"`) {
+		t.Fatalf("state export: exit %d\n%s", code, exported)
+	}
+	backup := filepath.Join(t.TempDir(), "backup.json")
+	os.WriteFile(backup, []byte(exported), 0o600)
+	if code, out := runCmd(t, "state", "import", "-c", cfg, "--from", backup); code != 1 || !strings.Contains(out, "pass --replace") {
+		t.Fatalf("import over a state without --replace: exit %d\n%s", code, out)
+	}
+
+	// Damage: the state key and the counter.
+	kv, err := clientv3.New(clientv3.Config{Endpoints: []string{etcd.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kv.Close()
+	kv.Put(ctx, "/cmds/state", "{not json")
+	kv.Put(ctx, "/cmds/seq", "x")
+	code, out := runCmd(t, "state", "check", "-c", cfg)
+	if code != 1 || !strings.Contains(out, "DAMAGED") || !strings.Contains(out, "/cmds/state is unreadable") || !strings.Contains(out, "/cmds/seq holds") {
+		t.Fatalf("state check of damaged keys: exit %d\n%s", code, out)
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		st, err := sw.Client.Status(ctx)
+		if err != nil || st.Store.NotApplied == nil || st.Active != "green" {
+			return fmt.Errorf("status with an unreadable state: %+v, %v; want green served and the state not applied", st, err)
+		}
+		return nil
+	})
+
+	// Repair from the node's local copy, then from the export.
+	if code, out := runCmd(t, "state", "import", "-c", cfg, "--replace", "--from", filepath.Join(dirs[0], "copy.json")); code != 0 || !strings.Contains(out, "active green") {
+		t.Fatalf("import of the local copy: exit %d\n%s", code, out)
+	}
+	if code, out := runCmd(t, "state", "check", "-c", cfg); code != 0 {
+		t.Fatalf("state check after the import: exit %d\n%s", code, out)
+	}
+	blue := strings.Replace(exported, `"active": "green"`, `"active": "blue"`, 1)
+	blue = strings.Replace(blue, `"standby": "blue"`, `"standby": "green"`, 1)
+	os.WriteFile(backup, []byte(blue), 0o600)
+	if code, out := runCmd(t, "state", "import", "-c", cfg, "--replace", "--from", backup); code != 0 {
+		t.Fatalf("import --replace: exit %d\n%s", code, out)
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		st, err := sw.Client.Status(ctx)
+		if err != nil || st.Store.NotApplied != nil || st.Active != "blue" {
+			return fmt.Errorf("after the import: %+v, %v; want blue in force", st, err)
+		}
+		return nil
+	})
+	h, err := sw.Client.History(ctx, 1)
+	if err != nil || len(h) != 1 || h[0].Operation != "import" {
+		t.Fatalf("newest history entry after the import: %+v, %v", h, err)
+	}
+	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || res.To != "green" {
+		t.Fatalf("a swap after the repair: %+v, %v", res, err)
 	}
 }

@@ -263,7 +263,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		Logger: log,
 	})
 	if err != nil {
-		return fmt.Errorf("%s: %w", cfg.State.Path, err)
+		return fmt.Errorf("%s: %w", st.where(cfg), err)
 	}
 	cleanups = append(cleanups, ctrl.Close)
 	if st.etcd != nil {

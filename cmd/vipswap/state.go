@@ -2,10 +2,12 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -17,6 +19,7 @@ import (
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
+	"github.com/vipswap/vipswap/store/etcd"
 )
 
 const stateLong = `Works on the state file with vipswap stopped (a running vipswap holds it):
@@ -28,7 +31,14 @@ const stateLong = `Works on the state file with vipswap stopped (a running vipsw
            file is kept beside it
 
 The state file is state.path of the configuration (-c, default ./vipswap.yaml),
-or --file.`
+or --file.
+
+With state.etcd in the configuration, check, export and import work on the
+etcd prefix instead, with the nodes running: check reports damaged keys,
+export prints what is readable, and import --replace writes a state (and
+history) the nodes then follow, in one transaction for the state. --from
+also takes a node's local copy (state.etcd.local_copy), which holds the last
+state that node served.`
 
 func newStateCmd() *cobra.Command {
 	cmd := &cobra.Command{
@@ -67,9 +77,17 @@ func newStateCmd() *cobra.Command {
 		return c, f
 	}
 	check, _ := sub("check", "read the whole state file and report what it holds, or what is damaged",
-		func(c *cobra.Command, path string, _ *config.Config) error { return stateCheck(c.OutOrStdout(), path) })
+		func(c *cobra.Command, path string, cfg *config.Config) error {
+			if inEtcd(cfg) {
+				return etcdCheck(c.Context(), c.OutOrStdout(), cfg)
+			}
+			return stateCheck(c.OutOrStdout(), path)
+		})
 	export, _ := sub("export", "print the state and the history as JSON",
-		func(c *cobra.Command, path string, _ *config.Config) error {
+		func(c *cobra.Command, path string, cfg *config.Config) error {
+			if inEtcd(cfg) {
+				return etcdExport(c.Context(), c.OutOrStdout(), c.ErrOrStderr(), cfg)
+			}
 			d, err := bolt.Export(path)
 			if err != nil {
 				return err
@@ -77,13 +95,24 @@ func newStateCmd() *cobra.Command {
 			return writeJSON(c.OutOrStdout(), d)
 		})
 	var from, active, standby *string
+	var replace *bool
 	imp, _ := sub("import", "create a new state file from the JSON of vipswap state export",
-		func(c *cobra.Command, path string, _ *config.Config) error {
+		func(c *cobra.Command, path string, cfg *config.Config) error {
+			if inEtcd(cfg) {
+				return etcdImport(c.Context(), c.OutOrStdout(), cfg, *from, *replace)
+			}
+			if *replace {
+				return &usageError{msg: "--replace is for state.etcd: a state file is imported into a new file"}
+			}
 			return stateImport(c.OutOrStdout(), path, *from)
 		})
 	from = imp.Flags().String("from", "-", "the JSON of vipswap state export ('-': standard input)")
+	replace = imp.Flags().Bool("replace", false, "with state.etcd: overwrite the state and history under the prefix")
 	repair, _ := sub("repair", "salvage what is readable into a new file in its place",
 		func(c *cobra.Command, path string, cfg *config.Config) error {
+			if inEtcd(cfg) {
+				return errors.New("repair works on a state file; with state.etcd, run vipswap state check, then export, fix the JSON and import --replace")
+			}
 			return stateRepair(c.OutOrStdout(), path, cfg, *active, *standby)
 		})
 	active = repair.Flags().String("active", "", "when the state is unreadable: the slot prod follows")
@@ -142,33 +171,65 @@ func stateCheck(w io.Writer, path string) error {
 }
 
 func stateImport(w io.Writer, path, from string) error {
-	var in io.Reader = os.Stdin
-	if from != "-" {
-		f, err := os.Open(from)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
-	}
-	data, err := io.ReadAll(io.LimitReader(in, 1<<30))
+	d, err := readDump(from, false)
 	if err != nil {
-		return fmt.Errorf("read %s: %w", from, err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	var d store.Dump
-	if err := dec.Decode(&d); err != nil {
-		return fmt.Errorf("import %s: not the JSON of vipswap state export: %w", from, err)
-	}
-	if dec.More() {
-		return fmt.Errorf("import %s: more than one JSON value", from)
+		return err
 	}
 	if err := bolt.Import(path, d); err != nil {
 		return err
 	}
 	fmt.Fprintf(w, "imported into %s: revision %d, active %s, %d history entries\n", path, d.Revision, printable(d.State.Active), len(d.History))
 	return nil
+}
+
+// readDump reads the JSON of vipswap state export from from ('-':
+// standard input); with localCopy, a node's local copy of the state too.
+func readDump(from string, localCopy bool) (store.Dump, error) {
+	var in io.Reader = os.Stdin
+	if from != "-" {
+		f, err := os.Open(from)
+		if err != nil {
+			return store.Dump{}, err
+		}
+		defer f.Close()
+		in = f
+	}
+	data, err := io.ReadAll(io.LimitReader(in, 1<<30))
+	if err != nil {
+		return store.Dump{}, fmt.Errorf("read %s: %w", from, err)
+	}
+	decode := func(v any) error {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v); err != nil {
+			return err
+		}
+		if dec.More() {
+			return errors.New("more than one JSON value")
+		}
+		return nil
+	}
+	var d store.Dump
+	err = decode(&d)
+	if err != nil && localCopy {
+		var c struct {
+			Store    string         `json:"store"`
+			Revision store.Revision `json:"revision"`
+			State    *state.State   `json:"state"`
+			Saved    time.Time      `json:"saved"`
+		}
+		if decode(&c) == nil && c.State != nil {
+			return store.Dump{Format: store.DumpFormat, Revision: max(c.Revision, 1), State: c.State, History: []store.Entry{}}, nil
+		}
+	}
+	if err != nil {
+		what := "the JSON of vipswap state export"
+		if localCopy {
+			what += " or a node's local copy"
+		}
+		return d, fmt.Errorf("import %s: not %s: %w", from, what, err)
+	}
+	return d, nil
 }
 
 func stateRepair(w io.Writer, path string, cfg *config.Config, active, standby string) error {
@@ -211,5 +272,83 @@ func stateRepair(w io.Writer, path string, cfg *config.Config, active, standby s
 	fmt.Fprintf(w, "repaired %s: state %s at revision %d (active %s, standby %s); %d history entries salvaged\n",
 		path, how, r.Revision, printable(r.State.Active), printable(r.State.Standby), r.Salvaged)
 	fmt.Fprintf(w, "the damaged file is kept at %s\n", r.Aside)
+	return nil
+}
+
+// inEtcd reports whether the configuration keeps the state in etcd.
+func inEtcd(cfg *config.Config) bool { return cfg != nil && cfg.State.Etcd != nil }
+
+// etcdOf opens the etcd store the configuration names.
+func etcdOf(cfg *config.Config) (*etcd.Store, error) {
+	st, err := openStore(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	return st.etcd, nil
+}
+
+func etcdCheck(ctx context.Context, w io.Writer, cfg *config.Config) error {
+	s, err := etcdOf(cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	r, err := s.Check(ctx)
+	if err != nil {
+		return err
+	}
+	verdict := "sound"
+	if len(r.Problems) > 0 {
+		verdict = "DAMAGED"
+	}
+	fmt.Fprintf(w, "%s: %s\n", r.Store, verdict)
+	if st := r.State; st != nil {
+		fmt.Fprintf(w, "  state: revision %d, active %s, standby %s\n", r.Revision, printable(st.Active), printable(st.Standby))
+	} else if len(r.Problems) == 0 {
+		fmt.Fprintln(w, "  state: none yet (the first node seeds it from its configuration's active slot)")
+	}
+	if r.Entries > 0 {
+		fmt.Fprintf(w, "  history: %d readable entries, ids %d to %d; counter at %d\n", r.Entries, r.FirstID, r.LastID, r.Seq)
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(w, "  problem: %s\n", printable(p))
+	}
+	if len(r.Problems) > 0 {
+		return errors.New("the etcd prefix is damaged: export what is readable (vipswap state export), fix it, and import it with vipswap state import --replace; a node's local copy holds the last state it served")
+	}
+	return nil
+}
+
+func etcdExport(ctx context.Context, w, warn io.Writer, cfg *config.Config) error {
+	s, err := etcdOf(cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	r, err := s.Check(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range r.Problems {
+		fmt.Fprintf(warn, "left out: %s\n", printable(p))
+	}
+	return writeJSON(w, r.Dump)
+}
+
+func etcdImport(ctx context.Context, w io.Writer, cfg *config.Config, from string, replace bool) error {
+	d, err := readDump(from, true)
+	if err != nil {
+		return err
+	}
+	s, err := etcdOf(cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	rev, err := s.Import(ctx, d, replace, "vipswap state import --from "+from)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "imported into %s: revision %d, active %s, %d history entries and the import's\n", s.Describe(), rev, printable(d.State.Active), len(d.History))
 	return nil
 }

@@ -111,6 +111,15 @@ func (s *openedStore) localCopy() control.LocalCopy {
 	return s.etcd
 }
 
+// where names the store in messages: the state file, or etcd and the
+// prefix.
+func (s *openedStore) where(cfg *config.Config) string {
+	if s.etcd != nil {
+		return s.etcd.Describe()
+	}
+	return cfg.State.Path
+}
+
 // nodeName names this vipswap in a cluster's status: host name and admin
 // address, unique even for several nodes on one machine.
 func nodeName(admin string) string {

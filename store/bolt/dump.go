@@ -40,42 +40,11 @@ func dumpOf(c contents) store.Dump {
 	return d
 }
 
-// CheckDump reports whether d can be imported: a known format, a state
-// with an active and a standby slot at a revision, and history entries in
-// ascending ID order, none from a later revision than the state's.
-func CheckDump(d store.Dump) error {
-	if d.Format != store.DumpFormat {
-		return fmt.Errorf("unknown format %q (want %q)", d.Format, store.DumpFormat)
-	}
-	if d.State == nil {
-		return errors.New("it holds no state")
-	}
-	if err := d.State.Validate(); err != nil {
-		return fmt.Errorf("the state is not one vipswap can serve: %w", err)
-	}
-	if d.Revision == 0 {
-		return errors.New("the state has no revision")
-	}
-	var last uint64
-	for i, e := range d.History {
-		switch {
-		case e.ID <= last:
-			return fmt.Errorf("history[%d]: id %d does not follow id %d", i, e.ID, last)
-		case e.Result != store.Applied && e.Result != store.Refused:
-			return fmt.Errorf("history[%d] (id %d): result %q is neither %q nor %q", i, e.ID, e.Result, store.Applied, store.Refused)
-		case e.Revision > d.Revision:
-			return fmt.Errorf("history[%d] (id %d): revision %d is later than the state's %d", i, e.ID, e.Revision, d.Revision)
-		}
-		last = e.ID
-	}
-	return nil
-}
-
 // Import creates a new state file at path holding d; it never replaces an
 // existing file. The file is written whole under a temporary name and
 // linked into place.
 func Import(path string, d store.Dump) error {
-	if err := CheckDump(d); err != nil {
+	if err := d.Check(); err != nil {
 		return fmt.Errorf("import: %w", err)
 	}
 	found, err := exists(path)
@@ -223,7 +192,7 @@ func Repair(path string, rebuild *state.State, now time.Time) (Repaired, error) 
 		ID: nextID, Time: now.UTC(), Actor: "local", Operation: "repair", To: d.State.Active,
 		Reason: reason, Result: store.Applied, Revision: d.Revision,
 	})
-	if err := CheckDump(d); err != nil {
+	if err := d.Check(); err != nil {
 		return r, fmt.Errorf("repair %s: the salvaged content is inconsistent: %w", path, err)
 	}
 	tmp, err := write(path, d)
