@@ -35,6 +35,9 @@ type Config struct {
 	Affinity Affinity `yaml:"affinity"`
 	// Routes send matching prod requests to a named slot, before weights.
 	Routes []Route `yaml:"routes"`
+	// HAProxy, when set, makes vipswap drive a running HAProxy through its
+	// runtime API, beside its own listeners.
+	HAProxy *HAProxy `yaml:"haproxy"`
 	// Slots are the groups of instances, by name.
 	Slots map[string]Slot `yaml:"slots"`
 	// Active seeds the active slot when the store holds no state yet. Empty
@@ -385,4 +388,33 @@ func (l Log) SlogLevel() (slog.Level, error) {
 		return slog.LevelError, nil
 	}
 	return 0, fmt.Errorf("want debug, info, warn or error, got %q", l.Level)
+}
+
+// HAProxy is a running HAProxy vipswap drives (see docs/haproxy.md).
+type HAProxy struct {
+	// Socket is its runtime API: the path of a unix "stats socket ...
+	// level admin", or host:port of a TCP one on loopback. A relative path
+	// is relative to the configuration file's directory.
+	Socket string `yaml:"socket"`
+	// Maps are the map files the prod and stage frontends choose their
+	// backend with, as haproxy.cfg names them.
+	Maps HAProxyMaps `yaml:"maps"`
+	// Backends maps a slot to its backend; default "be_" + the slot's
+	// name.
+	Backends map[string]string `yaml:"backends"`
+	// Health is "vipswap" (its own probes, the default) or "haproxy"
+	// (HAProxy's check results) for the health that refuses a swap to an
+	// unhealthy slot.
+	Health string `yaml:"health"`
+	// Timeout bounds one runtime API command. Default 2s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Interval is how often vipswap reads HAProxy back (statistics, and
+	// whether what it applied is still there). Default 500ms.
+	Interval time.Duration `yaml:"interval"`
+}
+
+// HAProxyMaps names the map file of each listener's frontend.
+type HAProxyMaps struct {
+	Prod  string `yaml:"prod"`
+	Stage string `yaml:"stage"`
 }

@@ -34,6 +34,9 @@ func Load(path string) (*Config, error) {
 	}
 	c.State.Path = resolve(dir, c.State.Path)
 	c.Admin.TokenFile = resolve(dir, c.Admin.TokenFile)
+	if h := c.HAProxy; h != nil && (strings.HasPrefix(h.Socket, ".") || !strings.Contains(h.Socket, ":")) {
+		h.Socket = resolve(dir, h.Socket)
+	}
 	if e := c.State.Etcd; e != nil {
 		e.LocalCopy = resolve(dir, e.LocalCopy)
 		e.PasswordFile = resolve(dir, e.PasswordFile)

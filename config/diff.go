@@ -10,7 +10,7 @@ import (
 // needsRestart lists the keys (and key prefixes, ending in ".") that a
 // running vipswap cannot change: the addresses it listens on, the store,
 // the admin API's guards and the listeners' connection limits.
-var needsRestart = []string{"admin.", "listeners.", "state.", "proxy.max_connections"}
+var needsRestart = []string{"admin.", "listeners.", "state.", "proxy.max_connections", "haproxy", "haproxy."}
 
 // Diff is what changed between two configurations.
 type Diff struct {

@@ -76,6 +76,9 @@ func (c *Config) Validate() error {
 	if e := c.State.Etcd; e != nil {
 		v.etcd(e)
 	}
+	if c.HAProxy != nil {
+		v.haproxy(c.HAProxy)
+	}
 	h := c.Health
 	if !strings.HasPrefix(h.Path, "/") {
 		v.fail("health.path", fmt.Sprintf("must start with /, got %q", h.Path))
@@ -311,6 +314,43 @@ func isLoopback(addr string) bool {
 }
 
 // etcd checks state.etcd and fills in its defaults.
+func (v *validator) haproxy(h *HAProxy) {
+	if h.Socket == "" {
+		v.fail("haproxy.socket", "want the runtime API: a unix socket path (stats socket ... level admin) or 127.0.0.1:PORT")
+	}
+	if h.Maps.Prod == "" || h.Maps.Stage == "" || h.Maps.Prod == h.Maps.Stage {
+		v.fail("haproxy.maps", "want prod and stage: the two map files the frontends choose their backend with, as haproxy.cfg names them")
+	}
+	for _, m := range []string{h.Maps.Prod, h.Maps.Stage} {
+		if strings.ContainsAny(m, " \t\n;") {
+			v.fail("haproxy.maps", fmt.Sprintf("map path %q has a space, newline or ';'", m))
+		}
+	}
+	for slot, b := range h.Backends {
+		if _, ok := v.c.Slots[slot]; !ok {
+			v.fail("haproxy.backends."+slot, "no such slot")
+		}
+		if b == "" || strings.ContainsAny(b, " \t\n;/") {
+			v.fail("haproxy.backends."+slot, fmt.Sprintf("want a backend name, got %q", b))
+		}
+	}
+	switch h.Health {
+	case "":
+		h.Health = "vipswap"
+	case "vipswap", "haproxy":
+	default:
+		v.fail("haproxy.health", fmt.Sprintf("want vipswap or haproxy, got %q", h.Health))
+	}
+	if h.Timeout == 0 {
+		h.Timeout = 2 * time.Second
+	}
+	if h.Interval == 0 {
+		h.Interval = 500 * time.Millisecond
+	}
+	v.positive("haproxy.timeout", h.Timeout)
+	v.positive("haproxy.interval", h.Interval)
+}
+
 func (v *validator) etcd(e *Etcd) {
 	if _, set := v.c.lines["state.path"]; set {
 		v.fail("state.path", "set state.path or state.etcd, not both (with etcd, state.etcd.local_copy names the local file)")

@@ -138,6 +138,9 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			entry.Changes = append(entry.Changes, "prod: "+describeSplit(next))
 		}
 		entry.Changes = append(entry.Changes, op.changes...)
+		if err := c.remotesReady(ctx, op.name); err != nil {
+			return res, err
+		}
 		newRev, recorded, err := c.cfg.Store.CompareAndSwap(ctx, rev, next, entry)
 		var stale *store.ConflictError
 		if errors.As(err, &stale) && op.req.IfRevision == nil && attempt < conflictRetries {

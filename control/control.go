@@ -112,6 +112,7 @@ type Controller struct {
 	st         state.State
 	rev        store.Revision
 	gen        uint64                       // counts the states put in force, to tell a read that raced a change
+	converged  map[uint64]time.Duration     // revision to how long remote planes took to show it
 	slots      []Slot                       // membership, in configuration order
 	instances  map[string][]*route.Instance // by slot, as slots and registered say
 	registered map[string][]string          // by slot: instances that registered themselves
@@ -399,8 +400,15 @@ func (c *Controller) flush() {
 		return
 	}
 	for _, p := range c.cfg.Planes {
+		start := time.Now()
 		if err := p.Apply(t); err != nil {
 			c.log.Error("data plane refused the routing table", "revision", t.Revision, "err", err)
+			continue
+		}
+		if _, remote := p.(RemotePlane); remote {
+			c.mu.Lock()
+			c.recordConvergedLocked(t.Revision, time.Since(start))
+			c.mu.Unlock()
 		}
 	}
 }

@@ -57,7 +57,8 @@ func wireEntry(e store.Entry) HistoryEntry {
 }
 
 func wireMeasurement(m store.Measurement) *Measurement {
-	w := &Measurement{Served: m.Served, Failed: m.Failed, DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete}
+	w := &Measurement{Served: m.Served, Failed: m.Failed, DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete,
+		ConvergedSeconds: m.Converged.Seconds()}
 	if !m.Start.IsZero() {
 		w.Start, w.End = m.Start, m.End
 		w.WindowSeconds = m.End.Sub(m.Start).Seconds()
@@ -195,6 +196,12 @@ func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, ch
 		if c.clustered() {
 			m.Node = c.cfg.Node
 		}
+		c.mu.Lock()
+		if took, ok := c.converged[uint64(rev)]; ok {
+			m.Converged = took
+			delete(c.converged, uint64(rev))
+		}
+		c.mu.Unlock()
 		if id == 0 {
 			if id = c.entryOf(rev); id == 0 {
 				c.log.Info("a switch made elsewhere was measured here, but its history entry is not among the newest", "revision", rev)
@@ -238,6 +245,11 @@ func (c *Controller) slotInFlightLocked(slot string) int64 {
 	var n int64
 	for _, i := range c.instances[slot] {
 		n += i.InFlight(route.Prod)
+	}
+	if slot != "" {
+		for _, r := range c.remotes() {
+			n += r.InFlight(slot)
+		}
 	}
 	return n
 }

@@ -30,6 +30,9 @@ type Status struct {
 	// DrivesRollouts is true on the node that drives a running rollout:
 	// with a cluster store, the holder of the etcd lease.
 	DrivesRollouts bool `json:"drives_rollouts"`
+	// DataPlanes are the load balancers outside vipswap it drives
+	// (HAProxy), and what each last applied.
+	DataPlanes []PlaneStatus `json:"dataplanes,omitempty"`
 }
 
 // RouteStatus is one version route: prod requests whose path starts with
@@ -113,6 +116,9 @@ type InstanceStatus struct {
 	// HealthSince is when Healthy last changed (when probing began if it
 	// never did).
 	HealthSince time.Time `json:"health_since,omitzero"`
+	// DataPlanes says how each load balancer outside vipswap sees the
+	// instance ("haproxy /run/haproxy.sock: UP, L7OK, 0 in flight").
+	DataPlanes []string `json:"dataplanes,omitempty"`
 }
 
 // Check is one health check's outcome, in HAProxy's terms.
@@ -253,6 +259,10 @@ type Measurement struct {
 	WindowSeconds float64 `json:"window_seconds,omitempty"`
 	// Listeners holds each listener's figures in the window.
 	Listeners map[string]Window `json:"listeners,omitempty"`
+	// ConvergedSeconds is, when a load balancer outside vipswap (HAProxy)
+	// carries the traffic, how long it took from the change until it
+	// showed the new routing when read back.
+	ConvergedSeconds float64 `json:"converged_seconds,omitempty"`
 	// Nodes holds, in cluster mode, each node's own measurement by node
 	// name; the figures above are their sum (the window spans theirs,
 	// drained_seconds is the longest, complete only if all are).

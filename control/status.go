@@ -30,6 +30,9 @@ func (c *Controller) Status() Status {
 
 	s := Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous,
 		Node: c.cfg.Node, Store: c.StoreStatus(), DrivesRollouts: c.cfg.Leading == nil || c.cfg.Leading()}
+	for _, r := range c.remotes() {
+		s.DataPlanes = append(s.DataPlanes, r.PlaneStatus())
+	}
 	for i, l := range route.Listeners {
 		s.Listeners = append(s.Listeners, ListenerStatus{
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
@@ -99,6 +102,9 @@ func (c *Controller) slotStatus(st state.State, name string, insts []*route.Inst
 			Served:      PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
 			Errors:      PerListener{Prod: int64(inst.Errors(route.Prod)), Stage: int64(inst.Errors(route.Stage))},
 			HealthSince: hs.Since.UTC(),
+		}
+		for _, r := range c.remotes() {
+			is.DataPlanes = append(is.DataPlanes, r.PlaneStatus().Name+": "+r.View(name, inst.Addr))
 		}
 		if ck := hs.Last; ck.Code != "" {
 			is.Check = &Check{

@@ -43,6 +43,10 @@ type Config struct {
 	Rise int
 	// Fall is how many consecutive failures make it unhealthy.
 	Fall int
+	// Probe, if set, checks a target instead of an HTTP GET of Path: a
+	// data plane that checks instances itself (HAProxy) reports its view
+	// through it. Rise and Fall apply to its answers as to probes.
+	Probe func(ctx context.Context, t Target) Check
 	// Logger receives probes that could not be made (at most one line a
 	// second). Nil means slog.Default().
 	Logger *slog.Logger
@@ -213,7 +217,12 @@ func (c *Checker) loop(ctx context.Context, t Target, st *target) {
 	defer tick.Stop()
 	for {
 		path := strings.ReplaceAll(cfg.Path, "{slot}", url.QueryEscape(t.Slot))
-		ck := c.probe(ctx, t, path, cfg.Timeout)
+		var ck Check
+		if cfg.Probe != nil {
+			ck = cfg.Probe(ctx, t)
+		} else {
+			ck = c.probe(ctx, t, path, cfg.Timeout)
+		}
 		if ctx.Err() != nil {
 			return // a probe cut short by Remove or Close says nothing
 		}

@@ -127,3 +127,15 @@ func (c Counts) Quantile(q float64) time.Duration {
 	}
 	return time.Duration(LatencyBounds[len(LatencyBounds)-1] * float64(time.Second))
 }
+
+// SumCounts returns, per slot, the sum of what several data planes
+// counted.
+func SumCounts(sets ...map[string]Counts) map[string]Counts {
+	out := make(map[string]Counts)
+	for _, set := range sets {
+		for slot, c := range set {
+			out[slot] = out[slot].Add(c)
+		}
+	}
+	return out
+}

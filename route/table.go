@@ -231,6 +231,20 @@ func (t *Table) Slot(l Listener) *Slot {
 // caller must not modify the returned slice.
 func (t *Table) Slots(l Listener) []*Slot { return t.listeners[l].slots }
 
+// Weights returns l's slots with their weights (above zero), in the order
+// of the Spec: what a data plane outside vipswap (HAProxy) needs to split
+// l's traffic the same way.
+func (t *Table) Weights(l Listener) []Weighted {
+	sp := &t.listeners[l]
+	out := make([]Weighted, len(sp.slots))
+	prev := uint32(0)
+	for i, s := range sp.slots {
+		out[i] = Weighted{Slot: s.Name, Weight: sp.cum[i] - prev}
+		prev = sp.cum[i]
+	}
+	return out
+}
+
 // IsMember reports whether i is an instance of one of t's slots, routable
 // or not.
 func (t *Table) IsMember(i *Instance) bool {

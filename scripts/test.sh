@@ -28,6 +28,18 @@ if ! command -v chromium >/dev/null 2>&1; then
     exit 1
   fi
 fi
+# The HAProxy driver's tests run a real HAProxy: Debian's haproxy.
+if ! command -v haproxy >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing haproxy (for the HAProxy driver's tests)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
+  else
+    echo "The HAProxy driver's tests need haproxy (2.4 or later) on the PATH." >&2
+    echo "Install it first: Debian/Ubuntu: sudo apt-get install haproxy." >&2
+    exit 1
+  fi
+fi
 # The cluster tests run a real etcd: Debian's etcd-server.
 if ! command -v etcd >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -131,6 +131,9 @@ type Measurement struct {
 	End   time.Time `json:"end,omitzero"`
 	// Listeners holds each listener's figures in the window, by name.
 	Listeners map[string]Window `json:"listeners,omitempty"`
+	// Converged is how long a load balancer outside vipswap (HAProxy)
+	// took to show the change when read back; zero with vipswap's proxy.
+	Converged time.Duration `json:"converged_ns,omitempty"`
 	// Node names the node that measured, in cluster mode; empty for a
 	// single vipswap.
 	Node string `json:"node,omitempty"`
@@ -165,6 +168,7 @@ func (m *Measurement) Add(n Measurement) (Measurement, error) {
 		sum.Served += o.Served
 		sum.Failed += o.Failed
 		sum.Drained = max(sum.Drained, o.Drained)
+		sum.Converged = max(sum.Converged, o.Converged)
 		sum.Complete = sum.Complete && o.Complete
 		if i == 0 || o.Start.Before(sum.Start) {
 			sum.Start = o.Start

@@ -35,6 +35,7 @@ type runtime struct {
 	px        *proxy.Proxy
 	ctrl      *control.Controller
 	onRefused func(*route.Instance) // the proxy's, kept across reloads
+	probe     func(context.Context, health.Target) health.Check // HAProxy's view, when it is the health in use
 
 	mu     sync.Mutex // serialises reloads; guards cfg
 	cfg    *config.Config
@@ -110,9 +111,10 @@ func slotsOf(cfg *config.Config, groups map[string]*launch.Group) []control.Slot
 }
 
 // healthConfig returns the probe settings of cfg.
-func healthConfig(cfg *config.Config, log *slog.Logger) health.Config {
+// probe, when set, replaces vipswap's probes (HAProxy's check results).
+func healthConfig(cfg *config.Config, log *slog.Logger, probe func(context.Context, health.Target) health.Check) health.Config {
 	h := cfg.Health
-	return health.Config{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Logger: log}
+	return health.Config{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Logger: log, Probe: probe}
 }
 
 // analysisConfig returns the rollout analysis of cfg.
@@ -269,7 +271,7 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 		rt.gmu.Unlock()
 	}
 	res, err := rt.ctrl.Reload(ctx, control.Reload{
-		Slots: slotsOf(next, groups), Health: healthConfig(next, rt.log), Measure: measureConfig(next),
+		Slots: slotsOf(next, groups), Health: healthConfig(next, rt.log, rt.probe), Measure: measureConfig(next),
 		Analysis: analysisConfig(next), Plans: plansOf(next), Routes: routesOf(next),
 		Changes: diff.Changes, Request: req,
 	})

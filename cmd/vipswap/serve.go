@@ -234,6 +234,19 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 	var ctrl *control.Controller
 	rt.onRefused = func(i *route.Instance) { ctrl.InstanceRefused(i) }
 	px := proxy.New(proxyOptions(cfg, log, rt.onRefused))
+	planes := []control.DataPlane{px}
+	counts := px.Counters
+	if cfg.HAProxy != nil {
+		hx := newHAProxyPlane(cfg.HAProxy, log)
+		cleanups = append(cleanups, hx.Close)
+		planes = append(planes, hx)
+		counts = func(l route.Listener) map[string]route.Counts {
+			return route.SumCounts(px.Counters(l), hx.Counts(l))
+		}
+		if cfg.HAProxy.Health == "haproxy" {
+			rt.probe = hx.Probe
+		}
+	}
 	ctrl, err = control.New(ctx, control.Config{
 		Slots:     slotsOf(cfg, rt.groups),
 		Active:    cfg.Active,
@@ -241,10 +254,10 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		LocalCopy: st.localCopy(),
 		Node:      node,
 		Leading:   leading,
-		Health:    healthConfig(cfg, log),
-		Planes:    []control.DataPlane{px},
+		Health:    healthConfig(cfg, log, rt.probe),
+		Planes:    planes,
 		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
-		Counts:    px.Counters,
+		Counts:    counts,
 		Failed:    px.Failed,
 		OnSlots:   rt.keepSlots,
 		Launcher:  rt,

@@ -139,6 +139,14 @@ func printStatus(w io.Writer, s api.Status) {
 		fmt.Fprintf(w, "  stored state NOT APPLIED since %s: the store holds %s, which %s; this node serves revision %d and refuses changes until it is repaired (vipswap state import)\n",
 			n.Since.Local().Format(time.TimeOnly), which, printable(n.Error), s.Revision)
 	}
+	for _, p := range s.DataPlanes {
+		if p.Applied {
+			fmt.Fprintf(w, "  %s: shows revision %d (converged in %.1f ms; re-applied %d times after losing it)\n",
+				printable(p.Name), p.Revision, p.ConvergedSeconds*1000, p.Reapplied)
+		} else {
+			fmt.Fprintf(w, "  %s: revision %d NOT APPLIED since %s: %s\n", printable(p.Name), p.Revision, p.Since.Local().Format(time.TimeOnly), printable(p.Error))
+		}
+	}
 	for _, l := range s.Listeners {
 		to := l.Slot
 		if len(l.Weights) > 1 {
@@ -166,7 +174,11 @@ func printStatus(w io.Writer, s api.Status) {
 			if i > 0 {
 				name, role = "", ""
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", name, role, inst.Addr, healthText(inst, time.Now()),
+			h := healthText(inst, time.Now())
+			for _, v := range inst.DataPlanes {
+				h += "; " + printable(v)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", name, role, inst.Addr, h,
 				inst.InFlight.Total(), inst.Served.Total(), inst.Errors.Total())
 		}
 	}

@@ -1,0 +1,184 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
+	"github.com/vipswap/vipswap/driver/haproxy"
+	"github.com/vipswap/vipswap/internal/haproxytest"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+)
+
+// startWithHAProxy starts a real HAProxy in front of n instances per slot
+// and vipswap driving it, and waits until HAProxy shows vipswap's state.
+func startWithHAProxy(t *testing.T, n int, health string) (*haproxytest.HAProxy, *switchtest.Switch, map[string][]*vstest.App) {
+	t.Helper()
+	apps, addrs := startStatic(t, n)
+	hx := haproxytest.Start(t, addrs, "blue", "green")
+	dir := t.TempDir()
+	cfg := testConfig(dir, staticSlots(addrs)) + fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s}
+  health: %s
+  interval: 200ms
+measure:
+  before: 1s
+  after: 1s
+`, hx.Socket, hx.ProdMap, hx.StageMap, health)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	return hx, sw, apps
+}
+
+// waitApplied waits until vipswap says HAProxy shows the state in force.
+func waitApplied(t *testing.T, sw *switchtest.Switch) api.Status {
+	t.Helper()
+	var st api.Status
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		var err error
+		if st, err = sw.Client.Status(context.Background()); err != nil {
+			return err
+		}
+		if len(st.DataPlanes) != 1 || !st.DataPlanes[0].Applied || st.DataPlanes[0].Revision != st.Revision {
+			return fmt.Errorf("HAProxy: %+v at revision %d", st.DataPlanes, st.Revision)
+		}
+		return nil
+	})
+	return st
+}
+
+// TestHAProxySwapsUnderLoad (issue 14): 200 concurrent clients through a
+// real HAProxy while vipswap swaps 20 times: 0 failed; a shift to 30 %
+// lands 30 % ± 3 %; each swap's history entry records how long HAProxy
+// took to show it.
+func TestHAProxySwapsUnderLoad(t *testing.T) {
+	t.Parallel()
+	hx, sw, _ := startWithHAProxy(t, 2, "vipswap")
+	ctx := context.Background()
+	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 200, 2*time.Minute)
+	waitServed(t, load, 500)
+	var last api.Change
+	for i := range 20 {
+		res, err := sw.Client.Swap(ctx, api.ChangeRequest{Reason: fmt.Sprintf("swap %d", i)})
+		if err != nil || !res.Applied {
+			t.Fatalf("swap %d: %+v, %v", i, res, err)
+		}
+		last = res
+		waitServed(t, load, load.OK()+100)
+	}
+	res := load.Stop()
+	t.Logf("through HAProxy, 200 clients, 20 swaps: %d ok, %d failed, by slot %v", res.OK, res.Failed, res.BySlot)
+	if res.Failed != 0 || res.BySlot["blue"] == 0 || res.BySlot["green"] == 0 {
+		t.Fatalf("%d failed (%v), by slot %v; want 0 failed and both slots serving", res.Failed, res.Errors, res.BySlot)
+	}
+	var e api.HistoryEntry
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		var err error
+		if e, err = sw.Client.Entry(ctx, last.HistoryID); err != nil {
+			return err
+		}
+		if e.Measurement == nil || e.Measurement.ConvergedSeconds <= 0 {
+			return fmt.Errorf("measurement %+v: want HAProxy's convergence time", e.Measurement)
+		}
+		return nil
+	})
+	t.Logf("HAProxy showed the last swap %.2f ms after the commit", e.Measurement.ConvergedSeconds*1000)
+
+	// A shift to 30 %: the share HAProxy sends.
+	st, _ := sw.Client.Status(ctx)
+	other := map[string]string{"blue": "green", "green": "blue"}[st.Active]
+	if res, err := sw.Client.Shift(ctx, api.ShiftRequest{To: other, Weight: new(30.0)}); err != nil || !res.Applied {
+		t.Fatalf("shift: %+v, %v", res, err)
+	}
+	load = vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, time.Minute)
+	waitServed(t, load, 4000)
+	res = load.Stop()
+	share := float64(res.BySlot[other]) / float64(res.OK) * 100
+	t.Logf("shift to 30%%: %s got %.1f%% of %d requests through HAProxy", other, share, res.OK)
+	if res.Failed != 0 || share < 27 || share > 33 {
+		t.Fatalf("%s got %.1f%% (%d failed); want 30%% ± 3%%, 0 failed", other, share, res.Failed)
+	}
+	if code, out := cli(t, sw, "status"); code != 0 || !strings.Contains(out, "haproxy "+hx.Socket+": shows revision") || !strings.Contains(out, "haproxy "+hx.Socket+": UP") {
+		t.Fatalf("status: exit %d\n%s", code, out)
+	}
+}
+
+// TestHAProxyRestartReapplies (issue 14): HAProxy restarted loses the
+// runtime changes (its map files still send prod to blue); vipswap notices
+// and applies the state again within a couple of seconds, and says so.
+func TestHAProxyRestartReapplies(t *testing.T) {
+	t.Parallel()
+	hx, sw, _ := startWithHAProxy(t, 1, "haproxy")
+	ctx := context.Background()
+	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || res.To != "green" {
+		t.Fatalf("swap: %+v, %v", res, err)
+	}
+	rt := haproxy.Runtime{Addr: hx.Socket}
+	prodMap := func() string {
+		m, err := rt.ShowMap(ctx, hx.ProdMap)
+		if err != nil {
+			return err.Error()
+		}
+		return fmt.Sprint(m)
+	}
+	if got := prodMap(); got != "[{0:9999 be_green}]" {
+		t.Fatalf("HAProxy's prod map after the swap: %s", got)
+	}
+	hx.Kill(t)
+	restarted := time.Now()
+	hx.Start(t)
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		st, err := sw.Client.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if p := st.DataPlanes[0]; p.Reapplied < 1 || !p.Applied {
+			return fmt.Errorf("HAProxy plane %+v: want it re-applied", p)
+		}
+		if got := prodMap(); got != "[{0:9999 be_green}]" {
+			return fmt.Errorf("HAProxy's prod map after its restart: %s", got)
+		}
+		return nil
+	})
+	t.Logf("re-applied %s after HAProxy restarted", time.Since(restarted).Round(time.Millisecond))
+	if !strings.Contains(sw.Output(), "re-applied to HAProxy") {
+		t.Fatal("vipswap did not log the re-apply")
+	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		_, err := routesTo(ctx, http.DefaultClient, &switchtest.Switch{Prod: "http://" + hx.Prod}, "green")
+		return err
+	})
+}
+
+// TestHAProxyUnreachable (issue 14): with HAProxy's runtime API gone, a
+// swap fails with a 503 naming it, and the state is not changed.
+func TestHAProxyUnreachable(t *testing.T) {
+	t.Parallel()
+	hx, sw, _ := startWithHAProxy(t, 1, "vipswap")
+	ctx := context.Background()
+	before, _ := sw.Client.Status(ctx)
+	hx.Kill(t)
+	_, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "HAProxy runtime API") {
+		t.Fatalf("a swap with HAProxy down: %v; want a 503 naming its runtime API", err)
+	}
+	after, _ := sw.Client.Status(ctx)
+	if after.Revision != before.Revision || after.Active != before.Active {
+		t.Fatalf("the refused swap changed the state: revision %d -> %d, active %s -> %s", before.Revision, after.Revision, before.Active, after.Active)
+	}
+	hx.Start(t)
+	waitApplied(t, sw)
+	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
+		t.Fatalf("a swap once HAProxy is back: %+v, %v", res, err)
+	}
+}

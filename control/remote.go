@@ -1,0 +1,78 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// RemotePlane is a data plane outside vipswap's process (HAProxy). Its
+// Apply returns once the load balancer shows the table. The controller
+// asks it before committing a change, reads drains' in-flight counts from
+// it, and shows its view in status.
+type RemotePlane interface {
+	DataPlane
+	// Ready reports whether the load balancer can take a change now.
+	Ready(ctx context.Context) error
+	// InFlight returns slot's requests in flight in the load balancer.
+	InFlight(slot string) int64
+	// View says how the load balancer sees an instance.
+	View(slot, addr string) string
+	// PlaneStatus says what it last applied.
+	PlaneStatus() PlaneStatus
+}
+
+// PlaneStatus is what a remote data plane last did.
+type PlaneStatus struct {
+	// Name names it: "haproxy /run/haproxy/admin.sock".
+	Name string `json:"name"`
+	// Revision is the state revision of the newest table it was given;
+	// Applied says whether the load balancer showed it when last read.
+	Revision uint64 `json:"revision"`
+	Applied  bool   `json:"applied"`
+	// Error is why not.
+	Error string `json:"error,omitempty"`
+	// ConvergedSeconds is how long the last apply took until the load
+	// balancer showed it.
+	ConvergedSeconds float64 `json:"converged_seconds"`
+	// Reapplied counts the times the load balancer had lost what was
+	// applied (restarted, reloaded) and it was applied again.
+	Reapplied uint64 `json:"reapplied"`
+	// Since is when Applied or Error last changed.
+	Since time.Time `json:"since,omitzero"`
+}
+
+// remotes returns the remote data planes.
+func (c *Controller) remotes() []RemotePlane {
+	var out []RemotePlane
+	for _, p := range c.cfg.Planes {
+		if r, ok := p.(RemotePlane); ok {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// remotesReady returns why a change cannot be applied now because a
+// remote data plane cannot take it, or nil.
+func (c *Controller) remotesReady(ctx context.Context, op string) error {
+	for _, r := range c.remotes() {
+		if err := r.Ready(ctx); err != nil {
+			return &Error{Kind: Unavailable, Err: fmt.Errorf("%s not applied: %w; nothing changed", op, err)}
+		}
+	}
+	return nil
+}
+
+// recordConverged remembers how long remote planes took to show the
+// table of revision rev, for the measurement of the change that made it.
+// Called with c.mu held.
+func (c *Controller) recordConvergedLocked(rev uint64, took time.Duration) {
+	if c.converged == nil {
+		c.converged = make(map[uint64]time.Duration)
+	}
+	if len(c.converged) > 1000 {
+		clear(c.converged) // nobody measures that many changes at once
+	}
+	c.converged[rev] = took
+}

@@ -1,0 +1,129 @@
+// Package haproxytest runs a real HAProxy (Debian's haproxy package, which
+// scripts/test.sh installs) on loopback ports for tests, set up the way
+// docs/haproxy.md describes: each listener's frontend picks its backend
+// from a map by rand(10000), one backend per slot.
+package haproxytest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// HAProxy is one HAProxy process and its files.
+type HAProxy struct {
+	// Prod and Stage are the frontends' addresses (host:port).
+	Prod, Stage string
+	// Socket is the runtime API's unix socket.
+	Socket string
+	// ProdMap and StageMap are the map files the frontends use.
+	ProdMap, StageMap string
+
+	config string
+	proc   *vstest.Process
+}
+
+// Start writes a configuration with a backend per slot (servers named
+// s1, s2... at the given addresses, checked with GET /api/ping?slot=SLOT)
+// and maps that send prod to active and stage to standby, and starts
+// HAProxy on it.
+func Start(t testing.TB, slots map[string][]string, active, standby string) *HAProxy {
+	t.Helper()
+	dir := t.TempDir()
+	h := &HAProxy{
+		Prod: freeAddr(t), Stage: freeAddr(t), Socket: filepath.Join(dir, "admin.sock"),
+		ProdMap: filepath.Join(dir, "prod.map"), StageMap: filepath.Join(dir, "stage.map"),
+		config: filepath.Join(dir, "haproxy.cfg"),
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `global
+  stats socket %s mode 600 level admin
+  stats timeout 10s
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 30s
+  timeout server 30s
+  retries 2
+  option redispatch
+frontend prod
+  bind %s
+  use_backend %%[rand(10000),map_int(%s,be_none)]
+frontend stage
+  bind %s
+  use_backend %%[rand(10000),map_int(%s,be_none)]
+backend be_none
+  http-request return status 503 content-type text/plain string "no slot"
+`, h.Socket, h.Prod, h.ProdMap, h.Stage, h.StageMap)
+	names := make([]string, 0, len(slots))
+	for name := range slots {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		fmt.Fprintf(&b, "backend be_%s\n  balance roundrobin\n  option httpchk GET /api/ping?slot=%s\n  default-server inter 200ms fall 2 rise 2\n", name, name)
+		for i, addr := range slots[name] {
+			fmt.Fprintf(&b, "  server s%d %s check\n", i+1, addr)
+		}
+	}
+	write(t, h.config, b.String())
+	write(t, h.ProdMap, "0:9999 be_"+active+"\n")
+	write(t, h.StageMap, "0:9999 be_"+standby+"\n")
+	h.Start(t)
+	return h
+}
+
+func write(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Start starts HAProxy (again, after Kill) on its configuration and map
+// files as they are on disk, and waits until its runtime API answers.
+func (h *HAProxy) Start(t testing.TB) {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		if _, serr := os.Stat("/usr/sbin/haproxy"); serr != nil {
+			t.Fatalf("haproxy is not installed: scripts/test.sh installs Debian's haproxy (apt-get install haproxy)")
+		}
+		bin = "/usr/sbin/haproxy"
+	}
+	os.Remove(h.Socket)
+	h.proc = vstest.Start(t, bin, "-db", "-f", h.config)
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		c, err := net.Dial("unix", h.Socket)
+		if err != nil {
+			return err
+		}
+		return c.Close()
+	})
+}
+
+// Kill stops HAProxy at once (SIGKILL) and waits for it to exit.
+func (h *HAProxy) Kill(t testing.TB) {
+	t.Helper()
+	h.proc.Signal(t, 9)
+	h.proc.Wait(t, 10*time.Second)
+}
+
+// freeAddr returns a loopback address with a port nobody listens on now.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
