@@ -34,7 +34,7 @@ type runtime struct {
 	ledger    *launch.Ledger
 	px        *proxy.Proxy
 	ctrl      *control.Controller
-	onRefused func(*route.Instance) // the proxy's, kept across reloads
+	onRefused func(*route.Instance)                             // the proxy's, kept across reloads
 	probe     func(context.Context, health.Target) health.Check // HAProxy's view, when it is the health in use
 
 	mu     sync.Mutex // serialises reloads; guards cfg

@@ -69,9 +69,9 @@ type Driver struct {
 	mu        sync.Mutex
 	want      *desired // the newest table's routing, nil before the first
 	status    Status
-	stats     map[serverKey]Stat     // the last "show stat", by backend and address
+	stats     map[serverKey]Stat      // the last "show stat", by backend and address
 	counts    map[string]route.Counts // accumulated per slot, prod
-	seen      map[serverKey]Stat     // the previous reading, for deltas
+	seen      map[serverKey]Stat      // the previous reading, for deltas
 	warnedFor string
 }
 
