@@ -248,7 +248,7 @@ func (c *Controller) slotInFlightLocked(slot string) int64 {
 	}
 	if slot != "" {
 		for _, r := range c.remotes() {
-			n += r.InFlight(slot)
+			n += r.InFlight(slot, "")
 		}
 	}
 	return n

@@ -14,8 +14,9 @@ type RemotePlane interface {
 	DataPlane
 	// Ready reports whether the load balancer can take a change now.
 	Ready(ctx context.Context) error
-	// InFlight returns slot's requests in flight in the load balancer.
-	InFlight(slot string) int64
+	// InFlight returns the requests in flight in the load balancer on
+	// the instance of slot at addr, or on all of slot's when addr is "".
+	InFlight(slot, addr string) int64
 	// View says how the load balancer sees an instance.
 	View(slot, addr string) string
 	// PlaneStatus says what it last applied.

@@ -105,6 +105,7 @@ func (c *Controller) slotStatus(st state.State, name string, insts []*route.Inst
 		}
 		for _, r := range c.remotes() {
 			is.DataPlanes = append(is.DataPlanes, r.PlaneStatus().Name+": "+r.View(name, inst.Addr))
+			is.InFlight.Prod += r.InFlight(name, inst.Addr) // its backends serve both listeners
 		}
 		if ck := hs.Last; ck.Code != "" {
 			is.Check = &Check{

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,5 +183,57 @@ func TestHAProxyUnreachable(t *testing.T) {
 	waitApplied(t, sw)
 	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
 		t.Fatalf("a swap once HAProxy is back: %+v, %v", res, err)
+	}
+}
+
+// TestHAProxyRollingDeploy (issue 14): the recipe of seed 004 done by
+// vipswap through HAProxy: for each server of the active slot, drain it
+// and wait for 0 sessions (drain --wait), restart it with a new version,
+// wait until HAProxy's checks say UP, ready it; under load, 0 failed.
+func TestHAProxyRollingDeploy(t *testing.T) {
+	t.Parallel()
+	hx, sw, apps := startWithHAProxy(t, 2, "haproxy")
+	ctx := context.Background()
+	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 50, 2*time.Minute)
+	waitServed(t, load, 300)
+	for _, app := range apps["blue"] {
+		if code, out := cli(t, sw, "drain", "blue", app.Addr, "--wait", "--timeout", "20s"); code != 0 || !strings.Contains(out, "drained in") {
+			t.Fatalf("drain --wait: exit %d\n%s", code, out)
+		}
+		app.Signal(t, syscall.SIGTERM)
+		app.Wait(t, 20*time.Second)
+		next := vstest.Start(t, vstest.Binary(t), "app", "--slot", "blue", "--version", "blue-v2", "--listen", app.Addr)
+		next.WaitLine(t, regexp.MustCompile(`listening on`), 20*time.Second)
+		vstest.WaitFor(t, 15*time.Second, func() error {
+			st, err := sw.Client.Status(ctx)
+			if err != nil {
+				return err
+			}
+			for _, in := range st.Slots[0].Instances {
+				if in.Addr == app.Addr && (!in.Healthy || !strings.Contains(strings.Join(in.DataPlanes, " "), ": DRAIN")) {
+					return fmt.Errorf("%s: healthy %v, HAProxy %v; want it UP again (still drained)", in.Addr, in.Healthy, in.DataPlanes)
+				}
+			}
+			return nil
+		})
+		if code, out := cli(t, sw, "ready", "blue", app.Addr); code != 0 {
+			t.Fatalf("ready: exit %d\n%s", code, out)
+		}
+		waitServed(t, load, load.OK()+200)
+	}
+	res := load.Stop()
+	t.Logf("rolling deploy of blue through HAProxy under 50 clients: %d ok, %d failed", res.OK, res.Failed)
+	if res.Failed != 0 {
+		t.Fatalf("%d failed: %v", res.Failed, res.Errors)
+	}
+	out, err := http.Get("http://" + hx.Prod + "/api/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct{ Version string }
+	json.NewDecoder(out.Body).Decode(&body)
+	out.Body.Close()
+	if body.Version != "blue-v2" {
+		t.Fatalf("after the rolling deploy prod answers version %q, want blue-v2", body.Version)
 	}
 }

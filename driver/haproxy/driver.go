@@ -162,6 +162,9 @@ func (d *Driver) applyWanted(ctx context.Context, again bool) error {
 		err = d.confirm(ctx, w)
 	}
 	took := time.Since(start)
+	if err == nil {
+		d.readStats(ctx) // in-flight counts from after the change, for a drain's wait
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.want != w {
@@ -435,6 +438,7 @@ func (d *Driver) loop(ctx context.Context) {
 	defer close(d.done)
 	tick := time.NewTicker(d.opts.Interval)
 	defer tick.Stop()
+	lastErr := "" // logged once until it changes
 	for {
 		select {
 		case <-ctx.Done():
@@ -458,11 +462,22 @@ func (d *Driver) loop(ctx context.Context) {
 			d.setError(w, err)
 			continue
 		}
-		d.log.Warn("HAProxy no longer shows what vipswap applied (restarted or reloaded?): applying it again", "revision", w.revision, "differs", err)
-		if err := d.applyWanted(ctx, true); err != nil {
-			d.log.Error("re-applying to HAProxy failed", "revision", w.revision, "err", err)
-		} else {
+		d.mu.Lock()
+		lost := d.status.Applied && d.status.Revision == w.revision
+		d.mu.Unlock()
+		if lost {
+			d.log.Warn("HAProxy no longer shows what vipswap applied (restarted or reloaded?): applying it again", "revision", w.revision, "differs", err)
+		}
+		switch err := d.applyWanted(ctx, lost); {
+		case err != nil && err.Error() != lastErr:
+			d.log.Error("applying to HAProxy failed; trying again", "revision", w.revision, "err", err)
+			lastErr = err.Error()
+		case err == nil && lost:
 			d.log.Info("re-applied to HAProxy", "revision", w.revision)
+			lastErr = ""
+		case err == nil:
+			d.log.Info("applied to HAProxy", "revision", w.revision)
+			lastErr = ""
 		}
 	}
 }
@@ -546,15 +561,15 @@ func (d *Driver) Counts(l route.Listener) map[string]route.Counts {
 	return maps.Clone(d.counts)
 }
 
-// InFlight returns the sessions HAProxy has in flight on slot's servers,
-// as last read.
-func (d *Driver) InFlight(slot string) int64 {
+// InFlight returns the sessions HAProxy has in flight on the server of
+// slot at addr, or on all of slot's servers when addr is "", as last read.
+func (d *Driver) InFlight(slot, addr string) int64 {
 	b := d.Backend(slot)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var n int64
 	for k, s := range d.stats {
-		if k.backend == b {
+		if k.backend == b && (addr == "" || k.addr == addr) {
 			n += s.Current
 		}
 	}
