@@ -264,12 +264,42 @@ func TestAdminLoopback(t *testing.T) {
 // README's walkthroughs start.
 func TestExamplesAreValid(t *testing.T) {
 	files, err := filepath.Glob("../examples/*.yaml")
-	if err != nil || len(files) < 2 {
+	more, _ := filepath.Glob("../examples/*/*.yaml")
+	files = append(files, more...)
+	if err != nil || len(files) < 3 {
 		t.Fatalf("examples: %v %v", files, err)
 	}
 	for _, f := range files {
 		if _, err := Load(f); err != nil {
 			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// TestHAProxyBlock: the haproxy block's defaults and its refusals.
+func TestHAProxyBlock(t *testing.T) {
+	base := "listeners: {prod: 127.0.0.1:18080, stage: 127.0.0.1:18081}\nslots:\n  blue: {instances: [127.0.0.1:19001]}\n  green: {instances: [127.0.0.1:19002]}\n"
+	c, err := Parse("t.yaml", []byte(base+"haproxy: {socket: /run/h.sock, maps: {prod: /p.map, stage: /s.map}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := c.HAProxy; h.Health != "vipswap" || h.Timeout <= 0 || h.Interval <= 0 {
+		t.Fatalf("defaults: %+v", h)
+	}
+	for _, tc := range []struct{ block, want string }{
+		{"haproxy: {maps: {prod: /p.map, stage: /s.map}}", "haproxy.socket"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map}}", "haproxy.maps"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /p.map}}", "haproxy.maps"},
+		{"haproxy: {socket: /h.sock, maps: {prod: '/p.map;x', stage: /s.map}}", "haproxy.maps"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, health: both}", "haproxy.health"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, backends: {purple: be_p}}", "haproxy.backends.purple"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, backends: {blue: 'be blue'}}", "haproxy.backends.blue"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, timeout: -1s}", "haproxy.timeout"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, sockets: x}", "sockets"},
+	} {
+		_, err := Parse("t.yaml", []byte(base+tc.block+"\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v; want an error naming %s", tc.block, err, tc.want)
 		}
 	}
 }
