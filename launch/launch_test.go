@@ -249,7 +249,7 @@ func TestShellWrappedInstanceStops(t *testing.T) {
 			g, out := startSpec(t, Spec{Command: shellWrapped(extra), StopTimeout: 500 * time.Millisecond})
 			addr := g.Addrs()[0]
 			waitUp(t, addr, true)
-			app := pids(out.String())[0]
+			app := firstPid(t, out)
 			p, _ := readProc(app)
 			if p.pgid == app {
 				t.Fatalf("the instance leads its own group: the shell exec'd it, so this tests nothing")
@@ -280,7 +280,7 @@ func TestOrphanIsStoppedBeforeRestart(t *testing.T) {
 	g, out := startSpec(t, Spec{Command: shellWrapped("")})
 	addr := g.Addrs()[0]
 	waitUp(t, addr, true)
-	app := pids(out.String())[0]
+	app := firstPid(t, out)
 	p, _ := readProc(app)
 	syscall.Kill(p.pgid, syscall.SIGKILL) // the shell alone
 	vstest.WaitFor(t, 10*time.Second, func() error {
@@ -427,4 +427,17 @@ func TestLedgerLeavesUnrelatedProcessesAlone(t *testing.T) {
 			t.Fatalf("got %v, want an error naming %s", err, path)
 		}
 	})
+}
+
+// firstPid waits until the instance has printed its pid (it may listen
+// before its output reaches out) and returns it.
+func firstPid(t *testing.T, out fmt.Stringer) int {
+	t.Helper()
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if len(pids(out.String())) == 0 {
+			return fmt.Errorf("no pid printed yet:\n%s", out)
+		}
+		return nil
+	})
+	return pids(out.String())[0]
 }

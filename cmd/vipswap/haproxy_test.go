@@ -237,3 +237,38 @@ func TestHAProxyRollingDeploy(t *testing.T) {
 		t.Fatalf("after the rolling deploy prod answers version %q, want blue-v2", body.Version)
 	}
 }
+
+// TestHAProxyRolloutAnalysis (issue 14): with HAProxy carrying all the
+// traffic, a rollout's analysis reads HAProxy's counters: a canary that
+// fails 10 % of its requests is rolled back.
+func TestHAProxyRolloutAnalysis(t *testing.T) {
+	t.Parallel()
+	addrs := map[string][]string{"blue": startApps(t, "blue", 1), "green": startApps(t, "green", 1, "--fail-rate", "0.1")}
+	hx := haproxytest.Start(t, addrs, "blue", "green")
+	dir := t.TempDir()
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+fastAnalysis+fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s}
+  interval: 200ms
+`, hx.Socket, hx.ProdMap, hx.StageMap))
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 16, 2*time.Minute)
+	defer load.Stop()
+	waitServed(t, load, 300)
+	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "20,50,100", "--interval", "5s"); code != 0 {
+		t.Fatalf("rollout start: exit %d: %s", code, out)
+	}
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		if st := rolloutStatus(t, sw); st.Running || st.Weights["blue"] != 100 {
+			return fmt.Errorf("rollout running %v, weights %v", st.Running, st.Weights)
+		}
+		return nil
+	})
+	h, err := sw.Client.History(context.Background(), 1)
+	if err != nil || h[0].Operation != "abort" || !strings.Contains(strings.Join(h[0].Changes, " "), "analysis: error rate") {
+		t.Fatalf("newest history entry %+v, %v; want the automatic abort on HAProxy's figures", h, err)
+	}
+	t.Logf("through HAProxy: %s", strings.Join(h[0].Changes, "; "))
+	waitApplied(t, sw)
+}
