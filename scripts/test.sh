@@ -14,45 +14,25 @@ if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
   go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
 
-# The dashboard test drives a real browser: Debian's Chromium.
-if ! command -v chromium >/dev/null 2>&1; then
+# need CMD PACKAGE WHY HINT: installs Debian's PACKAGE when CMD is missing
+# and we may (root with apt-get); otherwise says how, and stops.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing chromium (for the dashboard's browser test)"
+    echo "== installing $2 ($3)"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
   else
-    echo "The dashboard's browser test needs Chromium as 'chromium' on the PATH." >&2
-    echo "Install it first: Debian/Ubuntu: sudo apt-get install chromium;" >&2
-    echo "Fedora: sudo dnf install chromium; macOS: brew install --cask chromium" >&2
-    echo "(then link its binary as 'chromium' if it is called otherwise)." >&2
+    echo "$3: $1 must be on the PATH. Install it first: Debian/Ubuntu: sudo apt-get install $2; $4" >&2
     exit 1
   fi
-fi
-# The HAProxy driver's tests run a real HAProxy: Debian's haproxy.
-if ! command -v haproxy >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing haproxy (for the HAProxy driver's tests)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null
-  else
-    echo "The HAProxy driver's tests need haproxy (2.4 or later) on the PATH." >&2
-    echo "Install it first: Debian/Ubuntu: sudo apt-get install haproxy." >&2
-    exit 1
-  fi
-fi
-# The cluster tests run a real etcd: Debian's etcd-server.
-if ! command -v etcd >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing etcd-server (for the cluster tests)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq etcd-server >/dev/null
-  else
-    echo "The cluster tests need etcd on the PATH." >&2
-    echo "Install it first: Debian/Ubuntu: sudo apt-get install etcd-server;" >&2
-    echo "elsewhere: https://etcd.io/docs/latest/install/" >&2
-    exit 1
-  fi
-fi
+}
+# The dashboard test drives a real browser, the HAProxy driver's tests a real
+# HAProxy (2.4 or later), the cluster tests a real etcd.
+need chromium chromium "for the dashboard's browser test" \
+  "Fedora: sudo dnf install chromium; macOS: brew install --cask chromium (then link its binary as 'chromium')."
+need haproxy haproxy "for the HAProxy driver's tests" "elsewhere: https://www.haproxy.org/"
+need etcd etcd-server "for the cluster tests" "elsewhere: https://etcd.io/docs/latest/install/"
 # Tests leave what a person may want to look at (the dashboard screenshot)
 # here; it is not committed.
 export VIPSWAP_ARTIFACTS="$PWD/artifacts"

@@ -4,7 +4,6 @@ package etcdtest
 
 import (
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -30,8 +29,8 @@ type Etcd struct {
 func Start(t testing.TB) *Etcd {
 	t.Helper()
 	e := &Etcd{
-		Endpoint: "http://" + freeAddr(t),
-		peer:     "http://" + freeAddr(t),
+		Endpoint: "http://" + vstest.FreeAddr(t),
+		peer:     "http://" + vstest.FreeAddr(t),
 		dir:      filepath.Join(t.TempDir(), "etcd"),
 	}
 	e.Start(t)
@@ -85,16 +84,3 @@ func (e *Etcd) Recreate(t testing.TB) {
 
 // Addr is the endpoint's host:port.
 func (e *Etcd) Addr() string { return strings.TrimPrefix(e.Endpoint, "http://") }
-
-// freeAddr returns a loopback address with a port nobody listens on now.
-// Ports below the ephemeral range would be safer from reuse, but the kernel
-// hands out free ones only from it; the window is short.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}

@@ -39,7 +39,7 @@ func Start(t testing.TB, slots map[string][]string, active, standby string) *HAP
 	t.Helper()
 	dir := t.TempDir()
 	h := &HAProxy{
-		Prod: freeAddr(t), Stage: freeAddr(t), Socket: filepath.Join(dir, "admin.sock"),
+		Prod: vstest.FreeAddr(t), Stage: vstest.FreeAddr(t), Socket: filepath.Join(dir, "admin.sock"),
 		ProdMap: filepath.Join(dir, "prod.map"), StageMap: filepath.Join(dir, "stage.map"),
 		config: filepath.Join(dir, "haproxy.cfg"),
 	}
@@ -115,15 +115,4 @@ func (h *HAProxy) Kill(t testing.TB) {
 	t.Helper()
 	h.proc.Signal(t, 9)
 	h.proc.Wait(t, 10*time.Second)
-}
-
-// freeAddr returns a loopback address with a port nobody listens on now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
