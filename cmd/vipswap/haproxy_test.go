@@ -137,6 +137,9 @@ func TestHAProxyRestartReapplies(t *testing.T) {
 		t.Fatalf("HAProxy's prod map after the swap: %s", got)
 	}
 	hx.Kill(t)
+	// vipswap sees it gone before it is back (the applied routing must
+	// still count as lost, not as never applied).
+	waitPlane(t, sw, false)
 	restarted := time.Now()
 	hx.Start(t)
 	vstest.WaitFor(t, 5*time.Second, func() error {
@@ -179,6 +182,9 @@ func TestHAProxyUnreachable(t *testing.T) {
 	if after.Revision != before.Revision || after.Active != before.Active {
 		t.Fatalf("the refused swap changed the state: revision %d -> %d, active %s -> %s", before.Revision, after.Revision, before.Active, after.Active)
 	}
+	// Once vipswap has seen it unreachable, HAProxy comes back showing
+	// the same routing: the plane is applied again without a change.
+	waitPlane(t, sw, false)
 	hx.Start(t)
 	waitApplied(t, sw)
 	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
@@ -271,4 +277,19 @@ func TestHAProxyRolloutAnalysis(t *testing.T) {
 	}
 	t.Logf("through HAProxy: %s", strings.Join(h[0].Changes, "; "))
 	waitApplied(t, sw)
+}
+
+// waitPlane waits until the HAProxy plane's status says applied (or not).
+func waitPlane(t *testing.T, sw *switchtest.Switch, applied bool) {
+	t.Helper()
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		st, err := sw.Client.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		if len(st.DataPlanes) == 0 || st.DataPlanes[0].Applied != applied {
+			return fmt.Errorf("HAProxy plane %+v: want applied=%v", st.DataPlanes, applied)
+		}
+		return nil
+	})
 }

@@ -68,6 +68,7 @@ type Driver struct {
 
 	mu        sync.Mutex
 	want      *desired // the newest table's routing, nil before the first
+	confirmed *desired // the last routing HAProxy was seen to show
 	status    Status
 	stats     map[serverKey]Stat      // the last "show stat", by backend and address
 	counts    map[string]route.Counts // accumulated per slot, prod
@@ -181,6 +182,7 @@ func (d *Driver) applyWanted(ctx context.Context, again bool) error {
 		return err
 	}
 	st.Converged = took
+	d.confirmed = w
 	if again {
 		st.Reapplied++
 	}
@@ -454,7 +456,11 @@ func (d *Driver) loop(ctx context.Context) {
 		}
 		err := d.confirm(ctx, w)
 		d.applyMu.Unlock()
-		if err == nil || ctx.Err() != nil {
+		if err == nil {
+			d.setConfirmed(w) // back after a fault, still showing it
+			continue
+		}
+		if ctx.Err() != nil {
 			continue
 		}
 		var unreachable *UnreachableError
@@ -463,7 +469,9 @@ func (d *Driver) loop(ctx context.Context) {
 			continue
 		}
 		d.mu.Lock()
-		lost := d.status.Applied && d.status.Revision == w.revision
+		// HAProxy showed this routing once: it lost it (a restart or a
+		// reload), even if it was unreachable for a while in between.
+		lost := d.confirmed == w
 		d.mu.Unlock()
 		if lost {
 			d.log.Warn("HAProxy no longer shows what vipswap applied (restarted or reloaded?): applying it again", "revision", w.revision, "differs", err)
@@ -480,6 +488,20 @@ func (d *Driver) loop(ctx context.Context) {
 			lastErr = ""
 		}
 	}
+}
+
+// setConfirmed records that HAProxy shows w, as read back by the loop.
+func (d *Driver) setConfirmed(w *desired) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.want != w || (d.status.Applied && d.confirmed == w) {
+		return
+	}
+	if !d.status.Applied {
+		d.status.Since = time.Now().UTC()
+		d.log.Info("HAProxy shows what vipswap applied again", "revision", w.revision)
+	}
+	d.status.Applied, d.status.Error, d.confirmed = true, "", w
 }
 
 func (d *Driver) setError(w *desired, err error) {
