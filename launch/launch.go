@@ -57,7 +57,19 @@ type Spec struct {
 	// Ledger, if set, records each running process group so that a later
 	// run can stop the ones this run leaves behind if it is killed.
 	Ledger *Ledger
+	// Version replaces {version} in Command (a release's version label).
+	Version string
 }
+
+// replacement asks a process's run to stop its command and start another
+// in its place, on the same port.
+type replacement struct {
+	args []string
+	done chan error // the old command's exit, once it is gone
+}
+
+// errReplaced is run's answer when Replace stopped the command.
+var errReplaced = errors.New("replaced")
 
 // Group is the running processes of one Spec.
 type Group struct {
@@ -71,8 +83,10 @@ type Group struct {
 type process struct {
 	addr     string
 	port     int
-	args     []string
 	out      io.Writer
+	replace  chan replacement // Replace's requests, for run
+	mu       sync.Mutex       // guards args
+	args     []string
 	pgid     atomic.Int64  // the running process group; 0 when none
 	restarts atomic.Uint64 // times it exited and was started again
 }
@@ -116,14 +130,9 @@ func Start(spec Spec) (*Group, error) {
 		if err != nil {
 			return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, err)
 		}
-		p := strconv.Itoa(port)
-		args := make([]string, len(spec.Command))
-		for i, a := range spec.Command {
-			args[i] = strings.ReplaceAll(a, "{port}", p)
-		}
-		args[0] = strings.ReplaceAll(prog, "{port}", p)
-		addr := strings.ReplaceAll(spec.Address, "{port}", p)
-		g.procs = append(g.procs, &process{addr: addr, port: port, args: args, out: &prefixWriter{w: out, prefix: spec.Slot + " " + addr + " | "}})
+		addr := strings.ReplaceAll(spec.Address, "{port}", strconv.Itoa(port))
+		g.procs = append(g.procs, &process{addr: addr, port: port, args: expand(spec.Command, prog, port, spec.Version),
+			replace: make(chan replacement), out: &prefixWriter{w: out, prefix: spec.Slot + " " + addr + " | "}})
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
@@ -132,6 +141,56 @@ func Start(spec Spec) (*Group, error) {
 		g.wg.Go(func() { g.supervise(ctx, p) })
 	}
 	return g, nil
+}
+
+// expand returns command with {port} and {version} replaced, its program
+// being prog.
+func expand(command []string, prog string, port int, version string) []string {
+	r := strings.NewReplacer("{port}", strconv.Itoa(port), "{version}", version)
+	args := make([]string, len(command))
+	for i, a := range command {
+		args[i] = r.Replace(a)
+	}
+	args[0] = r.Replace(prog)
+	return args
+}
+
+// Replace stops the replica listening on addr (SIGTERM, then SIGKILL after
+// StopTimeout) and starts command in its place, on the same port, with
+// {version} replaced by version: a rolling update. It returns once the old
+// command is gone and the new one is being started; whether it serves is
+// for health checks to say. The new command is the one restarted should
+// it exit.
+func (g *Group) Replace(ctx context.Context, addr string, command []string, version string) error {
+	if len(command) == 0 || command[0] == "" {
+		return errors.New("launch: empty command")
+	}
+	prog := command[0]
+	if prog == "vipswap" {
+		self, err := os.Executable()
+		if err != nil {
+			return fmt.Errorf("launch: find the running binary: %w", err)
+		}
+		prog = self
+	}
+	for _, p := range g.procs {
+		if p.addr != addr {
+			continue
+		}
+		r := replacement{args: expand(command, prog, p.port, version), done: make(chan error, 1)}
+		select {
+		case p.replace <- r:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		select {
+		case err := <-r.done:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return fmt.Errorf("launch slot %s: no instance %s", g.spec.Slot, addr)
 }
 
 // Restarts returns, by address, how many times each replica exited on its
@@ -181,6 +240,10 @@ func (g *Group) supervise(ctx context.Context, p *process) {
 		if ctx.Err() != nil {
 			return
 		}
+		if err == errReplaced {
+			backoff = 100 * time.Millisecond
+			continue
+		}
 		if time.Since(started) > 10*time.Second {
 			backoff = 100 * time.Millisecond
 		}
@@ -191,6 +254,14 @@ func (g *Group) supervise(ctx context.Context, p *process) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case r := <-p.replace: // not running: the new command starts now
+			t.Stop()
+			p.mu.Lock()
+			p.args = r.args
+			p.mu.Unlock()
+			close(r.done)
+			backoff = 100 * time.Millisecond
+			continue
 		case <-t.C:
 		}
 		backoff = min(backoff*2, 10*time.Second)
@@ -202,7 +273,10 @@ func (g *Group) supervise(ctx context.Context, p *process) {
 // what the command left in its group (an application under a shell that
 // died), so that a restart never meets an orphan holding the port.
 func (g *Group) run(ctx context.Context, p *process) error {
-	cmd := exec.Command(p.args[0], p.args[1:]...)
+	p.mu.Lock()
+	args := p.args
+	p.mu.Unlock()
+	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(p.port))
 	if g.spec.Ledger != nil {
 		cmd.Env = append(cmd.Env, g.spec.Ledger.marker())
@@ -249,6 +323,13 @@ func (g *Group) run(ctx context.Context, p *process) error {
 		}
 	case <-ctx.Done():
 		exitErr = g.stopGroup(pgid, exited, p)
+	case r := <-p.replace:
+		g.stopGroup(pgid, exited, p)
+		p.mu.Lock()
+		p.args = r.args
+		p.mu.Unlock()
+		defer close(r.done)
+		exitErr = errReplaced
 	}
 	// Every holder of the pipe's write end is gone, unless a process left
 	// the group (setsid): do not wait for that one.

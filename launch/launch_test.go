@@ -1,6 +1,7 @@
 package launch
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -440,4 +441,50 @@ func firstPid(t *testing.T, out fmt.Stringer) int {
 		return nil
 	})
 	return pids(out.String())[0]
+}
+
+// A replaced replica gets SIGTERM and its new command starts on the same
+// port, with {version} expanded; the other replica is left alone; a
+// restart after the new command exits runs the new command again.
+func TestReplace(t *testing.T) {
+	t.Setenv("LAUNCH_TEST_INSTANCE", "127.0.0.1:{port}")
+	cmd := func(v string) []string {
+		return []string{"/bin/sh", "-c", `echo "version $1"; LAUNCH_TEST_INSTANCE=127.0.0.1:$0 exec "$2" -test.run=^$`, "{port}", v, bin}
+	}
+	g, out := startSpec(t, Spec{Command: cmd("{version}"), Version: "1.0", Replicas: 2})
+	addrs := g.Addrs()
+	for _, a := range addrs {
+		waitUp(t, a, true)
+	}
+	if n := strings.Count(out.String(), "version 1.0"); n != 2 {
+		t.Fatalf("{version} expanded %d times, want 2:\n%s", n, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := g.Replace(ctx, addrs[0], cmd("{version}"), "2.0"); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(out.String(), "got SIGTERM"); n != 1 {
+		t.Fatalf("%d instances saw SIGTERM, want the replaced one:\n%s", n, out)
+	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if !strings.Contains(out.String(), "green "+addrs[0]+" | version 2.0") {
+			return fmt.Errorf("new version not started on %s:\n%s", addrs[0], out)
+		}
+		return nil
+	})
+	waitUp(t, addrs[0], true)
+	http.Get("http://" + addrs[0] + "/exit") // crashes: restarted with 2.0
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if n := strings.Count(out.String(), addrs[0]+" | version 2.0"); n < 2 {
+			return fmt.Errorf("restart did not run the new command:\n%s", out)
+		}
+		return nil
+	})
+	if err := g.Replace(ctx, "127.0.0.1:1", cmd("x"), "x"); err == nil || !strings.Contains(err.Error(), "no instance 127.0.0.1:1") {
+		t.Fatalf("replace of an unknown instance: %v", err)
+	}
+	if g.Restarts()[addrs[1]] != 0 || strings.Count(out.String(), addrs[1]+" | version") != 1 {
+		t.Fatalf("the other replica was touched:\n%s", out)
+	}
 }
