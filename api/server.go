@@ -61,6 +61,18 @@ type Controller interface {
 	Readiness(ctx context.Context) error
 }
 
+// Releases runs deploys and rolling updates (package release).
+type Releases interface {
+	// Deploy starts a deploy.
+	Deploy(req DeployRequest) (Progress, error)
+	// Rolling starts a rolling update.
+	Rolling(req RollingRequest) (Progress, error)
+	// Get returns a release's progress.
+	Get(id string) (Progress, bool)
+	// List returns the recent releases, newest first.
+	List() []Progress
+}
+
 // Error is an error with the HTTP status the API answers it with.
 type Error struct {
 	// Status is the HTTP status code.
@@ -111,6 +123,9 @@ type Options struct {
 	// Reload, if set, serves POST /v1/reload: re-read the configuration
 	// file and apply what changed (a dry run says what would).
 	Reload func(ctx context.Context, req ChangeRequest) (Change, error)
+	// Releases, if set, serves POST /v1/deploy, POST /v1/rolling and GET
+	// /v1/releases[/{id}].
+	Releases Releases
 	// Hosts are the host names, besides IP addresses and localhost, that
 	// requests may name in their Host header (admin.hosts). Any other name
 	// is refused with a 403, which stops DNS-rebinding pages.
@@ -151,6 +166,20 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))
 	if opts.Reload != nil {
 		mux.Handle("POST /v1/reload", s.handle(s.change(opts.Reload)))
+	}
+	if rs := opts.Releases; rs != nil {
+		mux.Handle("POST /v1/deploy", s.handle(startRelease(rs.Deploy, func(b *DeployRequest) *ChangeRequest { return &b.ChangeRequest })))
+		mux.Handle("POST /v1/rolling", s.handle(startRelease(rs.Rolling, func(b *RollingRequest) *ChangeRequest { return &b.ChangeRequest })))
+		mux.Handle("GET /v1/releases", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			return writeJSON(w, http.StatusOK, rs.List())
+		}))
+		mux.Handle("GET /v1/releases/{id}", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+			p, ok := rs.Get(r.PathValue("id"))
+			if !ok {
+				return &Error{Status: http.StatusNotFound, Err: fmt.Errorf("no release %q (vipswap remembers its recent releases since it started)", r.PathValue("id"))}
+			}
+			return writeJSON(w, http.StatusOK, p)
+		}))
 	}
 	mux.Handle("GET /v1/history", s.handle(s.history))
 	mux.Handle("GET /v1/history/{id}", s.handle(s.entry))
@@ -267,6 +296,27 @@ func typedChange[B any](op func(context.Context, B) (Change, error), get func(*B
 			return err
 		}
 		return writeJSON(w, http.StatusOK, res)
+	}
+}
+
+// startRelease adapts the start of a release to HTTP: 202 with its
+// progress, to follow at GET /v1/releases/{id}.
+func startRelease[B any](start func(B) (Progress, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
+	return func(w http.ResponseWriter, r *http.Request) error {
+		var body B
+		if err := decodeBody(w, r, &body); err != nil {
+			return err
+		}
+		req := get(&body)
+		if len(req.Reason) > MaxReason {
+			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("reason is %d bytes long; at most %d are allowed", len(req.Reason), MaxReason)}
+		}
+		req.Actor, _ = r.Context().Value(actorKey{}).(string)
+		p, err := start(body)
+		if err != nil {
+			return err
+		}
+		return writeJSON(w, http.StatusAccepted, p)
 	}
 }
 

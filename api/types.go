@@ -1,6 +1,9 @@
 package api
 
-import "github.com/vipswap/vipswap/control"
+import (
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/release"
+)
 
 // The controller's results and requests are the API's wire types: the
 // admin server encodes them as JSON as they are. The aliases let the client
@@ -52,6 +55,15 @@ type (
 	Analysis = control.Analysis
 	// SlotFigures is control.SlotFigures.
 	SlotFigures = control.SlotFigures
+	// DeployRequest is the body of POST /v1/deploy.
+	DeployRequest = release.DeployRequest
+	// RollingRequest is the body of POST /v1/rolling.
+	RollingRequest = release.RollingRequest
+	// Progress is a release (deploy, rolling update), from GET
+	// /v1/releases/{id}.
+	Progress = release.Progress
+	// Step is one step of a release.
+	Step = control.Step
 )
 
 // ErrorBody is the JSON body of every error answer.

@@ -314,3 +314,26 @@ func unwrapURL(err error) error {
 	}
 	return err
 }
+
+// Deploy calls POST /v1/deploy: the deploy starts, and GET
+// /v1/releases/{id} follows it (Release).
+func (c *Client) Deploy(ctx context.Context, req api.DeployRequest) (api.Progress, error) {
+	var res api.Progress
+	err := c.do(ctx, http.MethodPost, "/v1/deploy", req, &res)
+	return res, err
+}
+
+// Rolling calls POST /v1/rolling: the rolling update starts, and Release
+// follows it.
+func (c *Client) Rolling(ctx context.Context, req api.RollingRequest) (api.Progress, error) {
+	var res api.Progress
+	err := c.do(ctx, http.MethodPost, "/v1/rolling", req, &res)
+	return res, err
+}
+
+// Release calls GET /v1/releases/{id}.
+func (c *Client) Release(ctx context.Context, id string) (api.Progress, error) {
+	var res api.Progress
+	err := c.do(ctx, http.MethodGet, "/v1/releases/"+url.PathEscape(id), nil, &res)
+	return res, err
+}

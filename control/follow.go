@@ -170,7 +170,7 @@ func (c *Controller) adopt(st state.State, rev store.Revision, authoritative boo
 	// of it too (each node routes to the instances it runs).
 	for name, spec := range st.Slots {
 		if spec.Run != nil && c.cfg.Launcher != nil && c.running(name) == nil {
-			if err := c.cfg.Launcher.Launch(name, *spec.Run); err != nil {
+			if err := c.cfg.Launcher.Launch(name, *spec.Run, spec.Version); err != nil {
 				c.log.Error("could not start the instances of a slot added elsewhere", "slot", name, "err", err)
 			}
 		}

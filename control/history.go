@@ -53,6 +53,9 @@ func wireEntry(e store.Entry) HistoryEntry {
 	if m := e.Measurement; m != nil {
 		w.Measurement = wireMeasurement(*m)
 	}
+	for _, s := range e.Steps {
+		w.Steps = append(w.Steps, Step{Name: s.Name, Start: s.Start, Seconds: s.Duration.Seconds(), Result: s.Result, Detail: s.Detail})
+	}
 	return w
 }
 

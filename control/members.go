@@ -1,6 +1,7 @@
 package control
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -17,6 +18,8 @@ type Slot struct {
 	Addrs []string
 	// Version labels what the slot runs; may be empty.
 	Version string
+	// Run is the slot's run block when vipswap starts its instances.
+	Run *state.RunSpec
 }
 
 // members returns the slots that exist in st: the configured ones, less
@@ -122,11 +125,20 @@ func (c *Controller) lookup(slot, addr string) (*route.Instance, error) {
 // slot add --run-file) and says where they listen. The controller stops
 // them through Config.OnSlots once their slot is gone.
 type Launcher interface {
-	// Launch starts slot's instances as run says; a slot already running
-	// is left as it is.
-	Launch(slot string, run state.RunSpec) error
+	// Launch starts slot's instances as run says, {version} in its command
+	// being version; a slot already running is left as it is.
+	Launch(slot string, run state.RunSpec, version string) error
 	// Addrs returns where slot's instances listen; nil when none run.
 	Addrs(slot string) []string
+	// Relaunch starts slot's instances anew, as run says, in place of the
+	// ones running (a deploy to a slot that takes no prod traffic): Addrs
+	// returns the new ones from now on. finish(true) stops the old ones
+	// once they have nothing in flight; finish(false) puts them back and
+	// stops the new ones.
+	Relaunch(slot string, run state.RunSpec, version string) (finish func(keep bool), err error)
+	// Replace stops the instance of slot at addr and starts command in its
+	// place, on the same address (a rolling update).
+	Replace(ctx context.Context, slot, addr string, command []string, version string) error
 }
 
 // running returns the addresses of a runtime managed slot, for members.

@@ -236,6 +236,23 @@ type HistoryEntry struct {
 	// slot's prod requests still in flight (as the measurement last saw
 	// them); absent once measured, and after a restart.
 	Draining *int64 `json:"draining,omitempty"`
+	// Steps are a release's steps (deploy, rolling), in order.
+	Steps []Step `json:"steps,omitempty"`
+}
+
+// Step is one step of a release: what it did, when, for how long, and
+// how it ended.
+type Step struct {
+	// Name says what the step does ("start", "healthy", "switch", ...).
+	Name string `json:"name"`
+	// Start is when it began; Seconds how long it took (so far, while it
+	// runs).
+	Start   time.Time `json:"start"`
+	Seconds float64   `json:"seconds"`
+	// Result is "running", "ok" or "failed".
+	Result string `json:"result"`
+	// Detail says what it saw or why it failed.
+	Detail string `json:"detail,omitempty"`
 }
 
 // Measurement is what the prod listener counted from a change until the old

@@ -68,7 +68,7 @@ func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, e
 	if req.Run != nil && !req.DryRun && !exists() {
 		// Start the instances first: the change then makes them
 		// members. If it does not apply, OnSlots below stops them.
-		if err := c.cfg.Launcher.Launch(req.Name, *req.Run); err != nil {
+		if err := c.cfg.Launcher.Launch(req.Name, *req.Run, req.Version); err != nil {
 			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: %w", req.Name, err))
 		}
 	}

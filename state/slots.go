@@ -132,3 +132,32 @@ func (s State) SetStage(slot string, target Readiness, force bool) (State, error
 	next.Standby = slot
 	return next, nil
 }
+
+// Redeploy returns s with slot name running spec from now on: a deploy
+// that started new instances for it, or a rolling update that replaced
+// them one by one. A deploy (inPlace false) is refused while the slot
+// takes prod traffic; a rolling update keeps the slot serving and is not.
+func (s State) Redeploy(name string, spec SlotSpec, exists, inPlace bool) (State, error) {
+	switch {
+	case !exists:
+		return s, refused("deploy refused: no slot %q", name)
+	case spec.Run == nil:
+		return s, refused("deploy refused: slot %q: vipswap starts no instances for it (no run block)", name)
+	case !inPlace && s.TakesProd(name):
+		return s, refused("deploy refused: %s takes prod traffic; deploy to the standby or a new slot, or update it in place with vipswap rolling", name)
+	}
+	next := s.clone()
+	if next.Slots == nil {
+		next.Slots = map[string]SlotSpec{}
+	}
+	run := *spec.Run
+	run.Command = slices.Clone(run.Command)
+	next.Slots[name] = SlotSpec{Run: &run, Version: spec.Version}
+	return next, nil
+}
+
+// TakesProd reports whether slot name carries prod traffic: it is the
+// active slot, has a share of prod, or is a running rollout's canary.
+func (s State) TakesProd(name string) bool {
+	return name == s.Active || s.WeightOf(name) > 0 || (s.Rollout != nil && s.Rollout.To == name)
+}

@@ -69,7 +69,23 @@ func (e *UnavailableError) Unwrap() []error { return []error{ErrUnavailable, e.E
 const (
 	Applied = "applied"
 	Refused = "refused"
+	// Failed is a release (deploy, rolling update) that stopped at a step.
+	Failed = "failed"
 )
+
+// Step is one step of a release (vipswap deploy or rolling) in its
+// history entry.
+type Step struct {
+	// Name says what the step did ("start", "healthy", "switch", ...).
+	Name string `json:"name"`
+	// Start is when it began; Duration how long it took.
+	Start    time.Time     `json:"start"`
+	Duration time.Duration `json:"duration_ns"`
+	// Result is "ok" or "failed".
+	Result string `json:"result"`
+	// Detail says what it saw or why it failed.
+	Detail string `json:"detail,omitempty"`
+}
 
 // Entry is one record of the history: an operation someone asked for and
 // what came of it.
@@ -104,8 +120,10 @@ type Entry struct {
 	Revision Revision `json:"revision,omitempty"`
 	// Measurement is what the data plane saw around an applied swap or
 	// rollback; nil until the old slot has drained (or the measurement gave
-	// up).
+	// up). For a release, what prod served while it ran.
 	Measurement *Measurement `json:"measurement,omitempty"`
+	// Steps are a release's steps, in order.
+	Steps []Step `json:"steps,omitempty"`
 }
 
 // Measurement is what the data plane counted around a change that moved

@@ -123,8 +123,9 @@ func newRoot() *cobra.Command {
 		withGroup("change", newPromoteCmd()), withGroup("change", newAbortCmd()),
 		withGroup("change", newDrainCmd()), withGroup("change", newReadyCmd()),
 		withGroup("change", newSlotCmd()), withGroup("change", newStageCmd()), withGroup("change", newRouteCmd()),
+		withGroup("change", newDeployCmd()), withGroup("change", newRollingCmd()),
 		withGroup("look", newStatusCmd()), withGroup("look", newHistoryCmd()), withGroup("look", newWaitCmd()),
-		withGroup("tools", newAppCmd()), withGroup("tools", newRegisterCmd()), withGroup("tools", newVersionCmd()),
+		withGroup("tools", newAppCmd()), withGroup("tools", newVerifyCmd()), withGroup("tools", newRegisterCmd()), withGroup("tools", newVersionCmd()),
 	} {
 		root.AddCommand(c)
 	}

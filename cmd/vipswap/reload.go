@@ -47,18 +47,60 @@ type runtime struct {
 }
 
 // Launch starts a managed slot added at runtime (control.Launcher).
-func (rt *runtime) Launch(slot string, run state.RunSpec) error {
+func (rt *runtime) Launch(slot string, run state.RunSpec, version string) error {
 	rt.gmu.Lock()
 	defer rt.gmu.Unlock()
 	if rt.groups[slot] != nil {
 		return nil
 	}
-	g, err := rt.startGroup(slot, config.Slot{Run: &config.Run{Command: run.Command, Address: run.Address, Replicas: run.Replicas, StopTimeout: run.StopTimeout}})
+	g, err := rt.startGroup(slot, configSlot(run, version))
 	if err != nil {
 		return err
 	}
 	rt.groups[slot] = g
 	return nil
+}
+
+// configSlot returns a managed slot's run block as the configuration
+// holds one.
+func configSlot(run state.RunSpec, version string) config.Slot {
+	return config.Slot{Version: version, Run: &config.Run{Command: run.Command, Address: run.Address, Replicas: run.Replicas, StopTimeout: run.StopTimeout}}
+}
+
+// Relaunch starts slot's instances anew in place of the running ones
+// (control.Launcher): a deploy to a slot that takes no prod traffic.
+func (rt *runtime) Relaunch(slot string, run state.RunSpec, version string) (func(keep bool), error) {
+	g, err := rt.startGroup(slot, configSlot(run, version))
+	if err != nil {
+		return nil, err
+	}
+	rt.gmu.Lock()
+	old := rt.groups[slot]
+	rt.groups[slot] = g
+	rt.gmu.Unlock()
+	return func(keep bool) {
+		rt.gmu.Lock()
+		defer rt.gmu.Unlock()
+		stop := old
+		if !keep && rt.groups[slot] == g {
+			rt.groups[slot], stop = old, g
+		}
+		if stop != nil {
+			rt.closing.Go(stop.Close) // out of the routing table: SIGTERM lets them finish what they have
+		}
+	}, nil
+}
+
+// Replace restarts one managed instance with another command on the same
+// address (control.Launcher): a rolling update.
+func (rt *runtime) Replace(ctx context.Context, slot, addr string, command []string, version string) error {
+	rt.gmu.Lock()
+	g := rt.groups[slot]
+	rt.gmu.Unlock()
+	if g == nil {
+		return fmt.Errorf("slot %q: no instances running", slot)
+	}
+	return g.Replace(ctx, addr, command, version)
 }
 
 // Addrs returns where a managed slot's instances listen (control.Launcher).
@@ -88,7 +130,7 @@ func (rt *runtime) keepSlots(names []string) {
 func (rt *runtime) startGroup(name string, s config.Slot) (*launch.Group, error) {
 	g, err := launch.Start(launch.Spec{
 		Slot: name, Command: s.Run.Command, Address: s.Run.Address, Replicas: s.Run.Replicas,
-		StopTimeout: s.Run.StopTimeout, Output: rt.output, Logger: rt.log, Ledger: rt.ledger,
+		StopTimeout: s.Run.StopTimeout, Output: rt.output, Logger: rt.log, Ledger: rt.ledger, Version: s.Version,
 	})
 	if err != nil {
 		return nil, err
@@ -105,7 +147,11 @@ func slotsOf(cfg *config.Config, groups map[string]*launch.Group) []control.Slot
 		if g := groups[name]; g != nil {
 			addrs = g.Addrs()
 		}
-		out = append(out, control.Slot{Name: name, Addrs: addrs, Version: cfg.Slots[name].Version})
+		var run *state.RunSpec
+		if r := cfg.Slots[name].Run; r != nil {
+			run = &state.RunSpec{Command: r.Command, Address: r.Address, Replicas: r.Replicas, StopTimeout: r.StopTimeout}
+		}
+		out = append(out, control.Slot{Name: name, Addrs: addrs, Version: cfg.Slots[name].Version, Run: run})
 	}
 	return out
 }

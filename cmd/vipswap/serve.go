@@ -29,6 +29,7 @@ import (
 	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/metrics"
 	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/route"
 	"golang.org/x/net/netutil"
 )
@@ -204,13 +205,13 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 	removed = stored.Removed
 	for _, name := range slices.Sorted(maps.Keys(stored.Slots)) { // managed slots added at runtime
 		if run := stored.Slots[name].Run; run != nil {
-			if err := rt.Launch(name, *run); err != nil {
+			if err := rt.Launch(name, *run, stored.Slots[name].Version); err != nil {
 				return fmt.Errorf("slot %s (added at runtime): %w", name, err)
 			}
 		}
 	}
 	for _, name := range cfg.SlotOrder {
-		if s := cfg.Slots[name]; s.Run != nil && !slices.Contains(removed, name) {
+		if s := cfg.Slots[name]; s.Run != nil && !slices.Contains(removed, name) && stored.Slots[name].Run == nil { // a deploy's run block replaces the file's
 			g, err := rt.startGroup(name, s)
 			if err != nil {
 				return err
@@ -286,6 +287,12 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		cleanups = append(cleanups, func() { stopWatching(); <-watched })
 	}
 	rt.px, rt.ctrl = px, ctrl
+	releases := release.New(release.Config{Controller: ctrl, Logger: log, AllowRun: func() bool {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		return rt.cfg.Admin.AllowRun
+	}})
+	cleanups = append(cleanups, releases.Close) // before the controller closes
 
 	registry := prometheus.NewRegistry()
 	registry.MustRegister(
@@ -303,6 +310,7 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 			Rates:        ctrl.Rates,
 			Dashboard:    dashboard.Handler(),
 			Reload:       rt.reload,
+			Releases:     releases,
 			Hosts:        cfg.Admin.Hosts,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
+)
+
+func newDeployCmd() *cobra.Command {
+	var req api.DeployRequest
+	var admin *string
+	var asJSON *bool
+	cmd := &cobra.Command{
+		Use:   "deploy --slot SLOT --version V [flags] [-- COMMAND...]",
+		Short: "release a new version: start it, check it, switch prod to it, keep the old one",
+		Long: `Starts the new version in SLOT (the standby, an idle slot, or a new slot), waits
+until every instance is healthy, warms them up (--warmup), points stage at SLOT
+and runs the gates against it (--check PATH answers 2xx, --gate COMMAND exits 0),
+then switches prod: one atomic swap (--strategy swap) or a rollout judged by the
+analysis (--strategy rollout with --plan or --steps). It waits until the old
+slot has no request in flight. The old slot keeps running for --keep, so that
+"vipswap rollback" is instant; then a slot added at runtime is removed (a
+configured one stays, as the standby).
+
+COMMAND runs each instance, with {port} and {version}; without it, the slot's
+run block is used (its {version} becomes V). A new slot needs COMMAND. Commands
+and gates run on vipswap's host: admin.allow_run must be true for them.
+
+Any failure before the switch leaves prod as it was and names the failed step;
+a failed rollout is aborted (prod returns to the old slot). The deploy runs
+inside vipswap: it goes on if this command is interrupted. Exit 0 when it
+succeeded, 1 when it failed. One history entry records it, with its steps.`,
+		Example: `  vipswap deploy --slot green --version 2.1 --check /api/ping?slot=green
+  vipswap deploy --slot v22 --version 2.2 --strategy rollout --steps 10,50,100 --interval 30s \
+      -- vipswap app --listen 127.0.0.1:{port} --slot v22 --version {version}
+  vipswap deploy --slot green --version 2.1 --gate 'vipswap verify --url $VIPSWAP_STAGE_URL --duration 5s' --json`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if req.Slot == "" || req.Version == "" {
+				return &usageError{msg: "--slot and --version are required"}
+			}
+			if cmd.ArgsLenAtDash() < 0 && len(args) > 0 {
+				return &usageError{msg: fmt.Sprintf("unexpected argument %q: put the command after --", args[0])}
+			}
+			if cmd.ArgsLenAtDash() > 0 {
+				return &usageError{msg: fmt.Sprintf("unexpected argument %q before --", args[0])}
+			}
+			req.Command = args
+			if len(req.Reason) > api.MaxReason {
+				return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", len(req.Reason), api.MaxReason)}
+			}
+			c := newClient(*admin)
+			p, err := c.Deploy(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return follow(cmd.Context(), c, p, *asJSON, cmd.OutOrStdout())
+		},
+	}
+	fs := cmd.Flags()
+	admin = adminFlag(fs)
+	asJSON = fs.Bool("json", false, "print the outcome as JSON (no live progress)")
+	fs.StringVar(&req.Slot, "slot", "", "the slot the new version starts in (the standby, an idle or a new one)")
+	fs.StringVar(&req.Version, "version", "", "the new version's label; {version} in the command")
+	fs.IntVar(&req.Replicas, "replicas", 0, "how many instances (default: the slot's, or the active slot's for a new one)")
+	fs.StringVar(&req.Strategy, "strategy", "swap", "swap (one atomic switch) or rollout (weighted steps, judged, aborted on a breach)")
+	fs.StringVar(&req.Plan, "plan", "", "with --strategy rollout: a plan under rollouts: in the configuration")
+	fs.Float64SliceVar(&req.Steps, "steps", nil, "with --strategy rollout: the weights in percent, such as 10,50,100")
+	fs.StringVar(&req.Interval, "interval", "", "with --strategy rollout: how long each step lasts")
+	fs.IntVar(&req.Warmup, "warmup", 0, "GET requests each new instance gets before the gates")
+	fs.StringVar(&req.WarmupPath, "warmup-path", "/", "the path the warm-up requests ask for")
+	fs.StringArrayVar(&req.Checks, "check", nil, "a path the stage listener must answer with a 2xx (repeatable)")
+	fs.StringArrayVar(&req.Gates, "gate", nil, "a shell command that must exit 0; it gets $VIPSWAP_STAGE_URL (repeatable)")
+	fs.StringVar(&req.Keep, "keep", "10m", "how long the old slot keeps running for an instant rollback")
+	fs.StringVar(&req.Timeout, "timeout", "2m", "how long each wait may take (health, gates, drain)")
+	fs.StringVar(&req.Reason, "reason", "", "why, recorded in the history (at most 1 KiB)")
+	return cmd
+}
+
+func newRollingCmd() *cobra.Command {
+	var req api.RollingRequest
+	var admin *string
+	var asJSON *bool
+	cmd := &cobra.Command{
+		Use:   "rolling SLOT [--version V] [flags] [-- COMMAND...]",
+		Short: "update a slot's instances in place, a few at a time",
+		Long: `For each instance of SLOT in turn (--max-unavailable at once): drain it, wait until
+it has no request in flight, stop it (SIGTERM), start the new version on the
+same address, wait until it is healthy, warm it up, and put it back. The slot
+keeps serving on its other instances throughout. If a new instance does not
+become healthy within --timeout, the update stops, the old version is started
+again in its place and put back, and the command exits 1 with the reason.
+
+COMMAND (with {port} and {version}) replaces the slot's run block; without it
+each instance restarts with its run block and {version} set to V. SLOT must be
+one whose instances vipswap starts (a run: block). The update runs inside
+vipswap; one history entry records it, with its steps.`,
+		Example: `  vipswap rolling blue --version 1.1
+  vipswap rolling blue --version 1.1 --max-unavailable 2 --warmup 50 -- ./myapp --port {port}`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			dash := cmd.ArgsLenAtDash()
+			if dash == 0 || (dash < 0 && len(args) != 1) || dash > 1 {
+				return &usageError{msg: "want one SLOT, then optionally -- COMMAND..."}
+			}
+			req.Slot = args[0]
+			if dash == 1 {
+				req.Command = args[1:]
+			}
+			if len(req.Reason) > api.MaxReason {
+				return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", len(req.Reason), api.MaxReason)}
+			}
+			c := newClient(*admin)
+			p, err := c.Rolling(cmd.Context(), req)
+			if err != nil {
+				return err
+			}
+			return follow(cmd.Context(), c, p, *asJSON, cmd.OutOrStdout())
+		},
+	}
+	fs := cmd.Flags()
+	admin = adminFlag(fs)
+	asJSON = fs.Bool("json", false, "print the outcome as JSON (no live progress)")
+	fs.StringVar(&req.Version, "version", "", "the new version's label; {version} in the command (default: the slot's)")
+	fs.IntVar(&req.MaxUnavailable, "max-unavailable", 1, "how many instances are out of rotation at once")
+	fs.IntVar(&req.Warmup, "warmup", 0, "GET requests each new instance gets before it takes traffic")
+	fs.StringVar(&req.WarmupPath, "warmup-path", "/", "the path the warm-up requests ask for")
+	fs.StringVar(&req.Timeout, "timeout", "2m", "how long each wait may take (requests in flight, health)")
+	fs.StringVar(&req.Reason, "reason", "", "why, recorded in the history (at most 1 KiB)")
+	return cmd
+}
+
+// follow shows a release's progress until it ends: each step as it ends,
+// the health counts and the rollout's progress while a step waits. It
+// returns an error (exit 1) when the release failed.
+func follow(ctx context.Context, c *client.Client, p api.Progress, asJSON bool, out io.Writer) error {
+	if !asJSON {
+		fmt.Fprintf(out, "%s %s: slot %s, version %s\n", p.Kind, p.ID, p.Slot, p.Version)
+	}
+	shown, last := 0, ""
+	var lastErr time.Time
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if !asJSON {
+			for ; shown < len(p.Steps); shown++ {
+				s := p.Steps[shown]
+				if s.Result == "running" {
+					if line := waiting(p, s); line != last {
+						fmt.Fprintln(out, line)
+						last = line
+					}
+					break
+				}
+				mark := "ok"
+				if s.Result != "ok" {
+					mark = "FAILED"
+				}
+				fmt.Fprintf(out, "  %-6s %-28s %7.2fs  %s\n", mark, s.Name, s.Seconds, s.Detail)
+				last = ""
+			}
+		}
+		if p.State != "running" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("stopped following %s %s; it goes on inside vipswap (GET /v1/releases/%s)", p.Kind, p.ID, p.ID)
+		case <-tick.C:
+		}
+		next, err := c.Release(ctx, p.ID)
+		if err != nil {
+			if lastErr.IsZero() {
+				lastErr = time.Now()
+			}
+			var apiErr *client.Error
+			if errors.As(err, &apiErr) || time.Since(lastErr) > 30*time.Second {
+				return fmt.Errorf("following %s %s: %w", p.Kind, p.ID, err)
+			}
+			continue
+		}
+		lastErr, p = time.Time{}, next
+	}
+	if asJSON {
+		if err := writeJSON(out, p); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(out, "%s %s %s in %s: prod served %d requests, %d failed", p.Kind, p.ID, p.State,
+			p.Ended.Sub(p.Started).Round(time.Millisecond), p.Requests, p.Failed)
+		if p.HistoryID != 0 {
+			fmt.Fprintf(out, " (history %d)", p.HistoryID)
+		}
+		fmt.Fprintln(out)
+		if p.Kept != "" {
+			fmt.Fprintln(out, p.Kept)
+		}
+	}
+	if p.State != "succeeded" {
+		return fmt.Errorf("%s failed at step %q: %s", p.Kind, p.FailedStep, p.Error)
+	}
+	return nil
+}
+
+// waiting describes a running step: what it waits for, and how far.
+func waiting(p api.Progress, s api.Step) string {
+	line := "  ...    " + s.Name
+	if p.Instances > 0 {
+		line += fmt.Sprintf(": %d/%d healthy", p.Healthy, p.Instances)
+	}
+	if r := p.Rollout; r != nil && r.Running {
+		w := r.Weights[r.To]
+		bar := strings.Repeat("#", int(w/5)) + strings.Repeat(".", 20-int(w/5))
+		line += fmt.Sprintf(": [%s] %s %.1f%% (step %d of %d)", bar, r.To, w, r.Step+1, len(r.Steps))
+		if r.Paused {
+			line += ", paused: vipswap promote"
+		}
+	}
+	return line
+}

@@ -1,0 +1,144 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/store"
+)
+
+// The primitives a release (package release: vipswap deploy and rolling)
+// is made of, beside the changes every operator has (swap, rollout,
+// drain, ready, slot add and remove).
+
+// ManagedSlot is a slot whose instances vipswap starts itself.
+type ManagedSlot struct {
+	// Name is the slot's name.
+	Name string
+	// Run is how its instances are started; {version} in the command is
+	// Version.
+	Run state.RunSpec
+	// Version is what it runs.
+	Version string
+	// Configured is true for a slot the configuration declares (it stays
+	// when a release is done with it: it is not removed).
+	Configured bool
+}
+
+// SlotRun returns slot name's run block: the one a deploy or a rolling
+// update stored, or the configuration's. A slot vipswap starts no
+// instances for is an error that says so.
+func (c *Controller) SlotRun(name string) (ManagedSlot, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	configured := slices.ContainsFunc(c.cfg.Slots, func(s Slot) bool { return s.Name == name })
+	if spec, ok := c.st.Slots[name]; ok {
+		if spec.Run == nil {
+			return ManagedSlot{}, invalid(fmt.Errorf("slot %q: vipswap starts no instances for it (it has instances: listed, not a run block)", name))
+		}
+		return ManagedSlot{Name: name, Run: *spec.Run, Version: spec.Version, Configured: configured}, nil
+	}
+	for _, s := range c.cfg.Slots {
+		if s.Name != name || slices.Contains(c.st.Removed, name) {
+			continue
+		}
+		if s.Run == nil {
+			return ManagedSlot{}, invalid(fmt.Errorf("slot %q: vipswap starts no instances for it (its instances are listed in the configuration, not a run block)", name))
+		}
+		return ManagedSlot{Name: name, Run: *s.Run, Version: s.Version, Configured: true}, nil
+	}
+	return ManagedSlot{}, notFound(fmt.Errorf("no slot %q", name))
+}
+
+// Redeploy starts slot name's instances anew as run says, version being
+// what they run, and makes them its members in place of the old ones,
+// which stop once they have nothing in flight. Refused while the slot
+// takes prod traffic. If the change does not apply, the old instances
+// stay and the new ones stop.
+func (c *Controller) Redeploy(ctx context.Context, name string, run state.RunSpec, version string, req ChangeRequest) (Change, error) {
+	if c.cfg.Launcher == nil {
+		return Change{Operation: "slot deploy"}, invalid(fmt.Errorf("slot %q: this vipswap starts no instances", name))
+	}
+	if err := validRun(name, nil, run); err != nil {
+		return Change{Operation: "slot deploy"}, invalid(err)
+	}
+	op := operation{name: "slot deploy", req: req,
+		changes: []string{fmt.Sprintf("slots.%s: version %s, running %d × %s", name, version, run.Replicas, strings.Join(run.Command, " "))},
+		next: func(st state.State, res *Change) (state.State, error) {
+			res.From, res.To = st.Active, st.Active
+			return st.Redeploy(name, state.SlotSpec{Run: &run, Version: version}, c.existingLocked(name) != "", false)
+		}}
+	c.mu.Lock()
+	refuse := c.existingLocked(name) == "" || c.st.TakesProd(name)
+	c.mu.Unlock()
+	if refuse || req.DryRun {
+		return c.change(ctx, op) // refused as the state says, and recorded
+	}
+	finish, err := c.cfg.Launcher.Relaunch(name, run, version)
+	if err != nil {
+		return Change{Operation: "slot deploy"}, invalid(fmt.Errorf("slot %q: %w", name, err))
+	}
+	res, err := c.change(ctx, op)
+	finish(err == nil && (res.Applied || res.InEffect))
+	c.refreshMembers()
+	return res, err
+}
+
+// Rolled records that a rolling update replaced every instance of slot
+// name: from now on (and after a restart) it runs run at version.
+func (c *Controller) Rolled(ctx context.Context, name string, run state.RunSpec, version string, req ChangeRequest) (Change, error) {
+	return c.change(ctx, operation{name: "slot deploy", req: req,
+		changes: []string{fmt.Sprintf("slots.%s: version %s, updated in place (rolling)", name, version)},
+		next: func(st state.State, res *Change) (state.State, error) {
+			res.From, res.To = st.Active, st.Active
+			return st.Redeploy(name, state.SlotSpec{Run: &run, Version: version}, c.existingLocked(name) != "", true)
+		}})
+}
+
+// ReplaceInstance stops the instance of slot at addr and starts command
+// in its place on the same address, {version} being version. The caller
+// drains it first and readies it once healthy.
+func (c *Controller) ReplaceInstance(ctx context.Context, slot, addr string, command []string, version string) error {
+	if c.cfg.Launcher == nil {
+		return invalid(fmt.Errorf("slot %q: this vipswap starts no instances", slot))
+	}
+	return c.cfg.Launcher.Replace(ctx, slot, addr, command, version)
+}
+
+// Record adds e to the history as it is (a release's summary: it changed
+// no state itself) and returns its ID.
+func (c *Controller) Record(ctx context.Context, e store.Entry) (uint64, error) {
+	recorded, err := c.cfg.Store.Record(ctx, e)
+	if err != nil {
+		c.storeErrors.Add(1)
+		return 0, err
+	}
+	return recorded.ID, nil
+}
+
+// ProdTotals returns the requests prod answered and those that failed
+// since vipswap started: a release measures itself by their difference.
+func (c *Controller) ProdTotals() (requests, failed uint64) {
+	n := c.samples.live().counts.listener(route.Prod)
+	return n.Requests(), n.Failed
+}
+
+// refreshMembers makes the running instances the members again, after a
+// launcher replaced a slot's: the routing table and probes follow.
+func (c *Controller) refreshMembers() {
+	c.write.Lock()
+	defer c.write.Unlock()
+	defer c.flush()
+	c.mu.Lock()
+	before := namesOf(c.slots)
+	added, removed := c.setSlotsLocked(members(c.st, c.cfg.Slots, c.running))
+	after := namesOf(c.slots)
+	c.publishLocked()
+	c.mu.Unlock()
+	c.probe(added, removed)
+	c.slotsChanged(before, after)
+}

@@ -1,0 +1,403 @@
+package release
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/state"
+)
+
+// DeployRequest is the body of POST /v1/deploy.
+type DeployRequest struct {
+	control.ChangeRequest
+	// Slot is where the new version starts: a slot that takes no prod
+	// traffic (the standby, an idle one), or a new one.
+	Slot string `json:"slot"`
+	// Version labels what it runs; {version} in the command is it.
+	Version string `json:"version"`
+	// Command is what runs, with {port} and {version}; empty keeps the
+	// slot's run block (configured or stored by the last deploy). A new
+	// slot needs one.
+	Command []string `json:"command,omitempty"`
+	// Replicas is how many instances run; zero keeps the slot's number (a
+	// new slot: as many as the active slot runs, else 1).
+	Replicas int `json:"replicas,omitempty"`
+	// Strategy is "swap" (default: one atomic switch) or "rollout" (a
+	// plan, judged by the analysis, aborted on a breach).
+	Strategy string `json:"strategy,omitempty"`
+	// Plan, Steps and Interval describe the rollout, as for POST
+	// /v1/rollout.
+	Plan     string    `json:"plan,omitempty"`
+	Steps    []float64 `json:"steps,omitempty"`
+	Interval string    `json:"interval,omitempty"`
+	// Warmup is how many GET requests to WarmupPath (default "/") each new
+	// instance gets before the gates.
+	Warmup     int    `json:"warmup,omitempty"`
+	WarmupPath string `json:"warmup_path,omitempty"`
+	// Checks are paths the stage listener must answer with a 2xx.
+	Checks []string `json:"checks,omitempty"`
+	// Gates are shell commands that must exit 0, run on vipswap's host
+	// with $VIPSWAP_STAGE_URL, $VIPSWAP_SLOT and $VIPSWAP_VERSION set.
+	Gates []string `json:"gates,omitempty"`
+	// Keep is how long the old slot stays running after the switch, so
+	// that a rollback is instant (default 10m); a slot added at runtime
+	// is removed after it, a configured one stays as the standby.
+	Keep string `json:"keep,omitempty"`
+	// Timeout bounds each wait: for health, for gates, for the drain
+	// (default 2m).
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// Deploy starts a deploy and returns at once with its progress; follow
+// it with Get.
+func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
+	bad := func(format string, args ...any) (Progress, error) {
+		return Progress{}, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("deploy: "+format, args...)}
+	}
+	keep, err := parseDuration("keep", req.Keep, 10*time.Minute)
+	if err != nil {
+		return Progress{}, err
+	}
+	timeout, err := parseDuration("timeout", req.Timeout, 2*time.Minute)
+	if err != nil {
+		return Progress{}, err
+	}
+	if timeout == 0 {
+		return bad("timeout: want a duration above zero")
+	}
+	switch {
+	case req.Slot == "":
+		return bad("slot is required (the slot the new version starts in)")
+	case req.Version == "":
+		return bad("version is required (what the new instances run; {version} in the command)")
+	case req.Strategy == "":
+		req.Strategy = "swap"
+	case req.Strategy != "swap" && req.Strategy != "rollout":
+		return bad("strategy: want swap or rollout, got %q", req.Strategy)
+	}
+	if req.Strategy == "swap" && (req.Plan != "" || len(req.Steps) > 0 || req.Interval != "") {
+		return bad("plan, steps and interval are for --strategy rollout")
+	}
+	if req.Strategy == "rollout" && req.Plan == "" && len(req.Steps) == 0 {
+		return bad("strategy rollout needs a plan or steps (such as 10,50,100)")
+	}
+	if req.Replicas < 0 || req.Replicas > 100 {
+		return bad("replicas: want 1 to 100, got %d", req.Replicas)
+	}
+	if req.Warmup < 0 || req.Warmup > 100000 {
+		return bad("warmup: want 0 to 100000 requests per instance, got %d", req.Warmup)
+	}
+	if req.WarmupPath == "" {
+		req.WarmupPath = "/"
+	}
+	for _, p := range append([]string{req.WarmupPath}, req.Checks...) {
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " \r\n") {
+			return bad("path %q: want a path starting with / (no spaces)", p)
+		}
+	}
+	if len(req.Command) > 0 && req.Command[0] == "" {
+		return bad("command: the first word must name a program")
+	}
+	if (len(req.Command) > 0 || len(req.Gates) > 0) && !r.cfg.AllowRun() {
+		return bad("a command or gate command runs programs on vipswap's host: set admin.allow_run: true in the configuration to allow it")
+	}
+	if req.DryRun {
+		return bad("dry_run is not supported for deploy")
+	}
+	ctrl := r.cfg.Controller
+	return r.start("deploy", req.Slot, req.Version, req.ChangeRequest, func(j *job) error {
+		st := ctrl.Status()
+		from := st.Active
+		j.mu.Lock()
+		j.p.From = from
+		j.mu.Unlock()
+		_, exists := slotOf(st, req.Slot)
+		created := false
+		var addrs []string
+		err := j.step("start", func() (string, error) {
+			if exists {
+				if st.Active == req.Slot {
+					return "", fmt.Errorf("slot %s is the active slot: deploy to the standby (%s) or a new slot", req.Slot, st.Standby)
+				}
+				m, err := ctrl.SlotRun(req.Slot)
+				if err != nil {
+					return "", err
+				}
+				run := m.Run
+				if len(req.Command) > 0 {
+					run.Command = req.Command
+				}
+				if req.Replicas > 0 {
+					run.Replicas = req.Replicas
+				}
+				res, err := ctrl.Redeploy(j.r.ctx, req.Slot, run, req.Version, j.req)
+				if err != nil {
+					return "", err
+				}
+				return fmt.Sprintf("%d × %s (revision %d)", run.Replicas, strings.Join(run.Command, " "), res.Revision), nil
+			}
+			if len(req.Command) == 0 {
+				return "", fmt.Errorf("slot %s does not exist: give the command that runs the new version", req.Slot)
+			}
+			run := state.RunSpec{Command: req.Command, Address: "127.0.0.1:{port}", Replicas: req.Replicas, StopTimeout: 10 * time.Second}
+			if m, err := ctrl.SlotRun(from); err == nil {
+				run.Address, run.StopTimeout = m.Run.Address, m.Run.StopTimeout
+				if run.Replicas == 0 {
+					run.Replicas = m.Run.Replicas
+				}
+			}
+			if run.Replicas == 0 {
+				run.Replicas = 1
+			}
+			res, err := ctrl.AddSlot(j.r.ctx, control.AddSlotRequest{ChangeRequest: j.req, Name: req.Slot, Run: &run, Version: req.Version})
+			if err != nil {
+				return "", err
+			}
+			if !res.Applied {
+				return "", fmt.Errorf("slot %s was not added: %s", req.Slot, res.Refused)
+			}
+			created = true
+			return fmt.Sprintf("new slot, %d × %s (revision %d)", run.Replicas, strings.Join(run.Command, " "), res.Revision), nil
+		})
+		if err == nil {
+			err = j.prepare(req, timeout, &addrs)
+		}
+		if err != nil {
+			if created { // prod never saw it
+				ctrl.RemoveSlot(context.Background(), req.Slot, control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + " failed", Force: true})
+			}
+			return err
+		}
+		if err := j.step("switch", func() (string, error) { return j.switchTo(req, from) }); err != nil {
+			return err
+		}
+		if err := j.step("drain", func() (string, error) {
+			start := time.Now()
+			err := j.waitFor(timeout, "slot "+from+" to finish its requests in flight", func() (bool, error) {
+				s, _ := slotOf(ctrl.Status(), from)
+				return s.InFlight.Prod == 0, nil
+			})
+			return fmt.Sprintf("%s has no prod request in flight (after %s)", from, time.Since(start).Round(time.Millisecond)), err
+		}); err != nil {
+			return err
+		}
+		j.keep(from, keep)
+		return nil
+	})
+}
+
+// prepare runs the steps before the switch: wait until the new instances
+// are healthy, warm them up, point stage at them, run the gates. Prod is
+// not touched.
+func (j *job) prepare(req DeployRequest, timeout time.Duration, addrs *[]string) error {
+	ctrl := j.r.cfg.Controller
+	started := time.Now()
+	if err := j.step("healthy", func() (string, error) {
+		var last control.SlotStatus
+		err := j.waitFor(timeout, "every instance of "+req.Slot+" healthy", func() (bool, error) {
+			last, _ = slotOf(ctrl.Status(), req.Slot)
+			n := 0
+			for _, i := range last.Instances {
+				if freshlyHealthy(i, started.Add(-time.Second)) && i.HealthSince.After(started.Add(-time.Second)) {
+					n++
+				}
+			}
+			j.health(n, len(last.Instances))
+			return n > 0 && n == len(last.Instances), nil
+		})
+		if err != nil {
+			var why []string
+			for _, i := range last.Instances {
+				if !i.Healthy {
+					why = append(why, i.Addr+" "+lastCheck(i))
+				}
+			}
+			return "", fmt.Errorf("%w (%s)", err, strings.Join(why, "; "))
+		}
+		*addrs = nil
+		for _, i := range last.Instances {
+			*addrs = append(*addrs, i.Addr)
+		}
+		return fmt.Sprintf("%d of %d healthy", len(last.Instances), len(last.Instances)), nil
+	}); err != nil {
+		return err
+	}
+	if req.Warmup > 0 {
+		if err := j.step("warmup", func() (string, error) { return j.warmup(*addrs, req.Warmup, req.WarmupPath), nil }); err != nil {
+			return err
+		}
+	}
+	var stageURL string
+	if err := j.step("stage", func() (string, error) {
+		st := ctrl.Status()
+		for _, l := range st.Listeners {
+			if l.Name == "stage" {
+				stageURL = "http://" + loopback(l.Addr)
+			}
+		}
+		if st.Standby == req.Slot {
+			return "stage already follows " + req.Slot, nil
+		}
+		res, err := ctrl.SetStage(j.r.ctx, control.StageRequest{ChangeRequest: j.req, Slot: req.Slot})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("stage follows %s (revision %d)", req.Slot, res.Revision), nil
+	}); err != nil {
+		return err
+	}
+	if len(req.Checks) == 0 && len(req.Gates) == 0 {
+		return nil
+	}
+	return j.step("gates", func() (string, error) {
+		var passed []string
+		for _, p := range req.Checks {
+			if err := j.get(stageURL + p); err != nil {
+				return "", fmt.Errorf("check %s: %w", p, err)
+			}
+			passed = append(passed, "GET "+p)
+		}
+		for _, g := range req.Gates {
+			if err := j.gate(g, stageURL, req, timeout); err != nil {
+				return "", err
+			}
+			passed = append(passed, g)
+		}
+		return "passed: " + strings.Join(passed, "; "), nil
+	})
+}
+
+// gate runs one gate command on the stage listener.
+func (j *job) gate(command, stageURL string, req DeployRequest, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(j.r.ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), "VIPSWAP_STAGE_URL="+stageURL, "VIPSWAP_SLOT="+req.Slot, "VIPSWAP_VERSION="+req.Version)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.WaitDelay = time.Second
+	err := cmd.Run()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() == context.DeadlineExceeded {
+		err = fmt.Errorf("did not finish within %s", timeout)
+	}
+	last := strings.TrimSpace(out.String())
+	if i := strings.LastIndexByte(last, '\n'); i >= 0 {
+		last = last[i+1:]
+	}
+	if len(last) > 300 {
+		last = last[:300] + "..."
+	}
+	if last != "" {
+		return fmt.Errorf("gate %q: %v: %s", command, err, last)
+	}
+	return fmt.Errorf("gate %q: %v", command, err)
+}
+
+// switchTo moves prod to the deployed slot: a swap, or a rollout that it
+// follows until it is promoted or aborted.
+func (j *job) switchTo(req DeployRequest, from string) (string, error) {
+	ctrl := j.r.cfg.Controller
+	if req.Strategy == "swap" {
+		res, err := ctrl.Swap(j.r.ctx, j.req)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("swapped %s → %s (revision %d, history %d)", res.From, res.To, res.Revision, res.HistoryID), nil
+	}
+	res, err := ctrl.StartRolloutRequest(j.r.ctx, control.RolloutRequest{ChangeRequest: j.req, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval})
+	if err != nil {
+		return "", err
+	}
+	began := time.Now()
+	err = j.waitFor(24*time.Hour, "the rollout to end", func() (bool, error) {
+		rs := ctrl.RolloutStatus()
+		j.mu.Lock()
+		j.p.Rollout = &rs
+		j.mu.Unlock()
+		return !rs.Running, nil
+	})
+	j.mu.Lock()
+	j.p.Rollout = nil
+	j.mu.Unlock()
+	if err != nil {
+		// vipswap stops: the rollout is in the state and goes on when it
+		// is back; this release ends here.
+		return "", err
+	}
+	if active := ctrl.Status().Active; active != req.Slot {
+		return "", fmt.Errorf("the rollout to %s was aborted, prod is back on %s: %s", req.Slot, active, j.abortReason(res.HistoryID))
+	}
+	return fmt.Sprintf("rollout %s → %s promoted after %s", from, req.Slot, time.Since(began).Round(time.Millisecond)), nil
+}
+
+// abortReason finds why the rollout that history entry since started was
+// aborted.
+func (j *job) abortReason(since uint64) string {
+	entries, err := j.r.cfg.Controller.History(j.r.ctx, 0, 50)
+	if err != nil {
+		return "see vipswap history"
+	}
+	for _, e := range entries {
+		if e.ID > since && e.Operation == "abort" {
+			if e.Reason != "" {
+				return e.Reason
+			}
+			return strings.Join(e.Changes, "; ")
+		}
+	}
+	return "see vipswap history"
+}
+
+// keep schedules the old slot's teardown after keep: a slot added at
+// runtime is removed then, unless it takes traffic again (a rollback); a
+// configured slot stays, as the standby.
+func (j *job) keep(old string, keep time.Duration) {
+	ctrl := j.r.cfg.Controller
+	m, err := ctrl.SlotRun(old)
+	if err != nil || m.Configured {
+		j.mu.Lock()
+		j.p.Kept = old + " stays as the standby (a configured slot): vipswap rollback returns to it at once"
+		j.mu.Unlock()
+		return
+	}
+	until := time.Now().Add(keep).UTC()
+	j.mu.Lock()
+	j.p.KeepUntil = until
+	j.p.Kept = fmt.Sprintf("%s keeps running until %s for an instant rollback, then it is removed", old, until.Format(time.RFC3339))
+	id := j.p.ID
+	j.mu.Unlock()
+	j.r.wg.Go(func() {
+		t := time.NewTimer(keep)
+		defer t.Stop()
+		select {
+		case <-j.r.ctx.Done():
+			return
+		case <-t.C:
+		}
+		st := ctrl.Status()
+		if st.Active == old || st.Standby == old || slices.ContainsFunc(st.Listeners, func(l control.ListenerStatus) bool { return l.Weights[old] > 0 }) {
+			j.r.cfg.Logger.Info("the old slot of a release takes traffic again: kept", "release", id, "slot", old)
+			return
+		}
+		_, err := ctrl.RemoveSlot(j.r.ctx, old, control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + id + ": kept for rollback until " + until.Format(time.RFC3339)})
+		var ce *control.Error
+		switch {
+		case errors.As(err, &ce) && ce.Kind == control.NotFound:
+		case err != nil:
+			j.r.cfg.Logger.Warn("could not tear down the old slot of a release", "release", id, "slot", old, "err", err)
+		default:
+			j.r.cfg.Logger.Info("tore down the old slot of a release", "release", id, "slot", old)
+		}
+	})
+}

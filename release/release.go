@@ -1,0 +1,426 @@
+// Package release runs the releases an operator or a CI pipeline asks for
+// with one command: a deploy (start a new version in a slot that takes no
+// prod traffic, wait until it is healthy, warm it up, gate it on the
+// stage listener, switch prod to it by a swap or a rollout, wait for the
+// old slot to drain, and keep the old slot for an instant rollback before
+// tearing it down) and a rolling update (replace a slot's instances in
+// place, a few at a time, each drained first and put back once healthy).
+//
+// A release runs inside vipswap, beside the controller whose operations
+// it is made of: it goes on if the client that asked goes away, and it
+// ends in one history entry with its steps, their durations and what prod
+// served meanwhile. One release runs at a time.
+package release
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/store"
+)
+
+// Progress is a release as GET /v1/releases/{id} shows it: while it runs
+// and once it has ended.
+type Progress struct {
+	// ID names the release.
+	ID string `json:"id"`
+	// Kind is "deploy" or "rolling".
+	Kind string `json:"kind"`
+	// Slot is the slot it deploys to or updates; Version what it brings.
+	Slot    string `json:"slot"`
+	Version string `json:"version,omitempty"`
+	// From is the slot prod followed when it began.
+	From string `json:"from,omitempty"`
+	// State is "running", "succeeded" or "failed".
+	State string `json:"state"`
+	// FailedStep names the step that failed, and Error why.
+	FailedStep string `json:"failed_step,omitempty"`
+	Error      string `json:"error,omitempty"`
+	// Steps are the steps so far, in order; the last is running while
+	// State is.
+	Steps []control.Step `json:"steps"`
+	// Healthy and Instances count the instances the current step waits
+	// for, when it waits for health.
+	Healthy   int `json:"healthy,omitempty"`
+	Instances int `json:"instances,omitempty"`
+	// Rollout is the running rollout's progress (strategy rollout).
+	Rollout *control.RolloutStatus `json:"rollout,omitempty"`
+	// Requests and Failed are what prod served, and failed, since the
+	// release began.
+	Requests uint64 `json:"requests"`
+	Failed   uint64 `json:"failed"`
+	// Started and Ended bound it; Ended is zero while it runs.
+	Started time.Time `json:"started"`
+	Ended   time.Time `json:"ended,omitzero"`
+	// HistoryID is the history entry that records it, once it has ended.
+	HistoryID uint64 `json:"history_id,omitempty"`
+	// KeepUntil is when the old slot of a deploy is torn down (a slot
+	// added at runtime is removed then); Kept says what happens to it.
+	KeepUntil time.Time `json:"keep_until,omitzero"`
+	Kept      string    `json:"kept,omitempty"`
+}
+
+// Config is what a Runner needs.
+type Config struct {
+	// Controller carries out every change.
+	Controller *control.Controller
+	// AllowRun says whether commands may be run for a release (a deploy's
+	// command, its gate commands): the configuration's admin.allow_run.
+	AllowRun func() bool
+	// Logger reports releases. Nil means slog.Default().
+	Logger *slog.Logger
+	// Poll is how often a release looks at what it waits for. Zero means
+	// 100ms.
+	Poll time.Duration
+}
+
+// keepReleases bounds how many ended releases a Runner remembers.
+const keepReleases = 20
+
+// Runner runs releases, one at a time, and remembers the recent ones.
+type Runner struct {
+	cfg    Config
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	client *http.Client // warm-ups and HTTP gates
+
+	mu       sync.Mutex
+	releases []*job // oldest first
+	running  *job
+	seq      int
+}
+
+// New returns a Runner; Close stops what it runs.
+func New(cfg Config) *Runner {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 100 * time.Millisecond
+	}
+	if cfg.AllowRun == nil {
+		cfg.AllowRun = func() bool { return false }
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Runner{cfg: cfg, ctx: ctx, cancel: cancel,
+		client: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16, Proxy: nil}}}
+}
+
+// Close cancels the running release (it fails, saying vipswap stopped)
+// and pending teardowns, and waits for them.
+func (r *Runner) Close() {
+	r.cancel()
+	r.wg.Wait()
+	r.client.CloseIdleConnections()
+}
+
+// Get returns release id's progress.
+func (r *Runner) Get(id string) (Progress, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, j := range r.releases {
+		if j.p.ID == id {
+			return j.progress(), true
+		}
+	}
+	return Progress{}, false
+}
+
+// List returns the releases remembered, newest first.
+func (r *Runner) List() []Progress {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]Progress, 0, len(r.releases))
+	for i := len(r.releases) - 1; i >= 0; i-- {
+		out = append(out, r.releases[i].progress())
+	}
+	return out
+}
+
+// start registers a release of kind for slot and runs body in the
+// background; it refuses when another release runs.
+func (r *Runner) start(kind, slot, version string, req control.ChangeRequest, body func(j *job) error) (Progress, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ctx.Err() != nil {
+		return Progress{}, &control.Error{Kind: control.Unavailable, Err: errors.New("vipswap is stopping")}
+	}
+	if j := r.running; j != nil {
+		return Progress{}, &control.Error{Kind: control.Conflict, Err: fmt.Errorf("%s refused: %s %s of slot %s is running (vipswap release %s follows it)", kind, j.p.Kind, j.p.ID, j.p.Slot, j.p.ID)}
+	}
+	r.seq++
+	j := &job{r: r, req: req, p: Progress{ID: time.Now().UTC().Format("20060102-150405") + "-" + strconv.Itoa(r.seq), Kind: kind, Slot: slot, Version: version,
+		State: "running", Started: time.Now().UTC()}}
+	j.requests0, j.failed0 = r.cfg.Controller.ProdTotals()
+	r.running = j
+	r.releases = append(r.releases, j)
+	if len(r.releases) > keepReleases {
+		r.releases = r.releases[1:]
+	}
+	r.wg.Go(func() {
+		err := body(j)
+		j.end(err)
+		r.mu.Lock()
+		r.running = nil
+		r.mu.Unlock()
+	})
+	return j.progress(), nil
+}
+
+// job is one release as it runs.
+type job struct {
+	r                  *Runner
+	req                control.ChangeRequest
+	requests0, failed0 uint64 // prod's totals when it began
+
+	mu    sync.Mutex // guards p, steps
+	p     Progress
+	steps []store.Step
+}
+
+func (j *job) progress() Progress {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	p := j.p
+	p.Steps = make([]control.Step, len(j.steps))
+	for i, s := range j.steps {
+		d := s.Duration
+		if s.Result == "running" {
+			d = time.Since(s.Start)
+		}
+		p.Steps[i] = control.Step{Name: s.Name, Start: s.Start, Seconds: d.Seconds(), Result: s.Result, Detail: s.Detail}
+	}
+	if p.State == "running" {
+		p.Requests, p.Failed = j.r.cfg.Controller.ProdTotals()
+		p.Requests -= j.requests0
+		p.Failed -= j.failed0
+	}
+	return p
+}
+
+// stepError is a step's failure: the release stops, naming the step.
+type stepError struct {
+	step string
+	err  error
+}
+
+func (e *stepError) Error() string { return e.step + ": " + e.err.Error() }
+func (e *stepError) Unwrap() error { return e.err }
+
+// step runs one step: its detail is what fn returns (or its error).
+func (j *job) step(name string, fn func() (string, error)) error {
+	j.mu.Lock()
+	j.steps = append(j.steps, store.Step{Name: name, Start: time.Now().UTC(), Result: "running"})
+	i := len(j.steps) - 1
+	j.mu.Unlock()
+	detail, err := fn()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	s := &j.steps[i]
+	s.Duration, s.Result, s.Detail = time.Since(s.Start), "ok", detail
+	j.p.Healthy, j.p.Instances = 0, 0
+	if err != nil {
+		if j.r.ctx.Err() != nil {
+			err = fmt.Errorf("vipswap stopped during the release: %w", err)
+		}
+		s.Result, s.Detail = "failed", err.Error()
+		return &stepError{step: name, err: err}
+	}
+	j.r.cfg.Logger.Info("release step done", "release", j.p.ID, "step", name, "took", s.Duration.Round(time.Millisecond), "detail", detail)
+	return nil
+}
+
+// health shows the counts the running step waits for.
+func (j *job) health(healthy, of int) {
+	j.mu.Lock()
+	j.p.Healthy, j.p.Instances = healthy, of
+	j.mu.Unlock()
+}
+
+// end records the release's outcome in the history.
+func (j *job) end(err error) {
+	requests, failed := j.r.cfg.Controller.ProdTotals()
+	now := time.Now().UTC()
+	j.mu.Lock()
+	j.p.Requests, j.p.Failed = requests-j.requests0, failed-j.failed0
+	j.p.Ended = now
+	j.p.State = "succeeded"
+	entry := store.Entry{Time: now, Actor: j.req.Actor, Operation: j.p.Kind, From: j.p.From, To: j.p.Slot, Reason: j.req.Reason,
+		Result: store.Applied, Steps: append([]store.Step(nil), j.steps...),
+		Measurement: &store.Measurement{Served: j.p.Requests, Failed: j.p.Failed, Start: j.p.Started, End: now, Complete: true}}
+	entry.Changes = []string{fmt.Sprintf("slots.%s: version %s", j.p.Slot, j.p.Version)}
+	if entry.Actor == "" {
+		entry.Actor = "local"
+	}
+	var se *stepError
+	if err != nil {
+		j.p.State, j.p.Error = "failed", err.Error()
+		if errors.As(err, &se) {
+			j.p.FailedStep, j.p.Error = se.step, se.err.Error()
+		}
+		entry.Result, entry.Error = store.Failed, err.Error()
+	}
+	id := j.p.ID
+	j.mu.Unlock()
+	// The history entry is written even when vipswap is stopping.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hid, rerr := j.r.cfg.Controller.Record(ctx, entry)
+	if rerr != nil {
+		j.r.cfg.Logger.Error("could not record a release in the history", "release", id, "err", rerr)
+	}
+	j.mu.Lock()
+	j.p.HistoryID = hid
+	j.mu.Unlock()
+	if err != nil {
+		j.r.cfg.Logger.Warn("release failed", "release", id, "err", err)
+	} else {
+		j.r.cfg.Logger.Info("release succeeded", "release", id)
+	}
+}
+
+// waitFor polls cond until it returns true, an error, or limit passes;
+// what is the thing waited for, in the timeout's message.
+func (j *job) waitFor(limit time.Duration, what string, cond func() (bool, error)) error {
+	ctx, cancel := context.WithTimeout(j.r.ctx, limit)
+	defer cancel()
+	tick := time.NewTicker(j.r.cfg.Poll)
+	defer tick.Stop()
+	for {
+		ok, err := cond()
+		if err != nil || ok {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			if j.r.ctx.Err() != nil {
+				return j.r.ctx.Err()
+			}
+			return fmt.Errorf("%s: not within %s", what, limit)
+		case <-tick.C:
+		}
+	}
+}
+
+// slotOf returns slot name in st.
+func slotOf(st control.Status, name string) (control.SlotStatus, bool) {
+	for _, s := range st.Slots {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return control.SlotStatus{}, false
+}
+
+// instanceOf returns instance addr of slot name in st.
+func instanceOf(st control.Status, slot, addr string) (control.InstanceStatus, bool) {
+	s, _ := slotOf(st, slot)
+	for _, i := range s.Instances {
+		if i.Addr == addr {
+			return i, true
+		}
+	}
+	return control.InstanceStatus{}, false
+}
+
+// freshlyHealthy reports whether i is healthy on a probe that began after
+// since (the process that answers now is the one started then).
+func freshlyHealthy(i control.InstanceStatus, since time.Time) bool {
+	return i.Healthy && i.Check != nil && i.Check.Time.After(since) && i.Check.Code == "L7OK"
+}
+
+// lastCheck describes i's last health check, for an error.
+func lastCheck(i control.InstanceStatus) string {
+	if i.Check == nil {
+		return "not probed yet"
+	}
+	return "last check " + i.Check.Text
+}
+
+// warmup sends n GET requests to path on each instance and says how they
+// went. A warm-up does not fail a release: it primes caches and pools.
+func (j *job) warmup(addrs []string, n int, path string) string {
+	var ok, bad int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, a := range addrs {
+		wg.Go(func() {
+			for range n {
+				if j.r.ctx.Err() != nil {
+					return
+				}
+				good := j.get("http://" + a + path)
+				mu.Lock()
+				if good == nil {
+					ok++
+				} else {
+					bad++
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return fmt.Sprintf("%d requests to %s on %d instances: %d answered 2xx, %d did not", ok+bad, path, len(addrs), ok, bad)
+}
+
+// get sends one GET and wants a 2xx answer.
+func (j *job) get(url string) error {
+	req, err := http.NewRequestWithContext(j.r.ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := j.r.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var buf [512]byte
+	for {
+		if _, err := resp.Body.Read(buf[:]); err != nil {
+			break
+		}
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return fmt.Errorf("GET %s answered %s", url, resp.Status)
+	}
+	return nil
+}
+
+// loopback returns addr with an unspecified host (0.0.0.0, ::) made the
+// loopback address, so that vipswap can reach its own listener.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if ip.To4() != nil {
+			host = "127.0.0.1"
+		} else {
+			host = "::1"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// parseDuration reads a request's duration field; empty means def.
+func parseDuration(field, s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return 0, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("%s: want a duration such as 30s or 10m, got %q", field, s)}
+	}
+	return d, nil
+}

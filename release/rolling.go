@@ -1,0 +1,240 @@
+package release
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vipswap/vipswap/control"
+)
+
+// RollingRequest is the body of POST /v1/rolling.
+type RollingRequest struct {
+	control.ChangeRequest
+	// Slot is the slot whose instances are replaced in place.
+	Slot string `json:"slot"`
+	// Version labels the new version; {version} in the command is it.
+	// Empty keeps the slot's.
+	Version string `json:"version,omitempty"`
+	// Command is what the new instances run; empty keeps the slot's run
+	// block (restarting each instance with a new {version}).
+	Command []string `json:"command,omitempty"`
+	// MaxUnavailable is how many instances are out of rotation at once
+	// (default 1); the slot must keep at least one serving.
+	MaxUnavailable int `json:"max_unavailable,omitempty"`
+	// Warmup is how many GET requests to WarmupPath (default "/") each new
+	// instance gets before it takes traffic again.
+	Warmup     int    `json:"warmup,omitempty"`
+	WarmupPath string `json:"warmup_path,omitempty"`
+	// Timeout bounds each wait: for the requests in flight, for the new
+	// instance to be healthy (default 2m).
+	Timeout string `json:"timeout,omitempty"`
+}
+
+// Rolling starts a rolling update and returns at once with its progress;
+// follow it with Get.
+func (r *Runner) Rolling(req RollingRequest) (Progress, error) {
+	bad := func(format string, args ...any) (Progress, error) {
+		return Progress{}, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("rolling: "+format, args...)}
+	}
+	timeout, err := parseDuration("timeout", req.Timeout, 2*time.Minute)
+	if err != nil {
+		return Progress{}, err
+	}
+	switch {
+	case timeout == 0:
+		return bad("timeout: want a duration above zero")
+	case req.Slot == "":
+		return bad("slot is required")
+	case req.MaxUnavailable < 0:
+		return bad("max_unavailable: want 1 or more, got %d", req.MaxUnavailable)
+	case req.Warmup < 0 || req.Warmup > 100000:
+		return bad("warmup: want 0 to 100000 requests per instance, got %d", req.Warmup)
+	case len(req.Command) > 0 && req.Command[0] == "":
+		return bad("command: the first word must name a program")
+	case len(req.Command) > 0 && !r.cfg.AllowRun():
+		return bad("a command runs a program on vipswap's host: set admin.allow_run: true in the configuration to allow it")
+	case req.DryRun:
+		return bad("dry_run is not supported for rolling")
+	}
+	if req.MaxUnavailable == 0 {
+		req.MaxUnavailable = 1
+	}
+	if req.WarmupPath == "" {
+		req.WarmupPath = "/"
+	}
+	if !strings.HasPrefix(req.WarmupPath, "/") {
+		return bad("warmup_path %q: want a path starting with /", req.WarmupPath)
+	}
+	ctrl := r.cfg.Controller
+	m, err := ctrl.SlotRun(req.Slot)
+	if err != nil {
+		return Progress{}, err
+	}
+	slot, _ := slotOf(ctrl.Status(), req.Slot)
+	var addrs []string
+	for _, i := range slot.Instances {
+		addrs = append(addrs, i.Addr)
+	}
+	if len(addrs) == 0 {
+		return bad("slot %s has no instances running", req.Slot)
+	}
+	if req.MaxUnavailable >= len(addrs) {
+		return bad("max_unavailable %d would take all %d instances of %s out of rotation at once: want at most %d", req.MaxUnavailable, len(addrs), req.Slot, len(addrs)-1)
+	}
+	oldCmd, oldVersion := m.Run.Command, m.Version
+	newCmd, newVersion := oldCmd, oldVersion
+	if len(req.Command) > 0 {
+		newCmd = req.Command
+	}
+	if req.Version != "" {
+		newVersion = req.Version
+	}
+	return r.start("rolling", req.Slot, newVersion, req.ChangeRequest, func(j *job) error {
+		j.mu.Lock()
+		j.p.From = ctrl.Status().Active
+		j.mu.Unlock()
+		for b := 0; b < len(addrs); b += req.MaxUnavailable {
+			batch := addrs[b:min(b+req.MaxUnavailable, len(addrs))]
+			if err := j.replaceBatch(req, batch, newCmd, newVersion, oldCmd, oldVersion, timeout); err != nil {
+				return err
+			}
+		}
+		run := m.Run
+		run.Command = newCmd
+		return j.step("record", func() (string, error) {
+			res, err := ctrl.Rolled(j.r.ctx, req.Slot, run, newVersion, j.req)
+			if err != nil {
+				return "", err
+			}
+			return fmt.Sprintf("slots.%s runs version %s (revision %d)", req.Slot, newVersion, res.Revision), nil
+		})
+	})
+}
+
+// replaceBatch replaces the instances at addrs: drain, wait until none has
+// a request in flight, restart each with the new command, wait until each
+// is healthy, warm them up, put them back. If a new one does not become
+// healthy, the old command is started again in its place and put back.
+func (j *job) replaceBatch(req RollingRequest, addrs, newCmd []string, newVersion string, oldCmd []string, oldVersion string, timeout time.Duration) error {
+	ctrl := j.r.cfg.Controller
+	names := strings.Join(addrs, ", ")
+	// Instances an operator drained stay drained.
+	st := ctrl.Status()
+	var wasDrained []string
+	for _, a := range addrs {
+		if i, _ := instanceOf(st, req.Slot, a); i.Drained {
+			wasDrained = append(wasDrained, a)
+		}
+	}
+	putBack := func() error {
+		for _, a := range addrs {
+			if slices.Contains(wasDrained, a) {
+				continue
+			}
+			if _, err := ctrl.Ready(context.Background(), req.Slot, a, j.req); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := j.step("drain "+names, func() (string, error) {
+		for _, a := range addrs {
+			if _, err := ctrl.Drain(j.r.ctx, req.Slot, a, j.req); err != nil {
+				return "", err
+			}
+		}
+		start := time.Now()
+		err := j.waitFor(timeout, "no request in flight on "+names, func() (bool, error) {
+			st := ctrl.Status()
+			for _, a := range addrs {
+				if i, _ := instanceOf(st, req.Slot, a); i.InFlight.Total() > 0 {
+					return false, nil
+				}
+			}
+			return true, nil
+		})
+		return fmt.Sprintf("no request in flight after %s", time.Since(start).Round(time.Millisecond)), err
+	}); err != nil {
+		putBack()
+		return err
+	}
+	started := time.Now()
+	if err := j.step("restart "+names, func() (string, error) {
+		for _, a := range addrs {
+			if err := ctrl.ReplaceInstance(j.r.ctx, req.Slot, a, newCmd, newVersion); err != nil {
+				return "", fmt.Errorf("%s: %w", a, err)
+			}
+		}
+		return fmt.Sprintf("SIGTERM, then %s (version %s)", strings.Join(newCmd, " "), newVersion), nil
+	}); err != nil {
+		j.restore(req, addrs, oldCmd, oldVersion, timeout, putBack)
+		return err
+	}
+	if err := j.step("healthy "+names, func() (string, error) { return j.waitHealthy(req.Slot, addrs, started, timeout) }); err != nil {
+		j.restore(req, addrs, oldCmd, oldVersion, timeout, putBack)
+		return err
+	}
+	if req.Warmup > 0 {
+		j.step("warmup "+names, func() (string, error) { return j.warmup(addrs, req.Warmup, req.WarmupPath), nil })
+	}
+	return j.step("ready "+names, func() (string, error) {
+		if err := putBack(); err != nil {
+			return "", err
+		}
+		return "back in rotation", nil
+	})
+}
+
+// waitHealthy waits until each instance at addrs passed a probe that
+// began after since.
+func (j *job) waitHealthy(slot string, addrs []string, since time.Time, timeout time.Duration) (string, error) {
+	ctrl := j.r.cfg.Controller
+	var st control.Status
+	err := j.waitFor(timeout, "healthy "+strings.Join(addrs, ", "), func() (bool, error) {
+		st = ctrl.Status()
+		n := 0
+		for _, a := range addrs {
+			if i, _ := instanceOf(st, slot, a); freshlyHealthy(i, since) {
+				n++
+			}
+		}
+		j.health(n, len(addrs))
+		return n == len(addrs), nil
+	})
+	if err != nil {
+		var why []string
+		for _, a := range addrs {
+			if i, _ := instanceOf(st, slot, a); !freshlyHealthy(i, since) {
+				why = append(why, a+" "+lastCheck(i))
+			}
+		}
+		return "", fmt.Errorf("%w (%s)", err, strings.Join(why, "; "))
+	}
+	return fmt.Sprintf("%d of %d healthy after %s", len(addrs), len(addrs), time.Since(since).Round(time.Millisecond)), nil
+}
+
+// restore starts the old command again at addrs and, once healthy, puts
+// the instances back: the slot serves as before the failed step.
+func (j *job) restore(req RollingRequest, addrs, oldCmd []string, oldVersion string, timeout time.Duration, putBack func() error) {
+	ctrl := j.r.cfg.Controller
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	j.step("restore "+strings.Join(addrs, ", "), func() (string, error) {
+		started := time.Now()
+		for _, a := range addrs {
+			if err := ctrl.ReplaceInstance(ctx, req.Slot, a, oldCmd, oldVersion); err != nil {
+				return "", fmt.Errorf("%s: %w; it stays drained", a, err)
+			}
+		}
+		if _, err := j.waitHealthy(req.Slot, addrs, started, timeout); err != nil {
+			return "", fmt.Errorf("the old version is not healthy again: %w; it stays drained", err)
+		}
+		if err := putBack(); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("version %s back in rotation", oldVersion), nil
+	})
+}
