@@ -296,6 +296,8 @@ func TestHAProxyBlock(t *testing.T) {
 		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, backends: {blue: 'be blue'}}", "haproxy.backends.blue"},
 		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, timeout: -1s}", "haproxy.timeout"},
 		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, sockets: x}", "sockets"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, backends: {green: be_blue}}", "share backend be_blue"},
+		{"haproxy: {socket: /h.sock, maps: {prod: /p.map, stage: /s.map}, backends: {blue: be_x, green: be_x}}", "share backend be_x"},
 	} {
 		_, err := Parse("t.yaml", []byte(base+tc.block+"\n"))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -334,6 +334,24 @@ func (v *validator) haproxy(h *HAProxy) {
 			v.fail("haproxy.backends."+slot, fmt.Sprintf("want a backend name, got %q", b))
 		}
 	}
+	// Each slot needs a backend of its own: two slots in one backend
+	// would share servers, and a swap between them would move nothing.
+	owner := map[string]string{}
+	for _, slot := range slices.Sorted(maps.Keys(v.c.Slots)) {
+		b, ok := h.Backends[slot]
+		if !ok {
+			b = "be_" + slot
+		}
+		if other, clash := owner[b]; clash {
+			key := "haproxy.backends." + slot
+			if !ok {
+				key = "haproxy.backends." + other
+			}
+			v.fail(key, fmt.Sprintf("slots %s and %s would share backend %s: each slot needs its own (a slot not listed uses be_<slot>)", other, slot, b))
+			continue
+		}
+		owner[b] = slot
+	}
 	switch h.Health {
 	case "":
 		h.Health = "vipswap"
