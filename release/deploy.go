@@ -367,14 +367,14 @@ func (j *job) keep(old string, keep time.Duration) {
 	m, err := ctrl.SlotRun(old)
 	if err != nil || m.Configured {
 		j.mu.Lock()
-		j.p.Kept = old + " stays as the standby (a configured slot): vipswap rollback returns to it at once"
+		j.p.Kept = old + " stays as the standby (a configured slot, or one vipswap does not start): vipswap rollback returns to it at once"
 		j.mu.Unlock()
 		return
 	}
 	until := time.Now().Add(keep).UTC()
 	j.mu.Lock()
 	j.p.KeepUntil = until
-	j.p.Kept = fmt.Sprintf("%s keeps running until %s for an instant rollback, then it is removed", old, until.Format(time.RFC3339))
+	j.p.Kept = fmt.Sprintf("%s keeps running until %s for an instant rollback, then it is removed (stage then follows another slot)", old, until.Format(time.RFC3339))
 	id := j.p.ID
 	j.mu.Unlock()
 	j.r.wg.Go(func() {
@@ -386,11 +386,30 @@ func (j *job) keep(old string, keep time.Duration) {
 		case <-t.C:
 		}
 		st := ctrl.Status()
-		if st.Active == old || st.Standby == old || slices.ContainsFunc(st.Listeners, func(l control.ListenerStatus) bool { return l.Weights[old] > 0 }) {
-			j.r.cfg.Logger.Info("the old slot of a release takes traffic again: kept", "release", id, "slot", old)
+		if st.Active == old || slices.ContainsFunc(st.Listeners, func(l control.ListenerStatus) bool { return l.Name == "prod" && l.Weights[old] > 0 }) {
+			j.r.cfg.Logger.Info("the old slot of a release takes prod traffic again (a rollback): kept", "release", id, "slot", old)
 			return
 		}
-		_, err := ctrl.RemoveSlot(j.r.ctx, old, control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + id + ": kept for rollback until " + until.Format(time.RFC3339)})
+		why := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + id + ": kept for rollback until " + until.Format(time.RFC3339)}
+		if st.Standby == old { // stage follows another idle slot from now on
+			next := ""
+			for _, s := range st.Slots {
+				if s.Name != old && s.Name != st.Active && next == "" {
+					next = s.Name
+				}
+			}
+			if next == "" {
+				j.r.cfg.Logger.Info("the old slot of a release is the only standby there is: kept", "release", id, "slot", old)
+				return
+			}
+			force := why
+			force.Force = true // stage is for testing: an idle slot without healthy instances will do
+			if _, err := ctrl.SetStage(j.r.ctx, control.StageRequest{ChangeRequest: force, Slot: next}); err != nil {
+				j.r.cfg.Logger.Warn("could not tear down the old slot of a release", "release", id, "slot", old, "err", err)
+				return
+			}
+		}
+		_, err := ctrl.RemoveSlot(j.r.ctx, old, why)
 		var ce *control.Error
 		switch {
 		case errors.As(err, &ce) && ce.Kind == control.NotFound:

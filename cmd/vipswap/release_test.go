@@ -1,0 +1,294 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+)
+
+// releaseSlots are two managed slots whose command takes {version}, with
+// fast rollout analysis.
+func releaseSlots(replicas int) string {
+	return fmt.Sprintf(`
+slots:
+  blue:
+    version: "1.0"
+    run:
+      command: [vipswap, app, --slot, blue, --version, "{version}", --listen, "127.0.0.1:{port}"]
+      replicas: %d
+      stop_timeout: 5s
+  green:
+    version: "1.0"
+    run:
+      command: [vipswap, app, --slot, green, --version, "{version}", --listen, "127.0.0.1:{port}"]
+      replicas: %d
+      stop_timeout: 5s
+analysis:
+  window: 2s
+  min_requests: 20
+  max_error_rate: 0.01
+`, replicas, replicas)
+}
+
+// startReleases starts vipswap with releaseSlots, commands allowed.
+func startReleases(t *testing.T, replicas int) *switchtest.Switch {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := strings.Replace(testConfig(dir, releaseSlots(replicas)), "admin:\n", "admin:\n  allow_run: true\n", 1)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	return sw
+}
+
+// runRelease runs a release verb with --admin before any "-- COMMAND".
+func runRelease(t *testing.T, sw *switchtest.Switch, args ...string) (int, string) {
+	t.Helper()
+	p := vstest.Start(t, vstest.Binary(t), append([]string{args[0], "--admin", sw.Admin}, args[1:]...)...)
+	code := p.Wait(t, 2*time.Minute)
+	return code, p.Output()
+}
+
+// answeredBy asks prod who answers: "slot version".
+func answeredBy(t *testing.T, sw *switchtest.Switch) string {
+	t.Helper()
+	resp, err := http.Get(sw.Prod + "/api/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v struct{ Slot, Version string }
+	b, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(b, &v); err != nil {
+		t.Fatalf("prod answered %s: %s", resp.Status, b)
+	}
+	return v.Slot + " " + v.Version
+}
+
+// lastEntry returns the newest history entry of operation op.
+func lastEntry(t *testing.T, sw *switchtest.Switch, op string) api.HistoryEntry {
+	t.Helper()
+	h, err := sw.Client.History(context.Background(), 50)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range h {
+		if e.Operation == op {
+			return e
+		}
+	}
+	t.Fatalf("no %s entry in the history", op)
+	return api.HistoryEntry{}
+}
+
+func stepNames(e api.HistoryEntry) string {
+	var names []string
+	for _, s := range e.Steps {
+		names = append(names, s.Name+":"+s.Result)
+	}
+	return strings.Join(names, " ")
+}
+
+// TestDeploySwap (issue 15): a deploy to the standby under load, with a
+// warm-up and a gate on stage, swaps prod to the new version with no
+// failed request and records one history entry with its steps; a
+// rollback within --keep is instant and fails nothing.
+func TestDeploySwap(t *testing.T) {
+	t.Parallel()
+	sw := startReleases(t, 2)
+	load := vstest.StartLoad(sw.Prod+"/api/test", 100, 2*time.Minute)
+	waitServed(t, load, 200)
+	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.0", "--warmup", "20", "--check", "/api/ping?slot=green",
+		"--gate", `test "$VIPSWAP_VERSION" = 2.0 && curl -sf "$VIPSWAP_STAGE_URL/api/test" | grep -q '"version":"2.0"'`, "--keep", "1m", "--reason", "release 2.0")
+	if code != 0 {
+		t.Fatalf("deploy: exit %d:\n%s", code, out)
+	}
+	for _, want := range []string{"ok     start", "ok     healthy", "ok     warmup", "ok     gates", "ok     switch", "ok     drain", "succeeded", "blue stays as the standby"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("deploy output lacks %q:\n%s", want, out)
+		}
+	}
+	if got := answeredBy(t, sw); got != "green 2.0" {
+		t.Fatalf("prod is answered by %s after the deploy, want green 2.0", got)
+	}
+	e := lastEntry(t, sw, "deploy")
+	if e.Result != "applied" || e.From != "blue" || e.To != "green" || e.Reason != "release 2.0" || e.Measurement == nil || e.Measurement.Served == 0 {
+		t.Fatalf("deploy history entry %+v", e)
+	}
+	if got := stepNames(e); got != "start:ok healthy:ok warmup:ok stage:ok gates:ok switch:ok drain:ok" {
+		t.Fatalf("deploy steps %s", got)
+	}
+	// Rollback within --keep: blue is still running, so it is instant.
+	began := time.Now()
+	if code, out := cli(t, sw, "rollback"); code != 0 {
+		t.Fatalf("rollback: exit %d:\n%s", code, out)
+	}
+	t.Logf("rollback took %s (with the CLI's start)", time.Since(began).Round(time.Millisecond))
+	if got := answeredBy(t, sw); got != "blue 1.0" {
+		t.Fatalf("prod is answered by %s after the rollback, want blue 1.0", got)
+	}
+	waitServed(t, load, load.OK()+200)
+	res := load.Stop()
+	if res.Failed != 0 || res.BySlot["green"] == 0 {
+		t.Fatalf("under the deploy and the rollback: %d ok, %d failed (%v), by slot %v", res.OK, res.Failed, res.Errors, res.BySlot)
+	}
+	t.Logf("deploy and rollback under load: %d requests, 0 failed, by slot %v; deploy took %.2fs", res.OK, res.BySlot, e.Measurement.WindowSeconds)
+}
+
+// TestDeployFailuresLeaveProd (issue 15): a failing gate and an instance
+// that never becomes healthy each stop the deploy before the switch, name
+// the step, exit 1, and leave prod as it was.
+func TestDeployFailuresLeaveProd(t *testing.T) {
+	t.Parallel()
+	sw := startReleases(t, 1)
+	load := vstest.StartLoad(sw.Prod+"/api/test", 20, 2*time.Minute)
+	waitServed(t, load, 100)
+	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.0", "--gate", "echo smoke test failed; exit 3")
+	if code != 1 || !strings.Contains(out, `deploy failed at step "gates"`) || !strings.Contains(out, "smoke test failed") {
+		t.Fatalf("deploy with a failing gate: exit %d:\n%s", code, out)
+	}
+	if got := answeredBy(t, sw); got != "blue 1.0" {
+		t.Fatalf("prod is answered by %s after a failed gate, want blue 1.0", got)
+	}
+	if e := lastEntry(t, sw, "deploy"); e.Result != "failed" || !strings.Contains(e.Error, "gates") || !strings.Contains(stepNames(e), "gates:failed") {
+		t.Fatalf("failed deploy's history entry %+v", e)
+	}
+	// Instances that answer the probe for another slot never become
+	// healthy.
+	code, out = runRelease(t, sw, "deploy", "--slot", "green", "--version", "3.0", "--timeout", "3s", "--",
+		"vipswap", "app", "--slot", "elsewhere", "--listen", "127.0.0.1:{port}")
+	if code != 1 || !strings.Contains(out, `deploy failed at step "healthy"`) || !strings.Contains(out, "L7STS 404") {
+		t.Fatalf("deploy that never becomes healthy: exit %d:\n%s", code, out)
+	}
+	st, _ := sw.Client.Status(context.Background())
+	if st.Active != "blue" {
+		t.Fatalf("active is %s after failed deploys, want blue", st.Active)
+	}
+	// A usage mistake changes nothing (exit 2).
+	if code, out := runRelease(t, sw, "deploy", "--slot", "green"); code != 2 || !strings.Contains(out, "--version") {
+		t.Fatalf("deploy without --version: exit %d:\n%s", code, out)
+	}
+	if code, out := runRelease(t, sw, "deploy", "--slot", "blue", "--version", "9"); code != 1 || !strings.Contains(out, "active slot") {
+		t.Fatalf("deploy to the active slot: exit %d:\n%s", code, out)
+	}
+	res := load.Stop()
+	if res.Failed != 0 {
+		t.Fatalf("failed deploys cost prod %d requests: %v", res.Failed, res.Errors)
+	}
+}
+
+// TestDeployRollout (issue 15): a deploy with --strategy rollout to a new
+// slot under load moves prod step by step, 0 failed; a second one to
+// another new slot removes the first once --keep has passed.
+func TestDeployRollout(t *testing.T) {
+	t.Parallel()
+	sw := startReleases(t, 1)
+	load := vstest.StartLoad(sw.Prod+"/api/test", 50, 2*time.Minute)
+	waitServed(t, load, 100)
+	app := func(slot string) []string {
+		return []string{"--", "vipswap", "app", "--slot", slot, "--version", "{version}", "--listen", "127.0.0.1:{port}"}
+	}
+	args := append([]string{"deploy", "--slot", "v3", "--version", "3.0", "--strategy", "rollout", "--steps", "50,100", "--interval", "1s", "--keep", "1s"}, app("v3")...)
+	if code, out := runRelease(t, sw, args...); code != 0 || !strings.Contains(out, "promoted") || !strings.Contains(out, "blue stays as the standby") {
+		t.Fatalf("deploy --strategy rollout: exit %d:\n%s", code, out)
+	}
+	if got := answeredBy(t, sw); got != "v3 3.0" {
+		t.Fatalf("prod is answered by %s, want v3 3.0", got)
+	}
+	args = append([]string{"deploy", "--slot", "v4", "--version", "4.0", "--strategy", "rollout", "--steps", "100", "--interval", "1s", "--keep", "1s", "--json"}, app("v4")...)
+	code, out := runRelease(t, sw, args...)
+	var p api.Progress
+	if code != 0 || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &p) != nil || p.State != "succeeded" || p.From != "v3" || !strings.Contains(p.Kept, "v3 keeps running until") {
+		t.Fatalf("second deploy --json: exit %d:\n%s", code, out)
+	}
+	vstest.WaitFor(t, 15*time.Second, func() error {
+		st, err := sw.Client.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, s := range st.Slots {
+			if s.Name == "v3" {
+				return fmt.Errorf("v3 still exists (roles: %s)", s.Role)
+			}
+		}
+		return nil
+	})
+	res := load.Stop()
+	if res.Failed != 0 || res.BySlot["v3"] == 0 || res.BySlot["v4"] == 0 {
+		t.Fatalf("rollout deploys under load: %d ok, %d failed (%v), by slot %v", res.OK, res.Failed, res.Errors, res.BySlot)
+	}
+	t.Logf("two rollout deploys under load: %d requests, 0 failed, by slot %v", res.OK, res.BySlot)
+}
+
+// TestRolling (issue 15): a rolling update of a 3-instance slot under 200
+// concurrent clients fails nothing; one whose new version never becomes
+// healthy stops with the reason, restores the instance and leaves the
+// slot serving.
+func TestRolling(t *testing.T) {
+	t.Parallel()
+	sw := startReleases(t, 3)
+	load := vstest.StartLoad(sw.Prod+"/api/test", 200, 3*time.Minute)
+	waitServed(t, load, 300)
+	code, out := runRelease(t, sw, "rolling", "blue", "--version", "1.1", "--warmup", "10")
+	if code != 0 || strings.Count(out, "ok     ready") != 3 || !strings.Contains(out, "rolling") || !strings.Contains(out, "succeeded") {
+		t.Fatalf("rolling: exit %d:\n%s", code, out)
+	}
+	st, _ := sw.Client.Status(context.Background())
+	for _, s := range st.Slots {
+		if s.Name == "blue" && (s.Version != "1.1" || s.Routable != 3) {
+			t.Fatalf("blue after the rolling update: version %s, %d routable", s.Version, s.Routable)
+		}
+	}
+	for range 10 {
+		if got := answeredBy(t, sw); got != "blue 1.1" {
+			t.Fatalf("prod answered by %s after the update, want blue 1.1", got)
+		}
+	}
+	e := lastEntry(t, sw, "rolling")
+	if e.Result != "applied" || len(e.Steps) != 3*5+1 || e.Measurement == nil {
+		t.Fatalf("rolling history entry: %+v (steps %s)", e, stepNames(e))
+	}
+	waitServed(t, load, load.OK()+300)
+
+	// A new version that never becomes healthy: the first instance is
+	// restored, the others are not touched.
+	code, out = runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "3s", "--",
+		"vipswap", "app", "--slot", "elsewhere", "--listen", "127.0.0.1:{port}")
+	if code != 1 || !strings.Contains(out, "not within 3s") || !strings.Contains(out, "ok     restore") {
+		t.Fatalf("rolling to a version that never becomes healthy: exit %d:\n%s", code, out)
+	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		st, err := sw.Client.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, s := range st.Slots {
+			if s.Name == "blue" && (s.Version != "1.1" || s.Routable != 3) {
+				return fmt.Errorf("blue: version %s, %d routable, want 1.1 and 3", s.Version, s.Routable)
+			}
+		}
+		return nil
+	})
+	for range 10 {
+		if got := answeredBy(t, sw); got != "blue 1.1" {
+			t.Fatalf("prod answered by %s after a failed update, want blue 1.1", got)
+		}
+	}
+	waitServed(t, load, load.OK()+300)
+	res := load.Stop()
+	if res.Failed != 0 {
+		t.Fatalf("rolling updates under 200 clients: %d ok, %d failed: %v", res.OK, res.Failed, res.Errors)
+	}
+	t.Logf("rolling updates under 200 clients: %d requests, 0 failed", res.OK)
+	if code, out := runRelease(t, sw, "rolling", "blue", "--max-unavailable", "3"); code != 1 || !strings.Contains(out, "at most 2") {
+		t.Fatalf("rolling with every instance unavailable: exit %d:\n%s", code, out)
+	}
+}
