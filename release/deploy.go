@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -281,6 +282,10 @@ func (j *job) gate(command, stageURL string, req DeployRequest, timeout time.Dur
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
 	cmd.Env = append(os.Environ(), "VIPSWAP_STAGE_URL="+stageURL, "VIPSWAP_SLOT="+req.Slot, "VIPSWAP_VERSION="+req.Version)
+	if self, err := os.Executable(); err == nil {
+		// "vipswap" in a gate (vipswap verify) is this binary.
+		cmd.Env = append(cmd.Env, "PATH="+filepath.Dir(self)+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.WaitDelay = time.Second

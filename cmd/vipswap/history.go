@@ -82,7 +82,9 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 			rev = fmt.Sprint(e.Revision)
 		}
 		measured := ""
-		if m := e.Measurement; m != nil {
+		if m := e.Measurement; m != nil && len(e.Steps) > 0 { // a release
+			measured = fmt.Sprintf("%d requests, %d failed over %.1fs; %s", m.Served, m.Failed, m.WindowSeconds, describeSteps(e.Steps))
+		} else if m != nil {
 			measured = describeMeasurement(m)
 			if !m.Complete {
 				measured += " (gave up)"
@@ -93,4 +95,16 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 			printable(e.Actor), printable(e.Operation), printable(change), printable(result), rev, measured, printable(e.Reason))
 	}
 	tw.Flush()
+}
+
+// describeSteps says a release's steps and how long each took.
+func describeSteps(steps []api.Step) string {
+	parts := make([]string, len(steps))
+	for i, s := range steps {
+		parts[i] = fmt.Sprintf("%s %.1fs", printable(s.Name), s.Seconds)
+		if s.Result != "ok" {
+			parts[i] += " " + printable(s.Result)
+		}
+	}
+	return "steps: " + strings.Join(parts, ", ")
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -41,12 +42,19 @@ analysis:
 
 // startReleases starts vipswap with releaseSlots, commands allowed.
 func startReleases(t *testing.T, replicas int) *switchtest.Switch {
+	sw, _, _ := startReleasesIn(t, replicas)
+	return sw
+}
+
+// startReleasesIn is startReleases that also returns the directory and
+// configuration, to start vipswap again.
+func startReleasesIn(t *testing.T, replicas int) (*switchtest.Switch, string, string) {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := strings.Replace(testConfig(dir, releaseSlots(replicas)), "admin:\n", "admin:\n  allow_run: true\n", 1)
 	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
-	return sw
+	return sw, dir, cfg
 }
 
 // runRelease runs a release verb with --admin before any "-- COMMAND".
@@ -103,11 +111,12 @@ func stepNames(e api.HistoryEntry) string {
 // rollback within --keep is instant and fails nothing.
 func TestDeploySwap(t *testing.T) {
 	t.Parallel()
-	sw := startReleases(t, 2)
+	sw, dir, cfg := startReleasesIn(t, 2)
 	load := vstest.StartLoad(sw.Prod+"/api/test", 100, 2*time.Minute)
 	waitServed(t, load, 200)
 	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.0", "--warmup", "20", "--check", "/api/ping?slot=green",
-		"--gate", `test "$VIPSWAP_VERSION" = 2.0 && curl -sf "$VIPSWAP_STAGE_URL/api/test" | grep -q '"version":"2.0"'`, "--keep", "1m", "--reason", "release 2.0")
+		"--gate", `test "$VIPSWAP_VERSION" = 2.0 && vipswap verify --url "$VIPSWAP_STAGE_URL/api/test" --requests 100 --concurrency 5 | grep -q "green 2.0 #"`,
+		"--keep", "1m", "--reason", "release 2.0")
 	if code != 0 {
 		t.Fatalf("deploy: exit %d:\n%s", code, out)
 	}
@@ -128,15 +137,31 @@ func TestDeploySwap(t *testing.T) {
 	}
 	// Rollback within --keep: blue is still running, so it is instant.
 	began := time.Now()
-	if code, out := cli(t, sw, "rollback"); code != 0 {
-		t.Fatalf("rollback: exit %d:\n%s", code, out)
+	if res, err := sw.Client.Rollback(context.Background(), api.ChangeRequest{}); err != nil || res.To != "blue" || res.TargetRoutable != 2 {
+		t.Fatalf("rollback: %+v, %v", res, err)
 	}
-	t.Logf("rollback took %s (with the CLI's start)", time.Since(began).Round(time.Millisecond))
+	t.Logf("rollback answered in %s", time.Since(began).Round(time.Microsecond))
 	if got := answeredBy(t, sw); got != "blue 1.0" {
 		t.Fatalf("prod is answered by %s after the rollback, want blue 1.0", got)
 	}
+	// The deployed version is in the state: a restarted vipswap runs
+	// green at 2.0, not the configuration's 1.0.
 	waitServed(t, load, load.OK()+200)
 	res := load.Stop()
+	sw.Signal(t, syscall.SIGTERM)
+	sw.Wait(t, 30*time.Second)
+	sw = switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	if code, out := cli(t, sw, "swap"); code != 0 {
+		t.Fatalf("swap after a restart: exit %d:\n%s", code, out)
+	}
+	if got := answeredBy(t, sw); got != "green 2.0" {
+		t.Fatalf("after a restart, green answers as %s, want green 2.0", got)
+	}
+	code, out = cli(t, sw, "history")
+	if code != 0 || !strings.Contains(out, "steps: start") {
+		t.Fatalf("history does not show the deploy's steps: exit %d:\n%s", code, out)
+	}
 	if res.Failed != 0 || res.BySlot["green"] == 0 {
 		t.Fatalf("under the deploy and the rollback: %d ok, %d failed (%v), by slot %v", res.OK, res.Failed, res.Errors, res.BySlot)
 	}
@@ -290,5 +315,32 @@ func TestRolling(t *testing.T) {
 	t.Logf("rolling updates under 200 clients: %d requests, 0 failed", res.OK)
 	if code, out := runRelease(t, sw, "rolling", "blue", "--max-unavailable", "3"); code != 1 || !strings.Contains(out, "at most 2") {
 		t.Fatalf("rolling with every instance unavailable: exit %d:\n%s", code, out)
+	}
+}
+
+// TestVerify (issue 15): vipswap verify under swaps every 500ms counts no
+// failure and shows both slots answering; against a dead address it
+// exits 1 naming the kind.
+func TestVerify(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw.WaitHealthy(t)
+	code, out := cli(t, sw, "verify", "--url", sw.Prod+"/api/test", "--concurrency", "50", "--duration", "3s", "--swap-every", "500ms")
+	if code != 0 || !strings.Contains(out, " 0 failed\n") || !strings.Contains(out, "blue blue-v1 #") || !strings.Contains(out, "green green-v1 #") {
+		t.Fatalf("verify --swap-every: exit %d:\n%s", code, out)
+	}
+	var swaps int
+	fmt.Sscanf(out[strings.Index(out, "swaps: "):], "swaps: %d", &swaps)
+	if swaps < 3 {
+		t.Fatalf("verify swapped %d times in 3s, want at least 3:\n%s", swaps, out)
+	}
+	code, out = cli(t, sw, "verify", "--url", "http://"+vstest.FreeAddr(t)+"/", "--requests", "5")
+	if code != 1 || !strings.Contains(out, "connect 5") || !strings.Contains(out, "5 of 5 requests failed") {
+		t.Fatalf("verify against a dead address: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "verify", "--url", sw.Prod); code != 2 || !strings.Contains(out, "must end") {
+		t.Fatalf("verify without an end: exit %d:\n%s", code, out)
 	}
 }
