@@ -172,8 +172,14 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 			err = j.prepare(req, timeout, &addrs)
 		}
 		if err != nil {
-			if created { // prod never saw it
-				ctrl.RemoveSlot(context.Background(), req.Slot, control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + " failed", Force: true})
+			if created { // prod never saw it: stage goes back, the slot goes
+				undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + " failed", Force: true}
+				if ctrl.Status().Standby == req.Slot {
+					ctrl.SetStage(context.Background(), control.StageRequest{ChangeRequest: undo, Slot: st.Standby})
+				}
+				if _, rerr := ctrl.RemoveSlot(context.Background(), req.Slot, undo); rerr != nil {
+					j.r.cfg.Logger.Warn("could not remove the slot a failed deploy added", "release", j.p.ID, "slot", req.Slot, "err", rerr)
+				}
 			}
 			return err
 		}

@@ -197,6 +197,16 @@ func TestDeployFailuresLeaveProd(t *testing.T) {
 	if st.Active != "blue" {
 		t.Fatalf("active is %s after failed deploys, want blue", st.Active)
 	}
+	// A new slot whose gate fails is removed again, and stage goes back.
+	code, out = runRelease(t, sw, "deploy", "--slot", "v9", "--version", "9.0", "--gate", "exit 1", "--",
+		"vipswap", "app", "--slot", "v9", "--listen", "127.0.0.1:{port}")
+	if code != 1 || !strings.Contains(out, `deploy failed at step "gates"`) {
+		t.Fatalf("deploy of a new slot with a failing gate: exit %d:\n%s", code, out)
+	}
+	st, _ = sw.Client.Status(context.Background())
+	if st.Standby != "green" || len(st.Slots) != 2 {
+		t.Fatalf("after a failed deploy of a new slot: standby %s, %d slots; want green and the 2 configured", st.Standby, len(st.Slots))
+	}
 	// A usage mistake changes nothing (exit 2).
 	if code, out := runRelease(t, sw, "deploy", "--slot", "green"); code != 2 || !strings.Contains(out, "--version") {
 		t.Fatalf("deploy without --version: exit %d:\n%s", code, out)
