@@ -66,10 +66,9 @@ func (c *Controller) Redeploy(ctx context.Context, name string, run state.RunSpe
 	if err := validRun(name, nil, run); err != nil {
 		return Change{Operation: "slot deploy"}, invalid(err)
 	}
-	op := operation{name: "slot deploy", req: req,
+	op := operation{name: "slot deploy", req: req, instance: name,
 		changes: []string{fmt.Sprintf("slots.%s: version %s, running %d × %s", name, version, run.Replicas, strings.Join(run.Command, " "))},
 		next: func(st state.State, res *Change) (state.State, error) {
-			res.From, res.To = st.Active, st.Active
 			return st.Redeploy(name, state.SlotSpec{Run: &run, Version: version}, c.existingLocked(name) != "", false)
 		}}
 	c.mu.Lock()
@@ -91,10 +90,9 @@ func (c *Controller) Redeploy(ctx context.Context, name string, run state.RunSpe
 // Rolled records that a rolling update replaced every instance of slot
 // name: from now on (and after a restart) it runs run at version.
 func (c *Controller) Rolled(ctx context.Context, name string, run state.RunSpec, version string, req ChangeRequest) (Change, error) {
-	return c.change(ctx, operation{name: "slot deploy", req: req,
+	return c.change(ctx, operation{name: "slot deploy", req: req, instance: name,
 		changes: []string{fmt.Sprintf("slots.%s: version %s, updated in place (rolling)", name, version)},
 		next: func(st state.State, res *Change) (state.State, error) {
-			res.From, res.To = st.Active, st.Active
 			return st.Redeploy(name, state.SlotSpec{Run: &run, Version: version}, c.existingLocked(name) != "", true)
 		}})
 }

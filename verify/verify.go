@@ -148,7 +148,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 				if o.Requests > 0 && sent.Add(1) > o.Requests {
 					return
 				}
-				w.one(runCtx, client, o, start)
+				w.one(ctx, client, o, start) // the end of the run lets it finish
 			}
 		})
 	}

@@ -65,6 +65,13 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 		default:
 			change = e.From + "→" + e.To
 		}
+		if len(e.Steps) > 0 && len(e.Changes) > 0 { // a release: where, and which version
+			_, version, _ := strings.Cut(e.Changes[0], ": ")
+			if e.Operation == "rolling" {
+				change = e.To
+			}
+			change += " (" + version + ")"
+		}
 		for _, c := range e.Changes {
 			if split, ok := strings.CutPrefix(c, "prod: "); ok && strings.Contains(split, ", ") { // a split, not all on one slot
 				change += " (" + split + ")"
