@@ -50,14 +50,20 @@ const conflictRetries = 3
 func (c *Controller) change(ctx context.Context, op operation) (Change, error) {
 	c.write.Lock()
 	defer c.write.Unlock()
-	defer c.flush()
 	if err := c.unreachable(op.name); err != nil && !op.req.DryRun {
+		c.flush()
 		c.mu.Lock()
 		c.changes[ChangeKey{op.name, "failed"}]++
 		c.mu.Unlock()
 		return Change{Operation: op.name, DryRun: op.req.DryRun}, err
 	}
 	res, err := c.run(ctx, op)
+	c.flush()
+	if err == nil && res.Applied {
+		// The state changed: a remote plane that could not apply it is
+		// told, not hidden (it is retried).
+		res.Warnings = append(res.Warnings, c.remoteWarnings(res.Revision)...)
+	}
 	result := ""
 	var ctlErr *Error
 	switch {
@@ -102,6 +108,10 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 		} else {
 			next, err = op.next(cur, &res)
 		}
+		var uses []string
+		if err == nil {
+			uses = c.slotsUsedLocked(next)
+		}
 		c.mu.Unlock()
 		entry.From = res.From // next may say better: an abort comes from the canary
 
@@ -138,7 +148,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			entry.Changes = append(entry.Changes, "prod: "+describeSplit(next))
 		}
 		entry.Changes = append(entry.Changes, op.changes...)
-		if err := c.remotesReady(ctx, op.name); err != nil {
+		if err := c.remotesReady(ctx, op.name, uses); err != nil {
 			return res, err
 		}
 		newRev, recorded, err := c.cfg.Store.CompareAndSwap(ctx, rev, next, entry)
@@ -186,6 +196,20 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 		c.wake()
 		return res, nil
 	}
+}
+
+// slotsUsedLocked returns the slots whose instances or weights the
+// tables of st would carry: those with instances (configured, running or
+// registered) and those a listener sends traffic to. Called with c.mu
+// held.
+func (c *Controller) slotsUsedLocked(st state.State) []string {
+	var out []string
+	for _, s := range members(st, c.cfg.Slots, c.running) {
+		if len(s.Addrs) > 0 || len(c.registered[s.Name]) > 0 || len(c.instances[s.Name]) > 0 || st.WeightOf(s.Name) > 0 || st.Stage() == s.Name {
+			out = append(out, s.Name)
+		}
+	}
+	return out
 }
 
 // refuse records a refused operation in the history and returns the

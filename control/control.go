@@ -122,6 +122,16 @@ type Controller struct {
 	draws      route.Draws      // weighted draws, continued from table to table
 	draining   map[uint64]int64 // by history ID: the old slot's in-flight count while a change is measured
 	changes    map[ChangeKey]uint64
+	// probed holds the instances whose first health check has answered;
+	// remoteGate opens once all have (or after a bound): until then no
+	// table goes to a remote plane, whose servers would all be drained
+	// by a table built before anything was probed.
+	probed     map[*route.Instance]bool
+	remoteGate bool
+	// flushed is the newest revision whose table the data planes were
+	// given; flushedCh is closed (and replaced) each time a table was.
+	flushed   uint64
+	flushedCh chan struct{}
 
 	storeErrors atomic.Uint64
 	store       storeHealth // guarded by mu
@@ -217,6 +227,8 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		changes:    make(map[ChangeKey]uint64),
 		draining:   make(map[uint64]int64),
 		judgements: make(map[string]uint64),
+		probed:     make(map[*route.Instance]bool),
+		flushedCh:  make(chan struct{}),
 		store:      storeHealth{StoreStatus{Reachable: !fromCopy || refused != nil, LocalCopy: fromCopy, NotApplied: refused, Since: time.Now().UTC()}},
 	}
 	if fromCopy && refused == nil {
@@ -228,9 +240,13 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()
 	added, _ := c.setSlotsLocked(members(st, cfg.Slots, c.running))
+	c.openGateLocked()
 	c.publishLocked()
 	c.mu.Unlock()
 	c.flush()
+	if len(c.remotes()) > 0 {
+		c.wg.Go(c.gateTimeout)
+	}
 	c.log.Info("state loaded", "revision", rev, "active", st.Active, "standby", st.Standby)
 	for _, t := range added {
 		c.checker.Add(t)
@@ -336,12 +352,58 @@ func (c *Controller) onHealth(t health.Target, healthy bool, reason health.Check
 		return // removed meanwhile
 	}
 	c.healthy[inst] = healthy
+	c.probed[inst] = true
+	c.openGateLocked()
 	level := slog.LevelInfo
 	if !healthy {
 		level = slog.LevelWarn
 	}
 	c.log.Log(context.Background(), level, "instance health changed", "slot", t.Slot, "instance", t.Addr, "healthy", healthy, "check", reason.String())
 	c.publishLocked()
+}
+
+// openGateLocked lets tables go to the remote planes once every instance
+// has had its first health check answered. Called with c.mu held.
+func (c *Controller) openGateLocked() {
+	if c.remoteGate {
+		return
+	}
+	for _, insts := range c.instances {
+		for _, i := range insts {
+			if !c.probed[i] {
+				return
+			}
+		}
+	}
+	c.remoteGate = true
+	clear(c.probed) // not needed any more
+}
+
+// gateTimeout opens the remote planes' gate after the first health round
+// at the latest (a probe's interval and timeout), for instances that have
+// not answered by then.
+func (c *Controller) gateTimeout() {
+	wait := c.cfg.Health.Interval + c.cfg.Health.Timeout
+	if wait <= 0 {
+		wait = 3 * time.Second
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-c.ctx.Done():
+		return
+	case <-t.C:
+	}
+	c.mu.Lock()
+	if c.remoteGate {
+		c.mu.Unlock()
+		return
+	}
+	c.remoteGate = true
+	c.log.Warn("giving the routing to the remote data plane before every instance's first health check answered", "waited", wait)
+	c.publishLocked()
+	c.mu.Unlock()
+	c.flush()
 }
 
 // routableLocked returns slot's instances that may take new requests in
@@ -389,17 +451,33 @@ func (c *Controller) publishLocked() {
 // and none is applied after a newer one; when flush returns, the table
 // built before it was called has been applied. It must be called without
 // c.mu: a data plane may be slow (a remote load balancer).
+//
+// Remote planes get no table until every instance's first health check
+// has answered (or a probe's interval and timeout have passed): a table
+// built before that calls every instance unhealthy, and would drain every
+// server of a load balancer that serves traffic when vipswap restarts.
 func (c *Controller) flush() {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	c.mu.Lock()
 	t := c.pending
 	c.pending = nil
+	gate := c.remoteGate
 	c.mu.Unlock()
 	if t == nil {
 		return
 	}
+	defer func() {
+		c.mu.Lock()
+		c.flushed = max(c.flushed, t.Revision)
+		close(c.flushedCh)
+		c.flushedCh = make(chan struct{})
+		c.mu.Unlock()
+	}()
 	for _, p := range c.cfg.Planes {
+		if _, remote := p.(RemotePlane); remote && !gate {
+			continue
+		}
 		start := time.Now()
 		if err := p.Apply(t); err != nil {
 			c.log.Error("data plane refused the routing table", "revision", t.Revision, "err", err)
@@ -409,6 +487,24 @@ func (c *Controller) flush() {
 			c.mu.Lock()
 			c.recordConvergedLocked(t.Revision, time.Since(start))
 			c.mu.Unlock()
+		}
+	}
+}
+
+// waitFlushed waits until the data planes were given the table of
+// revision rev (or a newer one), or ctx ends.
+func (c *Controller) waitFlushed(ctx context.Context, rev uint64) {
+	for {
+		c.mu.Lock()
+		done, ch := c.flushed >= rev, c.flushedCh
+		c.mu.Unlock()
+		if done {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
 		}
 	}
 }

@@ -9,11 +9,13 @@ import (
 // RemotePlane is a data plane outside vipswap's process (HAProxy). Its
 // Apply returns once the load balancer shows the table. The controller
 // asks it before committing a change, reads drains' in-flight counts from
-// it, and shows its view in status.
+// it, and shows its view in status. It is given no table until the first
+// health checks have answered (see Controller.flush).
 type RemotePlane interface {
 	DataPlane
-	// Ready reports whether the load balancer can take a change now.
-	Ready(ctx context.Context) error
+	// Ready reports whether the load balancer can take a change now, to
+	// a state whose tables use slots: it answers and has what they need.
+	Ready(ctx context.Context, slots []string) error
 	// InFlight returns the requests in flight in the load balancer on
 	// the instance of slot at addr, or on all of slot's when addr is "".
 	InFlight(slot, addr string) int64
@@ -54,15 +56,36 @@ func (c *Controller) remotes() []RemotePlane {
 	return out
 }
 
-// remotesReady returns why a change cannot be applied now because a
-// remote data plane cannot take it, or nil.
-func (c *Controller) remotesReady(ctx context.Context, op string) error {
+// remotesReady returns why a change to a state whose tables use slots
+// cannot be applied now because a remote data plane cannot take it, or
+// nil.
+func (c *Controller) remotesReady(ctx context.Context, op string, slots []string) error {
 	for _, r := range c.remotes() {
-		if err := r.Ready(ctx); err != nil {
+		if err := r.Ready(ctx, slots); err != nil {
 			return &Error{Kind: Unavailable, Err: fmt.Errorf("%s not applied: %w; nothing changed", op, err)}
 		}
 	}
 	return nil
+}
+
+// remoteWarnings says which remote data planes do not show revision rev,
+// which a change just committed: the change stands (it is in the state)
+// and the plane gets it as soon as it can.
+func (c *Controller) remoteWarnings(rev uint64) []string {
+	c.mu.Lock()
+	gated := !c.remoteGate
+	c.mu.Unlock()
+	var out []string
+	for _, r := range c.remotes() {
+		ps := r.PlaneStatus()
+		switch {
+		case gated:
+			out = append(out, fmt.Sprintf("%s has not applied revision %d yet: vipswap gives it the routing once the first health checks have answered", ps.Name, rev))
+		case ps.Revision >= rev && !ps.Applied:
+			out = append(out, fmt.Sprintf("%s has not applied revision %d: %s; it will be retried (vipswap status shows when it is applied)", ps.Name, rev, ps.Error))
+		}
+	}
+	return out
 }
 
 // recordConverged remembers how long remote planes took to show the

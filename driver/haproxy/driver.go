@@ -23,6 +23,8 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -52,6 +54,11 @@ type Options struct {
 	// Interval is how often the driver reads HAProxy back (statistics,
 	// and whether what it applied is still there). Default 500ms.
 	Interval time.Duration
+	// ApplyTimeout bounds one whole apply, read-back included: a slow
+	// runtime API fails the apply (it is retried every Interval) instead
+	// of holding up the change that asked for it. Zero means 5 times
+	// Runtime.Timeout.
+	ApplyTimeout time.Duration
 	// Logger receives re-applies and failures. Nil: slog.Default().
 	Logger *slog.Logger
 }
@@ -65,6 +72,7 @@ type Driver struct {
 	done   chan struct{}
 
 	applyMu sync.Mutex // one apply at a time; never held with mu
+	statsMu sync.Mutex // one statistics reading at a time, so deltas follow each other; taken before mu
 
 	mu        sync.Mutex
 	want      *desired // the newest table's routing, nil before the first
@@ -73,6 +81,7 @@ type Driver struct {
 	stats     map[serverKey]Stat      // the last "show stat", by backend and address
 	counts    map[string]route.Counts // accumulated per slot, prod
 	seen      map[serverKey]Stat      // the previous reading, for deltas
+	baseline  bool                    // a first reading was taken: later ones count from it
 	warnedFor string
 }
 
@@ -96,13 +105,24 @@ type Status struct {
 
 type serverKey struct{ backend, addr string }
 
-// desired is what HAProxy should show for one table.
+// desired is what HAProxy should show for one table. Its servers are
+// keyed by the address HAProxy shows (an instance given by host name is
+// resolved when the table is applied).
 type desired struct {
 	revision uint64
 	maps     [2][]MapEntry
 	servers  map[serverKey]string // "ready" or "drain"; slots' servers not here go to maint
 	slotOf   map[serverKey]string
 	backends []string // every backend vipswap drives, sorted
+	// given maps an instance as vipswap knows it (its slot's backend and
+	// the address it was given) to the key HAProxy shows, where they
+	// differ: an instance given by host name.
+	given map[serverKey]serverKey
+	// problems are instances that could not be resolved; held are their
+	// backends, whose other servers are then not put in maintenance (a
+	// replacement was not confirmed).
+	problems []string
+	held     map[string]bool
 }
 
 // New returns a driver and starts its loop; Close stops it.
@@ -136,8 +156,13 @@ func (d *Driver) Backend(slot string) string {
 
 // Apply implements control.DataPlane: it makes HAProxy route as t says and
 // returns once HAProxy shows it, or with an error naming what differs.
+// An apply that takes longer than Options.ApplyTimeout fails; the loop
+// tries again every Interval.
 func (d *Driver) Apply(t *route.Table) error {
 	w := d.desire(t)
+	ctx, cancel := context.WithTimeout(context.Background(), d.applyTimeout())
+	d.resolve(ctx, w)
+	cancel()
 	d.mu.Lock()
 	d.want = w
 	d.mu.Unlock()
@@ -147,8 +172,20 @@ func (d *Driver) Apply(t *route.Table) error {
 	return d.applyWanted(context.Background(), false)
 }
 
+// applyTimeout is how long one whole apply may take.
+func (d *Driver) applyTimeout() time.Duration {
+	if d.opts.ApplyTimeout > 0 {
+		return d.opts.ApplyTimeout
+	}
+	t := d.opts.Runtime.Timeout
+	if t <= 0 {
+		t = 2 * time.Second
+	}
+	return 5 * t
+}
+
 // applyWanted applies the newest wanted routing and reads it back.
-func (d *Driver) applyWanted(ctx context.Context, again bool) error {
+func (d *Driver) applyWanted(parent context.Context, again bool) error {
 	d.applyMu.Lock()
 	defer d.applyMu.Unlock()
 	d.mu.Lock()
@@ -158,14 +195,20 @@ func (d *Driver) applyWanted(ctx context.Context, again bool) error {
 		return nil
 	}
 	start := time.Now()
+	limit := d.applyTimeout()
+	ctx, cancel := context.WithTimeout(parent, limit)
 	err := d.apply(ctx, w)
 	if err == nil {
 		err = d.confirm(ctx, w)
 	}
-	took := time.Since(start)
-	if err == nil {
-		d.readStats(ctx) // in-flight counts from after the change, for a drain's wait
+	if deadline, _ := ctx.Deadline(); err != nil && !time.Now().Before(deadline) {
+		err = fmt.Errorf("the apply did not finish within %s: %w", limit, err)
 	}
+	cancel()
+	took := time.Since(start)
+	// In-flight counts from after the change, for a drain's wait (and
+	// after a failed one, from what HAProxy does meanwhile).
+	d.readStats(parent)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.want != w {
@@ -191,7 +234,8 @@ func (d *Driver) applyWanted(ctx context.Context, again bool) error {
 
 // desire computes what HAProxy should show for t.
 func (d *Driver) desire(t *route.Table) *desired {
-	w := &desired{revision: t.Revision, servers: map[serverKey]string{}, slotOf: map[serverKey]string{}}
+	w := &desired{revision: t.Revision, servers: map[serverKey]string{}, slotOf: map[serverKey]string{},
+		given: map[serverKey]serverKey{}, held: map[string]bool{}}
 	backends := map[string]bool{}
 	for l := range w.maps {
 		ws := t.Weights(route.Listener(l))
@@ -233,10 +277,72 @@ func (d *Driver) desire(t *route.Table) *desired {
 	return w
 }
 
-// apply changes what differs: servers added first, then servers made
-// ready, then the maps, then servers drained and those of no slot put in
-// maintenance: new capacity is up before traffic moves to it, and old
-// capacity goes only after.
+// resolve rekeys w's servers by the address HAProxy shows: an instance
+// given by host name (localhost:9001) is a server at the address the name
+// resolves to (IPv4 first), found among the servers by that address and
+// added at it when missing, since HAProxy adds a server by name only with
+// resolvers and then shows no address for it. An instance whose name does
+// not resolve is left out; its backend's other servers are kept as they
+// are and the apply reports it.
+func (d *Driver) resolve(ctx context.Context, w *desired) {
+	for _, k := range slices.SortedFunc(maps.Keys(w.servers), compareKeys) {
+		host, port, err := net.SplitHostPort(k.addr)
+		if err != nil {
+			continue // the controller gives host:port; HAProxy would refuse it and say so
+		}
+		if _, err := netip.ParseAddr(host); err == nil {
+			continue
+		}
+		addr, err := lookup(ctx, host)
+		state, slot := w.servers[k], w.slotOf[k]
+		delete(w.servers, k)
+		delete(w.slotOf, k)
+		if err != nil {
+			w.problems = append(w.problems, fmt.Sprintf("instance %s of slot %s: %v (give its IP address)", k.addr, slot, err))
+			w.held[k.backend] = true
+			continue
+		}
+		r := serverKey{k.backend, net.JoinHostPort(addr, port)}
+		if prev, ok := w.servers[r]; !ok || prev != "ready" {
+			w.servers[r] = state
+		}
+		w.slotOf[r], w.given[k] = slot, r
+	}
+}
+
+// lookup resolves host to one address, IPv4 first.
+func lookup(ctx context.Context, host string) (string, error) {
+	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	if err != nil {
+		return "", fmt.Errorf("host name %s does not resolve: %w", host, err)
+	}
+	if len(addrs) == 0 {
+		return "", fmt.Errorf("host name %s resolves to no address", host)
+	}
+	slices.SortStableFunc(addrs, func(a, b netip.Addr) int {
+		return compareBool(a.Unmap().Is4(), b.Unmap().Is4())
+	})
+	return addrs[0].Unmap().String(), nil
+}
+
+func compareBool(a, b bool) int {
+	switch {
+	case a == b:
+		return 0
+	case a:
+		return -1
+	}
+	return 1
+}
+
+// apply changes what differs: servers added first, then their weights
+// and ready states, then the maps (all prepared before any is committed),
+// then servers drained and those of no slot put in maintenance: new
+// capacity is up before traffic moves to it, and old capacity goes only
+// after. A server that cannot be added or set does not stop the others;
+// its backend's servers are then not put in maintenance, and a map is
+// not committed while it would send traffic to a backend none of whose
+// servers could be made ready. The error names every such server.
 func (d *Driver) apply(ctx context.Context, w *desired) error {
 	rt := &d.opts.Runtime
 	have, err := d.backends(ctx)
@@ -252,78 +358,182 @@ func (d *Driver) apply(ctx context.Context, w *desired) error {
 	if err != nil {
 		return err
 	}
+	problems := slices.Clone(w.problems)
+	held := maps.Clone(w.held)
+	fail := func(backend string, err error) error {
+		if errors.As(err, new(*UnreachableError)) || ctx.Err() != nil {
+			return err // HAProxy is gone: nothing more will work
+		}
+		problems = append(problems, err.Error())
+		held[backend] = true
+		return nil
+	}
 	byKey := map[serverKey]Server{}
+	names := map[string]bool{} // backend/name
 	for _, s := range servers {
 		byKey[serverKey{s.Backend, s.Addr}] = s
+		names[s.Backend+"/"+s.Name] = true
 	}
-	for _, k := range slices.SortedFunc(maps.Keys(w.servers), compareKeys) {
+	wanted := slices.SortedFunc(maps.Keys(w.servers), compareKeys)
+	for _, k := range wanted {
 		if _, ok := byKey[k]; ok {
 			continue
 		}
 		name := "vs_" + strings.NewReplacer(".", "_", ":", "_", "[", "", "]", "").Replace(k.addr)
+		for i := 2; names[k.backend+"/"+name]; i++ {
+			name = fmt.Sprintf("vs_%s_%d", strings.NewReplacer(".", "_", ":", "_", "[", "", "]", "").Replace(k.addr), i)
+		}
 		cmd := fmt.Sprintf("add server %s/%s %s", k.backend, name, k.addr)
 		if d.opts.Check {
 			cmd += " check"
 		}
 		if err := rt.expect(ctx, cmd, "New server registered."); err != nil {
-			return err
+			if err := fail(k.backend, err); err != nil {
+				return err
+			}
+			continue
 		}
+		names[k.backend+"/"+name] = true
+		s := Server{Backend: k.backend, Name: name, Addr: k.addr, AdminState: adminForcedMaint, Weight: 1, InitWeight: 1}
+		byKey[k] = s
 		if d.opts.Check {
 			if err := rt.expect(ctx, fmt.Sprintf("enable health %s/%s", k.backend, name), ""); err != nil {
-				return err
-			}
-		}
-		byKey[k] = Server{Backend: k.backend, Name: name, Addr: k.addr, AdminState: adminForcedMaint}
-	}
-	setState := func(s Server, state string) error {
-		return rt.expect(ctx, fmt.Sprintf("set server %s/%s state %s", s.Backend, s.Name, state), "")
-	}
-	for _, k := range slices.SortedFunc(maps.Keys(w.servers), compareKeys) {
-		if s := byKey[k]; w.servers[k] == "ready" && serverState(s) != "ready" {
-			if err := setState(s, "ready"); err != nil {
-				return err
+				if err := fail(k.backend, err); err != nil {
+					return err
+				}
 			}
 		}
 	}
+	// set sends "set server": false when HAProxy refused it (recorded in
+	// problems), an error when HAProxy cannot be reached.
+	set := func(s Server, what string) (bool, error) {
+		if err := rt.expect(ctx, fmt.Sprintf("set server %s/%s %s", s.Backend, s.Name, what), ""); err != nil {
+			return false, fail(s.Backend, err)
+		}
+		return true, nil
+	}
+	readyIn := map[string]int{} // backend: servers that take traffic now
+	wantReady := map[string]int{}
+	for _, k := range wanted {
+		if w.servers[k] != "ready" {
+			continue
+		}
+		wantReady[k.backend]++
+		s, ok := byKey[k]
+		if !ok {
+			continue // could not be added
+		}
+		weighted, ready := true, true
+		if s.Weight == 0 {
+			// Set to 0 by hand: the server would take no traffic whatever
+			// its state. Back to the weight haproxy.cfg gave it.
+			if weighted, err = set(s, fmt.Sprintf("weight %d", max(s.InitWeight, 1))); err != nil {
+				return err
+			}
+		}
+		if serverState(s) != "ready" {
+			if ready, err = set(s, "state ready"); err != nil {
+				return err
+			}
+		}
+		if weighted && ready {
+			readyIn[k.backend]++
+		}
+	}
+	// Every map is read, then prepared, before any is committed: a map
+	// HAProxy does not know, or a refused entry, leaves HAProxy routing
+	// as it did.
+	type prepared struct{ path, version string }
+	var changed []int
 	for l, want := range w.maps {
 		got, err := rt.ShowMap(ctx, d.opts.Maps[l])
 		if err != nil {
 			return err
 		}
-		if !slices.Equal(got, want) {
-			if err := rt.ReplaceMap(ctx, d.opts.Maps[l], want); err != nil {
+		if slices.Equal(got, want) {
+			continue
+		}
+		for _, e := range want {
+			if wantReady[e.Value] > 0 && readyIn[e.Value] == 0 {
+				return fmt.Errorf("map %s not changed: it would send traffic to backend %s, none of whose servers could be made ready: %s",
+					d.opts.Maps[l], e.Value, strings.Join(problems, "; "))
+			}
+		}
+		changed = append(changed, l)
+	}
+	var commits []prepared
+	for _, l := range changed {
+		ver, err := rt.PrepareMap(ctx, d.opts.Maps[l], w.maps[l])
+		if err != nil {
+			return err
+		}
+		commits = append(commits, prepared{d.opts.Maps[l], ver})
+	}
+	for _, c := range commits {
+		if err := rt.CommitMap(ctx, c.path, c.version); err != nil {
+			return err
+		}
+	}
+	for _, k := range wanted {
+		if s, ok := byKey[k]; ok && w.servers[k] == "drain" && serverState(s) != "drain" {
+			if _, err := set(s, "state drain"); err != nil {
 				return err
 			}
 		}
 	}
 	for _, s := range servers {
 		k := serverKey{s.Backend, s.Addr}
-		want, ok := w.servers[k]
-		switch {
-		case ok && want == "drain" && serverState(s) != "drain":
-			err = setState(s, "drain")
-		case !ok && slices.Contains(w.backends, s.Backend) && serverState(s) != "maint":
-			err = setState(s, "maint")
+		if _, ok := w.servers[k]; ok || !slices.Contains(w.backends, s.Backend) || held[s.Backend] || serverState(s) == "maint" {
+			continue
 		}
-		if err != nil {
+		if _, err := set(s, "state maint"); err != nil {
 			return err
 		}
 	}
+	if len(problems) > 0 {
+		return fmt.Errorf("HAProxy applied revision %d except: %s", w.revision, strings.Join(problems, "; "))
+	}
 	return nil
+}
+
+// driftError says how HAProxy differs from what was applied.
+type driftError struct {
+	revision uint64
+	diffs    []string
+	// maps: a map differs (HAProxy restarted or reloaded, or a map was
+	// changed by hand); servers: only servers' states or weights differ.
+	maps bool
+}
+
+func (e *driftError) Error() string {
+	diffs := e.diffs
+	if len(diffs) > 5 {
+		diffs = append(diffs[:5:5], fmt.Sprintf("and %d more", len(diffs)-5))
+	}
+	return fmt.Sprintf("HAProxy does not show revision %d: %s", e.revision, strings.Join(diffs, "; "))
+}
+
+// cause guesses why HAProxy lost what it showed, for the log.
+func (e *driftError) cause() string {
+	if e.maps {
+		return "HAProxy restarted or reloaded, or its maps were changed by hand"
+	}
+	return "a server's state or weight was changed by hand, or HAProxy restarted; vipswap owns the states and weights of its backends' servers"
 }
 
 // confirm reads HAProxy back and returns an error naming what differs
 // from w.
 func (d *Driver) confirm(ctx context.Context, w *desired) error {
 	rt := &d.opts.Runtime
-	var diffs []string
+	drift := &driftError{revision: w.revision}
 	for l, want := range w.maps {
 		got, err := rt.ShowMap(ctx, d.opts.Maps[l])
 		if err != nil {
 			return err
 		}
 		if !slices.Equal(got, want) {
-			diffs = append(diffs, fmt.Sprintf("map %s holds %s, want %s", d.opts.Maps[l], describeMap(got), describeMap(want)))
+			drift.maps = true
+			drift.diffs = append(drift.diffs, fmt.Sprintf("map %s holds %s, want %s", d.opts.Maps[l], describeMap(got), describeMap(want)))
 		}
 	}
 	servers, err := rt.ShowServers(ctx)
@@ -336,26 +546,27 @@ func (d *Driver) confirm(ctx context.Context, w *desired) error {
 		found[k] = true
 		want, ok := w.servers[k]
 		if !ok {
-			if slices.Contains(w.backends, s.Backend) {
+			if slices.Contains(w.backends, s.Backend) && !w.held[s.Backend] {
 				want = "maint"
 			} else {
 				continue
 			}
 		}
 		if got := serverState(s); got != want {
-			diffs = append(diffs, fmt.Sprintf("server %s/%s (%s) is %s, want %s", s.Backend, s.Name, s.Addr, got, want))
+			drift.diffs = append(drift.diffs, fmt.Sprintf("server %s/%s (%s) is %s, want %s", s.Backend, s.Name, s.Addr, got, want))
+		}
+		if want == "ready" && s.Weight == 0 {
+			drift.diffs = append(drift.diffs, fmt.Sprintf("server %s/%s (%s) has weight 0, want it to take traffic", s.Backend, s.Name, s.Addr))
 		}
 	}
 	for _, k := range slices.SortedFunc(maps.Keys(w.servers), compareKeys) {
 		if !found[k] {
-			diffs = append(diffs, fmt.Sprintf("backend %s has no server %s", k.backend, k.addr))
+			drift.diffs = append(drift.diffs, fmt.Sprintf("backend %s has no server %s", k.backend, k.addr))
 		}
 	}
-	if len(diffs) > 0 {
-		if len(diffs) > 5 {
-			diffs = append(diffs[:5], fmt.Sprintf("and %d more", len(diffs)-5))
-		}
-		return fmt.Errorf("HAProxy does not show revision %d: %s", w.revision, strings.Join(diffs, "; "))
+	drift.diffs = append(drift.diffs, w.problems...)
+	if len(drift.diffs) > 0 {
+		return drift
 	}
 	return nil
 }
@@ -474,7 +685,11 @@ func (d *Driver) loop(ctx context.Context) {
 		lost := d.confirmed == w
 		d.mu.Unlock()
 		if lost {
-			d.log.Warn("HAProxy no longer shows what vipswap applied (restarted or reloaded?): applying it again", "revision", w.revision, "differs", err)
+			cause := "unknown"
+			if drift, ok := errors.AsType[*driftError](err); ok {
+				cause = drift.cause()
+			}
+			d.log.Warn("HAProxy no longer shows what vipswap applied: applying it again", "revision", w.revision, "differs", err, "cause", cause)
 		}
 		switch err := d.applyWanted(ctx, lost); {
 		case err != nil && err.Error() != lastErr:
@@ -518,13 +733,21 @@ func (d *Driver) setError(w *desired, err error) {
 
 // readStats takes HAProxy's per-server statistics: for health, in-flight
 // counts and the counts a measurement and a rollout's analysis read.
+//
+// The first reading only sets the baseline: what HAProxy counted before
+// vipswap started is not traffic of this run. A server first seen later
+// (added since) counts from zero.
 func (d *Driver) readStats(ctx context.Context) {
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
 	stats, err := d.opts.Runtime.ShowStat(ctx)
 	if err != nil {
 		return
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	first := !d.baseline
+	d.baseline = true
 	slotOf := map[string]string{} // backend to slot
 	if d.want != nil {
 		for k, slot := range d.want.slotOf {
@@ -545,6 +768,9 @@ func (d *Driver) readStats(ctx context.Context) {
 			continue
 		}
 		prev, seen := d.seen[k]
+		if first {
+			continue
+		}
 		c := d.counts[slot]
 		var n uint64
 		for i := range s.Classes {
@@ -589,6 +815,9 @@ func (d *Driver) InFlight(slot, addr string) int64 {
 	b := d.Backend(slot)
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if addr != "" {
+		addr = d.keyLocked(slot, addr).addr
+	}
 	var n int64
 	for k, s := range d.stats {
 		if k.backend == b && (addr == "" || k.addr == addr) {
@@ -598,11 +827,24 @@ func (d *Driver) InFlight(slot, addr string) int64 {
 	return n
 }
 
+// keyLocked returns the key HAProxy shows the instance of slot at addr
+// by: its address, or the one its host name resolved to. Called with
+// d.mu held.
+func (d *Driver) keyLocked(slot, addr string) serverKey {
+	k := serverKey{d.Backend(slot), addr}
+	if d.want != nil {
+		if r, ok := d.want.given[k]; ok {
+			return r
+		}
+	}
+	return k
+}
+
 // View says how HAProxy sees one instance: "UP, L7OK, 0 in flight".
 func (d *Driver) View(slot, addr string) string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s, ok := d.stats[serverKey{d.Backend(slot), addr}]
+	s, ok := d.stats[d.keyLocked(slot, addr)]
 	if !ok {
 		return "not in HAProxy"
 	}
@@ -616,15 +858,27 @@ func (d *Driver) View(slot, addr string) string {
 // Probe is a health.Config.Probe that reports HAProxy's own check
 // results: an instance is healthy while HAProxy says it is up (draining
 // or not).
-func (d *Driver) Probe(_ context.Context, t health.Target) health.Check {
+//
+// A server HAProxy does not check ("no check": no check keyword in
+// haproxy.cfg) is not healthy: HAProxy says nothing about it, so the
+// health in use has nothing to go by.
+func (d *Driver) Probe(ctx context.Context, t health.Target) health.Check {
 	d.mu.Lock()
-	s, ok := d.stats[serverKey{d.Backend(t.Slot), t.Addr}]
+	read := d.baseline
+	d.mu.Unlock()
+	if !read {
+		d.readStats(ctx) // the first probes come before the loop's first reading
+	}
+	d.mu.Lock()
+	s, ok := d.stats[d.keyLocked(t.Slot, t.Addr)]
 	d.mu.Unlock()
 	ck := health.Check{Time: time.Now()}
 	switch {
 	case !ok:
 		ck.Code, ck.Detail = health.L4CON, "HAProxy has no server for it yet"
-	case strings.HasPrefix(s.Status, "UP") || s.Status == "DRAIN" || s.Status == "no check":
+	case s.Status == "no check":
+		ck.Code, ck.Detail = health.L7STS, "HAProxy does not check this server (no check): add check to its server line in haproxy.cfg, or use health: vipswap"
+	case strings.HasPrefix(s.Status, "UP") || s.Status == "DRAIN":
 		ck.Code, ck.Detail = health.L7OK, "HAProxy: "+s.Status
 	default:
 		ck.Code, ck.Detail = health.L7STS, "HAProxy: "+s.Status+" "+s.CheckStatus
@@ -635,12 +889,45 @@ func (d *Driver) Probe(_ context.Context, t health.Target) health.Check {
 	return ck
 }
 
-// Ready reports whether the runtime API answers: the controller asks it
-// before committing a change, so a change HAProxy cannot take is refused
-// and the state is not changed.
-func (d *Driver) Ready(ctx context.Context) error {
-	_, err := d.opts.Runtime.Info(ctx)
-	return err
+// Ready reports whether HAProxy can take a table that uses slots: the
+// runtime API answers, HAProxy knows both maps and a backend for each
+// slot, and no two slots share a backend. The controller asks it before
+// committing a change, so a change HAProxy cannot take is refused and the
+// state is not changed; the error names everything missing.
+func (d *Driver) Ready(ctx context.Context, slots []string) error {
+	rt := &d.opts.Runtime
+	if _, err := rt.Info(ctx); err != nil {
+		return err
+	}
+	have, err := d.backends(ctx)
+	if err != nil {
+		return err
+	}
+	var missing []string
+	for l, m := range d.opts.Maps {
+		if _, err := rt.ShowMap(ctx, m); err != nil {
+			if errors.As(err, new(*UnreachableError)) {
+				return err
+			}
+			missing = append(missing, fmt.Sprintf("HAProxy has no map %s (haproxy.maps.%s; %v)", m, route.Listener(l), err))
+		}
+	}
+	owner := map[string]string{}
+	for _, slot := range slots {
+		b := d.Backend(slot)
+		if other, ok := owner[b]; ok {
+			missing = append(missing, fmt.Sprintf("slots %s and %s would share backend %s (haproxy.backends)", other, slot, b))
+			continue
+		}
+		owner[b] = slot
+		if !have[b] {
+			missing = append(missing, fmt.Sprintf("HAProxy has no backend %s for slot %s (add it to haproxy.cfg)", b, slot))
+		}
+	}
+	if len(missing) > 0 {
+		return errors.New(strings.Join(missing, "; "))
+	}
+	return nil
 }
 
 // Status returns what the driver last did.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -63,6 +64,8 @@ func (f *fake) commands() []string {
 // ready server each, and prod on blue.
 func sane(cmd string) string {
 	switch {
+	case cmd == "show info":
+		return "Name: HAProxy\nPid: 7\n\n"
 	case cmd == "show backend":
 		return "# name\nbe_blue\nbe_green\nbe_none\n\n"
 	case cmd == "show servers state":
@@ -140,7 +143,8 @@ func TestBrokenAnswers(t *testing.T) {
 			}
 			cmds := f.commands()
 			for i, c := range cmds {
-				if c == tc.broken && i != len(cmds)-1 {
+				// Reading the statistics after a failed apply is no change.
+				if c == tc.broken && slices.ContainsFunc(cmds[i+1:], func(c string) bool { return c != "show stat -1 4 -1" }) {
 					t.Fatalf("after the broken answer to %q the driver went on: %q", c, cmds[i+1:])
 				}
 			}

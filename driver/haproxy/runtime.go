@@ -152,20 +152,37 @@ func (r *Runtime) ShowMap(ctx context.Context, path string) ([]MapEntry, error) 
 // new version, the entries are added to it, and commit map makes it the
 // one lookups see, atomically (HAProxy 2.4 and later).
 func (r *Runtime) ReplaceMap(ctx context.Context, path string, entries []MapEntry) error {
-	cmd := "prepare map " + path
-	a, err := r.Do(ctx, cmd)
+	ver, err := r.PrepareMap(ctx, path, entries)
 	if err != nil {
 		return err
 	}
+	return r.CommitMap(ctx, path, ver)
+}
+
+// PrepareMap makes a new version of a map holding entries, which lookups
+// do not see until CommitMap: prepare map, then add map @version for
+// each entry. It returns the version.
+func (r *Runtime) PrepareMap(ctx context.Context, path string, entries []MapEntry) (string, error) {
+	cmd := "prepare map " + path
+	a, err := r.Do(ctx, cmd)
+	if err != nil {
+		return "", err
+	}
 	ver, ok := strings.CutPrefix(strings.TrimSpace(a), "New version created: ")
 	if _, perr := strconv.ParseUint(ver, 10, 32); !ok || perr != nil {
-		return &AnswerError{Command: cmd, Answer: a}
+		return "", &AnswerError{Command: cmd, Answer: a}
 	}
 	for _, e := range entries {
 		if err := r.expect(ctx, fmt.Sprintf("add map @%s %s %s %s", ver, path, e.Key, e.Value), ""); err != nil {
-			return err
+			return "", err
 		}
 	}
+	return ver, nil
+}
+
+// CommitMap makes version ver of a map, from PrepareMap, the one lookups
+// see, atomically.
+func (r *Runtime) CommitMap(ctx context.Context, path, ver string) error {
 	return r.expect(ctx, fmt.Sprintf("commit map @%s %s", ver, path), "")
 }
 
@@ -178,8 +195,12 @@ type Server struct {
 	OpState int
 	// AdminState holds HAProxy's admin flags (maintenance, drain).
 	AdminState int
-	// Weight is the user weight.
+	// Weight is the user weight (0: the server takes no traffic, whatever
+	// its state).
 	Weight int
+	// InitWeight is the weight haproxy.cfg gave it (srv_iweight; 0 when
+	// the answer has no such column).
+	InitWeight int
 }
 
 // Admin flags of "show servers state" (HAProxy's SRV_ADMF_*).
@@ -259,6 +280,11 @@ func (r *Runtime) ShowServers(ctx context.Context) ([]Server, error) {
 		errs = append(errs, e)
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
+		}
+		if _, ok := cols["srv_iweight"]; ok {
+			if s.InitWeight, e = number("srv_iweight"); e != nil {
+				return nil, e
+			}
 		}
 		s.Addr = net.JoinHostPort(host, port)
 		out = append(out, s)
