@@ -154,6 +154,11 @@ func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, ch
 			delete(c.draining, id)
 			c.mu.Unlock()
 		}()
+		// The first in-flight reading comes once the data planes have the
+		// change's table (and a remote one has read its figures again):
+		// before that the old slot still takes new requests, and a remote
+		// plane's figures may be an interval old.
+		c.waitFlushed(ctx, uint64(rev))
 	wait:
 		for {
 			if drained == 0 {
