@@ -1,13 +1,18 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -24,23 +29,47 @@ import (
 // and vipswap driving it, and waits until HAProxy shows vipswap's state.
 func startWithHAProxy(t *testing.T, n int, health string) (*haproxytest.HAProxy, *switchtest.Switch, map[string][]*vstest.App) {
 	t.Helper()
+	hx, sw, apps, _ := startHAProxyWith(t, n, "health: "+health, nil)
+	return hx, sw, apps
+}
+
+// startHAProxyWith is startWithHAProxy with more lines for the haproxy
+// block (health:, interval: ...) and, if set, the configuration's
+// instance addresses rewritten by addr. It returns vipswap's
+// configuration too, to restart it.
+func startHAProxyWith(t *testing.T, n int, block string, addr func(string) string) (*haproxytest.HAProxy, *switchtest.Switch, map[string][]*vstest.App, hxSetup) {
+	t.Helper()
 	apps, addrs := startStatic(t, n)
 	hx := haproxytest.Start(t, addrs, "blue", "green")
-	dir := t.TempDir()
-	cfg := testConfig(dir, staticSlots(addrs)) + fmt.Sprintf(`haproxy:
+	setup := hxSetup{dir: t.TempDir()}
+	given := map[string][]string{}
+	for slot, as := range addrs {
+		for _, a := range as {
+			if addr != nil {
+				a = addr(a)
+			}
+			given[slot] = append(given[slot], a)
+		}
+	}
+	if !strings.Contains(block, "interval:") {
+		block += "\n  interval: 200ms"
+	}
+	setup.cfg = testConfig(setup.dir, staticSlots(given)) + fmt.Sprintf(`haproxy:
   socket: %s
   maps: {prod: %s, stage: %s}
-  health: %s
-  interval: 200ms
+  %s
 measure:
   before: 1s
   after: 1s
-`, hx.Socket, hx.ProdMap, hx.StageMap, health)
-	sw := switchtest.Serve(t, dir, cfg)
+`, hx.Socket, hx.ProdMap, hx.StageMap, block)
+	sw := switchtest.Serve(t, setup.dir, setup.cfg)
 	sw.WaitHealthy(t)
 	waitApplied(t, sw)
-	return hx, sw, apps
+	return hx, sw, apps, setup
 }
+
+// hxSetup is where vipswap's configuration and state are.
+type hxSetup struct{ dir, cfg string }
 
 // waitApplied waits until vipswap says HAProxy shows the state in force.
 func waitApplied(t *testing.T, sw *switchtest.Switch) api.Status {
@@ -292,4 +321,248 @@ func waitPlane(t *testing.T, sw *switchtest.Switch, applied bool) {
 		}
 		return nil
 	})
+}
+
+// TestHAProxyMissingMapRefused: a map HAProxy does not know (a typo in
+// haproxy.maps.stage) refuses a swap with a 503 naming it, before the
+// state changes; it was applied half (prod's map committed, stage's not)
+// and reported as a success.
+func TestHAProxyMissingMapRefused(t *testing.T) {
+	t.Parallel()
+	_, addrs := startStatic(t, 1)
+	hx := haproxytest.Start(t, addrs, "blue", "green")
+	dir := t.TempDir()
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s/typo.map}
+  interval: 200ms
+`, hx.Socket, hx.ProdMap, dir))
+	sw.WaitHealthy(t)
+	ctx := context.Background()
+	before, _ := sw.Client.Status(ctx)
+	_, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "no map "+dir+"/typo.map (haproxy.maps.stage") {
+		t.Fatalf("a swap with a map HAProxy does not know: %v; want a 503 naming the map", err)
+	}
+	after, _ := sw.Client.Status(ctx)
+	if after.Revision != before.Revision || after.Active != before.Active {
+		t.Fatalf("the refused swap changed the state: revision %d -> %d", before.Revision, after.Revision)
+	}
+	m, err := (&haproxy.Runtime{Addr: hx.Socket}).ShowMap(ctx, hx.ProdMap)
+	if err != nil || fmt.Sprint(m) != "[{0:9999 be_blue}]" {
+		t.Fatalf("HAProxy's prod map: %v, %v; want it untouched", m, err)
+	}
+}
+
+// refusingSocket is a runtime API socket in front of HAProxy's that
+// passes every command on, except that while refuse is set it answers
+// the commands refuse matches with an error, as HAProxy does.
+type refusingSocket struct {
+	path   string
+	mu     sync.Mutex
+	refuse func(cmd string) bool
+}
+
+func startRefusingSocket(t *testing.T, upstream string) *refusingSocket {
+	t.Helper()
+	r := &refusingSocket{path: filepath.Join(t.TempDir(), "front.sock")}
+	ln, err := net.Listen("unix", r.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				line, err := bufio.NewReader(c).ReadString('\n')
+				if err != nil {
+					return
+				}
+				r.mu.Lock()
+				refuse := r.refuse != nil && r.refuse(strings.TrimSpace(line))
+				r.mu.Unlock()
+				if refuse {
+					io.WriteString(c, "Refused by the test.\n\n")
+					return
+				}
+				up, err := net.Dial("unix", upstream)
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				io.WriteString(up, line)
+				io.Copy(c, up)
+			}()
+		}
+	}()
+	return r
+}
+
+func (r *refusingSocket) set(refuse func(string) bool) {
+	r.mu.Lock()
+	r.refuse = refuse
+	r.mu.Unlock()
+}
+
+// TestHAProxyApplyFailureWarns: when HAProxy passed the check before the
+// commit but then does not apply the change, the change stands (it is in
+// the state) and its answer says HAProxy has not applied it; once HAProxy
+// takes commands again, vipswap applies it.
+func TestHAProxyApplyFailureWarns(t *testing.T) {
+	t.Parallel()
+	_, addrs := startStatic(t, 1)
+	hx := haproxytest.Start(t, addrs, "blue", "green")
+	front := startRefusingSocket(t, hx.Socket)
+	dir := t.TempDir()
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s}
+  interval: 200ms
+`, front.path, hx.ProdMap, hx.StageMap))
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	ctx := context.Background()
+	front.set(func(cmd string) bool { return strings.HasPrefix(cmd, "commit map") })
+	// Through the CLI: the change is printed with its warning.
+	code, out := cli(t, sw, "swap", "--json")
+	st, _ := sw.Client.Status(ctx)
+	want := fmt.Sprintf("haproxy %s has not applied revision %d: ", front.path, st.Revision)
+	if code != 0 || !strings.Contains(out, want) || !strings.Contains(out, "Refused by the test") || !strings.Contains(out, "it will be retried") {
+		t.Fatalf("swap --json: exit %d\n%s\nwant the warning %q with HAProxy's answer", code, out, want)
+	}
+	// Through the API: the answer carries it.
+	res, err := sw.Client.Shift(ctx, api.ShiftRequest{To: "blue", Weight: new(50.0)})
+	if err != nil || !res.Applied {
+		t.Fatalf("shift: %+v, %v", res, err)
+	}
+	want = fmt.Sprintf("haproxy %s has not applied revision %d: ", front.path, res.Revision)
+	if w := strings.Join(res.Warnings, "\n"); !strings.Contains(w, want) {
+		t.Fatalf("the shift's warnings: %q; want %q", res.Warnings, want)
+	}
+	front.set(nil)
+	waitApplied(t, sw)
+	m, err := (&haproxy.Runtime{Addr: hx.Socket}).ShowMap(ctx, hx.ProdMap)
+	if err != nil || fmt.Sprint(m) != "[{0:4999 be_green} {5000:9999 be_blue}]" {
+		t.Fatalf("HAProxy's prod map %v, %v; want the shift once it takes commands again", m, err)
+	}
+}
+
+// TestHAProxyHostNameInstances: instances given as localhost:PORT (as
+// configuration validation accepts) are HAProxy's servers at 127.0.0.1:
+// swaps under load lose nothing, and vipswap adds no server. It added
+// servers HAProxy showed with no address, put the real ones in
+// maintenance (all of prod's traffic got 503), and failed every apply
+// after.
+func TestHAProxyHostNameInstances(t *testing.T) {
+	t.Parallel()
+	hx, sw, _, _ := startHAProxyWith(t, 1, "health: vipswap", func(a string) string {
+		return "localhost:" + a[strings.LastIndex(a, ":")+1:]
+	})
+	ctx := context.Background()
+	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, time.Minute)
+	waitServed(t, load, 200)
+	for i := range 2 {
+		if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied || len(res.Warnings) > 0 {
+			t.Fatalf("swap %d: %+v, %v", i, res, err)
+		}
+		waitApplied(t, sw)
+		waitServed(t, load, load.OK()+200)
+	}
+	res := load.Stop()
+	if res.Failed != 0 || res.BySlot["green"] == 0 {
+		t.Fatalf("%d failed (%v), by slot %v; want 0 failed and green serving after the first swap", res.Failed, res.Errors, res.BySlot)
+	}
+	servers, err := (&haproxy.Runtime{Addr: hx.Socket}).ShowServers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range servers {
+		if s.Name != "s1" || s.AdminState != 0 {
+			t.Fatalf("HAProxy's servers %+v: want only the configured ones, in service", servers)
+		}
+	}
+}
+
+// TestHAProxyVipswapRestartUnderLoad: restarting vipswap while HAProxy
+// serves loses no request. At start no instance has been probed: the first
+// table drained every server of HAProxy until the probes answered.
+func TestHAProxyVipswapRestartUnderLoad(t *testing.T) {
+	t.Parallel()
+	for _, health := range []string{"vipswap", "haproxy"} {
+		t.Run(health, func(t *testing.T) {
+			hx, sw, _, setup := startHAProxyWith(t, 2, "health: "+health, nil)
+			load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, time.Minute)
+			waitServed(t, load, 200)
+			for range 2 {
+				sw.Signal(t, syscall.SIGTERM)
+				sw.Wait(t, 20*time.Second)
+				sw = switchtest.Serve(t, setup.dir, setup.cfg)
+				waitApplied(t, sw)
+				waitServed(t, load, load.OK()+200)
+			}
+			res := load.Stop()
+			t.Logf("vipswap restarted twice under 20 clients through HAProxy (%s health): %d ok, %d failed", health, res.OK, res.Failed)
+			if res.Failed != 0 {
+				t.Fatalf("%d failed: %v", res.Failed, res.Errors)
+			}
+		})
+	}
+}
+
+// TestHAProxySwapWaitsForInFlight: requests in flight on the old slot in
+// HAProxy when the swap is made keep its measurement from saying drained
+// until they end. The first in-flight reading came before the table was
+// applied, from figures up to an interval old: "drained in 0.0 s".
+func TestHAProxySwapWaitsForInFlight(t *testing.T) {
+	t.Parallel()
+	// HAProxy's figures are read every 3 s: the swap comes between two
+	// readings, and the last one saw none of the requests.
+	hx, sw, apps, _ := startHAProxyWith(t, 1, "interval: 3s", nil)
+	const held = 10
+	done := make(chan error, held)
+	for range held {
+		go func() {
+			resp, err := http.Get("http://" + hx.Prod + "/api/test?delay=2s")
+			if err == nil {
+				resp.Body.Close()
+			}
+			done <- err
+		}()
+	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if n := strings.Count(apps["blue"][0].Output(), "holding a request"); n < held {
+			return fmt.Errorf("blue holds %d requests, want %d", n, held)
+		}
+		return nil
+	})
+	ctx := context.Background()
+	res, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+	if err != nil || !res.Applied {
+		t.Fatalf("swap: %+v, %v", res, err)
+	}
+	var e api.HistoryEntry
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if e, err = sw.Client.Entry(ctx, res.HistoryID); err != nil {
+			return err
+		}
+		if e.Measurement == nil {
+			return errors.New("not measured yet")
+		}
+		return nil
+	})
+	for range held {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("with %d requests of 2 s in flight on blue in HAProxy, the swap measured drained in %.2f s", held, e.Measurement.DrainedSeconds)
+	if e.Measurement.DrainedSeconds < 1 || !e.Measurement.Complete {
+		t.Fatalf("measurement %+v: want drained only once the held requests ended (about 2 s)", e.Measurement)
+	}
 }
