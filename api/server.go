@@ -281,6 +281,20 @@ func (s *server) change(op func(context.Context, ChangeRequest) (Change, error))
 // typedChange adapts a change with a body of its own (shift, rollout,
 // promote) to HTTP: B embeds ChangeRequest, which get points to.
 func typedChange[B any](op func(context.Context, B) (Change, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
+	return typedCall(http.StatusOK, op, get)
+}
+
+// startRelease adapts the start of a release to HTTP: 202 with its
+// progress, to follow at GET /v1/releases/{id}. The release does not end
+// with the request: it runs inside vipswap.
+func startRelease[B any](start func(B) (Progress, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
+	return typedCall(http.StatusAccepted, func(_ context.Context, b B) (Progress, error) { return start(b) }, get)
+}
+
+// typedCall decodes a body B that embeds ChangeRequest (get points to
+// it), checks its reason, sets its actor, and answers op's result with
+// status.
+func typedCall[B, R any](status int, op func(context.Context, B) (R, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		var body B
 		if err := decodeBody(w, r, &body); err != nil {
@@ -295,28 +309,7 @@ func typedChange[B any](op func(context.Context, B) (Change, error), get func(*B
 		if err != nil {
 			return err
 		}
-		return writeJSON(w, http.StatusOK, res)
-	}
-}
-
-// startRelease adapts the start of a release to HTTP: 202 with its
-// progress, to follow at GET /v1/releases/{id}.
-func startRelease[B any](start func(B) (Progress, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
-	return func(w http.ResponseWriter, r *http.Request) error {
-		var body B
-		if err := decodeBody(w, r, &body); err != nil {
-			return err
-		}
-		req := get(&body)
-		if len(req.Reason) > MaxReason {
-			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("reason is %d bytes long; at most %d are allowed", len(req.Reason), MaxReason)}
-		}
-		req.Actor, _ = r.Context().Value(actorKey{}).(string)
-		p, err := start(body)
-		if err != nil {
-			return err
-		}
-		return writeJSON(w, http.StatusAccepted, p)
+		return writeJSON(w, status, res)
 	}
 }
 

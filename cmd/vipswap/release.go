@@ -9,14 +9,14 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 )
 
 func newDeployCmd() *cobra.Command {
 	var req api.DeployRequest
-	var admin *string
-	var asJSON *bool
+	var f *releaseFlags
 	cmd := &cobra.Command{
 		Use:   "deploy --slot SLOT --version V [flags] [-- COMMAND...]",
 		Short: "release a new version: start it, check it, switch prod to it, keep the old one",
@@ -52,20 +52,11 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 				return &usageError{msg: fmt.Sprintf("unexpected argument %q before --", args[0])}
 			}
 			req.Command = args
-			if len(req.Reason) > api.MaxReason {
-				return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", len(req.Reason), api.MaxReason)}
-			}
-			c := newClient(*admin)
-			p, err := c.Deploy(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return follow(cmd.Context(), c, p, *asJSON, cmd.OutOrStdout())
+			return f.run(cmd, func(ctx context.Context, c *client.Client) (api.Progress, error) { return c.Deploy(ctx, req) })
 		},
 	}
 	fs := cmd.Flags()
-	admin = adminFlag(fs)
-	asJSON = fs.Bool("json", false, "print the outcome as JSON (no live progress)")
+	f = releaseFlagsOf(fs, &req.Warmup, &req.WarmupPath, &req.Timeout, &req.Reason, "how long each wait may take (health, gates, drain)")
 	fs.StringVar(&req.Slot, "slot", "", "the slot the new version starts in (the standby, an idle or a new one)")
 	fs.StringVar(&req.Version, "version", "", "the new version's label; {version} in the command")
 	fs.IntVar(&req.Replicas, "replicas", 0, "how many instances (default: the slot's, or the active slot's for a new one)")
@@ -73,20 +64,15 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 	fs.StringVar(&req.Plan, "plan", "", "with --strategy rollout: a plan under rollouts: in the configuration")
 	fs.Float64SliceVar(&req.Steps, "steps", nil, "with --strategy rollout: the weights in percent, such as 10,50,100")
 	fs.StringVar(&req.Interval, "interval", "", "with --strategy rollout: how long each step lasts")
-	fs.IntVar(&req.Warmup, "warmup", 0, "GET requests each new instance gets before the gates")
-	fs.StringVar(&req.WarmupPath, "warmup-path", "/", "the path the warm-up requests ask for")
 	fs.StringArrayVar(&req.Checks, "check", nil, "a path the stage listener must answer with a 2xx (repeatable)")
 	fs.StringArrayVar(&req.Gates, "gate", nil, "a shell command that must exit 0; it gets $VIPSWAP_STAGE_URL (repeatable)")
 	fs.StringVar(&req.Keep, "keep", "10m", "how long the old slot keeps running for an instant rollback")
-	fs.StringVar(&req.Timeout, "timeout", "2m", "how long each wait may take (health, gates, drain)")
-	fs.StringVar(&req.Reason, "reason", "", "why, recorded in the history (at most 1 KiB)")
 	return cmd
 }
 
 func newRollingCmd() *cobra.Command {
 	var req api.RollingRequest
-	var admin *string
-	var asJSON *bool
+	var f *releaseFlags
 	cmd := &cobra.Command{
 		Use:   "rolling SLOT [--version V] [flags] [-- COMMAND...]",
 		Short: "update a slot's instances in place, a few at a time",
@@ -112,27 +98,45 @@ vipswap; one history entry records it, with its steps.`,
 			if dash == 1 {
 				req.Command = args[1:]
 			}
-			if len(req.Reason) > api.MaxReason {
-				return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", len(req.Reason), api.MaxReason)}
-			}
-			c := newClient(*admin)
-			p, err := c.Rolling(cmd.Context(), req)
-			if err != nil {
-				return err
-			}
-			return follow(cmd.Context(), c, p, *asJSON, cmd.OutOrStdout())
+			return f.run(cmd, func(ctx context.Context, c *client.Client) (api.Progress, error) { return c.Rolling(ctx, req) })
 		},
 	}
 	fs := cmd.Flags()
-	admin = adminFlag(fs)
-	asJSON = fs.Bool("json", false, "print the outcome as JSON (no live progress)")
+	f = releaseFlagsOf(fs, &req.Warmup, &req.WarmupPath, &req.Timeout, &req.Reason, "how long each wait may take (requests in flight, health)")
 	fs.StringVar(&req.Version, "version", "", "the new version's label; {version} in the command (default: the slot's)")
 	fs.IntVar(&req.MaxUnavailable, "max-unavailable", 1, "how many instances are out of rotation at once")
-	fs.IntVar(&req.Warmup, "warmup", 0, "GET requests each new instance gets before it takes traffic")
-	fs.StringVar(&req.WarmupPath, "warmup-path", "/", "the path the warm-up requests ask for")
-	fs.StringVar(&req.Timeout, "timeout", "2m", "how long each wait may take (requests in flight, health)")
-	fs.StringVar(&req.Reason, "reason", "", "why, recorded in the history (at most 1 KiB)")
 	return cmd
+}
+
+// releaseFlags are the flags deploy and rolling share.
+type releaseFlags struct {
+	admin  *string
+	asJSON *bool
+	reason *string
+}
+
+// releaseFlagsOf registers the shared flags on fs, into the request's
+// fields.
+func releaseFlagsOf(fs *pflag.FlagSet, warmup *int, warmupPath, timeout, reason *string, timeoutHelp string) *releaseFlags {
+	f := &releaseFlags{admin: adminFlag(fs), asJSON: fs.Bool("json", false, "print the outcome as JSON (no live progress)"), reason: reason}
+	fs.IntVar(warmup, "warmup", 0, "GET requests each new instance gets before it takes traffic")
+	fs.StringVar(warmupPath, "warmup-path", "/", "the path the warm-up requests ask for")
+	fs.StringVar(timeout, "timeout", "2m", timeoutHelp)
+	fs.StringVar(reason, "reason", "", "why, recorded in the history (at most 1 KiB)")
+	return f
+}
+
+// run starts a release and follows it until it ends.
+func (f *releaseFlags) run(cmd *cobra.Command, start func(context.Context, *client.Client) (api.Progress, error)) error {
+	if n := len(*f.reason); n > api.MaxReason {
+		return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", n, api.MaxReason)}
+	}
+	c := newClient(*f.admin)
+	p, err := start(cmd.Context(), c)
+	if err != nil {
+		return err
+	}
+	return follow(cmd.Context(), c, p, *f.asJSON, cmd.OutOrStdout())
 }
 
 // follow shows a release's progress until it ends: each step as it ends,
