@@ -352,8 +352,10 @@ func (c *Controller) onHealth(t health.Target, healthy bool, reason health.Check
 		return // removed meanwhile
 	}
 	c.healthy[inst] = healthy
-	c.probed[inst] = true
-	c.openGateLocked()
+	if !c.remoteGate {
+		c.probed[inst] = true
+		c.openGateLocked()
+	}
 	level := slog.LevelInfo
 	if !healthy {
 		level = slog.LevelWarn

@@ -186,6 +186,11 @@ func TestNoCheckIsNotHealthy(t *testing.T) {
 	if ck := d.Probe(context.Background(), health.Target{Slot: "green", Addr: "127.0.0.1:9002"}); !ck.OK() {
 		t.Fatalf("a server HAProxy says is UP: %+v", ck)
 	}
+	// Given by host name, before any table was applied: the server at
+	// the address the name resolves to.
+	if ck := d.Probe(context.Background(), health.Target{Slot: "green", Addr: "localhost:9002"}); !ck.OK() {
+		t.Fatalf("localhost:9002, a server HAProxy says is UP at 127.0.0.1:9002: %+v", ck)
+	}
 }
 
 // servers returns HAProxy's servers as "backend/name addr state weight".

@@ -870,8 +870,19 @@ func (d *Driver) Probe(ctx context.Context, t health.Target) health.Check {
 		d.readStats(ctx) // the first probes come before the loop's first reading
 	}
 	d.mu.Lock()
-	s, ok := d.stats[d.keyLocked(t.Slot, t.Addr)]
+	k := d.keyLocked(t.Slot, t.Addr)
+	s, ok := d.stats[k]
 	d.mu.Unlock()
+	if host, port, err := net.SplitHostPort(k.addr); !ok && err == nil {
+		if _, err := netip.ParseAddr(host); err != nil {
+			// Given by host name, before a table resolved it.
+			if addr, err := lookup(ctx, host); err == nil {
+				d.mu.Lock()
+				s, ok = d.stats[serverKey{k.backend, net.JoinHostPort(addr, port)}]
+				d.mu.Unlock()
+			}
+		}
+	}
 	ck := health.Check{Time: time.Now()}
 	switch {
 	case !ok:
