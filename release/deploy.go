@@ -1,7 +1,6 @@
 package release
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vipswap/vipswap/control"
@@ -292,8 +292,8 @@ func (j *job) gate(command, stageURL string, req DeployRequest, timeout time.Dur
 		// "vipswap" in a gate (vipswap verify) is this binary.
 		cmd.Env = append(cmd.Env, "PATH="+filepath.Dir(self)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &tail{max: 4096} // a gate may print without end: keep its last lines
+	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = time.Second
 	err := cmd.Run()
 	if err == nil {
@@ -313,6 +313,29 @@ func (j *job) gate(command, stageURL string, req DeployRequest, timeout time.Dur
 		return fmt.Errorf("gate %q: %v: %s", command, err, last)
 	}
 	return fmt.Errorf("gate %q: %v", command, err)
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	b   []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return string(t.b)
 }
 
 // switchTo moves prod to the deployed slot: a swap, or a rollout that it

@@ -161,6 +161,17 @@ func (j *job) replaceBatch(req RollingRequest, addrs, newCmd []string, newVersio
 		putBack()
 		return err
 	}
+	// fail restores the old version on a failed instance; if vipswap is
+	// stopping, it only puts the instances back: a restarted vipswap
+	// starts every instance anew, with the version the state names.
+	fail := func(err error) error {
+		if j.r.ctx.Err() != nil {
+			putBack()
+			return err
+		}
+		j.restore(req, addrs, oldCmd, oldVersion, timeout, putBack)
+		return err
+	}
 	started := time.Now()
 	if err := j.step("restart "+names, func() (string, error) {
 		for _, a := range addrs {
@@ -170,12 +181,10 @@ func (j *job) replaceBatch(req RollingRequest, addrs, newCmd []string, newVersio
 		}
 		return fmt.Sprintf("SIGTERM, then %s (version %s)", strings.Join(newCmd, " "), newVersion), nil
 	}); err != nil {
-		j.restore(req, addrs, oldCmd, oldVersion, timeout, putBack)
-		return err
+		return fail(err)
 	}
 	if err := j.step("healthy "+names, func() (string, error) { return j.waitHealthy(req.Slot, addrs, started, timeout) }); err != nil {
-		j.restore(req, addrs, oldCmd, oldVersion, timeout, putBack)
-		return err
+		return fail(err)
 	}
 	if req.Warmup > 0 {
 		j.step("warmup "+names, func() (string, error) { return j.warmup(addrs, req.Warmup, req.WarmupPath), nil })
