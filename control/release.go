@@ -110,6 +110,9 @@ func (c *Controller) ReplaceInstance(ctx context.Context, slot, addr string, com
 // Record adds e to the history as it is (a release's summary: it changed
 // no state itself) and returns its ID.
 func (c *Controller) Record(ctx context.Context, e store.Entry) (uint64, error) {
+	c.mu.Lock()
+	c.changes[ChangeKey{e.Operation, e.Result}]++ // vipswap_changes_total{operation="deploy",result="failed"}
+	c.mu.Unlock()
 	recorded, err := c.cfg.Store.Record(ctx, e)
 	if err != nil {
 		c.storeErrors.Add(1)
