@@ -447,7 +447,16 @@ func printChange(w io.Writer, res api.Change, asJSON bool) error {
 		}
 		fmt.Fprintf(w, "%s %s -> %s (revision %d)%s\n", past(res.Operation), res.From, res.To, res.Revision, note)
 	}
+	printWarnings(w, res)
 	return nil
+}
+
+// printWarnings says what an applied change may cost (a data plane that
+// has not applied it yet).
+func printWarnings(w io.Writer, res api.Change) {
+	for _, m := range res.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", printable(m))
+	}
 }
 
 // printDryRun reports a dry run; one that would be refused is an error, so

@@ -445,10 +445,17 @@ func TestHAProxyApplyFailureWarns(t *testing.T) {
 	if w := strings.Join(res.Warnings, "\n"); !strings.Contains(w, want) {
 		t.Fatalf("the shift's warnings: %q; want %q", res.Warnings, want)
 	}
+	// As text too.
+	code, out = cli(t, sw, "shift", "--to", "blue", "--weight", "40")
+	st, _ = sw.Client.Status(ctx)
+	want = fmt.Sprintf("warning: haproxy %s has not applied revision %d: ", front.path, st.Revision)
+	if code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("shift: exit %d\n%s\nwant %q", code, out, want)
+	}
 	front.set(nil)
 	waitApplied(t, sw)
 	m, err := (&haproxy.Runtime{Addr: hx.Socket}).ShowMap(ctx, hx.ProdMap)
-	if err != nil || fmt.Sprint(m) != "[{0:4999 be_green} {5000:9999 be_blue}]" {
+	if err != nil || fmt.Sprint(m) != "[{0:5999 be_green} {6000:9999 be_blue}]" {
 		t.Fatalf("HAProxy's prod map %v, %v; want the shift once it takes commands again", m, err)
 	}
 }

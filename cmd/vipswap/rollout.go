@@ -90,6 +90,7 @@ func printShift(w io.Writer, res api.Change) {
 		note = " (forced: it had no routable instance)"
 	}
 	fmt.Fprintf(w, "%s: prod is %s (revision %d)%s\n", res.Operation, split(res.Weights), res.Revision, note)
+	printWarnings(w, res)
 }
 
 // split formats weights in percent, largest first: "blue 80%, green 20%".

@@ -173,9 +173,7 @@ func printSlotChange(w io.Writer, res api.Change, asJSON bool, done string) erro
 			return
 		}
 		fmt.Fprintf(w, "%s (revision %d)\n", done, res.Revision)
-		for _, m := range res.Warnings {
-			fmt.Fprintf(w, "warning: %s\n", printable(m))
-		}
+		printWarnings(w, res)
 	})
 }
 
