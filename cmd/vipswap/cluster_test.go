@@ -116,7 +116,7 @@ func TestClusterAgreement(t *testing.T) {
 	// route the new way.
 	lags, slot := swapLags(t, nodes, "blue", 100)
 	p50, p99 := lags[len(lags)/2], lags[len(lags)*99/100]
-	// Reported, not asserted: speed is BenchmarkClusterAgreement's to
+	// Reported, not asserted: speed is BenchmarkClusterSwapPropagation's to
 	// measure (a bound here failed on a busy machine, not a slow vipswap).
 	t.Logf("commit to every node routing the new way, %d swaps, 3 nodes (race detector on): p50 %s, p99 %s, max %s", len(lags), p50, p99, lags[len(lags)-1])
 
