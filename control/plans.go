@@ -50,8 +50,18 @@ func (c *Controller) ShiftPercent(ctx context.Context, req ShiftRequest) (Change
 // StartRolloutRequest builds a rollout from req (a named plan, overridden
 // by what req sets) and starts it.
 func (c *Controller) StartRolloutRequest(ctx context.Context, req RolloutRequest) (Change, error) {
-	bad := func(format string, args ...any) (Change, error) {
-		return Change{Operation: "rollout"}, invalid(fmt.Errorf(format, args...))
+	r, err := c.RolloutOf(req)
+	if err != nil {
+		return Change{Operation: "rollout"}, err
+	}
+	return c.StartRollout(ctx, r, req.ChangeRequest)
+}
+
+// RolloutOf builds the rollout req asks for (a named plan, overridden by
+// what req sets), or says what is wrong with it; nothing starts.
+func (c *Controller) RolloutOf(req RolloutRequest) (state.Rollout, error) {
+	bad := func(format string, args ...any) (state.Rollout, error) {
+		return state.Rollout{}, invalid(fmt.Errorf(format, args...))
 	}
 	if req.To == "" {
 		return bad("rollout: want to, the slot to roll out to")
@@ -63,7 +73,7 @@ func (c *Controller) StartRolloutRequest(ctx context.Context, req RolloutRequest
 	if req.Plan != "" {
 		p, ok := plans[req.Plan]
 		if !ok {
-			return Change{Operation: "rollout"}, notFound(fmt.Errorf("rollout: no plan %q under rollouts: in the configuration", req.Plan))
+			return state.Rollout{}, notFound(fmt.Errorf("rollout: no plan %q under rollouts: in the configuration", req.Plan))
 		}
 		plan = p
 	}
@@ -103,7 +113,7 @@ func (c *Controller) StartRolloutRequest(ctx context.Context, req RolloutRequest
 	for i, pm := range plan.Steps {
 		r.Steps = append(r.Steps, state.Step{PerMille: pm, Interval: plan.Interval, Pause: plan.Pause && i < len(plan.Steps)-1, Gates: plan.Gates})
 	}
-	return c.StartRollout(ctx, r, req.ChangeRequest)
+	return r, nil
 }
 
 // PromoteRequest is Promote as the API takes it.

@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 
@@ -121,11 +122,44 @@ func (c *Controller) Record(ctx context.Context, e store.Entry) (uint64, error) 
 	return recorded.ID, nil
 }
 
-// ProdTotals returns the requests prod answered and those that failed
-// since vipswap started: a release measures itself by their difference.
-func (c *Controller) ProdTotals() (requests, failed uint64) {
-	n := c.samples.live().counts.listener(route.Prod)
-	return n.Requests(), n.Failed
+// ProdCounts returns the requests prod answered per slot, and those that
+// failed (all slots, removed ones included), since vipswap started. The
+// per-slot counts of a removed slot go with it: a release follows them
+// while it runs (release.meter).
+func (c *Controller) ProdCounts() (perSlot map[string]uint64, failed uint64) {
+	counts := c.cfg.Counts(route.Prod)
+	perSlot = make(map[string]uint64, len(counts))
+	for slot, n := range counts {
+		perSlot[slot] = n.Requests()
+	}
+	return perSlot, c.failed(route.Prod)
+}
+
+// ValidSlotName says what is wrong with a slot name, if anything.
+func ValidSlotName(name string) error {
+	switch {
+	case !slotName(name):
+		return fmt.Errorf("slot name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", name)
+	case strings.EqualFold(name, route.NoSlot):
+		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot with it", name)
+	}
+	return nil
+}
+
+// RunOverrides says, for each configured slot whose run block the state
+// replaced (a deploy or rolling update stored another), what runs
+// instead: the configuration's run block for it is not used until it
+// changes through vipswap deploy or rolling again.
+func (c *Controller) RunOverrides() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, s := range c.cfg.Slots {
+		if spec, ok := c.st.Slots[s.Name]; ok && spec.Run != nil && s.Run != nil && !(reflect.DeepEqual(*spec.Run, *s.Run) && spec.Version == s.Version) {
+			out = append(out, fmt.Sprintf("slots.%s: runs version %s as the last deploy or rolling update stored it (%s), not the configuration's run block", s.Name, spec.Version, strings.Join(spec.Run.Command, " ")))
+		}
+	}
+	return out
 }
 
 // refreshMembers makes the running instances the members again, after a

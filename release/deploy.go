@@ -114,6 +114,14 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 		return bad("dry_run is not supported for deploy")
 	}
 	ctrl := r.cfg.Controller
+	if err := control.ValidSlotName(req.Slot); err != nil {
+		return bad("%v", err)
+	}
+	if req.Strategy == "rollout" { // a plan that cannot start fails now, not after the slot changed
+		if _, err := ctrl.RolloutOf(control.RolloutRequest{To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}); err != nil {
+			return bad("%v", err)
+		}
+	}
 	return r.start("deploy", req.Slot, req.Version, req.ChangeRequest, func(j *job) error {
 		st := ctrl.Status()
 		from := st.Active
@@ -122,8 +130,13 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 		j.mu.Unlock()
 		_, exists := slotOf(st, req.Slot)
 		created := false
+		var previous *control.ManagedSlot // what an existing slot ran before
 		var addrs []string
+		j.r.cancelTeardown(req.Slot) // an earlier deploy's old slot is this one's new
 		err := j.step("start", func() (string, error) {
+			if rs := ctrl.RolloutStatus(); rs.Running {
+				return "", fmt.Errorf("a rollout to %s is running: promote or abort it first", rs.To)
+			}
 			if exists {
 				if st.Active == req.Slot {
 					return "", fmt.Errorf("slot %s is the active slot: deploy to the standby (%s) or a new slot", req.Slot, st.Standby)
@@ -143,6 +156,7 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 				if err != nil {
 					return "", err
 				}
+				previous = &m
 				return fmt.Sprintf("%d × %s (revision %d)", run.Replicas, strings.Join(run.Command, " "), res.Revision), nil
 			}
 			if len(req.Command) == 0 {
@@ -171,8 +185,19 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 		if err == nil {
 			err = j.prepare(req, timeout, &addrs)
 		}
+		if err == nil {
+			err = j.step("switch", func() (string, error) { return j.switchTo(req, from) })
+		}
+		if err != nil && previous != nil && ctrl.Status().Active != req.Slot {
+			// The slot runs what it ran before, so that the next deploy
+			// does not start from the version that failed.
+			undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + " failed"}
+			if _, rerr := ctrl.Redeploy(context.Background(), req.Slot, previous.Run, previous.Version, undo); rerr != nil {
+				j.r.cfg.Logger.Warn("could not start the version a failed deploy replaced", "release", j.p.ID, "slot", req.Slot, "err", rerr)
+			}
+		}
 		if err != nil {
-			if created { // prod never saw it: stage goes back, the slot goes
+			if created && ctrl.Status().Active != req.Slot { // prod never saw it: stage goes back, the slot goes
 				undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + " failed", Force: true}
 				if ctrl.Status().Standby == req.Slot {
 					ctrl.SetStage(context.Background(), control.StageRequest{ChangeRequest: undo, Slot: st.Standby})
@@ -181,9 +206,6 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 					j.r.cfg.Logger.Warn("could not remove the slot a failed deploy added", "release", j.p.ID, "slot", req.Slot, "err", rerr)
 				}
 			}
-			return err
-		}
-		if err := j.step("switch", func() (string, error) { return j.switchTo(req, from) }); err != nil {
 			return err
 		}
 		if err := j.step("drain", func() (string, error) {
@@ -210,7 +232,10 @@ func (j *job) prepare(req DeployRequest, timeout time.Duration, addrs *[]string)
 	if err := j.step("healthy", func() (string, error) {
 		var last control.SlotStatus
 		err := j.waitFor(timeout, "every instance of "+req.Slot+" healthy", func() (bool, error) {
-			last, _ = slotOf(ctrl.Status(), req.Slot)
+			var ok bool
+			if last, ok = slotOf(ctrl.Status(), req.Slot); !ok {
+				return false, fmt.Errorf("slot %s was removed", req.Slot)
+			}
 			n := 0
 			for _, i := range last.Instances {
 				if freshlyHealthy(i, started.Add(-time.Second)) && i.HealthSince.After(started.Add(-time.Second)) {
@@ -295,7 +320,9 @@ func (j *job) gate(command, stageURL string, req DeployRequest, timeout time.Dur
 	out := &tail{max: 4096} // a gate may print without end: keep its last lines
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = time.Second
+	ownGroup(cmd)
 	err := cmd.Run()
+	killGroup(cmd)
 	if err == nil {
 		return nil
 	}
@@ -342,14 +369,27 @@ func (t *tail) String() string {
 // follows until it is promoted or aborted.
 func (j *job) switchTo(req DeployRequest, from string) (string, error) {
 	ctrl := j.r.cfg.Controller
+	// Prod moves only from the slot it was on to the slot this release
+	// prepared: a change someone made meanwhile (a swap, stage elsewhere)
+	// fails the release instead of switching prod blindly.
+	st := ctrl.Status()
+	switch {
+	case st.Active != from:
+		return "", fmt.Errorf("prod moved to %s during the deploy: not switching", st.Active)
+	case req.Strategy == "swap" && st.Standby != req.Slot:
+		return "", fmt.Errorf("stage follows %s now, not %s (changed during the deploy): not switching", st.Standby, req.Slot)
+	}
+	change := j.req
+	rev := st.Revision
+	change.IfRevision = &rev // and nothing changes between this look and the switch
 	if req.Strategy == "swap" {
-		res, err := ctrl.Swap(j.r.ctx, j.req)
+		res, err := ctrl.Swap(j.r.ctx, change)
 		if err != nil {
 			return "", err
 		}
 		return fmt.Sprintf("swapped %s → %s (revision %d, history %d)", res.From, res.To, res.Revision, res.HistoryID), nil
 	}
-	res, err := ctrl.StartRolloutRequest(j.r.ctx, control.RolloutRequest{ChangeRequest: j.req, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval})
+	res, err := ctrl.StartRolloutRequest(j.r.ctx, control.RolloutRequest{ChangeRequest: change, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval})
 	if err != nil {
 		return "", err
 	}
@@ -411,13 +451,19 @@ func (j *job) keep(old string, keep time.Duration) {
 	j.p.Kept = fmt.Sprintf("%s keeps running until %s for an instant rollback, then it is removed (stage then follows another slot)", old, until.Format(time.RFC3339))
 	id := j.p.ID
 	j.mu.Unlock()
+	ctx := j.r.teardown(old) // replaces an earlier deploy's teardown of it
 	j.r.wg.Go(func() {
 		t := time.NewTimer(keep)
 		defer t.Stop()
 		select {
-		case <-j.r.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		// Not in the middle of another release: it may be using the slot
+		// or stage.
+		if err := j.r.idle(ctx); err != nil || ctx.Err() != nil {
+			return
 		}
 		st := ctrl.Status()
 		if st.Active == old || slices.ContainsFunc(st.Listeners, func(l control.ListenerStatus) bool { return l.Name == "prod" && l.Weights[old] > 0 }) {

@@ -93,10 +93,56 @@ type Runner struct {
 	wg     sync.WaitGroup
 	client *http.Client // warm-ups and HTTP gates
 
-	mu       sync.Mutex
-	releases []*job // oldest first
-	running  *job
-	seq      int
+	mu        sync.Mutex
+	releases  []*job // oldest first
+	running   *job
+	seq       int
+	teardowns map[string]context.CancelFunc // pending removals of kept slots, by slot
+}
+
+// teardown registers the pending teardown of slot, cancelling an earlier
+// one, and returns the context that cancels it.
+func (r *Runner) teardown(slot string) context.Context {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cancel := r.teardowns[slot]; cancel != nil {
+		cancel()
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	if r.teardowns == nil {
+		r.teardowns = map[string]context.CancelFunc{}
+	}
+	r.teardowns[slot] = cancel
+	return ctx
+}
+
+// cancelTeardown cancels the pending teardown of slot, if any.
+func (r *Runner) cancelTeardown(slot string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cancel := r.teardowns[slot]; cancel != nil {
+		cancel()
+		delete(r.teardowns, slot)
+	}
+}
+
+// idle waits until no release runs, or ctx ends.
+func (r *Runner) idle(ctx context.Context) error {
+	tick := time.NewTicker(r.cfg.Poll)
+	defer tick.Stop()
+	for {
+		r.mu.Lock()
+		busy := r.running != nil
+		r.mu.Unlock()
+		if !busy {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
 }
 
 // New returns a Runner; Close stops what it runs.
@@ -155,19 +201,33 @@ func (r *Runner) start(kind, slot, version string, req control.ChangeRequest, bo
 		return Progress{}, &control.Error{Kind: control.Unavailable, Err: errors.New("vipswap is stopping")}
 	}
 	if j := r.running; j != nil {
-		return Progress{}, &control.Error{Kind: control.Conflict, Err: fmt.Errorf("%s refused: %s %s of slot %s is running (vipswap release %s follows it)", kind, j.p.Kind, j.p.ID, j.p.Slot, j.p.ID)}
+		return Progress{}, &control.Error{Kind: control.Conflict, Err: fmt.Errorf("%s refused: %s %s of slot %s is running (GET /v1/releases/%s follows it)", kind, j.p.Kind, j.p.ID, j.p.Slot, j.p.ID)}
 	}
 	r.seq++
 	j := &job{r: r, req: req, p: Progress{ID: time.Now().UTC().Format("20060102-150405") + "-" + strconv.Itoa(r.seq), Kind: kind, Slot: slot, Version: version,
 		State: "running", Started: time.Now().UTC()}}
-	j.requests0, j.failed0 = r.cfg.Controller.ProdTotals()
+	j.meter.sample(r.cfg.Controller)
 	r.running = j
 	r.releases = append(r.releases, j)
 	if len(r.releases) > keepReleases {
 		r.releases = r.releases[1:]
 	}
+	sampled := make(chan struct{})
+	r.wg.Go(func() { // the meter follows slots that a release removes
+		tick := time.NewTicker(r.cfg.Poll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-sampled:
+				return
+			case <-tick.C:
+				j.meter.sample(r.cfg.Controller)
+			}
+		}
+	})
 	r.wg.Go(func() {
 		err := body(j)
+		close(sampled)
 		j.end(err)
 		r.mu.Lock()
 		r.running = nil
@@ -176,11 +236,45 @@ func (r *Runner) start(kind, slot, version string, req control.ChangeRequest, bo
 	return j.progress(), nil
 }
 
+// meter counts what prod served while a release runs. Per-slot counts
+// go when their slot is removed (a release may remove one), so it adds up
+// each slot's growth between samples rather than subtracting totals.
+type meter struct {
+	mu       sync.Mutex
+	last     map[string]uint64
+	requests uint64
+	failed0  uint64
+	failed   uint64
+}
+
+// sample takes the controller's counts now.
+func (m *meter) sample(c *control.Controller) (requests, failed uint64) {
+	now, failed := c.ProdCounts()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.last == nil {
+		m.last, m.failed0 = now, failed
+		return 0, 0
+	}
+	for slot, n := range now {
+		if prev, ok := m.last[slot]; !ok {
+			m.requests += n // a slot added since: its counters began at zero
+		} else if n >= prev {
+			m.requests += n - prev
+		}
+	}
+	m.last = now
+	if failed >= m.failed0 {
+		m.failed = failed - m.failed0
+	}
+	return m.requests, m.failed
+}
+
 // job is one release as it runs.
 type job struct {
-	r                  *Runner
-	req                control.ChangeRequest
-	requests0, failed0 uint64 // prod's totals when it began
+	r     *Runner
+	req   control.ChangeRequest
+	meter meter
 
 	mu    sync.Mutex // guards p, steps
 	p     Progress
@@ -200,9 +294,7 @@ func (j *job) progress() Progress {
 		p.Steps[i] = control.Step{Name: s.Name, Start: s.Start, Seconds: d.Seconds(), Result: s.Result, Detail: s.Detail}
 	}
 	if p.State == "running" {
-		p.Requests, p.Failed = j.r.cfg.Controller.ProdTotals()
-		p.Requests -= j.requests0
-		p.Failed -= j.failed0
+		p.Requests, p.Failed = j.meter.sample(j.r.cfg.Controller)
 	}
 	return p
 }
@@ -246,45 +338,45 @@ func (j *job) health(healthy, of int) {
 	j.mu.Unlock()
 }
 
-// end records the release's outcome in the history.
+// end records the release's outcome in the history, then shows it: a
+// follower that sees the release ended sees its history entry too.
 func (j *job) end(err error) {
-	requests, failed := j.r.cfg.Controller.ProdTotals()
+	requests, failed := j.meter.sample(j.r.cfg.Controller)
 	now := time.Now().UTC()
 	j.mu.Lock()
-	j.p.Requests, j.p.Failed = requests-j.requests0, failed-j.failed0
-	j.p.Ended = now
-	j.p.State = "succeeded"
-	entry := store.Entry{Time: now, Actor: j.req.Actor, Operation: j.p.Kind, From: j.p.From, To: j.p.Slot, Reason: j.req.Reason,
+	p := j.p
+	p.Requests, p.Failed, p.Ended, p.State = requests, failed, now, "succeeded"
+	entry := store.Entry{Time: now, Actor: j.req.Actor, Operation: p.Kind, From: p.From, To: p.Slot, Reason: j.req.Reason,
 		Result: store.Applied, Steps: append([]store.Step(nil), j.steps...),
-		Measurement: &store.Measurement{Served: j.p.Requests, Failed: j.p.Failed, Start: j.p.Started, End: now, Complete: true}}
-	entry.Changes = []string{fmt.Sprintf("slots.%s: version %s", j.p.Slot, j.p.Version)}
+		Changes:     []string{fmt.Sprintf("slots.%s: version %s", p.Slot, p.Version)},
+		Measurement: &store.Measurement{Served: requests, Failed: failed, Start: p.Started, End: now, Complete: true}}
+	j.mu.Unlock()
 	if entry.Actor == "" {
 		entry.Actor = "local"
 	}
 	var se *stepError
 	if err != nil {
-		j.p.State, j.p.Error = "failed", err.Error()
+		p.State, p.Error = "failed", err.Error()
 		if errors.As(err, &se) {
-			j.p.FailedStep, j.p.Error = se.step, se.err.Error()
+			p.FailedStep, p.Error = se.step, se.err.Error()
 		}
 		entry.Result, entry.Error = store.Failed, err.Error()
 	}
-	id := j.p.ID
-	j.mu.Unlock()
 	// The history entry is written even when vipswap is stopping.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	hid, rerr := j.r.cfg.Controller.Record(ctx, entry)
 	if rerr != nil {
-		j.r.cfg.Logger.Error("could not record a release in the history", "release", id, "err", rerr)
+		j.r.cfg.Logger.Error("could not record a release in the history", "release", p.ID, "err", rerr)
 	}
 	j.mu.Lock()
-	j.p.HistoryID = hid
+	p.HistoryID, p.KeepUntil, p.Kept = hid, j.p.KeepUntil, j.p.Kept
+	j.p = p
 	j.mu.Unlock()
 	if err != nil {
-		j.r.cfg.Logger.Warn("release failed", "release", id, "err", err)
+		j.r.cfg.Logger.Warn("release failed", "release", p.ID, "err", err)
 	} else {
-		j.r.cfg.Logger.Info("release succeeded", "release", id)
+		j.r.cfg.Logger.Info("release succeeded", "release", p.ID)
 	}
 }
 

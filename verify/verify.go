@@ -6,7 +6,8 @@
 //
 // Every attempt is counted, including one Go's HTTP client would replay
 // unseen on another connection after the first was closed without an
-// answer: that attempt is a failure (kind reset), as the server saw it.
+// answer: that attempt is a failure (kind replayed), since a request that
+// cannot be replayed (a POST) would have failed.
 package verify
 
 import (
@@ -34,7 +35,12 @@ const (
 	KindConnect = "connect" // no connection (refused, unreachable)
 	KindReset   = "reset"   // the connection closed or reset before a whole answer
 	KindTimeout = "timeout" // no whole answer within the request timeout
-	KindOther   = "other"
+	// KindReplayed is a request sent on a kept-alive connection that closed
+	// before any answer, which the client then sent again on another: a
+	// POST would have failed. A server that closes idle connections as a
+	// request arrives causes these too (it never read that attempt).
+	KindReplayed = "replayed"
+	KindOther    = "other"
 )
 
 // Options says what load to send.
@@ -176,7 +182,7 @@ func (w *worker) one(ctx context.Context, client *http.Client, o Options, start 
 	}
 	attempts := int(written.Load())
 	if attempts > 1 { // replayed by the transport: the earlier attempts failed
-		w.fail(KindReset, "connection closed before an answer (the client sent the request again)", start, attempts-1)
+		w.fail(KindReplayed, "connection closed before an answer (the client sent the request again)", start, attempts-1)
 	}
 	if err != nil && ctx.Err() != nil {
 		w.cut++ // the run ended under it: not the server's failure
@@ -312,7 +318,7 @@ func merge(ws []*worker, took time.Duration) Result {
 func Report(w io.Writer, r Result) {
 	fmt.Fprintf(w, "%d requests in %s (%.0f/s): %d ok, %d failed\n", r.Requests, r.Duration.Round(time.Millisecond),
 		float64(r.Requests)/max(r.Duration.Seconds(), 1e-9), r.OK, r.Failed)
-	kinds := []string{KindStatus, KindConnect, KindReset, KindTimeout, KindOther}
+	kinds := []string{KindStatus, KindConnect, KindReset, KindTimeout, KindReplayed, KindOther}
 	var parts []string
 	for _, k := range kinds {
 		parts = append(parts, fmt.Sprintf("%s %d", k, r.Failures[k]))

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -197,6 +198,14 @@ func TestDeployFailuresLeaveProd(t *testing.T) {
 	if st.Active != "blue" {
 		t.Fatalf("active is %s after failed deploys, want blue", st.Active)
 	}
+	// green runs what it ran before the failed deploys.
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		st, _ := sw.Client.Status(context.Background())
+		if s, _ := findSlot(st, "green"); s.Version != "1.0" || s.Healthy != 1 {
+			return fmt.Errorf("green: version %s, %d healthy; want 1.0 running again", s.Version, s.Healthy)
+		}
+		return nil
+	})
 	// A new slot whose gate fails is removed again, and stage goes back.
 	code, out = runRelease(t, sw, "deploy", "--slot", "v9", "--version", "9.0", "--gate", "exit 1", "--",
 		"vipswap", "app", "--slot", "v9", "--listen", "127.0.0.1:{port}")
@@ -206,6 +215,62 @@ func TestDeployFailuresLeaveProd(t *testing.T) {
 	st, _ = sw.Client.Status(context.Background())
 	if st.Standby != "green" || len(st.Slots) != 2 {
 		t.Fatalf("after a failed deploy of a new slot: standby %s, %d slots; want green and the 2 configured", st.Standby, len(st.Slots))
+	}
+	// Refused before anything starts: a plan that does not exist, a slot
+	// name that cannot be one.
+	for _, args := range [][]string{
+		{"deploy", "--slot", "green", "--version", "4.0", "--strategy", "rollout", "--plan", "nosuchplan"},
+		{"deploy", "--slot", "../etc", "--version", "4.0"},
+	} {
+		before, _ := sw.Client.Status(context.Background())
+		code, out := runRelease(t, sw, args...)
+		after, _ := sw.Client.Status(context.Background())
+		if code != 1 || strings.Contains(out, "deploy 2") || after.Revision != before.Revision {
+			t.Fatalf("%v: exit %d, revision %d -> %d:\n%s", args, code, before.Revision, after.Revision, out)
+		}
+	}
+	// A gate whose children outlive its timeout: they are killed with it.
+	marker := fmt.Sprintf("%d.%d", 30+time.Now().Nanosecond()%30, time.Now().Nanosecond()%1000)
+	code, out = runRelease(t, sw, "deploy", "--slot", "green", "--version", "4.0", "--timeout", "2s", "--gate", "sleep "+marker+"; true")
+	if code != 1 || !strings.Contains(out, "did not finish within 2s") {
+		t.Fatalf("deploy with a gate that hangs: exit %d:\n%s", code, out)
+	}
+	if n := processesMatching("sleep " + marker); n != 0 {
+		t.Fatalf("%d of a timed-out gate's processes still run", n)
+	}
+	// A swap made while the gates run: the deploy does not switch prod
+	// back blindly; it fails at switch and prod stays where the operator
+	// put it.
+	dir := t.TempDir()
+	gate := fmt.Sprintf(`touch %s/running; while [ ! -e %s/go ]; do sleep 0.05; done`, dir, dir)
+	p := vstest.Start(t, vstest.Binary(t), "deploy", "--admin", sw.Admin, "--slot", "green", "--version", "5.0", "--gate", gate)
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		_, err := os.Stat(dir + "/running")
+		return err
+	})
+	if code, out := cli(t, sw, "swap"); code != 0 {
+		t.Fatalf("swap during the deploy's gates: exit %d:\n%s", code, out)
+	}
+	os.WriteFile(dir+"/go", nil, 0o600)
+	if code := p.Wait(t, time.Minute); code != 1 || !strings.Contains(p.Output(), `deploy failed at step "switch"`) || !strings.Contains(p.Output(), "prod moved to green") {
+		t.Fatalf("deploy after a swap during its gates: exit %d:\n%s", code, p.Output())
+	}
+	if st, _ := sw.Client.Status(context.Background()); st.Active != "green" {
+		t.Fatalf("prod is on %s, want green where the operator's swap put it", st.Active)
+	}
+	if code, out := cli(t, sw, "swap"); code != 0 { // back to blue for what follows
+		t.Fatalf("swap back: exit %d:\n%s", code, out)
+	}
+	// A deploy while a rollout runs is refused at its start.
+	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "10,100", "--interval", "10m"); code != 0 {
+		t.Fatalf("rollout start: exit %d:\n%s", code, out)
+	}
+	code, out = runRelease(t, sw, "deploy", "--slot", "v5", "--version", "5.0", "--", "vipswap", "app", "--slot", "v5", "--listen", "127.0.0.1:{port}")
+	if code != 1 || !strings.Contains(out, `deploy failed at step "start"`) || !strings.Contains(out, "a rollout to green is running") {
+		t.Fatalf("deploy during a rollout: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "abort"); code != 0 {
+		t.Fatalf("abort: exit %d:\n%s", code, out)
 	}
 	// A usage mistake changes nothing (exit 2).
 	if code, out := runRelease(t, sw, "deploy", "--slot", "green"); code != 2 || !strings.Contains(out, "--version") {
@@ -353,4 +418,14 @@ func TestVerify(t *testing.T) {
 	if code, out := cli(t, sw, "verify", "--url", sw.Prod); code != 2 || !strings.Contains(out, "must end") {
 		t.Fatalf("verify without an end: exit %d:\n%s", code, out)
 	}
+}
+
+// findSlot returns slot name of st.
+func findSlot(st api.Status, name string) (api.SlotStatus, bool) {
+	for _, s := range st.Slots {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return api.SlotStatus{}, false
 }

@@ -252,8 +252,14 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 	}
 	diff := rt.cfg.Compare(next)
 	if len(diff.Restart) > 0 {
+		why := "these changes need a restart of vipswap: " + strings.Join(diff.Restart, "; ")
+		for _, o := range rt.ctrl.RunOverrides() { // a restart would not apply those either
+			if slot, _, _ := strings.Cut(strings.TrimPrefix(o, "slots."), ":"); strings.Contains(why, "slots."+slot+".") {
+				why += "; but " + o + ", after a restart too: vipswap deploy or rolling changes it"
+			}
+		}
 		return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
-			fmt.Errorf("the configuration in force is unchanged: these changes need a restart of vipswap: %s", strings.Join(diff.Restart, "; ")))
+			fmt.Errorf("the configuration in force is unchanged: %s", why))
 	}
 	var tokens []api.Token
 	if next.Admin.TokenFile != "" {

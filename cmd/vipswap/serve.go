@@ -287,6 +287,9 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		cleanups = append(cleanups, func() { stopWatching(); <-watched })
 	}
 	rt.px, rt.ctrl = px, ctrl
+	for _, o := range ctrl.RunOverrides() {
+		log.Warn(o + ": vipswap deploy or rolling changes it")
+	}
 	releases := release.New(release.Config{Controller: ctrl, Logger: log, AllowRun: func() bool {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()

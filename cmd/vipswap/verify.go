@@ -25,7 +25,9 @@ func newVerifyCmd() *cobra.Command {
 		Long: `Sends GET requests to URL from --concurrency clients, each one at a time, for
 --duration (or --requests in all), and reports the requests, the failures by
 kind (status: a 5xx answer; connect; reset: the connection closed before a
-whole answer; timeout: none within --timeout), latency percentiles, and which
+whole answer; timeout: none within --timeout; replayed: a kept-alive connection
+closed before any answer and the request was sent again, which a POST could
+not be), latency percentiles, and which
 slot and version answered each second (read from a JSON body with "slot" and
 "version", as the sample application's /api/test answers).
 

@@ -1,0 +1,12 @@
+//go:build !unix
+
+package release
+
+import "os/exec"
+
+// ownGroup does nothing where process groups do not exist: cancellation
+// kills the command itself.
+func ownGroup(*exec.Cmd) {}
+
+// killGroup does nothing where process groups do not exist.
+func killGroup(*exec.Cmd) {}
