@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -366,41 +362,16 @@ type refusingSocket struct {
 
 func startRefusingSocket(t *testing.T, upstream string) *refusingSocket {
 	t.Helper()
-	r := &refusingSocket{path: filepath.Join(t.TempDir(), "front.sock")}
-	ln, err := net.Listen("unix", r.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err != nil {
-					return
-				}
-				r.mu.Lock()
-				refuse := r.refuse != nil && r.refuse(strings.TrimSpace(line))
-				r.mu.Unlock()
-				if refuse {
-					io.WriteString(c, "Refused by the test.\n\n")
-					return
-				}
-				up, err := net.Dial("unix", upstream)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				io.WriteString(up, line)
-				io.Copy(c, up)
-			}()
+	r := &refusingSocket{}
+	r.path = haproxytest.ServeSocket(t, func(cmd string) string {
+		r.mu.Lock()
+		refuse := r.refuse != nil && r.refuse(strings.TrimSpace(cmd))
+		r.mu.Unlock()
+		if refuse {
+			return "Refused by the test.\n\n"
 		}
-	}()
+		return haproxytest.Forward(upstream, cmd)
+	})
 	return r
 }
 

@@ -1,7 +1,6 @@
 package haproxy
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/haproxytest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -25,32 +25,13 @@ type fake struct {
 
 func startFake(t *testing.T, answer func(cmd string) string) *fake {
 	t.Helper()
-	f := &fake{path: filepath.Join(t.TempDir(), "admin.sock")}
-	ln, err := net.Listen("unix", f.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				line, err := bufio.NewReader(c).ReadString('\n')
-				if err != nil {
-					return
-				}
-				cmd := strings.TrimSuffix(line, "\n")
-				f.mu.Lock()
-				f.cmds = append(f.cmds, cmd)
-				f.mu.Unlock()
-				c.Write([]byte(answer(cmd)))
-			}()
-		}
-	}()
+	f := &fake{}
+	f.path = haproxytest.ServeSocket(t, func(cmd string) string {
+		f.mu.Lock()
+		f.cmds = append(f.cmds, cmd)
+		f.mu.Unlock()
+		return answer(cmd)
+	})
 	return f
 }
 
