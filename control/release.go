@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
@@ -105,7 +106,13 @@ func (c *Controller) ReplaceInstance(ctx context.Context, slot, addr string, com
 	if c.cfg.Launcher == nil {
 		return invalid(fmt.Errorf("slot %q: this vipswap starts no instances", slot))
 	}
-	return c.cfg.Launcher.Replace(ctx, slot, addr, command, version)
+	if err := c.cfg.Launcher.Replace(ctx, slot, addr, command, version); err != nil {
+		return err
+	}
+	// What the probes said was about the old process: the new one must
+	// pass Rise probes in a row before it counts as healthy.
+	c.checker.MarkDown(health.Target{Slot: slot, Addr: addr}, "replaced: a new process starts")
+	return nil
 }
 
 // Record adds e to the history as it is (a release's summary: it changed

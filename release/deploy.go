@@ -132,7 +132,6 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 		created := false
 		var previous *control.ManagedSlot // what an existing slot ran before
 		var addrs []string
-		j.r.cancelTeardown(req.Slot) // an earlier deploy's old slot is this one's new
 		err := j.step("start", func() (string, error) {
 			if rs := ctrl.RolloutStatus(); rs.Running {
 				return "", fmt.Errorf("a rollout to %s is running: promote or abort it first", rs.To)
@@ -141,6 +140,7 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 				if st.Active == req.Slot {
 					return "", fmt.Errorf("slot %s is the active slot: deploy to the standby (%s) or a new slot", req.Slot, st.Standby)
 				}
+				j.r.cancelTeardown(req.Slot) // an earlier deploy's old slot is this one's new
 				m, err := ctrl.SlotRun(req.Slot)
 				if err != nil {
 					return "", err
@@ -186,7 +186,7 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 			err = j.prepare(req, timeout, &addrs)
 		}
 		if err == nil {
-			err = j.step("switch", func() (string, error) { return j.switchTo(req, from) })
+			err = j.step("switch", func() (string, error) { return j.switchTo(req, from, timeout) })
 		}
 		if err != nil && previous != nil && ctrl.Status().Active != req.Slot {
 			// The slot runs what it ran before, so that the next deploy
@@ -238,7 +238,7 @@ func (j *job) prepare(req DeployRequest, timeout time.Duration, addrs *[]string)
 			}
 			n := 0
 			for _, i := range last.Instances {
-				if freshlyHealthy(i, started.Add(-time.Second)) && i.HealthSince.After(started.Add(-time.Second)) {
+				if freshlyHealthy(i, started) {
 					n++
 				}
 			}
@@ -367,7 +367,7 @@ func (t *tail) String() string {
 
 // switchTo moves prod to the deployed slot: a swap, or a rollout that it
 // follows until it is promoted or aborted.
-func (j *job) switchTo(req DeployRequest, from string) (string, error) {
+func (j *job) switchTo(req DeployRequest, from string, timeout time.Duration) (string, error) {
 	ctrl := j.r.cfg.Controller
 	// Prod moves only from the slot it was on to the slot this release
 	// prepared: a change someone made meanwhile (a swap, stage elsewhere)
@@ -389,12 +389,24 @@ func (j *job) switchTo(req DeployRequest, from string) (string, error) {
 		}
 		return fmt.Sprintf("swapped %s → %s (revision %d, history %d)", res.From, res.To, res.Revision, res.HistoryID), nil
 	}
-	res, err := ctrl.StartRolloutRequest(j.r.ctx, control.RolloutRequest{ChangeRequest: change, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval})
+	rr := control.RolloutRequest{ChangeRequest: change, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}
+	plan, err := ctrl.RolloutOf(rr)
+	if err != nil {
+		return "", err
+	}
+	// The rollout gets its steps' intervals and --timeout on top (for
+	// the analysis to see enough requests, a paused step's promote): a
+	// deploy in a pipeline ends.
+	limit := timeout
+	for _, s := range plan.Steps {
+		limit += s.Interval
+	}
+	res, err := ctrl.StartRolloutRequest(j.r.ctx, rr)
 	if err != nil {
 		return "", err
 	}
 	began := time.Now()
-	err = j.waitFor(24*time.Hour, "the rollout to end", func() (bool, error) {
+	err = j.waitFor(limit, "the rollout to end", func() (bool, error) {
 		rs := ctrl.RolloutStatus()
 		j.mu.Lock()
 		j.p.Rollout = &rs
@@ -404,6 +416,12 @@ func (j *job) switchTo(req DeployRequest, from string) (string, error) {
 	j.mu.Lock()
 	j.p.Rollout = nil
 	j.mu.Unlock()
+	if err != nil && j.r.ctx.Err() == nil {
+		// Too long: the deploy fails, and a failure during a rollout
+		// aborts it.
+		ctrl.Abort(context.Background(), control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + ": the rollout did not end within " + limit.String()})
+		return "", fmt.Errorf("%w (its steps' intervals and --timeout): aborted, prod back on %s", err, from)
+	}
 	if err != nil {
 		// vipswap stops: the rollout is in the state and goes on when it
 		// is back; this release ends here.

@@ -424,10 +424,11 @@ func instanceOf(st control.Status, slot, addr string) (control.InstanceStatus, b
 	return control.InstanceStatus{}, false
 }
 
-// freshlyHealthy reports whether i is healthy on a probe that began after
-// since (the process that answers now is the one started then).
+// freshlyHealthy reports whether i became healthy after since: it was
+// unhealthy then (new, or marked down when its process was replaced) and
+// has passed Rise probes in a row since.
 func freshlyHealthy(i control.InstanceStatus, since time.Time) bool {
-	return i.Healthy && i.Check != nil && i.Check.Time.After(since) && i.Check.Code == "L7OK"
+	return i.Healthy && i.HealthSince.After(since)
 }
 
 // lastCheck describes i's last health check, for an error.

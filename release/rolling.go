@@ -2,9 +2,11 @@ package release
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/vipswap/vipswap/control"
@@ -172,17 +174,18 @@ func (j *job) replaceBatch(req RollingRequest, addrs, newCmd []string, newVersio
 		j.restore(req, addrs, oldCmd, oldVersion, timeout, putBack)
 		return err
 	}
-	started := time.Now()
+	before := time.Now()
 	if err := j.step("restart "+names, func() (string, error) {
-		for _, a := range addrs {
-			if err := ctrl.ReplaceInstance(j.r.ctx, req.Slot, a, newCmd, newVersion); err != nil {
-				return "", fmt.Errorf("%s: %w", a, err)
-			}
+		if err := j.replace(j.r.ctx, req.Slot, addrs, newCmd, newVersion); err != nil {
+			return "", err
 		}
 		return fmt.Sprintf("SIGTERM, then %s (version %s)", strings.Join(newCmd, " "), newVersion), nil
 	}); err != nil {
 		return fail(err)
 	}
+	// The old processes are gone: only the new ones answer probes from
+	// here, and each must pass Rise of them (it was marked down).
+	started := before
 	if err := j.step("healthy "+names, func() (string, error) { return j.waitHealthy(req.Slot, addrs, started, timeout) }); err != nil {
 		return fail(err)
 	}
@@ -228,15 +231,12 @@ func (j *job) waitHealthy(slot string, addrs []string, since time.Time, timeout 
 // restore starts the old command again at addrs and, once healthy, puts
 // the instances back: the slot serves as before the failed step.
 func (j *job) restore(req RollingRequest, addrs, oldCmd []string, oldVersion string, timeout time.Duration, putBack func() error) {
-	ctrl := j.r.cfg.Controller
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	j.step("restore "+strings.Join(addrs, ", "), func() (string, error) {
 		started := time.Now()
-		for _, a := range addrs {
-			if err := ctrl.ReplaceInstance(ctx, req.Slot, a, oldCmd, oldVersion); err != nil {
-				return "", fmt.Errorf("%s: %w; it stays drained", a, err)
-			}
+		if err := j.replace(ctx, req.Slot, addrs, oldCmd, oldVersion); err != nil {
+			return "", fmt.Errorf("%w; it stays drained", err)
 		}
 		if _, err := j.waitHealthy(req.Slot, addrs, started, timeout); err != nil {
 			return "", fmt.Errorf("the old version is not healthy again: %w; it stays drained", err)
@@ -246,4 +246,20 @@ func (j *job) restore(req RollingRequest, addrs, oldCmd []string, oldVersion str
 		}
 		return fmt.Sprintf("version %s back in rotation", oldVersion), nil
 	})
+}
+
+// replace restarts the instances at addrs with command, all at once (a
+// batch of --max-unavailable takes one stop_timeout, not one each).
+func (j *job) replace(ctx context.Context, slot string, addrs, command []string, version string) error {
+	errs := make([]error, len(addrs))
+	var wg sync.WaitGroup
+	for i, a := range addrs {
+		wg.Go(func() {
+			if err := j.r.cfg.Controller.ReplaceInstance(ctx, slot, a, command, version); err != nil {
+				errs[i] = fmt.Errorf("%s: %w", a, err)
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }

@@ -23,13 +23,16 @@ const maxDelay = 5 * time.Minute
 func newAppCmd() *cobra.Command {
 	var listen, slot, version *string
 	var failRate *float64
+	var stopDelay *time.Duration
 	cmd := &cobra.Command{
 		Use:   "app --listen ADDR --slot NAME [--version V]",
 		Short: "the sample application, which speaks the slot-aware probe contract",
 		Long: `A small application to try vipswap with: GET /api/ping?slot=X answers 200 when X
 is its own slot and 404 otherwise; GET /api/test answers {"slot", "version",
 "instance"} (?delay=2s holds the answer). On SIGTERM it stops taking
-connections, answers 503 on open ones, finishes what is in flight, exits 0.`,
+connections, answers 503 on open ones, finishes what is in flight, exits 0;
+--stop-delay D keeps it serving as usual for D first, as applications behind a
+load balancer often do (and probes keep passing meanwhile).`,
 		Example: `  vipswap app --listen 127.0.0.1:9001 --slot blue --version 1.0`,
 		Args:    exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -39,26 +42,45 @@ connections, answers 503 on open ones, finishes what is in flight, exits 0.`,
 			if *failRate < 0 || *failRate > 1 {
 				return &usageError{msg: fmt.Sprintf("--fail-rate: want a fraction from 0 to 1, got %g", *failRate)}
 			}
-			return runApp(cmd.Context(), *listen, *slot, *version, *failRate, cmd.ErrOrStderr())
+			if *stopDelay < 0 || *stopDelay > maxDelay {
+				return &usageError{msg: fmt.Sprintf("--stop-delay: want a duration up to %s, got %s", maxDelay, *stopDelay)}
+			}
+			return runApp(cmd.Context(), *listen, *slot, *version, *failRate, *stopDelay, cmd.ErrOrStderr())
 		},
 	}
 	listen = cmd.Flags().String("listen", "", "address to listen on, host:port (required)")
 	slot = cmd.Flags().String("slot", "", "the slot this instance belongs to (required)")
 	version = cmd.Flags().String("version", "dev", "version to report")
 	failRate = cmd.Flags().Float64("fail-rate", 0, "answer this fraction of requests (but probes) with a 500, to try rollbacks (0.1 is 10%)")
+	stopDelay = cmd.Flags().Duration("stop-delay", 0, "on SIGTERM, go on serving as usual this long before stopping")
 	return cmd
 }
 
-func runApp(ctx context.Context, listen, slot, version string, failRate float64, stderr io.Writer) error {
+func runApp(ctx context.Context, listen, slot, version string, failRate float64, stopDelay time.Duration, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
 	}
 	addr := ln.Addr().String()
 	fmt.Fprintf(stderr, "app slot=%s version=%s listening on %s\n", slot, version, addr)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	signalled, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	err = slotapp.Serve(ctx, ln, sampleApp(slot, version, addr, failRate, stderr))
+	serving, stopServing := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopServing()
+	go func() {
+		<-signalled.Done()
+		if stopDelay > 0 && ctx.Err() == nil {
+			fmt.Fprintf(stderr, "app slot=%s stopping in %s\n", slot, stopDelay)
+			t := time.NewTimer(stopDelay)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+			}
+		}
+		stopServing()
+	}()
+	err = slotapp.Serve(serving, ln, sampleApp(slot, version, addr, failRate, stderr))
 	fmt.Fprintf(stderr, "app slot=%s stopped\n", slot)
 	return err
 }

@@ -18,22 +18,25 @@ import (
 )
 
 // releaseSlots are two managed slots whose command takes {version}, with
-// fast rollout analysis.
+// fast rollout analysis. Their instances go on serving (probes included)
+// after SIGTERM until SIGKILL ends them (stop_timeout), as an application
+// that ignores SIGTERM does: a release must not take the old process's
+// answers for the new one's.
 func releaseSlots(replicas int) string {
 	return fmt.Sprintf(`
 slots:
   blue:
     version: "1.0"
     run:
-      command: [vipswap, app, --slot, blue, --version, "{version}", --listen, "127.0.0.1:{port}"]
+      command: [vipswap, app, --slot, blue, --version, "{version}", --listen, "127.0.0.1:{port}", --stop-delay, 1s]
       replicas: %d
-      stop_timeout: 5s
+      stop_timeout: 300ms
   green:
     version: "1.0"
     run:
-      command: [vipswap, app, --slot, green, --version, "{version}", --listen, "127.0.0.1:{port}"]
+      command: [vipswap, app, --slot, green, --version, "{version}", --listen, "127.0.0.1:{port}", --stop-delay, 1s]
       replicas: %d
-      stop_timeout: 5s
+      stop_timeout: 300ms
 analysis:
   window: 2s
   min_requests: 20
@@ -326,6 +329,17 @@ func TestDeployRollout(t *testing.T) {
 		t.Fatalf("rollout deploys under load: %d ok, %d failed (%v), by slot %v", res.OK, res.Failed, res.Errors, res.BySlot)
 	}
 	t.Logf("two rollout deploys under load: %d requests, 0 failed, by slot %v", res.OK, res.BySlot)
+
+	// Without traffic the analysis never judges: the deploy gives the
+	// rollout its steps' intervals and --timeout, then aborts it.
+	args = append([]string{"deploy", "--slot", "v5", "--version", "5.0", "--strategy", "rollout", "--steps", "50,100", "--interval", "500ms", "--timeout", "2s"}, app("v5")...)
+	if code, out := runRelease(t, sw, args...); code != 1 || !strings.Contains(out, `deploy failed at step "switch"`) || !strings.Contains(out, "aborted, prod back on v4") {
+		t.Fatalf("a rollout deploy that cannot be judged: exit %d:\n%s", code, out)
+	}
+	st, _ := sw.Client.Status(context.Background())
+	if _, ok := findSlot(st, "v5"); ok || st.Active != "v4" {
+		t.Fatalf("after the aborted rollout deploy: active %s, v5 still there: %v", st.Active, ok)
+	}
 }
 
 // TestRolling (issue 15): a rolling update of a 3-instance slot under 200
