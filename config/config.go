@@ -67,9 +67,10 @@ type Admin struct {
 	// the API from an operator's browser. Empty by default.
 	Hosts []string `yaml:"hosts"`
 	// AllowRun lets POST /v1/slots (vipswap slot add --run-file) add a
-	// slot whose run: block vipswap starts: whoever may change the state
-	// may then run any command as vipswap's user. Off by default; slots
-	// with run: in this file are not affected.
+	// slot whose run: block vipswap starts, and a release (vipswap deploy,
+	// rolling) run a command or gate command of its own: whoever may
+	// change the state may then run any command as vipswap's user. Off by
+	// default; slots with run: in this file are not affected.
 	AllowRun bool `yaml:"allow_run"`
 }
 
