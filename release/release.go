@@ -249,7 +249,12 @@ type meter struct {
 
 // sample takes the controller's counts now.
 func (m *meter) sample(c *control.Controller) (requests, failed uint64) {
-	now, failed := c.ProdCounts()
+	return m.add(c.ProdCounts())
+}
+
+// add takes counts: requests per slot and failures, since vipswap
+// started. The first call is the baseline.
+func (m *meter) add(now map[string]uint64, failed uint64) (uint64, uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.last == nil {
