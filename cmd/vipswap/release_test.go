@@ -432,6 +432,46 @@ func TestVerify(t *testing.T) {
 	if code, out := cli(t, sw, "verify", "--url", sw.Prod); code != 2 || !strings.Contains(out, "must end") {
 		t.Fatalf("verify without an end: exit %d:\n%s", code, out)
 	}
+
+	// Hostile and broken release requests: each a 4xx naming what is
+	// wrong, and nothing changes.
+	before, _ := sw.Client.Status(context.Background())
+	for _, c := range []struct {
+		path, body string
+		status     int
+		want       string
+	}{
+		{"/v1/deploy", `{"slot":"green","version":"1","replicas":-1}`, 400, "replicas"},
+		{"/v1/deploy", `{"slot":"green","version":"1","bogus":1}`, 400, "bogus"},
+		{"/v1/deploy", `{"slot":"green","version":"1","command":["sh","-c","id"]}`, 400, "allow_run"},
+		{"/v1/deploy", `{"slot":"green","version":"1","checks":["http://elsewhere/"]}`, 400, "starting with /"},
+		{"/v1/deploy", `{"slot":"green","version":"1","keep":"-5m"}`, 400, "keep"},
+		{"/v1/deploy", `{"slot":"green","version":"1","warmup":1000000000}`, 400, "warmup"},
+		{"/v1/deploy", `{"slot":"green","version":"1"`, 400, ""},
+		{"/v1/deploy", `{"slot":"green","version":"1"}{"slot":"blue"}`, 400, ""},
+		{"/v1/deploy", `{"slot":"` + strings.Repeat("x", 2<<20) + `"}`, 413, ""},
+		{"/v1/rolling", `{"slot":"green","max_unavailable":-1}`, 400, "max_unavailable"},
+		{"/v1/rolling", `{"slot":"green"}`, 400, "run block"},
+	} {
+		resp, err := http.Post(sw.Admin+c.path, "application/json", strings.NewReader(c.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e api.ErrorBody
+		err = json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != c.status || e.Error == "" || !strings.Contains(e.Error, c.want) || strings.Contains(e.Error, "\n") {
+			t.Errorf("POST %s %.60q: %d %q (%v); want %d naming %q on one line", c.path, c.body, resp.StatusCode, e.Error, err, c.status, c.want)
+		}
+	}
+	resp, err := http.Get(sw.Admin + "/v1/releases/nope")
+	if err != nil || resp.StatusCode != 404 {
+		t.Errorf("GET a release that does not exist: %v %v", resp, err)
+	}
+	after, _ := sw.Client.Status(context.Background())
+	if after.Revision != before.Revision {
+		t.Fatalf("refused release requests changed the state: revision %d -> %d", before.Revision, after.Revision)
+	}
 }
 
 // findSlot returns slot name of st.
