@@ -1,7 +1,6 @@
 package haproxy
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -296,7 +295,7 @@ func TestNewDrainedMember(t *testing.T) {
 // and put back, and the log says what differed.
 func TestHandChangesPutBack(t *testing.T) {
 	h, blue, green := startHAProxy(t)
-	var logs syncBuffer
+	var logs vstest.Buffer
 	d := driverFor(h, 50*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
 	defer d.Close()
 	if err := d.Apply(split(2, "blue", "green", []string{blue}, []string{green})); err != nil {
@@ -326,20 +325,3 @@ func TestHandChangesPutBack(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the driver's loop and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
