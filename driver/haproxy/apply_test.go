@@ -324,4 +324,3 @@ func TestHandChangesPutBack(t *testing.T) {
 		}
 	}
 }
-
