@@ -176,6 +176,17 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("after the abort vipswap says running %v, weights %v", r.Running, r.Weights)
 	}
 
+	// A release (issue 15): the page shows its steps as they end.
+	if err := until(`document.getElementById("release-card").hidden`, 5*time.Second); err != nil {
+		t.Fatalf("the page shows a release before any ran: %v", err)
+	}
+	if _, err := sw.Client.Rolling(ctx, api.RollingRequest{Slot: "blue", Version: "1.1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := until(`!document.getElementById("release-card").hidden && document.getElementById("release-state").textContent.includes("rolling") && document.getElementById("release-state").textContent.includes("succeeded") && document.querySelectorAll("#release-steps li.step-ok").length === 9`, 30*time.Second); err != nil {
+		t.Fatalf("the page does not show the rolling update's steps: %v", err)
+	}
+
 	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100)) // quality 100 means PNG
 	if err != nil {
 		t.Fatal(err)

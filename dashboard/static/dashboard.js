@@ -1,5 +1,5 @@
-// vipswap dashboard: reads /v1/status, /v1/rollout, /v1/rates and
-// /v1/history once a second and changes state through the same admin API
+// vipswap dashboard: reads /v1/status, /v1/rollout, /v1/rates,
+// /v1/releases and /v1/history once a second and changes state through the same admin API
 // as the CLI.
 "use strict";
 
@@ -229,6 +229,23 @@ function renderRollout(r) {
     ", at least " + a.min_requests + " canary requests): " + (a.verdict || "not judged yet");
 }
 
+// renderRelease shows the newest release (vipswap deploy, rolling): its
+// steps as they end, the one running with its health counts.
+function renderRelease(list) {
+  const p = list && list[0];
+  $("release-card").hidden = !p;
+  if (!p) return;
+  let state = p.kind + " " + p.id + ": slot " + p.slot + (p.version ? ", version " + p.version : "") + " · " + p.state;
+  if (p.state === "failed") state += " at " + p.failed_step + ": " + p.error;
+  state += " · prod " + p.requests + " requests, " + p.failed + " failed";
+  $("release-state").textContent = state;
+  $("release-steps").replaceChildren(...p.steps.map((s) => el("li", { class: "step-" + s.result },
+    s.name + " · " + s.seconds.toFixed(2) + " s" +
+    (s.result === "running" && p.instances ? " · " + p.healthy + "/" + p.instances + " healthy" : "") +
+    (s.detail ? " · " + s.detail : ""))));
+  $("release-kept").textContent = p.kept || "";
+}
+
 function renderShiftSlots(s) {
   const sel = $("shift-slot");
   const names = s.slots.map((x) => x.name);
@@ -272,11 +289,13 @@ async function refresh() {
   if (refreshing) return;
   refreshing = true;
   try {
-    const [s, r, rates, entries] = await Promise.all([
-      api("GET", "/v1/status"), api("GET", "/v1/rollout"), api("GET", "/v1/rates"), api("GET", "/v1/history?limit=20")]);
+    const [s, r, rates, entries, releases] = await Promise.all([
+      api("GET", "/v1/status"), api("GET", "/v1/rollout"), api("GET", "/v1/rates"), api("GET", "/v1/history?limit=20"),
+      api("GET", "/v1/releases")]);
     renderStatus(s);
     renderShiftSlots(s);
     renderRollout(r);
+    renderRelease(releases);
     renderHistory(entries);
     renderChart(rates.samples);
     $("live").textContent = "live · " + new Date().toLocaleTimeString();
