@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -66,6 +67,9 @@ func (c *Controller) Redeploy(ctx context.Context, name string, run state.RunSpe
 		return Change{Operation: "slot deploy"}, invalid(fmt.Errorf("slot %q: this vipswap starts no instances", name))
 	}
 	if err := validRun(name, nil, run); err != nil {
+		return Change{Operation: "slot deploy"}, invalid(err)
+	}
+	if err := ValidVersion(version); err != nil {
 		return Change{Operation: "slot deploy"}, invalid(err)
 	}
 	op := operation{name: "slot deploy", req: req, instance: name,
@@ -140,6 +144,19 @@ func (c *Controller) ProdCounts() (perSlot map[string]uint64, failed uint64) {
 		perSlot[slot] = n.Requests()
 	}
 	return perSlot, c.failed(route.Prod)
+}
+
+var versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
+
+// ValidVersion says what is wrong with a version label given through the
+// API, if anything. It becomes {version} in a managed slot's command,
+// which may be a shell's: letters, digits and . _ + ~ - only, so that
+// whoever may deploy cannot make it run something else.
+func ValidVersion(v string) error {
+	if v != "" && !versionRE.MatchString(v) {
+		return fmt.Errorf("version %q: want letters, digits, '.', '_', '+', '~' or '-', starting with a letter or digit, at most 64 (it becomes {version} in the command)", v)
+	}
+	return nil
 }
 
 // ValidSlotName says what is wrong with a slot name, if anything.

@@ -38,6 +38,9 @@ type StageRequest struct {
 // rollout, routes and stage once its instances are healthy.
 func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, error) {
 	what := fmt.Sprintf("slots.%s: added with %d instances", req.Name, len(req.Instances))
+	if err := ValidVersion(req.Version); err != nil {
+		return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: %w", req.Name, err))
+	}
 	if req.Run != nil {
 		if err := validRun(req.Name, req.Instances, *req.Run); err != nil {
 			return Change{Operation: "slot add"}, invalid(err)

@@ -117,6 +117,9 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 	if err := control.ValidSlotName(req.Slot); err != nil {
 		return bad("%v", err)
 	}
+	if err := control.ValidVersion(req.Version); err != nil {
+		return bad("%v", err)
+	}
 	if req.Strategy == "rollout" { // a plan that cannot start fails now, not after the slot changed
 		if _, err := ctrl.RolloutOf(control.RolloutRequest{To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}); err != nil {
 			return bad("%v", err)

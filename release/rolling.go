@@ -61,6 +61,9 @@ func (r *Runner) Rolling(req RollingRequest) (Progress, error) {
 	case req.DryRun:
 		return bad("dry_run is not supported for rolling")
 	}
+	if err := control.ValidVersion(req.Version); err != nil {
+		return bad("%v", err)
+	}
 	if req.MaxUnavailable == 0 {
 		req.MaxUnavailable = 1
 	}

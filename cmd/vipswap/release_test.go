@@ -450,6 +450,9 @@ func TestVerify(t *testing.T) {
 		{"/v1/deploy", `{"slot":"green","version":"1"`, 400, ""},
 		{"/v1/deploy", `{"slot":"green","version":"1"}{"slot":"blue"}`, 400, ""},
 		{"/v1/deploy", `{"slot":"` + strings.Repeat("x", 2<<20) + `"}`, 413, ""},
+		{"/v1/deploy", `{"slot":"green","version":"1; touch /tmp/pwned"}`, 400, "version"},
+		{"/v1/rolling", `{"slot":"green","version":"$(id)"}`, 400, "version"},
+		{"/v1/slots", `{"name":"red","instances":["127.0.0.1:1"],"version":"a b"}`, 400, "version"},
 		{"/v1/rolling", `{"slot":"green","max_unavailable":-1}`, 400, "max_unavailable"},
 		{"/v1/rolling", `{"slot":"green"}`, 400, "run block"},
 	} {
