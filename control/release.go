@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -114,8 +115,21 @@ func (c *Controller) ReplaceInstance(ctx context.Context, slot, addr string, com
 		return err
 	}
 	// What the probes said was about the old process: the new one must
-	// pass Rise probes in a row before it counts as healthy.
+	// pass Rise probes in a row before it counts as healthy, and a load
+	// balancer outside must check it anew too (its view may be the health
+	// in use).
+	var errs []error
+	for _, p := range c.cfg.Planes {
+		if r, ok := p.(RemotePlane); ok {
+			if err := r.Restarted(ctx, slot, addr); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", r.PlaneStatus().Name, err))
+			}
+		}
+	}
 	c.checker.MarkDown(health.Target{Slot: slot, Addr: addr}, "replaced: a new process starts")
+	if len(errs) > 0 {
+		return fmt.Errorf("instance %s of %s was replaced, but it could not be marked down: %w", addr, slot, errors.Join(errs...))
+	}
 	return nil
 }
 

@@ -23,6 +23,10 @@ type RemotePlane interface {
 	View(slot, addr string) string
 	// PlaneStatus says what it last applied.
 	PlaneStatus() PlaneStatus
+	// Restarted says the process of slot's instance at addr was
+	// replaced: the load balancer must not trust what it saw of the old
+	// one (its health) until it has checked the new one.
+	Restarted(ctx context.Context, slot, addr string) error
 }
 
 // PlaneStatus is what a remote data plane last did.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -542,5 +543,54 @@ func TestHAProxySwapWaitsForInFlight(t *testing.T) {
 	t.Logf("with %d requests of 2 s in flight on blue in HAProxy, the swap measured drained in %.2f s", held, e.Measurement.DrainedSeconds)
 	if e.Measurement.DrainedSeconds < 1 || !e.Measurement.Complete {
 		t.Fatalf("measurement %+v: want drained only once the held requests ended (about 2 s)", e.Measurement)
+	}
+}
+
+// TestHAProxyRollingManaged (issue 15 through issue 14): a rolling update
+// of managed instances while HAProxy carries the traffic and its checks
+// are the health in use. A new version HAProxy's checks refuse is not
+// taken for healthy on the strength of what the old process answered: the
+// update stops and restores it; a good one goes through; 0 failed.
+func TestHAProxyRollingManaged(t *testing.T) {
+	t.Parallel()
+	hx := haproxytest.Start(t, map[string][]string{"blue": nil, "green": nil}, "blue", "green")
+	dir := t.TempDir()
+	cfg := strings.Replace(testConfig(dir, releaseSlots(2)), "admin:\n", "admin:\n  allow_run: true\n", 1) + fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s}
+  health: haproxy
+  interval: 200ms
+`, hx.Socket, hx.ProdMap, hx.StageMap)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, 2*time.Minute)
+	waitServed(t, load, 200)
+	code, out := runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "5s", "--",
+		"vipswap", "app", "--slot", "elsewhere", "--listen", "127.0.0.1:{port}")
+	if code != 1 || !strings.Contains(out, `rolling failed at step "healthy`) || !strings.Contains(out, "ok     restore") {
+		t.Fatalf("rolling to a version HAProxy's checks refuse: exit %d:\n%s", code, out)
+	}
+	code, out = runRelease(t, sw, "rolling", "blue", "--version", "1.1")
+	if code != 0 {
+		t.Fatalf("rolling through HAProxy: exit %d:\n%s", code, out)
+	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		resp, err := http.Get("http://" + hx.Prod + "/api/test")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		if !strings.Contains(string(b), `"version":"1.1"`) {
+			return fmt.Errorf("HAProxy's prod answered %s", b)
+		}
+		return nil
+	})
+	waitServed(t, load, load.OK()+200)
+	if res := load.Stop(); res.Failed != 0 {
+		t.Fatalf("rolling updates through HAProxy: %d ok, %d failed: %v", res.OK, res.Failed, res.Errors)
+	} else {
+		t.Logf("rolling updates through HAProxy (its checks the health): %d requests, 0 failed", res.OK)
 	}
 }

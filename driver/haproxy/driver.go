@@ -840,6 +840,24 @@ func (d *Driver) keyLocked(slot, addr string) serverKey {
 	return k
 }
 
+// Restarted forces the server of slot's instance at addr down in HAProxy
+// ("set server health down"): its process was replaced, and HAProxy's own
+// checks must see the new one pass rise times before it is UP again.
+// Otherwise HAProxy, and a health read from HAProxy, would go on trusting
+// what the old process answered. The statistics are read again at once.
+// A server HAProxy does not check, or does not have yet, is left alone.
+func (d *Driver) Restarted(ctx context.Context, slot, addr string) error {
+	d.mu.Lock()
+	s, ok := d.stats[d.keyLocked(slot, addr)]
+	d.mu.Unlock()
+	if !ok || s.Status == "no check" {
+		return nil
+	}
+	err := d.opts.Runtime.expect(ctx, "set server "+s.Backend+"/"+s.Name+" health down", "")
+	d.readStats(ctx)
+	return err
+}
+
 // View says how HAProxy sees one instance: "UP, L7OK, 0 in flight".
 func (d *Driver) View(slot, addr string) string {
 	d.mu.Lock()
@@ -893,7 +911,10 @@ func (d *Driver) Probe(ctx context.Context, t health.Target) health.Check {
 		ck.Code, ck.Detail = health.L7OK, "HAProxy: "+s.Status
 	default:
 		ck.Code, ck.Detail = health.L7STS, "HAProxy: "+s.Status+" "+s.CheckStatus
-		if code := strings.TrimLeft(s.CheckStatus, "* "); strings.HasPrefix(code, "L4") || strings.HasPrefix(code, "L7") {
+		// The last check's code says why, unless it passed: a server
+		// forced down (its process replaced) keeps the old process's L7OK
+		// until HAProxy checks again; down is down.
+		if code := strings.TrimLeft(s.CheckStatus, "* "); (strings.HasPrefix(code, "L4") || strings.HasPrefix(code, "L7")) && !strings.HasSuffix(strings.Fields(code)[0], "OK") {
 			ck.Code = strings.Fields(code)[0]
 		}
 	}
