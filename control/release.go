@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
@@ -171,6 +172,18 @@ func ValidVersion(v string) error {
 		return fmt.Errorf("version %q: want letters, digits, '.', '_', '+', '~' or '-', starting with a letter or digit, at most 64 (it becomes {version} in the command)", v)
 	}
 	return nil
+}
+
+// HealthWait is how long a new instance may take to be judged healthy by
+// vipswap's probes: Rise passing probes after one interval's wait, each
+// up to the probe timeout. Zero when the health in use is another load
+// balancer's (its own timing decides).
+func (c *Controller) HealthWait() time.Duration {
+	h := c.checker.Config()
+	if h.Probe != nil {
+		return 0
+	}
+	return time.Duration(h.Rise+1)*h.Interval + h.Timeout
 }
 
 // ValidSlotName says what is wrong with a slot name, if anything.

@@ -160,6 +160,9 @@ func (c *Checker) config() Config {
 	return c.cfg
 }
 
+// Config returns the settings in force (after Reconfigure, the new ones).
+func (c *Checker) Config() Config { return c.config() }
+
 // Healthy reports whether t is currently healthy.
 func (c *Checker) Healthy(t Target) bool { return c.State(t).Healthy }
 

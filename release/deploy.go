@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -119,6 +120,9 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 	}
 	if err := control.ValidVersion(req.Version); err != nil {
 		return bad("%v", err)
+	}
+	if need := r.cfg.Controller.HealthWait(); timeout < need {
+		return bad("timeout %s: a new instance may need %s to be judged healthy (rise probes in a row after an interval, each up to the probe timeout): give at least that", timeout, need)
 	}
 	if req.Strategy == "rollout" { // a plan that cannot start fails now, not after the slot changed
 		if _, err := ctrl.RolloutOf(control.RolloutRequest{To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}); err != nil {
@@ -486,6 +490,10 @@ func (j *job) keep(old string, keep time.Duration) {
 		if err := j.r.idle(ctx); err != nil || ctx.Err() != nil {
 			return
 		}
+		if now, err := ctrl.SlotRun(old); err != nil || !reflect.DeepEqual(now, m) {
+			j.r.cfg.Logger.Info("the old slot of a release is gone or is not the one it kept (removed and added again): left alone", "release", id, "slot", old)
+			return
+		}
 		st := ctrl.Status()
 		if st.Active == old || slices.ContainsFunc(st.Listeners, func(l control.ListenerStatus) bool { return l.Name == "prod" && l.Weights[old] > 0 }) {
 			j.r.cfg.Logger.Info("the old slot of a release takes prod traffic again (a rollback): kept", "release", id, "slot", old)
@@ -508,6 +516,31 @@ func (j *job) keep(old string, keep time.Duration) {
 			if _, err := ctrl.SetStage(j.r.ctx, control.StageRequest{ChangeRequest: force, Slot: next}); err != nil {
 				j.r.cfg.Logger.Warn("could not tear down the old slot of a release", "release", id, "slot", old, "err", err)
 				return
+			}
+		}
+		// Requests in flight on it (stage's) get a minute to finish; a
+		// route that names it keeps it: the operator sends traffic there.
+		if slices.ContainsFunc(st.Routes, func(r control.RouteStatus) bool { return r.Slot == old }) {
+			j.r.cfg.Logger.Warn("the old slot of a release is kept: a route sends requests to it (vipswap route remove, then vipswap slot remove)", "release", id, "slot", old)
+			return
+		}
+		deadline := time.Now().Add(time.Minute)
+		for {
+			s, ok := slotOf(ctrl.Status(), old)
+			if !ok {
+				return
+			}
+			if s.InFlight.Total() == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				why.Force = true // what is still in flight after a minute is cut off
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(j.r.cfg.Poll):
 			}
 		}
 		_, err := ctrl.RemoveSlot(j.r.ctx, old, why)

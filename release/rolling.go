@@ -64,6 +64,9 @@ func (r *Runner) Rolling(req RollingRequest) (Progress, error) {
 	if err := control.ValidVersion(req.Version); err != nil {
 		return bad("%v", err)
 	}
+	if need := r.cfg.Controller.HealthWait(); timeout < need {
+		return bad("timeout %s: a new instance may need %s to be judged healthy (rise probes in a row after an interval, each up to the probe timeout): give at least that", timeout, need)
+	}
 	if req.MaxUnavailable == 0 {
 		req.MaxUnavailable = 1
 	}

@@ -306,11 +306,27 @@ func TestDeployRollout(t *testing.T) {
 	if got := answeredBy(t, sw); got != "v3 3.0" {
 		t.Fatalf("prod is answered by %s, want v3 3.0", got)
 	}
-	args = append([]string{"deploy", "--slot", "v4", "--version", "4.0", "--strategy", "rollout", "--steps", "100", "--interval", "1s", "--keep", "1s", "--json"}, app("v4")...)
+	args = append([]string{"deploy", "--slot", "v4", "--version", "4.0", "--strategy", "rollout", "--steps", "100", "--interval", "1s", "--keep", "3s", "--json"}, app("v4")...)
 	code, out := runRelease(t, sw, args...)
 	var p api.Progress
 	if code != 0 || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &p) != nil || p.State != "succeeded" || p.From != "v3" || !strings.Contains(p.Kept, "v3 keeps running until") {
 		t.Fatalf("second deploy --json: exit %d:\n%s", code, out)
+	}
+	// A request on the kept slot (stage follows it) when its time is up:
+	// the teardown waits for it.
+	slow := make(chan string, 1)
+	go func() {
+		resp, err := http.Get(sw.Stage + "/api/test?delay=5s")
+		if err != nil {
+			slow <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		slow <- resp.Status + " " + string(b)
+	}()
+	if got := <-slow; !strings.HasPrefix(got, "200") || !strings.Contains(got, `"slot":"v3"`) {
+		t.Fatalf("a request on the kept slot at its teardown: %s", got)
 	}
 	vstest.WaitFor(t, 15*time.Second, func() error {
 		st, err := sw.Client.Status(context.Background())
@@ -454,6 +470,7 @@ func TestVerify(t *testing.T) {
 		{"/v1/rolling", `{"slot":"green","version":"$(id)"}`, 400, "version"},
 		{"/v1/slots", `{"name":"red","instances":["127.0.0.1:1"],"version":"a b"}`, 400, "version"},
 		{"/v1/rolling", `{"slot":"green","max_unavailable":-1}`, 400, "max_unavailable"},
+		{"/v1/rolling", `{"slot":"green","timeout":"1s"}`, 400, "may need 1.3s"},
 		{"/v1/rolling", `{"slot":"green"}`, 400, "run block"},
 	} {
 		resp, err := http.Post(sw.Admin+c.path, "application/json", strings.NewReader(c.body))
