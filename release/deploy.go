@@ -138,7 +138,7 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 		_, exists := slotOf(st, req.Slot)
 		created := false
 		var previous *control.ManagedSlot // what an existing slot ran before
-		var addrs []string
+		began := time.Now()               // the new instances are probed from after this
 		err := j.step("start", func() (string, error) {
 			if rs := ctrl.RolloutStatus(); rs.Running {
 				return "", fmt.Errorf("a rollout to %s is running: promote or abort it first", rs.To)
@@ -190,7 +190,7 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 			return fmt.Sprintf("new slot, %d × %s (revision %d)", run.Replicas, strings.Join(run.Command, " "), res.Revision), nil
 		})
 		if err == nil {
-			err = j.prepare(req, timeout, &addrs)
+			err = j.prepare(req, began, timeout)
 		}
 		if err == nil {
 			err = j.step("switch", func() (string, error) { return j.switchTo(req, from, timeout) })
@@ -198,19 +198,19 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 		if err != nil && previous != nil && ctrl.Status().Active != req.Slot {
 			// The slot runs what it ran before, so that the next deploy
 			// does not start from the version that failed.
-			undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + " failed"}
+			undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed"}
 			if _, rerr := ctrl.Redeploy(context.Background(), req.Slot, previous.Run, previous.Version, undo); rerr != nil {
-				j.r.cfg.Logger.Warn("could not start the version a failed deploy replaced", "release", j.p.ID, "slot", req.Slot, "err", rerr)
+				j.r.cfg.Logger.Warn("could not start the version a failed deploy replaced", "release", j.id, "slot", req.Slot, "err", rerr)
 			}
 		}
 		if err != nil {
 			if created && ctrl.Status().Active != req.Slot { // prod never saw it: stage goes back, the slot goes
-				undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + " failed", Force: true}
+				undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed", Force: true}
 				if ctrl.Status().Standby == req.Slot {
 					ctrl.SetStage(context.Background(), control.StageRequest{ChangeRequest: undo, Slot: st.Standby})
 				}
 				if _, rerr := ctrl.RemoveSlot(context.Background(), req.Slot, undo); rerr != nil {
-					j.r.cfg.Logger.Warn("could not remove the slot a failed deploy added", "release", j.p.ID, "slot", req.Slot, "err", rerr)
+					j.r.cfg.Logger.Warn("could not remove the slot a failed deploy added", "release", j.id, "slot", req.Slot, "err", rerr)
 				}
 			}
 			return err
@@ -233,9 +233,9 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 // prepare runs the steps before the switch: wait until the new instances
 // are healthy, warm them up, point stage at them, run the gates. Prod is
 // not touched.
-func (j *job) prepare(req DeployRequest, timeout time.Duration, addrs *[]string) error {
+func (j *job) prepare(req DeployRequest, started time.Time, timeout time.Duration) error {
 	ctrl := j.r.cfg.Controller
-	started := time.Now()
+	var addrs []string
 	if err := j.step("healthy", func() (string, error) {
 		var last control.SlotStatus
 		err := j.waitFor(timeout, "every instance of "+req.Slot+" healthy", func() (bool, error) {
@@ -261,16 +261,15 @@ func (j *job) prepare(req DeployRequest, timeout time.Duration, addrs *[]string)
 			}
 			return "", fmt.Errorf("%w (%s)", err, strings.Join(why, "; "))
 		}
-		*addrs = nil
 		for _, i := range last.Instances {
-			*addrs = append(*addrs, i.Addr)
+			addrs = append(addrs, i.Addr)
 		}
 		return fmt.Sprintf("%d of %d healthy", len(last.Instances), len(last.Instances)), nil
 	}); err != nil {
 		return err
 	}
 	if req.Warmup > 0 {
-		if err := j.step("warmup", func() (string, error) { return j.warmup(*addrs, req.Warmup, req.WarmupPath), nil }); err != nil {
+		if err := j.step("warmup", func() (string, error) { return j.warmup(addrs, req.Warmup, req.WarmupPath), nil }); err != nil {
 			return err
 		}
 	}
@@ -426,7 +425,7 @@ func (j *job) switchTo(req DeployRequest, from string, timeout time.Duration) (s
 	if err != nil && j.r.ctx.Err() == nil {
 		// Too long: the deploy fails, and a failure during a rollout
 		// aborts it.
-		ctrl.Abort(context.Background(), control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.p.ID + ": the rollout did not end within " + limit.String()})
+		ctrl.Abort(context.Background(), control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + ": the rollout did not end within " + limit.String()})
 		return "", fmt.Errorf("%w (its steps' intervals and --timeout): aborted, prod back on %s", err, from)
 	}
 	if err != nil {
@@ -474,7 +473,7 @@ func (j *job) keep(old string, keep time.Duration) {
 	j.mu.Lock()
 	j.p.KeepUntil = until
 	j.p.Kept = fmt.Sprintf("%s keeps running until %s for an instant rollback, then it is removed (stage then follows another slot)", old, until.Format(time.RFC3339))
-	id := j.p.ID
+	id := j.id
 	j.mu.Unlock()
 	ctx := j.r.teardown(old) // replaces an earlier deploy's teardown of it
 	j.r.wg.Go(func() {

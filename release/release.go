@@ -174,7 +174,7 @@ func (r *Runner) Get(id string) (Progress, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, j := range r.releases {
-		if j.p.ID == id {
+		if j.id == id {
 			return j.progress(), true
 		}
 	}
@@ -201,11 +201,12 @@ func (r *Runner) start(kind, slot, version string, req control.ChangeRequest, bo
 		return Progress{}, &control.Error{Kind: control.Unavailable, Err: errors.New("vipswap is stopping")}
 	}
 	if j := r.running; j != nil {
-		return Progress{}, &control.Error{Kind: control.Conflict, Err: fmt.Errorf("%s refused: %s %s of slot %s is running (GET /v1/releases/%s follows it)", kind, j.p.Kind, j.p.ID, j.p.Slot, j.p.ID)}
+		return Progress{}, &control.Error{Kind: control.Conflict, Err: fmt.Errorf("%s refused: %s %s of slot %s is running (GET /v1/releases/%s follows it)", kind, j.kind, j.id, j.slot, j.id)}
 	}
 	r.seq++
-	j := &job{r: r, req: req, p: Progress{ID: time.Now().UTC().Format("20060102-150405") + "-" + strconv.Itoa(r.seq), Kind: kind, Slot: slot, Version: version,
+	j := &job{r: r, req: req, kind: kind, slot: slot, p: Progress{ID: time.Now().UTC().Format("20060102-150405") + "-" + strconv.Itoa(r.seq), Kind: kind, Slot: slot, Version: version,
 		State: "running", Started: time.Now().UTC()}}
+	j.id = j.p.ID
 	j.meter.sample(r.cfg.Controller)
 	r.running = j
 	r.releases = append(r.releases, j)
@@ -252,6 +253,13 @@ func (m *meter) sample(c *control.Controller) (requests, failed uint64) {
 	return m.add(c.ProdCounts())
 }
 
+// read returns what the meter has counted so far.
+func (m *meter) read() (requests, failed uint64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.requests, m.failed
+}
+
 // add takes counts: requests per slot and failures, since vipswap
 // started. The first call is the baseline.
 func (m *meter) add(now map[string]uint64, failed uint64) (uint64, uint64) {
@@ -277,9 +285,10 @@ func (m *meter) add(now map[string]uint64, failed uint64) (uint64, uint64) {
 
 // job is one release as it runs.
 type job struct {
-	r     *Runner
-	req   control.ChangeRequest
-	meter meter
+	r              *Runner
+	req            control.ChangeRequest
+	meter          meter
+	id, kind, slot string // as in p, never changed: read without mu
 
 	mu    sync.Mutex // guards p, steps
 	p     Progress
@@ -299,7 +308,7 @@ func (j *job) progress() Progress {
 		p.Steps[i] = control.Step{Name: s.Name, Start: s.Start, Seconds: d.Seconds(), Result: s.Result, Detail: s.Detail}
 	}
 	if p.State == "running" {
-		p.Requests, p.Failed = j.meter.sample(j.r.cfg.Controller)
+		p.Requests, p.Failed = j.meter.read() // sampled every Poll while it runs
 	}
 	return p
 }
@@ -332,7 +341,7 @@ func (j *job) step(name string, fn func() (string, error)) error {
 		s.Result, s.Detail = "failed", err.Error()
 		return &stepError{step: name, err: err}
 	}
-	j.r.cfg.Logger.Info("release step done", "release", j.p.ID, "step", name, "took", s.Duration.Round(time.Millisecond), "detail", detail)
+	j.r.cfg.Logger.Info("release step done", "release", j.id, "step", name, "took", s.Duration.Round(time.Millisecond), "detail", detail)
 	return nil
 }
 
