@@ -127,6 +127,22 @@ func TestConnectAndTimeoutFailures(t *testing.T) {
 	if r.Requests != 3 || r.Failures[KindTimeout] != 3 {
 		t.Fatalf("against a server that never answers: %d requests, failures %v", r.Requests, r.Failures)
 	}
+	// An answer whose body never ends is a timeout too, not a success.
+	url = serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for r.Context().Err() == nil {
+			if _, err := w.Write([]byte("more ")); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	}))
+	r, err = Run(context.Background(), Options{URL: url, Concurrency: 2, Requests: 2, Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Requests != 2 || r.Failures[KindTimeout] != 2 || r.OK != 0 {
+		t.Fatalf("against a body that never ends: %d requests, %d ok, failures %v", r.Requests, r.OK, r.Failures)
+	}
 	if _, err := Run(context.Background(), Options{URL: "ftp://x/", Requests: 1}); err == nil || !strings.Contains(err.Error(), "want http://") {
 		t.Fatalf("bad URL: %v", err)
 	}
