@@ -238,7 +238,7 @@ func (j *job) prepare(req DeployRequest, started time.Time, timeout time.Duratio
 	var addrs []string
 	if err := j.step("healthy", func() (string, error) {
 		var last control.SlotStatus
-		err := j.waitFor(timeout, "every instance of "+req.Slot+" healthy", func() (bool, error) {
+		err := j.waitFor(timeout, "every instance of "+req.Slot+" to be healthy", func() (bool, error) {
 			var ok bool
 			if last, ok = slotOf(ctrl.Status(), req.Slot); !ok {
 				return false, fmt.Errorf("slot %s was removed", req.Slot)

@@ -155,7 +155,7 @@ func (j *job) replaceBatch(req RollingRequest, addrs, newCmd []string, newVersio
 			}
 		}
 		start := time.Now()
-		err := j.waitFor(timeout, "no request in flight on "+names, func() (bool, error) {
+		err := j.waitFor(timeout, "no request in flight on "+names+" (it is drained)", func() (bool, error) {
 			st := ctrl.Status()
 			for _, a := range addrs {
 				if i, _ := instanceOf(st, req.Slot, a); i.InFlight.Total() > 0 {
@@ -211,7 +211,7 @@ func (j *job) replaceBatch(req RollingRequest, addrs, newCmd []string, newVersio
 func (j *job) waitHealthy(slot string, addrs []string, since time.Time, timeout time.Duration) (string, error) {
 	ctrl := j.r.cfg.Controller
 	var st control.Status
-	err := j.waitFor(timeout, "healthy "+strings.Join(addrs, ", "), func() (bool, error) {
+	err := j.waitFor(timeout, strings.Join(addrs, ", ")+" to be healthy", func() (bool, error) {
 		st = ctrl.Status()
 		n := 0
 		for _, a := range addrs {
