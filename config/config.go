@@ -270,6 +270,11 @@ type Analysis struct {
 	// MaxP99Ratio bounds the canary's p99 relative to the stable slot's.
 	// Default none.
 	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
+	// Paths are path prefixes (at most 8) whose requests are judged on
+	// their own as well, each against MaxErrorRate: a path that fails on
+	// the canary aborts the rollout even when it is too small a part of
+	// the traffic to move the overall rate. Default none.
+	Paths []string `yaml:"paths"`
 }
 
 // Affinity keeps a prod client on one slot while that slot takes traffic.
@@ -280,6 +285,13 @@ type Affinity struct {
 	// MaxAge is the cookie's lifetime. Zero (the default) makes it a
 	// session cookie.
 	MaxAge time.Duration `yaml:"max_age"`
+	// KeyFile, if set, names a file whose contents (at least 16 bytes,
+	// surrounding white space ignored) sign the affinity cookies. By
+	// default vipswap keeps a random key in its state, which every node
+	// sharing the state (a cluster) uses; give independent vipswaps the
+	// same key file for their cookies to hold on each other. Re-read on
+	// reload; changing it sends every client to a slot by weight once.
+	KeyFile string `yaml:"key_file"`
 	// PinHeader, if set, lets a prod request name its slot in that header
 	// (for testers). Off by default: it lets anyone who reaches prod choose
 	// a slot.

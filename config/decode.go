@@ -34,6 +34,7 @@ func Load(path string) (*Config, error) {
 	}
 	c.State.Path = resolve(dir, c.State.Path)
 	c.Admin.TokenFile = resolve(dir, c.Admin.TokenFile)
+	c.Affinity.KeyFile = resolve(dir, c.Affinity.KeyFile)
 	if h := c.HAProxy; h != nil && (strings.HasPrefix(h.Socket, ".") || !strings.Contains(h.Socket, ":")) {
 		h.Socket = resolve(dir, h.Socket)
 	}

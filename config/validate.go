@@ -122,6 +122,17 @@ func (c *Config) Validate() error {
 			v.fail(key, fmt.Sprintf("want a factor of at least 1, or 0 for none, got %g", r))
 		}
 	}
+	if len(a.Paths) > maxAnalysisPaths {
+		v.fail("analysis.paths", fmt.Sprintf("at most %d path prefixes, got %d", maxAnalysisPaths, len(a.Paths)))
+	}
+	for i, p := range a.Paths {
+		key := fmt.Sprintf("analysis.paths[%d]", i)
+		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " \t\r\n?#") {
+			v.fail(key, fmt.Sprintf("want a path prefix starting with / (no spaces, ? or #), got %q", p))
+		} else if slices.Contains(a.Paths[:i], p) {
+			v.fail(key, fmt.Sprintf("%q is listed twice", p))
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(c.Rollouts)) {
 		v.plan("rollouts."+name, c.Rollouts[name])
 	}
@@ -406,3 +417,6 @@ func (v *validator) etcd(e *Etcd) {
 		v.fail("state.etcd.password_file", "a username needs a password_file")
 	}
 }
+
+// maxAnalysisPaths bounds analysis.paths (as the analysis does).
+const maxAnalysisPaths = 8

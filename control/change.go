@@ -139,6 +139,11 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			res.InEffect = true
 			return res, nil
 		}
+		if next.AffinityKey == "" && len(next.Prod()) > 1 {
+			// A state from before affinity keys, splitting prod: cookies
+			// matter from now on, so sign them from now on.
+			next.AffinityKey = state.NewAffinityKey()
+		}
 		if op.req.DryRun {
 			return res, nil
 		}

@@ -88,6 +88,9 @@ type Config struct {
 	// Routes are the configuration's version routes: matching prod
 	// requests go to their slot whatever the weights.
 	Routes []route.Route
+	// AffinityKey, if set, signs affinity cookies instead of the state's
+	// key (affinity.key_file).
+	AffinityKey []byte
 	// Logger receives state changes and plane errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -174,7 +177,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		cfg.Counts = func(route.Listener) map[string]route.Counts { return nil }
 	}
 	cfg.Measure.setDefaults()
-	if cfg.Analysis == (state.Analysis{}) {
+	if cfg.Analysis.IsZero() {
 		cfg.Analysis = DefaultAnalysis
 	}
 	names := make([]string, len(cfg.Slots))
@@ -443,6 +446,11 @@ func (c *Controller) publishLocked() {
 	}
 	spec.Members = c.instances
 	spec.Routes, _ = c.routesLocked(c.st)
+	spec.AffinityKey = c.cfg.AffinityKey
+	if len(spec.AffinityKey) == 0 {
+		spec.AffinityKey = c.st.AffinityKeyBytes()
+	}
+	spec.Watch = watchedPaths(c.analysisLocked(c.st), spec.Routes)
 	spec.Draws = &c.draws
 	c.pending = route.Build(spec)
 	c.published = true
@@ -521,4 +529,31 @@ func splits(st state.State) [len(route.Listeners)][]route.Weighted {
 	}
 	out[route.Stage] = []route.Weighted{{Slot: st.Stage(), Weight: 1000}}
 	return out
+}
+
+// analysisLocked returns the analysis that judges st's canary: the running
+// rollout's, else the configuration's.
+func (c *Controller) analysisLocked(st state.State) state.Analysis {
+	if st.Rollout != nil {
+		return st.Rollout.Analysis
+	}
+	return c.cfg.Analysis
+}
+
+// watchedPaths returns the path prefixes whose judged requests the data
+// planes count apart: the analysis's, then the routes' (a request a
+// header route did not take is judged), at most route.MaxWatchedPaths.
+func watchedPaths(a state.Analysis, routes []route.Route) []string {
+	var out []string
+	for _, p := range a.Paths {
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	for _, r := range routes {
+		if r.Header != "" && !slices.Contains(out, r.PathPrefix) {
+			out = append(out, r.PathPrefix)
+		}
+	}
+	return out[:min(len(out), route.MaxWatchedPaths)]
 }

@@ -271,6 +271,7 @@ func loadOrSeed(ctx context.Context, cfg Config, names []string) (st state.State
 			if st, err = state.Seed(cfg.Active, names); err != nil {
 				return st, 0, false, err
 			}
+			st.AffinityKey = state.NewAffinityKey()
 			seed := store.Entry{Time: time.Now().UTC(), Actor: "local", Operation: "seed", To: st.Active, Result: store.Applied, Reason: "first start"}
 			rev, _, err = cfg.Store.CompareAndSwap(ctx, 0, st, seed)
 			if errors.Is(err, store.ErrConflict) {

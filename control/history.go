@@ -60,14 +60,16 @@ func wireEntry(e store.Entry) HistoryEntry {
 }
 
 func wireMeasurement(m store.Measurement) *Measurement {
-	w := &Measurement{Served: m.Served, Failed: m.Failed, DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete,
+	w := &Measurement{Served: m.Served, Failed: m.Failed, InstanceErrors: m.InstanceErrors, ClientErrors: m.ClientErrors,
+		DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete,
 		ConvergedSeconds: m.Converged.Seconds()}
 	if !m.Start.IsZero() {
 		w.Start, w.End = m.Start, m.End
 		w.WindowSeconds = m.End.Sub(m.Start).Seconds()
 		w.Listeners = make(map[string]Window, len(m.Listeners))
 		for name, lw := range m.Listeners {
-			w.Listeners[name] = Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed}
+			w.Listeners[name] = Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed,
+				InstanceErrors: lw.InstanceErrors, ClientErrors: lw.ClientErrors}
 		}
 	}
 	if len(m.Nodes) > 0 {
@@ -197,10 +199,12 @@ func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, ch
 		}
 		for _, l := range route.Listeners {
 			n := window.listener(l)
-			m.Listeners[l.String()] = store.Window{Requests: n.Requests(), Errors: n.Errors(), Failed: n.Failed}
+			m.Listeners[l.String()] = store.Window{Requests: n.Requests(), Errors: n.Errors(), Failed: n.Failed,
+				InstanceErrors: n.InstanceErrors(), ClientErrors: n.ClientErrors}
 		}
 		prod := m.Listeners[route.Prod.String()]
 		m.Served, m.Failed = prod.Requests, prod.Failed
+		m.InstanceErrors, m.ClientErrors = prod.InstanceErrors, prod.ClientErrors
 		if c.clustered() {
 			m.Node = c.cfg.Node
 		}

@@ -143,7 +143,7 @@ func (c *Controller) RolloutStatus() RolloutStatus {
 	a := r.Analysis
 	out.Analysis = &Analysis{
 		WindowSeconds: a.Window.Seconds(), MinRequests: a.MinRequests, MaxErrorRate: a.MaxErrorRate,
-		MaxP99MS: ms(a.MaxP99), MaxErrorRateRatio: a.MaxErrorRateRatio, MaxP99Ratio: a.MaxP99Ratio,
+		MaxP99MS: ms(a.MaxP99), MaxErrorRateRatio: a.MaxErrorRateRatio, MaxP99Ratio: a.MaxP99Ratio, Paths: a.Paths,
 	}
 	if v := c.LastVerdict(); v != nil {
 		out.Analysis.Canary, out.Analysis.Stable, out.Analysis.Enough = figures(v.Canary), figures(v.Stable), v.Enough
@@ -161,10 +161,15 @@ func (c *Controller) RolloutStatus() RolloutStatus {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func figures(n route.Counts) SlotFigures {
-	f := SlotFigures{Requests: n.Requests(), Errors: n.Errors(), P99MS: ms(n.Quantile(0.99))}
-	if f.Requests > 0 {
-		f.ErrorRate = float64(f.Errors) / float64(f.Requests)
+func figures(j Judgement) SlotFigures {
+	f := SlotFigures{Requests: j.Requests, Errors: j.Errors, ErrorRate: j.Rate(), WeighedRequests: j.Weighed, Sources: j.Sources,
+		P99MS: ms(j.P99), SteeredRequests: j.Steered.Requests, SteeredErrors: j.Steered.Errors}
+	for _, p := range j.Paths {
+		pf := PathFigures{Prefix: p.Prefix, Requests: p.Requests, Errors: p.Errors}
+		if p.Requests > 0 {
+			pf.ErrorRate = float64(p.Errors) / float64(p.Requests)
+		}
+		f.Paths = append(f.Paths, pf)
 	}
 	return f
 }

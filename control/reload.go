@@ -28,6 +28,8 @@ type Reload struct {
 	Plans    map[string]Plan
 	// Routes are the configuration's version routes.
 	Routes []route.Route
+	// AffinityKey is the key of affinity.key_file, or nil for the state's.
+	AffinityKey []byte
 	// Changes says what changed, one line each, for the history.
 	Changes []string
 	// Request carries the actor, the reason and whether it is a dry run.
@@ -111,11 +113,12 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	added, removed := c.setSlotsLocked(members(next, r.Slots, c.running))
 	r.Measure.setDefaults()
 	c.cfg.Measure = r.Measure
-	if r.Analysis != (state.Analysis{}) {
+	if !r.Analysis.IsZero() {
 		c.cfg.Analysis = r.Analysis
 	}
 	c.cfg.Plans = r.Plans
 	c.cfg.Routes = r.Routes
+	c.cfg.AffinityKey = r.AffinityKey
 	c.publishLocked()
 	c.changes[ChangeKey{"reload", "applied"}]++
 	res.Applied, res.Revision, res.HistoryID = true, uint64(rev), recorded.ID

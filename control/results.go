@@ -61,6 +61,13 @@ type ListenerStatus struct {
 	// Failed counts requests on this listener that vipswap could not get
 	// answered (its own 5xx, connection errors, timeouts) since it started.
 	Failed uint64 `json:"failed"`
+	// InstanceErrors counts the 5xx answers the instances gave on this
+	// listener since vipswap started.
+	InstanceErrors uint64 `json:"instance_errors"`
+	// ClientErrors counts the 4xx answers vipswap gave on this listener
+	// for the client's own mistake (a bad pin, a malformed or too slow
+	// request) since it started: never failures.
+	ClientErrors uint64 `json:"client_errors"`
 }
 
 // SlotStatus is one slot.
@@ -262,6 +269,12 @@ type Measurement struct {
 	Served uint64 `json:"served"`
 	// Failed counts prod requests vipswap could not get answered.
 	Failed uint64 `json:"failed"`
+	// InstanceErrors counts prod requests the instances answered with a
+	// 5xx: what clients received from the application.
+	InstanceErrors uint64 `json:"instance_errors"`
+	// ClientErrors counts prod requests vipswap answered with a 4xx for
+	// the client's own mistake: never failures.
+	ClientErrors uint64 `json:"client_errors"`
 	// DrainedSeconds is how long the old slot took to drain.
 	DrainedSeconds float64 `json:"drained_seconds"`
 	// Complete is false when measuring gave up before the old slot drained.
@@ -295,6 +308,12 @@ type Window struct {
 	Errors uint64 `json:"errors"`
 	// Failed counts vipswap's own failures (a subset of Errors).
 	Failed uint64 `json:"failed"`
+	// InstanceErrors counts the instances' own 5xx answers (a subset of
+	// Errors).
+	InstanceErrors uint64 `json:"instance_errors"`
+	// ClientErrors counts vipswap's 4xx answers to the client's own
+	// mistakes (not in Errors).
+	ClientErrors uint64 `json:"client_errors"`
 }
 
 // RateSample is one second's rates.
@@ -397,6 +416,8 @@ type Analysis struct {
 	MaxP99MS          float64 `json:"max_p99_ms,omitempty"`
 	MaxErrorRateRatio float64 `json:"max_error_rate_ratio,omitempty"`
 	MaxP99Ratio       float64 `json:"max_p99_ratio,omitempty"`
+	// Paths are the path prefixes judged on their own as well.
+	Paths []string `json:"paths,omitempty"`
 	// Canary and Stable are the figures over the window.
 	Canary SlotFigures `json:"canary"`
 	Stable SlotFigures `json:"stable"`
@@ -406,10 +427,37 @@ type Analysis struct {
 	Verdict string `json:"verdict"`
 }
 
-// SlotFigures are a slot's prod figures over an analysis window.
+// SlotFigures are a slot's prod figures over an analysis window: the
+// requests prod's weights sent it (or an affinity cookie vipswap issued
+// kept there), which the analysis judges, and apart from them the ones a
+// pin header or a route steered there, which it does not.
 type SlotFigures struct {
+	// Requests and Errors are the judged requests and the errors (5xx,
+	// failed, cut off) among them.
+	Requests uint64 `json:"requests"`
+	Errors   uint64 `json:"errors"`
+	// ErrorRate is the rate judged: with each client source counting at
+	// most twice the median source's requests (WeighedRequests of them).
+	ErrorRate       float64 `json:"error_rate"`
+	WeighedRequests float64 `json:"weighed_requests"`
+	// Sources is how many client source groups sent the judged requests
+	// (0 when the data plane cannot tell).
+	Sources int `json:"sources"`
+	// P99MS is the instances' p99 latency (request sent to response
+	// head) of the judged requests, in milliseconds.
+	P99MS float64 `json:"p99_ms"`
+	// SteeredRequests and SteeredErrors count what a pin or a route sent
+	// to the slot: shown, not judged.
+	SteeredRequests uint64 `json:"steered_requests"`
+	SteeredErrors   uint64 `json:"steered_errors"`
+	// Paths are the judged requests under each watched path prefix.
+	Paths []PathFigures `json:"paths,omitempty"`
+}
+
+// PathFigures are the judged requests under one path prefix.
+type PathFigures struct {
+	Prefix    string  `json:"prefix"`
 	Requests  uint64  `json:"requests"`
 	Errors    uint64  `json:"errors"`
 	ErrorRate float64 `json:"error_rate"`
-	P99MS     float64 `json:"p99_ms"`
 }

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -328,14 +329,95 @@ func runGate(ctx context.Context, g state.Gate) error {
 
 // Verdict is the analysis of a rollout's canary at one moment.
 type Verdict struct {
-	// Canary and Stable are what prod sent each over the window.
-	Canary, Stable route.Counts
+	// Canary and Stable are what prod's plan sent each over the window.
+	Canary, Stable Judgement
 	// Window is how far back the figures go.
 	Window time.Duration
 	// Enough reports that the canary had enough requests to be judged.
 	Enough bool
 	// Breach says which bound the canary broke; empty when none.
 	Breach string
+}
+
+// Judgement is one slot's figures as the analysis judges them: only the
+// requests prod's weights (or an affinity cookie vipswap issued) sent
+// there, each client source counting at most SourceCap times the median
+// source's requests, so one client cannot outweigh the others.
+type Judgement struct {
+	// Requests and Errors are the judged requests and errors among them,
+	// as counted.
+	Requests, Errors uint64
+	// Weighed and WeighedErrors are the same after the source cap: the
+	// error rate judged is WeighedErrors / Weighed.
+	Weighed, WeighedErrors float64
+	// Sources is how many source groups sent them (0: the data plane
+	// cannot tell sources apart, and nothing was capped).
+	Sources int
+	// P99 is the instances' latency (request sent to response head) under
+	// which 99 % of the judged requests were answered.
+	P99 time.Duration
+	// Steered counts the requests a pin header or a route sent to the
+	// slot: shown, never judged.
+	Steered route.Tally
+	// Paths are the judged requests under each watched path prefix.
+	Paths []PathJudgement
+}
+
+// PathJudgement is the judged requests under one path prefix.
+type PathJudgement struct {
+	Prefix string
+	route.Tally
+}
+
+// Rate returns the error rate judged: WeighedErrors over Weighed.
+func (j Judgement) Rate() float64 {
+	if j.Weighed == 0 {
+		return 0
+	}
+	return j.WeighedErrors / j.Weighed
+}
+
+// SourceCap is how many times the median source group's requests one
+// source group may count for in a judgement.
+const SourceCap = 2
+
+// judgementOf returns what the analysis judges of one slot's counts;
+// paths are the prefixes the counts' Judged.Paths are by.
+func judgementOf(c route.Counts, paths []string) Judgement {
+	j := Judgement{Requests: c.Judged.Requests, Errors: c.Judged.Errors, P99: c.Judged.Latency.Quantile(0.99), Steered: c.Steered}
+	j.Weighed, j.WeighedErrors, j.Sources = weigh(c.Judged)
+	for i, p := range paths[:min(len(paths), route.MaxWatchedPaths)] {
+		j.Paths = append(j.Paths, PathJudgement{Prefix: p, Tally: c.Judged.Paths[i]})
+	}
+	return j
+}
+
+// weigh returns judged requests and errors with each source group
+// counting at most SourceCap times the median group's requests (its
+// errors scaled with them), and how many groups sent any. A single source
+// is never capped; a data plane that reports no groups is taken as
+// counted.
+func weigh(j route.Judged) (requests, errors float64, groups int) {
+	var ns []uint64
+	for _, s := range j.Sources {
+		if s.Requests > 0 {
+			ns = append(ns, s.Requests)
+		}
+	}
+	if len(ns) == 0 {
+		return float64(j.Requests), float64(j.Errors), 0
+	}
+	slices.Sort(ns)
+	limit := SourceCap * ns[(len(ns)-1)/2] // the lower median
+	for _, s := range j.Sources {
+		if s.Requests == 0 {
+			continue
+		}
+		n := min(s.Requests, limit)
+		requests += float64(n)
+		errors += float64(s.Errors) * float64(n) / float64(s.Requests)
+	}
+	return requests, errors, len(ns)
 }
 
 // judge analyses st's rollout over its window ending at now.
@@ -355,30 +437,40 @@ func (c *Controller) judge(st state.State, now time.Time) Verdict {
 	}
 	window = now.Sub(from.at)
 	diff := c.samples.live().counts.sub(from.counts)
-	v := Verdict{Canary: diff[route.Prod][st.Rollout.To], Stable: diff[route.Prod][st.Active], Window: window}
-	v.Enough = v.Canary.Requests() >= uint64(max(a.MinRequests, 1))
+	c.mu.Lock()
+	routes, _ := c.routesLocked(st)
+	c.mu.Unlock()
+	paths := watchedPaths(a, routes)
+	v := Verdict{Canary: judgementOf(diff[route.Prod][st.Rollout.To], paths), Stable: judgementOf(diff[route.Prod][st.Active], paths), Window: window}
+	cj, sj := v.Canary, v.Stable
+	minimum := float64(max(a.MinRequests, 1))
+	v.Enough = cj.Weighed >= minimum
+	over := window.Round(100 * time.Millisecond)
+	// A path that fails on the canary breaches on its own, however small
+	// its share of the traffic: at least earlyErrors errors, above
+	// max_error_rate of the path's requests.
+	for _, p := range cj.Paths {
+		if a.MaxErrorRate > 0 && p.Errors >= earlyErrors && float64(p.Errors) > a.MaxErrorRate*float64(p.Requests) {
+			v.Breach = fmt.Sprintf("error rate on %s %.2f%% above %.2f%% (%d errors in %d requests to %s on canary %s over %s)",
+				p.Prefix, float64(p.Errors)*100/float64(p.Requests), a.MaxErrorRate*100, p.Errors, p.Requests, p.Prefix, st.Rollout.To, over)
+			return v
+		}
+	}
 	if !v.Enough {
 		// Too few requests to pass, but perhaps enough to fail: at least
 		// earlyErrors errors, more than max_error_rate allows of the
 		// min_requests a verdict needs, is a breach whatever comes next
 		// (a canary too quiet to ever reach min_requests, failing).
-		n, errs := v.Canary.Requests(), v.Canary.Errors()
-		if allowed := a.MaxErrorRate * float64(max(a.MinRequests, 1)); a.MaxErrorRate > 0 && errs >= earlyErrors && float64(errs) > allowed {
+		if allowed := a.MaxErrorRate * minimum; a.MaxErrorRate > 0 && cj.Errors >= earlyErrors && cj.WeighedErrors > allowed {
 			v.Breach = fmt.Sprintf("error rate %.2f%% (%d errors in %d requests, before the %d a verdict needs: more than %.2f%% of them already) (over %s)",
-				float64(errs)*100/float64(n), errs, n, a.MinRequests, a.MaxErrorRate*100, window.Round(100*time.Millisecond))
+				cj.Rate()*100, cj.Errors, cj.Requests, a.MinRequests, a.MaxErrorRate*100, over)
 		}
 		return v
 	}
-	rate := func(n route.Counts) float64 {
-		if n.Requests() == 0 {
-			return 0
-		}
-		return float64(n.Errors()) / float64(n.Requests())
-	}
-	cr, sr := rate(v.Canary), rate(v.Stable)
-	cp, sp := v.Canary.Quantile(0.99), v.Stable.Quantile(0.99)
+	cr, sr := cj.Rate(), sj.Rate()
+	cp, sp := cj.P99, sj.P99
 	figures := fmt.Sprintf("over %s: canary %s %.2f%% errors of %d requests, p99 %s; stable %s %.2f%%, p99 %s",
-		window.Round(100*time.Millisecond), st.Rollout.To, cr*100, v.Canary.Requests(), cp, st.Active, sr*100, sp)
+		over, st.Rollout.To, cr*100, cj.Requests, cp, st.Active, sr*100, sp)
 	switch {
 	case a.MaxErrorRate > 0 && cr > a.MaxErrorRate:
 		v.Breach = fmt.Sprintf("error rate %.2f%% above %.2f%% (%s)", cr*100, a.MaxErrorRate*100, figures)

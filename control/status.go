@@ -34,10 +34,15 @@ func (c *Controller) Status() Status {
 		s.DataPlanes = append(s.DataPlanes, r.PlaneStatus())
 	}
 	for i, l := range route.Listeners {
-		s.Listeners = append(s.Listeners, ListenerStatus{
+		ls := ListenerStatus{
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
 			Weights: weights(st, l),
-		})
+		}
+		for _, n := range c.cfg.Counts(l) {
+			ls.InstanceErrors += n.InstanceErrors()
+			ls.ClientErrors += n.ClientErrors
+		}
+		s.Listeners = append(s.Listeners, ls)
 	}
 	for i, r := range routes {
 		origin := "config"

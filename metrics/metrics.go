@@ -38,7 +38,19 @@ var (
 		"Requests answered, by listener, slot and status class (2xx, 5xx, ...); slot \"none\" when no slot routed the listener.",
 		[]string{"listener", "slot", "code"}, nil)
 	durationDesc = prometheus.NewDesc("vipswap_request_duration_seconds",
-		"Time from reading a request's head to the end of its answer.",
+		"What the client saw: time from reading a request's head to the end of its answer, time spent waiting on the client included.",
+		[]string{"listener", "slot"}, nil)
+	instanceLatencyDesc = prometheus.NewDesc("vipswap_instance_latency_seconds",
+		"The instances' latency, which a rollout's analysis judges: from the request written whole to an instance to its response head (for vipswap's own answers, the time spent trying instances).",
+		[]string{"listener", "slot"}, nil)
+	instanceResponseDesc = prometheus.NewDesc("vipswap_instance_response_seconds",
+		"The instances' time to their response's last byte: their latency plus the time spent waiting on them for the body, not on the client to take it.",
+		[]string{"listener", "slot"}, nil)
+	clientErrorsDesc = prometheus.NewDesc("vipswap_client_errors_total",
+		"Requests vipswap answered with a 4xx for the client's own mistake (an unknown, empty or repeated pin, a body too large or too slow, a malformed request); never counted as failed.",
+		[]string{"listener", "slot"}, nil)
+	steeredDesc = prometheus.NewDesc("vipswap_steered_requests_total",
+		"Requests on prod that a pin header or a version route sent to a slot, whatever the weights: a rollout's analysis does not judge them.",
 		[]string{"listener", "slot"}, nil)
 	failedDesc = prometheus.NewDesc("vipswap_failed_requests_total",
 		"Requests vipswap answered itself with a 502 or 503, or whose response the instance broke off.",
@@ -116,7 +128,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, failedDesc, retriesDesc, inFlightDesc,
+	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, instanceLatencyDesc, instanceResponseDesc, clientErrorsDesc, steeredDesc, failedDesc, retriesDesc, inFlightDesc,
 		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, storeUpDesc, notAppliedDesc, drivesDesc, revisionDesc,
 		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
 		buildDesc, startDesc, rolloutStepDesc, rolloutPausedDesc, rolloutVerdictDesc, rolloutJudgementsDesc,
@@ -135,18 +147,15 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 			for class := 1; class <= 5; class++ {
 				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.Classes[class]), ln, slot, classNames[class])
 			}
-			buckets := make(map[float64]uint64, len(route.ExportBounds))
-			var cum uint64
-			next := 0
-			for i, bound := range route.LatencyBounds {
-				cum += c.Buckets[i]
-				if next < len(route.ExportBounds) && bound == route.ExportBounds[next] {
-					buckets[bound] = cum
-					next++
-				}
+			for _, h := range []struct {
+				desc *prometheus.Desc
+				h    route.Histogram
+			}{{durationDesc, c.Total}, {instanceLatencyDesc, c.Latency}, {instanceResponseDesc, c.Response}} {
+				count, buckets := exportBuckets(h.h)
+				ch <- prometheus.MustNewConstHistogram(h.desc, count, h.h.Sum.Seconds(), buckets, ln, slot)
 			}
-			cum += c.Buckets[len(route.LatencyBounds)]
-			ch <- prometheus.MustNewConstHistogram(durationDesc, cum, c.Sum.Seconds(), buckets, ln, slot)
+			ch <- prometheus.MustNewConstMetric(clientErrorsDesc, prometheus.CounterValue, float64(c.ClientErrors), ln, slot)
+			ch <- prometheus.MustNewConstMetric(steeredDesc, prometheus.CounterValue, float64(c.Steered.Requests), ln, slot)
 			ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.CounterValue, float64(c.Failed), ln, slot)
 			ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(c.Retries), ln, slot)
 		}
@@ -243,4 +252,20 @@ func bit(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// exportBuckets returns h's count and its cumulative buckets at
+// route.ExportBounds, as a Prometheus histogram has them.
+func exportBuckets(h route.Histogram) (uint64, map[float64]uint64) {
+	buckets := make(map[float64]uint64, len(route.ExportBounds))
+	var cum uint64
+	next := 0
+	for i, bound := range route.LatencyBounds {
+		cum += h.Buckets[i]
+		if next < len(route.ExportBounds) && bound == route.ExportBounds[next] {
+			buckets[bound] = cum
+			next++
+		}
+	}
+	return cum + h.Buckets[len(route.LatencyBounds)], buckets
 }

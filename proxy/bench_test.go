@@ -131,6 +131,8 @@ func BenchmarkRecord(b *testing.B) {
 	slot := p.table.Load().Slot(route.Prod)
 	b.ReportAllocs()
 	for b.Loop() {
-		p.stats(slot)[route.Prod].record(200, 3*time.Millisecond)
+		o := outcome{status: 200, latency: 3 * time.Millisecond, response: 3 * time.Millisecond, total: 4 * time.Millisecond,
+			judged: true, source: sourceGroup("192.0.2.7:40000"), path: -1}
+		p.stats(slot)[route.Prod].record(&o)
 	}
 }

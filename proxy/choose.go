@@ -13,8 +13,10 @@ import (
 // Affinity keeps a client on one slot of prod across requests.
 type Affinity struct {
 	// Cookie names the cookie that carries the client's slot; empty turns
-	// affinity off. The cookie holds the slot's name and nothing else, so
-	// any vipswap (another node, a restarted one) reads it the same way.
+	// affinity off. The cookie holds the slot's name signed with the
+	// state's affinity key (route.Spec.AffinityKey), so any vipswap
+	// sharing the state (another node, a restarted one) reads it the same
+	// way, and one a client made up is ignored.
 	Cookie string
 	// MaxAge is the cookie's lifetime; zero makes it a session cookie.
 	MaxAge time.Duration
@@ -28,33 +30,44 @@ type choice uint8
 
 const (
 	byWeight choice = iota // prod's weights, or the listener's one slot
-	byCookie               // the affinity cookie named a slot that takes traffic
+	byCookie               // a valid affinity cookie named a slot that takes traffic
 	byRoute                // a version route
 	byPin                  // the tester's pin header
 )
 
-// errUnknownPin answers a pin header that names no slot.
-type errUnknownPin struct {
-	header, slot string
+// pinError answers a pin header that names no slot, is empty, or comes
+// more than once: the client's mistake, answered 400.
+type pinError struct {
+	header string
+	values []string
 }
 
-func (e *errUnknownPin) Error() string {
-	return fmt.Sprintf("%s names slot %q, which does not exist", e.header, e.slot)
+func (e *pinError) Error() string {
+	switch {
+	case len(e.values) > 1:
+		return fmt.Sprintf("%s appears %d times; name one slot, once", e.header, len(e.values))
+	case e.values[0] == "":
+		return fmt.Sprintf("%s is empty; name a slot, or leave the header out", e.header)
+	}
+	return fmt.Sprintf("%s names slot %q, which does not exist", e.header, e.values[0])
 }
 
 // choose picks rq's slot at the start of a request on prod: the pinned
-// slot, else a route's, else the cookie's while it takes traffic, else by
-// weight. Other listeners follow their one slot.
+// slot, else a route's, else the slot of a valid affinity cookie while it
+// takes traffic, else by weight. Other listeners follow their one slot.
 func (p *Proxy) choose(r *http.Request, rq *request) error {
 	if rq.l != route.Prod {
 		rq.slot = rq.table.Slot(rq.l)
 		return nil
 	}
 	if h := rq.o.PinHeader; h != "" {
-		if v := r.Header[h]; len(v) > 0 && v[0] != "" {
+		if v, ok := r.Header[h]; ok {
+			if len(v) != 1 || v[0] == "" {
+				return &pinError{header: h, values: v}
+			}
 			s := rq.table.Named(v[0])
 			if s == nil {
-				return &errUnknownPin{header: h, slot: v[0]}
+				return &pinError{header: h, values: v}
 			}
 			rq.how, rq.named, rq.slot = byPin, v[0], s
 			return nil
@@ -66,7 +79,9 @@ func (p *Proxy) choose(r *http.Request, rq *request) error {
 	}
 	if name := rq.o.Affinity.Cookie; name != "" {
 		if c, err := r.Cookie(name); err == nil {
-			rq.cookie = c.Value
+			// Only a cookie vipswap signed names a slot: one a client
+			// made up is drawn by weight like a new client.
+			rq.cookie = rq.table.AffinitySlot(c.Value)
 		}
 	}
 	rq.slot = rq.byWeight()
@@ -112,9 +127,10 @@ func (rq *request) byWeight() *route.Slot {
 	return s
 }
 
-// affinityCookie is the Set-Cookie value that keeps a client on slot.
-func affinityCookie(a Affinity, slot string) string {
-	v := a.Cookie + "=" + slot + "; Path=/; HttpOnly; SameSite=Lax"
+// affinityCookie is the Set-Cookie value that keeps a client on a slot:
+// value is the slot's signed cookie value (route.Table.AffinityValue).
+func affinityCookie(a Affinity, value string) string {
+	v := a.Cookie + "=" + value + "; Path=/; HttpOnly; SameSite=Lax"
 	if a.MaxAge > 0 {
 		v += "; Max-Age=" + strconv.Itoa(int(a.MaxAge/time.Second))
 	}

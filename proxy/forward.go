@@ -154,6 +154,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 // connection's watch is running: cancelling ctx (the client went away)
 // interrupts its I/O.
 func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
+	rq.sent, rq.head = time.Time{}, time.Time{} // this attempt's
 	c, err := p.conn(ctx, inst, rq.fresh, rq.o.ConnectTimeout)
 	if err != nil {
 		if sockerr.LocalShortage(err) {
@@ -173,20 +174,23 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		body = rq.body
 	}
 	limits := h1.ResponseLimits{MaxHeaderBytes: rq.o.MaxHeaderBytes, MaxHeaderFields: rq.o.MaxHeaderFields}
-	if err := writeRequest(c.bw, r, body, p.via); err != nil {
+	if err := writeRequest(c.bw, r, body, p.via, rq.o.PinHeader); err != nil {
 		if rq.body != nil && rq.body.err != nil {
 			return fail(failClient, rq.body.err)
 		}
 		// An instance may answer before it has read the whole request (a
 		// 413 for a body too large) and close: that answer is its answer.
-		c.setReadDeadline(time.Now().Add(min(rq.o.ResponseHeaderTimeout, earlyAnswerWait)))
+		rq.sent = time.Now()
+		c.setReadDeadline(rq.sent.Add(min(rq.o.ResponseHeaderTimeout, earlyAnswerWait)))
 		if resp, rerr := h1.ReadResponse(c.br, r.Method, limits); rerr == nil && resp.StatusCode >= 200 {
+			rq.head = time.Now()
 			resp.Close = true
 			c.idleReads(rq.o.InstanceReadTimeout)
 			return resp, c, nil
 		}
 		return fail(failWrite, err)
 	}
+	rq.sent = time.Now()
 	c.headDeadline(rq.o.ResponseHeaderTimeout)
 	resp, err := h1.ReadResponse(c.br, r.Method, limits)
 	var invalid *h1.ResponseError
@@ -208,6 +212,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	case resp.StatusCode == http.StatusSwitchingProtocols && !upgradeAsked(r, resp):
 		return fail(failInvalid, errors.New("invalid response: switched protocols the request did not ask for"))
 	}
+	rq.head = time.Now()
 	c.idleReads(rq.o.InstanceReadTimeout)
 	return resp, c, nil
 }

@@ -37,15 +37,22 @@ type request struct {
 	cutOff    bool       // the instance's response broke off
 	how       choice     // how slot was chosen
 	named     string     // the pinned or routed slot's name
-	cookie    string     // the slot the affinity cookie named, if any
+	cookie    string     // the slot a valid affinity cookie named, if any
 	setCookie string     // the slot to write in the affinity cookie, if it changes
+
+	// What the instances' latency is measured from: the request was
+	// written whole to the last instance tried (sent), its response head
+	// arrived (head), and the time spent waiting on the instance for the
+	// response body (bodyWait). Never time spent waiting on the client.
+	start, sent, head time.Time
+	bodyWait          time.Duration
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.p.active.Add(1)
 	defer h.p.active.Add(-1)
 	start := time.Now()
-	rq := &request{l: h.l, table: h.p.table.Load(), o: h.p.opts.Load()}
+	rq := &request{l: h.l, table: h.p.table.Load(), o: h.p.opts.Load(), start: start}
 	rq.tried = rq.triedBuf[:0]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		rq.body = &bodyGuard{rc: r.Body}
@@ -87,7 +94,6 @@ func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start
 	var failure error
 	if rq.cutOff {
 		failure = errCutOff
-		h.p.stats(rq.slot)[h.l].cutOff.Add(1)
 	}
 	h.count(r, rq, rq.status, inst.Addr, len(rq.tried)+1, start, failure)
 }
@@ -95,28 +101,57 @@ func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start
 var errCutOff = errors.New("response cut off by the instance")
 
 // count records an answered request in its slot's counters, as failed when
-// failure is set, and logs it when the access log samples it.
+// failure is set (unless the client was at fault), and logs it when the
+// access log samples it.
 func (h *handler) count(r *http.Request, rq *request, status int, instance string, attempts int, start time.Time, failure error) {
-	took := time.Since(start)
-	st := &h.p.stats(rq.slot)[h.l]
-	st.record(status, took)
+	now := time.Now()
+	o := outcome{status: status, total: now.Sub(start), path: -1}
+	// The instances' latency: from the request written whole to the
+	// response head; for an answer of vipswap's own, the time it spent
+	// trying instances since (or since the request began, if none took
+	// it whole).
+	from := rq.sent
+	if from.IsZero() {
+		from = start
+	}
+	switch {
+	case !rq.head.IsZero():
+		o.latency = rq.head.Sub(from)
+		o.response = o.latency + rq.bodyWait
+	default:
+		o.latency = now.Sub(from)
+		o.response = o.latency
+	}
 	detail := ""
 	if failure != nil {
 		detail = failure.Error()
-		if !clientFault(failure) {
-			st.failed.Add(1)
+		o.clientError = clientFault(failure)
+		o.failed = !o.clientError
+		o.cutOff = errors.Is(failure, errCutOff)
+	}
+	if h.l == route.Prod && rq.slot != nil {
+		switch rq.how {
+		case byPin, byRoute:
+			o.steered = true
+		default:
+			o.judged = true
+			o.source = sourceGroup(r.RemoteAddr)
+			o.path = rq.table.Watched(r.URL.Path)
 		}
 	}
+	h.p.stats(rq.slot)[h.l].record(&o)
 	if a := rq.o.AccessLog; a != nil && a.sampled() {
-		a.log(h.l, r, status, rq.slot, instance, attempts, took, detail)
+		a.log(h.l, r, status, rq.slot, instance, attempts, o.total, detail)
 	}
 }
 
 // clientFault reports whether a failure was the client's doing (its body
-// could not be read), which is not counted against the slot.
+// could not be read, it named no slot or several in its pin), which is
+// not counted against the slot.
 func clientFault(err error) bool {
 	var ae *attemptError
-	return errors.As(err, &ae) && ae.kind == failClient
+	var pin *pinError
+	return errors.As(err, &pin) || errors.As(err, &ae) && ae.kind == failClient
 }
 
 // fail answers a request that no instance could take. The body says why at
@@ -146,7 +181,7 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 	var noInst *noInstanceError
 	var ae *attemptError
 	var be *h1.BodyError
-	var pin *errUnknownPin
+	var pin *pinError
 	switch {
 	case errors.Is(err, errLoop):
 		return http.StatusLoopDetected, err.Error()

@@ -71,10 +71,10 @@ func forbiddenUpgrade(up string) bool {
 }
 
 // writeRequest writes r to bw as an HTTP/1.1 request for an instance, with
-// hop-by-hop headers removed, X-Forwarded-* set, via appended to Via, and
-// the body framed by Content-Length or chunked encoding. body is r's body
-// (or nil).
-func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader, via string) error {
+// hop-by-hop headers and the pin header (canonical; "" for none) removed,
+// X-Forwarded-* set, via appended to Via, and the body framed by
+// Content-Length or chunked encoding. body is r's body (or nil).
+func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader, via, pin string) error {
 	uri := r.URL.RequestURI()
 	if r.RequestURI == "*" {
 		uri = "*"
@@ -87,7 +87,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader, via string)
 	bw.WriteString("\r\n")
 	hasConnection := len(r.Header["Connection"]) > 0
 	for k, vv := range r.Header {
-		if hopHeaders[k] || skipOutbound[k] || (hasConnection && connectionListed(r.Header, k)) {
+		if hopHeaders[k] || skipOutbound[k] || k == pin || (hasConnection && connectionListed(r.Header, k)) {
 			continue
 		}
 		for _, v := range vv {

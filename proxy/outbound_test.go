@@ -49,7 +49,7 @@ func FuzzWriteRequest(f *testing.F) {
 
 		var wire bytes.Buffer
 		bw := bufio.NewWriter(&wire)
-		if err := writeRequest(bw, in, in.Body, "1.1 vipswap-test"); err != nil {
+		if err := writeRequest(bw, in, in.Body, "1.1 vipswap-test", ""); err != nil {
 			t.Fatalf("writeRequest: %v", err)
 		}
 		br := bufio.NewReader(bytes.NewReader(wire.Bytes()))

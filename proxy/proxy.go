@@ -265,6 +265,9 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 	if log := o.Logger; log != nil {
 		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }
 	}
+	srv.Refused = func(status int) {
+		p.stats(nil)[l].record(&outcome{status: status, clientError: true, path: -1})
+	}
 	p.servers = append(p.servers, srv)
 	p.mu.Unlock()
 	return srv.Serve(ln)

@@ -528,13 +528,16 @@ func TestRecordDoesNotAllocate(t *testing.T) {
 	slot := p.table.Load().Slot(route.Prod)
 	p.stats(slot) // the first request of a new slot adds its counters
 	if n := testing.AllocsPerRun(1000, func() {
-		p.stats(slot)[route.Prod].record(503, 12*time.Millisecond)
-		p.stats(nil)[route.Stage].record(200, time.Microsecond)
+		failed := outcome{status: 503, latency: 12 * time.Millisecond, total: 13 * time.Millisecond, failed: true,
+			judged: true, source: sourceGroup("[2001:db8::1]:4000"), path: -1}
+		p.stats(slot)[route.Prod].record(&failed)
+		ok := outcome{status: 200, latency: time.Microsecond, path: -1}
+		p.stats(nil)[route.Stage].record(&ok)
 	}); n != 0 {
 		t.Fatalf("recording a request allocates %.1f times, want 0", n)
 	}
 	c := p.Counters(route.Prod)["blue"]
-	if c.Classes[5] == 0 || c.Requests() != c.Classes[5] || c.Buckets[11] != c.Classes[5] {
+	if c.Classes[5] == 0 || c.Requests() != c.Classes[5] || c.Latency.Buckets[11] != c.Classes[5] || c.Judged.Errors != c.Classes[5] {
 		t.Fatalf("counters %+v: want every request as 5xx in the 10-12.5 ms bucket", c)
 	}
 }

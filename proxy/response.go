@@ -29,7 +29,9 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 		out["Content-Type"] = nil // pass the absence on: no sniffing
 	}
 	if rq.setCookie != "" {
-		out["Set-Cookie"] = append(out["Set-Cookie"], affinityCookie(rq.o.Affinity, rq.setCookie))
+		if v := rq.table.AffinityValue(rq.setCookie); v != "" {
+			out["Set-Cookie"] = append(out["Set-Cookie"], affinityCookie(rq.o.Affinity, v))
+		}
 	}
 	if len(resp.Trailer) > 0 {
 		keys := make([]string, 0, len(resp.Trailer))
@@ -48,7 +50,11 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	defer buffers.Put(bufp)
 	buf := *bufp
 	for {
+		// The time a read waits is the instance's: what the client
+		// takes to read the answer is spent in the write below.
+		t := time.Now()
 		n, rerr := resp.Body.Read(buf)
+		rq.bodyWait += time.Since(t)
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				c.stopWatch()

@@ -1,9 +1,12 @@
 package proxy
 
 import (
+	"hash/maphash"
 	"maps"
 	"math/bits"
+	"net/netip"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -32,15 +35,139 @@ var bucketFrom = func() (from [65]int) {
 	return from
 }()
 
+// histogram is a route.Histogram of atomics.
+type histogram struct {
+	buckets [len(route.LatencyBounds) + 1]atomic.Uint64
+	sum     atomic.Uint64
+}
+
+func (h *histogram) record(d time.Duration) {
+	n := max(int64(d), 0)
+	i := bucketFrom[bits.Len64(uint64(n))]
+	for i < len(latencyNanos) && n > latencyNanos[i] {
+		i++
+	}
+	h.buckets[i].Add(1)
+	h.sum.Add(uint64(n))
+}
+
+func (h *histogram) load() route.Histogram {
+	var out route.Histogram
+	for i := range h.buckets {
+		out.Buckets[i] = h.buckets[i].Load()
+	}
+	out.Sum = time.Duration(h.sum.Load())
+	return out
+}
+
+// tally is a route.Tally of atomics.
+type tally struct {
+	requests, errors atomic.Uint64
+}
+
+func (t *tally) record(isError bool) {
+	t.requests.Add(1)
+	if isError {
+		t.errors.Add(1)
+	}
+}
+
+func (t *tally) load() route.Tally {
+	return route.Tally{Requests: t.requests.Load(), Errors: t.errors.Load()}
+}
+
 // slotStats counts what one listener sent to one slot. Every field is an
 // atomic, so recording a request takes no lock and allocates nothing.
 type slotStats struct {
-	classes  [6]atomic.Uint64 // answered requests by status class (index 1 to 5)
-	buckets  [len(route.LatencyBounds) + 1]atomic.Uint64
-	sumNanos atomic.Uint64
-	retries  atomic.Uint64
-	failed   atomic.Uint64
-	cutOff   atomic.Uint64
+	classes      [6]atomic.Uint64 // answered requests by status class (index 1 to 5)
+	latency      histogram
+	response     histogram
+	total        histogram
+	retries      atomic.Uint64
+	failed       atomic.Uint64
+	cutOff       atomic.Uint64
+	clientErrors atomic.Uint64
+	judged       tally
+	judgedTime   histogram
+	sources      [route.SourceGroups]tally
+	paths        [route.MaxWatchedPaths]tally
+	steered      tally
+}
+
+// outcome is what one request came to, for its slot's counters.
+type outcome struct {
+	status int
+	// latency, response and total are Counts.Latency's, Response's and
+	// Total's measures of the request.
+	latency, response, total time.Duration
+	failed      bool // vipswap answered it itself (5xx), or it was cut off
+	cutOff      bool // the instance broke its response off
+	clientError bool // vipswap answered it with a 4xx for the client's own mistake
+	// judged: prod's weights (or a cookie vipswap issued) chose the slot;
+	// steered: a pin or a route did. Neither on stage.
+	judged, steered bool
+	source          int // the client's source group, when judged
+	path            int // the watched prefix the path falls under, or -1
+}
+
+// record counts one request.
+func (s *slotStats) record(o *outcome) {
+	if class := o.status / 100; class >= 1 && class <= 5 {
+		s.classes[class].Add(1)
+	}
+	s.total.record(o.total)
+	switch {
+	case o.clientError:
+		s.clientErrors.Add(1)
+		return // says nothing of the slot's instances
+	case o.failed:
+		s.failed.Add(1)
+	}
+	if o.cutOff {
+		s.cutOff.Add(1)
+	}
+	s.latency.record(o.latency)
+	s.response.record(o.response)
+	isError := o.status >= 500 || o.cutOff
+	switch {
+	case o.steered:
+		s.steered.record(isError)
+	case o.judged:
+		s.judged.record(isError)
+		s.judgedTime.record(o.latency)
+		s.sources[o.source].record(isError)
+		if o.path >= 0 {
+			s.paths[o.path].record(isError)
+		}
+	}
+}
+
+// sourceSeed keys the hash that puts client addresses into source groups,
+// so a client cannot choose addresses that share a group with others'.
+var sourceSeed = maphash.MakeSeed()
+
+// sourceGroup returns the source group of a client at remote (host:port):
+// by IPv4 address, or by the /64 of an IPv6 one (a host usually has a
+// whole /64 to pick addresses from).
+func sourceGroup(remote string) int {
+	host := remote
+	if i := strings.LastIndexByte(remote, ':'); i > 0 && !strings.HasSuffix(remote, "]") {
+		host = remote[:i]
+	}
+	if len(host) > 2 && host[0] == '[' {
+		host = host[1 : len(host)-1]
+	}
+	if strings.IndexByte(host, ':') >= 0 {
+		if a, err := netip.ParseAddr(host); err == nil {
+			a = a.Unmap()
+			if a.Is6() {
+				b := a.As16()
+				return int(maphash.Bytes(sourceSeed, b[:8]) % route.SourceGroups)
+			}
+			host = a.String()
+		}
+	}
+	return int(maphash.String(sourceSeed, host) % route.SourceGroups)
 }
 
 // statsTable maps a slot name to its counters per listener. It is replaced,
@@ -74,40 +201,37 @@ func (p *Proxy) addStats(name string) *[len(route.Listeners)]slotStats {
 	return s
 }
 
-// record counts one answered request.
-func (s *slotStats) record(status int, took time.Duration) {
-	if class := status / 100; class >= 1 && class <= 5 {
-		s.classes[class].Add(1)
-	}
-	n := int64(took)
-	n = max(n, 0)
-	i := bucketFrom[bits.Len64(uint64(n))]
-	for i < len(latencyNanos) && n > latencyNanos[i] {
-		i++
-	}
-	s.buckets[i].Add(1)
-	s.sumNanos.Add(uint64(max(n, 0)))
-}
-
 // Counters returns a snapshot of every slot's counts on listener l, by
 // slot name; route.NoSlot holds requests that found no slot.
 func (p *Proxy) Counters(l route.Listener) map[string]route.Counts {
 	t := *p.statsTable.Load()
 	out := make(map[string]route.Counts, len(t))
 	for name, per := range t {
-		s := &per[l]
-		var c route.Counts
-		for i := range s.classes {
-			c.Classes[i] = s.classes[i].Load()
-		}
-		for i := range s.buckets {
-			c.Buckets[i] = s.buckets[i].Load()
-		}
-		c.Sum = time.Duration(s.sumNanos.Load())
-		c.Retries = s.retries.Load()
-		c.Failed = s.failed.Load()
-		c.CutOff = s.cutOff.Load()
-		out[name] = c
+		out[name] = per[l].load()
 	}
 	return out
+}
+
+func (s *slotStats) load() route.Counts {
+	var c route.Counts
+	for i := range s.classes {
+		c.Classes[i] = s.classes[i].Load()
+	}
+	c.Latency = s.latency.load()
+	c.Response = s.response.load()
+	c.Total = s.total.load()
+	c.Retries = s.retries.Load()
+	c.Failed = s.failed.Load()
+	c.CutOff = s.cutOff.Load()
+	c.ClientErrors = s.clientErrors.Load()
+	c.Judged.Tally = s.judged.load()
+	c.Judged.Latency = s.judgedTime.load()
+	for i := range s.sources {
+		c.Judged.Sources[i] = s.sources[i].load()
+	}
+	for i := range s.paths {
+		c.Judged.Paths[i] = s.paths[i].load()
+	}
+	c.Steered = s.steered.load()
+	return c
 }

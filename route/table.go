@@ -1,9 +1,13 @@
 package route
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"math/rand/v2"
 	"net/textproto"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -33,6 +37,14 @@ type Spec struct {
 	Members map[string][]*Instance
 	// Routes send matching requests to a named slot whatever the weights.
 	Routes []Route
+	// AffinityKey, if set, signs the affinity cookies the data plane
+	// issues (AffinityValue) and checks the ones clients send
+	// (AffinitySlot). Without it no cookie names a slot.
+	AffinityKey []byte
+	// Watch are path prefixes (at most MaxWatchedPaths, matched on
+	// segment boundaries) whose judged requests are counted apart, for an
+	// analysis that judges paths on their own.
+	Watch []string
 	// Draws, if set, count each listener's weighted draws across tables:
 	// the tables built from one Spec lineage continue one sequence, so a
 	// small weight is honoured however often tables are replaced (health
@@ -92,6 +104,9 @@ type Table struct {
 	members    map[*Instance]string // every instance, with its slot
 	named      map[string]*Slot     // every slot the spec names, by name
 	routes     []tableRoute         // most specific first
+	watch      []string             // Spec.Watch
+	signed     map[string]string    // slot name -> its affinity cookie value
+	bySigned   map[string]string    // affinity cookie value -> slot name
 	superseded chan struct{}
 	retire     sync.Once
 }
@@ -152,7 +167,55 @@ func Build(spec Spec) *Table {
 		return len(b.header) - len(a.header)
 	})
 	t.named = slots
+	t.watch = slices.Clone(spec.Watch[:min(len(spec.Watch), MaxWatchedPaths)])
+	if len(spec.AffinityKey) > 0 {
+		t.signed = make(map[string]string, len(slots))
+		t.bySigned = make(map[string]string, len(slots))
+		for name := range slots {
+			v := signAffinity(spec.AffinityKey, name)
+			t.signed[name], t.bySigned[v] = v, name
+		}
+	}
 	return t
+}
+
+// signAffinity returns the affinity cookie value for slot: its name, "~",
+// and 128 bits of HMAC-SHA256 over it, base64url-encoded.
+func signAffinity(key []byte, slot string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("vipswap affinity\x00"))
+	m.Write([]byte(slot))
+	return slot + "~" + base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+}
+
+// AffinityValue returns the affinity cookie value that keeps a client on
+// slot, or "" when the table has no affinity key or knows no such slot.
+func (t *Table) AffinityValue(slot string) string { return t.signed[slot] }
+
+// AffinitySlot returns the slot an affinity cookie value names, or ""
+// unless the value is one this table's key signed. It allocates nothing.
+func (t *Table) AffinitySlot(value string) string { return t.bySigned[value] }
+
+// Watched returns the index in Spec.Watch of the first prefix path falls
+// under (on segment boundaries), or -1.
+func (t *Table) Watched(path string) int {
+	for i, p := range t.watch {
+		if UnderPrefix(path, p) {
+			return i
+		}
+	}
+	return -1
+}
+
+// UnderPrefix reports whether path falls under prefix on a segment
+// boundary: "/api" and "/api/" both take "/api", "/api/" and "/api/x",
+// never "/apix".
+func UnderPrefix(path, prefix string) bool {
+	p := strings.TrimSuffix(prefix, "/")
+	if !strings.HasPrefix(path, p) {
+		return false
+	}
+	return len(path) == len(p) || path[len(p)] == '/' || p == ""
 }
 
 // tableRoute is a Route with its header key canonical and its slot

@@ -253,7 +253,7 @@ func TestRoutes(t *testing.T) {
 
 func TestQuantileInterpolates(t *testing.T) {
 	var c Counts
-	c.Buckets[21] = 1000 // all in (100 ms, 125 ms]
+	c.Latency.Buckets[21] = 1000 // all in (100 ms, 125 ms]
 	if p := c.Quantile(0.99); p <= 100*time.Millisecond || p > 125*time.Millisecond {
 		t.Fatalf("p99 of requests between 100 and 125 ms is %s", p)
 	}

@@ -74,6 +74,19 @@ type Analysis struct {
 	// MaxP99Ratio bounds the canary's p99 relative to the stable slot's;
 	// zero means none.
 	MaxP99Ratio float64 `json:"max_p99_ratio,omitempty"`
+	// Paths are path prefixes whose requests are judged apart as well, each
+	// against MaxErrorRate: a path that fails on the canary shows even when
+	// it is a small part of the traffic. At most MaxPaths.
+	Paths []string `json:"paths,omitempty"`
+}
+
+// MaxPaths bounds Analysis.Paths.
+const MaxPaths = 8
+
+// IsZero reports whether a is the zero Analysis (none set).
+func (a Analysis) IsZero() bool {
+	return a.Window == 0 && a.MinRequests == 0 && a.MaxErrorRate == 0 && a.MaxP99 == 0 &&
+		a.MaxErrorRateRatio == 0 && a.MaxP99Ratio == 0 && len(a.Paths) == 0
 }
 
 // Current returns the rollout's current step.

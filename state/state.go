@@ -5,6 +5,8 @@
 package state
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -42,6 +44,12 @@ type State struct {
 	// Routes are the version routes set through the API; they add to the
 	// configuration's and replace one that matches the same requests.
 	Routes []Route `json:"routes,omitempty"`
+	// AffinityKey signs the affinity cookies vipswap issues (base64 of
+	// NewAffinityKey's bytes), so a cookie a client made up is known as
+	// such. Every node of a cluster reads the same one from the store, so
+	// a cookie one node issued holds on any other. Empty in states written
+	// before it existed; the first change that splits prod adds one.
+	AffinityKey string `json:"affinity_key,omitempty"`
 }
 
 // RefusedError says why a transition was refused. A refused transition
@@ -129,6 +137,9 @@ func (s State) Check(slots []string) error {
 	if s.Rollout != nil && !slices.Contains(slots, s.Rollout.To) {
 		return fmt.Errorf("rollout to slot %q: %w", s.Rollout.To, ErrUnknownSlot)
 	}
+	if s.AffinityKey != "" && s.AffinityKeyBytes() == nil {
+		return errors.New("affinity_key: not base64 of at least 16 bytes")
+	}
 	return nil
 }
 
@@ -157,7 +168,8 @@ func (s State) Validate() error {
 func (s State) Equal(o State) bool {
 	return s.Active == o.Active && s.Standby == o.Standby && s.Previous == o.Previous &&
 		slices.Equal(s.Drained, o.Drained) && maps.Equal(s.Weights, o.Weights) && reflect.DeepEqual(s.Rollout, o.Rollout) &&
-		maps.EqualFunc(s.Slots, o.Slots, SlotSpec.equal) && slices.Equal(s.Removed, o.Removed) && slices.Equal(s.Routes, o.Routes)
+		maps.EqualFunc(s.Slots, o.Slots, SlotSpec.equal) && slices.Equal(s.Removed, o.Removed) && slices.Equal(s.Routes, o.Routes) &&
+		s.AffinityKey == o.AffinityKey
 }
 
 // IsDrained reports whether the instance at addr of slot is drained.
@@ -281,4 +293,22 @@ func (s State) clone() State {
 		s.Rollout = &r
 	}
 	return s
+}
+
+// NewAffinityKey returns a new random affinity key, as State.AffinityKey
+// holds it.
+func NewAffinityKey() string {
+	b := make([]byte, 32)
+	rand.Read(b) // never fails (crypto/rand)
+	return base64.StdEncoding.EncodeToString(b)
+}
+
+// AffinityKeyBytes returns s's affinity key decoded, or nil when s has none
+// (or one that does not decode: Check refuses such a state).
+func (s State) AffinityKeyBytes() []byte {
+	b, err := base64.StdEncoding.DecodeString(s.AffinityKey)
+	if err != nil || len(b) < 16 {
+		return nil
+	}
+	return b
 }

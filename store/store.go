@@ -137,6 +137,12 @@ type Measurement struct {
 	// window: its own 5xx, connection errors and timeouts, broken-off
 	// answers.
 	Failed uint64 `json:"failed"`
+	// InstanceErrors counts prod requests the instances answered with a
+	// 5xx in the window: what the clients received from the application.
+	InstanceErrors uint64 `json:"instance_errors,omitempty"`
+	// ClientErrors counts prod requests vipswap answered with a 4xx for
+	// the client's own mistake (never failures).
+	ClientErrors uint64 `json:"client_errors,omitempty"`
 	// Drained is how long the old slot took to have no request in flight.
 	Drained time.Duration `json:"drained_ns"`
 	// Complete is false when the measurement gave up before the old slot
@@ -185,6 +191,8 @@ func (m *Measurement) Add(n Measurement) (Measurement, error) {
 	for i, o := range nodes {
 		sum.Served += o.Served
 		sum.Failed += o.Failed
+		sum.InstanceErrors += o.InstanceErrors
+		sum.ClientErrors += o.ClientErrors
 		sum.Drained = max(sum.Drained, o.Drained)
 		sum.Converged = max(sum.Converged, o.Converged)
 		sum.Complete = sum.Complete && o.Complete
@@ -197,6 +205,7 @@ func (m *Measurement) Add(n Measurement) (Measurement, error) {
 		for name, w := range o.Listeners {
 			t := sum.Listeners[name]
 			t.Requests, t.Errors, t.Failed = t.Requests+w.Requests, t.Errors+w.Errors, t.Failed+w.Failed
+			t.InstanceErrors, t.ClientErrors = t.InstanceErrors+w.InstanceErrors, t.ClientErrors+w.ClientErrors
 			sum.Listeners[name] = t
 		}
 	}
@@ -212,6 +221,12 @@ type Window struct {
 	Errors uint64 `json:"errors"`
 	// Failed counts vipswap's own failures (a subset of Errors).
 	Failed uint64 `json:"failed"`
+	// InstanceErrors counts the instances' own 5xx answers (a subset of
+	// Errors).
+	InstanceErrors uint64 `json:"instance_errors,omitempty"`
+	// ClientErrors counts vipswap's 4xx answers to the client's own
+	// mistakes (not in Errors).
+	ClientErrors uint64 `json:"client_errors,omitempty"`
 }
 
 // Retention bounds the history a store keeps. The transaction that appends

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ const maxDelay = 5 * time.Minute
 func newAppCmd() *cobra.Command {
 	var listen, slot, version *string
 	var failRate *float64
+	var failPaths *[]string
 	var stopDelay *time.Duration
 	cmd := &cobra.Command{
 		Use:   "app --listen ADDR --slot NAME [--version V]",
@@ -42,21 +44,45 @@ load balancer often do (and probes keep passing meanwhile).`,
 			if *failRate < 0 || *failRate > 1 {
 				return &usageError{msg: fmt.Sprintf("--fail-rate: want a fraction from 0 to 1, got %g", *failRate)}
 			}
+			for _, p := range *failPaths {
+				if !strings.HasPrefix(p, "/") {
+					return &usageError{msg: fmt.Sprintf("--fail-path: want a path prefix starting with /, got %q", p)}
+				}
+			}
 			if *stopDelay < 0 || *stopDelay > maxDelay {
 				return &usageError{msg: fmt.Sprintf("--stop-delay: want a duration up to %s, got %s", maxDelay, *stopDelay)}
 			}
-			return runApp(cmd.Context(), *listen, *slot, *version, *failRate, *stopDelay, cmd.ErrOrStderr())
+			faults := appFaults{rate: *failRate, paths: *failPaths}
+			return runApp(cmd.Context(), *listen, *slot, *version, faults, *stopDelay, cmd.ErrOrStderr())
 		},
 	}
 	listen = cmd.Flags().String("listen", "", "address to listen on, host:port (required)")
 	slot = cmd.Flags().String("slot", "", "the slot this instance belongs to (required)")
 	version = cmd.Flags().String("version", "dev", "version to report")
 	failRate = cmd.Flags().Float64("fail-rate", 0, "answer this fraction of requests (but probes) with a 500, to try rollbacks (0.1 is 10%)")
+	failPaths = cmd.Flags().StringArray("fail-path", nil, "answer every request under this path prefix with a 500 (repeatable), to try an analysis that judges paths")
 	stopDelay = cmd.Flags().Duration("stop-delay", 0, "on SIGTERM, go on serving as usual this long before stopping")
 	return cmd
 }
 
-func runApp(ctx context.Context, listen, slot, version string, failRate float64, stopDelay time.Duration, stderr io.Writer) error {
+// appFaults are the failures the sample app makes on purpose, to try
+// rollbacks.
+type appFaults struct {
+	rate  float64  // answer this fraction of requests with a 500
+	paths []string // answer every request under these prefixes with a 500
+}
+
+// fails reports whether the request for path fails on purpose.
+func (f appFaults) fails(path string) bool {
+	for _, p := range f.paths {
+		if strings.HasPrefix(path, p) {
+			return true
+		}
+	}
+	return f.rate > 0 && rand.Float64() < f.rate
+}
+
+func runApp(ctx context.Context, listen, slot, version string, faults appFaults, stopDelay time.Duration, stderr io.Writer) error {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return err
@@ -80,14 +106,14 @@ func runApp(ctx context.Context, listen, slot, version string, failRate float64,
 		}
 		stopServing()
 	}()
-	err = slotapp.Serve(serving, ln, sampleApp(slot, version, addr, failRate, stderr))
+	err = slotapp.Serve(serving, ln, sampleApp(slot, version, addr, faults, stderr))
 	fmt.Fprintf(stderr, "app slot=%s stopped\n", slot)
 	return err
 }
 
 // sampleApp is the sample application: the probe contract plus /api/test.
 // Requests that ask for a delay are logged to log, so a drain can be watched.
-func sampleApp(slot, version, instance string, failRate float64, log io.Writer) http.Handler {
+func sampleApp(slot, version, instance string, faults appFaults, log io.Writer) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /api/ping", slotapp.Ping(slot))
 	// Every path under /api/ answers the same: which slot, version and
@@ -110,7 +136,7 @@ func sampleApp(slot, version, instance string, failRate float64, log io.Writer) 
 			}
 		}
 		w.Header().Set("Content-Type", "application/json")
-		if failRate > 0 && rand.Float64() < failRate {
+		if faults.fails(r.URL.Path) {
 			w.WriteHeader(http.StatusInternalServerError) // a broken release, on purpose
 		}
 		json.NewEncoder(w).Encode(map[string]string{"slot": slot, "version": version, "instance": instance})

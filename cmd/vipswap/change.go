@@ -156,8 +156,11 @@ func slotChange(ctx context.Context, op string, f *changeFlags, stdout, stderr i
 }
 
 // describeMeasurement says what prod saw around a switch: "4,810 requests
-// on prod in the 10.2 s around the switch, 0 failed, 0 errors; drained in
-// 0.0 s".
+// on prod in the 10.2 s around the switch, 0 failed, 0 instance errors
+// (5xx), 0 client errors; drained in 0.0 s". Failed are the requests
+// vipswap could not get answered; instance errors the 5xx the
+// application answered; client errors the 4xx vipswap answered for the
+// client's own mistake.
 func describeMeasurement(m *api.Measurement) string {
 	if m.WindowSeconds == 0 { // recorded before windows were measured
 		return fmt.Sprintf("%s during the switch, %s failed, drained in %.1f s", plural(int64(m.Served), "request"), thousands(m.Failed), m.DrainedSeconds)
@@ -167,8 +170,9 @@ func describeMeasurement(m *api.Measurement) string {
 	if len(m.Nodes) > 0 {
 		nodes = " over " + plural(int64(len(m.Nodes)), "node") + " so far"
 	}
-	return fmt.Sprintf("%s on prod%s in the %.1f s around the switch, %s failed, %s; drained in %.1f s",
-		plural(int64(prod.Requests), "request"), nodes, m.WindowSeconds, thousands(prod.Failed), plural(int64(prod.Errors), "error"), m.DrainedSeconds)
+	return fmt.Sprintf("%s on prod%s in the %.1f s around the switch, %s failed, %s (5xx), %s; drained in %.1f s",
+		plural(int64(prod.Requests), "request"), nodes, m.WindowSeconds, thousands(prod.Failed),
+		plural(int64(prod.InstanceErrors), "instance error"), plural(int64(prod.ClientErrors), "client error"), m.DrainedSeconds)
 }
 
 // waitMeasured waits until the history entry of res carries its measurement,

@@ -38,6 +38,11 @@ func checkConfig(w io.Writer, path string) error {
 			return err
 		}
 	}
+	if cfg.Affinity.KeyFile != "" {
+		if _, err := config.LoadAffinityKey(cfg.Affinity.KeyFile); err != nil {
+			return err
+		}
+	}
 	var slots []string
 	for _, name := range cfg.SlotOrder {
 		s := cfg.Slots[name]

@@ -117,7 +117,7 @@ func TestDrainAcrossSwap(t *testing.T) {
 		t.Fatalf("swap --wait exited %d:\n%s", code, swap.Output())
 	}
 	out := swap.Output()
-	measured := regexp.MustCompile(`swapped blue→green: ([0-9,]+) requests? on prod in the [0-9.]+ s around the switch, 0 failed, [0-9,]+ errors?; drained in ([0-9.]+) s`).FindStringSubmatch(out)
+	measured := regexp.MustCompile(`swapped blue→green: ([0-9,]+) requests? on prod in the [0-9.]+ s around the switch, 0 failed, [0-9,]+ instance errors? \(5xx\), [0-9,]+ client errors?; drained in ([0-9.]+) s`).FindStringSubmatch(out)
 	if !strings.Contains(out, "swapped blue -> green") || measured == nil {
 		t.Fatalf("swap --wait printed %q; want the swap and its measurement", out)
 	}

@@ -167,7 +167,7 @@ func healthConfig(cfg *config.Config, log *slog.Logger, probe func(context.Conte
 func analysisConfig(cfg *config.Config) state.Analysis {
 	a := cfg.Analysis
 	return state.Analysis{Window: a.Window, MinRequests: a.MinRequests, MaxErrorRate: a.MaxErrorRate,
-		MaxP99: a.MaxP99, MaxErrorRateRatio: a.MaxErrorRateRatio, MaxP99Ratio: a.MaxP99Ratio}
+		MaxP99: a.MaxP99, MaxErrorRateRatio: a.MaxErrorRateRatio, MaxP99Ratio: a.MaxP99Ratio, Paths: a.Paths}
 }
 
 // plansOf returns the named rollout plans of cfg.
@@ -268,6 +268,13 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 				fmt.Errorf("the configuration in force is unchanged: %w", err))
 		}
 	}
+	var affinityKey []byte
+	if next.Affinity.KeyFile != "" {
+		if affinityKey, err = config.LoadAffinityKey(next.Affinity.KeyFile); err != nil {
+			return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
+				fmt.Errorf("the configuration in force is unchanged: %w", err))
+		}
+	}
 	if !rt.tokens.Same(tokens) {
 		names := make([]string, len(tokens))
 		for i, t := range tokens {
@@ -324,7 +331,7 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 	}
 	res, err := rt.ctrl.Reload(ctx, control.Reload{
 		Slots: slotsOf(next, groups), Health: healthConfig(next, rt.log, rt.probe), Measure: measureConfig(next),
-		Analysis: analysisConfig(next), Plans: plansOf(next), Routes: routesOf(next),
+		Analysis: analysisConfig(next), Plans: plansOf(next), Routes: routesOf(next), AffinityKey: affinityKey,
 		Changes: diff.Changes, Request: req,
 	})
 	if err == nil && !res.Applied {

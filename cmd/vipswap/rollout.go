@@ -290,8 +290,22 @@ func printRollout(w io.Writer, st api.RolloutStatus) {
 	fmt.Fprintf(w, "  %s\n", state)
 	if a := st.Analysis; a != nil {
 		fmt.Fprintf(w, "  analysis over %.0f s: %s\n", a.WindowSeconds, printable(a.Verdict))
-		fmt.Fprintf(w, "    canary %-10s %6d requests, %6.2f%% errors, p99 %g ms\n", st.To, a.Canary.Requests, a.Canary.ErrorRate*100, a.Canary.P99MS)
-		fmt.Fprintf(w, "    stable %-10s %6d requests, %6.2f%% errors, p99 %g ms\n", st.From, a.Stable.Requests, a.Stable.ErrorRate*100, a.Stable.P99MS)
+		for _, r := range []struct {
+			role, slot string
+			f          api.SlotFigures
+		}{{"canary", st.To, a.Canary}, {"stable", st.From, a.Stable}} {
+			fmt.Fprintf(w, "    %s %-10s %6d requests, %6.2f%% errors, p99 %s ms", r.role, r.slot, r.f.Requests, r.f.ErrorRate*100, strconv.FormatFloat(r.f.P99MS, 'f', 1, 64))
+			if r.f.SteeredRequests > 0 {
+				fmt.Fprintf(w, "; not judged: %d steered by a pin or a route (%d errors)", r.f.SteeredRequests, r.f.SteeredErrors)
+			}
+			fmt.Fprintln(w)
+			if r.role != "canary" {
+				continue
+			}
+			for _, p := range r.f.Paths {
+				fmt.Fprintf(w, "      %-17s %6d requests, %6.2f%% errors\n", printable(p.Prefix), p.Requests, p.ErrorRate*100)
+			}
+		}
 	}
 }
 

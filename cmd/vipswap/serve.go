@@ -151,6 +151,12 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 			return err
 		}
 	}
+	var affinityKey []byte
+	if cfg.Affinity.KeyFile != "" {
+		if affinityKey, err = config.LoadAffinityKey(cfg.Affinity.KeyFile); err != nil {
+			return err
+		}
+	}
 
 	// Bind every address before starting anything, so a taken port fails
 	// fast and leaves nothing behind.
@@ -249,24 +255,25 @@ func serve(ctx context.Context, setup serveSetup) (err error) {
 		}
 	}
 	ctrl, err = control.New(ctx, control.Config{
-		Slots:     slotsOf(cfg, rt.groups),
-		Active:    cfg.Active,
-		Store:     st,
-		LocalCopy: st.localCopy(),
-		Node:      node,
-		Leading:   leading,
-		Health:    healthConfig(cfg, log, rt.probe),
-		Planes:    planes,
-		Listeners: [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
-		Counts:    counts,
-		Failed:    px.Failed,
-		OnSlots:   rt.keepSlots,
-		Launcher:  rt,
-		Measure:   measureConfig(cfg),
-		Analysis:  analysisConfig(cfg),
-		Plans:     plansOf(cfg),
-		Routes:    routesOf(cfg),
-		AllowRun:  cfg.Admin.AllowRun,
+		Slots:       slotsOf(cfg, rt.groups),
+		Active:      cfg.Active,
+		Store:       st,
+		LocalCopy:   st.localCopy(),
+		Node:        node,
+		Leading:     leading,
+		Health:      healthConfig(cfg, log, rt.probe),
+		Planes:      planes,
+		Listeners:   [2]string{prodLn.Addr().String(), stageLn.Addr().String()},
+		Counts:      counts,
+		Failed:      px.Failed,
+		OnSlots:     rt.keepSlots,
+		Launcher:    rt,
+		Measure:     measureConfig(cfg),
+		Analysis:    analysisConfig(cfg),
+		AffinityKey: affinityKey,
+		Plans:       plansOf(cfg),
+		Routes:      routesOf(cfg),
+		AllowRun:    cfg.Admin.AllowRun,
 		Own: func(addr string) string {
 			return config.Loops(addr, map[string]string{
 				"listeners.prod":  prodLn.Addr().String(),

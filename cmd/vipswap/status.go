@@ -152,7 +152,8 @@ func printStatus(w io.Writer, s api.Status) {
 		if len(l.Weights) > 1 {
 			to = split(l.Weights) // a shift or a rollout is under way
 		}
-		fmt.Fprintf(w, "  %-5s %s -> %s (%s failed)\n", l.Name, l.Addr, to, thousands(l.Failed))
+		fmt.Fprintf(w, "  %-5s %s -> %s (%s failed, %s (5xx), %s)\n", l.Name, l.Addr, to, thousands(l.Failed),
+			plural(int64(l.InstanceErrors), "instance error"), plural(int64(l.ClientErrors), "client error"))
 	}
 	for _, r := range s.Routes {
 		match := r.PathPrefix + "*"

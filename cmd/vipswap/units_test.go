@@ -27,6 +27,9 @@ type routedAnswer struct {
 	status int
 	slot   string // the sample app's slot, from its JSON
 	cookie string // the affinity cookie's new value, if vipswap set one
+	// cookieSlot is the slot that cookie names (the part before its
+	// signature).
+	cookieSlot string
 	body   string
 }
 
@@ -56,10 +59,16 @@ func get(t *testing.T, hc *http.Client, url, cookie string, header map[string]st
 	}
 	for _, c := range resp.Cookies() {
 		if c.Name == "vipswap_slot" {
-			a.cookie = c.Value
+			a.cookie, a.cookieSlot = c.Value, cookieSlot(c.Value)
 		}
 	}
 	return a
+}
+
+// cookieSlot returns the slot an affinity cookie value names.
+func cookieSlot(v string) string {
+	slot, _, _ := strings.Cut(v, "~")
+	return slot
 }
 
 func shiftTo(t *testing.T, sw *switchtest.Switch, slot string, weight float64) {
@@ -194,10 +203,16 @@ func TestPinHeader(t *testing.T) {
 func TestAffinity(t *testing.T) {
 	t.Parallel()
 	_, addrs := startStatic(t, 1)
+	keyFile := filepath.Join(t.TempDir(), "affinity.key")
+	if err := os.WriteFile(keyFile, []byte("a shared key of at least sixteen bytes\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	var sws [2]*switchtest.Switch
 	for i := range sws {
 		dir := t.TempDir()
-		sws[i] = switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+"affinity:\n  cookie: vipswap_slot\n  max_age: 1h\n")
+		// Two vipswaps that share no state share the key that signs
+		// their cookies.
+		sws[i] = switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+"affinity:\n  cookie: vipswap_slot\n  max_age: 1h\n  key_file: "+keyFile+"\n")
 		sws[i].WaitHealthy(t)
 	}
 	shiftBoth := func(w float64) {
@@ -239,7 +254,7 @@ func TestAffinity(t *testing.T) {
 		t.Helper()
 		green := 0
 		for _, c := range cookies {
-			if c == "green" {
+			if cookieSlot(c) == "green" {
 				green++
 			}
 		}
@@ -250,7 +265,7 @@ func TestAffinity(t *testing.T) {
 
 	shiftBoth(10)
 	round(func(i int, a routedAnswer) string {
-		if a.status != 200 || a.cookie == "" || a.cookie != a.slot {
+		if a.status != 200 || a.cookie == "" || a.cookieSlot != a.slot {
 			return fmt.Sprintf("client %d without a cookie: %d, slot %q, cookie %q", i, a.status, a.slot, a.cookie)
 		}
 		return ""
@@ -260,7 +275,7 @@ func TestAffinity(t *testing.T) {
 	for _, w := range []float64{25, 50, 90} {
 		shiftBoth(w)
 		round(func(i int, a routedAnswer) string {
-			if a.status != 200 || a.slot != kept[i] || a.cookie != "" {
+			if a.status != 200 || a.slot != cookieSlot(kept[i]) || a.cookie != "" {
 				return fmt.Sprintf("at %g%%, client %d with cookie %q reached %q (status %d, new cookie %q)", w, i, kept[i], a.slot, a.status, a.cookie)
 			}
 			return ""
@@ -269,7 +284,7 @@ func TestAffinity(t *testing.T) {
 	// New clients follow the weights: 90 % green now.
 	cookies = make([]string, clients)
 	round(func(i int, a routedAnswer) string {
-		if a.status != 200 || a.cookie != a.slot {
+		if a.status != 200 || a.cookieSlot != a.slot {
 			return fmt.Sprintf("new client %d: %d, slot %q, cookie %q", i, a.status, a.slot, a.cookie)
 		}
 		return ""
@@ -284,13 +299,13 @@ func TestAffinity(t *testing.T) {
 		if a.status != 200 || a.slot != "blue" {
 			return fmt.Sprintf("after the abort client %d (cookie %q) reached %q (%d)", i, cookies[i], a.slot, a.status)
 		}
-		if cookies[i] == "green" && a.cookie != "blue" {
+		if cookieSlot(cookies[i]) == "green" && a.cookieSlot != "blue" {
 			return fmt.Sprintf("after the abort client %d kept cookie green (new cookie %q)", i, a.cookie)
 		}
 		return ""
 	})
 	for i, c := range cookies {
-		if c != "blue" {
+		if cookieSlot(c) != "blue" {
 			t.Fatalf("after the abort client %d carries cookie %q, want blue", i, c)
 		}
 	}

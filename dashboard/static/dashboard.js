@@ -216,8 +216,11 @@ function renderRollout(r) {
   const a = r.analysis;
   if (!a) return;
   const row = (role, slot, f) => el("tr", { "data-role": role }, el("td", {}, role), el("td", {}, slot), el("td", {}, f.requests),
-    el("td", {}, f.errors), el("td", {}, (f.error_rate * 100).toFixed(2) + "%"), el("td", {}, f.p99_ms ? f.p99_ms.toFixed(1) + " ms" : "–"));
-  $("rollout-analysis").tBodies[0].replaceChildren(row("canary", r.to, a.canary), row("stable", r.from, a.stable));
+    el("td", {}, f.errors), el("td", {}, (f.error_rate * 100).toFixed(2) + "%"), el("td", {}, f.p99_ms ? f.p99_ms.toFixed(1) + " ms" : "–"),
+    el("td", { title: "sent by a pin header or a route: shown, not judged" }, f.steered_requests ? f.steered_requests + " (" + f.steered_errors + " errors)" : "–"));
+  const paths = (a.canary.paths || []).map(p => el("tr", { "data-role": "path" }, el("td", {}, "canary " + p.prefix), el("td", {}, r.to),
+    el("td", {}, p.requests), el("td", {}, p.errors), el("td", {}, (p.error_rate * 100).toFixed(2) + "%"), el("td", {}, "–"), el("td", {}, "–")));
+  $("rollout-analysis").tBodies[0].replaceChildren(row("canary", r.to, a.canary), row("stable", r.from, a.stable), ...paths);
   const bounds = [];
   if (a.max_error_rate) bounds.push("error rate ≤ " + (a.max_error_rate * 100) + "%");
   if (a.max_p99_ms) bounds.push("p99 ≤ " + a.max_p99_ms + " ms");

@@ -786,12 +786,27 @@ func (d *Driver) readStats(ctx context.Context) {
 			failed -= prev.ConnErrors + prev.RespErrors
 		}
 		c.Failed += failed
-		// HAProxy gives an average time, not a histogram: this reading's
-		// requests go to the bucket of that average.
-		avg := time.Duration(s.TotalTime) * time.Millisecond
-		b, _ := slices.BinarySearch(route.LatencyBounds[:], avg.Seconds())
-		c.Buckets[b] += n
-		c.Sum += time.Duration(n) * avg
+		// HAProxy gives average times, not histograms: this reading's
+		// requests go to the bucket of each average. rtime is the
+		// server's time to its response head, ttime the whole session's.
+		addAvg := func(h *route.Histogram, ms int64) {
+			avg := time.Duration(ms) * time.Millisecond
+			b, _ := slices.BinarySearch(route.LatencyBounds[:], avg.Seconds())
+			h.Buckets[b] += n
+			h.Sum += time.Duration(n) * avg
+		}
+		addAvg(&c.Latency, s.ResponseTime)
+		addAvg(&c.Response, s.TotalTime)
+		addAvg(&c.Total, s.TotalTime)
+		// HAProxy cannot tell a request its weights sent from one a route
+		// sent, nor one client from another: all of it is judged.
+		errs := s.Classes[5]
+		if seen && errs >= prev.Classes[5] {
+			errs -= prev.Classes[5]
+		}
+		c.Judged.Requests += n
+		c.Judged.Errors += errs
+		addAvg(&c.Judged.Latency, s.ResponseTime)
 		d.counts[slot] = c
 	}
 	d.stats, d.seen = now, now

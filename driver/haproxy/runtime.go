@@ -308,6 +308,10 @@ type Stat struct {
 	ConnErrors, RespErrors uint64
 	// TotalTime is ttime: the average time of the last 1024 requests, ms.
 	TotalTime int64
+	// ResponseTime is rtime: the average time of the last 1024 requests
+	// from the request sent to the server to its response head, ms
+	// (TotalTime when HAProxy does not report it).
+	ResponseTime int64
 	// CheckStatus is check_status (L7OK, L4CON...).
 	CheckStatus string
 }
@@ -351,6 +355,10 @@ func (r *Runtime) ShowStat(ctx context.Context) ([]Stat, error) {
 		}
 		s := Stat{Backend: get("pxname"), Name: get("svname"), Addr: get("addr"), Status: get("status"), Current: int64(num("scur")),
 			ConnErrors: num("econ"), RespErrors: num("eresp"), TotalTime: int64(num("ttime")), CheckStatus: get("check_status")}
+		s.ResponseTime = s.TotalTime
+		if _, ok := cols["rtime"]; ok {
+			s.ResponseTime = int64(num("rtime"))
+		}
 		s.Classes[0] = num("hrsp_other")
 		for c := 1; c <= 5; c++ {
 			s.Classes[c] = num(fmt.Sprintf("hrsp_%dxx", c))

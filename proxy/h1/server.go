@@ -55,6 +55,11 @@ type Server struct {
 	// ErrorLog, if set, receives handler panics other than
 	// http.ErrAbortHandler, and accept errors (at most one a second).
 	ErrorLog func(msg string)
+	// Refused, if set, is called with the status of every answer the
+	// server gives itself to a request it could not read (malformed, too
+	// large, an Expect it does not support): the client's mistakes, which
+	// never reach Handler.
+	Refused func(status int)
 
 	initOnce sync.Once
 	cur      atomic.Pointer[Limits] // in force; the fields above seed it
@@ -531,6 +536,9 @@ func (c *conn) idleLimit() int64 {
 func (c *conn) refuse(err error) {
 	var re *requestError
 	if errors.As(err, &re) {
+		if c.s.Refused != nil {
+			c.s.Refused(re.status)
+		}
 		fmt.Fprintf(c.bw, "%sContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s\n",
 			statusLine(re.status), len(re.msg)+1, re.msg)
 		c.bw.Flush()
