@@ -377,6 +377,15 @@ func (j Judgement) Rate() float64 {
 	return j.WeighedErrors / j.Weighed
 }
 
+// weighing says how the source cap weighed the requests, when it did:
+// " weighed as 74 from 4 sources".
+func (j Judgement) weighing() string {
+	if j.Sources == 0 || uint64(j.Weighed+0.5) == j.Requests {
+		return ""
+	}
+	return fmt.Sprintf(" weighed as %.0f from %d sources", j.Weighed, j.Sources)
+}
+
 // SourceCap is how many times the median source group's requests one
 // source group may count for in a judgement.
 const SourceCap = 2
@@ -469,8 +478,8 @@ func (c *Controller) judge(st state.State, now time.Time) Verdict {
 	}
 	cr, sr := cj.Rate(), sj.Rate()
 	cp, sp := cj.P99, sj.P99
-	figures := fmt.Sprintf("over %s: canary %s %.2f%% errors of %d requests, p99 %s; stable %s %.2f%%, p99 %s",
-		over, st.Rollout.To, cr*100, cj.Requests, cp, st.Active, sr*100, sp)
+	figures := fmt.Sprintf("over %s: canary %s %.2f%% errors of %d requests%s, p99 %s; stable %s %.2f%%, p99 %s",
+		over, st.Rollout.To, cr*100, cj.Requests, cj.weighing(), cp, st.Active, sr*100, sp)
 	switch {
 	case a.MaxErrorRate > 0 && cr > a.MaxErrorRate:
 		v.Breach = fmt.Sprintf("error rate %.2f%% above %.2f%% (%s)", cr*100, a.MaxErrorRate*100, figures)

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -16,6 +17,13 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/slotapp"
 )
+
+// maxPad bounds /api/test?size=, which pads the answer with that many
+// bytes of white space (to try slow readers and large answers).
+const maxPad = 64 << 20
+
+// spaces is what /api/test?size= pads with.
+var spaces = []byte(strings.Repeat(" ", 32<<10))
 
 // maxDelay bounds /api/test?delay= so a typo cannot hold a connection for
 // days.
@@ -31,7 +39,8 @@ func newAppCmd() *cobra.Command {
 		Short: "the sample application, which speaks the slot-aware probe contract",
 		Long: `A small application to try vipswap with: GET /api/ping?slot=X answers 200 when X
 is its own slot and 404 otherwise; GET /api/test answers {"slot", "version",
-"instance"} (?delay=2s holds the answer). On SIGTERM it stops taking
+"instance"} (?delay=2s holds the answer, ?size=N pads it with N bytes of white
+space); --fail-rate and --fail-path answer some requests 500. On SIGTERM it stops taking
 connections, answers 503 on open ones, finishes what is in flight, exits 0;
 --stop-delay D keeps it serving as usual for D first, as applications behind a
 load balancer often do (and probes keep passing meanwhile).`,
@@ -135,11 +144,27 @@ func sampleApp(slot, version, instance string, faults appFaults, log io.Writer) 
 				return
 			}
 		}
+		pad := 0
+		if s := r.URL.Query().Get("size"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 0 || n > maxPad {
+				http.Error(w, fmt.Sprintf("size: want a number of bytes up to %d, got %q", maxPad, s), http.StatusBadRequest)
+				return
+			}
+			pad = n
+		}
 		w.Header().Set("Content-Type", "application/json")
 		if faults.fails(r.URL.Path) {
 			w.WriteHeader(http.StatusInternalServerError) // a broken release, on purpose
 		}
 		json.NewEncoder(w).Encode(map[string]string{"slot": slot, "version": version, "instance": instance})
+		for pad > 0 { // white space after the JSON: a large answer that still parses
+			n := min(pad, len(spaces))
+			if _, err := w.Write(spaces[:n]); err != nil {
+				return
+			}
+			pad -= n
+		}
 	})
 	return mux
 }

@@ -1,0 +1,411 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+)
+
+// clientFrom returns an HTTP client whose connections come from ip (any
+// 127.x address on loopback): another client, as far as vipswap can tell.
+func clientFrom(ip string) *http.Client {
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+	return &http.Client{
+		Transport: &http.Transport{DialContext: d.DialContext, MaxIdleConnsPerHost: 16, Proxy: nil},
+		Timeout:   30 * time.Second,
+	}
+}
+
+// traffic sends requests from several goroutines until stopped, counting
+// what each answer was.
+type traffic struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	sent   atomic.Int64
+	status [6]atomic.Int64 // by class
+	errs   atomic.Int64    // transport errors
+}
+
+// startTraffic starts n goroutines, each calling next for its next
+// request and sending it with hc until stop: as fast as answers come, or
+// at most one every pace.
+func startTraffic(hc *http.Client, n int, pace time.Duration, next func(i int) *http.Request) *traffic {
+	ctx, cancel := context.WithCancel(context.Background())
+	tr := &traffic{cancel: cancel}
+	for g := range n {
+		tr.wg.Go(func() {
+			var tick <-chan time.Time
+			if pace > 0 {
+				t := time.NewTicker(pace)
+				defer t.Stop()
+				tick = t.C
+			}
+			for i := g; ctx.Err() == nil; i += n {
+				if tick != nil {
+					select {
+					case <-tick:
+					case <-ctx.Done():
+						return
+					}
+				}
+				req := next(i).WithContext(ctx)
+				resp, err := hc.Do(req)
+				tr.sent.Add(1)
+				if err != nil {
+					if ctx.Err() == nil {
+						tr.errs.Add(1)
+					}
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if c := resp.StatusCode / 100; c >= 1 && c <= 5 {
+					tr.status[c].Add(1)
+				}
+			}
+		})
+	}
+	return tr
+}
+
+func (tr *traffic) stop() {
+	tr.cancel()
+	tr.wg.Wait()
+}
+
+// realUsers are three clients from their own addresses, each sending a
+// request every 40 ms, one checkout in ten besides /api/test.
+func realUsers(base string) []*traffic {
+	var out []*traffic
+	for _, ip := range []string{"127.0.0.1", "127.0.0.3", "127.0.0.4"} {
+		out = append(out, startTraffic(clientFrom(ip), 1, 40*time.Millisecond, func(i int) *http.Request {
+			path := "/api/test"
+			if i%10 == 0 {
+				path = "/api/checkout"
+			}
+			req, _ := http.NewRequest(http.MethodGet, base+path, nil)
+			return req
+		}))
+	}
+	return out
+}
+
+// greenCookie asks prod as a new client until the weights give it green,
+// and returns the affinity cookie vipswap issued for green.
+func greenCookie(t *testing.T, hc *http.Client, base string) string {
+	t.Helper()
+	for range 1000 {
+		a := get(t, hc, base+"/api/test", "", nil)
+		if a.cookieSlot == "green" {
+			return a.cookie
+		}
+	}
+	t.Fatal("1000 new clients and none was sent to green")
+	return ""
+}
+
+// TestFloodCannotPromoteABrokenCanary: the canary fails every checkout;
+// real users from three addresses alone get the rollout aborted. One more
+// client, from its own address, sending many cheap good requests that
+// reach the canary (with a cookie it made up, with one vipswap issued, or
+// pinned) must not dilute the verdict into a promotion: the rollout is
+// still aborted, and pinned requests are counted apart as steered.
+func TestFloodCannotPromoteABrokenCanary(t *testing.T) {
+	blue := startApps(t, "blue", 2)
+	green := startApps(t, "green", 2, "--fail-path", "/api/checkout")
+	const plan = "20,50,100"
+	for _, attack := range []string{"none", "forged cookie", "issued cookie", "pin"} {
+		t.Run(attack, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := testConfig(dir, staticSlots(map[string][]string{"blue": blue, "green": green})) + fastAnalysis +
+				"affinity:\n  cookie: vipswap_slot\n  pin_header: X-Vipswap-Slot\n"
+			sw := switchtest.Serve(t, dir, cfg)
+			sw.WaitHealthy(t)
+			attacker := clientFrom("127.0.0.2")
+			header := map[string]string{}
+			switch attack {
+			case "forged cookie":
+				header["Cookie"] = "vipswap_slot=green"
+			case "issued cookie":
+				// A cookie vipswap issued for green, while a shift gave
+				// green a share: it holds whenever green takes traffic.
+				shiftTo(t, sw, "green", 20)
+				header["Cookie"] = "vipswap_slot=" + greenCookie(t, attacker, sw.Prod)
+				shiftTo(t, sw, "green", 0)
+			case "pin":
+				header["X-Vipswap-Slot"] = "green"
+			}
+			// The flood runs first, so it is there from the canary's
+			// first request on.
+			var flood *traffic
+			if attack != "none" {
+				flood = startTraffic(attacker, 8, 0, func(int) *http.Request {
+					req, _ := http.NewRequest(http.MethodGet, sw.Prod+"/api/test", nil)
+					for k, v := range header {
+						req.Header.Set(k, v)
+					}
+					return req
+				})
+				defer flood.stop()
+				vstest.WaitFor(t, 30*time.Second, func() error { return expect(flood.sent.Load() > 200) })
+			}
+			users := realUsers(sw.Prod)
+			defer func() {
+				for _, u := range users {
+					u.stop()
+				}
+			}()
+			if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", plan, "--interval", "3s"); code != 0 {
+				t.Fatalf("rollout start: exit %d: %s", code, out)
+			}
+			vstest.WaitFor(t, 90*time.Second, func() error {
+				if st := rolloutStatus(t, sw); st.Running {
+					return fmt.Errorf("rollout at step %d, weights %v", st.Step, st.Weights)
+				}
+				return nil
+			})
+			h, err := sw.Client.History(context.Background(), 5)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st, _ := sw.Client.Status(context.Background()); st.Active != "blue" || h[0].Operation != "abort" || h[0].Actor != "rollout" {
+				t.Fatalf("active %s, newest history %s by %s %v; want the broken canary rolled back", st.Active, h[0].Operation, h[0].Actor, h[0].Changes)
+			}
+			attacked := int64(0)
+			if flood != nil {
+				flood.stop()
+				attacked = flood.sent.Load()
+			}
+			t.Logf("rolled back with %d attacking requests: %s", attacked, strings.Join(h[0].Changes, "; "))
+			if attack == "pin" {
+				m := scrape(t, sw.Admin)
+				if n, _ := metric(m, "vipswap_steered_requests_total", map[string]string{"listener": "prod", "slot": "green"}); n < float64(attacked)/2 {
+					t.Fatalf("vipswap_steered_requests_total{prod,green} is %v after %d pinned requests", n, attacked)
+				}
+			}
+		})
+	}
+}
+
+// TestSlowClientsDoNotAbortAHealthyCanary: clients that send their bodies
+// one byte at a time, or read their answers slowly, through the canary,
+// do not move the latency the analysis judges: a healthy canary under a
+// p99 bound is promoted.
+func TestSlowClientsDoNotAbortAHealthyCanary(t *testing.T) {
+	dir := t.TempDir()
+	addrs := map[string][]string{"blue": startApps(t, "blue", 2), "green": startApps(t, "green", 2)}
+	cfg := testConfig(dir, staticSlots(addrs)) + fastAnalysis + "  max_p99: 500ms\naffinity:\n  cookie: vipswap_slot\n"
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	users := startTraffic(clientFrom("127.0.0.1"), 4, 0, func(int) *http.Request {
+		req, _ := http.NewRequest(http.MethodGet, sw.Prod+"/api/test", nil)
+		return req
+	})
+	defer users.stop()
+	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "20,50,100", "--interval", "3s"); code != 0 {
+		t.Fatalf("rollout start: exit %d: %s", code, out)
+	}
+	cookie := greenCookie(t, clientFrom("127.0.0.2"), sw.Prod)
+	addr := strings.TrimPrefix(sw.Prod, "http://")
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var slow, slowReads atomic.Int64
+	dial := func() net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		c, err := d.DialContext(ctx, "tcp", addr)
+		if err != nil {
+			return nil
+		}
+		go func() { <-ctx.Done(); c.Close() }()
+		return c
+	}
+	for range 4 { // uploads: a 10-byte body, one byte every 200 ms
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				c := dial()
+				if c == nil {
+					return
+				}
+				fmt.Fprintf(c, "POST /api/test HTTP/1.1\r\nHost: x\r\nCookie: vipswap_slot=%s\r\nContent-Length: 10\r\n\r\n", cookie)
+				tick := time.NewTicker(200 * time.Millisecond)
+				for i := 0; i < 10 && ctx.Err() == nil; i++ {
+					<-tick.C
+					c.Write([]byte("x"))
+				}
+				tick.Stop()
+				if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+					io.Copy(io.Discard, resp.Body)
+					if resp.StatusCode == 200 {
+						slow.Add(1)
+					}
+				}
+				c.Close()
+			}
+		})
+	}
+	for range 2 { // downloads: 4 MiB read 32 KiB every 50 ms
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				c := dial()
+				if c == nil {
+					return
+				}
+				c.(*net.TCPConn).SetReadBuffer(32 << 10)
+				fmt.Fprintf(c, "GET /api/test?size=4194304 HTTP/1.1\r\nHost: x\r\nCookie: vipswap_slot=%s\r\nConnection: close\r\n\r\n", cookie)
+				buf := make([]byte, 32<<10)
+				tick := time.NewTicker(50 * time.Millisecond)
+				for ctx.Err() == nil {
+					<-tick.C
+					if _, err := c.Read(buf); err != nil {
+						break
+					}
+				}
+				tick.Stop()
+				c.Close()
+				slowReads.Add(1)
+			}
+		})
+	}
+	defer func() {
+		stop()
+		wg.Wait()
+	}()
+	vstest.WaitFor(t, 90*time.Second, func() error {
+		if st := rolloutStatus(t, sw); st.Running {
+			return fmt.Errorf("rollout at step %d, weights %v", st.Step, st.Weights)
+		}
+		return nil
+	})
+	h, err := sw.Client.History(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := sw.Client.Status(context.Background()); st.Active != "green" {
+		t.Fatalf("active is %s; newest history %s by %s: %v; want the healthy canary promoted", st.Active, h[0].Operation, h[0].Actor, h[0].Changes)
+	}
+	t.Logf("promoted beside %d slow uploads and %d slow downloads", slow.Load(), slowReads.Load())
+	if slow.Load() < 4 {
+		t.Fatalf("%d slow uploads answered while the rollout ran, want at least 4", slow.Load())
+	}
+	m := scrape(t, sw.Admin)
+	if n, _ := metric(m, "vipswap_request_duration_seconds", map[string]string{"listener": "prod", "slot": "green"}); n == 0 {
+		t.Fatal("no client-facing duration counted for green")
+	}
+}
+
+// TestAnalysisJudgesPaths: a canary that fails one path that is 1 in 200
+// of the requests stays under a 1 % error rate overall; with that path in
+// analysis.paths the rollout is aborted on the path's own error rate.
+func TestAnalysisJudgesPaths(t *testing.T) {
+	dir := t.TempDir()
+	addrs := map[string][]string{"blue": startApps(t, "blue", 2), "green": startApps(t, "green", 2, "--fail-path", "/api/checkout")}
+	cfg := testConfig(dir, staticSlots(addrs)) + fastAnalysis + "  paths: [/api/checkout]\n"
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	users := startTraffic(clientFrom("127.0.0.1"), 4, 0, func(i int) *http.Request {
+		path := "/api/test"
+		if i%200 == 0 {
+			path = "/api/checkout"
+		}
+		req, _ := http.NewRequest(http.MethodGet, sw.Prod+path, nil)
+		return req
+	})
+	defer users.stop()
+	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "20,50,100", "--interval", "5s"); code != 0 {
+		t.Fatalf("rollout start: exit %d: %s", code, out)
+	}
+	vstest.WaitFor(t, 90*time.Second, func() error {
+		if st := rolloutStatus(t, sw); st.Running {
+			return fmt.Errorf("rollout at step %d, weights %v", st.Step, st.Weights)
+		}
+		return nil
+	})
+	h, err := sw.Client.History(context.Background(), 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h[0].Operation != "abort" || !strings.Contains(strings.Join(h[0].Changes, " "), "error rate on /api/checkout") {
+		t.Fatalf("newest history %s by %s: %v; want an abort on /api/checkout's error rate", h[0].Operation, h[0].Actor, h[0].Changes)
+	}
+	t.Logf("aborted: %s", strings.Join(h[0].Changes, "; "))
+}
+
+// TestClientMistakesAreNotFailures: bad pins (unknown, empty, repeated)
+// around a swap are answered 400 and counted as client errors in the
+// swap's measurement, status and metrics, never as failed.
+func TestClientMistakesAreNotFailures(t *testing.T) {
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+"affinity:\n  pin_header: X-Vipswap-Slot\nmeasure:\n  before: 60s\n  after: 1s\n")
+	sw.WaitHealthy(t)
+	hc := &http.Client{}
+	bad := func(n int) {
+		for i := range n {
+			req, _ := http.NewRequest(http.MethodGet, sw.Prod+"/api/test", nil)
+			switch i % 3 {
+			case 0:
+				req.Header.Set("X-Vipswap-Slot", "purple")
+			case 1:
+				req.Header["X-Vipswap-Slot"] = []string{""}
+			case 2:
+				req.Header["X-Vipswap-Slot"] = []string{"", "green"}
+			}
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 400 {
+				t.Fatalf("bad pin %v: %d, want 400", req.Header["X-Vipswap-Slot"], resp.StatusCode)
+			}
+		}
+	}
+	bad(50)
+	res, err := sw.Client.Swap(context.Background(), api.ChangeRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var e api.HistoryEntry
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		e, err = sw.Client.Entry(context.Background(), res.HistoryID)
+		if err != nil {
+			return err
+		}
+		return expect(e.Measurement != nil)
+	})
+	m := e.Measurement
+	if m.Failed != 0 || m.ClientErrors != 50 || m.Listeners["prod"].ClientErrors != 50 {
+		t.Fatalf("swap measured %d failed, %d client errors; want 0 and the 50 bad pins", m.Failed, m.ClientErrors)
+	}
+	st, _ := sw.Client.Status(context.Background())
+	if st.Listeners[0].Failed != 0 || st.Listeners[0].ClientErrors != 50 {
+		t.Fatalf("status: prod %d failed, %d client errors; want 0 and 50", st.Listeners[0].Failed, st.Listeners[0].ClientErrors)
+	}
+	mf := scrape(t, sw.Admin)
+	if n, _ := metric(mf, "vipswap_failed_requests_total", map[string]string{"listener": "prod"}); n != 0 {
+		t.Fatalf("vipswap_failed_requests_total{prod} is %v, want 0", n)
+	}
+	if code, out := cli(t, sw, "history", "--limit", "1"); code != 0 || !strings.Contains(out, "0 failed") || !strings.Contains(out, "50 client errors") {
+		t.Fatalf("history: exit %d:\n%s\nwant 0 failed and 50 client errors", code, out)
+	}
+}
+
+func expect(ok bool) error {
+	if !ok {
+		return fmt.Errorf("not yet")
+	}
+	return nil
+}

@@ -1,0 +1,244 @@
+package proxy
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/route"
+)
+
+// splitTable routes prod blue 80 %, green 20 %, stage to green, with an
+// affinity key and a route /beta/ → green.
+func splitTable(blue, green []*route.Instance) *route.Table {
+	var spec route.Spec
+	spec.Revision = 1
+	spec.Listeners[route.Prod] = []route.Weighted{{Slot: "blue", Weight: 80}, {Slot: "green", Weight: 20}}
+	spec.Listeners[route.Stage] = []route.Weighted{{Slot: "green", Weight: 1}}
+	spec.Routable = map[string][]*route.Instance{"blue": blue, "green": green}
+	spec.Routes = []route.Route{{PathPrefix: "/beta/", Slot: "green"}}
+	spec.AffinityKey = []byte("a key of sixteen bytes or more")
+	spec.Watch = []string{"/checkout"}
+	return route.Build(spec)
+}
+
+// headers answers with the request's header names and the pin's values.
+func headers(w http.ResponseWriter, r *http.Request) {
+	io.WriteString(w, strings.Join(r.Header.Values("X-Vipswap-Slot"), ",")+"|")
+	for k := range r.Header {
+		io.WriteString(w, k+" ")
+	}
+}
+
+// A pin header that is empty or repeated is the client's mistake: a 400
+// that says so, counted as a client error and never as failed; the pin
+// header never reaches an instance, on prod or stage.
+func TestPinIsTheClientsClaim(t *testing.T) {
+	blue := newInstance(t, "blue", "blue", headers)
+	green := newInstance(t, "green", "green", headers)
+	p := New(Options{PinHeader: "x-vipswap-slot"})
+	p.Apply(splitTable([]*route.Instance{blue.inst}, []*route.Instance{green.inst}))
+	prod, stage := serve(t, p)
+	for _, c := range []struct{ name, head, want string }{
+		{"empty", "X-Vipswap-Slot: \r\n", "X-Vipswap-Slot is empty"},
+		{"repeated", "X-Vipswap-Slot: green\r\nX-Vipswap-Slot: blue\r\n", "X-Vipswap-Slot appears 2 times"},
+		{"empty then named", "X-Vipswap-Slot: \r\nX-Vipswap-Slot: green\r\n", "X-Vipswap-Slot appears 2 times"},
+		{"unknown", "X-Vipswap-Slot: purple\r\n", `names slot "purple", which does not exist`},
+	} {
+		status, body := raw(t, prod, "GET /x HTTP/1.1\r\nHost: x\r\n"+c.head+"Connection: close\r\n\r\n")
+		if !strings.HasPrefix(status, "400") || !strings.Contains(body, c.want) {
+			t.Errorf("%s pin: %s %q, want 400 saying %q", c.name, status, body, c.want)
+		}
+	}
+	for _, base := range []string{prod, stage} {
+		status, body := raw(t, base, "GET /x HTTP/1.1\r\nHost: x\r\nX-Vipswap-Slot: green\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(status, "200") || strings.Contains(body, "X-Vipswap-Slot") || !strings.HasPrefix(body, "|") {
+			t.Errorf("pinned request on %s: %s %q; want 200 and no pin header at the instance", base, status, body)
+		}
+	}
+	var failed, clientErrors uint64
+	for _, c := range p.Counters(route.Prod) {
+		failed += c.Failed
+		clientErrors += c.ClientErrors
+	}
+	if failed != 0 || clientErrors != 4 || p.Failed(route.Prod) != 0 {
+		t.Fatalf("%d failed (Failed %d), %d client errors; want 0 failed and the 4 bad pins as client errors", failed, p.Failed(route.Prod), clientErrors)
+	}
+}
+
+// A malformed request that never reaches the handler counts as a client
+// error of its listener.
+func TestMalformedRequestIsAClientError(t *testing.T) {
+	prod, _, p := proxyTo(t, echo)
+	status, _ := raw(t, prod, "GET /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab")
+	if !strings.HasPrefix(status, "400") {
+		t.Fatalf("conflicting lengths: %s, want 400", status)
+	}
+	c := p.Counters(route.Prod)[route.NoSlot]
+	if c.ClientErrors != 1 || c.Failed != 0 || c.Classes[4] != 1 {
+		t.Fatalf("counts %+v; want one client error, 0 failed", c)
+	}
+}
+
+// Only a cookie vipswap signed keeps a client on a slot: a cookie naming
+// green that a client made up is drawn by weight like a new client's (and
+// replaced by a signed one); one vipswap issued holds. Requests a pin or a
+// route sent are steered, not judged; the others are judged, by source
+// and watched path.
+func TestJudgedAndSteered(t *testing.T) {
+	blue := newInstance(t, "blue", "blue", nil)
+	green := newInstance(t, "green", "green", nil)
+	p := New(Options{PinHeader: "X-Vipswap-Slot", Affinity: Affinity{Cookie: "vipswap_slot"}})
+	tab := splitTable([]*route.Instance{blue.inst}, []*route.Instance{green.inst})
+	p.Apply(tab)
+	prod, _ := serve(t, p)
+	hc := &http.Client{}
+	send := func(path, cookie, pin string) (string, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, prod+path, nil)
+		if cookie != "" {
+			req.Header.Set("Cookie", "vipswap_slot="+cookie)
+		}
+		if pin != "" {
+			req.Header.Set("X-Vipswap-Slot", pin)
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		set := ""
+		for _, c := range resp.Cookies() {
+			set = c.Value
+		}
+		return string(b), set
+	}
+	const n = 500
+	forged := 0
+	for range n {
+		slot, set := send("/x", "green", "")
+		if slot == "green" {
+			forged++
+		}
+		if set != tab.AffinityValue(slot) {
+			t.Fatalf("a forged cookie got %q from %s, want the signed %q", set, slot, tab.AffinityValue(slot))
+		}
+	}
+	if forged > n*30/100 {
+		t.Fatalf("%d of %d requests with a forged green cookie reached green, want about 20%% (by weight)", forged, n)
+	}
+	for range 50 {
+		if slot, set := send("/checkout/pay", tab.AffinityValue("green"), ""); slot != "green" || set != "" {
+			t.Fatalf("a signed green cookie reached %s (new cookie %q)", slot, set)
+		}
+		if slot, _ := send("/x", "", "green"); slot != "green" {
+			t.Fatalf("pinned to green, reached %s", slot)
+		}
+		if slot, _ := send("/beta/x", "", ""); slot != "green" {
+			t.Fatalf("routed to green, reached %s", slot)
+		}
+	}
+	c := p.Counters(route.Prod)["green"]
+	if c.Steered.Requests != 100 {
+		t.Fatalf("green counted %d steered requests, want the 100 pinned and routed", c.Steered.Requests)
+	}
+	if want := uint64(forged + 50); c.Judged.Requests != want || c.Requests() != want+100 {
+		t.Fatalf("green judged %d of %d requests, want %d of %d", c.Judged.Requests, c.Requests(), want, want+100)
+	}
+	if c.Judged.Paths[0].Requests != 50 {
+		t.Fatalf("green judged %d requests under /checkout, want 50", c.Judged.Paths[0].Requests)
+	}
+	groups := 0
+	for _, s := range c.Judged.Sources {
+		if s.Requests > 0 {
+			groups++
+			if s.Requests != c.Judged.Requests {
+				t.Fatalf("sources %+v: one client's requests in several groups", c.Judged.Sources)
+			}
+		}
+	}
+	if groups != 1 {
+		t.Fatalf("one client's judged requests fell into %d source groups", groups)
+	}
+}
+
+// The instances' latency runs from the request written whole to the
+// response head: a client that sends its body slowly, or reads its
+// answer slowly, moves the total it sees, never the latency an analysis
+// judges.
+func TestLatencyIsTheInstances(t *testing.T) {
+	big := strings.Repeat("x", 4<<20)
+	prod, _, p := proxyTo(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		if r.URL.Path == "/big" {
+			io.WriteString(w, big)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	addr := strings.TrimPrefix(prod, "http://")
+
+	// A body of 10 bytes, one every 100 ms.
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	io.WriteString(c, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+	tick := time.NewTicker(100 * time.Millisecond)
+	for range 10 {
+		<-tick.C
+		c.Write([]byte("a"))
+	}
+	tick.Stop()
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+
+	// 4 MiB read 64 KiB every 20 ms.
+	c2, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	c2.(*net.TCPConn).SetReadBuffer(64 << 10)
+	io.WriteString(c2, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	buf := make([]byte, 64<<10)
+	tick = time.NewTicker(20 * time.Millisecond)
+	got := 0
+	for got < len(big) {
+		<-tick.C
+		n, err := c2.Read(buf)
+		got += n
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick.Stop()
+
+	// The answers are counted once the handler returns.
+	var counts route.Counts
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		counts = p.Counters(route.Prod)["blue"]
+		return expect(counts.Requests() == 2)
+	})
+	total := counts.Total.Quantile(1)
+	latency := counts.Latency.Quantile(1)
+	response := counts.Response.Quantile(1)
+	t.Logf("slowest: client-facing %s, instance latency %s, instance response %s", total, latency, response)
+	if total < 900*time.Millisecond {
+		t.Fatalf("the client-facing total is %s, want the slow client's 1 s at least", total)
+	}
+	if 2*latency >= total || 2*response >= total {
+		t.Fatalf("the instance latency is %s (response %s) of the client's %s: the slow client's time counted as the instance's", latency, response, total)
+	}
+}
