@@ -100,9 +100,9 @@ type outcome struct {
 	// latency, response and total are Counts.Latency's, Response's and
 	// Total's measures of the request.
 	latency, response, total time.Duration
-	failed      bool // vipswap answered it itself (5xx), or it was cut off
-	cutOff      bool // the instance broke its response off
-	clientError bool // vipswap answered it with a 4xx for the client's own mistake
+	failed                   bool // vipswap answered it itself (5xx), or it was cut off
+	cutOff                   bool // the instance broke its response off
+	clientError              bool // vipswap answered it with a 4xx for the client's own mistake
 	// judged: prod's weights (or a cookie vipswap issued) chose the slot;
 	// steered: a pin or a route did. Neither on stage.
 	judged, steered bool

@@ -30,7 +30,7 @@ type routedAnswer struct {
 	// cookieSlot is the slot that cookie names (the part before its
 	// signature).
 	cookieSlot string
-	body   string
+	body       string
 }
 
 // get sends one GET to url with the given header and cookie (empty: none).
