@@ -26,6 +26,8 @@ type request struct {
 	l         route.Listener
 	table     *route.Table
 	slot      *route.Slot
+	path      route.Path // the canonical path, which routes match
+	uri       string     // the request target for the instance: path and query
 	tried     []*route.Instance
 	triedBuf  [4]*route.Instance
 	holdUntil time.Time  // zero until the request first holds
@@ -52,6 +54,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.p.looped(r) {
 		h.fail(w, r, rq, errLoop, start)
+		return
+	}
+	if err := rq.target(r); err != nil {
+		h.fail(w, r, rq, err, start)
 		return
 	}
 	if err := h.p.choose(r, rq); err != nil {
@@ -113,10 +119,12 @@ func (h *handler) count(r *http.Request, rq *request, status int, instance strin
 }
 
 // clientFault reports whether a failure was the client's doing (its body
-// could not be read), which is not counted against the slot.
+// could not be read, its path was refused), which is not counted against
+// the slot.
 func clientFault(err error) bool {
 	var ae *attemptError
-	return errors.As(err, &ae) && ae.kind == failClient
+	var pe *route.PathError
+	return errors.As(err, &ae) && ae.kind == failClient || errors.As(err, &pe)
 }
 
 // fail answers a request that no instance could take. The body says why at
@@ -147,9 +155,12 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 	var ae *attemptError
 	var be *h1.BodyError
 	var pin *errUnknownPin
+	var path *route.PathError
 	switch {
 	case errors.Is(err, errLoop):
 		return http.StatusLoopDetected, err.Error()
+	case errors.As(err, &path):
+		return http.StatusBadRequest, path.Error()
 	case errors.As(err, &pin):
 		return http.StatusBadRequest, pin.Error()
 	case errors.As(err, &noInst):

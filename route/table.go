@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"net/textproto"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -43,11 +44,14 @@ type Spec struct {
 // Draws holds the counters of weighted draws, one per listener.
 type Draws [numListeners]atomic.Uint32
 
-// Route sends the requests whose path starts with PathPrefix (and, when
+// Route sends the requests whose path is PathPrefix or below it (and, when
 // Header is set, that carry Header with the value Value) to Slot, whatever
 // the listener's weights.
 type Route struct {
-	// PathPrefix is matched against the request's path, byte for byte.
+	// PathPrefix is matched against the request's canonical, decoded path
+	// (see CleanPath) on segment boundaries: /api and /api/ both match
+	// /api, /api/ and /api/x, not /apix. It must pass CheckPrefix; one
+	// that does not never matches.
 	PathPrefix string
 	// Header, if set, must be present with value Value (exactly).
 	Header, Value string
@@ -141,12 +145,13 @@ func Build(spec Spec) *Table {
 		}
 	}
 	for _, r := range spec.Routes {
-		t.routes = append(t.routes, tableRoute{prefix: r.PathPrefix, header: textproto.CanonicalMIMEHeaderKey(r.Header), value: r.Value, slot: slotFor(r.Slot)})
+		t.routes = append(t.routes, tableRoute{prefix: r.PathPrefix, key: prefixKey(r.PathPrefix),
+			header: textproto.CanonicalMIMEHeaderKey(r.Header), value: r.Value, slot: slotFor(r.Slot)})
 	}
 	// Longest prefix first; for the same prefix, a route with a header
 	// before one without. Equal routes keep the spec's order.
 	slices.SortStableFunc(t.routes, func(a, b tableRoute) int {
-		if d := len(b.prefix) - len(a.prefix); d != 0 {
+		if d := len(b.key) - len(a.key); d != 0 {
 			return d
 		}
 		return len(b.header) - len(a.header)
@@ -159,16 +164,41 @@ func Build(spec Spec) *Table {
 // resolved.
 type tableRoute struct {
 	prefix, header, value string
+	key                   string // prefix without its trailing /
 	slot                  *Slot
 }
 
 // Routed returns the slot of the most specific route matching a request
-// for path with header (keys canonical, as in net/http), or nil when none
-// does. It takes no lock and allocates nothing.
-func (t *Table) Routed(path string, header map[string][]string) *Slot {
+// for p with header (keys canonical, as in net/http), or nil when none
+// does: the longest prefix that p is or is below, and for the same prefix
+// a route whose header matches before one without a header.
+//
+// A ; in a segment is part of it (/legacy;v=1/x is not below /legacy/).
+// Servlet containers drop ;parameters before they read a path, though,
+// and /a/..;/b is /b to them: when reading p without its ;parameters
+// (those written ;, or also those written %3B) would choose another slot,
+// Routed refuses the request with a *PathError rather than guess which
+// server the slot runs.
+//
+// It takes no lock and allocates nothing unless p has a ;.
+func (t *Table) Routed(p Path, header map[string][]string) (*Slot, error) {
+	s := t.match(p.Decoded, header)
+	if len(t.routes) == 0 || strings.IndexByte(p.Decoded, ';') < 0 {
+		return s, nil
+	}
+	for _, escaped := range [2]bool{false, true} {
+		q, err := withoutParams(p, escaped)
+		if err != nil || t.match(q.Decoded, header) != s {
+			return nil, errParams
+		}
+	}
+	return s, nil
+}
+
+func (t *Table) match(path string, header map[string][]string) *Slot {
 	for i := range t.routes {
 		r := &t.routes[i]
-		if len(path) < len(r.prefix) || path[:len(r.prefix)] != r.prefix {
+		if !underPrefix(path, r.key) {
 			continue
 		}
 		if r.header != "" {
