@@ -298,11 +298,14 @@ type Affinity struct {
 	PinHeader string `yaml:"pin_header"`
 }
 
-// Route sends the prod requests whose path starts with PathPrefix (and that
-// carry Header with Value, when Header is set) to Slot, whatever the
+// Route sends the prod requests whose path is PathPrefix or below it (and
+// that carry Header with Value, when Header is set) to Slot, whatever the
 // weights. The longest prefix wins.
 type Route struct {
-	// PathPrefix is matched against the request path.
+	// PathPrefix is matched against the request's canonical, decoded path
+	// on segment boundaries: /api and /api/ both match /api, /api/ and
+	// /api/x, not /apix. It must be canonical itself (no // and no dot
+	// segments) and written decoded.
 	PathPrefix string `yaml:"path_prefix"`
 	// Header and Value, if set, must also match.
 	Header string `yaml:"header"`

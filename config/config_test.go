@@ -192,6 +192,17 @@ func TestParseInvalid(t *testing.T) {
 		{"public admin without a token file", func(s string) string {
 			return strings.Replace(s, "listen: 127.0.0.1:9090", "listen: 0.0.0.0:9090", 1)
 		}, `admin.token_file: required when admin.listen is not a loopback address (it is 0.0.0.0:9090)`},
+		{"route prefix with a dot segment", func(s string) string { return s + "routes: [{path_prefix: /api/2.0/../admin, slot: green}]\n" },
+			`routes[0].path_prefix: "/api/2.0/../admin" has a dot segment (..): requests are matched with dot segments removed, so it would never match`},
+		{"route prefix with //", func(s string) string { return s + "routes: [{path_prefix: //legacy/, slot: green}]\n" },
+			`routes[0].path_prefix: "//legacy/" has an empty segment (//)`},
+		{"route prefix with an encoded slash", func(s string) string { return s + "routes: [{path_prefix: /api%2F2.0/, slot: green}]\n" },
+			`routes[0].path_prefix: "/api%2F2.0/" has a percent-escape: write the prefix decoded`},
+		{"route prefix with a ;", func(s string) string { return s + "routes: [{path_prefix: /legacy;v=1/, slot: green}]\n" },
+			`routes[0].path_prefix: "/legacy;v=1/" has a ;: routes do not match ;parameters`},
+		{"route prefixes differing in a trailing slash", func(s string) string {
+			return s + "routes: [{path_prefix: /api/, slot: green}, {path_prefix: /api, slot: blue}]\n"
+		}, `routes[1]: matches the same requests as routes[0]`},
 		{"not YAML", func(string) string { return "slots: [\n" }, `test.yaml: `},
 		{"log format", func(s string) string { return s + "log: {format: xml}\n" },
 			`log.format: want text or json, got "xml"`},

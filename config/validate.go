@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vipswap/vipswap/route"
 )
 
 var slotName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -127,8 +129,8 @@ func (c *Config) Validate() error {
 	}
 	for i, p := range a.Paths {
 		key := fmt.Sprintf("analysis.paths[%d]", i)
-		if !strings.HasPrefix(p, "/") || strings.ContainsAny(p, " \t\r\n?#") {
-			v.fail(key, fmt.Sprintf("want a path prefix starting with / (no spaces, ? or #), got %q", p))
+		if err := route.CheckPrefix(p); err != nil {
+			v.fail(key, err.Error())
 		} else if slices.Contains(a.Paths[:i], p) {
 			v.fail(key, fmt.Sprintf("%q is listed twice", p))
 		}
@@ -161,8 +163,8 @@ func (c *Config) Validate() error {
 	seenRoutes := map[[2]string]int{}
 	for i, r := range c.Routes {
 		key := fmt.Sprintf("routes[%d]", i)
-		if !strings.HasPrefix(r.PathPrefix, "/") || strings.ContainsFunc(r.PathPrefix, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-			v.fail(key+".path_prefix", fmt.Sprintf("want a path starting with / without spaces, got %q", r.PathPrefix))
+		if err := route.CheckPrefix(r.PathPrefix); err != nil {
+			v.fail(key+".path_prefix", err.Error())
 		}
 		if r.Header != "" && !headerName.MatchString(r.Header) {
 			v.fail(key+".header", fmt.Sprintf("want a header name, got %q", r.Header))
@@ -173,7 +175,8 @@ func (c *Config) Validate() error {
 		if _, ok := c.Slots[r.Slot]; !ok {
 			v.fail(key+".slot", fmt.Sprintf("no slot %q (have %s)", r.Slot, strings.Join(c.SlotOrder, ", ")))
 		}
-		id := [2]string{r.PathPrefix, strings.ToLower(r.Header) + "\x00" + r.Value}
+		// /api and /api/ match the same requests.
+		id := [2]string{strings.TrimSuffix(r.PathPrefix, "/"), strings.ToLower(r.Header) + "\x00" + r.Value}
 		if j, dup := seenRoutes[id]; dup {
 			v.fail(key, fmt.Sprintf("matches the same requests as routes[%d]", j))
 		}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"regexp"
 	"slices"
-	"strings"
 
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
@@ -15,7 +14,9 @@ import (
 // /v1/routes (remove one: Slot is ignored).
 type RouteRequest struct {
 	ChangeRequest
-	// PathPrefix is matched against the request path.
+	// PathPrefix is matched against the request's canonical path, on
+	// segment boundaries (route.CheckPrefix says which prefixes are
+	// refused).
 	PathPrefix string `json:"path_prefix"`
 	// Header and Value, if set, must also match.
 	Header string `json:"header,omitempty"`
@@ -27,9 +28,10 @@ type RouteRequest struct {
 var headerNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 
 func (r RouteRequest) route() (state.Route, error) {
+	if err := route.CheckPrefix(r.PathPrefix); err != nil {
+		return state.Route{}, fmt.Errorf("path_prefix: %w", err)
+	}
 	switch {
-	case !strings.HasPrefix(r.PathPrefix, "/") || strings.ContainsFunc(r.PathPrefix, func(c rune) bool { return c <= ' ' || c == 0x7f }):
-		return state.Route{}, fmt.Errorf("path_prefix: want a path starting with / without spaces, got %q", r.PathPrefix)
 	case r.Header != "" && !headerNameRE.MatchString(r.Header):
 		return state.Route{}, fmt.Errorf("header: want a header name such as X-Api-Version, got %q", r.Header)
 	case r.Header == "" && r.Value != "":

@@ -136,3 +136,46 @@ func BenchmarkRecord(b *testing.B) {
 		p.stats(slot)[route.Prod].record(&o)
 	}
 }
+
+// BenchmarkRoundTripRouted is BenchmarkRoundTrip on prod with version
+// routes in the table and a canonical path with a query, the common case
+// the path's normalisation must not slow down or make allocate.
+func BenchmarkRoundTripRouted(b *testing.B) {
+	payload := []byte(`{"slot":"green","version":"2","instance":"bench"}`)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(payload) }))
+	defer backend.Close()
+	blue := route.NewInstance("blue", backend.Listener.Addr().String())
+	green := route.NewInstance("green", backend.Listener.Addr().String())
+	var spec route.Spec
+	spec.Listeners[route.Prod] = []route.Weighted{{Slot: "blue", Weight: 1}}
+	spec.Routable = map[string][]*route.Instance{"blue": {blue}, "green": {green}}
+	spec.Routes = []route.Route{{PathPrefix: "/api/1.0/", Slot: "blue"}, {PathPrefix: "/api/2.0/", Slot: "green"}}
+	p := New(Options{})
+	p.Apply(route.Build(spec))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go p.Serve(route.Prod, ln)
+	defer p.Shutdown(context.Background())
+	url := "http://" + ln.Addr().String() + "/api/2.0/users/42?fields=name"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	defer client.CloseIdleConnections()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Get(url)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Fatalf("status %d", resp.StatusCode)
+			}
+		}
+	})
+	if green.Served(route.Prod) == 0 {
+		b.Fatal("the route did not send the requests to green")
+	}
+}

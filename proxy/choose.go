@@ -53,7 +53,8 @@ func (e *pinError) Error() string {
 }
 
 // choose picks rq's slot at the start of a request on prod: the pinned
-// slot, else a route's, else the slot of a valid affinity cookie while it
+// slot, else a route's (matching rq.path), else the slot of a valid
+// affinity cookie while it
 // takes traffic, else by weight. Other listeners follow their one slot.
 func (p *Proxy) choose(r *http.Request, rq *request) error {
 	if rq.l != route.Prod {
@@ -73,7 +74,11 @@ func (p *Proxy) choose(r *http.Request, rq *request) error {
 			return nil
 		}
 	}
-	if s := rq.table.Routed(r.URL.Path, r.Header); s != nil {
+	s, err := rq.table.Routed(rq.path, r.Header)
+	if err != nil {
+		return err
+	}
+	if s != nil {
 		rq.how, rq.named, rq.slot = byRoute, s.Name, s
 		return nil
 	}

@@ -18,6 +18,14 @@
 // (see failure in forward.go). Responses are read by h1.ReadResponse, which
 // bounds the head and frames the body strictly.
 //
+// Before anything routes a request, its path is made canonical once
+// (route.CleanPath: dot segments removed, // merged, escapes of unreserved
+// characters decoded) or refused with a 400, on every listener; routes
+// match that path, and it is what the request line to the instance
+// carries, with the query as the client sent it (target.go). So no
+// spelling of a path reaches an instance as another path than the one
+// that was routed.
+//
 // What the proxy guarantees against broken peers:
 //   - an answer never reaches another request: a pooled connection is reused
 //     only if nothing is buffered after the last response and nothing

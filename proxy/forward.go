@@ -174,7 +174,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		body = rq.body
 	}
 	limits := h1.ResponseLimits{MaxHeaderBytes: rq.o.MaxHeaderBytes, MaxHeaderFields: rq.o.MaxHeaderFields}
-	if err := writeRequest(c.bw, r, body, p.via, rq.o.PinHeader); err != nil {
+	if err := writeRequest(c.bw, r, rq.uri, body, p.via, rq.o.PinHeader); err != nil {
 		if rq.body != nil && rq.body.err != nil {
 			return fail(failClient, rq.body.err)
 		}

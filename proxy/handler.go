@@ -26,6 +26,8 @@ type request struct {
 	l         route.Listener
 	table     *route.Table
 	slot      *route.Slot
+	path      route.Path // the canonical path, which routes match
+	uri       string     // the request target for the instance: path and query
 	tried     []*route.Instance
 	triedBuf  [4]*route.Instance
 	holdUntil time.Time  // zero until the request first holds
@@ -59,6 +61,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if h.p.looped(r) {
 		h.fail(w, r, rq, errLoop, start)
+		return
+	}
+	if err := rq.target(r); err != nil {
+		h.fail(w, r, rq, err, start)
 		return
 	}
 	if err := h.p.choose(r, rq); err != nil {
@@ -136,7 +142,7 @@ func (h *handler) count(r *http.Request, rq *request, status int, instance strin
 		default:
 			o.judged = true
 			o.source = sourceGroup(r.RemoteAddr)
-			o.path = rq.table.Watched(r.URL.Path)
+			o.path = rq.table.Watched(rq.path.Decoded)
 		}
 	}
 	h.p.stats(rq.slot)[h.l].record(&o)
@@ -146,12 +152,13 @@ func (h *handler) count(r *http.Request, rq *request, status int, instance strin
 }
 
 // clientFault reports whether a failure was the client's doing (its body
-// could not be read, it named no slot or several in its pin), which is
-// not counted against the slot.
+// could not be read, it named no slot or several in its pin, its path was
+// refused), which is not counted against the slot.
 func clientFault(err error) bool {
 	var ae *attemptError
 	var pin *pinError
-	return errors.As(err, &pin) || errors.As(err, &ae) && ae.kind == failClient
+	var pe *route.PathError
+	return errors.As(err, &pin) || errors.As(err, &pe) || errors.As(err, &ae) && ae.kind == failClient
 }
 
 // fail answers a request that no instance could take. The body says why at
@@ -182,9 +189,12 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 	var ae *attemptError
 	var be *h1.BodyError
 	var pin *pinError
+	var path *route.PathError
 	switch {
 	case errors.Is(err, errLoop):
 		return http.StatusLoopDetected, err.Error()
+	case errors.As(err, &path):
+		return http.StatusBadRequest, path.Error()
 	case errors.As(err, &pin):
 		return http.StatusBadRequest, pin.Error()
 	case errors.As(err, &noInst):

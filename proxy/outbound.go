@@ -71,14 +71,11 @@ func forbiddenUpgrade(up string) bool {
 }
 
 // writeRequest writes r to bw as an HTTP/1.1 request for an instance, with
+// uri as its target (the canonical path that was routed, and the query),
 // hop-by-hop headers and the pin header (canonical; "" for none) removed,
 // X-Forwarded-* set, via appended to Via, and the body framed by
 // Content-Length or chunked encoding. body is r's body (or nil).
-func writeRequest(bw *bufio.Writer, r *http.Request, body io.Reader, via, pin string) error {
-	uri := r.URL.RequestURI()
-	if r.RequestURI == "*" {
-		uri = "*"
-	}
+func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader, via, pin string) error {
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
 	bw.WriteString(uri)

@@ -47,9 +47,13 @@ func FuzzWriteRequest(f *testing.F) {
 		}
 		in.RemoteAddr = "192.0.2.1:1234"
 
+		wantURI := in.URL.RequestURI()
+		if in.RequestURI == "*" {
+			wantURI = "*"
+		}
 		var wire bytes.Buffer
 		bw := bufio.NewWriter(&wire)
-		if err := writeRequest(bw, in, in.Body, "1.1 vipswap-test", ""); err != nil {
+		if err := writeRequest(bw, in, wantURI, in.Body, "1.1 vipswap-test", ""); err != nil {
 			t.Fatalf("writeRequest: %v", err)
 		}
 		br := bufio.NewReader(bytes.NewReader(wire.Bytes()))
@@ -63,10 +67,6 @@ func FuzzWriteRequest(f *testing.F) {
 		}
 		if br.Buffered() != 0 {
 			t.Fatalf("%d bytes after the forwarded request (a smuggled request?)\n%q", br.Buffered(), wire.String())
-		}
-		wantURI := in.URL.RequestURI()
-		if in.RequestURI == "*" {
-			wantURI = "*"
 		}
 		switch {
 		case out.Method != in.Method:

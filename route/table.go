@@ -55,11 +55,14 @@ type Spec struct {
 // Draws holds the counters of weighted draws, one per listener.
 type Draws [numListeners]atomic.Uint32
 
-// Route sends the requests whose path starts with PathPrefix (and, when
+// Route sends the requests whose path is PathPrefix or below it (and, when
 // Header is set, that carry Header with the value Value) to Slot, whatever
 // the listener's weights.
 type Route struct {
-	// PathPrefix is matched against the request's path, byte for byte.
+	// PathPrefix is matched against the request's canonical, decoded path
+	// (see CleanPath) on segment boundaries: /api and /api/ both match
+	// /api, /api/ and /api/x, not /apix. It must pass CheckPrefix; one
+	// that does not never matches.
 	PathPrefix string
 	// Header, if set, must be present with value Value (exactly).
 	Header, Value string
@@ -104,7 +107,7 @@ type Table struct {
 	members    map[*Instance]string // every instance, with its slot
 	named      map[string]*Slot     // every slot the spec names, by name
 	routes     []tableRoute         // most specific first
-	watch      []string             // Spec.Watch
+	watch      []string             // Spec.Watch, without trailing /
 	signed     map[string]string    // slot name -> its affinity cookie value
 	bySigned   map[string]string    // affinity cookie value -> slot name
 	superseded chan struct{}
@@ -156,18 +159,21 @@ func Build(spec Spec) *Table {
 		}
 	}
 	for _, r := range spec.Routes {
-		t.routes = append(t.routes, tableRoute{prefix: r.PathPrefix, header: textproto.CanonicalMIMEHeaderKey(r.Header), value: r.Value, slot: slotFor(r.Slot)})
+		t.routes = append(t.routes, tableRoute{prefix: r.PathPrefix, key: prefixKey(r.PathPrefix),
+			header: textproto.CanonicalMIMEHeaderKey(r.Header), value: r.Value, slot: slotFor(r.Slot)})
 	}
 	// Longest prefix first; for the same prefix, a route with a header
 	// before one without. Equal routes keep the spec's order.
 	slices.SortStableFunc(t.routes, func(a, b tableRoute) int {
-		if d := len(b.prefix) - len(a.prefix); d != 0 {
+		if d := len(b.key) - len(a.key); d != 0 {
 			return d
 		}
 		return len(b.header) - len(a.header)
 	})
 	t.named = slots
-	t.watch = slices.Clone(spec.Watch[:min(len(spec.Watch), MaxWatchedPaths)])
+	for _, p := range spec.Watch[:min(len(spec.Watch), MaxWatchedPaths)] {
+		t.watch = append(t.watch, strings.TrimSuffix(p, "/"))
+	}
 	if len(spec.AffinityKey) > 0 {
 		t.signed = make(map[string]string, len(slots))
 		t.bySigned = make(map[string]string, len(slots))
@@ -196,42 +202,57 @@ func (t *Table) AffinityValue(slot string) string { return t.signed[slot] }
 // unless the value is one this table's key signed. It allocates nothing.
 func (t *Table) AffinitySlot(value string) string { return t.bySigned[value] }
 
-// Watched returns the index in Spec.Watch of the first prefix path falls
-// under (on segment boundaries), or -1.
+// Watched returns the index in Spec.Watch of the first prefix the
+// canonical path falls under (on segment boundaries, as routes match), or
+// -1.
 func (t *Table) Watched(path string) int {
-	for i, p := range t.watch {
-		if UnderPrefix(path, p) {
+	for i, key := range t.watch {
+		if underPrefix(path, key) {
 			return i
 		}
 	}
 	return -1
 }
 
-// UnderPrefix reports whether path falls under prefix on a segment
-// boundary: "/api" and "/api/" both take "/api", "/api/" and "/api/x",
-// never "/apix".
-func UnderPrefix(path, prefix string) bool {
-	p := strings.TrimSuffix(prefix, "/")
-	if !strings.HasPrefix(path, p) {
-		return false
-	}
-	return len(path) == len(p) || path[len(p)] == '/' || p == ""
-}
-
 // tableRoute is a Route with its header key canonical and its slot
 // resolved.
 type tableRoute struct {
 	prefix, header, value string
+	key                   string // prefix without its trailing /
 	slot                  *Slot
 }
 
 // Routed returns the slot of the most specific route matching a request
-// for path with header (keys canonical, as in net/http), or nil when none
-// does. It takes no lock and allocates nothing.
-func (t *Table) Routed(path string, header map[string][]string) *Slot {
+// for p with header (keys canonical, as in net/http), or nil when none
+// does: the longest prefix that p is or is below, and for the same prefix
+// a route whose header matches before one without a header.
+//
+// A ; in a segment is part of it (/legacy;v=1/x is not below /legacy/).
+// Servlet containers drop ;parameters before they read a path, though,
+// and /a/..;/b is /b to them: when reading p without its ;parameters
+// (those written ;, or also those written %3B) would choose another slot,
+// Routed refuses the request with a *PathError rather than guess which
+// server the slot runs.
+//
+// It takes no lock and allocates nothing unless p has a ;.
+func (t *Table) Routed(p Path, header map[string][]string) (*Slot, error) {
+	s := t.match(p.Decoded, header)
+	if len(t.routes) == 0 || strings.IndexByte(p.Decoded, ';') < 0 {
+		return s, nil
+	}
+	for _, escaped := range [2]bool{false, true} {
+		q, err := withoutParams(p, escaped)
+		if err != nil || t.match(q.Decoded, header) != s {
+			return nil, errParams
+		}
+	}
+	return s, nil
+}
+
+func (t *Table) match(path string, header map[string][]string) *Slot {
 	for i := range t.routes {
 		r := &t.routes[i]
-		if len(path) < len(r.prefix) || path[:len(r.prefix)] != r.prefix {
+		if !underPrefix(path, r.key) {
 			continue
 		}
 		if r.header != "" {

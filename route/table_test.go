@@ -228,11 +228,16 @@ func TestRoutes(t *testing.T) {
 		{"/api/2.0/x", nil, "green"},
 		{"/api/2.0/x", map[string][]string{"X-Beta": {"1"}}, "red"},
 		{"/api/2.0/x", map[string][]string{"X-Beta": {"2"}}, "green"},
-		{"/api/2.0", nil, "blue"},
+		{"/api/2.0", nil, "green"}, // a prefix's trailing / is not needed to match
+		{"/api/2.0x", nil, "blue"},
 		{"/other", nil, ""},
 	} {
 		got := ""
-		if sl := tb.Routed(c.path, c.header); sl != nil {
+		sl, err := tb.Routed(Path{c.path, c.path}, c.header)
+		if err != nil {
+			t.Fatalf("Routed(%q): %v", c.path, err)
+		}
+		if sl != nil {
 			got = sl.Name
 		}
 		if got != c.want {
@@ -246,7 +251,8 @@ func TestRoutes(t *testing.T) {
 		t.Fatal("Takes: blue has all of prod, green none")
 	}
 	h := map[string][]string{"X-Beta": {"1"}}
-	if n := testing.AllocsPerRun(1000, func() { tb.Routed("/api/2.0/x", h) }); n != 0 {
+	p := Path{"/api/2.0/x", "/api/2.0/x"}
+	if n := testing.AllocsPerRun(1000, func() { tb.Routed(p, h) }); n != 0 {
 		t.Fatalf("Routed allocates %v times", n)
 	}
 }

@@ -5,7 +5,7 @@ import (
 	"strings"
 )
 
-// Route sends the prod requests whose path starts with PathPrefix (and
+// Route sends the prod requests whose path is PathPrefix or below it (and
 // that carry Header with Value, when Header is set) to Slot, whatever the
 // weights.
 type Route struct {
@@ -15,10 +15,12 @@ type Route struct {
 	Slot       string `json:"slot"`
 }
 
-// Same reports whether r and o match the same requests (header names are
-// case-insensitive).
+// Same reports whether r and o match the same requests: a prefix's
+// trailing / does not change what it matches (/api and /api/ both match
+// /api and below), and header names are case-insensitive.
 func (r Route) Same(o Route) bool {
-	return r.PathPrefix == o.PathPrefix && strings.EqualFold(r.Header, o.Header) && r.Value == o.Value
+	return strings.TrimSuffix(r.PathPrefix, "/") == strings.TrimSuffix(o.PathPrefix, "/") &&
+		strings.EqualFold(r.Header, o.Header) && r.Value == o.Value
 }
 
 // SetRoute returns s with route r, replacing a route that matches the same
