@@ -119,9 +119,9 @@ func (s *Server) init() {
 	})
 }
 
-// Limits are a Server's timeouts and head limits, which Tune changes while
-// it serves. Zero values mean the defaults of the Server fields of the same
-// names.
+// Limits are a Server's timeouts, head limits and per-client connection
+// cap, which Tune changes while it serves. Zero values mean the defaults
+// of the Server fields of the same names.
 type Limits struct {
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
@@ -156,7 +156,8 @@ func (l *Limits) setDefaults() {
 }
 
 // Tune replaces the server's limits; each connection applies them from its
-// next read or write on. It may be called while the server serves.
+// next read or write on, and the per-client cap applies to the next
+// connections accepted. It may be called while the server serves.
 func (s *Server) Tune(l Limits) {
 	s.init()
 	l.setDefaults()
