@@ -201,6 +201,13 @@ type Proxy struct {
 	// default) means one fifth of the descriptors vipswap may open, less a
 	// reserve (see docs/configuration.md).
 	MaxConnections int `yaml:"max_connections"`
+	// MaxConnectionsPerClient bounds the connections one client (an IPv4
+	// address, an IPv6 /64) may hold on a listener; one more is closed at
+	// once. Whatever its value, a client gets at most half of
+	// max_connections. Zero turns the cap off, for clients behind a front
+	// that hides their addresses. Default 256. A reload applies it to the
+	// next connections.
+	MaxConnectionsPerClient int `yaml:"max_connections_per_client"`
 	// MaxHeaderBytes bounds a request head and an instance's response
 	// head. Default 65536.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
@@ -384,6 +391,8 @@ func Default() *Config {
 			InstanceReadTimeout:   60 * time.Second,
 			MaxHeaderBytes:        64 << 10,
 			MaxHeaderFields:       100,
+
+			MaxConnectionsPerClient: 256,
 		},
 	}
 }

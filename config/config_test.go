@@ -40,6 +40,9 @@ func TestParseValid(t *testing.T) {
 	if c.Health.Interval != 500*time.Millisecond {
 		t.Errorf("interval %v, want 500ms", c.Health.Interval)
 	}
+	if c.Proxy.MaxConnectionsPerClient != 256 {
+		t.Errorf("max_connections_per_client %d, want 256", c.Proxy.MaxConnectionsPerClient)
+	}
 	if c.Health.Rise != 2 || c.Proxy.Attempts != 3 || c.Proxy.Hold != 2*time.Second {
 		t.Errorf("defaults not applied: rise %d attempts %d hold %v", c.Health.Rise, c.Proxy.Attempts, c.Proxy.Hold)
 	}
@@ -212,6 +215,8 @@ func TestParseInvalid(t *testing.T) {
 			`log.access_sample: want a fraction above 0 and at most 1, got 5`},
 		{"access sample not a number", func(s string) string { return s + "log: {access_sample: some}\n" },
 			`test.yaml:20: log.access_sample: want a number, got "some"`},
+		{"negative per-client cap", func(s string) string { return s + "proxy:\n  max_connections_per_client: -1\n" },
+			`test.yaml:21: proxy.max_connections_per_client: want a number of connections, or 0 for no cap, got -1`},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

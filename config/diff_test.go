@@ -24,9 +24,10 @@ func TestCompare(t *testing.T) {
 	t.Run("what a reload applies", func(t *testing.T) {
 		next := strings.NewReplacer("interval: 500ms", "interval: 1s",
 			"instances: [127.0.0.1:9001, 127.0.0.1:9002]", "instances: [127.0.0.1:9002, 127.0.0.1:9003]",
-			"active: blue", "  red:\n    instances: [127.0.0.1:9010]\nlog:\n  level: debug\nactive: blue").Replace(valid)
+			"active: blue", "  red:\n    instances: [127.0.0.1:9010]\nlog:\n  level: debug\nproxy:\n  max_connections_per_client: 64\nactive: blue").Replace(valid)
 		d := old.Compare(parse(next))
-		want := []string{"health.interval: 500ms → 1s", "log.level: info → debug", "slots.blue: +127.0.0.1:9003 -127.0.0.1:9001", "slots.red: added"}
+		want := []string{"health.interval: 500ms → 1s", "log.level: info → debug", "proxy.max_connections_per_client: 256 → 64",
+			"slots.blue: +127.0.0.1:9003 -127.0.0.1:9001", "slots.red: added"}
 		if !slices.Equal(d.Changes, want) || len(d.Restart) != 0 {
 			t.Fatalf("got %+v, want changes %q and no restart", d, want)
 		}

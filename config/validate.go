@@ -107,6 +107,9 @@ func (c *Config) Validate() error {
 	if p.MaxConnections < 0 {
 		v.fail("proxy.max_connections", fmt.Sprintf("must be at least 1, or 0 for the default, got %d", p.MaxConnections))
 	}
+	if p.MaxConnectionsPerClient < 0 {
+		v.fail("proxy.max_connections_per_client", fmt.Sprintf("want a number of connections, or 0 for no cap, got %d", p.MaxConnectionsPerClient))
+	}
 	if p.MaxHeaderBytes < 1024 || p.MaxHeaderBytes > 1<<20 {
 		v.fail("proxy.max_header_bytes", fmt.Sprintf("want 1024 to 1048576, got %d", p.MaxHeaderBytes))
 	}

@@ -58,6 +58,15 @@ var (
 	retriesDesc = prometheus.NewDesc("vipswap_retries_total",
 		"Attempts beyond a request's first, after a refused connection, a failed idempotent request or a draining instance's 503.",
 		[]string{"listener", "slot"}, nil)
+	connectionsDesc = prometheus.NewDesc("vipswap_client_connections",
+		"Client connections a listener holds, idle and parked ones included.",
+		[]string{"listener"}, nil)
+	reclaimedDesc = prometheus.NewDesc("vipswap_client_connections_reclaimed_total",
+		"Idle client connections closed to admit new ones at the listener's max_connections.",
+		[]string{"listener"}, nil)
+	refusedDesc = prometheus.NewDesc("vipswap_client_connections_refused_total",
+		"Client connections closed at once because their client held max_connections_per_client.",
+		[]string{"listener"}, nil)
 	inFlightDesc = prometheus.NewDesc("vipswap_in_flight_requests",
 		"Requests in flight on an instance.",
 		[]string{"listener", "slot", "instance"}, nil)
@@ -129,6 +138,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, instanceLatencyDesc, instanceResponseDesc, clientErrorsDesc, steeredDesc, failedDesc, retriesDesc, inFlightDesc,
+		connectionsDesc, reclaimedDesc, refusedDesc,
 		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, storeUpDesc, notAppliedDesc, drivesDesc, revisionDesc,
 		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
 		buildDesc, startDesc, rolloutStepDesc, rolloutPausedDesc, rolloutVerdictDesc, rolloutJudgementsDesc,
@@ -143,6 +153,10 @@ var classNames = [6]string{"", "1xx", "2xx", "3xx", "4xx", "5xx"}
 func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range route.Listeners {
 		ln := l.String()
+		cs := m.proxy.ConnStats(l)
+		ch <- prometheus.MustNewConstMetric(connectionsDesc, prometheus.GaugeValue, float64(cs.Open), ln)
+		ch <- prometheus.MustNewConstMetric(reclaimedDesc, prometheus.CounterValue, float64(cs.Reclaimed), ln)
+		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(cs.Refused), ln)
 		for slot, c := range m.proxy.Counters(l) {
 			for class := 1; class <= 5; class++ {
 				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.Classes[class]), ln, slot, classNames[class])

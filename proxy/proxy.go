@@ -54,9 +54,17 @@ type Options struct {
 	// InstanceReadTimeout bounds the wait for each next piece of a response
 	// body; beyond it the response is cut off. Zero means 60s.
 	InstanceReadTimeout time.Duration
-	// MaxConns bounds each listener's client connections; at the limit the
-	// listener stops accepting until one closes. Zero means no limit.
+	// MaxConns bounds each listener's client connections. At the limit a
+	// new connection takes the place of the one idle the longest (between
+	// requests, or silent since accept); only when none is idle does the
+	// listener stop accepting until one closes or goes idle. Zero means no
+	// limit.
 	MaxConns int
+	// MaxConnsPerClient bounds the connections one client (an IPv4
+	// address, an IPv6 /64) holds on a listener; one more is closed at
+	// once. Zero means no limit. Reconfigure changes it for the next
+	// connections.
+	MaxConnsPerClient int
 	// MaxIdleConns bounds the idle keep-alive connections to instances, all
 	// instances together. Zero means 10000.
 	MaxIdleConns int
@@ -74,7 +82,9 @@ type Options struct {
 	// AccessLog, if set, logs requests (all, or a sample).
 	AccessLog *AccessLog
 	// Logger, if set, receives what goes wrong outside any one request:
-	// accept errors (at most one a second) and handler panics.
+	// accept errors (at most one a second) and handler panics; and, at
+	// warn level, connections refused under MaxConnsPerClient and idle
+	// ones closed at MaxConns (at most once a second each).
 	Logger *slog.Logger
 	// Affinity keeps prod's clients on one slot, by cookie.
 	Affinity Affinity
@@ -115,6 +125,7 @@ func (o *Options) serverLimits() h1.Limits {
 		ReadHeaderTimeout: o.ReadHeaderTimeout, IdleTimeout: o.IdleTimeout,
 		BodyReadTimeout: o.ClientReadTimeout, WriteTimeout: o.ClientWriteTimeout,
 		MaxHeaderBytes: o.MaxHeaderBytes, MaxHeaderFields: o.MaxHeaderFields,
+		MaxConnsPerClient: o.MaxConnsPerClient,
 	}
 }
 
@@ -214,8 +225,10 @@ func (p *Proxy) pruneStats(t *route.Table) {
 
 // Reconfigure replaces the options while the proxy serves: requests that
 // start afterwards, and every connection's next read or write, follow the
-// new ones. MaxConns and MaxIdleConns keep the values the proxy started
-// with (the listeners size their limits once).
+// new ones; MaxConnsPerClient applies to the next connections (a client
+// holding more than a lowered cap keeps them). MaxConns and MaxIdleConns
+// keep the values the proxy started with (the listeners size their limits
+// once).
 func (p *Proxy) Reconfigure(opts Options) {
 	opts.setDefaults()
 	old := p.opts.Load()
@@ -261,11 +274,13 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 		ReadHeaderTimeout: lim.ReadHeaderTimeout, IdleTimeout: lim.IdleTimeout,
 		BodyReadTimeout: lim.BodyReadTimeout, WriteTimeout: lim.WriteTimeout,
 		MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaderFields: lim.MaxHeaderFields,
+		MaxConnsPerClient: lim.MaxConnsPerClient,
 	}
 	if log := o.Logger; log != nil {
 		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }
+		srv.Notice = func(msg string) { log.Warn(msg, "listener", l.String()) }
 	}
-	srv.Refused = func(status int) {
+	srv.BadRequest = func(status int) {
 		p.stats(nil)[l].record(&outcome{status: status, clientError: true, path: -1})
 	}
 	p.servers = append(p.servers, srv)
@@ -274,16 +289,32 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 }
 
 // Conns returns how many client connections listener l holds.
-func (p *Proxy) Conns(l route.Listener) int {
+func (p *Proxy) Conns(l route.Listener) int { return p.ConnStats(l).Open }
+
+// ConnStats are the counts of a listener's client connections.
+type ConnStats struct {
+	// Open is how many it holds now.
+	Open int
+	// Reclaimed counts the idle ones closed to admit new ones at MaxConns.
+	Reclaimed uint64
+	// Refused counts those closed at once because their client held
+	// MaxConnsPerClient.
+	Refused uint64
+}
+
+// ConnStats returns the counts of listener l's client connections.
+func (p *Proxy) ConnStats(l route.Listener) ConnStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	n := 0
+	var st ConnStats
 	for _, srv := range p.servers {
 		if srv.Handler == p.handlers[l] {
-			n += srv.Conns()
+			st.Open += srv.Conns()
+			st.Reclaimed += srv.Reclaimed()
+			st.Refused += srv.Refused()
 		}
 	}
-	return n
+	return st
 }
 
 // Shutdown stops accepting connections, closes idle ones, and waits until

@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
@@ -88,6 +90,16 @@ func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
 		}
 	}
 
+	// One address cannot take the whole listener: beyond its cap (half
+	// the limit of 38) its connections were closed at once, counted and
+	// logged.
+	if v, _ := metric(scrape(t, sw.Admin), "vipswap_client_connections_refused_total", map[string]string{"listener": "prod"}); v == 0 {
+		t.Error("no connection of the flood was refused by the per-client cap")
+	}
+	if !strings.Contains(sw.Output(), "max_connections_per_client=19") || !strings.Contains(sw.Output(), "refused a connection from 127.0.0.1") {
+		t.Errorf("the log does not show the per-client cap at work:\n%s", sw.Output())
+	}
+
 	// The first silent connection was accepted and is closed after
 	// read_header_timeout (2s), not the idle timeout.
 	silent[0].SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -116,5 +128,26 @@ func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
 	}
 	if strings.Contains(sw.Output(), "too many open files") {
 		t.Fatalf("vipswap ran out of descriptors:\n%s", sw.Output())
+	}
+}
+
+// TestPerClientCapOption: proxy.max_connections_per_client reaches the
+// data plane, never above half the listener's limit, and 0 turns it off.
+func TestPerClientCapOption(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	for _, c := range []struct{ maxConns, perClient, want int }{
+		{1000, 256, 256},
+		{100, 256, 50},
+		{100, 10, 10},
+		{100, 0, 0},
+		{1, 256, 1},
+	} {
+		cfg := config.Default()
+		cfg.Proxy.MaxConnections, cfg.Proxy.MaxConnectionsPerClient = c.maxConns, c.perClient
+		o := proxyOptions(cfg, log, nil)
+		if o.MaxConns != c.maxConns || o.MaxConnsPerClient != c.want {
+			t.Errorf("max_connections %d, max_connections_per_client %d: got %d and %d, want %d per client",
+				c.maxConns, c.perClient, o.MaxConns, o.MaxConnsPerClient, c.want)
+		}
 	}
 }

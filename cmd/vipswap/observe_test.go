@@ -138,6 +138,8 @@ func TestMetricsCountWhatWasSent(t *testing.T) {
 		{"vipswap_active_slot", map[string]string{"slot": "blue"}, 1},
 		{"vipswap_active_slot", map[string]string{"slot": "green"}, 0},
 		{"vipswap_slot_weight", map[string]string{"listener": "stage", "slot": "green"}, 1},
+		{"vipswap_client_connections_reclaimed_total", map[string]string{"listener": "prod"}, 0},
+		{"vipswap_client_connections_refused_total", map[string]string{"listener": "prod"}, 0},
 	}
 	for _, c := range checks {
 		if got, ok := metric(m, c.name, c.labels); !ok || got != c.want {

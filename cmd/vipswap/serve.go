@@ -385,8 +385,10 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 	if maxConns == 0 {
 		maxConns = budget.MaxConns
 	}
+	perClient := perClientCap(p.MaxConnectionsPerClient, maxConns)
 	if budget.Descriptors > 0 {
 		log.Info("connection limits", "descriptors", budget.Descriptors, "max_connections_per_listener", maxConns,
+			"max_connections_per_client", perClient,
 			"max_idle_instance_connections", budget.MaxIdleConns, "reserved", budget.Reserve)
 		if 2*maxConns > budget.Descriptors-budget.Reserve {
 			log.Warn("proxy.max_connections leaves too few descriptors for the instance connections; raise LimitNOFILE (ulimit -n) or lower it",
@@ -408,6 +410,7 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 		ResponseHeaderTimeout: p.ResponseHeaderTimeout,
 		InstanceReadTimeout:   p.InstanceReadTimeout,
 		MaxConns:              maxConns,
+		MaxConnsPerClient:     perClient,
 		MaxIdleConns:          budget.MaxIdleConns,
 		MaxHeaderBytes:        p.MaxHeaderBytes,
 		MaxHeaderFields:       p.MaxHeaderFields,
@@ -415,6 +418,16 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 		AccessLog:             accessLog(cfg.Log, log),
 		Logger:                log,
 	}
+}
+
+// perClientCap is the per-client connection cap in force: the setting,
+// but never more than half the listener's limit, so that one client
+// cannot hold more than half of it; 0 (no cap) stays 0.
+func perClientCap(setting, maxConns int) int {
+	if setting <= 0 || maxConns <= 0 {
+		return setting
+	}
+	return min(setting, max(maxConns/2, 1))
 }
 
 // adminConns is how many connections the admin API serves at once: a

@@ -18,8 +18,19 @@
 // within ReadHeaderTimeout of being accepted, each later head within
 // ReadHeaderTimeout of its first byte, each piece of a request body within
 // BodyReadTimeout (the handler's read then fails with a *BodyError), and
-// each write to the client may block at most WriteTimeout. MaxConns bounds
-// the connections a Server holds: at the limit it stops accepting.
+// each write to the client may block at most WriteTimeout. A head's
+// deadline is set once, when it starts: a client cannot extend it by
+// sending a byte now and then.
+//
+// MaxConns bounds the connections a Server holds. At the limit a new
+// connection takes the place of the one idle the longest (between
+// requests, or silent since accept), as nginx reuses connections; only
+// when none is idle does the server stop accepting. A connection in the
+// middle of a request, its head included, is never closed for another.
+// MaxConnsPerClient bounds the connections of one client (an IPv4
+// address, an IPv6 /64): beyond it a new one is closed at once. So one
+// client cannot hold the server with idle connections, nor with more
+// slow heads than its cap.
 //
 // The package also reads responses for vipswap's requests to instances
 // (ReadResponse), with the same strict framing and bounded heads.

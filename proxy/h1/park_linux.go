@@ -25,10 +25,16 @@ type parker struct {
 	epfd int
 	wake [2]int // a pipe whose read end is in the set, to stop the loop
 
-	mu      sync.Mutex      // guards conns and stopped
+	mu      sync.Mutex      // guards conns, the list of parked ones, and stopped
 	conns   map[int32]*conn // parked, or watched while serving a request
 	stopped bool
 	done    chan struct{}
+
+	// oldest and newest end the list of parked connections, in the order
+	// they parked (linked by conn.older and conn.newer): the first is
+	// the one idle the longest, which a new connection replaces at the
+	// server's MaxConns.
+	oldest, newest *conn
 }
 
 // watchAfter is how long a request runs before its client is watched.
@@ -68,12 +74,92 @@ func (p *parker) park(c *conn) bool {
 	if p.stopped || c.fd < 0 {
 		return false
 	}
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(c.fd)}
+	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(c.fd), Pad: c.id}
 	if err := syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
 		return false
 	}
 	p.conns[int32(c.fd)] = c
+	p.push(c)
+	select {
+	case p.s.idled <- struct{}{}: // an accept waiting at MaxConns may take its place
+	default:
+	}
 	return true
+}
+
+// push appends c to the list of parked connections.
+func (p *parker) push(c *conn) {
+	c.older, c.newer = p.newest, nil
+	if p.newest != nil {
+		p.newest.newer = c
+	} else {
+		p.oldest = c
+	}
+	p.newest = c
+}
+
+// unlink takes c, parked, out of the list.
+func (p *parker) unlink(c *conn) {
+	if c.older != nil {
+		c.older.newer = c.newer
+	} else {
+		p.oldest = c.newer
+	}
+	if c.newer != nil {
+		c.newer.older = c.older
+	} else {
+		p.newest = c.older
+	}
+	c.older, c.newer = nil, nil
+}
+
+// forget takes c out of the set, and out of the list if it is parked.
+func (p *parker) forget(c *conn) {
+	delete(p.conns, int32(c.fd))
+	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	if c.state.Load() == stateParked {
+		p.unlink(c)
+	}
+}
+
+// reclaimScan bounds how many parked connections with a request waiting
+// reclaim passes over (the loop wakes them) before it gives up.
+const reclaimScan = 16
+
+// reclaim closes the connection parked the longest, for a new one at the
+// server's MaxConns, and reports whether there was one. It passes over
+// those on which bytes have arrived: closing a socket with unread bytes
+// sends a reset, which would destroy the request the client just sent,
+// and that request is answered anyway. A request the client sends after
+// this look, before it sees the close, still meets a closed connection:
+// that race is the one every server that closes idle keep-alive
+// connections has, and clients retry idempotent requests on it (RFC 9112,
+// 9.3.1). Taking the oldest makes it the least likely.
+func (p *parker) reclaim() bool {
+	p.mu.Lock()
+	var c *conn
+	for o, n := p.oldest, 0; o != nil && n < reclaimScan; o, n = o.newer, n+1 {
+		if !unread(o.fd) {
+			c = o
+			break
+		}
+	}
+	if c != nil {
+		p.forget(c)
+	}
+	p.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.close()
+	return true
+}
+
+// unread reports whether bytes wait to be read on the socket fd.
+func unread(fd int) bool {
+	var b [1]byte
+	n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	return err == nil && n > 0
 }
 
 // socket returns the descriptor of nc, or -1.
@@ -112,7 +198,7 @@ func (p *parker) watch(now time.Time) {
 			c.watched.Store(false)
 			continue
 		}
-		ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(c.fd)}
+		ev := syscall.EpollEvent{Events: syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(c.fd), Pad: c.id}
 		if syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, c.fd, &ev) != nil {
 			continue // leave watched set: no second try for this request
 		}
@@ -131,18 +217,19 @@ func (p *parker) unwatch(c *conn) {
 	c.watched.Store(false)
 }
 
-// take removes the connection on fd and returns it if it is parked. A
-// watched one has its request cancelled here, under the lock its own
-// unwatch takes before it can release its context.
-func (p *parker) take(fd int32) *conn {
+// take removes the connection of an event, on fd and numbered id, and
+// returns it if it is parked. (The number tells it from a later connection
+// on the same descriptor: one closed by a reclaim, say, while the loop
+// held its event.) A watched one has its request cancelled here, under the
+// lock its own unwatch takes before it can release its context.
+func (p *parker) take(fd, id int32) *conn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	c := p.conns[fd]
-	if c == nil {
+	if c == nil || c.id != id {
 		return nil
 	}
-	delete(p.conns, fd)
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+	p.forget(c)
 	if c.state.Load() != stateParked {
 		c.cancel() // a watched client hung up
 		return nil
@@ -165,7 +252,7 @@ func (p *parker) run() {
 			if ev.Fd == int32(p.wake[0]) {
 				return
 			}
-			c := p.take(ev.Fd)
+			c := p.take(ev.Fd, ev.Pad)
 			switch {
 			case c == nil:
 			case ev.Events&syscall.EPOLLIN != 0:
@@ -188,10 +275,9 @@ func (p *parker) run() {
 func (p *parker) sweep(now time.Time) {
 	var expired []*conn
 	p.mu.Lock()
-	for fd, c := range p.conns {
+	for _, c := range p.conns {
 		if c.state.Load() == stateParked && now.UnixNano() >= c.idleLimit() {
-			delete(p.conns, fd)
-			syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, int(fd), nil)
+			p.forget(c)
 			expired = append(expired, c)
 		}
 	}
@@ -218,6 +304,7 @@ func (p *parker) stop() {
 		}
 	}
 	p.conns = nil
+	p.oldest, p.newest = nil, nil
 	p.mu.Unlock()
 	for _, c := range parked {
 		c.close()

@@ -12,5 +12,6 @@ func (p *parker) park(*conn) bool { return false }
 func (p *parker) stop()           {}
 func (p *parker) start()          {}
 func (p *parker) unwatch(*conn)   {}
+func (p *parker) reclaim() bool   { return false }
 
 func socket(net.Conn) int { return -1 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -48,18 +49,31 @@ type Server struct {
 	// have. Zero means 100.
 	MaxHeaderFields int
 	// MaxConns bounds how many client connections the server holds at
-	// once, hijacked ones included. At the limit it stops accepting until
-	// one closes: new clients wait in the kernel's listen queue. Zero means
-	// no limit.
+	// once, hijacked ones included. At the limit a new connection takes
+	// the place of the one idle the longest (between requests, or not yet
+	// sent its first: as nginx reuses connections), which is closed. Only
+	// when none is idle does the server stop accepting until one closes or
+	// goes idle: the connection it accepted last waits (one more than
+	// MaxConns) and new clients wait in the kernel's listen queue. Zero
+	// means no limit.
 	MaxConns int
+	// MaxConnsPerClient bounds how many connections one client may hold
+	// at once: an IPv4 address, or an IPv6 /64. A connection beyond it is
+	// closed at once, before anything is read. Zero means no limit (for
+	// clients behind a front that hides their addresses). Tune changes it.
+	MaxConnsPerClient int
 	// ErrorLog, if set, receives handler panics other than
 	// http.ErrAbortHandler, and accept errors (at most one a second).
 	ErrorLog func(msg string)
-	// Refused, if set, is called with the status of every answer the
+	// BadRequest, if set, is called with the status of every answer the
 	// server gives itself to a request it could not read (malformed, too
 	// large, an Expect it does not support): the client's mistakes, which
 	// never reach Handler.
-	Refused func(status int)
+	BadRequest func(status int)
+	// Notice, if set, is told when the server holds its limits: a
+	// connection refused under MaxConnsPerClient, idle connections closed
+	// at MaxConns (each at most once a second).
+	Notice func(msg string)
 
 	initOnce sync.Once
 	cur      atomic.Pointer[Limits] // in force; the fields above seed it
@@ -67,10 +81,20 @@ type Server struct {
 	closing  atomic.Bool
 	done     chan struct{} // closed by Shutdown
 	slots    chan struct{} // one element per open connection, when MaxConns > 0
+	idled    chan struct{} // a connection parked (buffered, one element)
+	nextID   atomic.Int32  // numbers connections, to tell one from a later one on the same descriptor
+
+	reclaimed, refused    atomic.Uint64
+	reclaimLog, refuseLog everySecond
+
+	clientsMu sync.Mutex
+	clients   map[netip.Addr]int // connections held by client (clientKey)
 
 	mu        sync.Mutex // guards listeners and conns
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+
+	noParking bool // tests: connections wait on their goroutines
 }
 
 func (s *Server) init() {
@@ -79,6 +103,7 @@ func (s *Server) init() {
 			ReadHeaderTimeout: s.ReadHeaderTimeout, IdleTimeout: s.IdleTimeout,
 			BodyReadTimeout: s.BodyReadTimeout, WriteTimeout: s.WriteTimeout,
 			MaxHeaderBytes: s.MaxHeaderBytes, MaxHeaderFields: s.MaxHeaderFields,
+			MaxConnsPerClient: s.MaxConnsPerClient,
 		}
 		l.setDefaults()
 		s.cur.Store(l)
@@ -86,18 +111,22 @@ func (s *Server) init() {
 		if s.MaxConns > 0 {
 			s.slots = make(chan struct{}, s.MaxConns)
 		}
+		s.idled = make(chan struct{}, 1)
+		s.clients = map[netip.Addr]int{}
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
-		s.parker = newParker(s)
+		if !s.noParking {
+			s.parker = newParker(s)
+		}
 		if s.parker != nil {
 			s.parker.start()
 		}
 	})
 }
 
-// Limits are a Server's timeouts and head limits, which Tune changes while
-// it serves. Zero values mean the defaults of the Server fields of the same
-// names.
+// Limits are a Server's timeouts, head limits and per-client connection
+// cap, which Tune changes while it serves. Zero values mean the defaults
+// of the Server fields of the same names.
 type Limits struct {
 	ReadHeaderTimeout time.Duration
 	IdleTimeout       time.Duration
@@ -105,6 +134,9 @@ type Limits struct {
 	WriteTimeout      time.Duration
 	MaxHeaderBytes    int
 	MaxHeaderFields   int
+	// MaxConnsPerClient is the Server field of that name; zero means no
+	// limit here too.
+	MaxConnsPerClient int
 }
 
 func (l *Limits) setDefaults() {
@@ -129,7 +161,8 @@ func (l *Limits) setDefaults() {
 }
 
 // Tune replaces the server's limits; each connection applies them from its
-// next read or write on. It may be called while the server serves.
+// next read or write on, and the per-client cap applies to the next
+// connections accepted. It may be called while the server serves.
 func (s *Server) Tune(l Limits) {
 	s.init()
 	l.setDefaults()
@@ -159,12 +192,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	var backoff time.Duration
 	var lastLog time.Time
 	for {
-		if !s.acquireSlot() {
-			return nil
-		}
 		nc, err := ln.Accept()
 		if err != nil {
-			s.releaseSlot()
 			if s.closing.Load() {
 				return nil
 			}
@@ -189,33 +218,27 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
-		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc), fresh: true, accepted: time.Now().UnixNano()}
+		// Refused beyond its client's cap first, so that a client that
+		// holds its cap cannot make the server close idle connections.
+		client := clientOf(nc)
+		if n, ok := s.admit(client, s.limits().MaxConnsPerClient); !ok {
+			s.refuseClient(nc, client, n)
+			continue
+		}
+		if !s.acquireSlot() {
+			s.leave(client)
+			nc.Close()
+			return nil
+		}
+		// Its first head is due from now: waiting for a slot does not
+		// count against it.
+		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc), id: s.nextID.Add(1),
+			client: client, fresh: true, accepted: time.Now().UnixNano()}
 		c.rd.c = c
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
 		go c.serve()
-	}
-}
-
-// acquireSlot waits until the server may hold one more connection. It
-// reports false when the server is shutting down.
-func (s *Server) acquireSlot() bool {
-	if s.slots == nil {
-		return !s.closing.Load()
-	}
-	select {
-	case s.slots <- struct{}{}:
-		return true
-	case <-s.done:
-		return false
-	}
-}
-
-// releaseSlot gives back a connection's slot.
-func (s *Server) releaseSlot() {
-	if s.slots != nil {
-		<-s.slots
 	}
 }
 
@@ -292,9 +315,10 @@ func (s *Server) forget(c *conn) {
 }
 
 const (
-	stateActive int32 = iota // reading or serving a request
-	stateIdle                // its goroutine waits for the next request
-	stateParked              // held by the poller, no goroutine
+	stateActive    int32 = iota // reading or serving a request
+	stateIdle                   // its goroutine waits for the next request
+	stateParked                 // held by the poller, no goroutine
+	stateReclaimed              // was idle, and is to close for a new connection (MaxConns)
 )
 
 // conn is one client connection.
@@ -316,16 +340,22 @@ type conn struct {
 	reqStart atomic.Int64 // when the current request started (Unix ns), 0 between requests
 	watched  atomic.Bool  // the parker watches for a hang-up
 
-	idleSince int64 // when the parked connection's last request ended (Unix ns)
+	// idleSince is when the connection last began waiting for a request
+	// (Unix ns).
+	idleSince atomic.Int64
 	fd        int   // the socket, or -1
+	id        int32 // the server's number for it
+	// older and newer link the parked connections, oldest first (parker.mu).
+	older, newer *conn
+	client       netip.Addr // what it counts against under MaxConnsPerClient
 
 	// fresh is true until the connection's first request head has been
 	// read: such a connection gets ReadHeaderTimeout from accepted, not
 	// IdleTimeout, to send it.
 	fresh    bool
-	accepted int64      // when it was accepted (Unix ns)
-	rd       connReader // what br reads through
-	released atomic.Bool
+	accepted int64       // when it was accepted (Unix ns)
+	rd       connReader  // what br reads through
+	released atomic.Bool // its slot and client count were given back
 }
 
 // connReader is what a connection's bufio.Reader reads from. While a
@@ -421,9 +451,11 @@ func (c *conn) close() {
 	c.releaseSlot()
 }
 
-// releaseSlot gives back c's slot under MaxConns, once.
+// releaseSlot gives back c's slot under MaxConns and its count under
+// MaxConnsPerClient, once.
 func (c *conn) releaseSlot() {
 	if !c.released.Swap(true) {
+		c.s.leave(c.client)
 		c.s.releaseSlot()
 	}
 }
@@ -479,12 +511,7 @@ func (c *conn) awaitRequest() bool {
 	if c.br.Buffered() > 0 {
 		return true
 	}
-	c.state.Store(stateIdle)
 	c.rd.body = false
-	if c.s.closing.Load() {
-		c.close()
-		return false
-	}
 	start := time.Now()
 	lim := c.s.limits()
 	limit := start.Add(lim.IdleTimeout)
@@ -495,16 +522,29 @@ func (c *conn) awaitRequest() bool {
 	if c.s.parker != nil {
 		deadline = minTime(limit, start.Add(parkAfter))
 	}
+	// The deadline before the state: whoever sees the connection idle
+	// (Shutdown, a reclaim) and moves its deadline does so after this.
 	c.nc.SetReadDeadline(deadline)
+	c.idleSince.Store(start.UnixNano())
+	c.state.Store(stateIdle)
+	if c.s.closing.Load() {
+		c.close()
+		return false
+	}
 	_, err := c.br.Peek(1)
+	if !c.state.CompareAndSwap(stateIdle, stateActive) {
+		// Reclaimed for a new connection. If a request arrived just now,
+		// the client sees the connection close under it, as when an idle
+		// timeout fires: it may retry (RFC 9112, 9.3.1).
+		c.close()
+		return false
+	}
 	if err == nil {
-		c.state.Store(stateActive)
 		return true
 	}
 	var ne net.Error
 	if errors.As(err, &ne) && ne.Timeout() && c.s.parker != nil && !c.s.closing.Load() && deadline.Before(limit) {
 		c.release()
-		c.idleSince = start.UnixNano()
 		c.state.Store(stateParked)
 		if c.s.parker.park(c) {
 			return false
@@ -528,7 +568,7 @@ func (c *conn) idleLimit() int64 {
 	if c.fresh {
 		return c.accepted + int64(c.s.limits().ReadHeaderTimeout)
 	}
-	return c.idleSince + int64(c.s.limits().IdleTimeout)
+	return c.idleSince.Load() + int64(c.s.limits().IdleTimeout)
 }
 
 // refuse answers a request that could not be read, if there is anything to
@@ -536,8 +576,8 @@ func (c *conn) idleLimit() int64 {
 func (c *conn) refuse(err error) {
 	var re *requestError
 	if errors.As(err, &re) {
-		if c.s.Refused != nil {
-			c.s.Refused(re.status)
+		if c.s.BadRequest != nil {
+			c.s.BadRequest(re.status)
 		}
 		fmt.Fprintf(c.bw, "%sContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s\n",
 			statusLine(re.status), len(re.msg)+1, re.msg)
