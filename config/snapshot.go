@@ -12,13 +12,17 @@ import (
 // a shell redirection that rewrites the file in place (truncate, then
 // write) leaves it short for a moment, and a prefix cut at a line end often
 // parses (a slot's list of instances without its last entries). So the file
-// is read twice, the second time once it has been still for Settle, and
-// used only when both reads agree: same file, same size, same modification
-// time, same bytes. Writing the file elsewhere and renaming it into place is
-// the way to change it that never shows a partial version.
+// is read twice, Settle apart, and used only when both reads agree: same
+// file, same size, same modification time, same bytes. The modification
+// time's age is not trusted to skip the wait: file timestamps come from a
+// coarse clock that can lag the real time by a good part of a second (a
+// file truncated just now can look untouched for 400 ms). Writing the file
+// elsewhere and renaming it into place is the way to change it that never
+// shows a partial version.
 const (
-	// Settle is how long a file must have gone unmodified before it is
-	// read as a complete version.
+	// Settle is the time between the two reads of the file, which must
+	// agree: a writer that pauses less than this between two pieces of
+	// the file is seen.
 	Settle = 200 * time.Millisecond
 	// snapshotTries bounds the attempts at a version that stays still.
 	snapshotTries = 5
@@ -26,7 +30,7 @@ const (
 
 // snapshot reads a file as one complete version.
 type snapshot struct {
-	settle  time.Duration       // how long the file must have been still
+	settle  time.Duration       // between the two reads of an attempt
 	tries   int                 // attempts before giving up
 	sleep   func(time.Duration) // time.Sleep, but for tests
 	between func()              // if set, runs between an attempt's two reads (tests)
@@ -35,10 +39,9 @@ type snapshot struct {
 var stable = snapshot{settle: Settle, tries: snapshotTries, sleep: time.Sleep}
 
 // ReadSnapshot returns the contents of the file at path as one complete
-// version: it reads the file twice, the second time once the file has gone
-// unmodified for Settle, and returns the contents when both reads agree. A
-// file that changes at each of a few attempts (about a second) is refused:
-// it is being written.
+// version: it reads the file twice, Settle apart, and returns the contents
+// when both reads agree. A file that changes at each of a few attempts
+// (about a second) is refused: it is being written.
 func ReadSnapshot(path string) ([]byte, error) { return stable.read(path) }
 
 func (s snapshot) read(path string) ([]byte, error) {
@@ -55,12 +58,7 @@ func (s snapshot) read(path string) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		// Wait until the file has been still for settle: a writer between
-		// two pieces of the file is not done. A modification time in the
-		// future waits settle at most.
-		if wait := min(s.settle-time.Since(info.ModTime()), s.settle); wait > 0 {
-			s.sleep(wait)
-		}
+		s.sleep(s.settle) // a writer between two pieces of the file is not done
 		if s.between != nil {
 			s.between()
 		}
