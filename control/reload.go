@@ -32,7 +32,8 @@ type Reload struct {
 	Routes []route.Route
 	// Changes says what changed, one line each, for the history.
 	Changes []string
-	// Request carries the actor, the reason and whether it is a dry run.
+	// Request carries the actor, the reason, whether it is a dry run and
+	// whether it is forced past the routable-instance check.
 	Request ChangeRequest
 }
 
@@ -40,7 +41,10 @@ type Reload struct {
 // once healthy; instances removed leave the routing table at once
 // (requests in flight on them finish) and are no longer probed; probe and
 // measurement settings apply from the next probe and switch on. It is
-// refused (409, and recorded) when a slot it removes is active or standby.
+// refused (409, and recorded) when a slot it removes is active or standby,
+// and, unless r.Request.Force, when it would leave a slot that takes prod
+// traffic without a routable instance (strandedLocked); forced, it is
+// recorded as forced.
 // The state drops drained marks of removed instances and a previous slot
 // that is gone, by compare-and-swap; the history records the reload with
 // its changes whether or not the state changed.
