@@ -361,3 +361,25 @@ func TestDocumentedEndpointsExist(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadForce: POST /v1/reload answers 409, naming the slot, when the
+// reload would leave prod's slot without a routable instance, and applies
+// it with {"force": true}.
+func TestReloadForce(t *testing.T) {
+	var f *fixture
+	f = newFixture(t, api.Options{Reload: func(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+		return f.ctrl.Reload(ctx, control.Reload{
+			Slots:   []control.Slot{{Name: "blue", Addrs: []string{"127.0.0.1:1"}}, {Name: "green", Addrs: []string{f.green}}},
+			Health:  health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+			Request: req,
+		})
+	}})
+	var refused struct{ Error string }
+	if code := f.call(t, "POST", "/v1/reload", "", `{"reason":"typo"}`, &refused); code != http.StatusConflict || !strings.Contains(refused.Error, "slots.blue takes prod traffic") {
+		t.Fatalf("reload emptying blue: %d %q, want a 409 naming slots.blue", code, refused.Error)
+	}
+	var res api.Change
+	if code := f.call(t, "POST", "/v1/reload", "", `{"force":true}`, &res); code != http.StatusOK || !res.Applied || !res.Forced {
+		t.Fatalf("forced reload: %d %+v, want applied and forced", code, res)
+	}
+}

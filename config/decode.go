@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -15,14 +14,16 @@ import (
 	"go.yaml.in/yaml/v3"
 )
 
-// Load reads, decodes and validates the configuration at path. Relative
+// Load reads, decodes and validates the configuration at path, read as one
+// complete version of the file (ReadSnapshot): a file being rewritten in
+// place is not taken half-written. Relative
 // file paths in it (state.path, admin.token_file) are made absolute against
 // the configuration file's directory, so vipswap finds the same state
 // whatever directory it is started from.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := ReadSnapshot(path)
 	if err != nil {
-		return nil, fmt.Errorf("read config: %w", err)
+		return nil, err
 	}
 	c, err := Parse(path, data)
 	if err != nil {

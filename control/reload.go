@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/vipswap/vipswap/health"
@@ -32,7 +34,8 @@ type Reload struct {
 	AffinityKey []byte
 	// Changes says what changed, one line each, for the history.
 	Changes []string
-	// Request carries the actor, the reason and whether it is a dry run.
+	// Request carries the actor, the reason, whether it is a dry run and
+	// whether it is forced past the routable-instance check.
 	Request ChangeRequest
 }
 
@@ -40,7 +43,10 @@ type Reload struct {
 // once healthy; instances removed leave the routing table at once
 // (requests in flight on them finish) and are no longer probed; probe and
 // measurement settings apply from the next probe and switch on. It is
-// refused (409, and recorded) when a slot it removes is active or standby.
+// refused (409, and recorded) when a slot it removes is active or standby,
+// and, unless r.Request.Force, when it would leave a slot that takes prod
+// traffic without a routable instance (strandedLocked); forced, it is
+// recorded as forced.
 // The state drops drained marks of removed instances and a previous slot
 // that is gone, by compare-and-swap; the history records the reload with
 // its changes whether or not the state changed.
@@ -66,19 +72,29 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	c.mu.Lock()
 	cur, rev := c.st, c.rev
 	warnings := c.orphansLocked(cur, byName)
+	stranded := c.strandedLocked(cur, byName, r.Routes)
 	c.mu.Unlock()
 	res := Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev), Warnings: warnings}
 	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: r.Request.Reason, Changes: r.Changes}
+	var reason error
 	if err := cur.Check(names); err != nil {
-		var reason error = err
+		reason = err
 		if errors.Is(err, state.ErrUnknownSlot) {
 			reason = fmt.Errorf("reload refused: the new configuration removes a slot that takes traffic (%w); swap or shift its traffic away first", err)
 		}
+	} else if len(stranded) > 0 {
+		if r.Request.Force {
+			res.Forced, entry.Forced = true, true
+		} else {
+			reason = fmt.Errorf("reload refused: %s (--force applies it anyway)", strings.Join(stranded, "; "))
+		}
+	}
+	if reason != nil {
 		if r.Request.DryRun {
 			res.Refused = reason.Error()
 			return res, nil
 		}
-		err := c.refuse(ctx, operation{name: "reload"}, entry, reason, rev)
+		err := c.refuseReload(ctx, entry, reason, rev)
 		count("refused")
 		return res, err
 	}
@@ -147,17 +163,94 @@ func (c *Controller) RefuseReload(ctx context.Context, req ChangeRequest, change
 	if actor == "" {
 		actor = "local"
 	}
-	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: req.Reason,
-		Changes: changes, Result: store.Refused, Error: reason.Error()}
+	c.recordRefusedReload(ctx, store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: req.Reason, Changes: changes}, reason)
+	c.mu.Lock()
+	c.changes[ChangeKey{"reload", "refused"}]++
+	c.mu.Unlock()
+	return invalid(reason)
+}
+
+// refuseReload records a reload the controller refused and returns the
+// 409 to answer it with.
+func (c *Controller) refuseReload(ctx context.Context, entry store.Entry, reason error, rev store.Revision) error {
+	c.recordRefusedReload(ctx, entry, reason)
+	return conflict(reason, uint64(rev))
+}
+
+// recordRefusedReload records entry as a refused reload and logs it: one
+// line, the only answer a SIGHUP gets.
+func (c *Controller) recordRefusedReload(ctx context.Context, entry store.Entry, reason error) {
+	entry.Result, entry.Error = store.Refused, reason.Error()
 	if _, err := c.cfg.Store.Record(ctx, entry); err != nil {
 		c.storeErrors.Add(1)
 		c.log.Error("could not record a refused reload", "err", err)
 	}
-	c.mu.Lock()
-	c.changes[ChangeKey{"reload", "refused"}]++
-	c.mu.Unlock()
-	c.log.Warn("reload refused; the configuration in force is unchanged", "actor", actor, "reason", reason)
-	return invalid(reason)
+	c.log.Warn("reload refused; the configuration in force is unchanged", "actor", entry.Actor, "reason", reason)
+}
+
+// strandedLocked returns, one line each, the slots that would take prod
+// traffic after a reload to members (with cfgRoutes as the
+// configuration's routes) without a routable instance: a slot with a share
+// of prod's weights (the active slot) or that a route sends to, which has
+// routable instances now and of which members keeps none, or which a route
+// the reload adds would send to while it has none. What is routable after
+// the reload is what is routable now and stays: the same address in the
+// same slot keeps its health, a new address has none until its first
+// probe passes. A slot that already takes prod traffic with no routable
+// instance has nothing to lose: a reload that gives it new ones is the
+// repair, not refused.
+func (c *Controller) strandedLocked(st state.State, members map[string][]string, cfgRoutes []route.Route) []string {
+	before, after := routedSlots(c.cfg.Routes, st), routedSlots(cfgRoutes, st)
+	roles := map[string][]string{}
+	var order []string
+	for _, sh := range st.Prod() {
+		role := state.Percent(sh.PerMille) + " of prod"
+		if sh.Slot == st.Active {
+			role = "active, " + role
+		}
+		roles[sh.Slot], order = append(roles[sh.Slot], role), append(order, sh.Slot)
+	}
+	for _, slot := range slices.Sorted(maps.Keys(after)) {
+		if roles[slot] == nil {
+			order = append(order, slot)
+		}
+		for _, r := range after[slot] {
+			roles[slot] = append(roles[slot], "route "+r)
+		}
+	}
+	var out []string
+	for _, slot := range order {
+		routable := c.routableLocked(st, slot)
+		kept := slices.ContainsFunc(routable, func(i *route.Instance) bool {
+			return slices.Contains(members[slot], i.Addr) || slices.Contains(c.registered[slot], i.Addr)
+		})
+		switch {
+		case kept:
+		case len(routable) > 0:
+			out = append(out, fmt.Sprintf("slots.%s takes prod traffic (%s) and the new configuration keeps none of its %d routable instances: a new address takes traffic only once its probe passes, so add the new instances first and remove the old ones in a later reload",
+				slot, strings.Join(roles[slot], ", "), len(routable)))
+		case st.WeightOf(slot) == 0 && before[slot] == nil:
+			out = append(out, fmt.Sprintf("slots.%s would take prod traffic (%s) and has no routable instance: add the route once the slot is healthy",
+				slot, strings.Join(roles[slot], ", ")))
+		}
+	}
+	return out
+}
+
+// routedSlots returns, by slot, the routes that send prod requests to it
+// with cfg as the configuration's routes and st's set through the API.
+func routedSlots(cfg []route.Route, st state.State) map[string][]string {
+	out := map[string][]string{}
+	for _, r := range cfg {
+		sr := state.Route{PathPrefix: r.PathPrefix, Header: r.Header, Value: r.Value, Slot: r.Slot}
+		if !slices.ContainsFunc(st.Routes, sr.Same) {
+			out[r.Slot] = append(out[r.Slot], describeRoute(sr))
+		}
+	}
+	for _, r := range st.Routes {
+		out[r.Slot] = append(out[r.Slot], describeRoute(r))
+	}
+	return out
 }
 
 // orphansLocked warns of every slot that takes traffic in st and that

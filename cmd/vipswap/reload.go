@@ -235,13 +235,15 @@ func (rt *runtime) killGroups() {
 	}
 }
 
-// reload re-reads the configuration file and applies what changed, or
-// changes nothing and says why: the file is invalid, or it changes what
+// reload re-reads the configuration file (one complete version of it,
+// config.Load) and applies what changed, or changes nothing and says why:
+// the file is invalid or was changing while it was read, it changes what
 // needs a restart (listen addresses, the store, the admin API, a run:
-// slot's command). Slots it adds start (their managed instances too) and
-// take traffic once healthy; slots it removes must not take traffic, and
-// their managed instances stop once out of the routing table. A dry run
-// reports what would change.
+// slot's command), or it would leave a slot that takes prod traffic
+// without a routable instance (unless req.Force). Slots it adds start
+// (their managed instances too) and take traffic once healthy; slots it
+// removes must not take traffic, and their managed instances stop once out
+// of the routing table. A dry run reports what would change.
 func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -283,7 +285,7 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 		diff.Changes = append(diff.Changes, fmt.Sprintf("admin.token_file: tokens re-read (%s)", strings.Join(names, ", ")))
 	}
 	if req.DryRun {
-		res, err := rt.ctrl.Reload(ctx, control.Reload{Slots: slotsOf(next, rt.currentGroups()), Request: req})
+		res, err := rt.ctrl.Reload(ctx, control.Reload{Slots: slotsOf(next, rt.currentGroups()), Routes: routesOf(next), Request: req})
 		res.Changes = diff.Changes
 		return res, err
 	}
@@ -365,25 +367,30 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 
 func newReloadCmd() *cobra.Command {
 	var admin, reason *string
-	var dryRun, asJSON *bool
+	var dryRun, force, asJSON *bool
 	cmd := &cobra.Command{
 		Use:   "reload",
 		Short: "make a running vipswap re-read its configuration file and apply what changed",
 		Long: `The running vipswap re-reads the file it was started with (as SIGHUP does),
 validates it and applies what changed without a failed request: instances
 added and removed, slots added and removed (not one that takes traffic),
-health, timeouts, measurement and log settings. An invalid file, or a change
-that needs a restart (listen addresses, the state file, the admin API, a
-run: slot's command), changes nothing and says why. Every reload is recorded
-in the history.`,
+health, timeouts, measurement and log settings. An invalid file, a file that
+changed while it was read, or a change that needs a restart (listen
+addresses, the state file, the admin API, a run: slot's command), changes
+nothing and says why. So does a file that would leave a slot taking prod
+traffic (the active slot, one with a share of prod, one a route sends to)
+without a routable instance: one that keeps none of its healthy instances
+(a new address takes traffic only once its probe passes), unless --force.
+Every reload is recorded in the history.`,
 		Example: `  vipswap check -c vipswap.yaml && vipswap reload --reason "add 127.0.0.1:9003"
-  vipswap reload --dry-run                 # what would change`,
+  vipswap reload --dry-run                 # what would change
+  vipswap reload --force                   # even if prod is left without an instance`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if n := len(*reason); n > api.MaxReason {
 				return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", n, api.MaxReason)}
 			}
-			res, err := newClient(*admin).Reload(cmd.Context(), api.ChangeRequest{Reason: *reason, DryRun: *dryRun})
+			res, err := newClient(*admin).Reload(cmd.Context(), api.ChangeRequest{Reason: *reason, DryRun: *dryRun, Force: *force})
 			if err != nil {
 				return err
 			}
@@ -393,6 +400,7 @@ in the history.`,
 	admin = adminFlag(cmd.Flags())
 	reason = cmd.Flags().String("reason", "", "why, recorded in the history (at most 1 KiB)")
 	dryRun = cmd.Flags().Bool("dry-run", false, "report what would change and change nothing")
+	force = cmd.Flags().Bool("force", false, "apply even if a slot that takes prod traffic is left without a routable instance")
 	asJSON = cmd.Flags().Bool("json", false, "print the result as JSON")
 	return cmd
 }

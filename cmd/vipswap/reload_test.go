@@ -208,23 +208,24 @@ func TestReloadRereadsTokens(t *testing.T) {
 	}
 }
 
-// TestReloadWarnsOfAnEmptiedSlot: a reload that leaves the active slot
-// with none of its routable instances (a port typo) says so, dry run
-// included.
+// TestReloadWarnsOfAnEmptiedSlot: a reload that leaves the stage slot,
+// which takes no prod traffic, with none of its routable instances (a
+// port typo) is applied and says so, dry run included. (The active slot's
+// is refused: TestReloadRefusesToEmptyProd.)
 func TestReloadWarnsOfAnEmptiedSlot(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 1)
 	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
 	sw.WaitHealthy(t)
-	typo := map[string][]string{"blue": {refusedAddr(t)}, "green": addrs["green"]}
+	typo := map[string][]string{"blue": addrs["blue"], "green": {refusedAddr(t)}}
 	if err := os.WriteFile(filepath.Join(dir, "vipswap.yaml"), []byte(testConfig(dir, staticSlots(typo))), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"reload", "--dry-run"}, {"reload"}} {
 		code, out := cli(t, sw, args...)
-		if code != 0 || !strings.Contains(out, "warning: slots.blue takes traffic and keeps none of its 1 routable instances") {
-			t.Fatalf("vipswap %s: exit %d:\n%s\nwant a warning that blue keeps no routable instance", strings.Join(args, " "), code, out)
+		if code != 0 || !strings.Contains(out, "warning: slots.green takes traffic and keeps none of its 1 routable instances") {
+			t.Fatalf("vipswap %s: exit %d:\n%s\nwant a warning that green keeps no routable instance", strings.Join(args, " "), code, out)
 		}
 	}
 }
