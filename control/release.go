@@ -148,15 +148,25 @@ func (c *Controller) Record(ctx context.Context, e store.Entry) (uint64, error) 
 	return recorded.ID, nil
 }
 
-// ProdCounts returns the requests prod answered per slot, and those that
+// Served is what prod answered of one slot since vipswap started.
+type Served struct {
+	// Requests counts answered requests, whatever their status.
+	Requests uint64
+	// InstanceErrors counts the instances' own 5xx answers.
+	InstanceErrors uint64
+	// ClientErrors counts vipswap's 4xx answers to clients' mistakes.
+	ClientErrors uint64
+}
+
+// ProdCounts returns what prod answered per slot, and the requests that
 // failed (all slots, removed ones included), since vipswap started. The
 // per-slot counts of a removed slot go with it: a release follows them
 // while it runs (release.meter).
-func (c *Controller) ProdCounts() (perSlot map[string]uint64, failed uint64) {
+func (c *Controller) ProdCounts() (perSlot map[string]Served, failed uint64) {
 	counts := c.cfg.Counts(route.Prod)
-	perSlot = make(map[string]uint64, len(counts))
+	perSlot = make(map[string]Served, len(counts))
 	for slot, n := range counts {
-		perSlot[slot] = n.Requests()
+		perSlot[slot] = Served{Requests: n.Requests(), InstanceErrors: n.InstanceErrors(), ClientErrors: n.ClientErrors}
 	}
 	return perSlot, c.failed(route.Prod)
 }

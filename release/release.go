@@ -53,10 +53,14 @@ type Progress struct {
 	Instances int `json:"instances,omitempty"`
 	// Rollout is the running rollout's progress (strategy rollout).
 	Rollout *control.RolloutStatus `json:"rollout,omitempty"`
-	// Requests and Failed are what prod served, and failed, since the
-	// release began.
-	Requests uint64 `json:"requests"`
-	Failed   uint64 `json:"failed"`
+	// Requests, Failed, InstanceErrors and ClientErrors are what prod
+	// served since the release began: all answered requests, those
+	// vipswap could not get answered, the 5xx the instances answered,
+	// and the 4xx vipswap answered for clients' mistakes.
+	Requests       uint64 `json:"requests"`
+	Failed         uint64 `json:"failed"`
+	InstanceErrors uint64 `json:"instance_errors"`
+	ClientErrors   uint64 `json:"client_errors"`
 	// Started and Ended bound it; Ended is zero while it runs.
 	Started time.Time `json:"started"`
 	Ended   time.Time `json:"ended,omitzero"`
@@ -241,46 +245,63 @@ func (r *Runner) start(kind, slot, version string, req control.ChangeRequest, bo
 // go when their slot is removed (a release may remove one), so it adds up
 // each slot's growth between samples rather than subtracting totals.
 type meter struct {
-	mu       sync.Mutex
-	last     map[string]uint64
-	requests uint64
-	failed0  uint64
-	failed   uint64
+	mu      sync.Mutex
+	last    map[string]control.Served
+	counted counted
+	failed0 uint64
+}
+
+// counted is what a meter counted: Progress's figures.
+type counted struct {
+	requests, failed, instanceErrors, clientErrors uint64
 }
 
 // sample takes the controller's counts now.
-func (m *meter) sample(c *control.Controller) (requests, failed uint64) {
+func (m *meter) sample(c *control.Controller) counted {
 	return m.add(c.ProdCounts())
 }
 
 // read returns what the meter has counted so far.
-func (m *meter) read() (requests, failed uint64) {
+func (m *meter) read() counted {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.requests, m.failed
+	return m.counted
 }
 
-// add takes counts: requests per slot and failures, since vipswap
-// started. The first call is the baseline.
-func (m *meter) add(now map[string]uint64, failed uint64) (uint64, uint64) {
+// add takes counts: per slot and failures, since vipswap started. The
+// first call is the baseline.
+func (m *meter) add(now map[string]control.Served, failed uint64) counted {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.last == nil {
 		m.last, m.failed0 = now, failed
-		return 0, 0
+		return counted{}
+	}
+	grown := func(n, prev uint64, known bool) uint64 {
+		switch {
+		case !known:
+			return n // a slot added since: its counters began at zero
+		case n >= prev:
+			return n - prev
+		}
+		return 0
 	}
 	for slot, n := range now {
-		if prev, ok := m.last[slot]; !ok {
-			m.requests += n // a slot added since: its counters began at zero
-		} else if n >= prev {
-			m.requests += n - prev
-		}
+		prev, ok := m.last[slot]
+		m.counted.requests += grown(n.Requests, prev.Requests, ok)
+		m.counted.instanceErrors += grown(n.InstanceErrors, prev.InstanceErrors, ok)
+		m.counted.clientErrors += grown(n.ClientErrors, prev.ClientErrors, ok)
 	}
 	m.last = now
 	if failed >= m.failed0 {
-		m.failed = failed - m.failed0
+		m.counted.failed = failed - m.failed0
 	}
-	return m.requests, m.failed
+	return m.counted
+}
+
+// set fills p's figures from c.
+func (c counted) set(p *Progress) {
+	p.Requests, p.Failed, p.InstanceErrors, p.ClientErrors = c.requests, c.failed, c.instanceErrors, c.clientErrors
 }
 
 // job is one release as it runs.
@@ -308,7 +329,7 @@ func (j *job) progress() Progress {
 		p.Steps[i] = control.Step{Name: s.Name, Start: s.Start, Seconds: d.Seconds(), Result: s.Result, Detail: s.Detail}
 	}
 	if p.State == "running" {
-		p.Requests, p.Failed = j.meter.read() // sampled every Poll while it runs
+		j.meter.read().set(&p) // sampled every Poll while it runs
 	}
 	return p
 }
@@ -355,15 +376,17 @@ func (j *job) health(healthy, of int) {
 // end records the release's outcome in the history, then shows it: a
 // follower that sees the release ended sees its history entry too.
 func (j *job) end(err error) {
-	requests, failed := j.meter.sample(j.r.cfg.Controller)
+	c := j.meter.sample(j.r.cfg.Controller)
 	now := time.Now().UTC()
 	j.mu.Lock()
 	p := j.p
-	p.Requests, p.Failed, p.Ended, p.State = requests, failed, now, "succeeded"
+	c.set(&p)
+	p.Ended, p.State = now, "succeeded"
 	entry := store.Entry{Time: now, Actor: j.req.Actor, Operation: p.Kind, From: p.From, To: p.Slot, Reason: j.req.Reason,
 		Result: store.Applied, Steps: append([]store.Step(nil), j.steps...),
 		Changes:     []string{fmt.Sprintf("slots.%s: version %s", p.Slot, p.Version)},
-		Measurement: &store.Measurement{Served: requests, Failed: failed, Start: p.Started, End: now, Complete: true}}
+		Measurement: &store.Measurement{Served: c.requests, Failed: c.failed, InstanceErrors: c.instanceErrors, ClientErrors: c.clientErrors,
+			Start: p.Started, End: now, Complete: true}}
 	j.mu.Unlock()
 	if entry.Actor == "" {
 		entry.Actor = "local"

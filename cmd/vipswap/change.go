@@ -170,9 +170,22 @@ func describeMeasurement(m *api.Measurement) string {
 	if len(m.Nodes) > 0 {
 		nodes = " over " + plural(int64(len(m.Nodes)), "node") + " so far"
 	}
-	return fmt.Sprintf("%s on prod%s in the %.1f s around the switch, %s failed, %s (5xx), %s; drained in %.1f s",
-		plural(int64(prod.Requests), "request"), nodes, m.WindowSeconds, thousands(prod.Failed),
-		plural(int64(prod.InstanceErrors), "instance error"), plural(int64(prod.ClientErrors), "client error"), m.DrainedSeconds)
+	return fmt.Sprintf("%s on prod%s in the %.1f s around the switch, %s; drained in %.1f s",
+		plural(int64(prod.Requests), "request"), nodes, m.WindowSeconds, describeErrors(prod.Failed, prod.InstanceErrors, prod.ClientErrors), m.DrainedSeconds)
+}
+
+// describeServed says what prod served, under the names every summary
+// uses: "5,567 requests, 0 failed, 557 instance errors (5xx), 0 client
+// errors".
+func describeServed(requests, failed, instanceErrors, clientErrors uint64) string {
+	return plural(int64(requests), "request") + ", " + describeErrors(failed, instanceErrors, clientErrors)
+}
+
+// describeErrors says "0 failed, 557 instance errors (5xx), 0 client
+// errors": the requests vipswap could not get answered, the 5xx the
+// instances answered, the 4xx vipswap answered for clients' mistakes.
+func describeErrors(failed, instanceErrors, clientErrors uint64) string {
+	return fmt.Sprintf("%s failed, %s (5xx), %s", thousands(failed), plural(int64(instanceErrors), "instance error"), plural(int64(clientErrors), "client error"))
 }
 
 // waitMeasured waits until the history entry of res carries its measurement,

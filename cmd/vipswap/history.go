@@ -90,7 +90,7 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 		}
 		measured := ""
 		if m := e.Measurement; m != nil && len(e.Steps) > 0 { // a release
-			measured = fmt.Sprintf("%d requests, %d failed over %.1fs; %s", m.Served, m.Failed, m.WindowSeconds, describeSteps(e.Steps))
+			measured = fmt.Sprintf("%s over %.1fs; %s", describeServed(m.Served, m.Failed, m.InstanceErrors, m.ClientErrors), m.WindowSeconds, describeSteps(e.Steps))
 		} else if m != nil {
 			measured = describeMeasurement(m)
 			if !m.Complete {

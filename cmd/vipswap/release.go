@@ -195,8 +195,8 @@ func follow(ctx context.Context, c *client.Client, p api.Progress, asJSON bool, 
 			return err
 		}
 	} else {
-		fmt.Fprintf(out, "%s %s %s in %s: prod served %d requests, %d failed", p.Kind, p.ID, p.State,
-			p.Ended.Sub(p.Started).Round(time.Millisecond), p.Requests, p.Failed)
+		fmt.Fprintf(out, "%s %s %s in %s: prod served %s", p.Kind, p.ID, p.State,
+			p.Ended.Sub(p.Started).Round(time.Millisecond), describeServed(p.Requests, p.Failed, p.InstanceErrors, p.ClientErrors))
 		if p.HistoryID != 0 {
 			fmt.Fprintf(out, " (history %d)", p.HistoryID)
 		}

@@ -503,3 +503,39 @@ func findSlot(st api.Status, name string) (api.SlotStatus, bool) {
 	}
 	return api.SlotStatus{}, false
 }
+
+// TestReleaseReportsInstanceErrors: a release whose new version answers
+// one request in ten with a 500 (below a lenient analysis bound) says so
+// in its summary, its --json and its history entry, beside the requests
+// vipswap failed itself (none).
+func TestReleaseReportsInstanceErrors(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := strings.Replace(testConfig(dir, releaseSlots(1)), "admin:\n", "admin:\n  allow_run: true\n", 1)
+	cfg = strings.Replace(cfg, "max_error_rate: 0.01", "max_error_rate: 0.5", 1)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	load := vstest.StartLoad(sw.Prod+"/api/test", 16, 2*time.Minute)
+	defer load.Stop()
+	waitServed(t, load, 100)
+	args := []string{"deploy", "--slot", "v3", "--version", "3.0", "--strategy", "rollout", "--steps", "50,100", "--interval", "2s", "--json",
+		"--", "vipswap", "app", "--slot", "v3", "--version", "{version}", "--listen", "127.0.0.1:{port}", "--fail-rate", "0.1"}
+	code, out := runRelease(t, sw, args...)
+	var p api.Progress
+	if code != 0 || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &p) != nil || p.State != "succeeded" {
+		t.Fatalf("deploy: exit %d:\n%s", code, out)
+	}
+	res := load.Stop()
+	t.Logf("deploy: %d requests, %d failed, %d instance errors; the clients saw %d non-200 of %d", p.Requests, p.Failed, p.InstanceErrors, res.Failed, res.OK+res.Failed)
+	if p.InstanceErrors == 0 || p.InstanceErrors > uint64(res.Failed) || p.Failed != 0 {
+		t.Fatalf("deploy --json: %d instance errors, %d failed; want the canary's 500s (the clients saw %d) and 0 failed", p.InstanceErrors, p.Failed, res.Failed)
+	}
+	e, err := sw.Client.Entry(context.Background(), p.HistoryID)
+	if err != nil || e.Measurement == nil || e.Measurement.InstanceErrors != p.InstanceErrors {
+		t.Fatalf("history entry %d: %+v (%v); want %d instance errors", p.HistoryID, e.Measurement, err, p.InstanceErrors)
+	}
+	code, out = cli(t, sw, "history", "--limit", "3")
+	if want := fmt.Sprintf("0 failed, %s (5xx)", plural(int64(p.InstanceErrors), "instance error")); code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("history: exit %d:\n%s\nwant %q", code, out, want)
+	}
+}

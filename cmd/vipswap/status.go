@@ -152,8 +152,7 @@ func printStatus(w io.Writer, s api.Status) {
 		if len(l.Weights) > 1 {
 			to = split(l.Weights) // a shift or a rollout is under way
 		}
-		fmt.Fprintf(w, "  %-5s %s -> %s (%s failed, %s (5xx), %s)\n", l.Name, l.Addr, to, thousands(l.Failed),
-			plural(int64(l.InstanceErrors), "instance error"), plural(int64(l.ClientErrors), "client error"))
+		fmt.Fprintf(w, "  %-5s %s -> %s (%s)\n", l.Name, l.Addr, to, describeErrors(l.Failed, l.InstanceErrors, l.ClientErrors))
 	}
 	for _, r := range s.Routes {
 		match := r.PathPrefix + "*"
