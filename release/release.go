@@ -384,7 +384,7 @@ func (j *job) end(err error) {
 	p.Ended, p.State = now, "succeeded"
 	entry := store.Entry{Time: now, Actor: j.req.Actor, Operation: p.Kind, From: p.From, To: p.Slot, Reason: j.req.Reason,
 		Result: store.Applied, Steps: append([]store.Step(nil), j.steps...),
-		Changes:     []string{fmt.Sprintf("slots.%s: version %s", p.Slot, p.Version)},
+		Changes: []string{fmt.Sprintf("slots.%s: version %s", p.Slot, p.Version)},
 		Measurement: &store.Measurement{Served: c.requests, Failed: c.failed, InstanceErrors: c.instanceErrors, ClientErrors: c.clientErrors,
 			Start: p.Started, End: now, Complete: true}}
 	j.mu.Unlock()
