@@ -120,6 +120,13 @@ func TestVerbTypos(t *testing.T) {
 		{[]string{"help", "swpa"}, 2, `unknown command "swpa": did you mean swap?`},
 		{[]string{"help", "shift"}, 0, "vipswap shift --to SLOT --weight PCT"},
 		{[]string{"status", "--jsno"}, 2, "unknown flag --jsno: did you mean --json?"},
+		{[]string{"slot", "remov", "v3"}, 2, `unknown sub-verb "remov": did you mean vipswap slot remove?`},
+		{[]string{"slot", "ad", "v3", "--instances", "127.0.0.1:1"}, 2, `unknown sub-verb "ad": did you mean vipswap slot add?`},
+		{[]string{"route", "sett", "--path-prefix", "/a/", "--slot", "blue"}, 2, `unknown sub-verb "sett": did you mean vipswap route set?`},
+		{[]string{"rollout", "stat", "--admin", "127.0.0.1:1"}, 2, `unknown sub-verb "stat": did you mean vipswap rollout start or vipswap rollout status?`},
+		{[]string{"state", "chek", "--file", "x"}, 2, `unknown sub-verb "chek": did you mean vipswap state check?`},
+		{[]string{"slot"}, 2, "missing a sub-verb"},
+		{[]string{"completion", "fishy"}, 2, `unknown sub-verb "fishy": did you mean vipswap completion fish?`},
 	} {
 		p := vstest.Start(t, vstest.Binary(t), c.args...)
 		code := p.Wait(t, 30*time.Second)

@@ -131,7 +131,59 @@ func newRoot() *cobra.Command {
 	}
 	root.SetHelpCommandGroupID("tools")
 	root.SetCompletionCommandGroupID("tools")
+	root.InitDefaultCompletionCmd()
+	for _, c := range root.Commands() {
+		guardSubVerbs(c)
+	}
 	return root
+}
+
+// guardSubVerbs makes c, and every verb below it that has sub-verbs,
+// refuse a sub-verb it does not have with a usage error naming the ones
+// it most likely meant ("vipswap slot remov v3" must not print help and
+// exit 0), and refuse a missing one.
+func guardSubVerbs(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		guardSubVerbs(sub)
+	}
+	if !c.HasSubCommands() {
+		return
+	}
+	c.SuggestionsMinimumDistance = 2
+	c.Args = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return nil
+		}
+		return unknownSubVerb(cmd, args[0])
+	}
+	if c.RunE == nil && c.Run == nil {
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			cmd.SetOut(cmd.ErrOrStderr())
+			cmd.Help()
+			return &usageError{msg: "missing a sub-verb (see above)"}
+		}
+	}
+}
+
+// unknownSubVerb is the usage error for a sub-verb parent does not have,
+// with the ones it most likely meant.
+func unknownSubVerb(parent *cobra.Command, verb string) error {
+	msg := fmt.Sprintf("unknown sub-verb %q", verb)
+	s := parent.SuggestionsFor(verb)
+	if len(s) == 0 {
+		for _, c := range parent.Commands() { // a prefix, however short: "stat" for status
+			if c.IsAvailableCommand() && strings.HasPrefix(c.Name(), verb) {
+				s = append(s, c.Name())
+			}
+		}
+	}
+	if len(s) > 0 {
+		for i := range s {
+			s[i] = parent.CommandPath() + " " + s[i]
+		}
+		msg += fmt.Sprintf(": did you mean %s?", strings.Join(s, " or "))
+	}
+	return &usageError{msg: msg + fmt.Sprintf(" (run vipswap help %s)", parent.Name())}
 }
 
 func withGroup(id string, c *cobra.Command) *cobra.Command {
@@ -195,6 +247,13 @@ func flagError(cmd *cobra.Command, err error) error {
 		// "vipswap swpa --force": the verb is the mistake, not the flag.
 		return unknownVerb(cmd, os.Args[1])
 	}
+	if cmd.HasSubCommands() {
+		// "vipswap slot ad v3 --instances A": the sub-verb is the
+		// mistake, not the flag.
+		if verb := wordAfter(os.Args[1:], cmd); verb != "" {
+			return unknownSubVerb(cmd, verb)
+		}
+	}
 	msg := err.Error()
 	if name, ok := strings.CutPrefix(msg, "unknown flag: --"); ok {
 		if s := closestFlag(cmd.Flags(), name); s != "" {
@@ -202,6 +261,23 @@ func flagError(cmd *cobra.Command, err error) error {
 		}
 	}
 	return &usageError{msg: fmt.Sprintf("%s (run %s --help)", msg, cmd.CommandPath())}
+}
+
+// wordAfter returns the first word of args after cmd's path that is not a
+// flag, or "".
+func wordAfter(args []string, cmd *cobra.Command) string {
+	path := strings.Fields(cmd.CommandPath())[1:] // without "vipswap"
+	i := 0
+	for _, a := range args {
+		switch {
+		case strings.HasPrefix(a, "-"):
+		case i < len(path) && a == path[i]:
+			i++
+		case i == len(path):
+			return a
+		}
+	}
+	return ""
 }
 
 // closestFlag returns the flag of fs nearest to name by edit distance, if
