@@ -43,7 +43,16 @@ func (s State) SetRoute(r Route, slotExists bool) (State, error) {
 func (s State) RemoveRoute(r Route) (State, error) {
 	i := slices.IndexFunc(s.Routes, r.Same)
 	if i < 0 {
-		return s, refused("route remove refused: no route set through the API matches %s%s (routes in the configuration change with it and a reload)", r.PathPrefix, headerText(r))
+		var near []string
+		for _, o := range s.Routes {
+			if (Route{PathPrefix: o.PathPrefix}).Same(Route{PathPrefix: r.PathPrefix}) {
+				near = append(near, o.PathPrefix+"*"+headerText(o))
+			}
+		}
+		if len(near) > 0 {
+			return s, refused("route remove refused: no route set through the API matches %s*%s; it has %s (name its header and value too)", r.PathPrefix, headerText(r), strings.Join(near, ", "))
+		}
+		return s, refused("route remove refused: no route set through the API matches %s*%s (routes in the configuration change with it and a reload)", r.PathPrefix, headerText(r))
 	}
 	next := s.clone()
 	next.Routes = slices.Delete(next.Routes, i, i+1)

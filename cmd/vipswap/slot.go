@@ -263,9 +263,13 @@ routes: and replace one that matches the same requests.`,
 				}
 				req := api.RouteRequest{ChangeRequest: f.request(), PathPrefix: *prefix, Header: *header, Value: *value, Slot: *slot}
 				cl := newClient(*f.admin)
-				op, done := cl.SetRoute, "route "+*prefix+"* -> "+*slot
+				match := *prefix + "*"
+				if *header != "" {
+					match += " with " + *header + ": " + *value
+				}
+				op, done := cl.SetRoute, "route "+match+" -> "+*slot
 				if verb == "remove" {
-					op, done = cl.RemoveRoute, "removed route "+*prefix+"*"
+					op, done = cl.RemoveRoute, "removed route "+match
 				}
 				res, err := op(cmd.Context(), req)
 				if err != nil {

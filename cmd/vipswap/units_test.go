@@ -135,8 +135,11 @@ func TestVersionRoutes(t *testing.T) {
 	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/api/1.0/", "--slot", "green", "--reason", "1.0 moves"); code != 0 {
 		t.Fatalf("route set: exit %d:\n%s", code, out)
 	}
-	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/api/beta/", "--header", "X-Beta", "--value", "1", "--slot", "green"); code != 0 {
-		t.Fatalf("route set with a header: exit %d:\n%s", code, out)
+	if code, out := cli(t, sw, "route", "set", "--path-prefix", "/api/beta/", "--header", "X-Beta", "--value", "1", "--slot", "green"); code != 0 || !strings.Contains(out, "route /api/beta/* with X-Beta: 1 -> green") {
+		t.Fatalf("route set with a header: exit %d:\n%s\nwant it confirmed with its header", code, out)
+	}
+	if code, out := cli(t, sw, "route", "remove", "--path-prefix", "/api/beta/"); code != 1 || !strings.Contains(out, "it has /api/beta/* with X-Beta: 1 (name its header and value too)") {
+		t.Fatalf("removing a header route by its prefix alone: exit %d:\n%s\nwant a refusal naming the route there is", code, out)
 	}
 	for range 20 {
 		if a := get(t, hc, sw.Prod+"/api/1.0/x", "", nil); a.slot != "green" {
