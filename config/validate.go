@@ -175,9 +175,12 @@ func (c *Config) Validate() error {
 		if r.Header == "" && r.Value != "" {
 			v.fail(key+".value", "a value needs a header to match it in")
 		}
-		if _, ok := c.Slots[r.Slot]; !ok {
-			v.fail(key+".slot", fmt.Sprintf("no slot %q (have %s)", r.Slot, strings.Join(c.SlotOrder, ", ")))
+		if !slotName.MatchString(r.Slot) {
+			v.fail(key+".slot", fmt.Sprintf("want a slot name, got %q", r.Slot))
 		}
+		// A slot this file does not list may have been added at runtime
+		// (vipswap slot add): the running vipswap checks it on start and
+		// reload, vipswap check warns (UnlistedRouteSlots).
 		// /api and /api/ match the same requests.
 		id := [2]string{strings.TrimSuffix(r.PathPrefix, "/"), strings.ToLower(r.Header) + "\x00" + r.Value}
 		if j, dup := seenRoutes[id]; dup {
@@ -422,6 +425,18 @@ func (v *validator) etcd(e *Etcd) {
 	if e.Username != "" && e.PasswordFile == "" {
 		v.fail("state.etcd.password_file", "a username needs a password_file")
 	}
+}
+
+// UnlistedRouteSlots returns, one line each, the routes whose slot the
+// file does not list: fine for a slot added at runtime, a typo otherwise.
+func (c *Config) UnlistedRouteSlots() []string {
+	var out []string
+	for i, r := range c.Routes {
+		if _, ok := c.Slots[r.Slot]; !ok {
+			out = append(out, fmt.Sprintf("routes[%d].slot: %q is not in this file (have %s): it must have been added at runtime (vipswap slot add), or the running vipswap refuses the file", i, r.Slot, strings.Join(c.SlotOrder, ", ")))
+		}
+	}
+	return out
 }
 
 // maxAnalysisPaths bounds analysis.paths (as the analysis does).

@@ -216,6 +216,9 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		}
 		return nil, err
 	}
+	if err := routesFit(cfg.Routes, namesOf(members(st, cfg.Slots, nil))); err != nil {
+		return nil, fmt.Errorf("the configuration does not fit the stored state: %w", err)
+	}
 	loopCtx, cancel := context.WithCancel(context.Background())
 	c := &Controller{
 		ctx:        loopCtx,

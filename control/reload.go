@@ -77,7 +77,9 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	res := Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev), Warnings: warnings}
 	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: r.Request.Reason, Changes: r.Changes}
 	var reason error
-	if err := cur.Check(names); err != nil {
+	if err := routesFit(r.Routes, names); err != nil {
+		reason = fmt.Errorf("reload refused: %w", err)
+	} else if err := cur.Check(names); err != nil {
 		reason = err
 		if errors.Is(err, state.ErrUnknownSlot) {
 			reason = fmt.Errorf("reload refused: the new configuration removes a slot that takes traffic (%w); swap or shift its traffic away first", err)
@@ -150,6 +152,17 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	c.log.Info("configuration reloaded", "revision", rev, "actor", actor, "changes", slices.Clone(r.Changes),
 		"instances_added", len(added), "instances_removed", len(removed))
 	return res, nil
+}
+
+// routesFit checks that every configured route names a slot that exists:
+// one of the configuration's, or one added at runtime.
+func routesFit(routes []route.Route, slots []string) error {
+	for i, r := range routes {
+		if !slices.Contains(slots, r.Slot) {
+			return fmt.Errorf("routes[%d].slot: no slot %q (have %s)", i, r.Slot, strings.Join(slots, ", "))
+		}
+	}
+	return nil
 }
 
 // RefuseReload records a reload that was refused before it reached the

@@ -55,6 +55,9 @@ func checkConfig(w io.Writer, path string) error {
 	}
 	fmt.Fprintf(w, "%s: valid\n  listeners: prod %s, stage %s; admin %s\n  slots: %s\n  state: %s\n",
 		path, cfg.Listeners.Prod, cfg.Listeners.Stage, cfg.Admin.Listen, strings.Join(slots, ", "), stateWhere(cfg))
+	for _, warning := range cfg.UnlistedRouteSlots() {
+		fmt.Fprintf(w, "warning: %s\n", warning)
+	}
 	return nil
 }
 

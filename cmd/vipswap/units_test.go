@@ -556,3 +556,49 @@ func TestManagedSlotAtRuntime(t *testing.T) {
 		return nil
 	})
 }
+
+// TestConfigRouteToARuntimeSlot: a configured route may name a slot added
+// at runtime (vipswap slot add): vipswap check warns that the file does
+// not list it, the reload applies it, and prod routes to it; a route to a
+// slot that exists nowhere is refused, and the route in force stays.
+func TestConfigRouteToARuntimeSlot(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	v3 := startApps(t, "v3", 1)
+	cfg := testConfig(dir, staticSlots(addrs))
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	if code, out := cli(t, sw, "slot", "add", "v3", "--instances", v3[0]); code != 0 {
+		t.Fatalf("slot add: exit %d:\n%s", code, out)
+	}
+	path := filepath.Join(dir, "vipswap.yaml")
+	write := func(slot string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(cfg+"routes:\n  - path_prefix: /api/3/\n    slot: "+slot+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("v3")
+	p := vstest.Start(t, vstest.Binary(t), "check", "-c", path)
+	if code := p.Wait(t, 30*time.Second); code != 0 || !strings.Contains(p.Output(), `warning: routes[0].slot: "v3" is not in this file`) {
+		t.Fatalf("check: exit %d:\n%s\nwant valid, with a warning", code, p.Output())
+	}
+	if code, out := cli(t, sw, "reload"); code != 0 {
+		t.Fatalf("reload with a route to the runtime slot v3: exit %d:\n%s", code, out)
+	}
+	hc := &http.Client{}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if a := get(t, hc, sw.Prod+"/api/3/x", "", nil); a.slot != "v3" {
+			return fmt.Errorf("/api/3/x reached %q (%d)", a.slot, a.status)
+		}
+		return nil
+	})
+	write("v9")
+	if code, out := cli(t, sw, "reload"); code != 1 || !strings.Contains(out, `routes[0].slot: no slot "v9" (have blue, green, v3)`) {
+		t.Fatalf("reload with a route to no slot: exit %d:\n%s\nwant a refusal naming it", code, out)
+	}
+	if a := get(t, hc, sw.Prod+"/api/3/x", "", nil); a.slot != "v3" {
+		t.Fatalf("after the refused reload /api/3/x reached %q, want v3 still", a.slot)
+	}
+}
