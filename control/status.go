@@ -29,7 +29,10 @@ func (c *Controller) Status() Status {
 	c.mu.Unlock()
 
 	s := Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous,
-		Node: c.cfg.Node, Store: c.StoreStatus(), DrivesRollouts: c.cfg.Leading == nil || c.cfg.Leading()}
+		Store: c.StoreStatus(), DrivesRollouts: c.cfg.Leading == nil || c.cfg.Leading()}
+	if c.clustered() {
+		s.Node = c.cfg.Node // one node's view among several
+	}
 	for _, r := range c.remotes() {
 		s.DataPlanes = append(s.DataPlanes, r.PlaneStatus())
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -131,6 +132,10 @@ func TestDeploySwap(t *testing.T) {
 	}
 	if got := answeredBy(t, sw); got != "green 2.0" {
 		t.Fatalf("prod is answered by %s after the deploy, want green 2.0", got)
+	}
+	if code, out := cli(t, sw, "status"); code != 0 || !strings.Contains(out, "active green (version 2.0), standby blue (version 1.0)") ||
+		!regexp.MustCompile(`green\s+2\.0\s+active`).MatchString(out) || strings.Contains(out, "node ") {
+		t.Fatalf("status after the deploy: exit %d:\n%s\nwant each slot's version, and no node line on a single vipswap", code, out)
 	}
 	e := lastEntry(t, sw, "deploy")
 	if e.Result != "applied" || e.From != "blue" || e.To != "green" || e.Reason != "release 2.0" || e.Measurement == nil || e.Measurement.Served == 0 {

@@ -116,7 +116,15 @@ func printRates(w io.Writer, s api.Status, r api.Rates) {
 }
 
 func printStatus(w io.Writer, s api.Status) {
-	fmt.Fprintf(w, "revision %d: active %s, standby %s\n", s.Revision, s.Active, s.Standby)
+	version := func(slot string) string {
+		for _, ss := range s.Slots {
+			if ss.Name == slot && ss.Version != "" {
+				return " (version " + printable(ss.Version) + ")"
+			}
+		}
+		return ""
+	}
+	fmt.Fprintf(w, "revision %d: active %s%s, standby %s%s\n", s.Revision, s.Active, version(s.Active), s.Standby, version(s.Standby))
 	if s.Node != "" {
 		role := "follows rollouts another node drives"
 		if s.DrivesRollouts {
@@ -167,18 +175,21 @@ func printStatus(w io.Writer, s api.Status) {
 	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "SLOT\tROLE\tINSTANCE\tHEALTH\tIN-FLIGHT\tSERVED\t5XX")
+	fmt.Fprintln(tw, "SLOT\tVERSION\tROLE\tINSTANCE\tHEALTH\tIN-FLIGHT\tSERVED\t5XX")
 	for _, slot := range s.Slots {
 		for i, inst := range slot.Instances {
-			name, role := slot.Name, slot.Role
+			name, ver, role := slot.Name, printable(slot.Version), slot.Role
+			if ver == "" {
+				ver = "-"
+			}
 			if i > 0 {
-				name, role = "", ""
+				name, ver, role = "", "", ""
 			}
 			h := healthText(inst, time.Now())
 			for _, v := range inst.DataPlanes {
 				h += "; " + printable(v)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%d\n", name, role, inst.Addr, h,
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", name, ver, role, inst.Addr, h,
 				inst.InFlight.Total(), inst.Served.Total(), inst.Errors.Total())
 		}
 	}
