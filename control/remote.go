@@ -21,6 +21,10 @@ type RemotePlane interface {
 	InFlight(slot, addr string) int64
 	// View says how the load balancer sees an instance.
 	View(slot, addr string) string
+	// Served returns how many requests the load balancer sent the
+	// instance of slot at addr and it answered, and the 5xx among them,
+	// since the plane started.
+	Served(slot, addr string) (served, errors uint64)
 	// PlaneStatus says what it last applied.
 	PlaneStatus() PlaneStatus
 	// Restarted says the process of slot's instance at addr was

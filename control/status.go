@@ -114,6 +114,9 @@ func (c *Controller) slotStatus(st state.State, name string, insts []*route.Inst
 		for _, r := range c.remotes() {
 			is.DataPlanes = append(is.DataPlanes, r.PlaneStatus().Name+": "+r.View(name, inst.Addr))
 			is.InFlight.Prod += r.InFlight(name, inst.Addr) // its backends serve both listeners
+			served, errs := r.Served(name, inst.Addr)
+			is.Served.Prod += int64(served)
+			is.Errors.Prod += int64(errs)
 		}
 		if ck := hs.Last; ck.Code != "" {
 			is.Check = &Check{

@@ -139,6 +139,27 @@ func TestHAProxySwapsUnderLoad(t *testing.T) {
 	if code, out := cli(t, sw, "status"); code != 0 || !strings.Contains(out, "haproxy "+hx.Socket+": shows revision") || !strings.Contains(out, "haproxy "+hx.Socket+": UP") {
 		t.Fatalf("status: exit %d\n%s", code, out)
 	}
+	// Each instance's SERVED counts what HAProxy sent it (read with its
+	// statistics, every interval).
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		st, err := sw.Client.Status(ctx)
+		if err != nil {
+			return err
+		}
+		var served int64
+		for _, s := range st.Slots {
+			for _, i := range s.Instances {
+				if i.Served.Total() == 0 {
+					return fmt.Errorf("%s/%s served 0 in status", s.Name, i.Addr)
+				}
+				served += i.Served.Total()
+			}
+		}
+		if served < int64(res.OK) {
+			return fmt.Errorf("the instances served %d in status; HAProxy answered at least %d", served, res.OK)
+		}
+		return nil
+	})
 }
 
 // TestHAProxyRestartReapplies (issue 14): HAProxy restarted loses the

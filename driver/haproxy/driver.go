@@ -78,10 +78,11 @@ type Driver struct {
 	want      *desired // the newest table's routing, nil before the first
 	confirmed *desired // the last routing HAProxy was seen to show
 	status    Status
-	stats     map[serverKey]Stat      // the last "show stat", by backend and address
-	counts    map[string]route.Counts // accumulated per slot, prod
-	seen      map[serverKey]Stat      // the previous reading, for deltas
-	baseline  bool                    // a first reading was taken: later ones count from it
+	stats     map[serverKey]Stat        // the last "show stat", by backend and address
+	counts    map[string]route.Counts   // accumulated per slot, prod
+	served    map[serverKey]route.Tally // accumulated per server: answers, 5xx among them
+	seen      map[serverKey]Stat        // the previous reading, for deltas
+	baseline  bool                      // a first reading was taken: later ones count from it
 	warnedFor string
 }
 
@@ -135,7 +136,7 @@ func New(opts Options) *Driver {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Driver{opts: opts, log: opts.Logger, cancel: cancel, done: make(chan struct{}),
-		stats: map[serverKey]Stat{}, counts: map[string]route.Counts{}, seen: map[serverKey]Stat{}}
+		stats: map[serverKey]Stat{}, counts: map[string]route.Counts{}, seen: map[serverKey]Stat{}, served: map[serverKey]route.Tally{}}
 	go d.loop(ctx)
 	return d
 }
@@ -806,6 +807,9 @@ func (d *Driver) readStats(ctx context.Context) {
 		}
 		c.Judged.Requests += n
 		c.Judged.Errors += errs
+		sv := d.served[k]
+		sv.Requests, sv.Errors = sv.Requests+n, sv.Errors+errs
+		d.served[k] = sv
 		addAvg(&c.Judged.Latency, s.ResponseTime)
 		d.counts[slot] = c
 	}
@@ -840,6 +844,15 @@ func (d *Driver) InFlight(slot, addr string) int64 {
 		}
 	}
 	return n
+}
+
+// Served returns how many requests HAProxy's server for the instance of
+// slot at addr answered since the driver started, and the 5xx among them.
+func (d *Driver) Served(slot, addr string) (served, errors uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	t := d.served[d.keyLocked(slot, addr)]
+	return t.Requests, t.Errors
 }
 
 // keyLocked returns the key HAProxy shows the instance of slot at addr
