@@ -33,6 +33,7 @@ func newAppCmd() *cobra.Command {
 	var listen, slot, version *string
 	var failRate *float64
 	var failPaths *[]string
+	var unhealthy *bool
 	var stopDelay *time.Duration
 	cmd := &cobra.Command{
 		Use:   "app --listen ADDR --slot NAME [--version V]",
@@ -40,7 +41,9 @@ func newAppCmd() *cobra.Command {
 		Long: `A small application to try vipswap with: GET /api/ping?slot=X answers 200 when X
 is its own slot and 404 otherwise; GET /api/test answers {"slot", "version",
 "instance"} (?delay=2s holds the answer, ?size=N pads it with N bytes of white
-space); --fail-rate and --fail-path answer some requests 500. On SIGTERM it stops taking
+space); --fail-rate and --fail-path answer some requests 500, --unhealthy every
+probe 503 (so does a --version ending in -unhealthy: vipswap deploy --version
+2.1-unhealthy tries a release that never becomes healthy). On SIGTERM it stops taking
 connections, answers 503 on open ones, finishes what is in flight, exits 0;
 --stop-delay D keeps it serving as usual for D first, as applications behind a
 load balancer often do (and probes keep passing meanwhile).`,
@@ -61,7 +64,10 @@ load balancer often do (and probes keep passing meanwhile).`,
 			if *stopDelay < 0 || *stopDelay > maxDelay {
 				return &usageError{msg: fmt.Sprintf("--stop-delay: want a duration up to %s, got %s", maxDelay, *stopDelay)}
 			}
-			faults := appFaults{rate: *failRate, paths: *failPaths}
+			// A version named so is one that never becomes healthy: a
+			// deploy of a run: block's command can try a failed release.
+			sick := *unhealthy || strings.HasSuffix(*version, "-unhealthy")
+			faults := appFaults{rate: *failRate, paths: *failPaths, unhealthy: sick}
 			return runApp(cmd.Context(), *listen, *slot, *version, faults, *stopDelay, cmd.ErrOrStderr())
 		},
 	}
@@ -69,6 +75,7 @@ load balancer often do (and probes keep passing meanwhile).`,
 	slot = cmd.Flags().String("slot", "", "the slot this instance belongs to (required)")
 	version = cmd.Flags().String("version", "dev", "version to report")
 	failRate = cmd.Flags().Float64("fail-rate", 0, "answer this fraction of requests (but probes) with a 500, to try rollbacks (0.1 is 10%)")
+	unhealthy = cmd.Flags().Bool("unhealthy", false, "fail every health probe (503): a version that never becomes healthy, to try a failed deploy (a --version ending in -unhealthy does the same)")
 	failPaths = cmd.Flags().StringArray("fail-path", nil, "answer every request under this path prefix with a 500 (repeatable), to try an analysis that judges paths")
 	stopDelay = cmd.Flags().Duration("stop-delay", 0, "on SIGTERM, go on serving as usual this long before stopping")
 	return cmd
@@ -77,8 +84,9 @@ load balancer often do (and probes keep passing meanwhile).`,
 // appFaults are the failures the sample app makes on purpose, to try
 // rollbacks.
 type appFaults struct {
-	rate  float64  // answer this fraction of requests with a 500
-	paths []string // answer every request under these prefixes with a 500
+	rate      float64  // answer this fraction of requests with a 500
+	paths     []string // answer every request under these prefixes with a 500
+	unhealthy bool     // answer every probe 503
 }
 
 // fails reports whether the request for path fails on purpose.
@@ -124,7 +132,13 @@ func runApp(ctx context.Context, listen, slot, version string, faults appFaults,
 // Requests that ask for a delay are logged to log, so a drain can be watched.
 func sampleApp(slot, version, instance string, faults appFaults, log io.Writer) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("GET /api/ping", slotapp.Ping(slot))
+	ping := slotapp.Ping(slot)
+	if faults.unhealthy {
+		ping = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			http.Error(w, "unhealthy on purpose (--unhealthy)", http.StatusServiceUnavailable)
+		})
+	}
+	mux.Handle("GET /api/ping", ping)
 	// Every path under /api/ answers the same: which slot, version and
 	// instance served it (version routes such as /api/2.0/ reach it too).
 	// Other paths are 404.

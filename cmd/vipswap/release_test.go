@@ -544,3 +544,19 @@ func TestReleaseReportsInstanceErrors(t *testing.T) {
 		t.Fatalf("history: exit %d:\n%s\nwant %q", code, out, want)
 	}
 }
+
+// TestDeployOfAnUnhealthyVersion: the sample app's versions named
+// *-unhealthy fail their probes, so the configured run block shows a
+// deploy that never becomes healthy: it stops at "healthy", exits 1 and
+// leaves prod as it was.
+func TestDeployOfAnUnhealthyVersion(t *testing.T) {
+	t.Parallel()
+	sw := startReleases(t, 1)
+	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.1-unhealthy", "--timeout", "3s")
+	if code != 1 || !strings.Contains(out, `deploy failed at step "healthy"`) {
+		t.Fatalf("deploy of 2.1-unhealthy: exit %d:\n%s\nwant a failure at the healthy step", code, out)
+	}
+	if got := answeredBy(t, sw); got != "blue 1.0" {
+		t.Fatalf("prod is answered by %s after the failed deploy, want blue 1.0", got)
+	}
+}
