@@ -446,6 +446,9 @@ func TestVerify(t *testing.T) {
 	if swaps < 3 {
 		t.Fatalf("verify swapped %d times in 3s, want at least 3:\n%s", swaps, out)
 	}
+	if sw.Active(t) != "blue" || (swaps%2 == 1) != strings.Contains(out, "and one after the load to put prod back on blue") {
+		t.Fatalf("after verify --swap-every prod is on %s; want blue, where the run found it:\n%s", sw.Active(t), out)
+	}
 	code, out = cli(t, sw, "verify", "--url", "http://"+vstest.FreeAddr(t)+"/", "--requests", "5")
 	if code != 1 || !strings.Contains(out, "connect 5") || !strings.Contains(out, "5 of 5 requests failed") {
 		t.Fatalf("verify against a dead address: exit %d:\n%s", code, out)

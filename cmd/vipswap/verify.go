@@ -31,7 +31,8 @@ not be), latency percentiles, and which
 slot and version answered each second (read from a JSON body with "slot" and
 "version", as the sample application's /api/test answers).
 
---swap-every D swaps prod every D through the admin API while the load runs.
+--swap-every D swaps prod every D through the admin API while the load runs,
+and once more after it if need be, so prod ends on the slot it started on.
 --during COMMAND runs a shell command (a deploy, a rolling update) and sends
 load until it exits; its failure fails verify too. Exit 0 when every request
 was answered below 500 (and every swap or the command succeeded), else 1.`,
@@ -100,6 +101,17 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 			if err != nil {
 				return &usageError{msg: err.Error()}
 			}
+			putBack := ""
+			if swaps%2 == 1 && sideErr == nil {
+				// Leave prod on the slot the run found it on, so what
+				// follows (a deploy to the standby slot) finds it there.
+				res, err := newClient(*admin).Swap(cmd.Context(), api.ChangeRequest{Reason: "vipswap verify --swap-every: back to the slot it found"})
+				if err != nil {
+					sideErr = fmt.Errorf("swap back after the run: %w", err)
+				} else {
+					putBack = fmt.Sprintf(", and one after the load to put prod back on %s", res.To)
+				}
+			}
 			out := cmd.OutOrStdout()
 			if *asJSON {
 				if err := writeJSON(out, r); err != nil {
@@ -108,7 +120,7 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 			} else {
 				verify.Report(out, r)
 				if *swapEvery > 0 {
-					fmt.Fprintf(out, "swaps: %d\n", swaps)
+					fmt.Fprintf(out, "swaps: %d%s\n", swaps, putBack)
 				}
 			}
 			switch {
