@@ -14,25 +14,39 @@ if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
   go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
 
-# need CMD PACKAGE WHY HINT: installs Debian's PACKAGE when CMD is missing
-# and we may (root with apt-get); otherwise says how, and stops.
-need() {
-  command -v "$1" >/dev/null 2>&1 && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== installing $2 ($3)"
+# The tests drive a real browser (the dashboard), a real HAProxy (2.4 or
+# later) and a real etcd. What is missing is installed from Debian's
+# packages when we may (root with apt-get), after saying so; SKIP_INSTALL=1
+# refuses: the tests that need a missing program are then skipped, and
+# the run says which.
+tools=(
+  "chromium chromium for the dashboard's browser test"
+  "haproxy haproxy for the HAProxy driver's tests"
+  "etcd etcd-server for the cluster tests"
+)
+missing=()
+for t in "${tools[@]}"; do
+  read -r cmd pkg why <<<"$t"
+  command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg ($why)")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "${SKIP_INSTALL:-}" = 1 ]; then
+    echo "== SKIP_INSTALL=1: not installing ${missing[*]}; the tests that need them are skipped"
+    export VIPSWAP_SKIP_MISSING=1
+  elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== about to install system-wide with apt-get (Debian packages): ${missing[*]}"
+    echo "   (SKIP_INSTALL=1 ./scripts/test.sh refuses, and skips the tests that need them)"
+    pkgs=()
+    for m in "${missing[@]}"; do pkgs+=("${m%% *}"); done
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   else
-    echo "$3: $1 must be on the PATH. Install it first: Debian/Ubuntu: sudo apt-get install $2; $4" >&2
+    echo "missing: ${missing[*]}." >&2
+    echo "Install them first (Debian/Ubuntu: sudo apt-get install ${missing[*]%% *}; elsewhere: your package manager, https://www.haproxy.org/, https://etcd.io/docs/latest/install/)," >&2
+    echo "or run SKIP_INSTALL=1 ./scripts/test.sh to skip the tests that need them." >&2
     exit 1
   fi
-}
-# The dashboard test drives a real browser, the HAProxy driver's tests a real
-# HAProxy (2.4 or later), the cluster tests a real etcd.
-need chromium chromium "for the dashboard's browser test" \
-  "Fedora: sudo dnf install chromium; macOS: brew install --cask chromium (then link its binary as 'chromium')."
-need haproxy haproxy "for the HAProxy driver's tests" "elsewhere: https://www.haproxy.org/"
-need etcd etcd-server "for the cluster tests" "elsewhere: https://etcd.io/docs/latest/install/"
+fi
 # Tests leave what a person may want to look at (the dashboard screenshot)
 # here; it is not committed.
 export VIPSWAP_ARTIFACTS="$PWD/artifacts"

@@ -2,11 +2,12 @@ package main
 
 import (
 	"context"
-	"os/exec"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 // newBrowser starts Debian's headless Chromium for one test and returns a
@@ -14,10 +15,7 @@ import (
 // Everything is stopped when the test ends.
 func newBrowser(t *testing.T, timeout time.Duration, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
-	chromium, err := exec.LookPath("chromium")
-	if err != nil {
-		t.Fatal("chromium not found: scripts/test.sh installs it (apt-get install chromium)")
-	}
+	chromium := vstest.Need(t, "chromium", "chromium")
 	opts := []chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(chromium),
 		chromedp.Headless,

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -40,10 +39,7 @@ func Start(t testing.TB) *Etcd {
 // Start starts the server again after Kill, on the same ports and data.
 func (e *Etcd) Start(t testing.TB) {
 	t.Helper()
-	bin, err := exec.LookPath("etcd")
-	if err != nil {
-		t.Fatalf("etcd is not installed: scripts/test.sh installs Debian's etcd-server (apt-get install etcd-server)")
-	}
+	bin := vstest.Need(t, "etcd", "etcd-server")
 	e.proc = vstest.Start(t, bin,
 		"--name", "test", "--data-dir", e.dir,
 		"--listen-client-urls", e.Endpoint, "--advertise-client-urls", e.Endpoint,

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -92,13 +91,7 @@ func write(t testing.TB, path, content string) {
 // files as they are on disk, and waits until its runtime API answers.
 func (h *HAProxy) Start(t testing.TB) {
 	t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		if _, serr := os.Stat("/usr/sbin/haproxy"); serr != nil {
-			t.Fatalf("haproxy is not installed: scripts/test.sh installs Debian's haproxy (apt-get install haproxy)")
-		}
-		bin = "/usr/sbin/haproxy"
-	}
+	bin := vstest.Need(t, "haproxy", "haproxy")
 	os.Remove(h.Socket)
 	h.proc = vstest.Start(t, bin, "-db", "-f", h.config)
 	vstest.WaitFor(t, 20*time.Second, func() error {

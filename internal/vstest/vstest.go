@@ -88,3 +88,29 @@ func FreeAddr(t testing.TB) string {
 	defer ln.Close()
 	return ln.Addr().String()
 }
+
+// Need returns the path of program (looked up on PATH, then in
+// /usr/sbin), which Debian's package pkg installs. When it is missing the
+// test fails, saying that scripts/test.sh installs it; or, when the
+// person running the suite refused installs (SKIP_INSTALL=1, which sets
+// VIPSWAP_SKIP_MISSING=1), it is skipped.
+func Need(t testing.TB, program, pkg string) string {
+	t.Helper()
+	if p, err := exec.LookPath(program); err == nil {
+		return p
+	}
+	if p := "/usr/sbin/" + program; isExecutable(p) {
+		return p
+	}
+	msg := fmt.Sprintf("%s is not installed: scripts/test.sh installs Debian's %s (apt-get install %s)", program, pkg, pkg)
+	if os.Getenv("VIPSWAP_SKIP_MISSING") == "1" {
+		t.Skip(msg + "; skipped, as SKIP_INSTALL=1 asked")
+	}
+	t.Fatal(msg)
+	return ""
+}
+
+func isExecutable(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
+}
