@@ -382,14 +382,11 @@ func TestBlameTheRightParty(t *testing.T) {
 				io.WriteString(c, tc.answer)
 				return false
 			})
-			prod, p := proxyOf(t, Options{Hold: 5 * time.Second}, inst)
-			start := time.Now()
-			code, body := get(t, prod)
+			// Had it held, it would outlast the client's deadline.
+			prod, p := proxyOf(t, Options{Hold: time.Hour}, inst)
+			code, body := getWithin(t, prod, 30*time.Second)
 			if code != 502 || !strings.Contains(body, `slot "blue"`) || strings.Contains(body, inst.Addr) {
 				t.Fatalf("got %d %q, want a 502 naming the slot only", code, body)
-			}
-			if took := time.Since(start); took >= 5*time.Second {
-				t.Fatalf("the 502 took %s: it held", took)
 			}
 			if p.Failed(route.Prod) != 1 {
 				t.Fatalf("failed = %d, want 1", p.Failed(route.Prod))
@@ -520,11 +517,12 @@ func TestAnswersThatAreNotQuiteBroken(t *testing.T) {
 	})
 	t.Run("a request the instance crashes on is an immediate 502", func(t *testing.T) {
 		crash := func(c net.Conn, r *http.Request) bool { return false } // close, no answer
-		prod, _ := proxyOf(t, Options{Hold: 5 * time.Second}, rawAnswerer(t, crash), rawAnswerer(t, crash))
-		start := time.Now()
-		code, body := get(t, prod)
-		if code != 502 || time.Since(start) > 4*time.Second {
-			t.Fatalf("got %d %q after %s, want an immediate 502", code, body, time.Since(start))
+		// A request that held for an instance would outlast the
+		// client's deadline.
+		prod, _ := proxyOf(t, Options{Hold: time.Hour}, rawAnswerer(t, crash), rawAnswerer(t, crash))
+		code, body := getWithin(t, prod, 30*time.Second)
+		if code != 502 {
+			t.Fatalf("got %d %q, want an immediate 502", code, body)
 		}
 	})
 	t.Run("with Expect: 100-continue, a broken answer is still a 502", func(t *testing.T) {
@@ -540,18 +538,17 @@ func TestAnswersThatAreNotQuiteBroken(t *testing.T) {
 	})
 	t.Run("a 408 for a stalled body closes at once", func(t *testing.T) {
 		in := newInstance(t, "blue", "i", echo)
-		prod, _ := proxyOf(t, Options{ClientReadTimeout: 200 * time.Millisecond, ReadHeaderTimeout: 10 * time.Second}, in.inst)
+		prod, _ := proxyOf(t, Options{ClientReadTimeout: 200 * time.Millisecond, ReadHeaderTimeout: time.Hour}, in.inst)
 		c, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.SetDeadline(time.Now().Add(8 * time.Second))
+		c.SetDeadline(time.Now().Add(30 * time.Second)) // long before read_header_timeout (1h)
 		io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly ten b")
-		start := time.Now()
-		all, _ := io.ReadAll(c) // until the close
-		if !strings.HasPrefix(string(all), "HTTP/1.1 408") || time.Since(start) > 5*time.Second {
-			t.Fatalf("got %q, closed after %s; want a 408 and a close well before read_header_timeout", all, time.Since(start))
+		all, err := io.ReadAll(c) // until the close
+		if !strings.HasPrefix(string(all), "HTTP/1.1 408") || err != nil {
+			t.Fatalf("got %q (%v); want a 408 and a close well before read_header_timeout", all, err)
 		}
 	})
 	t.Run("a half-closed tunnel still carries the other way", func(t *testing.T) {

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -101,15 +103,16 @@ func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
 	}
 
 	// The first silent connection was accepted and is closed after
-	// read_header_timeout (2s), not the idle timeout.
-	silent[0].SetReadDeadline(time.Now().Add(10 * time.Second))
+	// read_header_timeout (2s), long before our deadline (which it would
+	// meet if it were kept for the idle timeout).
+	silent[0].SetReadDeadline(time.Now().Add(60 * time.Second))
 	start := time.Now()
 	if _, err := silent[0].Read(make([]byte, 1)); err == nil {
 		t.Fatal("a silent connection got bytes")
+	} else if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("the silent connection stayed open %s", time.Since(start))
 	}
-	if took := time.Since(start); took >= 9*time.Second {
-		t.Fatalf("the silent connection stayed open %s", took)
-	}
+	t.Logf("a silent connection was closed %s after we started waiting", time.Since(start).Round(time.Millisecond))
 
 	// A flood of the admin API cannot take the descriptors the data plane
 	// needs either: it gets a small share of the reserve.

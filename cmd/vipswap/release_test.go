@@ -239,8 +239,8 @@ func TestDeployFailuresLeaveProd(t *testing.T) {
 	}
 	// A gate whose children outlive its timeout: they are killed with it.
 	marker := fmt.Sprintf("%d.%d", 30+time.Now().Nanosecond()%30, time.Now().Nanosecond()%1000)
-	code, out = runRelease(t, sw, "deploy", "--slot", "green", "--version", "4.0", "--timeout", "2s", "--gate", "sleep "+marker+"; true")
-	if code != 1 || !strings.Contains(out, "did not finish within 2s") {
+	code, out = runRelease(t, sw, "deploy", "--slot", "green", "--version", "4.0", "--timeout", "10s", "--gate", "sleep "+marker+"; true")
+	if code != 1 || !strings.Contains(out, "did not finish within 10s") {
 		t.Fatalf("deploy with a gate that hangs: exit %d:\n%s", code, out)
 	}
 	if n := processesMatching("sleep " + marker); n != 0 {
@@ -353,7 +353,7 @@ func TestDeployRollout(t *testing.T) {
 
 	// Without traffic the analysis never judges: the deploy gives the
 	// rollout its steps' intervals and --timeout, then aborts it.
-	args = append([]string{"deploy", "--slot", "v5", "--version", "5.0", "--strategy", "rollout", "--steps", "50,100", "--interval", "500ms", "--timeout", "2s"}, app("v5")...)
+	args = append([]string{"deploy", "--slot", "v5", "--version", "5.0", "--strategy", "rollout", "--steps", "50,100", "--interval", "500ms", "--timeout", "10s"}, app("v5")...)
 	if code, out := runRelease(t, sw, args...); code != 1 || !strings.Contains(out, `deploy failed at step "switch"`) || !strings.Contains(out, "aborted, prod back on v4") {
 		t.Fatalf("a rollout deploy that cannot be judged: exit %d:\n%s", code, out)
 	}

@@ -44,6 +44,7 @@ func Start(t testing.TB, bin string, args ...string) *Process {
 // WaitLine waits until a line of output matches re and returns its submatches.
 func (p *Process) WaitLine(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
+	timeout = patient(timeout)
 	deadline := time.After(timeout)
 	for {
 		// Take the channel before reading: a write between the read and
@@ -76,6 +77,7 @@ func (p *Process) Signal(t testing.TB, sig syscall.Signal) {
 // Wait waits up to timeout for the process to exit and returns its exit code.
 func (p *Process) Wait(t testing.TB, timeout time.Duration) int {
 	t.Helper()
+	timeout = patient(timeout)
 	select {
 	case <-p.exited:
 	case <-time.After(timeout):

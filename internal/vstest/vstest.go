@@ -59,10 +59,20 @@ func Binary(t testing.TB) string {
 	return buildPath
 }
 
-// WaitFor polls cond every 20ms until it returns nil, failing the test after
-// timeout with cond's last error.
+// MinWait is the least any wait of this package gives an event before it
+// fails the test, whatever timeout it was given: a busy machine (CI, two
+// cores shared with other work) may take many times longer than an idle
+// one. Waits end at the event, so this only slows a test that fails.
+const MinWait = time.Minute
+
+// patient returns how long a wait asked to last timeout lasts.
+func patient(timeout time.Duration) time.Duration { return max(timeout, MinWait) }
+
+// WaitFor polls cond every 20ms until it returns nil, failing the test
+// with cond's last error after timeout (at least MinWait).
 func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
+	timeout = patient(timeout)
 	deadline := time.Now().Add(timeout)
 	for {
 		err := cond()
