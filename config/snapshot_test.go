@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 // waits records the waits a snapshot asks for instead of sleeping.
@@ -147,29 +149,7 @@ func TestLoadDuringAnInPlaceWrite(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		tick := time.NewTicker(time.Millisecond) // a slow writer: a piece a millisecond
-		defer tick.Stop()
-		for i := 1; ; i++ {
-			f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			for _, p := range pieces {
-				<-tick.C
-				f.WriteString(p)
-			}
-			f.Close()
-			still := 20 * time.Millisecond
-			if i%10 == 0 {
-				still = 400 * time.Millisecond
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(still):
-			}
-		}
+		vstest.RewriteInPlace(t, path, func(int) []string { return pieces }, stop)
 	})
 	reads, partial, changing := 0, 0, 0
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); reads++ {

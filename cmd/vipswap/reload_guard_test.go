@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -152,29 +151,7 @@ func TestSIGHUPDuringInPlaceWrites(t *testing.T) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		tick := time.NewTicker(time.Millisecond)
-		defer tick.Stop()
-		for i := 1; ; i++ {
-			f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			for _, p := range pieces(files[i%2]) {
-				<-tick.C
-				f.WriteString(p)
-			}
-			f.Close()
-			still := 20 * time.Millisecond
-			if i%10 == 0 {
-				still = 400 * time.Millisecond
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(still):
-			}
-		}
+		vstest.RewriteInPlace(t, path, func(i int) []string { return pieces(files[i%2]) }, stop)
 	})
 	// SIGHUP reloads, one after the other, for a few seconds.
 	deadline := time.Now().Add(4 * time.Second)

@@ -116,6 +116,27 @@ func greenCookie(t *testing.T, hc *http.Client, base string) string {
 	return ""
 }
 
+// rolloutToEnd starts a rollout to green with steps and interval, waits
+// until it is over (promoted or aborted) and returns the newest history
+// entry.
+func rolloutToEnd(t *testing.T, sw *switchtest.Switch, steps, interval string) api.HistoryEntry {
+	t.Helper()
+	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", steps, "--interval", interval); code != 0 {
+		t.Fatalf("rollout start: exit %d: %s", code, out)
+	}
+	vstest.WaitFor(t, 90*time.Second, func() error {
+		if st := rolloutStatus(t, sw); st.Running {
+			return fmt.Errorf("rollout at step %d, weights %v", st.Step, st.Weights)
+		}
+		return nil
+	})
+	h, err := sw.Client.History(context.Background(), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h[0]
+}
+
 // TestFloodCannotPromoteABrokenCanary: the canary fails every checkout;
 // real users from three addresses alone get the rollout aborted. One more
 // client, from its own address, sending many cheap good requests that
@@ -167,28 +188,16 @@ func TestFloodCannotPromoteABrokenCanary(t *testing.T) {
 					u.stop()
 				}
 			}()
-			if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", plan, "--interval", "3s"); code != 0 {
-				t.Fatalf("rollout start: exit %d: %s", code, out)
-			}
-			vstest.WaitFor(t, 90*time.Second, func() error {
-				if st := rolloutStatus(t, sw); st.Running {
-					return fmt.Errorf("rollout at step %d, weights %v", st.Step, st.Weights)
-				}
-				return nil
-			})
-			h, err := sw.Client.History(context.Background(), 5)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if st, _ := sw.Client.Status(context.Background()); st.Active != "blue" || h[0].Operation != "abort" || h[0].Actor != "rollout" {
-				t.Fatalf("active %s, newest history %s by %s %v; want the broken canary rolled back", st.Active, h[0].Operation, h[0].Actor, h[0].Changes)
+			e := rolloutToEnd(t, sw, plan, "3s")
+			if st, _ := sw.Client.Status(context.Background()); st.Active != "blue" || e.Operation != "abort" || e.Actor != "rollout" {
+				t.Fatalf("active %s, newest history %s by %s %v; want the broken canary rolled back", st.Active, e.Operation, e.Actor, e.Changes)
 			}
 			attacked := int64(0)
 			if flood != nil {
 				flood.stop()
 				attacked = flood.sent.Load()
 			}
-			t.Logf("rolled back with %d attacking requests: %s", attacked, strings.Join(h[0].Changes, "; "))
+			t.Logf("rolled back with %d attacking requests: %s", attacked, strings.Join(e.Changes, "; "))
 			if attack == "pin" {
 				m := scrape(t, sw.Admin)
 				if n, _ := metric(m, "vipswap_steered_requests_total", map[string]string{"listener": "prod", "slot": "green"}); n < float64(attacked)/2 {
@@ -214,10 +223,9 @@ func TestSlowClientsDoNotAbortAHealthyCanary(t *testing.T) {
 		return req
 	})
 	defer users.stop()
-	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "20,50,100", "--interval", "3s"); code != 0 {
-		t.Fatalf("rollout start: exit %d: %s", code, out)
-	}
+	shiftTo(t, sw, "green", 20) // for a cookie vipswap issued for green
 	cookie := greenCookie(t, clientFrom("127.0.0.2"), sw.Prod)
+	shiftTo(t, sw, "green", 0)
 	addr := strings.TrimPrefix(sw.Prod, "http://")
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -282,18 +290,9 @@ func TestSlowClientsDoNotAbortAHealthyCanary(t *testing.T) {
 		stop()
 		wg.Wait()
 	}()
-	vstest.WaitFor(t, 90*time.Second, func() error {
-		if st := rolloutStatus(t, sw); st.Running {
-			return fmt.Errorf("rollout at step %d, weights %v", st.Step, st.Weights)
-		}
-		return nil
-	})
-	h, err := sw.Client.History(context.Background(), 10)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := rolloutToEnd(t, sw, "20,50,100", "3s")
 	if st, _ := sw.Client.Status(context.Background()); st.Active != "green" {
-		t.Fatalf("active is %s; newest history %s by %s: %v; want the healthy canary promoted", st.Active, h[0].Operation, h[0].Actor, h[0].Changes)
+		t.Fatalf("active is %s; newest history %s by %s: %v; want the healthy canary promoted", st.Active, e.Operation, e.Actor, e.Changes)
 	}
 	t.Logf("promoted beside %d slow uploads and %d slow downloads", slow.Load(), slowReads.Load())
 	if slow.Load() < 4 {
@@ -323,23 +322,11 @@ func TestAnalysisJudgesPaths(t *testing.T) {
 		return req
 	})
 	defer users.stop()
-	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", "20,50,100", "--interval", "5s"); code != 0 {
-		t.Fatalf("rollout start: exit %d: %s", code, out)
+	e := rolloutToEnd(t, sw, "20,50,100", "5s")
+	if e.Operation != "abort" || !strings.Contains(strings.Join(e.Changes, " "), "error rate on /api/checkout") {
+		t.Fatalf("newest history %s by %s: %v; want an abort on /api/checkout's error rate", e.Operation, e.Actor, e.Changes)
 	}
-	vstest.WaitFor(t, 90*time.Second, func() error {
-		if st := rolloutStatus(t, sw); st.Running {
-			return fmt.Errorf("rollout at step %d, weights %v", st.Step, st.Weights)
-		}
-		return nil
-	})
-	h, err := sw.Client.History(context.Background(), 5)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if h[0].Operation != "abort" || !strings.Contains(strings.Join(h[0].Changes, " "), "error rate on /api/checkout") {
-		t.Fatalf("newest history %s by %s: %v; want an abort on /api/checkout's error rate", h[0].Operation, h[0].Actor, h[0].Changes)
-	}
-	t.Logf("aborted: %s", strings.Join(h[0].Changes, "; "))
+	t.Logf("aborted: %s", strings.Join(e.Changes, "; "))
 }
 
 // TestClientMistakesAreNotFailures: bad pins (unknown, empty, repeated)
