@@ -70,19 +70,21 @@ function renderStatus(s) {
         : el("button", { onclick: () => confirmChange("Drain " + i.addr + " of " + slot.name + "? It finishes its requests and gets no new ones.",
             () => instanceChange(slot.name, i.addr, "drain")) }, "Drain");
       return el("tr", { "data-instance": i.addr },
-        el("td", {}, el("span", { class: "dot " + state }), i.addr),
+        el("td", { class: "addr" }, el("span", { class: "dot " + state }), i.addr),
         el("td", { class: "health" }, label),
-        el("td", {}, i.in_flight.prod + " / " + i.in_flight.stage),
-        el("td", {}, i.served.prod + " / " + i.served.stage),
-        el("td", {}, action));
+        el("td", { class: "num" }, i.in_flight.prod + " / " + i.in_flight.stage),
+        el("td", { class: "num" }, i.served.prod + " / " + i.served.stage),
+        el("td", { class: "act" }, action));
     });
     return el("div", { class: "card", "data-slot": slot.name },
-      el("h2", {}, slot.name, el("span", { class: "version" }, slot.version ? (/^[0-9]/.test(slot.version) ? "v" : "") + slot.version : ""),
+      el("h2", {}, slot.name, el("span", { class: "version" }, version(slot.version)),
         el("span", { class: "role " + slot.role }, slot.role)),
       el("p", { class: "muted" }, slot.routable + " of " + slot.instances.length + " routable · " +
         (slot.in_flight.prod + slot.in_flight.stage) + " in flight"),
-      el("table", {},
-        el("thead", {}, el("tr", {}, ...["instance", "health", "in flight prod/stage", "served prod/stage", ""].map((h) => el("th", {}, h)))),
+      el("table", { class: "instances" },
+        el("thead", {}, el("tr", {}, el("th", {}, "instance"), el("th", {}, "health"),
+          ...["in flight", "served"].map((h) => el("th", { class: "num", title: h + " on prod / on stage" }, h, el("br"), "prod / stage")),
+          el("th", {}))),
         el("tbody", {}, ...rows)));
   }));
 }
@@ -95,17 +97,61 @@ function ago(t) {
   return Math.floor(secs / 3600) + "h " + Math.floor((secs % 3600) / 60) + "m";
 }
 
-// when shows a date and time with its time zone.
-function when(t) {
-  return new Date(t).toLocaleString(undefined, { dateStyle: "short", timeStyle: "long" }); // "long" shows the zone
+// fullTime shows a date and time with its time zone, for tooltips.
+function fullTime(t) {
+  return new Date(t).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "long" }); // "long" shows the zone
+}
+
+// shortTime shows a time on one short line: "16:50:51" today, "Dec 5, 16:50"
+// on another day (with the year in another year).
+function shortTime(t) {
+  const d = new Date(t), now = new Date();
+  const hm = { hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+  if (d.toDateString() === now.toDateString()) return d.toLocaleTimeString(undefined, { ...hm, second: "2-digit" });
+  const year = d.getFullYear() !== now.getFullYear() ? { year: "numeric" } : {};
+  return d.toLocaleString(undefined, { month: "short", day: "numeric", ...year, ...hm });
+}
+
+// timeEl is a <time> showing shortTime, with the full time as its tooltip.
+function timeEl(t) {
+  return el("time", { datetime: t, title: fullTime(t) }, shortTime(t));
+}
+
+// latency rounds a latency given in milliseconds for reading: whole µs
+// under 1 ms, 0.1 ms under 10 ms, whole ms under a second, then seconds
+// with three significant digits. Every latency on the page goes through it.
+function latency(ms) {
+  const us = Math.round(ms * 1000);
+  if (us < 1000) return us + " µs";
+  if (ms < 9.95) return ms.toFixed(1) + " ms";
+  if (ms < 999.5) return Math.round(ms) + " ms";
+  const s = ms / 1000;
+  if (s < 9.995) return s.toFixed(2) + " s";
+  if (s < 99.95) return s.toFixed(1) + " s";
+  return Math.round(s) + " s";
+}
+
+// version shows a slot's or a release's version: "v2.0", or as given
+// when it does not start with a digit.
+function version(v) {
+  return v ? (/^[0-9]/.test(v) ? "v" : "") + v : "";
+}
+
+// changeText says what a history entry changed.
+function changeText(e) {
+  const moved = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "");
+  return [moved, ...(e.changes || [])].filter((x) => x).join("; ");
 }
 
 let shownEntries = [];
+let historyKey = "";
 function renderHistory(entries) {
   shownEntries = entries;
+  // Redraw only what changed, so a tooltip being read stays up.
+  const key = new Date().toDateString() + JSON.stringify(entries);
+  if (key === historyKey) return;
+  historyKey = key;
   $("history").replaceChildren(...entries.map((e) => {
-    const moved = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "");
-    const change = [moved, ...(e.changes || [])].filter((x) => x).join("; ");
     let around = "";
     if (e.measurement) {
       const m = e.measurement, p = (m.listeners || {}).prod;
@@ -115,17 +161,28 @@ function renderHistory(entries) {
       around += m.complete ? "; drained in " + m.drained_seconds.toFixed(1) + " s" : " (gave up waiting for the drain)";
     }
     return el("tr", { "data-entry": e.id },
-      el("td", {}, e.id), el("td", {}, when(e.time)),
-      el("td", {}, e.operation + (e.forced ? " (forced)" : "")), el("td", {}, change),
+      el("td", {}, e.id), el("td", { class: "time" }, timeEl(e.time)),
+      el("td", { class: "op" }, e.operation + (e.forced ? " (forced)" : "")), el("td", {}, changeText(e)),
       el("td", {}, e.actor), el("td", { class: e.result }, e.result + (e.error ? ": " + e.error : "")),
       el("td", { class: "reason" }, e.reason || ""), el("td", {}, around));
   }));
 }
 
+let lastSamples = [];
 function renderChart(samples) {
+  lastSamples = samples;
   const canvas = $("chart");
+  // Draw at the size the page shows the canvas, in device pixels: text
+  // stays sharp and x is the same on the canvas and the marker labels.
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth || 640, h = canvas.clientHeight || 200, left = 44, bottom = 22, top = 8;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr);
+    canvas.height = Math.round(h * dpr);
+  }
+  canvas.dataset.width = w;
   const ctx = canvas.getContext("2d");
-  const w = canvas.width, h = canvas.height, left = 44, bottom = 22, top = 14;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
   const names = [...new Set(samples.flatMap((s) => Object.keys(s.slots)))].sort();
   let max = 1, total = 0;
@@ -146,20 +203,23 @@ function renderChart(samples) {
     const xx = left + (w - left) * (1 - m * 60 / span);
     ctx.fillText(m === 0 ? "now" : "-" + m + " min", Math.min(xx - 12, w - 24), h - 6);
   }
-  // A marker for each change in the window.
-  let markers = 0;
-  for (const e of shownEntries) {
-    if (e.result !== "applied" || e.operation === "seed") continue;
+  // A dashed line for each change in the window, a shaded band where
+  // several share a label, and the labels above the chart.
+  const changes = shownEntries.filter((e) => {
+    if (e.result !== "applied" || e.operation === "seed") return false;
     const t = new Date(e.time).getTime();
-    if (now - t > span * 1000 || t > now + 1000) continue;
-    const xx = x(e.time);
-    ctx.strokeStyle = "#9aa5b1"; ctx.setLineDash([2, 2]);
-    ctx.beginPath(); ctx.moveTo(xx, top); ctx.lineTo(xx, h - bottom); ctx.stroke();
-    ctx.setLineDash([]);
-    ctx.fillText("#" + e.id + " " + e.operation, Math.min(xx + 2, w - 70), top - 2);
-    markers++;
+    return now - t <= span * 1000 && t <= now + 1000;
+  }).map((e) => ({ e, x: x(e.time) })).sort((a, b) => a.x - b.x || a.e.id - b.e.id);
+  const groups = groupMarkers(changes, w);
+  ctx.fillStyle = "rgba(154, 165, 177, 0.18)";
+  for (const g of groups) if (g.items.length > 1) ctx.fillRect(g.x - 1, top, g.last - g.x + 2, h - bottom - top);
+  ctx.strokeStyle = "#9aa5b1"; ctx.setLineDash([2, 2]);
+  for (const c of changes) {
+    ctx.beginPath(); ctx.moveTo(c.x, top); ctx.lineTo(c.x, h - bottom); ctx.stroke();
   }
-  canvas.dataset.markers = markers;
+  ctx.setLineDash([]);
+  canvas.dataset.markers = changes.length;
+  showMarkers(groups);
   const legend = [];
   names.forEach((name, i) => {
     const color = palette[i % palette.length];
@@ -178,11 +238,55 @@ function renderChart(samples) {
     }
     ctx.setLineDash([]);
     const last = samples.length ? samples[samples.length - 1].slots[name] : null;
-    const lat = last && last.p50_ms ? ", p50 " + last.p50_ms + " ms, p99 " + last.p99_ms + " ms" : "";
+    const lat = last && last.p50_ms ? ", p50 " + latency(last.p50_ms) + ", p99 " + latency(last.p99_ms) : "";
     legend.push(el("span", { "--c": color, "data-slot": name },
       name + ": " + (last ? last.requests.toFixed(0) + "/s, " + last.errors.toFixed(0) + " errors/s" + lat : "idle")));
   });
   $("legend").replaceChildren(...legend);
+}
+
+// groupMarkers gives the changes on the chart (oldest first, with their x)
+// labels that never overlap: a change whose label would begin before the
+// previous label ends (and a small gap) joins that label, which then reads
+// "N changes" and lists them in its tooltip; a label is kept inside the
+// chart, and one that grows into its predecessor merges with it too.
+// Widths are measured on the page, in the labels' own font.
+function groupMarkers(changes, w) {
+  const probe = $("marker-probe"), gap = 6, groups = [];
+  const place = (g) => {
+    const n = g.items.length;
+    g.text = n === 1 ? "#" + g.items[0].id + " " + g.items[0].operation : n + " changes";
+    probe.textContent = g.text;
+    g.width = Math.ceil(probe.getBoundingClientRect().width);
+    g.left = Math.max(0, Math.min(g.x + 2, w - g.width));
+    g.right = g.left + g.width;
+    return g;
+  };
+  for (const c of changes) {
+    let g = place({ x: c.x, last: c.x, items: [c.e] });
+    while (groups.length && g.left < groups[groups.length - 1].right + gap) {
+      const prev = groups.pop();
+      g = place({ x: prev.x, last: g.last, items: prev.items.concat(g.items) });
+    }
+    groups.push(g);
+  }
+  return groups;
+}
+
+// showMarkers puts the groups' labels above the chart, reusing the
+// elements already there so that a tooltip being read stays up.
+function showMarkers(groups) {
+  const layer = $("markers");
+  groups.forEach((g, i) => {
+    const label = layer.children[i] || layer.appendChild(el("span", { class: "marker" }));
+    const title = g.items.map((e) => "#" + e.id + " " + shortTime(e.time) + " " + e.operation +
+      (changeText(e) ? ": " + changeText(e) : "")).join("\n");
+    if (label.textContent !== g.text) label.textContent = g.text;
+    if (label.title !== title) label.title = title;
+    label.style.left = g.left + "px"; // CSSOM, which the CSP allows
+    label.dataset.count = g.items.length;
+  });
+  while (layer.children.length > groups.length) layer.lastChild.remove();
 }
 
 let rollout = null;
@@ -216,14 +320,14 @@ function renderRollout(r) {
   const a = r.analysis;
   if (!a) return;
   const row = (role, slot, f) => el("tr", { "data-role": role }, el("td", {}, role), el("td", {}, slot), el("td", {}, f.requests),
-    el("td", {}, f.errors), el("td", {}, (f.error_rate * 100).toFixed(2) + "%"), el("td", {}, f.p99_ms ? f.p99_ms.toFixed(1) + " ms" : "–"),
+    el("td", {}, f.errors), el("td", {}, (f.error_rate * 100).toFixed(2) + "%"), el("td", {}, f.p99_ms ? latency(f.p99_ms) : "–"),
     el("td", { title: "sent by a pin header or a route: shown, not judged" }, f.steered_requests ? f.steered_requests + " (" + f.steered_errors + " errors)" : "–"));
   const paths = (a.canary.paths || []).map(p => el("tr", { "data-role": "path" }, el("td", {}, "canary " + p.prefix), el("td", {}, r.to),
     el("td", {}, p.requests), el("td", {}, p.errors), el("td", {}, (p.error_rate * 100).toFixed(2) + "%"), el("td", {}, "–"), el("td", {}, "–")));
-  $("rollout-analysis").tBodies[0].replaceChildren(row("canary", r.to, a.canary), row("stable", r.from, a.stable), ...paths);
+  $("rollout-analysis").tBodies[0].replaceChildren(row("canary", r.to, a.canary), ...paths, row("stable", r.from, a.stable));
   const bounds = [];
   if (a.max_error_rate) bounds.push("error rate ≤ " + (a.max_error_rate * 100) + "%");
-  if (a.max_p99_ms) bounds.push("p99 ≤ " + a.max_p99_ms + " ms");
+  if (a.max_p99_ms) bounds.push("p99 ≤ " + latency(a.max_p99_ms));
   if (a.max_error_rate_ratio) bounds.push("error rate ≤ " + a.max_error_rate_ratio + "× stable");
   if (a.max_p99_ratio) bounds.push("p99 ≤ " + a.max_p99_ratio + "× stable");
   const v = $("rollout-verdict");
@@ -232,21 +336,39 @@ function renderRollout(r) {
     ", at least " + a.min_requests + " canary requests): " + (a.verdict || "not judged yet");
 }
 
-// renderRelease shows the newest release (vipswap deploy, rolling): its
-// steps as they end, the one running with its health counts.
-function renderRelease(list) {
-  const p = list && list[0];
-  $("release-card").hidden = !p;
-  if (!p) return;
-  let state = p.kind + " " + p.id + ": slot " + p.slot + (p.version ? ", version " + p.version : "") + " · " + p.state;
-  if (p.state === "failed") state += " at " + p.failed_step + ": " + p.error;
-  state += " · prod " + p.requests + " requests, " + p.failed + " failed";
-  $("release-state").textContent = state;
-  $("release-steps").replaceChildren(...p.steps.map((s) => el("li", { class: "step-" + s.result },
-    s.name + " · " + s.seconds.toFixed(2) + " s" +
-    (s.result === "running" && p.instances ? " · " + p.healthy + "/" + p.instances + " healthy" : "") +
-    (s.detail ? " · " + s.detail : ""))));
-  $("release-kept").textContent = p.kept || "";
+// renderReleases shows the recent releases (vipswap deploy, rolling),
+// newest first: each a line (kind, slot, version, state, when, prod's
+// figures) that opens onto its steps as they end, the one running with its
+// health counts. The newest is open; a release the operator opened or
+// closed stays so.
+const releaseOpen = new Map();
+let releasesKey = "";
+function renderReleases(list) {
+  list = list || [];
+  $("release-card").hidden = list.length === 0;
+  const key = new Date().toDateString() + JSON.stringify(list);
+  if (key === releasesKey) return;
+  releasesKey = key;
+  $("releases").replaceChildren(...list.map((p, i) => {
+    const d = el("details", { class: "release", "data-release": p.id });
+    d.open = releaseOpen.has(p.id) ? releaseOpen.get(p.id) : i === 0;
+    let state = p.state;
+    if (p.state === "failed" && p.failed_step) state += " at " + p.failed_step;
+    if (p.state === "running" && p.instances) state += ", " + p.healthy + "/" + p.instances + " healthy";
+    d.append(
+      el("summary", { onclick: () => releaseOpen.set(p.id, !d.open) }, el("b", {}, p.kind), " " + p.slot + " ",
+        el("span", { class: "version" }, version(p.version)), " · ", el("span", { class: "state-" + p.state }, state), " · ",
+        timeEl(p.started), " · prod " + p.requests + " requests, " + p.failed + " failed" +
+        (p.instance_errors ? ", " + p.instance_errors + " 5xx" : "")),
+      el("p", { class: "muted" }, "release " + p.id + (p.from ? " · prod followed " + p.from : "") +
+        (p.history_id ? " · history #" + p.history_id : "") + (p.error ? " · " + p.error : "")),
+      el("ol", { class: "steps" }, ...p.steps.map((s) => el("li", { class: "step-" + s.result },
+        s.name + " · " + s.seconds.toFixed(2) + " s" +
+        (s.result === "running" && p.instances ? " · " + p.healthy + "/" + p.instances + " healthy" : "") +
+        (s.detail ? " · " + s.detail : "")))),
+      ...(p.kept ? [el("p", { class: "muted" }, p.kept)] : []));
+    return d;
+  }));
 }
 
 function renderShiftSlots(s) {
@@ -298,7 +420,7 @@ async function refresh() {
     renderStatus(s);
     renderShiftSlots(s);
     renderRollout(r);
-    renderRelease(releases);
+    renderReleases(releases);
     renderHistory(entries);
     renderChart(rates.samples);
     $("live").textContent = "live · " + new Date().toLocaleTimeString();
@@ -349,6 +471,7 @@ document.addEventListener("DOMContentLoaded", () => {
     $("token-form").hidden = true;
     refresh();
   });
+  window.addEventListener("resize", () => renderChart(lastSamples));
   refresh();
   setInterval(refresh, 1000);
 });
