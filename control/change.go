@@ -139,9 +139,10 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 			res.InEffect = true
 			return res, nil
 		}
-		if next.AffinityKey == "" && len(next.Prod()) > 1 {
-			// A state from before affinity keys, splitting prod: cookies
-			// matter from now on, so sign them from now on.
+		if len(next.Prod()) > 1 && (next.AffinityKey == "" || len(cur.Prod()) == 1) {
+			// Prod splits anew (a shift or a rollout begins): a new key,
+			// so no cookie from an earlier split (harvested by a client
+			// to aim at a canary) holds in this one.
 			next.AffinityKey = state.NewAffinityKey()
 		}
 		if op.req.DryRun {

@@ -200,7 +200,7 @@ func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, ch
 		for _, l := range route.Listeners {
 			n := window.listener(l)
 			m.Listeners[l.String()] = store.Window{Requests: n.Requests(), Errors: n.Errors(), Failed: n.Failed,
-				InstanceErrors: n.InstanceErrors(), ClientErrors: n.ClientErrors}
+				InstanceErrors: n.InstanceErrors, ClientErrors: n.ClientErrors}
 		}
 		prod := m.Listeners[route.Prod.String()]
 		m.Served, m.Failed = prod.Requests, prod.Failed

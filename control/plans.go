@@ -165,10 +165,7 @@ func figures(j Judgement) SlotFigures {
 	f := SlotFigures{Requests: j.Requests, Errors: j.Errors, ErrorRate: j.Rate(), WeighedRequests: j.Weighed, Sources: j.Sources,
 		P99MS: ms(j.P99), SteeredRequests: j.Steered.Requests, SteeredErrors: j.Steered.Errors}
 	for _, p := range j.Paths {
-		pf := PathFigures{Prefix: p.Prefix, Requests: p.Requests, Errors: p.Errors}
-		if p.Requests > 0 {
-			pf.ErrorRate = float64(p.Errors) / float64(p.Requests)
-		}
+		pf := PathFigures{Prefix: p.Prefix, Requests: p.Requests, Errors: p.Errors, ErrorRate: p.Rate()}
 		f.Paths = append(f.Paths, pf)
 	}
 	return f

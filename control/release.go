@@ -166,7 +166,7 @@ func (c *Controller) ProdCounts() (perSlot map[string]Served, failed uint64) {
 	counts := c.cfg.Counts(route.Prod)
 	perSlot = make(map[string]Served, len(counts))
 	for slot, n := range counts {
-		perSlot[slot] = Served{Requests: n.Requests(), InstanceErrors: n.InstanceErrors(), ClientErrors: n.ClientErrors}
+		perSlot[slot] = Served{Requests: n.Requests(), InstanceErrors: n.InstanceErrors, ClientErrors: n.ClientErrors}
 	}
 	return perSlot, c.failed(route.Prod)
 }

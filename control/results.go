@@ -454,7 +454,8 @@ type SlotFigures struct {
 	Paths []PathFigures `json:"paths,omitempty"`
 }
 
-// PathFigures are the judged requests under one path prefix.
+// PathFigures are the judged requests under one path prefix; ErrorRate is
+// the rate judged, each source weighed as for the slot.
 type PathFigures struct {
 	Prefix    string  `json:"prefix"`
 	Requests  uint64  `json:"requests"`

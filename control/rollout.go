@@ -363,10 +363,20 @@ type Judgement struct {
 	Paths []PathJudgement
 }
 
-// PathJudgement is the judged requests under one path prefix.
+// PathJudgement is the judged requests under one path prefix: as
+// counted, and weighed by source as a Judgement's.
 type PathJudgement struct {
 	Prefix string
 	route.Tally
+	Weighed, WeighedErrors float64
+}
+
+// Rate returns the path's error rate judged: WeighedErrors over Weighed.
+func (p PathJudgement) Rate() float64 {
+	if p.Weighed == 0 {
+		return 0
+	}
+	return p.WeighedErrors / p.Weighed
 }
 
 // Rate returns the error rate judged: WeighedErrors over Weighed.
@@ -386,6 +396,17 @@ func (j Judgement) weighing() string {
 	return fmt.Sprintf(" weighed as %.0f from %d sources", j.Weighed, j.Sources)
 }
 
+// roundLatency keeps three significant digits of d, as a latency is
+// worth reading: 7.72ms, 118ms, 1.25s.
+func roundLatency(d time.Duration) time.Duration {
+	for unit := time.Nanosecond; unit < time.Hour; unit *= 10 {
+		if d < 1000*unit {
+			return d.Round(unit)
+		}
+	}
+	return d
+}
+
 // SourceCap is how many times the median source group's requests one
 // source group may count for in a judgement.
 const SourceCap = 2
@@ -394,31 +415,33 @@ const SourceCap = 2
 // paths are the prefixes the counts' Judged.Paths are by.
 func judgementOf(c route.Counts, paths []string) Judgement {
 	j := Judgement{Requests: c.Judged.Requests, Errors: c.Judged.Errors, P99: c.Judged.Latency.Quantile(0.99), Steered: c.Steered}
-	j.Weighed, j.WeighedErrors, j.Sources = weigh(c.Judged)
+	j.Weighed, j.WeighedErrors, j.Sources = weigh(c.Judged.Tally, c.Judged.Sources)
 	for i, p := range paths[:min(len(paths), route.MaxWatchedPaths)] {
-		j.Paths = append(j.Paths, PathJudgement{Prefix: p, Tally: c.Judged.Paths[i]})
+		pj := PathJudgement{Prefix: p, Tally: c.Judged.PathTally(i)}
+		pj.Weighed, pj.WeighedErrors, _ = weigh(pj.Tally, c.Judged.Paths[i])
+		j.Paths = append(j.Paths, pj)
 	}
 	return j
 }
 
-// weigh returns judged requests and errors with each source group
-// counting at most SourceCap times the median group's requests (its
-// errors scaled with them), and how many groups sent any. A single source
-// is never capped; a data plane that reports no groups is taken as
-// counted.
-func weigh(j route.Judged) (requests, errors float64, groups int) {
+// weigh returns the requests and errors of total, split by source in
+// sources, with each source group counting at most SourceCap times the
+// median group's requests (its errors scaled with them), and how many
+// groups sent any. A single source is never capped; a data plane that
+// reports no groups is taken as counted.
+func weigh(total route.Tally, sources [route.SourceGroups]route.Tally) (requests, errors float64, groups int) {
 	var ns []uint64
-	for _, s := range j.Sources {
+	for _, s := range sources {
 		if s.Requests > 0 {
 			ns = append(ns, s.Requests)
 		}
 	}
 	if len(ns) == 0 {
-		return float64(j.Requests), float64(j.Errors), 0
+		return float64(total.Requests), float64(total.Errors), 0
 	}
 	slices.Sort(ns)
 	limit := SourceCap * ns[(len(ns)-1)/2] // the lower median
-	for _, s := range j.Sources {
+	for _, s := range sources {
 		if s.Requests == 0 {
 			continue
 		}
@@ -459,9 +482,13 @@ func (c *Controller) judge(st state.State, now time.Time) Verdict {
 	// its share of the traffic: at least earlyErrors errors, above
 	// max_error_rate of the path's requests.
 	for _, p := range cj.Paths {
-		if a.MaxErrorRate > 0 && p.Errors >= earlyErrors && float64(p.Errors) > a.MaxErrorRate*float64(p.Requests) {
-			v.Breach = fmt.Sprintf("error rate on %s %.2f%% above %.2f%% (%d errors in %d requests to %s on canary %s over %s)",
-				p.Prefix, float64(p.Errors)*100/float64(p.Requests), a.MaxErrorRate*100, p.Errors, p.Requests, p.Prefix, st.Rollout.To, over)
+		if a.MaxErrorRate > 0 && p.Errors >= earlyErrors && p.Rate() > a.MaxErrorRate {
+			weighed := ""
+			if uint64(p.Weighed+0.5) != p.Requests {
+				weighed = fmt.Sprintf(", weighed as %.0f", p.Weighed)
+			}
+			v.Breach = fmt.Sprintf("error rate on %s %.2f%% above %.2f%% (%d errors in %d requests%s to %s on canary %s over %s)",
+				p.Prefix, p.Rate()*100, a.MaxErrorRate*100, p.Errors, p.Requests, weighed, p.Prefix, st.Rollout.To, over)
 			return v
 		}
 	}
@@ -479,16 +506,16 @@ func (c *Controller) judge(st state.State, now time.Time) Verdict {
 	cr, sr := cj.Rate(), sj.Rate()
 	cp, sp := cj.P99, sj.P99
 	figures := fmt.Sprintf("over %s: canary %s %.2f%% errors of %d requests%s, p99 %s; stable %s %.2f%%, p99 %s",
-		over, st.Rollout.To, cr*100, cj.Requests, cj.weighing(), cp, st.Active, sr*100, sp)
+		over, st.Rollout.To, cr*100, cj.Requests, cj.weighing(), roundLatency(cp), st.Active, sr*100, roundLatency(sp))
 	switch {
 	case a.MaxErrorRate > 0 && cr > a.MaxErrorRate:
 		v.Breach = fmt.Sprintf("error rate %.2f%% above %.2f%% (%s)", cr*100, a.MaxErrorRate*100, figures)
 	case a.MaxP99 > 0 && cp > a.MaxP99:
-		v.Breach = fmt.Sprintf("p99 %s above %s (%s)", cp, a.MaxP99, figures)
+		v.Breach = fmt.Sprintf("p99 %s above %s (%s)", roundLatency(cp), a.MaxP99, figures)
 	case a.MaxErrorRateRatio > 0 && sr > 0 && cr > a.MaxErrorRateRatio*sr:
 		v.Breach = fmt.Sprintf("error rate %.2f%% above %g times the stable slot's (%s)", cr*100, a.MaxErrorRateRatio, figures)
 	case a.MaxP99Ratio > 0 && sp > 0 && float64(cp) > a.MaxP99Ratio*float64(sp):
-		v.Breach = fmt.Sprintf("p99 %s above %g times the stable slot's (%s)", cp, a.MaxP99Ratio, figures)
+		v.Breach = fmt.Sprintf("p99 %s above %g times the stable slot's (%s)", roundLatency(cp), a.MaxP99Ratio, figures)
 	}
 	return v
 }

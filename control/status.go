@@ -42,7 +42,7 @@ func (c *Controller) Status() Status {
 			Weights: weights(st, l),
 		}
 		for _, n := range c.cfg.Counts(l) {
-			ls.InstanceErrors += n.InstanceErrors()
+			ls.InstanceErrors += n.InstanceErrors
 			ls.ClientErrors += n.ClientErrors
 		}
 		s.Listeners = append(s.Listeners, ls)

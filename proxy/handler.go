@@ -124,6 +124,7 @@ func (h *handler) count(r *http.Request, rq *request, status int, instance strin
 	case !rq.head.IsZero():
 		o.latency = rq.head.Sub(from)
 		o.response = o.latency + rq.bodyWait
+		o.instance = rq.status == status // the instance's answer, not one of vipswap's
 	default:
 		o.latency = now.Sub(from)
 		o.response = o.latency

@@ -86,11 +86,12 @@ type slotStats struct {
 	retries      atomic.Uint64
 	failed       atomic.Uint64
 	cutOff       atomic.Uint64
+	instance5xx  atomic.Uint64
 	clientErrors atomic.Uint64
 	judged       tally
 	judgedTime   histogram
 	sources      [route.SourceGroups]tally
-	paths        [route.MaxWatchedPaths]tally
+	paths        [route.MaxWatchedPaths][route.SourceGroups]tally
 	steered      tally
 }
 
@@ -101,6 +102,7 @@ type outcome struct {
 	// Total's measures of the request.
 	latency, response, total time.Duration
 	failed                   bool // vipswap answered it itself (5xx), or it was cut off
+	instance                 bool // the status is the instance's
 	cutOff                   bool // the instance broke its response off
 	clientError              bool // vipswap answered it with a 4xx for the client's own mistake
 	// judged: prod's weights (or a cookie vipswap issued) chose the slot;
@@ -125,6 +127,8 @@ func (s *slotStats) record(o *outcome) {
 	}
 	if o.cutOff {
 		s.cutOff.Add(1)
+	} else if o.instance && o.status >= 500 {
+		s.instance5xx.Add(1)
 	}
 	s.latency.record(o.latency)
 	s.response.record(o.response)
@@ -137,18 +141,19 @@ func (s *slotStats) record(o *outcome) {
 		s.judgedTime.record(o.latency)
 		s.sources[o.source].record(isError)
 		if o.path >= 0 {
-			s.paths[o.path].record(isError)
+			s.paths[o.path][o.source].record(isError)
 		}
 	}
 }
 
-// sourceSeed keys the hash that puts client addresses into source groups,
+// sourceSeed keys the hash that puts client networks into source groups,
 // so a client cannot choose addresses that share a group with others'.
 var sourceSeed = maphash.MakeSeed()
 
 // sourceGroup returns the source group of a client at remote (host:port):
-// by IPv4 address, or by the /64 of an IPv6 one (a host usually has a
-// whole /64 to pick addresses from).
+// by the IPv4 /24 or the IPv6 /56 it is in. One customer of a provider
+// usually holds a whole /56 (or a few IPv4 addresses of one /24), so many
+// addresses of one network count as one source.
 func sourceGroup(remote string) int {
 	host := remote
 	if i := strings.LastIndexByte(remote, ':'); i > 0 && !strings.HasSuffix(remote, "]") {
@@ -157,17 +162,17 @@ func sourceGroup(remote string) int {
 	if len(host) > 2 && host[0] == '[' {
 		host = host[1 : len(host)-1]
 	}
-	if strings.IndexByte(host, ':') >= 0 {
-		if a, err := netip.ParseAddr(host); err == nil {
-			a = a.Unmap()
-			if a.Is6() {
-				b := a.As16()
-				return int(maphash.Bytes(sourceSeed, b[:8]) % route.SourceGroups)
-			}
-			host = a.String()
-		}
+	a, err := netip.ParseAddr(host)
+	if err != nil {
+		return int(maphash.String(sourceSeed, host) % route.SourceGroups)
 	}
-	return int(maphash.String(sourceSeed, host) % route.SourceGroups)
+	a = a.Unmap()
+	if a.Is4() {
+		b := a.As4()
+		return int(maphash.Bytes(sourceSeed, b[:3]) % route.SourceGroups)
+	}
+	b := a.As16()
+	return int(maphash.Bytes(sourceSeed, b[:7]) % route.SourceGroups)
 }
 
 // statsTable maps a slot name to its counters per listener. It is replaced,
@@ -223,6 +228,7 @@ func (s *slotStats) load() route.Counts {
 	c.Retries = s.retries.Load()
 	c.Failed = s.failed.Load()
 	c.CutOff = s.cutOff.Load()
+	c.InstanceErrors = s.instance5xx.Load()
 	c.ClientErrors = s.clientErrors.Load()
 	c.Judged.Tally = s.judged.load()
 	c.Judged.Latency = s.judgedTime.load()
@@ -230,7 +236,9 @@ func (s *slotStats) load() route.Counts {
 		c.Judged.Sources[i] = s.sources[i].load()
 	}
 	for i := range s.paths {
-		c.Judged.Paths[i] = s.paths[i].load()
+		for g := range s.paths[i] {
+			c.Judged.Paths[i][g] = s.paths[i][g].load()
+		}
 	}
 	c.Steered = s.steered.load()
 	return c

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -151,8 +152,8 @@ func TestJudgedAndSteered(t *testing.T) {
 	if want := uint64(forged + 50); c.Judged.Requests != want || c.Requests() != want+100 {
 		t.Fatalf("green judged %d of %d requests, want %d of %d", c.Judged.Requests, c.Requests(), want, want+100)
 	}
-	if c.Judged.Paths[0].Requests != 50 {
-		t.Fatalf("green judged %d requests under /checkout, want 50", c.Judged.Paths[0].Requests)
+	if c.Judged.PathTally(0).Requests != 50 {
+		t.Fatalf("green judged %d requests under /checkout, want 50", c.Judged.PathTally(0).Requests)
 	}
 	groups := 0
 	for _, s := range c.Judged.Sources {
@@ -240,5 +241,28 @@ func TestLatencyIsTheInstances(t *testing.T) {
 	}
 	if 2*latency >= total || 2*response >= total {
 		t.Fatalf("the instance latency is %s (response %s) of the client's %s: the slow client's time counted as the instance's", latency, response, total)
+	}
+}
+
+// Clients count by network: the addresses of one IPv4 /24 or one IPv6 /56
+// are one source; other networks (mostly) another.
+func TestSourceGroups(t *testing.T) {
+	same := [][]string{
+		{"127.0.9.1:4000", "127.0.9.200:5000", "[::ffff:127.0.9.7]:1"},
+		{"[2001:db8:0:ab::1]:443", "[2001:db8:0:ac:1:2:3:4]:80"},
+	}
+	for _, set := range same {
+		for _, a := range set[1:] {
+			if sourceGroup(a) != sourceGroup(set[0]) {
+				t.Errorf("%s and %s are in different source groups", set[0], a)
+			}
+		}
+	}
+	groups := map[int]bool{}
+	for i := range 16 {
+		groups[sourceGroup(fmt.Sprintf("10.%d.0.1:80", i))] = true
+	}
+	if len(groups) < 8 {
+		t.Errorf("16 networks fell into %d source groups", len(groups))
 	}
 }

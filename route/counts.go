@@ -111,13 +111,25 @@ type Judged struct {
 	// Latency is the instances' latency (Counts.Latency) of these
 	// requests.
 	Latency Histogram
-	// Sources splits them by client address: an IPv4 address or an IPv6
-	// /64, hashed into SourceGroups groups with a per-process seed.
-	// A data plane that cannot tell clients apart leaves it zero.
+	// Sources splits them by the client's network: its IPv4 /24 or IPv6
+	// /56 (what one customer of a provider usually holds), hashed into
+	// SourceGroups groups with a per-process seed. A data plane that
+	// cannot tell clients apart leaves it zero.
 	Sources [SourceGroups]Tally
 	// Paths counts those whose path falls under each of the table's
-	// watched prefixes (Spec.Watch), by the prefix's index.
-	Paths [MaxWatchedPaths]Tally
+	// watched prefixes (Spec.Watch), by the prefix's index, and by source
+	// group as Sources.
+	Paths [MaxWatchedPaths][SourceGroups]Tally
+}
+
+// PathTally returns the judged requests under watched prefix i, all
+// sources together.
+func (j Judged) PathTally(i int) Tally {
+	var t Tally
+	for _, s := range j.Paths[i] {
+		t = t.add(s)
+	}
+	return t
 }
 
 func (j Judged) sub(o Judged) Judged {
@@ -127,7 +139,9 @@ func (j Judged) sub(o Judged) Judged {
 		j.Sources[i] = j.Sources[i].sub(o.Sources[i])
 	}
 	for i := range j.Paths {
-		j.Paths[i] = j.Paths[i].sub(o.Paths[i])
+		for g := range j.Paths[i] {
+			j.Paths[i][g] = j.Paths[i][g].sub(o.Paths[i][g])
+		}
 	}
 	return j
 }
@@ -139,7 +153,9 @@ func (j Judged) add(o Judged) Judged {
 		j.Sources[i] = j.Sources[i].add(o.Sources[i])
 	}
 	for i := range j.Paths {
-		j.Paths[i] = j.Paths[i].add(o.Paths[i])
+		for g := range j.Paths[i] {
+			j.Paths[i][g] = j.Paths[i][g].add(o.Paths[i][g])
+		}
 	}
 	return j
 }
@@ -172,6 +188,9 @@ type Counts struct {
 	// CutOff counts the responses the instance broke off (a subset of
 	// Failed, counted in Classes by the status the instance had sent).
 	CutOff uint64
+	// InstanceErrors counts the 5xx answers the instances sent (and that
+	// were not cut off): what clients received from the application.
+	InstanceErrors uint64
 	// ClientErrors counts the requests vipswap answered with a 4xx for the
 	// client's own mistake (an unknown or repeated pin, a body that broke
 	// off or came too slowly, a malformed request): counted in Classes[4],
@@ -194,19 +213,10 @@ func (c Counts) Requests() uint64 {
 	return n
 }
 
-// Errors returns the requests a client saw fail: answered 5xx (by the
-// instance or by vipswap) or broken off.
-func (c Counts) Errors() uint64 { return c.Classes[5] + c.CutOff }
-
-// InstanceErrors returns the 5xx answers that instances sent (not
-// vipswap's own): what the clients received from the application.
-func (c Counts) InstanceErrors() uint64 {
-	own := c.Failed - c.CutOff // vipswap's own 5xx
-	if own > c.Classes[5] {
-		return 0
-	}
-	return c.Classes[5] - own
-}
+// Errors returns the requests a client saw fail through no fault of its
+// own: the instances' 5xx answers, and the requests vipswap could not get
+// answered (its own 5xx, answers broken off).
+func (c Counts) Errors() uint64 { return c.InstanceErrors + c.Failed }
 
 // Sub returns c minus an earlier snapshot o of the same counters. Counters
 // that went back (a slot removed, then added again under its name, starts
@@ -226,6 +236,7 @@ func (c Counts) Sub(o Counts) Counts {
 	c.Retries -= o.Retries
 	c.Failed -= o.Failed
 	c.CutOff -= o.CutOff
+	c.InstanceErrors -= o.InstanceErrors
 	c.ClientErrors -= o.ClientErrors
 	c.Judged = c.Judged.sub(o.Judged)
 	c.Steered = c.Steered.sub(o.Steered)
@@ -243,6 +254,7 @@ func (c Counts) Add(o Counts) Counts {
 	c.Retries += o.Retries
 	c.Failed += o.Failed
 	c.CutOff += o.CutOff
+	c.InstanceErrors += o.InstanceErrors
 	c.ClientErrors += o.ClientErrors
 	c.Judged = c.Judged.add(o.Judged)
 	c.Steered = c.Steered.add(o.Steered)

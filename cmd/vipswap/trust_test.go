@@ -89,7 +89,7 @@ func (tr *traffic) stop() {
 // request every 40 ms, one checkout in ten besides /api/test.
 func realUsers(base string) []*traffic {
 	var out []*traffic
-	for _, ip := range []string{"127.0.0.1", "127.0.0.3", "127.0.0.4"} {
+	for _, ip := range []string{"127.0.1.1", "127.0.2.1", "127.0.3.1"} { // three networks
 		out = append(out, startTraffic(clientFrom(ip), 1, 40*time.Millisecond, func(i int) *http.Request {
 			path := "/api/test"
 			if i%10 == 0 {
@@ -138,28 +138,37 @@ func rolloutToEnd(t *testing.T, sw *switchtest.Switch, steps, interval string) a
 }
 
 // TestFloodCannotPromoteABrokenCanary: the canary fails every checkout;
-// real users from three addresses alone get the rollout aborted. One more
-// client, from its own address, sending many cheap good requests that
-// reach the canary (with a cookie it made up, with one vipswap issued, or
-// pinned) must not dilute the verdict into a promotion: the rollout is
-// still aborted, and pinned requests are counted apart as steered.
+// real users from three networks alone get the rollout aborted. One more
+// client, from a network of its own, sending many cheap good requests
+// that reach the canary (with a cookie it made up, with one vipswap
+// issued, pinned, from many addresses of its network, or good answers to
+// the very path judged on its own) must not dilute the verdict into a
+// promotion: the rollout is still aborted, and pinned requests are counted
+// apart as steered.
 func TestFloodCannotPromoteABrokenCanary(t *testing.T) {
 	blue := startApps(t, "blue", 2)
 	green := startApps(t, "green", 2, "--fail-path", "/api/checkout")
 	const plan = "20,50,100"
-	for _, attack := range []string{"none", "forged cookie", "issued cookie", "pin"} {
+	for _, attack := range []string{"none", "forged cookie", "issued cookie", "pin", "many addresses", "the judged path"} {
 		t.Run(attack, func(t *testing.T) {
 			dir := t.TempDir()
-			cfg := testConfig(dir, staticSlots(map[string][]string{"blue": blue, "green": green})) + fastAnalysis +
-				"affinity:\n  cookie: vipswap_slot\n  pin_header: X-Vipswap-Slot\n"
+			cfg := testConfig(dir, staticSlots(map[string][]string{"blue": blue, "green": green})) + fastAnalysis
+			target := "/api/test"
+			if attack == "the judged path" {
+				// Answered 400 by the app (a bad delay): not an error, and
+				// under the path the analysis judges on its own.
+				cfg += "  paths: [/api/checkout]\n"
+				target = "/api/checkout?delay=x"
+			}
+			cfg += "affinity:\n  cookie: vipswap_slot\n  pin_header: X-Vipswap-Slot\n"
 			sw := switchtest.Serve(t, dir, cfg)
 			sw.WaitHealthy(t)
-			attacker := clientFrom("127.0.0.2")
+			attacker := clientFrom("127.0.9.1")
 			header := map[string]string{}
 			switch attack {
 			case "forged cookie":
 				header["Cookie"] = "vipswap_slot=green"
-			case "issued cookie":
+			case "issued cookie", "many addresses", "the judged path":
 				// A cookie vipswap issued for green, while a shift gave
 				// green a share: it holds whenever green takes traffic.
 				shiftTo(t, sw, "green", 20)
@@ -170,17 +179,27 @@ func TestFloodCannotPromoteABrokenCanary(t *testing.T) {
 			}
 			// The flood runs first, so it is there from the canary's
 			// first request on.
-			var flood *traffic
+			var floods []*traffic
 			if attack != "none" {
-				flood = startTraffic(attacker, 8, 0, func(int) *http.Request {
-					req, _ := http.NewRequest(http.MethodGet, sw.Prod+"/api/test", nil)
-					for k, v := range header {
-						req.Header.Set(k, v)
+				ips := []string{"127.0.9.1"}
+				if attack == "many addresses" {
+					ips = nil
+					for i := range 8 {
+						ips = append(ips, fmt.Sprintf("127.0.9.%d", 10+i))
 					}
-					return req
-				})
-				defer flood.stop()
-				vstest.WaitFor(t, 30*time.Second, func() error { return expect(flood.sent.Load() > 200) })
+				}
+				for _, ip := range ips {
+					f := startTraffic(clientFrom(ip), 8/len(ips), 0, func(int) *http.Request {
+						req, _ := http.NewRequest(http.MethodGet, sw.Prod+target, nil)
+						for k, v := range header {
+							req.Header.Set(k, v)
+						}
+						return req
+					})
+					defer f.stop()
+					floods = append(floods, f)
+				}
+				vstest.WaitFor(t, 30*time.Second, func() error { return expect(floods[0].sent.Load() > 200/int64(len(ips))) })
 			}
 			users := realUsers(sw.Prod)
 			defer func() {
@@ -193,9 +212,9 @@ func TestFloodCannotPromoteABrokenCanary(t *testing.T) {
 				t.Fatalf("active %s, newest history %s by %s %v; want the broken canary rolled back", st.Active, e.Operation, e.Actor, e.Changes)
 			}
 			attacked := int64(0)
-			if flood != nil {
-				flood.stop()
-				attacked = flood.sent.Load()
+			for _, f := range floods {
+				f.stop()
+				attacked += f.sent.Load()
 			}
 			t.Logf("rolled back with %d attacking requests: %s", attacked, strings.Join(e.Changes, "; "))
 			if attack == "pin" {
@@ -218,20 +237,20 @@ func TestSlowClientsDoNotAbortAHealthyCanary(t *testing.T) {
 	cfg := testConfig(dir, staticSlots(addrs)) + fastAnalysis + "  max_p99: 500ms\naffinity:\n  cookie: vipswap_slot\n"
 	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
-	users := startTraffic(clientFrom("127.0.0.1"), 4, 0, func(int) *http.Request {
+	users := startTraffic(clientFrom("127.0.1.1"), 4, 0, func(int) *http.Request {
 		req, _ := http.NewRequest(http.MethodGet, sw.Prod+"/api/test", nil)
 		return req
 	})
 	defer users.stop()
 	shiftTo(t, sw, "green", 20) // for a cookie vipswap issued for green
-	cookie := greenCookie(t, clientFrom("127.0.0.2"), sw.Prod)
+	cookie := greenCookie(t, clientFrom("127.0.9.1"), sw.Prod)
 	shiftTo(t, sw, "green", 0)
 	addr := strings.TrimPrefix(sw.Prod, "http://")
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	var slow, slowReads atomic.Int64
 	dial := func() net.Conn {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.9.1")}}
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil
@@ -313,7 +332,7 @@ func TestAnalysisJudgesPaths(t *testing.T) {
 	cfg := testConfig(dir, staticSlots(addrs)) + fastAnalysis + "  paths: [/api/checkout]\n"
 	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
-	users := startTraffic(clientFrom("127.0.0.1"), 4, 0, func(i int) *http.Request {
+	users := startTraffic(clientFrom("127.0.1.1"), 4, 0, func(i int) *http.Request {
 		path := "/api/test"
 		if i%200 == 0 {
 			path = "/api/checkout"
@@ -395,4 +414,38 @@ func expect(ok bool) error {
 		return fmt.Errorf("not yet")
 	}
 	return nil
+}
+
+// TestHarvestedCookieDiesWithItsSplit: an affinity cookie vipswap issued
+// for green during one shift holds while that split lasts; once prod was
+// back on one slot, a new split draws a new key and the old cookie is a
+// made-up one: the client is drawn by weight and given a new cookie.
+func TestHarvestedCookieDiesWithItsSplit(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+"affinity:\n  cookie: vipswap_slot\n")
+	sw.WaitHealthy(t)
+	hc := &http.Client{}
+	shiftTo(t, sw, "green", 10)
+	old := greenCookie(t, hc, sw.Prod)
+	shiftTo(t, sw, "green", 30) // the same split goes on: the cookie holds
+	if a := get(t, hc, sw.Prod+"/api/test", old, nil); a.slot != "green" || a.cookie != "" {
+		t.Fatalf("within its split the cookie reached %s (new cookie %q)", a.slot, a.cookie)
+	}
+	shiftTo(t, sw, "green", 0)
+	shiftTo(t, sw, "green", 10)
+	green := 0
+	for range 100 {
+		a := get(t, hc, sw.Prod+"/api/test", old, nil)
+		if a.cookie == "" || a.cookie == old {
+			t.Fatalf("an old split's cookie was honoured: slot %s, new cookie %q", a.slot, a.cookie)
+		}
+		if a.slot == "green" {
+			green++
+		}
+	}
+	if green > 30 {
+		t.Fatalf("%d of 100 requests with an old split's green cookie reached green, want about 10 (by weight)", green)
+	}
 }

@@ -807,6 +807,7 @@ func (d *Driver) readStats(ctx context.Context) {
 		}
 		c.Judged.Requests += n
 		c.Judged.Errors += errs
+		c.InstanceErrors += errs
 		sv := d.served[k]
 		sv.Requests, sv.Errors = sv.Requests+n, sv.Errors+errs
 		d.served[k] = sv
