@@ -166,8 +166,11 @@ func clientFault(err error) bool {
 // the level of the slot; instance addresses and socket errors stay inside,
 // since prod answers the public.
 func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err error, start time.Time) {
-	if r.Context().Err() != nil {
-		return // the client went away; nobody to answer
+	if r.Context().Err() != nil && !clientFault(err) {
+		// The client hung up (or half-closed its side): end the
+		// connection without an answer. Returning would let the server
+		// write an empty 200 of its own, as if the request had worked.
+		panic(http.ErrAbortHandler)
 	}
 	status, reason := h.failure(rq, err)
 	if status < 500 {

@@ -84,7 +84,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader,
 	bw.WriteString("\r\n")
 	hasConnection := len(r.Header["Connection"]) > 0
 	for k, vv := range r.Header {
-		if hopHeaders[k] || skipOutbound[k] || k == pin || (hasConnection && connectionListed(r.Header, k)) {
+		if hopHeaders[k] || skipOutbound[k] || isPin(k, pin) || (hasConnection && connectionListed(r.Header, k)) {
 			continue
 		}
 		for _, v := range vv {
@@ -123,6 +123,9 @@ func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader,
 		}
 		cw.Close() // the last chunk; trailers follow
 		for k, vv := range r.Trailer {
+			if hopHeaders[k] || skipOutbound[k] || isPin(k, pin) {
+				continue
+			}
 			for _, v := range vv {
 				writeHeader(bw, k, v)
 			}
@@ -135,6 +138,16 @@ func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader,
 		bw.WriteString("\r\n")
 	}
 	return bw.Flush()
+}
+
+// isPin reports whether the header field k is the pin header (canonical;
+// "" for none), or reads as it where "_" and "-" are the same (CGI, WSGI
+// and PHP read X_Vipswap_Slot as X-Vipswap-Slot).
+func isPin(k, pin string) bool {
+	if pin == "" {
+		return false
+	}
+	return k == pin || strings.IndexByte(k, '_') >= 0 && strings.EqualFold(strings.ReplaceAll(k, "_", "-"), pin)
 }
 
 func writeHeader(bw *bufio.Writer, k, v string) {

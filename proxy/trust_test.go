@@ -28,11 +28,16 @@ func splitTable(blue, green []*route.Instance) *route.Table {
 	return route.Build(spec)
 }
 
-// headers answers with the request's header names and the pin's values.
+// headers answers with the request's header names and the pin's values,
+// then its trailers.
 func headers(w http.ResponseWriter, r *http.Request) {
+	io.Copy(io.Discard, r.Body)
 	io.WriteString(w, strings.Join(r.Header.Values("X-Vipswap-Slot"), ",")+"|")
 	for k := range r.Header {
 		io.WriteString(w, k+" ")
+	}
+	for k, v := range r.Trailer {
+		io.WriteString(w, "trailer "+k+": "+strings.Join(v, ",")+" ")
 	}
 }
 
@@ -57,10 +62,15 @@ func TestPinIsTheClientsClaim(t *testing.T) {
 		}
 	}
 	for _, base := range []string{prod, stage} {
-		status, body := raw(t, base, "GET /x HTTP/1.1\r\nHost: x\r\nX-Vipswap-Slot: green\r\nConnection: close\r\n\r\n")
-		if !strings.HasPrefix(status, "200") || strings.Contains(body, "X-Vipswap-Slot") || !strings.HasPrefix(body, "|") {
+		status, body := raw(t, base, "GET /x HTTP/1.1\r\nHost: x\r\nX-Vipswap-Slot: green\r\nX_Vipswap_Slot: red\r\nConnection: close\r\n\r\n")
+		if !strings.HasPrefix(status, "200") || strings.Contains(strings.ToLower(body), "vipswap") || !strings.HasPrefix(body, "|") {
 			t.Errorf("pinned request on %s: %s %q; want 200 and no pin header at the instance", base, status, body)
 		}
+	}
+	// Nor as a trailer of a chunked body.
+	status, body := raw(t, stage, "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTrailer: X-Vipswap-Slot\r\nConnection: close\r\n\r\n2\r\nhi\r\n0\r\nX-Vipswap-Slot: red\r\n\r\n")
+	if !strings.HasPrefix(status, "200") || strings.Contains(body, "red") {
+		t.Errorf("a pin sent as a trailer: %s %q; want it kept from the instance", status, body)
 	}
 	var failed, clientErrors uint64
 	for _, c := range p.Counters(route.Prod) {
@@ -264,5 +274,31 @@ func TestSourceGroups(t *testing.T) {
 	}
 	if len(groups) < 8 {
 		t.Errorf("16 networks fell into %d source groups", len(groups))
+	}
+}
+
+// A client that sends its request and then shuts its side of the
+// connection (half-close) never gets an answer vipswap made up: either
+// the instance's, or none (the connection closes); never an empty 200.
+func TestHalfClosedClientGetsNoMadeUpAnswer(t *testing.T) {
+	prod, _, _ := proxyTo(t, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		time.Sleep(500 * time.Millisecond) // a slow instance, not synchronisation
+		w.Header().Set("X-From", "instance")
+		io.WriteString(w, "done")
+	})
+	for range 3 {
+		c, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(c, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+		c.(*net.TCPConn).CloseWrite()
+		all, _ := io.ReadAll(c)
+		c.Close()
+		if len(all) > 0 && !strings.Contains(string(all), "X-From: instance") {
+			t.Fatalf("a half-closed client got %q: an answer that is not the instance's", all)
+		}
 	}
 }

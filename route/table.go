@@ -64,7 +64,7 @@ type Route struct {
 	// /api, /api/ and /api/x, not /apix. It must pass CheckPrefix; one
 	// that does not never matches.
 	PathPrefix string
-	// Header, if set, must be present with value Value (exactly).
+	// Header, if set, must be present once with value Value (exactly).
 	Header, Value string
 	// Slot is where matching requests go.
 	Slot string
@@ -256,8 +256,10 @@ func (t *Table) match(path string, header map[string][]string) *Slot {
 			continue
 		}
 		if r.header != "" {
+			// Exactly once: a header sent twice ("0", then "1") may read
+			// either way to the instance, so it takes no route.
 			v := header[r.header]
-			if len(v) == 0 || v[0] != r.value {
+			if len(v) != 1 || v[0] != r.value {
 				continue
 			}
 		}

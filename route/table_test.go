@@ -228,6 +228,8 @@ func TestRoutes(t *testing.T) {
 		{"/api/2.0/x", nil, "green"},
 		{"/api/2.0/x", map[string][]string{"X-Beta": {"1"}}, "red"},
 		{"/api/2.0/x", map[string][]string{"X-Beta": {"2"}}, "green"},
+		{"/api/2.0/x", map[string][]string{"X-Beta": {"0", "1"}}, "green"}, // twice: no header route
+		{"/api/2.0/x", map[string][]string{"X-Beta": {"1", "1"}}, "green"},
 		{"/api/2.0", nil, "green"}, // a prefix's trailing / is not needed to match
 		{"/api/2.0x", nil, "blue"},
 		{"/other", nil, ""},
