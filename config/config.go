@@ -211,6 +211,11 @@ type Proxy struct {
 	// MaxHeaderBytes bounds a request head and an instance's response
 	// head. Default 65536.
 	MaxHeaderBytes int `yaml:"max_header_bytes"`
+	// RequestBufferBytes is the largest request body (by Content-Length)
+	// read whole before an instance is picked, within ClientReadTimeout
+	// in all; larger and chunked bodies stream. 0 turns buffering off.
+	// Default 65536.
+	RequestBufferBytes int `yaml:"request_buffer_bytes"`
 	// MaxHeaderFields bounds the header fields of a request head and of an
 	// instance's response head. Default 100.
 	MaxHeaderFields int `yaml:"max_header_fields"`
@@ -391,6 +396,7 @@ func Default() *Config {
 			InstanceReadTimeout:   60 * time.Second,
 			MaxHeaderBytes:        64 << 10,
 			MaxHeaderFields:       100,
+			RequestBufferBytes:    64 << 10,
 
 			MaxConnectionsPerClient: 256,
 		},

@@ -110,6 +110,9 @@ func (c *Config) Validate() error {
 	if p.MaxConnectionsPerClient < 0 {
 		v.fail("proxy.max_connections_per_client", fmt.Sprintf("want a number of connections, or 0 for no cap, got %d", p.MaxConnectionsPerClient))
 	}
+	if p.RequestBufferBytes < 0 || p.RequestBufferBytes > 16<<20 {
+		v.fail("proxy.request_buffer_bytes", fmt.Sprintf("want 0 (off) to 16777216, got %d", p.RequestBufferBytes))
+	}
 	if p.MaxHeaderBytes < 1024 || p.MaxHeaderBytes > 1<<20 {
 		v.fail("proxy.max_header_bytes", fmt.Sprintf("want 1024 to 1048576, got %d", p.MaxHeaderBytes))
 	}

@@ -155,6 +155,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 // interrupts its I/O.
 func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
 	rq.sent, rq.head = time.Time{}, time.Time{} // this attempt's
+	began := time.Now()
 	c, err := p.conn(ctx, inst, rq.fresh, rq.o.ConnectTimeout)
 	if err != nil {
 		if sockerr.LocalShortage(err) {
@@ -188,6 +189,11 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 			c.idleReads(rq.o.InstanceReadTimeout)
 			return resp, c, nil
 		}
+		if rq.body != nil && waitingOnClient(rq.body.waited, time.Since(began)) {
+			// The instance stopped reading while vipswap waited on the
+			// client for the body: its timeout, the client's slowness.
+			return fail(failClient, errSlowBody)
+		}
 		return fail(failWrite, err)
 	}
 	rq.sent = time.Now()
@@ -200,6 +206,8 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		return fail(failTimeout, fmt.Errorf("no response head within %s", rq.o.ResponseHeaderTimeout))
 	case errors.As(err, &invalid):
 		return fail(failInvalid, err)
+	case rq.body != nil && waitingOnClient(rq.body.waited, time.Since(began)):
+		return fail(failClient, errSlowBody) // as above: it gave up waiting for the body
 	default:
 		return fail(failClosed, fmt.Errorf("closed the connection without answering: %w", err))
 	}

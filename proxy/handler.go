@@ -3,7 +3,6 @@ package proxy
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"sync"
@@ -35,6 +34,8 @@ type request struct {
 	fresh     bool       // the next attempt dials a new connection
 	lastErr   error      // that instance's failure, when noHold
 	body      *bodyGuard // nil when the request has no body
+	buffered  buffered   // the body, when read whole before forwarding
+	slowRead  bool       // the client took long to take the answer
 	status    int        // the instance's answer
 	cutOff    bool       // the instance's response broke off
 	how       choice     // how slot was chosen
@@ -71,6 +72,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, r, rq, err, start)
 		return
 	}
+	bp, err := rq.buffer(w, r)
+	if err != nil {
+		h.fail(w, r, rq, err, start)
+		return
+	}
+	if bp != nil {
+		defer bodyBuffers.Put(bp)
+	}
 	resp, c, inst, err := h.p.forward(r, rq)
 	if err != nil {
 		h.fail(w, r, rq, err, start)
@@ -98,7 +107,10 @@ func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start
 		inst.CountError(h.l)
 	}
 	var failure error
-	if rq.cutOff {
+	switch {
+	case rq.cutOff && rq.slowRead:
+		failure = errSlowReader
+	case rq.cutOff:
 		failure = errCutOff
 	}
 	h.count(r, rq, rq.status, inst.Addr, len(rq.tried)+1, start, failure)
@@ -159,7 +171,8 @@ func clientFault(err error) bool {
 	var ae *attemptError
 	var pin *pinError
 	var pe *route.PathError
-	return errors.As(err, &pin) || errors.As(err, &pe) || errors.As(err, &ae) && ae.kind == failClient
+	return errors.As(err, &pin) || errors.As(err, &pe) || errors.As(err, &ae) && ae.kind == failClient ||
+		errors.Is(err, errSlowReader)
 }
 
 // fail answers a request that no instance could take. The body says why at
@@ -219,26 +232,6 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 	}
 	return http.StatusBadGateway, fmt.Sprintf("no instance of %s answered (%d tried)", slot, len(rq.tried))
 }
-
-// bodyGuard wraps a request body to know whether any of it was read, which
-// decides whether it may be sent again, and to keep what went wrong reading
-// it, which is the client's fault.
-type bodyGuard struct {
-	rc   io.ReadCloser
-	read bool
-	err  error // the first error but io.EOF
-}
-
-func (b *bodyGuard) Read(p []byte) (int, error) {
-	b.read = true
-	n, err := b.rc.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
-		b.err = err
-	}
-	return n, err
-}
-
-func (b *bodyGuard) untouched() bool { return b == nil || !b.read }
 
 var errTooManyHolding = errors.New("too many requests waiting for an instance")
 

@@ -39,6 +39,12 @@ type Options struct {
 	// ClientReadTimeout bounds the wait for each next piece of a request
 	// body; beyond it the client gets a 408. Zero means 30s.
 	ClientReadTimeout time.Duration
+	// RequestBuffer is the largest request body (by its Content-Length)
+	// read whole before an instance is picked, within ClientReadTimeout
+	// in all; larger bodies, and chunked ones, are streamed to the
+	// instance as they arrive. Zero means 64 KiB; negative turns buffering
+	// off.
+	RequestBuffer int
 	// ClientWriteTimeout bounds how long one write to a client may block.
 	// Zero means 30s.
 	ClientWriteTimeout time.Duration
@@ -107,6 +113,9 @@ func (o *Options) setDefaults() {
 	setDefault(&o.IdleTimeout, 120*time.Second)
 	setDefault(&o.ClientReadTimeout, 30*time.Second)
 	setDefault(&o.ClientWriteTimeout, 30*time.Second)
+	if o.RequestBuffer == 0 {
+		o.RequestBuffer = 64 << 10
+	}
 	setDefault(&o.ConnectTimeout, 5*time.Second)
 	setDefault(&o.InstanceWriteTimeout, 30*time.Second)
 	setDefault(&o.ResponseHeaderTimeout, 60*time.Second)

@@ -49,6 +49,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	bufp := buffers.Get().(*[]byte)
 	defer buffers.Put(bufp)
 	buf := *bufp
+	var writeWait time.Duration // time spent waiting on the client to take the answer
 	for {
 		// The time a read waits is the instance's: what the client
 		// takes to read the answer is spent in the write below.
@@ -56,7 +57,10 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 		n, rerr := resp.Body.Read(buf)
 		rq.bodyWait += time.Since(t)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			t = time.Now()
+			_, werr := w.Write(buf[:n])
+			writeWait += time.Since(t)
+			if werr != nil {
 				c.stopWatch()
 				c.Close()
 				panic(http.ErrAbortHandler) // the client went away
@@ -75,6 +79,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 				panic(http.ErrAbortHandler) // the client went away
 			}
 			rq.cutOff = true
+			rq.slowRead = waitingOnClient(writeWait, writeWait+rq.bodyWait)
 			if d, ok := w.(interface{ Discard() bool }); ok && d.Discard() {
 				// Nothing reached the client yet: answer 502 instead.
 				rq.status = 0

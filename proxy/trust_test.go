@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -301,4 +303,152 @@ func TestHalfClosedClientGetsNoMadeUpAnswer(t *testing.T) {
 			t.Fatalf("a half-closed client got %q: an answer that is not the instance's", all)
 		}
 	}
+}
+
+// impatientInstance is an instance with its own read and write timeouts,
+// as many applications set them: it gives up on a request whose head and
+// body take longer than read to arrive, and on an answer of size bytes
+// that takes longer than write to go out.
+func impatientInstance(t *testing.T, read, write time.Duration, size int) *route.Instance {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	answer := strings.Repeat("x", size)
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				c.(*net.TCPConn).SetWriteBuffer(16 << 10)
+				c.SetReadDeadline(time.Now().Add(read))
+				r, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				if _, err := io.Copy(io.Discard, r.Body); err != nil {
+					return // gave up waiting for the body
+				}
+				c.SetWriteDeadline(time.Now().Add(write))
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", size, answer)
+			})
+		}
+	})
+	return route.NewInstance("blue", ln.Addr().String())
+}
+
+// trickle sends a request with a body of n bytes, one every gap, on a new
+// connection, and returns the status line it gets (or the error).
+func trickle(t *testing.T, prod string, n int, gap time.Duration) string {
+	t.Helper()
+	c, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(60 * time.Second))
+	fmt.Fprintf(c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", n)
+	tick := time.NewTicker(gap)
+	defer tick.Stop()
+	for range n {
+		<-tick.C
+		if _, err := c.Write([]byte("x")); err != nil {
+			break // vipswap gave up on the body
+		}
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return err.Error()
+	}
+	resp.Body.Close()
+	return resp.Status
+}
+
+// A client that sends its body slowly cannot make an instance give up on
+// it and have that counted against the slot: a small body is read whole
+// before any instance is picked (and must arrive within
+// client_read_timeout in all, however steadily it trickles); a larger one
+// that the instance gives up on is the client's 408.
+func TestSlowClientsAreTheirOwnFault(t *testing.T) {
+	t.Run("a small body is buffered", func(t *testing.T) {
+		inst := impatientInstance(t, 300*time.Millisecond, time.Second, 2)
+		prod, p := proxyOf(t, Options{}, inst)
+		if got := trickle(t, prod, 10, 100*time.Millisecond); !strings.HasPrefix(got, "200") {
+			t.Fatalf("a body sent over 1 s to an instance that waits 300 ms: %s, want 200", got)
+		}
+		if c := p.Counters(route.Prod)["blue"]; p.Failed(route.Prod) != 0 || c.Errors() != 0 {
+			t.Fatalf("failed %d, errors %d; want none", p.Failed(route.Prod), c.Errors())
+		}
+	})
+	t.Run("a buffered body is due whole", func(t *testing.T) {
+		inst := impatientInstance(t, time.Minute, time.Second, 2)
+		prod, p := proxyOf(t, Options{ClientReadTimeout: 500 * time.Millisecond}, inst)
+		if got := trickle(t, prod, 100, 100*time.Millisecond); !strings.HasPrefix(got, "408") {
+			t.Fatalf("a body trickling a byte every 100 ms, due whole within 500 ms: %s, want 408", got)
+		}
+		if c := p.Counters(route.Prod)["blue"]; p.Failed(route.Prod) != 0 || c.ClientErrors != 1 {
+			t.Fatalf("failed %d, client errors %d; want 0 and 1", p.Failed(route.Prod), c.ClientErrors)
+		}
+	})
+	t.Run("a streamed body the instance gave up on", func(t *testing.T) {
+		inst := impatientInstance(t, 300*time.Millisecond, time.Second, 2)
+		prod, p := proxyOf(t, Options{RequestBuffer: 4}, inst)
+		if got := trickle(t, prod, 20, 100*time.Millisecond); !strings.HasPrefix(got, "408") {
+			t.Fatalf("a streamed body sent over 2 s to an instance that waits 300 ms: %s, want 408", got)
+		}
+		if c := p.Counters(route.Prod)["blue"]; p.Failed(route.Prod) != 0 || c.Errors() != 0 || c.ClientErrors != 1 {
+			t.Fatalf("failed %d, errors %d, client errors %d; want 0, 0, 1", p.Failed(route.Prod), c.Errors(), c.ClientErrors)
+		}
+	})
+	t.Run("a slow reader", func(t *testing.T) {
+		// 8 MiB, more than the socket buffers on the way hold (vipswap's
+		// to the client are kept small, as a busy server's would be): the
+		// instance must wait for the client to read, and gives up after 1 s.
+		inst := impatientInstance(t, time.Minute, time.Second, 8<<20)
+		p := New(Options{})
+		p.Apply(table(1, []*route.Instance{inst}, nil))
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go p.Serve(route.Prod, smallSendBuffers{ln})
+		defer p.Shutdown(context.Background())
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.(*net.TCPConn).SetReadBuffer(16 << 10)
+		io.WriteString(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+		pause := time.NewTimer(3 * time.Second) // the client reads nothing for 3 s
+		<-pause.C
+		c.SetDeadline(time.Now().Add(60 * time.Second))
+		io.Copy(io.Discard, c) // then all it gets, until the answer breaks off
+		var counts route.Counts
+		vstest.WaitFor(t, 10*time.Second, func() error {
+			counts = p.Counters(route.Prod)["blue"]
+			return expect(counts.Requests() == 1)
+		})
+		if p.Failed(route.Prod) != 0 || counts.Errors() != 0 || counts.ClientErrors != 1 {
+			t.Fatalf("failed %d, errors %d, client errors %d; want the broken-off answer put down to the slow client", p.Failed(route.Prod), counts.Errors(), counts.ClientErrors)
+		}
+	})
+}
+
+// smallSendBuffers is a listener whose connections send through a 16 KiB
+// socket buffer.
+type smallSendBuffers struct{ net.Listener }
+
+func (l smallSendBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(16 << 10)
+	}
+	return c, err
 }

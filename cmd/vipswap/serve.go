@@ -414,6 +414,7 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 		MaxIdleConns:          budget.MaxIdleConns,
 		MaxHeaderBytes:        p.MaxHeaderBytes,
 		MaxHeaderFields:       p.MaxHeaderFields,
+		RequestBuffer:         requestBuffer(p.RequestBufferBytes),
 		OnRefused:             onRefused,
 		AccessLog:             accessLog(cfg.Log, log),
 		Logger:                log,
@@ -454,4 +455,13 @@ func accessLog(c config.Log, log *slog.Logger) *proxy.AccessLog {
 		return nil
 	}
 	return &proxy.AccessLog{Logger: log.With("log", "access"), Sample: c.AccessSample}
+}
+
+// requestBuffer maps proxy.request_buffer_bytes (0: off) to
+// proxy.Options.RequestBuffer (negative: off).
+func requestBuffer(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }

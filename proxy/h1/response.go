@@ -50,6 +50,16 @@ func (w *response) reset(c *conn, req *http.Request) {
 	}
 }
 
+// SetBodyDeadline makes the rest of the request body due by t, however
+// steadily it arrives: a read past t fails with a *BodyError (408). The
+// handler calls it before reading the body, to read it whole under one
+// deadline (the body a proxy buffers before it picks an instance).
+func (w *response) SetBodyDeadline(t time.Time) {
+	if w.c != nil && w.c.rd.body {
+		w.c.rd.limit = t.UnixNano()
+	}
+}
+
 // Header implements http.ResponseWriter.
 func (w *response) Header() http.Header { return w.header }
 

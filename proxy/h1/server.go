@@ -366,11 +366,16 @@ type connReader struct {
 	c        *conn
 	body     bool
 	deadline int64 // the read deadline set last in body mode (Unix ns)
+	limit    int64 // when the whole body is due (Unix ns); 0 for none
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
 	if r.body {
 		r.deadline = refresh(r.c.nc.SetReadDeadline, r.deadline, r.c.s.limits().BodyReadTimeout)
+		if r.limit != 0 && r.deadline > r.limit {
+			r.deadline = r.limit
+			r.c.nc.SetReadDeadline(time.Unix(0, r.limit))
+		}
 	}
 	return r.c.nc.Read(p)
 }
@@ -378,7 +383,7 @@ func (r *connReader) Read(p []byte) (int, error) {
 // startBody switches r to body mode.
 func (r *connReader) startBody() {
 	r.body = true
-	r.deadline = 0
+	r.deadline, r.limit = 0, 0
 }
 
 // refresh moves a deadline set with set to now+timeout when a quarter of
