@@ -73,7 +73,12 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	cur, rev := c.st, c.rev
 	warnings := c.orphansLocked(cur, byName)
 	stranded := c.strandedLocked(cur, byName, r.Routes)
+	var trial map[string][]string // prod's slots' kept routable instances, to try new probes on
+	if old := c.checker.Config(); r.Health.Probe == nil && r.Health.Path != "" && (r.Health.Path != old.Path || r.Health.Timeout != old.Timeout) {
+		trial = c.prodKeptLocked(cur, byName, r.Routes)
+	}
 	c.mu.Unlock()
+	stranded = append(stranded, c.failingProbes(ctx, r.Health, trial)...)
 	res := Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev), Warnings: warnings}
 	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: r.Request.Reason, Changes: r.Changes}
 	var reason error
@@ -245,6 +250,48 @@ func (c *Controller) strandedLocked(st state.State, members map[string][]string,
 		case st.WeightOf(slot) == 0 && before[slot] == nil:
 			out = append(out, fmt.Sprintf("slots.%s would take prod traffic (%s) and has no routable instance: add the route once the slot is healthy",
 				slot, strings.Join(roles[slot], ", ")))
+		}
+	}
+	return out
+}
+
+// prodKeptLocked returns, by slot, the instances routable now that stay
+// in the slots that take prod traffic after a reload to members.
+func (c *Controller) prodKeptLocked(st state.State, members map[string][]string, cfgRoutes []route.Route) map[string][]string {
+	out := map[string][]string{}
+	slots := slices.Collect(maps.Keys(routedSlots(cfgRoutes, st)))
+	for _, sh := range st.Prod() {
+		slots = append(slots, sh.Slot)
+	}
+	for _, slot := range slots {
+		for _, i := range c.routableLocked(st, slot) {
+			if slices.Contains(members[slot], i.Addr) || slices.Contains(c.registered[slot], i.Addr) {
+				out[slot] = append(out[slot], i.Addr)
+			}
+		}
+	}
+	return out
+}
+
+// failingProbes tries the new health settings once on each instance of
+// trial (by slot) and returns, one line each, the slots of which none
+// passes: the new settings would take every instance of a slot that takes
+// prod traffic out of rotation (a typo in health.path does that).
+func (c *Controller) failingProbes(ctx context.Context, h health.Config, trial map[string][]string) []string {
+	var out []string
+	for _, slot := range slices.Sorted(maps.Keys(trial)) {
+		var seen []string
+		passed := false
+		for _, addr := range trial[slot] {
+			ck := c.checker.Try(ctx, h, health.Target{Slot: slot, Addr: addr})
+			if ck.Code == health.L7OK {
+				passed = true
+				break
+			}
+			seen = append(seen, addr+" "+ck.String())
+		}
+		if !passed && len(seen) > 0 {
+			out = append(out, fmt.Sprintf("slots.%s takes prod traffic and none of its instances passes the new health check (%s): it would leave the routing table", slot, strings.Join(seen, "; ")))
 		}
 	}
 	return out

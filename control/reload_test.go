@@ -209,3 +209,26 @@ func TestReloadMayRepairAnEmptyProd(t *testing.T) {
 	}
 	f.waitHealthy(t, "blue", 1)
 }
+
+// TestReloadTriesNewProbes: new health settings are tried on the
+// instances of the slots that take prod traffic before they apply: a
+// health.path every instance fails (a typo) is refused unless forced;
+// one they pass applies.
+func TestReloadTriesNewProbes(t *testing.T) {
+	blue, green := slotServer(t, "blue"), slotServer(t, "green")
+	f := newFixture(t, []string{blue}, []string{green})
+	f.waitHealthy(t, "blue", 1)
+	f.waitHealthy(t, "green", 1)
+	typo := reloadTo([]string{blue}, []string{green}, control.ChangeRequest{})
+	typo.Health.Path = "/api/ping?slot=typo"
+	refusedReload(t, f, typo, "none of its instances passes the new health check")
+	good := reloadTo([]string{blue}, []string{green}, control.ChangeRequest{})
+	good.Health.Path = "/api/ping?slot={slot}&v=2"
+	if res, err := f.ctrl.Reload(context.Background(), good); err != nil || !res.Applied {
+		t.Fatalf("a reload to a probe the instances pass: %+v, %v", res, err)
+	}
+	typo.Request.Force = true
+	if res, err := f.ctrl.Reload(context.Background(), typo); err != nil || !res.Forced {
+		t.Fatalf("the forced typo: %+v, %v; want it applied and forced", res, err)
+	}
+}

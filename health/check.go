@@ -8,6 +8,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,6 +69,17 @@ func (c Check) String() string {
 		return c.Code + " " + c.Detail
 	}
 	return c.Code
+}
+
+// Try probes t once with cfg's path and timeout (not the settings in
+// force), and says how it went: whether new settings would pass before
+// they apply. cfg.Probe, when set, answers instead.
+func (c *Checker) Try(ctx context.Context, cfg Config, t Target) Check {
+	if cfg.Probe != nil {
+		return cfg.Probe(ctx, t)
+	}
+	path := strings.ReplaceAll(cfg.Path, "{slot}", url.QueryEscape(t.Slot))
+	return c.probe(ctx, t, path, cfg.Timeout)
 }
 
 // probe checks target once: GET path on a new connection, within the
