@@ -201,9 +201,9 @@ type Proxy struct {
 	// default) means one fifth of the descriptors vipswap may open, less a
 	// reserve (see docs/configuration.md).
 	MaxConnections int `yaml:"max_connections"`
-	// MaxConnectionsPerClient bounds the connections one client (an IPv4
-	// address, an IPv6 /64) may hold on a listener; one more is closed at
-	// once. Whatever its value, a client gets at most half of
+	// MaxConnectionsPerClient bounds the connections in use (all but
+	// those idle between two requests) one client (an IPv4 address, an
+	// IPv6 /64) may hold on a listener; one more is closed at once. Whatever its value, a client gets at most half of
 	// max_connections. Zero turns the cap off, for clients behind a front
 	// that hides their addresses. Default 256. A reload applies it to the
 	// next connections.

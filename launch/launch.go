@@ -125,11 +125,11 @@ func Start(spec Spec) (*Group, error) {
 	}
 	g := &Group{spec: spec}
 	out := &lockedWriter{w: spec.Output}
-	for range spec.Replicas {
-		port, err := freePort()
-		if err != nil {
-			return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, err)
-		}
+	ports, err := freePorts(spec.Replicas)
+	if err != nil {
+		return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, err)
+	}
+	for _, port := range ports {
 		addr := strings.ReplaceAll(spec.Address, "{port}", strconv.Itoa(port))
 		g.procs = append(g.procs, &process{addr: addr, port: port, args: expand(spec.Command, prog, port, spec.Version),
 			replace: make(chan replacement), out: &prefixWriter{w: out, prefix: spec.Slot + " " + addr + " | "}})
@@ -382,14 +382,20 @@ func (g *Group) stopGroup(pgid int, exited <-chan error, p *process) error {
 	return err
 }
 
-// freePort asks the kernel for a free loopback port.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// freePorts asks the kernel for n different free loopback ports: each is
+// held until all are picked, or the kernel could hand out one twice (seen:
+// a slot's two replicas given the same port, the second never up).
+func freePorts(n int) ([]int, error) {
+	var ports []int
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
 	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // lockedWriter serialises whole lines from several processes.

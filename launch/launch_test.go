@@ -486,3 +486,21 @@ func TestReplace(t *testing.T) {
 		t.Fatalf("the other replica was touched:\n%s", out)
 	}
 }
+
+// A group's replicas get different ports, however quickly the kernel
+// recycles a port just closed.
+func TestFreePortsDiffer(t *testing.T) {
+	for range 50 {
+		ports, err := freePorts(8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seen := map[int]bool{}
+		for _, p := range ports {
+			if seen[p] {
+				t.Fatalf("port %d handed out twice in %v", p, ports)
+			}
+			seen[p] = true
+		}
+	}
+}

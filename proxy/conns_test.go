@@ -19,7 +19,13 @@ import (
 // beyond MaxConnsPerClient, which Reconfigure changes; at MaxConns it
 // closes an idle connection for a new one; both are counted and logged.
 func TestClientConnectionLimits(t *testing.T) {
-	blue := newInstance(t, "blue", "blue", nil)
+	release := make(chan struct{})
+	blue := newInstance(t, "blue", "blue", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			<-release
+		}
+		io.WriteString(w, "blue")
+	})
 	var buf vstest.Buffer
 	p := New(Options{MaxConns: 6, MaxConnsPerClient: 3, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	p.Apply(table(1, []*route.Instance{blue.inst}, nil))
@@ -45,13 +51,28 @@ func TestClientConnectionLimits(t *testing.T) {
 		resp.Body.Close()
 		return c, resp.StatusCode == 200
 	}
-	for i := range 3 {
-		if _, ok := open("127.0.0.2"); !ok {
-			t.Fatalf("connection %d of 3 refused", i+1)
+	// The cap is on connections in use: three held by slow requests.
+	var held []net.Conn
+	for range 3 {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: 5 * time.Second}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(30 * time.Second))
+		io.WriteString(c, "GET /hold HTTP/1.1\r\nHost: x\r\n\r\n")
+		held = append(held, c)
 	}
+	vstest.WaitFor(t, 10*time.Second, func() error { return expect(blue.hits.Load() == 3) })
 	if _, ok := open("127.0.0.2"); ok {
 		t.Fatal("a fourth connection from one client admitted under a cap of 3")
+	}
+	close(release)
+	for _, c := range held {
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("a held request: %v", err)
+		}
 	}
 	p.Reconfigure(Options{MaxConnsPerClient: 4})
 	if _, ok := open("127.0.0.2"); !ok {

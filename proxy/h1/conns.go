@@ -97,6 +97,26 @@ func (s *Server) reclaimIdle() bool {
 	return false
 }
 
+// busyOf returns how many of client's connections are in use: all but
+// those idle between two requests (kept alive, parked or waiting on their
+// goroutine). A connection that has not sent its first request yet is in
+// use: it may be a slow head.
+func (s *Server) busyOf(client netip.Addr) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.conns {
+		if c.client != client {
+			continue
+		}
+		idle := c.kept.Load() && (c.state.Load() == stateIdle || c.state.Load() == stateParked)
+		if !idle || c.fd >= 0 && unread(c.fd) { // a request arriving counts as in use
+			n++
+		}
+	}
+	return n
+}
+
 // Reclaimed returns how many idle connections the server has closed to
 // admit new ones at MaxConns.
 func (s *Server) Reclaimed() uint64 { return s.reclaimed.Load() }

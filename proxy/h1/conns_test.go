@@ -355,10 +355,14 @@ func admitted(t *testing.T, c net.Conn) bool {
 	return resp.StatusCode == 200
 }
 
-// TestPerClientCap: the connection beyond a client's cap is closed at
-// once, counted and logged, while another address is admitted; once the
-// client has closed one, it may open another. Changing the cap (Tune)
-// applies to the next connection.
+// busy makes c's connection busy: a request head begun and not finished,
+// which no limit reclaims.
+func busy(c net.Conn) { io.WriteString(c, "GET / HTTP/1.1\r\nHo") }
+
+// TestPerClientCap: the connection beyond a client's cap, whose every
+// connection is busy, is closed at once, counted and logged, while another
+// address is admitted; once the client has closed one, it may open
+// another. Changing the cap (Tune) applies to the next connection.
 func TestPerClientCap(t *testing.T) {
 	var mu sync.Mutex
 	var notices []string
@@ -373,8 +377,10 @@ func TestPerClientCap(t *testing.T) {
 		if !admitted(t, c) {
 			t.Fatalf("connection %d of 3 refused", i+1)
 		}
+		busy(c)
 		held = append(held, c)
 	}
+	waitReading(t, s, "127.0.0.2", 3)
 	began := time.Now()
 	for i := range 3 {
 		if admitted(t, dialFrom(t, "127.0.0.2", addr)) {
@@ -394,9 +400,11 @@ func TestPerClientCap(t *testing.T) {
 	if len(got) == 0 || !strings.Contains(got[0], "127.0.0.2") || len(got) > 1+int(time.Since(began)/time.Second) {
 		t.Fatalf("notices %q: want the address, at most one a second", got)
 	}
-	if !admitted(t, dialFrom(t, "127.0.0.3", addr)) {
+	other := dialFrom(t, "127.0.0.3", addr)
+	if !admitted(t, other) {
 		t.Fatal("another address was refused")
 	}
+	busy(other)
 	held[0].Close()
 	vstest.WaitFor(t, 5*time.Second, func() error {
 		if n := s.clientConns("127.0.0.2"); n != 2 {
@@ -404,16 +412,23 @@ func TestPerClientCap(t *testing.T) {
 		}
 		return nil
 	})
-	if !admitted(t, dialFrom(t, "127.0.0.2", addr)) {
+	again := dialFrom(t, "127.0.0.2", addr)
+	if !admitted(t, again) {
 		t.Fatal("a new connection after one closed was refused")
 	}
+	busy(again)
 	// Tune changes the cap for the next connections; those held stay.
 	s.Tune(Limits{MaxConnsPerClient: 2})
 	if admitted(t, dialFrom(t, "127.0.0.2", addr)) {
 		t.Fatal("a client holding 3 connections was admitted under a cap of 2")
 	}
-	if !admitted(t, dialFrom(t, "127.0.0.3", addr)) || admitted(t, dialFrom(t, "127.0.0.3", addr)) {
-		t.Fatal("under a cap of 2, a client holding 1 connection must get one more and no third")
+	third := dialFrom(t, "127.0.0.3", addr)
+	if !admitted(t, third) {
+		t.Fatal("under a cap of 2, a client holding 1 connection must get one more")
+	}
+	busy(third)
+	if admitted(t, dialFrom(t, "127.0.0.3", addr)) {
+		t.Fatal("under a cap of 2, a client holding 2 busy connections got a third")
 	}
 	s.Tune(Limits{}) // no cap
 	if !admitted(t, dialFrom(t, "127.0.0.2", addr)) {
@@ -493,4 +508,57 @@ func (s *Server) clientConns(addr string) int {
 	s.clientsMu.Lock()
 	defer s.clientsMu.Unlock()
 	return s.clients[clientKey(netip.MustParseAddr(addr))]
+}
+
+// TestPerClientCapCountsConnectionsInUse: the cap is on connections in
+// use: a client whose pool keeps idle keep-alive connections beside its
+// requests (an HTTP client's often grows past its concurrency) may open
+// more, all answered and none closed for it; only a client whose
+// connections are all in use (a slow head counts) is refused.
+func TestPerClientCapCountsConnectionsInUse(t *testing.T) {
+	s, addr := start(t, &Server{Handler: ok200, MaxConnsPerClient: 3})
+	var conns []net.Conn
+	for i := range 8 {
+		c := dialFrom(t, "127.0.0.2", addr)
+		if !admitted(t, c) {
+			t.Fatalf("connection %d of a client whose others are idle was refused", i+1)
+		}
+		conns = append(conns, c)
+	}
+	if n := s.Refused(); n != 0 {
+		t.Fatalf("%d refused, want 0", n)
+	}
+	for _, c := range conns { // all still open and usable
+		if !admitted(t, c) {
+			t.Fatal("an idle connection of the client was closed")
+		}
+	}
+	for _, c := range conns[:3] {
+		busy(c)
+	}
+	waitReading(t, s, "127.0.0.2", 3)
+	if admitted(t, dialFrom(t, "127.0.0.2", addr)) {
+		t.Fatal("a client with 3 connections in use (its cap) got another")
+	}
+}
+
+// waitReading waits until n connections of client are reading a request
+// (their goroutine has its first bytes).
+func waitReading(t *testing.T, s *Server, client string, n int) {
+	t.Helper()
+	key := clientKey(netip.MustParseAddr(client))
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		got := 0
+		for c := range s.conns {
+			if c.client == key && c.state.Load() == stateActive {
+				got++
+			}
+		}
+		if got != n {
+			return fmt.Errorf("%d connections of %s reading a request, want %d", got, client, n)
+		}
+		return nil
+	})
 }

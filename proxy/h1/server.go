@@ -221,7 +221,16 @@ func (s *Server) Serve(ln net.Listener) error {
 		// Refused beyond its client's cap first, so that a client that
 		// holds its cap cannot make the server close idle connections.
 		client := clientOf(nc)
-		if n, ok := s.admit(client, s.limits().MaxConnsPerClient); !ok {
+		limit := s.limits().MaxConnsPerClient
+		n, ok := s.admit(client, limit)
+		if !ok && s.busyOf(client) < limit {
+			// The cap is on connections in use: a client whose pool
+			// keeps idle keep-alive connections beside its requests (an
+			// HTTP client's pool grows past its concurrency) may open
+			// more; MaxConns closes idle ones when it must.
+			n, ok = s.admit(client, 0)
+		}
+		if !ok {
 			s.refuseClient(nc, client, n)
 			continue
 		}
@@ -343,6 +352,10 @@ type conn struct {
 	// idleSince is when the connection last began waiting for a request
 	// (Unix ns).
 	idleSince atomic.Int64
+	// kept is true while the connection idles after a request (kept
+	// alive), false before its first: only a kept connection is given up
+	// for another of its client's.
+	kept atomic.Bool
 	fd        int   // the socket, or -1
 	id        int32 // the server's number for it
 	// older and newer link the parked connections, oldest first (parker.mu).
@@ -531,6 +544,7 @@ func (c *conn) awaitRequest() bool {
 	// (Shutdown, a reclaim) and moves its deadline does so after this.
 	c.nc.SetReadDeadline(deadline)
 	c.idleSince.Store(start.UnixNano())
+	c.kept.Store(!c.fresh)
 	c.state.Store(stateIdle)
 	if c.s.closing.Load() {
 		c.close()
