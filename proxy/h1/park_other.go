@@ -7,12 +7,12 @@ import "net"
 // parker is Linux-only; elsewhere idle connections keep their goroutine.
 type parker struct{}
 
-func newParker(*Server) *parker             { return nil }
-func (p *parker) park(*conn) bool           { return false }
-func (p *parker) stop()                     {}
-func (p *parker) start()                    {}
-func (p *parker) unwatch(*conn)             {}
-func (p *parker) reclaim() bool             { return false }
+func newParker(*Server) *parker   { return nil }
+func (p *parker) park(*conn) bool { return false }
+func (p *parker) stop()           {}
+func (p *parker) start()          {}
+func (p *parker) unwatch(*conn)   {}
+func (p *parker) reclaim() bool   { return false }
 
 func socket(net.Conn) int { return -1 }
 

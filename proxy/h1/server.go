@@ -356,8 +356,8 @@ type conn struct {
 	// alive), false before its first: only a kept connection is given up
 	// for another of its client's.
 	kept atomic.Bool
-	fd        int   // the socket, or -1
-	id        int32 // the server's number for it
+	fd   int   // the socket, or -1
+	id   int32 // the server's number for it
 	// older and newer link the parked connections, oldest first (parker.mu).
 	older, newer *conn
 	client       netip.Addr // what it counts against under MaxConnsPerClient
