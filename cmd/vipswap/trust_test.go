@@ -329,7 +329,10 @@ func TestSlowClientsDoNotAbortAHealthyCanary(t *testing.T) {
 func TestAnalysisJudgesPaths(t *testing.T) {
 	dir := t.TempDir()
 	addrs := map[string][]string{"blue": startApps(t, "blue", 2), "green": startApps(t, "green", 2, "--fail-path", "/api/checkout")}
-	cfg := testConfig(dir, staticSlots(addrs)) + fastAnalysis + "  paths: [/api/checkout]\n"
+	// A minimum the overall rate never reaches first: the path alone
+	// decides (one failing checkout in a few dozen requests would breach
+	// 1 % overall too, by chance).
+	cfg := testConfig(dir, staticSlots(addrs)) + "analysis:\n  window: 2s\n  min_requests: 5000\n  max_error_rate: 0.01\n  paths: [/api/checkout]\n"
 	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
 	users := startTraffic(clientFrom("127.0.1.1"), 4, 0, func(i int) *http.Request {
