@@ -258,8 +258,8 @@ func (v *validator) slot(name string, s Slot) {
 	if !slotName.MatchString(name) {
 		v.fail(key, "slot names use letters, digits, '.', '_' and '-' (at most 63)")
 	}
-	if strings.EqualFold(name, "none") {
-		v.fail(key, `the slot name "none" is reserved: metrics label requests that found no slot with it`)
+	if strings.EqualFold(name, "none") || strings.EqualFold(name, "retired") {
+		v.fail(key, fmt.Sprintf("the slot name %q is reserved: metrics label requests that found no slot, or removed slots, with it", name))
 	}
 	switch {
 	case len(s.Instances) == 0 && s.Run == nil:

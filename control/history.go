@@ -192,13 +192,14 @@ func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, ch
 		}
 		before := c.samples.at(changed.Add(-mc.Before))
 		now := c.samples.live()
-		window := now.counts.sub(before.counts)
 		m := store.Measurement{
 			Drained: drained, Complete: complete, Start: before.at.UTC(), End: now.at.UTC(),
 			Listeners: make(map[string]store.Window, len(route.Listeners)),
 		}
 		for _, l := range route.Listeners {
-			n := window.listener(l)
+			// The sums, then the difference: a slot removed in the window
+			// keeps its counts in the data plane's totals.
+			n := now.counts.listener(l).Sub(before.counts.listener(l))
 			m.Listeners[l.String()] = store.Window{Requests: n.Requests(), Errors: n.Errors(), Failed: n.Failed,
 				InstanceErrors: n.InstanceErrors, ClientErrors: n.ClientErrors}
 		}

@@ -158,17 +158,17 @@ type Served struct {
 	ClientErrors uint64
 }
 
-// ProdCounts returns what prod answered per slot, and the requests that
-// failed (all slots, removed ones included), since vipswap started. The
-// per-slot counts of a removed slot go with it: a release follows them
-// while it runs (release.meter).
-func (c *Controller) ProdCounts() (perSlot map[string]Served, failed uint64) {
-	counts := c.cfg.Counts(route.Prod)
-	perSlot = make(map[string]Served, len(counts))
-	for slot, n := range counts {
-		perSlot[slot] = Served{Requests: n.Requests(), InstanceErrors: n.InstanceErrors, ClientErrors: n.ClientErrors}
+// ProdCounts returns what prod answered since vipswap started, every slot
+// together (removed ones too: the totals never go down), and the requests
+// that failed.
+func (c *Controller) ProdCounts() (Served, uint64) {
+	var s Served
+	for _, n := range c.cfg.Counts(route.Prod) {
+		s.Requests += n.Requests()
+		s.InstanceErrors += n.InstanceErrors
+		s.ClientErrors += n.ClientErrors
 	}
-	return perSlot, c.failed(route.Prod)
+	return s, c.failed(route.Prod)
 }
 
 var versionRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+~-]{0,63}$`)
@@ -201,8 +201,8 @@ func ValidSlotName(name string) error {
 	switch {
 	case !slotName(name):
 		return fmt.Errorf("slot name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", name)
-	case strings.EqualFold(name, route.NoSlot):
-		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot with it", name)
+	case reserved(name):
+		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot, or removed slots, with it", name)
 	}
 	return nil
 }

@@ -128,8 +128,8 @@ func validRun(name string, instances []string, r state.RunSpec) error {
 	switch {
 	case !slotName(name):
 		return fmt.Errorf("slot name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", name)
-	case strings.EqualFold(name, route.NoSlot):
-		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot with it", name)
+	case reserved(name):
+		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot, or removed slots, with it", name)
 	case len(instances) > 0:
 		return fmt.Errorf("slot %q: give instances or run, not both", name)
 	case len(r.Command) == 0 || r.Command[0] == "":
@@ -202,8 +202,8 @@ func ValidSlot(name string, instances []string) error {
 	if !slotName(name) {
 		return fmt.Errorf("slot name %q: want letters, digits, '.', '_' or '-', starting with a letter or digit, at most 63", name)
 	}
-	if strings.EqualFold(name, route.NoSlot) {
-		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot with it", name)
+	if reserved(name) {
+		return fmt.Errorf("slot name %q is reserved: metrics label requests that found no slot, or removed slots, with it", name)
 	}
 	if len(instances) == 0 {
 		return fmt.Errorf("slot %q: want at least one instance (host:port)", name)
@@ -235,4 +235,10 @@ func validAddr(a string) error {
 		return fmt.Errorf("want a port from 1 to 65535")
 	}
 	return nil
+}
+
+// reserved reports whether name is one the counts use for no slot, or for
+// slots removed a while ago.
+func reserved(name string) bool {
+	return strings.EqualFold(name, route.NoSlot) || strings.EqualFold(name, route.RetiredSlots)
 }

@@ -24,8 +24,9 @@ func TestAffinityCookie(t *testing.T) {
 }
 
 // TestRemovedSlotsReleaseTheirCounters: 1,000 slots that came and went
-// leave no counters behind, and the listener's failure total keeps what
-// they counted.
+// keep their counts under their names for a while (a measurement open
+// when they went still sees them), then leave one "retired" entry behind;
+// the listener's totals keep what they counted throughout.
 func TestRemovedSlotsReleaseTheirCounters(t *testing.T) {
 	p := New(Options{})
 	for i := range 1000 {
@@ -37,11 +38,21 @@ func TestRemovedSlotsReleaseTheirCounters(t *testing.T) {
 		p.stats(tb.Named(name))[route.Prod].failed.Add(1)
 	}
 	p.Apply(route.Build(route.Spec{Listeners: [2][]route.Weighted{{{Slot: "blue", Weight: 1}}}}))
-	if n := len(p.Counters(route.Prod)); n > 2 {
-		t.Fatalf("%d slots' counters kept after 1,000 came and went, want at most blue and none", n)
+	if c := p.Counters(route.Prod); c["unit-7"].Failed != 1 {
+		t.Fatalf("a slot removed just now: %+v, want its counts under its name", c["unit-7"])
 	}
 	if got := p.Failed(route.Prod); got != 1000 {
 		t.Fatalf("Failed(prod) = %d after the slots went, want the 1,000 they counted", got)
+	}
+	p.statsMu.Lock()
+	p.ageLocked(time.Now().Add(retiredFor + time.Minute))
+	p.statsMu.Unlock()
+	c := p.Counters(route.Prod)
+	if n := len(c); n > 3 {
+		t.Fatalf("%d slots' counters kept after 1,000 came and went long ago, want at most blue, none and retired", n)
+	}
+	if c[route.RetiredSlots].Failed != 1000 || p.Failed(route.Prod) != 1000 {
+		t.Fatalf("retired %+v, Failed %d; want the 1,000 failures kept", c[route.RetiredSlots], p.Failed(route.Prod))
 	}
 }
 

@@ -161,9 +161,9 @@ type Proxy struct {
 
 	statsTable atomic.Pointer[statsTable]
 	statsMu    sync.Mutex // serialises changes of statsTable
-	// retiredFailed keeps, per listener, the failures counted for slots
-	// since removed, so Failed never goes down.
-	retiredFailed [len(route.Listeners)]atomic.Uint64
+	// retired holds the counters of slots removed lately, and what those
+	// removed before counted (stats.go), so that no total goes down.
+	retired atomic.Pointer[retiredTable]
 
 	mu      sync.Mutex // guards servers and closed
 	servers []*h1.Server
@@ -180,6 +180,7 @@ func New(opts Options) *Proxy {
 	p.opts.Store(&opts)
 	p.table.Store(route.Build(route.Spec{}))
 	p.statsTable.Store(&statsTable{})
+	p.retired.Store(&retiredTable{})
 	for _, l := range route.Listeners {
 		p.handlers[l] = &handler{p: p, l: l}
 	}
@@ -207,9 +208,10 @@ func (p *Proxy) Apply(t *route.Table) error {
 	return nil
 }
 
-// pruneStats releases the counters of slots t no longer names, so slots
-// added and removed at runtime do not pile up. A request still finishing
-// on a removed slot counts in a fresh entry, released by the next table.
+// pruneStats retires the counters of slots t no longer names, so slots
+// added and removed at runtime do not pile up (see retire). A request
+// still finishing on a removed slot counts in a fresh entry, retired by
+// the next table.
 func (p *Proxy) pruneStats(t *route.Table) {
 	p.statsMu.Lock()
 	defer p.statsMu.Unlock()
@@ -223,13 +225,12 @@ func (p *Proxy) pruneStats(t *route.Table) {
 			next = maps.Clone(old)
 		}
 		delete(next, name)
-		for l := range s {
-			p.retiredFailed[l].Add(s[l].failed.Load())
-		}
+		p.retireLocked(name, s)
 	}
 	if next != nil {
 		p.statsTable.Store(&next)
 	}
+	p.ageLocked(time.Now())
 }
 
 // Reconfigure replaces the options while the proxy serves: requests that
@@ -255,9 +256,9 @@ func (p *Proxy) Reconfigure(opts Options) {
 // timeouts), or an instance's response broke off midway. Requests whose
 // client went away are not counted.
 func (p *Proxy) Failed(l route.Listener) uint64 {
-	n := p.retiredFailed[l].Load()
-	for _, s := range *p.statsTable.Load() {
-		n += s[l].failed.Load()
+	var n uint64
+	for _, c := range p.Counters(l) {
+		n += c.Failed
 	}
 	return n
 }

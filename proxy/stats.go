@@ -191,13 +191,18 @@ func (p *Proxy) stats(slot *route.Slot) *[len(route.Listeners)]slotStats {
 	return p.addStats(name)
 }
 
-// addStats adds counters for a slot name, copying the table.
+// addStats adds counters for a slot name, copying the table. A name
+// removed lately and used again starts from zero: what it counted before
+// is folded into the retired totals first.
 func (p *Proxy) addStats(name string) *[len(route.Listeners)]slotStats {
 	p.statsMu.Lock()
 	defer p.statsMu.Unlock()
 	old := *p.statsTable.Load()
 	if s := old[name]; s != nil {
 		return s
+	}
+	if _, ok := p.retired.Load().recent[name]; ok {
+		p.foldLocked(name)
 	}
 	next := maps.Clone(old)
 	s := new([len(route.Listeners)]slotStats)
@@ -207,14 +212,101 @@ func (p *Proxy) addStats(name string) *[len(route.Listeners)]slotStats {
 }
 
 // Counters returns a snapshot of every slot's counts on listener l, by
-// slot name; route.NoSlot holds requests that found no slot.
+// slot name; route.NoSlot holds requests that found no slot. A slot
+// removed lately keeps its name (and its counts, frozen) for
+// retiredFor, then joins route.RetiredSlots with those removed before:
+// the sum over every name never goes down.
 func (p *Proxy) Counters(l route.Listener) map[string]route.Counts {
 	t := *p.statsTable.Load()
-	out := make(map[string]route.Counts, len(t))
+	r := p.retired.Load()
+	if r.aging(time.Now()) {
+		p.statsMu.Lock()
+		p.ageLocked(time.Now())
+		p.statsMu.Unlock()
+		r = p.retired.Load()
+	}
+	out := make(map[string]route.Counts, len(t)+len(r.recent)+1)
 	for name, per := range t {
 		out[name] = per[l].load()
 	}
+	for name, e := range r.recent {
+		if _, live := out[name]; !live {
+			out[name] = e.stats[l].load()
+		}
+	}
+	if r.total[l].Requests() > 0 || r.total[l].Failed > 0 {
+		out[route.RetiredSlots] = r.total[l]
+	}
 	return out
+}
+
+// retiredFor is how long a removed slot's counts keep its name: longer
+// than any measurement window (measure.limit) or analysis window open when
+// it went.
+const retiredFor = 10 * time.Minute
+
+// retiredTable is the counters of slots removed lately, and the totals of
+// those removed before. It is replaced, never changed.
+type retiredTable struct {
+	recent map[string]retiredSlot
+	total  [len(route.Listeners)]route.Counts
+}
+
+// retiredSlot is a removed slot's counters and when it went.
+type retiredSlot struct {
+	stats *[len(route.Listeners)]slotStats
+	at    time.Time
+}
+
+// aging reports whether a slot in r was removed over retiredFor before now.
+func (r *retiredTable) aging(now time.Time) bool {
+	for _, e := range r.recent {
+		if now.Sub(e.at) > retiredFor {
+			return true
+		}
+	}
+	return false
+}
+
+// retireLocked keeps the counters s of the slot name just removed.
+// Called with statsMu held.
+func (p *Proxy) retireLocked(name string, s *[len(route.Listeners)]slotStats) {
+	if _, ok := p.retired.Load().recent[name]; ok {
+		p.foldLocked(name) // removed before, then counted again
+	}
+	old := p.retired.Load()
+	next := &retiredTable{recent: maps.Clone(old.recent), total: old.total}
+	if next.recent == nil {
+		next.recent = map[string]retiredSlot{}
+	}
+	next.recent[name] = retiredSlot{stats: s, at: time.Now()}
+	p.retired.Store(next)
+}
+
+// foldLocked adds the counts of the slot name removed lately to the
+// retired totals and forgets its name. Called with statsMu held.
+func (p *Proxy) foldLocked(name string) {
+	old := p.retired.Load()
+	e, ok := old.recent[name]
+	if !ok {
+		return
+	}
+	next := &retiredTable{recent: maps.Clone(old.recent), total: old.total}
+	delete(next.recent, name)
+	for l := range next.total {
+		next.total[l] = next.total[l].Add(e.stats[l].load())
+	}
+	p.retired.Store(next)
+}
+
+// ageLocked folds the slots removed over retiredFor before now. Called
+// with statsMu held.
+func (p *Proxy) ageLocked(now time.Time) {
+	for name, e := range p.retired.Load().recent {
+		if now.Sub(e.at) > retiredFor {
+			p.foldLocked(name)
+		}
+	}
 }
 
 func (s *slotStats) load() route.Counts {

@@ -218,7 +218,7 @@ func (r *Runner) start(kind, slot, version string, req control.ChangeRequest, bo
 		r.releases = r.releases[1:]
 	}
 	sampled := make(chan struct{})
-	r.wg.Go(func() { // the meter follows slots that a release removes
+	r.wg.Go(func() { // progress shows the figures as the release runs
 		tick := time.NewTicker(r.cfg.Poll)
 		defer tick.Stop()
 		for {
@@ -241,14 +241,15 @@ func (r *Runner) start(kind, slot, version string, req control.ChangeRequest, bo
 	return j.progress(), nil
 }
 
-// meter counts what prod served while a release runs. Per-slot counts
-// go when their slot is removed (a release may remove one), so it adds up
-// each slot's growth between samples rather than subtracting totals.
+// meter counts what prod served while a release runs: the data plane's
+// totals now less those at the start (they never go down, a slot the
+// release removes included).
 type meter struct {
 	mu      sync.Mutex
-	last    map[string]control.Served
-	counted counted
+	started bool
+	base    control.Served
 	failed0 uint64
+	counted counted
 }
 
 // counted is what a meter counted: Progress's figures.
@@ -268,34 +269,23 @@ func (m *meter) read() counted {
 	return m.counted
 }
 
-// add takes counts: per slot and failures, since vipswap started. The
-// first call is the baseline.
-func (m *meter) add(now map[string]control.Served, failed uint64) counted {
+// add takes the totals since vipswap started; the first call is the
+// baseline.
+func (m *meter) add(now control.Served, failed uint64) counted {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.last == nil {
-		m.last, m.failed0 = now, failed
+	if !m.started {
+		m.started, m.base, m.failed0 = true, now, failed
 		return counted{}
 	}
-	grown := func(n, prev uint64, known bool) uint64 {
-		switch {
-		case !known:
-			return n // a slot added since: its counters began at zero
-		case n >= prev:
-			return n - prev
+	since := func(n, base uint64) uint64 {
+		if n < base {
+			return 0
 		}
-		return 0
+		return n - base
 	}
-	for slot, n := range now {
-		prev, ok := m.last[slot]
-		m.counted.requests += grown(n.Requests, prev.Requests, ok)
-		m.counted.instanceErrors += grown(n.InstanceErrors, prev.InstanceErrors, ok)
-		m.counted.clientErrors += grown(n.ClientErrors, prev.ClientErrors, ok)
-	}
-	m.last = now
-	if failed >= m.failed0 {
-		m.counted.failed = failed - m.failed0
-	}
+	m.counted = counted{since(now.Requests, m.base.Requests), since(failed, m.failed0),
+		since(now.InstanceErrors, m.base.InstanceErrors), since(now.ClientErrors, m.base.ClientErrors)}
 	return m.counted
 }
 

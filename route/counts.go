@@ -19,6 +19,10 @@ var ExportBounds = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 
 // NoSlot names the slot of requests that found no slot to route to.
 const NoSlot = "none"
 
+// RetiredSlots names the counts of slots removed a while ago, all
+// together: a data plane's totals never go down when a slot goes.
+const RetiredSlots = "retired"
+
 // SourceGroups is how many groups the judged requests' client addresses
 // are hashed into, so an analysis can weigh a flood from one source.
 const SourceGroups = 32

@@ -602,3 +602,54 @@ func TestConfigRouteToARuntimeSlot(t *testing.T) {
 		t.Fatalf("after the refused reload /api/3/x reached %q, want v3 still", a.slot)
 	}
 }
+
+// TestRemovedSlotKeepsItsCounts: a slot removed while a change's
+// measurement window is open still counts in it, and the listener's
+// totals in status do not go down when it goes.
+func TestRemovedSlotKeepsItsCounts(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+"measure:\n  before: 1s\n  after: 10s\n")
+	sw.WaitHealthy(t)
+	red := startApps(t, "red", 1, "--fail-rate", "0.5")
+	if code, out := cli(t, sw, "slot", "add", "red", "--instances", red[0]); code != 0 {
+		t.Fatalf("slot add: exit %d:\n%s", code, out)
+	}
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		st, _ := sw.Client.Status(context.Background())
+		if s, ok := findSlot(st, "red"); !ok || s.Healthy == 0 {
+			return fmt.Errorf("red not healthy yet")
+		}
+		return nil
+	})
+	load := vstest.StartLoad(sw.Prod+"/api/test", 8, time.Minute)
+	defer load.Stop()
+	shift, err := sw.Client.Shift(context.Background(), api.ShiftRequest{To: "red", Weight: new(50.0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitServed(t, load, 400)
+	res := load.Stop()
+	shiftTo(t, sw, "red", 0)
+	before, _ := sw.Client.Status(context.Background())
+	if code, out := cli(t, sw, "slot", "remove", "red"); code != 0 {
+		t.Fatalf("slot remove: exit %d:\n%s", code, out)
+	}
+	after, _ := sw.Client.Status(context.Background())
+	if after.Listeners[0].InstanceErrors < before.Listeners[0].InstanceErrors || before.Listeners[0].InstanceErrors == 0 {
+		t.Fatalf("prod's instance errors in status: %d before removing red, %d after; want them kept", before.Listeners[0].InstanceErrors, after.Listeners[0].InstanceErrors)
+	}
+	var e api.HistoryEntry
+	vstest.WaitFor(t, 60*time.Second, func() error {
+		e, err = sw.Client.Entry(context.Background(), shift.HistoryID)
+		if err != nil {
+			return err
+		}
+		return expect(e.Measurement != nil)
+	})
+	t.Logf("the clients saw %d failures; the shift's measurement: %d instance errors", res.Failed, e.Measurement.InstanceErrors)
+	if e.Measurement.InstanceErrors == 0 || e.Measurement.InstanceErrors > uint64(res.Failed) {
+		t.Fatalf("the shift's measurement counts %d instance errors; the clients saw %d 500s from red", e.Measurement.InstanceErrors, res.Failed)
+	}
+}
