@@ -85,6 +85,10 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := until(`document.querySelector('[data-listener="prod"]').textContent.includes("blue 100%")`, 5*time.Second); err != nil {
 		t.Fatalf("the page does not show prod's weights: %v", err)
 	}
+	// Every summary names errors alike: failed, instance errors, client errors.
+	if err := until(`document.querySelector('[data-listener="prod"]').textContent.endsWith(" · 0 failed, 0 instance errors (5xx), 0 client errors")`, 5*time.Second); err != nil {
+		t.Fatalf("the page does not name prod's errors as the CLI does: %v", err)
+	}
 	if got := active(); got != "blue" {
 		t.Fatalf("the page shows %q active, want blue", got)
 	}
@@ -121,6 +125,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if err := until(`[...document.querySelectorAll("#history td.reason")].some((td) => td.textContent === "release 2.0")`, 5*time.Second); err != nil {
 		t.Fatalf("the history does not show the swap's reason: %v", err)
+	}
+	if err := until(`/ requests?, 0 failed, 0 instance errors \(5xx\), 0 client errors in [0-9.]+ s/.test(document.getElementById("history").textContent)`, 30*time.Second); err != nil {
+		t.Fatalf("the history does not show the swap's measurement under the CLI's names: %v", err)
 	}
 	if err := until(`+document.getElementById("chart").dataset.markers >= 1`, 5*time.Second); err != nil {
 		t.Fatalf("the chart has no marker for the swap: %v", err)

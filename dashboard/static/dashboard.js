@@ -52,7 +52,7 @@ function renderStatus(s) {
     const weights = Object.entries(l.weights || {}).sort((a, b) => b[1] - a[1])
       .map(([slot, w]) => slot + " " + (+w.toFixed(1)) + "%").join(", ");
     return el("div", { "data-listener": l.name }, el("b", {}, l.name), " " + l.addr + " → ", el("span", { class: "slot-name" }, l.slot),
-      " (" + weights + ") · " + l.failed + " failed");
+      " (" + weights + ") · " + outcome(l.failed, l.instance_errors, l.client_errors));
   }), ...(s.routes || []).map((r) => el("div", { "data-route": r.path_prefix }, el("b", {}, "route"),
     " " + r.path_prefix + "*" + (r.header ? " with " + r.header + ": " + r.value : "") + " → ", el("span", { class: "slot-name" }, r.slot))));
 
@@ -156,8 +156,8 @@ function renderHistory(entries) {
     if (e.measurement) {
       const m = e.measurement, p = (m.listeners || {}).prod;
       around = p
-        ? p.requests + " requests, " + p.errors + " errors, " + p.failed + " failed in " + m.window_seconds.toFixed(1) + " s"
-        : m.served + " served, " + m.failed + " failed";
+        ? count(p.requests, "request") + ", " + outcome(p.failed, p.instance_errors, p.client_errors) + " in " + m.window_seconds.toFixed(1) + " s"
+        : count(m.served, "request") + ", " + outcome(m.failed, m.instance_errors, m.client_errors);
       around += m.complete ? "; drained in " + m.drained_seconds.toFixed(1) + " s" : " (gave up waiting for the drain)";
     }
     return el("tr", { "data-entry": e.id },
@@ -293,6 +293,17 @@ let rollout = null;
 
 function pct(w) { return (+w.toFixed(1)) + "%"; }
 
+// count says "1 request", "2,287 requests".
+function count(n, what) { return (n || 0).toLocaleString("en-US") + " " + what + (n === 1 ? "" : "s"); }
+
+// outcome names a run's errors as every summary does: the requests vipswap
+// could not get answered, the 5xx the instances answered, the 4xx vipswap
+// answered for clients' own mistakes.
+function outcome(failed, instanceErrors, clientErrors) {
+  return (failed || 0).toLocaleString("en-US") + " failed, " + count(instanceErrors, "instance error") + " (5xx), " +
+    count(clientErrors, "client error");
+}
+
 function renderRollout(r) {
   rollout = r;
   const running = r.running;
@@ -358,8 +369,7 @@ function renderReleases(list) {
     d.append(
       el("summary", { onclick: () => releaseOpen.set(p.id, !d.open) }, el("b", {}, p.kind), " " + p.slot + " ",
         el("span", { class: "version" }, version(p.version)), " · ", el("span", { class: "state-" + p.state }, state), " · ",
-        timeEl(p.started), " · prod " + p.requests + " requests, " + p.failed + " failed" +
-        (p.instance_errors ? ", " + p.instance_errors + " 5xx" : "")),
+        timeEl(p.started), " · prod " + count(p.requests, "request") + ", " + outcome(p.failed, p.instance_errors, p.client_errors)),
       el("p", { class: "muted" }, "release " + p.id + (p.from ? " · prod followed " + p.from : "") +
         (p.history_id ? " · history #" + p.history_id : "") + (p.error ? " · " + p.error : "")),
       el("ol", { class: "steps" }, ...p.steps.map((s) => el("li", { class: "step-" + s.result },
