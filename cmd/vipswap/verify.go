@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/verify"
 )
 
@@ -61,9 +62,15 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 			var wg sync.WaitGroup
 			var sideErr error
 			var swaps int
+			var startSlot string // the slot prod was on when the run began
 			switch {
 			case *swapEvery > 0:
 				c := newClient(*admin)
+				st, err := c.Status(ctx)
+				if err != nil {
+					return fmt.Errorf("--swap-every: reading which slot is active: %w", err)
+				}
+				startSlot = st.Active
 				wg.Go(func() {
 					t := time.NewTicker(*swapEvery)
 					defer t.Stop()
@@ -73,7 +80,12 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 							return
 						case <-t.C:
 						}
-						if _, err := c.Swap(ctx, api.ChangeRequest{Reason: "vipswap verify --swap-every"}); err != nil {
+						// A swap once asked for runs to its end even if the
+						// load ends meanwhile, so the count below is true.
+						sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+						_, err := c.Swap(sctx, api.ChangeRequest{Reason: "vipswap verify --swap-every"})
+						scancel()
+						if err != nil {
 							if ctx.Err() == nil && sideErr == nil {
 								sideErr = fmt.Errorf("swap %d: %w", swaps+1, err)
 							}
@@ -102,14 +114,14 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 				return &usageError{msg: err.Error()}
 			}
 			putBack := ""
-			if swaps%2 == 1 && sideErr == nil {
+			if startSlot != "" {
 				// Leave prod on the slot the run found it on, so what
 				// follows (a deploy to the standby slot) finds it there.
-				res, err := newClient(*admin).Swap(cmd.Context(), api.ChangeRequest{Reason: "vipswap verify --swap-every: back to the slot it found"})
-				if err != nil {
-					sideErr = fmt.Errorf("swap back after the run: %w", err)
-				} else {
-					putBack = fmt.Sprintf(", and one after the load to put prod back on %s", res.To)
+				// Asked of vipswap rather than counted: a swap whose answer
+				// was lost may still have happened.
+				putBack, err = putProdBack(cmd.Context(), newClient(*admin), startSlot)
+				if err != nil && sideErr == nil {
+					sideErr = err
 				}
 			}
 			out := cmd.OutOrStdout()
@@ -145,4 +157,25 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 	swapEvery = fs.Duration("swap-every", 0, "swap prod this often while the load runs")
 	during = fs.String("during", "", "a shell command to run under load; the load stops when it exits")
 	return cmd
+}
+
+// putProdBack swaps prod back to slot if it is on another one, and says so
+// for the report ("" if it already was).
+func putProdBack(ctx context.Context, c *client.Client, slot string) (string, error) {
+	st, err := c.Status(ctx)
+	if err != nil {
+		return "", fmt.Errorf("after the run, reading which slot is active: %w", err)
+	}
+	if st.Active == slot {
+		return "", nil
+	}
+	rev := st.Revision
+	res, err := c.Swap(ctx, api.ChangeRequest{IfRevision: &rev, Reason: "vipswap verify --swap-every: back to the slot it found"})
+	if err != nil {
+		return "", fmt.Errorf("swap back to %s after the run: %w", slot, err)
+	}
+	if res.To != slot {
+		return "", fmt.Errorf("after the run prod is on %s, not %s where the run found it", res.To, slot)
+	}
+	return fmt.Sprintf(", and one after the load to put prod back on %s", res.To), nil
 }
