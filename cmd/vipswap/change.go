@@ -381,7 +381,12 @@ has finished its requests. A slot that prod still sends traffic to never
 drains: that is refused, unless --allow-active.`,
 		Example: `  vipswap swap && vipswap wait drained blue --timeout 2m`,
 		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) >= 1 && args[0] != "drained" {
+			switch {
+			case len(args) >= 2 && args[0] != "drained":
+				return &usageError{msg: fmt.Sprintf("unknown sub-verb %q: did you mean vipswap wait drained %s?", args[0], args[1])}
+			case len(args) == 1 && args[0] != "drained" && (strings.HasPrefix("drained", args[0]) || strings.HasPrefix(args[0], "drain")):
+				return &usageError{msg: fmt.Sprintf("unknown sub-verb %q: did you mean vipswap wait drained SLOT?", args[0])}
+			case len(args) == 1 && args[0] != "drained":
 				return &usageError{msg: fmt.Sprintf("the word drained is missing: vipswap wait drained %s", args[0])}
 			}
 			return exactArgs("drained", "SLOT")(cmd, args)

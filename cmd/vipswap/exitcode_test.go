@@ -126,6 +126,10 @@ func TestVerbTypos(t *testing.T) {
 		{[]string{"rollout", "stat", "--admin", "127.0.0.1:1"}, 2, `unknown sub-verb "stat": did you mean vipswap rollout start or vipswap rollout status?`},
 		{[]string{"state", "chek", "--file", "x"}, 2, `unknown sub-verb "chek": did you mean vipswap state check?`},
 		{[]string{"slot"}, 2, "missing a sub-verb"},
+		{[]string{"rollout"}, 2, "missing a sub-verb"},
+		{[]string{"state"}, 2, "missing a sub-verb"},
+		{[]string{"wait", "drainedd", "blue"}, 2, `unknown sub-verb "drainedd": did you mean vipswap wait drained blue?`},
+		{[]string{"wait", "blue"}, 2, "the word drained is missing: vipswap wait drained blue"},
 		{[]string{"completion", "fishy"}, 2, `unknown sub-verb "fishy": did you mean vipswap completion fish?`},
 	} {
 		p := vstest.Start(t, vstest.Binary(t), c.args...)

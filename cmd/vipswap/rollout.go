@@ -121,13 +121,6 @@ the canary's error rate and p99 latency with bounds (analysis: in the
 configuration) and with the stable slot; a breach aborts at once and sends
 everything back. The plan lives in the state: a restarted vipswap goes on at
 the same step.`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return &usageError{msg: "missing start or status (run vipswap help rollout)"}
-			}
-			return &usageError{msg: fmt.Sprintf("unknown rollout command %q (want start or status)", args[0])}
-		},
-		RunE: func(*cobra.Command, []string) error { return nil },
 	}
 	cmd.AddCommand(newRolloutStartCmd(), newRolloutStatusCmd())
 	return cmd

@@ -49,13 +49,6 @@ func newStateCmd() *cobra.Command {
   vipswap state export --file vipswap.db > backup.json
   vipswap state import --file new.db --from backup.json
   vipswap state repair -c vipswap.yaml --active blue`,
-		Args: func(cmd *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return &usageError{msg: "missing check, export, import or repair (run vipswap help state)"}
-			}
-			return &usageError{msg: fmt.Sprintf("unknown state command %q (want check, export, import or repair)", args[0])}
-		},
-		RunE: func(*cobra.Command, []string) error { return nil },
 	}
 	type files struct{ cfg, file *string }
 	addFiles := func(c *cobra.Command) files {
