@@ -130,13 +130,53 @@ func flatten(v reflect.Value, path string) map[string]string {
 		}
 		key := join(path, tag)
 		f := v.Field(i)
+		if f.Kind() == reflect.Pointer && !f.IsNil() && f.Elem().Kind() == reflect.Struct {
+			f = f.Elem()
+		}
 		if f.Kind() == reflect.Struct && f.Type() != durationType {
 			for k, s := range flatten(f, key) {
 				out[k] = s
 			}
 			continue
 		}
-		out[key] = fmt.Sprint(f.Interface())
+		out[key] = render(f)
 	}
 	return out
+}
+
+// render writes a value as it would read in the file's flow style:
+// "[{path_prefix: /api/2.0/, slot: green}]", "none" for an absent block.
+func render(v reflect.Value) string {
+	switch {
+	case v.Kind() == reflect.Pointer:
+		if v.IsNil() {
+			return "none"
+		}
+		return render(v.Elem())
+	case v.Kind() == reflect.Struct && v.Type() != durationType:
+		var parts []string
+		for i := range v.NumField() {
+			tag := v.Type().Field(i).Tag.Get("yaml")
+			if tag == "" || tag == "-" || v.Field(i).IsZero() {
+				continue
+			}
+			parts = append(parts, tag+": "+render(v.Field(i)))
+		}
+		return "{" + strings.Join(parts, ", ") + "}"
+	case v.Kind() == reflect.Slice || v.Kind() == reflect.Array:
+		parts := make([]string, v.Len())
+		for i := range parts {
+			parts[i] = render(v.Index(i))
+		}
+		return "[" + strings.Join(parts, ", ") + "]"
+	case v.Kind() == reflect.Map:
+		keys := v.MapKeys()
+		slices.SortFunc(keys, func(a, b reflect.Value) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = fmt.Sprint(k) + ": " + render(v.MapIndex(k))
+		}
+		return "{" + strings.Join(parts, ", ") + "}"
+	}
+	return fmt.Sprint(v.Interface())
 }

@@ -32,6 +32,18 @@ func TestCompare(t *testing.T) {
 			t.Fatalf("got %+v, want changes %q and no restart", d, want)
 		}
 	})
+	t.Run("blocks and lists read as in the file", func(t *testing.T) {
+		withHAProxy := valid + "haproxy: {socket: /run/h.sock, maps: {prod: /p.map, stage: /s.map}}\n"
+		if d := parse(withHAProxy).Compare(parse(withHAProxy)); len(d.Changes) != 0 {
+			t.Fatalf("the same haproxy block compares as changed: %q", d.Changes)
+		}
+		next := withHAProxy + "routes: [{path_prefix: /api/2.0/, slot: green}]\n"
+		d := parse(withHAProxy).Compare(parse(strings.Replace(next, "/run/h.sock", "/run/h2.sock", 1)))
+		want := []string{"haproxy.socket: /run/h.sock → /run/h2.sock", "routes: [] → [{path_prefix: /api/2.0/, slot: green}]"}
+		if !slices.Equal(d.Changes, want) {
+			t.Fatalf("got changes %q, want %q", d.Changes, want)
+		}
+	})
 	t.Run("active only seeds", func(t *testing.T) {
 		d := old.Compare(parse(strings.Replace(valid, "active: blue", "active: green", 1)))
 		if len(d.Changes) != 1 || !strings.Contains(d.Changes[0], "only seeds an empty state file") || len(d.Restart) != 0 {

@@ -30,18 +30,20 @@ for t in "${tools[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || [ -x "/usr/sbin/$cmd" ] || missing+=("$pkg ($why)")
 done
 if [ ${#missing[@]} -gt 0 ]; then
+  list=$(printf '%s, ' "${missing[@]}")
+  list=${list%, }
   if [ "${SKIP_INSTALL:-}" = 1 ]; then
-    echo "== SKIP_INSTALL=1: not installing ${missing[*]}; the tests that need them are skipped"
+    echo "== SKIP_INSTALL=1: not installing $list; the tests that need them are skipped"
     export VIPSWAP_SKIP_MISSING=1
   elif [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "== about to install system-wide with apt-get (Debian packages): ${missing[*]}"
+    echo "== about to install system-wide with apt-get (Debian packages): $list"
     echo "   (SKIP_INSTALL=1 ./scripts/test.sh refuses, and skips the tests that need them)"
     pkgs=()
     for m in "${missing[@]}"; do pkgs+=("${m%% *}"); done
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null
   else
-    echo "missing: ${missing[*]}." >&2
+    echo "missing: $list." >&2
     echo "Install them first (Debian/Ubuntu: sudo apt-get install ${missing[*]%% *}; elsewhere: your package manager, https://www.haproxy.org/, https://etcd.io/docs/latest/install/)," >&2
     echo "or run SKIP_INSTALL=1 ./scripts/test.sh to skip the tests that need them." >&2
     exit 1
