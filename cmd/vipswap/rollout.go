@@ -287,16 +287,16 @@ func printRollout(w io.Writer, st api.RolloutStatus) {
 			role, slot string
 			f          api.SlotFigures
 		}{{"canary", st.To, a.Canary}, {"stable", st.From, a.Stable}} {
-			fmt.Fprintf(w, "    %s %-10s %6d requests, %6.2f%% errors, p99 %s ms", r.role, r.slot, r.f.Requests, r.f.ErrorRate*100, strconv.FormatFloat(r.f.P99MS, 'f', 1, 64))
+			fmt.Fprintf(w, "    %s %-10s %7s requests, %6.2f%% errors, p99 %s ms", r.role, r.slot, thousands(r.f.Requests), r.f.ErrorRate*100, strconv.FormatFloat(r.f.P99MS, 'f', 1, 64))
 			if r.f.SteeredRequests > 0 {
-				fmt.Fprintf(w, "; not judged: %d steered by a pin or a route (%d errors)", r.f.SteeredRequests, r.f.SteeredErrors)
+				fmt.Fprintf(w, "; not judged: %s steered by a pin or a route (%s errors)", thousands(r.f.SteeredRequests), thousands(r.f.SteeredErrors))
 			}
 			fmt.Fprintln(w)
 			if r.role != "canary" {
 				continue
 			}
 			for _, p := range r.f.Paths {
-				fmt.Fprintf(w, "      %-17s %6d requests, %6.2f%% errors\n", printable(p.Prefix), p.Requests, p.ErrorRate*100)
+				fmt.Fprintf(w, "      %-17s %7s requests, %6.2f%% errors\n", printable(p.Prefix), thousands(p.Requests), p.ErrorRate*100)
 			}
 		}
 	}
