@@ -166,6 +166,9 @@ func (s State) Promote(full bool, canary Readiness, now time.Time) (State, error
 		}
 		next.Rollout = nil
 		return next, nil
+	case !r.Paused && r.Steps[r.Step].Pause:
+		left := max(r.StepStarted.Add(r.Steps[r.Step].Interval).Sub(now), 0).Round(time.Second)
+		return s, refused("promote refused: step %d of %d of the rollout to %s is not paused yet: it runs its interval (%s left) and its analysis first, then waits for promote (--full goes to 100%% now)", r.Step+1, len(r.Steps), r.To, left)
 	case !r.Paused:
 		return s, refused("promote refused: the rollout to %s is not paused (step %d of %d runs; --full goes to 100%% now)", r.To, r.Step+1, len(r.Steps))
 	}

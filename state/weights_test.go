@@ -3,6 +3,7 @@ package state
 import (
 	"encoding/json"
 	"maps"
+	"strings"
 	"testing"
 	"time"
 )
@@ -104,6 +105,9 @@ func TestRollout(t *testing.T) {
 	r, _ = r.NextStep(ready, now.Add(time.Minute))
 	if r.WeightOf("green") != 500 || r.Rollout.Step != 1 {
 		t.Fatalf("step 2: %+v", r)
+	}
+	if _, err := r.Promote(false, ready, now.Add(time.Minute+15*time.Second)); !isRefused(err) || !strings.Contains(err.Error(), "not paused yet: it runs its interval") {
+		t.Fatalf("promote of a pausing step before its pause: %v, want a refusal saying it pauses later", err)
 	}
 	r = r.PauseRollout()
 	done, err := r.Promote(false, ready, now.Add(2*time.Minute))
