@@ -112,9 +112,9 @@ type Entry struct {
 	// Changes says, one line each, what the operation changed beyond the
 	// fields above (a reload: instances added and removed, settings).
 	Changes []string `json:"changes,omitempty"`
-	// Result is Applied or Refused.
+	// Result is Applied, Refused, or Failed (a release that stopped at a step).
 	Result string `json:"result"`
-	// Error says why it was refused.
+	// Error says why it was refused or failed.
 	Error string `json:"error,omitempty"`
 	// Revision is the state revision an applied operation produced.
 	Revision Revision `json:"revision,omitempty"`
@@ -279,8 +279,8 @@ func (d Dump) Check() error {
 		switch {
 		case e.ID <= last:
 			return fmt.Errorf("history[%d]: id %d does not follow id %d", i, e.ID, last)
-		case e.Result != Applied && e.Result != Refused:
-			return fmt.Errorf("history[%d] (id %d): result %q is neither %q nor %q", i, e.ID, e.Result, Applied, Refused)
+		case e.Result != Applied && e.Result != Refused && e.Result != Failed:
+			return fmt.Errorf("history[%d] (id %d): result %q is not %s, %s or %s", i, e.ID, e.Result, Applied, Refused, Failed)
 		case e.Revision > d.Revision:
 			return fmt.Errorf("history[%d] (id %d): revision %d is later than the state's %d", i, e.ID, e.Revision, d.Revision)
 		}

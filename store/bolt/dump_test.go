@@ -27,6 +27,9 @@ func TestExportImport(t *testing.T) {
 	if d.Format != store.DumpFormat || d.Revision != 30 || d.State == nil || d.State.Active != "green" || len(d.History) != 30 || d.History[0].ID != 1 {
 		t.Fatalf("export: format %q revision %d state %+v, %d entries", d.Format, d.Revision, d.State, len(d.History))
 	}
+	// A release that stopped at a step is in the history as "failed": a
+	// dump holding one imports.
+	d.History[29].Operation, d.History[29].Result = "deploy", store.Failed
 	dst := filepath.Join(dir, "copy.db")
 	if err := Import(dst, d); err != nil {
 		t.Fatal(err)
@@ -67,7 +70,7 @@ func TestExportImport(t *testing.T) {
 		"same slots":        {bad(func(d *store.Dump) { d.State.Standby = d.State.Active }), "two different slots"},
 		"no revision":       {bad(func(d *store.Dump) { d.Revision = 0 }), "no revision"},
 		"ids out of ord":    {bad(func(d *store.Dump) { d.History[3].ID = 2 }), "history[3]: id 2 does not follow id 3"},
-		"result":            {bad(func(d *store.Dump) { d.History[0].Result = "maybe" }), `result "maybe"`},
+		"result":            {bad(func(d *store.Dump) { d.History[0].Result = "maybe" }), `result "maybe" is not applied, refused or failed`},
 		"future entry":      {bad(func(d *store.Dump) { d.History[5].Revision = 99 }), "revision 99 is later"},
 		"weights over":      {bad(func(d *store.Dump) { d.State.Weights = map[string]int{d.State.Active: 1100, d.State.Standby: -100} }), "want 1 to 1000"},
 		"weights elsewhere": {bad(func(d *store.Dump) { d.State.Weights = map[string]int{d.State.Standby: 1000} }), "no share"},
