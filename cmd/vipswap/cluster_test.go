@@ -111,7 +111,7 @@ func TestClusterAgreement(t *testing.T) {
 
 	var loads []*vstest.Load
 	for _, sw := range nodes {
-		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, time.Minute))
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, 5*time.Minute))
 	}
 
 	// Swaps through node A: the time from the commit until all three
@@ -182,7 +182,7 @@ func TestClusterStoreOutage(t *testing.T) {
 	})
 	var loads []*vstest.Load
 	for _, sw := range nodes {
-		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, time.Minute))
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, 5*time.Minute))
 	}
 	waitServed(t, loads[0], 200)
 
@@ -239,7 +239,7 @@ func TestClusterStoreOutage(t *testing.T) {
 	if _, err := nodes[1].Client.Swap(ctx, api.ChangeRequest{}); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("a swap on the node serving its local copy: %v, want 503", err)
 	}
-	loads[1] = vstest.StartLoad(nodes[1].Prod+"/api/test", 20, time.Minute)
+	loads[1] = vstest.StartLoad(nodes[1].Prod+"/api/test", 20, 5*time.Minute)
 	waitServed(t, loads[1], 200)
 	for time.Since(down) < 5*time.Second {
 		waitServed(t, loads[0], loads[0].OK()+100) // the outage lasts at least 5 s, under load
@@ -297,7 +297,7 @@ func TestClusterRolloutTakeover(t *testing.T) {
 	// The driver judges the canary by the traffic it sees itself.
 	var loads []*vstest.Load
 	for _, sw := range nodes {
-		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 10, time.Minute))
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 10, 5*time.Minute))
 	}
 	steps := []float64{10, 20, 40, 100}
 	if _, err := nodes[(driver+1)%3].Client.StartRollout(ctx, api.RolloutRequest{To: "green", Steps: steps, Interval: "2s"}); err != nil {
@@ -412,7 +412,7 @@ func TestRegisteredInstances(t *testing.T) {
 
 	var loads []*vstest.Load
 	for _, sw := range nodes {
-		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, time.Minute))
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 20, 5*time.Minute))
 	}
 	waitServed(t, loads[0], 500)
 	st, _ := nodes[0].Client.Status(ctx)
@@ -521,7 +521,7 @@ func TestClusterStoreRepairs(t *testing.T) {
 	ctx := context.Background()
 	var loads []*vstest.Load
 	for _, sw := range nodes {
-		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 10, time.Minute))
+		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 10, 5*time.Minute))
 	}
 	waitServed(t, loads[1], 100)
 
