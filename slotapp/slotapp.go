@@ -11,6 +11,9 @@
 // "Connection: close" to new requests that arrive on connections already open
 // (vipswap retries those elsewhere), lets in-flight requests finish, and
 // returns.
+//
+// To join a slot of a vipswap cluster without being listed in its
+// configuration, see the package slotapp/register.
 package slotapp
 
 import (
@@ -20,8 +23,6 @@ import (
 	"net/http"
 	"sync/atomic"
 	"time"
-
-	"github.com/vipswap/vipswap/store/etcd"
 )
 
 // Ping returns the handler of the probe contract for slot.
@@ -90,21 +91,4 @@ func Serve(ctx context.Context, ln net.Listener, h http.Handler, opts ...Option)
 		err = errors.Join(err, serr)
 	}
 	return err
-}
-
-// Register makes addr an instance of slot for the vipswap nodes whose state
-// is in etcd at etcdEndpoints (under the default prefix, /vipswap/; see
-// RegisterUnder), until ctx ends: then it deregisters, and every node stops
-// sending it new requests at once. If the process dies without that, its
-// lease expires after ttl seconds (5) and the nodes drop it then. vipswap
-// still probes a registered instance before it takes traffic. It returns
-// once registered.
-func Register(ctx context.Context, etcdEndpoints []string, slot, addr string) (*etcd.Registration, error) {
-	return RegisterUnder(ctx, etcdEndpoints, etcd.DefaultPrefix, slot, addr, 5*time.Second)
-}
-
-// RegisterUnder is Register with the cluster's key prefix
-// (state.etcd.prefix) and the lease's ttl.
-func RegisterUnder(ctx context.Context, etcdEndpoints []string, prefix, slot, addr string, ttl time.Duration) (*etcd.Registration, error) {
-	return etcd.Register(ctx, etcdEndpoints, prefix, slot, addr, ttl)
 }

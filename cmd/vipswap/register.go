@@ -10,7 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vipswap/vipswap/slotapp"
+	"github.com/vipswap/vipswap/slotapp/register"
 )
 
 func newRegisterCmd() *cobra.Command {
@@ -40,7 +40,7 @@ its parent), and stop it before the instance.`,
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
-			reg, err := slotapp.RegisterUnder(ctx, strings.Split(*endpoints, ","), *prefix, *slot, *addr, *ttl)
+			reg, err := register.InstanceUnder(ctx, strings.Split(*endpoints, ","), *prefix, *slot, *addr, *ttl)
 			if err != nil {
 				return err
 			}

@@ -1,0 +1,72 @@
+// Package layers holds the tests of the house's rules: which package may
+// depend on which. A rule broken here is a design change; change the rule
+// in docs/architecture.md first.
+package layers
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/vipswap/vipswap"
+
+// deps returns, for each package of ours, the packages of ours it depends
+// on, directly or not (tests excluded).
+func deps(t *testing.T) map[string][]string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps=false", "-json=ImportPath,Deps", module+"/...")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	all := map[string][]string{}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	for {
+		var p struct {
+			ImportPath string
+			Deps       []string
+		}
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		var ours []string
+		for _, d := range p.Deps {
+			if d == module || strings.HasPrefix(d, module+"/") {
+				ours = append(ours, strings.TrimPrefix(strings.TrimPrefix(d, module), "/"))
+			}
+		}
+		all[strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")] = ours
+	}
+	return all
+}
+
+// TestLayers: each rule names a package and the only packages of ours it
+// may depend on, however indirectly.
+func TestLayers(t *testing.T) {
+	all := deps(t)
+	for pkg, allowed := range map[string][]string{
+		// Applications embed these: no server, no etcd client.
+		"slotapp": {},
+		// The ground floors stand on nothing of ours.
+		"route":  {},
+		"state":  {},
+		"launch": {},
+	} {
+		got, ok := all[pkg]
+		if !ok {
+			t.Errorf("no package %s", pkg)
+			continue
+		}
+		for _, d := range got {
+			if !slices.Contains(allowed, d) {
+				t.Errorf("%s depends on %s; it may depend only on %v", pkg, d, allowed)
+			}
+		}
+	}
+}
