@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestHostileBodies: every body that is too large, not one JSON object, or
@@ -57,11 +58,11 @@ func TestHostileBodies(t *testing.T) {
 
 	// Exactly at the bounds is fine, and recorded in full.
 	reason := strings.Repeat("r", api.MaxReason)
-	var res api.Change
+	var res wire.Change
 	if code := f.call(t, "POST", "/v1/swap", "", fmt.Sprintf(`{"reason":%q}`, reason), &res); code != 200 {
 		t.Fatalf("a %d-byte reason: %d", api.MaxReason, code)
 	}
-	var e api.HistoryEntry
+	var e wire.HistoryEntry
 	f.call(t, "GET", fmt.Sprint("/v1/history/", res.HistoryID), "", "", &e)
 	if e.Reason != reason {
 		t.Fatalf("recorded reason has %d bytes, want %d", len(e.Reason), len(reason))

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+
+	"github.com/vipswap/vipswap/wire"
 )
 
 // guard refuses what a web page could make an operator's browser send to
@@ -43,7 +45,7 @@ func newGuard(hosts []string, next http.Handler) *guard {
 
 func (g *guard) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := g.check(r); err != nil {
-		writeJSON(w, err.Status, ErrorBody{Error: err.Error()})
+		writeJSON(w, err.Status, wire.ErrorBody{Error: err.Error()})
 		return
 	}
 	g.next.ServeHTTP(w, r)

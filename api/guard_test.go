@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // raw sends one request with the given headers (Host among them) and
@@ -32,7 +33,7 @@ func (f *fixture) raw(t *testing.T, method, path string, headers map[string]stri
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
-	var eb api.ErrorBody
+	var eb wire.ErrorBody
 	if resp.StatusCode >= 300 {
 		if err := json.Unmarshal(data, &eb); err != nil || eb.Error == "" || strings.Contains(eb.Error, "\n") {
 			t.Fatalf("%s %s: error answer %d is not one line of JSON: %q", method, path, resp.StatusCode, data)

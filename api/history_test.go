@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestHistoryPages: GET /v1/history answers the same array as before, and
@@ -33,7 +34,7 @@ func TestHistoryPages(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var page []api.HistoryEntry
+		var page []wire.HistoryEntry
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		if err := json.Unmarshal(body, &page); err != nil || resp.StatusCode != 200 {
@@ -58,7 +59,7 @@ func TestHistoryPages(t *testing.T) {
 		t.Fatalf("%d pages gave entries %s, want 3 pages of 12 11 ... 1", pages, got)
 	}
 
-	var page []api.HistoryEntry
+	var page []wire.HistoryEntry
 	if code := f.call(t, "GET", "/v1/history?before=3", "", "", &page); code != 200 || len(page) != 2 || page[0].ID != 2 {
 		t.Fatalf("before=3: %d %+v", code, page)
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestChangesRaceOnOneRevision (issue 11): a shift, a swap and a rollout
@@ -14,7 +15,7 @@ import (
 func TestChangesRaceOnOneRevision(t *testing.T) {
 	f := newFixture(t, api.Options{})
 	for round := range 10 {
-		var st api.Status
+		var st wire.Status
 		f.call(t, "GET", "/v1/status", "", "", &st)
 		rev := st.Revision
 		paths := []struct{ path, body string }{
@@ -23,7 +24,7 @@ func TestChangesRaceOnOneRevision(t *testing.T) {
 			{"/v1/rollout", fmt.Sprintf(`{"to":"green","steps":[10,100],"interval":"1h","if_revision":%d}`, rev)},
 		}
 		codes := make([]int, len(paths))
-		bodies := make([]api.ErrorBody, len(paths))
+		bodies := make([]wire.ErrorBody, len(paths))
 		var wg sync.WaitGroup
 		for i, p := range paths {
 			wg.Go(func() { codes[i] = f.call(t, "POST", p.path, "", p.body, &bodies[i]) })
@@ -56,7 +57,7 @@ func TestShiftValidation(t *testing.T) {
 	f := newFixture(t, api.Options{})
 	for _, body := range []string{`{"to":"green","weight":101}`, `{"to":"green","weight":-1}`, `{"to":"green","weight":12.34}`,
 		`{"to":"green"}`, `{"weight":10}`, `{"to":"green","weight":"10"}`} {
-		var e api.ErrorBody
+		var e wire.ErrorBody
 		if code := f.call(t, "POST", "/v1/shift", "", body, &e); code != 400 {
 			t.Errorf("%s: %d %q, want 400", body, code, e.Error)
 		}
@@ -64,7 +65,7 @@ func TestShiftValidation(t *testing.T) {
 	if code := f.call(t, "POST", "/v1/shift", "", `{"to":"purple","weight":10}`, nil); code != 404 {
 		t.Errorf("shift to an unknown slot: %d, want 404", code)
 	}
-	var res api.Change
+	var res wire.Change
 	if code := f.call(t, "POST", "/v1/shift", "", `{"to":"green","weight":12.5}`, &res); code != 200 || res.Weights["green"] != 12.5 {
 		t.Fatalf("shift 12.5: %d %+v", code, res)
 	}

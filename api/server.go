@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // Controller is what the admin API needs from the controller. Methods are
@@ -23,40 +24,40 @@ import (
 // other error is a 500.
 type Controller interface {
 	// Status returns the routing state and every instance's counters.
-	Status() Status
+	Status() wire.Status
 	// Swap exchanges active and standby.
-	Swap(ctx context.Context, req ChangeRequest) (Change, error)
+	Swap(ctx context.Context, req wire.ChangeRequest) (wire.Change, error)
 	// ShiftPercent moves a share of prod to a slot.
-	ShiftPercent(ctx context.Context, req ShiftRequest) (Change, error)
+	ShiftPercent(ctx context.Context, req wire.ShiftRequest) (wire.Change, error)
 	// StartRolloutRequest starts a rollout.
-	StartRolloutRequest(ctx context.Context, req RolloutRequest) (Change, error)
+	StartRolloutRequest(ctx context.Context, req wire.RolloutRequest) (wire.Change, error)
 	// RolloutStatus returns the running rollout and its analysis.
-	RolloutStatus() RolloutStatus
+	RolloutStatus() wire.RolloutStatus
 	// PromoteRequest continues (or completes) a paused rollout.
-	PromoteRequest(ctx context.Context, req PromoteRequest) (Change, error)
+	PromoteRequest(ctx context.Context, req wire.PromoteRequest) (wire.Change, error)
 	// Abort sends all of prod back to the active slot and ends a rollout.
-	Abort(ctx context.Context, req ChangeRequest) (Change, error)
+	Abort(ctx context.Context, req wire.ChangeRequest) (wire.Change, error)
 	// AddSlot adds a slot at runtime.
-	AddSlot(ctx context.Context, req AddSlotRequest) (Change, error)
+	AddSlot(ctx context.Context, req wire.AddSlotRequest) (wire.Change, error)
 	// RemoveSlot removes a slot.
-	RemoveSlot(ctx context.Context, slot string, req ChangeRequest) (Change, error)
+	RemoveSlot(ctx context.Context, slot string, req wire.ChangeRequest) (wire.Change, error)
 	// SetRoute adds or replaces a version route.
-	SetRoute(ctx context.Context, req RouteRequest) (Change, error)
+	SetRoute(ctx context.Context, req wire.RouteRequest) (wire.Change, error)
 	// RemoveRoute removes a version route set through the API.
-	RemoveRoute(ctx context.Context, req RouteRequest) (Change, error)
+	RemoveRoute(ctx context.Context, req wire.RouteRequest) (wire.Change, error)
 	// SetStage chooses the slot stage follows.
-	SetStage(ctx context.Context, req StageRequest) (Change, error)
+	SetStage(ctx context.Context, req wire.StageRequest) (wire.Change, error)
 	// Rollback makes the previously active slot active again.
-	Rollback(ctx context.Context, req ChangeRequest) (Change, error)
+	Rollback(ctx context.Context, req wire.ChangeRequest) (wire.Change, error)
 	// Drain stops sending new requests to one instance.
-	Drain(ctx context.Context, slot, addr string, req ChangeRequest) (Change, error)
+	Drain(ctx context.Context, slot, addr string, req wire.ChangeRequest) (wire.Change, error)
 	// Ready undoes Drain.
-	Ready(ctx context.Context, slot, addr string, req ChangeRequest) (Change, error)
+	Ready(ctx context.Context, slot, addr string, req wire.ChangeRequest) (wire.Change, error)
 	// History returns up to limit entries whose ID is below before (0:
 	// from the newest), newest first.
-	History(ctx context.Context, before uint64, limit int) ([]HistoryEntry, error)
+	History(ctx context.Context, before uint64, limit int) ([]wire.HistoryEntry, error)
 	// Entry returns one history entry.
-	Entry(ctx context.Context, id uint64) (HistoryEntry, error)
+	Entry(ctx context.Context, id uint64) (wire.HistoryEntry, error)
 	// Readiness returns nil when vipswap is ready to route traffic.
 	Readiness(ctx context.Context) error
 }
@@ -64,13 +65,13 @@ type Controller interface {
 // Releases runs deploys and rolling updates (package release).
 type Releases interface {
 	// Deploy starts a deploy.
-	Deploy(req DeployRequest) (Progress, error)
+	Deploy(req wire.DeployRequest) (wire.Progress, error)
 	// Rolling starts a rolling update.
-	Rolling(req RollingRequest) (Progress, error)
+	Rolling(req wire.RollingRequest) (wire.Progress, error)
 	// Get returns a release's progress.
-	Get(id string) (Progress, bool)
+	Get(id string) (wire.Progress, bool)
 	// List returns the recent releases, newest first.
-	List() []Progress
+	List() []wire.Progress
 }
 
 // Error is an error with the HTTP status the API answers it with.
@@ -88,11 +89,6 @@ func (e *Error) Error() string { return e.Err.Error() }
 
 // Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
-
-// VersionHeader is set on every JSON answer of the admin API, errors
-// included, so that a client can tell vipswap from another server that
-// happens to answer on the address it was given.
-const VersionHeader = "Vipswap-Api"
 
 // statusOf maps the controller's error kinds to HTTP statuses.
 var statusOf = map[control.Kind]int{
@@ -116,13 +112,13 @@ type Options struct {
 	// reads are protected).
 	Metrics http.Handler
 	// Rates, if set, serves GET /v1/rates.
-	Rates func() []RateSample
+	Rates func() []wire.RateSample
 	// Dashboard, if set, serves GET / (a page with no data of its own: it
 	// reads the API with the operator's token, so it needs none itself).
 	Dashboard http.Handler
 	// Reload, if set, serves POST /v1/reload: re-read the configuration
 	// file and apply what changed (a dry run says what would).
-	Reload func(ctx context.Context, req ChangeRequest) (Change, error)
+	Reload func(ctx context.Context, req wire.ChangeRequest) (wire.Change, error)
 	// Releases, if set, serves POST /v1/deploy, POST /v1/rolling and GET
 	// /v1/releases[/{id}].
 	Releases Releases
@@ -148,28 +144,28 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	mux.Handle("GET /v1/status", s.handle(s.status))
 	mux.Handle("POST /v1/swap", s.handle(s.change(c.Swap)))
 	mux.Handle("POST /v1/rollback", s.handle(s.change(c.Rollback)))
-	mux.Handle("POST /v1/shift", s.handle(typedChange(c.ShiftPercent, func(b *ShiftRequest) *ChangeRequest { return &b.ChangeRequest })))
-	mux.Handle("POST /v1/rollout", s.handle(typedChange(c.StartRolloutRequest, func(b *RolloutRequest) *ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("POST /v1/shift", s.handle(typedChange(c.ShiftPercent, func(b *wire.ShiftRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("POST /v1/rollout", s.handle(typedChange(c.StartRolloutRequest, func(b *wire.RolloutRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("GET /v1/rollout", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return writeJSON(w, http.StatusOK, c.RolloutStatus())
 	}))
-	mux.Handle("POST /v1/promote", s.handle(typedChange(c.PromoteRequest, func(b *PromoteRequest) *ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("POST /v1/promote", s.handle(typedChange(c.PromoteRequest, func(b *wire.PromoteRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("POST /v1/abort", s.handle(s.change(c.Abort)))
-	mux.Handle("POST /v1/slots", s.handle(typedChange(c.AddSlot, func(b *AddSlotRequest) *ChangeRequest { return &b.ChangeRequest })))
-	mux.Handle("DELETE /v1/slots/{slot}", s.handle(s.instanceChange(func(ctx context.Context, slot, _ string, req ChangeRequest) (Change, error) {
+	mux.Handle("POST /v1/slots", s.handle(typedChange(c.AddSlot, func(b *wire.AddSlotRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("DELETE /v1/slots/{slot}", s.handle(s.instanceChange(func(ctx context.Context, slot, _ string, req wire.ChangeRequest) (wire.Change, error) {
 		return c.RemoveSlot(ctx, slot, req)
 	})))
-	mux.Handle("POST /v1/routes", s.handle(typedChange(c.SetRoute, func(b *RouteRequest) *ChangeRequest { return &b.ChangeRequest })))
-	mux.Handle("DELETE /v1/routes", s.handle(typedChange(c.RemoveRoute, func(b *RouteRequest) *ChangeRequest { return &b.ChangeRequest })))
-	mux.Handle("POST /v1/stage", s.handle(typedChange(c.SetStage, func(b *StageRequest) *ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("POST /v1/routes", s.handle(typedChange(c.SetRoute, func(b *wire.RouteRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("DELETE /v1/routes", s.handle(typedChange(c.RemoveRoute, func(b *wire.RouteRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("POST /v1/stage", s.handle(typedChange(c.SetStage, func(b *wire.StageRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/drain", s.handle(s.instanceChange(c.Drain)))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))
 	if opts.Reload != nil {
 		mux.Handle("POST /v1/reload", s.handle(s.change(opts.Reload)))
 	}
 	if rs := opts.Releases; rs != nil {
-		mux.Handle("POST /v1/deploy", s.handle(startRelease(rs.Deploy, func(b *DeployRequest) *ChangeRequest { return &b.ChangeRequest })))
-		mux.Handle("POST /v1/rolling", s.handle(startRelease(rs.Rolling, func(b *RollingRequest) *ChangeRequest { return &b.ChangeRequest })))
+		mux.Handle("POST /v1/deploy", s.handle(startRelease(rs.Deploy, func(b *wire.DeployRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
+		mux.Handle("POST /v1/rolling", s.handle(startRelease(rs.Rolling, func(b *wire.RollingRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
 		mux.Handle("GET /v1/releases", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 			return writeJSON(w, http.StatusOK, rs.List())
 		}))
@@ -207,7 +203,7 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	}
 	if opts.Rates != nil {
 		mux.Handle("GET /v1/rates", s.handle(func(w http.ResponseWriter, r *http.Request) error {
-			return writeJSON(w, http.StatusOK, Rates{Samples: opts.Rates()})
+			return writeJSON(w, http.StatusOK, wire.Rates{Samples: opts.Rates()})
 		}))
 	}
 	if opts.Dashboard != nil {
@@ -235,14 +231,14 @@ func (s *server) handle(h func(http.ResponseWriter, *http.Request) error) http.H
 		actor, ok := s.auth.check(r)
 		if !ok {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="vipswap"`)
-			writeJSON(w, http.StatusUnauthorized, ErrorBody{Error: "unauthorized"})
+			writeJSON(w, http.StatusUnauthorized, wire.ErrorBody{Error: "unauthorized"})
 			return
 		}
 		err := h(w, r.WithContext(context.WithValue(r.Context(), actorKey{}, actor)))
 		if err == nil {
 			return
 		}
-		body := ErrorBody{Error: err.Error()}
+		body := wire.ErrorBody{Error: err.Error()}
 		status := http.StatusInternalServerError
 		var apiErr *Error
 		var ctlErr *control.Error
@@ -264,7 +260,7 @@ func (s *server) status(w http.ResponseWriter, r *http.Request) error {
 }
 
 // change adapts a slot-level change (swap, rollback) to HTTP.
-func (s *server) change(op func(context.Context, ChangeRequest) (Change, error)) func(http.ResponseWriter, *http.Request) error {
+func (s *server) change(op func(context.Context, wire.ChangeRequest) (wire.Change, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		req, err := changeRequest(w, r)
 		if err != nil {
@@ -280,21 +276,21 @@ func (s *server) change(op func(context.Context, ChangeRequest) (Change, error))
 
 // typedChange adapts a change with a body of its own (shift, rollout,
 // promote) to HTTP: B embeds ChangeRequest, which get points to.
-func typedChange[B any](op func(context.Context, B) (Change, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
+func typedChange[B any](op func(context.Context, B) (wire.Change, error), get func(*B) *wire.ChangeRequest) func(http.ResponseWriter, *http.Request) error {
 	return typedCall(http.StatusOK, op, get)
 }
 
 // startRelease adapts the start of a release to HTTP: 202 with its
 // progress, to follow at GET /v1/releases/{id}. The release does not end
 // with the request: it runs inside vipswap.
-func startRelease[B any](start func(B) (Progress, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
-	return typedCall(http.StatusAccepted, func(_ context.Context, b B) (Progress, error) { return start(b) }, get)
+func startRelease[B any](start func(B) (wire.Progress, error), get func(*B) *wire.ChangeRequest) func(http.ResponseWriter, *http.Request) error {
+	return typedCall(http.StatusAccepted, func(_ context.Context, b B) (wire.Progress, error) { return start(b) }, get)
 }
 
 // typedCall decodes a body B that embeds ChangeRequest (get points to
 // it), checks its reason, sets its actor, and answers op's result with
 // status.
-func typedCall[B, R any](status int, op func(context.Context, B) (R, error), get func(*B) *ChangeRequest) func(http.ResponseWriter, *http.Request) error {
+func typedCall[B, R any](status int, op func(context.Context, B) (R, error), get func(*B) *wire.ChangeRequest) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		var body B
 		if err := decodeBody(w, r, &body); err != nil {
@@ -315,7 +311,7 @@ func typedCall[B, R any](status int, op func(context.Context, B) (R, error), get
 
 // instanceChange adapts a change named by its path (drain, ready, slot
 // removal) to HTTP.
-func (s *server) instanceChange(op func(context.Context, string, string, ChangeRequest) (Change, error)) func(http.ResponseWriter, *http.Request) error {
+func (s *server) instanceChange(op func(context.Context, string, string, wire.ChangeRequest) (wire.Change, error)) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		req, err := changeRequest(w, r)
 		if err != nil {
@@ -329,8 +325,8 @@ func (s *server) instanceChange(op func(context.Context, string, string, ChangeR
 	}
 }
 
-func changeRequest(w http.ResponseWriter, r *http.Request) (ChangeRequest, error) {
-	var req ChangeRequest
+func changeRequest(w http.ResponseWriter, r *http.Request) (wire.ChangeRequest, error) {
+	var req wire.ChangeRequest
 	if err := decodeBody(w, r, &req); err != nil {
 		return req, err
 	}
@@ -371,7 +367,7 @@ func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 		w.Header().Set("Link", fmt.Sprintf(`</v1/history?limit=%d&before=%d>; rel="next"`, limit, h[limit-1].ID))
 	}
 	if h == nil {
-		h = []HistoryEntry{}
+		h = []wire.HistoryEntry{}
 	}
 	return writeJSON(w, http.StatusOK, h)
 }
@@ -389,7 +385,7 @@ func (s *server) entry(w http.ResponseWriter, r *http.Request) error {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) error {
-	w.Header().Set(VersionHeader, "v1")
+	w.Header().Set(wire.VersionHeader, "v1")
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

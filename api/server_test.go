@@ -24,6 +24,7 @@ import (
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/store/bolt"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // slotServer answers the probe contract for slot.
@@ -152,7 +153,7 @@ func TestEndpoints(t *testing.T) {
 		})
 	}
 
-	var h []api.HistoryEntry
+	var h []wire.HistoryEntry
 	f.call(t, "GET", "/v1/history", "", "", &h)
 	var ops []string
 	for _, e := range h {
@@ -169,12 +170,12 @@ func TestEndpoints(t *testing.T) {
 
 func TestSwapIsMeasured(t *testing.T) {
 	f := newFixture(t, api.Options{})
-	var res api.Change
+	var res wire.Change
 	if code := f.call(t, "POST", "/v1/swap", "", "", &res); code != 200 {
 		t.Fatalf("swap: %d", code)
 	}
 	vstest.WaitFor(t, 5*time.Second, func() error {
-		var e api.HistoryEntry
+		var e wire.HistoryEntry
 		f.call(t, "GET", fmt.Sprint("/v1/history/", res.HistoryID), "", "", &e)
 		if e.Measurement == nil || !e.Measurement.Complete {
 			return fmt.Errorf("entry %d not measured yet: %+v", res.HistoryID, e)
@@ -200,7 +201,7 @@ func TestConcurrentSwaps(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	var h []api.HistoryEntry
+	var h []wire.HistoryEntry
 	f.call(t, "GET", "/v1/history?limit=1000", "", "", &h)
 	applied := 0
 	for _, e := range h {
@@ -208,7 +209,7 @@ func TestConcurrentSwaps(t *testing.T) {
 			applied++
 		}
 	}
-	var s api.Status
+	var s wire.Status
 	f.call(t, "GET", "/v1/status", "", "", &s)
 	wantActive := map[bool]string{true: "blue", false: "green"}[applied%2 == 0]
 	if codes[200] != applied || applied != 100 || s.Active != wantActive {
@@ -221,7 +222,7 @@ func TestConcurrentSwaps(t *testing.T) {
 	revisions := map[uint64]int{}
 	for range 50 {
 		wg.Go(func() {
-			var out api.ErrorBody
+			var out wire.ErrorBody
 			code := f.call(t, "POST", "/v1/swap", "", body, &out)
 			mu.Lock()
 			codes[code]++
@@ -277,11 +278,11 @@ func TestAuth(t *testing.T) {
 					t.Errorf("GET %s without token: %d, want 200", p, code)
 				}
 			}
-			var res api.Change
+			var res wire.Change
 			if code := f.call(t, "POST", "/v1/swap", secret, "", &res); code != 200 {
 				t.Fatalf("swap with the token: %d", code)
 			}
-			var e api.HistoryEntry
+			var e wire.HistoryEntry
 			f.call(t, "GET", fmt.Sprint("/v1/history/", res.HistoryID), secret, "", &e)
 			if e.Actor != "ci" {
 				t.Fatalf("history actor %q, want the token's name ci", e.Actor)
@@ -336,9 +337,9 @@ func TestDocumentedEndpointsExist(t *testing.T) {
 	}
 	f := newFixture(t, api.Options{
 		Metrics:   promhttp.HandlerFor(prometheus.NewRegistry(), promhttp.HandlerOpts{}),
-		Rates:     func() []api.RateSample { return nil },
+		Rates:     func() []wire.RateSample { return nil },
 		Dashboard: dashboard.Handler(),
-		Reload:    func(context.Context, api.ChangeRequest) (api.Change, error) { return api.Change{}, nil },
+		Reload:    func(context.Context, wire.ChangeRequest) (wire.Change, error) { return wire.Change{}, nil },
 	})
 	heading := regexp.MustCompile(`(?m)^## (GET|POST) (/\S*)$`)
 	found := heading.FindAllStringSubmatch(string(doc), -1)
@@ -367,7 +368,7 @@ func TestDocumentedEndpointsExist(t *testing.T) {
 // it with {"force": true}.
 func TestReloadForce(t *testing.T) {
 	var f *fixture
-	f = newFixture(t, api.Options{Reload: func(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+	f = newFixture(t, api.Options{Reload: func(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
 		return f.ctrl.Reload(ctx, control.Reload{
 			Slots:   []control.Slot{{Name: "blue", Addrs: []string{"127.0.0.1:1"}}, {Name: "green", Addrs: []string{f.green}}},
 			Health:  health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
@@ -378,7 +379,7 @@ func TestReloadForce(t *testing.T) {
 	if code := f.call(t, "POST", "/v1/reload", "", `{"reason":"typo"}`, &refused); code != http.StatusConflict || !strings.Contains(refused.Error, "slots.blue takes prod traffic") {
 		t.Fatalf("reload emptying blue: %d %q, want a 409 naming slots.blue", code, refused.Error)
 	}
-	var res api.Change
+	var res wire.Change
 	if code := f.call(t, "POST", "/v1/reload", "", `{"force":true}`, &res); code != http.StatusOK || !res.Applied || !res.Forced {
 		t.Fatalf("forced reload: %d %+v, want applied and forced", code, res)
 	}

@@ -25,7 +25,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // Client calls one vipswap admin API. It is safe for concurrent use.
@@ -78,130 +78,130 @@ func IsRefused(err error) bool {
 }
 
 // Status returns GET /v1/status.
-func (c *Client) Status(ctx context.Context) (api.Status, error) {
-	var s api.Status
+func (c *Client) Status(ctx context.Context) (wire.Status, error) {
+	var s wire.Status
 	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
 	return s, err
 }
 
 // Rates returns GET /v1/rates: per-slot request and error rates, one sample
 // a second, oldest first.
-func (c *Client) Rates(ctx context.Context) (api.Rates, error) {
-	var r api.Rates
+func (c *Client) Rates(ctx context.Context) (wire.Rates, error) {
+	var r wire.Rates
 	err := c.do(ctx, http.MethodGet, "/v1/rates", nil, &r)
 	return r, err
 }
 
 // Swap calls POST /v1/swap.
-func (c *Client) Swap(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) Swap(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/swap", req, &res)
 	return res, err
 }
 
 // Rollback calls POST /v1/rollback.
-func (c *Client) Rollback(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) Rollback(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/rollback", req, &res)
 	return res, err
 }
 
 // Shift calls POST /v1/shift: req.To gets req.Weight percent of prod.
-func (c *Client) Shift(ctx context.Context, req api.ShiftRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) Shift(ctx context.Context, req wire.ShiftRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/shift", req, &res)
 	return res, err
 }
 
 // StartRollout calls POST /v1/rollout.
-func (c *Client) StartRollout(ctx context.Context, req api.RolloutRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) StartRollout(ctx context.Context, req wire.RolloutRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/rollout", req, &res)
 	return res, err
 }
 
 // Rollout calls GET /v1/rollout: the running rollout and its analysis.
-func (c *Client) Rollout(ctx context.Context) (api.RolloutStatus, error) {
-	var res api.RolloutStatus
+func (c *Client) Rollout(ctx context.Context) (wire.RolloutStatus, error) {
+	var res wire.RolloutStatus
 	err := c.do(ctx, http.MethodGet, "/v1/rollout", nil, &res)
 	return res, err
 }
 
 // Promote calls POST /v1/promote.
-func (c *Client) Promote(ctx context.Context, req api.PromoteRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) Promote(ctx context.Context, req wire.PromoteRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/promote", req, &res)
 	return res, err
 }
 
 // Abort calls POST /v1/abort: all of prod back to the active slot, the
 // rollout ended.
-func (c *Client) Abort(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) Abort(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/abort", req, &res)
 	return res, err
 }
 
 // AddSlot calls POST /v1/slots: a slot added at runtime.
-func (c *Client) AddSlot(ctx context.Context, req api.AddSlotRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) AddSlot(ctx context.Context, req wire.AddSlotRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/slots", req, &res)
 	return res, err
 }
 
 // RemoveSlot calls DELETE /v1/slots/{slot}.
-func (c *Client) RemoveSlot(ctx context.Context, slot string, req api.ChangeRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) RemoveSlot(ctx context.Context, slot string, req wire.ChangeRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodDelete, "/v1/slots/"+url.PathEscape(slot), req, &res)
 	return res, err
 }
 
 // SetRoute calls POST /v1/routes: a version route added, or replacing the
 // one that matches the same requests.
-func (c *Client) SetRoute(ctx context.Context, req api.RouteRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) SetRoute(ctx context.Context, req wire.RouteRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/routes", req, &res)
 	return res, err
 }
 
 // RemoveRoute calls DELETE /v1/routes.
-func (c *Client) RemoveRoute(ctx context.Context, req api.RouteRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) RemoveRoute(ctx context.Context, req wire.RouteRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodDelete, "/v1/routes", req, &res)
 	return res, err
 }
 
 // SetStage calls POST /v1/stage: stage follows req.Slot.
-func (c *Client) SetStage(ctx context.Context, req api.StageRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) SetStage(ctx context.Context, req wire.StageRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/stage", req, &res)
 	return res, err
 }
 
 // Reload calls POST /v1/reload: the running vipswap re-reads its
 // configuration file and applies what changed (a dry run says what would).
-func (c *Client) Reload(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) Reload(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, "/v1/reload", req, &res)
 	return res, err
 }
 
 // Drain calls POST /v1/slots/{slot}/instances/{addr}/drain.
-func (c *Client) Drain(ctx context.Context, slot, addr string, req api.ChangeRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) Drain(ctx context.Context, slot, addr string, req wire.ChangeRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, instancePath(slot, addr, "drain"), req, &res)
 	return res, err
 }
 
 // Ready calls POST /v1/slots/{slot}/instances/{addr}/ready.
-func (c *Client) Ready(ctx context.Context, slot, addr string, req api.ChangeRequest) (api.Change, error) {
-	var res api.Change
+func (c *Client) Ready(ctx context.Context, slot, addr string, req wire.ChangeRequest) (wire.Change, error) {
+	var res wire.Change
 	err := c.do(ctx, http.MethodPost, instancePath(slot, addr, "ready"), req, &res)
 	return res, err
 }
 
 // History calls GET /v1/history; limit 0 means the server's default (50).
-func (c *Client) History(ctx context.Context, limit int) ([]api.HistoryEntry, error) {
+func (c *Client) History(ctx context.Context, limit int) ([]wire.HistoryEntry, error) {
 	h, _, err := c.HistoryPage(ctx, 0, limit)
 	return h, err
 }
@@ -210,7 +210,7 @@ func (c *Client) History(ctx context.Context, limit int) ([]api.HistoryEntry, er
 // entries older than entry before (0: from the newest), newest first; limit
 // 0 means the server's default (50). next is the before of the following
 // page, or 0 when no older entry remains.
-func (c *Client) HistoryPage(ctx context.Context, before uint64, limit int) (h []api.HistoryEntry, next uint64, err error) {
+func (c *Client) HistoryPage(ctx context.Context, before uint64, limit int) (h []wire.HistoryEntry, next uint64, err error) {
 	q := url.Values{}
 	if limit > 0 {
 		q.Set("limit", strconv.Itoa(limit))
@@ -236,8 +236,8 @@ func (c *Client) HistoryPage(ctx context.Context, before uint64, limit int) (h [
 var nextRE = regexp.MustCompile(`<[^>]*[?&]before=(\d+)[^>]*>;\s*rel="next"`)
 
 // Entry calls GET /v1/history/{id}.
-func (c *Client) Entry(ctx context.Context, id uint64) (api.HistoryEntry, error) {
-	var e api.HistoryEntry
+func (c *Client) Entry(ctx context.Context, id uint64) (wire.HistoryEntry, error) {
+	var e wire.HistoryEntry
 	err := c.do(ctx, http.MethodGet, "/v1/history/"+strconv.FormatUint(id, 10), nil, &e)
 	return e, err
 }
@@ -283,7 +283,7 @@ func (c *Client) send(ctx context.Context, method, path string, in, out any) (ht
 	if err != nil {
 		return nil, fmt.Errorf("admin API %s: read answer: %w", c.base, err)
 	}
-	if resp.Header.Get(api.VersionHeader) == "" {
+	if resp.Header.Get(wire.VersionHeader) == "" {
 		// Not vipswap: a prod listener, another service, a proxy's error
 		// page. Its 200 must not pass for a change that was applied.
 		return nil, &Error{StatusCode: resp.StatusCode, Message: fmt.Sprintf(
@@ -291,7 +291,7 @@ func (c *Client) send(ctx context.Context, method, path string, in, out any) (ht
 			c.base, resp.Status, method, path)}
 	}
 	if resp.StatusCode >= 300 {
-		var eb api.ErrorBody
+		var eb wire.ErrorBody
 		if json.Unmarshal(raw, &eb) != nil || eb.Error == "" {
 			eb.Error = fmt.Sprintf("admin API at %s answered %s", c.base, resp.Status)
 			if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusMethodNotAllowed {
@@ -317,23 +317,23 @@ func unwrapURL(err error) error {
 
 // Deploy calls POST /v1/deploy: the deploy starts, and GET
 // /v1/releases/{id} follows it (Release).
-func (c *Client) Deploy(ctx context.Context, req api.DeployRequest) (api.Progress, error) {
-	var res api.Progress
+func (c *Client) Deploy(ctx context.Context, req wire.DeployRequest) (wire.Progress, error) {
+	var res wire.Progress
 	err := c.do(ctx, http.MethodPost, "/v1/deploy", req, &res)
 	return res, err
 }
 
 // Rolling calls POST /v1/rolling: the rolling update starts, and Release
 // follows it.
-func (c *Client) Rolling(ctx context.Context, req api.RollingRequest) (api.Progress, error) {
-	var res api.Progress
+func (c *Client) Rolling(ctx context.Context, req wire.RollingRequest) (wire.Progress, error) {
+	var res wire.Progress
 	err := c.do(ctx, http.MethodPost, "/v1/rolling", req, &res)
 	return res, err
 }
 
 // Release calls GET /v1/releases/{id}.
-func (c *Client) Release(ctx context.Context, id string) (api.Progress, error) {
-	var res api.Progress
+func (c *Client) Release(ctx context.Context, id string) (wire.Progress, error) {
+	var res wire.Progress
 	err := c.do(ctx, http.MethodGet, "/v1/releases/"+url.PathEscape(id), nil, &res)
 	return res, err
 }

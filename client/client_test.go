@@ -9,26 +9,27 @@ import (
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // history is an api.Controller holding only a history, IDs 1..n.
 type history struct {
 	api.Controller // nil: only the history methods are called
-	entries        []api.HistoryEntry
+	entries        []wire.HistoryEntry
 	pages          int // HistoryBefore calls
 }
 
 func newHistory(n int) *history {
 	h := &history{}
 	for id := n; id >= 1; id-- {
-		h.entries = append(h.entries, api.HistoryEntry{ID: uint64(id), Operation: "swap", Result: "applied"})
+		h.entries = append(h.entries, wire.HistoryEntry{ID: uint64(id), Operation: "swap", Result: "applied"})
 	}
 	return h
 }
 
-func (h *history) History(ctx context.Context, before uint64, limit int) ([]api.HistoryEntry, error) {
+func (h *history) History(ctx context.Context, before uint64, limit int) ([]wire.HistoryEntry, error) {
 	h.pages++
-	var out []api.HistoryEntry
+	var out []wire.HistoryEntry
 	for _, e := range h.entries {
 		if (before == 0 || e.ID < before) && (limit <= 0 || len(out) < limit) {
 			out = append(out, e)
@@ -80,10 +81,10 @@ func TestChangesSendJSON(t *testing.T) {
 	defer srv.Close()
 	cl := client.New(srv.URL)
 	ctx := context.Background()
-	cl.Swap(ctx, api.ChangeRequest{})
-	cl.Rollback(ctx, api.ChangeRequest{})
-	cl.Drain(ctx, "blue", "127.0.0.1:1", api.ChangeRequest{})
-	cl.Ready(ctx, "blue", "127.0.0.1:1", api.ChangeRequest{})
+	cl.Swap(ctx, wire.ChangeRequest{})
+	cl.Rollback(ctx, wire.ChangeRequest{})
+	cl.Drain(ctx, "blue", "127.0.0.1:1", wire.ChangeRequest{})
+	cl.Ready(ctx, "blue", "127.0.0.1:1", wire.ChangeRequest{})
 	cl.Status(ctx)
 	want := []string{"POST application/json", "POST application/json", "POST application/json", "POST application/json", "GET "}
 	if !slices.Equal(types, want) {

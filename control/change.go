@@ -12,17 +12,18 @@ import (
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // operation is one state change the controller runs through change.
 type operation struct {
 	name     string
-	req      ChangeRequest
+	req      wire.ChangeRequest
 	instance string // "slot/addr" for drain and ready
 	// next computes the new state from st, with c.mu held. It also fills in
 	// the parts of res it knows (target health, in-flight, whether a force
 	// overrode a check).
-	next func(st state.State, res *Change) (state.State, error)
+	next func(st state.State, res *wire.Change) (state.State, error)
 	// changes are recorded in the history entry besides prod's split.
 	changes []string
 }
@@ -47,7 +48,7 @@ const conflictRetries = 3
 // Changes run one at a time (c.write), but the store write happens
 // without c.mu, so health updates, status reads and the data planes are
 // never held up by a disk or a network round trip.
-func (c *Controller) change(ctx context.Context, op operation) (Change, error) {
+func (c *Controller) change(ctx context.Context, op operation) (wire.Change, error) {
 	c.write.Lock()
 	defer c.write.Unlock()
 	if err := c.unreachable(op.name); err != nil && !op.req.DryRun {
@@ -55,7 +56,7 @@ func (c *Controller) change(ctx context.Context, op operation) (Change, error) {
 		c.mu.Lock()
 		c.changes[ChangeKey{op.name, "failed"}]++
 		c.mu.Unlock()
-		return Change{Operation: op.name, DryRun: op.req.DryRun}, err
+		return wire.Change{Operation: op.name, DryRun: op.req.DryRun}, err
 	}
 	res, err := c.run(ctx, op)
 	c.flush()
@@ -85,7 +86,7 @@ func (c *Controller) change(ctx context.Context, op operation) (Change, error) {
 // run is change's body, with c.write held: c.st and c.rev change only
 // under c.write, so what was read under c.mu stays true while the store is
 // written without it.
-func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
+func (c *Controller) run(ctx context.Context, op operation) (wire.Change, error) {
 	actor := op.req.Actor
 	if actor == "" {
 		actor = "local"
@@ -93,7 +94,7 @@ func (c *Controller) run(ctx context.Context, op operation) (Change, error) {
 	for attempt := 0; ; attempt++ {
 		c.mu.Lock()
 		cur, rev := c.st, c.rev
-		res := Change{Operation: op.name, DryRun: op.req.DryRun, Instance: op.instance, Revision: uint64(rev)}
+		res := wire.Change{Operation: op.name, DryRun: op.req.DryRun, Instance: op.instance, Revision: uint64(rev)}
 		if op.instance == "" {
 			res.From = cur.Active // swap, rollback: from and to are slots
 		}
@@ -297,8 +298,8 @@ func (c *Controller) probe(added, removed []health.Target) {
 
 // Swap exchanges the active and standby slots. It is refused with a 409 when
 // the standby slot has no routable instance, unless req.Force.
-func (c *Controller) Swap(ctx context.Context, req ChangeRequest) (Change, error) {
-	return c.change(ctx, operation{name: "swap", req: req, next: func(st state.State, res *Change) (state.State, error) {
+func (c *Controller) Swap(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
+	return c.change(ctx, operation{name: "swap", req: req, next: func(st state.State, res *wire.Change) (state.State, error) {
 		r := c.readinessLocked(st, st.Standby)
 		res.TargetRoutable = r.Routable
 		res.InFlight = c.slotInFlightLocked(st.Active)
@@ -308,8 +309,8 @@ func (c *Controller) Swap(ctx context.Context, req ChangeRequest) (Change, error
 }
 
 // Rollback makes the slot that was active before the last swap active again.
-func (c *Controller) Rollback(ctx context.Context, req ChangeRequest) (Change, error) {
-	return c.change(ctx, operation{name: "rollback", req: req, next: func(st state.State, res *Change) (state.State, error) {
+func (c *Controller) Rollback(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
+	return c.change(ctx, operation{name: "rollback", req: req, next: func(st state.State, res *wire.Change) (state.State, error) {
 		var r state.Readiness
 		if st.Previous != "" {
 			r = c.readinessLocked(st, st.Previous)
@@ -324,13 +325,13 @@ func (c *Controller) Rollback(ctx context.Context, req ChangeRequest) (Change, e
 // Drain stops sending new requests to one instance; requests in flight on it
 // finish. Draining the last routable instance of a slot that takes traffic
 // is refused unless req.Force.
-func (c *Controller) Drain(ctx context.Context, slot, addr string, req ChangeRequest) (Change, error) {
+func (c *Controller) Drain(ctx context.Context, slot, addr string, req wire.ChangeRequest) (wire.Change, error) {
 	inst, err := c.lookup(slot, addr)
 	if err != nil {
-		return Change{}, err
+		return wire.Change{}, err
 	}
 	return c.change(ctx, operation{name: "drain", req: req, instance: state.InstanceKey(slot, addr),
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			res.InFlight = inst.InFlight(route.Prod)
 			routable := c.routableLocked(st, slot)
 			last := (slot == st.Active || slot == st.Standby || st.WeightOf(slot) > 0) && len(routable) == 1 && routable[0] == inst
@@ -340,12 +341,12 @@ func (c *Controller) Drain(ctx context.Context, slot, addr string, req ChangeReq
 }
 
 // Ready puts a drained instance back in rotation.
-func (c *Controller) Ready(ctx context.Context, slot, addr string, req ChangeRequest) (Change, error) {
+func (c *Controller) Ready(ctx context.Context, slot, addr string, req wire.ChangeRequest) (wire.Change, error) {
 	if _, err := c.lookup(slot, addr); err != nil {
-		return Change{}, err
+		return wire.Change{}, err
 	}
 	return c.change(ctx, operation{name: "ready", req: req, instance: state.InstanceKey(slot, addr),
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			return st.Ready(slot, addr), nil
 		}})
 }

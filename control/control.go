@@ -20,6 +20,7 @@ import (
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // DataPlane receives routing tables. The built-in proxy and the HAProxy
@@ -192,7 +193,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 			err = fmt.Errorf("the stored state at revision %d does not fit the configuration: %w", rev, cerr)
 		}
 	}
-	var refused *NotApplied
+	var refused *wire.NotApplied
 	if err != nil && cfg.LocalCopy != nil && !errors.Is(err, store.ErrUnavailable) {
 		// A cluster node whose store holds a state it cannot apply (a
 		// damaged key, a slot only other nodes have) starts from the last
@@ -207,7 +208,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		}
 		cfg.Logger.Error("the state store holds a state this node cannot apply: serving the local copy of the last state it had; repair the stored state with vipswap state import",
 			"err", err, "revision", seenRev, "saved", saved.Local().Format(time.DateTime))
-		refused = &NotApplied{Error: err.Error(), Since: time.Now().UTC()}
+		refused = &wire.NotApplied{Error: err.Error(), Since: time.Now().UTC()}
 		st, rev, fromCopy, err = seen, seenRev, true, nil
 	}
 	if err != nil {
@@ -235,7 +236,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		judgements: make(map[string]uint64),
 		probed:     make(map[*route.Instance]bool),
 		flushedCh:  make(chan struct{}),
-		store:      storeHealth{StoreStatus{Reachable: !fromCopy || refused != nil, LocalCopy: fromCopy, NotApplied: refused, Since: time.Now().UTC()}},
+		store:      storeHealth{wire.StoreStatus{Reachable: !fromCopy || refused != nil, LocalCopy: fromCopy, NotApplied: refused, Since: time.Now().UTC()}},
 	}
 	if fromCopy && refused == nil {
 		c.store.Error = "not reached since this node started"

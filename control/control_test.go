@@ -22,6 +22,7 @@ import (
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // recorder is a data plane that keeps every table it was given.
@@ -114,7 +115,7 @@ func TestFirstStartSeedsTheStore(t *testing.T) {
 func TestSwapPublishesOneTable(t *testing.T) {
 	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
 	f.waitHealthy(t, "green", 1)
-	res, err := f.ctrl.Swap(context.Background(), control.ChangeRequest{})
+	res, err := f.ctrl.Swap(context.Background(), wire.ChangeRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +145,7 @@ func TestRefusedSwapChangesNothing(t *testing.T) {
 	f := newFixture(t, []string{slotServer(t, "blue")}, []string{"127.0.0.1:1"})
 	f.waitHealthy(t, "blue", 1)
 	before := f.ctrl.Status()
-	_, err := f.ctrl.Swap(context.Background(), control.ChangeRequest{})
+	_, err := f.ctrl.Swap(context.Background(), wire.ChangeRequest{})
 	var apiErr *control.Error
 	if !errors.As(err, &apiErr) || apiErr.Kind != control.Conflict {
 		t.Fatalf("got %v, want a 409 Error", err)
@@ -159,7 +160,7 @@ func TestFailedStoreWriteChangesNothing(t *testing.T) {
 	f.waitHealthy(t, "green", 1)
 	before := f.ctrl.Status()
 	f.store.Close() // every write now fails
-	_, err := f.ctrl.Swap(context.Background(), control.ChangeRequest{})
+	_, err := f.ctrl.Swap(context.Background(), wire.ChangeRequest{})
 	if err == nil || !strings.Contains(err.Error(), "swap not applied") {
 		t.Fatalf("got %v, want the store error", err)
 	}
@@ -217,7 +218,7 @@ func TestDryRunWithStaleRevisionIsNotRecorded(t *testing.T) {
 		t.Fatal(err)
 	}
 	stale := uint64(999)
-	_, err = f.ctrl.Swap(context.Background(), control.ChangeRequest{DryRun: true, IfRevision: &stale})
+	_, err = f.ctrl.Swap(context.Background(), wire.ChangeRequest{DryRun: true, IfRevision: &stale})
 	var apiErr *control.Error
 	if !errors.As(err, &apiErr) || apiErr.Kind != control.Conflict {
 		t.Fatalf("got %v, want a 409", err)
@@ -281,7 +282,7 @@ func TestStoreWriteDoesNotHoldTheLock(t *testing.T) {
 
 	swapped := make(chan error, 1)
 	go func() {
-		_, err := ctrl.Swap(context.Background(), control.ChangeRequest{})
+		_, err := ctrl.Swap(context.Background(), wire.ChangeRequest{})
 		swapped <- err
 	}()
 	<-slow.entered
@@ -327,10 +328,10 @@ func TestSlotChurnReleasesEverything(t *testing.T) {
 	// A first cycle warms up what is allocated once.
 	cycle := func(i int) {
 		name := fmt.Sprintf("unit-%d", i)
-		if _, err := f.ctrl.AddSlot(ctx, control.AddSlotRequest{Name: name, Instances: []string{addr}}); err != nil {
+		if _, err := f.ctrl.AddSlot(ctx, wire.AddSlotRequest{Name: name, Instances: []string{addr}}); err != nil {
 			t.Fatalf("add %s: %v", name, err)
 		}
-		if _, err := f.ctrl.RemoveSlot(ctx, name, control.ChangeRequest{}); err != nil {
+		if _, err := f.ctrl.RemoveSlot(ctx, name, wire.ChangeRequest{}); err != nil {
 			t.Fatalf("remove %s: %v", name, err)
 		}
 	}

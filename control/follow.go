@@ -11,40 +11,13 @@ import (
 
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // followTick is how often the controller reads the store besides watching
 // it: to know whether it can reach it, and to catch up with a change a
 // watch missed.
 const followTick = time.Second
-
-// StoreStatus says whether this node reaches its state store.
-type StoreStatus struct {
-	// Reachable is false while the store cannot be read or written;
-	// changes are then refused and the node serves the last state it had.
-	Reachable bool `json:"reachable"`
-	// Error is why not, while unreachable.
-	Error string `json:"error,omitempty"`
-	// Since is when Reachable last changed (or the controller started).
-	Since time.Time `json:"since"`
-	// LocalCopy is true while the node serves the local copy of the last
-	// state it saw, having started while the store was out of reach (or
-	// while it held a state this node cannot apply).
-	LocalCopy bool `json:"local_copy,omitempty"`
-	// NotApplied, when set, is a state the store holds that this node
-	// refused to put in force: it keeps serving the one it had.
-	NotApplied *NotApplied `json:"not_applied,omitempty"`
-}
-
-// NotApplied is a stored state a node refused.
-type NotApplied struct {
-	// Revision is the refused state's revision; 0 when it was unreadable.
-	Revision uint64 `json:"revision"`
-	// Error says why it does not apply.
-	Error string `json:"error"`
-	// Since is when it was first refused.
-	Since time.Time `json:"since"`
-}
 
 // LocalCopy is where a cluster node keeps the last state it put in force.
 type LocalCopy interface {
@@ -58,7 +31,7 @@ type LocalCopy interface {
 
 // storeHealth tracks whether the store answers; guarded by c.mu.
 type storeHealth struct {
-	StoreStatus
+	wire.StoreStatus
 }
 
 // follow applies what other nodes commit: from the store's watch at once,
@@ -118,10 +91,10 @@ func (c *Controller) storeAnswered(err error) {
 	switch {
 	case err == nil && !h.Reachable:
 		c.log.Info("state store reachable again", "after", time.Since(h.Since).Round(time.Millisecond))
-		h.StoreStatus = StoreStatus{Reachable: true, Since: time.Now().UTC()}
+		h.StoreStatus = wire.StoreStatus{Reachable: true, Since: time.Now().UTC()}
 	case err != nil && h.Reachable:
 		c.log.Warn("state store unreachable: serving the last state, refusing changes", "err", err)
-		h.StoreStatus = StoreStatus{Reachable: false, Error: err.Error(), Since: time.Now().UTC()}
+		h.StoreStatus = wire.StoreStatus{Reachable: false, Error: err.Error(), Since: time.Now().UTC()}
 	case err != nil:
 		h.Error = err.Error()
 	}
@@ -215,7 +188,7 @@ func (c *Controller) notApplied(rev store.Revision, err error) {
 	}
 	c.log.Error("the state store holds a state this node does not apply: it keeps serving the one in force; repair the stored state (vipswap state import) or this node's configuration",
 		"revision", rev, "in_force", c.rev, "err", err)
-	c.store.NotApplied = &NotApplied{Revision: uint64(rev), Error: err.Error(), Since: time.Now().UTC()}
+	c.store.NotApplied = &wire.NotApplied{Revision: uint64(rev), Error: err.Error(), Since: time.Now().UTC()}
 }
 
 // writeBack stores the state in force when the store holds none (etcd was
@@ -253,7 +226,7 @@ func (c *Controller) nodeName() string {
 }
 
 // StoreStatus returns whether this node reaches its state store.
-func (c *Controller) StoreStatus() StoreStatus {
+func (c *Controller) StoreStatus() wire.StoreStatus {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.store.StoreStatus

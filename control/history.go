@@ -8,16 +8,17 @@ import (
 
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/store"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // History returns up to limit entries of the history whose ID is below
 // before (0: from the newest), newest first; limit <= 0 means all.
-func (c *Controller) History(ctx context.Context, before uint64, limit int) ([]HistoryEntry, error) {
+func (c *Controller) History(ctx context.Context, before uint64, limit int) ([]wire.HistoryEntry, error) {
 	entries, err := c.cfg.Store.HistoryBefore(ctx, before, limit)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]HistoryEntry, len(entries))
+	out := make([]wire.HistoryEntry, len(entries))
 	for i, e := range entries {
 		out[i] = wireEntry(e)
 	}
@@ -25,13 +26,13 @@ func (c *Controller) History(ctx context.Context, before uint64, limit int) ([]H
 }
 
 // Entry returns the history entry with the given ID.
-func (c *Controller) Entry(ctx context.Context, id uint64) (HistoryEntry, error) {
+func (c *Controller) Entry(ctx context.Context, id uint64) (wire.HistoryEntry, error) {
 	e, err := c.cfg.Store.Entry(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		return HistoryEntry{}, notFound(fmt.Errorf("no history entry %d", id))
+		return wire.HistoryEntry{}, notFound(fmt.Errorf("no history entry %d", id))
 	}
 	if err != nil {
-		return HistoryEntry{}, err
+		return wire.HistoryEntry{}, err
 	}
 	w := wireEntry(e)
 	if w.Measurement == nil {
@@ -44,8 +45,8 @@ func (c *Controller) Entry(ctx context.Context, id uint64) (HistoryEntry, error)
 	return w, nil
 }
 
-func wireEntry(e store.Entry) HistoryEntry {
-	w := HistoryEntry{
+func wireEntry(e store.Entry) wire.HistoryEntry {
+	w := wire.HistoryEntry{
 		ID: e.ID, Time: e.Time, Actor: e.Actor, Operation: e.Operation, From: e.From, To: e.To,
 		Instance: e.Instance, Forced: e.Forced, Reason: e.Reason, Changes: e.Changes, Result: e.Result, Error: e.Error,
 		Revision: uint64(e.Revision),
@@ -54,26 +55,26 @@ func wireEntry(e store.Entry) HistoryEntry {
 		w.Measurement = wireMeasurement(*m)
 	}
 	for _, s := range e.Steps {
-		w.Steps = append(w.Steps, Step{Name: s.Name, Start: s.Start, Seconds: s.Duration.Seconds(), Result: s.Result, Detail: s.Detail})
+		w.Steps = append(w.Steps, wire.Step{Name: s.Name, Start: s.Start, Seconds: s.Duration.Seconds(), Result: s.Result, Detail: s.Detail})
 	}
 	return w
 }
 
-func wireMeasurement(m store.Measurement) *Measurement {
-	w := &Measurement{Served: m.Served, Failed: m.Failed, InstanceErrors: m.InstanceErrors, ClientErrors: m.ClientErrors,
+func wireMeasurement(m store.Measurement) *wire.Measurement {
+	w := &wire.Measurement{Served: m.Served, Failed: m.Failed, InstanceErrors: m.InstanceErrors, ClientErrors: m.ClientErrors,
 		DrainedSeconds: m.Drained.Seconds(), Complete: m.Complete,
 		ConvergedSeconds: m.Converged.Seconds()}
 	if !m.Start.IsZero() {
 		w.Start, w.End = m.Start, m.End
 		w.WindowSeconds = m.End.Sub(m.Start).Seconds()
-		w.Listeners = make(map[string]Window, len(m.Listeners))
+		w.Listeners = make(map[string]wire.Window, len(m.Listeners))
 		for name, lw := range m.Listeners {
-			w.Listeners[name] = Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed,
+			w.Listeners[name] = wire.Window{Requests: lw.Requests, Errors: lw.Errors, Failed: lw.Failed,
 				InstanceErrors: lw.InstanceErrors, ClientErrors: lw.ClientErrors}
 		}
 	}
 	if len(m.Nodes) > 0 {
-		w.Nodes = make(map[string]*Measurement, len(m.Nodes))
+		w.Nodes = make(map[string]*wire.Measurement, len(m.Nodes))
 		for _, n := range m.Nodes {
 			w.Nodes[n.Node] = wireMeasurement(n)
 		}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // Plan is a named rollout plan of the configuration (rollouts:).
@@ -36,30 +37,30 @@ func PerMille(pct float64) (int, error) {
 }
 
 // ShiftPercent is Shift with the weight in percent, as the API takes it.
-func (c *Controller) ShiftPercent(ctx context.Context, req ShiftRequest) (Change, error) {
+func (c *Controller) ShiftPercent(ctx context.Context, req wire.ShiftRequest) (wire.Change, error) {
 	if req.To == "" || req.Weight == nil {
-		return Change{Operation: "shift"}, invalid(fmt.Errorf("shift: want to and weight"))
+		return wire.Change{Operation: "shift"}, invalid(fmt.Errorf("shift: want to and weight"))
 	}
 	pm, err := PerMille(*req.Weight)
 	if err != nil {
-		return Change{Operation: "shift"}, invalid(err)
+		return wire.Change{Operation: "shift"}, invalid(err)
 	}
 	return c.Shift(ctx, req.To, pm, req.ChangeRequest)
 }
 
 // StartRolloutRequest builds a rollout from req (a named plan, overridden
 // by what req sets) and starts it.
-func (c *Controller) StartRolloutRequest(ctx context.Context, req RolloutRequest) (Change, error) {
+func (c *Controller) StartRolloutRequest(ctx context.Context, req wire.RolloutRequest) (wire.Change, error) {
 	r, err := c.RolloutOf(req)
 	if err != nil {
-		return Change{Operation: "rollout"}, err
+		return wire.Change{Operation: "rollout"}, err
 	}
 	return c.StartRollout(ctx, r, req.ChangeRequest)
 }
 
 // RolloutOf builds the rollout req asks for (a named plan, overridden by
 // what req sets), or says what is wrong with it; nothing starts.
-func (c *Controller) RolloutOf(req RolloutRequest) (state.Rollout, error) {
+func (c *Controller) RolloutOf(req wire.RolloutRequest) (state.Rollout, error) {
 	bad := func(format string, args ...any) (state.Rollout, error) {
 		return state.Rollout{}, invalid(fmt.Errorf(format, args...))
 	}
@@ -117,17 +118,17 @@ func (c *Controller) RolloutOf(req RolloutRequest) (state.Rollout, error) {
 }
 
 // PromoteRequest is Promote as the API takes it.
-func (c *Controller) PromoteRequest(ctx context.Context, req PromoteRequest) (Change, error) {
+func (c *Controller) PromoteRequest(ctx context.Context, req wire.PromoteRequest) (wire.Change, error) {
 	return c.Promote(ctx, req.Full, req.ChangeRequest)
 }
 
 // RolloutStatus returns the running rollout, its progress and its latest
 // analysis.
-func (c *Controller) RolloutStatus() RolloutStatus {
+func (c *Controller) RolloutStatus() wire.RolloutStatus {
 	c.mu.Lock()
 	st := c.st
 	c.mu.Unlock()
-	out := RolloutStatus{Weights: weights(st, route.Prod)}
+	out := wire.RolloutStatus{Weights: weights(st, route.Prod)}
 	r := st.Rollout
 	if r == nil {
 		return out
@@ -141,7 +142,7 @@ func (c *Controller) RolloutStatus() RolloutStatus {
 	out.StepSeconds = step.Interval.Seconds()
 	out.LeftSeconds = max(0, (step.Interval - time.Since(r.StepStarted)).Seconds())
 	a := r.Analysis
-	out.Analysis = &Analysis{
+	out.Analysis = &wire.Analysis{
 		WindowSeconds: a.Window.Seconds(), MinRequests: a.MinRequests, MaxErrorRate: a.MaxErrorRate,
 		MaxP99MS: ms(a.MaxP99), MaxErrorRateRatio: a.MaxErrorRateRatio, MaxP99Ratio: a.MaxP99Ratio, Paths: a.Paths,
 	}
@@ -161,11 +162,11 @@ func (c *Controller) RolloutStatus() RolloutStatus {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func figures(j Judgement) SlotFigures {
-	f := SlotFigures{Requests: j.Requests, Errors: j.Errors, ErrorRate: j.Rate(), WeighedRequests: j.Weighed, Sources: j.Sources,
+func figures(j Judgement) wire.SlotFigures {
+	f := wire.SlotFigures{Requests: j.Requests, Errors: j.Errors, ErrorRate: j.Rate(), WeighedRequests: j.Weighed, Sources: j.Sources,
 		P99MS: ms(j.P99), SteeredRequests: j.Steered.Requests, SteeredErrors: j.Steered.Errors}
 	for _, p := range j.Paths {
-		pf := PathFigures{Prefix: p.Prefix, Requests: p.Requests, Errors: p.Errors, ErrorRate: p.Rate()}
+		pf := wire.PathFigures{Prefix: p.Prefix, Requests: p.Requests, Errors: p.Errors, ErrorRate: p.Rate()}
 		f.Paths = append(f.Paths, pf)
 	}
 	return f

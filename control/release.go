@@ -14,6 +14,7 @@ import (
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // The primitives a release (package release: vipswap deploy and rolling)
@@ -64,19 +65,19 @@ func (c *Controller) SlotRun(name string) (ManagedSlot, error) {
 // which stop once they have nothing in flight. Refused while the slot
 // takes prod traffic. If the change does not apply, the old instances
 // stay and the new ones stop.
-func (c *Controller) Redeploy(ctx context.Context, name string, run state.RunSpec, version string, req ChangeRequest) (Change, error) {
+func (c *Controller) Redeploy(ctx context.Context, name string, run state.RunSpec, version string, req wire.ChangeRequest) (wire.Change, error) {
 	if c.cfg.Launcher == nil {
-		return Change{Operation: "slot deploy"}, invalid(fmt.Errorf("slot %q: this vipswap starts no instances", name))
+		return wire.Change{Operation: "slot deploy"}, invalid(fmt.Errorf("slot %q: this vipswap starts no instances", name))
 	}
 	if err := validRun(name, nil, run); err != nil {
-		return Change{Operation: "slot deploy"}, invalid(err)
+		return wire.Change{Operation: "slot deploy"}, invalid(err)
 	}
 	if err := ValidVersion(version); err != nil {
-		return Change{Operation: "slot deploy"}, invalid(err)
+		return wire.Change{Operation: "slot deploy"}, invalid(err)
 	}
 	op := operation{name: "slot deploy", req: req, instance: name,
 		changes: []string{fmt.Sprintf("slots.%s: version %s, running %d × %s", name, version, run.Replicas, strings.Join(run.Command, " "))},
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			return st.Redeploy(name, state.SlotSpec{Run: &run, Version: version}, c.existingLocked(name) != "", false)
 		}}
 	c.mu.Lock()
@@ -87,7 +88,7 @@ func (c *Controller) Redeploy(ctx context.Context, name string, run state.RunSpe
 	}
 	finish, err := c.cfg.Launcher.Relaunch(name, run, version)
 	if err != nil {
-		return Change{Operation: "slot deploy"}, invalid(fmt.Errorf("slot %q: %w", name, err))
+		return wire.Change{Operation: "slot deploy"}, invalid(fmt.Errorf("slot %q: %w", name, err))
 	}
 	res, err := c.change(ctx, op)
 	finish(err == nil && (res.Applied || res.InEffect))
@@ -97,10 +98,10 @@ func (c *Controller) Redeploy(ctx context.Context, name string, run state.RunSpe
 
 // Rolled records that a rolling update replaced every instance of slot
 // name: from now on (and after a restart) it runs run at version.
-func (c *Controller) Rolled(ctx context.Context, name string, run state.RunSpec, version string, req ChangeRequest) (Change, error) {
+func (c *Controller) Rolled(ctx context.Context, name string, run state.RunSpec, version string, req wire.ChangeRequest) (wire.Change, error) {
 	return c.change(ctx, operation{name: "slot deploy", req: req, instance: name,
 		changes: []string{fmt.Sprintf("slots.%s: version %s, updated in place (rolling)", name, version)},
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			return st.Redeploy(name, state.SlotSpec{Run: &run, Version: version}, c.existingLocked(name) != "", true)
 		}})
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // Reload is the part of a new configuration the controller applies while
@@ -36,7 +37,7 @@ type Reload struct {
 	Changes []string
 	// Request carries the actor, the reason, whether it is a dry run and
 	// whether it is forced past the routable-instance check.
-	Request ChangeRequest
+	Request wire.ChangeRequest
 }
 
 // Reload applies r: instances added are probed at once and take traffic
@@ -50,7 +51,7 @@ type Reload struct {
 // The state drops drained marks of removed instances and a previous slot
 // that is gone, by compare-and-swap; the history records the reload with
 // its changes whether or not the state changed.
-func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
+func (c *Controller) Reload(ctx context.Context, r Reload) (wire.Change, error) {
 	actor := r.Request.Actor
 	if actor == "" {
 		actor = "local"
@@ -79,7 +80,7 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (Change, error) {
 	}
 	c.mu.Unlock()
 	stranded = append(stranded, c.failingProbes(ctx, r.Health, trial)...)
-	res := Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev), Warnings: warnings}
+	res := wire.Change{Operation: "reload", DryRun: r.Request.DryRun, Revision: uint64(rev), Warnings: warnings}
 	entry := store.Entry{Time: time.Now().UTC(), Actor: actor, Operation: "reload", Reason: r.Request.Reason, Changes: r.Changes}
 	var reason error
 	if err := routesFit(r.Routes, names); err != nil {
@@ -173,7 +174,7 @@ func routesFit(routes []route.Route, slots []string) error {
 // RefuseReload records a reload that was refused before it reached the
 // controller (an invalid file, a change that needs a restart) and returns
 // the error to answer it with: a 400 carrying reason.
-func (c *Controller) RefuseReload(ctx context.Context, req ChangeRequest, changes []string, reason error) error {
+func (c *Controller) RefuseReload(ctx context.Context, req wire.ChangeRequest, changes []string, reason error) error {
 	if req.DryRun {
 		return invalid(reason)
 	}

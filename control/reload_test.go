@@ -13,13 +13,14 @@ import (
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // fixtureHealth is newFixture's probe settings, for reloads that keep them.
 var fixtureHealth = health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1}
 
 // reloadTo is a reload to blue and green with these instances.
-func reloadTo(blue, green []string, req control.ChangeRequest) control.Reload {
+func reloadTo(blue, green []string, req wire.ChangeRequest) control.Reload {
 	return control.Reload{
 		Slots:  []control.Slot{{Name: "blue", Addrs: blue}, {Name: "green", Addrs: green}},
 		Health: fixtureHealth, Request: req,
@@ -40,7 +41,7 @@ func addrsOf(f *fixture, slot string) []string {
 }
 
 // lastReload returns the newest history entry, which must be a reload.
-func lastReload(t *testing.T, f *fixture) control.HistoryEntry {
+func lastReload(t *testing.T, f *fixture) wire.HistoryEntry {
 	t.Helper()
 	h, err := f.ctrl.History(context.Background(), 0, 1)
 	if err != nil || len(h) != 1 || h[0].Operation != "reload" {
@@ -122,24 +123,24 @@ func TestReloadKeepsProdRoutable(t *testing.T) {
 	f.waitHealthy(t, "blue", 1)
 	f.waitHealthy(t, "green", 1)
 
-	refusedReload(t, f, reloadTo([]string{"127.0.0.1:1"}, []string{green}, control.ChangeRequest{}), "slots.blue")
+	refusedReload(t, f, reloadTo([]string{"127.0.0.1:1"}, []string{green}, wire.ChangeRequest{}), "slots.blue")
 	// New addresses that do answer are not routable before a probe
 	// passes: replacing all at once would leave prod without an instance.
-	refusedReload(t, f, reloadTo([]string{slotServer(t, "blue")}, []string{green}, control.ChangeRequest{}), "slots.blue")
+	refusedReload(t, f, reloadTo([]string{slotServer(t, "blue")}, []string{green}, wire.ChangeRequest{}), "slots.blue")
 
 	// Adding first, then removing the old one once the new is healthy,
 	// goes through.
 	next := slotServer(t, "blue")
-	if _, err := f.ctrl.Reload(context.Background(), reloadTo([]string{blue, next}, []string{green}, control.ChangeRequest{})); err != nil {
+	if _, err := f.ctrl.Reload(context.Background(), reloadTo([]string{blue, next}, []string{green}, wire.ChangeRequest{})); err != nil {
 		t.Fatal(err)
 	}
 	f.waitHealthy(t, "blue", 2)
-	if _, err := f.ctrl.Reload(context.Background(), reloadTo([]string{next}, []string{green}, control.ChangeRequest{})); err != nil {
+	if _, err := f.ctrl.Reload(context.Background(), reloadTo([]string{next}, []string{green}, wire.ChangeRequest{})); err != nil {
 		t.Fatalf("reload that keeps a healthy instance: %v", err)
 	}
 
 	// Forced, the reload that empties prod applies, and says so.
-	res, err := f.ctrl.Reload(context.Background(), reloadTo([]string{"127.0.0.1:1"}, []string{green}, control.ChangeRequest{Force: true}))
+	res, err := f.ctrl.Reload(context.Background(), reloadTo([]string{"127.0.0.1:1"}, []string{green}, wire.ChangeRequest{Force: true}))
 	if err != nil || !res.Applied || !res.Forced {
 		t.Fatalf("forced reload: %+v, %v; want applied and forced", res, err)
 	}
@@ -157,7 +158,7 @@ func TestReloadMayEmptyStage(t *testing.T) {
 	blue, green := slotServer(t, "blue"), slotServer(t, "green")
 	f := newFixture(t, []string{blue}, []string{green})
 	f.waitHealthy(t, "green", 1)
-	res, err := f.ctrl.Reload(context.Background(), reloadTo([]string{blue}, []string{"127.0.0.1:1"}, control.ChangeRequest{}))
+	res, err := f.ctrl.Reload(context.Background(), reloadTo([]string{blue}, []string{"127.0.0.1:1"}, wire.ChangeRequest{}))
 	if err != nil || !res.Applied || res.Forced {
 		t.Fatalf("reload emptying stage: %+v, %v; want applied", res, err)
 	}
@@ -172,10 +173,10 @@ func TestReloadKeepsProdSharesRoutable(t *testing.T) {
 	blue, green := slotServer(t, "blue"), slotServer(t, "green")
 	f := newFixture(t, []string{blue}, []string{green})
 	f.waitHealthy(t, "green", 1)
-	if _, err := f.ctrl.Shift(context.Background(), "green", 100, control.ChangeRequest{}); err != nil {
+	if _, err := f.ctrl.Shift(context.Background(), "green", 100, wire.ChangeRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	refusedReload(t, f, reloadTo([]string{blue}, []string{"127.0.0.1:1"}, control.ChangeRequest{}), "slots.green")
+	refusedReload(t, f, reloadTo([]string{blue}, []string{"127.0.0.1:1"}, wire.ChangeRequest{}), "slots.green")
 }
 
 // TestReloadKeepsRoutedSlotsRoutable: a slot a route sends prod requests
@@ -186,18 +187,18 @@ func TestReloadKeepsRoutedSlotsRoutable(t *testing.T) {
 	f := newFixture(t, []string{blue}, []string{green})
 	f.waitHealthy(t, "green", 1)
 	routes := []route.Route{{PathPrefix: "/v2/", Slot: "green"}}
-	r := reloadTo([]string{blue}, []string{green}, control.ChangeRequest{})
+	r := reloadTo([]string{blue}, []string{green}, wire.ChangeRequest{})
 	r.Routes = routes
 	if _, err := f.ctrl.Reload(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
-	r = reloadTo([]string{blue}, []string{"127.0.0.1:1"}, control.ChangeRequest{})
+	r = reloadTo([]string{blue}, []string{"127.0.0.1:1"}, wire.ChangeRequest{})
 	r.Routes = routes
 	refusedReload(t, f, r, "slots.green")
 
 	// Without the route, green is stage only: it may lose its instances;
 	// then a route to it is refused.
-	if _, err := f.ctrl.Reload(context.Background(), reloadTo([]string{blue}, []string{"127.0.0.1:1"}, control.ChangeRequest{})); err != nil {
+	if _, err := f.ctrl.Reload(context.Background(), reloadTo([]string{blue}, []string{"127.0.0.1:1"}, wire.ChangeRequest{})); err != nil {
 		t.Fatal(err)
 	}
 	vstest.WaitFor(t, 5*time.Second, func() error { // its first failed probe publishes a table
@@ -208,7 +209,7 @@ func TestReloadKeepsRoutedSlotsRoutable(t *testing.T) {
 		}
 		return errors.New("green's new instance has not been probed")
 	})
-	r = reloadTo([]string{blue}, []string{"127.0.0.1:1"}, control.ChangeRequest{})
+	r = reloadTo([]string{blue}, []string{"127.0.0.1:1"}, wire.ChangeRequest{})
 	r.Routes = routes
 	refusedReload(t, f, r, "slots.green")
 }
@@ -221,7 +222,7 @@ func TestReloadMayRepairAnEmptyProd(t *testing.T) {
 	f := newFixture(t, []string{"127.0.0.1:1"}, []string{green})
 	f.waitHealthy(t, "green", 1)
 	blue := slotServer(t, "blue")
-	if res, err := f.ctrl.Reload(context.Background(), reloadTo([]string{blue}, []string{green}, control.ChangeRequest{})); err != nil || !res.Applied {
+	if res, err := f.ctrl.Reload(context.Background(), reloadTo([]string{blue}, []string{green}, wire.ChangeRequest{})); err != nil || !res.Applied {
 		t.Fatalf("repairing reload: %+v, %v; want applied", res, err)
 	}
 	f.waitHealthy(t, "blue", 1)
@@ -236,10 +237,10 @@ func TestReloadTriesNewProbes(t *testing.T) {
 	f := newFixture(t, []string{blue}, []string{green})
 	f.waitHealthy(t, "blue", 1)
 	f.waitHealthy(t, "green", 1)
-	typo := reloadTo([]string{blue}, []string{green}, control.ChangeRequest{})
+	typo := reloadTo([]string{blue}, []string{green}, wire.ChangeRequest{})
 	typo.Health.Path = "/api/ping?slot=typo"
 	refusedReload(t, f, typo, "none of its instances passes the new health check")
-	good := reloadTo([]string{blue}, []string{green}, control.ChangeRequest{})
+	good := reloadTo([]string{blue}, []string{green}, wire.ChangeRequest{})
 	good.Health.Path = "/api/ping?slot={slot}&v=2"
 	if res, err := f.ctrl.Reload(context.Background(), good); err != nil || !res.Applied {
 		t.Fatalf("a reload to a probe the instances pass: %+v, %v", res, err)

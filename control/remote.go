@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/vipswap/vipswap/wire"
 )
 
 // RemotePlane is a data plane outside vipswap's process (HAProxy). Its
@@ -26,31 +28,11 @@ type RemotePlane interface {
 	// since the plane started.
 	Served(slot, addr string) (served, errors uint64)
 	// PlaneStatus says what it last applied.
-	PlaneStatus() PlaneStatus
+	PlaneStatus() wire.PlaneStatus
 	// Restarted says the process of slot's instance at addr was
 	// replaced: the load balancer must not trust what it saw of the old
 	// one (its health) until it has checked the new one.
 	Restarted(ctx context.Context, slot, addr string) error
-}
-
-// PlaneStatus is what a remote data plane last did.
-type PlaneStatus struct {
-	// Name names it: "haproxy /run/haproxy/admin.sock".
-	Name string `json:"name"`
-	// Revision is the state revision of the newest table it was given;
-	// Applied says whether the load balancer showed it when last read.
-	Revision uint64 `json:"revision"`
-	Applied  bool   `json:"applied"`
-	// Error is why not.
-	Error string `json:"error,omitempty"`
-	// ConvergedSeconds is how long the last apply took until the load
-	// balancer showed it.
-	ConvergedSeconds float64 `json:"converged_seconds"`
-	// Reapplied counts the times the load balancer had lost what was
-	// applied (restarted, reloaded) and it was applied again.
-	Reapplied uint64 `json:"reapplied"`
-	// Since is when Applied or Error last changed.
-	Since time.Time `json:"since,omitzero"`
 }
 
 // remotes returns the remote data planes.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // rolloutTick is how often the rollout's owner looks at its progress and
@@ -26,11 +27,11 @@ const earlyErrors = 5
 // Shift gives slot `to` perMille of prod's new requests (Whole completes
 // it, 0 sends everything back to the active slot). Refused like a swap
 // when the target has no routable instance, unless req.Force.
-func (c *Controller) Shift(ctx context.Context, to string, perMille int, req ChangeRequest) (Change, error) {
+func (c *Controller) Shift(ctx context.Context, to string, perMille int, req wire.ChangeRequest) (wire.Change, error) {
 	if err := c.knownSlot(to); err != nil {
-		return Change{Operation: "shift"}, err
+		return wire.Change{Operation: "shift"}, err
 	}
-	return c.change(ctx, operation{name: "shift", req: req, next: func(st state.State, res *Change) (state.State, error) {
+	return c.change(ctx, operation{name: "shift", req: req, next: func(st state.State, res *wire.Change) (state.State, error) {
 		res.To = to
 		if perMille == 0 { // back to the active slot
 			res.From, res.To = to, st.Active
@@ -47,9 +48,9 @@ func (c *Controller) Shift(ctx context.Context, to string, perMille int, req Cha
 
 // StartRollout begins rollout r (its steps, intervals and analysis filled
 // in by the caller) from its first step.
-func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req ChangeRequest) (Change, error) {
+func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req wire.ChangeRequest) (wire.Change, error) {
 	if err := c.knownSlot(r.To); err != nil {
-		return Change{Operation: "rollout"}, err
+		return wire.Change{Operation: "rollout"}, err
 	}
 	var steps []string
 	for _, s := range r.Steps {
@@ -57,7 +58,7 @@ func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req Chan
 	}
 	return c.change(ctx, operation{name: "rollout", req: req,
 		changes: []string{"plan: " + strings.Join(steps, " → ")},
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			res.To = r.To
 			rd := c.readinessLocked(st, r.To)
 			res.TargetRoutable = rd.Routable
@@ -67,8 +68,8 @@ func (c *Controller) StartRollout(ctx context.Context, r state.Rollout, req Chan
 }
 
 // Promote continues a paused rollout, or with full, completes it at once.
-func (c *Controller) Promote(ctx context.Context, full bool, req ChangeRequest) (Change, error) {
-	return c.change(ctx, operation{name: "promote", req: req, next: func(st state.State, res *Change) (state.State, error) {
+func (c *Controller) Promote(ctx context.Context, full bool, req wire.ChangeRequest) (wire.Change, error) {
+	return c.change(ctx, operation{name: "promote", req: req, next: func(st state.State, res *wire.Change) (state.State, error) {
 		if st.Rollout != nil {
 			res.To = st.Rollout.To
 		}
@@ -83,12 +84,12 @@ func (c *Controller) Promote(ctx context.Context, full bool, req ChangeRequest) 
 // Abort ends the running rollout and sends all of prod back to the active
 // (stable) slot at once. With no rollout and no shift in progress it
 // changes nothing.
-func (c *Controller) Abort(ctx context.Context, req ChangeRequest) (Change, error) {
+func (c *Controller) Abort(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
 	return c.abort(ctx, req, nil)
 }
 
-func (c *Controller) abort(ctx context.Context, req ChangeRequest, why []string) (Change, error) {
-	return c.change(ctx, operation{name: "abort", req: req, changes: why, next: func(st state.State, res *Change) (state.State, error) {
+func (c *Controller) abort(ctx context.Context, req wire.ChangeRequest, why []string) (wire.Change, error) {
+	return c.change(ctx, operation{name: "abort", req: req, changes: why, next: func(st state.State, res *wire.Change) (state.State, error) {
 		// An abort takes prod from the canary (or whichever slot a shift
 		// gave a share) back to the active slot.
 		res.From = st.Active
@@ -209,7 +210,7 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time, g *gateRun
 	if v.Breach != "" {
 		g.cancel()
 		why := []string{"analysis: " + v.Breach}
-		if _, err := c.abort(ctx, ChangeRequest{Actor: "rollout", Reason: "automatic rollback: " + v.Breach}, why); err != nil && ctx.Err() == nil {
+		if _, err := c.abort(ctx, wire.ChangeRequest{Actor: "rollout", Reason: "automatic rollback: " + v.Breach}, why); err != nil && ctx.Err() == nil {
 			c.log.Error("could not abort a failing rollout", "err", err)
 		}
 		return nil
@@ -221,9 +222,9 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time, g *gateRun
 	same := func(cur state.State) bool {
 		return cur.Rollout != nil && cur.Rollout.Step == r.Step && cur.Rollout.StepStarted.Equal(r.StepStarted)
 	}
-	req := ChangeRequest{Actor: "rollout"}
+	req := wire.ChangeRequest{Actor: "rollout"}
 	if step.Pause {
-		c.change(ctx, operation{name: "rollout pause", req: req, next: func(cur state.State, res *Change) (state.State, error) {
+		c.change(ctx, operation{name: "rollout pause", req: req, next: func(cur state.State, res *wire.Change) (state.State, error) {
 			res.To = r.To
 			if !same(cur) {
 				return cur, nil
@@ -243,12 +244,12 @@ func (c *Controller) driveRollout(ctx context.Context, now time.Time, g *gateRun
 			return g // the gates still run; the analysis goes on meanwhile
 		}
 		if g.err != nil {
-			c.abort(ctx, ChangeRequest{Actor: "rollout", Reason: "gate failed before " + state.Percent(next.PerMille) + ": " + g.err.Error()},
+			c.abort(ctx, wire.ChangeRequest{Actor: "rollout", Reason: "gate failed before " + state.Percent(next.PerMille) + ": " + g.err.Error()},
 				[]string{"gate: " + g.err.Error()})
 			return nil
 		}
 	}
-	_, err := c.change(ctx, operation{name: "rollout step", req: req, next: func(cur state.State, res *Change) (state.State, error) {
+	_, err := c.change(ctx, operation{name: "rollout step", req: req, next: func(cur state.State, res *wire.Change) (state.State, error) {
 		res.To = r.To
 		if !same(cur) {
 			return cur, nil // an operator moved it meanwhile

@@ -8,26 +8,13 @@ import (
 
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
-
-// RouteRequest is the body of POST /v1/routes (set a route) and DELETE
-// /v1/routes (remove one: Slot is ignored).
-type RouteRequest struct {
-	ChangeRequest
-	// PathPrefix is matched against the request's canonical path, on
-	// segment boundaries (route.CheckPrefix says which prefixes are
-	// refused).
-	PathPrefix string `json:"path_prefix"`
-	// Header and Value, if set, must also match.
-	Header string `json:"header,omitempty"`
-	Value  string `json:"value,omitempty"`
-	// Slot is where matching requests go.
-	Slot string `json:"slot,omitempty"`
-}
 
 var headerNameRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 
-func (r RouteRequest) route() (state.Route, error) {
+// routeOf checks r and returns the route it asks for.
+func routeOf(r wire.RouteRequest) (state.Route, error) {
 	if err := route.CheckPrefix(r.PathPrefix); err != nil {
 		return state.Route{}, fmt.Errorf("path_prefix: %w", err)
 	}
@@ -44,16 +31,16 @@ func (r RouteRequest) route() (state.Route, error) {
 
 // SetRoute adds a version route, or replaces the one that matches the same
 // requests, as one compare-and-swap recorded in the history.
-func (c *Controller) SetRoute(ctx context.Context, req RouteRequest) (Change, error) {
-	r, err := req.route()
+func (c *Controller) SetRoute(ctx context.Context, req wire.RouteRequest) (wire.Change, error) {
+	r, err := routeOf(req)
 	if err != nil {
-		return Change{Operation: "route"}, invalid(err)
+		return wire.Change{Operation: "route"}, invalid(err)
 	}
 	if err := c.knownSlot(req.Slot); err != nil {
-		return Change{Operation: "route"}, err
+		return wire.Change{Operation: "route"}, err
 	}
 	return c.change(ctx, operation{name: "route", req: req.ChangeRequest, changes: []string{"route: " + describeRoute(r) + " → " + r.Slot},
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			res.To = r.Slot
 			return st.SetRoute(r, slices.Contains(c.slotNamesLocked(), r.Slot))
 		}})
@@ -61,13 +48,13 @@ func (c *Controller) SetRoute(ctx context.Context, req RouteRequest) (Change, er
 
 // RemoveRoute removes the API-set route that matches the same requests as
 // req.
-func (c *Controller) RemoveRoute(ctx context.Context, req RouteRequest) (Change, error) {
-	r, err := req.route()
+func (c *Controller) RemoveRoute(ctx context.Context, req wire.RouteRequest) (wire.Change, error) {
+	r, err := routeOf(req)
 	if err != nil {
-		return Change{Operation: "route remove"}, invalid(err)
+		return wire.Change{Operation: "route remove"}, invalid(err)
 	}
 	return c.change(ctx, operation{name: "route remove", req: req.ChangeRequest, changes: []string{"route: " + describeRoute(r) + " removed"},
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			res.To = st.Active
 			return st.RemoveRoute(r)
 		}})

@@ -8,6 +8,7 @@ import (
 
 	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestRoutePrefixes: a route's prefix is refused, with what is wrong with
@@ -27,7 +28,7 @@ func TestRoutePrefixes(t *testing.T) {
 		{"api/", "want a path starting with /"},
 	} {
 		before := f.ctrl.Status()
-		_, err := f.ctrl.SetRoute(ctx, control.RouteRequest{PathPrefix: c.prefix, Slot: "green"})
+		_, err := f.ctrl.SetRoute(ctx, wire.RouteRequest{PathPrefix: c.prefix, Slot: "green"})
 		var ce *control.Error
 		if !errors.As(err, &ce) || ce.Kind != control.Invalid || !strings.HasPrefix(err.Error(), "path_prefix: ") || !strings.Contains(err.Error(), c.reason) {
 			t.Errorf("route set %q: %v, want it refused as invalid, saying %q", c.prefix, err, c.reason)
@@ -37,10 +38,10 @@ func TestRoutePrefixes(t *testing.T) {
 		}
 	}
 
-	if _, err := f.ctrl.SetRoute(ctx, control.RouteRequest{PathPrefix: "/api/", Slot: "green"}); err != nil {
+	if _, err := f.ctrl.SetRoute(ctx, wire.RouteRequest{PathPrefix: "/api/", Slot: "green"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.ctrl.SetRoute(ctx, control.RouteRequest{PathPrefix: "/api", Slot: "blue"}); err != nil {
+	if _, err := f.ctrl.SetRoute(ctx, wire.RouteRequest{PathPrefix: "/api", Slot: "blue"}); err != nil {
 		t.Fatal(err)
 	}
 	routes := f.ctrl.Status().Routes
@@ -55,7 +56,7 @@ func TestRoutePrefixes(t *testing.T) {
 	if s, _ := f.plane.last().Routed(route.Path{Decoded: "/apix", Escaped: "/apix"}, nil); s != nil {
 		t.Errorf("/apix is routed to %s, want no route", s.Name)
 	}
-	if _, err := f.ctrl.RemoveRoute(ctx, control.RouteRequest{PathPrefix: "/api/"}); err != nil {
+	if _, err := f.ctrl.RemoveRoute(ctx, wire.RouteRequest{PathPrefix: "/api/"}); err != nil {
 		t.Fatalf("removing /api/ (the same route as /api): %v", err)
 	}
 	if routes := f.ctrl.Status().Routes; len(routes) != 0 {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // sampleHistory is how far back the sampler keeps what the data planes
@@ -168,9 +169,9 @@ func (s *sampler) since(t time.Time) (snapshot, bool) {
 // Rates returns the per-second request and error rates and latencies of
 // each slot (both listeners together) over the last five minutes, oldest
 // first, from the sampler's snapshots.
-func (c *Controller) Rates() []RateSample {
+func (c *Controller) Rates() []wire.RateSample {
 	snaps := c.samples.ordered()
-	out := make([]RateSample, 0, len(snaps))
+	out := make([]wire.RateSample, 0, len(snaps))
 	for i := 1; i < len(snaps); i++ {
 		prev, cur := snaps[i-1], snaps[i]
 		secs := cur.at.Sub(prev.at).Seconds()
@@ -178,7 +179,7 @@ func (c *Controller) Rates() []RateSample {
 			continue
 		}
 		diff := cur.counts.sub(prev.counts)
-		s := RateSample{Time: cur.at.UTC().Truncate(time.Millisecond), Slots: map[string]SlotRate{}}
+		s := wire.RateSample{Time: cur.at.UTC().Truncate(time.Millisecond), Slots: map[string]wire.SlotRate{}}
 		names := map[string]bool{}
 		for l := range diff {
 			for name := range diff[l] {
@@ -190,7 +191,7 @@ func (c *Controller) Rates() []RateSample {
 			if name == route.NoSlot && n.Requests() == 0 {
 				continue // show "none" only in seconds that had such requests
 			}
-			s.Slots[name] = SlotRate{
+			s.Slots[name] = wire.SlotRate{
 				Requests: float64(n.Requests()) / secs,
 				Errors:   float64(n.Errors()) / secs,
 				P50:      float64(n.Quantile(0.5)) / float64(time.Millisecond),

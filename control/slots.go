@@ -11,56 +11,42 @@ import (
 
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
-
-// AddSlotRequest is the body of POST /v1/slots.
-type AddSlotRequest struct {
-	ChangeRequest
-	// Name is the new slot's name.
-	Name string `json:"name"`
-	// Instances are its instances' host:port addresses.
-	Instances []string `json:"instances,omitempty"`
-	// Run, instead of Instances, has vipswap start the instances itself.
-	Run *state.RunSpec `json:"run,omitempty"`
-	// Version labels what it runs (optional).
-	Version string `json:"version,omitempty"`
-}
-
-// StageRequest is the body of POST /v1/stage.
-type StageRequest struct {
-	ChangeRequest
-	// Slot is the slot stage follows from now on.
-	Slot string `json:"slot"`
-}
 
 // AddSlot adds a slot at runtime: stored in the state (so a restarted
 // vipswap serves it too), probed at once, and available to shift,
 // rollout, routes and stage once its instances are healthy.
-func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, error) {
+func (c *Controller) AddSlot(ctx context.Context, req wire.AddSlotRequest) (wire.Change, error) {
 	what := fmt.Sprintf("slots.%s: added with %d instances", req.Name, len(req.Instances))
+	var run *state.RunSpec
+	if req.Run != nil {
+		r := state.RunSpec(*req.Run)
+		run = &r
+	}
 	if err := ValidVersion(req.Version); err != nil {
-		return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: %w", req.Name, err))
+		return wire.Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: %w", req.Name, err))
 	}
 	if req.Run != nil {
-		if err := validRun(req.Name, req.Instances, *req.Run); err != nil {
-			return Change{Operation: "slot add"}, invalid(err)
+		if err := validRun(req.Name, req.Instances, *run); err != nil {
+			return wire.Change{Operation: "slot add"}, invalid(err)
 		}
 		c.mu.Lock()
 		allowed := c.cfg.AllowRun
 		c.mu.Unlock()
 		if c.cfg.Launcher == nil || !allowed {
-			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: adding a slot with a run block (a command vipswap starts) is off; set admin.allow_run: true in the configuration to allow it, or give --instances", req.Name))
+			return wire.Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: adding a slot with a run block (a command vipswap starts) is off; set admin.allow_run: true in the configuration to allow it, or give --instances", req.Name))
 		}
 		what = fmt.Sprintf("slots.%s: added, running %d × %s", req.Name, req.Run.Replicas, strings.Join(req.Run.Command, " "))
 	} else if err := ValidSlot(req.Name, req.Instances); err != nil {
-		return Change{Operation: "slot add"}, invalid(err)
+		return wire.Change{Operation: "slot add"}, invalid(err)
 	}
 	for _, a := range req.Instances {
 		if c.cfg.Own == nil {
 			break
 		}
 		if which := c.cfg.Own(a); which != "" { // outside the lock: it may look names up
-			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: instance %s is vipswap's own %s: requests sent there would come back to vipswap", req.Name, a, which))
+			return wire.Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: instance %s is vipswap's own %s: requests sent there would come back to vipswap", req.Name, a, which))
 		}
 	}
 	exists := func() bool {
@@ -71,12 +57,12 @@ func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, e
 	if req.Run != nil && !req.DryRun && !exists() {
 		// Start the instances first: the change then makes them
 		// members. If it does not apply, OnSlots below stops them.
-		if err := c.cfg.Launcher.Launch(req.Name, *req.Run, req.Version); err != nil {
-			return Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: %w", req.Name, err))
+		if err := c.cfg.Launcher.Launch(req.Name, *run, req.Version); err != nil {
+			return wire.Change{Operation: "slot add"}, invalid(fmt.Errorf("slot %q: %w", req.Name, err))
 		}
 	}
 	res, err := c.change(ctx, operation{name: "slot add", req: req.ChangeRequest, changes: []string{what},
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			res.From, res.To = st.Active, req.Name
 			if s := c.existingLocked(req.Name); s != "" {
 				return st.AddSlot(s, state.SlotSpec{}, true)
@@ -84,7 +70,7 @@ func (c *Controller) AddSlot(ctx context.Context, req AddSlotRequest) (Change, e
 			if err := c.sharedLocked(req.Instances); err != nil {
 				return st, err
 			}
-			return st.AddSlot(req.Name, state.SlotSpec{Instances: req.Instances, Run: req.Run, Version: req.Version}, false)
+			return st.AddSlot(req.Name, state.SlotSpec{Instances: req.Instances, Run: run, Version: req.Version}, false)
 		}})
 	if req.Run != nil && !res.Applied && c.cfg.OnSlots != nil {
 		c.mu.Lock()
@@ -148,13 +134,13 @@ func validRun(name string, instances []string, r state.RunSpec) error {
 // being probed, and their connections and counters are released. Refused
 // while the slot takes traffic, and (unless force) while a route sends
 // requests to it or it has requests in flight.
-func (c *Controller) RemoveSlot(ctx context.Context, name string, req ChangeRequest) (Change, error) {
+func (c *Controller) RemoveSlot(ctx context.Context, name string, req wire.ChangeRequest) (wire.Change, error) {
 	if err := c.knownSlot(name); err != nil {
-		return Change{Operation: "slot remove"}, err
+		return wire.Change{Operation: "slot remove"}, err
 	}
 	return c.change(ctx, operation{name: "slot remove", req: req,
 		changes: []string{"slots." + name + ": removed"},
-		next: func(st state.State, res *Change) (state.State, error) {
+		next: func(st state.State, res *wire.Change) (state.State, error) {
 			res.From, res.To = name, st.Active
 			var inFlight int64
 			for _, i := range c.instances[name] {
@@ -183,11 +169,11 @@ func (c *Controller) RemoveSlot(ctx context.Context, name string, req ChangeRequ
 }
 
 // SetStage makes stage follow slot (the slot a swap then makes active).
-func (c *Controller) SetStage(ctx context.Context, req StageRequest) (Change, error) {
+func (c *Controller) SetStage(ctx context.Context, req wire.StageRequest) (wire.Change, error) {
 	if err := c.knownSlot(req.Slot); err != nil {
-		return Change{Operation: "stage"}, err
+		return wire.Change{Operation: "stage"}, err
 	}
-	return c.change(ctx, operation{name: "stage", req: req.ChangeRequest, next: func(st state.State, res *Change) (state.State, error) {
+	return c.change(ctx, operation{name: "stage", req: req.ChangeRequest, next: func(st state.State, res *wire.Change) (state.State, error) {
 		res.From, res.To = st.Standby, req.Slot
 		r := c.readinessLocked(st, req.Slot)
 		res.TargetRoutable = r.Routable

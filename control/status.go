@@ -7,11 +7,12 @@ import (
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // Status returns the routing state with every instance's health, last
 // check and counters.
-func (c *Controller) Status() Status {
+func (c *Controller) Status() wire.Status {
 	// Copy what c.mu guards, then ask the checker without it: the checker
 	// calls onHealth (which takes c.mu) with a target's lock held.
 	c.mu.Lock()
@@ -28,7 +29,7 @@ func (c *Controller) Status() Status {
 	}
 	c.mu.Unlock()
 
-	s := Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous,
+	s := wire.Status{Revision: uint64(rev), Active: st.Active, Standby: st.Standby, Previous: st.Previous,
 		Store: c.StoreStatus(), DrivesRollouts: c.cfg.Leading == nil || c.cfg.Leading()}
 	if c.clustered() {
 		s.Node = c.cfg.Node // one node's view among several
@@ -37,7 +38,7 @@ func (c *Controller) Status() Status {
 		s.DataPlanes = append(s.DataPlanes, r.PlaneStatus())
 	}
 	for i, l := range route.Listeners {
-		ls := ListenerStatus{
+		ls := wire.ListenerStatus{
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
 			Weights: weights(st, l),
 		}
@@ -52,9 +53,9 @@ func (c *Controller) Status() Status {
 		if fromAPI[i] {
 			origin = "api"
 		}
-		s.Routes = append(s.Routes, RouteStatus{PathPrefix: r.PathPrefix, Header: r.Header, Value: r.Value, Slot: r.Slot, Origin: origin})
+		s.Routes = append(s.Routes, wire.RouteStatus{PathPrefix: r.PathPrefix, Header: r.Header, Value: r.Value, Slot: r.Slot, Origin: origin})
 	}
-	slices.SortStableFunc(s.Routes, func(a, b RouteStatus) int { // as requests meet them
+	slices.SortStableFunc(s.Routes, func(a, b wire.RouteStatus) int { // as requests meet them
 		if d := len(b.PathPrefix) - len(a.PathPrefix); d != 0 {
 			return d
 		}
@@ -87,8 +88,8 @@ func weights(st state.State, l route.Listener) map[string]float64 {
 	return out
 }
 
-func (c *Controller) slotStatus(st state.State, name string, insts []*route.Instance, healthy map[*route.Instance]bool) SlotStatus {
-	ss := SlotStatus{Name: name, Role: "idle"}
+func (c *Controller) slotStatus(st state.State, name string, insts []*route.Instance, healthy map[*route.Instance]bool) wire.SlotStatus {
+	ss := wire.SlotStatus{Name: name, Role: "idle"}
 	switch name {
 	case st.Active:
 		ss.Role = "active"
@@ -99,16 +100,16 @@ func (c *Controller) slotStatus(st state.State, name string, insts []*route.Inst
 		t = t.UTC().Truncate(time.Second)
 		ss.LastRequest = &t
 	}
-	ss.Instances = []InstanceStatus{}
+	ss.Instances = []wire.InstanceStatus{}
 	for _, inst := range insts {
 		hs := c.checker.State(health.Target{Slot: name, Addr: inst.Addr})
-		is := InstanceStatus{
+		is := wire.InstanceStatus{
 			Addr:        inst.Addr,
 			Healthy:     healthy[inst],
 			Drained:     st.IsDrained(name, inst.Addr),
-			InFlight:    PerListener{Prod: inst.InFlight(route.Prod), Stage: inst.InFlight(route.Stage)},
-			Served:      PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
-			Errors:      PerListener{Prod: int64(inst.Errors(route.Prod)), Stage: int64(inst.Errors(route.Stage))},
+			InFlight:    wire.PerListener{Prod: inst.InFlight(route.Prod), Stage: inst.InFlight(route.Stage)},
+			Served:      wire.PerListener{Prod: int64(inst.Served(route.Prod)), Stage: int64(inst.Served(route.Stage))},
+			Errors:      wire.PerListener{Prod: int64(inst.Errors(route.Prod)), Stage: int64(inst.Errors(route.Stage))},
 			HealthSince: hs.Since.UTC(),
 		}
 		for _, r := range c.remotes() {
@@ -119,7 +120,7 @@ func (c *Controller) slotStatus(st state.State, name string, insts []*route.Inst
 			is.Errors.Prod += int64(errs)
 		}
 		if ck := hs.Last; ck.Code != "" {
-			is.Check = &Check{
+			is.Check = &wire.Check{
 				Code: ck.Code, Status: ck.Status, Detail: ck.Detail, Text: ck.String(),
 				Time: ck.Time.UTC(), DurationMS: float64(ck.Took.Microseconds()) / 1000,
 			}

@@ -14,63 +14,22 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/control"
-	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
-
-// DeployRequest is the body of POST /v1/deploy.
-type DeployRequest struct {
-	control.ChangeRequest
-	// Slot is where the new version starts: a slot that takes no prod
-	// traffic (the standby, an idle one), or a new one.
-	Slot string `json:"slot"`
-	// Version labels what it runs; {version} in the command is it.
-	Version string `json:"version"`
-	// Command is what runs, with {port} and {version}; empty keeps the
-	// slot's run block (configured or stored by the last deploy). A new
-	// slot needs one.
-	Command []string `json:"command,omitempty"`
-	// Replicas is how many instances run; zero keeps the slot's number (a
-	// new slot: as many as the active slot runs, else 1).
-	Replicas int `json:"replicas,omitempty"`
-	// Strategy is "swap" (default: one atomic switch) or "rollout" (a
-	// plan, judged by the analysis, aborted on a breach).
-	Strategy string `json:"strategy,omitempty"`
-	// Plan, Steps and Interval describe the rollout, as for POST
-	// /v1/rollout.
-	Plan     string    `json:"plan,omitempty"`
-	Steps    []float64 `json:"steps,omitempty"`
-	Interval string    `json:"interval,omitempty"`
-	// Warmup is how many GET requests to WarmupPath (default "/") each new
-	// instance gets before the gates.
-	Warmup     int    `json:"warmup,omitempty"`
-	WarmupPath string `json:"warmup_path,omitempty"`
-	// Checks are paths the stage listener must answer with a 2xx.
-	Checks []string `json:"checks,omitempty"`
-	// Gates are shell commands that must exit 0, run on vipswap's host
-	// with $VIPSWAP_STAGE_URL, $VIPSWAP_SLOT and $VIPSWAP_VERSION set.
-	Gates []string `json:"gates,omitempty"`
-	// Keep is how long the old slot stays running after the switch, so
-	// that a rollback is instant (default 10m); a slot added at runtime
-	// is removed after it, a configured one stays as the standby.
-	Keep string `json:"keep,omitempty"`
-	// Timeout bounds each wait: for health, for gates, for the drain
-	// (default 2m).
-	Timeout string `json:"timeout,omitempty"`
-}
 
 // Deploy starts a deploy and returns at once with its progress; follow
 // it with Get.
-func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
-	bad := func(format string, args ...any) (Progress, error) {
-		return Progress{}, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("deploy: "+format, args...)}
+func (r *Runner) Deploy(req wire.DeployRequest) (wire.Progress, error) {
+	bad := func(format string, args ...any) (wire.Progress, error) {
+		return wire.Progress{}, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("deploy: "+format, args...)}
 	}
 	keep, err := parseDuration("keep", req.Keep, 10*time.Minute)
 	if err != nil {
-		return Progress{}, err
+		return wire.Progress{}, err
 	}
 	timeout, err := parseDuration("timeout", req.Timeout, 2*time.Minute)
 	if err != nil {
-		return Progress{}, err
+		return wire.Progress{}, err
 	}
 	if timeout == 0 {
 		return bad("timeout: want a duration above zero")
@@ -125,7 +84,7 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 		return bad("timeout %s: a new instance may need %s to be judged healthy (rise probes in a row after an interval, each up to the probe timeout): give at least that", timeout, need)
 	}
 	if req.Strategy == "rollout" { // a plan that cannot start fails now, not after the slot changed
-		if _, err := ctrl.RolloutOf(control.RolloutRequest{To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}); err != nil {
+		if _, err := ctrl.RolloutOf(wire.RolloutRequest{To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}); err != nil {
 			return bad("%v", err)
 		}
 	}
@@ -169,7 +128,7 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 			if len(req.Command) == 0 {
 				return "", fmt.Errorf("slot %s does not exist: give the command that runs the new version", req.Slot)
 			}
-			run := state.RunSpec{Command: req.Command, Address: "127.0.0.1:{port}", Replicas: req.Replicas, StopTimeout: 10 * time.Second}
+			run := wire.RunSpec{Command: req.Command, Address: "127.0.0.1:{port}", Replicas: req.Replicas, StopTimeout: 10 * time.Second}
 			if m, err := ctrl.SlotRun(from); err == nil {
 				run.Address, run.StopTimeout = m.Run.Address, m.Run.StopTimeout
 				if run.Replicas == 0 {
@@ -179,7 +138,7 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 			if run.Replicas == 0 {
 				run.Replicas = 1
 			}
-			res, err := ctrl.AddSlot(j.r.ctx, control.AddSlotRequest{ChangeRequest: j.req, Name: req.Slot, Run: &run, Version: req.Version})
+			res, err := ctrl.AddSlot(j.r.ctx, wire.AddSlotRequest{ChangeRequest: j.req, Name: req.Slot, Run: &run, Version: req.Version})
 			if err != nil {
 				return "", err
 			}
@@ -198,16 +157,16 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 		if err != nil && previous != nil && ctrl.Status().Active != req.Slot {
 			// The slot runs what it ran before, so that the next deploy
 			// does not start from the version that failed.
-			undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed"}
+			undo := wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed"}
 			if _, rerr := ctrl.Redeploy(context.Background(), req.Slot, previous.Run, previous.Version, undo); rerr != nil {
 				j.r.cfg.Logger.Warn("could not start the version a failed deploy replaced", "release", j.id, "slot", req.Slot, "err", rerr)
 			}
 		}
 		if err != nil {
 			if created && ctrl.Status().Active != req.Slot { // prod never saw it: stage goes back, the slot goes
-				undo := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed", Force: true}
+				undo := wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed", Force: true}
 				if ctrl.Status().Standby == req.Slot {
-					ctrl.SetStage(context.Background(), control.StageRequest{ChangeRequest: undo, Slot: st.Standby})
+					ctrl.SetStage(context.Background(), wire.StageRequest{ChangeRequest: undo, Slot: st.Standby})
 				}
 				if _, rerr := ctrl.RemoveSlot(context.Background(), req.Slot, undo); rerr != nil {
 					j.r.cfg.Logger.Warn("could not remove the slot a failed deploy added", "release", j.id, "slot", req.Slot, "err", rerr)
@@ -233,11 +192,11 @@ func (r *Runner) Deploy(req DeployRequest) (Progress, error) {
 // prepare runs the steps before the switch: wait until the new instances
 // are healthy, warm them up, point stage at them, run the gates. Prod is
 // not touched.
-func (j *job) prepare(req DeployRequest, started time.Time, timeout time.Duration) error {
+func (j *job) prepare(req wire.DeployRequest, started time.Time, timeout time.Duration) error {
 	ctrl := j.r.cfg.Controller
 	var addrs []string
 	if err := j.step("healthy", func() (string, error) {
-		var last control.SlotStatus
+		var last wire.SlotStatus
 		err := j.waitFor(timeout, "every instance of "+req.Slot+" to be healthy", func() (bool, error) {
 			var ok bool
 			if last, ok = slotOf(ctrl.Status(), req.Slot); !ok {
@@ -284,7 +243,7 @@ func (j *job) prepare(req DeployRequest, started time.Time, timeout time.Duratio
 		if st.Standby == req.Slot {
 			return "stage already follows " + req.Slot, nil
 		}
-		res, err := ctrl.SetStage(j.r.ctx, control.StageRequest{ChangeRequest: j.req, Slot: req.Slot})
+		res, err := ctrl.SetStage(j.r.ctx, wire.StageRequest{ChangeRequest: j.req, Slot: req.Slot})
 		if err != nil {
 			return "", err
 		}
@@ -314,7 +273,7 @@ func (j *job) prepare(req DeployRequest, started time.Time, timeout time.Duratio
 }
 
 // gate runs one gate command on the stage listener.
-func (j *job) gate(command, stageURL string, req DeployRequest, timeout time.Duration) error {
+func (j *job) gate(command, stageURL string, req wire.DeployRequest, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(j.r.ctx, timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
@@ -373,7 +332,7 @@ func (t *tail) String() string {
 
 // switchTo moves prod to the deployed slot: a swap, or a rollout that it
 // follows until it is promoted or aborted.
-func (j *job) switchTo(req DeployRequest, from string, timeout time.Duration) (string, error) {
+func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duration) (string, error) {
 	ctrl := j.r.cfg.Controller
 	// Prod moves only from the slot it was on to the slot this release
 	// prepared: a change someone made meanwhile (a swap, stage elsewhere)
@@ -395,7 +354,7 @@ func (j *job) switchTo(req DeployRequest, from string, timeout time.Duration) (s
 		}
 		return fmt.Sprintf("swapped %s → %s (revision %d, history %d)", res.From, res.To, res.Revision, res.HistoryID), nil
 	}
-	rr := control.RolloutRequest{ChangeRequest: change, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}
+	rr := wire.RolloutRequest{ChangeRequest: change, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}
 	plan, err := ctrl.RolloutOf(rr)
 	if err != nil {
 		return "", err
@@ -425,7 +384,7 @@ func (j *job) switchTo(req DeployRequest, from string, timeout time.Duration) (s
 	if err != nil && j.r.ctx.Err() == nil {
 		// Too long: the deploy fails, and a failure during a rollout
 		// aborts it.
-		ctrl.Abort(context.Background(), control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + ": the rollout did not end within " + limit.String()})
+		ctrl.Abort(context.Background(), wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + ": the rollout did not end within " + limit.String()})
 		return "", fmt.Errorf("%w (its steps' intervals and --timeout): aborted, prod back on %s", err, from)
 	}
 	if err != nil {
@@ -494,11 +453,11 @@ func (j *job) keep(old string, keep time.Duration) {
 			return
 		}
 		st := ctrl.Status()
-		if st.Active == old || slices.ContainsFunc(st.Listeners, func(l control.ListenerStatus) bool { return l.Name == "prod" && l.Weights[old] > 0 }) {
+		if st.Active == old || slices.ContainsFunc(st.Listeners, func(l wire.ListenerStatus) bool { return l.Name == "prod" && l.Weights[old] > 0 }) {
 			j.r.cfg.Logger.Info("the old slot of a release takes prod traffic again (a rollback): kept", "release", id, "slot", old)
 			return
 		}
-		why := control.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + id + ": kept for rollback until " + until.Format(time.RFC3339)}
+		why := wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + id + ": kept for rollback until " + until.Format(time.RFC3339)}
 		if st.Standby == old { // stage follows another idle slot from now on
 			next := ""
 			for _, s := range st.Slots {
@@ -512,14 +471,14 @@ func (j *job) keep(old string, keep time.Duration) {
 			}
 			force := why
 			force.Force = true // stage is for testing: an idle slot without healthy instances will do
-			if _, err := ctrl.SetStage(j.r.ctx, control.StageRequest{ChangeRequest: force, Slot: next}); err != nil {
+			if _, err := ctrl.SetStage(j.r.ctx, wire.StageRequest{ChangeRequest: force, Slot: next}); err != nil {
 				j.r.cfg.Logger.Warn("could not tear down the old slot of a release", "release", id, "slot", old, "err", err)
 				return
 			}
 		}
 		// Requests in flight on it (stage's) get a minute to finish; a
 		// route that names it keeps it: the operator sends traffic there.
-		if slices.ContainsFunc(st.Routes, func(r control.RouteStatus) bool { return r.Slot == old }) {
+		if slices.ContainsFunc(st.Routes, func(r wire.RouteStatus) bool { return r.Slot == old }) {
 			j.r.cfg.Logger.Warn("the old slot of a release is kept: a route sends requests to it (vipswap route remove, then vipswap slot remove)", "release", id, "slot", old)
 			return
 		}

@@ -25,52 +25,8 @@ import (
 
 	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/store"
+	"github.com/vipswap/vipswap/wire"
 )
-
-// Progress is a release as GET /v1/releases/{id} shows it: while it runs
-// and once it has ended.
-type Progress struct {
-	// ID names the release.
-	ID string `json:"id"`
-	// Kind is "deploy" or "rolling".
-	Kind string `json:"kind"`
-	// Slot is the slot it deploys to or updates; Version what it brings.
-	Slot    string `json:"slot"`
-	Version string `json:"version,omitempty"`
-	// From is the slot prod followed when it began.
-	From string `json:"from,omitempty"`
-	// State is "running", "succeeded" or "failed".
-	State string `json:"state"`
-	// FailedStep names the step that failed, and Error why.
-	FailedStep string `json:"failed_step,omitempty"`
-	Error      string `json:"error,omitempty"`
-	// Steps are the steps so far, in order; the last is running while
-	// State is.
-	Steps []control.Step `json:"steps"`
-	// Healthy and Instances count the instances the current step waits
-	// for, when it waits for health.
-	Healthy   int `json:"healthy,omitempty"`
-	Instances int `json:"instances,omitempty"`
-	// Rollout is the running rollout's progress (strategy rollout).
-	Rollout *control.RolloutStatus `json:"rollout,omitempty"`
-	// Requests, Failed, InstanceErrors and ClientErrors are what prod
-	// served since the release began: all answered requests, those
-	// vipswap could not get answered, the 5xx the instances answered,
-	// and the 4xx vipswap answered for clients' mistakes.
-	Requests       uint64 `json:"requests"`
-	Failed         uint64 `json:"failed"`
-	InstanceErrors uint64 `json:"instance_errors"`
-	ClientErrors   uint64 `json:"client_errors"`
-	// Started and Ended bound it; Ended is zero while it runs.
-	Started time.Time `json:"started"`
-	Ended   time.Time `json:"ended,omitzero"`
-	// HistoryID is the history entry that records it, once it has ended.
-	HistoryID uint64 `json:"history_id,omitempty"`
-	// KeepUntil is when the old slot of a deploy is torn down (a slot
-	// added at runtime is removed then); Kept says what happens to it.
-	KeepUntil time.Time `json:"keep_until,omitzero"`
-	Kept      string    `json:"kept,omitempty"`
-}
 
 // Config is what a Runner needs.
 type Config struct {
@@ -174,7 +130,7 @@ func (r *Runner) Close() {
 }
 
 // Get returns release id's progress.
-func (r *Runner) Get(id string) (Progress, bool) {
+func (r *Runner) Get(id string) (wire.Progress, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, j := range r.releases {
@@ -182,14 +138,14 @@ func (r *Runner) Get(id string) (Progress, bool) {
 			return j.progress(), true
 		}
 	}
-	return Progress{}, false
+	return wire.Progress{}, false
 }
 
 // List returns the releases remembered, newest first.
-func (r *Runner) List() []Progress {
+func (r *Runner) List() []wire.Progress {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]Progress, 0, len(r.releases))
+	out := make([]wire.Progress, 0, len(r.releases))
 	for i := len(r.releases) - 1; i >= 0; i-- {
 		out = append(out, r.releases[i].progress())
 	}
@@ -198,17 +154,17 @@ func (r *Runner) List() []Progress {
 
 // start registers a release of kind for slot and runs body in the
 // background; it refuses when another release runs.
-func (r *Runner) start(kind, slot, version string, req control.ChangeRequest, body func(j *job) error) (Progress, error) {
+func (r *Runner) start(kind, slot, version string, req wire.ChangeRequest, body func(j *job) error) (wire.Progress, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.ctx.Err() != nil {
-		return Progress{}, &control.Error{Kind: control.Unavailable, Err: errors.New("vipswap is stopping")}
+		return wire.Progress{}, &control.Error{Kind: control.Unavailable, Err: errors.New("vipswap is stopping")}
 	}
 	if j := r.running; j != nil {
-		return Progress{}, &control.Error{Kind: control.Conflict, Err: fmt.Errorf("%s refused: %s %s of slot %s is running (GET /v1/releases/%s follows it)", kind, j.kind, j.id, j.slot, j.id)}
+		return wire.Progress{}, &control.Error{Kind: control.Conflict, Err: fmt.Errorf("%s refused: %s %s of slot %s is running (GET /v1/releases/%s follows it)", kind, j.kind, j.id, j.slot, j.id)}
 	}
 	r.seq++
-	j := &job{r: r, req: req, kind: kind, slot: slot, p: Progress{ID: time.Now().UTC().Format("20060102-150405") + "-" + strconv.Itoa(r.seq), Kind: kind, Slot: slot, Version: version,
+	j := &job{r: r, req: req, kind: kind, slot: slot, p: wire.Progress{ID: time.Now().UTC().Format("20060102-150405") + "-" + strconv.Itoa(r.seq), Kind: kind, Slot: slot, Version: version,
 		State: "running", Started: time.Now().UTC()}}
 	j.id = j.p.ID
 	j.meter.sample(r.cfg.Controller)
@@ -290,33 +246,33 @@ func (m *meter) add(now control.Served, failed uint64) counted {
 }
 
 // set fills p's figures from c.
-func (c counted) set(p *Progress) {
+func (c counted) set(p *wire.Progress) {
 	p.Requests, p.Failed, p.InstanceErrors, p.ClientErrors = c.requests, c.failed, c.instanceErrors, c.clientErrors
 }
 
 // job is one release as it runs.
 type job struct {
 	r              *Runner
-	req            control.ChangeRequest
+	req            wire.ChangeRequest
 	meter          meter
 	id, kind, slot string // as in p, never changed: read without mu
 
 	mu    sync.Mutex // guards p, steps
-	p     Progress
+	p     wire.Progress
 	steps []store.Step
 }
 
-func (j *job) progress() Progress {
+func (j *job) progress() wire.Progress {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	p := j.p
-	p.Steps = make([]control.Step, len(j.steps))
+	p.Steps = make([]wire.Step, len(j.steps))
 	for i, s := range j.steps {
 		d := s.Duration
 		if s.Result == "running" {
 			d = time.Since(s.Start)
 		}
-		p.Steps[i] = control.Step{Name: s.Name, Start: s.Start, Seconds: d.Seconds(), Result: s.Result, Detail: s.Detail}
+		p.Steps[i] = wire.Step{Name: s.Name, Start: s.Start, Seconds: d.Seconds(), Result: s.Result, Detail: s.Detail}
 	}
 	if p.State == "running" {
 		j.meter.read().set(&p) // sampled every Poll while it runs
@@ -431,35 +387,35 @@ func (j *job) waitFor(limit time.Duration, what string, cond func() (bool, error
 }
 
 // slotOf returns slot name in st.
-func slotOf(st control.Status, name string) (control.SlotStatus, bool) {
+func slotOf(st wire.Status, name string) (wire.SlotStatus, bool) {
 	for _, s := range st.Slots {
 		if s.Name == name {
 			return s, true
 		}
 	}
-	return control.SlotStatus{}, false
+	return wire.SlotStatus{}, false
 }
 
 // instanceOf returns instance addr of slot name in st.
-func instanceOf(st control.Status, slot, addr string) (control.InstanceStatus, bool) {
+func instanceOf(st wire.Status, slot, addr string) (wire.InstanceStatus, bool) {
 	s, _ := slotOf(st, slot)
 	for _, i := range s.Instances {
 		if i.Addr == addr {
 			return i, true
 		}
 	}
-	return control.InstanceStatus{}, false
+	return wire.InstanceStatus{}, false
 }
 
 // freshlyHealthy reports whether i became healthy after since: it was
 // unhealthy then (new, or marked down when its process was replaced) and
 // has passed Rise probes in a row since.
-func freshlyHealthy(i control.InstanceStatus, since time.Time) bool {
+func freshlyHealthy(i wire.InstanceStatus, since time.Time) bool {
 	return i.Healthy && i.HealthSince.After(since)
 }
 
 // lastCheck describes i's last health check, for an error.
-func lastCheck(i control.InstanceStatus) string {
+func lastCheck(i wire.InstanceStatus) string {
 	if i.Check == nil {
 		return "not probed yet"
 	}

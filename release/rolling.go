@@ -10,40 +10,18 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/wire"
 )
-
-// RollingRequest is the body of POST /v1/rolling.
-type RollingRequest struct {
-	control.ChangeRequest
-	// Slot is the slot whose instances are replaced in place.
-	Slot string `json:"slot"`
-	// Version labels the new version; {version} in the command is it.
-	// Empty keeps the slot's.
-	Version string `json:"version,omitempty"`
-	// Command is what the new instances run; empty keeps the slot's run
-	// block (restarting each instance with a new {version}).
-	Command []string `json:"command,omitempty"`
-	// MaxUnavailable is how many instances are out of rotation at once
-	// (default 1); the slot must keep at least one serving.
-	MaxUnavailable int `json:"max_unavailable,omitempty"`
-	// Warmup is how many GET requests to WarmupPath (default "/") each new
-	// instance gets before it takes traffic again.
-	Warmup     int    `json:"warmup,omitempty"`
-	WarmupPath string `json:"warmup_path,omitempty"`
-	// Timeout bounds each wait: for the requests in flight, for the new
-	// instance to be healthy (default 2m).
-	Timeout string `json:"timeout,omitempty"`
-}
 
 // Rolling starts a rolling update and returns at once with its progress;
 // follow it with Get.
-func (r *Runner) Rolling(req RollingRequest) (Progress, error) {
-	bad := func(format string, args ...any) (Progress, error) {
-		return Progress{}, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("rolling: "+format, args...)}
+func (r *Runner) Rolling(req wire.RollingRequest) (wire.Progress, error) {
+	bad := func(format string, args ...any) (wire.Progress, error) {
+		return wire.Progress{}, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("rolling: "+format, args...)}
 	}
 	timeout, err := parseDuration("timeout", req.Timeout, 2*time.Minute)
 	if err != nil {
-		return Progress{}, err
+		return wire.Progress{}, err
 	}
 	switch {
 	case timeout == 0:
@@ -79,7 +57,7 @@ func (r *Runner) Rolling(req RollingRequest) (Progress, error) {
 	ctrl := r.cfg.Controller
 	m, err := ctrl.SlotRun(req.Slot)
 	if err != nil {
-		return Progress{}, err
+		return wire.Progress{}, err
 	}
 	slot, _ := slotOf(ctrl.Status(), req.Slot)
 	var addrs []string
@@ -126,7 +104,7 @@ func (r *Runner) Rolling(req RollingRequest) (Progress, error) {
 // a request in flight, restart each with the new command, wait until each
 // is healthy, warm them up, put them back. If a new one does not become
 // healthy, the old command is started again in its place and put back.
-func (j *job) replaceBatch(req RollingRequest, addrs, newCmd []string, newVersion string, oldCmd []string, oldVersion string, timeout time.Duration) error {
+func (j *job) replaceBatch(req wire.RollingRequest, addrs, newCmd []string, newVersion string, oldCmd []string, oldVersion string, timeout time.Duration) error {
 	ctrl := j.r.cfg.Controller
 	names := strings.Join(addrs, ", ")
 	// Instances an operator drained stay drained.
@@ -210,7 +188,7 @@ func (j *job) replaceBatch(req RollingRequest, addrs, newCmd []string, newVersio
 // began after since.
 func (j *job) waitHealthy(slot string, addrs []string, since time.Time, timeout time.Duration) (string, error) {
 	ctrl := j.r.cfg.Controller
-	var st control.Status
+	var st wire.Status
 	err := j.waitFor(timeout, strings.Join(addrs, ", ")+" to be healthy", func() (bool, error) {
 		st = ctrl.Status()
 		n := 0
@@ -236,7 +214,7 @@ func (j *job) waitHealthy(slot string, addrs []string, since time.Time, timeout 
 
 // restore starts the old command again at addrs and, once healthy, puts
 // the instances back: the slot serves as before the failed step.
-func (j *job) restore(req RollingRequest, addrs, oldCmd []string, oldVersion string, timeout time.Duration, putBack func() error) {
+func (j *job) restore(req wire.RollingRequest, addrs, oldCmd []string, oldVersion string, timeout time.Duration, putBack func() error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	j.step("restore "+strings.Join(addrs, ", "), func() (string, error) {

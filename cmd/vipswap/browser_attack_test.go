@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // attackPage is what a page on another origin tries against the admin API
@@ -144,7 +144,7 @@ func TestBrowserCannotDriveAdmin(t *testing.T) {
 	}
 
 	// The operator's own tools are unaffected.
-	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{Reason: "after the attacks"}); err != nil || !res.Applied {
+	if res, err := sw.Client.Swap(ctx, wire.ChangeRequest{Reason: "after the attacks"}); err != nil || !res.Applied {
 		t.Fatalf("the operator's swap: %+v, %v", res, err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // changeFlags are the flags every state-changing command shares.
@@ -69,7 +70,7 @@ func (f *changeFlags) check() error {
 
 // applied turns a wait that failed after the change was applied into a
 // timedOutError (exit 3) that says so, so a script does not apply it again.
-func applied(res api.Change, err error) error {
+func applied(res wire.Change, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -80,8 +81,8 @@ func applied(res api.Change, err error) error {
 	return &timedOutError{msg: fmt.Sprintf("%s applied (revision %d), but the wait gave up: %v", what, res.Revision, err)}
 }
 
-func (f *changeFlags) request() api.ChangeRequest {
-	req := api.ChangeRequest{Force: *f.force, Reason: *f.reason, DryRun: *f.dryRun}
+func (f *changeFlags) request() wire.ChangeRequest {
+	req := wire.ChangeRequest{Force: *f.force, Reason: *f.reason, DryRun: *f.dryRun}
 	if f.fs.Changed("if-revision") {
 		req.IfRevision = f.ifRevision
 	}
@@ -161,7 +162,7 @@ func slotChange(ctx context.Context, op string, f *changeFlags, stdout, stderr i
 // vipswap could not get answered; instance errors the 5xx the
 // application answered; client errors the 4xx vipswap answered for the
 // client's own mistake.
-func describeMeasurement(m *api.Measurement) string {
+func describeMeasurement(m *wire.Measurement) string {
 	if m.WindowSeconds == 0 { // recorded before windows were measured
 		return fmt.Sprintf("%s during the switch, %s failed, drained in %.1f s", plural(int64(m.Served), "request"), thousands(m.Failed), m.DrainedSeconds)
 	}
@@ -190,8 +191,8 @@ func describeErrors(failed, instanceErrors, clientErrors uint64) string {
 
 // waitMeasured waits until the history entry of res carries its measurement,
 // printing the old slot's in-flight count about once a second.
-func waitMeasured(ctx context.Context, c *client.Client, res api.Change, limit time.Duration, progress io.Writer) (api.HistoryEntry, error) {
-	var e api.HistoryEntry
+func waitMeasured(ctx context.Context, c *client.Client, res wire.Change, limit time.Duration, progress io.Writer) (wire.HistoryEntry, error) {
+	var e wire.HistoryEntry
 	_, err := poll(ctx, limit, progress, res.From, func(ctx context.Context) (bool, int64, error) {
 		var err error
 		if e, err = c.Entry(ctx, res.HistoryID); err != nil {
@@ -321,7 +322,7 @@ func drain(ctx context.Context, f *changeFlags, slot, addr string, stdout, stder
 	if err := printChange(stdout, res, *f.asJSON); err != nil || !*f.wait {
 		return err
 	}
-	took, err := waitIdle(ctx, c, *f.timeout, stderr, res.Instance, func(s api.Status) int64 {
+	took, err := waitIdle(ctx, c, *f.timeout, stderr, res.Instance, func(s wire.Status) int64 {
 		for _, ss := range s.Slots {
 			for _, i := range ss.Instances {
 				if ss.Name == slot && i.Addr == addr {
@@ -419,7 +420,7 @@ func waitDrained(ctx context.Context, c *client.Client, slot string, timeout tim
 	if s.Active == slot && !allowActive {
 		return fmt.Errorf("slot %s is active: prod still sends it traffic, so it does not drain (swap first, or --allow-active)", slot)
 	}
-	took, err := waitIdle(ctx, c, timeout, stderr, slot, func(s api.Status) int64 {
+	took, err := waitIdle(ctx, c, timeout, stderr, slot, func(s wire.Status) int64 {
 		var n int64
 		for _, ss := range s.Slots {
 			if ss.Name != slot {
@@ -442,7 +443,7 @@ func waitDrained(ctx context.Context, c *client.Client, slot string, timeout tim
 }
 
 // waitIdle polls the status until inFlight returns 0.
-func waitIdle(ctx context.Context, c *client.Client, limit time.Duration, progress io.Writer, what string, inFlight func(api.Status) int64) (time.Duration, error) {
+func waitIdle(ctx context.Context, c *client.Client, limit time.Duration, progress io.Writer, what string, inFlight func(wire.Status) int64) (time.Duration, error) {
 	return poll(ctx, limit, progress, what, func(ctx context.Context) (bool, int64, error) {
 		s, err := c.Status(ctx)
 		if err != nil {
@@ -453,7 +454,7 @@ func waitIdle(ctx context.Context, c *client.Client, limit time.Duration, progre
 	})
 }
 
-func printChange(w io.Writer, res api.Change, asJSON bool) error {
+func printChange(w io.Writer, res wire.Change, asJSON bool) error {
 	if asJSON {
 		return writeJSON(w, res)
 	}
@@ -475,7 +476,7 @@ func printChange(w io.Writer, res api.Change, asJSON bool) error {
 
 // printWarnings says what an applied change may cost (a data plane that
 // has not applied it yet).
-func printWarnings(w io.Writer, res api.Change) {
+func printWarnings(w io.Writer, res wire.Change) {
 	for _, m := range res.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", printable(m))
 	}
@@ -483,7 +484,7 @@ func printWarnings(w io.Writer, res api.Change) {
 
 // printDryRun reports a dry run; one that would be refused is an error, so
 // scripts can ask "would this work?" by exit code.
-func printDryRun(w io.Writer, res api.Change, asJSON bool) error {
+func printDryRun(w io.Writer, res wire.Change, asJSON bool) error {
 	if res.InEffect && res.Refused == "" {
 		if asJSON {
 			return writeJSON(w, res)

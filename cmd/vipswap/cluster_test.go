@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/internal/etcdtest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -143,7 +143,7 @@ func TestClusterAgreement(t *testing.T) {
 	same(map[string]float64{slot: 70, other: 30})
 	shiftTo(t, nodes[0], other, 0)
 	same(map[string]float64{slot: 100})
-	if _, err := nodes[0].Client.StartRollout(ctx, api.RolloutRequest{To: other, Steps: []float64{20, 50, 100}, Interval: "1s"}); err != nil {
+	if _, err := nodes[0].Client.StartRollout(ctx, wire.RolloutRequest{To: other, Steps: []float64{20, 50, 100}, Interval: "1s"}); err != nil {
 		t.Fatal(err)
 	}
 	same(map[string]float64{slot: 80, other: 20})
@@ -171,7 +171,7 @@ func TestClusterStoreOutage(t *testing.T) {
 	_, addrs := startStatic(t, 1)
 	nodes, dirs := startCluster(t, etcd, "/outage/", staticSlots(addrs), 2)
 	ctx := context.Background()
-	if res, err := nodes[0].Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
+	if res, err := nodes[0].Client.Swap(ctx, wire.ChangeRequest{}); err != nil || !res.Applied {
 		t.Fatalf("swap: %+v, %v", res, err)
 	}
 	vstest.WaitFor(t, 5*time.Second, func() error {
@@ -190,7 +190,7 @@ func TestClusterStoreOutage(t *testing.T) {
 	down := time.Now()
 	start := time.Now()
 	within, cancel := context.WithTimeout(ctx, 30*time.Second) // far beyond the store's request timeout
-	_, err := nodes[0].Client.Swap(within, api.ChangeRequest{})
+	_, err := nodes[0].Client.Swap(within, wire.ChangeRequest{})
 	cancel()
 	var apiErr *client.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "state store") {
@@ -236,7 +236,7 @@ func TestClusterStoreOutage(t *testing.T) {
 	if !strings.Contains(nodes[1].Output(), "serving the local copy") {
 		t.Fatalf("the restarted node does not say it serves the local copy:\n%s", nodes[1].Output())
 	}
-	if _, err := nodes[1].Client.Swap(ctx, api.ChangeRequest{}); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable {
+	if _, err := nodes[1].Client.Swap(ctx, wire.ChangeRequest{}); !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("a swap on the node serving its local copy: %v, want 503", err)
 	}
 	loads[1] = vstest.StartLoad(nodes[1].Prod+"/api/test", 20, 5*time.Minute)
@@ -258,7 +258,7 @@ func TestClusterStoreOutage(t *testing.T) {
 		}
 		return nil
 	})
-	if res, err := nodes[1].Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
+	if res, err := nodes[1].Client.Swap(ctx, wire.ChangeRequest{}); err != nil || !res.Applied {
 		t.Fatalf("a swap after etcd came back: %+v, %v", res, err)
 	}
 	vstest.WaitFor(t, 5*time.Second, func() error {
@@ -300,7 +300,7 @@ func TestClusterRolloutTakeover(t *testing.T) {
 		loads = append(loads, vstest.StartLoad(sw.Prod+"/api/test", 10, 5*time.Minute))
 	}
 	steps := []float64{10, 20, 40, 100}
-	if _, err := nodes[(driver+1)%3].Client.StartRollout(ctx, api.RolloutRequest{To: "green", Steps: steps, Interval: "2s"}); err != nil {
+	if _, err := nodes[(driver+1)%3].Client.StartRollout(ctx, wire.RolloutRequest{To: "green", Steps: steps, Interval: "2s"}); err != nil {
 		t.Fatal(err)
 	}
 	vstest.WaitFor(t, 15*time.Second, func() error {
@@ -456,7 +456,7 @@ func swapLags(t testing.TB, nodes []*switchtest.Switch, active string, n int) ([
 	slot := active
 	for range n {
 		slot = map[string]string{"blue": "green", "green": "blue"}[slot]
-		res, err := nodes[0].Client.Swap(ctx, api.ChangeRequest{})
+		res, err := nodes[0].Client.Swap(ctx, wire.ChangeRequest{})
 		if err != nil || !res.Applied {
 			t.Fatalf("swap to %s: %+v, %v", slot, res, err)
 		}
@@ -526,11 +526,11 @@ func TestClusterStoreRepairs(t *testing.T) {
 	waitServed(t, loads[1], 100)
 
 	// Each node's measurement, and their sum.
-	res, err := nodes[0].Client.Swap(ctx, api.ChangeRequest{})
+	res, err := nodes[0].Client.Swap(ctx, wire.ChangeRequest{})
 	if err != nil || !res.Applied {
 		t.Fatalf("swap: %+v, %v", res, err)
 	}
-	var m *api.Measurement
+	var m *wire.Measurement
 	vstest.WaitFor(t, 20*time.Second, func() error {
 		e, err := nodes[1].Client.Entry(ctx, res.HistoryID)
 		if err != nil {
@@ -579,7 +579,7 @@ func TestClusterStoreRepairs(t *testing.T) {
 	if code, out := cli(t, nodes[1], "status"); code != 0 || !strings.Contains(out, "NOT APPLIED") {
 		t.Fatalf("status with a state that does not fit: exit %d\n%s", code, out)
 	}
-	_, err = nodes[0].Client.Swap(ctx, api.ChangeRequest{})
+	_, err = nodes[0].Client.Swap(ctx, wire.ChangeRequest{})
 	var apiErr *client.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusConflict || !strings.Contains(err.Error(), "does not fit this node's configuration") {
 		t.Fatalf("a swap while the store holds a state that does not fit: %v; want a 409 saying so", err)
@@ -603,7 +603,7 @@ func TestClusterStoreRepairs(t *testing.T) {
 		}
 		return nil
 	})
-	if res, err := nodes[1].Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied || res.To != "blue" {
+	if res, err := nodes[1].Client.Swap(ctx, wire.ChangeRequest{}); err != nil || !res.Applied || res.To != "blue" {
 		t.Fatalf("a swap on the recreated etcd: %+v, %v", res, err)
 	}
 	vstest.WaitFor(t, 5*time.Second, func() error {
@@ -634,7 +634,7 @@ func TestEtcdStateCommands(t *testing.T) {
 	nodes, dirs := startCluster(t, etcd, "/cmds/", staticSlots(addrs), 1)
 	sw, cfg := nodes[0], filepath.Join(dirs[0], "vipswap.yaml")
 	ctx := context.Background()
-	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
+	if res, err := sw.Client.Swap(ctx, wire.ChangeRequest{}); err != nil || !res.Applied {
 		t.Fatalf("swap: %+v, %v", res, err)
 	}
 	if code, out := runCmd(t, "state", "check", "-c", cfg); code != 0 || !strings.Contains(out, "/cmds/: sound") || !strings.Contains(out, "active green") {
@@ -694,7 +694,7 @@ func TestEtcdStateCommands(t *testing.T) {
 	if err != nil || len(h) != 1 || h[0].Operation != "import" {
 		t.Fatalf("newest history entry after the import: %+v, %v", h, err)
 	}
-	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || res.To != "green" {
+	if res, err := sw.Client.Swap(ctx, wire.ChangeRequest{}); err != nil || res.To != "green" {
 		t.Fatalf("a swap after the repair: %+v, %v", res, err)
 	}
 }

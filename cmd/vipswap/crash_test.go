@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestKillDuringSwapBurst: kill -9 vipswap while swaps pour in, start it
@@ -39,7 +39,7 @@ func TestKillDuringSwapBurst(t *testing.T) {
 					return
 				default:
 				}
-				if _, err := sw.Client.Swap(context.Background(), api.ChangeRequest{}); err == nil {
+				if _, err := sw.Client.Swap(context.Background(), wire.ChangeRequest{}); err == nil {
 					applied.Add(1)
 				}
 			}
@@ -65,7 +65,7 @@ func TestKillDuringSwapBurst(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var last api.HistoryEntry
+	var last wire.HistoryEntry
 	for _, e := range h {
 		if e.Result == "applied" {
 			last = e
@@ -99,7 +99,7 @@ func TestCorruptStateFile(t *testing.T) {
 		"truncated": {func(t *testing.T, path string) {
 			sw := switchtest.Serve(t, filepath.Dir(path), testConfig(filepath.Dir(path), staticSlots(map[string][]string{"blue": {"127.0.0.1:1"}, "green": {"127.0.0.1:2"}})))
 			for range 50 {
-				if _, err := sw.Client.Swap(context.Background(), api.ChangeRequest{Force: true, Reason: strings.Repeat("r", 1000)}); err != nil {
+				if _, err := sw.Client.Swap(context.Background(), wire.ChangeRequest{Force: true, Reason: strings.Repeat("r", 1000)}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -151,7 +151,7 @@ func TestUnwritableStateFile(t *testing.T) {
 	t.Cleanup(func() { exec.Command("chattr", "-i", path).Run() })
 	before, _ := sw.Client.Status(ctx)
 
-	_, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+	_, err := sw.Client.Swap(ctx, wire.ChangeRequest{})
 	if err == nil || !strings.Contains(err.Error(), "swap not applied: write state file "+path) {
 		t.Fatalf("got %v, want a failed swap naming the state file", err)
 	}
@@ -164,7 +164,7 @@ func TestUnwritableStateFile(t *testing.T) {
 	}
 
 	exec.Command("chattr", "-i", path).Run()
-	res, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+	res, err := sw.Client.Swap(ctx, wire.ChangeRequest{})
 	if err != nil || res.To != "green" || res.Revision != before.Revision+1 {
 		t.Fatalf("swap after the file is writable again: %+v, %v", res, err)
 	}

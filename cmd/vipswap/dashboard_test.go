@@ -12,9 +12,9 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestDashboardInBrowser opens the dashboard in headless Chromium, reads the
@@ -161,7 +161,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("after the abort the page does not show green 100%%: %v", err)
 	}
 	pause := true
-	if _, err := sw.Client.StartRollout(ctx, api.RolloutRequest{To: "blue", Steps: []float64{10, 50, 100}, Interval: "1s", Pause: &pause}); err != nil {
+	if _, err := sw.Client.StartRollout(ctx, wire.RolloutRequest{To: "blue", Steps: []float64{10, 50, 100}, Interval: "1s", Pause: &pause}); err != nil {
 		t.Fatal(err)
 	}
 	if err := until(`document.querySelectorAll("#rollout-progress span").length === 3 && !document.getElementById("rollout-analysis").hidden`, 10*time.Second); err != nil {
@@ -213,7 +213,7 @@ func TestDashboardInBrowser(t *testing.T) {
 		t.Fatalf("the page shows a release before any ran: %v", err)
 	}
 	for _, version := range []string{"1.1", "1.2"} {
-		p, err := sw.Client.Rolling(ctx, api.RollingRequest{Slot: "blue", Version: version})
+		p, err := sw.Client.Rolling(ctx, wire.RollingRequest{Slot: "blue", Version: version})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +257,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	// Swaps seconds apart, as vipswap verify --swap-every 1s makes them:
 	// their markers must not smear into each other.
 	for i := range 6 {
-		if _, err := sw.Client.Swap(ctx, api.ChangeRequest{Reason: "swap burst " + strconv.Itoa(i+1)}); err != nil {
+		if _, err := sw.Client.Swap(ctx, wire.ChangeRequest{Reason: "swap burst " + strconv.Itoa(i+1)}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -4,9 +4,9 @@ import (
 	"log/slog"
 
 	"github.com/vipswap/vipswap/config"
-	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/driver/haproxy"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // haproxyPlane is the HAProxy driver as the controller's remote data
@@ -31,8 +31,8 @@ func newHAProxyPlane(cfg *config.HAProxy, log *slog.Logger) *haproxyPlane {
 }
 
 // PlaneStatus implements control.RemotePlane.
-func (p *haproxyPlane) PlaneStatus() control.PlaneStatus {
+func (p *haproxyPlane) PlaneStatus() wire.PlaneStatus {
 	s := p.Status()
-	return control.PlaneStatus{Name: p.name, Revision: s.Revision, Applied: s.Applied, Error: s.Error,
+	return wire.PlaneStatus{Name: p.name, Revision: s.Revision, Applied: s.Applied, Error: s.Error,
 		ConvergedSeconds: s.Converged.Seconds(), Reapplied: s.Reapplied, Since: s.Since}
 }

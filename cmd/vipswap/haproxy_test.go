@@ -14,12 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/driver/haproxy"
 	"github.com/vipswap/vipswap/internal/haproxytest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // startWithHAProxy starts a real HAProxy in front of n instances per slot
@@ -69,9 +69,9 @@ measure:
 type hxSetup struct{ dir, cfg string }
 
 // waitApplied waits until vipswap says HAProxy shows the state in force.
-func waitApplied(t *testing.T, sw *switchtest.Switch) api.Status {
+func waitApplied(t *testing.T, sw *switchtest.Switch) wire.Status {
 	t.Helper()
-	var st api.Status
+	var st wire.Status
 	vstest.WaitFor(t, 10*time.Second, func() error {
 		var err error
 		if st, err = sw.Client.Status(context.Background()); err != nil {
@@ -95,9 +95,9 @@ func TestHAProxySwapsUnderLoad(t *testing.T) {
 	ctx := context.Background()
 	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 200, 2*time.Minute)
 	waitServed(t, load, 500)
-	var last api.Change
+	var last wire.Change
 	for i := range 20 {
-		res, err := sw.Client.Swap(ctx, api.ChangeRequest{Reason: fmt.Sprintf("swap %d", i)})
+		res, err := sw.Client.Swap(ctx, wire.ChangeRequest{Reason: fmt.Sprintf("swap %d", i)})
 		if err != nil || !res.Applied {
 			t.Fatalf("swap %d: %+v, %v", i, res, err)
 		}
@@ -109,7 +109,7 @@ func TestHAProxySwapsUnderLoad(t *testing.T) {
 	if res.Failed != 0 || res.BySlot["blue"] == 0 || res.BySlot["green"] == 0 {
 		t.Fatalf("%d failed (%v), by slot %v; want 0 failed and both slots serving", res.Failed, res.Errors, res.BySlot)
 	}
-	var e api.HistoryEntry
+	var e wire.HistoryEntry
 	vstest.WaitFor(t, 20*time.Second, func() error {
 		var err error
 		if e, err = sw.Client.Entry(ctx, last.HistoryID); err != nil {
@@ -125,7 +125,7 @@ func TestHAProxySwapsUnderLoad(t *testing.T) {
 	// A shift to 30 %: the share HAProxy sends.
 	st, _ := sw.Client.Status(ctx)
 	other := map[string]string{"blue": "green", "green": "blue"}[st.Active]
-	if res, err := sw.Client.Shift(ctx, api.ShiftRequest{To: other, Weight: new(30.0)}); err != nil || !res.Applied {
+	if res, err := sw.Client.Shift(ctx, wire.ShiftRequest{To: other, Weight: new(30.0)}); err != nil || !res.Applied {
 		t.Fatalf("shift: %+v, %v", res, err)
 	}
 	load = vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, time.Minute)
@@ -169,7 +169,7 @@ func TestHAProxyRestartReapplies(t *testing.T) {
 	t.Parallel()
 	hx, sw, _ := startWithHAProxy(t, 1, "haproxy")
 	ctx := context.Background()
-	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || res.To != "green" {
+	if res, err := sw.Client.Swap(ctx, wire.ChangeRequest{}); err != nil || res.To != "green" {
 		t.Fatalf("swap: %+v, %v", res, err)
 	}
 	rt := haproxy.Runtime{Addr: hx.Socket}
@@ -220,7 +220,7 @@ func TestHAProxyUnreachable(t *testing.T) {
 	ctx := context.Background()
 	before, _ := sw.Client.Status(ctx)
 	hx.Kill(t)
-	_, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+	_, err := sw.Client.Swap(ctx, wire.ChangeRequest{})
 	var apiErr *client.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "HAProxy runtime API") {
 		t.Fatalf("a swap with HAProxy down: %v; want a 503 naming its runtime API", err)
@@ -234,7 +234,7 @@ func TestHAProxyUnreachable(t *testing.T) {
 	waitPlane(t, sw, false)
 	hx.Start(t)
 	waitApplied(t, sw)
-	if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied {
+	if res, err := sw.Client.Swap(ctx, wire.ChangeRequest{}); err != nil || !res.Applied {
 		t.Fatalf("a swap once HAProxy is back: %+v, %v", res, err)
 	}
 }
@@ -358,7 +358,7 @@ func TestHAProxyMissingMapRefused(t *testing.T) {
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	before, _ := sw.Client.Status(ctx)
-	_, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+	_, err := sw.Client.Swap(ctx, wire.ChangeRequest{})
 	var apiErr *client.Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusServiceUnavailable || !strings.Contains(err.Error(), "no map "+dir+"/typo.map (haproxy.maps.stage") {
 		t.Fatalf("a swap with a map HAProxy does not know: %v; want a 503 naming the map", err)
@@ -430,7 +430,7 @@ func TestHAProxyApplyFailureWarns(t *testing.T) {
 		t.Fatalf("swap --json: exit %d\n%s\nwant the warning %q with HAProxy's answer", code, out, want)
 	}
 	// Through the API: the answer carries it.
-	res, err := sw.Client.Shift(ctx, api.ShiftRequest{To: "blue", Weight: new(50.0)})
+	res, err := sw.Client.Shift(ctx, wire.ShiftRequest{To: "blue", Weight: new(50.0)})
 	if err != nil || !res.Applied {
 		t.Fatalf("shift: %+v, %v", res, err)
 	}
@@ -468,7 +468,7 @@ func TestHAProxyHostNameInstances(t *testing.T) {
 	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, time.Minute)
 	waitServed(t, load, 200)
 	for i := range 2 {
-		if res, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil || !res.Applied || len(res.Warnings) > 0 {
+		if res, err := sw.Client.Swap(ctx, wire.ChangeRequest{}); err != nil || !res.Applied || len(res.Warnings) > 0 {
 			t.Fatalf("swap %d: %+v, %v", i, res, err)
 		}
 		waitApplied(t, sw)
@@ -542,11 +542,11 @@ func TestHAProxySwapWaitsForInFlight(t *testing.T) {
 		return nil
 	})
 	ctx := context.Background()
-	res, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+	res, err := sw.Client.Swap(ctx, wire.ChangeRequest{})
 	if err != nil || !res.Applied {
 		t.Fatalf("swap: %+v, %v", res, err)
 	}
-	var e api.HistoryEntry
+	var e wire.HistoryEntry
 	vstest.WaitFor(t, 30*time.Second, func() error {
 		if e, err = sw.Client.Entry(ctx, res.HistoryID); err != nil {
 			return err

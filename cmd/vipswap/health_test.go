@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestDownSaysWhy (issue 16, point 1): an instance answering 404, one
@@ -63,7 +63,7 @@ func TestDownSaysWhy(t *testing.T) {
 		if code != 0 {
 			return fmt.Errorf("status --json exited %d: %s", code, out)
 		}
-		var st api.Status
+		var st wire.Status
 		if err := json.Unmarshal([]byte(out), &st); err != nil {
 			return err
 		}

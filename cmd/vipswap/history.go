@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/wire"
 )
 
 func newHistoryCmd() *cobra.Command {
@@ -53,7 +53,7 @@ operations with their reason, and for each switch the traffic around it.`,
 	return cmd
 }
 
-func printHistory(w io.Writer, h []api.HistoryEntry) {
+func printHistory(w io.Writer, h []wire.HistoryEntry) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tTIME\tACTOR\tOPERATION\tCHANGE\tRESULT\tREV\tAROUND THE SWITCH\tREASON")
 	for _, e := range h {
@@ -105,7 +105,7 @@ func printHistory(w io.Writer, h []api.HistoryEntry) {
 }
 
 // describeSteps says a release's steps and how long each took.
-func describeSteps(steps []api.Step) string {
+func describeSteps(steps []wire.Step) string {
 	parts := make([]string, len(steps))
 	for i, s := range steps {
 		parts[i] = fmt.Sprintf("%s %.1fs", printable(s.Name), s.Seconds)

@@ -6,8 +6,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestHistoryIsSafeToPrint: reasons are anyone's text; vipswap history
@@ -23,10 +23,10 @@ func TestHistoryIsSafeToPrint(t *testing.T) {
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	hostile := "ok\x1b[2J\x1b[31mred\r\n99  2026-01-01 00:00:00  admin  swap  fake\u202eevil\u009b31m\x07"
-	if _, err := sw.Client.Swap(ctx, api.ChangeRequest{Reason: hostile}); err != nil {
+	if _, err := sw.Client.Swap(ctx, wire.ChangeRequest{Reason: hostile}); err != nil {
 		t.Fatal(err)
 	}
-	_, err := sw.Client.Drain(ctx, "blue", addrs["blue"][0], api.ChangeRequest{Reason: "\x1b]0;owned\x07"})
+	_, err := sw.Client.Drain(ctx, "blue", addrs["blue"][0], wire.ChangeRequest{Reason: "\x1b]0;owned\x07"})
 	if err == nil {
 		t.Fatal("draining the last instance of the standby slot... was allowed")
 	}
@@ -48,7 +48,7 @@ func TestHistoryIsSafeToPrint(t *testing.T) {
 
 	// Pages.
 	for range 4 {
-		sw.Client.Swap(ctx, api.ChangeRequest{})
+		sw.Client.Swap(ctx, wire.ChangeRequest{})
 	}
 	code, out = cli(t, sw, "history", "--limit", "3")
 	m := regexp.MustCompile(`older entries: vipswap history --before (\d+)`).FindStringSubmatch(out)

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestDrainInstanceUnderLoad: an operator drains one instance of the active
@@ -24,7 +24,7 @@ func TestDrainInstanceUnderLoad(t *testing.T) {
 
 	load := vstest.StartLoad(sw.Prod+"/api/test", 100, time.Minute)
 	waitServed(t, load, 1000)
-	if _, err := sw.Client.Drain(ctx, "blue", victim, api.ChangeRequest{Reason: "test"}); err != nil {
+	if _, err := sw.Client.Drain(ctx, "blue", victim, wire.ChangeRequest{Reason: "test"}); err != nil {
 		load.Stop()
 		t.Fatal(err)
 	}
@@ -39,7 +39,7 @@ func TestDrainInstanceUnderLoad(t *testing.T) {
 	waitServed(t, load, load.OK()+3000)
 	servedLater := instanceServed(t, sw, victim)
 
-	if _, err := sw.Client.Ready(ctx, "blue", victim, api.ChangeRequest{}); err != nil {
+	if _, err := sw.Client.Ready(ctx, "blue", victim, wire.ChangeRequest{}); err != nil {
 		load.Stop()
 		t.Fatal(err)
 	}

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestInstanceLossUnderLoad kills one instance of the active slot with
@@ -57,11 +57,11 @@ func waitServed(t *testing.T, load *vstest.Load, n int64) {
 }
 
 // instance returns the status of the instance at addr.
-func instance(t *testing.T, sw *switchtest.Switch, addr string) (api.InstanceStatus, error) {
+func instance(t *testing.T, sw *switchtest.Switch, addr string) (wire.InstanceStatus, error) {
 	t.Helper()
 	st, err := sw.Client.Status(context.Background())
 	if err != nil {
-		return api.InstanceStatus{}, err
+		return wire.InstanceStatus{}, err
 	}
 	for _, s := range st.Slots {
 		for _, i := range s.Instances {
@@ -70,7 +70,7 @@ func instance(t *testing.T, sw *switchtest.Switch, addr string) (api.InstanceSta
 			}
 		}
 	}
-	return api.InstanceStatus{}, fmt.Errorf("no instance %s in status", addr)
+	return wire.InstanceStatus{}, fmt.Errorf("no instance %s in status", addr)
 }
 
 // waitInstance waits until the instance at addr has the given health.

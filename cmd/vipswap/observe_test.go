@@ -14,9 +14,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // scrape reads GET /metrics.
@@ -160,11 +160,11 @@ func TestMetricsCountWhatWasSent(t *testing.T) {
 
 	// A swap and a refused one show in the change counters and gauges.
 	ctx := context.Background()
-	if _, err := sw.Client.Swap(ctx, api.ChangeRequest{}); err != nil {
+	if _, err := sw.Client.Swap(ctx, wire.ChangeRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	stale := uint64(1)
-	if _, err := sw.Client.Swap(ctx, api.ChangeRequest{IfRevision: &stale}); err == nil {
+	if _, err := sw.Client.Swap(ctx, wire.ChangeRequest{IfRevision: &stale}); err == nil {
 		t.Fatal("a swap with a stale if_revision was applied")
 	}
 	m = scrape(t, sw.Admin)

@@ -12,10 +12,11 @@ import (
 	"github.com/spf13/pflag"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
+	"github.com/vipswap/vipswap/wire"
 )
 
 func newDeployCmd() *cobra.Command {
-	var req api.DeployRequest
+	var req wire.DeployRequest
 	var f *releaseFlags
 	cmd := &cobra.Command{
 		Use:   "deploy --slot SLOT --version V [flags] [-- COMMAND...]",
@@ -52,7 +53,7 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 				return &usageError{msg: fmt.Sprintf("unexpected argument %q before --", args[0])}
 			}
 			req.Command = args
-			return f.run(cmd, func(ctx context.Context, c *client.Client) (api.Progress, error) { return c.Deploy(ctx, req) })
+			return f.run(cmd, func(ctx context.Context, c *client.Client) (wire.Progress, error) { return c.Deploy(ctx, req) })
 		},
 	}
 	fs := cmd.Flags()
@@ -71,7 +72,7 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 }
 
 func newRollingCmd() *cobra.Command {
-	var req api.RollingRequest
+	var req wire.RollingRequest
 	var f *releaseFlags
 	cmd := &cobra.Command{
 		Use:   "rolling SLOT [--version V] [flags] [-- COMMAND...]",
@@ -98,7 +99,7 @@ vipswap; one history entry records it, with its steps.`,
 			if dash == 1 {
 				req.Command = args[1:]
 			}
-			return f.run(cmd, func(ctx context.Context, c *client.Client) (api.Progress, error) { return c.Rolling(ctx, req) })
+			return f.run(cmd, func(ctx context.Context, c *client.Client) (wire.Progress, error) { return c.Rolling(ctx, req) })
 		},
 	}
 	fs := cmd.Flags()
@@ -127,7 +128,7 @@ func releaseFlagsOf(fs *pflag.FlagSet, warmup *int, warmupPath, timeout, reason 
 }
 
 // run starts a release and follows it until it ends.
-func (f *releaseFlags) run(cmd *cobra.Command, start func(context.Context, *client.Client) (api.Progress, error)) error {
+func (f *releaseFlags) run(cmd *cobra.Command, start func(context.Context, *client.Client) (wire.Progress, error)) error {
 	if n := len(*f.reason); n > api.MaxReason {
 		return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", n, api.MaxReason)}
 	}
@@ -142,7 +143,7 @@ func (f *releaseFlags) run(cmd *cobra.Command, start func(context.Context, *clie
 // follow shows a release's progress until it ends: each step as it ends,
 // the health counts and the rollout's progress while a step waits. It
 // returns an error (exit 1) when the release failed.
-func follow(ctx context.Context, c *client.Client, p api.Progress, asJSON bool, out io.Writer) error {
+func follow(ctx context.Context, c *client.Client, p wire.Progress, asJSON bool, out io.Writer) error {
 	if !asJSON {
 		fmt.Fprintf(out, "%s %s: slot %s, version %s\n", p.Kind, p.ID, p.Slot, p.Version)
 	}
@@ -212,7 +213,7 @@ func follow(ctx context.Context, c *client.Client, p api.Progress, asJSON bool, 
 }
 
 // waiting describes a running step: what it waits for, and how far.
-func waiting(p api.Progress, s api.Step) string {
+func waiting(p wire.Progress, s wire.Step) string {
 	line := "  ...    " + s.Name
 	if p.Instances > 0 {
 		line += fmt.Sprintf(": %d/%d healthy", p.Healthy, p.Instances)

@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // releaseSlots are two managed slots whose command takes {version}, with
@@ -87,7 +87,7 @@ func answeredBy(t *testing.T, sw *switchtest.Switch) string {
 }
 
 // lastEntry returns the newest history entry of operation op.
-func lastEntry(t *testing.T, sw *switchtest.Switch, op string) api.HistoryEntry {
+func lastEntry(t *testing.T, sw *switchtest.Switch, op string) wire.HistoryEntry {
 	t.Helper()
 	h, err := sw.Client.History(context.Background(), 50)
 	if err != nil {
@@ -99,10 +99,10 @@ func lastEntry(t *testing.T, sw *switchtest.Switch, op string) api.HistoryEntry 
 		}
 	}
 	t.Fatalf("no %s entry in the history", op)
-	return api.HistoryEntry{}
+	return wire.HistoryEntry{}
 }
 
-func stepNames(e api.HistoryEntry) string {
+func stepNames(e wire.HistoryEntry) string {
 	var names []string
 	for _, s := range e.Steps {
 		names = append(names, s.Name+":"+s.Result)
@@ -146,7 +146,7 @@ func TestDeploySwap(t *testing.T) {
 	}
 	// Rollback within --keep: blue is still running, so it is instant.
 	began := time.Now()
-	if res, err := sw.Client.Rollback(context.Background(), api.ChangeRequest{}); err != nil || res.To != "blue" || res.TargetRoutable != 2 {
+	if res, err := sw.Client.Rollback(context.Background(), wire.ChangeRequest{}); err != nil || res.To != "blue" || res.TargetRoutable != 2 {
 		t.Fatalf("rollback: %+v, %v", res, err)
 	}
 	t.Logf("rollback answered in %s", time.Since(began).Round(time.Microsecond))
@@ -313,7 +313,7 @@ func TestDeployRollout(t *testing.T) {
 	}
 	args = append([]string{"deploy", "--slot", "v4", "--version", "4.0", "--strategy", "rollout", "--steps", "100", "--interval", "1s", "--keep", "3s", "--json"}, app("v4")...)
 	code, out := runRelease(t, sw, args...)
-	var p api.Progress
+	var p wire.Progress
 	if code != 0 || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &p) != nil || p.State != "succeeded" || p.From != "v3" || !strings.Contains(p.Kept, "v3 keeps running until") {
 		t.Fatalf("second deploy --json: exit %d:\n%s", code, out)
 	}
@@ -485,7 +485,7 @@ func TestVerify(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var e api.ErrorBody
+		var e wire.ErrorBody
 		err = json.NewDecoder(resp.Body).Decode(&e)
 		resp.Body.Close()
 		if err != nil || resp.StatusCode != c.status || e.Error == "" || !strings.Contains(e.Error, c.want) || strings.Contains(e.Error, "\n") {
@@ -503,13 +503,13 @@ func TestVerify(t *testing.T) {
 }
 
 // findSlot returns slot name of st.
-func findSlot(st api.Status, name string) (api.SlotStatus, bool) {
+func findSlot(st wire.Status, name string) (wire.SlotStatus, bool) {
 	for _, s := range st.Slots {
 		if s.Name == name {
 			return s, true
 		}
 	}
-	return api.SlotStatus{}, false
+	return wire.SlotStatus{}, false
 }
 
 // TestReleaseReportsInstanceErrors: a release whose new version answers
@@ -529,7 +529,7 @@ func TestReleaseReportsInstanceErrors(t *testing.T) {
 	args := []string{"deploy", "--slot", "v3", "--version", "3.0", "--strategy", "rollout", "--steps", "50,100", "--interval", "2s", "--json",
 		"--", "vipswap", "app", "--slot", "v3", "--version", "{version}", "--listen", "127.0.0.1:{port}", "--fail-rate", "0.1"}
 	code, out := runRelease(t, sw, args...)
-	var p api.Progress
+	var p wire.Progress
 	if code != 0 || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &p) != nil || p.State != "succeeded" {
 		t.Fatalf("deploy: exit %d:\n%s", code, out)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // runtime is what a running vipswap changes when its configuration file is
@@ -244,12 +245,12 @@ func (rt *runtime) killGroups() {
 // (their managed instances too) and take traffic once healthy; slots it
 // removes must not take traffic, and their managed instances stop once out
 // of the routing table. A dry run reports what would change.
-func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Change, error) {
+func (rt *runtime) reload(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	next, err := config.Load(rt.path)
 	if err != nil {
-		return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, nil,
+		return wire.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, nil,
 			fmt.Errorf("the configuration in force is unchanged: %s", strings.ReplaceAll(err.Error(), "\n", "; ")))
 	}
 	diff := rt.cfg.Compare(next)
@@ -260,20 +261,20 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 				why += "; but " + o + ", after a restart too: vipswap deploy or rolling changes it"
 			}
 		}
-		return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
+		return wire.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
 			fmt.Errorf("the configuration in force is unchanged: %s", why))
 	}
 	var tokens []api.Token
 	if next.Admin.TokenFile != "" {
 		if tokens, err = api.LoadTokens(next.Admin.TokenFile); err != nil {
-			return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
+			return wire.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
 				fmt.Errorf("the configuration in force is unchanged: %w", err))
 		}
 	}
 	var affinityKey []byte
 	if next.Affinity.KeyFile != "" {
 		if affinityKey, err = config.LoadAffinityKey(next.Affinity.KeyFile); err != nil {
-			return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
+			return wire.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
 				fmt.Errorf("the configuration in force is unchanged: %w", err))
 		}
 	}
@@ -323,7 +324,7 @@ func (rt *runtime) reload(ctx context.Context, req api.ChangeRequest) (api.Chang
 		g, err := rt.startGroup(name, s)
 		if err != nil {
 			forget()
-			return api.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
+			return wire.Change{Operation: "reload"}, rt.ctrl.RefuseReload(ctx, req, diff.Changes,
 				fmt.Errorf("the configuration in force is unchanged: slots.%s: %w", name, err))
 		}
 		started[name], groups[name] = g, g
@@ -390,7 +391,7 @@ Every reload is recorded in the history.`,
 			if n := len(*reason); n > api.MaxReason {
 				return &usageError{msg: fmt.Sprintf("--reason: %d bytes, at most %d are allowed", n, api.MaxReason)}
 			}
-			res, err := newClient(*admin).Reload(cmd.Context(), api.ChangeRequest{Reason: *reason, DryRun: *dryRun, Force: *force})
+			res, err := newClient(*admin).Reload(cmd.Context(), wire.ChangeRequest{Reason: *reason, DryRun: *dryRun, Force: *force})
 			if err != nil {
 				return err
 			}
@@ -405,7 +406,7 @@ Every reload is recorded in the history.`,
 	return cmd
 }
 
-func printReload(w io.Writer, res api.Change, asJSON bool) error {
+func printReload(w io.Writer, res wire.Change, asJSON bool) error {
 	if asJSON {
 		return writeJSON(w, res)
 	}

@@ -12,19 +12,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // reloads returns the reloads in the history, newest first.
-func reloads(t *testing.T, sw *switchtest.Switch) []api.HistoryEntry {
+func reloads(t *testing.T, sw *switchtest.Switch) []wire.HistoryEntry {
 	t.Helper()
 	h, err := sw.Client.History(context.Background(), 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []api.HistoryEntry
+	var out []wire.HistoryEntry
 	for _, e := range h {
 		if e.Operation == "reload" {
 			out = append(out, e)

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // writeConfig replaces the configuration file of a switch started by
@@ -177,33 +177,33 @@ func TestReloadRereadsTokens(t *testing.T) {
 	ctx := context.Background()
 	old := client.New(sw.Admin, client.WithToken("old-secret-0123456789"))
 	rotated := client.New(sw.Admin, client.WithToken("new-secret-0123456789"))
-	if _, err := rotated.Swap(ctx, api.ChangeRequest{DryRun: true}); err == nil {
+	if _, err := rotated.Swap(ctx, wire.ChangeRequest{DryRun: true}); err == nil {
 		t.Fatal("the new token was accepted before the reload")
 	}
 	if err := os.WriteFile(tokens, []byte("deploy new-secret-0123456789\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	res, err := old.Reload(ctx, api.ChangeRequest{})
+	res, err := old.Reload(ctx, wire.ChangeRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(strings.Join(res.Changes, " "), "admin.token_file: tokens re-read (deploy)") {
 		t.Fatalf("reload changes %q do not mention the tokens", res.Changes)
 	}
-	if _, err := old.Swap(ctx, api.ChangeRequest{DryRun: true}); err == nil {
+	if _, err := old.Swap(ctx, wire.ChangeRequest{DryRun: true}); err == nil {
 		t.Fatal("the revoked token still works after the reload")
 	}
-	if _, err := rotated.Swap(ctx, api.ChangeRequest{DryRun: true}); err != nil {
+	if _, err := rotated.Swap(ctx, wire.ChangeRequest{DryRun: true}); err != nil {
 		t.Fatalf("the new token is refused after the reload: %v", err)
 	}
 	// A token file that went bad is refused; the tokens in force stay.
 	if err := os.Chmod(tokens, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rotated.Reload(ctx, api.ChangeRequest{}); err == nil || !strings.Contains(err.Error(), "too open") {
+	if _, err := rotated.Reload(ctx, wire.ChangeRequest{}); err == nil || !strings.Contains(err.Error(), "too open") {
 		t.Fatalf("reload with a world-readable token file: %v, want a refusal naming the permissions", err)
 	}
-	if _, err := rotated.Swap(ctx, api.ChangeRequest{DryRun: true}); err != nil {
+	if _, err := rotated.Swap(ctx, wire.ChangeRequest{DryRun: true}); err != nil {
 		t.Fatalf("the token in force stopped working after a refused reload: %v", err)
 	}
 }

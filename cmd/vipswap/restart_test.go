@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestRestartKeepsState: swap, kill -9 vipswap, start it again on the same
@@ -20,7 +20,7 @@ func TestRestartKeepsState(t *testing.T) {
 	cfg := testConfig(dir, staticSlots(addrs))
 	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
-	res, err := sw.Client.Swap(context.Background(), api.ChangeRequest{})
+	res, err := sw.Client.Swap(context.Background(), wire.ChangeRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/wire"
 )
 
 func newShiftCmd() *cobra.Command {
@@ -45,7 +45,7 @@ routable instance, unless --force. stage keeps following the standby slot.`,
 				return &usageError{msg: "--" + err.Error()}
 			}
 			c := newClient(*f.admin)
-			res, err := c.Shift(cmd.Context(), api.ShiftRequest{ChangeRequest: f.request(), To: *to, Weight: weight})
+			res, err := c.Shift(cmd.Context(), wire.ShiftRequest{ChangeRequest: f.request(), To: *to, Weight: weight})
 			if err != nil {
 				return err
 			}
@@ -80,7 +80,7 @@ routable instance, unless --force. stage keeps following the standby slot.`,
 }
 
 // printShift says what prod's split is after a change.
-func printShift(w io.Writer, res api.Change) {
+func printShift(w io.Writer, res wire.Change) {
 	if !res.Applied {
 		fmt.Fprintf(w, "nothing to do: prod is already %s (revision %d)\n", split(res.Weights), res.Revision)
 		return
@@ -144,7 +144,7 @@ func newRolloutStartCmd() *cobra.Command {
 			if *to == "" {
 				return &usageError{msg: "--to is required"}
 			}
-			req := api.RolloutRequest{ChangeRequest: f.request(), To: *to, Plan: *plan, Interval: *interval}
+			req := wire.RolloutRequest{ChangeRequest: f.request(), To: *to, Plan: *plan, Interval: *interval}
 			if cmd.Flags().Changed("pause") {
 				req.Pause = pause
 			}
@@ -254,7 +254,7 @@ func watchRollout(ctx context.Context, c *client.Client, w io.Writer) error {
 
 // printRollout draws the rollout: a progress bar over its steps, the
 // current step and time left, and the analysis.
-func printRollout(w io.Writer, st api.RolloutStatus) {
+func printRollout(w io.Writer, st wire.RolloutStatus) {
 	if !st.Running {
 		fmt.Fprintf(w, "no rollout is running; prod is %s\n", split(st.Weights))
 		return
@@ -285,7 +285,7 @@ func printRollout(w io.Writer, st api.RolloutStatus) {
 		fmt.Fprintf(w, "  analysis over %.0f s: %s\n", a.WindowSeconds, printable(a.Verdict))
 		for _, r := range []struct {
 			role, slot string
-			f          api.SlotFigures
+			f          wire.SlotFigures
 		}{{"canary", st.To, a.Canary}, {"stable", st.From, a.Stable}} {
 			fmt.Fprintf(w, "    %s %-10s %7s requests, %6.2f%% errors, p99 %s ms", r.role, r.slot, thousands(r.f.Requests), r.f.ErrorRate*100, strconv.FormatFloat(r.f.P99MS, 'f', 1, 64))
 			if r.f.SteeredRequests > 0 {
@@ -314,7 +314,7 @@ func newPromoteCmd() *cobra.Command {
 			if err := f.check(); err != nil {
 				return err
 			}
-			res, err := newClient(*f.admin).Promote(cmd.Context(), api.PromoteRequest{ChangeRequest: f.request(), Full: *full})
+			res, err := newClient(*f.admin).Promote(cmd.Context(), wire.PromoteRequest{ChangeRequest: f.request(), Full: *full})
 			if err != nil {
 				return err
 			}
@@ -350,7 +350,7 @@ func newAbortCmd() *cobra.Command {
 
 // reportChange prints a change's answer: a dry run's verdict, the JSON, or
 // text's one line.
-func reportChange(w io.Writer, res api.Change, asJSON bool, text func(io.Writer, api.Change)) error {
+func reportChange(w io.Writer, res wire.Change, asJSON bool, text func(io.Writer, wire.Change)) error {
 	if res.DryRun {
 		return printDryRun(w, res, asJSON)
 	}

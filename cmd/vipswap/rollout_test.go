@@ -14,9 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // startApps starts n sample apps of slot, with extra flags, and returns
@@ -41,7 +41,7 @@ analysis:
   max_error_rate: 0.01
 `
 
-func rolloutStatus(t *testing.T, sw *switchtest.Switch) api.RolloutStatus {
+func rolloutStatus(t *testing.T, sw *switchtest.Switch) wire.RolloutStatus {
 	t.Helper()
 	st, err := sw.Client.Rollout(context.Background())
 	if err != nil {
@@ -169,7 +169,7 @@ func TestHealthyRolloutCompletes(t *testing.T) {
 		if i%2 == 1 {
 			w = 0
 		}
-		if _, err := sw.Client.Shift(ctx, api.ShiftRequest{To: "green", Weight: &w}); err != nil {
+		if _, err := sw.Client.Shift(ctx, wire.ShiftRequest{To: "green", Weight: &w}); err != nil {
 			t.Fatalf("shift %d: %v", i, err)
 		}
 		waitServed(t, load, load.OK()+100)
@@ -197,7 +197,7 @@ func TestHealthyRolloutCompletes(t *testing.T) {
 		t.Fatalf("the rollout still runs after reaching 100%%: %+v", st)
 	}
 	// An abort mid-way: back to green at once.
-	if _, err := sw.Client.StartRollout(ctx, api.RolloutRequest{To: "blue", Steps: []float64{30, 100}, Interval: "1m"}); err != nil {
+	if _, err := sw.Client.StartRollout(ctx, wire.RolloutRequest{To: "blue", Steps: []float64{30, 100}, Interval: "1m"}); err != nil {
 		t.Fatal(err)
 	}
 	waitServed(t, load, load.OK()+2000)

@@ -31,6 +31,7 @@ import (
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/wire"
 	"golang.org/x/net/netutil"
 )
 
@@ -355,7 +356,7 @@ wait:
 			log.Error("listener failed; shutting down", "err", err)
 			break wait
 		case <-setup.hup:
-			if res, err := rt.reload(ctx, api.ChangeRequest{Actor: "SIGHUP"}); err == nil {
+			if res, err := rt.reload(ctx, wire.ChangeRequest{Actor: "SIGHUP"}); err == nil {
 				log.Info("reloaded on SIGHUP", "history_id", res.HistoryID, "changes", len(res.Changes))
 				for _, w := range res.Warnings {
 					log.Warn("reload: " + w)

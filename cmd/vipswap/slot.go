@@ -11,10 +11,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/config"
-	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
 
 func newSlotCmd() *cobra.Command {
@@ -50,7 +49,7 @@ stored in the state: a restarted vipswap serves it (and starts its instances).`,
 			if err := f.check(); err != nil {
 				return err
 			}
-			req := api.AddSlotRequest{ChangeRequest: f.request(), Name: args[0], Instances: *instances, Version: *version}
+			req := wire.AddSlotRequest{ChangeRequest: f.request(), Name: args[0], Instances: *instances, Version: *version}
 			switch {
 			case len(*instances) == 0 && *runFile == "":
 				return &usageError{msg: "--instances (host:port, comma-separated) or --run-file is required"}
@@ -65,7 +64,7 @@ stored in the state: a restarted vipswap serves it (and starts its instances).`,
 				if err != nil {
 					return err
 				}
-				req.Run = &state.RunSpec{Command: run.Command, Address: run.Address, Replicas: run.Replicas, StopTimeout: run.StopTimeout}
+				req.Run = &wire.RunSpec{Command: run.Command, Address: run.Address, Replicas: run.Replicas, StopTimeout: run.StopTimeout}
 			}
 			res, err := newClient(*f.admin).AddSlot(cmd.Context(), req)
 			if err != nil {
@@ -154,7 +153,7 @@ active. Refused when SLOT is the active slot, or has no routable instance
 			if err := f.check(); err != nil {
 				return err
 			}
-			res, err := newClient(*f.admin).SetStage(cmd.Context(), api.StageRequest{ChangeRequest: f.request(), Slot: args[0]})
+			res, err := newClient(*f.admin).SetStage(cmd.Context(), wire.StageRequest{ChangeRequest: f.request(), Slot: args[0]})
 			if err != nil {
 				return err
 			}
@@ -166,8 +165,8 @@ active. Refused when SLOT is the active slot, or has no routable instance
 }
 
 // printSlotChange reports a slot add, remove or stage change.
-func printSlotChange(w io.Writer, res api.Change, asJSON bool, done string) error {
-	return reportChange(w, res, asJSON, func(w io.Writer, res api.Change) {
+func printSlotChange(w io.Writer, res wire.Change, asJSON bool, done string) error {
+	return reportChange(w, res, asJSON, func(w io.Writer, res wire.Change) {
 		if !res.Applied {
 			fmt.Fprintf(w, "nothing to do: %s already (revision %d)\n", done, res.Revision)
 			return
@@ -197,7 +196,7 @@ func waitQuiet(ctx context.Context, c *client.Client, slot string, quiet, limit 
 			return time.Time{}, err
 		}
 		if err == nil {
-			i := slices.IndexFunc(st.Slots, func(s api.SlotStatus) bool { return s.Name == slot })
+			i := slices.IndexFunc(st.Slots, func(s wire.SlotStatus) bool { return s.Name == slot })
 			if i < 0 {
 				return time.Time{}, fmt.Errorf("no slot %q", slot)
 			}
@@ -261,7 +260,7 @@ routes: and replace one that matches the same requests.`,
 				if *prefix == "" || (verb == "set" && *slot == "") {
 					return &usageError{msg: map[string]string{"set": "--path-prefix and --slot are required", "remove": "--path-prefix is required"}[verb]}
 				}
-				req := api.RouteRequest{ChangeRequest: f.request(), PathPrefix: *prefix, Header: *header, Value: *value, Slot: *slot}
+				req := wire.RouteRequest{ChangeRequest: f.request(), PathPrefix: *prefix, Header: *header, Value: *value, Slot: *slot}
 				cl := newClient(*f.admin)
 				match := *prefix + "*"
 				if *header != "" {

@@ -14,10 +14,10 @@ import (
 
 	bbolt "go.etcd.io/bbolt"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // serveFrom starts "vipswap serve -c cfgPath" with cwd as its working
@@ -63,7 +63,7 @@ func TestRelativeStatePath(t *testing.T) {
 	if !strings.Contains(first.Output(), `level=WARN msg="new state: the state file holds no state yet, so it is seeded from the configuration's active slot" path=`+filepath.Join(dir, "state.db")+" active=blue") {
 		t.Fatalf("no warning naming the new state file:\n%s", first.Output())
 	}
-	if _, err := c.Swap(context.Background(), api.ChangeRequest{Force: true}); err != nil {
+	if _, err := c.Swap(context.Background(), wire.ChangeRequest{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	stop(t, first)
@@ -97,7 +97,7 @@ func TestStateCommands(t *testing.T) {
 	sw.WaitHealthy(t)
 	ctx := context.Background()
 	for range 3 {
-		if _, err := sw.Client.Swap(ctx, api.ChangeRequest{Reason: "release"}); err != nil {
+		if _, err := sw.Client.Swap(ctx, wire.ChangeRequest{Reason: "release"}); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
+	"github.com/vipswap/vipswap/wire"
 )
 
 func newStatusCmd() *cobra.Command {
@@ -67,7 +67,7 @@ func watchStatus(ctx context.Context, c *client.Client, w io.Writer) error {
 	for {
 		s, err := c.Status(ctx)
 		if err == nil {
-			var r api.Rates
+			var r wire.Rates
 			if r, err = c.Rates(ctx); err == nil {
 				var b strings.Builder
 				printStatus(&b, s)
@@ -94,17 +94,17 @@ func watchStatus(ctx context.Context, c *client.Client, w io.Writer) error {
 
 // printRates prints each slot's rates in the newest sample and its average
 // over the last minute.
-func printRates(w io.Writer, s api.Status, r api.Rates) {
+func printRates(w io.Writer, s wire.Status, r wire.Rates) {
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT	REQ/S	ERR/S	REQ/S 1m	ERR/S 1m")
 	recent := r.Samples[max(len(r.Samples)-60, 0):]
 	for _, slot := range s.Slots {
-		var now api.SlotRate
+		var now wire.SlotRate
 		if len(recent) > 0 {
 			now = recent[len(recent)-1].Slots[slot.Name]
 		}
-		var sum api.SlotRate
+		var sum wire.SlotRate
 		for _, x := range recent {
 			sum.Requests += x.Slots[slot.Name].Requests
 			sum.Errors += x.Slots[slot.Name].Errors
@@ -115,7 +115,7 @@ func printRates(w io.Writer, s api.Status, r api.Rates) {
 	tw.Flush()
 }
 
-func printStatus(w io.Writer, s api.Status) {
+func printStatus(w io.Writer, s wire.Status) {
 	version := func(slot string) string {
 		for _, ss := range s.Slots {
 			if ss.Name == slot && ss.Version != "" {
@@ -199,7 +199,7 @@ func printStatus(w io.Writer, s api.Status) {
 // healthText says an instance's health and why: "up", "down: L7STS 404
 // for 12s", "up, drained", "up (last check L7TOUT ...)" when a check has
 // failed but not enough of them yet.
-func healthText(inst api.InstanceStatus, now time.Time) string {
+func healthText(inst wire.InstanceStatus, now time.Time) string {
 	h := "up"
 	if !inst.Healthy {
 		h = "down"

@@ -6,10 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // TestSwapUnderLoad is the zero-downtime proof: 200 keep-alive clients for
@@ -29,7 +29,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	defer tick.Stop()
 	for time.Now().Before(deadline) {
 		<-tick.C
-		ch, err := sw.Client.Swap(ctx, api.ChangeRequest{})
+		ch, err := sw.Client.Swap(ctx, wire.ChangeRequest{})
 		if err != nil {
 			load.Stop()
 			t.Fatalf("swap %d: %v", swaps+1, err)
@@ -41,7 +41,7 @@ func TestSwapUnderLoad(t *testing.T) {
 	}
 	// The first swap's measurement covers the load around it (issue 16,
 	// point 7): its window closed 5 s after it, under load.
-	var e api.HistoryEntry
+	var e wire.HistoryEntry
 	vstest.WaitFor(t, 10*time.Second, func() error {
 		var err error
 		if e, err = sw.Client.Entry(ctx, first); err == nil && e.Measurement == nil {
@@ -89,7 +89,7 @@ func TestSwapRefusedWhenStandbyIsDown(t *testing.T) {
 	}
 
 	t.Run("API answers 409 with the reason", func(t *testing.T) {
-		_, err := sw.Client.Swap(context.Background(), api.ChangeRequest{})
+		_, err := sw.Client.Swap(context.Background(), wire.ChangeRequest{})
 		if !client.IsRefused(err) || !strings.Contains(err.Error(), `standby slot "green" has no healthy instance`) {
 			t.Fatalf("got %v, want a 409 naming green", err)
 		}
@@ -114,7 +114,7 @@ func TestSwapRefusedWhenStandbyIsDown(t *testing.T) {
 		}
 	})
 	t.Run("force swaps anyway", func(t *testing.T) {
-		res, err := sw.Client.Swap(context.Background(), api.ChangeRequest{Force: true})
+		res, err := sw.Client.Swap(context.Background(), wire.ChangeRequest{Force: true})
 		if err != nil || !res.Forced || res.To != "green" {
 			t.Fatalf("got %+v, %v; want a forced swap to green", res, err)
 		}

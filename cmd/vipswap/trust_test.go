@@ -13,9 +13,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // clientFrom returns an HTTP client whose connections come from ip (any
@@ -119,7 +119,7 @@ func greenCookie(t *testing.T, hc *http.Client, base string) string {
 // rolloutToEnd starts a rollout to green with steps and interval, waits
 // until it is over (promoted or aborted) and returns the newest history
 // entry.
-func rolloutToEnd(t *testing.T, sw *switchtest.Switch, steps, interval string) api.HistoryEntry {
+func rolloutToEnd(t *testing.T, sw *switchtest.Switch, steps, interval string) wire.HistoryEntry {
 	t.Helper()
 	if code, out := cli(t, sw, "rollout", "start", "--to", "green", "--steps", steps, "--interval", interval); code != 0 {
 		t.Fatalf("rollout start: exit %d: %s", code, out)
@@ -383,11 +383,11 @@ func TestClientMistakesAreNotFailures(t *testing.T) {
 		}
 	}
 	bad(50)
-	res, err := sw.Client.Swap(context.Background(), api.ChangeRequest{})
+	res, err := sw.Client.Swap(context.Background(), wire.ChangeRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var e api.HistoryEntry
+	var e wire.HistoryEntry
 	vstest.WaitFor(t, 30*time.Second, func() error {
 		e, err = sw.Client.Entry(context.Background(), res.HistoryID)
 		if err != nil {

@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // routedAnswer is what one request through vipswap got.
@@ -73,7 +73,7 @@ func cookieSlot(v string) string {
 
 func shiftTo(t *testing.T, sw *switchtest.Switch, slot string, weight float64) {
 	t.Helper()
-	if _, err := sw.Client.Shift(context.Background(), api.ShiftRequest{To: slot, Weight: &weight}); err != nil {
+	if _, err := sw.Client.Shift(context.Background(), wire.ShiftRequest{To: slot, Weight: &weight}); err != nil {
 		t.Fatalf("shift %s %g%%: %v", slot, weight, err)
 	}
 }
@@ -168,7 +168,7 @@ func TestVersionRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	set := slices.IndexFunc(h, func(e api.HistoryEntry) bool { return e.Operation == "route" && e.Reason == "1.0 moves" })
+	set := slices.IndexFunc(h, func(e wire.HistoryEntry) bool { return e.Operation == "route" && e.Reason == "1.0 moves" })
 	if h[0].Operation != "route remove" || h[0].Result != "applied" || set < 0 || h[set].Changes[0] != "route: /api/1.0/* → green" {
 		t.Fatalf("history does not record the routes set and removed: %+v", h)
 	}
@@ -294,7 +294,7 @@ func TestAffinity(t *testing.T) {
 	})
 	share(0.90)
 	for _, sw := range sws {
-		if _, err := sw.Client.Abort(context.Background(), api.ChangeRequest{}); err != nil {
+		if _, err := sw.Client.Abort(context.Background(), wire.ChangeRequest{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -625,7 +625,7 @@ func TestRemovedSlotKeepsItsCounts(t *testing.T) {
 	})
 	load := vstest.StartLoad(sw.Prod+"/api/test", 8, time.Minute)
 	defer load.Stop()
-	shift, err := sw.Client.Shift(context.Background(), api.ShiftRequest{To: "red", Weight: new(50.0)})
+	shift, err := sw.Client.Shift(context.Background(), wire.ShiftRequest{To: "red", Weight: new(50.0)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -640,7 +640,7 @@ func TestRemovedSlotKeepsItsCounts(t *testing.T) {
 	if after.Listeners[0].InstanceErrors < before.Listeners[0].InstanceErrors || before.Listeners[0].InstanceErrors == 0 {
 		t.Fatalf("prod's instance errors in status: %d before removing red, %d after; want them kept", before.Listeners[0].InstanceErrors, after.Listeners[0].InstanceErrors)
 	}
-	var e api.HistoryEntry
+	var e wire.HistoryEntry
 	vstest.WaitFor(t, 60*time.Second, func() error {
 		e, err = sw.Client.Entry(context.Background(), shift.HistoryID)
 		if err != nil {

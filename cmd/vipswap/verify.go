@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/verify"
+	"github.com/vipswap/vipswap/wire"
 )
 
 func newVerifyCmd() *cobra.Command {
@@ -83,7 +83,7 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 						// A swap once asked for runs to its end even if the
 						// load ends meanwhile, so the count below is true.
 						sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
-						_, err := c.Swap(sctx, api.ChangeRequest{Reason: "vipswap verify --swap-every"})
+						_, err := c.Swap(sctx, wire.ChangeRequest{Reason: "vipswap verify --swap-every"})
 						scancel()
 						if err != nil {
 							if ctx.Err() == nil && sideErr == nil {
@@ -170,7 +170,7 @@ func putProdBack(ctx context.Context, c *client.Client, slot string) (string, er
 		return "", nil
 	}
 	rev := st.Revision
-	res, err := c.Swap(ctx, api.ChangeRequest{IfRevision: &rev, Reason: "vipswap verify --swap-every: back to the slot it found"})
+	res, err := c.Swap(ctx, wire.ChangeRequest{IfRevision: &rev, Reason: "vipswap verify --swap-every: back to the slot it found"})
 	if err != nil {
 		return "", fmt.Errorf("swap back to %s after the run: %w", slot, err)
 	}

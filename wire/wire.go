@@ -1,10 +1,19 @@
-package control
+// Package wire holds the admin API's wire types: the JSON bodies of its
+// requests and answers, as plain data. It imports nothing of vipswap's,
+// so the Go client, and anything that talks to the admin API, depends on
+// it alone; the admin server and the control plane fill them in.
+package wire
 
 import "time"
 
+// VersionHeader is set on every JSON answer of the admin API, errors
+// included, so that a client can tell vipswap from another server that
+// happens to answer on the address it was given.
+const VersionHeader = "Vipswap-Api"
+
 // Status is the answer of GET /v1/status: the routing state, every slot and
 // instance with its health and counters. Its shape is documented in
-// docs/md and only grows.
+// docs/api.md and only grows.
 type Status struct {
 	// Revision is the state revision that is in force.
 	Revision uint64 `json:"revision"`
