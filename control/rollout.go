@@ -4,13 +4,11 @@ import (
 	"context"
 	"fmt"
 	"maps"
-	"net/http"
-	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
+	"github.com/vipswap/vipswap/gate"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/wire"
@@ -293,32 +291,14 @@ func runGates(ctx context.Context, gates []state.Gate) error {
 
 func runGate(ctx context.Context, g state.Gate) error {
 	if g.HTTP != "" {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.HTTP, nil)
-		if err != nil {
-			return fmt.Errorf("GET %s: %w", g.HTTP, err)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return fmt.Errorf("GET %s: %w", g.HTTP, err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode < 200 || resp.StatusCode > 299 {
-			return fmt.Errorf("GET %s answered %s", g.HTTP, resp.Status)
+		if err := gate.HTTP(ctx, g.HTTP); err != nil {
+			return err
 		}
 	}
 	if len(g.Command) > 0 {
-		cmd := exec.CommandContext(ctx, g.Command[0], g.Command[1:]...)
-		// Its own process group, killed whole at the timeout: a shell
-		// script's children must not outlive it, nor hold its output open.
-		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-		cmd.WaitDelay = time.Second
-		out, err := cmd.CombinedOutput()
-		if err == nil {
-			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) // what it left running in the background
-		}
+		out, err := gate.Command(ctx, g.Command, nil)
 		if err != nil {
-			tail := strings.TrimSpace(string(out))
+			tail := strings.TrimSpace(out)
 			if len(tail) > 200 {
 				tail = tail[len(tail)-200:]
 			}

@@ -94,6 +94,9 @@ type process struct {
 // Start allocates a port per replica and starts the processes. It returns
 // once each has been started; whether they serve is for health checks to say.
 func Start(spec Spec) (*Group, error) {
+	if supported != nil {
+		return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, supported)
+	}
 	if len(spec.Command) == 0 {
 		return nil, errors.New("launch: empty command")
 	}

@@ -146,7 +146,7 @@ func stopProcs(ps []proc, limit time.Duration) {
 		return ok && q.start == p.start && q.state != 'Z' && q.state != 'X'
 	}
 	for _, p := range ps {
-		syscall.Kill(p.pid, syscall.SIGTERM)
+		signalProcess(p.pid, syscall.SIGTERM)
 	}
 	deadline := time.Now().Add(limit)
 	tick := time.NewTicker(20 * time.Millisecond)
@@ -162,7 +162,7 @@ func stopProcs(ps []proc, limit time.Duration) {
 				return // SIGKILL sent; what remains is not ours to wait for
 			}
 			for _, p := range ps {
-				syscall.Kill(p.pid, syscall.SIGKILL)
+				signalProcess(p.pid, syscall.SIGKILL)
 			}
 			killed, deadline = true, time.Now().Add(5*time.Second)
 		}

@@ -110,3 +110,9 @@ func bootID() string {
 	b, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	return string(bytes.TrimSpace(b))
 }
+
+// signalProcess sends sig to the process pid.
+func signalProcess(pid int, sig syscall.Signal) { syscall.Kill(pid, sig) }
+
+// supported is nil where vipswap can start and stop process groups.
+var supported error

@@ -1,4 +1,4 @@
-//go:build !linux
+//go:build unix && !linux
 
 package launch
 
@@ -28,3 +28,9 @@ func groupMembers(int) []proc   { return nil }
 func startTime(int) uint64      { return 0 }
 func hasEnv(int, string) bool   { return false }
 func bootID() string            { return "" }
+
+// signalProcess sends sig to the process pid.
+func signalProcess(pid int, sig syscall.Signal) { syscall.Kill(pid, sig) }
+
+// supported is nil where vipswap can start and stop process groups.
+var supported error

@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/gate"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -276,58 +275,22 @@ func (j *job) prepare(req wire.DeployRequest, started time.Time, timeout time.Du
 func (j *job) gate(command, stageURL string, req wire.DeployRequest, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(j.r.ctx, timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
-	cmd.Env = append(os.Environ(), "VIPSWAP_STAGE_URL="+stageURL, "VIPSWAP_SLOT="+req.Slot, "VIPSWAP_VERSION="+req.Version)
+	env := append(os.Environ(), "VIPSWAP_STAGE_URL="+stageURL, "VIPSWAP_SLOT="+req.Slot, "VIPSWAP_VERSION="+req.Version)
 	if self, err := os.Executable(); err == nil {
 		// "vipswap" in a gate (vipswap verify) is this binary.
-		cmd.Env = append(cmd.Env, "PATH="+filepath.Dir(self)+string(os.PathListSeparator)+os.Getenv("PATH"))
+		env = append(env, "PATH="+filepath.Dir(self)+string(os.PathListSeparator)+os.Getenv("PATH"))
 	}
-	out := &tail{max: 4096} // a gate may print without end: keep its last lines
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.WaitDelay = time.Second
-	ownGroup(cmd)
-	err := cmd.Run()
-	killGroup(cmd)
+	out, err := gate.Command(ctx, []string{"/bin/sh", "-c", command}, env)
 	if err == nil {
 		return nil
 	}
 	if ctx.Err() == context.DeadlineExceeded {
 		err = fmt.Errorf("did not finish within %s", timeout)
 	}
-	last := strings.TrimSpace(out.String())
-	if i := strings.LastIndexByte(last, '\n'); i >= 0 {
-		last = last[i+1:]
-	}
-	if len(last) > 300 {
-		last = last[:300] + "..."
-	}
-	if last != "" {
+	if last := gate.LastLine(out, 300); last != "" {
 		return fmt.Errorf("gate %q: %v: %s", command, err, last)
 	}
 	return fmt.Errorf("gate %q: %v", command, err)
-}
-
-// tail keeps the last max bytes written to it.
-type tail struct {
-	mu  sync.Mutex
-	max int
-	b   []byte
-}
-
-func (t *tail) Write(p []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.b = append(t.b, p...)
-	if over := len(t.b) - t.max; over > 0 {
-		t.b = append(t.b[:0], t.b[over:]...)
-	}
-	return len(p), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.b)
 }
 
 // switchTo moves prod to the deployed slot: a swap, or a rollout that it

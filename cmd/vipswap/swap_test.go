@@ -12,22 +12,21 @@ import (
 	"github.com/vipswap/vipswap/wire"
 )
 
-// TestSwapUnderLoad is the zero-downtime proof: 200 keep-alive clients for
-// 10s against prod while swapping every 400ms; every answer must be a 200
-// and both slots must have served.
+// TestSwapUnderLoad is the zero-downtime proof: 200 keep-alive clients
+// against prod while it swaps 25 times, 400ms apart; every answer must be
+// a 200 and both slots must have served.
 func TestSwapUnderLoad(t *testing.T) {
 	dir := t.TempDir()
 	sw := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
 	sw.WaitHealthy(t)
 
-	load := vstest.StartLoad(sw.Prod+"/api/test", 200, time.Minute)
+	load := vstest.StartLoad(sw.Prod+"/api/test", 200, 5*time.Minute)
 	ctx := context.Background()
-	deadline := time.Now().Add(10 * time.Second)
 	swaps := 0
 	var first uint64 // the first swap's history entry
 	tick := time.NewTicker(400 * time.Millisecond)
 	defer tick.Stop()
-	for time.Now().Before(deadline) {
+	for swaps < 25 { // counted, not timed: a busy machine swaps slower
 		<-tick.C
 		ch, err := sw.Client.Swap(ctx, wire.ChangeRequest{})
 		if err != nil {
@@ -56,9 +55,6 @@ func TestSwapUnderLoad(t *testing.T) {
 	t.Logf("%d swaps, %d requests ok, %d failed, by slot %v", swaps, res.OK, res.Failed, res.BySlot)
 	if res.Failed != 0 {
 		t.Fatalf("%d requests failed, want 0; first: %v", res.Failed, res.Errors)
-	}
-	if swaps < 20 {
-		t.Fatalf("only %d swaps, want at least 20", swaps)
 	}
 	if res.BySlot["blue"] == 0 || res.BySlot["green"] == 0 {
 		t.Fatalf("answers by slot %v, want both slots", res.BySlot)
