@@ -249,14 +249,14 @@ func (c *Controller) reload(ctx context.Context) error {
 			rev, err, inForce)}
 	}
 	c.store.LocalCopy = false
-	c.putInForceLocked(st, rev)
+	c.putInForceAndUnlock(st, rev)
 	return nil
 }
 
-// putInForceLocked makes st at rev the state in force: membership, tables,
+// putInForceAndUnlock makes st at rev the state in force: membership, tables,
 // probes and whoever runs managed slots follow. Called with c.write and
 // c.mu held; it releases c.mu.
-func (c *Controller) putInForceLocked(st state.State, rev store.Revision) {
+func (c *Controller) putInForceAndUnlock(st state.State, rev store.Revision) {
 	c.inForceLocked(st, rev)
 	before := namesOf(c.slots)
 	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots, c.running))

@@ -172,7 +172,7 @@ func (c *Controller) adopt(st state.State, rev store.Revision, authoritative boo
 		c.startMeasure(0, rev, drain, time.Now().UTC())
 	}
 	c.store.LocalCopy = false
-	c.putInForceLocked(st, rev)
+	c.putInForceAndUnlock(st, rev)
 	c.log.Info("state changed elsewhere", "revision", rev, "active", st.Active, "prod", describeSplit(st))
 	c.wake()
 }
@@ -214,7 +214,7 @@ func (c *Controller) writeBack() {
 	c.log.Warn("the state store held no state: wrote back the one in force", "revision", rev)
 	c.mu.Lock()
 	c.store.LocalCopy = false
-	c.putInForceLocked(st, rev)
+	c.putInForceAndUnlock(st, rev)
 }
 
 // nodeName names this node in history entries.
