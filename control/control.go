@@ -103,11 +103,15 @@ type Controller struct {
 	log     *slog.Logger
 	checker *health.Checker
 	refused chan *route.Instance
-	wakeup  chan struct{} // wakes the rollout's owner
-	samples *sampler
-	ctx     context.Context // lifetime of the controller's goroutines
-	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	// flushKick asks the flusher goroutine for a flush: health
+	// transitions hand their tables to the data planes through it, never
+	// on the checker's goroutine (a slow load balancer would stall probes).
+	flushKick chan struct{}
+	wakeup    chan struct{} // wakes the rollout's owner
+	samples   *sampler
+	ctx       context.Context // lifetime of the controller's goroutines
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
 
 	write   sync.Mutex // serializes state writers; held across a store write, when mu is not
 	applyMu sync.Mutex // serializes Apply calls, in the order tables were built
@@ -227,6 +231,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		cfg:        cfg,
 		log:        cfg.Logger,
 		refused:    make(chan *route.Instance, 64),
+		flushKick:  make(chan struct{}, 1),
 		wakeup:     make(chan struct{}, 1),
 		st:         st,
 		rev:        rev,
@@ -264,6 +269,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	c.mu.Unlock()
 	c.slotsChanged(nil, names)
 	c.wg.Go(c.loop)
+	c.wg.Go(c.flusher)
 	c.wg.Go(c.runRollouts)
 	c.wg.Go(c.follow)
 	return c, nil
@@ -347,11 +353,33 @@ func (c *Controller) loop() {
 	}
 }
 
+// flusher flushes when asked by flushSoon, until the controller closes.
+func (c *Controller) flusher() {
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-c.flushKick:
+			c.flush()
+		}
+	}
+}
+
+// flushSoon asks the flusher for a flush and returns at once; asks made
+// while one is pending make one flush, which takes the newest table.
+func (c *Controller) flushSoon() {
+	select {
+	case c.flushKick <- struct{}{}:
+	default:
+	}
+}
+
 // onHealth is called by the checker, with the target's lock held, on every
 // health transition. The controller never calls the checker with c.mu held
-// for a target's state, so the lock order is target, then c.mu.
+// for a target's state, so the lock order is target, then c.mu. The table
+// it builds reaches the data planes from the flusher, not under that lock.
 func (c *Controller) onHealth(t health.Target, healthy bool, reason health.Check) {
-	defer c.flush()
+	defer c.flushSoon()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	inst := c.instanceLocked(t.Slot, t.Addr)

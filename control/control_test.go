@@ -189,6 +189,14 @@ func TestStoredStateMustFitTheConfig(t *testing.T) {
 func TestRefusedInstanceIsTakenOutAndComesBack(t *testing.T) {
 	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
 	f.waitHealthy(t, "blue", 1)
+	// Health reaches the data planes from the controller's flusher, just
+	// after status shows it.
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if len(f.plane.history()) == 0 || len(f.plane.last().Slot(route.Prod).Instances()) == 0 {
+			return errors.New("no table routes to blue yet")
+		}
+		return nil
+	})
 	before := len(f.plane.history())
 	inst := f.plane.last().Slot(route.Prod).Instances()[0]
 	f.ctrl.InstanceRefused(inst)

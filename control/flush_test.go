@@ -1,0 +1,89 @@
+package control_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/store/bolt"
+)
+
+// stuckPlane is a data plane whose Apply hangs once stuck, until freed:
+// a load balancer that stopped answering.
+type stuckPlane struct {
+	mu    sync.Mutex
+	stuck chan struct{} // nil: Apply returns at once
+}
+
+func (p *stuckPlane) Apply(*route.Table) error {
+	p.mu.Lock()
+	ch := p.stuck
+	p.mu.Unlock()
+	if ch != nil {
+		<-ch
+	}
+	return nil
+}
+
+func (p *stuckPlane) hang() { p.mu.Lock(); p.stuck = make(chan struct{}); p.mu.Unlock() }
+
+func (p *stuckPlane) free() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stuck != nil {
+		close(p.stuck)
+		p.stuck = nil
+	}
+}
+
+// TestSlowPlaneDoesNotStallProbes: while a data plane hangs in Apply, an
+// instance's health still goes down and up again (the tables reach the
+// planes from the controller's flusher, not from the checker's goroutine
+// with the target's lock held).
+func TestSlowPlaneDoesNotStallProbes(t *testing.T) {
+	var down atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() || r.URL.Query().Get("slot") != "blue" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	plane := &stuckPlane{}
+	ctrl, err := control.New(context.Background(), control.Config{
+		Slots:  []control.Slot{{Name: "blue", Addrs: []string{strings.TrimPrefix(srv.URL, "http://")}}, {Name: "green", Addrs: []string{slotServer(t, "green")}}},
+		Active: "blue",
+		Store:  st,
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+		Planes: []control.DataPlane{plane},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ctrl.Close)
+	t.Cleanup(plane.free) // runs first: the controller's goroutines end only once it answers
+	f := &fixture{ctrl: ctrl}
+	f.waitHealthy(t, "blue", 1)
+
+	plane.hang()
+	down.Store(true)
+	f.waitHealthy(t, "blue", 0)
+	down.Store(false)
+	f.waitHealthy(t, "blue", 1) // the checker was not held by the hung plane
+}
