@@ -171,10 +171,10 @@ type Proxy struct {
 	// at once. Default 10000.
 	MaxHolding int `yaml:"max_holding"`
 	// ReadHeaderTimeout bounds how long a client may take to send request
-	// headers. Default 10s.
+	// headers, from their first byte. Default 10s.
 	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
-	// IdleTimeout closes client keep-alive connections idle this long.
-	// Default 120s.
+	// IdleTimeout closes client keep-alive connections idle this long,
+	// and new connections silent this long. Default 120s.
 	IdleTimeout time.Duration `yaml:"idle_timeout"`
 	// ShutdownTimeout bounds how long vipswap waits for in-flight requests
 	// when it stops. Default 30s.

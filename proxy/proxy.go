@@ -31,10 +31,11 @@ type Options struct {
 	// 503 at once. Zero means 10000.
 	MaxHolding int
 	// ReadHeaderTimeout bounds how long a client may take to send its
-	// request head, and how long a new connection may stay silent. Zero
-	// means 10s.
+	// request head, from its first byte. Zero means 10s.
 	ReadHeaderTimeout time.Duration
-	// IdleTimeout closes idle client keep-alive connections. Zero means 120s.
+	// IdleTimeout closes idle client keep-alive connections, and new ones
+	// silent that long (a client's pool may hold one it has not used yet).
+	// Zero means 120s.
 	IdleTimeout time.Duration
 	// ClientReadTimeout bounds the wait for each next piece of a request
 	// body; beyond it the client gets a 408. Zero means 30s.

@@ -22,11 +22,12 @@ import (
 // its limit instead of running out of descriptors, so the admin API
 // answers, probes keep every instance healthy, an established keep-alive
 // client is still served, and the silent connections are closed after
-// read_header_timeout.
+// idle_timeout, as idle keep-alive ones are (to an HTTP client, a
+// connection it dialed and has not used yet is one).
 func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
 	dir := t.TempDir()
 	_, addrs := startStatic(t, 2)
-	cfg := testConfig(dir, staticSlots(addrs)) + "proxy:\n  read_header_timeout: 2s\n"
+	cfg := testConfig(dir, staticSlots(addrs)) + "proxy:\n  read_header_timeout: 2s\n  idle_timeout: 4s\n"
 	sw := switchtest.ServeLimited(t, dir, cfg, 256)
 	sw.WaitHealthy(t)
 	if !strings.Contains(sw.Output(), "max_connections_per_listener=38") {
@@ -53,6 +54,7 @@ func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
 
 	// The flood: 300 connections that never send a byte.
 	prodAddr := strings.TrimPrefix(sw.Prod, "http://")
+	flooded := time.Now()
 	var silent []net.Conn
 	for range 300 {
 		c, err := net.DialTimeout("tcp", prodAddr, 5*time.Second)
@@ -103,16 +105,17 @@ func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
 	}
 
 	// The first silent connection was accepted and is closed after
-	// read_header_timeout (2s), long before our deadline (which it would
-	// meet if it were kept for the idle timeout).
+	// idle_timeout (4s), not before, long before our deadline.
 	silent[0].SetReadDeadline(time.Now().Add(60 * time.Second))
-	start := time.Now()
 	if _, err := silent[0].Read(make([]byte, 1)); err == nil {
 		t.Fatal("a silent connection got bytes")
 	} else if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Fatalf("the silent connection stayed open %s", time.Since(start))
+		t.Fatalf("the silent connection stayed open %s", time.Since(flooded))
 	}
-	t.Logf("a silent connection was closed %s after we started waiting", time.Since(start).Round(time.Millisecond))
+	if took := time.Since(flooded); took < 4*time.Second {
+		t.Fatalf("a silent connection was closed %s after it was opened, before idle_timeout (4s)", took.Round(time.Millisecond))
+	}
+	t.Logf("a silent connection was closed %s after it was opened (idle_timeout 4s)", time.Since(flooded).Round(time.Millisecond))
 
 	// A flood of the admin API cannot take the descriptors the data plane
 	// needs either: it gets a small share of the reserve.

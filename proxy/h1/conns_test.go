@@ -261,10 +261,9 @@ func trickle(c net.Conn, every, limit time.Duration) (time.Duration, bool) {
 }
 
 // TestHeadDeadlineIsTotal: a request head must arrive whole within
-// ReadHeaderTimeout of its first byte (of accept, for a connection's first
-// request), however the client spreads its bytes: sending one now and then
-// does not extend it. The first request, and a later one on a connection
-// that has parked or not.
+// ReadHeaderTimeout of its first byte, however the client spreads its
+// bytes: sending one now and then does not extend it. The first request,
+// and a later one on a connection that has parked or not.
 func TestHeadDeadlineIsTotal(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	s, addr := start(t, &Server{Handler: ok200, ReadHeaderTimeout: timeout})

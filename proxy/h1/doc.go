@@ -14,13 +14,16 @@
 // is closed. A request with both Content-Length and chunked is read as
 // chunked and the connection closes after the answer (RFC 9112 6.1).
 //
-// Every wait has a deadline: a new connection must send its first head
-// within ReadHeaderTimeout of being accepted, each later head within
+// Every wait has a deadline: a connection waits for its next request (its
+// first too) at most IdleTimeout, each head must arrive whole within
 // ReadHeaderTimeout of its first byte, each piece of a request body within
 // BodyReadTimeout (the handler's read then fails with a *BodyError), and
 // each write to the client may block at most WriteTimeout. A head's
 // deadline is set once, when it starts: a client cannot extend it by
-// sending a byte now and then.
+// sending a byte now and then. A connection silent since accept is idle,
+// not slow: an HTTP client's pool may hold one it dialed and did not need
+// (Go's counts it as reused, and sends a GET again unseen if it meets it
+// closed), so it is kept as long as one between two requests.
 //
 // MaxConns bounds the connections a Server holds. At the limit a new
 // connection takes the place of the one idle the longest (between

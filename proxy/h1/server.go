@@ -30,10 +30,12 @@ type Server struct {
 	// Handler answers every request.
 	Handler http.Handler
 	// ReadHeaderTimeout bounds how long a client may take to send a request
-	// head once it has started. Zero means 10s.
+	// head once it has started (from its first byte). Zero means 10s.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a connection that waits this long for its next
-	// request. Zero means 120s.
+	// request, or for its first: a client's pool may hold a connection it
+	// dialed and has not used yet, and counts it as kept alive. Zero means
+	// 120s.
 	IdleTimeout time.Duration
 	// BodyReadTimeout bounds the wait for each next piece of a request
 	// body: a client that stops sending its body mid-way gets its read
@@ -239,10 +241,8 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return nil
 		}
-		// Its first head is due from now: waiting for a slot does not
-		// count against it.
 		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc), id: s.nextID.Add(1),
-			client: client, fresh: true, accepted: time.Now().UnixNano()}
+			client: client, fresh: true}
 		c.rd.c = c
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
@@ -363,10 +363,9 @@ type conn struct {
 	client       netip.Addr // what it counts against under MaxConnsPerClient
 
 	// fresh is true until the connection's first request head has been
-	// read: such a connection gets ReadHeaderTimeout from accepted, not
-	// IdleTimeout, to send it.
+	// read. Until its first byte it is idle like a kept one (IdleTimeout,
+	// reclaimed at MaxConns) but counts as in use under MaxConnsPerClient.
 	fresh    bool
-	accepted int64       // when it was accepted (Unix ns)
 	rd       connReader  // what br reads through
 	released atomic.Bool // its slot and client count were given back
 }
@@ -498,16 +497,14 @@ func (c *conn) serve() {
 		if !c.awaitRequest() {
 			return
 		}
+		// The head is due ReadHeaderTimeout after its first byte, the
+		// first head of a connection too. A connection silent since
+		// accept was idle, not slow: a client's pool may hold one it
+		// dialed and did not need, and send on it much later.
 		now := time.Now()
 		c.reqStart.Store(now.UnixNano())
-		headStart := now
-		if c.fresh {
-			// A new connection's first head is due ReadHeaderTimeout
-			// after it was accepted, however it spent that time.
-			headStart = time.Unix(0, c.accepted)
-		}
 		lim := c.s.limits()
-		c.nc.SetReadDeadline(headStart.Add(lim.ReadHeaderTimeout))
+		c.nc.SetReadDeadline(now.Add(lim.ReadHeaderTimeout))
 		req, err := readRequest(c.ctx, c.br, limits{lim.MaxHeaderBytes, lim.MaxHeaderFields}, c.remote)
 		if err != nil {
 			c.refuse(err)
@@ -533,9 +530,6 @@ func (c *conn) awaitRequest() bool {
 	start := time.Now()
 	lim := c.s.limits()
 	limit := start.Add(lim.IdleTimeout)
-	if c.fresh {
-		limit = time.Unix(0, c.accepted).Add(lim.ReadHeaderTimeout)
-	}
 	deadline := limit
 	if c.s.parker != nil {
 		deadline = minTime(limit, start.Add(parkAfter))
@@ -580,13 +574,12 @@ func minTime(a, b time.Time) time.Time {
 	return b
 }
 
-// idleLimit returns when a parked c must be closed: IdleTimeout after its
-// last request, or ReadHeaderTimeout after it was accepted if it never sent
-// a request.
+// idleLimit returns when a parked c must be closed: IdleTimeout after it
+// began to wait for its next request, or for its first. A connection that
+// has sent nothing since accept is given no less: to the client that
+// dialed it, it is as kept alive as any other in its pool (Go's counts it
+// as reused, and sends a GET that meets it closed again unseen).
 func (c *conn) idleLimit() int64 {
-	if c.fresh {
-		return c.accepted + int64(c.s.limits().ReadHeaderTimeout)
-	}
 	return c.idleSince.Load() + int64(c.s.limits().IdleTimeout)
 }
 
