@@ -239,9 +239,10 @@ type HistoryEntry struct {
 	Reason string `json:"reason,omitempty"`
 	// Changes says, one line each, what a reload changed.
 	Changes []string `json:"changes,omitempty"`
-	// Result is "applied" or "refused".
+	// Result is "applied", "refused", or "failed" (a release that
+	// stopped at a step).
 	Result string `json:"result"`
-	// Error says why it was refused.
+	// Error says why it was refused or failed.
 	Error string `json:"error,omitempty"`
 	// Revision is the state revision an applied change produced.
 	Revision uint64 `json:"revision,omitempty"`
