@@ -449,6 +449,16 @@ func TestVerify(t *testing.T) {
 	if sw.Active(t) != "blue" || (swaps%2 == 1) != strings.Contains(out, "and one after the load to put prod back on blue") {
 		t.Fatalf("after verify --swap-every prod is on %s; want blue, where the run found it:\n%s", sw.Active(t), out)
 	}
+	// Swapping a split prod would end the shift: refused before any load.
+	if code, out := cli(t, sw, "shift", "--to", "green", "--weight", "20"); code != 0 {
+		t.Fatalf("shift: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "verify", "--url", sw.Prod+"/api/test", "--duration", "1s", "--swap-every", "200ms"); code != 1 || !strings.Contains(out, "prod is split (blue 80%, green 20%)") {
+		t.Fatalf("verify --swap-every on a split prod: exit %d:\n%s", code, out)
+	}
+	if code, out := cli(t, sw, "shift", "--to", "green", "--weight", "0"); code != 0 {
+		t.Fatalf("shift back: exit %d:\n%s", code, out)
+	}
 	code, out = cli(t, sw, "verify", "--url", "http://"+vstest.FreeAddr(t)+"/", "--requests", "5")
 	if code != 1 || !strings.Contains(out, "connect 5") || !strings.Contains(out, "5 of 5 requests failed") {
 		t.Fatalf("verify against a dead address: exit %d:\n%s", code, out)

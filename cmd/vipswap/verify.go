@@ -71,6 +71,9 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 					return fmt.Errorf("--swap-every: reading which slot is active: %w", err)
 				}
 				startSlot = st.Active
+				if w := st.Listeners[0].Weights; len(w) > 1 {
+					return fmt.Errorf("--swap-every: prod is split (%s): a swap would end the shift; finish or undo it first (vipswap shift)", split(w))
+				}
 				wg.Go(func() {
 					t := time.NewTicker(*swapEvery)
 					defer t.Stop()
@@ -137,11 +140,11 @@ was answered below 500 (and every swap or the command succeeded), else 1.`,
 			}
 			switch {
 			case r.Requests == 0:
-				return errors.New("verify: no request was sent")
+				return errors.New("no request was sent")
 			case r.Failed > 0:
-				return fmt.Errorf("verify: %d of %d requests failed", r.Failed, r.Requests)
+				return fmt.Errorf("%d of %d requests failed", r.Failed, r.Requests)
 			case sideErr != nil:
-				return fmt.Errorf("verify: %w", sideErr)
+				return sideErr
 			}
 			return nil
 		},
