@@ -212,9 +212,16 @@ func (j *job) waitHealthy(slot string, addrs []string, since time.Time, timeout 
 	return fmt.Sprintf("%d of %d healthy after %s", len(addrs), len(addrs), time.Since(since).Round(time.Millisecond)), nil
 }
 
+// minRestore is the least time restore gives the old version to be
+// healthy again, whatever --timeout says.
+const minRestore = 30 * time.Second
+
 // restore starts the old command again at addrs and, once healthy, puts
 // the instances back: the slot serves as before the failed step.
 func (j *job) restore(req wire.RollingRequest, addrs, oldCmd []string, oldVersion string, timeout time.Duration, putBack func() error) {
+	// Getting the old version back is worth more patience than a short
+	// --timeout gave the new one: until then the slot serves with less.
+	timeout = max(timeout, minRestore)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	j.step("restore "+strings.Join(addrs, ", "), func() (string, error) {
