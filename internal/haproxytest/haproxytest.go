@@ -49,6 +49,7 @@ func Start(t testing.TB, slots map[string][]string, active, standby string) *HAP
 defaults
   mode http
   timeout connect 2s
+  timeout check 2s
   timeout client 30s
   timeout server 30s
   retries 2
