@@ -25,11 +25,12 @@ import (
 )
 
 // clusterConfig is testConfig with the state in etcd under prefix, and
-// the node's local copy in dir.
+// the node's local copy in dir. A store request gets 10 s: a busy
+// machine's etcd took over 1 s to answer a swap's write.
 func clusterConfig(dir, endpoint, prefix, slots string) string {
 	cfg := testConfig(dir, slots)
 	return strings.Replace(cfg, fmt.Sprintf("state:\n  path: %s\n", filepath.Join(dir, "state.db")),
-		fmt.Sprintf("state:\n  etcd:\n    endpoints: [%s]\n    prefix: %s\n    request_timeout: 1s\n    local_copy: %s\n",
+		fmt.Sprintf("state:\n  etcd:\n    endpoints: [%s]\n    prefix: %s\n    request_timeout: 10s\n    local_copy: %s\n",
 			endpoint, prefix, filepath.Join(dir, "copy.json")), 1)
 }
 
