@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -517,7 +518,7 @@ func printDryRun(w io.Writer, res wire.Change, asJSON bool) error {
 		}
 	}
 	if res.Refused != "" {
-		return fmt.Errorf("would be refused: %s", res.Refused)
+		return fmt.Errorf("would be refused: %s", refusedWhy(res.Refused))
 	}
 	return nil
 }
@@ -564,3 +565,10 @@ func thousands(n uint64) string {
 	}
 	return b.String()
 }
+
+// refusedVerb is the "swap refused: " a refusal's reason starts with.
+var refusedVerb = regexp.MustCompile(`^[a-z]+( [a-z]+)? refused: `)
+
+// refusedWhy is a refusal's reason without its leading "swap refused: ",
+// for a line that already says it would be refused.
+func refusedWhy(reason string) string { return refusedVerb.ReplaceAllString(reason, "") }

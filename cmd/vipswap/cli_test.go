@@ -45,7 +45,7 @@ func TestCLI(t *testing.T) {
 		{[]string{"drain", "blue", addrs["blue"][0], "--reason", "kernel patch"}, 0, "drained blue/" + addrs["blue"][0] + " (revision 4)"},
 		{[]string{"drain", "blue", addrs["blue"][0]}, 0, "nothing to do"},
 		{[]string{"drain", "--dry-run", "blue", addrs["blue"][0]}, 0, "is already in effect; nothing would change"},
-		{[]string{"drain", "--dry-run", "blue", addrs["blue"][1]}, 1, "would be refused: drain refused: " + addrs["blue"][1] + " is the last routable instance"},
+		{[]string{"drain", "--dry-run", "blue", addrs["blue"][1]}, 1, "would be refused: " + addrs["blue"][1] + " is the last routable instance"},
 		{[]string{"status"}, 0, addrs["blue"][0] + "  up, drained"},
 		{[]string{"ready", "blue", addrs["blue"][0]}, 0, "readied blue/" + addrs["blue"][0]},
 		{[]string{"wait", "drained", "green", "--timeout", "5s"}, 0, "green drained in"},
@@ -63,7 +63,7 @@ func TestCLI(t *testing.T) {
 	_, out := cli(t, sw, "history")
 	for _, want := range []string{
 		`swap\s+blue→green\s+applied\s+2\b.*release 2`,
-		`swap\s+green\s+refused: swap refused: the state is at revision 2, not 1`,
+		`swap\s+green\s+refused: the state is at revision 2, not 1`,
 		`drain\s+blue/` + regexp.QuoteMeta(addrs["blue"][0]) + `\s+applied\s+4.*kernel patch`,
 		`seed\s+→blue\s+applied\s+1`,
 	} {

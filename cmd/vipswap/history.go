@@ -81,8 +81,8 @@ func printHistory(w io.Writer, h []wire.HistoryEntry) {
 		if e.Forced {
 			result += " (forced)"
 		}
-		if e.Error != "" {
-			result += ": " + e.Error
+		if e.Error != "" { // "refused: swap refused: …" says it twice
+			result += ": " + strings.TrimPrefix(e.Error, e.Operation+" refused: ")
 		}
 		rev := "-"
 		if e.Revision != 0 {

@@ -412,7 +412,7 @@ func printReload(w io.Writer, res wire.Change, asJSON bool) error {
 	}
 	switch {
 	case res.Refused != "":
-		return fmt.Errorf("would be refused: %s", res.Refused)
+		return fmt.Errorf("would be refused: %s", refusedWhy(res.Refused))
 	case res.DryRun && len(res.Changes) == 0:
 		fmt.Fprintln(w, "dry run: the file changes nothing")
 	case res.DryRun:

@@ -53,7 +53,7 @@ func TestReloadRefusesToEmptyProd(t *testing.T) {
 	sw.Signal(t, syscall.SIGHUP)
 	sw.WaitLine(t, regexp.MustCompile(`level=WARN msg="reload refused; the configuration in force is unchanged" actor=SIGHUP reason="reload refused: slots.blue takes prod traffic`), 30*time.Second)
 	code, out := cli(t, sw, "reload", "--dry-run")
-	if code != 1 || !strings.Contains(out, "would be refused: reload refused: slots.blue takes prod traffic") {
+	if code != 1 || !strings.Contains(out, "would be refused: slots.blue takes prod traffic") {
 		t.Fatalf("reload --dry-run of a file that empties prod: exit %d:\n%s", code, out)
 	}
 	code, out = cli(t, sw, "reload", "--reason", "typo")

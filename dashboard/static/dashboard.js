@@ -155,15 +155,20 @@ function renderHistory(entries) {
     let around = "";
     if (e.measurement) {
       const m = e.measurement, p = (m.listeners || {}).prod;
-      around = p
-        ? count(p.requests, "request") + ", " + outcome(p.failed, p.instance_errors, p.client_errors) + " in " + m.window_seconds.toFixed(1) + " s"
-        : count(m.served, "request") + ", " + outcome(m.failed, m.instance_errors, m.client_errors);
-      around += m.complete ? "; drained in " + m.drained_seconds.toFixed(1) + " s" : " (gave up waiting for the drain)";
+      if (e.steps && e.steps.length) { // a release: what prod served while it ran
+        around = count(m.served, "request") + ", " + outcome(m.failed, m.instance_errors, m.client_errors) +
+          " over " + (m.window_seconds || 0).toFixed(1) + " s";
+      } else {
+        around = p
+          ? count(p.requests, "request") + ", " + outcome(p.failed, p.instance_errors, p.client_errors) + " in " + m.window_seconds.toFixed(1) + " s"
+          : count(m.served, "request") + ", " + outcome(m.failed, m.instance_errors, m.client_errors);
+        around += m.complete ? "; drained in " + m.drained_seconds.toFixed(1) + " s" : " (gave up waiting for the drain)";
+      }
     }
     return el("tr", { "data-entry": e.id },
       el("td", {}, e.id), el("td", { class: "time" }, timeEl(e.time)),
       el("td", { class: "op" }, e.operation + (e.forced ? " (forced)" : "")), el("td", {}, changeText(e)),
-      el("td", {}, e.actor), el("td", { class: e.result }, e.result + (e.error ? ": " + e.error : "")),
+      el("td", {}, e.actor), el("td", { class: e.result }, e.result + (e.error ? ": " + unrepeated(e.error, e.operation) : "")),
       el("td", { class: "reason" }, e.reason || ""), el("td", {}, around));
   }));
 }
@@ -292,6 +297,13 @@ function showMarkers(groups) {
 let rollout = null;
 
 function pct(w) { return (+w.toFixed(1)) + "%"; }
+
+// unrepeated drops the "swap refused: " an entry's error starts with: the
+// result column already says refused.
+function unrepeated(error, operation) {
+  const prefix = operation + " refused: ";
+  return error.startsWith(prefix) ? error.slice(prefix.length) : error;
+}
 
 // count says "1 request", "2,287 requests".
 function count(n, what) { return (n || 0).toLocaleString("en-US") + " " + what + (n === 1 ? "" : "s"); }
