@@ -1,6 +1,7 @@
 package state
 
 import (
+	"fmt"
 	"slices"
 	"time"
 )
@@ -167,8 +168,11 @@ func (s State) Promote(full bool, canary Readiness, now time.Time) (State, error
 		next.Rollout = nil
 		return next, nil
 	case !r.Paused && r.Steps[r.Step].Pause:
-		left := max(r.StepStarted.Add(r.Steps[r.Step].Interval).Sub(now), 0).Round(time.Second)
-		return s, refused("promote refused: step %d of %d of the rollout to %s is not paused yet: it runs its interval (%s left) and its analysis first, then waits for promote (--full goes to 100%% now)", r.Step+1, len(r.Steps), r.To, left)
+		wait := "its analysis (enough canary requests in its window, and a pass)"
+		if left := r.StepStarted.Add(r.Steps[r.Step].Interval).Sub(now).Round(time.Second); left > 0 {
+			wait = fmt.Sprintf("the rest of its interval (%s) and its analysis", left)
+		}
+		return s, refused("promote refused: step %d of %d of the rollout to %s is not paused yet: it waits for %s, then for promote (--full goes to 100%% now)", r.Step+1, len(r.Steps), r.To, wait)
 	case !r.Paused:
 		return s, refused("promote refused: the rollout to %s is not paused (step %d of %d runs; --full goes to 100%% now)", r.To, r.Step+1, len(r.Steps))
 	}

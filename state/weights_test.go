@@ -106,7 +106,7 @@ func TestRollout(t *testing.T) {
 	if r.WeightOf("green") != 500 || r.Rollout.Step != 1 {
 		t.Fatalf("step 2: %+v", r)
 	}
-	if _, err := r.Promote(false, ready, now.Add(time.Minute+15*time.Second)); !isRefused(err) || !strings.Contains(err.Error(), "not paused yet: it runs its interval") {
+	if _, err := r.Promote(false, ready, now.Add(time.Minute+15*time.Second)); !isRefused(err) || !strings.Contains(err.Error(), "not paused yet: it waits for its analysis") {
 		t.Fatalf("promote of a pausing step before its pause: %v, want a refusal saying it pauses later", err)
 	}
 	r = r.PauseRollout()
