@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // needsRestart lists the keys (and key prefixes, ending in ".") that a
@@ -130,8 +132,12 @@ func flatten(v reflect.Value, path string) map[string]string {
 		}
 		key := join(path, tag)
 		f := v.Field(i)
-		if f.Kind() == reflect.Pointer && !f.IsNil() && f.Elem().Kind() == reflect.Struct {
-			f = f.Elem()
+		if f.Kind() == reflect.Pointer && f.Type().Elem().Kind() == reflect.Struct {
+			if f.IsNil() { // an absent block compares as one with every key empty
+				f = reflect.Zero(f.Type().Elem())
+			} else {
+				f = f.Elem()
+			}
 		}
 		if f.Kind() == reflect.Struct && f.Type() != durationType {
 			for k, s := range flatten(f, key) {
@@ -142,6 +148,35 @@ func flatten(v reflect.Value, path string) map[string]string {
 		out[key] = render(f)
 	}
 	return out
+}
+
+// shortDuration writes d as a configuration would: 5m, not 5m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// quoted writes s bare when YAML would read it back as the same string,
+// else in double quotes: "1", "a, slot: blue}", "".
+func quoted(s string) string {
+	if s == "" || strings.ContainsAny(s, ",{}[]'\"") || strings.Contains(s, ": ") || strings.Contains(s, " #") ||
+		strings.HasSuffix(s, ":") || strings.ContainsAny(s[:1], "-?:#&*!|>%@`") || strings.TrimSpace(s) != s {
+		return strconv.Quote(s)
+	}
+	if _, err := strconv.ParseFloat(s, 64); err == nil {
+		return strconv.Quote(s)
+	}
+	switch strings.ToLower(s) {
+	case "true", "false", "yes", "no", "on", "off", "null", "~":
+		return strconv.Quote(s)
+	}
+	return s
 }
 
 // render writes a value as it would read in the file's flow style:
@@ -169,6 +204,10 @@ func render(v reflect.Value) string {
 			parts[i] = render(v.Index(i))
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
+	case v.Type() == durationType:
+		return shortDuration(time.Duration(v.Int()))
+	case v.Kind() == reflect.String:
+		return quoted(v.String())
 	case v.Kind() == reflect.Map:
 		keys := v.MapKeys()
 		slices.SortFunc(keys, func(a, b reflect.Value) int { return strings.Compare(fmt.Sprint(a), fmt.Sprint(b)) })

@@ -44,6 +44,26 @@ func TestCompare(t *testing.T) {
 			t.Fatalf("got changes %q, want %q", d.Changes, want)
 		}
 	})
+	t.Run("values that would misread are quoted", func(t *testing.T) {
+		next := valid + "routes: [{path_prefix: /api/2.0/, header: X-Beta, value: \"a, slot: blue}\", slot: green}, {path_prefix: /v1/, header: X-N, value: \"1\", slot: blue}]\n"
+		d := old.Compare(parse(strings.Replace(next, "interval: 500ms", "interval: 5m", 1)))
+		want := []string{"health.interval: 500ms → 5m",
+			`routes: [] → [{path_prefix: /api/2.0/, header: X-Beta, value: "a, slot: blue}", slot: green}, {path_prefix: /v1/, header: X-N, value: "1", slot: blue}]`}
+		if !slices.Equal(d.Changes, want) {
+			t.Fatalf("got changes %q, want %q", d.Changes, want)
+		}
+	})
+	t.Run("an added block lists its keys", func(t *testing.T) {
+		d := old.Compare(parse(valid + "haproxy: {socket: /run/h.sock, maps: {prod: /p.map, stage: /s.map}}\n"))
+		for _, c := range d.Changes {
+			if strings.Contains(c, "none") || strings.HasPrefix(c, "haproxy: ") {
+				t.Fatalf("change %q; want the block's keys, each from empty", c)
+			}
+		}
+		if !slices.Contains(d.Changes, `haproxy.socket: "" → /run/h.sock`) {
+			t.Fatalf("changes %q; want haproxy.socket from empty", d.Changes)
+		}
+	})
 	t.Run("active only seeds", func(t *testing.T) {
 		d := old.Compare(parse(strings.Replace(valid, "active: blue", "active: green", 1)))
 		if len(d.Changes) != 1 || !strings.Contains(d.Changes[0], "only seeds an empty state file") || len(d.Restart) != 0 {
