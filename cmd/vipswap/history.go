@@ -60,6 +60,10 @@ func printHistory(w io.Writer, h []wire.HistoryEntry) {
 		change := e.Instance
 		switch {
 		case change != "":
+		case e.Operation == "slot add": // prod did not move
+			change = e.To
+		case e.Operation == "slot remove":
+			change = e.From
 		case e.To == "":
 			change = e.From // refused: nothing moved
 		default:

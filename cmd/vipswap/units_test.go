@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -349,6 +350,10 @@ func TestReleaseUnits(t *testing.T) {
 	refused(`slot add refused: slot "green" exists`, "slot", "add", "green", "--instances", red[0])
 	must("slot", "add", "red", "--instances", strings.Join(red, ","), "--version", "3.0")
 	sw.WaitHealthy(t)
+	// Adding a slot moves no traffic: the history does not say blue→red.
+	if out := must("history", "--limit", "1"); !regexp.MustCompile(`slot add\s+red\s`).MatchString(out) || strings.Contains(out, "→red") {
+		t.Fatalf("history after slot add:\n%s", out)
+	}
 	refused("blue is the active slot", "slot", "remove", "blue")
 	must("rollout", "start", "--to", "red", "--steps", "20,50,100", "--interval", "1s")
 	vstest.WaitFor(t, 30*time.Second, func() error {

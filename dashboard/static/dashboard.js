@@ -139,7 +139,9 @@ function version(v) {
 
 // changeText says what a history entry changed.
 function changeText(e) {
-  const moved = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "");
+  let moved = e.instance ? e.instance : (e.from || "") + (e.to ? " → " + e.to : "");
+  if (e.operation === "slot add") moved = e.to; // prod did not move
+  if (e.operation === "slot remove") moved = e.from;
   return [moved, ...(e.changes || [])].filter((x) => x).join("; ");
 }
 
