@@ -287,7 +287,11 @@ func printRollout(w io.Writer, st wire.RolloutStatus) {
 			role, slot string
 			f          wire.SlotFigures
 		}{{"canary", st.To, a.Canary}, {"stable", st.From, a.Stable}} {
-			fmt.Fprintf(w, "    %s %-10s %7s requests, %6.2f%% errors, p99 %s ms", r.role, r.slot, thousands(r.f.Requests), r.f.ErrorRate*100, strconv.FormatFloat(r.f.P99MS, 'f', 1, 64))
+			p99 := "–" // no request, no latency
+			if r.f.Requests > 0 {
+				p99 = strconv.FormatFloat(r.f.P99MS, 'f', 1, 64) + " ms"
+			}
+			fmt.Fprintf(w, "    %s %-10s %7s requests, %6.2f%% errors, p99 %s", r.role, r.slot, thousands(r.f.Requests), r.f.ErrorRate*100, p99)
 			if r.f.SteeredRequests > 0 {
 				fmt.Fprintf(w, "; not judged: %s steered by a pin or a route (%s errors)", thousands(r.f.SteeredRequests), thousands(r.f.SteeredErrors))
 			}
