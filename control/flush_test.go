@@ -17,6 +17,7 @@ import (
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/store/bolt"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // stuckPlane is a data plane whose Apply hangs once stuck, until freed:
@@ -86,4 +87,18 @@ func TestSlowPlaneDoesNotStallProbes(t *testing.T) {
 	f.waitHealthy(t, "blue", 0)
 	down.Store(false)
 	f.waitHealthy(t, "blue", 1) // the checker was not held by the hung plane
+}
+
+// TestRolloutStatusSaysItWillPause: a step of a plan with pause says so
+// before it pauses, so that an operator knows a promote will be wanted.
+func TestRolloutStatusSaysItWillPause(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	pause := true
+	if _, err := f.ctrl.StartRolloutRequest(context.Background(), wire.RolloutRequest{To: "green", Steps: []float64{10, 100}, Interval: "1h", Pause: &pause}); err != nil {
+		t.Fatal(err)
+	}
+	if st := f.ctrl.RolloutStatus(); !st.Running || !st.PausesAfter || st.Paused {
+		t.Fatalf("rollout status %+v; want a running step that pauses after", st)
+	}
 }

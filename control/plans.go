@@ -139,6 +139,7 @@ func (c *Controller) RolloutStatus() wire.RolloutStatus {
 		out.Steps = append(out.Steps, float64(s.PerMille)/10)
 	}
 	step := r.Current()
+	out.PausesAfter = step.Pause && !r.Paused
 	out.StepSeconds = step.Interval.Seconds()
 	out.LeftSeconds = max(0, (step.Interval - time.Since(r.StepStarted)).Seconds())
 	a := r.Analysis

@@ -408,6 +408,9 @@ type RolloutStatus struct {
 	LeftSeconds float64   `json:"left_seconds,omitempty"`
 	// Paused is true while it waits for a promote.
 	Paused bool `json:"paused,omitempty"`
+	// PausesAfter is true when the current step, once its interval and
+	// analysis are done, waits for a promote (a plan with pause).
+	PausesAfter bool `json:"pauses_after,omitempty"`
 	// Started is when the rollout began.
 	Started time.Time `json:"started,omitzero"`
 	// Analysis is what the canary is judged by, and the latest figures.

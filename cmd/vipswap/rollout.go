@@ -280,6 +280,9 @@ func printRollout(w io.Writer, st wire.RolloutStatus) {
 	case st.LeftSeconds == 0:
 		state = fmt.Sprintf("step %d of %d done, waiting for the analysis to have enough requests", st.Step+1, len(st.Steps))
 	}
+	if st.PausesAfter {
+		state += ", then for vipswap promote"
+	}
 	fmt.Fprintf(w, "  %s\n", state)
 	if a := st.Analysis; a != nil {
 		fmt.Fprintf(w, "  analysis over %.0f s: %s\n", a.WindowSeconds, printable(a.Verdict))
