@@ -2,11 +2,14 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -72,7 +75,7 @@ func Parse(name string, data []byte) (*Config, error) {
 		d.decode(root.Content[0], reflect.ValueOf(c).Elem(), "")
 	}
 	if len(d.errs) > 0 {
-		return nil, errors.Join(d.errs...)
+		return nil, joinByLine(d.errs)
 	}
 	c.applyDefaults()
 	if err := c.Validate(); err != nil {
@@ -263,13 +266,28 @@ func ParseRun(name string, data []byte) (*Run, error) {
 	}
 	d.decode(root.Content[0], reflect.ValueOf(&r).Elem(), "run")
 	if len(d.errs) > 0 {
-		return nil, errors.Join(d.errs...)
+		return nil, joinByLine(d.errs)
 	}
 	r.applyDefaults()
 	v := &validator{c: c, addrs: map[string]string{}}
 	v.run("run", &r)
 	if len(v.errs) > 0 {
-		return nil, errors.Join(v.errs...)
+		return nil, joinByLine(v.errs)
 	}
 	return &r, nil
+}
+
+// joinByLine joins problems one per line in the file's order, so a long
+// list reads top to bottom; problems with no line come last.
+func joinByLine(errs []error) error {
+	line := func(err error) int {
+		var e *Error
+		if errors.As(err, &e) && e.Line > 0 {
+			return e.Line
+		}
+		return math.MaxInt
+	}
+	sorted := slices.Clone(errs)
+	slices.SortStableFunc(sorted, func(a, b error) int { return cmp.Compare(line(a), line(b)) })
+	return errors.Join(sorted...)
 }

@@ -80,3 +80,15 @@ func TestCompare(t *testing.T) {
 		}
 	})
 }
+
+func TestProblemsInLineOrder(t *testing.T) {
+	err := joinByLine([]error{
+		&Error{File: "v.yaml", Line: 37, Key: "slots.b", Msg: "b"},
+		&Error{File: "v.yaml", Key: "active", Msg: "no line"},
+		&Error{File: "v.yaml", Line: 33, Key: "slots.a", Msg: "a"},
+	})
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 3 || !strings.Contains(lines[0], ":33:") || !strings.Contains(lines[1], ":37:") || !strings.Contains(lines[2], "no line") {
+		t.Fatalf("problems in this order:\n%s\nwant line 33, line 37, then the one without a line", err)
+	}
+}

@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -206,7 +205,7 @@ func (c *Config) Validate() error {
 			v.fail("active", fmt.Sprintf("slot %q is not defined in slots (have %s)", c.Active, strings.Join(c.SlotOrder, ", ")))
 		}
 	}
-	return errors.Join(v.errs...)
+	return joinByLine(v.errs)
 }
 
 type validator struct {
