@@ -69,7 +69,9 @@ type fixture struct {
 	path  string
 }
 
-func newFixture(t *testing.T, blue, green []string) *fixture {
+// newFixture starts a controller over slots blue and green, its state in
+// a bolt file, its tables recorded; more planes get them after.
+func newFixture(t *testing.T, blue, green []string, more ...control.DataPlane) *fixture {
 	path := filepath.Join(t.TempDir(), "state.db")
 	st, err := bolt.Open(path)
 	if err != nil {
@@ -82,7 +84,7 @@ func newFixture(t *testing.T, blue, green []string) *fixture {
 		Active: "blue",
 		Store:  st,
 		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
-		Planes: []control.DataPlane{plane},
+		Planes: append([]control.DataPlane{plane}, more...),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

@@ -2,21 +2,14 @@ package control_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/vipswap/vipswap/control"
-	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/route"
-	"github.com/vipswap/vipswap/store/bolt"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -60,26 +53,9 @@ func TestSlowPlaneDoesNotStallProbes(t *testing.T) {
 		}
 	}))
 	t.Cleanup(srv.Close)
-	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
 	plane := &stuckPlane{}
-	ctrl, err := control.New(context.Background(), control.Config{
-		Slots:  []control.Slot{{Name: "blue", Addrs: []string{strings.TrimPrefix(srv.URL, "http://")}}, {Name: "green", Addrs: []string{slotServer(t, "green")}}},
-		Active: "blue",
-		Store:  st,
-		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
-		Planes: []control.DataPlane{plane},
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(ctrl.Close)
+	f := newFixture(t, []string{strings.TrimPrefix(srv.URL, "http://")}, []string{slotServer(t, "green")}, plane)
 	t.Cleanup(plane.free) // runs first: the controller's goroutines end only once it answers
-	f := &fixture{ctrl: ctrl}
 	f.waitHealthy(t, "blue", 1)
 
 	plane.hang()
