@@ -86,7 +86,7 @@ func printHistory(w io.Writer, h []wire.HistoryEntry) {
 			result += " (forced)"
 		}
 		if e.Error != "" { // "refused: swap refused: …" says it twice
-			result += ": " + strings.TrimPrefix(e.Error, e.Operation+" refused: ")
+			result += ": " + refusedWhy(e.Error)
 		}
 		rev := "-"
 		if e.Revision != 0 {

@@ -175,7 +175,7 @@ func putProdBack(ctx context.Context, c *client.Client, slot string) (string, er
 	rev := st.Revision
 	res, err := c.Swap(ctx, wire.ChangeRequest{IfRevision: &rev, Reason: "vipswap verify --swap-every: back to the slot it found"})
 	if err != nil {
-		return "", fmt.Errorf("prod is left on %s, not on %s where the run found it: the swap back was refused: %s", st.Active, slot, refusedWhy(err.Error()))
+		return "", fmt.Errorf("prod is left on %s, not on %s where the run found it: swapping back: %s", st.Active, slot, err)
 	}
 	if res.To != slot {
 		return "", fmt.Errorf("after the run prod is on %s, not %s where the run found it", res.To, slot)
