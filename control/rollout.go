@@ -503,11 +503,20 @@ func (c *Controller) judge(st state.State, now time.Time) Verdict {
 
 // setVerdict keeps the last verdict for status and metrics.
 func (c *Controller) setVerdict(v *Verdict) {
+	canary := ""
+	if r := c.state().Rollout; r != nil {
+		canary = r.To
+	}
 	c.verdictMu.Lock()
 	defer c.verdictMu.Unlock()
 	c.verdict = v
 	if v != nil {
 		c.judgements[v.Outcome()]++
+		e := wire.Event{Kind: wire.EventVerdict, Slot: canary, Outcome: v.Outcome()}
+		if v.Breach != "" {
+			e.Reasons = []string{v.Breach}
+		}
+		c.events.emit(e)
 	}
 }
 
