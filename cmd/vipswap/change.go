@@ -191,10 +191,27 @@ func describeErrors(failed, instanceErrors, clientErrors uint64) string {
 }
 
 // waitMeasured waits until the history entry of res carries its measurement,
-// printing the old slot's in-flight count about once a second.
+// printing the old slot's in-flight count about once a second. It waits on
+// the admin API's events (the measurement's own wakes it at once), and
+// reads the entry when one came or a second passed.
 func waitMeasured(ctx context.Context, c *client.Client, res wire.Change, limit time.Duration, progress io.Writer) (wire.HistoryEntry, error) {
 	var e wire.HistoryEntry
-	_, err := poll(ctx, limit, progress, res.From, func(ctx context.Context) (bool, int64, error) {
+	seq, err := c.LastEvent(ctx) // taken before the first look: nothing is lost between them
+	if err != nil {
+		return e, err
+	}
+	next := func(ctx context.Context) {
+		evs, err := c.Events(ctx, seq, time.Second)
+		if err != nil {
+			// An older vipswap, or a waiter too many: look again in a while.
+			wait, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+			<-wait.Done()
+			cancel()
+			return
+		}
+		seq = evs.Next
+	}
+	_, err = poll(ctx, limit, progress, res.From, next, func(ctx context.Context) (bool, int64, error) {
 		var err error
 		if e, err = c.Entry(ctx, res.HistoryID); err != nil {
 			return false, -1, err
@@ -211,16 +228,22 @@ func waitMeasured(ctx context.Context, c *client.Client, res wire.Change, limit 
 	return e, err
 }
 
-// poll calls check every 100ms until it reports done, showing what's
-// in-flight count: a redrawn line on a terminal, a line a second otherwise.
-// It gives up after limit.
-func poll(ctx context.Context, limit time.Duration, progress io.Writer, what string, check func(context.Context) (done bool, inFlight int64, err error)) (time.Duration, error) {
+// everyTenth returns at the next tenth of a second, or when ctx ends: what
+// waits on a counter (requests in flight) looks at it that often.
+func everyTenth(ctx context.Context) {
+	wait, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	<-wait.Done()
+}
+
+// poll calls check until it reports done, then again each time next
+// returns, showing what's in-flight count: a redrawn line on a terminal,
+// a line a second otherwise. It gives up after limit.
+func poll(ctx context.Context, limit time.Duration, progress io.Writer, what string, next func(context.Context), check func(context.Context) (done bool, inFlight int64, err error)) (time.Duration, error) {
 	start := time.Now()
 	last := start
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
 	live := isTerminal(progress)
 	if live {
 		defer fmt.Fprint(progress, "\r\033[K") // leave the terminal clean
@@ -259,8 +282,9 @@ func poll(ctx context.Context, limit time.Duration, progress io.Writer, what str
 			}
 			cancel()
 			return 0, &timedOutError{msg: fmt.Sprintf("%s still has %s in flight after %s", what, plural(n, "request"), limit)}
-		case <-tick.C:
+		default:
 		}
+		next(ctx)
 	}
 }
 
@@ -443,9 +467,10 @@ func waitDrained(ctx context.Context, c *client.Client, slot string, timeout tim
 	return nil
 }
 
-// waitIdle polls the status until inFlight returns 0.
+// waitIdle polls the status until inFlight returns 0: requests in flight
+// are a counter, not an event, so it reads them every tenth of a second.
 func waitIdle(ctx context.Context, c *client.Client, limit time.Duration, progress io.Writer, what string, inFlight func(wire.Status) int64) (time.Duration, error) {
-	return poll(ctx, limit, progress, what, func(ctx context.Context) (bool, int64, error) {
+	return poll(ctx, limit, progress, what, everyTenth, func(ctx context.Context) (bool, int64, error) {
 		s, err := c.Status(ctx)
 		if err != nil {
 			return false, -1, err
