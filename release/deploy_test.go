@@ -130,7 +130,7 @@ var deployCases = []deployCase{
 			f.apps.on("/sicken", func(i *instance) { f.sickenAndWait(i.slot) })
 		}},
 	{name: "switch/the rollout waits for a promote", step: "switch", want: "the rollout to end: not within",
-		req: with(v2("green", short, "app"), func(r *wire.DeployRequest) { r.Strategy, r.Plan = "rollout", "paused" }),
+		req:   with(v2("green", short, "app"), func(r *wire.DeployRequest) { r.Strategy, r.Plan = "rollout", "paused" }),
 		moves: true},
 	{name: "switch/the rollout is aborted", step: "switch", want: "the rollout to green was aborted, prod is back on blue",
 		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) {

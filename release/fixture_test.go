@@ -525,8 +525,10 @@ type view struct {
 	Table           string             // the table in force, as it routes prod
 }
 
-// prodRouting describes how a table routes prod: its slot, its weights
-// and routes, and the members of the slots it weighs (not their health).
+// prodRouting describes how a table routes prod: its weights and routes,
+// and the members of the slots it weighs (not their health). Not
+// tb.Slot: that is a weighted draw, which would take a turn of the
+// proxy's own (it holds the same table).
 func prodRouting(tb *route.Table) string {
 	weighed := map[string]bool{}
 	for _, w := range tb.Weights(route.Prod) {
@@ -539,7 +541,7 @@ func prodRouting(tb *route.Table) string {
 		}
 	}
 	slices.Sort(members)
-	return fmt.Sprint("prod ", tb.Slot(route.Prod).Name, " weights ", tb.Weights(route.Prod), " members ", members, " routes ", tb.Routes())
+	return fmt.Sprint("prod weights ", tb.Weights(route.Prod), " members ", members, " routes ", tb.Routes())
 }
 
 func (f *fixture) view() view {
@@ -580,7 +582,8 @@ func (f *fixture) look() (view, error) {
 	}
 	v.Stored = fmt.Sprintf("active %s standby %s weights %v drained %v rollout %v", stored.Active, stored.Standby, stored.Weights, stored.Drained, stored.Rollout != nil)
 	h := f.plane.history()
-	v.Table = prodRouting(h[len(h)-1]) + " stage " + h[len(h)-1].Slot(route.Stage).Name
+	tb := h[len(h)-1]
+	v.Table = fmt.Sprint(prodRouting(tb), " stage ", tb.Weights(route.Stage))
 	return v, nil
 }
 
