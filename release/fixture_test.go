@@ -125,7 +125,7 @@ type apps struct {
 	mu       sync.Mutex
 	groups   map[string][]*instance // by slot
 	hooks    map[string]func(*instance)
-	refuse   map[string]bool // addresses a Replace cannot start again
+	refuse   map[string]bool // addresses the next Replace cannot start again
 	stopping sync.WaitGroup
 }
 
@@ -149,7 +149,8 @@ func (a *apps) hook(path string) func(*instance) {
 	return a.hooks[path]
 }
 
-// refuseReplace makes a Replace of the instance at addr fail to start.
+// refuseReplace makes the next Replace of the instance at addr fail to
+// start (a port another process took meanwhile, say).
 func (a *apps) refuseReplace(addr string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -251,6 +252,7 @@ func (a *apps) Replace(ctx context.Context, slot, addr string, command []string,
 		}
 	}
 	refused := a.refuse[addr]
+	delete(a.refuse, addr)
 	a.mu.Unlock()
 	if old == nil {
 		return fmt.Errorf("launch slot %s: no instance %s", slot, addr)
