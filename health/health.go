@@ -91,6 +91,9 @@ type target struct {
 	fails   int  // consecutive failures while healthy
 	since   time.Time
 	last    Check
+	// marked is when MarkDown last ran: a probe begun before it was
+	// answered by the process it marked as replaced, and says nothing.
+	marked time.Time
 }
 
 // New returns a Checker. onChange is called on every transition, with the
@@ -202,6 +205,7 @@ func (c *Checker) MarkDown(t Target, detail string) {
 	defer st.mu.Unlock()
 	st.passes, st.fails = 0, 0
 	st.last = Check{Code: PASSIVE, Detail: detail, Time: time.Now()}
+	st.marked = st.last.Time
 	if st.healthy {
 		st.healthy, st.since = false, st.last.Time
 		c.onChange(t, false, st.last)
@@ -221,6 +225,7 @@ func (c *Checker) loop(ctx context.Context, t Target, st *target) {
 	for {
 		path := strings.ReplaceAll(cfg.Path, "{slot}", url.QueryEscape(t.Slot))
 		var ck Check
+		began := time.Now()
 		if cfg.Probe != nil {
 			ck = cfg.Probe(ctx, t)
 		} else {
@@ -229,7 +234,7 @@ func (c *Checker) loop(ctx context.Context, t Target, st *target) {
 		if ctx.Err() != nil {
 			return // a probe cut short by Remove or Close says nothing
 		}
-		c.record(t, st, ck)
+		c.record(t, st, ck, began)
 		select {
 		case <-ctx.Done():
 			return
@@ -242,7 +247,8 @@ func (c *Checker) loop(ctx context.Context, t Target, st *target) {
 	}
 }
 
-func (c *Checker) record(t Target, st *target, ck Check) {
+// record takes the check of a probe that began at began.
+func (c *Checker) record(t Target, st *target, ck Check, began time.Time) {
 	if c.ctx.Err() != nil {
 		return // a probe cut short by Close says nothing about the instance
 	}
@@ -259,6 +265,9 @@ func (c *Checker) record(t Target, st *target, ck Check) {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if began.Before(st.marked) {
+		return // answered by the process MarkDown said was replaced
+	}
 	if ck.Code == SOCKERR {
 		st.last = ck
 		return // says nothing about the instance

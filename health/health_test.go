@@ -106,7 +106,7 @@ func TestRiseAndFall(t *testing.T) {
 		{false, false},
 	}
 	for i, s := range steps {
-		c.record(tg, st, result(s.pass))
+		c.record(tg, st, result(s.pass), time.Now())
 		if st.healthy != s.wantHealthy {
 			t.Fatalf("step %d (pass=%v): healthy=%v, want %v", i, s.pass, st.healthy, s.wantHealthy)
 		}
@@ -121,9 +121,9 @@ func TestRiseAndFall(t *testing.T) {
 func TestFirstPassMakesHealthy(t *testing.T) {
 	c, _ := newChecker(t, 3, 2)
 	st := &target{}
-	c.record(Target{}, st, result(false)) // still booting
-	c.record(Target{}, st, result(false))
-	c.record(Target{}, st, result(true))
+	c.record(Target{}, st, result(false), time.Now()) // still booting
+	c.record(Target{}, st, result(false), time.Now())
+	c.record(Target{}, st, result(true), time.Now())
 	if !st.healthy {
 		t.Fatal("a fresh target is not healthy after its first pass")
 	}
@@ -263,5 +263,51 @@ func TestCouldNotProbeChangesNothing(t *testing.T) {
 	}
 	if !strings.Contains(log.String(), "could not probe") {
 		t.Fatalf("nothing logged: %s", log.String())
+	}
+}
+
+// A probe in flight when the instance is marked down (its process
+// replaced) was answered by the old process: its pass must not make the
+// instance healthy again, nor date its health from before the mark. A
+// rolling update otherwise takes the old process's answer for the new
+// one's, or (its restore) waits for a fresh pass that never comes while
+// the instance shows healthy since before the restart.
+func TestProbeInFlightAcrossMarkDownDoesNotCount(t *testing.T) {
+	var hold atomic.Bool
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hold.CompareAndSwap(true, false) { // this one probe waits
+			entered <- struct{}{}
+			<-release
+		}
+	}))
+	t.Cleanup(srv.Close)
+	type change struct {
+		healthy bool
+		began   time.Time
+	}
+	ch := make(chan change, 10)
+	c := New(Config{Path: "/", Interval: 20 * time.Millisecond, Timeout: 10 * time.Second, Rise: 1, Fall: 1},
+		func(_ Target, h bool, ck Check) { ch <- change{h, ck.Time} })
+	t.Cleanup(c.Close)
+	tg := Target{Slot: "blue", Addr: strings.TrimPrefix(srv.URL, "http://")}
+	c.Add(tg)
+	if got := <-ch; !got.healthy {
+		t.Fatal("first transition is not to healthy")
+	}
+	hold.Store(true)
+	<-entered // a probe is in flight
+	marked := time.Now()
+	c.MarkDown(tg, "replaced: a new process starts")
+	if got := <-ch; got.healthy {
+		t.Fatal("MarkDown did not mark it down")
+	}
+	close(release) // the old process answers the probe in flight
+	got := <-ch
+	if !got.healthy || got.began.Before(marked) {
+		t.Fatalf("back to healthy=%v on a probe that began %s before the mark-down; want a probe begun after it", got.healthy, marked.Sub(got.began))
+	}
+	if s := c.State(tg); s.Since.Before(marked) {
+		t.Fatalf("healthy since %s, before the mark-down at %s", s.Since, marked)
 	}
 }

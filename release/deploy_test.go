@@ -1,0 +1,211 @@
+package release_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/wire"
+)
+
+// deployCase is a deploy that fails at one step.
+type deployCase struct {
+	name string
+	step string // the step it fails at
+	want string // in its error
+	req  wire.DeployRequest
+	// setup runs before prod is looked at; during, on the test's
+	// goroutine, once the deploy has started.
+	setup  func(t *testing.T, f *fixture)
+	during func(t *testing.T, f *fixture, id string)
+	// moves: prod legitimately serves something else meanwhile (a
+	// rollout's canary, an operator's swap).
+	moves bool
+	check func(t *testing.T, f *fixture, p wire.Progress)
+}
+
+// v2 is a deploy of version 2.0 to slot with command, checked for
+// timeout.
+func v2(slot, timeout string, command ...string) wire.DeployRequest {
+	return wire.DeployRequest{Slot: slot, Version: "2.0", Command: command, Timeout: timeout, Keep: "1h",
+		ChangeRequest: wire.ChangeRequest{Actor: "ci", Reason: "release 2.0"}}
+}
+
+// with returns r changed by fn.
+func with(r wire.DeployRequest, fn func(*wire.DeployRequest)) wire.DeployRequest {
+	fn(&r)
+	return r
+}
+
+// stepOf returns p's step name, and fails the test without it.
+func stepOf(t *testing.T, p wire.Progress, name string) wire.Step {
+	t.Helper()
+	for _, s := range p.Steps {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("release has no step %q: %+v", name, p.Steps)
+	return wire.Step{}
+}
+
+var deployCases = []deployCase{
+	{name: "start/the new version cannot start", step: "start", want: "cannot start",
+		req: v2("green", long, "app", "--nostart")},
+	{name: "start/a new slot whose version cannot start", step: "start", want: "cannot start",
+		req: v2("v2", long, "app", "--nostart")},
+	{name: "start/a new slot without a command", step: "start", want: "give the command",
+		req: v2("v2", long)},
+	{name: "start/the active slot", step: "start", want: "is the active slot",
+		req: v2("blue", long, "app")},
+	{name: "start/a rollout runs", step: "start", want: "a rollout to green is running",
+		req: v2("v2", long, "app"),
+		setup: func(t *testing.T, f *fixture) {
+			if _, err := f.ctrl.StartRolloutRequest(context.Background(), wire.RolloutRequest{To: "green", Steps: []float64{10, 100}, Interval: "1h"}); err != nil {
+				t.Fatal(err)
+			}
+		}, moves: true},
+	{name: "healthy/the new version never passes the probe", step: "healthy", want: "L7STS 503",
+		req: v2("green", short, "app", "--sick")},
+	{name: "healthy/a new slot that never passes the probe", step: "healthy", want: "L7STS 503",
+		req: v2("v2", short, "app", "--sick")},
+	{name: "healthy/vipswap stops meanwhile", step: "healthy", want: "vipswap stopped during the release",
+		req: v2("green", long, "app", "--sick"),
+		during: func(t *testing.T, f *fixture, id string) {
+			vstest.WaitFor(t, time.Minute, func() error {
+				if p, _ := f.runner.Get(id); len(p.Steps) < 2 || p.Steps[1].Name != "healthy" {
+					return fmt.Errorf("release at steps %+v, want it waiting for health", p.Steps)
+				}
+				return nil
+			})
+			f.runner.Close() // as vipswap does when it stops
+		}},
+	{name: "stage/the new slot is out of rotation by then", step: "stage", want: "stage refused",
+		req: with(v2("v2", long, "app"), func(r *wire.DeployRequest) { r.Warmup, r.WarmupPath = 1, "/sicken" }),
+		setup: func(t *testing.T, f *fixture) {
+			f.apps.on("/sicken", func(i *instance) { f.sickenAndWait(i.slot) })
+		},
+		check: func(t *testing.T, f *fixture, p wire.Progress) {
+			if s := stepOf(t, p, "warmup"); s.Result != "ok" {
+				t.Errorf("warmup step %+v, want ok", s)
+			}
+		}},
+	// A warm-up does not fail a deploy (it primes caches): a version that
+	// answers 500 passes it and fails at the gates' check.
+	{name: "gates/a check after a failed warm-up", step: "gates", want: "check /: GET",
+		req: with(v2("green", long, "app", "--broken"), func(r *wire.DeployRequest) { r.Warmup, r.Checks = 3, []string{"/"} }),
+		check: func(t *testing.T, f *fixture, p wire.Progress) {
+			if s := stepOf(t, p, "warmup"); s.Result != "ok" || !strings.Contains(s.Detail, "6 requests to / on 2 instances: 0 answered 2xx, 6 did not") {
+				t.Errorf("warmup step %+v, want ok, saying none answered 2xx", s)
+			}
+		}},
+	{name: "gates/a check answers 503", step: "gates", want: "check /status/503: GET http://",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) { r.Checks = []string{"/", "/status/503"} })},
+	{name: "gates/a gate command fails", step: "gates", want: "exit status 3: smoke test failed",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) {
+			r.Gates = []string{`test "$VIPSWAP_SLOT $VIPSWAP_VERSION" = "green 2.0"`, "echo starting; echo smoke test failed; exit 3"}
+		})},
+	{name: "gates/a gate command outlives the timeout", step: "gates", want: "did not finish within 1s",
+		req: with(v2("green", "1s", "app"), func(r *wire.DeployRequest) { r.Gates = []string{"exec sleep 30"} })},
+	{name: "switch/an operator swapped meanwhile", step: "switch", want: "prod moved to green during the deploy",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) { r.Checks = []string{"/swap"} }),
+		setup: func(t *testing.T, f *fixture) {
+			f.apps.on("/swap", func(*instance) {
+				if _, err := f.ctrl.Swap(context.Background(), wire.ChangeRequest{Actor: "operator"}); err != nil {
+					t.Errorf("the operator's swap: %v", err)
+				}
+				v, err := f.look()
+				if err != nil {
+					t.Error(err)
+				}
+				f.moved.Store(&v) // prod stays where the operator put it
+			})
+		}, moves: true},
+	{name: "switch/the swap is refused", step: "switch", want: "swap refused",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) { r.Checks = []string{"/sicken"} }),
+		setup: func(t *testing.T, f *fixture) {
+			f.apps.on("/sicken", func(i *instance) { f.sickenAndWait(i.slot) })
+		}},
+	{name: "switch/the rollout waits for a promote", step: "switch", want: "the rollout to end: not within",
+		req:   with(v2("green", short, "app"), func(r *wire.DeployRequest) { r.Strategy, r.Plan = "rollout", "paused" }),
+		moves: true},
+	{name: "switch/the rollout is aborted", step: "switch", want: "the rollout to green was aborted, prod is back on blue",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) {
+			r.Strategy, r.Steps, r.Interval = "rollout", []float64{50, 100}, "1h"
+		}),
+		during: func(t *testing.T, f *fixture, id string) {
+			vstest.WaitFor(t, time.Minute, func() error {
+				if rs := f.ctrl.RolloutStatus(); !rs.Running {
+					return fmt.Errorf("no rollout runs: %+v", rs)
+				}
+				return nil
+			})
+			f.sickenAndWait("green") // the canary breaks: the analysis aborts
+		}, moves: true},
+}
+
+// TestDeployFailureLeavesProd: a deploy that fails at any of its steps
+// leaves prod as it was (its slot, weights, instances, the stored state,
+// the routing table; a client of prod sees only the old version, and no
+// failure), the slot it deployed to runs what it ran (or is gone, if the
+// deploy added it), its progress names the step, and its history entry
+// survives a state export and import.
+func TestDeployFailureLeavesProd(t *testing.T) {
+	start := time.Now()
+	for _, c := range deployCases {
+		t.Run(c.name, func(t *testing.T) {
+			began := time.Now()
+			f := newFixture(t)
+			if c.setup != nil {
+				c.setup(t, f)
+			}
+			before := f.view()
+			tables := len(f.plane.history())
+			l := f.startLoad()
+			p, err := f.runner.Deploy(c.req)
+			if err != nil {
+				t.Fatalf("deploy refused before it started: %v", err)
+			}
+			if c.during != nil {
+				c.during(t, f, p.ID)
+			}
+			p = f.wait(p.ID)
+			got := l.end()
+			t.Logf("%s: deploy %s, %d prod requests answered %v", time.Since(began).Round(time.Millisecond), p.State, got.ok, got.by)
+
+			if p.State != "failed" || p.FailedStep != c.step || !strings.Contains(p.Error, c.want) {
+				t.Fatalf("deploy %s at step %q: %s; want failed at %q saying %q\nsteps: %+v", p.State, p.FailedStep, p.Error, c.step, c.want, p.Steps)
+			}
+			oneLine(t, "error", p.Error)
+			if last := p.Steps[len(p.Steps)-1]; last.Name != c.step || last.Result != "failed" {
+				t.Errorf("last step %+v; want %s failed", last, c.step)
+			}
+			if p.Failed != 0 || got.failed != 0 {
+				t.Errorf("prod failed %d requests (release counted %d): %v", got.failed, p.Failed, got.errs)
+			}
+			if m := f.moved.Load(); m != nil {
+				before = *m
+			}
+			if !c.moves {
+				if len(got.by) != 1 || got.by["blue 1.0"] == 0 {
+					t.Errorf("prod answered %v; want blue 1.0 alone", got.by)
+				}
+				for _, tb := range f.plane.history()[tables:] {
+					if prodRouting(tb) != prodRouting(f.plane.history()[tables-1]) {
+						t.Errorf("a table published during the deploy routed prod as %s; before: %s", prodRouting(tb), prodRouting(f.plane.history()[tables-1]))
+						break
+					}
+				}
+			}
+			same(t, before, f.view())
+			if c.check != nil {
+				c.check(t, f, p)
+			}
+			checkEntry(t, f, p, "deploy")
+		})
+	}
+	t.Logf("%d failed deploys in %s", len(deployCases), time.Since(start).Round(time.Millisecond))
+}
