@@ -175,7 +175,7 @@ func (r *Runner) Deploy(req wire.DeployRequest) (wire.Progress, error) {
 		}
 		if err := j.step("drain", func() (string, error) {
 			start := time.Now()
-			err := j.waitFor(timeout, "slot "+from+" to finish its requests in flight", func() (bool, error) {
+			err := j.waitForCounts(timeout, "slot "+from+" to finish its requests in flight", func() (bool, error) {
 				s, _ := slotOf(ctrl.Status(), from)
 				return s.InFlight.Prod == 0, nil
 			})
@@ -211,6 +211,9 @@ func (j *job) prepare(req wire.DeployRequest, started time.Time, timeout time.Du
 			return n > 0 && n == len(last.Instances), nil
 		})
 		if err != nil {
+			if s, ok := slotOf(ctrl.Status(), req.Slot); ok {
+				last = s // the last probes' answers: a failing probe of an unhealthy instance is no event
+			}
 			var why []string
 			for _, i := range last.Instances {
 				if !i.Healthy {
@@ -329,12 +332,21 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 	for _, s := range plan.Steps {
 		limit += s.Interval
 	}
+	seq := ctrl.LastEvent()
 	res, err := ctrl.StartRolloutRequest(j.r.ctx, rr)
 	if err != nil {
 		return "", err
 	}
 	began := time.Now()
+	var ended *wire.Event // the rollout's end, as the controller told it
 	err = j.waitFor(limit, "the rollout to end", func() (bool, error) {
+		evs, _ := ctrl.Events(seq)
+		for _, e := range evs.Events {
+			if e.Kind == wire.EventRollout && e.Slot == req.Slot && e.Revision > res.Revision {
+				ended = &e
+			}
+		}
+		seq = evs.Next
 		rs := ctrl.RolloutStatus()
 		j.mu.Lock()
 		j.p.Rollout = &rs
@@ -356,27 +368,13 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		return "", err
 	}
 	if active := ctrl.Status().Active; active != req.Slot {
-		return "", fmt.Errorf("the rollout to %s was aborted, prod is back on %s: %s", req.Slot, active, j.abortReason(res.HistoryID))
+		why := "see vipswap history" // ended elsewhere in a cluster, or its event is no longer kept
+		if ended != nil && len(ended.Reasons) > 0 {
+			why = strings.Join(ended.Reasons, "; ")
+		}
+		return "", fmt.Errorf("the rollout to %s was aborted, prod is back on %s: %s", req.Slot, active, why)
 	}
 	return fmt.Sprintf("rollout %s → %s promoted after %s", from, req.Slot, time.Since(began).Round(time.Millisecond)), nil
-}
-
-// abortReason finds why the rollout that history entry since started was
-// aborted.
-func (j *job) abortReason(since uint64) string {
-	entries, err := j.r.cfg.Controller.History(j.r.ctx, 0, 50)
-	if err != nil {
-		return "see vipswap history"
-	}
-	for _, e := range entries {
-		if e.ID > since && e.Operation == "abort" {
-			if e.Reason != "" {
-				return e.Reason
-			}
-			return strings.Join(e.Changes, "; ")
-		}
-	}
-	return "see vipswap history"
 }
 
 // keep schedules the old slot's teardown after keep: a slot added at
@@ -446,6 +444,8 @@ func (j *job) keep(old string, keep time.Duration) {
 			return
 		}
 		deadline := time.Now().Add(time.Minute)
+		tick := time.NewTicker(j.r.cfg.Poll) // requests in flight are a counter: looked at every Poll
+		defer tick.Stop()
 		for {
 			s, ok := slotOf(ctrl.Status(), old)
 			if !ok {
@@ -461,7 +461,7 @@ func (j *job) keep(old string, keep time.Duration) {
 			select {
 			case <-ctx.Done():
 				return
-			case <-time.After(j.r.cfg.Poll):
+			case <-tick.C:
 			}
 		}
 		_, err := ctrl.RemoveSlot(j.r.ctx, old, why)

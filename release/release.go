@@ -37,7 +37,8 @@ type Config struct {
 	AllowRun func() bool
 	// Logger reports releases. Nil means slog.Default().
 	Logger *slog.Logger
-	// Poll is how often a release looks at what it waits for. Zero means
+	// Poll is how often a release reads the requests in flight it waits
+	// to end (counters, not events) and refreshes its figures. Zero means
 	// 100ms.
 	Poll time.Duration
 }
@@ -88,19 +89,17 @@ func (r *Runner) cancelTeardown(slot string) {
 
 // idle waits until no release runs, or ctx ends.
 func (r *Runner) idle(ctx context.Context) error {
-	tick := time.NewTicker(r.cfg.Poll)
-	defer tick.Stop()
 	for {
 		r.mu.Lock()
-		busy := r.running != nil
+		running := r.running
 		r.mu.Unlock()
-		if !busy {
+		if running == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-tick.C:
+		case <-running.ended:
 		}
 	}
 }
@@ -164,7 +163,7 @@ func (r *Runner) start(kind, slot, version string, req wire.ChangeRequest, body 
 		return wire.Progress{}, &control.Error{Kind: control.Conflict, Err: fmt.Errorf("%s refused: %s %s of slot %s is running (GET /v1/releases/%s follows it)", kind, j.kind, j.id, j.slot, j.id)}
 	}
 	r.seq++
-	j := &job{r: r, req: req, kind: kind, slot: slot, p: wire.Progress{ID: time.Now().UTC().Format("20060102-150405") + "-" + strconv.Itoa(r.seq), Kind: kind, Slot: slot, Version: version,
+	j := &job{r: r, req: req, ended: make(chan struct{}), kind: kind, slot: slot, p: wire.Progress{ID: time.Now().UTC().Format("20060102-150405") + "-" + strconv.Itoa(r.seq), Kind: kind, Slot: slot, Version: version,
 		State: "running", Started: time.Now().UTC()}}
 	j.id = j.p.ID
 	j.meter.sample(r.cfg.Controller)
@@ -193,6 +192,7 @@ func (r *Runner) start(kind, slot, version string, req wire.ChangeRequest, body 
 		r.mu.Lock()
 		r.running = nil
 		r.mu.Unlock()
+		close(j.ended)
 	})
 	return j.progress(), nil
 }
@@ -255,7 +255,8 @@ type job struct {
 	r              *Runner
 	req            wire.ChangeRequest
 	meter          meter
-	id, kind, slot string // as in p, never changed: read without mu
+	id, kind, slot string        // as in p, never changed: read without mu
+	ended          chan struct{} // closed once the release ended and is no longer the running one
 
 	mu    sync.Mutex // guards p, steps
 	p     wire.Progress
@@ -363,14 +364,43 @@ func (j *job) end(err error) {
 	}
 }
 
-// waitFor polls cond until it returns true, an error, or limit passes;
-// what is the thing waited for, in the timeout's message.
+// waitFor waits until cond returns true or an error, or limit passes; what
+// is the thing waited for, in the timeout's message. cond is called at
+// once and then each time the controller says something happened (a
+// health transition, a change, a verdict, a rollout's end), never on a
+// timer: what it looks at changes only with an event.
 func (j *job) waitFor(limit time.Duration, what string, cond func() (bool, error)) error {
-	ctx, cancel := context.WithTimeout(j.r.ctx, limit)
-	defer cancel()
+	ctrl := j.r.cfg.Controller
+	seq := ctrl.LastEvent()
+	return j.wait(limit, what, cond, func() <-chan struct{} {
+		evs, next := ctrl.Events(seq)
+		seq = evs.Next
+		if len(evs.Events) > 0 || evs.Missed {
+			return closed // something happened since the last look
+		}
+		return next
+	}, nil)
+}
+
+// waitForCounts is waitFor for a cond over requests in flight, which are
+// counters and not events: it looks every Poll.
+func (j *job) waitForCounts(limit time.Duration, what string, cond func() (bool, error)) error {
 	tick := time.NewTicker(j.r.cfg.Poll)
 	defer tick.Stop()
+	return j.wait(limit, what, cond, func() <-chan struct{} { return nil }, tick.C)
+}
+
+// closed is a channel that is closed.
+var closed = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// wait calls cond, then again each time the channel next returns is
+// closed (taken before each look, so nothing between is missed) or tick
+// ticks, until cond returns true or an error, or limit passes.
+func (j *job) wait(limit time.Duration, what string, cond func() (bool, error), next func() <-chan struct{}, tick <-chan time.Time) error {
+	ctx, cancel := context.WithTimeout(j.r.ctx, limit)
+	defer cancel()
 	for {
+		woke := next()
 		ok, err := cond()
 		if err != nil || ok {
 			return err
@@ -381,7 +411,8 @@ func (j *job) waitFor(limit time.Duration, what string, cond func() (bool, error
 				return j.r.ctx.Err()
 			}
 			return fmt.Errorf("%s: not within %s", what, limit)
-		case <-tick.C:
+		case <-woke:
+		case <-tick:
 		}
 	}
 }

@@ -133,7 +133,7 @@ func (j *job) replaceBatch(req wire.RollingRequest, addrs, newCmd []string, newV
 			}
 		}
 		start := time.Now()
-		err := j.waitFor(timeout, "no request in flight on "+names+" (it is drained)", func() (bool, error) {
+		err := j.waitForCounts(timeout, "no request in flight on "+names+" (it is drained)", func() (bool, error) {
 			st := ctrl.Status()
 			for _, a := range addrs {
 				if i, _ := instanceOf(st, req.Slot, a); i.InFlight.Total() > 0 {
@@ -201,6 +201,7 @@ func (j *job) waitHealthy(slot string, addrs []string, since time.Time, timeout 
 		return n == len(addrs), nil
 	})
 	if err != nil {
+		st = ctrl.Status() // the last probe's answer: a failing probe of an unhealthy instance is no event
 		var why []string
 		for _, a := range addrs {
 			if i, _ := instanceOf(st, slot, a); !freshlyHealthy(i, since) {
