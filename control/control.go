@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/measure"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
@@ -108,7 +109,7 @@ type Controller struct {
 	// on the checker's goroutine (a slow load balancer would stall probes).
 	flushKick chan struct{}
 	wakeup    chan struct{} // wakes the rollout's owner
-	samples   *sampler
+	samples   *measure.Sampler
 	ctx       context.Context // lifetime of the controller's goroutines
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -263,7 +264,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	for _, t := range added {
 		c.checker.Add(t)
 	}
-	c.samples = newSampler(cfg.Counts)
+	c.samples = measure.NewSampler(cfg.Counts)
 	c.mu.Lock()
 	names = namesOf(c.slots)
 	c.mu.Unlock()
@@ -340,13 +341,13 @@ func (c *Controller) InstanceRefused(inst *route.Instance) {
 func (c *Controller) loop() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	c.samples.take()
+	c.samples.Take()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-tick.C:
-			c.samples.take()
+			c.samples.Take()
 		case inst := <-c.refused:
 			c.checker.MarkDown(health.Target{Slot: inst.Slot, Addr: inst.Addr}, "refused a request's connection")
 		}

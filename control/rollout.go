@@ -437,19 +437,19 @@ func weigh(total route.Tally, sources [route.SourceGroups]route.Tally) (requests
 func (c *Controller) judge(st state.State, now time.Time) Verdict {
 	a := st.Rollout.Analysis
 	window := a.Window
-	from := c.samples.at(now.Add(-window))
-	if from.at.Before(st.Rollout.Started) {
+	from := c.samples.At(now.Add(-window))
+	if from.At.Before(st.Rollout.Started) {
 		// Judge only what came after the rollout started: traffic from
 		// before (an earlier rollout or shift to the same slot) is not
 		// this canary's.
-		first, ok := c.samples.since(st.Rollout.Started)
+		first, ok := c.samples.Since(st.Rollout.Started)
 		if !ok {
 			return Verdict{Window: now.Sub(st.Rollout.Started)} // no snapshot since the start yet
 		}
 		from = first
 	}
-	window = now.Sub(from.at)
-	diff := c.samples.live().counts.sub(from.counts)
+	window = now.Sub(from.At)
+	diff := c.samples.Live().Counts.Sub(from.Counts)
 	c.mu.Lock()
 	routes, _ := c.routesLocked(st)
 	c.mu.Unlock()
