@@ -18,6 +18,7 @@ import (
 
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/measure"
+	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
@@ -57,7 +58,7 @@ type Config struct {
 	// covers.
 	Measure Measure
 	// Analysis is what rollouts judge their canary by. Zero means
-	// DefaultAnalysis.
+	// rollout.DefaultAnalysis.
 	Analysis state.Analysis
 	// Plans are the named rollout plans.
 	Plans map[string]Plan
@@ -146,7 +147,7 @@ type Controller struct {
 	store       storeHealth // guarded by mu
 
 	verdictMu  sync.Mutex        // guards verdict and judgements
-	verdict    *Verdict          // the running rollout's last analysis
+	verdict    *rollout.Verdict  // the running rollout's last analysis
 	judgements map[string]uint64 // analyses by outcome
 }
 
@@ -184,7 +185,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	cfg.Measure.setDefaults()
 	if cfg.Analysis.IsZero() {
-		cfg.Analysis = DefaultAnalysis
+		cfg.Analysis = rollout.DefaultAnalysis
 	}
 	names := make([]string, len(cfg.Slots))
 	for i, s := range cfg.Slots {
