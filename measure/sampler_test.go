@@ -52,6 +52,9 @@ func TestSampler(t *testing.T) {
 		if got := s.At(begin.Add(3500 * time.Millisecond)); got.At.Sub(begin) != 3*time.Second || got.Counts.Slot("blue").Requests() != 303 {
 			t.Fatalf("At(3.5s): the snapshot at %s with %d requests; want 3s, 303", got.At.Sub(begin), got.Counts.Slot("blue").Requests())
 		}
+		if got := s.At(begin.Add(3 * time.Second)); got.At.Sub(begin) != 3*time.Second {
+			t.Fatalf("At(3s): the snapshot at %s; want the one taken then", got.At.Sub(begin))
+		}
 		if got, ok := s.Since(begin.Add(3500 * time.Millisecond)); !ok || got.At.Sub(begin) != 4*time.Second {
 			t.Fatalf("Since(3.5s): %s %v; want the snapshot at 4s", got.At.Sub(begin), ok)
 		}
