@@ -60,6 +60,11 @@ type Controller interface {
 	Entry(ctx context.Context, id uint64) (wire.HistoryEntry, error)
 	// Readiness returns nil when vipswap is ready to route traffic.
 	Readiness(ctx context.Context) error
+	// Events returns the events after seq, and a channel closed at the
+	// next one.
+	Events(seq uint64) (wire.Events, <-chan struct{})
+	// LastEvent returns the newest event's number.
+	LastEvent() uint64
 }
 
 // Releases runs deploys and rolling updates (package release).
@@ -134,12 +139,21 @@ const (
 	maxHistory     = 1000
 )
 
+// GET /v1/events waits at most maxEventWait (under the admin server's
+// write timeout), and at most maxEventWaiters requests wait at once: the
+// others are answered 503 at once, so waiters cannot take every admin
+// connection.
+const (
+	maxEventWait    = 25 * time.Second
+	maxEventWaiters = 64
+)
+
 // NewHandler returns the admin API handler.
 func NewHandler(c Controller, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &server{c: c, log: opts.Logger, auth: authenticator{tokens: opts.Tokens, protectReads: opts.ProtectReads}}
+	s := &server{c: c, log: opts.Logger, waiters: make(chan struct{}, maxEventWaiters), auth: authenticator{tokens: opts.Tokens, protectReads: opts.ProtectReads}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/status", s.handle(s.status))
 	mux.Handle("POST /v1/swap", s.handle(s.change(c.Swap)))
@@ -177,6 +191,7 @@ func NewHandler(c Controller, opts Options) http.Handler {
 			return writeJSON(w, http.StatusOK, p)
 		}))
 	}
+	mux.Handle("GET /v1/events", s.handle(s.events))
 	mux.Handle("GET /v1/history", s.handle(s.history))
 	mux.Handle("GET /v1/history/{id}", s.handle(s.entry))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -217,9 +232,10 @@ func NewHandler(c Controller, opts Options) http.Handler {
 }
 
 type server struct {
-	c    Controller
-	log  *slog.Logger
-	auth authenticator
+	c       Controller
+	log     *slog.Logger
+	auth    authenticator
+	waiters chan struct{} // a token per request waiting in GET /v1/events
 }
 
 type actorKey struct{}
@@ -340,6 +356,49 @@ func changeRequest(w http.ResponseWriter, r *http.Request) (wire.ChangeRequest, 
 // history answers a page of the history, newest first, as a JSON array.
 // When older entries remain, a Link header names the next page:
 // </v1/history?limit=N&before=ID>; rel="next".
+// events answers GET /v1/events?since=SEQ&wait=DURATION: the events after
+// SEQ, waiting up to DURATION for one when there is none yet. Without
+// since it answers no event and the number to ask from.
+func (s *server) events(w http.ResponseWriter, r *http.Request) error {
+	q := r.URL.Query()
+	seq := s.c.LastEvent()
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("since: want an event number (a whole number), got %q", v)}
+		}
+		seq = n
+	}
+	var wait time.Duration
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > maxEventWait {
+			return &Error{Status: http.StatusBadRequest, Err: fmt.Errorf("wait: want a duration from 0s to %s, such as 10s, got %q", maxEventWait, v)}
+		}
+		wait = d
+	}
+	evs, next := s.c.Events(seq)
+	if len(evs.Events) > 0 || evs.Missed || wait == 0 {
+		return writeJSON(w, http.StatusOK, evs)
+	}
+	select {
+	case s.waiters <- struct{}{}:
+		defer func() { <-s.waiters }()
+	default:
+		return &Error{Status: http.StatusServiceUnavailable, Err: fmt.Errorf("%d requests already wait for events: ask again without wait, or later", maxEventWaiters)}
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-next:
+		evs, _ = s.c.Events(seq)
+	case <-timer.C:
+	case <-r.Context().Done():
+		return nil // the caller left
+	}
+	return writeJSON(w, http.StatusOK, evs)
+}
+
 func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	limit := defaultHistory

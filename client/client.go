@@ -235,6 +235,27 @@ func (c *Client) HistoryPage(ctx context.Context, before uint64, limit int) (h [
 // nextRE finds the cursor in GET /v1/history's Link header.
 var nextRE = regexp.MustCompile(`<[^>]*[?&]before=(\d+)[^>]*>;\s*rel="next"`)
 
+// Events calls GET /v1/events?since=SEQ&wait=WAIT: the events after seq,
+// waiting up to wait (at most 25s) for one when there is none yet.
+func (c *Client) Events(ctx context.Context, seq uint64, wait time.Duration) (wire.Events, error) {
+	q := url.Values{}
+	q.Set("since", strconv.FormatUint(seq, 10))
+	if wait > 0 {
+		q.Set("wait", wait.String())
+	}
+	var evs wire.Events
+	err := c.do(ctx, http.MethodGet, "/v1/events?"+q.Encode(), nil, &evs)
+	return evs, err
+}
+
+// LastEvent calls GET /v1/events without since: the newest event's
+// number, to wait for the events after it.
+func (c *Client) LastEvent(ctx context.Context) (uint64, error) {
+	var evs wire.Events
+	err := c.do(ctx, http.MethodGet, "/v1/events", nil, &evs)
+	return evs.Next, err
+}
+
 // Entry calls GET /v1/history/{id}.
 func (c *Client) Entry(ctx context.Context, id uint64) (wire.HistoryEntry, error) {
 	var e wire.HistoryEntry

@@ -180,7 +180,7 @@ func (c *Controller) run(ctx context.Context, op operation) (wire.Change, error)
 			return res, fmt.Errorf("%s not applied: %w", op.name, err)
 		}
 		c.mu.Lock()
-		c.inForceLocked(next, newRev)
+		c.inForceLocked(next, newRev, &recorded)
 		before := namesOf(c.slots)
 		added, removed := c.setSlotsLocked(members(next, c.cfg.Slots, c.running))
 		after := namesOf(c.slots)
@@ -257,7 +257,7 @@ func (c *Controller) reload(ctx context.Context) error {
 // probes and whoever runs managed slots follow. Called with c.write and
 // c.mu held; it releases c.mu.
 func (c *Controller) putInForceAndUnlock(st state.State, rev store.Revision) {
-	c.inForceLocked(st, rev)
+	c.inForceLocked(st, rev, nil)
 	before := namesOf(c.slots)
 	added, removed := c.setSlotsLocked(members(st, c.cfg.Slots, c.running))
 	after := namesOf(c.slots)
@@ -268,8 +268,11 @@ func (c *Controller) putInForceAndUnlock(st state.State, rev store.Revision) {
 }
 
 // inForceLocked records st at rev, which the store holds, as the state in
-// force, and keeps its local copy (cluster mode). Called with c.mu held.
-func (c *Controller) inForceLocked(st state.State, rev store.Revision) {
+// force, keeps its local copy (cluster mode) and tells waiters; e is the
+// history entry of a change this node made, nil for one it adopted.
+// Called with c.mu held.
+func (c *Controller) inForceLocked(st state.State, rev store.Revision, e *store.Entry) {
+	c.stateEventsLocked(c.st, st, rev, e)
 	c.st, c.rev = st, rev
 	c.gen++
 	c.store.NotApplied = nil

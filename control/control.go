@@ -115,8 +115,8 @@ type Controller struct {
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
 
-	write   sync.Mutex // serializes state writers; held across a store write, when mu is not
-	applyMu sync.Mutex // serializes Apply calls, in the order tables were built
+	write sync.Mutex // serializes state writers; held across a store write, when mu is not
+	feeds []*feed    // one per data plane, each applying from its own goroutine
 
 	mu         sync.Mutex // guards st, rev, cfg, slots, instances, healthy, published, pending, draining and changes
 	st         state.State
@@ -138,10 +138,9 @@ type Controller struct {
 	// by a table built before anything was probed.
 	probed     map[*route.Instance]bool
 	remoteGate bool
-	// flushed is the newest revision whose table the data planes were
-	// given; flushedCh is closed (and replaced) each time a table was.
-	flushed   uint64
-	flushedCh chan struct{}
+	built      uint64 // tables built so far: the pending one's build number
+
+	events *events // what happened, for waiters
 
 	storeErrors atomic.Uint64
 	store       storeHealth // guarded by mu
@@ -242,7 +241,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		draining:   make(map[uint64]int64),
 		judgements: make(map[string]uint64),
 		probed:     make(map[*route.Instance]bool),
-		flushedCh:  make(chan struct{}),
+		events:     newEvents(),
 		store:      storeHealth{wire.StoreStatus{Reachable: !fromCopy || refused != nil, LocalCopy: fromCopy, NotApplied: refused, Since: time.Now().UTC()}},
 	}
 	if fromCopy && refused == nil {
@@ -250,6 +249,11 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	if !fromCopy && cfg.LocalCopy != nil {
 		cfg.LocalCopy.Keep(st, rev)
+	}
+	for _, p := range cfg.Planes {
+		f := newFeed(p)
+		c.feeds = append(c.feeds, f)
+		c.wg.Go(func() { c.runFeed(f) })
 	}
 	c.checker = health.New(cfg.Health, c.onHealth)
 	c.mu.Lock()
@@ -355,27 +359,6 @@ func (c *Controller) loop() {
 	}
 }
 
-// flusher flushes when asked by flushSoon, until the controller closes.
-func (c *Controller) flusher() {
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-c.flushKick:
-			c.flush()
-		}
-	}
-}
-
-// flushSoon asks the flusher for a flush and returns at once; asks made
-// while one is pending make one flush, which takes the newest table.
-func (c *Controller) flushSoon() {
-	select {
-	case c.flushKick <- struct{}{}:
-	default:
-	}
-}
-
 // onHealth is called by the checker, with the target's lock held, on every
 // health transition. The controller never calls the checker with c.mu held
 // for a target's state, so the lock order is target, then c.mu. The table
@@ -399,6 +382,7 @@ func (c *Controller) onHealth(t health.Target, healthy bool, reason health.Check
 	}
 	c.log.Log(context.Background(), level, "instance health changed", "slot", t.Slot, "instance", t.Addr, "healthy", healthy, "check", reason.String())
 	c.publishLocked()
+	c.events.emit(wire.Event{Kind: wire.EventHealth, Revision: uint64(c.rev), Slot: t.Slot, Instance: t.Addr, Healthy: &healthy})
 }
 
 // openGateLocked lets tables go to the remote planes once every instance
@@ -487,70 +471,8 @@ func (c *Controller) publishLocked() {
 	spec.Watch = watchedPaths(c.analysisLocked(c.st), spec.Routes)
 	spec.Draws = &c.draws
 	c.pending = route.Build(spec)
+	c.built++
 	c.published = true
-}
-
-// flush hands the newest table built to every data plane, unless another
-// flush already did. Tables reach the planes in the order they were built
-// and none is applied after a newer one; when flush returns, the table
-// built before it was called has been applied. It must be called without
-// c.mu: a data plane may be slow (a remote load balancer).
-//
-// Remote planes get no table until every instance's first health check
-// has answered (or a probe's interval and timeout have passed): a table
-// built before that calls every instance unhealthy, and would drain every
-// server of a load balancer that serves traffic when vipswap restarts.
-func (c *Controller) flush() {
-	c.applyMu.Lock()
-	defer c.applyMu.Unlock()
-	c.mu.Lock()
-	t := c.pending
-	c.pending = nil
-	gate := c.remoteGate
-	c.mu.Unlock()
-	if t == nil {
-		return
-	}
-	defer func() {
-		c.mu.Lock()
-		c.flushed = max(c.flushed, t.Revision)
-		close(c.flushedCh)
-		c.flushedCh = make(chan struct{})
-		c.mu.Unlock()
-	}()
-	for _, p := range c.cfg.Planes {
-		if _, remote := p.(RemotePlane); remote && !gate {
-			continue
-		}
-		start := time.Now()
-		if err := p.Apply(t); err != nil {
-			c.log.Error("data plane refused the routing table", "revision", t.Revision, "err", err)
-			continue
-		}
-		if _, remote := p.(RemotePlane); remote {
-			c.mu.Lock()
-			c.recordConvergedLocked(t.Revision, time.Since(start))
-			c.mu.Unlock()
-		}
-	}
-}
-
-// waitFlushed waits until the data planes were given the table of
-// revision rev (or a newer one), or ctx ends.
-func (c *Controller) waitFlushed(ctx context.Context, rev uint64) {
-	for {
-		c.mu.Lock()
-		done, ch := c.flushed >= rev, c.flushedCh
-		c.mu.Unlock()
-		if done {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-ch:
-		}
-	}
 }
 
 // splits decides, for every listener, which slots it sends new requests to

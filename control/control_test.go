@@ -94,13 +94,20 @@ func newFixture(t *testing.T, blue, green []string, more ...control.DataPlane) *
 	return &fixture{ctrl: ctrl, plane: plane, store: st, path: path}
 }
 
+// waitHealthy waits until slot has n healthy instances, and the data
+// plane's table routes to as many as the controller says are routable (a
+// health transition reaches the planes from their own goroutines).
 func (f *fixture) waitHealthy(t *testing.T, slot string, n int) {
 	t.Helper()
 	vstest.WaitFor(t, 5*time.Second, func() error {
 		for _, s := range f.ctrl.Status().Slots {
-			if s.Name == slot && s.Healthy == n {
-				return nil
+			if s.Name != slot || s.Healthy != n {
+				continue
 			}
+			if got := f.plane.last().Named(slot); got == nil || len(got.Instances()) != s.Routable {
+				return fmt.Errorf("slot %s: the data plane has not the table with its %d routable instances yet", slot, s.Routable)
+			}
+			return nil
 		}
 		return fmt.Errorf("slot %s has not %d healthy instances", slot, n)
 	})

@@ -173,6 +173,9 @@ func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, ch
 				c.mu.Unlock()
 				if n == 0 {
 					drained = max(time.Since(changed), time.Nanosecond)
+					if slot != "" {
+						c.events.emit(wire.Event{Kind: wire.EventDrained, Slot: slot, Revision: uint64(rev), HistoryID: id})
+					}
 				}
 			}
 			if drained != 0 && time.Since(changed) >= mc.After {
@@ -230,6 +233,11 @@ func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, ch
 			c.log.Error("could not record a switch's measurement", "history_id", id, "err", err)
 			return
 		}
+		outcome := "complete"
+		if !complete {
+			outcome = "incomplete"
+		}
+		c.events.emit(wire.Event{Kind: wire.EventMeasured, Slot: slot, Revision: uint64(rev), HistoryID: id, Outcome: outcome})
 		c.log.Info("switch measured", "slot", slot, "history_id", id, "requests", m.Served, "failed", m.Failed,
 			"errors", prod.Errors, "window", m.End.Sub(m.Start).Round(time.Millisecond),
 			"drained_in", m.Drained.Round(time.Millisecond), "complete", complete)

@@ -132,7 +132,7 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (wire.Change, error) 
 		return res, fmt.Errorf("reload not applied: %w", err)
 	}
 	c.mu.Lock()
-	c.inForceLocked(next, rev)
+	c.inForceLocked(next, rev, &recorded)
 	c.cfg.Slots = r.Slots
 	added, removed := c.setSlotsLocked(members(next, r.Slots, c.running))
 	r.Measure.setDefaults()

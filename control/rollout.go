@@ -267,11 +267,20 @@ func (c *Controller) startGates(ctx context.Context, r *state.Rollout, next stat
 
 // setVerdict keeps the last verdict for status and metrics.
 func (c *Controller) setVerdict(v *rollout.Verdict) {
+	canary := ""
+	if r := c.state().Rollout; r != nil {
+		canary = r.To
+	}
 	c.verdictMu.Lock()
 	defer c.verdictMu.Unlock()
 	c.verdict = v
 	if v != nil {
 		c.judgements[v.Outcome()]++
+		e := wire.Event{Kind: wire.EventVerdict, Slot: canary, Outcome: v.Outcome()}
+		if v.Breach != "" {
+			e.Reasons = []string{v.Breach}
+		}
+		c.events.emit(e)
 	}
 }
 

@@ -1,0 +1,88 @@
+package control_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/wire"
+)
+
+// await waits for the first event after seq that match accepts.
+func await(t *testing.T, f *fixture, seq uint64, what string, match func(wire.Event) bool) wire.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	e, missed, err := f.ctrl.AwaitEvent(ctx, seq, match)
+	if err != nil || missed {
+		t.Fatalf("waiting for %s: %v (missed %v)", what, err, missed)
+	}
+	return e
+}
+
+func TestSwapTellsWaitersWhatHappened(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	health := await(t, f, 0, "green's health", func(e wire.Event) bool {
+		return e.Kind == wire.EventHealth && e.Slot == "green"
+	})
+	if health.Healthy == nil || !*health.Healthy || health.Seq == 0 {
+		t.Fatalf("green's health event: %+v", health)
+	}
+	seq := f.ctrl.LastEvent()
+	res, err := f.ctrl.Swap(context.Background(), wire.ChangeRequest{Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := await(t, f, seq, "the swap", func(e wire.Event) bool { return e.Kind == wire.EventChange })
+	if changed.Revision != res.Revision || changed.HistoryID != res.HistoryID || changed.Operation != "swap" || changed.Active != "green" {
+		t.Fatalf("change event %+v, want revision %d history %d swap to green", changed, res.Revision, res.HistoryID)
+	}
+	drained := await(t, f, changed.Seq, "blue drained", func(e wire.Event) bool { return e.Kind == wire.EventDrained })
+	if drained.Slot != "blue" || drained.HistoryID != res.HistoryID {
+		t.Fatalf("drained event %+v, want blue of history %d", drained, res.HistoryID)
+	}
+}
+
+func TestAbortedRolloutSaysWhy(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	ctx := context.Background()
+	if _, err := f.ctrl.StartRolloutRequest(ctx, wire.RolloutRequest{To: "green", Steps: []float64{10, 100}, Interval: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	seq := f.ctrl.LastEvent()
+	res, err := f.ctrl.Abort(ctx, wire.ChangeRequest{Reason: "the canary logs errors"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := await(t, f, seq, "the rollout's end", func(e wire.Event) bool { return e.Kind == wire.EventRollout })
+	if end.Outcome != "aborted" || end.Slot != "green" || end.Active != "blue" || end.HistoryID != res.HistoryID ||
+		len(end.Reasons) != 1 || end.Reasons[0] != "the canary logs errors" {
+		t.Fatalf("rollout event %+v: want green aborted, prod on blue, the operator's reason", end)
+	}
+}
+
+func TestEventsSayWhenSomeWereMissed(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	last := f.ctrl.LastEvent()
+	if evs, _ := f.ctrl.Events(last + 5); !evs.Missed || len(evs.Events) != 0 || evs.Next != last {
+		t.Fatalf("events after a number never given: %+v, want missed and next %d", evs, last)
+	}
+	ctx := context.Background()
+	for range 140 { // two events each at least: more than a controller keeps
+		if _, err := f.ctrl.Swap(ctx, wire.ChangeRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, _ := f.ctrl.Events(last)
+	if !evs.Missed || len(evs.Events) == 0 || evs.Events[len(evs.Events)-1].Seq != evs.Next {
+		t.Fatalf("events after %d once 140 swaps happened: missed %v, %d events, next %d", last, evs.Missed, len(evs.Events), evs.Next)
+	}
+	for i := 1; i < len(evs.Events); i++ {
+		if evs.Events[i].Seq != evs.Events[i-1].Seq+1 {
+			t.Fatalf("event %d follows %d", evs.Events[i].Seq, evs.Events[i-1].Seq)
+		}
+	}
+}
