@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/measure"
+	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
@@ -56,7 +58,7 @@ type Config struct {
 	// covers.
 	Measure Measure
 	// Analysis is what rollouts judge their canary by. Zero means
-	// DefaultAnalysis.
+	// rollout.DefaultAnalysis.
 	Analysis state.Analysis
 	// Plans are the named rollout plans.
 	Plans map[string]Plan
@@ -108,7 +110,7 @@ type Controller struct {
 	// on the checker's goroutine (a slow load balancer would stall probes).
 	flushKick chan struct{}
 	wakeup    chan struct{} // wakes the rollout's owner
-	samples   *sampler
+	samples   *measure.Sampler
 	ctx       context.Context // lifetime of the controller's goroutines
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -144,7 +146,7 @@ type Controller struct {
 	store       storeHealth // guarded by mu
 
 	verdictMu  sync.Mutex        // guards verdict and judgements
-	verdict    *Verdict          // the running rollout's last analysis
+	verdict    *rollout.Verdict  // the running rollout's last analysis
 	judgements map[string]uint64 // analyses by outcome
 }
 
@@ -182,7 +184,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	}
 	cfg.Measure.setDefaults()
 	if cfg.Analysis.IsZero() {
-		cfg.Analysis = DefaultAnalysis
+		cfg.Analysis = rollout.DefaultAnalysis
 	}
 	names := make([]string, len(cfg.Slots))
 	for i, s := range cfg.Slots {
@@ -267,7 +269,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	for _, t := range added {
 		c.checker.Add(t)
 	}
-	c.samples = newSampler(cfg.Counts)
+	c.samples = measure.NewSampler(cfg.Counts)
 	c.mu.Lock()
 	names = namesOf(c.slots)
 	c.mu.Unlock()
@@ -344,13 +346,13 @@ func (c *Controller) InstanceRefused(inst *route.Instance) {
 func (c *Controller) loop() {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	c.samples.take()
+	c.samples.Take()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-tick.C:
-			c.samples.take()
+			c.samples.Take()
 		case inst := <-c.refused:
 			c.checker.MarkDown(health.Target{Slot: inst.Slot, Addr: inst.Addr}, "refused a request's connection")
 		}

@@ -194,16 +194,16 @@ func (c *Controller) startMeasure(id uint64, rev store.Revision, slot string, ch
 		if !complete {
 			drained = time.Since(changed)
 		}
-		before := c.samples.at(changed.Add(-mc.Before))
-		now := c.samples.live()
+		before := c.samples.At(changed.Add(-mc.Before))
+		now := c.samples.Live()
 		m := store.Measurement{
-			Drained: drained, Complete: complete, Start: before.at.UTC(), End: now.at.UTC(),
+			Drained: drained, Complete: complete, Start: before.At.UTC(), End: now.At.UTC(),
 			Listeners: make(map[string]store.Window, len(route.Listeners)),
 		}
 		for _, l := range route.Listeners {
 			// The sums, then the difference: a slot removed in the window
 			// keeps its counts in the data plane's totals.
-			n := now.counts.listener(l).Sub(before.counts.listener(l))
+			n := now.Counts.Listener(l).Sub(before.Counts.Listener(l))
 			m.Listeners[l.String()] = store.Window{Requests: n.Requests(), Errors: n.Errors(), Failed: n.Failed,
 				InstanceErrors: n.InstanceErrors, ClientErrors: n.ClientErrors}
 		}

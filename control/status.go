@@ -96,7 +96,7 @@ func (c *Controller) slotStatus(st state.State, name string, insts []*route.Inst
 	case st.Standby:
 		ss.Role = "standby"
 	}
-	if t := c.samples.lastActive(name); !t.IsZero() {
+	if t := c.samples.LastActive(name); !t.IsZero() {
 		t = t.UTC().Truncate(time.Second)
 		ss.LastRequest = &t
 	}

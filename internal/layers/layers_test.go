@@ -61,6 +61,12 @@ func TestLayers(t *testing.T) {
 		"route":  {},
 		"state":  {},
 		"launch": {},
+		// Progressive delivery's logic and the counting it judges by
+		// stand without the controller, the store, the data plane and
+		// the admin API: pure functions of the state, the counts and
+		// the clock, testable alone.
+		"measure": {"route", "state", "wire", "gate"},
+		"rollout": {"measure", "route", "state", "wire", "gate"},
 	} {
 		got, ok := all[pkg]
 		if !ok {
