@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -13,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 )
 
@@ -134,26 +132,5 @@ func TestSilentConnectionsCannotStarveVipswap(t *testing.T) {
 	}
 	if strings.Contains(sw.Output(), "too many open files") {
 		t.Fatalf("vipswap ran out of descriptors:\n%s", sw.Output())
-	}
-}
-
-// TestPerClientCapOption: proxy.max_connections_per_client reaches the
-// data plane, never above half the listener's limit, and 0 turns it off.
-func TestPerClientCapOption(t *testing.T) {
-	log := slog.New(slog.DiscardHandler)
-	for _, c := range []struct{ maxConns, perClient, want int }{
-		{1000, 256, 256},
-		{100, 256, 50},
-		{100, 10, 10},
-		{100, 0, 0},
-		{1, 256, 1},
-	} {
-		cfg := config.Default()
-		cfg.Proxy.MaxConnections, cfg.Proxy.MaxConnectionsPerClient = c.maxConns, c.perClient
-		o := proxyOptions(cfg, log, nil)
-		if o.MaxConns != c.maxConns || o.MaxConnsPerClient != c.want {
-			t.Errorf("max_connections %d, max_connections_per_client %d: got %d and %d, want %d per client",
-				c.maxConns, c.perClient, o.MaxConns, o.MaxConnsPerClient, c.want)
-		}
 	}
 }

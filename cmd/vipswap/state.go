@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -16,10 +15,10 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/vipswap/vipswap/config"
+	"github.com/vipswap/vipswap/node"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
-	"github.com/vipswap/vipswap/store/etcd"
 )
 
 const stateLong = `Works on the state file with vipswap stopped (a running vipswap holds it):
@@ -271,17 +270,8 @@ func stateRepair(w io.Writer, path string, cfg *config.Config, active, standby s
 // inEtcd reports whether the configuration keeps the state in etcd.
 func inEtcd(cfg *config.Config) bool { return cfg != nil && cfg.State.Etcd != nil }
 
-// etcdOf opens the etcd store the configuration names.
-func etcdOf(cfg *config.Config) (*etcd.Store, error) {
-	st, err := openStore(cfg, slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil, err
-	}
-	return st.etcd, nil
-}
-
 func etcdCheck(ctx context.Context, w io.Writer, cfg *config.Config) error {
-	s, err := etcdOf(cfg)
+	s, err := node.OpenEtcd(cfg)
 	if err != nil {
 		return err
 	}
@@ -313,7 +303,7 @@ func etcdCheck(ctx context.Context, w io.Writer, cfg *config.Config) error {
 }
 
 func etcdExport(ctx context.Context, w, warn io.Writer, cfg *config.Config) error {
-	s, err := etcdOf(cfg)
+	s, err := node.OpenEtcd(cfg)
 	if err != nil {
 		return err
 	}
@@ -333,7 +323,7 @@ func etcdImport(ctx context.Context, w io.Writer, cfg *config.Config, from strin
 	if err != nil {
 		return err
 	}
-	s, err := etcdOf(cfg)
+	s, err := node.OpenEtcd(cfg)
 	if err != nil {
 		return err
 	}

@@ -80,3 +80,24 @@ func TestLayers(t *testing.T) {
 		}
 	}
 }
+
+// TestNodeIsBelowTheCLI: the running node (node) is the CLI's alone: it
+// depends on no command and not on the admin API's client (it is the
+// server), and no package but cmd/vipswap depends on it.
+func TestNodeIsBelowTheCLI(t *testing.T) {
+	all := deps(t)
+	got, ok := all["node"]
+	if !ok {
+		t.Fatal("no package node")
+	}
+	for _, d := range got {
+		if d == "client" || strings.HasPrefix(d, "cmd/") {
+			t.Errorf("node depends on %s; it may depend on no command and not on client", d)
+		}
+	}
+	for pkg, ds := range all {
+		if pkg != "cmd/vipswap" && slices.Contains(ds, "node") {
+			t.Errorf("%s depends on node; only cmd/vipswap may", pkg)
+		}
+	}
+}

@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 	"github.com/vipswap/vipswap/store/etcd"
 )
 
-// openedStore is the state store serve runs on, and what cluster mode
+// openedStore is the state store a node runs on, and what cluster mode
 // adds to it.
 type openedStore struct {
 	store.Store
@@ -128,4 +128,17 @@ func nodeName(admin string) string {
 		host = "vipswap"
 	}
 	return host + "@" + admin
+}
+
+// OpenEtcd opens the etcd store cfg names, for the verbs that work on a
+// cluster's state without a running node. It does not wait for etcd.
+func OpenEtcd(cfg *config.Config) (*etcd.Store, error) {
+	if cfg.State.Etcd == nil {
+		return nil, errors.New("the configuration keeps its state in a file, not in etcd (state.etcd)")
+	}
+	st, err := openStore(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	return st.etcd, nil
 }

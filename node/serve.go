@@ -1,0 +1,391 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/config"
+	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/dashboard"
+	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/launch"
+	"github.com/vipswap/vipswap/metrics"
+	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/release"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/wire"
+	"golang.org/x/net/netutil"
+)
+
+// node is a running vipswap: what serve builds, in order, and what a
+// reload changes.
+type node struct {
+	path     string         // the configuration file, for reloads
+	initial  *config.Config // the configuration the node started with
+	version  string
+	logs     *logSwitch
+	log      *slog.Logger
+	sup      *supervisor
+	cleanups []func() // what close undoes, in reverse
+
+	affinityKey              []byte
+	prodLn, stageLn, adminLn net.Listener
+	st                       *openedStore
+	px                       *proxy.Proxy
+	ctrl                     *control.Controller
+	admin                    *http.Server
+	errc                     chan error                                        // a listener's failure
+	onRefused                func(*route.Instance)                             // the proxy's, kept across reloads
+	probe                    func(context.Context, health.Target) health.Check // HAProxy's view, when it is the health in use
+
+	mu     sync.Mutex // serialises reloads; guards cfg
+	cfg    *config.Config
+	tokens *api.TokenSet // the admin API's, re-read by every reload
+}
+
+// newNode returns the node setup describes, logging to log (on logs),
+// before anything is opened or started.
+func newNode(setup Setup, logs *logSwitch, log *slog.Logger) *node {
+	return &node{path: setup.Path, version: setup.Version, logs: logs, log: log, initial: setup.Config, cfg: setup.Config,
+		sup: newSupervisor(setup.Stderr, log), errc: make(chan error, 3)}
+}
+
+// serve runs the node until ctx ends, then shuts down in order: stop
+// accepting and finish in-flight requests, stop the controller, stop managed
+// instances, close the store. Everything opened is closed on every path.
+// When force is closed (a second signal), it kills the managed instances
+// and exits the process at once. Each value from hup reloads the file.
+func serve(ctx context.Context, n *node, force <-chan struct{}, hup <-chan os.Signal) error {
+	defer n.close()
+	n.log.Debug("starting", "config", n.path, "version", n.version) // debug: a refusal to start stays one line
+	// A second signal stops vipswap at once, from the very start (a token
+	// file that blocks, a leftover instance that ignores SIGTERM) until
+	// everything else has stopped: this cleanup runs last.
+	forced := make(chan struct{})
+	n.onClose(func() { close(forced) })
+	go func() {
+		select {
+		case <-force:
+			n.log.Error("second signal: stopping at once; requests in flight are cut off")
+			n.sup.killAll()
+			os.Exit(ExitForced)
+		case <-forced:
+		}
+	}()
+	if err := n.open(); err != nil {
+		return err
+	}
+	if ctx.Err() != nil {
+		return nil // stopped while starting: nothing is running yet
+	}
+	if err := n.start(ctx); err != nil {
+		return err
+	}
+	err := n.wait(ctx, hup)
+	n.shutdown()
+	if err == nil {
+		n.log.Info("stopped")
+	}
+	return err
+}
+
+// onClose adds f to what close undoes.
+func (n *node) onClose(f func()) { n.cleanups = append(n.cleanups, f) }
+
+// close undoes what open and start did, in reverse.
+func (n *node) close() {
+	for i := len(n.cleanups) - 1; i >= 0; i-- {
+		n.cleanups[i]()
+	}
+	n.cleanups = nil
+}
+
+// open reads the files the configuration names, binds every address and
+// opens the store and the ledger of managed instances, stopping what a
+// previous run that was killed left running. Nothing runs yet.
+func (n *node) open() error {
+	cfg := n.initial
+	var tokens []api.Token
+	var err error
+	if cfg.Admin.TokenFile != "" {
+		if tokens, err = api.LoadTokens(cfg.Admin.TokenFile); err != nil {
+			return err
+		}
+	}
+	n.tokens = api.NewTokenSet(tokens)
+	if cfg.Affinity.KeyFile != "" {
+		if n.affinityKey, err = config.LoadAffinityKey(cfg.Affinity.KeyFile); err != nil {
+			return err
+		}
+	}
+	if err := n.bind(); err != nil {
+		return err
+	}
+	if n.st, err = openStore(cfg, n.log); err != nil {
+		return err
+	}
+	n.onClose(func() { n.st.Close() })
+	// With the state file locked, no other vipswap uses its ledger: stop
+	// what a previous run that was killed left running. (With etcd, each
+	// node has its own local copy, and the ledger beside it.)
+	ledger, err := launch.OpenLedger(cfg.State.LocalBase()+".instances", n.log)
+	if err != nil {
+		return err
+	}
+	if _, err := ledger.Reclaim(maxStopTimeout(cfg)); err != nil {
+		n.log.Warn("could not look for instances a previous run left running", "err", err)
+	}
+	n.onClose(func() { ledger.Close() })
+	n.sup.ledger = ledger
+	return nil
+}
+
+// bind binds every address before anything starts, so a taken port fails
+// fast and leaves nothing behind.
+func (n *node) bind() error {
+	bind := func(name, addr string) (net.Listener, error) {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
+		}
+		n.onClose(func() { ln.Close() })
+		return ln, nil
+	}
+	var err error
+	if n.prodLn, err = bind("listeners.prod", n.initial.Listeners.Prod); err != nil {
+		return err
+	}
+	if n.stageLn, err = bind("listeners.stage", n.initial.Listeners.Stage); err != nil {
+		return err
+	}
+	n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen)
+	return err
+}
+
+// start starts the managed instances, the controller and its data planes,
+// the release runner and the admin API, and serves the listeners.
+func (n *node) start(ctx context.Context) error {
+	n.onClose(n.sup.closeAll)
+	if err := n.startInstances(ctx); err != nil {
+		return err
+	}
+	if err := n.startController(ctx); err != nil {
+		return err
+	}
+	for _, o := range n.ctrl.RunOverrides() {
+		n.log.Warn(o + ": vipswap deploy or rolling changes it")
+	}
+	releases := release.New(release.Config{Controller: n.ctrl, Logger: n.log, AllowRun: func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.cfg.Admin.AllowRun
+	}})
+	n.onClose(releases.Close) // before the controller closes
+	n.admin = n.adminServer(releases)
+	n.listen()
+	return nil
+}
+
+// startInstances starts the managed instances: those of the slots added
+// at runtime (the stored state's) and those of the file's run: slots,
+// unless removed at runtime or redeployed (a deploy's run block replaces
+// the file's).
+func (n *node) startInstances(ctx context.Context) error {
+	stored := n.st.lastState(ctx)
+	for _, name := range slices.Sorted(maps.Keys(stored.Slots)) { // managed slots added at runtime
+		if run := stored.Slots[name].Run; run != nil {
+			if err := n.sup.Launch(name, *run, stored.Slots[name].Version); err != nil {
+				return fmt.Errorf("slot %s (added at runtime): %w", name, err)
+			}
+		}
+	}
+	for _, name := range n.initial.SlotOrder {
+		if s := n.initial.Slots[name]; s.Run != nil && !slices.Contains(stored.Removed, name) && stored.Slots[name].Run == nil {
+			g, err := n.sup.start(name, s)
+			if err != nil {
+				return err
+			}
+			n.sup.add(name, g) // a second signal may kill them meanwhile
+		}
+	}
+	return nil
+}
+
+// lead returns this node's name and whether it drives rollouts: always
+// with the state file; in a cluster, while it holds etcd's lease.
+func (n *node) lead() (string, func() bool) {
+	name := nodeName(n.adminLn.Addr().String())
+	if n.st.etcd == nil {
+		return name, func() bool { return true }
+	}
+	lctx, stopLeading := context.WithCancel(context.Background())
+	l := n.st.etcd.Lead(lctx, "rollouts", name, func(on bool) {
+		if on {
+			n.log.Info("this node drives rollouts now", "node", name)
+		}
+	})
+	n.onClose(func() { stopLeading(); <-l.Done() })
+	return name, l.Leading
+}
+
+// dataPlanes starts the data planes: vipswap's proxy, and HAProxy when
+// configured; counts sums their counters.
+func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts) {
+	n.onRefused = func(i *route.Instance) { n.ctrl.InstanceRefused(i) }
+	n.px = proxy.New(proxyOptions(n.initial, n.log, n.onRefused))
+	planes, counts = []control.DataPlane{n.px}, n.px.Counters
+	if n.initial.HAProxy != nil {
+		hx := newHAProxyPlane(n.initial.HAProxy, n.log)
+		n.onClose(hx.Close)
+		planes = append(planes, hx)
+		counts = func(l route.Listener) map[string]route.Counts {
+			return route.SumCounts(n.px.Counters(l), hx.Counts(l))
+		}
+		if n.initial.HAProxy.Health == "haproxy" {
+			n.probe = hx.Probe
+		}
+	}
+	return planes, counts
+}
+
+// startController starts the data planes and the controller over them,
+// which starts the health checks; in a cluster, it follows the instances
+// that register themselves.
+func (n *node) startController(ctx context.Context) error {
+	cfg := n.initial
+	name, leading := n.lead()
+	planes, counts := n.dataPlanes()
+	own := map[string]string{
+		"listeners.prod":  n.prodLn.Addr().String(),
+		"listeners.stage": n.stageLn.Addr().String(),
+		"admin.listen":    n.adminLn.Addr().String(),
+	}
+	ctrl, err := control.New(ctx, control.Config{
+		Slots:       slotsOf(cfg, n.sup.current()),
+		Active:      cfg.Active,
+		Store:       n.st,
+		LocalCopy:   n.st.localCopy(),
+		Node:        name,
+		Leading:     leading,
+		Health:      healthConfig(cfg, n.log, n.probe),
+		Planes:      planes,
+		Listeners:   [2]string{own["listeners.prod"], own["listeners.stage"]},
+		Counts:      counts,
+		Failed:      n.px.Failed,
+		OnSlots:     n.sup.keepSlots,
+		Launcher:    n.sup,
+		Measure:     measureConfig(cfg),
+		Analysis:    analysisConfig(cfg),
+		AffinityKey: n.affinityKey,
+		Plans:       plansOf(cfg),
+		Routes:      routesOf(cfg),
+		AllowRun:    cfg.Admin.AllowRun,
+		Own:         func(addr string) string { return config.Loops(addr, own) },
+		Logger:      n.log,
+	})
+	if err != nil {
+		return fmt.Errorf("%s: %w", n.st.where(cfg), err)
+	}
+	n.ctrl = ctrl
+	n.onClose(ctrl.Close)
+	if n.st.etcd != nil {
+		rctx, stopWatching := context.WithCancel(context.Background())
+		watched := make(chan struct{})
+		go func() { defer close(watched); n.st.etcd.WatchRegistered(rctx, ctrl.SetRegistered) }()
+		n.onClose(func() { stopWatching(); <-watched })
+	}
+	return nil
+}
+
+// adminServer returns the admin API's server, with the metrics.
+func (n *node) adminServer(releases *release.Runner) *http.Server {
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		metrics.NewCollector(n.px, n.ctrl, n.sup.restarts, n.version),
+	)
+	return &http.Server{
+		Handler: api.NewHandler(n.ctrl, api.Options{
+			Tokens:       n.tokens,
+			ProtectReads: !n.initial.AdminIsLoopback(),
+			Logger:       n.log,
+			Metrics:      promhttp.HandlerFor(registry, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(n.log.Handler(), slog.LevelError)}),
+			Rates:        n.ctrl.Rates,
+			Dashboard:    dashboard.Handler(),
+			Reload:       n.reload,
+			Releases:     releases,
+			Hosts:        n.initial.Admin.Hosts,
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}
+}
+
+// listen serves the prod and stage listeners and the admin API; a
+// listener that fails reports to n.errc.
+func (n *node) listen() {
+	// The admin API gets a small share of the descriptors kept in reserve,
+	// so a flood of connections to it cannot starve probes and instance
+	// connections; its silent connections go after ReadHeaderTimeout.
+	adminLn := netutil.LimitListener(n.adminLn, adminConns(proxy.BudgetFor(proxy.DescriptorLimit())))
+	go func() { n.errc <- n.px.Serve(route.Prod, n.prodLn) }()
+	go func() { n.errc <- n.px.Serve(route.Stage, n.stageLn) }()
+	go func() {
+		if err := n.admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
+			n.errc <- err
+		}
+	}()
+	n.log.Info("listening", "listener", "prod", "addr", n.prodLn.Addr().String())
+	n.log.Info("listening", "listener", "stage", "addr", n.stageLn.Addr().String())
+	n.log.Info("listening", "listener", "admin", "addr", adminLn.Addr().String())
+}
+
+// wait waits until ctx ends or a listener fails (its error), reloading
+// the file on each value from hup.
+func (n *node) wait(ctx context.Context, hup <-chan os.Signal) error {
+	for {
+		select {
+		case <-ctx.Done():
+			n.log.Info("shutting down: finishing requests in flight", "limit", n.initial.Proxy.ShutdownTimeout)
+			return nil
+		case err := <-n.errc:
+			n.log.Error("listener failed; shutting down", "err", err)
+			return err
+		case <-hup:
+			if res, err := n.reload(ctx, wire.ChangeRequest{Actor: "SIGHUP"}); err == nil {
+				n.log.Info("reloaded on SIGHUP", "history_id", res.HistoryID, "changes", len(res.Changes))
+				for _, w := range res.Warnings {
+					n.log.Warn("reload: " + w)
+				}
+			}
+		}
+	}
+}
+
+// shutdown stops accepting connections and waits, up to
+// proxy.shutdown_timeout, for the requests in flight.
+func (n *node) shutdown() {
+	sctx, cancel := context.WithTimeout(context.Background(), n.initial.Proxy.ShutdownTimeout)
+	defer cancel()
+	if err := n.px.Shutdown(sctx); err != nil {
+		n.log.Warn("requests still in flight at the shutdown limit", "err", err)
+	}
+	n.admin.Shutdown(sctx)
+}
