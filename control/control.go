@@ -61,7 +61,7 @@ type Config struct {
 	// rollout.DefaultAnalysis.
 	Analysis state.Analysis
 	// Plans are the named rollout plans.
-	Plans map[string]Plan
+	Plans map[string]rollout.Plan
 	// Launcher, if set, runs the instances of managed slots added at
 	// runtime; without it such a slot is refused.
 	Launcher Launcher

@@ -12,14 +12,6 @@ import (
 	"github.com/vipswap/vipswap/wire"
 )
 
-// Plan is a named rollout plan of the configuration: a rollout.Plan, named
-// here too for the callers that configure the controller.
-type Plan = rollout.Plan
-
-// PerMille turns a percentage with at most one decimal into per-mille, as
-// rollout.PerMille does.
-func PerMille(pct float64) (int, error) { return rollout.PerMille(pct) }
-
 // ShiftPercent is Shift with the weight in percent, as the API takes it.
 func (c *Controller) ShiftPercent(ctx context.Context, req wire.ShiftRequest) (wire.Change, error) {
 	if req.To == "" || req.Weight == nil {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
@@ -28,7 +29,7 @@ type Reload struct {
 	// Analysis and Plans are the new rollout settings; a running rollout
 	// keeps the analysis it started with.
 	Analysis state.Analysis
-	Plans    map[string]Plan
+	Plans    map[string]rollout.Plan
 	// Routes are the configuration's version routes.
 	Routes []route.Route
 	// AffinityKey is the key of affinity.key_file, or nil for the state's.

@@ -10,6 +10,7 @@ import (
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 )
@@ -58,12 +59,12 @@ func routesOf(cfg *config.Config) []route.Route {
 }
 
 // plansOf returns the named rollout plans of cfg.
-func plansOf(cfg *config.Config) map[string]control.Plan {
-	out := map[string]control.Plan{}
+func plansOf(cfg *config.Config) map[string]rollout.Plan {
+	out := map[string]rollout.Plan{}
 	for name, p := range cfg.Rollouts {
-		var plan control.Plan
+		var plan rollout.Plan
 		for _, s := range p.Steps {
-			pm, _ := control.PerMille(s) // validated with the configuration
+			pm, _ := rollout.PerMille(s) // validated with the configuration
 			plan.Steps = append(plan.Steps, pm)
 		}
 		plan.Interval, plan.Pause = p.Interval, p.Pause

@@ -24,6 +24,7 @@ import (
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/release"
+	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
@@ -408,7 +409,7 @@ func newFixture(t *testing.T) *fixture {
 		Listeners: [2]string{lns[0].Addr().String(), lns[1].Addr().String()},
 		Counts:    f.px.Counters,
 		Failed:    f.px.Failed,
-		Plans: map[string]control.Plan{
+		Plans: map[string]rollout.Plan{
 			// A step waits for a promote nobody gives.
 			"paused": {Steps: []int{500, 1000}, Interval: 10 * time.Millisecond, Pause: true},
 		},

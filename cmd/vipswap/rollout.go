@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/vipswap/vipswap/client"
-	"github.com/vipswap/vipswap/control"
+	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -41,7 +41,7 @@ routable instance, unless --force. stage keeps following the standby slot.`,
 			if *to == "" || !cmd.Flags().Changed("weight") {
 				return &usageError{msg: "--to and --weight are required"}
 			}
-			if _, err := control.PerMille(*weight); err != nil {
+			if _, err := rollout.PerMille(*weight); err != nil {
 				return &usageError{msg: "--" + err.Error()}
 			}
 			c := newClient(*f.admin)
@@ -151,7 +151,7 @@ func newRolloutStartCmd() *cobra.Command {
 			if *steps != "" {
 				for _, s := range strings.Split(*steps, ",") {
 					v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
-					if _, perr := control.PerMille(v); err == nil && perr != nil {
+					if _, perr := rollout.PerMille(v); err == nil && perr != nil {
 						return &usageError{msg: "--steps: " + perr.Error()}
 					}
 					if err != nil {
