@@ -1,6 +1,7 @@
-// vipswap dashboard: reads /v1/status, /v1/rollout, /v1/rates,
-// /v1/releases and /v1/history once a second and changes state through the same admin API
-// as the CLI.
+// vipswap dashboard: waits on /v1/events and reads /v1/status, /v1/rollout,
+// /v1/releases and /v1/history when something happened; the figures (/v1/status's
+// counters, /v1/rates, a running rollout's or release's) once a second. It changes
+// state through the same admin API as the CLI.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -434,19 +435,31 @@ function instanceChange(slot, addr, op) {
 }
 
 let refreshing = false;
-async function refresh() {
-  if (refreshing) return;
+let again = false; // something happened during a refresh: read everything once it ends
+let busy = false; // a rollout or a release runs: its figures change every second
+
+// refresh reads what the page shows: everything when all is true (something
+// happened), else the figures alone.
+async function refresh(all = true) {
+  if (refreshing) {
+    again = again || all;
+    return;
+  }
   refreshing = true;
   try {
-    const [s, r, rates, entries, releases] = await Promise.all([
-      api("GET", "/v1/status"), api("GET", "/v1/rollout"), api("GET", "/v1/rates"), api("GET", "/v1/history?limit=20"),
-      api("GET", "/v1/releases")]);
+    const wanted = all || busy;
+    const [s, rates, r, entries, releases] = await Promise.all([
+      api("GET", "/v1/status"), api("GET", "/v1/rates"),
+      wanted ? api("GET", "/v1/rollout") : null,
+      all ? api("GET", "/v1/history?limit=20") : null,
+      wanted ? api("GET", "/v1/releases") : null]);
     renderStatus(s);
     renderShiftSlots(s);
-    renderRollout(r);
-    renderReleases(releases);
-    renderHistory(entries);
     renderChart(rates.samples);
+    if (r) renderRollout(r);
+    if (releases) renderReleases(releases);
+    if (entries) renderHistory(entries);
+    if (r || releases) busy = (r && r.running) || (releases || []).some((p) => p.state === "running");
     $("live").textContent = "live · " + new Date().toLocaleTimeString();
     if ($("error").dataset.kind === "read") showError(null);
   } catch (err) {
@@ -455,6 +468,32 @@ async function refresh() {
     $("error").dataset.kind = "read";
   } finally {
     refreshing = false;
+  }
+  if (again) {
+    again = false;
+    await refresh();
+  }
+}
+
+// watchEvents waits on the admin API's events and refreshes everything when
+// one came (a change, a health transition, a verdict, a rollout's end, a
+// drain, a measurement), so a swap shows at once. When vipswap is away
+// (restarting) or wants a token, it tries again every two seconds.
+async function watchEvents() {
+  let seq = null;
+  for (;;) {
+    try {
+      if (seq === null) {
+        seq = (await api("GET", "/v1/events")).next;
+        await refresh();
+      }
+      const evs = await api("GET", "/v1/events?since=" + seq + "&wait=20s");
+      seq = evs.next;
+      if (evs.missed || evs.events.length > 0) await refresh();
+    } catch (err) {
+      seq = null;
+      await new Promise((done) => setTimeout(done, 2000));
+    }
   }
 }
 
@@ -496,6 +535,6 @@ document.addEventListener("DOMContentLoaded", () => {
     refresh();
   });
   window.addEventListener("resize", () => renderChart(lastSamples));
-  refresh();
-  setInterval(refresh, 1000);
+  watchEvents();
+  setInterval(() => refresh(false), 1000);
 });
