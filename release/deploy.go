@@ -19,16 +19,27 @@ import (
 // Deploy starts a deploy and returns at once with its progress; follow
 // it with Get.
 func (r *Runner) Deploy(req wire.DeployRequest) (wire.Progress, error) {
-	bad := func(format string, args ...any) (wire.Progress, error) {
-		return wire.Progress{}, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("deploy: "+format, args...)}
-	}
-	keep, err := parseDuration("keep", req.Keep, 10*time.Minute)
+	keep, timeout, err := r.checkDeploy(&req)
 	if err != nil {
 		return wire.Progress{}, err
 	}
-	timeout, err := parseDuration("timeout", req.Timeout, 2*time.Minute)
-	if err != nil {
-		return wire.Progress{}, err
+	return r.start("deploy", req.Slot, req.Version, req.ChangeRequest, func(j *job) error {
+		return j.deploy(req, keep, timeout)
+	})
+}
+
+// checkDeploy refuses a deploy request that cannot run, before anything
+// changes, and fills in its defaults. It returns the keep and timeout
+// durations.
+func (r *Runner) checkDeploy(req *wire.DeployRequest) (keep, timeout time.Duration, err error) {
+	bad := func(format string, args ...any) (time.Duration, time.Duration, error) {
+		return 0, 0, &control.Error{Kind: control.Invalid, Err: fmt.Errorf("deploy: "+format, args...)}
+	}
+	if keep, err = parseDuration("keep", req.Keep, 10*time.Minute); err != nil {
+		return 0, 0, err
+	}
+	if timeout, err = parseDuration("timeout", req.Timeout, 2*time.Minute); err != nil {
+		return 0, 0, err
 	}
 	if timeout == 0 {
 		return bad("timeout: want a duration above zero")
@@ -79,7 +90,7 @@ func (r *Runner) Deploy(req wire.DeployRequest) (wire.Progress, error) {
 	if err := control.ValidVersion(req.Version); err != nil {
 		return bad("%v", err)
 	}
-	if need := r.cfg.Controller.HealthWait(); timeout < need {
+	if need := ctrl.HealthWait(); timeout < need {
 		return bad("timeout %s: a new instance may need %s to be judged healthy (rise probes in a row after an interval, each up to the probe timeout): give at least that", timeout, need)
 	}
 	if req.Strategy == "rollout" { // a plan that cannot start fails now, not after the slot changed
@@ -87,105 +98,128 @@ func (r *Runner) Deploy(req wire.DeployRequest) (wire.Progress, error) {
 			return bad("%v", err)
 		}
 	}
-	return r.start("deploy", req.Slot, req.Version, req.ChangeRequest, func(j *job) error {
-		st := ctrl.Status()
-		from := st.Active
-		j.mu.Lock()
-		j.p.From = from
-		j.mu.Unlock()
-		_, exists := slotOf(st, req.Slot)
-		created := false
-		var previous *control.ManagedSlot // what an existing slot ran before
-		began := time.Now()               // the new instances are probed from after this
-		err := j.step("start", func() (string, error) {
-			if rs := ctrl.RolloutStatus(); rs.Running {
-				return "", fmt.Errorf("a rollout to %s is running: promote or abort it first", rs.To)
-			}
-			if exists {
-				if st.Active == req.Slot {
-					return "", fmt.Errorf("slot %s is the active slot: deploy to the standby (%s) or a new slot", req.Slot, st.Standby)
-				}
-				j.r.cancelTeardown(req.Slot) // an earlier deploy's old slot is this one's new
-				m, err := ctrl.SlotRun(req.Slot)
-				if err != nil {
-					return "", err
-				}
-				run := m.Run
-				if len(req.Command) > 0 {
-					run.Command = req.Command
-				}
-				if req.Replicas > 0 {
-					run.Replicas = req.Replicas
-				}
-				res, err := ctrl.Redeploy(j.r.ctx, req.Slot, run, req.Version, j.req)
-				if err != nil {
-					return "", err
-				}
-				previous = &m
-				return fmt.Sprintf("%d × %s (revision %d)", run.Replicas, strings.Join(run.Command, " "), res.Revision), nil
-			}
-			if len(req.Command) == 0 {
-				return "", fmt.Errorf("slot %s does not exist: give the command that runs the new version", req.Slot)
-			}
-			run := wire.RunSpec{Command: req.Command, Address: "127.0.0.1:{port}", Replicas: req.Replicas, StopTimeout: 10 * time.Second}
-			if m, err := ctrl.SlotRun(from); err == nil {
-				run.Address, run.StopTimeout = m.Run.Address, m.Run.StopTimeout
-				if run.Replicas == 0 {
-					run.Replicas = m.Run.Replicas
-				}
-			}
-			if run.Replicas == 0 {
-				run.Replicas = 1
-			}
-			res, err := ctrl.AddSlot(j.r.ctx, wire.AddSlotRequest{ChangeRequest: j.req, Name: req.Slot, Run: &run, Version: req.Version})
-			if err != nil {
-				return "", err
-			}
-			if !res.Applied {
-				return "", fmt.Errorf("slot %s was not added: %s", req.Slot, res.Refused)
-			}
-			created = true
-			return fmt.Sprintf("new slot, %d × %s (revision %d)", run.Replicas, strings.Join(run.Command, " "), res.Revision), nil
-		})
-		if err == nil {
-			err = j.prepare(req, began, timeout)
-		}
-		if err == nil {
-			err = j.step("switch", func() (string, error) { return j.switchTo(req, from, timeout) })
-		}
-		if err != nil && previous != nil && ctrl.Status().Active != req.Slot {
-			// The slot runs what it ran before, so that the next deploy
-			// does not start from the version that failed.
-			undo := wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed"}
-			if _, rerr := ctrl.Redeploy(context.Background(), req.Slot, previous.Run, previous.Version, undo); rerr != nil {
-				j.r.cfg.Logger.Warn("could not start the version a failed deploy replaced", "release", j.id, "slot", req.Slot, "err", rerr)
-			}
-		}
-		if err != nil {
-			if created && ctrl.Status().Active != req.Slot { // prod never saw it: stage goes back, the slot goes
-				undo := wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed", Force: true}
-				if ctrl.Status().Standby == req.Slot {
-					ctrl.SetStage(context.Background(), wire.StageRequest{ChangeRequest: undo, Slot: st.Standby})
-				}
-				if _, rerr := ctrl.RemoveSlot(context.Background(), req.Slot, undo); rerr != nil {
-					j.r.cfg.Logger.Warn("could not remove the slot a failed deploy added", "release", j.id, "slot", req.Slot, "err", rerr)
-				}
-			}
-			return err
-		}
-		if err := j.step("drain", func() (string, error) {
-			start := time.Now()
-			err := j.waitForCounts(timeout, "slot "+from+" to finish its requests in flight", func() (bool, error) {
-				s, _ := slotOf(ctrl.Status(), from)
-				return s.InFlight.Prod == 0, nil
-			})
-			return fmt.Sprintf("%s has no prod request in flight (after %s)", from, time.Since(start).Round(time.Millisecond)), err
-		}); err != nil {
-			return err
-		}
-		j.keep(from, keep)
-		return nil
+	return keep, timeout, nil
+}
+
+// deploy is the release's body: start the new version in the slot,
+// prepare it, switch prod, drain the old slot and keep it. A failure
+// before prod moved undoes what it did.
+func (j *job) deploy(req wire.DeployRequest, keep, timeout time.Duration) error {
+	ctrl := j.r.cfg.Controller
+	st := ctrl.Status()
+	from := st.Active
+	j.mu.Lock()
+	j.p.From = from
+	j.mu.Unlock()
+	began := time.Now() // the new instances are probed from after this
+	var previous *control.ManagedSlot
+	created := false
+	err := j.step("start", func() (detail string, err error) {
+		detail, previous, created, err = j.startSlot(req, st)
+		return detail, err
 	})
+	if err == nil {
+		err = j.prepare(req, began, timeout)
+	}
+	if err == nil {
+		err = j.step("switch", func() (string, error) { return j.switchTo(req, from, timeout) })
+	}
+	if err != nil {
+		j.undo(req.Slot, st.Standby, previous, created)
+		return err
+	}
+	if err := j.step("drain", func() (string, error) {
+		start := time.Now()
+		err := j.waitForCounts(timeout, "slot "+from+" to finish its requests in flight", func() (bool, error) {
+			s, _ := slotOf(ctrl.Status(), from)
+			return s.InFlight.Prod == 0, nil
+		})
+		return fmt.Sprintf("%s has no prod request in flight (after %s)", from, time.Since(start).Round(time.Millisecond)), err
+	}); err != nil {
+		return err
+	}
+	j.keep(from, keep)
+	return nil
+}
+
+// startSlot runs the new version in req.Slot, st being the status before:
+// an existing idle slot is redeployed (previous is what it ran), a new one
+// is added (created).
+func (j *job) startSlot(req wire.DeployRequest, st wire.Status) (detail string, previous *control.ManagedSlot, created bool, err error) {
+	ctrl := j.r.cfg.Controller
+	if rs := ctrl.RolloutStatus(); rs.Running {
+		return "", nil, false, fmt.Errorf("a rollout to %s is running: promote or abort it first", rs.To)
+	}
+	if _, exists := slotOf(st, req.Slot); exists {
+		if st.Active == req.Slot {
+			return "", nil, false, fmt.Errorf("slot %s is the active slot: deploy to the standby (%s) or a new slot", req.Slot, st.Standby)
+		}
+		j.r.cancelTeardown(req.Slot) // an earlier deploy's old slot is this one's new
+		m, err := ctrl.SlotRun(req.Slot)
+		if err != nil {
+			return "", nil, false, err
+		}
+		run := m.Run
+		if len(req.Command) > 0 {
+			run.Command = req.Command
+		}
+		if req.Replicas > 0 {
+			run.Replicas = req.Replicas
+		}
+		res, err := ctrl.Redeploy(j.r.ctx, req.Slot, run, req.Version, j.req)
+		if err != nil {
+			return "", nil, false, err
+		}
+		return fmt.Sprintf("%d × %s (revision %d)", run.Replicas, strings.Join(run.Command, " "), res.Revision), &m, false, nil
+	}
+	if len(req.Command) == 0 {
+		return "", nil, false, fmt.Errorf("slot %s does not exist: give the command that runs the new version", req.Slot)
+	}
+	run := wire.RunSpec{Command: req.Command, Address: "127.0.0.1:{port}", Replicas: req.Replicas, StopTimeout: 10 * time.Second}
+	if m, err := ctrl.SlotRun(st.Active); err == nil {
+		run.Address, run.StopTimeout = m.Run.Address, m.Run.StopTimeout
+		if run.Replicas == 0 {
+			run.Replicas = m.Run.Replicas
+		}
+	}
+	if run.Replicas == 0 {
+		run.Replicas = 1
+	}
+	res, err := ctrl.AddSlot(j.r.ctx, wire.AddSlotRequest{ChangeRequest: j.req, Name: req.Slot, Run: &run, Version: req.Version})
+	if err != nil {
+		return "", nil, false, err
+	}
+	if !res.Applied {
+		return "", nil, false, fmt.Errorf("slot %s was not added: %s", req.Slot, res.Refused)
+	}
+	return fmt.Sprintf("new slot, %d × %s (revision %d)", run.Replicas, strings.Join(run.Command, " "), res.Revision), nil, true, nil
+}
+
+// undo takes back what a failed deploy did to slot while prod never moved
+// to it: an existing slot runs what it ran before (previous), so the next
+// deploy does not start from the version that failed; a slot the deploy
+// created goes, and stage returns to standby, where it was.
+func (j *job) undo(slot, standby string, previous *control.ManagedSlot, created bool) {
+	ctrl := j.r.cfg.Controller
+	if ctrl.Status().Active == slot {
+		return // prod is on it: a failure after the switch keeps it
+	}
+	why := wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + " failed"}
+	if previous != nil {
+		if _, err := ctrl.Redeploy(context.Background(), slot, previous.Run, previous.Version, why); err != nil {
+			j.r.cfg.Logger.Warn("could not start the version a failed deploy replaced", "release", j.id, "slot", slot, "err", err)
+		}
+	}
+	if !created {
+		return
+	}
+	why.Force = true
+	if ctrl.Status().Standby == slot {
+		ctrl.SetStage(context.Background(), wire.StageRequest{ChangeRequest: why, Slot: standby})
+	}
+	if _, err := ctrl.RemoveSlot(context.Background(), slot, why); err != nil {
+		j.r.cfg.Logger.Warn("could not remove the slot a failed deploy added", "release", j.id, "slot", slot, "err", err)
+	}
 }
 
 // prepare runs the steps before the switch: wait until the new instances
