@@ -172,7 +172,7 @@ func (c *Controller) run(ctx context.Context, op operation) (wire.Change, error)
 		}
 		if errors.Is(err, store.ErrUnavailable) {
 			c.storeErrors.Add(1)
-			c.storeAnswered(err)
+			c.reach.Answered(err)
 			return res, &Error{Kind: Unavailable, Err: fmt.Errorf("%s not applied: %w; the node keeps serving the last state it had", op.name, err)}
 		}
 		if err != nil {
@@ -248,7 +248,7 @@ func (c *Controller) reload(ctx context.Context) error {
 			"the stored state at revision %d does not fit this node's configuration (%w): this node keeps serving revision %d and refuses changes until the stored state is repaired (vipswap state import) or its configuration has that slot",
 			rev, err, inForce)}
 	}
-	c.store.LocalCopy = false
+	c.reach.LeaveCopy()
 	c.putInForceAndUnlock(st, rev)
 	return nil
 }
@@ -275,7 +275,7 @@ func (c *Controller) inForceLocked(st state.State, rev store.Revision, e *store.
 	c.stateEventsLocked(c.st, st, rev, e)
 	c.st, c.rev = st, rev
 	c.gen++
-	c.store.NotApplied = nil
+	c.reach.Applied()
 	if c.cfg.LocalCopy != nil {
 		c.cfg.LocalCopy.Keep(st, rev)
 	}

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/vipswap/vipswap/cluster"
+
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/measure"
 	"github.com/vipswap/vipswap/rollout"
@@ -78,7 +80,7 @@ type Config struct {
 	// start from when the store is out of reach or holds a state this
 	// node cannot apply (cluster mode). Setting it makes the controller
 	// one node of a cluster.
-	LocalCopy LocalCopy
+	LocalCopy cluster.LocalCopy
 	// AllowRun lets AddSlot take a run block: off, a managed slot can
 	// only come from the configuration (anyone who may change the state
 	// could otherwise run any command as vipswap's user).
@@ -143,7 +145,7 @@ type Controller struct {
 	events *events // what happened, for waiters
 
 	storeErrors atomic.Uint64
-	store       storeHealth // guarded by mu
+	reach       *cluster.Reachability // whether the store answers; its own lock, taken under mu or not
 
 	verdictMu  sync.Mutex        // guards verdict and judgements
 	verdict    *rollout.Verdict  // the running rollout's last analysis
@@ -190,7 +192,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	for i, s := range cfg.Slots {
 		names[i] = s.Name
 	}
-	st, rev, fromCopy, err := loadOrSeed(ctx, cfg, names)
+	st, rev, fromCopy, err := cluster.LoadOrSeed(ctx, cfg.Store, cfg.LocalCopy, cfg.Logger, cfg.Active, names)
 	notFit := false
 	if err == nil {
 		if cerr := st.Check(namesOf(members(st, cfg.Slots, nil))); cerr != nil {
@@ -242,10 +244,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		judgements: make(map[string]uint64),
 		probed:     make(map[*route.Instance]bool),
 		events:     newEvents(),
-		store:      storeHealth{wire.StoreStatus{Reachable: !fromCopy || refused != nil, LocalCopy: fromCopy, NotApplied: refused, Since: time.Now().UTC()}},
-	}
-	if fromCopy && refused == nil {
-		c.store.Error = "not reached since this node started"
+		reach:      cluster.NewReachability(cfg.Logger, fromCopy, refused),
 	}
 	if !fromCopy && cfg.LocalCopy != nil {
 		cfg.LocalCopy.Keep(st, rev)
@@ -277,7 +276,7 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 	c.wg.Go(c.loop)
 	c.wg.Go(c.flusher)
 	c.wg.Go(c.runRollouts)
-	c.wg.Go(c.follow)
+	c.wg.Go(func() { cluster.Follower{Store: cfg.Store, Reach: c.reach, Node: following{c}}.Run(c.ctx) })
 	return c, nil
 }
 

@@ -10,8 +10,9 @@ import (
 	"os"
 	"strings"
 
+	"github.com/vipswap/vipswap/cluster"
+
 	"github.com/vipswap/vipswap/config"
-	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
@@ -104,7 +105,7 @@ func (s *openedStore) lastState(ctx context.Context) state.State {
 
 // localCopy is control.Config.LocalCopy: the etcd store's in cluster
 // mode, nil with the state file.
-func (s *openedStore) localCopy() control.LocalCopy {
+func (s *openedStore) localCopy() cluster.LocalCopy {
 	if s.etcd == nil {
 		return nil
 	}

@@ -101,3 +101,22 @@ func TestNodeIsBelowTheCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterIsBelowTheController: cluster following (cluster) talks to
+// the controller through the interface it declares, so it depends on
+// neither the controller nor anything above or beside it: not control,
+// api, client, proxy or node.
+func TestClusterIsBelowTheController(t *testing.T) {
+	all := deps(t)
+	got, ok := all["cluster"]
+	if !ok {
+		t.Fatal("no package cluster")
+	}
+	for _, d := range got {
+		for _, banned := range []string{"control", "api", "client", "proxy", "node"} {
+			if d == banned || strings.HasPrefix(d, banned+"/") {
+				t.Errorf("cluster depends on %s; it may depend on none of control, api, client, proxy, node", d)
+			}
+		}
+	}
+}
