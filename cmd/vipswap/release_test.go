@@ -311,17 +311,21 @@ func TestDeployRollout(t *testing.T) {
 	if got := answeredBy(t, sw); got != "v3 3.0" {
 		t.Fatalf("prod is answered by %s, want v3 3.0", got)
 	}
-	args = append([]string{"deploy", "--slot", "v4", "--version", "4.0", "--strategy", "rollout", "--steps", "100", "--interval", "1s", "--keep", "3s", "--json"}, app("v4")...)
+	// Long enough to send a request to the kept slot before its time is up
+	// on a busy machine too.
+	const keep = 10 * time.Second
+	args = append([]string{"deploy", "--slot", "v4", "--version", "4.0", "--strategy", "rollout", "--steps", "100", "--interval", "1s", "--keep", keep.String(), "--json"}, app("v4")...)
 	code, out := runRelease(t, sw, args...)
 	var p wire.Progress
 	if code != 0 || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &p) != nil || p.State != "succeeded" || p.From != "v3" || !strings.Contains(p.Kept, "v3 keeps running until") {
 		t.Fatalf("second deploy --json: exit %d:\n%s", code, out)
 	}
 	// A request on the kept slot (stage follows it) when its time is up:
-	// the teardown waits for it.
+	// the teardown waits for it. Held longer than the whole keep, it is
+	// still in flight then whenever it was sent.
 	slow := make(chan string, 1)
 	go func() {
-		resp, err := http.Get(sw.Stage + "/api/test?delay=5s")
+		resp, err := http.Get(sw.Stage + "/api/test?delay=" + (keep + 2*time.Second).String())
 		if err != nil {
 			slow <- err.Error()
 			return
