@@ -62,8 +62,8 @@ func await(t *testing.T, ch chan transition, want bool) {
 		if tr.healthy != want {
 			t.Fatalf("got healthy=%v, want %v", tr.healthy, want)
 		}
-	case <-time.After(5 * time.Second):
-		t.Fatalf("no transition to healthy=%v within 5s", want)
+	case <-time.After(time.Minute): // only ends a hung test
+		t.Fatalf("no transition to healthy=%v", want)
 	}
 }
 
@@ -216,7 +216,7 @@ func TestCheckSaysWhy(t *testing.T) {
 			tg := Target{Slot: "blue", Addr: tc.addr}
 			c.Add(tg)
 			var got State
-			deadline := time.Now().Add(5 * time.Second)
+			deadline := time.Now().Add(time.Minute) // only ends a hung test
 			for got = c.State(tg); got.Last.Code == "" && time.Now().Before(deadline); got = c.State(tg) {
 				runtime.Gosched()
 			}

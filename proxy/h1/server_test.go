@@ -385,8 +385,8 @@ func TestHangUpCancelsSlowRequest(t *testing.T) {
 		select {
 		case <-r.Context().Done():
 			cancelled <- nil
-		case <-time.After(5 * time.Second):
-			cancelled <- fmt.Errorf("not cancelled within 5s")
+		case <-time.After(time.Minute): // only ends a hung test
+			cancelled <- fmt.Errorf("the request's context was not cancelled after the client hung up")
 		}
 	})})
 	conn, _ := dial(t, addr)
