@@ -593,7 +593,7 @@ func TestHAProxyRollingManaged(t *testing.T) {
 	waitApplied(t, sw)
 	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, 2*time.Minute)
 	waitServed(t, load, 200)
-	code, out := runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "5s", "--",
+	code, out := runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "10s", "--",
 		"vipswap", "app", "--slot", "elsewhere", "--listen", "127.0.0.1:{port}")
 	if code != 1 || !strings.Contains(out, `rolling failed at step "healthy`) || !strings.Contains(out, "ok     restore") {
 		t.Fatalf("rolling to a version HAProxy's checks refuse: exit %d:\n%s", code, out)

@@ -197,7 +197,7 @@ func TestDeployFailuresLeaveProd(t *testing.T) {
 	}
 	// Instances that answer the probe for another slot never become
 	// healthy.
-	code, out = runRelease(t, sw, "deploy", "--slot", "green", "--version", "3.0", "--timeout", "3s", "--",
+	code, out = runRelease(t, sw, "deploy", "--slot", "green", "--version", "3.0", "--timeout", "10s", "--",
 		"vipswap", "app", "--slot", "elsewhere", "--listen", "127.0.0.1:{port}")
 	if code != 1 || !strings.Contains(out, `deploy failed at step "healthy"`) || !strings.Contains(out, "L7STS 404") {
 		t.Fatalf("deploy that never becomes healthy: exit %d:\n%s", code, out)
@@ -399,9 +399,9 @@ func TestRolling(t *testing.T) {
 
 	// A new version that never becomes healthy: the first instance is
 	// restored, the others are not touched.
-	code, out = runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "3s", "--",
+	code, out = runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "10s", "--",
 		"vipswap", "app", "--slot", "elsewhere", "--listen", "127.0.0.1:{port}")
-	if code != 1 || !strings.Contains(out, "not within 3s") || !strings.Contains(out, "ok     restore") {
+	if code != 1 || !strings.Contains(out, "not within 10s") || !strings.Contains(out, "ok     restore") {
 		t.Fatalf("rolling to a version that never becomes healthy: exit %d:\n%s", code, out)
 	}
 	vstest.WaitFor(t, 10*time.Second, func() error {
@@ -569,7 +569,7 @@ func TestReleaseReportsInstanceErrors(t *testing.T) {
 func TestDeployOfAnUnhealthyVersion(t *testing.T) {
 	t.Parallel()
 	sw := startReleases(t, 1)
-	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.1-unhealthy", "--timeout", "3s")
+	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.1-unhealthy", "--timeout", "10s")
 	if code != 1 || !strings.Contains(out, `deploy failed at step "healthy"`) {
 		t.Fatalf("deploy of 2.1-unhealthy: exit %d:\n%s\nwant a failure at the healthy step", code, out)
 	}
