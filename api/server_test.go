@@ -27,6 +27,11 @@ import (
 	"github.com/vipswap/vipswap/wire"
 )
 
+// probeTimeout is the probes' timeout in these tests: it only ends a probe
+// that hangs, for with fall 1 one slow answer on a busy machine would
+// mark a healthy instance down.
+const probeTimeout = 10 * time.Second
+
 // slotServer answers the probe contract for slot.
 func slotServer(t *testing.T, slot string) string {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -61,7 +66,7 @@ func newFixture(t *testing.T, opts api.Options) *fixture {
 		Slots:   []control.Slot{{Name: "blue", Addrs: f.blue}, {Name: "green", Addrs: []string{f.green}}},
 		Active:  "blue",
 		Store:   st,
-		Health:  health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+		Health:  health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
 		Measure: control.Measure{Before: 100 * time.Millisecond, After: 100 * time.Millisecond},
 		Logger:  quiet,
 	})
@@ -371,7 +376,7 @@ func TestReloadForce(t *testing.T) {
 	f = newFixture(t, api.Options{Reload: func(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
 		return f.ctrl.Reload(ctx, control.Reload{
 			Slots:   []control.Slot{{Name: "blue", Addrs: []string{"127.0.0.1:1"}}, {Name: "green", Addrs: []string{f.green}}},
-			Health:  health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+			Health:  health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
 			Request: req,
 		})
 	}})

@@ -83,7 +83,7 @@ func newFixture(t *testing.T, blue, green []string, more ...control.DataPlane) *
 		Slots:  []control.Slot{{Name: "blue", Addrs: blue}, {Name: "green", Addrs: green}},
 		Active: "blue",
 		Store:  st,
-		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
 		Planes: append([]control.DataPlane{plane}, more...),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
@@ -286,7 +286,7 @@ func TestStoreWriteDoesNotHoldTheLock(t *testing.T) {
 	ctrl, err := control.New(context.Background(), control.Config{
 		Slots:  []control.Slot{{Name: "blue", Addrs: blue}, {Name: "green", Addrs: []string{slotServer(t, "green")}}},
 		Active: "blue", Store: slow, Planes: []control.DataPlane{plane},
-		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
 	if err != nil {

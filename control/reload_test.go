@@ -17,7 +17,12 @@ import (
 )
 
 // fixtureHealth is newFixture's probe settings, for reloads that keep them.
-var fixtureHealth = health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1}
+// probeTimeout is the probes' timeout in these tests: it only ends a probe
+// that hangs, for with fall 1 one slow answer on a busy machine would
+// mark a healthy instance down.
+const probeTimeout = 10 * time.Second
+
+var fixtureHealth = health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1}
 
 // reloadTo is a reload to blue and green with these instances.
 func reloadTo(blue, green []string, req wire.ChangeRequest) control.Reload {

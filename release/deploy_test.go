@@ -108,8 +108,10 @@ var deployCases = []deployCase{
 		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) {
 			r.Gates = []string{`test "$VIPSWAP_SLOT $VIPSWAP_VERSION" = "green 2.0"`, "echo starting; echo smoke test failed; exit 3"}
 		})},
-	{name: "gates/a gate command outlives the timeout", step: "gates", want: "did not finish within 1s",
-		req: with(v2("green", "1s", "app"), func(r *wire.DeployRequest) { r.Gates = []string{"exec sleep 30"} })},
+	// The steps before the gate must succeed within the timeout the gate
+	// then outlives: not a short one.
+	{name: "gates/a gate command outlives the timeout", step: "gates", want: "did not finish within 10s",
+		req: with(v2("green", "10s", "app"), func(r *wire.DeployRequest) { r.Gates = []string{"exec sleep 300"} })},
 	{name: "switch/an operator swapped meanwhile", step: "switch", want: "prod moved to green during the deploy",
 		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) { r.Checks = []string{"/swap"} }),
 		setup: func(t *testing.T, f *fixture) {
@@ -130,7 +132,9 @@ var deployCases = []deployCase{
 			f.apps.on("/sicken", func(i *instance) { f.sickenAndWait(i.slot) })
 		}},
 	{name: "switch/the rollout waits for a promote", step: "switch", want: "the rollout to end: not within",
-		req:   with(v2("green", short, "app"), func(r *wire.DeployRequest) { r.Strategy, r.Plan = "rollout", "paused" }),
+		// Its steps before the switch must succeed within the timeout the
+		// switch then waits out: not a short one.
+		req:   with(v2("green", "10s", "app"), func(r *wire.DeployRequest) { r.Strategy, r.Plan = "rollout", "paused" }),
 		moves: true},
 	{name: "switch/the rollout is aborted", step: "switch", want: "the rollout to green was aborted, prod is back on blue",
 		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) {

@@ -329,15 +329,18 @@ func (r *recorder) history() []*route.Table {
 	return slices.Clone(r.tables)
 }
 
-// probeTimeout is the fixture's health probe timeout: short, so that a
-// short --timeout is allowed (a deploy wants at least the controller's
-// HealthWait, (rise+1) intervals and a probe timeout).
-const probeTimeout = 200 * time.Millisecond
+// probeTimeout is the fixture's health probe timeout: long enough that
+// a busy machine's healthy instance is not marked down (two slow probes
+// in a row would), short enough that a short --timeout is allowed (a
+// deploy wants at least the controller's HealthWait, (rise+1) intervals
+// and a probe timeout).
+const probeTimeout = time.Second
 
-// short is the --timeout of a case that fails by waiting it out; long
-// that of one that must not wait it out.
+// short is the --timeout of a case that fails by waiting it out, on a
+// step that can never succeed; long that of one whose steps must succeed
+// (and the patience of one that waits out a later step).
 const (
-	short = "500ms"
+	short = "1500ms"
 	long  = "30s"
 )
 

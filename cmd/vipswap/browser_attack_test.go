@@ -81,7 +81,7 @@ func TestBrowserCannotDriveAdmin(t *testing.T) {
 		attackPage.Execute(w, map[string]string{"Admin": sw.Admin, "Instance": addrs["blue"][0]})
 	}))
 	defer evil.Close()
-	bctx := newBrowser(t, 90*time.Second,
+	bctx := newBrowser(t, 10*time.Minute, // only ends a hung test
 		chromedp.Flag("host-resolver-rules", "MAP evil.example 127.0.0.1"))
 
 	if err := chromedp.Do(bctx, chromedp.Navigate(evil.URL+"/")); err != nil {

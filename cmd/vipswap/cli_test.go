@@ -48,7 +48,7 @@ func TestCLI(t *testing.T) {
 		{[]string{"drain", "--dry-run", "blue", addrs["blue"][1]}, 1, "would be refused: " + addrs["blue"][1] + " is the last routable instance"},
 		{[]string{"status"}, 0, addrs["blue"][0] + "  up, drained"},
 		{[]string{"ready", "blue", addrs["blue"][0]}, 0, "readied blue/" + addrs["blue"][0]},
-		{[]string{"wait", "drained", "green", "--timeout", "5s"}, 0, "green drained in"},
+		{[]string{"wait", "drained", "green", "--timeout", "60s"}, 0, "green drained in"},
 		{[]string{"wait", "drained", "purple"}, 1, `no slot "purple"`},
 		{[]string{"drain", "blue"}, 2, "missing ADDR"},
 		{[]string{"history", "--limit", "3"}, 0, "ready"},

@@ -47,7 +47,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	load := vstest.StartLoad(sw.Prod+"/api/test", 4, time.Minute)
 	defer load.Stop()
 	ctx := context.Background()
-	bctx := newBrowser(t, 90*time.Second)
+	bctx := newBrowser(t, 10*time.Minute) // only ends a hung test
 
 	active := func() string {
 		s, err := chromedp.Run(bctx, chromedp.Evaluate[string](`document.getElementById("active-slot").textContent`))
@@ -63,9 +63,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		}
 		return n
 	}
-	// until waits for a JavaScript condition to hold on the page.
+	// until waits for a JavaScript condition to hold on the page, like
+	// vstest.WaitFor at least vstest.MinWait: a busy machine's browser may
+	// take many times longer than an idle one's.
 	until := func(cond string, timeout time.Duration) error {
-		_, err := chromedp.Run(bctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(timeout)))
+		_, err := chromedp.Run(bctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(max(timeout, vstest.MinWait))))
 		return err
 	}
 

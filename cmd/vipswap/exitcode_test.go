@@ -60,15 +60,10 @@ func TestExitCodes(t *testing.T) {
 		t.Fatalf("usage errors changed the state: revision %d -> %d", before, after)
 	}
 
-	// A request held on blue keeps it from draining within the wait.
-	held := make(chan struct{})
-	go func() {
-		defer close(held)
-		resp, err := http.Get(sw.Prod + "/api/test?delay=4s")
-		if err == nil {
-			resp.Body.Close()
-		}
-	}()
+	// A request held on blue keeps it from draining within the wait; it is
+	// held until the command has returned (the instance holds it up to 5
+	// minutes), however long the command takes to start.
+	held, release := holdRequest(sw.Prod + "/api/test?delay=5m")
 	waitInFlight(t, sw, "blue", 1)
 	code, out := cli(t, sw, "swap", "--wait", "--timeout", "300ms")
 	want := regexp.MustCompile(`(?m)^vipswap swap: swap blue -> green applied \(revision 2\), but the wait gave up: blue still has 1 request in flight after 300ms$`)
@@ -78,15 +73,12 @@ func TestExitCodes(t *testing.T) {
 	if after := revision(); after != before+1 {
 		t.Fatalf("revision %d, want %d: the swap applied", after, before+1)
 	}
+	release()
 	<-held
 
 	// The same for an instance drain.
-	go func() {
-		resp, err := http.Get(sw.Prod + "/api/test?delay=4s")
-		if err == nil {
-			resp.Body.Close()
-		}
-	}()
+	held, release = holdRequest(sw.Prod + "/api/test?delay=5m")
+	defer func() { release(); <-held }()
 	var busy string
 	vstest.WaitFor(t, 10*time.Second, func() error {
 		st, _ := sw.Client.Status(ctx)
@@ -104,6 +96,21 @@ func TestExitCodes(t *testing.T) {
 	if code != 3 || !strings.Contains(out, "drain green/"+busy+" applied (revision 3), but the wait gave up") {
 		t.Fatalf("drain --wait with a request held: exit %d:\n%s\nwant exit 3", code, out)
 	}
+}
+
+// holdRequest sends a GET that the instance holds (url's delay) until
+// release is called, and closes done once it has ended.
+func holdRequest(url string) (done chan struct{}, release func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done = make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	return done, cancel
 }
 
 // TestVerbTypos: a mistyped verb is a usage error that names the verb it

@@ -49,7 +49,7 @@ func TestDownSaysWhy(t *testing.T) {
 	})
 	blue := []string{good.Addr, other.Addr, refused, silent.Addr().String()}
 	cfg := strings.Replace(testConfig(dir, staticSlots(map[string][]string{"blue": blue, "green": {green.Addr}})),
-		"timeout: 1s", "timeout: 300ms", 1)
+		"timeout: 5s", "timeout: 300ms", 1)
 	sw := switchtest.Serve(t, dir, cfg)
 
 	want := map[string]string{

@@ -197,7 +197,7 @@ func TestDeployFailuresLeaveProd(t *testing.T) {
 	}
 	// Instances that answer the probe for another slot never become
 	// healthy.
-	code, out = runRelease(t, sw, "deploy", "--slot", "green", "--version", "3.0", "--timeout", "3s", "--",
+	code, out = runRelease(t, sw, "deploy", "--slot", "green", "--version", "3.0", "--timeout", "10s", "--",
 		"vipswap", "app", "--slot", "elsewhere", "--listen", "127.0.0.1:{port}")
 	if code != 1 || !strings.Contains(out, `deploy failed at step "healthy"`) || !strings.Contains(out, "L7STS 404") {
 		t.Fatalf("deploy that never becomes healthy: exit %d:\n%s", code, out)
@@ -311,17 +311,21 @@ func TestDeployRollout(t *testing.T) {
 	if got := answeredBy(t, sw); got != "v3 3.0" {
 		t.Fatalf("prod is answered by %s, want v3 3.0", got)
 	}
-	args = append([]string{"deploy", "--slot", "v4", "--version", "4.0", "--strategy", "rollout", "--steps", "100", "--interval", "1s", "--keep", "3s", "--json"}, app("v4")...)
+	// Long enough to send a request to the kept slot before its time is up
+	// on a busy machine too.
+	const keep = 10 * time.Second
+	args = append([]string{"deploy", "--slot", "v4", "--version", "4.0", "--strategy", "rollout", "--steps", "100", "--interval", "1s", "--keep", keep.String(), "--json"}, app("v4")...)
 	code, out := runRelease(t, sw, args...)
 	var p wire.Progress
 	if code != 0 || json.Unmarshal([]byte(out[strings.Index(out, "{"):]), &p) != nil || p.State != "succeeded" || p.From != "v3" || !strings.Contains(p.Kept, "v3 keeps running until") {
 		t.Fatalf("second deploy --json: exit %d:\n%s", code, out)
 	}
 	// A request on the kept slot (stage follows it) when its time is up:
-	// the teardown waits for it.
+	// the teardown waits for it. Held longer than the whole keep, it is
+	// still in flight then whenever it was sent.
 	slow := make(chan string, 1)
 	go func() {
-		resp, err := http.Get(sw.Stage + "/api/test?delay=5s")
+		resp, err := http.Get(sw.Stage + "/api/test?delay=" + (keep + 2*time.Second).String())
 		if err != nil {
 			slow <- err.Error()
 			return
@@ -395,9 +399,9 @@ func TestRolling(t *testing.T) {
 
 	// A new version that never becomes healthy: the first instance is
 	// restored, the others are not touched.
-	code, out = runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "3s", "--",
+	code, out = runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "10s", "--",
 		"vipswap", "app", "--slot", "elsewhere", "--listen", "127.0.0.1:{port}")
-	if code != 1 || !strings.Contains(out, "not within 3s") || !strings.Contains(out, "ok     restore") {
+	if code != 1 || !strings.Contains(out, "not within 10s") || !strings.Contains(out, "ok     restore") {
 		t.Fatalf("rolling to a version that never becomes healthy: exit %d:\n%s", code, out)
 	}
 	vstest.WaitFor(t, 10*time.Second, func() error {
@@ -565,7 +569,7 @@ func TestReleaseReportsInstanceErrors(t *testing.T) {
 func TestDeployOfAnUnhealthyVersion(t *testing.T) {
 	t.Parallel()
 	sw := startReleases(t, 1)
-	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.1-unhealthy", "--timeout", "3s")
+	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.1-unhealthy", "--timeout", "10s")
 	if code != 1 || !strings.Contains(out, `deploy failed at step "healthy"`) {
 		t.Fatalf("deploy of 2.1-unhealthy: exit %d:\n%s\nwant a failure at the healthy step", code, out)
 	}

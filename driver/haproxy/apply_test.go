@@ -74,7 +74,7 @@ func TestReadyNamesWhatIsMissing(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no backend be_purple for slot purple") {
 		t.Fatalf("Ready: %v; want it to name be_purple", err)
 	}
-	d2 := New(Options{Runtime: Runtime{Addr: f.path, Timeout: time.Second}, Maps: [2]string{"/prod.map", "/stage.map"},
+	d2 := New(Options{Runtime: Runtime{Addr: f.path, Timeout: 10 * time.Second}, Maps: [2]string{"/prod.map", "/stage.map"},
 		Backends: map[string]string{"green": "be_blue"}, Interval: time.Hour})
 	defer d2.Close()
 	if err := d2.Ready(context.Background(), []string{"blue", "green"}); err == nil || !strings.Contains(err.Error(), "share backend be_blue") {
@@ -215,7 +215,9 @@ func startHAProxy(t *testing.T) (*haproxytest.HAProxy, string, string) {
 }
 
 func driverFor(h *haproxytest.HAProxy, interval time.Duration, log *slog.Logger) *Driver {
-	return New(Options{Runtime: Runtime{Addr: h.Socket, Timeout: 2 * time.Second}, Maps: [2]string{h.ProdMap, h.StageMap}, Interval: interval, Logger: log})
+	// The timeout only ends a hung command: a busy machine's HAProxy may
+	// be slow to answer.
+	return New(Options{Runtime: Runtime{Addr: h.Socket, Timeout: 10 * time.Second}, Maps: [2]string{h.ProdMap, h.StageMap}, Interval: interval, Logger: log})
 }
 
 // TestHostNameInstance: an instance given by host name (localhost:PORT)

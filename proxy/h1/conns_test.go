@@ -22,7 +22,7 @@ import (
 // 127.x address is another client), with a deadline on everything it does.
 func dialFrom(t *testing.T, from, addr string) net.Conn {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 30 * time.Second}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +160,10 @@ func TestIdleFloodAtTheLimit(t *testing.T) {
 				return nil
 			})
 
-			v := newVictim(addr, 2*time.Second)
+			// Without reclaiming, the other client's connections wait for
+			// a slot that never frees (idle timeout 120 s): its generous
+			// timeout ends that wait, it does not time the answers.
+			v := newVictim(addr, 30*time.Second)
 			v.run(20, 8)
 			v.check(t)
 			// Every connection reclaimed was one of the attacker's (a dial
@@ -236,6 +239,7 @@ func TestPartialHeadIsNotReclaimed(t *testing.T) {
 // how long the server let it trickle from its first byte, and whether it
 // closed the connection.
 func trickle(c net.Conn, every, limit time.Duration) (time.Duration, bool) {
+	c.SetWriteDeadline(time.Time{}) // writes go on until limit: closed sets the reads'
 	gone := make(chan struct{})
 	go func() {
 		defer close(gone)
@@ -268,7 +272,9 @@ func TestHeadDeadlineIsTotal(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	s, addr := start(t, &Server{Handler: ok200, ReadHeaderTimeout: timeout})
 	check := func(t *testing.T, c net.Conn) {
-		took, ok := trickle(c, 20*time.Millisecond, 20*timeout)
+		// A deadline that each byte extended would never close it: the
+		// limit only ends that wait.
+		took, ok := trickle(c, 20*time.Millisecond, time.Minute)
 		if !ok {
 			t.Fatalf("a head trickled for %s (read_header_timeout %s) and the connection is still open", took, timeout)
 		}
@@ -297,22 +303,27 @@ func TestHeadDeadlineIsTotal(t *testing.T) {
 // connections as the server's limit and sends request heads a byte at a
 // time. The per-client cap admits a few and closes the rest at once, the
 // admitted ones are closed by the head deadline however they trickle, and
-// another client gets every answer meanwhile.
+// another client gets every answer meanwhile: before any admitted one is
+// closed.
 func TestSlowlorisWaveIsBoundedPerClient(t *testing.T) {
-	const limit, perClient, timeout = 30, 10, 1500 * time.Millisecond
+	// The head deadline is long enough that the other client's answers
+	// come before it on a busy machine too; what is checked is the order.
+	const limit, perClient, timeout = 30, 10, 10 * time.Second
 	var notices atomic.Int64
 	s, addr := start(t, &Server{Handler: ok200, MaxConns: limit, ReadHeaderTimeout: timeout,
 		MaxConnsPerClient: perClient, Notice: func(string) { notices.Add(1) }})
 	type result struct {
-		took   time.Duration
-		closed bool
+		took         time.Duration
+		closed       bool
+		afterAnswers bool // closed once the other client had all its answers
 	}
+	var answered atomic.Bool
 	results := make(chan result, 2*limit)
 	for range 2 * limit {
 		c := dialFrom(t, "127.0.0.2", addr)
 		go func() {
-			took, ok := trickle(c, 100*time.Millisecond, 8*timeout)
-			results <- result{took, ok}
+			took, ok := trickle(c, 100*time.Millisecond, timeout+time.Minute)
+			results <- result{took, ok, answered.Load()}
 		}()
 	}
 	vstest.WaitFor(t, 5*time.Second, func() error {
@@ -321,18 +332,27 @@ func TestSlowlorisWaveIsBoundedPerClient(t *testing.T) {
 		}
 		return nil
 	})
-	// Shorter than the head deadline: without the cap, the wave would hold
-	// every connection for longer than the other client waits.
-	v := newVictim(addr, timeout*2/3)
+	// Without the cap, the wave would hold every connection until the
+	// head deadline closed it: the other client would be answered only
+	// after that, which the order of events below shows.
+	v := newVictim(addr, timeout+time.Minute)
 	v.run(10, perClient-4)
+	answered.Store(true)
 	v.check(t)
 	var longest time.Duration
+	held := 0
 	for range 2 * limit {
 		r := <-results
 		if !r.closed {
 			t.Fatalf("a slow head trickled for %s (read_header_timeout %s) and is still open", r.took, timeout)
 		}
+		if r.afterAnswers {
+			held++
+		}
 		longest = max(longest, r.took)
+	}
+	if held < perClient {
+		t.Fatalf("only %d slow connections were still open when the other client had all its answers, want the %d admitted", held, perClient)
 	}
 	t.Logf("every slow connection closed; the last after %s; notices %d", longest.Round(time.Millisecond), notices.Load())
 }
