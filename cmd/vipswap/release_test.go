@@ -492,7 +492,7 @@ func TestVerify(t *testing.T) {
 		{"/v1/rolling", `{"slot":"green","version":"$(id)"}`, 400, "version"},
 		{"/v1/slots", `{"name":"red","instances":["127.0.0.1:1"],"version":"a b"}`, 400, "version"},
 		{"/v1/rolling", `{"slot":"green","max_unavailable":-1}`, 400, "max_unavailable"},
-		{"/v1/rolling", `{"slot":"green","timeout":"1s"}`, 400, "may need 1.3s"},
+		{"/v1/rolling", `{"slot":"green","timeout":"1s"}`, 400, "may need 5.3s"}, // from testConfig's probes (rise, interval, 5 s timeout)
 		{"/v1/rolling", `{"slot":"green"}`, 400, "run block"},
 	} {
 		resp, err := http.Post(sw.Admin+c.path, "application/json", strings.NewReader(c.body))

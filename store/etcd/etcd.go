@@ -535,6 +535,16 @@ func (s *Store) Watch(ctx context.Context) <-chan store.Event {
 	s.cancels[key] = cancel
 	s.wg.Add(1)
 	s.mu.Unlock()
+	// The watch starts after the revision etcd is at now, so a change
+	// committed once Watch returned is never missed (etcd's watch "from
+	// now" is set up after a round trip). Out of reach, it starts from
+	// whenever it gets through; the controller's reads catch up.
+	var from int64
+	rctx, rcancel := context.WithTimeout(ctx, s.opts.RequestTimeout)
+	if resp, err := s.cli.Get(rctx, s.stateKey(), clientv3.WithKeysOnly()); err == nil {
+		from = resp.Header.Revision + 1
+	}
+	rcancel()
 	go func() {
 		defer s.wg.Done()
 		defer close(ch)
@@ -544,12 +554,14 @@ func (s *Store) Watch(ctx context.Context) <-chan store.Event {
 			s.mu.Unlock()
 			cancel()
 		}()
-		s.watch(ctx, ch)
+		s.watch(ctx, ch, from)
 	}()
 	return ch
 }
 
-func (s *Store) watch(ctx context.Context, ch chan store.Event) {
+// watch sends the state's changes from revision from (0: from now) on ch
+// until ctx ends.
+func (s *Store) watch(ctx context.Context, ch chan store.Event, from int64) {
 	send := func(ev store.Event) {
 		select {
 		case <-ch: // replace what the watcher has not taken yet
@@ -557,7 +569,6 @@ func (s *Store) watch(ctx context.Context, ch chan store.Event) {
 		}
 		ch <- ev
 	}
-	var from int64 // 0: from now
 	for ctx.Err() == nil {
 		var opts []clientv3.OpOption
 		if from > 0 {
