@@ -21,11 +21,19 @@ const eventsKept = 256
 type events struct {
 	mu      sync.Mutex
 	kept    []wire.Event // the newest, oldest first; kept[i].Seq == last-len(kept)+1+i
-	last    uint64       // the newest event's number; 0: none yet
+	start   uint64       // the number before this hub's first event
+	last    uint64       // the newest event's number (start before the first)
 	changed chan struct{}
 }
 
-func newEvents() *events { return &events{changed: make(chan struct{})} }
+// newEvents returns a hub whose numbers start from the clock, in
+// microseconds: a number a node gave before it restarted is below every
+// one it gives after, so a waiter that asks with it is told it missed
+// some (one event a microsecond is far beyond what a node makes).
+func newEvents() *events {
+	start := uint64(time.Now().UnixMicro())
+	return &events{changed: make(chan struct{}), start: start, last: start}
+}
 
 // emit numbers e, keeps it and wakes every waiter.
 func (h *events) emit(e wire.Event) {
@@ -49,6 +57,9 @@ func (h *events) since(seq uint64) (wire.Events, <-chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := wire.Events{Events: []wire.Event{}, Next: h.last}
+	if seq == 0 {
+		seq = h.start // all this node's events
+	}
 	if seq >= h.last {
 		if seq > h.last {
 			out.Missed = true // a number this controller never gave: it restarted

@@ -86,3 +86,31 @@ func TestEventsSayWhenSomeWereMissed(t *testing.T) {
 		}
 	}
 }
+
+// TestEventNumbersAfterARestart: a waiter that asks a restarted node for
+// the events after a number the node gave before it restarted is told it
+// missed some, even once the new node has given as many events.
+func TestEventNumbersAfterARestart(t *testing.T) {
+	ctx := context.Background()
+	before := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	before.waitHealthy(t, "green", 1)
+	if _, err := before.ctrl.Swap(ctx, wire.ChangeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	seq := before.ctrl.LastEvent() // what a waiter took before the restart
+
+	after := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	after.waitHealthy(t, "green", 1)
+	for n := 0; after.ctrl.LastEvent() <= seq; n++ { // as many events as before, and more
+		if n > int(seq)+10 {
+			t.Fatalf("%d swaps and the new node's newest event is %d", n, after.ctrl.LastEvent())
+		}
+		if _, err := after.ctrl.Swap(ctx, wire.ChangeRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, _ := after.ctrl.Events(seq)
+	if !evs.Missed {
+		t.Fatalf("events after %d (given before the restart) from the restarted node: %d events from %d, not missed; want missed", seq, len(evs.Events), evs.Events[0].Seq)
+	}
+}
