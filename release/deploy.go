@@ -402,13 +402,40 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		return "", err
 	}
 	if active := ctrl.Status().Active; active != req.Slot {
-		why := "see vipswap history" // ended elsewhere in a cluster, or its event is no longer kept
-		if ended != nil && len(ended.Reasons) > 0 {
+		var why string
+		if ended != nil {
 			why = strings.Join(ended.Reasons, "; ")
+		}
+		if why == "" {
+			// Ended on another node of a cluster (this one adopted the
+			// state: its event carries no history entry), or the event
+			// is no longer kept: the reason is in the history.
+			why = j.abortReason(res.HistoryID)
 		}
 		return "", fmt.Errorf("the rollout to %s was aborted, prod is back on %s: %s", req.Slot, active, why)
 	}
 	return fmt.Sprintf("rollout %s → %s promoted after %s", from, req.Slot, time.Since(began).Round(time.Millisecond)), nil
+}
+
+// abortReason finds why the rollout that history entry since started was
+// aborted, in the newest entries of the history (shared by a cluster's
+// nodes).
+func (j *job) abortReason(since uint64) string {
+	entries, err := j.r.cfg.Controller.History(j.r.ctx, 0, 50)
+	if err != nil {
+		return "see vipswap history"
+	}
+	for _, e := range entries {
+		if e.ID > since && e.Operation == "abort" && e.Result == "applied" {
+			if e.Reason != "" {
+				return e.Reason
+			}
+			if len(e.Changes) > 0 {
+				return strings.Join(e.Changes, "; ")
+			}
+		}
+	}
+	return "see vipswap history"
 }
 
 // keep schedules the old slot's teardown after keep: a slot added at

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -148,6 +149,34 @@ var deployCases = []deployCase{
 				return nil
 			})
 			f.sickenAndWait("green") // the canary breaks: the analysis aborts
+		}, moves: true},
+	// In a cluster the node that drives rollouts may not be the one that
+	// runs the deploy: the abort then arrives through the store, and its
+	// reason is in the history entry that node wrote, not in an event.
+	{name: "switch/the rollout is aborted on another node", step: "switch", want: "node b: the canary's p99 breached",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) {
+			r.Strategy, r.Steps, r.Interval = "rollout", []float64{50, 100}, "1h"
+		}),
+		during: func(t *testing.T, f *fixture, id string) {
+			vstest.WaitFor(t, time.Minute, func() error {
+				if rs := f.ctrl.RolloutStatus(); !rs.Running {
+					return fmt.Errorf("no rollout runs: %+v", rs)
+				}
+				return nil
+			})
+			// Another node aborts: it writes the store, as its controller
+			// would, and this node adopts the state.
+			ctx := context.Background()
+			st, rev, err := f.store.Load(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := f.store.CompareAndSwap(ctx, rev, st.Abort(), store.Entry{
+				Time: time.Now().UTC(), Actor: "node-b", Operation: "abort", From: "green", To: st.Active,
+				Reason: "node b: the canary's p99 breached", Result: store.Applied,
+			}); err != nil {
+				t.Fatal(err)
+			}
 		}, moves: true},
 }
 
