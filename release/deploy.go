@@ -372,6 +372,13 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		return "", err
 	}
 	began := time.Now()
+	// The deploy's own rollout: another may take its place (in a
+	// cluster, a node may see only the newest of several states), and
+	// that one is not the deploy's to wait for or to abort.
+	ours := ctrl.RolloutStatus()
+	mine := func(rs wire.RolloutStatus) bool {
+		return rs.Running && ours.Running && rs.To == ours.To && rs.Started.Equal(ours.Started)
+	}
 	var ended *wire.Event // the rollout's end, as the controller told it
 	err = j.waitFor(limit, "the rollout to end", func() (bool, error) {
 		evs, _ := ctrl.Events(seq)
@@ -385,21 +392,29 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		j.mu.Lock()
 		j.p.Rollout = &rs
 		j.mu.Unlock()
-		return !rs.Running, nil
+		return !mine(rs), nil
 	})
 	j.mu.Lock()
 	j.p.Rollout = nil
 	j.mu.Unlock()
 	if err != nil && j.r.ctx.Err() == nil {
 		// Too long: the deploy fails, and a failure during a rollout
-		// aborts it.
-		ctrl.Abort(context.Background(), wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + ": the rollout did not end within " + limit.String()})
+		// aborts it (its own, and only if nothing changed since the look).
+		rev := ctrl.Status().Revision
+		if mine(ctrl.RolloutStatus()) {
+			ctrl.Abort(context.Background(), wire.ChangeRequest{Actor: j.req.Actor, IfRevision: &rev,
+				Reason: "deploy " + j.id + ": the rollout did not end within " + limit.String()})
+		}
 		return "", fmt.Errorf("%w (its steps' intervals and --timeout): aborted, prod back on %s", err, from)
 	}
 	if err != nil {
 		// vipswap stops: the rollout is in the state and goes on when it
 		// is back; this release ends here.
 		return "", err
+	}
+	if rs := ctrl.RolloutStatus(); rs.Running && ended == nil {
+		return "", fmt.Errorf("the rollout to %s was replaced by another (to %s, started %s), which runs on: see vipswap history",
+			req.Slot, rs.To, rs.Started.UTC().Format(time.RFC3339))
 	}
 	if active := ctrl.Status().Active; active != req.Slot {
 		var why string
