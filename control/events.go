@@ -130,7 +130,8 @@ func (c *Controller) AwaitEvent(ctx context.Context, seq uint64, match func(wire
 }
 
 // stateEventsLocked emits what putting next in force in place of prev
-// says: a change, and the end of a rollout. e is the history entry of a
+// says: a change, and the end of a rollout (also when another took its
+// place: a node that follows may see only the newest of several states). e is the history entry of a
 // change this node made (nil for one it adopted). Called with c.mu held.
 func (c *Controller) stateEventsLocked(prev, next state.State, rev store.Revision, e *store.Entry) {
 	ev := wire.Event{Kind: wire.EventChange, Revision: uint64(rev), Active: next.Active}
@@ -138,8 +139,8 @@ func (c *Controller) stateEventsLocked(prev, next state.State, rev store.Revisio
 		ev.Operation, ev.HistoryID = e.Operation, e.ID
 	}
 	c.events.emit(ev)
-	if prev.Rollout == nil || next.Rollout != nil {
-		return
+	if prev.Rollout == nil || next.Rollout != nil && next.Rollout.To == prev.Rollout.To && next.Rollout.Started.Equal(prev.Rollout.Started) {
+		return // none ran, or the same one runs on
 	}
 	end := wire.Event{Kind: wire.EventRollout, Revision: uint64(rev), Active: next.Active, Slot: prev.Rollout.To, Outcome: "aborted"}
 	if next.Active == prev.Rollout.To && next.WeightOf(next.Active) == 1000 {

@@ -412,9 +412,13 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		// is back; this release ends here.
 		return "", err
 	}
-	if rs := ctrl.RolloutStatus(); rs.Running && ended == nil {
-		return "", fmt.Errorf("the rollout to %s was replaced by another (to %s, started %s), which runs on: see vipswap history",
-			req.Slot, rs.To, rs.Started.UTC().Format(time.RFC3339))
+	if rs := ctrl.RolloutStatus(); rs.Running { // not the deploy's: it ended
+		why := "see vipswap history"
+		if ended != nil && len(ended.Reasons) > 0 {
+			why = strings.Join(ended.Reasons, "; ")
+		}
+		return "", fmt.Errorf("the rollout to %s was replaced by another (to %s, started %s), which runs on: %s",
+			req.Slot, rs.To, rs.Started.UTC().Format(time.RFC3339), why)
 	}
 	if active := ctrl.Status().Active; active != req.Slot {
 		var why string
