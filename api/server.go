@@ -135,6 +135,10 @@ type Options struct {
 	// once (at most, and by default, 64): each holds a connection, and
 	// the admin API must keep some for everything else.
 	EventWaiters int
+	// Stopping, once closed, answers the requests waiting in GET
+	// /v1/events at once (a 503): the server is shutting down, and a
+	// long poll must hold up neither the stop nor its caller.
+	Stopping <-chan struct{}
 }
 
 // Default and largest page of GET /v1/history.
@@ -161,7 +165,7 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	if opts.EventWaiters > 0 {
 		waiters = min(opts.EventWaiters, maxEventWaiters)
 	}
-	s := &server{c: c, log: opts.Logger, waiters: make(chan struct{}, waiters), auth: authenticator{tokens: opts.Tokens, protectReads: opts.ProtectReads}}
+	s := &server{c: c, log: opts.Logger, waiters: make(chan struct{}, waiters), stopping: opts.Stopping, auth: authenticator{tokens: opts.Tokens, protectReads: opts.ProtectReads}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/status", s.handle(s.status))
 	mux.Handle("POST /v1/swap", s.handle(s.change(c.Swap)))
@@ -240,10 +244,11 @@ func NewHandler(c Controller, opts Options) http.Handler {
 }
 
 type server struct {
-	c       Controller
-	log     *slog.Logger
-	auth    authenticator
-	waiters chan struct{} // a token per request waiting in GET /v1/events
+	c        Controller
+	log      *slog.Logger
+	auth     authenticator
+	waiters  chan struct{}   // a token per request waiting in GET /v1/events
+	stopping <-chan struct{} // closed when the server shuts down; nil: never
 }
 
 type actorKey struct{}
@@ -398,6 +403,8 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	case <-next:
 		evs, _ = s.c.Events(seq)
 	case <-timer.C:
+	case <-s.stopping:
+		return &Error{Status: http.StatusServiceUnavailable, Err: errors.New("vipswap is stopping: ask again once it is back (events are numbered anew then)")}
 	case <-r.Context().Done():
 		return nil // the caller left
 	}

@@ -3,8 +3,10 @@ package node
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptrace"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -91,4 +93,48 @@ func TestEventWaitersLeaveAdminConnections(t *testing.T) {
 	}
 	cancel()
 	done.Wait()
+}
+
+// TestShutdownAnswersEventWaiters: a request waiting in GET /v1/events (a
+// dashboard left open) is answered when vipswap stops, so it holds up
+// neither the stop nor the one who waits.
+func TestShutdownAnswersEventWaiters(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, staticSlot("blue", instance(t, "blue")), staticSlot("green", instance(t, "green")))
+	n, _ := startNode(t, path)
+	base := "http://" + n.adminLn.Addr().String()
+	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+
+	wrote := make(chan struct{})
+	var once sync.Once
+	type answer struct {
+		code int
+		body string
+		err  error
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { close(wrote) }) }}
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), "GET", base+"/v1/events?wait=25s", nil)
+		resp, err := hc.Do(req)
+		once.Do(func() { close(wrote) })
+		if err != nil {
+			answered <- answer{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		answered <- answer{resp.StatusCode, string(body), err}
+	}()
+	<-wrote
+	// Served after the waiter's connection: the waiter waits by now (or
+	// comes in during the shutdown, and is answered the same).
+	if _, err := get(base + "/v1/status"); err != nil {
+		t.Fatal(err)
+	}
+	n.shutdown()
+	a := <-answered
+	if a.err != nil || a.code != http.StatusServiceUnavailable || !strings.Contains(a.body, "stopping") {
+		t.Fatalf("the event waiter at shutdown got %d %q (%v); want a 503 saying vipswap is stopping", a.code, a.body, a.err)
+	}
 }

@@ -318,7 +318,8 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		metrics.NewCollector(n.px, n.ctrl, n.sup.restarts, n.version),
 	)
-	return &http.Server{
+	stopping := make(chan struct{})
+	srv := &http.Server{
 		Handler: api.NewHandler(n.ctrl, api.Options{
 			Tokens:       n.tokens,
 			ProtectReads: !n.initial.AdminIsLoopback(),
@@ -332,6 +333,7 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 			// Half the admin connections at most: the rest serve
 			// reads and changes while they wait.
 			EventWaiters: max(adminConns(proxy.BudgetFor(descriptorLimit()))/2, 1),
+			Stopping:     stopping,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		MaxHeaderBytes:    64 << 10,
@@ -339,6 +341,9 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}
+	var once sync.Once
+	srv.RegisterOnShutdown(func() { once.Do(func() { close(stopping) }) })
+	return srv
 }
 
 // descriptorLimit is how many descriptors the process may open (0:
