@@ -150,6 +150,11 @@ var deployCases = []deployCase{
 				return nil
 			})
 			f.sickenAndWait("green") // the canary breaks: the analysis aborts
+		},
+		check: func(t *testing.T, f *fixture, p wire.Progress) {
+			if strings.HasSuffix(p.Error, "see vipswap history") {
+				t.Errorf("error %q; want the analysis's reason for the abort", p.Error)
+			}
 		}, moves: true},
 	// In a cluster a node may see only the newest of several states (its
 	// watch lagged, the read a second found the last): here the
