@@ -131,6 +131,14 @@ type Options struct {
 	// requests may name in their Host header (admin.hosts). Any other name
 	// is refused with a 403, which stops DNS-rebinding pages.
 	Hosts []string
+	// EventWaiters bounds the requests that wait in GET /v1/events at
+	// once (at most, and by default, 64): each holds a connection, and
+	// the admin API must keep some for everything else.
+	EventWaiters int
+	// Stopping, once closed, answers the requests waiting in GET
+	// /v1/events at once (a 503): the server is shutting down, and a
+	// long poll must hold up neither the stop nor its caller.
+	Stopping <-chan struct{}
 }
 
 // Default and largest page of GET /v1/history.
@@ -153,7 +161,11 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	s := &server{c: c, log: opts.Logger, waiters: make(chan struct{}, maxEventWaiters), auth: authenticator{tokens: opts.Tokens, protectReads: opts.ProtectReads}}
+	waiters := maxEventWaiters
+	if opts.EventWaiters > 0 {
+		waiters = min(opts.EventWaiters, maxEventWaiters)
+	}
+	s := &server{c: c, log: opts.Logger, waiters: make(chan struct{}, waiters), stopping: opts.Stopping, auth: authenticator{tokens: opts.Tokens, protectReads: opts.ProtectReads}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /v1/status", s.handle(s.status))
 	mux.Handle("POST /v1/swap", s.handle(s.change(c.Swap)))
@@ -232,10 +244,11 @@ func NewHandler(c Controller, opts Options) http.Handler {
 }
 
 type server struct {
-	c       Controller
-	log     *slog.Logger
-	auth    authenticator
-	waiters chan struct{} // a token per request waiting in GET /v1/events
+	c        Controller
+	log      *slog.Logger
+	auth     authenticator
+	waiters  chan struct{}   // a token per request waiting in GET /v1/events
+	stopping <-chan struct{} // closed when the server shuts down; nil: never
 }
 
 type actorKey struct{}
@@ -353,9 +366,6 @@ func changeRequest(w http.ResponseWriter, r *http.Request) (wire.ChangeRequest, 
 	return req, nil
 }
 
-// history answers a page of the history, newest first, as a JSON array.
-// When older entries remain, a Link header names the next page:
-// </v1/history?limit=N&before=ID>; rel="next".
 // events answers GET /v1/events?since=SEQ&wait=DURATION: the events after
 // SEQ, waiting up to DURATION for one when there is none yet. Without
 // since it answers no event and the number to ask from.
@@ -385,7 +395,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	case s.waiters <- struct{}{}:
 		defer func() { <-s.waiters }()
 	default:
-		return &Error{Status: http.StatusServiceUnavailable, Err: fmt.Errorf("%d requests already wait for events: ask again without wait, or later", maxEventWaiters)}
+		return &Error{Status: http.StatusServiceUnavailable, Err: fmt.Errorf("%d requests already wait for events: ask again without wait, or later", cap(s.waiters))}
 	}
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
@@ -393,12 +403,17 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	case <-next:
 		evs, _ = s.c.Events(seq)
 	case <-timer.C:
+	case <-s.stopping:
+		return &Error{Status: http.StatusServiceUnavailable, Err: errors.New("vipswap is stopping: ask again once it is back (events are numbered anew then)")}
 	case <-r.Context().Done():
 		return nil // the caller left
 	}
 	return writeJSON(w, http.StatusOK, evs)
 }
 
+// history answers a page of the history, newest first, as a JSON array.
+// When older entries remain, a Link header names the next page:
+// </v1/history?limit=N&before=ID>; rel="next".
 func (s *server) history(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
 	limit := defaultHistory

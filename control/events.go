@@ -21,11 +21,19 @@ const eventsKept = 256
 type events struct {
 	mu      sync.Mutex
 	kept    []wire.Event // the newest, oldest first; kept[i].Seq == last-len(kept)+1+i
-	last    uint64       // the newest event's number; 0: none yet
+	start   uint64       // the number before this hub's first event
+	last    uint64       // the newest event's number (start before the first)
 	changed chan struct{}
 }
 
-func newEvents() *events { return &events{changed: make(chan struct{})} }
+// newEvents returns a hub whose numbers start from the clock, in
+// microseconds: a number a node gave before it restarted is below every
+// one it gives after, so a waiter that asks with it is told it missed
+// some (one event a microsecond is far beyond what a node makes).
+func newEvents() *events {
+	start := uint64(time.Now().UnixMicro())
+	return &events{changed: make(chan struct{}), start: start, last: start}
+}
 
 // emit numbers e, keeps it and wakes every waiter.
 func (h *events) emit(e wire.Event) {
@@ -49,6 +57,9 @@ func (h *events) since(seq uint64) (wire.Events, <-chan struct{}) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	out := wire.Events{Events: []wire.Event{}, Next: h.last}
+	if seq == 0 {
+		seq = h.start // all this node's events
+	}
 	if seq >= h.last {
 		if seq > h.last {
 			out.Missed = true // a number this controller never gave: it restarted
@@ -119,7 +130,8 @@ func (c *Controller) AwaitEvent(ctx context.Context, seq uint64, match func(wire
 }
 
 // stateEventsLocked emits what putting next in force in place of prev
-// says: a change, and the end of a rollout. e is the history entry of a
+// says: a change, and the end of a rollout (also when another took its
+// place: a node that follows may see only the newest of several states). e is the history entry of a
 // change this node made (nil for one it adopted). Called with c.mu held.
 func (c *Controller) stateEventsLocked(prev, next state.State, rev store.Revision, e *store.Entry) {
 	ev := wire.Event{Kind: wire.EventChange, Revision: uint64(rev), Active: next.Active}
@@ -127,8 +139,8 @@ func (c *Controller) stateEventsLocked(prev, next state.State, rev store.Revisio
 		ev.Operation, ev.HistoryID = e.Operation, e.ID
 	}
 	c.events.emit(ev)
-	if prev.Rollout == nil || next.Rollout != nil {
-		return
+	if prev.Rollout == nil || next.Rollout != nil && next.Rollout.To == prev.Rollout.To && next.Rollout.Started.Equal(prev.Rollout.Started) {
+		return // none ran, or the same one runs on
 	}
 	end := wire.Event{Kind: wire.EventRollout, Revision: uint64(rev), Active: next.Active, Slot: prev.Rollout.To, Outcome: "aborted"}
 	if next.Active == prev.Rollout.To && next.WeightOf(next.Active) == 1000 {

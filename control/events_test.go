@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -85,4 +87,70 @@ func TestEventsSayWhenSomeWereMissed(t *testing.T) {
 			t.Fatalf("event %d follows %d", evs.Events[i].Seq, evs.Events[i-1].Seq)
 		}
 	}
+}
+
+// TestEventNumbersAfterARestart: a waiter that asks a restarted node for
+// the events after a number the node gave before it restarted is told it
+// missed some, even once the new node has given as many events.
+func TestEventNumbersAfterARestart(t *testing.T) {
+	ctx := context.Background()
+	before := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	before.waitHealthy(t, "green", 1)
+	if _, err := before.ctrl.Swap(ctx, wire.ChangeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	seq := before.ctrl.LastEvent() // what a waiter took before the restart
+
+	after := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	after.waitHealthy(t, "green", 1)
+	for n := 0; after.ctrl.LastEvent() <= seq; n++ { // as many events as before, and more
+		if n > int(seq)+10 {
+			t.Fatalf("%d swaps and the new node's newest event is %d", n, after.ctrl.LastEvent())
+		}
+		if _, err := after.ctrl.Swap(ctx, wire.ChangeRequest{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	evs, _ := after.ctrl.Events(seq)
+	if !evs.Missed {
+		t.Fatalf("events after %d (given before the restart) from the restarted node: %d events from %d, not missed; want missed", seq, len(evs.Events), evs.Events[0].Seq)
+	}
+}
+
+// TestReplacedRolloutEnds: a node that adopts a state in which another
+// rollout runs in place of the one it had (its watch saw only the newest
+// of several states) says the one it had ended.
+func TestReplacedRolloutEnds(t *testing.T) {
+	f := newFixture(t, []string{slotServer(t, "blue")}, []string{slotServer(t, "green")})
+	f.waitHealthy(t, "green", 1)
+	ctx := context.Background()
+	if _, err := f.ctrl.StartRolloutRequest(ctx, wire.RolloutRequest{To: "green", Steps: []float64{10, 100}, Interval: "1h"}); err != nil {
+		t.Fatal(err)
+	}
+	seq := f.ctrl.LastEvent()
+	// Another node aborted it and began another: one write, as this node
+	// may see it.
+	st, rev, err := f.store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := st.Abort().StartRollout(*st.Rollout, state.Readiness{Healthy: 1, Routable: 1}, false, time.Now().Add(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	newRev, _, err := f.store.CompareAndSwap(ctx, rev, next, store.Entry{Time: time.Now().UTC(), Actor: "node-b", Operation: "rollout", To: "green", Result: store.Applied})
+	if err != nil {
+		t.Fatal(err)
+	}
+	adopted := await(t, f, seq, "the adopted state", func(e wire.Event) bool { return e.Kind == wire.EventChange && e.Revision == uint64(newRev) })
+	evs, _ := f.ctrl.Events(seq)
+	for _, e := range evs.Events {
+		if e.Kind == wire.EventRollout && e.Seq <= adopted.Seq+1 {
+			if e.Slot != "green" || e.Outcome != "aborted" {
+				t.Fatalf("rollout event %+v; want green's first rollout aborted", e)
+			}
+			return
+		}
+	}
+	t.Fatalf("no rollout event when another rollout replaced the running one; events %+v", evs.Events)
 }

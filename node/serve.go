@@ -318,7 +318,8 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		metrics.NewCollector(n.px, n.ctrl, n.sup.restarts, n.version),
 	)
-	return &http.Server{
+	stopping := make(chan struct{})
+	srv := &http.Server{
 		Handler: api.NewHandler(n.ctrl, api.Options{
 			Tokens:       n.tokens,
 			ProtectReads: !n.initial.AdminIsLoopback(),
@@ -329,6 +330,10 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 			Reload:       n.reload,
 			Releases:     releases,
 			Hosts:        n.initial.Admin.Hosts,
+			// Half the admin connections at most: the rest serve
+			// reads and changes while they wait.
+			EventWaiters: max(adminConns(proxy.BudgetFor(descriptorLimit()))/2, 1),
+			Stopping:     stopping,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
 		MaxHeaderBytes:    64 << 10,
@@ -336,7 +341,14 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 		WriteTimeout:      30 * time.Second,
 		IdleTimeout:       60 * time.Second,
 	}
+	var once sync.Once
+	srv.RegisterOnShutdown(func() { once.Do(func() { close(stopping) }) })
+	return srv
 }
+
+// descriptorLimit is how many descriptors the process may open (0:
+// unknown), which bounds the admin API's connections.
+var descriptorLimit = proxy.DescriptorLimit
 
 // listen serves the prod and stage listeners and the admin API; a
 // listener that fails reports to n.errc.
@@ -344,7 +356,7 @@ func (n *node) listen() {
 	// The admin API gets a small share of the descriptors kept in reserve,
 	// so a flood of connections to it cannot starve probes and instance
 	// connections; its silent connections go after ReadHeaderTimeout.
-	adminLn := netutil.LimitListener(n.adminLn, adminConns(proxy.BudgetFor(proxy.DescriptorLimit())))
+	adminLn := netutil.LimitListener(n.adminLn, adminConns(proxy.BudgetFor(descriptorLimit())))
 	go func() { n.errc <- n.px.Serve(route.Prod, n.prodLn) }()
 	go func() { n.errc <- n.px.Serve(route.Stage, n.stageLn) }()
 	go func() {

@@ -372,6 +372,13 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		return "", err
 	}
 	began := time.Now()
+	// The deploy's own rollout: another may take its place (in a
+	// cluster, a node may see only the newest of several states), and
+	// that one is not the deploy's to wait for or to abort.
+	ours := ctrl.RolloutStatus()
+	mine := func(rs wire.RolloutStatus) bool {
+		return rs.Running && ours.Running && rs.To == ours.To && rs.Started.Equal(ours.Started)
+	}
 	var ended *wire.Event // the rollout's end, as the controller told it
 	err = j.waitFor(limit, "the rollout to end", func() (bool, error) {
 		evs, _ := ctrl.Events(seq)
@@ -385,15 +392,19 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		j.mu.Lock()
 		j.p.Rollout = &rs
 		j.mu.Unlock()
-		return !rs.Running, nil
+		return !mine(rs), nil
 	})
 	j.mu.Lock()
 	j.p.Rollout = nil
 	j.mu.Unlock()
 	if err != nil && j.r.ctx.Err() == nil {
 		// Too long: the deploy fails, and a failure during a rollout
-		// aborts it.
-		ctrl.Abort(context.Background(), wire.ChangeRequest{Actor: j.req.Actor, Reason: "deploy " + j.id + ": the rollout did not end within " + limit.String()})
+		// aborts it (its own, and only if nothing changed since the look).
+		rev := ctrl.Status().Revision
+		if mine(ctrl.RolloutStatus()) {
+			ctrl.Abort(context.Background(), wire.ChangeRequest{Actor: j.req.Actor, IfRevision: &rev,
+				Reason: "deploy " + j.id + ": the rollout did not end within " + limit.String()})
+		}
 		return "", fmt.Errorf("%w (its steps' intervals and --timeout): aborted, prod back on %s", err, from)
 	}
 	if err != nil {
@@ -401,14 +412,49 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		// is back; this release ends here.
 		return "", err
 	}
-	if active := ctrl.Status().Active; active != req.Slot {
-		why := "see vipswap history" // ended elsewhere in a cluster, or its event is no longer kept
+	if rs := ctrl.RolloutStatus(); rs.Running { // not the deploy's: it ended
+		why := "see vipswap history"
 		if ended != nil && len(ended.Reasons) > 0 {
 			why = strings.Join(ended.Reasons, "; ")
+		}
+		return "", fmt.Errorf("the rollout to %s was replaced by another (to %s, started %s), which runs on: %s",
+			req.Slot, rs.To, rs.Started.UTC().Format(time.RFC3339), why)
+	}
+	if active := ctrl.Status().Active; active != req.Slot {
+		var why string
+		if ended != nil {
+			why = strings.Join(ended.Reasons, "; ")
+		}
+		if why == "" {
+			// Ended on another node of a cluster (this one adopted the
+			// state: its event carries no history entry), or the event
+			// is no longer kept: the reason is in the history.
+			why = j.abortReason(res.HistoryID)
 		}
 		return "", fmt.Errorf("the rollout to %s was aborted, prod is back on %s: %s", req.Slot, active, why)
 	}
 	return fmt.Sprintf("rollout %s → %s promoted after %s", from, req.Slot, time.Since(began).Round(time.Millisecond)), nil
+}
+
+// abortReason finds why the rollout that history entry since started was
+// aborted, in the newest entries of the history (shared by a cluster's
+// nodes).
+func (j *job) abortReason(since uint64) string {
+	entries, err := j.r.cfg.Controller.History(j.r.ctx, 0, 50)
+	if err != nil {
+		return "see vipswap history"
+	}
+	for _, e := range entries {
+		if e.ID > since && e.Operation == "abort" && e.Result == "applied" {
+			if e.Reason != "" {
+				return e.Reason
+			}
+			if len(e.Changes) > 0 {
+				return strings.Join(e.Changes, "; ")
+			}
+		}
+	}
+	return "see vipswap history"
 }
 
 // keep schedules the old slot's teardown after keep: a slot added at

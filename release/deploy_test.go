@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -148,6 +150,89 @@ var deployCases = []deployCase{
 				return nil
 			})
 			f.sickenAndWait("green") // the canary breaks: the analysis aborts
+		},
+		check: func(t *testing.T, f *fixture, p wire.Progress) {
+			if strings.HasSuffix(p.Error, "see vipswap history") {
+				t.Errorf("error %q; want the analysis's reason for the abort", p.Error)
+			}
+		}, moves: true},
+	// In a cluster a node may see only the newest of several states (its
+	// watch lagged, the read a second found the last): here the
+	// deploy's rollout was aborted and another begun to the same slot.
+	// The deploy's own rollout ended: the deploy ends (it does not wait
+	// for the other, nor abort it when it tires).
+	{name: "switch/another rollout took the deploy's place", step: "switch", want: "the rollout to green was replaced by another",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) {
+			r.Strategy, r.Steps, r.Interval = "rollout", []float64{50, 100}, "1h"
+		}),
+		during: func(t *testing.T, f *fixture, id string) {
+			vstest.WaitFor(t, time.Minute, func() error {
+				if rs := f.ctrl.RolloutStatus(); !rs.Running {
+					return fmt.Errorf("no rollout runs: %+v", rs)
+				}
+				return nil
+			})
+			ctx := context.Background()
+			st, rev, err := f.store.Load(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := *st.Rollout
+			next, err := st.Abort().StartRollout(r, state.Readiness{Healthy: 2, Routable: 2}, false, time.Now().Add(time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := f.store.CompareAndSwap(ctx, rev, next, store.Entry{
+				Time: time.Now().UTC(), Actor: "node-b", Operation: "rollout", To: "green", Result: store.Applied,
+				Changes: []string{"aborted, then started again"},
+			}); err != nil {
+				t.Fatal(err)
+			}
+			f.wait(id)
+			// The other rollout is not the deploy's to end: it runs on
+			// until its owner ends it.
+			if rs := f.ctrl.RolloutStatus(); !rs.Running || rs.To != "green" || !rs.Started.Equal(next.Rollout.Started) {
+				t.Errorf("the other rollout: %+v; want it running still", rs)
+			}
+			if _, err := f.ctrl.Abort(ctx, wire.ChangeRequest{Actor: "node-b"}); err != nil {
+				t.Error(err)
+			}
+			// Green ran the other rollout's canary when the deploy
+			// failed: the deploy left its version alone.
+			v, err := f.look()
+			if err != nil {
+				t.Error(err)
+			}
+			f.moved.Store(&v)
+		},
+		moves: true},
+	// In a cluster the node that drives rollouts may not be the one that
+	// runs the deploy: the abort then arrives through the store, and its
+	// reason is in the history entry that node wrote, not in an event.
+	{name: "switch/the rollout is aborted on another node", step: "switch", want: "node b: the canary's p99 breached",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) {
+			r.Strategy, r.Steps, r.Interval = "rollout", []float64{50, 100}, "1h"
+		}),
+		during: func(t *testing.T, f *fixture, id string) {
+			vstest.WaitFor(t, time.Minute, func() error {
+				if rs := f.ctrl.RolloutStatus(); !rs.Running {
+					return fmt.Errorf("no rollout runs: %+v", rs)
+				}
+				return nil
+			})
+			// Another node aborts: it writes the store, as its controller
+			// would, and this node adopts the state.
+			ctx := context.Background()
+			st, rev, err := f.store.Load(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := f.store.CompareAndSwap(ctx, rev, st.Abort(), store.Entry{
+				Time: time.Now().UTC(), Actor: "node-b", Operation: "abort", From: "green", To: st.Active,
+				Reason: "node b: the canary's p99 breached", Result: store.Applied,
+			}); err != nil {
+				t.Fatal(err)
+			}
 		}, moves: true},
 }
 

@@ -26,7 +26,9 @@ const (
 )
 
 // Event is one thing that happened in the controller. Events are numbered
-// from 1 in the order they happened; a node keeps its newest ones.
+// upward in the order they happened, from a number a node takes from the
+// clock when it starts (so a number given before a restart is below
+// every one given after); a node keeps its newest ones.
 type Event struct {
 	Seq       uint64    `json:"seq"`
 	Time      time.Time `json:"time"`

@@ -196,10 +196,9 @@ func describeErrors(failed, instanceErrors, clientErrors uint64) string {
 // reads the entry when one came or a second passed.
 func waitMeasured(ctx context.Context, c *client.Client, res wire.Change, limit time.Duration, progress io.Writer) (wire.HistoryEntry, error) {
 	var e wire.HistoryEntry
-	seq, err := c.LastEvent(ctx) // taken before the first look: nothing is lost between them
-	if err != nil {
-		return e, err
-	}
+	// Taken before the first look: nothing is lost between them. An older
+	// vipswap has no events: then next looks again in a while.
+	seq, _ := c.LastEvent(ctx)
 	next := func(ctx context.Context) {
 		evs, err := c.Events(ctx, seq, time.Second)
 		if err != nil {
@@ -211,7 +210,7 @@ func waitMeasured(ctx context.Context, c *client.Client, res wire.Change, limit 
 		}
 		seq = evs.Next
 	}
-	_, err = poll(ctx, limit, progress, res.From, next, func(ctx context.Context) (bool, int64, error) {
+	_, err := poll(ctx, limit, progress, res.From, next, func(ctx context.Context) (bool, int64, error) {
 		var err error
 		if e, err = c.Entry(ctx, res.HistoryID); err != nil {
 			return false, -1, err

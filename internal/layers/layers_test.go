@@ -57,6 +57,11 @@ func TestLayers(t *testing.T) {
 		// stands on them alone.
 		"wire":   {},
 		"client": {"wire"},
+		// The request path stands on the routing table alone (and on
+		// its own HTTP/1.1 server and socket errors): no control plane,
+		// no wire types, no store.
+		"proxy":    {"route", "proxy/h1", "internal/sockerr"},
+		"proxy/h1": {},
 		// The ground floors stand on nothing of ours.
 		"route":  {},
 		"state":  {},
@@ -116,6 +121,26 @@ func TestClusterIsBelowTheController(t *testing.T) {
 		for _, banned := range []string{"control", "api", "client", "proxy", "node"} {
 			if d == banned || strings.HasPrefix(d, banned+"/") {
 				t.Errorf("cluster depends on %s; it may depend on none of control, api, client, proxy, node", d)
+			}
+		}
+	}
+}
+
+// TestControlIsBelowItsPlanesAndServer: the controller declares the
+// DataPlane interface that the built-in proxy and the HAProxy driver
+// satisfy and depends on neither, nor on anything that serves or calls
+// its admin API, nor on the releases and the node built on it.
+func TestControlIsBelowItsPlanesAndServer(t *testing.T) {
+	all := deps(t)
+	got, ok := all["control"]
+	if !ok {
+		t.Fatal("no package control")
+	}
+	banned := []string{"proxy", "driver", "api", "client", "release", "node", "cmd"}
+	for _, d := range got {
+		for _, b := range banned {
+			if d == b || strings.HasPrefix(d, b+"/") && !(b == "proxy" && d == "proxy/h1") {
+				t.Errorf("control depends on %s; it may depend on none of %v (the health checker's proxy/h1 aside)", d, banned)
 			}
 		}
 	}
