@@ -246,6 +246,7 @@ func TestDeployFailureLeavesProd(t *testing.T) {
 	start := time.Now()
 	for _, c := range deployCases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each case has its own controller, proxy, store and instances
 			began := time.Now()
 			f := newFixture(t)
 			if c.setup != nil {
@@ -296,5 +297,7 @@ func TestDeployFailureLeavesProd(t *testing.T) {
 			checkEntry(t, f, p, "deploy")
 		})
 	}
-	t.Logf("%d failed deploys in %s", len(deployCases), time.Since(start).Round(time.Millisecond))
+	t.Cleanup(func() { // after the parallel cases
+		t.Logf("%d failed deploys in %s", len(deployCases), time.Since(start).Round(time.Millisecond))
+	})
 }

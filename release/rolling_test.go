@@ -34,6 +34,7 @@ func TestRollingFailureKeepsTheSlotServing(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			t.Parallel() // each case has its own controller, proxy, store and instances
 			began := time.Now()
 			f := newFixture(t)
 			addrs := f.apps.Addrs("blue")
