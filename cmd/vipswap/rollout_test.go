@@ -50,8 +50,10 @@ func rolloutStatus(t *testing.T, sw *switchtest.Switch) wire.RolloutStatus {
 	return st
 }
 
-// TestWeightedSplit (issue 11): at 20 %, 20,000 requests land 20 % ± 1.5 %
-// on the target; at 0 and 100, none and all.
+// TestWeightedSplit (issue 11): at 20 %, 4,000 requests land 20 % ± 1.5 %
+// on the target (the draw is the sequence k·φ, not a coin: any run of
+// draws lands within a few requests of the share, so more requests would
+// prove nothing more); at 0 and 100, none and all.
 func TestWeightedSplit(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
@@ -71,7 +73,7 @@ func TestWeightedSplit(t *testing.T) {
 	if code, out := cli(t, sw, "shift", "--to", "green", "--weight", "20"); code != 0 || !strings.Contains(out, "prod is blue 80%, green 20%") {
 		t.Fatalf("shift: exit %d: %s", code, out)
 	}
-	by := count(20000)
+	by := count(4000)
 	share := float64(by["green"]) / float64(by["green"]+by["blue"])
 	if math.Abs(share-0.20) > 0.015 {
 		t.Fatalf("green got %.2f%% of %d requests, want 20%% ± 1.5%%", share*100, by["green"]+by["blue"])
