@@ -531,7 +531,9 @@ func (c *conn) awaitRequest() bool {
 	lim := c.s.limits()
 	limit := start.Add(lim.IdleTimeout)
 	deadline := limit
-	if c.s.parker != nil {
+	if c.s.parker != nil && c.fd >= 0 {
+		// A connection with no socket of its own to watch (a TLS one)
+		// cannot be parked: it waits its idle time here.
 		deadline = minTime(limit, start.Add(parkAfter))
 	}
 	// The deadline before the state: whoever sees the connection idle

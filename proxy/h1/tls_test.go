@@ -1,0 +1,88 @@
+package h1
+
+import (
+	"bufio"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"math/big"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// selfSigned returns a certificate for 127.0.0.1, valid for an hour.
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// TestIdleTLSConnectionIsKept: a connection h1 cannot park (a TLS one has
+// no socket of its own to watch) waits its idle time in its goroutine; it
+// was closed once the parking window passed, so a kept-alive client met a
+// closed connection on its next request.
+func TestIdleTLSConnectionIsKept(t *testing.T) {
+	s := &Server{Handler: echo, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.init()
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only ends a hung shutdown
+		defer cancel()
+		s.Shutdown(ctx)
+		<-served
+	})
+	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(conn)
+	io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+	read(t, br, "GET")
+	// Idle past the parking window, as the server sees it (or closed).
+	vstest.WaitFor(t, time.Minute, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.conns) == 0 {
+			return nil // closed: the next request tells
+		}
+		for c := range s.conns {
+			if idle := time.Since(time.Unix(0, c.idleSince.Load())); c.state.Load() == stateIdle && idle > 3*parkAfter {
+				return nil
+			}
+		}
+		return fmt.Errorf("the connection has not been idle for %s", 3*parkAfter)
+	})
+	io.WriteString(conn, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := read(t, br, "GET"); !strings.HasPrefix(body, "GET /2") {
+		t.Fatalf("the kept TLS connection answered %q", body)
+	}
+}
