@@ -51,7 +51,9 @@ func TestIdleTLSConnectionIsKept(t *testing.T) {
 	}
 	s.init()
 	served := make(chan error, 1)
-	go func() { served <- s.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})) }()
+	go func() {
+		served <- s.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}))
+	}()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only ends a hung shutdown
 		defer cancel()
