@@ -50,10 +50,9 @@ func TestIdleTLSConnectionIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.init()
+	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
 	served := make(chan error, 1)
-	go func() {
-		served <- s.Serve(tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}))
-	}()
+	go func() { served <- s.Serve(tlsLn) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only ends a hung shutdown
 		defer cancel()
