@@ -133,13 +133,14 @@ func (rq *request) byWeight() *route.Slot {
 }
 
 // affinityCookie is the Set-Cookie value that keeps a client on a slot:
-// value is the slot's signed cookie value (route.Table.AffinityValue).
-func affinityCookie(a Affinity, value string) string {
+// value is the slot's signed cookie value (route.Table.AffinityValue). It
+// is Secure when a.Secure says so or the request came over TLS.
+func affinityCookie(a Affinity, value string, overTLS bool) string {
 	v := a.Cookie + "=" + value + "; Path=/; HttpOnly; SameSite=Lax"
 	if a.MaxAge > 0 {
 		v += "; Max-Age=" + strconv.Itoa(int(a.MaxAge/time.Second))
 	}
-	if a.Secure {
+	if a.Secure || overTLS {
 		v += "; Secure"
 	}
 	return v

@@ -11,13 +11,15 @@ import (
 
 func TestAffinityCookie(t *testing.T) {
 	for _, c := range []struct {
-		a    Affinity
-		want string
+		a       Affinity
+		overTLS bool
+		want    string
 	}{
-		{Affinity{Cookie: "vipswap_slot"}, "vipswap_slot=green; Path=/; HttpOnly; SameSite=Lax"},
-		{Affinity{Cookie: "s", MaxAge: time.Hour, Secure: true}, "s=green; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600; Secure"},
+		{Affinity{Cookie: "vipswap_slot"}, false, "vipswap_slot=green; Path=/; HttpOnly; SameSite=Lax"},
+		{Affinity{Cookie: "s", MaxAge: time.Hour, Secure: true}, false, "s=green; Path=/; HttpOnly; SameSite=Lax; Max-Age=3600; Secure"},
+		{Affinity{Cookie: "vipswap_slot"}, true, "vipswap_slot=green; Path=/; HttpOnly; SameSite=Lax; Secure"},
 	} {
-		if got := affinityCookie(c.a, "green"); got != c.want {
+		if got := affinityCookie(c.a, "green", c.overTLS); got != c.want {
 			t.Errorf("affinityCookie(%+v) = %q, want %q", c.a, got, c.want)
 		}
 	}

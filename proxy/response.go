@@ -30,7 +30,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	}
 	if rq.setCookie != "" {
 		if v := rq.table.AffinityValue(rq.setCookie); v != "" {
-			out["Set-Cookie"] = append(out["Set-Cookie"], affinityCookie(rq.o.Affinity, v))
+			out["Set-Cookie"] = append(out["Set-Cookie"], affinityCookie(rq.o.Affinity, v, r.TLS != nil))
 		}
 	}
 	if len(resp.Trailer) > 0 {

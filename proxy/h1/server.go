@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -368,6 +369,19 @@ type conn struct {
 	fresh    bool
 	rd       connReader  // what br reads through
 	released atomic.Bool // its slot and client count were given back
+	tls      *tls.ConnectionState
+}
+
+// tlsState returns the TLS connection's state (nil for cleartext), read
+// once: the handshake is over by the first request's head.
+func (c *conn) tlsState() *tls.ConnectionState {
+	if c.tls == nil {
+		if tc, ok := c.nc.(*tls.Conn); ok {
+			st := tc.ConnectionState()
+			c.tls = &st
+		}
+	}
+	return c.tls
 }
 
 // connReader is what a connection's bufio.Reader reads from. While a
@@ -510,6 +524,7 @@ func (c *conn) serve() {
 			c.refuse(err)
 			return
 		}
+		req.TLS = c.tlsState()
 		c.fresh = false
 		if req.ContentLength != 0 {
 			c.rd.startBody() // each piece of body gets BodyReadTimeout

@@ -13,6 +13,7 @@ import (
 	"io"
 	"math/big"
 	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -44,7 +45,16 @@ func selfSigned(t *testing.T) tls.Certificate {
 // was closed once the parking window passed, so a kept-alive client met a
 // closed connection on its next request.
 func TestIdleTLSConnectionIsKept(t *testing.T) {
-	s := &Server{Handler: echo, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
+	tlsVersion := make(chan uint16, 2)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.TLS != nil {
+			tlsVersion <- r.TLS.Version
+		} else {
+			tlsVersion <- 0
+		}
+		echo.ServeHTTP(w, r)
+	})
+	s := &Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -85,5 +95,12 @@ func TestIdleTLSConnectionIsKept(t *testing.T) {
 	io.WriteString(conn, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
 	if _, body := read(t, br, "GET"); !strings.HasPrefix(body, "GET /2") {
 		t.Fatalf("the kept TLS connection answered %q", body)
+	}
+	// The handler sees the connection's TLS state (X-Forwarded-Proto:
+	// https, a Secure affinity cookie).
+	for i := range 2 {
+		if v := <-tlsVersion; v < tls.VersionTLS12 {
+			t.Fatalf("request %d: the handler saw TLS version %#x, want the connection's", i+1, v)
+		}
 	}
 }
