@@ -137,12 +137,42 @@ type History struct {
 	MaxAge time.Duration `yaml:"max_age"`
 }
 
-// Listeners are the two front-door addresses.
+// Listeners are the two front doors.
 type Listeners struct {
 	// Prod follows the active slot. Default 127.0.0.1:8080.
-	Prod string `yaml:"prod"`
+	Prod Listener `yaml:"prod"`
 	// Stage follows the standby slot. Default 127.0.0.1:8081.
-	Stage string `yaml:"stage"`
+	Stage Listener `yaml:"stage"`
+}
+
+// Listener is one front door. The configuration gives it as an address
+// ("127.0.0.1:8080") or as a mapping with the address and its TLS.
+type Listener struct {
+	// Addr is host:port.
+	Addr string `yaml:"addr"`
+	// TLS, when set, makes the listener speak HTTPS.
+	TLS *ListenerTLS `yaml:"tls"`
+}
+
+// String returns the listener's address, and says when it speaks TLS.
+func (l Listener) String() string {
+	if l.TLS != nil {
+		return l.Addr + " (TLS)"
+	}
+	return l.Addr
+}
+
+// ListenerTLS is a listener's TLS.
+type ListenerTLS struct {
+	// Certs are the certificates it serves, each chosen by the name a
+	// client asks for (SNI); the first is the default.
+	Certs []CertFiles `yaml:"certs"`
+}
+
+// CertFiles names a certificate chain and its private key, PEM files.
+type CertFiles struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Health configures active health probes.
@@ -369,7 +399,7 @@ func Default() *Config {
 	return &Config{
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
 		State:     Store{Path: "vipswap.db", History: History{MaxEntries: 10000, MaxAge: 720 * time.Hour}},
-		Listeners: Listeners{Prod: "127.0.0.1:8080", Stage: "127.0.0.1:8081"},
+		Listeners: Listeners{Prod: Listener{Addr: "127.0.0.1:8080"}, Stage: Listener{Addr: "127.0.0.1:8081"}},
 		Log:       Log{Format: "text", Level: "info", AccessSample: 1},
 		Measure:   Measure{Before: 5 * time.Second, After: 5 * time.Second, Limit: 5 * time.Minute},
 		Analysis:  Analysis{Window: 10 * time.Second, MinRequests: 100, MaxErrorRate: 0.01},

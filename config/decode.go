@@ -39,6 +39,13 @@ func Load(path string) (*Config, error) {
 	c.State.Path = resolve(dir, c.State.Path)
 	c.Admin.TokenFile = resolve(dir, c.Admin.TokenFile)
 	c.Affinity.KeyFile = resolve(dir, c.Affinity.KeyFile)
+	for _, l := range []*Listener{&c.Listeners.Prod, &c.Listeners.Stage} {
+		if l.TLS != nil {
+			for i := range l.TLS.Certs {
+				l.TLS.Certs[i].Cert, l.TLS.Certs[i].Key = resolve(dir, l.TLS.Certs[i].Cert), resolve(dir, l.TLS.Certs[i].Key)
+			}
+		}
+	}
 	if h := c.HAProxy; h != nil && (strings.HasPrefix(h.Socket, ".") || !strings.Contains(h.Socket, ":")) {
 		h.Socket = resolve(dir, h.Socket)
 	}
@@ -103,6 +110,9 @@ func join(path, key string) string {
 }
 
 // decode stores n into v, recording each key's line and every problem.
+// listenerType is decoded from an address or a mapping.
+var listenerType = reflect.TypeFor[Listener]()
+
 func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
@@ -123,6 +133,8 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 			return
 		}
 		v.SetInt(int64(dur))
+	case v.Type() == listenerType && n.Kind == yaml.ScalarNode:
+		v.Set(reflect.ValueOf(Listener{Addr: n.Value})) // the short form: an address
 	case v.Kind() == reflect.Pointer:
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))

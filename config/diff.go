@@ -139,6 +139,10 @@ func flatten(v reflect.Value, path string) map[string]string {
 				f = f.Elem()
 			}
 		}
+		if l, ok := f.Interface().(Listener); ok && l.TLS == nil {
+			out[key] = l.Addr // the short form: listeners.prod: ADDR
+			continue
+		}
 		if f.Kind() == reflect.Struct && f.Type() != durationType {
 			for k, s := range flatten(f, key) {
 				out[k] = s

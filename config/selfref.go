@@ -19,8 +19,8 @@ const lookupTimeout = 2 * time.Second
 // port when they start and cannot collide with a configured one.
 func (v *validator) selfReferences() {
 	own := map[string]string{
-		"listeners.prod":  v.c.Listeners.Prod,
-		"listeners.stage": v.c.Listeners.Stage,
+		"listeners.prod":  v.c.Listeners.Prod.Addr,
+		"listeners.stage": v.c.Listeners.Stage.Addr,
 		"admin.listen":    v.c.Admin.Listen,
 	}
 	for _, name := range v.c.SlotOrder {

@@ -68,8 +68,8 @@ func (c *Config) Validate() error {
 			v.fail(fmt.Sprintf("admin.hosts[%d]", i), fmt.Sprintf("want a host name without port or wildcard (such as vipswap.example.com), got %q", h))
 		}
 	}
-	v.addr("listeners.prod", c.Listeners.Prod)
-	v.addr("listeners.stage", c.Listeners.Stage)
+	v.listener("listeners.prod", c.Listeners.Prod)
+	v.listener("listeners.stage", c.Listeners.Stage)
 	if c.State.Path == "" {
 		v.fail("state.path", "must name a file")
 	}
@@ -231,6 +231,24 @@ func (v *validator) atLeastOne(key string, n int) {
 }
 
 // addr checks that a is host:port and not used by another key.
+// listener checks a listener's address and that its TLS names files; the
+// files are read by LoadCertificates.
+func (v *validator) listener(key string, l Listener) {
+	v.addr(key, l.Addr)
+	if l.TLS == nil {
+		return
+	}
+	if len(l.TLS.Certs) == 0 {
+		v.fail(key+".tls.certs", "want at least one certificate: {cert: FILE, key: FILE}")
+	}
+	for i, c := range l.TLS.Certs {
+		k := fmt.Sprintf("%s.tls.certs[%d]", key, i)
+		if c.Cert == "" || c.Key == "" {
+			v.fail(k, "want both cert (the PEM chain) and key (its private key)")
+		}
+	}
+}
+
 func (v *validator) addr(key, a string) {
 	host, port, err := net.SplitHostPort(a)
 	if err != nil {

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -153,6 +154,25 @@ func (n *node) open() error {
 	return nil
 }
 
+// listenerTLS is a TLS listener's configuration: TLS 1.2 and 1.3; for 1.2
+// only ECDHE with AES-GCM or ChaCha20-Poly1305, as in Mozilla's
+// "intermediate" profile (1.3's suites are all of that kind); the
+// certificate a client asks for by name (SNI) or else the first; HTTP/1.1
+// by ALPN. Session tickets are on, their keys made and rotated by the
+// process.
+func listenerTLS(certs []tls.Certificate) *tls.Config {
+	return &tls.Config{
+		Certificates: certs,
+		MinVersion:   tls.VersionTLS12,
+		CipherSuites: []uint16{
+			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+		},
+		NextProtos: []string{"http/1.1"},
+	}
+}
+
 // bind binds every address before anything starts, so a taken port fails
 // fast and leaves nothing behind.
 func (n *node) bind() error {
@@ -164,11 +184,25 @@ func (n *node) bind() error {
 		n.onClose(func() { ln.Close() })
 		return ln, nil
 	}
+	front := func(name string, l config.Listener) (net.Listener, error) {
+		var certs []tls.Certificate
+		if l.TLS != nil { // read before binding: a bad certificate leaves nothing behind
+			var err error
+			if certs, err = config.LoadCertificates(name, l.TLS); err != nil {
+				return nil, err
+			}
+		}
+		ln, err := bind(name, l.Addr)
+		if err != nil || l.TLS == nil {
+			return ln, err
+		}
+		return tls.NewListener(ln, listenerTLS(certs)), nil
+	}
 	var err error
-	if n.prodLn, err = bind("listeners.prod", n.initial.Listeners.Prod); err != nil {
+	if n.prodLn, err = front("listeners.prod", n.initial.Listeners.Prod); err != nil {
 		return err
 	}
-	if n.stageLn, err = bind("listeners.stage", n.initial.Listeners.Stage); err != nil {
+	if n.stageLn, err = front("listeners.stage", n.initial.Listeners.Stage); err != nil {
 		return err
 	}
 	n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen)

@@ -43,6 +43,13 @@ func checkConfig(w io.Writer, path string) error {
 			return err
 		}
 	}
+	for i, l := range []config.Listener{cfg.Listeners.Prod, cfg.Listeners.Stage} {
+		if l.TLS != nil {
+			if _, err := config.LoadCertificates([]string{"listeners.prod", "listeners.stage"}[i], l.TLS); err != nil {
+				return err
+			}
+		}
+	}
 	var slots []string
 	for _, name := range cfg.SlotOrder {
 		s := cfg.Slots[name]

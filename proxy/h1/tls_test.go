@@ -3,42 +3,18 @@ package h1
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/tlstest"
 	"github.com/vipswap/vipswap/internal/vstest"
 )
-
-// selfSigned returns a certificate for 127.0.0.1, valid for an hour.
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
 
 // TestIdleTLSConnectionIsKept: a connection h1 cannot park (a TLS one has
 // no socket of its own to watch) waits its idle time in its goroutine; it
@@ -60,7 +36,7 @@ func TestIdleTLSConnectionIsKept(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.init()
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}})
+	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(tlsLn) }()
 	t.Cleanup(func() {

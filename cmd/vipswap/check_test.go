@@ -1,0 +1,47 @@
+package main
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/tlstest"
+)
+
+// TestCheckRefusesBadCertificates: vipswap check reads a TLS listener's
+// certificates as serve would, and names the one it refuses on one line.
+func TestCheckRefusesBadCertificates(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	tlstest.Valid(t, dir, "good.example")
+	tlstest.New(t, dir, "old.example", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	write := func(cert string) string {
+		path := filepath.Join(dir, "vipswap.yaml")
+		text := `listeners:
+  prod:
+    addr: 127.0.0.1:8443
+    tls:
+      certs:
+        - {cert: ` + cert + `.crt, key: ` + cert + `.key}
+  stage: 127.0.0.1:8081
+slots:
+  blue: {instances: [127.0.0.1:9001]}
+  green: {instances: [127.0.0.1:9002]}
+`
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	var out strings.Builder
+	if err := checkConfig(&out, write("good.example")); err != nil || !strings.Contains(out.String(), "prod 127.0.0.1:8443 (TLS)") {
+		t.Fatalf("check with a good certificate: %v\n%s", err, out.String())
+	}
+	err := checkConfig(io.Discard, write("old.example"))
+	if err == nil || !strings.Contains(err.Error(), "listeners.prod.tls.certs[0]:") || !strings.Contains(err.Error(), "expired on") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("check with an expired certificate: %v; want one line naming it", err)
+	}
+}

@@ -1,0 +1,73 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+)
+
+// maxCertFile bounds a certificate or key file: a chain of a few
+// certificates is a few KiB.
+const maxCertFile = 1 << 20
+
+// LoadCertificates reads a TLS listener's certificates (key names it in
+// errors, such as listeners.prod): each chain must parse, match its key
+// and be valid now. The first is the default; the others are chosen by the
+// name a client asks for.
+func LoadCertificates(key string, t *ListenerTLS) ([]tls.Certificate, error) {
+	var out []tls.Certificate
+	for i, c := range t.Certs {
+		k := fmt.Sprintf("%s.tls.certs[%d]", key, i)
+		certPEM, err := readBounded(c.Cert)
+		if err != nil {
+			return nil, fmt.Errorf("%s.cert: %w", k, err)
+		}
+		keyPEM, err := readBounded(c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("%s.key: %w", k, err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s and %s: %v", k, c.Cert, c.Key, err)
+		}
+		leaf := pair.Leaf
+		if leaf == nil {
+			if leaf, err = x509.ParseCertificate(pair.Certificate[0]); err != nil {
+				return nil, fmt.Errorf("%s: %s: %v", k, c.Cert, err)
+			}
+			pair.Leaf = leaf
+		}
+		now := time.Now()
+		switch {
+		case now.After(leaf.NotAfter):
+			return nil, fmt.Errorf("%s: %s expired on %s", k, c.Cert, leaf.NotAfter.UTC().Format(time.DateTime))
+		case now.Before(leaf.NotBefore):
+			return nil, fmt.Errorf("%s: %s is not valid before %s", k, c.Cert, leaf.NotBefore.UTC().Format(time.DateTime))
+		}
+		out = append(out, pair)
+	}
+	return out, nil
+}
+
+// readBounded reads a file of at most maxCertFile bytes.
+func readBounded(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() || st.Size() > maxCertFile {
+		return nil, fmt.Errorf("%s: want a regular file of at most %d bytes", path, maxCertFile)
+	}
+	buf := make([]byte, st.Size())
+	if _, err := f.ReadAt(buf, 0); err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return buf, nil
+}

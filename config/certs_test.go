@@ -1,0 +1,80 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/tlstest"
+)
+
+// TestListenerForms: a listener is an address or a mapping with its TLS;
+// both forms parse, relative certificate paths are the configuration
+// file's, and a TLS block without a certificate is refused by key.
+func TestListenerForms(t *testing.T) {
+	dir := t.TempDir()
+	text := strings.Replace(valid, "  prod: 127.0.0.1:8080\n",
+		"  prod:\n    addr: 127.0.0.1:8443\n    tls:\n      certs:\n        - {cert: certs/a.crt, key: certs/a.key}\n", 1)
+	path := filepath.Join(dir, "vipswap.yaml")
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listeners.Prod.Addr != "127.0.0.1:8443" || c.Listeners.Stage.Addr != "127.0.0.1:8081" || c.Listeners.Stage.TLS != nil {
+		t.Fatalf("listeners %+v", c.Listeners)
+	}
+	if got := c.Listeners.Prod.TLS.Certs[0]; got.Cert != filepath.Join(dir, "certs/a.crt") || got.Key != filepath.Join(dir, "certs/a.key") {
+		t.Fatalf("certificate files %+v, want them next to the configuration", got)
+	}
+	for _, c := range []struct{ block, want string }{
+		{"  prod:\n    addr: 127.0.0.1:8443\n    tls: {certs: []}\n", "listeners.prod.tls.certs: want at least one certificate"},
+		{"  prod:\n    addr: 127.0.0.1:8443\n    tls: {certs: [{cert: a.crt}]}\n", "listeners.prod.tls.certs[0]: want both cert"},
+		{"  prod:\n    addr: nowhere\n", "listeners.prod: invalid address"},
+		{"  prod:\n    addr: 127.0.0.1:8443\n    tls: {cert: a.crt}\n", "listeners.prod.tls.cert: unknown key"},
+	} {
+		_, err := Parse("t.yaml", []byte(strings.Replace(valid, "  prod: 127.0.0.1:8080\n", c.block, 1)))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: got %v, want %q", c.block, err, c.want)
+		}
+	}
+}
+
+// TestLoadCertificates: a certificate is refused with a one-line reason
+// naming its key when it is missing, expired, not yet valid, or does not
+// match its key; a good one loads, its leaf parsed.
+func TestLoadCertificates(t *testing.T) {
+	dir := t.TempDir()
+	good := tlstest.Valid(t, dir, "127.0.0.1")
+	other := tlstest.Valid(t, dir, "localhost")
+	now := time.Now()
+	expired := tlstest.New(t, dir, "expired.example", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	early := tlstest.New(t, dir, "early.example", now.Add(time.Hour), now.Add(2*time.Hour))
+	garbage := filepath.Join(dir, "garbage.crt")
+	os.WriteFile(garbage, []byte("not a certificate"), 0o600)
+	certs, err := LoadCertificates("listeners.prod", &ListenerTLS{Certs: []CertFiles{{good.CertFile, good.KeyFile}, {other.CertFile, other.KeyFile}}})
+	if err != nil || len(certs) != 2 || certs[0].Leaf == nil || certs[1].Leaf.Subject.CommonName != "localhost" {
+		t.Fatalf("good certificates: %v, %d loaded", err, len(certs))
+	}
+	for _, c := range []struct {
+		files CertFiles
+		want  string
+	}{
+		{CertFiles{filepath.Join(dir, "nope.crt"), good.KeyFile}, "listeners.prod.tls.certs[0].cert: open"},
+		{CertFiles{good.CertFile, filepath.Join(dir, "nope.key")}, "listeners.prod.tls.certs[0].key: open"},
+		{CertFiles{expired.CertFile, expired.KeyFile}, "expired on"},
+		{CertFiles{early.CertFile, early.KeyFile}, "is not valid before"},
+		{CertFiles{good.CertFile, other.KeyFile}, "private key does not match public key"},
+		{CertFiles{garbage, good.KeyFile}, "listeners.prod.tls.certs[0]:"},
+		{CertFiles{dir, good.KeyFile}, "want a regular file"},
+	} {
+		_, err := LoadCertificates("listeners.prod", &ListenerTLS{Certs: []CertFiles{c.files}})
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%+v: got %v, want one line with %q", c.files, err, c.want)
+		}
+	}
+}

@@ -1,0 +1,194 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/config"
+	"github.com/vipswap/vipswap/internal/tlstest"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/slotapp"
+	"github.com/vipswap/vipswap/wire"
+)
+
+// protoInstance answers the probe contract for slot, and every other
+// request with "slot PROTO", PROTO being the X-Forwarded-Proto it got.
+func protoInstance(t *testing.T, slot string) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /api/ping", slotapp.Ping(slot))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, slot+" "+r.Header.Get("X-Forwarded-Proto"))
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
+}
+
+// tlsConfig writes a configuration whose prod listener speaks TLS with
+// these certificate files, relative to dir.
+func tlsConfig(t *testing.T, dir string, certs [][2]string, slots ...string) string {
+	t.Helper()
+	path := writeConfig(t, dir, slots...)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list []string
+	for _, c := range certs {
+		list = append(list, fmt.Sprintf("        - {cert: %s, key: %s}\n", c[0], c[1]))
+	}
+	text := strings.Replace(string(raw), "  prod: 127.0.0.1:0\n",
+		"  prod:\n    addr: 127.0.0.1:0\n    tls:\n      certs:\n"+strings.Join(list, ""), 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestTLSListener: prod speaks HTTPS with the certificate a client asks
+// for by name (the first one otherwise); the instances are told the
+// request came over https; swaps under HTTPS load fail no request.
+func TestTLSListener(t *testing.T) {
+	dir := t.TempDir()
+	ip := tlstest.Valid(t, dir, "127.0.0.1")
+	named := tlstest.Valid(t, dir, "localhost")
+	path := tlsConfig(t, dir, [][2]string{{"127.0.0.1.crt", "127.0.0.1.key"}, {"localhost.crt", "localhost.key"}},
+		staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	n, _ := startNode(t, path)
+	roots := x509.NewCertPool()
+	roots.AddCert(ip.X509)
+	roots.AddCert(named.X509)
+	addr := n.prodLn.Addr().String()
+
+	for _, c := range []struct{ serverName, want string }{{"", "127.0.0.1"}, {"localhost", "localhost"}} {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: roots, ServerName: c.serverName})
+		if err != nil {
+			t.Fatalf("TLS to prod asking for %q: %v", c.serverName, err)
+		}
+		got := conn.ConnectionState().PeerCertificates[0].Subject.CommonName
+		conn.Close()
+		if got != c.want {
+			t.Fatalf("asking for %q, prod served %q, want %q", c.serverName, got, c.want)
+		}
+	}
+
+	for what, c := range map[string]*tls.Config{
+		"TLS 1.1":         {RootCAs: roots, MaxVersion: tls.VersionTLS11},
+		"a CBC suite":     {RootCAs: roots, MaxVersion: tls.VersionTLS12, CipherSuites: []uint16{tls.TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA}},
+		"an unknown name": {RootCAs: roots, ServerName: "elsewhere.example"}, // served the default, which the client refuses
+	} {
+		if conn, err := tls.Dial("tcp", addr, c); err == nil {
+			conn.Close()
+			t.Fatalf("a client offering %s was served", what)
+		}
+	}
+
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: time.Minute}
+	defer client.CloseIdleConnections()
+	url := "https://" + addr + "/"
+	getTLS := func() (string, error) {
+		resp, err := client.Get(url)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err == nil && resp.StatusCode != 200 {
+			err = fmt.Errorf("%s: %s", resp.Status, body)
+		}
+		return string(body), err
+	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		got, err := getTLS()
+		if err == nil && got != "blue https" {
+			err = fmt.Errorf("answered %q, want blue https", got)
+		}
+		return err
+	})
+	// The stage listener stays cleartext.
+	if got, err := get(listenerURL(n.stageLn)); err != nil || got != "green http" {
+		t.Fatalf("stage answered %q, %v; want green http", got, err)
+	}
+
+	var failed, served atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := getTLS(); err != nil {
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+				} else {
+					served.Add(1)
+				}
+			}
+		})
+	}
+	for i := range 6 {
+		before := served.Load()
+		vstest.WaitFor(t, time.Minute, func() error {
+			if served.Load() < before+50 {
+				return fmt.Errorf("only %d HTTPS requests served", served.Load())
+			}
+			return nil
+		})
+		if _, err := n.ctrl.Swap(context.Background(), wire.ChangeRequest{Reason: fmt.Sprintf("swap %d over TLS", i+1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	t.Logf("6 swaps under HTTPS load: %d served, %d failed", served.Load(), failed.Load())
+	if failed.Load() != 0 {
+		t.Fatalf("%d HTTPS requests failed across the swaps, first: %v", failed.Load(), firstErr.Load())
+	}
+}
+
+// TestBadCertificateStartsNothing: a node whose certificate has expired
+// does not start, says why on one line, and leaves the address free.
+func TestBadCertificateStartsNothing(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	tlstest.New(t, dir, "127.0.0.1", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	path := tlsConfig(t, dir, [][2]string{{"127.0.0.1.crt", "127.0.0.1.key"}}, staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &vstest.Buffer{}
+	logs, log := newLogSwitch(cfg.Log, out)
+	n := newNode(Setup{Path: path, Config: cfg, Stderr: out, Version: "test"}, logs, log)
+	defer n.close()
+	err = n.open()
+	if err == nil || !strings.Contains(err.Error(), "listeners.prod.tls.certs[0]: "+filepath.Join(dir, "127.0.0.1.crt")+" expired on") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("open with an expired certificate: %v; want one line naming it", err)
+	}
+	if n.prodLn != nil || n.stageLn != nil {
+		t.Fatal("a listener was bound though the certificate was refused")
+	}
+}
