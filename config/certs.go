@@ -53,6 +53,13 @@ func LoadCertificates(key string, t *ListenerTLS) ([]tls.Certificate, error) {
 
 // readBounded reads a file of at most maxCertFile bytes.
 func readBounded(path string) ([]byte, error) {
+	// Looked at before it is opened: opening a FIFO would wait for a
+	// writer, and a device may never end.
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: want a regular file of at most %d bytes", path, maxCertFile)
+	}
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err

@@ -54,6 +54,9 @@ func TestLoadCertificates(t *testing.T) {
 	now := time.Now()
 	expired := tlstest.New(t, dir, "expired.example", now.Add(-2*time.Hour), now.Add(-time.Hour))
 	early := tlstest.New(t, dir, "early.example", now.Add(time.Hour), now.Add(2*time.Hour))
+	fifo := makeFIFO(t, dir)
+	big := filepath.Join(dir, "big.crt")
+	os.WriteFile(big, make([]byte, maxCertFile+1), 0o600)
 	garbage := filepath.Join(dir, "garbage.crt")
 	os.WriteFile(garbage, []byte("not a certificate"), 0o600)
 	certs, err := LoadCertificates("listeners.prod", &ListenerTLS{Certs: []CertFiles{{good.CertFile, good.KeyFile}, {other.CertFile, other.KeyFile}}})
@@ -64,14 +67,20 @@ func TestLoadCertificates(t *testing.T) {
 		files CertFiles
 		want  string
 	}{
-		{CertFiles{filepath.Join(dir, "nope.crt"), good.KeyFile}, "listeners.prod.tls.certs[0].cert: open"},
-		{CertFiles{good.CertFile, filepath.Join(dir, "nope.key")}, "listeners.prod.tls.certs[0].key: open"},
+		{CertFiles{filepath.Join(dir, "nope.crt"), good.KeyFile}, "listeners.prod.tls.certs[0].cert: stat "},
+		{CertFiles{good.CertFile, filepath.Join(dir, "nope.key")}, "listeners.prod.tls.certs[0].key: stat "},
 		{CertFiles{expired.CertFile, expired.KeyFile}, "expired on"},
 		{CertFiles{early.CertFile, early.KeyFile}, "is not valid before"},
 		{CertFiles{good.CertFile, other.KeyFile}, "private key does not match public key"},
 		{CertFiles{garbage, good.KeyFile}, "listeners.prod.tls.certs[0]:"},
 		{CertFiles{dir, good.KeyFile}, "want a regular file"},
+		{CertFiles{good.CertFile, "/dev/zero"}, "want a regular file"},
+		{CertFiles{fifo, good.KeyFile}, "want a regular file"}, // opening it would wait for a writer
+		{CertFiles{big, good.KeyFile}, "at most 1048576 bytes"},
 	} {
+		if c.files.Cert == "" {
+			continue
+		}
 		_, err := LoadCertificates("listeners.prod", &ListenerTLS{Certs: []CertFiles{c.files}})
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%+v: got %v, want one line with %q", c.files, err, c.want)
