@@ -67,6 +67,9 @@ var (
 	refusedDesc = prometheus.NewDesc("vipswap_client_connections_refused_total",
 		"Client connections closed at once because their client held max_connections_per_client.",
 		[]string{"listener"}, nil)
+	certExpiryDesc = prometheus.NewDesc("vipswap_certificate_expiry_timestamp_seconds",
+		"When a certificate a TLS listener serves expires, in seconds since the Unix epoch; index 0 is the listener's default, name its first name.",
+		[]string{"listener", "index", "name"}, nil)
 	inFlightDesc = prometheus.NewDesc("vipswap_in_flight_requests",
 		"Requests in flight on an instance.",
 		[]string{"listener", "slot", "instance"}, nil)
@@ -142,7 +145,7 @@ func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, storeUpDesc, notAppliedDesc, drivesDesc, revisionDesc,
 		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
 		buildDesc, startDesc, rolloutStepDesc, rolloutPausedDesc, rolloutVerdictDesc, rolloutJudgementsDesc,
-		rolloutErrorRateDesc, rolloutP99Desc} {
+		rolloutErrorRateDesc, rolloutP99Desc, certExpiryDesc} {
 		ch <- d
 	}
 }
@@ -176,6 +179,15 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	st := m.ctrl.Status()
+	for _, ls := range st.Listeners {
+		for i, c := range ls.TLS {
+			name := ""
+			if len(c.Names) > 0 {
+				name = c.Names[0]
+			}
+			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(c.NotAfter.Unix()), ls.Name, strconv.Itoa(i), name)
+		}
+	}
 	for _, s := range st.Slots {
 		ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, boolValue(s.Name == st.Active), s.Name)
 		for _, ls := range st.Listeners {

@@ -2,7 +2,9 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/vipswap/vipswap/config"
@@ -13,6 +15,7 @@ import (
 	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // This file turns the configuration into what the controller and the
@@ -170,4 +173,24 @@ func requestBuffer(n int) int {
 		return -1
 	}
 	return n
+}
+
+// certificateStatus says what a TLS listener serves, for status: each
+// certificate's names and expiry, the default first; nil for none.
+func certificateStatus(certs []tls.Certificate) []wire.CertificateStatus {
+	var out []wire.CertificateStatus
+	for _, c := range certs {
+		if c.Leaf == nil {
+			continue
+		}
+		names := slices.Clone(c.Leaf.DNSNames)
+		for _, ip := range c.Leaf.IPAddresses {
+			names = append(names, ip.String())
+		}
+		if len(names) == 0 && c.Leaf.Subject.CommonName != "" {
+			names = []string{c.Leaf.Subject.CommonName}
+		}
+		out = append(out, wire.CertificateStatus{Names: names, NotAfter: c.Leaf.NotAfter.UTC()})
+	}
+	return out
 }

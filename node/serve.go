@@ -44,6 +44,7 @@ type node struct {
 
 	affinityKey              []byte
 	prodLn, stageLn, adminLn net.Listener
+	certs                    [2][]tls.Certificate // what the TLS listeners serve (prod, stage)
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
@@ -184,11 +185,10 @@ func (n *node) bind() error {
 		n.onClose(func() { ln.Close() })
 		return ln, nil
 	}
-	front := func(name string, l config.Listener) (net.Listener, error) {
-		var certs []tls.Certificate
+	front := func(name string, l config.Listener, certs *[]tls.Certificate) (net.Listener, error) {
 		if l.TLS != nil { // read before binding: a bad certificate leaves nothing behind
 			var err error
-			if certs, err = config.LoadCertificates(name, l.TLS); err != nil {
+			if *certs, err = config.LoadCertificates(name, l.TLS); err != nil {
 				return nil, err
 			}
 		}
@@ -196,13 +196,13 @@ func (n *node) bind() error {
 		if err != nil || l.TLS == nil {
 			return ln, err
 		}
-		return tls.NewListener(ln, listenerTLS(certs)), nil
+		return tls.NewListener(ln, listenerTLS(*certs)), nil
 	}
 	var err error
-	if n.prodLn, err = front("listeners.prod", n.initial.Listeners.Prod); err != nil {
+	if n.prodLn, err = front("listeners.prod", n.initial.Listeners.Prod, &n.certs[route.Prod]); err != nil {
 		return err
 	}
-	if n.stageLn, err = front("listeners.stage", n.initial.Listeners.Stage); err != nil {
+	if n.stageLn, err = front("listeners.stage", n.initial.Listeners.Stage, &n.certs[route.Stage]); err != nil {
 		return err
 	}
 	n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen)
@@ -308,27 +308,28 @@ func (n *node) startController(ctx context.Context) error {
 		"admin.listen":    n.adminLn.Addr().String(),
 	}
 	ctrl, err := control.New(ctx, control.Config{
-		Slots:       slotsOf(cfg, n.sup.current()),
-		Active:      cfg.Active,
-		Store:       n.st,
-		LocalCopy:   n.st.localCopy(),
-		Node:        name,
-		Leading:     leading,
-		Health:      healthConfig(cfg, n.log, n.probe),
-		Planes:      planes,
-		Listeners:   [2]string{own["listeners.prod"], own["listeners.stage"]},
-		Counts:      counts,
-		Failed:      n.px.Failed,
-		OnSlots:     n.sup.keepSlots,
-		Launcher:    n.sup,
-		Measure:     measureConfig(cfg),
-		Analysis:    analysisConfig(cfg),
-		AffinityKey: n.affinityKey,
-		Plans:       plansOf(cfg),
-		Routes:      routesOf(cfg),
-		AllowRun:    cfg.Admin.AllowRun,
-		Own:         func(addr string) string { return config.Loops(addr, own) },
-		Logger:      n.log,
+		Slots:        slotsOf(cfg, n.sup.current()),
+		Active:       cfg.Active,
+		Store:        n.st,
+		LocalCopy:    n.st.localCopy(),
+		Node:         name,
+		Leading:      leading,
+		Health:       healthConfig(cfg, n.log, n.probe),
+		Planes:       planes,
+		Listeners:    [2]string{own["listeners.prod"], own["listeners.stage"]},
+		Certificates: [2][]wire.CertificateStatus{certificateStatus(n.certs[route.Prod]), certificateStatus(n.certs[route.Stage])},
+		Counts:       counts,
+		Failed:       n.px.Failed,
+		OnSlots:      n.sup.keepSlots,
+		Launcher:     n.sup,
+		Measure:      measureConfig(cfg),
+		Analysis:     analysisConfig(cfg),
+		AffinityKey:  n.affinityKey,
+		Plans:        plansOf(cfg),
+		Routes:       routesOf(cfg),
+		AllowRun:     cfg.Admin.AllowRun,
+		Own:          func(addr string) string { return config.Loops(addr, own) },
+		Logger:       n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", n.st.where(cfg), err)

@@ -101,6 +101,26 @@ func TestTLSListener(t *testing.T) {
 		}
 	}
 
+	st := n.ctrl.Status()
+	if len(st.Listeners[0].TLS) != 2 || st.Listeners[0].TLS[0].Names[0] != "127.0.0.1" || st.Listeners[0].TLS[1].Names[0] != "localhost" ||
+		!st.Listeners[0].TLS[1].NotAfter.Equal(named.X509.NotAfter) || st.Listeners[1].TLS != nil {
+		t.Fatalf("status listeners: %+v; want prod's two certificates with their names and expiry, none on stage", st.Listeners)
+	}
+
+	metrics, err := get("http://" + n.adminLn.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var expiry float64
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, `vipswap_certificate_expiry_timestamp_seconds{index="1",listener="prod",name="localhost"} `) {
+			fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &expiry)
+		}
+	}
+	if int64(expiry) != named.X509.NotAfter.Unix() {
+		t.Fatalf("metrics say the localhost certificate expires at %v, want %d", expiry, named.X509.NotAfter.Unix())
+	}
+
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}, Timeout: time.Minute}
 	defer client.CloseIdleConnections()
 	url := "https://" + addr + "/"

@@ -77,6 +77,17 @@ type ListenerStatus struct {
 	// for the client's own mistake (a bad pin, a malformed or too slow
 	// request) since it started: never failures.
 	ClientErrors uint64 `json:"client_errors"`
+	// TLS lists the certificates a TLS listener serves, the default
+	// first; absent on a cleartext listener.
+	TLS []CertificateStatus `json:"tls,omitempty"`
+}
+
+// CertificateStatus is one certificate a TLS listener serves.
+type CertificateStatus struct {
+	// Names are the names it is for (DNS names, then IP addresses).
+	Names []string `json:"names"`
+	// NotAfter is when it expires.
+	NotAfter time.Time `json:"not_after"`
 }
 
 // SlotStatus is one slot.

@@ -41,6 +41,13 @@ function showError(err) {
   box.textContent = err ? String(err.message || err) : "";
 }
 
+// certificates says what a TLS listener serves: " · TLS: www.example.com
+// until 2027-03-01"; nothing on a cleartext listener.
+function certificates(tls) {
+  if (!tls || tls.length === 0) return "";
+  return " · TLS: " + tls.map((c) => (c.names || []).join(", ") + " until " + String(c.not_after).slice(0, 10)).join("; ");
+}
+
 function renderStatus(s) {
   status = s;
   $("revision").textContent = "revision " + s.revision;
@@ -53,7 +60,7 @@ function renderStatus(s) {
     const weights = Object.entries(l.weights || {}).sort((a, b) => b[1] - a[1])
       .map(([slot, w]) => slot + " " + (+w.toFixed(1)) + "%").join(", ");
     return el("div", { "data-listener": l.name }, el("b", {}, l.name), " " + l.addr + " → ", el("span", { class: "slot-name" }, l.slot),
-      " (" + weights + ") · " + outcome(l.failed, l.instance_errors, l.client_errors));
+      " (" + weights + ") · " + outcome(l.failed, l.instance_errors, l.client_errors) + certificates(l.tls));
   }), ...(s.routes || []).map((r) => el("div", { "data-route": r.path_prefix }, el("b", {}, "route"),
     " " + r.path_prefix + "*" + (r.header ? " with " + r.header + ": " + r.value : "") + " → ", el("span", { class: "slot-name" }, r.slot))));
 

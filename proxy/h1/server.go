@@ -256,6 +256,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // hijacked ones included when MaxConns is set (otherwise hijacked ones are
 // not counted).
 func (s *Server) Conns() int {
+	s.init() // a scrape may come while Serve is starting: its fields are set once, under the Once
 	if s.slots != nil {
 		return len(s.slots)
 	}
