@@ -80,3 +80,51 @@ func TestIdleTLSConnectionIsKept(t *testing.T) {
 		}
 	}
 }
+
+// startTLS serves s over TLS on a new listener and returns its address.
+func startTLS(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.init()
+	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}})
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(tlsLn) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only ends a hung shutdown
+		defer cancel()
+		if err := s.Shutdown(ctx); err != nil {
+			t.Errorf("shutdown: %v", err)
+		}
+		<-served
+	})
+	return ln.Addr().String()
+}
+
+// TestIdleTLSConnectionsAreReclaimed: at MaxConns the server closes the
+// connection idle the longest to admit a new one. Only parked connections
+// were looked at, and a TLS connection is never parked: clients that held
+// MaxConns idle TLS connections kept every other client out until their
+// IdleTimeout.
+func TestIdleTLSConnectionsAreReclaimed(t *testing.T) {
+	s := &Server{Handler: ok200, MaxConns: 4, IdleTimeout: time.Hour}
+	addr := startTLS(t, s)
+	for i := range s.MaxConns {
+		c := dialFrom(t, fmt.Sprintf("127.0.0.%d", 2+i), addr)
+		tc := tls.Client(c, &tls.Config{InsecureSkipVerify: true})
+		io.WriteString(tc, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		read(t, bufio.NewReader(tc), "GET") // then idle, kept alive
+	}
+	v := &victim{
+		client: &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, DisableKeepAlives: true}},
+		url: "https://" + addr + "/victim",
+	}
+	v.run(5, 2)
+	v.check(t)
+	if s.Reclaimed() == 0 {
+		t.Fatal("no idle connection was reclaimed")
+	}
+}
