@@ -370,6 +370,8 @@ type conn struct {
 	rd       connReader  // what br reads through
 	released atomic.Bool // its slot and client count were given back
 	tls      *tls.ConnectionState
+	// handshook is true once handshake has run (TLS).
+	handshook bool
 }
 
 // tlsState returns the TLS connection's state (nil for cleartext), read
@@ -561,7 +563,10 @@ func (c *conn) awaitRequest() bool {
 		c.close()
 		return false
 	}
-	_, err := c.br.Peek(1)
+	err := c.handshake()
+	if err == nil {
+		_, err = c.br.Peek(1)
+	}
 	if !c.state.CompareAndSwap(stateIdle, stateActive) {
 		// Reclaimed for a new connection. If a request arrived just now,
 		// the client sees the connection close under it, as when an idle
@@ -583,6 +588,48 @@ func (c *conn) awaitRequest() bool {
 	c.close()
 	return false
 }
+
+// handshake runs the TLS handshake of a connection that has not had it,
+// once its client has sent its first byte: silent until then, the
+// connection is idle (a client may dial ahead of need); after it, the
+// handshake is a slow head's like any other, due within ReadHeaderTimeout,
+// and the connection is in use (not reclaimed). It returns with the
+// connection idle again, waiting for its first request until IdleTimeout.
+// It does nothing for a cleartext connection, or where the first byte
+// cannot be awaited without reading it (the handshake then runs on the
+// first read, under the idle deadline).
+func (c *conn) handshake() error {
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok || c.handshook {
+		return nil
+	}
+	c.handshook = true
+	if err := awaitBytes(tc.NetConn()); err != nil {
+		if errors.Is(err, errors.ErrUnsupported) {
+			return nil
+		}
+		return err
+	}
+	if !c.state.CompareAndSwap(stateIdle, stateActive) {
+		return errReclaimed // the caller sees the state and closes
+	}
+	lim := c.s.limits()
+	tc.SetDeadline(time.Now().Add(lim.ReadHeaderTimeout))
+	if err := tc.Handshake(); err != nil {
+		return err
+	}
+	tc.SetWriteDeadline(time.Time{}) // the writer sets its own
+	now := time.Now()
+	tc.SetReadDeadline(now.Add(lim.IdleTimeout)) // the deadline before the state, as in awaitRequest
+	c.idleSince.Store(now.UnixNano())
+	c.state.Store(stateIdle)
+	if c.s.closing.Load() {
+		return net.ErrClosed // Shutdown may have passed it by while it was in use
+	}
+	return nil
+}
+
+var errReclaimed = errors.New("h1: reclaimed")
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {

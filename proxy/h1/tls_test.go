@@ -103,6 +103,30 @@ func startTLS(t *testing.T, s *Server) string {
 	return ln.Addr().String()
 }
 
+// halfHello is the start of a TLS ClientHello: a handshake record's
+// header announcing 512 bytes, and the first few of them.
+var halfHello = []byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03}
+
+// TestSlowHandshakeIsBoundByReadHeaderTimeout: a client that starts a
+// TLS handshake and stops half-way is a slow head, not an idle
+// connection: it was held for IdleTimeout (the handshake runs on the
+// first read, under the idle deadline), so a slowloris over TLS kept its
+// connections for two minutes rather than ten seconds.
+func TestSlowHandshakeIsBoundByReadHeaderTimeout(t *testing.T) {
+	s := &Server{Handler: ok200, ReadHeaderTimeout: 300 * time.Millisecond, IdleTimeout: time.Hour}
+	addr := startTLS(t, s)
+	c := dialFrom(t, "127.0.0.2", addr)
+	if _, err := c.Write(halfHello); err != nil {
+		t.Fatal(err)
+	}
+	began := time.Now()
+	if !closed(c, 30*time.Second) {
+		t.Fatalf("a half-sent ClientHello is still held after %s (ReadHeaderTimeout %s, IdleTimeout %s)",
+			time.Since(began).Round(time.Millisecond), s.ReadHeaderTimeout, s.IdleTimeout)
+	}
+	t.Logf("closed after %s", time.Since(began).Round(time.Millisecond))
+}
+
 // TestIdleTLSConnectionsAreReclaimed: at MaxConns the server closes the
 // connection idle the longest to admit a new one. Only parked connections
 // were looked at, and a TLS connection is never parked: clients that held
