@@ -65,8 +65,8 @@ func (s *Server) releaseSlot() {
 // its next request (its first included); a connection that has sent part
 // of a head, or whose request is being served, is never closed.
 //
-// Where connections park, parked ones are reclaimed first: one with a
-// socket of its own waiting on its goroutine parks within parkAfter, and
+// Where connections park, parked ones are reclaimed first: a parkable
+// one waiting on its goroutine parks within parkAfter, and
 // waking the accept loop then spares a scan of every connection. Only when
 // none is parked are those that never park (TLS ones, which wait their idle
 // time on their goroutines) looked for: else idle TLS connections would
@@ -80,7 +80,7 @@ func (s *Server) reclaimIdle() bool {
 		var since int64
 		s.mu.Lock()
 		for c := range s.conns {
-			if c.state.Load() == stateIdle && (s.parker == nil || c.fd < 0) {
+			if c.state.Load() == stateIdle && (s.parker == nil || !c.parkable) {
 				if t := c.idleSince.Load(); oldest == nil || t < since {
 					oldest, since = c, t
 				}

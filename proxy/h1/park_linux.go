@@ -72,7 +72,7 @@ func (p *parker) closeFDs() {
 func (p *parker) park(c *conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stopped || c.fd < 0 {
+	if p.stopped || !c.parkable {
 		return false
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(c.fd), Pad: c.id}

@@ -242,8 +242,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return nil
 		}
-		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc), id: s.nextID.Add(1),
+		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), id: s.nextID.Add(1),
 			client: client, fresh: true}
+		if tc, ok := nc.(*tls.Conn); ok {
+			c.fd = socket(tc.NetConn()) // watched for a hang-up, never parked
+		} else {
+			c.fd = socket(nc)
+			c.parkable = c.fd >= 0
+		}
 		c.rd.c = c
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
@@ -357,8 +363,11 @@ type conn struct {
 	// alive), false before its first: only a kept connection is given up
 	// for another of its client's.
 	kept atomic.Bool
-	fd   int   // the socket, or -1
-	id   int32 // the server's number for it
+	fd   int // the socket (a TLS connection's too), or -1
+	// parkable is true when the connection may be parked: it has a socket
+	// and no layer above it that may hold bytes read from it (TLS).
+	parkable bool
+	id       int32 // the server's number for it
 	// older and newer link the parked connections, oldest first (parker.mu).
 	older, newer *conn
 	client       netip.Addr // what it counts against under MaxConnsPerClient
@@ -548,9 +557,9 @@ func (c *conn) awaitRequest() bool {
 	lim := c.s.limits()
 	limit := start.Add(lim.IdleTimeout)
 	deadline := limit
-	if c.s.parker != nil && c.fd >= 0 {
-		// A connection with no socket of its own to watch (a TLS one)
-		// cannot be parked: it waits its idle time here.
+	if c.s.parker != nil && c.parkable {
+		// A connection that cannot be parked (a TLS one: its layer may
+		// hold bytes read from the socket) waits its idle time here.
 		deadline = minTime(limit, start.Add(parkAfter))
 	}
 	// The deadline before the state: whoever sees the connection idle

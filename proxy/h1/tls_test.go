@@ -152,3 +152,31 @@ func TestIdleTLSConnectionsAreReclaimed(t *testing.T) {
 		t.Fatal("no idle connection was reclaimed")
 	}
 }
+
+// TestTLSHangUpCancelsSlowRequest: a client that leaves during a slow
+// request cancels its context over TLS too. The hang-up watch looked at
+// connections with a socket of their own only, so a TLS client's request
+// (one waiting on a held instance, or a slow one) ran on without it.
+func TestTLSHangUpCancelsSlowRequest(t *testing.T) {
+	cancelled := make(chan error, 1)
+	started := make(chan struct{})
+	addr := startTLS(t, &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		select {
+		case <-r.Context().Done():
+			cancelled <- nil
+		case <-time.After(30 * time.Second): // only ends a hung test
+			cancelled <- fmt.Errorf("the request's context was not cancelled after the client hung up")
+		}
+	})})
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	conn.Close()
+	if err := <-cancelled; err != nil {
+		t.Fatal(err)
+	}
+}
