@@ -305,8 +305,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		n := len(s.conns)
 		for c := range s.conns {
-			if c.state.Load() == stateIdle {
-				c.nc.SetReadDeadline(longAgo) // wake it: it sees closing and closes
+			if st := c.state.Load(); st == stateIdle || st == stateHandshake {
+				// Wake it: it sees closing and closes. A handshake has no
+				// request to finish.
+				c.nc.SetReadDeadline(longAgo)
 			}
 		}
 		s.mu.Unlock()
@@ -335,6 +337,7 @@ const (
 	stateIdle                   // its goroutine waits for the next request
 	stateParked                 // held by the poller, no goroutine
 	stateReclaimed              // was idle, and is to close for a new connection (MaxConns)
+	stateHandshake              // in its TLS handshake, begun by the client
 )
 
 // conn is one client connection.
@@ -602,7 +605,8 @@ func (c *conn) awaitRequest() bool {
 // once its client has sent its first byte: silent until then, the
 // connection is idle (a client may dial ahead of need); after it, the
 // handshake is a slow head's like any other, due within ReadHeaderTimeout,
-// and the connection is in use (not reclaimed). It returns with the
+// and the connection is in use (not reclaimed; Shutdown, though, closes it:
+// it has no request to finish). It returns with the
 // connection idle again, waiting for its first request until IdleTimeout.
 // It does nothing for a cleartext connection, or where the first byte
 // cannot be awaited without reading it (the handshake then runs on the
@@ -619,12 +623,16 @@ func (c *conn) handshake() error {
 		}
 		return err
 	}
-	if !c.state.CompareAndSwap(stateIdle, stateActive) {
+	lim := c.s.limits()
+	tc.SetDeadline(time.Now().Add(lim.ReadHeaderTimeout)) // the deadline before the state, for Shutdown
+	if !c.state.CompareAndSwap(stateIdle, stateHandshake) {
 		return errReclaimed // the caller sees the state and closes
 	}
-	lim := c.s.limits()
-	tc.SetDeadline(time.Now().Add(lim.ReadHeaderTimeout))
+	if c.s.closing.Load() {
+		return net.ErrClosed
+	}
 	if err := tc.Handshake(); err != nil {
+		c.state.Store(stateActive) // the caller closes
 		return err
 	}
 	tc.SetWriteDeadline(time.Time{}) // the writer sets its own

@@ -180,3 +180,76 @@ func TestTLSHangUpCancelsSlowRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTLSShutdown: Shutdown closes idle TLS connections and those in the
+// middle of a handshake (no request to finish there), and lets a request
+// in flight over TLS finish. A handshake begun is not idle (it is due
+// within ReadHeaderTimeout), but it must not hold a shutdown for that
+// long either.
+func TestTLSShutdown(t *testing.T) {
+	release := make(chan struct{})
+	started := make(chan struct{})
+	s := &Server{ReadHeaderTimeout: time.Hour, IdleTimeout: time.Hour, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "done")
+	})}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.init()
+	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}})
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(tlsLn) }()
+	addr := ln.Addr().String()
+	dialTLS := func() (*tls.Conn, *bufio.Reader) {
+		c := tls.Client(dialFrom(t, "127.0.0.1", addr), &tls.Config{InsecureSkipVerify: true})
+		return c, bufio.NewReader(c)
+	}
+	idle, idleBR := dialTLS()
+	io.WriteString(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	read(t, idleBR, "GET")
+	busy, busyBR := dialTLS()
+	io.WriteString(busy, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-started
+	half := dialFrom(t, "127.0.0.2", addr)
+	half.Write(halfHello)
+	vstest.WaitFor(t, time.Minute, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		n := 0
+		for c := range s.conns {
+			if c.state.Load() != stateIdle {
+				n++
+			}
+		}
+		if n != 2 {
+			return fmt.Errorf("%d connections in use, want 2 (the request, the handshake)", n)
+		}
+		return nil
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second) // far beyond what a shutdown takes
+	defer cancel()
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Shutdown(ctx) }()
+	if _, err := idleBR.ReadByte(); err != io.EOF {
+		t.Fatalf("idle TLS connection: %v, want closed by shutdown", err)
+	}
+	if !closed(half, time.Minute) {
+		t.Fatal("the connection in its handshake is still open")
+	}
+	close(release)
+	if resp, body := read(t, busyBR, "GET"); body != "done" || !resp.Close {
+		t.Fatalf("in-flight request: %q close=%v, want done and Connection: close", body, resp.Close)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatalf("shutdown: %v, want every connection closed", err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
