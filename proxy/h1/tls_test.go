@@ -253,3 +253,38 @@ func TestTLSShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSlowHandshakeWaveIsBoundedPerClient: one address opens twice as
+// many connections as the server's limit and sends half a ClientHello on
+// each. The per-client cap admits a few and closes the rest at once, the
+// handshake deadline closes the admitted ones, and another client over
+// TLS gets every answer meanwhile.
+func TestSlowHandshakeWaveIsBoundedPerClient(t *testing.T) {
+	const limit, perClient, timeout = 12, 4, 10 * time.Second
+	s := &Server{Handler: ok200, MaxConns: limit, ReadHeaderTimeout: timeout, IdleTimeout: time.Hour, MaxConnsPerClient: perClient}
+	addr := startTLS(t, s)
+	var wave []net.Conn
+	for range 2 * limit {
+		c := dialFrom(t, "127.0.0.2", addr)
+		c.Write(halfHello)
+		wave = append(wave, c)
+	}
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		if n := s.Refused(); n != 2*limit-perClient {
+			return fmt.Errorf("%d connections refused, want %d", n, 2*limit-perClient)
+		}
+		return nil
+	})
+	v := &victim{
+		client: &http.Client{Timeout: timeout + time.Minute, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, MaxIdleConnsPerHost: 16}},
+		url: "https://" + addr + "/victim",
+	}
+	v.run(10, 2)
+	v.check(t)
+	for i, c := range wave {
+		if !closed(c, timeout+time.Minute) {
+			t.Fatalf("slow handshake %d is still open", i)
+		}
+	}
+}
