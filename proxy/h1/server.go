@@ -31,7 +31,8 @@ type Server struct {
 	// Handler answers every request.
 	Handler http.Handler
 	// ReadHeaderTimeout bounds how long a client may take to send a request
-	// head once it has started (from its first byte). Zero means 10s.
+	// head once it has started (from its first byte), and a TLS
+	// handshake once its client has begun it. Zero means 10s.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a connection that waits this long for its next
 	// request, or for its first: a client's pool may hold a connection it
