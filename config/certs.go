@@ -3,8 +3,10 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 )
 
@@ -28,6 +30,9 @@ func LoadCertificates(key string, t *ListenerTLS) ([]tls.Certificate, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s.key: %w", k, err)
 		}
+		if encrypted(keyPEM) {
+			return nil, fmt.Errorf("%s.key: %s is encrypted (it has a passphrase): give the key unencrypted, readable by vipswap alone", k, c.Key)
+		}
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %s and %s: %v", k, c.Cert, c.Key, err)
@@ -49,6 +54,24 @@ func LoadCertificates(key string, t *ListenerTLS) ([]tls.Certificate, error) {
 		out = append(out, pair)
 	}
 	return out, nil
+}
+
+// encrypted reports whether a key file's first private key is encrypted:
+// PKCS #8 "ENCRYPTED PRIVATE KEY", or the legacy "Proc-Type: 4,ENCRYPTED"
+// header.
+func encrypted(keyPEM []byte) bool {
+	for rest := keyPEM; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return false
+		}
+		if b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED") {
+			return true
+		}
+		if strings.HasSuffix(b.Type, "PRIVATE KEY") {
+			return false
+		}
+	}
 }
 
 // readBounded reads a file of at most maxCertFile bytes.

@@ -1,6 +1,9 @@
 package config
 
 import (
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,6 +87,39 @@ func TestLoadCertificates(t *testing.T) {
 		_, err := LoadCertificates("listeners.prod", &ListenerTLS{Certs: []CertFiles{c.files}})
 		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%+v: got %v, want one line with %q", c.files, err, c.want)
+		}
+	}
+}
+
+// TestEncryptedKeyIsNamed: a key with a passphrase (PEM with
+// "Proc-Type: 4,ENCRYPTED", or PKCS #8 "ENCRYPTED PRIVATE KEY") is refused
+// saying so: it was refused as "failed to parse private key", which sends
+// its owner looking for a damaged file.
+func TestEncryptedKeyIsNamed(t *testing.T) {
+	dir := t.TempDir()
+	good := tlstest.Valid(t, dir, "127.0.0.1")
+	keyPEM, err := os.ReadFile(good.KeyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(keyPEM)
+	//lint:ignore SA1019 the legacy encryption is what such keys use
+	legacy, err := x509.EncryptPEMBlock(rand.Reader, "EC PRIVATE KEY", block.Bytes, []byte("secret"), x509.PEMCipherAES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string]*pem.Block{
+		"legacy.key": legacy,
+		"pkcs8.key":  {Type: "ENCRYPTED PRIVATE KEY", Bytes: []byte("opaque")},
+	} {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := LoadCertificates("listeners.prod", &ListenerTLS{Certs: []CertFiles{{good.CertFile, path}}})
+		want := "listeners.prod.tls.certs[0].key: " + path + " is encrypted (it has a passphrase)"
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: got %v, want one line with %q", name, err, want)
 		}
 	}
 }

@@ -185,24 +185,32 @@ func (n *node) bind() error {
 		n.onClose(func() { ln.Close() })
 		return ln, nil
 	}
-	front := func(name string, l config.Listener, certs *[]tls.Certificate) (net.Listener, error) {
-		if l.TLS != nil { // read before binding: a bad certificate leaves nothing behind
-			var err error
-			if *certs, err = config.LoadCertificates(name, l.TLS); err != nil {
-				return nil, err
-			}
+	// Every listener's certificates are read before any address is bound:
+	// a bad certificate leaves nothing behind.
+	load := func(name string, l config.Listener) ([]tls.Certificate, error) {
+		if l.TLS == nil {
+			return nil, nil
 		}
+		return config.LoadCertificates(name, l.TLS)
+	}
+	var err error
+	if n.certs[route.Prod], err = load("listeners.prod", n.initial.Listeners.Prod); err != nil {
+		return err
+	}
+	if n.certs[route.Stage], err = load("listeners.stage", n.initial.Listeners.Stage); err != nil {
+		return err
+	}
+	front := func(name string, l config.Listener, certs []tls.Certificate) (net.Listener, error) {
 		ln, err := bind(name, l.Addr)
 		if err != nil || l.TLS == nil {
 			return ln, err
 		}
-		return tls.NewListener(ln, listenerTLS(*certs)), nil
+		return tls.NewListener(ln, listenerTLS(certs)), nil
 	}
-	var err error
-	if n.prodLn, err = front("listeners.prod", n.initial.Listeners.Prod, &n.certs[route.Prod]); err != nil {
+	if n.prodLn, err = front("listeners.prod", n.initial.Listeners.Prod, n.certs[route.Prod]); err != nil {
 		return err
 	}
-	if n.stageLn, err = front("listeners.stage", n.initial.Listeners.Stage, &n.certs[route.Stage]); err != nil {
+	if n.stageLn, err = front("listeners.stage", n.initial.Listeners.Stage, n.certs[route.Stage]); err != nil {
 		return err
 	}
 	n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen)

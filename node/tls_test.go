@@ -212,3 +212,39 @@ func TestBadCertificateStartsNothing(t *testing.T) {
 		t.Fatal("a listener was bound though the certificate was refused")
 	}
 }
+
+// TestBadStageCertificateBindsNothing: every listener's certificates are
+// read before any address is bound. Those of stage were read after prod
+// was bound, so a bad stage certificate left prod bound (and accepting
+// into its queue) until the node closed.
+func TestBadStageCertificateBindsNothing(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	tlstest.Valid(t, dir, "127.0.0.1")
+	tlstest.New(t, dir, "old.example", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	path := tlsConfig(t, dir, [][2]string{{"127.0.0.1.crt", "127.0.0.1.key"}}, staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(raw), "  stage: 127.0.0.1:0\n",
+		"  stage:\n    addr: 127.0.0.1:0\n    tls:\n      certs:\n        - {cert: old.example.crt, key: old.example.key}\n", 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := &vstest.Buffer{}
+	logs, log := newLogSwitch(cfg.Log, out)
+	n := newNode(Setup{Path: path, Config: cfg, Stderr: out, Version: "test"}, logs, log)
+	defer n.close()
+	err = n.open()
+	if err == nil || !strings.Contains(err.Error(), "listeners.stage.tls.certs[0]: "+filepath.Join(dir, "old.example.crt")+" expired on") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("open with an expired stage certificate: %v; want one line naming it", err)
+	}
+	if n.prodLn != nil || n.stageLn != nil {
+		t.Fatal("a listener was bound though a certificate was refused")
+	}
+}

@@ -65,19 +65,22 @@ func (s *Server) releaseSlot() {
 // its next request (its first included); a connection that has sent part
 // of a head, or whose request is being served, is never closed.
 //
-// Where connections park, only parked ones are reclaimed: one waiting on
-// its goroutine parks within parkAfter, and waking the accept loop then
-// spares a scan of every connection.
+// Where connections park, parked ones are reclaimed first: a parkable
+// one waiting on its goroutine parks within parkAfter, and
+// waking the accept loop then spares a scan of every connection. Only when
+// none is parked are those that never park (TLS ones, which wait their idle
+// time on their goroutines) looked for: else idle TLS connections would
+// hold every slot until their IdleTimeout.
 func (s *Server) reclaimIdle() bool {
-	if s.parker != nil {
-		return s.parker.reclaim()
+	if s.parker != nil && s.parker.reclaim() {
+		return true
 	}
 	for range 3 { // another try if the one found got a request meanwhile
 		var oldest *conn
 		var since int64
 		s.mu.Lock()
 		for c := range s.conns {
-			if c.state.Load() == stateIdle {
+			if c.state.Load() == stateIdle && (s.parker == nil || !c.parkable) {
 				if t := c.idleSince.Load(); oldest == nil || t < since {
 					oldest, since = c, t
 				}

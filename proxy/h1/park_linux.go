@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"errors"
 	"net"
 	"sync"
 	"syscall"
@@ -71,7 +72,7 @@ func (p *parker) closeFDs() {
 func (p *parker) park(c *conn) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.stopped || c.fd < 0 {
+	if p.stopped || !c.parkable {
 		return false
 	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(c.fd), Pad: c.id}
@@ -160,6 +161,24 @@ func unread(fd int) bool {
 	var b [1]byte
 	n, _, err := syscall.Recvfrom(fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	return err == nil && n > 0
+}
+
+// awaitBytes waits, under nc's read deadline, until bytes (or an end)
+// wait to be read on nc, without reading them.
+func awaitBytes(nc net.Conn) error {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return errors.ErrUnsupported
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	return rc.Read(func(fd uintptr) bool {
+		var b [1]byte
+		_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+		return err != syscall.EAGAIN && err != syscall.EINTR // bytes, an end or an error: the reader sees which
+	})
 }
 
 // socket returns the descriptor of nc, or -1.

@@ -2,7 +2,10 @@
 
 package h1
 
-import "net"
+import (
+	"errors"
+	"net"
+)
 
 // parker is Linux-only; elsewhere idle connections keep their goroutine.
 type parker struct{}
@@ -19,3 +22,7 @@ func socket(net.Conn) int { return -1 }
 // unread is Linux's; elsewhere a connection's next request is not looked
 // for before its goroutine reads it.
 func unread(int) bool { return false }
+
+// awaitBytes is Linux's; elsewhere a TLS handshake runs under the idle
+// deadline.
+func awaitBytes(net.Conn) error { return errors.ErrUnsupported }

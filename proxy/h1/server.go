@@ -31,7 +31,8 @@ type Server struct {
 	// Handler answers every request.
 	Handler http.Handler
 	// ReadHeaderTimeout bounds how long a client may take to send a request
-	// head once it has started (from its first byte). Zero means 10s.
+	// head once it has started (from its first byte), and a TLS
+	// handshake once its client has begun it. Zero means 10s.
 	ReadHeaderTimeout time.Duration
 	// IdleTimeout closes a connection that waits this long for its next
 	// request, or for its first: a client's pool may hold a connection it
@@ -242,8 +243,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			nc.Close()
 			return nil
 		}
-		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fd: socket(nc), id: s.nextID.Add(1),
+		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), id: s.nextID.Add(1),
 			client: client, fresh: true}
+		if tc, ok := nc.(*tls.Conn); ok {
+			c.fd = socket(tc.NetConn()) // watched for a hang-up, never parked
+		} else {
+			c.fd = socket(nc)
+			c.parkable = c.fd >= 0
+		}
 		c.rd.c = c
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
@@ -300,8 +307,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		n := len(s.conns)
 		for c := range s.conns {
-			if c.state.Load() == stateIdle {
-				c.nc.SetReadDeadline(longAgo) // wake it: it sees closing and closes
+			if st := c.state.Load(); st == stateIdle || st == stateHandshake {
+				// Wake it: it sees closing and closes. A handshake has no
+				// request to finish.
+				c.nc.SetReadDeadline(longAgo)
 			}
 		}
 		s.mu.Unlock()
@@ -330,6 +339,7 @@ const (
 	stateIdle                   // its goroutine waits for the next request
 	stateParked                 // held by the poller, no goroutine
 	stateReclaimed              // was idle, and is to close for a new connection (MaxConns)
+	stateHandshake              // in its TLS handshake, begun by the client
 )
 
 // conn is one client connection.
@@ -358,8 +368,11 @@ type conn struct {
 	// alive), false before its first: only a kept connection is given up
 	// for another of its client's.
 	kept atomic.Bool
-	fd   int   // the socket, or -1
-	id   int32 // the server's number for it
+	fd   int // the socket (a TLS connection's too), or -1
+	// parkable is true when the connection may be parked: it has a socket
+	// and no layer above it that may hold bytes read from it (TLS).
+	parkable bool
+	id       int32 // the server's number for it
 	// older and newer link the parked connections, oldest first (parker.mu).
 	older, newer *conn
 	client       netip.Addr // what it counts against under MaxConnsPerClient
@@ -371,6 +384,8 @@ type conn struct {
 	rd       connReader  // what br reads through
 	released atomic.Bool // its slot and client count were given back
 	tls      *tls.ConnectionState
+	// handshook is true once handshake has run (TLS).
+	handshook bool
 }
 
 // tlsState returns the TLS connection's state (nil for cleartext), read
@@ -547,9 +562,9 @@ func (c *conn) awaitRequest() bool {
 	lim := c.s.limits()
 	limit := start.Add(lim.IdleTimeout)
 	deadline := limit
-	if c.s.parker != nil && c.fd >= 0 {
-		// A connection with no socket of its own to watch (a TLS one)
-		// cannot be parked: it waits its idle time here.
+	if c.s.parker != nil && c.parkable {
+		// A connection that cannot be parked (a TLS one: its layer may
+		// hold bytes read from the socket) waits its idle time here.
 		deadline = minTime(limit, start.Add(parkAfter))
 	}
 	// The deadline before the state: whoever sees the connection idle
@@ -562,7 +577,10 @@ func (c *conn) awaitRequest() bool {
 		c.close()
 		return false
 	}
-	_, err := c.br.Peek(1)
+	err := c.handshake()
+	if err == nil {
+		_, err = c.br.Peek(1)
+	}
 	if !c.state.CompareAndSwap(stateIdle, stateActive) {
 		// Reclaimed for a new connection. If a request arrived just now,
 		// the client sees the connection close under it, as when an idle
@@ -584,6 +602,53 @@ func (c *conn) awaitRequest() bool {
 	c.close()
 	return false
 }
+
+// handshake runs the TLS handshake of a connection that has not had it,
+// once its client has sent its first byte: silent until then, the
+// connection is idle (a client may dial ahead of need); after it, the
+// handshake is a slow head's like any other, due within ReadHeaderTimeout,
+// and the connection is in use (not reclaimed; Shutdown, though, closes it:
+// it has no request to finish). It returns with the
+// connection idle again, waiting for its first request until IdleTimeout.
+// It does nothing for a cleartext connection, or where the first byte
+// cannot be awaited without reading it (the handshake then runs on the
+// first read, under the idle deadline).
+func (c *conn) handshake() error {
+	tc, ok := c.nc.(*tls.Conn)
+	if !ok || c.handshook {
+		return nil
+	}
+	c.handshook = true
+	if err := awaitBytes(tc.NetConn()); err != nil {
+		if errors.Is(err, errors.ErrUnsupported) {
+			return nil
+		}
+		return err
+	}
+	lim := c.s.limits()
+	tc.SetDeadline(time.Now().Add(lim.ReadHeaderTimeout)) // the deadline before the state, for Shutdown
+	if !c.state.CompareAndSwap(stateIdle, stateHandshake) {
+		return errReclaimed // the caller sees the state and closes
+	}
+	if c.s.closing.Load() {
+		return net.ErrClosed
+	}
+	if err := tc.Handshake(); err != nil {
+		c.state.Store(stateActive) // the caller closes
+		return err
+	}
+	tc.SetWriteDeadline(time.Time{}) // the writer sets its own
+	now := time.Now()
+	tc.SetReadDeadline(now.Add(lim.IdleTimeout)) // the deadline before the state, as in awaitRequest
+	c.idleSince.Store(now.UnixNano())
+	c.state.Store(stateIdle)
+	if c.s.closing.Load() {
+		return net.ErrClosed // Shutdown may have passed it by while it was in use
+	}
+	return nil
+}
+
+var errReclaimed = errors.New("h1: reclaimed")
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {
