@@ -123,3 +123,32 @@ func TestEncryptedKeyIsNamed(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadRereadsCertificatesOnly: a reload may change a TLS listener's
+// certificates, not whether it speaks TLS or where it listens.
+func TestReloadRereadsCertificatesOnly(t *testing.T) {
+	form := func(block string) *Config {
+		c, err := Parse("t.yaml", []byte(strings.Replace(valid, "  prod: 127.0.0.1:8080\n", block, 1)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	tlsAt := func(addr, cert string) string {
+		return "  prod:\n    addr: " + addr + "\n    tls: {certs: [{cert: " + cert + ".crt, key: " + cert + ".key}]}\n"
+	}
+	short := form("  prod: 127.0.0.1:8080\n")
+	a := form(tlsAt("127.0.0.1:8080", "a"))
+	if d := short.Compare(a); len(d.Restart) == 0 {
+		t.Errorf("TLS turned on: %+v, want a restart", d)
+	}
+	if d := a.Compare(short); len(d.Restart) == 0 {
+		t.Errorf("TLS turned off: %+v, want a restart", d)
+	}
+	if d := a.Compare(form(tlsAt("127.0.0.1:8443", "a"))); len(d.Restart) == 0 {
+		t.Errorf("a TLS listener's address changed: %+v, want a restart", d)
+	}
+	if d := a.Compare(form(tlsAt("127.0.0.1:8080", "b"))); len(d.Restart) != 0 || len(d.Changes) == 0 {
+		t.Errorf("other certificate files: %+v, want a change a reload applies", d)
+	}
+}

@@ -10,7 +10,8 @@ import (
 )
 
 // needsRestart lists the keys (and key prefixes, ending in ".") that a
-// running vipswap cannot change: the addresses it listens on, the store,
+// running vipswap cannot change: the addresses it listens on (and whether
+// they speak TLS; their certificates a reload re-reads), the store,
 // the admin API's guards and the listeners' connection limits.
 var needsRestart = []string{"admin.", "listeners.", "state.", "proxy.max_connections", "haproxy", "haproxy."}
 
@@ -94,6 +95,9 @@ func (c *Config) Compare(next *Config) Diff {
 }
 
 func restartOnly(key string) bool {
+	if strings.HasPrefix(key, "listeners.prod.tls.") || strings.HasPrefix(key, "listeners.stage.tls.") {
+		return false // a TLS listener's certificates are re-read by a reload
+	}
 	for _, p := range needsRestart {
 		if key == p || (strings.HasSuffix(p, ".") && strings.HasPrefix(key, p)) {
 			return true

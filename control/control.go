@@ -49,9 +49,9 @@ type Config struct {
 	Planes []DataPlane
 	// Listeners are the front-door addresses, for status.
 	Listeners [2]string
-	// Certificates are what each TLS listener serves, for status; none
-	// on a cleartext one.
-	Certificates [2][]wire.CertificateStatus
+	// Certificates, if set, returns what a TLS listener serves now, for
+	// status (a reload may change it); none on a cleartext one.
+	Certificates func(route.Listener) []wire.CertificateStatus
 	// Counts, if set, returns what the data plane counted on a listener,
 	// per slot, since it started: switches are measured and canaries
 	// judged from it.

@@ -40,7 +40,10 @@ func (c *Controller) Status() wire.Status {
 	for i, l := range route.Listeners {
 		ls := wire.ListenerStatus{
 			Name: l.String(), Addr: c.cfg.Listeners[i], Slot: follows(st, l), Failed: c.failed(l),
-			Weights: weights(st, l), TLS: c.cfg.Certificates[i],
+			Weights: weights(st, l),
+		}
+		if c.cfg.Certificates != nil {
+			ls.TLS = c.cfg.Certificates(l)
 		}
 		for _, n := range c.cfg.Counts(l) {
 			ls.InstanceErrors += n.InstanceErrors

@@ -2,7 +2,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"slices"
 	"time"
@@ -175,11 +174,15 @@ func requestBuffer(n int) int {
 	return n
 }
 
-// certificateStatus says what a TLS listener serves, for status: each
-// certificate's names and expiry, the default first; nil for none.
-func certificateStatus(certs []tls.Certificate) []wire.CertificateStatus {
+// certificateStatus says what listener l serves now, for status: each
+// certificate's names and expiry, the default first; nil for cleartext.
+func (n *node) certificateStatus(l route.Listener) []wire.CertificateStatus {
+	conf := n.certs[l].Load()
+	if conf == nil {
+		return nil
+	}
 	var out []wire.CertificateStatus
-	for _, c := range certs {
+	for _, c := range conf.Certificates {
 		if c.Leaf == nil {
 			continue
 		}

@@ -1,11 +1,14 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/config"
@@ -21,6 +24,9 @@ type reloading struct {
 	changes     []string    // what it changes, for the history
 	tokens      []api.Token // admin.token_file's, re-read
 	affinityKey []byte      // affinity.key_file's, re-read
+	// tlsConf are the TLS listeners' certificates, re-read (nil for a
+	// cleartext listener).
+	tlsConf [2]*tls.Config
 }
 
 // unchanged is the error of a reload that changes nothing, saying why.
@@ -94,6 +100,20 @@ func (n *node) read(ctx context.Context, req wire.ChangeRequest) (*reloading, er
 			return nil, n.ctrl.RefuseReload(ctx, req, diff.Changes, unchanged(err))
 		}
 	}
+	for i, l := range []config.Listener{cfg.Listeners.Prod, cfg.Listeners.Stage} {
+		if l.TLS == nil {
+			continue
+		}
+		name := []string{"listeners.prod", "listeners.stage"}[i]
+		certs, err := config.LoadCertificates(name, l.TLS)
+		if err != nil {
+			return nil, n.ctrl.RefuseReload(ctx, req, diff.Changes, unchanged(err))
+		}
+		next.tlsConf[i] = listenerTLS(certs)
+		if cur := n.certs[i].Load(); cur == nil || !sameCertificates(cur.Certificates, certs) {
+			next.changes = append(next.changes, fmt.Sprintf("%s.tls: certificates re-read (%s)", name, describeCertificates(certs)))
+		}
+	}
 	if !n.tokens.Same(next.tokens) {
 		names := make([]string, len(next.tokens))
 		for i, t := range next.tokens {
@@ -159,9 +179,41 @@ func (n *node) commit(next *reloading, groups map[string]*launch.Group) {
 	stopping := n.sup.replaceAll(groups)
 	n.cfg = next.cfg
 	n.tokens.Set(next.tokens)
+	for i, conf := range next.tlsConf {
+		if conf != nil {
+			n.certs[i].Store(conf) // new handshakes take them; open connections go on
+		}
+	}
 	n.logs.set(next.cfg.Log)
 	n.px.Reconfigure(proxyOptions(next.cfg, n.log, n.onRefused))
 	for _, g := range stopping {
 		g.Close()
 	}
+}
+
+// sameCertificates reports whether a and b are the same chains in the same
+// order.
+func sameCertificates(a, b []tls.Certificate) bool {
+	return slices.EqualFunc(a, b, func(x, y tls.Certificate) bool {
+		return slices.EqualFunc(x.Certificate, y.Certificate, bytes.Equal)
+	})
+}
+
+// describeCertificates says what certs are for and until when:
+// "www.example.com until 2027-03-01; api.example.com until 2027-02-01".
+func describeCertificates(certs []tls.Certificate) string {
+	var parts []string
+	for _, c := range certs {
+		if c.Leaf == nil {
+			continue
+		}
+		name := c.Leaf.Subject.CommonName
+		if len(c.Leaf.DNSNames) > 0 {
+			name = c.Leaf.DNSNames[0]
+		} else if len(c.Leaf.IPAddresses) > 0 {
+			name = c.Leaf.IPAddresses[0].String()
+		}
+		parts = append(parts, name+" until "+c.Leaf.NotAfter.UTC().Format(time.DateOnly))
+	}
+	return strings.Join(parts, "; ")
 }

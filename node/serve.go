@@ -12,6 +12,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,7 +45,7 @@ type node struct {
 
 	affinityKey              []byte
 	prodLn, stageLn, adminLn net.Listener
-	certs                    [2][]tls.Certificate // what the TLS listeners serve (prod, stage)
+	certs                    [2]atomic.Pointer[tls.Config] // what the TLS listeners serve (prod, stage); a reload replaces it
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
@@ -193,24 +194,30 @@ func (n *node) bind() error {
 		}
 		return config.LoadCertificates(name, l.TLS)
 	}
+	var certs [2][]tls.Certificate
 	var err error
-	if n.certs[route.Prod], err = load("listeners.prod", n.initial.Listeners.Prod); err != nil {
+	if certs[route.Prod], err = load("listeners.prod", n.initial.Listeners.Prod); err != nil {
 		return err
 	}
-	if n.certs[route.Stage], err = load("listeners.stage", n.initial.Listeners.Stage); err != nil {
+	if certs[route.Stage], err = load("listeners.stage", n.initial.Listeners.Stage); err != nil {
 		return err
 	}
-	front := func(name string, l config.Listener, certs []tls.Certificate) (net.Listener, error) {
-		ln, err := bind(name, l.Addr)
-		if err != nil || l.TLS == nil {
+	front := func(name string, l route.Listener, conf config.Listener) (net.Listener, error) {
+		ln, err := bind(name, conf.Addr)
+		if err != nil || conf.TLS == nil {
 			return ln, err
 		}
-		return tls.NewListener(ln, listenerTLS(certs)), nil
+		n.certs[l].Store(listenerTLS(certs[l]))
+		return tls.NewListener(ln, &tls.Config{
+			// Each handshake takes the certificates in force: a reload
+			// replaces them for new connections, open ones go on.
+			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.certs[l].Load(), nil },
+		}), nil
 	}
-	if n.prodLn, err = front("listeners.prod", n.initial.Listeners.Prod, n.certs[route.Prod]); err != nil {
+	if n.prodLn, err = front("listeners.prod", route.Prod, n.initial.Listeners.Prod); err != nil {
 		return err
 	}
-	if n.stageLn, err = front("listeners.stage", n.initial.Listeners.Stage, n.certs[route.Stage]); err != nil {
+	if n.stageLn, err = front("listeners.stage", route.Stage, n.initial.Listeners.Stage); err != nil {
 		return err
 	}
 	n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen)
@@ -325,7 +332,7 @@ func (n *node) startController(ctx context.Context) error {
 		Health:       healthConfig(cfg, n.log, n.probe),
 		Planes:       planes,
 		Listeners:    [2]string{own["listeners.prod"], own["listeners.stage"]},
-		Certificates: [2][]wire.CertificateStatus{certificateStatus(n.certs[route.Prod]), certificateStatus(n.certs[route.Stage])},
+		Certificates: n.certificateStatus,
 		Counts:       counts,
 		Failed:       n.px.Failed,
 		OnSlots:      n.sup.keepSlots,

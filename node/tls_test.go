@@ -248,3 +248,71 @@ func TestBadStageCertificateBindsNothing(t *testing.T) {
 		t.Fatal("a listener was bound though a certificate was refused")
 	}
 }
+
+// TestReloadReplacesCertificates: a reload re-reads a TLS listener's
+// certificates: new handshakes get the new one, a connection opened
+// before goes on, status shows it; a bad one is refused with its reason
+// and the one in force stays.
+func TestReloadReplacesCertificates(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Now()
+	first := tlstest.New(t, dir, "127.0.0.1", now.Add(-time.Minute), now.Add(time.Hour))
+	path := tlsConfig(t, dir, [][2]string{{"127.0.0.1.crt", "127.0.0.1.key"}},
+		staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	n, _ := startNode(t, path)
+	addr := n.prodLn.Addr().String()
+	served := func(conf *tls.Config) (*x509.Certificate, error) {
+		conn, err := tls.Dial("tcp", addr, conf)
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0], nil
+	}
+	insecure := &tls.Config{InsecureSkipVerify: true} // the test compares what is served
+	if got, err := served(insecure); err != nil || !got.Equal(first.X509) {
+		t.Fatalf("before the reload: %v", err)
+	}
+	// A connection kept open across the reload.
+	kept := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: first.Pool()}}, Timeout: time.Minute}
+	defer kept.CloseIdleConnections()
+	keptGet := func() error {
+		resp, err := kept.Get("https://" + addr + "/")
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return nil
+	}
+	vstest.WaitFor(t, 30*time.Second, keptGet)
+
+	// The files are replaced in place, as a renewal does.
+	second := tlstest.New(t, dir, "127.0.0.1", now.Add(-time.Minute), now.Add(2*time.Hour))
+	res, err := n.reload(context.Background(), wire.ChangeRequest{Reason: "renewed"})
+	if err != nil || !res.Applied && !res.InEffect {
+		t.Fatalf("reload with a renewed certificate: %+v, %v", res, err)
+	}
+	if !strings.Contains(strings.Join(res.Changes, "\n"), "listeners.prod.tls: certificates re-read (127.0.0.1 until ") {
+		t.Fatalf("the reload's changes %q do not say the certificates were re-read", res.Changes)
+	}
+	if got, err := served(insecure); err != nil || !got.Equal(second.X509) {
+		t.Fatalf("after the reload a new handshake got %v (%v), want the renewed certificate", got.NotAfter, err)
+	}
+	if err := keptGet(); err != nil {
+		t.Fatalf("the connection opened before the reload: %v", err)
+	}
+	if st := n.ctrl.Status(); len(st.Listeners[0].TLS) != 1 || !st.Listeners[0].TLS[0].NotAfter.Equal(second.X509.NotAfter) {
+		t.Fatalf("status after the reload: %+v", st.Listeners[0].TLS)
+	}
+
+	// An expired one is refused, and the renewed one stays.
+	tlstest.New(t, dir, "127.0.0.1", now.Add(-2*time.Hour), now.Add(-time.Hour))
+	_, err = n.reload(context.Background(), wire.ChangeRequest{})
+	if err == nil || !strings.Contains(err.Error(), "expired on") || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("reload with an expired certificate: %v; want it refused on one line", err)
+	}
+	if got, err := served(insecure); err != nil || !got.Equal(second.X509) {
+		t.Fatalf("after the refused reload a new handshake got %v (%v), want the one in force", got, err)
+	}
+}
