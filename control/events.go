@@ -1,7 +1,6 @@
 package control
 
 import (
-	"context"
 	"slices"
 	"sync"
 	"time"
@@ -89,44 +88,6 @@ func (c *Controller) LastEvent() uint64 {
 	c.events.mu.Lock()
 	defer c.events.mu.Unlock()
 	return c.events.last
-}
-
-// WaitEvents returns the events after seq as soon as there is one, or an
-// empty answer when ctx ends first.
-func (c *Controller) WaitEvents(ctx context.Context, seq uint64) wire.Events {
-	for {
-		evs, next := c.events.since(seq)
-		if len(evs.Events) > 0 || evs.Missed {
-			return evs
-		}
-		select {
-		case <-ctx.Done():
-			return evs
-		case <-next:
-		}
-	}
-}
-
-// AwaitEvent waits for the first event after seq that match accepts, and
-// returns it; missed is true when events after seq were no longer kept
-// (the caller looks again at what it waits on). It returns ctx's error
-// when ctx ends first.
-func (c *Controller) AwaitEvent(ctx context.Context, seq uint64, match func(wire.Event) bool) (e wire.Event, missed bool, err error) {
-	for {
-		evs := c.WaitEvents(ctx, seq)
-		if evs.Missed {
-			return wire.Event{}, true, nil
-		}
-		for _, e := range evs.Events {
-			if match(e) {
-				return e, false, nil
-			}
-		}
-		if err := ctx.Err(); err != nil {
-			return wire.Event{}, false, err
-		}
-		seq = evs.Next
-	}
 }
 
 // stateEventsLocked emits what putting next in force in place of prev
