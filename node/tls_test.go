@@ -196,6 +196,13 @@ func TestBadCertificateStartsNothing(t *testing.T) {
 	now := time.Now()
 	tlstest.New(t, dir, "127.0.0.1", now.Add(-2*time.Hour), now.Add(-time.Hour))
 	path := tlsConfig(t, dir, [][2]string{{"127.0.0.1.crt", "127.0.0.1.key"}}, staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	openRefused(t, path, "listeners.prod.tls.certs[0]: "+filepath.Join(dir, "127.0.0.1.crt")+" expired on")
+}
+
+// openRefused opens a node on the configuration at path, wants it refused
+// on one line holding want, and no listener bound.
+func openRefused(t *testing.T, path, want string) {
+	t.Helper()
 	cfg, err := config.Load(path)
 	if err != nil {
 		t.Fatal(err)
@@ -205,11 +212,11 @@ func TestBadCertificateStartsNothing(t *testing.T) {
 	n := newNode(Setup{Path: path, Config: cfg, Stderr: out, Version: "test"}, logs, log)
 	defer n.close()
 	err = n.open()
-	if err == nil || !strings.Contains(err.Error(), "listeners.prod.tls.certs[0]: "+filepath.Join(dir, "127.0.0.1.crt")+" expired on") || strings.Contains(err.Error(), "\n") {
-		t.Fatalf("open with an expired certificate: %v; want one line naming it", err)
+	if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+		t.Fatalf("open: %v; want one line with %q", err, want)
 	}
-	if n.prodLn != nil || n.stageLn != nil {
-		t.Fatal("a listener was bound though the certificate was refused")
+	if n.prodLn != nil || n.stageLn != nil || n.adminLn != nil {
+		t.Fatal("a listener was bound though a certificate was refused")
 	}
 }
 
@@ -232,21 +239,7 @@ func TestBadStageCertificateBindsNothing(t *testing.T) {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := &vstest.Buffer{}
-	logs, log := newLogSwitch(cfg.Log, out)
-	n := newNode(Setup{Path: path, Config: cfg, Stderr: out, Version: "test"}, logs, log)
-	defer n.close()
-	err = n.open()
-	if err == nil || !strings.Contains(err.Error(), "listeners.stage.tls.certs[0]: "+filepath.Join(dir, "old.example.crt")+" expired on") || strings.Contains(err.Error(), "\n") {
-		t.Fatalf("open with an expired stage certificate: %v; want one line naming it", err)
-	}
-	if n.prodLn != nil || n.stageLn != nil {
-		t.Fatal("a listener was bound though a certificate was refused")
-	}
+	openRefused(t, path, "listeners.stage.tls.certs[0]: "+filepath.Join(dir, "old.example.crt")+" expired on")
 }
 
 // TestReloadReplacesCertificates: a reload re-reads a TLS listener's
