@@ -31,21 +31,7 @@ func TestIdleTLSConnectionIsKept(t *testing.T) {
 		echo.ServeHTTP(w, r)
 	})
 	s := &Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.init()
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}})
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(tlsLn) }()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only ends a hung shutdown
-		defer cancel()
-		s.Shutdown(ctx)
-		<-served
-	})
-	conn, err := tls.Dial("tcp", ln.Addr().String(), &tls.Config{InsecureSkipVerify: true})
+	conn, err := tls.Dial("tcp", startTLS(t, s), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
