@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"log"
 	"net/http"
 	"os"
 	"os/exec"
@@ -223,7 +224,11 @@ func (t *target) waitReady(env *benchEnv) error {
 	check := func() error {
 		switch t.family {
 		case famTLS:
-			return checkHTTPS(t.url+"/", env.cert.roots, false)
+			st, err := checkHTTPS(t.url+"/", env.cert.roots, false)
+			if err == nil {
+				log.Printf("%s (tls): %s", t.name, st)
+			}
+			return err
 		case famGRPC:
 			return checkGRPC(t.addr)
 		}

@@ -94,31 +94,36 @@ func clientTLS(roots *x509.CertPool, protos ...string) *tls.Config {
 
 // checkHTTPS asks url for / over TLS (HTTP/2 when h2) and says what is
 // wrong if the answer is not the backend's 200, or not over HTTP/2 when
-// h2 was asked for.
-func checkHTTPS(url string, roots *x509.CertPool, h2 bool) error {
+// h2 was asked for; else it says which TLS version, group and suite the
+// connection had.
+func checkHTTPS(url string, roots *x509.CertPool, h2 bool) (string, error) {
 	tr := &http.Transport{TLSClientConfig: clientTLS(roots), ForceAttemptHTTP2: h2, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
 	c := &http.Client{Transport: tr, Timeout: 5 * time.Second}
 	resp, err := c.Get(url)
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return err
+		return "", err
 	}
 	if h2 && resp.ProtoMajor != 2 {
 		alpn := "none"
 		if resp.TLS != nil && resp.TLS.NegotiatedProtocol != "" {
 			alpn = resp.TLS.NegotiatedProtocol
 		}
-		return errNoH2{alpn}
+		return "", errNoH2{alpn}
 	}
 	if resp.StatusCode != 200 || !strings.Contains(string(body), backendMark) {
-		return fmt.Errorf("status %d, body %.60q: not the backend's answer", resp.StatusCode, body)
+		return "", fmt.Errorf("status %d, body %.60q: not the backend's answer", resp.StatusCode, body)
 	}
-	return nil
+	if resp.TLS == nil {
+		return "", fmt.Errorf("not over TLS")
+	}
+	st := resp.TLS
+	return fmt.Sprintf("%s, %s, %s, %s", tls.VersionName(st.Version), st.CurveID, tls.CipherSuiteName(st.CipherSuite), resp.Proto), nil
 }
 
 // errNoH2 says a target answered over TLS but did not choose h2 by ALPN.
