@@ -134,7 +134,7 @@ func main() {
 
 	fmt.Printf("# vipswap beside HAProxy, nginx and Caddy\n\n%s\n\n", machine())
 	fmt.Printf("One load generator at a time, on one thread, for %s per run, %d interleaved rounds, medians shown; two Go backends.\n", *duration, *rounds)
-	var failures []string
+	var failures, skipped []string
 	for _, sc := range chosen {
 		results := make(map[string][]result)
 		notRun := make(map[string]string)
@@ -177,9 +177,17 @@ func main() {
 			}
 		}
 		printScenario(sc, ts, results, notRun)
+		for _, t := range ts {
+			if why, ok := notRun[t.name]; ok && !strings.HasPrefix(why, "failed: ") {
+				skipped = append(skipped, fmt.Sprintf("%s, %s: %s", sc.name, t.name, why))
+			}
+		}
 	}
 	if runIdle {
 		printIdle(targets[famHTTP], *idle)
+	}
+	if len(skipped) > 0 {
+		log.Printf("%d cells not run:\n  %s", len(skipped), strings.Join(skipped, "\n  "))
 	}
 	if len(failures) > 0 {
 		log.Printf("%d runs failed:\n  %s", len(failures), strings.Join(failures, "\n  "))

@@ -253,7 +253,7 @@ func (t *target) waitReady(env *benchEnv) error {
 			return nil
 		}
 		if t.proc != nil && t.proc.exited() {
-			return fmt.Errorf("exited (%v)%s", t.proc.err, t.lastLog())
+			return fmt.Errorf("exited at start (%v)%s", t.proc.err, t.lastLog())
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%v%s", err, t.lastLog())
