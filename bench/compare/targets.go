@@ -173,8 +173,6 @@ http {
 		tls := ""
 		switch fam {
 		case famTLS:
-			// Clients that connect by IP address send no server name
-			// (SNI): default_sni gives them the site's certificate.
 			site, tls = "https://"+addr, fmt.Sprintf("\ttls %s %s\n", env.cert.cert, env.cert.key)
 		case famGRPC:
 			protocols, up = "h1 h2c", "h2c://"+g[0]+" h2c://"+g[1]
@@ -182,7 +180,6 @@ http {
 		cfg := writeFile(dir, file+".Caddyfile", fmt.Sprintf(`{
 	admin off
 	auto_https off
-	default_sni 127.0.0.1
 	servers {
 		protocols %s
 	}
