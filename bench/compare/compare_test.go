@@ -6,11 +6,12 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 // tlsServer serves handler over TLS with the bench certificate, HTTP/2 by
@@ -98,9 +99,7 @@ func TestCheckHTTPSSaysWhenATargetDoesNotSpeakH2(t *testing.T) {
 }
 
 func TestH2load(t *testing.T) {
-	if _, err := exec.LookPath("h2load"); err != nil {
-		t.Skip("h2load is not installed (Debian: nghttp2-client)")
-	}
+	vstest.Need(t, "h2load", "nghttp2-client")
 	srv, _, _, _ := tlsServer(t, true, backendAnswer)
 	r, err := runH2load(srv.URL+"/", t.TempDir(), 1, 4, time.Second)
 	if err != nil {
