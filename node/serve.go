@@ -26,6 +26,7 @@ import (
 	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/metrics"
 	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/wire"
@@ -175,6 +176,23 @@ func listenerTLS(certs []tls.Certificate) *tls.Config {
 	}
 }
 
+// withProxyProtocol wraps ln to read the PROXY protocol header its
+// configuration asks for (before TLS: the header comes first), from the
+// peers it trusts; the header is read on each connection's goroutine.
+func withProxyProtocol(ln net.Listener, conf config.Listener) net.Listener {
+	mode := proxyproto.Off
+	switch conf.ProxyProtocol {
+	case "accept":
+		mode = proxyproto.Accept
+	case "require":
+		mode = proxyproto.Require
+	}
+	if mode == proxyproto.Off {
+		return ln
+	}
+	return &proxyproto.Listener{Listener: ln, Mode: mode, Trusted: proxyproto.TrustList(conf.ProxyProtocolPeers())}
+}
+
 // bind binds every address before anything starts, so a taken port fails
 // fast and leaves nothing behind.
 func (n *node) bind() error {
@@ -204,8 +222,12 @@ func (n *node) bind() error {
 	}
 	front := func(name string, l route.Listener, conf config.Listener) (net.Listener, error) {
 		ln, err := bind(name, conf.Addr)
-		if err != nil || conf.TLS == nil {
+		if err != nil {
 			return ln, err
+		}
+		ln = withProxyProtocol(ln, conf)
+		if conf.TLS == nil {
+			return ln, nil
 		}
 		n.certs[l].Store(listenerTLS(certs[l]))
 		return tls.NewListener(ln, &tls.Config{
