@@ -316,7 +316,9 @@ func (n *node) lead() (string, func() bool) {
 // configured; counts sums their counters.
 func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts) {
 	n.onRefused = func(i *route.Instance) { n.ctrl.InstanceRefused(i) }
-	n.px = proxy.New(proxyOptions(n.initial, n.log, n.onRefused))
+	opts := proxyOptions(n.initial, n.log, n.onRefused)
+	opts.RedirectPort = n.redirectPorts()
+	n.px = proxy.New(opts)
 	planes, counts = []control.DataPlane{n.px}, n.px.Counters
 	if n.initial.HAProxy != nil {
 		hx := newHAProxyPlane(n.initial.HAProxy, n.log)
@@ -330,6 +332,18 @@ func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Liste
 		}
 	}
 	return planes, counts
+}
+
+// redirectPorts returns, for each listener with redirect_to, the port its
+// target listener is bound to.
+func (n *node) redirectPorts() (ports [len(route.Listeners)]int) {
+	bound := map[string]net.Listener{"prod": n.prodLn, "stage": n.stageLn}
+	for i, l := range []config.Listener{n.initial.Listeners.Prod, n.initial.Listeners.Stage} {
+		if ln := bound[l.RedirectTo]; ln != nil {
+			ports[i] = ln.Addr().(*net.TCPAddr).Port
+		}
+	}
+	return ports
 }
 
 // startController starts the data planes and the controller over them,
