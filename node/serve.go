@@ -29,6 +29,7 @@ import (
 	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/wire"
 	"golang.org/x/net/netutil"
 )
@@ -47,6 +48,7 @@ type node struct {
 	affinityKey              []byte
 	prodLn, stageLn, adminLn net.Listener
 	certs                    [2]atomic.Pointer[tls.Config] // what the TLS listeners serve (prod, stage); a reload replaces it
+	tickets                  *ticketKeys                   // the TLS servers' session ticket keys, shared through the store
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
@@ -64,7 +66,7 @@ type node struct {
 // before anything is opened or started.
 func newNode(setup Setup, logs *logSwitch, log *slog.Logger) *node {
 	return &node{path: setup.Path, version: setup.Version, logs: logs, log: log, initial: setup.Config, cfg: setup.Config,
-		sup: newSupervisor(setup.Stderr, log), errc: make(chan error, 3)}
+		sup: newSupervisor(setup.Stderr, log), errc: make(chan error, 3), tickets: &ticketKeys{log: log}}
 }
 
 // serve runs the node until ctx ends, then shuts down in order: stop
@@ -230,11 +232,13 @@ func (n *node) bind() error {
 			return ln, nil
 		}
 		n.certs[l].Store(listenerTLS(certs[l]))
-		return tls.NewListener(ln, &tls.Config{
+		outer := &tls.Config{
 			// Each handshake takes the certificates in force: a reload
 			// replaces them for new connections, open ones go on.
 			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.certs[l].Load(), nil },
-		}), nil
+		}
+		n.tickets.add(outer) // this one's session ticket keys serve: those in force have none
+		return tls.NewListener(ln, outer), nil
 	}
 	if n.prodLn, err = front("listeners.prod", route.Prod, n.initial.Listeners.Prod); err != nil {
 		return err
@@ -250,6 +254,7 @@ func (n *node) bind() error {
 // the release runner and the admin API, and serves the listeners.
 func (n *node) start(ctx context.Context) error {
 	n.onClose(n.sup.closeAll)
+	n.startTickets()
 	if err := n.startInstances(ctx); err != nil {
 		return err
 	}
@@ -268,6 +273,25 @@ func (n *node) start(ctx context.Context) error {
 	n.admin = n.adminServer(releases)
 	n.listen()
 	return nil
+}
+
+// startTickets reads the TLS session ticket keys from the store (a
+// request timeout at most) and keeps them fresh until close.
+func (n *node) startTickets() {
+	secrets, ok := n.st.Store.(store.Secrets)
+	if !ok || len(n.tickets.confs) == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := n.tickets.refresh(rctx, secrets, time.Now())
+	cancel()
+	if err != nil {
+		n.log.Warn("could not read the TLS session ticket keys from the store: until it answers, each node uses its own", "err", err)
+	}
+	tctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.tickets.run(tctx, secrets) }()
+	n.onClose(func() { stop(); <-done })
 }
 
 // startInstances starts the managed instances: those of the slots added
