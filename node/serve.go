@@ -49,6 +49,8 @@ type node struct {
 	prodLn, stageLn, adminLn net.Listener
 	certs                    [2]atomic.Pointer[tls.Config] // what the TLS listeners serve (prod, stage); a reload replaces it
 	tickets                  *ticketKeys                   // the TLS servers' session ticket keys, shared through the store
+	adminCerts               atomic.Pointer[tls.Config]    // what the admin API serves over TLS (admin.tls); a reload replaces it
+	adminTLS                 *tls.Config                   // the admin listener's, nil for cleartext
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
@@ -222,6 +224,12 @@ func (n *node) bind() error {
 	if certs[route.Stage], err = load("listeners.stage", n.initial.Listeners.Stage); err != nil {
 		return err
 	}
+	var adminCerts []tls.Certificate
+	if t := n.initial.Admin.TLS; t != nil {
+		if adminCerts, err = config.LoadCertificates("admin", t); err != nil {
+			return err
+		}
+	}
 	front := func(name string, l route.Listener, conf config.Listener) (net.Listener, error) {
 		ln, err := bind(name, conf.Addr)
 		if err != nil {
@@ -246,8 +254,15 @@ func (n *node) bind() error {
 	if n.stageLn, err = front("listeners.stage", route.Stage, n.initial.Listeners.Stage); err != nil {
 		return err
 	}
-	n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen)
-	return err
+	if n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen); err != nil || adminCerts == nil {
+		return err
+	}
+	// The admin API over TLS: the listeners' profile, its certificates
+	// re-read by a reload, the shared session ticket keys.
+	n.adminCerts.Store(listenerTLS(adminCerts))
+	n.adminTLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.adminCerts.Load(), nil }}
+	n.tickets.add(n.adminTLS)
+	return nil
 }
 
 // start starts the managed instances, the controller and its data planes,
@@ -467,6 +482,9 @@ func (n *node) listen() {
 	// so a flood of connections to it cannot starve probes and instance
 	// connections; its silent connections go after ReadHeaderTimeout.
 	adminLn := netutil.LimitListener(n.adminLn, adminConns(proxy.BudgetFor(descriptorLimit())))
+	if n.adminTLS != nil {
+		adminLn = tls.NewListener(adminLn, n.adminTLS) // inside the limit: a handshake holds a connection
+	}
 	go func() { n.errc <- n.px.Serve(route.Prod, n.prodLn) }()
 	go func() { n.errc <- n.px.Serve(route.Stage, n.stageLn) }()
 	go func() {
