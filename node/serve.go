@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -461,6 +463,7 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 			Stopping:     stopping,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          log.New(adminErrorLog{n.log}, "", 0),
 		MaxHeaderBytes:    64 << 10,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -469,6 +472,21 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 	var once sync.Once
 	srv.RegisterOnShutdown(func() { once.Do(func() { close(stopping) }) })
 	return srv
+}
+
+// adminErrorLog is the admin server's error log: failed TLS handshakes
+// (scanners, clients that do not trust the certificate) at debug level,
+// as no fault of vipswap's; anything else as a warning.
+type adminErrorLog struct{ log *slog.Logger }
+
+func (a adminErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		a.log.Debug("admin API: " + msg)
+	} else {
+		a.log.Warn("admin API: " + msg)
+	}
+	return len(p), nil
 }
 
 // descriptorLimit is how many descriptors the process may open (0:
