@@ -313,6 +313,23 @@ type Slot struct {
 	// Version labels what the slot runs ("2.1"), for status and the
 	// dashboard. Optional; a reload may change it.
 	Version string `yaml:"version"`
+	// ProxyProtocol is off (the default), v1 or v2: the PROXY protocol
+	// header vipswap writes at the start of each connection to the
+	// slot's instances, naming the client. Each request then takes a new
+	// connection (a pooled one would name an earlier client). A reload
+	// may change it.
+	ProxyProtocol string `yaml:"proxy_protocol"`
+}
+
+// ProxyProtocolVersion returns 1 or 2 for ProxyProtocol v1 or v2, else 0.
+func (s Slot) ProxyProtocolVersion() int {
+	switch s.ProxyProtocol {
+	case "v1":
+		return 1
+	case "v2":
+		return 2
+	}
+	return 0
 }
 
 // Run describes instances vipswap starts as child processes.

@@ -95,6 +95,9 @@ func (c *Config) Compare(next *Config) Diff {
 			}
 			d.Changes = append(d.Changes, key+": "+strings.Join(parts, " "))
 		}
+		if had && has && old.ProxyProtocol != cur.ProxyProtocol {
+			d.Changes = append(d.Changes, fmt.Sprintf("%s.proxy_protocol: %s → %s", key, show(old.ProxyProtocol), show(cur.ProxyProtocol)))
+		}
 	}
 	return d
 }

@@ -77,3 +77,24 @@ func TestEdgeDiff(t *testing.T) {
 		t.Errorf("admin certificates changed: %+v, want a change a reload applies", d)
 	}
 }
+
+// TestSlotProxyProtocol: a slot's proxy_protocol is off, v1 or v2; a
+// reload may change it.
+func TestSlotProxyProtocol(t *testing.T) {
+	src := strings.Replace(valid, "    instances: [127.0.0.1:9001, 127.0.0.1:9002]\n", "    instances: [127.0.0.1:9001, 127.0.0.1:9002]\n    proxy_protocol: v2\n", 1)
+	c, err := Parse("test.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Slots["blue"].ProxyProtocolVersion() != 2 || c.Slots["green"].ProxyProtocolVersion() != 0 {
+		t.Fatalf("versions %d %d", c.Slots["blue"].ProxyProtocolVersion(), c.Slots["green"].ProxyProtocolVersion())
+	}
+	old, _ := Parse("test.yaml", []byte(valid))
+	if d := old.Compare(c); len(d.Restart) > 0 || !strings.Contains(strings.Join(d.Changes, "\n"), `slots.blue.proxy_protocol: "" → v2`) {
+		t.Errorf("diff %+v", d)
+	}
+	bad := strings.Replace(src, "proxy_protocol: v2", "proxy_protocol: v3", 1)
+	if _, err := Parse("test.yaml", []byte(bad)); err == nil || !strings.Contains(err.Error(), `slots.blue.proxy_protocol: want off, v1 or v2, got "v3"`) {
+		t.Errorf("v3: %v", err)
+	}
+}

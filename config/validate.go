@@ -322,6 +322,11 @@ func (v *validator) slot(name string, s Slot) {
 	for i, a := range s.Instances {
 		v.addr(fmt.Sprintf("%s.instances[%d]", key, i), a)
 	}
+	switch s.ProxyProtocol {
+	case "", "off", "v1", "v2":
+	default:
+		v.fail(key+".proxy_protocol", fmt.Sprintf("want off, v1 or v2, got %q", s.ProxyProtocol))
+	}
 }
 
 func (v *validator) plan(key string, p RolloutPlan) {

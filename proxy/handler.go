@@ -32,6 +32,7 @@ type request struct {
 	holdUntil time.Time  // zero until the request first holds
 	noHold    bool       // the last instance answered badly or late: fail rather than hold
 	fresh     bool       // the next attempt dials a new connection
+	proxied   bool       // the last attempt's connection began with a PROXY header: never pooled
 	lastErr   error      // that instance's failure, when noHold
 	body      *bodyGuard // nil when the request has no body
 	buffered  buffered   // the body, when read whole before forwarding

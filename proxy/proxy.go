@@ -109,6 +109,13 @@ type Options struct {
 	// forwarding it; such requests count in Redirected, not in any slot's
 	// counters. Reconfigure keeps the ports the proxy started with.
 	RedirectPort [len(route.Listeners)]int
+	// SendProxyProtocol, by slot name, is the PROXY protocol version (1
+	// or 2) written at the start of each connection to the slot's
+	// instances, naming the request's client (RemoteAddr) as the source
+	// and the instance as the destination. Such a connection carries one
+	// request and is closed: pooled, it would name its first client to
+	// the instance for the requests of others.
+	SendProxyProtocol map[string]int
 }
 
 func (o *Options) setDefaults() {
