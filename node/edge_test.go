@@ -202,3 +202,21 @@ func TestEdgeAdminTLS(t *testing.T) {
 		t.Fatalf("status after the reload, trusting the renewed certificate: %v", err)
 	}
 }
+
+// TestBadAdminCertificateBindsNothing: the admin API's certificate is
+// read with the listeners', before any address is bound, and refused in
+// one line.
+func TestBadAdminCertificateBindsNothing(t *testing.T) {
+	dir := t.TempDir()
+	tlstest.New(t, dir, "127.0.0.1", time.Now().Add(-48*time.Hour), time.Now().Add(-24*time.Hour))
+	path := writeConfig(t, dir, staticSlot("blue", "127.0.0.1:1"), staticSlot("green", "127.0.0.1:2"))
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(raw), "  listen: 127.0.0.1:0\n", "  listen: 127.0.0.1:0\n  tls: {certs: [{cert: 127.0.0.1.crt, key: 127.0.0.1.key}]}\n", 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	openRefused(t, path, "admin.tls.certs[0]")
+}
