@@ -1,12 +1,15 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -119,4 +122,66 @@ func TestSendProxyProtocolUnderConcurrency(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Fatalf("%d requests failed or named another client, want 0", n)
 	}
+}
+
+// TestReceivedProxyHeaderIsTheClient: behind a listener that takes the
+// PROXY header, the header's client is the request's client on the whole
+// request path: the X-Forwarded-For the instance gets and the access log's
+// client (the measurement's source grouping reads the same RemoteAddr).
+func TestReceivedProxyHeaderIsTheClient(t *testing.T) {
+	b := newInstance(t, "blue", "b1", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Forwarded-For"))
+	})
+	var logs safeBuffer
+	p := New(Options{AccessLog: &AccessLog{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Sample: 1}})
+	p.Apply(table(1, []*route.Instance{b.inst}, []*route.Instance{b.inst}))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := &proxyproto.Listener{Listener: ln, Mode: proxyproto.Require,
+		Trusted: proxyproto.TrustList([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})}
+	go p.Serve(route.Prod, pl)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only ends a hung shutdown
+		defer cancel()
+		p.Shutdown(ctx)
+	})
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	io.WriteString(c, "PROXY TCP4 198.51.100.77 10.0.0.1 4242 80\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "198.51.100.77" {
+		t.Errorf("the instance got X-Forwarded-For %q, want the header's client", body)
+	}
+	if !strings.Contains(logs.String(), "client=198.51.100.77:4242") {
+		t.Errorf("the access log does not name the header's client: %s", logs.String())
+	}
+}
+
+// safeBuffer is a log's output, read by the test.
+type safeBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *safeBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *safeBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
