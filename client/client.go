@@ -14,12 +14,15 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -33,6 +36,7 @@ type Client struct {
 	base  string
 	token string
 	http  *http.Client
+	err   error // an option's failure, returned by every call
 }
 
 // Option tunes a Client.
@@ -43,6 +47,36 @@ func WithToken(token string) Option { return func(c *Client) { c.token = token }
 
 // WithHTTPClient replaces the HTTP client (default: 30s timeout, no proxy).
 func WithHTTPClient(h *http.Client) Option { return func(c *Client) { c.http = h } }
+
+// WithCAFile trusts the CA certificates in the PEM file at path, instead
+// of the system's, for an admin API served over https (admin.tls). Empty
+// means the system's. A file that cannot be read, or holds no
+// certificate, makes every call fail with that error. It applies to the
+// default HTTP client, not to one given by WithHTTPClient.
+func WithCAFile(path string) Option {
+	return func(c *Client) {
+		if path == "" {
+			return
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			c.err = fmt.Errorf("the admin API's CA: %w", err)
+			return
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(raw) {
+			c.err = fmt.Errorf("the admin API's CA: %s holds no PEM certificate", path)
+			return
+		}
+		if t, ok := c.http.Transport.(*http.Transport); ok {
+			t = t.Clone()
+			t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+			h := *c.http
+			h.Transport = t
+			c.http = &h
+		}
+	}
+}
 
 // New returns a client of the admin API at baseURL, such as
 // "http://127.0.0.1:9090".
@@ -277,6 +311,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 // the server refuses changes without it (a browser's cross-site form could
 // not send it).
 func (c *Client) send(ctx context.Context, method, path string, in, out any) (http.Header, error) {
+	if c.err != nil {
+		return nil, c.err
+	}
 	var body io.Reader
 	if in != nil {
 		b, err := json.Marshal(in)

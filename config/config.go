@@ -7,6 +7,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"time"
 )
 
@@ -72,6 +73,9 @@ type Admin struct {
 	// change the state may then run any command as vipswap's user. Off by
 	// default; slots with run: in this file are not affected.
 	AllowRun bool `yaml:"allow_run"`
+	// TLS, when set, makes the admin API speak HTTPS with these
+	// certificates, as a listener's tls does; a reload re-reads them.
+	TLS *ListenerTLS `yaml:"tls"`
 }
 
 // Store configures the embedded state store.
@@ -152,6 +156,54 @@ type Listener struct {
 	Addr string `yaml:"addr"`
 	// TLS, when set, makes the listener speak HTTPS.
 	TLS *ListenerTLS `yaml:"tls"`
+	// ProxyProtocol is off (the default), accept or require: whether
+	// connections start with a PROXY protocol header (version 1 or 2)
+	// naming the client a load balancer relays. Accept takes one when it
+	// comes; require closes connections without one. Only peers in
+	// ProxyProtocolFrom may send one.
+	ProxyProtocol string `yaml:"proxy_protocol"`
+	// ProxyProtocolFrom are the peers (addresses or CIDR prefixes) whose
+	// PROXY header is believed. Default: loopback only. Whoever may send
+	// a header chooses the client address vipswap sees.
+	ProxyProtocolFrom []string `yaml:"proxy_protocol_from"`
+	// RedirectTo, when set, names a TLS listener (prod or stage): this
+	// listener then answers every request with a 308 to the same host
+	// and path on that listener's https URL.
+	RedirectTo string `yaml:"redirect_to"`
+}
+
+// Short reports whether l is only an address (the short form).
+func (l Listener) Short() bool {
+	return l.TLS == nil && l.ProxyProtocol == "" && len(l.ProxyProtocolFrom) == 0 && l.RedirectTo == ""
+}
+
+// ProxyProtocolPeers returns the prefixes of ProxyProtocolFrom (a bare
+// address is its own prefix), loopback when it is empty. It skips what
+// Validate refuses.
+func (l Listener) ProxyProtocolPeers() []netip.Prefix {
+	if len(l.ProxyProtocolFrom) == 0 {
+		return []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	var out []netip.Prefix
+	for _, s := range l.ProxyProtocolFrom {
+		if p, err := parsePeer(s); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// parsePeer parses an address or a CIDR prefix.
+func parsePeer(s string) (netip.Prefix, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		a = a.Unmap()
+		return netip.PrefixFrom(a, a.BitLen()), nil
+	}
+	p, err := netip.ParsePrefix(s)
+	if err != nil {
+		return p, err
+	}
+	return p.Masked(), nil
 }
 
 // String returns the listener's address, and says when it speaks TLS.
@@ -261,6 +313,23 @@ type Slot struct {
 	// Version labels what the slot runs ("2.1"), for status and the
 	// dashboard. Optional; a reload may change it.
 	Version string `yaml:"version"`
+	// ProxyProtocol is off (the default), v1 or v2: the PROXY protocol
+	// header vipswap writes at the start of each connection to the
+	// slot's instances, naming the client. Each request then takes a new
+	// connection (a pooled one would name an earlier client). A reload
+	// may change it.
+	ProxyProtocol string `yaml:"proxy_protocol"`
+}
+
+// ProxyProtocolVersion returns 1 or 2 for ProxyProtocol v1 or v2, else 0.
+func (s Slot) ProxyProtocolVersion() int {
+	switch s.ProxyProtocol {
+	case "v1":
+		return 1
+	case "v2":
+		return 2
+	}
+	return 0
 }
 
 // Run describes instances vipswap starts as child processes.

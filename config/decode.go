@@ -39,10 +39,10 @@ func Load(path string) (*Config, error) {
 	c.State.Path = resolve(dir, c.State.Path)
 	c.Admin.TokenFile = resolve(dir, c.Admin.TokenFile)
 	c.Affinity.KeyFile = resolve(dir, c.Affinity.KeyFile)
-	for _, l := range []*Listener{&c.Listeners.Prod, &c.Listeners.Stage} {
-		if l.TLS != nil {
-			for i := range l.TLS.Certs {
-				l.TLS.Certs[i].Cert, l.TLS.Certs[i].Key = resolve(dir, l.TLS.Certs[i].Cert), resolve(dir, l.TLS.Certs[i].Key)
+	for _, t := range []*ListenerTLS{c.Listeners.Prod.TLS, c.Listeners.Stage.TLS, c.Admin.TLS} {
+		if t != nil {
+			for i := range t.Certs {
+				t.Certs[i].Cert, t.Certs[i].Key = resolve(dir, t.Certs[i].Cert), resolve(dir, t.Certs[i].Key)
 			}
 		}
 	}

@@ -49,6 +49,11 @@ func (c *Config) Compare(next *Config) Diff {
 			d.Restart = append(d.Restart, line)
 		}
 	}
+	if (c.Admin.TLS == nil) != (next.Admin.TLS == nil) {
+		// Its certificates a reload re-reads; turning TLS on or off
+		// takes a restart, as for a listener.
+		d.Restart = append(d.Restart, "admin.tls: turned "+map[bool]string{true: "on", false: "off"}[next.Admin.TLS != nil])
+	}
 	if c.Active != next.Active {
 		// Not a change of the running state: say so, or the operator
 		// thinks the reload moved prod.
@@ -90,12 +95,15 @@ func (c *Config) Compare(next *Config) Diff {
 			}
 			d.Changes = append(d.Changes, key+": "+strings.Join(parts, " "))
 		}
+		if had && has && old.ProxyProtocol != cur.ProxyProtocol {
+			d.Changes = append(d.Changes, fmt.Sprintf("%s.proxy_protocol: %s → %s", key, show(old.ProxyProtocol), show(cur.ProxyProtocol)))
+		}
 	}
 	return d
 }
 
 func restartOnly(key string) bool {
-	if strings.HasPrefix(key, "listeners.prod.tls.") || strings.HasPrefix(key, "listeners.stage.tls.") {
+	if strings.HasPrefix(key, "listeners.prod.tls.") || strings.HasPrefix(key, "listeners.stage.tls.") || strings.HasPrefix(key, "admin.tls.") {
 		return false // a TLS listener's certificates are re-read by a reload
 	}
 	for _, p := range needsRestart {
@@ -143,7 +151,7 @@ func flatten(v reflect.Value, path string) map[string]string {
 				f = f.Elem()
 			}
 		}
-		if l, ok := f.Interface().(Listener); ok && l.TLS == nil {
+		if l, ok := f.Interface().(Listener); ok && l.Short() {
 			out[key] = l.Addr // the short form: listeners.prod: ADDR
 			continue
 		}

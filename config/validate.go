@@ -68,6 +68,7 @@ func (c *Config) Validate() error {
 			v.fail(fmt.Sprintf("admin.hosts[%d]", i), fmt.Sprintf("want a host name without port or wildcard (such as vipswap.example.com), got %q", h))
 		}
 	}
+	v.tls("admin", c.Admin.TLS)
 	v.listener("listeners.prod", c.Listeners.Prod)
 	v.listener("listeners.stage", c.Listeners.Stage)
 	if c.State.Path == "" {
@@ -235,13 +236,45 @@ func (v *validator) atLeastOne(key string, n int) {
 // files are read by LoadCertificates.
 func (v *validator) listener(key string, l Listener) {
 	v.addr(key, l.Addr)
-	if l.TLS == nil {
+	switch l.ProxyProtocol {
+	case "", "off", "accept", "require":
+	default:
+		v.fail(key+".proxy_protocol", fmt.Sprintf("want off, accept or require, got %q", l.ProxyProtocol))
+	}
+	for i, s := range l.ProxyProtocolFrom {
+		if _, err := parsePeer(s); err != nil {
+			v.fail(fmt.Sprintf("%s.proxy_protocol_from[%d]", key, i), fmt.Sprintf("want an address or a CIDR prefix (10.0.0.0/8), got %q", s))
+		}
+	}
+	if l.RedirectTo != "" {
+		var target *Listener
+		switch l.RedirectTo {
+		case "prod":
+			target = &v.c.Listeners.Prod
+		case "stage":
+			target = &v.c.Listeners.Stage
+		}
+		switch {
+		case target == nil:
+			v.fail(key+".redirect_to", fmt.Sprintf("want the name of a TLS listener (prod or stage), got %q", l.RedirectTo))
+		case target.TLS == nil:
+			v.fail(key+".redirect_to", fmt.Sprintf("listeners.%s is not a TLS listener: redirect_to must name one", l.RedirectTo))
+		case l.TLS != nil:
+			v.fail(key+".redirect_to", "a TLS listener cannot redirect: redirect_to is for a cleartext one")
+		}
+	}
+	v.tls(key, l.TLS)
+}
+
+// tls checks that a tls block names its files.
+func (v *validator) tls(key string, t *ListenerTLS) {
+	if t == nil {
 		return
 	}
-	if len(l.TLS.Certs) == 0 {
+	if len(t.Certs) == 0 {
 		v.fail(key+".tls.certs", "want at least one certificate: {cert: FILE, key: FILE}")
 	}
-	for i, c := range l.TLS.Certs {
+	for i, c := range t.Certs {
 		k := fmt.Sprintf("%s.tls.certs[%d]", key, i)
 		if c.Cert == "" || c.Key == "" {
 			v.fail(k, "want both cert (the PEM chain) and key (its private key)")
@@ -288,6 +321,11 @@ func (v *validator) slot(name string, s Slot) {
 	}
 	for i, a := range s.Instances {
 		v.addr(fmt.Sprintf("%s.instances[%d]", key, i), a)
+	}
+	switch s.ProxyProtocol {
+	case "", "off", "v1", "v2":
+	default:
+		v.fail(key+".proxy_protocol", fmt.Sprintf("want off, v1 or v2, got %q", s.ProxyProtocol))
 	}
 }
 

@@ -1,10 +1,13 @@
 package health
 
 import (
+	"net/netip"
+
 	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"io"
 	"net"
 	"net/http"
@@ -79,12 +82,14 @@ func (c *Checker) Try(ctx context.Context, cfg Config, t Target) Check {
 		return cfg.Probe(ctx, t)
 	}
 	path := strings.ReplaceAll(cfg.Path, "{slot}", url.QueryEscape(t.Slot))
-	return c.probe(ctx, t, path, cfg.Timeout)
+	return c.probe(ctx, t, path, cfg.Timeout, cfg.ProxyProtocol[t.Slot])
 }
 
 // probe checks target once: GET path on a new connection, within the
-// timeout.
-func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time.Duration) Check {
+// timeout; the connection begins with a PROXY protocol header of version
+// pp (1 or 2; 0: none) that names no client (v1 UNKNOWN, v2 LOCAL), as
+// the specification has health checks do.
+func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time.Duration, pp int) Check {
 	start := time.Now()
 	ck := Check{Time: start}
 	done := func(code, detail string) Check {
@@ -108,7 +113,15 @@ func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time
 	conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vipswap-health\r\nConnection: close\r\n\r\n", path, t.Addr); err != nil {
+	var head []byte
+	switch pp {
+	case 1:
+		head = proxyproto.AppendV1(head, netip.AddrPort{}, netip.AddrPort{})
+	case 2:
+		head = proxyproto.AppendV2(head, netip.AddrPort{}, netip.AddrPort{})
+	}
+	head = fmt.Appendf(head, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vipswap-health\r\nConnection: close\r\n\r\n", path, t.Addr)
+	if _, err := conn.Write(head); err != nil {
 		if sockerr.Timeout(err) {
 			return done(L7TOUT, fmt.Sprintf("no answer within %s", timeout))
 		}

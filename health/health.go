@@ -47,6 +47,10 @@ type Config struct {
 	// data plane that checks instances itself (HAProxy) reports its view
 	// through it. Rise and Fall apply to its answers as to probes.
 	Probe func(ctx context.Context, t Target) Check
+	// ProxyProtocol, by slot name, is the PROXY protocol version (1 or
+	// 2) the slot's instances expect at the start of each connection:
+	// probes begin with a header that names no client.
+	ProxyProtocol map[string]int
 	// Logger receives probes that could not be made (at most one line a
 	// second). Nil means slog.Default().
 	Logger *slog.Logger
@@ -229,7 +233,7 @@ func (c *Checker) loop(ctx context.Context, t Target, st *target) {
 		if cfg.Probe != nil {
 			ck = cfg.Probe(ctx, t)
 		} else {
-			ck = c.probe(ctx, t, path, cfg.Timeout)
+			ck = c.probe(ctx, t, path, cfg.Timeout, cfg.ProxyProtocol[t.Slot])
 		}
 		if ctx.Err() != nil {
 			return // a probe cut short by Remove or Close says nothing

@@ -41,7 +41,8 @@ func slotsOf(cfg *config.Config, groups map[string]*launch.Group) []control.Slot
 // probe, when set, replaces vipswap's probes (HAProxy's check results).
 func healthConfig(cfg *config.Config, log *slog.Logger, probe func(context.Context, health.Target) health.Check) health.Config {
 	h := cfg.Health
-	return health.Config{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Logger: log, Probe: probe}
+	return health.Config{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Logger: log, Probe: probe,
+		ProxyProtocol: sendProxyProtocol(cfg)}
 }
 
 // analysisConfig returns the rollout analysis of cfg.
@@ -81,6 +82,21 @@ func plansOf(cfg *config.Config) map[string]rollout.Plan {
 // measureConfig returns the measurement window of cfg.
 func measureConfig(cfg *config.Config) control.Measure {
 	return control.Measure{Before: cfg.Measure.Before, After: cfg.Measure.After, Limit: cfg.Measure.Limit}
+}
+
+// sendProxyProtocol returns the PROXY protocol version of each slot that
+// sends one to its instances (slots.NAME.proxy_protocol), nil for none.
+func sendProxyProtocol(cfg *config.Config) map[string]int {
+	var out map[string]int
+	for name, s := range cfg.Slots {
+		if v := s.ProxyProtocolVersion(); v != 0 {
+			if out == nil {
+				out = map[string]int{}
+			}
+			out[name] = v
+		}
+	}
+	return out
 }
 
 // proxyOptions returns the data plane's options from the configuration,
@@ -125,6 +141,7 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 		RequestBuffer:         requestBuffer(p.RequestBufferBytes),
 		OnRefused:             onRefused,
 		AccessLog:             accessLog(cfg.Log, log),
+		SendProxyProtocol:     sendProxyProtocol(cfg),
 		Logger:                log,
 	}
 }

@@ -27,6 +27,8 @@ type reloading struct {
 	// tlsConf are the TLS listeners' certificates, re-read (nil for a
 	// cleartext listener).
 	tlsConf [2]*tls.Config
+	// adminConf is the admin API's, re-read (nil for cleartext).
+	adminConf *tls.Config
 }
 
 // unchanged is the error of a reload that changes nothing, saying why.
@@ -114,6 +116,16 @@ func (n *node) read(ctx context.Context, req wire.ChangeRequest) (*reloading, er
 			next.changes = append(next.changes, fmt.Sprintf("%s.tls: certificates re-read (%s)", name, describeCertificates(certs)))
 		}
 	}
+	if t := cfg.Admin.TLS; t != nil && n.adminTLS != nil {
+		certs, err := config.LoadCertificates("admin", t)
+		if err != nil {
+			return nil, n.ctrl.RefuseReload(ctx, req, diff.Changes, unchanged(err))
+		}
+		next.adminConf = listenerTLS(certs)
+		if !sameCertificates(n.adminCerts.Load().Certificates, certs) {
+			next.changes = append(next.changes, fmt.Sprintf("admin.tls: certificates re-read (%s)", describeCertificates(certs)))
+		}
+	}
 	if !n.tokens.Same(next.tokens) {
 		names := make([]string, len(next.tokens))
 		for i, t := range next.tokens {
@@ -183,6 +195,9 @@ func (n *node) commit(next *reloading, groups map[string]*launch.Group) {
 		if conf != nil {
 			n.certs[i].Store(conf) // new handshakes take them; open connections go on
 		}
+	}
+	if next.adminConf != nil {
+		n.adminCerts.Store(next.adminConf)
 	}
 	n.logs.set(next.cfg.Log)
 	n.px.Reconfigure(proxyOptions(next.cfg, n.log, n.onRefused))

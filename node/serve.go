@@ -5,12 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log"
 	"log/slog"
 	"maps"
 	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,8 +28,10 @@ import (
 	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/metrics"
 	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/wire"
 	"golang.org/x/net/netutil"
 )
@@ -46,6 +50,9 @@ type node struct {
 	affinityKey              []byte
 	prodLn, stageLn, adminLn net.Listener
 	certs                    [2]atomic.Pointer[tls.Config] // what the TLS listeners serve (prod, stage); a reload replaces it
+	tickets                  *ticketKeys                   // the TLS servers' session ticket keys, shared through the store
+	adminCerts               atomic.Pointer[tls.Config]    // what the admin API serves over TLS (admin.tls); a reload replaces it
+	adminTLS                 *tls.Config                   // the admin listener's, nil for cleartext
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
@@ -63,7 +70,7 @@ type node struct {
 // before anything is opened or started.
 func newNode(setup Setup, logs *logSwitch, log *slog.Logger) *node {
 	return &node{path: setup.Path, version: setup.Version, logs: logs, log: log, initial: setup.Config, cfg: setup.Config,
-		sup: newSupervisor(setup.Stderr, log), errc: make(chan error, 3)}
+		sup: newSupervisor(setup.Stderr, log), errc: make(chan error, 3), tickets: &ticketKeys{log: log}}
 }
 
 // serve runs the node until ctx ends, then shuts down in order: stop
@@ -175,6 +182,23 @@ func listenerTLS(certs []tls.Certificate) *tls.Config {
 	}
 }
 
+// withProxyProtocol wraps ln to read the PROXY protocol header its
+// configuration asks for (before TLS: the header comes first), from the
+// peers it trusts; the header is read on each connection's goroutine.
+func withProxyProtocol(ln net.Listener, conf config.Listener) net.Listener {
+	mode := proxyproto.Off
+	switch conf.ProxyProtocol {
+	case "accept":
+		mode = proxyproto.Accept
+	case "require":
+		mode = proxyproto.Require
+	}
+	if mode == proxyproto.Off {
+		return ln
+	}
+	return &proxyproto.Listener{Listener: ln, Mode: mode, Trusted: proxyproto.TrustList(conf.ProxyProtocolPeers())}
+}
+
 // bind binds every address before anything starts, so a taken port fails
 // fast and leaves nothing behind.
 func (n *node) bind() error {
@@ -202,17 +226,29 @@ func (n *node) bind() error {
 	if certs[route.Stage], err = load("listeners.stage", n.initial.Listeners.Stage); err != nil {
 		return err
 	}
+	var adminCerts []tls.Certificate
+	if t := n.initial.Admin.TLS; t != nil {
+		if adminCerts, err = config.LoadCertificates("admin", t); err != nil {
+			return err
+		}
+	}
 	front := func(name string, l route.Listener, conf config.Listener) (net.Listener, error) {
 		ln, err := bind(name, conf.Addr)
-		if err != nil || conf.TLS == nil {
+		if err != nil {
 			return ln, err
 		}
+		ln = withProxyProtocol(ln, conf)
+		if conf.TLS == nil {
+			return ln, nil
+		}
 		n.certs[l].Store(listenerTLS(certs[l]))
-		return tls.NewListener(ln, &tls.Config{
+		outer := &tls.Config{
 			// Each handshake takes the certificates in force: a reload
 			// replaces them for new connections, open ones go on.
 			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.certs[l].Load(), nil },
-		}), nil
+		}
+		n.tickets.add(outer) // this one's session ticket keys serve: those in force have none
+		return tls.NewListener(ln, outer), nil
 	}
 	if n.prodLn, err = front("listeners.prod", route.Prod, n.initial.Listeners.Prod); err != nil {
 		return err
@@ -220,14 +256,22 @@ func (n *node) bind() error {
 	if n.stageLn, err = front("listeners.stage", route.Stage, n.initial.Listeners.Stage); err != nil {
 		return err
 	}
-	n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen)
-	return err
+	if n.adminLn, err = bind("admin.listen", n.initial.Admin.Listen); err != nil || adminCerts == nil {
+		return err
+	}
+	// The admin API over TLS: the listeners' profile, its certificates
+	// re-read by a reload, the shared session ticket keys.
+	n.adminCerts.Store(listenerTLS(adminCerts))
+	n.adminTLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.adminCerts.Load(), nil }}
+	n.tickets.add(n.adminTLS)
+	return nil
 }
 
 // start starts the managed instances, the controller and its data planes,
 // the release runner and the admin API, and serves the listeners.
 func (n *node) start(ctx context.Context) error {
 	n.onClose(n.sup.closeAll)
+	n.startTickets()
 	if err := n.startInstances(ctx); err != nil {
 		return err
 	}
@@ -246,6 +290,25 @@ func (n *node) start(ctx context.Context) error {
 	n.admin = n.adminServer(releases)
 	n.listen()
 	return nil
+}
+
+// startTickets reads the TLS session ticket keys from the store (a
+// request timeout at most) and keeps them fresh until close.
+func (n *node) startTickets() {
+	secrets, ok := n.st.Store.(store.Secrets)
+	if !ok || len(n.tickets.confs) == 0 {
+		return
+	}
+	rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err := n.tickets.refresh(rctx, secrets, time.Now())
+	cancel()
+	if err != nil {
+		n.log.Warn("could not read the TLS session ticket keys from the store: until it answers, each node uses its own", "err", err)
+	}
+	tctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); n.tickets.run(tctx, secrets) }()
+	n.onClose(func() { stop(); <-done })
 }
 
 // startInstances starts the managed instances: those of the slots added
@@ -294,7 +357,9 @@ func (n *node) lead() (string, func() bool) {
 // configured; counts sums their counters.
 func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts) {
 	n.onRefused = func(i *route.Instance) { n.ctrl.InstanceRefused(i) }
-	n.px = proxy.New(proxyOptions(n.initial, n.log, n.onRefused))
+	opts := proxyOptions(n.initial, n.log, n.onRefused)
+	opts.RedirectPort = n.redirectPorts()
+	n.px = proxy.New(opts)
 	planes, counts = []control.DataPlane{n.px}, n.px.Counters
 	if n.initial.HAProxy != nil {
 		hx := newHAProxyPlane(n.initial.HAProxy, n.log)
@@ -308,6 +373,18 @@ func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Liste
 		}
 	}
 	return planes, counts
+}
+
+// redirectPorts returns, for each listener with redirect_to, the port its
+// target listener is bound to.
+func (n *node) redirectPorts() (ports [len(route.Listeners)]int) {
+	bound := map[string]net.Listener{"prod": n.prodLn, "stage": n.stageLn}
+	for i, l := range []config.Listener{n.initial.Listeners.Prod, n.initial.Listeners.Stage} {
+		if ln := bound[l.RedirectTo]; ln != nil {
+			ports[i] = ln.Addr().(*net.TCPAddr).Port
+		}
+	}
+	return ports
 }
 
 // startController starts the data planes and the controller over them,
@@ -386,6 +463,7 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 			Stopping:     stopping,
 		}),
 		ReadHeaderTimeout: 5 * time.Second,
+		ErrorLog:          log.New(adminErrorLog{n.log}, "", 0),
 		MaxHeaderBytes:    64 << 10,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      30 * time.Second,
@@ -394,6 +472,21 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 	var once sync.Once
 	srv.RegisterOnShutdown(func() { once.Do(func() { close(stopping) }) })
 	return srv
+}
+
+// adminErrorLog is the admin server's error log: failed TLS handshakes
+// (scanners, clients that do not trust the certificate) at debug level,
+// as no fault of vipswap's; anything else as a warning.
+type adminErrorLog struct{ log *slog.Logger }
+
+func (a adminErrorLog) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	if strings.Contains(msg, "TLS handshake error") {
+		a.log.Debug("admin API: " + msg)
+	} else {
+		a.log.Warn("admin API: " + msg)
+	}
+	return len(p), nil
 }
 
 // descriptorLimit is how many descriptors the process may open (0:
@@ -407,6 +500,9 @@ func (n *node) listen() {
 	// so a flood of connections to it cannot starve probes and instance
 	// connections; its silent connections go after ReadHeaderTimeout.
 	adminLn := netutil.LimitListener(n.adminLn, adminConns(proxy.BudgetFor(descriptorLimit())))
+	if n.adminTLS != nil {
+		adminLn = tls.NewListener(adminLn, n.adminTLS) // inside the limit: a handshake holds a connection
+	}
 	go func() { n.errc <- n.px.Serve(route.Prod, n.prodLn) }()
 	go func() { n.errc <- n.px.Serve(route.Stage, n.stageLn) }()
 	go func() {

@@ -156,12 +156,17 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
 	rq.sent, rq.head = time.Time{}, time.Time{} // this attempt's
 	began := time.Now()
-	c, err := p.conn(ctx, inst, rq.fresh, rq.o.ConnectTimeout)
+	pp := rq.o.SendProxyProtocol[inst.Slot] // a connection of its own, never pooled
+	rq.proxied = pp != 0
+	c, err := p.conn(ctx, inst, rq.fresh || rq.proxied, rq.o.ConnectTimeout)
 	if err != nil {
 		if sockerr.LocalShortage(err) {
 			return nil, nil, &attemptError{kind: failLocal, err: err}
 		}
 		return nil, nil, &attemptError{kind: failDial, err: err}
+	}
+	if rq.proxied {
+		c.bw.Write(proxyHeader(pp, r.RemoteAddr, c.RemoteAddr())) // goes with the request
 	}
 	c.watch(ctx)
 	fail := func(kind failure, err error) (*http.Response, *upstreamConn, error) {

@@ -32,6 +32,7 @@ type request struct {
 	holdUntil time.Time  // zero until the request first holds
 	noHold    bool       // the last instance answered badly or late: fail rather than hold
 	fresh     bool       // the next attempt dials a new connection
+	proxied   bool       // the last attempt's connection began with a PROXY header: never pooled
 	lastErr   error      // that instance's failure, when noHold
 	body      *bodyGuard // nil when the request has no body
 	buffered  buffered   // the body, when read whole before forwarding
@@ -54,8 +55,15 @@ type request struct {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.p.active.Add(1)
 	defer h.p.active.Add(-1)
+	o := h.p.opts.Load()
+	if port := o.RedirectPort[h.l]; port != 0 {
+		// Not a slot's request: counted on its own.
+		h.p.redirected[h.l].Add(1)
+		RedirectHTTPS{Port: port}.ServeHTTP(w, r)
+		return
+	}
 	start := time.Now()
-	rq := &request{l: h.l, table: h.p.table.Load(), o: h.p.opts.Load(), start: start}
+	rq := &request{l: h.l, table: h.p.table.Load(), o: o, start: start}
 	rq.tried = rq.triedBuf[:0]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		rq.body = &bodyGuard{rc: r.Body}

@@ -104,6 +104,18 @@ type Options struct {
 	// itself could not open a socket. It is called on the request path and
 	// must not block.
 	OnRefused func(*route.Instance)
+	// RedirectPort, when set for a listener, makes it answer every request
+	// with a 308 to https on that port (RedirectHTTPS) instead of
+	// forwarding it; such requests count in Redirected, not in any slot's
+	// counters. Reconfigure keeps the ports the proxy started with.
+	RedirectPort [len(route.Listeners)]int
+	// SendProxyProtocol, by slot name, is the PROXY protocol version (1
+	// or 2) written at the start of each connection to the slot's
+	// instances, naming the request's client (RemoteAddr) as the source
+	// and the instance as the destination. Such a connection carries one
+	// request and is closed: pooled, it would name its first client to
+	// the instance for the requests of others.
+	SendProxyProtocol map[string]int
 }
 
 func (o *Options) setDefaults() {
@@ -165,6 +177,8 @@ type Proxy struct {
 	// retired holds the counters of slots removed lately, and what those
 	// removed before counted (stats.go), so that no total goes down.
 	retired atomic.Pointer[retiredTable]
+
+	redirected [len(route.Listeners)]atomic.Uint64 // requests answered with a redirect
 
 	mu      sync.Mutex // guards servers and closed
 	servers []*h1.Server
@@ -243,7 +257,7 @@ func (p *Proxy) pruneStats(t *route.Table) {
 func (p *Proxy) Reconfigure(opts Options) {
 	opts.setDefaults()
 	old := p.opts.Load()
-	opts.MaxConns, opts.MaxIdleConns = old.MaxConns, old.MaxIdleConns
+	opts.MaxConns, opts.MaxIdleConns, opts.RedirectPort = old.MaxConns, old.MaxIdleConns, old.RedirectPort
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.opts.Store(&opts)
@@ -298,6 +312,10 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 	p.mu.Unlock()
 	return srv.Serve(ln)
 }
+
+// Redirected returns how many requests listener l answered with a
+// redirect to https (Options.RedirectPort).
+func (p *Proxy) Redirected(l route.Listener) uint64 { return p.redirected[l].Load() }
 
 // Conns returns how many client connections listener l holds.
 func (p *Proxy) Conns(l route.Listener) int { return p.ConnStats(l).Open }

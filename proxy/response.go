@@ -100,7 +100,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	// it, the exchange leaves doubt about where the instance's answers end
 	// (reuseAfter), or the instance sent more than the response (put
 	// checks that).
-	if !c.stopWatch() || !reuseAfter(r, resp, rq.o) {
+	if !c.stopWatch() || !reuseAfter(r, resp, rq.o) || rq.proxied {
 		c.Close()
 		return
 	}

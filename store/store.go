@@ -17,6 +17,18 @@ import (
 	"github.com/vipswap/vipswap/state"
 )
 
+// Secrets is implemented by the stores that keep small secrets beside the
+// state (the TLS session ticket keys every node shares): never in the
+// state, the history, a dump or status, and not replicated by an import.
+type Secrets interface {
+	// UpdateSecret reads the secret name (nil when there is none) and
+	// stores what update returns in its place, atomically: when another
+	// writer changed it meanwhile, update runs again on the new value.
+	// When update returns the value it was given, nothing is written. It
+	// returns the value stored.
+	UpdateSecret(ctx context.Context, name string, update func(cur []byte) ([]byte, error)) ([]byte, error)
+}
+
 // Revision identifies one stored version of the state. It is opaque: compare
 // revisions only for equality. Zero means "no state stored yet".
 type Revision uint64

@@ -50,6 +50,11 @@ func checkConfig(w io.Writer, path string) error {
 			}
 		}
 	}
+	if cfg.Admin.TLS != nil {
+		if _, err := config.LoadCertificates("admin", cfg.Admin.TLS); err != nil {
+			return err
+		}
+	}
 	var slots []string
 	for _, name := range cfg.SlotOrder {
 		s := cfg.Slots[name]

@@ -48,7 +48,10 @@ and moves traffic between them with zero failed requests.
 
 Every verb but serve, check, state and app talks to a running vipswap's
 admin API: --admin defaults to $VIPSWAP_ADMIN, then http://127.0.0.1:9090
-(a bare host:port works too); the token comes from $VIPSWAP_TOKEN.
+(a bare host:port works too, over http); the token comes from $VIPSWAP_TOKEN.
+An admin API over https (admin.tls) is named https://HOST:PORT; its
+certificate is checked against the system's CAs, or those in the PEM file
+$VIPSWAP_CA.
 
 Exit codes: 0 done, 1 refused or failed, 2 usage error (nothing was done),
 3 timed out waiting (with --wait: the change itself was applied).`
@@ -362,7 +365,7 @@ func newClient(admin string) *client.Client {
 	if !strings.Contains(admin, "://") {
 		admin = "http://" + admin
 	}
-	return client.New(admin, client.WithToken(os.Getenv("VIPSWAP_TOKEN")))
+	return client.New(admin, client.WithToken(os.Getenv("VIPSWAP_TOKEN")), client.WithCAFile(os.Getenv("VIPSWAP_CA")))
 }
 
 // exactArgs checks a verb's positional arguments, naming what is missing

@@ -35,6 +35,14 @@
 // client cannot hold the server with idle connections, nor with more
 // slow heads than its cap.
 //
+// A connection accepted through a proxyproto.Listener may start with a
+// PROXY protocol header from a trusted balancer: its goroutine reads it
+// (before the TLS handshake) on the terms of a handshake, awaited as idle
+// and then due within ReadHeaderTimeout of its first byte, and the client
+// it names is the connection's RemoteAddr and what MaxConnsPerClient
+// counts (such a connection is not counted against the balancer at
+// accept). A broken header closes that connection alone.
+//
 // The package also reads responses for vipswap's requests to instances
 // (ReadResponse), with the same strict framing and bounded heads.
 //

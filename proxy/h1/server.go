@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/vipswap/vipswap/proxy/proxyproto"
 )
 
 // parkAfter is how long a connection's goroutine waits for the next request
@@ -225,6 +227,10 @@ func (s *Server) Serve(ln net.Listener) error {
 		// Refused beyond its client's cap first, so that a client that
 		// holds its cap cannot make the server close idle connections.
 		client := clientOf(nc)
+		pp := pendingHeader(nc)
+		if pp != nil {
+			client = netip.Addr{} // counted once its header names it
+		}
 		limit := s.limits().MaxConnsPerClient
 		n, ok := s.admit(client, limit)
 		if !ok && s.busyOf(client) < limit {
@@ -244,7 +250,7 @@ func (s *Server) Serve(ln net.Listener) error {
 			return nil
 		}
 		c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), id: s.nextID.Add(1),
-			client: client, fresh: true}
+			client: client, fresh: true, pp: pp}
 		if tc, ok := nc.(*tls.Conn); ok {
 			c.fd = socket(tc.NetConn()) // watched for a hang-up, never parked
 		} else {
@@ -386,6 +392,9 @@ type conn struct {
 	tls      *tls.ConnectionState
 	// handshook is true once handshake has run (TLS).
 	handshook bool
+	// pp is the connection's PROXY protocol layer while its header is to
+	// be read (from a trusted peer), else nil.
+	pp *proxyproto.Conn
 }
 
 // tlsState returns the TLS connection's state (nil for cleartext), read
@@ -613,33 +622,50 @@ func (c *conn) awaitRequest() bool {
 // It does nothing for a cleartext connection, or where the first byte
 // cannot be awaited without reading it (the handshake then runs on the
 // first read, under the idle deadline).
+//
+// A PROXY protocol header (see proxyproto) is read here too, before the
+// TLS handshake, on the same terms: awaited as idle, then due with the
+// handshake within ReadHeaderTimeout of its first byte; once read, the
+// connection is its client's (RemoteAddr, MaxConnsPerClient).
 func (c *conn) handshake() error {
 	tc, ok := c.nc.(*tls.Conn)
-	if !ok || c.handshook {
+	if (!ok || c.handshook) && c.pp == nil {
 		return nil
 	}
-	c.handshook = true
-	if err := awaitBytes(tc.NetConn()); err != nil {
-		if errors.Is(err, errors.ErrUnsupported) {
-			return nil
-		}
+	raw := c.nc
+	if ok {
+		raw = tc.NetConn()
+		c.handshook = true
+	}
+	if err := awaitBytes(raw); err != nil && !errors.Is(err, errors.ErrUnsupported) {
 		return err
+	} else if err != nil && c.pp == nil {
+		return nil
 	}
 	lim := c.s.limits()
-	tc.SetDeadline(time.Now().Add(lim.ReadHeaderTimeout)) // the deadline before the state, for Shutdown
+	due := time.Now().Add(lim.ReadHeaderTimeout)
+	c.nc.SetDeadline(due) // the deadline before the state, for Shutdown
 	if !c.state.CompareAndSwap(stateIdle, stateHandshake) {
 		return errReclaimed // the caller sees the state and closes
 	}
 	if c.s.closing.Load() {
 		return net.ErrClosed
 	}
-	if err := tc.Handshake(); err != nil {
-		c.state.Store(stateActive) // the caller closes
-		return err
+	if c.pp != nil {
+		if err := c.proxyHeader(due); err != nil {
+			c.state.Store(stateActive) // the caller closes
+			return err
+		}
 	}
-	tc.SetWriteDeadline(time.Time{}) // the writer sets its own
+	if ok {
+		if err := tc.Handshake(); err != nil {
+			c.state.Store(stateActive) // the caller closes
+			return err
+		}
+	}
+	c.nc.SetWriteDeadline(time.Time{}) // the writer sets its own
 	now := time.Now()
-	tc.SetReadDeadline(now.Add(lim.IdleTimeout)) // the deadline before the state, as in awaitRequest
+	c.nc.SetReadDeadline(now.Add(lim.IdleTimeout)) // the deadline before the state, as in awaitRequest
 	c.idleSince.Store(now.UnixNano())
 	c.state.Store(stateIdle)
 	if c.s.closing.Load() {
@@ -649,6 +675,50 @@ func (c *conn) handshake() error {
 }
 
 var errReclaimed = errors.New("h1: reclaimed")
+
+// proxyHeader reads c's PROXY header by due, and counts the connection
+// against the client it names (its peer's when it names none) under
+// MaxConnsPerClient: a client beyond its cap is refused.
+func (c *conn) proxyHeader(due time.Time) error {
+	pp := c.pp
+	c.pp = nil
+	if err := pp.ReadHeader(due); err != nil {
+		return err
+	}
+	c.remote = pp.RemoteAddr().String()
+	client := clientOf(pp)
+	limit := c.s.limits().MaxConnsPerClient
+	n, ok := c.s.admit(client, limit)
+	if !ok && c.s.busyOf(client) < limit {
+		n, ok = c.s.admit(client, 0) // as in Serve
+	}
+	if !ok {
+		c.s.refused.Add(1)
+		if c.s.Notice != nil && c.s.refuseLog.due() {
+			c.s.Notice(fmt.Sprintf("h1: refused a connection from %s: it holds %d, the most one client may (%d refused so far)",
+				client, n, c.s.refused.Load()))
+		}
+		return errRefused
+	}
+	c.s.mu.Lock()
+	c.client = client
+	c.s.mu.Unlock()
+	return nil
+}
+
+var errRefused = errors.New("h1: the client holds its most connections")
+
+// pendingHeader returns nc's PROXY protocol layer, under its TLS if any,
+// when its header is yet to be read.
+func pendingHeader(nc net.Conn) *proxyproto.Conn {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	if pc, ok := nc.(*proxyproto.Conn); ok && pc.Pending() {
+		return pc
+	}
+	return nil
+}
 
 func minTime(a, b time.Time) time.Time {
 	if a.Before(b) {

@@ -27,6 +27,9 @@ var (
 	stateBucket   = []byte("vipswap")
 	historyBucket = []byte("history")
 	currentKey    = []byte("state")
+	// secretsBucket holds the secrets (store.Secrets), apart from the
+	// state and the history: a dump leaves them out.
+	secretsBucket = []byte("secrets")
 )
 
 // record is the stored form of the current state.
@@ -442,4 +445,31 @@ func key(id uint64) []byte {
 	var b [8]byte
 	binary.BigEndian.PutUint64(b[:], id)
 	return b[:]
+}
+
+var _ store.Secrets = (*Store)(nil)
+
+// UpdateSecret implements store.Secrets, in one transaction.
+func (s *Store) UpdateSecret(ctx context.Context, name string, update func(cur []byte) ([]byte, error)) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var out []byte
+	err := s.db.Update(func(tx *bbolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists(secretsBucket)
+		if err != nil {
+			return err
+		}
+		cur := slices.Clone(b.Get([]byte(name)))
+		next, err := update(cur)
+		if err != nil {
+			return err
+		}
+		out = next
+		if string(next) == string(cur) {
+			return nil
+		}
+		return b.Put([]byte(name), next)
+	})
+	return out, s.wrap(err)
 }

@@ -150,7 +150,7 @@ func walk(tx *bbolt.Tx, salvage bool) contents {
 	err := guarded(func() error {
 		return tx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
 			c.buckets++
-			if !bytes.Equal(name, stateBucket) && !bytes.Equal(name, historyBucket) {
+			if !bytes.Equal(name, stateBucket) && !bytes.Equal(name, historyBucket) && !bytes.Equal(name, secretsBucket) {
 				c.foreign = append(c.foreign, string(name))
 			}
 			return nil

@@ -631,3 +631,52 @@ func (s *Store) Close() error {
 	s.wg.Wait()
 	return s.cli.Close()
 }
+
+var _ store.Secrets = (*Store)(nil)
+
+// secretKey is where secret name is kept, beside the state and apart
+// from the history (a dump leaves it out).
+func (s *Store) secretKey(name string) string { return s.opts.Prefix + "secrets/" + name }
+
+// UpdateSecret implements store.Secrets: a compare-and-swap on the key's
+// revision, tried again when another node changed it meanwhile.
+func (s *Store) UpdateSecret(ctx context.Context, name string, update func(cur []byte) ([]byte, error)) ([]byte, error) {
+	key := s.secretKey(name)
+	for range maxAttempts {
+		var cur []byte
+		var rev int64
+		err := s.call(ctx, func(ctx context.Context) error {
+			resp, err := s.cli.Get(ctx, key)
+			if err == nil && len(resp.Kvs) > 0 {
+				cur, rev = resp.Kvs[0].Value, resp.Kvs[0].ModRevision
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		next, err := update(cur)
+		if err != nil || string(next) == string(cur) {
+			return next, err
+		}
+		cond := clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+		if rev == 0 {
+			cond = clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+		}
+		var ok bool
+		err = s.call(ctx, func(ctx context.Context) error {
+			resp, err := s.cli.Txn(ctx).If(cond).Then(clientv3.OpPut(key, string(next))).Commit()
+			if err == nil {
+				ok = resp.Succeeded
+			}
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return next, nil
+		}
+	}
+	return nil, fmt.Errorf("%s: secret %s: changed by others %d times in a row", s.Describe(), name, maxAttempts)
+}
