@@ -86,6 +86,13 @@ type Options struct {
 	// MaxHeaderFields bounds the header fields of a request head and of an
 	// instance's response head. Zero means 100.
 	MaxHeaderFields int
+	// HTTP2 bounds HTTP/2 client connections (see h1.HTTP2Limits; zero
+	// values mean its defaults): streams per connection, flow-control
+	// windows, the ping of a silent connection. Their header lists are
+	// bounded by MaxHeaderBytes, their idle time by IdleTimeout, their
+	// writes by ClientWriteTimeout and their request bodies by
+	// ClientReadTimeout, as HTTP/1.1's.
+	HTTP2 h1.HTTP2Limits
 	// AccessLog, if set, logs requests (all, or a sample).
 	AccessLog *AccessLog
 	// Logger, if set, receives what goes wrong outside any one request:
@@ -135,7 +142,7 @@ func (o *Options) serverLimits() h1.Limits {
 		ReadHeaderTimeout: o.ReadHeaderTimeout, IdleTimeout: o.IdleTimeout,
 		BodyReadTimeout: o.ClientReadTimeout, WriteTimeout: o.ClientWriteTimeout,
 		MaxHeaderBytes: o.MaxHeaderBytes, MaxHeaderFields: o.MaxHeaderFields,
-		MaxConnsPerClient: o.MaxConnsPerClient,
+		MaxConnsPerClient: o.MaxConnsPerClient, HTTP2Limits: o.HTTP2,
 	}
 }
 
@@ -267,9 +274,25 @@ func (p *Proxy) Failed(l route.Listener) uint64 {
 // Handler returns the http.Handler of listener l.
 func (p *Proxy) Handler(l route.Listener) http.Handler { return p.handlers[l] }
 
-// Serve accepts connections on ln for listener l until Shutdown. It returns
-// nil after Shutdown and the accept error otherwise.
+// Serve accepts connections on ln for listener l until Shutdown, with
+// HTTP/2 on TLS connections that negotiate it and no h2c. It returns nil
+// after Shutdown and the accept error otherwise.
 func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
+	return p.ServeWith(l, ln, Protocols{HTTP2: true})
+}
+
+// Protocols say what a listener speaks beside HTTP/1.1.
+type Protocols struct {
+	// HTTP2 serves HTTP/2 on TLS connections that negotiated "h2" by ALPN
+	// (whether it is offered is the listener's tls.Config's NextProtos).
+	HTTP2 bool
+	// H2C serves HTTP/2 on cleartext connections that open with its
+	// client preface (prior knowledge).
+	H2C bool
+}
+
+// ServeWith is Serve with the protocols the listener speaks.
+func (p *Proxy) ServeWith(l route.Listener, ln net.Listener, protos Protocols) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -286,6 +309,7 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 		BodyReadTimeout: lim.BodyReadTimeout, WriteTimeout: lim.WriteTimeout,
 		MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaderFields: lim.MaxHeaderFields,
 		MaxConnsPerClient: lim.MaxConnsPerClient,
+		HTTP2: protos.HTTP2, H2C: protos.H2C, HTTP2Limits: lim.HTTP2Limits,
 	}
 	if log := o.Logger; log != nil {
 		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }
