@@ -279,7 +279,11 @@ func (hc *h2conn) inbound(f *frameHead) error {
 		// pings in a row without data between cost.
 		glitch = f.flags&flagAck == 0 && !hc.dataSent.Swap(false)
 	}
-	if glitch && !hc.spend() {
+	cost := hc.spendLater.Swap(0)
+	if glitch {
+		cost++
+	}
+	if cost > 0 && !hc.spend(cost) {
 		return errH2Flood
 	}
 	return nil
@@ -295,20 +299,22 @@ func (hc *h2conn) outbound(f *frameHead) error {
 			hc.dataSent.Store(true)
 		}
 	case frameRSTStream:
-		if f.code != 0 { // not NO_ERROR
+		// Not NO_ERROR, CANCEL or INTERNAL_ERROR: the server's own
+		// reasons (a handler that aborted, a write that timed out).
+		if c := http2.ErrCode(f.code); c != http2.ErrCodeNo && c != http2.ErrCodeCancel && c != http2.ErrCodeInternal {
 			hc.spendLater.Add(1)
 		}
 	}
 	return nil
 }
 
-// spend takes one from the connection's glitch budget, and reports false
-// when there is none left.
-func (hc *h2conn) spend() bool {
+// spend takes cost from the connection's glitch budget, and reports false
+// when there is not enough left.
+func (hc *h2conn) spend(cost int32) bool {
 	now := time.Now()
 	hc.tokens = min(hc.tokens+now.Sub(hc.refilled).Seconds()*h2GlitchRate, h2GlitchBurst)
 	hc.refilled = now
-	hc.tokens -= 1 + float64(hc.spendLater.Swap(0))
+	hc.tokens -= float64(cost)
 	return hc.tokens >= 0
 }
 
