@@ -309,7 +309,7 @@ func (p *Proxy) ServeWith(l route.Listener, ln net.Listener, protos Protocols) e
 		BodyReadTimeout: lim.BodyReadTimeout, WriteTimeout: lim.WriteTimeout,
 		MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaderFields: lim.MaxHeaderFields,
 		MaxConnsPerClient: lim.MaxConnsPerClient,
-		HTTP2: protos.HTTP2, H2C: protos.H2C, HTTP2Limits: lim.HTTP2Limits,
+		HTTP2:             protos.HTTP2, H2C: protos.H2C, HTTP2Limits: lim.HTTP2Limits,
 	}
 	if log := o.Logger; log != nil {
 		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }

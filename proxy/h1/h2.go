@@ -188,8 +188,8 @@ type h2conn struct {
 	in       frameScanner // the reader's (x/net reads from one goroutine)
 	tokens   float64      // the glitch budget left (the reader's)
 	refilled time.Time
-	block    int  // frames of the header block being read; 0 outside one
-	dataSent atomic.Bool  // the server sent DATA since the client's last PING
+	block    int         // frames of the header block being read; 0 outside one
+	dataSent atomic.Bool // the server sent DATA since the client's last PING
 	// spendLater counts the streams the server reset for the client's
 	// fault, charged to its budget at its next frame.
 	spendLater atomic.Int32
