@@ -92,7 +92,7 @@ type Options struct {
 	// bounded by MaxHeaderBytes, their idle time by IdleTimeout, their
 	// writes by ClientWriteTimeout and their request bodies by
 	// ClientReadTimeout, as HTTP/1.1's.
-	HTTP2 h1.HTTP2Limits
+	HTTP2 HTTP2Limits
 	// AccessLog, if set, logs requests (all, or a sample).
 	AccessLog *AccessLog
 	// Logger, if set, receives what goes wrong outside any one request:
@@ -280,6 +280,9 @@ func (p *Proxy) Handler(l route.Listener) http.Handler { return p.handlers[l] }
 func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 	return p.ServeWith(l, ln, Protocols{HTTP2: true})
 }
+
+// HTTP2Limits bound HTTP/2 client connections: see h1.HTTP2Limits.
+type HTTP2Limits = h1.HTTP2Limits
 
 // Protocols say what a listener speaks beside HTTP/1.1.
 type Protocols struct {
