@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -17,7 +16,6 @@ import (
 	"github.com/vipswap/vipswap/internal/tlstest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/wire"
-	"golang.org/x/net/http2"
 )
 
 // TestHTTP2Listeners: a TLS listener offers h2 by ALPN (http2 defaults to
@@ -38,11 +36,10 @@ func TestHTTP2Listeners(t *testing.T) {
 	}
 	n, _ := startNode(t, path)
 
-	tlsTr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool()}}
-	h2cTr := &http2.Transport{AllowHTTP: true, DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
-	}}
+	tlsTr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: cert.Pool()}, Protocols: new(http.Protocols)}
+	tlsTr.Protocols.SetHTTP2(true)
+	h2cTr := &http.Transport{Protocols: new(http.Protocols)}
+	h2cTr.Protocols.SetUnencryptedHTTP2(true) // prior knowledge
 	defer tlsTr.CloseIdleConnections()
 	defer h2cTr.CloseIdleConnections()
 	prod := func() (string, error) { return h2Get(tlsTr, "https://"+n.prodLn.Addr().String()+"/") }
@@ -118,7 +115,7 @@ func TestHTTP2Listeners(t *testing.T) {
 
 // h2Get GETs url over tr and returns the body, or an error for anything
 // but a 200 over HTTP/2.
-func h2Get(tr *http2.Transport, url string) (string, error) {
+func h2Get(tr *http.Transport, url string) (string, error) {
 	c := &http.Client{Transport: tr, Timeout: time.Minute}
 	resp, err := c.Get(url)
 	if err != nil {

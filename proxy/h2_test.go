@@ -16,7 +16,6 @@ import (
 	"github.com/vipswap/vipswap/internal/tlstest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
-	"golang.org/x/net/http2"
 )
 
 // serveH2 serves p's prod listener with HTTP/2: over TLS (ALPN h2) when
@@ -28,19 +27,16 @@ func serveH2(t *testing.T, p *Proxy, secure bool) (string, *http.Client) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &http2.Transport{}
+	tr := &http.Transport{Protocols: new(http.Protocols)}
 	url := "https://" + ln.Addr().String()
 	if secure {
 		cert := tlstest.Valid(t, t.TempDir(), "127.0.0.1")
 		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert.TLS}, NextProtos: []string{"h2", "http/1.1"}})
 		tr.TLSClientConfig = &tls.Config{RootCAs: cert.Pool()}
+		tr.Protocols.SetHTTP2(true)
 	} else {
 		url = "http://" + ln.Addr().String()
-		tr.AllowHTTP = true
-		tr.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}
+		tr.Protocols.SetUnencryptedHTTP2(true) // prior knowledge
 	}
 	served := make(chan error, 1)
 	go func() { served <- p.ServeWith(route.Prod, ln, Protocols{HTTP2: true, H2C: !secure}) }()

@@ -114,6 +114,7 @@ func (c *conn) serveH2() {
 		ConnState:      func(_ net.Conn, st http.ConnState) { c.h2State(st) },
 		ErrorLog:       log.New(&h2log{s: c.s}, "", 0),
 	}
+	//lint:ignore SA1019 net/http serves HTTP/2 only from its own accept loop; a connection h1 accepted is handed over with x/net's ServeConn
 	h2 := &http2.Server{
 		MaxConcurrentStreams:         uint32(lim.H2MaxConcurrentStreams),
 		MaxUploadBufferPerStream:     int32(lim.H2StreamWindow),
@@ -123,11 +124,13 @@ func (c *conn) serveH2() {
 		PingTimeout:                  lim.H2PingTimeout,
 		WriteByteTimeout:             lim.WriteTimeout,
 	}
+	//lint:ignore SA1019 as above: ConfigureServer gives ServeConn a GOAWAY on hs.Shutdown
 	if err := http2.ConfigureServer(hs, h2); err != nil {
 		c.close()
 		return
 	}
 	c.h2 = hs
+	//lint:ignore SA1019 as above
 	h2.ServeConn(nc, &http2.ServeConnOpts{Handler: &h2Handler{c: c}, BaseConfig: hs})
 	if c.state.Load() == stateReclaimed {
 		c.s.h2Pending.Add(-1)

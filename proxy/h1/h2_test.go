@@ -17,7 +17,6 @@ import (
 
 	"github.com/vipswap/vipswap/internal/tlstest"
 	"github.com/vipswap/vipswap/internal/vstest"
-	"golang.org/x/net/http2"
 )
 
 // startH2 serves s on a new listener, over TLS offering h2 and http/1.1
@@ -54,18 +53,24 @@ func startH2(t *testing.T, s *Server, secure bool) (string, *x509.CertPool) {
 // with the test.
 func h2Client(t *testing.T, pool *x509.CertPool) (*http.Client, string) {
 	t.Helper()
-	tr := &http2.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
-	scheme := "https"
+	tr, scheme := h2Transport(pool), "https"
 	if pool == nil {
 		scheme = "http"
-		tr.AllowHTTP = true
-		tr.DialTLSContext = func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, network, addr)
-		}
 	}
 	t.Cleanup(tr.CloseIdleConnections)
 	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, scheme
+}
+
+// h2Transport returns a client transport that speaks HTTP/2 only: over
+// TLS trusting pool, or cleartext with prior knowledge when pool is nil.
+func h2Transport(pool *x509.CertPool) *http.Transport {
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, Protocols: new(http.Protocols)}
+	if pool == nil {
+		tr.Protocols.SetUnencryptedHTTP2(true)
+	} else {
+		tr.Protocols.SetHTTP2(true)
+	}
+	return tr
 }
 
 // get sends a request and returns its status and body, or an error.
