@@ -123,6 +123,9 @@ func (c *conn) serveH2() {
 		ReadIdleTimeout:              lim.H2ReadIdleTimeout,
 		PingTimeout:                  lim.H2PingTimeout,
 		WriteByteTimeout:             lim.WriteTimeout,
+		// The smallest frames HTTP/2 allows (and its default): a client
+		// cannot make the server hold a megabyte to read one frame.
+		MaxReadFrameSize: 16 << 10,
 	}
 	//lint:ignore SA1019 as above: ConfigureServer gives ServeConn a GOAWAY on hs.Shutdown
 	if err := http2.ConfigureServer(hs, h2); err != nil {
