@@ -406,6 +406,21 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // reset by the client before it started: nothing to do
 	}
 	lim := h.c.s.limits()
+	// What the HTTP/1.1 reader refuses, refused alike: CONNECT (and so
+	// WebSockets over HTTP/2, RFC 8441's extended CONNECT, which x/net
+	// offers), and more header fields than MaxHeaderFields.
+	if r.Method == http.MethodConnect {
+		h.refuse(w, &requestError{http.StatusNotImplemented, "CONNECT is not supported"})
+		return
+	}
+	fields := 0
+	for _, vv := range r.Header {
+		fields += len(vv)
+	}
+	if fields > lim.MaxHeaderFields {
+		h.refuse(w, errTooManyFields)
+		return
+	}
 	rc := http.NewResponseController(w)
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = &h2Body{rc: r.Body, ctl: rc, timeout: lim.BodyReadTimeout}
@@ -413,6 +428,17 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rw := &h2Writer{w: w, ctl: rc, timeout: lim.WriteTimeout}
 	h.c.s.Handler.ServeHTTP(rw, r)
 	rw.commit() // a response without body bytes: its head (and trailers)
+}
+
+// refuse answers a stream the server will not hand to the Handler, as
+// the HTTP/1.1 server answers a request it could not read.
+func (h *h2Handler) refuse(w http.ResponseWriter, re *requestError) {
+	if h.c.s.BadRequest != nil {
+		h.c.s.BadRequest(re.status)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(re.status)
+	io.WriteString(w, re.msg+"\n")
 }
 
 // h2Body is an HTTP/2 request body, read under BodyReadTimeout.

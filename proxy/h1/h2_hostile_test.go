@@ -387,3 +387,69 @@ func TestFrameScanner(t *testing.T) {
 		t.Fatal("the scanner did not pass on its callback's error")
 	}
 }
+
+// TestH2Refusals: what the HTTP/1.1 reader refuses is refused over
+// HTTP/2 too, on the stream alone: CONNECT (WebSockets over HTTP/2
+// included), too many header fields; the connection goes on.
+func TestH2Refusals(t *testing.T) {
+	var bad []int
+	var mu sync.Mutex
+	s := &Server{Handler: h2echo, H2C: true, MaxHeaderFields: 10, BadRequest: func(status int) {
+		mu.Lock()
+		bad = append(bad, status)
+		mu.Unlock()
+	}}
+	addr, _ := startH2(t, s, false)
+	h := dialHostile(t, addr, nil)
+	c, _ := h2Client(t, nil)
+	url := "http://" + addr
+	req, _ := http.NewRequest("GET", url+"/many", nil)
+	for i := range 11 {
+		req.Header.Set(fmt.Sprintf("X-F%d", i), "v")
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Fatalf("11 header fields over a limit of 10: %d", resp.StatusCode)
+	}
+	// CONNECT, and extended CONNECT (a WebSocket over HTTP/2), by a raw
+	// client: the first gets a 501, the second a reset (x/net's).
+	for i, fields := range [][][2]string{
+		{{":method", "CONNECT"}, {":authority", "x:443"}},
+		{{":method", "CONNECT"}, {":protocol", "websocket"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/chat"}},
+	} {
+		h.encBuf.Reset()
+		for _, f := range fields {
+			h.enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		block := bytes.Clone(h.encBuf.Bytes())
+		h.write(func() error {
+			return h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block, EndHeaders: true})
+		})
+	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if h.refused.Load() < 1 {
+			return errors.New("the extended CONNECT was not refused")
+		}
+		return nil
+	})
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(bad) < 2 {
+			return fmt.Errorf("refusals counted: %v", bad)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if bad[0] != 431 || bad[1] != 501 {
+		t.Fatalf("refusals %v, want 431 then 501", bad)
+	}
+	if status, _, err := get(c, "GET", url+"/after", nil); err != nil || status != 200 {
+		t.Fatalf("after the refusals: %d %v", status, err)
+	}
+}
