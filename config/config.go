@@ -163,10 +163,14 @@ type Listener struct {
 	H2C bool `yaml:"h2c"`
 }
 
-// String returns the listener's address, and says when it speaks TLS.
+// String returns the listener's address, and says when it speaks TLS, or
+// cleartext HTTP/2 beside HTTP/1.1.
 func (l Listener) String() string {
-	if l.TLS != nil {
+	switch {
+	case l.TLS != nil:
 		return l.Addr + " (TLS)"
+	case l.H2C:
+		return l.Addr + " (h2c)"
 	}
 	return l.Addr
 }
