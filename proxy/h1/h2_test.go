@@ -315,3 +315,36 @@ func TestH2IdleReclaimedAtMaxConns(t *testing.T) {
 		t.Fatalf("the busy HTTP/2 connection's stream: %v", err)
 	}
 }
+
+// TestH2StalledBody: a stream whose body stops coming fails the
+// handler's read with a *BodyError 408 after BodyReadTimeout, as over
+// HTTP/1.1; the connection goes on.
+func TestH2StalledBody(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := io.Copy(io.Discard, r.Body)
+		var be *BodyError
+		if errors.As(err, &be) {
+			w.WriteHeader(be.Status)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	s := &Server{Handler: handler, H2C: true, BodyReadTimeout: 300 * time.Millisecond}
+	addr, _ := startH2(t, s, false)
+	c, _ := h2Client(t, nil)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go io.WriteString(pw, "the start of a body that stops")
+	req, _ := http.NewRequest("POST", "http://"+addr+"/stall", pr)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestTimeout {
+		t.Fatalf("a stalled body: %d, want 408", resp.StatusCode)
+	}
+	if status, body, err := get(c, "GET", "http://"+addr+"/", nil); err != nil || status != 200 || body != "ok" {
+		t.Fatalf("after: %d %q %v", status, body, err)
+	}
+}
