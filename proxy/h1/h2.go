@@ -29,14 +29,19 @@ const clientPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 // What one HTTP/2 connection may cost beyond its requests: the frames that
 // make the server work without a request to show for it (RST_STREAM either
-// way but a graceful one, PRIORITY, SETTINGS, PING but one answering data
-// the server sent, empty DATA or header fragments) spend a budget of
+// way but a graceful one, PRIORITY, SETTINGS, PING but one after data the
+// server sent, WINDOW_UPDATE beyond two for each DATA frame it sent, empty
+// DATA or header fragments) spend a budget of
 // h2GlitchBurst, refilled at h2GlitchRate a second. A connection that
 // spends it all is closed: its own streams end, no other's.
 const (
 	h2GlitchBurst = 2000
 	h2GlitchRate  = 200
 )
+
+// h2MaxWUCredit bounds the WINDOW_UPDATE frames a client may have in hand
+// for data it was sent.
+const h2MaxWUCredit = 10000
 
 // h2ReclaimWait is how long a server at MaxConns waits for an HTTP/2
 // connection it sent a GOAWAY to close before it reclaims another: x/net
@@ -196,6 +201,10 @@ type h2conn struct {
 	refilled time.Time
 	block    int         // frames of the header block being read; 0 outside one
 	dataSent atomic.Bool // the server sent DATA since the client's last PING
+	// wuCredit counts the WINDOW_UPDATE frames the DATA the server sent
+	// entitles the client to: two a frame (the connection's window and
+	// the stream's), up to h2MaxWUCredit.
+	wuCredit atomic.Int64
 	// spendLater counts the streams the server reset for the client's
 	// fault, charged to its budget at its next frame.
 	spendLater atomic.Int32
@@ -244,6 +253,7 @@ const (
 	frameRSTStream    = 0x3
 	frameSettings     = 0x4
 	framePing         = 0x6
+	frameWindowUpdate = 0x8
 	frameContinuation = 0x9
 
 	flagEndStream  = 0x1
@@ -284,6 +294,13 @@ func (hc *h2conn) inbound(f *frameHead) error {
 		// A client may ping whenever it got data (to measure the link);
 		// pings in a row without data between cost.
 		glitch = f.flags&flagAck == 0 && !hc.dataSent.Swap(false)
+	case frameWindowUpdate:
+		// A window opens for data the server sent: updates beyond two
+		// a DATA frame cost.
+		glitch = hc.wuCredit.Add(-1) < 0
+		if glitch {
+			hc.wuCredit.Store(0)
+		}
 	}
 	cost := hc.spendLater.Swap(0)
 	if glitch {
@@ -303,6 +320,9 @@ func (hc *h2conn) outbound(f *frameHead) error {
 	case frameData:
 		if f.length > 0 {
 			hc.dataSent.Store(true)
+			if hc.wuCredit.Add(2) > h2MaxWUCredit {
+				hc.wuCredit.Store(h2MaxWUCredit)
+			}
 		}
 	case frameRSTStream:
 		// Not NO_ERROR, CANCEL or INTERNAL_ERROR: the server's own

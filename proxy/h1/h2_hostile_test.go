@@ -325,6 +325,7 @@ func TestH2ControlFloods(t *testing.T) {
 		"priority": func(h *hostile, i int) error {
 			return h.fr.WritePriority(uint32(2*i+1), http2.PriorityParam{StreamDep: 0, Weight: 1})
 		},
+		"window update": func(h *hostile, _ int) error { return h.fr.WriteWindowUpdate(0, 1) },
 		"empty data": func(h *hostile, i int) error {
 			if i == 0 {
 				if err := h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: h.headers("POST", "/body"), EndHeaders: true}); err != nil {
@@ -451,5 +452,67 @@ func TestH2Refusals(t *testing.T) {
 	}
 	if status, _, err := get(c, "GET", url+"/after", nil); err != nil || status != 200 {
 		t.Fatalf("after the refusals: %d %v", status, err)
+	}
+}
+
+// TestH2BusyClientIsNotAFlood: a client that downloads and uploads a lot
+// on one connection, in small flushed pieces, and cancels a few hundred
+// requests, sends many WINDOW_UPDATE and RST_STREAM frames: none of it is
+// a flood, and nothing fails.
+func TestH2BusyClientIsNotAFlood(t *testing.T) {
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/up" {
+			n, _ := io.Copy(io.Discard, r.Body)
+			fmt.Fprint(w, n)
+			return
+		}
+		chunk := bytes.Repeat([]byte("x"), 4<<10)
+		for range 256 { // 1 MiB in 4 KiB flushes
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			w.(http.Flusher).Flush()
+		}
+	})
+	s := &Server{Handler: handler, H2C: true}
+	addr, _ := startH2(t, s, false)
+	c, _ := h2Client(t, nil)
+	url := "http://" + addr
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for i := range 16 {
+		wg.Go(func() {
+			if i%2 == 0 {
+				status, body, err := get(c, "GET", url+"/down", nil)
+				if err != nil || status != 200 || len(body) != 1<<20 {
+					failed.Add(1)
+				}
+				return
+			}
+			status, body, err := get(c, "POST", url+"/up", bytes.NewReader(make([]byte, 1<<20)))
+			if err != nil || status != 200 || body != "1048576" {
+				failed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	// Requests cancelled once their answer has begun.
+	for range 300 {
+		req, _ := http.NewRequest("GET", url+"/down", nil)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Read(make([]byte, 1))
+		resp.Body.Close() // RST_STREAM CANCEL
+	}
+	if failed.Load() != 0 {
+		t.Fatalf("%d of 16 transfers failed", failed.Load())
+	}
+	if status, _, err := get(c, "POST", url+"/up", strings.NewReader("x")); err != nil || status != 200 {
+		t.Fatalf("after: %d %v", status, err)
+	}
+	if n := s.Conns(); n != 1 {
+		t.Fatalf("%d connections: the busy client's one was closed and redialed", n)
 	}
 }
