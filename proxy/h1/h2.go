@@ -168,8 +168,8 @@ func (c *conn) h2State(st http.ConnState) {
 // goAway sends an HTTP/2 connection a GOAWAY, once: it takes no new
 // stream, ends those open and then closes.
 func (c *conn) goAway() {
-	if c.h2 == nil || !c.h2ready.Load() || c.wentAway.Swap(true) {
-		return
+	if !c.h2ready.Load() || c.wentAway.Swap(true) {
+		return // not HTTP/2 (yet), or told already
 	}
 	go c.h2.Shutdown(context.Background()) // it has no listener: it returns once the GOAWAY is on its way
 }
