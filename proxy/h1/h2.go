@@ -513,6 +513,10 @@ func (w *h2Writer) commit() {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	// Connection: close ends an HTTP/1.1 connection after a refusal; an
+	// HTTP/2 stream's refusal is its own, and x/net would read it as a
+	// GOAWAY for every stream of the connection.
+	delete(w.w.Header(), "Connection")
 	w.w.WriteHeader(w.status)
 }
 

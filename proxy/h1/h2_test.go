@@ -97,6 +97,11 @@ func get(c *http.Client, method, url string, body io.Reader) (int, string, error
 // h2echo answers with what it saw of the request: its protocol, TLS,
 // host, length and body, and a trailer.
 var h2echo = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	if r.URL.Path == "/refused" {
+		w.Header().Set("Connection", "close") // as the proxy answers a client's mistake
+		w.WriteHeader(http.StatusBadRequest)
+		return
+	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		w.WriteHeader(http.StatusBadRequest)
@@ -170,6 +175,17 @@ func TestH2(t *testing.T) {
 			}
 			if n := s.Conns(); n != 1 {
 				t.Fatalf("the server holds %d connections, want the one HTTP/2 connection", n)
+			}
+			// A refusal with Connection: close ends its stream, not the
+			// connection.
+			if status, _, err := get(c, "GET", url+"/refused", nil); err != nil || status != 400 {
+				t.Fatalf("refused: %d %v", status, err)
+			}
+			if status, _, err := get(c, "GET", url+"/after", nil); err != nil || status != 200 {
+				t.Fatalf("after a refusal: %d %v", status, err)
+			}
+			if n := s.nextID.Load(); n != 1 {
+				t.Fatalf("%d connections accepted, want the one HTTP/2 connection throughout", n)
 			}
 
 			// HTTP/1.1 on the same listener.
