@@ -338,6 +338,9 @@ type ConnStats struct {
 	// Refused counts those closed at once because their client held
 	// MaxConnsPerClient.
 	Refused uint64
+	// Flooded counts the HTTP/2 connections closed for flooding the
+	// listener with frames that do no work.
+	Flooded uint64
 }
 
 // ConnStats returns the counts of listener l's client connections.
@@ -350,6 +353,7 @@ func (p *Proxy) ConnStats(l route.Listener) ConnStats {
 			st.Open += srv.Conns()
 			st.Reclaimed += srv.Reclaimed()
 			st.Refused += srv.Refused()
+			st.Flooded += srv.Floods()
 		}
 	}
 	return st

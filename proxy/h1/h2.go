@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"net"
@@ -63,7 +64,7 @@ const (
 
 // errH2Flood closes a connection that spent its budget of frames that do
 // no work, or sent a header block of too many frames.
-var errH2Flood = errors.New("h2: too many frames that do no work")
+var errH2Flood = errors.New("too many frames that do no work, or a header block of too many")
 
 // States of an HTTP/2 connection (conn.state).
 const (
@@ -232,11 +233,26 @@ func (hc *h2conn) Read(p []byte) (int, error) {
 	if n > 0 {
 		if ferr := hc.in.scan(p[:n], hc.inbound); ferr != nil {
 			hc.Conn.Close()
+			hc.c.s.flooded(hc.c, ferr)
 			return 0, ferr
 		}
 	}
 	return n, err
 }
+
+// flooded counts an HTTP/2 connection closed for flooding, and says so
+// (at most once a second).
+func (s *Server) flooded(c *conn, err error) {
+	n := s.floods.Add(1)
+	if s.Notice != nil && s.floodLog.due() {
+		s.Notice(fmt.Sprintf("h1: closed the HTTP/2 connection of %s: %v (%d so far)", c.remote, err, n))
+	}
+}
+
+// Floods returns how many HTTP/2 connections the server closed for
+// flooding it with frames that do no work, or with a header block that
+// does not end.
+func (s *Server) Floods() uint64 { return s.floods.Load() }
 
 func (hc *h2conn) Write(p []byte) (int, error) {
 	hc.outMu.Lock()

@@ -200,7 +200,7 @@ func forBoth(t *testing.T, f func(t *testing.T, secure bool)) {
 // streams than its budget; a client beside it sees no failure.
 func TestH2RapidReset(t *testing.T) {
 	forBoth(t, func(t *testing.T, secure bool) {
-		_, addr, pool := hostileServer(t, secure)
+		s, addr, pool := hostileServer(t, secure)
 		w := runWellBehaved(t, addr, pool)
 		h := dialHostile(t, addr, pool)
 		sent := 0
@@ -218,6 +218,9 @@ func TestH2RapidReset(t *testing.T) {
 		}
 		if !h.closedOrGone(30 * time.Second) {
 			t.Fatalf("the connection that reset %d streams was kept", sent)
+		}
+		if s.Floods() == 0 {
+			t.Fatal("the flood was not counted")
 		}
 		w.check(t)
 	})

@@ -86,7 +86,8 @@ type Server struct {
 	BadRequest func(status int)
 	// Notice, if set, is told when the server holds its limits: a
 	// connection refused under MaxConnsPerClient, idle connections closed
-	// at MaxConns (each at most once a second).
+	// at MaxConns, HTTP/2 connections closed for flooding (each at most
+	// once a second).
 	Notice func(msg string)
 
 	initOnce sync.Once
@@ -99,6 +100,8 @@ type Server struct {
 	nextID   atomic.Int32  // numbers connections, to tell one from a later one on the same descriptor
 
 	reclaimed, refused    atomic.Uint64
+	floods                atomic.Uint64
+	floodLog              everySecond
 	h2Pending             atomic.Int32 // HTTP/2 connections reclaimed, not closed yet
 	h2ReclaimAt           atomic.Int64 // when one was reclaimed last (Unix ns)
 	reclaimLog, refuseLog everySecond
