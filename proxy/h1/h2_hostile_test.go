@@ -34,6 +34,8 @@ type hostile struct {
 	refused atomic.Int32 // of those, REFUSED_STREAM or PROTOCOL_ERROR
 	enc     *hpack.Encoder
 	encBuf  bytes.Buffer
+	// settings is the server's first SETTINGS frame, once read.
+	settings chan map[http2.SettingID]uint32
 }
 
 // dialHostile opens a raw HTTP/2 connection (over TLS with ALPN h2 when
@@ -52,7 +54,7 @@ func dialHostile(t *testing.T, addr string, pool *x509.CertPool, settings ...htt
 	}
 	t.Cleanup(func() { conn.Close() })
 	conn.SetDeadline(time.Now().Add(time.Minute))
-	h := &hostile{t: t, conn: conn, done: make(chan struct{})}
+	h := &hostile{t: t, conn: conn, done: make(chan struct{}), settings: make(chan map[http2.SettingID]uint32, 1)}
 	h.enc = hpack.NewEncoder(&h.encBuf)
 	// The server reads through its own framer: ours writes, and one on
 	// the same connection reads.
@@ -82,6 +84,12 @@ func dialHostile(t *testing.T, addr string, pool *x509.CertPool, settings ...htt
 				}
 			case *http2.SettingsFrame:
 				if !f.IsAck() {
+					m := map[http2.SettingID]uint32{}
+					f.ForeachSetting(func(s http2.Setting) error { m[s.ID] = s.Val; return nil })
+					select {
+					case h.settings <- m:
+					default:
+					}
 					h.write(func() error { return h.fr.WriteSettingsAck() })
 				}
 			}
@@ -517,5 +525,31 @@ func TestH2BusyClientIsNotAFlood(t *testing.T) {
 	}
 	if n := s.Conns(); n != 1 {
 		t.Fatalf("%d connections: the busy client's one was closed and redialed", n)
+	}
+}
+
+// TestH2Tune: the HTTP/2 limits a reload sets apply to the connections
+// that follow, as the server announces them.
+func TestH2Tune(t *testing.T) {
+	s := &Server{Handler: h2echo, H2C: true}
+	addr, _ := startH2(t, s, false)
+	announced := func() map[http2.SettingID]uint32 {
+		h := dialHostile(t, addr, nil)
+		select {
+		case m := <-h.settings:
+			return m
+		case <-time.After(30 * time.Second):
+			t.Fatal("no SETTINGS from the server")
+			return nil
+		}
+	}
+	m := announced()
+	if m[http2.SettingMaxConcurrentStreams] != 100 || m[http2.SettingInitialWindowSize] != 256<<10 || m[http2.SettingMaxFrameSize] != 16<<10 {
+		t.Fatalf("default settings %v", m)
+	}
+	s.Tune(Limits{HTTP2Limits: HTTP2Limits{H2MaxConcurrentStreams: 7, H2StreamWindow: 100000}})
+	m = announced()
+	if m[http2.SettingMaxConcurrentStreams] != 7 || m[http2.SettingInitialWindowSize] != 100000 {
+		t.Fatalf("settings after Tune %v", m)
 	}
 }
