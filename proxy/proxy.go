@@ -243,8 +243,9 @@ func (p *Proxy) pruneStats(t *route.Table) {
 
 // Reconfigure replaces the options while the proxy serves: requests that
 // start afterwards, and every connection's next read or write, follow the
-// new ones; MaxConnsPerClient applies to the next connections (a client
-// holding more than a lowered cap keeps them). MaxConns and MaxIdleConns
+// new ones; MaxConnsPerClient and HTTP2 apply to the next connections (a
+// client holding more than a lowered cap keeps them; an HTTP/2 connection
+// keeps the limits it announced). MaxConns and MaxIdleConns
 // keep the values the proxy started with (the listeners size their limits
 // once).
 func (p *Proxy) Reconfigure(opts Options) {
