@@ -170,6 +170,15 @@ type Listener struct {
 	// listener then answers every request with a 308 to the same host
 	// and path on that listener's https URL.
 	RedirectTo string `yaml:"redirect_to"`
+	// HTTP2 offers HTTP/2 ("h2") beside HTTP/1.1 by ALPN on a TLS
+	// listener. Default true; a cleartext listener ignores it (see H2C).
+	// Changing it takes a restart.
+	HTTP2 bool `yaml:"http2"`
+	// H2C serves cleartext HTTP/2 to clients that open with its preface
+	// (prior knowledge, as gRPC clients inside a network do); others get
+	// HTTP/1.1. Default false; refused on a TLS listener. Changing it
+	// takes a restart.
+	H2C bool `yaml:"h2c"`
 }
 
 // Short reports whether l is only an address (the short form).
@@ -206,10 +215,14 @@ func parsePeer(s string) (netip.Prefix, error) {
 	return p.Masked(), nil
 }
 
-// String returns the listener's address, and says when it speaks TLS.
+// String returns the listener's address, and says when it speaks TLS, or
+// cleartext HTTP/2 beside HTTP/1.1.
 func (l Listener) String() string {
-	if l.TLS != nil {
+	switch {
+	case l.TLS != nil:
 		return l.Addr + " (TLS)"
+	case l.H2C:
+		return l.Addr + " (h2c)"
 	}
 	return l.Addr
 }
@@ -301,6 +314,31 @@ type Proxy struct {
 	// MaxHeaderFields bounds the header fields of a request head and of an
 	// instance's response head. Default 100.
 	MaxHeaderFields int `yaml:"max_header_fields"`
+	// HTTP2 bounds HTTP/2 client connections. A reload applies it to the
+	// next connections.
+	HTTP2 ProxyHTTP2 `yaml:"http2"`
+}
+
+// ProxyHTTP2 bounds each HTTP/2 client connection. Its header list is
+// bounded by max_header_bytes, its idle time by idle_timeout, its writes
+// by client_write_timeout and its request bodies by client_read_timeout,
+// as an HTTP/1.1 connection's.
+type ProxyHTTP2 struct {
+	// MaxConcurrentStreams bounds the streams (requests) a connection may
+	// have open at once; more are refused. Default 100.
+	MaxConcurrentStreams int `yaml:"max_concurrent_streams"`
+	// StreamWindow is each stream's flow-control window: how much of a
+	// request body a client may send ahead of vipswap. Default 262144.
+	StreamWindow int `yaml:"stream_window"`
+	// ConnectionWindow is the window of a connection's streams together.
+	// Default 1048576.
+	ConnectionWindow int `yaml:"connection_window"`
+	// ReadIdleTimeout is how long a connection may be silent before
+	// vipswap pings it. Default 60s.
+	ReadIdleTimeout time.Duration `yaml:"read_idle_timeout"`
+	// PingTimeout is how long the answer to that ping may take before the
+	// connection is closed. Default 15s.
+	PingTimeout time.Duration `yaml:"ping_timeout"`
 }
 
 // Slot is one named group of instances: either fixed addresses or processes
@@ -468,7 +506,7 @@ func Default() *Config {
 	return &Config{
 		Admin:     Admin{Listen: "127.0.0.1:9090"},
 		State:     Store{Path: "vipswap.db", History: History{MaxEntries: 10000, MaxAge: 720 * time.Hour}},
-		Listeners: Listeners{Prod: Listener{Addr: "127.0.0.1:8080"}, Stage: Listener{Addr: "127.0.0.1:8081"}},
+		Listeners: Listeners{Prod: Listener{Addr: "127.0.0.1:8080", HTTP2: true}, Stage: Listener{Addr: "127.0.0.1:8081", HTTP2: true}},
 		Log:       Log{Format: "text", Level: "info", AccessSample: 1},
 		Measure:   Measure{Before: 5 * time.Second, After: 5 * time.Second, Limit: 5 * time.Minute},
 		Analysis:  Analysis{Window: 10 * time.Second, MinRequests: 100, MaxErrorRate: 0.01},
@@ -498,6 +536,13 @@ func Default() *Config {
 			RequestBufferBytes:    64 << 10,
 
 			MaxConnectionsPerClient: 256,
+			HTTP2: ProxyHTTP2{
+				MaxConcurrentStreams: 100,
+				StreamWindow:         256 << 10,
+				ConnectionWindow:     1 << 20,
+				ReadIdleTimeout:      60 * time.Second,
+				PingTimeout:          15 * time.Second,
+			},
 		},
 	}
 }

@@ -321,3 +321,61 @@ func TestHAProxyBlock(t *testing.T) {
 		}
 	}
 }
+
+// TestListenerProtocols: http2 defaults to on in both forms of a
+// listener, h2c to off; h2c on a TLS listener is refused in one line; the
+// HTTP/2 limits are checked; a change of either key takes a restart,
+// while the limits reload.
+func TestListenerProtocols(t *testing.T) {
+	c, err := Parse("test.yaml", []byte(strings.Replace(valid, "  stage: 127.0.0.1:8081", "  stage: {addr: 127.0.0.1:8081, h2c: true}", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Listeners.Prod.HTTP2 || c.Listeners.Prod.H2C || !c.Listeners.Stage.HTTP2 || !c.Listeners.Stage.H2C {
+		t.Fatalf("listeners %+v %+v: want http2 on by default, h2c as set", c.Listeners.Prod, c.Listeners.Stage)
+	}
+	if h := c.Proxy.HTTP2; h.MaxConcurrentStreams != 100 || h.StreamWindow != 256<<10 || h.ConnectionWindow != 1<<20 {
+		t.Fatalf("HTTP/2 defaults %+v", h)
+	}
+	for _, bad := range []struct{ edit, extra, want string }{
+		{"  prod: {addr: 127.0.0.1:8080, h2c: true, tls: {certs: [{cert: a.crt, key: a.key}]}}", "",
+			"listeners.prod.h2c: h2c is cleartext HTTP/2; a TLS listener offers HTTP/2 by ALPN (http2: true): remove h2c or tls"},
+		{"  prod: {addr: 127.0.0.1:8080, http2: maybe}", "", "listeners.prod.http2"},
+		{"", "proxy: {http2: {max_concurrent_streams: 0}}", "proxy.http2.max_concurrent_streams: want 1 to 10000, got 0"},
+		{"", "proxy: {http2: {stream_window: 1000}}", "proxy.http2.stream_window: want 65535 to 2147483647 bytes, got 1000"},
+		{"", "proxy: {http2: {connection_window: 4294967296}}", "proxy.http2.connection_window: want 65535 to 2147483647 bytes"},
+		{"", "proxy: {http2: {ping_timeout: 0s}}", "proxy.http2.ping_timeout: must be more than zero"},
+	} {
+		src := valid + bad.extra + "\n"
+		if bad.edit != "" {
+			src = strings.Replace(src, "  prod: 127.0.0.1:8080", bad.edit, 1)
+		}
+		_, err := Parse("test.yaml", []byte(src))
+		if err == nil || !strings.Contains(err.Error(), bad.want) {
+			t.Errorf("%s%s: got %v, want %q", bad.edit, bad.extra, err, bad.want)
+		}
+	}
+	reload, err := Parse("test.yaml", []byte(valid+"proxy: {http2: {max_concurrent_streams: 50}}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := mustParse(t, valid).Compare(reload); len(d.Restart) != 0 || len(d.Changes) != 1 {
+		t.Fatalf("a change of the HTTP/2 limits: %+v, want one change, no restart", d)
+	}
+	for _, edit := range []string{"  prod: {addr: 127.0.0.1:8080, h2c: true}", "  prod: {addr: 127.0.0.1:8080, http2: false, tls: {certs: [{cert: a.crt, key: a.key}]}}"} {
+		before := strings.Replace(valid, "  prod: 127.0.0.1:8080", strings.NewReplacer("h2c: true", "h2c: false", "http2: false", "http2: true").Replace(edit), 1)
+		d := mustParse(t, before).Compare(mustParse(t, strings.Replace(valid, "  prod: 127.0.0.1:8080", edit, 1)))
+		if len(d.Restart) != 1 {
+			t.Errorf("%s: %+v, want one change that takes a restart", edit, d)
+		}
+	}
+}
+
+func mustParse(t *testing.T, src string) *Config {
+	t.Helper()
+	c, err := Parse("test.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

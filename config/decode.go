@@ -134,7 +134,7 @@ func (d *decoder) decode(n *yaml.Node, v reflect.Value, path string) {
 		}
 		v.SetInt(int64(dur))
 	case v.Type() == listenerType && n.Kind == yaml.ScalarNode:
-		v.Set(reflect.ValueOf(Listener{Addr: n.Value})) // the short form: an address
+		v.Set(reflect.ValueOf(Listener{Addr: n.Value, HTTP2: true})) // the short form: an address
 	case v.Kind() == reflect.Pointer:
 		if v.IsNil() {
 			v.Set(reflect.New(v.Type().Elem()))

@@ -153,6 +153,9 @@ func flatten(v reflect.Value, path string) map[string]string {
 		}
 		if l, ok := f.Interface().(Listener); ok && l.Short() {
 			out[key] = l.Addr // the short form: listeners.prod: ADDR
+			if l.H2C {
+				out[key+".h2c"] = "true"
+			}
 			continue
 		}
 		if f.Kind() == reflect.Struct && f.Type() != durationType {

@@ -104,6 +104,18 @@ func (c *Config) Validate() error {
 	v.positive("proxy.instance_write_timeout", p.InstanceWriteTimeout)
 	v.positive("proxy.response_header_timeout", p.ResponseHeaderTimeout)
 	v.positive("proxy.instance_read_timeout", p.InstanceReadTimeout)
+	if h := p.HTTP2; h.MaxConcurrentStreams < 1 || h.MaxConcurrentStreams > 10000 {
+		v.fail("proxy.http2.max_concurrent_streams", fmt.Sprintf("want 1 to 10000, got %d", h.MaxConcurrentStreams))
+	}
+	// HTTP/2's windows: at least its initial 65535, at most 2^31-1 (RFC 9113 6.9).
+	if h := p.HTTP2; h.StreamWindow < 65535 || h.StreamWindow > 1<<31-1 {
+		v.fail("proxy.http2.stream_window", fmt.Sprintf("want 65535 to 2147483647 bytes, got %d", h.StreamWindow))
+	}
+	if h := p.HTTP2; h.ConnectionWindow < 65535 || h.ConnectionWindow > 1<<31-1 {
+		v.fail("proxy.http2.connection_window", fmt.Sprintf("want 65535 to 2147483647 bytes, got %d", h.ConnectionWindow))
+	}
+	v.positive("proxy.http2.read_idle_timeout", p.HTTP2.ReadIdleTimeout)
+	v.positive("proxy.http2.ping_timeout", p.HTTP2.PingTimeout)
 	if p.MaxConnections < 0 {
 		v.fail("proxy.max_connections", fmt.Sprintf("must be at least 1, or 0 for the default, got %d", p.MaxConnections))
 	}
@@ -236,6 +248,9 @@ func (v *validator) atLeastOne(key string, n int) {
 // files are read by LoadCertificates.
 func (v *validator) listener(key string, l Listener) {
 	v.addr(key, l.Addr)
+	if l.TLS != nil && l.H2C {
+		v.fail(key+".h2c", "h2c is cleartext HTTP/2; a TLS listener offers HTTP/2 by ALPN (http2: true): remove h2c or tls")
+	}
 	switch l.ProxyProtocol {
 	case "", "off", "accept", "require":
 	default:

@@ -70,6 +70,9 @@ var (
 	redirectsDesc = prometheus.NewDesc("vipswap_redirects_total",
 		"Requests a listener with redirect_to answered itself (308 to https, or 400 for a bad Host), counted in no slot.",
 		[]string{"listener"}, nil)
+	floodedDesc = prometheus.NewDesc("vipswap_http2_connections_flooded_total",
+		"HTTP/2 client connections closed for flooding the listener with frames that do no work, or a header block that does not end.",
+		[]string{"listener"}, nil)
 	certExpiryDesc = prometheus.NewDesc("vipswap_certificate_expiry_timestamp_seconds",
 		"When a certificate a TLS listener serves expires, in seconds since the Unix epoch; index 0 is the listener's default, name its first name.",
 		[]string{"listener", "index", "name"}, nil)
@@ -144,7 +147,7 @@ var (
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, instanceLatencyDesc, instanceResponseDesc, clientErrorsDesc, steeredDesc, failedDesc, retriesDesc, inFlightDesc,
-		connectionsDesc, reclaimedDesc, refusedDesc, redirectsDesc,
+		connectionsDesc, reclaimedDesc, refusedDesc, redirectsDesc, floodedDesc,
 		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, storeUpDesc, notAppliedDesc, drivesDesc, revisionDesc,
 		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
 		buildDesc, startDesc, rolloutStepDesc, rolloutPausedDesc, rolloutVerdictDesc, rolloutJudgementsDesc,
@@ -164,6 +167,7 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(reclaimedDesc, prometheus.CounterValue, float64(cs.Reclaimed), ln)
 		ch <- prometheus.MustNewConstMetric(refusedDesc, prometheus.CounterValue, float64(cs.Refused), ln)
 		ch <- prometheus.MustNewConstMetric(redirectsDesc, prometheus.CounterValue, float64(m.proxy.Redirected(l)), ln)
+		ch <- prometheus.MustNewConstMetric(floodedDesc, prometheus.CounterValue, float64(cs.Flooded), ln)
 		for slot, c := range m.proxy.Counters(l) {
 			for class := 1; class <= 5; class++ {
 				ch <- prometheus.MustNewConstMetric(requestsDesc, prometheus.CounterValue, float64(c.Classes[class]), ln, slot, classNames[class])

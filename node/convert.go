@@ -139,10 +139,17 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 		MaxHeaderBytes:        p.MaxHeaderBytes,
 		MaxHeaderFields:       p.MaxHeaderFields,
 		RequestBuffer:         requestBuffer(p.RequestBufferBytes),
-		OnRefused:             onRefused,
-		AccessLog:             accessLog(cfg.Log, log),
-		SendProxyProtocol:     sendProxyProtocol(cfg),
-		Logger:                log,
+		HTTP2: proxy.HTTP2Limits{
+			H2MaxConcurrentStreams: p.HTTP2.MaxConcurrentStreams,
+			H2StreamWindow:         p.HTTP2.StreamWindow,
+			H2ConnWindow:           p.HTTP2.ConnectionWindow,
+			H2ReadIdleTimeout:      p.HTTP2.ReadIdleTimeout,
+			H2PingTimeout:          p.HTTP2.PingTimeout,
+		},
+		OnRefused:         onRefused,
+		AccessLog:         accessLog(cfg.Log, log),
+		SendProxyProtocol: sendProxyProtocol(cfg),
+		Logger:            log,
 	}
 }
 

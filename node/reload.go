@@ -111,7 +111,8 @@ func (n *node) read(ctx context.Context, req wire.ChangeRequest) (*reloading, er
 		if err != nil {
 			return nil, n.ctrl.RefuseReload(ctx, req, diff.Changes, unchanged(err))
 		}
-		next.tlsConf[i] = listenerTLS(certs)
+		// HTTP/2 by ALPN as the listener started: changing it takes a restart.
+		next.tlsConf[i] = listenerTLS(certs, []config.Listener{n.initial.Listeners.Prod, n.initial.Listeners.Stage}[i].HTTP2)
 		if cur := n.certs[i].Load(); cur == nil || !sameCertificates(cur.Certificates, certs) {
 			next.changes = append(next.changes, fmt.Sprintf("%s.tls: certificates re-read (%s)", name, describeCertificates(certs)))
 		}
@@ -121,7 +122,7 @@ func (n *node) read(ctx context.Context, req wire.ChangeRequest) (*reloading, er
 		if err != nil {
 			return nil, n.ctrl.RefuseReload(ctx, req, diff.Changes, unchanged(err))
 		}
-		next.adminConf = listenerTLS(certs)
+		next.adminConf = listenerTLS(certs, false)
 		if !sameCertificates(n.adminCerts.Load().Certificates, certs) {
 			next.changes = append(next.changes, fmt.Sprintf("admin.tls: certificates re-read (%s)", describeCertificates(certs)))
 		}

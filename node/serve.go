@@ -166,10 +166,14 @@ func (n *node) open() error {
 // listenerTLS is a TLS listener's configuration: TLS 1.2 and 1.3; for 1.2
 // only ECDHE with AES-GCM or ChaCha20-Poly1305, as in Mozilla's
 // "intermediate" profile (1.3's suites are all of that kind); the
-// certificate a client asks for by name (SNI) or else the first; HTTP/1.1
-// by ALPN. Session tickets are on, their keys made and rotated by the
-// process.
-func listenerTLS(certs []tls.Certificate) *tls.Config {
+// certificate a client asks for by name (SNI) or else the first; HTTP/2
+// (when http2) and HTTP/1.1 by ALPN, HTTP/2 preferred. Session tickets
+// are on, their keys made and rotated by the process.
+func listenerTLS(certs []tls.Certificate, http2 bool) *tls.Config {
+	protos := []string{"http/1.1"}
+	if http2 {
+		protos = []string{"h2", "http/1.1"}
+	}
 	return &tls.Config{
 		Certificates: certs,
 		MinVersion:   tls.VersionTLS12,
@@ -178,7 +182,7 @@ func listenerTLS(certs []tls.Certificate) *tls.Config {
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
 			tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 		},
-		NextProtos: []string{"http/1.1"},
+		NextProtos: protos,
 	}
 }
 
@@ -241,7 +245,7 @@ func (n *node) bind() error {
 		if conf.TLS == nil {
 			return ln, nil
 		}
-		n.certs[l].Store(listenerTLS(certs[l]))
+		n.certs[l].Store(listenerTLS(certs[l], conf.HTTP2))
 		outer := &tls.Config{
 			// Each handshake takes the certificates in force: a reload
 			// replaces them for new connections, open ones go on.
@@ -261,7 +265,7 @@ func (n *node) bind() error {
 	}
 	// The admin API over TLS: the listeners' profile, its certificates
 	// re-read by a reload, the shared session ticket keys.
-	n.adminCerts.Store(listenerTLS(adminCerts))
+	n.adminCerts.Store(listenerTLS(adminCerts, false))
 	n.adminTLS = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.adminCerts.Load(), nil }}
 	n.tickets.add(n.adminTLS)
 	return nil
@@ -503,8 +507,11 @@ func (n *node) listen() {
 	if n.adminTLS != nil {
 		adminLn = tls.NewListener(adminLn, n.adminTLS) // inside the limit: a handshake holds a connection
 	}
-	go func() { n.errc <- n.px.Serve(route.Prod, n.prodLn) }()
-	go func() { n.errc <- n.px.Serve(route.Stage, n.stageLn) }()
+	protos := func(l config.Listener) proxy.Protocols {
+		return proxy.Protocols{HTTP2: l.HTTP2 && l.TLS != nil, H2C: l.H2C && l.TLS == nil}
+	}
+	go func() { n.errc <- n.px.ServeWith(route.Prod, n.prodLn, protos(n.initial.Listeners.Prod)) }()
+	go func() { n.errc <- n.px.ServeWith(route.Stage, n.stageLn, protos(n.initial.Listeners.Stage)) }()
 	go func() {
 		if err := n.admin.Serve(adminLn); !errors.Is(err, http.ErrServerClosed) {
 			n.errc <- err

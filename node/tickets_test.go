@@ -50,7 +50,7 @@ func ticketServer(tt *testing.T, t *ticketKeys, cert tlstest.Cert) string {
 	if err != nil {
 		tt.Fatal(err)
 	}
-	inner := listenerTLS([]tls.Certificate{cert.TLS})
+	inner := listenerTLS([]tls.Certificate{cert.TLS}, false)
 	outer := &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return inner, nil }}
 	t.add(outer)
 	tln := tls.NewListener(ln, outer)

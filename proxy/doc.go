@@ -11,7 +11,13 @@
 // Clients are served by package h1, vipswap's own HTTP/1.1 server, which
 // parses and validates every request (conflicting lengths, unknown
 // transfer codings, bare CRs, oversized heads are refused) before vipswap
-// sees it. Towards instances vipswap is its own lean HTTP/1.1 client: each
+// sees it. A listener may also speak HTTP/2 (ServeWith: "h2" by ALPN, h2c
+// with prior knowledge), which h1 hands to golang.org/x/net/http2: each
+// stream is a request through the same handler, so every promise here
+// holds per stream (the table read once, holding, in-flight counts that a
+// drain and Shutdown wait for), and it reaches the instance as HTTP/1.1
+// (Host from :authority, a body of unknown length chunked, trailers both
+// ways). Towards instances vipswap is its own lean HTTP/1.1 client: each
 // attempt writes the request and reads the response on the handler's
 // goroutine over a pooled keep-alive connection, so it knows exactly how
 // far an attempt got, which decides whether it may be retried elsewhere
@@ -39,6 +45,7 @@
 // Shutdown waits for every request in flight, upgraded connections
 // (WebSockets) included, on any instance.
 //
-// proxy imports route and the standard library only; it must never import
-// store, control, api, config or health (see deps_test.go).
+// proxy imports route, the standard library and (through h1) x/net's
+// http2; it must never import store, control, api, config or health (see
+// deps_test.go).
 package proxy

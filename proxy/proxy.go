@@ -86,6 +86,13 @@ type Options struct {
 	// MaxHeaderFields bounds the header fields of a request head and of an
 	// instance's response head. Zero means 100.
 	MaxHeaderFields int
+	// HTTP2 bounds HTTP/2 client connections (see h1.HTTP2Limits; zero
+	// values mean its defaults): streams per connection, flow-control
+	// windows, the ping of a silent connection. Their header lists are
+	// bounded by MaxHeaderBytes, their idle time by IdleTimeout, their
+	// writes by ClientWriteTimeout and their request bodies by
+	// ClientReadTimeout, as HTTP/1.1's.
+	HTTP2 HTTP2Limits
 	// AccessLog, if set, logs requests (all, or a sample).
 	AccessLog *AccessLog
 	// Logger, if set, receives what goes wrong outside any one request:
@@ -147,7 +154,7 @@ func (o *Options) serverLimits() h1.Limits {
 		ReadHeaderTimeout: o.ReadHeaderTimeout, IdleTimeout: o.IdleTimeout,
 		BodyReadTimeout: o.ClientReadTimeout, WriteTimeout: o.ClientWriteTimeout,
 		MaxHeaderBytes: o.MaxHeaderBytes, MaxHeaderFields: o.MaxHeaderFields,
-		MaxConnsPerClient: o.MaxConnsPerClient,
+		MaxConnsPerClient: o.MaxConnsPerClient, HTTP2Limits: o.HTTP2,
 	}
 }
 
@@ -250,8 +257,9 @@ func (p *Proxy) pruneStats(t *route.Table) {
 
 // Reconfigure replaces the options while the proxy serves: requests that
 // start afterwards, and every connection's next read or write, follow the
-// new ones; MaxConnsPerClient applies to the next connections (a client
-// holding more than a lowered cap keeps them). MaxConns and MaxIdleConns
+// new ones; MaxConnsPerClient and HTTP2 apply to the next connections (a
+// client holding more than a lowered cap keeps them; an HTTP/2 connection
+// keeps the limits it announced). MaxConns and MaxIdleConns
 // keep the values the proxy started with (the listeners size their limits
 // once).
 func (p *Proxy) Reconfigure(opts Options) {
@@ -281,9 +289,28 @@ func (p *Proxy) Failed(l route.Listener) uint64 {
 // Handler returns the http.Handler of listener l.
 func (p *Proxy) Handler(l route.Listener) http.Handler { return p.handlers[l] }
 
-// Serve accepts connections on ln for listener l until Shutdown. It returns
-// nil after Shutdown and the accept error otherwise.
+// Serve accepts connections on ln for listener l until Shutdown, with
+// HTTP/2 on TLS connections that negotiate it and no h2c. It returns nil
+// after Shutdown and the accept error otherwise.
 func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
+	return p.ServeWith(l, ln, Protocols{HTTP2: true})
+}
+
+// HTTP2Limits bound HTTP/2 client connections: see h1.HTTP2Limits.
+type HTTP2Limits = h1.HTTP2Limits
+
+// Protocols say what a listener speaks beside HTTP/1.1.
+type Protocols struct {
+	// HTTP2 serves HTTP/2 on TLS connections that negotiated "h2" by ALPN
+	// (whether it is offered is the listener's tls.Config's NextProtos).
+	HTTP2 bool
+	// H2C serves HTTP/2 on cleartext connections that open with its
+	// client preface (prior knowledge).
+	H2C bool
+}
+
+// ServeWith is Serve with the protocols the listener speaks.
+func (p *Proxy) ServeWith(l route.Listener, ln net.Listener, protos Protocols) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
@@ -300,6 +327,7 @@ func (p *Proxy) Serve(l route.Listener, ln net.Listener) error {
 		BodyReadTimeout: lim.BodyReadTimeout, WriteTimeout: lim.WriteTimeout,
 		MaxHeaderBytes: lim.MaxHeaderBytes, MaxHeaderFields: lim.MaxHeaderFields,
 		MaxConnsPerClient: lim.MaxConnsPerClient,
+		HTTP2:             protos.HTTP2, H2C: protos.H2C, HTTP2Limits: lim.HTTP2Limits,
 	}
 	if log := o.Logger; log != nil {
 		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }
@@ -329,6 +357,9 @@ type ConnStats struct {
 	// Refused counts those closed at once because their client held
 	// MaxConnsPerClient.
 	Refused uint64
+	// Flooded counts the HTTP/2 connections closed for flooding the
+	// listener with frames that do no work.
+	Flooded uint64
 }
 
 // ConnStats returns the counts of listener l's client connections.
@@ -341,6 +372,7 @@ func (p *Proxy) ConnStats(l route.Listener) ConnStats {
 			st.Open += srv.Conns()
 			st.Reclaimed += srv.Reclaimed()
 			st.Refused += srv.Refused()
+			st.Flooded += srv.Floods()
 		}
 	}
 	return st

@@ -13,6 +13,18 @@ if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
   echo "== installing staticcheck $STATICCHECK_VERSION"
   go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
 fi
+# h2spec checks the HTTP/2 listeners' conformance (proxy/h1's TestH2Spec).
+# It is a Go program; it goes where staticcheck does, not in go.mod.
+H2SPEC_VERSION=v2.2.1+incompatible
+if ! command -v h2spec >/dev/null 2>&1; then
+  if [ "${SKIP_INSTALL:-}" = 1 ]; then
+    echo "== SKIP_INSTALL=1: not installing h2spec; TestH2Spec is skipped"
+    export VIPSWAP_SKIP_MISSING=1
+  else
+    echo "== installing h2spec $H2SPEC_VERSION"
+    go install "github.com/summerwind/h2spec/cmd/h2spec@$H2SPEC_VERSION"
+  fi
+fi
 
 # The tests drive a real browser (the dashboard), a real HAProxy (2.4 or
 # later), a real etcd and h2load (the benchmark's). What is missing is installed from Debian's

@@ -75,12 +75,18 @@ func (s *Server) reclaimIdle() bool {
 	if s.parker != nil && s.parker.reclaim() {
 		return true
 	}
+	if s.h2Pending.Load() > 0 && time.Now().UnixNano()-s.h2ReclaimAt.Load() < int64(h2ReclaimWait) {
+		// An HTTP/2 connection sent a GOAWAY is on its way out (after its
+		// client has had a moment to read it): wait for its slot rather
+		// than close another.
+		return false
+	}
 	for range 3 { // another try if the one found got a request meanwhile
 		var oldest *conn
 		var since int64
 		s.mu.Lock()
 		for c := range s.conns {
-			if c.state.Load() == stateIdle && (s.parker == nil || !c.parkable) {
+			if st := c.state.Load(); st == stateIdle && (s.parker == nil || !c.parkable) || st == stateH2Idle {
 				if t := c.idleSince.Load(); oldest == nil || t < since {
 					oldest, since = c, t
 				}
@@ -94,6 +100,15 @@ func (s *Server) reclaimIdle() bool {
 		// its read returns, and closes.
 		if oldest.state.CompareAndSwap(stateIdle, stateReclaimed) {
 			oldest.nc.SetReadDeadline(longAgo)
+			return true
+		}
+		// An HTTP/2 one is sent a GOAWAY: a stream its client opened
+		// meanwhile is refused, which the client may retry elsewhere
+		// (RFC 9113 8.7); then it closes.
+		if oldest.state.CompareAndSwap(stateH2Idle, stateReclaimed) {
+			s.h2Pending.Add(1)
+			s.h2ReclaimAt.Store(time.Now().UnixNano())
+			oldest.goAway()
 			return true
 		}
 	}
@@ -112,7 +127,8 @@ func (s *Server) busyOf(client netip.Addr) int {
 		if c.client != client {
 			continue
 		}
-		idle := c.kept.Load() && (c.state.Load() == stateIdle || c.state.Load() == stateParked)
+		st := c.state.Load()
+		idle := c.kept.Load() && (st == stateIdle || st == stateParked || st == stateH2Idle)
 		if !idle || c.fd >= 0 && unread(c.fd) { // a request arriving counts as in use
 			n++
 		}

@@ -1,4 +1,5 @@
-// Package h1 is the HTTP/1.1 server in front of vipswap's listeners.
+// Package h1 is the HTTP/1.1 server in front of vipswap's listeners, which
+// also hands HTTP/2 connections to golang.org/x/net/http2.
 //
 // It replaces net/http's server on the request path for two reasons, both
 // measured (docs/performance.md): net/http starts a background read for
@@ -42,6 +43,24 @@
 // it names is the connection's RemoteAddr and what MaxConnsPerClient
 // counts (such a connection is not counted against the balancer at
 // accept). A broken header closes that connection alone.
+//
+// HTTP2 and H2C serve HTTP/2 on the same listener: a TLS connection that
+// negotiated "h2" by ALPN, or on an H2C server a cleartext one that opens
+// with the HTTP/2 client preface (prior knowledge; any other is
+// HTTP/1.1), is handed to golang.org/x/net/http2 with the same Handler.
+// It remains one of the server's connections: it holds its place under
+// MaxConns and MaxConnsPerClient, is idle while it has no open stream (and
+// may then be reclaimed at MaxConns, with a GOAWAY), and Shutdown sends it
+// a GOAWAY and waits until its open streams have finished. Each stream
+// keeps the promises above: its body's pieces are due within
+// BodyReadTimeout (else a *BodyError), each write waits at most
+// WriteTimeout (then the stream is reset), its response can be discarded
+// until its first byte, and CONNECT or too many header fields are refused
+// as for HTTP/1.1. HTTP2Limits bound the rest (streams, windows, the ping
+// of a silent connection). A connection that floods the server with frames
+// that do no work (resets, SETTINGS, PING, PRIORITY, empty frames, beyond
+// a budget per connection), or with a header block that never ends, is
+// closed; its streams alone end.
 //
 // The package also reads responses for vipswap's requests to instances
 // (ReadResponse), with the same strict framing and bounded heads.

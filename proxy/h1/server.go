@@ -68,6 +68,16 @@ type Server struct {
 	// closed at once, before anything is read. Zero means no limit (for
 	// clients behind a front that hides their addresses). Tune changes it.
 	MaxConnsPerClient int
+	// HTTP2 serves HTTP/2 on TLS connections that negotiated "h2" by ALPN
+	// (the listener's tls.Config offers it), with golang.org/x/net/http2.
+	HTTP2 bool
+	// H2C serves HTTP/2 on cleartext connections whose first bytes are the
+	// HTTP/2 client preface (prior knowledge; there is no Upgrade: h2c).
+	// Others are served HTTP/1.1.
+	H2C bool
+	// HTTP2Limits bound HTTP/2 connections; Tune changes them for the
+	// next connections.
+	HTTP2Limits
 	// ErrorLog, if set, receives handler panics other than
 	// http.ErrAbortHandler, and accept errors (at most one a second).
 	ErrorLog func(msg string)
@@ -78,7 +88,8 @@ type Server struct {
 	BadRequest func(status int)
 	// Notice, if set, is told when the server holds its limits: a
 	// connection refused under MaxConnsPerClient, idle connections closed
-	// at MaxConns (each at most once a second).
+	// at MaxConns, HTTP/2 connections closed for flooding (each at most
+	// once a second).
 	Notice func(msg string)
 
 	initOnce sync.Once
@@ -91,6 +102,10 @@ type Server struct {
 	nextID   atomic.Int32  // numbers connections, to tell one from a later one on the same descriptor
 
 	reclaimed, refused    atomic.Uint64
+	floods                atomic.Uint64
+	floodLog              everySecond
+	h2Pending             atomic.Int32 // HTTP/2 connections reclaimed, not closed yet
+	h2ReclaimAt           atomic.Int64 // when one was reclaimed last (Unix ns)
 	reclaimLog, refuseLog everySecond
 
 	clientsMu sync.Mutex
@@ -109,7 +124,7 @@ func (s *Server) init() {
 			ReadHeaderTimeout: s.ReadHeaderTimeout, IdleTimeout: s.IdleTimeout,
 			BodyReadTimeout: s.BodyReadTimeout, WriteTimeout: s.WriteTimeout,
 			MaxHeaderBytes: s.MaxHeaderBytes, MaxHeaderFields: s.MaxHeaderFields,
-			MaxConnsPerClient: s.MaxConnsPerClient,
+			MaxConnsPerClient: s.MaxConnsPerClient, HTTP2Limits: s.HTTP2Limits,
 		}
 		l.setDefaults()
 		s.cur.Store(l)
@@ -143,6 +158,34 @@ type Limits struct {
 	// MaxConnsPerClient is the Server field of that name; zero means no
 	// limit here too.
 	MaxConnsPerClient int
+	HTTP2Limits
+}
+
+// HTTP2Limits bound an HTTP/2 connection, beside what it shares with
+// HTTP/1.1: its header list is bounded by MaxHeaderBytes, it closes with a
+// GOAWAY after IdleTimeout without a stream, each write to it may block
+// at most WriteTimeout (the connection as a whole: no byte written that
+// long closes it; one stream: a write that waits that long on the
+// client's flow-control window resets the stream) and each piece of a
+// request body is due within BodyReadTimeout. Each applies to the
+// connections accepted after it is set.
+type HTTP2Limits struct {
+	// H2MaxConcurrentStreams bounds the streams a connection may have
+	// open at once; more are refused. Zero means 100.
+	H2MaxConcurrentStreams int
+	// H2StreamWindow is the flow-control window of each stream: how much
+	// of a request body the client may send before the handler reads it.
+	// Zero means 256 KiB.
+	H2StreamWindow int
+	// H2ConnWindow is the connection's flow-control window, all its
+	// streams together. Zero means 1 MiB.
+	H2ConnWindow int
+	// H2ReadIdleTimeout is how long a connection may go without a frame
+	// from its client before the server pings it. Zero means 60s.
+	H2ReadIdleTimeout time.Duration
+	// H2PingTimeout is how long the answer to that ping may take before
+	// the connection is closed. Zero means 15s.
+	H2PingTimeout time.Duration
 }
 
 func (l *Limits) setDefaults() {
@@ -163,6 +206,21 @@ func (l *Limits) setDefaults() {
 	}
 	if l.MaxHeaderFields <= 0 {
 		l.MaxHeaderFields = 100
+	}
+	if l.H2MaxConcurrentStreams <= 0 {
+		l.H2MaxConcurrentStreams = defaultH2Streams
+	}
+	if l.H2StreamWindow <= 0 {
+		l.H2StreamWindow = defaultH2StreamWin
+	}
+	if l.H2ConnWindow <= 0 {
+		l.H2ConnWindow = defaultH2ConnWin
+	}
+	if l.H2ReadIdleTimeout <= 0 {
+		l.H2ReadIdleTimeout = defaultH2ReadIdle
+	}
+	if l.H2PingTimeout <= 0 {
+		l.H2PingTimeout = defaultH2PingTimeout
 	}
 }
 
@@ -313,10 +371,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		n := len(s.conns)
 		for c := range s.conns {
-			if st := c.state.Load(); st == stateIdle || st == stateHandshake {
+			switch st := c.state.Load(); st {
+			case stateIdle, stateHandshake:
 				// Wake it: it sees closing and closes. A handshake has no
 				// request to finish.
 				c.nc.SetReadDeadline(longAgo)
+			case stateH2Busy, stateH2Idle, stateReclaimed:
+				c.goAway() // HTTP/2: its open streams finish, then it closes
 			}
 		}
 		s.mu.Unlock()
@@ -395,6 +456,10 @@ type conn struct {
 	// pp is the connection's PROXY protocol layer while its header is to
 	// be read (from a trusted peer), else nil.
 	pp *proxyproto.Conn
+	// HTTP/2 (h2.go): the server x/net takes its GOAWAY from, set before
+	// h2ready; whether a GOAWAY may be sent, and was.
+	h2                *http.Server
+	h2ready, wentAway atomic.Bool
 }
 
 // tlsState returns the TLS connection's state (nil for cleartext), read
@@ -534,6 +599,10 @@ func (c *conn) serve() {
 	}()
 	for {
 		if !c.awaitRequest() {
+			return
+		}
+		if c.fresh && (c.s.HTTP2 || c.s.H2C) && c.wantsH2() {
+			c.serveH2()
 			return
 		}
 		// The head is due ReadHeaderTimeout after its first byte, the
