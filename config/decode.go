@@ -44,6 +44,9 @@ func Load(path string) (*Config, error) {
 			for i := range l.TLS.Certs {
 				l.TLS.Certs[i].Cert, l.TLS.Certs[i].Key = resolve(dir, l.TLS.Certs[i].Cert), resolve(dir, l.TLS.Certs[i].Key)
 			}
+			if a := l.TLS.ACME; a != nil {
+				a.CARoot = resolve(dir, a.CARoot)
+			}
 		}
 	}
 	if h := c.HAProxy; h != nil && (strings.HasPrefix(h.Socket, ".") || !strings.Contains(h.Socket, ":")) {

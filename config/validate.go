@@ -238,8 +238,11 @@ func (v *validator) listener(key string, l Listener) {
 	if l.TLS == nil {
 		return
 	}
-	if len(l.TLS.Certs) == 0 {
-		v.fail(key+".tls.certs", "want at least one certificate: {cert: FILE, key: FILE}")
+	if len(l.TLS.Certs) == 0 && l.TLS.ACME == nil {
+		v.fail(key+".tls.certs", "want at least one certificate: {cert: FILE, key: FILE}, or an acme block")
+	}
+	if l.TLS.ACME != nil {
+		v.acme(key+".tls.acme", l.TLS.ACME)
 	}
 	for i, c := range l.TLS.Certs {
 		k := fmt.Sprintf("%s.tls.certs[%d]", key, i)

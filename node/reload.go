@@ -14,6 +14,7 @@ import (
 	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/launch"
+	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -109,7 +110,7 @@ func (n *node) read(ctx context.Context, req wire.ChangeRequest) (*reloading, er
 		if err != nil {
 			return nil, n.ctrl.RefuseReload(ctx, req, diff.Changes, unchanged(err))
 		}
-		next.tlsConf[i] = listenerTLS(certs)
+		next.tlsConf[i] = n.withACME(route.Listener(i), listenerTLS(certs))
 		if cur := n.certs[i].Load(); cur == nil || !sameCertificates(cur.Certificates, certs) {
 			next.changes = append(next.changes, fmt.Sprintf("%s.tls: certificates re-read (%s)", name, describeCertificates(certs)))
 		}

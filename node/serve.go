@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/vipswap/vipswap/acmecert"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/control"
@@ -46,6 +47,7 @@ type node struct {
 	affinityKey              []byte
 	prodLn, stageLn, adminLn net.Listener
 	certs                    [2]atomic.Pointer[tls.Config] // what the TLS listeners serve (prod, stage); a reload replaces it
+	acme                     [2]*acmecert.Manager          // the listeners' automatic certificates (acme.go), nil without
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
@@ -141,6 +143,9 @@ func (n *node) open() error {
 		return err
 	}
 	n.onClose(func() { n.st.Close() })
+	if err := n.openACME(); err != nil {
+		return err
+	}
 	// With the state file locked, no other vipswap uses its ledger: stop
 	// what a previous run that was killed left running. (With etcd, each
 	// node has its own local copy, and the ledger beside it.)
@@ -211,7 +216,7 @@ func (n *node) bind() error {
 		return tls.NewListener(ln, &tls.Config{
 			// Each handshake takes the certificates in force: a reload
 			// replaces them for new connections, open ones go on.
-			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.certs[l].Load(), nil },
+			GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) { return n.handshakeConfig(l, hello) },
 		}), nil
 	}
 	if n.prodLn, err = front("listeners.prod", route.Prod, n.initial.Listeners.Prod); err != nil {
@@ -244,6 +249,7 @@ func (n *node) start(ctx context.Context) error {
 	}})
 	n.onClose(releases.Close) // before the controller closes
 	n.admin = n.adminServer(releases)
+	n.startACME()
 	n.listen()
 	return nil
 }

@@ -54,6 +54,9 @@ type request struct {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.p.active.Add(1)
 	defer h.p.active.Add(-1)
+	if h.p.challenge(w, r) {
+		return // an ACME validation, answered before any routing
+	}
 	start := time.Now()
 	rq := &request{l: h.l, table: h.p.table.Load(), o: h.p.opts.Load(), start: start}
 	rq.tried = rq.triedBuf[:0]

@@ -166,6 +166,9 @@ type Proxy struct {
 	// removed before counted (stats.go), so that no total goes down.
 	retired atomic.Pointer[retiredTable]
 
+	// challenges answers ACME HTTP-01 validations (SetChallenges).
+	challenges atomic.Pointer[ChallengeHandler]
+
 	mu      sync.Mutex // guards servers and closed
 	servers []*h1.Server
 	closed  bool
