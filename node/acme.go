@@ -23,6 +23,21 @@ var acmeTuning struct {
 	onEvent      func(listener, event string, data map[string]any)
 }
 
+// loadACMERoots reads the acme blocks' ca_root files, before anything is
+// bound.
+func (n *node) loadACMERoots() error {
+	for l, c := range []config.Listener{n.initial.Listeners.Prod, n.initial.Listeners.Stage} {
+		if c.TLS != nil {
+			roots, err := config.LoadACMERoots([]string{"listeners.prod", "listeners.stage"}[l], c.TLS.ACME)
+			if err != nil {
+				return err
+			}
+			n.acmeRoots[l] = roots
+		}
+	}
+	return nil
+}
+
 // openACME makes the certificate managers of the listeners with an acme
 // block, over storage beside the state (a directory next to the state
 // file, or etcd in a cluster). They talk to the CA once started.
@@ -35,10 +50,7 @@ func (n *node) openACME() error {
 			continue
 		}
 		name := []string{"listeners.prod", "listeners.stage"}[l]
-		roots, err := config.LoadACMERoots(name, c.TLS.ACME)
-		if err != nil {
-			return err
-		}
+		var err error
 		if storage == nil {
 			if storage, err = n.acmeStorage(); err != nil {
 				return err
@@ -52,7 +64,7 @@ func (n *node) openACME() error {
 			}
 		}
 		o := acmecert.Options{
-			Listener: name, Email: c.TLS.ACME.Email, CA: c.TLS.ACME.Directory(), Roots: roots,
+			Listener: name, Email: c.TLS.ACME.Email, CA: c.TLS.ACME.Directory(), Roots: n.acmeRoots[l],
 			Names: c.TLS.ACME.Names, Storage: storage, HTTPAddr: http01, TLSAddr: lns[l], Logger: n.log,
 		}
 		o.RenewCheck, o.RenewalRatio = acmeTuning.renewCheck, acmeTuning.renewalRatio

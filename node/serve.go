@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -48,6 +49,7 @@ type node struct {
 	prodLn, stageLn, adminLn net.Listener
 	certs                    [2]atomic.Pointer[tls.Config] // what the TLS listeners serve (prod, stage); a reload replaces it
 	acme                     [2]*acmecert.Manager          // the listeners' automatic certificates (acme.go), nil without
+	acmeRoots                [2]*x509.CertPool             // what their acme.ca_root trusts, nil for the system's
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
@@ -135,6 +137,9 @@ func (n *node) open() error {
 		if n.affinityKey, err = config.LoadAffinityKey(cfg.Affinity.KeyFile); err != nil {
 			return err
 		}
+	}
+	if err := n.loadACMERoots(); err != nil {
+		return err
 	}
 	if err := n.bind(); err != nil {
 		return err

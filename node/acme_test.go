@@ -1,0 +1,177 @@
+package node
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/pebbletest"
+	"github.com/vipswap/vipswap/internal/tlstest"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/route"
+)
+
+// acmeSetup is a node whose prod listener gets its certificates from a
+// Pebble on loopback.
+type acmeSetup struct {
+	dir, path   string
+	prod, stage string // the listeners' addresses
+	pebble      *pebbletest.Pebble
+}
+
+// port returns addr's port.
+func port(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// newACMESetup starts Pebble and writes a configuration whose prod
+// listener (TLS) has an acme block for names and whose stage listener is
+// cleartext, or TLS with files when stageTLS is set (no HTTP-01 then).
+// Pebble validates HTTP-01 on stage's port and TLS-ALPN-01 on prod's,
+// unless noTLSALPN sends TLS-ALPN-01 to a closed port.
+func newACMESetup(t *testing.T, o pebbletest.Options, noTLSALPN, stageTLS bool, names ...string) *acmeSetup {
+	t.Helper()
+	s := &acmeSetup{dir: t.TempDir(), prod: vstest.FreeAddr(t), stage: vstest.FreeAddr(t)}
+	o.HTTPPort, o.TLSPort = port(t, s.stage), port(t, s.prod)
+	if noTLSALPN {
+		o.TLSPort = port(t, vstest.FreeAddr(t))
+	}
+	s.pebble = pebbletest.Start(t, o)
+	stage := "  stage: " + s.stage + "\n"
+	if stageTLS {
+		stage = fmt.Sprintf("  stage:\n    addr: %s\n    tls:\n      certs:\n        - {cert: localhost.crt, key: localhost.key}\n", s.stage)
+		tlstest.Valid(t, s.dir, "localhost")
+	}
+	s.path = writeConfig(t, s.dir, staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	raw, err := os.ReadFile(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(raw), "  prod: 127.0.0.1:0\n  stage: 127.0.0.1:0\n", fmt.Sprintf(`  prod:
+    addr: %s
+    tls:
+      acme:
+        email: ops@example.com
+        ca: %s
+        ca_root: %s
+        names: [%s]
+%s`, s.prod, s.pebble.Directory, s.pebble.CARoot, strings.Join(names, ", "), stage), 1)
+	if err := os.WriteFile(s.path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// served returns the certificate prod serves to a client asking for name
+// that trusts roots, or the handshake's error.
+func served(addr, name string, roots *x509.CertPool) (*x509.Certificate, error) {
+	c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{ServerName: name, RootCAs: roots})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0], nil
+}
+
+// waitServed waits until prod serves name a certificate roots verify,
+// whose not_after is after notAfter, and returns it.
+func waitServed(t *testing.T, addr, name string, roots *x509.CertPool, after time.Time) *x509.Certificate {
+	t.Helper()
+	var leaf *x509.Certificate
+	vstest.WaitFor(t, 2*time.Minute, func() error {
+		c, err := served(addr, name, roots)
+		if err != nil {
+			return err
+		}
+		if !c.NotAfter.After(after) {
+			return fmt.Errorf("serves a certificate valid until %s, want a later one", c.NotAfter)
+		}
+		leaf = c
+		return nil
+	})
+	return leaf
+}
+
+// TestACMEHTTP01: a certificate is obtained by HTTP-01 (answered on the
+// cleartext stage listener, TLS-ALPN-01 being impossible) and served on
+// prod to clients that trust Pebble; status lists it; other paths of
+// /.well-known/acme-challenge/ route to the instances as usual.
+func TestACMEHTTP01(t *testing.T) {
+	s := newACMESetup(t, pebbletest.Options{}, true, false, "www.example.com")
+	n, out := startNode(t, s.path)
+	roots := s.pebble.Roots(t)
+	leaf := waitServed(t, s.prod, "www.example.com", roots, time.Time{})
+	if !strings.Contains(out.String(), "challenge=http-01") {
+		t.Errorf("no HTTP-01 validation was answered:\n%s", out)
+	}
+	if len(leaf.DNSNames) != 1 || leaf.DNSNames[0] != "www.example.com" {
+		t.Errorf("names %v, want [www.example.com]", leaf.DNSNames)
+	}
+	st := n.certificateStatus(route.Prod)
+	if len(st) != 1 || !st[0].NotAfter.Equal(leaf.NotAfter.UTC()) || st[0].Names[0] != "www.example.com" {
+		t.Errorf("status %+v, want the certificate served (until %s)", st, leaf.NotAfter)
+	}
+	// No challenge pending: the path routes like any other.
+	resp, err := http.Get("http://" + s.stage + "/.well-known/acme-challenge/nothing-pending")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "green http" { // stage routes to the standby slot
+		t.Errorf("GET of an unknown challenge: %s %q, want the instance's answer", resp.Status, body)
+	}
+	// A name it does not manage gets no certificate (no files either).
+	if _, err := served(s.prod, "other.example.com", roots); err == nil {
+		t.Error("a handshake for a name without a certificate succeeded")
+	}
+	// Stored beside the state file, readable by vipswap alone.
+	fi, err := os.Stat(filepath.Join(s.dir, "state.db.acme"))
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("state.db.acme: %v %v, want a directory of mode 0700", fi, err)
+	}
+}
+
+// TestACMETLSALPN01: with no cleartext listener, the certificate is
+// obtained by TLS-ALPN-01, answered on the TLS listener itself; normal
+// clients still negotiate HTTP/1.1 and get answers.
+func TestACMETLSALPN01(t *testing.T) {
+	s := newACMESetup(t, pebbletest.Options{}, false, true, "api.example.com")
+	_, out := startNode(t, s.path)
+	roots := s.pebble.Roots(t)
+	waitServed(t, s.prod, "api.example.com", roots, time.Time{})
+	if !strings.Contains(out.String(), "challenge=tls-alpn-01") {
+		t.Errorf("no TLS-ALPN-01 validation was answered:\n%s", out)
+	}
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: roots},
+		DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, s.prod)
+		},
+	}}
+	resp, err := hc.Get("https://api.example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "blue https" || resp.TLS.NegotiatedProtocol == "acme-tls/1" {
+		t.Errorf("got %q over %q, want blue https", body, resp.TLS.NegotiatedProtocol)
+	}
+}
