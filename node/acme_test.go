@@ -175,3 +175,25 @@ func TestACMETLSALPN01(t *testing.T) {
 		t.Errorf("got %q over %q, want blue https", body, resp.TLS.NegotiatedProtocol)
 	}
 }
+
+// TestACMERenewal: a certificate is renewed before it expires and the new
+// one is served (Pebble issues 30-second certificates here; renewal is
+// looked at every 200ms, and begins with a third of the lifetime left).
+func TestACMERenewal(t *testing.T) {
+	acmeTuning.renewCheck, acmeTuning.renewalRatio = 200*time.Millisecond, 1.0/3
+	t.Cleanup(func() { acmeTuning.renewCheck, acmeTuning.renewalRatio = 0, 0 })
+	s := newACMESetup(t, pebbletest.Options{Validity: 30 * time.Second}, false, false, "www.example.com")
+	n, _ := startNode(t, s.path)
+	roots := s.pebble.Roots(t)
+	first := waitServed(t, s.prod, "www.example.com", roots, time.Time{})
+	second := waitServed(t, s.prod, "www.example.com", roots, first.NotAfter)
+	if !second.NotBefore.Before(first.NotAfter) {
+		t.Errorf("renewed at %s, once the first certificate had expired (%s)", second.NotBefore, first.NotAfter)
+	}
+	if st := n.certificateStatus(route.Prod); len(st) != 1 || !st[0].NotAfter.Equal(second.NotAfter.UTC()) {
+		t.Errorf("status %+v, want the renewed certificate (until %s)", st, second.NotAfter)
+	}
+	if got := len(s.pebble.Issued()); got < 2 {
+		t.Errorf("pebble issued %d certificates, want at least 2", got)
+	}
+}
