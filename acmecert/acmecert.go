@@ -11,9 +11,11 @@
 package acmecert
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -195,6 +197,9 @@ func (m *Manager) discardDamaged(name string) {
 	}
 	keyPEM, err := st.Load(ctx, keyKey)
 	if err == nil {
+		err = wholeChain(certPEM)
+	}
+	if err == nil {
 		_, err = tls.X509KeyPair(certPEM, keyPEM)
 	}
 	if err == nil {
@@ -207,6 +212,34 @@ func (m *Manager) discardDamaged(name string) {
 			m.opts.Logger.Error("acme: could not remove the damaged certificate", "key", k, "err", err)
 		}
 	}
+}
+
+// wholeChain checks that a stored chain is PEM certificates from end to
+// end: a truncated file may still start with a whole leaf, and would
+// be served without its intermediates.
+func wholeChain(chain []byte) error {
+	rest, n := chain, 0
+	for {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return fmt.Errorf("a %s block in the chain", b.Type)
+		}
+		if _, err := x509.ParseCertificate(b.Bytes); err != nil {
+			return err
+		}
+		n++
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return fmt.Errorf("the chain ends with %d bytes that are no whole PEM block (truncated?)", len(bytes.TrimSpace(rest)))
+	}
+	if n == 0 {
+		return fmt.Errorf("no certificate in the chain")
+	}
+	return nil
 }
 
 // Close stops obtaining and renewing. Call Start and Close from one

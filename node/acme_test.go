@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -137,6 +138,26 @@ func TestACMEHTTP01(t *testing.T) {
 	if string(body) != "green http" { // stage routes to the standby slot
 		t.Errorf("GET of an unknown challenge: %s %q, want the instance's answer", resp.Status, body)
 	}
+	// Claims of a managed name with no validation pending, odd tokens,
+	// other methods: none is answered as a validation, all route as usual.
+	for _, target := range []string{
+		"/.well-known/acme-challenge/" + strings.Repeat("A", 4000),
+		"/.well-known/acme-challenge/../../state.db",
+		"/.well-known/acme-challenge/x/y",
+		"/.well-known/acme-challenge/",
+	} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+s.stage+target, nil)
+		req.Host = "www.example.com"
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(body) != "green http" && resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("GET %s for www.example.com: %s %q, want the instance's answer (or a 400 for the path)", target[:min(len(target), 60)], resp.Status, body)
+		}
+	}
 	// A name it does not manage gets no certificate (no files either).
 	if _, err := served(s.prod, "other.example.com", roots); err == nil {
 		t.Error("a handshake for a name without a certificate succeeded")
@@ -195,5 +216,86 @@ func TestACMERenewal(t *testing.T) {
 	}
 	if got := len(s.pebble.Issued()); got < 2 {
 		t.Errorf("pebble issued %d certificates, want at least 2", got)
+	}
+}
+
+// stopNode shuts n down and closes it, as its test's cleanup would.
+func stopNode(n *node) {
+	n.shutdown()
+	n.close()
+}
+
+// TestACMEUnreachableCA: an acme block whose CA does not answer does not
+// stop the node: it starts, the other listener serves, the listener's
+// file certificate serves every name meanwhile, and the failure is logged.
+func TestACMEUnreachableCA(t *testing.T) {
+	dir := t.TempDir()
+	tlstest.Valid(t, dir, "localhost")
+	roots := x509.NewCertPool()
+	roots.AddCert(tlstest.Valid(t, dir, "localhost").X509)
+	path := tlsConfig(t, dir, [][2]string{{"localhost.crt", "localhost.key"}},
+		staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := vstest.FreeAddr(t) // nobody listens there
+	text := strings.Replace(string(raw), "      certs:\n", fmt.Sprintf("      acme:\n        email: ops@example.com\n        ca: https://%s/directory\n        names: [www.example.com]\n      certs:\n", closed), 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, out := startNode(t, path)
+	if body, err := get("http://" + n.stageLn.Addr().String() + "/"); err != nil || body != "green http" {
+		t.Fatalf("stage: %q %v", body, err)
+	}
+	for _, name := range []string{"localhost", "www.example.com"} {
+		c, err := served(n.prodLn.Addr().String(), "localhost", roots)
+		if err != nil || c.Subject.CommonName != "localhost" && !slices.Contains(c.DNSNames, "localhost") {
+			t.Errorf("prod, for %s: %v %v, want the file's certificate", name, c, err)
+		}
+	}
+	vstest.WaitFor(t, time.Minute, func() error {
+		if !strings.Contains(out.String(), closed) {
+			return fmt.Errorf("no error naming %s logged", closed)
+		}
+		return nil
+	})
+}
+
+// TestACMEDamagedStorage: a stored certificate that is truncated is not
+// served: it is reported, removed and obtained again.
+func TestACMEDamagedStorage(t *testing.T) {
+	s := newACMESetup(t, pebbletest.Options{}, false, false, "www.example.com")
+	n, _ := startNode(t, s.path)
+	roots := s.pebble.Roots(t)
+	first := waitServed(t, s.prod, "www.example.com", roots, time.Time{})
+	stopNode(n)
+	var crt []string
+	filepath.WalkDir(filepath.Join(s.dir, "state.db.acme"), func(p string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(p, "www.example.com.crt") {
+			crt = append(crt, p)
+		}
+		return nil
+	})
+	if len(crt) != 1 {
+		t.Fatalf("stored certificates %v, want one", crt)
+	}
+	raw, err := os.ReadFile(crt[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(crt[0], raw[:len(raw)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, out := startNode(t, s.path)
+	second := waitServed(t, s.prod, "www.example.com", roots, time.Time{})
+	if second.SerialNumber.Cmp(first.SerialNumber) == 0 {
+		t.Error("the damaged certificate's serial is served")
+	}
+	if !strings.Contains(out.String(), "damaged") {
+		t.Errorf("the damage was not reported:\n%s", out)
+	}
+	if got := len(s.pebble.Issued()); got != 2 {
+		t.Errorf("pebble issued %d certificates, want 2", got)
 	}
 }
