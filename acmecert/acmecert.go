@@ -80,8 +80,21 @@ type Manager struct {
 	started bool
 	done    chan struct{} // closed when Start's goroutine ends
 
-	mu     sync.Mutex
-	logged time.Time // the last handshake refusal logged
+	mu          sync.Mutex
+	noCert      time.Time // when a handshake without a certificate was last logged
+	refusedALPN time.Time // when a TLS-ALPN-01 handshake refused was last logged
+}
+
+// limited logs msg as a warning unless it was logged, by last, less than
+// a minute ago.
+func (m *Manager) limited(last *time.Time, msg string, args ...any) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if time.Since(*last) < time.Minute {
+		return
+	}
+	*last = time.Now()
+	m.opts.Logger.Warn(msg, append([]any{"listener", m.opts.Listener}, args...)...)
 }
 
 // New returns a Manager for o; it talks to nobody until Start.
@@ -140,10 +153,27 @@ func New(o Options) (*Manager, error) {
 	}
 	m.issuer = certmagic.NewACMEIssuer(m.magic, issuer)
 	m.magic.Issuers = []certmagic.Issuer{m.issuer}
+	// TLS-ALPN-01 handshakes are answered by a configuration of their
+	// own whose logs are at debug level: anyone may offer acme-tls/1,
+	// and certmagic logs each refusal as an error. Ours are limited.
+	quiet := certmagic.New(m.cache, certmagic.Config{
+		Storage: o.Storage, Logger: quietZap(o.Logger.With("listener", o.Listener)),
+		OCSP: certmagic.OCSPConfig{DisableStapling: true},
+	})
+	quiet.Issuers = []certmagic.Issuer{m.issuer}
 	m.chal = &tls.Config{
-		MinVersion:     tls.VersionTLS12,
-		NextProtos:     []string{acmez.ACMETLS1Protocol},
-		GetCertificate: m.magic.GetCertificate,
+		MinVersion: tls.VersionTLS12,
+		NextProtos: []string{acmez.ACMETLS1Protocol},
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			c, err := quiet.GetCertificate(hello)
+			if err != nil {
+				m.limited(&m.refusedALPN, "acme: a TLS-ALPN-01 handshake for a name with no validation pending was refused",
+					"name", hello.ServerName, "remote", hello.Conn.RemoteAddr().String())
+				return nil, err
+			}
+			o.Logger.Info("acme: answered a validation", "listener", o.Listener, "name", hello.ServerName, "challenge", "tls-alpn-01")
+			return c, nil
+		},
 	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
@@ -266,13 +296,7 @@ func (m *Manager) Certificate(name string) (*tls.Certificate, error) {
 	if c := m.best(normalize(name)); c != nil {
 		return &c.Certificate, nil
 	}
-	m.mu.Lock()
-	if time.Since(m.logged) > time.Minute {
-		m.logged = time.Now()
-		m.opts.Logger.Warn("acme: no certificate yet: handshakes for the name fail until it is obtained",
-			"listener", m.opts.Listener, "name", name)
-	}
-	m.mu.Unlock()
+	m.limited(&m.noCert, "acme: no certificate yet: handshakes for the name fail until it is obtained (logged once a minute)", "name", name)
 	return nil, fmt.Errorf("%s: no certificate for %s yet", m.opts.Listener, name)
 }
 

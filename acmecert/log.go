@@ -14,12 +14,21 @@ func zapToSlog(log *slog.Logger) *zap.Logger {
 	return zap.New(&slogCore{log: log})
 }
 
+// quietZap is zapToSlog with every message at debug level.
+func quietZap(log *slog.Logger) *zap.Logger {
+	return zap.New(&slogCore{log: log, quiet: true})
+}
+
 type slogCore struct {
 	log   *slog.Logger
 	attrs []any
+	quiet bool // everything at debug
 }
 
-func level(l zapcore.Level) slog.Level {
+func (c *slogCore) level(l zapcore.Level) slog.Level {
+	if c.quiet {
+		return slog.LevelDebug
+	}
 	switch {
 	case l < zapcore.InfoLevel:
 		return slog.LevelDebug
@@ -32,11 +41,11 @@ func level(l zapcore.Level) slog.Level {
 }
 
 func (c *slogCore) Enabled(l zapcore.Level) bool {
-	return c.log.Enabled(context.Background(), level(l))
+	return c.log.Enabled(context.Background(), c.level(l))
 }
 
 func (c *slogCore) With(fields []zapcore.Field) zapcore.Core {
-	return &slogCore{log: c.log, attrs: append(append([]any(nil), c.attrs...), attrs(fields)...)}
+	return &slogCore{log: c.log, quiet: c.quiet, attrs: append(append([]any(nil), c.attrs...), attrs(fields)...)}
 }
 
 func (c *slogCore) Check(e zapcore.Entry, ce *zapcore.CheckedEntry) *zapcore.CheckedEntry {
@@ -51,7 +60,7 @@ func (c *slogCore) Write(e zapcore.Entry, fields []zapcore.Field) error {
 	if e.LoggerName != "" {
 		args = append(args, "component", e.LoggerName)
 	}
-	c.log.Log(context.Background(), level(e.Level), "acme: "+e.Message, args...)
+	c.log.Log(context.Background(), c.level(e.Level), "acme: "+e.Message, args...)
 	return nil
 }
 

@@ -128,6 +128,13 @@ func TestACMEHTTP01(t *testing.T) {
 	if len(st) != 1 || !st[0].NotAfter.Equal(leaf.NotAfter.UTC()) || st[0].Names[0] != "www.example.com" {
 		t.Errorf("status %+v, want the certificate served (until %s)", st, leaf.NotAfter)
 	}
+	metrics, err := get("http://" + n.adminLn.Addr().String() + "/metrics")
+	series := `vipswap_certificate_expiry_timestamp_seconds{index="0",listener="prod",name="www.example.com"} `
+	_, value, _ := strings.Cut(metrics, series)
+	value, _, _ = strings.Cut(value, "\n")
+	if v, perr := strconv.ParseFloat(value, 64); err != nil || perr != nil || int64(v) != leaf.NotAfter.Unix() {
+		t.Errorf("/metrics: %v %q; want %s%d", err, value, series, leaf.NotAfter.Unix())
+	}
 	// No challenge pending: the path routes like any other.
 	resp, err := http.Get("http://" + s.stage + "/.well-known/acme-challenge/nothing-pending")
 	if err != nil {
@@ -195,6 +202,20 @@ func TestACMETLSALPN01(t *testing.T) {
 	if string(body) != "blue https" || resp.TLS.NegotiatedProtocol == "acme-tls/1" {
 		t.Errorf("got %q over %q, want blue https", body, resp.TLS.NegotiatedProtocol)
 	}
+	// Anyone may offer acme-tls/1: with no validation pending it is
+	// refused, logged once, and nothing else changes.
+	for range 5 {
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", s.prod,
+			&tls.Config{ServerName: "api.example.com", NextProtos: []string{"acme-tls/1"}, InsecureSkipVerify: true})
+		if err == nil {
+			c.Close()
+			t.Fatal("an acme-tls/1 handshake with no validation pending succeeded")
+		}
+	}
+	if got := strings.Count(out.String(), "TLS-ALPN-01 handshake for a name with no validation pending"); got != 1 {
+		t.Errorf("the refusals were logged %d times, want once:\n%s", got, out)
+	}
+	waitServed(t, s.prod, "api.example.com", roots, time.Time{})
 }
 
 // TestACMERenewal: a certificate is renewed before it expires and the new
