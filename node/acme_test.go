@@ -20,6 +20,7 @@ import (
 	"github.com/vipswap/vipswap/internal/tlstest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // acmeSetup is a node whose prod listener gets its certificates from a
@@ -168,6 +169,19 @@ func TestACMEHTTP01(t *testing.T) {
 	// A name it does not manage gets no certificate (no files either).
 	if _, err := served(s.prod, "other.example.com", roots); err == nil {
 		t.Error("a handshake for a name without a certificate succeeded")
+	}
+	// A reload keeps the ACME certificate served; a change of the acme
+	// block is refused, and needs a restart.
+	if _, err := n.reload(t.Context(), wire.ChangeRequest{Actor: "test"}); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if c, err := served(s.prod, "www.example.com", roots); err != nil || c.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+		t.Errorf("after a reload: %v %v, want the same certificate", c, err)
+	}
+	raw, _ := os.ReadFile(s.path)
+	os.WriteFile(s.path, []byte(strings.Replace(string(raw), "names: [www.example.com]", "names: [www.example.com, api.example.com]", 1)), 0o600)
+	if _, err := n.reload(t.Context(), wire.ChangeRequest{Actor: "test"}); err == nil || !strings.Contains(err.Error(), "listeners.prod.tls.acme.names") {
+		t.Errorf("reload of a changed acme block: %v, want a refusal naming it", err)
 	}
 	// Stored beside the state file, readable by vipswap alone.
 	fi, err := os.Stat(filepath.Join(s.dir, "state.db.acme"))
