@@ -134,22 +134,19 @@ func New(o Options) (*Manager, error) {
 	}
 	// certmagic starts its own challenge servers unless the address is
 	// taken: it is, by vipswap's listeners, which pass the challenges on.
-	var err error
-	if o.HTTPAddr != "" {
-		if issuer.ListenHost, issuer.AltHTTPPort, err = hostPort(o.HTTPAddr); err != nil {
-			return nil, err
-		}
-	}
+	// (It has one ListenHost for both; a port vipswap holds on any
+	// address refuses a bind on another, so only listeners on two
+	// different specific addresses would let it start one, and that one
+	// answers challenges only.)
 	host, port, err := hostPort(o.TLSAddr)
 	if err != nil {
 		return nil, err
 	}
-	if o.HTTPAddr != "" && host != issuer.ListenHost {
-		// One ListenHost for both: HTTP-01 is the one that must not
-		// start a server of its own, as it would on a free port.
-		issuer.DisableTLSALPNChallenge = true
-	} else {
-		issuer.ListenHost, issuer.AltTLSALPNPort = host, port
+	issuer.ListenHost, issuer.AltTLSALPNPort = host, port
+	if o.HTTPAddr != "" {
+		if issuer.ListenHost, issuer.AltHTTPPort, err = hostPort(o.HTTPAddr); err != nil {
+			return nil, err
+		}
 	}
 	m.issuer = certmagic.NewACMEIssuer(m.magic, issuer)
 	m.magic.Issuers = []certmagic.Issuer{m.issuer}
