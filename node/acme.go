@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
@@ -20,7 +21,14 @@ import (
 var acmeTuning struct {
 	renewCheck   time.Duration
 	renewalRatio float64
-	onEvent      func(listener, event string, data map[string]any)
+}
+
+// acmeListeners are the TLS listeners' certificate managers (prod,
+// stage; nil without an acme block) and what their acme.ca_root trusts
+// (nil: the system's roots).
+type acmeListeners struct {
+	managers [2]*acmecert.Manager
+	roots    [2]*x509.CertPool
 }
 
 // loadACMERoots reads the acme blocks' ca_root files, before anything is
@@ -32,7 +40,7 @@ func (n *node) loadACMERoots() error {
 			if err != nil {
 				return err
 			}
-			n.acmeRoots[l] = roots
+			n.acme.roots[l] = roots
 		}
 	}
 	return nil
@@ -64,18 +72,15 @@ func (n *node) openACME() error {
 			}
 		}
 		o := acmecert.Options{
-			Listener: name, Email: c.TLS.ACME.Email, CA: c.TLS.ACME.Directory(), Roots: n.acmeRoots[l],
+			Listener: name, Email: c.TLS.ACME.Email, CA: c.TLS.ACME.Directory(), Roots: n.acme.roots[l],
 			Names: c.TLS.ACME.Names, Storage: storage, HTTPAddr: http01, TLSAddr: lns[l], Logger: n.log,
 		}
 		o.RenewCheck, o.RenewalRatio = acmeTuning.renewCheck, acmeTuning.renewalRatio
-		if f := acmeTuning.onEvent; f != nil {
-			o.OnEvent = func(event string, data map[string]any) { f(name, event, data) }
-		}
 		m, err := acmecert.New(o)
 		if err != nil {
 			return fmt.Errorf("%s.tls.acme: %w", name, err)
 		}
-		n.acme[l] = m
+		n.acme.managers[l] = m
 		n.onClose(m.Close)
 		if conf := n.certs[l].Load(); conf != nil {
 			n.certs[l].Store(n.withACME(route.Listener(l), conf))
@@ -104,18 +109,18 @@ func (n *node) acmeStorage() (certmagic.Storage, error) {
 // startACME starts obtaining and renewing, in the background, and lets
 // the cleartext listeners answer HTTP-01 validations.
 func (n *node) startACME() {
-	if n.acme[route.Prod] == nil && n.acme[route.Stage] == nil {
+	if n.acme.managers[route.Prod] == nil && n.acme.managers[route.Stage] == nil {
 		return
 	}
 	n.px.SetChallenges(func(w http.ResponseWriter, r *http.Request) bool {
-		for _, m := range n.acme {
+		for _, m := range n.acme.managers {
 			if m != nil && m.HandleHTTPChallenge(w, r) {
 				return true
 			}
 		}
 		return false
 	})
-	for _, m := range n.acme {
+	for _, m := range n.acme.managers {
 		if m != nil {
 			m.Start()
 		}
@@ -126,7 +131,7 @@ func (n *node) startACME() {
 // l: the certificates in force, or an ACME server's TLS-ALPN-01
 // validation's.
 func (n *node) handshakeConfig(l route.Listener, hello *tls.ClientHelloInfo) (*tls.Config, error) {
-	if m := n.acme[l]; m != nil {
+	if m := n.acme.managers[l]; m != nil {
 		if c := m.ChallengeConfig(hello); c != nil {
 			return c, nil
 		}
@@ -140,7 +145,7 @@ func (n *node) handshakeConfig(l route.Listener, hello *tls.ClientHelloInfo) (*t
 // files'. A client without SNI gets the first file, or with no files the
 // first ACME name's certificate.
 func (n *node) withACME(l route.Listener, conf *tls.Config) *tls.Config {
-	m := n.acme[l]
+	m := n.acme.managers[l]
 	if m == nil {
 		return conf
 	}
@@ -167,7 +172,7 @@ func (n *node) withACME(l route.Listener, conf *tls.Config) *tls.Config {
 
 // acmeStatus lists listener l's ACME certificates for status.
 func (n *node) acmeStatus(l route.Listener) []wire.CertificateStatus {
-	m := n.acme[l]
+	m := n.acme.managers[l]
 	if m == nil {
 		return nil
 	}

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,7 +18,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/vipswap/vipswap/acmecert"
 	"github.com/vipswap/vipswap/api"
 	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/control"
@@ -48,8 +46,7 @@ type node struct {
 	affinityKey              []byte
 	prodLn, stageLn, adminLn net.Listener
 	certs                    [2]atomic.Pointer[tls.Config] // what the TLS listeners serve (prod, stage); a reload replaces it
-	acme                     [2]*acmecert.Manager          // the listeners' automatic certificates (acme.go), nil without
-	acmeRoots                [2]*x509.CertPool             // what their acme.ca_root trusts, nil for the system's
+	acme                     acmeListeners                 // the TLS listeners' automatic certificates (acme.go)
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
