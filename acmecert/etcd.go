@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/certmagic"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -30,6 +31,10 @@ type EtcdStorage struct {
 	Client *clientv3.Client
 	// Prefix is the key prefix, such as /vipswap/acme/; it ends in "/".
 	Prefix string
+	// Timeout, when set, bounds each read, write and delete (not a Lock,
+	// which waits for the holder): an unreachable etcd fails them
+	// instead of holding a challenge's request or handshake.
+	Timeout time.Duration
 
 	mu    sync.Mutex
 	locks map[string]*etcdLock
@@ -44,14 +49,26 @@ var _ certmagic.Storage = (*EtcdStorage)(nil)
 
 func (s *EtcdStorage) key(k string) string { return s.Prefix + strings.Trim(k, "/") }
 
+// bounded returns ctx bounded by Timeout.
+func (s *EtcdStorage) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if s.Timeout <= 0 {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, s.Timeout)
+}
+
 // Store puts value at key.
 func (s *EtcdStorage) Store(ctx context.Context, key string, value []byte) error {
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	_, err := s.Client.Put(ctx, s.key(key), string(value))
 	return err
 }
 
 // Load returns the value at key, or an error that is fs.ErrNotExist.
 func (s *EtcdStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	resp, err := s.Client.Get(ctx, s.key(key))
 	if err != nil {
 		return nil, err
@@ -64,6 +81,8 @@ func (s *EtcdStorage) Load(ctx context.Context, key string) ([]byte, error) {
 
 // Delete removes key and every key under it ("key/...").
 func (s *EtcdStorage) Delete(ctx context.Context, key string) error {
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	k := s.key(key)
 	_, err := s.Client.Txn(ctx).Then(
 		clientv3.OpDelete(k),
@@ -81,6 +100,8 @@ func (s *EtcdStorage) Exists(ctx context.Context, key string) bool {
 // List returns the keys under dir: all of them when recursive, else the
 // names one level below it (a "directory" counts once).
 func (s *EtcdStorage) List(ctx context.Context, dir string, recursive bool) ([]string, error) {
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	base := strings.Trim(dir, "/")
 	pfx := s.key(base) + "/"
 	if base == "" {
@@ -110,6 +131,8 @@ func (s *EtcdStorage) List(ctx context.Context, dir string, recursive bool) ([]s
 
 // Stat says whether key is a value (its size) or the prefix of others.
 func (s *EtcdStorage) Stat(ctx context.Context, key string) (certmagic.KeyInfo, error) {
+	ctx, cancel := s.bounded(ctx)
+	defer cancel()
 	k := s.key(key)
 	resp, err := s.Client.Txn(ctx).Then(
 		clientv3.OpGet(k),

@@ -147,3 +147,29 @@ func TestEtcdLock(t *testing.T) {
 		t.Error("Unlock of a lock never taken succeeded")
 	}
 }
+
+// TestEtcdStorageUnreachable: with etcd gone, reads and writes fail (after
+// Timeout) rather than wait for it: a challenge's request or handshake is
+// not held.
+func TestEtcdStorageUnreachable(t *testing.T) {
+	e := etcdtest.Start(t)
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{e.Endpoint}, DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	s := &EtcdStorage{Client: cli, Prefix: "/vipswap/acme/", Timeout: 200 * time.Millisecond}
+	if err := s.Store(t.Context(), "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	e.Kill(t)
+	if _, err := s.Load(t.Context(), "k"); err == nil || errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("Load with etcd gone: %v, want a failure that is not fs.ErrNotExist", err)
+	}
+	if s.Exists(t.Context(), "k") {
+		t.Error("Exists with etcd gone")
+	}
+	if err := s.Store(t.Context(), "k", []byte("w")); err == nil {
+		t.Error("Store with etcd gone succeeded")
+	}
+}

@@ -94,7 +94,7 @@ func (n *node) openACME() error {
 // STATE_FILE.acme (mode 0700).
 func (n *node) acmeStorage() (certmagic.Storage, error) {
 	if n.st.etcd != nil {
-		return &acmecert.EtcdStorage{Client: n.st.etcd.Client(), Prefix: n.st.etcd.Prefix() + "acme/"}, nil
+		return &acmecert.EtcdStorage{Client: n.st.etcd.Client(), Prefix: n.st.etcd.Prefix() + "acme/", Timeout: n.initial.State.Etcd.RequestTimeout}, nil
 	}
 	dir := n.initial.State.LocalBase() + ".acme"
 	if err := os.MkdirAll(dir, 0o700); err != nil {
