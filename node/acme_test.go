@@ -216,6 +216,16 @@ func TestACMETLSALPN01(t *testing.T) {
 	if string(body) != "blue https" || resp.TLS.NegotiatedProtocol == "acme-tls/1" {
 		t.Errorf("got %q over %q, want blue https", body, resp.TLS.NegotiatedProtocol)
 	}
+	// A client that sends no name gets the first ACME name's certificate
+	// (there are no files).
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", s.prod, &tls.Config{InsecureSkipVerify: true}); err != nil {
+		t.Errorf("without SNI: %v", err)
+	} else {
+		if names := c.ConnectionState().PeerCertificates[0].DNSNames; !slices.Equal(names, []string{"api.example.com"}) {
+			t.Errorf("without SNI: a certificate for %v, want api.example.com's", names)
+		}
+		c.Close()
+	}
 	// Anyone may offer acme-tls/1: with no validation pending it is
 	// refused, logged once, and nothing else changes.
 	for range 5 {
