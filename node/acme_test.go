@@ -344,3 +344,37 @@ func TestACMEDamagedStorage(t *testing.T) {
 		t.Errorf("pebble issued %d certificates, want 2", got)
 	}
 }
+
+// TestACMEBesideFiles: with certificate files beside the acme block, the
+// ACME certificate wins for its name once obtained, and the files serve
+// every other name and clients without SNI.
+func TestACMEBesideFiles(t *testing.T) {
+	s := newACMESetup(t, pebbletest.Options{}, false, false, "www.example.com")
+	file := tlstest.Valid(t, s.dir, "localhost")
+	raw, err := os.ReadFile(s.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(raw), "    tls:\n      acme:\n", "    tls:\n      certs:\n        - {cert: localhost.crt, key: localhost.key}\n      acme:\n", 1)
+	if err := os.WriteFile(s.path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, _ := startNode(t, s.path)
+	roots := s.pebble.Roots(t)
+	leaf := waitServed(t, s.prod, "www.example.com", roots, time.Time{})
+	if c, err := served(s.prod, "localhost", file.Pool()); err != nil || !c.Equal(file.X509) {
+		t.Errorf("localhost: %v, want the file's certificate", err)
+	}
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", s.prod, &tls.Config{InsecureSkipVerify: true}); err != nil {
+		t.Errorf("without SNI: %v", err)
+	} else {
+		if !c.ConnectionState().PeerCertificates[0].Equal(file.X509) {
+			t.Error("without SNI: not the file's certificate")
+		}
+		c.Close()
+	}
+	st := n.certificateStatus(route.Prod)
+	if len(st) != 2 || st[0].Names[0] != "localhost" || st[1].Names[0] != "www.example.com" || !st[1].NotAfter.Equal(leaf.NotAfter.UTC()) {
+		t.Errorf("status %+v, want the file's certificate, then the ACME one", st)
+	}
+}
