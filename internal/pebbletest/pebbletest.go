@@ -30,50 +30,61 @@ import (
 const Module = "github.com/letsencrypt/pebble/v2"
 
 var (
-	buildOnce sync.Once
-	buildDir  string // holds pebble, pebble-challtestsrv, minica.pem, localhost-{cert,key}.pem
-	buildErr  error
+	buildMu  sync.Mutex
+	buildDir string // holds pebble, pebble-challtestsrv, minica.pem, localhost-{cert,key}.pem
 )
 
 // build builds Pebble and its DNS server into a directory of their own,
-// with the test CA files Pebble's HTTPS uses, once.
+// with the test CA files Pebble's HTTPS uses, once (until Cleanup).
 func build() (string, error) {
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "pebble-test-")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", buildDir+"/", Module+"/cmd/pebble", Module+"/cmd/pebble-challtestsrv").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build pebble: %v\n%s", err, out)
-			return
-		}
-		out, err = exec.Command("go", "list", "-m", "-f", "{{.Dir}}", Module).Output()
-		if err != nil {
-			buildErr = fmt.Errorf("go list -m %s: %v", Module, err)
-			return
-		}
-		src := filepath.Join(strings.TrimSpace(string(out)), "test", "certs")
-		for f, to := range map[string]string{"pebble.minica.pem": "minica.pem", "localhost/cert.pem": "localhost-cert.pem", "localhost/key.pem": "localhost-key.pem"} {
-			raw, err := os.ReadFile(filepath.Join(src, f))
-			if err != nil {
-				buildErr = err
-				return
-			}
-			if err := os.WriteFile(filepath.Join(buildDir, to), raw, 0o600); err != nil {
-				buildErr = err
-				return
-			}
-		}
-	})
-	return buildDir, buildErr
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if buildDir != "" {
+		return buildDir, nil
+	}
+	dir, err := os.MkdirTemp("", "pebble-test-")
+	if err != nil {
+		return "", err
+	}
+	if err := buildInto(dir); err != nil {
+		os.RemoveAll(dir)
+		return "", err
+	}
+	buildDir = dir
+	return dir, nil
 }
 
-// Cleanup removes the built binaries; call it from TestMain after the
-// tests.
+// buildInto builds the binaries into dir and copies the CA files there.
+func buildInto(dir string) error {
+	out, err := exec.Command("go", "build", "-o", dir+"/", Module+"/cmd/pebble", Module+"/cmd/pebble-challtestsrv").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("go build pebble: %v\n%s", err, out)
+	}
+	out, err = exec.Command("go", "list", "-m", "-f", "{{.Dir}}", Module).Output()
+	if err != nil {
+		return fmt.Errorf("go list -m %s: %v", Module, err)
+	}
+	src := filepath.Join(strings.TrimSpace(string(out)), "test", "certs")
+	for f, to := range map[string]string{"pebble.minica.pem": "minica.pem", "localhost/cert.pem": "localhost-cert.pem", "localhost/key.pem": "localhost-key.pem"} {
+		raw, err := os.ReadFile(filepath.Join(src, f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, to), raw, 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Cleanup removes the built binaries (the next Start builds them again);
+// call it when the tests that start Pebble are done.
 func Cleanup() {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
+		buildDir = ""
 	}
 }
 
