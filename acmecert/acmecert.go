@@ -106,6 +106,26 @@ func New(o Options) (*Manager, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	log := zapToSlog(o.Logger.With("listener", o.Listener))
+	issuer := certmagic.ACMEIssuer{
+		CA: o.CA, Email: o.Email, Agreed: true, TrustedRoots: o.Roots, Logger: log,
+		DisableHTTPChallenge: o.HTTPAddr == "",
+	}
+	// certmagic starts its own challenge servers unless the address is
+	// taken: it is, by vipswap's listeners, which pass the challenges on.
+	// (It has one ListenHost for both; a port vipswap holds on any
+	// address refuses a bind on another, so only listeners on two
+	// different specific addresses would let it start one, and that one
+	// answers challenges only.)
+	host, port, err := hostPort(o.TLSAddr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", o.Listener, err)
+	}
+	issuer.ListenHost, issuer.AltTLSALPNPort = host, port
+	if o.HTTPAddr != "" {
+		if issuer.ListenHost, issuer.AltHTTPPort, err = hostPort(o.HTTPAddr); err != nil {
+			return nil, fmt.Errorf("%s: %w", o.Listener, err)
+		}
+	}
 	m := &Manager{opts: o, names: map[string]bool{}, done: make(chan struct{})}
 	for _, n := range o.Names {
 		m.names[normalize(n)] = true
@@ -128,26 +148,6 @@ func New(o Options) (*Manager, error) {
 			return nil
 		},
 	})
-	issuer := certmagic.ACMEIssuer{
-		CA: o.CA, Email: o.Email, Agreed: true, TrustedRoots: o.Roots, Logger: log,
-		DisableHTTPChallenge: o.HTTPAddr == "",
-	}
-	// certmagic starts its own challenge servers unless the address is
-	// taken: it is, by vipswap's listeners, which pass the challenges on.
-	// (It has one ListenHost for both; a port vipswap holds on any
-	// address refuses a bind on another, so only listeners on two
-	// different specific addresses would let it start one, and that one
-	// answers challenges only.)
-	host, port, err := hostPort(o.TLSAddr)
-	if err != nil {
-		return nil, err
-	}
-	issuer.ListenHost, issuer.AltTLSALPNPort = host, port
-	if o.HTTPAddr != "" {
-		if issuer.ListenHost, issuer.AltHTTPPort, err = hostPort(o.HTTPAddr); err != nil {
-			return nil, err
-		}
-	}
 	m.issuer = certmagic.NewACMEIssuer(m.magic, issuer)
 	m.magic.Issuers = []certmagic.Issuer{m.issuer}
 	// TLS-ALPN-01 handshakes are answered by a configuration of their
