@@ -378,3 +378,35 @@ func TestACMEBesideFiles(t *testing.T) {
 		t.Errorf("status %+v, want the file's certificate, then the ACME one", st)
 	}
 }
+
+// TestACMENotYetObtained: an ACME-only listener whose certificate is not
+// obtained yet (its CA does not answer) fails those handshakes, says so
+// once a minute at most, and the node serves on.
+func TestACMENotYetObtained(t *testing.T) {
+	dir := t.TempDir()
+	path := writeConfig(t, dir, staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(raw), "  prod: 127.0.0.1:0\n", fmt.Sprintf(
+		"  prod:\n    addr: 127.0.0.1:0\n    tls:\n      acme: {email: ops@example.com, ca: 'https://%s/dir', names: [www.example.com]}\n", vstest.FreeAddr(t)), 1)
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n, out := startNode(t, path)
+	for range 3 {
+		if _, err := served(n.prodLn.Addr().String(), "www.example.com", nil); err == nil {
+			t.Fatal("a handshake succeeded without a certificate")
+		}
+	}
+	if got := strings.Count(out.String(), "no certificate yet"); got != 1 {
+		t.Errorf("logged %d times, want once:\n%s", got, out)
+	}
+	if body, err := get("http://" + n.stageLn.Addr().String() + "/"); err != nil || body != "green http" {
+		t.Errorf("stage: %q %v", body, err)
+	}
+	if st := n.certificateStatus(route.Prod); len(st) != 0 {
+		t.Errorf("status lists %+v, want nothing yet", st)
+	}
+}
