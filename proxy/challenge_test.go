@@ -11,7 +11,7 @@ import (
 )
 
 // TestChallenges: the ACME hook sees only GETs of
-// /.well-known/acme-challenge/ on cleartext listeners, before routing;
+// /.well-known/acme-challenge/, before routing;
 // what it declines (and everything else) routes as usual; it is kept
 // across Reconfigure, and nil turns it off.
 func TestChallenges(t *testing.T) {
