@@ -7,6 +7,7 @@ package config
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -154,8 +155,12 @@ type Listener struct {
 	TLS *ListenerTLS `yaml:"tls"`
 }
 
-// String returns the listener's address, and says when it speaks TLS.
+// String returns the listener's address, and says when it speaks TLS
+// (and for which names it obtains certificates by ACME).
 func (l Listener) String() string {
+	if l.TLS != nil && l.TLS.ACME != nil {
+		return l.Addr + " (TLS, ACME for " + strings.Join(l.TLS.ACME.Names, ", ") + ")"
+	}
 	if l.TLS != nil {
 		return l.Addr + " (TLS)"
 	}

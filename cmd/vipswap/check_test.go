@@ -68,8 +68,9 @@ slots:
 		}
 		return path
 	}
-	if err := checkConfig(io.Discard, write("{email: ops@example.com, names: [www.example.com]}")); err != nil {
-		t.Fatalf("a good acme block: %v", err)
+	var out strings.Builder
+	if err := checkConfig(&out, write("{email: ops@example.com, names: [www.example.com]}")); err != nil || !strings.Contains(out.String(), "prod 127.0.0.1:8443 (TLS, ACME for www.example.com)") {
+		t.Fatalf("a good acme block: %v\n%s", err, out.String())
 	}
 	os.WriteFile(filepath.Join(dir, "root.pem"), []byte("not PEM"), 0o600)
 	for block, want := range map[string]string{
