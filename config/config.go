@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -219,6 +220,8 @@ func parsePeer(s string) (netip.Prefix, error) {
 // cleartext HTTP/2 beside HTTP/1.1.
 func (l Listener) String() string {
 	switch {
+	case l.TLS != nil && l.TLS.ACME != nil:
+		return l.Addr + " (TLS, ACME for " + strings.Join(l.TLS.ACME.Names, ", ") + ")"
 	case l.TLS != nil:
 		return l.Addr + " (TLS)"
 	case l.H2C:
@@ -232,6 +235,35 @@ type ListenerTLS struct {
 	// Certs are the certificates it serves, each chosen by the name a
 	// client asks for (SNI); the first is the default.
 	Certs []CertFiles `yaml:"certs"`
+	// ACME, when set, obtains and renews certificates for its names from
+	// an ACME CA; they serve beside Certs, and win for their names.
+	ACME *ACME `yaml:"acme"`
+}
+
+// LetsEncrypt is the ACME directory of Let's Encrypt's production CA, the
+// default of acme.ca.
+const LetsEncrypt = "https://acme-v02.api.letsencrypt.org/directory"
+
+// ACME configures automatic certificates for a TLS listener.
+type ACME struct {
+	// Email is the ACME account's contact address.
+	Email string `yaml:"email"`
+	// CA is the ACME directory URL (https). Empty means LetsEncrypt.
+	CA string `yaml:"ca"`
+	// CARoot, when set, is a PEM file of the certificates that may sign
+	// the CA directory's own HTTPS certificate, trusted besides the
+	// system's (a private or test CA).
+	CARoot string `yaml:"ca_root"`
+	// Names are the DNS names to obtain certificates for, one each.
+	Names []string `yaml:"names"`
+}
+
+// Directory returns the ACME directory URL in force.
+func (a *ACME) Directory() string {
+	if a.CA == "" {
+		return LetsEncrypt
+	}
+	return a.CA
 }
 
 // CertFiles names a certificate chain and its private key, PEM files.

@@ -44,6 +44,9 @@ func Load(path string) (*Config, error) {
 			for i := range t.Certs {
 				t.Certs[i].Cert, t.Certs[i].Key = resolve(dir, t.Certs[i].Cert), resolve(dir, t.Certs[i].Key)
 			}
+			if a := t.ACME; a != nil {
+				a.CARoot = resolve(dir, a.CARoot)
+			}
 		}
 	}
 	if h := c.HAProxy; h != nil && (strings.HasPrefix(h.Socket, ".") || !strings.Contains(h.Socket, ":")) {

@@ -103,6 +103,9 @@ func (c *Config) Compare(next *Config) Diff {
 }
 
 func restartOnly(key string) bool {
+	if strings.HasPrefix(key, "listeners.prod.tls.acme.") || strings.HasPrefix(key, "listeners.stage.tls.acme.") {
+		return true // the certificate manager starts with the node
+	}
 	if strings.HasPrefix(key, "listeners.prod.tls.") || strings.HasPrefix(key, "listeners.stage.tls.") || strings.HasPrefix(key, "admin.tls.") {
 		return false // a TLS listener's certificates are re-read by a reload
 	}

@@ -286,8 +286,13 @@ func (v *validator) tls(key string, t *ListenerTLS) {
 	if t == nil {
 		return
 	}
-	if len(t.Certs) == 0 {
-		v.fail(key+".tls.certs", "want at least one certificate: {cert: FILE, key: FILE}")
+	if len(t.Certs) == 0 && t.ACME == nil {
+		v.fail(key+".tls.certs", "want at least one certificate: {cert: FILE, key: FILE}, or an acme block")
+	}
+	if t.ACME != nil && key == "admin" {
+		v.fail(key+".tls.acme", "the admin API takes certificates from files only: give certs")
+	} else if t.ACME != nil {
+		v.acme(key+".tls.acme", t.ACME)
 	}
 	for i, c := range t.Certs {
 		k := fmt.Sprintf("%s.tls.certs[%d]", key, i)

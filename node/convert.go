@@ -219,5 +219,5 @@ func (n *node) certificateStatus(l route.Listener) []wire.CertificateStatus {
 		}
 		out = append(out, wire.CertificateStatus{Names: names, NotAfter: c.Leaf.NotAfter.UTC()})
 	}
-	return out
+	return append(out, n.acmeStatus(l)...)
 }

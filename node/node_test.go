@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/config"
+	"github.com/vipswap/vipswap/internal/pebbletest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/slotapp"
 )
@@ -31,7 +32,9 @@ func TestMain(m *testing.M) {
 		serveInstance(os.Args[2], "127.0.0.1:"+os.Getenv("PORT"))
 		return
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	pebbletest.Cleanup()
+	os.Exit(code)
 }
 
 // serveInstance serves instanceHandler on addr until SIGTERM, then drains

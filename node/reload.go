@@ -14,6 +14,7 @@ import (
 	"github.com/vipswap/vipswap/config"
 	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/launch"
+	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -112,7 +113,7 @@ func (n *node) read(ctx context.Context, req wire.ChangeRequest) (*reloading, er
 			return nil, n.ctrl.RefuseReload(ctx, req, diff.Changes, unchanged(err))
 		}
 		// HTTP/2 by ALPN as the listener started: changing it takes a restart.
-		next.tlsConf[i] = listenerTLS(certs, []config.Listener{n.initial.Listeners.Prod, n.initial.Listeners.Stage}[i].HTTP2)
+		next.tlsConf[i] = n.withACME(route.Listener(i), listenerTLS(certs, []config.Listener{n.initial.Listeners.Prod, n.initial.Listeners.Stage}[i].HTTP2))
 		if cur := n.certs[i].Load(); cur == nil || !sameCertificates(cur.Certificates, certs) {
 			next.changes = append(next.changes, fmt.Sprintf("%s.tls: certificates re-read (%s)", name, describeCertificates(certs)))
 		}

@@ -53,6 +53,7 @@ type node struct {
 	tickets                  *ticketKeys                   // the TLS servers' session ticket keys, shared through the store
 	adminCerts               atomic.Pointer[tls.Config]    // what the admin API serves over TLS (admin.tls); a reload replaces it
 	adminTLS                 *tls.Config                   // the admin listener's, nil for cleartext
+	acme                     acmeListeners                 // the TLS listeners' automatic certificates (acme.go)
 	st                       *openedStore
 	px                       *proxy.Proxy
 	ctrl                     *control.Controller
@@ -141,6 +142,9 @@ func (n *node) open() error {
 			return err
 		}
 	}
+	if err := n.loadACMERoots(); err != nil {
+		return err
+	}
 	if err := n.bind(); err != nil {
 		return err
 	}
@@ -148,6 +152,9 @@ func (n *node) open() error {
 		return err
 	}
 	n.onClose(func() { n.st.Close() })
+	if err := n.openACME(); err != nil {
+		return err
+	}
 	// With the state file locked, no other vipswap uses its ledger: stop
 	// what a previous run that was killed left running. (With etcd, each
 	// node has its own local copy, and the ledger beside it.)
@@ -249,7 +256,7 @@ func (n *node) bind() error {
 		outer := &tls.Config{
 			// Each handshake takes the certificates in force: a reload
 			// replaces them for new connections, open ones go on.
-			GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return n.certs[l].Load(), nil },
+			GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) { return n.handshakeConfig(l, hello) },
 		}
 		n.tickets.add(outer) // this one's session ticket keys serve: those in force have none
 		return tls.NewListener(ln, outer), nil
@@ -292,6 +299,7 @@ func (n *node) start(ctx context.Context) error {
 	}})
 	n.onClose(releases.Close) // before the controller closes
 	n.admin = n.adminServer(releases)
+	n.startACME()
 	n.listen()
 	return nil
 }

@@ -6,7 +6,11 @@
 // reads the newer table it wakes for), so it never sees half of a swap. It
 // takes no lock but the short one of an instance's connection pool, never
 // talks to the store and never logs (but the sampled access log). The
-// controller publishes new tables with Apply.
+// controller publishes new tables with Apply. The one exception is an ACME
+// server's HTTP-01 validation (GET /.well-known/acme-challenge/): when a
+// ChallengeHandler is set (SetChallenges) it may answer such a request,
+// for a name with a validation pending, before anything routes it; the
+// rest route as usual.
 //
 // Clients are served by package h1, vipswap's own HTTP/1.1 server, which
 // parses and validates every request (conflicting lengths, unknown

@@ -55,6 +55,9 @@ type request struct {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.p.active.Add(1)
 	defer h.p.active.Add(-1)
+	if h.p.challenge(w, r) {
+		return // an ACME validation, answered before any routing
+	}
 	o := h.p.opts.Load()
 	if port := o.RedirectPort[h.l]; port != 0 {
 		// Not a slot's request: counted on its own.

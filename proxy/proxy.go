@@ -186,6 +186,8 @@ type Proxy struct {
 	retired atomic.Pointer[retiredTable]
 
 	redirected [len(route.Listeners)]atomic.Uint64 // requests answered with a redirect
+	// challenges answers ACME HTTP-01 validations (SetChallenges).
+	challenges atomic.Pointer[ChallengeHandler]
 
 	mu      sync.Mutex // guards servers and closed
 	servers []*h1.Server

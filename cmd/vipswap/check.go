@@ -48,6 +48,9 @@ func checkConfig(w io.Writer, path string) error {
 			if _, err := config.LoadCertificates([]string{"listeners.prod", "listeners.stage"}[i], l.TLS); err != nil {
 				return err
 			}
+			if _, err := config.LoadACMERoots([]string{"listeners.prod", "listeners.stage"}[i], l.TLS.ACME); err != nil {
+				return err
+			}
 		}
 	}
 	if cfg.Admin.TLS != nil {

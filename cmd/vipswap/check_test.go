@@ -45,3 +45,41 @@ slots:
 		t.Fatalf("check with an expired certificate: %v; want one line naming it", err)
 	}
 }
+
+// TestCheckACME: vipswap check accepts an acme block alone, and refuses a
+// bad one (here a name, and a ca_root that is no PEM file) in one line
+// naming the key.
+func TestCheckACME(t *testing.T) {
+	dir := t.TempDir()
+	write := func(acme string) string {
+		path := filepath.Join(dir, "vipswap.yaml")
+		text := `listeners:
+  prod:
+    addr: 127.0.0.1:8443
+    tls:
+      acme: ` + acme + `
+  stage: 127.0.0.1:8081
+slots:
+  blue: {instances: [127.0.0.1:9001]}
+  green: {instances: [127.0.0.1:9002]}
+`
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	var out strings.Builder
+	if err := checkConfig(&out, write("{email: ops@example.com, names: [www.example.com]}")); err != nil || !strings.Contains(out.String(), "prod 127.0.0.1:8443 (TLS, ACME for www.example.com)") {
+		t.Fatalf("a good acme block: %v\n%s", err, out.String())
+	}
+	os.WriteFile(filepath.Join(dir, "root.pem"), []byte("not PEM"), 0o600)
+	for block, want := range map[string]string{
+		"{email: ops@example.com, names: ['*.example.com']}":                    "listeners.prod.tls.acme.names[0]: \"*.example.com\": a wildcard needs the DNS-01 challenge",
+		"{email: ops@example.com, ca_root: root.pem, names: [www.example.com]}": "listeners.prod.tls.acme.ca_root: " + filepath.Join(dir, "root.pem") + " holds no PEM certificate",
+	} {
+		err := checkConfig(io.Discard, write(block))
+		if err == nil || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %v; want one line with %q", block, err, want)
+		}
+	}
+}
