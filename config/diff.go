@@ -90,6 +90,12 @@ func (c *Config) Compare(next *Config) Diff {
 			}
 			d.Changes = append(d.Changes, key+": "+strings.Join(parts, " "))
 		}
+		if had && has && old.Protocol != cur.Protocol {
+			d.Changes = append(d.Changes, fmt.Sprintf("%s.protocol: %s → %s", key, show(old.Protocol), show(cur.Protocol)))
+		}
+		if had && has && !reflect.DeepEqual(old.TLS, cur.TLS) {
+			d.Changes = append(d.Changes, key+".tls: changed")
+		}
 	}
 	return d
 }

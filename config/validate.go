@@ -39,8 +39,11 @@ func (c *Config) applyDefaults() {
 	for name, s := range c.Slots {
 		if s.Run != nil {
 			s.Run.applyDefaults()
-			c.Slots[name] = s
 		}
+		if s.Protocol == "" {
+			s.Protocol = ProtocolHTTP1
+		}
+		c.Slots[name] = s
 	}
 }
 
@@ -90,6 +93,9 @@ func (c *Config) Validate() error {
 	v.positive("health.timeout", h.Timeout)
 	v.atLeastOne("health.rise", h.Rise)
 	v.atLeastOne("health.fall", h.Fall)
+	if h.Type != HealthHTTP && h.Type != HealthGRPC {
+		v.fail("health.type", fmt.Sprintf("want http or grpc, got %q", h.Type))
+	}
 	p := c.Proxy
 	v.atLeastOne("proxy.attempts", p.Attempts)
 	v.atLeastOne("proxy.max_holding", p.MaxHolding)
@@ -288,6 +294,22 @@ func (v *validator) slot(name string, s Slot) {
 	}
 	for i, a := range s.Instances {
 		v.addr(fmt.Sprintf("%s.instances[%d]", key, i), a)
+	}
+	switch s.Protocol {
+	case ProtocolHTTP1, ProtocolH2C, ProtocolH2, "":
+	default:
+		v.fail(key+".protocol", fmt.Sprintf("want http1, h2c or h2, got %q", s.Protocol))
+	}
+	if t := s.TLS; t != nil {
+		if s.Protocol == ProtocolH2C {
+			v.fail(key+".tls", "protocol h2c is cleartext: use protocol h2 for HTTP/2 over TLS")
+		}
+		if (t.Cert == "") != (t.Key == "") {
+			v.fail(key+".tls", "want both cert (the client certificate) and key (its private key), or neither")
+		}
+	}
+	if v.c.Health.Type == HealthGRPC && s.Protocol != ProtocolH2C && s.Protocol != ProtocolH2 {
+		v.fail(key+".protocol", fmt.Sprintf("health.type grpc needs protocol h2c or h2 (gRPC is HTTP/2), got %s", show(s.Protocol)))
 	}
 }
 

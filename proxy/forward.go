@@ -42,6 +42,12 @@ const (
 	failInvalid
 	// failTimeout: the instance did not answer within the timeout.
 	failTimeout
+	// failRefused: the instance refused the HTTP/2 stream unprocessed
+	// (REFUSED_STREAM, or a GOAWAY below it). It may go anywhere.
+	failRefused
+	// failReset: the instance reset the HTTP/2 stream after taking it:
+	// it may have acted on it, and chose not to answer. Never retried.
+	failReset
 	// failClient: the client's request body could not be read. The
 	// client's fault: it gets a 400 or 408 and nothing is counted against
 	// the slot.
@@ -64,7 +70,7 @@ func (e *attemptError) Unwrap() error { return e.err }
 // a new connection to the same instance, where it counts.
 func (e *attemptError) counts() bool {
 	switch e.kind {
-	case failDial, failLocal, failStale:
+	case failDial, failLocal, failStale, failRefused:
 		return false
 	case failWrite, failClosed:
 		return !e.reused
@@ -82,7 +88,7 @@ func (e *attemptError) deadPooledConn() bool {
 // is safe. On success it returns the response, the connection it arrived on
 // (whose watch the caller must stop) and the instance, with the request
 // counted in flight on it.
-func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstreamConn, *route.Instance, error) {
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rq *request) (*http.Response, exchange, *route.Instance, error) {
 	ctx := r.Context()
 	var lastErr error
 	attempts := 0
@@ -98,7 +104,13 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 			p.stats(rq.slot)[rq.l].retries.Add(1)
 		}
 		inst.Begin(rq.l)
-		resp, c, err := p.attempt(ctx, r, rq, inst)
+		var resp *http.Response
+		var c exchange
+		if up := rq.o.upstream(inst.Slot); up.h2() {
+			resp, c, err = p.attemptH2(ctx, w, r, rq, inst, up)
+		} else {
+			resp, c, err = p.attempt(ctx, r, rq, inst, up)
+		}
 		if err == nil {
 			attempts++
 			if attempts >= rq.o.Attempts || !drainingAnswer(r, resp, rq) {
@@ -153,10 +165,10 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 // attempt sends r to inst once and reads the response head. On success the
 // connection's watch is running: cancelling ctx (the client went away)
 // interrupts its I/O.
-func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
+func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance, up *Upstream) (*http.Response, exchange, error) {
 	rq.sent, rq.head = time.Time{}, time.Time{} // this attempt's
 	began := time.Now()
-	c, err := p.conn(ctx, inst, rq.fresh, rq.o.ConnectTimeout)
+	c, err := p.conn(ctx, inst, up, rq.fresh, rq.o.ConnectTimeout)
 	if err != nil {
 		if sockerr.LocalShortage(err) {
 			return nil, nil, &attemptError{kind: failLocal, err: err}
@@ -164,7 +176,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		return nil, nil, &attemptError{kind: failDial, err: err}
 	}
 	c.watch(ctx)
-	fail := func(kind failure, err error) (*http.Response, *upstreamConn, error) {
+	fail := func(kind failure, err error) (*http.Response, exchange, error) {
 		c.stopWatch()
 		c.Close()
 		return nil, nil, &attemptError{kind: kind, err: err, reused: c.reused}
@@ -248,9 +260,9 @@ const earlyAnswerWait = time.Second
 // method is idempotent.
 func retryable(r *http.Request, rq *request, ae *attemptError) bool {
 	switch {
-	case ae.kind == failClient, ae.kind == failLocal, !rq.body.untouched():
+	case ae.kind == failClient, ae.kind == failLocal, ae.kind == failReset, !rq.body.untouched():
 		return false
-	case ae.kind == failDial, ae.kind == failStale, ae.kind == failWrite:
+	case ae.kind == failDial, ae.kind == failStale, ae.kind == failWrite, ae.kind == failRefused:
 		return true
 	}
 	return idempotent(r.Method)

@@ -80,7 +80,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if bp != nil {
 		defer bodyBuffers.Put(bp)
 	}
-	resp, c, inst, err := h.p.forward(r, rq)
+	resp, c, inst, err := h.p.forward(w, r, rq)
 	if err != nil {
 		h.fail(w, r, rq, err, start)
 		return
@@ -91,7 +91,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.done(r, rq, inst, start)
 	defer inst.End(h.l)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		h.p.tunnel(w, resp, c)
+		h.p.tunnel(w, resp, c.(*upstreamConn))
 		return
 	}
 	h.respond(w, r, resp, c, rq, start)
@@ -229,6 +229,8 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 		return http.StatusGatewayTimeout, slot + " did not answer in time"
 	case ae.kind == failInvalid:
 		return http.StatusBadGateway, slot + " answered with an invalid response"
+	case ae.kind == failReset:
+		return http.StatusBadGateway, slot + " reset the request without answering"
 	}
 	return http.StatusBadGateway, fmt.Sprintf("no instance of %s answered (%d tried)", slot, len(rq.tried))
 }
