@@ -206,6 +206,9 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 			// client for the body: its timeout, the client's slowness.
 			return fail(failClient, errSlowBody)
 		}
+		if !c.reused && tlsRefused(err) {
+			return fail(failDial, &handshakeError{err: err})
+		}
 		return fail(failWrite, err)
 	}
 	rq.sent = time.Now()
@@ -220,6 +223,10 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		return fail(failInvalid, err)
 	case rq.body != nil && waitingOnClient(rq.body.waited, time.Since(began)):
 		return fail(failClient, errSlowBody) // as above: it gave up waiting for the body
+	case !c.reused && tlsRefused(err):
+		// TLS 1.3: the instance refused the handshake (our certificate)
+		// after vipswap's side had completed it; it read no request.
+		return fail(failDial, &handshakeError{err: err})
 	default:
 		return fail(failClosed, fmt.Errorf("closed the connection without answering: %w", err))
 	}

@@ -252,6 +252,8 @@ func h2Failure(err error, reused bool) *attemptError {
 	var ga http2.GoAwayError
 	msg := err.Error()
 	switch {
+	case !reused && tlsRefused(err):
+		ae.kind, ae.err = failDial, &handshakeError{err: err}
 	case errors.As(err, &se) && se.Code == http2.ErrCodeRefusedStream:
 		ae.kind, ae.err = failRefused, errors.New("refused the stream (REFUSED_STREAM)")
 	case msg == "http2: Transport received Server's graceful shutdown GOAWAY",

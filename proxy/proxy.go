@@ -154,9 +154,9 @@ func setDefault[T int | time.Duration](v *T, def T) {
 // Proxy is the built-in data plane. Create it with New, publish tables with
 // Apply, accept traffic with Serve and stop with Shutdown.
 type Proxy struct {
-	opts     atomic.Pointer[Options] // replaced whole by Reconfigure
-	table    atomic.Pointer[route.Table]
-	pools    sync.Map     // poolKey -> *pool
+	opts  atomic.Pointer[Options] // replaced whole by Reconfigure
+	table atomic.Pointer[route.Table]
+	pools sync.Map // poolKey -> *pool
 	// closing counts the HTTP/2 connections closing gracefully; closeAll
 	// ends their wait (Shutdown).
 	closing  sync.WaitGroup

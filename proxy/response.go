@@ -44,6 +44,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 		// gRPC's status comes in trailers an HTTP/2 instance need not
 		// announce; HTTP/1.1 sends only those announced.
 		out["Trailer"] = []string{"Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin"}
+		delete(out, "Content-Length") // trailers need a body of unknown length
 	}
 	w.WriteHeader(resp.StatusCode)
 

@@ -131,3 +131,11 @@ func (c *upstreamConn) tlsBuffered(tc *tls.Conn) bool {
 	var ne net.Error
 	return n > 0 || !(errors.As(err, &ne) && ne.Timeout())
 }
+
+// tlsRefused reports whether err is a TLS alert from the instance (crypto/tls
+// reports them as a "remote error"): on a connection's first exchange, the
+// instance refused the handshake and read nothing.
+func tlsRefused(err error) bool {
+	var oe *net.OpError
+	return errors.As(err, &oe) && oe.Op == "remote error"
+}
