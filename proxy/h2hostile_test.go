@@ -1,0 +1,237 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/vipswap/vipswap/route"
+)
+
+// rawH2 is an h2c instance that speaks HTTP/2 frame by frame: on each
+// request's HEADERS it calls onStream, which writes what it likes.
+type rawH2 struct {
+	ln      net.Listener
+	inst    *route.Instance
+	streams atomic.Int64
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   []net.Conn
+}
+
+func newRawH2(t *testing.T, slot string, onStream func(fr *http2.Framer, id uint32)) *rawH2 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawH2{ln: ln, inst: route.NewInstance(slot, ln.Addr().String())}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.wg.Go(func() { s.serve(c, onStream) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		for _, c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *rawH2) serve(c net.Conn, onStream func(fr *http2.Framer, id uint32)) {
+	defer c.Close()
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				fr.WritePing(true, f.Data)
+			}
+		case *http2.HeadersFrame:
+			s.streams.Add(1)
+			onStream(fr, f.StreamID)
+		}
+	}
+}
+
+// headerBlock encodes fields as HPACK.
+func headerBlock(fields ...string) []byte {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	for i := 0; i+1 < len(fields); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	return buf.Bytes()
+}
+
+// TestHTTP2RetriesOnlyWhatNeverReachedAnInstance: a request goes to
+// another instance when the first was dead (refused the connection), refused
+// the stream (REFUSED_STREAM) or was going away (GOAWAY below the stream):
+// none failed. A stream the instance reset after taking it fails, and goes
+// nowhere else, whatever its method.
+func TestHTTP2RetriesOnlyWhatNeverReachedAnInstance(t *testing.T) {
+	good := newUpstreamInstance(t, "blue", "good", H2C, nil, nil, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, "good "+string(b))
+	})
+	refusing := newRawH2(t, "blue", func(fr *http2.Framer, id uint32) { fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+	goingAway := newRawH2(t, "blue", func(fr *http2.Framer, id uint32) { fr.WriteGoAway(0, http2.ErrCodeNo, nil) })
+	resetting := newRawH2(t, "blue", func(fr *http2.Framer, id uint32) { fr.WriteRSTStream(id, http2.ErrCodeInternal) })
+	dead := route.NewInstance("blue", deadAddr(t))
+
+	for _, c := range []struct {
+		name string
+		bad  *route.Instance
+		rh   *rawH2
+	}{{"dead", dead, nil}, {"refused stream", refusing.inst, refusing}, {"goaway", goingAway.inst, goingAway}} {
+		t.Run(c.name, func(t *testing.T) {
+			p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, c.bad, good.inst)
+			for i := range 10 {
+				method := []string{http.MethodGet, http.MethodPost}[i%2]
+				req, _ := http.NewRequest(method, prod+"/x", strings.NewReader("body"))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != "good body" {
+					t.Fatalf("%s: %d %q, want 200 from the good instance with the body", method, resp.StatusCode, b)
+				}
+			}
+			if f := p.Failed(route.Prod); f != 0 {
+				t.Errorf("%d failed, want 0", f)
+			}
+			if c.rh != nil && c.rh.streams.Load() == 0 {
+				t.Error("the bad instance was never tried")
+			}
+		})
+	}
+
+	t.Run("reset after taking it", func(t *testing.T) {
+		p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, resetting.inst)
+		goodBefore := good.hits.Load()
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			req, _ := http.NewRequest(method, prod+"/x", strings.NewReader("body"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "reset") {
+				t.Errorf("%s: %d %q, want 502 saying the slot reset it", method, resp.StatusCode, b)
+			}
+		}
+		if n := resetting.streams.Load(); n != 2 {
+			t.Errorf("the resetting instance got %d streams, want 2 (no retry)", n)
+		}
+		if good.hits.Load() != goodBefore {
+			t.Error("a reset request went to another instance")
+		}
+		if f := p.Failed(route.Prod); f != 2 {
+			t.Errorf("%d failed, want 2", f)
+		}
+	})
+}
+
+// TestHostileHTTP2Instances: an h2c instance that sends headers without
+// end (CONTINUATION after CONTINUATION), never answers, or sends more data
+// than its window allows fails its own request, and the green slot, on
+// stage, answers all along.
+func TestHostileHTTP2Instances(t *testing.T) {
+	big := strings.Repeat("a", 16<<10)
+	cases := []struct {
+		name     string
+		onStream func(fr *http2.Framer, id uint32)
+		want     int
+	}{
+		{"endless CONTINUATION", func(fr *http2.Framer, id uint32) {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(":status", "200")})
+			for i := 0; i < 1000; i++ {
+				if fr.WriteContinuation(id, false, headerBlock("x-junk", big)) != nil {
+					return
+				}
+			}
+		}, http.StatusBadGateway},
+		{"never answers", func(*http2.Framer, uint32) {}, http.StatusGatewayTimeout},
+		{"data beyond the window", func(fr *http2.Framer, id uint32) {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(":status", "200"), EndHeaders: true})
+			chunk := make([]byte, 16<<10)
+			for i := 0; i < 1000; i++ { // 16 MiB, with a window of 64 KiB
+				if fr.WriteData(id, false, chunk) != nil {
+					return
+				}
+			}
+		}, http.StatusBadGateway},
+	}
+	green := newInstance(t, "green", "g1", nil)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			bad := newRawH2(t, "blue", c.onStream)
+			p := New(Options{ResponseHeaderTimeout: 500 * time.Millisecond, InstanceReadTimeout: 500 * time.Millisecond,
+				Upstreams: map[string]*Upstream{"blue": {Protocol: H2C}}})
+			p.Apply(table(1, []*route.Instance{bad.inst}, []*route.Instance{green.inst}))
+			prod, stage := serve(t, p)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				resp, err := http.Get(prod + "/")
+				if err != nil {
+					return // cut off: also a failure of this request alone
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != c.want && resp.StatusCode != 200 {
+					t.Errorf("the hostile instance's request: %d, want %d", resp.StatusCode, c.want)
+				}
+			}()
+			for range 5 {
+				if code, body := get(t, stage); code != 200 || body != "g1" {
+					t.Errorf("stage: %d %q while blue misbehaves", code, body)
+				}
+			}
+			<-done
+			if f := p.Failed(route.Prod); f != 1 {
+				t.Errorf("prod: %d failed, want 1", f)
+			}
+			if f := p.Failed(route.Stage); f != 0 {
+				t.Errorf("stage: %d failed, want 0", f)
+			}
+		})
+	}
+}
