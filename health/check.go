@@ -78,13 +78,17 @@ func (c *Checker) Try(ctx context.Context, cfg Config, t Target) Check {
 	if cfg.Probe != nil {
 		return cfg.Probe(ctx, t)
 	}
-	path := strings.ReplaceAll(cfg.Path, "{slot}", url.QueryEscape(t.Slot))
-	return c.probe(ctx, t, path, cfg.Timeout)
+	return c.check(ctx, cfg, t)
 }
 
-// probe checks target once: GET path on a new connection, within the
-// timeout.
-func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time.Duration) Check {
+// replaceSlot replaces {slot} in path by slot, query-escaped.
+func replaceSlot(path, slot string) string {
+	return strings.ReplaceAll(path, "{slot}", url.QueryEscape(slot))
+}
+
+// probe checks target once: GET path on a new connection (over TLS when tr
+// says so), within the timeout.
+func (c *Checker) probe(ctx context.Context, tr Transport, t Target, path string, timeout time.Duration) Check {
 	start := time.Now()
 	ck := Check{Time: start}
 	done := func(code, detail string) Check {
@@ -108,6 +112,14 @@ func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time
 	conn.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if tr.TLS != nil {
+		tc, err := dialTLS(ctx, conn, tr.TLS, t, "http/1.1")
+		if err != nil {
+			return done(tlsFailure(err, timeout))
+		}
+		defer tc.Close()
+		conn = tc
+	}
 	if _, err := fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: vipswap-health\r\nConnection: close\r\n\r\n", path, t.Addr); err != nil {
 		if sockerr.Timeout(err) {
 			return done(L7TOUT, fmt.Sprintf("no answer within %s", timeout))
