@@ -54,8 +54,11 @@ type node struct {
 	onRefused                func(*route.Instance)                             // the proxy's, kept across reloads
 	probe                    func(context.Context, health.Target) health.Check // HAProxy's view, when it is the health in use
 
-	mu     sync.Mutex // serialises reloads; guards cfg
+	mu     sync.Mutex // serialises reloads; guards cfg and upstreams
 	cfg    *config.Config
+	// upstreams are the slots' TLS to their instances, by slot (read at
+	// start, re-read by every reload).
+	upstreams map[string]*config.UpstreamTLS
 	tokens *api.TokenSet // the admin API's, re-read by every reload
 }
 
@@ -202,6 +205,10 @@ func (n *node) bind() error {
 	if certs[route.Stage], err = load("listeners.stage", n.initial.Listeners.Stage); err != nil {
 		return err
 	}
+	// The slots' TLS to their instances too.
+	if n.upstreams, err = config.LoadUpstreams(n.initial); err != nil {
+		return err
+	}
 	front := func(name string, l route.Listener, conf config.Listener) (net.Listener, error) {
 		ln, err := bind(name, conf.Addr)
 		if err != nil || conf.TLS == nil {
@@ -294,7 +301,7 @@ func (n *node) lead() (string, func() bool) {
 // configured; counts sums their counters.
 func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts) {
 	n.onRefused = func(i *route.Instance) { n.ctrl.InstanceRefused(i) }
-	n.px = proxy.New(proxyOptions(n.initial, n.log, n.onRefused))
+	n.px = proxy.New(proxyOptions(n.initial, n.upstreams, n.log, n.onRefused))
 	planes, counts = []control.DataPlane{n.px}, n.px.Counters
 	if n.initial.HAProxy != nil {
 		hx := newHAProxyPlane(n.initial.HAProxy, n.log)
@@ -329,7 +336,7 @@ func (n *node) startController(ctx context.Context) error {
 		LocalCopy:    n.st.localCopy(),
 		Node:         name,
 		Leading:      leading,
-		Health:       healthConfig(cfg, n.log, n.probe),
+		Health:       healthConfig(cfg, n.upstreams, n.log, n.probe),
 		Planes:       planes,
 		Listeners:    [2]string{own["listeners.prod"], own["listeners.stage"]},
 		Certificates: n.certificateStatus,

@@ -50,6 +50,9 @@ func checkConfig(w io.Writer, path string) error {
 			}
 		}
 	}
+	if _, err := config.LoadUpstreams(cfg); err != nil {
+		return err
+	}
 	var slots []string
 	for _, name := range cfg.SlotOrder {
 		s := cfg.Slots[name]
