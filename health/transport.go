@@ -140,7 +140,10 @@ func (c *Checker) probeH2(ctx context.Context, cfg Config, tr Transport, t Targe
 		req.Header.Set("Grpc-Timeout", strconv.FormatInt(max(cfg.Timeout.Milliseconds(), 1), 10)+"m")
 	} else {
 		req, _ = http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
-		u.Opaque = probePath(cfg, t)
+		req.URL.Opaque = probePath(cfg, t) // the path and query as they are
+	}
+	if req == nil {
+		return done(L7RSP, "invalid probe request")
 	}
 	req.Header.Set("User-Agent", "vipswap-health")
 	resp, err := cc.RoundTrip(req)
