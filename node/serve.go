@@ -54,12 +54,12 @@ type node struct {
 	onRefused                func(*route.Instance)                             // the proxy's, kept across reloads
 	probe                    func(context.Context, health.Target) health.Check // HAProxy's view, when it is the health in use
 
-	mu     sync.Mutex // serialises reloads; guards cfg and upstreams
-	cfg    *config.Config
+	mu  sync.Mutex // serialises reloads; guards cfg and upstreams
+	cfg *config.Config
 	// upstreams are the slots' TLS to their instances, by slot (read at
 	// start, re-read by every reload).
 	upstreams map[string]*config.UpstreamTLS
-	tokens *api.TokenSet // the admin API's, re-read by every reload
+	tokens    *api.TokenSet // the admin API's, re-read by every reload
 }
 
 // newNode returns the node setup describes, logging to log (on logs),

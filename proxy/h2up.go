@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 x/net/http2's ClientConn is one connection's RoundTrip without the Transport's own retries, which vipswap decides itself (docs/dependencies.md)
+
 package proxy
 
 import (

@@ -38,6 +38,7 @@ type request struct {
 	slowRead  bool       // the client took long to take the answer
 	status    int        // the instance's answer
 	cutOff    bool       // the instance's response broke off
+	grpc      int        // the grpc-status the instance answered, or -1
 	how       choice     // how slot was chosen
 	named     string     // the pinned or routed slot's name
 	cookie    string     // the slot a valid affinity cookie named, if any
@@ -55,7 +56,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.p.active.Add(1)
 	defer h.p.active.Add(-1)
 	start := time.Now()
-	rq := &request{l: h.l, table: h.p.table.Load(), o: h.p.opts.Load(), start: start}
+	rq := &request{l: h.l, table: h.p.table.Load(), o: h.p.opts.Load(), start: start, grpc: -1}
 	rq.tried = rq.triedBuf[:0]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		rq.body = &bodyGuard{rc: r.Body}
@@ -103,7 +104,7 @@ func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start
 	if rq.status == 0 {
 		return // respond answered it itself, and counted it
 	}
-	if rq.status >= 500 {
+	if rq.status >= 500 || route.GRPCServerFault(rq.grpc) {
 		inst.CountError(h.l)
 	}
 	var failure error
@@ -123,7 +124,7 @@ var errCutOff = errors.New("response cut off by the instance")
 // access log samples it.
 func (h *handler) count(r *http.Request, rq *request, status int, instance string, attempts int, start time.Time, failure error) {
 	now := time.Now()
-	o := outcome{status: status, total: now.Sub(start), path: -1}
+	o := outcome{status: status, total: now.Sub(start), path: -1, grpc: -1}
 	// The instances' latency: from the request written whole to the
 	// response head; for an answer of vipswap's own, the time it spent
 	// trying instances since (or since the request began, if none took
@@ -137,6 +138,9 @@ func (h *handler) count(r *http.Request, rq *request, status int, instance strin
 		o.latency = rq.head.Sub(from)
 		o.response = o.latency + rq.bodyWait
 		o.instance = rq.status == status // the instance's answer, not one of vipswap's
+		if o.instance {
+			o.grpc = rq.grpc
+		}
 	default:
 		o.latency = now.Sub(from)
 		o.response = o.latency
@@ -186,6 +190,20 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err 
 		panic(http.ErrAbortHandler)
 	}
 	status, reason := h.failure(rq, err)
+	if status >= 500 && isGRPC(r.Header) {
+		// A gRPC client reads the outcome of its call in grpc-status: it
+		// gets UNAVAILABLE, the status a gRPC client may retry, in a
+		// trailers-only answer. Counted as the failure it is, by the HTTP
+		// status it stands for.
+		hd := w.Header()
+		hd.Set("Content-Type", "application/grpc")
+		hd.Set("Grpc-Status", "14")
+		hd.Set("Grpc-Message", grpcMessage("vipswap: "+reason))
+		hd.Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		h.count(r, rq, status, "", len(rq.tried), start, err)
+		return
+	}
 	if status < 500 {
 		w.Header().Set("Connection", "close")
 	}

@@ -103,6 +103,9 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	// (an HTTP/2 instance need not announce them: gRPC's grpc-status) with
 	// http.TrailerPrefix.
 	announced := out["Trailer"]
+	if isGRPC(resp.Header) {
+		rq.grpc = grpcStatus(resp)
+	}
 	for k, vv := range resp.Trailer {
 		if hopHeaders[k] {
 			continue

@@ -72,6 +72,11 @@ type Server struct {
 	Calls atomic.Int64
 	// Metadata is the last call's request metadata.
 	Metadata atomic.Pointer[metadata.MD]
+	// Deadlines counts the echo calls that came with a deadline
+	// (grpc-timeout).
+	Deadlines atomic.Int64
+	// Open is how many echo calls are running.
+	Open atomic.Int64
 
 	name string
 	srv  *grpc.Server
@@ -106,6 +111,9 @@ func (s *Server) Stop() { s.srv.Stop() }
 
 func (s *Server) record(ctx context.Context) {
 	s.Calls.Add(1)
+	if _, ok := ctx.Deadline(); ok {
+		s.Deadlines.Add(1)
+	}
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		s.Metadata.Store(&md)
 	}
@@ -136,6 +144,8 @@ var echoDesc = grpc.ServiceDesc{
 		Handler: func(srv any, stream grpc.ServerStream) error {
 			s := srv.(*Server)
 			s.record(stream.Context())
+			s.Open.Add(1)
+			defer s.Open.Add(-1)
 			for {
 				var in []byte
 				if err := stream.RecvMsg(&in); err == io.EOF {
