@@ -99,3 +99,17 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// TestHAProxyRefusesSlotTLSAndHTTP2: the HAProxy driver adds cleartext
+// HTTP/1.1 servers, so a slot with protocol h2c/h2 or tls is refused with
+// it, on one line naming the slot.
+func TestHAProxyRefusesSlotTLSAndHTTP2(t *testing.T) {
+	blue := "    instances: [127.0.0.1:9001, 127.0.0.1:9002]\n"
+	for _, extra := range []string{"    protocol: h2c\n", "    tls: {server_name: app.internal}\n"} {
+		text := strings.Replace(valid, blue, blue+extra, 1) + "haproxy: {socket: /run/h.sock, maps: {prod: /p.map, stage: /s.map}}\n"
+		_, err := Parse("t.yaml", []byte(text))
+		if err == nil || !strings.Contains(err.Error(), "slots.blue: protocol h2c or h2, or tls, is not supported with the HAProxy driver") {
+			t.Errorf("%q: got %v", extra, err)
+		}
+	}
+}

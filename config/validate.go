@@ -396,6 +396,14 @@ func (v *validator) haproxy(h *HAProxy) {
 			v.fail("haproxy.backends."+slot, fmt.Sprintf("want a backend name, got %q", b))
 		}
 	}
+	// The driver adds servers as plain HTTP/1.1 ("add server BACKEND/NAME
+	// ADDR"): TLS or HTTP/2 towards the instances it does not set up.
+	for _, slot := range slices.Sorted(maps.Keys(v.c.Slots)) {
+		s := v.c.Slots[slot]
+		if s.Protocol != ProtocolHTTP1 && s.Protocol != "" || s.TLS != nil {
+			v.fail("slots."+slot, "protocol h2c or h2, or tls, is not supported with the HAProxy driver (it adds servers as cleartext HTTP/1.1): leave them out, or drop haproxy:")
+		}
+	}
 	// Each slot needs a backend of its own: two slots in one backend
 	// would share servers, and a swap between them would move nothing.
 	owner := map[string]string{}
