@@ -263,7 +263,12 @@ func h2Failure(err error, reused bool) *attemptError {
 		ae.kind, ae.err = failRefused, errors.New("was going away (GOAWAY) before the stream")
 	case msg == "http2: client conn not usable", msg == "http2: client conn is closed",
 		msg == "http2: client conn could not be established":
-		ae.kind, ae.reused = failStale, true
+		// The stream was never sent: a pooled connection had gone stale
+		// (try a new one), or a new one closed at once (as a failed dial).
+		ae.kind = failStale
+		if !reused {
+			ae.kind = failDial
+		}
 	case errors.As(err, &se):
 		ae.kind, ae.err = failReset, fmt.Errorf("reset the stream (%v)", se.Code)
 	case errors.As(err, &ga):
