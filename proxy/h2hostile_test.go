@@ -2,6 +2,8 @@ package proxy
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +16,7 @@ import (
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -233,5 +236,106 @@ func TestHostileHTTP2Instances(t *testing.T) {
 				t.Errorf("stage: %d failed, want 0", f)
 			}
 		})
+	}
+}
+
+// TestHTTP2InstanceClosingAtOnce: an instance that accepts HTTP/2
+// connections and closes them before any stream never got a request:
+// each goes to the good instance, and none retries it without end.
+func TestHTTP2InstanceClosingAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	good := newUpstreamInstance(t, "blue", "good", H2C, nil, nil, nil)
+	p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, route.NewInstance("blue", ln.Addr().String()), good.inst)
+	for range 10 {
+		req, _ := http.NewRequest(http.MethodPost, prod+"/", strings.NewReader("x"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "good" {
+			t.Fatalf("%d %q, want the good instance's answer", resp.StatusCode, b)
+		}
+	}
+	if f := p.Failed(route.Prod); f != 0 {
+		t.Errorf("%d failed", f)
+	}
+	if n := accepted.Load(); n > 20 {
+		t.Errorf("the closing instance was dialled %d times for 10 requests", n)
+	}
+}
+
+// TestHTTP2InstanceStoppingUnderLoad: concurrent clients, GET and POST,
+// while one of two h2c instances shuts down gracefully (GOAWAY) and then
+// refuses connections: no request fails, and the connections are shared
+// (one per instance while it lives).
+func TestHTTP2InstanceStoppingUnderLoad(t *testing.T) {
+	echoBody := func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}
+	a := newUpstreamInstance(t, "blue", "a", H2C, nil, nil, echoBody)
+	b := newUpstreamInstance(t, "blue", "b", H2C, nil, nil, echoBody)
+	p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, a.inst, b.inst)
+	const clients, each = 8, 30
+	var bad atomic.Int64
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for i := range each {
+				method := []string{http.MethodGet, http.MethodPost}[(c+i)%2]
+				body := strings.Repeat("x", i)
+				req, _ := http.NewRequest(method, prod+"/", strings.NewReader(body))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(got) != body {
+					bad.Add(1)
+				}
+				done.Add(1)
+			}
+		})
+	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if done.Load() < clients*each/4 {
+			return errors.New("load still starting")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a.Config.Shutdown(ctx) // GOAWAY, then it refuses connections
+	a.Listener.Close()
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Errorf("%d requests failed", n)
+	}
+	if f := p.Failed(route.Prod); f != 0 {
+		t.Errorf("vipswap counted %d failed", f)
+	}
+	if n := b.conns.Load(); n != 1 {
+		t.Errorf("the instance that stayed got %d connections, want 1 (streams share it)", n)
 	}
 }

@@ -158,6 +158,12 @@ func (p *Proxy) attemptH2(ctx context.Context, w http.ResponseWriter, r *http.Re
 	if err != nil {
 		x.Close() // the request body is no longer read after this
 		ae := h2Failure(err, reused)
+		if ae.kind == failClosed && !reused && cc.State().MaxConcurrentStreams == 0 {
+			// The instance closed a new connection before its SETTINGS,
+			// the first frame an HTTP/2 server sends: HTTP/2 never began
+			// on it, as when a handshake fails.
+			ae.kind, ae.err = failDial, errors.New("closed the connection before HTTP/2 began (no SETTINGS)")
+		}
 		switch {
 		case headLate.Load():
 			ae = &attemptError{kind: failTimeout, err: fmt.Errorf("no response head within %s", rq.o.ResponseHeaderTimeout)}
@@ -166,7 +172,7 @@ func (p *Proxy) attemptH2(ctx context.Context, w http.ResponseWriter, r *http.Re
 		case errors.As(err, new(*h1.BodyError)):
 			ae.kind = failClient
 		}
-		if (ae.kind == failRefused || ae.kind == failStale) && rq.buffered.b != nil {
+		if (ae.kind == failRefused || ae.kind == failStale || ae.kind == failDial) && rq.buffered.b != nil {
 			// A body read whole before forwarding can be sent again.
 			rq.buffered.off = 0
 			rq.body.read = false

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -277,5 +278,62 @@ func TestHTTP2StreamsBothWays(t *testing.T) {
 	}
 	if f := p.Failed(route.Prod); f != 0 || in.inst.InFlight(route.Prod) != 0 {
 		t.Errorf("%d failed, %d in flight", f, in.inst.InFlight(route.Prod))
+	}
+}
+
+// TestHTTPSInstanceSendingMoreThanItsAnswer: an HTTPS instance that sends,
+// in a TLS record of its own right after its answer, a second answer
+// nobody asked for: the connection is not reused, so no request reads
+// it as its own.
+func TestHTTPSInstanceSendingMoreThanItsAnswer(t *testing.T) {
+	dir := t.TempDir()
+	cert := tlstest.Valid(t, dir, "app.internal")
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					if _, err := http.ReadRequest(br); err != nil {
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!")
+				}
+			})
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	inst := route.NewInstance("blue", ln.Addr().String())
+	_, prod := proxyWith(t, &Upstream{Protocol: HTTP1, TLS: &tls.Config{RootCAs: cert.Pool(), ServerName: "app.internal"}, Fingerprint: "f"}, Options{}, inst)
+	for i := range 20 {
+		if code, body := get(t, prod); code != 200 || body != "ok" {
+			t.Fatalf("request %d: %d %q, want the instance's own answer", i, code, body)
+		}
+	}
+}
+
+// TestH2SlotWhoseInstanceSpeaksOnlyHTTP1: an instance that does not agree
+// to HTTP/2 by ALPN never gets the request; it fails as a dial does.
+func TestH2SlotWhoseInstanceSpeaksOnlyHTTP1(t *testing.T) {
+	dir := t.TempDir()
+	cert := tlstest.Valid(t, dir, "app.internal")
+	in := newUpstreamInstance(t, "blue", "b1", HTTP1, &cert, nil, nil)
+	p, prod := proxyWith(t, &Upstream{Protocol: H2, TLS: &tls.Config{RootCAs: cert.Pool(), ServerName: "app.internal"}, Fingerprint: "g"},
+		Options{Hold: 50 * time.Millisecond}, in.inst)
+	if code, body := get(t, prod); code != http.StatusBadGateway {
+		t.Fatalf("%d %q, want 502", code, body)
+	}
+	if in.hits.Load() != 0 || p.Failed(route.Prod) != 1 {
+		t.Errorf("hits %d, failed %d: want 0 and 1", in.hits.Load(), p.Failed(route.Prod))
 	}
 }
