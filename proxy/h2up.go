@@ -141,6 +141,13 @@ func (p *Proxy) attemptH2(ctx context.Context, w http.ResponseWriter, r *http.Re
 	x := &h2exchange{cancel: cancel, client: ctx, addr: inst.Addr}
 	out := outboundH2(sctx, r, rq, inst, up, p.via)
 	if rq.body != nil {
+		if _, h1 := w.(interface{ SetBodyDeadline(time.Time) }); h1 && rq.buffered.b == nil &&
+			strings.Contains(strings.ToLower(r.Header.Get("Expect")), "100-continue") {
+			// HTTP/1.1 answers "100 Continue" on the body's first read,
+			// on the client's connection: here, not on the transport's
+			// goroutine while this one may be writing the answer.
+			r.Body.Read(nil)
+		}
 		x.body = &streamBody{g: rq.body, w: w, r: r}
 		out.Body = x.body
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -335,5 +336,29 @@ func TestH2SlotWhoseInstanceSpeaksOnlyHTTP1(t *testing.T) {
 	}
 	if in.hits.Load() != 0 || p.Failed(route.Prod) != 1 {
 		t.Errorf("hits %d, failed %d: want 0 and 1", in.hits.Load(), p.Failed(route.Prod))
+	}
+}
+
+// TestHTTP2ExpectContinue: an HTTP/1.1 client that waits for "100
+// Continue" before its (streamed) body gets it, and its body reaches the
+// h2c instance, which may answer before reading it.
+func TestHTTP2ExpectContinue(t *testing.T) {
+	in := newUpstreamInstance(t, "blue", "b1", H2C, nil, nil, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/early" {
+			w.WriteHeader(http.StatusRequestEntityTooLarge)
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, fmt.Sprint(len(b)))
+	})
+	_, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{RequestBuffer: -1}, in.inst)
+	body := strings.Repeat("y", 100<<10)
+	status, got := raw(t, prod, "PUT /u HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 102400\r\n\r\n"+body)
+	if status != "200 OK" || got != "102400" {
+		t.Fatalf("got %s %q, want 200 and the body's length", status, got)
+	}
+	status, _ = raw(t, prod, "PUT /early HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 102400\r\nConnection: close\r\n\r\n"+body)
+	if status != "413 Request Entity Too Large" {
+		t.Fatalf("early answer: got %s, want 413", status)
 	}
 }
