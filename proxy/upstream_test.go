@@ -289,26 +289,33 @@ func TestHTTP2StreamsBothWays(t *testing.T) {
 func TestHTTPSInstanceSendingMoreThanItsAnswer(t *testing.T) {
 	dir := t.TempDir()
 	cert := tlstest.Valid(t, dir, "app.internal")
-	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{cert.TLS}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	conf := &tls.Config{Certificates: []tls.Certificate{cert.TLS}}
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for {
-			c, err := ln.Accept()
+			raw, err := ln.Accept()
 			if err != nil {
 				return
 			}
 			wg.Go(func() {
+				bc := &batchConn{Conn: raw}
+				c := tls.Server(bc, conf)
 				defer c.Close()
 				br := bufio.NewReader(c)
 				for {
 					if _, err := http.ReadRequest(br); err != nil {
 						return
 					}
+					// Two TLS records in one TCP write: vipswap's TLS
+					// layer reads both, the socket holds nothing more.
+					bc.hold = true
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
 					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nevil!")
+					bc.flush()
 				}
 			})
 		}
@@ -321,6 +328,28 @@ func TestHTTPSInstanceSendingMoreThanItsAnswer(t *testing.T) {
 			t.Fatalf("request %d: %d %q, want the instance's own answer", i, code, body)
 		}
 	}
+}
+
+// batchConn holds what is written while hold is set, for flush to send in
+// one write.
+type batchConn struct {
+	net.Conn
+	hold bool
+	buf  []byte
+}
+
+func (c *batchConn) Write(p []byte) (int, error) {
+	if c.hold {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *batchConn) flush() {
+	c.hold = false
+	c.Conn.Write(c.buf)
+	c.buf = c.buf[:0]
 }
 
 // TestH2SlotWhoseInstanceSpeaksOnlyHTTP1: an instance that does not agree
