@@ -1,14 +1,20 @@
 package health
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/vipswap/vipswap/internal/grpctest"
@@ -89,5 +95,147 @@ func TestHTTPProbeOverTLS(t *testing.T) {
 		if ck := try(c, cfg, "blue", addr); ck.Code != L6RSP {
 			t.Errorf("%s with another CA: %s, want L6RSP", proto, ck)
 		}
+	}
+}
+
+// rawGRPC is an h2c instance that answers each stream as answer says,
+// frame by frame.
+func rawGRPC(t *testing.T, answer func(fr *http2.Framer, id uint32)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				preface := make([]byte, len(http2.ClientPreface))
+				if _, err := io.ReadFull(c, preface); err != nil {
+					return
+				}
+				fr := http2.NewFramer(c, c)
+				fr.WriteSettings()
+				for {
+					f, err := fr.ReadFrame()
+					if err != nil {
+						return
+					}
+					switch f := f.(type) {
+					case *http2.SettingsFrame:
+						if !f.IsAck() {
+							fr.WriteSettingsAck()
+						}
+					case *http2.HeadersFrame:
+						answer(fr, f.StreamID)
+					}
+				}
+			})
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	return ln.Addr().String()
+}
+
+func hpackBlock(fields ...string) []byte {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	for i := 0; i+1 < len(fields); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	return buf.Bytes()
+}
+
+// TestGRPCProbeAgainstBrokenInstances: a gRPC health answer that is
+// truncated, compressed, oversized, without status, with a status but no
+// message, with headers without end, or never sent fails the probe with
+// its reason, within the timeout; none passes.
+func TestGRPCProbeAgainstBrokenInstances(t *testing.T) {
+	head := func(fr *http2.Framer, id uint32, end bool) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true, EndStream: end,
+			BlockFragment: hpackBlock(":status", "200", "content-type", "application/grpc")})
+	}
+	trailers := func(fr *http2.Framer, id uint32, status string) {
+		fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true, EndStream: true, BlockFragment: hpackBlock("grpc-status", status)})
+	}
+	serving := []byte{0, 0, 0, 0, 2, 0x08, 0x01}
+	big := strings.Repeat("v", 16<<10)
+	cases := []struct {
+		name   string
+		answer func(fr *http2.Framer, id uint32)
+		want   string
+	}{
+		{"serving", func(fr *http2.Framer, id uint32) {
+			head(fr, id, false)
+			fr.WriteData(id, false, serving)
+			trailers(fr, id, "0")
+		}, "L7OK SERVING"},
+		{"truncated message", func(fr *http2.Framer, id uint32) {
+			head(fr, id, false)
+			fr.WriteData(id, false, serving[:6])
+			trailers(fr, id, "0")
+		}, "L7RSP a truncated gRPC message"},
+		{"compressed message", func(fr *http2.Framer, id uint32) {
+			head(fr, id, false)
+			fr.WriteData(id, false, append([]byte{1}, serving[1:]...))
+			trailers(fr, id, "0")
+		}, "L7RSP a compressed gRPC message"},
+		{"oversized message", func(fr *http2.Framer, id uint32) {
+			head(fr, id, false)
+			for range 8 {
+				fr.WriteData(id, false, make([]byte, 8<<10))
+			}
+			trailers(fr, id, "0")
+		}, "L7RSP"},
+		{"no status", func(fr *http2.Framer, id uint32) {
+			head(fr, id, false)
+			fr.WriteData(id, true, serving)
+		}, "L7RSP no grpc-status"},
+		{"status without message", func(fr *http2.Framer, id uint32) {
+			head(fr, id, false)
+			trailers(fr, id, "0")
+		}, "L7RSP no gRPC message in the answer"},
+		{"UNAVAILABLE", func(fr *http2.Framer, id uint32) {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, EndHeaders: true, EndStream: true,
+				BlockFragment: hpackBlock(":status", "200", "content-type", "application/grpc", "grpc-status", "14", "grpc-message", big[:1000])})
+		}, "L7STS grpc-status 14 " + strings.Repeat("v", 200)},
+		{"endless CONTINUATION", func(fr *http2.Framer, id uint32) {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: hpackBlock(":status", "200")})
+			for range 1000 {
+				if fr.WriteContinuation(id, false, hpackBlock("x-junk", big)) != nil {
+					return
+				}
+			}
+		}, "L7RSP"},
+		{"no answer", func(*http2.Framer, uint32) {}, "L7TOUT"},
+	}
+	c := New(Config{}, func(Target, bool, Check) {})
+	t.Cleanup(c.Close)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := rawGRPC(t, tc.answer)
+			cfg := Config{Type: TypeGRPC, Timeout: 500 * time.Millisecond, Transports: map[string]Transport{"blue": {Protocol: "h2c"}}}
+			if ck := try(c, cfg, "blue", addr); !strings.HasPrefix(ck.String(), tc.want) {
+				t.Errorf("got %q, want %q", ck, tc.want)
+			}
+		})
 	}
 }
