@@ -339,3 +339,73 @@ func TestHTTP2InstanceStoppingUnderLoad(t *testing.T) {
 		t.Errorf("the instance that stayed got %d connections, want 1 (streams share it)", n)
 	}
 }
+
+// TestUpstreamChangesUnderLoad: under concurrent load, a slot's protocol
+// changes (h2c, http1, h2c: what a reload does) and the tables swap
+// between two slots: no request fails, and nothing stays in flight.
+func TestUpstreamChangesUnderLoad(t *testing.T) {
+	var byProto [3]atomic.Int64 // requests the instances got by HTTP major version
+	echoProto := func(w http.ResponseWriter, r *http.Request) {
+		byProto[r.ProtoMajor].Add(1)
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}
+	blue := newUpstreamInstance(t, "blue", "b", bothHTTP1AndH2C, nil, nil, echoProto)
+	green := newUpstreamInstance(t, "green", "g", bothHTTP1AndH2C, nil, nil, echoProto)
+	ups := func(proto Protocol) map[string]*Upstream {
+		return map[string]*Upstream{"blue": {Protocol: proto}, "green": {Protocol: proto}}
+	}
+	p := New(Options{Upstreams: ups(H2C)})
+	p.Apply(table(1, []*route.Instance{blue.inst}, []*route.Instance{green.inst}))
+	prod, _ := serve(t, p)
+	const clients, each = 6, 40
+	var bad, done atomic.Int64
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for i := range each {
+				body := strings.Repeat("z", c+i)
+				req, _ := http.NewRequest(http.MethodPost, prod+"/", strings.NewReader(body))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(got) != body {
+					bad.Add(1)
+				}
+				done.Add(1)
+			}
+		})
+	}
+	step := func(n int64, change func()) {
+		vstest.WaitFor(t, 30*time.Second, func() error {
+			if done.Load() < n {
+				return errors.New("waiting for load")
+			}
+			return nil
+		})
+		change()
+	}
+	step(clients*each/6, func() { p.Reconfigure(Options{Upstreams: ups(HTTP1)}) })
+	step(clients*each/3, func() { p.Apply(table(2, []*route.Instance{green.inst}, []*route.Instance{blue.inst})) })
+	step(clients*each/2, func() { p.Reconfigure(Options{Upstreams: ups(H2C)}) })
+	step(2*clients*each/3, func() { p.Apply(table(3, []*route.Instance{blue.inst}, []*route.Instance{green.inst})) })
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Errorf("%d requests failed", n)
+	}
+	if f := p.Failed(route.Prod); f != 0 {
+		t.Errorf("vipswap counted %d failed", f)
+	}
+	if byProto[1].Load() == 0 || byProto[2].Load() == 0 {
+		t.Errorf("HTTP/1.1 requests %d, HTTP/2 %d: want both", byProto[1].Load(), byProto[2].Load())
+	}
+	for _, in := range []*upstreamInstance{blue, green} {
+		if n := in.inst.InFlight(route.Prod); n != 0 {
+			t.Errorf("%s: %d in flight after the load", in.name, n)
+		}
+	}
+}

@@ -25,6 +25,9 @@ type upstreamInstance struct {
 	conns atomic.Int64
 }
 
+// bothHTTP1AndH2C makes newUpstreamInstance serve HTTP/1.1 and h2c.
+const bothHTTP1AndH2C Protocol = "http1+h2c"
+
 // newUpstreamInstance starts an instance of slot speaking protocol (TLS when
 // cert is set: HTTP/1.1 over TLS for HTTP1, HTTP/2 for H2), with the server
 // TLS config tune changes, if set.
@@ -45,6 +48,9 @@ func newUpstreamInstance(t *testing.T, slot, name string, proto Protocol, cert *
 	}
 	var protos http.Protocols
 	switch proto {
+	case bothHTTP1AndH2C:
+		protos.SetHTTP1(true)
+		protos.SetUnencryptedHTTP2(true)
 	case H2C:
 		protos.SetUnencryptedHTTP2(true)
 	case H2:
