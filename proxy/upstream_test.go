@@ -397,3 +397,55 @@ func TestHTTP2ExpectContinue(t *testing.T) {
 		t.Fatalf("early answer: got %s, want 413", status)
 	}
 }
+
+// TestTLSHandshakeWithinConnectTimeout: an instance that accepts the TCP
+// connection and never answers the handshake holds a request no longer
+// than the connect timeout, and the request, which it never saw, goes to
+// the other instance: none fails.
+func TestTLSHandshakeWithinConnectTimeout(t *testing.T) {
+	dir := t.TempDir()
+	cert := tlstest.Valid(t, dir, "app.internal")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c) // silent: the handshake never ends
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	for _, proto := range []Protocol{HTTP1, H2} {
+		t.Run(string(proto), func(t *testing.T) {
+			good := newUpstreamInstance(t, "blue", "good", proto, &cert, nil, nil)
+			silent := route.NewInstance("blue", ln.Addr().String())
+			p, prod := proxyWith(t, &Upstream{Protocol: proto, TLS: &tls.Config{RootCAs: cert.Pool(), ServerName: "app.internal"}, Fingerprint: "h"},
+				Options{ConnectTimeout: 200 * time.Millisecond}, silent, good.inst)
+			for range 6 {
+				if code, body := get(t, prod); code != 200 || body != "good" {
+					t.Fatalf("%d %q, want the good instance's answer", code, body)
+				}
+			}
+			if f := p.Failed(route.Prod); f != 0 {
+				t.Errorf("%d failed", f)
+			}
+		})
+	}
+}
