@@ -63,27 +63,33 @@ func (pl *pool) h2conn(ctx context.Context, fresh bool, timeout time.Duration) (
 				pl.mu.Unlock()
 				return got, true, nil
 			}
-			if ch := pl.dialing; ch != nil {
+			if d := pl.dialing; d != nil {
 				pl.mu.Unlock()
 				select {
-				case <-ch:
+				case <-d.done:
+					if d.err != nil && !errors.Is(d.err, context.Canceled) { // not its own client's going
+						// The dial the attempt waited for failed: so does
+						// the attempt, rather than dial again in turn.
+						return nil, false, d.err
+					}
 					continue
 				case <-ctx.Done():
 					return nil, false, ctx.Err()
 				}
 			}
 		}
-		ch := make(chan struct{})
+		d := &h2dial{done: make(chan struct{})}
 		if !fresh {
-			pl.dialing = ch
+			pl.dialing = d
 		}
 		pl.mu.Unlock()
 		cc, err := pl.dialH2(ctx, timeout)
 		pl.mu.Lock()
-		if pl.dialing == ch {
+		if pl.dialing == d {
 			pl.dialing = nil
 		}
-		close(ch)
+		d.err = err
+		close(d.done)
 		switch {
 		case err != nil:
 		case pl.closed:
@@ -98,6 +104,13 @@ func (pl *pool) h2conn(ctx context.Context, fresh bool, timeout time.Duration) (
 		pl.mu.Unlock()
 		return cc, false, err
 	}
+}
+
+// h2dial is a dial under way for a pool's HTTP/2 connection; err is set
+// before done is closed.
+type h2dial struct {
+	done chan struct{}
+	err  error
 }
 
 // dialH2 connects to pl's instance and starts HTTP/2 on the connection:

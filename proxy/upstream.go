@@ -174,10 +174,10 @@ type pool struct {
 	addr string      // the instance's address
 
 	// HTTP/2 (protocol h2c and h2): the connections, each carrying
-	// many streams; dialing is closed when the dial under way ends.
+	// many streams; dialing is the dial under way, if any.
 	h2t     *http2.Transport
 	h2      []*http2.ClientConn
-	dialing chan struct{}
+	dialing *h2dial
 }
 
 // poolKey names a pool: an instance, and how it is reached.
