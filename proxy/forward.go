@@ -88,7 +88,7 @@ func (e *attemptError) deadPooledConn() bool {
 // is safe. On success it returns the response, the connection it arrived on
 // (whose watch the caller must stop) and the instance, with the request
 // counted in flight on it.
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rq *request) (*http.Response, exchange, *route.Instance, error) {
+func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange, *route.Instance, error) {
 	ctx := r.Context()
 	var lastErr error
 	attempts := 0
@@ -107,7 +107,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, rq *request) (*h
 		var resp *http.Response
 		var c exchange
 		if up := rq.o.upstream(inst.Slot); up.h2() {
-			resp, c, err = p.attemptH2(ctx, w, r, rq, inst, up)
+			resp, c, err = p.attemptH2(ctx, r, rq, inst, up)
 		} else {
 			resp, c, err = p.attempt(ctx, r, rq, inst, up)
 		}

@@ -140,7 +140,7 @@ func (pl *pool) dialH2(ctx context.Context, timeout time.Duration) (*http2.Clien
 // attemptH2 sends r to inst over HTTP/2 once and waits for the response
 // head. On success the returned exchange holds the stream: the response
 // body streams from it while the request body may still stream to it.
-func (p *Proxy) attemptH2(ctx context.Context, w http.ResponseWriter, r *http.Request, rq *request, inst *route.Instance, up *Upstream) (*http.Response, exchange, error) {
+func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, inst *route.Instance, up *Upstream) (*http.Response, exchange, error) {
 	rq.sent, rq.head = time.Time{}, time.Time{}
 	pl := p.poolFor(inst, up)
 	cc, reused, err := pl.h2conn(ctx, rq.fresh, rq.o.ConnectTimeout)
@@ -154,14 +154,14 @@ func (p *Proxy) attemptH2(ctx context.Context, w http.ResponseWriter, r *http.Re
 	x := &h2exchange{cancel: cancel, client: ctx, addr: inst.Addr}
 	out := outboundH2(sctx, r, rq, inst, up, p.via)
 	if rq.body != nil {
-		if _, h1 := w.(interface{ SetBodyDeadline(time.Time) }); h1 && rq.buffered.b == nil &&
+		if r.ProtoMajor == 1 && rq.buffered.b == nil &&
 			strings.Contains(strings.ToLower(r.Header.Get("Expect")), "100-continue") {
 			// HTTP/1.1 answers "100 Continue" on the body's first read,
 			// on the client's connection: here, not on the transport's
 			// goroutine while this one may be writing the answer.
 			r.Body.Read(nil)
 		}
-		x.body = &streamBody{g: rq.body, w: w, r: r}
+		x.body = &streamBody{g: rq.body, r: r}
 		out.Body = x.body
 	}
 	var headLate atomic.Bool
@@ -367,7 +367,6 @@ func (a addrString) String() string  { return string(a) }
 // back then.
 type streamBody struct {
 	g *bodyGuard
-	w http.ResponseWriter
 	r *http.Request
 
 	mu      sync.Mutex
@@ -412,7 +411,7 @@ func (b *streamBody) finish() {
 	if done == nil {
 		return
 	}
-	if _, ok := b.w.(interface{ SetBodyDeadline(time.Time) }); !ok {
+	if b.r.ProtoMajor >= 2 {
 		b.r.Body.Close() // HTTP/2 bodies: safe beside a read, and ends it
 	}
 	<-done

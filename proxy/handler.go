@@ -81,7 +81,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if bp != nil {
 		defer bodyBuffers.Put(bp)
 	}
-	resp, c, inst, err := h.p.forward(w, r, rq)
+	resp, c, inst, err := h.p.forward(r, rq)
 	if err != nil {
 		h.fail(w, r, rq, err, start)
 		return
