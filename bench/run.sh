@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Runs vipswap beside HAProxy, nginx and Caddy against the same two backends
-# and prints one table (see docs/performance.md). Installs what it needs from
-# Debian when missing. Extra arguments go to the Go program, for example:
+# and prints a table per scenario (see docs/performance.md). Installs what it
+# needs from Debian when missing. Extra arguments go to the Go program, for
+# example:
 #   bench/run.sh -duration 10s -rounds 5
+#   bench/run.sh -scenarios tls,h2,grpc -idle 0
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in haproxy nginx caddy wrk; do
-  command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
+for tool in haproxy nginx caddy wrk h2load; do
+  pkg=$tool
+  [ "$tool" = h2load ] && pkg=nghttp2-client
+  command -v "$tool" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing ${need[*]}" >&2

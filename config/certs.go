@@ -38,6 +38,9 @@ func LoadCertificates(key string, t *ListenerTLS) ([]tls.Certificate, error) {
 		}
 		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
+			if n := keyMatchesLater(certPEM, keyPEM); n > 0 {
+				return nil, fmt.Errorf("%s: %s: the key in %s belongs to certificate %d of the chain, not the first: put the leaf (the server's own certificate) first", k, c.Cert, c.Key, n+1)
+			}
 			return nil, fmt.Errorf("%s: %s and %s: %v", k, c.Cert, c.Key, err)
 		}
 		leaf := pair.Leaf
@@ -57,6 +60,28 @@ func LoadCertificates(key string, t *ListenerTLS) ([]tls.Certificate, error) {
 		out = append(out, pair)
 	}
 	return out, nil
+}
+
+// keyMatchesLater returns the index of the certificate after the first in
+// certPEM that keyPEM is the key of, or 0: a chain written in the wrong
+// order, leaf not first.
+func keyMatchesLater(certPEM, keyPEM []byte) int {
+	var blocks []*pem.Block
+	for rest := certPEM; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type == "CERTIFICATE" {
+			blocks = append(blocks, b)
+		}
+	}
+	for i := 1; i < len(blocks); i++ {
+		if _, err := tls.X509KeyPair(pem.EncodeToMemory(blocks[i]), keyPEM); err == nil {
+			return i
+		}
+	}
+	return 0
 }
 
 // encrypted reports whether a key file's first private key is encrypted:

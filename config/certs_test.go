@@ -58,6 +58,10 @@ func TestLoadCertificates(t *testing.T) {
 	expired := tlstest.New(t, dir, "expired.example", now.Add(-2*time.Hour), now.Add(-time.Hour))
 	early := tlstest.New(t, dir, "early.example", now.Add(time.Hour), now.Add(2*time.Hour))
 	fifo := makeFIFO(t, dir)
+	// A chain in the wrong order: another certificate first, the key's
+	// own second.
+	misordered := filepath.Join(dir, "misordered.crt")
+	os.WriteFile(misordered, append(readFile(t, other.CertFile), readFile(t, good.CertFile)...), 0o600)
 	big := filepath.Join(dir, "big.crt")
 	os.WriteFile(big, make([]byte, maxCertFile+1), 0o600)
 	garbage := filepath.Join(dir, "garbage.crt")
@@ -75,6 +79,7 @@ func TestLoadCertificates(t *testing.T) {
 		{CertFiles{expired.CertFile, expired.KeyFile}, "expired on"},
 		{CertFiles{early.CertFile, early.KeyFile}, "is not valid before"},
 		{CertFiles{good.CertFile, other.KeyFile}, "private key does not match public key"},
+		{CertFiles{misordered, good.KeyFile}, "belongs to certificate 2 of the chain, not the first: put the leaf (the server's own certificate) first"},
 		{CertFiles{garbage, good.KeyFile}, "listeners.prod.tls.certs[0]:"},
 		{CertFiles{dir, good.KeyFile}, "want a regular file"},
 		{CertFiles{good.CertFile, "/dev/zero"}, "want a regular file"},
@@ -151,4 +156,13 @@ func TestReloadRereadsCertificatesOnly(t *testing.T) {
 	if d := a.Compare(form(tlsAt("127.0.0.1:8080", "b"))); len(d.Restart) != 0 || len(d.Changes) == 0 {
 		t.Errorf("other certificate files: %+v, want a change a reload applies", d)
 	}
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

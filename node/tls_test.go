@@ -309,3 +309,114 @@ func TestReloadReplacesCertificates(t *testing.T) {
 		t.Fatalf("after the refused reload a new handshake got %v (%v), want the one in force", got, err)
 	}
 }
+
+// TestReloadsUnderTLSLoad: clients that keep their connections and clients
+// that make a new one (a full handshake) for every request run while the
+// certificate is replaced and reloaded 10 times: no handshake and no
+// request fails, and each reload's certificate is the one new handshakes
+// get.
+func TestReloadsUnderTLSLoad(t *testing.T) {
+	dir := t.TempDir()
+	const reloads = 10
+	var certs []tlstest.Cert
+	roots := x509.NewCertPool()
+	for i := range reloads + 1 {
+		sub := filepath.Join(dir, fmt.Sprint(i))
+		if err := os.Mkdir(sub, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		c := tlstest.Valid(t, sub, "127.0.0.1")
+		roots.AddCert(c.X509)
+		certs = append(certs, c)
+	}
+	install := func(c tlstest.Cert) {
+		for _, f := range [][2]string{{c.CertFile, "127.0.0.1.crt"}, {c.KeyFile, "127.0.0.1.key"}} {
+			b, err := os.ReadFile(f[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, f[1]), b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(certs[0])
+	path := tlsConfig(t, dir, [][2]string{{"127.0.0.1.crt", "127.0.0.1.key"}},
+		staticSlot("blue", protoInstance(t, "blue")), staticSlot("green", protoInstance(t, "green")))
+	n, _ := startNode(t, path)
+	url := "https://" + n.prodLn.Addr().String() + "/"
+
+	var ok, failed atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range 8 {
+		// Even clients keep their connections; odd ones handshake for
+		// every request.
+		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, DisableKeepAlives: i%2 == 1}
+		hc := &http.Client{Transport: tr, Timeout: 30 * time.Second}
+		wg.Go(func() {
+			defer tr.CloseIdleConnections()
+			for ctx.Err() == nil {
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+				resp, err := hc.Do(req)
+				if err == nil {
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if err == nil && resp.StatusCode != http.StatusOK {
+						err = fmt.Errorf("status %d", resp.StatusCode)
+					}
+				}
+				switch {
+				case err == nil:
+					ok.Add(1)
+				case ctx.Err() == nil:
+					failed.Add(1)
+					mu.Lock()
+					failures = append(failures, err.Error())
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	defer func() { stop(); wg.Wait() }()
+
+	served := func() (*x509.Certificate, error) {
+		conn, err := tls.Dial("tcp", n.prodLn.Addr().String(), &tls.Config{RootCAs: roots})
+		if err != nil {
+			return nil, err
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0], nil
+	}
+	for i := 1; i <= reloads; i++ {
+		before := ok.Load()
+		vstest.WaitFor(t, 30*time.Second, func() error {
+			if ok.Load() < before+50 {
+				return fmt.Errorf("%d requests answered since reload %d", ok.Load()-before, i-1)
+			}
+			return nil
+		})
+		install(certs[i])
+		if _, err := n.reload(context.Background(), wire.ChangeRequest{Reason: fmt.Sprintf("renewal %d", i)}); err != nil {
+			t.Fatalf("reload %d: %v", i, err)
+		}
+		if got, err := served(); err != nil || !got.Equal(certs[i].X509) {
+			t.Fatalf("after reload %d a new handshake got %v (%v), want the new certificate", i, got, err)
+		}
+	}
+	before := ok.Load()
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if ok.Load() < before+50 {
+			return fmt.Errorf("%d requests answered since the last reload", ok.Load()-before)
+		}
+		return nil
+	})
+	stop()
+	wg.Wait()
+	t.Logf("%d requests (half of them on a new TLS connection each) through %d reloads, %d failed", ok.Load(), reloads, failed.Load())
+	if failed.Load() != 0 {
+		t.Fatalf("%d requests failed across the reloads, the first: %q", failed.Load(), failures[0])
+	}
+}

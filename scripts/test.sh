@@ -15,7 +15,7 @@ if ! staticcheck -version 2>/dev/null | grep -q "${STATICCHECK_VERSION#v}"; then
 fi
 
 # The tests drive a real browser (the dashboard), a real HAProxy (2.4 or
-# later) and a real etcd. What is missing is installed from Debian's
+# later), a real etcd and h2load (the benchmark's). What is missing is installed from Debian's
 # packages when we may (root with apt-get), after saying so; SKIP_INSTALL=1
 # refuses: the tests that need a missing program are then skipped, and
 # the run says which.
@@ -23,6 +23,7 @@ tools=(
   "chromium chromium for the dashboard's browser test"
   "haproxy haproxy for the HAProxy driver's tests"
   "etcd etcd-server for the cluster tests"
+  "h2load nghttp2-client for the benchmark's HTTP/2 load generator"
 )
 missing=()
 for t in "${tools[@]}"; do

@@ -2,30 +2,59 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"log"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"time"
 )
 
 // target is one thing under load: a backend directly or a proxy in front of
-// both backends.
+// both backends, in one family of scenarios.
 type target struct {
-	name string
-	url  string
-	pid  int // 0 for direct
+	name   string
+	family string
+	url    string // http:// or https:// and the address
+	addr   string
+	pid    int    // 0 for direct
+	skip   string // why it does not run this family's scenarios
+	log    string // where its standard error goes, if not to ours
+	proc   *proc
 }
 
-// start launches the named target in front of backends.
-func start(name, dir string, backends []string, procs *[]*exec.Cmd) (*target, error) {
+// benchEnv is what every target is started with.
+type benchEnv struct {
+	dir          string
+	backends     []string // HTTP/1.1
+	grpcBackends []string // gRPC over h2c
+	cert         *certFiles
+}
+
+// start launches the named target for a family of scenarios in front of
+// the backends.
+func start(name, fam string, env *benchEnv) (*target, error) {
+	dir, backends, g := env.dir, env.backends, env.grpcBackends
 	addr := freeAddr()
-	t := &target{name: name, url: "http://" + addr}
+	t := &target{name: name, family: fam, addr: addr, url: "http://" + addr}
+	if fam == famTLS {
+		t.url = "https://" + addr
+	}
+	file := name + "-" + fam // this target's files in dir
 	var cmd *exec.Cmd
 	switch name {
 	case "direct":
-		t.url = "http://" + backends[0]
+		t.addr = backends[0]
+		if fam == famGRPC {
+			t.addr = g[0]
+		}
+		t.url = "http://" + t.addr
 		return t, nil
 	case "vipswap", "baseline":
 		// baseline is vipswap built from another checkout (-baseline), run
@@ -37,23 +66,48 @@ func start(name, dir string, backends []string, procs *[]*exec.Cmd) (*target, er
 			}
 			src = baselineDir
 		}
-		build := exec.Command("go", "build", "-o", bin, "./cmd/vipswap")
-		build.Dir = src
-		if out, err := build.CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("build %s: %v\n%s", name, err, out)
+		if _, err := os.Stat(bin); err != nil {
+			build := exec.Command("go", "build", "-o", bin, "./cmd/vipswap")
+			build.Dir = src
+			if out, err := build.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("build %s: %v\n%s", name, err, out)
+			}
 		}
-		cfg := writeFile(dir, name+".yaml", fmt.Sprintf(`
+		prod, health, slots := fmt.Sprintf("%q", addr), "{path: /, interval: 1s}", [2]string{
+			"{instances: [" + strings.Join(backends, ", ") + "]}",
+			"{instances: [" + freeAddr() + "]}",
+		}
+		switch fam {
+		case famTLS:
+			prod = fmt.Sprintf("{addr: %q, tls: {certs: [{cert: %q, key: %q}]}}", addr, env.cert.cert, env.cert.key)
+		case famGRPC:
+			prod = fmt.Sprintf("{addr: %q, h2c: true}", addr)
+			health = "{type: grpc, interval: 1s}"
+			slots = [2]string{
+				"{protocol: h2c, instances: [" + strings.Join(g, ", ") + "]}",
+				"{protocol: h2c, instances: [" + freeAddr() + "]}",
+			}
+		}
+		cfg := writeFile(dir, file+".yaml", fmt.Sprintf(`
 admin: {listen: "%s"}
 state: {path: "%s"}
-listeners: {prod: "%s", stage: "%s"}
-health: {path: /, interval: 1s}
+listeners: {prod: %s, stage: "%s"}
+health: %s
 slots:
-  blue: {instances: [%s]}
-  green: {instances: [%s]}
-`, freeAddr(), filepath.Join(dir, name+".db"), addr, freeAddr(), strings.Join(backends, ", "), freeAddr()))
+  blue: %s
+  green: %s
+`, freeAddr(), filepath.Join(dir, file+".db"), prod, freeAddr(), health, slots[0], slots[1]))
 		cmd = exec.Command(bin, "serve", "-c", cfg)
 	case "haproxy":
-		cfg := writeFile(dir, "haproxy.cfg", fmt.Sprintf(`
+		bind, server := addr, ""
+		b := backends
+		switch fam {
+		case famTLS:
+			bind = addr + " ssl crt " + env.cert.both + " alpn h2,http/1.1"
+		case famGRPC:
+			bind, server, b = addr+" proto h2", " proto h2", g
+		}
+		cfg := writeFile(dir, file+".cfg", fmt.Sprintf(`
 global
   maxconn 9950
 defaults
@@ -68,12 +122,34 @@ frontend fe
   default_backend be
 backend be
   balance roundrobin
-  server b1 %s
-  server b2 %s
-`, addr, backends[0], backends[1]))
+  server b1 %s%s
+  server b2 %s%s
+`, bind, b[0], server, b[1], server))
 		cmd = exec.Command("haproxy", "-db", "-f", cfg)
 	case "nginx":
-		cfg := writeFile(dir, "nginx.conf", fmt.Sprintf(`
+		listen := addr
+		location := `proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection "";`
+		b := backends
+		// nginx ends a client connection after 1,000 requests by default,
+		// and h2load does not reconnect: the streams in flight would fail.
+		// HAProxy, Caddy and vipswap have no such limit.
+		limit := " keepalive_requests 1000000;"
+		switch fam {
+		case famHTTP:
+			limit = "" // as in the runs this benchmark has published
+		case famTLS:
+			// nginx 1.22 (Debian 12) turns HTTP/2 on in listen (1.25 and
+			// later say "http2 on;"), and leaves TLS 1.3 off by default
+			// (before 1.23.4), which every other target has on.
+			listen = fmt.Sprintf("%s ssl http2; ssl_protocols TLSv1.2 TLSv1.3; ssl_certificate %s; ssl_certificate_key %s", addr, env.cert.cert, env.cert.key)
+		case famGRPC:
+			listen, location, b = addr+" http2", "grpc_pass grpc://be;", g
+		}
+		pidDir := filepath.Join(dir, file)
+		if err := os.MkdirAll(pidDir, 0o755); err != nil {
+			return nil, err
+		}
+		cfg := writeFile(dir, file+".conf", fmt.Sprintf(`
 daemon off;
 worker_processes auto;
 worker_rlimit_nofile 20000;
@@ -86,23 +162,34 @@ http {
   proxy_temp_path %[1]s;
   upstream be { server %[3]s; server %[4]s; keepalive 256; }
   server {
-    listen %[2]s;
-    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    listen %[2]s;%[6]s
+    location / { %[5]s }
   }
 }
-`, dir, addr, backends[0], backends[1]))
-		cmd = exec.Command("nginx", "-c", cfg, "-p", dir)
+`, pidDir, listen, b[0], b[1], location, limit))
+		cmd = exec.Command("nginx", "-c", cfg, "-p", pidDir)
 	case "caddy":
-		cfg := writeFile(dir, "Caddyfile", fmt.Sprintf(`{
+		site, protocols, up := "http://"+addr, "h1 h2", backends[0]+" "+backends[1]
+		tls := ""
+		switch fam {
+		case famTLS:
+			site, tls = "https://"+addr, fmt.Sprintf("\ttls %s %s\n", env.cert.cert, env.cert.key)
+		case famGRPC:
+			protocols, up = "h1 h2c", "h2c://"+g[0]+" h2c://"+g[1]
+		}
+		cfg := writeFile(dir, file+".Caddyfile", fmt.Sprintf(`{
 	admin off
 	auto_https off
+	servers {
+		protocols %s
+	}
 }
-http://%s {
-	reverse_proxy %s %s {
+%s {
+%s	reverse_proxy %s {
 		lb_policy round_robin
 	}
 }
-`, addr, backends[0], backends[1]))
+`, protocols, site, tls, up))
 		cmd = exec.Command("caddy", "run", "--config", cfg, "--adapter", "caddyfile")
 		cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir, "XDG_CONFIG_HOME="+dir)
 	default:
@@ -110,14 +197,154 @@ http://%s {
 	}
 	cmd.Stdout, cmd.Stderr = nil, os.Stderr
 	if name == "vipswap" || name == "baseline" || name == "caddy" {
-		cmd.Stderr = nil // they log every start line; errors show as a failed waitReady
+		// They log every start; their log is shown when they fail.
+		t.log = filepath.Join(dir, file+".log")
+		f, err := os.Create(t.log)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		cmd.Stderr = f
 	}
+	p, err := launch(cmd)
+	if err != nil {
+		return nil, err
+	}
+	t.proc, t.pid = p, cmd.Process.Pid
+	return t, nil
+}
+
+// waitReady waits until t answers its family's check (the backend's 200,
+// or a gRPC call's OK and answer) or gives up after 15 s, or as soon as
+// its process has exited.
+func (t *target) waitReady(env *benchEnv) error {
+	check := func() error {
+		switch t.family {
+		case famTLS:
+			st, err := checkHTTPS(t.url+"/", env.cert.roots, false)
+			if err == nil {
+				log.Printf("%s (tls): %s", t.name, st)
+			}
+			return err
+		case famGRPC:
+			return checkGRPC(t.addr)
+		}
+		resp, err := http.Get(t.url + "/")
+		if err != nil {
+			return err
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		if resp.StatusCode != 200 || !strings.Contains(string(body), backendMark) {
+			return fmt.Errorf("status %d, body %.60q: not the backend's answer", resp.StatusCode, body)
+		}
+		return nil
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if t.proc != nil && t.proc.exited() {
+			return fmt.Errorf("exited at start (%v)%s", t.proc.err, t.lastLog())
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%v%s", err, t.lastLog())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// lastLog returns the last lines of the target's log that say something
+// went wrong, or its last line.
+func (t *target) lastLog() string {
+	if t.log == "" {
+		return ""
+	}
+	raw, _ := os.ReadFile(t.log)
+	lines := strings.Split(strings.TrimSpace(string(raw)), "\n")
+	var bad []string
+	for _, l := range lines {
+		ll := strings.ToLower(l)
+		if strings.Contains(ll, "error") || strings.Contains(ll, "unknown") || strings.Contains(ll, "fatal") {
+			bad = append(bad, strings.TrimSpace(l))
+		}
+	}
+	if len(bad) == 0 {
+		bad = lines[len(lines)-1:]
+	}
+	if len(bad) > 3 {
+		bad = bad[len(bad)-3:]
+	}
+	for i, l := range bad {
+		bad[i] = configPos.ReplaceAllString(l, "")
+	}
+	return "; its log: " + strings.Join(bad, " / ")
+}
+
+// configPos is the file and line a configuration error starts with.
+var configPos = regexp.MustCompile(`\S+\.yaml:\d+: `)
+
+// proc is a child process in its own process group.
+type proc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+var (
+	procsMu sync.Mutex
+	procs   []*proc
+)
+
+// launch starts cmd in its own process group, so that stopping it stops
+// its children too (nginx's workers), and keeps it for stopAll.
+func launch(cmd *exec.Cmd) (*proc, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	*procs = append(*procs, cmd)
-	t.pid = cmd.Process.Pid
-	return t, nil
+	p := &proc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	procsMu.Lock()
+	procs = append(procs, p)
+	procsMu.Unlock()
+	return p, nil
+}
+
+func (p *proc) exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// stopAll stops every process launch started: SIGTERM to its group, then
+// SIGKILL after 5 s.
+func stopAll() {
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	for _, p := range procs {
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM)
+	}
+	for _, p := range procs {
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
+		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.done
+	}
+	procs = nil
 }
 
 // pids returns the target's process and its children (nginx's workers).

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -166,7 +167,11 @@ func TestReadme(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	ports := map[string]string{"8080": vstest.FreeAddr(t), "8081": vstest.FreeAddr(t), "9090": vstest.FreeAddr(t)}
+	// The ports of examples/quickstart.yaml and examples/https.yaml.
+	ports := map[string]string{}
+	for _, p := range []string{"8080", "8081", "9090", "8443", "8444", "9091"} {
+		ports[p] = vstest.FreeAddr(t)
+	}
 	cfg := strings.ReplaceAll(string(raw), "path: vipswap-quickstart.db", "path: "+filepath.Join(dir, "state.db"))
 	for port, addr := range ports {
 		cfg = strings.ReplaceAll(cfg, "127.0.0.1:"+port, addr)
@@ -187,6 +192,12 @@ func TestReadme(t *testing.T) {
 			f := strings.Fields(line)
 			line = strings.Replace(line, "127.0.0.1:PORT", instanceOf(t, sw, f[2]), 1)
 		}
+		if m := serveExample.FindStringSubmatch(line); m != nil {
+			// A second vipswap on another example, in the background
+			// as in a terminal; it is stopped when the test ends.
+			serveReadmeExample(t, m[1], ports, dir)
+			continue
+		}
 		if strings.HasSuffix(line, "&") {
 			// In the background, as in a terminal: its output is not
 			// waited for.
@@ -194,6 +205,11 @@ func TestReadme(t *testing.T) {
 			cmd.Env, cmd.Dir = env, "../.."
 			if err := cmd.Run(); err != nil {
 				t.Fatalf("README.md:%d: %s: %v", c.line, c.cmd, err)
+			}
+			if strings.HasPrefix(line, "curl ") {
+				// A slow request the next command counts on being in
+				// flight, as it is when a person types the next line.
+				waitAnyInFlight(t, sw)
 			}
 			continue
 		}
@@ -217,6 +233,57 @@ func TestReadme(t *testing.T) {
 			}
 		}
 	}
+}
+
+// serveExample is a README command that starts vipswap on an example
+// configuration in the background.
+var serveExample = regexp.MustCompile(`^vipswap serve -c (examples/[a-z-]+\.yaml) &$`)
+
+// serveReadmeExample starts "vipswap serve" on the example configuration
+// file (relative to the checkout), moved to the test's free ports and a
+// state file in dir, and waits until its instances are healthy. The moved
+// copy sits beside the original, so the files it names (certificates) are
+// found where the README put them.
+func serveReadmeExample(t *testing.T, file string, ports map[string]string, dir string) {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("../..", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := regexp.MustCompile(`(?m)^(\s*path:\s*)\S+\.db$`).ReplaceAllString(string(raw), "${1}"+filepath.Join(dir, filepath.Base(file)+".db"))
+	for port, addr := range ports {
+		cfg = strings.ReplaceAll(cfg, "127.0.0.1:"+port, addr)
+	}
+	moved := filepath.Join("../../examples", ".readme-"+filepath.Base(file))
+	if err := os.WriteFile(moved, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(moved) })
+	abs, err := filepath.Abs(moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := vstest.Start(t, vstest.Binary(t), "serve", "-c", abs)
+	switchtest.Attach(t, p).WaitHealthy(t)
+}
+
+// waitAnyInFlight waits until an instance of sw has a request in flight.
+func waitAnyInFlight(t *testing.T, sw *switchtest.Switch) {
+	t.Helper()
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		st, err := sw.Client.Status(context.Background())
+		if err != nil {
+			return err
+		}
+		for _, s := range st.Slots {
+			for _, i := range s.Instances {
+				if i.InFlight.Total() > 0 {
+					return nil
+				}
+			}
+		}
+		return errors.New("no request in flight yet")
+	})
 }
 
 // instanceOf returns the address of an instance of slot.

@@ -161,6 +161,9 @@ func printStatus(w io.Writer, s wire.Status) {
 			to = split(l.Weights) // a shift or a rollout is under way
 		}
 		fmt.Fprintf(w, "  %-5s %s -> %s (%s)\n", l.Name, l.Addr, to, describeErrors(l.Failed, l.InstanceErrors, l.ClientErrors))
+		if len(l.TLS) > 0 {
+			fmt.Fprintf(w, "        TLS: %s\n", certificatesText(l.TLS, time.Now()))
+		}
 	}
 	for _, r := range s.Routes {
 		match := r.PathPrefix + "*"
@@ -216,4 +219,27 @@ func healthText(inst wire.InstanceStatus, now time.Time) string {
 		h += ", drained"
 	}
 	return h
+}
+
+// certificatesText says which certificates a TLS listener serves and until
+// when: "www.example.com, example.com until 2027-03-01 (84 days)"; one that
+// expires within 14 days is flagged, one expired too.
+func certificatesText(certs []wire.CertificateStatus, now time.Time) string {
+	parts := make([]string, 0, len(certs))
+	for _, c := range certs {
+		names := make([]string, len(c.Names))
+		for i, n := range c.Names {
+			names[i] = printable(n)
+		}
+		left := c.NotAfter.Sub(now)
+		when := fmt.Sprintf("until %s (%d days)", c.NotAfter.UTC().Format(time.DateOnly), int(left.Hours()/24))
+		switch {
+		case left <= 0:
+			when = "EXPIRED on " + c.NotAfter.UTC().Format(time.DateOnly)
+		case left < 14*24*time.Hour:
+			when += " EXPIRES SOON"
+		}
+		parts = append(parts, strings.Join(names, ", ")+" "+when)
+	}
+	return strings.Join(parts, "; ")
 }

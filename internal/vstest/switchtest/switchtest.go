@@ -37,7 +37,7 @@ func Serve(t testing.TB, dir, config string) *Switch {
 		t.Fatal(err)
 	}
 	p := vstest.Start(t, vstest.Binary(t), "serve", "-c", path)
-	return attach(t, p)
+	return Attach(t, p)
 }
 
 // ServeLimited is Serve with the process's descriptor limit (soft and hard)
@@ -50,10 +50,12 @@ func ServeLimited(t testing.TB, dir, config string, nofile int) *Switch {
 	}
 	script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile)
 	p := vstest.Start(t, "sh", "-c", script, vstest.Binary(t), "serve", "-c", path)
-	return attach(t, p)
+	return Attach(t, p)
 }
 
-func attach(t testing.TB, p *vstest.Process) *Switch {
+// Attach waits until p, a "vipswap serve" process, listens, and returns it
+// as a Switch.
+func Attach(t testing.TB, p *vstest.Process) *Switch {
 	t.Helper()
 	m := p.WaitLine(t, listeningRE, 30*time.Second)
 	s := &Switch{Process: p, Admin: "http://" + m[1]}
