@@ -154,9 +154,10 @@ func setDefault[T int | time.Duration](v *T, def T) {
 // Proxy is the built-in data plane. Create it with New, publish tables with
 // Apply, accept traffic with Serve and stop with Shutdown.
 type Proxy struct {
-	opts  atomic.Pointer[Options] // replaced whole by Reconfigure
-	table atomic.Pointer[route.Table]
-	pools sync.Map // poolKey -> *pool
+	opts    atomic.Pointer[Options] // replaced whole by Reconfigure
+	table   atomic.Pointer[route.Table]
+	pools   sync.Map // *route.Instance -> *pool: cleartext HTTP/1.1
+	upPools sync.Map // poolKey -> *pool: TLS and HTTP/2
 	// closing counts the HTTP/2 connections closing gracefully; closeAll
 	// ends their wait (Shutdown).
 	closing  sync.WaitGroup
@@ -210,11 +211,11 @@ func (p *Proxy) Apply(t *route.Table) error {
 	if old := p.table.Swap(t); old != nil && old != t {
 		old.Retire()
 	}
-	p.pools.Range(func(k, v any) bool {
-		if !t.IsMember(k.(poolKey).inst) {
-			p.pools.Delete(k)
-			v.(*pool).close(p, false)
+	p.rangePools(func(inst *route.Instance, _ string, pl *pool) bool {
+		if t.IsMember(inst) {
+			return false
 		}
+		pl.close(p, false)
 		return true
 	})
 	p.pruneStats(t)
@@ -264,12 +265,11 @@ func (p *Proxy) Reconfigure(opts Options) {
 	}
 	// Connections made under a slot's former protocol or TLS serve no
 	// new request: they close once theirs are done.
-	p.pools.Range(func(k, v any) bool {
-		pk := k.(poolKey)
-		if pk.up != opts.upstream(pk.inst.Slot).key() {
-			p.pools.Delete(k)
-			v.(*pool).close(p, false)
+	p.rangePools(func(inst *route.Instance, up string, pl *pool) bool {
+		if up == opts.upstream(inst.Slot).key() {
+			return false
 		}
+		pl.close(p, false)
 		return true
 	})
 }

@@ -189,17 +189,42 @@ type poolKey struct {
 // poolFor returns the pool of inst reached as up says (nil: HTTP/1.1 in
 // cleartext). Pools live until their instance leaves the routing table
 // (Apply) or the way to reach it changes (Reconfigure).
+//
+// Cleartext HTTP/1.1 pools are keyed by the instance alone (pools): the
+// request path boxes no key for them.
 func (p *Proxy) poolFor(inst *route.Instance, up *Upstream) *pool {
-	k := poolKey{inst: inst, up: up.key()}
-	if v, ok := p.pools.Load(k); ok {
+	var k any = inst
+	m := &p.pools
+	if key := up.key(); key != "" {
+		k, m = poolKey{inst: inst, up: key}, &p.upPools
+	}
+	if v, ok := m.Load(k); ok {
 		return v.(*pool)
 	}
 	pl := &pool{total: &p.idle, max: int64(p.opts.Load().MaxIdleConns), up: up, addr: inst.Addr}
 	if up != nil {
 		pl.init(p.opts.Load())
 	}
-	v, _ := p.pools.LoadOrStore(k, pl)
+	v, _ := m.LoadOrStore(k, pl)
 	return v.(*pool)
+}
+
+// rangePools calls f with every pool, its instance and how it reaches
+// it (Upstream.key), and deletes those for which f returns true.
+func (p *Proxy) rangePools(f func(inst *route.Instance, up string, pl *pool) (drop bool)) {
+	p.pools.Range(func(k, v any) bool {
+		if f(k.(*route.Instance), "", v.(*pool)) {
+			p.pools.Delete(k)
+		}
+		return true
+	})
+	p.upPools.Range(func(k, v any) bool {
+		pk := k.(poolKey)
+		if f(pk.inst, pk.up, v.(*pool)) {
+			p.upPools.Delete(k)
+		}
+		return true
+	})
 }
 
 // conn returns a pooled connection to inst on which nothing arrived while it
@@ -305,9 +330,8 @@ func (pl *pool) close(p *Proxy, force bool) {
 
 // closeIdle closes the connections of every pool.
 func (p *Proxy) closeIdle() {
-	p.pools.Range(func(k, v any) bool {
-		p.pools.Delete(k)
-		v.(*pool).close(p, true)
+	p.rangePools(func(_ *route.Instance, _ string, pl *pool) bool {
+		pl.close(p, true)
 		return true
 	})
 	p.closeAll()
