@@ -118,6 +118,9 @@ func (c *Checker) probeH2(ctx context.Context, cfg Config, tr Transport, t Targe
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	scheme := "http"
+	if tr.TLS == nil && tr.Protocol == "h2" {
+		tr.TLS = &tls.Config{} // h2 is TLS: the system's roots verify
+	}
 	if tr.TLS != nil {
 		tc, err := dialTLS(ctx, conn, tr.TLS, t, "h2")
 		if err != nil {

@@ -210,7 +210,7 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 // (set by the caller).
 func outboundH2(ctx context.Context, r *http.Request, rq *request, inst *route.Instance, up *Upstream, via string) *http.Request {
 	scheme := "http"
-	if up.TLS != nil {
+	if up.Protocol == H2 {
 		scheme = "https"
 	}
 	u := &url.URL{Scheme: scheme, Host: inst.Addr}

@@ -31,7 +31,8 @@ type Upstream struct {
 	Protocol Protocol
 	// TLS, when set, verifies the instances and presents a client
 	// certificate, if it has one. Its ServerName, when empty, becomes
-	// each instance's host; NextProtos is set by the proxy. H2 needs it.
+	// each instance's host; NextProtos is set by the proxy. H2 without
+	// it verifies instances against the system's roots.
 	TLS *tls.Config
 	// Fingerprint identifies TLS's settings and files: connections made
 	// under one Upstream serve another with the same protocol and
@@ -65,8 +66,11 @@ func (o *Options) upstream(slot string) *Upstream {
 // and ALPN, and for HTTP/2 the transport its connections are made by.
 func (pl *pool) init(o *Options) {
 	up := pl.up
-	if up.TLS != nil {
-		c := up.TLS.Clone()
+	if conf := up.TLS; conf != nil || up.Protocol == H2 {
+		if conf == nil {
+			conf = &tls.Config{} // h2 is TLS: the system's roots verify
+		}
+		c := conf.Clone()
 		if c.ServerName == "" {
 			host, _, err := net.SplitHostPort(pl.addr)
 			if err != nil {
