@@ -164,14 +164,25 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 		x.body = &streamBody{g: rq.body, r: r}
 		out.Body = x.body
 	}
+	// The response head is due within ResponseHeaderTimeout of the
+	// request's end, as over HTTP/1.1: the time a client takes to send a
+	// streamed body is not the instance's.
 	var headLate atomic.Bool
-	head := time.AfterFunc(rq.o.ResponseHeaderTimeout, func() {
-		headLate.Store(true)
-		cancel()
-	})
-	rq.sent = time.Now()
+	head := &headTimer{d: rq.o.ResponseHeaderTimeout, fire: func() { headLate.Store(true); cancel() }}
+	began := time.Now()
+	if x.body == nil {
+		head.arm()
+	} else {
+		x.body.onEOF = head.arm
+	}
 	resp, err := cc.RoundTrip(out)
-	if !head.Stop() && err == nil {
+	rq.sent = began
+	if x.body != nil {
+		if t := x.body.eofAt.Load(); t != 0 {
+			rq.sent = time.Unix(0, t) // the request ended before its answer's head
+		}
+	}
+	if head.stop() && err == nil {
 		resp.Body.Close()
 		err = context.DeadlineExceeded
 	}
@@ -368,6 +379,10 @@ func (a addrString) String() string  { return string(a) }
 type streamBody struct {
 	g *bodyGuard
 	r *http.Request
+	// onEOF, if set, is called (on the transport's goroutine) when the
+	// body's end is read; eofAt is when (Unix ns), 0 before.
+	onEOF func()
+	eofAt atomic.Int64
 
 	mu      sync.Mutex
 	closed  bool
@@ -384,11 +399,46 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	b.reading = done
 	b.mu.Unlock()
 	n, err := b.g.Read(p)
+	if err == io.EOF && b.eofAt.Load() == 0 {
+		b.eofAt.Store(time.Now().UnixNano())
+		if b.onEOF != nil {
+			b.onEOF()
+		}
+	}
 	b.mu.Lock()
 	b.reading = nil
 	close(done)
 	b.mu.Unlock()
 	return n, err
+}
+
+// headTimer is the response head's deadline, armed when the request has
+// been sent whole (by the transport's goroutine) and stopped when the head
+// arrived or the attempt failed (by the handler's): once stopped it is
+// never armed.
+type headTimer struct {
+	d    time.Duration
+	fire func()
+
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func (h *headTimer) arm() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.stopped && h.t == nil {
+		h.t = time.AfterFunc(h.d, h.fire)
+	}
+}
+
+// stop stops the timer and reports whether it had fired.
+func (h *headTimer) stop() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.stopped = true
+	return h.t != nil && !h.t.Stop()
 }
 
 // Close is the transport's: the body is not read any more.

@@ -449,3 +449,35 @@ func TestTLSHandshakeWithinConnectTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTP2HeadTimeoutCountsFromTheRequestsEnd: the response head is due
+// within response_header_timeout of the request's end: a client that
+// streams its body slowly for longer than that still gets the answer.
+func TestHTTP2HeadTimeoutCountsFromTheRequestsEnd(t *testing.T) {
+	in := newUpstreamInstance(t, "blue", "b1", H2C, nil, nil, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, fmt.Sprint(len(b)))
+	})
+	p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{ResponseHeaderTimeout: 300 * time.Millisecond, RequestBuffer: -1}, in.inst)
+	pr, pw := io.Pipe()
+	go func() {
+		defer pw.Close()
+		for range 6 {
+			pw.Write([]byte("0123456789"))
+			time.Sleep(100 * time.Millisecond) // a slow client: 600 ms in all
+		}
+	}()
+	req, _ := http.NewRequest(http.MethodPost, prod+"/", pr)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(b) != "60" {
+		t.Fatalf("%d %q, want 200 60", resp.StatusCode, b)
+	}
+	if f := p.Failed(route.Prod); f != 0 {
+		t.Errorf("%d failed", f)
+	}
+}
