@@ -481,3 +481,19 @@ func TestHTTP2HeadTimeoutCountsFromTheRequestsEnd(t *testing.T) {
 		t.Errorf("%d failed", f)
 	}
 }
+
+// TestH2WithoutTLSUsesTheSystemRoots: protocol h2 without a TLS config is
+// still TLS, verified against the system's roots: a self-signed instance
+// is not trusted, and never gets the request.
+func TestH2WithoutTLSUsesTheSystemRoots(t *testing.T) {
+	dir := t.TempDir()
+	cert := tlstest.Valid(t, dir, "127.0.0.1")
+	in := newUpstreamInstance(t, "blue", "b1", H2, &cert, nil, nil)
+	p, prod := proxyWith(t, &Upstream{Protocol: H2}, Options{Hold: 50 * time.Millisecond}, in.inst)
+	if code, body := get(t, prod); code != http.StatusBadGateway {
+		t.Fatalf("%d %q, want 502", code, body)
+	}
+	if in.hits.Load() != 0 || p.Failed(route.Prod) != 1 {
+		t.Errorf("hits %d, failed %d: want 0 and 1", in.hits.Load(), p.Failed(route.Prod))
+	}
+}
