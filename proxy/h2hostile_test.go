@@ -192,6 +192,7 @@ func TestHostileHTTP2Instances(t *testing.T) {
 			}
 		}, http.StatusBadGateway},
 		{"never answers", func(*http2.Framer, uint32) {}, http.StatusGatewayTimeout},
+		{"takes no body (window shut)", func(*http2.Framer, uint32) {}, http.StatusGatewayTimeout},
 		{"data beyond the window", func(fr *http2.Framer, id uint32) {
 			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(":status", "200"), EndHeaders: true})
 			chunk := make([]byte, 16<<10)
@@ -207,13 +208,19 @@ func TestHostileHTTP2Instances(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			bad := newRawH2(t, "blue", c.onStream)
 			p := New(Options{ResponseHeaderTimeout: 500 * time.Millisecond, InstanceReadTimeout: 500 * time.Millisecond,
+				InstanceWriteTimeout: 500 * time.Millisecond, RequestBuffer: -1,
 				Upstreams: map[string]*Upstream{"blue": {Protocol: H2C}}})
 			p.Apply(table(1, []*route.Instance{bad.inst}, []*route.Instance{green.inst}))
 			prod, stage := serve(t, p)
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
-				resp, err := http.Get(prod + "/")
+				var body io.Reader
+				if strings.HasPrefix(c.name, "takes no body") {
+					body = io.LimitReader(zeros{}, 1<<20) // beyond any window the instance never opens
+				}
+				req, _ := http.NewRequest(http.MethodPost, prod+"/", body)
+				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					return // cut off: also a failure of this request alone
 				}

@@ -161,8 +161,12 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 			// goroutine while this one may be writing the answer.
 			r.Body.Read(nil)
 		}
-		x.body = &streamBody{g: rq.body, r: r}
+		x.body = &streamBody{g: rq.body, r: r, stall: rq.o.InstanceWriteTimeout}
 		out.Body = x.body
+	}
+	var writeLate atomic.Bool
+	if x.body != nil {
+		x.body.onStall = func() { writeLate.Store(true); cancel() }
 	}
 	// The response head is due within ResponseHeaderTimeout of the
 	// request's end, as over HTTP/1.1: the time a client takes to send a
@@ -198,6 +202,8 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 		switch {
 		case headLate.Load():
 			ae = &attemptError{kind: failTimeout, err: fmt.Errorf("no response head within %s", rq.o.ResponseHeaderTimeout)}
+		case writeLate.Load():
+			ae = &attemptError{kind: failTimeout, err: fmt.Errorf("took no more of the request body within %s", rq.o.InstanceWriteTimeout)}
 		case ctx.Err() != nil:
 			ae.kind = failClosed
 		case errors.As(err, new(*h1.BodyError)):
@@ -383,6 +389,12 @@ type streamBody struct {
 	// body's end is read; eofAt is when (Unix ns), 0 before.
 	onEOF func()
 	eofAt atomic.Int64
+	// stall bounds how long the transport may take to come back for
+	// more once it has a piece: past it, the instance is taking no more
+	// of the body (its flow-control window stays shut) and onStall runs.
+	stall   time.Duration
+	onStall func()
+	wd      *time.Timer
 
 	mu      sync.Mutex
 	closed  bool
@@ -397,6 +409,9 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	}
 	done := make(chan struct{})
 	b.reading = done
+	if b.wd != nil {
+		b.wd.Stop() // the transport came back for more: the instance took the last piece
+	}
 	b.mu.Unlock()
 	n, err := b.g.Read(p)
 	if err == io.EOF && b.eofAt.Load() == 0 {
@@ -408,6 +423,13 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	b.mu.Lock()
 	b.reading = nil
 	close(done)
+	if n > 0 && err == nil && b.stall > 0 && !b.closed {
+		if b.wd == nil {
+			b.wd = time.AfterFunc(b.stall, b.onStall)
+		} else {
+			b.wd.Reset(b.stall)
+		}
+	}
 	b.mu.Unlock()
 	return n, err
 }
@@ -445,6 +467,9 @@ func (h *headTimer) stop() bool {
 func (b *streamBody) Close() error {
 	b.mu.Lock()
 	b.closed = true
+	if b.wd != nil {
+		b.wd.Stop()
+	}
 	b.mu.Unlock()
 	return nil
 }
@@ -457,6 +482,9 @@ func (b *streamBody) finish() {
 	b.mu.Lock()
 	b.closed = true
 	done := b.reading
+	if b.wd != nil {
+		b.wd.Stop()
+	}
 	b.mu.Unlock()
 	if done == nil {
 		return
