@@ -239,3 +239,45 @@ func TestGRPCProbeAgainstBrokenInstances(t *testing.T) {
 		})
 	}
 }
+
+// TestProbeOfSilentTLSInstance: an instance that accepts and never
+// answers the handshake fails L6TOUT within the timeout, over HTTP/1.1
+// and HTTP/2.
+func TestProbeOfSilentTLSInstance(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var held []net.Conn
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	c := New(Config{}, func(Target, bool, Check) {})
+	t.Cleanup(c.Close)
+	for _, proto := range []string{"http1", "h2"} {
+		cfg := Config{Type: TypeHTTP, Path: "/", Timeout: 300 * time.Millisecond,
+			Transports: map[string]Transport{"blue": {Protocol: proto, TLS: &tls.Config{ServerName: "app.internal"}}}}
+		if ck := try(c, cfg, "blue", ln.Addr().String()); ck.Code != L6TOUT {
+			t.Errorf("%s: %s, want L6TOUT", proto, ck)
+		}
+	}
+}
