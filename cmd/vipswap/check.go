@@ -61,6 +61,14 @@ func checkConfig(w io.Writer, path string) error {
 		if s.Run != nil {
 			n, kind = s.Run.Replicas, "managed instances"
 		}
+		switch {
+		case s.Protocol == config.ProtocolH2:
+			kind += ", HTTP/2 over TLS"
+		case s.Protocol == config.ProtocolH2C:
+			kind += ", h2c"
+		case s.TLS != nil:
+			kind += ", HTTPS"
+		}
 		slots = append(slots, fmt.Sprintf("%s (%d %s)", name, n, kind))
 	}
 	fmt.Fprintf(w, "%s: valid\n  listeners: prod %s, stage %s; admin %s\n  slots: %s\n  state: %s\n",

@@ -62,8 +62,9 @@ func TestCheckRefusesBadSlotTLS(t *testing.T) {
 		}
 		return path
 	}
-	if err := checkConfig(io.Discard, write("{ca: ca.example.crt, server_name: app.internal, cert: client.example.crt, key: client.example.key}")); err != nil {
-		t.Fatalf("good files: %v", err)
+	var out strings.Builder
+	if err := checkConfig(&out, write("{ca: ca.example.crt, server_name: app.internal, cert: client.example.crt, key: client.example.key}")); err != nil || !strings.Contains(out.String(), "blue (1 instances, HTTPS)") {
+		t.Fatalf("good files: %v\n%s", err, out.String())
 	}
 	for _, c := range []struct{ tls, want string }{
 		{"{ca: missing.crt}", "slots.blue.tls.ca: stat "},
