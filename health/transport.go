@@ -153,7 +153,7 @@ func (c *Checker) probeH2(ctx context.Context, cfg Config, tr Transport, t Targe
 	req.Header.Set("User-Agent", "vipswap-health")
 	resp, err := cc.RoundTrip(req)
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || sockerr.Timeout(err) {
 			return done(L7TOUT, fmt.Sprintf("no answer within %s", cfg.Timeout))
 		}
 		return done(L7RSP, err.Error())
@@ -172,7 +172,7 @@ func (c *Checker) probeH2(ctx context.Context, cfg Config, tr Transport, t Targe
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	if err != nil {
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || sockerr.Timeout(err) {
 			return done(L7TOUT, fmt.Sprintf("no answer within %s", cfg.Timeout))
 		}
 		return done(L7RSP, err.Error())
