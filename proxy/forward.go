@@ -130,6 +130,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange,
 		// A reused connection the instance had let go says nothing about
 		// the instance: try it again on a new connection.
 		rq.fresh = ae.deadPooledConn()
+		rq.freshFor = inst
 		if !rq.fresh {
 			rq.tried = append(rq.tried, inst)
 		}

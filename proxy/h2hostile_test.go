@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -410,9 +411,13 @@ func TestUpstreamChangesUnderLoad(t *testing.T) {
 	if byProto[1].Load() == 0 || byProto[2].Load() == 0 {
 		t.Errorf("HTTP/1.1 requests %d, HTTP/2 %d: want both", byProto[1].Load(), byProto[2].Load())
 	}
-	for _, in := range []*upstreamInstance{blue, green} {
-		if n := in.inst.InFlight(route.Prod); n != 0 {
-			t.Errorf("%s: %d in flight after the load", in.name, n)
+	// A handler ends a moment after its client has the whole answer.
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		for _, in := range []*upstreamInstance{blue, green} {
+			if n := in.inst.InFlight(route.Prod); n != 0 {
+				return fmt.Errorf("%s: %d in flight after the load", in.name, n)
+			}
 		}
-	}
+		return nil
+	})
 }

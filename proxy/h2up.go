@@ -143,7 +143,9 @@ func (pl *pool) dialH2(ctx context.Context, timeout time.Duration) (*http2.Clien
 func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, inst *route.Instance, up *Upstream) (*http.Response, exchange, error) {
 	rq.sent, rq.head = time.Time{}, time.Time{}
 	pl := p.poolFor(inst, up)
-	cc, reused, err := pl.h2conn(ctx, rq.fresh, rq.o.ConnectTimeout)
+	// A new connection only to the instance whose pooled one was dead: any
+	// other's may carry the stream.
+	cc, reused, err := pl.h2conn(ctx, rq.fresh && rq.freshFor == inst, rq.o.ConnectTimeout)
 	if err != nil {
 		if sockerr.LocalShortage(err) {
 			return nil, nil, &attemptError{kind: failLocal, err: err}

@@ -29,20 +29,21 @@ type request struct {
 	uri       string     // the request target for the instance: path and query
 	tried     []*route.Instance
 	triedBuf  [4]*route.Instance
-	holdUntil time.Time  // zero until the request first holds
-	noHold    bool       // the last instance answered badly or late: fail rather than hold
-	fresh     bool       // the next attempt dials a new connection
-	lastErr   error      // that instance's failure, when noHold
-	body      *bodyGuard // nil when the request has no body
-	buffered  buffered   // the body, when read whole before forwarding
-	slowRead  bool       // the client took long to take the answer
-	status    int        // the instance's answer
-	cutOff    bool       // the instance's response broke off
-	grpc      int        // the grpc-status the instance answered, or -1
-	how       choice     // how slot was chosen
-	named     string     // the pinned or routed slot's name
-	cookie    string     // the slot a valid affinity cookie named, if any
-	setCookie string     // the slot to write in the affinity cookie, if it changes
+	holdUntil time.Time       // zero until the request first holds
+	noHold    bool            // the last instance answered badly or late: fail rather than hold
+	fresh     bool            // the next attempt dials a new connection
+	freshFor  *route.Instance // the instance whose pooled connection was found dead
+	lastErr   error           // that instance's failure, when noHold
+	body      *bodyGuard      // nil when the request has no body
+	buffered  buffered        // the body, when read whole before forwarding
+	slowRead  bool            // the client took long to take the answer
+	status    int             // the instance's answer
+	cutOff    bool            // the instance's response broke off
+	grpc      int             // the grpc-status the instance answered, or -1
+	how       choice          // how slot was chosen
+	named     string          // the pinned or routed slot's name
+	cookie    string          // the slot a valid affinity cookie named, if any
+	setCookie string          // the slot to write in the affinity cookie, if it changes
 
 	// What the instances' latency is measured from: the request was
 	// written whole to the last instance tried (sent), its response head
