@@ -110,7 +110,8 @@ func (c *Checker) probe(ctx context.Context, tr Transport, t Target, path string
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
 	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if tr.TLS != nil {
 		tc, err := dialTLS(ctx, conn, tr.TLS, t, "http/1.1")

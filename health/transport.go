@@ -115,7 +115,8 @@ func (c *Checker) probeH2(ctx context.Context, cfg Config, tr Transport, t Targe
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
 	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	raw := conn // the variable conn becomes the TLS connection below
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	scheme := "http"
 	if tr.TLS == nil && tr.Protocol == "h2" {
