@@ -497,3 +497,24 @@ func TestH2WithoutTLSUsesTheSystemRoots(t *testing.T) {
 		t.Errorf("hits %d, failed %d: want 0 and 1", in.hits.Load(), p.Failed(route.Prod))
 	}
 }
+
+// TestTLSSlotWhoseInstanceSpeaksCleartext: an instance that answers the
+// ClientHello in cleartext HTTP (a slot given tls by mistake) fails the
+// handshake: the request goes to the instance that speaks TLS, and none
+// fails.
+func TestTLSSlotWhoseInstanceSpeaksCleartext(t *testing.T) {
+	dir := t.TempDir()
+	cert := tlstest.Valid(t, dir, "app.internal")
+	plain := newInstance(t, "blue", "plain", nil)
+	good := newUpstreamInstance(t, "blue", "good", HTTP1, &cert, nil, nil)
+	p, prod := proxyWith(t, &Upstream{Protocol: HTTP1, TLS: &tls.Config{RootCAs: cert.Pool(), ServerName: "app.internal"}, Fingerprint: "i"},
+		Options{}, plain.inst, good.inst)
+	for range 6 {
+		if code, body := get(t, prod); code != 200 || body != "good" {
+			t.Fatalf("%d %q, want the TLS instance's answer", code, body)
+		}
+	}
+	if plain.hits.Load() != 0 || p.Failed(route.Prod) != 0 {
+		t.Errorf("the cleartext instance served %d, %d failed: want 0 and 0", plain.hits.Load(), p.Failed(route.Prod))
+	}
+}
