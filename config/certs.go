@@ -1,9 +1,12 @@
 package config
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -125,4 +128,79 @@ func readBounded(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return buf, nil
+}
+
+// UpstreamTLS is a slot's TLS towards its instances, read from its files.
+type UpstreamTLS struct {
+	// Config verifies the instances (its RootCAs, nil for the system's;
+	// ServerName, "" for each instance's host) and presents the client
+	// certificate, if any. NextProtos is left for the data plane to set.
+	Config *tls.Config
+	// Fingerprint identifies the settings and the files' contents: two
+	// loads with the same fingerprint give the same TLS, so connections
+	// made with one may serve the other.
+	Fingerprint string
+}
+
+// LoadUpstreamTLS reads a slot's TLS files (key names the slot in errors,
+// such as slots.blue): the CA bundle must hold at least one certificate,
+// the client certificate must match its key and be valid now. It returns
+// nil for a slot without TLS that does not need it (protocol http1 or
+// h2c); protocol h2 without a tls block gets the system's roots.
+func LoadUpstreamTLS(key string, s Slot) (*UpstreamTLS, error) {
+	t := s.TLS
+	if t == nil {
+		if s.Protocol != ProtocolH2 {
+			return nil, nil
+		}
+		t = &SlotTLS{}
+	}
+	conf := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", s.Protocol, t.ServerName)
+	if t.CA != "" {
+		pemData, err := readBounded(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("%s.tls.ca: %w", key, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemData) {
+			return nil, fmt.Errorf("%s.tls.ca: %s holds no PEM certificate", key, t.CA)
+		}
+		conf.RootCAs = pool
+		h.Write(pemData)
+	}
+	h.Write([]byte{0})
+	switch {
+	case t.Cert != "" && t.Key != "":
+		certs, err := LoadCertificates(key, &ListenerTLS{Certs: []CertFiles{{Cert: t.Cert, Key: t.Key}}})
+		if err != nil {
+			// LoadCertificates names its entry .tls.certs[0]: this is .tls.
+			return nil, errors.New(strings.Replace(err.Error(), key+".tls.certs[0]", key+".tls", 1))
+		}
+		conf.Certificates = certs
+		for _, c := range certs[0].Certificate {
+			h.Write(c)
+		}
+	case t.Cert != "" || t.Key != "":
+		return nil, fmt.Errorf("%s.tls: want both cert (the client certificate) and key (its private key), or neither", key)
+	}
+	return &UpstreamTLS{Config: conf, Fingerprint: hex.EncodeToString(h.Sum(nil)[:12])}, nil
+}
+
+// LoadUpstreams reads every slot's TLS files (LoadUpstreamTLS), by slot
+// name; slots without TLS are missing. The first error, in the file's
+// slot order, is returned.
+func LoadUpstreams(c *Config) (map[string]*UpstreamTLS, error) {
+	out := map[string]*UpstreamTLS{}
+	for _, name := range c.SlotOrder {
+		u, err := LoadUpstreamTLS("slots."+name, c.Slots[name])
+		if err != nil {
+			return nil, err
+		}
+		if u != nil {
+			out[name] = u
+		}
+	}
+	return out, nil
 }

@@ -285,7 +285,17 @@ type Health struct {
 	Rise int `yaml:"rise"`
 	// Fall is how many consecutive failures make it unhealthy. Default 2.
 	Fall int `yaml:"fall"`
+	// Type is http (a GET of Path, the default) or grpc (the
+	// grpc.health.v1 Health/Check call with the slot's name as the
+	// service, over the slot's protocol, which must then be h2c or h2).
+	Type string `yaml:"type"`
 }
+
+// Health check types.
+const (
+	HealthHTTP = "http"
+	HealthGRPC = "grpc"
+)
 
 // Proxy tunes the data plane.
 type Proxy struct {
@@ -389,6 +399,15 @@ type Slot struct {
 	// connection (a pooled one would name an earlier client). A reload
 	// may change it.
 	ProxyProtocol string `yaml:"proxy_protocol"`
+	// Protocol is how vipswap speaks to the slot's instances: http1
+	// (HTTP/1.1, the default), h2c (HTTP/2 over cleartext, with prior
+	// knowledge) or h2 (HTTP/2 over TLS). A reload may change it.
+	Protocol string `yaml:"protocol"`
+	// TLS, when set, makes vipswap reach the instances over TLS (HTTPS/1.1
+	// with protocol http1; protocol h2 always uses TLS, verified against
+	// the system's roots when TLS is absent). Its files are re-read by a
+	// reload.
+	TLS *SlotTLS `yaml:"tls"`
 }
 
 // ProxyProtocolVersion returns 1 or 2 for ProxyProtocol v1 or v2, else 0.
@@ -400,6 +419,27 @@ func (s Slot) ProxyProtocolVersion() int {
 		return 2
 	}
 	return 0
+}
+
+// Slot protocols.
+const (
+	ProtocolHTTP1 = "http1"
+	ProtocolH2C   = "h2c"
+	ProtocolH2    = "h2"
+)
+
+// SlotTLS is how vipswap reaches a slot's instances over TLS.
+type SlotTLS struct {
+	// CA is a PEM bundle of the certificate authorities the instances'
+	// certificates must chain to. Empty means the system's roots.
+	CA string `yaml:"ca"`
+	// ServerName is the name the instances' certificates must carry, sent
+	// as SNI. Empty means the host of each instance's address.
+	ServerName string `yaml:"server_name"`
+	// Cert and Key, when set, are the client certificate vipswap presents
+	// (mutual TLS): both or neither.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // Run describes instances vipswap starts as child processes.
@@ -548,6 +588,7 @@ func Default() *Config {
 			Timeout:  time.Second,
 			Rise:     2,
 			Fall:     2,
+			Type:     HealthHTTP,
 		},
 		Proxy: Proxy{
 			Attempts:          3,

@@ -49,6 +49,12 @@ func Load(path string) (*Config, error) {
 			}
 		}
 	}
+	for name, s := range c.Slots {
+		if t := s.TLS; t != nil {
+			t.CA, t.Cert, t.Key = resolve(dir, t.CA), resolve(dir, t.Cert), resolve(dir, t.Key)
+			c.Slots[name] = s
+		}
+	}
 	if h := c.HAProxy; h != nil && (strings.HasPrefix(h.Socket, ".") || !strings.Contains(h.Socket, ":")) {
 		h.Socket = resolve(dir, h.Socket)
 	}

@@ -98,6 +98,12 @@ func (c *Config) Compare(next *Config) Diff {
 		if had && has && old.ProxyProtocol != cur.ProxyProtocol {
 			d.Changes = append(d.Changes, fmt.Sprintf("%s.proxy_protocol: %s → %s", key, show(old.ProxyProtocol), show(cur.ProxyProtocol)))
 		}
+		if had && has && old.Protocol != cur.Protocol {
+			d.Changes = append(d.Changes, fmt.Sprintf("%s.protocol: %s → %s", key, show(old.Protocol), show(cur.Protocol)))
+		}
+		if had && has && !reflect.DeepEqual(old.TLS, cur.TLS) {
+			d.Changes = append(d.Changes, key+".tls: changed")
+		}
 	}
 	return d
 }

@@ -39,8 +39,11 @@ func (c *Config) applyDefaults() {
 	for name, s := range c.Slots {
 		if s.Run != nil {
 			s.Run.applyDefaults()
-			c.Slots[name] = s
 		}
+		if s.Protocol == "" {
+			s.Protocol = ProtocolHTTP1
+		}
+		c.Slots[name] = s
 	}
 }
 
@@ -91,6 +94,9 @@ func (c *Config) Validate() error {
 	v.positive("health.timeout", h.Timeout)
 	v.atLeastOne("health.rise", h.Rise)
 	v.atLeastOne("health.fall", h.Fall)
+	if h.Type != HealthHTTP && h.Type != HealthGRPC {
+		v.fail("health.type", fmt.Sprintf("want http or grpc, got %q", h.Type))
+	}
 	p := c.Proxy
 	v.atLeastOne("proxy.attempts", p.Attempts)
 	v.atLeastOne("proxy.max_holding", p.MaxHolding)
@@ -347,6 +353,25 @@ func (v *validator) slot(name string, s Slot) {
 	default:
 		v.fail(key+".proxy_protocol", fmt.Sprintf("want off, v1 or v2, got %q", s.ProxyProtocol))
 	}
+	switch s.Protocol {
+	case ProtocolHTTP1, ProtocolH2C, ProtocolH2, "":
+	default:
+		v.fail(key+".protocol", fmt.Sprintf("want http1, h2c or h2, got %q", s.Protocol))
+	}
+	if t := s.TLS; t != nil {
+		if s.Protocol == ProtocolH2C {
+			v.fail(key+".tls", "protocol h2c is cleartext: use protocol h2 for HTTP/2 over TLS")
+		}
+		if (t.Cert == "") != (t.Key == "") {
+			v.fail(key+".tls", "want both cert (the client certificate) and key (its private key), or neither")
+		}
+	}
+	if s.ProxyProtocolVersion() != 0 && (s.TLS != nil || s.Protocol == ProtocolH2C || s.Protocol == ProtocolH2) {
+		v.fail(key+".proxy_protocol", "a PROXY header is sent to cleartext HTTP/1.1 instances only (protocol http1, no tls)")
+	}
+	if v.c.Health.Type == HealthGRPC && s.Protocol != ProtocolH2C && s.Protocol != ProtocolH2 {
+		v.fail(key+".protocol", fmt.Sprintf("health.type grpc needs protocol h2c or h2 (gRPC is HTTP/2), got %s", show(s.Protocol)))
+	}
 }
 
 func (v *validator) plan(key string, p RolloutPlan) {
@@ -430,6 +455,14 @@ func (v *validator) haproxy(h *HAProxy) {
 		}
 		if b == "" || strings.ContainsAny(b, " \t\n;/") {
 			v.fail("haproxy.backends."+slot, fmt.Sprintf("want a backend name, got %q", b))
+		}
+	}
+	// The driver adds servers as plain HTTP/1.1 ("add server BACKEND/NAME
+	// ADDR"): TLS or HTTP/2 towards the instances it does not set up.
+	for _, slot := range slices.Sorted(maps.Keys(v.c.Slots)) {
+		s := v.c.Slots[slot]
+		if s.Protocol != ProtocolHTTP1 && s.Protocol != "" || s.TLS != nil {
+			v.fail("slots."+slot, "protocol h2c or h2, or tls, is not supported with the HAProxy driver (it adds servers as cleartext HTTP/1.1): leave them out, or drop haproxy:")
 		}
 	}
 	// Each slot needs a backend of its own: two slots in one backend

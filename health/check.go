@@ -81,15 +81,19 @@ func (c *Checker) Try(ctx context.Context, cfg Config, t Target) Check {
 	if cfg.Probe != nil {
 		return cfg.Probe(ctx, t)
 	}
-	path := strings.ReplaceAll(cfg.Path, "{slot}", url.QueryEscape(t.Slot))
-	return c.probe(ctx, t, path, cfg.Timeout, cfg.ProxyProtocol[t.Slot])
+	return c.check(ctx, cfg, t)
 }
 
-// probe checks target once: GET path on a new connection, within the
-// timeout; the connection begins with a PROXY protocol header of version
-// pp (1 or 2; 0: none) that names no client (v1 UNKNOWN, v2 LOCAL), as
-// the specification has health checks do.
-func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time.Duration, pp int) Check {
+// replaceSlot replaces {slot} in path by slot, query-escaped.
+func replaceSlot(path, slot string) string {
+	return strings.ReplaceAll(path, "{slot}", url.QueryEscape(slot))
+}
+
+// probe checks target once: GET path on a new connection (over TLS when tr
+// says so), within the timeout. A cleartext connection begins with a PROXY
+// protocol header of version pp (1 or 2; 0: none) that names no client (v1
+// UNKNOWN, v2 LOCAL), as the specification has health checks do.
+func (c *Checker) probe(ctx context.Context, tr Transport, t Target, path string, timeout time.Duration, pp int) Check {
 	start := time.Now()
 	ck := Check{Time: start}
 	done := func(code, detail string) Check {
@@ -111,8 +115,17 @@ func (c *Checker) probe(ctx context.Context, t Target, path string, timeout time
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
 	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	raw := conn
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
+	if tr.TLS != nil {
+		tc, err := dialTLS(ctx, conn, tr.TLS, t, "http/1.1")
+		if err != nil {
+			return done(tlsFailure(err, timeout))
+		}
+		defer tc.Close()
+		conn = tc
+	}
 	var head []byte
 	switch pp {
 	case 1:

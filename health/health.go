@@ -15,8 +15,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"net/url"
-	"strings"
 	"sync"
 	"time"
 )
@@ -43,6 +41,12 @@ type Config struct {
 	Rise int
 	// Fall is how many consecutive failures make it unhealthy.
 	Fall int
+	// Type is TypeHTTP (a GET of Path; empty means it) or TypeGRPC (the
+	// grpc.health.v1 check of the slot's service).
+	Type string
+	// Transports says, by slot, how its instances are reached (protocol,
+	// TLS); a slot missing here is reached over HTTP/1.1 in cleartext.
+	Transports map[string]Transport
 	// Probe, if set, checks a target instead of an HTTP GET of Path: a
 	// data plane that checks instances itself (HAProxy) reports its view
 	// through it. Rise and Fall apply to its answers as to probes.
@@ -227,13 +231,12 @@ func (c *Checker) loop(ctx context.Context, t Target, st *target) {
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
 	for {
-		path := strings.ReplaceAll(cfg.Path, "{slot}", url.QueryEscape(t.Slot))
 		var ck Check
 		began := time.Now()
 		if cfg.Probe != nil {
 			ck = cfg.Probe(ctx, t)
 		} else {
-			ck = c.probe(ctx, t, path, cfg.Timeout, cfg.ProxyProtocol[t.Slot])
+			ck = c.check(ctx, cfg, t)
 		}
 		if ctx.Err() != nil {
 			return // a probe cut short by Remove or Close says nothing

@@ -46,6 +46,9 @@ var (
 	instanceResponseDesc = prometheus.NewDesc("vipswap_instance_response_seconds",
 		"The instances' time to their response's last byte: their latency plus the time spent waiting on them for the body, not on the client to take it.",
 		[]string{"listener", "slot"}, nil)
+	grpcDesc = prometheus.NewDesc("vipswap_grpc_responses_total",
+		"The instances' gRPC answers by grpc-status (shown once a code was seen); UNKNOWN, INTERNAL, UNAVAILABLE and DATA_LOSS count as errors, as a 5xx does.",
+		[]string{"listener", "slot", "code"}, nil)
 	clientErrorsDesc = prometheus.NewDesc("vipswap_client_errors_total",
 		"Requests vipswap answered with a 4xx for the client's own mistake (an unknown, empty or repeated pin, a body too large or too slow, a malformed request); never counted as failed.",
 		[]string{"listener", "slot"}, nil)
@@ -146,7 +149,7 @@ var (
 
 // Describe implements prometheus.Collector.
 func (m *Collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, instanceLatencyDesc, instanceResponseDesc, clientErrorsDesc, steeredDesc, failedDesc, retriesDesc, inFlightDesc,
+	for _, d := range []*prometheus.Desc{requestsDesc, durationDesc, instanceLatencyDesc, instanceResponseDesc, clientErrorsDesc, grpcDesc, steeredDesc, failedDesc, retriesDesc, inFlightDesc,
 		connectionsDesc, reclaimedDesc, refusedDesc, redirectsDesc, floodedDesc,
 		healthyDesc, drainedDesc, activeDesc, weightDesc, changesDesc, storeErrorsDesc, storeUpDesc, notAppliedDesc, drivesDesc, revisionDesc,
 		instanceRequestsDesc, instanceErrorsDesc, lastCheckDesc, checksDesc, checkDurationDesc, restartsDesc,
@@ -180,6 +183,11 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 				ch <- prometheus.MustNewConstHistogram(h.desc, count, h.h.Sum.Seconds(), buckets, ln, slot)
 			}
 			ch <- prometheus.MustNewConstMetric(clientErrorsDesc, prometheus.CounterValue, float64(c.ClientErrors), ln, slot)
+			for code, n := range c.GRPC {
+				if n > 0 {
+					ch <- prometheus.MustNewConstMetric(grpcDesc, prometheus.CounterValue, float64(n), ln, slot, strconv.Itoa(code))
+				}
+			}
 			ch <- prometheus.MustNewConstMetric(steeredDesc, prometheus.CounterValue, float64(c.Steered.Requests), ln, slot)
 			ch <- prometheus.MustNewConstMetric(failedDesc, prometheus.CounterValue, float64(c.Failed), ln, slot)
 			ch <- prometheus.MustNewConstMetric(retriesDesc, prometheus.CounterValue, float64(c.Retries), ln, slot)

@@ -39,10 +39,33 @@ func slotsOf(cfg *config.Config, groups map[string]*launch.Group) []control.Slot
 
 // healthConfig returns the probe settings of cfg.
 // probe, when set, replaces vipswap's probes (HAProxy's check results).
-func healthConfig(cfg *config.Config, log *slog.Logger, probe func(context.Context, health.Target) health.Check) health.Config {
+// ups are the slots' TLS (config.LoadUpstreams).
+func healthConfig(cfg *config.Config, ups map[string]*config.UpstreamTLS, log *slog.Logger, probe func(context.Context, health.Target) health.Check) health.Config {
 	h := cfg.Health
+	tr := map[string]health.Transport{}
+	for name, s := range cfg.Slots {
+		t := health.Transport{Protocol: s.Protocol}
+		if u := ups[name]; u != nil {
+			t.TLS = u.Config
+		}
+		tr[name] = t
+	}
 	return health.Config{Path: h.Path, Interval: h.Interval, Timeout: h.Timeout, Rise: h.Rise, Fall: h.Fall, Logger: log, Probe: probe,
-		ProxyProtocol: sendProxyProtocol(cfg)}
+		Type: h.Type, Transports: tr, ProxyProtocol: sendProxyProtocol(cfg)}
+}
+
+// upstreamsOf returns how the proxy reaches each slot's instances: its
+// protocol and TLS (ups, from config.LoadUpstreams).
+func upstreamsOf(cfg *config.Config, ups map[string]*config.UpstreamTLS) map[string]*proxy.Upstream {
+	out := map[string]*proxy.Upstream{}
+	for name, s := range cfg.Slots {
+		u := &proxy.Upstream{Protocol: proxy.Protocol(s.Protocol)}
+		if t := ups[name]; t != nil {
+			u.TLS, u.Fingerprint = t.Config, t.Fingerprint
+		}
+		out[name] = u
+	}
+	return out
 }
 
 // analysisConfig returns the rollout analysis of cfg.
@@ -102,7 +125,7 @@ func sendProxyProtocol(cfg *config.Config) map[string]int {
 // proxyOptions returns the data plane's options from the configuration,
 // with the connection limits shared out of the descriptors vipswap may
 // open unless the configuration sets them.
-func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.Instance)) proxy.Options {
+func proxyOptions(cfg *config.Config, ups map[string]*config.UpstreamTLS, log *slog.Logger, onRefused func(*route.Instance)) proxy.Options {
 	p := cfg.Proxy
 	budget := proxy.BudgetFor(proxy.DescriptorLimit())
 	maxConns := p.MaxConnections
@@ -147,6 +170,7 @@ func proxyOptions(cfg *config.Config, log *slog.Logger, onRefused func(*route.In
 			H2PingTimeout:          p.HTTP2.PingTimeout,
 		},
 		OnRefused:         onRefused,
+		Upstreams:         upstreamsOf(cfg, ups),
 		AccessLog:         accessLog(cfg.Log, log),
 		SendProxyProtocol: sendProxyProtocol(cfg),
 		Logger:            log,

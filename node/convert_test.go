@@ -20,7 +20,7 @@ func TestPerClientCapOption(t *testing.T) {
 	} {
 		cfg := config.Default()
 		cfg.Proxy.MaxConnections, cfg.Proxy.MaxConnectionsPerClient = c.maxConns, c.perClient
-		o := proxyOptions(cfg, log, nil)
+		o := proxyOptions(cfg, nil, log, nil)
 		if o.MaxConns != c.maxConns || o.MaxConnsPerClient != c.want {
 			t.Errorf("max_connections %d, max_connections_per_client %d: got %d and %d, want %d per client",
 				c.maxConns, c.perClient, o.MaxConns, o.MaxConnsPerClient, c.want)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
@@ -30,6 +31,8 @@ type reloading struct {
 	tlsConf [2]*tls.Config
 	// adminConf is the admin API's, re-read (nil for cleartext).
 	adminConf *tls.Config
+	// upstreams are the slots' TLS to their instances, re-read.
+	upstreams map[string]*config.UpstreamTLS
 }
 
 // unchanged is the error of a reload that changes nothing, saying why.
@@ -64,7 +67,7 @@ func (n *node) reload(ctx context.Context, req wire.ChangeRequest) (wire.Change,
 		return wire.Change{Operation: "reload"}, n.ctrl.RefuseReload(ctx, req, next.changes, unchanged(err))
 	}
 	res, err := n.ctrl.Reload(ctx, control.Reload{
-		Slots: slotsOf(next.cfg, groups), Health: healthConfig(next.cfg, n.log, n.probe), Measure: measureConfig(next.cfg),
+		Slots: slotsOf(next.cfg, groups), Health: healthConfig(next.cfg, next.upstreams, n.log, n.probe), Measure: measureConfig(next.cfg),
 		Analysis: analysisConfig(next.cfg), Plans: plansOf(next.cfg), Routes: routesOf(next.cfg), AffinityKey: next.affinityKey,
 		Changes: next.changes, Request: req,
 	})
@@ -126,6 +129,15 @@ func (n *node) read(ctx context.Context, req wire.ChangeRequest) (*reloading, er
 		next.adminConf = listenerTLS(certs, false)
 		if !sameCertificates(n.adminCerts.Load().Certificates, certs) {
 			next.changes = append(next.changes, fmt.Sprintf("admin.tls: certificates re-read (%s)", describeCertificates(certs)))
+		}
+	}
+	if next.upstreams, err = config.LoadUpstreams(cfg); err != nil {
+		return nil, n.ctrl.RefuseReload(ctx, req, diff.Changes, unchanged(err))
+	}
+	for _, name := range cfg.SlotOrder {
+		cur, now := n.upstreams[name], next.upstreams[name]
+		if cur != nil && now != nil && cur.Fingerprint != now.Fingerprint && reflect.DeepEqual(n.cfg.Slots[name].TLS, cfg.Slots[name].TLS) {
+			next.changes = append(next.changes, fmt.Sprintf("slots.%s.tls: files re-read (changed)", name))
 		}
 	}
 	if !n.tokens.Same(next.tokens) {
@@ -192,6 +204,7 @@ func (n *node) startGroups(cfg *config.Config) (groups, started map[string]*laun
 func (n *node) commit(next *reloading, groups map[string]*launch.Group) {
 	stopping := n.sup.replaceAll(groups)
 	n.cfg = next.cfg
+	n.upstreams = next.upstreams
 	n.tokens.Set(next.tokens)
 	for i, conf := range next.tlsConf {
 		if conf != nil {
@@ -202,7 +215,7 @@ func (n *node) commit(next *reloading, groups map[string]*launch.Group) {
 		n.adminCerts.Store(next.adminConf)
 	}
 	n.logs.set(next.cfg.Log)
-	n.px.Reconfigure(proxyOptions(next.cfg, n.log, n.onRefused))
+	n.px.Reconfigure(proxyOptions(next.cfg, next.upstreams, n.log, n.onRefused))
 	for _, g := range stopping {
 		g.Close()
 	}

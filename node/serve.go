@@ -62,9 +62,12 @@ type node struct {
 	onRefused                func(*route.Instance)                             // the proxy's, kept across reloads
 	probe                    func(context.Context, health.Target) health.Check // HAProxy's view, when it is the health in use
 
-	mu     sync.Mutex // serialises reloads; guards cfg
-	cfg    *config.Config
-	tokens *api.TokenSet // the admin API's, re-read by every reload
+	mu  sync.Mutex // serialises reloads; guards cfg and upstreams
+	cfg *config.Config
+	// upstreams are the slots' TLS to their instances, by slot (read at
+	// start, re-read by every reload).
+	upstreams map[string]*config.UpstreamTLS
+	tokens    *api.TokenSet // the admin API's, re-read by every reload
 }
 
 // newNode returns the node setup describes, logging to log (on logs),
@@ -237,6 +240,10 @@ func (n *node) bind() error {
 	if certs[route.Stage], err = load("listeners.stage", n.initial.Listeners.Stage); err != nil {
 		return err
 	}
+	// The slots' TLS to their instances too.
+	if n.upstreams, err = config.LoadUpstreams(n.initial); err != nil {
+		return err
+	}
 	var adminCerts []tls.Certificate
 	if t := n.initial.Admin.TLS; t != nil {
 		if adminCerts, err = config.LoadCertificates("admin", t); err != nil {
@@ -369,7 +376,7 @@ func (n *node) lead() (string, func() bool) {
 // configured; counts sums their counters.
 func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts) {
 	n.onRefused = func(i *route.Instance) { n.ctrl.InstanceRefused(i) }
-	opts := proxyOptions(n.initial, n.log, n.onRefused)
+	opts := proxyOptions(n.initial, n.upstreams, n.log, n.onRefused)
 	opts.RedirectPort = n.redirectPorts()
 	n.px = proxy.New(opts)
 	planes, counts = []control.DataPlane{n.px}, n.px.Counters
@@ -418,7 +425,7 @@ func (n *node) startController(ctx context.Context) error {
 		LocalCopy:    n.st.localCopy(),
 		Node:         name,
 		Leading:      leading,
-		Health:       healthConfig(cfg, n.log, n.probe),
+		Health:       healthConfig(cfg, n.upstreams, n.log, n.probe),
 		Planes:       planes,
 		Listeners:    [2]string{own["listeners.prod"], own["listeners.stage"]},
 		Certificates: n.certificateStatus,

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"syscall"
 	"unsafe"
 )
@@ -22,9 +23,14 @@ func (c *upstreamConn) alive() bool {
 	if c.fd < 0 {
 		return true
 	}
+	tc, _ := c.Conn.(*tls.Conn)
 	if c.fd == 0 {
 		c.fd = -1
-		sc, ok := c.Conn.(syscall.Conn)
+		raw := c.Conn
+		if tc != nil {
+			raw = tc.NetConn()
+		}
+		sc, ok := raw.(syscall.Conn)
 		if !ok {
 			return true
 		}
@@ -41,5 +47,9 @@ func (c *upstreamConn) alive() bool {
 	var b [1]byte
 	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, uintptr(c.fd), uintptr(unsafe.Pointer(&b[0])), 1,
 		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	return errno == syscall.EAGAIN || errno == syscall.EWOULDBLOCK
+	if errno != syscall.EAGAIN && errno != syscall.EWOULDBLOCK {
+		return false
+	}
+	// A TLS connection may hold what the socket no longer does.
+	return tc == nil || !c.tlsBuffered(tc)
 }

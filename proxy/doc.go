@@ -26,7 +26,11 @@
 // goroutine over a pooled keep-alive connection, so it knows exactly how
 // far an attempt got, which decides whether it may be retried elsewhere
 // (see failure in forward.go). Responses are read by h1.ReadResponse, which
-// bounds the head and frames the body strictly.
+// bounds the head and frames the body strictly. A slot may be reached
+// over TLS (HTTPS/1.1, the same client over a tls.Conn) or over HTTP/2
+// (h2c, h2: x/net's http2.ClientConn, whose RoundTrip vipswap calls
+// itself so that no attempt is retried but by its rule), as
+// Options.Upstreams says (tlsup.go, h2up.go).
 //
 // Before anything routes a request, its path is made canonical once
 // (route.CleanPath: dot segments removed, // merged, escapes of unreserved

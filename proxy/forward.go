@@ -42,6 +42,12 @@ const (
 	failInvalid
 	// failTimeout: the instance did not answer within the timeout.
 	failTimeout
+	// failRefused: the instance refused the HTTP/2 stream unprocessed
+	// (REFUSED_STREAM, or a GOAWAY below it). It may go anywhere.
+	failRefused
+	// failReset: the instance reset the HTTP/2 stream after taking it:
+	// it may have acted on it, and chose not to answer. Never retried.
+	failReset
 	// failClient: the client's request body could not be read. The
 	// client's fault: it gets a 400 or 408 and nothing is counted against
 	// the slot.
@@ -64,7 +70,7 @@ func (e *attemptError) Unwrap() error { return e.err }
 // a new connection to the same instance, where it counts.
 func (e *attemptError) counts() bool {
 	switch e.kind {
-	case failDial, failLocal, failStale:
+	case failDial, failLocal, failStale, failRefused:
 		return false
 	case failWrite, failClosed:
 		return !e.reused
@@ -82,7 +88,7 @@ func (e *attemptError) deadPooledConn() bool {
 // is safe. On success it returns the response, the connection it arrived on
 // (whose watch the caller must stop) and the instance, with the request
 // counted in flight on it.
-func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstreamConn, *route.Instance, error) {
+func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange, *route.Instance, error) {
 	ctx := r.Context()
 	var lastErr error
 	attempts := 0
@@ -98,7 +104,13 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 			p.stats(rq.slot)[rq.l].retries.Add(1)
 		}
 		inst.Begin(rq.l)
-		resp, c, err := p.attempt(ctx, r, rq, inst)
+		var resp *http.Response
+		var c exchange
+		if up := rq.o.upstream(inst.Slot); up.h2() {
+			resp, c, err = p.attemptH2(ctx, r, rq, inst, up)
+		} else {
+			resp, c, err = p.attempt(ctx, r, rq, inst, up)
+		}
 		if err == nil {
 			attempts++
 			if attempts >= rq.o.Attempts || !drainingAnswer(r, resp, rq) {
@@ -118,6 +130,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 		// A reused connection the instance had let go says nothing about
 		// the instance: try it again on a new connection.
 		rq.fresh = ae.deadPooledConn()
+		rq.freshFor = inst
 		if !rq.fresh {
 			rq.tried = append(rq.tried, inst)
 		}
@@ -153,12 +166,12 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, *upstream
 // attempt sends r to inst once and reads the response head. On success the
 // connection's watch is running: cancelling ctx (the client went away)
 // interrupts its I/O.
-func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance) (*http.Response, *upstreamConn, error) {
+func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance, up *Upstream) (*http.Response, exchange, error) {
 	rq.sent, rq.head = time.Time{}, time.Time{} // this attempt's
 	began := time.Now()
 	pp := rq.o.SendProxyProtocol[inst.Slot] // a connection of its own, never pooled
 	rq.proxied = pp != 0
-	c, err := p.conn(ctx, inst, rq.fresh || rq.proxied, rq.o.ConnectTimeout)
+	c, err := p.conn(ctx, inst, up, rq.fresh || rq.proxied, rq.o.ConnectTimeout)
 	if err != nil {
 		if sockerr.LocalShortage(err) {
 			return nil, nil, &attemptError{kind: failLocal, err: err}
@@ -169,7 +182,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		c.bw.Write(proxyHeader(pp, r.RemoteAddr, c.RemoteAddr())) // goes with the request
 	}
 	c.watch(ctx)
-	fail := func(kind failure, err error) (*http.Response, *upstreamConn, error) {
+	fail := func(kind failure, err error) (*http.Response, exchange, error) {
 		c.stopWatch()
 		c.Close()
 		return nil, nil, &attemptError{kind: kind, err: err, reused: c.reused}
@@ -199,6 +212,9 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 			// client for the body: its timeout, the client's slowness.
 			return fail(failClient, errSlowBody)
 		}
+		if !c.reused && tlsRefused(err) {
+			return fail(failDial, &handshakeError{err: err})
+		}
 		return fail(failWrite, err)
 	}
 	rq.sent = time.Now()
@@ -213,6 +229,10 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		return fail(failInvalid, err)
 	case rq.body != nil && waitingOnClient(rq.body.waited, time.Since(began)):
 		return fail(failClient, errSlowBody) // as above: it gave up waiting for the body
+	case !c.reused && tlsRefused(err):
+		// TLS 1.3: the instance refused the handshake (our certificate)
+		// after vipswap's side had completed it; it read no request.
+		return fail(failDial, &handshakeError{err: err})
 	default:
 		return fail(failClosed, fmt.Errorf("closed the connection without answering: %w", err))
 	}
@@ -253,9 +273,9 @@ const earlyAnswerWait = time.Second
 // method is idempotent.
 func retryable(r *http.Request, rq *request, ae *attemptError) bool {
 	switch {
-	case ae.kind == failClient, ae.kind == failLocal, !rq.body.untouched():
+	case ae.kind == failClient, ae.kind == failLocal, ae.kind == failReset, !rq.body.untouched():
 		return false
-	case ae.kind == failDial, ae.kind == failStale, ae.kind == failWrite:
+	case ae.kind == failDial, ae.kind == failStale, ae.kind == failWrite, ae.kind == failRefused:
 		return true
 	}
 	return idempotent(r.Method)

@@ -29,20 +29,22 @@ type request struct {
 	uri       string     // the request target for the instance: path and query
 	tried     []*route.Instance
 	triedBuf  [4]*route.Instance
-	holdUntil time.Time  // zero until the request first holds
-	noHold    bool       // the last instance answered badly or late: fail rather than hold
-	fresh     bool       // the next attempt dials a new connection
-	proxied   bool       // the last attempt's connection began with a PROXY header: never pooled
-	lastErr   error      // that instance's failure, when noHold
-	body      *bodyGuard // nil when the request has no body
-	buffered  buffered   // the body, when read whole before forwarding
-	slowRead  bool       // the client took long to take the answer
-	status    int        // the instance's answer
-	cutOff    bool       // the instance's response broke off
-	how       choice     // how slot was chosen
-	named     string     // the pinned or routed slot's name
-	cookie    string     // the slot a valid affinity cookie named, if any
-	setCookie string     // the slot to write in the affinity cookie, if it changes
+	holdUntil time.Time       // zero until the request first holds
+	noHold    bool            // the last instance answered badly or late: fail rather than hold
+	fresh     bool            // the next attempt dials a new connection
+	freshFor  *route.Instance // the instance whose pooled connection was found dead
+	proxied   bool            // the last attempt's connection began with a PROXY header: never pooled
+	lastErr   error           // that instance's failure, when noHold
+	body      *bodyGuard      // nil when the request has no body
+	buffered  buffered        // the body, when read whole before forwarding
+	slowRead  bool            // the client took long to take the answer
+	status    int             // the instance's answer
+	cutOff    bool            // the instance's response broke off
+	grpc      int             // the grpc-status the instance answered, or -1
+	how       choice          // how slot was chosen
+	named     string          // the pinned or routed slot's name
+	cookie    string          // the slot a valid affinity cookie named, if any
+	setCookie string          // the slot to write in the affinity cookie, if it changes
 
 	// What the instances' latency is measured from: the request was
 	// written whole to the last instance tried (sent), its response head
@@ -66,7 +68,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	rq := &request{l: h.l, table: h.p.table.Load(), o: o, start: start}
+	rq := &request{l: h.l, table: h.p.table.Load(), o: o, start: start, grpc: -1}
 	rq.tried = rq.triedBuf[:0]
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		rq.body = &bodyGuard{rc: r.Body}
@@ -102,7 +104,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer h.done(r, rq, inst, start)
 	defer inst.End(h.l)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
-		h.p.tunnel(w, resp, c)
+		h.p.tunnel(w, resp, c.(*upstreamConn))
 		return
 	}
 	h.respond(w, r, resp, c, rq, start)
@@ -114,7 +116,7 @@ func (h *handler) done(r *http.Request, rq *request, inst *route.Instance, start
 	if rq.status == 0 {
 		return // respond answered it itself, and counted it
 	}
-	if rq.status >= 500 {
+	if rq.status >= 500 || route.GRPCServerFault(rq.grpc) {
 		inst.CountError(h.l)
 	}
 	var failure error
@@ -134,7 +136,7 @@ var errCutOff = errors.New("response cut off by the instance")
 // access log samples it.
 func (h *handler) count(r *http.Request, rq *request, status int, instance string, attempts int, start time.Time, failure error) {
 	now := time.Now()
-	o := outcome{status: status, total: now.Sub(start), path: -1}
+	o := outcome{status: status, total: now.Sub(start), path: -1, grpc: -1}
 	// The instances' latency: from the request written whole to the
 	// response head; for an answer of vipswap's own, the time it spent
 	// trying instances since (or since the request began, if none took
@@ -148,6 +150,9 @@ func (h *handler) count(r *http.Request, rq *request, status int, instance strin
 		o.latency = rq.head.Sub(from)
 		o.response = o.latency + rq.bodyWait
 		o.instance = rq.status == status // the instance's answer, not one of vipswap's
+		if o.instance {
+			o.grpc = rq.grpc
+		}
 	default:
 		o.latency = now.Sub(from)
 		o.response = o.latency
@@ -197,6 +202,20 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err 
 		panic(http.ErrAbortHandler)
 	}
 	status, reason := h.failure(rq, err)
+	if status >= 500 && isGRPC(r.Header) {
+		// A gRPC client reads the outcome of its call in grpc-status: it
+		// gets UNAVAILABLE, the status a gRPC client may retry, in a
+		// trailers-only answer. Counted as the failure it is, by the HTTP
+		// status it stands for.
+		hd := w.Header()
+		hd.Set("Content-Type", "application/grpc")
+		hd.Set("Grpc-Status", "14")
+		hd.Set("Grpc-Message", grpcMessage("vipswap: "+reason))
+		hd.Set("Content-Length", "0")
+		w.WriteHeader(http.StatusOK)
+		h.count(r, rq, status, "", len(rq.tried), start, err)
+		return
+	}
 	if status < 500 {
 		w.Header().Set("Connection", "close")
 	}
@@ -240,6 +259,8 @@ func (h *handler) failure(rq *request, err error) (int, string) {
 		return http.StatusGatewayTimeout, slot + " did not answer in time"
 	case ae.kind == failInvalid:
 		return http.StatusBadGateway, slot + " answered with an invalid response"
+	case ae.kind == failReset:
+		return http.StatusBadGateway, slot + " reset the request without answering"
 	}
 	return http.StatusBadGateway, fmt.Sprintf("no instance of %s answered (%d tried)", slot, len(rq.tried))
 }

@@ -459,7 +459,7 @@ func TestRepeatsOnlyWhatIsSafe(t *testing.T) {
 	}
 	// Wait until the pooled connection may be reused.
 	vstest.WaitFor(t, 5*time.Second, func() error {
-		pl := p.poolFor(inst)
+		pl := p.poolFor(inst, nil)
 		pl.mu.Lock()
 		defer pl.mu.Unlock()
 		if len(pl.idle) == 0 || time.Since(pl.idle[0].idleSince) < reuseQuiet {

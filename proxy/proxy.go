@@ -106,6 +106,12 @@ type Options struct {
 	// header (a tester's pin): it goes there whatever the weights and
 	// routes; a name that is no slot is answered 400.
 	PinHeader string
+	// Upstreams says, by slot name, how the slot's instances are reached:
+	// HTTP/1.1 (over TLS or not), or HTTP/2 (h2c, or h2 over TLS). A slot
+	// missing here is reached over HTTP/1.1 in cleartext. Reconfigure
+	// changes it for the next requests; connections made under settings
+	// that changed close once their requests are done.
+	Upstreams map[string]*Upstream
 	// OnRefused, if set, is called when an instance refuses a connection,
 	// so health can take it out at once. It is not called when vipswap
 	// itself could not open a socket. It is called on the request path and
@@ -167,9 +173,15 @@ func setDefault[T int | time.Duration](v *T, def T) {
 // Proxy is the built-in data plane. Create it with New, publish tables with
 // Apply, accept traffic with Serve and stop with Shutdown.
 type Proxy struct {
-	opts     atomic.Pointer[Options] // replaced whole by Reconfigure
-	table    atomic.Pointer[route.Table]
-	pools    sync.Map     // *route.Instance -> *pool
+	opts    atomic.Pointer[Options] // replaced whole by Reconfigure
+	table   atomic.Pointer[route.Table]
+	pools   sync.Map // *route.Instance -> *pool: cleartext HTTP/1.1
+	upPools sync.Map // poolKey -> *pool: TLS and HTTP/2
+	// closing counts the HTTP/2 connections closing gracefully; closeAll
+	// ends their wait (Shutdown).
+	closing  sync.WaitGroup
+	closeCtx context.Context
+	closeAll context.CancelFunc
 	idle     atomic.Int64 // idle connections in all pools
 	handlers [len(route.Listeners)]*handler
 	holding  atomic.Int64
@@ -202,6 +214,7 @@ func New(opts Options) *Proxy {
 		via: fmt.Sprintf("1.1 vipswap-%08x", rand.Uint32()),
 	}
 	p.opts.Store(&opts)
+	p.closeCtx, p.closeAll = context.WithCancel(context.Background())
 	p.table.Store(route.Build(route.Spec{}))
 	p.statsTable.Store(&statsTable{})
 	p.retired.Store(&retiredTable{})
@@ -221,11 +234,11 @@ func (p *Proxy) Apply(t *route.Table) error {
 	if old := p.table.Swap(t); old != nil && old != t {
 		old.Retire()
 	}
-	p.pools.Range(func(k, v any) bool {
-		if !t.IsMember(k.(*route.Instance)) {
-			p.pools.Delete(k)
-			v.(*pool).close()
+	p.rangePools(func(inst *route.Instance, _ string, pl *pool) bool {
+		if t.IsMember(inst) {
+			return false
 		}
+		pl.close(p, false)
 		return true
 	})
 	p.pruneStats(t)
@@ -274,6 +287,15 @@ func (p *Proxy) Reconfigure(opts Options) {
 	for _, srv := range p.servers {
 		srv.Tune(opts.serverLimits())
 	}
+	// Connections made under a slot's former protocol or TLS serve no
+	// new request: they close once theirs are done.
+	p.rangePools(func(inst *route.Instance, up string, pl *pool) bool {
+		if up == opts.upstream(inst.Slot).key() {
+			return false
+		}
+		pl.close(p, false)
+		return true
+	})
 }
 
 // Failed returns how many requests on l failed: vipswap answered them itself

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,7 +17,7 @@ import (
 // reused. A body cut off by the instance before anything reached the client
 // becomes a 502; after, it aborts the client's response too (and counts as
 // a failure). A client that goes away aborts the copy.
-func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Response, c *upstreamConn, rq *request, start time.Time) {
+func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Response, c exchange, rq *request, start time.Time) {
 	out := w.Header()
 	hasConnection := len(resp.Header["Connection"]) > 0
 	for k, vv := range resp.Header {
@@ -39,6 +40,11 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 			keys = append(keys, k)
 		}
 		out["Trailer"] = []string{strings.Join(keys, ", ")}
+	} else if isGRPC(resp.Header) && resp.ProtoMajor == 2 {
+		// gRPC's status comes in trailers an HTTP/2 instance need not
+		// announce; HTTP/1.1 sends only those announced.
+		out["Trailer"] = []string{"Grpc-Status, Grpc-Message, Grpc-Status-Details-Bin"}
+		delete(out, "Content-Length") // trailers need a body of unknown length
 	}
 	w.WriteHeader(resp.StatusCode)
 
@@ -65,7 +71,7 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 				c.Close()
 				panic(http.ErrAbortHandler) // the client went away
 			}
-			if rerr == nil && flusher != nil && c.br.Buffered() == 0 {
+			if rerr == nil && flusher != nil && !c.pending() {
 				flusher.Flush()
 			}
 		}
@@ -93,18 +99,29 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 			panic(http.ErrAbortHandler) // cut off by the instance: cut the client off too
 		}
 	}
-	for k, vv := range resp.Trailer {
-		out[k] = vv
+	// Trailers: those announced in the head by their names, the others
+	// (an HTTP/2 instance need not announce them: gRPC's grpc-status) with
+	// http.TrailerPrefix.
+	announced := out["Trailer"]
+	if isGRPC(resp.Header) {
+		rq.grpc = grpcStatus(resp)
 	}
-	// Reuse the connection unless the client's cancellation interrupted
-	// it, the exchange leaves doubt about where the instance's answers end
-	// (reuseAfter), or the instance sent more than the response (put
-	// checks that).
-	if !c.stopWatch() || !reuseAfter(r, resp, rq.o) || rq.proxied {
+	for k, vv := range resp.Trailer {
+		if hopHeaders[k] {
+			continue
+		}
+		if len(announced) > 0 && slices.Contains(strings.Split(announced[0], ", "), k) {
+			out[k] = vv
+		} else {
+			out[http.TrailerPrefix+k] = vv
+		}
+	}
+	if rq.proxied { // its PROXY header named this request's client
+		c.stopWatch()
 		c.Close()
 		return
 	}
-	c.pool.put(c)
+	c.release(r, resp, rq.o)
 }
 
 // reuseAfter reports whether an instance connection may carry another

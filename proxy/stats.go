@@ -87,6 +87,7 @@ type slotStats struct {
 	failed       atomic.Uint64
 	cutOff       atomic.Uint64
 	instance5xx  atomic.Uint64
+	grpc         [route.GRPCCodes]atomic.Uint64
 	clientErrors atomic.Uint64
 	judged       tally
 	judgedTime   histogram
@@ -105,6 +106,9 @@ type outcome struct {
 	instance                 bool // the status is the instance's
 	cutOff                   bool // the instance broke its response off
 	clientError              bool // vipswap answered it with a 4xx for the client's own mistake
+	// grpc is the gRPC status the instance answered (its grpc-status), or
+	// -1 for none.
+	grpc int
 	// judged: prod's weights (or a cookie vipswap issued) chose the slot;
 	// steered: a pin or a route did. Neither on stage.
 	judged, steered bool
@@ -125,14 +129,19 @@ func (s *slotStats) record(o *outcome) {
 	case o.failed:
 		s.failed.Add(1)
 	}
+	grpcFault := false
+	if o.instance && o.grpc >= 0 {
+		s.grpc[min(o.grpc, len(s.grpc)-1)].Add(1)
+		grpcFault = route.GRPCServerFault(o.grpc)
+	}
 	if o.cutOff {
 		s.cutOff.Add(1)
-	} else if o.instance && o.status >= 500 {
+	} else if o.instance && (o.status >= 500 || grpcFault) {
 		s.instance5xx.Add(1)
 	}
 	s.latency.record(o.latency)
 	s.response.record(o.response)
-	isError := o.status >= 500 || o.cutOff
+	isError := o.status >= 500 || o.cutOff || grpcFault
 	switch {
 	case o.steered:
 		s.steered.record(isError)
@@ -321,6 +330,9 @@ func (s *slotStats) load() route.Counts {
 	c.Failed = s.failed.Load()
 	c.CutOff = s.cutOff.Load()
 	c.InstanceErrors = s.instance5xx.Load()
+	for i := range c.GRPC {
+		c.GRPC[i] = s.grpc[i].Load()
+	}
 	c.ClientErrors = s.clientErrors.Load()
 	c.Judged.Tally = s.judged.load()
 	c.Judged.Latency = s.judgedTime.load()

@@ -1,12 +1,18 @@
+//lint:file-ignore SA1019 x/net/http2's ClientConn is one connection's RoundTrip without the Transport's own retries, which vipswap decides itself (docs/dependencies.md)
+
 package proxy
 
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/net/http2"
 
 	"github.com/vipswap/vipswap/route"
 )
@@ -53,10 +59,30 @@ type upstreamConn struct {
 	// cancelled is set when the client's request was cancelled: every
 	// deadline is then in the past, and a later deadline must not undo it.
 	cancelled atomic.Bool
-	// stopWatch stops the watch that interrupts the connection's I/O when
+	// unwatch stops the watch that interrupts the connection's I/O when
 	// the client's request is cancelled; false means it already fired and
 	// the connection cannot be reused.
-	stopWatch func() bool
+	unwatch func() bool
+}
+
+// stopWatch stops the watch (see unwatch); false means the client's
+// request was cancelled.
+func (c *upstreamConn) stopWatch() bool { return c.unwatch() }
+
+// pending reports whether more of the response is already buffered.
+func (c *upstreamConn) pending() bool { return c.br.Buffered() > 0 }
+
+// release ends the exchange once the response was passed on whole: the
+// connection goes back to the pool unless the client's cancellation
+// interrupted it, the exchange leaves doubt about where the instance's
+// answers end (reuseAfter), or the instance sent more than the response
+// (put checks that).
+func (c *upstreamConn) release(r *http.Request, resp *http.Response, o *Options) {
+	if !c.stopWatch() || !reuseAfter(r, resp, o) {
+		c.Close()
+		return
+	}
+	c.pool.put(c)
 }
 
 var longAgo = time.Unix(1, 0)
@@ -64,7 +90,7 @@ var longAgo = time.Unix(1, 0)
 // watch interrupts c's I/O when ctx is cancelled (the client went away).
 func (c *upstreamConn) watch(ctx context.Context) {
 	c.cancelled.Store(false)
-	c.stopWatch = context.AfterFunc(ctx, func() {
+	c.unwatch = context.AfterFunc(ctx, func() {
 		c.cancelled.Store(true)
 		c.Conn.SetDeadline(longAgo)
 	})
@@ -134,23 +160,71 @@ func (c *upstreamConn) refresh(set func(time.Time) error, deadline int64, timeou
 func (c *upstreamConn) reusable() bool { return c.br.Buffered() == 0 }
 
 // pool holds one instance's idle connections, in the order they were put
-// back.
+// back, and its HTTP/2 connections, for one way of reaching it (an
+// Upstream's key: protocol and TLS).
 type pool struct {
-	mu     sync.Mutex // guards idle and closed
+	mu     sync.Mutex // guards idle, closed, h2 and dialing
 	idle   []*upstreamConn
 	closed bool
 	total  *atomic.Int64 // idle connections in every pool
 	max    int64         // bound on total
+
+	up   *Upstream   // how the instance is reached
+	tls  *tls.Config // up.TLS with the server name and ALPN set; nil for cleartext
+	addr string      // the instance's address
+
+	// HTTP/2 (protocol h2c and h2): the connections, each carrying
+	// many streams; dialing is the dial under way, if any.
+	h2t     *http2.Transport
+	h2      []*http2.ClientConn
+	dialing *h2dial
 }
 
-// poolFor returns inst's pool. Pools live as long as the proxy, like the
-// instances they serve.
-func (p *Proxy) poolFor(inst *route.Instance) *pool {
-	if v, ok := p.pools.Load(inst); ok {
+// poolKey names a pool: an instance, and how it is reached.
+type poolKey struct {
+	inst *route.Instance
+	up   string // Upstream.key
+}
+
+// poolFor returns the pool of inst reached as up says (nil: HTTP/1.1 in
+// cleartext). Pools live until their instance leaves the routing table
+// (Apply) or the way to reach it changes (Reconfigure).
+//
+// Cleartext HTTP/1.1 pools are keyed by the instance alone (pools): the
+// request path boxes no key for them.
+func (p *Proxy) poolFor(inst *route.Instance, up *Upstream) *pool {
+	var k any = inst
+	m := &p.pools
+	if key := up.key(); key != "" {
+		k, m = poolKey{inst: inst, up: key}, &p.upPools
+	}
+	if v, ok := m.Load(k); ok {
 		return v.(*pool)
 	}
-	v, _ := p.pools.LoadOrStore(inst, &pool{total: &p.idle, max: int64(p.opts.Load().MaxIdleConns)})
+	pl := &pool{total: &p.idle, max: int64(p.opts.Load().MaxIdleConns), up: up, addr: inst.Addr}
+	if up != nil {
+		pl.init(p.opts.Load())
+	}
+	v, _ := m.LoadOrStore(k, pl)
 	return v.(*pool)
+}
+
+// rangePools calls f with every pool, its instance and how it reaches
+// it (Upstream.key), and deletes those for which f returns true.
+func (p *Proxy) rangePools(f func(inst *route.Instance, up string, pl *pool) (drop bool)) {
+	p.pools.Range(func(k, v any) bool {
+		if f(k.(*route.Instance), "", v.(*pool)) {
+			p.pools.Delete(k)
+		}
+		return true
+	})
+	p.upPools.Range(func(k, v any) bool {
+		pk := k.(poolKey)
+		if f(pk.inst, pk.up, v.(*pool)) {
+			p.upPools.Delete(k)
+		}
+		return true
+	})
 }
 
 // conn returns a pooled connection to inst on which nothing arrived while it
@@ -158,8 +232,8 @@ func (p *Proxy) poolFor(inst *route.Instance) *pool {
 // sent unasked (a late 408, the rest of a body it should not have sent) or
 // its close makes a pooled connection unusable: it is closed and the next
 // one tried.
-func (p *Proxy) conn(ctx context.Context, inst *route.Instance, fresh bool, connectTimeout time.Duration) (*upstreamConn, error) {
-	pl := p.poolFor(inst)
+func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh bool, connectTimeout time.Duration) (*upstreamConn, error) {
+	pl := p.poolFor(inst, up)
 	for !fresh {
 		c := pl.take()
 		if c == nil {
@@ -172,8 +246,7 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, fresh bool, conn
 		c.reused = true
 		return c, nil
 	}
-	dialer := net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second}
-	nc, err := dialer.DialContext(ctx, "tcp", inst.Addr)
+	nc, err := pl.dial(ctx, connectTimeout)
 	if err != nil {
 		return nil, err
 	}
@@ -224,22 +297,43 @@ func (pl *pool) put(c *upstreamConn) {
 	pl.mu.Unlock()
 }
 
-// close closes every idle connection and refuses new ones.
-func (pl *pool) close() {
+// close closes every idle connection and refuses new ones. HTTP/2
+// connections close once their streams have ended (graceful); with
+// force, at once.
+func (pl *pool) close(p *Proxy, force bool) {
 	pl.mu.Lock()
-	idle := pl.idle
-	pl.idle, pl.closed = nil, true
+	idle, h2 := pl.idle, pl.h2
+	pl.idle, pl.h2, pl.closed = nil, nil, true
 	pl.total.Add(-int64(len(idle)))
 	pl.mu.Unlock()
 	for _, c := range idle {
 		c.Close()
 	}
+	for _, cc := range h2 {
+		if force {
+			cc.Close()
+			continue
+		}
+		p.closing.Go(func() {
+			// Shutdown waits for the streams in flight; the proxy's
+			// Shutdown closes what is left.
+			ctx, cancel := context.WithCancel(context.Background())
+			stop := context.AfterFunc(p.closeCtx, cancel)
+			defer stop()
+			defer cancel()
+			if cc.Shutdown(ctx) != nil {
+				cc.Close()
+			}
+		})
+	}
 }
 
-// closeIdle closes the idle connections of every pool.
+// closeIdle closes the connections of every pool.
 func (p *Proxy) closeIdle() {
-	p.pools.Range(func(_, v any) bool {
-		v.(*pool).close()
+	p.rangePools(func(_ *route.Instance, _ string, pl *pool) bool {
+		pl.close(p, true)
 		return true
 	})
+	p.closeAll()
+	p.closing.Wait()
 }

@@ -16,6 +16,24 @@ var LatencyBounds = [...]float64{
 // finer ones let an analysis tell 115 ms from 250 ms.
 var ExportBounds = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
 
+// GRPCCodes is how many gRPC status codes there are (OK 0 to
+// UNAUTHENTICATED 16).
+const GRPCCodes = 17
+
+// GRPCServerFault reports whether a gRPC status an instance answered is
+// the server's fault, counted as an error as a 5xx is: UNKNOWN (2),
+// INTERNAL (13), UNAVAILABLE (14) and DATA_LOSS (15). DEADLINE_EXCEEDED (4)
+// is not: the deadline is the client's (as a 408), and a slow instance
+// shows in the latency; nor are the codes a client's request earns
+// (INVALID_ARGUMENT, NOT_FOUND, UNIMPLEMENTED, ...).
+func GRPCServerFault(code int) bool {
+	switch code {
+	case 2, 13, 14, 15:
+		return true
+	}
+	return false
+}
+
 // NoSlot names the slot of requests that found no slot to route to.
 const NoSlot = "none"
 
@@ -193,8 +211,12 @@ type Counts struct {
 	// Failed, counted in Classes by the status the instance had sent).
 	CutOff uint64
 	// InstanceErrors counts the 5xx answers the instances sent (and that
-	// were not cut off): what clients received from the application.
+	// were not cut off), and their gRPC answers with a server-fault status
+	// (GRPCServerFault): what clients received from the application.
 	InstanceErrors uint64
+	// GRPC counts the instances' gRPC answers by grpc-status (0 to 16; a
+	// status beyond counts as UNKNOWN, 2).
+	GRPC [GRPCCodes]uint64
 	// ClientErrors counts the requests vipswap answered with a 4xx for the
 	// client's own mistake (an unknown or repeated pin, a body that broke
 	// off or came too slowly, a malformed request): counted in Classes[4],
@@ -241,6 +263,9 @@ func (c Counts) Sub(o Counts) Counts {
 	c.Failed -= o.Failed
 	c.CutOff -= o.CutOff
 	c.InstanceErrors -= o.InstanceErrors
+	for i := range c.GRPC {
+		c.GRPC[i] -= o.GRPC[i]
+	}
 	c.ClientErrors -= o.ClientErrors
 	c.Judged = c.Judged.sub(o.Judged)
 	c.Steered = c.Steered.sub(o.Steered)
@@ -259,6 +284,9 @@ func (c Counts) Add(o Counts) Counts {
 	c.Failed += o.Failed
 	c.CutOff += o.CutOff
 	c.InstanceErrors += o.InstanceErrors
+	for i := range c.GRPC {
+		c.GRPC[i] += o.GRPC[i]
+	}
 	c.ClientErrors += o.ClientErrors
 	c.Judged = c.Judged.add(o.Judged)
 	c.Steered = c.Steered.add(o.Steered)

@@ -150,7 +150,8 @@ type InstanceStatus struct {
 
 // Check is one health check's outcome, in HAProxy's terms.
 type Check struct {
-	// Code is L7OK, L7STS, L7RSP, L7TOUT, L4CON, L4TOUT, SOCKERR (vipswap
+	// Code is L7OK, L7STS, L7RSP, L7TOUT, L6RSP (TLS handshake failed),
+	// L6TOUT, L4CON, L4TOUT, SOCKERR (vipswap
 	// could not probe) or PASSIVE (the data plane saw a refused
 	// connection).
 	Code string `json:"code"`

@@ -58,6 +58,9 @@ func checkConfig(w io.Writer, path string) error {
 			return err
 		}
 	}
+	if _, err := config.LoadUpstreams(cfg); err != nil {
+		return err
+	}
 	var slots []string
 	for _, name := range cfg.SlotOrder {
 		s := cfg.Slots[name]
@@ -65,6 +68,14 @@ func checkConfig(w io.Writer, path string) error {
 		kind := "instances"
 		if s.Run != nil {
 			n, kind = s.Run.Replicas, "managed instances"
+		}
+		switch {
+		case s.Protocol == config.ProtocolH2:
+			kind += ", HTTP/2 over TLS"
+		case s.Protocol == config.ProtocolH2C:
+			kind += ", h2c"
+		case s.TLS != nil:
+			kind += ", HTTPS"
 		}
 		slots = append(slots, fmt.Sprintf("%s (%d %s)", name, n, kind))
 	}

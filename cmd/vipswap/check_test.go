@@ -83,3 +83,36 @@ slots:
 		}
 	}
 }
+
+// TestCheckRefusesBadSlotTLS: vipswap check reads a slot's TLS files (CA,
+// client certificate) as serve would, and names what it refuses on one
+// line.
+func TestCheckRefusesBadSlotTLS(t *testing.T) {
+	dir := t.TempDir()
+	tlstest.Valid(t, dir, "ca.example")
+	tlstest.Valid(t, dir, "client.example")
+	tlstest.Valid(t, dir, "other.example")
+	write := func(tls string) string {
+		path := filepath.Join(dir, "vipswap.yaml")
+		text := "slots:\n  blue:\n    instances: [127.0.0.1:9001]\n    tls: " + tls + "\n  green: {instances: [127.0.0.1:9002]}\n"
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	var out strings.Builder
+	if err := checkConfig(&out, write("{ca: ca.example.crt, server_name: app.internal, cert: client.example.crt, key: client.example.key}")); err != nil || !strings.Contains(out.String(), "blue (1 instances, HTTPS)") {
+		t.Fatalf("good files: %v\n%s", err, out.String())
+	}
+	for _, c := range []struct{ tls, want string }{
+		{"{ca: missing.crt}", "slots.blue.tls.ca: stat "},
+		{"{ca: client.example.key}", "holds no PEM certificate"},
+		{"{cert: client.example.crt, key: other.example.key}", "slots.blue.tls: "},
+		{"{cert: client.example.crt}", "slots.blue.tls: want both cert"},
+	} {
+		err := checkConfig(io.Discard, write(c.tls))
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%s: %v; want one line with %q", c.tls, err, c.want)
+		}
+	}
+}

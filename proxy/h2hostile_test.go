@@ -1,0 +1,423 @@
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/route"
+)
+
+// rawH2 is an h2c instance that speaks HTTP/2 frame by frame: on each
+// request's HEADERS it calls onStream, which writes what it likes.
+type rawH2 struct {
+	ln      net.Listener
+	inst    *route.Instance
+	streams atomic.Int64
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	conns   []net.Conn
+}
+
+func newRawH2(t *testing.T, slot string, onStream func(fr *http2.Framer, id uint32)) *rawH2 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &rawH2{ln: ln, inst: route.NewInstance(slot, ln.Addr().String())}
+	s.wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns = append(s.conns, c)
+			s.mu.Unlock()
+			s.wg.Go(func() { s.serve(c, onStream) })
+		}
+	})
+	t.Cleanup(func() {
+		ln.Close()
+		s.mu.Lock()
+		for _, c := range s.conns {
+			c.Close()
+		}
+		s.mu.Unlock()
+		s.wg.Wait()
+	})
+	return s
+}
+
+func (s *rawH2) serve(c net.Conn, onStream func(fr *http2.Framer, id uint32)) {
+	defer c.Close()
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c, preface); err != nil {
+		return
+	}
+	fr := http2.NewFramer(c, c)
+	fr.WriteSettings()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				fr.WritePing(true, f.Data)
+			}
+		case *http2.HeadersFrame:
+			s.streams.Add(1)
+			onStream(fr, f.StreamID)
+		}
+	}
+}
+
+// headerBlock encodes fields as HPACK.
+func headerBlock(fields ...string) []byte {
+	var buf bytes.Buffer
+	enc := hpack.NewEncoder(&buf)
+	for i := 0; i+1 < len(fields); i += 2 {
+		enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	}
+	return buf.Bytes()
+}
+
+// TestHTTP2RetriesOnlyWhatNeverReachedAnInstance: a request goes to
+// another instance when the first was dead (refused the connection), refused
+// the stream (REFUSED_STREAM) or was going away (GOAWAY below the stream):
+// none failed. A stream the instance reset after taking it fails, and goes
+// nowhere else, whatever its method.
+func TestHTTP2RetriesOnlyWhatNeverReachedAnInstance(t *testing.T) {
+	good := newUpstreamInstance(t, "blue", "good", H2C, nil, nil, func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		io.WriteString(w, "good "+string(b))
+	})
+	refusing := newRawH2(t, "blue", func(fr *http2.Framer, id uint32) { fr.WriteRSTStream(id, http2.ErrCodeRefusedStream) })
+	goingAway := newRawH2(t, "blue", func(fr *http2.Framer, id uint32) { fr.WriteGoAway(0, http2.ErrCodeNo, nil) })
+	resetting := newRawH2(t, "blue", func(fr *http2.Framer, id uint32) { fr.WriteRSTStream(id, http2.ErrCodeInternal) })
+	dead := route.NewInstance("blue", deadAddr(t))
+
+	for _, c := range []struct {
+		name string
+		bad  *route.Instance
+		rh   *rawH2
+	}{{"dead", dead, nil}, {"refused stream", refusing.inst, refusing}, {"goaway", goingAway.inst, goingAway}} {
+		t.Run(c.name, func(t *testing.T) {
+			p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, c.bad, good.inst)
+			for i := range 10 {
+				method := []string{http.MethodGet, http.MethodPost}[i%2]
+				req, _ := http.NewRequest(method, prod+"/x", strings.NewReader("body"))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(b) != "good body" {
+					t.Fatalf("%s: %d %q, want 200 from the good instance with the body", method, resp.StatusCode, b)
+				}
+			}
+			if f := p.Failed(route.Prod); f != 0 {
+				t.Errorf("%d failed, want 0", f)
+			}
+			if c.rh != nil && c.rh.streams.Load() == 0 {
+				t.Error("the bad instance was never tried")
+			}
+		})
+	}
+
+	t.Run("reset after taking it", func(t *testing.T) {
+		p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, resetting.inst)
+		goodBefore := good.hits.Load()
+		for _, method := range []string{http.MethodGet, http.MethodPost} {
+			req, _ := http.NewRequest(method, prod+"/x", strings.NewReader("body"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(string(b), "reset") {
+				t.Errorf("%s: %d %q, want 502 saying the slot reset it", method, resp.StatusCode, b)
+			}
+		}
+		if n := resetting.streams.Load(); n != 2 {
+			t.Errorf("the resetting instance got %d streams, want 2 (no retry)", n)
+		}
+		if good.hits.Load() != goodBefore {
+			t.Error("a reset request went to another instance")
+		}
+		if f := p.Failed(route.Prod); f != 2 {
+			t.Errorf("%d failed, want 2", f)
+		}
+	})
+}
+
+// TestHostileHTTP2Instances: an h2c instance that sends headers without
+// end (CONTINUATION after CONTINUATION), never answers, or sends more data
+// than its window allows fails its own request, and the green slot, on
+// stage, answers all along.
+func TestHostileHTTP2Instances(t *testing.T) {
+	big := strings.Repeat("a", 16<<10)
+	cases := []struct {
+		name     string
+		onStream func(fr *http2.Framer, id uint32)
+		want     int
+	}{
+		{"endless CONTINUATION", func(fr *http2.Framer, id uint32) {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(":status", "200")})
+			for i := 0; i < 1000; i++ {
+				if fr.WriteContinuation(id, false, headerBlock("x-junk", big)) != nil {
+					return
+				}
+			}
+		}, http.StatusBadGateway},
+		{"never answers", func(*http2.Framer, uint32) {}, http.StatusGatewayTimeout},
+		{"takes no body (window shut)", func(*http2.Framer, uint32) {}, http.StatusGatewayTimeout},
+		{"data beyond the window", func(fr *http2.Framer, id uint32) {
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: headerBlock(":status", "200"), EndHeaders: true})
+			chunk := make([]byte, 16<<10)
+			for i := 0; i < 1000; i++ { // 16 MiB, with a window of 64 KiB
+				if fr.WriteData(id, false, chunk) != nil {
+					return
+				}
+			}
+		}, http.StatusBadGateway},
+	}
+	green := newInstance(t, "green", "g1", nil)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			bad := newRawH2(t, "blue", c.onStream)
+			p := New(Options{ResponseHeaderTimeout: 500 * time.Millisecond, InstanceReadTimeout: 500 * time.Millisecond,
+				InstanceWriteTimeout: 500 * time.Millisecond, RequestBuffer: -1,
+				Upstreams: map[string]*Upstream{"blue": {Protocol: H2C}}})
+			p.Apply(table(1, []*route.Instance{bad.inst}, []*route.Instance{green.inst}))
+			prod, stage := serve(t, p)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				var body io.Reader
+				if strings.HasPrefix(c.name, "takes no body") {
+					body = io.LimitReader(zeros{}, 1<<20) // beyond any window the instance never opens
+				}
+				req, _ := http.NewRequest(http.MethodPost, prod+"/", body)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return // cut off: also a failure of this request alone
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != c.want && resp.StatusCode != 200 {
+					t.Errorf("the hostile instance's request: %d, want %d", resp.StatusCode, c.want)
+				}
+			}()
+			for range 5 {
+				if code, body := get(t, stage); code != 200 || body != "g1" {
+					t.Errorf("stage: %d %q while blue misbehaves", code, body)
+				}
+			}
+			<-done
+			if f := p.Failed(route.Prod); f != 1 {
+				t.Errorf("prod: %d failed, want 1", f)
+			}
+			if f := p.Failed(route.Stage); f != 0 {
+				t.Errorf("stage: %d failed, want 0", f)
+			}
+		})
+	}
+}
+
+// TestHTTP2InstanceClosingAtOnce: an instance that accepts HTTP/2
+// connections and closes them before any stream never got a request:
+// each goes to the good instance, and none retries it without end.
+func TestHTTP2InstanceClosingAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			c.Close()
+		}
+	})
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	good := newUpstreamInstance(t, "blue", "good", H2C, nil, nil, nil)
+	p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, route.NewInstance("blue", ln.Addr().String()), good.inst)
+	for range 10 {
+		req, _ := http.NewRequest(http.MethodPost, prod+"/", strings.NewReader("x"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "good" {
+			t.Fatalf("%d %q, want the good instance's answer", resp.StatusCode, b)
+		}
+	}
+	if f := p.Failed(route.Prod); f != 0 {
+		t.Errorf("%d failed", f)
+	}
+	if n := accepted.Load(); n > 20 {
+		t.Errorf("the closing instance was dialled %d times for 10 requests", n)
+	}
+}
+
+// TestHTTP2InstanceStoppingUnderLoad: concurrent clients, GET and POST,
+// while one of two h2c instances shuts down gracefully (GOAWAY) and then
+// refuses connections: no request fails, and the connections are shared
+// (one per instance while it lives).
+func TestHTTP2InstanceStoppingUnderLoad(t *testing.T) {
+	echoBody := func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}
+	a := newUpstreamInstance(t, "blue", "a", H2C, nil, nil, echoBody)
+	b := newUpstreamInstance(t, "blue", "b", H2C, nil, nil, echoBody)
+	p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, a.inst, b.inst)
+	const clients, each = 8, 30
+	var bad atomic.Int64
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for i := range each {
+				method := []string{http.MethodGet, http.MethodPost}[(c+i)%2]
+				body := strings.Repeat("x", i)
+				req, _ := http.NewRequest(method, prod+"/", strings.NewReader(body))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(got) != body {
+					bad.Add(1)
+				}
+				done.Add(1)
+			}
+		})
+	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if done.Load() < clients*each/4 {
+			return errors.New("load still starting")
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a.Config.Shutdown(ctx) // GOAWAY, then it refuses connections
+	a.Listener.Close()
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Errorf("%d requests failed", n)
+	}
+	if f := p.Failed(route.Prod); f != 0 {
+		t.Errorf("vipswap counted %d failed", f)
+	}
+	if n := b.conns.Load(); n != 1 {
+		t.Errorf("the instance that stayed got %d connections, want 1 (streams share it)", n)
+	}
+}
+
+// TestUpstreamChangesUnderLoad: under concurrent load, a slot's protocol
+// changes (h2c, http1, h2c: what a reload does) and the tables swap
+// between two slots: no request fails, and nothing stays in flight.
+func TestUpstreamChangesUnderLoad(t *testing.T) {
+	var byProto [3]atomic.Int64 // requests the instances got by HTTP major version
+	echoProto := func(w http.ResponseWriter, r *http.Request) {
+		byProto[r.ProtoMajor].Add(1)
+		b, _ := io.ReadAll(r.Body)
+		w.Write(b)
+	}
+	blue := newUpstreamInstance(t, "blue", "b", bothHTTP1AndH2C, nil, nil, echoProto)
+	green := newUpstreamInstance(t, "green", "g", bothHTTP1AndH2C, nil, nil, echoProto)
+	ups := func(proto Protocol) map[string]*Upstream {
+		return map[string]*Upstream{"blue": {Protocol: proto}, "green": {Protocol: proto}}
+	}
+	p := New(Options{Upstreams: ups(H2C)})
+	p.Apply(table(1, []*route.Instance{blue.inst}, []*route.Instance{green.inst}))
+	prod, _ := serve(t, p)
+	const clients, each = 6, 40
+	var bad, done atomic.Int64
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			for i := range each {
+				body := strings.Repeat("z", c+i)
+				req, _ := http.NewRequest(http.MethodPost, prod+"/", strings.NewReader(body))
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					bad.Add(1)
+					continue
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 || string(got) != body {
+					bad.Add(1)
+				}
+				done.Add(1)
+			}
+		})
+	}
+	step := func(n int64, change func()) {
+		vstest.WaitFor(t, 30*time.Second, func() error {
+			if done.Load() < n {
+				return errors.New("waiting for load")
+			}
+			return nil
+		})
+		change()
+	}
+	step(clients*each/6, func() { p.Reconfigure(Options{Upstreams: ups(HTTP1)}) })
+	step(clients*each/3, func() { p.Apply(table(2, []*route.Instance{green.inst}, []*route.Instance{blue.inst})) })
+	step(clients*each/2, func() { p.Reconfigure(Options{Upstreams: ups(H2C)}) })
+	step(2*clients*each/3, func() { p.Apply(table(3, []*route.Instance{blue.inst}, []*route.Instance{green.inst})) })
+	wg.Wait()
+	if n := bad.Load(); n != 0 {
+		t.Errorf("%d requests failed", n)
+	}
+	if f := p.Failed(route.Prod); f != 0 {
+		t.Errorf("vipswap counted %d failed", f)
+	}
+	if byProto[1].Load() == 0 || byProto[2].Load() == 0 {
+		t.Errorf("HTTP/1.1 requests %d, HTTP/2 %d: want both", byProto[1].Load(), byProto[2].Load())
+	}
+	// A handler ends a moment after its client has the whole answer.
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		for _, in := range []*upstreamInstance{blue, green} {
+			if n := in.inst.InFlight(route.Prod); n != 0 {
+				return fmt.Errorf("%s: %d in flight after the load", in.name, n)
+			}
+		}
+		return nil
+	})
+}
