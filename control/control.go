@@ -52,6 +52,9 @@ type Config struct {
 	// Certificates, if set, returns what a TLS listener serves now, for
 	// status (a reload may change it); none on a cleartext one.
 	Certificates func(route.Listener) []wire.CertificateStatus
+	// AdminCertificates, if set, returns what the admin API serves over
+	// TLS now, for status (nil for cleartext).
+	AdminCertificates func() []wire.CertificateStatus
 	// Counts, if set, returns what the data plane counted on a listener,
 	// per slot, since it started: switches are measured and canaries
 	// judged from it.

@@ -51,6 +51,9 @@ func (c *Controller) Status() wire.Status {
 		}
 		s.Listeners = append(s.Listeners, ls)
 	}
+	if c.cfg.AdminCertificates != nil {
+		s.AdminTLS = c.cfg.AdminCertificates()
+	}
 	for i, r := range routes {
 		origin := "config"
 		if fromAPI[i] {

@@ -77,7 +77,7 @@ var (
 		"HTTP/2 client connections closed for flooding the listener with frames that do no work, or a header block that does not end.",
 		[]string{"listener"}, nil)
 	certExpiryDesc = prometheus.NewDesc("vipswap_certificate_expiry_timestamp_seconds",
-		"When a certificate a TLS listener serves expires, in seconds since the Unix epoch; index 0 is the listener's default, name its first name.",
+		"When a certificate a TLS listener (or the admin API, listener \"admin\") serves expires, in seconds since the Unix epoch; index 0 is the listener's default, name its first name.",
 		[]string{"listener", "index", "name"}, nil)
 	inFlightDesc = prometheus.NewDesc("vipswap_in_flight_requests",
 		"Requests in flight on an instance.",
@@ -203,6 +203,13 @@ func (m *Collector) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(c.NotAfter.Unix()), ls.Name, strconv.Itoa(i), name)
 		}
+	}
+	for i, c := range st.AdminTLS {
+		name := ""
+		if len(c.Names) > 0 {
+			name = c.Names[0]
+		}
+		ch <- prometheus.MustNewConstMetric(certExpiryDesc, prometheus.GaugeValue, float64(c.NotAfter.Unix()), "admin", strconv.Itoa(i), name)
 	}
 	for _, s := range st.Slots {
 		ch <- prometheus.MustNewConstMetric(activeDesc, prometheus.GaugeValue, boolValue(s.Name == st.Active), s.Name)

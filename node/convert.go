@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"log/slog"
 	"slices"
 	"time"
@@ -229,6 +230,15 @@ func (n *node) certificateStatus(l route.Listener) []wire.CertificateStatus {
 	if conf == nil {
 		return nil
 	}
+	return append(describeForStatus(conf), n.acmeStatus(l)...)
+}
+
+// describeForStatus says which certificates conf serves: each one's names
+// (DNS names, then IP addresses, else its common name) and expiry.
+func describeForStatus(conf *tls.Config) []wire.CertificateStatus {
+	if conf == nil {
+		return nil
+	}
 	var out []wire.CertificateStatus
 	for _, c := range conf.Certificates {
 		if c.Leaf == nil {
@@ -243,5 +253,5 @@ func (n *node) certificateStatus(l route.Listener) []wire.CertificateStatus {
 		}
 		out = append(out, wire.CertificateStatus{Names: names, NotAfter: c.Leaf.NotAfter.UTC()})
 	}
-	return append(out, n.acmeStatus(l)...)
+	return out
 }

@@ -429,18 +429,24 @@ func (n *node) startController(ctx context.Context) error {
 		Planes:       planes,
 		Listeners:    [2]string{own["listeners.prod"], own["listeners.stage"]},
 		Certificates: n.certificateStatus,
-		Counts:       counts,
-		Failed:       n.px.Failed,
-		OnSlots:      n.sup.keepSlots,
-		Launcher:     n.sup,
-		Measure:      measureConfig(cfg),
-		Analysis:     analysisConfig(cfg),
-		AffinityKey:  n.affinityKey,
-		Plans:        plansOf(cfg),
-		Routes:       routesOf(cfg),
-		AllowRun:     cfg.Admin.AllowRun,
-		Own:          func(addr string) string { return config.Loops(addr, own) },
-		Logger:       n.log,
+		AdminCertificates: func() []wire.CertificateStatus {
+			if n.adminTLS == nil {
+				return nil
+			}
+			return describeForStatus(n.adminCerts.Load())
+		},
+		Counts:      counts,
+		Failed:      n.px.Failed,
+		OnSlots:     n.sup.keepSlots,
+		Launcher:    n.sup,
+		Measure:     measureConfig(cfg),
+		Analysis:    analysisConfig(cfg),
+		AffinityKey: n.affinityKey,
+		Plans:       plansOf(cfg),
+		Routes:      routesOf(cfg),
+		AllowRun:    cfg.Admin.AllowRun,
+		Own:         func(addr string) string { return config.Loops(addr, own) },
+		Logger:      n.log,
 	})
 	if err != nil {
 		return fmt.Errorf("%s: %w", n.st.where(cfg), err)

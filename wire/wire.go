@@ -42,6 +42,9 @@ type Status struct {
 	// DataPlanes are the load balancers outside vipswap it drives
 	// (HAProxy), and what each last applied.
 	DataPlanes []PlaneStatus `json:"dataplanes,omitempty"`
+	// AdminTLS lists the certificates the admin API serves over TLS
+	// (admin.tls), the default first; absent when it speaks cleartext.
+	AdminTLS []CertificateStatus `json:"admin_tls,omitempty"`
 }
 
 // RouteStatus is one version route: prod requests whose path starts with

@@ -33,8 +33,11 @@ func TestAdminOverTLS(t *testing.T) {
 	admin := "https://" + p.WaitLine(t, regexp.MustCompile(`msg=listening listener=admin addr=(\S+)`), 30*time.Second)[1]
 
 	t.Setenv("VIPSWAP_CA", cert.CertFile)
-	if code, out := runCmd(t, "status", "--admin", admin); code != 0 || !strings.Contains(out, "blue") {
-		t.Fatalf("status over https with $VIPSWAP_CA: %d %s", code, out)
+	if code, out := runCmd(t, "status", "--admin", admin); code != 0 || !strings.Contains(out, "blue") || !strings.Contains(out, "admin TLS: 127.0.0.1 until ") {
+		t.Fatalf("status over https with $VIPSWAP_CA: %d %s; want the admin API's certificate and its expiry shown", code, out)
+	}
+	if code, out := runCmd(t, "status", "--json", "--admin", admin); code != 0 || !regexp.MustCompile(`"admin_tls": \[\s*\{\s*"names": \[\s*"127.0.0.1"\s*\],\s*"not_after": "`).MatchString(out) {
+		t.Fatalf("status --json: %d %s; want admin_tls", code, out)
 	}
 	t.Setenv("VIPSWAP_CA", "")
 	if code, out := runCmd(t, "status", "--admin", admin); code == 0 || !strings.Contains(out, "certificate") {

@@ -165,6 +165,9 @@ func printStatus(w io.Writer, s wire.Status) {
 			fmt.Fprintf(w, "        TLS: %s\n", certificatesText(l.TLS, time.Now()))
 		}
 	}
+	if len(s.AdminTLS) > 0 {
+		fmt.Fprintf(w, "  admin TLS: %s\n", certificatesText(s.AdminTLS, time.Now()))
+	}
 	for _, r := range s.Routes {
 		match := r.PathPrefix + "*"
 		if r.Header != "" {

@@ -61,7 +61,8 @@ function renderStatus(s) {
       .map(([slot, w]) => slot + " " + (+w.toFixed(1)) + "%").join(", ");
     return el("div", { "data-listener": l.name }, el("b", {}, l.name), " " + l.addr + " → ", el("span", { class: "slot-name" }, l.slot),
       " (" + weights + ") · " + outcome(l.failed, l.instance_errors, l.client_errors) + certificates(l.tls));
-  }), ...(s.routes || []).map((r) => el("div", { "data-route": r.path_prefix }, el("b", {}, "route"),
+  }), ...(s.admin_tls ? [el("div", { "data-listener": "admin" }, el("b", {}, "admin"), certificates(s.admin_tls).replace(/^ · /, " "))] : []),
+  ...(s.routes || []).map((r) => el("div", { "data-route": r.path_prefix }, el("b", {}, "route"),
     " " + r.path_prefix + "*" + (r.header ? " with " + r.header + ": " + r.value : "") + " → ", el("span", { class: "slot-name" }, r.slot))));
 
   const slots = $("slots");
