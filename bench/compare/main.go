@@ -1,3 +1,7 @@
+//go:build linux
+
+// The benchmark reads /proc and runs on Linux only.
+
 // Command compare runs vipswap beside HAProxy, nginx and Caddy in front of
 // the same two backends, interleaving rounds, and prints a table per
 // scenario of requests/s, latency, ratios, errors, memory and CPU: cleartext
