@@ -91,13 +91,31 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
 // free ports only from the ephemeral range; the window is short.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedMu.Lock()
+	defer handedMu.Unlock()
+	// The kernel may give a port it just gave again once it is released:
+	// two addresses asked for in a row (a DNS server's and a listener's)
+	// must differ, so a port handed out once is not handed out again.
+	for range 100 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		if !handed[addr] {
+			handed[addr] = true
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
+	t.Fatal("no free port not handed out before in 100 tries")
+	return ""
 }
+
+var (
+	handedMu sync.Mutex
+	handed   = map[string]bool{} // addresses FreeAddr returned
+)
 
 // Need returns the path of program (looked up on PATH, then in
 // /usr/sbin), which Debian's package pkg installs. When it is missing the
