@@ -102,15 +102,9 @@ func (c *Checker) probe(ctx context.Context, tr Transport, t Target, path string
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := c.dial(ctx, "tcp", t.Addr)
-	switch {
-	case err == nil:
-	case sockerr.LocalShortage(err):
-		return done(SOCKERR, socketError(err))
-	case sockerr.Timeout(err) || errors.Is(err, context.DeadlineExceeded):
-		return done(L4TOUT, fmt.Sprintf("no connection within %s", timeout))
-	default:
-		return done(L4CON, socketError(err))
+	conn, code, detail := c.connect(ctx, t, timeout)
+	if conn == nil {
+		return done(code, detail)
 	}
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
@@ -158,6 +152,22 @@ func (c *Checker) probe(ctx context.Context, tr Transport, t Target, path string
 		return done(L7OK, http.StatusText(resp.StatusCode))
 	}
 	return done(L7STS, http.StatusText(resp.StatusCode))
+}
+
+// connect dials t within ctx; when it cannot, it returns the check's code
+// and detail instead: SOCKERR (out of descriptors or ports here), L4TOUT
+// (no connection within timeout) or L4CON (refused, unreachable).
+func (c *Checker) connect(ctx context.Context, t Target, timeout time.Duration) (net.Conn, string, string) {
+	conn, err := c.dial(ctx, "tcp", t.Addr)
+	switch {
+	case err == nil:
+		return conn, "", ""
+	case sockerr.LocalShortage(err):
+		return nil, SOCKERR, socketError(err)
+	case sockerr.Timeout(err) || errors.Is(err, context.DeadlineExceeded):
+		return nil, L4TOUT, fmt.Sprintf("no connection within %s", timeout)
+	}
+	return nil, L4CON, socketError(err)
 }
 
 // socketError returns the innermost description of a socket error:

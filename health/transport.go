@@ -102,15 +102,9 @@ func (c *Checker) probeH2(ctx context.Context, cfg Config, tr Transport, t Targe
 	}
 	ctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
 	defer cancel()
-	conn, err := c.dial(ctx, "tcp", t.Addr)
-	switch {
-	case err == nil:
-	case sockerr.LocalShortage(err):
-		return done(SOCKERR, socketError(err))
-	case sockerr.Timeout(err) || errors.Is(err, context.DeadlineExceeded):
-		return done(L4TOUT, fmt.Sprintf("no connection within %s", cfg.Timeout))
-	default:
-		return done(L4CON, socketError(err))
+	conn, code, detail := c.connect(ctx, t, cfg.Timeout)
+	if conn == nil {
+		return done(code, detail)
 	}
 	defer conn.Close()
 	deadline, _ := ctx.Deadline()
