@@ -1,0 +1,34 @@
+package client_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/vipswap/vipswap/client"
+)
+
+// TestCAFileIsBounded: VIPSWAP_CA naming what is not a small regular file
+// (a device that never ends such as /dev/zero, a directory, a file of
+// many MiB) fails the call at once in one line: the CLI read it whole,
+// and /dev/zero made it grow until the memory ran out.
+func TestCAFileIsBounded(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.pem")
+	if err := os.WriteFile(big, make([]byte, 2<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{dir, big}
+	if _, err := os.Stat("/dev/zero"); err == nil {
+		paths = append(paths, "/dev/zero")
+	}
+	for _, p := range paths {
+		c := client.New("https://127.0.0.1:1", client.WithCAFile(p))
+		_, err := c.Status(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "want a regular file of at most") || strings.Contains(err.Error(), "\n") {
+			t.Errorf("VIPSWAP_CA=%s: got %v, want one line saying it is no small regular file", p, err)
+		}
+	}
+}
