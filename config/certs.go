@@ -110,6 +110,13 @@ func encrypted(keyPEM []byte) bool {
 	}
 }
 
+// ReadBounded reads a small file named by the configuration (a
+// certificate, a key, a CA bundle, a password) as the listeners'
+// certificates are read: only a regular file of at most 1 MiB, so that a
+// path naming a FIFO or a device (/dev/zero) is refused in one line
+// instead of hanging or filling the memory.
+func ReadBounded(path string) ([]byte, error) { return readBounded(path) }
+
 // readBounded reads a file of at most maxCertFile bytes.
 func readBounded(path string) ([]byte, error) {
 	// Looked at before it is opened: opening a FIFO would wait for a
