@@ -1,0 +1,63 @@
+package acmecert
+
+import (
+	"context"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/certmagic"
+)
+
+// countingStorage counts the loads of the storage it wraps.
+type countingStorage struct {
+	certmagic.Storage
+	loads atomic.Int64
+}
+
+func (s *countingStorage) Load(ctx context.Context, key string) ([]byte, error) {
+	s.loads.Add(1)
+	return s.Storage.Load(ctx, key)
+}
+
+// TestHTTPChallengeLookupsAreBounded: anyone may ask for
+// /.well-known/acme-challenge/ with the Host of an acme name; with no
+// validation pending on this node, each such request looked in the
+// storage (etcd, in a cluster) for one another node started: a client
+// made a read of the cluster's store per request, as fast as it could
+// send them. A lookup that found none is now believed for a moment, and
+// one runs at a time per name: a thousand requests, a few at once, make a
+// handful of reads, and none is answered.
+func TestHTTPChallengeLookupsAreBounded(t *testing.T) {
+	st := &countingStorage{Storage: &certmagic.FileStorage{Path: t.TempDir()}}
+	m, err := New(Options{Listener: "listeners.prod", Email: "ops@example.com", CA: "https://127.0.0.1:1/directory",
+		Names: []string{"www.example.com"}, Storage: st, HTTPAddr: "127.0.0.1:80", TLSAddr: "127.0.0.1:443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answered atomic.Int64
+	var wg sync.WaitGroup
+	began := time.Now()
+	for range 4 {
+		wg.Go(func() {
+			for range 250 {
+				r := httptest.NewRequest("GET", "http://www.example.com/.well-known/acme-challenge/abcdefghijklmnop", nil)
+				if m.HandleHTTPChallenge(httptest.NewRecorder(), r) {
+					answered.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(began)
+	if n := answered.Load(); n != 0 {
+		t.Errorf("%d requests answered with no validation pending", n)
+	}
+	// One read per challengeMissTTL that passed (and one more per
+	// request under way when it ended), not one per request.
+	if n, most := st.loads.Load(), int64(4*(elapsed/challengeMissTTL+2)); n > most {
+		t.Errorf("1000 requests in %s made %d reads of the storage, want at most %d", elapsed, n, most)
+	}
+}
