@@ -163,7 +163,19 @@ func New(o Options) (*Manager, error) {
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{acmez.ACMETLS1Protocol},
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			c, err := quiet.GetCertificate(hello)
+			var c *tls.Certificate
+			var err error
+			name := normalize(hello.ServerName)
+			if _, ok := certmagic.GetACMEChallenge(name); ok {
+				c, err = quiet.GetCertificate(hello) // this node's own: in memory
+			} else if ctx := hello.Context(); ctx != nil && m.lookupBegin(ctx, name) {
+				// Another node's, read from the storage as for HTTP-01:
+				// anyone may offer acme-tls/1.
+				c, err = quiet.GetCertificate(hello)
+				m.lookupEnd(name, err == nil)
+			} else {
+				err = errors.New("no validation pending")
+			}
 			if err != nil {
 				m.limited(&m.refusedALPN, "acme: a TLS-ALPN-01 handshake for a name with no validation pending was refused",
 					"name", hello.ServerName, "remote", hello.Conn.RemoteAddr().String())

@@ -2,6 +2,8 @@ package acmecert
 
 import (
 	"context"
+	"crypto/tls"
+	"net"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
@@ -9,6 +11,7 @@ import (
 	"time"
 
 	"github.com/caddyserver/certmagic"
+	"github.com/mholt/acmez/v3"
 )
 
 // countingStorage counts the loads of the storage it wraps.
@@ -59,5 +62,46 @@ func TestHTTPChallengeLookupsAreBounded(t *testing.T) {
 	// request under way when it ended), not one per request.
 	if n, most := st.loads.Load(), int64(4*(elapsed/challengeMissTTL+2)); n > most {
 		t.Errorf("1000 requests in %s made %d reads of the storage, want at most %d", elapsed, n, most)
+	}
+}
+
+// TestTLSALPNChallengeLookupsAreBounded: the same for TLS-ALPN-01: anyone
+// may open a handshake offering only acme-tls/1 for an acme name, and each
+// read the storage.
+func TestTLSALPNChallengeLookupsAreBounded(t *testing.T) {
+	st := &countingStorage{Storage: &certmagic.FileStorage{Path: t.TempDir()}}
+	m, err := New(Options{Listener: "listeners.prod", Email: "ops@example.com", CA: "https://127.0.0.1:1/directory",
+		Names: []string{"www.example.com"}, Storage: st, TLSAddr: "127.0.0.1:443"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	var answered atomic.Int64
+	var wg sync.WaitGroup
+	began := time.Now()
+	for range 4 {
+		wg.Go(func() {
+			for range 250 {
+				hello := &tls.ClientHelloInfo{ServerName: "www.example.com", SupportedProtos: []string{acmez.ACMETLS1Protocol}, Conn: c1}
+				conf := m.ChallengeConfig(hello)
+				if conf == nil {
+					t.Error("a TLS-ALPN-01 hello for an acme name got no challenge configuration")
+					return
+				}
+				if c, err := conf.GetCertificate(hello); err == nil && c != nil {
+					answered.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(began)
+	if n := answered.Load(); n != 0 {
+		t.Errorf("%d handshakes answered with no validation pending", n)
+	}
+	if n, most := st.loads.Load(), int64(4*(elapsed/challengeMissTTL+2)); n > most {
+		t.Errorf("1000 handshakes in %s made %d reads of the storage, want at most %d", elapsed, n, most)
 	}
 }
