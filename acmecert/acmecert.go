@@ -64,6 +64,9 @@ type Options struct {
 	// OnEvent, when set, is told certmagic's events (cert_obtained,
 	// cert_failed, ...).
 	OnEvent func(event string, data map[string]any)
+	// Fallback says the listener has certificate files, which serve a
+	// name until its certificate is obtained (the log says so).
+	Fallback bool
 }
 
 // Manager obtains, renews and serves one listener's ACME certificates.
@@ -306,7 +309,11 @@ func (m *Manager) Certificate(name string) (*tls.Certificate, error) {
 	if c := m.best(normalize(name)); c != nil {
 		return &c.Certificate, nil
 	}
-	m.limited(&m.noCert, "acme: no certificate yet: handshakes for the name fail until it is obtained (logged once a minute)", "name", name)
+	if m.opts.Fallback {
+		m.limited(&m.noCert, "acme: no certificate yet: the certificate files serve the name until it is obtained (logged once a minute)", "name", name)
+	} else {
+		m.limited(&m.noCert, "acme: no certificate yet: handshakes for the name fail until it is obtained (logged once a minute)", "name", name)
+	}
 	return nil, fmt.Errorf("%s: no certificate for %s yet", m.opts.Listener, name)
 }
 

@@ -1,10 +1,13 @@
 package acmecert
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,6 +43,7 @@ func TestHTTPChallengeLookupsAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer m.Close()
 	var answered atomic.Int64
 	var wg sync.WaitGroup
 	began := time.Now()
@@ -75,6 +79,7 @@ func TestTLSALPNChallengeLookupsAreBounded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer m.Close()
 	c1, c2 := net.Pipe()
 	defer c1.Close()
 	defer c2.Close()
@@ -104,4 +109,48 @@ func TestTLSALPNChallengeLookupsAreBounded(t *testing.T) {
 	if n, most := st.loads.Load(), int64(4*(elapsed/challengeMissTTL+2)); n > most {
 		t.Errorf("1000 handshakes in %s made %d reads of the storage, want at most %d", elapsed, n, most)
 	}
+}
+
+// TestNoCertificateYetSaysWhatServes: until a name's certificate is
+// obtained, the log says what clients get: on a listener with certificate
+// files those serve the name (it said the handshakes failed, which sent
+// its reader looking for an outage there was not); with ACME alone they
+// fail.
+func TestNoCertificateYetSaysWhatServes(t *testing.T) {
+	for _, fallback := range []bool{true, false} {
+		buf := &lockedBuf{}
+		m, err := New(Options{Listener: "listeners.prod", Email: "ops@example.com", CA: "https://127.0.0.1:1/directory",
+			Names: []string{"www.example.com"}, Storage: &certmagic.FileStorage{Path: t.TempDir()}, TLSAddr: "127.0.0.1:443",
+			Logger: slog.New(slog.NewTextHandler(buf, nil)), Fallback: fallback})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		if _, err := m.Certificate("www.example.com"); err == nil {
+			t.Fatal("a certificate before any was obtained")
+		}
+		want := map[bool]string{true: "the certificate files serve the name", false: "handshakes for the name fail"}[fallback]
+		if !strings.Contains(buf.String(), "acme: no certificate yet: "+want) {
+			t.Errorf("with files %v, the log says %q, want %q", fallback, buf.String(), want)
+		}
+	}
+}
+
+// lockedBuf is a log's output, written by certmagic's goroutines and read
+// by the test.
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
