@@ -2,6 +2,8 @@ package client_test
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,5 +32,19 @@ func TestCAFileIsBounded(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "want a regular file of at most") || strings.Contains(err.Error(), "\n") {
 			t.Errorf("VIPSWAP_CA=%s: got %v, want one line saying it is no small regular file", p, err)
 		}
+	}
+}
+
+// TestCleartextToTLSAdminSaysHTTPS: a bare host:port means http; against
+// an admin API with admin.tls the call got "not as vipswap does: is this
+// vipswap's admin address?", which it is. It says to use https.
+func TestCleartextToTLSAdminSaysHTTPS(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	defer srv.Close()
+	host := strings.TrimPrefix(srv.URL, "https://")
+	_, err := client.New("http://" + host).Status(context.Background())
+	want := "the admin API at http://" + host + " speaks HTTPS: name it https://" + host
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("got %v, want %q", err, want)
 	}
 }

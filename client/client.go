@@ -370,6 +370,14 @@ func (c *Client) send(ctx context.Context, method, path string, in, out any) (ht
 		return nil, fmt.Errorf("admin API %s: read answer: %w", c.base, err)
 	}
 	if resp.Header.Get(wire.VersionHeader) == "" {
+		if resp.StatusCode == http.StatusBadRequest && strings.HasPrefix(c.base, "http://") &&
+			bytes.Contains(raw, []byte("HTTP request to an HTTPS server")) {
+			// Go's TLS server's answer to cleartext: the admin API has
+			// admin.tls, and a bare host:port means http.
+			return nil, &Error{StatusCode: resp.StatusCode, Message: fmt.Sprintf(
+				"the admin API at %s speaks HTTPS: name it https://%s (--admin or VIPSWAP_ADMIN)",
+				c.base, strings.TrimPrefix(c.base, "http://"))}
+		}
 		// Not vipswap: a prod listener, another service, a proxy's error
 		// page. Its 200 must not pass for a change that was applied.
 		return nil, &Error{StatusCode: resp.StatusCode, Message: fmt.Sprintf(
