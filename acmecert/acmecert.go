@@ -64,6 +64,9 @@ type Options struct {
 	// OnEvent, when set, is told certmagic's events (cert_obtained,
 	// cert_failed, ...).
 	OnEvent func(event string, data map[string]any)
+	// Fallback says the listener has certificate files, which serve a
+	// name until its certificate is obtained (the log says so).
+	Fallback bool
 }
 
 // Manager obtains, renews and serves one listener's ACME certificates.
@@ -81,8 +84,9 @@ type Manager struct {
 	done    chan struct{} // closed when Start's goroutine ends
 
 	mu          sync.Mutex
-	noCert      time.Time // when a handshake without a certificate was last logged
-	refusedALPN time.Time // when a TLS-ALPN-01 handshake refused was last logged
+	noCert      time.Time                   // when a handshake without a certificate was last logged
+	refusedALPN time.Time                   // when a TLS-ALPN-01 handshake refused was last logged
+	lookups     map[string]*challengeLookup // by acme name: reads of the storage for HTTP-01
 }
 
 // limited logs msg as a warning unless it was logged, by last, less than
@@ -162,7 +166,19 @@ func New(o Options) (*Manager, error) {
 		MinVersion: tls.VersionTLS12,
 		NextProtos: []string{acmez.ACMETLS1Protocol},
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
-			c, err := quiet.GetCertificate(hello)
+			var c *tls.Certificate
+			var err error
+			name := normalize(hello.ServerName)
+			if _, ok := certmagic.GetACMEChallenge(name); ok {
+				c, err = quiet.GetCertificate(hello) // this node's own: in memory
+			} else if ctx := hello.Context(); ctx != nil && m.lookupBegin(ctx, name) {
+				// Another node's, read from the storage as for HTTP-01:
+				// anyone may offer acme-tls/1.
+				c, err = quiet.GetCertificate(hello)
+				m.lookupEnd(name, err == nil)
+			} else {
+				err = errors.New("no validation pending")
+			}
 			if err != nil {
 				m.limited(&m.refusedALPN, "acme: a TLS-ALPN-01 handshake for a name with no validation pending was refused",
 					"name", hello.ServerName, "remote", hello.Conn.RemoteAddr().String())
@@ -293,7 +309,11 @@ func (m *Manager) Certificate(name string) (*tls.Certificate, error) {
 	if c := m.best(normalize(name)); c != nil {
 		return &c.Certificate, nil
 	}
-	m.limited(&m.noCert, "acme: no certificate yet: handshakes for the name fail until it is obtained (logged once a minute)", "name", name)
+	if m.opts.Fallback {
+		m.limited(&m.noCert, "acme: no certificate yet: the certificate files serve the name until it is obtained (logged once a minute)", "name", name)
+	} else {
+		m.limited(&m.noCert, "acme: no certificate yet: handshakes for the name fail until it is obtained (logged once a minute)", "name", name)
+	}
 	return nil, fmt.Errorf("%s: no certificate for %s yet", m.opts.Listener, name)
 }
 
@@ -350,7 +370,81 @@ func (m *Manager) HandleHTTPChallenge(w http.ResponseWriter, r *http.Request) bo
 	if !m.Manages(host) {
 		return false
 	}
-	return m.issuer.HandleHTTPChallenge(w, r)
+	host = normalize(host)
+	if _, ok := certmagic.GetACMEChallenge(host); ok {
+		return m.issuer.HandleHTTPChallenge(w, r) // this node's own: in memory
+	}
+	// Another node's, if any, is in the storage (etcd in a cluster), and
+	// anyone may send this request: so a name's storage is read by one
+	// request at a time, and not at all for challengeMissTTL after a read
+	// found nothing. A CA's validations (several at once, from its
+	// vantage points) wait for each other and each finds the challenge.
+	if !m.lookupBegin(r.Context(), host) {
+		return false
+	}
+	handled := m.issuer.HandleHTTPChallenge(w, r)
+	m.lookupEnd(host, handled)
+	return handled
+}
+
+// challengeMissTTL is how long a storage read that found no HTTP-01
+// challenge for a name is believed. A challenge another node stores after
+// such a read is found this much later at most: long before a CA gives up.
+const challengeMissTTL = 250 * time.Millisecond
+
+// challengeLookup is the state of a name's reads of the storage for an
+// HTTP-01 challenge.
+type challengeLookup struct {
+	busy chan struct{} // closed when the read under way ends; nil when none is
+	miss time.Time     // when a read last found none
+}
+
+// lookupBegin waits until no other request reads the storage for host's
+// challenge, and reports whether this one may: not when a read found none
+// less than challengeMissTTL ago, nor when ctx ends first.
+func (m *Manager) lookupBegin(ctx context.Context, host string) bool {
+	for {
+		m.mu.Lock()
+		if m.lookups == nil {
+			m.lookups = map[string]*challengeLookup{}
+		}
+		l := m.lookups[host]
+		if l == nil {
+			l = &challengeLookup{}
+			m.lookups[host] = l
+		}
+		if !l.miss.IsZero() && time.Since(l.miss) < challengeMissTTL {
+			m.mu.Unlock()
+			return false
+		}
+		if busy := l.busy; busy != nil {
+			m.mu.Unlock()
+			select {
+			case <-busy:
+				continue
+			case <-ctx.Done():
+				return false
+			}
+		}
+		l.busy = make(chan struct{})
+		m.mu.Unlock()
+		return true
+	}
+}
+
+// lookupEnd ends the read lookupBegin allowed; found says whether it found
+// a challenge.
+func (m *Manager) lookupEnd(host string, found bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l := m.lookups[host]
+	close(l.busy)
+	l.busy = nil
+	if found {
+		l.miss = time.Time{}
+	} else {
+		l.miss = time.Now()
+	}
 }
 
 func normalize(name string) string {

@@ -58,7 +58,7 @@ func WithCAFile(path string) Option {
 		if path == "" {
 			return
 		}
-		raw, err := os.ReadFile(path)
+		raw, err := readCAFile(path)
 		if err != nil {
 			c.err = fmt.Errorf("the admin API's CA: %w", err)
 			return
@@ -76,6 +76,34 @@ func WithCAFile(path string) Option {
 			c.http = &h
 		}
 	}
+}
+
+// maxCAFile bounds a CA file: a bundle of the public CAs is about 200 KiB.
+const maxCAFile = 1 << 20
+
+// readCAFile reads a CA file of at most maxCAFile bytes. It is looked at
+// before it is opened and read: opening a FIFO would wait for a writer,
+// and a device such as /dev/zero never ends.
+func readCAFile(path string) ([]byte, error) {
+	bad := fmt.Errorf("%s: want a regular file of at most %d bytes", path, maxCAFile)
+	if st, err := os.Stat(path); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() || st.Size() > maxCAFile {
+		return nil, bad
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, maxCAFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(raw) > maxCAFile {
+		return nil, bad
+	}
+	return raw, nil
 }
 
 // New returns a client of the admin API at baseURL, such as
@@ -342,6 +370,14 @@ func (c *Client) send(ctx context.Context, method, path string, in, out any) (ht
 		return nil, fmt.Errorf("admin API %s: read answer: %w", c.base, err)
 	}
 	if resp.Header.Get(wire.VersionHeader) == "" {
+		if resp.StatusCode == http.StatusBadRequest && strings.HasPrefix(c.base, "http://") &&
+			bytes.Contains(raw, []byte("HTTP request to an HTTPS server")) {
+			// Go's TLS server's answer to cleartext: the admin API has
+			// admin.tls, and a bare host:port means http.
+			return nil, &Error{StatusCode: resp.StatusCode, Message: fmt.Sprintf(
+				"the admin API at %s speaks HTTPS: name it https://%s (--admin or VIPSWAP_ADMIN)",
+				c.base, strings.TrimPrefix(c.base, "http://"))}
+		}
 		// Not vipswap: a prod listener, another service, a proxy's error
 		// page. Its 200 must not pass for a change that was applied.
 		return nil, &Error{StatusCode: resp.StatusCode, Message: fmt.Sprintf(

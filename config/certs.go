@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -17,9 +18,13 @@ import (
 // certificates is a few KiB.
 const maxCertFile = 1 << 20
 
+// minRSABits is the smallest RSA key a listener's certificate may have
+// (Mozilla's intermediate profile, docs/tls.md).
+const minRSABits = 2048
+
 // LoadCertificates reads a TLS listener's certificates (key names it in
-// errors, such as listeners.prod): each chain must parse, match its key
-// and be valid now. The first is the default; the others are chosen by the
+// errors, such as listeners.prod): each chain must parse, match its key,
+// have an RSA key of at least minRSABits if RSA, and be valid now. The first is the default; the others are chosen by the
 // name a client asks for.
 func LoadCertificates(key string, t *ListenerTLS) ([]tls.Certificate, error) {
 	var out []tls.Certificate
@@ -49,6 +54,9 @@ func LoadCertificates(key string, t *ListenerTLS) ([]tls.Certificate, error) {
 				return nil, fmt.Errorf("%s: %s: %v", k, c.Cert, err)
 			}
 			pair.Leaf = leaf
+		}
+		if pub, ok := leaf.PublicKey.(*rsa.PublicKey); ok && pub.N.BitLen() < minRSABits {
+			return nil, fmt.Errorf("%s: %s has an RSA key of %d bits: use %d bits or more, or ECDSA P-256", k, c.Cert, pub.N.BitLen(), minRSABits)
 		}
 		now := time.Now()
 		switch {
@@ -101,6 +109,13 @@ func encrypted(keyPEM []byte) bool {
 		}
 	}
 }
+
+// ReadBounded reads a small file named by the configuration (a
+// certificate, a key, a CA bundle, a password) as the listeners'
+// certificates are read: only a regular file of at most 1 MiB, so that a
+// path naming a FIFO or a device (/dev/zero) is refused in one line
+// instead of hanging or filling the memory.
+func ReadBounded(path string) ([]byte, error) { return readBounded(path) }
 
 // readBounded reads a file of at most maxCertFile bytes.
 func readBounded(path string) ([]byte, error) {

@@ -74,6 +74,7 @@ func (n *node) openACME() error {
 		o := acmecert.Options{
 			Listener: name, Email: c.TLS.ACME.Email, CA: c.TLS.ACME.Directory(), Roots: n.acme.roots[l],
 			Names: c.TLS.ACME.Names, Storage: storage, HTTPAddr: http01, TLSAddr: lns[l], Logger: n.log,
+			Fallback: len(c.TLS.Certs) > 0,
 		}
 		o.RenewCheck, o.RenewalRatio = acmeTuning.renewCheck, acmeTuning.renewalRatio
 		m, err := acmecert.New(o)

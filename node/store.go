@@ -47,7 +47,7 @@ func openStore(cfg *config.Config, log *slog.Logger) (*openedStore, error) {
 		Username: e.Username, Retention: keep, LocalCopy: e.LocalCopy,
 	}
 	if e.PasswordFile != "" {
-		raw, err := os.ReadFile(e.PasswordFile)
+		raw, err := config.ReadBounded(e.PasswordFile)
 		if err != nil {
 			return nil, fmt.Errorf("state.etcd.password_file: %w", err)
 		}
@@ -72,7 +72,7 @@ func openStore(cfg *config.Config, log *slog.Logger) (*openedStore, error) {
 func etcdTLS(c config.EtcdTLS) (*tls.Config, error) {
 	t := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.CA != "" {
-		pem, err := os.ReadFile(c.CA)
+		pem, err := config.ReadBounded(c.CA)
 		if err != nil {
 			return nil, fmt.Errorf("state.etcd.tls.ca: %w", err)
 		}
@@ -83,7 +83,15 @@ func etcdTLS(c config.EtcdTLS) (*tls.Config, error) {
 		t.RootCAs = pool
 	}
 	if c.Cert != "" {
-		pair, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+		certPEM, err := config.ReadBounded(c.Cert)
+		if err != nil {
+			return nil, fmt.Errorf("state.etcd.tls.cert: %w", err)
+		}
+		keyPEM, err := config.ReadBounded(c.Key)
+		if err != nil {
+			return nil, fmt.Errorf("state.etcd.tls.key: %w", err)
+		}
+		pair, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return nil, fmt.Errorf("state.etcd.tls: %w", err)
 		}

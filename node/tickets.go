@@ -84,8 +84,16 @@ func (t *ticketKeys) refresh(ctx context.Context, st store.Secrets, now time.Tim
 		}
 		key := make([]byte, 32)
 		rand.Read(key)
-		k.Keys = append([]storedTicketKey{{Created: now.UTC(), Key: key}}, k.Keys...)
-		k.Keys = k.Keys[:min(len(k.Keys), ticketKeysKept)]
+		// The new key, and the one before it if it is the key of the
+		// period just ended: after a stop of days, it would resume
+		// tickets that old.
+		kept := []storedTicketKey{{Created: now.UTC(), Key: key}}
+		for _, sk := range k.Keys {
+			if len(kept) < ticketKeysKept && now.Sub(sk.Created) < 2*ticketRotation {
+				kept = append(kept, sk)
+			}
+		}
+		k.Keys = kept
 		return json.Marshal(k)
 	})
 	if err != nil {

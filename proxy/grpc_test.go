@@ -196,3 +196,35 @@ func grpcFrame(msg string) []byte {
 	binary.BigEndian.PutUint32(b[1:], uint32(len(msg)))
 	return append(b, msg...)
 }
+
+// TestGRPCClaimDoesNotMakeAFailureA200: a client's Content-Type is a
+// claim. A GET claiming application/grpc is no gRPC call (gRPC calls are
+// POSTs): when vipswap cannot serve it, it got the 200 of a gRPC failure,
+// cacheable, with an empty body, which a shared cache in front would keep
+// and serve for that URL to everyone (a cache poisoned by one request).
+// It gets the failure's own status; a real gRPC call still gets its
+// trailers-only UNAVAILABLE, and neither may be stored by a cache.
+func TestGRPCClaimDoesNotMakeAFailureA200(t *testing.T) {
+	p := New(Options{Hold: 50 * time.Millisecond})
+	p.Apply(table(1, []*route.Instance{route.NewInstance("blue", deadAddr(t))}, nil))
+	prod, _ := serve(t, p)
+	for _, c := range []struct {
+		method string
+		want   int
+	}{{http.MethodGet, http.StatusBadGateway}, {http.MethodHead, http.StatusBadGateway}, {http.MethodPost, http.StatusOK}} {
+		req, _ := http.NewRequest(c.method, prod+"/index.html", nil)
+		req.Header.Set("Content-Type", "application/grpc")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want && !(c.want == http.StatusBadGateway && resp.StatusCode == http.StatusServiceUnavailable) {
+			t.Errorf("%s claiming gRPC: %d, want %d", c.method, resp.StatusCode, c.want)
+		}
+		if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("%s claiming gRPC: Cache-Control %q, want no-store", c.method, cc)
+		}
+	}
+}

@@ -163,7 +163,7 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 			// goroutine while this one may be writing the answer.
 			r.Body.Read(nil)
 		}
-		x.body = &streamBody{g: rq.body, r: r, stall: rq.o.InstanceWriteTimeout}
+		x.body = &streamBody{g: rq.body, r: r, stall: rq.o.InstanceWriteTimeout, trailer: out.Trailer}
 		out.Body = x.body
 	}
 	var writeLate atomic.Bool
@@ -274,8 +274,19 @@ func outboundH2(ctx context.Context, r *http.Request, rq *request, inst *route.I
 		out.ContentLength = 0
 	}
 	if len(r.Trailer) > 0 {
-		// Filled by the body's reader (the transport's writer) at its end.
-		out.Trailer = r.Trailer
+		// The client's trailers but those writeRequest leaves out (the
+		// pin header, the fields vipswap sets, hop-by-hop ones): declared
+		// here, given their values by the body's reader (the transport's
+		// writer) at its end (streamBody).
+		tr := make(http.Header, len(r.Trailer))
+		for k := range r.Trailer {
+			if !hopHeaders[k] && !skipOutbound[k] && !isPin(k, pin) {
+				tr[k] = nil
+			}
+		}
+		if len(tr) > 0 {
+			out.Trailer = tr
+		}
 	}
 	return out
 }
@@ -391,6 +402,9 @@ type streamBody struct {
 	// body's end is read; eofAt is when (Unix ns), 0 before.
 	onEOF func()
 	eofAt atomic.Int64
+	// trailer is the outgoing request's: the client's trailers it
+	// declares get their values when the body's end is read.
+	trailer http.Header
 	// stall bounds how long the transport may take to come back for
 	// more once it has a piece: past it, the instance is taking no more
 	// of the body (its flow-control window stays shut) and onStall runs.
@@ -417,6 +431,9 @@ func (b *streamBody) Read(p []byte) (int, error) {
 	b.mu.Unlock()
 	n, err := b.g.Read(p)
 	if err == io.EOF && b.eofAt.Load() == 0 {
+		for k := range b.trailer {
+			b.trailer[k] = b.r.Trailer[k]
+		}
 		b.eofAt.Store(time.Now().UnixNano())
 		if b.onEOF != nil {
 			b.onEOF()

@@ -202,12 +202,16 @@ func (h *handler) fail(w http.ResponseWriter, r *http.Request, rq *request, err 
 		panic(http.ErrAbortHandler)
 	}
 	status, reason := h.failure(rq, err)
-	if status >= 500 && isGRPC(r.Header) {
+	if status >= 500 && r.Method == http.MethodPost && isGRPC(r.Header) {
 		// A gRPC client reads the outcome of its call in grpc-status: it
 		// gets UNAVAILABLE, the status a gRPC client may retry, in a
 		// trailers-only answer. Counted as the failure it is, by the HTTP
-		// status it stands for.
+		// status it stands for. Only for a POST (every gRPC call is one):
+		// the Content-Type is the client's claim, and a GET claiming gRPC
+		// would turn a failure into a cacheable, empty 200 that a shared
+		// cache in front would serve to everyone.
 		hd := w.Header()
+		hd.Set("Cache-Control", "no-store")
 		hd.Set("Content-Type", "application/grpc")
 		hd.Set("Grpc-Status", "14")
 		hd.Set("Grpc-Message", grpcMessage("vipswap: "+reason))

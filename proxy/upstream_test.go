@@ -518,3 +518,50 @@ func TestTLSSlotWhoseInstanceSpeaksCleartext(t *testing.T) {
 		t.Errorf("the cleartext instance served %d, %d failed: want 0 and 0", plain.hits.Load(), p.Failed(route.Prod))
 	}
 }
+
+// TestHTTP2InstanceGetsNoForbiddenTrailers: a client's request trailers
+// reach an HTTP/2 instance as they reach an HTTP/1.1 one: without the pin
+// header (which is never forwarded) and without the fields vipswap sets
+// itself (X-Forwarded-*, Via), which a client would forge there; its
+// other trailers pass.
+func TestHTTP2InstanceGetsNoForbiddenTrailers(t *testing.T) {
+	got := make(chan http.Header, 1)
+	in := newUpstreamInstance(t, "blue", "b1", H2C, nil, nil, func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		got <- r.Trailer.Clone()
+		io.WriteString(w, "ok")
+	})
+	_, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{RequestBuffer: -1, PinHeader: "X-Vipswap-Slot"}, in.inst)
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest(http.MethodPost, prod+"/t", pr)
+	names := []string{"X-Vipswap-Slot", "X_vipswap_slot", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "Via", "X-Sum"}
+	req.Trailer = http.Header{}
+	for _, n := range names {
+		req.Trailer[n] = nil
+	}
+	go func() {
+		io.WriteString(pw, "body")
+		for _, n := range names {
+			req.Trailer[n] = []string{"forged"}
+		}
+		pw.Close()
+	}()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	tr := <-got
+	if tr.Get("X-Sum") != "forged" {
+		t.Errorf("the instance lost the trailer X-Sum: %v", tr)
+	}
+	for _, n := range names[:len(names)-1] {
+		if v, ok := tr[http.CanonicalHeaderKey(n)]; ok {
+			t.Errorf("the instance got the trailer %s: %q", n, v)
+		}
+	}
+}

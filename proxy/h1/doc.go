@@ -55,8 +55,9 @@
 // keeps the promises above: its body's pieces are due within
 // BodyReadTimeout (else a *BodyError), each write waits at most
 // WriteTimeout (then the stream is reset), its response can be discarded
-// until its first byte, and CONNECT or too many header fields are refused
-// as for HTTP/1.1. HTTP2Limits bound the rest (streams, windows, the ping
+// until its first byte, and CONNECT, too many header fields, a :method
+// that is no token and a :path with spaces or controls (which would forge
+// the request line to an HTTP/1.1 instance) are refused as for HTTP/1.1. HTTP2Limits bound the rest (streams, windows, the ping
 // of a silent connection). A connection that floods the server with frames
 // that do no work (resets, SETTINGS, PING, PRIORITY, empty frames, beyond
 // a budget per connection), or with a header block that never ends, is

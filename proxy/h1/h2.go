@@ -449,6 +449,19 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, &requestError{http.StatusNotImplemented, "CONNECT is not supported"})
 		return
 	}
+	// x/net leaves :method and :path to the server: they must be what a
+	// request line may carry (a token; a target without spaces or
+	// controls, * for OPTIONS only), as the HTTP/1.1 reader demands, since
+	// the proxy writes them into the request line to an HTTP/1.1
+	// instance, where a space would forge another target.
+	if !isToken([]byte(r.Method)) {
+		h.refuse(w, &requestError{http.StatusBadRequest, "malformed method"})
+		return
+	}
+	if _, _, err := parseTarget(r.Method, []byte(r.RequestURI)); err != nil {
+		h.refuse(w, err.(*requestError))
+		return
+	}
 	fields := 0
 	for _, vv := range r.Header {
 		fields += len(vv)

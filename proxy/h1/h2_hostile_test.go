@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -551,5 +552,70 @@ func TestH2Tune(t *testing.T) {
 	m = announced()
 	if m[http2.SettingMaxConcurrentStreams] != 7 || m[http2.SettingInitialWindowSize] != 100000 {
 		t.Fatalf("settings after Tune %v", m)
+	}
+}
+
+// TestH2RequestLineIsValidated: what HTTP/2 leaves to the server about
+// :method and :path is checked as the HTTP/1.1 reader checks a request
+// line. The handler (the proxy) writes them into the request line to an
+// HTTP/1.1 instance: a method or a query with a space or a tab in it
+// would forge that line ("GET /admin /a HTTP/1.1"), so the instance reads
+// another path than the one that was routed. Each is a 400 of its own
+// (or a reset, where x/net refuses it itself); the handler never sees it, and a good stream beside them is served.
+func TestH2RequestLineIsValidated(t *testing.T) {
+	var mu sync.Mutex
+	var seen []string
+	var bad []int
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Method+" "+r.RequestURI)
+		mu.Unlock()
+		io.WriteString(w, "ok")
+	})
+	s := &Server{Handler: handler, H2C: true, BadRequest: func(status int) {
+		mu.Lock()
+		bad = append(bad, status)
+		mu.Unlock()
+	}}
+	addr, _ := startH2(t, s, false)
+	h := dialHostile(t, addr, nil)
+	cases := [][2]string{
+		{"GET /admin", "/a"},
+		{"GET\t/admin", "/a"},
+		{"G(T", "/a"},
+		{"GET", "/a?x HTTP/1.1 /admin"},
+		{"GET", "/a b"},
+		{"GET", "/a\x7f"},
+		{"GET", "*"},
+	}
+	for i, c := range cases {
+		block := h.headers(c[0], c[1])
+		if !h.write(func() error {
+			return h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: block, EndStream: true, EndHeaders: true})
+		}) {
+			t.Fatalf("case %d: the connection closed", i)
+		}
+	}
+	good := h.headers("GET", "/good")
+	h.write(func() error {
+		return h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*len(cases) + 1), BlockFragment: good, EndStream: true, EndHeaders: true})
+	})
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(bad)+int(h.resets.Load()) < len(cases) || !slices.Contains(seen, "GET /good") {
+			return fmt.Errorf("refused %v, reset %d, handled %q", bad, h.resets.Load(), seen)
+		}
+		return nil
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != 1 {
+		t.Fatalf("the handler saw %q, want only GET /good", seen)
+	}
+	for _, st := range bad {
+		if st != http.StatusBadRequest {
+			t.Fatalf("refusals %v, want 400s", bad)
+		}
 	}
 }
