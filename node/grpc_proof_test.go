@@ -67,15 +67,20 @@ func proofStreamLength(t *testing.T) time.Duration {
 //     rolled back by its analysis: the only failed calls are those
 //     injected errors, each one the clients saw counted by an instance
 //     (none is vipswap's own UNAVAILABLE), and the calls made after the
-//     rollback all land on the stable slot.
+//     rollback all land on the stable slot. A stream opened on the canary
+//     during the rollout stays on it through the rollback and ends
+//     cleanly.
 //   - The long streams, opened before the swaps, end on the slot they
-//     began on, cleanly, and the slots' in-flight counts go to 0.
+//     began on, cleanly, and the slots' in-flight counts go to 0. vipswap
+//     counted no failed request, the injected errors as the instances'
+//     errors, and no swap's measurement holds a failed request.
 //
 // It runs over h2c (an h2c prod listener, h2c instances) and over TLS (a
 // TLS prod listener offering h2, gRPC clients over TLS, instances reached
-// over h2 with the slot's CA). The streams last 20 s; VIPSWAP_LONG_STREAM
-// sets another length (VIPSWAP_LONG_STREAM=3m for streams of a few
-// minutes: the swaps then come about every 6 s).
+// over h2 with the slot's CA). The long streams last 20 s (or until the
+// swaps and the rollout are done, if that takes longer);
+// VIPSWAP_LONG_STREAM sets another length: VIPSWAP_LONG_STREAM=3m for
+// streams of a few minutes, the swaps then about 5 s apart.
 func TestGRPCSwapsAndRollback(t *testing.T) {
 	length := proofStreamLength(t)
 	for _, overTLS := range []bool{false, true} {
@@ -623,11 +628,10 @@ func proveGRPC(t *testing.T, overTLS bool, length time.Duration) {
 		t.Fatalf("after an even number of swaps %s is active", active)
 	}
 
-	// The rollout to green, whose instances fail every fifth unary call.
+	// The rollout to green, whose instances then fail every fifth unary
+	// call: first a stream on the canary, to see it through the rollback.
 	r.changing()
 	r.phase.Store(1)
-	rig.servers[canary][0].Fail(codes.Unavailable, 5)
-	rig.servers[canary][1].Fail(codes.Internal, 5)
 	seq := n.ctrl.LastEvent()
 	rolloutStart := time.Now()
 	res, err := n.ctrl.StartRolloutRequest(ctx, wire.RolloutRequest{To: canary, Steps: []float64{20, 50, 100}, Interval: "1m",
@@ -635,6 +639,23 @@ func proveGRPC(t *testing.T, overTLS bool, length time.Duration) {
 	if err != nil || !res.Applied {
 		t.Fatalf("rollout: %+v %v", res, err)
 	}
+	var onCanary *proofStream
+	for i := 0; onCanary == nil; i++ {
+		if i == 50 { // 20 % of new requests go to the canary, by a deterministic draw
+			t.Fatal("50 streams opened in the rollout's first step, none on the canary")
+		}
+		s, err := openProofStream(ctx, shortConn, fmt.Sprintf("rollout%d", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rig.slotOf[s.inst] == canary {
+			onCanary = s
+		} else if err := s.end(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rig.servers[canary][0].Fail(codes.Unavailable, 5)
+	rig.servers[canary][1].Fail(codes.Internal, 5)
 	ended := waitEvent(t, n, seq, time.Minute, func(e wire.Event) bool { return e.Kind == wire.EventRollout })
 	if ended.Outcome != "aborted" || ended.Slot != canary || ended.Active != "blue" {
 		t.Fatalf("the rollout ended %+v, want aborted back to blue", ended)
@@ -659,6 +680,13 @@ func proveGRPC(t *testing.T, overTLS bool, length time.Duration) {
 	}
 	r.phase.Store(2)
 	r.settled("blue")
+	// The stream opened on the canary stays there, and ends cleanly.
+	if _, err := onCanary.echo(); err != nil {
+		t.Fatalf("after the rollback: %v", err)
+	}
+	if err := onCanary.end(); err != nil {
+		t.Fatalf("after the rollback: %v", err)
+	}
 	waitChecked("after the rollback", 200)
 
 	// The long streams end, on the slots they began on.
@@ -701,9 +729,9 @@ func proveGRPC(t *testing.T, overTLS bool, length time.Duration) {
 		}
 	}
 	prodStatus := n.ctrl.Status().Listeners[0]
-	t.Logf("%s: %d swaps in %s, then a rollout to %s rolled back after %s; streams of %s: %d long (%d and %d messages, on %s and %s), %d short",
+	t.Logf("%s: %d swaps in %s, then a rollout to %s rolled back after %s; streams of %s: %d long (%d and %d messages, on %s and %s), %d short, one through the rollback on %s",
 		map[bool]string{false: "h2c", true: "tls"}[overTLS], proofSwaps, swapsDone.Round(time.Millisecond), canary, rolledBack.Round(time.Millisecond),
-		length, len(long), long[0].sent, long[1].sent, long[0].inst, long[1].inst, proofSwaps)
+		length, len(long), long[0].sent, long[1].sent, long[0].inst, long[1].inst, proofSwaps, onCanary.inst)
 	t.Logf("calls: %d answered (%d of them over net/http; %d checked against the slot in force, %d misrouted), %d injected errors seen (%d injected by the canary), %d failed (%d vipswap's own); vipswap counted %d failed, %d instance errors on prod",
 		l.answered.Load(), plain.Load(), l.checked.Load(), l.misrouted.Load(), l.injected.Load(), injected, l.failed.Load(), l.own.Load(),
 		n.px.Failed(route.Prod), prodStatus.InstanceErrors)
@@ -717,6 +745,23 @@ func proveGRPC(t *testing.T, overTLS bool, length time.Duration) {
 	if prodStatus.InstanceErrors != uint64(injected) {
 		t.Fatalf("vipswap counted %d instance errors on prod, the canary's instances injected %d", prodStatus.InstanceErrors, injected)
 	}
+	// Each swap's measurement (once its old slot drained, or measuring
+	// gave up) counts no failed request either.
+	entries, err := n.ctrl.History(ctx, 0, proofSwaps+5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	measured := 0
+	for _, e := range entries {
+		if e.Measurement == nil {
+			continue
+		}
+		measured++
+		if e.Measurement.Failed != 0 {
+			t.Errorf("history %d (%s %s → %s): %d failed prod requests measured", e.ID, e.Operation, e.From, e.To, e.Measurement.Failed)
+		}
+	}
+	t.Logf("%d of the last %d history entries measured, none with a failed request", measured, len(entries))
 	if f := n.px.Failed(route.Prod); f != 0 {
 		t.Fatalf("vipswap counted %d failed prod requests, want 0", f)
 	}
