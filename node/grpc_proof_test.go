@@ -80,7 +80,8 @@ func proofStreamLength(t *testing.T) time.Duration {
 // over h2 with the slot's CA). The long streams last 20 s (or until the
 // swaps and the rollout are done, if that takes longer);
 // VIPSWAP_LONG_STREAM sets another length: VIPSWAP_LONG_STREAM=3m for
-// streams of a few minutes, the swaps then about 5 s apart.
+// streams of a few minutes, the swaps then about 5 s apart (go test's
+// -timeout must leave room for a length beyond about 6 minutes).
 func TestGRPCSwapsAndRollback(t *testing.T) {
 	length := proofStreamLength(t)
 	for _, overTLS := range []bool{false, true} {
