@@ -481,8 +481,9 @@ func proveGRPC(t *testing.T, overTLS bool, length time.Duration) {
 		return err
 	})
 
-	// The load: 8 unary grpc-go callers over 4 connections, 2 net/http
-	// HTTP/2 callers, each at most a call every 2 ms.
+	// The load: 8 unary grpc-go callers over 4 connections, 2 callers
+	// of short streams, 2 net/http HTTP/2 callers, each at most a call
+	// every 2 ms.
 	var r proofRouting
 	r.changing()
 	r.settled("blue")
@@ -510,6 +511,28 @@ func proveGRPC(t *testing.T, overTLS bool, length time.Duration) {
 		for g := range 2 {
 			caller(fmt.Sprintf("u%d.%d", c, g), func(msg string) (string, error) { return unary(ctx, conn, msg) })
 		}
+	}
+	// Short streams opened and ended all along, racing the swaps: each
+	// stays on its instance (three echoes) and ends cleanly.
+	var churned atomic.Int64 // such streams that went well
+	churnConn := rig.dial()
+	for g := range 2 {
+		caller(fmt.Sprintf("s%d", g), func(msg string) (string, error) {
+			s, err := openProofStream(ctx, churnConn, msg)
+			if err != nil {
+				return "", err
+			}
+			for range 2 {
+				if _, err := s.echo(); err != nil {
+					return "", err
+				}
+			}
+			if err := s.end(); err != nil {
+				return "", err
+			}
+			churned.Add(1)
+			return s.inst, nil
+		})
 	}
 	var plain atomic.Int64 // calls over net/http answered OK
 	for g := range 2 {
@@ -733,8 +756,8 @@ func proveGRPC(t *testing.T, overTLS bool, length time.Duration) {
 	t.Logf("%s: %d swaps in %s, then a rollout to %s rolled back after %s; streams of %s: %d long (%d and %d messages, on %s and %s), %d short, one through the rollback on %s",
 		map[bool]string{false: "h2c", true: "tls"}[overTLS], proofSwaps, swapsDone.Round(time.Millisecond), canary, rolledBack.Round(time.Millisecond),
 		length, len(long), long[0].sent, long[1].sent, long[0].inst, long[1].inst, proofSwaps, onCanary.inst)
-	t.Logf("calls: %d answered (%d of them over net/http; %d checked against the slot in force, %d misrouted), %d injected errors seen (%d injected by the canary), %d failed (%d vipswap's own); vipswap counted %d failed, %d instance errors on prod",
-		l.answered.Load(), plain.Load(), l.checked.Load(), l.misrouted.Load(), l.injected.Load(), injected, l.failed.Load(), l.own.Load(),
+	t.Logf("calls: %d answered (%d of them over net/http, %d short streams racing the swaps; %d checked against the slot in force, %d misrouted), %d injected errors seen (%d injected by the canary), %d failed (%d vipswap's own); vipswap counted %d failed, %d instance errors on prod",
+		l.answered.Load(), plain.Load(), churned.Load(), l.checked.Load(), l.misrouted.Load(), l.injected.Load(), injected, l.failed.Load(), l.own.Load(),
 		n.px.Failed(route.Prod), prodStatus.InstanceErrors)
 	t.Logf("latency: slowest %s, %d over 100ms, mean %s", l.slowest, l.slow, l.total/time.Duration(l.answered.Load()+1))
 	if l.failed.Load() != 0 || l.misrouted.Load() != 0 {
