@@ -55,7 +55,8 @@ func init() { encoding.RegisterCodec(rawCodec{}) }
 // Method names of the echo service.
 const (
 	// Unary answers "NAME: MESSAGE". A message "status N" is answered
-	// with gRPC status N instead.
+	// with gRPC status N instead, and so is every nth call with the
+	// status Fail asked for.
 	Unary = "/vipswap.test.Echo/Unary"
 	// Bidi answers each message with "NAME: MESSAGE" as it arrives, until
 	// the client ends its side.
@@ -77,9 +78,36 @@ type Server struct {
 	Deadlines atomic.Int64
 	// Open is how many echo calls are running.
 	Open atomic.Int64
+	// Failures counts the unary calls answered with an injected failure
+	// (Fail).
+	Failures atomic.Int64
 
-	name string
-	srv  *grpc.Server
+	name  string
+	srv   *grpc.Server
+	unary atomic.Int64              // unary calls received, for Fail's count
+	fail  atomic.Pointer[injection] // what Fail asked, nil for nothing
+}
+
+// Injected is in the message of every failure Fail injects ("NAME:
+// injected failure"): a client tells the application's injected errors
+// from any other by it.
+const Injected = "injected failure"
+
+// injection is a failure Fail injects.
+type injection struct {
+	code  codes.Code
+	every int64
+}
+
+// Fail makes every nth unary call from now on fail with code, as the
+// application's own status, its message naming the instance and Injected;
+// n <= 0 stops it. The bidirectional stream is never failed.
+func (s *Server) Fail(code codes.Code, n int64) {
+	if n <= 0 {
+		s.fail.Store(nil)
+		return
+	}
+	s.fail.Store(&injection{code: code, every: n})
 }
 
 // Start starts an instance named name whose health service says SERVING
@@ -130,6 +158,11 @@ var echoDesc = grpc.ServiceDesc{
 			var in []byte
 			if err := dec(&in); err != nil {
 				return nil, err
+			}
+			count := s.unary.Add(1)
+			if f := s.fail.Load(); f != nil && count%f.every == 0 {
+				s.Failures.Add(1)
+				return nil, status.Error(f.code, s.name+": "+Injected)
 			}
 			if n, ok := strings.CutPrefix(string(in), "status "); ok {
 				code, _ := strconv.Atoi(n)
