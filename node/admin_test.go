@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/proxy"
 )
 
@@ -104,6 +105,19 @@ func TestShutdownAnswersEventWaiters(t *testing.T) {
 	n, _ := startNode(t, path)
 	base := "http://" + n.adminLn.Addr().String()
 	hc := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}
+	// Once every instance is healthy nothing else happens: the waiter
+	// below waits for what comes after, which only the shutdown answers.
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		for _, s := range n.ctrl.Status().Slots {
+			for _, i := range s.Instances {
+				if !i.Healthy {
+					return fmt.Errorf("%s %s not healthy yet", s.Name, i.Addr)
+				}
+			}
+		}
+		return nil
+	})
+	since := n.ctrl.LastEvent()
 
 	wrote := make(chan struct{})
 	var once sync.Once
@@ -115,7 +129,7 @@ func TestShutdownAnswersEventWaiters(t *testing.T) {
 	answered := make(chan answer, 1)
 	go func() {
 		trace := &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { once.Do(func() { close(wrote) }) }}
-		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), "GET", base+"/v1/events?wait=25s", nil)
+		req, _ := http.NewRequestWithContext(httptrace.WithClientTrace(t.Context(), trace), "GET", fmt.Sprintf("%s/v1/events?since=%d&wait=25s", base, since), nil)
 		resp, err := hc.Do(req)
 		once.Do(func() { close(wrote) })
 		if err != nil {
