@@ -78,6 +78,8 @@ type Group struct {
 	spawner *spawner
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
+
+	releaseOnce sync.Once // gives back its ports (Close)
 }
 
 type process struct {
@@ -221,6 +223,13 @@ func (g *Group) Close() {
 	g.cancel()
 	g.wg.Wait()
 	g.spawner.close() // after the last process: Pdeathsig watches its thread
+	g.releaseOnce.Do(func() {
+		ports := make([]int, len(g.procs))
+		for i, p := range g.procs {
+			ports[i] = p.port
+		}
+		releasePorts(ports)
+	})
 }
 
 // Kill sends SIGKILL to every running process group at once and returns
@@ -387,19 +396,48 @@ func (g *Group) stopGroup(pgid int, exited <-chan error, p *process) error {
 
 // freePorts asks the kernel for n different free loopback ports: each is
 // held until all are picked, or the kernel could hand out one twice (seen:
-// a slot's two replicas given the same port, the second never up).
+// a slot's two replicas given the same port, the second never up). Nor is a
+// port that a live Group of this process owns handed out again (seen: blue
+// and green, started one after the other, given the same port before
+// green's instance bound it): the ports stay reserved until release.
 func freePorts(n int) ([]int, error) {
+	reservedMu.Lock()
+	defer reservedMu.Unlock()
 	var ports []int
-	for range n {
+	for tries := 0; len(ports) < n; tries++ {
+		if tries == 100*n {
+			return nil, errors.New("no free loopback port that is not already an instance's")
+		}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			return nil, err
 		}
 		defer ln.Close()
-		ports = append(ports, ln.Addr().(*net.TCPAddr).Port)
+		port := ln.Addr().(*net.TCPAddr).Port
+		if reserved[port] {
+			continue // held open until we return, so the kernel moves on
+		}
+		ports = append(ports, port)
+	}
+	for _, p := range ports {
+		reserved[p] = true
 	}
 	return ports, nil
 }
+
+// releasePorts gives back ports freePorts reserved.
+func releasePorts(ports []int) {
+	reservedMu.Lock()
+	defer reservedMu.Unlock()
+	for _, p := range ports {
+		delete(reserved, p)
+	}
+}
+
+var (
+	reservedMu sync.Mutex
+	reserved   = map[int]bool{} // ports of this process's live Groups
+)
 
 // lockedWriter serialises whole lines from several processes.
 type lockedWriter struct {

@@ -495,12 +495,44 @@ func TestFreePortsDiffer(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		releasePorts(ports)
 		seen := map[int]bool{}
 		for _, p := range ports {
 			if seen[p] {
 				t.Fatalf("port %d handed out twice in %v", p, ports)
 			}
 			seen[p] = true
+		}
+	}
+}
+
+// Ports picked for one group are not picked for another while the first
+// owns them, however quickly the kernel recycles a port just closed; once
+// given back they may be.
+func TestFreePortsStayReserved(t *testing.T) {
+	var held [][]int
+	seen := map[int]bool{}
+	for range 50 {
+		ports, err := freePorts(4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range ports {
+			if seen[p] {
+				t.Fatalf("port %d handed out again while reserved", p)
+			}
+			seen[p] = true
+		}
+		held = append(held, ports)
+	}
+	for _, ports := range held {
+		releasePorts(ports)
+	}
+	reservedMu.Lock()
+	defer reservedMu.Unlock()
+	for p := range seen {
+		if reserved[p] {
+			t.Fatalf("port %d still reserved after release", p)
 		}
 	}
 }
