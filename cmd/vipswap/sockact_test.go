@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+)
+
+// activation holds listening sockets as systemd's .socket unit does, and
+// starts vipswap on them as systemd's service does: LISTEN_FDS,
+// LISTEN_PID (the shell's pid, which execs vipswap), LISTEN_FDNAMES, and
+// NOTIFY_SOCKET to hear READY=1.
+type activation struct {
+	cfgPath string
+	files   []*os.File
+	names   []string
+	notify  *net.UnixConn
+}
+
+// newActivation binds prod, stage and admin on loopback and writes a
+// configuration naming those addresses, with slots.
+func newActivation(t *testing.T, dir, slots string) *activation {
+	t.Helper()
+	a := &activation{cfgPath: filepath.Join(dir, "vipswap.yaml")}
+	addrs := map[string]string{}
+	for _, name := range []string{"prod", "stage", "admin"} {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f, err := ln.(*net.TCPListener).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln.Close() // f holds the socket
+		t.Cleanup(func() { f.Close() })
+		a.files, a.names, addrs[name] = append(a.files, f), append(a.names, name), ln.Addr().String()
+	}
+	cfg := strings.NewReplacer("prod: 127.0.0.1:0", "prod: "+addrs["prod"], "stage: 127.0.0.1:0", "stage: "+addrs["stage"],
+		"listen: 127.0.0.1:0", "listen: "+addrs["admin"]).Replace(testConfig(dir, slots))
+	if err := os.WriteFile(a.cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "notify")
+	c, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	a.notify = c
+	return a
+}
+
+// start starts "vipswap serve" on the sockets.
+func (a *activation) start(t *testing.T) *vstest.Process {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, vstest.Binary(t), "serve", "-c", a.cfgPath)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("LISTEN_FDS=%d", len(a.files)), "LISTEN_FDNAMES="+strings.Join(a.names, ":"),
+		"NOTIFY_SOCKET="+a.notify.LocalAddr().String())
+	cmd.ExtraFiles = a.files
+	return vstest.StartCmd(t, cmd)
+}
+
+// waitReady waits for READY=1 on the notification socket.
+func (a *activation) waitReady(t *testing.T) {
+	t.Helper()
+	a.notify.SetReadDeadline(time.Now().Add(60 * time.Second))
+	buf := make([]byte, 4096)
+	for {
+		n, err := a.notify.Read(buf)
+		if err != nil {
+			t.Fatalf("no READY=1 from vipswap: %v", err)
+		}
+		if strings.Contains("\n"+string(buf[:n])+"\n", "\nREADY=1\n") {
+			return
+		}
+	}
+}
+
+// connLoad sends GET requests, each on a new connection (what a crash
+// costs shows per connection), from bounded clients, for a bounded time,
+// and tells refused connections from other failures.
+type connLoad struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+
+	mu                  sync.Mutex // guards what follows
+	ok, refused, failed int
+	longest             time.Duration
+	errs                []string
+}
+
+func startConnLoad(url string, clients int, limit time.Duration) *connLoad {
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	l := &connLoad{cancel: cancel}
+	hc := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 30 * time.Second}
+	for range clients {
+		l.wg.Go(func() {
+			for ctx.Err() == nil {
+				start := time.Now()
+				resp, err := hc.Get(url)
+				var status int
+				if err == nil {
+					status = resp.StatusCode
+					_, err = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				took := time.Since(start)
+				l.mu.Lock()
+				switch {
+				case ctx.Err() != nil && err != nil: // the load's own end
+				case errors.Is(err, syscall.ECONNREFUSED):
+					l.refused++
+				case err != nil || status != http.StatusOK:
+					l.failed++
+					if len(l.errs) < 10 {
+						l.errs = append(l.errs, fmt.Sprintf("status %d, err %v", status, err))
+					}
+				default:
+					l.ok++
+					l.longest = max(l.longest, took)
+				}
+				l.mu.Unlock()
+			}
+		})
+	}
+	return l
+}
+
+func (l *connLoad) oks() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.ok
+}
+
+func (l *connLoad) stop() {
+	l.cancel()
+	l.wg.Wait()
+}
+
+// TestSocketActivationKill9: vipswap serves sockets it inherited (as from
+// a systemd .socket unit); kill -9 it under load and start it again at once
+// on the same sockets: no connection is refused: those made while it was
+// down wait in the backlog and are served by the new process. What a crash
+// costs is the requests in flight on the killed process, at most one per
+// client; the test reports them and the longest wait.
+func TestSocketActivationKill9(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	a := newActivation(t, dir, staticSlots(addrs))
+	first := a.start(t)
+	a.waitReady(t)
+	sw := switchtest.Attach(t, first)
+	sw.WaitHealthy(t)
+	if want := "http://" + a.fileAddr(t, 0); sw.Prod != want {
+		t.Fatalf("prod is %s, want the inherited %s", sw.Prod, want)
+	}
+
+	const clients = 8
+	load := startConnLoad(sw.Prod+"/api/test", clients, 60*time.Second)
+	defer load.stop()
+	waitOKs(t, load, 200)
+	first.Signal(t, syscall.SIGKILL)
+	first.Wait(t, 10*time.Second)
+	killed := time.Now()
+	before := load.oks()
+	second := a.start(t)
+	restarted := time.Since(killed)
+	a.waitReady(t)
+	down := time.Since(killed)
+	again := switchtest.Attach(t, second)
+	waitOKs(t, load, before+200)
+	load.stop()
+
+	m := regexpStartToReady.FindStringSubmatch(metricsText(t, again.Admin))
+	if m == nil {
+		t.Fatal("no vipswap_start_to_ready_seconds in /metrics")
+	}
+	t.Logf("kill -9 under load (%d clients, a new connection per request), vipswap started again %s later and ready %s after the kill: %d answered, %d refused, %d failed (in flight on the killed process), longest wait %s; start to ready %ss",
+		clients, restarted.Round(time.Millisecond), down.Round(time.Millisecond), load.ok, load.refused, load.failed, load.longest.Round(time.Millisecond), m[1])
+	if load.refused != 0 {
+		t.Fatalf("%d connections refused, want 0", load.refused)
+	}
+	if load.failed > clients {
+		t.Fatalf("%d requests failed, more than the %d that can be in flight at the kill: %v", load.failed, clients, load.errs)
+	}
+}
+
+// fileAddr returns the address of the i-th socket.
+func (a *activation) fileAddr(t *testing.T, i int) string {
+	t.Helper()
+	ln, err := net.FileListener(a.files[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// waitOKs waits until load has n answers.
+func waitOKs(t *testing.T, load *connLoad, n int) {
+	t.Helper()
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if got := load.oks(); got < n {
+			load.mu.Lock()
+			defer load.mu.Unlock()
+			return fmt.Errorf("%d answers, want %d (refused %d, failed %d: %v)", got, n, load.refused, load.failed, load.errs)
+		}
+		return nil
+	})
+}
+
+var regexpStartToReady = regexp.MustCompile(`(?m)^vipswap_start_to_ready_seconds (\S+)$`)
+
+// metricsText returns what admin's /metrics says.
+func metricsText(t *testing.T, admin string) string {
+	t.Helper()
+	resp, err := http.Get(admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestSocketActivationMismatch: an inherited socket that fits no listener,
+// or a listener whose address is not its named socket's, stops vipswap at
+// start with one line naming both.
+func TestSocketActivationMismatch(t *testing.T) {
+	t.Parallel()
+	slots := staticSlots(map[string][]string{"blue": {"127.0.0.1:1"}, "green": {"127.0.0.1:2"}})
+	for name, c := range map[string]struct {
+		change func(a *activation)
+		want   string
+		also   string
+	}{
+		"an extra socket": {func(a *activation) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := ln.(*net.TCPListener).File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln.Close()
+			t.Cleanup(func() { f.Close() })
+			a.files, a.names = append(a.files, f), append(a.names, "metrics")
+		}, `vipswap serve: listeners.prod: listen on 127.0.0.1:`, `inherited socket "metrics" on 127.0.0.1:`},
+		"named for another listener": {func(a *activation) { a.names[0], a.names[1] = "stage", "prod" }, " but the inherited socket ", "make them the same"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			a := newActivation(t, t.TempDir(), slots)
+			c.change(a)
+			p := a.start(t)
+			if code := p.Wait(t, 30*time.Second); code != 1 {
+				t.Fatalf("exit %d, want 1", code)
+			}
+			out := strings.TrimSpace(p.Output())
+			if !strings.Contains(out, c.want) || !strings.Contains(out, c.also) || strings.Count(out, "\n") != 0 {
+				t.Fatalf("output %q, want one line with %q and %q", out, c.want, c.also)
+			}
+		})
+	}
+}
