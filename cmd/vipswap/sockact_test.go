@@ -19,6 +19,7 @@ import (
 
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
 )
 
 // activation holds listening sockets as systemd's .socket unit does, and
@@ -192,8 +193,8 @@ func TestSocketActivationKill9(t *testing.T) {
 	if m == nil {
 		t.Fatal("no vipswap_start_to_ready_seconds in /metrics")
 	}
-	t.Logf("kill -9 under load (%d clients, a new connection per request), vipswap started again %s later and ready %s after the kill: %d answered, %d refused, %d failed (in flight on the killed process), longest wait %s; start to ready %ss",
-		clients, restarted.Round(time.Millisecond), down.Round(time.Millisecond), load.ok, load.refused, load.failed, load.longest.Round(time.Millisecond), m[1])
+	t.Logf("kill -9 under load (%d clients, a new connection per request), vipswap started again %s later and ready %s after the kill: %d answered, %d refused, %d failed (in flight on the killed process), longest wait %s; start to ready %ss; failures: %v",
+		clients, restarted.Round(time.Millisecond), down.Round(time.Millisecond), load.ok, load.refused, load.failed, load.longest.Round(time.Millisecond), m[1], load.errs)
 	if load.refused != 0 {
 		t.Fatalf("%d connections refused, want 0", load.refused)
 	}
@@ -282,5 +283,60 @@ func TestSocketActivationMismatch(t *testing.T) {
 				t.Fatalf("output %q, want one line with %q and %q", out, c.want, c.also)
 			}
 		})
+	}
+}
+
+// TestSocketActivationKill9Managed: as TestSocketActivationKill9, with the
+// instances run: slots that vipswap starts itself. The killed vipswap's
+// instances die with it; the next one stops whatever a previous run left
+// (its ledger), starts them again, and serves the stored active slot:
+// requests that come meanwhile wait (in the backlog, then up to
+// proxy.hold for a healthy instance) and succeed.
+func TestSocketActivationKill9Managed(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bin := vstest.Binary(t)
+	var slots strings.Builder
+	slots.WriteString("slots:\n")
+	for _, slot := range []string{"blue", "green"} {
+		fmt.Fprintf(&slots, "  %s:\n    run:\n      command: [%s, app, --slot, %s, --listen, \"127.0.0.1:{port}\"]\n      replicas: 2\n", slot, bin, slot)
+	}
+	a := newActivation(t, dir, slots.String())
+	first := a.start(t)
+	a.waitReady(t)
+	sw := switchtest.Attach(t, first)
+	sw.WaitHealthy(t)
+	if _, err := sw.Client.Swap(context.Background(), wire.ChangeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+
+	const clients = 8
+	load := startConnLoad(sw.Prod+"/api/test", clients, 60*time.Second)
+	defer load.stop()
+	waitOKs(t, load, 200)
+	first.Signal(t, syscall.SIGKILL)
+	first.Wait(t, 10*time.Second)
+	killed := time.Now()
+	before := load.oks()
+	second := a.start(t)
+	a.waitReady(t)
+	down := time.Since(killed)
+	again := switchtest.Attach(t, second)
+	waitOKs(t, load, before+200)
+	load.stop()
+	if active := again.Active(t); active != "green" {
+		t.Fatalf("active %s after the restart, want green (the stored state)", active)
+	}
+	m := regexpStartToReady.FindStringSubmatch(metricsText(t, again.Admin))
+	if m == nil {
+		t.Fatal("no vipswap_start_to_ready_seconds in /metrics")
+	}
+	t.Logf("kill -9 under load (%d clients, a new connection per request) with managed instances, started again at once, ready %s after the kill: %d answered, %d refused, %d failed (in flight on the killed process), longest wait %s; start to ready %ss; failures: %v",
+		clients, down.Round(time.Millisecond), load.ok, load.refused, load.failed, load.longest.Round(time.Millisecond), m[1], load.errs)
+	if load.refused != 0 {
+		t.Fatalf("%d connections refused, want 0", load.refused)
+	}
+	if load.failed > clients {
+		t.Fatalf("%d requests failed, more than the %d that can be in flight at the kill: %v", load.failed, clients, load.errs)
 	}
 }
