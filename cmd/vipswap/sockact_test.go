@@ -299,7 +299,9 @@ func TestSocketActivationKill9Managed(t *testing.T) {
 	var slots strings.Builder
 	slots.WriteString("slots:\n")
 	for _, slot := range []string{"blue", "green"} {
-		fmt.Fprintf(&slots, "  %s:\n    run:\n      command: [%s, app, --slot, %s, --listen, \"127.0.0.1:{port}\"]\n      replicas: 2\n", slot, bin, slot)
+		// Each instance writes down the environment it was given.
+		fmt.Fprintf(&slots, "  %s:\n    run:\n      command: [sh, -c, \"env > %s/env-$$; exec %s app --slot %s --listen 127.0.0.1:{port}\"]\n      address: \"127.0.0.1:{port}\"\n      replicas: 2\n",
+			slot, dir, bin, slot)
 	}
 	a := newActivation(t, dir, slots.String())
 	first := a.start(t)
@@ -324,6 +326,22 @@ func TestSocketActivationKill9Managed(t *testing.T) {
 	again := switchtest.Attach(t, second)
 	waitOKs(t, load, before+200)
 	load.stop()
+	again.WaitHealthy(t)
+	envs, _ := filepath.Glob(filepath.Join(dir, "env-*"))
+	if len(envs) < 8 {
+		t.Fatalf("%d instances wrote their environment, want 8 (4 per run)", len(envs))
+	}
+	for _, path := range envs {
+		env, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range []string{"LISTEN_PID=", "LISTEN_FDS=", "LISTEN_FDNAMES=", "NOTIFY_SOCKET="} {
+			if strings.Contains("\n"+string(env), "\n"+name) {
+				t.Fatalf("a run: instance was given %s...: systemd's variables are vipswap's only", name)
+			}
+		}
+	}
 	if active := again.Active(t); active != "green" {
 		t.Fatalf("active %s after the restart, want green (the stored state)", active)
 	}
