@@ -358,3 +358,39 @@ func TestSocketActivationKill9Managed(t *testing.T) {
 		t.Fatalf("%d requests failed, more than the %d that can be in flight at the kill: %v", load.failed, clients, load.errs)
 	}
 }
+
+// TestSocketActivationRestart: "systemctl restart" with the socket unit:
+// SIGTERM under load, and a new vipswap once the old one has exited, on
+// the same sockets. The old one finishes what it accepted; connections
+// made meanwhile, and those still queued when it stopped accepting, wait
+// in the backlog for the new one: 0 refused, 0 failed.
+func TestSocketActivationRestart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	_, addrs := startStatic(t, 1)
+	a := newActivation(t, dir, staticSlots(addrs))
+	first := a.start(t)
+	a.waitReady(t)
+	sw := switchtest.Attach(t, first)
+	sw.WaitHealthy(t)
+
+	const clients = 8
+	load := startConnLoad(sw.Prod+"/api/test", clients, 60*time.Second)
+	defer load.stop()
+	waitOKs(t, load, 200)
+	stopping := time.Now()
+	first.Signal(t, syscall.SIGTERM)
+	first.Wait(t, 60*time.Second)
+	before := load.oks()
+	second := a.start(t)
+	a.waitReady(t)
+	down := time.Since(stopping)
+	switchtest.Attach(t, second)
+	waitOKs(t, load, before+200)
+	load.stop()
+	t.Logf("SIGTERM under load (%d clients, a new connection per request), a new vipswap once it exited, ready %s after the signal: %d answered, %d refused, %d failed, longest wait %s; failures: %v",
+		clients, down.Round(time.Millisecond), load.ok, load.refused, load.failed, load.longest.Round(time.Millisecond), load.errs)
+	if load.refused+load.failed != 0 {
+		t.Fatalf("%d refused and %d failed, want 0", load.refused, load.failed)
+	}
+}
