@@ -56,7 +56,7 @@ func (n *node) listenTCP(name, addr string) (net.Listener, error) {
 		}
 	})
 	if activated.err != nil {
-		return nil, activated.err
+		return nil, fmt.Errorf("the sockets systemd handed over: %w", activated.err)
 	}
 	if ln := activated.byKey[name]; ln != nil {
 		delete(activated.byKey, name) // a second bind (a test's second node) binds anew
