@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,12 @@ var activated inherited
 // inherited from systemd if any was, else a new one.
 func (n *node) listenTCP(name, addr string) (net.Listener, error) {
 	activated.once.Do(func() {
+		if activated.err = checkListenFDs(os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")); activated.err != nil {
+			os.Unsetenv("LISTEN_PID")
+			os.Unsetenv("LISTEN_FDS")
+			os.Unsetenv("LISTEN_FDNAMES")
+			return
+		}
 		activated.byKey, activated.err = matchInherited(inheritedListeners(activation.Files(true)), map[string]string{
 			"listeners.prod":  n.initial.Listeners.Prod.Addr,
 			"listeners.stage": n.initial.Listeners.Stage.Addr,
@@ -63,6 +70,27 @@ func (n *node) listenTCP(name, addr string) (net.Listener, error) {
 		return ln, nil
 	}
 	return net.Listen("tcp", addr)
+}
+
+// maxInherited is how many sockets vipswap may be handed: one per
+// listener (prod, stage, admin).
+const maxInherited = 3
+
+// checkListenFDs refuses a LISTEN_FDS meant for this process (LISTEN_PID)
+// that is no count of sockets vipswap could use, before anything takes
+// descriptors on its word.
+func checkListenFDs(pid, fds string) error {
+	if p, err := strconv.Atoi(pid); err != nil || p != os.Getpid() {
+		return nil // not for this process: ignored
+	}
+	n, err := strconv.Atoi(fds)
+	switch {
+	case err != nil || n < 0:
+		return fmt.Errorf("LISTEN_FDS=%.20q is no count of sockets", fds)
+	case n > maxInherited:
+		return fmt.Errorf("LISTEN_FDS=%d: vipswap has %d listeners (prod, stage, admin), so takes %d sockets at most", n, maxInherited, maxInherited)
+	}
+	return nil
 }
 
 // namedListener is an inherited socket and the name systemd gave it.

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -122,5 +123,47 @@ func TestSameAddr(t *testing.T) {
 		if got := sameAddr(c.addr, &c.bound); got != c.same {
 			t.Errorf("sameAddr(%q, %s) = %v, want %v", c.addr, &c.bound, got, c.same)
 		}
+	}
+}
+
+// TestCheckListenFDs: a LISTEN_FDS for this process that is no small
+// count is refused before any descriptor is taken on its word; one for
+// another process is ignored.
+func TestCheckListenFDs(t *testing.T) {
+	me := strconv.Itoa(os.Getpid())
+	for _, c := range []struct {
+		pid, fds string
+		want     string
+	}{
+		{me, "3", ""},
+		{me, "0", ""},
+		{"1", "garbage", ""},
+		{"", "3", ""},
+		{me + "0", "3", ""},
+		{me, "", "is no count of sockets"},
+		{me, "three", "is no count of sockets"},
+		{me, "-1", "is no count of sockets"},
+		{me, "4", "takes 3 sockets at most"},
+		{me, "2147483647", "takes 3 sockets at most"},
+		{me, "99999999999999999999999999", "is no count of sockets"},
+		{me, strings.Repeat("9", 10000), "is no count of sockets"},
+	} {
+		err := checkListenFDs(c.pid, c.fds)
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want) || len(err.Error()) > 200) {
+			t.Errorf("LISTEN_PID=%.20s LISTEN_FDS=%.20s: %v, want %q", c.pid, c.fds, err, c.want)
+		}
+	}
+}
+
+// TestInheritedNotASocket: a descriptor that is no socket is refused with
+// its name.
+func TestInheritedNotASocket(t *testing.T) {
+	f, err := os.Create(filepath.Join(t.TempDir(), "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := inheritedListeners([]*os.File{f})
+	if _, err := matchInherited(got, map[string]string{}); err == nil || !strings.Contains(err.Error(), `inherited socket "`+f.Name()+`"`) {
+		t.Fatalf("a regular file handed over as a socket: %v", err)
 	}
 }
