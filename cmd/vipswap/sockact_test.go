@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/tlstest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 	"github.com/vipswap/vipswap/wire"
@@ -392,5 +394,59 @@ func TestSocketActivationRestart(t *testing.T) {
 		clients, down.Round(time.Millisecond), load.ok, load.refused, load.failed, load.longest.Round(time.Millisecond), load.errs)
 	if load.refused+load.failed != 0 {
 		t.Fatalf("%d refused and %d failed, want 0", load.refused, load.failed)
+	}
+}
+
+// TestSocketActivationTLS: TLS and the PROXY protocol apply to an
+// inherited socket as to one vipswap binds: prod, inherited, requires a
+// PROXY header and serves HTTPS behind it.
+func TestSocketActivationTLS(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cert := tlstest.Valid(t, dir, "127.0.0.1")
+	_, addrs := startStatic(t, 1)
+	a := newActivation(t, dir, staticSlots(addrs))
+	prod := a.fileAddr(t, 0)
+	cfg, err := os.ReadFile(a.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg := strings.Replace(string(cfg), "prod: "+prod+"\n",
+		"prod:\n    addr: "+prod+"\n    proxy_protocol: require\n    tls: {certs: [{cert: 127.0.0.1.crt, key: 127.0.0.1.key}]}\n", 1)
+	if tlsCfg == string(cfg) {
+		t.Fatalf("no prod listener to change in %s", cfg)
+	}
+	if err := os.WriteFile(a.cfgPath, []byte(tlsCfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := a.start(t)
+	a.waitReady(t)
+	switchtest.Attach(t, p).WaitHealthy(t)
+
+	pool := cert.Pool()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool},
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+			if err == nil {
+				_, err = io.WriteString(c, "PROXY TCP4 192.0.2.7 127.0.0.1 40000 443\r\n")
+			}
+			return c, err
+		},
+	}}
+	resp, err := hc.Get("https://" + prod + "/api/test")
+	if err != nil {
+		t.Fatalf("HTTPS behind a PROXY header on the inherited socket: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.TLS == nil {
+		t.Fatalf("HTTPS on the inherited socket: %d %s (TLS %v)", resp.StatusCode, body, resp.TLS != nil)
+	}
+	// Without the header it requires, the connection is refused.
+	plain := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	if resp, err := plain.Get("https://" + prod + "/api/test"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("no PROXY header on a listener that requires one: %d, want the connection refused", resp.StatusCode)
 	}
 }
