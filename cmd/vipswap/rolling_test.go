@@ -26,6 +26,7 @@ type front struct {
 	backends []string
 	in       []atomic.Bool  // in the front
 	conns    []atomic.Int64 // connections given to each node
+	open     []atomic.Int64 // connections open to each node
 	next     atomic.Uint64
 	wg       sync.WaitGroup
 }
@@ -36,7 +37,7 @@ func startFront(t *testing.T, backends []string) *front {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &front{ln: ln, backends: backends, in: make([]atomic.Bool, len(backends)), conns: make([]atomic.Int64, len(backends))}
+	f := &front{ln: ln, backends: backends, in: make([]atomic.Bool, len(backends)), conns: make([]atomic.Int64, len(backends)), open: make([]atomic.Int64, len(backends))}
 	for i := range f.in {
 		f.in[i].Store(true)
 	}
@@ -67,6 +68,8 @@ func (f *front) serve(c net.Conn) {
 			continue // refused: the next node
 		}
 		f.conns[i].Add(1)
+		f.open[i].Add(1)
+		defer f.open[i].Add(-1)
 		defer b.Close()
 		done := make(chan struct{})
 		go func() {
@@ -83,8 +86,8 @@ func (f *front) serve(c net.Conn) {
 }
 
 // TestClusterRolling: two nodes on one etcd behind a front that spreads
-// connections across them; each node in turn is taken out of the front,
-// restarted (SIGTERM, then a new vipswap on the same configuration) and
+// connections across them; each node in turn is taken out of the front
+// and drained there (no connection open to it), restarted (SIGTERM, then a new vipswap on the same configuration) and
 // put back once it serves, as docs/operations.md says. The restarted node
 // serves the slot the cluster's state holds; through the front, 0 requests
 // fail.
@@ -128,7 +131,16 @@ func TestClusterRolling(t *testing.T) {
 	defer load.stop()
 	waitOKs(t, load, 200)
 	for i := range n {
+		// Out of the front, and drained there: a connection the front
+		// made just before may still be in the node's listen queue, which
+		// closes with its listener.
 		f.in[i].Store(false)
+		vstest.WaitFor(t, 30*time.Second, func() error {
+			if n := f.open[i].Load(); n != 0 {
+				return fmt.Errorf("%d connections still open to node %d", n, i)
+			}
+			return nil
+		})
 		nodes[i].Signal(t, syscall.SIGTERM)
 		nodes[i].Wait(t, 60*time.Second)
 		nodes[i] = switchtest.Serve(t, dirs[i], cfgs[i])

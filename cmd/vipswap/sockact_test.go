@@ -257,7 +257,7 @@ func TestSocketActivationMismatch(t *testing.T) {
 		want   string
 		also   string
 	}{
-		"an extra socket": {func(a *activation) {
+		"a socket of no listener": {func(a *activation) {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -268,8 +268,11 @@ func TestSocketActivationMismatch(t *testing.T) {
 			}
 			ln.Close()
 			t.Cleanup(func() { f.Close() })
-			a.files, a.names = append(a.files, f), append(a.names, "metrics")
+			a.files[2], a.names[2] = f, "metrics" // in place of admin's
 		}, `vipswap serve: listeners.prod: listen on 127.0.0.1:`, `inherited socket "metrics" on 127.0.0.1:`},
+		"too many sockets": {func(a *activation) {
+			a.files, a.names = append(a.files, a.files[0]), append(a.names, "prod")
+		}, `the sockets systemd handed over: LISTEN_FDS=4`, "takes 3 sockets at most"},
 		"named for another listener": {func(a *activation) { a.names[0], a.names[1] = "stage", "prod" }, " but the inherited socket ", "make them the same"},
 	} {
 		t.Run(name, func(t *testing.T) {
