@@ -318,3 +318,20 @@ func exportBuckets(h route.Histogram) (uint64, map[float64]uint64) {
 	}
 	return cum + h.Buckets[len(route.LatencyBounds)], buckets
 }
+
+var startToReadyDesc = prometheus.NewDesc("vipswap_start_to_ready_seconds",
+	"Time from the process's start to serving: state loaded, data planes applied, listeners served (after a crash, what the restart cost). Absent until then.", nil, nil)
+
+// StartToReady is a prometheus.Collector of vipswap_start_to_ready_seconds:
+// what its function returns, once positive.
+type StartToReady func() time.Duration
+
+// Describe implements prometheus.Collector.
+func (s StartToReady) Describe(ch chan<- *prometheus.Desc) { ch <- startToReadyDesc }
+
+// Collect implements prometheus.Collector.
+func (s StartToReady) Collect(ch chan<- prometheus.Metric) {
+	if d := s(); d > 0 {
+		ch <- prometheus.MustNewConstMetric(startToReadyDesc, prometheus.GaugeValue, d.Seconds())
+	}
+}

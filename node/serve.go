@@ -217,7 +217,7 @@ func withProxyProtocol(ln net.Listener, conf config.Listener) net.Listener {
 // fast and leaves nothing behind.
 func (n *node) bind() error {
 	bind := func(name, addr string) (net.Listener, error) {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := n.listenTCP(name, addr)
 		if err != nil {
 			return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 		}
@@ -308,6 +308,7 @@ func (n *node) start(ctx context.Context) error {
 	n.admin = n.adminServer(releases)
 	n.startACME()
 	n.listen()
+	n.ready()
 	return nil
 }
 
@@ -469,6 +470,7 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		metrics.NewCollector(n.px, n.ctrl, n.sup.restarts, n.version),
+		metrics.StartToReady(func() time.Duration { return time.Duration(startToReady.Load()) }),
 	)
 	stopping := make(chan struct{})
 	srv := &http.Server{

@@ -51,7 +51,9 @@
 //     against the slot; an instance's broken answer is an immediate 502.
 //
 // Shutdown waits for every request in flight, upgraded connections
-// (WebSockets) included, on any instance.
+// (WebSockets) included, on any instance. A new cleartext connection
+// whose first request is on its way as Shutdown begins (its client sent it
+// as it connected) is served too, if it comes within a short grace.
 //
 // proxy imports route, the standard library and (through h1) x/net's
 // http2; it must never import store, control, api, config or health (see

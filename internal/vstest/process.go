@@ -22,7 +22,14 @@ type Process struct {
 // Start runs bin with args; cleanup kills it (if still running) and waits.
 func Start(t testing.TB, bin string, args ...string) *Process {
 	t.Helper()
-	p := &Process{cmd: exec.Command(bin, args...), out: &output{}, exited: make(chan struct{})}
+	return StartCmd(t, exec.Command(bin, args...))
+}
+
+// StartCmd is Start for a command the caller set up (its environment,
+// descriptors to pass on); its output goes to the Process.
+func StartCmd(t testing.TB, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p := &Process{cmd: cmd, out: &output{}, exited: make(chan struct{})}
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

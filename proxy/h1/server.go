@@ -365,18 +365,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.parker != nil {
 		s.parker.stop()
 	}
+	graceEnd := time.Now().Add(shutdownGrace)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		s.mu.Lock()
 		n := len(s.conns)
 		for c := range s.conns {
-			switch st := c.state.Load(); st {
-			case stateIdle, stateHandshake:
+			switch st := c.state.Load(); {
+			case st == stateIdle && c.first.Load():
+				// A new connection: its first request may be on its way
+				// (awaitRequest).
+				c.nc.SetReadDeadline(graceEnd)
+			case st == stateIdle, st == stateHandshake:
 				// Wake it: it sees closing and closes. A handshake has no
 				// request to finish.
 				c.nc.SetReadDeadline(longAgo)
-			case stateH2Busy, stateH2Idle, stateReclaimed:
+			case st == stateH2Busy, st == stateH2Idle, st == stateReclaimed:
 				c.goAway() // HTTP/2: its open streams finish, then it closes
 			}
 		}
@@ -393,6 +398,17 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 var longAgo = time.Unix(1, 0)
+
+// shutdownGrace is how long Shutdown waits for the first request of a new
+// cleartext connection: one its client sent as it connected arrives within
+// a round trip, and is served rather than lost.
+var shutdownGrace = 500 * time.Millisecond // a variable for the tests
+
+// isTLS reports whether c is a TLS connection.
+func (c *conn) isTLS() bool {
+	_, ok := c.nc.(*tls.Conn)
+	return ok
+}
 
 // forget removes c from the server's connections without closing it.
 func (s *Server) forget(c *conn) {
@@ -435,7 +451,11 @@ type conn struct {
 	// alive), false before its first: only a kept connection is given up
 	// for another of its client's.
 	kept atomic.Bool
-	fd   int // the socket (a TLS connection's too), or -1
+	// first is true while a new cleartext connection waits for its first
+	// request: at Shutdown it is given shutdownGrace for it (see
+	// awaitRequest) rather than closed at once.
+	first atomic.Bool
+	fd    int // the socket (a TLS connection's too), or -1
 	// parkable is true when the connection may be parked: it has a socket
 	// and no layer above it that may hold bytes read from it (TLS).
 	parkable bool
@@ -650,10 +670,19 @@ func (c *conn) awaitRequest() bool {
 	c.nc.SetReadDeadline(deadline)
 	c.idleSince.Store(start.UnixNano())
 	c.kept.Store(!c.fresh)
+	first := c.fresh && c.pp == nil && !c.isTLS()
+	c.first.Store(first)
 	c.state.Store(stateIdle)
 	if c.s.closing.Load() {
-		c.close()
-		return false
+		if !first {
+			c.close()
+			return false
+		}
+		// A new connection's first request may be on its way: its client
+		// sent it as it connected, before the server began to shut down,
+		// and cannot tell that it was not read. It gets shutdownGrace to
+		// show its first byte, and is served (the response closes it).
+		c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
 	}
 	err := c.handshake()
 	if err == nil {

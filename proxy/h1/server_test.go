@@ -3,6 +3,7 @@ package h1
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -447,5 +448,63 @@ func TestShutdown(t *testing.T) {
 	}
 	if _, err := net.Dial("tcp", addr); err == nil {
 		t.Fatal("still accepting after shutdown")
+	}
+}
+
+// TestShutdownServesFirstRequest: a new connection whose first request
+// comes after Shutdown began (its client sent it as it connected; the
+// server had not read it) is served, with Connection: close, within
+// shutdownGrace; one that sends nothing is closed at the grace's end, and
+// then Shutdown returns. A kept-alive connection is closed at once (see
+// TestShutdown).
+func TestShutdownServesFirstRequest(t *testing.T) {
+	for _, silent := range []bool{false, true} {
+		t.Run(map[bool]string{false: "request", true: "silent"}[silent], func(t *testing.T) {
+			defer func(g time.Duration) { shutdownGrace = g }(shutdownGrace)
+			shutdownGrace = time.Minute
+			if silent {
+				shutdownGrace = 100 * time.Millisecond
+			}
+			s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "done") })}
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			served := make(chan error, 1)
+			go func() { served <- s.Serve(ln) }()
+			addr := ln.Addr().String()
+			fresh, freshBR := dial(t, addr)
+			// Connections are accepted in order: once a later one is
+			// served, the server holds the fresh one.
+			later, laterBR := dial(t, addr)
+			io.WriteString(later, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			read(t, laterBR, "GET")
+
+			stopped := make(chan error, 1)
+			go func() { stopped <- s.Shutdown(context.Background()) }()
+			vstest.WaitFor(t, 30*time.Second, func() error {
+				if c, err := net.Dial("tcp", addr); err == nil {
+					c.Close()
+					return errors.New("still accepting")
+				}
+				return nil
+			})
+			if silent {
+				if _, err := freshBR.ReadByte(); err != io.EOF {
+					t.Fatalf("a silent new connection: %v, want closed after the grace", err)
+				}
+			} else {
+				io.WriteString(fresh, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				if resp, body := read(t, freshBR, "GET"); body != "done" || !resp.Close {
+					t.Fatalf("first request after shutdown began: %q close=%v, want done and Connection: close", body, resp.Close)
+				}
+			}
+			if err := <-stopped; err != nil {
+				t.Fatal(err)
+			}
+			if err := <-served; err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
