@@ -369,12 +369,20 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	defer tick.Stop()
 	for {
 		s.mu.Lock()
-		n := len(s.conns)
+		// An accept loop still running may add a connection it accepted
+		// as the listener closed: wait for those loops too.
+		n := len(s.conns) + len(s.listeners)
 		for c := range s.conns {
 			switch st := c.state.Load(); st {
 			case stateIdle, stateHandshake:
 				// Wake it: it sees closing and closes. A handshake has no
-				// request to finish.
+				// request to finish. A connection accepted a moment ago
+				// and silent yet is given freshGrace for its first request
+				// first: its client dialed to send one, and, the
+				// connection never used, would not retry it on a close.
+				if st == stateIdle && !c.kept.Load() && time.Since(time.Unix(0, c.idleSince.Load())) < freshGrace {
+					continue
+				}
 				c.nc.SetReadDeadline(longAgo)
 			case stateH2Busy, stateH2Idle, stateReclaimed:
 				c.goAway() // HTTP/2: its open streams finish, then it closes
@@ -393,6 +401,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 }
 
 var longAgo = time.Unix(1, 0)
+
+// freshGrace is how long Shutdown lets a connection that has not sent its
+// first request yet send it (it is then served, and closed after its
+// answer), so that a connection accepted just before the listener closed
+// (or, on an upgrade, before the old process stopped accepting) is not
+// closed under a request its client is sending.
+const freshGrace = time.Second
 
 // forget removes c from the server's connections without closing it.
 func (s *Server) forget(c *conn) {
@@ -652,8 +667,12 @@ func (c *conn) awaitRequest() bool {
 	c.kept.Store(!c.fresh)
 	c.state.Store(stateIdle)
 	if c.s.closing.Load() {
-		c.close()
-		return false
+		if !c.fresh {
+			c.close()
+			return false
+		}
+		// Its first request may be on its way: freshGrace for it.
+		c.nc.SetReadDeadline(minTime(deadline, start.Add(freshGrace)))
 	}
 	err := c.handshake()
 	if err == nil {
