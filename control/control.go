@@ -549,3 +549,8 @@ func (c *Controller) WaitFirstRound(ctx context.Context) error {
 	c.flush()
 	return ctx.Err()
 }
+
+// StoreAnswers tells the controller that its store answers again, after
+// an outage it knows of only from failed operations: a vipswap that took
+// its state file back after an upgrade that did not take over.
+func (c *Controller) StoreAnswers() { c.reach.Answered(nil) }

@@ -584,4 +584,5 @@ func (n *node) shutdown() {
 		n.log.Warn("requests still in flight at the shutdown limit", "err", err)
 	}
 	n.admin.Shutdown(sctx)
+	n.drained()
 }

@@ -2,8 +2,10 @@ package node
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
 	"github.com/vipswap/vipswap/wire"
 )
@@ -70,6 +74,7 @@ type handover struct {
 	sig      chan os.Signal // SIGUSR2
 	mu       sync.Mutex     // one upgrade at a time
 	upgraded chan struct{}  // closed when a new process took over
+	note     *upgradeNote   // the upgrade that replaced this process, set before upgraded is closed
 }
 
 // newHandover starts tableflip for this process: the sockets a parent
@@ -143,6 +148,7 @@ func (n *node) ready() error {
 	}
 	if n.takingOver() {
 		n.log.Info("took over from the previous process: it stops accepting and finishes its requests in flight")
+		n.recordUpgrade(context.Background())
 	}
 	return nil
 }
@@ -160,6 +166,19 @@ func (n *node) upgradedC() <-chan struct{} {
 func (n *node) stopHandover() {
 	if n.ho != nil {
 		n.ho.upg.Stop()
+	}
+}
+
+// drained, called once the requests in flight are finished at shutdown,
+// notes them for the history entry when a new process replaced this one.
+func (n *node) drained() {
+	if n.ho == nil {
+		return
+	}
+	select {
+	case <-n.ho.upgraded:
+		n.noteDrained(n.ho.note)
+	default:
 	}
 }
 
@@ -214,8 +233,10 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 		return wire.UpgradeResult{OldVersion: n.version, NewVersion: newVersion, Binary: binary, OldPID: os.Getpid()}, nil
 	}
 	n.log.Info("upgrading: starting the new process", "binary", binary, "old_version", n.version, "new_version", newVersion, "actor", req.Actor)
+	note := n.beginNote(req, binary, newVersion)
 	start := time.Now()
 	if err := n.releaseStore(); err != nil {
+		n.recordFailedUpgrade(note, "could not hand the state file over: "+err.Error())
 		return refuse(http.StatusInternalServerError, "could not hand the state file over: %v", err)
 	}
 	prev := os.Args[0]
@@ -228,11 +249,13 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 			n.log.Error("the upgrade failed and the state file could not be taken back: changes fail until vipswap restarts", "err", rerr)
 		}
 		reason := upgradeFailure(err, n.ho.timeout)
+		n.recordFailedUpgrade(note, reason)
 		n.log.Error("upgrade failed: this process goes on serving", "binary", binary, "reason", reason)
 		return refuse(http.StatusBadGateway, "the new vipswap (%s) did not take over: %s; this one goes on serving", binary, reason)
 	}
 	n.log.Info("upgraded: the new process is ready; this one stops accepting and finishes its requests in flight",
 		"new_version", newVersion, "seconds", took.Seconds(), "limit", n.initial.Proxy.ShutdownTimeout)
+	n.ho.note = note
 	close(n.ho.upgraded)
 	return wire.UpgradeResult{OldVersion: n.version, NewVersion: newVersion, Binary: binary, OldPID: os.Getpid(), Seconds: took.Seconds()}, nil
 }
@@ -256,7 +279,10 @@ func (n *node) releaseStore() error {
 // reacquireStore takes the state file back after a failed upgrade.
 func (n *node) reacquireStore() error {
 	if b, ok := n.st.Store.(*bolt.Store); ok {
-		return b.Reacquire()
+		if err := b.Reacquire(); err != nil {
+			return err
+		}
+		n.ctrl.StoreAnswers()
 	}
 	return nil
 }
@@ -346,4 +372,166 @@ func (n *node) upgradeOnSignal(ctx context.Context) {
 	if _, err := n.upgrade(ctx, wire.UpgradeRequest{ChangeRequest: wire.ChangeRequest{Actor: upgradeSignalName}}); err != nil {
 		n.log.Error("upgrade on "+upgradeSignalName+" refused", "err", err)
 	}
+}
+
+// The history entry of an upgrade (operation "upgrade") is recorded by the
+// new process, which holds the store once it is ready; the old one
+// records a failed upgrade itself, having taken the store back. The two
+// processes share a note, a small file beside the state (its local base +
+// ".upgrade"): the old one writes it before it starts the new one, and
+// again, with what it served from the upgrade's start to its exit, once
+// it has finished its requests in flight. The new one attaches to the
+// entry, as its measurement, what both served and failed on prod from
+// the upgrade's start until the old one exited.
+
+// upgradeNote is that file's content.
+type upgradeNote struct {
+	Started    time.Time `json:"started"`
+	Actor      string    `json:"actor"`
+	Reason     string    `json:"reason,omitempty"`
+	OldVersion string    `json:"old_version"`
+	NewVersion string    `json:"new_version"`
+	Binary     string    `json:"binary"`
+	OldPID     int       `json:"old_pid"`
+	// Drained is set by the old process once it finished its requests in
+	// flight, with what it served and failed on prod since Started.
+	Drained bool      `json:"drained,omitempty"`
+	Ended   time.Time `json:"ended,omitzero"`
+	Served  uint64    `json:"served"`
+	Failed  uint64    `json:"failed"`
+	// base is the old process's prod counts at Started.
+	base [2]uint64
+}
+
+// upgradeNotePath is where the note is kept.
+func (n *node) upgradeNotePath() string { return n.initial.State.LocalBase() + ".upgrade" }
+
+// prodCounts returns what this process's proxy served and failed on prod.
+func (n *node) prodCounts() (served, failed uint64) {
+	for _, c := range n.px.Counters(route.Prod) {
+		for _, k := range c.Classes {
+			served += k
+		}
+		failed += c.Failed
+	}
+	return served, failed
+}
+
+// writeNote replaces the note file.
+func (n *node) writeNote(note *upgradeNote) error {
+	raw, err := json.Marshal(note)
+	if err != nil {
+		return err
+	}
+	path := n.upgradeNotePath()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, raw, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// readNote reads the note file (bounded: it is small).
+func (n *node) readNote() (*upgradeNote, error) {
+	f, err := os.Open(n.upgradeNotePath())
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var note upgradeNote
+	if err := json.NewDecoder(io.LimitReader(f, 64<<10)).Decode(&note); err != nil {
+		return nil, fmt.Errorf("upgrade note %s: %w", n.upgradeNotePath(), err)
+	}
+	return &note, nil
+}
+
+// beginNote writes the note of an upgrade that starts now.
+func (n *node) beginNote(req wire.UpgradeRequest, binary, newVersion string) *upgradeNote {
+	served, failed := n.prodCounts()
+	note := &upgradeNote{Started: time.Now().UTC(), Actor: req.Actor, Reason: req.Reason, OldVersion: n.version,
+		NewVersion: newVersion, Binary: binary, OldPID: os.Getpid(), base: [2]uint64{served, failed}}
+	if err := n.writeNote(note); err != nil {
+		n.log.Warn("upgrade: could not write the note for the history entry", "err", err)
+	}
+	return note
+}
+
+// recordFailedUpgrade records an upgrade that did not take over.
+func (n *node) recordFailedUpgrade(note *upgradeNote, reason string) {
+	os.Remove(n.upgradeNotePath())
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	e := upgradeEntry(note, time.Since(note.Started))
+	e.Result, e.Error = store.Failed, reason
+	if _, err := n.st.Record(ctx, e); err != nil {
+		n.log.Warn("could not record the failed upgrade in the history", "err", err)
+	}
+}
+
+// upgradeEntry is the history entry of the upgrade note describes.
+func upgradeEntry(note *upgradeNote, ready time.Duration) store.Entry {
+	return store.Entry{
+		Time: note.Started, Actor: note.Actor, Operation: "upgrade", Reason: note.Reason, Result: store.Applied,
+		Changes: []string{
+			fmt.Sprintf("vipswap %s -> %s", note.OldVersion, note.NewVersion),
+			"binary " + note.Binary,
+			fmt.Sprintf("process %d -> %d, ready in %s", note.OldPID, os.Getpid(), ready.Round(time.Millisecond)),
+		},
+	}
+}
+
+// noteDrained, in a process that was replaced, adds to the note what it
+// served since the upgrade began, once it finished its requests in
+// flight.
+func (n *node) noteDrained(note *upgradeNote) {
+	served, failed := n.prodCounts()
+	note.Drained, note.Ended = true, time.Now().UTC()
+	// (Counters may age a removed instance's out: never below zero.)
+	note.Served, note.Failed = served-min(served, note.base[0]), failed-min(failed, note.base[1])
+	if err := n.writeNote(note); err != nil {
+		n.log.Warn("upgrade: could not write what this process served for the history entry", "err", err)
+	}
+}
+
+// recordUpgrade, in a process that replaced another, records the
+// upgrade's history entry, and once the old process has exited (or its
+// shutdown limit and a margin have passed), its measurement.
+func (n *node) recordUpgrade(ctx context.Context) {
+	note, err := n.readNote()
+	if err != nil {
+		n.log.Warn("upgrade: no note from the previous process: the history entry is not recorded", "err", err)
+		return
+	}
+	rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	e, err := n.st.Record(rctx, upgradeEntry(note, time.Since(note.Started)))
+	cancel()
+	if err != nil {
+		n.log.Warn("could not record the upgrade in the history", "err", err)
+		return
+	}
+	n.log.Info("upgrade recorded", "history_id", e.ID, "old_version", note.OldVersion, "new_version", n.version)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wctx, cancel := context.WithTimeout(ctx, n.initial.Proxy.ShutdownTimeout+10*time.Second)
+		n.ho.upg.WaitForParent(wctx)
+		cancel()
+		final, err := n.readNote()
+		if err != nil {
+			final = note
+		}
+		os.Remove(n.upgradeNotePath())
+		served, failed := n.prodCounts()
+		m := store.Measurement{Served: served + final.Served, Failed: failed + final.Failed,
+			Start: note.Started, End: time.Now().UTC(), Complete: final.Drained}
+		if final.Drained {
+			m.Drained = final.Ended.Sub(note.Started)
+		}
+		mctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := n.st.Measure(mctx, e.ID, m); err != nil {
+			n.log.Warn("could not record the upgrade's measurement", "history_id", e.ID, "err", err)
+		}
+	}()
+	n.onClose(func() { <-done })
 }

@@ -255,6 +255,41 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	if _, err := u.Client.Swap(context.Background(), swapRequest("after the upgrades")); err != nil {
 		t.Fatalf("swap after the upgrades: %v", err)
 	}
+	// Every upgrade is in the history, with its versions and, once the old
+	// process exited, what both served and failed across it.
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		h, err := u.Client.History(context.Background(), 0)
+		if err != nil {
+			return err
+		}
+		var ups []wire.HistoryEntry
+		for _, e := range h {
+			if e.Operation == "upgrade" {
+				ups = append(ups, e)
+			}
+		}
+		if len(ups) != upgrades {
+			return fmt.Errorf("%d upgrade entries, want %d", len(ups), upgrades)
+		}
+		for _, e := range ups { // newest first
+			if e.Measurement == nil {
+				return fmt.Errorf("entry %d has no measurement yet", e.ID)
+			}
+		}
+		var served uint64
+		for i, e := range ups {
+			n := upgrades - i
+			from, to := []string{"upgrade-a", "upgrade-b"}[(n-1)%2], []string{"upgrade-a", "upgrade-b"}[n%2]
+			if e.Result != "applied" || e.Reason != fmt.Sprintf("upgrade %d", n) || len(e.Changes) == 0 ||
+				e.Changes[0] != "vipswap "+from+" -> "+to || !e.Measurement.Complete || e.Measurement.Failed != 0 || e.Measurement.Served == 0 {
+				return fmt.Errorf("upgrade %d's entry: %+v, measurement %+v", n, e, *e.Measurement)
+			}
+			served += e.Measurement.Served
+			t.Logf("history entry %d: %s; served %d, failed %d, old process drained in %.3fs", e.ID, strings.Join(e.Changes, "; "),
+				e.Measurement.Served, e.Measurement.Failed, e.Measurement.DrainedSeconds)
+		}
+		return nil
+	})
 }
 
 // TestUpgradeToABrokenBinary: a binary that exits at once, and one that
@@ -327,6 +362,23 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 	if _, err := u.Client.Swap(context.Background(), swapRequest("after the failed upgrades")); err != nil {
 		t.Fatalf("swap after the failed upgrades (the state file taken back?): %v", err)
 	}
+	// The two that started a process are in the history as failed, with why.
+	h, err := u.Client.History(context.Background(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed []string
+	for _, e := range h {
+		if e.Operation == "upgrade" {
+			if e.Result != "failed" {
+				t.Errorf("upgrade entry %d: result %q", e.ID, e.Result)
+			}
+			failed = append(failed, e.Error)
+		}
+	}
+	if len(failed) != 2 || !strings.Contains(failed[0], "not ready") || !strings.Contains(failed[1], "exited") {
+		t.Errorf("failed upgrades in the history: %q", failed)
+	}
 	select {
 	case <-u.firstExited:
 		t.Fatal("the old process exited")
@@ -337,4 +389,25 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 // swapRequest is a forced swap with reason.
 func swapRequest(reason string) wire.ChangeRequest {
 	return wire.ChangeRequest{Reason: reason, Force: true}
+}
+
+// TestUpgradeRefusedWithManagedInstances: handing managed instances to a
+// new process is not done: the upgrade is refused (exit 1, saying so)
+// before anything moves, and the switch and its instances go on.
+func TestUpgradeRefusedWithManagedInstances(t *testing.T) {
+	dir := t.TempDir()
+	bin := vstest.Binary(t)
+	u := serveUpgradable(t, bin, dir, testConfig(dir, managedSlots))
+	u.WaitHealthy(t)
+	pid := u.pid(t)
+	out, code := u.upgradeCLI(t, bin)
+	if code != 1 || !strings.Contains(out, "managed instances (run:)") {
+		t.Fatalf("upgrade with managed instances: exit %d:\n%s", code, out)
+	}
+	if got := u.pid(t); got != pid {
+		t.Fatalf("the PID file names %d, not %d", got, pid)
+	}
+	if a := getSlot(httpClient, u.Prod+"/api/test"); a.status != 200 || a.slot != "blue" {
+		t.Fatalf("after the refused upgrade: %+v", a)
+	}
 }
