@@ -62,7 +62,7 @@ const upgradeSignalName = "SIGUSR2"
 // accepts (MaxUpgradeTimeout): with the checks before, an upgrade answers
 // within the admin API's 30 seconds.
 const (
-	DefaultUpgradeTimeout = 20 * time.Second
+	DefaultUpgradeTimeout = 15 * time.Second
 	MaxUpgradeTimeout     = DefaultUpgradeTimeout
 )
 
@@ -218,7 +218,7 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 	if n.takingOver() {
 		// The process this one replaced is still finishing its requests:
 		// tableflip refuses a new upgrade until it exits.
-		wctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		wctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err := n.ho.upg.WaitForParent(wctx)
 		cancel()
 		if err != nil && errors.Is(err, context.DeadlineExceeded) {
@@ -338,15 +338,16 @@ func upgradeBinary(path string) (string, error) {
 
 // binaryVersion runs `binary version` (a few seconds at most): the
 // version an upgrade goes to, and a first check that the file is a
-// vipswap that runs here.
+// vipswap that runs here (8 seconds: a loaded machine may be slow to start
+// a program).
 func binaryVersion(ctx context.Context, binary string) (string, error) {
-	vctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	vctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(vctx, binary, "version")
 	cmd.WaitDelay = time.Second
 	out, err := cmd.Output()
 	if vctx.Err() != nil {
-		return "", fmt.Errorf("%s version: no answer within 3s", binary)
+		return "", fmt.Errorf("%s version: no answer within 8s", binary)
 	}
 	if err != nil {
 		return "", fmt.Errorf("%s version: %v: is it a vipswap for this machine?", binary, err)

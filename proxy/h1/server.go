@@ -407,7 +407,7 @@ var longAgo = time.Unix(1, 0)
 // answer), so that a connection accepted just before the listener closed
 // (or, on an upgrade, before the old process stopped accepting) is not
 // closed under a request its client is sending.
-const freshGrace = time.Second
+const freshGrace = 5 * time.Second
 
 // forget removes c from the server's connections without closing it.
 func (s *Server) forget(c *conn) {
@@ -671,8 +671,10 @@ func (c *conn) awaitRequest() bool {
 			c.close()
 			return false
 		}
-		// Its first request may be on its way: freshGrace for it.
-		c.nc.SetReadDeadline(minTime(deadline, start.Add(freshGrace)))
+		// Its first request may be on its way: freshGrace for it
+		// (not parked meanwhile: the parker is stopping).
+		deadline = minTime(limit, start.Add(freshGrace))
+		c.nc.SetReadDeadline(deadline)
 	}
 	err := c.handshake()
 	if err == nil {
