@@ -697,6 +697,13 @@ func (c *conn) awaitRequest() bool {
 		if c.s.parker.park(c) {
 			return false
 		}
+		c.acquire() // the parker has stopped: Shutdown began
+	}
+	if errors.As(err, &ne) && ne.Timeout() && c.fresh && c.s.closing.Load() && time.Since(start) < freshGrace {
+		// Shutdown began while it waited to park: its first request may
+		// be on its way, freshGrace for it (once: the wait starts over
+		// with the closing's deadline).
+		return c.awaitRequest()
 	}
 	c.close()
 	return false
