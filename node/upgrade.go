@@ -66,6 +66,10 @@ const (
 	MaxUpgradeTimeout     = DefaultUpgradeTimeout
 )
 
+// tableflipParentEnv is the variable by which tableflip (v1.2.3) tells a
+// process it was started by an upgrade.
+const tableflipParentEnv = "TABLEFLIP_HAS_PARENT_7DIU3"
+
 // handover is the process's part in upgrades.
 type handover struct {
 	upg     *tableflip.Upgrader
@@ -87,6 +91,11 @@ func newHandover(timeout time.Duration, pidFile string) (*handover, error) {
 	if err != nil {
 		return nil, fmt.Errorf("upgrades: %w", err)
 	}
+	// tableflip marks the process it starts with this variable, read by
+	// New: what this process starts in turn (managed instances, which may
+	// use tableflip themselves) must not inherit it. (tableflip adds it
+	// afresh to the next process it starts.)
+	os.Unsetenv(tableflipParentEnv)
 	h := &handover{upg: upg, timeout: timeout, upgraded: make(chan struct{}), sig: make(chan os.Signal, 1)}
 	signal.Notify(h.sig, syscall.SIGUSR2)
 	return h, nil

@@ -322,6 +322,13 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// A dry run checks the binary and changes nothing.
+	if out, code := u.upgradeCLI(t, bin, "--dry-run"); code != 0 || !strings.Contains(out, "dry run: would upgrade from") {
+		t.Fatalf("dry run: exit %d:\n%s", code, out)
+	}
+	if got := u.pid(t); got != pid {
+		t.Fatalf("after a dry run the PID file names %d, not %d", got, pid)
+	}
 	load := vstest.StartLoad(u.Prod+"/api/test", 8, 3*time.Minute)
 	fl := startFreshLoad(u.Prod+"/api/test", 2, 3*time.Minute)
 	cases := []struct {
