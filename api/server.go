@@ -124,6 +124,10 @@ type Options struct {
 	// Reload, if set, serves POST /v1/reload: re-read the configuration
 	// file and apply what changed (a dry run says what would).
 	Reload func(ctx context.Context, req wire.ChangeRequest) (wire.Change, error)
+	// Upgrade, if set, serves POST /v1/upgrade: start a new vipswap
+	// process, hand it the listening sockets and, once it is ready, stop
+	// this one. It answers when the new process is ready, or why not.
+	Upgrade func(ctx context.Context, req wire.UpgradeRequest) (wire.UpgradeResult, error)
 	// Releases, if set, serves POST /v1/deploy, POST /v1/rolling and GET
 	// /v1/releases[/{id}].
 	Releases Releases
@@ -188,6 +192,9 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))
 	if opts.Reload != nil {
 		mux.Handle("POST /v1/reload", s.handle(s.change(opts.Reload)))
+	}
+	if opts.Upgrade != nil {
+		mux.Handle("POST /v1/upgrade", s.handle(typedCall(http.StatusOK, opts.Upgrade, func(b *wire.UpgradeRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
 	}
 	if rs := opts.Releases; rs != nil {
 		mux.Handle("POST /v1/deploy", s.handle(startRelease(rs.Deploy, func(b *wire.DeployRequest) *wire.ChangeRequest { return &b.ChangeRequest })))

@@ -248,6 +248,14 @@ func (c *Client) Reload(ctx context.Context, req wire.ChangeRequest) (wire.Chang
 	return res, err
 }
 
+// Upgrade calls POST /v1/upgrade: it answers once the new process is
+// ready, or with why it is not (the old one goes on serving).
+func (c *Client) Upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.UpgradeResult, error) {
+	var res wire.UpgradeResult
+	err := c.do(ctx, http.MethodPost, "/v1/upgrade", req, &res)
+	return res, err
+}
+
 // Drain calls POST /v1/slots/{slot}/instances/{addr}/drain.
 func (c *Client) Drain(ctx context.Context, slot, addr string, req wire.ChangeRequest) (wire.Change, error) {
 	var res wire.Change

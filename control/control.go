@@ -518,3 +518,39 @@ func watchedPaths(a state.Analysis, routes []route.Route) []string {
 	}
 	return out[:min(len(out), route.MaxWatchedPaths)]
 }
+
+// WaitFirstRound waits, until ctx ends, for every instance's first health
+// check to answer (or for the first round's bound, a probe's interval and
+// timeout, to pass), then for every data plane to apply the table built
+// then: from its return, the planes route by health, not by the
+// "unhealthy until probed" a new controller starts with. A vipswap that
+// replaces another waits for it before it serves.
+func (c *Controller) WaitFirstRound(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		c.mu.Lock()
+		open := c.remoteGate
+		c.mu.Unlock()
+		if open {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		case <-tick.C:
+		}
+	}
+	c.mu.Lock()
+	c.publishLocked() // a table built now, after the round, whatever was pending
+	c.mu.Unlock()
+	c.flush()
+	return ctx.Err()
+}
+
+// StoreAnswers tells the controller that its store answers again, after
+// an outage it knows of only from failed operations: a vipswap that took
+// its state file back after an upgrade that did not take over.
+func (c *Controller) StoreAnswers() { c.reach.Answered(nil) }

@@ -197,10 +197,10 @@ func sameAddr(addr string, got *net.TCPAddr) bool {
 // serves (vipswap_start_to_ready_seconds).
 var startToReady atomic.Int64
 
-// ready records that the node serves: the time from the process's start
+// serving records that the node serves: the time from the process's start
 // (for vipswap_start_to_ready_seconds and the log), and tells systemd
 // (READY=1, for Type=notify) when it started vipswap with NOTIFY_SOCKET.
-func (n *node) ready() {
+func (n *node) serving() {
 	d := time.Since(processStart)
 	startToReady.Store(int64(d))
 	n.log.Info("serving", "start_to_ready", d.Round(time.Millisecond).String())

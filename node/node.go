@@ -18,6 +18,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vipswap/vipswap/config"
 )
@@ -36,6 +37,16 @@ type Setup struct {
 	Stderr io.Writer
 	// Version is the build's, for the log and the metrics.
 	Version string
+	// Upgrades lets the process hand its listening sockets to a new one
+	// (vipswap upgrade, SIGUSR2) and take them from the one it replaces.
+	// Only one node per process may have it.
+	Upgrades bool
+	// UpgradeTimeout bounds how long a new process may take to become
+	// ready (0: DefaultUpgradeTimeout).
+	UpgradeTimeout time.Duration
+	// PIDFile, if set, receives the process's PID once it serves, and the
+	// new process's after an upgrade (for systemd's PIDFile=).
+	PIDFile string
 }
 
 // Run runs a node as the vipswap process does, until ctx ends or a SIGINT
@@ -73,7 +84,16 @@ func Run(ctx context.Context, setup Setup) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	return serve(ctx, newNode(setup, logs, log), force, hup)
+	n := newNode(setup, logs, log)
+	if setup.Upgrades {
+		ho, err := newHandover(setup.UpgradeTimeout, setup.PIDFile)
+		if err != nil {
+			return err
+		}
+		defer signal.Stop(ho.sig)
+		n.ho = ho
+	}
+	return serve(ctx, n, force, hup)
 }
 
 // stopOnSignal calls stop on the first of sigs and closes force on the

@@ -42,6 +42,7 @@ type node struct {
 	path     string         // the configuration file, for reloads
 	initial  *config.Config // the configuration the node started with
 	version  string
+	ho       *handover // upgrades (upgrade.go); nil when the process does not hand over
 	logs     *logSwitch
 	log      *slog.Logger
 	sup      *supervisor
@@ -217,7 +218,7 @@ func withProxyProtocol(ln net.Listener, conf config.Listener) net.Listener {
 // fast and leaves nothing behind.
 func (n *node) bind() error {
 	bind := func(name, addr string) (net.Listener, error) {
-		ln, err := n.listenTCP(name, addr)
+		ln, err := n.listenOn(name, addr)
 		if err != nil {
 			return nil, fmt.Errorf("%s: listen on %s: %w", name, addr, err)
 		}
@@ -307,9 +308,12 @@ func (n *node) start(ctx context.Context) error {
 	n.onClose(releases.Close) // before the controller closes
 	n.admin = n.adminServer(releases)
 	n.startACME()
+	if err := n.readyToServe(ctx); err != nil {
+		return err
+	}
 	n.listen()
-	n.ready()
-	return nil
+	n.serving()
+	return n.ready()
 }
 
 // startTickets reads the TLS session ticket keys from the store (a
@@ -482,6 +486,7 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 			Rates:        n.ctrl.Rates,
 			Dashboard:    dashboard.Handler(),
 			Reload:       n.reload,
+			Upgrade:      n.upgradeAPI(),
 			Releases:     releases,
 			Hosts:        n.initial.Admin.Hosts,
 			// Half the admin connections at most: the rest serve
@@ -553,6 +558,10 @@ func (n *node) wait(ctx context.Context, hup <-chan os.Signal) error {
 		case <-ctx.Done():
 			n.log.Info("shutting down: finishing requests in flight", "limit", n.initial.Proxy.ShutdownTimeout)
 			return nil
+		case <-n.upgradedC():
+			return nil // a new process serves: finish the requests in flight
+		case <-n.upgradeSignal():
+			go n.upgradeOnSignal(ctx)
 		case err := <-n.errc:
 			n.log.Error("listener failed; shutting down", "err", err)
 			return err
@@ -572,8 +581,10 @@ func (n *node) wait(ctx context.Context, hup <-chan os.Signal) error {
 func (n *node) shutdown() {
 	sctx, cancel := context.WithTimeout(context.Background(), n.initial.Proxy.ShutdownTimeout)
 	defer cancel()
+	n.stopHandover()
 	if err := n.px.Shutdown(sctx); err != nil {
 		n.log.Warn("requests still in flight at the shutdown limit", "err", err)
 	}
 	n.admin.Shutdown(sctx)
+	n.drained()
 }

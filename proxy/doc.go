@@ -51,9 +51,11 @@
 //     against the slot; an instance's broken answer is an immediate 502.
 //
 // Shutdown waits for every request in flight, upgraded connections
-// (WebSockets) included, on any instance. A new cleartext connection
-// whose first request is on its way as Shutdown begins (its client sent it
-// as it connected) is served too, if it comes within a short grace.
+// (WebSockets) included, on any instance. At its limit, a WebSocket gets a
+// close frame (1001) between two of the instance's frames, and a moment
+// for the client's answer (wsclose.go). A connection accepted as it began
+// is served, and one that has not sent its first request yet is given a
+// moment to (h1's freshGrace).
 //
 // proxy imports route, the standard library and (through h1) x/net's
 // http2; it must never import store, control, api, config or health (see

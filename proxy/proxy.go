@@ -185,7 +185,9 @@ type Proxy struct {
 	idle     atomic.Int64 // idle connections in all pools
 	handlers [len(route.Listeners)]*handler
 	holding  atomic.Int64
-	active   atomic.Int64 // requests being served, tunnels included
+	active   atomic.Int64  // requests being served, tunnels included
+	away     chan struct{} // closed at Shutdown's limit: WebSockets close (wsclose.go)
+	awayOnce sync.Once
 	// via is what this proxy adds to the Via header of the requests it
 	// forwards ("1.1 vipswap-5f3a9c1e"), random per process so a request
 	// that comes back to the same process is known (a loop).
@@ -211,7 +213,8 @@ type Proxy struct {
 func New(opts Options) *Proxy {
 	opts.setDefaults()
 	p := &Proxy{
-		via: fmt.Sprintf("1.1 vipswap-%08x", rand.Uint32()),
+		via:  fmt.Sprintf("1.1 vipswap-%08x", rand.Uint32()),
+		away: make(chan struct{}),
 	}
 	p.opts.Store(&opts)
 	p.closeCtx, p.closeAll = context.WithCancel(context.Background())
@@ -430,7 +433,20 @@ func (p *Proxy) waitIdle(ctx context.Context) error {
 	for p.active.Load() > 0 {
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%d requests still in flight: %w", p.active.Load(), ctx.Err())
+			err := fmt.Errorf("%d requests still in flight: %w", p.active.Load(), ctx.Err())
+			// WebSockets get a close frame and a moment to answer it
+			// (wsclose.go).
+			p.goAway()
+			grace := time.NewTimer(wsCloseGrace + 500*time.Millisecond)
+			defer grace.Stop()
+			for p.active.Load() > 0 {
+				select {
+				case <-grace.C:
+					return err
+				case <-tick.C:
+				}
+			}
+			return err
 		case <-tick.C:
 		}
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -165,7 +166,11 @@ func (p *Proxy) tunnel(w http.ResponseWriter, resp *http.Response, c *upstreamCo
 	}
 	fromClient, fromInstance := make(chan error, 1), make(chan error, 1)
 	go func() { fromClient <- pipe(c.Conn, brw.Reader) }()
-	go func() { fromInstance <- pipe(client, c.br) }()
+	if strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
+		go func() { fromInstance <- relayFrames(client, c.br, c.Conn, p.away) }()
+	} else {
+		go func() { fromInstance <- pipe(client, c.br) }()
+	}
 	select {
 	case err := <-fromClient:
 		if err == nil {
@@ -180,7 +185,16 @@ func (p *Proxy) tunnel(w http.ResponseWriter, resp *http.Response, c *upstreamCo
 		client.Close() // broken: end the other direction too
 		c.Close()
 		<-fromInstance
-	case <-fromInstance:
+	case err := <-fromInstance:
+		if errors.Is(err, errGoingAway) {
+			// The client was sent a close frame at the shutdown limit:
+			// its answer passes on to the instance, for a moment.
+			deadline := time.Now().Add(wsCloseGrace)
+			client.SetDeadline(deadline)
+			c.Conn.SetDeadline(deadline)
+			<-fromClient
+			break
+		}
 		// The instance is done: so is the tunnel.
 		client.Close()
 		c.Close()

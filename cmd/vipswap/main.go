@@ -119,7 +119,7 @@ func newRoot() *cobra.Command {
 		&cobra.Group{ID: "tools", Title: "Tools:"},
 	)
 	for _, c := range []*cobra.Command{
-		withGroup("switch", newServeCmd()), withGroup("switch", newCheckCmd()), withGroup("switch", newReloadCmd()),
+		withGroup("switch", newServeCmd()), withGroup("switch", newCheckCmd()), withGroup("switch", newReloadCmd()), withGroup("switch", newUpgradeCmd()),
 		withGroup("switch", newStateCmd()),
 		withGroup("change", newSlotChangeCmd("swap")), withGroup("change", newSlotChangeCmd("rollback")),
 		withGroup("change", newShiftCmd()), withGroup("change", newRolloutCmd()),
@@ -382,8 +382,15 @@ func exactArgs(names ...string) cobra.PositionalArgs {
 	}
 }
 
+// buildVersion, when set at build time (go build -ldflags "-X
+// main.buildVersion=2.5.0"), is the version vipswap reports.
+var buildVersion string
+
 // version is the build's module version and commit.
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"

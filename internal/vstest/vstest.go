@@ -142,3 +142,21 @@ func isExecutable(path string) bool {
 	fi, err := os.Stat(path)
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
+
+// BinaryVersion builds vipswap from this checkout reporting version as
+// its `vipswap version` (main.buildVersion), into a new file under dir;
+// with the race detector when the tests run with it. Tests of upgrades
+// use two such builds.
+func BinaryVersion(t testing.TB, dir, version string) string {
+	t.Helper()
+	path := filepath.Join(dir, "vipswap-"+version)
+	args := []string{"build", "-o", path, "-ldflags", "-X main.buildVersion=" + version}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	args = append(args, "github.com/vipswap/vipswap/cmd/vipswap")
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return path
+}

@@ -17,10 +17,18 @@ const retryReclaim = 100 * time.Millisecond
 
 // acquireSlot waits until the server may hold one more connection: a free
 // slot, or one freed by closing the connection idle the longest. It
-// reports false when the server is shutting down.
+// reports false when the server is shutting down and has no free slot: a
+// connection accepted as Shutdown began is served (its client may be
+// sending its request already; closing it would reset that), and Shutdown
+// waits for it.
 func (s *Server) acquireSlot() bool {
 	if s.slots == nil {
-		return !s.closing.Load()
+		return true
+	}
+	select {
+	case s.slots <- struct{}{}:
+		return true
+	default:
 	}
 	for {
 		select {

@@ -63,6 +63,12 @@
 // a budget per connection), or with a header block that never ends, is
 // closed; its streams alone end.
 //
+// Shutdown stops accepting and closes idle keep-alive connections at once;
+// a connection it accepted as it began is served, and one that has not
+// sent its first request yet (its client dialed to send one, and would
+// not retry it on a close) is given freshGrace for it, parked or not,
+// then answered with Connection: close.
+//
 // The package also reads responses for vipswap's requests to instances
 // (ReadResponse), with the same strict framing and bounded heads.
 //

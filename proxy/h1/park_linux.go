@@ -326,6 +326,12 @@ func (p *parker) stop() {
 	p.oldest, p.newest = nil, nil
 	p.mu.Unlock()
 	for _, c := range parked {
+		if !c.kept.Load() {
+			// Never used: its client may be sending its first request
+			// now. Its goroutine gives it freshGrace (awaitRequest).
+			go c.serve()
+			continue
+		}
 		c.close()
 	}
 	syscall.Write(p.wake[1], []byte{1})

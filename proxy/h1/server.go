@@ -365,23 +365,26 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	if s.parker != nil {
 		s.parker.stop()
 	}
-	graceEnd := time.Now().Add(shutdownGrace)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		s.mu.Lock()
-		n := len(s.conns)
+		// An accept loop still running may add a connection it accepted
+		// as the listener closed: wait for those loops too.
+		n := len(s.conns) + len(s.listeners)
 		for c := range s.conns {
-			switch st := c.state.Load(); {
-			case st == stateIdle && c.first.Load():
-				// A new connection: its first request may be on its way
-				// (awaitRequest).
-				c.nc.SetReadDeadline(graceEnd)
-			case st == stateIdle, st == stateHandshake:
+			switch st := c.state.Load(); st {
+			case stateIdle, stateHandshake:
 				// Wake it: it sees closing and closes. A handshake has no
-				// request to finish.
+				// request to finish. A connection accepted a moment ago
+				// and silent yet is given freshGrace for its first request
+				// first: its client dialed to send one, and, the
+				// connection never used, would not retry it on a close.
+				if st == stateIdle && !c.kept.Load() && time.Since(time.Unix(0, c.idleSince.Load())) < freshGrace {
+					continue
+				}
 				c.nc.SetReadDeadline(longAgo)
-			case st == stateH2Busy, st == stateH2Idle, st == stateReclaimed:
+			case stateH2Busy, stateH2Idle, stateReclaimed:
 				c.goAway() // HTTP/2: its open streams finish, then it closes
 			}
 		}
@@ -399,16 +402,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 var longAgo = time.Unix(1, 0)
 
-// shutdownGrace is how long Shutdown waits for the first request of a new
-// cleartext connection: one its client sent as it connected arrives within
-// a round trip, and is served rather than lost.
-var shutdownGrace = 500 * time.Millisecond // a variable for the tests
-
-// isTLS reports whether c is a TLS connection.
-func (c *conn) isTLS() bool {
-	_, ok := c.nc.(*tls.Conn)
-	return ok
-}
+// freshGrace is how long Shutdown lets a connection that has not sent its
+// first request yet send it (it is then served, and closed after its
+// answer), so that a connection accepted just before the listener closed
+// (or, on an upgrade, before the old process stopped accepting) is not
+// closed under a request its client is sending.
+const freshGrace = 5 * time.Second
 
 // forget removes c from the server's connections without closing it.
 func (s *Server) forget(c *conn) {
@@ -451,11 +450,7 @@ type conn struct {
 	// alive), false before its first: only a kept connection is given up
 	// for another of its client's.
 	kept atomic.Bool
-	// first is true while a new cleartext connection waits for its first
-	// request: at Shutdown it is given shutdownGrace for it (see
-	// awaitRequest) rather than closed at once.
-	first atomic.Bool
-	fd    int // the socket (a TLS connection's too), or -1
+	fd   int // the socket (a TLS connection's too), or -1
 	// parkable is true when the connection may be parked: it has a socket
 	// and no layer above it that may hold bytes read from it (TLS).
 	parkable bool
@@ -670,19 +665,16 @@ func (c *conn) awaitRequest() bool {
 	c.nc.SetReadDeadline(deadline)
 	c.idleSince.Store(start.UnixNano())
 	c.kept.Store(!c.fresh)
-	first := c.fresh && c.pp == nil && !c.isTLS()
-	c.first.Store(first)
 	c.state.Store(stateIdle)
 	if c.s.closing.Load() {
-		if !first {
+		if !c.fresh {
 			c.close()
 			return false
 		}
-		// A new connection's first request may be on its way: its client
-		// sent it as it connected, before the server began to shut down,
-		// and cannot tell that it was not read. It gets shutdownGrace to
-		// show its first byte, and is served (the response closes it).
-		c.nc.SetReadDeadline(time.Now().Add(shutdownGrace))
+		// Its first request may be on its way: freshGrace for it
+		// (not parked meanwhile: the parker is stopping).
+		deadline = minTime(limit, start.Add(freshGrace))
+		c.nc.SetReadDeadline(deadline)
 	}
 	err := c.handshake()
 	if err == nil {
@@ -705,6 +697,13 @@ func (c *conn) awaitRequest() bool {
 		if c.s.parker.park(c) {
 			return false
 		}
+		c.acquire() // the parker has stopped: Shutdown began
+	}
+	if errors.As(err, &ne) && ne.Timeout() && c.fresh && c.s.closing.Load() && time.Since(start) < freshGrace {
+		// Shutdown began while it waited to park: its first request may
+		// be on its way, freshGrace for it (once: the wait starts over
+		// with the closing's deadline).
+		return c.awaitRequest()
 	}
 	c.close()
 	return false

@@ -40,7 +40,8 @@ type record struct {
 
 // Store is a store.Store backed by a bbolt file.
 type Store struct {
-	db      *bbolt.DB
+	dbMu    sync.RWMutex // guards db: Release and Reacquire replace it
+	db      *bbolt.DB    // nil while released
 	path    string
 	keep    store.Retention
 	created bool
@@ -163,7 +164,7 @@ func (s *Store) Load(ctx context.Context) (state.State, store.Revision, error) {
 // view runs a read transaction, guarded: a page damaged since Open is an
 // error for the caller, not a panic in its goroutine.
 func (s *Store) view(f func(*bbolt.Tx) error) error {
-	err := guarded(func() error { return s.db.View(f) })
+	err := guarded(func() error { return s.withDB(func(db *bbolt.DB) error { return db.View(f) }) })
 	if err != nil && !errors.Is(err, store.ErrNotFound) && !strings.Contains(err.Error(), s.path) {
 		return fmt.Errorf("state file %s: %w", s.path, err)
 	}
@@ -193,7 +194,7 @@ func (s *Store) CompareAndSwap(ctx context.Context, expected store.Revision, st 
 		return 0, store.Entry{}, err
 	}
 	var next store.Revision
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.updateDB(func(tx *bbolt.Tx) error {
 		cur, err := s.read(tx)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
@@ -229,7 +230,7 @@ func (s *Store) Record(ctx context.Context, e store.Entry) (store.Entry, error) 
 	if err := ctx.Err(); err != nil {
 		return store.Entry{}, err
 	}
-	err := s.db.Update(func(tx *bbolt.Tx) (err error) {
+	err := s.updateDB(func(tx *bbolt.Tx) (err error) {
 		e, err = s.appendEntry(tx, e)
 		return err
 	})
@@ -300,7 +301,7 @@ const pruneBatch = 1000
 
 // Measure implements store.Store.
 func (s *Store) Measure(ctx context.Context, id uint64, m store.Measurement) error {
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.updateDB(func(tx *bbolt.Tx) error {
 		e, err := s.entry(tx, id)
 		if err != nil {
 			return err
@@ -429,7 +430,67 @@ func (s *Store) Close() error {
 		}
 	}
 	s.mu.Unlock()
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	if s.db == nil {
+		return nil // released and never reacquired
+	}
 	return s.db.Close()
+}
+
+// ErrReleased is wrapped by the error of every operation on a Store between
+// Release and Reacquire.
+var ErrReleased = errors.New("the state file is handed to a new vipswap process")
+
+// withDB runs f on the open file, or fails with ErrReleased (as a
+// store.UnavailableError) while it is released.
+func (s *Store) withDB(f func(*bbolt.DB) error) error {
+	s.dbMu.RLock()
+	defer s.dbMu.RUnlock()
+	if s.db == nil {
+		return &store.UnavailableError{Store: "state file " + s.path, Err: ErrReleased}
+	}
+	return f(s.db)
+}
+
+// updateDB runs a read-write transaction on the open file.
+func (s *Store) updateDB(f func(*bbolt.Tx) error) error {
+	return s.withDB(func(db *bbolt.DB) error { return db.Update(f) })
+}
+
+// Release closes the file, and with it its lock, so that another process
+// can open it, after the transactions under way; the Store stays usable
+// and its watchers stay subscribed, but until Reacquire every operation
+// fails with ErrReleased. It is how a vipswap hands its state file to the
+// process that replaces it.
+func (s *Store) Release() error {
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	if s.db == nil {
+		return nil
+	}
+	err := s.db.Close()
+	s.db = nil
+	return err
+}
+
+// Reacquire opens the file again after Release (waiting up to a second for
+// its lock), for a process whose replacement did not take over.
+func (s *Store) Reacquire() error {
+	s.dbMu.Lock()
+	defer s.dbMu.Unlock()
+	if s.db != nil {
+		return nil
+	}
+	db, err := bbolt.Open(s.path, 0o600, &bbolt.Options{Timeout: time.Second})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return lockedError(s.path)
+	}
+	if err != nil {
+		return &DamagedError{Path: s.path, Problem: err.Error()}
+	}
+	s.db = db
+	return nil
 }
 
 // wrap names the file in errors that are not decisions (conflicts and
@@ -455,7 +516,7 @@ func (s *Store) UpdateSecret(ctx context.Context, name string, update func(cur [
 		return nil, err
 	}
 	var out []byte
-	err := s.db.Update(func(tx *bbolt.Tx) error {
+	err := s.updateDB(func(tx *bbolt.Tx) error {
 		b, err := tx.CreateBucketIfNotExists(secretsBucket)
 		if err != nil {
 			return err
