@@ -294,9 +294,10 @@ func TestH2Shutdown(t *testing.T) {
 // gives its place to a new client (by a GOAWAY), as an idle HTTP/1.1 one
 // does; one with a stream open is never taken.
 func TestH2IdleReclaimedAtMaxConns(t *testing.T) {
-	release := make(chan struct{})
+	release, slowBegan := make(chan struct{}), make(chan struct{}, 1)
 	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			slowBegan <- struct{}{}
 			<-release
 		}
 		io.WriteString(w, "ok")
@@ -317,6 +318,9 @@ func TestH2IdleReclaimedAtMaxConns(t *testing.T) {
 		}
 		return nil
 	})
+	// The busy connection's stream is open (it was idle a moment before
+	// it came, and could have been the one reclaimed).
+	<-slowBegan
 	// A third client (HTTP/1.1) gets the idle one's place.
 	c, br := dial(t, addr)
 	io.WriteString(c, "GET /third HTTP/1.1\r\nHost: x\r\n\r\n")
