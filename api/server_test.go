@@ -345,7 +345,9 @@ func TestDocumentedEndpointsExist(t *testing.T) {
 		Rates:     func() []wire.RateSample { return nil },
 		Dashboard: dashboard.Handler(),
 		Reload:    func(context.Context, wire.ChangeRequest) (wire.Change, error) { return wire.Change{}, nil },
-		Upgrade:   func(context.Context, wire.UpgradeRequest) (wire.UpgradeResult, error) { return wire.UpgradeResult{}, nil },
+		Upgrade: func(context.Context, wire.UpgradeRequest) (wire.UpgradeResult, error) {
+			return wire.UpgradeResult{}, nil
+		},
 	})
 	heading := regexp.MustCompile(`(?m)^## (GET|POST) (/\S*)$`)
 	found := heading.FindAllStringSubmatch(string(doc), -1)
