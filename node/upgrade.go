@@ -14,7 +14,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/cloudflare/tableflip"
@@ -97,7 +96,9 @@ func newHandover(timeout time.Duration, pidFile string) (*handover, error) {
 	// afresh to the next process it starts.)
 	os.Unsetenv(tableflipParentEnv)
 	h := &handover{upg: upg, timeout: timeout, upgraded: make(chan struct{}), sig: make(chan os.Signal, 1)}
-	signal.Notify(h.sig, syscall.SIGUSR2)
+	if len(upgradeSignals) > 0 { // none: Notify would take every signal
+		signal.Notify(h.sig, upgradeSignals...)
+	}
 	return h, nil
 }
 
