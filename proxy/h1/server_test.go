@@ -456,48 +456,38 @@ func TestShutdown(t *testing.T) {
 // server had not read it) is served, with Connection: close, within
 // freshGrace. A kept-alive connection is closed at once (see TestShutdown).
 func TestShutdownServesFirstRequest(t *testing.T) {
-	for _, silent := range []bool{false} {
-		t.Run("request", func(t *testing.T) {
-			s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "done") })}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			served := make(chan error, 1)
-			go func() { served <- s.Serve(ln) }()
-			addr := ln.Addr().String()
-			fresh, freshBR := dial(t, addr)
-			// Connections are accepted in order: once a later one is
-			// served, the server holds the fresh one.
-			later, laterBR := dial(t, addr)
-			io.WriteString(later, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-			read(t, laterBR, "GET")
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "done") })}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	addr := ln.Addr().String()
+	fresh, freshBR := dial(t, addr)
+	// Connections are accepted in order: once a later one is served, the
+	// server holds the fresh one.
+	later, laterBR := dial(t, addr)
+	io.WriteString(later, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	read(t, laterBR, "GET")
 
-			stopped := make(chan error, 1)
-			go func() { stopped <- s.Shutdown(context.Background()) }()
-			vstest.WaitFor(t, 30*time.Second, func() error {
-				if c, err := net.Dial("tcp", addr); err == nil {
-					c.Close()
-					return errors.New("still accepting")
-				}
-				return nil
-			})
-			if silent {
-				if _, err := freshBR.ReadByte(); err != io.EOF {
-					t.Fatalf("a silent new connection: %v, want closed after the grace", err)
-				}
-			} else {
-				io.WriteString(fresh, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-				if resp, body := read(t, freshBR, "GET"); body != "done" || !resp.Close {
-					t.Fatalf("first request after shutdown began: %q close=%v, want done and Connection: close", body, resp.Close)
-				}
-			}
-			if err := <-stopped; err != nil {
-				t.Fatal(err)
-			}
-			if err := <-served; err != nil {
-				t.Fatal(err)
-			}
-		})
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.Shutdown(context.Background()) }()
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return errors.New("still accepting")
+		}
+		return nil
+	})
+	io.WriteString(fresh, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := read(t, freshBR, "GET"); body != "done" || !resp.Close {
+		t.Fatalf("first request after shutdown began: %q close=%v, want done and Connection: close", body, resp.Close)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Fatal(err)
 	}
 }
