@@ -44,8 +44,9 @@ type Setup struct {
 	// UpgradeTimeout bounds how long a new process may take to become
 	// ready (0: DefaultUpgradeTimeout).
 	UpgradeTimeout time.Duration
-	// PIDFile, if set, receives the process's PID once it serves, and the
-	// new process's after an upgrade (for systemd's PIDFile=).
+	// PIDFile receives the process's PID once it serves, and the new
+	// process's after an upgrade (for systemd's PIDFile=); "" is the state
+	// file's name with .pid for its extension, beside it, when Upgrades is set.
 	PIDFile string
 }
 
@@ -86,7 +87,15 @@ func Run(ctx context.Context, setup Setup) error {
 	defer signal.Stop(hup)
 	n := newNode(setup, logs, log)
 	if setup.Upgrades {
-		ho, err := newHandover(setup.UpgradeTimeout, setup.PIDFile)
+		pidFile := setup.PIDFile
+		if pidFile == "" {
+			// systemd must learn the new process's PID after an upgrade
+			// (MAINPID=): the new process writes it here, the old one
+			// reads it and tells systemd. (The new process cannot know
+			// whether systemd runs it: NOTIFY_SOCKET is not passed on.)
+			pidFile = setup.Config.State.LocalBase() + ".pid"
+		}
+		ho, err := newHandover(setup.UpgradeTimeout, pidFile)
 		if err != nil {
 			return err
 		}

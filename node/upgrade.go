@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -78,6 +79,7 @@ type handover struct {
 	mu       sync.Mutex     // one upgrade at a time
 	upgraded chan struct{}  // closed when a new process took over
 	note     *upgradeNote   // the upgrade that replaced this process, set before upgraded is closed
+	pidFile  string         // where the new process writes its PID once ready ("" for none)
 }
 
 // newHandover starts tableflip for this process: the sockets a parent
@@ -95,7 +97,7 @@ func newHandover(timeout time.Duration, pidFile string) (*handover, error) {
 	// use tableflip themselves) must not inherit it. (tableflip adds it
 	// afresh to the next process it starts.)
 	os.Unsetenv(tableflipParentEnv)
-	h := &handover{upg: upg, timeout: timeout, upgraded: make(chan struct{}), sig: make(chan os.Signal, 1)}
+	h := &handover{upg: upg, timeout: timeout, pidFile: pidFile, upgraded: make(chan struct{}), sig: make(chan os.Signal, 1)}
 	if len(upgradeSignals) > 0 { // none: Notify would take every signal
 		signal.Notify(h.sig, upgradeSignals...)
 	}
@@ -273,8 +275,32 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 	n.log.Info("upgraded: the new process is ready; this one stops accepting and finishes its requests in flight",
 		"new_version", newVersion, "seconds", took.Seconds(), "limit", n.initial.Proxy.ShutdownTimeout)
 	n.ho.note = note
+	n.tellSystemdNewMain()
 	close(n.ho.upgraded)
 	return wire.UpgradeResult{OldVersion: n.version, NewVersion: newVersion, Binary: binary, OldPID: os.Getpid(), Seconds: took.Seconds()}, nil
+}
+
+// tellSystemdNewMain tells systemd, when it started this process with
+// NOTIFY_SOCKET (Type=notify), that the new process is the service's main
+// process now (MAINPID=), read from the PID file it wrote when it became
+// ready. This process is still the main one, so systemd takes it with the
+// default NotifyAccess=main; without it systemd would count the old
+// process's exit as the service's end and stop the new one.
+func (n *node) tellSystemdNewMain() {
+	if notifySocket == "" || n.ho.pidFile == "" {
+		return
+	}
+	raw, err := os.ReadFile(n.ho.pidFile)
+	pid, perr := strconv.Atoi(strings.TrimSpace(string(raw)))
+	if err == nil && (perr != nil || pid <= 0) {
+		err = fmt.Errorf("%s holds no PID", n.ho.pidFile)
+	}
+	if err == nil {
+		err = sdNotify(notifySocket, "MAINPID="+strconv.Itoa(pid))
+	}
+	if err != nil {
+		n.log.Warn("could not tell systemd the new process's PID (MAINPID=)", "err", err)
+	}
 }
 
 // allowRun is admin.allow_run, as the last reload left it.
