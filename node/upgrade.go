@@ -219,17 +219,17 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 		return refuse(http.StatusConflict, "an upgrade is already under way")
 	}
 	defer n.ho.mu.Unlock()
-	select {
-	case <-n.ho.upgraded:
-		return refuse(http.StatusConflict, "this process was replaced already: it is finishing its requests in flight")
-	default:
-	}
 	binary, err := upgradeBinary(req.Binary)
 	if err != nil {
 		return refuse(http.StatusBadRequest, "%v", err)
 	}
 	if req.Binary != "" && !n.initial.AdminIsLoopback() && !n.allowRun() {
 		return refuse(http.StatusForbidden, "binary: an upgrade to another file through an admin API that is not on loopback needs admin.allow_run: true")
+	}
+	select {
+	case <-n.ho.upgraded:
+		return refuse(http.StatusConflict, "this process was replaced already: it is finishing its requests in flight")
+	default:
 	}
 	if groups := n.sup.current(); len(groups) > 0 {
 		return refuse(http.StatusConflict, "managed instances (run:) are running and cannot be handed to a new process yet: stop vipswap and start the new binary instead")
