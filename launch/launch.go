@@ -110,10 +110,10 @@ type process struct {
 	replace  chan replacement // Replace's requests, for run
 	mu       sync.Mutex       // guards args, tmpl, version, cur
 	args     []string
-	tmpl     []string // args before expansion, as the configuration says them
-	version  string   // what {version} was replaced with
-	cur      *running // the command running now, nil when none
-	adopted  *adoptee // a process handed over, watched before anything is started
+	tmpl     []string      // args before expansion, as the configuration says them
+	version  string        // what {version} was replaced with
+	cur      *running      // the command running now, nil when none
+	adopted  *adoptee      // a process handed over, watched before anything is started
 	pgid     atomic.Int64  // the running process group; 0 when none
 	restarts atomic.Uint64 // times it exited and was started again
 }

@@ -257,7 +257,8 @@ func (l *Ledger) StopLeftovers(recs []Record, keep map[int]bool, stopTimeout tim
 }
 
 // ReclaimFile stops what the ledger file at path (a failed new process's,
-// WriteAside) lists, but this run's own instances, and removes the file.
+// WriteAside) lists, but the instances this ledger lists (its own, which
+// the failed process had adopted), and removes the file.
 func (l *Ledger) ReclaimFile(path string, stopTimeout time.Duration) ([]Leftover, error) {
 	f, err := readFile(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -267,13 +268,15 @@ func (l *Ledger) ReclaimFile(path string, stopTimeout time.Duration) ([]Leftover
 	if err != nil {
 		return nil, err
 	}
-	var recs []Record
+	l.mu.Lock()
+	keep := map[int]bool{}
 	for _, r := range f.Groups {
-		if r.Marker != l.id {
-			recs = append(recs, r)
+		if own, ok := l.groups[r.PGID]; ok && own.Start == r.Start {
+			keep[r.PGID] = true // this run's own (adopted by the failed process too)
 		}
 	}
-	return l.stopVerified(recs, "", nil, stopTimeout), nil
+	l.mu.Unlock()
+	return l.stopVerified(f.Groups, "", keep, stopTimeout), nil
 }
 
 // stopProcs sends SIGTERM to each process, waits until all are gone, and

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
@@ -78,6 +79,13 @@ type handover struct {
 	mu       sync.Mutex     // one upgrade at a time
 	upgraded chan struct{}  // closed when a new process took over
 	note     *upgradeNote   // the upgrade that replaced this process, set before upgraded is closed
+
+	// The managed instances' hand-over (adopt.go): in the old process,
+	// the files given to tableflip by name and the release pipe's write
+	// end; in the new one, the adoption under way until it owns them.
+	added map[string]bool
+	relW  *os.File
+	adopt *adoption
 }
 
 // newHandover starts tableflip for this process: the sockets a parent
@@ -95,7 +103,7 @@ func newHandover(timeout time.Duration, pidFile string) (*handover, error) {
 	// use tableflip themselves) must not inherit it. (tableflip adds it
 	// afresh to the next process it starts.)
 	os.Unsetenv(tableflipParentEnv)
-	h := &handover{upg: upg, timeout: timeout, upgraded: make(chan struct{}), sig: make(chan os.Signal, 1)}
+	h := &handover{upg: upg, timeout: timeout, upgraded: make(chan struct{}), sig: make(chan os.Signal, 1), added: map[string]bool{}}
 	if len(upgradeSignals) > 0 { // none: Notify would take every signal
 		signal.Notify(h.sig, upgradeSignals...)
 	}
@@ -165,6 +173,7 @@ func (n *node) ready() error {
 	}
 	if n.takingOver() {
 		n.log.Info("took over from the previous process: it stops accepting and finishes its requests in flight")
+		n.ownInstances()
 		n.recordUpgrade(context.Background())
 	}
 	return nil
@@ -229,8 +238,8 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 	if req.Binary != "" && !n.initial.AdminIsLoopback() && !n.allowRun() {
 		return refuse(http.StatusForbidden, "binary: an upgrade to another file through an admin API that is not on loopback needs admin.allow_run: true")
 	}
-	if groups := n.sup.current(); len(groups) > 0 {
-		return refuse(http.StatusConflict, "managed instances (run:) are running and cannot be handed to a new process yet: stop vipswap and start the new binary instead")
+	if groups := n.sup.current(); len(groups) > 0 && !launch.CanHandOver() {
+		return refuse(http.StatusConflict, "managed instances (run:) are running and can be handed to a new process on Linux only: stop vipswap and start the new binary instead")
 	}
 	if n.takingOver() {
 		// The process this one replaced is still finishing its requests:
@@ -250,9 +259,18 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 		return wire.UpgradeResult{OldVersion: n.version, NewVersion: newVersion, Binary: binary, OldPID: os.Getpid()}, nil
 	}
 	n.log.Info("upgrading: starting the new process", "binary", binary, "old_version", n.version, "new_version", newVersion, "actor", req.Actor)
+	// No reload meanwhile: the managed instances are handed as they are.
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	note := n.beginNote(req, binary, newVersion)
 	start := time.Now()
+	held, err := n.holdInstances()
+	if err != nil {
+		n.recordFailedUpgrade(note, "could not hand the managed instances over: "+err.Error())
+		return refuse(http.StatusInternalServerError, "could not hand the managed instances over: %v", err)
+	}
 	if err := n.releaseStore(); err != nil {
+		n.resumeInstances(held)
 		n.recordFailedUpgrade(note, "could not hand the state file over: "+err.Error())
 		return refuse(http.StatusInternalServerError, "could not hand the state file over: %v", err)
 	}
@@ -260,8 +278,12 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 	os.Args[0] = binary
 	err = n.ho.upg.Upgrade()
 	took := time.Since(start)
+	if err == nil {
+		n.releaseInstances(held)
+	}
 	if err != nil {
 		os.Args[0] = prev
+		n.resumeInstances(held)
 		if rerr := n.reacquireStore(); rerr != nil {
 			n.log.Error("the upgrade failed and the state file could not be taken back: changes fail until vipswap restarts", "err", rerr)
 		}
