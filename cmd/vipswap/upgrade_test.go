@@ -397,4 +397,3 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 func swapRequest(reason string) wire.ChangeRequest {
 	return wire.ChangeRequest{Reason: reason, Force: true}
 }
-
