@@ -3,6 +3,7 @@
 package launch
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -141,6 +142,12 @@ func TestHoldResume(t *testing.T) {
 	for _, a := range addrs {
 		waitUp(t, a, true)
 	}
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if n := len(pids(out.String())); n != 2 {
+			return fmt.Errorf("%d instances printed their PID", n)
+		}
+		return nil
+	})
 	handed := g.Hold()
 
 	other := spec
@@ -154,6 +161,12 @@ func TestHoldResume(t *testing.T) {
 	first := pids(out.String())
 	http.Get("http://" + addrs[0] + "/exit")
 	waitUp(t, addrs[0], false)
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if g.Restarts()[addrs[0]] != 1 {
+			return errors.New("the crash is not noticed yet")
+		}
+		return nil
+	})
 	if n := len(pids(out.String())); n != len(first) {
 		t.Fatalf("an instance started while held:\n%s", out)
 	}
