@@ -128,9 +128,9 @@ func Adopt(spec Spec, handed []Handed) (*Group, error) {
 			}
 		}
 	}
-	if adoptSupported != nil {
+	if errNoHandOver != nil {
 		closeAll()
-		return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, adoptSupported)
+		return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, errNoHandOver)
 	}
 	spec, prog, err := defaults(spec)
 	if err != nil {
@@ -360,4 +360,4 @@ func (g *Group) watch(ctx context.Context, p *process, a *adoptee) error {
 // CanHandOver reports whether instances can be handed to a new vipswap
 // process on this system (Linux); elsewhere an upgrade with managed
 // instances is refused.
-func CanHandOver() bool { return adoptSupported == nil }
+func CanHandOver() bool { return errNoHandOver == nil }

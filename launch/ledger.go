@@ -211,9 +211,12 @@ func readFile(path string) (ledgerFile, error) {
 }
 
 // Records returns the groups the ledger file lists, each with its marker:
-// in a new process, what the one it replaces runs.
+// in a new process, what the one it replaces runs. No file lists none.
 func (l *Ledger) Records() ([]Record, error) {
 	f, err := readFile(l.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
 	return f.Groups, err
 }
 
@@ -227,8 +230,8 @@ func (l *Ledger) WriteAside(path string) {
 	l.aside = path
 }
 
-// TakeOver, in a new process that owns the instances now, writes the
-// ledger to its own file and removes the one aside.
+// TakeOver writes the ledger to its own file and removes the one aside:
+// for a new process that owns the instances now.
 func (l *Ledger) TakeOver() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -241,8 +244,8 @@ func (l *Ledger) TakeOver() error {
 	return err
 }
 
-// Release, in a process that handed its instances to a new one, stops
-// writing the file: it is the new process's.
+// Release stops writing the file, which is the new process's now: for a
+// process that handed its instances to a new one.
 func (l *Ledger) Release() {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -24,9 +24,9 @@ func sysProcAttr() *syscall.SysProcAttr {
 	return &syscall.SysProcAttr{Setpgid: true}
 }
 
-// adoptSupported is nil where a vipswap process can adopt the instances
+// errNoHandOver is nil where a vipswap process can adopt the instances
 // of the one it replaces.
-var adoptSupported error
+var errNoHandOver error
 
 // watchExit returns a channel closed when process pid exits; stop ends
 // the watch (and waits for it). It watches through a pidfd, which names

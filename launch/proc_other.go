@@ -38,8 +38,8 @@ func signalProcess(pid int, sig syscall.Signal) { syscall.Kill(pid, sig) }
 // supported is nil where vipswap can start and stop process groups.
 var supported error
 
-// adoptSupported says why a vipswap process cannot adopt the instances of
+// errNoHandOver says why a vipswap process cannot adopt the instances of
 // the one it replaces here.
-var adoptSupported = errors.New("handing instances (run:) to a new vipswap process needs Linux (pidfd)")
+var errNoHandOver = errors.New("handing instances (run:) to a new vipswap process needs Linux (pidfd)")
 
-func watchExit(int) (<-chan struct{}, func(), error) { return nil, nil, adoptSupported }
+func watchExit(int) (<-chan struct{}, func(), error) { return nil, nil, errNoHandOver }
