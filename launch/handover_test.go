@@ -222,3 +222,48 @@ func TestAdoptLeavesUnrelatedProcessesAlone(t *testing.T) {
 		})
 	}
 }
+
+// TestReclaimFile: the old process, after a failed upgrade, stops what the
+// failed new process's ledger aside lists (instances it started), but not
+// its own instances the failed process had listed as adopted; and removes
+// the file.
+func TestReclaimFile(t *testing.T) {
+	dir := t.TempDir()
+	oldLedger, err := OpenLedger(dir+"/state.instances", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := handOverSpec(t, oldLedger)
+	spec.Replicas = 1
+	own, _ := startSpec(t, spec)
+	waitUp(t, own.Addrs()[0], true)
+	ownRec := own.Hold()[0].Record
+	own.Resume()
+
+	newLedger, err := OpenLedger(dir+"/state.instances", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newLedger.WriteAside(dir + "/state.instances.next")
+	spec.Ledger = newLedger
+	started, _ := startSpec(t, spec)
+	waitUp(t, started.Addrs()[0], true)
+	startedRec := started.Hold()[0].Record // held: not restarted once stopped
+	newLedger.add(ownRec)                  // adopted by the failed process
+
+	left, err := oldLedger.ReclaimFile(dir+"/state.instances.next", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(left) != 1 || left[0].PGID != startedRec.PGID || !left[0].Stopped {
+		t.Fatalf("ReclaimFile: %+v, want the failed process's instance %d stopped", left, startedRec.PGID)
+	}
+	waitUp(t, started.Addrs()[0], false)
+	waitUp(t, own.Addrs()[0], true)
+	if gone(ownRec.PGID) {
+		t.Fatal("the old process's own instance was stopped")
+	}
+	if _, err := os.Stat(dir + "/state.instances.next"); !os.IsNotExist(err) {
+		t.Fatalf("the file aside is still there: %v", err)
+	}
+}

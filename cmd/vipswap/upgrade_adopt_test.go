@@ -353,3 +353,48 @@ func TestUpgradeWithAHostileLedger(t *testing.T) {
 	}
 	u.WaitHealthy(t)
 }
+
+// TestUpgradeWithAChangedRunBlock: a slot whose run: block changed in the
+// file since the old process started (green: 1 replica instead of 2) is
+// not adopted: the new process starts its instances afresh and stops the
+// old ones once it serves; the unchanged slot (blue) keeps its PIDs.
+func TestUpgradeWithAChangedRunBlock(t *testing.T) {
+	dir := t.TempDir()
+	bin := vstest.Binary(t)
+	switchtest.ReclaimAfter(t, dir)
+	u := serveUpgradable(t, bin, dir, testConfig(dir, managedSlots))
+	u.WaitHealthy(t)
+	marker, before := waitInstances(t, dir, 4, "")
+	changed := strings.Replace(testConfig(dir, managedSlots), "green, --listen, \"127.0.0.1:{port}\"]\n      replicas: 2", "green, --listen, \"127.0.0.1:{port}\"]\n      replicas: 1", 1)
+	if changed == testConfig(dir, managedSlots) {
+		t.Fatal("the configuration did not change")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "vipswap.yaml"), []byte(changed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pid := u.pid(t)
+	if out, code := u.upgradeCLI(t, bin); code != 0 {
+		t.Fatalf("upgrade: exit %d:\n%s", code, out)
+	}
+	waitGone(t, pid)
+	_, now := waitInstances(t, dir, 3, marker)
+	for addr, b := range before {
+		n, kept := now[addr]
+		switch {
+		case b.Slot == "blue" && (!kept || n.PGID != b.PGID):
+			t.Fatalf("blue's instance %s was not adopted: %+v", addr, now)
+		case b.Slot == "green" && kept:
+			t.Fatalf("green's instance %s was adopted though its run block changed", addr)
+		}
+	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		for _, b := range before {
+			if b.Slot == "green" && procStart(b.PGID) == b.Start {
+				return fmt.Errorf("green's old instance %d still runs", b.PGID)
+			}
+		}
+		return nil
+	})
+	u.WaitHealthy(t)
+	t.Logf("before %v, after %v", pidList(before), pidList(now))
+}
