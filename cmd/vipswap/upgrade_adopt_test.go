@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -397,4 +398,93 @@ func TestUpgradeWithAChangedRunBlock(t *testing.T) {
 	})
 	u.WaitHealthy(t)
 	t.Logf("before %v, after %v", pidList(before), pidList(now))
+}
+
+// TestUpgradeFailsAfterAdopting: a real new vipswap that has adopted the
+// instances and then never becomes ready (its first health round waits on
+// an instance that accepts and never answers, beyond the upgrade timeout)
+// leaves them with the old process: same PIDs, the ledger still the old
+// one's, and the old process still restarts one that crashes.
+func TestUpgradeFailsAfterAdopting(t *testing.T) {
+	dir := t.TempDir()
+	bin := vstest.Binary(t)
+	hang, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	accepted := make(chan struct{})
+	go func() {
+		defer close(accepted)
+		for {
+			c, err := hang.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c) // held, never answered
+		}
+	}()
+	t.Cleanup(func() {
+		hang.Close()
+		<-accepted
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	switchtest.ReclaimAfter(t, dir)
+	cfg := testConfig(dir, managedSlots)
+	u := serveUpgradable(t, bin, dir, cfg, "--upgrade-timeout", "2s")
+	u.WaitHealthy(t)
+	pid := u.pid(t)
+	marker, before := waitInstances(t, dir, 4, "")
+	// The new process reads this file: a slot whose probe never ends.
+	withHang := strings.Replace(cfg, "slots:\n", "slots:\n  red:\n    instances: ["+hang.Addr().String()+"]\n", 1)
+	if err := os.WriteFile(filepath.Join(dir, "vipswap.yaml"), []byte(withHang), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	load := vstest.StartLoad(u.Prod+"/api/test", 4, 2*time.Minute)
+	out, code := u.upgradeCLI(t, bin)
+	if code != 1 || !strings.Contains(out, "not ready within 2s") {
+		t.Fatalf("upgrade: exit %d, want 1 (not ready):\n%s", code, out)
+	}
+	logged, _ := os.ReadFile(u.log)
+	if !strings.Contains(string(logged), "adopted the instances of the previous vipswap process") {
+		t.Fatal("the new process adopted nothing: this tests nothing")
+	}
+	if got := u.pid(t); got != pid {
+		t.Fatalf("the PID file names %d, not the old process %d", got, pid)
+	}
+	now, after := waitInstances(t, dir, 4, "")
+	if now != marker {
+		t.Fatalf("the ledger's marker is %s, not the old process's %s", now, marker)
+	}
+	samePIDs(t, "after the failed upgrade", before, after)
+	res := load.Stop()
+	if res.Failed != 0 {
+		t.Fatalf("failed requests: %d %v", res.Failed, res.Errors)
+	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if _, err := os.Stat(filepath.Join(dir, "state.db.instances.next")); !os.IsNotExist(err) {
+			return fmt.Errorf("the failed process's ledger aside is still there: %v", err)
+		}
+		return nil
+	})
+	var victim ledgerInstance
+	for _, i := range before {
+		victim = i
+		break
+	}
+	syscall.Kill(victim.PGID, syscall.SIGKILL)
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		_, l, err := readLedger(dir)
+		if err != nil {
+			return err
+		}
+		if n, ok := l[victim.Addr]; !ok || n.PGID == victim.PGID || procStart(n.PGID) != n.Start {
+			return fmt.Errorf("instance %s not restarted yet", victim.Addr)
+		}
+		return nil
+	})
+	t.Logf("instances %v stayed with process %d through an upgrade whose new process adopted them and was not ready; %d requests answered, 0 failed",
+		pidList(before), pid, res.OK)
 }
