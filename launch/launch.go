@@ -6,9 +6,10 @@
 // An instance is a process group: the command and everything it starts
 // (a shell that runs the application without exec, say) are signalled
 // together, and an instance has stopped only when its whole group is gone.
-// On Linux the command also dies with vipswap, even on kill -9 (Pdeathsig),
-// and a Ledger records the groups so that the next run stops what a crashed
-// one left behind.
+// A Ledger records the groups so that the next run stops what a crashed
+// one left behind. On Linux, an upgrade hands the running instances to
+// the new vipswap process, which adopts them (Hold, Release, Adopt, Own):
+// they keep their PIDs and their output goes on through the new process.
 package launch
 
 import (
@@ -64,12 +65,20 @@ type Spec struct {
 // replacement asks a process's run to stop its command and start another
 // in its place, on the same port.
 type replacement struct {
-	args []string
-	done chan error // the old command's exit, once it is gone
+	args, tmpl []string
+	version    string
+	done       chan error // the old command's exit, once it is gone
 }
 
 // errReplaced is run's answer when Replace stopped the command.
 var errReplaced = errors.New("replaced")
+
+// errHeld is run's answer when the group was held before the command
+// started; errReleased when the group let the command go.
+var (
+	errHeld     = errors.New("held")
+	errReleased = errors.New("released")
+)
 
 // Group is the running processes of one Spec.
 type Group struct {
@@ -80,17 +89,40 @@ type Group struct {
 	wg      sync.WaitGroup
 
 	releaseOnce sync.Once // gives back its ports (Close)
+
+	// mu guards held and resumed; it is held across a command's start,
+	// so that Hold returns with no start half done.
+	mu      sync.Mutex
+	held    bool          // no command starts (Hold; an adopted group until Own)
+	resumed chan struct{} // closed when held ends
+	// owned is closed when the processes are this group's to stop: at
+	// once for Start, at Own for Adopt. Before, Close lets them be.
+	owned       chan struct{}
+	ownOnce     sync.Once
+	released    chan struct{} // closed by Release: leave the processes to another
+	releaseDone sync.Once
 }
 
 type process struct {
 	addr     string
 	port     int
-	out      io.Writer
+	out      *prefixWriter    // used by one copy at a time
 	replace  chan replacement // Replace's requests, for run
-	mu       sync.Mutex       // guards args
+	mu       sync.Mutex       // guards args, tmpl, version, cur
 	args     []string
+	tmpl     []string      // args before expansion, as the configuration says them
+	version  string        // what {version} was replaced with
+	cur      *running      // the command running now, nil when none
+	adopted  *adoptee      // a process handed over, watched before anything is started
 	pgid     atomic.Int64  // the running process group; 0 when none
 	restarts atomic.Uint64 // times it exited and was started again
+}
+
+// running is a command that runs: its record and the read end of its
+// output pipe.
+type running struct {
+	rec Record
+	r   *os.File
 }
 
 // Start allocates a port per replica and starts the processes. It returns
@@ -99,53 +131,45 @@ func Start(spec Spec) (*Group, error) {
 	if supported != nil {
 		return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, supported)
 	}
-	if len(spec.Command) == 0 {
-		return nil, errors.New("launch: empty command")
+	spec, prog, err := defaults(spec)
+	if err != nil {
+		return nil, err
 	}
-	if spec.Address == "" {
-		spec.Address = DefaultAddress
-	}
-	if host, port, err := net.SplitHostPort(spec.Address); err != nil || host == "" || port != "{port}" {
-		return nil, fmt.Errorf("launch slot %s: address %q: want host:{port}", spec.Slot, spec.Address)
-	}
-	if spec.Replicas <= 0 {
-		spec.Replicas = 1
-	}
-	if spec.StopTimeout <= 0 {
-		spec.StopTimeout = 10 * time.Second
-	}
-	if spec.Output == nil {
-		spec.Output = os.Stderr
-	}
-	if spec.Logger == nil {
-		spec.Logger = slog.Default()
-	}
-	prog := spec.Command[0]
-	if prog == "vipswap" {
-		self, err := os.Executable()
-		if err != nil {
-			return nil, fmt.Errorf("launch: find the running binary: %w", err)
-		}
-		prog = self
-	}
-	g := &Group{spec: spec}
+	g := newGroup(spec)
+	close(g.owned)
 	out := &lockedWriter{w: spec.Output}
 	ports, err := freePorts(spec.Replicas)
 	if err != nil {
 		return nil, fmt.Errorf("launch slot %s: %w", spec.Slot, err)
 	}
 	for _, port := range ports {
-		addr := strings.ReplaceAll(spec.Address, "{port}", strconv.Itoa(port))
-		g.procs = append(g.procs, &process{addr: addr, port: port, args: expand(spec.Command, prog, port, spec.Version),
-			replace: make(chan replacement), out: &prefixWriter{w: out, prefix: spec.Slot + " " + addr + " | "}})
+		g.procs = append(g.procs, g.newProcess(out, prog, port))
 	}
+	g.run0()
+	return g, nil
+}
+
+// newGroup returns a group of spec (defaults filled) with no processes.
+func newGroup(spec Spec) *Group {
+	return &Group{spec: spec, owned: make(chan struct{}), released: make(chan struct{}), resumed: make(chan struct{})}
+}
+
+// newProcess returns the replica on port, running spec's command.
+func (g *Group) newProcess(out io.Writer, prog string, port int) *process {
+	addr := strings.ReplaceAll(g.spec.Address, "{port}", strconv.Itoa(port))
+	return &process{addr: addr, port: port, args: expand(g.spec.Command, prog, port, g.spec.Version),
+		tmpl: g.spec.Command, version: g.spec.Version,
+		replace: make(chan replacement), out: &prefixWriter{w: out, prefix: g.spec.Slot + " " + addr + " | "}}
+}
+
+// run0 starts supervising every replica.
+func (g *Group) run0() {
 	ctx, cancel := context.WithCancel(context.Background())
 	g.cancel = cancel
 	g.spawner = newSpawner()
 	for _, p := range g.procs {
 		g.wg.Go(func() { g.supervise(ctx, p) })
 	}
-	return g, nil
 }
 
 // expand returns command with {port} and {version} replaced, its program
@@ -170,6 +194,9 @@ func (g *Group) Replace(ctx context.Context, addr string, command []string, vers
 	if len(command) == 0 || command[0] == "" {
 		return errors.New("launch: empty command")
 	}
+	if g.isHeld() {
+		return fmt.Errorf("launch slot %s: an upgrade of vipswap is under way: try again when it is done", g.spec.Slot)
+	}
 	prog := command[0]
 	if prog == "vipswap" {
 		self, err := os.Executable()
@@ -182,7 +209,7 @@ func (g *Group) Replace(ctx context.Context, addr string, command []string, vers
 		if p.addr != addr {
 			continue
 		}
-		r := replacement{args: expand(command, prog, p.port, version), done: make(chan error, 1)}
+		r := replacement{args: expand(command, prog, p.port, version), tmpl: command, version: version, done: make(chan error, 1)}
 		select {
 		case p.replace <- r:
 		case <-ctx.Done():
@@ -234,7 +261,11 @@ func (g *Group) Close() {
 
 // Kill sends SIGKILL to every running process group at once and returns
 // without waiting: for a vipswap that must exit now. Close still waits.
+// Processes adopted and not yet owned are not this group's to kill.
 func (g *Group) Kill() {
+	if !g.isOwned() {
+		return
+	}
 	for _, p := range g.procs {
 		if pgid := p.pgid.Load(); pgid > 0 {
 			signalGroup(int(pgid), syscall.SIGKILL)
@@ -242,15 +273,28 @@ func (g *Group) Kill() {
 	}
 }
 
-// supervise runs p until ctx ends, restarting it with backoff when it exits.
+// supervise runs p until ctx ends or the group is released, restarting
+// it with backoff when it exits. An adopted process is watched first.
 func (g *Group) supervise(ctx context.Context, p *process) {
 	log := g.spec.Logger.With("slot", g.spec.Slot, "instance", p.addr)
 	backoff := 100 * time.Millisecond
 	for {
 		started := time.Now()
-		err := g.run(ctx, p)
-		if ctx.Err() != nil {
+		var err error
+		if a := p.adopted; a != nil {
+			p.adopted = nil
+			err = g.watch(ctx, p, a)
+		} else {
+			if !g.waitStart(ctx) {
+				return
+			}
+			err = g.run(ctx, p)
+		}
+		if ctx.Err() != nil || err == errReleased {
 			return
+		}
+		if err == errHeld {
+			continue
 		}
 		if err == errReplaced {
 			backoff = 100 * time.Millisecond
@@ -266,11 +310,12 @@ func (g *Group) supervise(ctx context.Context, p *process) {
 		case <-ctx.Done():
 			t.Stop()
 			return
+		case <-g.released:
+			t.Stop()
+			return
 		case r := <-p.replace: // not running: the new command starts now
 			t.Stop()
-			p.mu.Lock()
-			p.args = r.args
-			p.mu.Unlock()
+			p.setArgs(r)
 			close(r.done)
 			backoff = 100 * time.Millisecond
 			continue
@@ -280,13 +325,42 @@ func (g *Group) supervise(ctx context.Context, p *process) {
 	}
 }
 
+// setArgs makes r's command the one p runs from now on.
+func (p *process) setArgs(r replacement) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.args, p.tmpl, p.version = r.args, r.tmpl, r.version
+}
+
+// waitStart waits until commands may start (see Hold); false when ctx
+// ended or the group was released first.
+func (g *Group) waitStart(ctx context.Context) bool {
+	for {
+		g.mu.Lock()
+		held, resumed := g.held, g.resumed
+		g.mu.Unlock()
+		if !held {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-g.released:
+			return false
+		case <-resumed:
+		}
+	}
+}
+
 // run starts p once and waits until its process group is gone. When ctx
 // ends it stops the group; when the command exits on its own, it stops
 // what the command left in its group (an application under a shell that
-// died), so that a restart never meets an orphan holding the port.
+// died), so that a restart never meets an orphan holding the port. When
+// the group is released, it stops reading the output and returns,
+// leaving the command running.
 func (g *Group) run(ctx context.Context, p *process) error {
 	p.mu.Lock()
-	args := p.args
+	args, tmpl, version := p.args, p.tmpl, p.version
 	p.mu.Unlock()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(os.Environ(), "PORT="+strconv.Itoa(p.port))
@@ -299,52 +373,97 @@ func (g *Group) run(ctx context.Context, p *process) error {
 	// pipe (exec's own pipe would make Wait wait for the orphan, and
 	// cutting it with exec.Cmd.WaitDelay would close the pipe under an
 	// application still draining, killing it with SIGPIPE at its next log
-	// line). The copy ends when the whole group is gone.
+	// line). The copy ends when the whole group is gone. Its read end is
+	// what an upgrade hands to the next vipswap process.
 	r, w, err := os.Pipe()
 	if err != nil {
 		return err
 	}
 	cmd.Stdout, cmd.Stderr = w, w
+	g.mu.Lock() // Hold waits for a start under way
+	if g.held {
+		g.mu.Unlock()
+		r.Close()
+		w.Close()
+		return errHeld
+	}
 	err = g.spawner.start(cmd)
 	w.Close()
 	if err != nil {
+		g.mu.Unlock()
 		r.Close()
 		return err
+	}
+	pgid := cmd.Process.Pid // Setpgid: the command leads its own group
+	rec := Record{Slot: g.spec.Slot, Addr: p.addr, PGID: pgid, Start: startTime(pgid), Port: p.port, Command: tmpl, Version: version}
+	if g.spec.Ledger != nil {
+		rec.Marker = g.spec.Ledger.id
+	}
+	p.pgid.Store(int64(pgid))
+	p.mu.Lock()
+	p.cur = &running{rec: rec, r: r}
+	p.mu.Unlock()
+	g.mu.Unlock()
+	released := false
+	defer func() {
+		p.pgid.Store(0)
+		p.mu.Lock()
+		p.cur = nil
+		p.mu.Unlock()
+		if g.spec.Ledger != nil && !released {
+			g.spec.Ledger.remove(pgid)
+		}
+	}()
+	if g.spec.Ledger != nil {
+		g.spec.Ledger.add(rec)
 	}
 	copied := make(chan struct{})
 	go func() {
 		defer close(copied)
 		io.Copy(p.out, r)
 	}()
-	pgid := cmd.Process.Pid // Setpgid: the command leads its own group
-	p.pgid.Store(int64(pgid))
-	defer p.pgid.Store(0)
-	if g.spec.Ledger != nil {
-		g.spec.Ledger.add(Record{Slot: g.spec.Slot, Addr: p.addr, PGID: pgid, Start: startTime(pgid)})
-		defer g.spec.Ledger.remove(pgid)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	var waitErr error
+	exited := make(chan struct{})
+	go func() { waitErr = cmd.Wait(); close(exited) }()
 
 	var exitErr error
 	select {
-	case exitErr = <-exited:
+	case <-exited:
+		exitErr = waitErr
 		if groupAlive(pgid) {
 			g.spec.Logger.Warn("instance exited but left processes in its group; stopping them", "slot", g.spec.Slot, "instance", p.addr)
 			g.stopGroup(pgid, nil, p)
 		}
 	case <-ctx.Done():
-		exitErr = g.stopGroup(pgid, exited, p)
-	case r := <-p.replace:
 		g.stopGroup(pgid, exited, p)
-		p.mu.Lock()
-		p.args = r.args
-		p.mu.Unlock()
-		defer close(r.done)
+		exitErr = waitErr
+	case rp := <-p.replace:
+		g.stopGroup(pgid, exited, p)
+		p.setArgs(rp)
+		defer close(rp.done)
 		exitErr = errReplaced
+	case <-g.released:
+		// The next vipswap process reads the output from here on: stop
+		// reading (what was read is written, a partial last line is
+		// Release's to hand over), and leave the command running.
+		released = true
+		r.SetReadDeadline(time.Now())
+		<-copied
+		r.Close()
+		return errReleased
 	}
-	// Every holder of the pipe's write end is gone, unless a process left
-	// the group (setsid): do not wait for that one.
+	finishCopy(r, copied)
+	return exitErr
+}
+
+// finishCopy waits until the copy from r has read everything (every
+// holder of the pipe's write end is gone), unless a process left the
+// group (setsid) and still holds it: that one is not waited for.
+func finishCopy(r *os.File, copied <-chan struct{}) {
+	if copied == nil { // never read
+		r.Close()
+		return
+	}
 	t := time.NewTimer(time.Second)
 	defer t.Stop()
 	select {
@@ -354,24 +473,21 @@ func (g *Group) run(ctx context.Context, p *process) error {
 		<-copied
 	}
 	r.Close()
-	return exitErr
 }
 
 // stopGroup sends SIGTERM to the process group pgid and waits until the
-// command has exited (if exited is not nil) and no process of the group is
-// left, sending SIGKILL to the group after StopTimeout. It returns the
-// command's exit error.
-func (g *Group) stopGroup(pgid int, exited <-chan error, p *process) error {
+// command has exited (exited is closed, if not nil) and no process of the
+// group is left, sending SIGKILL to the group after StopTimeout.
+func (g *Group) stopGroup(pgid int, exited <-chan struct{}, p *process) {
 	signalGroup(pgid, syscall.SIGTERM)
 	deadline := time.NewTimer(g.spec.StopTimeout)
 	defer deadline.Stop()
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	var err error
 	killed := false
 	for exited != nil || groupAlive(pgid) {
 		select {
-		case err = <-exited:
+		case <-exited:
 			exited = nil
 		case <-tick.C:
 		case <-deadline.C:
@@ -381,9 +497,9 @@ func (g *Group) stopGroup(pgid int, exited <-chan error, p *process) error {
 				// nobody reaps). Report and go on.
 				g.spec.Logger.Error("instance's processes did not die after SIGKILL", "slot", g.spec.Slot, "instance", p.addr, "pgid", pgid)
 				if exited != nil {
-					err = <-exited
+					<-exited
 				}
-				return err
+				return
 			}
 			g.spec.Logger.Warn("instance did not stop in time; killing its process group", "slot", g.spec.Slot, "instance", p.addr, "after", g.spec.StopTimeout)
 			signalGroup(pgid, syscall.SIGKILL)
@@ -391,7 +507,6 @@ func (g *Group) stopGroup(pgid int, exited <-chan error, p *process) error {
 			deadline.Reset(5 * time.Second)
 		}
 	}
-	return err
 }
 
 // freePorts asks the kernel for n different free loopback ports: each is
@@ -423,6 +538,22 @@ func freePorts(n int) ([]int, error) {
 		reserved[p] = true
 	}
 	return ports, nil
+}
+
+// reservePorts reserves ports as freePorts does (an adopted group's), or
+// none if one of them is a live Group's of this process.
+func reservePorts(ports []int) error {
+	reservedMu.Lock()
+	defer reservedMu.Unlock()
+	for _, p := range ports {
+		if reserved[p] {
+			return fmt.Errorf("port %d is another instance's", p)
+		}
+	}
+	for _, p := range ports {
+		reserved[p] = true
+	}
+	return nil
 }
 
 // releasePorts gives back ports freePorts reserved.

@@ -322,21 +322,37 @@ func superviseProcess(t *testing.T, ledger string, command []string, stubborn bo
 	return p, addr
 }
 
-// TestInstancesDieWithVipswap: kill -9 of vipswap kills the instances it
-// started itself, even one that ignores SIGTERM (Pdeathsig is SIGKILL).
-// Before, Pdeathsig was SIGTERM, which such an instance survives.
-func TestInstancesDieWithVipswap(t *testing.T) {
+// TestKilledRunsInstancesAreReclaimed: the instances outlive a kill -9 of
+// vipswap (no Pdeathsig: an upgrade hands them to the next process), and
+// the next run's Reclaim stops them, even one that ignores SIGTERM.
+func TestKilledRunsInstancesAreReclaimed(t *testing.T) {
 	t.Setenv("LAUNCH_TEST_INSTANCE", "127.0.0.1:$PORT")
-	sup, addr := superviseProcess(t, t.TempDir()+"/ledger", []string{bin, instRun}, true)
+	ledger := t.TempDir() + "/ledger"
+	sup, addr := superviseProcess(t, ledger, []string{bin, instRun}, true)
 	waitUp(t, addr, true)
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if data, _ := os.ReadFile(ledger); !strings.Contains(string(data), addr) {
+			return fmt.Errorf("the ledger does not list the instance yet: %s", data)
+		}
+		return nil
+	})
 	sup.Signal(t, syscall.SIGKILL)
 	sup.Wait(t, 10*time.Second)
+	waitUp(t, addr, true)
+	l, err := OpenLedger(ledger, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	left, err := l.Reclaim(300 * time.Millisecond)
+	if err != nil || len(left) != 1 || !left[0].Stopped {
+		t.Fatalf("Reclaim: %+v, %v; want the instance stopped", left, err)
+	}
 	waitUp(t, addr, false)
 }
 
 // TestLedgerReclaimsLeftovers: kill -9 of vipswap with a shell-wrapped
-// instance leaves the instance (the shell's child has no Pdeathsig)
-// serving; the next run's Reclaim stops it, and only it.
+// instance leaves the shell and the instance serving; the next run's
+// Reclaim stops them, and only them.
 func TestLedgerReclaimsLeftovers(t *testing.T) {
 	ledger := t.TempDir() + "/state.db.instances"
 	sup, addr := superviseProcess(t, ledger, shellWrapped(""), false)
@@ -362,8 +378,16 @@ func TestLedgerReclaimsLeftovers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(left) != 1 || left[0].PID != app || !left[0].Stopped || left[0].Addr != addr || left[0].Slot != "green" {
-		t.Fatalf("leftovers %+v, want instance %d on %s stopped", left, app, addr)
+	// The shell and the instance (no Pdeathsig kills the shell either).
+	found := false
+	for _, lo := range left {
+		if !lo.Stopped || lo.Addr != addr || lo.Slot != "green" {
+			t.Fatalf("leftover %+v not stopped", lo)
+		}
+		found = found || lo.PID == app
+	}
+	if len(left) != 2 || !found {
+		t.Fatalf("leftovers %+v, want the shell and instance %d on %s stopped", left, app, addr)
 	}
 	if !gone(app) {
 		t.Fatalf("leftover %d still runs", app)

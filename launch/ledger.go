@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -36,8 +37,15 @@ type Ledger struct {
 	log  *slog.Logger
 	id   string // this run's marker value
 
-	mu     sync.Mutex // guards groups
+	mu     sync.Mutex // guards groups, aside, released
 	groups map[int]Record
+	// aside, when set, is the file written instead of path: a new process
+	// writes there until it owns the instances of the one it replaces
+	// (TakeOver), which still writes path.
+	aside string
+	// released: the instances were handed to a new process, whose ledger
+	// the file is now: this one writes nothing more.
+	released bool
 }
 
 // Record is one process group in the ledger.
@@ -49,6 +57,15 @@ type Record struct {
 	PGID int `json:"pgid"`
 	// Start is when the command started, in clock ticks after boot.
 	Start uint64 `json:"start"`
+	// Marker is the VIPSWAP_RUN value of the run that started it (the
+	// file's Marker when empty): an adopted instance keeps its own.
+	Marker string `json:"marker,omitempty"`
+	// Port, Command (before {port} and {version} are replaced) and
+	// Version are what it runs: what a new process compares with its
+	// configuration before it adopts it.
+	Port    int      `json:"port,omitempty"`
+	Command []string `json:"command,omitempty"`
+	Version string   `json:"version,omitempty"`
 }
 
 // ledgerFile is the ledger's content on disk.
@@ -109,16 +126,31 @@ func (l *Ledger) Reclaim(stopTimeout time.Duration) ([]Leftover, error) {
 	if prev.Boot != bootID() || prev.Marker == "" {
 		return nil, l.write() // a reboot since: nothing can be left
 	}
-	marker := markerEnv + "=" + prev.Marker
+	left := l.stopVerified(prev.Groups, prev.Marker, nil, stopTimeout)
+	return left, l.write()
+}
+
+// stopVerified stops the processes of the groups recs lists that are still
+// alive and provably the recorded run's (its marker in their environment,
+// the leader's start time), except the groups keep holds, and reports
+// them all; fileMarker is the marker of records without their own.
+func (l *Ledger) stopVerified(recs []Record, fileMarker string, keep map[int]bool, stopTimeout time.Duration) []Leftover {
 	var left []Leftover
 	var ours []proc
-	for _, r := range prev.Groups {
+	for _, r := range recs {
+		if keep[r.PGID] || r.PGID <= 1 {
+			continue
+		}
+		m := r.Marker
+		if m == "" {
+			m = fileMarker
+		}
 		for _, p := range groupMembers(r.PGID) {
 			lo := Leftover{Record: r, PID: p.pid}
 			// The leader was recorded with its start time; a leader that
 			// started at another time is another process reusing the PID.
 			leaderReused := p.pid == r.PGID && r.Start != 0 && p.start != r.Start
-			if hasEnv(p.pid, marker) && !leaderReused && p.start >= r.Start {
+			if m != "" && hasEnv(p.pid, markerEnv+"="+m) && !leaderReused && p.start >= r.Start {
 				lo.Stopped = true
 				ours = append(ours, p)
 			}
@@ -134,7 +166,120 @@ func (l *Ledger) Reclaim(stopTimeout time.Duration) ([]Leftover, error) {
 		}
 	}
 	stopProcs(ours, stopTimeout)
-	return left, l.write()
+	return left
+}
+
+// maxLedger bounds the ledger file read: it lists a few hundred groups
+// at most.
+const maxLedger = 1 << 20
+
+// readFile reads and checks a ledger file: every record names a group and
+// carries a marker (its own or the file's, filled in); the file is of
+// this boot.
+func readFile(path string) (ledgerFile, error) {
+	var f ledgerFile
+	file, err := os.Open(path)
+	if err != nil {
+		return f, fmt.Errorf("instance ledger %s: %w", path, err)
+	}
+	defer file.Close()
+	data, err := io.ReadAll(io.LimitReader(file, maxLedger+1))
+	if err != nil {
+		return f, fmt.Errorf("instance ledger %s: %w", path, err)
+	}
+	if len(data) > maxLedger {
+		return f, fmt.Errorf("instance ledger %s is larger than %d bytes", path, maxLedger)
+	}
+	if err := json.Unmarshal(data, &f); err != nil {
+		return f, fmt.Errorf("instance ledger %s is unreadable (%v)", path, err)
+	}
+	if f.Boot != bootID() {
+		return f, fmt.Errorf("instance ledger %s is of another boot", path)
+	}
+	for i, r := range f.Groups {
+		if r.PGID <= 1 || r.Slot == "" || r.Addr == "" {
+			return f, fmt.Errorf("instance ledger %s: record %d names no instance", path, i+1)
+		}
+		if r.Marker == "" {
+			f.Groups[i].Marker = f.Marker
+		}
+		if f.Groups[i].Marker == "" {
+			return f, fmt.Errorf("instance ledger %s: record %d has no marker", path, i+1)
+		}
+	}
+	return f, nil
+}
+
+// Records returns the groups the ledger file lists, each with its marker:
+// in a new process, what the one it replaces runs. No file lists none.
+func (l *Ledger) Records() ([]Record, error) {
+	f, err := readFile(l.path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return f.Groups, err
+}
+
+// WriteAside makes the ledger write path instead of its own file until
+// TakeOver: a new process's, while the one it replaces still owns the
+// file (should the new one be killed before it takes over, the old one
+// stops what it started, ReclaimFile).
+func (l *Ledger) WriteAside(path string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.aside = path
+}
+
+// TakeOver writes the ledger to its own file and removes the one aside:
+// for a new process that owns the instances now.
+func (l *Ledger) TakeOver() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	aside := l.aside
+	l.aside = ""
+	err := l.writeLocked()
+	if aside != "" {
+		os.Remove(aside)
+	}
+	return err
+}
+
+// Release stops writing the file, which is the new process's now: for a
+// process that handed its instances to a new one.
+func (l *Ledger) Release() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.released = true
+}
+
+// StopLeftovers stops the processes of recs (another run's records) that
+// are still alive and provably that run's, but for the groups keep holds;
+// see Reclaim.
+func (l *Ledger) StopLeftovers(recs []Record, keep map[int]bool, stopTimeout time.Duration) []Leftover {
+	return l.stopVerified(recs, "", keep, stopTimeout)
+}
+
+// ReclaimFile stops what the ledger file at path (a failed new process's,
+// WriteAside) lists, but the instances this ledger lists (its own, which
+// the failed process had adopted), and removes the file.
+func (l *Ledger) ReclaimFile(path string, stopTimeout time.Duration) ([]Leftover, error) {
+	f, err := readFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	defer os.Remove(path)
+	if err != nil {
+		return nil, err
+	}
+	l.mu.Lock()
+	keep := map[int]bool{}
+	for _, r := range f.Groups {
+		if own, ok := l.groups[r.PGID]; ok && own.Start == r.Start {
+			keep[r.PGID] = true // this run's own (adopted by the failed process too)
+		}
+	}
+	l.mu.Unlock()
+	return l.stopVerified(f.Groups, "", keep, stopTimeout), nil
 }
 
 // stopProcs sends SIGTERM to each process, waits until all are gone, and
@@ -174,6 +319,9 @@ func stopProcs(ps []proc, limit time.Duration) {
 func (l *Ledger) add(r Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if r.Marker == "" {
+		r.Marker = l.id
+	}
 	l.groups[r.PGID] = r
 	l.writeLocked()
 }
@@ -186,14 +334,22 @@ func (l *Ledger) remove(pgid int) {
 	l.writeLocked()
 }
 
-// Close removes the ledger file: every instance has stopped.
+// Close removes the ledger file: every instance has stopped. A ledger
+// released to a new process leaves the file alone.
 func (l *Ledger) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.released {
+		return nil
+	}
 	if len(l.groups) > 0 {
 		return l.writeLocked()
 	}
-	if err := os.Remove(l.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	path := l.path
+	if l.aside != "" {
+		path = l.aside
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
 	return nil
@@ -209,14 +365,21 @@ func (l *Ledger) write() error {
 // temporary file, synced, renamed into place. A failure is logged: the
 // ledger only helps a later run, it must never stop this one.
 func (l *Ledger) writeLocked() error {
+	if l.released {
+		return nil
+	}
+	path := l.path
+	if l.aside != "" {
+		path = l.aside
+	}
 	f := ledgerFile{Boot: bootID(), Marker: l.id, Groups: make([]Record, 0, len(l.groups))}
 	for _, r := range l.groups {
 		f.Groups = append(f.Groups, r)
 	}
 	slices.SortFunc(f.Groups, func(a, b Record) int { return a.PGID - b.PGID })
-	err := writeFile(l.path, f)
+	err := writeFile(path, f)
 	if err != nil {
-		l.log.Warn("could not write the instance ledger; a later run may not find instances this one leaves behind", "path", l.path, "err", err)
+		l.log.Warn("could not write the instance ledger; a later run may not find instances this one leaves behind", "path", path, "err", err)
 	}
 	return err
 }

@@ -2,19 +2,90 @@ package launch
 
 import (
 	"bytes"
+	"errors"
+	"fmt"
 	"os"
 	"strconv"
+	"sync"
 	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // sysProcAttr puts each instance in its own process group, so that vipswap
 // signals the command and everything it started together, and a Ctrl-C in
-// vipswap's terminal reaches vipswap alone; and it has Linux SIGKILL the
-// command when vipswap dies, kill -9 included (see spawner for the thread
-// this depends on). Processes the command starts do not inherit Pdeathsig:
-// the Ledger finds those at the next start.
+// vipswap's terminal reaches vipswap alone. There is no Pdeathsig: an
+// instance must outlive the vipswap process that started it when an
+// upgrade hands it to the next one (only the child itself could clear
+// Pdeathsig). After a kill -9 the Ledger finds the instances at the next
+// start.
 func sysProcAttr() *syscall.SysProcAttr {
-	return &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	return &syscall.SysProcAttr{Setpgid: true}
+}
+
+// errNoHandOver is nil where a vipswap process can adopt the instances
+// of the one it replaces.
+var errNoHandOver error
+
+// watchExit returns a channel closed when process pid exits; stop ends
+// the watch (and waits for it). It watches through a pidfd, which names
+// the process for good, PID reuse or not; with a kernel older than 5.3
+// (no pidfd_open) it reads /proc/PID/stat every 100ms, and the process
+// has exited when its start time is another.
+func watchExit(pid int) (exited <-chan struct{}, stop func(), err error) {
+	done, quit, ended := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	fd, err := unix.PidfdOpen(pid, unix.PIDFD_NONBLOCK)
+	if errors.Is(err, unix.ENOSYS) {
+		first, ok := readProc(pid)
+		if !ok {
+			return nil, nil, fmt.Errorf("no process %d", pid)
+		}
+		go func() {
+			defer close(ended)
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-quit:
+					return
+				case <-t.C:
+				}
+				if p, ok := readProc(pid); !ok || p.start != first.start || p.state == 'Z' || p.state == 'X' {
+					close(done)
+					return
+				}
+			}
+		}()
+		var once sync.Once
+		return done, func() { once.Do(func() { close(quit) }); <-ended }, nil
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("pidfd_open: %w", err)
+	}
+	// A pidfd becomes readable when the process exits; non-blocking, the
+	// runtime's poller waits for that without holding a thread.
+	f := os.NewFile(uintptr(fd), "pidfd "+strconv.Itoa(pid))
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	go func() {
+		defer close(ended)
+		err := rc.Read(func(fd uintptr) bool {
+			n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 0)
+			return err == nil && n > 0
+		})
+		if err == nil {
+			close(done)
+		}
+	}()
+	var once sync.Once
+	return done, func() {
+		once.Do(func() { f.Close() }) // ends the Read unless it has ended
+		<-ended
+	}, nil
 }
 
 // signalGroup sends sig to every process of the group pgid.

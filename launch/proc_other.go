@@ -2,7 +2,10 @@
 
 package launch
 
-import "syscall"
+import (
+	"errors"
+	"syscall"
+)
 
 // sysProcAttr puts each instance in its own process group, so that vipswap
 // signals the command and everything it started together, and a Ctrl-C in
@@ -34,3 +37,9 @@ func signalProcess(pid int, sig syscall.Signal) { syscall.Kill(pid, sig) }
 
 // supported is nil where vipswap can start and stop process groups.
 var supported error
+
+// errNoHandOver says why a vipswap process cannot adopt the instances of
+// the one it replaces here.
+var errNoHandOver = errors.New("handing instances (run:) to a new vipswap process needs Linux (pidfd)")
+
+func watchExit(int) (<-chan struct{}, func(), error) { return nil, nil, errNoHandOver }

@@ -28,3 +28,9 @@ type proc struct {
 	state     byte
 	start     uint64
 }
+
+// errNoHandOver says why a vipswap process cannot adopt the instances of
+// the one it replaces here.
+var errNoHandOver = errors.New("handing instances (run:) to a new vipswap process needs Linux (pidfd)")
+
+func watchExit(int) (<-chan struct{}, func(), error) { return nil, nil, errNoHandOver }

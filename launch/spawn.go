@@ -8,13 +8,12 @@ import (
 )
 
 // spawner starts a group's commands from one goroutine locked to its OS
-// thread for as long as the group runs. On Linux, Pdeathsig fires when the
-// thread that started the child exits, not when the process does: Go ends
-// a thread when a goroutine locked to it returns without unlocking, so a
-// command started from an ordinary goroutine could be killed whenever any
-// code in vipswap does that on the thread that had started it. The
-// spawner's thread is vipswap's alone and outlives every process it
-// started: Close ends it only after the last one is gone.
+// thread for as long as the group runs. It was there for Pdeathsig, which
+// fires when the thread that started the child exits, not when the process
+// does; instances no longer have Pdeathsig (an upgrade hands them to the
+// next vipswap process), but a dedicated thread keeps whatever a command
+// inherits from the thread that forks it (its signal mask, say) the same
+// for every start.
 type spawner struct {
 	reqs      chan spawnRequest
 	done      chan struct{}

@@ -166,11 +166,19 @@ func (n *node) open() error {
 	if err != nil {
 		return err
 	}
-	if _, err := ledger.Reclaim(maxStopTimeout(cfg)); err != nil {
+	n.sup.ledger = ledger
+	var rel *os.File
+	if n.takingOver() {
+		rel, _ = n.ho.upg.Fds.File(releaseFile)
+	}
+	if rel != nil {
+		// The process this one replaces runs its instances and hands
+		// them over: adopt them, stop nothing of theirs.
+		n.prepareAdoption(ledger, rel)
+	} else if _, err := ledger.Reclaim(maxStopTimeout(cfg)); err != nil {
 		n.log.Warn("could not look for instances a previous run left running", "err", err)
 	}
 	n.onClose(func() { ledger.Close() })
-	n.sup.ledger = ledger
 	return nil
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -23,9 +24,14 @@ type supervisor struct {
 	log    *slog.Logger
 	ledger *launch.Ledger // set once, before the first group starts
 
-	mu      sync.Mutex               // guards groups; held briefly
+	mu      sync.Mutex               // guards groups, frozen; held briefly
 	groups  map[string]*launch.Group // by slot
 	closing sync.WaitGroup           // groups of removed slots, stopping
+	frozen  bool                     // an upgrade hands the groups over: none starts
+
+	handedMu sync.Mutex                     // guards handed, adopted
+	handed   map[string][]launch.Handed     // instances to adopt, by slot (a new process)
+	adopted  map[*launch.Group]map[int]bool // groups adopted and not yet owned, with their PGIDs
 }
 
 // newSupervisor returns a supervisor that runs no instances yet.
@@ -39,6 +45,9 @@ func (s *supervisor) Launch(slot string, run state.RunSpec, version string) erro
 	defer s.mu.Unlock()
 	if s.groups[slot] != nil {
 		return nil
+	}
+	if s.frozen {
+		return errUpgrading
 	}
 	g, err := s.start(slot, configSlot(run, version))
 	if err != nil {
@@ -57,6 +66,12 @@ func configSlot(run state.RunSpec, version string) config.Slot {
 // Relaunch starts slot's instances anew in place of the running ones
 // (control.Launcher): a deploy to a slot that takes no prod traffic.
 func (s *supervisor) Relaunch(slot string, run state.RunSpec, version string) (func(keep bool), error) {
+	s.mu.Lock()
+	frozen := s.frozen
+	s.mu.Unlock()
+	if frozen {
+		return nil, errUpgrading
+	}
 	g, err := s.start(slot, configSlot(run, version))
 	if err != nil {
 		return nil, err
@@ -117,10 +132,14 @@ func (s *supervisor) keepSlots(names []string) {
 // start starts slot name's managed instances; it does not add them to
 // the supervisor's groups.
 func (s *supervisor) start(name string, slot config.Slot) (*launch.Group, error) {
-	g, err := launch.Start(launch.Spec{
+	spec := launch.Spec{
 		Slot: name, Command: slot.Run.Command, Address: slot.Run.Address, Replicas: slot.Run.Replicas,
 		StopTimeout: slot.Run.StopTimeout, Output: s.output, Logger: s.log, Ledger: s.ledger, Version: slot.Version,
-	})
+	}
+	if g := s.adopt(name, spec); g != nil {
+		return g, nil
+	}
+	g, err := launch.Start(spec)
 	if err != nil {
 		return nil, err
 	}
@@ -194,4 +213,77 @@ func (s *supervisor) killAll() {
 	for _, g := range s.current() {
 		g.Kill()
 	}
+}
+
+// errUpgrading refuses to start instances while an upgrade hands them over.
+var errUpgrading = errors.New("an upgrade of vipswap is under way: try again when it is done")
+
+// setHanded gives the supervisor the instances a previous process handed
+// over, by slot, for start to adopt.
+func (s *supervisor) setHanded(handed map[string][]launch.Handed) {
+	s.handedMu.Lock()
+	defer s.handedMu.Unlock()
+	s.handed = handed
+	s.adopted = map[*launch.Group]map[int]bool{}
+}
+
+// adopt returns a group of the instances handed over for slot name if
+// they run what spec says, nil if there are none or they do not (they are
+// then stopped once this process owns the instances; spec's start afresh).
+func (s *supervisor) adopt(name string, spec launch.Spec) *launch.Group {
+	s.handedMu.Lock()
+	defer s.handedMu.Unlock()
+	hs := s.handed[name]
+	if len(hs) == 0 {
+		return nil
+	}
+	delete(s.handed, name)
+	pgids := map[int]bool{}
+	for _, h := range hs {
+		pgids[h.PGID] = true
+	}
+	g, err := launch.Adopt(spec, hs)
+	if err != nil {
+		s.log.Warn("not adopting the instances of the previous vipswap process: they are started afresh", "slot", name, "err", err)
+		return nil
+	}
+	s.log.Info("adopted the instances of the previous vipswap process", "slot", name, "instances", g.Addrs())
+	s.adopted[g] = pgids
+	return g
+}
+
+// own makes the adopted groups this process's (pending: the partial lines
+// the previous process had read), closes the output pipes of instances
+// no slot adopted, and returns the process groups adopted.
+func (s *supervisor) own(pending map[string][]byte) map[int]bool {
+	s.handedMu.Lock()
+	defer s.handedMu.Unlock()
+	keep := map[int]bool{}
+	for g, pgids := range s.adopted {
+		g.Own(pending)
+		maps.Copy(keep, pgids)
+	}
+	for _, hs := range s.handed {
+		for _, h := range hs {
+			h.Output.Close()
+		}
+	}
+	s.handed, s.adopted = nil, nil
+	return keep
+}
+
+// freeze stops new groups from starting (an upgrade hands them over) and
+// returns the running ones.
+func (s *supervisor) freeze() []*launch.Group {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frozen = true
+	return slices.Collect(maps.Values(s.groups))
+}
+
+// thaw ends freeze (the upgrade failed).
+func (s *supervisor) thaw() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.frozen = false
 }

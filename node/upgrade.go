@@ -19,6 +19,7 @@ import (
 
 	"github.com/cloudflare/tableflip"
 	"github.com/vipswap/vipswap/api"
+	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
@@ -80,6 +81,13 @@ type handover struct {
 	upgraded chan struct{}  // closed when a new process took over
 	note     *upgradeNote   // the upgrade that replaced this process, set before upgraded is closed
 	pidFile  string         // where the new process writes its PID once ready ("" for none)
+
+	// The managed instances' hand-over (adopt.go): in the old process,
+	// the files given to tableflip by name and the release pipe's write
+	// end; in the new one, the adoption under way until it owns them.
+	added map[string]bool
+	relW  *os.File
+	adopt *adoption
 }
 
 // newHandover starts tableflip for this process: the sockets a parent
@@ -97,7 +105,7 @@ func newHandover(timeout time.Duration, pidFile string) (*handover, error) {
 	// use tableflip themselves) must not inherit it. (tableflip adds it
 	// afresh to the next process it starts.)
 	os.Unsetenv(tableflipParentEnv)
-	h := &handover{upg: upg, timeout: timeout, pidFile: pidFile, upgraded: make(chan struct{}), sig: make(chan os.Signal, 1)}
+	h := &handover{upg: upg, timeout: timeout, pidFile: pidFile, upgraded: make(chan struct{}), sig: make(chan os.Signal, 1), added: map[string]bool{}}
 	if len(upgradeSignals) > 0 { // none: Notify would take every signal
 		signal.Notify(h.sig, upgradeSignals...)
 	}
@@ -167,6 +175,7 @@ func (n *node) ready() error {
 	}
 	if n.takingOver() {
 		n.log.Info("took over from the previous process: it stops accepting and finishes its requests in flight")
+		n.ownInstances()
 		n.recordUpgrade(context.Background())
 	}
 	return nil
@@ -231,8 +240,8 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 		return refuse(http.StatusConflict, "this process was replaced already: it is finishing its requests in flight")
 	default:
 	}
-	if groups := n.sup.current(); len(groups) > 0 {
-		return refuse(http.StatusConflict, "managed instances (run:) are running and cannot be handed to a new process yet: stop vipswap and start the new binary instead")
+	if groups := n.sup.current(); len(groups) > 0 && !launch.CanHandOver() {
+		return refuse(http.StatusConflict, "managed instances (run:) are running and can be handed to a new process on Linux only: stop vipswap and start the new binary instead")
 	}
 	if n.takingOver() {
 		// The process this one replaced is still finishing its requests:
@@ -252,9 +261,18 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 		return wire.UpgradeResult{OldVersion: n.version, NewVersion: newVersion, Binary: binary, OldPID: os.Getpid()}, nil
 	}
 	n.log.Info("upgrading: starting the new process", "binary", binary, "old_version", n.version, "new_version", newVersion, "actor", req.Actor)
+	// No reload meanwhile: the managed instances are handed as they are.
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	note := n.beginNote(req, binary, newVersion)
 	start := time.Now()
+	held, err := n.holdInstances()
+	if err != nil {
+		n.recordFailedUpgrade(note, "could not hand the managed instances over: "+err.Error())
+		return refuse(http.StatusInternalServerError, "could not hand the managed instances over: %v", err)
+	}
 	if err := n.releaseStore(); err != nil {
+		n.resumeInstances(held)
 		n.recordFailedUpgrade(note, "could not hand the state file over: "+err.Error())
 		return refuse(http.StatusInternalServerError, "could not hand the state file over: %v", err)
 	}
@@ -262,8 +280,12 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 	os.Args[0] = binary
 	err = n.ho.upg.Upgrade()
 	took := time.Since(start)
+	if err == nil {
+		n.releaseInstances(held)
+	}
 	if err != nil {
 		os.Args[0] = prev
+		n.resumeInstances(held)
 		if rerr := n.reacquireStore(); rerr != nil {
 			n.log.Error("the upgrade failed and the state file could not be taken back: changes fail until vipswap restarts", "err", rerr)
 		}

@@ -194,30 +194,33 @@ func TestSecondSignalForcesExit(t *testing.T) {
 	})
 }
 
-// TestKillNineLeavesNoInstances: kill -9 of vipswap takes the instances it
-// started directly with it (Pdeathsig); instances behind a shell survive
-// it, and the next start finds and stops them before starting its own.
-// Before, every crash left the shell-wrapped apps serving forever.
+// TestKillNineLeavesNoInstances: kill -9 of vipswap leaves its instances
+// running (none has Pdeathsig: an upgrade hands them to the next vipswap
+// process), and the next start finds and stops them, those behind a shell
+// too, before starting its own. Before the ledger, every crash left the
+// shell-wrapped apps serving forever.
 func TestKillNineLeavesNoInstances(t *testing.T) {
 	t.Parallel()
-	t.Run("direct children die with vipswap", func(t *testing.T) {
+	t.Run("the next start stops the direct children", func(t *testing.T) {
 		t.Parallel()
 		dir := t.TempDir()
-		sw := switchtest.Serve(t, dir, testConfig(dir, managedSlots))
+		cfg := testConfig(dir, managedSlots)
+		sw := switchtest.Serve(t, dir, cfg)
 		sw.WaitHealthy(t)
-		addrs := instanceAddrs(t, sw)
 		groups := ledgerGroups(t, dir, 4)
 		sw.Signal(t, syscall.SIGKILL)
 		sw.Wait(t, 10*time.Second)
-		vstest.WaitFor(t, 10*time.Second, func() error {
-			if left := alive(groups); len(left) != 0 {
-				return fmt.Errorf("instances %v outlived vipswap", left)
-			}
-			if up := accepting(addrs); len(up) != 0 {
-				return fmt.Errorf("%v still accept connections", up)
-			}
-			return nil
-		})
+		if n := len(alive(groups)); n != 4 {
+			t.Fatalf("%d instances outlived vipswap, want the 4 (else this tests nothing)", n)
+		}
+		again := switchtest.Serve(t, dir, cfg)
+		if n := strings.Count(again.Output(), "stopping an instance a previous vipswap run left running"); n != 4 {
+			t.Fatalf("%d leftovers reported, want 4:\n%s", n, again.Output())
+		}
+		if left := alive(groups); len(left) != 0 {
+			t.Fatalf("leftovers %v still run after the next start", left)
+		}
+		again.WaitHealthy(t)
 	})
 	t.Run("the next start stops what a shell kept alive", func(t *testing.T) {
 		t.Parallel()
@@ -230,20 +233,17 @@ func TestKillNineLeavesNoInstances(t *testing.T) {
 		groups := ledgerGroups(t, dir, 4)
 		sw.Signal(t, syscall.SIGKILL)
 		sw.Wait(t, 10*time.Second)
-		// The shells die with vipswap; the apps, their children, do not.
-		vstest.WaitFor(t, 10*time.Second, func() error {
-			if n := len(alive(groups)); n != 4 {
-				return fmt.Errorf("%d processes left in the groups, want the 4 apps", n)
-			}
-			return nil
-		})
+		// The shells and the apps, their children, outlive vipswap.
+		if n := len(alive(groups)); n != 8 {
+			t.Fatalf("%d processes left in the groups, want the 4 shells and 4 apps", n)
+		}
 		if up := accepting(addrs); len(up) != 4 {
 			t.Fatalf("orphans accepting: %v, want all 4 (else this tests nothing)", up)
 		}
 
 		again := switchtest.Serve(t, dir, cfg)
-		if n := strings.Count(again.Output(), "stopping an instance a previous vipswap run left running"); n != 4 {
-			t.Fatalf("%d leftovers reported, want 4:\n%s", n, again.Output())
+		if n := strings.Count(again.Output(), "stopping an instance a previous vipswap run left running"); n != 8 {
+			t.Fatalf("%d leftovers reported, want 8:\n%s", n, again.Output())
 		}
 		if left := alive(groups); len(left) != 0 {
 			t.Fatalf("leftovers %v still run after the next start", left)

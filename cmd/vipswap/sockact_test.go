@@ -293,7 +293,7 @@ func TestSocketActivationMismatch(t *testing.T) {
 
 // TestSocketActivationKill9Managed: as TestSocketActivationKill9, with the
 // instances run: slots that vipswap starts itself. The killed vipswap's
-// instances die with it; the next one stops whatever a previous run left
+// instances outlive it; the next one stops what the previous run left
 // (its ledger), starts them again, and serves the stored active slot:
 // requests that come meanwhile wait (in the backlog, then up to
 // proxy.hold for a healthy instance) and succeed.
@@ -308,6 +308,7 @@ func TestSocketActivationKill9Managed(t *testing.T) {
 		fmt.Fprintf(&slots, "  %s:\n    run:\n      command: [sh, -c, \"env > %s/env-$$; exec %s app --slot %s --listen 127.0.0.1:{port}\"]\n      address: \"127.0.0.1:{port}\"\n      replicas: 2\n",
 			slot, dir, bin, slot)
 	}
+	switchtest.ReclaimAfter(t, dir)
 	a := newActivation(t, dir, slots.String())
 	first := a.start(t)
 	a.waitReady(t)

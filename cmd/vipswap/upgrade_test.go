@@ -397,24 +397,3 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 func swapRequest(reason string) wire.ChangeRequest {
 	return wire.ChangeRequest{Reason: reason, Force: true}
 }
-
-// TestUpgradeRefusedWithManagedInstances: handing managed instances to a
-// new process is not done: the upgrade is refused (exit 1, saying so)
-// before anything moves, and the switch and its instances go on.
-func TestUpgradeRefusedWithManagedInstances(t *testing.T) {
-	dir := t.TempDir()
-	bin := vstest.Binary(t)
-	u := serveUpgradable(t, bin, dir, testConfig(dir, managedSlots))
-	u.WaitHealthy(t)
-	pid := u.pid(t)
-	out, code := u.upgradeCLI(t, bin)
-	if code != 1 || !strings.Contains(out, "managed instances (run:)") {
-		t.Fatalf("upgrade with managed instances: exit %d:\n%s", code, out)
-	}
-	if got := u.pid(t); got != pid {
-		t.Fatalf("the PID file names %d, not %d", got, pid)
-	}
-	if a := getSlot(httpClient, u.Prod+"/api/test"); a.status != 200 || a.slot != "blue" {
-		t.Fatalf("after the refused upgrade: %+v", a)
-	}
-}

@@ -6,6 +6,7 @@ package switchtest
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/vipswap/vipswap/client"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/launch"
 )
 
 // Switch is a running "vipswap serve".
@@ -36,8 +38,30 @@ func Serve(t testing.TB, dir, config string) *Switch {
 	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	ReclaimAfter(t, dir)
 	p := vstest.Start(t, vstest.Binary(t), "serve", "-c", path)
 	return Attach(t, p)
+}
+
+// ReclaimAfter makes sure no managed instance of a vipswap whose state is
+// in dir outlives the test: the harness stops vipswap with SIGKILL, which
+// the instances survive (an upgrade hands them to the next process), so
+// the cleanup stops what the instance ledgers in dir list, as the next
+// vipswap would. Call it before starting vipswap: cleanups run
+// last-registered first.
+func ReclaimAfter(t testing.TB, dir string) {
+	t.Cleanup(func() {
+		ledgers, _ := filepath.Glob(filepath.Join(dir, "*.instances"))
+		for _, path := range ledgers {
+			l, err := launch.OpenLedger(path, slog.New(slog.DiscardHandler))
+			if err == nil {
+				_, err = l.Reclaim(5 * time.Second)
+			}
+			if err != nil {
+				t.Errorf("stopping leftover instances: %v", err)
+			}
+		}
+	})
 }
 
 // ServeLimited is Serve with the process's descriptor limit (soft and hard)
@@ -49,6 +73,7 @@ func ServeLimited(t testing.TB, dir, config string, nofile int) *Switch {
 		t.Fatal(err)
 	}
 	script := fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile)
+	ReclaimAfter(t, dir)
 	p := vstest.Start(t, "sh", "-c", script, vstest.Binary(t), "serve", "-c", path)
 	return Attach(t, p)
 }
