@@ -107,7 +107,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.p.tunnel(w, resp, c.(*upstreamConn))
 		return
 	}
+	tap := h.tap(r, rq, resp)
 	h.respond(w, r, resp, c, rq, start)
+	if tap != nil {
+		tap.Done(rq.status != 0 && !rq.cutOff, rq.head.Sub(rq.sent))
+	}
 }
 
 // done counts a request the instance answered. A response that broke off

@@ -50,6 +50,9 @@ type State struct {
 	// a cookie one node issued holds on any other. Empty in states written
 	// before it existed; the first change that splits prod adds one.
 	AffinityKey string `json:"affinity_key,omitempty"`
+	// Shadow is the running mirror of prod's requests to another slot; nil
+	// when none runs.
+	Shadow *Shadow `json:"shadow,omitempty"`
 }
 
 // RefusedError says why a transition was refused. A refused transition
@@ -137,6 +140,9 @@ func (s State) Check(slots []string) error {
 	if s.Rollout != nil && !slices.Contains(slots, s.Rollout.To) {
 		return fmt.Errorf("rollout to slot %q: %w", s.Rollout.To, ErrUnknownSlot)
 	}
+	if sh := s.Shadow; sh != nil && !slices.Contains(slots, sh.To) {
+		return fmt.Errorf("shadow to slot %q: %w", sh.To, ErrUnknownSlot)
+	}
 	if s.AffinityKey != "" && s.AffinityKeyBytes() == nil {
 		return errors.New("affinity_key: not base64 of at least 16 bytes")
 	}
@@ -161,6 +167,9 @@ func (s State) Validate() error {
 	if s.Rollout != nil {
 		names = append(names, s.Rollout.To)
 	}
+	if s.Shadow != nil {
+		names = append(names, s.Shadow.To)
+	}
 	return s.Check(names)
 }
 
@@ -169,7 +178,7 @@ func (s State) Equal(o State) bool {
 	return s.Active == o.Active && s.Standby == o.Standby && s.Previous == o.Previous &&
 		slices.Equal(s.Drained, o.Drained) && maps.Equal(s.Weights, o.Weights) && reflect.DeepEqual(s.Rollout, o.Rollout) &&
 		maps.EqualFunc(s.Slots, o.Slots, SlotSpec.equal) && slices.Equal(s.Removed, o.Removed) && slices.Equal(s.Routes, o.Routes) &&
-		s.AffinityKey == o.AffinityKey
+		s.AffinityKey == o.AffinityKey && reflect.DeepEqual(s.Shadow, o.Shadow)
 }
 
 // IsDrained reports whether the instance at addr of slot is drained.
@@ -292,6 +301,7 @@ func (s State) clone() State {
 		r.Steps = slices.Clone(r.Steps)
 		s.Rollout = &r
 	}
+	s.Shadow = s.Shadow.clone()
 	return s
 }
 
