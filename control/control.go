@@ -102,6 +102,10 @@ type Config struct {
 	// AffinityKey, if set, signs affinity cookies instead of the state's
 	// key (affinity.key_file).
 	AffinityKey []byte
+	// Shadow, if set, mirrors prod's requests for the shadow in the state
+	// (the built-in proxy's mirror); without it a shadow is kept and
+	// recorded, but nothing copies requests.
+	Shadow ShadowPlane
 	// Logger receives state changes and plane errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger

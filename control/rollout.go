@@ -140,6 +140,7 @@ func (c *Controller) runRollouts() {
 		case <-g.finished():
 		}
 		g = c.driveRollout(c.ctx, time.Now(), g)
+		c.endShadowIfDue(c.ctx, time.Now())
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/shadow"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/wire"
 )
@@ -254,4 +255,17 @@ func describeForStatus(conf *tls.Config) []wire.CertificateStatus {
 		out = append(out, wire.CertificateStatus{Names: names, NotAfter: c.Leaf.NotAfter.UTC()})
 	}
 	return out
+}
+
+// newMirror returns the mirror of vipswap shadow for cfg's shadow block;
+// onStop ends the shadow when the mirror stops by itself.
+func newMirror(cfg *config.Config, onStop func(why string)) *shadow.Mirror {
+	sh := cfg.Shadow
+	return shadow.New(shadow.Options{
+		QueueSize: sh.QueueSize, MaxConns: sh.MaxConns, BodyLimit: sh.BodyLimit, CompareLimit: sh.CompareLimit,
+		KeepLimit: sh.KeepLimit, MaxMemory: sh.MaxMemory, Timeout: sh.Timeout,
+		IgnoreFields: sh.IgnoreFields, IgnoreHeaders: sh.IgnoreHeaders,
+		StopErrorRate: sh.StopErrorRate, StopMinRequests: sh.StopMinRequests,
+		PinHeader: cfg.Affinity.PinHeader, AffinityCookie: cfg.Affinity.Cookie, OnStop: onStop,
+	})
 }

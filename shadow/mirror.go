@@ -51,13 +51,13 @@ func New(o Options) *Mirror {
 	rt := o.Transport
 	if rt == nil {
 		rt = &http.Transport{
-			DialContext:           (&net.Dialer{Timeout: o.Timeout}).DialContext,
-			MaxConnsPerHost:       o.MaxConns,
-			MaxIdleConns:          o.MaxConns,
-			MaxIdleConnsPerHost:   o.MaxConns,
-			IdleConnTimeout:       30 * time.Second,
-			ResponseHeaderTimeout: o.Timeout,
-			DisableCompression:    true,
+			DialContext:            (&net.Dialer{Timeout: o.Timeout}).DialContext,
+			MaxConnsPerHost:        o.MaxConns,
+			MaxIdleConns:           o.MaxConns,
+			MaxIdleConnsPerHost:    o.MaxConns,
+			IdleConnTimeout:        30 * time.Second,
+			ResponseHeaderTimeout:  o.Timeout,
+			DisableCompression:     true,
 			MaxResponseHeaderBytes: 64 << 10,
 		}
 	}

@@ -140,9 +140,6 @@ func (s State) Check(slots []string) error {
 	if s.Rollout != nil && !slices.Contains(slots, s.Rollout.To) {
 		return fmt.Errorf("rollout to slot %q: %w", s.Rollout.To, ErrUnknownSlot)
 	}
-	if sh := s.Shadow; sh != nil && !slices.Contains(slots, sh.To) {
-		return fmt.Errorf("shadow to slot %q: %w", sh.To, ErrUnknownSlot)
-	}
 	if s.AffinityKey != "" && s.AffinityKeyBytes() == nil {
 		return errors.New("affinity_key: not base64 of at least 16 bytes")
 	}
@@ -166,9 +163,6 @@ func (s State) Validate() error {
 	}
 	if s.Rollout != nil {
 		names = append(names, s.Rollout.To)
-	}
-	if s.Shadow != nil {
-		names = append(names, s.Shadow.To)
 	}
 	return s.Check(names)
 }
@@ -286,6 +280,11 @@ func (s State) Fit(members map[string][]string) State {
 	}
 	if _, ok := members[next.Previous]; !ok {
 		next.Previous = ""
+	}
+	if sh := next.Shadow; sh != nil {
+		if _, ok := members[sh.To]; !ok {
+			next.Shadow = nil // its slot is gone: so is the shadow
+		}
 	}
 	return next
 }
