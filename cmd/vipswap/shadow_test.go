@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
+)
+
+// shadowConfig ignores what differs between any two sample apps of
+// different slots: the slot, the version and the instance.
+const shadowConfig = `
+shadow:
+  ignore_fields: [slot, version, instance]
+`
+
+// shadowSettled waits until every copy the shadow sampled has a result, and
+// returns the shadow.
+func shadowSettled(t *testing.T, sw *switchtest.Switch, atLeast uint64) *wire.Shadow {
+	t.Helper()
+	var sh *wire.Shadow
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		var err error
+		if sh, err = sw.Client.Shadow(context.Background()); err != nil {
+			return err
+		}
+		if sh == nil || sh.Figures == nil {
+			return fmt.Errorf("no shadow figures: %+v", sh)
+		}
+		f := sh.Figures
+		if done := f.Same + f.Differ + f.Error + f.Dropped["total"]; f.Sampled < atLeast || done != f.Sampled {
+			return fmt.Errorf("sampled %d (want at least %d), %d with a result", f.Sampled, atLeast, done)
+		}
+		return nil
+	})
+	return sh
+}
+
+// TestShadowComparesAVersionThatDiffers (issue: shadow traffic): prod keeps
+// 0 failed requests while every request is copied to green, whose answers
+// carry one more field every 50th time; the differ rate is 2 % ± 0.5 %,
+// the sample names the JSON path, and with that field ignored it is 0. A
+// swap that makes green active ends the shadow in the same step, and the
+// history says so.
+func TestShadowComparesAVersionThatDiffers(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	addrs := map[string][]string{"blue": startApps(t, "blue", 2), "green": startApps(t, "green", 2, "--differ-every", "50")}
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+shadowConfig)
+	sw.WaitHealthy(t)
+	st, _ := sw.Client.Status(context.Background())
+	if st.Shadow != nil {
+		t.Fatalf("status shadow %+v before any, want null", st.Shadow)
+	}
+
+	if code, out := cli(t, sw, "shadow", "start", "--to", "green", "--percent", "100"); code != 0 || !strings.Contains(out, "copied to green") {
+		t.Fatalf("shadow start: exit %d: %s", code, out)
+	}
+	load := vstest.StartLoad(sw.Prod+"/api/test", 8, 2*time.Minute)
+	waitServed(t, load, 2500)
+	res := load.Stop()
+	if res.Failed != 0 {
+		t.Fatalf("%d prod requests failed with a shadow running: %v", res.Failed, res.Errors)
+	}
+	if res.BySlot["green"] != 0 {
+		t.Fatalf("green answered %d prod requests, want none", res.BySlot["green"])
+	}
+	sh := shadowSettled(t, sw, 2000)
+	f := sh.Figures
+	t.Logf("figures: sampled %d, same %d, differ %d (%.2f%%), error %d, dropped %v, p99 prod %.1fms green %.1fms",
+		f.Sampled, f.Same, f.Differ, 100*f.DifferRate, f.Error, f.Dropped, f.ProdP99MS, f.TargetP99MS)
+	if f.DifferRate < 0.015 || f.DifferRate > 0.025 {
+		t.Errorf("differ rate %.2f%%, want 2%% ± 0.5%%", 100*f.DifferRate)
+	}
+	if f.Error != 0 {
+		t.Errorf("%d copies failed, want none", f.Error)
+	}
+	if len(f.Samples) == 0 || f.Samples[0].Where != "$.differ" || !strings.HasPrefix(f.Samples[0].Request, "GET /api/test") {
+		t.Errorf("samples %+v, want GET /api/test differing at $.differ", f.Samples)
+	}
+
+	// The figures show in status, the CLI and /metrics.
+	if code, out := cli(t, sw, "status"); code != 0 || !strings.Contains(out, "shadow: 100% of prod's GET,HEAD to green") {
+		t.Errorf("status: exit %d, want a shadow line: %s", code, out)
+	}
+	if code, out := cli(t, sw, "shadow", "status"); code != 0 || !strings.Contains(out, "$.differ") {
+		t.Errorf("shadow status: exit %d, want the differing path: %s", code, out)
+	}
+	if code, out := cli(t, sw, "shadow", "status", "--json"); code != 0 || !json.Valid([]byte(out)) {
+		t.Errorf("shadow status --json: exit %d: %s", code, out)
+	}
+	metrics := getText(t, sw.Admin+"/metrics")
+	for _, want := range []string{`vipswap_shadow_requests_total{result="differ"}`, `vipswap_shadow_latency_seconds_bucket{slot="green"`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	// With the field ignored, green answers as blue does.
+	if code, out := cli(t, sw, "shadow", "stop"); code != 0 {
+		t.Fatalf("shadow stop: exit %d: %s", code, out)
+	}
+	if st, _ := sw.Client.Status(context.Background()); st.Shadow != nil {
+		t.Fatalf("status shadow %+v after stop, want null", st.Shadow)
+	}
+	if code, out := cli(t, sw, "shadow", "start", "--to", "green", "--percent", "100", "--ignore-field", "differ"); code != 0 {
+		t.Fatalf("shadow start: exit %d: %s", code, out)
+	}
+	load = vstest.StartLoad(sw.Prod+"/api/test", 8, 2*time.Minute)
+	waitServed(t, load, 1000)
+	if res := load.Stop(); res.Failed != 0 {
+		t.Fatalf("%d prod requests failed: %v", res.Failed, res.Errors)
+	}
+	if f := shadowSettled(t, sw, 800).Figures; f.Differ != 0 || f.Same == 0 {
+		t.Errorf("with differ ignored: same %d, differ %d (%+v), want 0 differing", f.Same, f.Differ, f.Samples)
+	}
+
+	// A swap makes green active: the shadow ends with it.
+	if code, out := cli(t, sw, "swap"); code != 0 {
+		t.Fatalf("swap: exit %d: %s", code, out)
+	}
+	if st, _ := sw.Client.Status(context.Background()); st.Shadow != nil {
+		t.Fatalf("status shadow %+v after green became active, want null", st.Shadow)
+	}
+	h, err := sw.Client.History(context.Background(), 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops []string
+	for _, e := range h {
+		ops = append(ops, e.Operation)
+	}
+	if len(h) < 4 || h[0].Operation != "swap" || !strings.Contains(strings.Join(h[0].Changes, "; "), "shadow: to green ended, slot green takes prod traffic now") ||
+		!strings.Contains(strings.Join(ops, ","), "shadow start,shadow stop,shadow start") {
+		t.Errorf("history %v; swap changes %q: want shadow start, stop, start, and the swap ending it", ops, h[0].Changes)
+	}
+}
+
+// TestShadowRefusesBadRequests: each mistake gets a one-line 400 naming it,
+// and the state stays at its revision.
+func TestShadowRefusesBadRequests(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	addrs := map[string][]string{"blue": startApps(t, "blue", 1), "green": startApps(t, "green", 1)}
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs)))
+	sw.WaitHealthy(t)
+	before, _ := sw.Client.Status(context.Background())
+	for _, tc := range []struct{ body, want string }{
+		{`{"to":"green","percent":0}`, "percent"},
+		{`{"to":"green","percent":101}`, "percent"},
+		{`{"to":"green","percent":12.34}`, "percent"},
+		{`{"to":"red","percent":10}`, `no slot "red"`},
+		{`{"to":"blue","percent":10}`, "takes prod traffic"},
+		{`{"to":"green","percent":10,"methods":["G T"]}`, "methods"},
+		{`{"to":"green","percent":10,"methods":["CONNECT"]}`, "methods"},
+		{`{"to":"green","percent":10,"duration":"soon"}`, "duration"},
+		{`{"to":"green","percent":10,"ignore_headers":["a b"]}`, "ignore_headers"},
+		{`{"to":"green","percent":10,"percnt":5}`, "percnt"},
+		{`{"percent":10}`, "to"},
+	} {
+		resp, err := http.Post(sw.Admin+"/v1/shadow", "application/json", bytes.NewBufferString(tc.body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var e struct{ Error string }
+		json.Unmarshal(b, &e)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(e.Error, tc.want) || strings.Contains(e.Error, "\n") {
+			t.Errorf("%s: %d %q, want a one-line 400 naming %s", tc.body, resp.StatusCode, e.Error, tc.want)
+		}
+	}
+	resp, err := http.NewRequest(http.MethodDelete, sw.Admin+"/v1/shadow", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Header.Set("Content-Type", "application/json")
+	if r, err := http.DefaultClient.Do(resp); err != nil || r.StatusCode != http.StatusConflict {
+		t.Errorf("stop with none running: %v %v, want 409", r.StatusCode, err)
+	} else {
+		r.Body.Close()
+	}
+	after, _ := sw.Client.Status(context.Background())
+	if after.Revision != before.Revision || after.Shadow != nil {
+		t.Errorf("revision %d → %d, shadow %+v: want nothing changed", before.Revision, after.Revision, after.Shadow)
+	}
+}
+
+func getText(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
