@@ -23,6 +23,7 @@ import (
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/shadow"
 	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
@@ -352,6 +353,7 @@ type fixture struct {
 	apps     *apps
 	plane    *recorder
 	px       *proxy.Proxy
+	mirror   *shadow.Mirror // the proxy's, for shadow gates
 	ctrl     *control.Controller
 	runner   *release.Runner
 	store    *bolt.Store
@@ -366,7 +368,8 @@ type fixture struct {
 // each two managed instances running version 1.0, and waits until all
 // four are healthy and routed.
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, apps: newApps(t), plane: &recorder{}, px: proxy.New(proxy.Options{})}
+	f := &fixture{t: t, apps: newApps(t), plane: &recorder{}, px: proxy.New(proxy.Options{}), mirror: shadow.New(shadow.Options{MaxConns: 4})}
+	f.px.SetMirror(f.mirror)
 	for _, slot := range []string{"blue", "green"} {
 		if err := f.apps.Launch(slot, managed, "1.0"); err != nil {
 			t.Fatal(err)
@@ -417,6 +420,7 @@ func newFixture(t *testing.T) *fixture {
 			"paused": {Steps: []int{500, 1000}, Interval: 10 * time.Millisecond, Pause: true},
 		},
 		Launcher: f.apps,
+		Shadow:   f.mirror,
 		OnSlots:  f.apps.keep,
 		AllowRun: true,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -450,6 +454,7 @@ func (f *fixture) close() error {
 	f.closed.Do(func() {
 		f.runner.Close()
 		f.ctrl.Close()
+		f.mirror.Close()
 		f.closeErr = f.store.Close()
 	})
 	return f.closeErr
