@@ -37,7 +37,7 @@ type rig struct {
 
 // newRig starts blue (answering with blueH), a proxy with prod on blue,
 // and a mirror to green at greenAddr with o.
-func newRig(t *testing.T, blueH http.HandlerFunc, greenAddr string, o shadow.Options) *rig {
+func newRig(t testing.TB, blueH http.HandlerFunc, greenAddr string, o shadow.Options) *rig {
 	t.Helper()
 	r := &rig{stops: make(chan string, 4), green: greenAddr}
 	r.blue = httptest.NewServer(blueH)
@@ -116,7 +116,7 @@ func (r *rig) get(path string) func(int) *http.Request {
 
 // settled waits until every sampled copy has a result, and returns the
 // figures.
-func (r *rig) settled(t *testing.T, sampled uint64) *wire.ShadowFigures {
+func (r *rig) settled(t testing.TB, sampled uint64) *wire.ShadowFigures {
 	t.Helper()
 	var f *wire.ShadowFigures
 	vstest.WaitFor(t, 10*time.Second, func() error {
