@@ -205,3 +205,47 @@ func getText(t *testing.T, url string) string {
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
 }
+
+// TestShadowEndsByItself: a shadow to a slot that fails every copy stops
+// itself (its errors would be a load problem) and the history says why;
+// one with a duration ends when it is over. Prod loses nothing meanwhile.
+func TestShadowEndsByItself(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	addrs := map[string][]string{"blue": startApps(t, "blue", 1), "green": startApps(t, "green", 1, "--fail-rate", "1")}
+	sw := switchtest.Serve(t, dir, testConfig(dir, staticSlots(addrs))+"shadow:\n  stop_min_requests: 20\n")
+	sw.WaitHealthy(t)
+	if code, out := cli(t, sw, "shadow", "start", "--to", "green", "--percent", "100"); code != 0 {
+		t.Fatalf("shadow start: exit %d: %s", code, out)
+	}
+	load := vstest.StartLoad(sw.Prod+"/api/test", 4, 2*time.Minute)
+	defer load.Stop()
+	ended := func(why string) wire.HistoryEntry {
+		t.Helper()
+		var e wire.HistoryEntry
+		vstest.WaitFor(t, 30*time.Second, func() error {
+			st, err := sw.Client.Status(context.Background())
+			if err != nil || st.Shadow != nil {
+				return fmt.Errorf("shadow still runs (%v)", err)
+			}
+			h, err := sw.Client.History(context.Background(), 1)
+			if err != nil || len(h) == 0 || h[0].Operation != "shadow stop" {
+				return fmt.Errorf("newest history entry %+v (%v), want a shadow stop", h, err)
+			}
+			e = h[0]
+			return nil
+		})
+		if e.Actor != "vipswap" || !strings.Contains(e.Reason, why) {
+			t.Errorf("shadow stop by %q because %q, want vipswap because …%s…", e.Actor, e.Reason, why)
+		}
+		return e
+	}
+	ended("slot green failed")
+	if res := load.Stop(); res.Failed != 0 {
+		t.Fatalf("%d prod requests failed while green failed every copy: %v", res.Failed, res.Errors)
+	}
+	if code, out := cli(t, sw, "shadow", "start", "--to", "green", "--percent", "1", "--duration", "1s"); code != 0 {
+		t.Fatalf("shadow start: exit %d: %s", code, out)
+	}
+	ended("duration is over")
+}
