@@ -107,11 +107,16 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.p.tunnel(w, resp, c.(*upstreamConn))
 		return
 	}
-	tap := h.tap(r, rq, resp)
-	h.respond(w, r, resp, c, rq, start)
-	if tap != nil {
-		tap.Done(rq.status != 0 && !rq.cutOff, rq.head.Sub(rq.sent))
+	if tap := h.tap(r, rq, resp); tap != nil {
+		// Deferred: a client that went away aborts the response with a
+		// panic, and the mirror must still hear of it.
+		answered := false
+		defer func() { tap.Done(answered && rq.status != 0 && !rq.cutOff, rq.head.Sub(rq.sent)) }()
+		h.respond(w, r, resp, c, rq, start)
+		answered = true
+		return
 	}
+	h.respond(w, r, resp, c, rq, start)
 }
 
 // done counts a request the instance answered. A response that broke off

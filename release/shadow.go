@@ -136,13 +136,6 @@ func (j *job) stopShadow(slot, why string) {
 	}
 }
 
-func actorOf(req wire.ChangeRequest) string {
-	if req.Actor == "" {
-		return "local"
-	}
-	return req.Actor
-}
-
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -547,3 +547,44 @@ func TestPercentSamplesAShare(t *testing.T) {
 	}
 	r.settled(t, f.Sampled)
 }
+
+func TestClientThatLeavesReleasesItsCopy(t *testing.T) {
+	green := httptest.NewServer(jsonApp("x", 0, nil))
+	t.Cleanup(green.Close)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	r := newRig(t, func(w http.ResponseWriter, req *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		chunk := bytes.Repeat([]byte("y"), 32<<10)
+		for { // an answer longer than the client cares to read
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+			select {
+			case <-stop:
+				return
+			case <-req.Context().Done():
+				return
+			default:
+			}
+		}
+	}, green.Listener.Addr().String(), shadow.Options{})
+	r.start(100, []string{"GET"})
+	const n = 5
+	for i := range n {
+		c, err := net.Dial("tcp", strings.TrimPrefix(r.prod, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "GET /big?i=%d HTTP/1.1\r\nHost: x\r\n\r\n", i)
+		buf := make([]byte, 1024)
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatal(err)
+		}
+		c.Close() // gone mid-answer
+	}
+	f := r.settled(t, n)
+	if f.Dropped["prod_failed"] != n {
+		t.Errorf("dropped %v, want %d prod_failed: a copy of an answer the client never got whole is not sent", f.Dropped, n)
+	}
+}
