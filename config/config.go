@@ -517,12 +517,12 @@ type Shadow struct {
 	BodyLimit int `yaml:"body_limit"`
 	// CompareLimit is the longest answer body compared (by hash); longer
 	// ones are compared by status and type. Default 1 MiB.
-	CompareLimit int64 `yaml:"compare_limit"`
+	CompareLimit int `yaml:"compare_limit"`
 	// KeepLimit is the longest answer body kept whole to compare as JSON
 	// and to find where it differs. Default 64 KiB.
 	KeepLimit int `yaml:"keep_limit"`
 	// MaxMemory bounds what copies not yet compared hold. Default 32 MiB.
-	MaxMemory int64 `yaml:"max_memory"`
+	MaxMemory int `yaml:"max_memory"`
 	// Timeout bounds one copy's exchange with the target. Default 5s.
 	Timeout time.Duration `yaml:"timeout"`
 	// IgnoreFields are JSON fields every comparison leaves out: a name at
@@ -586,6 +586,35 @@ type RolloutPlan struct {
 	Pause bool `yaml:"pause"`
 	// Gates must pass before each step.
 	Gates []Gate `yaml:"gates"`
+	// Shadow, if set, is a gate that a deploy following this plan (vipswap
+	// deploy --strategy rollout --plan NAME) runs before the first step:
+	// prod's requests copied to the new slot and the answers compared
+	// (docs/shadow.md). Default none.
+	Shadow *ShadowGate `yaml:"shadow"`
+}
+
+// ShadowGate is a shadow run as a gate, and the bounds its figures must
+// keep. Zero values mean the defaults of docs/shadow.md.
+type ShadowGate struct {
+	// Duration is how long prod's requests are copied (required).
+	Duration time.Duration `yaml:"duration"`
+	// Percent is the share of prod's requests copied. Default 100.
+	Percent float64 `yaml:"percent"`
+	// Methods are the methods copied. Default GET and HEAD.
+	Methods []string `yaml:"methods"`
+	// MinRequests is how many compared copies a pass needs. Default 100.
+	MinRequests int `yaml:"min_requests"`
+	// MaxDifferRate is the highest share of differing answers. Default 0.
+	MaxDifferRate float64 `yaml:"max_differ_rate"`
+	// MaxErrorRate is the highest share of copies the new slot may fail.
+	// Default 0.01.
+	MaxErrorRate float64 `yaml:"max_error_rate"`
+	// MaxP99Ratio bounds the new slot's p99 over prod's. Default none.
+	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
+	// IgnoreFields and IgnoreHeaders are left out of the comparison,
+	// besides shadow.ignore_fields and shadow.ignore_headers.
+	IgnoreFields  []string `yaml:"ignore_fields"`
+	IgnoreHeaders []string `yaml:"ignore_headers"`
 }
 
 // Gate is a check before a rollout step: an HTTP GET that must answer 2xx,

@@ -435,6 +435,24 @@ func (v *validator) plan(key string, p RolloutPlan) {
 			v.fail(k+".timeout", fmt.Sprintf("must be more than zero, got %s", g.Timeout))
 		}
 	}
+	if sh := p.Shadow; sh != nil {
+		k := key + ".shadow"
+		v.positive(k+".duration", sh.Duration)
+		if sh.Percent < 0 || sh.Percent > 100 {
+			v.fail(k+".percent", fmt.Sprintf("want 0.1 to 100, got %g", sh.Percent))
+		}
+		if sh.MinRequests < 0 {
+			v.fail(k+".min_requests", fmt.Sprintf("want 1 or more, got %d", sh.MinRequests))
+		}
+		for name, r := range map[string]float64{k + ".max_differ_rate": sh.MaxDifferRate, k + ".max_error_rate": sh.MaxErrorRate} {
+			if r < 0 || r > 1 {
+				v.fail(name, fmt.Sprintf("want a fraction from 0 to 1 (0.001 is 0.1%%), got %g", r))
+			}
+		}
+		if sh.MaxP99Ratio != 0 && sh.MaxP99Ratio < 1 {
+			v.fail(k+".max_p99_ratio", fmt.Sprintf("want a factor of at least 1 (1.2: within 20%%), or 0 for none, got %g", sh.MaxP99Ratio))
+		}
+	}
 }
 
 func (v *validator) run(key string, r *Run) {

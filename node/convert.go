@@ -99,6 +99,11 @@ func plansOf(cfg *config.Config) map[string]rollout.Plan {
 		for _, g := range p.Gates {
 			plan.Gates = append(plan.Gates, state.Gate{HTTP: g.HTTP, Command: g.Command, Timeout: g.Timeout})
 		}
+		if sh := p.Shadow; sh != nil {
+			plan.Shadow = &wire.ShadowGate{Duration: sh.Duration.String(), Percent: sh.Percent, Methods: sh.Methods,
+				MinRequests: sh.MinRequests, MaxDifferRate: sh.MaxDifferRate, MaxErrorRate: sh.MaxErrorRate,
+				MaxP99Ratio: sh.MaxP99Ratio, IgnoreFields: sh.IgnoreFields, IgnoreHeaders: sh.IgnoreHeaders}
+		}
 		out[name] = plan
 	}
 	return out
@@ -262,8 +267,8 @@ func describeForStatus(conf *tls.Config) []wire.CertificateStatus {
 func newMirror(cfg *config.Config, onStop func(why string)) *shadow.Mirror {
 	sh := cfg.Shadow
 	return shadow.New(shadow.Options{
-		QueueSize: sh.QueueSize, MaxConns: sh.MaxConns, BodyLimit: sh.BodyLimit, CompareLimit: sh.CompareLimit,
-		KeepLimit: sh.KeepLimit, MaxMemory: sh.MaxMemory, Timeout: sh.Timeout,
+		QueueSize: sh.QueueSize, MaxConns: sh.MaxConns, BodyLimit: sh.BodyLimit, CompareLimit: int64(sh.CompareLimit),
+		KeepLimit: sh.KeepLimit, MaxMemory: int64(sh.MaxMemory), Timeout: sh.Timeout,
 		IgnoreFields: sh.IgnoreFields, IgnoreHeaders: sh.IgnoreHeaders,
 		StopErrorRate: sh.StopErrorRate, StopMinRequests: sh.StopMinRequests,
 		PinHeader: cfg.Affinity.PinHeader, AffinityCookie: cfg.Affinity.Cookie, OnStop: onStop,

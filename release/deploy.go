@@ -83,6 +83,9 @@ func (r *Runner) checkDeploy(req *wire.DeployRequest) (keep, timeout time.Durati
 	if req.DryRun {
 		return bad("dry_run is not supported for deploy")
 	}
+	if req.Shadow == nil && req.Strategy == "rollout" && req.Plan != "" {
+		req.Shadow = r.cfg.Controller.PlanShadow(req.Plan) // the plan's gate, unless the request has its own
+	}
 	if req.Shadow != nil {
 		if _, err := checkShadowGate(req.Shadow); err != nil {
 			return 0, 0, err

@@ -64,6 +64,8 @@ func shadowGate(ignore ...string) wire.DeployRequest {
 }
 
 var deployCases = []deployCase{
+	{name: "shadow/a plan's shadow gate", step: "shadow", want: "differing: GET / at $.version",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) { r.Strategy, r.Plan = "rollout", "shadowed" })},
 	{name: "shadow/the new version answers differently", step: "shadow", want: "differing rate",
 		req: shadowGate("slot"),
 		check: func(t *testing.T, f *fixture, p wire.Progress) {

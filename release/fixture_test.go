@@ -418,6 +418,9 @@ func newFixture(t *testing.T) *fixture {
 		Plans: map[string]rollout.Plan{
 			// A step waits for a promote nobody gives.
 			"paused": {Steps: []int{500, 1000}, Interval: 10 * time.Millisecond, Pause: true},
+			// A shadow gate that a version answering otherwise breaks.
+			"shadowed": {Steps: []int{500, 1000}, Interval: 10 * time.Millisecond,
+				Shadow: &wire.ShadowGate{Duration: "20s", MinRequests: 20, MaxDifferRate: 0.001, IgnoreFields: []string{"slot"}}},
 		},
 		Launcher: f.apps,
 		Shadow:   f.mirror,
