@@ -249,3 +249,42 @@ func TestShadowEndsByItself(t *testing.T) {
 	}
 	ended("duration is over")
 }
+
+// TestDeployShadowGateStopsBeforeTheSwitch (issue: shadow traffic): a
+// deploy whose shadow gate allows 0.1 % differing answers, of a version
+// that answers 1 in 50 differently, fails at its shadow step: prod stays
+// on the old version with 0 failed requests, and the deploy's history
+// entry names the differing requests.
+func TestDeployShadowGateStopsBeforeTheSwitch(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	cfg := strings.Replace(testConfig(dir, releaseSlots(1)), "admin:\n", "admin:\n  allow_run: true\n", 1) + shadowConfig
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	load := vstest.StartLoad(sw.Prod+"/api/test", 8, 2*time.Minute)
+	defer load.Stop()
+	waitServed(t, load, 100)
+	code, out := runRelease(t, sw, "deploy", "--slot", "green", "--version", "2.0",
+		"--shadow", "1m", "--shadow-max-differ-rate", "0.001", "--shadow-min-requests", "200", "--",
+		"vipswap", "app", "--slot", "green", "--version", "{version}", "--listen", "127.0.0.1:{port}", "--differ-every", "50")
+	if code != 1 || !strings.Contains(out, "shadow") || !strings.Contains(out, "$.differ") {
+		t.Fatalf("deploy: exit %d, want 1 naming the shadow step and $.differ:\n%s", code, out)
+	}
+	if got := answeredBy(t, sw); got != "blue 1.0" {
+		t.Fatalf("prod is answered by %s after the failed deploy, want blue 1.0", got)
+	}
+	e := lastEntry(t, sw, "deploy")
+	if e.Result != "failed" || !strings.HasPrefix(e.Error, "shadow: ") || !strings.Contains(e.Error, "GET /api/test at $.differ") {
+		t.Fatalf("deploy history entry: %s, %q; want failed at shadow naming the differing requests", e.Result, e.Error)
+	}
+	if got := stepNames(e); !strings.HasSuffix(got, "stage:ok shadow:failed") {
+		t.Fatalf("deploy steps %s, want the shadow step to fail after stage", got)
+	}
+	if st, _ := sw.Client.Status(context.Background()); st.Shadow != nil || st.Active != "blue" {
+		t.Fatalf("after the failed deploy: active %s, shadow %+v; want blue and none", st.Active, st.Shadow)
+	}
+	if res := load.Stop(); res.Failed != 0 || res.BySlot["green"] != 0 {
+		t.Fatalf("prod under the deploy: %d failed (%v), by slot %v; want 0 failed, none on green", res.Failed, res.Errors, res.BySlot)
+	}
+	t.Logf("deploy error: %s", e.Error)
+}
