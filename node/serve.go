@@ -392,6 +392,7 @@ func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Liste
 		n.ctrl.ShadowStopped(ctx, why)
 	})
 	n.onClose(n.mirror.Close)
+	n.mirror.SetUpstreams(opts.Upstreams) // copies reach a slot as prod does
 	n.px.SetMirror(n.mirror)
 	planes, counts = []control.DataPlane{n.px}, n.px.Counters
 	if n.initial.HAProxy != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/vipswap/vipswap/route"
@@ -140,11 +141,14 @@ func (m *Mirror) send(j *job) {
 		m.result(j, nil, 0, fmt.Errorf("request target %q: %w", j.uri, err))
 		return
 	}
-	u.Scheme, u.Host = "http", inst
+	client, scheme := m.clientFor(ru.spec.To)
+	u.Scheme, u.Host = scheme, inst
 	ctx, cancel := context.WithTimeout(m.ctx, m.o.Timeout)
 	defer cancel()
-	var sent time.Time
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { sent = time.Now() }})
+	// When the request was written whole: HTTP/2 writes it on a
+	// goroutine of its own.
+	var wrote atomic.Int64
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(time.Now().UnixNano()) }})
 	req := &http.Request{
 		Method: j.method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: j.header, Host: j.host, ContentLength: int64(len(j.body)),
@@ -155,14 +159,15 @@ func (m *Mirror) send(j *job) {
 	req.Header.Set("X-Forwarded-For", clientIP(j.client))
 	req = req.WithContext(ctx)
 	start := time.Now()
-	resp, err := m.client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		m.result(j, nil, 0, err)
 		return
 	}
 	defer resp.Body.Close()
-	if sent.IsZero() {
-		sent = start
+	sent := start
+	if ns := wrote.Load(); ns != 0 {
+		sent = time.Unix(0, ns)
 	}
 	lat := time.Since(sent)
 	var tgt answer

@@ -9,7 +9,6 @@ package shadow
 import (
 	"context"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -36,6 +35,7 @@ type Mirror struct {
 	last   atomic.Pointer[run] // the latest run, stopped or not, for its figures
 	totals totals              // since the mirror began, for /metrics
 	stops  chan string
+	ways   ways // how each slot is reached, when not HTTP/1.1 in cleartext
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -48,18 +48,9 @@ func New(o Options) *Mirror {
 	o.setDefaults()
 	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan string, 1), now: time.Now}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	rt := o.Transport
+	var rt http.RoundTripper = o.Transport
 	if rt == nil {
-		rt = &http.Transport{
-			DialContext:            (&net.Dialer{Timeout: o.Timeout}).DialContext,
-			MaxConnsPerHost:        o.MaxConns,
-			MaxIdleConns:           o.MaxConns,
-			MaxIdleConnsPerHost:    o.MaxConns,
-			IdleConnTimeout:        30 * time.Second,
-			ResponseHeaderTimeout:  o.Timeout,
-			DisableCompression:     true,
-			MaxResponseHeaderBytes: 64 << 10,
-		}
+		rt = m.transport()
 	}
 	m.client = &http.Client{
 		Transport: rt,
@@ -81,6 +72,7 @@ func (m *Mirror) Close() {
 	if t, ok := m.client.Transport.(*http.Transport); ok {
 		t.CloseIdleConnections()
 	}
+	m.closeWays()
 }
 
 // run is one shadow, from its start to its end, and its figures.

@@ -3,6 +3,7 @@ package shadow_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -586,5 +587,39 @@ func TestClientThatLeavesReleasesItsCopy(t *testing.T) {
 	f := r.settled(t, n)
 	if f.Dropped["prod_failed"] != n {
 		t.Errorf("dropped %v, want %d prod_failed: a copy of an answer the client never got whole is not sent", f.Dropped, n)
+	}
+}
+
+func TestCopiesReachASlotAsProdDoes(t *testing.T) {
+	for _, proto := range []proxy.Protocol{proxy.HTTP1, proxy.H2, proxy.H2C} {
+		t.Run(string(proto), func(t *testing.T) {
+			var seen atomic.Value
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen.Store(fmt.Sprintf("%s tls=%v", r.Proto, r.TLS != nil))
+				jsonApp("x", 0, nil)(w, r)
+			})
+			green := httptest.NewUnstartedServer(h)
+			up := &proxy.Upstream{Protocol: proto, Fingerprint: string(proto)}
+			switch proto {
+			case proxy.H2C:
+				green.Config.Protocols = new(http.Protocols)
+				green.Config.Protocols.SetUnencryptedHTTP2(true)
+				green.Start()
+			default:
+				green.EnableHTTP2 = proto == proxy.H2
+				green.StartTLS()
+				up.TLS = &tls.Config{RootCAs: green.Client().Transport.(*http.Transport).TLSClientConfig.RootCAs}
+			}
+			t.Cleanup(green.Close)
+			r := newRig(t, jsonApp("x", 0, nil), green.Listener.Addr().String(), shadow.Options{})
+			r.m.SetUpstreams(map[string]*proxy.Upstream{"green": up})
+			r.start(100, []string{"GET"})
+			r.load(t, 3, 1, 200, r.get("/"))
+			f := r.settled(t, 3)
+			want := map[proxy.Protocol]string{proxy.HTTP1: "HTTP/1.1 tls=true", proxy.H2: "HTTP/2.0 tls=true", proxy.H2C: "HTTP/2.0 tls=false"}[proto]
+			if f.Same != 3 || seen.Load() != want {
+				t.Errorf("same %d (samples %+v), green saw %v; want 3 copies over %s", f.Same, f.Samples, seen.Load(), want)
+			}
+		})
 	}
 }

@@ -60,8 +60,10 @@ type Options struct {
 	// stopped copying by itself, with why (the controller ends the
 	// shadow then).
 	OnStop func(reason string)
-	// Transport, if set, sends the copies (tests); nil means an
-	// http.Transport bounded by MaxConns and Timeout.
+	// Transport, if set, sends the copies to slots reached over HTTP/1.1
+	// in cleartext (tests); nil means an http.Transport bounded by
+	// MaxConns and Timeout. Other slots (SetUpstreams) get transports of
+	// their own, bounded alike.
 	Transport http.RoundTripper
 }
 
