@@ -45,6 +45,10 @@ type answer struct {
 	kept   []byte // the body, while it is at most KeepLimit
 	keep   int
 	limit  int64
+	// m, when set, holds kept's bytes against MaxMemory (held of them):
+	// prod's answers wait in the queue, the target's do not.
+	m    *Mirror
+	held int64
 }
 
 var seed = maphash.MakeSeed()
@@ -62,16 +66,30 @@ func (a *answer) write(p []byte) {
 	a.n += int64(len(p))
 	if a.n > a.limit {
 		a.over, a.kept, a.keep = true, nil, -1
+		a.release()
 		return
 	}
 	a.hash.Write(p)
 	if a.keep < 0 {
 		return
 	}
-	if a.n <= int64(a.keep) {
+	if a.n <= int64(a.keep) && (a.m == nil || a.m.reserve(int64(len(p)))) {
 		a.kept = append(a.kept, p...)
-	} else {
-		a.kept, a.keep = nil, -1 // too long to keep: hashed only
+		if a.m != nil {
+			a.held += int64(len(p))
+		}
+		return
+	}
+	// Too long to keep, or no memory left for it: hashed only.
+	a.kept, a.keep = nil, -1
+	a.release()
+}
+
+// release gives back what kept held.
+func (a *answer) release() {
+	if a.m != nil && a.held != 0 {
+		a.m.mem.Add(-a.held)
+		a.held = 0
 	}
 }
 
@@ -107,6 +125,7 @@ func (t *tee) Read(p []byte) (int, error) {
 // go.
 func (j *job) Done(ok bool, latency time.Duration) {
 	if !ok {
+		j.prod.release()
 		j.m.drop(j.run, dropProdFailed, j.cost)
 		return
 	}
@@ -118,6 +137,7 @@ func (j *job) Done(ok bool, latency time.Duration) {
 // within the bounds, and compares it.
 func (m *Mirror) send(j *job) {
 	defer m.mem.Add(-j.cost)
+	defer j.prod.release()
 	ru := j.run
 	if ru.stopped.Load() != nil || m.cur.Load() != ru {
 		ru.f.dropped[dropStopped].Add(1)

@@ -166,18 +166,29 @@ func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri stri
 		return nil
 	}
 	hdr := copyHeader(r.Header, m.o.PinHeader, m.o.AffinityCookie)
-	cost := int64(len(body)+len(uri)+headerBytes(hdr)) + int64(m.o.KeepLimit)
-	held := m.mem.Add(cost)
-	if held > m.o.MaxMemory {
-		m.drop(ru, dropMemory, cost)
+	cost := int64(len(body) + len(uri) + headerBytes(hdr))
+	if !m.reserve(cost) {
+		m.drop(ru, dropMemory, 0)
 		return nil
-	}
-	for p := m.peak.Load(); held > p && !m.peak.CompareAndSwap(p, held); p = m.peak.Load() {
 	}
 	j := &job{m: m, run: ru, table: t, prodSlot: slot.Name, method: r.Method, uri: uri, host: r.Host,
 		header: hdr, body: slices.Clone(body), cost: cost, client: r.RemoteAddr}
 	j.prod.start(m.o)
+	j.prod.m = m // prod's answer, kept while it is short, is held too
 	return j
+}
+
+// reserve holds n more bytes for copies not yet compared, unless that
+// would pass MaxMemory.
+func (m *Mirror) reserve(n int64) bool {
+	held := m.mem.Add(n)
+	if held > m.o.MaxMemory {
+		m.mem.Add(-n)
+		return false
+	}
+	for p := m.peak.Load(); held > p && !m.peak.CompareAndSwap(p, held); p = m.peak.Load() {
+	}
+	return true
 }
 
 // drop counts a copy not sent and gives back what it held.
@@ -195,6 +206,7 @@ func (m *Mirror) enqueue(j *job) {
 	select {
 	case m.queue <- j:
 	default:
+		j.prod.release()
 		m.drop(j.run, dropQueueFull, j.cost)
 	}
 }

@@ -623,3 +623,33 @@ func TestCopiesReachASlotAsProdDoes(t *testing.T) {
 		})
 	}
 }
+
+func TestLargeProdAnswersStayWithinMemory(t *testing.T) {
+	big := bytes.Repeat([]byte("z"), 200<<10)
+	answer := func(w http.ResponseWriter, r *http.Request) { w.Write(big) }
+	release := make(chan struct{})
+	green := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // slow: copies wait in the queue, holding prod's answers
+		case <-release:
+		case <-r.Context().Done():
+			return
+		}
+		answer(w, r)
+	}))
+	t.Cleanup(green.Close)
+	const maxMem = 1 << 20
+	r := newRig(t, answer, green.Listener.Addr().String(), shadow.Options{MaxMemory: maxMem, KeepLimit: 512 << 10, MaxConns: 2, StopErrorRate: 2})
+	r.start(100, []string{"GET"})
+	const n = 20
+	if failed := r.load(t, n, 10, 200, r.get("/big")); failed != 0 {
+		t.Fatalf("%d prod requests failed", failed)
+	}
+	close(release)
+	f := r.settled(t, n)
+	if _, peak := r.m.Held(); peak > maxMem {
+		t.Errorf("peak held %d bytes, above %d", peak, maxMem)
+	}
+	if f.Same != n || f.Differ != 0 {
+		t.Errorf("same %d, differ %d (%+v): want every answer compared the same, by hash when it could not be kept", f.Same, f.Differ, f.Samples)
+	}
+}
