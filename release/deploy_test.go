@@ -340,7 +340,9 @@ func TestDeployShadowGatePasses(t *testing.T) {
 	f := newFixture(t)
 	l := f.startLoad()
 	req := shadowGate("slot", "version")
-	req.Shadow.Duration = "1s"
+	// Enough time for a handful of copies on a busy machine: the load
+	// sends one request at a time.
+	req.Shadow.Duration, req.Shadow.MinRequests = "3s", 5
 	p, err := f.runner.Deploy(req)
 	if err != nil {
 		t.Fatal(err)
