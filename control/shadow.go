@@ -185,15 +185,19 @@ func (c *Controller) endShadowLocked(next state.State, now time.Time) (state.Sta
 }
 
 // endShadowIfDue ends a shadow whose duration is over, as its own change.
-func (c *Controller) endShadowIfDue(ctx context.Context, now time.Time) {
+// Called from the rollout's owner goroutine alone, which owns retry: a
+// failed attempt (the store out of reach) is tried again 5s later, not at
+// every tick.
+func (c *Controller) endShadowIfDue(ctx context.Context, now time.Time, retry *time.Time) {
 	c.mu.Lock()
 	sh := c.st.Shadow
 	c.mu.Unlock()
-	if sh == nil || sh.Until.IsZero() || now.Before(sh.Until) || (c.cfg.Leading != nil && !c.cfg.Leading()) {
+	if sh == nil || sh.Until.IsZero() || now.Before(sh.Until) || now.Before(*retry) || (c.cfg.Leading != nil && !c.cfg.Leading()) {
 		return
 	}
 	if _, err := c.StopShadow(ctx, wire.ChangeRequest{Actor: "vipswap", Reason: "the shadow's duration is over"}); err != nil {
-		c.log.Warn("could not end a shadow whose duration is over", "err", err)
+		c.log.Warn("could not end a shadow whose duration is over; trying again in 5s", "err", err)
+		*retry = now.Add(5 * time.Second)
 	}
 }
 
