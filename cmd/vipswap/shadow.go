@@ -207,8 +207,15 @@ func printShadow(w io.Writer, sh *wire.Shadow) {
 		left = fmt.Sprintf(", ends in %s", time.Until(*sh.Until).Round(time.Second))
 	}
 	fmt.Fprintf(w, "  started %s by %s%s\n", sh.Started.Local().Format("15:04:05"), printable(sh.Actor), left)
-	if len(sh.IgnoreFields)+len(sh.IgnoreHeaders) > 0 {
-		fmt.Fprintf(w, "  ignored: fields %s; headers %s\n", printable(strings.Join(sh.IgnoreFields, ", ")), printable(strings.Join(sh.IgnoreHeaders, ", ")))
+	var ignored []string
+	if len(sh.IgnoreFields) > 0 {
+		ignored = append(ignored, "fields "+printable(strings.Join(sh.IgnoreFields, ", ")))
+	}
+	if len(sh.IgnoreHeaders) > 0 {
+		ignored = append(ignored, "headers "+printable(strings.Join(sh.IgnoreHeaders, ", ")))
+	}
+	if len(ignored) > 0 {
+		fmt.Fprintf(w, "  ignored: %s\n", strings.Join(ignored, "; "))
 	}
 	f := sh.Figures
 	if f == nil {
@@ -239,7 +246,12 @@ func printShadow(w io.Writer, sh *wire.Shadow) {
 	if len(f.Samples) > 0 {
 		fmt.Fprintln(w, "  latest differing requests:")
 	}
-	for _, d := range f.Samples {
+	const shown = 5
+	for i, d := range f.Samples {
+		if i == shown {
+			fmt.Fprintf(w, "    and %d more (vipswap shadow status --json)\n", len(f.Samples)-shown)
+			break
+		}
 		vals := ""
 		if d.Prod != "" || d.Target != "" {
 			vals = fmt.Sprintf(": %s vs %s", printable(d.Prod), printable(d.Target))
