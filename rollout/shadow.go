@@ -16,8 +16,8 @@ type ShadowBounds struct {
 	MinRequests int
 	// MaxDifferRate is the highest share of differing answers (0: none).
 	MaxDifferRate float64
-	// MaxErrorRate is the highest share of copies the target failed or
-	// answered with a 5xx.
+	// MaxErrorRate is the highest share of copies the target failed, or
+	// answered with a 5xx where prod did not.
 	MaxErrorRate float64
 	// MaxP99Ratio bounds the target's p99 over prod's; 0 is no bound.
 	MaxP99Ratio float64

@@ -242,7 +242,7 @@ func (m *Mirror) result(j *job, tgt *answer, lat time.Duration, err error) {
 	if j.prod.over || tgt.over {
 		f.bodyUncompared.Add(1)
 	}
-	targetErr := tgt.status >= 500
+	targetErr := tgt.status >= 500 && j.prod.status < 500 // a 5xx prod answered too is no worse
 	if targetErr {
 		f.targetErrors.Add(1)
 	}

@@ -653,3 +653,16 @@ func TestLargeProdAnswersStayWithinMemory(t *testing.T) {
 		t.Errorf("same %d, differ %d (%+v): want every answer compared the same, by hash when it could not be kept", f.Same, f.Differ, f.Samples)
 	}
 }
+
+func TestA5xxProdAnsweredTooIsNoTargetError(t *testing.T) {
+	fail := func(w http.ResponseWriter, r *http.Request) { http.Error(w, "down", http.StatusServiceUnavailable) }
+	green := httptest.NewServer(http.HandlerFunc(fail))
+	t.Cleanup(green.Close)
+	r := newRig(t, fail, green.Listener.Addr().String(), shadow.Options{})
+	r.start(100, []string{"GET"})
+	r.load(t, 10, 2, http.StatusServiceUnavailable, r.get("/"))
+	f := r.settled(t, 10)
+	if f.Same != 10 || f.TargetErrors != 0 || f.ErrorRate != 0 {
+		t.Errorf("same %d, target errors %d (rate %.2f): want 10 the same and no target error when prod failed alike", f.Same, f.TargetErrors, f.ErrorRate)
+	}
+}

@@ -43,10 +43,10 @@ type Options struct {
 	// besides those that always differ (Date, Server, Content-Length...,
 	// see alwaysIgnored).
 	IgnoreHeaders []string
-	// StopErrorRate is the target's error rate (failures and 5xx over the
-	// copies sent in the last 10s) at which the mirror stops by itself: a
-	// slot that fails that much is being hurt, not tested. Zero means 0.5;
-	// above 1 never.
+	// StopErrorRate is the target's error rate (its failures, and its 5xx
+	// where prod answered otherwise, over the copies sent in the last 10s)
+	// at which the mirror stops by itself: a slot that fails that much is
+	// being hurt, not tested. Zero means 0.5; above 1 never.
 	StopErrorRate float64
 	// StopMinRequests is how many copies the last 10s must hold before
 	// StopErrorRate is judged. Zero means 50.

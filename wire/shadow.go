@@ -66,7 +66,8 @@ type ShadowFigures struct {
 	// BodyUncompared counts the compared answers whose body was longer
 	// than the comparison's limit: compared by status and type alone.
 	BodyUncompared uint64 `json:"body_uncompared"`
-	// TargetErrors counts the target's 5xx answers and failures (Error).
+	// TargetErrors counts the target's failures (Error) and the 5xx it
+	// answered where prod did not.
 	TargetErrors uint64 `json:"target_errors"`
 	// DifferRate is Differ over the compared (Same + Differ); ErrorRate
 	// is TargetErrors over the copies sent (Same + Differ + Error).
