@@ -256,6 +256,9 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		events:     newEvents(),
 		reach:      cluster.NewReachability(cfg.Logger, fromCopy, refused),
 	}
+	if cfg.Shadow != nil {
+		cfg.Shadow.Set(st.Shadow) // a shadow the stored state holds runs on after a restart
+	}
 	if !fromCopy && cfg.LocalCopy != nil {
 		cfg.LocalCopy.Keep(st, rev)
 	}
