@@ -47,6 +47,12 @@ type Controller interface {
 	RemoveRoute(ctx context.Context, req wire.RouteRequest) (wire.Change, error)
 	// SetStage chooses the slot stage follows.
 	SetStage(ctx context.Context, req wire.StageRequest) (wire.Change, error)
+	// StartShadow starts copying a sample of prod's requests to a slot.
+	StartShadow(ctx context.Context, req wire.ShadowRequest) (wire.Change, error)
+	// StopShadow ends the running shadow.
+	StopShadow(ctx context.Context, req wire.ChangeRequest) (wire.Change, error)
+	// Shadow returns the running shadow and its figures, nil when none.
+	Shadow() *wire.Shadow
 	// Rollback makes the previously active slot active again.
 	Rollback(ctx context.Context, req wire.ChangeRequest) (wire.Change, error)
 	// Drain stops sending new requests to one instance.
@@ -188,6 +194,11 @@ func NewHandler(c Controller, opts Options) http.Handler {
 	mux.Handle("POST /v1/routes", s.handle(typedChange(c.SetRoute, func(b *wire.RouteRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("DELETE /v1/routes", s.handle(typedChange(c.RemoveRoute, func(b *wire.RouteRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
 	mux.Handle("POST /v1/stage", s.handle(typedChange(c.SetStage, func(b *wire.StageRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("POST /v1/shadow", s.handle(typedChange(c.StartShadow, func(b *wire.ShadowRequest) *wire.ChangeRequest { return &b.ChangeRequest })))
+	mux.Handle("DELETE /v1/shadow", s.handle(s.change(c.StopShadow)))
+	mux.Handle("GET /v1/shadow", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return writeJSON(w, http.StatusOK, c.Shadow())
+	}))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/drain", s.handle(s.instanceChange(c.Drain)))
 	mux.Handle("POST /v1/slots/{slot}/instances/{addr}/ready", s.handle(s.instanceChange(c.Ready)))
 	if opts.Reload != nil {

@@ -439,3 +439,25 @@ func (c *Client) Release(ctx context.Context, id string) (wire.Progress, error) 
 	err := c.do(ctx, http.MethodGet, "/v1/releases/"+url.PathEscape(id), nil, &res)
 	return res, err
 }
+
+// StartShadow calls POST /v1/shadow.
+func (c *Client) StartShadow(ctx context.Context, req wire.ShadowRequest) (wire.Change, error) {
+	var res wire.Change
+	err := c.do(ctx, http.MethodPost, "/v1/shadow", req, &res)
+	return res, err
+}
+
+// StopShadow calls DELETE /v1/shadow.
+func (c *Client) StopShadow(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
+	var res wire.Change
+	err := c.do(ctx, http.MethodDelete, "/v1/shadow", req, &res)
+	return res, err
+}
+
+// Shadow calls GET /v1/shadow: the running shadow and its figures, nil
+// when none runs.
+func (c *Client) Shadow(ctx context.Context) (*wire.Shadow, error) {
+	var res *wire.Shadow
+	err := c.do(ctx, http.MethodGet, "/v1/shadow", nil, &res)
+	return res, err
+}

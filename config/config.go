@@ -33,6 +33,8 @@ type Config struct {
 	Analysis Analysis `yaml:"analysis"`
 	// Rollouts are named rollout plans (vipswap rollout start --plan NAME).
 	Rollouts map[string]RolloutPlan `yaml:"rollouts"`
+	// Shadow bounds the mirror of vipswap shadow (docs/shadow.md).
+	Shadow Shadow `yaml:"shadow"`
 	// Affinity keeps prod's clients on one slot.
 	Affinity Affinity `yaml:"affinity"`
 	// Routes send matching prod requests to a named slot, before weights.
@@ -498,6 +500,45 @@ type Analysis struct {
 	Paths []string `yaml:"paths"`
 }
 
+// Shadow bounds the mirror that copies prod's requests to a slot under
+// test (vipswap shadow), and sets what every comparison ignores. The
+// shadow itself (its slot, share, methods) is started through the admin
+// API and kept in the state.
+type Shadow struct {
+	// QueueSize bounds the copies waiting for a connection; more are
+	// dropped and counted. Default 1024.
+	QueueSize int `yaml:"queue_size"`
+	// MaxConns bounds the connections to the target's instances, all
+	// together. Default 32.
+	MaxConns int `yaml:"max_conns"`
+	// BodyLimit is the largest request body copied (at most
+	// proxy.request_buffer: a body prod streams is never copied). Default
+	// 64 KiB.
+	BodyLimit int `yaml:"body_limit"`
+	// CompareLimit is the longest answer body compared (by hash); longer
+	// ones are compared by status and type. Default 1 MiB.
+	CompareLimit int `yaml:"compare_limit"`
+	// KeepLimit is the longest answer body kept whole to compare as JSON
+	// and to find where it differs. Default 64 KiB.
+	KeepLimit int `yaml:"keep_limit"`
+	// MaxMemory bounds what copies not yet compared hold. Default 32 MiB.
+	MaxMemory int `yaml:"max_memory"`
+	// Timeout bounds one copy's exchange with the target. Default 5s.
+	Timeout time.Duration `yaml:"timeout"`
+	// IgnoreFields are JSON fields every comparison leaves out: a name at
+	// any depth, or "$.a.b" from the root. Default none.
+	IgnoreFields []string `yaml:"ignore_fields"`
+	// IgnoreHeaders are response headers every comparison leaves out,
+	// besides Date, Server and the connection's. Default none.
+	IgnoreHeaders []string `yaml:"ignore_headers"`
+	// StopErrorRate is the target's error rate over the last 10s at which
+	// the shadow stops by itself. Default 0.5; above 1 never.
+	StopErrorRate float64 `yaml:"stop_error_rate"`
+	// StopMinRequests is how many copies those 10s must hold first.
+	// Default 50.
+	StopMinRequests int `yaml:"stop_min_requests"`
+}
+
 // Affinity keeps a prod client on one slot while that slot takes traffic.
 type Affinity struct {
 	// Cookie names the cookie that carries the client's slot. Empty (the
@@ -545,6 +586,35 @@ type RolloutPlan struct {
 	Pause bool `yaml:"pause"`
 	// Gates must pass before each step.
 	Gates []Gate `yaml:"gates"`
+	// Shadow, if set, is a gate that a deploy following this plan (vipswap
+	// deploy --strategy rollout --plan NAME) runs before the first step:
+	// prod's requests copied to the new slot and the answers compared
+	// (docs/shadow.md). Default none.
+	Shadow *ShadowGate `yaml:"shadow"`
+}
+
+// ShadowGate is a shadow run as a gate, and the bounds its figures must
+// keep. Zero values mean the defaults of docs/shadow.md.
+type ShadowGate struct {
+	// Duration is how long prod's requests are copied (required).
+	Duration time.Duration `yaml:"duration"`
+	// Percent is the share of prod's requests copied. Default 100.
+	Percent float64 `yaml:"percent"`
+	// Methods are the methods copied. Default GET and HEAD.
+	Methods []string `yaml:"methods"`
+	// MinRequests is how many compared copies a pass needs. Default 100.
+	MinRequests int `yaml:"min_requests"`
+	// MaxDifferRate is the highest share of differing answers. Default 0.
+	MaxDifferRate float64 `yaml:"max_differ_rate"`
+	// MaxErrorRate is the highest share of copies the new slot may fail.
+	// Default 0.01.
+	MaxErrorRate float64 `yaml:"max_error_rate"`
+	// MaxP99Ratio bounds the new slot's p99 over prod's. Default none.
+	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
+	// IgnoreFields and IgnoreHeaders are left out of the comparison,
+	// besides shadow.ignore_fields and shadow.ignore_headers.
+	IgnoreFields  []string `yaml:"ignore_fields"`
+	IgnoreHeaders []string `yaml:"ignore_headers"`
 }
 
 // Gate is a check before a rollout step: an HTTP GET that must answer 2xx,
@@ -582,6 +652,8 @@ func Default() *Config {
 		Log:       Log{Format: "text", Level: "info", AccessSample: 1},
 		Measure:   Measure{Before: 5 * time.Second, After: 5 * time.Second, Limit: 5 * time.Minute},
 		Analysis:  Analysis{Window: 10 * time.Second, MinRequests: 100, MaxErrorRate: 0.01},
+		Shadow: Shadow{QueueSize: 1024, MaxConns: 32, BodyLimit: 64 << 10, CompareLimit: 1 << 20, KeepLimit: 64 << 10,
+			MaxMemory: 32 << 20, Timeout: 5 * time.Second, StopErrorRate: 0.5, StopMinRequests: 50},
 		Health: Health{
 			Path:     "/api/ping?slot={slot}",
 			Interval: time.Second,

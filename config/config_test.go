@@ -116,6 +116,15 @@ func TestParseInvalid(t *testing.T) {
 	}{
 		{"unknown top-level key", func(s string) string { return s + "helth: {}\n" },
 			`test.yaml:20: helth: unknown key`},
+		{"shadow with no connection", func(s string) string { return s + "shadow:\n  max_conns: 0\n" },
+			`test.yaml:21: shadow.max_conns: want 1 to 1024, got 0`},
+		{"shadow memory too small", func(s string) string { return s + "shadow:\n  max_memory: 1000\n" },
+			`test.yaml:21: shadow.max_memory: want at least 1048576 bytes, got 1000`},
+		{"shadow key unknown", func(s string) string { return s + "shadow:\n  queue: 5\n" },
+			`test.yaml:21: shadow.queue: unknown key`},
+		{"a plan's shadow gate without a duration", func(s string) string {
+			return s + "rollouts:\n  careful:\n    steps: [50, 100]\n    shadow:\n      max_differ_rate: 2\n"
+		}, `rollouts.careful.shadow.duration: must be more than zero`},
 		{"unknown nested key", func(s string) string {
 			return strings.Replace(s, "  interval: 500ms", "  interval: 500ms\n  intervall: 1s", 1)
 		}, `test.yaml:12: health.intervall: unknown key`},
@@ -378,4 +387,46 @@ func mustParse(t *testing.T, src string) *Config {
 		t.Fatal(err)
 	}
 	return c
+}
+
+func TestShadowBlock(t *testing.T) {
+	c, err := Parse("t.yaml", []byte(valid+`shadow:
+  queue_size: 10
+  max_conns: 4
+  body_limit: 1024
+  compare_limit: 2097152
+  keep_limit: 4096
+  max_memory: 8388608
+  timeout: 2s
+  ignore_fields: [timestamp, $.meta.id]
+  ignore_headers: [X-Request-Id]
+  stop_error_rate: 0.25
+  stop_min_requests: 10
+rollouts:
+  careful:
+    steps: [10, 100]
+    shadow:
+      duration: 5m
+      percent: 50
+      max_differ_rate: 0.001
+      max_p99_ratio: 1.2
+      ignore_fields: [ts]
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Shadow{QueueSize: 10, MaxConns: 4, BodyLimit: 1024, CompareLimit: 2 << 20, KeepLimit: 4096, MaxMemory: 8 << 20,
+		Timeout: 2 * time.Second, IgnoreFields: []string{"timestamp", "$.meta.id"}, IgnoreHeaders: []string{"X-Request-Id"},
+		StopErrorRate: 0.25, StopMinRequests: 10}
+	if got := c.Shadow; got.QueueSize != want.QueueSize || got.MaxMemory != want.MaxMemory || got.CompareLimit != want.CompareLimit ||
+		got.StopErrorRate != want.StopErrorRate || got.Timeout != want.Timeout || len(got.IgnoreFields) != 2 || got.IgnoreHeaders[0] != "X-Request-Id" {
+		t.Errorf("shadow %+v, want %+v", got, want)
+	}
+	g := c.Rollouts["careful"].Shadow
+	if g == nil || g.Duration != 5*time.Minute || g.Percent != 50 || g.MaxDifferRate != 0.001 || g.MaxP99Ratio != 1.2 || g.IgnoreFields[0] != "ts" {
+		t.Errorf("plan's shadow gate %+v", g)
+	}
+	if d := Default().Shadow; d.QueueSize != 1024 || d.MaxConns != 32 || d.MaxMemory != 32<<20 || d.StopErrorRate != 0.5 {
+		t.Errorf("defaults %+v", d)
+	}
 }

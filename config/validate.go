@@ -137,6 +137,34 @@ func (c *Config) Validate() error {
 	if p.MaxHeaderFields < 8 || p.MaxHeaderFields > 10000 {
 		v.fail("proxy.max_header_fields", fmt.Sprintf("want 8 to 10000, got %d", p.MaxHeaderFields))
 	}
+	sh := c.Shadow
+	v.atLeastOne("shadow.queue_size", sh.QueueSize)
+	if sh.MaxConns < 1 || sh.MaxConns > 1024 {
+		v.fail("shadow.max_conns", fmt.Sprintf("want 1 to 1024, got %d", sh.MaxConns))
+	}
+	v.atLeastOne("shadow.body_limit", sh.BodyLimit)
+	v.atLeastOne("shadow.keep_limit", sh.KeepLimit)
+	if sh.CompareLimit < 1 {
+		v.fail("shadow.compare_limit", fmt.Sprintf("must be at least 1, got %d", sh.CompareLimit))
+	}
+	if sh.MaxMemory < 1<<20 {
+		v.fail("shadow.max_memory", fmt.Sprintf("want at least 1048576 bytes, got %d", sh.MaxMemory))
+	}
+	v.positive("shadow.timeout", sh.Timeout)
+	if sh.StopErrorRate <= 0 {
+		v.fail("shadow.stop_error_rate", fmt.Sprintf("want a fraction above 0 (above 1: never stop), got %g", sh.StopErrorRate))
+	}
+	v.atLeastOne("shadow.stop_min_requests", sh.StopMinRequests)
+	for i, h := range sh.IgnoreHeaders {
+		if h == "" || strings.ContainsAny(h, " :\t\r\n") {
+			v.fail(fmt.Sprintf("shadow.ignore_headers[%d]", i), fmt.Sprintf("want a header name, got %q", h))
+		}
+	}
+	for i, f := range sh.IgnoreFields {
+		if f == "" || f == "$." {
+			v.fail(fmt.Sprintf("shadow.ignore_fields[%d]", i), fmt.Sprintf("want a field name or a path such as $.meta.id, got %q", f))
+		}
+	}
 	a := c.Analysis
 	v.positive("analysis.window", a.Window)
 	v.atLeastOne("analysis.min_requests", a.MinRequests)
@@ -405,6 +433,24 @@ func (v *validator) plan(key string, p RolloutPlan) {
 		}
 		if g.Timeout < 0 {
 			v.fail(k+".timeout", fmt.Sprintf("must be more than zero, got %s", g.Timeout))
+		}
+	}
+	if sh := p.Shadow; sh != nil {
+		k := key + ".shadow"
+		v.positive(k+".duration", sh.Duration)
+		if sh.Percent < 0 || sh.Percent > 100 {
+			v.fail(k+".percent", fmt.Sprintf("want 0.1 to 100, got %g", sh.Percent))
+		}
+		if sh.MinRequests < 0 {
+			v.fail(k+".min_requests", fmt.Sprintf("want 1 or more, got %d", sh.MinRequests))
+		}
+		for name, r := range map[string]float64{k + ".max_differ_rate": sh.MaxDifferRate, k + ".max_error_rate": sh.MaxErrorRate} {
+			if r < 0 || r > 1 {
+				v.fail(name, fmt.Sprintf("want a fraction from 0 to 1 (0.001 is 0.1%%), got %g", r))
+			}
+		}
+		if sh.MaxP99Ratio != 0 && sh.MaxP99Ratio < 1 {
+			v.fail(k+".max_p99_ratio", fmt.Sprintf("want a factor of at least 1 (1.2: within 20%%), or 0 for none, got %g", sh.MaxP99Ratio))
 		}
 	}
 }

@@ -110,7 +110,9 @@ func (c *Controller) run(ctx context.Context, op operation) (wire.Change, error)
 			next, err = op.next(cur, &res)
 		}
 		var uses []string
+		var ended string // a shadow this change ends, and why
 		if err == nil {
+			next, ended = c.endShadowLocked(next, entry.Time)
 			uses = c.slotsUsedLocked(next)
 		}
 		c.mu.Unlock()
@@ -155,6 +157,9 @@ func (c *Controller) run(ctx context.Context, op operation) (wire.Change, error)
 			entry.Changes = append(entry.Changes, "prod: "+describeSplit(next))
 		}
 		entry.Changes = append(entry.Changes, op.changes...)
+		if ended != "" {
+			entry.Changes = append(entry.Changes, ended)
+		}
 		if err := c.remotesReady(ctx, op.name, uses); err != nil {
 			return res, err
 		}
@@ -274,6 +279,9 @@ func (c *Controller) putInForceAndUnlock(st state.State, rev store.Revision) {
 func (c *Controller) inForceLocked(st state.State, rev store.Revision, e *store.Entry) {
 	c.stateEventsLocked(c.st, st, rev, e)
 	c.st, c.rev = st, rev
+	if c.cfg.Shadow != nil {
+		c.cfg.Shadow.Set(st.Shadow)
+	}
 	c.gen++
 	c.reach.Applied()
 	if c.cfg.LocalCopy != nil {

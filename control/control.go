@@ -102,6 +102,10 @@ type Config struct {
 	// AffinityKey, if set, signs affinity cookies instead of the state's
 	// key (affinity.key_file).
 	AffinityKey []byte
+	// Shadow, if set, mirrors prod's requests for the shadow in the state
+	// (the built-in proxy's mirror); without it a shadow is kept and
+	// recorded, but nothing copies requests.
+	Shadow ShadowPlane
 	// Logger receives state changes and plane errors. Nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -251,6 +255,9 @@ func New(ctx context.Context, cfg Config) (*Controller, error) {
 		probed:     make(map[*route.Instance]bool),
 		events:     newEvents(),
 		reach:      cluster.NewReachability(cfg.Logger, fromCopy, refused),
+	}
+	if cfg.Shadow != nil {
+		cfg.Shadow.Set(st.Shadow) // a shadow the stored state holds runs on after a restart
 	}
 	if !fromCopy && cfg.LocalCopy != nil {
 		cfg.LocalCopy.Keep(st, rev)

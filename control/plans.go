@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/vipswap/vipswap/rollout"
@@ -31,7 +32,28 @@ func (c *Controller) StartRolloutRequest(ctx context.Context, req wire.RolloutRe
 	if err != nil {
 		return wire.Change{Operation: "rollout"}, err
 	}
-	return c.StartRollout(ctx, r, req.ChangeRequest)
+	res, err := c.StartRollout(ctx, r, req.ChangeRequest)
+	if g := c.PlanShadow(req.Plan); err == nil && g != nil {
+		// A deploy ran it before this start; a rollout started alone
+		// does not.
+		res.Warnings = append(res.Warnings, "plan "+req.Plan+" has a shadow gate, which only a deploy runs (vipswap deploy --strategy rollout --plan "+req.Plan+", before the first step)")
+	}
+	return res, err
+}
+
+// PlanShadow returns a copy of the shadow gate of the configuration's plan
+// name, or nil when it has none (or there is no such plan).
+func (c *Controller) PlanShadow(name string) *wire.ShadowGate {
+	c.mu.Lock()
+	p, ok := c.cfg.Plans[name]
+	c.mu.Unlock()
+	if !ok || p.Shadow == nil {
+		return nil
+	}
+	g := *p.Shadow
+	g.Methods = slices.Clone(g.Methods)
+	g.IgnoreFields, g.IgnoreHeaders = slices.Clone(g.IgnoreFields), slices.Clone(g.IgnoreHeaders)
+	return &g
 }
 
 // RolloutOf builds the rollout req asks for (a named plan, overridden by

@@ -115,6 +115,9 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (wire.Change, error) 
 		return res, err
 	}
 	next := cur.Fit(byName)
+	if cur.Shadow != nil && next.Shadow == nil {
+		entry.Changes = append(slices.Clip(entry.Changes), "shadow: to "+cur.Shadow.To+" ended, slot "+cur.Shadow.To+" was removed")
+	}
 	var err error
 	var recorded store.Entry
 	entry.Result = store.Applied

@@ -131,6 +131,7 @@ func (c *Controller) runRollouts() {
 	defer tick.Stop()
 	var g *gateRun
 	defer func() { g.cancel() }()
+	var shadowRetry time.Time // when to try again to end a shadow whose time is up
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -140,6 +141,7 @@ func (c *Controller) runRollouts() {
 		case <-g.finished():
 		}
 		g = c.driveRollout(c.ctx, time.Now(), g)
+		c.endShadowIfDue(c.ctx, time.Now(), &shadowRetry)
 	}
 }
 

@@ -72,6 +72,7 @@ func (c *Controller) Status() wire.Status {
 		ss.Version = slot.Version
 		s.Slots = append(s.Slots, ss)
 	}
+	s.Shadow = c.Shadow()
 	return s
 }
 

@@ -14,6 +14,7 @@ import (
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/shadow"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/wire"
 )
@@ -97,6 +98,11 @@ func plansOf(cfg *config.Config) map[string]rollout.Plan {
 		plan.Interval, plan.Pause = p.Interval, p.Pause
 		for _, g := range p.Gates {
 			plan.Gates = append(plan.Gates, state.Gate{HTTP: g.HTTP, Command: g.Command, Timeout: g.Timeout})
+		}
+		if sh := p.Shadow; sh != nil {
+			plan.Shadow = &wire.ShadowGate{Duration: sh.Duration.String(), Percent: sh.Percent, Methods: sh.Methods,
+				MinRequests: sh.MinRequests, MaxDifferRate: sh.MaxDifferRate, MaxErrorRate: sh.MaxErrorRate,
+				MaxP99Ratio: sh.MaxP99Ratio, IgnoreFields: sh.IgnoreFields, IgnoreHeaders: sh.IgnoreHeaders}
 		}
 		out[name] = plan
 	}
@@ -254,4 +260,17 @@ func describeForStatus(conf *tls.Config) []wire.CertificateStatus {
 		out = append(out, wire.CertificateStatus{Names: names, NotAfter: c.Leaf.NotAfter.UTC()})
 	}
 	return out
+}
+
+// newMirror returns the mirror of vipswap shadow for cfg's shadow block;
+// onStop ends the shadow when the mirror stops by itself.
+func newMirror(cfg *config.Config, onStop func(why string)) *shadow.Mirror {
+	sh := cfg.Shadow
+	return shadow.New(shadow.Options{
+		QueueSize: sh.QueueSize, MaxConns: sh.MaxConns, BodyLimit: sh.BodyLimit, CompareLimit: int64(sh.CompareLimit),
+		KeepLimit: sh.KeepLimit, MaxMemory: int64(sh.MaxMemory), Timeout: sh.Timeout,
+		IgnoreFields: sh.IgnoreFields, IgnoreHeaders: sh.IgnoreHeaders,
+		StopErrorRate: sh.StopErrorRate, StopMinRequests: sh.StopMinRequests,
+		PinHeader: cfg.Affinity.PinHeader, AffinityCookie: cfg.Affinity.Cookie, OnStop: onStop,
+	})
 }

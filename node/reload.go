@@ -215,7 +215,9 @@ func (n *node) commit(next *reloading, groups map[string]*launch.Group) {
 		n.adminCerts.Store(next.adminConf)
 	}
 	n.logs.set(next.cfg.Log)
-	n.px.Reconfigure(proxyOptions(next.cfg, next.upstreams, n.log, n.onRefused))
+	opts := proxyOptions(next.cfg, next.upstreams, n.log, n.onRefused)
+	n.px.Reconfigure(opts)
+	n.mirror.SetUpstreams(opts.Upstreams) // copies reach a slot as prod does
 	for _, g := range stopping {
 		g.Close()
 	}

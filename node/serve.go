@@ -31,6 +31,7 @@ import (
 	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/shadow"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/wire"
 	"golang.org/x/net/netutil"
@@ -57,6 +58,7 @@ type node struct {
 	acme                     acmeListeners                 // the TLS listeners' automatic certificates (acme.go)
 	st                       *openedStore
 	px                       *proxy.Proxy
+	mirror                   *shadow.Mirror // the built-in proxy's, for vipswap shadow
 	ctrl                     *control.Controller
 	admin                    *http.Server
 	errc                     chan error                                        // a listener's failure
@@ -392,6 +394,14 @@ func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Liste
 	opts := proxyOptions(n.initial, n.upstreams, n.log, n.onRefused)
 	opts.RedirectPort = n.redirectPorts()
 	n.px = proxy.New(opts)
+	n.mirror = newMirror(n.initial, func(why string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		n.ctrl.ShadowStopped(ctx, why)
+	})
+	n.onClose(n.mirror.Close)
+	n.mirror.SetUpstreams(opts.Upstreams) // copies reach a slot as prod does
+	n.px.SetMirror(n.mirror)
 	planes, counts = []control.DataPlane{n.px}, n.px.Counters
 	if n.initial.HAProxy != nil {
 		hx := newHAProxyPlane(n.initial.HAProxy, n.log)
@@ -450,6 +460,7 @@ func (n *node) startController(ctx context.Context) error {
 		},
 		Counts:      counts,
 		Failed:      n.px.Failed,
+		Shadow:      n.mirror,
 		OnSlots:     n.sup.keepSlots,
 		Launcher:    n.sup,
 		Measure:     measureConfig(cfg),
@@ -482,6 +493,7 @@ func (n *node) adminServer(releases *release.Runner) *http.Server {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		metrics.NewCollector(n.px, n.ctrl, n.sup.restarts, n.version),
+		metrics.NewShadowCollector(n.mirror),
 		metrics.StartToReady(func() time.Duration { return time.Duration(startToReady.Load()) }),
 	)
 	stopping := make(chan struct{})

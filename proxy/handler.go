@@ -107,6 +107,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.p.tunnel(w, resp, c.(*upstreamConn))
 		return
 	}
+	if tap := h.tap(r, rq, resp); tap != nil {
+		// Deferred: a client that went away aborts the response with a
+		// panic, and the mirror must still hear of it.
+		answered := false
+		defer func() { tap.Done(answered && rq.status != 0 && !rq.cutOff, rq.head.Sub(rq.sent)) }()
+		h.respond(w, r, resp, c, rq, start)
+		answered = true
+		return
+	}
 	h.respond(w, r, resp, c, rq, start)
 }
 

@@ -35,6 +35,7 @@ var skipOutbound = map[string]bool{
 	"X-Forwarded-For":   true,
 	"X-Forwarded-Host":  true,
 	"X-Forwarded-Proto": true,
+	ShadowHeader:        true, // a client's claim to be a copy
 }
 
 // connectionListed reports whether name is listed in a Connection header,

@@ -202,6 +202,8 @@ type Proxy struct {
 	redirected [len(route.Listeners)]atomic.Uint64 // requests answered with a redirect
 	// challenges answers ACME HTTP-01 validations (SetChallenges).
 	challenges atomic.Pointer[ChallengeHandler]
+	// mirror copies a sample of prod's requests (SetMirror); nil: none.
+	mirror atomic.Pointer[Mirror]
 
 	mu      sync.Mutex // guards servers and closed
 	servers []*h1.Server

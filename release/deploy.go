@@ -83,6 +83,14 @@ func (r *Runner) checkDeploy(req *wire.DeployRequest) (keep, timeout time.Durati
 	if req.DryRun {
 		return bad("dry_run is not supported for deploy")
 	}
+	if req.Shadow == nil && req.Strategy == "rollout" && req.Plan != "" {
+		req.Shadow = r.cfg.Controller.PlanShadow(req.Plan) // the plan's gate, unless the request has its own
+	}
+	if req.Shadow != nil {
+		if _, err := checkShadowGate(req.Shadow); err != nil {
+			return 0, 0, err
+		}
+	}
 	ctrl := r.cfg.Controller
 	if err := control.ValidSlotName(req.Slot); err != nil {
 		return bad("%v", err)
@@ -286,6 +294,12 @@ func (j *job) prepare(req wire.DeployRequest, started time.Time, timeout time.Du
 		return fmt.Sprintf("stage follows %s (revision %d)", req.Slot, res.Revision), nil
 	}); err != nil {
 		return err
+	}
+	if req.Shadow != nil {
+		d, _ := checkShadowGate(req.Shadow) // checked when the deploy began
+		if err := j.step("shadow", func() (string, error) { return j.shadowGate(req, d) }); err != nil {
+			return err
+		}
 	}
 	if len(req.Checks) == 0 && len(req.Gates) == 0 {
 		return nil

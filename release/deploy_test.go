@@ -3,6 +3,7 @@ package release_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -54,7 +55,37 @@ func stepOf(t *testing.T, p wire.Progress, name string) wire.Step {
 	return wire.Step{}
 }
 
+// shadowGate is a deploy of green whose shadow gate compares the new
+// version's answers with prod's ({"slot","version"}), ignoring fields.
+func shadowGate(ignore ...string) wire.DeployRequest {
+	return with(v2("green", long, "app"), func(r *wire.DeployRequest) {
+		r.Shadow = &wire.ShadowGate{Duration: "20s", MinRequests: 20, MaxDifferRate: 0.001, IgnoreFields: ignore}
+	})
+}
+
 var deployCases = []deployCase{
+	{name: "shadow/a plan's shadow gate", step: "shadow", want: "differing: GET / at $.version",
+		req: with(v2("green", long, "app"), func(r *wire.DeployRequest) { r.Strategy, r.Plan = "rollout", "shadowed" })},
+	{name: "shadow/the new version answers differently", step: "shadow", want: "differing rate",
+		req: shadowGate("slot"),
+		check: func(t *testing.T, f *fixture, p wire.Progress) {
+			if !strings.Contains(p.Error, "differing: GET / at $.version (200 vs 200)") {
+				t.Errorf("error %q: want the differing requests named", p.Error)
+			}
+			e, err := f.store.Entry(context.Background(), p.HistoryID)
+			if err != nil || !strings.Contains(e.Error, "GET / at $.version") {
+				t.Errorf("history entry %+v, %v: want it to name the differing requests", e, err)
+			}
+			if sh := f.ctrl.Shadow(); sh != nil {
+				t.Errorf("shadow %+v still runs after the failed gate", sh)
+			}
+			h, _ := f.ctrl.History(context.Background(), 0, 10)
+			if !slices.ContainsFunc(h, func(e wire.HistoryEntry) bool {
+				return e.Operation == "shadow stop" && strings.Contains(e.Reason, "shadow gate differing rate")
+			}) {
+				t.Errorf("history %+v: want the shadow's stop with the verdict as its reason", h)
+			}
+		}},
 	{name: "start/the new version cannot start", step: "start", want: "cannot start",
 		req: v2("green", long, "app", "--nostart")},
 	{name: "start/a new slot whose version cannot start", step: "start", want: "cannot start",
@@ -300,4 +331,48 @@ func TestDeployFailureLeavesProd(t *testing.T) {
 	t.Cleanup(func() { // after the parallel cases
 		t.Logf("%d failed deploys in %s", len(deployCases), time.Since(start).Round(time.Millisecond))
 	})
+}
+
+// TestDeployShadowGatePasses: a new version that answers as prod does but
+// for the fields ignored passes its shadow gate, then takes prod; the
+// history holds the shadow's start and stop, and none runs afterwards.
+func TestDeployShadowGatePasses(t *testing.T) {
+	f := newFixture(t)
+	l := f.startLoad()
+	req := shadowGate("slot", "version")
+	// Enough time for a handful of copies on a busy machine: the load
+	// sends one request at a time.
+	req.Shadow.Duration, req.Shadow.MinRequests = "3s", 5
+	p, err := f.runner.Deploy(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = f.wait(p.ID)
+	got := l.end()
+	if p.State == "failed" {
+		t.Fatalf("deploy failed at %s: %s", p.FailedStep, p.Error)
+	}
+	if s := stepOf(t, p, "shadow"); s.Result != "ok" || !strings.Contains(s.Detail, "passed") {
+		t.Errorf("shadow step %+v, want passed", s)
+	}
+	t.Logf("shadow step: %s", stepOf(t, p, "shadow").Detail)
+	if got.failed != 0 {
+		t.Errorf("prod failed %d requests: %v", got.failed, got.errs)
+	}
+	if st := f.ctrl.Status(); st.Active != "green" || st.Shadow != nil {
+		t.Errorf("active %s, shadow %+v: want green and none", st.Active, st.Shadow)
+	}
+}
+
+func TestDeployRefusesABadShadowGate(t *testing.T) {
+	f := newFixture(t)
+	for _, g := range []wire.ShadowGate{
+		{Duration: ""}, {Duration: "1s", Percent: 200}, {Duration: "1s", MaxDifferRate: 2}, {Duration: "1s", MaxP99Ratio: 0.5},
+	} {
+		req := v2("green", long, "app")
+		req.Shadow = &g
+		if _, err := f.runner.Deploy(req); err == nil || !strings.Contains(err.Error(), "shadow") {
+			t.Errorf("%+v: %v, want refused naming the shadow", g, err)
+		}
+	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/shadow"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store"
 	"github.com/vipswap/vipswap/store/bolt"
@@ -352,6 +353,7 @@ type fixture struct {
 	apps     *apps
 	plane    *recorder
 	px       *proxy.Proxy
+	mirror   *shadow.Mirror // the proxy's, for shadow gates
 	ctrl     *control.Controller
 	runner   *release.Runner
 	store    *bolt.Store
@@ -366,7 +368,8 @@ type fixture struct {
 // each two managed instances running version 1.0, and waits until all
 // four are healthy and routed.
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, apps: newApps(t), plane: &recorder{}, px: proxy.New(proxy.Options{})}
+	f := &fixture{t: t, apps: newApps(t), plane: &recorder{}, px: proxy.New(proxy.Options{}), mirror: shadow.New(shadow.Options{MaxConns: 4})}
+	f.px.SetMirror(f.mirror)
 	for _, slot := range []string{"blue", "green"} {
 		if err := f.apps.Launch(slot, managed, "1.0"); err != nil {
 			t.Fatal(err)
@@ -415,8 +418,12 @@ func newFixture(t *testing.T) *fixture {
 		Plans: map[string]rollout.Plan{
 			// A step waits for a promote nobody gives.
 			"paused": {Steps: []int{500, 1000}, Interval: 10 * time.Millisecond, Pause: true},
+			// A shadow gate that a version answering otherwise breaks.
+			"shadowed": {Steps: []int{500, 1000}, Interval: 10 * time.Millisecond,
+				Shadow: &wire.ShadowGate{Duration: "20s", MinRequests: 20, MaxDifferRate: 0.001, IgnoreFields: []string{"slot"}}},
 		},
 		Launcher: f.apps,
+		Shadow:   f.mirror,
 		OnSlots:  f.apps.keep,
 		AllowRun: true,
 		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -450,6 +457,7 @@ func (f *fixture) close() error {
 	f.closed.Do(func() {
 		f.runner.Close()
 		f.ctrl.Close()
+		f.mirror.Close()
 		f.closeErr = f.store.Close()
 	})
 	return f.closeErr

@@ -19,6 +19,9 @@ type Plan struct {
 	Pause bool
 	// Gates run before every step.
 	Gates []state.Gate
+	// Shadow, if set, is the gate a deploy following the plan runs
+	// before its first step (release's shadow step); nil: none.
+	Shadow *wire.ShadowGate
 }
 
 // DefaultAnalysis is what a rollout judges by when the configuration says

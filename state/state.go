@@ -50,6 +50,9 @@ type State struct {
 	// a cookie one node issued holds on any other. Empty in states written
 	// before it existed; the first change that splits prod adds one.
 	AffinityKey string `json:"affinity_key,omitempty"`
+	// Shadow is the running mirror of prod's requests to another slot; nil
+	// when none runs.
+	Shadow *Shadow `json:"shadow,omitempty"`
 }
 
 // RefusedError says why a transition was refused. A refused transition
@@ -169,7 +172,7 @@ func (s State) Equal(o State) bool {
 	return s.Active == o.Active && s.Standby == o.Standby && s.Previous == o.Previous &&
 		slices.Equal(s.Drained, o.Drained) && maps.Equal(s.Weights, o.Weights) && reflect.DeepEqual(s.Rollout, o.Rollout) &&
 		maps.EqualFunc(s.Slots, o.Slots, SlotSpec.equal) && slices.Equal(s.Removed, o.Removed) && slices.Equal(s.Routes, o.Routes) &&
-		s.AffinityKey == o.AffinityKey
+		s.AffinityKey == o.AffinityKey && reflect.DeepEqual(s.Shadow, o.Shadow)
 }
 
 // IsDrained reports whether the instance at addr of slot is drained.
@@ -278,6 +281,11 @@ func (s State) Fit(members map[string][]string) State {
 	if _, ok := members[next.Previous]; !ok {
 		next.Previous = ""
 	}
+	if sh := next.Shadow; sh != nil {
+		if _, ok := members[sh.To]; !ok {
+			next.Shadow = nil // its slot is gone: so is the shadow
+		}
+	}
 	return next
 }
 
@@ -292,6 +300,7 @@ func (s State) clone() State {
 		r.Steps = slices.Clone(r.Steps)
 		s.Rollout = &r
 	}
+	s.Shadow = s.Shadow.clone()
 	return s
 }
 

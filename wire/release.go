@@ -34,6 +34,11 @@ type DeployRequest struct {
 	// Gates are shell commands that must exit 0, run on vipswap's host
 	// with $VIPSWAP_STAGE_URL, $VIPSWAP_SLOT and $VIPSWAP_VERSION set.
 	Gates []string `json:"gates,omitempty"`
+	// Shadow, if set, is a gate before the switch: prod's requests are
+	// copied to the new slot for its duration and the answers compared;
+	// a breach of its bounds fails the deploy before any user reaches the
+	// new version, with the differing requests in its history entry.
+	Shadow *ShadowGate `json:"shadow,omitempty"`
 	// Keep is how long the old slot stays running after the switch, so
 	// that a rollback is instant (default 10m); a slot added at runtime
 	// is removed after it, a configured one stays as the standby.
@@ -109,4 +114,31 @@ type Progress struct {
 	// added at runtime is removed then); Kept says what happens to it.
 	KeepUntil time.Time `json:"keep_until,omitzero"`
 	Kept      string    `json:"kept,omitempty"`
+}
+
+// ShadowGate is a shadow run as a release's gate, and the bounds it must
+// keep: "shadow for 5 minutes, at most 0.1 % differing, p99 within 20 %".
+type ShadowGate struct {
+	// Duration is how long prod's requests are copied (required: "5m").
+	Duration string `json:"duration"`
+	// Percent is the share of prod's requests copied. Zero means 100.
+	Percent float64 `json:"percent,omitempty"`
+	// Methods are the methods copied; empty means GET and HEAD.
+	Methods []string `json:"methods,omitempty"`
+	// IgnoreFields and IgnoreHeaders are left out of the comparison,
+	// besides the configuration's.
+	IgnoreFields  []string `json:"ignore_fields,omitempty"`
+	IgnoreHeaders []string `json:"ignore_headers,omitempty"`
+	// MinRequests is how many compared copies a pass needs; fewer at the
+	// end fail the gate (too little evidence). Zero means 100.
+	MinRequests int `json:"min_requests,omitempty"`
+	// MaxDifferRate is the highest share of compared copies whose answer
+	// may differ (0.001 is 0.1 %). Zero allows none.
+	MaxDifferRate float64 `json:"max_differ_rate"`
+	// MaxErrorRate is the highest share of copies the new slot may fail
+	// or answer with a 5xx. Zero means 0.01.
+	MaxErrorRate float64 `json:"max_error_rate,omitempty"`
+	// MaxP99Ratio bounds the new slot's p99 latency relative to prod's
+	// over the same requests (1.2: within 20 %). Zero means no bound.
+	MaxP99Ratio float64 `json:"max_p99_ratio,omitempty"`
 }

@@ -45,6 +45,9 @@ type Status struct {
 	// AdminTLS lists the certificates the admin API serves over TLS
 	// (admin.tls), the default first; absent when it speaks cleartext.
 	AdminTLS []CertificateStatus `json:"admin_tls,omitempty"`
+	// Shadow is the running shadow and what this node's mirror counted of
+	// it; null when none runs.
+	Shadow *Shadow `json:"shadow"`
 }
 
 // RouteStatus is one version route: prod requests whose path starts with

@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -34,6 +35,7 @@ func newAppCmd() *cobra.Command {
 	var failRate *float64
 	var failPaths *[]string
 	var unhealthy *bool
+	var differEvery *int
 	var stopDelay *time.Duration
 	cmd := &cobra.Command{
 		Use:   "app --listen ADDR --slot NAME [--version V]",
@@ -67,7 +69,10 @@ load balancer often do (and probes keep passing meanwhile).`,
 			// A version named so is one that never becomes healthy: a
 			// deploy of a run: block's command can try a failed release.
 			sick := *unhealthy || strings.HasSuffix(*version, "-unhealthy")
-			faults := appFaults{rate: *failRate, paths: *failPaths, unhealthy: sick}
+			if *differEvery < 0 {
+				return &usageError{msg: fmt.Sprintf("--differ-every: want a count of requests (0 for never), got %d", *differEvery)}
+			}
+			faults := appFaults{rate: *failRate, paths: *failPaths, unhealthy: sick, differEvery: int64(*differEvery), answered: new(atomic.Int64)}
 			return runApp(cmd.Context(), *listen, *slot, *version, faults, *stopDelay, cmd.ErrOrStderr())
 		},
 	}
@@ -77,6 +82,7 @@ load balancer often do (and probes keep passing meanwhile).`,
 	failRate = cmd.Flags().Float64("fail-rate", 0, "answer this fraction of requests (but probes) with a 500, to try rollbacks (0.1 is 10%)")
 	unhealthy = cmd.Flags().Bool("unhealthy", false, "fail every health probe (503): a version that never becomes healthy, to try a failed deploy (a --version ending in -unhealthy does the same)")
 	failPaths = cmd.Flags().StringArray("fail-path", nil, "answer every request under this path prefix with a 500 (repeatable), to try an analysis that judges paths")
+	differEvery = cmd.Flags().Int("differ-every", 0, "add the field \"differ\": true to every Nth answer of /api/, to try vipswap shadow's comparison (50 is 2%)")
 	stopDelay = cmd.Flags().Duration("stop-delay", 0, "on SIGTERM, go on serving as usual this long before stopping")
 	return cmd
 }
@@ -87,6 +93,16 @@ type appFaults struct {
 	rate      float64  // answer this fraction of requests with a 500
 	paths     []string // answer every request under these prefixes with a 500
 	unhealthy bool     // answer every probe 503
+	// differEvery, when above 0, makes every differEvery-th answer of
+	// /api/ carry one more field, "differ": true (a version that answers
+	// differently, for vipswap shadow).
+	differEvery int64
+	answered    *atomic.Int64 // answers of /api/ so far
+}
+
+// differs reports whether the next answer is one that differs on purpose.
+func (f appFaults) differs() bool {
+	return f.differEvery > 0 && f.answered.Add(1)%f.differEvery == 0
 }
 
 // fails reports whether the request for path fails on purpose.
@@ -171,7 +187,11 @@ func sampleApp(slot, version, instance string, faults appFaults, log io.Writer) 
 		if faults.fails(r.URL.Path) {
 			w.WriteHeader(http.StatusInternalServerError) // a broken release, on purpose
 		}
-		json.NewEncoder(w).Encode(map[string]string{"slot": slot, "version": version, "instance": instance})
+		answer := map[string]any{"slot": slot, "version": version, "instance": instance}
+		if faults.differs() {
+			answer["differ"] = true
+		}
+		json.NewEncoder(w).Encode(answer)
 		for pad > 0 { // white space after the JSON: a large answer that still parses
 			n := min(pad, len(spaces))
 			if _, err := w.Write(spaces[:n]); err != nil {

@@ -126,7 +126,7 @@ func newRoot() *cobra.Command {
 		withGroup("change", newPromoteCmd()), withGroup("change", newAbortCmd()),
 		withGroup("change", newDrainCmd()), withGroup("change", newReadyCmd()),
 		withGroup("change", newSlotCmd()), withGroup("change", newStageCmd()), withGroup("change", newRouteCmd()),
-		withGroup("change", newDeployCmd()), withGroup("change", newRollingCmd()),
+		withGroup("change", newDeployCmd()), withGroup("change", newRollingCmd()), withGroup("change", newShadowCmd()),
 		withGroup("look", newStatusCmd()), withGroup("look", newHistoryCmd()), withGroup("look", newWaitCmd()),
 		withGroup("tools", newAppCmd()), withGroup("tools", newVerifyCmd()), withGroup("tools", newRegisterCmd()), withGroup("tools", newVersionCmd()),
 	} {

@@ -18,13 +18,15 @@ import (
 func newDeployCmd() *cobra.Command {
 	var req wire.DeployRequest
 	var f *releaseFlags
+	var shadow wire.ShadowGate
 	cmd := &cobra.Command{
 		Use:   "deploy --slot SLOT --version V [flags] [-- COMMAND...]",
 		Short: "release a new version: start it, check it, switch prod to it, keep the old one",
 		Long: `Starts the new version in SLOT (the standby, an idle slot, or a new slot), waits
 until every instance is healthy, warms them up (--warmup), points stage at SLOT
-and runs the gates against it (--check PATH answers 2xx, --gate COMMAND exits 0),
-then switches prod: one atomic swap (--strategy swap) or a rollout judged by the
+and runs the gates against it (--shadow D copies prod's requests to SLOT for D and
+compares the answers within bounds; --check PATH answers 2xx, --gate COMMAND
+exits 0), then switches prod: one atomic swap (--strategy swap) or a rollout judged by the
 analysis (--strategy rollout with --plan or --steps). It waits until the old
 slot has no request in flight. The old slot keeps running for --keep, so that
 "vipswap rollback" is instant; then a slot added at runtime is removed (a
@@ -41,7 +43,8 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 		Example: `  vipswap deploy --slot green --version 2.1 --check /api/ping?slot=green
   vipswap deploy --slot v22 --version 2.2 --strategy rollout --steps 10,50,100 --interval 30s \
       -- vipswap app --listen 127.0.0.1:{port} --slot v22 --version {version}
-  vipswap deploy --slot green --version 2.1 --gate 'vipswap verify --url $VIPSWAP_STAGE_URL --duration 5s' --json`,
+  vipswap deploy --slot green --version 2.1 --gate 'vipswap verify --url $VIPSWAP_STAGE_URL --duration 5s' --json
+  vipswap deploy --slot green --version 2.1 --shadow 5m --shadow-max-differ-rate 0.001 --shadow-max-p99-ratio 1.2`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if req.Slot == "" || req.Version == "" {
 				return &usageError{msg: "--slot and --version are required"}
@@ -53,6 +56,12 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 				return &usageError{msg: fmt.Sprintf("unexpected argument %q before --", args[0])}
 			}
 			req.Command = args
+			if shadow.Duration != "" {
+				req.Shadow = &shadow
+			} else if fs := cmd.Flags(); fs.Changed("shadow-percent") || fs.Changed("shadow-max-differ-rate") || fs.Changed("shadow-max-error-rate") ||
+				fs.Changed("shadow-max-p99-ratio") || fs.Changed("shadow-min-requests") || fs.Changed("shadow-ignore-field") {
+				return &usageError{msg: "--shadow DURATION is required with the other --shadow-* flags"}
+			}
 			return f.run(cmd, func(ctx context.Context, c *client.Client) (wire.Progress, error) { return c.Deploy(ctx, req) })
 		},
 	}
@@ -68,6 +77,13 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 	fs.StringArrayVar(&req.Checks, "check", nil, "a path the stage listener must answer with a 2xx (repeatable)")
 	fs.StringArrayVar(&req.Gates, "gate", nil, "a shell command that must exit 0; it gets $VIPSWAP_STAGE_URL (repeatable)")
 	fs.StringVar(&req.Keep, "keep", "10m", "how long the old slot keeps running for an instant rollback")
+	fs.StringVar(&shadow.Duration, "shadow", "", "a gate before the switch: copy prod's requests to SLOT this long (such as 5m) and compare the answers")
+	fs.Float64Var(&shadow.Percent, "shadow-percent", 100, "with --shadow: the share of prod's requests copied, in percent")
+	fs.Float64Var(&shadow.MaxDifferRate, "shadow-max-differ-rate", 0, "with --shadow: the highest share of differing answers (0.001 is 0.1%)")
+	fs.Float64Var(&shadow.MaxErrorRate, "shadow-max-error-rate", 0.01, "with --shadow: the highest share of copies SLOT may fail")
+	fs.Float64Var(&shadow.MaxP99Ratio, "shadow-max-p99-ratio", 0, "with --shadow: SLOT's p99 at most this times prod's (1.2: within 20%; 0: no bound)")
+	fs.IntVar(&shadow.MinRequests, "shadow-min-requests", 100, "with --shadow: how many compared copies a pass needs")
+	fs.StringArrayVar(&shadow.IgnoreFields, "shadow-ignore-field", nil, "with --shadow: a JSON field left out of the comparison (repeatable)")
 	return cmd
 }
 

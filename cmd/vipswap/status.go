@@ -179,6 +179,9 @@ func printStatus(w io.Writer, s wire.Status) {
 		}
 		fmt.Fprintf(w, "  route %s -> %s%s\n", printable(match), r.Slot, origin)
 	}
+	if s.Shadow != nil {
+		fmt.Fprintf(w, "  %s\n", shadowLine(s.Shadow))
+	}
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "SLOT\tVERSION\tROLE\tINSTANCE\tHEALTH\tIN-FLIGHT\tSERVED\t5XX")

@@ -48,8 +48,32 @@ function certificates(tls) {
   return " · TLS: " + tls.map((c) => (c.names || []).join(", ") + " until " + String(c.not_after).slice(0, 10)).join("; ");
 }
 
+// renderShadow shows the running shadow (status.shadow), or hides its
+// card when none runs.
+function renderShadow(sh) {
+  $("shadow-card").hidden = !sh;
+  if (!sh) return;
+  $("shadow-state").textContent = pct(sh.percent) + " of prod's " + (sh.methods || []).join(",") + " copied to " + sh.to +
+    (sh.until ? ", until " + new Date(sh.until).toLocaleTimeString() : "");
+  const f = sh.figures;
+  if (!f) {
+    $("shadow-figures").textContent = "this node does not mirror (no built-in proxy)";
+    $("shadow-latency").textContent = "";
+    $("shadow-samples").tBodies[0].replaceChildren();
+    return;
+  }
+  $("shadow-figures").textContent = f.same + " same, " + f.differ + " differ (" + pct(100 * f.differ_rate) + "), " +
+    f.error + " errors, " + f.dropped.total + " dropped" + (f.stopped ? " · stopped: " + f.stopped : "");
+  $("shadow-latency").textContent = "p50/p99: prod " + f.prod_p50_ms.toFixed(1) + "/" + f.prod_p99_ms.toFixed(1) + " ms, " +
+    sh.to + " " + f.target_p50_ms.toFixed(1) + "/" + f.target_p99_ms.toFixed(1) + " ms";
+  $("shadow-samples").tBodies[0].replaceChildren(...(f.samples || []).map((d) => el("tr", {},
+    el("td", {}, new Date(d.time).toLocaleTimeString()), el("td", {}, d.request), el("td", {}, d.prod_status),
+    el("td", {}, d.target_status), el("td", {}, d.where), el("td", {}, d.prod || ""), el("td", {}, d.target || ""))));
+}
+
 function renderStatus(s) {
   status = s;
+  renderShadow(s.shadow);
   $("revision").textContent = "revision " + s.revision;
   $("active-slot").textContent = s.active;
   $("standby-slot").textContent = s.standby;
@@ -428,9 +452,9 @@ function changeBody() {
   return body;
 }
 
-async function change(path, extra) {
+async function change(path, extra, method = "POST") {
   try {
-    await api("POST", path, Object.assign(changeBody(), extra || {}));
+    await api(method, path, Object.assign(changeBody(), extra || {}));
     showError(null);
   } catch (err) {
     showError(err);
@@ -534,6 +558,10 @@ document.addEventListener("DOMContentLoaded", () => {
   $("abort-btn").addEventListener("click", () => {
     confirmChange("Abort: all of prod goes back to " + (status ? status.active : "the active slot") + " at once" +
       (rollout && rollout.running ? " and the rollout ends." : "."), () => change("/v1/abort", { if_revision: undefined })); // an emergency brake: whatever the revision
+  });
+  $("shadow-stop-btn").addEventListener("click", () => {
+    if (!status || !status.shadow) return;
+    confirmChange("Stop the shadow: no more of prod's requests are copied to " + status.shadow.to + ".", () => change("/v1/shadow", undefined, "DELETE"));
   });
   $("token-form").addEventListener("submit", (ev) => {
     ev.preventDefault();

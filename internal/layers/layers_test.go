@@ -73,6 +73,10 @@ func TestLayers(t *testing.T) {
 		// the clock, testable alone.
 		"measure": {"route", "state", "wire", "gate"},
 		"rollout": {"measure", "route", "state", "wire", "gate"},
+		// The mirror of vipswap shadow is the proxy's hook and nothing
+		// above it: the controller tells it the shadow (a state) and
+		// reads its figures (wire types) through an interface of its own.
+		"shadow": {"proxy", "proxy/h1", "proxy/proxyproto", "internal/sockerr", "route", "state", "wire"},
 	} {
 		got, ok := all[pkg]
 		if !ok {
@@ -137,7 +141,7 @@ func TestControlIsBelowItsPlanesAndServer(t *testing.T) {
 	if !ok {
 		t.Fatal("no package control")
 	}
-	banned := []string{"proxy", "driver", "api", "client", "release", "node", "cmd"}
+	banned := []string{"proxy", "driver", "shadow", "api", "client", "release", "node", "cmd"}
 	for _, d := range got {
 		for _, b := range banned {
 			if d == b || strings.HasPrefix(d, b+"/") && !(b == "proxy" && (d == "proxy/h1" || d == "proxy/proxyproto")) {

@@ -1,0 +1,294 @@
+// Package shadow copies a sample of prod's requests to a slot that takes no
+// prod traffic and compares its answers with prod's (docs/shadow.md). The
+// proxy calls Mirror.Tap on the request path; everything else (the copy,
+// the comparison, the counts) happens afterwards on the mirror's own
+// goroutines, with bounded queue, connections, memory and time, so prod's
+// latency and success never depend on the target.
+package shadow
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
+	"github.com/vipswap/vipswap/wire"
+)
+
+// Mirror copies prod requests to the slot of the shadow in force (Set) and
+// compares the answers. It implements proxy.Mirror. Create it with New and
+// stop it with Close.
+type Mirror struct {
+	o      Options
+	client *http.Client
+	queue  chan *job
+	mem    atomic.Int64 // bytes held by copies not yet compared
+	peak   atomic.Int64 // the most mem ever held
+	cur    atomic.Pointer[run]
+	last   atomic.Pointer[run] // the latest run, stopped or not, for its figures
+	totals totals              // since the mirror began, for /metrics
+	stops  chan string
+	ways   ways // how each slot is reached, when not HTTP/1.1 in cleartext
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	// now is the clock (tests may set it before use).
+	now func() time.Time
+}
+
+// New returns a running Mirror with no shadow: it copies nothing until Set.
+func New(o Options) *Mirror {
+	o.setDefaults()
+	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan string, 1), now: time.Now}
+	m.ctx, m.cancel = context.WithCancel(context.Background())
+	var rt http.RoundTripper = o.Transport
+	if rt == nil {
+		rt = m.transport()
+	}
+	m.client = &http.Client{
+		Transport: rt,
+		// A redirect is an answer to compare, never followed.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	for range o.MaxConns {
+		m.wg.Go(m.work)
+	}
+	m.wg.Go(m.stopper)
+	return m
+}
+
+// Close stops the workers and waits for them; copies still queued are
+// dropped.
+func (m *Mirror) Close() {
+	m.cancel()
+	m.wg.Wait()
+	if t, ok := m.client.Transport.(*http.Transport); ok {
+		t.CloseIdleConnections()
+	}
+	m.closeWays()
+}
+
+// run is one shadow, from its start to its end, and its figures.
+type run struct {
+	spec          state.Shadow
+	methods       map[string]bool
+	ignoreFields  fieldSet
+	ignoreHeaders map[string]bool
+	stopped       atomic.Pointer[string]
+	f             figures
+}
+
+// Set puts sh in force: nil stops copying; the same shadow (same start)
+// goes on with its figures; another begins new ones.
+func (m *Mirror) Set(sh *state.Shadow) {
+	if sh == nil {
+		m.cur.Store(nil)
+		return
+	}
+	if r := m.cur.Load(); r != nil && r.spec.Started.Equal(sh.Started) && r.spec.To == sh.To {
+		return
+	}
+	r := &run{spec: *sh, methods: map[string]bool{}, ignoreHeaders: map[string]bool{}}
+	r.spec.Methods = slices.Clone(sh.Methods)
+	r.spec.IgnoreFields = mergeLists(m.o.IgnoreFields, sh.IgnoreFields)
+	r.spec.IgnoreHeaders = mergeLists(m.o.IgnoreHeaders, sh.IgnoreHeaders)
+	for _, x := range sh.Methods {
+		r.methods[strings.ToUpper(x)] = true
+	}
+	r.ignoreFields = newFieldSet(r.spec.IgnoreFields)
+	for _, h := range r.spec.IgnoreHeaders {
+		r.ignoreHeaders[http.CanonicalHeaderKey(h)] = true
+	}
+	r.f.init(m.o.Samples)
+	m.last.Store(r)
+	m.cur.Store(r)
+}
+
+func mergeLists(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// Figures returns what the running shadow counted, or nil when none runs.
+func (m *Mirror) Figures() *wire.ShadowFigures {
+	r := m.cur.Load()
+	if r == nil {
+		return nil
+	}
+	return r.figures()
+}
+
+// Held returns the bytes held now by copies not yet compared, and the most
+// ever held (never above Options.MaxMemory).
+func (m *Mirror) Held() (now, peak int64) { return m.mem.Load(), m.peak.Load() }
+
+// Effective returns the ignore lists the running shadow compares with (the
+// configuration's and its own), or nils when none runs.
+func (m *Mirror) Effective() (fields, headers []string) {
+	if r := m.cur.Load(); r != nil {
+		return r.spec.IgnoreFields, r.spec.IgnoreHeaders
+	}
+	return nil, nil
+}
+
+// Tap implements proxy.Mirror: it decides whether to copy a prod request,
+// and if so captures what the copy needs. It allocates only for a request
+// it copies.
+func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri string, body []byte, whole bool) proxy.MirrorTap {
+	ru := m.cur.Load()
+	if ru == nil || slot == nil || slot.Name == ru.spec.To || ru.stopped.Load() != nil || !ru.methods[r.Method] {
+		return nil
+	}
+	if rand.IntN(state.Whole) >= ru.spec.PerMille {
+		return nil
+	}
+	if !ru.spec.Until.IsZero() && !m.now().Before(ru.spec.Until) {
+		return nil
+	}
+	if t.Takes(route.Prod, ru.spec.To) != nil {
+		return nil // the target takes prod traffic: a copy would land where the original did
+	}
+	ru.f.sampled.Add(1)
+	if !whole || len(body) > m.o.BodyLimit {
+		m.drop(ru, dropTooLarge, 0)
+		return nil
+	}
+	hdr := copyHeader(r.Header, m.o.PinHeader, m.o.AffinityCookie)
+	cost := int64(len(body) + len(uri) + headerBytes(hdr))
+	if !m.reserve(cost) {
+		m.drop(ru, dropMemory, 0)
+		return nil
+	}
+	j := &job{m: m, run: ru, table: t, prodSlot: slot.Name, method: r.Method, uri: uri, host: r.Host,
+		header: hdr, body: slices.Clone(body), cost: cost, client: r.RemoteAddr}
+	j.prod.start(m.o)
+	j.prod.m = m // prod's answer, kept while it is short, is held too
+	return j
+}
+
+// reserve holds n more bytes for copies not yet compared, unless that
+// would pass MaxMemory.
+func (m *Mirror) reserve(n int64) bool {
+	held := m.mem.Add(n)
+	if held > m.o.MaxMemory {
+		m.mem.Add(-n)
+		return false
+	}
+	for p := m.peak.Load(); held > p && !m.peak.CompareAndSwap(p, held); p = m.peak.Load() {
+	}
+	return true
+}
+
+// drop counts a copy not sent and gives back what it held.
+func (m *Mirror) drop(ru *run, why dropReason, cost int64) {
+	if cost != 0 {
+		m.mem.Add(-cost)
+	}
+	ru.f.dropped[why].Add(1)
+	m.totals.dropped.Add(1)
+}
+
+// enqueue hands a copy whose prod answer is done to the workers, or drops
+// it when the queue is full: never a wait on the request path.
+func (m *Mirror) enqueue(j *job) {
+	select {
+	case m.queue <- j:
+	default:
+		j.prod.release()
+		m.drop(j.run, dropQueueFull, j.cost)
+	}
+}
+
+// work sends queued copies, one at a time, until Close.
+func (m *Mirror) work() {
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case j := <-m.queue:
+			m.send(j)
+		}
+	}
+}
+
+// stopper calls OnStop for each stop the mirror decided, off the workers.
+func (m *Mirror) stopper() {
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case why := <-m.stops:
+			if m.o.OnStop != nil {
+				m.o.OnStop(why)
+			}
+		}
+	}
+}
+
+// hopHeaders describe one connection, not the message: not copied.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+	"Http2-Settings": true, "Content-Length": true, "Expect": true, "Host": true,
+}
+
+// copyHeader returns what a copy carries of a prod request's header: all
+// but hop-by-hop fields, prod's routing hints (the pin header, the
+// affinity cookie) and a client's own shadow mark; then the mark.
+func copyHeader(h http.Header, pin, cookie string) http.Header {
+	out := make(http.Header, len(h)+1)
+	for k, vv := range h {
+		if hopHeaders[k] || k == proxy.ShadowHeader || (pin != "" && strings.EqualFold(k, pin)) {
+			continue
+		}
+		if k == "Cookie" && cookie != "" {
+			vv = withoutCookie(vv, cookie)
+			if len(vv) == 0 {
+				continue
+			}
+		}
+		out[k] = slices.Clone(vv)
+	}
+	out[proxy.ShadowHeader] = []string{"copy"}
+	return out
+}
+
+// withoutCookie returns Cookie header values without the cookie name.
+func withoutCookie(vv []string, name string) []string {
+	var out []string
+	for _, v := range vv {
+		var keep []string
+		for part := range strings.SplitSeq(v, ";") {
+			n, _, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if n != name && strings.TrimSpace(part) != "" {
+				keep = append(keep, strings.TrimSpace(part))
+			}
+		}
+		if len(keep) > 0 {
+			out = append(out, strings.Join(keep, "; "))
+		}
+	}
+	return out
+}
+
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vv := range h {
+		for _, v := range vv {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return n
+}
