@@ -147,6 +147,7 @@ func (c *Controller) run(ctx context.Context, op operation) (wire.Change, error)
 			next.AffinityKey = state.NewAffinityKey()
 		}
 		if op.req.DryRun {
+			res.Plan = c.plans(ctx, next)
 			return res, nil
 		}
 		entry.To, entry.Forced, entry.Result = res.To, res.Forced, store.Applied

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -33,6 +35,37 @@ type RemotePlane interface {
 	// replaced: the load balancer must not trust what it saw of the old
 	// one (its health) until it has checked the new one.
 	Restarted(ctx context.Context, slot, addr string) error
+}
+
+// Planner is a remote data plane that can say, without changing
+// anything, what it would change to route prod and stage as given: a dry
+// run asks it (the Azure drivers).
+type Planner interface {
+	Plan(ctx context.Context, prod, stage []route.Weighted) ([]string, error)
+}
+
+// plans asks every remote plane that plans what it would change for st.
+func (c *Controller) plans(ctx context.Context, st state.State) []string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	sp := splits(st)
+	var out []string
+	for _, r := range c.remotes() {
+		p, ok := r.(Planner)
+		if !ok {
+			continue
+		}
+		lines, err := p.Plan(ctx, sp[route.Prod], sp[route.Stage])
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: cannot say what it would change: %v", r.PlaneStatus().Name, err))
+			continue
+		}
+		if len(lines) == 0 {
+			lines = []string{r.PlaneStatus().Name + ": already shows it; nothing to change"}
+		}
+		out = append(out, lines...)
+	}
+	return out
 }
 
 // remotes returns the remote data planes.

@@ -379,7 +379,7 @@ func (n *node) lead() (string, func() bool) {
 
 // dataPlanes starts the data planes: vipswap's proxy, and HAProxy when
 // configured; counts sums their counters.
-func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts) {
+func (n *node) dataPlanes(leading func() bool) (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts, err error) {
 	n.onRefused = func(i *route.Instance) { n.ctrl.InstanceRefused(i) }
 	opts := proxyOptions(n.initial, n.upstreams, n.log, n.onRefused)
 	opts.RedirectPort = n.redirectPorts()
@@ -396,7 +396,19 @@ func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Liste
 			n.probe = hx.Probe
 		}
 	}
-	return planes, counts
+	az, err := azurePlane(n.initial, leading, n.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if az != nil {
+		planes = append(planes, az)
+		if p, ok := az.(interface {
+			Probe(context.Context, health.Target) health.Check
+		}); ok {
+			n.probe = p.Probe
+		}
+	}
+	return planes, counts, nil
 }
 
 // redirectPorts returns, for each listener with redirect_to, the port its
@@ -417,7 +429,10 @@ func (n *node) redirectPorts() (ports [len(route.Listeners)]int) {
 func (n *node) startController(ctx context.Context) error {
 	cfg := n.initial
 	name, leading := n.lead()
-	planes, counts := n.dataPlanes()
+	planes, counts, err := n.dataPlanes(leading)
+	if err != nil {
+		return err
+	}
 	own := map[string]string{
 		"listeners.prod":  n.prodLn.Addr().String(),
 		"listeners.stage": n.stageLn.Addr().String(),

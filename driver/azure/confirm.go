@@ -98,6 +98,8 @@ func (c Confirm) Wait(ctx context.Context, slot string) (time.Duration, error) {
 		}
 		got, err := ask(ctx, hc, c.URL)
 		switch {
+		case err != nil && ctx.Err() != nil:
+			// the deadline cut this request: keep the last real answer
 		case err != nil:
 			streak, last = 0, err.Error()
 		case got == want:

@@ -21,12 +21,12 @@ type VIP struct {
 	route   func(s *Server) map[string]int
 	proxies map[string]*httputil.ReverseProxy
 
-	mu      sync.Mutex
-	delay   time.Duration
-	now     map[string]int // in force
-	next    map[string]int // what the resources say, in force from at
-	at      time.Time
-	frozen  bool
+	mu     sync.Mutex
+	delay  time.Duration
+	now    map[string]int // in force
+	next   map[string]int // what the resources say, in force from at
+	at     time.Time
+	frozen bool
 }
 
 // NewVIP starts a VIP in front of backends (slot -> base URL of one of
