@@ -150,3 +150,67 @@ func ask(ctx context.Context, hc *http.Client, url string) (string, error) {
 	}
 	return s, nil
 }
+
+// WaitSplit asks the VIP until every slot of slots answered at least
+// once and the last Window answers all came from slots, for a split (a
+// shift, a rollout step). A split of one slot is Wait.
+func (c Confirm) WaitSplit(ctx context.Context, slots []string) (time.Duration, error) {
+	if len(slots) == 1 {
+		return c.Wait(ctx, slots[0])
+	}
+	if c.URL == "" || len(slots) == 0 {
+		return 0, nil
+	}
+	start := time.Now()
+	deadline := c.Deadline
+	if deadline <= 0 {
+		deadline = 2 * time.Minute
+	}
+	every := c.Every
+	if every <= 0 {
+		every = 200 * time.Millisecond
+	}
+	hc := c.Client
+	if hc == nil {
+		hc = &http.Client{Timeout: 2 * time.Second}
+	}
+	want := map[string]bool{}
+	for _, s := range slots {
+		if a, ok := c.Answers[s]; ok {
+			s = a
+		}
+		want[s] = true
+	}
+	ctx, cancel := context.WithTimeout(ctx, deadline)
+	defer cancel()
+	seen := map[string]bool{}
+	streak, last := 0, "none yet"
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			if ctx.Err() == context.DeadlineExceeded {
+				return time.Since(start), &NotConvergedError{URL: c.URL, Slot: strings.Join(slots, " and "), Window: c.window(), Deadline: deadline, Last: last}
+			}
+			return time.Since(start), ctx.Err()
+		case <-t.C:
+		}
+		got, err := ask(ctx, hc, c.URL)
+		switch {
+		case err != nil && ctx.Err() != nil:
+		case err != nil:
+			streak, last = 0, err.Error()
+		case want[got]:
+			seen[got] = true
+			streak++
+			last = got
+			if streak >= c.window() && len(seen) == len(want) {
+				return time.Since(start), nil
+			}
+		default:
+			streak, last = 0, got
+		}
+		t.Reset(every)
+	}
+}
