@@ -396,16 +396,14 @@ func (n *node) dataPlanes(leading func() bool) (planes []control.DataPlane, coun
 			n.probe = hx.Probe
 		}
 	}
-	az, err := azurePlane(n.initial, leading, n.log)
+	az, probe, err := azurePlane(n.initial, leading, n.log)
 	if err != nil {
 		return nil, nil, err
 	}
 	if az != nil {
 		planes = append(planes, az)
-		if p, ok := az.(interface {
-			Probe(context.Context, health.Target) health.Check
-		}); ok {
-			n.probe = p.Probe
+		if probe != nil {
+			n.probe = probe
 		}
 	}
 	return planes, counts, nil
