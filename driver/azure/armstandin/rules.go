@@ -3,6 +3,8 @@ package armstandin
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"time"
 
@@ -161,4 +163,25 @@ func AFDOriginRules(old, next Resource) (string, string) {
 		return "BadRequest", fmt.Sprintf("properties.enabledState must be Enabled or Disabled, got %v", s)
 	}
 	return "", ""
+}
+
+// IdentityHeader is the secret the stand-in's managed identity endpoint
+// wants in X-IDENTITY-HEADER.
+const IdentityHeader = "standin-identity-header"
+
+// NewIdentityEndpoint starts an App Service managed identity endpoint on
+// 127.0.0.1, as Azure runs one beside an application: with
+// IDENTITY_ENDPOINT set to its URL and IDENTITY_HEADER to IdentityHeader,
+// DefaultAzureCredential takes its tokens from it. It answers 401 to a
+// request without the header.
+func NewIdentityEndpoint() *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("X-IDENTITY-HEADER") != IdentityHeader || r.URL.Query().Get("resource") == "" {
+			http.Error(w, `{"error":"unauthorized"}`, http.StatusUnauthorized)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"access_token":"standin-msi-token","expires_on":"%d","resource":%q,"token_type":"Bearer"}`,
+			time.Now().Add(time.Hour).Unix(), r.URL.Query().Get("resource"))
+	}))
 }

@@ -1,0 +1,139 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/driver/azure/armstandin"
+	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/internal/vstest/switchtest"
+	"github.com/vipswap/vipswap/wire"
+)
+
+// azureEnv is the environment under which vipswap reaches the stand-in
+// as it would Azure: its certificate trusted (SSL_CERT_FILE), and
+// DefaultAzureCredential finding a managed identity endpoint.
+func azureEnv(t *testing.T, arm *armstandin.Server) []string {
+	t.Helper()
+	idp := armstandin.NewIdentityEndpoint()
+	t.Cleanup(idp.Close)
+	ca := filepath.Join(t.TempDir(), "arm.pem")
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: arm.TLS.Certificate().Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "AZURE_") && !strings.HasPrefix(kv, "IDENTITY_") && !strings.HasPrefix(kv, "MSI_") {
+			env = append(env, kv)
+		}
+	}
+	return append(env, "SSL_CERT_FILE="+ca, "IDENTITY_ENDPOINT="+idp.URL+"/msi/token", "IDENTITY_HEADER="+armstandin.IdentityHeader)
+}
+
+// TestAzureLBSwap (the Azure Load Balancer driver end to end): vipswap
+// serve drives seed 000's load balancer in a stand-in ARM through the SDK
+// and DefaultAzureCredential; the dry run prints the seed's az commands
+// and writes nothing; the swap flips the probes in one PUT and its
+// history entry holds the convergence time measured at the VIP.
+func TestAzureLBSwap(t *testing.T) {
+	t.Parallel()
+	const rg, lb = "vmsstf-rg", "api-prod-vmss-lb"
+	apps, addrs := startStatic(t, 1)
+	arm := armstandin.New()
+	t.Cleanup(arm.Close)
+	arm.Validate("loadBalancers", armstandin.LoadBalancerRules)
+	arm.Put(armstandin.LBPath(rg, lb), armstandin.LoadBalancer(rg, lb, "/api/ping?slot=slot0", "/api/ping?slot=slot1", "0"))
+	paths := map[string]string{"/api/ping?slot=slot0": "blue", "/api/ping?slot=slot1": "green"}
+	const delay = time.Second
+	vip := arm.NewVIP(map[string]string{"blue": "http://" + apps["blue"][0].Addr, "green": "http://" + apps["green"][0].Addr}, delay,
+		func(s *armstandin.Server) map[string]int {
+			for _, p := range armstandin.List(armstandin.Obj(s.Get(armstandin.LBPath(rg, lb))["properties"])["probes"]) {
+				if armstandin.Str(p["name"]) == "http-probe" {
+					return map[string]int{paths[armstandin.Str(armstandin.Obj(p["properties"])["requestPath"])]: 1}
+				}
+			}
+			return nil
+		})
+	t.Cleanup(vip.Close)
+
+	dir := t.TempDir()
+	cfg := testConfig(dir, staticSlots(addrs)) + fmt.Sprintf(`azure_lb:
+  subscription: %s
+  resource_group: %s
+  endpoint: %s
+  poll_every: 1s
+  name: %s
+  probes: {prod: http-probe, stage: http-probe-stage}
+  paths: {blue: "/api/ping?slot=slot0", green: "/api/ping?slot=slot1"}
+  tag_values: {blue: "0", green: "1"}
+  confirm:
+    url: %s/api/test
+    window: 5
+    every: 50ms
+    deadline: 1m
+measure:
+  before: 1s
+  after: 1s
+`, armstandin.Sub, rg, arm.URL(), lb, vip.URL)
+	path := filepath.Join(dir, "vipswap.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(vstest.Binary(t), "serve", "-c", path)
+	cmd.Env = azureEnv(t, arm)
+	sw := switchtest.Attach(t, vstest.StartCmd(t, cmd))
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	if n := len(arm.Writes()); n != 0 {
+		t.Fatalf("vipswap wrote %d times to a load balancer that already showed its state", n)
+	}
+
+	code, out := cli(t, sw, "swap", "--dry-run")
+	for _, want := range []string{
+		`az network lb probe update -g vmsstf-rg --lb-name api-prod-vmss-lb -n http-probe --set "requestPath='/api/ping?slot=slot1'"`,
+		`az network lb probe update -g vmsstf-rg --lb-name api-prod-vmss-lb -n http-probe-stage --set "requestPath='/api/ping?slot=slot0'"`,
+		`az network lb update -g vmsstf-rg -n api-prod-vmss-lb --set "tags.ActiveSlot=1"`,
+		`tags.ActiveSlot "0" -> "1"`,
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Fatalf("swap --dry-run (exit %d):\n%s\nwant a line %s", code, out, want)
+		}
+	}
+	if n := len(arm.Writes()); n != 0 {
+		t.Fatalf("the dry run wrote %d times", n)
+	}
+	t.Logf("vipswap swap --dry-run:\n%s", out)
+
+	ctx := context.Background()
+	res, err := sw.Client.Swap(ctx, wire.ChangeRequest{Reason: "release 2"})
+	if err != nil || !res.Applied {
+		t.Fatalf("swap: %+v, %v", res, err)
+	}
+	if n := len(arm.Writes()); n != 1 {
+		t.Fatalf("%d writes for one swap, want 1 PUT", n)
+	}
+	if got := vip.InForce(); got["green"] != 1 {
+		t.Fatalf("the VIP routes %v after the swap returned", got)
+	}
+	var e wire.HistoryEntry
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if e, err = sw.Client.Entry(ctx, res.HistoryID); err != nil {
+			return err
+		}
+		if e.Measurement == nil || e.Measurement.ConvergedSeconds <= 0 {
+			return fmt.Errorf("measurement %+v: want the load balancer's convergence time", e.Measurement)
+		}
+		return nil
+	})
+	if e.Measurement.ConvergedSeconds < delay.Seconds() {
+		t.Fatalf("converged in %.3fs, sooner than the VIP could show it (%v after the write)", e.Measurement.ConvergedSeconds, delay)
+	}
+	t.Logf("history entry %d: converged in %.3fs through the stand-in (its VIP follows %v after the write)", e.ID, e.Measurement.ConvergedSeconds, delay)
+}
