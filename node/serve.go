@@ -401,6 +401,9 @@ func (n *node) dataPlanes(leading func() bool) (planes []control.DataPlane, coun
 		return nil, nil, err
 	}
 	if az != nil {
+		if c, ok := az.(interface{ Close() }); ok {
+			n.onClose(c.Close)
+		}
 		planes = append(planes, az)
 		if probe != nil {
 			n.probe = probe

@@ -12,10 +12,65 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/driver/azure/armstandin"
+	"github.com/vipswap/vipswap/internal/etcdtest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/internal/vstest/switchtest"
 	"github.com/vipswap/vipswap/wire"
 )
+
+const seedRG, seedLB = "vmsstf-rg", "api-prod-vmss-lb"
+
+// seed000 serves seed 000's load balancer (blue active) in a stand-in
+// ARM, a VIP in front of apps that follows its prod probe delay after a
+// write, and returns the azure_lb block that drives it.
+func seed000(t *testing.T, apps map[string][]*vstest.App, delay time.Duration) (*armstandin.Server, *armstandin.VIP, string) {
+	t.Helper()
+	arm := armstandin.New()
+	t.Cleanup(arm.Close)
+	arm.Validate("loadBalancers", armstandin.LoadBalancerRules)
+	arm.Put(armstandin.LBPath(seedRG, seedLB), armstandin.LoadBalancer(seedRG, seedLB, "/api/ping?slot=slot0", "/api/ping?slot=slot1", "0"))
+	paths := map[string]string{"/api/ping?slot=slot0": "blue", "/api/ping?slot=slot1": "green"}
+	vip := arm.NewVIP(map[string]string{"blue": "http://" + apps["blue"][0].Addr, "green": "http://" + apps["green"][0].Addr}, delay,
+		func(s *armstandin.Server) map[string]int {
+			for _, p := range armstandin.List(armstandin.Obj(s.Get(armstandin.LBPath(seedRG, seedLB))["properties"])["probes"]) {
+				if armstandin.Str(p["name"]) == "http-probe" {
+					return map[string]int{paths[armstandin.Str(armstandin.Obj(p["properties"])["requestPath"])]: 1}
+				}
+			}
+			return nil
+		})
+	t.Cleanup(vip.Close)
+	return arm, vip, fmt.Sprintf(`azure_lb:
+  subscription: %s
+  resource_group: %s
+  endpoint: %s
+  poll_every: 1s
+  name: %s
+  probes: {prod: http-probe, stage: http-probe-stage}
+  paths: {blue: "/api/ping?slot=slot0", green: "/api/ping?slot=slot1"}
+  tag_values: {blue: "0", green: "1"}
+  confirm:
+    url: %s/api/test
+    window: 5
+    every: 50ms
+    deadline: 1m
+measure:
+  before: 1s
+  after: 1s
+`, armstandin.Sub, seedRG, arm.URL(), seedLB, vip.URL)
+}
+
+// serveAzure starts vipswap serve on cfg in dir under azureEnv.
+func serveAzure(t *testing.T, arm *armstandin.Server, dir, cfg string) *switchtest.Switch {
+	t.Helper()
+	path := filepath.Join(dir, "vipswap.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(vstest.Binary(t), "serve", "-c", path)
+	cmd.Env = azureEnv(t, arm)
+	return switchtest.Attach(t, vstest.StartCmd(t, cmd))
+}
 
 // azureEnv is the environment under which vipswap reaches the stand-in
 // as it would Azure: its certificate trusted (SSL_CERT_FILE), and
@@ -44,51 +99,12 @@ func azureEnv(t *testing.T, arm *armstandin.Server) []string {
 // history entry holds the convergence time measured at the VIP.
 func TestAzureLBSwap(t *testing.T) {
 	t.Parallel()
-	const rg, lb = "vmsstf-rg", "api-prod-vmss-lb"
 	apps, addrs := startStatic(t, 1)
-	arm := armstandin.New()
-	t.Cleanup(arm.Close)
-	arm.Validate("loadBalancers", armstandin.LoadBalancerRules)
-	arm.Put(armstandin.LBPath(rg, lb), armstandin.LoadBalancer(rg, lb, "/api/ping?slot=slot0", "/api/ping?slot=slot1", "0"))
-	paths := map[string]string{"/api/ping?slot=slot0": "blue", "/api/ping?slot=slot1": "green"}
 	const delay = time.Second
-	vip := arm.NewVIP(map[string]string{"blue": "http://" + apps["blue"][0].Addr, "green": "http://" + apps["green"][0].Addr}, delay,
-		func(s *armstandin.Server) map[string]int {
-			for _, p := range armstandin.List(armstandin.Obj(s.Get(armstandin.LBPath(rg, lb))["properties"])["probes"]) {
-				if armstandin.Str(p["name"]) == "http-probe" {
-					return map[string]int{paths[armstandin.Str(armstandin.Obj(p["properties"])["requestPath"])]: 1}
-				}
-			}
-			return nil
-		})
-	t.Cleanup(vip.Close)
-
+	arm, vip, block := seed000(t, apps, delay)
 	dir := t.TempDir()
-	cfg := testConfig(dir, staticSlots(addrs)) + fmt.Sprintf(`azure_lb:
-  subscription: %s
-  resource_group: %s
-  endpoint: %s
-  poll_every: 1s
-  name: %s
-  probes: {prod: http-probe, stage: http-probe-stage}
-  paths: {blue: "/api/ping?slot=slot0", green: "/api/ping?slot=slot1"}
-  tag_values: {blue: "0", green: "1"}
-  confirm:
-    url: %s/api/test
-    window: 5
-    every: 50ms
-    deadline: 1m
-measure:
-  before: 1s
-  after: 1s
-`, armstandin.Sub, rg, arm.URL(), lb, vip.URL)
-	path := filepath.Join(dir, "vipswap.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(vstest.Binary(t), "serve", "-c", path)
-	cmd.Env = azureEnv(t, arm)
-	sw := switchtest.Attach(t, vstest.StartCmd(t, cmd))
+	cfg := testConfig(dir, staticSlots(addrs)) + block
+	sw := serveAzure(t, arm, dir, cfg)
 	sw.WaitHealthy(t)
 	waitApplied(t, sw)
 	if n := len(arm.Writes()); n != 0 {
@@ -136,4 +152,45 @@ measure:
 		t.Fatalf("converged in %.3fs, sooner than the VIP could show it (%v after the write)", e.Measurement.ConvergedSeconds, delay)
 	}
 	t.Logf("history entry %d: converged in %.3fs through the stand-in (its VIP follows %v after the write)", e.ID, e.Measurement.ConvergedSeconds, delay)
+}
+
+// TestAzureLBCluster: two vipswap nodes on one etcd drive one load
+// balancer: for each swap (asked of either node) exactly one PUT reaches
+// ARM, from the node that leads; the other waits until the load
+// balancer shows it, and both report the revision applied.
+func TestAzureLBCluster(t *testing.T) {
+	t.Parallel()
+	etcd := etcdtest.Start(t)
+	apps, addrs := startStatic(t, 1)
+	arm, _, block := seed000(t, apps, 200*time.Millisecond)
+	var nodes []*switchtest.Switch
+	for range 2 {
+		dir := t.TempDir()
+		nodes = append(nodes, serveAzure(t, arm, dir, clusterConfig(dir, etcd.Endpoint, "/azure-cluster/", staticSlots(addrs))+block))
+	}
+	for _, sw := range nodes {
+		sw.WaitHealthy(t)
+	}
+	ctx := context.Background()
+	for i, sw := range []*switchtest.Switch{nodes[0], nodes[1]} {
+		res, err := sw.Client.Swap(ctx, wire.ChangeRequest{Reason: fmt.Sprintf("swap %d", i)})
+		if err != nil || !res.Applied {
+			t.Fatalf("swap %d through node %d: %+v, %v", i, i, res, err)
+		}
+		for j, n := range nodes {
+			vstest.WaitFor(t, 60*time.Second, func() error {
+				st, err := n.Client.Status(ctx)
+				if err != nil {
+					return err
+				}
+				if len(st.DataPlanes) != 1 || !st.DataPlanes[0].Applied || st.DataPlanes[0].Revision < res.Revision {
+					return fmt.Errorf("node %d: %+v, want revision %d applied", j, st.DataPlanes, res.Revision)
+				}
+				return nil
+			})
+		}
+		if n := len(arm.Writes()); n != i+1 {
+			t.Fatalf("after %d swaps ARM received %d writes, want exactly one per swap", i+1, n)
+		}
+	}
 }

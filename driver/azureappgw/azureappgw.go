@@ -54,7 +54,8 @@ type Driver struct {
 	tracker azure.Tracker
 	log     *slog.Logger
 
-	last *view
+	last   *view
+	follow azure.Follow
 
 	rmu     sync.Mutex // one read of the backend health at a time
 	hmu     sync.Mutex // guards what was read
@@ -88,8 +89,12 @@ func New(o Options) (*Driver, error) {
 	}
 	d := &Driver{o: o, gws: gws, log: o.Logger}
 	d.tracker.Name = "azure_appgw " + o.Name
+	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
 	return d, nil
 }
+
+// Close stops watching for another node's change.
+func (d *Driver) Close() { d.follow.Stop() }
 
 func (d *Driver) resource() string { return "application gateway " + d.o.Name }
 
@@ -218,6 +223,15 @@ func (d *Driver) Apply(t *route.Table) error {
 	defer cancel()
 	start := time.Now()
 	changed, err := d.write(ctx, w)
+	if errors.Is(err, azure.ErrFollowing) {
+		d.last = nil
+		d.follow.Want(t.Revision, func(ctx context.Context) (bool, error) {
+			_, cur, err := d.read(ctx)
+			return cur == w, err
+		})
+		return nil
+	}
+	d.follow.Drop()
 	if err != nil {
 		d.tracker.Failed(t.Revision, err)
 		return err
@@ -257,7 +271,7 @@ func (d *Driver) write(ctx context.Context, w view) (bool, error) {
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.last)}
 		}
 		if d.o.Leading != nil && !d.o.Leading() {
-			return false, d.follow(ctx, w)
+			return false, azure.ErrFollowing
 		}
 		if attempt >= 3 {
 			return false, fmt.Errorf("%s: its ETag changed under every write (%d tries); nothing changed", d.resource(), attempt)
@@ -279,25 +293,6 @@ func (d *Driver) write(ctx context.Context, w view) (bool, error) {
 			return true, azure.Explain("updating "+d.resource()+" (polling the operation)", err)
 		}
 		return true, nil
-	}
-}
-
-func (d *Driver) follow(ctx context.Context, w view) error {
-	tick := time.NewTicker(d.o.Conn.PollOptions().Frequency)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: this node follows; the leader's change did not show within %v", d.resource(), d.o.Conn.OpTimeout())
-		case <-tick.C:
-		}
-		_, cur, err := d.read(ctx)
-		if err != nil {
-			return err
-		}
-		if cur == w {
-			return nil
-		}
 	}
 }
 

@@ -57,7 +57,8 @@ type Driver struct {
 	tracker azure.Tracker
 	log     *slog.Logger
 
-	last map[string]origin // what it last set, by origin name
+	last   map[string]origin // what it last set, by origin name
+	follow azure.Follow
 }
 
 // origin is what vipswap reads and writes of an origin.
@@ -89,8 +90,12 @@ func New(o Options) (*Driver, error) {
 	}
 	d := &Driver{o: o, origins: c, log: o.Logger}
 	d.tracker.Name = "azure_frontdoor " + o.Profile + "/" + o.OriginGroup
+	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
 	return d, nil
 }
+
+// Close stops watching for another node's change.
+func (d *Driver) Close() { d.follow.Stop() }
 
 // Describe is a line for the log at start.
 func (d *Driver) Describe() string {
@@ -279,12 +284,14 @@ func (d *Driver) Apply(t *route.Table) error {
 	}
 	steps := d.plan(cur, want, hosts, instances(t))
 	if len(steps) > 0 && d.o.Leading != nil && !d.o.Leading() {
-		if err := d.follow(ctx, want); err != nil {
-			d.tracker.Failed(t.Revision, err)
-			return err
-		}
-		steps = nil
+		d.last = nil
+		d.follow.Want(t.Revision, func(ctx context.Context) (bool, error) {
+			cur, _, err := d.read(ctx)
+			return err == nil && len(d.plan(cur, want, hosts, instances(t))) == 0, err
+		})
+		return nil
 	}
+	d.follow.Drop()
 	for _, s := range steps {
 		if err := d.update(ctx, s); err != nil {
 			d.tracker.Failed(t.Revision, err)
@@ -352,31 +359,6 @@ func (d *Driver) update(ctx context.Context, s step) error {
 		return azure.Explain("updating "+d.resource(s.name)+" (polling the operation)", err)
 	}
 	return nil
-}
-
-func (d *Driver) follow(ctx context.Context, want map[string]origin) error {
-	tick := time.NewTicker(d.o.Conn.PollOptions().Frequency)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("front door origin group %s: this node follows; the leader's change did not show within %v", d.o.OriginGroup, d.o.Conn.OpTimeout())
-		case <-tick.C:
-		}
-		cur, _, err := d.read(ctx)
-		if err != nil {
-			return err
-		}
-		same := true
-		for n, w := range want {
-			if c := cur[n]; c.weight != w.weight || c.enabled != w.enabled {
-				same = false
-			}
-		}
-		if same {
-			return nil
-		}
-	}
 }
 
 // Plan returns what a change to the prod split would set, origin by

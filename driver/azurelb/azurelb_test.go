@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -337,18 +338,18 @@ func TestDryRunMatchesTheSeedScript(t *testing.T) {
 	}
 }
 
-// A node that does not lead writes nothing and waits until the leader's
-// change shows.
+// A node that does not lead writes nothing: its apply returns at once,
+// and its status says applied once the leader's change shows.
 func TestFollowerWritesNothing(t *testing.T) {
-	leading := false
-	r := newRig(t, -1, func(o *Options) { o.Leading = func() bool { return leading } })
-	done := make(chan error, 1)
-	go func() { done <- r.d.Apply(table(2, "green", "blue")) }()
-	// The leader's write (by hand here) once the follower read.
-	deadline := time.Now().Add(30 * time.Second)
-	for len(r.arm.Requests()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // polling a condition with a deadline
+	r := newRig(t, -1, func(o *Options) { o.Leading = func() bool { return false } })
+	t.Cleanup(r.d.Close)
+	if err := r.d.Apply(table(2, "green", "blue")); err != nil {
+		t.Fatal(err)
 	}
+	if ps := r.d.PlaneStatus(); ps.Applied || !strings.Contains(ps.Error, "does not lead") {
+		t.Fatalf("follower's status before the leader wrote: %+v", ps)
+	}
+	// The leader's write (by hand here).
 	r.arm.Mutate(armstandin.LBPath(rg, lbName), func(lb armstandin.Resource) {
 		for _, p := range armstandin.List(armstandin.Obj(lb["properties"])["probes"]) {
 			pp := armstandin.Obj(p["properties"])
@@ -360,9 +361,12 @@ func TestFollowerWritesNothing(t *testing.T) {
 		}
 		armstandin.Obj(lb["tags"])["ActiveSlot"] = "1"
 	})
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if ps := r.d.PlaneStatus(); !ps.Applied || ps.Revision != 2 {
+			return fmt.Errorf("follower's status %+v, want revision 2 applied", ps)
+		}
+		return nil
+	})
 	if n := len(r.arm.Writes()); n != 0 {
 		t.Fatalf("the follower wrote %d times", n)
 	}
