@@ -44,6 +44,27 @@ type Planner interface {
 	Plan(ctx context.Context, prod, stage []route.Weighted) ([]string, error)
 }
 
+// WholeSlots is a remote data plane that sends prod to one slot at a
+// time (a load balancer's probes, a gateway's rule): a change that splits
+// prod (a shift, a rollout) is refused before it is committed.
+type WholeSlots interface {
+	WholeSlotsOnly() string
+}
+
+// splitRefused says why a state that splits prod cannot be applied by a
+// remote plane, or "".
+func (c *Controller) splitRefused(op string, next state.State) string {
+	if len(next.Prod()) < 2 {
+		return ""
+	}
+	for _, r := range c.remotes() {
+		if w, ok := r.(WholeSlots); ok {
+			return fmt.Sprintf("%s refused: %s sends prod to one slot at a time and cannot split it; nothing changed", op, w.WholeSlotsOnly())
+		}
+	}
+	return ""
+}
+
 // plans asks every remote plane that plans what it would change for st.
 func (c *Controller) plans(ctx context.Context, st state.State) []string {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -152,6 +152,20 @@ func TestAzureLBSwap(t *testing.T) {
 		t.Fatalf("converged in %.3fs, sooner than the VIP could show it (%v after the write)", e.Measurement.ConvergedSeconds, delay)
 	}
 	t.Logf("history entry %d: converged in %.3fs through the stand-in (its VIP follows %v after the write)", e.ID, e.Measurement.ConvergedSeconds, delay)
+
+	// A load balancer's probes cannot split prod: a shift is refused
+	// before it is committed, and nothing is written.
+	ten := 10.0
+	if _, err := sw.Client.Shift(ctx, wire.ShiftRequest{To: "blue", Weight: &ten}); err == nil || !strings.Contains(err.Error(), "cannot split") {
+		t.Fatalf("a shift with azure_lb: %v, want it refused", err)
+	}
+	st, err := sw.Client.Status(ctx)
+	if err != nil || st.Revision != res.Revision {
+		t.Fatalf("after the refused shift the state is at revision %d (%v), want %d", st.Revision, err, res.Revision)
+	}
+	if n := len(arm.Writes()); n != 1 {
+		t.Fatalf("%d writes after a refused shift", n)
+	}
 }
 
 // TestAzureLBCluster: two vipswap nodes on one etcd drive one load

@@ -131,7 +131,7 @@ func (c Conn) OpTimeout() time.Duration {
 // IfMatch returns ctx whose requests carry If-Match: etag, so ARM refuses
 // the write (412) when the resource changed since it was read.
 func IfMatch(ctx context.Context, etag string) context.Context {
-	return runtime.WithHTTPHeader(ctx, http.Header{"If-Match": []string{etag}})
+	return policy.WithHTTPHeader(ctx, http.Header{"If-Match": []string{etag}})
 }
 
 // IsStale reports whether err is ARM's refusal of a write whose If-Match

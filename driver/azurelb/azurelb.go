@@ -337,6 +337,10 @@ func (d *Driver) View(slot, addr string) string {
 // instance by themselves.
 func (d *Driver) Restarted(ctx context.Context, slot, addr string) error { return nil }
 
+// WholeSlotsOnly names the driver, which switches whole slots only: the
+// controller refuses a shift or a rollout before committing it.
+func (d *Driver) WholeSlotsOnly() string { return d.tracker.Name }
+
 // PlaneStatus says what the driver last applied.
 func (d *Driver) PlaneStatus() wire.PlaneStatus { return d.tracker.Status() }
 
