@@ -56,6 +56,9 @@ type Driver struct {
 
 	last   *view
 	follow azure.Follow
+	// unconfirmed is the slot whose switch the VIP did not show in time:
+	// the next apply to it asks the VIP again rather than trust the API.
+	unconfirmed string
 
 	rmu     sync.Mutex // one read of the backend health at a time
 	hmu     sync.Mutex // guards what was read
@@ -238,12 +241,14 @@ func (d *Driver) Apply(t *route.Table) error {
 	}
 	d.last = &w
 	took := time.Since(start)
-	if changed {
+	if changed || d.unconfirmed == prod {
 		vip, err := d.o.Confirm.Wait(context.Background(), prod)
 		if err != nil {
+			d.unconfirmed = prod
 			d.tracker.Failed(t.Revision, err)
 			return err
 		}
+		d.unconfirmed = ""
 		took += vip
 		d.log.Info("application gateway switched and the VIP answers from the new slot", "gateway", d.o.Name, "slot", prod,
 			"revision", t.Revision, "api_seconds", (took - vip).Seconds(), "vip_seconds", vip.Seconds())

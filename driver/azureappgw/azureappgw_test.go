@@ -238,3 +238,41 @@ func TestReadyNamesAMissingPool(t *testing.T) {
 		t.Fatalf("ready: %v", err)
 	}
 }
+
+// Broken answers, operations that never end and failing credentials
+// each fail the apply in one line and leave the gateway as it was.
+func TestHostileAnswers(t *testing.T) {
+	for name, tc := range map[string]struct {
+		faults armstandin.Faults
+		cred   error
+		want   string
+	}{
+		"garbage":     {faults: armstandin.Faults{Garbage: 1}, want: "reading application gateway"},
+		"never ends":  {faults: armstandin.Faults{OpPolls: -1}, want: "did not finish in time"},
+		"credentials": {cred: errors.New("ManagedIdentityCredential: no response\nmore\nlines"), want: "azure credentials"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, false)
+			r.d.o.Conn.OperationTimeout = 2 * time.Second
+			if tc.cred != nil {
+				o := r.d.o
+				o.Conn.Credential = armstandin.Credential{Err: tc.cred}
+				d, err := New(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				r.d = d
+			}
+			r.arm.Fault(tc.faults)
+			err := r.d.Apply(table(2, "green", "blue"))
+			if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("apply: %q, want one line with %q", err, tc.want)
+			}
+			if name != "never ends" {
+				if p := rulePool(r.arm, "rule-prod"); p != "pool-blue" {
+					t.Fatalf("the gateway changed: prod rule -> %s", p)
+				}
+			}
+		})
+	}
+}

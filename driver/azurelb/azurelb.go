@@ -57,6 +57,9 @@ type Driver struct {
 
 	last   *view // what it last applied (nil before the first apply)
 	follow azure.Follow
+	// unconfirmed is the slot whose switch the VIP did not show in time:
+	// the next apply to it asks the VIP again rather than trust the API.
+	unconfirmed string
 }
 
 // view is what vipswap reads and writes of the load balancer.
@@ -215,12 +218,14 @@ func (d *Driver) Apply(t *route.Table) error {
 	}
 	d.last = &w
 	took := time.Since(start)
-	if changed {
+	if changed || d.unconfirmed == prod {
 		vip, err := d.o.Confirm.Wait(context.Background(), prod)
 		if err != nil {
+			d.unconfirmed = prod
 			d.tracker.Failed(t.Revision, err)
 			return err
 		}
+		d.unconfirmed = ""
 		took += vip
 		d.log.Info("load balancer switched and the VIP answers from the new slot", "lb", d.o.Name, "slot", prod, "revision", t.Revision,
 			"api_seconds", time.Since(start).Seconds()-vip.Seconds(), "vip_seconds", vip.Seconds())

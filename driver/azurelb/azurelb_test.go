@@ -278,6 +278,15 @@ func TestNeverConvergingVIP(t *testing.T) {
 		t.Fatalf("apply that never shows: %v, want not converged with the rollback offered", err)
 	}
 	t.Log(err)
+	// The same routing again (a health transition's table): the VIP is
+	// asked again, not trusted because the API already shows it.
+	r.d.o.Confirm.Deadline = 300 * time.Millisecond
+	if err := r.d.Apply(table(3, "green", "blue")); !errors.As(err, &nc) {
+		t.Fatalf("the next apply to the unconfirmed slot: %v, want it still not converged", err)
+	}
+	if ps := r.d.PlaneStatus(); ps.Applied {
+		t.Fatalf("status says applied while the VIP never showed it: %+v", ps)
+	}
 }
 
 func TestCredentialsFailing(t *testing.T) {
