@@ -27,6 +27,10 @@ type AzureResource struct {
 	// PollEvery is how often an operation is polled when Azure does not
 	// say (Retry-After). Default 2s, at least 1s.
 	PollEvery time.Duration `yaml:"poll_every"`
+	// RetryEvery is how often a change Azure does not show (a write
+	// that failed, drift, a VIP that did not converge) is applied again.
+	// Default 30s.
+	RetryEvery time.Duration `yaml:"retry_every"`
 	// Confirm is how vipswap sees a switch happen at the VIP.
 	Confirm AzureConfirm `yaml:"confirm"`
 }
@@ -124,7 +128,11 @@ func (v *validator) azureResource(key string, r *AzureResource) {
 	if r.PollEvery == 0 {
 		r.PollEvery = 2 * time.Second
 	}
+	if r.RetryEvery == 0 {
+		r.RetryEvery = 30 * time.Second
+	}
 	v.positive(key+".operation_timeout", r.OperationTimeout)
+	v.positive(key+".retry_every", r.RetryEvery)
 	if r.PollEvery < time.Second {
 		v.fail(key+".poll_every", fmt.Sprintf("want at least 1s (Azure's SDK polls no faster), got %v", r.PollEvery))
 	}

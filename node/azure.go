@@ -17,7 +17,7 @@ import (
 // azureConn is how a driver reaches Azure for the block r.
 func azureConn(r config.AzureResource) azure.Conn {
 	return azure.Conn{SubscriptionID: r.Subscription, ResourceGroup: r.ResourceGroup, Endpoint: r.Endpoint,
-		PollEvery: r.PollEvery, OperationTimeout: r.OperationTimeout}
+		PollEvery: r.PollEvery, OperationTimeout: r.OperationTimeout, RetryEvery: r.RetryEvery}
 }
 
 // azureConfirm is how a driver confirms a switch at the VIP.

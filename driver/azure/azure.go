@@ -47,6 +47,10 @@ type Conn struct {
 	// OperationTimeout bounds one write, its long-running operation
 	// polled to the end included. Default 5m.
 	OperationTimeout time.Duration
+	// RetryEvery is how often a table the resource does not show (a
+	// failed write, drift, a VIP that did not converge) is applied
+	// again. Default 30s.
+	RetryEvery time.Duration
 }
 
 // publicAudience is the token audience of Azure Resource Manager.

@@ -56,6 +56,7 @@ type Driver struct {
 
 	last   *view
 	follow azure.Follow
+	retry  azure.Retry
 	// unconfirmed is the slot whose switch the VIP did not show in time:
 	// the next apply to it asks the VIP again rather than trust the API.
 	unconfirmed string
@@ -93,11 +94,12 @@ func New(o Options) (*Driver, error) {
 	d := &Driver{o: o, gws: gws, log: o.Logger}
 	d.tracker.Name = "azure_appgw " + o.Name
 	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
+	d.retry.Every, d.retry.Tracker = o.Conn.RetryEvery, &d.tracker
 	return d, nil
 }
 
 // Close stops watching for another node's change.
-func (d *Driver) Close() { d.follow.Stop() }
+func (d *Driver) Close() { d.follow.Stop(); d.retry.Stop() }
 
 func (d *Driver) resource() string { return "application gateway " + d.o.Name }
 
@@ -216,7 +218,10 @@ func (d *Driver) set(gw *armnetwork.ApplicationGateway, w view) error {
 
 // Apply points the rules at t's active (prod) and standby (stage) slots'
 // pools, and returns once the VIP answers from the new slot.
-func (d *Driver) Apply(t *route.Table) error {
+func (d *Driver) Apply(t *route.Table) error { return d.retry.Apply(t, d.apply) }
+
+// apply is Apply's one attempt.
+func (d *Driver) apply(t *route.Table) error {
 	w, prod, err := d.want(t.Weights(route.Prod), t.Weights(route.Stage))
 	if err != nil {
 		d.tracker.Failed(t.Revision, err)

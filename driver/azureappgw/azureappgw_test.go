@@ -98,6 +98,7 @@ func newRig(t *testing.T, withVIP bool) *rig {
 		t.Fatal(err)
 	}
 	r.d = d
+	t.Cleanup(d.Close)
 	return r
 }
 

@@ -59,6 +59,7 @@ type Driver struct {
 
 	last   map[string]origin // what it last set, by origin name
 	follow azure.Follow
+	retry  azure.Retry
 }
 
 // origin is what vipswap reads and writes of an origin.
@@ -91,11 +92,12 @@ func New(o Options) (*Driver, error) {
 	d := &Driver{o: o, origins: c, log: o.Logger}
 	d.tracker.Name = "azure_frontdoor " + o.Profile + "/" + o.OriginGroup
 	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
+	d.retry.Every, d.retry.Tracker = o.Conn.RetryEvery, &d.tracker
 	return d, nil
 }
 
 // Close stops watching for another node's change.
-func (d *Driver) Close() { d.follow.Stop() }
+func (d *Driver) Close() { d.follow.Stop(); d.retry.Stop() }
 
 // Describe is a line for the log at start.
 func (d *Driver) Describe() string {
@@ -259,7 +261,10 @@ func (d *Driver) plan(cur, want map[string]origin, hosts map[string]string, rout
 
 // Apply sets the origins' weights and states to t's prod split, and
 // returns once the VIP answers as the split says.
-func (d *Driver) Apply(t *route.Table) error {
+func (d *Driver) Apply(t *route.Table) error { return d.retry.Apply(t, d.apply) }
+
+// apply is Apply's one attempt.
+func (d *Driver) apply(t *route.Table) error {
 	ctx, cancel := context.WithTimeout(context.Background(), d.o.Conn.OpTimeout())
 	defer cancel()
 	start := time.Now()

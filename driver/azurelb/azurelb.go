@@ -57,6 +57,7 @@ type Driver struct {
 
 	last   *view // what it last applied (nil before the first apply)
 	follow azure.Follow
+	retry  azure.Retry
 	// unconfirmed is the slot whose switch the VIP did not show in time:
 	// the next apply to it asks the VIP again rather than trust the API.
 	unconfirmed string
@@ -90,11 +91,12 @@ func New(o Options) (*Driver, error) {
 	d := &Driver{o: o, lbs: lbs, log: o.Logger}
 	d.tracker.Name = "azure_lb " + o.Name
 	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
+	d.retry.Every, d.retry.Tracker = o.Conn.RetryEvery, &d.tracker
 	return d, nil
 }
 
 // Close stops watching for another node's change.
-func (d *Driver) Close() { d.follow.Stop() }
+func (d *Driver) Close() { d.follow.Stop(); d.retry.Stop() }
 
 func (d *Driver) resource() string { return "load balancer " + d.o.Name }
 
@@ -193,7 +195,10 @@ func (d *Driver) set(lb *armnetwork.LoadBalancer, w view) {
 
 // Apply makes the load balancer send prod to t's active slot and stage to
 // its standby, and returns once the VIP answers from the new slot.
-func (d *Driver) Apply(t *route.Table) error {
+func (d *Driver) Apply(t *route.Table) error { return d.retry.Apply(t, d.apply) }
+
+// apply is Apply's one attempt.
+func (d *Driver) apply(t *route.Table) error {
 	w, prod, err := d.want(t.Weights(route.Prod), t.Weights(route.Stage))
 	if err != nil {
 		d.tracker.Failed(t.Revision, err)

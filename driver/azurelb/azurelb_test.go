@@ -82,6 +82,7 @@ func newRig(t *testing.T, delay time.Duration, tweak func(*Options)) *rig {
 		t.Fatal(err)
 	}
 	r.d = d
+	t.Cleanup(d.Close)
 	return r
 }
 
@@ -378,5 +379,30 @@ func TestFollowerWritesNothing(t *testing.T) {
 	})
 	if n := len(r.arm.Writes()); n != 0 {
 		t.Fatalf("the follower wrote %d times", n)
+	}
+}
+
+// A change refused for drift is applied again once the resource is put
+// back as vipswap expects: the answer's "it will be retried" holds.
+func TestRetriedAfterDriftIsFixed(t *testing.T) {
+	r := newRig(t, -1, func(o *Options) { o.Conn.RetryEvery = 100 * time.Millisecond })
+	if err := r.d.Apply(table(2, "green", "blue")); err != nil {
+		t.Fatal(err)
+	}
+	r.arm.Mutate(armstandin.LBPath(rg, lbName), func(lb armstandin.Resource) { armstandin.Obj(lb["tags"])["ActiveSlot"] = "7" })
+	var drift *azure.DriftError
+	if err := r.d.Apply(table(3, "blue", "green")); !errors.As(err, &drift) {
+		t.Fatalf("apply after a hand change: %v, want drift", err)
+	}
+	// Put right by hand: the retry applies revision 3.
+	r.arm.Mutate(armstandin.LBPath(rg, lbName), func(lb armstandin.Resource) { armstandin.Obj(lb["tags"])["ActiveSlot"] = "1" })
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if ps := r.d.PlaneStatus(); !ps.Applied || ps.Revision != 3 {
+			return fmt.Errorf("status %+v, want revision 3 applied", ps)
+		}
+		return nil
+	})
+	if got := r.view(); got != (view{prod: slot0, stage: slot1, tag: "0"}) {
+		t.Fatalf("load balancer shows %v after the retry", got)
 	}
 }
