@@ -245,7 +245,7 @@ func Whole(driver string, weights []route.Weighted) (string, error) {
 	return "", fmt.Errorf("%s switches whole slots and cannot split traffic between %s: shift and rollout need azure_frontdoor (or vipswap's own listeners)", driver, strings.Join(slots, " and "))
 }
 
-// Quote quotes s for a POSIX shell as the seed's scripts write values.
+// Quote quotes s for a POSIX shell, as az scripts write values.
 func Quote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }

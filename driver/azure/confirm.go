@@ -19,7 +19,7 @@ type Confirm struct {
 	// driver says so in status).
 	URL string
 	// Answers maps a slot to what its instances name themselves in the
-	// answer (the seed's apps say "slot0"); default the slot's own name.
+	// answer (an application may say "slot0"); default the slot's own name.
 	Answers map[string]string
 	// Window is how many answers in a row must name the slot. Default 10.
 	Window int
