@@ -208,3 +208,95 @@ func TestAzureLBCluster(t *testing.T) {
 		}
 	}
 }
+
+// waitConverged waits until history entry id holds a convergence time
+// and returns it.
+func waitConverged(t *testing.T, sw *switchtest.Switch, id uint64) float64 {
+	t.Helper()
+	var e wire.HistoryEntry
+	vstest.WaitFor(t, 60*time.Second, func() error {
+		var err error
+		if e, err = sw.Client.Entry(context.Background(), id); err != nil {
+			return err
+		}
+		if e.Measurement == nil || e.Measurement.ConvergedSeconds <= 0 {
+			return fmt.Errorf("entry %d measurement %+v: want the convergence time", id, e.Measurement)
+		}
+		return nil
+	})
+	return e.Measurement.ConvergedSeconds
+}
+
+// TestAzureFrontDoorShiftAndAbort (the Front Door driver end to end): a
+// shift to 10 % sets the release units' origin weights, an abort
+// disables the canary's origin, and each history entry holds the
+// convergence time measured at the endpoint.
+func TestAzureFrontDoorShiftAndAbort(t *testing.T) {
+	t.Parallel()
+	const rg, profile, group = "alwayson-global-rg", "alwayson-fd", "backends-api"
+	apps, addrs := startStatic(t, 1)
+	arm := armstandin.New()
+	t.Cleanup(arm.Close)
+	arm.Validate("origins", armstandin.AFDOriginRules)
+	origins := map[string]string{"blue": "unit-1", "green": "unit-2"}
+	arm.Put(armstandin.OriginPath(rg, profile, group, "unit-1"), armstandin.Origin("unit-1", "unit1.example.net", 1000, true))
+	arm.Put(armstandin.OriginPath(rg, profile, group, "unit-2"), armstandin.Origin("unit-2", "unit2.example.net", 1000, false))
+	split := func(s *armstandin.Server) map[string]int {
+		out := map[string]int{}
+		for slot, n := range origins {
+			p := armstandin.Obj(s.Get(armstandin.OriginPath(rg, profile, group, n))["properties"])
+			if p["enabledState"] == "Enabled" {
+				w, _ := armstandin.Num(p["weight"])
+				out[slot] = int(w)
+			}
+		}
+		return out
+	}
+	const delay = 500 * time.Millisecond
+	vip := arm.NewVIP(map[string]string{"blue": "http://" + apps["blue"][0].Addr, "green": "http://" + apps["green"][0].Addr}, delay, split)
+	t.Cleanup(vip.Close)
+	dir := t.TempDir()
+	cfg := testConfig(dir, staticSlots(addrs)) + fmt.Sprintf(`azure_frontdoor:
+  subscription: %s
+  resource_group: %s
+  endpoint: %s
+  poll_every: 1s
+  profile: %s
+  origin_group: %s
+  origins: {blue: [unit-1], green: [unit-2]}
+  confirm:
+    url: %s/api/test
+    window: 5
+    every: 20ms
+    deadline: 1m
+measure:
+  before: 1s
+  after: 1s
+`, armstandin.Sub, rg, arm.URL(), profile, group, vip.URL)
+	sw := serveAzure(t, arm, dir, cfg)
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+
+	ctx := context.Background()
+	ten := 10.0
+	res, err := sw.Client.Shift(ctx, wire.ShiftRequest{To: "green", Weight: &ten})
+	if err != nil || !res.Applied {
+		t.Fatalf("shift: %+v, %v", res, err)
+	}
+	if got := split(arm); got["blue"] != 900 || got["green"] != 100 {
+		t.Fatalf("front door splits %v after a shift to 10 %%", got)
+	}
+	shift := waitConverged(t, sw, res.HistoryID)
+	res, err = sw.Client.Abort(ctx, wire.ChangeRequest{Reason: "canary looks wrong"})
+	if err != nil || !res.Applied {
+		t.Fatalf("abort: %+v, %v", res, err)
+	}
+	if got := split(arm); got["blue"] != 1000 || got["green"] != 0 {
+		t.Fatalf("front door splits %v after the abort", got)
+	}
+	abort := waitConverged(t, sw, res.HistoryID)
+	if shift < delay.Seconds() || abort < delay.Seconds() {
+		t.Fatalf("converged in %.3fs and %.3fs, sooner than the endpoint could show it (%v)", shift, abort, delay)
+	}
+	t.Logf("through the stand-in (endpoint follows %v after each write): shift to 10 %% converged in %.3fs, abort in %.3fs", delay, shift, abort)
+}
