@@ -300,3 +300,101 @@ measure:
 	}
 	t.Logf("through the stand-in (endpoint follows %v after each write): shift to 10 %% converged in %.3fs, abort in %.3fs", delay, shift, abort)
 }
+
+// TestAzureAppGWSwap (the Application Gateway driver end to end): a swap
+// repoints both routing rules in one PUT, with the gateway's backend
+// health as the health in use, and the history entry holds the
+// convergence time measured at the gateway.
+func TestAzureAppGWSwap(t *testing.T) {
+	t.Parallel()
+	const rg, gw = "frontend-rg", "bluegreen-appgw"
+	apps, addrs := startStatic(t, 1)
+	arm := armstandin.New()
+	t.Cleanup(arm.Close)
+	arm.Validate("applicationGateways", armstandin.AppGatewayRules)
+	host := func(a string) string { return a[:strings.LastIndex(a, ":")] }
+	arm.Put(armstandin.AppGWPath(rg, gw), armstandin.AppGateway(rg, gw,
+		map[string][]string{"pool-blue": {host(addrs["blue"][0])}, "pool-green": {host(addrs["green"][0])}},
+		map[string]string{"rule-prod": "pool-blue", "rule-stage": "pool-green"}))
+	arm.Action("backendhealth", func(s *armstandin.Server, path string) (any, error) {
+		var out []any
+		for _, p := range armstandin.List(armstandin.Obj(s.Get(path)["properties"])["backendAddressPools"]) {
+			var servers []any
+			for _, a := range armstandin.List(armstandin.Obj(p["properties"])["backendAddresses"]) {
+				servers = append(servers, map[string]any{"address": a["ipAddress"], "health": "Up"})
+			}
+			out = append(out, map[string]any{"backendAddressPool": map[string]any{"id": p["id"]},
+				"backendHttpSettingsCollection": []any{map[string]any{"servers": servers}}})
+		}
+		return map[string]any{"backendAddressPools": out}, nil
+	})
+	prodPool := func(s *armstandin.Server) string {
+		for _, r := range armstandin.List(armstandin.Obj(s.Get(armstandin.AppGWPath(rg, gw))["properties"])["requestRoutingRules"]) {
+			if armstandin.Str(r["name"]) == "rule-prod" {
+				id := armstandin.Str(armstandin.Obj(armstandin.Obj(r["properties"])["backendAddressPool"])["id"])
+				return id[strings.LastIndex(id, "/")+1:]
+			}
+		}
+		return ""
+	}
+	const delay = 500 * time.Millisecond
+	vip := arm.NewVIP(map[string]string{"blue": "http://" + apps["blue"][0].Addr, "green": "http://" + apps["green"][0].Addr}, delay,
+		func(s *armstandin.Server) map[string]int { return map[string]int{strings.TrimPrefix(prodPool(s), "pool-"): 1} })
+	t.Cleanup(vip.Close)
+	dir := t.TempDir()
+	cfg := testConfig(dir, staticSlots(addrs)) + fmt.Sprintf(`azure_appgw:
+  subscription: %s
+  resource_group: %s
+  endpoint: %s
+  poll_every: 1s
+  name: %s
+  rules: {prod: rule-prod, stage: rule-stage}
+  pools: {blue: pool-blue, green: pool-green}
+  health: appgw
+  health_every: 1s
+  confirm:
+    url: %s/api/test
+    window: 5
+    every: 20ms
+    deadline: 1m
+measure:
+  before: 1s
+  after: 1s
+`, armstandin.Sub, rg, arm.URL(), gw, vip.URL)
+	sw := serveAzure(t, arm, dir, cfg)
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	ctx := context.Background()
+	res, err := sw.Client.Swap(ctx, wire.ChangeRequest{Reason: "release 2"})
+	if err != nil || !res.Applied {
+		t.Fatalf("swap: %+v, %v", res, err)
+	}
+	if p := prodPool(arm); p != "pool-green" {
+		t.Fatalf("the prod rule sends to %s after the swap", p)
+	}
+	puts := 0
+	for _, w := range arm.Writes() {
+		if w.Method == "PUT" {
+			puts++
+		}
+	}
+	if puts != 1 {
+		t.Fatalf("%d PUTs of the gateway for one swap, want 1", puts)
+	}
+	took := waitConverged(t, sw, res.HistoryID)
+	if took < delay.Seconds() {
+		t.Fatalf("converged in %.3fs, sooner than the gateway could show it (%v)", took, delay)
+	}
+	st, err := sw.Client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Slots {
+		for _, i := range s.Instances {
+			if !i.Healthy {
+				t.Fatalf("instance %s of %s not healthy by the gateway's backend health: %+v", i.Addr, s.Name, i)
+			}
+		}
+	}
+	t.Logf("through the stand-in (gateway follows %v after the write): swap converged in %.3fs", delay, took)
+}
