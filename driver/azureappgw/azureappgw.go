@@ -61,8 +61,14 @@ type Driver struct {
 	// the next apply to it asks the VIP again rather than trust the API.
 	unconfirmed string
 
-	rmu     sync.Mutex // one read of the backend health at a time
-	hmu     sync.Mutex // guards what was read
+	// The backend health is a long-running operation on Azure's side
+	// (seconds to a minute): it is read in the background, never within
+	// a probe's timeout, and probes answer from the newest reading.
+	ctx     context.Context // ends with Close: the reading in flight stops
+	cancel  context.CancelFunc
+	hwg     sync.WaitGroup
+	hmu     sync.Mutex    // guards hread, health, healthE, reading
+	reading chan struct{} // closed when the reading in flight is done; nil when none
 	hread   time.Time
 	health  map[string]map[string]string // pool name -> address -> Up/Down/...
 	healthE error
@@ -92,6 +98,7 @@ func New(o Options) (*Driver, error) {
 		o.HealthEvery = 30 * time.Second
 	}
 	d := &Driver{o: o, gws: gws, log: o.Logger}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.tracker.Name = "azure_appgw " + o.Name
 	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
 	d.retry.Every, d.retry.Tracker = o.Conn.RetryEvery, &d.tracker
@@ -99,7 +106,12 @@ func New(o Options) (*Driver, error) {
 }
 
 // Close stops watching for another node's change.
-func (d *Driver) Close() { d.follow.Stop(); d.retry.Stop() }
+func (d *Driver) Close() {
+	d.follow.Stop()
+	d.retry.Stop()
+	d.cancel()
+	d.hwg.Wait()
+}
 
 func (d *Driver) resource() string { return "application gateway " + d.o.Name }
 
@@ -390,21 +402,37 @@ func (d *Driver) BackendHealth(ctx context.Context) (map[string]map[string]strin
 // healthOf returns what the gateway last said of the instance of slot at
 // addr, reading it again when older than HealthEvery.
 func (d *Driver) healthOf(ctx context.Context, slot, addr string) (string, error) {
-	d.rmu.Lock()
 	d.hmu.Lock()
-	stale := time.Since(d.hread) >= d.o.HealthEvery
-	d.hmu.Unlock()
-	if stale {
-		hctx, cancel := context.WithTimeout(ctx, d.o.Conn.OpTimeout())
-		h, err := d.BackendHealth(hctx)
-		cancel()
-		d.hmu.Lock()
-		d.health, d.healthE, d.hread = h, err, time.Now()
-		d.hmu.Unlock()
+	if time.Since(d.hread) >= d.o.HealthEvery && d.reading == nil && d.ctx.Err() == nil {
+		done := make(chan struct{})
+		d.reading = done
+		d.hwg.Add(1)
+		go func() {
+			defer d.hwg.Done()
+			hctx, cancel := context.WithTimeout(d.ctx, d.o.Conn.OpTimeout())
+			h, err := d.BackendHealth(hctx)
+			cancel()
+			d.hmu.Lock()
+			d.health, d.healthE, d.hread, d.reading = h, err, time.Now(), nil
+			d.hmu.Unlock()
+			close(done)
+		}()
 	}
-	d.rmu.Unlock()
+	wait := d.reading
+	d.hmu.Unlock()
+	if wait != nil {
+		// Wait for the reading in flight as long as the probe may: the
+		// first one has nothing older to answer from.
+		select {
+		case <-wait:
+		case <-ctx.Done():
+		}
+	}
 	d.hmu.Lock()
 	defer d.hmu.Unlock()
+	if d.health == nil && d.healthE == nil {
+		return "", fmt.Errorf("the gateway's backend health is being read (a long-running operation); no reading yet")
+	}
 	if d.healthE != nil {
 		return "", d.healthE
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -276,4 +277,26 @@ func TestHostileAnswers(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The backend health takes Azure seconds to a minute: a probe never
+// waits past its own deadline for it, and the reading carries on in the
+// background until it lands.
+func TestBackendHealthOutlivesAProbe(t *testing.T) {
+	r := newRig(t, false)
+	r.arm.Fault(armstandin.Faults{OpPolls: 3}) // three polls of a second each
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ck := r.d.Probe(ctx, health.Target{Slot: "blue", Addr: "10.1.0.4:80"})
+	cancel()
+	if ck.OK() || !strings.Contains(ck.Detail, "being read") {
+		t.Fatalf("a probe during the first reading: %+v", ck)
+	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		if ck := r.d.Probe(ctx, health.Target{Slot: "blue", Addr: "10.1.0.4:80"}); !ck.OK() {
+			return fmt.Errorf("probe %+v", ck)
+		}
+		return nil
+	})
 }
