@@ -37,6 +37,15 @@ type RemotePlane interface {
 	Restarted(ctx context.Context, slot, addr string) error
 }
 
+// Measurer is a remote data plane that measures its own convergence
+// (the Azure drivers: until the VIP's first answer of the window that
+// confirmed the switch, not until the window's last): Converged returns
+// it for revision rev, if that is what the plane last applied. Without
+// it, the time Apply took is the figure.
+type Measurer interface {
+	Converged(rev uint64) (time.Duration, bool)
+}
+
 // Planner is a remote data plane that can say, without changing
 // anything, what it would change to route prod and stage as given: a dry
 // run asks it (the Azure drivers).

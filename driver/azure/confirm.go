@@ -153,7 +153,8 @@ func ask(ctx context.Context, hc *http.Client, url string) (string, error) {
 
 // WaitSplit asks the VIP until every slot of slots answered at least
 // once and the last Window answers all came from slots, for a split (a
-// shift, a rollout step). A split of one slot is Wait.
+// shift, a rollout step), and returns how long until the last of them
+// first answered. A split of one slot is Wait.
 func (c Confirm) WaitSplit(ctx context.Context, slots []string) (time.Duration, error) {
 	if len(slots) == 1 {
 		return c.Wait(ctx, slots[0])
@@ -184,6 +185,7 @@ func (c Confirm) WaitSplit(ctx context.Context, slots []string) (time.Duration, 
 	ctx, cancel := context.WithTimeout(ctx, deadline)
 	defer cancel()
 	seen := map[string]bool{}
+	var allSeen time.Duration
 	streak, last := 0, "none yet"
 	t := time.NewTimer(0)
 	defer t.Stop()
@@ -203,10 +205,13 @@ func (c Confirm) WaitSplit(ctx context.Context, slots []string) (time.Duration, 
 			streak, last = 0, err.Error()
 		case want[got]:
 			seen[got] = true
+			if len(seen) == len(want) && allSeen == 0 {
+				allSeen = time.Since(start) // the split shows from here
+			}
 			streak++
 			last = got
 			if streak >= c.window() && len(seen) == len(want) {
-				return time.Since(start), nil
+				return allSeen, nil
 			}
 		default:
 			streak, last = 0, got

@@ -47,3 +47,11 @@ func (t *Tracker) Status() wire.PlaneStatus {
 	return wire.PlaneStatus{Name: t.Name, Revision: t.rev, Applied: t.applied, Error: t.err,
 		ConvergedSeconds: t.converged.Seconds(), Since: t.since}
 }
+
+// Converged returns how long revision rev took to converge, if it is the
+// revision last applied (control.Measurer).
+func (t *Tracker) Converged(rev uint64) (time.Duration, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.converged, t.applied && t.rev == rev
+}

@@ -502,5 +502,9 @@ func (d *Driver) Restarted(ctx context.Context, slot, addr string) error {
 // controller refuses a shift or a rollout before committing it.
 func (d *Driver) WholeSlotsOnly() string { return d.tracker.Name }
 
+// Converged returns how long revision rev took until the VIP showed it,
+// if it is the revision last applied.
+func (d *Driver) Converged(rev uint64) (time.Duration, bool) { return d.tracker.Converged(rev) }
+
 // PlaneStatus says what the driver last applied.
 func (d *Driver) PlaneStatus() wire.PlaneStatus { return d.tracker.Status() }

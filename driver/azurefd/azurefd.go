@@ -420,5 +420,9 @@ func (d *Driver) View(slot, addr string) string {
 // Restarted does nothing: Front Door's probes find a replaced origin.
 func (d *Driver) Restarted(ctx context.Context, slot, addr string) error { return nil }
 
+// Converged returns how long revision rev took until the VIP showed it,
+// if it is the revision last applied.
+func (d *Driver) Converged(rev uint64) (time.Duration, bool) { return d.tracker.Converged(rev) }
+
 // PlaneStatus says what the driver last applied.
 func (d *Driver) PlaneStatus() wire.PlaneStatus { return d.tracker.Status() }
