@@ -339,7 +339,9 @@ func TestAzureAppGWSwap(t *testing.T) {
 	}
 	const delay = 500 * time.Millisecond
 	vip := arm.NewVIP(map[string]string{"blue": "http://" + apps["blue"][0].Addr, "green": "http://" + apps["green"][0].Addr}, delay,
-		func(s *armstandin.Server) map[string]int { return map[string]int{strings.TrimPrefix(prodPool(s), "pool-"): 1} })
+		func(s *armstandin.Server) map[string]int {
+			return map[string]int{strings.TrimPrefix(prodPool(s), "pool-"): 1}
+		})
 	t.Cleanup(vip.Close)
 	dir := t.TempDir()
 	cfg := testConfig(dir, staticSlots(addrs)) + fmt.Sprintf(`azure_appgw:
