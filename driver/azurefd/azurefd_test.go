@@ -190,3 +190,38 @@ func TestNeverFinishingOperation(t *testing.T) {
 		t.Fatalf("apply of a never-ending operation: %v", err)
 	}
 }
+
+// Broken answers and failing credentials fail the apply in one line and
+// change no origin.
+func TestHostileAnswers(t *testing.T) {
+	for name, tc := range map[string]struct {
+		faults armstandin.Faults
+		cred   error
+		want   string
+	}{
+		"garbage":     {faults: armstandin.Faults{Garbage: 1}, want: "reading front door origin"},
+		"credentials": {cred: errors.New("AzureCLICredential: az not found\nmore"), want: "azure credentials"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, false)
+			if tc.cred != nil {
+				o := r.d.o
+				o.Conn.Credential = armstandin.Credential{Err: tc.cred}
+				d, err := New(o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(d.Close)
+				r.d = d
+			}
+			r.arm.Fault(tc.faults)
+			err := r.d.Apply(prod(2, route.Weighted{Slot: "green", Weight: 1000}))
+			if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("apply: %q, want one line with %q", err, tc.want)
+			}
+			if n := len(r.arm.Writes()); n != 0 {
+				t.Fatalf("%d writes", n)
+			}
+		})
+	}
+}
