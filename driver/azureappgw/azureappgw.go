@@ -179,6 +179,10 @@ func (d *Driver) read(ctx context.Context) (armnetwork.ApplicationGateway, view,
 		if r.Properties.BackendAddressPool != nil {
 			pool = poolName(r.Properties.BackendAddressPool.ID)
 		}
+		if (*r.Name == d.o.ProdRule || *r.Name == d.o.StageRule) && r.Properties.RuleType != nil &&
+			*r.Properties.RuleType != armnetwork.ApplicationGatewayRequestRoutingRuleTypeBasic {
+			return gw, view{}, fmt.Errorf("%s: rule %s is %s; vipswap switches the pool of Basic rules only (a path map's pools are not changed)", d.resource(), *r.Name, *r.Properties.RuleType)
+		}
 		switch *r.Name {
 		case d.o.ProdRule:
 			v.prod, found[*r.Name] = pool, true
