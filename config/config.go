@@ -42,6 +42,12 @@ type Config struct {
 	// HAProxy, when set, makes vipswap drive a running HAProxy through its
 	// runtime API, beside its own listeners.
 	HAProxy *HAProxy `yaml:"haproxy"`
+	// AzureLB, AzureAppGW and AzureFrontDoor, when set, make vipswap
+	// drive an Azure Load Balancer, Application Gateway or Front Door
+	// (at most one of them), beside its own listeners (docs/azure.md).
+	AzureLB        *AzureLB        `yaml:"azure_lb"`
+	AzureAppGW     *AzureAppGW     `yaml:"azure_appgw"`
+	AzureFrontDoor *AzureFrontDoor `yaml:"azure_frontdoor"`
 	// Slots are the groups of instances, by name.
 	Slots map[string]Slot `yaml:"slots"`
 	// Active seeds the active slot when the store holds no state yet. Empty

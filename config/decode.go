@@ -200,16 +200,26 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 		d.errorf(n, path, "want a mapping of keys")
 		return
 	}
-	fields := make(map[string]int)
+	fields := make(map[string][]int)
 	var known []string
-	for i := range v.NumField() {
-		tag := v.Type().Field(i).Tag.Get("yaml")
-		if tag == "" || tag == "-" {
-			continue
+	var collect func(t reflect.Type, index []int)
+	collect = func(t reflect.Type, index []int) {
+		for i := range t.NumField() {
+			f := t.Field(i)
+			tag := f.Tag.Get("yaml")
+			at := append(append([]int(nil), index...), i)
+			if tag == ",inline" && f.Type.Kind() == reflect.Struct {
+				collect(f.Type, at) // an embedded block's keys are the struct's own
+				continue
+			}
+			if tag == "" || tag == "-" {
+				continue
+			}
+			fields[tag] = at
+			known = append(known, tag)
 		}
-		fields[tag] = i
-		known = append(known, tag)
 	}
+	collect(v.Type(), nil)
 	seen := make(map[string]bool)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
@@ -224,7 +234,7 @@ func (d *decoder) decodeStruct(n *yaml.Node, v reflect.Value, path string) {
 			continue
 		}
 		seen[k.Value] = true
-		d.decode(val, v.Field(idx), key)
+		d.decode(val, v.FieldByIndex(idx), key)
 	}
 }
 

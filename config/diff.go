@@ -13,7 +13,8 @@ import (
 // running vipswap cannot change: the addresses it listens on (and whether
 // they speak TLS; their certificates a reload re-reads), the store,
 // the admin API's guards and the listeners' connection limits.
-var needsRestart = []string{"admin.", "listeners.", "state.", "proxy.max_connections", "haproxy", "haproxy.", "shadow."}
+var needsRestart = []string{"admin.", "listeners.", "state.", "proxy.max_connections", "haproxy", "haproxy.", "shadow.",
+	"azure_lb", "azure_lb.", "azure_appgw", "azure_appgw.", "azure_frontdoor", "azure_frontdoor."}
 
 // Diff is what changed between two configurations.
 type Diff struct {

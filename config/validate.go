@@ -84,6 +84,7 @@ func (c *Config) Validate() error {
 	if c.HAProxy != nil {
 		v.haproxy(c.HAProxy)
 	}
+	v.azure()
 	h := c.Health
 	if !strings.HasPrefix(h.Path, "/") {
 		v.fail("health.path", fmt.Sprintf("must start with /, got %q", h.Path))

@@ -148,7 +148,15 @@ func (c *Controller) run(ctx context.Context, op operation) (wire.Change, error)
 			// to aim at a canary) holds in this one.
 			next.AffinityKey = state.NewAffinityKey()
 		}
+		if why := c.splitRefused(op.name, next); why != "" {
+			if op.req.DryRun {
+				res.Refused = why
+				return res, nil
+			}
+			return res, invalid(errors.New(why))
+		}
 		if op.req.DryRun {
+			res.Plan = c.plans(ctx, next)
 			return res, nil
 		}
 		entry.To, entry.Forced, entry.Result = res.To, res.Forced, store.Applied

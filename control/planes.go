@@ -62,8 +62,14 @@ func (c *Controller) runFeed(f *feed) {
 		if err := f.plane.Apply(t); err != nil {
 			c.log.Error("data plane refused the routing table", "revision", t.Revision, "err", err)
 		} else if f.remote {
+			took := time.Since(start)
+			if m, ok := f.plane.(Measurer); ok {
+				if d, ok := m.Converged(t.Revision); ok {
+					took = d
+				}
+			}
 			c.mu.Lock()
-			c.recordConvergedLocked(t.Revision, time.Since(start))
+			c.recordConvergedLocked(t.Revision, took)
 			c.mu.Unlock()
 		}
 		f.mu.Lock()

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/vipswap/vipswap/route"
+	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/wire"
 )
 
@@ -33,6 +35,67 @@ type RemotePlane interface {
 	// replaced: the load balancer must not trust what it saw of the old
 	// one (its health) until it has checked the new one.
 	Restarted(ctx context.Context, slot, addr string) error
+}
+
+// Measurer is a remote data plane that measures its own convergence
+// (the Azure drivers: until the VIP's first answer of the window that
+// confirmed the switch, not until the window's last): Converged returns
+// it for revision rev, if that is what the plane last applied. Without
+// it, the time Apply took is the figure.
+type Measurer interface {
+	Converged(rev uint64) (time.Duration, bool)
+}
+
+// Planner is a remote data plane that can say, without changing
+// anything, what it would change to route prod and stage as given: a dry
+// run asks it (the Azure drivers).
+type Planner interface {
+	Plan(ctx context.Context, prod, stage []route.Weighted) ([]string, error)
+}
+
+// WholeSlots is a remote data plane that sends prod to one slot at a
+// time (a load balancer's probes, a gateway's rule): a change that splits
+// prod (a shift, a rollout) is refused before it is committed.
+type WholeSlots interface {
+	WholeSlotsOnly() string
+}
+
+// splitRefused says why a state that splits prod cannot be applied by a
+// remote plane, or "".
+func (c *Controller) splitRefused(op string, next state.State) string {
+	if len(next.Prod()) < 2 {
+		return ""
+	}
+	for _, r := range c.remotes() {
+		if w, ok := r.(WholeSlots); ok {
+			return fmt.Sprintf("%s refused: %s sends prod to one slot at a time and cannot split it; nothing changed", op, w.WholeSlotsOnly())
+		}
+	}
+	return ""
+}
+
+// plans asks every remote plane that plans what it would change for st.
+func (c *Controller) plans(ctx context.Context, st state.State) []string {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	sp := splits(st)
+	var out []string
+	for _, r := range c.remotes() {
+		p, ok := r.(Planner)
+		if !ok {
+			continue
+		}
+		lines, err := p.Plan(ctx, sp[route.Prod], sp[route.Stage])
+		if err != nil {
+			out = append(out, fmt.Sprintf("%s: cannot say what it would change: %v", r.PlaneStatus().Name, err))
+			continue
+		}
+		if len(lines) == 0 {
+			lines = []string{r.PlaneStatus().Name + ": already shows it; nothing to change"}
+		}
+		out = append(out, lines...)
+	}
+	return out
 }
 
 // remotes returns the remote data planes.

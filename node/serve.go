@@ -389,7 +389,7 @@ func (n *node) lead() (string, func() bool) {
 
 // dataPlanes starts the data planes: vipswap's proxy, and HAProxy when
 // configured; counts sums their counters.
-func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts) {
+func (n *node) dataPlanes(leading func() bool) (planes []control.DataPlane, counts func(route.Listener) map[string]route.Counts, err error) {
 	n.onRefused = func(i *route.Instance) { n.ctrl.InstanceRefused(i) }
 	opts := proxyOptions(n.initial, n.upstreams, n.log, n.onRefused)
 	opts.RedirectPort = n.redirectPorts()
@@ -414,7 +414,20 @@ func (n *node) dataPlanes() (planes []control.DataPlane, counts func(route.Liste
 			n.probe = hx.Probe
 		}
 	}
-	return planes, counts
+	az, probe, err := azurePlane(n.initial, leading, n.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	if az != nil {
+		if c, ok := az.(interface{ Close() }); ok {
+			n.onClose(c.Close)
+		}
+		planes = append(planes, az)
+		if probe != nil {
+			n.probe = probe
+		}
+	}
+	return planes, counts, nil
 }
 
 // redirectPorts returns, for each listener with redirect_to, the port its
@@ -435,7 +448,10 @@ func (n *node) redirectPorts() (ports [len(route.Listeners)]int) {
 func (n *node) startController(ctx context.Context) error {
 	cfg := n.initial
 	name, leading := n.lead()
-	planes, counts := n.dataPlanes()
+	planes, counts, err := n.dataPlanes(leading)
+	if err != nil {
+		return err
+	}
 	own := map[string]string{
 		"listeners.prod":  n.prodLn.Addr().String(),
 		"listeners.stage": n.stageLn.Addr().String(),

@@ -234,6 +234,9 @@ type Change struct {
 	// refuse: a reload that leaves a slot taking traffic with none of the
 	// instances that are routable now.
 	Warnings []string `json:"warnings,omitempty"`
+	// Plan says, in a dry run, what each load balancer vipswap drives
+	// (Azure) would change, one field a line with its az command.
+	Plan []string `json:"plan,omitempty"`
 }
 
 // HistoryEntry is one record of GET /v1/history.

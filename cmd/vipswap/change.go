@@ -537,6 +537,9 @@ func printDryRun(w io.Writer, res wire.Change, asJSON bool) error {
 		} else if res.Instance != "" {
 			fmt.Fprintf(w, "  %s in flight on it\n", plural(res.InFlight, "request"))
 		}
+		for _, p := range res.Plan {
+			fmt.Fprintf(w, "  %s\n", p)
+		}
 		if res.Refused == "" {
 			fmt.Fprintln(w, "  would apply; nothing changed")
 		}

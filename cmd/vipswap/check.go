@@ -81,6 +81,9 @@ func checkConfig(w io.Writer, path string) error {
 	}
 	fmt.Fprintf(w, "%s: valid\n  listeners: prod %s, stage %s; admin %s\n  slots: %s\n  state: %s\n",
 		path, cfg.Listeners.Prod, cfg.Listeners.Stage, cfg.Admin.Listen, strings.Join(slots, ", "), stateWhere(cfg))
+	if line := azureWhat(cfg); line != "" {
+		fmt.Fprintf(w, "  %s\n", line)
+	}
 	for _, warning := range cfg.UnlistedRouteSlots() {
 		fmt.Fprintf(w, "warning: %s\n", warning)
 	}
@@ -93,4 +96,26 @@ func stateWhere(cfg *config.Config) string {
 		return fmt.Sprintf("etcd %s, prefix %s (local copy %s)", strings.Join(e.Endpoints, ","), e.Prefix, e.LocalCopy)
 	}
 	return cfg.State.Path
+}
+
+// azureWhat names the Azure resource the configuration drives, or "".
+func azureWhat(cfg *config.Config) string {
+	confirm := func(c config.AzureConfirm) string {
+		if c.URL == "" {
+			return "switches not confirmed at the VIP (no confirm.url)"
+		}
+		return "switches confirmed at " + c.URL
+	}
+	switch {
+	case cfg.AzureLB != nil:
+		a := cfg.AzureLB
+		return fmt.Sprintf("azure_lb: load balancer %s in %s/%s, probes %s and %s; %s", a.Name, a.Subscription, a.ResourceGroup, a.Probes.Prod, a.Probes.Stage, confirm(a.Confirm))
+	case cfg.AzureAppGW != nil:
+		a := cfg.AzureAppGW
+		return fmt.Sprintf("azure_appgw: application gateway %s in %s/%s, rules %s and %q; %s", a.Name, a.Subscription, a.ResourceGroup, a.Rules.Prod, a.Rules.Stage, confirm(a.Confirm))
+	case cfg.AzureFrontDoor != nil:
+		a := cfg.AzureFrontDoor
+		return fmt.Sprintf("azure_frontdoor: origin group %s of profile %s in %s/%s; %s", a.OriginGroup, a.Profile, a.Subscription, a.ResourceGroup, confirm(a.Confirm))
+	}
+	return ""
 }
