@@ -162,8 +162,15 @@ func main() {
 					continue
 				}
 				t.resetPeak()
+				rss0 := t.rss()
+				pr := startProbe(t)
 				cpu0 := t.cpu()
 				res, err := sc.run(t, env, *duration)
+				n := res.requests
+				if n == 0 {
+					n = res.rps * duration.Seconds()
+				}
+				res.work = pr.done(n)
 				if err != nil {
 					msg := fmt.Sprintf("%s, %s, round %d: %v", sc.name, t.name, r+1, err)
 					log.Print(msg)
@@ -173,6 +180,9 @@ func main() {
 					continue
 				}
 				res.peakRSS = t.peakRSS()
+				if t.pid != 0 {
+					res.perConn = max(res.peakRSS-rss0, 0) / float64(max(sc.conns, 1))
+				}
 				if n := res.rps * duration.Seconds(); n > 0 {
 					res.cpuPerReq = time.Duration(float64(t.cpu()-cpu0) / n)
 				}
@@ -181,6 +191,11 @@ func main() {
 			}
 		}
 		printScenario(sc, ts, results, notRun)
+		per := "request"
+		if sc.load == loadGRPC {
+			per = "call"
+		}
+		printWork(ts, results, notRun, per)
 		for _, t := range ts {
 			if why, ok := notRun[t.name]; ok && !strings.HasPrefix(why, "failed: ") {
 				skipped = append(skipped, fmt.Sprintf("%s, %s: %s", sc.name, t.name, why))
