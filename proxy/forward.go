@@ -220,12 +220,11 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	rq.sent = time.Now()
 	c.headDeadline(rq.o.ResponseHeaderTimeout)
 	resp, err := h1.ReadResponse(c.br, r.Method, limits)
-	var invalid *h1.ResponseError
 	switch {
 	case err == nil:
 	case sockerr.Timeout(err) && !c.cancelled.Load():
 		return fail(failTimeout, fmt.Errorf("no response head within %s", rq.o.ResponseHeaderTimeout))
-	case errors.As(err, &invalid):
+	case errors.As(err, new(*h1.ResponseError)): // new only here: a variable would be allocated for every answer
 		return fail(failInvalid, err)
 	case rq.body != nil && waitingOnClient(rq.body.waited, time.Since(began)):
 		return fail(failClient, errSlowBody) // as above: it gave up waiting for the body
