@@ -63,6 +63,9 @@ type upstreamConn struct {
 	// the client's request is cancelled; false means it already fired and
 	// the connection cannot be reused.
 	unwatch func() bool
+	// interrupt is c.interruptIO, made once: a method value taken per
+	// request would be allocated per request.
+	interrupt func()
 }
 
 // stopWatch stops the watch (see unwatch); false means the client's
@@ -90,10 +93,17 @@ var longAgo = time.Unix(1, 0)
 // watch interrupts c's I/O when ctx is cancelled (the client went away).
 func (c *upstreamConn) watch(ctx context.Context) {
 	c.cancelled.Store(false)
-	c.unwatch = context.AfterFunc(ctx, func() {
-		c.cancelled.Store(true)
-		c.Conn.SetDeadline(longAgo)
-	})
+	if c.interrupt == nil {
+		c.interrupt = c.interruptIO
+	}
+	c.unwatch = context.AfterFunc(ctx, c.interrupt)
+}
+
+// interruptIO makes c's reads and writes fail at once, for good: the
+// client's request was cancelled.
+func (c *upstreamConn) interruptIO() {
+	c.cancelled.Store(true)
+	c.Conn.SetDeadline(longAgo)
 }
 
 // setReadDeadline sets a fixed read deadline, unless the request was
