@@ -49,8 +49,13 @@ var (
 // runWrk runs wrk -t1 against url and parses its summary. Socket errors
 // count as errors only on keep-alive runs: with Connection: close, wrk
 // counts the closes it asked for as read errors.
-func runWrk(url string, conns int, d time.Duration, headers []string) (result, error) {
+//
+// script, if set, is a wrk Lua script (the uploads' POST).
+func runWrk(url string, conns int, d time.Duration, headers []string, script string) (result, error) {
 	args := []string{"-t1", "-c" + strconv.Itoa(conns), "-d" + d.String(), "--latency"}
+	if script != "" {
+		args = append(args, "-s", script)
+	}
 	for _, h := range headers {
 		args = append(args, "-H", h)
 	}

@@ -43,7 +43,8 @@ func main() {
 	idle := flag.Int("idle", 9000, "connections in the idle-connection scenario (0 skips it); HAProxy needs two descriptors per connection and this machine allows 20,000 per process")
 	only := flag.String("targets", "direct,vipswap,haproxy,nginx,caddy", "targets to run, comma-separated")
 	flag.StringVar(&baselineDir, "baseline", "", "a checkout of another vipswap version, run as target \"baseline\"")
-	which := flag.String("scenarios", "", "run only these scenarios, comma-separated: a group (http, tls, h2, grpc, idle) or part of a scenario's name (e.g. \"64 keep\"), any case")
+	which := flag.String("scenarios", "", "run only these scenarios, comma-separated: a group (http, scale, tls, h2, grpc, idle) or part of a scenario's name (e.g. \"64 keep\"), any case")
+	flag.IntVar(&scaleConns, "scale", 10000, "client connections in the scale scenario, of which 1,000 (or all, if fewer) under load and the others idle; 0 skips it")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -63,6 +64,14 @@ func main() {
 	var chosen []scenario
 	families := map[string]bool{}
 	for _, sc := range scenarios {
+		if sc.idle > 0 {
+			if scaleConns <= 0 {
+				continue
+			}
+			sc.conns = min(sc.conns, scaleConns)
+			sc.idle = scaleConns - sc.conns
+			sc.name = fmt.Sprintf("%d keep-alive connections, %d active", scaleConns, sc.conns)
+		}
 		if selected(*which, sc.group, sc.name) {
 			chosen = append(chosen, sc)
 			families[sc.family] = true
@@ -129,7 +138,7 @@ func main() {
 			// Warm up pools.
 			switch fam {
 			case famHTTP, famTLS:
-				runWrk(t.url, 64, time.Second, nil)
+				runWrk(t.url, 64, time.Second, nil, "")
 			case famGRPC:
 				runLoad("grpcload", t.addr, "4", "64", "1s")
 			}
@@ -181,7 +190,7 @@ func main() {
 				}
 				res.peakRSS = t.peakRSS()
 				if t.pid != 0 {
-					res.perConn = max(res.peakRSS-rss0, 0) / float64(max(sc.conns, 1))
+					res.perConn = max(res.peakRSS-rss0, 0) / float64(max(sc.conns+sc.idle, 1))
 				}
 				if n := res.rps * duration.Seconds(); n > 0 {
 					res.cpuPerReq = time.Duration(float64(t.cpu()-cpu0) / n)
@@ -244,13 +253,24 @@ type scenario struct {
 	conns   int
 	streams int // concurrent streams per connection (h2load), or calls in all (gRPC)
 	headers []string
+	// idle is how many more connections are opened, each after one
+	// request, and left idle during the run (the scale scenario).
+	idle int
+	// body, when set, is the size of the body of every request, a POST.
+	body int
 }
+
+// scaleConns is the number of client connections in the scale scenario.
+var scaleConns int
 
 var scenarios = []scenario{
 	{name: "64 keep-alive connections", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 64},
 	{name: "256 keep-alive connections", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 256},
 	{name: "16 KiB responses, 64 connections", group: "http", family: famHTTP, load: loadWrk, path: "/16k", conns: 64},
 	{name: "new connection per request, 64", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 64, headers: []string{"Connection: close"}},
+	{name: "keep-alive connections, most idle", group: "scale", family: famHTTP, load: loadWrk, path: "/", conns: 1000, idle: 1}, // renamed from -scale
+	{name: "1 MiB downloads, 16 connections", group: "scale", family: famHTTP, load: loadWrk, path: "/1m", conns: 16},
+	{name: "1 MiB uploads, 16 connections", group: "scale", family: famHTTP, load: loadWrk, path: "/", conns: 16, body: 1 << 20},
 	{name: "TLS, 64 keep-alive connections", group: "tls", family: famTLS, load: loadWrk, path: "/", conns: 64},
 	{name: "TLS, new connection and full handshake per request, 64", group: "tls", family: famTLS, load: loadHandshake, path: "/", conns: 64},
 	{name: "HTTP/2 over TLS, 4 connections x 100 streams", group: "h2", family: famTLS, load: loadH2, path: "/", conns: 4, streams: 100},
@@ -258,7 +278,7 @@ var scenarios = []scenario{
 }
 
 // groups are the names -scenarios takes for a whole group.
-var groups = []string{"http", "tls", "h2", "grpc", "idle"}
+var groups = []string{"http", "scale", "tls", "h2", "grpc", "idle"}
 
 // selected says whether filter (comma-separated groups or parts of names,
 // any case; empty: all) picks a scenario.
@@ -283,7 +303,23 @@ func selected(filter, group, name string) bool {
 func (sc scenario) run(t *target, env *benchEnv, d time.Duration) (result, error) {
 	switch sc.load {
 	case loadWrk:
-		return runWrk(t.url+sc.path, sc.conns, d, sc.headers)
+		var script string
+		if sc.body > 0 {
+			script = writeFile(env.dir, fmt.Sprintf("post%d.lua", sc.body), fmt.Sprintf(
+				"wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", %d)\nwrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n", sc.body))
+		}
+		if sc.idle > 0 {
+			conns, err := openIdle(strings.TrimPrefix(t.url, "http://"), sc.idle)
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			if err != nil {
+				return result{}, fmt.Errorf("opening %d idle connections: %v (after %d)", sc.idle, err, len(conns))
+			}
+		}
+		return runWrk(t.url+sc.path, sc.conns, d, sc.headers, script)
 	case loadHandshake:
 		return runLoad("handshake", t.addr, strconv.Itoa(sc.conns), d.String(), env.cert.cert)
 	case loadH2:
@@ -426,7 +462,8 @@ func machine() string {
 // backend's answer from a proxy's own.
 const backendMark = `"slot":"bench"`
 
-// runBackend serves 60 bytes on / and 16 KiB on /16k over HTTP/1.1 on addr,
+// runBackend serves 60 bytes on /, 16 KiB on /16k and 1 MiB on /1m over
+// HTTP/1.1 on addr (reading any request body whole first),
 // and the gRPC echo service over h2c on another port of the same host;
 // it prints both addresses on one line.
 func runBackend(addr string) {
@@ -443,10 +480,15 @@ func runBackend(addr string) {
 	go func() { log.Fatal(serveGRPC(gln)) }()
 	small := []byte(`{"slot":"bench","version":"1","instance":"backend-0000000"}` + "\n")
 	big := []byte(strings.Repeat("x", 16<<10))
+	huge := []byte(strings.Repeat("x", 1<<20))
 	log.Fatal(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		if r.URL.Path == "/16k" {
+		switch r.URL.Path {
+		case "/16k":
 			w.Write(big)
+			return
+		case "/1m":
+			w.Write(huge)
 			return
 		}
 		w.Write(small)
