@@ -77,6 +77,15 @@ func forbiddenUpgrade(up string) bool {
 // X-Forwarded-* set, via appended to Via, and the body framed by
 // Content-Length or chunked encoding. body is r's body (or nil).
 func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader, via, pin string) error {
+	if err := writeRequestBuffered(bw, r, uri, body, via, pin); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// writeRequestBuffered is writeRequest without the last flush: what is
+// left in bw is for the caller to send.
+func writeRequestBuffered(bw *bufio.Writer, r *http.Request, uri string, body io.Reader, via, pin string) error {
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
 	bw.WriteString(uri)
@@ -138,7 +147,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader,
 		}
 		bw.WriteString("\r\n")
 	}
-	return bw.Flush()
+	return nil
 }
 
 // copyPieceSize is the size of the pieces a large request body is copied
