@@ -36,6 +36,8 @@ type result struct {
 	// perConn is the target's resident memory under load beyond what it
 	// held before the run, per client connection, in bytes.
 	perConn float64
+	// traced says perf counted the run's system calls (see work.traced).
+	traced bool
 }
 
 var (

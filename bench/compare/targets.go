@@ -43,12 +43,15 @@ type benchEnv struct {
 // the backends.
 func start(name, fam string, env *benchEnv) (*target, error) {
 	dir, backends, g := env.dir, env.backends, env.grpcBackends
+	file := name + "-" + fam // this target's files in dir
+	if fam == famScale {
+		fam = famHTTP // configured as for the cleartext scenarios
+	}
 	addr := freeAddr()
 	t := &target{name: name, family: fam, addr: addr, url: "http://" + addr}
 	if fam == famTLS {
 		t.url = "https://" + addr
 	}
-	file := name + "-" + fam // this target's files in dir
 	var cmd *exec.Cmd
 	switch name {
 	case "direct":

@@ -25,6 +25,9 @@ type work struct {
 	user, sys time.Duration
 	// voluntary and involuntary context switches per request.
 	voluntary, involuntary float64
+	// traced says perf counted this run's system calls, which slows every
+	// system call: its CPU figures are not the target's own.
+	traced bool
 }
 
 // syscallKinds group the system calls counted, in the report's order; what
@@ -60,15 +63,16 @@ var perfOK = func() bool {
 	return exec.Command("perf", "stat", "-x,", "-e", "raw_syscalls:sys_enter", "--", "true").Run() == nil
 }()
 
-// startProbe starts measuring t's processes.
-func startProbe(t *target) *probe {
+// startProbe starts measuring t's processes; with count, perf counts their
+// system calls too.
+func startProbe(t *target, count bool) *probe {
 	p := &probe{pids: t.pids()}
 	if len(p.pids) == 0 {
 		return p
 	}
-	p.u0, p.s0 = cpuOf(p.pids)
-	p.vol0, p.i0 = switchesOf(p.pids)
-	if !perfOK {
+	if !perfOK || !count {
+		p.u0, p.s0 = cpuOf(p.pids)
+		p.vol0, p.i0 = switchesOf(p.pids)
 		return p
 	}
 	ids := make([]string, len(p.pids))
@@ -86,13 +90,15 @@ func startProbe(t *target) *probe {
 	}
 	p.perf = exec.Command("perf", args...)
 	p.perf.Stderr = &p.out
-	if err := p.perf.Start(); err != nil {
+	if err := p.perf.Start(); err == nil {
+		// perf attaches to every thread before it counts; what the
+		// target does meanwhile is idle work, a few system calls.
+		time.Sleep(300 * time.Millisecond)
+	} else {
 		p.perf = nil
-		return p
 	}
-	// perf attaches to every thread before it counts; what the target
-	// does meanwhile is idle work, a few system calls.
-	time.Sleep(300 * time.Millisecond)
+	p.u0, p.s0 = cpuOf(p.pids)
+	p.vol0, p.i0 = switchesOf(p.pids)
 	return p
 }
 
@@ -115,6 +121,7 @@ func (p *probe) done(n float64) work {
 	if p.perf == nil {
 		return w
 	}
+	w.traced = true
 	counts := map[string]float64{}
 	for _, line := range strings.Split(p.out.String(), "\n") {
 		f := strings.Split(line, ",")
@@ -201,7 +208,21 @@ func medianWork(ws []work) work {
 	if len(ws) == 0 {
 		return work{}
 	}
-	med := func(f func(work) float64) float64 {
+	// System calls from the runs perf counted; CPU and context switches
+	// from the others when there are any (perf slows every system call).
+	var counted, clean []work
+	for _, w := range ws {
+		if w.syscalls != nil {
+			counted = append(counted, w)
+		}
+		if !w.traced {
+			clean = append(clean, w)
+		}
+	}
+	if len(clean) == 0 {
+		clean = ws
+	}
+	med := func(ws []work, f func(work) float64) float64 {
 		v := make([]float64, 0, len(ws))
 		for _, w := range ws {
 			v = append(v, f(w))
@@ -209,16 +230,16 @@ func medianWork(ws []work) work {
 		return medianOf(v)
 	}
 	m := work{
-		eagain:      med(func(w work) float64 { return w.eagain }),
-		user:        time.Duration(med(func(w work) float64 { return float64(w.user) })),
-		sys:         time.Duration(med(func(w work) float64 { return float64(w.sys) })),
-		voluntary:   med(func(w work) float64 { return w.voluntary }),
-		involuntary: med(func(w work) float64 { return w.involuntary }),
+		user:        time.Duration(med(clean, func(w work) float64 { return float64(w.user) })),
+		sys:         time.Duration(med(clean, func(w work) float64 { return float64(w.sys) })),
+		voluntary:   med(clean, func(w work) float64 { return w.voluntary }),
+		involuntary: med(clean, func(w work) float64 { return w.involuntary }),
 	}
-	if ws[0].syscalls != nil {
+	if len(counted) > 0 {
+		m.eagain = med(counted, func(w work) float64 { return w.eagain })
 		m.syscalls = map[string]float64{}
 		for _, k := range append([]string{"all", "other"}, kindNames()...) {
-			m.syscalls[k] = med(func(w work) float64 { return w.syscalls[k] })
+			m.syscalls[k] = med(counted, func(w work) float64 { return w.syscalls[k] })
 		}
 	}
 	return m
@@ -247,7 +268,7 @@ func medianOf(v []float64) float64 {
 
 // printWork prints the work-per-request table of a scenario.
 func printWork(targets []*target, results map[string][]result, notRun map[string]string, per string) {
-	fmt.Printf("\nWork per %s (medians; system calls counted with perf's tracepoints, CPU from /proc/PID/stat, context switches from every thread's /proc status):\n\n", per)
+	fmt.Printf("\nWork per %s, medians: system calls counted by perf's tracepoints in the first round, which slows each call; CPU (/proc/PID/stat) and context switches (every thread's /proc status) from the other rounds, when there are:\n\n", per)
 	fmt.Println("| target | syscalls | read | of which EAGAIN | write | epoll | futex | other | CPU user | CPU sys | ctx switches (vol + invol) | RSS per connection under load |")
 	fmt.Println("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 	for _, t := range targets {
