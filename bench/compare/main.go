@@ -237,8 +237,8 @@ const (
 	// thousand connections and 1 MiB bodies leave memory behind that
 	// would count in the other scenarios' figures.
 	famScale = "scale"
-	famTLS  = "tls"  // HTTPS, HTTP/1.1 and h2 by ALPN
-	famGRPC = "grpc" // gRPC, h2c with prior knowledge
+	famTLS   = "tls"  // HTTPS, HTTP/1.1 and h2 by ALPN
+	famGRPC  = "grpc" // gRPC, h2c with prior knowledge
 )
 
 // Load generators.
