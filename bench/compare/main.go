@@ -43,6 +43,7 @@ func main() {
 	idle := flag.Int("idle", 9000, "connections in the idle-connection scenario (0 skips it); HAProxy needs two descriptors per connection and this machine allows 20,000 per process")
 	only := flag.String("targets", "direct,vipswap,haproxy,nginx,caddy", "targets to run, comma-separated")
 	flag.StringVar(&baselineDir, "baseline", "", "a checkout of another vipswap version, run as target \"baseline\"")
+	flag.StringVar(&baselineEnv, "baseline-env", "", "environment variables for the baseline target, space-separated (e.g. GOGC=100: with -baseline set to this checkout, compares a setting)")
 	which := flag.String("scenarios", "", "run only these scenarios, comma-separated: a group (http, scale, tls, h2, grpc, idle) or part of a scenario's name (e.g. \"64 keep\"), any case")
 	flag.IntVar(&scaleConns, "scale", 10000, "client connections in the scale scenario, of which 1,000 (or all, if fewer) under load and the others idle; 0 skips it")
 	flag.Parse()
@@ -227,8 +228,9 @@ func main() {
 	}
 }
 
-// baselineDir is the checkout the "baseline" target is built from.
-var baselineDir string
+// baselineDir is the checkout the "baseline" target is built from, and
+// baselineEnv what is added to its environment.
+var baselineDir, baselineEnv string
 
 // Families of scenarios: each is served by its own process of each target.
 const (

@@ -109,6 +109,9 @@ slots:
   green: %s
 `, freeAddr(), filepath.Join(dir, file+".db"), prod, freeAddr(), health, slots[0], slots[1]))
 		cmd = exec.Command(bin, "serve", "-c", cfg)
+		if name == "baseline" && baselineEnv != "" {
+			cmd.Env = append(os.Environ(), strings.Fields(baselineEnv)...)
+		}
 	case "haproxy":
 		bind, server := addr, ""
 		b := backends
