@@ -5,13 +5,15 @@
 # example:
 #   bench/run.sh -duration 10s -rounds 5
 #   bench/run.sh -scenarios tls,h2,grpc -idle 0
+#   bench/run.sh -scenarios http,scale -scale 10000
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for tool in haproxy nginx caddy wrk h2load; do
+for tool in haproxy nginx caddy wrk h2load perf; do
   pkg=$tool
   [ "$tool" = h2load ] && pkg=nghttp2-client
+  [ "$tool" = perf ] && pkg=linux-perf # counts each proxy's system calls
   command -v "$tool" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

@@ -163,3 +163,131 @@ func roundTrips(b *testing.B, p *Proxy, target string) {
 		}
 	})
 }
+
+// BenchmarkForwardKeepAlive is one GET forwarded over a keep-alive client
+// connection to a keep-alive instance connection, with a client and an
+// instance that allocate nothing themselves (raw sockets, fixed bytes), so
+// that allocs/op is the proxy's own per request.
+func BenchmarkForwardKeepAlive(b *testing.B) {
+	c := rawProxy(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		c.roundTrip(b)
+	}
+}
+
+// rawClient is a keep-alive client connection through the proxy that sends
+// a fixed request and reads the instance's fixed answer.
+type rawClient struct {
+	nc   net.Conn
+	req  []byte
+	buf  []byte
+	want int
+}
+
+func (c *rawClient) roundTrip(tb testing.TB) {
+	if _, err := c.nc.Write(c.req); err != nil {
+		tb.Fatal(err)
+	}
+	if _, err := io.ReadFull(c.nc, c.buf[:c.want]); err != nil {
+		tb.Fatal(err)
+	}
+	if string(c.buf[9:12]) != "200" {
+		tb.Fatalf("answer %q", c.buf[:c.want])
+	}
+}
+
+// rawBackendAnswer is what the raw instance answers every request with.
+const rawBackendAnswer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"slot\":\"blue\"}\r\n"
+
+// rawProxy starts a raw instance (it answers every request head with
+// rawBackendAnswer, allocating nothing per request) and a proxy in front of
+// it, sends one request through to learn the size of the proxy's answer,
+// and returns the client connection.
+func rawProxy(tb testing.TB) *rawClient {
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { bln.Close() })
+	go func() {
+		for {
+			nc, err := bln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				buf, answer := make([]byte, 4096), []byte(rawBackendAnswer)
+				n := 0
+				for {
+					m, err := nc.Read(buf[n:])
+					if err != nil {
+						return
+					}
+					n += m
+					// Answer each complete head (requests carry no body).
+					for {
+						i := indexHeadEnd(buf[:n])
+						if i < 0 {
+							break
+						}
+						if _, err := nc.Write(answer); err != nil {
+							return
+						}
+						n = copy(buf, buf[i:n])
+					}
+					if n == len(buf) {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	inst := route.NewInstance("blue", bln.Addr().String())
+	p := New(Options{})
+	p.Apply(table(1, []*route.Instance{inst}, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	go p.Serve(route.Prod, ln)
+	tb.Cleanup(func() { p.Shutdown(context.Background()) })
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { nc.Close() })
+	c := &rawClient{nc: nc, req: []byte("GET /x HTTP/1.1\r\nHost: bench\r\nUser-Agent: raw\r\n\r\n"), buf: make([]byte, 4096)}
+	// The first answer: read its head to learn the answer's size.
+	if _, err := nc.Write(c.req); err != nil {
+		tb.Fatal(err)
+	}
+	n := 0
+	for {
+		m, err := nc.Read(c.buf[n:])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		n += m
+		if i := indexHeadEnd(c.buf[:n]); i >= 0 && n >= i+17 {
+			c.want = i + 17
+			break
+		}
+	}
+	if n != c.want {
+		tb.Fatalf("answer of %d bytes, want %d: %q", n, c.want, c.buf[:n])
+	}
+	return c
+}
+
+// indexHeadEnd returns the index just past the first "\r\n\r\n" in b, or -1.
+func indexHeadEnd(b []byte) int {
+	for i := 3; i < len(b); i++ {
+		if b[i] == '\n' && b[i-1] == '\r' && b[i-2] == '\n' && b[i-3] == '\r' {
+			return i + 1
+		}
+	}
+	return -1
+}

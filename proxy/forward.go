@@ -171,7 +171,9 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	began := time.Now()
 	pp := rq.o.SendProxyProtocol[inst.Slot] // a connection of its own, never pooled
 	rq.proxied = pp != 0
-	c, err := p.conn(ctx, inst, up, rq.fresh || rq.proxied, rq.o.ConnectTimeout)
+	// A request without a body (the whole of it in the write buffer, as a
+	// rule) has its pooled connection looked at just before it goes out.
+	c, err := p.conn(ctx, inst, up, rq.fresh || rq.proxied, rq.body == nil, rq.o.ConnectTimeout)
 	if err != nil {
 		if sockerr.LocalShortage(err) {
 			return nil, nil, &attemptError{kind: failLocal, err: err}
@@ -193,9 +195,19 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		body = rq.body
 	}
 	limits := h1.ResponseLimits{MaxHeaderBytes: rq.o.MaxHeaderBytes, MaxHeaderFields: rq.o.MaxHeaderFields}
-	if err := writeRequest(c.bw, r, rq.uri, body, p.via, rq.o.PinHeader); err != nil {
+	err = writeRequestBuffered(c.bw, r, rq.uri, body, p.via, rq.o.PinHeader)
+	if err == nil {
+		// The head's deadline first: the last piece of the request goes
+		// out and the answer is awaited in one step.
+		c.headDeadline(rq.o.ResponseHeaderTimeout)
+		err = c.flushAwaiting()
+	}
+	if err != nil {
 		if rq.body != nil && rq.body.err != nil {
 			return fail(failClient, rq.body.err)
+		}
+		if errors.Is(err, errStale) {
+			return fail(failStale, err) // nothing went out: a new connection
 		}
 		// An instance may answer before it has read the whole request (a
 		// 413 for a body too large) and close: that answer is its answer.
@@ -217,15 +229,13 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		}
 		return fail(failWrite, err)
 	}
-	rq.sent = time.Now()
-	c.headDeadline(rq.o.ResponseHeaderTimeout)
+	rq.sent = c.flushedAt
 	resp, err := h1.ReadResponse(c.br, r.Method, limits)
-	var invalid *h1.ResponseError
 	switch {
 	case err == nil:
 	case sockerr.Timeout(err) && !c.cancelled.Load():
 		return fail(failTimeout, fmt.Errorf("no response head within %s", rq.o.ResponseHeaderTimeout))
-	case errors.As(err, &invalid):
+	case errors.As(err, new(*h1.ResponseError)): // new only here: a variable would be allocated for every answer
 		return fail(failInvalid, err)
 	case rq.body != nil && waitingOnClient(rq.body.waited, time.Since(began)):
 		return fail(failClient, errSlowBody) // as above: it gave up waiting for the body

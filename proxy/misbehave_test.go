@@ -585,3 +585,34 @@ func TestAnswersThatAreNotQuiteBroken(t *testing.T) {
 		}
 	})
 }
+
+// TestPooledConnectionClosedUnderARequestWithoutBody: an instance that
+// answers as if keeping the connection and then closes it. A POST without
+// a body (not safe to repeat once sent) that takes such a pooled
+// connection finds it dead before sending a byte, and goes out on a new
+// one: every request gets the instance's answer.
+func TestPooledConnectionClosedUnderARequestWithoutBody(t *testing.T) {
+	var answered atomic.Int64
+	inst := rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		answered.Add(1)
+		return false // closes the connection it let the proxy keep
+	})
+	prod, p := proxyOf(t, Options{}, inst)
+	client := &http.Client{}
+	for i := range 40 {
+		resp, err := client.Post(prod, "text/plain", nil)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != "ok" {
+			t.Fatalf("request %d: %d %q, want the instance's 200", i, resp.StatusCode, body)
+		}
+	}
+	if f := p.Failed(route.Prod); f != 0 {
+		t.Fatalf("failed = %d, want 0", f)
+	}
+	t.Logf("%d answers from the instance for 40 requests", answered.Load())
+}

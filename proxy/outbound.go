@@ -8,6 +8,7 @@ import (
 	"net/http/httputil"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // hopHeaders are removed in both directions: they describe one connection,
@@ -77,6 +78,15 @@ func forbiddenUpgrade(up string) bool {
 // X-Forwarded-* set, via appended to Via, and the body framed by
 // Content-Length or chunked encoding. body is r's body (or nil).
 func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader, via, pin string) error {
+	if err := writeRequestBuffered(bw, r, uri, body, via, pin); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+// writeRequestBuffered is writeRequest without the last flush: what is
+// left in bw is for the caller to send.
+func writeRequestBuffered(bw *bufio.Writer, r *http.Request, uri string, body io.Reader, via, pin string) error {
 	bw.WriteString(r.Method)
 	bw.WriteByte(' ')
 	bw.WriteString(uri)
@@ -113,7 +123,7 @@ func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader,
 		bw.WriteString("Content-Length: ")
 		bw.WriteString(strconv.FormatInt(r.ContentLength, 10))
 		bw.WriteString("\r\n\r\n")
-		if _, err := io.CopyN(bw, body, r.ContentLength); err != nil {
+		if err := copyBody(bw, body, r.ContentLength); err != nil {
 			return err
 		}
 	case r.ContentLength < 0 && body != nil:
@@ -138,7 +148,43 @@ func writeRequest(bw *bufio.Writer, r *http.Request, uri string, body io.Reader,
 		}
 		bw.WriteString("\r\n")
 	}
-	return bw.Flush()
+	return nil
+}
+
+// copyPieceSize is the size of the pieces a large request body is copied
+// in: bw's buffer alone would read and write it 4 KiB at a time.
+const copyPieceSize = 32 << 10
+
+var copyBuffers = sync.Pool{New: func() any { b := make([]byte, copyPieceSize); return &b }}
+
+// copyBody copies n bytes of body to bw: through bw when they fit in what
+// it has left (with the head, in one write), otherwise in pieces of
+// copyPieceSize, read straight from the client's socket when nothing of
+// the body is buffered and written past bw's buffer once the head is out.
+func copyBody(bw *bufio.Writer, body io.Reader, n int64) error {
+	if n <= int64(bw.Available()) {
+		_, err := io.CopyN(bw, body, n)
+		return err
+	}
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
+	buf := *bp
+	for n > 0 {
+		m, err := body.Read(buf[:min(int64(len(buf)), n)])
+		if m > 0 {
+			n -= int64(m)
+			if _, werr := bw.Write(buf[:m]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF && n > 0 {
+			return io.EOF // short, as io.CopyN says it
+		}
+		if err != nil && err != io.EOF {
+			return err
+		}
+	}
+	return nil
 }
 
 // isPin reports whether the header field k is the pin header (canonical;

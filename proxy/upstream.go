@@ -6,10 +6,12 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"errors"
 	"net"
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -63,6 +65,72 @@ type upstreamConn struct {
 	// the client's request is cancelled; false means it already fired and
 	// the connection cannot be reused.
 	unwatch func() bool
+	// interrupt is c.interruptIO, made once: a method value taken per
+	// request would be allocated per request.
+	interrupt func()
+
+	// rc is the socket of a cleartext connection, for flushAwaiting; nil
+	// for TLS (its layer may hold bytes the socket no longer does).
+	rc syscall.RawConn
+	// await is c.awaitStep, made once; step and flushErr are its state.
+	await    func(uintptr) bool
+	step     int
+	flushErr error
+	// flushedAt is when the request went out whole.
+	flushedAt time.Time
+	// peekFirst defers alive's look at a reused connection to just before
+	// the first byte of the request goes out (Write), where flushAwaiting
+	// makes it: nothing may arrive unseen between the look and the wait.
+	peekFirst bool
+}
+
+// errStale is a reused connection found closed, or with bytes the
+// instance sent unasked, before any byte of the request went out on it.
+var errStale = errors.New("the pooled connection was closed, or had bytes sent unasked, before the request went out")
+
+// flushAwaiting sends what bw holds (the end of a request) and, once it is
+// out, waits until the instance's answer can be read, without reading: a
+// read right after the write would find nothing (EAGAIN) and cost a system
+// call per request for no bytes. The write (and, with peekFirst, alive's
+// look before it) happens inside the poller's read wait (RawConn.Read),
+// after it has forgotten any earlier readiness, so nothing that arrives
+// from then on, the answer however quick, can be missed. The wait ends
+// early on the read deadline or a cancellation; the read that follows then
+// meets the same and reports it. It returns the write's error.
+func (c *upstreamConn) flushAwaiting() error {
+	// Only a reused connection whose look is still to come (peekFirst),
+	// with the request whole in bw: bytes written before the wait began
+	// (a body, a head larger than bw) could be answered before it, unseen,
+	// as could bytes that came after an earlier look; and what a new
+	// connection's instance sends before the request must be read as its
+	// answer, as it was.
+	if c.rc == nil || !c.peekFirst || c.br.Buffered() > 0 {
+		err := c.bw.Flush()
+		c.flushedAt = time.Now()
+		return err
+	}
+	if c.await == nil {
+		c.await = c.awaitStep
+	}
+	c.step, c.flushErr = 0, nil
+	c.rc.Read(c.await)
+	if c.step == 0 { // the wait failed before it began (deadline, close)
+		c.flushErr = c.bw.Flush()
+		c.flushedAt = time.Now()
+	}
+	return c.flushErr
+}
+
+// awaitStep is flushAwaiting's callback: the first call writes and asks
+// the poller to wait (unless the write failed), the next says readable.
+func (c *upstreamConn) awaitStep(uintptr) bool {
+	if c.step > 0 {
+		return true
+	}
+	c.step = 1
+	c.flushErr = c.bw.Flush()
+	c.flushedAt = time.Now()
+	return c.flushErr != nil
 }
 
 // stopWatch stops the watch (see unwatch); false means the client's
@@ -90,10 +158,17 @@ var longAgo = time.Unix(1, 0)
 // watch interrupts c's I/O when ctx is cancelled (the client went away).
 func (c *upstreamConn) watch(ctx context.Context) {
 	c.cancelled.Store(false)
-	c.unwatch = context.AfterFunc(ctx, func() {
-		c.cancelled.Store(true)
-		c.Conn.SetDeadline(longAgo)
-	})
+	if c.interrupt == nil {
+		c.interrupt = c.interruptIO
+	}
+	c.unwatch = context.AfterFunc(ctx, c.interrupt)
+}
+
+// interruptIO makes c's reads and writes fail at once, for good: the
+// client's request was cancelled.
+func (c *upstreamConn) interruptIO() {
+	c.cancelled.Store(true)
+	c.Conn.SetDeadline(longAgo)
 }
 
 // setReadDeadline sets a fixed read deadline, unless the request was
@@ -130,8 +205,16 @@ func (c *upstreamConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// Write writes to the instance, moving the write deadline along.
+// Write writes to the instance, moving the write deadline along. The
+// first write of a request on a connection with peekFirst looks at it
+// first (alive): a dead one gets errStale, nothing written.
 func (c *upstreamConn) Write(p []byte) (int, error) {
+	if c.peekFirst {
+		c.peekFirst = false
+		if !c.alive() {
+			return 0, errStale
+		}
+	}
 	if c.writeIdle > 0 {
 		c.writeDead = c.refresh(c.Conn.SetWriteDeadline, c.writeDead, c.writeIdle)
 	}
@@ -232,12 +315,20 @@ func (p *Proxy) rangePools(f func(inst *route.Instance, up string, pl *pool) (dr
 // sent unasked (a late 408, the rest of a body it should not have sent) or
 // its close makes a pooled connection unusable: it is closed and the next
 // one tried.
-func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh bool, connectTimeout time.Duration) (*upstreamConn, error) {
+//
+// With deferPeek, a cleartext pooled connection is looked at when the
+// request's first byte goes out rather than here (see peekFirst); a dead
+// one then fails the attempt with errStale, before anything was sent.
+func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh, deferPeek bool, connectTimeout time.Duration) (*upstreamConn, error) {
 	pl := p.poolFor(inst, up)
 	for !fresh {
 		c := pl.take()
 		if c == nil {
 			break
+		}
+		if deferPeek && c.rc != nil && time.Since(c.idleSince) <= idleTimeout && c.br.Buffered() == 0 {
+			c.peekFirst, c.reused = true, true
+			return c, nil
 		}
 		if time.Since(c.idleSince) > idleTimeout || !c.alive() {
 			c.Close()
@@ -251,6 +342,9 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 		return nil, err
 	}
 	c := &upstreamConn{Conn: nc, pool: pl}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		c.rc, _ = tc.SyscallConn()
+	}
 	c.br = bufio.NewReaderSize(c, bufferSize)
 	c.bw = bufio.NewWriterSize(c, bufferSize)
 	return c, nil

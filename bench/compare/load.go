@@ -28,10 +28,21 @@ type result struct {
 	peakRSS float64
 	// cpuPerReq is the target's CPU time per request served in the run.
 	cpuPerReq time.Duration
+	// requests is how many requests (or calls) completed in the run; 0
+	// when the load generator does not say (then rps times the duration).
+	requests float64
+	// work is the target's work per request in the run.
+	work work
+	// perConn is the target's resident memory under load beyond what it
+	// held before the run, per client connection, in bytes.
+	perConn float64
+	// traced says perf counted the run's system calls (see work.traced).
+	traced bool
 }
 
 var (
 	rpsRE     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
+	countRE   = regexp.MustCompile(`(\d+) requests in`)
 	latencyRE = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
 	non2xxRE  = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 	socketRE  = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
@@ -40,8 +51,13 @@ var (
 // runWrk runs wrk -t1 against url and parses its summary. Socket errors
 // count as errors only on keep-alive runs: with Connection: close, wrk
 // counts the closes it asked for as read errors.
-func runWrk(url string, conns int, d time.Duration, headers []string) (result, error) {
+//
+// script, if set, is a wrk Lua script (the uploads' POST).
+func runWrk(url string, conns int, d time.Duration, headers []string, script string) (result, error) {
 	args := []string{"-t1", "-c" + strconv.Itoa(conns), "-d" + d.String(), "--latency"}
+	if script != "" {
+		args = append(args, "-s", script)
+	}
 	for _, h := range headers {
 		args = append(args, "-H", h)
 	}
@@ -56,6 +72,9 @@ func runWrk(url string, conns int, d time.Duration, headers []string) (result, e
 	}
 	var r result
 	r.rps, _ = strconv.ParseFloat(m[1], 64)
+	if c := countRE.FindStringSubmatch(s); c != nil {
+		r.requests, _ = strconv.ParseFloat(c[1], 64)
+	}
 	for _, l := range latencyRE.FindAllStringSubmatch(s, -1) {
 		v, _ := strconv.ParseFloat(l[2], 64)
 		unit := map[string]float64{"us": 1e3, "ms": 1e6, "s": 1e9}[l[3]]
@@ -125,6 +144,7 @@ func runH2load(url, dir string, conns, streams int, d time.Duration) (result, er
 		secs /= 1000
 	}
 	r.rps = float64(n(st[1])) / secs
+	r.requests = float64(n(st[1]))
 	raw, err := os.ReadFile(logFile)
 	if err != nil {
 		return r, err
@@ -176,7 +196,7 @@ func runLoad(args ...string) (result, error) {
 	if rep.OK == 0 {
 		return result{errors: rep.Errors}, fmt.Errorf("%s: nothing succeeded: %s", args[0], rep.FirstError)
 	}
-	return result{rps: float64(rep.OK) / rep.Seconds, p50: rep.P50, p99: rep.P99, errors: rep.Errors}, nil
+	return result{rps: float64(rep.OK) / rep.Seconds, p50: rep.P50, p99: rep.P99, errors: rep.Errors, requests: float64(rep.OK)}, nil
 }
 
 // percentiles returns the median and the 99th percentile of lat.

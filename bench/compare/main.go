@@ -43,7 +43,9 @@ func main() {
 	idle := flag.Int("idle", 9000, "connections in the idle-connection scenario (0 skips it); HAProxy needs two descriptors per connection and this machine allows 20,000 per process")
 	only := flag.String("targets", "direct,vipswap,haproxy,nginx,caddy", "targets to run, comma-separated")
 	flag.StringVar(&baselineDir, "baseline", "", "a checkout of another vipswap version, run as target \"baseline\"")
-	which := flag.String("scenarios", "", "run only these scenarios, comma-separated: a group (http, tls, h2, grpc, idle) or part of a scenario's name (e.g. \"64 keep\"), any case")
+	flag.StringVar(&baselineEnv, "baseline-env", "", "environment variables for the baseline target, space-separated (e.g. GOGC=100: with -baseline set to this checkout, compares a setting)")
+	which := flag.String("scenarios", "", "run only these scenarios, comma-separated: a group (http, scale, tls, h2, grpc, idle) or part of a scenario's name (e.g. \"64 keep\"), any case")
+	flag.IntVar(&scaleConns, "scale", 10000, "client connections in the scale scenario, of which 1,000 (or all, if fewer) under load and the others idle; 0 skips it")
 	flag.Parse()
 	log.SetFlags(0)
 
@@ -63,6 +65,14 @@ func main() {
 	var chosen []scenario
 	families := map[string]bool{}
 	for _, sc := range scenarios {
+		if sc.idle > 0 {
+			if scaleConns <= 0 {
+				continue
+			}
+			sc.conns = min(sc.conns, scaleConns)
+			sc.idle = scaleConns - sc.conns
+			sc.name = fmt.Sprintf("%d keep-alive connections, %d active", scaleConns, sc.conns)
+		}
 		if selected(*which, sc.group, sc.name) {
 			chosen = append(chosen, sc)
 			families[sc.family] = true
@@ -94,7 +104,7 @@ func main() {
 	// Each family of scenarios has its own process of each proxy, so
 	// that memory and CPU are those of that family's work.
 	targets := map[string][]*target{}
-	for _, fam := range []string{famHTTP, famTLS, famGRPC} {
+	for _, fam := range []string{famHTTP, famScale, famTLS, famGRPC} {
 		if !families[fam] {
 			continue
 		}
@@ -104,7 +114,7 @@ func main() {
 			}
 			t, err := start(name, fam, env)
 			if err != nil {
-				if fam == famHTTP {
+				if fam == famHTTP || fam == famScale {
 					fatalf("start %s: %v", name, err)
 				}
 				t = &target{name: name, family: fam, skip: "could not start: " + err.Error()}
@@ -112,14 +122,14 @@ func main() {
 			targets[fam] = append(targets[fam], t)
 		}
 	}
-	for _, fam := range []string{famHTTP, famTLS, famGRPC} {
+	for _, fam := range []string{famHTTP, famScale, famTLS, famGRPC} {
 		for _, t := range targets[fam] {
 			if t.skip != "" {
 				log.Printf("%s (%s): not run: %s", t.name, fam, t.skip)
 				continue
 			}
 			if err := t.waitReady(env); err != nil {
-				if fam == famHTTP {
+				if fam == famHTTP || fam == famScale {
 					fatalf("%s never answered at %s: %v", t.name, t.url, err)
 				}
 				t.skip = "never answered: " + err.Error()
@@ -128,8 +138,8 @@ func main() {
 			}
 			// Warm up pools.
 			switch fam {
-			case famHTTP, famTLS:
-				runWrk(t.url, 64, time.Second, nil)
+			case famHTTP, famScale, famTLS:
+				runWrk(t.url, 64, time.Second, nil, "")
 			case famGRPC:
 				runLoad("grpcload", t.addr, "4", "64", "1s")
 			}
@@ -162,8 +172,16 @@ func main() {
 					continue
 				}
 				t.resetPeak()
+				rss0 := t.rss()
+				pr := startProbe(t, r == 0) // perf in the first round only: it slows every system call
 				cpu0 := t.cpu()
 				res, err := sc.run(t, env, *duration)
+				n := res.requests
+				if n == 0 {
+					n = res.rps * duration.Seconds()
+				}
+				res.work = pr.done(n)
+				traced := pr.perf != nil
 				if err != nil {
 					msg := fmt.Sprintf("%s, %s, round %d: %v", sc.name, t.name, r+1, err)
 					log.Print(msg)
@@ -173,14 +191,23 @@ func main() {
 					continue
 				}
 				res.peakRSS = t.peakRSS()
+				if t.pid != 0 {
+					res.perConn = max(res.peakRSS-rss0, 0) / float64(max(sc.conns+sc.idle, 1))
+				}
 				if n := res.rps * duration.Seconds(); n > 0 {
 					res.cpuPerReq = time.Duration(float64(t.cpu()-cpu0) / n)
 				}
+				res.traced = traced
 				results[t.name] = append(results[t.name], res)
 				log.Printf("%-28s %-8s round %d: %8.0f req/s p99 %v", sc.name, t.name, r+1, res.rps, res.p99)
 			}
 		}
 		printScenario(sc, ts, results, notRun)
+		per := "request"
+		if sc.load == loadGRPC {
+			per = "call"
+		}
+		printWork(ts, results, notRun, per)
 		for _, t := range ts {
 			if why, ok := notRun[t.name]; ok && !strings.HasPrefix(why, "failed: ") {
 				skipped = append(skipped, fmt.Sprintf("%s, %s: %s", sc.name, t.name, why))
@@ -201,14 +228,19 @@ func main() {
 	}
 }
 
-// baselineDir is the checkout the "baseline" target is built from.
-var baselineDir string
+// baselineDir is the checkout the "baseline" target is built from, and
+// baselineEnv what is added to its environment.
+var baselineDir, baselineEnv string
 
 // Families of scenarios: each is served by its own process of each target.
 const (
 	famHTTP = "http" // cleartext HTTP/1.1
-	famTLS  = "tls"  // HTTPS, HTTP/1.1 and h2 by ALPN
-	famGRPC = "grpc" // gRPC, h2c with prior knowledge
+	// famScale is cleartext HTTP/1.1 too, in processes of its own: ten
+	// thousand connections and 1 MiB bodies leave memory behind that
+	// would count in the other scenarios' figures.
+	famScale = "scale"
+	famTLS   = "tls"  // HTTPS, HTTP/1.1 and h2 by ALPN
+	famGRPC  = "grpc" // gRPC, h2c with prior knowledge
 )
 
 // Load generators.
@@ -229,13 +261,24 @@ type scenario struct {
 	conns   int
 	streams int // concurrent streams per connection (h2load), or calls in all (gRPC)
 	headers []string
+	// idle is how many more connections are opened, each after one
+	// request, and left idle during the run (the scale scenario).
+	idle int
+	// body, when set, is the size of the body of every request, a POST.
+	body int
 }
+
+// scaleConns is the number of client connections in the scale scenario.
+var scaleConns int
 
 var scenarios = []scenario{
 	{name: "64 keep-alive connections", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 64},
 	{name: "256 keep-alive connections", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 256},
 	{name: "16 KiB responses, 64 connections", group: "http", family: famHTTP, load: loadWrk, path: "/16k", conns: 64},
 	{name: "new connection per request, 64", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 64, headers: []string{"Connection: close"}},
+	{name: "keep-alive connections, most idle", group: "scale", family: famScale, load: loadWrk, path: "/", conns: 1000, idle: 1}, // named and sized from -scale
+	{name: "1 MiB downloads, 16 connections", group: "scale", family: famScale, load: loadWrk, path: "/1m", conns: 16},
+	{name: "1 MiB uploads, 16 connections", group: "scale", family: famScale, load: loadWrk, path: "/", conns: 16, body: 1 << 20},
 	{name: "TLS, 64 keep-alive connections", group: "tls", family: famTLS, load: loadWrk, path: "/", conns: 64},
 	{name: "TLS, new connection and full handshake per request, 64", group: "tls", family: famTLS, load: loadHandshake, path: "/", conns: 64},
 	{name: "HTTP/2 over TLS, 4 connections x 100 streams", group: "h2", family: famTLS, load: loadH2, path: "/", conns: 4, streams: 100},
@@ -243,7 +286,7 @@ var scenarios = []scenario{
 }
 
 // groups are the names -scenarios takes for a whole group.
-var groups = []string{"http", "tls", "h2", "grpc", "idle"}
+var groups = []string{"http", "scale", "tls", "h2", "grpc", "idle"}
 
 // selected says whether filter (comma-separated groups or parts of names,
 // any case; empty: all) picks a scenario.
@@ -268,7 +311,23 @@ func selected(filter, group, name string) bool {
 func (sc scenario) run(t *target, env *benchEnv, d time.Duration) (result, error) {
 	switch sc.load {
 	case loadWrk:
-		return runWrk(t.url+sc.path, sc.conns, d, sc.headers)
+		var script string
+		if sc.body > 0 {
+			script = writeFile(env.dir, fmt.Sprintf("post%d.lua", sc.body), fmt.Sprintf(
+				"wrk.method = \"POST\"\nwrk.body = string.rep(\"x\", %d)\nwrk.headers[\"Content-Type\"] = \"application/octet-stream\"\n", sc.body))
+		}
+		if sc.idle > 0 {
+			conns, err := openIdle(strings.TrimPrefix(t.url, "http://"), sc.idle)
+			defer func() {
+				for _, c := range conns {
+					c.Close()
+				}
+			}()
+			if err != nil {
+				return result{}, fmt.Errorf("opening %d idle connections: %v (after %d)", sc.idle, err, len(conns))
+			}
+		}
+		return runWrk(t.url+sc.path, sc.conns, d, sc.headers, script)
 	case loadHandshake:
 		return runLoad("handshake", t.addr, strconv.Itoa(sc.conns), d.String(), env.cert.cert)
 	case loadH2:
@@ -341,7 +400,9 @@ func printScenario(sc scenario, targets []*target, results map[string][]result, 
 		}
 		cpus := make([]time.Duration, 0, len(results[t.name]))
 		for _, r := range results[t.name] {
-			cpus = append(cpus, r.cpuPerReq)
+			if !r.traced || len(results[t.name]) == 1 {
+				cpus = append(cpus, r.cpuPerReq)
+			}
 		}
 		slices.Sort(cpus)
 		cpu := "-"
@@ -411,7 +472,8 @@ func machine() string {
 // backend's answer from a proxy's own.
 const backendMark = `"slot":"bench"`
 
-// runBackend serves 60 bytes on / and 16 KiB on /16k over HTTP/1.1 on addr,
+// runBackend serves 60 bytes on /, 16 KiB on /16k and 1 MiB on /1m over
+// HTTP/1.1 on addr (reading any request body whole first),
 // and the gRPC echo service over h2c on another port of the same host;
 // it prints both addresses on one line.
 func runBackend(addr string) {
@@ -428,10 +490,15 @@ func runBackend(addr string) {
 	go func() { log.Fatal(serveGRPC(gln)) }()
 	small := []byte(`{"slot":"bench","version":"1","instance":"backend-0000000"}` + "\n")
 	big := []byte(strings.Repeat("x", 16<<10))
+	huge := []byte(strings.Repeat("x", 1<<20))
 	log.Fatal(http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
-		if r.URL.Path == "/16k" {
+		switch r.URL.Path {
+		case "/16k":
 			w.Write(big)
+			return
+		case "/1m":
+			w.Write(huge)
 			return
 		}
 		w.Write(small)

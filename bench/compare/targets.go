@@ -43,12 +43,15 @@ type benchEnv struct {
 // the backends.
 func start(name, fam string, env *benchEnv) (*target, error) {
 	dir, backends, g := env.dir, env.backends, env.grpcBackends
+	file := name + "-" + fam // this target's files in dir
+	if fam == famScale {
+		fam = famHTTP // configured as for the cleartext scenarios
+	}
 	addr := freeAddr()
 	t := &target{name: name, family: fam, addr: addr, url: "http://" + addr}
 	if fam == famTLS {
 		t.url = "https://" + addr
 	}
-	file := name + "-" + fam // this target's files in dir
 	var cmd *exec.Cmd
 	switch name {
 	case "direct":
@@ -90,16 +93,25 @@ func start(name, fam string, env *benchEnv) (*target, error) {
 				"{protocol: h2c, instances: [" + freeAddr() + "]}",
 			}
 		}
+		// The connection limits HAProxy (maxconn) and nginx
+		// (worker_connections) are given: by default vipswap shares its
+		// descriptors out between its listeners and the instances, which
+		// here (20,000) would close idle connections beyond about 3,800,
+		// and caps each client (the load generator is one) at 256.
 		cfg := writeFile(dir, file+".yaml", fmt.Sprintf(`
 admin: {listen: "%s"}
 state: {path: "%s"}
 listeners: {prod: %s, stage: "%s"}
+proxy: {max_connections: 10100, max_connections_per_client: 0}
 health: %s
 slots:
   blue: %s
   green: %s
 `, freeAddr(), filepath.Join(dir, file+".db"), prod, freeAddr(), health, slots[0], slots[1]))
 		cmd = exec.Command(bin, "serve", "-c", cfg)
+		if name == "baseline" && baselineEnv != "" {
+			cmd.Env = append(os.Environ(), strings.Fields(baselineEnv)...)
+		}
 	case "haproxy":
 		bind, server := addr, ""
 		b := backends
@@ -111,7 +123,8 @@ slots:
 		}
 		cfg := writeFile(dir, file+".cfg", fmt.Sprintf(`
 global
-  maxconn 9950
+  maxconn 10100
+  no strict-limits
 defaults
   mode http
   timeout connect 5s
@@ -147,17 +160,25 @@ backend be
 		case famGRPC:
 			listen, location, b = addr+" http2", "grpc_pass grpc://be;", g
 		}
+		// Its workers write large bodies to temporary files in pidDir,
+		// under this program's private temporary directory: run as root,
+		// nginx would switch them to a user that cannot reach it.
+		user := ""
+		if os.Geteuid() == 0 {
+			user = "user root;"
+		}
 		pidDir := filepath.Join(dir, file)
 		if err := os.MkdirAll(pidDir, 0o755); err != nil {
 			return nil, err
 		}
 		cfg := writeFile(dir, file+".conf", fmt.Sprintf(`
 daemon off;
+%[7]s
 worker_processes auto;
 worker_rlimit_nofile 20000;
 pid %[1]s/nginx.pid;
 error_log stderr error;
-events { worker_connections 9990; }
+events { worker_connections 19000; }
 http {
   access_log off;
   client_body_temp_path %[1]s;
@@ -168,7 +189,7 @@ http {
     location / { %[5]s }
   }
 }
-`, pidDir, listen, b[0], b[1], location, limit))
+`, pidDir, listen, b[0], b[1], location, limit, user))
 		cmd = exec.Command("nginx", "-c", cfg, "-p", pidDir)
 	case "caddy":
 		site, protocols, up := "http://"+addr, "h1 h2", backends[0]+" "+backends[1]

@@ -250,6 +250,9 @@ func parseTarget(method string, target []byte) (*url.URL, string, error) {
 // Folded lines (obs-fold) are joined with a space, as RFC 9112 5.2 allows.
 func readHeader(h *head, hint int) (http.Header, error) {
 	hdr := make(http.Header, hint)
+	var p pendingFields // on the stack: the values are copied out in one string
+	var buf [1024]byte
+	vals := buf[:0] // the values so far, one after another
 	var lastKey string
 	for {
 		line, err := h.line()
@@ -257,21 +260,21 @@ func readHeader(h *head, hint int) (http.Header, error) {
 			return nil, err
 		}
 		if len(line) == 0 {
+			p.flush(hdr, vals)
 			return hdr, nil
 		}
 		if h.fields--; h.fields < 0 {
 			return nil, h.tooMany()
 		}
 		if line[0] == ' ' || line[0] == '\t' {
-			vv := hdr[lastKey]
-			if lastKey == "" || len(vv) == 0 {
+			if lastKey == "" {
 				return nil, h.bad("folded line without a header before it")
 			}
 			more := trimOWS(line)
 			if !validValue(more) {
 				return nil, h.bad("invalid character in header " + lastKey)
 			}
-			vv[len(vv)-1] = strings.TrimLeft(vv[len(vv)-1]+" "+string(more), " \t")
+			vals = p.fold(vals, more)
 			continue
 		}
 		i := bytes.IndexByte(line, ':')
@@ -283,9 +286,73 @@ func readHeader(h *head, hint int) (http.Header, error) {
 		if !validValue(value) {
 			return nil, h.bad("invalid character in header " + key)
 		}
-		hdr[key] = append(hdr[key], string(value))
+		vals = p.add(hdr, vals, key, value)
 		lastKey = key
 	}
+}
+
+// pendingFields gathers a head's field values and copies them out in one
+// string, with one slice for the keys' first values, rather than a string
+// and a slice per field: a head then costs three allocations (the map, the
+// string, the slice) whatever its size, up to len(fields) fields at a time.
+type pendingFields struct {
+	fields [24]struct {
+		key        string
+		start, end int
+		folded     bool
+	}
+	n int // fields pending
+}
+
+// add appends a field to vals, the pending values, first copying out the
+// pending ones if there is no room left, and returns vals.
+func (p *pendingFields) add(hdr http.Header, vals []byte, key string, value []byte) []byte {
+	if p.n == len(p.fields) {
+		vals = p.flush(hdr, vals)
+	}
+	f := &p.fields[p.n]
+	p.n++
+	f.key, f.start, f.folded = key, len(vals), false
+	vals = append(vals, value...)
+	f.end = len(vals)
+	return vals
+}
+
+// fold continues the last field's value with an obs-fold line, joined by a
+// space (the caller has checked there is a field before it); a value that
+// was empty then starts with the folded text.
+func (p *pendingFields) fold(vals, more []byte) []byte {
+	f := &p.fields[p.n-1]
+	vals = append(vals, ' ')
+	vals = append(vals, more...)
+	f.end, f.folded = len(vals), true
+	return vals
+}
+
+// flush copies the pending values out of vals into hdr, in the order they
+// came, and returns vals emptied.
+func (p *pendingFields) flush(hdr http.Header, vals []byte) []byte {
+	if p.n == 0 {
+		return vals
+	}
+	all := string(vals)
+	firsts := make([]string, p.n)
+	for i := range p.fields[:p.n] {
+		f := &p.fields[i]
+		v := all[f.start:f.end]
+		if f.folded {
+			v = strings.TrimLeft(v, " \t")
+		}
+		if vv := hdr[f.key]; len(vv) > 0 {
+			hdr[f.key] = append(vv, v)
+		} else {
+			firsts[i] = v
+			hdr[f.key] = firsts[i : i+1 : i+1]
+		}
+		f.key = ""
+	}
+	p.n = 0
+	return vals[:0]
 }
 
 // commonHeaders maps the usual spellings of frequent header names to their

@@ -68,6 +68,13 @@ func ReadResponse(br *bufio.Reader, method string, l ResponseLimits) (*http.Resp
 	}
 }
 
+// responseAndBody is a response with room for its body reader when its
+// length is known, as most are.
+type responseAndBody struct {
+	resp http.Response
+	body lengthBody
+}
+
 func readResponseHead(h *head, method string, first bool) (*http.Response, error) {
 	before := h.left
 	line, err := h.line()
@@ -78,7 +85,9 @@ func readResponseHead(h *head, method string, first bool) (*http.Response, error
 	if !ok {
 		return nil, &ResponseError{Msg: fmt.Sprintf("malformed status line %q", truncate(line, 40))}
 	}
-	resp := &http.Response{
+	both := new(responseAndBody) // one allocation for the answer and its usual body
+	resp := &both.resp
+	*resp = http.Response{
 		Status:     statusText(code, reason),
 		StatusCode: code,
 		Proto:      internProto(minor),
@@ -88,7 +97,7 @@ func readResponseHead(h *head, method string, first bool) (*http.Response, error
 	if resp.Header, err = readHeader(h, 8); err != nil {
 		return nil, headError(err, false)
 	}
-	if err := frameResponse(resp, h.br, method); err != nil {
+	if err := frameResponse(resp, h.br, method, &both.body); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -162,7 +171,9 @@ func truncate(b []byte, n int) []byte {
 
 // frameResponse decides where resp's body ends and sets Body,
 // ContentLength, TransferEncoding, Trailer and Close.
-func frameResponse(resp *http.Response, br *bufio.Reader, method string) error {
+//
+// A body framed by Content-Length is lb, set up here.
+func frameResponse(resp *http.Response, br *bufio.Reader, method string, lb *lengthBody) error {
 	hdr := resp.Header
 	te, cl := hdr["Transfer-Encoding"], hdr["Content-Length"]
 	resp.Close = hasToken(hdr["Connection"], "close") ||
@@ -229,7 +240,8 @@ func frameResponse(resp *http.Response, br *bufio.Reader, method string) error {
 		resp.Body = http.NoBody
 		resp.ContentLength = 0
 	case length > 0:
-		resp.Body = &lengthBody{br: br, left: length}
+		*lb = lengthBody{br: br, left: length}
+		resp.Body = lb
 		resp.ContentLength = length
 	default:
 		resp.Body = &untilClose{br: br}
