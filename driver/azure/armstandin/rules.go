@@ -3,6 +3,7 @@ package armstandin
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -24,61 +25,143 @@ func (c Credential) GetToken(context.Context, policy.TokenRequestOptions) (azcor
 	return azcore.AccessToken{Token: "standin-token", ExpiresOn: time.Now().Add(time.Hour)}, nil
 }
 
-// The rules below are those Azure's REST API specification
-// (azure-rest-api-specs, Microsoft.Network stable 2024-05-01 and
-// Microsoft.Cdn 2024-02-01) and its documentation give for the fields the
-// drivers write; each refusal carries the error code ARM answers with.
+// The rules below are those Azure's REST API specification gives for the
+// fields the drivers read and write, checked field by field against the
+// OpenAPI files of azure-rest-api-specs: Microsoft.Network stable
+// 2024-05-01 (loadBalancer.json, applicationGateway.json, network.json)
+// and Microsoft.Cdn stable 2024-02-01 (afdx.json). A rule the service
+// enforces beyond the specification is marked "service rule". Each refusal
+// carries the error code ARM answers with.
 
-// LoadBalancerRules checks a load balancer written whole (PUT).
+// intField checks that key of obj, when present, is a JSON integer from
+// lo to hi (the specification's int32 fields with their minimum and
+// maximum); required makes its absence an error too. It returns what is
+// wrong, or "".
+func intField(obj map[string]any, key, where string, required bool, lo, hi float64) string {
+	v, ok := obj[key]
+	if !ok || v == nil {
+		if required {
+			return where + "." + key + " is required"
+		}
+		return ""
+	}
+	n, isNum := Num(v)
+	if !isNum || n != math.Trunc(n) {
+		return fmt.Sprintf("%s.%s must be an integer, got %v", where, key, v)
+	}
+	if n < lo || n > hi {
+		return fmt.Sprintf("%s.%s must be %v to %v, got %v", where, key, lo, hi, v)
+	}
+	return ""
+}
+
+// maxInt32 is the largest value of the specification's int32 fields.
+const maxInt32 = math.MaxInt32
+
+// uniqueNames checks that the entries of a collection have names, unique
+// without regard to case ("unique within the set of ... used by the
+// load balancer/gateway").
+func uniqueNames(list []map[string]any, where string) string {
+	seen := map[string]bool{}
+	for i, e := range list {
+		n := strings.ToLower(Str(e["name"]))
+		if n == "" {
+			return fmt.Sprintf("%s[%d].name is required", where, i)
+		}
+		if seen[n] {
+			return fmt.Sprintf("%s[%d].name %q is used twice", where, i, Str(e["name"]))
+		}
+		seen[n] = true
+	}
+	return ""
+}
+
+// LoadBalancerRules checks a load balancer written whole (PUT), as
+// loadBalancer.json's LoadBalancer, Probe and LoadBalancingRule give it.
 func LoadBalancerRules(old, next Resource) (string, string) {
-	if Str(next["location"]) == "" {
+	if Str(next["location"]) == "" { // service rule: network.json leaves it optional
 		return "LocationRequired", "The location property is required for this definition."
 	}
 	if code, msg := tagRules(next); code != "" {
 		return code, msg
 	}
 	props := Obj(next["properties"])
+	if msg := uniqueNames(List(props["probes"]), "properties.probes"); msg != "" {
+		return "InvalidRequestFormat", msg
+	}
 	probes := map[string]bool{}
 	for i, p := range List(props["probes"]) {
-		name := Str(p["name"])
 		where := fmt.Sprintf("properties.probes[%d]", i)
-		if name == "" {
-			return "InvalidRequestFormat", where + ".name is required"
-		}
-		probes[strings.ToLower(name)] = true
+		probes[strings.ToLower(Str(p["name"]))] = true
 		pp := Obj(p["properties"])
 		proto := Str(pp["protocol"])
 		switch proto {
 		case "Http", "Https":
+			// The specification: "Path is required if a protocol is set
+			// to http. Otherwise, it is not allowed"; the service asks
+			// one of an Https probe too, and that it start with /.
 			path := Str(pp["requestPath"])
 			if path == "" || !strings.HasPrefix(path, "/") {
 				return "InvalidProbeRequestPath", where + ": requestPath is required for protocol " + proto + " and must start with /"
 			}
 		case "Tcp":
-			if _, ok := pp["requestPath"]; ok {
+			if v, ok := pp["requestPath"]; ok && v != nil {
 				return "ProbeRequestPathNotAllowed", where + ": requestPath is not allowed for protocol Tcp"
 			}
+		case "":
+			return "InvalidRequestFormat", where + ".properties.protocol is required"
 		default:
 			return "InvalidRequestFormat", where + ".properties.protocol must be Http, Https or Tcp, got " + fmt.Sprint(pp["protocol"])
 		}
-		if port, ok := Num(pp["port"]); !ok || port < 1 || port > 65535 {
-			return "InvalidRequestFormat", where + ".properties.port must be 1 to 65535"
+		for _, f := range []struct {
+			key      string
+			required bool
+			lo, hi   float64
+		}{
+			{"port", true, 1, 65535},
+			{"intervalInSeconds", false, 5, maxInt32},
+			{"numberOfProbes", false, math.MinInt32, maxInt32},
+			{"probeThreshold", false, math.MinInt32, maxInt32},
+		} {
+			if msg := intField(pp, f.key, where+".properties", f.required, f.lo, f.hi); msg != "" {
+				return "InvalidRequestFormat", msg
+			}
 		}
-		if iv, ok := Num(pp["intervalInSeconds"]); ok && iv < 5 {
-			return "InvalidRequestFormat", where + ".properties.intervalInSeconds must be at least 5"
+		if s, ok := pp["noHealthyBackendsBehavior"]; ok && s != nil && s != "AllProbedDown" && s != "AllProbedUp" {
+			return "InvalidRequestFormat", fmt.Sprintf("%s.properties.noHealthyBackendsBehavior must be AllProbedDown or AllProbedUp, got %v", where, s)
 		}
 	}
-	for i, r := range List(props["loadBalancingRules"]) {
-		id := Str(Obj(Obj(r["properties"])["probe"])["id"])
+	rules := List(props["loadBalancingRules"])
+	if msg := uniqueNames(rules, "properties.loadBalancingRules"); msg != "" {
+		return "InvalidRequestFormat", msg
+	}
+	for i, r := range rules {
+		where := fmt.Sprintf("properties.loadBalancingRules[%d]", i)
+		rp := Obj(r["properties"])
+		switch Str(rp["protocol"]) {
+		case "Tcp", "Udp", "All":
+		case "":
+			return "InvalidRequestFormat", where + ".properties.protocol is required"
+		default:
+			return "InvalidRequestFormat", where + ".properties.protocol must be Tcp, Udp or All, got " + fmt.Sprint(rp["protocol"])
+		}
+		if msg := intField(rp, "frontendPort", where+".properties", true, 0, 65534); msg != "" {
+			return "InvalidRequestFormat", msg
+		}
+		if msg := intField(rp, "backendPort", where+".properties", false, 0, 65535); msg != "" {
+			return "InvalidRequestFormat", msg
+		}
+		id := Str(Obj(rp["probe"])["id"])
 		if id != "" && !probes[strings.ToLower(id[strings.LastIndex(id, "/")+1:])] {
-			return "InvalidResourceReference", fmt.Sprintf("properties.loadBalancingRules[%d] references probe %s, which is not in the load balancer", i, id)
+			return "InvalidResourceReference", fmt.Sprintf("%s references probe %s, which is not in the load balancer", where, id)
 		}
 	}
 	return "", ""
 }
 
 // tagRules checks tags: names at most 512 characters, values at most 256,
-// no more than 50.
+// no more than 50 (service rules; the specification gives tags as a map
+// of strings).
 func tagRules(r Resource) (string, string) {
 	tags := Obj(r["tags"])
 	if len(tags) > 50 {
@@ -93,9 +176,10 @@ func tagRules(r Resource) (string, string) {
 	return "", ""
 }
 
-// AppGatewayRules checks an application gateway written whole (PUT).
+// AppGatewayRules checks an application gateway written whole (PUT), as
+// applicationGateway.json's ApplicationGatewayRequestRoutingRule gives it.
 func AppGatewayRules(old, next Resource) (string, string) {
-	if Str(next["location"]) == "" {
+	if Str(next["location"]) == "" { // service rule
 		return "LocationRequired", "The location property is required for this definition."
 	}
 	if code, msg := tagRules(next); code != "" {
@@ -109,33 +193,53 @@ func AppGatewayRules(old, next Resource) (string, string) {
 		}
 		return out
 	}
-	pools, listeners, settings := ids("backendAddressPools"), ids("httpListeners"), ids("backendHttpSettingsCollection")
+	pools, listeners, settings, pathMaps := ids("backendAddressPools"), ids("httpListeners"), ids("backendHttpSettingsCollection"), ids("urlPathMaps")
+	// Service rule: a v2 gateway's rules must carry a priority (the
+	// specification leaves it optional, bounded 1 to 20000).
+	tier := Str(Obj(props["sku"])["tier"])
+	v2 := tier == "Standard_v2" || tier == "WAF_v2"
+	rules := List(props["requestRoutingRules"])
+	if msg := uniqueNames(rules, "properties.requestRoutingRules"); msg != "" {
+		return "InvalidRequestFormat", msg
+	}
 	priorities := map[float64]string{}
-	for i, r := range List(props["requestRoutingRules"]) {
+	for i, r := range rules {
 		where := fmt.Sprintf("properties.requestRoutingRules[%d]", i)
 		rp := Obj(r["properties"])
-		switch Str(rp["ruleType"]) {
+		ruleType := Str(rp["ruleType"])
+		switch ruleType {
 		case "Basic", "PathBasedRouting":
 		default:
-			return "InvalidRequestFormat", where + ".properties.ruleType must be Basic or PathBasedRouting"
+			return "InvalidRequestFormat", where + ".properties.ruleType must be Basic or PathBasedRouting, got " + fmt.Sprint(rp["ruleType"])
 		}
-		prio, ok := Num(rp["priority"])
-		if !ok || prio < 1 || prio > 20000 {
-			return "ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty", where + ".properties.priority must be 1 to 20000"
+		if p, ok := rp["priority"]; !ok || p == nil {
+			if v2 {
+				return "ApplicationGatewayRequestRoutingRulePriorityCannotBeEmpty", where + ".properties.priority is required on a " + tier + " gateway"
+			}
+		} else {
+			if msg := intField(rp, "priority", where+".properties", false, 1, 20000); msg != "" {
+				return "InvalidRequestFormat", msg
+			}
+			prio, _ := Num(p)
+			if other, dup := priorities[prio]; dup {
+				return "ApplicationGatewayRequestRoutingRulePriorityAlreadyExists", where + " has the priority of " + other
+			}
+			priorities[prio] = Str(r["name"])
 		}
-		if other, dup := priorities[prio]; dup {
-			return "ApplicationGatewayRequestRoutingRulePriorityAlreadyExists", where + " has the priority of " + other
-		}
-		priorities[prio] = Str(r["name"])
 		if !listeners[strings.ToLower(Str(Obj(rp["httpListener"])["id"]))] {
 			return "InvalidResourceReference", where + ".properties.httpListener.id references no listener of the gateway"
 		}
-		if Str(rp["ruleType"]) == "Basic" {
+		switch ruleType {
+		case "Basic":
 			if !pools[strings.ToLower(Str(Obj(rp["backendAddressPool"])["id"]))] {
 				return "InvalidResourceReference", where + ".properties.backendAddressPool.id references no backend pool of the gateway"
 			}
 			if !settings[strings.ToLower(Str(Obj(rp["backendHttpSettings"])["id"]))] {
 				return "InvalidResourceReference", where + ".properties.backendHttpSettings.id references no backend settings of the gateway"
+			}
+		case "PathBasedRouting":
+			if !pathMaps[strings.ToLower(Str(Obj(rp["urlPathMap"])["id"]))] {
+				return "InvalidResourceReference", where + ".properties.urlPathMap.id references no URL path map of the gateway"
 			}
 		}
 	}
@@ -143,24 +247,27 @@ func AppGatewayRules(old, next Resource) (string, string) {
 }
 
 // AFDOriginRules checks a Front Door origin written (PATCH merged into
-// what is stored, or PUT).
+// what is stored, or PUT), as afdx.json's AFDOriginProperties gives it.
 func AFDOriginRules(old, next Resource) (string, string) {
 	p := Obj(next["properties"])
 	if Str(p["hostName"]) == "" {
 		return "BadRequest", "properties.hostName is required"
 	}
-	if w, ok := p["weight"]; ok {
-		if n, ok := Num(w); !ok || n < 1 || n > 1000 || n != float64(int(n)) {
-			return "BadRequest", fmt.Sprintf("properties.weight must be an integer from 1 to 1000, got %v", w)
+	for _, f := range []struct {
+		key    string
+		lo, hi float64
+	}{{"weight", 1, 1000}, {"priority", 1, 5}, {"httpPort", 1, 65535}, {"httpsPort", 1, 65535}} {
+		if msg := intField(p, f.key, "properties", false, f.lo, f.hi); msg != "" {
+			return "BadRequest", msg
 		}
 	}
-	if pr, ok := p["priority"]; ok {
-		if n, ok := Num(pr); !ok || n < 1 || n > 5 {
-			return "BadRequest", fmt.Sprintf("properties.priority must be 1 to 5, got %v", pr)
-		}
-	}
-	if s, ok := p["enabledState"]; ok && s != "Enabled" && s != "Disabled" {
+	if s, ok := p["enabledState"]; ok && s != nil && s != "Enabled" && s != "Disabled" {
 		return "BadRequest", fmt.Sprintf("properties.enabledState must be Enabled or Disabled, got %v", s)
+	}
+	if b, ok := p["enforceCertificateNameCheck"]; ok && b != nil {
+		if _, isBool := b.(bool); !isBool {
+			return "BadRequest", fmt.Sprintf("properties.enforceCertificateNameCheck must be a boolean, got %v", b)
+		}
 	}
 	return "", ""
 }

@@ -309,6 +309,7 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, path string,
 		hook()
 	}
 	key := strings.ToLower(path)
+	network := isNetwork(path)
 	s.mu.Lock()
 	old, exists := s.resources[key]
 	if r.Method == http.MethodPatch {
@@ -316,6 +317,18 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, path string,
 			s.mu.Unlock()
 			armError(w, http.StatusNotFound, "ResourceNotFound", "The Resource '"+path+"' was not found.")
 			return
+		}
+		if network {
+			// Microsoft.Network's PATCH (LoadBalancers_UpdateTags,
+			// ApplicationGateways_UpdateTags) takes a TagsObject: tags
+			// and nothing else, answered 200 at once.
+			for k := range next {
+				if k != "tags" {
+					s.mu.Unlock()
+					armError(w, http.StatusBadRequest, "InvalidRequestContent", "PATCH of "+typeOf(path)+" changes tags only; the body has "+k)
+					return
+				}
+			}
 		}
 		next = merge(clone(old), next)
 	}
@@ -326,9 +339,31 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, path string,
 	}
 	// What the specification marks readOnly is ignored when sent.
 	delete(next, "etag")
+	delete(next, "type")
+	delete(next, "systemData")
 	if p, ok := next["properties"].(map[string]any); ok {
-		delete(p, "provisioningState")
-		delete(p, "resourceGuid")
+		for _, k := range readOnlyProps {
+			delete(p, k)
+		}
+	}
+	if r.Method == http.MethodPatch && network {
+		if p, ok := next["properties"].(map[string]any); ok {
+			p["provisioningState"] = Str(Obj(old["properties"])["provisioningState"])
+		}
+		if old["type"] != nil {
+			next["type"] = old["type"]
+		}
+		s.storeLocked(path, next)
+		stored := s.resources[key]
+		b, _ := json.Marshal(stored)
+		s.mu.Unlock()
+		w.Header().Set("ETag", Str(stored["etag"]))
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(b)
+		return
+	}
+	if old != nil && old["type"] != nil {
+		next["type"] = old["type"]
 	}
 	if v := s.validate[typeOf(path)]; v != nil {
 		if code, msg := v(old, next); code != "" {
@@ -351,12 +386,30 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, path string,
 	w.Header().Set("Retry-After", ra)
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Content-Type", "application/json")
-	if exists {
+	switch {
+	case r.Method == http.MethodPatch:
+		// afdx.json: a PATCH is answered 200 or 202, and the service
+		// answers 202 while the change rolls out.
+		w.WriteHeader(http.StatusAccepted)
+	case exists:
 		w.WriteHeader(http.StatusOK)
-	} else {
+	default:
 		w.WriteHeader(http.StatusCreated)
 	}
 	w.Write(b)
+}
+
+// readOnlyProps are the properties the specification marks readOnly on the
+// resources served (provisioningState and resourceGuid on
+// Microsoft.Network's, operationalState on a gateway, deploymentStatus and
+// originGroupName on a Front Door origin): what a write carries of them is
+// ignored.
+var readOnlyProps = []string{"provisioningState", "resourceGuid", "operationalState", "deploymentStatus", "originGroupName"}
+
+// isNetwork tells a Microsoft.Network resource (load balancer, gateway)
+// from a Microsoft.Cdn one.
+func isNetwork(path string) bool {
+	return strings.Contains(strings.ToLower(path), "/providers/microsoft.network/")
 }
 
 func (s *Server) newOpLocked(path string, result any) string {
