@@ -135,6 +135,7 @@ func LoadBalancerRules(old, next Resource) (string, string) {
 	if msg := uniqueNames(rules, "properties.loadBalancingRules"); msg != "" {
 		return "InvalidRequestFormat", msg
 	}
+	ports := map[string]string{}
 	for i, r := range rules {
 		where := fmt.Sprintf("properties.loadBalancingRules[%d]", i)
 		rp := Obj(r["properties"])
@@ -151,12 +152,35 @@ func LoadBalancerRules(old, next Resource) (string, string) {
 		if msg := intField(rp, "backendPort", where+".properties", false, 0, 65535); msg != "" {
 			return "InvalidRequestFormat", msg
 		}
+		if msg := intField(rp, "idleTimeoutInMinutes", where+".properties", false, 4, 30); msg != "" {
+			return "InvalidRequestFormat", msg
+		}
+		// "Port numbers for each rule must be unique within the Load
+		// Balancer": two rules may not take one frontend port of one
+		// frontend for the same protocol (All takes both).
+		fe := strings.ToLower(Str(Obj(rp["frontendIPConfiguration"])["id"]))
+		port, _ := Num(rp["frontendPort"])
+		for _, proto := range protocols(Str(rp["protocol"])) {
+			k := fmt.Sprintf("%s|%s|%v", fe, proto, port)
+			if other, dup := ports[k]; dup {
+				return "InvalidRequestFormat", fmt.Sprintf("%s takes frontend port %v, which %s has", where, port, other)
+			}
+			ports[k] = Str(r["name"])
+		}
 		id := Str(Obj(rp["probe"])["id"])
 		if id != "" && !probes[strings.ToLower(id[strings.LastIndex(id, "/")+1:])] {
 			return "InvalidResourceReference", fmt.Sprintf("%s references probe %s, which is not in the load balancer", where, id)
 		}
 	}
 	return "", ""
+}
+
+// protocols is what a load-balancing rule's protocol takes of a port.
+func protocols(p string) []string {
+	if p == "All" {
+		return []string{"Tcp", "Udp"}
+	}
+	return []string{p}
 }
 
 // tagRules checks tags: names at most 512 characters, values at most 256,

@@ -191,7 +191,14 @@ func (s *Server) storeLocked(path string, r Resource) {
 	key := strings.ToLower(path)
 	s.etags[key]++
 	r = clone(r)
-	r["etag"] = s.etagLocked(key)
+	// Microsoft.Network's resources carry an etag (readOnly); afdx.json's
+	// AFDOrigin, a ProxyResource, has none, so Front Door's answers carry
+	// none either (the stand-in still counts versions for If-Match).
+	if isNetwork(path) {
+		r["etag"] = s.etagLocked(key)
+	} else {
+		delete(r, "etag")
+	}
 	r["id"] = path
 	s.resources[key] = r
 }
@@ -270,7 +277,9 @@ func (s *Server) serveGet(w http.ResponseWriter, path string) {
 	var b []byte
 	if ok {
 		b, _ = json.Marshal(res)
-		w.Header().Set("ETag", res["etag"].(string))
+		if e := Str(res["etag"]); e != "" {
+			w.Header().Set("ETag", e)
+		}
 	}
 	s.mu.Unlock()
 	switch {
@@ -332,7 +341,7 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, path string,
 		}
 		next = merge(clone(old), next)
 	}
-	if im := r.Header.Get("If-Match"); im != "" && im != "*" && (!exists || im != old["etag"]) {
+	if im := r.Header.Get("If-Match"); im != "" && im != "*" && (!exists || im != s.etagLocked(key)) {
 		s.mu.Unlock()
 		armError(w, http.StatusPreconditionFailed, "PreconditionFailed", "The condition specified using HTTP conditional header(s) is not met.")
 		return
@@ -379,12 +388,14 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, path string,
 	stored := s.resources[key]
 	id := s.newOpLocked(path, nil)
 	b, _ := json.Marshal(stored)
-	etag := stored["etag"].(string)
+	etag := Str(stored["etag"])
 	ra := s.retryAfter
 	s.mu.Unlock()
 	w.Header().Set("Azure-AsyncOperation", s.URL()+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version"))
 	w.Header().Set("Retry-After", ra)
-	w.Header().Set("ETag", etag)
+	if etag != "" {
+		w.Header().Set("ETag", etag)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	switch {
 	case r.Method == http.MethodPatch:

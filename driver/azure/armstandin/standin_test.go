@@ -188,13 +188,18 @@ func TestStandInFollowsLoadBalancerSpec(t *testing.T) {
 		"two probes of one name": {edit(s, path, func(p map[string]any) {
 			List(p["probes"])[1]["name"] = "HTTP-probe"
 		}), "InvalidRequestFormat"},
-		"rule without protocol": {edit(s, path, func(p map[string]any) { delete(nth(p, "loadBalancingRules", 0), "protocol") }), "InvalidRequestFormat"},
-		"rule protocol Icmp":    {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 0)["protocol"] = "Icmp" }), "InvalidRequestFormat"},
-		"rule without frontend": {edit(s, path, func(p map[string]any) { delete(nth(p, "loadBalancingRules", 0), "frontendPort") }), "InvalidRequestFormat"},
-		"frontendPort 65535":    {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 1)["frontendPort"] = 65535.0 }), "InvalidRequestFormat"},
-		"backendPort 65536":     {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 1)["backendPort"] = 65536.0 }), "InvalidRequestFormat"},
-		"backendPort -1":        {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 1)["backendPort"] = -1.0 }), "InvalidRequestFormat"},
-		"two rules of one name": {edit(s, path, func(p map[string]any) { List(p["loadBalancingRules"])[1]["name"] = "http-rule" }), "InvalidRequestFormat"},
+		"rule without protocol":   {edit(s, path, func(p map[string]any) { delete(nth(p, "loadBalancingRules", 0), "protocol") }), "InvalidRequestFormat"},
+		"rule protocol Icmp":      {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 0)["protocol"] = "Icmp" }), "InvalidRequestFormat"},
+		"rule without frontend":   {edit(s, path, func(p map[string]any) { delete(nth(p, "loadBalancingRules", 0), "frontendPort") }), "InvalidRequestFormat"},
+		"frontendPort 65535":      {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 1)["frontendPort"] = 65535.0 }), "InvalidRequestFormat"},
+		"backendPort 65536":       {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 1)["backendPort"] = 65536.0 }), "InvalidRequestFormat"},
+		"backendPort -1":          {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 1)["backendPort"] = -1.0 }), "InvalidRequestFormat"},
+		"two rules of one name":   {edit(s, path, func(p map[string]any) { List(p["loadBalancingRules"])[1]["name"] = "http-rule" }), "InvalidRequestFormat"},
+		"one frontend port twice": {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 1)["frontendPort"] = 80.0 }), "InvalidRequestFormat"},
+		"All over a Tcp port": {edit(s, path, func(p map[string]any) {
+			nth(p, "loadBalancingRules", 1)["frontendPort"], nth(p, "loadBalancingRules", 1)["protocol"] = 80.0, "All"
+		}), "InvalidRequestFormat"},
+		"idle timeout of 31": {edit(s, path, func(p map[string]any) { nth(p, "loadBalancingRules", 0)["idleTimeoutInMinutes"] = 31.0 }), "InvalidRequestFormat"},
 	})
 
 	// What the specification allows passes: a Tcp probe without a path,
@@ -400,6 +405,10 @@ func TestStandInFollowsFrontDoorOriginSpec(t *testing.T) {
 	}})
 	if resp.StatusCode != http.StatusAccepted || resp.Header.Get("Azure-AsyncOperation") == "" {
 		t.Fatalf("PATCH of an origin: %d %v %s, want 202 with Azure-AsyncOperation", resp.StatusCode, resp.Header, body)
+	}
+	// AFDOrigin is a ProxyResource: no etag, in the body or the header.
+	if resp, body := send(t, s, http.MethodGet, path, nil); resp.Header.Get("ETag") != "" || strings.Contains(body, `"etag"`) {
+		t.Fatalf("a Front Door origin answered an ETag: %q %s", resp.Header.Get("ETag"), body)
 	}
 	p := Obj(s.Get(path)["properties"])
 	if w, _ := Num(p["weight"]); w != 1 || p["enabledState"] != "Disabled" || p["deploymentStatus"] != nil || p["originGroupName"] != nil {
