@@ -61,6 +61,7 @@ type Server struct {
 	opPolls    int    // how many "InProgress" answers an operation gives; -1: never done
 	beforePut  func() // runs once before the next write is checked
 	retryAfter string // the Retry-After header's value on 429 and operations
+	opFail     string // the error code the next write's operation ends "Failed" with
 }
 
 // New starts a stand-in; it is closed when the test ends.
@@ -121,6 +122,10 @@ type Faults struct {
 	BeforePut func()
 	// RetryAfter is the Retry-After value in seconds (default "1").
 	RetryAfter string
+	// OpFail, when set, makes the next write's operation end "Failed"
+	// with this error code (ARM's operation status body, the resource's
+	// provisioningState "Failed").
+	OpFail string
 }
 
 // Fault sets f.
@@ -129,6 +134,7 @@ func (s *Server) Fault(f Faults) {
 	defer s.mu.Unlock()
 	s.throttle, s.fail, s.garbage, s.beforePut = f.Throttle, f.Fail, f.Garbage, f.BeforePut
 	s.opPolls = f.OpPolls
+	s.opFail = f.OpFail
 	if f.OpPolls == 0 {
 		s.opPolls = 2
 	}
@@ -212,6 +218,7 @@ type operation struct {
 	path   string
 	result any // for actions
 	status string
+	fail   string // the error code it ends "Failed" with, if any
 }
 
 // maxBody bounds a request body.
@@ -427,7 +434,11 @@ func (s *Server) newOpLocked(path string, result any) string {
 	var b [8]byte
 	rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
-	s.ops[id] = &operation{polls: s.opPolls, path: path, result: result}
+	op := &operation{polls: s.opPolls, path: path, result: result}
+	if result == nil {
+		op.fail, s.opFail = s.opFail, ""
+	}
+	s.ops[id] = op
 	return id
 }
 
@@ -473,9 +484,12 @@ func (s *Server) serveOperation(w http.ResponseWriter, r *http.Request) {
 	var hooks []func(string)
 	if !inProgress && op.status == "" {
 		op.status = "Succeeded"
+		if op.fail != "" {
+			op.status = "Failed"
+		}
 		if res := s.resources[strings.ToLower(op.path)]; res != nil && op.result == nil {
 			if p, ok := res["properties"].(map[string]any); ok {
-				p["provisioningState"] = "Succeeded"
+				p["provisioningState"] = op.status
 			}
 			hooks = s.onWrite
 		}
@@ -499,6 +513,11 @@ func (s *Server) serveOperation(w http.ResponseWriter, r *http.Request) {
 	if inProgress {
 		w.Header().Set("Retry-After", ra)
 		fmt.Fprint(w, `{"status":"InProgress"}`)
+		return
+	}
+	if op.fail != "" {
+		b, _ := json.Marshal(map[string]any{"status": "Failed", "error": map[string]string{"code": op.fail, "message": "the operation failed"}})
+		w.Write(b)
 		return
 	}
 	fmt.Fprint(w, `{"status":"Succeeded"}`)

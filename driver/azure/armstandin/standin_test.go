@@ -415,3 +415,48 @@ func TestStandInFollowsFrontDoorOriginSpec(t *testing.T) {
 		t.Fatalf("stored after PATCH: %v", p)
 	}
 }
+
+// An operation made to fail ends with ARM's status body {status: Failed,
+// error: {code, message}} and the resource "Failed"; the fault is spent
+// on one write.
+func TestStandInOperationFails(t *testing.T) {
+	s := New()
+	defer s.Close()
+	s.Fault(Faults{OpPolls: 1, OpFail: "InternalServerError"})
+	path := LBPath("rg", "lb")
+	s.Put(path, LoadBalancer("rg", "lb", "/a", "/b", "0"))
+	status := func(op string) map[string]any {
+		req, _ := http.NewRequest(http.MethodGet, op, nil)
+		req.Header.Set("Authorization", "Bearer t")
+		r, err := s.TLS.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(r.Body).Decode(&out); err != nil || r.StatusCode != http.StatusOK {
+			t.Fatalf("operation status: %d %v", r.StatusCode, err)
+		}
+		return out
+	}
+	for i, want := range []string{"Failed", "Succeeded"} {
+		resp, body := send(t, s, http.MethodPut, path, s.Get(path))
+		op := resp.Header.Get("Azure-AsyncOperation")
+		if resp.StatusCode != http.StatusOK || op == "" {
+			t.Fatalf("write %d: %d %s", i, resp.StatusCode, body)
+		}
+		if got := status(op); got["status"] != "InProgress" {
+			t.Fatalf("write %d, first poll: %v", i, got)
+		}
+		got := status(op)
+		if got["status"] != want {
+			t.Fatalf("write %d: operation %v, want %s", i, got, want)
+		}
+		if want == "Failed" && Str(Obj(got["error"])["code"]) != "InternalServerError" {
+			t.Fatalf("a failed operation without its error: %v", got)
+		}
+		if ps := Obj(s.Get(path)["properties"])["provisioningState"]; ps != want {
+			t.Fatalf("write %d: provisioningState %v, want %s", i, ps, want)
+		}
+	}
+}
