@@ -321,7 +321,11 @@ func (n *node) start(ctx context.Context) error {
 	}
 	n.listen()
 	n.serving()
-	return n.ready()
+	if err := n.ready(); err != nil {
+		return err
+	}
+	n.noteServing(time.Duration(startToReady.Load()))
+	return nil
 }
 
 // startTickets reads the TLS session ticket keys from the store (a
@@ -589,10 +593,12 @@ func (n *node) wait(ctx context.Context, hup <-chan os.Signal) error {
 func (n *node) shutdown() {
 	sctx, cancel := context.WithTimeout(context.Background(), n.initial.Proxy.ShutdownTimeout)
 	defer cancel()
+	stop := n.beginStopNote()
 	n.stopHandover()
 	if err := n.px.Shutdown(sctx); err != nil {
 		n.log.Warn("requests still in flight at the shutdown limit", "err", err)
 	}
 	n.admin.Shutdown(sctx)
 	n.drained()
+	n.endStopNote(stop)
 }
