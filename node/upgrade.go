@@ -527,8 +527,11 @@ func (n *node) recordFailedUpgrade(note *upgradeNote, reason string) {
 	os.Remove(n.upgradeNotePath())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e := upgradeEntry(note, time.Since(note.Started))
+	took := time.Since(note.Started)
+	e := upgradeEntry(note, took)
 	e.Result, e.Error = store.Failed, reason
+	// No process took over: this one goes on (not "process N -> N").
+	e.Changes[2] = fmt.Sprintf("process %d goes on serving; the new one gave up after %s", note.OldPID, took.Round(time.Millisecond))
 	if _, err := n.st.Record(ctx, e); err != nil {
 		n.log.Warn("could not record the failed upgrade in the history", "err", err)
 	}

@@ -380,6 +380,10 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 			if e.Result != "failed" {
 				t.Errorf("upgrade entry %d: result %q", e.ID, e.Result)
 			}
+			// No process took over: the entry must not say one did.
+			if len(e.Changes) != 3 || !strings.HasPrefix(e.Changes[2], fmt.Sprintf("process %d goes on serving", pid)) {
+				t.Errorf("failed upgrade entry %d: changes %q, want the old process %d going on", e.ID, e.Changes, pid)
+			}
 			failed = append(failed, e.Error)
 		}
 	}
