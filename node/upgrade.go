@@ -257,6 +257,12 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 	if err != nil {
 		return refuse(http.StatusBadRequest, "%v", err)
 	}
+	// The new process reads the configuration file anew: one it would
+	// refuse (edited since, or a key the new version no longer takes) is
+	// named here, before anything is handed over.
+	if err := binaryCheck(ctx, binary, n.path); err != nil {
+		return refuse(http.StatusBadRequest, "%v; this one goes on serving", err)
+	}
 	if req.DryRun {
 		return wire.UpgradeResult{OldVersion: n.version, NewVersion: newVersion, Binary: binary, OldPID: os.Getpid()}, nil
 	}
@@ -422,6 +428,49 @@ func binaryVersion(ctx context.Context, binary string) (string, error) {
 		return "", fmt.Errorf("%s version: answered %.60q, not a vipswap version", binary, out)
 	}
 	return v, nil
+}
+
+// binaryCheck runs `binary check -c path`: the configuration file as
+// the new process will read it. Its complaint, one line, is the error.
+func binaryCheck(ctx context.Context, binary, path string) error {
+	if path == "" {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, binary, "check", "-c", path)
+	cmd.WaitDelay = time.Second
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = io.Discard, &limitedWriter{w: &out, n: 4096}
+	err := cmd.Run()
+	if cctx.Err() != nil {
+		return fmt.Errorf("%s check -c %s: no answer within 8s", binary, path)
+	}
+	if err != nil {
+		msg, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
+		msg = strings.TrimPrefix(msg, "vipswap check: ")
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("the new vipswap refuses the configuration file: %.300s", msg)
+	}
+	return nil
+}
+
+// limitedWriter keeps the first n bytes written to it, and takes the rest
+// without keeping it.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
 }
 
 // upgradeSignal receives SIGUSR2 (nil without upgrades: never).
