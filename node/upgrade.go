@@ -171,7 +171,13 @@ func (n *node) ready() error {
 		return nil
 	}
 	if err := n.ho.upg.Ready(); err != nil {
-		return fmt.Errorf("telling the previous process this one is ready: %w", err)
+		if !n.takingOver() || !n.parentGone() {
+			return fmt.Errorf("telling the previous process this one is ready: %w", err)
+		}
+		// The previous process ended (a crash, kill -9) while this one
+		// got ready: this one holds the sockets and the state, and is all
+		// that is left to serve them. It goes on, as after a crash.
+		n.log.Warn("the previous vipswap process ended before this one could tell it that it is ready (a crash, kill -9): this one serves on", "err", err)
 	}
 	if n.takingOver() {
 		n.log.Info("took over from the previous process: it stops accepting and finishes its requests in flight")
@@ -179,6 +185,14 @@ func (n *node) ready() error {
 		n.recordUpgrade(context.Background())
 	}
 	return nil
+}
+
+// parentGone reports whether the process this one replaces has exited
+// (waiting a moment for it: its exit is seen through a pipe).
+func (n *node) parentGone() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return !errors.Is(n.ho.upg.WaitForParent(ctx), context.DeadlineExceeded)
 }
 
 // upgradedC is closed when a new process took over (nil without
