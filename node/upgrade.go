@@ -195,6 +195,19 @@ func (n *node) parentGone() bool {
 	return !errors.Is(n.ho.upg.WaitForParent(ctx), context.DeadlineExceeded)
 }
 
+// replaced reports whether a new process took over from this one.
+func (n *node) replaced() bool {
+	if n.ho == nil {
+		return false
+	}
+	select {
+	case <-n.ho.upgraded:
+		return true
+	default:
+		return false
+	}
+}
+
 // upgradedC is closed when a new process took over (nil without
 // upgrades: never).
 func (n *node) upgradedC() <-chan struct{} {
