@@ -431,6 +431,9 @@ func upgradeBinary(path string) (string, error) {
 	if fi.Mode().Perm()&0o022 != 0 {
 		return "", fmt.Errorf("binary: %s is writable by other users than its owner: refused", path)
 	}
+	if err := checkBinaryOwner(path, fi); err != nil {
+		return "", err
+	}
 	return filepath.Clean(path), nil
 }
 
