@@ -280,14 +280,18 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 			return refuse(http.StatusConflict, "the previous vipswap process is still finishing its requests in flight: try again when it has exited")
 		}
 	}
-	newVersion, err := binaryVersion(ctx, binary)
+	// The two checks of the new binary share 8 seconds: with the wait
+	// for readiness, the upgrade answers within the admin API's 30.
+	cctx, cancelChecks := context.WithTimeout(ctx, 8*time.Second)
+	defer cancelChecks()
+	newVersion, err := binaryVersion(cctx, binary)
 	if err != nil {
 		return refuse(http.StatusBadRequest, "%v", err)
 	}
 	// The new process reads the configuration file anew: one it would
 	// refuse (edited since, or a key the new version no longer takes) is
 	// named here, before anything is handed over.
-	if err := binaryCheck(ctx, binary, n.path); err != nil {
+	if err := binaryCheck(cctx, binary, n.path); err != nil {
 		return refuse(http.StatusBadRequest, "%v; this one goes on serving", err)
 	}
 	if req.DryRun {
@@ -474,7 +478,7 @@ func binaryCheck(ctx context.Context, binary, path string) error {
 	cmd.Stdout, cmd.Stderr = io.Discard, &limitedWriter{w: &out, n: 4096}
 	err := cmd.Run()
 	if cctx.Err() != nil {
-		return fmt.Errorf("%s check -c %s: no answer within 8s", binary, path)
+		return fmt.Errorf("%s check -c %s: no answer within 8s (with version)", binary, path)
 	}
 	if err != nil {
 		msg, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
