@@ -122,6 +122,9 @@ func (n *node) recordRestart(prev *runNote, startToReady time.Duration, now time
 			e.Changes = append(e.Changes, "the previous process ended without stopping (a crash, kill -9): its requests in flight failed, how many is not known")
 		}
 	}
+	if n.st.etcd != nil { // a cluster's history: which node restarted
+		e.Changes = append(e.Changes, "node "+nodeName(n.adminLn.Addr().String()))
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	rec, err := n.st.Record(ctx, e)
