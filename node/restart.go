@@ -44,7 +44,7 @@ func (n *node) runNotePath() string { return n.initial.State.LocalBase() + ".run
 
 // readRunNote reads the note (nil, nil when there is none).
 func (n *node) readRunNote() (*runNote, error) {
-	f, err := os.Open(n.runNotePath())
+	f, err := openRegular(n.runNotePath())
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
@@ -169,4 +169,17 @@ func (n *node) endStopNote(s stopNote) {
 	note.Stopped, note.StopBegan, note.StopEnded = true, s.began, time.Now().UTC()
 	note.Served, note.Failed = served-min(served, s.base[0]), failed-min(failed, s.base[1])
 	n.writeRunNote(note)
+}
+
+// openRegular opens path, which must be a regular file: a FIFO put there
+// would block the open (and the start) forever.
+func openRegular(path string) (*os.File, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", path, fi.Mode().Type())
+	}
+	return os.Open(path)
 }

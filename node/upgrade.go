@@ -582,7 +582,7 @@ func (n *node) writeNote(note *upgradeNote) error {
 
 // readNote reads the note file (bounded: it is small).
 func (n *node) readNote() (*upgradeNote, error) {
-	f, err := os.Open(n.upgradeNotePath())
+	f, err := openRegular(n.upgradeNotePath())
 	if err != nil {
 		return nil, err
 	}
