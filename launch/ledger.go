@@ -110,12 +110,12 @@ type Leftover struct {
 // reports them, and leaves processes it cannot verify alone. A ledger from
 // a clean run is empty; none at all is fine.
 func (l *Ledger) Reclaim(stopTimeout time.Duration) ([]Leftover, error) {
-	data, err := os.ReadFile(l.path)
+	data, err := readRegular(l.path, maxLedger)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("instance ledger %s: %w", l.path, err)
+		return nil, fmt.Errorf("instance ledger %s: %w: remove it if no instance of a previous vipswap run is still running", l.path, err)
 	}
 	var prev ledgerFile
 	if err := json.Unmarshal(data, &prev); err != nil {
@@ -173,22 +173,40 @@ func (l *Ledger) stopVerified(recs []Record, fileMarker string, keep map[int]boo
 // at most.
 const maxLedger = 1 << 20
 
+// readRegular reads the file at path, which must be a regular file (a
+// FIFO would block the read forever, a device such as /dev/zero never
+// end) of at most limit bytes.
+func readRegular(path string, limit int64) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	}
+	file, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer file.Close()
+	data, err := io.ReadAll(io.LimitReader(file, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return data, nil
+}
+
 // readFile reads and checks a ledger file: every record names a group and
 // carries a marker (its own or the file's, filled in); the file is of
 // this boot.
 func readFile(path string) (ledgerFile, error) {
 	var f ledgerFile
-	file, err := os.Open(path)
+	data, err := readRegular(path, maxLedger)
 	if err != nil {
 		return f, fmt.Errorf("instance ledger %s: %w", path, err)
-	}
-	defer file.Close()
-	data, err := io.ReadAll(io.LimitReader(file, maxLedger+1))
-	if err != nil {
-		return f, fmt.Errorf("instance ledger %s: %w", path, err)
-	}
-	if len(data) > maxLedger {
-		return f, fmt.Errorf("instance ledger %s is larger than %d bytes", path, maxLedger)
 	}
 	if err := json.Unmarshal(data, &f); err != nil {
 		return f, fmt.Errorf("instance ledger %s is unreadable (%v)", path, err)

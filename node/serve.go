@@ -323,7 +323,11 @@ func (n *node) start(ctx context.Context) error {
 	}
 	n.listen()
 	n.serving()
-	return n.ready()
+	if err := n.ready(); err != nil {
+		return err
+	}
+	n.noteServing(time.Duration(startToReady.Load()))
+	return nil
 }
 
 // startTickets reads the TLS session ticket keys from the store (a
@@ -617,10 +621,24 @@ func (n *node) wait(ctx context.Context, hup <-chan os.Signal) error {
 func (n *node) shutdown() {
 	sctx, cancel := context.WithTimeout(context.Background(), n.initial.Proxy.ShutdownTimeout)
 	defer cancel()
+	stop := n.beginStopNote()
 	n.stopHandover()
+	// Replaced by a new process, which accepts on the same admin socket:
+	// this one stops accepting admin connections at once too (an admin
+	// request it took would be answered by a process that handed the
+	// state over). Otherwise the admin API answers while the requests
+	// in flight finish.
+	adminDone := make(chan struct{})
+	if n.replaced() {
+		go func() { defer close(adminDone); n.admin.Shutdown(sctx) }()
+	} else {
+		close(adminDone)
+	}
 	if err := n.px.Shutdown(sctx); err != nil {
 		n.log.Warn("requests still in flight at the shutdown limit", "err", err)
 	}
+	<-adminDone
 	n.admin.Shutdown(sctx)
 	n.drained()
+	n.endStopNote(stop)
 }

@@ -171,7 +171,13 @@ func (n *node) ready() error {
 		return nil
 	}
 	if err := n.ho.upg.Ready(); err != nil {
-		return fmt.Errorf("telling the previous process this one is ready: %w", err)
+		if !n.takingOver() || !n.parentGone() {
+			return fmt.Errorf("telling the previous process this one is ready: %w", err)
+		}
+		// The previous process ended (a crash, kill -9) while this one
+		// got ready: this one holds the sockets and the state, and is all
+		// that is left to serve them. It goes on, as after a crash.
+		n.log.Warn("the previous vipswap process ended before this one could tell it that it is ready (a crash, kill -9): this one serves on", "err", err)
 	}
 	if n.takingOver() {
 		n.log.Info("took over from the previous process: it stops accepting and finishes its requests in flight")
@@ -179,6 +185,27 @@ func (n *node) ready() error {
 		n.recordUpgrade(context.Background())
 	}
 	return nil
+}
+
+// parentGone reports whether the process this one replaces has exited
+// (waiting a moment for it: its exit is seen through a pipe).
+func (n *node) parentGone() bool {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	return !errors.Is(n.ho.upg.WaitForParent(ctx), context.DeadlineExceeded)
+}
+
+// replaced reports whether a new process took over from this one.
+func (n *node) replaced() bool {
+	if n.ho == nil {
+		return false
+	}
+	select {
+	case <-n.ho.upgraded:
+		return true
+	default:
+		return false
+	}
 }
 
 // upgradedC is closed when a new process took over (nil without
@@ -253,9 +280,19 @@ func (n *node) upgrade(ctx context.Context, req wire.UpgradeRequest) (wire.Upgra
 			return refuse(http.StatusConflict, "the previous vipswap process is still finishing its requests in flight: try again when it has exited")
 		}
 	}
-	newVersion, err := binaryVersion(ctx, binary)
+	// The two checks of the new binary share 8 seconds: with the wait
+	// for readiness, the upgrade answers within the admin API's 30.
+	cctx, cancelChecks := context.WithTimeout(ctx, 8*time.Second)
+	defer cancelChecks()
+	newVersion, err := binaryVersion(cctx, binary)
 	if err != nil {
 		return refuse(http.StatusBadRequest, "%v", err)
+	}
+	// The new process reads the configuration file anew: one it would
+	// refuse (edited since, or a key the new version no longer takes) is
+	// named here, before anything is handed over.
+	if err := binaryCheck(cctx, binary, n.path); err != nil {
+		return refuse(http.StatusBadRequest, "%v; this one goes on serving", err)
 	}
 	if req.DryRun {
 		return wire.UpgradeResult{OldVersion: n.version, NewVersion: newVersion, Binary: binary, OldPID: os.Getpid()}, nil
@@ -398,6 +435,9 @@ func upgradeBinary(path string) (string, error) {
 	if fi.Mode().Perm()&0o022 != 0 {
 		return "", fmt.Errorf("binary: %s is writable by other users than its owner: refused", path)
 	}
+	if err := checkBinaryOwner(path, fi); err != nil {
+		return "", err
+	}
 	return filepath.Clean(path), nil
 }
 
@@ -422,6 +462,49 @@ func binaryVersion(ctx context.Context, binary string) (string, error) {
 		return "", fmt.Errorf("%s version: answered %.60q, not a vipswap version", binary, out)
 	}
 	return v, nil
+}
+
+// binaryCheck runs `binary check -c path`: the configuration file as
+// the new process will read it. Its complaint, one line, is the error.
+func binaryCheck(ctx context.Context, binary, path string) error {
+	if path == "" {
+		return nil
+	}
+	cctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(cctx, binary, "check", "-c", path)
+	cmd.WaitDelay = time.Second
+	var out strings.Builder
+	cmd.Stdout, cmd.Stderr = io.Discard, &limitedWriter{w: &out, n: 4096}
+	err := cmd.Run()
+	if cctx.Err() != nil {
+		return fmt.Errorf("%s check -c %s: no answer within 8s (with version)", binary, path)
+	}
+	if err != nil {
+		msg, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
+		msg = strings.TrimPrefix(msg, "vipswap check: ")
+		if msg == "" {
+			msg = err.Error()
+		}
+		return fmt.Errorf("the new vipswap refuses the configuration file: %.300s", msg)
+	}
+	return nil
+}
+
+// limitedWriter keeps the first n bytes written to it, and takes the rest
+// without keeping it.
+type limitedWriter struct {
+	w io.Writer
+	n int
+}
+
+func (l *limitedWriter) Write(p []byte) (int, error) {
+	if l.n > 0 {
+		k := min(len(p), l.n)
+		l.w.Write(p[:k])
+		l.n -= k
+	}
+	return len(p), nil
 }
 
 // upgradeSignal receives SIGUSR2 (nil without upgrades: never).
@@ -499,7 +582,7 @@ func (n *node) writeNote(note *upgradeNote) error {
 
 // readNote reads the note file (bounded: it is small).
 func (n *node) readNote() (*upgradeNote, error) {
-	f, err := os.Open(n.upgradeNotePath())
+	f, err := openRegular(n.upgradeNotePath())
 	if err != nil {
 		return nil, err
 	}
@@ -527,8 +610,11 @@ func (n *node) recordFailedUpgrade(note *upgradeNote, reason string) {
 	os.Remove(n.upgradeNotePath())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	e := upgradeEntry(note, time.Since(note.Started))
+	took := time.Since(note.Started)
+	e := upgradeEntry(note, took)
 	e.Result, e.Error = store.Failed, reason
+	// No process took over: this one goes on (not "process N -> N").
+	e.Changes[2] = fmt.Sprintf("process %d goes on serving; the new one gave up after %s", note.OldPID, took.Round(time.Millisecond))
 	if _, err := n.st.Record(ctx, e); err != nil {
 		n.log.Warn("could not record the failed upgrade in the history", "err", err)
 	}

@@ -109,8 +109,9 @@ type Entry struct {
 	Time time.Time `json:"time"`
 	// Actor is who asked: a token's name, or "local".
 	Actor string `json:"actor"`
-	// Operation is "seed", "swap", "rollback", "drain", "ready", "reload"
-	// or "repair".
+	// Operation is "seed", "swap", "rollback", "drain", "ready", "reload",
+	// "repair", "upgrade" (a new vipswap binary took over) or "restart" (a
+	// vipswap process started on a state file another one served).
 	Operation string `json:"operation"`
 	// From and To are the active slot before and after a swap or rollback.
 	From string `json:"from,omitempty"`

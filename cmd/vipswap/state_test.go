@@ -157,7 +157,7 @@ func TestStateCommands(t *testing.T) {
 		}
 		sw := switchtest.Serve(t, dir, cfg)
 		h, err := sw.Client.History(ctx, 100)
-		if err != nil || sw.Active(t) != "green" || len(h) != 4 || h[0].Operation != "repair" || h[0].Revision != 5 || h[2].ID != 3 || h[3].ID != 1 {
+		if err != nil || sw.Active(t) != "green" || len(h) != 5 || h[0].Operation != "restart" || h[1].Operation != "repair" || h[1].Revision != 5 || h[3].ID != 3 || h[4].ID != 1 {
 			t.Fatalf("after the repair: active %s, history %+v, %v", sw.Active(t), h, err)
 		}
 		stop(t, sw.Process)

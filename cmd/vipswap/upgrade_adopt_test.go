@@ -219,7 +219,9 @@ func TestUpgradeToABrokenBinaryKeepsManagedInstances(t *testing.T) {
 	marker, before := waitInstances(t, dir, 4, "")
 	script := func(name, body string) string {
 		p := filepath.Join(dir, name)
-		s := "#!/bin/sh\nif [ \"$1\" = version ]; then echo \"vipswap " + name + "\"; exit 0; fi\n" + body + "\n"
+		// It says its version and passes the configuration check, as a
+		// vipswap does, and then fails to serve.
+		s := "#!/bin/sh\nif [ \"$1\" = version ]; then echo \"vipswap " + name + "\"; exit 0; fi\nif [ \"$1\" = check ]; then exit 0; fi\n" + body + "\n"
 		if err := os.WriteFile(p, []byte(s), 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -305,7 +305,9 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 	pid := u.pid(t)
 	script := func(name, body string) string {
 		p := filepath.Join(dir, name)
-		s := "#!/bin/sh\nif [ \"$1\" = version ]; then echo \"vipswap " + name + "\"; exit 0; fi\n" + body + "\n"
+		// It says its version and passes the configuration check, as a
+		// vipswap does, and then fails to serve.
+		s := "#!/bin/sh\nif [ \"$1\" = version ]; then echo \"vipswap " + name + "\"; exit 0; fi\nif [ \"$1\" = check ]; then exit 0; fi\n" + body + "\n"
 		if err := os.WriteFile(p, []byte(s), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -360,6 +362,29 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 			return nil
 		})
 	}
+	// The configuration file edited since the start into one the new
+	// process would refuse: the command names the file's fault, and the
+	// old process goes on (nothing was started).
+	cfgPath := filepath.Join(dir, "vipswap.yaml")
+	good, err := os.ReadFile(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(cfgPath, append(append([]byte{}, good...), "bogus: [\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{nil, {"--dry-run"}} {
+		out, code := u.upgradeCLI(t, bin, args...)
+		if code != 1 || !strings.Contains(out, "refuses the configuration file") || !strings.Contains(out, "vipswap.yaml: line") {
+			t.Errorf("upgrade %v with an invalid configuration file: exit %d, want 1 naming the file's fault:\n%s", args, code, out)
+		}
+		if got := u.pid(t); got != pid {
+			t.Fatalf("upgrade with an invalid configuration file: the PID file names %d, not the old process %d", got, pid)
+		}
+	}
+	if err := os.WriteFile(cfgPath, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
 	res := load.Stop()
 	fok, ffailed, ferrs := fl.stop()
 	t.Logf("keep-alive: %d answered, %d failed; new-connection: %d answered, %d failed", res.OK, res.Failed, fok, ffailed)
@@ -379,6 +404,10 @@ func TestUpgradeToABrokenBinary(t *testing.T) {
 		if e.Operation == "upgrade" {
 			if e.Result != "failed" {
 				t.Errorf("upgrade entry %d: result %q", e.ID, e.Result)
+			}
+			// No process took over: the entry must not say one did.
+			if len(e.Changes) != 3 || !strings.HasPrefix(e.Changes[2], fmt.Sprintf("process %d goes on serving", pid)) {
+				t.Errorf("failed upgrade entry %d: changes %q, want the old process %d going on", e.ID, e.Changes, pid)
 			}
 			failed = append(failed, e.Error)
 		}
