@@ -414,10 +414,8 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 	if err != nil && j.r.ctx.Err() == nil {
 		// Too long: the deploy fails, and a failure during a rollout
 		// aborts it (its own, and only if nothing changed since the look).
-		rev := ctrl.Status().Revision
-		if mine(ctrl.RolloutStatus()) {
-			ctrl.Abort(context.Background(), wire.ChangeRequest{Actor: j.req.Actor, IfRevision: &rev,
-				Reason: "deploy " + j.id + ": the rollout did not end within " + limit.String()})
+		if aerr := j.abortOwnRollout(mine, "deploy "+j.id+": the rollout did not end within "+limit.String()); aerr != nil {
+			return "", fmt.Errorf("%w (its steps' intervals and --timeout), and its abort failed: %v", err, aerr)
 		}
 		return "", fmt.Errorf("%w (its steps' intervals and --timeout): aborted, prod back on %s", err, from)
 	}
@@ -448,6 +446,29 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		return "", fmt.Errorf("the rollout to %s was aborted, prod is back on %s: %s", req.Slot, active, why)
 	}
 	return fmt.Sprintf("rollout %s → %s promoted after %s", from, req.Slot, time.Since(began).Round(time.Millisecond)), nil
+}
+
+// abortOwnRollout aborts the deploy's rollout while it is still the
+// one running (mine), only if nothing changed since the look (the
+// revision): a change between the look and the abort (a step of the
+// rollout, a health change written by another node) makes it look again,
+// a few times, rather than leave the rollout running behind a failed
+// deploy.
+func (j *job) abortOwnRollout(mine func(wire.RolloutStatus) bool, reason string) error {
+	ctrl := j.r.cfg.Controller
+	var err error
+	for range 5 {
+		rev := ctrl.Status().Revision
+		if !mine(ctrl.RolloutStatus()) {
+			return nil
+		}
+		_, err = ctrl.Abort(context.Background(), wire.ChangeRequest{Actor: j.req.Actor, IfRevision: &rev, Reason: reason})
+		var ce *control.Error
+		if err == nil || !errors.As(err, &ce) || ce.Kind != control.Conflict {
+			return err
+		}
+	}
+	return err
 }
 
 // abortReason finds why the rollout that history entry since started was
