@@ -26,7 +26,6 @@ type job struct {
 	method   string
 	uri      string
 	host     string
-	client   string
 	header   http.Header
 	body     []byte
 	cost     int64 // bytes reserved against MaxMemory
@@ -176,7 +175,6 @@ func (m *Mirror) send(j *job) {
 		// not even a GET on a reused connection that broke.
 		Body: io.NopCloser(bytes.NewReader(j.body)),
 	}
-	req.Header.Set("X-Forwarded-For", clientIP(j.client))
 	req = req.WithContext(ctx)
 	start := time.Now()
 	resp, err := client.Do(req)
@@ -206,19 +204,6 @@ func (m *Mirror) send(j *job) {
 		}
 	}
 	m.result(j, &tgt, lat, nil)
-}
-
-func clientIP(remote string) string {
-	for i := len(remote) - 1; i >= 0; i-- {
-		if remote[i] == ':' {
-			host := remote[:i]
-			if len(host) > 1 && host[0] == '[' {
-				host = host[1 : len(host)-1]
-			}
-			return host
-		}
-	}
-	return remote
 }
 
 // result compares a copy's answer (nil: the target failed with err) and

@@ -165,14 +165,14 @@ func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri stri
 		m.drop(ru, dropTooLarge, 0)
 		return nil
 	}
-	hdr := copyHeader(r.Header, m.o.PinHeader, m.o.AffinityCookie)
+	hdr := copyHeader(r, m.o.PinHeader, m.o.AffinityCookie)
 	cost := int64(len(body) + len(uri) + headerBytes(hdr))
 	if !m.reserve(cost) {
 		m.drop(ru, dropMemory, 0)
 		return nil
 	}
 	j := &job{m: m, run: ru, table: t, prodSlot: slot.Name, method: r.Method, uri: uri, host: r.Host,
-		header: hdr, body: slices.Clone(body), cost: cost, client: r.RemoteAddr}
+		header: hdr, body: slices.Clone(body), cost: cost}
 	j.prod.start(m.o)
 	j.prod.m = m // prod's answer, kept while it is short, is held too
 	return j
@@ -237,29 +237,22 @@ func (m *Mirror) stopper() {
 	}
 }
 
-// hopHeaders describe one connection, not the message: not copied.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
-	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"Http2-Settings": true, "Content-Length": true, "Expect": true, "Host": true,
-}
-
-// copyHeader returns what a copy carries of a prod request's header: all
-// but hop-by-hop fields, prod's routing hints (the pin header, the
-// affinity cookie) and a client's own shadow mark; then the mark.
-func copyHeader(h http.Header, pin, cookie string) http.Header {
-	out := make(http.Header, len(h)+1)
-	for k, vv := range h {
-		if hopHeaders[k] || k == proxy.ShadowHeader || (pin != "" && strings.EqualFold(k, pin)) {
-			continue
-		}
-		if k == "Cookie" && cookie != "" {
-			vv = withoutCookie(vv, cookie)
-			if len(vv) == 0 {
-				continue
-			}
-		}
+// copyHeader returns what a copy carries of a prod request's header: what
+// prod's instance got (proxy.InstanceHeader: no hop-by-hop field, no pin
+// header, no client's own shadow mark, X-Forwarded-* set by vipswap, not
+// as the client claimed them), less the affinity cookie (prod's routing
+// hint means nothing to the target); then the mark.
+func copyHeader(r *http.Request, pin, cookie string) http.Header {
+	out := proxy.InstanceHeader(r, http.CanonicalHeaderKey(pin))
+	for k, vv := range out {
 		out[k] = slices.Clone(vv)
+	}
+	if vv := out["Cookie"]; cookie != "" && len(vv) > 0 {
+		if vv = withoutCookie(vv, cookie); len(vv) > 0 {
+			out["Cookie"] = vv
+		} else {
+			delete(out, "Cookie")
+		}
 	}
 	out[proxy.ShadowHeader] = []string{"copy"}
 	return out
