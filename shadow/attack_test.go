@@ -2,10 +2,12 @@ package shadow_test
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/shadow"
@@ -56,4 +58,39 @@ func TestCopiesCarryTheHeaderProdsInstanceGot(t *testing.T) {
 	if f.Same != n || f.Differ != 0 {
 		t.Errorf("same %d, differ %d, want %d and 0: the copy's header is not prod's (samples %+v)", f.Same, f.Differ, n, f.Samples)
 	}
+}
+
+// TestLargeProdHeadsCountAgainstMemory: prod's answer head waits in the
+// queue with its copy (it is compared once the target answered), so it
+// is held against MaxMemory like the request's: with large heads and a
+// slow target, copies are dropped for memory rather than held beyond it.
+func TestLargeProdHeadsCountAgainstMemory(t *testing.T) {
+	release := make(chan struct{})
+	green := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // slow: the queue fills
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); green.Close() })
+	const maxMem = 1 << 20
+	big := strings.Repeat("h", 48<<10)
+	r := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", big)
+		io.WriteString(w, "ok")
+	}, green.Listener.Addr().String(),
+		shadow.Options{MaxMemory: maxMem, MaxConns: 2, QueueSize: 10000, Timeout: 500 * time.Millisecond, StopErrorRate: 2})
+	r.start(100, []string{"GET"})
+	const n = 40
+	if failed := r.load(t, n, 10, 200, r.get("/")); failed != 0 {
+		t.Errorf("%d prod requests failed, want 0", failed)
+	}
+	f := r.settled(t, n)
+	_, peak := r.m.Held()
+	// At most maxMem/48KiB copies fit: the others must be dropped.
+	if f.Dropped["memory"] < n-maxMem/(48<<10)-1 {
+		t.Errorf("dropped %v (peak held %d): %d copies with 48 KiB prod heads were held within %d bytes, want most dropped for memory",
+			f.Dropped, peak, n-f.Dropped["memory"], maxMem)
+	}
+	t.Logf("peak held %d bytes of %d; dropped %v", peak, maxMem, f.Dropped)
 }

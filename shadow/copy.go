@@ -31,6 +31,7 @@ type job struct {
 	cost     int64 // bytes reserved against MaxMemory
 	prod     answer
 	latency  time.Duration // prod's instance latency
+	noMemory bool          // prod's head did not fit in MaxMemory: dropped when done
 }
 
 // answer is what is compared of one answer: status, headers, the body's
@@ -99,6 +100,14 @@ func (a *answer) whole() bool { return a.keep >= 0 && !a.over }
 // body on its way to the client.
 func (j *job) Response(resp *http.Response) io.Reader {
 	j.prod.status = resp.StatusCode
+	// Prod's head waits with the copy: held against MaxMemory like the
+	// request's, or the copy is dropped (Done).
+	if hb := int64(headerBytes(resp.Header)); !j.m.reserve(hb) {
+		j.noMemory = true
+		return resp.Body
+	} else {
+		j.cost += hb
+	}
 	j.prod.header = resp.Header.Clone()
 	if j.method == http.MethodHead {
 		return resp.Body
@@ -123,7 +132,11 @@ func (t *tee) Read(p []byte) (int, error) {
 // Done implements proxy.MirrorTap: the prod answer is out, the copy may
 // go.
 func (j *job) Done(ok bool, latency time.Duration) {
-	if !ok {
+	switch {
+	case j.noMemory:
+		j.m.drop(j.run, dropMemory, j.cost)
+		return
+	case !ok:
 		j.prod.release()
 		j.m.drop(j.run, dropProdFailed, j.cost)
 		return

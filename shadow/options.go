@@ -29,7 +29,7 @@ type Options struct {
 	// is compared by hash, fields and all. Zero means 64 KiB.
 	KeepLimit int
 	// MaxMemory bounds the bytes held for copies not yet compared (their
-	// request heads and bodies, and prod's kept answer); a copy beyond it
+	// request heads and bodies, prod's answer head and kept body); a copy beyond it
 	// is dropped (memory). Zero means 32 MiB.
 	MaxMemory int64
 	// Timeout bounds one exchange with the target, connect to last byte.
