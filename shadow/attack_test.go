@@ -94,3 +94,44 @@ func TestLargeProdHeadsCountAgainstMemory(t *testing.T) {
 	}
 	t.Logf("peak held %d bytes of %d; dropped %v", peak, maxMem, f.Dropped)
 }
+
+// TestABodyOverTheCompareLimitOnOneSideOnlyDiffers: a body above
+// CompareLimit is not compared, but one side above it and the other not
+// are bodies of different lengths for certain: a target that answers a
+// large page with a few bytes (same status, same type) differs.
+func TestABodyOverTheCompareLimitOnOneSideOnlyDiffers(t *testing.T) {
+	const limit = 64 << 10
+	large := strings.Repeat("x", 2*limit)
+	for _, tc := range []struct {
+		name         string
+		prod, target string
+		where        string
+	}{
+		{"both over", large, large + "y", ""},
+		{"prod over", large, "short", "body length"},
+		{"target over", "short", large, "body length"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := func(body string) http.HandlerFunc {
+				return func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "text/plain")
+					io.WriteString(w, body)
+				}
+			}
+			green := httptest.NewServer(text(tc.target))
+			t.Cleanup(green.Close)
+			r := newRig(t, text(tc.prod), green.Listener.Addr().String(), shadow.Options{CompareLimit: limit})
+			r.start(100, []string{"GET"})
+			if failed := r.load(t, 1, 1, 200, r.get("/")); failed != 0 {
+				t.Fatal("the prod request failed")
+			}
+			f := r.settled(t, 1)
+			switch {
+			case tc.where == "" && (f.Same != 1 || f.BodyUncompared != 1):
+				t.Errorf("same %d, body_uncompared %d, want 1 and 1 (samples %+v)", f.Same, f.BodyUncompared, f.Samples)
+			case tc.where != "" && (f.Differ != 1 || f.Samples[0].Where != tc.where):
+				t.Errorf("differ %d (samples %+v), want a difference at %q", f.Differ, f.Samples, tc.where)
+			}
+		})
+	}
+}

@@ -19,10 +19,10 @@ type Options struct {
 	// proxy.Options.RequestBuffer) is not copied (too_large). Zero means
 	// 64 KiB.
 	BodyLimit int
-	// CompareLimit is the longest answer body compared, by hash; a longer
-	// one (prod's or the target's) is compared by status and type alone
-	// (body_uncompared), and the target's is not read further. Zero means
-	// 1 MiB.
+	// CompareLimit is the longest answer body compared, by hash; when both
+	// are longer they are compared by status and type alone
+	// (body_uncompared), when one is they differ by length; the target's
+	// is not read further. Zero means 1 MiB.
 	CompareLimit int64
 	// KeepLimit is the longest answer body kept whole to compare as JSON
 	// (with IgnoreFields) and to say where it differs first; a longer one
