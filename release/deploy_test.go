@@ -376,3 +376,33 @@ func TestDeployRefusesABadShadowGate(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployRunsAPlanWhoseShadowGateItRan: a rollout start of a plan with
+// a shadow gate is refused unless it skips the gate; a deploy runs the
+// gate (here its own, in place of the plan's) before the rollout, and
+// then starts the plan's rollout.
+func TestDeployRunsAPlanWhoseShadowGateItRan(t *testing.T) {
+	f := newFixture(t)
+	l := f.startLoad()
+	req := shadowGate("slot", "version")
+	req.Shadow.Duration, req.Shadow.MinRequests = "3s", 5
+	req.Strategy, req.Plan = "rollout", "shadowed"
+	p, err := f.runner.Deploy(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = f.wait(p.ID)
+	got := l.end()
+	if p.State == "failed" {
+		t.Fatalf("deploy failed at %s: %s", p.FailedStep, p.Error)
+	}
+	if s := stepOf(t, p, "shadow"); s.Result != "ok" {
+		t.Errorf("shadow step %+v, want passed", s)
+	}
+	if got.failed != 0 {
+		t.Errorf("prod failed %d requests: %v", got.failed, got.errs)
+	}
+	if st := f.ctrl.Status(); st.Active != "green" {
+		t.Errorf("active %s: want green after the plan's rollout", st.Active)
+	}
+}
