@@ -169,3 +169,58 @@ func TestAPlansShadowGateIsNotSkippedSilently(t *testing.T) {
 		t.Fatalf("rollout start with skip_shadow: %+v, %v; want it started", res, err)
 	}
 }
+
+// TestAMirrorsStopEndsOnlyTheShadowItStopped: the mirror's stop names the
+// shadow it stopped by its start; a later shadow to the same slot (the
+// first stopped and another started meanwhile) goes on.
+func TestAMirrorsStopEndsOnlyTheShadowItStopped(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	blue, green := slotServer(t, "blue"), slotServer(t, "green")
+	ctrl, err := control.New(context.Background(), control.Config{
+		Slots:  []control.Slot{{Name: "blue", Addrs: []string{blue}}, {Name: "green", Addrs: []string{green}}},
+		Active: "blue", Store: st, Shadow: &shadowPlane{},
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrl.Close()
+	ctx := context.Background()
+	start := func() time.Time {
+		t.Helper()
+		if _, err := ctrl.StartShadow(ctx, wire.ShadowRequest{To: "green", Percent: 10}); err != nil {
+			t.Fatal(err)
+		}
+		return ctrl.Shadow().Started
+	}
+	first := start()
+	if _, err := ctrl.StopShadow(ctx, wire.ChangeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var second time.Time
+	vstest.WaitFor(t, 10*time.Second, func() error { // a new start, told apart from the first
+		second = start()
+		if second.Equal(first) {
+			ctrl.StopShadow(ctx, wire.ChangeRequest{})
+			return fmt.Errorf("started at the same instant")
+		}
+		return nil
+	})
+	ctrl.ShadowStopped(ctx, first, "slot green failed 50 of the last 50 copies")
+	if sh := ctrl.Shadow(); sh == nil || !sh.Started.Equal(second) {
+		t.Fatalf("a stale stop of the first shadow ended the second: shadow %+v", sh)
+	}
+	ctrl.ShadowStopped(ctx, second, "slot green failed 50 of the last 50 copies")
+	if sh := ctrl.Shadow(); sh != nil {
+		t.Fatalf("the mirror's stop of the running shadow left it running: %+v", sh)
+	}
+	h, err := ctrl.History(ctx, 0, 1)
+	if err != nil || h[0].Operation != "shadow stop" || h[0].Actor != "vipswap" || !strings.Contains(h[0].Reason, "failed 50") {
+		t.Fatalf("history %+v, %v: want the mirror's stop with its reason", h, err)
+	}
+}

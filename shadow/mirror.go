@@ -34,7 +34,7 @@ type Mirror struct {
 	cur    atomic.Pointer[run]
 	last   atomic.Pointer[run] // the latest run, stopped or not, for its figures
 	totals totals              // since the mirror began, for /metrics
-	stops  chan string
+	stops  chan stop
 	ways   ways // how each slot is reached, when not HTTP/1.1 in cleartext
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -46,7 +46,7 @@ type Mirror struct {
 // New returns a running Mirror with no shadow: it copies nothing until Set.
 func New(o Options) *Mirror {
 	o.setDefaults()
-	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan string, 1), now: time.Now}
+	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan stop, 4), now: time.Now}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	var rt http.RoundTripper = o.Transport
 	if rt == nil {
@@ -223,15 +223,22 @@ func (m *Mirror) work() {
 	}
 }
 
+// stop is a run the mirror stopped by itself: the shadow started at
+// started, and why.
+type stop struct {
+	started time.Time
+	why     string
+}
+
 // stopper calls OnStop for each stop the mirror decided, off the workers.
 func (m *Mirror) stopper() {
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
-		case why := <-m.stops:
+		case s := <-m.stops:
 			if m.o.OnStop != nil {
-				m.o.OnStop(why)
+				m.o.OnStop(s.started, s.why)
 			}
 		}
 	}

@@ -43,7 +43,7 @@ func newRig(t testing.TB, blueH http.HandlerFunc, greenAddr string, o shadow.Opt
 	r := &rig{stops: make(chan string, 4), green: greenAddr}
 	r.blue = httptest.NewServer(blueH)
 	t.Cleanup(r.blue.Close)
-	o.OnStop = func(why string) { r.stops <- why }
+	o.OnStop = func(_ time.Time, why string) { r.stops <- why }
 	r.m = shadow.New(o)
 	t.Cleanup(r.m.Close)
 	r.p = proxy.New(proxy.Options{PinHeader: "X-Vipswap-Slot"})

@@ -57,9 +57,10 @@ type Options struct {
 	// prod's routing hints mean nothing to the target.
 	PinHeader, AffinityCookie string
 	// OnStop, if set, is called on the mirror's own goroutine when it
-	// stopped copying by itself, with why (the controller ends the
-	// shadow then).
-	OnStop func(reason string)
+	// stopped copying by itself, with the start of the shadow it stopped
+	// (which tells it from a later one) and why: the controller ends that
+	// shadow then.
+	OnStop func(started time.Time, reason string)
 	// Transport, if set, sends the copies to slots reached over HTTP/1.1
 	// in cleartext (tests); nil means an http.Transport bounded by
 	// MaxConns and Timeout. Other slots (SetUpstreams) get transports of
