@@ -261,6 +261,9 @@ func copyHeader(r *http.Request, pin, cookie string) http.Header {
 			delete(out, "Cookie")
 		}
 	}
+	if vv := r.Header["Via"]; len(vv) > 0 {
+		out["Via"] = slices.Clone(vv) // the client's chain, as prod's instance got it before vipswap's own
+	}
 	out[proxy.ShadowHeader] = []string{"copy"}
 	return out
 }
