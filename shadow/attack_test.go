@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -133,5 +134,36 @@ func TestABodyOverTheCompareLimitOnOneSideOnlyDiffers(t *testing.T) {
 				t.Errorf("differ %d (samples %+v), want a difference at %q", f.Differ, f.Samples, tc.where)
 			}
 		})
+	}
+}
+
+// TestCopiesFollowReloadedRoutingHints: a reload may rename the pin header
+// and the affinity cookie; copies carry neither under its new name.
+func TestCopiesFollowReloadedRoutingHints(t *testing.T) {
+	var leaked atomic.Int64
+	green := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := r.Cookie("new_slot"); err == nil || r.Header.Get("X-New-Slot") != "" {
+			leaked.Add(1)
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(green.Close)
+	r := newRig(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }, green.Listener.Addr().String(),
+		shadow.Options{PinHeader: "X-Vipswap-Slot", AffinityCookie: "vipswap_slot"})
+	r.m.SetHints("X-New-Slot", "new_slot")
+	r.start(100, []string{"GET"})
+	const n = 5
+	failed := r.load(t, n, 1, 200, func(i int) *http.Request {
+		req := r.get("/")(i)
+		req.Header.Set("X-New-Slot", "blue")
+		req.AddCookie(&http.Cookie{Name: "new_slot", Value: "blue~x"})
+		return req
+	})
+	if failed != 0 {
+		t.Fatalf("%d prod requests failed", failed)
+	}
+	f := r.settled(t, n)
+	if f.Same != n || leaked.Load() != 0 {
+		t.Errorf("same %d of %d; %d copies carried the renamed pin header or affinity cookie, want none", f.Same, n, leaked.Load())
 	}
 }

@@ -36,6 +36,7 @@ type Mirror struct {
 	totals totals              // since the mirror began, for /metrics
 	stops  chan stop
 	ways   ways // how each slot is reached, when not HTTP/1.1 in cleartext
+	hints  atomic.Pointer[hints]
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -48,6 +49,7 @@ func New(o Options) *Mirror {
 	o.setDefaults()
 	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan stop, 4), now: time.Now}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.SetHints(o.PinHeader, o.AffinityCookie)
 	var rt http.RoundTripper = o.Transport
 	if rt == nil {
 		rt = m.transport()
@@ -62,6 +64,16 @@ func New(o Options) *Mirror {
 	}
 	m.wg.Go(m.stopper)
 	return m
+}
+
+// hints are prod's routing hints, removed from copies.
+type hints struct{ pin, cookie string }
+
+// SetHints says which pin header and affinity cookie prod's proxy reads
+// now (Options.PinHeader and AffinityCookie at first): a reload may change
+// them, and a copy must carry neither.
+func (m *Mirror) SetHints(pin, cookie string) {
+	m.hints.Store(&hints{pin: pin, cookie: cookie})
 }
 
 // Close stops the workers and waits for them; copies still queued are
@@ -165,7 +177,8 @@ func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri stri
 		m.drop(ru, dropTooLarge, 0)
 		return nil
 	}
-	hdr := copyHeader(r, m.o.PinHeader, m.o.AffinityCookie)
+	hints := m.hints.Load()
+	hdr := copyHeader(r, hints.pin, hints.cookie)
 	cost := int64(len(body) + len(uri) + headerBytes(hdr))
 	if !m.reserve(cost) {
 		m.drop(ru, dropMemory, 0)
