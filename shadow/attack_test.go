@@ -167,3 +167,35 @@ func TestCopiesFollowReloadedRoutingHints(t *testing.T) {
 		t.Errorf("same %d of %d; %d copies carried the renamed pin header or affinity cookie, want none", f.Same, n, leaked.Load())
 	}
 }
+
+// TestAStreamLongerThanTheTimeoutIsNoTargetError: prod's answer is a
+// stream (server-sent events) that ran longer than a copy may take; the
+// target streams alike and is cut at the timeout: that is no failure of
+// the target (no error, no stop of a healthy slot), but a pair compared by
+// status and type.
+func TestAStreamLongerThanTheTimeoutIsNoTargetError(t *testing.T) {
+	stream := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: 2\n\n")
+	}
+	green := httptest.NewServer(http.HandlerFunc(stream))
+	t.Cleanup(green.Close)
+	r := newRig(t, stream, green.Listener.Addr().String(), shadow.Options{Timeout: 300 * time.Millisecond})
+	r.start(100, []string{"GET"})
+	const n = 2
+	if failed := r.load(t, n, 2, 200, r.get("/events")); failed != 0 {
+		t.Fatalf("%d prod requests failed", failed)
+	}
+	f := r.settled(t, n)
+	if f.Error != 0 || f.TargetErrors != 0 || f.Same != n || f.BodyUncompared != n {
+		t.Errorf("error %d, target errors %d, same %d, body_uncompared %d (samples %+v): want %d streams compared by status and type",
+			f.Error, f.TargetErrors, f.Same, f.BodyUncompared, f.Samples, n)
+	}
+}

@@ -32,6 +32,8 @@ type job struct {
 	prod     answer
 	latency  time.Duration // prod's instance latency
 	noMemory bool          // prod's head did not fit in MaxMemory: dropped when done
+	tapped   time.Time     // when prod's answer began (Tap)
+	took     time.Duration // how long prod's answer took to reach the client whole
 }
 
 // answer is what is compared of one answer: status, headers, the body's
@@ -141,7 +143,7 @@ func (j *job) Done(ok bool, latency time.Duration) {
 		j.m.drop(j.run, dropProdFailed, j.cost)
 		return
 	}
-	j.latency = latency
+	j.latency, j.took = latency, time.Since(j.tapped)
 	j.m.enqueue(j)
 }
 
@@ -212,6 +214,16 @@ func (m *Mirror) send(j *job) {
 			break
 		}
 		if rerr != nil {
+			if ctx.Err() == context.DeadlineExceeded && j.took > m.o.Timeout {
+				// Prod's answer streamed longer than a copy may take:
+				// the target, cut alike, did not fail; the pair is
+				// compared by status and type.
+				j.prod.over, tgt.over = true, true
+				break
+			}
+			if ctx.Err() == context.DeadlineExceeded {
+				rerr = fmt.Errorf("not whole within %s", m.o.Timeout) // the head came in time
+			}
 			m.result(j, nil, lat, fmt.Errorf("answer body: %w", rerr))
 			return
 		}

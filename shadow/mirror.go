@@ -185,7 +185,7 @@ func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri stri
 		return nil
 	}
 	j := &job{m: m, run: ru, table: t, prodSlot: slot.Name, method: r.Method, uri: uri, host: r.Host,
-		header: hdr, body: slices.Clone(body), cost: cost}
+		header: hdr, body: slices.Clone(body), cost: cost, tapped: time.Now()}
 	j.prod.start(m.o)
 	j.prod.m = m // prod's answer, kept while it is short, is held too
 	return j
