@@ -32,13 +32,17 @@ func (c *Controller) StartRolloutRequest(ctx context.Context, req wire.RolloutRe
 	if err != nil {
 		return wire.Change{Operation: "rollout"}, err
 	}
-	res, err := c.StartRollout(ctx, r, req.ChangeRequest)
-	if g := c.PlanShadow(req.Plan); err == nil && g != nil {
-		// A deploy ran it before this start; a rollout started alone
-		// does not.
-		res.Warnings = append(res.Warnings, "plan "+req.Plan+" has a shadow gate, which only a deploy runs (vipswap deploy --strategy rollout --plan "+req.Plan+", before the first step)")
+	if g := c.PlanShadow(req.Plan); g != nil && !req.SkipShadow {
+		// The gate promises that no user reaches the new version before
+		// the shadow passed; a rollout start, which gives the canary its
+		// first step at once, cannot keep that promise: only a deploy
+		// runs the gate (before its first step). Said before, not after.
+		return wire.Change{Operation: "rollout"}, invalid(fmt.Errorf(
+			"rollout: plan %s has a shadow gate (shadow for %s before any user reaches %s), which a rollout start does not run: "+
+				"vipswap deploy --strategy rollout --plan %s runs it; or judge a shadow yourself (vipswap shadow start) and start with --skip-shadow",
+			req.Plan, g.Duration, req.To, req.Plan))
 	}
-	return res, err
+	return c.StartRollout(ctx, r, req.ChangeRequest)
 }
 
 // PlanShadow returns a copy of the shadow gate of the configuration's plan

@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -201,10 +202,31 @@ func (c *Controller) endShadowIfDue(ctx context.Context, now time.Time, retry *t
 	}
 }
 
+// errShadowGone says that the shadow a mirror stopped has ended already.
+var errShadowGone = errors.New("the shadow the mirror stopped has ended already")
+
 // ShadowStopped ends the running shadow because the mirror stopped copying
-// by itself (why says so), if it is still the one started at started.
-func (c *Controller) ShadowStopped(ctx context.Context, why string) {
-	if _, err := c.StopShadow(ctx, wire.ChangeRequest{Actor: "vipswap", Reason: why}); err != nil {
+// by itself (why says so), if it is still the one started at started: a
+// later shadow (the operator stopped the first and started another
+// meanwhile, or another node's mirror stopped it first) goes on.
+func (c *Controller) ShadowStopped(ctx context.Context, started time.Time, why string) {
+	op := operation{name: "shadow stop", req: wire.ChangeRequest{Actor: "vipswap", Reason: why},
+		next: func(st state.State, res *wire.Change) (state.State, error) {
+			if st.Shadow == nil || !st.Shadow.Started.Equal(started) {
+				return st, errShadowGone
+			}
+			res.To = st.Shadow.To
+			return st.StopShadow()
+		}}
+	c.mu.Lock()
+	if sh := c.st.Shadow; sh != nil && sh.Started.Equal(started) {
+		op.changes = []string{"shadow: to " + sh.To + " stopped"}
+	}
+	c.mu.Unlock()
+	if op.changes == nil {
+		return // ended already: nothing to do
+	}
+	if _, err := c.change(ctx, op); err != nil && !errors.Is(err, errShadowGone) {
 		c.log.Warn("could not end a shadow the mirror stopped", "reason", why, "err", err)
 	}
 }

@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"github.com/vipswap/vipswap/control"
 	"github.com/vipswap/vipswap/health"
 	"github.com/vipswap/vipswap/internal/vstest"
+	"github.com/vipswap/vipswap/rollout"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/store/bolt"
 	"github.com/vipswap/vipswap/wire"
@@ -124,4 +126,101 @@ func waitRoutable(t *testing.T, ctrl *control.Controller, slot string) {
 		}
 		return fmt.Errorf("slot %s has no routable instance", slot)
 	})
+}
+
+// TestAPlansShadowGateIsNotSkippedSilently: a plan whose shadow gate
+// promises "no user reaches the new version before the shadow passed" is
+// refused by a rollout start that would not run the gate, with the state
+// as it was, unless the start says it skips it (skip_shadow, as a deploy
+// that ran the gate does).
+func TestAPlansShadowGateIsNotSkippedSilently(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	blue, green := slotServer(t, "blue"), slotServer(t, "green")
+	ctrl, err := control.New(context.Background(), control.Config{
+		Slots:  []control.Slot{{Name: "blue", Addrs: []string{blue}}, {Name: "green", Addrs: []string{green}}},
+		Active: "blue", Store: st, Shadow: &shadowPlane{},
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
+		Plans: map[string]rollout.Plan{
+			"careful": {Steps: []int{100, 1000}, Interval: time.Hour, Shadow: &wire.ShadowGate{Duration: "5m", MaxDifferRate: 0.001}},
+		},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrl.Close()
+	waitRoutable(t, ctrl, "green")
+	ctx := context.Background()
+	before := ctrl.Status().Revision
+	_, err = ctrl.StartRolloutRequest(ctx, wire.RolloutRequest{To: "green", Plan: "careful"})
+	var ce *control.Error
+	if !errors.As(err, &ce) || ce.Kind != control.Invalid || !strings.Contains(err.Error(), "shadow gate") || !strings.Contains(err.Error(), "skip") {
+		t.Fatalf("rollout start of a plan with a shadow gate: %v; want it refused as invalid, naming the gate and how to skip it", err)
+	}
+	if s := ctrl.Status(); s.Revision != before || ctrl.RolloutStatus().Running {
+		t.Fatalf("a refused start changed the state: revision %d (was %d), rollout running %v", s.Revision, before, ctrl.RolloutStatus().Running)
+	}
+	res, err := ctrl.StartRolloutRequest(ctx, wire.RolloutRequest{To: "green", Plan: "careful", SkipShadow: true})
+	if err != nil || !res.Applied || !ctrl.RolloutStatus().Running {
+		t.Fatalf("rollout start with skip_shadow: %+v, %v; want it started", res, err)
+	}
+}
+
+// TestAMirrorsStopEndsOnlyTheShadowItStopped: the mirror's stop names the
+// shadow it stopped by its start; a later shadow to the same slot (the
+// first stopped and another started meanwhile) goes on.
+func TestAMirrorsStopEndsOnlyTheShadowItStopped(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	blue, green := slotServer(t, "blue"), slotServer(t, "green")
+	ctrl, err := control.New(context.Background(), control.Config{
+		Slots:  []control.Slot{{Name: "blue", Addrs: []string{blue}}, {Name: "green", Addrs: []string{green}}},
+		Active: "blue", Store: st, Shadow: &shadowPlane{},
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrl.Close()
+	ctx := context.Background()
+	start := func() time.Time {
+		t.Helper()
+		if _, err := ctrl.StartShadow(ctx, wire.ShadowRequest{To: "green", Percent: 10}); err != nil {
+			t.Fatal(err)
+		}
+		return ctrl.Shadow().Started
+	}
+	first := start()
+	if _, err := ctrl.StopShadow(ctx, wire.ChangeRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var second time.Time
+	vstest.WaitFor(t, 10*time.Second, func() error { // a new start, told apart from the first
+		second = start()
+		if second.Equal(first) {
+			ctrl.StopShadow(ctx, wire.ChangeRequest{})
+			return fmt.Errorf("started at the same instant")
+		}
+		return nil
+	})
+	ctrl.ShadowStopped(ctx, first, "slot green failed 50 of the last 50 copies")
+	if sh := ctrl.Shadow(); sh == nil || !sh.Started.Equal(second) {
+		t.Fatalf("a stale stop of the first shadow ended the second: shadow %+v", sh)
+	}
+	ctrl.ShadowStopped(ctx, second, "slot green failed 50 of the last 50 copies")
+	if sh := ctrl.Shadow(); sh != nil {
+		t.Fatalf("the mirror's stop of the running shadow left it running: %+v", sh)
+	}
+	h, err := ctrl.History(ctx, 0, 1)
+	if err != nil || h[0].Operation != "shadow stop" || h[0].Actor != "vipswap" || !strings.Contains(h[0].Reason, "failed 50") {
+		t.Fatalf("history %+v, %v: want the mirror's stop with its reason", h, err)
+	}
 }

@@ -264,7 +264,7 @@ func describeForStatus(conf *tls.Config) []wire.CertificateStatus {
 
 // newMirror returns the mirror of vipswap shadow for cfg's shadow block;
 // onStop ends the shadow when the mirror stops by itself.
-func newMirror(cfg *config.Config, onStop func(why string)) *shadow.Mirror {
+func newMirror(cfg *config.Config, onStop func(started time.Time, why string)) *shadow.Mirror {
 	sh := cfg.Shadow
 	return shadow.New(shadow.Options{
 		QueueSize: sh.QueueSize, MaxConns: sh.MaxConns, BodyLimit: sh.BodyLimit, CompareLimit: int64(sh.CompareLimit),

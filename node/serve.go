@@ -398,10 +398,10 @@ func (n *node) dataPlanes(leading func() bool) (planes []control.DataPlane, coun
 	opts := proxyOptions(n.initial, n.upstreams, n.log, n.onRefused)
 	opts.RedirectPort = n.redirectPorts()
 	n.px = proxy.New(opts)
-	n.mirror = newMirror(n.initial, func(why string) {
+	n.mirror = newMirror(n.initial, func(started time.Time, why string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		n.ctrl.ShadowStopped(ctx, why)
+		n.ctrl.ShadowStopped(ctx, started, why)
 	})
 	n.onClose(n.mirror.Close)
 	n.mirror.SetUpstreams(opts.Upstreams) // copies reach a slot as prod does

@@ -102,7 +102,7 @@ func (r *Runner) checkDeploy(req *wire.DeployRequest) (keep, timeout time.Durati
 		return bad("timeout %s: a new instance may need %s to be judged healthy (rise probes in a row after an interval, each up to the probe timeout): give at least that", timeout, need)
 	}
 	if req.Strategy == "rollout" { // a plan that cannot start fails now, not after the slot changed
-		if _, err := ctrl.RolloutOf(wire.RolloutRequest{To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}); err != nil {
+		if _, err := ctrl.RolloutOf(wire.RolloutRequest{To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval, SkipShadow: true}); err != nil {
 			return bad("%v", err)
 		}
 	}
@@ -368,7 +368,8 @@ func (j *job) switchTo(req wire.DeployRequest, from string, timeout time.Duratio
 		}
 		return fmt.Sprintf("swapped %s → %s (revision %d, history %d)", res.From, res.To, res.Revision, res.HistoryID), nil
 	}
-	rr := wire.RolloutRequest{ChangeRequest: change, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval}
+	// The plan's shadow gate (or the deploy's own) ran before this step.
+	rr := wire.RolloutRequest{ChangeRequest: change, To: req.Slot, Plan: req.Plan, Steps: req.Steps, Interval: req.Interval, SkipShadow: true}
 	plan, err := ctrl.RolloutOf(rr)
 	if err != nil {
 		return "", err

@@ -376,3 +376,77 @@ func TestDeployRefusesABadShadowGate(t *testing.T) {
 		}
 	}
 }
+
+// TestDeployRunsAPlanWhoseShadowGateItRan: a rollout start of a plan with
+// a shadow gate is refused unless it skips the gate; a deploy runs the
+// gate (here its own, in place of the plan's) before the rollout, and
+// then starts the plan's rollout.
+func TestDeployRunsAPlanWhoseShadowGateItRan(t *testing.T) {
+	f := newFixture(t)
+	l := f.startLoad()
+	req := shadowGate("slot", "version")
+	req.Shadow.Duration, req.Shadow.MinRequests = "3s", 5
+	req.Strategy, req.Plan = "rollout", "shadowed"
+	p, err := f.runner.Deploy(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = f.wait(p.ID)
+	got := l.end()
+	if p.State == "failed" {
+		t.Fatalf("deploy failed at %s: %s", p.FailedStep, p.Error)
+	}
+	if s := stepOf(t, p, "shadow"); s.Result != "ok" {
+		t.Errorf("shadow step %+v, want passed", s)
+	}
+	if got.failed != 0 {
+		t.Errorf("prod failed %d requests: %v", got.failed, got.errs)
+	}
+	if st := f.ctrl.Status(); st.Active != "green" {
+		t.Errorf("active %s: want green after the plan's rollout", st.Active)
+	}
+}
+
+// TestAShadowGateStopsOnlyItsOwnShadow: the operator ends a deploy's
+// shadow and starts one of their own to the same slot; the gate fails
+// ("ended before its time") and leaves the operator's shadow running.
+func TestAShadowGateStopsOnlyItsOwnShadow(t *testing.T) {
+	f := newFixture(t)
+	l := f.startLoad()
+	defer l.end()
+	req := shadowGate("slot", "version")
+	req.Shadow.Duration = "1m"
+	p, err := f.runner.Deploy(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var gate *wire.Shadow
+	vstest.WaitFor(t, time.Minute, func() error {
+		if gate = f.ctrl.Shadow(); gate == nil {
+			return fmt.Errorf("the deploy's shadow has not started")
+		}
+		return nil
+	})
+	if _, err := f.ctrl.StopShadow(ctx, wire.ChangeRequest{Actor: "ops"}); err != nil {
+		t.Fatal(err)
+	}
+	var mine *wire.Shadow
+	vstest.WaitFor(t, 10*time.Second, func() error { // a start told apart from the gate's
+		if _, err := f.ctrl.StartShadow(ctx, wire.ShadowRequest{To: "green", Percent: 10, ChangeRequest: wire.ChangeRequest{Actor: "ops"}}); err != nil {
+			return err
+		}
+		if mine = f.ctrl.Shadow(); mine.Started.Equal(gate.Started) {
+			f.ctrl.StopShadow(ctx, wire.ChangeRequest{Actor: "ops"})
+			return fmt.Errorf("started at the same instant as the gate's")
+		}
+		return nil
+	})
+	p = f.wait(p.ID)
+	if p.State != "failed" || p.FailedStep != "shadow" {
+		t.Fatalf("deploy %s at %q (%s): want failed at shadow", p.State, p.FailedStep, p.Error)
+	}
+	if sh := f.ctrl.Shadow(); sh == nil || !sh.Started.Equal(mine.Started) {
+		t.Fatalf("shadow %+v after the failed gate: want the operator's, started %s, still running", sh, mine.Started)
+	}
+}

@@ -89,7 +89,7 @@ wait:
 	for !judge() {
 		select {
 		case <-j.r.ctx.Done():
-			j.stopShadow(req.Slot, "vipswap stopped during the deploy")
+			j.stopShadow(req.Slot, started, "vipswap stopped during the deploy")
 			return "", j.r.ctx.Err()
 		case <-timer.C:
 			judge()
@@ -114,7 +114,7 @@ wait:
 	if last != nil && len(last.Samples) > 0 {
 		diffs = "; differing: " + rollout.DescribeDiffs(last.Samples, 3)
 	}
-	j.stopShadow(req.Slot, truncate("deploy "+j.id+": shadow gate "+verdict+diffs, 1000))
+	j.stopShadow(req.Slot, started, truncate("deploy "+j.id+": shadow gate "+verdict+diffs, 1000))
 	if verdict != "passed" {
 		return "", fmt.Errorf("shadow to %s (revision %d): %s%s", req.Slot, res.Revision, verdict, diffs)
 	}
@@ -123,10 +123,12 @@ wait:
 		req.Slot, d, f.Same, f.Differ, 100*f.DifferRate, f.Error, f.ProdP99MS, req.Slot, f.TargetP99MS), nil
 }
 
-// stopShadow ends the gate's shadow, if it still runs.
-func (j *job) stopShadow(slot, why string) {
+// stopShadow ends the gate's shadow (to slot, started at started), if it
+// still runs: another one (an operator's, started after the gate's ended)
+// is not the deploy's to stop.
+func (j *job) stopShadow(slot string, started time.Time, why string) {
 	ctrl := j.r.cfg.Controller
-	if sh := ctrl.Shadow(); sh == nil || sh.To != slot {
+	if sh := ctrl.Shadow(); sh == nil || sh.To != slot || !sh.Started.Equal(started) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(j.r.ctx), 30*time.Second)

@@ -42,8 +42,12 @@ func compare(prod, tgt *answer, ru *run) *diff {
 	if d := compareHeaders(prod.header, tgt.header, ru.ignoreHeaders); d != nil {
 		return d
 	}
-	if prod.over || tgt.over {
-		return nil // too long to compare: status and type alone (counted)
+	if prod.over != tgt.over {
+		// One body above CompareLimit, the other not: lengths that differ.
+		return &diff{where: "body length", prod: length(prod), target: length(tgt)}
+	}
+	if prod.over {
+		return nil // both too long to compare: status and type alone (counted)
 	}
 	if isJSON(pt) && prod.whole() && tgt.whole() {
 		var a, b any
@@ -72,6 +76,15 @@ func compare(prod, tgt *answer, ru *run) *diff {
 		return &diff{where: "body (hash)"}
 	}
 	return nil
+}
+
+// length says how long an answer's body is, or that it is above the
+// compare limit.
+func length(a *answer) string {
+	if a.over {
+		return "above " + strconv.FormatInt(a.limit, 10)
+	}
+	return strconv.FormatInt(a.n, 10)
 }
 
 func around(b []byte, i int) string {

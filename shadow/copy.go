@@ -26,12 +26,14 @@ type job struct {
 	method   string
 	uri      string
 	host     string
-	client   string
 	header   http.Header
 	body     []byte
 	cost     int64 // bytes reserved against MaxMemory
 	prod     answer
 	latency  time.Duration // prod's instance latency
+	noMemory bool          // prod's head did not fit in MaxMemory: dropped when done
+	tapped   time.Time     // when prod's answer began (Tap)
+	took     time.Duration // how long prod's answer took to reach the client whole
 }
 
 // answer is what is compared of one answer: status, headers, the body's
@@ -100,6 +102,14 @@ func (a *answer) whole() bool { return a.keep >= 0 && !a.over }
 // body on its way to the client.
 func (j *job) Response(resp *http.Response) io.Reader {
 	j.prod.status = resp.StatusCode
+	// Prod's head waits with the copy: held against MaxMemory like the
+	// request's, or the copy is dropped (Done).
+	if hb := int64(headerBytes(resp.Header)); !j.m.reserve(hb) {
+		j.noMemory = true
+		return resp.Body
+	} else {
+		j.cost += hb
+	}
 	j.prod.header = resp.Header.Clone()
 	if j.method == http.MethodHead {
 		return resp.Body
@@ -124,12 +134,16 @@ func (t *tee) Read(p []byte) (int, error) {
 // Done implements proxy.MirrorTap: the prod answer is out, the copy may
 // go.
 func (j *job) Done(ok bool, latency time.Duration) {
-	if !ok {
+	switch {
+	case j.noMemory:
+		j.m.drop(j.run, dropMemory, j.cost)
+		return
+	case !ok:
 		j.prod.release()
 		j.m.drop(j.run, dropProdFailed, j.cost)
 		return
 	}
-	j.latency = latency
+	j.latency, j.took = latency, time.Since(j.tapped)
 	j.m.enqueue(j)
 }
 
@@ -176,7 +190,6 @@ func (m *Mirror) send(j *job) {
 		// not even a GET on a reused connection that broke.
 		Body: io.NopCloser(bytes.NewReader(j.body)),
 	}
-	req.Header.Set("X-Forwarded-For", clientIP(j.client))
 	req = req.WithContext(ctx)
 	start := time.Now()
 	resp, err := client.Do(req)
@@ -201,24 +214,21 @@ func (m *Mirror) send(j *job) {
 			break
 		}
 		if rerr != nil {
+			if ctx.Err() == context.DeadlineExceeded && j.took > m.o.Timeout {
+				// Prod's answer streamed longer than a copy may take:
+				// the target, cut alike, did not fail; the pair is
+				// compared by status and type.
+				j.prod.over, tgt.over = true, true
+				break
+			}
+			if ctx.Err() == context.DeadlineExceeded {
+				rerr = fmt.Errorf("not whole within %s", m.o.Timeout) // the head came in time
+			}
 			m.result(j, nil, lat, fmt.Errorf("answer body: %w", rerr))
 			return
 		}
 	}
 	m.result(j, &tgt, lat, nil)
-}
-
-func clientIP(remote string) string {
-	for i := len(remote) - 1; i >= 0; i-- {
-		if remote[i] == ':' {
-			host := remote[:i]
-			if len(host) > 1 && host[0] == '[' {
-				host = host[1 : len(host)-1]
-			}
-			return host
-		}
-	}
-	return remote
 }
 
 // result compares a copy's answer (nil: the target failed with err) and
@@ -239,7 +249,7 @@ func (m *Mirror) result(j *job, tgt *answer, lat time.Duration, err error) {
 	f.targetLat.add(lat)
 	m.totals.latency(j.prodSlot).add(j.latency)
 	m.totals.latency(ru.spec.To).add(lat)
-	if j.prod.over || tgt.over {
+	if j.prod.over && tgt.over {
 		f.bodyUncompared.Add(1)
 	}
 	targetErr := tgt.status >= 500 && j.prod.status < 500 // a 5xx prod answered too is no worse

@@ -98,7 +98,7 @@ func (m *Mirror) window(ru *run, now time.Time, failed bool) {
 		ru.spec.To, errs, sent, 100*float64(errs)/float64(sent), 100*m.o.StopErrorRate)
 	if ru.stopped.CompareAndSwap(nil, &why) {
 		select {
-		case m.stops <- why:
+		case m.stops <- stop{ru.spec.Started, why}:
 		default:
 		}
 	}

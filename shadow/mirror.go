@@ -34,8 +34,9 @@ type Mirror struct {
 	cur    atomic.Pointer[run]
 	last   atomic.Pointer[run] // the latest run, stopped or not, for its figures
 	totals totals              // since the mirror began, for /metrics
-	stops  chan string
+	stops  chan stop
 	ways   ways // how each slot is reached, when not HTTP/1.1 in cleartext
+	hints  atomic.Pointer[hints]
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -46,8 +47,9 @@ type Mirror struct {
 // New returns a running Mirror with no shadow: it copies nothing until Set.
 func New(o Options) *Mirror {
 	o.setDefaults()
-	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan string, 1), now: time.Now}
+	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan stop, 4), now: time.Now}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
+	m.SetHints(o.PinHeader, o.AffinityCookie)
 	var rt http.RoundTripper = o.Transport
 	if rt == nil {
 		rt = m.transport()
@@ -62,6 +64,16 @@ func New(o Options) *Mirror {
 	}
 	m.wg.Go(m.stopper)
 	return m
+}
+
+// hints are prod's routing hints, removed from copies.
+type hints struct{ pin, cookie string }
+
+// SetHints says which pin header and affinity cookie prod's proxy reads
+// now (Options.PinHeader and AffinityCookie at first): a reload may change
+// them, and a copy must carry neither.
+func (m *Mirror) SetHints(pin, cookie string) {
+	m.hints.Store(&hints{pin: pin, cookie: cookie})
 }
 
 // Close stops the workers and waits for them; copies still queued are
@@ -165,14 +177,15 @@ func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri stri
 		m.drop(ru, dropTooLarge, 0)
 		return nil
 	}
-	hdr := copyHeader(r.Header, m.o.PinHeader, m.o.AffinityCookie)
+	hints := m.hints.Load()
+	hdr := copyHeader(r, hints.pin, hints.cookie)
 	cost := int64(len(body) + len(uri) + headerBytes(hdr))
 	if !m.reserve(cost) {
 		m.drop(ru, dropMemory, 0)
 		return nil
 	}
 	j := &job{m: m, run: ru, table: t, prodSlot: slot.Name, method: r.Method, uri: uri, host: r.Host,
-		header: hdr, body: slices.Clone(body), cost: cost, client: r.RemoteAddr}
+		header: hdr, body: slices.Clone(body), cost: cost, tapped: time.Now()}
 	j.prod.start(m.o)
 	j.prod.m = m // prod's answer, kept while it is short, is held too
 	return j
@@ -223,43 +236,46 @@ func (m *Mirror) work() {
 	}
 }
 
+// stop is a run the mirror stopped by itself: the shadow started at
+// started, and why.
+type stop struct {
+	started time.Time
+	why     string
+}
+
 // stopper calls OnStop for each stop the mirror decided, off the workers.
 func (m *Mirror) stopper() {
 	for {
 		select {
 		case <-m.ctx.Done():
 			return
-		case why := <-m.stops:
+		case s := <-m.stops:
 			if m.o.OnStop != nil {
-				m.o.OnStop(why)
+				m.o.OnStop(s.started, s.why)
 			}
 		}
 	}
 }
 
-// hopHeaders describe one connection, not the message: not copied.
-var hopHeaders = map[string]bool{
-	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
-	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
-	"Http2-Settings": true, "Content-Length": true, "Expect": true, "Host": true,
-}
-
-// copyHeader returns what a copy carries of a prod request's header: all
-// but hop-by-hop fields, prod's routing hints (the pin header, the
-// affinity cookie) and a client's own shadow mark; then the mark.
-func copyHeader(h http.Header, pin, cookie string) http.Header {
-	out := make(http.Header, len(h)+1)
-	for k, vv := range h {
-		if hopHeaders[k] || k == proxy.ShadowHeader || (pin != "" && strings.EqualFold(k, pin)) {
-			continue
-		}
-		if k == "Cookie" && cookie != "" {
-			vv = withoutCookie(vv, cookie)
-			if len(vv) == 0 {
-				continue
-			}
-		}
+// copyHeader returns what a copy carries of a prod request's header: what
+// prod's instance got (proxy.InstanceHeader: no hop-by-hop field, no pin
+// header, no client's own shadow mark, X-Forwarded-* set by vipswap, not
+// as the client claimed them), less the affinity cookie (prod's routing
+// hint means nothing to the target); then the mark.
+func copyHeader(r *http.Request, pin, cookie string) http.Header {
+	out := proxy.InstanceHeader(r, http.CanonicalHeaderKey(pin))
+	for k, vv := range out {
 		out[k] = slices.Clone(vv)
+	}
+	if vv := out["Cookie"]; cookie != "" && len(vv) > 0 {
+		if vv = withoutCookie(vv, cookie); len(vv) > 0 {
+			out["Cookie"] = vv
+		} else {
+			delete(out, "Cookie")
+		}
+	}
+	if vv := r.Header["Via"]; len(vv) > 0 {
+		out["Via"] = slices.Clone(vv) // the client's chain, as prod's instance got it before vipswap's own
 	}
 	out[proxy.ShadowHeader] = []string{"copy"}
 	return out

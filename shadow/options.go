@@ -19,17 +19,17 @@ type Options struct {
 	// proxy.Options.RequestBuffer) is not copied (too_large). Zero means
 	// 64 KiB.
 	BodyLimit int
-	// CompareLimit is the longest answer body compared, by hash; a longer
-	// one (prod's or the target's) is compared by status and type alone
-	// (body_uncompared), and the target's is not read further. Zero means
-	// 1 MiB.
+	// CompareLimit is the longest answer body compared, by hash; when both
+	// are longer they are compared by status and type alone
+	// (body_uncompared), when one is they differ by length; the target's
+	// is not read further. Zero means 1 MiB.
 	CompareLimit int64
 	// KeepLimit is the longest answer body kept whole to compare as JSON
 	// (with IgnoreFields) and to say where it differs first; a longer one
 	// is compared by hash, fields and all. Zero means 64 KiB.
 	KeepLimit int
 	// MaxMemory bounds the bytes held for copies not yet compared (their
-	// request heads and bodies, and prod's kept answer); a copy beyond it
+	// request heads and bodies, prod's answer head and kept body); a copy beyond it
 	// is dropped (memory). Zero means 32 MiB.
 	MaxMemory int64
 	// Timeout bounds one exchange with the target, connect to last byte.
@@ -57,9 +57,10 @@ type Options struct {
 	// prod's routing hints mean nothing to the target.
 	PinHeader, AffinityCookie string
 	// OnStop, if set, is called on the mirror's own goroutine when it
-	// stopped copying by itself, with why (the controller ends the
-	// shadow then).
-	OnStop func(reason string)
+	// stopped copying by itself, with the start of the shadow it stopped
+	// (which tells it from a later one) and why: the controller ends that
+	// shadow then.
+	OnStop func(started time.Time, reason string)
 	// Transport, if set, sends the copies to slots reached over HTTP/1.1
 	// in cleartext (tests); nil means an http.Transport bounded by
 	// MaxConns and Timeout. Other slots (SetUpstreams) get transports of

@@ -63,8 +63,9 @@ type ShadowFigures struct {
 	// memory, too_large, no_instance, prod_failed, stopped), in
 	// Dropped["total"] too.
 	Dropped map[string]uint64 `json:"dropped"`
-	// BodyUncompared counts the compared answers whose body was longer
-	// than the comparison's limit: compared by status and type alone.
+	// BodyUncompared counts the compared answers whose bodies were both
+	// longer than the comparison's limit: compared by status and type
+	// alone.
 	BodyUncompared uint64 `json:"body_uncompared"`
 	// TargetErrors counts the target's failures (Error) and the 5xx it
 	// answered where prod did not.

@@ -396,6 +396,10 @@ type RolloutRequest struct {
 	// Pause waits for a promote after every step but the last; absent
 	// keeps the plan's setting.
 	Pause *bool `json:"pause,omitempty"`
+	// SkipShadow starts a plan that has a shadow gate without running
+	// it: a rollout start never runs the gate (a deploy does, before its
+	// first step), so one of such a plan is refused unless it says so.
+	SkipShadow bool `json:"skip_shadow,omitempty"`
 }
 
 // PromoteRequest is the body of POST /v1/promote.

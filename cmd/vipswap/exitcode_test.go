@@ -50,6 +50,7 @@ func TestExitCodes(t *testing.T) {
 		{"history", "--before", "0"},
 		{"shift", "--to", "green", "--weight", "0.05"},
 		{"rollout", "start", "--to", "green", "--steps", "10,33.33,100"},
+		{"shadow", "start", "--to", "green", "--percent", "NaN"},
 	} {
 		code, out := cli(t, sw, args...)
 		if code != 2 || strings.Count(strings.TrimSpace(out), "\n") != 0 {

@@ -172,7 +172,7 @@ func follow(ctx context.Context, c *client.Client, p wire.Progress, asJSON bool,
 			for ; shown < len(p.Steps); shown++ {
 				s := p.Steps[shown]
 				if s.Result == "running" {
-					if line := waiting(p, s); line != last {
+					if line := printable(waiting(p, s)); line != last {
 						fmt.Fprintln(out, line)
 						last = line
 					}
@@ -182,7 +182,9 @@ func follow(ctx context.Context, c *client.Client, p wire.Progress, asJSON bool,
 				if s.Result != "ok" {
 					mark = "FAILED"
 				}
-				fmt.Fprintf(out, "  %-6s %-28s %7.2fs  %s\n", mark, s.Name, s.Seconds, s.Detail)
+				// A detail may quote prod's clients (a shadow step's
+				// differing requests): shown escaped.
+				fmt.Fprintf(out, "  %-6s %-28s %7.2fs  %s\n", mark, s.Name, s.Seconds, printable(s.Detail))
 				last = ""
 			}
 		}
@@ -219,7 +221,7 @@ func follow(ctx context.Context, c *client.Client, p wire.Progress, asJSON bool,
 		}
 		fmt.Fprintln(out)
 		if p.Kept != "" {
-			fmt.Fprintln(out, p.Kept)
+			fmt.Fprintln(out, printable(p.Kept))
 		}
 	}
 	if p.State != "succeeded" {

@@ -129,9 +129,9 @@ the same step.`,
 func newRolloutStartCmd() *cobra.Command {
 	var f *changeFlags
 	var to, steps, interval, plan *string
-	var pause *bool
+	var pause, skipShadow *bool
 	cmd := &cobra.Command{
-		Use:   "start --to SLOT (--steps 10,25,50,100 [--interval 1m] [--pause] | --plan NAME)",
+		Use:   "start --to SLOT (--steps 10,25,50,100 [--interval 1m] [--pause] | --plan NAME [--skip-shadow])",
 		Short: "start a rollout",
 		Example: `  vipswap rollout start --to green --steps 10,25,50,100 --interval 1m
   vipswap rollout start --to green --steps 5,50,100 --pause    # promote each step by hand
@@ -144,7 +144,7 @@ func newRolloutStartCmd() *cobra.Command {
 			if *to == "" {
 				return &usageError{msg: "--to is required"}
 			}
-			req := wire.RolloutRequest{ChangeRequest: f.request(), To: *to, Plan: *plan, Interval: *interval}
+			req := wire.RolloutRequest{ChangeRequest: f.request(), To: *to, Plan: *plan, Interval: *interval, SkipShadow: *skipShadow}
 			if cmd.Flags().Changed("pause") {
 				req.Pause = pause
 			}
@@ -188,6 +188,7 @@ func newRolloutStartCmd() *cobra.Command {
 	steps = cmd.Flags().String("steps", "", "the canary's weights in percent, comma-separated, ending at 100")
 	interval = cmd.Flags().String("interval", "", "how long each step lasts (default 1m, or the plan's)")
 	pause = cmd.Flags().Bool("pause", false, "wait for vipswap promote after each step but the last")
+	skipShadow = cmd.Flags().Bool("skip-shadow", false, "start a plan that has a shadow gate without running it (only vipswap deploy runs the gate; without this flag such a start is refused)")
 	plan = cmd.Flags().String("plan", "", "a plan under rollouts: in the configuration")
 	return cmd
 }

@@ -52,7 +52,7 @@ func newShadowStartCmd() *cobra.Command {
 			if *to == "" || !cmd.Flags().Changed("percent") {
 				return &usageError{msg: "--to and --percent are required"}
 			}
-			if *percent <= 0 || *percent > 100 {
+			if !(*percent > 0 && *percent <= 100) { // NaN too
 				return &usageError{msg: fmt.Sprintf("--percent: want above 0 and at most 100, got %v", *percent)}
 			}
 			if *duration != "" {

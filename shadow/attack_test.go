@@ -1,0 +1,201 @@
+package shadow_test
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/shadow"
+)
+
+// headerEcho answers with the request's header fields as JSON (but the
+// shadow's mark and Via, which name the hop), as an application that
+// builds links from X-Forwarded-Host or trusts X-Forwarded-Proto would.
+func headerEcho(w http.ResponseWriter, r *http.Request) {
+	h := map[string]string{}
+	for k, vv := range r.Header {
+		if k == proxy.ShadowHeader || k == "Via" {
+			continue
+		}
+		h[k] = strings.Join(vv, ", ")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(h)
+}
+
+// TestCopiesCarryTheHeaderProdsInstanceGot: a client's X-Forwarded-Host
+// and X-Forwarded-Proto, a field its Connection header names, the pin
+// header spelt with underscores: prod's instance never sees them as the
+// client sent them, and neither may the copy (what a client sends is a
+// claim); and X-Forwarded-For is the same chain on both sides. An
+// application that echoes its request header answers a copy as it
+// answered the original.
+func TestCopiesCarryTheHeaderProdsInstanceGot(t *testing.T) {
+	green := httptest.NewServer(http.HandlerFunc(headerEcho))
+	t.Cleanup(green.Close)
+	r := newRig(t, headerEcho, green.Listener.Addr().String(), shadow.Options{PinHeader: "X-Vipswap-Slot", AffinityCookie: "vipswap_slot"})
+	r.start(100, []string{"GET"})
+	const n = 5
+	failed := r.load(t, n, 1, 200, func(i int) *http.Request {
+		req := r.get("/api/test")(i)
+		req.Header.Set("X-Forwarded-Host", "attacker.example")
+		req.Header.Set("X-Forwarded-Proto", "https")
+		req.Header.Set("X-Forwarded-For", "10.9.8.7")
+		req.Header.Set("Connection", "X-Secret")
+		req.Header.Set("X-Secret", "hop only")
+		req.Header["X_Vipswap_Slot"] = []string{"blue"}
+		return req
+	})
+	if failed != 0 {
+		t.Fatalf("%d prod requests failed, want 0", failed)
+	}
+	f := r.settled(t, n)
+	if f.Same != n || f.Differ != 0 {
+		t.Errorf("same %d, differ %d, want %d and 0: the copy's header is not prod's (samples %+v)", f.Same, f.Differ, n, f.Samples)
+	}
+}
+
+// TestLargeProdHeadsCountAgainstMemory: prod's answer head waits in the
+// queue with its copy (it is compared once the target answered), so it
+// is held against MaxMemory like the request's: with large heads and a
+// slow target, copies are dropped for memory rather than held beyond it.
+func TestLargeProdHeadsCountAgainstMemory(t *testing.T) {
+	release := make(chan struct{})
+	green := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select { // slow: the queue fills
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(release); green.Close() })
+	const maxMem = 1 << 20
+	big := strings.Repeat("h", 48<<10)
+	r := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Big", big)
+		io.WriteString(w, "ok")
+	}, green.Listener.Addr().String(),
+		shadow.Options{MaxMemory: maxMem, MaxConns: 2, QueueSize: 10000, Timeout: 500 * time.Millisecond, StopErrorRate: 2})
+	r.start(100, []string{"GET"})
+	const n = 40
+	if failed := r.load(t, n, 10, 200, r.get("/")); failed != 0 {
+		t.Errorf("%d prod requests failed, want 0", failed)
+	}
+	f := r.settled(t, n)
+	_, peak := r.m.Held()
+	// At most maxMem/48KiB copies fit: the others must be dropped.
+	if f.Dropped["memory"] < n-maxMem/(48<<10)-1 {
+		t.Errorf("dropped %v (peak held %d): %d copies with 48 KiB prod heads were held within %d bytes, want most dropped for memory",
+			f.Dropped, peak, n-f.Dropped["memory"], maxMem)
+	}
+	t.Logf("peak held %d bytes of %d; dropped %v", peak, maxMem, f.Dropped)
+}
+
+// TestABodyOverTheCompareLimitOnOneSideOnlyDiffers: a body above
+// CompareLimit is not compared, but one side above it and the other not
+// are bodies of different lengths for certain: a target that answers a
+// large page with a few bytes (same status, same type) differs.
+func TestABodyOverTheCompareLimitOnOneSideOnlyDiffers(t *testing.T) {
+	const limit = 64 << 10
+	large := strings.Repeat("x", 2*limit)
+	for _, tc := range []struct {
+		name         string
+		prod, target string
+		where        string
+	}{
+		{"both over", large, large + "y", ""},
+		{"prod over", large, "short", "body length"},
+		{"target over", "short", large, "body length"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			text := func(body string) http.HandlerFunc {
+				return func(w http.ResponseWriter, r *http.Request) {
+					w.Header().Set("Content-Type", "text/plain")
+					io.WriteString(w, body)
+				}
+			}
+			green := httptest.NewServer(text(tc.target))
+			t.Cleanup(green.Close)
+			r := newRig(t, text(tc.prod), green.Listener.Addr().String(), shadow.Options{CompareLimit: limit})
+			r.start(100, []string{"GET"})
+			if failed := r.load(t, 1, 1, 200, r.get("/")); failed != 0 {
+				t.Fatal("the prod request failed")
+			}
+			f := r.settled(t, 1)
+			switch {
+			case tc.where == "" && (f.Same != 1 || f.BodyUncompared != 1):
+				t.Errorf("same %d, body_uncompared %d, want 1 and 1 (samples %+v)", f.Same, f.BodyUncompared, f.Samples)
+			case tc.where != "" && (f.Differ != 1 || f.Samples[0].Where != tc.where):
+				t.Errorf("differ %d (samples %+v), want a difference at %q", f.Differ, f.Samples, tc.where)
+			}
+		})
+	}
+}
+
+// TestCopiesFollowReloadedRoutingHints: a reload may rename the pin header
+// and the affinity cookie; copies carry neither under its new name.
+func TestCopiesFollowReloadedRoutingHints(t *testing.T) {
+	var leaked atomic.Int64
+	green := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, err := r.Cookie("new_slot"); err == nil || r.Header.Get("X-New-Slot") != "" {
+			leaked.Add(1)
+		}
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(green.Close)
+	r := newRig(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }, green.Listener.Addr().String(),
+		shadow.Options{PinHeader: "X-Vipswap-Slot", AffinityCookie: "vipswap_slot"})
+	r.m.SetHints("X-New-Slot", "new_slot")
+	r.start(100, []string{"GET"})
+	const n = 5
+	failed := r.load(t, n, 1, 200, func(i int) *http.Request {
+		req := r.get("/")(i)
+		req.Header.Set("X-New-Slot", "blue")
+		req.AddCookie(&http.Cookie{Name: "new_slot", Value: "blue~x"})
+		return req
+	})
+	if failed != 0 {
+		t.Fatalf("%d prod requests failed", failed)
+	}
+	f := r.settled(t, n)
+	if f.Same != n || leaked.Load() != 0 {
+		t.Errorf("same %d of %d; %d copies carried the renamed pin header or affinity cookie, want none", f.Same, n, leaked.Load())
+	}
+}
+
+// TestAStreamLongerThanTheTimeoutIsNoTargetError: prod's answer is a
+// stream (server-sent events) that ran longer than a copy may take; the
+// target streams alike and is cut at the timeout: that is no failure of
+// the target (no error, no stop of a healthy slot), but a pair compared by
+// status and type.
+func TestAStreamLongerThanTheTimeoutIsNoTargetError(t *testing.T) {
+	stream := func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/event-stream")
+		io.WriteString(w, "data: 1\n\n")
+		w.(http.Flusher).Flush()
+		select {
+		case <-time.After(time.Second):
+		case <-r.Context().Done():
+			return
+		}
+		io.WriteString(w, "data: 2\n\n")
+	}
+	green := httptest.NewServer(http.HandlerFunc(stream))
+	t.Cleanup(green.Close)
+	r := newRig(t, stream, green.Listener.Addr().String(), shadow.Options{Timeout: 300 * time.Millisecond})
+	r.start(100, []string{"GET"})
+	const n = 2
+	if failed := r.load(t, n, 2, 200, r.get("/events")); failed != 0 {
+		t.Fatalf("%d prod requests failed", failed)
+	}
+	f := r.settled(t, n)
+	if f.Error != 0 || f.TargetErrors != 0 || f.Same != n || f.BodyUncompared != n {
+		t.Errorf("error %d, target errors %d, same %d, body_uncompared %d (samples %+v): want %d streams compared by status and type",
+			f.Error, f.TargetErrors, f.Same, f.BodyUncompared, f.Samples, n)
+	}
+}
