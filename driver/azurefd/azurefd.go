@@ -60,6 +60,10 @@ type Driver struct {
 	last   map[string]origin // what it last set, by origin name
 	follow azure.Follow
 	retry  azure.Retry
+	// unconfirmed names the split (its slots, sorted, joined) whose
+	// change the endpoint did not show in time: the next apply of it asks
+	// the endpoint again rather than trust the origins' state.
+	unconfirmed string
 }
 
 // origin is what vipswap reads and writes of an origin.
@@ -314,12 +318,15 @@ func (d *Driver) apply(t *route.Table) error {
 		d.last = want
 	}
 	took := time.Since(start)
-	if len(steps) > 0 {
+	key := strings.Join(slices.Sorted(slices.Values(slots)), ",")
+	if len(steps) > 0 || (d.unconfirmed != "" && d.unconfirmed == key) {
 		vip, err := d.o.Confirm.WaitSplit(context.Background(), slots)
 		if err != nil {
+			d.unconfirmed = key
 			d.tracker.Failed(t.Revision, err)
 			return err
 		}
+		d.unconfirmed = ""
 		took += vip
 		d.log.Info("front door origins set and the endpoint answers from the split's slots", "origin_group", d.o.OriginGroup,
 			"slots", strings.Join(slots, ","), "revision", t.Revision, "updates", len(steps), "api_seconds", (took - vip).Seconds(), "vip_seconds", vip.Seconds())

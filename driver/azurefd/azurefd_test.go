@@ -225,3 +225,23 @@ func TestHostileAnswers(t *testing.T) {
 		})
 	}
 }
+
+// A shift the endpoint did not show within the deadline is asked again on
+// the next apply of the same split (the retry, a health transition's
+// table), not taken as done because the origins already show it.
+func TestUnconfirmedShiftIsAskedAgain(t *testing.T) {
+	r := newRig(t, true)
+	r.vip.Freeze()
+	r.d.o.Confirm.Deadline = 500 * time.Millisecond
+	split := []route.Weighted{{Slot: "blue", Weight: 900}, {Slot: "green", Weight: 100}}
+	var nc *azure.NotConvergedError
+	if err := r.d.Apply(prod(2, split...)); !errors.As(err, &nc) {
+		t.Fatalf("a shift the endpoint never shows: %v, want not converged", err)
+	}
+	if err := r.d.Apply(prod(3, split...)); !errors.As(err, &nc) {
+		t.Fatalf("the next apply of the unconfirmed split: %v, want it still not converged", err)
+	}
+	if ps := r.d.PlaneStatus(); ps.Applied {
+		t.Fatalf("status says applied while the endpoint never showed the split: %+v", ps)
+	}
+}
