@@ -174,6 +174,16 @@ func (d *Driver) read(ctx context.Context) (armnetwork.LoadBalancer, view, error
 	return lb, v, nil
 }
 
+// known reports whether path is a slot's probe path.
+func (d *Driver) known(path string) bool {
+	for _, p := range d.o.Paths {
+		if p == path {
+			return true
+		}
+	}
+	return false
+}
+
 // set changes lb to show w.
 func (d *Driver) set(lb *armnetwork.LoadBalancer, w view) {
 	for _, p := range lb.Properties.Probes {
@@ -258,6 +268,9 @@ func (d *Driver) write(ctx context.Context, w view) (bool, error) {
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("between vipswap's read and its write: %s, was %s", cur, *expect)}
 		case expect == nil && d.last != nil && cur != *d.last:
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.last)}
+		case expect == nil && d.last == nil && (!d.known(cur.prod) || !d.known(cur.stage)):
+			// Nothing vipswap set, nor any slot's: someone else's probe.
+			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a probe path of no slot in azure_lb.paths", cur)}
 		}
 		if d.o.Leading != nil && !d.o.Leading() {
 			return false, azure.ErrFollowing

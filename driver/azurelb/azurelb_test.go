@@ -406,3 +406,28 @@ func TestRetriedAfterDriftIsFixed(t *testing.T) {
 		t.Fatalf("load balancer shows %v after the retry", got)
 	}
 }
+
+// A load balancer whose probe asks for neither slot's path (a hand
+// change while vipswap was not running, or a probe vipswap never set) is
+// drift on the first apply too: nothing is overwritten.
+func TestUnknownProbePathIsDriftOnFirstApply(t *testing.T) {
+	r := newRig(t, -1, nil)
+	r.arm.Mutate(armstandin.LBPath(rg, lbName), func(lb armstandin.Resource) {
+		for _, p := range armstandin.List(armstandin.Obj(lb["properties"])["probes"]) {
+			if armstandin.Str(p["name"]) == "http-probe" {
+				armstandin.Obj(p["properties"])["requestPath"] = "/healthz"
+			}
+		}
+	})
+	err := r.d.Apply(table(2, "green", "blue"))
+	var drift *azure.DriftError
+	if !errors.As(err, &drift) || !strings.Contains(err.Error(), "/healthz") {
+		t.Fatalf("apply over a probe path of no slot: %v, want drift naming it", err)
+	}
+	if n := len(r.arm.Writes()); n != 0 {
+		t.Fatalf("%d writes over a state vipswap does not know", n)
+	}
+	if got := r.view(); got.prod != "/healthz" {
+		t.Fatalf("the hand change was overwritten: %v", got)
+	}
+}
