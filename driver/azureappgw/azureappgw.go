@@ -198,6 +198,16 @@ func (d *Driver) read(ctx context.Context) (armnetwork.ApplicationGateway, view,
 	return gw, v, nil
 }
 
+// known reports whether pool is a slot's backend pool.
+func (d *Driver) known(pool string) bool {
+	for _, p := range d.o.Pools {
+		if p == pool {
+			return true
+		}
+	}
+	return false
+}
+
 // poolID returns the ID of the gateway's pool named name.
 func poolID(gw *armnetwork.ApplicationGateway, name string) (string, bool) {
 	for _, p := range gw.Properties.BackendAddressPools {
@@ -295,6 +305,9 @@ func (d *Driver) write(ctx context.Context, w view) (bool, error) {
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("between vipswap's read and its write: %s, was %s", cur, *expect)}
 		case expect == nil && d.last != nil && cur != *d.last:
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.last)}
+		case expect == nil && d.last == nil && (!d.known(cur.prod) || (d.o.StageRule != "" && !d.known(cur.stage))):
+			// Nothing vipswap set, nor any slot's: someone else's pool.
+			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a pool of no slot in azure_appgw.pools", cur)}
 		}
 		if d.o.Leading != nil && !d.o.Leading() {
 			return false, azure.ErrFollowing
