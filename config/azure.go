@@ -118,7 +118,7 @@ func (v *validator) azureResource(key string, r *AzureResource) {
 	v.azureName(key+".resource_group", r.ResourceGroup)
 	if r.Endpoint != "" {
 		u, err := url.Parse(r.Endpoint)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			v.fail(key+".endpoint", fmt.Sprintf("want Azure Resource Manager's https URL (such as https://management.usgovcloudapi.net), got %q", r.Endpoint))
 		}
 	}
@@ -147,6 +147,22 @@ func (v *validator) azureResource(key string, r *AzureResource) {
 		if _, ok := v.c.Slots[slot]; !ok {
 			v.fail(key+".confirm.answers."+slot, "no such slot")
 		}
+	}
+	if c.URL != "" {
+		// What each slot answers (default its name) must tell them apart:
+		// an answer two slots share confirms a switch the old slot still
+		// serves.
+		answers := map[string]string{}
+		for slot := range v.c.Slots {
+			answers[slot] = slot
+			if a, ok := c.Answers[slot]; ok {
+				answers[slot] = a
+			}
+			if strings.TrimSpace(answers[slot]) == "" {
+				v.fail(key+".confirm.answers."+slot, "want what the slot's instances answer, not an empty string (an empty answer would confirm any slot)")
+			}
+		}
+		v.distinctWhy(key+".confirm.answers", "the answer", "the VIP's answers could not tell which one serves (each slot's default answer is its name)", answers)
 	}
 	if c.Window == 0 {
 		c.Window = 10
@@ -185,10 +201,15 @@ func (v *validator) everySlot(key, what string, m map[string]string) {
 
 // distinct fails key when two slots share a value of m.
 func (v *validator) distinct(key, what string, m map[string]string) {
+	v.distinctWhy(key, what, "a swap between them would change nothing", m)
+}
+
+// distinctWhy is distinct with why it matters.
+func (v *validator) distinctWhy(key, what, why string, m map[string]string) {
 	owner := map[string]string{}
 	for _, slot := range slices.Sorted(maps.Keys(m)) {
 		if other, ok := owner[m[slot]]; ok {
-			v.fail(key+"."+slot, fmt.Sprintf("slots %s and %s share %s %q: a swap between them would change nothing", other, slot, what, m[slot]))
+			v.fail(key+"."+slot, fmt.Sprintf("slots %s and %s share %s %q: %s", other, slot, what, m[slot], why))
 		}
 		owner[m[slot]] = slot
 	}
@@ -221,6 +242,14 @@ func (v *validator) azureLB(a *AzureLB) {
 			v.fail("azure_lb.tag_values."+slot, "a tag value has at most 256 characters")
 		}
 	}
+	tags := map[string]string{}
+	for slot := range v.c.Slots {
+		tags[slot] = slot
+		if t, ok := a.TagValues[slot]; ok {
+			tags[slot] = t
+		}
+	}
+	v.distinctWhy("azure_lb.tag_values", "the tag value", "the tag could not say which one is live (each slot's default value is its name)", tags)
 }
 
 func (v *validator) azureAppGW(a *AzureAppGW) {
