@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -429,5 +432,33 @@ func TestUnknownProbePathIsDriftOnFirstApply(t *testing.T) {
 	}
 	if got := r.view(); got.prod != "/healthz" {
 		t.Fatalf("the hand change was overwritten: %v", got)
+	}
+}
+
+// An operation URL naming another host (a hostile or broken answer) is
+// not followed: ARM's bearer token goes to ARM's host only.
+func TestOperationOnAnotherHostGetsNoToken(t *testing.T) {
+	r := newRig(t, -1, nil)
+	var asked, withToken atomic.Int64
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		asked.Add(1)
+		if req.Header.Get("Authorization") != "" {
+			withToken.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"Succeeded"}`))
+	}))
+	t.Cleanup(other.Close)
+	r.arm.Fault(armstandin.Faults{OpHost: other.URL})
+	err := r.d.Apply(table(2, "green", "blue"))
+	if n := withToken.Load(); n != 0 {
+		t.Fatalf("the bearer token went to %s %d times", other.URL, n)
+	}
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "not Azure Resource Manager") {
+		t.Fatalf("apply whose operation points elsewhere: %v, want one line saying so", err)
+	}
+	t.Logf("%s asked %d times; apply: %v", other.URL, asked.Load(), err)
+	if ps := r.d.PlaneStatus(); ps.Applied {
+		t.Fatalf("status says applied: %+v", ps)
 	}
 }

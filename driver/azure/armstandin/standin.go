@@ -61,6 +61,7 @@ type Server struct {
 	opPolls    int    // how many "InProgress" answers an operation gives; -1: never done
 	beforePut  func() // runs once before the next write is checked
 	retryAfter string // the Retry-After header's value on 429 and operations
+	opHost     string // the base of operations' URLs; "" the stand-in's
 }
 
 // New starts a stand-in; it is closed when the test ends.
@@ -121,6 +122,10 @@ type Faults struct {
 	BeforePut func()
 	// RetryAfter is the Retry-After value in seconds (default "1").
 	RetryAfter string
+	// OpHost, if set, is the base URL the next operations' URLs
+	// (Azure-AsyncOperation, Location) name instead of the stand-in's
+	// own: a hostile or broken answer sending the poller elsewhere.
+	OpHost string
 }
 
 // Fault sets f.
@@ -135,6 +140,15 @@ func (s *Server) Fault(f Faults) {
 	if f.RetryAfter != "" {
 		s.retryAfter = f.RetryAfter
 	}
+	s.opHost = f.OpHost
+}
+
+// opBaseLocked is the base URL of operations' URLs.
+func (s *Server) opBaseLocked() string {
+	if s.opHost != "" {
+		return s.opHost
+	}
+	return s.URL()
 }
 
 // Put stores r at path as if created by hand (a new ETag).
@@ -346,8 +360,9 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, path string,
 	b, _ := json.Marshal(stored)
 	etag := stored["etag"].(string)
 	ra := s.retryAfter
+	base := s.opBaseLocked()
 	s.mu.Unlock()
-	w.Header().Set("Azure-AsyncOperation", s.URL()+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version"))
+	w.Header().Set("Azure-AsyncOperation", base+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version"))
 	w.Header().Set("Retry-After", ra)
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Content-Type", "application/json")
@@ -386,8 +401,9 @@ func (s *Server) serveAction(w http.ResponseWriter, r *http.Request, path string
 	s.mu.Lock()
 	id := s.newOpLocked(target, result)
 	ra := s.retryAfter
+	base := s.opBaseLocked()
 	s.mu.Unlock()
-	w.Header().Set("Location", s.URL()+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version")+"&result=1")
+	w.Header().Set("Location", base+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version")+"&result=1")
 	w.Header().Set("Retry-After", ra)
 	w.WriteHeader(http.StatusAccepted)
 }
