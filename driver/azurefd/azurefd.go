@@ -301,8 +301,12 @@ func (d *Driver) apply(t *route.Table) error {
 		return nil
 	}
 	d.follow.Drop()
+	key := strings.Join(slices.Sorted(slices.Values(slots)), ",")
 	for _, s := range steps {
 		if err := d.update(ctx, s); err != nil {
+			// The update may have taken without being seen to finish:
+			// once the origins show the split, the endpoint is asked.
+			d.unconfirmed = key
 			d.tracker.Failed(t.Revision, err)
 			return err
 		}
@@ -318,7 +322,6 @@ func (d *Driver) apply(t *route.Table) error {
 		d.last = want
 	}
 	took := time.Since(start)
-	key := strings.Join(slices.Sorted(slices.Values(slots)), ",")
 	if len(steps) > 0 || (d.unconfirmed != "" && d.unconfirmed == key) {
 		vip, err := d.o.Confirm.WaitSplit(context.Background(), slots)
 		if err != nil {

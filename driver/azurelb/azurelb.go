@@ -228,6 +228,12 @@ func (d *Driver) apply(t *route.Table) error {
 	}
 	d.follow.Drop()
 	if err != nil {
+		if changed {
+			// Azure took the write but was not seen to finish it: what
+			// the resource shows is either state, and the VIP is asked
+			// once it shows w.
+			d.last, d.unconfirmed = nil, prod
+		}
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}

@@ -462,3 +462,24 @@ func TestOperationOnAnotherHostGetsNoToken(t *testing.T) {
 		t.Fatalf("status says applied: %+v", ps)
 	}
 }
+
+// A write whose operation was not seen to finish may still have taken
+// effect: the next apply that finds it in place asks the VIP before it
+// calls the switch done.
+func TestWriteNotSeenToFinishIsConfirmedAtTheVIP(t *testing.T) {
+	r := newRig(t, 0, func(o *Options) { o.Conn.OperationTimeout = 2 * time.Second })
+	r.vip.Freeze()
+	r.d.o.Confirm.Deadline = 300 * time.Millisecond
+	r.arm.Fault(armstandin.Faults{OpPolls: -1})
+	if err := r.d.Apply(table(2, "green", "blue")); err == nil || !strings.Contains(err.Error(), "did not finish in time") {
+		t.Fatalf("apply of a never-ending operation: %v", err)
+	}
+	r.arm.Fault(armstandin.Faults{})
+	var nc *azure.NotConvergedError
+	if err := r.d.Apply(table(2, "green", "blue")); !errors.As(err, &nc) {
+		t.Fatalf("the retry found the change in place: %v, want the VIP asked (and not converged)", err)
+	}
+	if ps := r.d.PlaneStatus(); ps.Applied {
+		t.Fatalf("status says applied while the VIP never showed it: %+v", ps)
+	}
+}
