@@ -306,7 +306,10 @@ func (d *Driver) apply(t *route.Table) error {
 		if err := d.update(ctx, s); err != nil {
 			// The update may have taken without being seen to finish:
 			// once the origins show the split, the endpoint is asked.
+			// That origin shows either state: it is not held against
+			// the next apply as drift.
 			d.unconfirmed = key
+			delete(d.last, s.name)
 			d.tracker.Failed(t.Revision, err)
 			return err
 		}
