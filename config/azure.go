@@ -106,6 +106,11 @@ type AzureFrontDoor struct {
 	Origins map[string][]string `yaml:"origins"`
 }
 
+// shellSpecial are the characters a value may not hold because a dry run
+// prints it in an az command inside double quotes (and a path inside
+// single quotes within them, as az's --set reads it).
+const shellSpecial = "\"'$`\\!"
+
 var azureName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$`)
 var azureGUID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -220,18 +225,21 @@ func (v *validator) azureLB(a *AzureLB) {
 	v.azureName("azure_lb.name", a.Name)
 	if a.Probes.Prod == "" || a.Probes.Stage == "" || a.Probes.Prod == a.Probes.Stage {
 		v.fail("azure_lb.probes", "want prod and stage: the two probes of the prod and stage rules (such as http-probe and http-probe-stage)")
+	} else {
+		v.azureName("azure_lb.probes.prod", a.Probes.Prod)
+		v.azureName("azure_lb.probes.stage", a.Probes.Stage)
 	}
 	v.everySlot("azure_lb.paths", "a probe request path", a.Paths)
 	v.distinct("azure_lb.paths", "the probe path", a.Paths)
 	for slot, p := range a.Paths {
-		if !strings.HasPrefix(p, "/") || strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-			v.fail("azure_lb.paths."+slot, fmt.Sprintf("want a request path starting with / and no spaces, got %q", p))
+		if !strings.HasPrefix(p, "/") || strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) || strings.ContainsAny(p, shellSpecial) {
+			v.fail("azure_lb.paths."+slot, fmt.Sprintf("want a request path starting with / and no spaces, quotes, $, ` or \\, got %q", p))
 		}
 	}
 	if a.Tag == "" {
 		a.Tag = "ActiveSlot"
 	}
-	if len(a.Tag) > 512 || strings.ContainsAny(a.Tag, "<>%&\\?/ ") {
+	if len(a.Tag) > 512 || strings.ContainsAny(a.Tag, "<>%&\\?/ "+shellSpecial) || strings.ContainsFunc(a.Tag, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		v.fail("azure_lb.tag", fmt.Sprintf("want a tag name (no < > %% & \\ ? / or space), got %q", a.Tag))
 	}
 	for slot, t := range a.TagValues {
@@ -240,6 +248,10 @@ func (v *validator) azureLB(a *AzureLB) {
 		}
 		if len(t) > 256 {
 			v.fail("azure_lb.tag_values."+slot, "a tag value has at most 256 characters")
+		}
+		if strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r == 0x7f }) || strings.ContainsAny(t, shellSpecial) {
+			// A dry run prints it in an az command to paste.
+			v.fail("azure_lb.tag_values."+slot, fmt.Sprintf("want a tag value with no spaces, quotes, $, ` or \\, got %q", t))
 		}
 	}
 	tags := map[string]string{}
@@ -257,6 +269,14 @@ func (v *validator) azureAppGW(a *AzureAppGW) {
 	v.azureName("azure_appgw.name", a.Name)
 	if a.Rules.Prod == "" || a.Rules.Prod == a.Rules.Stage {
 		v.fail("azure_appgw.rules", "want prod (and stage, if the gateway has a stage listener): the request routing rules that send to a slot's pool")
+	} else {
+		v.azureName("azure_appgw.rules.prod", a.Rules.Prod)
+		if a.Rules.Stage != "" {
+			v.azureName("azure_appgw.rules.stage", a.Rules.Stage)
+		}
+	}
+	for slot, pool := range a.Pools {
+		v.azureName("azure_appgw.pools."+slot, pool)
 	}
 	v.everySlot("azure_appgw.pools", "a backend pool", a.Pools)
 	v.distinct("azure_appgw.pools", "the backend pool", a.Pools)
