@@ -107,6 +107,7 @@ func New(o Options) (*Driver, error) {
 
 // Close stops watching for another node's change.
 func (d *Driver) Close() {
+	d.cancel() // first: the apply in flight holds what Stop waits for
 	d.follow.Stop()
 	d.retry.Stop()
 	d.cancel()
@@ -253,7 +254,7 @@ func (d *Driver) apply(t *route.Table) error {
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.o.Conn.OpTimeout())
+	ctx, cancel := context.WithTimeout(d.ctx, d.o.Conn.OpTimeout())
 	defer cancel()
 	start := time.Now()
 	changed, err := d.write(ctx, w)
@@ -279,7 +280,7 @@ func (d *Driver) apply(t *route.Table) error {
 	d.last = &w
 	took := time.Since(start)
 	if changed || d.unconfirmed == prod {
-		vip, err := d.o.Confirm.Wait(context.Background(), prod)
+		vip, err := d.o.Confirm.Wait(d.ctx, prod)
 		if err != nil {
 			d.unconfirmed = prod
 			d.tracker.Failed(t.Revision, err)

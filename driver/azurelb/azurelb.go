@@ -58,6 +58,9 @@ type Driver struct {
 	last   *view // what it last applied (nil before the first apply)
 	follow azure.Follow
 	retry  azure.Retry
+	// ctx ends with Close: the write or confirmation in flight stops.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// unconfirmed is the slot whose switch the VIP did not show in time:
 	// the next apply to it asks the VIP again rather than trust the API.
 	unconfirmed string
@@ -89,14 +92,16 @@ func New(o Options) (*Driver, error) {
 		o.Logger = slog.Default()
 	}
 	d := &Driver{o: o, lbs: lbs, log: o.Logger}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.tracker.Name = "azure_lb " + o.Name
 	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
 	d.retry.Every, d.retry.Tracker = o.Conn.RetryEvery, &d.tracker
 	return d, nil
 }
 
-// Close stops watching for another node's change.
-func (d *Driver) Close() { d.follow.Stop(); d.retry.Stop() }
+// Close ends the apply in flight and stops watching for another
+// node's change.
+func (d *Driver) Close() { d.cancel(); d.follow.Stop(); d.retry.Stop() }
 
 func (d *Driver) resource() string { return "load balancer " + d.o.Name }
 
@@ -214,7 +219,7 @@ func (d *Driver) apply(t *route.Table) error {
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.o.Conn.OpTimeout())
+	ctx, cancel := context.WithTimeout(d.ctx, d.o.Conn.OpTimeout())
 	defer cancel()
 	start := time.Now()
 	changed, err := d.write(ctx, w)
@@ -240,7 +245,7 @@ func (d *Driver) apply(t *route.Table) error {
 	d.last = &w
 	took := time.Since(start)
 	if changed || d.unconfirmed == prod {
-		vip, err := d.o.Confirm.Wait(context.Background(), prod)
+		vip, err := d.o.Confirm.Wait(d.ctx, prod)
 		if err != nil {
 			d.unconfirmed = prod
 			d.tracker.Failed(t.Revision, err)

@@ -483,3 +483,30 @@ func TestWriteNotSeenToFinishIsConfirmedAtTheVIP(t *testing.T) {
 		t.Fatalf("status says applied while the VIP never showed it: %+v", ps)
 	}
 }
+
+// Close ends an apply in flight (a VIP confirmation that would wait its
+// whole deadline), so a node's shutdown does not wait on Azure.
+func TestCloseEndsAnApplyInFlight(t *testing.T) {
+	r := newRig(t, 0, nil)
+	r.vip.Freeze()
+	r.d.o.Confirm.Deadline = time.Hour
+	done := make(chan error, 1)
+	go func() { done <- r.d.Apply(table(2, "green", "blue")) }()
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if n := len(r.arm.Writes()); n != 1 {
+			return fmt.Errorf("%d writes", n)
+		}
+		return nil
+	})
+	go r.d.Close()
+	select {
+	case err := <-done:
+		var nc *azure.NotConvergedError
+		if err == nil || errors.As(err, &nc) {
+			t.Fatalf("apply ended by Close: %v, want it ended as cancelled", err)
+		}
+		t.Logf("apply ended by Close: %v", err)
+	case <-time.After(2 * time.Minute): // a guard against a hang, not a measure
+		t.Fatal("Apply still waits on the VIP two minutes after Close")
+	}
+}
