@@ -87,10 +87,11 @@ func (c Conn) Options() (azcore.TokenCredential, *arm.ClientOptions, error) {
 	if err != nil || u.Host == "" {
 		return nil, nil, fmt.Errorf("azure endpoint %q is not a URL", arm)
 	}
+	credOpts := opts.ClientOptions // the credential asks its own hosts (Entra ID, the identity endpoint)
 	opts.PerCallPolicies = append(opts.PerCallPolicies, onlyHost{host: hostOf(u)})
 	cred := c.Credential
 	if cred == nil {
-		dc, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: opts.ClientOptions})
+		dc, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: credOpts})
 		if err != nil {
 			return nil, nil, fmt.Errorf("azure credentials: %s", FirstLine(err.Error()))
 		}
