@@ -106,6 +106,11 @@ type AzureFrontDoor struct {
 	Origins map[string][]string `yaml:"origins"`
 }
 
+// shellSpecial are the characters a value may not hold because a dry run
+// prints it in an az command inside double quotes (and a path inside
+// single quotes within them, as az's --set reads it).
+const shellSpecial = "\"'$`\\!"
+
 var azureName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._()-]{0,89}$`)
 var azureGUID = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -118,7 +123,7 @@ func (v *validator) azureResource(key string, r *AzureResource) {
 	v.azureName(key+".resource_group", r.ResourceGroup)
 	if r.Endpoint != "" {
 		u, err := url.Parse(r.Endpoint)
-		if err != nil || u.Scheme != "https" || u.Host == "" {
+		if err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			v.fail(key+".endpoint", fmt.Sprintf("want Azure Resource Manager's https URL (such as https://management.usgovcloudapi.net), got %q", r.Endpoint))
 		}
 	}
@@ -147,6 +152,22 @@ func (v *validator) azureResource(key string, r *AzureResource) {
 		if _, ok := v.c.Slots[slot]; !ok {
 			v.fail(key+".confirm.answers."+slot, "no such slot")
 		}
+	}
+	if c.URL != "" {
+		// What each slot answers (default its name) must tell them apart:
+		// an answer two slots share confirms a switch the old slot still
+		// serves.
+		answers := map[string]string{}
+		for slot := range v.c.Slots {
+			answers[slot] = slot
+			if a, ok := c.Answers[slot]; ok {
+				answers[slot] = a
+			}
+			if strings.TrimSpace(answers[slot]) == "" {
+				v.fail(key+".confirm.answers."+slot, "want what the slot's instances answer, not an empty string (an empty answer would confirm any slot)")
+			}
+		}
+		v.distinctWhy(key+".confirm.answers", "the answer", "the VIP's answers could not tell which one serves (each slot's default answer is its name)", answers)
 	}
 	if c.Window == 0 {
 		c.Window = 10
@@ -185,10 +206,15 @@ func (v *validator) everySlot(key, what string, m map[string]string) {
 
 // distinct fails key when two slots share a value of m.
 func (v *validator) distinct(key, what string, m map[string]string) {
+	v.distinctWhy(key, what, "a swap between them would change nothing", m)
+}
+
+// distinctWhy is distinct with why it matters.
+func (v *validator) distinctWhy(key, what, why string, m map[string]string) {
 	owner := map[string]string{}
 	for _, slot := range slices.Sorted(maps.Keys(m)) {
 		if other, ok := owner[m[slot]]; ok {
-			v.fail(key+"."+slot, fmt.Sprintf("slots %s and %s share %s %q: a swap between them would change nothing", other, slot, what, m[slot]))
+			v.fail(key+"."+slot, fmt.Sprintf("slots %s and %s share %s %q: %s", other, slot, what, m[slot], why))
 		}
 		owner[m[slot]] = slot
 	}
@@ -199,18 +225,21 @@ func (v *validator) azureLB(a *AzureLB) {
 	v.azureName("azure_lb.name", a.Name)
 	if a.Probes.Prod == "" || a.Probes.Stage == "" || a.Probes.Prod == a.Probes.Stage {
 		v.fail("azure_lb.probes", "want prod and stage: the two probes of the prod and stage rules (such as http-probe and http-probe-stage)")
+	} else {
+		v.azureName("azure_lb.probes.prod", a.Probes.Prod)
+		v.azureName("azure_lb.probes.stage", a.Probes.Stage)
 	}
 	v.everySlot("azure_lb.paths", "a probe request path", a.Paths)
 	v.distinct("azure_lb.paths", "the probe path", a.Paths)
 	for slot, p := range a.Paths {
-		if !strings.HasPrefix(p, "/") || strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
-			v.fail("azure_lb.paths."+slot, fmt.Sprintf("want a request path starting with / and no spaces, got %q", p))
+		if !strings.HasPrefix(p, "/") || strings.ContainsFunc(p, func(r rune) bool { return r <= ' ' || r == 0x7f }) || strings.ContainsAny(p, shellSpecial) {
+			v.fail("azure_lb.paths."+slot, fmt.Sprintf("want a request path starting with / and no spaces, quotes, $, ` or \\, got %q", p))
 		}
 	}
 	if a.Tag == "" {
 		a.Tag = "ActiveSlot"
 	}
-	if len(a.Tag) > 512 || strings.ContainsAny(a.Tag, "<>%&\\?/ ") {
+	if len(a.Tag) > 512 || strings.ContainsAny(a.Tag, "<>%&\\?/ "+shellSpecial) || strings.ContainsFunc(a.Tag, func(r rune) bool { return r < ' ' || r == 0x7f }) {
 		v.fail("azure_lb.tag", fmt.Sprintf("want a tag name (no < > %% & \\ ? / or space), got %q", a.Tag))
 	}
 	for slot, t := range a.TagValues {
@@ -220,7 +249,19 @@ func (v *validator) azureLB(a *AzureLB) {
 		if len(t) > 256 {
 			v.fail("azure_lb.tag_values."+slot, "a tag value has at most 256 characters")
 		}
+		if strings.ContainsFunc(t, func(r rune) bool { return r <= ' ' || r == 0x7f }) || strings.ContainsAny(t, shellSpecial) {
+			// A dry run prints it in an az command to paste.
+			v.fail("azure_lb.tag_values."+slot, fmt.Sprintf("want a tag value with no spaces, quotes, $, ` or \\, got %q", t))
+		}
 	}
+	tags := map[string]string{}
+	for slot := range v.c.Slots {
+		tags[slot] = slot
+		if t, ok := a.TagValues[slot]; ok {
+			tags[slot] = t
+		}
+	}
+	v.distinctWhy("azure_lb.tag_values", "the tag value", "the tag could not say which one is live (each slot's default value is its name)", tags)
 }
 
 func (v *validator) azureAppGW(a *AzureAppGW) {
@@ -228,6 +269,14 @@ func (v *validator) azureAppGW(a *AzureAppGW) {
 	v.azureName("azure_appgw.name", a.Name)
 	if a.Rules.Prod == "" || a.Rules.Prod == a.Rules.Stage {
 		v.fail("azure_appgw.rules", "want prod (and stage, if the gateway has a stage listener): the request routing rules that send to a slot's pool")
+	} else {
+		v.azureName("azure_appgw.rules.prod", a.Rules.Prod)
+		if a.Rules.Stage != "" {
+			v.azureName("azure_appgw.rules.stage", a.Rules.Stage)
+		}
+	}
+	for slot, pool := range a.Pools {
+		v.azureName("azure_appgw.pools."+slot, pool)
 	}
 	v.everySlot("azure_appgw.pools", "a backend pool", a.Pools)
 	v.distinct("azure_appgw.pools", "the backend pool", a.Pools)

@@ -47,6 +47,22 @@ func TestAzureBlocks(t *testing.T) {
 		{strings.Replace(fd, "green: [unit2a, unit2b]", "green: [unit1]", 1), "also blue's"},
 		{strings.Replace(fd, ", green: [unit2a, unit2b]", "", 1), "green has none"},
 		{lb + "\n" + fd, "not azure_lb and azure_frontdoor"},
+		{strings.Replace(lb, "confirm: {url: 'http://20.1.2.3/api/test'}", "confirm: {url: 'http://20.1.2.3/api/test', answers: {blue: ok, green: ok}}", 1), "azure_lb.confirm.answers.green"},
+		{strings.Replace(lb, "confirm: {url: 'http://20.1.2.3/api/test'}", "confirm: {url: 'http://20.1.2.3/api/test', answers: {blue: green}}", 1), "share the answer"},
+		{strings.Replace(lb, "confirm: {url: 'http://20.1.2.3/api/test'}", "confirm: {url: 'http://20.1.2.3/api/test', answers: {blue: ' '}}", 1), "azure_lb.confirm.answers.blue"},
+		{strings.Replace(lb, "green: '1'", "green: '0'", 1), "share the tag value"},
+		{strings.Replace(lb, "tag_values: {blue: '0', green: '1'}", "tag_values: {blue: green}", 1), "share the tag value"},
+		{lb[:len(lb)-1] + ", endpoint: 'https://user:secret@arm.local'}", "azure_lb.endpoint"},
+		// What a dry run prints in an az command to paste cannot run code.
+		{strings.Replace(lb, "'/api/ping?slot=slot1'", "'/api/ping?slot=$(id)'", 1), "azure_lb.paths.green"},
+		{strings.Replace(lb, "'/api/ping?slot=slot1'", `'/api/ping?slot="x'`, 1), "azure_lb.paths.green"},
+		{strings.Replace(lb, "green: '1'", "green: '1`id`'", 1), "azure_lb.tag_values.green"},
+		{strings.Replace(lb, "green: '1'", `green: '1" && id && "'`, 1), "azure_lb.tag_values.green"},
+		{lb[:len(lb)-1] + ", tag: 'Active$Slot'}", "azure_lb.tag"},
+		{strings.Replace(lb, "prod: http-probe,", "prod: 'http-probe; id',", 1), "azure_lb.probes.prod"},
+		{strings.Replace(gw, "rules: {prod: rule-prod}", "rules: {prod: 'rule-prod && id'}", 1), "azure_appgw.rules.prod"},
+		{strings.Replace(gw, "pool-green", "'pool-green;id'", 1), "azure_appgw.pools.green"},
+		{lb[:len(lb)-1] + ", endpoint: 'https://arm.local/?api-version=1'}", "azure_lb.endpoint"},
 	} {
 		_, err := Parse("t.yaml", []byte(base+tc.block+"\n"))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -75,15 +76,45 @@ func (c Conn) Options() (azcore.TokenCredential, *arm.ClientOptions, error) {
 	// vipswap changes only resources that exist; registering resource
 	// providers is not its business (nor its permission).
 	opts.DisableRPRegistration = true
+	// Every request, a poll of a long-running operation included (its URL
+	// is what the answer said), goes to ARM's host or not at all: the
+	// bearer token is ARM's, never another host's.
+	arm := c.Endpoint
+	if arm == "" {
+		arm = cloud.AzurePublic.Services[cloud.ResourceManager].Endpoint
+	}
+	u, err := url.Parse(arm)
+	if err != nil || u.Host == "" {
+		return nil, nil, fmt.Errorf("azure endpoint %q is not a URL", arm)
+	}
+	credOpts := opts.ClientOptions // the credential asks its own hosts (Entra ID, the identity endpoint)
+	opts.PerCallPolicies = append(opts.PerCallPolicies, onlyHost{host: hostOf(u)})
 	cred := c.Credential
 	if cred == nil {
-		dc, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: opts.ClientOptions})
+		dc, err := azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: credOpts})
 		if err != nil {
 			return nil, nil, fmt.Errorf("azure credentials: %s", FirstLine(err.Error()))
 		}
 		cred = dc
 	}
 	return checkedCredential{cred}, opts, nil
+}
+
+// onlyHost refuses a request to any host but ARM's, before the bearer
+// token is put on it.
+type onlyHost struct{ host string }
+
+func (o onlyHost) Do(req *policy.Request) (*http.Response, error) {
+	if h := hostOf(req.Raw().URL); h != o.host {
+		return nil, fmt.Errorf("refused to send Azure credentials to %s: not Azure Resource Manager (%s); an answer named that host", h, o.host)
+	}
+	return req.Next()
+}
+
+// hostOf is u's host, lower case, without https' default port.
+func hostOf(u *url.URL) string {
+	h := strings.ToLower(u.Host)
+	return strings.TrimSuffix(h, ":443")
 }
 
 // CredentialError is a credential's failure to give a token.

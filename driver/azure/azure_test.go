@@ -105,3 +105,25 @@ func TestFirstLine(t *testing.T) {
 		}
 	}
 }
+
+// A VIP that redirects is not followed: the answer of wherever it points
+// is not the VIP's, and a redirect is no slot's answer.
+func TestConfirmDoesNotFollowRedirects(t *testing.T) {
+	var elsewhere atomic.Int64
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Write([]byte(`{"slot":"green"}`))
+	}))
+	defer other.Close()
+	vip := httptest.NewServer(http.RedirectHandler(other.URL+"/api/test", http.StatusFound))
+	defer vip.Close()
+	c := Confirm{URL: vip.URL + "/api/test", Window: 3, Every: time.Millisecond, Deadline: 300 * time.Millisecond}
+	_, err := c.Wait(context.Background(), "green")
+	var nc *NotConvergedError
+	if !errors.As(err, &nc) || !strings.Contains(err.Error(), "302") {
+		t.Fatalf("wait on a VIP that redirects: %v, want not converged naming the redirect", err)
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Fatalf("the redirect was followed %d times", n)
+	}
+}

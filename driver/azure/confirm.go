@@ -54,6 +54,19 @@ func (c Confirm) window() int {
 	return c.Window
 }
 
+// client is the client the VIP is asked with: Client or one with a 2s
+// timeout, following no redirect (wherever it points is not the VIP,
+// and a redirect names no slot).
+func (c Confirm) client() *http.Client {
+	hc := &http.Client{Timeout: 2 * time.Second}
+	if c.Client != nil {
+		cp := *c.Client
+		hc = &cp
+	}
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return hc
+}
+
 // Enabled reports whether there is a VIP to probe.
 func (c Confirm) Enabled() bool { return c.URL != "" }
 
@@ -73,10 +86,7 @@ func (c Confirm) Wait(ctx context.Context, slot string) (time.Duration, error) {
 	if every <= 0 {
 		every = 200 * time.Millisecond
 	}
-	hc := c.Client
-	if hc == nil {
-		hc = &http.Client{Timeout: 2 * time.Second}
-	}
+	hc := c.client()
 	want := slot
 	if a, ok := c.Answers[slot]; ok {
 		want = a
@@ -171,10 +181,7 @@ func (c Confirm) WaitSplit(ctx context.Context, slots []string) (time.Duration, 
 	if every <= 0 {
 		every = 200 * time.Millisecond
 	}
-	hc := c.Client
-	if hc == nil {
-		hc = &http.Client{Timeout: 2 * time.Second}
-	}
+	hc := c.client()
 	want := map[string]bool{}
 	for _, s := range slots {
 		if a, ok := c.Answers[s]; ok {

@@ -107,6 +107,7 @@ func New(o Options) (*Driver, error) {
 
 // Close stops watching for another node's change.
 func (d *Driver) Close() {
+	d.cancel() // first: the apply in flight holds what Stop waits for
 	d.follow.Stop()
 	d.retry.Stop()
 	d.cancel()
@@ -198,6 +199,16 @@ func (d *Driver) read(ctx context.Context) (armnetwork.ApplicationGateway, view,
 	return gw, v, nil
 }
 
+// known reports whether pool is a slot's backend pool.
+func (d *Driver) known(pool string) bool {
+	for _, p := range d.o.Pools {
+		if p == pool {
+			return true
+		}
+	}
+	return false
+}
+
 // poolID returns the ID of the gateway's pool named name.
 func poolID(gw *armnetwork.ApplicationGateway, name string) (string, bool) {
 	for _, p := range gw.Properties.BackendAddressPools {
@@ -243,7 +254,7 @@ func (d *Driver) apply(t *route.Table) error {
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.o.Conn.OpTimeout())
+	ctx, cancel := context.WithTimeout(d.ctx, d.o.Conn.OpTimeout())
 	defer cancel()
 	start := time.Now()
 	changed, err := d.write(ctx, w)
@@ -257,13 +268,19 @@ func (d *Driver) apply(t *route.Table) error {
 	}
 	d.follow.Drop()
 	if err != nil {
+		if changed {
+			// Azure took the write but was not seen to finish it: what
+			// the resource shows is either state, and the VIP is asked
+			// once it shows w.
+			d.last, d.unconfirmed = nil, prod
+		}
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}
 	d.last = &w
 	took := time.Since(start)
 	if changed || d.unconfirmed == prod {
-		vip, err := d.o.Confirm.Wait(context.Background(), prod)
+		vip, err := d.o.Confirm.Wait(d.ctx, prod)
 		if err != nil {
 			d.unconfirmed = prod
 			d.tracker.Failed(t.Revision, err)
@@ -295,6 +312,9 @@ func (d *Driver) write(ctx context.Context, w view) (bool, error) {
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("between vipswap's read and its write: %s, was %s", cur, *expect)}
 		case expect == nil && d.last != nil && cur != *d.last:
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.last)}
+		case expect == nil && d.last == nil && (!d.known(cur.prod) || (d.o.StageRule != "" && !d.known(cur.stage))):
+			// Nothing vipswap set, nor any slot's: someone else's pool.
+			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a pool of no slot in azure_appgw.pools", cur)}
 		}
 		if d.o.Leading != nil && !d.o.Leading() {
 			return false, azure.ErrFollowing

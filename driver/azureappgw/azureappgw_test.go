@@ -300,3 +300,31 @@ func TestBackendHealthOutlivesAProbe(t *testing.T) {
 		return nil
 	})
 }
+
+// A rule sending to a pool of no slot (a maintenance pool set by hand
+// while vipswap was not running) is drift on the first apply too:
+// nothing is overwritten.
+func TestUnknownPoolIsDriftOnFirstApply(t *testing.T) {
+	r := newRig(t, false)
+	r.arm.Mutate(armstandin.AppGWPath(rg, gwName), func(gw armstandin.Resource) {
+		props := armstandin.Obj(gw["properties"])
+		id := armstandin.AppGWPath(rg, gwName) + "/backendAddressPools/pool-maint"
+		props["backendAddressPools"] = append(props["backendAddressPools"].([]any), map[string]any{"name": "pool-maint", "id": id, "properties": map[string]any{}})
+		for _, rule := range armstandin.List(props["requestRoutingRules"]) {
+			if armstandin.Str(rule["name"]) == "rule-prod" {
+				armstandin.Obj(rule["properties"])["backendAddressPool"] = map[string]any{"id": id}
+			}
+		}
+	})
+	err := r.d.Apply(table(2, "green", "blue"))
+	var drift *azure.DriftError
+	if !errors.As(err, &drift) || !strings.Contains(err.Error(), "pool-maint") {
+		t.Fatalf("apply over a pool of no slot: %v, want drift naming it", err)
+	}
+	if n := len(r.arm.Writes()); n != 0 {
+		t.Fatalf("%d writes over a state vipswap does not know", n)
+	}
+	if p := rulePool(r.arm, "rule-prod"); p != "pool-maint" {
+		t.Fatalf("the hand change was overwritten: prod %s", p)
+	}
+}

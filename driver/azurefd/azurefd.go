@@ -60,6 +60,13 @@ type Driver struct {
 	last   map[string]origin // what it last set, by origin name
 	follow azure.Follow
 	retry  azure.Retry
+	// ctx ends with Close: the write or confirmation in flight stops.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// unconfirmed names the split (its slots, sorted, joined) whose
+	// change the endpoint did not show in time: the next apply of it asks
+	// the endpoint again rather than trust the origins' state.
+	unconfirmed string
 }
 
 // origin is what vipswap reads and writes of an origin.
@@ -90,14 +97,16 @@ func New(o Options) (*Driver, error) {
 		o.Logger = slog.Default()
 	}
 	d := &Driver{o: o, origins: c, log: o.Logger}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.tracker.Name = "azure_frontdoor " + o.Profile + "/" + o.OriginGroup
 	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
 	d.retry.Every, d.retry.Tracker = o.Conn.RetryEvery, &d.tracker
 	return d, nil
 }
 
-// Close stops watching for another node's change.
-func (d *Driver) Close() { d.follow.Stop(); d.retry.Stop() }
+// Close ends the apply in flight and stops watching for another
+// node's change.
+func (d *Driver) Close() { d.cancel(); d.follow.Stop(); d.retry.Stop() }
 
 // Describe is a line for the log at start.
 func (d *Driver) Describe() string {
@@ -265,7 +274,7 @@ func (d *Driver) Apply(t *route.Table) error { return d.retry.Apply(t, d.apply) 
 
 // apply is Apply's one attempt.
 func (d *Driver) apply(t *route.Table) error {
-	ctx, cancel := context.WithTimeout(context.Background(), d.o.Conn.OpTimeout())
+	ctx, cancel := context.WithTimeout(d.ctx, d.o.Conn.OpTimeout())
 	defer cancel()
 	start := time.Now()
 	want, slots, err := d.want(t.Weights(route.Prod))
@@ -297,8 +306,15 @@ func (d *Driver) apply(t *route.Table) error {
 		return nil
 	}
 	d.follow.Drop()
+	key := strings.Join(slices.Sorted(slices.Values(slots)), ",")
 	for _, s := range steps {
 		if err := d.update(ctx, s); err != nil {
+			// The update may have taken without being seen to finish:
+			// once the origins show the split, the endpoint is asked.
+			// That origin shows either state: it is not held against
+			// the next apply as drift.
+			d.unconfirmed = key
+			delete(d.last, s.name)
 			d.tracker.Failed(t.Revision, err)
 			return err
 		}
@@ -314,12 +330,14 @@ func (d *Driver) apply(t *route.Table) error {
 		d.last = want
 	}
 	took := time.Since(start)
-	if len(steps) > 0 {
-		vip, err := d.o.Confirm.WaitSplit(context.Background(), slots)
+	if len(steps) > 0 || (d.unconfirmed != "" && d.unconfirmed == key) {
+		vip, err := d.o.Confirm.WaitSplit(d.ctx, slots)
 		if err != nil {
+			d.unconfirmed = key
 			d.tracker.Failed(t.Revision, err)
 			return err
 		}
+		d.unconfirmed = ""
 		took += vip
 		d.log.Info("front door origins set and the endpoint answers from the split's slots", "origin_group", d.o.OriginGroup,
 			"slots", strings.Join(slots, ","), "revision", t.Revision, "updates", len(steps), "api_seconds", (took - vip).Seconds(), "vip_seconds", vip.Seconds())

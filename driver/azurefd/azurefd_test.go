@@ -225,3 +225,47 @@ func TestHostileAnswers(t *testing.T) {
 		})
 	}
 }
+
+// A shift the endpoint did not show within the deadline is asked again on
+// the next apply of the same split (the retry, a health transition's
+// table), not taken as done because the origins already show it.
+func TestUnconfirmedShiftIsAskedAgain(t *testing.T) {
+	r := newRig(t, true)
+	r.vip.Freeze()
+	r.d.o.Confirm.Deadline = 500 * time.Millisecond
+	split := []route.Weighted{{Slot: "blue", Weight: 900}, {Slot: "green", Weight: 100}}
+	var nc *azure.NotConvergedError
+	if err := r.d.Apply(prod(2, split...)); !errors.As(err, &nc) {
+		t.Fatalf("a shift the endpoint never shows: %v, want not converged", err)
+	}
+	if err := r.d.Apply(prod(3, split...)); !errors.As(err, &nc) {
+		t.Fatalf("the next apply of the unconfirmed split: %v, want it still not converged", err)
+	}
+	if ps := r.d.PlaneStatus(); ps.Applied {
+		t.Fatalf("status says applied while the endpoint never showed the split: %+v", ps)
+	}
+}
+
+// An origin update not seen to finish may have taken: the next apply
+// finds that origin changed and goes on, rather than calling vipswap's
+// own write drift.
+func TestUpdateNotSeenToFinishIsNotDrift(t *testing.T) {
+	r := newRig(t, false)
+	if err := r.d.Apply(prod(2, route.Weighted{Slot: "blue", Weight: 1000})); err != nil {
+		t.Fatal(err)
+	}
+	r.d.o.Conn.OperationTimeout = 2 * time.Second
+	r.arm.Fault(armstandin.Faults{OpPolls: -1})
+	shift := []route.Weighted{{Slot: "blue", Weight: 900}, {Slot: "green", Weight: 100}}
+	if err := r.d.Apply(prod(3, shift...)); err == nil || !strings.Contains(err.Error(), "did not finish in time") {
+		t.Fatalf("a shift whose operation never ends: %v", err)
+	}
+	r.arm.Fault(armstandin.Faults{})
+	r.d.o.Conn.OperationTimeout = 30 * time.Second
+	if err := r.d.Apply(prod(3, shift...)); err != nil {
+		t.Fatalf("the retry after an update not seen to finish: %v", err)
+	}
+	if got, want := split(r.arm), map[string]int{"blue": 900, "green": 100}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("front door splits %v, want %v", got, want)
+	}
+}

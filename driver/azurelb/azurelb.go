@@ -58,6 +58,9 @@ type Driver struct {
 	last   *view // what it last applied (nil before the first apply)
 	follow azure.Follow
 	retry  azure.Retry
+	// ctx ends with Close: the write or confirmation in flight stops.
+	ctx    context.Context
+	cancel context.CancelFunc
 	// unconfirmed is the slot whose switch the VIP did not show in time:
 	// the next apply to it asks the VIP again rather than trust the API.
 	unconfirmed string
@@ -89,14 +92,16 @@ func New(o Options) (*Driver, error) {
 		o.Logger = slog.Default()
 	}
 	d := &Driver{o: o, lbs: lbs, log: o.Logger}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
 	d.tracker.Name = "azure_lb " + o.Name
 	d.follow.Every, d.follow.Tracker = o.Conn.PollOptions().Frequency, &d.tracker
 	d.retry.Every, d.retry.Tracker = o.Conn.RetryEvery, &d.tracker
 	return d, nil
 }
 
-// Close stops watching for another node's change.
-func (d *Driver) Close() { d.follow.Stop(); d.retry.Stop() }
+// Close ends the apply in flight and stops watching for another
+// node's change.
+func (d *Driver) Close() { d.cancel(); d.follow.Stop(); d.retry.Stop() }
 
 func (d *Driver) resource() string { return "load balancer " + d.o.Name }
 
@@ -174,6 +179,16 @@ func (d *Driver) read(ctx context.Context) (armnetwork.LoadBalancer, view, error
 	return lb, v, nil
 }
 
+// known reports whether path is a slot's probe path.
+func (d *Driver) known(path string) bool {
+	for _, p := range d.o.Paths {
+		if p == path {
+			return true
+		}
+	}
+	return false
+}
+
 // set changes lb to show w.
 func (d *Driver) set(lb *armnetwork.LoadBalancer, w view) {
 	for _, p := range lb.Properties.Probes {
@@ -204,7 +219,7 @@ func (d *Driver) apply(t *route.Table) error {
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), d.o.Conn.OpTimeout())
+	ctx, cancel := context.WithTimeout(d.ctx, d.o.Conn.OpTimeout())
 	defer cancel()
 	start := time.Now()
 	changed, err := d.write(ctx, w)
@@ -218,13 +233,19 @@ func (d *Driver) apply(t *route.Table) error {
 	}
 	d.follow.Drop()
 	if err != nil {
+		if changed {
+			// Azure took the write but was not seen to finish it: what
+			// the resource shows is either state, and the VIP is asked
+			// once it shows w.
+			d.last, d.unconfirmed = nil, prod
+		}
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}
 	d.last = &w
 	took := time.Since(start)
 	if changed || d.unconfirmed == prod {
-		vip, err := d.o.Confirm.Wait(context.Background(), prod)
+		vip, err := d.o.Confirm.Wait(d.ctx, prod)
 		if err != nil {
 			d.unconfirmed = prod
 			d.tracker.Failed(t.Revision, err)
@@ -258,6 +279,9 @@ func (d *Driver) write(ctx context.Context, w view) (bool, error) {
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("between vipswap's read and its write: %s, was %s", cur, *expect)}
 		case expect == nil && d.last != nil && cur != *d.last:
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.last)}
+		case expect == nil && d.last == nil && (!d.known(cur.prod) || !d.known(cur.stage)):
+			// Nothing vipswap set, nor any slot's: someone else's probe.
+			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a probe path of no slot in azure_lb.paths", cur)}
 		}
 		if d.o.Leading != nil && !d.o.Leading() {
 			return false, azure.ErrFollowing

@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -404,5 +407,106 @@ func TestRetriedAfterDriftIsFixed(t *testing.T) {
 	})
 	if got := r.view(); got != (view{prod: slot0, stage: slot1, tag: "0"}) {
 		t.Fatalf("load balancer shows %v after the retry", got)
+	}
+}
+
+// A load balancer whose probe asks for neither slot's path (a hand
+// change while vipswap was not running, or a probe vipswap never set) is
+// drift on the first apply too: nothing is overwritten.
+func TestUnknownProbePathIsDriftOnFirstApply(t *testing.T) {
+	r := newRig(t, -1, nil)
+	r.arm.Mutate(armstandin.LBPath(rg, lbName), func(lb armstandin.Resource) {
+		for _, p := range armstandin.List(armstandin.Obj(lb["properties"])["probes"]) {
+			if armstandin.Str(p["name"]) == "http-probe" {
+				armstandin.Obj(p["properties"])["requestPath"] = "/healthz"
+			}
+		}
+	})
+	err := r.d.Apply(table(2, "green", "blue"))
+	var drift *azure.DriftError
+	if !errors.As(err, &drift) || !strings.Contains(err.Error(), "/healthz") {
+		t.Fatalf("apply over a probe path of no slot: %v, want drift naming it", err)
+	}
+	if n := len(r.arm.Writes()); n != 0 {
+		t.Fatalf("%d writes over a state vipswap does not know", n)
+	}
+	if got := r.view(); got.prod != "/healthz" {
+		t.Fatalf("the hand change was overwritten: %v", got)
+	}
+}
+
+// An operation URL naming another host (a hostile or broken answer) is
+// not followed: ARM's bearer token goes to ARM's host only.
+func TestOperationOnAnotherHostGetsNoToken(t *testing.T) {
+	r := newRig(t, -1, nil)
+	var asked, withToken atomic.Int64
+	other := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		asked.Add(1)
+		if req.Header.Get("Authorization") != "" {
+			withToken.Add(1)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"status":"Succeeded"}`))
+	}))
+	t.Cleanup(other.Close)
+	r.arm.Fault(armstandin.Faults{OpHost: other.URL})
+	err := r.d.Apply(table(2, "green", "blue"))
+	if n := withToken.Load(); n != 0 {
+		t.Fatalf("the bearer token went to %s %d times", other.URL, n)
+	}
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.Contains(err.Error(), "not Azure Resource Manager") {
+		t.Fatalf("apply whose operation points elsewhere: %v, want one line saying so", err)
+	}
+	t.Logf("%s asked %d times; apply: %v", other.URL, asked.Load(), err)
+	if ps := r.d.PlaneStatus(); ps.Applied {
+		t.Fatalf("status says applied: %+v", ps)
+	}
+}
+
+// A write whose operation was not seen to finish may still have taken
+// effect: the next apply that finds it in place asks the VIP before it
+// calls the switch done.
+func TestWriteNotSeenToFinishIsConfirmedAtTheVIP(t *testing.T) {
+	r := newRig(t, 0, func(o *Options) { o.Conn.OperationTimeout = 2 * time.Second })
+	r.vip.Freeze()
+	r.d.o.Confirm.Deadline = 300 * time.Millisecond
+	r.arm.Fault(armstandin.Faults{OpPolls: -1})
+	if err := r.d.Apply(table(2, "green", "blue")); err == nil || !strings.Contains(err.Error(), "did not finish in time") {
+		t.Fatalf("apply of a never-ending operation: %v", err)
+	}
+	r.arm.Fault(armstandin.Faults{})
+	var nc *azure.NotConvergedError
+	if err := r.d.Apply(table(2, "green", "blue")); !errors.As(err, &nc) {
+		t.Fatalf("the retry found the change in place: %v, want the VIP asked (and not converged)", err)
+	}
+	if ps := r.d.PlaneStatus(); ps.Applied {
+		t.Fatalf("status says applied while the VIP never showed it: %+v", ps)
+	}
+}
+
+// Close ends an apply in flight (a VIP confirmation that would wait its
+// whole deadline), so a node's shutdown does not wait on Azure.
+func TestCloseEndsAnApplyInFlight(t *testing.T) {
+	r := newRig(t, 0, nil)
+	r.vip.Freeze()
+	r.d.o.Confirm.Deadline = time.Hour
+	done := make(chan error, 1)
+	go func() { done <- r.d.Apply(table(2, "green", "blue")) }()
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if n := len(r.arm.Writes()); n != 1 {
+			return fmt.Errorf("%d writes", n)
+		}
+		return nil
+	})
+	go r.d.Close()
+	select {
+	case err := <-done:
+		var nc *azure.NotConvergedError
+		if err == nil || errors.As(err, &nc) {
+			t.Fatalf("apply ended by Close: %v, want it ended as cancelled", err)
+		}
+		t.Logf("apply ended by Close: %v", err)
+	case <-time.After(2 * time.Minute): // a guard against a hang, not a measure
+		t.Fatal("Apply still waits on the VIP two minutes after Close")
 	}
 }

@@ -62,6 +62,7 @@ type Server struct {
 	beforePut  func() // runs once before the next write is checked
 	retryAfter string // the Retry-After header's value on 429 and operations
 	opFail     string // the error code the next write's operation ends "Failed" with
+	opHost     string // the base of operations' URLs; "" the stand-in's
 }
 
 // New starts a stand-in; it is closed when the test ends.
@@ -126,6 +127,10 @@ type Faults struct {
 	// with this error code (ARM's operation status body, the resource's
 	// provisioningState "Failed").
 	OpFail string
+	// OpHost, if set, is the base URL the next operations' URLs
+	// (Azure-AsyncOperation, Location) name instead of the stand-in's
+	// own: a hostile or broken answer sending the poller elsewhere.
+	OpHost string
 }
 
 // Fault sets f.
@@ -141,6 +146,15 @@ func (s *Server) Fault(f Faults) {
 	if f.RetryAfter != "" {
 		s.retryAfter = f.RetryAfter
 	}
+	s.opHost = f.OpHost
+}
+
+// opBaseLocked is the base URL of operations' URLs.
+func (s *Server) opBaseLocked() string {
+	if s.opHost != "" {
+		return s.opHost
+	}
+	return s.URL()
 }
 
 // Put stores r at path as if created by hand (a new ETag).
@@ -397,8 +411,9 @@ func (s *Server) serveWrite(w http.ResponseWriter, r *http.Request, path string,
 	b, _ := json.Marshal(stored)
 	etag := Str(stored["etag"])
 	ra := s.retryAfter
+	base := s.opBaseLocked()
 	s.mu.Unlock()
-	w.Header().Set("Azure-AsyncOperation", s.URL()+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version"))
+	w.Header().Set("Azure-AsyncOperation", base+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version"))
 	w.Header().Set("Retry-After", ra)
 	if etag != "" {
 		w.Header().Set("ETag", etag)
@@ -461,8 +476,9 @@ func (s *Server) serveAction(w http.ResponseWriter, r *http.Request, path string
 	s.mu.Lock()
 	id := s.newOpLocked(target, result)
 	ra := s.retryAfter
+	base := s.opBaseLocked()
 	s.mu.Unlock()
-	w.Header().Set("Location", s.URL()+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version")+"&result=1")
+	w.Header().Set("Location", base+"/subscriptions/standin/providers/Microsoft.Network/locations/local/operations/"+id+"?api-version="+r.URL.Query().Get("api-version")+"&result=1")
 	w.Header().Set("Retry-After", ra)
 	w.WriteHeader(http.StatusAccepted)
 }
