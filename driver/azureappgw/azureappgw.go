@@ -54,12 +54,9 @@ type Driver struct {
 	tracker azure.Tracker
 	log     *slog.Logger
 
-	last   *view
+	sw     azure.SlotSwitch[view] // what it last applied, and whether the VIP showed it
 	follow azure.Follow
 	retry  azure.Retry
-	// unconfirmed is the slot whose switch the VIP did not show in time:
-	// the next apply to it asks the VIP again rather than trust the API.
-	unconfirmed string
 
 	// The backend health is a long-running operation on Azure's side
 	// (seconds to a minute): it is read in the background, never within
@@ -254,45 +251,15 @@ func (d *Driver) apply(t *route.Table) error {
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, d.o.Conn.OpTimeout())
-	defer cancel()
-	start := time.Now()
-	changed, err := d.write(ctx, w)
-	if errors.Is(err, azure.ErrFollowing) {
-		d.last = nil
-		d.follow.Want(t.Revision, func(ctx context.Context) (bool, error) {
-			_, cur, err := d.read(ctx)
-			return cur == w, err
+	read := func(ctx context.Context) (view, error) {
+		_, cur, err := d.read(ctx)
+		return cur, err
+	}
+	return d.sw.Switch(d.ctx, t.Revision, prod, w, d.o.Conn.OpTimeout(), d.write, read, &d.follow, &d.tracker, &d.o.Confirm,
+		func(api, vip time.Duration) {
+			d.log.Info("application gateway switched and the VIP answers from the new slot", "gateway", d.o.Name, "slot", prod,
+				"revision", t.Revision, "api_seconds", api.Seconds(), "vip_seconds", vip.Seconds())
 		})
-		return nil
-	}
-	d.follow.Drop()
-	if err != nil {
-		if changed {
-			// Azure took the write but was not seen to finish it: what
-			// the resource shows is either state, and the VIP is asked
-			// once it shows w.
-			d.last, d.unconfirmed = nil, prod
-		}
-		d.tracker.Failed(t.Revision, err)
-		return err
-	}
-	d.last = &w
-	took := time.Since(start)
-	if changed || d.unconfirmed == prod {
-		vip, err := d.o.Confirm.Wait(d.ctx, prod)
-		if err != nil {
-			d.unconfirmed = prod
-			d.tracker.Failed(t.Revision, err)
-			return err
-		}
-		d.unconfirmed = ""
-		took += vip
-		d.log.Info("application gateway switched and the VIP answers from the new slot", "gateway", d.o.Name, "slot", prod,
-			"revision", t.Revision, "api_seconds", (took - vip).Seconds(), "vip_seconds", vip.Seconds())
-	}
-	d.tracker.Applied(t.Revision, took)
-	return nil
 }
 
 // write puts w in force in one PUT under If-Match (see azurelb's write:
@@ -310,9 +277,9 @@ func (d *Driver) write(ctx context.Context, w view) (bool, error) {
 		switch {
 		case expect != nil && cur != *expect:
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("between vipswap's read and its write: %s, was %s", cur, *expect)}
-		case expect == nil && d.last != nil && cur != *d.last:
-			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.last)}
-		case expect == nil && d.last == nil && (!d.known(cur.prod) || (d.o.StageRule != "" && !d.known(cur.stage))):
+		case expect == nil && d.sw.Last != nil && cur != *d.sw.Last:
+			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.sw.Last)}
+		case expect == nil && d.sw.Last == nil && (!d.known(cur.prod) || (d.o.StageRule != "" && !d.known(cur.stage))):
 			// Nothing vipswap set, nor any slot's: someone else's pool.
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a pool of no slot in azure_appgw.pools", cur)}
 		}

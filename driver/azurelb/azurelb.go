@@ -55,15 +55,12 @@ type Driver struct {
 	tracker azure.Tracker
 	log     *slog.Logger
 
-	last   *view // what it last applied (nil before the first apply)
+	sw     azure.SlotSwitch[view] // what it last applied, and whether the VIP showed it
 	follow azure.Follow
 	retry  azure.Retry
 	// ctx ends with Close: the write or confirmation in flight stops.
 	ctx    context.Context
 	cancel context.CancelFunc
-	// unconfirmed is the slot whose switch the VIP did not show in time:
-	// the next apply to it asks the VIP again rather than trust the API.
-	unconfirmed string
 }
 
 // view is what vipswap reads and writes of the load balancer.
@@ -219,45 +216,15 @@ func (d *Driver) apply(t *route.Table) error {
 		d.tracker.Failed(t.Revision, err)
 		return err
 	}
-	ctx, cancel := context.WithTimeout(d.ctx, d.o.Conn.OpTimeout())
-	defer cancel()
-	start := time.Now()
-	changed, err := d.write(ctx, w)
-	if errors.Is(err, azure.ErrFollowing) {
-		d.last = nil // the leader writes; this node expects nothing of its own
-		d.follow.Want(t.Revision, func(ctx context.Context) (bool, error) {
-			_, cur, err := d.read(ctx)
-			return cur == w, err
+	read := func(ctx context.Context) (view, error) {
+		_, cur, err := d.read(ctx)
+		return cur, err
+	}
+	return d.sw.Switch(d.ctx, t.Revision, prod, w, d.o.Conn.OpTimeout(), d.write, read, &d.follow, &d.tracker, &d.o.Confirm,
+		func(api, vip time.Duration) {
+			d.log.Info("load balancer switched and the VIP answers from the new slot", "lb", d.o.Name, "slot", prod, "revision", t.Revision,
+				"api_seconds", api.Seconds(), "vip_seconds", vip.Seconds())
 		})
-		return nil
-	}
-	d.follow.Drop()
-	if err != nil {
-		if changed {
-			// Azure took the write but was not seen to finish it: what
-			// the resource shows is either state, and the VIP is asked
-			// once it shows w.
-			d.last, d.unconfirmed = nil, prod
-		}
-		d.tracker.Failed(t.Revision, err)
-		return err
-	}
-	d.last = &w
-	took := time.Since(start)
-	if changed || d.unconfirmed == prod {
-		vip, err := d.o.Confirm.Wait(d.ctx, prod)
-		if err != nil {
-			d.unconfirmed = prod
-			d.tracker.Failed(t.Revision, err)
-			return err
-		}
-		d.unconfirmed = ""
-		took += vip
-		d.log.Info("load balancer switched and the VIP answers from the new slot", "lb", d.o.Name, "slot", prod, "revision", t.Revision,
-			"api_seconds", time.Since(start).Seconds()-vip.Seconds(), "vip_seconds", vip.Seconds())
-	}
-	d.tracker.Applied(t.Revision, took)
-	return nil
 }
 
 // write puts w in force with one PUT under If-Match, and says whether it
@@ -277,9 +244,9 @@ func (d *Driver) write(ctx context.Context, w view) (bool, error) {
 		switch {
 		case expect != nil && cur != *expect:
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("between vipswap's read and its write: %s, was %s", cur, *expect)}
-		case expect == nil && d.last != nil && cur != *d.last:
-			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.last)}
-		case expect == nil && d.last == nil && (!d.known(cur.prod) || !d.known(cur.stage)):
+		case expect == nil && d.sw.Last != nil && cur != *d.sw.Last:
+			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.sw.Last)}
+		case expect == nil && d.sw.Last == nil && (!d.known(cur.prod) || !d.known(cur.stage)):
 			// Nothing vipswap set, nor any slot's: someone else's probe.
 			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a probe path of no slot in azure_lb.paths", cur)}
 		}
