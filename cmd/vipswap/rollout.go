@@ -227,13 +227,23 @@ func newRolloutStatusCmd() *cobra.Command {
 }
 
 func watchRollout(ctx context.Context, c *client.Client, w io.Writer) error {
+	return redraw(ctx, w, func(ctx context.Context) (func(io.Writer), error) {
+		st, err := c.Rollout(ctx)
+		return func(w io.Writer) { printRollout(w, st) }, err
+	})
+}
+
+// redraw fetches what to show every second and prints it, on a cleared
+// screen when w is a terminal, until interrupted (SIGINT, SIGTERM: a
+// clean end) or a fetch fails.
+func redraw(ctx context.Context, w io.Writer, fetch func(context.Context) (func(io.Writer), error)) error {
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	live := isTerminal(w)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
-		st, err := c.Rollout(ctx)
+		show, err := fetch(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -243,7 +253,7 @@ func watchRollout(ctx context.Context, c *client.Client, w io.Writer) error {
 		if live {
 			fmt.Fprint(w, "\033[H\033[2J")
 		}
-		printRollout(w, st)
+		show(w)
 		fmt.Fprintf(w, "(%s, every second; Ctrl-C stops)\n\n", time.Now().Format("15:04:05"))
 		select {
 		case <-ctx.Done():

@@ -4,12 +4,9 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -155,30 +152,10 @@ func newShadowStatusCmd() *cobra.Command {
 }
 
 func watchShadow(ctx context.Context, c *client.Client, w io.Writer) error {
-	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	live := isTerminal(w)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	for {
+	return redraw(ctx, w, func(ctx context.Context) (func(io.Writer), error) {
 		sh, err := c.Shadow(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if live {
-			fmt.Fprint(w, "\033[H\033[2J")
-		}
-		printShadow(w, sh)
-		fmt.Fprintf(w, "(%s, every second; Ctrl-C stops)\n\n", time.Now().Format("15:04:05"))
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-	}
+		return func(w io.Writer) { printShadow(w, sh) }, err
+	})
 }
 
 // shadowLine is the one line vipswap status gives a running shadow.
