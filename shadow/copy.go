@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/url"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/vipswap/vipswap/route"
@@ -159,13 +160,11 @@ func (m *Mirror) send(j *job) {
 		return
 	}
 	slot := j.table.Named(ru.spec.To)
-	var inst string
+	var picked *route.Instance
 	if slot != nil {
-		if i := slot.Pick(nil); i != nil {
-			inst = i.Addr
-		}
+		picked = slot.Pick(nil)
 	}
-	if inst == "" {
+	if picked == nil {
 		ru.f.dropped[dropNoInstance].Add(1)
 		m.totals.dropped.Add(1)
 		return
@@ -176,7 +175,7 @@ func (m *Mirror) send(j *job) {
 		return
 	}
 	client, scheme := m.clientFor(ru.spec.To)
-	u.Scheme, u.Host = scheme, inst
+	u.Scheme, u.Host = scheme, picked.Addr
 	ctx, cancel := context.WithTimeout(m.ctx, m.o.Timeout)
 	defer cancel()
 	// When the request was written whole: HTTP/2 writes it on a
@@ -190,9 +189,21 @@ func (m *Mirror) send(j *job) {
 		// not even a GET on a reused connection that broke.
 		Body: io.NopCloser(bytes.NewReader(j.body)),
 	}
-	req = req.WithContext(ctx)
 	start := time.Now()
-	resp, err := client.Do(req)
+	resp, err := client.Do(req.WithContext(ctx))
+	if errors.Is(err, syscall.ECONNREFUSED) {
+		// The instance refused the connection: nothing was sent, so the
+		// copy goes to another instance of the slot, once, as prod's
+		// requests do (an instance stopping during a deploy is no error
+		// of the new version). A copy that reached an instance is never
+		// sent again.
+		if other := slot.Pick([]*route.Instance{picked}); other != nil {
+			u2 := *u
+			u2.Host = other.Addr
+			req.URL, req.Body = &u2, io.NopCloser(bytes.NewReader(j.body))
+			resp, err = client.Do(req.WithContext(ctx))
+		}
+	}
 	if err != nil {
 		m.result(j, nil, 0, err)
 		return

@@ -52,7 +52,10 @@ func newRig(t testing.TB, blueH http.HandlerFunc, greenAddr string, o shadow.Opt
 	spec.Listeners[route.Stage] = []route.Weighted{{Slot: "green", Weight: 1000}}
 	spec.Routable = map[string][]*route.Instance{
 		"blue":  {route.NewInstance("blue", r.blue.Listener.Addr().String())},
-		"green": {route.NewInstance("green", greenAddr)},
+		"green": {},
+	}
+	for _, a := range strings.Split(greenAddr, ",") { // several: comma-separated
+		spec.Routable["green"] = append(spec.Routable["green"], route.NewInstance("green", a))
 	}
 	r.p.Apply(route.Build(spec))
 	r.p.SetMirror(r.m)
@@ -70,6 +73,35 @@ func newRig(t testing.TB, blueH http.HandlerFunc, greenAddr string, o shadow.Opt
 	r.client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	t.Cleanup(r.client.CloseIdleConnections)
 	return r
+}
+
+// A copy whose instance refuses the connection (nothing sent: an
+// instance stopping during a deploy) goes to another instance of the
+// slot, once, and compares there: no target error for what the new
+// version did not do.
+func TestACopyRefusedByOneInstanceGoesToAnother(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusing := ln.Addr().String()
+	ln.Close() // nothing listens there: connections are refused
+	var served atomic.Int64
+	green := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		served.Add(1)
+		jsonApp("x", 0, nil)(w, r)
+	}))
+	t.Cleanup(green.Close)
+	r := newRig(t, jsonApp("x", 0, nil), refusing+","+green.Listener.Addr().String(), shadow.Options{})
+	r.start(100, []string{"GET"}, "slot")
+	const n = 60
+	if failed := r.load(t, n, 4, 200, r.get("/api/test")); failed != 0 {
+		t.Fatalf("%d prod requests failed", failed)
+	}
+	f := r.settled(t, n)
+	if f.Error != 0 || f.Same != n || served.Load() != n {
+		t.Fatalf("copies: %d same, %d errors, %d served by the live instance; want all %d compared there: %+v", f.Same, f.Error, served.Load(), n, f)
+	}
 }
 
 // start puts a shadow to green in force.
