@@ -261,12 +261,20 @@ func TestSlowHandshakeWaveIsBoundedPerClient(t *testing.T) {
 		}
 		return nil
 	})
+	// The other client keeps within its own cap: two requests at a time
+	// on at most two connections. (Left alone, Go's transport dials a new
+	// connection for a waiting request even as one frees up, and such a
+	// connection, handshaken but never used, counts as in use: a client
+	// with a cap of 4 may then refuse itself.)
 	v := &victim{
 		client: &http.Client{Timeout: timeout + time.Minute, Transport: &http.Transport{
-			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, MaxIdleConnsPerHost: 16}},
+			TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, MaxIdleConnsPerHost: 16, MaxConnsPerHost: 2}},
 		url: "https://" + addr + "/victim",
 	}
 	v.run(10, 2)
+	if n := s.Refused(); n != 2*limit-perClient {
+		t.Errorf("%d connections refused, want the wave's %d alone", n, 2*limit-perClient)
+	}
 	v.check(t)
 	for i, c := range wave {
 		if !closed(c, timeout+time.Minute) {
