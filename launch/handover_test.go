@@ -250,6 +250,7 @@ func TestReclaimFile(t *testing.T) {
 	waitUp(t, started.Addrs()[0], true)
 	startedRec := started.Hold()[0].Record // held: not restarted once stopped
 	newLedger.add(ownRec)                  // adopted by the failed process
+	newLedger.Release()                    // the failed process has exited: its ledger writes no more
 
 	left, err := oldLedger.ReclaimFile(dir+"/state.instances.next", time.Second)
 	if err != nil {

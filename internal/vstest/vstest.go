@@ -6,6 +6,7 @@ package vstest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -87,29 +88,56 @@ func WaitFor(t testing.TB, timeout time.Duration, cond func() error) {
 }
 
 // FreeAddr returns a loopback address with a port nobody listens on now,
-// for a server the test starts next (etcd, HAProxy). The kernel hands out
-// free ports only from the ephemeral range; the window is short.
+// for a server the test starts next (etcd, HAProxy, a listener whose
+// address must be known in advance). The port is taken from below the
+// kernel's ephemeral range where there is room: a port from that range can
+// be taken between the check and the server's bind by any outgoing
+// connection on the machine (a busy CI machine makes thousands), while a
+// port below it is only ever taken by a listener that asks for it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	handedMu.Lock()
 	defer handedMu.Unlock()
-	// The kernel may give a port it just gave again once it is released:
-	// two addresses asked for in a row (a DNS server's and a listener's)
-	// must differ, so a port handed out once is not handed out again.
-	for range 100 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	// The same port is never handed out twice by one test binary: two
+	// addresses asked for in a row (a DNS server's and a listener's)
+	// must differ.
+	low := ephemeralLow()
+	for range 200 {
+		addr := "127.0.0.1:0"
+		if low > minPort+1000 {
+			addr = fmt.Sprintf("127.0.0.1:%d", minPort+rand.IntN(low-minPort))
 		}
-		addr := ln.Addr().String()
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			continue // taken: try another
+		}
+		addr = ln.Addr().String()
 		ln.Close()
 		if !handed[addr] {
 			handed[addr] = true
 			return addr
 		}
 	}
-	t.Fatal("no free port not handed out before in 100 tries")
+	t.Fatal("no free port not handed out before in 200 tries")
 	return ""
+}
+
+// minPort is the lowest port FreeAddr hands out: above the well-known and
+// the commonly configured service ports.
+const minPort = 20000
+
+// ephemeralLow is the first port of the kernel's ephemeral range, or 0
+// when it cannot be read (not Linux).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 0
+	}
+	var low, high int
+	if _, err := fmt.Sscan(string(b), &low, &high); err != nil {
+		return 0
+	}
+	return low
 }
 
 var (
