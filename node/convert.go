@@ -262,15 +262,16 @@ func describeForStatus(conf *tls.Config) []wire.CertificateStatus {
 	return out
 }
 
-// newMirror returns the mirror of vipswap shadow for cfg's shadow block;
-// onStop ends the shadow when the mirror stops by itself.
-func newMirror(cfg *config.Config, onStop func(started time.Time, why string)) *shadow.Mirror {
+// newMirror returns the mirror of vipswap shadow for cfg's shadow block,
+// sending its copies through px; onStop ends the shadow when the mirror
+// stops by itself.
+func newMirror(cfg *config.Config, px *proxy.Proxy, onStop func(started time.Time, why string)) *shadow.Mirror {
 	sh := cfg.Shadow
 	return shadow.New(shadow.Options{
 		QueueSize: sh.QueueSize, MaxConns: sh.MaxConns, BodyLimit: sh.BodyLimit, CompareLimit: int64(sh.CompareLimit),
 		KeepLimit: sh.KeepLimit, MaxMemory: int64(sh.MaxMemory), Timeout: sh.Timeout,
 		IgnoreFields: sh.IgnoreFields, IgnoreHeaders: sh.IgnoreHeaders,
 		StopErrorRate: sh.StopErrorRate, StopMinRequests: sh.StopMinRequests,
-		PinHeader: cfg.Affinity.PinHeader, AffinityCookie: cfg.Affinity.Cookie, OnStop: onStop,
+		AffinityCookie: cfg.Affinity.Cookie, OnStop: onStop, Sender: px,
 	})
 }

@@ -217,8 +217,7 @@ func (n *node) commit(next *reloading, groups map[string]*launch.Group) {
 	n.logs.set(next.cfg.Log)
 	opts := proxyOptions(next.cfg, next.upstreams, n.log, n.onRefused)
 	n.px.Reconfigure(opts)
-	n.mirror.SetUpstreams(opts.Upstreams) // copies reach a slot as prod does
-	n.mirror.SetHints(next.cfg.Affinity.PinHeader, next.cfg.Affinity.Cookie)
+	n.mirror.SetHints(next.cfg.Affinity.Cookie)
 	for _, g := range stopping {
 		g.Close()
 	}

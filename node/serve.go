@@ -398,13 +398,12 @@ func (n *node) dataPlanes(leading func() bool) (planes []control.DataPlane, coun
 	opts := proxyOptions(n.initial, n.upstreams, n.log, n.onRefused)
 	opts.RedirectPort = n.redirectPorts()
 	n.px = proxy.New(opts)
-	n.mirror = newMirror(n.initial, func(started time.Time, why string) {
+	n.mirror = newMirror(n.initial, n.px, func(started time.Time, why string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		n.ctrl.ShadowStopped(ctx, started, why)
 	})
 	n.onClose(n.mirror.Close)
-	n.mirror.SetUpstreams(opts.Upstreams) // copies reach a slot as prod does
 	n.px.SetMirror(n.mirror)
 	planes, counts = []control.DataPlane{n.px}, n.px.Counters
 	if n.initial.HAProxy != nil {

@@ -195,7 +195,11 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		body = rq.body
 	}
 	limits := h1.ResponseLimits{MaxHeaderBytes: rq.o.MaxHeaderBytes, MaxHeaderFields: rq.o.MaxHeaderFields}
-	err = writeRequestBuffered(c.bw, r, rq.uri, body, p.via, rq.o.PinHeader)
+	via := p.via
+	if rq.copy {
+		via = p.via + copyMark // the mark goes out as the line after Via
+	}
+	err = writeRequestBuffered(c.bw, r, rq.uri, body, via, rq.o.PinHeader)
 	if err == nil {
 		// The head's deadline first: the last piece of the request goes
 		// out and the answer is awaited in one step.

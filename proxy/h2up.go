@@ -155,6 +155,9 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 	sctx, cancel := context.WithCancel(ctx)
 	x := &h2exchange{cancel: cancel, client: ctx, addr: inst.Addr}
 	out := outboundH2(sctx, r, rq, inst, up, p.via)
+	if rq.copy {
+		out.Header[ShadowHeader] = []string{"copy"}
+	}
 	if rq.body != nil {
 		if r.ProtoMajor == 1 && rq.buffered.b == nil &&
 			strings.Contains(strings.ToLower(r.Header.Get("Expect")), "100-continue") {

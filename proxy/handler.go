@@ -40,6 +40,7 @@ type request struct {
 	slowRead  bool            // the client took long to take the answer
 	status    int             // the instance's answer
 	cutOff    bool            // the instance's response broke off
+	copy      bool            // a copy of a prod request (Send): marked with ShadowHeader
 	grpc      int             // the grpc-status the instance answered, or -1
 	how       choice          // how slot was chosen
 	named     string          // the pinned or routed slot's name

@@ -225,36 +225,3 @@ func writeForwarded(bw *bufio.Writer, r *http.Request) {
 	}
 	writeHeader(bw, "X-Forwarded-Proto", proto)
 }
-
-// InstanceHeader returns the header fields an instance gets with r, as
-// writeRequest and outboundH2 write them: r's, but the hop-by-hop ones,
-// those r's Connection header names, the pin header (canonical; "" for
-// none) and those vipswap sets itself, then X-Forwarded-For (r's chain and
-// the client), X-Forwarded-Host and X-Forwarded-Proto. Via, Te and the
-// framing are the caller's. Package shadow sends its copies with it, so a
-// copy carries no more of a client's claims than the original did.
-func InstanceHeader(r *http.Request, pin string) http.Header {
-	h := make(http.Header, len(r.Header)+4)
-	hasConnection := len(r.Header["Connection"]) > 0
-	for k, vv := range r.Header {
-		if hopHeaders[k] || skipOutbound[k] || isPin(k, pin) || (hasConnection && connectionListed(r.Header, k)) {
-			continue
-		}
-		h[k] = vv
-	}
-	client, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		client = r.RemoteAddr
-	}
-	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
-		client = strings.Join(prior, ", ") + ", " + client
-	}
-	h["X-Forwarded-For"] = []string{client}
-	h["X-Forwarded-Host"] = []string{r.Host}
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
-	h["X-Forwarded-Proto"] = []string{proto}
-	return h
-}

@@ -40,7 +40,7 @@ func headerEcho(w http.ResponseWriter, r *http.Request) {
 func TestCopiesCarryTheHeaderProdsInstanceGot(t *testing.T) {
 	green := httptest.NewServer(http.HandlerFunc(headerEcho))
 	t.Cleanup(green.Close)
-	r := newRig(t, headerEcho, green.Listener.Addr().String(), shadow.Options{PinHeader: "X-Vipswap-Slot", AffinityCookie: "vipswap_slot"})
+	r := newRig(t, headerEcho, green.Listener.Addr().String(), shadow.Options{AffinityCookie: "vipswap_slot"})
 	r.start(100, []string{"GET"})
 	const n = 5
 	failed := r.load(t, n, 1, 200, func(i int) *http.Request {
@@ -156,8 +156,9 @@ func TestCopiesFollowReloadedRoutingHints(t *testing.T) {
 	}))
 	t.Cleanup(green.Close)
 	r := newRig(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }, green.Listener.Addr().String(),
-		shadow.Options{PinHeader: "X-Vipswap-Slot", AffinityCookie: "vipswap_slot"})
-	r.m.SetHints("X-New-Slot", "new_slot")
+		shadow.Options{AffinityCookie: "vipswap_slot"})
+	r.m.SetHints("new_slot") // a reload changed the cookie and the pin header
+	r.p.Reconfigure(proxy.Options{PinHeader: "X-New-Slot"})
 	r.start(100, []string{"GET"})
 	const n = 5
 	failed := r.load(t, n, 1, 200, func(i int) *http.Request {

@@ -1,16 +1,15 @@
 package shadow
 
 import (
-	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
-	"sync/atomic"
+	"sync"
 	"syscall"
 	"time"
 
@@ -27,6 +26,8 @@ type job struct {
 	method   string
 	uri      string
 	host     string
+	remote   string               // the client's address, for X-Forwarded-For
+	tls      *tls.ConnectionState // the client's TLS, for X-Forwarded-Proto
 	header   http.Header
 	body     []byte
 	cost     int64 // bytes reserved against MaxMemory
@@ -169,28 +170,13 @@ func (m *Mirror) send(j *job) {
 		m.totals.dropped.Add(1)
 		return
 	}
-	u, err := url.ParseRequestURI(j.uri)
-	if err != nil {
-		m.result(j, nil, 0, fmt.Errorf("request target %q: %w", j.uri, err))
-		return
-	}
-	client, scheme := m.clientFor(ru.spec.To)
-	u.Scheme, u.Host = scheme, picked.Addr
 	ctx, cancel := context.WithTimeout(m.ctx, m.o.Timeout)
 	defer cancel()
-	// When the request was written whole: HTTP/2 writes it on a
-	// goroutine of its own.
-	var wrote atomic.Int64
-	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote.Store(time.Now().UnixNano()) }})
 	req := &http.Request{
-		Method: j.method, URL: u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-		Header: j.header, Host: j.host, ContentLength: int64(len(j.body)),
-		// A body without GetBody: the transport never sends it twice,
-		// not even a GET on a reused connection that broke.
-		Body: io.NopCloser(bytes.NewReader(j.body)),
+		Method: j.method, Host: j.host, Header: j.header, RemoteAddr: j.remote, TLS: j.tls,
+		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 	}
-	start := time.Now()
-	resp, err := client.Do(req.WithContext(ctx))
+	sent, err := m.o.Sender.Send(ctx, req, j.uri, j.body, picked)
 	if errors.Is(err, syscall.ECONNREFUSED) {
 		// The instance refused the connection: nothing was sent, so the
 		// copy goes to another instance of the slot, once, as prod's
@@ -198,30 +184,27 @@ func (m *Mirror) send(j *job) {
 		// of the new version). A copy that reached an instance is never
 		// sent again.
 		if other := slot.Pick([]*route.Instance{picked}); other != nil {
-			u2 := *u
-			u2.Host = other.Addr
-			req.URL, req.Body = &u2, io.NopCloser(bytes.NewReader(j.body))
-			resp, err = client.Do(req.WithContext(ctx))
+			sent, err = m.o.Sender.Send(ctx, req, j.uri, j.body, other)
 		}
 	}
 	if err != nil {
 		m.result(j, nil, 0, err)
 		return
 	}
-	defer resp.Body.Close()
-	sent := start
-	if ns := wrote.Load(); ns != 0 {
-		sent = time.Unix(0, ns)
-	}
-	lat := time.Since(sent)
+	whole := false
+	defer func() { sent.Done(whole) }()
+	resp, lat := sent.Response, sent.Latency
 	var tgt answer
 	tgt.start(m.o)
 	tgt.status, tgt.header = resp.StatusCode, resp.Header
-	buf := make([]byte, 16<<10)
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	buf := *bp
 	for !tgt.over {
 		n, rerr := resp.Body.Read(buf)
 		tgt.write(buf[:n])
 		if rerr == io.EOF {
+			whole = true
 			break
 		}
 		if rerr != nil {
@@ -241,6 +224,9 @@ func (m *Mirror) send(j *job) {
 	}
 	m.result(j, &tgt, lat, nil)
 }
+
+// bufs are the buffers copies read their answers through.
+var bufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
 
 // result compares a copy's answer (nil: the target failed with err) and
 // counts it.

@@ -10,6 +10,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -27,7 +28,6 @@ import (
 // stop it with Close.
 type Mirror struct {
 	o      Options
-	client *http.Client
 	queue  chan *job
 	mem    atomic.Int64 // bytes held by copies not yet compared
 	peak   atomic.Int64 // the most mem ever held
@@ -35,7 +35,6 @@ type Mirror struct {
 	last   atomic.Pointer[run] // the latest run, stopped or not, for its figures
 	totals totals              // since the mirror began, for /metrics
 	stops  chan stop
-	ways   ways // how each slot is reached, when not HTTP/1.1 in cleartext
 	hints  atomic.Pointer[hints]
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -44,21 +43,19 @@ type Mirror struct {
 	now func() time.Time
 }
 
+// Sender sends one copy to an instance of the target slot, as prod's
+// requests reach that slot's instances: *proxy.Proxy (its Send).
+type Sender interface {
+	Send(ctx context.Context, r *http.Request, uri string, body []byte, inst *route.Instance) (*proxy.Sent, error)
+}
+
 // New returns a running Mirror with no shadow: it copies nothing until Set.
+// o.Sender is required.
 func New(o Options) *Mirror {
 	o.setDefaults()
 	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan stop, 4), now: time.Now}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
-	m.SetHints(o.PinHeader, o.AffinityCookie)
-	var rt http.RoundTripper = o.Transport
-	if rt == nil {
-		rt = m.transport()
-	}
-	m.client = &http.Client{
-		Transport: rt,
-		// A redirect is an answer to compare, never followed.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}
+	m.SetHints(o.AffinityCookie)
 	for range o.MaxConns {
 		m.wg.Go(m.work)
 	}
@@ -66,14 +63,15 @@ func New(o Options) *Mirror {
 	return m
 }
 
-// hints are prod's routing hints, removed from copies.
-type hints struct{ pin, cookie string }
+// hints are prod's routing hints removed from copies by the mirror (the
+// proxy's Send removes the pin header).
+type hints struct{ cookie string }
 
-// SetHints says which pin header and affinity cookie prod's proxy reads
-// now (Options.PinHeader and AffinityCookie at first): a reload may change
-// them, and a copy must carry neither.
-func (m *Mirror) SetHints(pin, cookie string) {
-	m.hints.Store(&hints{pin: pin, cookie: cookie})
+// SetHints says which affinity cookie prod's proxy reads now
+// (Options.AffinityCookie at first): a reload may change it, and a copy
+// must not carry it.
+func (m *Mirror) SetHints(cookie string) {
+	m.hints.Store(&hints{cookie: cookie})
 }
 
 // Close stops the workers and waits for them; copies still queued are
@@ -81,10 +79,6 @@ func (m *Mirror) SetHints(pin, cookie string) {
 func (m *Mirror) Close() {
 	m.cancel()
 	m.wg.Wait()
-	if t, ok := m.client.Transport.(*http.Transport); ok {
-		t.CloseIdleConnections()
-	}
-	m.closeWays()
 }
 
 // run is one shadow, from its start to its end, and its figures.
@@ -177,15 +171,14 @@ func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri stri
 		m.drop(ru, dropTooLarge, 0)
 		return nil
 	}
-	hints := m.hints.Load()
-	hdr := copyHeader(r, hints.pin, hints.cookie)
+	hdr := copyHeader(r, m.hints.Load().cookie)
 	cost := int64(len(body) + len(uri) + headerBytes(hdr))
 	if !m.reserve(cost) {
 		m.drop(ru, dropMemory, 0)
 		return nil
 	}
 	j := &job{m: m, run: ru, table: t, prodSlot: slot.Name, method: r.Method, uri: uri, host: r.Host,
-		header: hdr, body: slices.Clone(body), cost: cost, tapped: time.Now()}
+		remote: r.RemoteAddr, tls: r.TLS, header: hdr, body: slices.Clone(body), cost: cost, tapped: time.Now()}
 	j.prod.start(m.o)
 	j.prod.m = m // prod's answer, kept while it is short, is held too
 	return j
@@ -231,6 +224,11 @@ func (m *Mirror) work() {
 		case <-m.ctx.Done():
 			return
 		case j := <-m.queue:
+			// The send that woke this worker ran on prod's goroutine,
+			// which makes the worker the next to run on its processor,
+			// ahead of prod requests already waiting there. Yielding puts
+			// the copy behind them: copies use what prod leaves.
+			runtime.Gosched()
 			m.send(j)
 		}
 	}
@@ -257,15 +255,15 @@ func (m *Mirror) stopper() {
 	}
 }
 
-// copyHeader returns what a copy carries of a prod request's header: what
-// prod's instance got (proxy.InstanceHeader: no hop-by-hop field, no pin
-// header, no client's own shadow mark, X-Forwarded-* set by vipswap, not
-// as the client claimed them), less the affinity cookie (prod's routing
-// hint means nothing to the target); then the mark.
-func copyHeader(r *http.Request, pin, cookie string) http.Header {
-	out := proxy.InstanceHeader(r, http.CanonicalHeaderKey(pin))
-	for k, vv := range out {
-		out[k] = slices.Clone(vv)
+// copyHeader returns what a copy carries of a prod request's header: the
+// client's, less the affinity cookie (prod's routing hint means nothing to
+// the target). The proxy's Send makes of it what prod's instance got (no
+// hop-by-hop field, no pin header, no client's own shadow mark,
+// X-Forwarded-* and Via set by vipswap) and marks it as a copy.
+func copyHeader(r *http.Request, cookie string) http.Header {
+	out := make(http.Header, len(r.Header))
+	for k, vv := range r.Header {
+		out[k] = slices.Clone(vv) // the request's own may be reused once it ends
 	}
 	if vv := out["Cookie"]; cookie != "" && len(vv) > 0 {
 		if vv = withoutCookie(vv, cookie); len(vv) > 0 {
@@ -274,10 +272,6 @@ func copyHeader(r *http.Request, pin, cookie string) http.Header {
 			delete(out, "Cookie")
 		}
 	}
-	if vv := r.Header["Via"]; len(vv) > 0 {
-		out["Via"] = slices.Clone(vv) // the client's chain, as prod's instance got it before vipswap's own
-	}
-	out[proxy.ShadowHeader] = []string{"copy"}
 	return out
 }
 

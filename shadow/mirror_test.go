@@ -44,9 +44,10 @@ func newRig(t testing.TB, blueH http.HandlerFunc, greenAddr string, o shadow.Opt
 	r.blue = httptest.NewServer(blueH)
 	t.Cleanup(r.blue.Close)
 	o.OnStop = func(_ time.Time, why string) { r.stops <- why }
+	r.p = proxy.New(proxy.Options{PinHeader: "X-Vipswap-Slot"})
+	o.Sender = r.p
 	r.m = shadow.New(o)
 	t.Cleanup(r.m.Close)
-	r.p = proxy.New(proxy.Options{PinHeader: "X-Vipswap-Slot"})
 	var spec route.Spec
 	spec.Listeners[route.Prod] = []route.Weighted{{Slot: "blue", Weight: 1000}}
 	spec.Listeners[route.Stage] = []route.Weighted{{Slot: "green", Weight: 1000}}
@@ -204,7 +205,7 @@ func TestIdenticalTargetComparesSame(t *testing.T) {
 			claimed.Add(1) // a client's claim reached prod
 		}
 		jsonApp("x", 0, nil)(w, req)
-	}, green.Listener.Addr().String(), shadow.Options{AffinityCookie: "vipswap_slot", PinHeader: "X-Vipswap-Slot"})
+	}, green.Listener.Addr().String(), shadow.Options{AffinityCookie: "vipswap_slot"})
 	r.start(100, []string{"GET", "HEAD"}, "slot")
 	const n = 300
 	failed := r.load(t, n, 20, 200, func(i int) *http.Request {
@@ -652,7 +653,7 @@ func TestCopiesReachASlotAsProdDoes(t *testing.T) {
 			}
 			t.Cleanup(green.Close)
 			r := newRig(t, jsonApp("x", 0, nil), green.Listener.Addr().String(), shadow.Options{})
-			r.m.SetUpstreams(map[string]*proxy.Upstream{"green": up})
+			r.p.Reconfigure(proxy.Options{PinHeader: "X-Vipswap-Slot", Upstreams: map[string]*proxy.Upstream{"green": up}})
 			r.start(100, []string{"GET"})
 			r.load(t, 3, 1, 200, r.get("/"))
 			f := r.settled(t, 3)

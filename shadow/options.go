@@ -1,9 +1,6 @@
 package shadow
 
-import (
-	"net/http"
-	"time"
-)
+import "time"
 
 // Options configure a Mirror. Zero values mean the documented defaults;
 // docs/shadow.md sets them beside the configuration's shadow block.
@@ -11,8 +8,9 @@ type Options struct {
 	// QueueSize bounds the copies waiting for a connection to the target;
 	// one more is dropped (counted as queue_full). Zero means 1024.
 	QueueSize int
-	// MaxConns bounds the connections to the target slot's instances, all
-	// together; as many copies are in flight at most. Zero means 32.
+	// MaxConns bounds the copies in flight to the target slot's
+	// instances, all together, and so the connections they hold. Zero
+	// means 32.
 	MaxConns int
 	// BodyLimit is the largest request body copied; a request with a
 	// larger one (or one the proxy streamed rather than read whole, see
@@ -53,19 +51,20 @@ type Options struct {
 	StopMinRequests int
 	// Samples bounds the differing pairs kept. Zero means 20.
 	Samples int
-	// PinHeader and AffinityCookie, if set, are removed from copies:
-	// prod's routing hints mean nothing to the target.
-	PinHeader, AffinityCookie string
+	// AffinityCookie, if set, is removed from copies: prod's routing hint
+	// means nothing to the target. (The pin header is removed by the
+	// Sender, as from prod's requests.)
+	AffinityCookie string
 	// OnStop, if set, is called on the mirror's own goroutine when it
 	// stopped copying by itself, with the start of the shadow it stopped
 	// (which tells it from a later one) and why: the controller ends that
 	// shadow then.
 	OnStop func(started time.Time, reason string)
-	// Transport, if set, sends the copies to slots reached over HTTP/1.1
-	// in cleartext (tests); nil means an http.Transport bounded by
-	// MaxConns and Timeout. Other slots (SetUpstreams) get transports of
-	// their own, bounded alike.
-	Transport http.RoundTripper
+	// Sender sends the copies (required): the proxy whose prod requests
+	// are copied, so that a copy reaches the target slot's instances as
+	// prod's requests reach them (protocol, TLS, PROXY protocol,
+	// timeouts), over the same pooled connections.
+	Sender Sender
 }
 
 func (o *Options) setDefaults() {
