@@ -368,7 +368,8 @@ type fixture struct {
 // each two managed instances running version 1.0, and waits until all
 // four are healthy and routed.
 func newFixture(t *testing.T) *fixture {
-	f := &fixture{t: t, apps: newApps(t), plane: &recorder{}, px: proxy.New(proxy.Options{}), mirror: shadow.New(shadow.Options{MaxConns: 4})}
+	f := &fixture{t: t, apps: newApps(t), plane: &recorder{}, px: proxy.New(proxy.Options{})}
+	f.mirror = shadow.New(shadow.Options{MaxConns: 4, Sender: f.px})
 	f.px.SetMirror(f.mirror)
 	for _, slot := range []string{"blue", "green"} {
 		if err := f.apps.Launch(slot, managed, "1.0"); err != nil {

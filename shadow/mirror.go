@@ -52,6 +52,9 @@ type Sender interface {
 // New returns a running Mirror with no shadow: it copies nothing until Set.
 // o.Sender is required.
 func New(o Options) *Mirror {
+	if o.Sender == nil {
+		panic("shadow.New: Options.Sender is nil")
+	}
 	o.setDefaults()
 	m := &Mirror{o: o, queue: make(chan *job, o.QueueSize), stops: make(chan stop, 4), now: time.Now}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
