@@ -1,6 +1,8 @@
 package shadow_test
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -205,5 +207,78 @@ func TestAStreamLongerThanTheTimeoutIsNoTargetError(t *testing.T) {
 	if f.Error != 0 || f.TargetErrors != 0 || f.Same != n || f.BodyUncompared != n {
 		t.Errorf("error %d, target errors %d, same %d, body_uncompared %d (samples %+v): want %d streams compared by status and type",
 			f.Error, f.TargetErrors, f.Same, f.BodyUncompared, f.Samples, n)
+	}
+}
+
+// TestConditionalAndCompressedAnswersAreNoFalseDifference: two versions
+// that serve the same content may still answer differently in form. A
+// conditional GET prod's version finds current (304) gets the target's
+// full answer, under its own ETag: no difference. The same JSON gzip'd at
+// another level is the same; other JSON, gzip'd, differs at its path.
+func TestConditionalAndCompressedAnswersAreNoFalseDifference(t *testing.T) {
+	gz := func(body string, level int) []byte {
+		var b bytes.Buffer
+		zw, _ := gzip.NewWriterLevel(&b, level)
+		io.WriteString(zw, body)
+		zw.Close()
+		return b.Bytes()
+	}
+	app := func(etag, body string, level int) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("ETag", etag)
+			w.Header().Set("Content-Type", "application/json")
+			if r.Header.Get("If-None-Match") == etag {
+				w.WriteHeader(http.StatusNotModified)
+				return
+			}
+			w.Header().Set("Content-Encoding", "gzip")
+			w.Write(gz(body, level))
+		}
+	}
+	same := `{"name":"a","items":[1,2,3],"text":"` + strings.Repeat("abc ", 200) + `"}`
+	other := strings.Replace(same, `"name":"a"`, `"name":"b"`, 1)
+	for _, tc := range []struct {
+		name       string
+		target     http.HandlerFunc
+		inm        string // the client's If-None-Match
+		where      string // "" for no difference
+		uncompared uint64
+	}{
+		{"304 at prod, 200 at the target", app(`"v2"`, same, 1), `"v1"`, "", 1},
+		{"another gzip level", app(`"v1"`, same, 9), "", "", 0},
+		{"other JSON, gzip'd", app(`"v1"`, other, 1), "", "$.name", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			green := httptest.NewServer(tc.target)
+			t.Cleanup(green.Close)
+			r := newRig(t, app(`"v1"`, same, 1), green.Listener.Addr().String(), shadow.Options{})
+			r.start(100, []string{"GET"})
+			want := http.StatusOK
+			if tc.inm != "" {
+				want = http.StatusNotModified
+			}
+			const n = 3
+			failed := r.load(t, n, 1, want, func(i int) *http.Request {
+				req := r.get("/")(i)
+				if tc.inm != "" {
+					req.Header.Set("If-None-Match", tc.inm)
+				}
+				req.Header.Set("Accept-Encoding", "gzip") // the client takes gzip as sent
+				return req
+			})
+			if failed != 0 {
+				t.Fatalf("%d prod requests failed", failed)
+			}
+			f := r.settled(t, n)
+			switch {
+			case tc.where == "" && (f.Same != n || f.Differ != 0):
+				t.Errorf("same %d, differ %d (samples %+v), want %d and 0", f.Same, f.Differ, f.Samples, n)
+			case tc.where != "" && (f.Differ != n || f.Samples[0].Where != tc.where):
+				t.Errorf("differ %d (samples %+v), want %d at %q", f.Differ, f.Samples, n, tc.where)
+			}
+			if f.BodyUncompared != tc.uncompared*n {
+				t.Errorf("body_uncompared %d, want %d", f.BodyUncompared, tc.uncompared*n)
+			}
+		})
 	}
 }

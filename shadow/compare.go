@@ -2,8 +2,11 @@ package shadow
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/http"
 	"slices"
@@ -29,6 +32,13 @@ var alwaysIgnored = map[string]bool{
 // ignored, then the body (as JSON without the ignored fields when both are
 // JSON and kept whole, else byte for byte or by hash).
 func compare(prod, tgt *answer, ru *run) *diff {
+	if prod.status == http.StatusNotModified && (tgt.status == http.StatusOK || tgt.status == http.StatusNotModified) {
+		// A conditional request prod's version found current: the
+		// target's validators (ETag, Last-Modified) are its own, so its
+		// full answer or its own 304 is no difference, and there is no
+		// body of prod's to compare with (counted as body_uncompared).
+		return nil
+	}
 	if prod.status/100 != tgt.status/100 {
 		return &diff{"status class", strconv.Itoa(prod.status), strconv.Itoa(tgt.status)}
 	}
@@ -49,25 +59,8 @@ func compare(prod, tgt *answer, ru *run) *diff {
 	if prod.over {
 		return nil // both too long to compare: status and type alone (counted)
 	}
-	if isJSON(pt) && prod.whole() && tgt.whole() {
-		var a, b any
-		ea, eb := decode(prod.kept, &a), decode(tgt.kept, &b)
-		if ea == nil && eb == nil {
-			return jsonDiff("$", a, b, ru.ignoreFields)
-		}
-		if ea == nil || eb == nil {
-			return &diff{where: "body (JSON on one side only)"}
-		}
-	}
 	if prod.whole() && tgt.whole() {
-		if bytes.Equal(prod.kept, tgt.kept) {
-			return nil
-		}
-		i := 0
-		for i < len(prod.kept) && i < len(tgt.kept) && prod.kept[i] == tgt.kept[i] {
-			i++
-		}
-		return &diff{where: fmt.Sprintf("byte %d", i), prod: around(prod.kept, i), target: around(tgt.kept, i)}
+		return compareBodies(pt, prod.header.Get("Content-Encoding"), prod.kept, tgt.kept, ru)
 	}
 	if prod.n != tgt.n {
 		return &diff{where: "body length", prod: strconv.FormatInt(prod.n, 10), target: strconv.FormatInt(tgt.n, 10)}
@@ -76,6 +69,63 @@ func compare(prod, tgt *answer, ru *run) *diff {
 		return &diff{where: "body (hash)"}
 	}
 	return nil
+}
+
+// compareBodies compares two bodies kept whole, sent with the same
+// Content-Encoding enc: byte for byte first; gzip'd ones that differ
+// (another compression level, another timestamp in the gzip header) by
+// what they decompress to; JSON (media type pt) without the ignored
+// fields.
+func compareBodies(pt, enc string, a, b []byte, ru *run) *diff {
+	if bytes.Equal(a, b) {
+		return nil
+	}
+	where := "byte"
+	if strings.EqualFold(strings.TrimSpace(enc), "gzip") {
+		da, ea := gunzip(a)
+		db, eb := gunzip(b)
+		if ea == nil && eb == nil {
+			if bytes.Equal(da, db) {
+				return nil
+			}
+			a, b, where = da, db, "decompressed byte"
+		}
+	}
+	if isJSON(pt) {
+		var x, y any
+		ex, ey := decode(a, &x), decode(b, &y)
+		if ex == nil && ey == nil {
+			return jsonDiff("$", x, y, ru.ignoreFields)
+		}
+		if ex == nil || ey == nil {
+			return &diff{where: "body (JSON on one side only)"}
+		}
+	}
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	return &diff{where: fmt.Sprintf("%s %d", where, i), prod: around(a, i), target: around(b, i)}
+}
+
+// maxGunzip bounds what a kept gzip'd body is decompressed to for a
+// comparison: a body that inflates beyond it is compared as sent.
+const maxGunzip = 1 << 20
+
+// gunzip decompresses a gzip'd body, up to maxGunzip.
+func gunzip(b []byte) ([]byte, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(b))
+	if err != nil {
+		return nil, err
+	}
+	out, err := io.ReadAll(io.LimitReader(zr, maxGunzip+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > maxGunzip {
+		return nil, errors.New("inflates beyond the limit")
+	}
+	return out, nil
 }
 
 // length says how long an answer's body is, or that it is above the

@@ -246,7 +246,7 @@ func (m *Mirror) result(j *job, tgt *answer, lat time.Duration, err error) {
 	f.targetLat.add(lat)
 	m.totals.latency(j.prodSlot).add(j.latency)
 	m.totals.latency(ru.spec.To).add(lat)
-	if j.prod.over && tgt.over {
+	if j.prod.over && tgt.over || j.prod.status == http.StatusNotModified {
 		f.bodyUncompared.Add(1)
 	}
 	targetErr := tgt.status >= 500 && j.prod.status < 500 // a 5xx prod answered too is no worse
