@@ -5,8 +5,10 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -14,6 +16,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"github.com/vipswap/vipswap/shadow"
 )
 
@@ -280,5 +283,35 @@ func TestConditionalAndCompressedAnswersAreNoFalseDifference(t *testing.T) {
 				t.Errorf("body_uncompared %d, want %d", f.BodyUncompared, tc.uncompared*n)
 			}
 		})
+	}
+}
+
+// TestCopiesCarryThePROXYHeaderTheirSlotWants: a slot whose instances
+// require a PROXY protocol header (send_proxy) gets one with each copy,
+// as with prod's requests: an instance that refuses connections without
+// one answers every copy.
+func TestCopiesCarryThePROXYHeaderTheirSlotWants(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pl := &proxyproto.Listener{Listener: ln, Mode: proxyproto.Require,
+		Trusted: proxyproto.TrustList([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})}
+	host := func(w http.ResponseWriter, r *http.Request) {
+		h, _, _ := net.SplitHostPort(r.RemoteAddr) // the client's, as the PROXY header names it
+		io.WriteString(w, h)
+	}
+	green := &http.Server{Handler: http.HandlerFunc(host), ReadHeaderTimeout: 10 * time.Second}
+	go green.Serve(pl)
+	t.Cleanup(func() { green.Close() })
+	r := newRig(t, host, ln.Addr().String(), shadow.Options{})
+	r.p.Reconfigure(proxy.Options{PinHeader: "X-Vipswap-Slot", SendProxyProtocol: map[string]int{"green": 2}})
+	r.start(100, []string{"GET"})
+	const n = 4
+	if failed := r.load(t, n, 1, 200, r.get("/")); failed != 0 {
+		t.Fatalf("%d prod requests failed", failed)
+	}
+	if f := r.settled(t, n); f.Same != n || f.Error != 0 {
+		t.Errorf("same %d, error %d (samples %+v), want %d answered alike", f.Same, f.Error, f.Samples, n)
 	}
 }
