@@ -170,6 +170,12 @@ func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri stri
 		return nil // the target takes prod traffic: a copy would land where the original did
 	}
 	ru.f.sampled.Add(1)
+	if len(m.queue) >= cap(m.queue) {
+		// The workers are behind: this copy would find the queue full
+		// when prod's answer is done. Dropped now, it costs prod nothing.
+		m.drop(ru, dropQueueFull, 0)
+		return nil
+	}
 	if !whole || len(body) > m.o.BodyLimit {
 		m.drop(ru, dropTooLarge, 0)
 		return nil
