@@ -26,6 +26,9 @@ type operation struct {
 	next func(st state.State, res *wire.Change) (state.State, error)
 	// changes are recorded in the history entry besides prod's split.
 	changes []string
+	// describe, if set, adds what the change did to the state it was
+	// computed from (cur, with c.mu held), for changes that depend on it.
+	describe func(cur state.State) []string
 }
 
 // describeSplit says prod's split: "blue 80%, green 20%".
@@ -165,6 +168,9 @@ func (c *Controller) run(ctx context.Context, op operation) (wire.Change, error)
 			entry.Changes = append(entry.Changes, "prod: "+describeSplit(next))
 		}
 		entry.Changes = append(entry.Changes, op.changes...)
+		if op.describe != nil {
+			entry.Changes = append(entry.Changes, op.describe(cur)...)
+		}
 		if ended != "" {
 			entry.Changes = append(entry.Changes, ended)
 		}

@@ -112,22 +112,21 @@ func (c *Controller) StartShadow(ctx context.Context, req wire.ShadowRequest) (w
 
 // StopShadow ends the running shadow.
 func (c *Controller) StopShadow(ctx context.Context, req wire.ChangeRequest) (wire.Change, error) {
-	c.mu.Lock()
-	to := ""
-	if c.st.Shadow != nil {
-		to = c.st.Shadow.To
-	}
-	c.mu.Unlock()
-	op := operation{name: "shadow stop", req: req, next: func(st state.State, res *wire.Change) (state.State, error) {
+	return c.change(ctx, operation{name: "shadow stop", req: req, next: func(st state.State, res *wire.Change) (state.State, error) {
 		if st.Shadow != nil {
 			res.To = st.Shadow.To
 		}
 		return st.StopShadow()
-	}}
-	if to != "" {
-		op.changes = []string{"shadow: to " + to + " stopped"}
+	}, describe: shadowStopped})
+}
+
+// shadowStopped describes the end of the shadow cur runs, in the state a
+// stop was computed from.
+func shadowStopped(cur state.State) []string {
+	if cur.Shadow == nil {
+		return nil
 	}
-	return c.change(ctx, op)
+	return []string{"shadow: to " + cur.Shadow.To + " stopped"}
 }
 
 // Shadow returns the running shadow with this node's figures, or nil when
@@ -213,18 +212,16 @@ func (c *Controller) ShadowStopped(ctx context.Context, started time.Time, why s
 	op := operation{name: "shadow stop", req: wire.ChangeRequest{Actor: "vipswap", Reason: why},
 		next: func(st state.State, res *wire.Change) (state.State, error) {
 			if st.Shadow == nil || !st.Shadow.Started.Equal(started) {
-				return st, errShadowGone
+				return st, errShadowGone // ended already: nothing to do
 			}
 			res.To = st.Shadow.To
 			return st.StopShadow()
-		}}
+		}, describe: shadowStopped}
 	c.mu.Lock()
-	if sh := c.st.Shadow; sh != nil && sh.Started.Equal(started) {
-		op.changes = []string{"shadow: to " + sh.To + " stopped"}
-	}
+	running := c.st.Shadow != nil && c.st.Shadow.Started.Equal(started)
 	c.mu.Unlock()
-	if op.changes == nil {
-		return // ended already: nothing to do
+	if !running {
+		return // ended already: nothing to do (nor to count as a failed change)
 	}
 	if _, err := c.change(ctx, op); err != nil && !errors.Is(err, errShadowGone) {
 		c.log.Warn("could not end a shadow the mirror stopped", "reason", why, "err", err)
