@@ -11,7 +11,6 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -182,22 +181,6 @@ func TestCheckSaysWhy(t *testing.T) {
 		t.Cleanup(func() { ln.Close() })
 		return ln
 	}
-	// answering serves every connection with answer.
-	answering := func(t *testing.T, answer func(net.Conn)) string {
-		ln := listen(t)
-		var wg sync.WaitGroup
-		t.Cleanup(func() { ln.Close(); wg.Wait() })
-		wg.Go(func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Go(func() { defer c.Close(); answer(c) })
-			}
-		})
-		return ln.Addr().String()
-	}
 	refused := func(t *testing.T) string {
 		ln := listen(t)
 		addr := ln.Addr().String()
@@ -210,9 +193,9 @@ func TestCheckSaysWhy(t *testing.T) {
 		{"a 404", strings.TrimPrefix(newScripted(t, 404).srv.URL, "http://"), "L7STS 404"},
 		{"a 200", strings.TrimPrefix(newScripted(t, 200).srv.URL, "http://"), "L7OK 200"},
 		{"refused", refused(t), "L4CON connection refused"},
-		{"no answer", answering(t, func(c net.Conn) { io.Copy(io.Discard, c) }), "L7TOUT no answer within 200ms"},
-		{"garbage", answering(t, func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH\r\n") }), `L7RSP malformed status line "SSH-2.0-OpenSSH"`},
-		{"closed", answering(t, func(c net.Conn) {}), "L7RSP closed without answering"},
+		{"no answer", vstest.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) }), "L7TOUT no answer within 200ms"},
+		{"garbage", vstest.Serve(t, func(c net.Conn) { io.WriteString(c, "SSH-2.0-OpenSSH\r\n") }), `L7RSP malformed status line "SSH-2.0-OpenSSH"`},
+		{"closed", vstest.Serve(t, func(c net.Conn) {}), "L7RSP closed without answering"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

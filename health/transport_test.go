@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +18,7 @@ import (
 
 	"github.com/vipswap/vipswap/internal/grpctest"
 	"github.com/vipswap/vipswap/internal/tlstest"
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 func try(c *Checker, cfg Config, slot, addr string) Check {
@@ -102,57 +102,28 @@ func TestHTTPProbeOverTLS(t *testing.T) {
 // frame by frame.
 func rawGRPC(t *testing.T, answer func(fr *http2.Framer, id uint32)) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var conns []net.Conn
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	return vstest.Serve(t, func(c net.Conn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings()
 		for {
-			c, err := ln.Accept()
+			f, err := fr.ReadFrame()
 			if err != nil {
 				return
 			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() {
-				defer c.Close()
-				preface := make([]byte, len(http2.ClientPreface))
-				if _, err := io.ReadFull(c, preface); err != nil {
-					return
+			switch f := f.(type) {
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					fr.WriteSettingsAck()
 				}
-				fr := http2.NewFramer(c, c)
-				fr.WriteSettings()
-				for {
-					f, err := fr.ReadFrame()
-					if err != nil {
-						return
-					}
-					switch f := f.(type) {
-					case *http2.SettingsFrame:
-						if !f.IsAck() {
-							fr.WriteSettingsAck()
-						}
-					case *http2.HeadersFrame:
-						answer(fr, f.StreamID)
-					}
-				}
-			})
+			case *http2.HeadersFrame:
+				answer(fr, f.StreamID)
+			}
 		}
 	})
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return ln.Addr().String()
 }
 
 func hpackBlock(fields ...string) []byte {
@@ -244,39 +215,14 @@ func TestGRPCProbeAgainstBrokenInstances(t *testing.T) {
 // answers the handshake fails L6TOUT within the timeout, over HTTP/1.1
 // and HTTP/2.
 func TestProbeOfSilentTLSInstance(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	var held []net.Conn
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		wg.Wait()
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-	})
+	// It reads what the probe sends and never answers.
+	addr := vstest.Serve(t, func(c net.Conn) { io.Copy(io.Discard, c) })
 	c := New(Config{}, func(Target, bool, Check) {})
 	t.Cleanup(c.Close)
 	for _, proto := range []string{"http1", "h2"} {
 		cfg := Config{Type: TypeHTTP, Path: "/", Timeout: 300 * time.Millisecond,
 			Transports: map[string]Transport{"blue": {Protocol: proto, TLS: &tls.Config{ServerName: "app.internal"}}}}
-		if ck := try(c, cfg, "blue", ln.Addr().String()); ck.Code != L6TOUT {
+		if ck := try(c, cfg, "blue", addr); ck.Code != L6TOUT {
 			t.Errorf("%s: %s, want L6TOUT", proto, ck)
 		}
 	}

@@ -24,47 +24,18 @@ import (
 // rawH2 is an h2c instance that speaks HTTP/2 frame by frame: on each
 // request's HEADERS it calls onStream, which writes what it likes.
 type rawH2 struct {
-	ln      net.Listener
 	inst    *route.Instance
 	streams atomic.Int64
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	conns   []net.Conn
 }
 
 func newRawH2(t *testing.T, slot string, onStream func(fr *http2.Framer, id uint32)) *rawH2 {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &rawH2{ln: ln, inst: route.NewInstance(slot, ln.Addr().String())}
-	s.wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			s.mu.Lock()
-			s.conns = append(s.conns, c)
-			s.mu.Unlock()
-			s.wg.Go(func() { s.serve(c, onStream) })
-		}
-	})
-	t.Cleanup(func() {
-		ln.Close()
-		s.mu.Lock()
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.mu.Unlock()
-		s.wg.Wait()
-	})
+	s := &rawH2{}
+	s.inst = route.NewInstance(slot, vstest.Serve(t, func(c net.Conn) { s.serve(c, onStream) }))
 	return s
 }
 
 func (s *rawH2) serve(c net.Conn, onStream func(fr *http2.Framer, id uint32)) {
-	defer c.Close()
 	preface := make([]byte, len(http2.ClientPreface))
 	if _, err := io.ReadFull(c, preface); err != nil {
 		return
@@ -253,25 +224,10 @@ func TestHostileHTTP2Instances(t *testing.T) {
 // connections and closes them before any stream never got a request:
 // each goes to the good instance, and none retries it without end.
 func TestHTTP2InstanceClosingAtOnce(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
 	var accepted atomic.Int64
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			accepted.Add(1)
-			c.Close()
-		}
-	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	closing := vstest.Serve(t, func(net.Conn) { accepted.Add(1) }) // and closes it
 	good := newUpstreamInstance(t, "blue", "good", H2C, nil, nil, nil)
-	p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, route.NewInstance("blue", ln.Addr().String()), good.inst)
+	p, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, route.NewInstance("blue", closing), good.inst)
 	for range 10 {
 		req, _ := http.NewRequest(http.MethodPost, prod+"/", strings.NewReader("x"))
 		resp, err := http.DefaultClient.Do(req)

@@ -46,27 +46,12 @@ type scripted struct {
 
 func newScripted(t *testing.T, late408 bool) *scripted {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &scripted{addr: ln.Addr().String(), late408: late408}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() { s.serve(c) })
-		}
-	})
+	s := &scripted{late408: late408}
+	s.addr = vstest.Serve(t, s.serve)
 	return s
 }
 
 func (s *scripted) serve(c net.Conn) {
-	defer c.Close()
 	br := bufio.NewReader(c)
 	for n := 0; ; n++ {
 		if s.late408 && n > 0 {
@@ -208,35 +193,19 @@ func TestNoAnswerReachesTheWrongRequest(t *testing.T) {
 // whatever it likes on the connection; answer returns false to close it.
 func rawAnswerer(t *testing.T, answer func(c net.Conn, r *http.Request) bool) *route.Instance {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	return route.NewInstance("blue", vstest.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					if !answer(c, r) {
-						return
-					}
-				}
-			})
+			io.Copy(io.Discard, r.Body)
+			if !answer(c, r) {
+				return
+			}
 		}
-	})
-	return route.NewInstance("blue", ln.Addr().String())
+	}))
 }
 
 // proxyOf serves a proxy whose prod slot is insts.

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -313,36 +312,20 @@ func TestHalfClosedClientGetsNoMadeUpAnswer(t *testing.T) {
 // that takes longer than write to go out.
 func impatientInstance(t *testing.T, read, write time.Duration, size int) *route.Instance {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
 	answer := strings.Repeat("x", size)
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Go(func() {
-				defer c.Close()
-				c.(*net.TCPConn).SetWriteBuffer(16 << 10)
-				c.SetReadDeadline(time.Now().Add(read))
-				r, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				if _, err := io.Copy(io.Discard, r.Body); err != nil {
-					return // gave up waiting for the body
-				}
-				c.SetWriteDeadline(time.Now().Add(write))
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", size, answer)
-			})
+	return route.NewInstance("blue", vstest.Serve(t, func(c net.Conn) {
+		c.(*net.TCPConn).SetWriteBuffer(16 << 10)
+		c.SetReadDeadline(time.Now().Add(read))
+		r, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
 		}
-	})
-	return route.NewInstance("blue", ln.Addr().String())
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			return // gave up waiting for the body
+		}
+		c.SetWriteDeadline(time.Now().Add(write))
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", size, answer)
+	}))
 }
 
 // trickle sends a request with a body of n bytes, one every gap, on a new

@@ -8,10 +8,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -36,24 +36,6 @@ func wsInstance(t *testing.T, frame []byte) (inst *route.Instance, got <-chan []
 		}
 	})
 	return inst, ch
-}
-
-// wsDial opens a WebSocket through prod and reads the 101.
-func wsDial(t *testing.T, prod string) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	c, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	c.SetDeadline(time.Now().Add(time.Minute))
-	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
-	return c, br
 }
 
 // readN reads n bytes or fails.
@@ -81,7 +63,7 @@ func TestWebSocketClosedCleanlyAtShutdownLimit(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			inst, got := wsInstance(t, tc.frame)
 			prod, p := proxyOf(t, Options{}, inst)
-			c, br := wsDial(t, prod)
+			c, br := vstest.DialWebSocket(t, prod, time.Minute)
 			if first := readN(t, br, len(tc.frame)); !bytes.Equal(first, tc.frame) {
 				t.Fatalf("first frame: % x", first[:min(16, len(first))])
 			}

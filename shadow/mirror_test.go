@@ -385,40 +385,6 @@ func TestOnlyNamedMethodsAndSmallBodiesAreCopied(t *testing.T) {
 	}
 }
 
-// hostile starts a TCP server that runs serve on each connection.
-func hostile(t *testing.T, serve func(c net.Conn)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	t.Cleanup(func() {
-		ln.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	wg.Go(func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, c)
-			mu.Unlock()
-			wg.Go(func() { defer c.Close(); serve(c) })
-		}
-	})
-	return ln.Addr().String()
-}
-
 // readHead reads a request head from c.
 func readHead(c net.Conn) bool {
 	buf := make([]byte, 4096)
@@ -480,7 +446,7 @@ func TestHostileTargetsNeverTouchProd(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			addr := hostile(t, tc.serve)
+			addr := vstest.Serve(t, tc.serve)
 			r := newRig(t, func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "text/plain")
 				io.WriteString(w, "ok")

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,38 +25,23 @@ type wsEcho struct {
 
 func startWSEcho(t *testing.T) *wsEcho {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := &wsEcho{addr: ln.Addr().String(), closes: make(chan []byte, 16)}
-	var wg sync.WaitGroup
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	wg.Go(func() {
+	e := &wsEcho{closes: make(chan []byte, 16)}
+	e.addr = vstest.Serve(t, func(c net.Conn) {
+		c.SetDeadline(time.Now().Add(2 * time.Minute))
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			r, err := http.ReadRequest(br)
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(2 * time.Minute))
-				br := bufio.NewReader(c)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					io.Copy(io.Discard, r.Body)
-					if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
-						io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"slot\":\"green\"}")
-						continue
-					}
-					io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
-					e.echo(c, br)
-					return
-				}
-			})
+			io.Copy(io.Discard, r.Body)
+			if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\r\n{\"slot\":\"green\"}")
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+			e.echo(c, br)
+			return
 		}
 	})
 	return e
@@ -110,18 +94,7 @@ func TestWebSocketAcrossUpgrades(t *testing.T) {
 	u.WaitHealthy(t)
 	for i := range 2 {
 		// Opened on stage, which the standby slot (green, the echo) serves.
-		c, err := net.Dial("tcp", strings.TrimPrefix(u.Stage, "http://"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		c.SetDeadline(time.Now().Add(2 * time.Minute))
-		io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-		br := bufio.NewReader(c)
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("upgrade %d: WebSocket: %v %v", i+1, resp, err)
-		}
+		c, br := vstest.DialWebSocket(t, u.Stage, 2*time.Minute)
 		roundTrip := func(msg string) {
 			t.Helper()
 			c.Write(wsMasked(0x1, []byte(msg)))

@@ -47,6 +47,20 @@ func (e *NotConvergedError) Error() string {
 	return fmt.Sprintf("the VIP %s did not answer %s on %d requests in a row within %v (last answer: %s); Azure took the change: roll back with `vipswap rollback` if the new slot should not take traffic", e.URL, e.Slot, e.Window, e.Deadline, e.Last)
 }
 
+func (c Confirm) deadline() time.Duration {
+	if c.Deadline <= 0 {
+		return 2 * time.Minute
+	}
+	return c.Deadline
+}
+
+func (c Confirm) every() time.Duration {
+	if c.Every <= 0 {
+		return 200 * time.Millisecond
+	}
+	return c.Every
+}
+
 func (c Confirm) window() int {
 	if c.Window <= 0 {
 		return 10
@@ -78,14 +92,7 @@ func (c Confirm) Wait(ctx context.Context, slot string) (time.Duration, error) {
 		return 0, nil
 	}
 	start := time.Now()
-	deadline := c.Deadline
-	if deadline <= 0 {
-		deadline = 2 * time.Minute
-	}
-	every := c.Every
-	if every <= 0 {
-		every = 200 * time.Millisecond
-	}
+	deadline, every := c.deadline(), c.every()
 	hc := c.client()
 	want := slot
 	if a, ok := c.Answers[slot]; ok {
@@ -173,14 +180,7 @@ func (c Confirm) WaitSplit(ctx context.Context, slots []string) (time.Duration, 
 		return 0, nil
 	}
 	start := time.Now()
-	deadline := c.Deadline
-	if deadline <= 0 {
-		deadline = 2 * time.Minute
-	}
-	every := c.Every
-	if every <= 0 {
-		every = 200 * time.Millisecond
-	}
+	deadline, every := c.deadline(), c.every()
 	hc := c.client()
 	want := map[string]bool{}
 	for _, s := range slots {

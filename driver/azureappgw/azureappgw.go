@@ -262,51 +262,28 @@ func (d *Driver) apply(t *route.Table) error {
 		})
 }
 
-// write puts w in force in one PUT under If-Match (see azurelb's write:
-// the same rules of retry and drift).
+// write puts w in force with one PUT of the gateway under If-Match
+// (azure.WriteIfMatch: a stale ETag is tried again, anything else that
+// changed is drift, reported, and nothing is overwritten).
 func (d *Driver) write(ctx context.Context, w view) (bool, error) {
-	var expect *view
-	for attempt := 0; ; attempt++ {
-		gw, cur, err := d.read(ctx)
-		if err != nil {
-			return false, err
-		}
-		if cur == w {
-			return false, nil
-		}
-		switch {
-		case expect != nil && cur != *expect:
-			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("between vipswap's read and its write: %s, was %s", cur, *expect)}
-		case expect == nil && d.sw.Last != nil && cur != *d.sw.Last:
-			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.sw.Last)}
-		case expect == nil && d.sw.Last == nil && (!d.known(cur.prod) || (d.o.StageRule != "" && !d.known(cur.stage))):
-			// Nothing vipswap set, nor any slot's: someone else's pool.
-			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a pool of no slot in azure_appgw.pools", cur)}
-		}
-		if d.o.Leading != nil && !d.o.Leading() {
-			return false, azure.ErrFollowing
-		}
-		if attempt >= 3 {
-			return false, fmt.Errorf("%s: its ETag changed under every write (%d tries); nothing changed", d.resource(), attempt)
-		}
-		if err := d.set(&gw, w); err != nil {
-			return false, err
-		}
-		poller, err := d.gws.BeginCreateOrUpdate(azure.IfMatch(ctx, *gw.Etag), d.o.Conn.ResourceGroup, d.o.Name, gw, nil)
-		if azure.IsStale(err) {
-			c := cur
-			expect = &c
-			d.log.Info("the application gateway changed between read and write (ETag); reading it again", "gateway", d.o.Name)
-			continue
-		}
-		if err != nil {
-			return false, azure.Explain("updating "+d.resource(), err)
-		}
-		if _, err := poller.PollUntilDone(ctx, d.o.Conn.PollOptions()); err != nil {
-			return true, azure.Explain("updating "+d.resource()+" (polling the operation)", err)
-		}
-		return true, nil
+	return azure.WriteIfMatch(ctx, azure.Guard[armnetwork.ApplicationGateway, view]{
+		Conn: d.o.Conn, Kind: "application gateway", Name: d.o.Name, Log: d.log.With("gateway", d.o.Name),
+		Read:    d.read,
+		ETag:    func(gw armnetwork.ApplicationGateway) string { return *gw.Etag },
+		Check:   d.check,
+		Set:     d.set,
+		Leading: d.o.Leading,
+		Last:    d.sw.Last,
+	}, w, d.gws.BeginCreateOrUpdate)
+}
+
+// check reports drift when a rule sends to a pool of no slot: nothing
+// vipswap set, nor any slot's, but someone else's pool.
+func (d *Driver) check(cur view) error {
+	if !d.known(cur.prod) || (d.o.StageRule != "" && !d.known(cur.stage)) {
+		return &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a pool of no slot in azure_appgw.pools", cur)}
 	}
+	return nil
 }
 
 // Plan returns what a switch would change, without writing.

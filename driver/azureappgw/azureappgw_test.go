@@ -13,6 +13,7 @@ import (
 	"github.com/vipswap/vipswap/driver/azure"
 	"github.com/vipswap/vipswap/driver/azure/armstandin"
 	"github.com/vipswap/vipswap/health"
+	"github.com/vipswap/vipswap/internal/azuretest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
@@ -74,24 +75,18 @@ func newRig(t *testing.T, withVIP bool) *rig {
 		return map[string]any{"backendAddressPools": out}, nil
 	})
 	o := Options{
-		Conn: azure.Conn{SubscriptionID: armstandin.Sub, ResourceGroup: rg, Endpoint: arm.URL(),
-			Credential: armstandin.Credential{}, Transport: arm.TLS.Client(), PollEvery: 100 * time.Millisecond,
-			OperationTimeout: 30 * time.Second},
+		Conn: azuretest.Conn(arm, rg),
 		Name: gwName, ProdRule: "rule-prod", StageRule: "rule-stage", Pools: pools, HealthEvery: time.Hour,
 	}
 	if withVIP {
-		blue := vstest.StartApp(t, "blue", "127.0.0.1:0")
-		green := vstest.StartApp(t, "green", "127.0.0.1:0")
-		r.vip = arm.NewVIP(map[string]string{"blue": "http://" + blue.Addr, "green": "http://" + green.Addr}, 500*time.Millisecond,
-			func(s *armstandin.Server) map[string]int {
-				for slot, pool := range pools {
-					if rulePool(s, "rule-prod") == pool {
-						return map[string]int{slot: 1}
-					}
+		r.vip = azuretest.StartVIP(t, arm, 500*time.Millisecond, func(s *armstandin.Server) map[string]int {
+			for slot, pool := range pools {
+				if rulePool(s, "rule-prod") == pool {
+					return map[string]int{slot: 1}
 				}
-				return nil
-			})
-		t.Cleanup(r.vip.Close)
+			}
+			return nil
+		})
 		o.Confirm = azure.Confirm{URL: r.vip.URL + "/api/test", Window: 5, Every: 20 * time.Millisecond, Deadline: 30 * time.Second}
 	}
 	d, err := New(o)

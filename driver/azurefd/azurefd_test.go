@@ -11,6 +11,7 @@ import (
 
 	"github.com/vipswap/vipswap/driver/azure"
 	"github.com/vipswap/vipswap/driver/azure/armstandin"
+	"github.com/vipswap/vipswap/internal/azuretest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
@@ -56,16 +57,11 @@ func newRig(t *testing.T, withVIP bool) *rig {
 	arm.Put(armstandin.OriginPath(rg, profile, group, "unit-2021-7-2"), armstandin.Origin("unit-2021-7-2", "unit2.example.net", 1000, false))
 	r := &rig{arm: arm}
 	o := Options{
-		Conn: azure.Conn{SubscriptionID: armstandin.Sub, ResourceGroup: rg, Endpoint: arm.URL(),
-			Credential: armstandin.Credential{}, Transport: arm.TLS.Client(), PollEvery: 100 * time.Millisecond,
-			OperationTimeout: 30 * time.Second},
+		Conn:    azuretest.Conn(arm, rg),
 		Profile: profile, OriginGroup: group, Origins: origins,
 	}
 	if withVIP {
-		blue := vstest.StartApp(t, "blue", "127.0.0.1:0")
-		green := vstest.StartApp(t, "green", "127.0.0.1:0")
-		r.vip = arm.NewVIP(map[string]string{"blue": "http://" + blue.Addr, "green": "http://" + green.Addr}, 200*time.Millisecond, split)
-		t.Cleanup(r.vip.Close)
+		r.vip = azuretest.StartVIP(t, arm, 200*time.Millisecond, split)
 		o.Confirm = azure.Confirm{URL: r.vip.URL + "/api/test", Window: 5, Every: 10 * time.Millisecond, Deadline: 30 * time.Second}
 	}
 	d, err := New(o)

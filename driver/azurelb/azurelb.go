@@ -227,51 +227,28 @@ func (d *Driver) apply(t *route.Table) error {
 		})
 }
 
-// write puts w in force with one PUT under If-Match, and says whether it
-// wrote. A write refused for a stale ETag is tried again only if the
-// load balancer still shows what was read before; anything else that
-// changed is drift, reported, and nothing is overwritten.
+// write puts w in force with one PUT of the load balancer under If-Match
+// (azure.WriteIfMatch: a stale ETag is tried again, anything else that
+// changed is drift, reported, and nothing is overwritten).
 func (d *Driver) write(ctx context.Context, w view) (bool, error) {
-	var expect *view
-	for attempt := 0; ; attempt++ {
-		lb, cur, err := d.read(ctx)
-		if err != nil {
-			return false, err
-		}
-		if cur == w {
-			return false, nil
-		}
-		switch {
-		case expect != nil && cur != *expect:
-			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("between vipswap's read and its write: %s, was %s", cur, *expect)}
-		case expect == nil && d.sw.Last != nil && cur != *d.sw.Last:
-			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s; vipswap last set %s", cur, *d.sw.Last)}
-		case expect == nil && d.sw.Last == nil && (!d.known(cur.prod) || !d.known(cur.stage)):
-			// Nothing vipswap set, nor any slot's: someone else's probe.
-			return false, &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a probe path of no slot in azure_lb.paths", cur)}
-		}
-		if d.o.Leading != nil && !d.o.Leading() {
-			return false, azure.ErrFollowing
-		}
-		if attempt >= 3 {
-			return false, fmt.Errorf("%s: its ETag changed under every write (%d tries); nothing changed", d.resource(), attempt)
-		}
-		d.set(&lb, w)
-		poller, err := d.lbs.BeginCreateOrUpdate(azure.IfMatch(ctx, *lb.Etag), d.o.Conn.ResourceGroup, d.o.Name, lb, nil)
-		if azure.IsStale(err) {
-			c := cur
-			expect = &c
-			d.log.Info("the load balancer changed between read and write (ETag); reading it again", "lb", d.o.Name)
-			continue
-		}
-		if err != nil {
-			return false, azure.Explain("updating "+d.resource(), err)
-		}
-		if _, err := poller.PollUntilDone(ctx, d.o.Conn.PollOptions()); err != nil {
-			return true, azure.Explain("updating "+d.resource()+" (polling the operation)", err)
-		}
-		return true, nil
+	return azure.WriteIfMatch(ctx, azure.Guard[armnetwork.LoadBalancer, view]{
+		Conn: d.o.Conn, Kind: "load balancer", Name: d.o.Name, Log: d.log.With("lb", d.o.Name),
+		Read:    d.read,
+		ETag:    func(lb armnetwork.LoadBalancer) string { return *lb.Etag },
+		Check:   d.check,
+		Set:     func(lb *armnetwork.LoadBalancer, w view) error { d.set(lb, w); return nil },
+		Leading: d.o.Leading,
+		Last:    d.sw.Last,
+	}, w, d.lbs.BeginCreateOrUpdate)
+}
+
+// check reports drift when the load balancer shows a probe path of no
+// slot: nothing vipswap set, nor any slot's, but someone else's probe.
+func (d *Driver) check(cur view) error {
+	if !d.known(cur.prod) || !d.known(cur.stage) {
+		return &azure.DriftError{Resource: d.resource(), What: fmt.Sprintf("it shows %s, a probe path of no slot in azure_lb.paths", cur)}
 	}
+	return nil
 }
 
 // Plan returns what a switch to prod and stage would change, without

@@ -15,6 +15,7 @@ import (
 
 	"github.com/vipswap/vipswap/driver/azure"
 	"github.com/vipswap/vipswap/driver/azure/armstandin"
+	"github.com/vipswap/vipswap/internal/azuretest"
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
@@ -62,15 +63,10 @@ func newRig(t *testing.T, delay time.Duration, tweak func(*Options)) *rig {
 	arm.Put(armstandin.LBPath(rg, lbName), armstandin.LoadBalancer(rg, lbName, slot0, slot1, "0"))
 	r := &rig{arm: arm}
 	if delay >= 0 {
-		blue := vstest.StartApp(t, "blue", "127.0.0.1:0")
-		green := vstest.StartApp(t, "green", "127.0.0.1:0")
-		r.vip = arm.NewVIP(map[string]string{"blue": "http://" + blue.Addr, "green": "http://" + green.Addr}, delay, prodSlot)
-		t.Cleanup(r.vip.Close)
+		r.vip = azuretest.StartVIP(t, arm, delay, prodSlot)
 	}
 	o := Options{
-		Conn: azure.Conn{SubscriptionID: armstandin.Sub, ResourceGroup: rg, Endpoint: arm.URL(),
-			Credential: armstandin.Credential{}, Transport: arm.TLS.Client(), PollEvery: 100 * time.Millisecond,
-			OperationTimeout: 30 * time.Second},
+		Conn: azuretest.Conn(arm, rg),
 		Name: lbName, ProdProbe: "http-probe", StageProbe: "http-probe-stage",
 		Paths: paths, TagValues: map[string]string{"blue": "0", "green": "1"},
 	}
