@@ -129,6 +129,11 @@ type Options struct {
 	// request and is closed: pooled, it would name its first client to
 	// the instance for the requests of others.
 	SendProxyProtocol map[string]int
+
+	// unsafeReuseIdle is the longest a pooled instance connection may
+	// have sat idle and still carry a request that may not be sent twice
+	// (see reuseUnsafeIdle, its default). Tests set it.
+	unsafeReuseIdle time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -149,6 +154,7 @@ func (o *Options) setDefaults() {
 	setDefault(&o.MaxIdleConns, 10000)
 	setDefault(&o.MaxHeaderBytes, 64<<10)
 	setDefault(&o.MaxHeaderFields, 100)
+	setDefault(&o.unsafeReuseIdle, reuseUnsafeIdle)
 	if o.PinHeader != "" {
 		o.PinHeader = canonicalPin(o.PinHeader)
 	}

@@ -35,6 +35,19 @@ const (
 	// dials; 2 ms cost 7% of the throughput, 500 µs under 1%
 	// (docs/performance.md).
 	reuseQuiet = 500 * time.Microsecond
+	// reuseUnsafeIdle is the longest a pooled connection may have sat
+	// idle and still carry a request that may not be sent twice (a method
+	// that is not idempotent, or a body, which is read once): older, such
+	// a request goes on a new connection. An instance closes an idle
+	// connection when its own keep-alive timeout fires; if that close
+	// crosses the request on the wire, nothing tells whether the instance
+	// read the request, so it cannot be sent again and the client would
+	// get a 502. Instances' timeouts are seconds or more (Node 5 s,
+	// gunicorn 2 s, Apache 5 s, nginx 75 s), so a connection used within
+	// the last second is not closing for that reason. Idempotent requests
+	// take any pooled connection: one that was dead is retried on a new
+	// one. Options.unsafeReuseIdle overrides it (tests).
+	reuseUnsafeIdle = time.Second
 )
 
 // upstreamConn is one keep-alive connection to an instance. Its bufio
@@ -319,10 +332,14 @@ func (p *Proxy) rangePools(f func(inst *route.Instance, up string, pl *pool) (dr
 // With deferPeek, a cleartext pooled connection is looked at when the
 // request's first byte goes out rather than here (see peekFirst); a dead
 // one then fails the attempt with errStale, before anything was sent.
-func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh, deferPeek bool, connectTimeout time.Duration) (*upstreamConn, error) {
+//
+// maxIdle, when not zero, is the longest a pooled connection may have sat
+// idle to be taken (see reuseUnsafeIdle); when the one take would hand out
+// is older, a new connection is dialled and the pool left as it is.
+func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh, deferPeek bool, maxIdle, connectTimeout time.Duration) (*upstreamConn, error) {
 	pl := p.poolFor(inst, up)
 	for !fresh {
-		c := pl.take()
+		c := pl.take(maxIdle)
 		if c == nil {
 			break
 		}
@@ -351,11 +368,14 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 }
 
 // take returns the most recently put back connection that has been quiet
-// for reuseQuiet, or nil when there is none.
-func (pl *pool) take() *upstreamConn {
+// for reuseQuiet, or nil when there is none or (maxIdle not zero) it has
+// been idle longer than maxIdle: every other one has been idle longer
+// still.
+func (pl *pool) take(maxIdle time.Duration) *upstreamConn {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	cut := time.Now().Add(-reuseQuiet)
+	now := time.Now()
+	cut := now.Add(-reuseQuiet)
 	i := len(pl.idle) - 1
 	for i >= 0 && pl.idle[i].idleSince.After(cut) {
 		i--
@@ -364,6 +384,9 @@ func (pl *pool) take() *upstreamConn {
 		return nil
 	}
 	c := pl.idle[i]
+	if maxIdle > 0 && now.Sub(c.idleSince) > maxIdle {
+		return nil
+	}
 	n := copy(pl.idle[i:], pl.idle[i+1:])
 	pl.idle[i+n] = nil
 	pl.idle = pl.idle[:i+n]
