@@ -69,9 +69,16 @@ func newKeepAliveInstance(t *testing.T, dropReused bool) *keepAliveInstance {
 }
 
 // idleConns waits until inst's pool holds n idle connections, each quiet
-// for reuseQuiet (take hands out no other), and then makes each look idle
-// for age longer than it has been.
+// for reuseQuiet (take hands out no other), and then makes each look put
+// back, and its last request sent, age earlier than they were.
 func idleConns(t *testing.T, p *Proxy, inst *route.Instance, n int, age time.Duration) {
+	t.Helper()
+	agePool(t, p, inst, n, age, age)
+}
+
+// agePool is idleConns with the ages of the put back (idle) and the last
+// request sent (sent) apart.
+func agePool(t *testing.T, p *Proxy, inst *route.Instance, n int, idle, sent time.Duration) {
 	t.Helper()
 	pl := p.poolFor(inst, nil)
 	vstest.WaitFor(t, 10*time.Second, func() error {
@@ -86,7 +93,8 @@ func idleConns(t *testing.T, p *Proxy, inst *route.Instance, n int, age time.Dur
 			}
 		}
 		for _, c := range pl.idle {
-			c.idleSince = c.idleSince.Add(-age)
+			c.idleSince = c.idleSince.Add(-idle)
+			c.flushedAt = c.flushedAt.Add(-sent)
 		}
 		return nil
 	})
@@ -165,6 +173,53 @@ func TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing(t *testing.T) {
 		}
 		if f := p.Failed(route.Prod); f != 0 {
 			t.Fatalf("failed = %d, want 0", f)
+		}
+	})
+
+	t.Run("counted from the last request, not the put back", func(t *testing.T) {
+		// A connection put back a moment ago whose last request went out
+		// long before (a long answer, or one whose end sat in socket
+		// buffers while a slow client took it): the instance may have
+		// been idle all that time.
+		k := newKeepAliveInstance(t, true)
+		prod, p := proxyOf(t, Options{}, k.inst)
+		if code, _ := send(t, client, prod, "GET", ""); code != 200 {
+			t.Fatalf("warm-up: %d", code)
+		}
+		agePool(t, p, k.inst, 1, 0, reuseUnsafeIdle+time.Second)
+		if code, body := send(t, client, prod, "POST", ""); code != 200 || body != "conn 2" {
+			t.Fatalf("POST: got %d %q, want the answer on a new connection", code, body)
+		}
+		if d := k.dropped.Load(); d != 0 {
+			t.Fatalf("%d requests met a closing connection, want 0", d)
+		}
+	})
+
+	t.Run("a connection further down within the bound is taken", func(t *testing.T) {
+		k := newKeepAliveInstance(t, false)
+		prod, p := proxyOf(t, Options{unsafeReuseIdle: time.Hour}, k.inst)
+		if code, body := send(t, client, prod, "GET", ""); code != 200 || body != "conn 1" {
+			t.Fatalf("warm-up: %d %q", code, body)
+		}
+		idleConns(t, p, k.inst, 1, 2*time.Hour) // beyond the bound: the POST dials
+		if code, body := send(t, client, prod, "POST", ""); code != 200 || body != "conn 2" {
+			t.Fatalf("POST: got %d %q, want the answer on a new connection", code, body)
+		}
+		// conn 1 put back first, its request 5 s ago (within idleTimeout
+		// too); conn 2 put back last, its request 2 hours ago: the POST
+		// takes conn 1.
+		idleConns(t, p, k.inst, 2, 0)
+		pl := p.poolFor(k.inst, nil)
+		pl.mu.Lock()
+		now := time.Now()
+		pl.idle[0].idleSince, pl.idle[0].flushedAt = now.Add(-5*time.Second), now.Add(-5*time.Second)
+		pl.idle[1].flushedAt = now.Add(-2 * time.Hour)
+		pl.mu.Unlock()
+		if code, body := send(t, client, prod, "POST", ""); code != 200 || body != "conn 1" {
+			t.Fatalf("POST: got %d %q, want the answer on conn 1", code, body)
+		}
+		if n := k.accepted.Load(); n != 2 {
+			t.Fatalf("the instance accepted %d connections, want 2", n)
 		}
 	})
 

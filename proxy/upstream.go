@@ -35,18 +35,21 @@ const (
 	// dials; 2 ms cost 7% of the throughput, 500 µs under 1%
 	// (docs/performance.md).
 	reuseQuiet = 500 * time.Microsecond
-	// reuseUnsafeIdle is the longest a pooled connection may have sat
-	// idle and still carry a request that may not be sent twice (a method
-	// that is not idempotent, or a body, which is read once): older, such
-	// a request goes on a new connection. An instance closes an idle
-	// connection when its own keep-alive timeout fires; if that close
-	// crosses the request on the wire, nothing tells whether the instance
-	// read the request, so it cannot be sent again and the client would
-	// get a 502. Instances' timeouts are seconds or more (Node 5 s,
-	// gunicorn 2 s, Apache 5 s, nginx 75 s), so a connection used within
-	// the last second is not closing for that reason. Idempotent requests
-	// take any pooled connection: one that was dead is retried on a new
-	// one. Options.unsafeReuseIdle overrides it (tests).
+	// reuseUnsafeIdle bounds how long ago a pooled connection's last
+	// request may have gone out for it to carry a request that may not be
+	// sent twice (a method that is not idempotent, or a body, which is
+	// read once): older, such a request goes on a new connection. An
+	// instance closes an idle connection when its own keep-alive timeout
+	// fires; if that close crosses the request on the wire, nothing tells
+	// whether the instance read the request, so it cannot be sent again
+	// and the client would get a 502. Instances' timeouts are seconds or
+	// more (Node 5 s, gunicorn 2 s, Apache 5 s, nginx 75 s). Their idle
+	// clock starts once they have sent their answer, which vipswap cannot
+	// see (the answer's end may wait in socket buffers while a slow client
+	// takes it), but never before the request arrived: counted from the
+	// request, the bound holds whatever the client's pace. Idempotent
+	// requests take any pooled connection: one that was dead is retried
+	// on a new one. Options.unsafeReuseIdle overrides it (tests).
 	reuseUnsafeIdle = time.Second
 )
 
@@ -333,9 +336,10 @@ func (p *Proxy) rangePools(f func(inst *route.Instance, up string, pl *pool) (dr
 // request's first byte goes out rather than here (see peekFirst); a dead
 // one then fails the attempt with errStale, before anything was sent.
 //
-// maxIdle, when not zero, is the longest a pooled connection may have sat
-// idle to be taken (see reuseUnsafeIdle); when the one take would hand out
-// is older, a new connection is dialled and the pool left as it is.
+// maxIdle, when not zero, bounds how long ago a pooled connection's last
+// request went out for it to be taken (see reuseUnsafeIdle); when no
+// pooled one is that recent, a new connection is dialled and the pool left
+// as it is.
 func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh, deferPeek bool, maxIdle, connectTimeout time.Duration) (*upstreamConn, error) {
 	pl := p.poolFor(inst, up)
 	for !fresh {
@@ -368,9 +372,11 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 }
 
 // take returns the most recently put back connection that has been quiet
-// for reuseQuiet, or nil when there is none or (maxIdle not zero) it has
-// been idle longer than maxIdle: every other one has been idle longer
-// still.
+// for reuseQuiet, or nil when there is none. With maxIdle, only one whose
+// last request went out within maxIdle (flushedAt) will do: the most
+// recently put back of those. Connections are put back after their request
+// went out, so once one was put back longer ago than maxIdle, none further
+// down qualifies.
 func (pl *pool) take(maxIdle time.Duration) *upstreamConn {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
@@ -383,10 +389,13 @@ func (pl *pool) take(maxIdle time.Duration) *upstreamConn {
 	if i < 0 {
 		return nil
 	}
-	c := pl.idle[i]
-	if maxIdle > 0 && now.Sub(c.idleSince) > maxIdle {
-		return nil
+	for maxIdle > 0 && now.Sub(pl.idle[i].flushedAt) > maxIdle {
+		i--
+		if i < 0 || now.Sub(pl.idle[i].idleSince) > maxIdle {
+			return nil // every one further down was put back earlier still
+		}
 	}
+	c := pl.idle[i]
 	n := copy(pl.idle[i:], pl.idle[i+1:])
 	pl.idle[i+n] = nil
 	pl.idle = pl.idle[:i+n]
