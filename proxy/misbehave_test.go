@@ -454,8 +454,8 @@ func TestRepeatsOnlyWhatIsSafe(t *testing.T) {
 		return false
 	})
 	// The POST takes the pooled connection however long the test takes
-	// to send it (unsafeReuseIdle).
-	prod, p := proxyOf(t, Options{unsafeReuseIdle: time.Hour}, inst)
+	// to send it (unsafeReuseWithin).
+	prod, p := proxyOf(t, Options{unsafeReuseWithin: time.Hour}, inst)
 	if code, _ := get(t, prod); code != 200 {
 		t.Fatalf("warm-up: %d", code)
 	}

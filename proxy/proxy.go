@@ -130,10 +130,11 @@ type Options struct {
 	// the instance for the requests of others.
 	SendProxyProtocol map[string]int
 
-	// unsafeReuseIdle is the longest a pooled instance connection may
-	// have sat idle and still carry a request that may not be sent twice
-	// (see reuseUnsafeIdle, its default). Tests set it.
-	unsafeReuseIdle time.Duration
+	// unsafeReuseWithin bounds how long ago a pooled instance
+	// connection's last request may have gone out for it to carry a
+	// request that may not be sent twice (reuseUnsafeWithin, its
+	// default). Tests set it.
+	unsafeReuseWithin time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -154,7 +155,7 @@ func (o *Options) setDefaults() {
 	setDefault(&o.MaxIdleConns, 10000)
 	setDefault(&o.MaxHeaderBytes, 64<<10)
 	setDefault(&o.MaxHeaderFields, 100)
-	setDefault(&o.unsafeReuseIdle, reuseUnsafeIdle)
+	setDefault(&o.unsafeReuseWithin, reuseUnsafeWithin)
 	if o.PinHeader != "" {
 		o.PinHeader = canonicalPin(o.PinHeader)
 	}

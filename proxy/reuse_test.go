@@ -124,9 +124,9 @@ func send(t *testing.T, client *http.Client, url, method, body string) (int, str
 // TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing: an instance
 // closes a kept-alive connection when its idle timeout fires; a request
 // already on the wire then meets the close, and one that may not be sent
-// twice would be a 502. Such requests take only pooled connections used
-// within reuseUnsafeIdle; older, they go on a new connection, and the
-// client gets the instance's answer. Idempotent requests still take the
+// twice would be a 502. Such requests take only pooled connections whose
+// last request went out within reuseUnsafeWithin; otherwise they go on a
+// new connection, and the client gets the instance's answer. Idempotent requests still take the
 // older connection and are sent again when it was dead.
 func TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{}}
@@ -150,7 +150,7 @@ func TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing(t *testing.T) {
 		}
 		idle := 1
 		for i, s := range steps {
-			idleConns(t, p, k.inst, idle, reuseUnsafeIdle+time.Second)
+			idleConns(t, p, k.inst, idle, reuseUnsafeWithin+time.Second)
 			code, body := send(t, client, prod, s.method, s.body)
 			if want := fmt.Sprintf("conn %d", i+2); code != 200 || body != want {
 				t.Fatalf("%s %q: got %d %q, want %q: the answer on a new connection", s.method, s.body, code, body, want)
@@ -164,7 +164,7 @@ func TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing(t *testing.T) {
 		}
 		// A GET still takes the most recent of them: met closed, it is
 		// sent again on a new connection.
-		idleConns(t, p, k.inst, idle, reuseUnsafeIdle+time.Second)
+		idleConns(t, p, k.inst, idle, reuseUnsafeWithin+time.Second)
 		if code, body := send(t, client, prod, "GET", ""); code != 200 || body != fmt.Sprintf("conn %d", len(steps)+2) {
 			t.Fatalf("GET: got %d %q", code, body)
 		}
@@ -186,7 +186,7 @@ func TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing(t *testing.T) {
 		if code, _ := send(t, client, prod, "GET", ""); code != 200 {
 			t.Fatalf("warm-up: %d", code)
 		}
-		agePool(t, p, k.inst, 1, 0, reuseUnsafeIdle+time.Second)
+		agePool(t, p, k.inst, 1, 0, reuseUnsafeWithin+time.Second)
 		if code, body := send(t, client, prod, "POST", ""); code != 200 || body != "conn 2" {
 			t.Fatalf("POST: got %d %q, want the answer on a new connection", code, body)
 		}
@@ -197,7 +197,7 @@ func TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing(t *testing.T) {
 
 	t.Run("a connection further down within the bound is taken", func(t *testing.T) {
 		k := newKeepAliveInstance(t, false)
-		prod, p := proxyOf(t, Options{unsafeReuseIdle: time.Hour}, k.inst)
+		prod, p := proxyOf(t, Options{unsafeReuseWithin: time.Hour}, k.inst)
 		if code, body := send(t, client, prod, "GET", ""); code != 200 || body != "conn 1" {
 			t.Fatalf("warm-up: %d %q", code, body)
 		}
@@ -227,11 +227,11 @@ func TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing(t *testing.T) {
 		// What the bound prevents: the same instance, with a POST on its
 		// kept-alive connection. This shows the instance makes the race.
 		k := newKeepAliveInstance(t, true)
-		prod, p := proxyOf(t, Options{unsafeReuseIdle: time.Hour}, k.inst)
+		prod, p := proxyOf(t, Options{unsafeReuseWithin: time.Hour}, k.inst)
 		if code, _ := send(t, client, prod, "GET", ""); code != 200 {
 			t.Fatalf("warm-up: %d", code)
 		}
-		idleConns(t, p, k.inst, 1, reuseUnsafeIdle+time.Second)
+		idleConns(t, p, k.inst, 1, reuseUnsafeWithin+time.Second)
 		if code, _ := send(t, client, prod, "POST", ""); code != 502 || k.dropped.Load() != 1 {
 			t.Fatalf("got %d after %d requests met a closing connection, want a 502 after 1", code, k.dropped.Load())
 		}
@@ -241,7 +241,7 @@ func TestUnsafeRequestsAvoidConnectionsTheInstanceMayBeClosing(t *testing.T) {
 		k := newKeepAliveInstance(t, false)
 		// The bound as long as the test may take: what counts is that a
 		// connection within it is reused, not how quick the test is.
-		prod, p := proxyOf(t, Options{unsafeReuseIdle: time.Hour}, k.inst)
+		prod, p := proxyOf(t, Options{unsafeReuseWithin: time.Hour}, k.inst)
 		// The last one carries a body: its connection is not pooled again.
 		for i, s := range []struct{ method, body string }{{"GET", ""}, {"POST", ""}, {"PUT", "a body"}} {
 			if i > 0 {

@@ -35,7 +35,7 @@ const (
 	// dials; 2 ms cost 7% of the throughput, 500 µs under 1%
 	// (docs/performance.md).
 	reuseQuiet = 500 * time.Microsecond
-	// reuseUnsafeIdle bounds how long ago a pooled connection's last
+	// reuseUnsafeWithin bounds how long ago a pooled connection's last
 	// request may have gone out for it to carry a request that may not be
 	// sent twice (a method that is not idempotent, or a body, which is
 	// read once): older, such a request goes on a new connection. An
@@ -49,8 +49,8 @@ const (
 	// takes it), but never before the request arrived: counted from the
 	// request, the bound holds whatever the client's pace. Idempotent
 	// requests take any pooled connection: one that was dead is retried
-	// on a new one. Options.unsafeReuseIdle overrides it (tests).
-	reuseUnsafeIdle = time.Second
+	// on a new one. Options.unsafeReuseWithin overrides it (tests).
+	reuseUnsafeWithin = time.Second
 )
 
 // upstreamConn is one keep-alive connection to an instance. Its bufio
@@ -336,14 +336,14 @@ func (p *Proxy) rangePools(f func(inst *route.Instance, up string, pl *pool) (dr
 // request's first byte goes out rather than here (see peekFirst); a dead
 // one then fails the attempt with errStale, before anything was sent.
 //
-// maxIdle, when not zero, bounds how long ago a pooled connection's last
-// request went out for it to be taken (see reuseUnsafeIdle); when no
+// sentWithin, when not zero, bounds how long ago a pooled connection's last
+// request went out for it to be taken (see reuseUnsafeWithin); when no
 // pooled one is that recent, a new connection is dialled and the pool left
 // as it is.
-func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh, deferPeek bool, maxIdle, connectTimeout time.Duration) (*upstreamConn, error) {
+func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh, deferPeek bool, sentWithin, connectTimeout time.Duration) (*upstreamConn, error) {
 	pl := p.poolFor(inst, up)
 	for !fresh {
-		c := pl.take(maxIdle)
+		c := pl.take(sentWithin)
 		if c == nil {
 			break
 		}
@@ -372,12 +372,12 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 }
 
 // take returns the most recently put back connection that has been quiet
-// for reuseQuiet, or nil when there is none. With maxIdle, only one whose
-// last request went out within maxIdle (flushedAt) will do: the most
+// for reuseQuiet, or nil when there is none. With sentWithin, only one
+// whose last request went out within it (flushedAt) will do: the most
 // recently put back of those. Connections are put back after their request
-// went out, so once one was put back longer ago than maxIdle, none further
-// down qualifies.
-func (pl *pool) take(maxIdle time.Duration) *upstreamConn {
+// went out, so once one was put back longer ago than sentWithin, none
+// further down qualifies.
+func (pl *pool) take(sentWithin time.Duration) *upstreamConn {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	now := time.Now()
@@ -389,9 +389,9 @@ func (pl *pool) take(maxIdle time.Duration) *upstreamConn {
 	if i < 0 {
 		return nil
 	}
-	for maxIdle > 0 && now.Sub(pl.idle[i].flushedAt) > maxIdle {
+	for sentWithin > 0 && now.Sub(pl.idle[i].flushedAt) > sentWithin {
 		i--
-		if i < 0 || now.Sub(pl.idle[i].idleSince) > maxIdle {
+		if i < 0 || now.Sub(pl.idle[i].idleSince) > sentWithin {
 			return nil // every one further down was put back earlier still
 		}
 	}
