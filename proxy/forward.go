@@ -173,7 +173,14 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	rq.proxied = pp != 0
 	// A request without a body (the whole of it in the write buffer, as a
 	// rule) has its pooled connection looked at just before it goes out.
-	c, err := p.conn(ctx, inst, up, rq.fresh || rq.proxied, rq.body == nil, rq.o.ConnectTimeout)
+	// One that may not be sent twice takes only a connection whose last
+	// request went out moments ago: the instance is not closing it for
+	// its idle timeout.
+	var sentWithin time.Duration
+	if rq.body != nil || !idempotent(r.Method) {
+		sentWithin = rq.o.unsafeReuseWithin
+	}
+	c, err := p.conn(ctx, inst, up, rq.fresh || rq.proxied, rq.body == nil, sentWithin, rq.o.ConnectTimeout)
 	if err != nil {
 		if sockerr.LocalShortage(err) {
 			return nil, nil, &attemptError{kind: failLocal, err: err}

@@ -422,7 +422,9 @@ func TestRepeatsOnlyWhatIsSafe(t *testing.T) {
 		io.WriteString(c, "HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
 		return false
 	})
-	prod, p := proxyOf(t, Options{}, inst)
+	// The POST takes the pooled connection however long the test takes
+	// to send it (unsafeReuseWithin).
+	prod, p := proxyOf(t, Options{unsafeReuseWithin: time.Hour}, inst)
 	if code, _ := get(t, prod); code != 200 {
 		t.Fatalf("warm-up: %d", code)
 	}

@@ -129,6 +129,12 @@ type Options struct {
 	// request and is closed: pooled, it would name its first client to
 	// the instance for the requests of others.
 	SendProxyProtocol map[string]int
+
+	// unsafeReuseWithin bounds how long ago a pooled instance
+	// connection's last request may have gone out for it to carry a
+	// request that may not be sent twice (reuseUnsafeWithin, its
+	// default). Tests set it.
+	unsafeReuseWithin time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -149,6 +155,7 @@ func (o *Options) setDefaults() {
 	setDefault(&o.MaxIdleConns, 10000)
 	setDefault(&o.MaxHeaderBytes, 64<<10)
 	setDefault(&o.MaxHeaderFields, 100)
+	setDefault(&o.unsafeReuseWithin, reuseUnsafeWithin)
 	if o.PinHeader != "" {
 		o.PinHeader = canonicalPin(o.PinHeader)
 	}

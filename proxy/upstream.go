@@ -35,6 +35,22 @@ const (
 	// dials; 2 ms cost 7% of the throughput, 500 µs under 1%
 	// (docs/performance.md).
 	reuseQuiet = 500 * time.Microsecond
+	// reuseUnsafeWithin bounds how long ago a pooled connection's last
+	// request may have gone out for it to carry a request that may not be
+	// sent twice (a method that is not idempotent, or a body, which is
+	// read once): older, such a request goes on a new connection. An
+	// instance closes an idle connection when its own keep-alive timeout
+	// fires; if that close crosses the request on the wire, nothing tells
+	// whether the instance read the request, so it cannot be sent again
+	// and the client would get a 502. Instances' timeouts are seconds or
+	// more (Node 5 s, gunicorn 2 s, Apache 5 s, nginx 75 s). Their idle
+	// clock starts once they have sent their answer, which vipswap cannot
+	// see (the answer's end may wait in socket buffers while a slow client
+	// takes it), but never before the request arrived: counted from the
+	// request, the bound holds whatever the client's pace. Idempotent
+	// requests take any pooled connection: one that was dead is retried
+	// on a new one. Options.unsafeReuseWithin overrides it (tests).
+	reuseUnsafeWithin = time.Second
 )
 
 // upstreamConn is one keep-alive connection to an instance. Its bufio
@@ -319,10 +335,15 @@ func (p *Proxy) rangePools(f func(inst *route.Instance, up string, pl *pool) (dr
 // With deferPeek, a cleartext pooled connection is looked at when the
 // request's first byte goes out rather than here (see peekFirst); a dead
 // one then fails the attempt with errStale, before anything was sent.
-func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh, deferPeek bool, connectTimeout time.Duration) (*upstreamConn, error) {
+//
+// sentWithin, when not zero, bounds how long ago a pooled connection's last
+// request went out for it to be taken (see reuseUnsafeWithin); when no
+// pooled one is that recent, a new connection is dialled and the pool left
+// as it is.
+func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fresh, deferPeek bool, sentWithin, connectTimeout time.Duration) (*upstreamConn, error) {
 	pl := p.poolFor(inst, up)
 	for !fresh {
-		c := pl.take()
+		c := pl.take(sentWithin)
 		if c == nil {
 			break
 		}
@@ -351,17 +372,28 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 }
 
 // take returns the most recently put back connection that has been quiet
-// for reuseQuiet, or nil when there is none.
-func (pl *pool) take() *upstreamConn {
+// for reuseQuiet, or nil when there is none. With sentWithin, only one
+// whose last request went out within it (flushedAt) will do: the most
+// recently put back of those. Connections are put back after their request
+// went out, so once one was put back longer ago than sentWithin, none
+// further down qualifies.
+func (pl *pool) take(sentWithin time.Duration) *upstreamConn {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	cut := time.Now().Add(-reuseQuiet)
+	now := time.Now()
+	cut := now.Add(-reuseQuiet)
 	i := len(pl.idle) - 1
 	for i >= 0 && pl.idle[i].idleSince.After(cut) {
 		i--
 	}
 	if i < 0 {
 		return nil
+	}
+	for sentWithin > 0 && now.Sub(pl.idle[i].flushedAt) > sentWithin {
+		i--
+		if i < 0 || now.Sub(pl.idle[i].idleSince) > sentWithin {
+			return nil // every one further down was put back earlier still
+		}
 	}
 	c := pl.idle[i]
 	n := copy(pl.idle[i:], pl.idle[i+1:])
