@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,14 +103,19 @@ func benchShadowProd(b *testing.B, think time.Duration) {
 	round() // connections opened, caches warm: not measured
 	var off, on []time.Duration
 	var same, differ, dropped, errs uint64
+	var cpuOff, cpuOn time.Duration
 	for b.Loop() {
+		c0 := cpuTime(b, sw.PID())
 		lat, failed := round()
 		off = append(off, lat...)
+		cpuOff += cpuTime(b, sw.PID()) - c0
 		if _, err := sw.Client.StartShadow(ctx, wire.ShadowRequest{To: "green", Percent: 100}); err != nil {
 			b.Fatal(err)
 		}
+		c0 = cpuTime(b, sw.PID())
 		lat2, failed2 := round()
 		on = append(on, lat2...)
+		cpuOn += cpuTime(b, sw.PID()) - c0
 		if failed+failed2 != 0 {
 			b.Fatalf("%d prod requests failed without a shadow, %d with one; want 0", failed, failed2)
 		}
@@ -144,8 +152,23 @@ func benchShadowProd(b *testing.B, think time.Duration) {
 	b.ReportMetric(ms(pct(off, 99)), "p99-off-ms")
 	b.ReportMetric(ms(pct(on, 99)), "p99-on-ms")
 	b.ReportMetric(float64(pct(on, 99))/float64(pct(off, 99)), "p99-ratio")
+	b.ReportMetric(float64(cpuOff.Microseconds())/float64(len(off)), "cpu-us/req-off")
+	b.ReportMetric(float64(cpuOn.Microseconds())/float64(len(on)), "cpu-us/req-on")
 	b.ReportMetric(float64(same), "same")
 	b.ReportMetric(float64(dropped), "dropped")
 	b.ReportMetric(float64(errs), "copy-errors")
 	b.ReportMetric(0, "ns/op")
+}
+
+// cpuTime is the CPU time (user and system) process pid has used.
+func cpuTime(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command's name, which ends at the last ')'.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * time.Second / 100 // clock ticks (USER_HZ)
 }
