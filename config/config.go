@@ -543,6 +543,11 @@ type Shadow struct {
 	// StopMinRequests is how many copies those 10s must hold first.
 	// Default 50.
 	StopMinRequests int `yaml:"stop_min_requests"`
+	// BusyWait is how long vipswap's goroutines may wait for a CPU (the
+	// 99th percentile over 50 ms) before copies are dropped as busy, so
+	// that copies only use the CPU prod leaves. Default 1ms; 0s never
+	// drops for it.
+	BusyWait time.Duration `yaml:"busy_wait"`
 }
 
 // Affinity keeps a prod client on one slot while that slot takes traffic.
@@ -659,7 +664,7 @@ func Default() *Config {
 		Measure:   Measure{Before: 5 * time.Second, After: 5 * time.Second, Limit: 5 * time.Minute},
 		Analysis:  Analysis{Window: 10 * time.Second, MinRequests: 100, MaxErrorRate: 0.01},
 		Shadow: Shadow{QueueSize: 1024, MaxConns: 32, BodyLimit: 64 << 10, CompareLimit: 1 << 20, KeepLimit: 64 << 10,
-			MaxMemory: 32 << 20, Timeout: 5 * time.Second, StopErrorRate: 0.5, StopMinRequests: 50},
+			MaxMemory: 32 << 20, Timeout: 5 * time.Second, StopErrorRate: 0.5, StopMinRequests: 50, BusyWait: time.Millisecond},
 		Health: Health{
 			Path:     "/api/ping?slot={slot}",
 			Interval: time.Second,

@@ -272,6 +272,15 @@ func newMirror(cfg *config.Config, px *proxy.Proxy, onStop func(started time.Tim
 		KeepLimit: sh.KeepLimit, MaxMemory: int64(sh.MaxMemory), Timeout: sh.Timeout,
 		IgnoreFields: sh.IgnoreFields, IgnoreHeaders: sh.IgnoreHeaders,
 		StopErrorRate: sh.StopErrorRate, StopMinRequests: sh.StopMinRequests,
-		AffinityCookie: cfg.Affinity.Cookie, OnStop: onStop, Sender: px,
+		AffinityCookie: cfg.Affinity.Cookie, OnStop: onStop, Sender: px, BusyWait: busyWait(sh.BusyWait),
 	})
+}
+
+// busyWait is shadow.busy_wait as shadow.Options take it: 0s (never) is
+// negative there.
+func busyWait(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

@@ -4,17 +4,20 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/proxy"
 	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"github.com/vipswap/vipswap/shadow"
@@ -314,4 +317,42 @@ func TestCopiesCarryThePROXYHeaderTheirSlotWants(t *testing.T) {
 	if f := r.settled(t, n); f.Same != n || f.Error != 0 {
 		t.Errorf("same %d, error %d (samples %+v), want %d answered alike", f.Same, f.Error, f.Samples, n)
 	}
+}
+
+// TestCopiesYieldToABusyCPU: while the process's goroutines wait for a CPU
+// (here: more busy goroutines than CPUs, and a wait limit of a
+// microsecond), copies are dropped as busy rather than sent; prod loses
+// nothing.
+func TestCopiesYieldToABusyCPU(t *testing.T) {
+	green := httptest.NewServer(jsonApp("x", 0, nil))
+	t.Cleanup(green.Close)
+	r := newRig(t, jsonApp("x", 0, nil), green.Listener.Addr().String(), shadow.Options{BusyWait: time.Microsecond})
+	r.start(100, []string{"GET"})
+	stop := make(chan struct{})
+	var spin sync.WaitGroup
+	for range 4 * runtime.GOMAXPROCS(0) {
+		spin.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					runtime.Gosched() // runnable, always: the others wait for a CPU
+				}
+			}
+		})
+	}
+	var busy uint64
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if failed := r.load(t, 20, 4, 200, r.get("/")); failed != 0 {
+			t.Fatalf("%d prod requests failed", failed)
+		}
+		if busy = r.m.Figures().Dropped["busy"]; busy == 0 {
+			return errors.New("no copy dropped as busy yet")
+		}
+		return nil
+	})
+	close(stop)
+	spin.Wait()
+	t.Logf("dropped as busy: %d", busy)
 }

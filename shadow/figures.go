@@ -21,10 +21,11 @@ const (
 	dropNoInstance                   // the target slot had no routable instance
 	dropProdFailed                   // prod's answer did not reach the client whole
 	dropStopped                      // the shadow ended before it went
+	dropBusy                         // prod's goroutines waited for a CPU (watchCPU)
 	numDrops
 )
 
-var dropNames = [numDrops]string{"queue_full", "memory", "too_large", "no_instance", "prod_failed", "stopped"}
+var dropNames = [numDrops]string{"queue_full", "memory", "too_large", "no_instance", "prod_failed", "stopped", "busy"}
 
 // figures are one run's counts.
 type figures struct {

@@ -36,6 +36,7 @@ type Mirror struct {
 	totals totals              // since the mirror began, for /metrics
 	stops  chan stop
 	hints  atomic.Pointer[hints]
+	busy   atomic.Bool // goroutines wait for a CPU: copies are dropped (watchCPU)
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -63,6 +64,9 @@ func New(o Options) *Mirror {
 		m.wg.Go(m.work)
 	}
 	m.wg.Go(m.stopper)
+	if o.BusyWait > 0 {
+		m.wg.Go(m.watchCPU)
+	}
 	return m
 }
 
@@ -170,6 +174,12 @@ func (m *Mirror) Tap(t *route.Table, slot *route.Slot, r *http.Request, uri stri
 		return nil // the target takes prod traffic: a copy would land where the original did
 	}
 	ru.f.sampled.Add(1)
+	if m.busy.Load() {
+		// Prod's goroutines wait for a CPU: a copy now would take one
+		// from them.
+		m.drop(ru, dropBusy, 0)
+		return nil
+	}
 	if len(m.queue) >= cap(m.queue) {
 		// The workers are behind: this copy would find the queue full
 		// when prod's answer is done. Dropped now, it costs prod nothing.

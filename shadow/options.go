@@ -49,6 +49,11 @@ type Options struct {
 	// StopMinRequests is how many copies the last 10s must hold before
 	// StopErrorRate is judged. Zero means 50.
 	StopMinRequests int
+	// BusyWait is how long the process's goroutines may wait for a CPU
+	// (the 99th percentile over 50 ms) before copies are dropped (busy),
+	// so that copies use only the CPU prod leaves. Zero means 1ms;
+	// negative, never.
+	BusyWait time.Duration
 	// Samples bounds the differing pairs kept. Zero means 20.
 	Samples int
 	// AffinityCookie, if set, is removed from copies: prod's routing hint
@@ -78,6 +83,9 @@ func (o *Options) setDefaults() {
 	def(&o.StopErrorRate, 0.5)
 	def(&o.StopMinRequests, 50)
 	def(&o.Samples, 20)
+	if o.BusyWait == 0 {
+		o.BusyWait = time.Millisecond
+	}
 }
 
 func def[T int | int64 | float64 | time.Duration](v *T, d T) {

@@ -73,7 +73,6 @@ func (p *Process) WaitLine(t testing.TB, re *regexp.Regexp, timeout time.Duratio
 	}
 }
 
-// Signal sends sig to the process.
 // PID is the process's ID.
 func (p *Process) PID() int { return p.cmd.Process.Pid }
 
