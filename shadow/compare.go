@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"mime"
 	"net/http"
 	"slices"
@@ -286,7 +287,7 @@ func walk(path, plain string, a, b any, fs fieldSet) *diff {
 		}
 		return nil
 	default:
-		if a != b {
+		if a != b && !sameNumber(a, b) {
 			return &diff{path, value(a), value(b)}
 		}
 		return nil
@@ -306,4 +307,17 @@ func kind(v any) string {
 func value(v any) string {
 	b, _ := json.Marshal(v)
 	return short(string(b))
+}
+
+// sameNumber reports whether a and b are JSON numbers of the same value
+// written differently (1.0 and 1, 1e2 and 100), compared exactly.
+func sameNumber(a, b any) bool {
+	x, ok := a.(json.Number)
+	y, ok2 := b.(json.Number)
+	if !ok || !ok2 {
+		return false
+	}
+	rx, ok := new(big.Rat).SetString(string(x))
+	ry, ok2 := new(big.Rat).SetString(string(y))
+	return ok && ok2 && rx.Cmp(ry) == 0
 }

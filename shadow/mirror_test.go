@@ -298,6 +298,8 @@ func TestComparisonFindsWhatDiffers(t *testing.T) {
 		{"a field ignored by name", answer{200, prodA.ctype, "a", `{"a":{"b":[1,2,{"c":"x"}]},"ts":2}`}, []string{"ts"}, ""},
 		{"a field ignored by path", answer{200, prodA.ctype, "a", `{"a":{"b":[1,2,{"c":"z"}]},"ts":1}`}, []string{"$.a.b.c"}, ""},
 		{"key order and spacing", answer{200, prodA.ctype, "a", `{ "ts":1, "a":{"b":[1,2,{"c":"x"}]} }`}, nil, ""},
+		{"a number written otherwise", answer{200, prodA.ctype, "a", `{"a":{"b":[1.0,2e0,{"c":"x"}]},"ts":10e-1}`}, nil, ""},
+		{"another number", answer{200, prodA.ctype, "a", `{"a":{"b":[1,2.5,{"c":"x"}]},"ts":1}`}, nil, "$.a.b[1]"},
 		{"an array's length", answer{200, prodA.ctype, "a", `{"a":{"b":[1,2]},"ts":1}`}, nil, "$.a.b.length"},
 	}
 	for _, tc := range cases {
