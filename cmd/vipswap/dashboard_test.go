@@ -301,6 +301,24 @@ func TestDashboardInBrowser(t *testing.T) {
 	screenshot(t, bctx, "dashboard.png", 1280)
 	layout(800)
 	screenshot(t, bctx, "dashboard-800.png", 800)
+
+	// A shadow shows in its card, with its figures, and stops from it.
+	standby := map[string]string{"blue": "green", "green": "blue"}[active()]
+	if _, err := sw.Client.StartShadow(ctx, wire.ShadowRequest{To: standby, Percent: 100}); err != nil {
+		t.Fatal(err)
+	}
+	if err := until(`!document.getElementById("shadow-card").hidden && document.getElementById("shadow-state").textContent.includes("copied to `+standby+`") && /^\d+ same, \d+ differ/.test(document.getElementById("shadow-figures").textContent)`, 10*time.Second); err != nil {
+		t.Fatalf("the page does not show the shadow to %s with its figures: %v", standby, err)
+	}
+	if err := chromedp.Do(bctx, chromedp.Click("#shadow-stop-btn"), chromedp.WaitVisible("#confirm-dialog"), chromedp.Click("#confirm-ok")); err != nil {
+		t.Fatalf("clicking stop the shadow and confirm: %v", err)
+	}
+	if err := until(`document.getElementById("shadow-card").hidden`, 10*time.Second); err != nil {
+		t.Fatalf("the shadow card is still shown after its stop: %v", err)
+	}
+	if st, err := sw.Client.Status(ctx); err != nil || st.Shadow != nil {
+		t.Fatalf("after the page's stop vipswap says shadow %+v (%v), want none", st.Shadow, err)
+	}
 	if res := load.Stop(); res.Failed != 0 {
 		t.Fatalf("%d requests failed across the swaps: %v", res.Failed, res.Errors)
 	}
