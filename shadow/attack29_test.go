@@ -1,0 +1,103 @@
+package shadow_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/shadow"
+)
+
+// upgradingTarget is a raw HTTP/1.1 instance that answers a request asking
+// for an upgrade with 101 and then speaks no more HTTP on the connection
+// (a WebSocket server would speak frames), and any other request with
+// "ok". It counts the upgrade requests it got.
+func upgradingTarget(t *testing.T) (addr string, upgrades *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgrades = new(atomic.Int64)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
+	wg.Go(func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			wg.Go(func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					io.Copy(io.Discard, req.Body)
+					if req.Header.Get("Upgrade") != "" {
+						upgrades.Add(1)
+						io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+						io.Copy(io.Discard, c) // frames from here on: no HTTP answer ever again
+						return
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+				}
+			})
+		}
+	})
+	return ln.Addr().String(), upgrades
+}
+
+// TestARequestAskingForAnUpgradeIsNotCopied: a client asks prod for a
+// WebSocket; prod's version declines (200). The copy must not ask the
+// target for the upgrade ("never an upgrade"): a target that accepts it
+// would answer 101, the copy would read an empty answer "whole", and the
+// switched connection would go back to the pool, where the next request
+// to that instance (a copy, or stage's own) waits for an HTTP answer that
+// never comes.
+func TestARequestAskingForAnUpgradeIsNotCopied(t *testing.T) {
+	green, upgrades := upgradingTarget(t)
+	r := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok")
+	}, green, shadow.Options{MaxConns: 1, Timeout: 2 * time.Second})
+	r.start(100, []string{"GET"})
+	const n = 4
+	failed := r.load(t, n, 1, 200, func(i int) *http.Request {
+		req := r.get("/ws")(i)
+		if i == 0 {
+			req.Header.Set("Connection", "Upgrade")
+			req.Header.Set("Upgrade", "websocket")
+		}
+		return req
+	})
+	if failed != 0 {
+		t.Fatalf("%d prod requests failed", failed)
+	}
+	// Tap runs before prod's answer goes out: every copy is sampled by now.
+	f := r.settled(t, r.m.Figures().Sampled)
+	if upgrades.Load() != 0 || f.Error != 0 {
+		t.Errorf("the target was asked for %d upgrades; copies: same %d, error %d (samples %+v): want no upgrade asked and no error",
+			upgrades.Load(), f.Same, f.Error, f.Samples)
+	}
+}
