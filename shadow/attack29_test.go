@@ -5,11 +5,13 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/shadow"
 )
 
@@ -99,5 +101,71 @@ func TestARequestAskingForAnUpgradeIsNotCopied(t *testing.T) {
 	if upgrades.Load() != 0 || f.Error != 0 {
 		t.Errorf("the target was asked for %d upgrades; copies: same %d, error %d (samples %+v): want no upgrade asked and no error",
 			upgrades.Load(), f.Same, f.Error, f.Samples)
+	}
+}
+
+// TestHostileTargetAnswersNeverReachAnotherCopy: a target that sends more
+// than its Content-Length (a second answer after the first), a storm of
+// 1xx heads, a body cut short, or a head dripped a byte at a time: prod
+// loses nothing, and no copy is compared with an answer meant for another
+// request (the smuggled "evil!" never shows).
+func TestHostileTargetAnswersNeverReachAnotherCopy(t *testing.T) {
+	const ok = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok"
+	const evil = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nevil!"
+	cases := []struct {
+		name  string
+		serve func(c net.Conn)
+	}{
+		{"smuggles a second answer", func(c net.Conn) {
+			for readHead(c) {
+				io.WriteString(c, ok)
+				io.WriteString(c, evil)
+			}
+		}},
+		{"a storm of 1xx", func(c net.Conn) {
+			if !readHead(c) {
+				return
+			}
+			for {
+				if _, err := io.WriteString(c, "HTTP/1.1 100 Continue\r\n\r\n"); err != nil {
+					return
+				}
+			}
+		}},
+		{"cuts its body short", func(c net.Conn) {
+			if readHead(c) {
+				io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nok")
+			}
+		}},
+		{"drips its head", func(c net.Conn) {
+			for readHead(c) {
+				for i := range len(ok) {
+					if _, err := c.Write([]byte{ok[i]}); err != nil {
+						return
+					}
+				}
+			}
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := vstest.Serve(t, tc.serve)
+			r := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "text/plain")
+				io.WriteString(w, "ok")
+			}, addr, shadow.Options{MaxConns: 1, QueueSize: 64, Timeout: time.Second, StopErrorRate: 2})
+			r.start(100, []string{"GET"})
+			const n = 8
+			if failed := r.load(t, n, 1, 200, r.get("/")); failed != 0 {
+				t.Errorf("%d prod requests failed, want 0", failed)
+			}
+			f := r.settled(t, n)
+			for _, d := range f.Samples {
+				if strings.Contains(d.Target, "evil") {
+					t.Errorf("a copy was compared with an answer meant for another request: %+v", d)
+				}
+			}
+			t.Logf("same %d, differ %d, error %d, dropped %v", f.Same, f.Differ, f.Error, f.Dropped)
+		})
 	}
 }
