@@ -29,7 +29,7 @@ func TestAShadowNeverGoesToASlotARouteSendsProdTo(t *testing.T) {
 	t.Cleanup(func() { st.Close() })
 	plane := &shadowPlane{}
 	ctrl, err := control.New(context.Background(), control.Config{
-		Slots: []control.Slot{{Name: "blue", Addrs: []string{blue}}, {Name: "green", Addrs: []string{green}}, {Name: "red", Addrs: []string{red}}},
+		Slots:  []control.Slot{{Name: "blue", Addrs: []string{blue}}, {Name: "green", Addrs: []string{green}}, {Name: "red", Addrs: []string{red}}},
 		Active: "blue", Store: st, Shadow: plane,
 		Routes: []route.Route{{PathPrefix: "/beta/", Slot: "red"}},
 		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
