@@ -58,4 +58,23 @@ func TestAShadowNeverGoesToASlotARouteSendsProdTo(t *testing.T) {
 	if _, err := ctrl.StartShadow(ctx, wire.ShadowRequest{To: "green", Percent: 100}); err == nil || !strings.Contains(err.Error(), "prod traffic") {
 		t.Errorf("shadow to green, which an API route sends /next/ to: %v, want refused as taking prod traffic", err)
 	}
+	// A reload whose configuration routes prod requests to the target
+	// ends the shadow too.
+	if _, err := ctrl.RemoveRoute(ctx, wire.RouteRequest{PathPrefix: "/next/"}); err != nil {
+		t.Fatalf("remove the route to green: %v", err)
+	}
+	if res, err := ctrl.StartShadow(ctx, wire.ShadowRequest{To: "green", Percent: 100}); err != nil || !res.Applied {
+		t.Fatalf("shadow to green once no route sends prod to it: %+v, %v", res, err)
+	}
+	_, err = ctrl.Reload(ctx, control.Reload{
+		Slots:  []control.Slot{{Name: "blue", Addrs: []string{blue}}, {Name: "green", Addrs: []string{green}}, {Name: "red", Addrs: []string{red}}},
+		Health: health.Config{Path: "/api/ping?slot={slot}", Interval: 20 * time.Millisecond, Timeout: probeTimeout, Rise: 1, Fall: 1},
+		Routes: []route.Route{{PathPrefix: "/beta/", Slot: "red"}, {PathPrefix: "/gamma/", Slot: "green"}},
+	})
+	if err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if st := ctrl.Status(); st.Shadow != nil || plane.last() != nil {
+		t.Errorf("the configuration routes /gamma/ to green now, and the shadow to green runs on: %+v", st.Shadow)
+	}
 }
