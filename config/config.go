@@ -617,9 +617,9 @@ type ShadowGate struct {
 	MinRequests int `yaml:"min_requests"`
 	// MaxDifferRate is the highest share of differing answers. Default 0.
 	MaxDifferRate float64 `yaml:"max_differ_rate"`
-	// MaxErrorRate is the highest share of copies the new slot may fail.
-	// Default 0.01.
-	MaxErrorRate float64 `yaml:"max_error_rate"`
+	// MaxErrorRate is the highest share of copies the new slot may fail
+	// (0 allows none). Default (absent) 0.01.
+	MaxErrorRate *float64 `yaml:"max_error_rate"`
 	// MaxP99Ratio bounds the new slot's p99 over prod's. Default none.
 	MaxP99Ratio float64 `yaml:"max_p99_ratio"`
 	// IgnoreFields and IgnoreHeaders are left out of the comparison,

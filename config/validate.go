@@ -448,7 +448,11 @@ func (v *validator) plan(key string, p RolloutPlan) {
 		if sh.MinRequests < 0 {
 			v.fail(k+".min_requests", fmt.Sprintf("want 1 or more, got %d", sh.MinRequests))
 		}
-		for name, r := range map[string]float64{k + ".max_differ_rate": sh.MaxDifferRate, k + ".max_error_rate": sh.MaxErrorRate} {
+		rates := map[string]float64{k + ".max_differ_rate": sh.MaxDifferRate}
+		if sh.MaxErrorRate != nil {
+			rates[k+".max_error_rate"] = *sh.MaxErrorRate
+		}
+		for name, r := range rates {
 			if r < 0 || r > 1 {
 				v.fail(name, fmt.Sprintf("want a fraction from 0 to 1 (0.001 is 0.1%%), got %g", r))
 			}

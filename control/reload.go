@@ -118,6 +118,15 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (wire.Change, error) 
 	if cur.Shadow != nil && next.Shadow == nil {
 		entry.Changes = append(slices.Clip(entry.Changes), "shadow: to "+cur.Shadow.To+" ended, slot "+cur.Shadow.To+" was removed")
 	}
+	if sh := next.Shadow; sh != nil {
+		if by := routedSlots(r.Routes, next)[sh.To]; len(by) > 0 {
+			// A route of the new configuration sends prod requests to the
+			// shadow's target: it takes prod traffic now.
+			next, _ = next.StopShadow()
+			entry.Changes = append(slices.Clip(entry.Changes), "shadow: to "+sh.To+" ended, slot "+sh.To+
+				" takes prod traffic now (route "+strings.Join(by, ", route ")+")")
+		}
+	}
 	var err error
 	var recorded store.Entry
 	entry.Result = store.Applied

@@ -71,11 +71,26 @@ func (c *Controller) shadowOf(req wire.ShadowRequest, now time.Time) (state.Shad
 	}
 	c.mu.Lock()
 	st := c.st
+	routed := c.routedLocked(st, req.To)
 	c.mu.Unlock()
 	if req.To == st.Active || st.WeightOf(req.To) > 0 {
 		return sh, invalid(fmt.Errorf("to: slot %q takes prod traffic; a shadow goes to a slot that takes none", req.To))
 	}
+	if routed != "" {
+		return sh, invalid(fmt.Errorf("to: slot %q takes prod traffic (%s); a shadow goes to a slot that takes none", req.To, routed))
+	}
 	return sh, nil
+}
+
+// routedLocked says which version routes in force with st send prod
+// requests to slot ("route /beta/*, route ..."), or "" when none does.
+// Called with c.mu held.
+func (c *Controller) routedLocked(st state.State, slot string) string {
+	by := routedSlots(c.cfg.Routes, st)[slot]
+	if len(by) == 0 {
+		return ""
+	}
+	return "route " + strings.Join(by, ", route ")
 }
 
 // validMethod reports whether m is an HTTP method token the mirror copies:
@@ -106,6 +121,9 @@ func (c *Controller) StartShadow(ctx context.Context, req wire.ShadowRequest) (w
 	return c.change(ctx, operation{name: "shadow start", req: req.ChangeRequest, changes: []string{what},
 		next: func(st state.State, res *wire.Change) (state.State, error) {
 			res.To = sh.To
+			if routed := c.routedLocked(st, sh.To); routed != "" {
+				return st, &state.RefusedError{Reason: fmt.Sprintf("shadow refused: slot %q takes prod traffic (%s); a shadow goes to a slot that takes none", sh.To, routed)}
+			}
 			return st.StartShadow(sh, c.slotNamesLocked())
 		}})
 }
@@ -176,6 +194,11 @@ type ShadowPlane interface {
 // c.mu held.
 func (c *Controller) endShadowLocked(next state.State, now time.Time) (state.State, string) {
 	why := next.ShadowEnds(namesOf(members(next, c.cfg.Slots, c.running)), now)
+	if why == "" && next.Shadow != nil {
+		if routed := c.routedLocked(next, next.Shadow.To); routed != "" {
+			why = "slot " + next.Shadow.To + " takes prod traffic now (" + routed + ")"
+		}
+	}
 	if why == "" {
 		return next, ""
 	}

@@ -241,7 +241,7 @@ func outboundH2(ctx context.Context, r *http.Request, rq *request, inst *route.I
 	hasConnection := len(r.Header["Connection"]) > 0
 	pin := rq.o.PinHeader
 	for k, vv := range r.Header {
-		if hopHeaders[k] || skipOutbound[k] || isPin(k, pin) || (hasConnection && connectionListed(r.Header, k)) {
+		if hopHeaders[k] || skipOutbound[k] || vipswaps(k, pin) || (hasConnection && connectionListed(r.Header, k)) {
 			continue
 		}
 		h[k] = vv
@@ -283,7 +283,7 @@ func outboundH2(ctx context.Context, r *http.Request, rq *request, inst *route.I
 		// writer) at its end (streamBody).
 		tr := make(http.Header, len(r.Trailer))
 		for k := range r.Trailer {
-			if !hopHeaders[k] && !skipOutbound[k] && !isPin(k, pin) {
+			if !hopHeaders[k] && !skipOutbound[k] && !vipswaps(k, pin) {
 				tr[k] = nil
 			}
 		}

@@ -56,6 +56,11 @@ func (h *handler) tap(r *http.Request, rq *request, resp *http.Response) MirrorT
 	if mp == nil || h.l != route.Prod {
 		return nil
 	}
+	if upgradeType(r.Header) != "" {
+		// Asked for an upgrade that prod's instance declined: a copy would
+		// ask the target too, which may switch its connection.
+		return nil
+	}
 	whole := rq.body == nil || rq.buffered.b != nil
 	t := (*mp).Tap(rq.table, rq.slot, r, rq.uri, rq.buffered.b, whole)
 	if t != nil {

@@ -95,7 +95,7 @@ func writeRequestBuffered(bw *bufio.Writer, r *http.Request, uri string, body io
 	bw.WriteString("\r\n")
 	hasConnection := len(r.Header["Connection"]) > 0
 	for k, vv := range r.Header {
-		if hopHeaders[k] || skipOutbound[k] || isPin(k, pin) || (hasConnection && connectionListed(r.Header, k)) {
+		if hopHeaders[k] || skipOutbound[k] || vipswaps(k, pin) || (hasConnection && connectionListed(r.Header, k)) {
 			continue
 		}
 		for _, v := range vv {
@@ -134,7 +134,7 @@ func writeRequestBuffered(bw *bufio.Writer, r *http.Request, uri string, body io
 		}
 		cw.Close() // the last chunk; trailers follow
 		for k, vv := range r.Trailer {
-			if hopHeaders[k] || skipOutbound[k] || isPin(k, pin) {
+			if hopHeaders[k] || skipOutbound[k] || vipswaps(k, pin) {
 				continue
 			}
 			for _, v := range vv {
@@ -186,6 +186,11 @@ func copyBody(bw *bufio.Writer, body io.Reader, n int64) error {
 	}
 	return nil
 }
+
+// vipswaps reports whether the header field k is one only vipswap may
+// send an instance: the pin header (canonical; "" for none) or the shadow's
+// mark, in any spelling an application reads as them.
+func vipswaps(k, pin string) bool { return isPin(k, pin) || isPin(k, ShadowHeader) }
 
 // isPin reports whether the header field k is the pin header (canonical;
 // "" for none), or reads as it where "_" and "-" are the same (CGI, WSGI

@@ -83,9 +83,10 @@ type Sent struct {
 
 // Done ends the exchange: the connection goes back to the pool when the
 // body was read to its end (whole) and may carry another request; it is
-// closed otherwise.
+// closed otherwise (and after a 101: the connection speaks another
+// protocol now).
 func (s *Sent) Done(whole bool) {
-	if whole && !s.proxied {
+	if whole && !s.proxied && s.Response.StatusCode != http.StatusSwitchingProtocols {
 		s.c.release(s.r, s.Response, s.o)
 		return
 	}

@@ -30,16 +30,17 @@ func checkShadowGate(g *wire.ShadowGate) (time.Duration, error) {
 	if g.MinRequests == 0 {
 		g.MinRequests = 100
 	}
-	if g.MaxErrorRate == 0 {
-		g.MaxErrorRate = 0.01
+	if g.MaxErrorRate == nil {
+		def := 0.01
+		g.MaxErrorRate = &def // absent: 0 is a bound of its own (no error allowed)
 	}
 	switch {
 	case g.MinRequests < 0 || g.MinRequests > 1e9:
 		return bad("min_requests: want 1 or more, got %d", g.MinRequests)
 	case g.MaxDifferRate < 0 || g.MaxDifferRate > 1 || math.IsNaN(g.MaxDifferRate):
 		return bad("max_differ_rate: want a fraction from 0 to 1 (0.001 is 0.1%%), got %v", g.MaxDifferRate)
-	case g.MaxErrorRate < 0 || g.MaxErrorRate > 1 || math.IsNaN(g.MaxErrorRate):
-		return bad("max_error_rate: want a fraction from 0 to 1, got %v", g.MaxErrorRate)
+	case *g.MaxErrorRate < 0 || *g.MaxErrorRate > 1 || math.IsNaN(*g.MaxErrorRate):
+		return bad("max_error_rate: want a fraction from 0 to 1, got %v", *g.MaxErrorRate)
 	case g.MaxP99Ratio != 0 && (g.MaxP99Ratio < 1 || math.IsNaN(g.MaxP99Ratio)):
 		return bad("max_p99_ratio: want a factor of at least 1 (1.2: within 20%%), or 0 for none, got %v", g.MaxP99Ratio)
 	}
@@ -65,7 +66,7 @@ func (j *job) shadowGate(req wire.DeployRequest, d time.Duration) (string, error
 		started = sh.Started
 	}
 	mine := func(sh *wire.Shadow) bool { return sh != nil && sh.To == req.Slot && sh.Started.Equal(started) }
-	bounds := rollout.ShadowBounds{MinRequests: g.MinRequests, MaxDifferRate: g.MaxDifferRate, MaxErrorRate: g.MaxErrorRate, MaxP99Ratio: g.MaxP99Ratio}
+	bounds := rollout.ShadowBounds{MinRequests: g.MinRequests, MaxDifferRate: g.MaxDifferRate, MaxErrorRate: *g.MaxErrorRate, MaxP99Ratio: g.MaxP99Ratio}
 	var breach string
 	var enough bool
 	var last *wire.ShadowFigures

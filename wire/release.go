@@ -136,8 +136,8 @@ type ShadowGate struct {
 	// may differ (0.001 is 0.1 %). Zero allows none.
 	MaxDifferRate float64 `json:"max_differ_rate"`
 	// MaxErrorRate is the highest share of copies the new slot may fail
-	// or answer with a 5xx. Zero means 0.01.
-	MaxErrorRate float64 `json:"max_error_rate,omitempty"`
+	// or answer with a 5xx (0 allows none). Absent (nil) means 0.01.
+	MaxErrorRate *float64 `json:"max_error_rate,omitempty"`
 	// MaxP99Ratio bounds the new slot's p99 latency relative to prod's
 	// over the same requests (1.2: within 20 %). Zero means no bound.
 	MaxP99Ratio float64 `json:"max_p99_ratio,omitempty"`

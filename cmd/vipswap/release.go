@@ -19,6 +19,7 @@ func newDeployCmd() *cobra.Command {
 	var req wire.DeployRequest
 	var f *releaseFlags
 	var shadow wire.ShadowGate
+	var maxErrorRate float64
 	cmd := &cobra.Command{
 		Use:   "deploy --slot SLOT --version V [flags] [-- COMMAND...]",
 		Short: "release a new version: start it, check it, switch prod to it, keep the old one",
@@ -57,6 +58,7 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 			}
 			req.Command = args
 			if shadow.Duration != "" {
+				shadow.MaxErrorRate = &maxErrorRate // 0 too: no error allowed
 				req.Shadow = &shadow
 			} else if fs := cmd.Flags(); fs.Changed("shadow-percent") || fs.Changed("shadow-max-differ-rate") || fs.Changed("shadow-max-error-rate") ||
 				fs.Changed("shadow-max-p99-ratio") || fs.Changed("shadow-min-requests") || fs.Changed("shadow-ignore-field") {
@@ -80,7 +82,7 @@ succeeded, 1 when it failed. One history entry records it, with its steps.`,
 	fs.StringVar(&shadow.Duration, "shadow", "", "a gate before the switch: copy prod's requests to SLOT this long (such as 5m) and compare the answers")
 	fs.Float64Var(&shadow.Percent, "shadow-percent", 100, "with --shadow: the share of prod's requests copied, in percent")
 	fs.Float64Var(&shadow.MaxDifferRate, "shadow-max-differ-rate", 0, "with --shadow: the highest share of differing answers (0.001 is 0.1%)")
-	fs.Float64Var(&shadow.MaxErrorRate, "shadow-max-error-rate", 0.01, "with --shadow: the highest share of copies SLOT may fail")
+	fs.Float64Var(&maxErrorRate, "shadow-max-error-rate", 0.01, "with --shadow: the highest share of copies SLOT may fail")
 	fs.Float64Var(&shadow.MaxP99Ratio, "shadow-max-p99-ratio", 0, "with --shadow: SLOT's p99 at most this times prod's (1.2: within 20%; 0: no bound)")
 	fs.IntVar(&shadow.MinRequests, "shadow-min-requests", 100, "with --shadow: how many compared copies a pass needs")
 	fs.StringArrayVar(&shadow.IgnoreFields, "shadow-ignore-field", nil, "with --shadow: a JSON field left out of the comparison (repeatable)")
