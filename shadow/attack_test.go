@@ -252,6 +252,7 @@ func TestConditionalAndCompressedAnswersAreNoFalseDifference(t *testing.T) {
 	}{
 		{"304 at prod, 200 at the target", app(`"v2"`, same, 1), `"v1"`, "", 1},
 		{"another gzip level", app(`"v1"`, same, 9), "", "", 0},
+		{"another ETag for the same content", app(`"v2"`, same, 1), "", "", 0},
 		{"other JSON, gzip'd", app(`"v1"`, other, 1), "", "$.name", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -26,6 +26,9 @@ var alwaysIgnored = map[string]bool{
 	"Date": true, "Server": true, "Content-Length": true, "Connection": true, "Keep-Alive": true,
 	"Transfer-Encoding": true, "Trailer": true, "Via": true, "Age": true, "Set-Cookie": true,
 	"Content-Type": true, // compared on its own
+	// A version's own validators: a new build may tag the same content
+	// anew (the 304 rule in compare says the same).
+	"Etag": true, "Last-Modified": true,
 }
 
 // compare returns where tgt differs from prod, or nil when they are the
