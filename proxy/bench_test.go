@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/tlstest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -206,46 +208,7 @@ const rawBackendAnswer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nC
 // it, sends one request through to learn the size of the proxy's answer,
 // and returns the client connection.
 func rawProxy(tb testing.TB) *rawClient {
-	bln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	tb.Cleanup(func() { bln.Close() })
-	go func() {
-		for {
-			nc, err := bln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				buf, answer := make([]byte, 4096), []byte(rawBackendAnswer)
-				n := 0
-				for {
-					m, err := nc.Read(buf[n:])
-					if err != nil {
-						return
-					}
-					n += m
-					// Answer each complete head (requests carry no body).
-					for {
-						i := indexHeadEnd(buf[:n])
-						if i < 0 {
-							break
-						}
-						if _, err := nc.Write(answer); err != nil {
-							return
-						}
-						n = copy(buf, buf[i:n])
-					}
-					if n == len(buf) {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	inst := route.NewInstance("blue", bln.Addr().String())
+	inst := route.NewInstance("blue", startRawAnswerer(tb))
 	p := New(Options{})
 	p.Apply(table(1, []*route.Instance{inst}, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -290,4 +253,98 @@ func indexHeadEnd(b []byte) int {
 		}
 	}
 	return -1
+}
+
+// startRawAnswerer starts an instance that answers every request head with
+// rawBackendAnswer, allocating nothing per request, and returns its address.
+func startRawAnswerer(tb testing.TB) string {
+	bln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { bln.Close() })
+	go func() {
+		for {
+			nc, err := bln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				buf, answer := make([]byte, 4096), []byte(rawBackendAnswer)
+				n := 0
+				for {
+					m, err := nc.Read(buf[n:])
+					if err != nil {
+						return
+					}
+					n += m
+					// Answer each complete head (requests carry no body).
+					for {
+						i := indexHeadEnd(buf[:n])
+						if i < 0 {
+							break
+						}
+						if _, err := nc.Write(answer); err != nil {
+							return
+						}
+						n = copy(buf, buf[i:n])
+					}
+					if n == len(buf) {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return bln.Addr().String()
+}
+
+// BenchmarkH2RoundTrip is one GET through the proxy over HTTP/2 with TLS,
+// many streams in flight on one client connection (as h2load's -m), to an
+// HTTP/1.1 instance that allocates nothing. Client and proxy share the
+// process: allocs/op and the CPU profile include the client's.
+func BenchmarkH2RoundTrip(b *testing.B) {
+	inst := route.NewInstance("blue", startRawAnswerer(b))
+	p := New(Options{})
+	p.Apply(table(1, []*route.Instance{inst}, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cert := tlstest.Valid(b, b.TempDir(), "127.0.0.1")
+	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert.TLS}, NextProtos: []string{"h2", "http/1.1"}})
+	go p.ServeWith(route.Prod, ln, Protocols{HTTP2: true})
+	b.Cleanup(func() { p.Shutdown(context.Background()) })
+	tr := &http.Transport{Protocols: new(http.Protocols), TLSClientConfig: &tls.Config{RootCAs: cert.Pool()}, MaxConnsPerHost: 1}
+	tr.Protocols.SetHTTP2(true)
+	b.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr}
+	url := "https://" + ln.Addr().String() + "/x"
+	get := func() error {
+		resp, err := client.Get(url)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+			return fmt.Errorf("%s %d", resp.Proto, resp.StatusCode)
+		}
+		return nil
+	}
+	if err := get(); err != nil { // the connection, before the clock
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetParallelism(50) // 100 streams on 2 cores
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if err := get(); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
 }
