@@ -470,11 +470,11 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, errTooManyFields)
 		return
 	}
-	rc := http.NewResponseController(w)
+	// The controller lives in the writer: one allocation less a stream.
+	rw := &h2Writer{w: w, ctl: *http.NewResponseController(w), timeout: lim.WriteTimeout}
 	if r.Body != nil && r.Body != http.NoBody {
-		r.Body = &h2Body{rc: r.Body, ctl: rc, timeout: lim.BodyReadTimeout}
+		r.Body = &h2Body{rc: r.Body, ctl: &rw.ctl, timeout: lim.BodyReadTimeout}
 	}
-	rw := &h2Writer{w: w, ctl: rc, timeout: lim.WriteTimeout}
 	h.c.s.Handler.ServeHTTP(rw, r)
 	rw.commit() // a response without body bytes: its head (and trailers)
 }
@@ -514,7 +514,7 @@ func (b *h2Body) Close() error { return b.rc.Close() }
 // response can still be discarded, and bounds each write.
 type h2Writer struct {
 	w         http.ResponseWriter
-	ctl       *http.ResponseController
+	ctl       http.ResponseController
 	timeout   time.Duration
 	deadline  int64
 	status    int  // held back, 0 for none
