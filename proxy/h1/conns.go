@@ -208,8 +208,8 @@ func (s *Server) leave(client netip.Addr) {
 // nothing is read or answered, which costs no goroutine and no time. It
 // says so at most once a second.
 func (s *Server) refuseClient(nc net.Conn, client netip.Addr, n int) {
+	s.refused.Add(1) // counted before the client can see the close
 	nc.Close()
-	s.refused.Add(1)
 	if s.Notice != nil && s.refuseLog.due() {
 		s.Notice(fmt.Sprintf("h1: refused a connection from %s: it holds %d, the most one client may (%d refused so far)",
 			client, n, s.refused.Load()))
