@@ -437,7 +437,7 @@ func TestTLSHandshakeWithinConnectTimeout(t *testing.T) {
 			good := newUpstreamInstance(t, "blue", "good", proto, &cert, nil, nil)
 			silent := route.NewInstance("blue", ln.Addr().String())
 			p, prod := proxyWith(t, &Upstream{Protocol: proto, TLS: &tls.Config{RootCAs: cert.Pool(), ServerName: "app.internal"}, Fingerprint: "h"},
-				Options{ConnectTimeout: 200 * time.Millisecond}, silent, good.inst)
+				Options{ConnectTimeout: time.Second}, silent, good.inst)
 			for range 6 {
 				if code, body := get(t, prod); code != 200 || body != "good" {
 					t.Fatalf("%d %q, want the good instance's answer", code, body)
