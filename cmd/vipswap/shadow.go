@@ -68,16 +68,10 @@ func newShadowStartCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out := cmd.OutOrStdout()
-			if res.DryRun {
-				return printDryRun(out, res, *f.asJSON)
-			}
-			if *f.asJSON {
-				return writeJSON(out, res)
-			}
-			fmt.Fprintf(out, "shadow: %s%% of prod's requests copied to %s (revision %d)\n", strconv.FormatFloat(*percent, 'f', -1, 64), res.To, res.Revision)
-			fmt.Fprintln(out, "follow it with: vipswap shadow status --watch")
-			return nil
+			return reportChange(cmd.OutOrStdout(), res, *f.asJSON, func(out io.Writer, res wire.Change) {
+				fmt.Fprintf(out, "shadow: %s%% of prod's requests copied to %s (revision %d)\n", strconv.FormatFloat(*percent, 'f', -1, 64), res.To, res.Revision)
+				fmt.Fprintln(out, "follow it with: vipswap shadow status --watch")
+			})
 		},
 	}
 	f = changeFlagsOf(cmd.Flags(), "")
@@ -104,14 +98,9 @@ func newShadowStopCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if res.DryRun {
-				return printDryRun(cmd.OutOrStdout(), res, *f.asJSON)
-			}
-			if *f.asJSON {
-				return writeJSON(cmd.OutOrStdout(), res)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "shadow to %s stopped (revision %d)\n", res.To, res.Revision)
-			return nil
+			return reportChange(cmd.OutOrStdout(), res, *f.asJSON, func(out io.Writer, res wire.Change) {
+				fmt.Fprintf(out, "shadow to %s stopped (revision %d)\n", res.To, res.Revision)
+			})
 		},
 	}
 	f = changeFlagsOf(cmd.Flags(), "")
