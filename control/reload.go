@@ -119,12 +119,11 @@ func (c *Controller) Reload(ctx context.Context, r Reload) (wire.Change, error) 
 		entry.Changes = append(slices.Clip(entry.Changes), "shadow: to "+cur.Shadow.To+" ended, slot "+cur.Shadow.To+" was removed")
 	}
 	if sh := next.Shadow; sh != nil {
-		if by := routedSlots(r.Routes, next)[sh.To]; len(by) > 0 {
+		if routed := routedBy(r.Routes, next, sh.To); routed != "" {
 			// A route of the new configuration sends prod requests to the
 			// shadow's target: it takes prod traffic now.
 			next, _ = next.StopShadow()
-			entry.Changes = append(slices.Clip(entry.Changes), "shadow: to "+sh.To+" ended, slot "+sh.To+
-				" takes prod traffic now (route "+strings.Join(by, ", route ")+")")
+			entry.Changes = append(slices.Clip(entry.Changes), "shadow: to "+sh.To+" ended, "+routedWhy(sh.To, routed))
 		}
 	}
 	var err error

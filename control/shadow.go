@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vipswap/vipswap/route"
 	"github.com/vipswap/vipswap/state"
 	"github.com/vipswap/vipswap/wire"
 )
@@ -86,11 +87,23 @@ func (c *Controller) shadowOf(req wire.ShadowRequest, now time.Time) (state.Shad
 // requests to slot ("route /beta/*, route ..."), or "" when none does.
 // Called with c.mu held.
 func (c *Controller) routedLocked(st state.State, slot string) string {
-	by := routedSlots(c.cfg.Routes, st)[slot]
+	return routedBy(c.cfg.Routes, st, slot)
+}
+
+// routedBy says which of routes (the configuration's) and st's routes send
+// prod requests to slot ("route /beta/*, route ..."), or "" when none does.
+func routedBy(routes []route.Route, st state.State, slot string) string {
+	by := routedSlots(routes, st)[slot]
 	if len(by) == 0 {
 		return ""
 	}
 	return "route " + strings.Join(by, ", route ")
+}
+
+// routedWhy says why a shadow to slot ends: routed (routedBy) sends prod
+// requests to it.
+func routedWhy(slot, routed string) string {
+	return "slot " + slot + " takes prod traffic now (" + routed + ")"
 }
 
 // validMethod reports whether m is an HTTP method token the mirror copies:
@@ -196,7 +209,7 @@ func (c *Controller) endShadowLocked(next state.State, now time.Time) (state.Sta
 	why := next.ShadowEnds(namesOf(members(next, c.cfg.Slots, c.running)), now)
 	if why == "" && next.Shadow != nil {
 		if routed := c.routedLocked(next, next.Shadow.To); routed != "" {
-			why = "slot " + next.Shadow.To + " takes prod traffic now (" + routed + ")"
+			why = routedWhy(next.Shadow.To, routed)
 		}
 	}
 	if why == "" {
