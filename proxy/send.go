@@ -51,16 +51,13 @@ func (p *Proxy) Send(ctx context.Context, r *http.Request, uri string, body []by
 			resp, c, err = p.attempt(ctx, r, rq, inst, up)
 		}
 		ae, _ := err.(*attemptError)
-		if ae == nil || rq.fresh || !ae.deadPooledConn() || !(ae.kind == failStale || idempotent(r.Method) && body == nil) {
+		if ae == nil || rq.fresh || !ae.deadPooledConn() || !retryable(r, rq, ae) {
 			break
 		}
 		// The pooled connection was dead (the instance had let it go):
-		// that says nothing about the instance. As for prod's requests,
-		// the copy goes once more, on a new connection.
+		// that says nothing about the instance. By prod's own rule, the
+		// copy goes once more, on a new connection.
 		rq.fresh, rq.freshFor = true, inst
-		if len(body) > 0 {
-			rq.buffered.off, rq.body.read = 0, false
-		}
 	}
 	if err != nil {
 		return nil, err

@@ -142,3 +142,38 @@ func TestHostileTargetAnswersNeverReachAnotherCopy(t *testing.T) {
 		})
 	}
 }
+
+// TestACopyOnAConnectionTheTargetLetGoGoesOnANewOne: a target that
+// answers one request per connection (without saying so) and closes the
+// connection as the next request arrives, unanswered, is the idle close
+// that crosses a request on the wire. That says nothing about the target:
+// each copy that met it goes once more, on a new connection, as prod's
+// requests do, and is compared, never an error.
+func TestACopyOnAConnectionTheTargetLetGoGoesOnANewOne(t *testing.T) {
+	var conns atomic.Int64
+	green := vstest.Serve(t, func(c net.Conn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+		http.ReadRequest(br) // the next one is read, and the connection closed unanswered
+	})
+	r := newRig(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "ok")
+	}, green, shadow.Options{MaxConns: 1})
+	r.start(100, []string{"GET"})
+	const n = 6
+	for i := range n { // one at a time: each copy finds the last one's connection pooled
+		if failed := r.load(t, 1, 1, 200, r.get("/")); failed != 0 {
+			t.Fatalf("%d prod requests failed", failed)
+		}
+		r.settled(t, uint64(i+1))
+	}
+	if f := r.settled(t, n); f.Same != n || f.Error != 0 {
+		t.Errorf("same %d, error %d (samples %+v), want %d compared alike", f.Same, f.Error, f.Samples, n)
+	}
+	t.Logf("the target took %d connections for %d copies", conns.Load(), n)
+}
