@@ -204,7 +204,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	limits := h1.ResponseLimits{MaxHeaderBytes: rq.o.MaxHeaderBytes, MaxHeaderFields: rq.o.MaxHeaderFields}
 	via := p.via
 	if rq.copy {
-		via = p.via + copyMark // the mark goes out as the line after Via
+		via = p.viaCopy // the mark goes out as the line after Via
 	}
 	err = writeRequestBuffered(c.bw, r, rq.uri, body, via, rq.o.PinHeader)
 	if err == nil {

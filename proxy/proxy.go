@@ -199,6 +199,8 @@ type Proxy struct {
 	// forwards ("1.1 vipswap-5f3a9c1e"), random per process so a request
 	// that comes back to the same process is known (a loop).
 	via string
+	// viaCopy is via followed by the line that marks a copy (copyMark).
+	viaCopy string
 
 	statsTable atomic.Pointer[statsTable]
 	statsMu    sync.Mutex // serialises changes of statsTable
@@ -225,6 +227,7 @@ func New(opts Options) *Proxy {
 		via:  fmt.Sprintf("1.1 vipswap-%08x", rand.Uint32()),
 		away: make(chan struct{}),
 	}
+	p.viaCopy = p.via + copyMark
 	p.opts.Store(&opts)
 	p.closeCtx, p.closeAll = context.WithCancel(context.Background())
 	p.table.Store(route.Build(route.Spec{}))
