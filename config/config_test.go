@@ -120,6 +120,8 @@ func TestParseInvalid(t *testing.T) {
 			`test.yaml:21: shadow.max_conns: want 1 to 1024, got 0`},
 		{"shadow memory too small", func(s string) string { return s + "shadow:\n  max_memory: 1000\n" },
 			`test.yaml:21: shadow.max_memory: want at least 1048576 bytes, got 1000`},
+		{"shadow busy wait negative", func(s string) string { return s + "shadow:\n  busy_wait: -1ms\n" },
+			`test.yaml:21: shadow.busy_wait: invalid duration "-1ms" (want e.g. 1s or 500ms)`},
 		{"shadow key unknown", func(s string) string { return s + "shadow:\n  queue: 5\n" },
 			`test.yaml:21: shadow.queue: unknown key`},
 		{"a plan's shadow gate without a duration", func(s string) string {
@@ -402,6 +404,7 @@ func TestShadowBlock(t *testing.T) {
   ignore_headers: [X-Request-Id]
   stop_error_rate: 0.25
   stop_min_requests: 10
+  busy_wait: 0s
 rollouts:
   careful:
     steps: [10, 100]
@@ -419,14 +422,15 @@ rollouts:
 		Timeout: 2 * time.Second, IgnoreFields: []string{"timestamp", "$.meta.id"}, IgnoreHeaders: []string{"X-Request-Id"},
 		StopErrorRate: 0.25, StopMinRequests: 10}
 	if got := c.Shadow; got.QueueSize != want.QueueSize || got.MaxMemory != want.MaxMemory || got.CompareLimit != want.CompareLimit ||
-		got.StopErrorRate != want.StopErrorRate || got.Timeout != want.Timeout || len(got.IgnoreFields) != 2 || got.IgnoreHeaders[0] != "X-Request-Id" {
+		got.StopErrorRate != want.StopErrorRate || got.Timeout != want.Timeout || len(got.IgnoreFields) != 2 || got.IgnoreHeaders[0] != "X-Request-Id" ||
+		got.BusyWait != 0 {
 		t.Errorf("shadow %+v, want %+v", got, want)
 	}
 	g := c.Rollouts["careful"].Shadow
 	if g == nil || g.Duration != 5*time.Minute || g.Percent != 50 || g.MaxDifferRate != 0.001 || g.MaxP99Ratio != 1.2 || g.IgnoreFields[0] != "ts" {
 		t.Errorf("plan's shadow gate %+v", g)
 	}
-	if d := Default().Shadow; d.QueueSize != 1024 || d.MaxConns != 32 || d.MaxMemory != 32<<20 || d.StopErrorRate != 0.5 {
+	if d := Default().Shadow; d.QueueSize != 1024 || d.MaxConns != 32 || d.MaxMemory != 32<<20 || d.StopErrorRate != 0.5 || d.BusyWait != time.Millisecond {
 		t.Errorf("defaults %+v", d)
 	}
 }

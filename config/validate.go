@@ -156,9 +156,6 @@ func (c *Config) Validate() error {
 		v.fail("shadow.stop_error_rate", fmt.Sprintf("want a fraction above 0 (above 1: never stop), got %g", sh.StopErrorRate))
 	}
 	v.atLeastOne("shadow.stop_min_requests", sh.StopMinRequests)
-	if sh.BusyWait < 0 {
-		v.fail("shadow.busy_wait", fmt.Sprintf("want a duration of 0s (never) or more, got %s", sh.BusyWait))
-	}
 	for i, h := range sh.IgnoreHeaders {
 		if h == "" || strings.ContainsAny(h, " :\t\r\n") {
 			v.fail(fmt.Sprintf("shadow.ignore_headers[%d]", i), fmt.Sprintf("want a header name, got %q", h))
