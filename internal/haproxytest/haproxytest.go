@@ -46,8 +46,12 @@ func Start(t testing.TB, slots map[string][]string, active, standby string) *HAP
 	fmt.Fprintf(&b, `global
   stats socket %s mode 600 level admin
   stats timeout 10s
+  log stdout format raw local0
 defaults
   mode http
+  log global
+  option httplog
+  option dontlog-normal
   timeout connect 2s
   timeout check 2s
   timeout client 30s

@@ -76,12 +76,15 @@ func (l *Load) once(ctx context.Context, hc *http.Client, url string) {
 	l.mu.Unlock()
 }
 
+// fail counts a failure and keeps its message, stamped with the time it
+// happened so that a test's log can be read beside the processes' logs.
 func (l *Load) fail(msg string) {
+	at := time.Now().UTC().Format("15:04:05.000")
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.failed++
 	if len(l.errs) < 10 {
-		l.errs = append(l.errs, msg)
+		l.errs = append(l.errs, at+" "+msg)
 	}
 }
 
