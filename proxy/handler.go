@@ -55,6 +55,10 @@ type request struct {
 	bodyWait          time.Duration
 }
 
+// requests holds request states between requests, so forwarding one
+// allocates none.
+var requests = sync.Pool{New: func() any { return new(request) }}
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.p.active.Add(1)
 	defer h.p.active.Add(-1)
@@ -69,8 +73,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
-	rq := &request{l: h.l, table: h.p.table.Load(), o: o, start: start, grpc: -1}
+	rq := requests.Get().(*request)
+	*rq = request{l: h.l, table: h.p.table.Load(), o: o, start: start, grpc: -1}
 	rq.tried = rq.triedBuf[:0]
+	// Registered first, so it runs last, after every use of rq: nothing
+	// keeps a request's state past its ServeHTTP.
+	defer func() {
+		*rq = request{}
+		requests.Put(rq)
+	}()
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		rq.body = &bodyGuard{rc: r.Body}
 	}

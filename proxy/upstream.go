@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -177,7 +178,7 @@ func (c *upstreamConn) watch(ctx context.Context) {
 	if c.interrupt == nil {
 		c.interrupt = c.interruptIO
 	}
-	c.unwatch = context.AfterFunc(ctx, c.interrupt)
+	c.unwatch = h1.AfterCancel(ctx, c.interrupt)
 }
 
 // interruptIO makes c's reads and writes fail at once, for good: the

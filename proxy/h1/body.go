@@ -126,7 +126,7 @@ func (b *chunkedBody) malformed(msg string) error {
 
 func (b *chunkedBody) readTrailer() error {
 	h := requestHead(b.br, limits{bytes: 16 << 10, fields: 100})
-	hdr, err := readHeader(&h, 0)
+	hdr, err := readHeader(&h, nil, nil)
 	if err != nil {
 		if isTimeout(err) && !b.response {
 			return bodyError(err)

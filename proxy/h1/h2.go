@@ -10,6 +10,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -458,7 +459,8 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, &requestError{http.StatusBadRequest, "malformed method"})
 		return
 	}
-	if _, _, err := parseTarget(r.Method, []byte(r.RequestURI)); err != nil {
+	var u url.URL
+	if _, _, err := parseTarget(r.Method, []byte(r.RequestURI), &u); err != nil {
 		h.refuse(w, err.(*requestError))
 		return
 	}

@@ -105,10 +105,44 @@ func (h *head) line() ([]byte, error) {
 	return b, nil
 }
 
-// readRequest reads one request head from br and returns the request with
-// its body reader, which reads from br. It enforces HTTP/1.1 framing
-// strictly: one way to find where the body ends, or a 4xx/501.
-func readRequest(ctx context.Context, br *bufio.Reader, l limits, remoteAddr string) (*http.Request, error) {
+// requestStore is where a connection's requests are read into, one after
+// another: the request, its URL, its header map and the slices of the
+// fields' values are reused, so reading a request allocates only the
+// strings of its target and of its values (strings are never reused: a
+// handler may keep them). The handler may not use the request, its URL or
+// its header after ServeHTTP returns.
+type requestStore struct {
+	base   http.Request // empty but for the connection's context
+	req    http.Request
+	url    url.URL
+	header http.Header
+	firsts []string
+}
+
+// newRequestStore returns a store for requests with the context ctx.
+func newRequestStore(ctx context.Context) *requestStore {
+	s := &requestStore{}
+	s.begin(ctx)
+	return s
+}
+
+// begin readies s for a connection's requests, with the context ctx.
+func (s *requestStore) begin(ctx context.Context) {
+	s.base = *new(http.Request).WithContext(ctx)
+}
+
+// end clears s for the pool, keeping its map and slice.
+func (s *requestStore) end() {
+	s.base, s.req, s.url = http.Request{}, http.Request{}, url.URL{}
+	clear(s.header)
+	clear(s.firsts[:cap(s.firsts)])
+	s.firsts = s.firsts[:0]
+}
+
+// readRequest reads one request head from br into s, and returns the
+// request with its body reader, which reads from br. It enforces HTTP/1.1
+// framing strictly: one way to find where the body ends, or a 4xx/501.
+func readRequest(s *requestStore, br *bufio.Reader, l limits, remoteAddr string) (*http.Request, error) {
 	h := requestHead(br, l)
 	line, err := h.line()
 	if err != nil {
@@ -122,23 +156,27 @@ func readRequest(ctx context.Context, br *bufio.Reader, l limits, remoteAddr str
 	if err != nil {
 		return nil, err
 	}
-	req := http.Request{
-		Method:     internMethod(method),
-		Proto:      internProto(minor),
-		ProtoMajor: 1,
-		ProtoMinor: minor,
-		RemoteAddr: remoteAddr,
-	}
+	req := &s.req
+	*req = s.base
+	req.Method = internMethod(method)
+	req.Proto, req.ProtoMajor, req.ProtoMinor = internProto(minor), 1, minor
+	req.RemoteAddr = remoteAddr
 	if req.Method == "" {
 		return nil, badRequest("malformed method")
 	}
 	if req.Method == http.MethodConnect {
 		return nil, &requestError{http.StatusNotImplemented, "CONNECT is not supported"}
 	}
-	if req.URL, req.RequestURI, err = parseTarget(req.Method, target); err != nil {
+	if req.URL, req.RequestURI, err = parseTarget(req.Method, target, &s.url); err != nil {
 		return nil, err
 	}
-	if req.Header, err = readHeader(&h, 8); err != nil {
+	if s.header == nil {
+		s.header = make(http.Header, 8)
+	} else {
+		clear(s.header)
+	}
+	s.firsts = s.firsts[:0]
+	if req.Header, err = readHeader(&h, s.header, &s.firsts); err != nil {
 		return nil, err
 	}
 
@@ -159,11 +197,11 @@ func readRequest(ctx context.Context, br *bufio.Reader, l limits, remoteAddr str
 	if req.URL.Host != "" {
 		req.Host = req.URL.Host
 	}
-	req.Close = wantsClose(&req)
-	if err := setBody(&req, br); err != nil {
+	req.Close = wantsClose(req)
+	if err := setBody(req, br); err != nil {
 		return nil, err
 	}
-	return req.WithContext(ctx), nil
+	return req, nil
 }
 
 // splitRequestLine splits "METHOD SP target SP version", one space each.
@@ -225,8 +263,10 @@ func internProto(minor int) string {
 }
 
 // parseTarget parses the request target: origin form ("/path?q"), absolute
-// form ("http://host/path") or, for OPTIONS, "*".
-func parseTarget(method string, target []byte) (*url.URL, string, error) {
+// form ("http://host/path") or, for OPTIONS, "*". The URL is u, unless the
+// target needs url.ParseRequestURI (an absolute form, a path with escapes
+// or with bytes that url.URL keeps a raw form of), which makes one.
+func parseTarget(method string, target []byte, u *url.URL) (*url.URL, string, error) {
 	for _, c := range target {
 		if c <= ' ' || c == 0x7f {
 			return nil, "", badRequest("malformed request target")
@@ -237,7 +277,13 @@ func parseTarget(method string, target []byte) (*url.URL, string, error) {
 		if method != http.MethodOptions {
 			return nil, "", badRequest("request target * is only for OPTIONS")
 		}
-		return &url.URL{Path: "*"}, uri, nil
+		*u = url.URL{Path: "*"}
+		return u, uri, nil
+	}
+	if plainOrigin(target) {
+		path, query, asked := strings.Cut(uri, "?")
+		*u = url.URL{Path: path, RawQuery: query, ForceQuery: asked && query == ""}
+		return u, uri, nil
 	}
 	u, err := url.ParseRequestURI(uri)
 	if err != nil || (u.Scheme != "" && u.Scheme != "http" && u.Scheme != "https") || (u.Scheme != "" && u.Host == "") {
@@ -246,10 +292,43 @@ func parseTarget(method string, target []byte) (*url.URL, string, error) {
 	return u, uri, nil
 }
 
-// readHeader reads header fields up to the empty line that ends them.
+// plainOrigin reports whether target is an origin form whose path
+// url.URL keeps as it came: then its URL is the path and the query as
+// they are, as url.ParseRequestURI would make it.
+func plainOrigin(target []byte) bool {
+	if len(target) == 0 || target[0] != '/' {
+		return false
+	}
+	for _, c := range target {
+		if c == '?' {
+			return true // the query: url.URL keeps it raw
+		}
+		if !plainPathByte[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// plainPathByte holds the bytes a path may have for url.URL to keep it as
+// it came, with no raw form: unreserved ones, and the reserved ones it
+// does not escape in a path. Not '%': an escape is decoded.
+var plainPathByte = func() (t [256]bool) {
+	for c := range 256 {
+		t[c] = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("-_.~$&+,/:;=@", byte(c)) >= 0
+	}
+	return t
+}()
+
+// readHeader reads header fields up to the empty line that ends them, into
+// hdr (a new map when nil). The slices of the fields' first values come
+// from *firsts, when it has room, and then extend it (nil: new ones).
 // Folded lines (obs-fold) are joined with a space, as RFC 9112 5.2 allows.
-func readHeader(h *head, hint int) (http.Header, error) {
-	hdr := make(http.Header, hint)
+func readHeader(h *head, hdr http.Header, firsts *[]string) (http.Header, error) {
+	if hdr == nil {
+		hdr = make(http.Header, 8)
+	}
 	var p pendingFields // on the stack: the values are copied out in one string
 	var buf [1024]byte
 	vals := buf[:0] // the values so far, one after another
@@ -260,7 +339,7 @@ func readHeader(h *head, hint int) (http.Header, error) {
 			return nil, err
 		}
 		if len(line) == 0 {
-			p.flush(hdr, vals)
+			p.flush(hdr, vals, firsts)
 			return hdr, nil
 		}
 		if h.fields--; h.fields < 0 {
@@ -286,7 +365,7 @@ func readHeader(h *head, hint int) (http.Header, error) {
 		if !validValue(value) {
 			return nil, h.bad("invalid character in header " + key)
 		}
-		vals = p.add(hdr, vals, key, value)
+		vals = p.add(hdr, vals, firsts, key, value)
 		lastKey = key
 	}
 }
@@ -306,9 +385,9 @@ type pendingFields struct {
 
 // add appends a field to vals, the pending values, first copying out the
 // pending ones if there is no room left, and returns vals.
-func (p *pendingFields) add(hdr http.Header, vals []byte, key string, value []byte) []byte {
+func (p *pendingFields) add(hdr http.Header, vals []byte, firsts *[]string, key string, value []byte) []byte {
 	if p.n == len(p.fields) {
-		vals = p.flush(hdr, vals)
+		vals = p.flush(hdr, vals, firsts)
 	}
 	f := &p.fields[p.n]
 	p.n++
@@ -330,13 +409,26 @@ func (p *pendingFields) fold(vals, more []byte) []byte {
 }
 
 // flush copies the pending values out of vals into hdr, in the order they
-// came, and returns vals emptied.
-func (p *pendingFields) flush(hdr http.Header, vals []byte) []byte {
+// came, and returns vals emptied. The slices of first values are taken
+// from the free room of *store (nil: made).
+func (p *pendingFields) flush(hdr http.Header, vals []byte, store *[]string) []byte {
 	if p.n == 0 {
 		return vals
 	}
 	all := string(vals)
-	firsts := make([]string, p.n)
+	var firsts []string
+	switch {
+	case store == nil:
+		firsts = make([]string, p.n)
+	case cap(*store)-len(*store) >= p.n:
+		firsts = (*store)[len(*store) : len(*store)+p.n]
+		*store = (*store)[:len(*store)+p.n]
+	default:
+		// A new array for this and later heads; the slices taken from the
+		// old one stay where they are.
+		*store = make([]string, p.n, max(2*cap(*store), 32))
+		firsts = *store
+	}
 	for i := range p.fields[:p.n] {
 		f := &p.fields[i]
 		v := all[f.start:f.end]

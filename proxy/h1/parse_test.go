@@ -31,7 +31,7 @@ func FuzzReadRequest(f *testing.F) {
 		// A connection goes on after a request: end the input with another,
 		// so parsers are not compared on how they meet the end of input.
 		raw = append(raw[:len(raw):len(raw)], "GET /next HTTP/1.1\r\nHost: n\r\n\r\n"...)
-		got, err := readRequest(context.Background(), bufio.NewReader(bytes.NewReader(raw)), limits{64 << 10, 100}, "192.0.2.1:1")
+		got, err := readRequest(newRequestStore(context.Background()), bufio.NewReader(bytes.NewReader(raw)), limits{64 << 10, 100}, "192.0.2.1:1")
 		if err != nil {
 			return
 		}

@@ -94,7 +94,7 @@ func readResponseHead(h *head, method string, first bool) (*http.Response, error
 		ProtoMajor: 1,
 		ProtoMinor: minor,
 	}
-	if resp.Header, err = readHeader(h, 8); err != nil {
+	if resp.Header, err = readHeader(h, nil, nil); err != nil {
 		return nil, headError(err, false)
 	}
 	if err := frameResponse(resp, h.br, method, &both.body); err != nil {

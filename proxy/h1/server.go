@@ -433,6 +433,7 @@ type conn struct {
 	br     *bufio.Reader // nil while parked
 	bw     *writer       // nil while parked
 	resp   *response     // nil while parked
+	reqs   *requestStore // where requests are read; nil while parked
 
 	// ctx is the context of the connection's requests, cancelled when the
 	// client hangs up during a slow request, or the connection closes or
@@ -440,6 +441,7 @@ type conn struct {
 	// watched keeps a map, which ten thousand idle clients would pay for).
 	ctx      context.Context
 	cancel   context.CancelFunc
+	watch    cancelWatch  // what runs when ctx is cancelled (AfterCancel)
 	reqStart atomic.Int64 // when the current request started (Unix ns), 0 between requests
 	watched  atomic.Bool  // the parker watches for a hang-up
 
@@ -533,9 +535,10 @@ func refresh(set func(time.Time) error, deadline int64, timeout time.Duration) i
 }
 
 var (
-	readers   = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
-	writers   = sync.Pool{New: func() any { return newWriter(4 << 10) }}
-	responses = sync.Pool{New: func() any { return new(response) }}
+	readers       = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+	writers       = sync.Pool{New: func() any { return newWriter(4 << 10) }}
+	responses     = sync.Pool{New: func() any { return new(response) }}
+	requestStores = sync.Pool{New: func() any { return new(requestStore) }}
 )
 
 // acquire gives c what serving requests takes: buffers, a response writer
@@ -546,7 +549,15 @@ func (c *conn) acquire() {
 	c.bw = writers.Get().(*writer)
 	c.bw.reset(c.nc, c.s.limits().WriteTimeout)
 	c.resp = responses.Get().(*response)
-	c.ctx, c.cancel = context.WithCancel(context.Background())
+	ctx, cancel := context.WithCancel(context.Background())
+	c.ctx = context.WithValue(ctx, connKey{}, c)
+	c.watch.begin(c.ctx)
+	c.reqs = requestStores.Get().(*requestStore)
+	c.reqs.begin(c.ctx)
+	c.cancel = func() {
+		cancel()
+		c.watch.fire()
+	}
 }
 
 // release returns what acquire took, when c parks or closes: a parked
@@ -556,7 +567,11 @@ func (c *conn) release() {
 		return
 	}
 	c.cancel()
+	c.watch.end()
 	c.ctx, c.cancel = nil, nil
+	c.reqs.end()
+	requestStores.Put(c.reqs)
+	c.reqs = nil
 	c.br.Reset(nil)
 	readers.Put(c.br)
 	c.bw.reset(nil, 0)
@@ -628,7 +643,7 @@ func (c *conn) serve() {
 		c.reqStart.Store(now.UnixNano())
 		lim := c.s.limits()
 		c.nc.SetReadDeadline(now.Add(lim.ReadHeaderTimeout))
-		req, err := readRequest(c.ctx, c.br, limits{lim.MaxHeaderBytes, lim.MaxHeaderFields}, c.remote)
+		req, err := readRequest(c.reqs, c.br, limits{lim.MaxHeaderBytes, lim.MaxHeaderFields}, c.remote)
 		if err != nil {
 			c.refuse(err)
 			return
