@@ -69,10 +69,13 @@ func ReadResponse(br *bufio.Reader, method string, l ResponseLimits) (*http.Resp
 }
 
 // responseAndBody is a response with room for its body reader when its
-// length is known, as most are.
+// length is known, as most are, and for the slices of its header's
+// values, as many as most heads have.
 type responseAndBody struct {
-	resp http.Response
-	body lengthBody
+	resp      http.Response
+	body      lengthBody
+	firsts    []string
+	firstsBuf [16]string
 }
 
 func readResponseHead(h *head, method string, first bool) (*http.Response, error) {
@@ -94,7 +97,8 @@ func readResponseHead(h *head, method string, first bool) (*http.Response, error
 		ProtoMajor: 1,
 		ProtoMinor: minor,
 	}
-	if resp.Header, err = readHeader(h, nil, nil); err != nil {
+	both.firsts = both.firstsBuf[:0]
+	if resp.Header, err = readHeader(h, nil, &both.firsts); err != nil {
 		return nil, headError(err, false)
 	}
 	if err := frameResponse(resp, h.br, method, &both.body); err != nil {
