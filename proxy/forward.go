@@ -143,6 +143,11 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange,
 			rq.o.OnRefused(inst)
 		}
 		if attempts >= rq.o.Attempts || ctx.Err() != nil || !retryable(r, rq, ae) {
+			if rq.fresh {
+				// Tried, though on a connection it had let go: the
+				// failure counts it.
+				rq.tried = append(rq.tried, inst)
+			}
 			return nil, nil, nil, ae
 		}
 		// An instance that answered badly or too late is alive: the slot's

@@ -135,6 +135,9 @@ type Options struct {
 	// request that may not be sent twice (reuseUnsafeWithin, its
 	// default). Tests set it.
 	unsafeReuseWithin time.Duration
+	// sweepEvery is how often idle instance connections are looked over
+	// (sweepEvery, its default). Tests set it.
+	sweepEvery time.Duration
 }
 
 func (o *Options) setDefaults() {
@@ -156,6 +159,7 @@ func (o *Options) setDefaults() {
 	setDefault(&o.MaxHeaderBytes, 64<<10)
 	setDefault(&o.MaxHeaderFields, 100)
 	setDefault(&o.unsafeReuseWithin, reuseUnsafeWithin)
+	setDefault(&o.sweepEvery, sweepEvery)
 	if o.PinHeader != "" {
 		o.PinHeader = canonicalPin(o.PinHeader)
 	}
@@ -214,9 +218,10 @@ type Proxy struct {
 	// mirror copies a sample of prod's requests (SetMirror); nil: none.
 	mirror atomic.Pointer[Mirror]
 
-	mu      sync.Mutex // guards servers and closed
-	servers []*h1.Server
-	closed  bool
+	mu       sync.Mutex // guards servers, closed and sweeping
+	servers  []*h1.Server
+	closed   bool
+	sweeping bool // sweepIdle runs
 }
 
 // New returns a Proxy with an empty routing table: until the first Apply
@@ -371,6 +376,10 @@ func (p *Proxy) ServeWith(l route.Listener, ln net.Listener, protos Protocols) e
 	if log := o.Logger; log != nil {
 		srv.ErrorLog = func(msg string) { log.Error(msg, "listener", l.String()) }
 		srv.Notice = func(msg string) { log.Warn(msg, "listener", l.String()) }
+	}
+	if !p.sweeping {
+		p.sweeping = true
+		go p.sweepIdle()
 	}
 	srv.BadRequest = func(status int) {
 		p.stats(nil)[l].record(&outcome{status: status, clientError: true, path: -1})
