@@ -240,11 +240,24 @@ func outboundH2(ctx context.Context, r *http.Request, rq *request, inst *route.I
 	h := make(http.Header, len(r.Header)+4)
 	hasConnection := len(r.Header["Connection"]) > 0
 	pin := rq.o.PinHeader
+	// The values are copied, into one array: the transport's goroutine
+	// encodes them, and may still be at it when RoundTrip has returned
+	// (the client hung up as it began); by then the client's connection
+	// may be reading its next request into r's value slices (h1 reuses
+	// them), which would put that request's values, or another
+	// client's, in this one's.
+	n := 0
+	for _, vv := range r.Header {
+		n += len(vv)
+	}
+	vals := make([]string, 0, n)
 	for k, vv := range r.Header {
 		if hopHeaders[k] || skipOutbound[k] || vipswaps(k, pin) || (hasConnection && connectionListed(r.Header, k)) {
 			continue
 		}
-		h[k] = vv
+		from := len(vals)
+		vals = append(vals, vv...)
+		h[k] = vals[from:len(vals):len(vals)]
 	}
 	if te := r.Header.Values("Te"); len(te) > 0 && strings.Contains(strings.Join(te, ","), "trailers") {
 		h["Te"] = []string{"trailers"}

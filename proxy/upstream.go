@@ -151,8 +151,17 @@ func (c *upstreamConn) awaitStep(uintptr) bool {
 }
 
 // stopWatch stops the watch (see unwatch); false means the client's
-// request was cancelled.
-func (c *upstreamConn) stopWatch() bool { return c.unwatch() }
+// request was cancelled, or the watch was stopped before. It calls
+// unwatch once: a stop of h1.AfterCancel called twice could stop a later
+// watch of the client's connection (another attempt's).
+func (c *upstreamConn) stopWatch() bool {
+	stop := c.unwatch
+	if stop == nil {
+		return false
+	}
+	c.unwatch = nil
+	return stop()
+}
 
 // pending reports whether more of the response is already buffered.
 func (c *upstreamConn) pending() bool { return c.br.Buffered() > 0 }

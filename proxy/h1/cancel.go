@@ -43,6 +43,10 @@ func (w *cancelWatch) end() {
 // goroutine that cancels (the client hung up, or the connection closes),
 // so f must not block. One such watch is pending per connection at a
 // time; any other ctx, or a second watch, goes to context.AfterFunc.
+//
+// Unlike context.AfterFunc's, the stop of a watch the connection keeps is
+// the connection's: call it once at most. Called again after another watch
+// of the connection began, it would stop that one, which then never runs.
 func AfterCancel(ctx context.Context, f func()) (stop func() bool) {
 	c, _ := ctx.Value(connKey{}).(*conn)
 	if c == nil {
