@@ -156,6 +156,11 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange,
 		// without a word either died (it refuses connections now: hold
 		// until it or another is back) or crashed on this very request
 		// and lives on (no use holding).
+		if rq.buffered.b != nil {
+			// The body read whole before forwarding goes again.
+			rq.buffered.off = 0
+			rq.body.read = false
+		}
 		rq.noHold = ae.kind == failInvalid || ae.kind == failTimeout
 		if ae.kind == failClosed && !ae.reused {
 			if p.accepts(ctx, inst, rq.o.ConnectTimeout) {
@@ -299,7 +304,12 @@ const earlyAnswerWait = time.Second
 // method is idempotent.
 func retryable(r *http.Request, rq *request, ae *attemptError) bool {
 	switch {
-	case ae.kind == failClient, ae.kind == failLocal, ae.kind == failReset, !rq.body.untouched():
+	case ae.kind == failClient, ae.kind == failLocal, ae.kind == failReset:
+		return false
+	case !rq.body.untouched() && (rq.buffered.b == nil || !idempotent(r.Method) && !nothingSent(ae)):
+		// A body read from the client as it went out cannot go again; one
+		// read whole before (buffered) can, when the method may be sent
+		// twice or none of the request reached the instance.
 		return false
 	case ae.kind == failDial, ae.kind == failStale, ae.kind == failWrite, ae.kind == failRefused:
 		return true
@@ -313,6 +323,12 @@ func retryable(r *http.Request, rq *request, ae *attemptError) bool {
 func drainingAnswer(r *http.Request, resp *http.Response, rq *request) bool {
 	return resp.StatusCode == http.StatusServiceUnavailable && resp.Close &&
 		idempotent(r.Method) && rq.body.untouched()
+}
+
+// nothingSent reports whether an attempt failed before any of its
+// request could reach the instance.
+func nothingSent(ae *attemptError) bool {
+	return ae.kind == failDial || ae.kind == failRefused || ae.kind == failStale
 }
 
 func idempotent(method string) bool {

@@ -214,11 +214,6 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 		case errors.As(err, new(*h1.BodyError)):
 			ae.kind = failClient
 		}
-		if (ae.kind == failRefused || ae.kind == failStale || ae.kind == failDial) && rq.buffered.b != nil {
-			// A body read whole before forwarding can be sent again.
-			rq.buffered.off = 0
-			rq.body.read = false
-		}
 		return nil, nil, ae
 	}
 	rq.head = time.Now()
