@@ -208,6 +208,21 @@ func rawAnswerer(t *testing.T, answer func(c net.Conn, r *http.Request) bool) *r
 	}))
 }
 
+// waitReusable waits until inst has a pooled connection the next request
+// may take (idle for reuseQuiet).
+func waitReusable(t *testing.T, p *Proxy, inst *route.Instance) {
+	t.Helper()
+	vstest.WaitFor(t, 5*time.Second, func() error {
+		pl := p.poolFor(inst, nil)
+		pl.mu.Lock()
+		defer pl.mu.Unlock()
+		if len(pl.idle) == 0 || time.Since(pl.idle[0].idleSince) < reuseQuiet {
+			return errors.New("no connection ready for reuse yet")
+		}
+		return nil
+	})
+}
+
 // proxyOf serves a proxy whose prod slot is insts.
 func proxyOf(t *testing.T, opts Options, insts ...*route.Instance) (string, *Proxy) {
 	t.Helper()
@@ -428,16 +443,7 @@ func TestRepeatsOnlyWhatIsSafe(t *testing.T) {
 	if code, _ := get(t, prod); code != 200 {
 		t.Fatalf("warm-up: %d", code)
 	}
-	// Wait until the pooled connection may be reused.
-	vstest.WaitFor(t, 5*time.Second, func() error {
-		pl := p.poolFor(inst, nil)
-		pl.mu.Lock()
-		defer pl.mu.Unlock()
-		if len(pl.idle) == 0 || time.Since(pl.idle[0].idleSince) < reuseQuiet {
-			return errors.New("no connection ready for reuse yet")
-		}
-		return nil
-	})
+	waitReusable(t, p, inst)
 	resp, err := http.Post(prod, "text/plain", nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -9,8 +8,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 // A request that cannot go again after the instance closed its pooled
@@ -38,15 +35,7 @@ func TestAFailureOnAConnectionTheInstanceLetGoCountsItsTry(t *testing.T) {
 	}
 	io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
-	vstest.WaitFor(t, 5*time.Second, func() error {
-		pl := p.poolFor(inst, nil)
-		pl.mu.Lock()
-		defer pl.mu.Unlock()
-		if len(pl.idle) == 0 || time.Since(pl.idle[0].idleSince) < reuseQuiet {
-			return errors.New("no connection ready for reuse yet")
-		}
-		return nil
-	})
+	waitReusable(t, p, inst)
 	resp, err = client.Post(prod, "text/plain", strings.NewReader("once"))
 	if err != nil {
 		t.Fatal(err)
