@@ -591,6 +591,11 @@ func TestHAProxyRollingManaged(t *testing.T) {
 	sw := switchtest.Serve(t, dir, cfg)
 	sw.WaitHealthy(t)
 	waitApplied(t, sw)
+	// The servers were added drained; the instances turning healthy puts
+	// them in rotation without a new revision: the load starts once
+	// HAProxy itself serves, or its first requests may get HAProxy's 503
+	// (TestHAProxyHealthyIsNotYetServing).
+	hx.WaitServing(t, "be_blue", 2)
 	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, 2*time.Minute)
 	waitServed(t, load, 200)
 	code, out := runRelease(t, sw, "rolling", "blue", "--version", "9", "--timeout", "10s", "--",
@@ -619,5 +624,55 @@ func TestHAProxyRollingManaged(t *testing.T) {
 		t.Fatalf("rolling updates through HAProxy: %d ok, %d failed: %v", res.OK, res.Failed, res.Errors)
 	} else {
 		t.Logf("rolling updates through HAProxy (its checks the health): %d requests, 0 failed", res.OK)
+	}
+}
+
+// TestHAProxyHealthyIsNotYetServing: the servers vipswap adds to HAProxy
+// start drained and are put in rotation when their instances turn
+// healthy, a routing change that makes no new revision. So a status that
+// says every instance is healthy and HAProxy shows the current revision
+// does not yet mean HAProxy serves: with HAProxy's "state ready" held
+// back, a request then gets HAProxy's own 503 (as 3 requests did in
+// TestHAProxyRollingManaged on a busy machine, its load started in that
+// moment). haproxytest.WaitServing waits until HAProxy itself says the
+// servers take requests; then a load loses none.
+func TestHAProxyHealthyIsNotYetServing(t *testing.T) {
+	t.Parallel()
+	hx := haproxytest.Start(t, map[string][]string{"blue": nil, "green": nil}, "blue", "green")
+	release := make(chan struct{})
+	var once sync.Once
+	open := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(open) // before the socket closes: no answer stays held
+	sock := haproxytest.ServeSocket(t, func(cmd string) string {
+		if strings.HasSuffix(strings.TrimSpace(cmd), " state ready") {
+			<-release
+		}
+		return haproxytest.Forward(hx.Socket, cmd)
+	})
+	dir := t.TempDir()
+	cfg := testConfig(dir, releaseSlots(2)) + fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s}
+  health: haproxy
+  interval: 200ms
+`, sock, hx.ProdMap, hx.StageMap)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	resp, err := httpClient.Get("http://" + hx.Prod + "/api/test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "No server is available") {
+		t.Fatalf("HAProxy with its servers' \"state ready\" held back answered %d %q; want its own 503", resp.StatusCode, body)
+	}
+	open()
+	hx.WaitServing(t, "be_blue", 2)
+	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 20, time.Minute)
+	waitServed(t, load, 200)
+	if res := load.Stop(); res.Failed != 0 {
+		t.Fatalf("a load started once HAProxy serves: %d ok, %d failed: %v", res.OK, res.Failed, res.Errors)
 	}
 }

@@ -114,3 +114,49 @@ func (h *HAProxy) Kill(t testing.TB) {
 	h.proc.Signal(t, 9)
 	h.proc.Wait(t, 10*time.Second)
 }
+
+// WaitServing waits until at least n servers of backend take new requests
+// in HAProxy's own view: its "show stat" says UP (passing its checks,
+// neither drained nor in maintenance). vipswap's status cannot tell this
+// alone: an instance's health changing changes the routing without a new
+// revision, so the data plane showing the status's revision does not mean
+// HAProxy has put a newly healthy instance's server in rotation yet; a
+// load started meanwhile gets HAProxy's own 503.
+func (h *HAProxy) WaitServing(t testing.TB, backend string, n int) {
+	t.Helper()
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		up, seen := h.serving(backend)
+		if up < n {
+			return fmt.Errorf("HAProxy's backend %s has %d servers taking requests (%s), want %d", backend, up, strings.Join(seen, ", "), n)
+		}
+		return nil
+	})
+}
+
+// serving counts the servers of backend that HAProxy says are UP, and
+// returns every server's status.
+func (h *HAProxy) serving(backend string) (int, []string) {
+	var up int
+	var seen []string
+	col := map[string]int{}
+	for line := range strings.Lines(Forward(h.Socket, "show stat")) {
+		f := strings.Split(strings.TrimRight(line, "\n"), ",")
+		if strings.HasPrefix(line, "# ") {
+			f[0] = strings.TrimPrefix(f[0], "# ")
+			for i, name := range f {
+				col[name] = i
+			}
+			continue
+		}
+		px, sv, st := col["pxname"], col["svname"], col["status"]
+		if len(col) == 0 || len(f) <= st || f[px] != backend || f[sv] == "BACKEND" || f[sv] == "FRONTEND" {
+			continue
+		}
+		seen = append(seen, f[sv]+" "+f[st])
+		// "UP 1/3": a check failed, still taking requests.
+		if f[st] == "UP" || strings.HasPrefix(f[st], "UP ") {
+			up++
+		}
+	}
+	return up, seen
+}
