@@ -417,6 +417,22 @@ func (j *job) wait(limit time.Duration, what string, cond func() (bool, error), 
 	}
 }
 
+// planesShow reports whether every load balancer vipswap drives (st's
+// data planes) shows revision rev or a newer one, and if not, which does
+// not and why: an instance is stopped only once nothing routes to it.
+func planesShow(st wire.Status, rev uint64) (bool, string) {
+	for _, p := range st.DataPlanes {
+		if p.Revision < rev || !p.Applied {
+			why := fmt.Sprintf("%s does not show revision %d yet", p.Name, rev)
+			if p.Error != "" {
+				why += ": " + p.Error
+			}
+			return false, why
+		}
+	}
+	return true, ""
+}
+
 // slotOf returns slot name in st.
 func slotOf(st wire.Status, name string) (wire.SlotStatus, bool) {
 	for _, s := range st.Slots {

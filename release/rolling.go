@@ -127,14 +127,24 @@ func (j *job) replaceBatch(req wire.RollingRequest, addrs, newCmd []string, newV
 		return nil
 	}
 	if err := j.step("drain "+names, func() (string, error) {
+		var rev uint64
 		for _, a := range addrs {
-			if _, err := ctrl.Drain(j.r.ctx, req.Slot, a, j.req); err != nil {
+			ch, err := ctrl.Drain(j.r.ctx, req.Slot, a, j.req)
+			if err != nil {
 				return "", err
 			}
+			rev = max(rev, ch.Revision)
 		}
 		start := time.Now()
+		// A load balancer that has not applied the drain (its API failing)
+		// still sends requests: the instance is not stopped under them.
+		var lagging string
 		err := j.waitForCounts(timeout, "no request in flight on "+names+" (it is drained)", func() (bool, error) {
 			st := ctrl.Status()
+			var shown bool
+			if shown, lagging = planesShow(st, rev); !shown {
+				return false, nil
+			}
 			for _, a := range addrs {
 				if i, _ := instanceOf(st, req.Slot, a); i.InFlight.Total() > 0 {
 					return false, nil
@@ -142,6 +152,9 @@ func (j *job) replaceBatch(req wire.RollingRequest, addrs, newCmd []string, newV
 			}
 			return true, nil
 		})
+		if err != nil && lagging != "" {
+			err = fmt.Errorf("%w: %s", err, lagging)
+		}
 		return fmt.Sprintf("no request in flight after %s", time.Since(start).Round(time.Millisecond)), err
 	}); err != nil {
 		putBack()

@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -674,5 +675,44 @@ func TestHAProxyHealthyIsNotYetServing(t *testing.T) {
 	waitServed(t, load, 200)
 	if res := load.Stop(); res.Failed != 0 {
 		t.Fatalf("a load started once HAProxy serves: %d ok, %d failed: %v", res.OK, res.Failed, res.Errors)
+	}
+}
+
+// A rolling update stops an instance only once HAProxy shows it drained:
+// with HAProxy's runtime API refusing the drain, HAProxy goes on sending
+// the instance requests, and the update fails at its drain step with the
+// instance untouched and no request failed.
+func TestHAProxyRollingWaitsForTheDrainToShow(t *testing.T) {
+	t.Parallel()
+	hx := haproxytest.Start(t, map[string][]string{"blue": nil, "green": nil}, "blue", "green")
+	var refuse atomic.Bool
+	sock := haproxytest.ServeSocket(t, func(cmd string) string {
+		if refuse.Load() && strings.HasSuffix(strings.TrimSpace(cmd), " state drain") {
+			return "Permission denied.\n"
+		}
+		return haproxytest.Forward(hx.Socket, cmd)
+	})
+	dir := t.TempDir()
+	cfg := strings.Replace(testConfig(dir, releaseSlots(2)), "admin:\n", "admin:\n  allow_run: true\n", 1) + fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s}
+  health: haproxy
+  interval: 200ms
+`, sock, hx.ProdMap, hx.StageMap)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	hx.WaitServing(t, "be_blue", 2)
+	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 10, 2*time.Minute)
+	waitServed(t, load, 200)
+	refuse.Store(true)
+	code, out := runRelease(t, sw, "rolling", "blue", "--version", "1.1", "--timeout", "3s")
+	if code != 1 || !strings.Contains(out, `rolling failed at step "drain`) || !strings.Contains(out, "does not show revision") || strings.Contains(out, "restart 127.0.0.1") {
+		t.Fatalf("a rolling update whose drain HAProxy refused: exit %d:\n%s", code, out)
+	}
+	refuse.Store(false)
+	waitServed(t, load, load.OK()+200)
+	if res := load.Stop(); res.Failed != 0 {
+		t.Fatalf("with HAProxy refusing the drain: %d ok, %d failed: %v", res.OK, res.Failed, res.Errors)
 	}
 }
