@@ -327,3 +327,22 @@ func TestHandChangesPutBack(t *testing.T) {
 		}
 	}
 }
+
+// A server HAProxy still sends traffic to is healthy whether or not it is
+// drained: "UP 1/3" and "DRAIN 1/3" (up, one check failed) alike, and
+// "DRAIN (agent)"; "DOWN 1/2" (down, one check passed) is not.
+func TestAServerGoingDownIsHealthyDrainedOrNot(t *testing.T) {
+	f := statFake(t, func() string {
+		return statHead + statLine("be_blue", "127.0.0.1:9001", "UP 1/3", "L7STS", 0) +
+			statLine("be_blue", "127.0.0.1:9002", "DRAIN 1/3", "L7STS", 0) +
+			statLine("be_blue", "127.0.0.1:9003", "DRAIN (agent)", "L7OK", 0) +
+			statLine("be_blue", "127.0.0.1:9004", "DOWN 1/2", "L7OK", 0)
+	})
+	d := newDriver(f)
+	defer d.Close()
+	for addr, want := range map[string]bool{"127.0.0.1:9001": true, "127.0.0.1:9002": true, "127.0.0.1:9003": true, "127.0.0.1:9004": false} {
+		if ck := d.Probe(context.Background(), health.Target{Slot: "blue", Addr: addr}); ck.OK() != want {
+			t.Errorf("%s: %+v; want healthy %v", addr, ck, want)
+		}
+	}
+}

@@ -936,7 +936,9 @@ func (d *Driver) Probe(ctx context.Context, t health.Target) health.Check {
 		ck.Code, ck.Detail = health.L4CON, "HAProxy has no server for it yet"
 	case s.Status == "no check":
 		ck.Code, ck.Detail = health.L7STS, "HAProxy does not check this server (no check): add check to its server line in haproxy.cfg, or use health: vipswap"
-	case strings.HasPrefix(s.Status, "UP") || s.Status == "DRAIN":
+	case strings.HasPrefix(s.Status, "UP") || strings.HasPrefix(s.Status, "DRAIN"):
+		// Up, drained or not, even with a check failed ("UP 1/3",
+		// "DRAIN 1/3"): HAProxy still counts it up.
 		ck.Code, ck.Detail = health.L7OK, "HAProxy: "+s.Status
 	default:
 		ck.Code, ck.Detail = health.L7STS, "HAProxy: "+s.Status+" "+s.CheckStatus
