@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"sync"
 	"syscall"
 	"time"
@@ -59,12 +58,6 @@ type Setup struct {
 // or a listener fails.
 func Run(ctx context.Context, setup Setup) error {
 	logs, log := newLogSwitch(setup.Config.Log, setup.Stderr)
-	if os.Getenv("GOGC") == "" {
-		// The heap is small and mostly per-request garbage: collecting at
-		// 400% instead of 100% growth costs a few MiB and gains about 4%
-		// throughput (docs/performance.md). GOGC overrides it.
-		debug.SetGCPercent(400)
-	}
 	// A switch must outlive a closed log pipe: a write to it then fails
 	// instead of killing the process.
 	signal.Ignore(syscall.SIGPIPE)
