@@ -574,6 +574,25 @@ func TestHAProxySwapWaitsForInFlight(t *testing.T) {
 	}
 }
 
+// serveManagedBehind serves vipswap with two managed instances per slot
+// (run: commands allowed) driving hx through the runtime API at socket,
+// HAProxy's checks the health in use, and waits until they are healthy
+// and HAProxy shows the state's revision.
+func serveManagedBehind(t *testing.T, hx *haproxytest.HAProxy, socket string) *switchtest.Switch {
+	t.Helper()
+	dir := t.TempDir()
+	cfg := strings.Replace(testConfig(dir, releaseSlots(2)), "admin:\n", "admin:\n  allow_run: true\n", 1) + fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s}
+  health: haproxy
+  interval: 200ms
+`, socket, hx.ProdMap, hx.StageMap)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	return sw
+}
+
 // TestHAProxyRollingManaged (issue 15 through issue 14): a rolling update
 // of managed instances while HAProxy carries the traffic and its checks
 // are the health in use. A new version HAProxy's checks refuse is not
@@ -582,16 +601,7 @@ func TestHAProxySwapWaitsForInFlight(t *testing.T) {
 func TestHAProxyRollingManaged(t *testing.T) {
 	t.Parallel()
 	hx := haproxytest.Start(t, map[string][]string{"blue": nil, "green": nil}, "blue", "green")
-	dir := t.TempDir()
-	cfg := strings.Replace(testConfig(dir, releaseSlots(2)), "admin:\n", "admin:\n  allow_run: true\n", 1) + fmt.Sprintf(`haproxy:
-  socket: %s
-  maps: {prod: %s, stage: %s}
-  health: haproxy
-  interval: 200ms
-`, hx.Socket, hx.ProdMap, hx.StageMap)
-	sw := switchtest.Serve(t, dir, cfg)
-	sw.WaitHealthy(t)
-	waitApplied(t, sw)
+	sw := serveManagedBehind(t, hx, hx.Socket)
 	// The servers were added drained; the instances turning healthy puts
 	// them in rotation without a new revision: the load starts once
 	// HAProxy itself serves, or its first requests may get HAProxy's 503
@@ -650,16 +660,7 @@ func TestHAProxyHealthyIsNotYetServing(t *testing.T) {
 		}
 		return haproxytest.Forward(hx.Socket, cmd)
 	})
-	dir := t.TempDir()
-	cfg := testConfig(dir, releaseSlots(2)) + fmt.Sprintf(`haproxy:
-  socket: %s
-  maps: {prod: %s, stage: %s}
-  health: haproxy
-  interval: 200ms
-`, sock, hx.ProdMap, hx.StageMap)
-	sw := switchtest.Serve(t, dir, cfg)
-	sw.WaitHealthy(t)
-	waitApplied(t, sw)
+	serveManagedBehind(t, hx, sock)
 	resp, err := httpClient.Get("http://" + hx.Prod + "/api/test")
 	if err != nil {
 		t.Fatal(err)
@@ -692,16 +693,7 @@ func TestHAProxyRollingWaitsForTheDrainToShow(t *testing.T) {
 		}
 		return haproxytest.Forward(hx.Socket, cmd)
 	})
-	dir := t.TempDir()
-	cfg := strings.Replace(testConfig(dir, releaseSlots(2)), "admin:\n", "admin:\n  allow_run: true\n", 1) + fmt.Sprintf(`haproxy:
-  socket: %s
-  maps: {prod: %s, stage: %s}
-  health: haproxy
-  interval: 200ms
-`, sock, hx.ProdMap, hx.StageMap)
-	sw := switchtest.Serve(t, dir, cfg)
-	sw.WaitHealthy(t)
-	waitApplied(t, sw)
+	sw := serveManagedBehind(t, hx, sock)
 	hx.WaitServing(t, "be_blue", 2)
 	load := vstest.StartLoad("http://"+hx.Prod+"/api/test", 10, 2*time.Minute)
 	waitServed(t, load, 200)

@@ -328,19 +328,22 @@ func TestHandChangesPutBack(t *testing.T) {
 	}
 }
 
-// A server HAProxy still sends traffic to is healthy whether or not it is
-// drained: "UP 1/3" and "DRAIN 1/3" (up, one check failed) alike, and
-// "DRAIN (agent)"; "DOWN 1/2" (down, one check passed) is not.
-func TestAServerGoingDownIsHealthyDrainedOrNot(t *testing.T) {
+// A server HAProxy counts up is healthy: "UP", "UP 1/3" (up, one check
+// failed), "DRAIN" and "DRAIN (agent)". "DRAIN 1/3" is not: it is how a
+// server vipswap has just added (drained) shows before HAProxy checked it
+// once, and readying it then would send requests to a process that may
+// not listen yet. "DOWN 1/2" (down, one check passed) is not either.
+func TestWhichServerStatesAreHealthy(t *testing.T) {
 	f := statFake(t, func() string {
 		return statHead + statLine("be_blue", "127.0.0.1:9001", "UP 1/3", "L7STS", 0) +
-			statLine("be_blue", "127.0.0.1:9002", "DRAIN 1/3", "L7STS", 0) +
+			statLine("be_blue", "127.0.0.1:9002", "DRAIN 1/3", "INI", 0) +
 			statLine("be_blue", "127.0.0.1:9003", "DRAIN (agent)", "L7OK", 0) +
-			statLine("be_blue", "127.0.0.1:9004", "DOWN 1/2", "L7OK", 0)
+			statLine("be_blue", "127.0.0.1:9004", "DOWN 1/2", "L7OK", 0) +
+			statLine("be_blue", "127.0.0.1:9005", "DRAIN", "L7OK", 0)
 	})
 	d := newDriver(f)
 	defer d.Close()
-	for addr, want := range map[string]bool{"127.0.0.1:9001": true, "127.0.0.1:9002": true, "127.0.0.1:9003": true, "127.0.0.1:9004": false} {
+	for addr, want := range map[string]bool{"127.0.0.1:9001": true, "127.0.0.1:9002": false, "127.0.0.1:9003": true, "127.0.0.1:9004": false, "127.0.0.1:9005": true} {
 		if ck := d.Probe(context.Background(), health.Target{Slot: "blue", Addr: addr}); ck.OK() != want {
 			t.Errorf("%s: %+v; want healthy %v", addr, ck, want)
 		}

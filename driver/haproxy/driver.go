@@ -936,9 +936,12 @@ func (d *Driver) Probe(ctx context.Context, t health.Target) health.Check {
 		ck.Code, ck.Detail = health.L4CON, "HAProxy has no server for it yet"
 	case s.Status == "no check":
 		ck.Code, ck.Detail = health.L7STS, "HAProxy does not check this server (no check): add check to its server line in haproxy.cfg, or use health: vipswap"
-	case strings.HasPrefix(s.Status, "UP") || strings.HasPrefix(s.Status, "DRAIN"):
-		// Up, drained or not, even with a check failed ("UP 1/3",
-		// "DRAIN 1/3"): HAProxy still counts it up.
+	case strings.HasPrefix(s.Status, "UP") || s.Status == "DRAIN" || s.Status == "DRAIN (agent)":
+		// Not "DRAIN 1/3": a server vipswap adds starts drained and one
+		// check short of up, before HAProxy has checked it once (its
+		// process may not even listen yet); it is healthy once a check
+		// passes. A drained server that was up and failed one check
+		// looks the same, and is drained anyway.
 		ck.Code, ck.Detail = health.L7OK, "HAProxy: "+s.Status
 	default:
 		ck.Code, ck.Detail = health.L7STS, "HAProxy: "+s.Status+" "+s.CheckStatus
