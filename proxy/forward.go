@@ -156,11 +156,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange,
 		// without a word either died (it refuses connections now: hold
 		// until it or another is back) or crashed on this very request
 		// and lives on (no use holding).
-		if rq.buffered.b != nil {
-			// The body read whole before forwarding goes again.
-			rq.buffered.off = 0
-			rq.body.read = false
-		}
+		rq.rewind()
 		rq.noHold = ae.kind == failInvalid || ae.kind == failTimeout
 		if ae.kind == failClosed && !ae.reused {
 			if p.accepts(ctx, inst, rq.o.ConnectTimeout) {
