@@ -1,13 +1,16 @@
 package proxy
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -48,4 +51,63 @@ func TestABufferedBodyGoesAgainForAnIdempotentRequest(t *testing.T) {
 	if f := p.Failed(route.Prod); f != 1 {
 		t.Fatalf("failed = %d, want the POST's 1", f)
 	}
+}
+
+// An instance shutting down answers a 503 asking to close the connection
+// (slotapp does) without acting on the request: a GET goes to another
+// instance, and so does a PUT whose body vipswap read whole before
+// forwarding, with that whole body. A POST gets the 503.
+func TestABufferedBodyGoesAgainAfterAShuttingDownAnswer(t *testing.T) {
+	var seen atomic.Int64
+	var shutting atomic.Bool
+	body := strings.Repeat("b", 1000)
+	answer := func(c net.Conn, r *http.Request, got []byte) bool {
+		seen.Add(1)
+		if shutting.CompareAndSwap(true, false) {
+			io.WriteString(c, "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 14\r\n\r\nshutting down\n")
+			return false
+		}
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: "+strconv.Itoa(len(got))+"\r\n\r\n")
+		c.Write(got) // the body it got, as the answer's
+		return true
+	}
+	prod, _ := proxyOf(t, Options{}, bodyAnswerer(t, answer), bodyAnswerer(t, answer))
+	send := func(method string) (int, string) {
+		req, _ := http.NewRequest(method, prod, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	shutting.Store(true)
+	if code, b := send(http.MethodPut); code != 200 || b != body || seen.Load() != 2 {
+		t.Fatalf("PUT: %d with %d bytes of body after %d arrivals, want 200 with its %d after 2 (sent to the other instance)", code, len(b), seen.Load(), len(body))
+	}
+	seen.Store(0)
+	shutting.Store(true)
+	if code, _ := send(http.MethodPost); code != http.StatusServiceUnavailable || seen.Load() != 1 {
+		t.Fatalf("POST: %d after %d arrivals, want the 503 after 1 (never sent twice)", code, seen.Load())
+	}
+}
+
+// bodyAnswerer is an instance that reads each request whole and answers
+// as answer says (false: it closes the connection), given the body.
+func bodyAnswerer(t *testing.T, answer func(c net.Conn, r *http.Request, body []byte) bool) *route.Instance {
+	t.Helper()
+	return route.NewInstance("blue", vstest.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, err := io.ReadAll(r.Body)
+			if err != nil || !answer(c, r, b) {
+				return
+			}
+		}
+	}))
 }
