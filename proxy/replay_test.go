@@ -12,6 +12,7 @@ import (
 
 	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
+	"golang.org/x/net/http2"
 )
 
 // A body vipswap read whole before forwarding (up to request_buffer) goes
@@ -110,4 +111,56 @@ func bodyAnswerer(t *testing.T, answer func(c net.Conn, r *http.Request, body []
 			}
 		}
 	}))
+}
+
+// The same over HTTP/2 (h2c) instances: the first to get the request
+// reads its body whole and closes the connection without an answer. The
+// PUT goes to the other instance with its whole body (the transport's
+// goroutine reads it no more once the attempt failed: -race says so); the
+// POST is not sent again.
+func TestABufferedBodyGoesAgainToAnHTTP2Instance(t *testing.T) {
+	var seen atomic.Int64
+	var drop atomic.Bool
+	got := make(chan string, 4)
+	h2inst := func() *route.Instance {
+		return route.NewInstance("blue", vstest.Serve(t, func(c net.Conn) {
+			(&http2.Server{}).ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, err := io.ReadAll(r.Body)
+				if err != nil {
+					return
+				}
+				seen.Add(1)
+				if drop.CompareAndSwap(true, false) {
+					c.Close() // read whole, then the connection closed without an answer
+					return
+				}
+				got <- r.Method + " " + string(b)
+				io.WriteString(w, "ok")
+			})})
+		}))
+	}
+	body := strings.Repeat("0123456789", 1000)
+	_, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, h2inst(), h2inst())
+	send := func(method string) int {
+		req, _ := http.NewRequest(method, prod, strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	drop.Store(true)
+	if code := send(http.MethodPut); code != 200 || seen.Load() != 2 {
+		t.Fatalf("PUT: %d after %d arrivals, want 200 after 2 (sent again)", code, seen.Load())
+	}
+	if g := <-got; g != "PUT "+body {
+		t.Fatalf("the PUT went again with %d bytes of body, want its %d", len(g)-4, len(body))
+	}
+	seen.Store(0)
+	drop.Store(true)
+	if code := send(http.MethodPost); code != http.StatusBadGateway || seen.Load() != 1 {
+		t.Fatalf("POST: %d after %d arrivals, want a 502 after 1 (never sent twice)", code, seen.Load())
+	}
 }
