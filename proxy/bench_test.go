@@ -348,3 +348,32 @@ func BenchmarkH2RoundTrip(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkSweepPool is one sweep of a pool of 512 idle loopback
+// connections (maxIdlePerInstance), all open and quiet: the time the
+// pool's lock is held, which requests taking or giving back a connection
+// of that instance wait out (sweepLooks non-blocking looks, the rest
+// passed over).
+func BenchmarkSweepPool(b *testing.B) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	defer backend.Close()
+	inst := route.NewInstance("blue", backend.Listener.Addr().String())
+	p := New(Options{})
+	defer p.Shutdown(context.Background())
+	p.Apply(table(1, []*route.Instance{inst}, nil))
+	pl := p.poolFor(inst, nil)
+	for range maxIdlePerInstance {
+		c, err := p.conn(context.Background(), inst, nil, true, false, 0, time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		pl.put(c)
+	}
+	later := time.Now().Add(time.Minute) // every one idle long enough to be looked at
+	b.ResetTimer()
+	for b.Loop() {
+		if gone := pl.sweep(later, time.Second); len(gone) != 0 {
+			b.Fatalf("%d open connections swept", len(gone))
+		}
+	}
+}

@@ -59,6 +59,16 @@ func (r *buffered) Read(p []byte) (int, error) {
 
 func (r *buffered) Close() error { return nil }
 
+// rewind makes a body read whole before forwarding (buffered) whole and
+// untouched again, for an attempt that goes again; a streamed body is
+// left as it is (it cannot go again, and retryable says so).
+func (rq *request) rewind() {
+	if rq.buffered.b != nil {
+		rq.buffered.off = 0
+		rq.body.read = false
+	}
+}
+
 // bodyBuffers recycles the buffers request bodies are read into.
 var bodyBuffers sync.Pool
 

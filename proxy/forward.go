@@ -123,6 +123,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange,
 			c.Close()
 			lastErr = fmt.Errorf("instance %s is shutting down", inst.Addr)
 			rq.noHold = false
+			rq.rewind()
 			continue
 		}
 		inst.Abandon(rq.l)
@@ -156,11 +157,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange,
 		// without a word either died (it refuses connections now: hold
 		// until it or another is back) or crashed on this very request
 		// and lives on (no use holding).
-		if rq.buffered.b != nil {
-			// The body read whole before forwarding goes again.
-			rq.buffered.off = 0
-			rq.body.read = false
-		}
+		rq.rewind()
 		rq.noHold = ae.kind == failInvalid || ae.kind == failTimeout
 		if ae.kind == failClosed && !ae.reused {
 			if p.accepts(ctx, inst, rq.o.ConnectTimeout) {
@@ -319,10 +316,11 @@ func retryable(r *http.Request, rq *request, ae *attemptError) bool {
 
 // drainingAnswer reports whether resp is a 503 from an instance that is
 // shutting down (it asks to close the connection, as slotapp does) for a
-// request that can safely go elsewhere.
+// request that can safely go elsewhere: an idempotent one whose body is
+// untouched or was read whole before forwarding (it goes again whole).
 func drainingAnswer(r *http.Request, resp *http.Response, rq *request) bool {
 	return resp.StatusCode == http.StatusServiceUnavailable && resp.Close &&
-		idempotent(r.Method) && rq.body.untouched()
+		idempotent(r.Method) && (rq.body.untouched() || rq.buffered.b != nil)
 }
 
 // nothingSent reports whether an attempt failed before any of its

@@ -58,6 +58,7 @@ func (p *Proxy) Send(ctx context.Context, r *http.Request, uri string, body []by
 		// that says nothing about the instance. By prod's own rule, the
 		// copy goes once more, on a new connection.
 		rq.fresh, rq.freshFor = true, inst
+		rq.rewind() // with its whole body
 	}
 	if err != nil {
 		return nil, err

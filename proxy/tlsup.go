@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"net"
+	"reflect"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -139,9 +140,30 @@ func (c *upstreamConn) tlsBuffered(tc *tls.Conn) bool {
 }
 
 // tlsRefused reports whether err is a TLS alert from the instance (crypto/tls
-// reports them as a "remote error"): on a connection's first exchange, the
-// instance refused the handshake and read nothing.
+// reports them as a "remote error") that refuses the handshake: on a
+// connection's first exchange, the instance read nothing. With TLS 1.3 it
+// comes after vipswap sent the request, when the instance has judged
+// vipswap's certificate: only an alert of that judgement (or a failed
+// handshake) says so. Any other (internal_error, say) may come from an
+// instance that read the request and acted on it.
 func tlsRefused(err error) bool {
 	var oe *net.OpError
-	return errors.As(err, &oe) && oe.Op == "remote error"
+	if !errors.As(err, &oe) || oe.Op != "remote error" {
+		return false
+	}
+	// crypto/tls's alert type is unexported: its value is the alert's code.
+	v := reflect.ValueOf(oe.Err)
+	if v.Kind() != reflect.Uint8 {
+		return false
+	}
+	switch v.Uint() {
+	case 40, // handshake_failure
+		42, 43, 44, 45, 46, // bad, unsupported, revoked, expired, unknown certificate
+		48,  // unknown_ca
+		49,  // access_denied
+		51,  // decrypt_error (the certificate's signature)
+		116: // certificate_required
+		return true
+	}
+	return false
 }

@@ -115,23 +115,38 @@ func (j *job) replaceBatch(req wire.RollingRequest, addrs, newCmd []string, newV
 			wasDrained = append(wasDrained, a)
 		}
 	}
+	// putBack puts the instances back in rotation; one the controller
+	// refuses (a load balancer that cannot take a change refuses every
+	// change) stays drained, and the error says which and how to put it
+	// back.
 	putBack := func() error {
+		var stay []string
 		for _, a := range addrs {
 			if slices.Contains(wasDrained, a) {
 				continue
 			}
 			if _, err := ctrl.Ready(context.Background(), req.Slot, a, j.req); err != nil {
-				return err
+				stay = append(stay, fmt.Sprintf("%s stays drained (vipswap ready %s %s puts it back): %v", a, req.Slot, a, err))
 			}
 		}
+		if len(stay) > 0 {
+			return errors.New(strings.Join(stay, "; "))
+		}
 		return nil
+	}
+	// withPutBack is err, and what putBack could not do.
+	withPutBack := func(err error) error {
+		if perr := putBack(); perr != nil {
+			return fmt.Errorf("%w; %w", err, perr)
+		}
+		return err
 	}
 	if err := j.step("drain "+names, func() (string, error) {
 		var rev uint64
 		for _, a := range addrs {
 			ch, err := ctrl.Drain(j.r.ctx, req.Slot, a, j.req)
 			if err != nil {
-				return "", err
+				return "", withPutBack(err) // those drained before it
 			}
 			rev = max(rev, ch.Revision)
 		}
@@ -155,9 +170,11 @@ func (j *job) replaceBatch(req wire.RollingRequest, addrs, newCmd []string, newV
 		if err != nil && lagging != "" {
 			err = fmt.Errorf("%w: %s", err, lagging)
 		}
+		if err != nil {
+			err = withPutBack(err) // said in the step's own error
+		}
 		return fmt.Sprintf("no request in flight after %s", time.Since(start).Round(time.Millisecond)), err
 	}); err != nil {
-		putBack()
 		return err
 	}
 	// fail restores the old version on a failed instance; if vipswap is
@@ -165,8 +182,7 @@ func (j *job) replaceBatch(req wire.RollingRequest, addrs, newCmd []string, newV
 	// starts every instance anew, with the version the state names.
 	fail := func(err error) error {
 		if j.r.ctx.Err() != nil {
-			putBack()
-			return err
+			return withPutBack(err)
 		}
 		j.restore(req, addrs, oldCmd, oldVersion, timeout, putBack)
 		return err

@@ -708,3 +708,50 @@ func TestHAProxyRollingWaitsForTheDrainToShow(t *testing.T) {
 		t.Fatalf("with HAProxy refusing the drain: %d ok, %d failed: %v", res.OK, res.Failed, res.Errors)
 	}
 }
+
+// A rolling update whose drain HAProxy never shows because its runtime API
+// stopped answering altogether fails at the drain; the instance it drained
+// cannot be put back while HAProxy cannot take a change (vipswap refuses
+// every change then). Its error says so: no instance stays drained in
+// silence.
+func TestHAProxyRollingDrainFailureSaysWhatStaysDrained(t *testing.T) {
+	t.Parallel()
+	hx := haproxytest.Start(t, map[string][]string{"blue": nil, "green": nil}, "blue", "green")
+	var armed, broken atomic.Bool
+	sock := haproxytest.ServeSocket(t, func(cmd string) string {
+		if strings.HasSuffix(strings.TrimSpace(cmd), " state drain") && armed.Load() {
+			broken.Store(true) // from the drain on, the API answers nothing useful
+		}
+		if broken.Load() {
+			return "Permission denied.\n"
+		}
+		return haproxytest.Forward(hx.Socket, cmd)
+	})
+	dir := t.TempDir()
+	cfg := strings.Replace(testConfig(dir, releaseSlots(2)), "admin:\n", "admin:\n  allow_run: true\n", 1) + fmt.Sprintf(`haproxy:
+  socket: %s
+  maps: {prod: %s, stage: %s}
+  health: haproxy
+  interval: 200ms
+`, sock, hx.ProdMap, hx.StageMap)
+	sw := switchtest.Serve(t, dir, cfg)
+	sw.WaitHealthy(t)
+	waitApplied(t, sw)
+	hx.WaitServing(t, "be_blue", 2)
+	armed.Store(true)
+	code, out := runRelease(t, sw, "rolling", "blue", "--version", "1.1", "--timeout", "3s")
+	if code != 1 || !strings.Contains(out, `rolling failed at step "drain`) || strings.Contains(out, "restart 127.0.0.1") {
+		t.Fatalf("a rolling update whose drain HAProxy never showed: exit %d:\n%s", code, out)
+	}
+	st, err := sw.Client.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range st.Slots {
+		for _, i := range s.Instances {
+			if i.Drained && !strings.Contains(out, i.Addr+" stays drained") {
+				t.Errorf("%s/%s stays drained after the failed rolling update, and its output does not say so:\n%s", s.Name, i.Addr, out)
+			}
+		}
+	}
+}
