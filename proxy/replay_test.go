@@ -124,6 +124,7 @@ func TestABufferedBodyGoesAgainToAnHTTP2Instance(t *testing.T) {
 	got := make(chan string, 4)
 	h2inst := func() *route.Instance {
 		return route.NewInstance("blue", vstest.Serve(t, func(c net.Conn) {
+			//lint:ignore SA1019 the test closes the raw connection under a stream, which http.Server's own HTTP/2 gives no hold of
 			(&http2.Server{}).ServeConn(c, &http2.ServeConnOpts{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				b, err := io.ReadAll(r.Body)
 				if err != nil {
