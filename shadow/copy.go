@@ -181,8 +181,9 @@ func (m *Mirror) send(j *job) {
 		// The instance refused the connection: nothing was sent, so the
 		// copy goes to another instance of the slot, once, as prod's
 		// requests do (an instance stopping during a deploy is no error
-		// of the new version). A copy that reached an instance is never
-		// sent again.
+		// of the new version). Otherwise a copy goes to no other
+		// instance; Send itself sends it again on a new connection only
+		// when the pooled one it went out on was dead, by prod's rule.
 		if other := slot.Pick([]*route.Instance{picked}); other != nil {
 			sent, err = m.o.Sender.Send(ctx, req, j.uri, j.body, other)
 		}
