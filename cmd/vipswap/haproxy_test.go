@@ -727,16 +727,7 @@ func TestHAProxyRollingDrainFailureSaysWhatStaysDrained(t *testing.T) {
 		}
 		return haproxytest.Forward(hx.Socket, cmd)
 	})
-	dir := t.TempDir()
-	cfg := strings.Replace(testConfig(dir, releaseSlots(2)), "admin:\n", "admin:\n  allow_run: true\n", 1) + fmt.Sprintf(`haproxy:
-  socket: %s
-  maps: {prod: %s, stage: %s}
-  health: haproxy
-  interval: 200ms
-`, sock, hx.ProdMap, hx.StageMap)
-	sw := switchtest.Serve(t, dir, cfg)
-	sw.WaitHealthy(t)
-	waitApplied(t, sw)
+	sw := serveManagedBehind(t, hx, sock)
 	hx.WaitServing(t, "be_blue", 2)
 	armed.Store(true)
 	code, out := runRelease(t, sw, "rolling", "blue", "--version", "1.1", "--timeout", "3s")
