@@ -30,16 +30,7 @@ func TestABufferedBodyGoesAgainForAnIdempotentRequest(t *testing.T) {
 		return true
 	}
 	prod, p := proxyOf(t, Options{}, rawAnswerer(t, answer), rawAnswerer(t, answer))
-	send := func(method string) (int, string) {
-		req, _ := http.NewRequest(method, prod, strings.NewReader(strings.Repeat("b", 1000)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(body)
-	}
+	send := func(method string) (int, string) { return sendBody(t, method, prod, strings.Repeat("b", 1000)) }
 	drop.Store(true)
 	if code, body := send(http.MethodPut); code != 200 || body != "ok" || seen.Load() != 2 {
 		t.Fatalf("PUT: %d %q after %d arrivals, want 200 after 2 (sent again)", code, body, seen.Load())
@@ -73,16 +64,7 @@ func TestABufferedBodyGoesAgainAfterAShuttingDownAnswer(t *testing.T) {
 		return true
 	}
 	prod, _ := proxyOf(t, Options{}, bodyAnswerer(t, answer), bodyAnswerer(t, answer))
-	send := func(method string) (int, string) {
-		req, _ := http.NewRequest(method, prod, strings.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
+	send := func(method string) (int, string) { return sendBody(t, method, prod, body) }
 	shutting.Store(true)
 	if code, b := send(http.MethodPut); code != 200 || b != body || seen.Load() != 2 {
 		t.Fatalf("PUT: %d with %d bytes of body after %d arrivals, want 200 with its %d after 2 (sent to the other instance)", code, len(b), seen.Load(), len(body))
@@ -143,14 +125,8 @@ func TestABufferedBodyGoesAgainToAnHTTP2Instance(t *testing.T) {
 	body := strings.Repeat("0123456789", 1000)
 	_, prod := proxyWith(t, &Upstream{Protocol: H2C}, Options{}, h2inst(), h2inst())
 	send := func(method string) int {
-		req, _ := http.NewRequest(method, prod, strings.NewReader(body))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := sendBody(t, method, prod, body)
+		return code
 	}
 	drop.Store(true)
 	if code := send(http.MethodPut); code != 200 || seen.Load() != 2 {
@@ -164,4 +140,18 @@ func TestABufferedBodyGoesAgainToAnHTTP2Instance(t *testing.T) {
 	if code := send(http.MethodPost); code != http.StatusBadGateway || seen.Load() != 1 {
 		t.Fatalf("POST: %d after %d arrivals, want a 502 after 1 (never sent twice)", code, seen.Load())
 	}
+}
+
+// sendBody sends method to url with body, and returns the answer's status
+// and body.
+func sendBody(t *testing.T, method, url, body string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }

@@ -67,14 +67,8 @@ func TestAnAlertAfterTheRequestIsNoRefusedHandshake(t *testing.T) {
 	}
 	_, prod := proxyWith(t, &Upstream{Protocol: HTTP1, TLS: &tls.Config{RootCAs: cert.Pool(), ServerName: "app.internal"}, Fingerprint: "a"}, Options{}, blue...)
 	send := func(method string) int {
-		req, _ := http.NewRequest(method, prod, strings.NewReader(strings.Repeat("b", 1000)))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		return resp.StatusCode
+		code, _ := sendBody(t, method, prod, strings.Repeat("b", 1000))
+		return code
 	}
 	alert.Store(true)
 	if code := send(http.MethodPost); code != http.StatusBadGateway || seen.Load() != 1 {
