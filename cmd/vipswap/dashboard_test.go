@@ -310,8 +310,18 @@ func TestDashboardInBrowser(t *testing.T) {
 	if err := until(`!document.getElementById("shadow-card").hidden && document.getElementById("shadow-state").textContent.includes("copied to `+standby+`") && /^\d+ same, \d+ differ/.test(document.getElementById("shadow-figures").textContent)`, 10*time.Second); err != nil {
 		t.Fatalf("the page does not show the shadow to %s with its figures: %v", standby, err)
 	}
-	if err := chromedp.Do(bctx, chromedp.Click("#shadow-stop-btn"), chromedp.WaitVisible("#confirm-dialog"), chromedp.Click("#confirm-ok")); err != nil {
-		t.Fatalf("clicking stop the shadow and confirm: %v", err)
+	// The button is clicked by the page's own script, and the whole is
+	// bounded: a wait for a node that never turns clickable would hold
+	// the test until go test's timeout.
+	stopCtx, cancelStop := context.WithTimeout(bctx, max(30*time.Second, vstest.MinWait))
+	defer cancelStop()
+	_, err = chromedp.Run(stopCtx, chromedp.Evaluate[bool](`document.getElementById("shadow-stop-btn").click(), true`))
+	if err == nil {
+		err = chromedp.Do(stopCtx, chromedp.WaitVisible("#confirm-dialog"), chromedp.Click("#confirm-ok"))
+	}
+	if err != nil {
+		st, _ := sw.Client.Status(ctx)
+		t.Fatalf("clicking stop the shadow and confirm: %v (vipswap's shadow: %+v)", err, st.Shadow)
 	}
 	if err := until(`document.getElementById("shadow-card").hidden`, 10*time.Second); err != nil {
 		t.Fatalf("the shadow card is still shown after its stop: %v", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -156,9 +157,20 @@ func TestStateCommands(t *testing.T) {
 			t.Fatalf("repair: exit %d:\n%s", code, out)
 		}
 		sw := switchtest.Serve(t, dir, cfg)
-		h, err := sw.Client.History(ctx, 100)
-		if err != nil || sw.Active(t) != "green" || len(h) != 5 || h[0].Operation != "restart" || h[1].Operation != "repair" || h[1].Revision != 5 || h[3].ID != 3 || h[4].ID != 1 {
-			t.Fatalf("after the repair: active %s, history %+v, %v", sw.Active(t), h, err)
+		// The restart's own entry is written once vipswap serves: wait for it.
+		var h []wire.HistoryEntry
+		vstest.WaitFor(t, 10*time.Second, func() error {
+			var err error
+			if h, err = sw.Client.History(ctx, 100); err != nil {
+				return err
+			}
+			if len(h) == 0 || h[0].Operation != "restart" {
+				return fmt.Errorf("no restart entry yet: %d entries", len(h))
+			}
+			return nil
+		})
+		if sw.Active(t) != "green" || len(h) != 5 || h[1].Operation != "repair" || h[1].Revision != 5 || h[3].ID != 3 || h[4].ID != 1 {
+			t.Fatalf("after the repair: active %s, history %+v", sw.Active(t), h)
 		}
 		stop(t, sw.Process)
 	})
