@@ -139,19 +139,10 @@ func (j *job) deploy(req wire.DeployRequest, keep, timeout time.Duration) error 
 	if err := j.step("drain", func() (string, error) {
 		start := time.Now()
 		rev := ctrl.Status().Revision // the switch's, or newer
-		var lagging string
-		err := j.waitForCounts(timeout, "slot "+from+" to finish its requests in flight", func() (bool, error) {
-			st := ctrl.Status()
-			var shown bool
-			if shown, lagging = planesShow(st, rev); !shown {
-				return false, nil // a load balancer still sends it prod's requests
-			}
+		err := j.waitDrained(timeout, "slot "+from+" to finish its requests in flight", rev, func(st wire.Status) bool {
 			s, _ := slotOf(st, from)
-			return s.InFlight.Prod == 0, nil
+			return s.InFlight.Prod == 0
 		})
-		if err != nil && lagging != "" {
-			err = fmt.Errorf("%w: %s", err, lagging)
-		}
 		return fmt.Sprintf("%s has no prod request in flight (after %s)", from, time.Since(start).Round(time.Millisecond)), err
 	}); err != nil {
 		return err

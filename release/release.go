@@ -433,6 +433,27 @@ func planesShow(st wire.Status, rev uint64) (bool, string) {
 	return true, ""
 }
 
+// waitDrained waits until every driven load balancer shows revision rev
+// and quiet holds on the status (no request in flight where it matters),
+// up to limit; a load balancer that never showed rev is named in the
+// error.
+func (j *job) waitDrained(limit time.Duration, what string, rev uint64, quiet func(wire.Status) bool) error {
+	ctrl := j.r.cfg.Controller
+	var lagging string
+	err := j.waitForCounts(limit, what, func() (bool, error) {
+		st := ctrl.Status()
+		var shown bool
+		if shown, lagging = planesShow(st, rev); !shown {
+			return false, nil // a load balancer still sends it requests
+		}
+		return quiet(st), nil
+	})
+	if err != nil && lagging != "" {
+		err = fmt.Errorf("%w: %s", err, lagging)
+	}
+	return err
+}
+
 // slotOf returns slot name in st.
 func slotOf(st wire.Status, name string) (wire.SlotStatus, bool) {
 	for _, s := range st.Slots {

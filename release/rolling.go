@@ -153,23 +153,14 @@ func (j *job) replaceBatch(req wire.RollingRequest, addrs, newCmd []string, newV
 		start := time.Now()
 		// A load balancer that has not applied the drain (its API failing)
 		// still sends requests: the instance is not stopped under them.
-		var lagging string
-		err := j.waitForCounts(timeout, "no request in flight on "+names+" (it is drained)", func() (bool, error) {
-			st := ctrl.Status()
-			var shown bool
-			if shown, lagging = planesShow(st, rev); !shown {
-				return false, nil
-			}
+		err := j.waitDrained(timeout, "no request in flight on "+names+" (it is drained)", rev, func(st wire.Status) bool {
 			for _, a := range addrs {
 				if i, _ := instanceOf(st, req.Slot, a); i.InFlight.Total() > 0 {
-					return false, nil
+					return false
 				}
 			}
-			return true, nil
+			return true
 		})
-		if err != nil && lagging != "" {
-			err = fmt.Errorf("%w: %s", err, lagging)
-		}
 		if err != nil {
 			err = withPutBack(err) // said in the step's own error
 		}
