@@ -324,13 +324,17 @@ func TestUpstreamChangesUnderLoad(t *testing.T) {
 	p := New(Options{Upstreams: ups(H2C)})
 	p.Apply(table(1, []*route.Instance{blue.inst}, []*route.Instance{green.inst}))
 	prod, _ := serve(t, p)
-	const clients, each = 6, 40
+	// The clients send until the last change has had requests after it:
+	// each change waits for requests under the one before, however fast
+	// the machine serves them.
+	const clients, between = 6, 40
 	var bad, done atomic.Int64
+	var over atomic.Bool
 	var wg sync.WaitGroup
 	for c := range clients {
 		wg.Go(func() {
-			for i := range each {
-				body := strings.Repeat("z", c+i)
+			for i := 0; !over.Load(); i++ {
+				body := strings.Repeat("z", c+i%50)
 				req, _ := http.NewRequest(http.MethodPost, prod+"/", strings.NewReader(body))
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
@@ -346,7 +350,8 @@ func TestUpstreamChangesUnderLoad(t *testing.T) {
 			}
 		})
 	}
-	step := func(n int64, change func()) {
+	step := func(change func()) {
+		n := done.Load() + between
 		vstest.WaitFor(t, 30*time.Second, func() error {
 			if done.Load() < n {
 				return errors.New("waiting for load")
@@ -355,10 +360,11 @@ func TestUpstreamChangesUnderLoad(t *testing.T) {
 		})
 		change()
 	}
-	step(clients*each/6, func() { p.Reconfigure(Options{Upstreams: ups(HTTP1)}) })
-	step(clients*each/3, func() { p.Apply(table(2, []*route.Instance{green.inst}, []*route.Instance{blue.inst})) })
-	step(clients*each/2, func() { p.Reconfigure(Options{Upstreams: ups(H2C)}) })
-	step(2*clients*each/3, func() { p.Apply(table(3, []*route.Instance{blue.inst}, []*route.Instance{green.inst})) })
+	step(func() { p.Reconfigure(Options{Upstreams: ups(HTTP1)}) })
+	step(func() { p.Apply(table(2, []*route.Instance{green.inst}, []*route.Instance{blue.inst})) })
+	step(func() { p.Reconfigure(Options{Upstreams: ups(H2C)}) })
+	step(func() { p.Apply(table(3, []*route.Instance{blue.inst}, []*route.Instance{green.inst})) })
+	step(func() { over.Store(true) })
 	wg.Wait()
 	if n := bad.Load(); n != 0 {
 		t.Errorf("%d requests failed", n)
