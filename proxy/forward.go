@@ -231,7 +231,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		// 413 for a body too large) and close: that answer is its answer.
 		rq.sent = time.Now()
 		c.setReadDeadline(rq.sent.Add(min(rq.o.ResponseHeaderTimeout, earlyAnswerWait)))
-		if resp, rerr := h1.ReadResponse(c.br, r.Method, limits); rerr == nil && resp.StatusCode >= 200 {
+		if resp, rerr := h1.ReadResponseInto(c.br, r.Method, limits, rq.answers); rerr == nil && resp.StatusCode >= 200 {
 			rq.head = time.Now()
 			resp.Close = true
 			c.idleReads(rq.o.InstanceReadTimeout)
@@ -248,7 +248,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		return fail(failWrite, err)
 	}
 	rq.sent = c.flushedAt
-	resp, err := h1.ReadResponse(c.br, r.Method, limits)
+	resp, err := h1.ReadResponseInto(c.br, r.Method, limits, rq.answers)
 	switch {
 	case err == nil:
 	case sockerr.Timeout(err) && !c.cancelled.Load():

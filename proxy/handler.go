@@ -53,6 +53,10 @@ type request struct {
 	// response body (bodyWait). Never time spent waiting on the client.
 	start, sent, head time.Time
 	bodyWait          time.Duration
+
+	// answers is where the instance's answer is read, when the client's
+	// connection keeps a store for it (nil: a new answer each time).
+	answers *h1.AnswerStore
 }
 
 // requests holds request states between requests, so forwarding one
@@ -76,6 +80,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq := requests.Get().(*request)
 	*rq = request{l: h.l, table: h.p.table.Load(), o: o, start: start, grpc: -1}
 	rq.tried = rq.triedBuf[:0]
+	if a, ok := w.(h1.Answers); ok {
+		rq.answers = a.Answers() // the instance's answer is read there
+	}
 	// Registered first, so it runs last, after every use of rq: nothing
 	// keeps a request's state past its ServeHTTP.
 	defer func() {

@@ -460,7 +460,7 @@ func (h *h2Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var u url.URL
-	if _, _, err := parseTarget(r.Method, []byte(r.RequestURI), &u); err != nil {
+	if _, _, err := parseTarget(r.Method, r.RequestURI, &u); err != nil {
 		h.refuse(w, err.(*requestError))
 		return
 	}

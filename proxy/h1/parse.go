@@ -107,17 +107,48 @@ func (h *head) line() ([]byte, error) {
 
 // requestStore is where a connection's requests are read into, one after
 // another: the request, its URL, its header map and the slices of the
-// fields' values are reused, so reading a request allocates only the
-// strings of its target and of its values (strings are never reused: a
-// handler may keep them). The handler may not use the request, its URL or
-// its header after ServeHTTP returns.
+// fields' values are reused. The strings of its target and of its values
+// are new unless they are the same as the last request's: a string is
+// never changed (a handler may keep it), only given again for the same
+// bytes, so a client that sends the same request again and again costs no
+// allocation. The handler may not use the request, its URL or its header
+// after ServeHTTP returns.
 type requestStore struct {
 	base   http.Request // empty but for the connection's context
 	req    http.Request
 	url    url.URL
 	header http.Header
-	firsts []string
+	fields headStore
+	target string // the last request's target
 }
+
+// headStore is where a head's field values go: the slices of the fields'
+// first values, taken from firsts' room while it has some, and the string
+// of the values, which is last again when the same bytes come.
+type headStore struct {
+	firsts []string
+	last   string
+}
+
+// str returns b as a string: st.last when it holds the same bytes (the
+// comparison does not allocate), else a new string, kept as st.last unless
+// it is longer than keepMax (a store is kept with its connection).
+func (st *headStore) str(b []byte) string {
+	if st == nil {
+		return string(b)
+	}
+	if st.last == string(b) {
+		return st.last
+	}
+	s := string(b)
+	if len(s) <= keepMax {
+		st.last = s
+	}
+	return s
+}
+
+// keepMax bounds the strings a connection keeps to give again.
+const keepMax = 4 << 10
 
 // newRequestStore returns a store for requests with the context ctx.
 func newRequestStore(ctx context.Context) *requestStore {
@@ -135,8 +166,9 @@ func (s *requestStore) begin(ctx context.Context) {
 func (s *requestStore) end() {
 	s.base, s.req, s.url = http.Request{}, http.Request{}, url.URL{}
 	clear(s.header)
-	clear(s.firsts[:cap(s.firsts)])
-	s.firsts = s.firsts[:0]
+	clear(s.fields.firsts[:cap(s.fields.firsts)])
+	s.fields.firsts = s.fields.firsts[:0]
+	s.fields.last, s.target = "", ""
 }
 
 // readRequest reads one request head from br into s, and returns the
@@ -167,7 +199,14 @@ func readRequest(s *requestStore, br *bufio.Reader, l limits, remoteAddr string)
 	if req.Method == http.MethodConnect {
 		return nil, &requestError{http.StatusNotImplemented, "CONNECT is not supported"}
 	}
-	if req.URL, req.RequestURI, err = parseTarget(req.Method, target, &s.url); err != nil {
+	uri := s.target
+	if uri != string(target) {
+		uri = string(target)
+		if len(uri) <= keepMax {
+			s.target = uri
+		}
+	}
+	if req.URL, req.RequestURI, err = parseTarget(req.Method, uri, &s.url); err != nil {
 		return nil, err
 	}
 	if s.header == nil {
@@ -175,8 +214,8 @@ func readRequest(s *requestStore, br *bufio.Reader, l limits, remoteAddr string)
 	} else {
 		clear(s.header)
 	}
-	s.firsts = s.firsts[:0]
-	if req.Header, err = readHeader(&h, s.header, &s.firsts); err != nil {
+	s.fields.firsts = s.fields.firsts[:0]
+	if req.Header, err = readHeader(&h, s.header, &s.fields); err != nil {
 		return nil, err
 	}
 
@@ -266,13 +305,12 @@ func internProto(minor int) string {
 // form ("http://host/path") or, for OPTIONS, "*". The URL is u, unless the
 // target needs url.ParseRequestURI (an absolute form, a path with escapes
 // or with bytes that url.URL keeps a raw form of), which makes one.
-func parseTarget(method string, target []byte, u *url.URL) (*url.URL, string, error) {
-	for _, c := range target {
-		if c <= ' ' || c == 0x7f {
+func parseTarget(method string, uri string, u *url.URL) (*url.URL, string, error) {
+	for i := 0; i < len(uri); i++ {
+		if c := uri[i]; c <= ' ' || c == 0x7f {
 			return nil, "", badRequest("malformed request target")
 		}
 	}
-	uri := string(target)
 	if uri == "*" {
 		if method != http.MethodOptions {
 			return nil, "", badRequest("request target * is only for OPTIONS")
@@ -280,7 +318,7 @@ func parseTarget(method string, target []byte, u *url.URL) (*url.URL, string, er
 		*u = url.URL{Path: "*"}
 		return u, uri, nil
 	}
-	if plainOrigin(target) {
+	if plainOrigin(uri) {
 		path, query, asked := strings.Cut(uri, "?")
 		*u = url.URL{Path: path, RawQuery: query, ForceQuery: asked && query == ""}
 		return u, uri, nil
@@ -295,11 +333,12 @@ func parseTarget(method string, target []byte, u *url.URL) (*url.URL, string, er
 // plainOrigin reports whether target is an origin form whose path
 // url.URL keeps as it came: then its URL is the path and the query as
 // they are, as url.ParseRequestURI would make it.
-func plainOrigin(target []byte) bool {
+func plainOrigin(target string) bool {
 	if len(target) == 0 || target[0] != '/' {
 		return false
 	}
-	for _, c := range target {
+	for i := 0; i < len(target); i++ {
+		c := target[i]
 		if c == '?' {
 			return true // the query: url.URL keeps it raw
 		}
@@ -322,10 +361,10 @@ var plainPathByte = func() (t [256]bool) {
 }()
 
 // readHeader reads header fields up to the empty line that ends them, into
-// hdr (a new map when nil). The slices of the fields' first values come
-// from *firsts, when it has room, and then extend it (nil: new ones).
+// hdr (a new map when nil). The slices of the fields' first values, and
+// the string of the values, come from st (nil: new ones; see headStore).
 // Folded lines (obs-fold) are joined with a space, as RFC 9112 5.2 allows.
-func readHeader(h *head, hdr http.Header, firsts *[]string) (http.Header, error) {
+func readHeader(h *head, hdr http.Header, st *headStore) (http.Header, error) {
 	if hdr == nil {
 		hdr = make(http.Header, 8)
 	}
@@ -339,7 +378,7 @@ func readHeader(h *head, hdr http.Header, firsts *[]string) (http.Header, error)
 			return nil, err
 		}
 		if len(line) == 0 {
-			p.flush(hdr, vals, firsts)
+			p.flush(hdr, vals, st)
 			return hdr, nil
 		}
 		if h.fields--; h.fields < 0 {
@@ -365,7 +404,7 @@ func readHeader(h *head, hdr http.Header, firsts *[]string) (http.Header, error)
 		if !validValue(value) {
 			return nil, h.bad("invalid character in header " + key)
 		}
-		vals = p.add(hdr, vals, firsts, key, value)
+		vals = p.add(hdr, vals, st, key, value)
 		lastKey = key
 	}
 }
@@ -385,9 +424,9 @@ type pendingFields struct {
 
 // add appends a field to vals, the pending values, first copying out the
 // pending ones if there is no room left, and returns vals.
-func (p *pendingFields) add(hdr http.Header, vals []byte, firsts *[]string, key string, value []byte) []byte {
+func (p *pendingFields) add(hdr http.Header, vals []byte, st *headStore, key string, value []byte) []byte {
 	if p.n == len(p.fields) {
-		vals = p.flush(hdr, vals, firsts)
+		vals = p.flush(hdr, vals, st)
 	}
 	f := &p.fields[p.n]
 	p.n++
@@ -410,24 +449,25 @@ func (p *pendingFields) fold(vals, more []byte) []byte {
 
 // flush copies the pending values out of vals into hdr, in the order they
 // came, and returns vals emptied. The slices of first values are taken
-// from the free room of *store (nil: made).
-func (p *pendingFields) flush(hdr http.Header, vals []byte, store *[]string) []byte {
+// from the free room of st, and the values' string is st's (see
+// headStore; nil: made).
+func (p *pendingFields) flush(hdr http.Header, vals []byte, st *headStore) []byte {
 	if p.n == 0 {
 		return vals
 	}
-	all := string(vals)
+	all := st.str(vals)
 	var firsts []string
 	switch {
-	case store == nil:
+	case st == nil:
 		firsts = make([]string, p.n)
-	case cap(*store)-len(*store) >= p.n:
-		firsts = (*store)[len(*store) : len(*store)+p.n]
-		*store = (*store)[:len(*store)+p.n]
+	case cap(st.firsts)-len(st.firsts) >= p.n:
+		firsts = st.firsts[len(st.firsts) : len(st.firsts)+p.n]
+		st.firsts = st.firsts[:len(st.firsts)+p.n]
 	default:
 		// A new array for this and later heads; the slices taken from the
 		// old one stay where they are.
-		*store = make([]string, p.n, max(2*cap(*store), 32))
-		firsts = *store
+		st.firsts = make([]string, p.n, max(2*cap(st.firsts), 32))
+		firsts = st.firsts
 	}
 	for i := range p.fields[:p.n] {
 		f := &p.fields[i]

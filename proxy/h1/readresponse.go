@@ -47,6 +47,12 @@ type ResponseLimits struct {
 // (chunked beside Content-Length, a 204 or 304 with a body's framing, any
 // answer to HEAD, whose body a broken instance may send anyway).
 func ReadResponse(br *bufio.Reader, method string, l ResponseLimits) (*http.Response, error) {
+	return ReadResponseInto(br, method, l, nil)
+}
+
+// ReadResponseInto is ReadResponse, reading the response into s, which
+// holds it until s is used again (nil: a new response).
+func ReadResponseInto(br *bufio.Reader, method string, l ResponseLimits, s *AnswerStore) (*http.Response, error) {
 	if l.MaxHeaderBytes <= 0 {
 		l.MaxHeaderBytes = 64 << 10
 	}
@@ -57,7 +63,7 @@ func ReadResponse(br *bufio.Reader, method string, l ResponseLimits) (*http.Resp
 	first := true
 	for {
 		h.fields = l.MaxHeaderFields
-		resp, err := readResponseHead(&h, method, first)
+		resp, err := readResponseHead(&h, method, first, s)
 		if err != nil {
 			return nil, err
 		}
@@ -74,11 +80,32 @@ func ReadResponse(br *bufio.Reader, method string, l ResponseLimits) (*http.Resp
 type responseAndBody struct {
 	resp      http.Response
 	body      lengthBody
-	firsts    []string
+	fields    headStore
 	firstsBuf [16]string
 }
 
-func readResponseHead(h *head, method string, first bool) (*http.Response, error) {
+// AnswerStore is where the instances' answers to one client connection's
+// requests are read (ReadResponseInto), one after another: the response,
+// its body reader when its length is known, its header map, the slices of
+// its values and, when it is the same as the last answer's, the string of
+// its values are reused, so an answer like the last one costs no
+// allocation. An answer read into a store is valid until the store is
+// used again: the store of a client connection (Answers) is used again by
+// its next request, once the answer to this one has been sent whole.
+type AnswerStore struct {
+	both   responseAndBody
+	header http.Header
+	fields headStore
+}
+
+// Answers is implemented by the http.ResponseWriter of a client
+// connection that keeps an AnswerStore for its requests' answers.
+type Answers interface {
+	// Answers returns the connection's store.
+	Answers() *AnswerStore
+}
+
+func readResponseHead(h *head, method string, first bool, s *AnswerStore) (*http.Response, error) {
 	before := h.left
 	line, err := h.line()
 	if err != nil {
@@ -88,7 +115,24 @@ func readResponseHead(h *head, method string, first bool) (*http.Response, error
 	if !ok {
 		return nil, &ResponseError{Msg: fmt.Sprintf("malformed status line %q", truncate(line, 40))}
 	}
-	both := new(responseAndBody) // one allocation for the answer and its usual body
+	var both *responseAndBody
+	var st *headStore
+	var hdr http.Header
+	if s == nil {
+		both = new(responseAndBody) // one allocation for the answer and its usual body
+		both.fields.firsts = both.firstsBuf[:0]
+		st = &both.fields
+	} else {
+		both = &s.both
+		both.body = lengthBody{}
+		if s.header == nil {
+			s.header = make(http.Header, 8)
+		}
+		clear(s.header)
+		hdr = s.header
+		s.fields.firsts = s.fields.firsts[:0]
+		st = &s.fields
+	}
 	resp := &both.resp
 	*resp = http.Response{
 		Status:     statusText(code, reason),
@@ -97,8 +141,7 @@ func readResponseHead(h *head, method string, first bool) (*http.Response, error
 		ProtoMajor: 1,
 		ProtoMinor: minor,
 	}
-	both.firsts = both.firstsBuf[:0]
-	if resp.Header, err = readHeader(h, nil, &both.firsts); err != nil {
+	if resp.Header, err = readHeader(h, hdr, st); err != nil {
 		return nil, headError(err, false)
 	}
 	if err := frameResponse(resp, h.br, method, &both.body); err != nil {

@@ -30,18 +30,23 @@ type response struct {
 	hijacked    bool
 	trailers    []string // declared trailer fields, sent after a chunked body
 	sentBefore  int64    // the writer's sent count when the response began
+
+	// answers is where the handler may read an instance's answer
+	// (Answers): kept across the connection's requests, used again by the
+	// next one, after this response went out whole.
+	answers *AnswerStore
 }
 
 // reset readies w for req on c, keeping its header map and pending buffer;
 // reset(nil, nil) clears it for the pool.
 func (w *response) reset(c *conn, req *http.Request) {
-	h, pending := w.header, w.pending[:0]
+	h, pending, answers := w.header, w.pending[:0], w.answers
 	if h == nil {
 		h = make(http.Header, 8)
 	} else {
 		clear(h)
 	}
-	*w = response{c: c, req: req, header: h, pending: pending, length: -1}
+	*w = response{c: c, req: req, header: h, pending: pending, length: -1, answers: answers}
 	if req != nil {
 		w.closeAfter = req.Close
 	}
@@ -58,6 +63,15 @@ func (w *response) SetBodyDeadline(t time.Time) {
 	if w.c != nil && w.c.rd.body {
 		w.c.rd.limit = t.UnixNano()
 	}
+}
+
+// Answers implements Answers: the store of the connection's answers,
+// made at its first use.
+func (w *response) Answers() *AnswerStore {
+	if w.answers == nil {
+		w.answers = new(AnswerStore)
+	}
+	return w.answers
 }
 
 // Header implements http.ResponseWriter.
@@ -295,10 +309,11 @@ func (w *response) Discard() bool {
 }
 
 // finish ends the response after the handler returned: the header if the
-// handler wrote none, the last chunk and trailers, then a flush. A body
-// shorter than its Content-Length closes the connection, since the client
-// could not tell where the next response starts.
-func (w *response) finish() error {
+// handler wrote none, the last chunk and trailers, into the connection's
+// buffer (the caller flushes it). A body shorter than its Content-Length
+// closes the connection, since the client could not tell where the next
+// response starts.
+func (w *response) finish() {
 	if !w.wroteHeader {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -326,7 +341,6 @@ func (w *response) finish() error {
 	if !w.noBody && w.length >= 0 && w.written < w.length {
 		w.closeAfter = true
 	}
-	return bw.Flush()
 }
 
 // statusLines holds "HTTP/1.1 NNN Reason\r\n" for every three-digit code.

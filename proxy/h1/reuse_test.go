@@ -22,8 +22,8 @@ func FuzzPlainTargetMatchesNetURL(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, target string) {
 		var u url.URL
-		got, uri, err := parseTarget(http.MethodGet, []byte(target), &u)
-		if !plainOrigin([]byte(target)) || err != nil {
+		got, uri, err := parseTarget(http.MethodGet, target, &u)
+		if !plainOrigin(target) || err != nil {
 			return
 		}
 		if got != &u || uri != target {

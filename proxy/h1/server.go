@@ -314,6 +314,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		} else {
 			c.fd = socket(nc)
 			c.parkable = c.fd >= 0
+			if sc, ok := nc.(syscall.Conn); ok && c.parkable {
+				c.rc, _ = sc.SyscallConn()
+			}
 		}
 		c.rd.c = c
 		s.mu.Lock()
@@ -473,6 +476,18 @@ type conn struct {
 	// pp is the connection's PROXY protocol layer while its header is to
 	// be read (from a trusted peer), else nil.
 	pp *proxyproto.Conn
+	// flushLater is set when the answer to the last request waits in bw,
+	// for awaitRequest to send it in the same step as the wait for the
+	// next request (see sendAndAwait); rc is the socket's, for that step
+	// (nil when it cannot be taken); await is c.awaitStep, made once, and
+	// step and flushErr its state. pipelined is set once the client has
+	// sent a request before its answer to the one before went out:
+	// then every answer is sent at once.
+	flushLater, pipelined bool
+	rc                    syscall.RawConn
+	await                 func(uintptr) bool
+	step                  int
+	flushErr              error
 	// HTTP/2 (h2.go): the server x/net takes its GOAWAY from, set before
 	// h2ready; whether a GOAWAY may be sent, and was.
 	h2                *http.Server
@@ -662,7 +677,7 @@ func (c *conn) serve() {
 // awaitRequest waits for the first byte of the next request. It reports
 // false when the connection closed or parked instead.
 func (c *conn) awaitRequest() bool {
-	if c.br.Buffered() > 0 {
+	if c.br.Buffered() > 0 && !c.flushLater {
 		return true
 	}
 	c.rd.body = false
@@ -675,12 +690,15 @@ func (c *conn) awaitRequest() bool {
 		// hold bytes read from the socket) waits its idle time here.
 		deadline = minTime(limit, start.Add(parkAfter))
 	}
-	// The deadline before the state: whoever sees the connection idle
-	// (Shutdown, a reclaim) and moves its deadline does so after this.
-	c.nc.SetReadDeadline(deadline)
-	c.idleSince.Store(start.UnixNano())
-	c.kept.Store(!c.fresh)
-	c.state.Store(stateIdle)
+	if c.flushLater {
+		c.flushLater = false
+		if !c.sendAndAwait(deadline, limit) {
+			c.close()
+			return false
+		}
+	} else {
+		c.idle(deadline, start)
+	}
 	if c.s.closing.Load() {
 		if !c.fresh {
 			c.close()
@@ -722,6 +740,90 @@ func (c *conn) awaitRequest() bool {
 	}
 	c.close()
 	return false
+}
+
+// layerHolds reports whether a layer between the socket and br (the PROXY
+// protocol's) holds bytes read from the socket.
+func (c *conn) layerHolds() bool {
+	pc, ok := c.nc.(*proxyproto.Conn)
+	return ok && pc.Buffered() > 0
+}
+
+// idle makes c idle: waiting for its next request until deadline. The
+// deadline is set before the state: whoever sees the connection idle
+// (Shutdown, a reclaim) and moves its deadline does so after this.
+func (c *conn) idle(deadline, now time.Time) {
+	c.nc.SetReadDeadline(deadline)
+	c.idleSince.Store(now.UnixNano())
+	c.kept.Store(!c.fresh)
+	c.state.Store(stateIdle)
+}
+
+// sendAndAwait sends the answer waiting in bw, makes c idle until
+// deadline, and, when deadline comes before limit (the connection would
+// park at deadline, not close), waits without reading until the next
+// request's first bytes can be read. It reports false when the answer
+// could not be sent.
+//
+// A read right after the answer went out would find nothing (EAGAIN) and
+// cost a system call per request for no bytes: the client sends its next
+// request only once it has the answer. So the answer goes out inside the
+// poller's read wait (RawConn.Read), after the poller has forgotten any
+// earlier readiness: whatever the client sends from then on wakes the
+// wait. What it sent before, while the request before was being handled
+// (pipelined), the poller may have reported and forgotten: the wait then
+// ends at deadline (parkAfter), a look finds the bytes, and the
+// connection is marked pipelined: from then on its answers go out at
+// once, and the read for the next request follows as before. A pipelining
+// client may so wait parkAfter once.
+//
+// The connection is idle only once the answer is out: Shutdown and a
+// reclaim close idle connections, which must not cut an answer short.
+func (c *conn) sendAndAwait(deadline, limit time.Time) bool {
+	if !deadline.Before(limit) {
+		if c.bw.Flush() != nil {
+			return false
+		}
+		c.idle(deadline, time.Now())
+		return true
+	}
+	if c.await == nil {
+		c.await = c.awaitStep
+	}
+	c.nc.SetReadDeadline(deadline) // before the wait: an earlier one may be past
+	c.step, c.flushErr = 0, nil
+	err := c.rc.Read(c.await)
+	switch {
+	case c.step == 0: // the wait failed before it began (deadline, close)
+		if c.bw.Flush() != nil {
+			return false
+		}
+		c.idle(deadline, time.Now())
+	case c.flushErr != nil:
+		return false
+	case isTimeout(err) && unread(c.fd):
+		// Bytes the wait missed: sent before it began.
+		c.pipelined = true
+		c.nc.SetReadDeadline(limit)
+	}
+	return true
+}
+
+// awaitStep is sendAndAwait's callback: the first call sends the answer,
+// makes the connection idle and asks the poller to wait (unless the send
+// failed, or the server is closing); the next says readable.
+func (c *conn) awaitStep(uintptr) bool {
+	if c.step > 0 {
+		return true
+	}
+	c.step = 1
+	if c.flushErr = c.bw.Flush(); c.flushErr != nil {
+		return true
+	}
+	c.idleSince.Store(time.Now().UnixNano())
+	c.kept.Store(!c.fresh)
+	c.state.Store(stateIdle)
+	return c.s.closing.Load()
 }
 
 // handshake runs the TLS handshake of a connection that has not had it,
@@ -881,8 +983,17 @@ func (c *conn) handle(req *http.Request) bool {
 	if w.hijacked {
 		return false
 	}
-	err := w.finish()
+	w.finish()
 	c.endRequest()
+	if c.br.Buffered() > 0 {
+		c.pipelined = true // the next request came before this answer went out
+	}
+	if c.ctx.Err() == nil && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() {
+		// The answer goes out with the wait for the next request.
+		c.flushLater = true
+		return true
+	}
+	err := c.bw.Flush()
 	switch {
 	case err != nil || c.ctx.Err() != nil:
 		c.close()

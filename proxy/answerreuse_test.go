@@ -1,0 +1,128 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/vipswap/vipswap/route"
+)
+
+// startEchoingAnswerer starts an instance that answers each request with
+// its path in a header (X-Path) and in a chunked body, and, for paths
+// ending in "/extra", one more header (X-Extra). A chunked answer has no
+// length: the client's connection sends its head only when the handler
+// has returned, after the instance connection went back to the pool and
+// may carry another client's request. It returns the instance's address.
+func startEchoingAnswerer(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					f := strings.Fields(line)
+					if len(f) != 3 {
+						return
+					}
+					for { // the rest of the head
+						l, err := br.ReadString('\n')
+						if err != nil {
+							return
+						}
+						if l == "\r\n" {
+							break
+						}
+					}
+					path := f[1]
+					extra := ""
+					if strings.HasSuffix(path, "/extra") {
+						extra = "X-Extra: yes\r\n"
+					}
+					fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nX-Path: %s\r\n%sTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", path, extra, len(path), path)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// A client connection reads the instances' answers to its requests into
+// the same answer, header map and value slices, one after another (so
+// forwarding allocates nothing). Each answer must carry its own head and
+// nothing of the one before on the connection, nor of any other client's,
+// whose answers come over the same instance connections.
+func TestAnAnswerSeesNothingOfAnother(t *testing.T) {
+	inst := route.NewInstance("blue", startEchoingAnswerer(t))
+	p := New(Options{})
+	p.Apply(table(1, []*route.Instance{inst}, nil))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go p.Serve(route.Prod, ln)
+	t.Cleanup(func() { p.Shutdown(context.Background()) })
+
+	const clients, each = 4, 150
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	for c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{MaxConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			cl := &http.Client{Transport: tr}
+			for i := range each {
+				path := fmt.Sprintf("/c%d/r%d", c, i)
+				if i%3 == 0 {
+					path += "/extra"
+				}
+				resp, err := cl.Get("http://" + ln.Addr().String() + path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				switch {
+				case err != nil:
+					errs <- fmt.Errorf("%s: %v", path, err)
+				case resp.Header.Get("X-Path") != path || string(body) != path:
+					errs <- fmt.Errorf("asked for %s, got the head of %q and the body of %q", path, resp.Header.Get("X-Path"), body)
+				case len(resp.Header["X-Path"]) != 1:
+					errs <- fmt.Errorf("%s: X-Path %q, want one value", path, resp.Header["X-Path"])
+				case (resp.Header.Get("X-Extra") != "") != strings.HasSuffix(path, "/extra"):
+					errs <- fmt.Errorf("%s: X-Extra %q: a header of another answer", path, resp.Header.Get("X-Extra"))
+				default:
+					continue
+				}
+				return
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
