@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -69,7 +70,21 @@ func (n *node) listenTCP(name, addr string) (net.Listener, error) {
 		delete(activated.byKey, name) // a second bind (a test's second node) binds anew
 		return ln, nil
 	}
-	return net.Listen("tcp", addr)
+	if name == "admin.listen" {
+		return net.Listen("tcp", addr)
+	}
+	return listenClients(addr)
+}
+
+// listenClients returns a listening socket for prod's or stage's clients
+// at addr. Their connections get no TCP keep-alive probes, as HAProxy's
+// and nginx's do not: an idle one closes at its idle timeout, a request is
+// bounded by its own timeouts, and Go's default probes cost four system
+// calls per connection. A tunnel (WebSocket), which may stay quiet for
+// hours, turns them on when it begins.
+func listenClients(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // maxInherited is how many sockets vipswap may be handed: one per

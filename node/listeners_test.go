@@ -167,3 +167,46 @@ func TestInheritedNotASocket(t *testing.T) {
 		t.Fatalf("a regular file handed over as a socket: %v", err)
 	}
 }
+
+// TestClientConnectionsHaveNoKeepAliveProbes: prod's and stage's
+// listeners accept connections without TCP keep-alive probes (a tunnel
+// turns them on: see the h1 package's tests).
+func TestClientConnectionsHaveNoKeepAliveProbes(t *testing.T) {
+	ln, err := listenClients("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if on := soKeepAlive(t, sc); on {
+		t.Fatal("an accepted client connection has SO_KEEPALIVE on")
+	}
+	if on := soKeepAlive(t, c); !on {
+		t.Fatal("the check itself: a dialed connection (Go's default) has SO_KEEPALIVE off")
+	}
+}
+
+// soKeepAlive reports whether nc's socket has SO_KEEPALIVE on.
+func soKeepAlive(t *testing.T, nc net.Conn) bool {
+	t.Helper()
+	rc, err := nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v int
+	var serr error
+	rc.Control(func(fd uintptr) { v, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	return v != 0
+}

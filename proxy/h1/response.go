@@ -2,12 +2,15 @@ package h1
 
 import (
 	"bufio"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/vipswap/vipswap/proxy/proxyproto"
 )
 
 // response is the http.ResponseWriter of one request. A connection reuses
@@ -251,6 +254,28 @@ func (w *response) Flush() {
 	w.c.bw.Flush()
 }
 
+// probeKeepAlive turns TCP keep-alive probes on for nc's socket: a tunnel
+// has no idle timeout (a WebSocket may be quiet for hours), so a client
+// that vanished without a word (its machine off, a network gone) is found
+// by the probes. Listeners may accept connections without them: most
+// connections close at their idle timeout, and the probes cost four
+// system calls per connection.
+func probeKeepAlive(nc net.Conn) {
+	for {
+		switch t := nc.(type) {
+		case *net.TCPConn:
+			t.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 15 * time.Second, Count: 9})
+			return
+		case *tls.Conn:
+			nc = t.NetConn()
+		case *proxyproto.Conn:
+			nc = t.Conn
+		default:
+			return
+		}
+	}
+}
+
 // Hijack implements http.Hijacker: the handler takes the connection, with
 // whatever the client sent beyond the request still in the reader.
 func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -269,6 +294,7 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	c.nc.SetDeadline(time.Time{})
 	c.endRequest()
 	c.s.forget(c)
+	probeKeepAlive(c.nc)
 	nc := &hijackedConn{Conn: c.nc, c: c}
 	return nc, bufio.NewReadWriter(c.br, bufio.NewWriter(nc)), nil
 }

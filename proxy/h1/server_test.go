@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -530,4 +531,45 @@ func TestARequestSentWhileTheOneBeforeIsAnsweredIsServed(t *testing.T) {
 		}
 	}
 	t.Logf("four requests, each sent before the answer to the one before: answered in %s", time.Since(began))
+}
+
+// TestATunnelProbesItsClient: a connection accepted without TCP keep-alive
+// probes (vipswap's listeners) turns them on when a handler takes it
+// (a tunnel, which has no idle timeout).
+func TestATunnelProbesItsClient(t *testing.T) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := make(chan [2]int, 1) // SO_KEEPALIVE before and after the hijack
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		before := keepAliveOf(t, w.(*response).c.nc)
+		nc, _, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer nc.Close()
+		probes <- [2]int{before, keepAliveOf(t, nc.(*hijackedConn).Conn)}
+	})}
+	go s.Serve(ln)
+	t.Cleanup(func() { s.Shutdown(context.Background()) })
+	conn, _ := dial(t, ln.Addr().String())
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if got := <-probes; got != [2]int{0, 1} {
+		t.Fatalf("SO_KEEPALIVE %d before the hijack and %d after, want 0 and 1", got[0], got[1])
+	}
+}
+
+// keepAliveOf returns SO_KEEPALIVE of nc's socket.
+func keepAliveOf(t *testing.T, nc net.Conn) int {
+	var v int
+	rc, err := nc.(syscall.Conn).SyscallConn()
+	if err != nil {
+		t.Error(err)
+		return -1
+	}
+	rc.Control(func(fd uintptr) { v, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
+	return v
 }
