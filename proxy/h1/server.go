@@ -988,8 +988,11 @@ func (c *conn) handle(req *http.Request) bool {
 	if c.br.Buffered() > 0 {
 		c.pipelined = true // the next request came before this answer went out
 	}
-	if c.ctx.Err() == nil && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() {
-		// The answer goes out with the wait for the next request.
+	if len(c.bw.buf) > 0 && c.ctx.Err() == nil && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() {
+		// The end of the answer goes out with the wait for the next
+		// request. Only when some of it is still to go: an answer the
+		// handler sent whole (flushed) may have been had, and the next
+		// request sent, before that wait could begin.
 		c.flushLater = true
 		return true
 	}

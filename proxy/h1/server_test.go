@@ -573,3 +573,50 @@ func keepAliveOf(t *testing.T, nc net.Conn) int {
 	rc.Control(func(fd uintptr) { v, _ = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE) })
 	return v
 }
+
+// TestAnAnswerSentWholeByItsHandlerIsNotAwaitedAfter: when the handler
+// sends its whole answer itself (a flush), the client may have it, and
+// send its next request, before the connection's wait for that request
+// begins. The wait must then read at once: waiting without a read would
+// miss the request (until parkAfter) and take the client for one that
+// pipelines.
+func TestAnAnswerSentWholeByItsHandlerIsNotAwaitedAfter(t *testing.T) {
+	// The handler of /flushed returns once a byte comes on a side
+	// connection, sent after the next request: Go's poller has then
+	// reported that request's bytes (in the same wait as the byte, or
+	// before), as it does whenever the connection's goroutine is busy
+	// while they arrive.
+	side, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer side.Close()
+	sideOut := dialFrom(t, "127.0.0.1", side.Addr().String())
+	sideIn, err := side.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sideIn.Close()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/flushed":
+			w.Header().Set("Content-Length", "7")
+			io.WriteString(w, "flushed")
+			w.(http.Flusher).Flush()
+			sideIn.Read(make([]byte, 1))
+		case "/check":
+			fmt.Fprintf(w, "pipelined=%v", w.(*response).c.pipelined)
+		}
+	})
+	_, addr := start(t, &Server{Handler: h})
+	conn, br := dial(t, addr)
+	io.WriteString(conn, "GET /flushed HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp, body := read(t, br, "GET"); body != "flushed" {
+		t.Fatalf("got %d %q", resp.StatusCode, body)
+	}
+	io.WriteString(conn, "GET /check HTTP/1.1\r\nHost: x\r\n\r\n")
+	sideOut.Write([]byte{1}) // the handler of /flushed returns after this
+	if _, body := read(t, br, "GET"); body != "pipelined=false" {
+		t.Fatalf("the request sent once the flushed answer was had: %q, want it read at once (pipelined=false)", body)
+	}
+}
