@@ -988,8 +988,15 @@ func (c *conn) handle(req *http.Request) bool {
 	if c.br.Buffered() > 0 {
 		c.pipelined = true // the next request came before this answer went out
 	}
-	if c.ctx.Err() == nil && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() {
-		// The answer goes out with the wait for the next request.
+	// The answer goes out with the wait for the next request, when its
+	// end is still to send: an answer the handler sent whole (a body
+	// larger than bw goes out at once, a flushed one too) may have been
+	// read by its client, and the next request sent, while the handler
+	// still worked. The poller may have reported that request already: a
+	// wait begun now would miss it until parkAfter (no pipelining: the
+	// client waited for its answer), so it is read at once, as before.
+	if c.ctx.Err() == nil && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() &&
+		len(c.bw.buf) > 0 {
 		c.flushLater = true
 		return true
 	}

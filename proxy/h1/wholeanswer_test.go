@@ -1,0 +1,103 @@
+package h1
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// loopbackPair returns the two ends of a TCP connection on 127.0.0.1.
+func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.Accept()
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close(); b.Close() })
+	a.SetDeadline(time.Now().Add(10 * time.Second))
+	b.SetDeadline(time.Now().Add(10 * time.Second))
+	return a, b
+}
+
+// An answer may be out whole before its handler returns: a body larger
+// than the connection's buffer goes out at once (the proxy writes an
+// instance's large body so), as does one the handler flushed. Its client
+// then sends its next request while the handler still works (counting,
+// logging, a mirror), which is no pipelining: that request must be read
+// when the handler returns, not after a wait that ends at parkAfter with
+// the connection taken for a pipelining one.
+//
+// The handler's work after the answer here is a read on another
+// connection, woken by the poller once the client has sent its next
+// request: the poller then reports that request's bytes too, before the
+// server waits for them.
+func TestARequestSentAfterAWholeAnswerIsReadAtOnce(t *testing.T) {
+	for _, how := range []string{"large body", "flushed"} {
+		t.Run(how, func(t *testing.T) {
+			side, work := loopbackPair(t)
+			taken := 0
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				c := r.Context().Value(connKey{}).(*conn)
+				if c.pipelined {
+					taken++
+				}
+				body := r.URL.Path
+				if r.URL.Path == "/whole" {
+					body = strings.Repeat("x", 64<<10)
+					if how == "flushed" {
+						body = body[:100]
+					}
+				}
+				w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+				io.WriteString(w, body)
+				if r.URL.Path == "/whole" {
+					if how == "flushed" {
+						w.(http.Flusher).Flush()
+					}
+					var b [1]byte
+					if _, err := work.Read(b[:]); err != nil {
+						t.Errorf("the handler's work: %v", err)
+					}
+				}
+			})
+			_, addr := start(t, &Server{Handler: h})
+			conn, br := dial(t, addr)
+			const rounds = 3
+			var longest time.Duration
+			for i := range rounds {
+				io.WriteString(conn, "GET /whole HTTP/1.1\r\nHost: x\r\n\r\n")
+				if resp, _ := read(t, br, "GET"); resp.StatusCode != 200 {
+					t.Fatalf("round %d: %d", i, resp.StatusCode)
+				}
+				// The answer is whole: the next request, then the end of
+				// the handler's work.
+				began := time.Now()
+				io.WriteString(conn, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+				side.Write([]byte{1})
+				if resp, body := read(t, br, "GET"); resp.StatusCode != 200 || body != "/next" {
+					t.Fatalf("round %d: got %d %q, want 200 /next", i, resp.StatusCode, body)
+				}
+				longest = max(longest, time.Since(began))
+			}
+			if taken > 0 {
+				t.Errorf("a client that sent each request after its answer before was taken for a pipelining one (%d of %d requests); the longest wait for an answer after a whole answer: %s",
+					taken, 2*rounds, longest)
+			}
+			t.Logf("longest wait for an answer after a whole answer: %s", longest)
+		})
+	}
+}
