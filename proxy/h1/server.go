@@ -701,6 +701,12 @@ func (c *conn) awaitRequest() bool {
 	}
 	if c.s.closing.Load() {
 		if !c.fresh {
+			if c.arrived() && c.state.CompareAndSwap(stateIdle, stateActive) {
+				// Its next request came before the shutdown closed it
+				// (pipelined, its wait cut short): it is in use, as one
+				// already read is, and is answered (Connection: close).
+				return true
+			}
 			c.close()
 			return false
 		}
@@ -740,6 +746,12 @@ func (c *conn) awaitRequest() bool {
 	}
 	c.close()
 	return false
+}
+
+// arrived reports whether bytes of a request wait to be read: in the
+// socket, or in a layer above it.
+func (c *conn) arrived() bool {
+	return c.fd >= 0 && unread(c.fd) || c.layerHolds()
 }
 
 // layerHolds reports whether a layer between the socket and br (the PROXY
