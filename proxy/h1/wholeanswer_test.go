@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -50,11 +51,11 @@ func TestARequestSentAfterAWholeAnswerIsReadAtOnce(t *testing.T) {
 	for _, how := range []string{"large body", "flushed"} {
 		t.Run(how, func(t *testing.T) {
 			side, work := loopbackPair(t)
-			taken := 0
+			var taken atomic.Int32 // requests served as pipelined
 			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				c := r.Context().Value(connKey{}).(*conn)
 				if c.pipelined {
-					taken++
+					taken.Add(1)
 				}
 				body := r.URL.Path
 				if r.URL.Path == "/whole" {
@@ -94,9 +95,9 @@ func TestARequestSentAfterAWholeAnswerIsReadAtOnce(t *testing.T) {
 				}
 				longest = max(longest, time.Since(began))
 			}
-			if taken > 0 {
+			if n := taken.Load(); n > 0 {
 				t.Errorf("a client that sent each request after its answer before was taken for a pipelining one (%d of %d requests); the longest wait for an answer after a whole answer: %s",
-					taken, 2*rounds, longest)
+					n, 2*rounds, longest)
 			}
 			t.Logf("longest wait for an answer after a whole answer: %s", longest)
 		})
