@@ -701,6 +701,12 @@ func (c *conn) awaitRequest() bool {
 	}
 	if c.s.closing.Load() {
 		if !c.fresh {
+			if c.arrived() && c.state.CompareAndSwap(stateIdle, stateActive) {
+				// Its next request came before the shutdown closed it
+				// (pipelined, its wait cut short): it is in use, as one
+				// already read is, and is answered (Connection: close).
+				return true
+			}
 			c.close()
 			return false
 		}
@@ -740,6 +746,12 @@ func (c *conn) awaitRequest() bool {
 	}
 	c.close()
 	return false
+}
+
+// arrived reports whether bytes of a request wait to be read: in the
+// socket, or in a layer above it.
+func (c *conn) arrived() bool {
+	return c.fd >= 0 && unread(c.fd) || c.layerHolds()
 }
 
 // layerHolds reports whether a layer between the socket and br (the PROXY
@@ -988,11 +1000,15 @@ func (c *conn) handle(req *http.Request) bool {
 	if c.br.Buffered() > 0 {
 		c.pipelined = true // the next request came before this answer went out
 	}
-	if len(c.bw.buf) > 0 && c.ctx.Err() == nil && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() {
-		// The end of the answer goes out with the wait for the next
-		// request. Only when some of it is still to go: an answer the
-		// handler sent whole (flushed) may have been had, and the next
-		// request sent, before that wait could begin.
+	// The answer goes out with the wait for the next request, when its
+	// end is still to send: an answer the handler sent whole (a body
+	// larger than bw goes out at once, a flushed one too) may have been
+	// read by its client, and the next request sent, while the handler
+	// still worked. The poller may have reported that request already: a
+	// wait begun now would miss it until parkAfter (no pipelining: the
+	// client waited for its answer), so it is read at once, as before.
+	if c.ctx.Err() == nil && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() &&
+		len(c.bw.buf) > 0 {
 		c.flushLater = true
 		return true
 	}

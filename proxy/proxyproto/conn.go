@@ -55,8 +55,8 @@ func (l *Listener) Accept() (net.Conn, error) {
 		}
 		trusted := l.Trusted != nil && l.Trusted(peerOf(nc))
 		if !trusted && l.Mode == Require {
+			l.Refused.Add(1) // before the close, which a test may be waiting to see
 			nc.Close()
-			l.Refused.Add(1)
 			continue
 		}
 		return &Conn{Conn: nc, expect: trusted, require: l.Mode == Require}, nil
