@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // requestError is a request vipswap refuses to read: status is the answer,
@@ -368,9 +369,11 @@ func readHeader(h *head, hdr http.Header, st *headStore) (http.Header, error) {
 	if hdr == nil {
 		hdr = make(http.Header, 8)
 	}
-	var p pendingFields // on the stack: the values are copied out in one string
-	var buf [1024]byte
-	vals := buf[:0] // the values so far, one after another
+	sc := scratches.Get().(*fieldScratch)
+	defer scratches.Put(sc)
+	p := &sc.p
+	p.n = 0 // a head refused midway left its fields
+	vals := sc.buf[:0] // the values so far, one after another
 	var lastKey string
 	for {
 		line, err := h.line()
@@ -408,6 +411,17 @@ func readHeader(h *head, hdr http.Header, st *headStore) (http.Header, error) {
 		lastKey = key
 	}
 }
+
+// fieldScratch is where readHeader gathers a head's fields before it
+// copies their values out. Pooled rather than on the stack: two kilobytes
+// there would grow the stack of every new goroutine that reads a head (an
+// HTTP/2 stream's runs on one of its own), a copy per request.
+type fieldScratch struct {
+	p   pendingFields
+	buf [1024]byte
+}
+
+var scratches = sync.Pool{New: func() any { return new(fieldScratch) }}
 
 // pendingFields gathers a head's field values and copies them out in one
 // string, with one slice for the keys' first values, rather than a string

@@ -813,7 +813,7 @@ func (c *conn) sendAndAwait(deadline, limit time.Time) bool {
 		c.idle(deadline, time.Now())
 	case c.flushErr != nil:
 		return false
-	case isTimeout(err) && unread(c.fd):
+	case err != nil && isTimeout(err) && unread(c.fd):
 		// Bytes the wait missed: sent before it began.
 		c.pipelined = true
 		c.nc.SetReadDeadline(limit)
