@@ -78,7 +78,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	start := time.Now()
 	rq := requests.Get().(*request)
-	*rq = request{l: h.l, table: h.p.table.Load(), o: o, start: start, grpc: -1}
+	// Zeroed, then set: a composite literal would be built on the stack
+	// first, which grows the stack of an HTTP/2 stream's new goroutine.
+	*rq = request{}
+	rq.l, rq.table, rq.o, rq.start, rq.grpc = h.l, h.p.table.Load(), o, start, -1
 	rq.tried = rq.triedBuf[:0]
 	if a, ok := w.(h1.Answers); ok {
 		rq.answers = a.Answers() // the instance's answer is read there

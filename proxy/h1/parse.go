@@ -372,7 +372,7 @@ func readHeader(h *head, hdr http.Header, st *headStore) (http.Header, error) {
 	sc := scratches.Get().(*fieldScratch)
 	defer scratches.Put(sc)
 	p := &sc.p
-	p.n = 0 // a head refused midway left its fields
+	p.n = 0            // a head refused midway left its fields
 	vals := sc.buf[:0] // the values so far, one after another
 	var lastKey string
 	for {
