@@ -120,30 +120,40 @@ type requestStore struct {
 	url    url.URL
 	header http.Header
 	fields headStore
-	target string // the last request's target
+	target lastString // the last request's target
 }
 
 // headStore is where a head's field values go: the slices of the fields'
 // first values, taken from firsts' room while it has some, and the string
-// of the values, which is last again when the same bytes come.
+// of the values, given again when the same bytes come.
 type headStore struct {
 	firsts []string
-	last   string
+	values lastString
 }
 
-// str returns b as a string: st.last when it holds the same bytes (the
-// comparison does not allocate), else a new string, kept as st.last unless
-// it is longer than keepMax (a store is kept with its connection).
+// str returns b as a string, st's last one when it holds the same bytes;
+// a new one when st is nil.
 func (st *headStore) str(b []byte) string {
 	if st == nil {
 		return string(b)
 	}
-	if st.last == string(b) {
-		return st.last
+	return st.values.of(b)
+}
+
+// lastString is the last string made from some bytes, to give again when
+// the same bytes come: a string is never changed, only shared.
+type lastString struct{ s string }
+
+// of returns b as a string: the last one when it holds the same bytes (the
+// comparison does not allocate), else a new one, kept unless it is longer
+// than keepMax (a store is kept with its connection).
+func (l *lastString) of(b []byte) string {
+	if l.s == string(b) {
+		return l.s
 	}
 	s := string(b)
 	if len(s) <= keepMax {
-		st.last = s
+		l.s = s
 	}
 	return s
 }
@@ -169,7 +179,7 @@ func (s *requestStore) end() {
 	clear(s.header)
 	clear(s.fields.firsts[:cap(s.fields.firsts)])
 	s.fields.firsts = s.fields.firsts[:0]
-	s.fields.last, s.target = "", ""
+	s.fields.values, s.target = lastString{}, lastString{}
 }
 
 // readRequest reads one request head from br into s, and returns the
@@ -200,14 +210,7 @@ func readRequest(s *requestStore, br *bufio.Reader, l limits, remoteAddr string)
 	if req.Method == http.MethodConnect {
 		return nil, &requestError{http.StatusNotImplemented, "CONNECT is not supported"}
 	}
-	uri := s.target
-	if uri != string(target) {
-		uri = string(target)
-		if len(uri) <= keepMax {
-			s.target = uri
-		}
-	}
-	if req.URL, req.RequestURI, err = parseTarget(req.Method, uri, &s.url); err != nil {
+	if req.URL, req.RequestURI, err = parseTarget(req.Method, s.target.of(target), &s.url); err != nil {
 		return nil, err
 	}
 	if s.header == nil {

@@ -95,7 +95,6 @@ type responseAndBody struct {
 type AnswerStore struct {
 	both   responseAndBody
 	header http.Header
-	fields headStore
 }
 
 // Answers is implemented by the http.ResponseWriter of a client
@@ -116,12 +115,9 @@ func readResponseHead(h *head, method string, first bool, s *AnswerStore) (*http
 		return nil, &ResponseError{Msg: fmt.Sprintf("malformed status line %q", truncate(line, 40))}
 	}
 	var both *responseAndBody
-	var st *headStore
-	var hdr http.Header
+	var hdr http.Header // nil: a new map
 	if s == nil {
 		both = new(responseAndBody) // one allocation for the answer and its usual body
-		both.fields.firsts = both.firstsBuf[:0]
-		st = &both.fields
 	} else {
 		both = &s.both
 		both.body = lengthBody{}
@@ -130,8 +126,9 @@ func readResponseHead(h *head, method string, first bool, s *AnswerStore) (*http
 		}
 		clear(s.header)
 		hdr = s.header
-		s.fields.firsts = s.fields.firsts[:0]
-		st = &s.fields
+	}
+	if both.fields.firsts = both.fields.firsts[:0]; both.fields.firsts == nil {
+		both.fields.firsts = both.firstsBuf[:0]
 	}
 	resp := &both.resp
 	*resp = http.Response{
@@ -141,7 +138,7 @@ func readResponseHead(h *head, method string, first bool, s *AnswerStore) (*http
 		ProtoMajor: 1,
 		ProtoMinor: minor,
 	}
-	if resp.Header, err = readHeader(h, hdr, st); err != nil {
+	if resp.Header, err = readHeader(h, hdr, &both.fields); err != nil {
 		return nil, headError(err, false)
 	}
 	if err := frameResponse(resp, h.br, method, &both.body); err != nil {

@@ -766,6 +766,11 @@ func (c *conn) layerHolds() bool {
 // (Shutdown, a reclaim) and moves its deadline does so after this.
 func (c *conn) idle(deadline, now time.Time) {
 	c.nc.SetReadDeadline(deadline)
+	c.markIdle(now)
+}
+
+// markIdle records that c waits for its next request since now.
+func (c *conn) markIdle(now time.Time) {
 	c.idleSince.Store(now.UnixNano())
 	c.kept.Store(!c.fresh)
 	c.state.Store(stateIdle)
@@ -792,32 +797,29 @@ func (c *conn) idle(deadline, now time.Time) {
 // The connection is idle only once the answer is out: Shutdown and a
 // reclaim close idle connections, which must not cut an answer short.
 func (c *conn) sendAndAwait(deadline, limit time.Time) bool {
-	if !deadline.Before(limit) {
-		if c.bw.Flush() != nil {
-			return false
+	if deadline.Before(limit) {
+		if c.await == nil {
+			c.await = c.awaitStep
 		}
-		c.idle(deadline, time.Now())
-		return true
-	}
-	if c.await == nil {
-		c.await = c.awaitStep
-	}
-	c.nc.SetReadDeadline(deadline) // before the wait: an earlier one may be past
-	c.step, c.flushErr = 0, nil
-	err := c.rc.Read(c.await)
-	switch {
-	case c.step == 0: // the wait failed before it began (deadline, close)
-		if c.bw.Flush() != nil {
-			return false
+		c.nc.SetReadDeadline(deadline) // before the wait: an earlier one may be past
+		c.step, c.flushErr = 0, nil
+		err := c.rc.Read(c.await)
+		if c.step > 0 { // else the wait failed before it began (deadline, close)
+			if c.flushErr != nil {
+				return false
+			}
+			if err != nil && isTimeout(err) && unread(c.fd) {
+				// Bytes the wait missed: sent before it began.
+				c.pipelined = true
+				c.nc.SetReadDeadline(limit)
+			}
+			return true
 		}
-		c.idle(deadline, time.Now())
-	case c.flushErr != nil:
+	}
+	if c.bw.Flush() != nil {
 		return false
-	case err != nil && isTimeout(err) && unread(c.fd):
-		// Bytes the wait missed: sent before it began.
-		c.pipelined = true
-		c.nc.SetReadDeadline(limit)
 	}
+	c.idle(deadline, time.Now())
 	return true
 }
 
@@ -832,9 +834,7 @@ func (c *conn) awaitStep(uintptr) bool {
 	if c.flushErr = c.bw.Flush(); c.flushErr != nil {
 		return true
 	}
-	c.idleSince.Store(time.Now().UnixNano())
-	c.kept.Store(!c.fresh)
-	c.state.Store(stateIdle)
+	c.markIdle(time.Now())
 	return c.s.closing.Load()
 }
 
@@ -1007,14 +1007,15 @@ func (c *conn) handle(req *http.Request) bool {
 	// still worked. The poller may have reported that request already: a
 	// wait begun now would miss it until parkAfter (no pipelining: the
 	// client waited for its answer), so it is read at once, as before.
-	if c.ctx.Err() == nil && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() &&
+	cancelled := c.ctx.Err() != nil
+	if !cancelled && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() &&
 		len(c.bw.buf) > 0 {
 		c.flushLater = true
 		return true
 	}
 	err := c.bw.Flush()
 	switch {
-	case err != nil || c.ctx.Err() != nil:
+	case err != nil || cancelled:
 		c.close()
 		return false
 	case w.closeAfter && !bodyDone(req.Body):
