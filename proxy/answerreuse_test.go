@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"net"
@@ -14,56 +12,22 @@ import (
 	"github.com/vipswap/vipswap/route"
 )
 
-// startEchoingAnswerer starts an instance that answers each request with
-// its path in a header (X-Path) and in a chunked body, and, for paths
-// ending in "/extra", one more header (X-Extra). A chunked answer has no
-// length: the client's connection sends its head only when the handler
-// has returned, after the instance connection went back to the pool and
-// may carry another client's request. It returns the instance's address.
-func startEchoingAnswerer(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				br := bufio.NewReader(nc)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					f := strings.Fields(line)
-					if len(f) != 3 {
-						return
-					}
-					for { // the rest of the head
-						l, err := br.ReadString('\n')
-						if err != nil {
-							return
-						}
-						if l == "\r\n" {
-							break
-						}
-					}
-					path := f[1]
-					extra := ""
-					if strings.HasSuffix(path, "/extra") {
-						extra = "X-Extra: yes\r\n"
-					}
-					fmt.Fprintf(nc, "HTTP/1.1 200 OK\r\nX-Path: %s\r\n%sTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", path, extra, len(path), path)
-				}
-			}()
+// echoingAnswerer is an instance that answers each request with its path
+// in a header (X-Path) and in a chunked body, and, for paths ending in
+// "/extra", one more header (X-Extra). A chunked answer has no length: the
+// client's connection sends its head only when the handler has returned,
+// after the instance connection went back to the pool and may carry
+// another client's request.
+func echoingAnswerer(t *testing.T) *route.Instance {
+	t.Helper()
+	return rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+		path, extra := r.URL.Path, ""
+		if strings.HasSuffix(path, "/extra") {
+			extra = "X-Extra: yes\r\n"
 		}
-	}()
-	return ln.Addr().String()
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Path: %s\r\n%sTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", path, extra, len(path), path)
+		return err == nil
+	})
 }
 
 // A client connection reads the instances' answers to its requests into
@@ -72,15 +36,7 @@ func startEchoingAnswerer(t *testing.T) string {
 // nothing of the one before on the connection, nor of any other client's,
 // whose answers come over the same instance connections.
 func TestAnAnswerSeesNothingOfAnother(t *testing.T) {
-	inst := route.NewInstance("blue", startEchoingAnswerer(t))
-	p := New(Options{})
-	p.Apply(table(1, []*route.Instance{inst}, nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go p.Serve(route.Prod, ln)
-	t.Cleanup(func() { p.Shutdown(context.Background()) })
+	prod, _ := proxyOf(t, Options{}, echoingAnswerer(t))
 
 	const clients, each = 4, 150
 	var wg sync.WaitGroup
@@ -97,7 +53,7 @@ func TestAnAnswerSeesNothingOfAnother(t *testing.T) {
 				if i%3 == 0 {
 					path += "/extra"
 				}
-				resp, err := cl.Get("http://" + ln.Addr().String() + path)
+				resp, err := cl.Get(prod + path)
 				if err != nil {
 					errs <- err
 					return

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"io"
 	"net"
@@ -10,9 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vipswap/vipswap/internal/vstest"
-	"github.com/vipswap/vipswap/route"
 )
 
 // A copy (Send) whose pooled connection the instance had let go goes once
@@ -24,29 +20,18 @@ func TestACopySentAgainCarriesItsWholeBody(t *testing.T) {
 	p := New(Options{unsafeReuseWithin: time.Hour})
 	body := strings.Repeat("0123456789", 100)
 	got := make(chan string, 4)
-	echo := route.NewInstance("blue", vstest.Serve(t, func(c net.Conn) {
-		br := bufio.NewReader(c)
-		for {
-			r, err := http.ReadRequest(br)
-			if err != nil {
-				return
-			}
-			b, err := io.ReadAll(r.Body)
-			if err != nil {
-				got <- "unread body: " + err.Error()
-				return
-			}
-			mu.Lock()
-			served[c]++
-			n := served[c]
-			mu.Unlock()
-			if n > 1 {
-				return // the second request on a connection: read, never answered
-			}
-			got <- r.Method + " " + string(b)
-			io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	echo := bodyAnswerer(t, func(c net.Conn, r *http.Request, b []byte) bool {
+		mu.Lock()
+		served[c]++
+		n := served[c]
+		mu.Unlock()
+		if n > 1 {
+			return false // the second request on a connection: read, never answered
 		}
-	}))
+		got <- r.Method + " " + string(b)
+		io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return true
+	})
 	p.Apply(table(1, nil, nil))
 	send := func(method string, b []byte) error {
 		r := &http.Request{Method: method, Host: "example.test", Header: http.Header{}, RemoteAddr: "127.0.0.1:1",
