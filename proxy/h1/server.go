@@ -314,9 +314,6 @@ func (s *Server) Serve(ln net.Listener) error {
 		} else {
 			c.fd = socket(nc)
 			c.parkable = c.fd >= 0
-			if sc, ok := nc.(syscall.Conn); ok && c.parkable {
-				c.rc, _ = sc.SyscallConn()
-			}
 		}
 		c.rd.c = c
 		s.mu.Lock()
@@ -479,7 +476,7 @@ type conn struct {
 	// flushLater is set when the answer to the last request waits in bw,
 	// for awaitRequest to send it in the same step as the wait for the
 	// next request (see sendAndAwait); rc is the socket's, for that step
-	// (nil when it cannot be taken); await is c.awaitStep, made once, and
+	// (nil until taken, see rawSocket); await is c.awaitStep, made once, and
 	// step and flushErr its state. pipelined is set once the client has
 	// sent a request before its answer to the one before went out:
 	// then every answer is sent at once.
@@ -797,7 +794,7 @@ func (c *conn) markIdle(now time.Time) {
 // The connection is idle only once the answer is out: Shutdown and a
 // reclaim close idle connections, which must not cut an answer short.
 func (c *conn) sendAndAwait(deadline, limit time.Time) bool {
-	if deadline.Before(limit) {
+	if deadline.Before(limit) && c.rawSocket() != nil {
 		if c.await == nil {
 			c.await = c.awaitStep
 		}
@@ -821,6 +818,17 @@ func (c *conn) sendAndAwait(deadline, limit time.Time) bool {
 	}
 	c.idle(deadline, time.Now())
 	return true
+}
+
+// rawSocket returns c's socket for sendAndAwait's wait, taken at its first
+// use (a connection that serves one request never needs it), or nil.
+func (c *conn) rawSocket() syscall.RawConn {
+	if c.rc == nil {
+		if sc, ok := c.nc.(syscall.Conn); ok {
+			c.rc, _ = sc.SyscallConn()
+		}
+	}
+	return c.rc
 }
 
 // awaitStep is sendAndAwait's callback: the first call sends the answer,
@@ -1008,7 +1016,7 @@ func (c *conn) handle(req *http.Request) bool {
 	// wait begun now would miss it until parkAfter (no pipelining: the
 	// client waited for its answer), so it is read at once, as before.
 	cancelled := c.ctx.Err() != nil
-	if !cancelled && !w.closeAfter && bodyDone(req.Body) && c.rc != nil && !c.pipelined && !c.layerHolds() &&
+	if !cancelled && !w.closeAfter && bodyDone(req.Body) && c.parkable && !c.pipelined && !c.layerHolds() &&
 		len(c.bw.buf) > 0 {
 		c.flushLater = true
 		return true
