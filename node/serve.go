@@ -28,6 +28,7 @@ import (
 	"github.com/vipswap/vipswap/launch"
 	"github.com/vipswap/vipswap/metrics"
 	"github.com/vipswap/vipswap/proxy"
+	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"github.com/vipswap/vipswap/release"
 	"github.com/vipswap/vipswap/route"
@@ -277,7 +278,9 @@ func (n *node) bind() error {
 			GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) { return n.handshakeConfig(l, hello) },
 		}
 		n.tickets.add(outer) // this one's session ticket keys serve: those in force have none
-		return tls.NewListener(ln, outer), nil
+		// h1's listener lets an answer go out within the wait for the
+		// next request, as on cleartext connections.
+		return h1.NewTLSListener(ln, outer), nil
 	}
 	if n.prodLn, err = front("listeners.prod", route.Prod, n.initial.Listeners.Prod); err != nil {
 		return err

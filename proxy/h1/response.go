@@ -268,6 +268,8 @@ func probeKeepAlive(nc net.Conn) {
 			return
 		case *tls.Conn:
 			nc = t.NetConn()
+		case *heldConn:
+			nc = t.TCPConn
 		case *proxyproto.Conn:
 			nc = t.Conn
 		default:

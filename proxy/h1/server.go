@@ -311,6 +311,10 @@ func (s *Server) Serve(ln net.Listener) error {
 			client: client, fresh: true, pp: pp}
 		if tc, ok := nc.(*tls.Conn); ok {
 			c.fd = socket(tc.NetConn()) // watched for a hang-up, never parked
+			if h, ok := tc.NetConn().(*heldConn); ok && c.fd >= 0 {
+				c.held = h
+				h.sent = c.heldSent
+			}
 		} else {
 			c.fd = socket(nc)
 			c.parkable = c.fd >= 0
@@ -480,7 +484,11 @@ type conn struct {
 	// step and flushErr its state. pipelined is set once the client has
 	// sent a request before its answer to the one before went out:
 	// then every answer is sent at once.
+	//
+	// held is the socket beneath a TLS connection from NewTLSListener,
+	// which sends a kept answer within that wait (sendAndAwaitTLS).
 	flushLater, pipelined bool
+	held                  *heldConn
 	rc                    syscall.RawConn
 	await                 func(uintptr) bool
 	step                  int
@@ -689,7 +697,13 @@ func (c *conn) awaitRequest() bool {
 	}
 	if c.flushLater {
 		c.flushLater = false
-		if !c.sendAndAwait(deadline, limit) {
+		sent := false
+		if c.held != nil {
+			sent = c.sendAndAwaitTLS(minTime(limit, start.Add(parkAfter)), limit)
+		} else {
+			sent = c.sendAndAwait(deadline, limit)
+		}
+		if !sent {
 			c.close()
 			return false
 		}
@@ -698,7 +712,7 @@ func (c *conn) awaitRequest() bool {
 	}
 	if c.s.closing.Load() {
 		if !c.fresh {
-			if c.arrived() && c.state.CompareAndSwap(stateIdle, stateActive) {
+			if (c.br.Buffered() > 0 || c.arrived()) && c.state.CompareAndSwap(stateIdle, stateActive) {
 				// Its next request came before the shutdown closed it
 				// (pipelined, its wait cut short): it is in use, as one
 				// already read is, and is answered (Connection: close).
@@ -818,6 +832,65 @@ func (c *conn) sendAndAwait(deadline, limit time.Time) bool {
 	}
 	c.idle(deadline, time.Now())
 	return true
+}
+
+// sendAndAwaitTLS is sendAndAwait for a TLS connection over a heldConn:
+// the answer is encrypted into the socket's keeping, and the read of the
+// next request's first bytes sends it inside the poller's wait (see
+// heldConn), which ends at deadline, then goes on until limit as any
+// read does. What a client pipelined may go unseen by the wait, as on a
+// cleartext connection: a look at deadline marks the connection
+// pipelined. Bytes TLS had read already are served without a wait, the
+// kept answer sent first. It reports false when the answer could not be
+// sent.
+func (c *conn) sendAndAwaitTLS(deadline, limit time.Time) bool {
+	h := c.held
+	h.hold = true
+	err := c.bw.Flush()
+	h.hold = false
+	if err != nil {
+		h.drop()
+		return false
+	}
+	if !deadline.Before(limit) || c.s.closing.Load() {
+		if h.flush() != nil {
+			return false
+		}
+		c.idle(limit, time.Now())
+		return true
+	}
+	c.nc.SetReadDeadline(deadline)
+	_, err = c.br.Peek(1)
+	if h.werr != nil {
+		h.werr = nil
+		return false
+	}
+	if h.pending() {
+		// Not sent: TLS held the next request already, or the wait
+		// failed before it began.
+		if err == nil {
+			c.pipelined = true
+		}
+		if h.flush() != nil {
+			return false
+		}
+		c.idle(limit, time.Now())
+		return true
+	}
+	if err != nil && isTimeout(err) && time.Now().Before(limit) {
+		if unread(c.fd) {
+			c.pipelined = true // bytes the wait missed: sent before it began
+		}
+		c.nc.SetReadDeadline(limit) // the read goes on
+	}
+	return true
+}
+
+// heldSent is called by c.held once a kept answer is out: c is idle from
+// then on. It reports whether the wait is to be skipped (closing).
+func (c *conn) heldSent() bool {
+	c.markIdle(time.Now())
+	return c.s.closing.Load()
 }
 
 // rawSocket returns c's socket for sendAndAwait's wait, taken at its first
@@ -1016,7 +1089,7 @@ func (c *conn) handle(req *http.Request) bool {
 	// wait begun now would miss it until parkAfter (no pipelining: the
 	// client waited for its answer), so it is read at once, as before.
 	cancelled := c.ctx.Err() != nil
-	if !cancelled && !w.closeAfter && bodyDone(req.Body) && c.parkable && !c.pipelined && !c.layerHolds() &&
+	if !cancelled && !w.closeAfter && bodyDone(req.Body) && (c.parkable || c.held != nil) && !c.pipelined && !c.layerHolds() &&
 		len(c.bw.buf) > 0 {
 		c.flushLater = true
 		return true

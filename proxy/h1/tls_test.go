@@ -75,7 +75,7 @@ func startTLS(t *testing.T, s *Server) string {
 		t.Fatal(err)
 	}
 	s.init()
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}})
+	tlsLn := NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(tlsLn) }()
 	t.Cleanup(func() {
@@ -187,7 +187,7 @@ func TestTLSShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.init()
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}})
+	tlsLn := NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(tlsLn) }()
 	addr := ln.Addr().String()
