@@ -324,6 +324,9 @@ func (n *node) start(ctx context.Context) error {
 	if err := n.readyToServe(ctx); err != nil {
 		return err
 	}
+	if err := releaseBinaryPages(); err != nil {
+		n.log.Debug("the binary's pages were not given back", "err", err) // a kernel before 5.4 has no MADV_PAGEOUT
+	}
 	n.listen()
 	n.serving()
 	if err := n.ready(); err != nil {
