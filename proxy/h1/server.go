@@ -882,6 +882,12 @@ func (c *conn) sendAndAwaitTLS(deadline, limit time.Time) bool {
 			c.pipelined = true // bytes the wait missed: sent before it began
 		}
 		c.nc.SetReadDeadline(limit) // the read goes on
+		// Unless a reclaim ended the wait (its past deadline is undone
+		// just above): the connection is no longer idle, and is to close
+		// now. A reclaim after the look sets its deadline after this one.
+		if c.state.Load() != stateIdle {
+			c.nc.SetReadDeadline(longAgo)
+		}
 	}
 	return true
 }
