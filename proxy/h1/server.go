@@ -712,7 +712,7 @@ func (c *conn) awaitRequest() bool {
 	}
 	if c.s.closing.Load() {
 		if !c.fresh {
-			if (c.br.Buffered() > 0 || c.arrived()) && c.state.CompareAndSwap(stateIdle, stateActive) {
+			if (c.br.Buffered() > 0 || c.arrived() || c.tlsHolds()) && c.state.CompareAndSwap(stateIdle, stateActive) {
 				// Its next request came before the shutdown closed it
 				// (pipelined, its wait cut short): it is in use, as one
 				// already read is, and is answered (Connection: close).
@@ -763,6 +763,20 @@ func (c *conn) awaitRequest() bool {
 // socket, or in a layer above it.
 func (c *conn) arrived() bool {
 	return c.fd >= 0 && unread(c.fd) || c.layerHolds()
+}
+
+// tlsHolds reports whether TLS holds a record of the next request, read
+// from the socket with the one before (the client sent both in one
+// segment): neither the socket nor br shows it. It looks with a deadline
+// past, which reads nothing from the socket, and leaves what it found in
+// br; the deadline is the caller's to set again.
+func (c *conn) tlsHolds() bool {
+	if _, ok := c.nc.(*tls.Conn); !ok || c.fresh {
+		return false
+	}
+	c.nc.SetReadDeadline(longAgo)
+	_, err := c.br.Peek(1)
+	return err == nil
 }
 
 // layerHolds reports whether a layer between the socket and br (the PROXY
