@@ -34,7 +34,7 @@ func startH2(t *testing.T, s *Server, secure bool) (string, *x509.CertPool) {
 	}
 	s.init()
 	cert := tlstest.Valid(t, t.TempDir(), "127.0.0.1")
-	tlsLn := tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert.TLS}, NextProtos: []string{"h2", "http/1.1"}})
+	tlsLn := NewTLSListener(ln, &tls.Config{Certificates: []tls.Certificate{cert.TLS}, NextProtos: []string{"h2", "http/1.1"}})
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(tlsLn) }()
 	t.Cleanup(func() {
