@@ -53,6 +53,10 @@ type heldConn struct {
 	werr  error       // the kept bytes' send failed
 	sent  func() bool // called once they are out; true: do not wait (closing)
 	waits int         // kept answers sent inside a wait (for tests)
+	// began is set when a read brings bytes: cleared as the connection
+	// waits for its next request, it tells that the request has begun to
+	// arrive although TLS, its record not whole, shows none of it.
+	began bool
 }
 
 // heldBufs holds the buffers of kept answers between answers: an idle
@@ -89,7 +93,11 @@ func (h *heldConn) Read(p []byte) (int, error) {
 			return 0, err // a deadline or a close before or during the wait
 		}
 	}
-	return h.TCPConn.Read(p)
+	n, err := h.TCPConn.Read(p)
+	if n > 0 {
+		h.began = true
+	}
+	return n, err
 }
 
 // socket returns the socket's RawConn, taken at its first use.

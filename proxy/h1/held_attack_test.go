@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -162,4 +163,146 @@ func TestTLSShutdownServesARequestTLSHolds(t *testing.T) {
 func tlsConfig(t *testing.T) *tls.Config {
 	t.Helper()
 	return &tls.Config{Certificates: []tls.Certificate{tlstest.Valid(t, t.TempDir(), "127.0.0.1").TLS}}
+}
+
+// TestTLSHijackAfterKeptAnswer: a connection from NewTLSListener whose
+// first answer went out within the wait is then hijacked (a WebSocket over
+// TLS): the handler reads and writes it from two goroutines at once, with
+// the client sending while the server sends, and the probes of a tunnel
+// are on beneath TLS.
+func TestTLSHijackAfterKeptAnswer(t *testing.T) {
+	probes := make(chan int, 1)
+	done := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/ws" {
+			io.WriteString(w, "kept")
+			return
+		}
+		held := heldOf(r)
+		nc, rw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer close(done)
+		defer nc.Close()
+		probes <- keepAliveOf(t, held.TCPConn)
+		io.WriteString(nc, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+		wrote := make(chan struct{})
+		go func() { // the server speaks while the client does
+			defer close(wrote)
+			for i := range 50 {
+				fmt.Fprintf(nc, "s%02d\n", i)
+			}
+		}()
+		for i := range 50 {
+			line, err := rw.ReadString('\n')
+			if err != nil || line != fmt.Sprintf("c%02d\n", i) {
+				t.Errorf("line %d: %q, %v", i, line, err)
+				break
+			}
+		}
+		<-wrote
+	})
+	conn, br := dialTLSTo(t, startTLS(t, &Server{Handler: h, IdleTimeout: time.Minute}))
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := read(t, br, "GET"); body != "kept" {
+		t.Fatalf("got %q", body)
+	}
+	io.WriteString(conn, "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n")
+	if resp, _ := read(t, br, "GET"); resp.StatusCode != 101 {
+		t.Fatalf("got %d, want 101", resp.StatusCode)
+	}
+	sent := make(chan error, 1)
+	go func() {
+		for i := range 50 {
+			if _, err := fmt.Fprintf(conn, "c%02d\n", i); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	for i := range 50 {
+		line, err := br.ReadString('\n')
+		if err != nil || line != fmt.Sprintf("s%02d\n", i) {
+			t.Fatalf("line %d: %q, %v", i, line, err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if p := <-probes; p != 1 {
+		t.Fatalf("SO_KEEPALIVE %d beneath the hijacked TLS connection, want 1", p)
+	}
+}
+
+// TestTLSShutdownServesARequestHalfArrived: Shutdown begins when part of
+// a request's TLS record has arrived and been read by TLS (the record is
+// larger than a segment: a request with large cookies over a real
+// network). On a cleartext connection the reader holds a part of a head,
+// and it is served; over TLS nothing showed it, and the connection was
+// closed under it.
+func TestTLSShutdownServesARequestHalfArrived(t *testing.T) {
+	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}), IdleTimeout: 10 * time.Minute}
+	s.init()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(NewTLSListener(ln, tlsConfig(t))) }()
+	raw, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.SetDeadline(time.Now().Add(time.Minute))
+	co := &coalescer{Conn: raw}
+	tc := tls.Client(co, &tls.Config{InsecureSkipVerify: true})
+	br := bufio.NewReader(tc)
+	io.WriteString(tc, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, body := read(t, br, "GET"); body != "/1" {
+		t.Fatalf("got %q, want /1", body)
+	}
+	co.hold = true
+	io.WriteString(tc, "GET /2 HTTP/1.1\r\nHost: x\r\nCookie: "+strings.Repeat("c", 2000)+"\r\n\r\n")
+	record := co.buf
+	co.buf, co.hold = nil, false
+	if _, err := raw.Write(record[:len(record)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// Once the server has read the first half (the socket holds none of
+	// it), Shutdown begins; then the rest comes.
+	waitConns(t, s, func(c *conn) bool { return c.state.Load() == stateIdle && !unread(c.fd) })
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	vstest.WaitFor(t, time.Minute, func() error {
+		if !s.closing.Load() {
+			return fmt.Errorf("shutdown has not begun")
+		}
+		return nil
+	})
+	if _, err := raw.Write(record[len(record)/2:]); err != nil {
+		t.Fatalf("the rest of the request: %v", err)
+	}
+	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+	if err != nil {
+		t.Fatalf("a request half arrived when Shutdown began got no answer: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || string(body) != "/2" {
+		t.Fatalf("got %d %q, want 200 /2", resp.StatusCode, body)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+	<-served
 }

@@ -686,6 +686,9 @@ func (c *conn) awaitRequest() bool {
 		return true
 	}
 	c.rd.body = false
+	if c.held != nil {
+		c.held.began = false
+	}
 	start := time.Now()
 	lim := c.s.limits()
 	limit := start.Add(lim.IdleTimeout)
@@ -712,7 +715,7 @@ func (c *conn) awaitRequest() bool {
 	}
 	if c.s.closing.Load() {
 		if !c.fresh {
-			if (c.br.Buffered() > 0 || c.arrived() || c.tlsHolds()) && c.state.CompareAndSwap(stateIdle, stateActive) {
+			if (c.br.Buffered() > 0 || c.arrived() || c.tlsHolds() || c.tlsBegun()) && c.state.CompareAndSwap(stateIdle, stateActive) {
 				// Its next request came before the shutdown closed it
 				// (pipelined, its wait cut short): it is in use, as one
 				// already read is, and is answered (Connection: close).
@@ -738,6 +741,12 @@ func (c *conn) awaitRequest() bool {
 		return false
 	}
 	if err == nil {
+		return true
+	}
+	if isTimeout(err) && c.s.closing.Load() && !c.fresh && c.tlsBegun() {
+		// Its next request began to arrive before Shutdown woke it: it
+		// is served (Connection: close), its head due in
+		// ReadHeaderTimeout, as one a cleartext reader holds part of.
 		return true
 	}
 	var ne net.Error
@@ -778,6 +787,11 @@ func (c *conn) tlsHolds() bool {
 	_, err := c.br.Peek(1)
 	return err == nil
 }
+
+// tlsBegun reports whether TLS has read bytes of the next request from
+// the socket since the connection began to wait for it: TLS shows
+// nothing of a record until it is whole.
+func (c *conn) tlsBegun() bool { return c.held != nil && c.held.began }
 
 // layerHolds reports whether a layer between the socket and br (the PROXY
 // protocol's) holds bytes read from the socket.
