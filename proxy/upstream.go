@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"github.com/vipswap/vipswap/proxy/rawsock"
 	"net"
 	"net/http"
 	"sync"
@@ -99,6 +100,7 @@ type upstreamConn struct {
 	// the first byte of the request goes out (Write), where flushAwaiting
 	// makes it: nothing may arrive unseen between the look and the wait.
 	peekFirst bool
+	sock      *rawsock.IO
 }
 
 // errStale is a reused connection found closed, or with bytes the
@@ -228,6 +230,9 @@ func (c *upstreamConn) Read(p []byte) (int, error) {
 	if c.readIdle > 0 {
 		c.readDeadline = c.refresh(c.Conn.SetReadDeadline, c.readDeadline, c.readIdle)
 	}
+	if c.sock != nil {
+		return c.sock.Read(p)
+	}
 	return c.Conn.Read(p)
 }
 
@@ -243,6 +248,9 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 	}
 	if c.writeIdle > 0 {
 		c.writeDead = c.refresh(c.Conn.SetWriteDeadline, c.writeDead, c.writeIdle)
+	}
+	if c.sock != nil {
+		return c.sock.Write(p)
 	}
 	return c.Conn.Write(p)
 }
@@ -375,6 +383,9 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 	c := &upstreamConn{Conn: nc, pool: pl}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		c.rc, _ = tc.SyscallConn()
+		if c.rc != nil {
+			c.sock = rawsock.New(c.rc)
+		}
 	}
 	c.br = bufio.NewReaderSize(c, bufferSize)
 	c.bw = bufio.NewWriterSize(c, bufferSize)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/vipswap/vipswap/proxy/rawsock"
 	"io"
 	"net"
 	"net/http"
@@ -480,7 +481,7 @@ type conn struct {
 	// flushLater is set when the answer to the last request waits in bw,
 	// for awaitRequest to send it in the same step as the wait for the
 	// next request (see sendAndAwait); rc is the socket's, for that step
-	// (nil until taken, see rawSocket); await is c.awaitStep, made once, and
+	// and sock (nil until taken, see rawSocket); await is c.awaitStep, made once, and
 	// step and flushErr its state. pipelined is set once the client has
 	// sent a request before its answer to the one before went out:
 	// then every answer is sent at once.
@@ -489,10 +490,13 @@ type conn struct {
 	// which sends a kept answer within that wait (sendAndAwaitTLS).
 	flushLater, pipelined bool
 	held                  *heldConn
-	rc                    syscall.RawConn
-	await                 func(uintptr) bool
-	step                  int
-	flushErr              error
+	// sock reads and writes a cleartext connection's socket raw while it
+	// serves (pooled, see acquire); nil while parked, and for others.
+	sock     *rawsock.IO
+	rc       syscall.RawConn
+	await    func(uintptr) bool
+	step     int
+	flushErr error
 	// HTTP/2 (h2.go): the server x/net takes its GOAWAY from, set before
 	// h2ready; whether a GOAWAY may be sent, and was.
 	h2                *http.Server
@@ -530,6 +534,9 @@ func (r *connReader) Read(p []byte) (int, error) {
 			r.c.nc.SetReadDeadline(time.Unix(0, r.limit))
 		}
 	}
+	if r.c.sock != nil {
+		return r.c.sock.Read(p)
+	}
 	return r.c.nc.Read(p)
 }
 
@@ -559,6 +566,7 @@ var (
 	writers       = sync.Pool{New: func() any { return newWriter(4 << 10) }}
 	responses     = sync.Pool{New: func() any { return new(response) }}
 	requestStores = sync.Pool{New: func() any { return new(requestStore) }}
+	socks         = sync.Pool{New: func() any { return rawsock.New(nil) }}
 )
 
 // acquire gives c what serving requests takes: buffers, a response writer
@@ -566,8 +574,12 @@ var (
 func (c *conn) acquire() {
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(&c.rd)
+	if _, plain := c.nc.(*net.TCPConn); plain && c.rawSocket() != nil { // not under a PROXY protocol layer
+		c.sock = socks.Get().(*rawsock.IO)
+		c.sock.Reset(c.rc)
+	}
 	c.bw = writers.Get().(*writer)
-	c.bw.reset(c.nc, c.s.limits().WriteTimeout)
+	c.bw.reset(c.nc, c.sock, c.s.limits().WriteTimeout)
 	c.resp = responses.Get().(*response)
 	ctx, cancel := context.WithCancel(context.Background())
 	c.ctx = context.WithValue(ctx, connKey{}, c)
@@ -594,8 +606,13 @@ func (c *conn) release() {
 	c.reqs = nil
 	c.br.Reset(nil)
 	readers.Put(c.br)
-	c.bw.reset(nil, 0)
+	c.bw.reset(nil, nil, 0)
 	writers.Put(c.bw)
+	if c.sock != nil {
+		c.sock.Reset(nil)
+		socks.Put(c.sock)
+		c.sock = nil
+	}
 	c.br, c.bw = nil, nil
 	c.resp.reset(nil, nil)
 	responses.Put(c.resp)
@@ -927,8 +944,8 @@ func (c *conn) heldSent() bool {
 	return c.s.closing.Load()
 }
 
-// rawSocket returns c's socket for sendAndAwait's wait, taken at its first
-// use (a connection that serves one request never needs it), or nil.
+// rawSocket returns c's socket, for sock and sendAndAwait's wait, taken
+// at its first use, or nil.
 func (c *conn) rawSocket() syscall.RawConn {
 	if c.rc == nil {
 		if sc, ok := c.nc.(syscall.Conn); ok {

@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"github.com/vipswap/vipswap/proxy/rawsock"
 	"net"
 	"time"
 )
@@ -15,7 +16,8 @@ import (
 type writer struct {
 	buf      []byte // the buffered bytes; cap is the buffer's size
 	nc       net.Conn
-	err      error // sticky, like bufio.Writer's
+	sock     *rawsock.IO // nc's socket, written raw when set
+	err      error       // sticky, like bufio.Writer's
 	timeout  time.Duration
 	deadline int64 // the write deadline set last (Unix ns)
 	sent     int64 // bytes handed to the connection since reset
@@ -23,8 +25,8 @@ type writer struct {
 
 func newWriter(size int) *writer { return &writer{buf: make([]byte, 0, size)} }
 
-func (w *writer) reset(nc net.Conn, timeout time.Duration) {
-	w.buf, w.nc, w.err, w.timeout, w.deadline, w.sent = w.buf[:0], nc, nil, timeout, 0, 0
+func (w *writer) reset(nc net.Conn, sock *rawsock.IO, timeout time.Duration) {
+	w.buf, w.nc, w.sock, w.err, w.timeout, w.deadline, w.sent = w.buf[:0], nc, sock, nil, timeout, 0, 0
 }
 
 // arm moves the write deadline along before a write.
@@ -87,7 +89,13 @@ func (w *writer) writeParts(parts ...[]byte) (int, error) {
 
 func (w *writer) send(bufs net.Buffers) (int, error) {
 	w.arm()
-	n, err := bufs.WriteTo(w.nc)
+	var n int64
+	var err error
+	if w.sock != nil {
+		n, err = w.sock.Writev(bufs)
+	} else {
+		n, err = bufs.WriteTo(w.nc)
+	}
 	w.sent += n
 	if err != nil {
 		w.err = err
@@ -101,7 +109,13 @@ func (w *writer) Flush() error {
 		return w.err
 	}
 	w.arm()
-	n, err := w.nc.Write(w.buf)
+	var n int
+	var err error
+	if w.sock != nil {
+		n, err = w.sock.Write(w.buf)
+	} else {
+		n, err = w.nc.Write(w.buf)
+	}
 	w.sent += int64(n)
 	if err != nil {
 		w.err = err

@@ -1,0 +1,191 @@
+// Package rawsock reads and writes a non-blocking socket with system calls
+// the Go runtime does not account as blocking ones.
+//
+// A net.Conn's Read and Write enter each system call as one that may block
+// (entersyscall, exitsyscall): when a call outlasts a tick of the runtime's
+// monitor thread (20 µs, which a write on a loopback socket often does: the
+// kernel delivers the bytes within it), the monitor hands the processor to
+// another thread, waking it, and keeps waking every 20 µs while that goes
+// on. On a socket in non-blocking mode no call blocks: a read with nothing
+// to read, or a write with no room, returns EAGAIN at once, and IO waits in
+// Go's poller as net.Conn does. So IO makes the calls raw.
+package rawsock
+
+import (
+	"io"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// maxIovecs is how many buffers one writev takes.
+const maxIovecs = 16
+
+// IO reads and writes one socket through its RawConn, keeping its
+// deadlines and its close as net.Conn's Read and Write do. One Read and one
+// Write may run at once, as on a net.Conn; an IO is used by one connection
+// at a time (Reset binds it to another).
+type IO struct {
+	rc          syscall.RawConn
+	read, write func(uintptr) bool
+	writev      func(uintptr) bool
+
+	rp         []byte
+	rn         int
+	rerr, werr syscall.Errno
+
+	wp   []byte
+	wn   int
+	wv   [][]byte // what Writev has still to write, whole buffers
+	iov  [maxIovecs]syscall.Iovec
+	wvn  int64
+}
+
+// New returns an IO on rc (nil: bind it later with Reset).
+func New(rc syscall.RawConn) *IO {
+	s := &IO{rc: rc}
+	s.read, s.write, s.writev = s.readStep, s.writeStep, s.writevStep
+	return s
+}
+
+// Reset binds s to rc (nil: to none).
+func (s *IO) Reset(rc syscall.RawConn) { s.rc = rc }
+
+// Read reads into p, as net.Conn's Read: io.EOF at the end, the poller's
+// errors for a deadline passed or a closed connection, an *os.SyscallError
+// for the system's.
+func (s *IO) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rp, s.rn, s.rerr = p, 0, 0
+	err := s.rc.Read(s.read)
+	s.rp = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case s.rerr != 0:
+		return 0, os.NewSyscallError("read", s.rerr)
+	case s.rn == 0:
+		return 0, io.EOF
+	}
+	return s.rn, nil
+}
+
+func (s *IO) readStep(fd uintptr) bool {
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rp[0])), uintptr(len(s.rp)))
+		switch e {
+		case 0:
+			s.rn = int(n)
+			return true
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.rerr = e
+			return true
+		}
+	}
+}
+
+// Write writes p whole, as net.Conn's Write: it returns how much was
+// written, and an error when that is not all of it.
+func (s *IO) Write(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.wp, s.wn, s.werr = p, 0, 0
+	err := s.rc.Write(s.write)
+	n := s.wn
+	s.wp = nil
+	switch {
+	case s.werr != 0:
+		return n, os.NewSyscallError("write", s.werr)
+	case err != nil:
+		return n, err
+	}
+	return n, nil
+}
+
+func (s *IO) writeStep(fd uintptr) bool {
+	for s.wn < len(s.wp) {
+		rest := s.wp[s.wn:]
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
+		switch e {
+		case 0:
+			s.wn += int(n)
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werr = e
+			return true
+		}
+	}
+	return true
+}
+
+// Writev writes the buffers whole, in order, with as few system calls as
+// they take (writev, maxIovecs buffers at a time), as net.Buffers' WriteTo
+// does on a net.Conn. It returns how many bytes were written.
+func (s *IO) Writev(bufs [][]byte) (int64, error) {
+	s.wv, s.wvn, s.werr = bufs, 0, 0
+	err := s.rc.Write(s.writev)
+	n := s.wvn
+	s.wv = nil
+	clear(s.iov[:])
+	switch {
+	case s.werr != 0:
+		return n, os.NewSyscallError("writev", s.werr)
+	case err != nil:
+		return n, err
+	}
+	return n, nil
+}
+
+func (s *IO) writevStep(fd uintptr) bool {
+	for {
+		for len(s.wv) > 0 && len(s.wv[0]) == 0 {
+			s.wv = s.wv[1:]
+		}
+		if len(s.wv) == 0 {
+			return true
+		}
+		k := 0
+		for _, b := range s.wv {
+			if k == maxIovecs {
+				break
+			}
+			if len(b) > 0 {
+				s.iov[k].Base = &b[0]
+				s.iov[k].SetLen(len(b))
+				k++
+			}
+		}
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(k))
+		switch e {
+		case 0:
+			s.wvn += int64(n)
+			s.consume(int(n))
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.werr = e
+			return true
+		}
+	}
+}
+
+// consume drops n written bytes from the front of s.wv.
+func (s *IO) consume(n int) {
+	for n > 0 && len(s.wv) > 0 {
+		if n < len(s.wv[0]) {
+			s.wv[0] = s.wv[0][n:]
+			return
+		}
+		n -= len(s.wv[0])
+		s.wv = s.wv[1:]
+	}
+}
