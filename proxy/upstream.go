@@ -7,7 +7,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"github.com/vipswap/vipswap/proxy/rawsock"
 	"net"
 	"net/http"
 	"sync"
@@ -18,6 +17,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/vipswap/vipswap/proxy/h1"
+	"github.com/vipswap/vipswap/proxy/rawsock"
 	"github.com/vipswap/vipswap/route"
 )
 

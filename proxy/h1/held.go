@@ -5,6 +5,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"github.com/vipswap/vipswap/proxy/rawsock"
 )
 
 // NewTLSListener returns a listener whose connections are TLS connections
@@ -30,7 +32,11 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
-		nc = &heldConn{TCPConn: tc}
+		if rc, err := tc.SyscallConn(); err == nil {
+			h := &heldConn{TCPConn: tc, rc: rc, sock: rawsock.New(rc)}
+			h.await = h.awaitStep
+			nc = h
+		}
 	}
 	return tls.Server(nc, l.config), nil
 }
@@ -47,7 +53,8 @@ type heldConn struct {
 	hold bool
 	out  *[]byte // kept bytes (pooled), nil when none
 
-	rc    syscall.RawConn // the socket's, taken at the first held answer
+	rc    syscall.RawConn // the socket's
+	sock  *rawsock.IO     // reads and writes it (TLS's, a tunnel's, HTTP/2's)
 	await func(uintptr) bool
 	step  int
 	werr  error       // the kept bytes' send failed
@@ -77,13 +84,13 @@ func (h *heldConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return h.TCPConn.Write(p)
+	return h.sock.Write(p)
 }
 
 // Read sends what is kept inside the wait for the next bytes (see
 // heldConn), then reads them.
 func (h *heldConn) Read(p []byte) (int, error) {
-	if h.out != nil && h.socket() != nil {
+	if h.out != nil {
 		h.step, h.werr = 0, nil
 		err := h.rc.Read(h.await)
 		if h.werr != nil {
@@ -93,20 +100,11 @@ func (h *heldConn) Read(p []byte) (int, error) {
 			return 0, err // a deadline or a close before or during the wait
 		}
 	}
-	n, err := h.TCPConn.Read(p)
+	n, err := h.sock.Read(p)
 	if n > 0 {
 		h.began = true
 	}
 	return n, err
-}
-
-// socket returns the socket's RawConn, taken at its first use.
-func (h *heldConn) socket() syscall.RawConn {
-	if h.rc == nil {
-		h.rc, _ = h.TCPConn.SyscallConn()
-		h.await = h.awaitStep
-	}
-	return h.rc
 }
 
 // awaitStep is Read's callback: the first call sends the kept bytes and
@@ -129,7 +127,7 @@ func (h *heldConn) flush() error {
 	if h.out == nil {
 		return nil
 	}
-	_, err := h.TCPConn.Write(*h.out)
+	_, err := h.sock.Write(*h.out)
 	h.drop()
 	return err
 }

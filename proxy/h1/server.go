@@ -6,7 +6,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/vipswap/vipswap/proxy/rawsock"
 	"io"
 	"net"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/vipswap/vipswap/proxy/proxyproto"
+	"github.com/vipswap/vipswap/proxy/rawsock"
 )
 
 // parkAfter is how long a connection's goroutine waits for the next request

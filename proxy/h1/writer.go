@@ -1,9 +1,10 @@
 package h1
 
 import (
-	"github.com/vipswap/vipswap/proxy/rawsock"
 	"net"
 	"time"
+
+	"github.com/vipswap/vipswap/proxy/rawsock"
 )
 
 // writer buffers what a connection sends, like a bufio.Writer, but sends

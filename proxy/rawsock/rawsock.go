@@ -34,11 +34,11 @@ type IO struct {
 	rn         int
 	rerr, werr syscall.Errno
 
-	wp   []byte
-	wn   int
-	wv   [][]byte // what Writev has still to write, whole buffers
-	iov  [maxIovecs]syscall.Iovec
-	wvn  int64
+	wp  []byte
+	wn  int
+	wv  [][]byte // what Writev has still to write, whole buffers
+	iov [maxIovecs]syscall.Iovec
+	wvn int64
 }
 
 // New returns an IO on rc (nil: bind it later with Reset).
