@@ -58,11 +58,13 @@ func TestLayers(t *testing.T) {
 		"wire":   {},
 		"client": {"wire"},
 		// The request path stands on the routing table alone (and on
-		// its own HTTP/1.1 server, the PROXY protocol's parser and
-		// socket errors): no control plane, no wire types, no store.
-		"proxy":            {"route", "proxy/h1", "proxy/proxyproto", "internal/sockerr"},
-		"proxy/h1":         {"proxy/proxyproto"},
+		// its own HTTP/1.1 server, the PROXY protocol's parser, raw
+		// socket I/O and socket errors): no control plane, no wire types,
+		// no store.
+		"proxy":            {"route", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/sockerr"},
+		"proxy/h1":         {"proxy/proxyproto", "proxy/rawsock"},
 		"proxy/proxyproto": {},
+		"proxy/rawsock":    {},
 		// The ground floors stand on nothing of ours.
 		"route":  {},
 		"state":  {},
@@ -76,7 +78,7 @@ func TestLayers(t *testing.T) {
 		// The mirror of vipswap shadow is the proxy's hook and nothing
 		// above it: the controller tells it the shadow (a state) and
 		// reads its figures (wire types) through an interface of its own.
-		"shadow": {"proxy", "proxy/h1", "proxy/proxyproto", "internal/sockerr", "route", "state", "wire"},
+		"shadow": {"proxy", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/sockerr", "route", "state", "wire"},
 	} {
 		got, ok := all[pkg]
 		if !ok {
@@ -144,8 +146,8 @@ func TestControlIsBelowItsPlanesAndServer(t *testing.T) {
 	banned := []string{"proxy", "driver", "shadow", "api", "client", "release", "node", "cmd"}
 	for _, d := range got {
 		for _, b := range banned {
-			if d == b || strings.HasPrefix(d, b+"/") && !(b == "proxy" && (d == "proxy/h1" || d == "proxy/proxyproto")) {
-				t.Errorf("control depends on %s; it may depend on none of %v (the health checker's proxy/h1 and proxy/proxyproto aside)", d, banned)
+			if d == b || strings.HasPrefix(d, b+"/") && !(b == "proxy" && (d == "proxy/h1" || d == "proxy/proxyproto" || d == "proxy/rawsock")) {
+				t.Errorf("control depends on %s; it may depend on none of %v (the health checker's proxy/h1, proxy/proxyproto and proxy/rawsock aside)", d, banned)
 			}
 		}
 	}
