@@ -383,7 +383,7 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 	c := &upstreamConn{Conn: nc, pool: pl}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		c.rc, _ = tc.SyscallConn()
-		if c.rc != nil {
+		if c.rc != nil && rawsock.Supported {
 			c.sock = rawsock.New(c.rc)
 		}
 	}

@@ -574,7 +574,7 @@ var (
 func (c *conn) acquire() {
 	c.br = readers.Get().(*bufio.Reader)
 	c.br.Reset(&c.rd)
-	if _, plain := c.nc.(*net.TCPConn); plain && c.rawSocket() != nil { // not under a PROXY protocol layer
+	if _, plain := c.nc.(*net.TCPConn); rawsock.Supported && plain && c.rawSocket() != nil { // not under a PROXY protocol layer
 		c.sock = socks.Get().(*rawsock.IO)
 		c.sock.Reset(c.rc)
 	}

@@ -1,14 +1,5 @@
-// Package rawsock reads and writes a non-blocking socket with system calls
-// the Go runtime does not account as blocking ones.
-//
-// A net.Conn's Read and Write enter each system call as one that may block
-// (entersyscall, exitsyscall): when a call outlasts a tick of the runtime's
-// monitor thread (20 µs, which a write on a loopback socket often does: the
-// kernel delivers the bytes within it), the monitor hands the processor to
-// another thread, waking it, and keeps waking every 20 µs while that goes
-// on. On a socket in non-blocking mode no call blocks: a read with nothing
-// to read, or a write with no room, returns EAGAIN at once, and IO waits in
-// Go's poller as net.Conn does. So IO makes the calls raw.
+//go:build linux
+
 package rawsock
 
 import (
@@ -17,6 +8,9 @@ import (
 	"syscall"
 	"unsafe"
 )
+
+// Supported reports whether IO can be used on this system.
+const Supported = true
 
 // maxIovecs is how many buffers one writev takes.
 const maxIovecs = 16
