@@ -72,6 +72,7 @@ func (s *IO) readStep(fd uintptr) bool {
 		switch e {
 		case 0:
 			s.rn = int(n)
+			raceRead(fd, s.rp[:n])
 			return true
 		case syscall.EINTR:
 		case syscall.EAGAIN:
@@ -105,9 +106,11 @@ func (s *IO) Write(p []byte) (int, error) {
 func (s *IO) writeStep(fd uintptr) bool {
 	for s.wn < len(s.wp) {
 		rest := s.wp[s.wn:]
+		raceReleaseIO()
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
 		switch e {
 		case 0:
+			raceReadRange(rest[:n])
 			s.wn += int(n)
 		case syscall.EINTR:
 		case syscall.EAGAIN:
@@ -157,6 +160,7 @@ func (s *IO) writevStep(fd uintptr) bool {
 				k++
 			}
 		}
+		raceReleaseIO()
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(k))
 		switch e {
 		case 0:
@@ -176,9 +180,11 @@ func (s *IO) writevStep(fd uintptr) bool {
 func (s *IO) consume(n int) {
 	for n > 0 && len(s.wv) > 0 {
 		if n < len(s.wv[0]) {
+			raceReadRange(s.wv[0][:n])
 			s.wv[0] = s.wv[0][n:]
 			return
 		}
+		raceReadRange(s.wv[0])
 		n -= len(s.wv[0])
 		s.wv = s.wv[1:]
 	}

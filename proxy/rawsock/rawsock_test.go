@@ -186,3 +186,48 @@ func TestReset(t *testing.T) {
 		t.Fatalf("after Reset: %q %v", buf[:n], err)
 	}
 }
+
+// What one side did before it wrote happens before what the other does
+// after it read those bytes, whichever of IO and net.Conn each uses, for
+// the race detector as for the machine (-race: IO tells it, as net.Conn
+// does).
+func TestTheSocketOrdersMemory(t *testing.T) {
+	_, s, peer := pair(t)
+	var shared int
+	buf := make([]byte, 8)
+	for round := range 4 {
+		done := make(chan error, 1)
+		go func() {
+			// The other side: reads, sees, then writes back.
+			if _, err := io.ReadFull(peer, buf[:1]); err != nil {
+				done <- err
+				return
+			}
+			shared++
+			_, err := peer.Write([]byte{1})
+			done <- err
+		}()
+		shared++
+		var err error
+		switch round % 3 {
+		case 0:
+			_, err = s.Write([]byte{0})
+		case 1:
+			_, err = s.Writev([][]byte{{0}})
+		default:
+			_, err = s.Writev([][]byte{nil, {0}})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Read(make([]byte, 1)); err != nil {
+			t.Fatal(err)
+		}
+		if shared != 2*(round+1) {
+			t.Fatalf("shared is %d, want %d", shared, 2*(round+1))
+		}
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
