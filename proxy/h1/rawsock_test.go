@@ -2,10 +2,12 @@ package h1
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"net"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vipswap/vipswap/internal/vstest"
@@ -128,4 +130,62 @@ func TestPooledSocketIOsKeepTheirConnections(t *testing.T) {
 			vstest.WaitFor(t, 10*time.Second, func() error { return parked(s, conns) })
 		}
 	}
+}
+
+// A client that sends requests one by one and never reads its answers
+// has its connection closed once a write to it has waited WriteTimeout,
+// a kept answer's too (sent from within the wait for the next request,
+// which the client sends once the answer before is out).
+func TestAClientThatNeverReadsIsClosedAtTheWriteTimeout(t *testing.T) {
+	s, addr := start(t, &Server{WriteTimeout: 300 * time.Millisecond, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, strings.Repeat("a", 3000)) // kept in the buffer, sent with the wait
+	})})
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4<<10) })
+		return nil
+	}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	// waiting reports whether the connection waits for its next request
+	// (its answer out), and whether it is gone.
+	waiting := func() (bool, bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for sc := range s.conns {
+			st := sc.state.Load()
+			return st == stateIdle || st == stateParked, false
+		}
+		return false, true
+	}
+	sent := 0
+	for ; sent < 5000; sent++ {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			break
+		}
+		var gone bool
+		vstest.WaitFor(t, 30*time.Second, func() error {
+			var ok bool
+			if ok, gone = waiting(); ok || gone {
+				return nil
+			}
+			return errors.New("the answer is still going out")
+		})
+		if gone {
+			break
+		}
+	}
+	t.Logf("%d answers went out before the connection closed", sent)
+	if sent == 5000 {
+		t.Fatal("5000 answers went out to a client that reads none")
+	}
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if n := s.Conns(); n != 0 {
+			return fmt.Errorf("the server holds %d connections", n)
+		}
+		return nil
+	})
 }
