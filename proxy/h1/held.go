@@ -33,7 +33,10 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	}
 	if tc, ok := nc.(*net.TCPConn); ok {
 		if rc, err := tc.SyscallConn(); err == nil {
-			h := &heldConn{TCPConn: tc, rc: rc, sock: rawsock.New(rc)}
+			h := &heldConn{TCPConn: tc, rc: rc}
+			if rawsock.Supported {
+				h.sock = rawsock.New(rc)
+			}
 			h.await = h.awaitStep
 			nc = h
 		}
@@ -54,7 +57,7 @@ type heldConn struct {
 	out  *[]byte // kept bytes (pooled), nil when none
 
 	rc    syscall.RawConn // the socket's
-	sock  *rawsock.IO     // reads and writes it (TLS's, a tunnel's, HTTP/2's)
+	sock  *rawsock.IO     // reads and writes it where rawsock is Supported
 	await func(uintptr) bool
 	step  int
 	werr  error       // the kept bytes' send failed
@@ -84,7 +87,15 @@ func (h *heldConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return h.sock.Write(p)
+	return h.write(p)
+}
+
+// write writes p to the socket.
+func (h *heldConn) write(p []byte) (int, error) {
+	if h.sock != nil {
+		return h.sock.Write(p)
+	}
+	return h.TCPConn.Write(p)
 }
 
 // Read sends what is kept inside the wait for the next bytes (see
@@ -100,7 +111,13 @@ func (h *heldConn) Read(p []byte) (int, error) {
 			return 0, err // a deadline or a close before or during the wait
 		}
 	}
-	n, err := h.sock.Read(p)
+	var n int
+	var err error
+	if h.sock != nil {
+		n, err = h.sock.Read(p)
+	} else {
+		n, err = h.TCPConn.Read(p)
+	}
 	if n > 0 {
 		h.began = true
 	}
@@ -127,7 +144,7 @@ func (h *heldConn) flush() error {
 	if h.out == nil {
 		return nil
 	}
-	_, err := h.sock.Write(*h.out)
+	_, err := h.write(*h.out)
 	h.drop()
 	return err
 }
