@@ -398,6 +398,12 @@ func TestPerClientCap(t *testing.T) {
 		}
 		busy(c)
 		held = append(held, c)
+		vstest.WaitFor(t, 10*time.Second, func() error {
+			if n := s.busyOf(netip.MustParseAddr("127.0.0.2")); n != i+1 {
+				return fmt.Errorf("127.0.0.2 holds %d connections in use, want %d", n, i+1)
+			}
+			return nil
+		})
 	}
 	waitReading(t, s, "127.0.0.2", 3)
 	began := time.Now()
@@ -446,6 +452,15 @@ func TestPerClientCap(t *testing.T) {
 		t.Fatal("under a cap of 2, a client holding 1 connection must get one more")
 	}
 	busy(third)
+	// The server counts third in use once it has seen its head begin (a
+	// moment after the bytes are sent: between the read that takes them
+	// and the connection's change of state, it is neither).
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		if n := s.busyOf(netip.MustParseAddr("127.0.0.3")); n != 2 {
+			return fmt.Errorf("127.0.0.3 holds %d connections in use, want 2", n)
+		}
+		return nil
+	})
 	if admitted(t, dialFrom(t, "127.0.0.3", addr)) {
 		t.Fatal("under a cap of 2, a client holding 2 busy connections got a third")
 	}
