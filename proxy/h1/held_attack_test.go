@@ -100,22 +100,8 @@ func TestTLSShutdownServesARequestTLSHolds(t *testing.T) {
 		}
 	})
 	s := &Server{Handler: h, IdleTimeout: 10 * time.Minute}
-	s.init()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(NewTLSListener(ln, tlsConfig(t))) }()
-
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(time.Minute))
-	co := &coalescer{Conn: raw}
-	tc := tls.Client(co, &tls.Config{InsecureSkipVerify: true})
+	served, addr := serveTLSOwn(t, s)
+	_, co, tc := dialCoalescing(t, addr)
 	if err := tc.Handshake(); err != nil {
 		t.Fatal(err)
 	}
@@ -127,18 +113,7 @@ func TestTLSShutdownServesARequestTLSHolds(t *testing.T) {
 	}
 	t.Logf("as /1 is handled: %s", <-started)
 
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		shut <- s.Shutdown(ctx)
-	}()
-	vstest.WaitFor(t, time.Minute, func() error {
-		if !s.closing.Load() {
-			return fmt.Errorf("shutdown has not begun")
-		}
-		return nil
-	})
+	shut := beginShutdown(t, s)
 	close(release)
 
 	br := bufio.NewReader(tc)
@@ -156,6 +131,53 @@ func TestTLSShutdownServesARequestTLSHolds(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-served
+}
+
+// serveTLSOwn serves s over NewTLSListener on a new listener, for a test
+// that shuts it down itself: it returns Serve's result and the address.
+func serveTLSOwn(t *testing.T, s *Server) (<-chan error, string) {
+	t.Helper()
+	s.init()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(NewTLSListener(ln, tlsConfig(t))) }()
+	return served, ln.Addr().String()
+}
+
+// dialCoalescing dials addr over TLS through a coalescer: the socket, the
+// coalescer and the TLS connection.
+func dialCoalescing(t *testing.T, addr string) (net.Conn, *coalescer, *tls.Conn) {
+	t.Helper()
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	raw.SetDeadline(time.Now().Add(time.Minute))
+	co := &coalescer{Conn: raw}
+	return raw, co, tls.Client(co, &tls.Config{InsecureSkipVerify: true})
+}
+
+// beginShutdown starts s's Shutdown and waits until it has begun; the
+// channel gets its result.
+func beginShutdown(t *testing.T, s *Server) <-chan error {
+	t.Helper()
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		shut <- s.Shutdown(ctx)
+	}()
+	vstest.WaitFor(t, time.Minute, func() error {
+		if !s.closing.Load() {
+			return fmt.Errorf("shutdown has not begun")
+		}
+		return nil
+	})
+	return shut
 }
 
 // tlsConfig is a server's TLS configuration with a certificate for
@@ -248,21 +270,8 @@ func TestTLSShutdownServesARequestHalfArrived(t *testing.T) {
 	s := &Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.URL.Path)
 	}), IdleTimeout: 10 * time.Minute}
-	s.init()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(NewTLSListener(ln, tlsConfig(t))) }()
-	raw, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
-	raw.SetDeadline(time.Now().Add(time.Minute))
-	co := &coalescer{Conn: raw}
-	tc := tls.Client(co, &tls.Config{InsecureSkipVerify: true})
+	served, addr := serveTLSOwn(t, s)
+	raw, co, tc := dialCoalescing(t, addr)
 	br := bufio.NewReader(tc)
 	io.WriteString(tc, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
 	if _, body := read(t, br, "GET"); body != "/1" {
@@ -278,18 +287,7 @@ func TestTLSShutdownServesARequestHalfArrived(t *testing.T) {
 	// Once the server has read the first half (the socket holds none of
 	// it), Shutdown begins; then the rest comes.
 	waitConns(t, s, func(c *conn) bool { return c.state.Load() == stateIdle && !unread(c.fd) })
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		shut <- s.Shutdown(ctx)
-	}()
-	vstest.WaitFor(t, time.Minute, func() error {
-		if !s.closing.Load() {
-			return fmt.Errorf("shutdown has not begun")
-		}
-		return nil
-	})
+	shut := beginShutdown(t, s)
 	if _, err := raw.Write(record[len(record)/2:]); err != nil {
 		t.Fatalf("the rest of the request: %v", err)
 	}

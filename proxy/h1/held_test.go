@@ -62,39 +62,6 @@ func TestTLSAnswerGoesOutWithinTheWait(t *testing.T) {
 	}
 }
 
-// A request pipelined over TLS while the one before is handled arrives
-// before the wait begins, unseen by it: it is served, within parkAfter, as
-// are those after it, each answer in order.
-func TestTLSPipelinedRequestIsServed(t *testing.T) {
-	reading := make(chan struct{})
-	sent := make(chan struct{})
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/last" {
-			reading <- struct{}{}
-			<-sent
-		}
-		io.WriteString(w, r.URL.Path)
-	})
-	conn, br := dialTLSTo(t, startTLS(t, &Server{Handler: h, IdleTimeout: time.Minute}))
-	began := time.Now()
-	io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
-	for i := 2; i <= 4; i++ {
-		<-reading
-		path := fmt.Sprintf("/%d", i)
-		if i == 4 {
-			path = "/last"
-		}
-		io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
-		sent <- struct{}{}
-	}
-	for _, want := range []string{"/1", "/2", "/3", "/last"} {
-		if resp, body := read(t, br, "GET"); resp.StatusCode != 200 || body != want {
-			t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, want)
-		}
-	}
-	t.Logf("four requests over TLS, each sent before the answer to the one before: answered in %s", time.Since(began))
-}
-
 // Two requests in one write (and one TLS record): the second is in TLS's
 // buffer when the first is answered, so no read of the socket sends the
 // kept answer; it must go out before the second's.

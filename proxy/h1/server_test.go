@@ -500,37 +500,47 @@ func TestShutdownServesFirstRequest(t *testing.T) {
 // must still be served (the wait ends and the connection parks, where it
 // is seen), and so must the requests after it, again sent early.
 func TestARequestSentWhileTheOneBeforeIsAnsweredIsServed(t *testing.T) {
-	var reading = make(chan struct{}) // the handler has the request
-	var sent = make(chan struct{})    // the next request is on its way
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path != "/last" {
-			reading <- struct{}{}
-			<-sent
-		}
-		io.WriteString(w, r.URL.Path)
-	})
-	_, addr := start(t, &Server{Handler: h})
-	conn, br := dial(t, addr)
-	began := time.Now()
-	io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
-	for i := 2; i <= 4; i++ {
-		<-reading
-		path := fmt.Sprintf("/%d", i)
-		if i == 4 {
-			path = "/last"
-		}
-		io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
-		// The request is in the server's socket (or on its way) before
-		// the handler answers the one before.
-		sent <- struct{}{}
+	for _, transport := range []string{"cleartext", "TLS"} {
+		t.Run(transport, func(t *testing.T) {
+			var reading = make(chan struct{}) // the handler has the request
+			var sent = make(chan struct{})    // the next request is on its way
+			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/last" {
+					reading <- struct{}{}
+					<-sent
+				}
+				io.WriteString(w, r.URL.Path)
+			})
+			var conn net.Conn
+			var br *bufio.Reader
+			if transport == "TLS" {
+				conn, br = dialTLSTo(t, startTLS(t, &Server{Handler: h, IdleTimeout: time.Minute}))
+			} else {
+				_, addr := start(t, &Server{Handler: h})
+				conn, br = dial(t, addr)
+			}
+			began := time.Now()
+			io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+			for i := 2; i <= 4; i++ {
+				<-reading
+				path := fmt.Sprintf("/%d", i)
+				if i == 4 {
+					path = "/last"
+				}
+				io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n")
+				// The request is in the server's socket (or on its way)
+				// before the handler answers the one before.
+				sent <- struct{}{}
+			}
+			for _, want := range []string{"/1", "/2", "/3", "/last"} {
+				resp, body := read(t, br, "GET")
+				if resp.StatusCode != 200 || body != want {
+					t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, want)
+				}
+			}
+			t.Logf("four requests, each sent before the answer to the one before: answered in %s", time.Since(began))
+		})
 	}
-	for _, want := range []string{"/1", "/2", "/3", "/last"} {
-		resp, body := read(t, br, "GET")
-		if resp.StatusCode != 200 || body != want {
-			t.Fatalf("got %d %q, want 200 %q", resp.StatusCode, body, want)
-		}
-	}
-	t.Logf("four requests, each sent before the answer to the one before: answered in %s", time.Since(began))
 }
 
 // TestATunnelProbesItsClient: a connection accepted without TCP keep-alive
