@@ -384,7 +384,7 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 	if tc, ok := nc.(*net.TCPConn); ok {
 		c.rc, _ = tc.SyscallConn()
 		if c.rc != nil && rawsock.Supported {
-			c.sock = rawsock.New(c.rc)
+			c.sock = rawsock.New(c.rc, nc)
 		}
 	}
 	c.br = bufio.NewReaderSize(c, bufferSize)

@@ -35,7 +35,7 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 		if rc, err := tc.SyscallConn(); err == nil {
 			h := &heldConn{TCPConn: tc, rc: rc}
 			if rawsock.Supported {
-				h.sock = rawsock.New(rc)
+				h.sock = rawsock.New(rc, tc)
 			}
 			h.await = h.awaitStep
 			nc = h

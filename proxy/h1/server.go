@@ -566,7 +566,7 @@ var (
 	writers       = sync.Pool{New: func() any { return newWriter(4 << 10) }}
 	responses     = sync.Pool{New: func() any { return new(response) }}
 	requestStores = sync.Pool{New: func() any { return new(requestStore) }}
-	socks         = sync.Pool{New: func() any { return rawsock.New(nil) }}
+	socks         = sync.Pool{New: func() any { return rawsock.New(nil, nil) }}
 )
 
 // acquire gives c what serving requests takes: buffers, a response writer
@@ -576,7 +576,7 @@ func (c *conn) acquire() {
 	c.br.Reset(&c.rd)
 	if _, plain := c.nc.(*net.TCPConn); rawsock.Supported && plain && c.rawSocket() != nil { // not under a PROXY protocol layer
 		c.sock = socks.Get().(*rawsock.IO)
-		c.sock.Reset(c.rc)
+		c.sock.Reset(c.rc, c.nc)
 	}
 	c.bw = writers.Get().(*writer)
 	c.bw.reset(c.nc, c.sock, c.s.limits().WriteTimeout)
@@ -609,7 +609,7 @@ func (c *conn) release() {
 	c.bw.reset(nil, nil, 0)
 	writers.Put(c.bw)
 	if c.sock != nil {
-		c.sock.Reset(nil)
+		c.sock.Reset(nil, nil)
 		socks.Put(c.sock)
 		c.sock = nil
 	}

@@ -3,8 +3,11 @@
 package rawsock
 
 import (
+	"errors"
 	"io"
+	"net"
 	"os"
+	"strings"
 	"syscall"
 	"unsafe"
 )
@@ -21,6 +24,7 @@ const maxIovecs = 16
 // at a time (Reset binds it to another).
 type IO struct {
 	rc          syscall.RawConn
+	conn        net.Conn // the connection of the socket, for its addresses in errors
 	read, write func(uintptr) bool
 	writev      func(uintptr) bool
 
@@ -35,15 +39,35 @@ type IO struct {
 	wvn int64
 }
 
-// New returns an IO on rc (nil: bind it later with Reset).
-func New(rc syscall.RawConn) *IO {
-	s := &IO{rc: rc}
+// New returns an IO on rc, the socket of conn (nil: bind it later with
+// Reset). conn names the addresses in errors, as net.Conn's do.
+func New(rc syscall.RawConn, conn net.Conn) *IO {
+	s := &IO{rc: rc, conn: conn}
 	s.read, s.write, s.writev = s.readStep, s.writeStep, s.writevStep
 	return s
 }
 
-// Reset binds s to rc (nil: to none).
-func (s *IO) Reset(rc syscall.RawConn) { s.rc = rc }
+// Reset binds s to rc, the socket of conn (nil: to none).
+func (s *IO) Reset(rc syscall.RawConn, conn net.Conn) { s.rc, s.conn = rc, conn }
+
+// fail returns the error of a read or write (op), as net.Conn's: a
+// *net.OpError naming op and the connection's addresses, around the
+// poller's error (a deadline passed, a close) or an *os.SyscallError.
+func (s *IO) fail(op string, err error, errno syscall.Errno) error {
+	var oe *net.OpError
+	if errors.As(err, &oe) {
+		oe.Op = strings.TrimPrefix(oe.Op, "raw-") // RawConn's "raw-read" is a read
+		return err
+	}
+	if err == nil {
+		err = os.NewSyscallError(op, errno)
+	}
+	oe = &net.OpError{Op: op, Net: "tcp", Err: err}
+	if s.conn != nil {
+		oe.Source, oe.Addr = s.conn.LocalAddr(), s.conn.RemoteAddr()
+	}
+	return oe
+}
 
 // Read reads into p, as net.Conn's Read: io.EOF at the end, the poller's
 // errors for a deadline passed or a closed connection, an *os.SyscallError
@@ -57,9 +81,9 @@ func (s *IO) Read(p []byte) (int, error) {
 	s.rp = nil
 	switch {
 	case err != nil:
-		return 0, err
+		return 0, s.fail("read", err, 0)
 	case s.rerr != 0:
-		return 0, os.NewSyscallError("read", s.rerr)
+		return 0, s.fail("read", nil, s.rerr)
 	case s.rn == 0:
 		return 0, io.EOF
 	}
@@ -96,9 +120,9 @@ func (s *IO) Write(p []byte) (int, error) {
 	s.wp = nil
 	switch {
 	case s.werr != 0:
-		return n, os.NewSyscallError("write", s.werr)
+		return n, s.fail("write", nil, s.werr)
 	case err != nil:
-		return n, err
+		return n, s.fail("write", err, 0)
 	}
 	return n, nil
 }
@@ -134,9 +158,9 @@ func (s *IO) Writev(bufs [][]byte) (int64, error) {
 	clear(s.iov[:])
 	switch {
 	case s.werr != 0:
-		return n, os.NewSyscallError("writev", s.werr)
+		return n, s.fail("writev", nil, s.werr)
 	case err != nil:
-		return n, err
+		return n, s.fail("writev", err, 0)
 	}
 	return n, nil
 }

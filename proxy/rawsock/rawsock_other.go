@@ -4,6 +4,7 @@ package rawsock
 
 import (
 	"errors"
+	"net"
 	"syscall"
 )
 
@@ -14,10 +15,10 @@ const Supported = false
 type IO struct{}
 
 // New returns an IO that is not used on this system.
-func New(syscall.RawConn) *IO { return &IO{} }
+func New(syscall.RawConn, net.Conn) *IO { return &IO{} }
 
 // Reset does nothing on this system.
-func (s *IO) Reset(syscall.RawConn) {}
+func (s *IO) Reset(syscall.RawConn, net.Conn) {}
 
 // Read fails with errors.ErrUnsupported on this system.
 func (s *IO) Read([]byte) (int, error) { return 0, errors.ErrUnsupported }

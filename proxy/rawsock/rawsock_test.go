@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -39,7 +40,7 @@ func pair(t *testing.T) (*net.TCPConn, *IO, net.Conn) {
 	}
 	tc.SetDeadline(time.Now().Add(time.Minute))
 	peer.SetDeadline(time.Now().Add(time.Minute))
-	return tc, New(rc), peer
+	return tc, New(rc, tc), peer
 }
 
 func TestReadAndWrite(t *testing.T) {
@@ -80,6 +81,9 @@ func TestReadEnds(t *testing.T) {
 		if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("got %v, want a timeout", err)
 		}
+		if !strings.HasPrefix(err.Error(), "read tcp ") {
+			t.Fatalf("got %q, want it to read as net.Conn's (read tcp ...)", err)
+		}
 	})
 	t.Run("closed", func(t *testing.T) {
 		tc, s, _ := pair(t)
@@ -94,8 +98,14 @@ func TestReadEnds(t *testing.T) {
 		_, s, peer := pair(t)
 		peer.(*net.TCPConn).SetLinger(0)
 		peer.Close()
-		if _, err := s.Read(make([]byte, 8)); !errors.Is(err, syscall.ECONNRESET) {
+		_, err := s.Read(make([]byte, 8))
+		if !errors.Is(err, syscall.ECONNRESET) {
 			t.Fatalf("got %v, want ECONNRESET", err)
+		}
+		// As net.Conn's: "read tcp LOCAL->REMOTE: read: connection reset by peer".
+		var oe *net.OpError
+		if !errors.As(err, &oe) || oe.Op != "read" || oe.Source == nil || oe.Addr == nil {
+			t.Fatalf("got %v, want a *net.OpError naming the read and both addresses", err)
 		}
 	})
 }
@@ -179,7 +189,7 @@ func TestReset(t *testing.T) {
 	_, s, _ := pair(t)
 	tc2, _, peer2 := pair(t)
 	rc2, _ := tc2.SyscallConn()
-	s.Reset(rc2)
+	s.Reset(rc2, tc2)
 	peer2.Write([]byte("two"))
 	buf := make([]byte, 8)
 	if n, err := s.Read(buf); err != nil || string(buf[:n]) != "two" {
