@@ -2,7 +2,6 @@ package h1
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -134,56 +133,4 @@ func waitConns(t *testing.T, s *Server, ok func(*conn) bool) {
 		}
 		return fmt.Errorf("the server holds %d connections", len(s.conns))
 	})
-}
-
-// A request pipelined over TLS while the one before was handled, reported
-// by the poller before the wait for it began (the handler's work is a read
-// on another connection, woken with it), is missed by the wait: it is
-// served once the wait ends at parkAfter, and Shutdown beginning meanwhile
-// serves it too rather than close the connection under it.
-func TestTLSRequestTheWaitMissedIsServed(t *testing.T) {
-	for _, shutdown := range []bool{false, true} {
-		t.Run(fmt.Sprintf("shutdown=%v", shutdown), func(t *testing.T) {
-			side, work := loopbackPair(t)
-			reading := make(chan struct{}, 1)
-			h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				if r.URL.Path == "/1" {
-					reading <- struct{}{}
-					var b [1]byte
-					if _, err := work.Read(b[:]); err != nil {
-						t.Errorf("the handler's work: %v", err)
-					}
-				}
-				io.WriteString(w, r.URL.Path)
-			})
-			s := &Server{Handler: h, IdleTimeout: 10 * time.Minute}
-			conn, br := dialTLSTo(t, startTLS(t, s))
-			began := time.Now()
-			io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
-			<-reading
-			io.WriteString(conn, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
-			side.Write([]byte{1})
-			if resp, body := read(t, br, "GET"); resp.StatusCode != 200 || body != "/1" {
-				t.Fatalf("got %d %q, want 200 /1", resp.StatusCode, body)
-			}
-			shut := make(chan error, 1)
-			if shutdown {
-				go func() { shut <- s.Shutdown(context.Background()) }()
-			}
-			resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-			if err != nil {
-				t.Fatalf("the request sent before the answer to the one before got no answer: %v", err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != 200 || string(body) != "/2" {
-				t.Fatalf("got %d %q, want 200 /2", resp.StatusCode, body)
-			}
-			t.Logf("both answered in %s", time.Since(began))
-			if shutdown {
-				if err := <-shut; err != nil {
-					t.Fatal(err)
-				}
-			}
-		})
-	}
 }

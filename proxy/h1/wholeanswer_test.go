@@ -1,7 +1,9 @@
 package h1
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -106,50 +108,71 @@ func TestARequestSentAfterAWholeAnswerIsReadAtOnce(t *testing.T) {
 
 // A request pipelined while the one before was handled waits in the
 // socket, missed by the poller, until parkAfter ends the wait (see
-// sendAndAwait). It had arrived before Shutdown began, as one read at once
-// would have been: Shutdown must not close the connection under it, as if
-// the connection had been idle, but let it be answered (and then close).
+// sendAndAwait and sendAndAwaitTLS): it is served then, on cleartext and
+// TLS connections. It had arrived before Shutdown began, as one read at
+// once would have been: Shutdown must not close the connection under it,
+// as if the connection had been idle, but let it be answered (and then
+// close). The handler's work is a read on another connection, woken by the
+// poller once the client has sent its next request: the poller reports that
+// request's bytes too, before the server waits for them.
 func TestShutdownServesARequestPipelinedBeforeIt(t *testing.T) {
-	side, work := loopbackPair(t)
-	reading := make(chan struct{}, 1)
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/1" {
-			reading <- struct{}{}
-			// Until the next request is in the socket, and the poller
-			// has reported it (it reports this read's byte after it).
-			var b [1]byte
-			if _, err := work.Read(b[:]); err != nil {
-				t.Errorf("the handler's work: %v", err)
-			}
+	for _, transport := range []string{"cleartext", "TLS"} {
+		for _, shutdown := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/shutdown=%v", transport, shutdown), func(t *testing.T) {
+				side, work := loopbackPair(t)
+				reading := make(chan struct{}, 1)
+				h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+					if r.URL.Path == "/1" {
+						reading <- struct{}{}
+						var b [1]byte
+						if _, err := work.Read(b[:]); err != nil {
+							t.Errorf("the handler's work: %v", err)
+						}
+					}
+					io.WriteString(w, r.URL.Path)
+				})
+				s := &Server{Handler: h, IdleTimeout: 10 * time.Minute}
+				var conn net.Conn
+				var br *bufio.Reader
+				if transport == "TLS" {
+					conn, br = dialTLSTo(t, startTLS(t, s))
+				} else {
+					_, addr := start(t, s)
+					conn, br = dial(t, addr)
+				}
+				began := time.Now()
+				io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
+				<-reading
+				io.WriteString(conn, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+				side.Write([]byte{1})
+				if resp, body := read(t, br, "GET"); resp.StatusCode != 200 || body != "/1" {
+					t.Fatalf("got %d %q, want 200 /1", resp.StatusCode, body)
+				}
+				// The answer to /1 is out, with /2 in the server's socket
+				// since before it was.
+				shut := make(chan error, 1)
+				if shutdown {
+					go func() {
+						ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+						defer cancel()
+						shut <- s.Shutdown(ctx)
+					}()
+				}
+				resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
+				if err != nil {
+					t.Fatalf("the request sent before the answer to the one before got no answer: %v", err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != 200 || string(body) != "/2" {
+					t.Fatalf("got %d %q, want 200 /2", resp.StatusCode, body)
+				}
+				t.Logf("both answered in %s", time.Since(began))
+				if shutdown {
+					if err := <-shut; err != nil {
+						t.Fatal(err)
+					}
+				}
+			})
 		}
-		io.WriteString(w, r.URL.Path)
-	})
-	s, addr := start(t, &Server{Handler: h})
-	conn, br := dial(t, addr)
-	io.WriteString(conn, "GET /1 HTTP/1.1\r\nHost: x\r\n\r\n")
-	<-reading
-	io.WriteString(conn, "GET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
-	side.Write([]byte{1})
-	if resp, body := read(t, br, "GET"); resp.StatusCode != 200 || body != "/1" {
-		t.Fatalf("got %d %q, want 200 /1", resp.StatusCode, body)
-	}
-	// The answer to /1 is out: the server begins to shut down, with /2
-	// in its socket since before /1 was answered.
-	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		shut <- s.Shutdown(ctx)
-	}()
-	resp, err := http.ReadResponse(br, &http.Request{Method: "GET"})
-	if err != nil {
-		t.Fatalf("the request sent before Shutdown got no answer: %v", err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 || string(body) != "/2" {
-		t.Fatalf("got %d %q, want 200 /2", resp.StatusCode, body)
-	}
-	if err := <-shut; err != nil {
-		t.Fatal(err)
 	}
 }
