@@ -23,18 +23,17 @@ const maxIovecs = 16
 // Write may run at once, as on a net.Conn; an IO is used by one connection
 // at a time (Reset binds it to another).
 type IO struct {
-	rc          syscall.RawConn
-	conn        net.Conn // the connection of the socket, for its addresses in errors
-	read, write func(uintptr) bool
-	writev      func(uintptr) bool
+	rc     syscall.RawConn
+	conn   net.Conn // the connection of the socket, for its addresses in errors
+	read   func(uintptr) bool
+	writev func(uintptr) bool
 
 	rp         []byte
 	rn         int
 	rerr, werr syscall.Errno
 
-	wp  []byte
-	wn  int
-	wv  [][]byte // what Writev has still to write, whole buffers
+	one [1][]byte // Write's buffer, as writeAll's
+	wv  [][]byte  // what writeAll has still to write, whole buffers
 	iov [maxIovecs]syscall.Iovec
 	wvn int64
 }
@@ -43,7 +42,7 @@ type IO struct {
 // Reset). conn names the addresses in errors, as net.Conn's do.
 func New(rc syscall.RawConn, conn net.Conn) *IO {
 	s := &IO{rc: rc, conn: conn}
-	s.read, s.write, s.writev = s.readStep, s.writeStep, s.writevStep
+	s.read, s.writev = s.readStep, s.writevStep
 	return s
 }
 
@@ -114,43 +113,19 @@ func (s *IO) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	s.wp, s.wn, s.werr = p, 0, 0
-	err := s.rc.Write(s.write)
-	n := s.wn
-	s.wp = nil
-	switch {
-	case s.werr != 0:
-		return n, s.fail("write", nil, s.werr)
-	case err != nil:
-		return n, s.fail("write", err, 0)
-	}
-	return n, nil
-}
-
-func (s *IO) writeStep(fd uintptr) bool {
-	for s.wn < len(s.wp) {
-		rest := s.wp[s.wn:]
-		raceReleaseIO()
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&rest[0])), uintptr(len(rest)))
-		switch e {
-		case 0:
-			raceReadRange(rest[:n])
-			s.wn += int(n)
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			s.werr = e
-			return true
-		}
-	}
-	return true
+	s.one[0] = p
+	n, err := s.writeAll(s.one[:], "write")
+	s.one[0] = nil
+	return int(n), err
 }
 
 // Writev writes the buffers whole, in order, with as few system calls as
 // they take (writev, maxIovecs buffers at a time), as net.Buffers' WriteTo
 // does on a net.Conn. It returns how many bytes were written.
-func (s *IO) Writev(bufs [][]byte) (int64, error) {
+func (s *IO) Writev(bufs [][]byte) (int64, error) { return s.writeAll(bufs, "writev") }
+
+// writeAll writes bufs whole; op names the call in an error.
+func (s *IO) writeAll(bufs [][]byte, op string) (int64, error) {
 	s.wv, s.wvn, s.werr = bufs, 0, 0
 	err := s.rc.Write(s.writev)
 	n := s.wvn
@@ -158,9 +133,9 @@ func (s *IO) Writev(bufs [][]byte) (int64, error) {
 	clear(s.iov[:])
 	switch {
 	case s.werr != 0:
-		return n, s.fail("writev", nil, s.werr)
+		return n, s.fail(op, nil, s.werr)
 	case err != nil:
-		return n, s.fail("writev", err, 0)
+		return n, s.fail(op, err, 0)
 	}
 	return n, nil
 }
