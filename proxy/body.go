@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/proxy/h1"
 )
 
@@ -31,7 +32,7 @@ type bodyGuard struct {
 
 func (b *bodyGuard) Read(p []byte) (int, error) {
 	b.read = true
-	t := time.Now()
+	t := clock.Now()
 	n, err := b.rc.Read(p)
 	b.waited += time.Since(t)
 	if err != nil && err != io.EOF && b.err == nil {

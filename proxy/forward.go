@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/internal/sockerr"
 	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
@@ -175,7 +176,7 @@ func (p *Proxy) forward(r *http.Request, rq *request) (*http.Response, exchange,
 // interrupts its I/O.
 func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst *route.Instance, up *Upstream) (*http.Response, exchange, error) {
 	rq.sent, rq.head = time.Time{}, time.Time{} // this attempt's
-	began := time.Now()
+	began := clock.Now()
 	pp := rq.o.SendProxyProtocol[inst.Slot] // a connection of its own, never pooled
 	rq.proxied = pp != 0
 	// A request without a body (the whole of it in the write buffer, as a
@@ -229,10 +230,10 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		}
 		// An instance may answer before it has read the whole request (a
 		// 413 for a body too large) and close: that answer is its answer.
-		rq.sent = time.Now()
+		rq.sent = clock.Now()
 		c.setReadDeadline(rq.sent.Add(min(rq.o.ResponseHeaderTimeout, earlyAnswerWait)))
 		if resp, rerr := h1.ReadResponseInto(c.br, r.Method, limits, rq.answers); rerr == nil && resp.StatusCode >= 200 {
-			rq.head = time.Now()
+			rq.head = clock.Now()
 			resp.Close = true
 			c.idleReads(rq.o.InstanceReadTimeout)
 			return resp, c, nil
@@ -273,7 +274,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	case resp.StatusCode == http.StatusSwitchingProtocols && !upgradeAsked(r, resp):
 		return fail(failInvalid, errors.New("invalid response: switched protocols the request did not ask for"))
 	}
-	rq.head = time.Now()
+	rq.head = clock.Now()
 	c.idleReads(rq.o.InstanceReadTimeout)
 	return resp, c, nil
 }

@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/internal/sockerr"
 	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
@@ -178,7 +179,7 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 	// streamed body is not the instance's.
 	var headLate atomic.Bool
 	head := &headTimer{d: rq.o.ResponseHeaderTimeout, fire: func() { headLate.Store(true); cancel() }}
-	began := time.Now()
+	began := clock.Now()
 	if x.body == nil {
 		head.arm()
 	} else {
@@ -188,7 +189,7 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 	rq.sent = began
 	if x.body != nil {
 		if t := x.body.eofAt.Load(); t != 0 {
-			rq.sent = time.Unix(0, t) // the request ended before its answer's head
+			rq.sent = clock.At(t) // the request ended before its answer's head
 		}
 	}
 	if head.stop() && err == nil {
@@ -216,7 +217,7 @@ func (p *Proxy) attemptH2(ctx context.Context, r *http.Request, rq *request, ins
 		}
 		return nil, nil, ae
 	}
-	rq.head = time.Now()
+	rq.head = clock.Now()
 	resp.Body = &idleBody{rc: resp.Body, d: rq.o.InstanceReadTimeout, cancel: cancel}
 	return resp, x, nil
 }
@@ -410,7 +411,7 @@ type streamBody struct {
 	g *bodyGuard
 	r *http.Request
 	// onEOF, if set, is called (on the transport's goroutine) when the
-	// body's end is read; eofAt is when (Unix ns), 0 before.
+	// body's end is read; eofAt is when (a clock.Nanos reading), 0 before.
 	onEOF func()
 	eofAt atomic.Int64
 	// trailer is the outgoing request's: the client's trailers it
@@ -445,7 +446,7 @@ func (b *streamBody) Read(p []byte) (int, error) {
 		for k := range b.trailer {
 			b.trailer[k] = b.r.Trailer[k]
 		}
-		b.eofAt.Store(time.Now().UnixNano())
+		b.eofAt.Store(clock.Nanos())
 		if b.onEOF != nil {
 			b.onEOF()
 		}

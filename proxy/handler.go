@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/internal/sockerr"
 	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
@@ -76,7 +77,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		RedirectHTTPS{Port: port}.ServeHTTP(w, r)
 		return
 	}
-	start := time.Now()
+	start := clock.Now()
 	rq := requests.Get().(*request)
 	// Zeroed, then set: a composite literal would be built on the stack
 	// first, which grows the stack of an HTTP/2 stream's new goroutine.
@@ -166,7 +167,7 @@ var errCutOff = errors.New("response cut off by the instance")
 // failure is set (unless the client was at fault), and logs it when the
 // access log samples it.
 func (h *handler) count(r *http.Request, rq *request, status int, instance string, attempts int, start time.Time, failure error) {
-	now := time.Now()
+	now := clock.Now()
 	o := outcome{status: status, total: now.Sub(start), path: -1, grpc: -1}
 	// The instances' latency: from the request written whole to the
 	// response head; for an answer of vipswap's own, the time it spent

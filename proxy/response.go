@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/internal/sockerr"
 )
 
@@ -57,16 +58,16 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	defer buffers.Put(bufp)
 	buf := *bufp
 	var writeWait time.Duration // time spent waiting on the client to take the answer
+	t := clock.Now()            // when the read below began: one clock read ends a wait and begins the next
 	for {
 		// The time a read waits is the instance's: what the client
 		// takes to read the answer is spent in the write below.
-		t := time.Now()
 		n, rerr := resp.Body.Read(buf)
-		rq.bodyWait += time.Since(t)
+		read := clock.Now()
+		rq.bodyWait += read.Sub(t)
+		t = read
 		if n > 0 {
-			t = time.Now()
 			_, werr := w.Write(buf[:n])
-			writeWait += time.Since(t)
 			if werr != nil {
 				c.stopWatch()
 				c.Close()
@@ -75,6 +76,8 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 			if rerr == nil && flusher != nil && !c.pending() {
 				flusher.Flush()
 			}
+			t = clock.Now()
+			writeWait += t.Sub(read) // the write's and the flush's
 		}
 		if rerr == io.EOF {
 			break

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/proxy/rawsock"
 	"github.com/vipswap/vipswap/route"
@@ -74,7 +75,7 @@ type upstreamConn struct {
 	// may block: the deadline moves along with each. When zero, the
 	// deadline last set by setReadDeadline stands (the response head's).
 	readIdle, writeIdle     time.Duration
-	readDeadline, writeDead int64 // the deadlines set last (Unix ns)
+	readDeadline, writeDead int64 // the deadlines set last (clock.Nanos readings)
 
 	// cancelled is set when the client's request was cancelled: every
 	// deadline is then in the past, and a later deadline must not undo it.
@@ -125,7 +126,7 @@ func (c *upstreamConn) flushAwaiting() error {
 	// answer, as it was.
 	if c.rc == nil || !c.peekFirst || c.br.Buffered() > 0 {
 		err := c.bw.Flush()
-		c.flushedAt = time.Now()
+		c.flushedAt = clock.Now()
 		return err
 	}
 	if c.await == nil {
@@ -135,7 +136,7 @@ func (c *upstreamConn) flushAwaiting() error {
 	c.rc.Read(c.await)
 	if c.step == 0 { // the wait failed before it began (deadline, close)
 		c.flushErr = c.bw.Flush()
-		c.flushedAt = time.Now()
+		c.flushedAt = clock.Now()
 	}
 	return c.flushErr
 }
@@ -148,7 +149,7 @@ func (c *upstreamConn) awaitStep(uintptr) bool {
 	}
 	c.step = 1
 	c.flushErr = c.bw.Flush()
-	c.flushedAt = time.Now()
+	c.flushedAt = clock.Now()
 	return c.flushErr != nil
 }
 
@@ -199,7 +200,8 @@ func (c *upstreamConn) interruptIO() {
 	c.Conn.SetDeadline(longAgo)
 }
 
-// setReadDeadline sets a fixed read deadline, unless the request was
+// setReadDeadline sets a fixed read deadline, t (a time from clock.Now,
+// as the deadlines refresh compares it with), unless the request was
 // cancelled.
 func (c *upstreamConn) setReadDeadline(t time.Time) {
 	c.readIdle = 0
@@ -259,12 +261,12 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 // passed since it was set, or when it is further away than timeout (a timer update per read or write is a cost a
 // busy connection need not pay), keeping a cancellation in force.
 func (c *upstreamConn) refresh(set func(time.Time) error, deadline int64, timeout time.Duration) int64 {
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	if left := deadline - now; left >= int64(timeout)*3/4 && left <= int64(timeout) {
 		return deadline
 	}
 	deadline = now + int64(timeout)
-	set(time.Unix(0, deadline))
+	set(clock.At(deadline))
 	if c.cancelled.Load() {
 		c.Conn.SetDeadline(longAgo)
 	}
@@ -401,7 +403,7 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 func (pl *pool) take(sentWithin time.Duration) *upstreamConn {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	now := time.Now()
+	now := clock.Now()
 	cut := now.Add(-reuseQuiet)
 	i := len(pl.idle) - 1
 	for i >= 0 && pl.idle[i].idleSince.After(cut) {
@@ -431,7 +433,7 @@ func (pl *pool) put(c *upstreamConn) {
 		c.Close()
 		return
 	}
-	c.idleSince = time.Now()
+	c.idleSince = clock.Now()
 	c.readIdle, c.writeIdle = 0, 0
 	pl.mu.Lock()
 	if pl.closed || len(pl.idle) >= maxIdlePerInstance || pl.total.Load() >= pl.max {

@@ -59,12 +59,13 @@ func TestLayers(t *testing.T) {
 		"client": {"wire"},
 		// The request path stands on the routing table alone (and on
 		// its own HTTP/1.1 server, the PROXY protocol's parser, raw
-		// socket I/O and socket errors): no control plane, no wire types,
-		// no store.
-		"proxy":            {"route", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/sockerr"},
-		"proxy/h1":         {"proxy/proxyproto", "proxy/rawsock"},
+		// socket I/O, socket errors and the monotonic clock): no control
+		// plane, no wire types, no store.
+		"proxy":            {"route", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/sockerr", "internal/clock"},
+		"proxy/h1":         {"proxy/proxyproto", "proxy/rawsock", "internal/clock"},
 		"proxy/proxyproto": {},
 		"proxy/rawsock":    {},
+		"internal/clock":   {},
 		// The ground floors stand on nothing of ours.
 		"route":  {},
 		"state":  {},
@@ -78,7 +79,7 @@ func TestLayers(t *testing.T) {
 		// The mirror of vipswap shadow is the proxy's hook and nothing
 		// above it: the controller tells it the shadow (a state) and
 		// reads its figures (wire types) through an interface of its own.
-		"shadow": {"proxy", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/sockerr", "route", "state", "wire"},
+		"shadow": {"proxy", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/sockerr", "internal/clock", "route", "state", "wire"},
 	} {
 		got, ok := all[pkg]
 		if !ok {

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"sync/atomic"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/clock"
 )
 
 // This file holds the server's connection limits: MaxConns, reached by
@@ -83,7 +85,7 @@ func (s *Server) reclaimIdle() bool {
 	if s.parker != nil && s.parker.reclaim() {
 		return true
 	}
-	if s.h2Pending.Load() > 0 && time.Now().UnixNano()-s.h2ReclaimAt.Load() < int64(h2ReclaimWait) {
+	if s.h2Pending.Load() > 0 && clock.Nanos()-s.h2ReclaimAt.Load() < int64(h2ReclaimWait) {
 		// An HTTP/2 connection sent a GOAWAY is on its way out (after its
 		// client has had a moment to read it): wait for its slot rather
 		// than close another.
@@ -115,7 +117,7 @@ func (s *Server) reclaimIdle() bool {
 		// (RFC 9113 8.7); then it closes.
 		if oldest.state.CompareAndSwap(stateH2Idle, stateReclaimed) {
 			s.h2Pending.Add(1)
-			s.h2ReclaimAt.Store(time.Now().UnixNano())
+			s.h2ReclaimAt.Store(clock.Nanos())
 			oldest.goAway()
 			return true
 		}
@@ -222,6 +224,6 @@ type everySecond struct{ last atomic.Int64 }
 
 // due reports whether a second has passed since it last reported true.
 func (e *everySecond) due() bool {
-	now, last := time.Now().UnixNano(), e.last.Load()
+	now, last := clock.Nanos(), e.last.Load()
 	return now-last >= int64(time.Second) && e.last.CompareAndSwap(last, now)
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/vipswap/vipswap/internal/clock"
 )
 
 // This file hands HTTP/2 connections to golang.org/x/net/http2: TLS ones
@@ -157,7 +159,7 @@ func (c *conn) h2State(st http.ConnState) {
 	case http.StateActive:
 		c.state.CompareAndSwap(stateH2Idle, stateH2Busy)
 	case http.StateIdle:
-		c.idleSince.Store(time.Now().UnixNano())
+		c.idleSince.Store(clock.Nanos())
 		c.kept.Store(true)
 		c.state.CompareAndSwap(stateH2Busy, stateH2Idle)
 	}

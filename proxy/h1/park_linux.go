@@ -6,6 +6,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/clock"
 )
 
 // parker holds idle connections in an epoll set of its own, so an idle
@@ -261,7 +263,7 @@ func (p *parker) take(fd, id int32) *conn {
 func (p *parker) run() {
 	defer close(p.done)
 	events := make([]syscall.EpollEvent, 128)
-	lastSweep := time.Now()
+	lastSweep := clock.Now()
 	for {
 		n, err := syscall.EpollWait(p.epfd, events, int(watchAfter/2/time.Millisecond))
 		if err != nil && err != syscall.EINTR {
@@ -280,7 +282,7 @@ func (p *parker) run() {
 				c.close() // hung up without sending anything
 			}
 		}
-		now := time.Now()
+		now := clock.Now()
 		p.watch(now)
 		if now.Sub(lastSweep) >= time.Second {
 			lastSweep = now

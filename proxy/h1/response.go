@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/proxy/proxyproto"
 )
 
@@ -64,7 +65,7 @@ func (w *response) reset(c *conn, req *http.Request) {
 // deadline (the body a proxy buffers before it picks an instance).
 func (w *response) SetBodyDeadline(t time.Time) {
 	if w.c != nil && w.c.rd.body {
-		w.c.rd.limit = t.UnixNano()
+		w.c.rd.limit = clock.Nanos() + int64(time.Until(t))
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/proxy/proxyproto"
 	"github.com/vipswap/vipswap/proxy/rawsock"
 )
@@ -106,7 +107,7 @@ type Server struct {
 	floods                atomic.Uint64
 	floodLog              everySecond
 	h2Pending             atomic.Int32 // HTTP/2 connections reclaimed, not closed yet
-	h2ReclaimAt           atomic.Int64 // when one was reclaimed last (Unix ns)
+	h2ReclaimAt           atomic.Int64 // when one was reclaimed last (a clock.Nanos reading)
 	reclaimLog, refuseLog everySecond
 
 	clientsMu sync.Mutex
@@ -385,7 +386,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 				// and silent yet is given freshGrace for its first request
 				// first: its client dialed to send one, and, the
 				// connection never used, would not retry it on a close.
-				if st == stateIdle && !c.kept.Load() && time.Since(time.Unix(0, c.idleSince.Load())) < freshGrace {
+				if st == stateIdle && !c.kept.Load() && clock.Nanos()-c.idleSince.Load() < int64(freshGrace) {
 					continue
 				}
 				c.nc.SetReadDeadline(longAgo)
@@ -447,11 +448,11 @@ type conn struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	watch    cancelWatch  // what runs when ctx is cancelled (AfterCancel)
-	reqStart atomic.Int64 // when the current request started (Unix ns), 0 between requests
+	reqStart atomic.Int64 // when the current request started (a clock.Nanos reading), 0 between requests
 	watched  atomic.Bool  // the parker watches for a hang-up
 
 	// idleSince is when the connection last began waiting for a request
-	// (Unix ns).
+	// (a clock.Nanos reading).
 	idleSince atomic.Int64
 	// kept is true while the connection idles after a request (kept
 	// alive), false before its first: only a kept connection is given up
@@ -522,8 +523,8 @@ func (c *conn) tlsState() *tls.ConnectionState {
 type connReader struct {
 	c        *conn
 	body     bool
-	deadline int64 // the read deadline set last in body mode (Unix ns)
-	limit    int64 // when the whole body is due (Unix ns); 0 for none
+	deadline int64 // the read deadline set last in body mode (a clock.Nanos reading)
+	limit    int64 // when the whole body is due (a clock.Nanos reading); 0 for none
 }
 
 func (r *connReader) Read(p []byte) (int, error) {
@@ -531,7 +532,7 @@ func (r *connReader) Read(p []byte) (int, error) {
 		r.deadline = refresh(r.c.nc.SetReadDeadline, r.deadline, r.c.s.limits().BodyReadTimeout)
 		if r.limit != 0 && r.deadline > r.limit {
 			r.deadline = r.limit
-			r.c.nc.SetReadDeadline(time.Unix(0, r.limit))
+			r.c.nc.SetReadDeadline(clock.At(r.limit))
 		}
 	}
 	if r.c.sock != nil {
@@ -552,12 +553,12 @@ func (r *connReader) startBody() {
 // force: setting a deadline costs a timer update, which every read or
 // write of a busy connection need not pay.
 func refresh(set func(time.Time) error, deadline int64, timeout time.Duration) int64 {
-	now := time.Now().UnixNano()
+	now := clock.Nanos()
 	if left := deadline - now; left >= int64(timeout)*3/4 && left <= int64(timeout) {
 		return deadline
 	}
 	deadline = now + int64(timeout)
-	set(time.Unix(0, deadline))
+	set(clock.At(deadline))
 	return deadline
 }
 
@@ -676,7 +677,7 @@ func (c *conn) serve() {
 		// first head of a connection too. A connection silent since
 		// accept was idle, not slow: a client's pool may hold one it
 		// dialed and did not need, and send on it much later.
-		now := time.Now()
+		now := clock.Now()
 		c.reqStart.Store(now.UnixNano())
 		lim := c.s.limits()
 		c.nc.SetReadDeadline(now.Add(lim.ReadHeaderTimeout))
@@ -706,7 +707,7 @@ func (c *conn) awaitRequest() bool {
 	if c.held != nil {
 		c.held.began = false
 	}
-	start := time.Now()
+	start := clock.Now()
 	lim := c.s.limits()
 	limit := start.Add(lim.IdleTimeout)
 	deadline := limit
@@ -875,7 +876,7 @@ func (c *conn) sendAndAwait(deadline, limit time.Time) bool {
 	if c.bw.Flush() != nil {
 		return false
 	}
-	c.idle(deadline, time.Now())
+	c.idle(deadline, clock.Now())
 	return true
 }
 
@@ -901,7 +902,7 @@ func (c *conn) sendAndAwaitTLS(deadline, limit time.Time) bool {
 		if h.flush() != nil {
 			return false
 		}
-		c.idle(limit, time.Now())
+		c.idle(limit, clock.Now())
 		return true
 	}
 	c.nc.SetReadDeadline(deadline)
@@ -919,10 +920,10 @@ func (c *conn) sendAndAwaitTLS(deadline, limit time.Time) bool {
 		if h.flush() != nil {
 			return false
 		}
-		c.idle(limit, time.Now())
+		c.idle(limit, clock.Now())
 		return true
 	}
-	if err != nil && isTimeout(err) && time.Now().Before(limit) {
+	if err != nil && isTimeout(err) && clock.Now().Before(limit) {
 		if unread(c.fd) {
 			c.pipelined = true // bytes the wait missed: sent before it began
 		}
@@ -940,7 +941,7 @@ func (c *conn) sendAndAwaitTLS(deadline, limit time.Time) bool {
 // heldSent is called by c.held once a kept answer is out: c is idle from
 // then on. It reports whether the wait is to be skipped (closing).
 func (c *conn) heldSent() bool {
-	c.markIdle(time.Now())
+	c.markIdle(clock.Now())
 	return c.s.closing.Load()
 }
 
@@ -966,7 +967,7 @@ func (c *conn) awaitStep(uintptr) bool {
 	if c.flushErr = c.bw.Flush(); c.flushErr != nil {
 		return true
 	}
-	c.markIdle(time.Now())
+	c.markIdle(clock.Now())
 	return c.s.closing.Load()
 }
 
@@ -1001,7 +1002,7 @@ func (c *conn) handshake() error {
 		return nil
 	}
 	lim := c.s.limits()
-	due := time.Now().Add(lim.ReadHeaderTimeout)
+	due := clock.Now().Add(lim.ReadHeaderTimeout)
 	c.nc.SetDeadline(due) // the deadline before the state, for Shutdown
 	if !c.state.CompareAndSwap(stateIdle, stateHandshake) {
 		return errReclaimed // the caller sees the state and closes
@@ -1022,7 +1023,7 @@ func (c *conn) handshake() error {
 		}
 	}
 	c.nc.SetWriteDeadline(time.Time{}) // the writer sets its own
-	now := time.Now()
+	now := clock.Now()
 	c.nc.SetReadDeadline(now.Add(lim.IdleTimeout)) // the deadline before the state, as in awaitRequest
 	c.idleSince.Store(now.UnixNano())
 	c.state.Store(stateIdle)
