@@ -512,7 +512,15 @@ func init() {
 	for _, k := range []string{"Host", "User-Agent", "Accept", "Accept-Encoding", "Accept-Language",
 		"Connection", "Content-Length", "Content-Type", "Transfer-Encoding", "Cookie", "Authorization",
 		"Cache-Control", "Referer", "Origin", "If-None-Match", "If-Modified-Since", "Upgrade", "Expect",
-		"X-Forwarded-For", "X-Request-Id", "Te", "Trailer", "Keep-Alive", "Pragma", "Range"} {
+		"X-Forwarded-For", "X-Request-Id", "Te", "Trailer", "Keep-Alive", "Pragma", "Range",
+		// What answers carry, as a rule: without them here, each would
+		// cost its answer a string.
+		"Date", "Server", "Etag", "Last-Modified", "Expires", "Age", "Vary", "Location", "Set-Cookie",
+		"Content-Encoding", "Content-Language", "Content-Disposition", "Content-Range", "Accept-Ranges",
+		"Retry-After", "Www-Authenticate", "Link", "Alt-Svc", "Via", "Forwarded", "X-Forwarded-Proto",
+		"X-Forwarded-Host", "Strict-Transport-Security", "X-Content-Type-Options", "X-Frame-Options",
+		"Access-Control-Allow-Origin", "Content-Security-Policy", "If-Match", "If-Unmodified-Since",
+		"If-Range", "Grpc-Status", "Grpc-Message"} {
 		commonHeaders[k] = k
 		commonHeaders[string(bytes.ToLower([]byte(k)))] = k
 	}
@@ -525,7 +533,17 @@ func internHeader(name []byte) string {
 	return textproto.CanonicalMIMEHeaderKey(string(name))
 }
 
-func trimOWS(b []byte) []byte { return bytes.Trim(b, " \t") }
+// trimOWS drops the optional whitespace (spaces and tabs) around a value.
+// A loop of its own: bytes.Trim builds a set of its cutset on every call.
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
 
 // validValue reports whether b holds no control character but HTAB.
 func validValue(b []byte) bool {

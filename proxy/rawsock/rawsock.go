@@ -35,6 +35,7 @@ type IO struct {
 	one [1][]byte // Write's buffer, as writeAll's
 	wv  [][]byte  // what writeAll has still to write, whole buffers
 	iov [maxIovecs]syscall.Iovec
+	iou int // how many of iov a write filled, to clear after it
 	wvn int64
 }
 
@@ -130,7 +131,8 @@ func (s *IO) writeAll(bufs [][]byte, op string) (int64, error) {
 	err := s.rc.Write(s.writev)
 	n := s.wvn
 	s.wv = nil
-	clear(s.iov[:])
+	clear(s.iov[:s.iou]) // no pointer into a buffer outlives the write
+	s.iou = 0
 	switch {
 	case s.werr != 0:
 		return n, s.fail(op, nil, s.werr)
@@ -159,6 +161,7 @@ func (s *IO) writevStep(fd uintptr) bool {
 				k++
 			}
 		}
+		s.iou = max(s.iou, k)
 		raceReleaseIO()
 		n, _, e := syscall.RawSyscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.iov[0])), uintptr(k))
 		switch e {
