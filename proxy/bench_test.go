@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -171,7 +172,7 @@ func roundTrips(b *testing.B, p *Proxy, target string) {
 // instance that allocate nothing themselves (raw sockets, fixed bytes), so
 // that allocs/op is the proxy's own per request.
 func BenchmarkForwardKeepAlive(b *testing.B) {
-	c := rawProxy(b)
+	c := rawProxy(b, rawBackendAnswer, "}\r\n")
 	b.ReportAllocs()
 	b.ResetTimer()
 	for range b.N {
@@ -200,15 +201,20 @@ func (c *rawClient) roundTrip(tb testing.TB) {
 	}
 }
 
-// rawBackendAnswer is what the raw instance answers every request with.
-const rawBackendAnswer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\n\r\n{\"slot\":\"blue\"}\r\n"
+// rawBackendAnswer is what the raw instance answers every request with,
+// dated as Go's and most servers' answers are.
+const rawBackendAnswer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDate: Mon, 07 Dec 2026 17:00:00 GMT\r\nContent-Length: 17\r\n\r\n{\"slot\":\"blue\"}\r\n"
+
+// rawChunkedAnswer is rawBackendAnswer's body in one chunk, without a
+// length, as Go's servers send an answer larger than their buffer.
+const rawChunkedAnswer = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nDate: Mon, 07 Dec 2026 17:00:00 GMT\r\nTransfer-Encoding: chunked\r\n\r\n11\r\n{\"slot\":\"blue\"}\r\n\r\n0\r\n\r\n"
 
 // rawProxy starts a raw instance (it answers every request head with
-// rawBackendAnswer, allocating nothing per request) and a proxy in front of
-// it, sends one request through to learn the size of the proxy's answer,
-// and returns the client connection.
-func rawProxy(tb testing.TB) *rawClient {
-	inst := route.NewInstance("blue", startRawAnswerer(tb))
+// answer, allocating nothing per request) and a proxy in front of it,
+// sends one request through to learn the size of the proxy's answer,
+// which ends with end, and returns the client connection.
+func rawProxy(tb testing.TB, answer, end string) *rawClient {
+	inst := route.NewInstance("blue", startRawAnswerer(tb, answer))
 	p := New(Options{})
 	p.Apply(table(1, []*route.Instance{inst}, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -234,8 +240,8 @@ func rawProxy(tb testing.TB) *rawClient {
 			tb.Fatal(err)
 		}
 		n += m
-		if i := indexHeadEnd(c.buf[:n]); i >= 0 && n >= i+17 {
-			c.want = i + 17
+		if i := indexHeadEnd(c.buf[:n]); i >= 0 && bytes.HasSuffix(c.buf[i:n], []byte(end)) {
+			c.want = n
 			break
 		}
 	}
@@ -256,8 +262,8 @@ func indexHeadEnd(b []byte) int {
 }
 
 // startRawAnswerer starts an instance that answers every request head with
-// rawBackendAnswer, allocating nothing per request, and returns its address.
-func startRawAnswerer(tb testing.TB) string {
+// answer, allocating nothing per request, and returns its address.
+func startRawAnswerer(tb testing.TB, answer string) string {
 	bln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)
@@ -271,7 +277,7 @@ func startRawAnswerer(tb testing.TB) string {
 			}
 			go func() {
 				defer nc.Close()
-				buf, answer := make([]byte, 4096), []byte(rawBackendAnswer)
+				buf, answer := make([]byte, 4096), []byte(answer)
 				n := 0
 				for {
 					m, err := nc.Read(buf[n:])
@@ -305,7 +311,7 @@ func startRawAnswerer(tb testing.TB) string {
 // HTTP/1.1 instance that allocates nothing. Client and proxy share the
 // process: allocs/op and the CPU profile include the client's.
 func BenchmarkH2RoundTrip(b *testing.B) {
-	inst := route.NewInstance("blue", startRawAnswerer(b))
+	inst := route.NewInstance("blue", startRawAnswerer(b, rawBackendAnswer))
 	p := New(Options{})
 	p.Apply(table(1, []*route.Instance{inst}, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -125,6 +125,15 @@ func (b *chunkedBody) malformed(msg string) error {
 }
 
 func (b *chunkedBody) readTrailer() error {
+	// No trailer, as a rule: the section's empty line, already read in
+	// (a line ending with a bare LF, or one still to come, goes the long
+	// way). No map for nothing.
+	if b.br.Buffered() >= 2 {
+		if end, _ := b.br.Peek(2); end[0] == '\r' && end[1] == '\n' {
+			b.br.Discard(2)
+			return io.EOF
+		}
+	}
 	h := requestHead(b.br, limits{bytes: 16 << 10, fields: 100})
 	hdr, err := readHeader(&h, nil, nil)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"net/http"
+	"net/textproto"
 	"slices"
 	"testing"
 )
@@ -69,4 +70,20 @@ func FuzzReadRequest(f *testing.F) {
 			t.Fatalf("fields read differently:\nh1       %q\nnet/http %q\n%q", got.Header, want.Header, raw)
 		}
 	})
+}
+
+// TestCommonHeadersAreCanonical: a field name read is given the interned
+// string only in its canonical spelling, as textproto would spell it.
+func TestCommonHeadersAreCanonical(t *testing.T) {
+	for name, k := range commonHeaders {
+		if want := textproto.CanonicalMIMEHeaderKey(name); k != want {
+			t.Errorf("commonHeaders[%q] = %q, want %q", name, k, want)
+		}
+	}
+	if got := internHeader([]byte("date")); got != "Date" {
+		t.Errorf("internHeader(date) = %q", got)
+	}
+	if got := internHeader([]byte("x-unknown-field")); got != "X-Unknown-Field" {
+		t.Errorf("internHeader(x-unknown-field) = %q", got)
+	}
 }

@@ -80,6 +80,7 @@ func ReadResponseInto(br *bufio.Reader, method string, l ResponseLimits, s *Answ
 type responseAndBody struct {
 	resp      http.Response
 	body      lengthBody
+	chunked   chunkedBody
 	fields    headStore
 	firstsBuf [16]string
 }
@@ -120,7 +121,7 @@ func readResponseHead(h *head, method string, first bool, s *AnswerStore) (*http
 		both = new(responseAndBody) // one allocation for the answer and its usual body
 	} else {
 		both = &s.both
-		both.body = lengthBody{}
+		both.body, both.chunked = lengthBody{}, chunkedBody{}
 		if s.header == nil {
 			s.header = make(http.Header, 8)
 		}
@@ -141,7 +142,7 @@ func readResponseHead(h *head, method string, first bool, s *AnswerStore) (*http
 	if resp.Header, err = readHeader(h, hdr, &both.fields); err != nil {
 		return nil, headError(err, false)
 	}
-	if err := frameResponse(resp, h.br, method, &both.body); err != nil {
+	if err := frameResponse(resp, h.br, method, &both.body, &both.chunked); err != nil {
 		return nil, err
 	}
 	return resp, nil
@@ -216,8 +217,8 @@ func truncate(b []byte, n int) []byte {
 // frameResponse decides where resp's body ends and sets Body,
 // ContentLength, TransferEncoding, Trailer and Close.
 //
-// A body framed by Content-Length is lb, set up here.
-func frameResponse(resp *http.Response, br *bufio.Reader, method string, lb *lengthBody) error {
+// A body framed by Content-Length is lb, a chunked one cb, set up here.
+func frameResponse(resp *http.Response, br *bufio.Reader, method string, lb *lengthBody, cb *chunkedBody) error {
 	hdr := resp.Header
 	te, cl := hdr["Transfer-Encoding"], hdr["Content-Length"]
 	resp.Close = hasToken(hdr["Connection"], "close") ||
@@ -279,7 +280,8 @@ func frameResponse(resp *http.Response, br *bufio.Reader, method string, lb *len
 				resp.Trailer[k] = nil
 			}
 		}
-		resp.Body = &chunkedBody{br: br, trailer: resp.Trailer, response: true}
+		*cb = chunkedBody{br: br, trailer: resp.Trailer, response: true}
+		resp.Body = cb
 	case length == 0:
 		resp.Body = http.NoBody
 		resp.ContentLength = 0

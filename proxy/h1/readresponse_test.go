@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"maps"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+	"testing/iotest"
 )
 
 func readResp(t *testing.T, raw, method string, l ResponseLimits) (*http.Response, string, error) {
@@ -172,4 +174,46 @@ func FuzzReadResponse(f *testing.F) {
 			t.Fatalf("fields read differently:\nh1       %q\nnet/http %q\n%q", got.Header, want.Header, raw)
 		}
 	})
+}
+
+// TestChunkedAnswersBackToBack: a chunked answer's end is read exactly,
+// with or without a trailer section, whatever its line endings and however
+// its bytes arrive, so the answer after it on the same connection is read
+// whole; a declared trailer's value reaches the response.
+func TestChunkedAnswersBackToBack(t *testing.T) {
+	const next = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
+	for _, c := range []struct{ name, end, trailer string }{
+		{"no trailer", "0\r\n\r\n", ""},
+		{"no trailer, bare LF", "0\r\n\n", ""},
+		{"a trailer", "0\r\nX-S: 1\r\n\r\n", "1"},
+		{"a trailer, bare LF", "0\r\nX-S: 1\n\n", "1"},
+	} {
+		for _, oneByte := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/one byte at a time %v", c.name, oneByte), func(t *testing.T) {
+				raw := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-S\r\n\r\n2\r\nok\r\n" + c.end + next
+				var r io.Reader = strings.NewReader(raw)
+				if oneByte {
+					r = iotest.OneByteReader(r)
+				}
+				br := bufio.NewReader(r)
+				resp, err := ReadResponse(br, "GET", ResponseLimits{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "ok" {
+					t.Fatalf("body %q, %v", b, err)
+				}
+				if got := resp.Trailer.Get("X-S"); got != c.trailer {
+					t.Errorf("trailer X-S = %q, want %q", got, c.trailer)
+				}
+				resp, err = ReadResponse(br, "GET", ResponseLimits{})
+				if err != nil {
+					t.Fatalf("the next answer: %v", err)
+				}
+				if b, err := io.ReadAll(resp.Body); err != nil || string(b) != "next" {
+					t.Fatalf("the next answer's body %q, %v", b, err)
+				}
+			})
+		}
+	}
 }

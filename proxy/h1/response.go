@@ -32,8 +32,9 @@ type response struct {
 	written     int64
 	closeAfter  bool // close the connection after this response
 	hijacked    bool
-	trailers    []string // declared trailer fields, sent after a chunked body
-	sentBefore  int64    // the writer's sent count when the response began
+	trailers    []string  // declared trailer fields, sent after a chunked body
+	sentBefore  int64     // the writer's sent count when the response began
+	length1     [1]string // the Content-Length finish sets, without a slice of its own
 
 	// answers is where the handler may read an instance's answer
 	// (Answers): kept across the connection's requests, used again by the
@@ -234,8 +235,7 @@ func (w *response) writeBody(p []byte) (int, error) {
 	w.written += int64(len(p))
 	bw := w.c.bw
 	if w.chunked {
-		var head [18]byte
-		h := append(strconv.AppendInt(head[:0], int64(len(p)), 16), '\r', '\n')
+		h := append(strconv.AppendInt(bw.chunkHead[:0], int64(len(p)), 16), '\r', '\n')
 		if _, err := bw.writeParts(h, p, crlf); err != nil {
 			return 0, err
 		}
@@ -350,7 +350,8 @@ func (w *response) finish() {
 		if !w.noBody && (len(w.header["Trailer"]) == 0 || w.req.ProtoMinor == 0) {
 			// The whole body is known: send its length (trailers need chunks).
 			w.length = int64(len(w.pending))
-			w.header["Content-Length"] = []string{strconv.Itoa(len(w.pending))}
+			w.length1[0] = strconv.Itoa(len(w.pending))
+			w.header["Content-Length"] = w.length1[:]
 		}
 		w.commit()
 	}

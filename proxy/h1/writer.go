@@ -20,8 +20,11 @@ type writer struct {
 	sock     *rawsock.IO // nc's socket, written raw when set
 	err      error       // sticky, like bufio.Writer's
 	timeout  time.Duration
-	deadline int64 // the write deadline set last (Unix ns)
+	deadline int64 // the write deadline set last (a clock.Nanos reading)
 	sent     int64 // bytes handed to the connection since reset
+
+	vec       [4][]byte // writeParts' buffers, without an allocation
+	chunkHead [18]byte  // a chunk's size line (response.writeBody)
 }
 
 func newWriter(size int) *writer { return &writer{buf: make([]byte, 0, size)} }
@@ -76,12 +79,17 @@ func (w *writer) writeParts(parts ...[]byte) (int, error) {
 		}
 		return n, nil
 	}
-	bufs := make(net.Buffers, 0, len(parts)+1)
+	bufs := w.vec[:0] // the writer's own, for a chunk's three parts and what is buffered
+	if len(parts)+1 > len(w.vec) {
+		bufs = make(net.Buffers, 0, len(parts)+1)
+	}
 	if len(w.buf) > 0 {
 		bufs = append(bufs, w.buf)
 	}
 	bufs = append(bufs, parts...)
-	if _, err := w.send(bufs); err != nil {
+	_, err := w.send(bufs)
+	clear(w.vec[:]) // keep no pointer into the caller's buffers
+	if err != nil {
 		return 0, err
 	}
 	w.buf = w.buf[:0]
@@ -95,7 +103,8 @@ func (w *writer) send(bufs net.Buffers) (int, error) {
 	if w.sock != nil {
 		n, err = w.sock.Writev(bufs)
 	} else {
-		n, err = bufs.WriteTo(w.nc)
+		moved := bufs // WriteTo moves its receiver to the heap: this copy, not every send
+		n, err = moved.WriteTo(w.nc)
 	}
 	w.sent += n
 	if err != nil {
