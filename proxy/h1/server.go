@@ -634,6 +634,9 @@ func (c *conn) lingeringClose() {
 
 func (c *conn) close() {
 	c.endRequest()
+	if c.sock != nil {
+		c.sock.Finish()
+	}
 	c.nc.Close()
 	c.release()
 	c.s.forget(c)
