@@ -277,7 +277,7 @@ func (p *parker) run() {
 			switch {
 			case c == nil:
 			case ev.Events&syscall.EPOLLIN != 0:
-				go c.serve() // the client sent something
+				p.s.start(c) // the client sent something
 			default:
 				c.close() // hung up without sending anything
 			}
