@@ -82,3 +82,58 @@ func TestAnAnswerSeesNothingOfAnother(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestAChunkedAnswerFollowedByBytesSmugglesNothing: an instance that sends
+// a whole answer of its own after a chunked one's end (after an empty
+// trailer section or a declared trailer, in the same write, so the reader
+// holds it) gets no client to read it: each client reads its own answer,
+// with its own trailer, on connections whose answers are read into one
+// store after another.
+func TestAChunkedAnswerFollowedByBytesSmugglesNothing(t *testing.T) {
+	inst := rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+		path, declared, end, extra := r.URL.Path, "", "0\r\n\r\n", ""
+		if strings.Contains(path, "/trail") {
+			declared, end = "Trailer: X-T\r\n", "0\r\nX-T: "+path+"\r\n\r\n"
+		}
+		if strings.Contains(path, "/smuggle") {
+			extra = "HTTP/1.1 200 OK\r\nX-Path: /smuggled\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+		}
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Path: %s\r\n%sTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n%s%s",
+			path, declared, len(path), path, end, extra)
+		return err == nil
+	})
+	prod, _ := proxyOf(t, Options{}, inst)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for c := range 4 {
+		wg.Go(func() {
+			tr := &http.Transport{MaxConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			cl := &http.Client{Transport: tr}
+			for i := range 120 {
+				path := fmt.Sprintf("/c%d/r%d", c, i) + []string{"", "/smuggle", "/trail", "/trail/smuggle"}[i%4]
+				resp, err := cl.Get(prod + path)
+				if err != nil {
+					errs <- err
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				trailer := ""
+				if strings.Contains(path, "/trail") {
+					trailer = path
+				}
+				if err != nil || resp.Header.Get("X-Path") != path || string(body) != path || resp.Trailer.Get("X-T") != trailer {
+					errs <- fmt.Errorf("asked for %s: %v, the head of %q, the body %q, the trailer %q",
+						path, err, resp.Header.Get("X-Path"), body, resp.Trailer.Get("X-T"))
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
