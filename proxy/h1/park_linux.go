@@ -277,7 +277,7 @@ func (p *parker) run() {
 			switch {
 			case c == nil:
 			case ev.Events&syscall.EPOLLIN != 0:
-				p.s.start(c) // the client sent something
+				go c.serve() // the client sent something
 			default:
 				c.close() // hung up without sending anything
 			}

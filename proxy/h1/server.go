@@ -94,16 +94,14 @@ type Server struct {
 	// once a second).
 	Notice func(msg string)
 
-	initOnce    sync.Once
-	cur         atomic.Pointer[Limits] // in force; the fields above seed it
-	parker      *parker                // nil where parking is not supported
-	closing     atomic.Bool
-	done        chan struct{} // closed by Shutdown
-	slots       chan struct{} // one element per open connection, when MaxConns > 0
-	idled       chan struct{} // a connection parked (buffered, one element)
-	work        chan *conn    // to a goroutine waiting for a connection (workers.go); unbuffered
-	idleWorkers atomic.Int32  // goroutines waiting on work
-	nextID      atomic.Int32  // numbers connections, to tell one from a later one on the same descriptor
+	initOnce sync.Once
+	cur      atomic.Pointer[Limits] // in force; the fields above seed it
+	parker   *parker                // nil where parking is not supported
+	closing  atomic.Bool
+	done     chan struct{} // closed by Shutdown
+	slots    chan struct{} // one element per open connection, when MaxConns > 0
+	idled    chan struct{} // a connection parked (buffered, one element)
+	nextID   atomic.Int32  // numbers connections, to tell one from a later one on the same descriptor
 
 	reclaimed, refused    atomic.Uint64
 	floods                atomic.Uint64
@@ -137,7 +135,6 @@ func (s *Server) init() {
 			s.slots = make(chan struct{}, s.MaxConns)
 		}
 		s.idled = make(chan struct{}, 1)
-		s.work = make(chan *conn)
 		s.clients = map[netip.Addr]int{}
 		s.listeners = map[net.Listener]struct{}{}
 		s.conns = map[*conn]struct{}{}
@@ -328,7 +325,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.mu.Lock()
 		s.conns[c] = struct{}{}
 		s.mu.Unlock()
-		s.start(c)
+		go c.serve()
 	}
 }
 
@@ -637,9 +634,6 @@ func (c *conn) lingeringClose() {
 
 func (c *conn) close() {
 	c.endRequest()
-	if c.sock != nil {
-		c.sock.Finish()
-	}
 	c.nc.Close()
 	c.release()
 	c.s.forget(c)

@@ -191,17 +191,3 @@ func (s *IO) consume(n int) {
 		s.wv = s.wv[1:]
 	}
 }
-
-// Finish sends the socket's FIN (shutdown for writing) before its
-// connection is closed, with a raw system call: on a loopback or a fast
-// link the kernel delivers the FIN within the call, which often outlasts a
-// tick of the runtime's monitor thread, and a close through the
-// connection would then have its processor handed to another thread. The
-// close that follows only lets the socket go: a connection with bytes
-// unread is still reset by it. Errors are dropped: the close reports
-// what matters.
-func (s *IO) Finish() {
-	s.rc.Control(func(fd uintptr) {
-		syscall.RawSyscall(syscall.SYS_SHUTDOWN, fd, syscall.SHUT_WR, 0)
-	})
-}

@@ -28,6 +28,3 @@ func (s *IO) Write([]byte) (int, error) { return 0, errors.ErrUnsupported }
 
 // Writev fails with errors.ErrUnsupported on this system.
 func (s *IO) Writev([][]byte) (int64, error) { return 0, errors.ErrUnsupported }
-
-// Finish does nothing on this system.
-func (s *IO) Finish() {}

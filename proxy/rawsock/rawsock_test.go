@@ -241,24 +241,3 @@ func TestTheSocketOrdersMemory(t *testing.T) {
 		}
 	}
 }
-
-// TestFinish: Finish ends what the socket sends, after what it wrote, and
-// leaves it open for reading; on a socket already closed it does nothing.
-func TestFinish(t *testing.T) {
-	tc, s, peer := pair(t)
-	if _, err := s.Write([]byte("last words")); err != nil {
-		t.Fatal(err)
-	}
-	s.Finish()
-	got, err := io.ReadAll(peer)
-	if err != nil || string(got) != "last words" {
-		t.Fatalf("the peer read %q, %v; want the words, then the end", got, err)
-	}
-	peer.Write([]byte("reply"))
-	buf := make([]byte, 16)
-	if n, err := s.Read(buf); err != nil || string(buf[:n]) != "reply" {
-		t.Fatalf("read after Finish: %q %v", buf[:n], err)
-	}
-	tc.Close()
-	s.Finish() // closed: nothing, no panic
-}
