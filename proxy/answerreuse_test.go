@@ -38,21 +38,40 @@ func echoingAnswerer(t *testing.T) *route.Instance {
 func TestAnAnswerSeesNothingOfAnother(t *testing.T) {
 	prod, _ := proxyOf(t, Options{}, echoingAnswerer(t))
 
-	const clients, each = 4, 150
+	getEach(t, prod, 4, 150, func(c, i int) string {
+		path := fmt.Sprintf("/c%d/r%d", c, i)
+		if i%3 == 0 {
+			path += "/extra"
+		}
+		return path
+	}, func(path string, resp *http.Response, body []byte) error {
+		switch {
+		case resp.Header.Get("X-Path") != path || string(body) != path:
+			return fmt.Errorf("asked for %s, got the head of %q and the body of %q", path, resp.Header.Get("X-Path"), body)
+		case len(resp.Header["X-Path"]) != 1:
+			return fmt.Errorf("%s: X-Path %q, want one value", path, resp.Header["X-Path"])
+		case (resp.Header.Get("X-Extra") != "") != strings.HasSuffix(path, "/extra"):
+			return fmt.Errorf("%s: X-Extra %q: a header of another answer", path, resp.Header.Get("X-Extra"))
+		}
+		return nil
+	})
+}
+
+// getEach runs clients clients at once, each on a connection of its own,
+// each asking prod for each paths (path gives the i-th of client c) one
+// after another, and fails t with what check finds wrong in an answer (a
+// client stops at its first).
+func getEach(t *testing.T, prod string, clients, each int, path func(c, i int) string, check func(path string, resp *http.Response, body []byte) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, clients)
 	for c := range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			tr := &http.Transport{MaxConnsPerHost: 1}
 			defer tr.CloseIdleConnections()
 			cl := &http.Client{Transport: tr}
 			for i := range each {
-				path := fmt.Sprintf("/c%d/r%d", c, i)
-				if i%3 == 0 {
-					path += "/extra"
-				}
+				path := path(c, i)
 				resp, err := cl.Get(prod + path)
 				if err != nil {
 					errs <- err
@@ -60,21 +79,17 @@ func TestAnAnswerSeesNothingOfAnother(t *testing.T) {
 				}
 				body, err := io.ReadAll(resp.Body)
 				resp.Body.Close()
-				switch {
-				case err != nil:
-					errs <- fmt.Errorf("%s: %v", path, err)
-				case resp.Header.Get("X-Path") != path || string(body) != path:
-					errs <- fmt.Errorf("asked for %s, got the head of %q and the body of %q", path, resp.Header.Get("X-Path"), body)
-				case len(resp.Header["X-Path"]) != 1:
-					errs <- fmt.Errorf("%s: X-Path %q, want one value", path, resp.Header["X-Path"])
-				case (resp.Header.Get("X-Extra") != "") != strings.HasSuffix(path, "/extra"):
-					errs <- fmt.Errorf("%s: X-Extra %q: a header of another answer", path, resp.Header.Get("X-Extra"))
-				default:
-					continue
+				if err == nil {
+					err = check(path, resp, body)
+				} else {
+					err = fmt.Errorf("%s: %v", path, err)
 				}
-				return
+				if err != nil {
+					errs <- err
+					return
+				}
 			}
-		}()
+		})
 	}
 	wg.Wait()
 	close(errs)
@@ -103,37 +118,17 @@ func TestAChunkedAnswerFollowedByBytesSmugglesNothing(t *testing.T) {
 		return err == nil
 	})
 	prod, _ := proxyOf(t, Options{}, inst)
-	var wg sync.WaitGroup
-	errs := make(chan error, 4)
-	for c := range 4 {
-		wg.Go(func() {
-			tr := &http.Transport{MaxConnsPerHost: 1}
-			defer tr.CloseIdleConnections()
-			cl := &http.Client{Transport: tr}
-			for i := range 120 {
-				path := fmt.Sprintf("/c%d/r%d", c, i) + []string{"", "/smuggle", "/trail", "/trail/smuggle"}[i%4]
-				resp, err := cl.Get(prod + path)
-				if err != nil {
-					errs <- err
-					return
-				}
-				body, err := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				trailer := ""
-				if strings.Contains(path, "/trail") {
-					trailer = path
-				}
-				if err != nil || resp.Header.Get("X-Path") != path || string(body) != path || resp.Trailer.Get("X-T") != trailer {
-					errs <- fmt.Errorf("asked for %s: %v, the head of %q, the body %q, the trailer %q",
-						path, err, resp.Header.Get("X-Path"), body, resp.Trailer.Get("X-T"))
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	getEach(t, prod, 4, 120, func(c, i int) string {
+		return fmt.Sprintf("/c%d/r%d", c, i) + []string{"", "/smuggle", "/trail", "/trail/smuggle"}[i%4]
+	}, func(path string, resp *http.Response, body []byte) error {
+		trailer := ""
+		if strings.Contains(path, "/trail") {
+			trailer = path
+		}
+		if resp.Header.Get("X-Path") != path || string(body) != path || resp.Trailer.Get("X-T") != trailer {
+			return fmt.Errorf("asked for %s: the head of %q, the body %q, the trailer %q",
+				path, resp.Header.Get("X-Path"), body, resp.Trailer.Get("X-T"))
+		}
+		return nil
+	})
 }
