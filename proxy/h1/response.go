@@ -288,11 +288,12 @@ func (w *response) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if w.committed {
 		return nil, nil, errors.New("h1: hijack after the response started")
 	}
-	w.hijacked = true
 	c := w.c
 	if err := c.bw.Flush(); err != nil {
+		// Not taken over: the connection is still the server's, to close.
 		return nil, nil, err
 	}
+	w.hijacked = true
 	c.rd.body = false
 	c.nc.SetDeadline(time.Time{})
 	c.endRequest()
