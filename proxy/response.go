@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -148,6 +149,18 @@ func reuseAfter(r *http.Request, resp *http.Response, o *Options) bool {
 	return true
 }
 
+// probeInstance turns TCP keep-alive probes on for a tunnel's instance
+// connection, which has no timeout: an instance whose host vanished
+// without a word is found by them.
+func probeInstance(nc net.Conn) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetKeepAliveConfig(net.KeepAliveConfig{Enable: true, Idle: 30 * time.Second, Interval: 30 * time.Second, Count: 9})
+	}
+}
+
 // tunnel connects the client and the instance after a 101 Switching
 // Protocols (WebSocket and other upgrades) and copies bytes both ways until
 // either side closes.
@@ -159,6 +172,7 @@ func (p *Proxy) tunnel(w http.ResponseWriter, resp *http.Response, c *upstreamCo
 	defer c.Close()
 	c.readIdle, c.writeIdle = 0, 0
 	c.Conn.SetDeadline(time.Time{})
+	probeInstance(c.Conn)
 	client, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		return

@@ -103,9 +103,12 @@ func (pl *pool) init(o *Options) {
 }
 
 // dial connects to pl's instance within timeout, the TLS handshake
-// included.
+// included. Without TCP keep-alive probes: what waits on an instance has
+// a timeout (a request's, a pooled connection's idle one, HTTP/2's pings),
+// but for a tunnel, which turns them on (probeInstance); a connection per
+// request with a body would otherwise pay four system calls for them.
 func (pl *pool) dial(ctx context.Context, timeout time.Duration) (net.Conn, error) {
-	d := &net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	d := &net.Dialer{Timeout: timeout, KeepAlive: -1}
 	if pl.tls == nil {
 		return d.DialContext(ctx, "tcp", pl.addr)
 	}
