@@ -3,11 +3,7 @@
 package proxy
 
 import (
-	"bufio"
-	"fmt"
 	"net"
-	"net/http"
-	"strings"
 	"syscall"
 	"testing"
 
@@ -40,24 +36,7 @@ func keepAliveTo(t *testing.T, port int) []int {
 // dialled without TCP keep-alive probes (what waits on them has a
 // timeout), and a tunnel, which has none, turns them on.
 func TestInstanceKeepAliveProbesOnlyOnTunnels(t *testing.T) {
-	in := newInstance(t, "blue", "ws", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "echo" {
-			fmt.Fprint(w, "plain")
-			return
-		}
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", "echo")
-		w.WriteHeader(http.StatusSwitchingProtocols)
-		conn, brw, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		line, _ := brw.ReadString('\n')
-		brw.WriteString("echo: " + line)
-		brw.Flush()
-		brw.ReadString('\n') // until the client goes
-	})
+	in := echoUpgrader(t)
 	port := in.Listener.Addr().(*net.TCPAddr).Port
 	p := New(Options{})
 	p.Apply(table(1, []*route.Instance{in.inst}, nil))
@@ -68,21 +47,7 @@ func TestInstanceKeepAliveProbesOnlyOnTunnels(t *testing.T) {
 	if got := keepAliveTo(t, port); len(got) != 1 || got[0] != 0 {
 		t.Fatalf("SO_KEEPALIVE of the pooled instance connection: %v, want [0]", got)
 	}
-	conn, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade response %v, %v", resp, err)
-	}
-	fmt.Fprintf(conn, "hello\n")
-	if line, err := br.ReadString('\n'); err != nil || line != "echo: hello\n" {
-		t.Fatalf("got %q, %v", line, err)
-	}
+	upgradeToEcho(t, prod)
 	// The tunnel took the pooled connection (or a new one): one with
 	// probes, and no other.
 	got := keepAliveTo(t, port)

@@ -370,9 +370,23 @@ func TestResponseIsStreamed(t *testing.T) {
 }
 
 func TestUpgradePassesThrough(t *testing.T) {
-	in := newInstance(t, "blue", "ws", func(w http.ResponseWriter, r *http.Request) {
+	in := echoUpgrader(t)
+	p := New(Options{})
+	p.Apply(table(1, []*route.Instance{in.inst}, nil))
+	prod, _ := serve(t, p)
+	upgradeToEcho(t, prod)
+	if n := in.inst.InFlight(route.Prod); n != 1 {
+		t.Errorf("upgraded connection in flight = %d, want 1", n)
+	}
+}
+
+// echoUpgrader is an instance that switches a request asking for
+// "Upgrade: echo" to a protocol that echoes a line back ("echo: " and the
+// line), then waits for its client to go; any other request gets "plain".
+func echoUpgrader(t *testing.T) *instance {
+	return newInstance(t, "blue", "ws", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Upgrade") != "echo" {
-			http.Error(w, "want upgrade", 400)
+			io.WriteString(w, "plain")
 			return
 		}
 		w.Header().Set("Connection", "Upgrade")
@@ -386,27 +400,28 @@ func TestUpgradePassesThrough(t *testing.T) {
 		line, _ := brw.ReadString('\n')
 		brw.WriteString("echo: " + line)
 		brw.Flush()
+		brw.ReadString('\n') // until the client goes
 	})
-	p := New(Options{})
-	p.Apply(table(1, []*route.Instance{in.inst}, nil))
-	prod, _ := serve(t, p)
+}
+
+// upgradeToEcho opens a connection to prod, switches it to echoUpgrader's
+// protocol, checks that a line comes back echoed, and leaves the tunnel
+// open until the test ends.
+func upgradeToEcho(t *testing.T, prod string) {
+	t.Helper()
 	conn, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	t.Cleanup(func() { conn.Close() })
 	fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	br := bufio.NewReader(conn)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("upgrade response %v, %v", resp, err)
 	}
-	if n := in.inst.InFlight(route.Prod); n != 1 {
-		t.Errorf("upgraded connection in flight = %d, want 1", n)
-	}
 	fmt.Fprintf(conn, "hello\n")
-	line, err := br.ReadString('\n')
-	if err != nil || line != "echo: hello\n" {
+	if line, err := br.ReadString('\n'); err != nil || line != "echo: hello\n" {
 		t.Fatalf("got %q, %v", line, err)
 	}
 }
