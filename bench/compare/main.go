@@ -276,6 +276,7 @@ var scenarios = []scenario{
 	{name: "256 keep-alive connections", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 256},
 	{name: "16 KiB responses, 64 connections", group: "http", family: famHTTP, load: loadWrk, path: "/16k", conns: 64},
 	{name: "new connection per request, 64", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 64, headers: []string{"Connection: close"}},
+	{name: "1 KiB POSTs, 64 connections", group: "http", family: famHTTP, load: loadWrk, path: "/", conns: 64, body: 1 << 10},
 	{name: "keep-alive connections, most idle", group: "scale", family: famScale, load: loadWrk, path: "/", conns: 1000, idle: 1}, // named and sized from -scale
 	{name: "1 MiB downloads, 16 connections", group: "scale", family: famScale, load: loadWrk, path: "/1m", conns: 16},
 	{name: "1 MiB uploads, 16 connections", group: "scale", family: famScale, load: loadWrk, path: "/", conns: 16, body: 1 << 20},
