@@ -3,10 +3,12 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"net"
 	"syscall"
 	"testing"
 
+	"github.com/vipswap/vipswap/internal/tlstest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -59,5 +61,18 @@ func TestInstanceKeepAliveProbesOnlyOnTunnels(t *testing.T) {
 	}
 	if on != 1 {
 		t.Fatalf("SO_KEEPALIVE of the instance connections with a tunnel open: %v, want one on", got)
+	}
+}
+
+// TestTunnelProbesATLSInstanceConnection: a tunnel to an instance reached
+// over TLS turns the probes on for the TCP connection under the TLS one.
+func TestTunnelProbesATLSInstanceConnection(t *testing.T) {
+	cert := tlstest.Valid(t, t.TempDir(), "app.internal")
+	in := newUpstreamInstance(t, "blue", "b1", HTTP1, &cert, nil, echoUpgrade)
+	port := in.Listener.Addr().(*net.TCPAddr).Port
+	_, prod := proxyWith(t, &Upstream{Protocol: HTTP1, TLS: &tls.Config{RootCAs: cert.Pool(), ServerName: "app.internal"}, Fingerprint: "probes"}, Options{}, in.inst)
+	upgradeToEcho(t, prod)
+	if got := keepAliveTo(t, port); len(got) != 1 || got[0] == 0 {
+		t.Fatalf("SO_KEEPALIVE of the TLS instance connections with a tunnel open: %v, want one on", got)
 	}
 }

@@ -383,25 +383,26 @@ func TestUpgradePassesThrough(t *testing.T) {
 // echoUpgrader is an instance that switches a request asking for
 // "Upgrade: echo" to a protocol that echoes a line back ("echo: " and the
 // line), then waits for its client to go; any other request gets "plain".
-func echoUpgrader(t *testing.T) *instance {
-	return newInstance(t, "blue", "ws", func(w http.ResponseWriter, r *http.Request) {
-		if r.Header.Get("Upgrade") != "echo" {
-			io.WriteString(w, "plain")
-			return
-		}
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", "echo")
-		w.WriteHeader(http.StatusSwitchingProtocols)
-		conn, brw, err := w.(http.Hijacker).Hijack()
-		if err != nil {
-			return
-		}
-		defer conn.Close()
-		line, _ := brw.ReadString('\n')
-		brw.WriteString("echo: " + line)
-		brw.Flush()
-		brw.ReadString('\n') // until the client goes
-	})
+func echoUpgrader(t *testing.T) *instance { return newInstance(t, "blue", "ws", echoUpgrade) }
+
+// echoUpgrade is echoUpgrader's handler.
+func echoUpgrade(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get("Upgrade") != "echo" {
+		io.WriteString(w, "plain")
+		return
+	}
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", "echo")
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	conn, brw, err := w.(http.Hijacker).Hijack()
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	line, _ := brw.ReadString('\n')
+	brw.WriteString("echo: " + line)
+	brw.Flush()
+	brw.ReadString('\n') // until the client goes
 }
 
 // upgradeToEcho opens a connection to prod, switches it to echoUpgrader's
