@@ -257,20 +257,14 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 	return c.Conn.Write(p)
 }
 
-// refresh moves a deadline to now+timeout once a quarter of timeout has
-// passed since it was set, or when it is further away than timeout (a timer update per read or write is a cost a
-// busy connection need not pay), keeping a cancellation in force.
+// refresh moves a deadline along (clock.Refresh), keeping a cancellation
+// in force.
 func (c *upstreamConn) refresh(set func(time.Time) error, deadline int64, timeout time.Duration) int64 {
-	now := clock.Nanos()
-	if left := deadline - now; left >= int64(timeout)*3/4 && left <= int64(timeout) {
-		return deadline
-	}
-	deadline = now + int64(timeout)
-	set(clock.At(deadline))
-	if c.cancelled.Load() {
+	moved := clock.Refresh(set, deadline, timeout)
+	if moved != deadline && c.cancelled.Load() {
 		c.Conn.SetDeadline(longAgo)
 	}
-	return deadline
+	return moved
 }
 
 // reusable reports whether c can go back to the pool after a response:

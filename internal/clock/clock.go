@@ -35,3 +35,18 @@ func Nanos() int64 { return startUnix + int64(time.Since(start)) }
 // At returns the time of ns, a Nanos reading (or one offset from it),
 // with its monotonic reading: At(Nanos()) is Now().
 func At(ns int64) time.Time { return start.Add(time.Duration(ns - startUnix)) }
+
+// Refresh moves a deadline, set with set, to now plus timeout once a
+// quarter of timeout has passed since it was set, or when it is further
+// away than timeout (the timeout got shorter), and returns the deadline in
+// force (a Nanos reading): a timer update per read or write is a cost a
+// busy connection need not pay.
+func Refresh(set func(time.Time) error, deadline int64, timeout time.Duration) int64 {
+	now := Nanos()
+	if left := deadline - now; left >= int64(timeout)*3/4 && left <= int64(timeout) {
+		return deadline
+	}
+	deadline = now + int64(timeout)
+	set(At(deadline))
+	return deadline
+}

@@ -49,3 +49,27 @@ func BenchmarkTimeNow(b *testing.B) {
 		time.Now()
 	}
 }
+
+// TestRefresh: a deadline is moved only once a quarter of its timeout has
+// passed, or when it lies beyond the timeout; each move sets the deadline
+// returned.
+func TestRefresh(t *testing.T) {
+	var set []time.Time
+	record := func(d time.Time) error { set = append(set, d); return nil }
+	const timeout = time.Hour
+	d := Refresh(record, 0, timeout) // none yet: set
+	if len(set) != 1 || set[0].UnixNano() != d {
+		t.Fatalf("first refresh set %v, returned %d", set, d)
+	}
+	if again := Refresh(record, d, timeout); again != d || len(set) != 1 {
+		t.Fatalf("a fresh deadline was moved: %d to %d, %d sets", d, again, len(set))
+	}
+	old := d - int64(timeout)/2 // half the timeout passed since it was set
+	if moved := Refresh(record, old, timeout); moved <= old || len(set) != 2 || set[1].UnixNano() != moved {
+		t.Fatalf("a deadline half-way gone was not moved: %d to %d, %d sets", old, moved, len(set))
+	}
+	far := Nanos() + 2*int64(timeout) // the timeout got shorter
+	if moved := Refresh(record, far, timeout); moved >= far || len(set) != 3 {
+		t.Fatalf("a deadline beyond the timeout was kept: %d to %d", far, moved)
+	}
+}

@@ -503,7 +503,7 @@ type h2Body struct {
 }
 
 func (b *h2Body) Read(p []byte) (int, error) {
-	b.deadline = refresh(func(t time.Time) error { return b.ctl.SetReadDeadline(t) }, b.deadline, b.timeout)
+	b.deadline = clock.Refresh(func(t time.Time) error { return b.ctl.SetReadDeadline(t) }, b.deadline, b.timeout)
 	n, err := b.rc.Read(p)
 	if err != nil && err != io.EOF {
 		err = bodyError(err)
@@ -555,14 +555,14 @@ func (w *h2Writer) commit() {
 
 func (w *h2Writer) Write(p []byte) (int, error) {
 	w.commit()
-	w.deadline = refresh(func(t time.Time) error { return w.ctl.SetWriteDeadline(t) }, w.deadline, w.timeout)
+	w.deadline = clock.Refresh(func(t time.Time) error { return w.ctl.SetWriteDeadline(t) }, w.deadline, w.timeout)
 	return w.w.Write(p)
 }
 
 // Flush sends what was written.
 func (w *h2Writer) Flush() {
 	w.commit()
-	w.deadline = refresh(func(t time.Time) error { return w.ctl.SetWriteDeadline(t) }, w.deadline, w.timeout)
+	w.deadline = clock.Refresh(func(t time.Time) error { return w.ctl.SetWriteDeadline(t) }, w.deadline, w.timeout)
 	w.ctl.Flush()
 }
 

@@ -529,7 +529,7 @@ type connReader struct {
 
 func (r *connReader) Read(p []byte) (int, error) {
 	if r.body {
-		r.deadline = refresh(r.c.nc.SetReadDeadline, r.deadline, r.c.s.limits().BodyReadTimeout)
+		r.deadline = clock.Refresh(r.c.nc.SetReadDeadline, r.deadline, r.c.s.limits().BodyReadTimeout)
 		if r.limit != 0 && r.deadline > r.limit {
 			r.deadline = r.limit
 			r.c.nc.SetReadDeadline(clock.At(r.limit))
@@ -545,21 +545,6 @@ func (r *connReader) Read(p []byte) (int, error) {
 func (r *connReader) startBody() {
 	r.body = true
 	r.deadline, r.limit = 0, 0
-}
-
-// refresh moves a deadline set with set to now+timeout when a quarter of
-// timeout has passed since it was last set (or when it is further away
-// than timeout: the timeout got shorter), and returns the deadline in
-// force: setting a deadline costs a timer update, which every read or
-// write of a busy connection need not pay.
-func refresh(set func(time.Time) error, deadline int64, timeout time.Duration) int64 {
-	now := clock.Nanos()
-	if left := deadline - now; left >= int64(timeout)*3/4 && left <= int64(timeout) {
-		return deadline
-	}
-	deadline = now + int64(timeout)
-	set(clock.At(deadline))
-	return deadline
 }
 
 var (

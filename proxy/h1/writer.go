@@ -4,6 +4,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/proxy/rawsock"
 )
 
@@ -36,7 +37,7 @@ func (w *writer) reset(nc net.Conn, sock *rawsock.IO, timeout time.Duration) {
 // arm moves the write deadline along before a write.
 func (w *writer) arm() {
 	if w.timeout > 0 {
-		w.deadline = refresh(w.nc.SetWriteDeadline, w.deadline, w.timeout)
+		w.deadline = clock.Refresh(w.nc.SetWriteDeadline, w.deadline, w.timeout)
 	}
 }
 
