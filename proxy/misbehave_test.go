@@ -530,10 +530,7 @@ func TestAnswersThatAreNotQuiteBroken(t *testing.T) {
 	})
 	t.Run("a half-closed tunnel still carries the other way", func(t *testing.T) {
 		in := newInstance(t, "blue", "ws", func(w http.ResponseWriter, r *http.Request) {
-			w.Header().Set("Connection", "Upgrade")
-			w.Header().Set("Upgrade", "echo")
-			w.WriteHeader(http.StatusSwitchingProtocols)
-			conn, brw, err := w.(http.Hijacker).Hijack()
+			conn, brw, err := switchToEcho(w)
 			if err != nil {
 				return
 			}

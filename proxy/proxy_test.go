@@ -391,10 +391,7 @@ func echoUpgrade(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, "plain")
 		return
 	}
-	w.Header().Set("Connection", "Upgrade")
-	w.Header().Set("Upgrade", "echo")
-	w.WriteHeader(http.StatusSwitchingProtocols)
-	conn, brw, err := w.(http.Hijacker).Hijack()
+	conn, brw, err := switchToEcho(w)
 	if err != nil {
 		return
 	}
@@ -403,6 +400,15 @@ func echoUpgrade(w http.ResponseWriter, r *http.Request) {
 	brw.WriteString("echo: " + line)
 	brw.Flush()
 	brw.ReadString('\n') // until the client goes
+}
+
+// switchToEcho answers 101 Switching Protocols to "echo" and takes the
+// connection over, as an instance's handler.
+func switchToEcho(w http.ResponseWriter) (net.Conn, *bufio.ReadWriter, error) {
+	w.Header().Set("Connection", "Upgrade")
+	w.Header().Set("Upgrade", "echo")
+	w.WriteHeader(http.StatusSwitchingProtocols)
+	return w.(http.Hijacker).Hijack()
 }
 
 // upgradeToEcho opens a connection to prod, switches it to echoUpgrader's
@@ -481,10 +487,7 @@ func TestShutdownWaitsForInFlight(t *testing.T) {
 func TestShutdownWaitsForTunnelsOnDrainedInstances(t *testing.T) {
 	release := make(chan struct{})
 	in := newInstance(t, "blue", "ws", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Connection", "Upgrade")
-		w.Header().Set("Upgrade", "echo")
-		w.WriteHeader(http.StatusSwitchingProtocols)
-		conn, _, err := w.(http.Hijacker).Hijack()
+		conn, _, err := switchToEcho(w)
 		if err != nil {
 			return
 		}
