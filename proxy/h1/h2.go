@@ -108,7 +108,7 @@ func (c *conn) wantsH2() bool {
 func (c *conn) serveH2() {
 	buffered, _ := c.br.Peek(c.br.Buffered())
 	hc := &h2conn{Conn: c.nc, c: c, pre: bytes.Clone(buffered), tokens: h2GlitchBurst, refilled: time.Now(),
-		in: frameScanner{skip: len(clientPreface)}}
+		in: frameScanner{skip: len(clientPreface)}, sender: newH2Sender(c.nc, c.s.limits().WriteTimeout)}
 	c.release() // the HTTP/1.1 buffers: x/net has its own
 	c.state.Store(stateH2Busy)
 	c.nc.SetDeadline(time.Time{})
@@ -215,6 +215,8 @@ type h2conn struct {
 
 	outMu sync.Mutex
 	out   frameScanner
+	// sender sends what x/net writes, and owns the write deadline.
+	sender *h2sender
 }
 
 // h2tlsConn is an h2conn over TLS: x/net reads the TLS state through
@@ -261,8 +263,16 @@ func (hc *h2conn) Write(p []byte) (int, error) {
 	hc.outMu.Lock()
 	hc.out.scan(p, hc.outbound)
 	hc.outMu.Unlock()
-	return hc.Conn.Write(p)
+	return hc.sender.Write(p)
 }
+
+// SetWriteDeadline does nothing: the sender sets the write deadline of
+// each send (x/net sets one around each of its writes, which, queued,
+// return at once).
+func (hc *h2conn) SetWriteDeadline(time.Time) error { return nil }
+
+// Close sends what is left to send, then closes the connection.
+func (hc *h2conn) Close() error { return hc.sender.Close() }
 
 // HTTP/2 frame types and flags (RFC 9113 6).
 const (
