@@ -21,6 +21,7 @@ import (
 
 	"github.com/vipswap/vipswap/internal/clock"
 	"github.com/vipswap/vipswap/internal/sockerr"
+	"github.com/vipswap/vipswap/internal/writebehind"
 	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/route"
 )
@@ -127,14 +128,15 @@ func (pl *pool) dialH2(ctx context.Context, timeout time.Duration) (*http2.Clien
 			return nil, &handshakeError{err: fmt.Errorf("the instance did not agree to HTTP/2 (ALPN h2; it chose %q)", p)}
 		}
 	}
-	// The preface and SETTINGS go out within the connect timeout too.
-	c.SetWriteDeadline(time.Now().Add(timeout))
-	cc, err := pl.h2t.NewClientConn(c)
+	// What x/net writes is sent from a goroutine of the connection's own,
+	// so that the requests of streams begun during a send leave with the
+	// next one, each send due within InstanceWriteTimeout (see
+	// writebehind); the preface and SETTINGS go out that way too.
+	cc, err := pl.h2t.NewClientConn(writebehind.New(c, pl.h2t.WriteByteTimeout))
 	if err != nil {
 		c.Close()
 		return nil, &handshakeError{err: err}
 	}
-	c.SetWriteDeadline(time.Time{})
 	return cc, nil
 }
 

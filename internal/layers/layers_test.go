@@ -59,13 +59,15 @@ func TestLayers(t *testing.T) {
 		"client": {"wire"},
 		// The request path stands on the routing table alone (and on
 		// its own HTTP/1.1 server, the PROXY protocol's parser, raw
-		// socket I/O, socket errors and the monotonic clock): no control
-		// plane, no wire types, no store.
-		"proxy":            {"route", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/sockerr", "internal/clock"},
-		"proxy/h1":         {"proxy/proxyproto", "proxy/rawsock", "internal/clock"},
+		// socket I/O, socket errors, the monotonic clock and writes sent
+		// behind): no control plane, no wire types, no store.
+		"proxy":            {"route", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/writebehind", "internal/sockerr", "internal/clock"},
+		"proxy/h1":         {"proxy/proxyproto", "proxy/rawsock", "internal/writebehind", "internal/clock"},
 		"proxy/proxyproto": {},
 		"proxy/rawsock":    {},
 		"internal/clock":   {},
+		// Writes sent from a goroutine of their own (HTTP/2 both ways).
+		"internal/writebehind": {"internal/clock"},
 		// The ground floors stand on nothing of ours.
 		"route":  {},
 		"state":  {},
@@ -79,7 +81,7 @@ func TestLayers(t *testing.T) {
 		// The mirror of vipswap shadow is the proxy's hook and nothing
 		// above it: the controller tells it the shadow (a state) and
 		// reads its figures (wire types) through an interface of its own.
-		"shadow": {"proxy", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/sockerr", "internal/clock", "route", "state", "wire"},
+		"shadow": {"proxy", "proxy/h1", "proxy/proxyproto", "proxy/rawsock", "internal/writebehind", "internal/sockerr", "internal/clock", "route", "state", "wire"},
 	} {
 		got, ok := all[pkg]
 		if !ok {

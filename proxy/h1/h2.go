@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/vipswap/vipswap/internal/clock"
+	"github.com/vipswap/vipswap/internal/writebehind"
 )
 
 // This file hands HTTP/2 connections to golang.org/x/net/http2: TLS ones
@@ -107,8 +108,11 @@ func (c *conn) wantsH2() bool {
 // serveH2 serves c, whose first bytes arrived, as HTTP/2 until it closes.
 func (c *conn) serveH2() {
 	buffered, _ := c.br.Peek(c.br.Buffered())
-	hc := &h2conn{Conn: c.nc, c: c, pre: bytes.Clone(buffered), tokens: h2GlitchBurst, refilled: time.Now(),
-		in: frameScanner{skip: len(clientPreface)}, sender: newH2Sender(c.nc, c.s.limits().WriteTimeout)}
+	// What x/net writes is sent from a goroutine of the connection's own,
+	// so that the answers of streams that end during a send leave with
+	// the next one (see writebehind).
+	hc := &h2conn{Conn: writebehind.New(c.nc, c.s.limits().WriteTimeout), c: c, pre: bytes.Clone(buffered),
+		tokens: h2GlitchBurst, refilled: time.Now(), in: frameScanner{skip: len(clientPreface)}}
 	c.release() // the HTTP/1.1 buffers: x/net has its own
 	c.state.Store(stateH2Busy)
 	c.nc.SetDeadline(time.Time{})
@@ -215,8 +219,6 @@ type h2conn struct {
 
 	outMu sync.Mutex
 	out   frameScanner
-	// sender sends what x/net writes, and owns the write deadline.
-	sender *h2sender
 }
 
 // h2tlsConn is an h2conn over TLS: x/net reads the TLS state through
@@ -237,7 +239,7 @@ func (hc *h2conn) Read(p []byte) (int, error) {
 	}
 	if n > 0 {
 		if ferr := hc.in.scan(p[:n], hc.inbound); ferr != nil {
-			hc.Conn.Close()
+			hc.c.nc.Close() // at once: nothing more is sent to a flood
 			hc.c.s.flooded(hc.c, ferr)
 			return 0, ferr
 		}
@@ -263,16 +265,8 @@ func (hc *h2conn) Write(p []byte) (int, error) {
 	hc.outMu.Lock()
 	hc.out.scan(p, hc.outbound)
 	hc.outMu.Unlock()
-	return hc.sender.Write(p)
+	return hc.Conn.Write(p)
 }
-
-// SetWriteDeadline does nothing: the sender sets the write deadline of
-// each send (x/net sets one around each of its writes, which, queued,
-// return at once).
-func (hc *h2conn) SetWriteDeadline(time.Time) error { return nil }
-
-// Close sends what is left to send, then closes the connection.
-func (hc *h2conn) Close() error { return hc.sender.Close() }
 
 // HTTP/2 frame types and flags (RFC 9113 6).
 const (

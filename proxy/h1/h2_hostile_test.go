@@ -622,3 +622,57 @@ func TestH2RequestLineIsValidated(t *testing.T) {
 		}
 	}
 }
+
+// TestH2ClientThatStopsReading: a client that opens its windows wide, asks
+// for large answers and then reads nothing has its connection closed once
+// a send has made no progress for WriteTimeout; a client beside it sees no
+// failure.
+func TestH2ClientThatStopsReading(t *testing.T) {
+	forBoth(t, func(t *testing.T, secure bool) {
+		s, addr, pool := hostileServer(t, secure)
+		w := runWellBehaved(t, addr, pool)
+		vstest.WaitFor(t, 10*time.Second, func() error {
+			if w.ok.Load() == 0 {
+				return errors.New("the well-behaved client has no answer yet")
+			}
+			return nil
+		})
+		before := s.Conns()
+		var conn net.Conn
+		var err error
+		if pool != nil {
+			conn, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+		} else {
+			conn, err = net.Dial("tcp", addr)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fr := http2.NewFramer(conn, conn)
+		io.WriteString(conn, http2.ClientPreface)
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
+		fr.WriteWindowUpdate(0, 1<<31-1-65535)
+		var buf bytes.Buffer
+		enc := hpack.NewEncoder(&buf)
+		for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "x"}, {":path", "/large"}} {
+			enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+		}
+		for i := range 10 { // 40 MiB asked for, nothing read
+			fr.WriteHeaders(http2.HeadersFrameParam{StreamID: uint32(2*i + 1), BlockFragment: buf.Bytes(), EndStream: true, EndHeaders: true})
+		}
+		vstest.WaitFor(t, 10*time.Second, func() error {
+			if n := s.Conns(); n <= before {
+				return fmt.Errorf("%d connections open: the new one is not counted yet", n)
+			}
+			return nil
+		})
+		vstest.WaitFor(t, 30*time.Second, func() error {
+			if n := s.Conns(); n > before {
+				return fmt.Errorf("%d connections open, %d before the client that stopped reading", n, before)
+			}
+			return nil
+		})
+		w.check(t)
+	})
+}

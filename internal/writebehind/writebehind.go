@@ -1,0 +1,155 @@
+// Package writebehind sends what is written to a connection from a
+// goroutine of its own, so that what is written while a send is on its way
+// leaves with the next send, in one write.
+//
+// An HTTP/2 implementation (golang.org/x/net/http2, both its server and its
+// client) flushes whenever its queue of frames runs empty, which with many
+// streams open is about once per answer or request: a TLS record and a
+// system call each, where an event loop sends all that is ready in one.
+// Here Write copies the bytes and returns; a goroutine sends while there
+// are bytes to send. Nothing waits on purpose: the first bytes leave as
+// soon as the sending goroutine runs, and under load the sends grow.
+//
+// Each send is due within the connection's timeout. A send that fails
+// closes the connection (its reader sees the failure at once), and every
+// later Write returns its error. Close sends what is left, within the
+// timeout, before it closes.
+package writebehind
+
+import (
+	"net"
+	"sync"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/clock"
+)
+
+// Conn is a connection whose writes are sent from a goroutine of its own.
+// Reads, and the read deadline, are the connection's.
+type Conn struct {
+	net.Conn
+	timeout time.Duration
+
+	mu       sync.Mutex
+	sent     sync.Cond // a send began or ended
+	pending  []byte    // written, not yet sent
+	spare    []byte    // the buffer of the send before, for the next
+	sending  bool      // a goroutine sends
+	err      error     // the error of the first send that failed
+	deadline int64     // the write deadline in force (a clock.Nanos reading)
+	closeBy  int64     // when Close gives up on the bytes left (a clock.Nanos reading), 0 before Close
+}
+
+// MaxPending is what Write holds unsent, beside the send on its way,
+// before it waits: the slowest reader a connection keeps reads this much
+// within the timeout.
+const MaxPending = 64 << 10
+
+// bufs holds the buffers of connections with nothing to send: an idle
+// connection holds none.
+var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// New returns nc with its writes sent from a goroutine of its own, each
+// send due within timeout (which must be positive).
+func New(nc net.Conn, timeout time.Duration) *Conn {
+	c := &Conn{Conn: nc, timeout: timeout}
+	c.sent.L = &c.mu
+	return c
+}
+
+// Write queues p to be sent and returns; it waits only while MaxPending
+// bytes wait behind a send.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.err == nil && len(c.pending) >= MaxPending {
+		c.sent.Wait()
+	}
+	if c.err != nil {
+		return 0, c.err
+	}
+	if c.pending == nil {
+		c.pending = (*bufs.Get().(*[]byte))[:0]
+	}
+	c.pending = append(c.pending, p...)
+	if !c.sending {
+		c.sending = true
+		go c.send()
+	}
+	return len(p), nil
+}
+
+// send sends what was written until nothing is left, or a send fails.
+func (c *Conn) send() {
+	c.mu.Lock()
+	for c.err == nil && len(c.pending) > 0 {
+		out := c.pending
+		c.pending, c.spare = c.spare[:0], nil
+		c.setDeadline()
+		c.sent.Broadcast() // room again for a Write waiting at MaxPending
+		c.mu.Unlock()
+		_, err := c.Conn.Write(out)
+		if err != nil {
+			c.Conn.Close()
+		}
+		c.mu.Lock()
+		if err != nil {
+			c.err = err
+		}
+		if cap(out) <= 2*MaxPending {
+			c.spare = out[:0]
+		}
+	}
+	// Nothing to send: the buffers go back to the pool.
+	for _, b := range [][]byte{c.pending, c.spare} {
+		if b != nil && cap(b) <= 2*MaxPending {
+			b = b[:0]
+			bufs.Put(&b)
+		}
+	}
+	c.pending, c.spare = nil, nil
+	c.sending = false
+	c.sent.Broadcast()
+	c.mu.Unlock()
+}
+
+// setDeadline gives the next send its write deadline: the timeout from
+// now (moved only once a quarter of it has passed, see clock.Refresh), or
+// Close's, if that comes first. It is called with mu held.
+func (c *Conn) setDeadline() {
+	if c.closeBy != 0 {
+		if c.deadline != c.closeBy {
+			c.deadline = c.closeBy
+			c.Conn.SetWriteDeadline(clock.At(c.closeBy))
+		}
+		return
+	}
+	c.deadline = clock.Refresh(c.Conn.SetWriteDeadline, c.deadline, c.timeout)
+}
+
+// SetWriteDeadline does nothing: each send has its own deadline (a
+// deadline set around a Write, which returns at once, would bound
+// nothing).
+func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
+
+// SetDeadline sets the read deadline; see SetWriteDeadline.
+func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
+
+// Close waits until what was written has been sent, or a send failed, for
+// at most the timeout, then closes the connection.
+func (c *Conn) Close() error {
+	c.mu.Lock()
+	if c.closeBy == 0 {
+		c.closeBy = clock.Nanos() + int64(c.timeout)
+		if c.sending {
+			// The send on its way may have a later deadline.
+			c.deadline = c.closeBy
+			c.Conn.SetWriteDeadline(clock.At(c.closeBy))
+		}
+	}
+	for c.sending {
+		c.sent.Wait()
+	}
+	c.mu.Unlock()
+	return c.Conn.Close()
+}

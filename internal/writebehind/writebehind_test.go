@@ -1,0 +1,179 @@
+package writebehind
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
+)
+
+// tcpPair returns the two ends of a TCP connection on 127.0.0.1.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { server.Close(); client.Close() })
+	return server, client
+}
+
+// heldWrites counts the writes to a real connection, and holds the first
+// until released.
+type heldWrites struct {
+	net.Conn
+	writes  atomic.Int32
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *heldWrites) Write(p []byte) (int, error) {
+	if g.writes.Add(1) == 1 {
+		close(g.entered)
+		<-g.release
+	}
+	return g.Conn.Write(p)
+}
+
+// TestJoinsWhatIsWrittenDuringASend: what is written while a
+// send is on its way leaves with the next send, in order, in one write.
+func TestJoinsWhatIsWrittenDuringASend(t *testing.T) {
+	server, client := tcpPair(t)
+	g := &heldWrites{Conn: server, entered: make(chan struct{}), release: make(chan struct{})}
+	c := New(g, 10*time.Second)
+	if _, err := c.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	<-g.entered // the first send is on its way, and held
+	for _, p := range []string{"b", "cd", "efg", "h"} {
+		if _, err := c.Write([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(g.release)
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(client); got <- b }()
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; string(b) != "abcdefgh" {
+		t.Fatalf("the client read %q, want %q", b, "abcdefgh")
+	}
+	if n := g.writes.Load(); n != 2 {
+		t.Fatalf("%d writes to the connection, want 2: the four pieces written during the first send leave together", n)
+	}
+}
+
+// TestCloseSendsWhatIsLeft: Close returns once every byte written
+// before it has been sent.
+func TestCloseSendsWhatIsLeft(t *testing.T) {
+	server, client := tcpPair(t)
+	c := New(server, 10*time.Second)
+	got := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(client); got <- b }()
+	var want bytes.Buffer
+	piece := make([]byte, 1000)
+	for i := range 2000 { // 2 MB: more than the socket buffers take at once
+		for j := range piece {
+			piece[j] = byte(i + j)
+		}
+		want.Write(piece)
+		if _, err := c.Write(piece); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; !bytes.Equal(b, want.Bytes()) {
+		t.Fatalf("the client read %d bytes, not the %d written in order", len(b), want.Len())
+	}
+}
+
+// TestHoldsAtMostMaxPending: while a send is held, Write queues up
+// to MaxPending bytes behind it and then waits, so a client that reads slowly does
+// not make the server hold what is written without bound.
+func TestHoldsAtMostMaxPending(t *testing.T) {
+	server, client := tcpPair(t)
+	go io.Copy(io.Discard, client)
+	g := &heldWrites{Conn: server, entered: make(chan struct{}), release: make(chan struct{})}
+	c := New(g, 10*time.Second)
+	const piece, total = 1 << 10, 1 << 20
+	var written atomic.Int64
+	done := make(chan error, 1)
+	go func() {
+		p := make([]byte, piece)
+		for written.Load() < total {
+			if _, err := c.Write(p); err != nil {
+				done <- err
+				return
+			}
+			written.Add(piece)
+		}
+		done <- nil
+	}()
+	<-g.entered
+	// The writer stops once MaxPending is queued behind the held send.
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if len(c.pending) < MaxPending {
+			return fmt.Errorf("%d bytes queued, not MaxPending", len(c.pending))
+		}
+		return nil
+	})
+	// The held send took what was queued when it began (MaxPending at
+	// most), and MaxPending more waits behind it.
+	if w := written.Load(); w > 2*(MaxPending+piece) {
+		t.Fatalf("%d bytes written while a send was held: Write should wait beyond MaxPending (%d) queued", w, MaxPending)
+	}
+	close(g.release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGivesUpOnAClientThatDoesNotRead: a send that makes no progress for
+// the timeout fails and closes the connection (its reader sees the end at
+// once), later Writes fail with its error, and Close returns instead of
+// waiting for the client.
+func TestGivesUpOnAClientThatDoesNotRead(t *testing.T) {
+	server, _ := tcpPair(t) // the client reads nothing
+	c := New(server, 200*time.Millisecond)
+	p := make([]byte, 16<<10)
+	var err error
+	for i := 0; i < 64<<10 && err == nil; i++ { // at most 1 GiB: the socket buffers fill long before
+		_, err = c.Write(p)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write to a client that reads nothing: %v, want the write deadline's error", err)
+	}
+	if _, err := c.Write(p); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("a Write after the failed send: %v, want its error again", err)
+	}
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a Read after the failed send: %v, want the connection closed", err)
+	}
+	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Close after the failed send: %v, want the connection closed already", err)
+	}
+}
