@@ -67,6 +67,10 @@ func TestRestartIsAHistoryEntry(t *testing.T) {
 			return fmt.Errorf("%d restart entries, want 1", len(got))
 		}
 		e = got[0]
+		if e.Measurement == nil {
+			// Recorded first, measured next: two writes.
+			return fmt.Errorf("restart entry %d has no measurement yet", e.ID)
+		}
 		return nil
 	})
 	if e.Result != "applied" || len(e.Changes) != 3 || e.Changes[0] != "vipswap restart-a -> restart-b" ||
