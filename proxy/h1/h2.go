@@ -1,6 +1,7 @@
 package h1
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -117,8 +118,14 @@ func (c *conn) serveH2() {
 	c.state.Store(stateH2Busy)
 	c.nc.SetDeadline(time.Time{})
 	var nc net.Conn = hc
+	hc.src = hc.Conn
 	if c.tlsState() != nil {
 		nc = &h2tlsConn{hc}
+	} else {
+		// x/net reads each frame's header, then its payload, straight
+		// from the connection: in cleartext, a system call each (TLS
+		// reads a whole record at once and hands it out from there).
+		hc.src = bufio.NewReaderSize(hc.Conn, 4<<10)
 	}
 	lim := c.s.limits()
 	hs := &http.Server{
@@ -203,6 +210,9 @@ type h2conn struct {
 	net.Conn
 	c   *conn
 	pre []byte // read before the connection, bytes already received
+	// src is what the frames are read from after pre: the connection, or
+	// in cleartext a buffer in front of it.
+	src io.Reader
 
 	in       frameScanner // the reader's (x/net reads from one goroutine)
 	tokens   float64      // the glitch budget left (the reader's)
@@ -235,7 +245,7 @@ func (hc *h2conn) Read(p []byte) (int, error) {
 		n = copy(p, hc.pre)
 		hc.pre = hc.pre[n:]
 	} else {
-		n, err = hc.Conn.Read(p)
+		n, err = hc.src.Read(p)
 	}
 	if n > 0 {
 		if ferr := hc.in.scan(p[:n], hc.inbound); ferr != nil {

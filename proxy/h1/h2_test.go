@@ -368,3 +368,60 @@ func TestH2StalledBody(t *testing.T) {
 		t.Fatalf("after: %d %q %v", status, body, err)
 	}
 }
+
+// readCounting counts the reads from the connections its listener accepts.
+type readCounting struct {
+	net.Listener
+	reads atomic.Int64
+}
+
+func (l *readCounting) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &countedReads{Conn: c, n: &l.reads}, nil
+}
+
+type countedReads struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countedReads) Read(p []byte) (int, error) {
+	c.n.Add(1)
+	return c.Conn.Read(p)
+}
+
+// TestH2CReadsAFrameAtOnce: on a cleartext HTTP/2 connection a frame that
+// arrived whole is read whole, header and payload in one read (x/net
+// reads them apart: two system calls a frame without a buffer).
+func TestH2CReadsAFrameAtOnce(t *testing.T) {
+	s := &Server{Handler: h2echo, H2C: true}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counted := &readCounting{Listener: ln}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(counted) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // only ends a hung shutdown
+		defer cancel()
+		s.Shutdown(ctx)
+		<-served
+	})
+	c, scheme := h2Client(t, nil)
+	const requests = 100
+	for range requests {
+		if status, _, err := get(c, "GET", scheme+"://"+ln.Addr().String()+"/", nil); err != nil || status != 200 {
+			t.Fatalf("GET: %d %v", status, err)
+		}
+	}
+	// Each request is a HEADERS frame the client writes at once; the
+	// preface, SETTINGS and their acknowledgements come on top.
+	if n := counted.reads.Load(); n > requests*3/2 {
+		t.Fatalf("%d reads for %d requests of one frame each: the frames' headers and payloads are read apart", n, requests)
+	}
+	t.Logf("%d reads for %d requests", counted.reads.Load(), requests)
+}
