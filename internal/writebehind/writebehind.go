@@ -90,7 +90,7 @@ func (c *Conn) send() {
 		c.mu.Unlock()
 		_, err := c.Conn.Write(out)
 		if err != nil {
-			c.Conn.Close()
+			c.closeNow()
 		}
 		c.mu.Lock()
 		if err != nil {
@@ -111,6 +111,19 @@ func (c *Conn) send() {
 	c.sending = false
 	c.sent.Broadcast()
 	c.mu.Unlock()
+}
+
+// closeNow closes the connection without a word more: over TLS, the
+// connection under it. tls.Conn's Close first writes a close_notify
+// alert, which a peer that reads nothing holds up for 5 s more, and
+// which after a send that failed part-way through a record is garbage.
+func (c *Conn) closeNow() error {
+	if tc, ok := c.Conn.(interface{ NetConn() net.Conn }); ok {
+		if nc := tc.NetConn(); nc != nil {
+			return nc.Close()
+		}
+	}
+	return c.Conn.Close()
 }
 
 // setDeadline gives the next send its write deadline: the timeout from
@@ -136,7 +149,8 @@ func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
 // Close waits until what was written has been sent, or a send failed, for
-// at most the timeout, then closes the connection.
+// at most the timeout, then closes the connection (after a failed send,
+// without a close_notify: see closeNow).
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closeBy == 0 {
@@ -150,6 +164,10 @@ func (c *Conn) Close() error {
 	for c.sending {
 		c.sent.Wait()
 	}
+	failed := c.err != nil
 	c.mu.Unlock()
+	if failed {
+		return c.closeNow()
+	}
 	return c.Conn.Close()
 }

@@ -2,9 +2,15 @@ package writebehind
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"os"
 	"sync/atomic"
@@ -175,5 +181,79 @@ func TestGivesUpOnAClientThatDoesNotRead(t *testing.T) {
 	}
 	if err := c.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("Close after the failed send: %v, want the connection closed already", err)
+	}
+}
+
+// tlsPair returns the two ends of a TLS connection on 127.0.0.1, its
+// handshake done; wrap is given the server's TCP connection, beneath TLS.
+func tlsPair(t *testing.T, wrap func(net.Conn) net.Conn) (server *tls.Conn, client *tls.Conn) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	rawServer, rawClient := tcpPair(t)
+	server = tls.Server(wrap(rawServer), &tls.Config{Certificates: []tls.Certificate{cert}})
+	client = tls.Client(rawClient, &tls.Config{InsecureSkipVerify: true})
+	done := make(chan error, 1)
+	go func() { done <- client.Handshake() }()
+	if err := server.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	return server, client
+}
+
+// failedWrites is a real connection that counts the writes begun after
+// one failed.
+type failedWrites struct {
+	net.Conn
+	failed atomic.Bool
+	after  atomic.Int32
+}
+
+func (f *failedWrites) Write(p []byte) (int, error) {
+	if f.failed.Load() {
+		f.after.Add(1)
+	}
+	n, err := f.Conn.Write(p)
+	if err != nil {
+		f.failed.Store(true)
+	}
+	return n, err
+}
+
+// TestGivesUpOnATLSClientThatDoesNotReadAtOnce: over TLS, a send that
+// failed closes the socket without a close_notify alert, which the client
+// that reads nothing would hold up for 5 s more (tls.Conn's Close), and
+// which after a record cut short is garbage: nothing is written after the
+// failed write.
+func TestGivesUpOnATLSClientThatDoesNotReadAtOnce(t *testing.T) {
+	var under *failedWrites
+	server, _ := tlsPair(t, func(c net.Conn) net.Conn { under = &failedWrites{Conn: c}; return under })
+	c := New(server, 200*time.Millisecond)
+	p := make([]byte, 16<<10)
+	var err error
+	for i := 0; i < 64<<10 && err == nil; i++ {
+		_, err = c.Write(p)
+	}
+	if !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Write to a TLS client that reads nothing: %v, want the write deadline's error", err)
+	}
+	if n := under.after.Load(); n != 0 {
+		t.Fatalf("%d writes to the socket after the send failed (a close_notify alert behind a broken record)", n)
+	}
+	c.Close()
+	if n := under.after.Load(); n != 0 {
+		t.Fatalf("%d writes to the socket after Close of a connection whose send failed", n)
 	}
 }
