@@ -154,12 +154,10 @@ func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t)
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closeBy == 0 {
+		// The sends after the one on its way are due by then; that one
+		// keeps its own deadline, which is earlier (set at most the
+		// timeout from its start, before now).
 		c.closeBy = clock.Nanos() + int64(c.timeout)
-		if c.sending {
-			// The send on its way may have a later deadline.
-			c.deadline = c.closeBy
-			c.Conn.SetWriteDeadline(clock.At(c.closeBy))
-		}
 	}
 	for c.sending {
 		c.sent.Wait()

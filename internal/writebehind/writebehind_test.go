@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -255,5 +256,57 @@ func TestGivesUpOnATLSClientThatDoesNotReadAtOnce(t *testing.T) {
 	c.Close()
 	if n := under.after.Load(); n != 0 {
 		t.Fatalf("%d writes to the socket after Close of a connection whose send failed", n)
+	}
+}
+
+// deadlines records the write deadlines set on a held connection.
+type deadlines struct {
+	*heldWrites
+	mu  sync.Mutex
+	set []time.Time
+}
+
+func (d *deadlines) SetWriteDeadline(t time.Time) error {
+	d.mu.Lock()
+	d.set = append(d.set, t)
+	d.mu.Unlock()
+	return d.heldWrites.SetWriteDeadline(t)
+}
+
+// TestCloseKeepsTheSendsDeadline: Close during a send bounds what is left
+// by the timeout, but never moves the deadline of the send on its way
+// later: that send is still due within the timeout of its start.
+func TestCloseKeepsTheSendsDeadline(t *testing.T) {
+	server, client := tcpPair(t)
+	go io.Copy(io.Discard, client)
+	d := &deadlines{heldWrites: &heldWrites{Conn: server, entered: make(chan struct{}), release: make(chan struct{})}}
+	c := New(d, time.Hour)
+	if _, err := c.Write([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	<-d.entered // the send is on its way, and held
+	closed := make(chan error, 1)
+	go func() { closed <- c.Close() }()
+	vstest.WaitFor(t, 10*time.Second, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.closeBy == 0 {
+			return errors.New("Close has not begun")
+		}
+		return nil
+	})
+	close(d.release)
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.set) == 0 {
+		t.Fatal("the send had no write deadline")
+	}
+	for _, later := range d.set[1:] {
+		if later.After(d.set[0]) {
+			t.Fatalf("Close moved the deadline of the send on its way from %v to %v", d.set[0], later)
+		}
 	}
 }
