@@ -385,3 +385,91 @@ func TestUpstreamChangesUnderLoad(t *testing.T) {
 		return nil
 	})
 }
+
+// countedZeros reads as zero bytes, counting them.
+type countedZeros struct{ n *atomic.Int64 }
+
+func (z countedZeros) Read(p []byte) (int, error) {
+	clear(p)
+	z.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// TestShutdownClosesAStuckHTTP2InstanceAtOnce: an h2c instance opens its
+// windows wide, takes a request's HEADERS and then reads nothing more, so
+// that the request's body fills the socket and the proxy's send to it
+// waits on InstanceWriteTimeout (an hour here). A Shutdown whose context
+// ends closes that connection at once, as it did a connection x/net wrote
+// to itself: Shutdown returns, and so does the client's request.
+func TestShutdownClosesAStuckHTTP2InstanceAtOnce(t *testing.T) {
+	stop := make(chan struct{})
+	var headers atomic.Int64
+	addr := vstest.Serve(t, func(c net.Conn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
+		fr.WriteWindowUpdate(0, 1<<30)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.HeadersFrame); ok {
+				headers.Add(1)
+				<-stop // and reads nothing more
+				return
+			}
+		}
+	})
+	p := New(Options{InstanceWriteTimeout: time.Hour, ResponseHeaderTimeout: time.Hour, InstanceReadTimeout: time.Hour,
+		RequestBuffer: -1, Upstreams: map[string]*Upstream{"blue": {Protocol: H2C}}})
+	p.Apply(table(1, []*route.Instance{route.NewInstance("blue", addr)}, nil))
+	prod, _ := serve(t, p)
+	t.Cleanup(func() { close(stop) })
+
+	var read atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest(http.MethodPost, prod+"/", io.LimitReader(countedZeros{&read}, 1<<30))
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	// The send to the instance is stuck, or soon will be (the instance
+	// reads nothing): whenever it is, Close would wait on it.
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if n := read.Load(); headers.Load() == 0 || n < 1<<20 {
+			return fmt.Errorf("%d bytes of the body read, the instance has %d HEADERS", n, headers.Load())
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- p.Shutdown(ctx) }()
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		select {
+		case err := <-shut:
+			if err == nil {
+				t.Error("Shutdown with a request in flight past its context: no error")
+			}
+			return nil
+		default:
+			return errors.New("Shutdown has not returned (its context ended)")
+		}
+	})
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		select {
+		case <-done:
+			return nil
+		default:
+			return fmt.Errorf("the client's request still runs after Shutdown (%d bytes of its body read)", read.Load())
+		}
+	})
+}

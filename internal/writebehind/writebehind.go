@@ -93,7 +93,7 @@ func (c *Conn) send() {
 			c.closeNow()
 		}
 		c.mu.Lock()
-		if err != nil {
+		if err != nil && c.err == nil {
 			c.err = err
 		}
 		if cap(out) <= 2*MaxPending {
@@ -111,6 +111,21 @@ func (c *Conn) send() {
 	c.sending = false
 	c.sent.Broadcast()
 	c.mu.Unlock()
+}
+
+// Abort closes the connection at once, for a connection that must end
+// now: a send on its way fails, what is unsent is dropped, and every
+// later Write fails. (Close sends what is left first, for up to the
+// timeout; a caller that closes to break off, as x/net's ClientConn.Close
+// does, would wait on a peer that reads nothing.)
+func (c *Conn) Abort() {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = net.ErrClosed
+	}
+	c.sent.Broadcast()
+	c.mu.Unlock()
+	c.closeNow()
 }
 
 // closeNow closes the connection without a word more: over TLS, the

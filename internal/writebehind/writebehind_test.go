@@ -310,3 +310,41 @@ func TestCloseKeepsTheSendsDeadline(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortEndsAStuckSend: Abort ends a send that waits on a client that
+// reads nothing, and a Write waiting behind it, long before the timeout;
+// Close then returns at once, and later Writes fail.
+func TestAbortEndsAStuckSend(t *testing.T) {
+	server, _ := tcpPair(t) // the client reads nothing
+	c := New(server, time.Hour)
+	var queued atomic.Int64
+	wrote := make(chan error, 1)
+	go func() {
+		p := make([]byte, 16<<10)
+		for i := 0; i < 64<<10; i++ { // at most 1 GiB: the socket buffers fill long before
+			if _, err := c.Write(p); err != nil {
+				wrote <- err
+				return
+			}
+			queued.Add(int64(len(p)))
+		}
+		wrote <- nil
+	}()
+	// The writer waits once MaxPending is queued behind the stuck send.
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if len(c.pending) < MaxPending {
+			return fmt.Errorf("%d bytes queued, %d waiting", queued.Load(), len(c.pending))
+		}
+		return nil
+	})
+	c.Abort()
+	if err := <-wrote; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a Write waiting when Abort came: %v, want net.ErrClosed", err)
+	}
+	c.Close()
+	if _, err := c.Write([]byte("x")); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("a Write after Abort: %v, want net.ErrClosed", err)
+	}
+}
