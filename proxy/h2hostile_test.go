@@ -395,15 +395,12 @@ func (z countedZeros) Read(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// TestShutdownClosesAStuckHTTP2InstanceAtOnce: an h2c instance opens its
-// windows wide, takes a request's HEADERS and then reads nothing more, so
-// that the request's body fills the socket and the proxy's send to it
-// waits on InstanceWriteTimeout (an hour here). A Shutdown whose context
-// ends closes that connection at once, as it did a connection x/net wrote
-// to itself: Shutdown returns, and so does the client's request.
-func TestShutdownClosesAStuckHTTP2InstanceAtOnce(t *testing.T) {
+// stuckH2 starts an h2c instance that opens its windows wide, takes a
+// request's HEADERS and then reads nothing more: a request's body fills
+// the socket to it. It returns its address and the count of HEADERS.
+func stuckH2(t *testing.T) (string, *atomic.Int64) {
 	stop := make(chan struct{})
-	var headers atomic.Int64
+	headers := new(atomic.Int64)
 	addr := vstest.Serve(t, func(c net.Conn) {
 		preface := make([]byte, len(http2.ClientPreface))
 		if _, err := io.ReadFull(c, preface); err != nil {
@@ -424,11 +421,22 @@ func TestShutdownClosesAStuckHTTP2InstanceAtOnce(t *testing.T) {
 			}
 		}
 	})
+	t.Cleanup(func() { close(stop) }) // before the connections close
+	return addr, headers
+}
+
+// TestShutdownClosesAStuckHTTP2InstanceAtOnce: an h2c instance opens its
+// windows wide, takes a request's HEADERS and then reads nothing more, so
+// that the request's body fills the socket and the proxy's send to it
+// waits on InstanceWriteTimeout (an hour here). A Shutdown whose context
+// ends closes that connection at once, as it did a connection x/net wrote
+// to itself: Shutdown returns, and so does the client's request.
+func TestShutdownClosesAStuckHTTP2InstanceAtOnce(t *testing.T) {
+	addr, headers := stuckH2(t)
 	p := New(Options{InstanceWriteTimeout: time.Hour, ResponseHeaderTimeout: time.Hour, InstanceReadTimeout: time.Hour,
 		RequestBuffer: -1, Upstreams: map[string]*Upstream{"blue": {Protocol: H2C}}})
 	p.Apply(table(1, []*route.Instance{route.NewInstance("blue", addr)}, nil))
 	prod, _ := serve(t, p)
-	t.Cleanup(func() { close(stop) })
 
 	var read atomic.Int64
 	done := make(chan struct{})
@@ -472,4 +480,53 @@ func TestShutdownClosesAStuckHTTP2InstanceAtOnce(t *testing.T) {
 			return fmt.Errorf("the client's request still runs after Shutdown (%d bytes of its body read)", read.Load())
 		}
 	})
+}
+
+// TestHTTP2InstanceThatStopsReading: a request whose body the instance
+// stops reading (at the socket: its windows are open) fails once no byte
+// went out for InstanceWriteTimeout, alone: the other listener's requests,
+// to another instance, all succeed meanwhile and after.
+func TestHTTP2InstanceThatStopsReading(t *testing.T) {
+	addr, headers := stuckH2(t)
+	green := newInstance(t, "green", "g1", nil)
+	p := New(Options{InstanceWriteTimeout: 500 * time.Millisecond, ResponseHeaderTimeout: time.Hour, InstanceReadTimeout: time.Hour,
+		RequestBuffer: -1, Upstreams: map[string]*Upstream{"blue": {Protocol: H2C}}})
+	p.Apply(table(1, []*route.Instance{route.NewInstance("blue", addr)}, []*route.Instance{green.inst}))
+	prod, stage := serve(t, p)
+	var read atomic.Int64
+	done := make(chan int, 1)
+	began := time.Now()
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, prod+"/", io.LimitReader(countedZeros{&read}, 1<<30))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0 // cut off: a failure of this request alone
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	var code int
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if c, b := get(t, stage); c != 200 || b != "g1" {
+			t.Errorf("stage: %d %q while blue stopped reading", c, b)
+		}
+		select {
+		case code = <-done:
+			return nil
+		default:
+			return fmt.Errorf("the request to the instance that stopped reading still runs (%d bytes of its body read, %d HEADERS)", read.Load(), headers.Load())
+		}
+	})
+	t.Logf("the request ended with %d after %v, %d bytes of its body read", code, time.Since(began).Round(time.Millisecond), read.Load())
+	if code == http.StatusOK {
+		t.Errorf("the request to an instance that read none of its body: 200")
+	}
+	if c, b := get(t, stage); c != 200 || b != "g1" {
+		t.Errorf("stage: %d %q after", c, b)
+	}
+	if f := p.Failed(route.Stage); f != 0 {
+		t.Errorf("stage: %d failed", f)
+	}
 }
