@@ -385,3 +385,148 @@ func TestUpstreamChangesUnderLoad(t *testing.T) {
 		return nil
 	})
 }
+
+// countedZeros reads as zero bytes, counting them.
+type countedZeros struct{ n *atomic.Int64 }
+
+func (z countedZeros) Read(p []byte) (int, error) {
+	clear(p)
+	z.n.Add(int64(len(p)))
+	return len(p), nil
+}
+
+// stuckH2 starts an h2c instance that opens its windows wide, takes a
+// request's HEADERS and then reads nothing more: a request's body fills
+// the socket to it. It returns its address and the count of HEADERS.
+func stuckH2(t *testing.T) (string, *atomic.Int64) {
+	stop := make(chan struct{})
+	headers := new(atomic.Int64)
+	addr := vstest.Serve(t, func(c net.Conn) {
+		preface := make([]byte, len(http2.ClientPreface))
+		if _, err := io.ReadFull(c, preface); err != nil {
+			return
+		}
+		fr := http2.NewFramer(c, c)
+		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 30})
+		fr.WriteWindowUpdate(0, 1<<30)
+		for {
+			f, err := fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			if _, ok := f.(*http2.HeadersFrame); ok {
+				headers.Add(1)
+				<-stop // and reads nothing more
+				return
+			}
+		}
+	})
+	t.Cleanup(func() { close(stop) }) // before the connections close
+	return addr, headers
+}
+
+// TestShutdownClosesAStuckHTTP2InstanceAtOnce: an h2c instance opens its
+// windows wide, takes a request's HEADERS and then reads nothing more, so
+// that the request's body fills the socket and the proxy's send to it
+// waits on InstanceWriteTimeout (an hour here). A Shutdown whose context
+// ends closes that connection at once, as it did a connection x/net wrote
+// to itself: Shutdown returns, and so does the client's request.
+func TestShutdownClosesAStuckHTTP2InstanceAtOnce(t *testing.T) {
+	addr, headers := stuckH2(t)
+	p := New(Options{InstanceWriteTimeout: time.Hour, ResponseHeaderTimeout: time.Hour, InstanceReadTimeout: time.Hour,
+		RequestBuffer: -1, Upstreams: map[string]*Upstream{"blue": {Protocol: H2C}}})
+	p.Apply(table(1, []*route.Instance{route.NewInstance("blue", addr)}, nil))
+	prod, _ := serve(t, p)
+
+	var read atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		req, _ := http.NewRequest(http.MethodPost, prod+"/", io.LimitReader(countedZeros{&read}, 1<<30))
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	// The send to the instance is stuck, or soon will be (the instance
+	// reads nothing): whenever it is, Close would wait on it.
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if n := read.Load(); headers.Load() == 0 || n < 1<<20 {
+			return fmt.Errorf("%d bytes of the body read, the instance has %d HEADERS", n, headers.Load())
+		}
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- p.Shutdown(ctx) }()
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		select {
+		case err := <-shut:
+			if err == nil {
+				t.Error("Shutdown with a request in flight past its context: no error")
+			}
+			return nil
+		default:
+			return errors.New("Shutdown has not returned (its context ended)")
+		}
+	})
+	vstest.WaitFor(t, 20*time.Second, func() error {
+		select {
+		case <-done:
+			return nil
+		default:
+			return fmt.Errorf("the client's request still runs after Shutdown (%d bytes of its body read)", read.Load())
+		}
+	})
+}
+
+// TestHTTP2InstanceThatStopsReading: a request whose body the instance
+// stops reading (at the socket: its windows are open) fails once no byte
+// went out for InstanceWriteTimeout, alone: the other listener's requests,
+// to another instance, all succeed meanwhile and after.
+func TestHTTP2InstanceThatStopsReading(t *testing.T) {
+	addr, headers := stuckH2(t)
+	green := newInstance(t, "green", "g1", nil)
+	p := New(Options{InstanceWriteTimeout: 500 * time.Millisecond, ResponseHeaderTimeout: time.Hour, InstanceReadTimeout: time.Hour,
+		RequestBuffer: -1, Upstreams: map[string]*Upstream{"blue": {Protocol: H2C}}})
+	p.Apply(table(1, []*route.Instance{route.NewInstance("blue", addr)}, []*route.Instance{green.inst}))
+	prod, stage := serve(t, p)
+	var read atomic.Int64
+	done := make(chan int, 1)
+	began := time.Now()
+	go func() {
+		req, _ := http.NewRequest(http.MethodPost, prod+"/", io.LimitReader(countedZeros{&read}, 1<<30))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- 0 // cut off: a failure of this request alone
+			return
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		done <- resp.StatusCode
+	}()
+	var code int
+	vstest.WaitFor(t, 30*time.Second, func() error {
+		if c, b := get(t, stage); c != 200 || b != "g1" {
+			t.Errorf("stage: %d %q while blue stopped reading", c, b)
+		}
+		select {
+		case code = <-done:
+			return nil
+		default:
+			return fmt.Errorf("the request to the instance that stopped reading still runs (%d bytes of its body read, %d HEADERS)", read.Load(), headers.Load())
+		}
+	})
+	t.Logf("the request ended with %d after %v, %d bytes of its body read", code, time.Since(began).Round(time.Millisecond), read.Load())
+	if code == http.StatusOK {
+		t.Errorf("the request to an instance that read none of its body: 200")
+	}
+	if c, b := get(t, stage); c != 200 || b != "g1" {
+		t.Errorf("stage: %d %q after", c, b)
+	}
+	if f := p.Failed(route.Stage); f != 0 {
+		t.Errorf("stage: %d failed", f)
+	}
+}

@@ -50,13 +50,13 @@ func (pl *pool) h2conn(ctx context.Context, fresh bool, timeout time.Duration) (
 		if !fresh {
 			kept := pl.h2[:0]
 			var got *http2.ClientConn
-			for _, cc := range pl.h2 {
-				if st := cc.State(); st.Closed || st.Closing {
+			for _, x := range pl.h2 {
+				if st := x.cc.State(); st.Closed || st.Closing {
 					continue // gone, or going: it closes itself once idle
 				}
-				kept = append(kept, cc)
-				if got == nil && cc.ReserveNewRequest() {
-					got = cc
+				kept = append(kept, x)
+				if got == nil && x.cc.ReserveNewRequest() {
+					got = x.cc
 				}
 			}
 			clear(pl.h2[len(kept):])
@@ -85,7 +85,8 @@ func (pl *pool) h2conn(ctx context.Context, fresh bool, timeout time.Duration) (
 			pl.dialing = d
 		}
 		pl.mu.Unlock()
-		cc, err := pl.dialH2(ctx, timeout)
+		x, err := pl.dialH2(ctx, timeout)
+		cc := x.cc
 		pl.mu.Lock()
 		if pl.dialing == d {
 			pl.dialing = nil
@@ -95,13 +96,13 @@ func (pl *pool) h2conn(ctx context.Context, fresh bool, timeout time.Duration) (
 		switch {
 		case err != nil:
 		case pl.closed:
-			cc.Close()
+			x.abort()
 			err = errors.New("the instance left the routing table")
 		case !cc.ReserveNewRequest():
-			cc.Close()
+			x.abort()
 			err = errors.New("a new HTTP/2 connection takes no stream")
 		default:
-			pl.h2 = append(pl.h2, cc)
+			pl.h2 = append(pl.h2, x)
 		}
 		pl.mu.Unlock()
 		return cc, false, err
@@ -117,27 +118,29 @@ type h2dial struct {
 
 // dialH2 connects to pl's instance and starts HTTP/2 on the connection:
 // over TLS, the instance must have chosen h2 by ALPN.
-func (pl *pool) dialH2(ctx context.Context, timeout time.Duration) (*http2.ClientConn, error) {
+func (pl *pool) dialH2(ctx context.Context, timeout time.Duration) (h2pooled, error) {
 	c, err := pl.dial(ctx, timeout)
 	if err != nil {
-		return nil, err
+		return h2pooled{}, err
 	}
 	if tc, ok := c.(*tls.Conn); ok {
 		if p := tc.ConnectionState().NegotiatedProtocol; p != "h2" {
 			c.Close()
-			return nil, &handshakeError{err: fmt.Errorf("the instance did not agree to HTTP/2 (ALPN h2; it chose %q)", p)}
+			return h2pooled{}, &handshakeError{err: fmt.Errorf("the instance did not agree to HTTP/2 (ALPN h2; it chose %q)", p)}
 		}
 	}
 	// What x/net writes is sent from a goroutine of the connection's own,
 	// so that the requests of streams begun during a send leave with the
-	// next one, each send due within InstanceWriteTimeout (see
-	// writebehind); the preface and SETTINGS go out that way too.
-	cc, err := pl.h2t.NewClientConn(writebehind.New(c, pl.h2t.WriteByteTimeout))
+	// next one, a send failing once no byte went out for
+	// InstanceWriteTimeout (see writebehind); the preface and SETTINGS
+	// go out that way too.
+	wb := writebehind.New(c, pl.h2t.WriteByteTimeout)
+	cc, err := pl.h2t.NewClientConn(wb)
 	if err != nil {
-		c.Close()
-		return nil, &handshakeError{err: err}
+		wb.Abort()
+		return h2pooled{}, &handshakeError{err: err}
 	}
-	return cc, nil
+	return h2pooled{cc: cc, wb: wb}, nil
 }
 
 // attemptH2 sends r to inst over HTTP/2 once and waits for the response

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/vipswap/vipswap/internal/clock"
+	"github.com/vipswap/vipswap/internal/writebehind"
 	"github.com/vipswap/vipswap/proxy/h1"
 	"github.com/vipswap/vipswap/proxy/rawsock"
 	"github.com/vipswap/vipswap/route"
@@ -289,8 +290,22 @@ type pool struct {
 	// HTTP/2 (protocol h2c and h2): the connections, each carrying
 	// many streams; dialing is the dial under way, if any.
 	h2t     *http2.Transport
-	h2      []*http2.ClientConn
+	h2      []h2pooled
 	dialing *h2dial
+}
+
+// h2pooled is a pool's HTTP/2 connection, and the connection it writes
+// to: x/net's Close sends what is left first, for up to
+// InstanceWriteTimeout, so a forced close aborts the writes before.
+type h2pooled struct {
+	cc *http2.ClientConn
+	wb *writebehind.Conn
+}
+
+// abort closes x at once, whatever it has left to send.
+func (x h2pooled) abort() {
+	x.wb.Abort()
+	x.cc.Close()
 }
 
 // poolKey names a pool: an instance, and how it is reached.
@@ -452,20 +467,21 @@ func (pl *pool) close(p *Proxy, force bool) {
 	for _, c := range idle {
 		c.Close()
 	}
-	for _, cc := range h2 {
+	for _, x := range h2 {
 		if force {
-			cc.Close()
+			x.abort()
 			continue
 		}
 		p.closing.Go(func() {
 			// Shutdown waits for the streams in flight; the proxy's
-			// Shutdown closes what is left.
+			// Shutdown closes what is left, at once (Shutdown may
+			// itself wait to send its GOAWAY).
 			ctx, cancel := context.WithCancel(context.Background())
-			stop := context.AfterFunc(p.closeCtx, cancel)
+			stop := context.AfterFunc(p.closeCtx, func() { cancel(); x.wb.Abort() })
 			defer stop()
 			defer cancel()
-			if cc.Shutdown(ctx) != nil {
-				cc.Close()
+			if x.cc.Shutdown(ctx) != nil {
+				x.abort()
 			}
 		})
 	}

@@ -10,14 +10,19 @@
 // are bytes to send. Nothing waits on purpose: the first bytes leave as
 // soon as the sending goroutine runs, and under load the sends grow.
 //
-// Each send is due within the connection's timeout. A send that fails
-// closes the connection (its reader sees the failure at once), and every
+// A send fails once no byte of it went out for the connection's timeout
+// (between 3/4 of it and all of it, see clock.Refresh), as when each of
+// x/net's writes had its deadline: a client that reads slowly, but reads,
+// is kept. A send that fails closes the connection (its reader sees the failure at once), and every
 // later Write returns its error. Close sends what is left, within the
 // timeout, before it closes.
 package writebehind
 
 import (
+	"crypto/tls"
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"time"
 
@@ -29,6 +34,7 @@ import (
 type Conn struct {
 	net.Conn
 	timeout time.Duration
+	tls     bool // nc is a *tls.Conn
 
 	mu       sync.Mutex
 	sent     sync.Cond // a send began or ended
@@ -41,18 +47,19 @@ type Conn struct {
 }
 
 // MaxPending is what Write holds unsent, beside the send on its way,
-// before it waits: the slowest reader a connection keeps reads this much
-// within the timeout.
+// before it waits.
 const MaxPending = 64 << 10
 
 // bufs holds the buffers of connections with nothing to send: an idle
 // connection holds none.
 var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// New returns nc with its writes sent from a goroutine of its own, each
-// send due within timeout (which must be positive).
+// New returns nc with its writes sent from a goroutine of its own, a
+// send failing once no byte went out for timeout (which must be
+// positive).
 func New(nc net.Conn, timeout time.Duration) *Conn {
 	c := &Conn{Conn: nc, timeout: timeout}
+	_, c.tls = nc.(*tls.Conn)
 	c.sent.L = &c.mu
 	return c
 }
@@ -88,12 +95,12 @@ func (c *Conn) send() {
 		c.setDeadline()
 		c.sent.Broadcast() // room again for a Write waiting at MaxPending
 		c.mu.Unlock()
-		_, err := c.Conn.Write(out)
+		err := c.write(out)
 		if err != nil {
-			c.Conn.Close()
+			c.closeNow()
 		}
 		c.mu.Lock()
-		if err != nil {
+		if err != nil && c.err == nil {
 			c.err = err
 		}
 		if cap(out) <= 2*MaxPending {
@@ -111,6 +118,64 @@ func (c *Conn) send() {
 	c.sending = false
 	c.sent.Broadcast()
 	c.mu.Unlock()
+}
+
+// tlsPiece is what a send writes to a TLS connection at a time: a
+// record's worth.
+const tlsPiece = 16 << 10
+
+// write sends out. It fails once no byte of it went out for the timeout:
+// each piece that gets through gives the rest a deadline afresh (see
+// setDeadline), so that a client that reads slowly, but reads, is kept,
+// as when each of x/net's writes had a deadline of its own. Over TLS, a
+// write that timed out cannot go on: there the pieces are a record's
+// worth, each with a deadline of its own.
+func (c *Conn) write(out []byte) error {
+	for len(out) > 0 {
+		piece := out
+		if c.tls && len(piece) > tlsPiece {
+			piece = piece[:tlsPiece]
+		}
+		n, err := c.Conn.Write(piece)
+		out = out[n:]
+		if err != nil && (n == 0 || c.tls || !errors.Is(err, os.ErrDeadlineExceeded)) {
+			return err
+		}
+		if len(out) > 0 {
+			c.mu.Lock()
+			c.setDeadline()
+			c.mu.Unlock()
+		}
+	}
+	return nil
+}
+
+// Abort closes the connection at once, for a connection that must end
+// now: a send on its way fails, what is unsent is dropped, and every
+// later Write fails. (Close sends what is left first, for up to the
+// timeout; a caller that closes to break off, as x/net's ClientConn.Close
+// does, would wait on a peer that reads nothing.)
+func (c *Conn) Abort() {
+	c.mu.Lock()
+	if c.err == nil {
+		c.err = net.ErrClosed
+	}
+	c.sent.Broadcast()
+	c.mu.Unlock()
+	c.closeNow()
+}
+
+// closeNow closes the connection without a word more: over TLS, the
+// connection under it. tls.Conn's Close first writes a close_notify
+// alert, which a peer that reads nothing holds up for 5 s more, and
+// which after a send that failed part-way through a record is garbage.
+func (c *Conn) closeNow() error {
+	if tc, ok := c.Conn.(interface{ NetConn() net.Conn }); ok {
+		if nc := tc.NetConn(); nc != nil {
+			return nc.Close()
+		}
+	}
+	return c.Conn.Close()
 }
 
 // setDeadline gives the next send its write deadline: the timeout from
@@ -136,20 +201,23 @@ func (c *Conn) SetWriteDeadline(time.Time) error { return nil }
 func (c *Conn) SetDeadline(t time.Time) error { return c.Conn.SetReadDeadline(t) }
 
 // Close waits until what was written has been sent, or a send failed, for
-// at most the timeout, then closes the connection.
+// at most the timeout, then closes the connection (after a failed send,
+// without a close_notify: see closeNow).
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	if c.closeBy == 0 {
+		// The sends after the one on its way are due by then; that one
+		// keeps its own deadline, which is earlier (set at most the
+		// timeout from its start, before now).
 		c.closeBy = clock.Nanos() + int64(c.timeout)
-		if c.sending {
-			// The send on its way may have a later deadline.
-			c.deadline = c.closeBy
-			c.Conn.SetWriteDeadline(clock.At(c.closeBy))
-		}
 	}
 	for c.sending {
 		c.sent.Wait()
 	}
+	failed := c.err != nil
 	c.mu.Unlock()
+	if failed {
+		return c.closeNow()
+	}
 	return c.Conn.Close()
 }
