@@ -131,9 +131,8 @@ func (pl *pool) dialH2(ctx context.Context, timeout time.Duration) (h2pooled, er
 	}
 	// What x/net writes is sent from a goroutine of the connection's own,
 	// so that the requests of streams begun during a send leave with the
-	// next one, a send failing once no byte went out for
-	// InstanceWriteTimeout (see writebehind); the preface and SETTINGS
-	// go out that way too.
+	// next one, each send due within InstanceWriteTimeout (see
+	// writebehind); the preface and SETTINGS go out that way too.
 	wb := writebehind.New(c, pl.h2t.WriteByteTimeout)
 	cc, err := pl.h2t.NewClientConn(wb)
 	if err != nil {

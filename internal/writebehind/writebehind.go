@@ -10,19 +10,14 @@
 // are bytes to send. Nothing waits on purpose: the first bytes leave as
 // soon as the sending goroutine runs, and under load the sends grow.
 //
-// A send fails once no byte of it went out for the connection's timeout
-// (between 3/4 of it and all of it, see clock.Refresh), as when each of
-// x/net's writes had its deadline: a client that reads slowly, but reads,
-// is kept. A send that fails closes the connection (its reader sees the failure at once), and every
+// Each send is due within the connection's timeout. A send that fails
+// closes the connection (its reader sees the failure at once), and every
 // later Write returns its error. Close sends what is left, within the
 // timeout, before it closes.
 package writebehind
 
 import (
-	"crypto/tls"
-	"errors"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -34,7 +29,6 @@ import (
 type Conn struct {
 	net.Conn
 	timeout time.Duration
-	tls     bool // nc is a *tls.Conn
 
 	mu       sync.Mutex
 	sent     sync.Cond // a send began or ended
@@ -47,19 +41,18 @@ type Conn struct {
 }
 
 // MaxPending is what Write holds unsent, beside the send on its way,
-// before it waits.
+// before it waits: the slowest reader a connection keeps reads this much
+// within the timeout.
 const MaxPending = 64 << 10
 
 // bufs holds the buffers of connections with nothing to send: an idle
 // connection holds none.
 var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
-// New returns nc with its writes sent from a goroutine of its own, a
-// send failing once no byte went out for timeout (which must be
-// positive).
+// New returns nc with its writes sent from a goroutine of its own, each
+// send due within timeout (which must be positive).
 func New(nc net.Conn, timeout time.Duration) *Conn {
 	c := &Conn{Conn: nc, timeout: timeout}
-	_, c.tls = nc.(*tls.Conn)
 	c.sent.L = &c.mu
 	return c
 }
@@ -95,7 +88,7 @@ func (c *Conn) send() {
 		c.setDeadline()
 		c.sent.Broadcast() // room again for a Write waiting at MaxPending
 		c.mu.Unlock()
-		err := c.write(out)
+		_, err := c.Conn.Write(out)
 		if err != nil {
 			c.closeNow()
 		}
@@ -118,36 +111,6 @@ func (c *Conn) send() {
 	c.sending = false
 	c.sent.Broadcast()
 	c.mu.Unlock()
-}
-
-// tlsPiece is what a send writes to a TLS connection at a time: a
-// record's worth.
-const tlsPiece = 16 << 10
-
-// write sends out. It fails once no byte of it went out for the timeout:
-// each piece that gets through gives the rest a deadline afresh (see
-// setDeadline), so that a client that reads slowly, but reads, is kept,
-// as when each of x/net's writes had a deadline of its own. Over TLS, a
-// write that timed out cannot go on: there the pieces are a record's
-// worth, each with a deadline of its own.
-func (c *Conn) write(out []byte) error {
-	for len(out) > 0 {
-		piece := out
-		if c.tls && len(piece) > tlsPiece {
-			piece = piece[:tlsPiece]
-		}
-		n, err := c.Conn.Write(piece)
-		out = out[n:]
-		if err != nil && (n == 0 || c.tls || !errors.Is(err, os.ErrDeadlineExceeded)) {
-			return err
-		}
-		if len(out) > 0 {
-			c.mu.Lock()
-			c.setDeadline()
-			c.mu.Unlock()
-		}
-	}
-	return nil
 }
 
 // Abort closes the connection at once, for a connection that must end
