@@ -10,7 +10,8 @@
 // are bytes to send. Nothing waits on purpose: the first bytes leave as
 // soon as the sending goroutine runs, and under load the sends grow.
 //
-// Each send is due within the connection's timeout. A send that fails
+// A send goes 16 KiB at a time, each piece due within the connection's
+// timeout: a client that reads slowly, but reads, is kept. A send that fails
 // closes the connection (its reader sees the failure at once), and every
 // later Write returns its error. Close sends what is left, within the
 // timeout, before it closes.
@@ -41,8 +42,7 @@ type Conn struct {
 }
 
 // MaxPending is what Write holds unsent, beside the send on its way,
-// before it waits: the slowest reader a connection keeps reads this much
-// within the timeout.
+// before it waits.
 const MaxPending = 64 << 10
 
 // bufs holds the buffers of connections with nothing to send: an idle
@@ -50,7 +50,7 @@ const MaxPending = 64 << 10
 var bufs = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
 // New returns nc with its writes sent from a goroutine of its own, each
-// send due within timeout (which must be positive).
+// send's every 16 KiB due within timeout (which must be positive).
 func New(nc net.Conn, timeout time.Duration) *Conn {
 	c := &Conn{Conn: nc, timeout: timeout}
 	c.sent.L = &c.mu
@@ -85,10 +85,9 @@ func (c *Conn) send() {
 	for c.err == nil && len(c.pending) > 0 {
 		out := c.pending
 		c.pending, c.spare = c.spare[:0], nil
-		c.setDeadline()
 		c.sent.Broadcast() // room again for a Write waiting at MaxPending
 		c.mu.Unlock()
-		_, err := c.Conn.Write(out)
+		err := c.write(out)
 		if err != nil {
 			c.closeNow()
 		}
@@ -111,6 +110,30 @@ func (c *Conn) send() {
 	c.sending = false
 	c.sent.Broadcast()
 	c.mu.Unlock()
+}
+
+// sendPiece is the most a send writes under one deadline.
+const sendPiece = 16 << 10
+
+// write sends out sendPiece bytes at a time, each piece due within the
+// timeout (see setDeadline): a client that reads slowly, but reads a
+// piece within the timeout, is kept, as when each of x/net's writes (a
+// frame at most) had a deadline of its own. Pieces of 16 KiB keep the
+// answers that a send joins together (most far smaller) and cost no
+// system call more over TLS, which writes a record of 16 KiB at most per
+// call anyway.
+func (c *Conn) write(out []byte) error {
+	for len(out) > 0 {
+		piece := out[:min(len(out), sendPiece)]
+		c.mu.Lock()
+		c.setDeadline()
+		c.mu.Unlock()
+		if _, err := c.Conn.Write(piece); err != nil {
+			return err
+		}
+		out = out[len(piece):]
+	}
+	return nil
 }
 
 // Abort closes the connection at once, for a connection that must end

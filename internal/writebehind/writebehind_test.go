@@ -348,3 +348,43 @@ func TestAbortEndsAStuckSend(t *testing.T) {
 		t.Fatalf("a Write after Abort: %v, want net.ErrClosed", err)
 	}
 }
+
+// TestKeepsAClientThatReadsSlowly: a client that reads slowly, but reads,
+// gets every byte of a send that takes it longer than the timeout: each
+// 16 KiB of it has the timeout, as each of x/net's writes had.
+func TestKeepsAClientThatReadsSlowly(t *testing.T) {
+	server, client := tcpPair(t)
+	// Small socket buffers: the send waits on the client's reading.
+	server.(*net.TCPConn).SetWriteBuffer(4 << 10)
+	client.(*net.TCPConn).SetReadBuffer(4 << 10)
+	const timeout = time.Second
+	c := New(server, timeout)
+	const total = 256 << 10
+	got := make(chan int, 1)
+	go func() { // at most 5 KiB every 25 ms: the send takes seconds
+		tick := time.NewTicker(25 * time.Millisecond)
+		defer tick.Stop()
+		buf := make([]byte, 5<<10)
+		n := 0
+		for range tick.C {
+			k, err := io.ReadFull(client, buf[:min(len(buf), total-n)])
+			n += k
+			if err != nil || n >= total {
+				got <- n
+				return
+			}
+		}
+	}()
+	if _, err := c.Write(make([]byte, total)); err != nil { // one send
+		t.Fatal(err)
+	}
+	if n := <-got; n != total {
+		t.Fatalf("the client, reading slowly, read %d bytes of a send of %d (timeout %v)", n, total, timeout)
+	}
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatalf("Write after the client read everything: %v", err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+}
