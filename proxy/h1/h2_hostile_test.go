@@ -43,17 +43,7 @@ type hostile struct {
 // pool is set) and sends the preface and settings.
 func dialHostile(t *testing.T, addr string, pool *x509.CertPool, settings ...http2.Setting) *hostile {
 	t.Helper()
-	var conn net.Conn
-	var err error
-	if pool != nil {
-		conn, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
-	} else {
-		conn, err = net.Dial("tcp", addr)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn := dialRawH2(t, addr, pool)
 	conn.SetDeadline(time.Now().Add(time.Minute))
 	h := &hostile{t: t, conn: conn, done: make(chan struct{}), settings: make(chan map[http2.SettingID]uint32, 1)}
 	h.enc = hpack.NewEncoder(&h.encBuf)
@@ -97,6 +87,24 @@ func dialHostile(t *testing.T, addr string, pool *x509.CertPool, settings ...htt
 		}
 	}()
 	return h
+}
+
+// dialRawH2 opens a connection for HTTP/2 to addr: over TLS with ALPN h2
+// trusting pool, or cleartext when pool is nil. It closes with the test.
+func dialRawH2(t *testing.T, addr string, pool *x509.CertPool) net.Conn {
+	t.Helper()
+	var conn net.Conn
+	var err error
+	if pool != nil {
+		conn, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
+	} else {
+		conn, err = net.Dial("tcp", addr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // write writes frames, and reports false once the connection is closed.
@@ -638,17 +646,7 @@ func TestH2ClientThatStopsReading(t *testing.T) {
 			return nil
 		})
 		before := s.Conns()
-		var conn net.Conn
-		var err error
-		if pool != nil {
-			conn, err = tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, NextProtos: []string{"h2"}})
-		} else {
-			conn, err = net.Dial("tcp", addr)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
+		conn := dialRawH2(t, addr, pool)
 		fr := http2.NewFramer(conn, conn)
 		io.WriteString(conn, http2.ClientPreface)
 		fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1<<31 - 1})
