@@ -30,10 +30,14 @@ func TestUpgradeOldProcessKilledMidway(t *testing.T) {
 	old := u.pid(t)
 
 	// The new binary: a vipswap that, when it serves, first says it was
-	// started and waits until the test lets it go on.
+	// started and waits until the test lets it go on. It says so only once
+	// the old process has written the listeners' names to the pipe the new
+	// one reads them from (fd 4; bash's "read -t 0" looks without reading):
+	// the old process writes them just after starting the new one, and a
+	// kill before that leaves the new one nothing to take over.
 	started, goOn := filepath.Join(dir, "started"), filepath.Join(dir, "go-on")
 	wrapper := filepath.Join(dir, "held-vipswap")
-	script := fmt.Sprintf("#!/bin/sh\ncase \"$1\" in version|check) exec %s \"$@\";; esac\n: > %s\nwhile [ ! -e %s ]; do sleep 0.05; done\nexec %s \"$@\"\n",
+	script := fmt.Sprintf("#!/bin/bash\ncase \"$1\" in version|check) exec %s \"$@\";; esac\nuntil read -t 0 -u 4; do sleep 0.05; done\n: > %s\nwhile [ ! -e %s ]; do sleep 0.05; done\nexec %s \"$@\"\n",
 		bin, started, goOn, bin)
 	if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
 		t.Fatal(err)
