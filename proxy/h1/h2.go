@@ -563,9 +563,37 @@ func (w *h2Writer) commit() {
 	// Connection: close ends an HTTP/1.1 connection after a refusal; an
 	// HTTP/2 stream's refusal is its own, and x/net would read it as a
 	// GOAWAY for every stream of the connection.
-	delete(w.w.Header(), "Connection")
+	h := w.w.Header()
+	delete(h, "Connection")
+	if _, ok := h["Date"]; !ok {
+		// x/net would format the time for every response that has none
+		// (5% of the CPU of a gRPC call, whose instances send none).
+		h["Date"] = dateField()
+	}
 	w.w.WriteHeader(w.status)
 }
+
+// dateField returns the Date field's value for the current second, as a
+// slice its callers share and must not change. It is formatted once a
+// second rather than once a response.
+func dateField() []string {
+	sec := clock.Nanos() / int64(time.Second)
+	if d := lastDate.Load(); d != nil && d.sec == sec {
+		return d.value
+	}
+	v := time.Unix(sec, 0).UTC().Format(http.TimeFormat)
+	d := &httpDate{sec: sec, value: []string{v}[:1:1]} // an Add appends to a copy
+	lastDate.Store(d)
+	return d.value
+}
+
+// httpDate is a Date field's value and the second it names.
+type httpDate struct {
+	sec   int64
+	value []string
+}
+
+var lastDate atomic.Pointer[httpDate]
 
 func (w *h2Writer) Write(p []byte) (int, error) {
 	w.commit()

@@ -425,3 +425,46 @@ func TestH2CReadsAFrameAtOnce(t *testing.T) {
 	}
 	t.Logf("%d reads for %d requests", counted.reads.Load(), requests)
 }
+
+// TestH2Date: an HTTP/2 answer whose handler set no Date carries the
+// current time (vipswap formats it once a second for every stream), and
+// one that set a Date keeps it, over many streams of one connection.
+func TestH2Date(t *testing.T) {
+	const kept = "Mon, 02 Jan 2006 15:04:05 GMT"
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/dated" {
+			w.Header().Set("Date", kept)
+		}
+		w.Write([]byte("ok"))
+	})
+	s := &Server{Handler: h, H2C: true}
+	addr, _ := startH2(t, s, false)
+	c, _ := h2Client(t, nil)
+	for i := range 20 {
+		before := time.Now().Truncate(time.Second)
+		resp, err := c.Get("http://" + addr + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		after := time.Now()
+		if got := resp.Header.Values("Date"); len(got) != 1 {
+			t.Fatalf("request %d: Date fields %q, want one", i, got)
+		}
+		d, err := http.ParseTime(resp.Header.Get("Date"))
+		if err != nil {
+			t.Fatalf("request %d: Date %q: %v", i, resp.Header.Get("Date"), err)
+		}
+		if d.Before(before) || d.After(after) {
+			t.Fatalf("request %d: Date %v, not between %v and %v", i, d, before, after)
+		}
+		resp, err = c.Get("http://" + addr + "/dated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Values("Date"); len(got) != 1 || got[0] != kept {
+			t.Fatalf("request %d: Date %q, want the handler's %q", i, got, kept)
+		}
+	}
+}
