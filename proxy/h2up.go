@@ -250,7 +250,7 @@ func outboundH2(ctx context.Context, r *http.Request, rq *request, inst *route.I
 	for _, vv := range r.Header {
 		n += len(vv)
 	}
-	vals := make([]string, 0, n)
+	vals := make([]string, 0, n+5) // and the five below
 	for k, vv := range r.Header {
 		if hopHeaders[k] || skipOutbound[k] || vipswaps(k, pin) || (hasConnection && connectionListed(r.Header, k)) {
 			continue
@@ -259,8 +259,13 @@ func outboundH2(ctx context.Context, r *http.Request, rq *request, inst *route.I
 		vals = append(vals, vv...)
 		h[k] = vals[from:len(vals):len(vals)]
 	}
+	// The fields vipswap sets have one value each, in the same array.
+	one := func(v string) []string {
+		vals = append(vals, v)
+		return vals[len(vals)-1 : len(vals) : len(vals)]
+	}
 	if te := r.Header.Values("Te"); len(te) > 0 && strings.Contains(strings.Join(te, ","), "trailers") {
-		h["Te"] = []string{"trailers"}
+		h["Te"] = one("trailers")
 	}
 	client, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -269,18 +274,18 @@ func outboundH2(ctx context.Context, r *http.Request, rq *request, inst *route.I
 	if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
 		client = strings.Join(prior, ", ") + ", " + client
 	}
-	h["X-Forwarded-For"] = []string{client}
-	h["X-Forwarded-Host"] = []string{r.Host}
+	h["X-Forwarded-For"] = one(client)
+	h["X-Forwarded-Host"] = one(r.Host)
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
 	}
-	h["X-Forwarded-Proto"] = []string{proto}
+	h["X-Forwarded-Proto"] = one(proto)
 	v := via
 	if prior := r.Header["Via"]; len(prior) > 0 {
 		v = strings.Join(prior, ", ") + ", " + via
 	}
-	h["Via"] = []string{v}
+	h["Via"] = one(v)
 	out := (&http.Request{
 		Method: r.Method, URL: u, Host: r.Host, Header: h,
 		Proto: "HTTP/2.0", ProtoMajor: 2,

@@ -111,11 +111,15 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	if isGRPC(resp.Header) {
 		rq.grpc = grpcStatus(resp)
 	}
+	var names []string
+	if len(announced) > 0 && len(resp.Trailer) > 0 {
+		names = strings.Split(announced[0], ", ")
+	}
 	for k, vv := range resp.Trailer {
 		if hopHeaders[k] {
 			continue
 		}
-		if len(announced) > 0 && slices.Contains(strings.Split(announced[0], ", "), k) {
+		if slices.Contains(names, k) {
 			out[k] = vv
 		} else {
 			out[http.TrailerPrefix+k] = vv
