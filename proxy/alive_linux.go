@@ -17,7 +17,7 @@ import (
 // poller's locking to every request. It is safe: a connection taken from the
 // pool belongs to one request, and nothing closes it meanwhile.
 func (c *upstreamConn) alive() bool {
-	if c.br.Buffered() > 0 {
+	if c.buffered() > 0 {
 		return false
 	}
 	if c.fd < 0 {

@@ -132,3 +132,31 @@ func TestAChunkedAnswerFollowedByBytesSmugglesNothing(t *testing.T) {
 		return nil
 	})
 }
+
+// TestALongChunkFollowedByBytesSmugglesNothing: as above, with a chunk
+// longer than the connection's read buffer, so that its rest is read
+// straight into the body's buffer and what follows it (the body's end, and
+// an answer the instance sends unasked, small enough to come with it) is
+// read ahead in the same system call: that answer reaches no client, and
+// every client gets its own body whole.
+func TestALongChunkFollowedByBytesSmugglesNothing(t *testing.T) {
+	long := strings.Repeat("x", 3*bufferSize)
+	inst := rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+		path, extra := r.URL.Path, ""
+		if strings.Contains(path, "/smuggle") {
+			extra = "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nBAD" // with the end, within what is read ahead
+		}
+		body := path + long
+		_, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nX-Path: %s\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n%s", path, len(body), body, extra)
+		return err == nil
+	})
+	prod, _ := proxyOf(t, Options{}, inst)
+	getEach(t, prod, 4, 100, func(c, i int) string {
+		return fmt.Sprintf("/c%d/r%d", c, i) + []string{"", "/smuggle"}[i%2]
+	}, func(path string, resp *http.Response, body []byte) error {
+		if resp.Header.Get("X-Path") != path || string(body) != path+long {
+			return fmt.Errorf("asked for %s: the head of %q, a body of %d bytes starting %.20q", path, resp.Header.Get("X-Path"), len(body), body)
+		}
+		return nil
+	})
+}

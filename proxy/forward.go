@@ -199,6 +199,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 		c.bw.Write(proxyHeader(pp, r.RemoteAddr, c.RemoteAddr())) // goes with the request
 	}
 	c.watch(ctx)
+	c.readAhead = false // the head is read to its end, not beyond
 	fail := func(kind failure, err error) (*http.Response, exchange, error) {
 		c.stopWatch()
 		c.Close()
@@ -276,6 +277,7 @@ func (p *Proxy) attempt(ctx context.Context, r *http.Request, rq *request, inst 
 	}
 	rq.head = clock.Now()
 	c.idleReads(rq.o.InstanceReadTimeout)
+	c.readAhead = len(resp.TransferEncoding) > 0 // chunked (see upstreamConn.Read)
 	return resp, c, nil
 }
 

@@ -103,7 +103,19 @@ type upstreamConn struct {
 	// makes it: nothing may arrive unseen between the look and the wait.
 	peekFirst bool
 	sock      *rawsock.IO
+
+	// readAhead, set while a chunked body is read, lets a read that fills
+	// its buffer go on into ahead, in the same system call (see Read);
+	// ahead[aheadAt:aheadEnd] is what was read so and not passed on yet.
+	readAhead         bool
+	aheadAt, aheadEnd int
+	ahead             [aheadSize]byte
 }
+
+// aheadSize bounds what a read of a chunked body takes beyond the chunk it
+// reads to the end of: enough for the chunk's CRLF and the next size line,
+// or the body's last chunk and an empty trailer section.
+const aheadSize = 64
 
 // errStale is a reused connection found closed, or with bytes the
 // instance sent unasked, before any byte of the request went out on it.
@@ -125,7 +137,7 @@ func (c *upstreamConn) flushAwaiting() error {
 	// as could bytes that came after an earlier look; and what a new
 	// connection's instance sends before the request must be read as its
 	// answer, as it was.
-	if c.rc == nil || !c.peekFirst || c.br.Buffered() > 0 {
+	if c.rc == nil || !c.peekFirst || c.buffered() > 0 {
 		err := c.bw.Flush()
 		c.flushedAt = clock.Now()
 		return err
@@ -168,7 +180,7 @@ func (c *upstreamConn) stopWatch() bool {
 }
 
 // pending reports whether more of the response is already buffered.
-func (c *upstreamConn) pending() bool { return c.br.Buffered() > 0 }
+func (c *upstreamConn) pending() bool { return c.buffered() > 0 }
 
 // release ends the exchange once the response was passed on whole: the
 // connection goes back to the pool unless the client's cancellation
@@ -228,16 +240,36 @@ func (c *upstreamConn) idleReads(d time.Duration) { c.readIdle = d }
 func (c *upstreamConn) idleWrites(d time.Duration) { c.writeIdle = d }
 
 // Read reads from the instance, moving the read deadline along when
-// readIdle is set.
+// readIdle is set. What an earlier read took ahead comes first.
+//
+// A chunked body is read to the end of each chunk exactly (bufio reads
+// straight into the caller's buffer when it is empty and the chunk's rest
+// is larger than itself), so what follows the chunk, often the body's end
+// sent with it, would take a read of its own. With readAhead, a read that
+// fills p goes on into ahead in the same system call.
 func (c *upstreamConn) Read(p []byte) (int, error) {
+	if c.aheadAt < c.aheadEnd {
+		n := copy(p, c.ahead[c.aheadAt:c.aheadEnd])
+		c.aheadAt += n
+		return n, nil
+	}
 	if c.readIdle > 0 {
 		c.readDeadline = c.refresh(c.Conn.SetReadDeadline, c.readDeadline, c.readIdle)
 	}
 	if c.sock != nil {
-		return c.sock.Read(p)
+		if !c.readAhead {
+			return c.sock.Read(p)
+		}
+		n, m, err := c.sock.ReadBeyond(p, c.ahead[:])
+		c.aheadAt, c.aheadEnd = 0, m
+		return n, err
 	}
 	return c.Conn.Read(p)
 }
+
+// buffered is how many bytes the instance sent that were read and not
+// yet parsed.
+func (c *upstreamConn) buffered() int { return c.br.Buffered() + c.aheadEnd - c.aheadAt }
 
 // Write writes to the instance, moving the write deadline along. The
 // first write of a request on a connection with peekFirst looks at it
@@ -271,7 +303,7 @@ func (c *upstreamConn) refresh(set func(time.Time) error, deadline int64, timeou
 // reusable reports whether c can go back to the pool after a response:
 // the instance sent nothing beyond it. Bytes after a response would be
 // read as the next request's answer: a response meant for another client.
-func (c *upstreamConn) reusable() bool { return c.br.Buffered() == 0 }
+func (c *upstreamConn) reusable() bool { return c.buffered() == 0 }
 
 // pool holds one instance's idle connections, in the order they were put
 // back, and its HTTP/2 connections, for one way of reaching it (an
@@ -376,7 +408,7 @@ func (p *Proxy) conn(ctx context.Context, inst *route.Instance, up *Upstream, fr
 		if c == nil {
 			break
 		}
-		if deferPeek && c.rc != nil && time.Since(c.idleSince) <= idleTimeout && c.br.Buffered() == 0 {
+		if deferPeek && c.rc != nil && time.Since(c.idleSince) <= idleTimeout && c.buffered() == 0 {
 			c.peekFirst, c.reused = true, true
 			return c, nil
 		}

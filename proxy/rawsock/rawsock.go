@@ -32,6 +32,13 @@ type IO struct {
 	rn         int
 	rerr, werr syscall.Errno
 
+	// ReadBeyond's: what lies beyond rp, how much of it a read filled,
+	// and the readv's two buffers.
+	beyond   []byte
+	bn       int
+	riov     [2]syscall.Iovec
+	readBoth func(uintptr) bool
+
 	one [1][]byte // Write's buffer, as writeAll's
 	wv  [][]byte  // what writeAll has still to write, whole buffers
 	iov [maxIovecs]syscall.Iovec
@@ -43,7 +50,7 @@ type IO struct {
 // Reset). conn names the addresses in errors, as net.Conn's do.
 func New(rc syscall.RawConn, conn net.Conn) *IO {
 	s := &IO{rc: rc, conn: conn}
-	s.read, s.writev = s.readStep, s.writevStep
+	s.read, s.writev, s.readBoth = s.readStep, s.writevStep, s.readvStep
 	return s
 }
 
@@ -97,6 +104,57 @@ func (s *IO) readStep(fd uintptr) bool {
 		case 0:
 			s.rn = int(n)
 			raceRead(fd, s.rp[:n])
+			return true
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			s.rerr = e
+			return true
+		}
+	}
+}
+
+// ReadBeyond reads as Read does into p and, once p is full, on into
+// beyond, in one system call (readv): n bytes went into p, m into beyond.
+// A reader that must read exactly to a boundary (the end of a chunk of a
+// chunked body) gets what follows it (the next chunk's size line, the end
+// of the body) in the same call, rather than in a read of its own.
+func (s *IO) ReadBeyond(p, beyond []byte) (n, m int, err error) {
+	if len(beyond) == 0 {
+		n, err = s.Read(p)
+		return n, 0, err
+	}
+	if len(p) == 0 {
+		return 0, 0, nil
+	}
+	s.rp, s.beyond, s.rn, s.bn, s.rerr = p, beyond, 0, 0, 0
+	err = s.rc.Read(s.readBoth)
+	s.rp, s.beyond = nil, nil
+	s.riov = [2]syscall.Iovec{} // no pointer into a buffer outlives the read
+	switch {
+	case err != nil:
+		return 0, 0, s.fail("read", err, 0)
+	case s.rerr != 0:
+		return 0, 0, s.fail("read", nil, s.rerr)
+	case s.rn == 0:
+		return 0, 0, io.EOF
+	}
+	return s.rn, s.bn, nil
+}
+
+func (s *IO) readvStep(fd uintptr) bool {
+	s.riov[0].Base, s.riov[1].Base = &s.rp[0], &s.beyond[0]
+	s.riov[0].SetLen(len(s.rp))
+	s.riov[1].SetLen(len(s.beyond))
+	for {
+		n, _, e := syscall.RawSyscall(syscall.SYS_READV, fd, uintptr(unsafe.Pointer(&s.riov[0])), 2)
+		switch e {
+		case 0:
+			s.rn = min(int(n), len(s.rp))
+			s.bn = int(n) - s.rn
+			raceRead(fd, s.rp[:s.rn])
+			raceRead(fd, s.beyond[:s.bn])
 			return true
 		case syscall.EINTR:
 		case syscall.EAGAIN:

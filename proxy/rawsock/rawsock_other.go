@@ -23,6 +23,9 @@ func (s *IO) Reset(syscall.RawConn, net.Conn) {}
 // Read fails with errors.ErrUnsupported on this system.
 func (s *IO) Read([]byte) (int, error) { return 0, errors.ErrUnsupported }
 
+// ReadBeyond fails with errors.ErrUnsupported on this system.
+func (s *IO) ReadBeyond([]byte, []byte) (int, int, error) { return 0, 0, errors.ErrUnsupported }
+
 // Write fails with errors.ErrUnsupported on this system.
 func (s *IO) Write([]byte) (int, error) { return 0, errors.ErrUnsupported }
 

@@ -241,3 +241,31 @@ func TestTheSocketOrdersMemory(t *testing.T) {
 		}
 	}
 }
+
+// ReadBeyond fills p, then goes on into beyond in the same call; what it
+// reads is the stream in order, p's part first; a read that does not fill
+// p leaves beyond alone; the end is io.EOF.
+func TestReadBeyond(t *testing.T) {
+	_, s, peer := pair(t)
+	if _, err := peer.Write([]byte("0123456789abcdef")); err != nil { // one segment: it arrives whole
+		t.Fatal(err)
+	}
+	p, beyond := make([]byte, 10), make([]byte, 4)
+	n, m, err := s.ReadBeyond(p, beyond)
+	if err != nil || n != 10 || m != 4 || string(p) != "0123456789" || string(beyond) != "abcd" {
+		t.Fatalf("ReadBeyond: %d %d %v, %q and %q; want 10 4 nil, 0123456789 and abcd", n, m, err, p[:n], beyond[:m])
+	}
+	clear(beyond)
+	n, m, err = s.ReadBeyond(p, beyond)
+	if err != nil || n != 2 || m != 0 || string(p[:n]) != "ef" || beyond[0] != 0 {
+		t.Fatalf("ReadBeyond of the rest: %d %d %v, %q; want 2 0 nil, ef, beyond untouched", n, m, err, p[:n])
+	}
+	peer.Write([]byte("xyz"))
+	if n, m, err := s.ReadBeyond(p, nil); err != nil || n != 3 || m != 0 || string(p[:n]) != "xyz" {
+		t.Fatalf("ReadBeyond with nothing beyond: %d %d %v %q; want a Read's 3 0 nil xyz", n, m, err, p[:n])
+	}
+	peer.Close()
+	if n, m, err := s.ReadBeyond(p, beyond); n != 0 || m != 0 || err != io.EOF {
+		t.Fatalf("ReadBeyond at the end: %d %d %v, want io.EOF", n, m, err)
+	}
+}
