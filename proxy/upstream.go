@@ -179,8 +179,14 @@ func (c *upstreamConn) stopWatch() bool {
 	return stop()
 }
 
-// pending reports whether more of the response is already buffered.
-func (c *upstreamConn) pending() bool { return c.buffered() > 0 }
+// pending reports whether more of the response is already buffered, where
+// the body's reader sees it: respond sends what it passed on only when
+// nothing is. Bytes read ahead do not count: the chunked reader returns at
+// a chunk's end when its buffer holds too little to go on (it cannot see
+// them), and they may be no more than the chunk's CRLF, after which it
+// waits for the instance. Counted, they would hold back what arrived (a
+// streamed answer's event) until the instance sent more.
+func (c *upstreamConn) pending() bool { return c.br.Buffered() > 0 }
 
 // release ends the exchange once the response was passed on whole: the
 // connection goes back to the pool unless the client's cancellation
