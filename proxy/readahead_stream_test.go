@@ -85,3 +85,67 @@ func TestAChunkEndingAtTheBufferIsNotHeldBack(t *testing.T) {
 		})
 	}
 }
+
+// TestChunkedEndsAtEveryOffsetSmuggleNothing: chunked answers whose chunk
+// boundaries, CRLFs, body end, trailer section and a whole answer the
+// instance sends unasked with the end fall at every offset around the connection's 4 KiB buffer and the
+// bytes read ahead beyond it: each client gets its own body and trailer
+// whole, and the unasked answer reaches no one.
+func TestChunkedEndsAtEveryOffsetSmuggleNothing(t *testing.T) {
+	var lengths []int
+	for l := bufferSize - 100; l <= bufferSize+100; l++ {
+		lengths = append(lengths, l)
+	}
+	for l := 2*bufferSize - 100; l <= 2*bufferSize+100; l++ {
+		lengths = append(lengths, l)
+	}
+	variants := []string{"plain", "smuggle", "trail", "trail+smuggle"}
+	bodyOf := func(path string, l int) string { return strings.Repeat(path+"|", l/(len(path)+1)+1)[:l] }
+	inst := rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+		var l, k int
+		var variant string
+		fmt.Sscanf(r.URL.Path, "/c%d/l%d/k%d/%s", new(int), &l, &k, &variant)
+		body := bodyOf(r.URL.Path, l)
+		var b strings.Builder
+		fmt.Fprintf(&b, "HTTP/1.1 200 OK\r\nX-Path: %s\r\n", r.URL.Path)
+		if strings.Contains(variant, "trail") {
+			b.WriteString("Trailer: X-T\r\n")
+		}
+		b.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+		for rest := body; rest != ""; {
+			n := min(k, len(rest))
+			fmt.Fprintf(&b, "%x\r\n%s\r\n", n, rest[:n])
+			rest = rest[n:]
+		}
+		b.WriteString("0\r\n")
+		if strings.Contains(variant, "trail") {
+			b.WriteString("X-T: " + r.URL.Path + "\r\n")
+		}
+		b.WriteString("\r\n")
+		const unasked = "HTTP/1.1 200 OK\r\nX-Path: /smuggled\r\nContent-Length: 8\r\n\r\nSMUGGLED"
+		if strings.Contains(variant, "smuggle") {
+			b.WriteString(unasked)
+		}
+		_, err := io.WriteString(c, b.String())
+		return err == nil
+	})
+	prod, _ := proxyOf(t, Options{}, inst)
+	const clients = 2
+	getEach(t, prod, clients, len(lengths)/clients, func(c, i int) string {
+		l := lengths[i*clients+c]
+		k := []int{l, 1000, 61}[l%3]
+		return fmt.Sprintf("/c%d/l%d/k%d/%s", c, l, k, variants[(l/3)%len(variants)])
+	}, func(path string, resp *http.Response, body []byte) error {
+		var l int
+		fmt.Sscanf(path, "/c%d/l%d/", new(int), &l)
+		trailer := ""
+		if strings.Contains(path, "trail") {
+			trailer = path
+		}
+		if resp.Header.Get("X-Path") != path || string(body) != bodyOf(path, l) || resp.Trailer.Get("X-T") != trailer {
+			return fmt.Errorf("asked for %s: the head of %q, a body of %d bytes starting %.30q, the trailer %q",
+				path, resp.Header.Get("X-Path"), len(body), body, resp.Trailer.Get("X-T"))
+		}
+		return nil
+	})
+}
