@@ -468,3 +468,54 @@ func TestH2Date(t *testing.T) {
 		}
 	}
 }
+
+// TestH2DateIsSharedSafely: streams of many connections at once get their
+// Date from the one shared value while handlers add to and replace their
+// own Date after the head went (as a handler may, in vain): each answer
+// carries one valid Date, and what a handler did reaches no other stream
+// (under -race: no write to the shared value).
+func TestH2DateIsSharedSafely(t *testing.T) {
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte("ok"))
+		hdr := w.Header()
+		hdr.Add("Date", "Mon, 02 Jan 2006 15:04:05 GMT")
+		hdr["Date"] = append(hdr["Date"], "junk")
+		hdr.Set("Date", "junk")
+	})
+	s := &Server{Handler: h, H2C: true}
+	addr, _ := startH2(t, s, false)
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for range 4 {
+		wg.Go(func() {
+			c, _ := h2Client(t, nil)
+			for range 25 {
+				v := dateField()
+				_ = append(v, "junk") // a copy: the shared value has no room
+				resp, err := c.Get("http://" + addr + "/")
+				if err != nil {
+					errs <- err
+					return
+				}
+				resp.Body.Close()
+				got := resp.Header.Values("Date")
+				if len(got) != 1 {
+					errs <- fmt.Errorf("Date fields %q, want one", got)
+					return
+				}
+				if _, err := http.ParseTime(got[0]); err != nil {
+					errs <- fmt.Errorf("Date %q: %v", got[0], err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if v := dateField(); len(v) != 1 || cap(v) != 1 {
+		t.Errorf("the shared Date value %q has length %d, capacity %d; want 1 and 1", v, len(v), cap(v))
+	}
+}
