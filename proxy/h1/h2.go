@@ -575,9 +575,13 @@ func (w *h2Writer) commit() {
 
 // dateField returns the Date field's value for the current second, as a
 // slice its callers share and must not change. It is formatted once a
-// second rather than once a response.
+// second rather than once a response. The second is the wall clock's
+// (time.Now), as x/net's was: a date shown follows the system's clock
+// when it is set, where clock's readings keep the one at start (a host
+// whose clock is set after vipswap started, at boot or after a suspend,
+// would send the wrong time in every answer).
 func dateField() []string {
-	sec := clock.Nanos() / int64(time.Second)
+	sec := time.Now().Unix()
 	if d := lastDate.Load(); d != nil && d.sec == sec {
 		return d.value
 	}
