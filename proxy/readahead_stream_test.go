@@ -14,16 +14,18 @@ import (
 // chunks, each whole with its CRLF, then pauses (a streamed answer's
 // events). The burst is laid out so that the connection's buffer fills at
 // the end of a chunk's data and only that chunk's CRLF is left, read ahead
-// in the same system call: nothing the client could get by waiting. What
-// arrived must reach the client during the pause, not once the instance
-// sends more.
+// in the same system call (inside 0), or at its CR, its LF read ahead
+// (inside 1): nothing the client could get by waiting. What arrived must
+// reach the client during the pause, not once the instance sends more.
 func TestAChunkEndingAtTheBufferIsNotHeldBack(t *testing.T) {
-	for _, second := range []int{1, 100, 1000, 3000} {
-		t.Run(fmt.Sprint(second), func(t *testing.T) {
+	for _, tc := range []struct{ second, inside int }{{1, 0}, {100, 0}, {1000, 0}, {3000, 0}, {1, 1}, {1000, 1}} {
+		second, inside := tc.second, tc.inside
+		t.Run(fmt.Sprint(second, "/", inside), func(t *testing.T) {
 			const head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 			// The head and a first chunk fill the first read exactly
 			// (4 KiB); the first chunk's CRLF, a second chunk and a third
-			// fill the next (4 KiB); the third's CRLF is beyond.
+			// (and inside bytes of its CRLF) fill the next (4 KiB); the
+			// rest of the third's CRLF is beyond.
 			chunk := func(data int) string { return fmt.Sprintf("%x\r\n%s", data, strings.Repeat("d", data)) }
 			size := func(data int) int { return len(chunk(data)) }
 			fit := func(room int) int { // the data of a chunk that takes room bytes
@@ -37,10 +39,10 @@ func TestAChunkEndingAtTheBufferIsNotHeldBack(t *testing.T) {
 				return d
 			}
 			first := fit(bufferSize - len(head))
-			third := fit(bufferSize - 2 - size(second) - 2)
+			third := fit(bufferSize - 2 - size(second) - 2 - inside)
 			burst := head + chunk(first) + "\r\n" + chunk(second) + "\r\n" + chunk(third) + "\r\n"
-			if len(burst) != 2*bufferSize+2 {
-				t.Fatalf("the burst is %d bytes, want %d", len(burst), 2*bufferSize+2)
+			if len(burst) != 2*bufferSize+2-inside {
+				t.Fatalf("the burst is %d bytes, want %d", len(burst), 2*bufferSize+2-inside)
 			}
 			data := first + second + third
 			release := make(chan struct{})

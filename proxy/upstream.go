@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -180,13 +181,24 @@ func (c *upstreamConn) stopWatch() bool {
 }
 
 // pending reports whether more of the response is already buffered, where
-// the body's reader sees it: respond sends what it passed on only when
-// nothing is. Bytes read ahead do not count: the chunked reader returns at
-// a chunk's end when its buffer holds too little to go on (it cannot see
-// them), and they may be no more than the chunk's CRLF, after which it
-// waits for the instance. Counted, they would hold back what arrived (a
-// streamed answer's event) until the instance sent more.
-func (c *upstreamConn) pending() bool { return c.br.Buffered() > 0 }
+// the body's reader sees it and can pass it on without waiting: respond
+// sends what it passed on only when nothing is.
+//
+// Bytes read ahead do not count: the chunked reader cannot see them. Of a
+// chunked body, buffered bytes count only with a line end among them: the
+// chunked reader returns at a chunk's end when its buffer holds no whole
+// line to go on with (part of the chunk's CRLF, as when a read's end falls
+// between its CR and LF; part of the next size line), and then waits for
+// the instance for the rest. Counted, those bytes would hold back what
+// arrived (a streamed answer's event) until the instance sent more.
+func (c *upstreamConn) pending() bool {
+	n := c.br.Buffered()
+	if n == 0 || !c.readAhead { // readAhead: a chunked body
+		return n > 0
+	}
+	b, _ := c.br.Peek(n)
+	return bytes.IndexByte(b, '\n') >= 0
+}
 
 // release ends the exchange once the response was passed on whole: the
 // connection goes back to the pool unless the client's cancellation
