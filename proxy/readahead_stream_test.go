@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vipswap/vipswap/route"
 )
 
 // TestAChunkEndingAtTheBufferIsNotHeldBack: an instance sends a burst of
@@ -149,5 +151,60 @@ func TestChunkedEndsAtEveryOffsetSmuggleNothing(t *testing.T) {
 				path, resp.Header.Get("X-Path"), len(body), body, resp.Trailer.Get("X-T"))
 		}
 		return nil
+	})
+}
+
+// TestAStalledChunkedBodyStillTimesOutAndCancels: reads of a chunked body
+// go through the read that reads ahead; an instance that stalls mid-body,
+// just after a read filled its buffer and read ahead, is still cut off by
+// InstanceReadTimeout, and a client that goes away still ends the
+// exchange with the instance.
+func TestAStalledChunkedBodyStillTimesOutAndCancels(t *testing.T) {
+	// A first chunk that fills the buffer and one read into the body's
+	// buffer, then a size line and part of a second chunk (read ahead),
+	// then nothing.
+	// The caller closes release before the test's cleanups, which wait for
+	// the instance's handlers.
+	stalled := func(t *testing.T, release chan struct{}) *route.Instance {
+		return rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n100\r\n%s",
+				3*bufferSize, strings.Repeat("a", 3*bufferSize), strings.Repeat("b", 100))
+			<-release
+			return false
+		})
+	}
+	t.Run("timeout", func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		inst := stalled(t, release)
+		prod, p := proxyOf(t, Options{InstanceReadTimeout: 200 * time.Millisecond}, inst)
+		resp, err := http.Get(prod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Fatalf("a stalled body of %d bytes reached the client as if whole", len(body))
+		}
+		waitNothingInFlight(t, inst)
+		if p.Failed(route.Prod) != 1 {
+			t.Fatalf("failed = %d, want 1", p.Failed(route.Prod))
+		}
+	})
+	t.Run("client gone", func(t *testing.T) {
+		release := make(chan struct{})
+		defer close(release)
+		inst := stalled(t, release)
+		prod, _ := proxyOf(t, Options{}, inst)
+		resp, err := http.Get(prod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(resp.Body, make([]byte, 3*bufferSize)); err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close() // the client goes away mid-body
+		waitNothingInFlight(t, inst)
 	})
 }
