@@ -1,14 +1,17 @@
 package proxy
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/route"
 )
 
@@ -207,4 +210,64 @@ func TestAStalledChunkedBodyStillTimesOutAndCancels(t *testing.T) {
 		resp.Body.Close() // the client goes away mid-body
 		waitNothingInFlight(t, inst)
 	})
+}
+
+// TestATunnelAfterAChunkedAnswerOnTheSameConnection: a connection that
+// carried a chunked answer read with reads ahead (a chunk that filled the
+// buffer, the end read ahead) goes back to the pool and carries an upgrade
+// next: the tunnel passes the instance's bytes on in order, none lost to
+// or taken from what was read ahead.
+func TestATunnelAfterAChunkedAnswerOnTheSameConnection(t *testing.T) {
+	long := strings.Repeat("x", 3*bufferSize)
+	var conns atomic.Int64
+	inst := route.NewInstance("blue", vstest.Serve(t, func(c net.Conn) {
+		conns.Add(1)
+		br := bufio.NewReader(c)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if r.Header.Get("Upgrade") == "" {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", len(long), long)
+				continue
+			}
+			io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nfirst\n")
+			for {
+				line, err := br.ReadString('\n')
+				if err != nil {
+					return
+				}
+				io.WriteString(c, "echo: "+line)
+			}
+		}
+	}))
+	prod, p := proxyOf(t, Options{}, inst)
+	if code, body := get(t, prod); code != 200 || body != long {
+		t.Fatalf("got %d and %d bytes, want 200 and %d", code, len(body), len(long))
+	}
+	waitReusable(t, p, inst)
+	conn, err := net.Dial("tcp", strings.TrimPrefix(prod, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(30 * time.Second))
+	io.WriteString(conn, "GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", resp, err)
+	}
+	for _, want := range []string{"first\n", "echo: one\n", "echo: two\n"} {
+		if want != "first\n" {
+			io.WriteString(conn, strings.TrimPrefix(want, "echo: "))
+		}
+		if line, err := br.ReadString('\n'); err != nil || line != want {
+			t.Fatalf("through the tunnel: %q, %v; want %q", line, err, want)
+		}
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections to the instance, want the pooled one reused", n)
+	}
 }
