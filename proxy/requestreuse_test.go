@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -123,5 +124,46 @@ func TestHangUpInterruptsTheInstanceOnAKeptConnection(t *testing.T) {
 	case <-gone:
 	case <-time.After(20 * time.Second):
 		t.Fatal("the client hung up, and the instance connection was never interrupted")
+	}
+}
+
+// TestH2OutboundFieldsShareNoRoom: the outbound header's values live in
+// one array, the fields vipswap adds (Te, X-Forwarded-*, Via) with the
+// copied ones: each field's slice ends where its values do, so adding a
+// value to one (Header.Add, append) writes to a copy and leaves every
+// other field as it was.
+func TestH2OutboundFieldsShareNoRoom(t *testing.T) {
+	r, err := http.NewRequest("POST", "http://x/svc/Call", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Header = http.Header{
+		"Content-Type": {"application/grpc"}, "Te": {"trailers"}, "User-Agent": {"grpc-go"},
+		"X-Forwarded-For": {"10.0.0.1"}, "Via": {"1.1 edge"}, "Accept": {"a", "b"},
+	}
+	r.RemoteAddr = "127.0.0.1:5555"
+	rq := &request{o: &Options{}, uri: "/svc/Call"}
+	out := outboundH2(context.Background(), r, rq, &route.Instance{Addr: "127.0.0.1:1"}, &Upstream{Protocol: H2C}, "1.1 vipswap")
+	want := make(map[string][]string, len(out.Header))
+	for k, vv := range out.Header {
+		want[k] = append([]string(nil), vv...)
+	}
+	for _, k := range []string{"Te", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Via"} {
+		if len(out.Header[k]) != 1 {
+			t.Fatalf("%s: %q, want one value", k, out.Header[k])
+		}
+	}
+	for k := range want {
+		out.Header.Add(k, "added to "+k)
+		for other, vv := range want {
+			got := out.Header[other]
+			if other == k {
+				got = got[:len(got)-1]
+			}
+			if !slices.Equal(got, vv) {
+				t.Fatalf("a value added to %s changed %s: %q, want %q", k, other, got, vv)
+			}
+		}
+		out.Header[k] = out.Header[k][:len(out.Header[k])-1]
 	}
 }
