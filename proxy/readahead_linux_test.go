@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vipswap/vipswap/internal/vstest"
 	"github.com/vipswap/vipswap/proxy/rawsock"
 )
 
@@ -19,21 +20,7 @@ import (
 // pool nor be looked at as quiet: those bytes would be read as the next
 // request's answer.
 func TestBytesReadAheadCount(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	nc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	peer, nc := vstest.TCPPair(t)
 	nc.SetDeadline(time.Now().Add(time.Minute))
 	rc, err := nc.(*net.TCPConn).SyscallConn()
 	if err != nil {

@@ -534,13 +534,24 @@ func startBackend() (httpAddr, grpcAddr string, err error) {
 }
 
 func freeAddr() string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		log.Fatal(err)
+	for {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			log.Fatal(err)
+		}
+		addr := ln.Addr().String()
+		ln.Close()
+		// The system may hand out a port again once it is closed: a
+		// target given the same port twice would not start.
+		if !handedOut[addr] {
+			handedOut[addr] = true
+			return addr
+		}
 	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
+
+// handedOut holds the addresses freeAddr returned.
+var handedOut = map[string]bool{}
 
 func writeFile(dir, name, content string) string {
 	p := filepath.Join(dir, name)

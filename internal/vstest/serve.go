@@ -48,3 +48,25 @@ func Serve(t testing.TB, serve func(c net.Conn)) string {
 	})
 	return ln.Addr().String()
 }
+
+// TCPPair returns the two ends of a TCP connection on 127.0.0.1: the one
+// that dialled and the one accepted. Both close when the test ends.
+func TCPPair(t testing.TB) (dialed, accepted net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dialed, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted, err = ln.Accept()
+	if err != nil {
+		dialed.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { dialed.Close(); accepted.Close() })
+	return dialed, accepted
+}

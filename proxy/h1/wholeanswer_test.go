@@ -12,26 +12,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 // loopbackPair returns the two ends of a TCP connection on 127.0.0.1.
 func loopbackPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	a, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := ln.Accept()
-	if err != nil {
-		a.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { a.Close(); b.Close() })
+	a, b := vstest.TCPPair(t)
 	a.SetDeadline(time.Now().Add(10 * time.Second))
 	b.SetDeadline(time.Now().Add(10 * time.Second))
 	return a, b

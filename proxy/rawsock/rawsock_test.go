@@ -12,27 +12,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vipswap/vipswap/internal/vstest"
 )
 
 // pair returns the two ends of a TCP connection on 127.0.0.1, and an IO on
 // the first.
 func pair(t *testing.T) (*net.TCPConn, *IO, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := ln.Accept()
-	if err != nil {
-		peer.Close()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { nc.Close(); peer.Close() })
+	peer, nc := vstest.TCPPair(t)
 	tc := nc.(*net.TCPConn)
 	rc, err := tc.SyscallConn()
 	if err != nil {
