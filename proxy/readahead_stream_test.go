@@ -23,9 +23,12 @@ import (
 // (inside 1): nothing the client could get by waiting. What arrived must
 // reach the client during the pause, not once the instance sends more.
 func TestAChunkEndingAtTheBufferIsNotHeldBack(t *testing.T) {
-	for _, tc := range []struct{ second, inside int }{{1, 0}, {100, 0}, {1000, 0}, {3000, 0}, {1, 1}, {1000, 1}} {
+	for _, tc := range []struct {
+		second, inside int
+		h2c            bool
+	}{{1, 0, false}, {100, 0, false}, {1000, 0, false}, {3000, 0, false}, {1, 1, false}, {1000, 1, false}, {1000, 0, true}, {1000, 1, true}} {
 		second, inside := tc.second, tc.inside
-		t.Run(fmt.Sprint(second, "/", inside), func(t *testing.T) {
+		t.Run(fmt.Sprint(second, "/", inside, map[bool]string{false: "/http1.1", true: "/h2c"}[tc.h2c]), func(t *testing.T) {
 			const head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
 			// The head and a first chunk fill the first read exactly
 			// (4 KiB); the first chunk's CRLF, a second chunk and a third
@@ -59,8 +62,18 @@ func TestAChunkEndingAtTheBufferIsNotHeldBack(t *testing.T) {
 				io.WriteString(c, "0\r\n\r\n")
 				return true
 			})
-			prod, _ := proxyOf(t, Options{}, inst)
-			resp, err := http.Get(prod)
+			var prod string
+			get := http.Get
+			if tc.h2c { // the client's copy goes through x/net's writer
+				p := New(Options{})
+				p.Apply(table(1, []*route.Instance{inst}, nil))
+				var cl *http.Client
+				prod, cl = serveH2(t, p, false)
+				get = cl.Get
+			} else {
+				prod, _ = proxyOf(t, Options{}, inst)
+			}
+			resp, err := get(prod)
 			if err != nil {
 				close(release)
 				t.Fatal(err)
