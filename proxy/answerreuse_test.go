@@ -160,3 +160,37 @@ func TestALongChunkFollowedByBytesSmugglesNothing(t *testing.T) {
 		return nil
 	})
 }
+
+// TestBodiesAroundTheSmallBuffer: a body whose Content-Length is at most
+// smallBufferSize is copied through a small buffer, a larger one through
+// the large: either way each client gets its body whole, byte for byte,
+// over HTTP/1.1 keep-alive, at sizes on both sides of the line, the
+// instance sending head and body in one write or the body in pieces.
+func TestBodiesAroundTheSmallBuffer(t *testing.T) {
+	sizes := []int{0, 1, smallBufferSize - 1, smallBufferSize, smallBufferSize + 1, 3 * smallBufferSize}
+	inst := rawAnswerer(t, func(c net.Conn, r *http.Request) bool {
+		var size, pieces int
+		fmt.Sscanf(r.URL.Path, "/%d/%d", &size, &pieces)
+		body := strings.Repeat(r.URL.Path[1:2], size)
+		if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size); err != nil {
+			return false
+		}
+		for i := range pieces {
+			if _, err := io.WriteString(c, body[i*size/pieces:(i+1)*size/pieces]); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	prod, _ := proxyOf(t, Options{}, inst)
+	getEach(t, prod, 3, 2*len(sizes)*2, func(c, i int) string {
+		return fmt.Sprintf("/%d/%d", sizes[i%len(sizes)], 1+3*(i/len(sizes)%2))
+	}, func(path string, resp *http.Response, body []byte) error {
+		var size, pieces int
+		fmt.Sscanf(path, "/%d/%d", &size, &pieces)
+		if resp.StatusCode != http.StatusOK || string(body) != strings.Repeat(path[1:2], size) {
+			return fmt.Errorf("%s: status %d, %d bytes, want %d of %q", path, resp.StatusCode, len(body), size, path[1:2])
+		}
+		return nil
+	})
+}

@@ -332,5 +332,13 @@ func (e *noInstanceError) Error() string {
 	return fmt.Sprintf("no instance of slot %q is available for %s (waited %s)", e.slot, e.l, e.hold)
 }
 
-// buffers recycles the 32 KiB buffers that copy response bodies.
-var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+// buffers recycles the 32 KiB buffers that copy response bodies, and
+// smallBuffers the buffers of bodies known to be no larger than
+// smallBufferSize.
+var (
+	buffers      = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+	smallBuffers = sync.Pool{New: func() any { b := make([]byte, smallBufferSize); return &b }}
+)
+
+// smallBufferSize is the largest body copied through a small buffer.
+const smallBufferSize = 4 << 10

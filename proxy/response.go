@@ -55,8 +55,12 @@ func (h *handler) respond(w http.ResponseWriter, r *http.Request, resp *http.Res
 	// so a slow or streamed body (server-sent events) reaches the client as
 	// it comes, while a body that arrives at once goes out in one write.
 	flusher, _ := w.(http.Flusher)
-	bufp := buffers.Get().(*[]byte)
-	defer buffers.Put(bufp)
+	pool := &buffers
+	if resp.ContentLength >= 0 && resp.ContentLength <= smallBufferSize {
+		pool = &smallBuffers // a body known to be small: 4 KiB, not 32, while the client takes it
+	}
+	bufp := pool.Get().(*[]byte)
+	defer pool.Put(bufp)
 	buf := *bufp
 	var writeWait time.Duration // time spent waiting on the client to take the answer
 	t := clock.Now()            // when the read below began: one clock read ends a wait and begins the next
